@@ -1,0 +1,110 @@
+# xdistill build. `make` builds the library, the `xdistill` program and the tests.
+#   make test        set-up (installs what is missing), build, run every cmocka test
+#   make demo        set-up, build, run the headline demo
+#   make bench       speed suites (prints a table)
+# Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir.
+
+CC      ?= gcc
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+BUILD   ?= build
+ARCH    ?= -march=native
+OPT     ?= -O2
+CFLAGS_BASE := -std=c17 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wvla -fno-strict-aliasing -I.
+
+ifeq ($(DEBUG),1)
+OPT := -O0
+endif
+ifeq ($(SANITIZE),1)
+BUILD   := $(BUILD)/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+
+# OpenBLAS: prefer Debian's OpenMP build (shares our OpenMP threads); fall back to the default one.
+OPENBLAS_OMP_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+ifneq ($(wildcard $(OPENBLAS_OMP_DIR)/libopenblas.so),)
+BLAS_CFLAGS := -I/usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIBS   := -L$(OPENBLAS_OMP_DIR) -Wl,-rpath,$(OPENBLAS_OMP_DIR) -lopenblas
+BLAS_FOUND  := OpenBLAS (OpenMP build)
+else
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
+BLAS_FOUND  := OpenBLAS (default build)
+endif
+
+ifeq ($(NO_OMP),1)
+OMPFLAGS :=
+OMP_FOUND := off (NO_OMP=1)
+else
+OMPFLAGS := -fopenmp
+OMP_FOUND := on
+endif
+
+PKGS     := libpng libjpeg zlib libutf8proc jansson yaml-0.1
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+PKG_LIBS := -lpng -ljpeg -lz -lutf8proc -ljansson -lyaml
+endif
+
+CFLAGS  := $(CFLAGS_BASE) $(OPT) $(ARCH) $(OMPFLAGS) $(SANFLAGS) $(BLAS_CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -lm
+LDFLAGS := $(OMPFLAGS) $(SANFLAGS) $(EXTRA_LDFLAGS)
+
+LIB_SRC  := $(sort $(wildcard core/*.c nn/*.c io/*.c modalities/*/*.c align/*.c distill/*.c))
+CLI_SRC  := $(sort $(wildcard cli/*.c bench/*.c))
+TSUP_SRC := $(sort $(wildcard tests/support/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
+TSUP_OBJ := $(TSUP_SRC:%.c=$(BUILD)/obj/%.o)
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB      := $(BUILD)/libxdistill.a
+BIN      := $(BUILD)/xdistill
+
+.PHONY: all setup test tests demo bench clean info
+all: info $(BIN) $(TESTS)
+
+info:
+	@echo "xdistill build: CC=$(CC) OpenMP=$(OMP_FOUND) BLAS=$(BLAS_FOUND) sanitizers=$(if $(SANFLAGS),address+undefined,off) out=$(BUILD)"
+	@if [ -x $(BIN) ]; then $(BIN) --version | sed -n 's/^/  /p'; fi
+
+setup:
+	@scripts/setup.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(CLI_OBJ) $(LIB)
+	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TSUP_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
+
+tests: $(TESTS)
+
+# Each test binary runs in a fresh temporary folder (tests make their own data there).
+test: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/run-tests.sh $(TESTS)
+
+demo: setup
+	@$(MAKE) --no-print-directory $(BIN)
+	@scripts/demo.sh $(BIN)
+
+bench: setup
+	@$(MAKE) --no-print-directory $(BIN)
+	$(BIN) bench $(SUITE)
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)

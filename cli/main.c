@@ -1,0 +1,74 @@
+/* xdistill: entry point. Sets up the BLAS kernel and threads, then hands over to a subcommand
+ * found by table lookup. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "core/runtime.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"version", NULL, "same as --version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: xdistill COMMAND [options]    (xdistill COMMAND --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n  --version  version, BLAS kernel and threads\n"
+               "\nenvironment: OPENBLAS_CORETYPE=NAME forces a BLAS kernel; XDISTILL_BLAS=keep keeps "
+               "the library's own choice;\n             OMP_NUM_THREADS=N sets the thread count.\n");
+}
+
+int cli_report(const char *cmd, const xd_err *e)
+{
+    fprintf(stderr, "xdistill %s: %s\n", cmd, e->msg[0] ? e->msg : xd_status_name(e->code));
+    return 1;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "xdistill %s: %s (see xdistill %s --help)\n", cmd, msg, cmd);
+    return 2;
+}
+
+int cli_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    xd_runtime_init(argc, argv);
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("xdistill %s\n", XD_VERSION);
+        printf("blas: OpenBLAS kernel %s (%s)\n", xd_blas_kernel(), xd_blas_source());
+        printf("blas config: %s\n", xd_blas_config());
+        printf("threads: %d\n", xd_threads_get());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (commands[i].run && strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "xdistill: unknown command '%s' (see xdistill --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,39 @@
+/* Process set-up: the OpenBLAS kernel, thread counts, version.
+ *
+ * Debian's OpenBLAS 0.3.21 picks its kernel when it loads and does not know some newer AVX-512
+ * CPUs; it then falls back to old SSE3 "Prescott" kernels, about 4x slower. OPENBLAS_CORETYPE
+ * fixes that, but only if it is set before the library loads. So xd_runtime_init, called first in
+ * main(), looks at the CPU and at the kernel the library chose; when the CPU can do much better it
+ * sets OPENBLAS_CORETYPE and re-executes the program once (the library is then loaded afresh).
+ *
+ * A user's own OPENBLAS_CORETYPE always wins; XDISTILL_BLAS=keep turns the choice off. */
+#ifndef XD_CORE_RUNTIME_H
+#define XD_CORE_RUNTIME_H
+
+#define XD_VERSION "0.1.0"
+
+typedef struct {
+    int avx2_fma;   /* AVX2 and FMA */
+    int avx512;     /* AVX-512 F, BW, DQ and VL */
+} xd_cpu_caps;
+
+/* Pure decision, testable on any machine: given the user's OPENBLAS_CORETYPE (NULL if unset), the
+ * kernel the library picked and the CPU, return the coretype to switch to, or NULL to keep. */
+const char *xd_blas_choose(const char *user_coretype, const char *lib_kernel, xd_cpu_caps caps);
+
+xd_cpu_caps xd_cpu_detect(void);
+
+/* May re-execute the program (never returns then). argv must be main's argv. */
+void xd_runtime_init(int argc, char **argv);
+
+/* e.g. "SkylakeX (chosen by xdistill for this AVX-512 CPU)" */
+const char *xd_blas_kernel(void);
+const char *xd_blas_source(void);
+const char *xd_blas_config(void);
+
+/* Sets OpenMP and OpenBLAS thread counts together, so the two never oversubscribe the cores.
+ * n <= 0 means all cores. Returns the count in force. */
+int xd_threads_set(int n);
+int xd_threads_get(void);
+
+#endif

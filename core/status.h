@@ -1,0 +1,48 @@
+/* Status codes and error messages.
+ *
+ * Library code never prints and never exits: it returns an xd_status and fills an xd_err with one
+ * line that names what failed (file, position) and why. Only main() prints it and exits non-zero.
+ * Invalid input is always a status, never an assert; XD_ASSERT is for our own invariants. */
+#ifndef XD_CORE_STATUS_H
+#define XD_CORE_STATUS_H
+
+#include <stddef.h>
+
+typedef enum {
+    XD_OK = 0,
+    XD_EIO,          /* cannot open, read, write or rename a file */
+    XD_EFORMAT,      /* a file's contents are malformed, truncated or lie about their size */
+    XD_EARG,         /* a bad argument, option or configuration value */
+    XD_ESHAPE,       /* tensor shapes or sizes that do not fit together */
+    XD_ENUM,         /* NaN / Inf or another numerical failure */
+    XD_ENOMEM,       /* an allocation a caller asked for (sized by input) failed */
+    XD_EUNSUPPORTED, /* valid input that this build does not handle */
+    XD_STATUS_COUNT
+} xd_status;
+
+/* Room for one message line. Messages longer than this are cut, never overflow. */
+#define XD_ERR_LEN 512
+
+typedef struct {
+    xd_status code;
+    char msg[XD_ERR_LEN];
+} xd_err;
+
+/* Fills e (if not NULL) with code and a printf-style message; returns code. */
+xd_status xd_fail(xd_err *e, xd_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Puts "prefix: " before the message already in e (for adding a file name or context). */
+xd_status xd_err_prefix(xd_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+void xd_err_clear(xd_err *e);
+const char *xd_status_name(xd_status s);
+
+/* Invariant checks that stay on in release builds and say where they fired. Not for input. */
+#define XD_ASSERT(cond)                                                                         \
+    do {                                                                                        \
+        if (!(cond)) xd_assert_fail(#cond, __FILE__, __LINE__);                                 \
+    } while (0)
+_Noreturn void xd_assert_fail(const char *what, const char *file, int line);
+
+#endif

@@ -1,0 +1,58 @@
+/* Shared test helpers (see testutil.h). */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tu_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) fail_msg("cannot create %s", path);
+    if (n && fwrite(data, 1, n, f) != n) fail_msg("cannot write %s", path);
+    if (fclose(f) != 0) fail_msg("cannot close %s", path);
+}
+
+void *tu_read_file(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)len + 1);
+    if (!buf || fread(buf, 1, (size_t)len, f) != (size_t)len) fail_msg("cannot read %s", path);
+    buf[len] = '\0';
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
+                     const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= atol + rtol * fabs((double)b[i])))
+            fail_msg("%s[%zu]: got %.9g, expected %.9g (|diff| %.3g > atol %.3g + rtol %.3g)", what,
+                     i, (double)a[i], (double)b[i], d, atol, rtol);
+    }
+}
+
+void tu_assert_err(const xd_err *e, xd_status code, const char *substr)
+{
+    if (e->code != code)
+        fail_msg("expected status %s, got %s: %s", xd_status_name(code), xd_status_name(e->code),
+                 e->msg);
+    if (substr && !strstr(e->msg, substr))
+        fail_msg("error message '%s' does not mention '%s'", e->msg, substr);
+}
+
+const char *tu_src_path(const char *rel)
+{
+    static char buf[4096];
+    const char *root = getenv("XDISTILL_ROOT");
+    snprintf(buf, sizeof buf, "%s/%s", root ? root : ".", rel);
+    return buf;
+}

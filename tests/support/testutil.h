@@ -1,0 +1,36 @@
+/* Shared helpers for the cmocka tests: temporary files, float comparison, finite differences. */
+#ifndef XD_TESTUTIL_H
+#define XD_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/status.h"
+
+/* Writes bytes to path (in the test's temporary working folder); fails the test on error. */
+void tu_write_file(const char *path, const void *data, size_t n);
+/* Reads a whole file; caller frees. Fails the test on error. */
+void *tu_read_file(const char *path, size_t *n);
+
+/* Asserts |a - b| <= atol + rtol * |b| elementwise, printing the first mismatch. */
+void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
+                     const char *what);
+/* Asserts a status is XD_OK, printing the message when not. */
+#define TU_OK(expr)                                                                             \
+    do {                                                                                        \
+        xd_err tu_e_;                                                                           \
+        xd_err_clear(&tu_e_);                                                                   \
+        xd_status tu_s_ = (expr);                                                               \
+        (void)tu_e_;                                                                            \
+        if (tu_s_ != XD_OK) fail_msg("%s failed with status %d", #expr, (int)tu_s_);            \
+    } while (0)
+/* Asserts that err holds the code and that its message contains each of the given substrings. */
+void tu_assert_err(const xd_err *e, xd_status code, const char *substr);
+
+/* Path to a file under the source tree (XDISTILL_ROOT, set by the test runner, else "."). */
+const char *tu_src_path(const char *rel);
+
+#endif

@@ -1,0 +1,133 @@
+/* core/: status messages, arena, counter-based RNG, BLAS kernel choice. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/arena.h"
+#include "core/rng.h"
+#include "core/runtime.h"
+#include "core/status.h"
+
+static void test_status_message(void **state)
+{
+    (void)state;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_equal(xd_fail(&e, XD_EFORMAT, "offset %d: bad magic", 12), XD_EFORMAT);
+    xd_err_prefix(&e, "%s", "model.safetensors");
+    assert_string_equal(e.msg, "model.safetensors: offset 12: bad magic");
+    assert_int_equal(e.code, XD_EFORMAT);
+    assert_string_equal(xd_status_name(XD_EIO), "i/o error");
+    /* a long message is cut, not overflowed */
+    char big[2000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    xd_fail(&e, XD_EARG, "%s", big);
+    assert_int_equal(strlen(e.msg), XD_ERR_LEN - 1);
+}
+
+static void test_arena_grows_to_high_water(void **state)
+{
+    (void)state;
+    xd_arena a;
+    xd_arena_init(&a, 256);
+    float *p = xd_arena_floats(&a, 16);
+    assert_true(((uintptr_t)p & 63) == 0);
+    float *q = xd_arena_zeros(&a, 1000); /* overflows the 256-byte block */
+    for (int i = 0; i < 1000; i++) assert_true(q[i] == 0.0f);
+    q[999] = 1.0f;
+    assert_non_null(a.overflow);
+    xd_arena_reset(&a);
+    assert_null(a.overflow);
+    assert_true(a.cap >= 64 + 4000);
+    char *base = a.base;
+    xd_arena_floats(&a, 16);
+    xd_arena_floats(&a, 1000);
+    assert_null(a.overflow); /* second step fits in one block */
+    assert_ptr_equal(a.base, base);
+    xd_arena_free(&a);
+}
+
+static void test_rng_streams(void **state)
+{
+    (void)state;
+    xd_rng a = xd_rng_make(7, 3, XD_RNG_AUGMENT), b = xd_rng_make(7, 3, XD_RNG_AUGMENT);
+    xd_rng c = xd_rng_make(7, 4, XD_RNG_AUGMENT), d = xd_rng_make(7, 3, XD_RNG_DROPOUT);
+    int same_c = 0, same_d = 0;
+    for (int i = 0; i < 64; i++) {
+        uint64_t x = xd_rng_u64(&a);
+        assert_true(x == xd_rng_u64(&b));
+        same_c += x == xd_rng_u64(&c);
+        same_d += x == xd_rng_u64(&d);
+    }
+    assert_int_equal(same_c, 0);
+    assert_int_equal(same_d, 0);
+    /* moments of uniform and normal over 200k draws */
+    xd_rng r = xd_rng_make(1, 0, XD_RNG_USER);
+    double su = 0, sn = 0, sn2 = 0;
+    const int n = 200000;
+    for (int i = 0; i < n; i++) {
+        float u = xd_rng_uniform(&r);
+        assert_true(u >= 0.0f && u < 1.0f);
+        su += u;
+        double z = xd_rng_normal(&r);
+        sn += z;
+        sn2 += z * z;
+    }
+    assert_true(fabs(su / n - 0.5) < 0.005);
+    assert_true(fabs(sn / n) < 0.01);
+    assert_true(fabs(sn2 / n - 1.0) < 0.02);
+    /* below(): every value reached, none out of range, roughly uniform */
+    int counts[7] = {0};
+    for (int i = 0; i < 70000; i++) {
+        uint32_t v = xd_rng_below(&r, 7);
+        assert_true(v < 7);
+        counts[v]++;
+    }
+    for (int i = 0; i < 7; i++) assert_true(counts[i] > 9500 && counts[i] < 10500);
+}
+
+static void test_rng_shuffle_is_permutation(void **state)
+{
+    (void)state;
+    uint32_t idx[100], seen[100] = {0};
+    for (uint32_t i = 0; i < 100; i++) idx[i] = i;
+    xd_rng r = xd_rng_make(5, 0, XD_RNG_SHUFFLE);
+    xd_rng_shuffle(&r, idx, 100);
+    int moved = 0;
+    for (uint32_t i = 0; i < 100; i++) {
+        seen[idx[i]]++;
+        moved += idx[i] != i;
+    }
+    for (int i = 0; i < 100; i++) assert_int_equal(seen[i], 1);
+    assert_true(moved > 80);
+}
+
+static void test_blas_choice(void **state)
+{
+    (void)state;
+    xd_cpu_caps avx512 = {1, 1}, avx2 = {1, 0}, old = {0, 0};
+    assert_string_equal(xd_blas_choose(NULL, "Prescott", avx512), "SkylakeX");
+    assert_string_equal(xd_blas_choose("", "Prescott", avx512), "SkylakeX");
+    assert_string_equal(xd_blas_choose(NULL, "Haswell", avx512), "SkylakeX");
+    assert_null(xd_blas_choose(NULL, "Cooperlake", avx512));
+    assert_null(xd_blas_choose(NULL, "SkylakeX", avx512));
+    assert_null(xd_blas_choose("Haswell", "Haswell", avx512)); /* the user's word wins */
+    assert_string_equal(xd_blas_choose(NULL, "Prescott", avx2), "Haswell");
+    assert_null(xd_blas_choose(NULL, "Zen", avx2));
+    assert_null(xd_blas_choose(NULL, "Prescott", old));
+    assert_non_null(xd_blas_kernel());
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_status_message),
+        cmocka_unit_test(test_arena_grows_to_high_water),
+        cmocka_unit_test(test_rng_streams),
+        cmocka_unit_test(test_rng_shuffle_is_permutation),
+        cmocka_unit_test(test_blas_choice),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
