@@ -56,3 +56,38 @@ const char *tu_src_path(const char *rel)
     snprintf(buf, sizeof buf, "%s/%s", root ? root : ".", rel);
     return buf;
 }
+
+#include "core/rng.h"
+
+void tu_check_grad(const char *what, float *x, size_t n, const float *analytic,
+                   double (*loss)(void *ctx), void *ctx, double h, double rtol, double atol)
+{
+    for (size_t i = 0; i < n; i++) {
+        float keep = x[i];
+        x[i] = (float)(keep + h);
+        double lp = loss(ctx);
+        x[i] = (float)(keep - h);
+        double lm = loss(ctx);
+        /* the step actually taken in float, not the one asked for */
+        double step = (double)(float)(keep + h) - (double)(float)(keep - h);
+        x[i] = keep;
+        double num = (lp - lm) / step, a = analytic[i];
+        double tol = atol + rtol * fmax(fabs(a), fabs(num));
+        if (!(fabs(a - num) <= tol))
+            fail_msg("%s: gradient[%zu] analytic %.7g vs numerical %.7g (|diff| %.3g > %.3g)", what,
+                     i, a, num, fabs(a - num), tol);
+    }
+}
+
+void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed)
+{
+    xd_rng r = xd_rng_make(seed, 0, XD_RNG_USER);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * xd_rng_uniform(&r);
+}
+
+double tu_dot(const float *out, const float *r, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)out[i] * r[i];
+    return s;
+}

@@ -34,3 +34,14 @@ void tu_assert_err(const xd_err *e, xd_status code, const char *substr);
 const char *tu_src_path(const char *rel);
 
 #endif
+
+/* ---- finite differences ----
+ * Central-difference check of an analytic gradient: for each x[i], perturbs by +-h, evaluates
+ * loss(ctx) (a scalar, summed in double by the caller) and compares (L+ - L-)/2h with analytic[i]:
+ * |a - n| <= atol + rtol * max(|a|, |n|). Fails the test naming `what` and the index. */
+void tu_check_grad(const char *what, float *x, size_t n, const float *analytic,
+                   double (*loss)(void *ctx), void *ctx, double h, double rtol, double atol);
+/* Fills x with uniform values in [lo, hi) from a fixed test seed. */
+void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
+/* sum_i out[i] * r[i] in double: the scalar whose gradient w.r.t. out is r. */
+double tu_dot(const float *out, const float *r, size_t n);

@@ -1,0 +1,728 @@
+/* Layers (see layers.h for the conventions). GEMMs go to OpenBLAS; everything else is plain C with
+ * OpenMP over independent outputs. */
+#include "nn/layers.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "core/status.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 32768
+
+// ----------------------------------------------------------------------------------------------
+// linear
+
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *b, int B, int C,
+                       int OC)
+{
+    if (b) {
+#pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
+        for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OC, C, 1.0f, inp, C, w, C,
+                b ? 1.0f : 0.0f, out, OC);
+}
+
+void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, int B, int C, int OC)
+{
+    if (dinp) /* dinp (B, C) += dout (B, OC) @ w (OC, C) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, C, OC, 1.0f, dout, OC, w, C, 1.0f,
+                    dinp, C);
+    if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f,
+                    dw, C);
+    if (db) {
+        /* over output channels, each summing its column in row order: no shared writes */
+#pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
+        for (int o = 0; o < OC; o++) {
+            float s = 0.0f;
+            for (int i = 0; i < B; i++) s += dout[(size_t)i * OC + o];
+            db[o] += s;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// conv2d
+
+int nn_conv_shape_init(nn_conv_shape *s)
+{
+    if (s->B <= 0 || s->H <= 0 || s->W <= 0 || s->C <= 0 || s->OC <= 0 || s->KH <= 0 ||
+        s->KW <= 0 || s->stride <= 0 || s->pad < 0)
+        return -1;
+    int hh = s->H + 2 * s->pad - s->KH, ww = s->W + 2 * s->pad - s->KW;
+    if (hh < 0 || ww < 0) return -1;
+    s->OH = hh / s->stride + 1;
+    s->OW = ww / s->stride + 1;
+    return 0;
+}
+
+static int conv_is_pointwise(const nn_conv_shape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
+}
+
+size_t nn_conv_cols_size(const nn_conv_shape *s)
+{
+    if (conv_is_pointwise(s)) return 0;
+    return (size_t)s->B * s->OH * s->OW * s->KH * s->KW * s->C;
+}
+
+/* One row of cols per output pixel, laid out (ky, kx, c) to match w's (OC, KH, KW, C): each
+ * (ky, kx) is one contiguous run of C input values, or zeros where the window hangs over. */
+void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+{
+    const int K = s->KH * s->KW * s->C;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            for (int ox = 0; ox < s->OW; ox++) {
+                float *row = cols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+                for (int ky = 0; ky < s->KH; ky++) {
+                    int iy = oy * s->stride - s->pad + ky;
+                    for (int kx = 0; kx < s->KW; kx++) {
+                        int ix = ox * s->stride - s->pad + kx;
+                        float *dst = row + ((size_t)ky * s->KW + kx) * s->C;
+                        if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W)
+                            memset(dst, 0, sizeof(float) * s->C);
+                        else
+                            memcpy(dst, img + ((size_t)iy * s->W + ix) * s->C, sizeof(float) * s->C);
+                    }
+                }
+            }
+        }
+}
+
+/* Scatter-add back; parallel over images, since windows of one image overlap each other but never
+ * another image's pixels. */
+void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
+{
+    const int K = s->KH * s->KW * s->C;
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * s->H * s->W * s->C;
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++) {
+                const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+                for (int ky = 0; ky < s->KH; ky++) {
+                    int iy = oy * s->stride - s->pad + ky;
+                    if (iy < 0 || iy >= s->H) continue;
+                    for (int kx = 0; kx < s->KW; kx++) {
+                        int ix = ox * s->stride - s->pad + kx;
+                        if (ix < 0 || ix >= s->W) continue;
+                        const float *src = row + ((size_t)ky * s->KW + kx) * s->C;
+                        float *dst = img + ((size_t)iy * s->W + ix) * s->C;
+                        for (int c = 0; c < s->C; c++) dst[c] += src[c];
+                    }
+                }
+            }
+    }
+}
+
+void nn_conv2d_forward(float *out, float *cols, const float *inp, const float *w, const float *b,
+                       const nn_conv_shape *s)
+{
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    const float *a = inp;
+    if (!conv_is_pointwise(s)) {
+        nn_im2col(cols, inp, s);
+        a = cols;
+    }
+    nn_linear_forward(out, a, w, b, M, K, s->OC);
+}
+
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
+                        const float *cols, const float *inp, const float *w,
+                        const nn_conv_shape *s)
+{
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    if (conv_is_pointwise(s)) {
+        nn_linear_backward(dinp, dw, db, dout, inp, w, M, K, s->OC);
+        return;
+    }
+    nn_linear_backward(NULL, dw, db, dout, cols, w, M, K, s->OC);
+    if (dinp) {
+        /* dcols (M, K) = dout (M, OC) @ w (OC, K), then fold back onto the image */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, s->OC, 1.0f, dout, s->OC, w, K,
+                    0.0f, dcols, K);
+        nn_col2im(dinp, dcols, s);
+    }
+}
+
+void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
+                           const nn_conv_shape *s)
+{
+    for (int n = 0; n < s->B; n++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                for (int o = 0; o < s->OC; o++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int ky = 0; ky < s->KH; ky++)
+                        for (int kx = 0; kx < s->KW; kx++) {
+                            int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                            if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W) continue;
+                            for (int c = 0; c < s->C; c++)
+                                acc += (double)w[((o * s->KH + ky) * s->KW + kx) * s->C + c] *
+                                       inp[(((size_t)n * s->H + iy) * s->W + ix) * s->C + c];
+                        }
+                    out[(((size_t)n * s->OH + oy) * s->OW + ox) * s->OC + o] = (float)acc;
+                }
+}
+
+// ----------------------------------------------------------------------------------------------
+// pooling
+
+int nn_pool_shape_init(nn_pool_shape *s)
+{
+    if (s->B <= 0 || s->H <= 0 || s->W <= 0 || s->C <= 0 || s->k <= 0 || s->stride <= 0 ||
+        s->k > s->H || s->k > s->W)
+        return -1;
+    s->OH = (s->H - s->k) / s->stride + 1;
+    s->OW = (s->W - s->k) / s->stride + 1;
+    return 0;
+}
+
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
+{
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            for (int ox = 0; ox < s->OW; ox++) {
+                size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
+                for (int c = 0; c < s->C; c++) {
+                    float best = -INFINITY;
+                    int32_t at = ((oy * s->stride) * s->W + ox * s->stride) * s->C + c;
+                    for (int ky = 0; ky < s->k; ky++)
+                        for (int kx = 0; kx < s->k; kx++) {
+                            int32_t i = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * s->C + c;
+                            /* strict >: the first maximum wins, as in PyTorch; NaN propagates */
+                            if (img[i] > best || isnan(img[i])) {
+                                best = img[i];
+                                at = i;
+                                if (isnan(best)) goto done;
+                            }
+                        }
+                done:
+                    out[o + c] = best;
+                    argmax[o + c] = at;
+                }
+            }
+        }
+}
+
+void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                         const nn_pool_shape *s)
+{
+    const size_t per_out = (size_t)s->OH * s->OW * s->C;
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * s->H * s->W * s->C;
+        const float *d = dout + b * per_out;
+        const int32_t *am = argmax + b * per_out;
+        for (size_t i = 0; i < per_out; i++) img[am[i]] += d[i];
+    }
+}
+
+void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s)
+{
+    const float inv = 1.0f / (float)(s->k * s->k);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            for (int ox = 0; ox < s->OW; ox++) {
+                float *o = out + (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
+                for (int c = 0; c < s->C; c++) o[c] = 0.0f;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        const float *p = img + ((size_t)(oy * s->stride + ky) * s->W +
+                                                ox * s->stride + kx) * s->C;
+                        for (int c = 0; c < s->C; c++) o[c] += p[c];
+                    }
+                for (int c = 0; c < s->C; c++) o[c] *= inv;
+            }
+        }
+}
+
+void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s)
+{
+    const float inv = 1.0f / (float)(s->k * s->k);
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * s->H * s->W * s->C;
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++) {
+                const float *d = dout + (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        float *p = img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) *
+                                             s->C;
+                        for (int c = 0; c < s->C; c++) p[c] += d[c] * inv;
+                    }
+            }
+    }
+}
+
+void nn_gap_forward(float *out, const float *inp, int B, int HW, int C)
+{
+    const float inv = 1.0f / (float)HW;
+#pragma omp parallel for if ((size_t)B * HW * C > PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        float *o = out + (size_t)b * C;
+        for (int c = 0; c < C; c++) o[c] = 0.0f;
+        for (int i = 0; i < HW; i++) {
+            const float *p = inp + ((size_t)b * HW + i) * C;
+            for (int c = 0; c < C; c++) o[c] += p[c];
+        }
+        for (int c = 0; c < C; c++) o[c] *= inv;
+    }
+}
+
+void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C)
+{
+    const float inv = 1.0f / (float)HW;
+#pragma omp parallel for if ((size_t)B * HW * C > PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < HW; i++) {
+            float *p = dinp + ((size_t)b * HW + i) * C;
+            for (int c = 0; c < C; c++) p[c] += dout[(size_t)b * C + c] * inv;
+        }
+}
+
+// ----------------------------------------------------------------------------------------------
+// activations
+
+void nn_relu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+}
+
+void nn_relu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT2PI 0.39894228040143268f
+
+void nn_gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN / 8)
+    for (size_t i = 0; i < n; i++) out[i] = 0.5f * inp[i] * (1.0f + erff(inp[i] * INV_SQRT2));
+}
+
+/* d/dx x Phi(x) = Phi(x) + x phi(x) */
+void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN / 8)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
+        float pdf = INV_SQRT2PI * expf(-0.5f * x * x);
+        dinp[i] += dout[i] * (cdf + x * pdf);
+    }
+}
+
+void nn_tanh_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN / 8)
+    for (size_t i = 0; i < n; i++) out[i] = tanhf(inp[i]);
+}
+
+/* d tanh = 1 - y^2 */
+void nn_tanh_backward(float *dinp, const float *dout, const float *out, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
+}
+
+void nn_sigmoid_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN / 8)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        /* never exp of a large positive number */
+        if (x >= 0.0f) {
+            out[i] = 1.0f / (1.0f + expf(-x));
+        } else {
+            float z = expf(x);
+            out[i] = z / (1.0f + z);
+        }
+    }
+}
+
+/* d sigmoid = y (1 - y) */
+void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+}
+
+/* y = (x - max) - log sum exp(x - max): the shift keeps exp() in range for any finite x, and
+ * subtracting the max first keeps the result exact to float rounding even for |x| ~ 1000. */
+void nn_logsoftmax_forward(float *out, const float *inp, int R, int K)
+{
+#pragma omp parallel for if ((size_t)R * K > PAR_MIN)
+    for (int r = 0; r < R; r++) {
+        const float *x = inp + (size_t)r * K;
+        float *y = out + (size_t)r * K;
+        float m = -INFINITY;
+        for (int k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
+        double ls = log(s);
+        for (int k = 0; k < K; k++) y[k] = (float)(((double)x[k] - m) - ls);
+    }
+}
+
+/* dx = dy - softmax(x) * sum(dy) */
+void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, int R, int K)
+{
+#pragma omp parallel for if ((size_t)R * K > PAR_MIN)
+    for (int r = 0; r < R; r++) {
+        const float *dy = dout + (size_t)r * K, *y = out + (size_t)r * K;
+        float *dx = dinp + (size_t)r * K;
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += dy[k];
+        for (int k = 0; k < K; k++) dx[k] += dy[k] - expf(y[k]) * s;
+    }
+}
+
+/* y = exp(x - max) / sum exp(x - max) */
+void nn_softmax_forward(float *out, const float *inp, int R, int K)
+{
+#pragma omp parallel for if ((size_t)R * K > PAR_MIN)
+    for (int r = 0; r < R; r++) {
+        const float *x = inp + (size_t)r * K;
+        float *y = out + (size_t)r * K;
+        float m = -INFINITY;
+        for (int k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
+        double s = 0.0;
+        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
+        for (int k = 0; k < K; k++) y[k] = (float)(exp((double)x[k] - m) / s);
+    }
+}
+
+/* dx = y * (dy - sum(dy * y)) */
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int R, int K)
+{
+#pragma omp parallel for if ((size_t)R * K > PAR_MIN)
+    for (int r = 0; r < R; r++) {
+        const float *dy = dout + (size_t)r * K, *y = out + (size_t)r * K;
+        float *dx = dinp + (size_t)r * K;
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) s += dy[k] * y[k];
+        for (int k = 0; k < K; k++) dx[k] += y[k] * (dy[k] - s);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// normalisation
+
+/* Channel sums walk the rows in order for every channel, so they are the same at any thread
+ * count; threads split the channels. */
+void nn_batchnorm_forward_train(float *out, float *mean, float *rstd, float *run_mean,
+                                float *run_var, const float *inp, const float *gamma,
+                                const float *beta, int N, int C, float eps, float momentum)
+{
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int i = 0; i < N; i++) s += inp[(size_t)i * C + c];
+        double mu = s / N, v = 0.0;
+        for (int i = 0; i < N; i++) {
+            double d = inp[(size_t)i * C + c] - mu;
+            v += d * d;
+        }
+        double var = v / N;
+        mean[c] = (float)mu;
+        rstd[c] = (float)(1.0 / sqrt(var + eps));
+        if (run_mean) {
+            double unbiased = N > 1 ? v / (N - 1) : var;
+            run_mean[c] = (1.0f - momentum) * run_mean[c] + momentum * (float)mu;
+            run_var[c] = (1.0f - momentum) * run_var[c] + momentum * (float)unbiased;
+        }
+    }
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) {
+            size_t k = (size_t)i * C + c;
+            out[k] = gamma[c] * (inp[k] - mean[c]) * rstd[c] + beta[c];
+        }
+}
+
+void nn_batchnorm_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
+                               const float *run_mean, const float *run_var, int N, int C,
+                               float eps)
+{
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < C; c++) {
+            size_t k = (size_t)i * C + c;
+            out[k] = gamma[c] * (inp[k] - run_mean[c]) / sqrtf(run_var[c] + eps) + beta[c];
+        }
+}
+
+/* xhat = (x - mean) rstd; dxhat = dy gamma;
+ * dx = rstd/N * (N dxhat - sum(dxhat) - xhat sum(dxhat xhat)) */
+void nn_batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *gamma, int N, int C)
+{
+#pragma omp parallel for if ((size_t)N * C > PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int i = 0; i < N; i++) {
+            size_t k = (size_t)i * C + c;
+            double xhat = (inp[k] - mean[c]) * rstd[c];
+            sdy += dout[k];
+            sdyx += dout[k] * xhat;
+        }
+        if (dgamma) dgamma[c] += (float)sdyx;
+        if (dbeta) dbeta[c] += (float)sdy;
+        if (dinp) {
+            double g = gamma[c], r = rstd[c];
+            double a = g * sdy / N, bcoef = g * sdyx / N;
+            for (int i = 0; i < N; i++) {
+                size_t k = (size_t)i * C + c;
+                double xhat = (inp[k] - mean[c]) * r;
+                dinp[k] += (float)(r * (g * dout[k] - a - xhat * bcoef));
+            }
+        }
+    }
+}
+
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *gamma, const float *beta, int R, int C, float eps)
+{
+#pragma omp parallel for if ((size_t)R * C > PAR_MIN)
+    for (int r = 0; r < R; r++) {
+        const float *x = inp + (size_t)r * C;
+        float *y = out + (size_t)r * C;
+        double s = 0.0, v = 0.0;
+        for (int c = 0; c < C; c++) s += x[c];
+        double mu = s / C;
+        for (int c = 0; c < C; c++) v += (x[c] - mu) * (x[c] - mu);
+        float rs = (float)(1.0 / sqrt(v / C + eps));
+        mean[r] = (float)mu;
+        rstd[r] = rs;
+        for (int c = 0; c < C; c++) y[c] = gamma[c] * ((x[c] - (float)mu) * rs) + beta[c];
+    }
+}
+
+/* per row: dxhat = dy gamma; dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
+ * dgamma/dbeta sum over rows: a second loop over channels, so no two threads write one place. */
+void nn_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *gamma, int R, int C)
+{
+    if (dinp) {
+#pragma omp parallel for if ((size_t)R * C > PAR_MIN)
+        for (int r = 0; r < R; r++) {
+            const float *x = inp + (size_t)r * C, *dy = dout + (size_t)r * C;
+            float *dx = dinp + (size_t)r * C;
+            double s1 = 0.0, s2 = 0.0;
+            for (int c = 0; c < C; c++) {
+                double xhat = (x[c] - mean[r]) * rstd[r];
+                double g = (double)dy[c] * gamma[c];
+                s1 += g;
+                s2 += g * xhat;
+            }
+            s1 /= C;
+            s2 /= C;
+            for (int c = 0; c < C; c++) {
+                double xhat = (x[c] - mean[r]) * rstd[r];
+                dx[c] += (float)(rstd[r] * ((double)dy[c] * gamma[c] - s1 - xhat * s2));
+            }
+        }
+    }
+#pragma omp parallel for if ((size_t)R * C > PAR_MIN)
+    for (int c = 0; c < C; c++) {
+        double sg = 0.0, sb = 0.0;
+        for (int r = 0; r < R; r++) {
+            size_t k = (size_t)r * C + c;
+            sg += (double)dout[k] * (inp[k] - mean[r]) * rstd[r];
+            sb += dout[k];
+        }
+        if (dgamma) dgamma[c] += (float)sg;
+        if (dbeta) dbeta[c] += (float)sb;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// dropout
+
+void nn_dropout_forward(float *out, float *mask, const float *inp, int B, int D, float p,
+                        uint64_t seed, const uint64_t *example, uint64_t step, uint32_t salt)
+{
+    const float keep = 1.0f - p, scale = p < 1.0f ? 1.0f / keep : 0.0f;
+#pragma omp parallel for if ((size_t)B * D > PAR_MIN / 4)
+    for (int b = 0; b < B; b++) {
+        uint64_t ex = example ? example[b] : (uint64_t)b;
+        xd_rng r = xd_rng_make(seed ^ xd_mix64(step * 0x100000001ull + salt), ex, XD_RNG_DROPOUT);
+        for (int d = 0; d < D; d++) {
+            size_t k = (size_t)b * D + d;
+            mask[k] = xd_rng_uniform(&r) < keep ? scale : 0.0f;
+            out[k] = inp[k] * mask[k];
+        }
+    }
+}
+
+void nn_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * mask[i];
+}
+
+// ----------------------------------------------------------------------------------------------
+// embedding bag
+
+static float bag_scale(const int32_t *ids, int L, nn_bag_mode mode)
+{
+    if (mode == NN_BAG_SUM) return 1.0f;
+    int cnt = 0;
+    for (int l = 0; l < L; l++) cnt += ids[l] >= 0;
+    return cnt ? 1.0f / (float)cnt : 0.0f;
+}
+
+void nn_embbag_forward(float *out, const int32_t *ids, const float *table, int B, int L, int D,
+                       nn_bag_mode mode)
+{
+#pragma omp parallel for if ((size_t)B * L * D > PAR_MIN)
+    for (int b = 0; b < B; b++) {
+        const int32_t *row = ids + (size_t)b * L;
+        float *o = out + (size_t)b * D;
+        float sc = bag_scale(row, L, mode);
+        for (int d = 0; d < D; d++) o[d] = 0.0f;
+        for (int l = 0; l < L; l++) {
+            if (row[l] < 0) continue;
+            const float *t = table + (size_t)row[l] * D;
+            for (int d = 0; d < D; d++) o[d] += t[d];
+        }
+        for (int d = 0; d < D; d++) o[d] *= sc;
+    }
+}
+
+/* Rows of the table are shared between examples, so threads split the embedding columns: every
+ * thread walks all examples in order for its own columns. */
+void nn_embbag_backward(float *dtable, const float *dout, const int32_t *ids, int B, int L, int D,
+                        nn_bag_mode mode)
+{
+    enum { COLS = 16 };
+    const int blocks = (D + COLS - 1) / COLS;
+#pragma omp parallel for if ((size_t)B * L * D > PAR_MIN)
+    for (int blk = 0; blk < blocks; blk++) {
+        int d0 = blk * COLS, d1 = d0 + COLS < D ? d0 + COLS : D;
+        for (int b = 0; b < B; b++) {
+            const int32_t *row = ids + (size_t)b * L;
+            float sc = bag_scale(row, L, mode);
+            const float *g = dout + (size_t)b * D;
+            for (int l = 0; l < L; l++) {
+                if (row[l] < 0) continue;
+                float *t = dtable + (size_t)row[l] * D;
+                for (int d = d0; d < d1; d++) t[d] += g[d] * sc;
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// bilinear upsampling
+
+/* Source coordinate of output index o at factor f with half-pixel centres, clamped at 0 like
+ * PyTorch: src = max(0, (o + 0.5) / f - 0.5); i0 = floor(src), i1 = min(i0 + 1, n - 1). */
+static void up_coord(int o, int f, int n, int *i0, int *i1, float *w1)
+{
+    float src = ((float)o + 0.5f) / (float)f - 0.5f;
+    if (src < 0.0f) src = 0.0f;
+    int a = (int)src;
+    if (a > n - 1) a = n - 1;
+    *i0 = a;
+    *i1 = a + 1 < n ? a + 1 : n - 1;
+    *w1 = src - (float)a;
+}
+
+void nn_upsample_forward(float *out, const float *inp, int B, int H, int W, int C, int f)
+{
+    const int OH = H * f, OW = W * f;
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int oy = 0; oy < OH; oy++) {
+            int y0, y1, x0, x1;
+            float wy, wx;
+            up_coord(oy, f, H, &y0, &y1, &wy);
+            const float *img = inp + (size_t)b * H * W * C;
+            for (int ox = 0; ox < OW; ox++) {
+                up_coord(ox, f, W, &x0, &x1, &wx);
+                const float *p00 = img + ((size_t)y0 * W + x0) * C, *p01 = img + ((size_t)y0 * W + x1) * C;
+                const float *p10 = img + ((size_t)y1 * W + x0) * C, *p11 = img + ((size_t)y1 * W + x1) * C;
+                float *o = out + (((size_t)b * OH + oy) * OW + ox) * C;
+                for (int c = 0; c < C; c++)
+                    o[c] = (1 - wy) * ((1 - wx) * p00[c] + wx * p01[c]) +
+                           wy * ((1 - wx) * p10[c] + wx * p11[c]);
+            }
+        }
+}
+
+void nn_upsample_backward(float *dinp, const float *dout, int B, int H, int W, int C, int f)
+{
+    const int OH = H * f, OW = W * f;
+#pragma omp parallel for
+    for (int b = 0; b < B; b++) {
+        float *img = dinp + (size_t)b * H * W * C;
+        for (int oy = 0; oy < OH; oy++) {
+            int y0, y1, x0, x1;
+            float wy, wx;
+            up_coord(oy, f, H, &y0, &y1, &wy);
+            for (int ox = 0; ox < OW; ox++) {
+                up_coord(ox, f, W, &x0, &x1, &wx);
+                const float *d = dout + (((size_t)b * OH + oy) * OW + ox) * C;
+                float *p00 = img + ((size_t)y0 * W + x0) * C, *p01 = img + ((size_t)y0 * W + x1) * C;
+                float *p10 = img + ((size_t)y1 * W + x0) * C, *p11 = img + ((size_t)y1 * W + x1) * C;
+                for (int c = 0; c < C; c++) {
+                    p00[c] += d[c] * (1 - wy) * (1 - wx);
+                    p01[c] += d[c] * (1 - wy) * wx;
+                    p10[c] += d[c] * wy * (1 - wx);
+                    p11[c] += d[c] * wy * wx;
+                }
+            }
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// fake quantisation
+
+float nn_fakequant_forward(float *out, const float *inp, size_t n, int bits)
+{
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(inp[i]);
+        amax = a > amax ? a : amax;
+    }
+    const float levels = (float)((1 << (bits - 1)) - 1);
+    const float scale = amax > 0.0f ? amax / levels : 1.0f;
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) out[i] = scale * nearbyintf(inp[i] / scale);
+    return scale;
+}
+
+void nn_fakequant_backward(float *dinp, const float *dout, size_t n)
+{
+    nn_add_inplace(dinp, dout, n);
+}
+
+void nn_add_inplace(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}

@@ -1,0 +1,141 @@
+/* Layers as forward/backward pairs over raw float buffers.
+ *
+ * Layout: images are NHWC, (B, H, W, C) with channels innermost, so a 1x1 convolution is a linear
+ * layer over the last axis and im2col rows are contiguous copies. Vectors are (B, C).
+ * Conventions (as in llm.c): sizes are passed explicitly; forward saves what backward needs in
+ * buffers the caller owns; backward ADDS into gradients (dinp, dweight, dbias), zeroing is a
+ * separate step; a NULL gradient pointer means "not needed" (e.g. dinp of the first layer).
+ * Threads: OpenMP over independent outputs only, so results do not depend on the thread count. */
+#ifndef XD_NN_LAYERS_H
+#define XD_NN_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------------------------------------
+ * linear: out = inp @ w^T + b */
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *b, int B, int C,
+                       int OC);
+/* out (B, OC); inp (B, C); w (OC, C); b (OC) or NULL */
+void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, int B, int C, int OC);
+
+/* ---------------------------------------------------------------------------------------------
+ * conv2d (NHWC): out[b,oy,ox,oc] = b[oc] + sum_{ky,kx,c} w[oc,ky,kx,c] * inp[b, oy*s-p+ky, ox*s-p+kx, c]
+ * computed as im2col + one GEMM over the whole batch: cols (B*OH*OW, KH*KW*C) @ w^T. */
+typedef struct {
+    int B, H, W, C;   /* input */
+    int OC, KH, KW;   /* filters */
+    int stride, pad;  /* same in both directions; zero padding */
+    int OH, OW;       /* output, derived */
+} nn_conv_shape;
+
+/* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */
+int nn_conv_shape_init(nn_conv_shape *s);
+/* Elements of the cols buffer (0 for a 1x1/stride-1/no-pad conv, which needs none). */
+size_t nn_conv_cols_size(const nn_conv_shape *s);
+void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s);
+void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s); /* adds */
+
+/* out (B, OH, OW, OC); cols scratch kept for backward (nn_conv_cols_size floats);
+ * w (OC, KH, KW, C); b (OC) or NULL */
+void nn_conv2d_forward(float *out, float *cols, const float *inp, const float *w, const float *b,
+                       const nn_conv_shape *s);
+/* dcols: scratch of nn_conv_cols_size floats (contents overwritten) */
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
+                        const float *cols, const float *inp, const float *w,
+                        const nn_conv_shape *s);
+/* Plain direct convolution, the reference the fast path is tested against. */
+void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
+                           const nn_conv_shape *s);
+
+/* ---------------------------------------------------------------------------------------------
+ * pooling (NHWC, windows k x k, stride s, no padding; output (B, OH, OW, C)) */
+typedef struct {
+    int B, H, W, C, k, stride, OH, OW;
+} nn_pool_shape;
+int nn_pool_shape_init(nn_pool_shape *s);
+/* out = max over the window; argmax (B*OH*OW*C) keeps the input offset inside the image */
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s);
+void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                         const nn_pool_shape *s);
+/* out = mean over the window */
+void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s);
+void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s);
+/* global average pooling: out[b,c] = mean_{y,x} inp[b,y,x,c]; (B, HW, C) -> (B, C) */
+void nn_gap_forward(float *out, const float *inp, int B, int HW, int C);
+void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C);
+
+/* ---------------------------------------------------------------------------------------------
+ * elementwise activations over n values */
+void nn_relu_forward(float *out, const float *inp, size_t n);                 /* max(0, x) */
+void nn_relu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+void nn_gelu_forward(float *out, const float *inp, size_t n);   /* x * Phi(x), exact (erf) form */
+void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+void nn_tanh_forward(float *out, const float *inp, size_t n);                  /* tanh(x) */
+void nn_tanh_backward(float *dinp, const float *dout, const float *out, size_t n);
+void nn_sigmoid_forward(float *out, const float *inp, size_t n);               /* 1/(1+e^-x) */
+void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n);
+
+/* softmax / log-softmax over the last axis of (R, K) rows, stable for any finite logits */
+void nn_softmax_forward(float *out, const float *inp, int R, int K);
+void nn_softmax_backward(float *dinp, const float *dout, const float *out, int R, int K);
+void nn_logsoftmax_forward(float *out, const float *inp, int R, int K);
+void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, int R, int K);
+
+/* ---------------------------------------------------------------------------------------------
+ * batch norm over (N, C) where N = B*H*W (NHWC): y = gamma * (x - mean) * rstd + beta.
+ * Train: batch statistics (biased variance), running stats updated with momentum and the
+ * unbiased variance (PyTorch convention); saves mean and rstd (C) for backward.
+ * Eval: running statistics. */
+void nn_batchnorm_forward_train(float *out, float *mean, float *rstd, float *run_mean,
+                                float *run_var, const float *inp, const float *gamma,
+                                const float *beta, int N, int C, float eps, float momentum);
+void nn_batchnorm_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
+                               const float *run_mean, const float *run_var, int N, int C,
+                               float eps);
+void nn_batchnorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *gamma, int N, int C);
+
+/* layer norm over the last axis of (R, C): y = gamma * (x - mean_r) * rstd_r + beta */
+void nn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *gamma, const float *beta, int R, int C, float eps);
+void nn_layernorm_backward(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                           const float *inp, const float *mean, const float *rstd,
+                           const float *gamma, int R, int C);
+
+/* ---------------------------------------------------------------------------------------------
+ * dropout (inverted): out = x * mask, mask = 0 with probability p else 1/(1-p). The mask of row b
+ * comes from the RNG stream (seed, example[b], step), so it does not depend on threads. */
+void nn_dropout_forward(float *out, float *mask, const float *inp, int B, int D, float p,
+                        uint64_t seed, const uint64_t *example, uint64_t step, uint32_t salt);
+void nn_dropout_backward(float *dinp, const float *dout, const float *mask, size_t n);
+
+/* ---------------------------------------------------------------------------------------------
+ * embedding bag: out[b] = reduce_{l: ids[b,l] >= 0} table[ids[b,l]], reduce = mean or sum.
+ * ids (B, L) int32 with -1 as padding; table (V, D); an empty row gives zeros. */
+typedef enum { NN_BAG_MEAN, NN_BAG_SUM } nn_bag_mode;
+void nn_embbag_forward(float *out, const int32_t *ids, const float *table, int B, int L, int D,
+                       nn_bag_mode mode);
+void nn_embbag_backward(float *dtable, const float *dout, const int32_t *ids, int B, int L, int D,
+                        nn_bag_mode mode);
+
+/* ---------------------------------------------------------------------------------------------
+ * bilinear upsampling by an integer factor f (NHWC), half-pixel centres (align_corners=False):
+ * (B, H, W, C) -> (B, H*f, W*f, C) */
+void nn_upsample_forward(float *out, const float *inp, int B, int H, int W, int C, int f);
+void nn_upsample_backward(float *dinp, const float *dout, int B, int H, int W, int C, int f);
+
+/* ---------------------------------------------------------------------------------------------
+ * fake quantisation (symmetric, per tensor, b bits): s = max|x| / (2^(b-1) - 1),
+ * out = s * round(x / s); backward is the straight-through estimator (gradient passes unchanged,
+ * since every x lies inside the range that sets s). */
+float nn_fakequant_forward(float *out, const float *inp, size_t n, int bits);
+void nn_fakequant_backward(float *dinp, const float *dout, size_t n);
+
+/* ---------------------------------------------------------------------------------------------
+ * helpers */
+void nn_add_inplace(float *dst, const float *src, size_t n);   /* dst += src */
+
+#endif

@@ -1,0 +1,867 @@
+/* Model: parsing the text description, shapes, memory, initialisation, forward and backward over
+ * the node list (see model.h). */
+#include "nn/model.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+
+static const char *const kind_names[] = {
+    [NN_LINEAR] = "linear",       [NN_CONV2D] = "conv2d",       [NN_MAXPOOL] = "maxpool",
+    [NN_AVGPOOL] = "avgpool",     [NN_GAP] = "gap",             [NN_RELU] = "relu",
+    [NN_GELU] = "gelu",           [NN_TANH] = "tanh",           [NN_SIGMOID] = "sigmoid",
+    [NN_SOFTMAX] = "softmax",     [NN_LOGSOFTMAX] = "logsoftmax", [NN_BATCHNORM] = "batchnorm",
+    [NN_LAYERNORM] = "layernorm", [NN_DROPOUT] = "dropout",     [NN_EMBBAG] = "embbag",
+    [NN_UPSAMPLE] = "upsample",   [NN_FLATTEN] = "flatten",     [NN_FAKEQUANT] = "fakequant",
+    [NN_ADD] = "add",
+};
+static_assert(sizeof kind_names / sizeof kind_names[0] == NN_KIND_COUNT,
+              "kind_names must name every nn_kind");
+
+const char *nn_kind_name(nn_kind k) { return k < NN_KIND_COUNT ? kind_names[k] : "?"; }
+
+// ----------------------------------------------------------------------------------------------
+// options table: which keys a layer statement takes
+
+#define K(kind) (1u << (kind))
+#define ALL_KINDS ((1u << NN_KIND_COUNT) - 1)
+#define POOLS (K(NN_MAXPOOL) | K(NN_AVGPOOL))
+
+typedef enum { OPT_INT, OPT_FLOAT, OPT_NAME, OPT_FROM, OPT_FROM2, OPT_FLAG, OPT_MODE } opt_type;
+
+typedef struct {
+    const char *key;
+    opt_type type;
+    size_t off;
+    uint32_t kinds;
+    const char *help;
+} opt_def;
+
+#define OFF(f) offsetof(nn_node, f)
+static const opt_def opts[] = {
+    {"name", OPT_NAME, OFF(name), ALL_KINDS, "node name (tap)"},
+    {"from", OPT_FROM, OFF(in), ALL_KINDS, "input node (default: the previous one)"},
+    {"with", OPT_FROM2, OFF(in2), K(NN_ADD), "second input of add"},
+    {"head", OPT_FLAG, OFF(head), ALL_KINDS, "marks an output"},
+    {"out", OPT_INT, OFF(units), K(NN_LINEAR) | K(NN_CONV2D) | K(NN_EMBBAG), "output width"},
+    {"k", OPT_INT, OFF(k), K(NN_CONV2D) | POOLS, "window size"},
+    {"stride", OPT_INT, OFF(stride), K(NN_CONV2D) | POOLS, "stride"},
+    {"pad", OPT_INT, OFF(pad), K(NN_CONV2D), "zero padding"},
+    {"bias", OPT_INT, OFF(bias), K(NN_LINEAR) | K(NN_CONV2D), "1 = with bias"},
+    {"p", OPT_FLOAT, OFF(p), K(NN_DROPOUT), "drop probability"},
+    {"eps", OPT_FLOAT, OFF(eps), K(NN_BATCHNORM) | K(NN_LAYERNORM), "variance epsilon"},
+    {"momentum", OPT_FLOAT, OFF(momentum), K(NN_BATCHNORM), "running-stat momentum"},
+    {"mode", OPT_MODE, OFF(mode), K(NN_EMBBAG), "mean or sum"},
+    {"vocab", OPT_INT, OFF(vocab), K(NN_EMBBAG), "number of token ids"},
+    {"bits", OPT_INT, OFF(bits), K(NN_FAKEQUANT), "quantisation bits"},
+    {"factor", OPT_INT, OFF(factor), K(NN_UPSAMPLE), "upsampling factor"},
+};
+#undef OFF
+
+static const char *const mode_names[] = {[NN_BAG_MEAN] = "mean", [NN_BAG_SUM] = "sum"};
+
+static int find_kind(const char *w)
+{
+    for (int k = 0; k < NN_KIND_COUNT; k++)
+        if (strcmp(w, kind_names[k]) == 0) return k;
+    return -1;
+}
+
+static const opt_def *find_opt(const char *key)
+{
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (strcmp(key, opts[i].key) == 0) return &opts[i];
+    return NULL;
+}
+
+static void list_keys(char *buf, size_t n, nn_kind kind)
+{
+    buf[0] = '\0';
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        if (!(opts[i].kinds & K(kind))) continue;
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", opts[i].key);
+        if (w < 0 || (size_t)w >= n - used) break;
+        used += (size_t)w;
+    }
+}
+
+static void list_kinds(char *buf, size_t n)
+{
+    buf[0] = '\0';
+    size_t used = 0;
+    for (int k = 0; k < NN_KIND_COUNT; k++) {
+        int w = snprintf(buf + used, n - used, "%s%s", k ? ", " : "", kind_names[k]);
+        if (w < 0 || (size_t)w >= n - used) break;
+        used += (size_t)w;
+    }
+}
+
+static int parse_int(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < INT_MIN || v > INT_MAX) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *out)
+{
+    char *end;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+// ----------------------------------------------------------------------------------------------
+// parsing
+
+typedef struct {
+    char **words;
+    int n;
+} stmt;
+
+/* Splits text into statements (';' or newline) of whitespace-separated words. '#' starts a
+ * comment to the end of the line. */
+static int split_statements(const char *text, stmt **out)
+{
+    int cap = 8, n = 0;
+    stmt *st = xd_xcalloc((size_t)cap, sizeof *st);
+    const char *p = text;
+    stmt cur = {NULL, 0};
+    int wcap = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        if (*p == '#') {
+            while (*p && *p != '\n') p++;
+        }
+        if (*p == ';' || *p == '\n' || *p == '\0') {
+            if (cur.n) {
+                if (n == cap) {
+                    cap *= 2;
+                    st = xd_xrealloc(st, (size_t)cap * sizeof *st);
+                }
+                st[n++] = cur;
+                cur.words = NULL;
+                cur.n = 0;
+                wcap = 0;
+            }
+            if (!*p) break;
+            p++;
+            continue;
+        }
+        const char *b = p;
+        while (*p && !isspace((unsigned char)*p) && *p != ';' && *p != '#') p++;
+        if (cur.n == wcap) {
+            wcap = wcap ? 2 * wcap : 8;
+            cur.words = xd_xrealloc(cur.words, (size_t)wcap * sizeof(char *));
+        }
+        size_t len = (size_t)(p - b);
+        char *w = xd_xmalloc(len + 1);
+        memcpy(w, b, len);
+        w[len] = '\0';
+        cur.words[cur.n++] = w;
+    }
+    *out = st;
+    return n;
+}
+
+static void free_statements(stmt *st, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int j = 0; j < st[i].n; j++) free(st[i].words[j]);
+        free(st[i].words);
+    }
+    free(st);
+}
+
+static int node_by_name(const nn_model *m, int upto, const char *name)
+{
+    if (strcmp(name, "input") == 0) return NN_INPUT;
+    for (int i = 0; i < upto; i++)
+        if (strcmp(m->nodes[i].name, name) == 0) return i;
+    return -2;
+}
+
+static void node_defaults(nn_node *nd, nn_kind kind, int index)
+{
+    memset(nd, 0, sizeof *nd);
+    nd->kind = kind;
+    snprintf(nd->name, sizeof nd->name, "%s%d", kind_names[kind], index);
+    nd->in = index - 1; /* previous node, or NN_INPUT for the first */
+    nd->in2 = -2;
+    nd->bias = 1;
+    nd->p = 0.5f;
+    nd->eps = 1e-5f;
+    nd->momentum = 0.1f;
+    nd->mode = NN_BAG_MEAN;
+    nd->bits = 8;
+    nd->factor = 2;
+}
+
+static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
+{
+    if (strcmp(s->words[0], "input") != 0)
+        return xd_fail(e, XD_EARG, "model description: the first statement must be 'input' "
+                                   "(e.g. 'input h=28 w=28 c=1' or 'input tokens=64'), not '%s'",
+                       s->words[0]);
+    for (int i = 1; i < s->n; i++) {
+        char *eq = strchr(s->words[i], '=');
+        int v;
+        if (!eq || parse_int(eq + 1, &v) || v <= 0 || v > (1 << 20))
+            return xd_fail(e, XD_EARG, "model description: input: '%s' is not key=positive integer",
+                           s->words[i]);
+        *eq = '\0';
+        const char *key = s->words[i];
+        if (strcmp(key, "h") == 0) m->h = v;
+        else if (strcmp(key, "w") == 0) m->w = v;
+        else if (strcmp(key, "c") == 0) m->c = v;
+        else if (strcmp(key, "tokens") == 0) m->tokens = v;
+        else {
+            *eq = '=';
+            return xd_fail(e, XD_EARG, "model description: input: unknown key in '%s' "
+                                       "(valid: h, w, c, tokens)", s->words[i]);
+        }
+        *eq = '=';
+    }
+    int image = m->h || m->w || m->c;
+    if (m->tokens && image)
+        return xd_fail(e, XD_EARG, "model description: input: give either tokens or h/w/c, not both");
+    if (!m->tokens && !(m->h && m->w && m->c))
+        return xd_fail(e, XD_EARG, "model description: input: needs h, w and c (or tokens)");
+    return XD_OK;
+}
+
+static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
+{
+    nn_node *nd = &m->nodes[index];
+    int kind = find_kind(s->words[0]);
+    if (kind < 0) {
+        char kinds[512];
+        list_kinds(kinds, sizeof kinds);
+        return xd_fail(e, XD_EARG, "model description: layer %d: unknown layer '%s' (valid: %s)",
+                       index + 1, s->words[0], kinds);
+    }
+    node_defaults(nd, (nn_kind)kind, index);
+    int stride_given = 0;
+    for (int i = 1; i < s->n; i++) {
+        char *word = s->words[i];
+        char *eq = strchr(word, '=');
+        if (eq) *eq = '\0';
+        const char *val = eq ? eq + 1 : NULL;
+        const opt_def *o = find_opt(word);
+        xd_status st = XD_OK;
+        if (!o || !(o->kinds & K(kind))) {
+            char keys[256];
+            list_keys(keys, sizeof keys, (nn_kind)kind);
+            st = xd_fail(e, XD_EARG, "model description: layer %d '%s': unknown key '%s' (valid: %s)",
+                         index + 1, kind_names[kind], word, keys);
+        } else if ((o->type == OPT_FLAG) != (val == NULL)) {
+            st = xd_fail(e, XD_EARG, "model description: layer %d '%s': '%s' %s", index + 1,
+                         kind_names[kind], word, o->type == OPT_FLAG ? "takes no value" : "needs =value");
+        } else {
+            char *field = (char *)nd + o->off;
+            int bad = 0;
+            switch (o->type) {
+            case OPT_INT: bad = parse_int(val, (int *)field); break;
+            case OPT_FLOAT: bad = parse_float(val, (float *)field); break;
+            case OPT_FLAG: *(int *)field = 1; break;
+            case OPT_NAME:
+                bad = !*val || strlen(val) >= NN_NAME_LEN || node_by_name(m, index, val) != -2;
+                if (!bad) snprintf(nd->name, sizeof nd->name, "%s", val);
+                break;
+            case OPT_FROM:
+            case OPT_FROM2: {
+                int src = node_by_name(m, index, val);
+                bad = src == -2;
+                if (!bad) *(int *)field = src;
+                break;
+            }
+            case OPT_MODE:
+                bad = 1;
+                for (int k = 0; k < 2; k++)
+                    if (strcmp(val, mode_names[k]) == 0) {
+                        nd->mode = (nn_bag_mode)k;
+                        bad = 0;
+                    }
+                break;
+            }
+            if (bad)
+                st = xd_fail(e, XD_EARG, "model description: layer %d '%s': bad value '%s' for '%s'%s",
+                             index + 1, kind_names[kind], val ? val : "", word,
+                             o->type == OPT_NAME ? " (empty, too long or already used)"
+                             : (o->type == OPT_FROM || o->type == OPT_FROM2) ? " (no earlier node of that name)"
+                             : o->type == OPT_MODE ? " (mean or sum)" : "");
+            if (o->type == OPT_INT && strcmp(o->key, "stride") == 0) stride_given = 1;
+        }
+        if (eq) *eq = '=';
+        if (st != XD_OK) return st;
+    }
+    if (!stride_given) nd->stride = (kind == NN_MAXPOOL || kind == NN_AVGPOOL) ? nd->k : 1;
+    return XD_OK;
+}
+
+// ----------------------------------------------------------------------------------------------
+// shapes and parameters
+
+static xd_status layer_error(xd_err *e, int i, const nn_node *nd, const char *msg)
+{
+    return xd_fail(e, XD_ESHAPE, "model description: layer %d '%s' (%s): %s", i + 1,
+                   kind_names[nd->kind], nd->name, msg);
+}
+
+static void add_param(nn_model *m, const nn_node *nd, const char *suffix, int ndim,
+                      const int64_t *shape, int decay, int state, size_t *off)
+{
+    nn_param *p = &m->params[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s.%s", nd->name, suffix);
+    p->ndim = ndim;
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++) {
+        p->shape[d] = shape[d];
+        n *= (size_t)shape[d];
+    }
+    p->n = n;
+    p->decay = decay;
+    p->state = state;
+    if (state) {
+        p->off = m->n_state;
+        m->n_state += n;
+    } else {
+        p->off = m->n_param;
+        m->n_param += n;
+    }
+    *off = p->off;
+}
+
+/* Fills output shapes, parameter table and per-node sizes; checks everything fits. */
+static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, size_t *scratch,
+                       xd_err *e)
+{
+    const size_t LIMIT = (size_t)1 << 30; /* per-example activation size and parameter count */
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        if (nd->in == NN_INPUT) {
+            nd->ih = m->tokens ? 1 : m->h;
+            nd->iw = m->tokens ? m->tokens : m->w;
+            nd->ic = m->tokens ? 1 : m->c;
+            if (m->tokens && nd->kind != NN_EMBBAG)
+                return layer_error(e, i, nd, "token-id input can only feed an embbag layer");
+        } else {
+            const nn_node *src = &m->nodes[nd->in];
+            nd->ih = src->h;
+            nd->iw = src->w;
+            nd->ic = src->c;
+        }
+        if (nd->kind == NN_EMBBAG && !(nd->in == NN_INPUT && m->tokens))
+            return layer_error(e, i, nd, "embbag reads the token-id input (use an 'input tokens=L' model)");
+        nd->h = nd->ih;
+        nd->w = nd->iw;
+        nd->c = nd->ic;
+        int64_t shp[4];
+        switch (nd->kind) {
+        case NN_LINEAR:
+            if (nd->units <= 0) return layer_error(e, i, nd, "needs out=N > 0");
+            nd->c = nd->units;
+            shp[0] = nd->units;
+            shp[1] = nd->ic;
+            add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off);
+            nd->w_n = (size_t)nd->units * nd->ic;
+            if (nd->bias) {
+                add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+                nd->b_n = (size_t)nd->units;
+            }
+            break;
+        case NN_CONV2D: {
+            if (nd->units <= 0 || nd->k <= 0) return layer_error(e, i, nd, "needs out=N and k=K > 0");
+            nn_conv_shape cs = {.B = 1, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
+                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
+            if (nn_conv_shape_init(&cs))
+                return layer_error(e, i, nd, "window, stride or padding do not fit the input");
+            nd->h = cs.OH;
+            nd->w = cs.OW;
+            nd->c = nd->units;
+            shp[0] = nd->units;
+            shp[1] = shp[2] = nd->k;
+            shp[3] = nd->ic;
+            add_param(m, nd, "weight", 4, shp, 1, 0, &nd->w_off);
+            nd->w_n = (size_t)nd->units * nd->k * nd->k * nd->ic;
+            if (nd->bias) {
+                add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+                nd->b_n = (size_t)nd->units;
+            }
+            cs.B = m->max_batch;
+            *save_total += nn_conv_cols_size(&cs);
+            if (nn_conv_cols_size(&cs) > *scratch) *scratch = nn_conv_cols_size(&cs);
+            break;
+        }
+        case NN_MAXPOOL:
+        case NN_AVGPOOL: {
+            nn_pool_shape ps = {.B = 1, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
+                                .stride = nd->stride};
+            if (nn_pool_shape_init(&ps)) return layer_error(e, i, nd, "needs k=K that fits the input");
+            nd->h = ps.OH;
+            nd->w = ps.OW;
+            break;
+        }
+        case NN_GAP:
+            nd->h = nd->w = 1;
+            break;
+        case NN_FLATTEN:
+            nd->c = nd->ih * nd->iw * nd->ic;
+            nd->h = nd->w = 1;
+            break;
+        case NN_BATCHNORM:
+        case NN_LAYERNORM:
+            if (!(nd->eps > 0.0f)) return layer_error(e, i, nd, "eps must be > 0");
+            shp[0] = nd->ic;
+            add_param(m, nd, "weight", 1, shp, 0, 0, &nd->w_off);
+            add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+            nd->w_n = nd->b_n = (size_t)nd->ic;
+            if (nd->kind == NN_BATCHNORM) {
+                size_t dummy;
+                add_param(m, nd, "running_mean", 1, shp, 0, 1, &nd->s_off);
+                add_param(m, nd, "running_var", 1, shp, 0, 1, &dummy);
+                nd->s_n = 2 * (size_t)nd->ic;
+                *save_total += 2 * (size_t)nd->ic;
+            } else {
+                *save_total += 2 * (size_t)m->max_batch * nd->ih * nd->iw;
+            }
+            break;
+        case NN_DROPOUT:
+            if (!(nd->p >= 0.0f && nd->p < 1.0f)) return layer_error(e, i, nd, "p must be in [0, 1)");
+            *save_total += (size_t)m->max_batch * nd->ih * nd->iw * nd->ic;
+            break;
+        case NN_EMBBAG:
+            if (nd->vocab <= 0 || nd->units <= 0) return layer_error(e, i, nd, "needs vocab=V and out=D > 0");
+            nd->h = nd->w = 1;
+            nd->c = nd->units;
+            shp[0] = nd->vocab;
+            shp[1] = nd->units;
+            add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off);
+            nd->w_n = (size_t)nd->vocab * nd->units;
+            break;
+        case NN_UPSAMPLE:
+            if (nd->factor < 1 || nd->factor > 64) return layer_error(e, i, nd, "factor must be 1..64");
+            nd->h = nd->ih * nd->factor;
+            nd->w = nd->iw * nd->factor;
+            break;
+        case NN_FAKEQUANT:
+            if (nd->bits < 2 || nd->bits > 16) return layer_error(e, i, nd, "bits must be 2..16");
+            break;
+        case NN_ADD: {
+            if (nd->in2 == -2) return layer_error(e, i, nd, "needs with=NAME (the second input)");
+            int h2 = nd->in2 == NN_INPUT ? m->h : m->nodes[nd->in2].h;
+            int w2 = nd->in2 == NN_INPUT ? m->w : m->nodes[nd->in2].w;
+            int c2 = nd->in2 == NN_INPUT ? m->c : m->nodes[nd->in2].c;
+            if (m->tokens && nd->in2 == NN_INPUT) return layer_error(e, i, nd, "cannot add token ids");
+            if (h2 != nd->ih || w2 != nd->iw || c2 != nd->ic)
+                return layer_error(e, i, nd, "both inputs must have the same shape");
+            break;
+        }
+        case NN_RELU: case NN_GELU: case NN_TANH: case NN_SIGMOID:
+        case NN_SOFTMAX: case NN_LOGSOFTMAX:
+            break;
+        case NN_KIND_COUNT:
+            XD_ASSERT(0);
+        }
+        if (nd->kind == NN_MAXPOOL) *isave_total += (size_t)m->max_batch * nd->h * nd->w * nd->c;
+        nd->act_n = (size_t)nd->h * nd->w * nd->c;
+        if (nd->h <= 0 || nd->w <= 0 || nd->c <= 0 || nd->act_n > LIMIT || m->n_param > LIMIT)
+            return layer_error(e, i, nd, "output or parameter count too large");
+    }
+    return XD_OK;
+}
+
+static char *describe(const nn_model *m)
+{
+    size_t cap = 256 + (size_t)m->n_nodes * 256, used = 0;
+    char *s = xd_xmalloc(cap);
+#define PUT(...) used += (size_t)snprintf(s + used, cap - used, __VA_ARGS__)
+    if (m->tokens) PUT("input tokens=%d", m->tokens);
+    else PUT("input h=%d w=%d c=%d", m->h, m->w, m->c);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        PUT("; %s name=%s", kind_names[nd->kind], nd->name);
+        if (nd->in != i - 1) PUT(" from=%s", nd->in == NN_INPUT ? "input" : m->nodes[nd->in].name);
+        for (size_t o = 0; o < sizeof opts / sizeof opts[0]; o++) {
+            const opt_def *od = &opts[o];
+            if (!(od->kinds & K(nd->kind))) continue;
+            const char *field = (const char *)nd + od->off;
+            switch (od->type) {
+            case OPT_INT: PUT(" %s=%d", od->key, *(const int *)field); break;
+            case OPT_FLOAT: PUT(" %s=%.9g", od->key, (double)*(const float *)field); break;
+            case OPT_MODE: PUT(" %s=%s", od->key, mode_names[nd->mode]); break;
+            case OPT_FROM2:
+                PUT(" %s=%s", od->key, nd->in2 == NN_INPUT ? "input" : m->nodes[nd->in2].name);
+                break;
+            case OPT_FLAG: if (*(const int *)field) PUT(" %s", od->key); break;
+            case OPT_NAME: case OPT_FROM: break;
+            }
+        }
+    }
+#undef PUT
+    XD_ASSERT(used < cap);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
+// build, init, free
+
+xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e)
+{
+    memset(m, 0, sizeof *m);
+    if (max_batch <= 0 || max_batch > (1 << 20))
+        return xd_fail(e, XD_EARG, "batch size %d out of range (1..%d)", max_batch, 1 << 20);
+    m->max_batch = max_batch;
+    stmt *st;
+    int n = split_statements(desc, &st);
+    xd_status s = XD_OK;
+    if (n < 2) {
+        s = xd_fail(e, XD_EARG, "model description: needs an 'input' statement and at least one layer");
+        goto out;
+    }
+    if ((s = parse_input(m, &st[0], e)) != XD_OK) goto out;
+    m->n_nodes = n - 1;
+    m->nodes = xd_xcalloc((size_t)m->n_nodes, sizeof *m->nodes);
+    m->params = xd_xcalloc((size_t)m->n_nodes * 4, sizeof *m->params);
+    for (int i = 0; i < m->n_nodes; i++)
+        if ((s = parse_layer(m, i, &st[i + 1], e)) != XD_OK) goto out;
+    size_t save_total = 0, isave_total = 0, scratch = 0;
+    if ((s = infer(m, &save_total, &isave_total, &scratch, e)) != XD_OK) goto out;
+
+    size_t act_total = 0;
+    for (int i = 0; i < m->n_nodes; i++) act_total += (size_t)max_batch * m->nodes[i].act_n;
+    m->param = xd_xmalloc_aligned(sizeof(float) * (m->n_param ? m->n_param : 1));
+    m->grad = xd_xmalloc_aligned(sizeof(float) * (m->n_param ? m->n_param : 1));
+    m->state = xd_xmalloc_aligned(sizeof(float) * (m->n_state ? m->n_state : 1));
+    m->act_block = xd_xmalloc_aligned(sizeof(float) * act_total);
+    m->dact_block = xd_xmalloc_aligned(sizeof(float) * act_total);
+    m->save_block = xd_xmalloc_aligned(sizeof(float) * (save_total ? save_total : 1));
+    m->isave_block = xd_xmalloc_aligned(sizeof(int32_t) * (isave_total ? isave_total : 1));
+    size_t a = 0, sv = 0, isv = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        nd->out = m->act_block + a;
+        nd->dout = m->dact_block + a;
+        a += (size_t)max_batch * nd->act_n;
+        nd->save = m->save_block + sv;
+        nd->isave = m->isave_block + isv;
+        switch (nd->kind) {
+        case NN_CONV2D: {
+            nn_conv_shape cs = {.B = max_batch, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
+                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
+            nn_conv_shape_init(&cs);
+            sv += nn_conv_cols_size(&cs);
+            break;
+        }
+        case NN_BATCHNORM: sv += 2 * (size_t)nd->ic; break;
+        case NN_LAYERNORM: sv += 2 * (size_t)max_batch * nd->ih * nd->iw; break;
+        case NN_DROPOUT: sv += (size_t)max_batch * nd->act_n; break;
+        case NN_MAXPOOL: isv += (size_t)max_batch * nd->act_n; break;
+        default: break;
+        }
+    }
+    XD_ASSERT(sv == save_total && isv == isave_total);
+    xd_arena_init(&m->scratch, scratch * sizeof(float));
+    m->desc = describe(m);
+    nn_model_init_params(m, seed);
+    nn_model_zero_grad(m);
+out:
+    free_statements(st, n);
+    if (s != XD_OK) nn_model_free(m);
+    return s;
+}
+
+void nn_model_init_params(nn_model *m, uint64_t seed)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        xd_rng r = xd_rng_make(seed, (uint64_t)i, XD_RNG_INIT);
+        float *w = m->param + nd->w_off, *b = m->param + nd->b_off;
+        switch (nd->kind) {
+        case NN_LINEAR:
+        case NN_CONV2D: {
+            /* PyTorch default: kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)) */
+            float bound = 1.0f / sqrtf((float)(nd->w_n / (size_t)nd->units));
+            for (size_t j = 0; j < nd->w_n; j++) w[j] = (2.0f * xd_rng_uniform(&r) - 1.0f) * bound;
+            for (size_t j = 0; j < nd->b_n; j++) b[j] = (2.0f * xd_rng_uniform(&r) - 1.0f) * bound;
+            break;
+        }
+        case NN_BATCHNORM:
+        case NN_LAYERNORM:
+            for (size_t j = 0; j < nd->w_n; j++) w[j] = 1.0f;
+            for (size_t j = 0; j < nd->b_n; j++) b[j] = 0.0f;
+            if (nd->kind == NN_BATCHNORM) {
+                float *s = m->state + nd->s_off;
+                for (int c = 0; c < nd->ic; c++) {
+                    s[c] = 0.0f;
+                    s[nd->ic + c] = 1.0f;
+                }
+            }
+            break;
+        case NN_EMBBAG:
+            for (size_t j = 0; j < nd->w_n; j++) w[j] = xd_rng_normal(&r);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void nn_model_free(nn_model *m)
+{
+    free(m->nodes);
+    free(m->params);
+    free(m->param);
+    free(m->grad);
+    free(m->state);
+    free(m->act_block);
+    free(m->dact_block);
+    free(m->save_block);
+    free(m->isave_block);
+    xd_arena_free(&m->scratch);
+    free(m->desc);
+    memset(m, 0, sizeof *m);
+}
+
+void nn_model_zero_grad(nn_model *m)
+{
+    memset(m->grad, 0, sizeof(float) * (m->n_param ? m->n_param : 1));
+}
+
+// ----------------------------------------------------------------------------------------------
+// forward and backward
+
+static const float *input_of(const nn_model *m, int idx)
+{
+    return idx == NN_INPUT ? (const float *)m->input : m->nodes[idx].out;
+}
+
+void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    static const nn_run eval_run = {0, 0, 0, NULL};
+    if (!run) run = &eval_run;
+    m->batch = B;
+    m->input = input;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        nd->touched = 0;
+        const float *x = input_of(m, nd->in);
+        float *y = nd->out, *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
+        const size_t n_in = (size_t)B * nd->ih * nd->iw * nd->ic, n_out = (size_t)B * nd->act_n;
+        switch (nd->kind) {
+        case NN_LINEAR:
+            nn_linear_forward(y, x, w, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+            break;
+        case NN_CONV2D: {
+            nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
+                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
+            nn_conv_shape_init(&cs);
+            nn_conv2d_forward(y, nd->save, x, w, b, &cs);
+            break;
+        }
+        case NN_MAXPOOL:
+        case NN_AVGPOOL: {
+            nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
+                                .stride = nd->stride};
+            nn_pool_shape_init(&ps);
+            if (nd->kind == NN_MAXPOOL) nn_maxpool_forward(y, nd->isave, x, &ps);
+            else nn_avgpool_forward(y, x, &ps);
+            break;
+        }
+        case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
+        case NN_RELU: nn_relu_forward(y, x, n_out); break;
+        case NN_GELU: nn_gelu_forward(y, x, n_out); break;
+        case NN_TANH: nn_tanh_forward(y, x, n_out); break;
+        case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
+        case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+        case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+        case NN_BATCHNORM: {
+            float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
+            int N = B * nd->ih * nd->iw;
+            if (run->training)
+                nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
+                                           nd->ic, nd->eps, nd->momentum);
+            else
+                nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
+            break;
+        }
+        case NN_LAYERNORM: {
+            int R = B * nd->ih * nd->iw;
+            nn_layernorm_forward(y, nd->save, nd->save + (size_t)m->max_batch * nd->ih * nd->iw, x,
+                                 w, b, R, nd->ic, nd->eps);
+            break;
+        }
+        case NN_DROPOUT:
+            nd->masked = run->training && nd->p > 0.0f;
+            if (nd->masked)
+                nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
+                                   run->example, run->step, (uint32_t)i);
+            else
+                memcpy(y, x, sizeof(float) * n_out);
+            break;
+        case NN_EMBBAG:
+            nn_embbag_forward(y, (const int32_t *)input, w, B, m->tokens, nd->units, nd->mode);
+            break;
+        case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
+        case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
+        case NN_FAKEQUANT: nn_fakequant_forward(y, x, n_out, nd->bits); break;
+        case NN_ADD: {
+            const float *x2 = input_of(m, nd->in2);
+            for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
+            break;
+        }
+        case NN_KIND_COUNT: XD_ASSERT(0);
+        }
+    }
+}
+
+static float *grad_target(nn_model *m, int idx)
+{
+    if (idx == NN_INPUT) return NULL; /* no gradient for the model input */
+    return nn_model_dout(m, idx);
+}
+
+void nn_model_backward(nn_model *m)
+{
+    const int B = m->batch;
+    xd_arena_reset(&m->scratch);
+    for (int i = m->n_nodes - 1; i >= 0; i--) {
+        nn_node *nd = &m->nodes[i];
+        if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
+        const float *x = input_of(m, nd->in), *dy = nd->dout, *y = nd->out;
+        const float *w = m->param + nd->w_off;
+        float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;
+        const size_t n_out = (size_t)B * nd->act_n;
+        float *dx = nd->kind == NN_EMBBAG ? NULL : grad_target(m, nd->in);
+        switch (nd->kind) {
+        case NN_LINEAR:
+            nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
+            break;
+        case NN_CONV2D: {
+            nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
+                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
+            nn_conv_shape_init(&cs);
+            float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
+            nn_conv2d_backward(dx, dw, db, dcols, dy, nd->save, x, w, &cs);
+            break;
+        }
+        case NN_MAXPOOL:
+        case NN_AVGPOOL: {
+            if (!dx) break;
+            nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
+                                .stride = nd->stride};
+            nn_pool_shape_init(&ps);
+            if (nd->kind == NN_MAXPOOL) nn_maxpool_backward(dx, dy, nd->isave, &ps);
+            else nn_avgpool_backward(dx, dy, &ps);
+            break;
+        }
+        case NN_GAP: if (dx) nn_gap_backward(dx, dy, B, nd->ih * nd->iw, nd->ic); break;
+        case NN_RELU: if (dx) nn_relu_backward(dx, dy, x, n_out); break;
+        case NN_GELU: if (dx) nn_gelu_backward(dx, dy, x, n_out); break;
+        case NN_TANH: if (dx) nn_tanh_backward(dx, dy, y, n_out); break;
+        case NN_SIGMOID: if (dx) nn_sigmoid_backward(dx, dy, y, n_out); break;
+        case NN_SOFTMAX:
+            if (dx) nn_softmax_backward(dx, dy, y, (int)(n_out / (size_t)nd->c), nd->c);
+            break;
+        case NN_LOGSOFTMAX:
+            if (dx) nn_logsoftmax_backward(dx, dy, y, (int)(n_out / (size_t)nd->c), nd->c);
+            break;
+        case NN_BATCHNORM:
+            nn_batchnorm_backward(dx, dw, db, dy, x, nd->save, nd->save + nd->ic, w,
+                                  B * nd->ih * nd->iw, nd->ic);
+            break;
+        case NN_LAYERNORM:
+            nn_layernorm_backward(dx, dw, db, dy, x, nd->save,
+                                  nd->save + (size_t)m->max_batch * nd->ih * nd->iw, w,
+                                  B * nd->ih * nd->iw, nd->ic);
+            break;
+        case NN_DROPOUT:
+            if (!dx) break;
+            if (nd->masked) nn_dropout_backward(dx, dy, nd->save, n_out);
+            else nn_add_inplace(dx, dy, n_out);
+            break;
+        case NN_EMBBAG:
+            nn_embbag_backward(dw, dy, (const int32_t *)m->input, B, m->tokens, nd->units, nd->mode);
+            break;
+        case NN_UPSAMPLE: if (dx) nn_upsample_backward(dx, dy, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
+        case NN_FLATTEN: if (dx) nn_add_inplace(dx, dy, n_out); break;
+        case NN_FAKEQUANT: if (dx) nn_fakequant_backward(dx, dy, n_out); break;
+        case NN_ADD: {
+            if (dx) nn_add_inplace(dx, dy, n_out);
+            float *dx2 = grad_target(m, nd->in2);
+            if (dx2) nn_add_inplace(dx2, dy, n_out);
+            break;
+        }
+        case NN_KIND_COUNT: XD_ASSERT(0);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// access
+
+int nn_model_find(const nn_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_nodes; i++)
+        if (strcmp(m->nodes[i].name, name) == 0) return i;
+    return -1;
+}
+
+const nn_node *nn_model_node(const nn_model *m, int idx) { return &m->nodes[idx]; }
+
+float *nn_model_out(nn_model *m, int idx) { return m->nodes[idx].out; }
+
+float *nn_model_dout(nn_model *m, int idx)
+{
+    nn_node *nd = &m->nodes[idx];
+    if (!nd->touched) {
+        memset(nd->dout, 0, sizeof(float) * (size_t)m->batch * nd->act_n);
+        nd->touched = 1;
+    }
+    return nd->dout;
+}
+
+int nn_model_default_head(const nn_model *m)
+{
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].head) return i;
+    return m->n_nodes - 1;
+}
+
+const nn_param *nn_model_param(const nn_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
+    return NULL;
+}
+
+float *nn_model_param_data(nn_model *m, const nn_param *p)
+{
+    return (p->state ? m->state : m->param) + p->off;
+}
+
+double nn_model_flops(const nn_model *m)
+{
+    double f = 0.0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        if (nd->kind == NN_LINEAR) f += 2.0 * nd->ih * nd->iw * nd->ic * nd->units;
+        if (nd->kind == NN_CONV2D) f += 2.0 * nd->h * nd->w * nd->units * nd->k * nd->k * nd->ic;
+    }
+    return f;
+}

@@ -1,0 +1,143 @@
+/* A model: layers (nodes) in a list, each reading the output of an earlier node (by default the one
+ * before it), plus named taps and heads. Described in data, as text, so recipes and checkpoints
+ * can build it:
+ *
+ *   input h=28 w=28 c=1; conv2d name=conv1 out=32 k=3 pad=1; relu; maxpool k=2;
+ *   flatten; linear out=128; relu name=feat; linear out=10 name=logits head
+ *
+ * Statements are separated by ';' or newlines; the first is `input` (an image h/w/c, or
+ * `tokens=L` for rows of L token ids). Every node has a name (given, or kind + index, e.g.
+ * "relu2"); any node is a tap: its output can be read and can receive gradient. `from=NAME` reads
+ * another node (or "input"); `head` marks an output. Several heads (early exits), branches and
+ * `add` (residual) nodes make the graph a DAG; list order is the evaluation order.
+ *
+ * Memory: parameters in one block, their gradients in another with the same layout (so an
+ * optimizer step is one loop), non-trainable state (batch-norm running stats) in a third, all
+ * activations and their gradients in one block each, sized for max_batch. Nothing is allocated
+ * per step: per-step scratch comes from the model's arena. */
+#ifndef XD_NN_MODEL_H
+#define XD_NN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/status.h"
+#include "nn/layers.h"
+
+typedef enum {
+    NN_LINEAR,
+    NN_CONV2D,
+    NN_MAXPOOL,
+    NN_AVGPOOL,
+    NN_GAP,
+    NN_RELU,
+    NN_GELU,
+    NN_TANH,
+    NN_SIGMOID,
+    NN_SOFTMAX,
+    NN_LOGSOFTMAX,
+    NN_BATCHNORM,
+    NN_LAYERNORM,
+    NN_DROPOUT,
+    NN_EMBBAG,
+    NN_UPSAMPLE,
+    NN_FLATTEN,
+    NN_FAKEQUANT,
+    NN_ADD,
+    NN_KIND_COUNT
+} nn_kind;
+
+const char *nn_kind_name(nn_kind k);
+
+#define NN_NAME_LEN 48
+#define NN_INPUT (-1) /* node index meaning "the model input" */
+
+typedef struct {
+    nn_kind kind;
+    char name[NN_NAME_LEN];
+    int in, in2;         /* producers (NN_INPUT = model input; in2 only for add) */
+    int h, w, c;         /* output shape per example */
+    int ih, iw, ic;      /* input shape per example */
+    /* options (only those that apply to the kind are used) */
+    int units, k, stride, pad, bias, bits, factor, vocab, head;
+    nn_bag_mode mode;
+    float p, eps, momentum;
+    /* parameters and state: offsets into the model's blocks (counts 0 when absent) */
+    size_t w_off, w_n, b_off, b_n, s_off, s_n;
+    /* activations (max_batch rows of h*w*c) and saved values for backward */
+    size_t act_n;
+    float *out, *dout;
+    float *save;      /* conv cols, dropout mask, norm mean/rstd */
+    int32_t *isave;   /* maxpool argmax */
+    int touched;      /* dout received gradient this step */
+    int masked;       /* dropout applied a mask in the last forward */
+} nn_node;
+
+typedef struct {
+    char name[NN_NAME_LEN + 16];
+    int ndim;
+    int64_t shape[4];
+    size_t off, n;
+    int decay;        /* 1 for weights, 0 for biases and norm parameters */
+    int state;        /* 1: lives in the state block (not trained) */
+} nn_param;
+
+typedef struct {
+    int training;             /* batch-norm batch stats, dropout on */
+    uint64_t seed;            /* dropout streams */
+    uint64_t step;
+    const uint64_t *example;  /* global example index of each row, or NULL (row index) */
+} nn_run;
+
+typedef struct {
+    int tokens;               /* > 0: input rows are `tokens` int32 ids; else an image h*w*c */
+    int h, w, c;
+    int n_nodes;
+    nn_node *nodes;
+    int n_params;
+    nn_param *params;
+    float *param, *grad;      /* (n_param) each */
+    size_t n_param;
+    float *state;             /* (n_state) */
+    size_t n_state;
+    int max_batch, batch;
+    const void *input;        /* last forward's input (kept for backward) */
+    float *act_block, *dact_block, *save_block;
+    int32_t *isave_block;
+    xd_arena scratch;
+    char *desc;               /* canonical description (round-trips through nn_model_parse) */
+} nn_model;
+
+/* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed
+ * (PyTorch's defaults: U(+-1/sqrt(fan_in)) for linear/conv, N(0,1) for embeddings, 1/0 for norms).
+ * Errors name the statement ("layer 3 'conv2d': ..."). */
+xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e);
+void nn_model_free(nn_model *m);
+
+/* Re-initialises the parameters and state from a seed. */
+void nn_model_init_params(nn_model *m, uint64_t seed);
+
+/* input: float (B, h, w, c) or int32 (B, tokens). B <= max_batch. Zeroes all activation
+ * gradients, ready for losses to add into nn_model_dout. */
+void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run);
+/* Propagates the gradients written into head/tap douts down to the parameters (adds into grad). */
+void nn_model_backward(nn_model *m);
+void nn_model_zero_grad(nn_model *m);
+
+int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
+const nn_node *nn_model_node(const nn_model *m, int idx);
+/* Output of node idx for the last batch: (batch, act_n). */
+float *nn_model_out(nn_model *m, int idx);
+/* Gradient buffer of node idx, to add into; marks the node as needing backward. */
+float *nn_model_dout(nn_model *m, int idx);
+/* The first node marked head, or the last node when none is. */
+int nn_model_default_head(const nn_model *m);
+
+const nn_param *nn_model_param(const nn_model *m, const char *name);
+/* Pointer to the values of a parameter or state entry. */
+float *nn_model_param_data(nn_model *m, const nn_param *p);
+/* Counts trainable floats; flops of one forward pass per example (multiply-adds * 2). */
+double nn_model_flops(const nn_model *m);
+
+#endif

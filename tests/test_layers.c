@@ -1,0 +1,419 @@
+/* nn/layers: every backward against central finite differences, the fast convolution against the
+ * direct one (stride and padding corners), and exact checks where the maths gives exact values. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layers.h"
+
+#define STEP 1e-2
+#define RTOL 1e-2
+#define ATOL 1e-3
+
+static float *alloc_f(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
+
+// ----------------------------------------------------------------------------------------------
+// conv2d
+
+typedef struct {
+    nn_conv_shape s;
+    float *x, *w, *b, *y, *r, *cols;
+} conv_ctx;
+
+static double conv_loss(void *p)
+{
+    conv_ctx *c = p;
+    nn_conv2d_forward(c->y, c->cols, c->x, c->w, c->b, &c->s);
+    return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.OC);
+}
+
+static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, int pad)
+{
+    conv_ctx c = {.s = {.B = B, .H = Hh, .W = W, .C = C, .OC = OC, .KH = K, .KW = K,
+                        .stride = stride, .pad = pad}};
+    assert_int_equal(nn_conv_shape_init(&c.s), 0);
+    size_t nx = (size_t)B * Hh * W * C, nw = (size_t)OC * K * K * C,
+           ny = (size_t)B * c.s.OH * c.s.OW * OC, nc = nn_conv_cols_size(&c.s);
+    c.x = alloc_f(nx);
+    c.w = alloc_f(nw);
+    c.b = alloc_f(OC);
+    c.y = alloc_f(ny);
+    c.r = alloc_f(ny);
+    c.cols = alloc_f(nc);
+    float *yref = alloc_f(ny), *dx = alloc_f(nx), *dw = alloc_f(nw), *db = alloc_f(OC),
+          *dcols = alloc_f(nc);
+    tu_fill_uniform(c.x, nx, -1, 1, 1);
+    tu_fill_uniform(c.w, nw, -1, 1, 2);
+    tu_fill_uniform(c.b, OC, -1, 1, 3);
+    tu_fill_uniform(c.r, ny, -1, 1, 4);
+
+    nn_conv2d_forward(c.y, c.cols, c.x, c.w, c.b, &c.s);
+    nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
+    char what[128];
+    snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d", B, Hh, W, C, OC, K, stride, pad);
+    tu_assert_close(c.y, yref, ny, 1e-5, 1e-5, what);
+
+    /* backward adds: start from a known non-zero value and check it is kept */
+    for (size_t i = 0; i < nx; i++) dx[i] = 0.5f;
+    nn_conv2d_backward(dx, dw, db, dcols, c.r, c.cols, c.x, c.w, &c.s);
+    for (size_t i = 0; i < nx; i++) dx[i] -= 0.5f;
+    tu_check_grad(what, c.x, nx, dx, conv_loss, &c, STEP, RTOL, ATOL);
+    tu_check_grad(what, c.w, nw, dw, conv_loss, &c, STEP, RTOL, ATOL);
+    tu_check_grad(what, c.b, OC, db, conv_loss, &c, STEP, RTOL, ATOL);
+    free(c.x); free(c.w); free(c.b); free(c.y); free(c.r); free(c.cols);
+    free(yref); free(dx); free(dw); free(db); free(dcols);
+}
+
+static void test_conv2d(void **state)
+{
+    (void)state;
+    check_conv(2, 5, 5, 3, 4, 3, 1, 1);   /* same padding */
+    check_conv(2, 6, 5, 2, 3, 3, 2, 1);   /* stride 2, odd width */
+    check_conv(1, 7, 7, 1, 2, 3, 2, 0);   /* no padding, one input channel */
+    check_conv(2, 4, 6, 3, 5, 1, 1, 0);   /* pointwise: no im2col */
+    check_conv(1, 4, 4, 2, 3, 5, 1, 2);   /* kernel wider than half the image */
+    check_conv(1, 3, 3, 2, 1, 3, 3, 2);   /* stride > 1 with heavy padding: windows all edge */
+    check_conv(1, 5, 5, 2, 2, 2, 2, 0);   /* even kernel */
+}
+
+static void test_conv2d_rejects_bad_shapes(void **state)
+{
+    (void)state;
+    nn_conv_shape s = {.B = 1, .H = 2, .W = 2, .C = 1, .OC = 1, .KH = 3, .KW = 3, .stride = 1};
+    assert_int_equal(nn_conv_shape_init(&s), -1);
+    s.pad = 1;
+    assert_int_equal(nn_conv_shape_init(&s), 0);
+    assert_int_equal(s.OH, 2);
+    s.stride = 0;
+    assert_int_equal(nn_conv_shape_init(&s), -1);
+}
+
+// ----------------------------------------------------------------------------------------------
+// linear
+
+typedef struct {
+    int B, C, OC;
+    float *x, *w, *b, *y, *r;
+} lin_ctx;
+
+static double lin_loss(void *p)
+{
+    lin_ctx *c = p;
+    nn_linear_forward(c->y, c->x, c->w, c->b, c->B, c->C, c->OC);
+    return tu_dot(c->y, c->r, (size_t)c->B * c->OC);
+}
+
+static void test_linear(void **state)
+{
+    (void)state;
+    lin_ctx c = {.B = 3, .C = 7, .OC = 4};
+    c.x = alloc_f(21); c.w = alloc_f(28); c.b = alloc_f(4); c.y = alloc_f(12); c.r = alloc_f(12);
+    float *dx = alloc_f(21), *dw = alloc_f(28), *db = alloc_f(4);
+    tu_fill_uniform(c.x, 21, -1, 1, 5);
+    tu_fill_uniform(c.w, 28, -1, 1, 6);
+    tu_fill_uniform(c.b, 4, -1, 1, 7);
+    tu_fill_uniform(c.r, 12, -1, 1, 8);
+    lin_loss(&c);
+    /* exact check of one output against the formula */
+    double y0 = c.b[1];
+    for (int k = 0; k < 7; k++) y0 += (double)c.x[7 + k] * c.w[7 + k];
+    assert_true(fabs(c.y[4 + 1] - y0) < 1e-5);
+    nn_linear_backward(dx, dw, db, c.r, c.x, c.w, 3, 7, 4);
+    tu_check_grad("linear dx", c.x, 21, dx, lin_loss, &c, STEP, RTOL, ATOL);
+    tu_check_grad("linear dw", c.w, 28, dw, lin_loss, &c, STEP, RTOL, ATOL);
+    tu_check_grad("linear db", c.b, 4, db, lin_loss, &c, STEP, RTOL, ATOL);
+    free(c.x); free(c.w); free(c.b); free(c.y); free(c.r); free(dx); free(dw); free(db);
+}
+
+// ----------------------------------------------------------------------------------------------
+// pooling
+
+typedef struct {
+    nn_pool_shape s;
+    int max;
+    float *x, *y, *r;
+    int32_t *am;
+} pool_ctx;
+
+static double pool_loss(void *p)
+{
+    pool_ctx *c = p;
+    if (c->max) nn_maxpool_forward(c->y, c->am, c->x, &c->s);
+    else nn_avgpool_forward(c->y, c->x, &c->s);
+    return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.C);
+}
+
+static void check_pool(int max, int Hh, int W, int k, int stride)
+{
+    pool_ctx c = {.s = {.B = 2, .H = Hh, .W = W, .C = 3, .k = k, .stride = stride}, .max = max};
+    assert_int_equal(nn_pool_shape_init(&c.s), 0);
+    size_t nx = (size_t)2 * Hh * W * 3, ny = (size_t)2 * c.s.OH * c.s.OW * 3;
+    c.x = alloc_f(nx); c.y = alloc_f(ny); c.r = alloc_f(ny);
+    c.am = calloc(ny, sizeof(int32_t));
+    float *dx = alloc_f(nx);
+    /* distinct values at least 0.1 apart, shuffled, so no max is within h of a tie */
+    for (size_t i = 0; i < nx; i++) c.x[i] = 0.1f * (float)((i * 37) % nx);
+    tu_fill_uniform(c.r, ny, -1, 1, 9);
+    pool_loss(&c);
+    if (max) nn_maxpool_backward(dx, c.r, c.am, &c.s);
+    else nn_avgpool_backward(dx, c.r, &c.s);
+    tu_check_grad(max ? "maxpool" : "avgpool", c.x, nx, dx, pool_loss, &c, 1e-2, RTOL, ATOL);
+    free(c.x); free(c.y); free(c.r); free(c.am); free(dx);
+}
+
+static void test_pooling(void **state)
+{
+    (void)state;
+    check_pool(1, 4, 4, 2, 2);
+    check_pool(1, 5, 7, 3, 2); /* overlapping windows, ragged edge */
+    check_pool(0, 4, 4, 2, 2);
+    check_pool(0, 5, 7, 3, 2);
+    /* max pool picks the right value */
+    float x[4] = {1, 5, 3, 2}, y[1];
+    int32_t am[1];
+    nn_pool_shape s = {.B = 1, .H = 2, .W = 2, .C = 1, .k = 2, .stride = 2};
+    nn_pool_shape_init(&s);
+    nn_maxpool_forward(y, am, x, &s);
+    assert_true(y[0] == 5.0f);
+    assert_int_equal(am[0], 1);
+}
+
+// ----------------------------------------------------------------------------------------------
+// elementwise, softmax, gap
+
+typedef enum { E_RELU, E_GELU, E_TANH, E_SIGMOID, E_SOFTMAX, E_LOGSOFTMAX, E_GAP, E_UPSAMPLE } ekind;
+typedef struct {
+    ekind k;
+    float *x, *y, *r;
+    size_t n, ny;
+} elt_ctx;
+
+enum { ER = 3, EK = 8 }; /* rows and width for softmax; gap as (3, 4 pixels, 2 channels) */
+
+static double elt_loss(void *p)
+{
+    elt_ctx *c = p;
+    switch (c->k) {
+    case E_RELU: nn_relu_forward(c->y, c->x, c->n); break;
+    case E_GELU: nn_gelu_forward(c->y, c->x, c->n); break;
+    case E_TANH: nn_tanh_forward(c->y, c->x, c->n); break;
+    case E_SIGMOID: nn_sigmoid_forward(c->y, c->x, c->n); break;
+    case E_SOFTMAX: nn_softmax_forward(c->y, c->x, ER, EK); break;
+    case E_LOGSOFTMAX: nn_logsoftmax_forward(c->y, c->x, ER, EK); break;
+    case E_GAP: nn_gap_forward(c->y, c->x, ER, 4, 2); break;
+    case E_UPSAMPLE: nn_upsample_forward(c->y, c->x, 1, 3, 4, 2, 2); break;
+    }
+    return tu_dot(c->y, c->r, c->ny);
+}
+
+static void test_elementwise(void **state)
+{
+    (void)state;
+    static const char *names[] = {"relu", "gelu", "tanh", "sigmoid", "softmax", "logsoftmax",
+                                  "gap", "upsample"};
+    for (int k = E_RELU; k <= E_UPSAMPLE; k++) {
+        elt_ctx c = {.k = (ekind)k, .n = ER * EK};
+        c.ny = k == E_GAP ? ER * 2 : k == E_UPSAMPLE ? 1 * 6 * 8 * 2 : c.n;
+        c.x = alloc_f(c.n); c.y = alloc_f(c.ny); c.r = alloc_f(c.ny);
+        float *dx = alloc_f(c.n);
+        tu_fill_uniform(c.x, c.n, -3, 3, 10 + k);
+        /* keep relu inputs away from the kink at 0 */
+        if (k == E_RELU)
+            for (size_t i = 0; i < c.n; i++) c.x[i] += c.x[i] >= 0 ? 0.1f : -0.1f;
+        tu_fill_uniform(c.r, c.ny, -1, 1, 20 + k);
+        elt_loss(&c);
+        switch (c.k) {
+        case E_RELU: nn_relu_backward(dx, c.r, c.x, c.n); break;
+        case E_GELU: nn_gelu_backward(dx, c.r, c.x, c.n); break;
+        case E_TANH: nn_tanh_backward(dx, c.r, c.y, c.n); break;
+        case E_SIGMOID: nn_sigmoid_backward(dx, c.r, c.y, c.n); break;
+        case E_SOFTMAX: nn_softmax_backward(dx, c.r, c.y, ER, EK); break;
+        case E_LOGSOFTMAX: nn_logsoftmax_backward(dx, c.r, c.y, ER, EK); break;
+        case E_GAP: nn_gap_backward(dx, c.r, ER, 4, 2); break;
+        case E_UPSAMPLE: nn_upsample_backward(dx, c.r, 1, 3, 4, 2, 2); break;
+        }
+        tu_check_grad(names[k], c.x, c.n, dx, elt_loss, &c, 1e-2, RTOL, ATOL);
+        free(c.x); free(c.y); free(c.r); free(dx);
+    }
+}
+
+static void test_softmax_extremes(void **state)
+{
+    (void)state;
+    float x[6] = {1000, 0, -1000, 50, 50, 50}, y[6], ly[6];
+    nn_softmax_forward(y, x, 2, 3);
+    nn_logsoftmax_forward(ly, x, 2, 3);
+    assert_true(y[0] == 1.0f && y[1] == 0.0f && y[2] == 0.0f);
+    for (int i = 3; i < 6; i++) assert_true(fabsf(y[i] - 1.0f / 3.0f) < 1e-7f);
+    assert_true(ly[0] == 0.0f && ly[2] == -2000.0f);
+    for (int i = 0; i < 6; i++) assert_true(isfinite(ly[i]));
+    /* gelu at known points: gelu(1) = 0.8413447, gelu(-1) = -0.1586553 */
+    float g[2], gx[2] = {1, -1};
+    nn_gelu_forward(g, gx, 2);
+    assert_true(fabsf(g[0] - 0.8413447f) < 1e-6f && fabsf(g[1] + 0.1586553f) < 1e-6f);
+    /* bilinear upsample x2 of a 1x2 row: half-pixel centres give 1, 1.25, 1.75, 2 */
+    float row[2] = {1, 2}, up[8];
+    nn_upsample_forward(up, row, 1, 1, 2, 1, 2);
+    float want[8] = {1, 1.25f, 1.75f, 2, 1, 1.25f, 1.75f, 2};
+    tu_assert_close(up, want, 8, 0, 1e-7, "upsample");
+}
+
+// ----------------------------------------------------------------------------------------------
+// normalisation
+
+typedef struct {
+    int N, C, layer;
+    float *x, *g, *b, *y, *r, *mean, *rstd;
+} norm_ctx;
+
+static double norm_loss(void *p)
+{
+    norm_ctx *c = p;
+    if (c->layer)
+        nn_layernorm_forward(c->y, c->mean, c->rstd, c->x, c->g, c->b, c->N, c->C, 1e-5f);
+    else
+        nn_batchnorm_forward_train(c->y, c->mean, c->rstd, NULL, NULL, c->x, c->g, c->b, c->N,
+                                   c->C, 1e-5f, 0.1f);
+    return tu_dot(c->y, c->r, (size_t)c->N * c->C);
+}
+
+static void check_norm(int layer)
+{
+    norm_ctx c = {.N = 6, .C = 4, .layer = layer};
+    size_t n = 24, stats = layer ? 6 : 4;
+    c.x = alloc_f(n); c.y = alloc_f(n); c.r = alloc_f(n); c.g = alloc_f(4); c.b = alloc_f(4);
+    c.mean = alloc_f(stats); c.rstd = alloc_f(stats);
+    float *dx = alloc_f(n), *dg = alloc_f(4), *dbeta = alloc_f(4);
+    tu_fill_uniform(c.x, n, -2, 2, 30);
+    tu_fill_uniform(c.g, 4, 0.5f, 1.5f, 31);
+    tu_fill_uniform(c.b, 4, -1, 1, 32);
+    tu_fill_uniform(c.r, n, -1, 1, 33);
+    norm_loss(&c);
+    if (layer) nn_layernorm_backward(dx, dg, dbeta, c.r, c.x, c.mean, c.rstd, c.g, c.N, c.C);
+    else nn_batchnorm_backward(dx, dg, dbeta, c.r, c.x, c.mean, c.rstd, c.g, c.N, c.C);
+    const char *w = layer ? "layernorm" : "batchnorm(train)";
+    tu_check_grad(w, c.x, n, dx, norm_loss, &c, 1e-2, RTOL, ATOL);
+    tu_check_grad(w, c.g, 4, dg, norm_loss, &c, 1e-2, RTOL, ATOL);
+    tu_check_grad(w, c.b, 4, dbeta, norm_loss, &c, 1e-2, RTOL, ATOL);
+    free(c.x); free(c.y); free(c.r); free(c.g); free(c.b); free(c.mean); free(c.rstd);
+    free(dx); free(dg); free(dbeta);
+}
+
+static void test_norms(void **state)
+{
+    (void)state;
+    check_norm(0);
+    check_norm(1);
+    /* running statistics: momentum 0.1, unbiased variance, as PyTorch */
+    float x[4] = {1, 2, 3, 6}, y[4], mean[1], rstd[1], rm[1] = {0}, rv[1] = {1}, g[1] = {1},
+          b[1] = {0};
+    nn_batchnorm_forward_train(y, mean, rstd, rm, rv, x, g, b, 4, 1, 1e-5f, 0.1f);
+    assert_true(fabsf(mean[0] - 3.0f) < 1e-6f);
+    assert_true(fabsf(rm[0] - 0.3f) < 1e-6f);
+    /* biased var = 3.5, unbiased = 14/3 */
+    assert_true(fabsf(rv[0] - (0.9f + 0.1f * 14.0f / 3.0f)) < 1e-6f);
+    assert_true(fabsf(rstd[0] - 1.0f / sqrtf(3.5f + 1e-5f)) < 1e-6f);
+    float ye[4];
+    nn_batchnorm_forward_eval(ye, x, g, b, rm, rv, 4, 1, 1e-5f);
+    assert_true(fabsf(ye[0] - (1.0f - 0.3f) / sqrtf(rv[0] + 1e-5f)) < 1e-6f);
+}
+
+// ----------------------------------------------------------------------------------------------
+// dropout, embedding bag, fake-quant
+
+static void test_dropout(void **state)
+{
+    (void)state;
+    enum { B = 64, D = 100 };
+    float *x = alloc_f(B * D), *y = alloc_f(B * D), *mask = alloc_f(B * D), *dx = alloc_f(B * D),
+          *y2 = alloc_f(B * D), *mask2 = alloc_f(B * D);
+    tu_fill_uniform(x, B * D, -1, 1, 40);
+    uint64_t ex[B];
+    for (int i = 0; i < B; i++) ex[i] = 1000 + (uint64_t)i;
+    nn_dropout_forward(y, mask, x, B, D, 0.25f, 7, ex, 3, 1);
+    int zeros = 0;
+    for (int i = 0; i < B * D; i++) {
+        assert_true(mask[i] == 0.0f || fabsf(mask[i] - 1.0f / 0.75f) < 1e-6f);
+        assert_true(y[i] == x[i] * mask[i]);
+        zeros += mask[i] == 0.0f;
+    }
+    assert_true(zeros > 1400 && zeros < 1800); /* 25% of 6400 = 1600 */
+    /* the same example in another row position gets the same mask */
+    uint64_t ex2[B];
+    for (int i = 0; i < B; i++) ex2[i] = ex[(i + 5) % B];
+    nn_dropout_forward(y2, mask2, x, B, D, 0.25f, 7, ex2, 3, 1);
+    assert_memory_equal(mask2, mask + 5 * D, sizeof(float) * D);
+    nn_dropout_backward(dx, x, mask, B * D);
+    for (int i = 0; i < B * D; i++) assert_true(dx[i] == x[i] * mask[i]);
+    free(x); free(y); free(mask); free(dx); free(y2); free(mask2);
+}
+
+typedef struct {
+    int32_t ids[3 * 4];
+    float *table, *y, *r;
+    nn_bag_mode mode;
+} bag_ctx;
+
+static double bag_loss(void *p)
+{
+    bag_ctx *c = p;
+    nn_embbag_forward(c->y, c->ids, c->table, 3, 4, 5, c->mode);
+    return tu_dot(c->y, c->r, 15);
+}
+
+static void test_embbag(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 2; mode++) {
+        bag_ctx c = {.ids = {0, 3, 3, -1, 5, -1, -1, -1, -1, -1, -1, -1}, .mode = (nn_bag_mode)mode};
+        c.table = alloc_f(6 * 5); c.y = alloc_f(15); c.r = alloc_f(15);
+        float *dt = alloc_f(30);
+        tu_fill_uniform(c.table, 30, -1, 1, 50);
+        tu_fill_uniform(c.r, 15, -1, 1, 51);
+        bag_loss(&c);
+        /* row 0 = (t0 + 2 t3) / 3 in mean mode; row 2 (all padding) = 0 */
+        float sc = mode == NN_BAG_MEAN ? 1.0f / 3.0f : 1.0f;
+        for (int d = 0; d < 5; d++) {
+            assert_true(fabsf(c.y[d] - sc * (c.table[d] + 2 * c.table[15 + d])) < 1e-6f);
+            assert_true(c.y[10 + d] == 0.0f);
+        }
+        nn_embbag_backward(dt, c.r, c.ids, 3, 4, 5, c.mode);
+        tu_check_grad("embbag", c.table, 30, dt, bag_loss, &c, 1e-2, RTOL, ATOL);
+        free(c.table); free(c.y); free(c.r); free(dt);
+    }
+}
+
+static void test_fakequant(void **state)
+{
+    (void)state;
+    float x[5] = {-1.0f, 0.5f, 0.26f, 0.0f, 0.9f}, y[5], d[5] = {0}, g[5] = {1, 2, 3, 4, 5};
+    float s = nn_fakequant_forward(y, x, 5, 2); /* 2 bits: levels -1, 0, 1 times scale 1 */
+    assert_true(s == 1.0f);
+    float want[5] = {-1, 0, 0, 0, 1};
+    tu_assert_close(y, want, 5, 0, 0, "fakequant 2 bits");
+    s = nn_fakequant_forward(y, x, 5, 8);
+    assert_true(fabsf(s - 1.0f / 127.0f) < 1e-9f);
+    for (int i = 0; i < 5; i++) assert_true(fabsf(y[i] - x[i]) <= 0.5f * s + 1e-7f);
+    nn_fakequant_backward(d, g, 5);
+    tu_assert_close(d, g, 5, 0, 0, "fakequant straight-through");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv2d),
+        cmocka_unit_test(test_conv2d_rejects_bad_shapes),
+        cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_pooling),
+        cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_softmax_extremes),
+        cmocka_unit_test(test_norms),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_embbag),
+        cmocka_unit_test(test_fakequant),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
