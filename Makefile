@@ -17,7 +17,7 @@ ifeq ($(DEBUG),1)
 OPT := -O0
 endif
 ifeq ($(SANITIZE),1)
-BUILD   := $(BUILD)/san
+override BUILD := $(BUILD)/san
 SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 endif
 
@@ -34,7 +34,7 @@ BLAS_FOUND  := OpenBLAS (default build)
 endif
 
 ifeq ($(NO_OMP),1)
-OMPFLAGS :=
+OMPFLAGS := -Wno-unknown-pragmas
 OMP_FOUND := off (NO_OMP=1)
 else
 OMPFLAGS := -fopenmp

@@ -74,6 +74,7 @@ void xd_runtime_init(int argc, char **argv)
         }
     }
     snprintf(kernel_desc, sizeof kernel_desc, "%s", openblas_get_corename());
+    xd_threads_set(xd_threads_get());
 }
 
 const char *xd_blas_kernel(void)
@@ -92,12 +93,14 @@ int xd_threads_set(int n)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (int)cores : 1;
     }
+    /* OpenBLAS stays single-threaded: nn_sgemm spreads blocks over our threads instead (see
+     * nn/gemm.c). Its OpenMP build sets the OpenMP thread count too, so it goes first. */
+    openblas_set_num_threads(1);
 #ifdef _OPENMP
     omp_set_num_threads(n);
 #else
     n = 1;
 #endif
-    openblas_set_num_threads(n);
     return n;
 }
 

@@ -31,8 +31,9 @@ const char *xd_blas_kernel(void);
 const char *xd_blas_source(void);
 const char *xd_blas_config(void);
 
-/* Sets OpenMP and OpenBLAS thread counts together, so the two never oversubscribe the cores.
- * n <= 0 means all cores. Returns the count in force. */
+/* Sets our OpenMP thread count and keeps OpenBLAS single-threaded (GEMMs are split over our
+ * threads by nn_sgemm), so the two never oversubscribe the cores. n <= 0 means all cores.
+ * Returns the count in force. xd_runtime_init applies it once with OpenMP's default. */
 int xd_threads_set(int n);
 int xd_threads_get(void);
 

@@ -2,13 +2,13 @@
  * OpenMP over independent outputs. */
 #include "nn/layers.h"
 
-#include <cblas.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
 #include "core/rng.h"
 #include "core/status.h"
+#include "nn/gemm.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 32768
@@ -23,19 +23,16 @@ void nn_linear_forward(float *out, const float *inp, const float *w, const float
 #pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OC, C, 1.0f, inp, C, w, C,
-                b ? 1.0f : 0.0f, out, OC);
+    nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
 }
 
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC)
 {
     if (dinp) /* dinp (B, C) += dout (B, OC) @ w (OC, C) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, C, OC, 1.0f, dout, OC, w, C, 1.0f,
-                    dinp, C);
+        nn_sgemm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f,
-                    dw, C);
+        nn_sgemm(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (db) {
         /* over output channels, each summing its column in row order: no shared writes */
 #pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
@@ -149,8 +146,7 @@ void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const f
     nn_linear_backward(NULL, dw, db, dout, cols, w, M, K, s->OC);
     if (dinp) {
         /* dcols (M, K) = dout (M, OC) @ w (OC, K), then fold back onto the image */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, s->OC, 1.0f, dout, s->OC, w, K,
-                    0.0f, dcols, K);
+        nn_sgemm(0, 0, M, K, s->OC, 1.0f, dout, s->OC, w, K, 0.0f, dcols, K);
         nn_col2im(dinp, dcols, s);
     }
 }

@@ -576,6 +576,10 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
     }
     XD_ASSERT(sv == save_total && isv == isave_total);
     xd_arena_init(&m->scratch, scratch * sizeof(float));
+    m->segs = xd_xcalloc((size_t)m->n_params, sizeof *m->segs);
+    for (int i = 0; i < m->n_params; i++)
+        if (!m->params[i].state)
+            m->segs[m->n_segs++] = (nn_param_seg){m->params[i].off, m->params[i].n, m->params[i].decay};
     m->desc = describe(m);
     nn_model_init_params(m, seed);
     nn_model_zero_grad(m);
@@ -625,6 +629,7 @@ void nn_model_free(nn_model *m)
 {
     free(m->nodes);
     free(m->params);
+    free(m->segs);
     free(m->param);
     free(m->grad);
     free(m->state);

@@ -24,6 +24,7 @@
 #include "core/arena.h"
 #include "core/status.h"
 #include "nn/layers.h"
+#include "nn/optim.h"
 
 typedef enum {
     NN_LINEAR,
@@ -97,6 +98,8 @@ typedef struct {
     nn_node *nodes;
     int n_params;
     nn_param *params;
+    nn_param_seg *segs;       /* trainable parameters as optimizer segments, in block order */
+    int n_segs;
     float *param, *grad;      /* (n_param) each */
     size_t n_param;
     float *state;             /* (n_state) */

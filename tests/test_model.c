@@ -1,0 +1,357 @@
+/* nn/model: the text description (errors, round trip), gradients through a whole graph with
+ * branches, heads and a residual add, a toy problem learnt to ~100%, bit-identical runs. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "nn/optim.h"
+
+static void expect_build_error(const char *desc, xd_status code, const char *substr)
+{
+    nn_model m;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_equal(nn_model_build(&m, desc, 4, 1, &e), code);
+    tu_assert_err(&e, code, substr);
+}
+
+static void test_description_errors(void **state)
+{
+    (void)state;
+    expect_build_error("linear out=3; relu", XD_EARG, "first statement must be 'input'");
+    expect_build_error("input h=2 w=2; relu", XD_EARG, "needs h, w and c");
+    expect_build_error("input h=2 w=2 c=1; convolution out=3", XD_EARG, "unknown layer 'convolution'");
+    expect_build_error("input h=2 w=2 c=1; conv2d out=3 kernel=3", XD_EARG, "unknown key 'kernel'");
+    expect_build_error("input h=2 w=2 c=1; relu p=0.5", XD_EARG, "layer 1 'relu': unknown key 'p'");
+    expect_build_error("input h=2 w=2 c=1; linear out=x", XD_EARG, "bad value 'x' for 'out'");
+    expect_build_error("input h=2 w=2 c=1; linear out=3; relu from=nothing", XD_EARG,
+                       "no earlier node");
+    expect_build_error("input h=2 w=2 c=1; linear out=3 name=a; relu name=a", XD_EARG, "already used");
+    expect_build_error("input h=2 w=2 c=1; conv2d out=3 k=5", XD_ESHAPE, "do not fit");
+    expect_build_error("input h=4 w=4 c=1; linear out=3 name=a; maxpool k=2; add with=a", XD_ESHAPE,
+                       "same shape");
+    expect_build_error("input tokens=5; linear out=3", XD_ESHAPE, "token-id input");
+    expect_build_error("input h=2 w=2 c=1; dropout p=1.5", XD_ESHAPE, "p must be in");
+    expect_build_error("input h=2 w=2 c=1; linear out=3 head=1", XD_EARG, "takes no value");
+}
+
+static void test_description_round_trip(void **state)
+{
+    (void)state;
+    const char *desc = "input h=28 w=28 c=1\n"
+                       "conv2d name=conv1 out=8 k=3 pad=1; relu; maxpool k=2  # comment\n"
+                       "conv2d out=16 k=3 pad=1 stride=2; batchnorm; relu name=feat\n"
+                       "flatten; dropout p=0.2; linear out=10 name=logits head";
+    nn_model a, b;
+    xd_err e;
+    TU_OK(nn_model_build(&a, desc, 8, 42, &e));
+    TU_OK(nn_model_build(&b, a.desc, 8, 42, &e));
+    assert_string_equal(a.desc, b.desc);
+    assert_int_equal(a.n_param, b.n_param);
+    assert_memory_equal(a.param, b.param, a.n_param * sizeof(float));
+    /* shapes: 28 -> conv 28 -> pool 14 -> conv stride 2 -> 7 */
+    const nn_node *feat = nn_model_node(&a, nn_model_find(&a, "feat"));
+    assert_int_equal(feat->h, 7);
+    assert_int_equal(feat->w, 7);
+    assert_int_equal(feat->c, 16);
+    assert_int_equal(nn_model_default_head(&a), nn_model_find(&a, "logits"));
+    /* parameter table: names, shapes, decay flags; segments tile the block */
+    const nn_param *w = nn_model_param(&a, "conv1.weight");
+    assert_non_null(w);
+    assert_int_equal(w->ndim, 4);
+    assert_true(w->shape[0] == 8 && w->shape[1] == 3 && w->shape[2] == 3 && w->shape[3] == 1);
+    assert_int_equal(w->decay, 1);
+    assert_int_equal(nn_model_param(&a, "conv1.bias")->decay, 0);
+    assert_int_equal(nn_model_param(&a, "batchnorm4.running_var")->state, 1);
+    TU_OK(nn_param_segs_check(a.segs, a.n_segs, a.n_param, &e));
+    assert_int_equal(a.n_param, 8 * 9 + 8 + 16 * 9 * 8 + 16 + 16 + 16 + 10 * 7 * 7 * 16 + 10);
+    /* init bound 1/sqrt(fan_in) */
+    for (size_t i = 0; i < w->n; i++) assert_true(fabsf(a.param[w->off + i]) <= 1.0f / 3.0f);
+    /* another seed gives other weights */
+    nn_model c;
+    TU_OK(nn_model_build(&c, desc, 8, 43, &e));
+    assert_memory_not_equal(a.param, c.param, a.n_param * sizeof(float));
+    nn_model_free(&a);
+    nn_model_free(&b);
+    nn_model_free(&c);
+}
+
+// ----------------------------------------------------------------------------------------------
+// gradients through a graph
+
+typedef struct {
+    nn_model *m;
+    const void *x;
+    int B;
+    int heads[2];
+    float *r[2];
+} graph_ctx;
+
+static const nn_run train_run = {.training = 1, .seed = 9, .step = 3, .example = NULL};
+
+static double graph_loss(void *p)
+{
+    graph_ctx *c = p;
+    nn_model_forward(c->m, c->x, c->B, &train_run);
+    double l = 0.0;
+    for (int h = 0; h < 2; h++)
+        if (c->r[h])
+            l += tu_dot(nn_model_out(c->m, c->heads[h]), c->r[h],
+                        (size_t)c->B * nn_model_node(c->m, c->heads[h])->act_n);
+    return l;
+}
+
+static void check_graph(const char *desc, const char *h0, const char *h1, int tokens)
+{
+    nn_model m;
+    xd_err e;
+    const int B = 3;
+    TU_OK(nn_model_build(&m, desc, B, 5, &e));
+    graph_ctx c = {.m = &m, .B = B};
+    float *xf = NULL;
+    int32_t *xi = NULL;
+    if (tokens) {
+        xi = malloc(sizeof(int32_t) * B * m.tokens);
+        xd_rng r = xd_rng_make(1, 2, XD_RNG_USER);
+        for (int i = 0; i < B * m.tokens; i++) xi[i] = (int32_t)xd_rng_below(&r, 21) - 1;
+        c.x = xi;
+    } else {
+        size_t n = (size_t)B * m.h * m.w * m.c;
+        xf = malloc(sizeof(float) * n);
+        tu_fill_uniform(xf, n, -1, 1, 3);
+        c.x = xf;
+    }
+    const char *hn[2] = {h0, h1};
+    for (int h = 0; h < 2; h++) {
+        if (!hn[h]) continue;
+        c.heads[h] = nn_model_find(&m, hn[h]);
+        assert_true(c.heads[h] >= 0);
+        size_t n = (size_t)B * nn_model_node(&m, c.heads[h])->act_n;
+        c.r[h] = malloc(sizeof(float) * n);
+        tu_fill_uniform(c.r[h], n, -1, 1, 10 + (uint64_t)h);
+    }
+    graph_loss(&c);
+    nn_model_zero_grad(&m);
+    for (int h = 0; h < 2; h++)
+        if (c.r[h]) {
+            float *d = nn_model_dout(&m, c.heads[h]);
+            size_t n = (size_t)B * nn_model_node(&m, c.heads[h])->act_n;
+            for (size_t i = 0; i < n; i++) d[i] += c.r[h][i];
+        }
+    nn_model_backward(&m);
+    float *g = malloc(sizeof(float) * m.n_param);
+    memcpy(g, m.grad, sizeof(float) * m.n_param);
+    tu_check_grad(desc, m.param, m.n_param, g, graph_loss, &c, 1e-2, 2e-2, 2e-3);
+    free(g);
+    free(xf);
+    free(xi);
+    free(c.r[0]);
+    free(c.r[1]);
+    nn_model_free(&m);
+}
+
+static void test_graph_gradients(void **state)
+{
+    (void)state;
+    /* two heads (an early exit and the final one), a residual add, every smooth layer kind */
+    check_graph("input h=4 w=4 c=2; conv2d name=c1 out=3 k=3 pad=1; tanh name=t1;"
+                "conv2d out=3 k=1 name=c2; add with=t1 name=res; batchnorm; gelu;"
+                "avgpool k=2; flatten name=flat; linear out=4 name=exit1 head;"
+                "linear from=flat out=5; sigmoid; dropout p=0.3; layernorm; linear out=6;"
+                "upsample factor=1; logsoftmax name=logits head",
+                "exit1", "logits", 0);
+    /* convolution with stride after a pointwise layer (so conv's input gradient is checked) */
+    check_graph("input h=5 w=5 c=2; linear out=3; conv2d out=2 k=3 stride=2 pad=1; gap;"
+                "softmax name=out head", "out", NULL, 0);
+    /* text encoder: embedding bag over token ids */
+    check_graph("input tokens=6; embbag vocab=20 out=8 mode=mean; layernorm; gelu;"
+                "linear out=3 name=logits head", "logits", NULL, 1);
+    check_graph("input tokens=6; embbag vocab=20 out=4 mode=sum; linear out=3 name=logits head",
+                "logits", NULL, 1);
+}
+
+static void test_tap_gradient_only_where_asked(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=1 w=1 c=3; linear out=4 name=a; relu; linear out=2 name=b head",
+                         2, 1, &e));
+    float x[6] = {1, 2, 3, -1, 0.5f, 2};
+    nn_model_forward(&m, x, 2, NULL);
+    nn_model_zero_grad(&m);
+    /* gradient into the tap "a" only: the head's parameters get nothing */
+    float *d = nn_model_dout(&m, nn_model_find(&m, "a"));
+    for (int i = 0; i < 8; i++) d[i] = 1.0f;
+    nn_model_backward(&m);
+    const nn_param *bw = nn_model_param(&m, "b.weight"), *aw = nn_model_param(&m, "a.weight");
+    for (size_t i = 0; i < bw->n; i++) assert_true(m.grad[bw->off + i] == 0.0f);
+    /* d(sum a)/d a.weight[o][k] = sum_b x[b][k] */
+    for (int o = 0; o < 4; o++)
+        for (int k = 0; k < 3; k++) assert_true(fabsf(m.grad[aw->off + o * 3 + k] - (x[k] + x[3 + k])) < 1e-6f);
+    nn_model_free(&m);
+}
+
+// ----------------------------------------------------------------------------------------------
+// learning a toy problem
+
+/* Two interleaved spirals: not linearly separable. */
+static void make_spirals(float *x, int32_t *y, int n, uint64_t seed)
+{
+    xd_rng r = xd_rng_make(seed, 0, XD_RNG_USER);
+    for (int i = 0; i < n; i++) {
+        int cls = i % 2;
+        float t = 0.5f + 3.0f * xd_rng_uniform(&r);
+        float ang = t * 2.0f + (float)cls * 3.14159265f;
+        x[2 * i] = t * cosf(ang) / 3.5f + 0.02f * xd_rng_normal(&r);
+        x[2 * i + 1] = t * sinf(ang) / 3.5f + 0.02f * xd_rng_normal(&r);
+        y[i] = cls;
+    }
+}
+
+static float train_spirals(nn_model *m, const float *x, const int32_t *y, int n, int steps)
+{
+    xd_err e;
+    nn_opt_config cfg = nn_opt_defaults(NN_OPT_ADAMW);
+    cfg.lr = 0.01f;
+    cfg.weight_decay = 0.0f;
+    nn_optimizer opt;
+    TU_OK(nn_opt_init(&opt, &cfg, m->n_param, &e));
+    const int B = 64;
+    int head = nn_model_default_head(m);
+    float bx[64 * 2], probs[64 * 2];
+    int32_t by[64];
+    uint32_t *order = malloc(sizeof(uint32_t) * n);
+    for (int i = 0; i < n; i++) order[i] = (uint32_t)i;
+    for (int s = 0; s < steps; s++) {
+        int start = (s * B) % n;
+        if (start == 0) {
+            xd_rng r = xd_rng_make(3, (uint64_t)s, XD_RNG_SHUFFLE);
+            xd_rng_shuffle(&r, order, (uint32_t)n);
+        }
+        for (int b = 0; b < B; b++) {
+            uint32_t i = order[(start + b) % n];
+            bx[2 * b] = x[2 * i];
+            bx[2 * b + 1] = x[2 * i + 1];
+            by[b] = y[i];
+        }
+        nn_run run = {.training = 1, .seed = 3, .step = (uint64_t)s};
+        nn_model_forward(m, bx, B, &run);
+        nn_ce_forward(probs, nn_model_out(m, head), by, NULL, B, 2);
+        nn_model_zero_grad(m);
+        nn_ce_backward(nn_model_dout(m, head), probs, by, NULL, B, 2, 1.0f);
+        nn_model_backward(m);
+        nn_opt_step(&opt, m->param, m->grad, m->segs, m->n_segs, cfg.lr);
+    }
+    free(order);
+    nn_opt_free(&opt);
+    /* accuracy on the training points, eval mode */
+    int correct = 0;
+    for (int s = 0; s < n; s += B) {
+        int bs = n - s < B ? n - s : B;
+        nn_model_forward(m, x + 2 * s, bs, NULL);
+        correct += nn_count_correct(nn_model_out(m, head), y + s, bs, 2);
+    }
+    return (float)correct / (float)n;
+}
+
+static void test_learns_spirals(void **state)
+{
+    (void)state;
+    enum { N = 512 };
+    float x[N * 2];
+    int32_t y[N];
+    make_spirals(x, y, N, 11);
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=1 w=1 c=2; linear out=64; tanh; linear out=64; relu;"
+                             "linear out=2 name=logits head", 64, 1, &e));
+    /* an untrained model is near chance */
+    int head = nn_model_default_head(&m);
+    int correct = 0;
+    for (int s = 0; s < N; s += 64) {
+        nn_model_forward(&m, x + 2 * s, 64, NULL);
+        correct += nn_count_correct(nn_model_out(&m, head), y + s, 64, 2);
+    }
+    assert_true(correct < N * 0.7);
+    float acc = train_spirals(&m, x, y, N, 1500);
+    print_message("spirals: train accuracy %.4f after 1500 steps\n", (double)acc);
+    assert_true(acc >= 0.98f);
+    nn_model_free(&m);
+}
+
+/* A conv net big enough that the parallel paths run, trained at 1 and at 2 threads. */
+static void train_cnn(float *out_params, size_t *n_out, int threads)
+{
+    omp_set_num_threads(threads);
+    nn_model m;
+    xd_err e;
+    const int B = 32, HW = 12;
+    TU_OK(nn_model_build(&m, "input h=12 w=12 c=3; conv2d out=16 k=3 pad=1; batchnorm; relu;"
+                             "maxpool k=2; conv2d out=32 k=3 pad=1; relu; gap; dropout p=0.2;"
+                             "linear out=4 name=logits head", B, 7, &e));
+    nn_opt_config cfg = nn_opt_defaults(NN_OPT_SGD);
+    cfg.lr = 0.05f;
+    cfg.momentum = 0.9f;
+    cfg.weight_decay = 1e-4f;
+    cfg.clip_norm = 5.0f;
+    nn_optimizer opt;
+    TU_OK(nn_opt_init(&opt, &cfg, m.n_param, &e));
+    float *x = malloc(sizeof(float) * B * HW * HW * 3), probs[32 * 4];
+    int32_t y[32];
+    uint64_t ex[32];
+    for (int s = 0; s < 6; s++) {
+        tu_fill_uniform(x, (size_t)B * HW * HW * 3, -1, 1, 100 + (uint64_t)s);
+        for (int b = 0; b < B; b++) {
+            y[b] = (b + s) % 4;
+            ex[b] = (uint64_t)(s * B + b);
+        }
+        nn_run run = {.training = 1, .seed = 7, .step = (uint64_t)s, .example = ex};
+        nn_model_forward(&m, x, B, &run);
+        int head = nn_model_default_head(&m);
+        nn_ce_forward(probs, nn_model_out(&m, head), y, NULL, B, 4);
+        nn_model_zero_grad(&m);
+        nn_ce_backward(nn_model_dout(&m, head), probs, y, NULL, B, 4, 1.0f);
+        nn_model_backward(&m);
+        nn_opt_step(&opt, m.param, m.grad, m.segs, m.n_segs, cfg.lr);
+    }
+    memcpy(out_params, m.param, sizeof(float) * m.n_param);
+    memcpy(out_params + m.n_param, m.state, sizeof(float) * m.n_state);
+    *n_out = m.n_param + m.n_state;
+    free(x);
+    nn_opt_free(&opt);
+    nn_model_free(&m);
+}
+
+static void test_bit_identical_runs(void **state)
+{
+    (void)state;
+    static float a[20000], b[20000], c[20000];
+    size_t na, nb, nc;
+    train_cnn(a, &na, 1);
+    train_cnn(b, &nb, 1);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof(float)); /* same seed, same weights */
+    train_cnn(c, &nc, 2);
+    assert_memory_equal(a, c, na * sizeof(float)); /* and the same at 2 threads */
+    omp_set_num_threads(2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_description_errors),
+        cmocka_unit_test(test_description_round_trip),
+        cmocka_unit_test(test_graph_gradients),
+        cmocka_unit_test(test_tap_gradient_only_where_asked),
+        cmocka_unit_test(test_learns_spirals),
+        cmocka_unit_test(test_bit_identical_runs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

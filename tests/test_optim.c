@@ -1,0 +1,672 @@
+/* nn/optim: SGD and AdamW against hand-written double-precision references (and a few numbers
+ * worked out by hand), weight decay per segment, gradient clipping, thread-count independence,
+ * learning-rate schedules, and the key=value configuration with its errors. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "nn/optim.h"
+
+#define N 6
+#define STEPS 3
+
+/* Starting parameters, one gradient vector per step (signs change, sizes differ) and the
+ * learning rate in force at each step (a schedule would hand these in). */
+static const float P0[N] = {1.0f, -0.5f, 2.0f, 0.75f, -1.5f, 0.3f};
+static const float G[STEPS][N] = {
+    {0.5f, -0.2f, 0.1f, 1.5f, -0.05f, 0.02f},
+    {-0.25f, 0.4f, 0.3f, -1.0f, 0.2f, -0.01f},
+    {1.0f, -0.1f, -0.6f, 0.5f, 0.7f, 0.03f},
+};
+static const float LR[STEPS] = {0.1f, 0.05f, 0.1f};
+
+/* decay on [0,3) and [4,6); element 3 is a "bias" without decay */
+static const nn_param_seg SEGS[] = {{0, 3, 1}, {3, 1, 0}, {4, 2, 1}};
+static const int DECAY[N] = {1, 1, 1, 0, 1, 1};
+
+// ----------------------------------------------------------------------------------------------
+// references, written from the formulas, element by element in double
+
+static void ref_sgd(double p[N], const nn_opt_config *c, const int decay[N])
+{
+    double mu = c->momentum, wd = c->weight_decay;
+    for (int i = 0; i < N; i++) {
+        double buf = 0;
+        p[i] = P0[i];
+        for (int t = 0; t < STEPS; t++) {
+            double g = G[t][i];
+            if (decay[i]) g += wd * p[i];
+            if (mu > 0) {
+                buf = t == 0 ? g : mu * buf + g;
+                g = c->nesterov ? g + mu * buf : buf;
+            }
+            p[i] -= (double)LR[t] * g;
+        }
+    }
+}
+
+static void ref_adamw(double p[N], const nn_opt_config *c, const int decay[N])
+{
+    double b1 = c->beta1, b2 = c->beta2, eps = c->eps, wd = c->weight_decay;
+    for (int i = 0; i < N; i++) {
+        double m = 0, v = 0;
+        p[i] = P0[i];
+        for (int t = 1; t <= STEPS; t++) {
+            double g = G[t - 1][i], lr = LR[t - 1];
+            if (decay[i]) p[i] *= 1.0 - lr * wd;
+            m = b1 * m + (1 - b1) * g;
+            v = b2 * v + (1 - b2) * g * g;
+            double mhat = m / (1 - pow(b1, t)), vhat = v / (1 - pow(b2, t));
+            p[i] -= lr * mhat / (sqrt(vhat) + eps);
+        }
+    }
+}
+
+/* Runs STEPS steps of the optimizer; returns the parameters in p. */
+static void run_opt(const nn_opt_config *cfg, const nn_param_seg *segs, int n_segs, float p[N])
+{
+    nn_optimizer o;
+    xd_err e;
+    TU_OK(nn_opt_init(&o, cfg, N, &e));
+    memcpy(p, P0, sizeof P0);
+    for (int t = 0; t < STEPS; t++) {
+        float g[N];
+        memcpy(g, G[t], sizeof g);
+        nn_opt_step(&o, p, g, segs, n_segs, LR[t]);
+        /* weight decay never leaks into the gradient buffer */
+        for (int i = 0; i < N; i++) assert_true(g[i] == G[t][i]);
+    }
+    assert_int_equal(o.step, STEPS);
+    nn_opt_free(&o);
+}
+
+static void expect_close(const float got[N], const double want[N], const char *what)
+{
+    float w[N];
+    for (int i = 0; i < N; i++) w[i] = (float)want[i];
+    tu_assert_close(got, w, N, 1e-6, 1e-7, what);
+}
+
+static nn_opt_config sgd_config(float momentum, float wd, int nesterov)
+{
+    nn_opt_config c = nn_opt_defaults(NN_OPT_SGD);
+    c.lr = 7.0f; /* never used: the step's own lr wins */
+    c.momentum = momentum;
+    c.weight_decay = wd;
+    c.nesterov = nesterov;
+    return c;
+}
+
+// ----------------------------------------------------------------------------------------------
+// SGD
+
+static void test_sgd_plain(void **state)
+{
+    (void)state;
+    nn_opt_config c = sgd_config(0, 0, 0);
+    float p[N];
+    double want[N];
+    run_opt(&c, NULL, 0, p);
+    ref_sgd(want, &c, DECAY);
+    expect_close(p, want, "sgd");
+    /* by hand: 1 - 0.1*0.5 + 0.05*0.25 - 0.1*1.0 = 0.8625 */
+    assert_float_equal(p[0], 0.8625, 1e-6);
+}
+
+static void test_sgd_momentum(void **state)
+{
+    (void)state;
+    nn_opt_config c = sgd_config(0.9f, 0, 0);
+    float p[N];
+    double want[N];
+    run_opt(&c, NULL, 0, p);
+    ref_sgd(want, &c, DECAY);
+    expect_close(p, want, "sgd momentum");
+    /* by hand: buf = 0.5, 0.2, 1.18; p = 1 - 0.05 - 0.01 - 0.118 = 0.822 */
+    assert_float_equal(p[0], 0.822, 1e-6);
+}
+
+static void test_sgd_nesterov(void **state)
+{
+    (void)state;
+    nn_opt_config c = sgd_config(0.9f, 0, 1);
+    float p[N];
+    double want[N];
+    run_opt(&c, NULL, 0, p);
+    ref_sgd(want, &c, DECAY);
+    expect_close(p, want, "sgd nesterov");
+    /* by hand: g = 0.95, -0.07, 2.062; p = 1 - 0.095 + 0.0035 - 0.2062 = 0.7023 */
+    assert_float_equal(p[0], 0.7023, 1e-6);
+}
+
+static void test_sgd_weight_decay_segments(void **state)
+{
+    (void)state;
+    nn_opt_config c = sgd_config(0.9f, 0.1f, 0);
+    float p[N], plain[N];
+    double want[N];
+    run_opt(&c, SEGS, 3, p);
+    ref_sgd(want, &c, DECAY);
+    expect_close(p, want, "sgd decay");
+    /* element 3 (decay 0) moves exactly as without any decay; the others do not */
+    nn_opt_config c0 = sgd_config(0.9f, 0, 0);
+    run_opt(&c0, SEGS, 3, plain);
+    assert_true(p[3] == plain[3]);
+    for (int i = 0; i < N; i++)
+        if (i != 3) assert_true(fabsf(p[i] - plain[i]) > 1e-4f);
+    /* no segments at all: decay everywhere */
+    static const int all[N] = {1, 1, 1, 1, 1, 1};
+    run_opt(&c, NULL, 0, p);
+    ref_sgd(want, &c, all);
+    expect_close(p, want, "sgd decay everywhere");
+}
+
+// ----------------------------------------------------------------------------------------------
+// AdamW
+
+static nn_opt_config adamw_config(float wd)
+{
+    nn_opt_config c = nn_opt_defaults(NN_OPT_ADAMW);
+    c.lr = 7.0f;
+    c.weight_decay = wd;
+    c.beta1 = 0.8f;
+    c.beta2 = 0.95f;
+    c.eps = 1e-2f; /* large enough that a misplaced eps shows */
+    return c;
+}
+
+static void test_adamw(void **state)
+{
+    (void)state;
+    nn_opt_config c = adamw_config(0);
+    float p[N];
+    double want[N];
+    run_opt(&c, NULL, 0, p);
+    ref_adamw(want, &c, DECAY);
+    expect_close(p, want, "adamw");
+
+    /* one step by hand: mhat = g, vhat = g^2, p = 1 - 0.1 * 0.5 / (0.5 + 0.01) = 0.90196078 */
+    nn_optimizer o;
+    xd_err e;
+    TU_OK(nn_opt_init(&o, &c, 1, &e));
+    float p1 = 1.0f, g1 = 0.5f;
+    nn_opt_step(&o, &p1, &g1, NULL, 0, 0.1f);
+    assert_float_equal(p1, 1.0 - 0.05 / 0.51, 1e-7);
+    nn_opt_free(&o);
+}
+
+static void test_adamw_weight_decay_segments(void **state)
+{
+    (void)state;
+    nn_opt_config c = adamw_config(0.5f); /* lr*wd = 0.05: ordering mistakes show */
+    float p[N], plain[N];
+    double want[N];
+    run_opt(&c, SEGS, 3, p);
+    ref_adamw(want, &c, DECAY);
+    expect_close(p, want, "adamw decay");
+    nn_opt_config c0 = adamw_config(0);
+    run_opt(&c0, SEGS, 3, plain);
+    assert_true(p[3] == plain[3]);
+    for (int i = 0; i < N; i++)
+        if (i != 3) assert_true(fabsf(p[i] - plain[i]) > 1e-3f);
+    /* decay applied to the parameter before the update: p = 1*(1 - 0.1*0.5) - 0.1*0.5/0.51 */
+    nn_optimizer o;
+    xd_err e;
+    TU_OK(nn_opt_init(&o, &c, 1, &e));
+    float p1 = 1.0f, g1 = 0.5f;
+    nn_opt_step(&o, &p1, &g1, NULL, 0, 0.1f);
+    assert_float_equal(p1, 0.95 - 0.05 / 0.51, 1e-7);
+    nn_opt_free(&o);
+}
+
+static void test_opt_state(void **state)
+{
+    (void)state;
+    nn_optimizer o;
+    xd_err e;
+    nn_opt_config c = nn_opt_defaults(NN_OPT_SGD);
+    TU_OK(nn_opt_init(&o, &c, 10, &e));
+    assert_null(o.m); /* plain sgd keeps no state */
+    assert_null(o.v);
+    nn_opt_free(&o);
+
+    c = adamw_config(0);
+    TU_OK(nn_opt_init(&o, &c, N, &e));
+    assert_non_null(o.m);
+    assert_non_null(o.v);
+    float p[N], g[N];
+    memcpy(p, P0, sizeof p);
+    memcpy(g, G[0], sizeof g);
+    nn_opt_step(&o, p, g, NULL, 0, 0.1f);
+    assert_true(o.m[0] != 0 && o.v[0] != 0);
+    /* a reset optimizer repeats the first step exactly (bias correction restarts at t = 1) */
+    float again[N];
+    memcpy(again, P0, sizeof again);
+    nn_opt_reset(&o);
+    assert_int_equal(o.step, 0);
+    nn_opt_step(&o, again, g, NULL, 0, 0.1f);
+    assert_memory_equal(again, p, sizeof p);
+    nn_opt_free(&o);
+
+    /* bad configurations and sizes */
+    c = nn_opt_defaults(NN_OPT_SGD);
+    assert_int_equal(nn_opt_init(&o, &c, 0, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "no parameters");
+    c.nesterov = 1;
+    assert_int_equal(nn_opt_init(&o, &c, 4, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "nesterov");
+    c = nn_opt_defaults(NN_OPT_ADAMW);
+    c.beta2 = 1.0f;
+    assert_int_equal(nn_opt_init(&o, &c, 4, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "beta2");
+    c = nn_opt_defaults(NN_OPT_ADAMW);
+    c.lr = NAN;
+    assert_int_equal(nn_opt_init(&o, &c, 4, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "lr");
+    c.lr = 1e-3f;
+    c.eps = 0;
+    assert_int_equal(nn_opt_init(&o, &c, 4, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "eps");
+    c = nn_opt_defaults(NN_OPT_SGD);
+    c.kind = NN_OPT_COUNT;
+    assert_int_equal(nn_opt_init(&o, &c, 4, &e), XD_EARG);
+}
+
+static void test_param_segments(void **state)
+{
+    (void)state;
+    xd_err e;
+    TU_OK(nn_param_segs_check(SEGS, 3, N, &e));
+    TU_OK(nn_param_segs_check(NULL, 0, N, &e));
+    const nn_param_seg gap[] = {{0, 3, 1}, {4, 2, 1}};
+    assert_int_equal(nn_param_segs_check(gap, 2, N, &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "segment 1 starts at 4, expected 3");
+    const nn_param_seg overlap[] = {{0, 3, 1}, {2, 4, 1}};
+    assert_int_equal(nn_param_segs_check(overlap, 2, N, &e), XD_ESHAPE);
+    const nn_param_seg past[] = {{0, 3, 1}, {3, 4, 1}};
+    assert_int_equal(nn_param_segs_check(past, 2, N, &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "runs past");
+    const nn_param_seg huge[] = {{0, 3, 1}, {3, (size_t)-2, 1}};
+    assert_int_equal(nn_param_segs_check(huge, 2, N, &e), XD_ESHAPE);
+    assert_int_equal(nn_param_segs_check(SEGS, 2, N, &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "cover 4 of 6");
+}
+
+// ----------------------------------------------------------------------------------------------
+// clipping and the norm
+
+static void test_clip_grad_norm(void **state)
+{
+    (void)state;
+    float g[2] = {3.0f, 4.0f};
+    assert_float_equal(nn_grad_norm(g, 2), 5.0, 1e-7);
+    /* below the threshold: untouched */
+    assert_float_equal(nn_clip_grad_norm(g, 2, 10.0f), 5.0, 1e-7);
+    assert_true(g[0] == 3.0f && g[1] == 4.0f);
+    /* above: scaled by max / (norm + 1e-6), the norm before clipping returned */
+    assert_float_equal(nn_clip_grad_norm(g, 2, 1.0f), 5.0, 1e-7);
+    double c = 1.0 / (5.0 + 1e-6);
+    assert_float_equal(g[0], 3.0 * c, 1e-7);
+    assert_float_equal(g[1], 4.0 * c, 1e-7);
+    assert_float_equal(nn_grad_norm(g, 2), 1.0, 1e-6);
+    /* max <= 0 only measures */
+    float h[3] = {1.0f, 2.0f, 2.0f};
+    assert_float_equal(nn_clip_grad_norm(h, 3, 0.0f), 3.0, 1e-7);
+    assert_true(h[0] == 1.0f && h[1] == 2.0f && h[2] == 2.0f);
+    /* a NaN norm comes back for the caller to report; the gradient is left as it was */
+    float bad[3] = {1.0f, NAN, 2.0f};
+    assert_true(isnan(nn_clip_grad_norm(bad, 3, 1.0f)));
+    assert_true(bad[0] == 1.0f && bad[2] == 2.0f);
+    assert_float_equal(nn_grad_norm(bad, 0), 0.0, 0.0);
+
+    /* many small squares after large ones: a float running sum would drop them all
+     * (1 + 1e-8 == 1 in float), the double sum keeps them */
+    const size_t n = 200000;
+    float *big = test_malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) big[i] = i < 8 ? 1.0f : 1e-4f;
+    double want = sqrt(8.0 + (double)(n - 8) * (double)1e-4f * (double)1e-4f);
+    assert_true(fabs(nn_grad_norm(big, n) - want) <= 1e-6 * want);
+    test_free(big);
+
+    /* the optimizer clips before its update when clip_norm is set */
+    nn_opt_config cfg = nn_opt_defaults(NN_OPT_SGD);
+    cfg.clip_norm = 1.0f;
+    nn_optimizer o;
+    xd_err e;
+    TU_OK(nn_opt_init(&o, &cfg, 2, &e));
+    float p[2] = {0, 0}, dp[2] = {3.0f, 4.0f};
+    nn_opt_step(&o, p, dp, NULL, 0, 1.0f);
+    assert_float_equal(o.grad_norm, 5.0, 1e-7);
+    assert_float_equal(p[0], -3.0 * c, 1e-7);
+    assert_float_equal(p[1], -4.0 * c, 1e-7);
+    nn_opt_free(&o);
+}
+
+static void set_threads(int n)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+static void test_thread_count_independence(void **state)
+{
+    (void)state;
+    /* large enough to run in parallel and span several norm chunks; not a multiple of a chunk */
+    const size_t n = 1000003;
+    float *g = test_malloc(n * sizeof(float));
+    float *p1 = test_malloc(n * sizeof(float)), *p2 = test_malloc(n * sizeof(float));
+    unsigned long long x = 88172645463325252ull;
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        /* magnitudes from 1e-4 to 1e2, so the summation order matters in float */
+        double u = (double)(x >> 11) / 9007199254740992.0;
+        g[i] = (float)((u - 0.5) * pow(10.0, (double)(i % 7) - 4.0));
+        p1[i] = p2[i] = (float)(u * 2 - 1);
+        ref += (double)g[i] * g[i];
+    }
+    ref = sqrt(ref);
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+#endif
+    set_threads(1);
+    float a = nn_grad_norm(g, n);
+    set_threads(2);
+    float b = nn_grad_norm(g, n);
+    assert_memory_equal(&a, &b, sizeof a);
+    assert_true(fabs(a - ref) <= 1e-6 * ref);
+
+    /* an AdamW step with decay segments gives the same bits at 1 and 2 threads */
+    nn_param_seg segs[3] = {{0, 500000, 1}, {500000, 3, 0}, {500003, n - 500003, 1}};
+    nn_opt_config cfg = nn_opt_defaults(NN_OPT_ADAMW);
+    nn_optimizer o1, o2;
+    xd_err e;
+    TU_OK(nn_opt_init(&o1, &cfg, n, &e));
+    TU_OK(nn_opt_init(&o2, &cfg, n, &e));
+    for (int t = 0; t < 2; t++) {
+        set_threads(1);
+        nn_opt_step(&o1, p1, g, segs, 3, 1e-2f);
+        set_threads(2);
+        nn_opt_step(&o2, p2, g, segs, 3, 1e-2f);
+    }
+    assert_memory_equal(p1, p2, n * sizeof(float));
+    assert_memory_equal(o1.v, o2.v, n * sizeof(float));
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    nn_opt_free(&o1);
+    nn_opt_free(&o2);
+    test_free(g);
+    test_free(p1);
+    test_free(p2);
+}
+
+// ----------------------------------------------------------------------------------------------
+// schedules
+
+static void expect_lr(const nn_sched_config *c, long step, double want)
+{
+    float got = nn_sched_lr(c, step);
+    if (!(fabs(got - want) <= 1e-6 * fabs(want) + 1e-12))
+        fail_msg("%s schedule at step %ld: got %.9g, expected %.9g", nn_sched_kind_names[c->kind],
+                 step, (double)got, want);
+}
+
+static void test_schedules(void **state)
+{
+    (void)state;
+    xd_err e;
+    nn_sched_config c = nn_sched_defaults(NN_SCHED_COSINE);
+    c.base_lr = 0.1f;
+    c.min_lr = 0.001f;
+    c.warmup_steps = 10;
+    c.total_steps = 110;
+    TU_OK(nn_sched_config_check(&c, &e));
+    double base = (double)0.1f, lo = (double)0.001f;
+    expect_lr(&c, -3, 0.0);
+    expect_lr(&c, 0, 0.0);              /* warm-up starts at 0 */
+    expect_lr(&c, 5, base * 0.5);       /* half way up */
+    expect_lr(&c, 10, base);            /* end of warm-up = start of the cosine */
+    expect_lr(&c, 35, lo + (base - lo) * (1 + sqrt(0.5)) / 2); /* a quarter: cos(pi/4) */
+    expect_lr(&c, 60, (base + lo) / 2); /* middle of the cosine */
+    expect_lr(&c, 109, lo + (base - lo) * (1 + cos(M_PI * 99 / 100)) / 2);
+    expect_lr(&c, 110, lo);             /* end */
+    expect_lr(&c, 5000, lo);            /* and after */
+
+    c.warmup_start = 0.1f;
+    double s = (double)0.1f;
+    expect_lr(&c, 0, base * s);
+    expect_lr(&c, 5, base * (s + (1 - s) * 0.5));
+    expect_lr(&c, 10, base);
+
+    nn_sched_config st = nn_sched_defaults(NN_SCHED_STEP);
+    st.base_lr = 0.1f;
+    st.step_size = 30;
+    st.gamma = 0.1f;
+    TU_OK(nn_sched_config_check(&st, &e));
+    double gm = (double)0.1f;
+    expect_lr(&st, 0, base);
+    expect_lr(&st, 29, base);
+    expect_lr(&st, 30, base * gm);
+    expect_lr(&st, 59, base * gm);
+    expect_lr(&st, 60, base * gm * gm);
+    expect_lr(&st, 95, base * gm * gm * gm);
+    st.warmup_steps = 5; /* the decay counts steps after the warm-up */
+    expect_lr(&st, 2, base * 0.4);
+    expect_lr(&st, 34, base);
+    expect_lr(&st, 35, base * gm);
+
+    nn_sched_config li = nn_sched_defaults(NN_SCHED_LINEAR);
+    li.base_lr = 1.0f;
+    li.total_steps = 100;
+    TU_OK(nn_sched_config_check(&li, &e));
+    expect_lr(&li, 0, 1.0);
+    expect_lr(&li, 25, 0.75);
+    expect_lr(&li, 100, 0.0);
+
+    nn_sched_config k = nn_sched_defaults(NN_SCHED_CONSTANT);
+    k.base_lr = 0.1f;
+    k.warmup_steps = 4;
+    TU_OK(nn_sched_config_check(&k, &e));
+    expect_lr(&k, 2, base * 0.5);
+    expect_lr(&k, 4, base);
+    expect_lr(&k, 1000000, base);
+
+    /* checks: missing lengths, warm-up as long as the run, floor above the base */
+    nn_sched_config bad = nn_sched_defaults(NN_SCHED_COSINE);
+    assert_int_equal(nn_sched_config_check(&bad, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "total_steps");
+    bad.total_steps = 10;
+    bad.warmup_steps = 10;
+    assert_int_equal(nn_sched_config_check(&bad, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "warmup_steps");
+    bad.warmup_steps = 0;
+    bad.min_lr = 1.0f;
+    assert_int_equal(nn_sched_config_check(&bad, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "min_lr");
+    bad = nn_sched_defaults(NN_SCHED_STEP);
+    assert_int_equal(nn_sched_config_check(&bad, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "step_size");
+    bad.step_size = 3;
+    bad.gamma = NAN;
+    assert_int_equal(nn_sched_config_check(&bad, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "gamma");
+}
+
+// ----------------------------------------------------------------------------------------------
+// names and key=value configuration
+
+static void test_kind_names(void **state)
+{
+    (void)state;
+    xd_err e;
+    nn_opt_kind k;
+    nn_sched_kind s;
+    for (int i = 0; i < NN_OPT_COUNT; i++) {
+        TU_OK(nn_opt_kind_from_name(nn_opt_kind_names[i], &k, &e));
+        assert_int_equal(k, i);
+    }
+    for (int i = 0; i < NN_SCHED_COUNT; i++) {
+        TU_OK(nn_sched_kind_from_name(nn_sched_kind_names[i], &s, &e));
+        assert_int_equal(s, i);
+    }
+    assert_int_equal(nn_opt_kind_from_name("adam", &k, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "unknown optimizer 'adam' (valid: sgd, adamw)");
+    assert_int_equal(nn_sched_kind_from_name("Cosine", &s, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "constant, step, cosine, linear");
+}
+
+static void test_config_parse(void **state)
+{
+    (void)state;
+    xd_err e;
+    /* kind applies first wherever it stands, then the rest in order */
+    nn_opt_config c = nn_opt_defaults(NN_OPT_ADAMW);
+    TU_OK(nn_opt_config_parse(&c, " lr=0.25, momentum=0.9  nesterov=true,kind=sgd ", &e));
+    assert_int_equal(c.kind, NN_OPT_SGD);
+    assert_true(c.lr == 0.25f && c.momentum == 0.9f && c.nesterov == 1);
+    assert_true(c.weight_decay == 0.0f); /* sgd's default, not adamw's */
+    TU_OK(nn_opt_config_check(&c, &e));
+    TU_OK(nn_opt_config_set(&c, "clip_norm", "1e1", &e));
+    assert_true(c.clip_norm == 10.0f);
+
+    c = nn_opt_defaults(NN_OPT_SGD);
+    TU_OK(nn_opt_config_parse(&c, "kind=adamw lr=3e-4 beta2=0.98 weight_decay=0.05", &e));
+    assert_int_equal(c.kind, NN_OPT_ADAMW);
+    assert_true(c.lr == 3e-4f && c.beta2 == 0.98f && c.weight_decay == 0.05f &&
+                c.beta1 == 0.9f && c.eps == 1e-8f);
+
+    /* format reads back to the same config */
+    char text[512];
+    int len = nn_opt_config_format(&c, text, sizeof text);
+    assert_int_equal(len, (int)strlen(text));
+    assert_non_null(strstr(text, "kind=adamw"));
+    assert_null(strstr(text, "momentum")); /* sgd's keys are not written for adamw */
+    nn_opt_config back = nn_opt_defaults(NN_OPT_SGD);
+    TU_OK(nn_opt_config_parse(&back, text, &e));
+    assert_memory_equal(&back, &c, sizeof c);
+    /* cut output is still terminated and reports the full length */
+    char small[8];
+    assert_int_equal(nn_opt_config_format(&c, small, sizeof small), len);
+    assert_int_equal(strlen(small), sizeof small - 1);
+
+    nn_sched_config s = nn_sched_defaults(NN_SCHED_CONSTANT);
+    TU_OK(nn_sched_config_parse(&s, "warmup_steps=100 kind=cosine total_steps=1000 "
+                                    "min_lr=1e-5 base_lr=0.01 warmup_start=0.1", &e));
+    assert_int_equal(s.kind, NN_SCHED_COSINE);
+    assert_true(s.warmup_steps == 100 && s.total_steps == 1000 && s.min_lr == 1e-5f &&
+                s.base_lr == 0.01f && s.warmup_start == 0.1f);
+    TU_OK(nn_sched_config_check(&s, &e));
+    len = nn_sched_config_format(&s, text, sizeof text);
+    nn_sched_config sback = nn_sched_defaults(NN_SCHED_STEP);
+    TU_OK(nn_sched_config_parse(&sback, text, &e));
+    assert_memory_equal(&sback, &s, sizeof s);
+    TU_OK(nn_sched_config_parse(&s, "", &e)); /* nothing to do */
+}
+
+/* Each bad setting is XD_EARG with a message that names the key (and says why). */
+static void test_config_errors(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want1, *want2;
+    } opt_bad[] = {
+        {"lr_rate=0.1", "unknown optimizer key 'lr_rate'", "valid: kind, lr,"},
+        {"lr=abc", "'lr': bad value 'abc'", "a finite number >= 0"},
+        {"lr=", "'lr': bad value ''", NULL},
+        {"lr=0.1x", "'lr'", "0.1x"},
+        {"lr=-1", "'lr'", ">= 0"},
+        {"lr=nan", "'lr'", NULL},
+        {"lr=inf", "'lr'", NULL},
+        {"lr=1e39", "'lr'", NULL}, /* fits a double, not a float */
+        {"lr=1e999", "'lr'", NULL},
+        {"kind=sgd momentum=1", "'momentum'", "[0, 1)"},
+        {"kind=sgd nesterov=2", "'nesterov'", "true or false"},
+        {"beta1=1", "'beta1'", "[0, 1)"},
+        {"eps=0", "'eps'", "> 0"},
+        {"momentum=0.9", "key 'momentum' does not apply to adamw", "only to: sgd"},
+        {"kind=sgd beta2=0.9", "'beta2' does not apply to sgd", NULL},
+        {"kind=adam", "key 'kind': unknown optimizer 'adam'", "sgd, adamw"},
+        {"kind=sgd kind=adamw", "'kind' given twice", NULL},
+        {"lr 0.1", "setting 'lr': expected key=value", NULL},
+        {"=0.1", "expected key=value", NULL},
+    };
+    for (size_t i = 0; i < sizeof opt_bad / sizeof opt_bad[0]; i++) {
+        nn_opt_config c = nn_opt_defaults(NN_OPT_ADAMW);
+        xd_err e;
+        xd_err_clear(&e);
+        xd_status st = nn_opt_config_parse(&c, opt_bad[i].text, &e);
+        if (st != XD_EARG) fail_msg("'%s' was accepted", opt_bad[i].text);
+        tu_assert_err(&e, XD_EARG, opt_bad[i].want1);
+        if (opt_bad[i].want2) tu_assert_err(&e, XD_EARG, opt_bad[i].want2);
+    }
+    /* a failed set leaves the field as it was */
+    nn_opt_config c = nn_opt_defaults(NN_OPT_ADAMW);
+    xd_err e;
+    assert_int_equal(nn_opt_config_set(&c, "lr", "-3", &e), XD_EARG);
+    assert_true(c.lr == 1e-3f);
+    assert_int_equal(nn_opt_config_set(&c, "lr", NULL, &e), XD_EARG);
+    assert_int_equal(nn_opt_config_set(&c, "lr", " 0.1", &e), XD_EARG); /* blanks are typos */
+    tu_assert_err(&e, XD_EARG, "'lr': bad value ' 0.1'");
+    assert_true(c.lr == 1e-3f);
+    /* a word too long for the buffer */
+    char longword[400];
+    memset(longword, 'x', sizeof longword - 1);
+    longword[sizeof longword - 1] = '\0';
+    assert_int_equal(nn_opt_config_parse(&c, longword, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "too long");
+
+    static const struct {
+        const char *text, *want;
+    } sched_bad[] = {
+        {"kind=step step_size=0", "'step_size': bad value '0'"},
+        {"kind=step step_size=1.5", "'step_size'"},
+        {"kind=step step_size=99999999999999999999999", "'step_size'"},
+        {"kind=step gamma=0", "'gamma'"},
+        {"kind=step gamma=1.5", "'gamma'"},
+        {"kind=cosine total_steps=abc", "'total_steps'"},
+        {"kind=cosine warmup_start=2", "'warmup_start'"},
+        {"kind=cosine warmup_steps=-1", "'warmup_steps'"},
+        {"kind=cosine gamma=0.5", "'gamma' does not apply to cosine"},
+        {"step_size=10", "'step_size' does not apply to constant"},
+        {"kind=exp", "unknown schedule 'exp'"},
+        {"min_lr=0.1", "does not apply to constant (only to: cosine, linear)"},
+        {"warmup=10", "unknown schedule key 'warmup'"},
+    };
+    for (size_t i = 0; i < sizeof sched_bad / sizeof sched_bad[0]; i++) {
+        nn_sched_config s = nn_sched_defaults(NN_SCHED_CONSTANT);
+        xd_err_clear(&e);
+        xd_status st = nn_sched_config_parse(&s, sched_bad[i].text, &e);
+        if (st != XD_EARG) fail_msg("'%s' was accepted", sched_bad[i].text);
+        tu_assert_err(&e, XD_EARG, sched_bad[i].want);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sgd_plain),
+        cmocka_unit_test(test_sgd_momentum),
+        cmocka_unit_test(test_sgd_nesterov),
+        cmocka_unit_test(test_sgd_weight_decay_segments),
+        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw_weight_decay_segments),
+        cmocka_unit_test(test_opt_state),
+        cmocka_unit_test(test_param_segments),
+        cmocka_unit_test(test_clip_grad_norm),
+        cmocka_unit_test(test_thread_count_independence),
+        cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_config_parse),
+        cmocka_unit_test(test_config_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
