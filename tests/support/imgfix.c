@@ -4,9 +4,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,6 +94,22 @@ long ifx_stderr_end(void)
     long n = stat(capture_path, &st) == 0 ? (long)st.st_size : -1;
     unlink(capture_path);
     return n;
+}
+
+static struct rlimit saved_fsize;
+
+void ifx_file_size_limit(long bytes)
+{
+    if (getrlimit(RLIMIT_FSIZE, &saved_fsize) != 0) fail_msg("getrlimit failed");
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = {(rlim_t)bytes, saved_fsize.rlim_max};
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) fail_msg("setrlimit failed");
+}
+
+void ifx_file_size_unlimit(void)
+{
+    setrlimit(RLIMIT_FSIZE, &saved_fsize);
+    signal(SIGXFSZ, SIG_DFL);
 }
 
 void ifx_assert_fail(xd_status got, const xd_err *e, xd_status code, const char *s1,

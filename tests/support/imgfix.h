@@ -26,6 +26,11 @@ int ifx_exists(const char *path);
 void ifx_stderr_begin(void);
 long ifx_stderr_end(void);
 
+/* Caps the size of files this process may write (writes past it fail with EFBIG instead of
+ * raising SIGXFSZ), to make a write fail half-way; ifx_file_size_unlimit restores the limit. */
+void ifx_file_size_limit(long bytes);
+void ifx_file_size_unlimit(void);
+
 /* Asserts status and error: code, and each non-NULL substring appears in the message. */
 void ifx_assert_fail(xd_status got, const xd_err *e, xd_status code, const char *s1,
                      const char *s2);
