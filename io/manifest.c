@@ -1,0 +1,549 @@
+/* TSV and JSONL manifests of image-text pairs (see manifest.h for the format and the label rule).
+ *
+ * Both readers load the whole file (bounded), walk it line by line and hand each example to one
+ * row builder, which checks the path and keeps the raw label text; the label rule is applied once
+ * all rows are in, because whether labels are ids or names depends on every label of the file. */
+#include "io/manifest.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "core/mem.h"
+#include "io/file.h"
+
+typedef enum { MF_COL_IMAGE, MF_COL_TEXT, MF_COL_LABEL, MF_COL_COUNT } mf_col;
+
+static const char *const tsv_col_names[] = {
+    [MF_COL_IMAGE] = "image_path",
+    [MF_COL_TEXT] = "text",
+    [MF_COL_LABEL] = "label",
+};
+static_assert(sizeof tsv_col_names / sizeof tsv_col_names[0] == MF_COL_COUNT,
+              "tsv_col_names must name every column");
+
+static const char *const jsonl_keys[] = {
+    [MF_COL_IMAGE] = "image",
+    [MF_COL_TEXT] = "text",
+    [MF_COL_LABEL] = "label",
+};
+static_assert(sizeof jsonl_keys / sizeof jsonl_keys[0] == MF_COL_COUNT,
+              "jsonl_keys must name every column");
+
+/* How the raw labels are to be read once all rows are in. */
+typedef enum {
+    MF_LABELS_AUTO,  /* TSV: ids if every label is an integer, else names */
+    MF_LABELS_IDS,   /* JSONL integers */
+    MF_LABELS_NAMES, /* JSONL strings */
+} mf_label_mode;
+
+io_manifest_limits io_manifest_default_limits(void)
+{
+    return (io_manifest_limits){
+        .max_bytes = (size_t)1 << 30, .max_line = (size_t)64 << 10, .max_rows = 10000000};
+}
+
+void io_manifest_free(io_manifest *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (m->paths) free(m->paths[i]);
+        if (m->texts) free(m->texts[i]);
+    }
+    for (size_t i = 0; i < m->n_classes; i++) free(m->class_names[i]);
+    free(m->paths);
+    free(m->texts);
+    free(m->labels);
+    free(m->class_names);
+    memset(m, 0, sizeof *m);
+}
+
+// ----------------------------------------------------------------------------------------------
+// shared pieces: errors, UTF-8, lines, rows
+
+typedef struct {
+    const char *path; /* the manifest */
+    char *dir;        /* its folder, for relative image paths */
+    io_manifest_limits lim;
+    io_manifest *m;
+    size_t cap;       /* room in every per-row array */
+    char **label_raw; /* (cap) label text as written */
+    size_t *lines;    /* (cap) line number of each row */
+    xd_err *e;
+} mf_build;
+
+static xd_status mf_fail(const mf_build *b, xd_status code, size_t line, const char *col,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static xd_status mf_fail(const mf_build *b, xd_status code, size_t line, const char *col,
+                         const char *fmt, ...)
+{
+    char why[XD_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (col) return xd_fail(b->e, code, "%s:%zu: column %s: %s", b->path, line, col, why);
+    return xd_fail(b->e, code, "%s:%zu: %s", b->path, line, why);
+}
+
+/* Offset of the first byte that is not part of valid UTF-8 (overlong forms, surrogates, code
+ * points past U+10FFFF and NUL bytes are invalid), or n if all of s is valid. */
+static size_t utf8_bad_offset(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        if (c == 0) return i;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        /* clang-format off */
+        if (c >= 0xC2 && c <= 0xDF) len = 2;
+        else if (c == 0xE0) len = 3, lo = 0xA0;
+        else if (c == 0xED) len = 3, hi = 0x9F;
+        else if (c >= 0xE1 && c <= 0xEF) len = 3;
+        else if (c == 0xF0) len = 4, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) len = 4;
+        else if (c == 0xF4) len = 4, hi = 0x8F;
+        else return i;
+        /* clang-format on */
+        if (n - i < len) return i;
+        if (p[i + 1] < lo || p[i + 1] > hi) return i;
+        for (size_t k = 2; k < len; k++)
+            if ((p[i + k] & 0xC0) != 0x80) return i;
+        i += len;
+    }
+    return n;
+}
+
+static xd_status check_utf8(const mf_build *b, size_t line, const char *col, const char *s,
+                            size_t n)
+{
+    size_t bad = utf8_bad_offset(s, n);
+    if (bad < n)
+        return mf_fail(b, XD_EFORMAT, line, col, "invalid UTF-8 at byte %zu of the %s (0x%02x)",
+                       bad, col ? "field" : "line", (unsigned char)s[bad]);
+    return XD_OK;
+}
+
+/* Next line of buf starting at *off: its start and length without "\n" or "\r\n". Returns 0 at
+ * the end of the buffer. */
+static int next_line(char *buf, size_t n, size_t *off, char **line, size_t *len)
+{
+    if (*off >= n) return 0;
+    char *s = buf + *off;
+    char *nl = memchr(s, '\n', n - *off);
+    size_t k = nl ? (size_t)(nl - s) : n - *off;
+    *off += k + (nl ? 1 : 0);
+    if (k && s[k - 1] == '\r') k--;
+    s[k] = '\0'; /* the '\n', the '\r' or the buffer's terminating NUL */
+    *line = s;
+    *len = k;
+    return 1;
+}
+
+static size_t count_lines(const char *buf, size_t n)
+{
+    size_t lines = 1;
+    for (const char *p = buf; (p = memchr(p, '\n', n - (size_t)(p - buf))) != NULL; p++) lines++;
+    return lines;
+}
+
+static xd_status build_start(mf_build *b, const char *path, io_manifest *m, size_t lines, xd_err *e)
+{
+    b->path = path;
+    b->dir = io_path_dir(path);
+    b->m = m;
+    b->e = e;
+    b->cap = lines < b->lim.max_rows ? lines : b->lim.max_rows;
+    m->paths = xd_try_alloc(b->cap * sizeof *m->paths);
+    m->texts = xd_try_alloc(b->cap * sizeof *m->texts);
+    m->labels = xd_try_alloc(b->cap * sizeof *m->labels);
+    b->label_raw = xd_try_alloc(b->cap * sizeof *b->label_raw);
+    b->lines = xd_try_alloc(b->cap * sizeof *b->lines);
+    if (!m->paths || !m->texts || !m->labels || !b->label_raw || !b->lines)
+        return xd_fail(e, XD_ENOMEM, "%s: cannot allocate room for %zu examples", path, b->cap);
+    return XD_OK;
+}
+
+static void build_end(mf_build *b)
+{
+    if (b->label_raw)
+        for (size_t i = 0; i < b->m->n; i++) free(b->label_raw[i]);
+    free(b->label_raw);
+    free(b->lines);
+    free(b->dir);
+    b->label_raw = NULL;
+    b->lines = NULL;
+    b->dir = NULL;
+}
+
+/* Adds one example: image path resolved and checked, text and raw label copied. */
+static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_COL_COUNT],
+                           const char *image, const char *text, const char *label)
+{
+    io_manifest *m = b->m;
+    if (m->n >= b->lim.max_rows)
+        return mf_fail(b, XD_EFORMAT, line, NULL, "more than the %zu examples allowed",
+                       b->lim.max_rows);
+    if (image[0] == '\0')
+        return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_IMAGE], "empty image path");
+    if (label[0] == '\0') return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
+    char *resolved = (image[0] == '/' || strcmp(b->dir, ".") == 0) ? xd_xstrdup(image)
+                                                                   : io_path_join(b->dir, image);
+    struct stat st;
+    const char *why = NULL;
+    if (stat(resolved, &st) != 0)
+        why = errno == ENOENT ? "does not exist" : strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "is not a regular file";
+    if (why) {
+        xd_status s =
+            mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s", resolved, why);
+        free(resolved);
+        return s;
+    }
+    size_t i = m->n++;
+    m->paths[i] = resolved;
+    m->texts[i] = xd_xstrdup(text);
+    b->label_raw[i] = xd_xstrdup(label);
+    b->lines[i] = line;
+    return XD_OK;
+}
+
+// ----------------------------------------------------------------------------------------------
+// labels
+
+typedef enum { LBL_ID, LBL_NUMBER, LBL_WORD } lbl_kind;
+
+/* An id is decimal digits with a value below IO_MANIFEST_MAX_CLASSES; a "number" is anything else
+ * strtod reads completely that starts like a number (-1, 2.5, 1e3, 99999999999). */
+static lbl_kind label_kind(const char *s, long *id)
+{
+    size_t n = strlen(s);
+    if (n && strspn(s, "0123456789") == n) {
+        if (n > 9) return LBL_NUMBER;
+        long v = strtol(s, NULL, 10);
+        if (v >= IO_MANIFEST_MAX_CLASSES) return LBL_NUMBER;
+        *id = v;
+        return LBL_ID;
+    }
+    if (strchr("+-.0123456789", s[0])) {
+        char *end;
+        strtod(s, &end);
+        if (end != s && *end == '\0') return LBL_NUMBER;
+    }
+    return LBL_WORD;
+}
+
+/* Open-addressing table from class name to id (names are the strings in class_names). */
+typedef struct {
+    int32_t *slot; /* (mask + 1) class id, or -1 if empty */
+    size_t mask;
+} name_table;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static xd_status labels_from_names(mf_build *b)
+{
+    io_manifest *m = b->m;
+    size_t most = m->n < IO_MANIFEST_MAX_CLASSES ? m->n : IO_MANIFEST_MAX_CLASSES;
+    size_t size = 16;
+    while (size < 2 * most) size *= 2;
+    name_table t = {xd_xmalloc(size * sizeof *t.slot), size - 1};
+    for (size_t i = 0; i < size; i++) t.slot[i] = -1;
+    m->class_names = xd_xmalloc(most * sizeof *m->class_names + 1);
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < m->n && s == XD_OK; i++) {
+        const char *name = b->label_raw[i];
+        size_t h = (size_t)hash_str(name) & t.mask;
+        while (t.slot[h] >= 0 && strcmp(m->class_names[t.slot[h]], name) != 0) h = (h + 1) & t.mask;
+        if (t.slot[h] < 0) {
+            if (m->n_classes >= IO_MANIFEST_MAX_CLASSES) {
+                s = mf_fail(b, XD_EFORMAT, b->lines[i], "label", "more than %d class names",
+                            IO_MANIFEST_MAX_CLASSES);
+                break;
+            }
+            t.slot[h] = (int32_t)m->n_classes;
+            m->class_names[m->n_classes++] = xd_xstrdup(name);
+        }
+        m->labels[i] = t.slot[h];
+    }
+    free(t.slot);
+    m->labels_are_names = 1;
+    return s;
+}
+
+static xd_status labels_from_ids(mf_build *b, const char *col)
+{
+    io_manifest *m = b->m;
+    long top = -1;
+    for (size_t i = 0; i < m->n; i++) {
+        long id = -1;
+        if (label_kind(b->label_raw[i], &id) != LBL_ID)
+            return mf_fail(b, XD_EFORMAT, b->lines[i], col,
+                           "'%s' is not a class id in 0..%d (the labels of this file are "
+                           "numbers, so they are read as ids)",
+                           b->label_raw[i], IO_MANIFEST_MAX_CLASSES - 1);
+        m->labels[i] = (int32_t)id;
+        if (id > top) top = id;
+    }
+    m->n_classes = (size_t)(top + 1);
+    m->class_names = xd_xmalloc(m->n_classes * sizeof *m->class_names + 1);
+    for (size_t c = 0; c < m->n_classes; c++) {
+        char num[24];
+        snprintf(num, sizeof num, "%zu", c);
+        m->class_names[c] = xd_xstrdup(num);
+    }
+    m->labels_are_names = 0;
+    return XD_OK;
+}
+
+static xd_status build_labels(mf_build *b, mf_label_mode mode, const char *col)
+{
+    if (mode == MF_LABELS_AUTO) {
+        mode = MF_LABELS_IDS;
+        for (size_t i = 0; i < b->m->n; i++) {
+            long id;
+            if (label_kind(b->label_raw[i], &id) == LBL_WORD) mode = MF_LABELS_NAMES;
+        }
+    }
+    return mode == MF_LABELS_NAMES ? labels_from_names(b) : labels_from_ids(b, col);
+}
+
+// ----------------------------------------------------------------------------------------------
+// TSV
+
+/* The i-th NUL-separated field of a header line that was split in place. */
+static const char *header_field(const char *h, size_t i)
+{
+    while (i--) h += strlen(h) + 1;
+    return h;
+}
+
+static xd_status tsv_rows(mf_build *b, char *buf, size_t n)
+{
+    size_t off = 0, lineno = 0, len;
+    char *line;
+    if (n >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) off = 3; /* byte-order mark */
+
+    /* header */
+    const char *header = NULL;
+    size_t n_fields = 0, hline = 0;
+    size_t col_at[MF_COL_COUNT];
+    while (!header && next_line(buf, n, &off, &line, &len)) {
+        lineno++;
+        if (len == 0) continue;
+        if (len > b->lim.max_line)
+            return mf_fail(b, XD_EFORMAT, lineno, NULL,
+                           "line of %zu bytes, more than the %zu allowed", len, b->lim.max_line);
+        xd_status s = check_utf8(b, lineno, NULL, line, len);
+        if (s != XD_OK) return s;
+        for (int c = 0; c < MF_COL_COUNT; c++) col_at[c] = SIZE_MAX;
+        char *f = line;
+        for (;;) {
+            char *tab = strchr(f, '\t');
+            if (tab) *tab = '\0';
+            for (int c = 0; c < MF_COL_COUNT; c++) {
+                if (strcmp(f, tsv_col_names[c]) != 0) continue;
+                if (col_at[c] != SIZE_MAX)
+                    return mf_fail(b, XD_EFORMAT, lineno, tsv_col_names[c],
+                                   "named twice in the header");
+                col_at[c] = n_fields;
+            }
+            n_fields++;
+            if (!tab) break;
+            f = tab + 1;
+        }
+        header = line;
+        hline = lineno;
+    }
+    if (!header) return xd_fail(b->e, XD_EFORMAT, "%s: empty manifest, no header line", b->path);
+    for (int c = 0; c < MF_COL_COUNT; c++)
+        if (col_at[c] == SIZE_MAX)
+            return mf_fail(b, XD_EFORMAT, hline, NULL,
+                           "the header has no '%s' column (it needs image_path, text and label)",
+                           tsv_col_names[c]);
+
+    /* examples */
+    while (next_line(buf, n, &off, &line, &len)) {
+        lineno++;
+        if (len == 0) continue;
+        if (len > b->lim.max_line)
+            return mf_fail(b, XD_EFORMAT, lineno, NULL,
+                           "line of %zu bytes, more than the %zu allowed", len, b->lim.max_line);
+        size_t fields = 1;
+        for (const char *p = line; (p = memchr(p, '\t', len - (size_t)(p - line))) != NULL; p++)
+            fields++;
+        if (fields != n_fields)
+            return mf_fail(b, XD_EFORMAT, lineno, NULL, "%zu field%s, the header has %zu", fields,
+                           fields == 1 ? "" : "s", n_fields);
+        const char *val[MF_COL_COUNT] = {0};
+        char *f = line, *end = line + len;
+        for (size_t j = 0; j < n_fields; j++) {
+            /* memchr, not strchr: a NUL byte inside a field must reach the UTF-8 check */
+            char *tab = memchr(f, '\t', (size_t)(end - f));
+            size_t flen = tab ? (size_t)(tab - f) : (size_t)(end - f);
+            f[flen] = '\0';
+            xd_status s = check_utf8(b, lineno, header_field(header, j), f, flen);
+            if (s != XD_OK) return s;
+            for (int c = 0; c < MF_COL_COUNT; c++)
+                if (col_at[c] == j) val[c] = f;
+            f = tab ? tab + 1 : f + flen;
+        }
+        xd_status s = build_row(b, lineno, tsv_col_names, val[MF_COL_IMAGE], val[MF_COL_TEXT],
+                                val[MF_COL_LABEL]);
+        if (s != XD_OK) return s;
+    }
+    return build_labels(b, MF_LABELS_AUTO, tsv_col_names[MF_COL_LABEL]);
+}
+
+// ----------------------------------------------------------------------------------------------
+// JSONL
+
+static xd_status jsonl_string(const mf_build *b, size_t line, json_t *obj, mf_col c,
+                              const char **out)
+{
+    json_t *v = json_object_get(obj, jsonl_keys[c]);
+    if (!v) return mf_fail(b, XD_EFORMAT, line, jsonl_keys[c], "missing key");
+    if (!json_is_string(v)) return mf_fail(b, XD_EFORMAT, line, jsonl_keys[c], "must be a string");
+    *out = json_string_value(v);
+    return XD_OK;
+}
+
+static xd_status jsonl_row(mf_build *b, size_t line, json_t *obj, mf_label_mode *mode,
+                           size_t *mode_line)
+{
+    if (!json_is_object(obj))
+        return mf_fail(b, XD_EFORMAT, line, NULL, "a line must hold one JSON object");
+    const char *image, *text;
+    xd_status s = jsonl_string(b, line, obj, MF_COL_IMAGE, &image);
+    if (s == XD_OK) s = jsonl_string(b, line, obj, MF_COL_TEXT, &text);
+    if (s != XD_OK) return s;
+    const char *key = jsonl_keys[MF_COL_LABEL];
+    json_t *lv = json_object_get(obj, key);
+    if (!lv) return mf_fail(b, XD_EFORMAT, line, key, "missing key");
+    char num[24];
+    const char *label;
+    mf_label_mode kind;
+    if (json_is_integer(lv)) {
+        json_int_t v = json_integer_value(lv);
+        if (v < 0 || v >= IO_MANIFEST_MAX_CLASSES)
+            return mf_fail(b, XD_EFORMAT, line, key, "class id %lld is not in 0..%d", (long long)v,
+                           IO_MANIFEST_MAX_CLASSES - 1);
+        snprintf(num, sizeof num, "%lld", (long long)v);
+        label = num;
+        kind = MF_LABELS_IDS;
+    } else if (json_is_string(lv)) {
+        label = json_string_value(lv);
+        kind = MF_LABELS_NAMES;
+    } else {
+        return mf_fail(b, XD_EFORMAT, line, key,
+                       "must be an integer class id or a string class name");
+    }
+    if (*mode == MF_LABELS_AUTO) {
+        *mode = kind;
+        *mode_line = line;
+    } else if (*mode != kind) {
+        return mf_fail(b, XD_EFORMAT, line, key,
+                       "a %s, but line %zu gave %s; one file uses one kind of label",
+                       kind == MF_LABELS_IDS ? "class id" : "class name", *mode_line,
+                       *mode == MF_LABELS_IDS ? "a class id" : "a class name");
+    }
+    return build_row(b, line, jsonl_keys, image, text, label);
+}
+
+static xd_status jsonl_rows(mf_build *b, char *buf, size_t n)
+{
+    size_t off = 0, lineno = 0, len, mode_line = 0;
+    char *line;
+    mf_label_mode mode = MF_LABELS_AUTO;
+    if (n >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) off = 3;
+    while (next_line(buf, n, &off, &line, &len)) {
+        lineno++;
+        if (len == 0) continue;
+        if (len > b->lim.max_line)
+            return mf_fail(b, XD_EFORMAT, lineno, NULL,
+                           "line of %zu bytes, more than the %zu allowed", len, b->lim.max_line);
+        xd_status s = check_utf8(b, lineno, NULL, line, len);
+        if (s != XD_OK) return s;
+        json_error_t je;
+        json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+        if (!obj)
+            return mf_fail(b, XD_EFORMAT, lineno, NULL, "invalid JSON at character %d: %s",
+                           je.column, je.text);
+        s = jsonl_row(b, lineno, obj, &mode, &mode_line);
+        json_decref(obj);
+        if (s != XD_OK) return s;
+    }
+    if (mode == MF_LABELS_AUTO) mode = MF_LABELS_IDS; /* no rows */
+    return build_labels(b, mode, jsonl_keys[MF_COL_LABEL]);
+}
+
+// ----------------------------------------------------------------------------------------------
+// entry points
+
+typedef xd_status (*mf_rows_fn)(mf_build *b, char *buf, size_t n);
+
+static xd_status read_with(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                           mf_rows_fn rows, xd_err *e)
+{
+    memset(m, 0, sizeof *m);
+    mf_build b = {.lim = lim ? *lim : io_manifest_default_limits()};
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, b.lim.max_bytes, &data, &n, e);
+    if (s != XD_OK) return s;
+    s = build_start(&b, path, m, count_lines(data, n), e);
+    if (s == XD_OK) s = rows(&b, data, n);
+    build_end(&b);
+    free(data);
+    if (s != XD_OK) io_manifest_free(m);
+    return s;
+}
+
+xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                               xd_err *e)
+{
+    return read_with(path, lim, m, tsv_rows, e);
+}
+
+xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                                 xd_err *e)
+{
+    return read_with(path, lim, m, jsonl_rows, e);
+}
+
+static const struct {
+    const char *suffix;
+    mf_rows_fn rows;
+} manifest_kinds[] = {{".tsv", tsv_rows}, {".jsonl", jsonl_rows}};
+
+xd_status io_manifest_read(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                           xd_err *e)
+{
+    memset(m, 0, sizeof *m);
+    size_t n = strlen(path);
+    for (size_t k = 0; k < sizeof manifest_kinds / sizeof manifest_kinds[0]; k++) {
+        size_t s = strlen(manifest_kinds[k].suffix);
+        if (n > s && strcasecmp(path + n - s, manifest_kinds[k].suffix) == 0)
+            return read_with(path, lim, m, manifest_kinds[k].rows, e);
+    }
+    return xd_fail(e, XD_EARG, "%s: unknown manifest kind, the name must end in .tsv or .jsonl",
+                   path);
+}

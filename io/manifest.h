@@ -1,0 +1,62 @@
+/* Manifests: a user's own image-text pairs with a class label, as TSV or JSONL.
+ *
+ * TSV: the first non-empty line is a header naming the columns, tab-separated. The columns
+ * image_path, text and label are required and may come in any order; other columns are allowed and
+ * ignored. Then one example per line with exactly as many fields as the header. Fields are taken
+ * literally (no quoting, so they cannot hold a tab or a line break). Empty lines are skipped, CRLF
+ * line ends and a UTF-8 byte-order mark at the start are tolerated.
+ *
+ * JSONL: one JSON object per non-empty line with the keys "image" (string), "text" (string) and
+ * "label"; other keys are ignored.
+ *
+ * Labels. TSV: if every label is a non-negative integer (decimal digits only), the labels are class
+ * ids and the class names are their decimal spellings "0".."max"; otherwise every label is a class
+ * name, and names get ids 0, 1, ... in the order they first appear. In a file of integer ids, a
+ * label that looks like a number but is not an id (-1, 2.5, 1e3, or an id of
+ * IO_MANIFEST_MAX_CLASSES or more) is an error, not a name. JSONL: a JSON integer >= 0 is an id, a
+ * JSON string is a name (even "7"); one file uses one kind, mixing them is an error.
+ *
+ * Image paths that are not absolute are resolved against the manifest's folder, and each image must
+ * exist as a regular file (it is not decoded here). Every field must be valid UTF-8; the image path
+ * must not be empty. Any problem gives one error "FILE:LINE: column NAME: reason". */
+#ifndef XD_IO_MANIFEST_H
+#define XD_IO_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+#define IO_MANIFEST_MAX_CLASSES 100000
+
+typedef struct {
+    size_t max_bytes; /* whole file; default 1 GiB */
+    size_t max_line;  /* bytes per line, line end excluded; default 64 KiB */
+    size_t max_rows;  /* examples; default 10 million */
+} io_manifest_limits;
+
+typedef struct {
+    size_t n;
+    char **paths;    /* (n) image paths, resolved */
+    char **texts;    /* (n) */
+    int32_t *labels; /* (n) class ids in [0, n_classes) */
+    size_t n_classes;
+    char **class_names;   /* (n_classes) */
+    int labels_are_names; /* 1 if labels were class names, 0 if integer ids */
+} io_manifest;
+
+/* Default limits, for filling in a few fields of your own. */
+io_manifest_limits io_manifest_default_limits(void);
+
+/* Reads a manifest; the format comes from the name's ending (.tsv or .jsonl). lim NULL = default.
+ * The caller frees m with io_manifest_free (also safe after a failure). */
+xd_status io_manifest_read(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                           xd_err *e);
+xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                               xd_err *e);
+xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,
+                                 xd_err *e);
+
+void io_manifest_free(io_manifest *m);
+
+#endif

@@ -1,0 +1,282 @@
+/* io/manifest: TSV and JSONL manifests, the label rule, and one error per bad line. */
+#include "tests/support/testutil.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "io/manifest.h"
+
+static void write_text(const char *path, const char *s)
+{
+    tu_write_file(path, s, strlen(s));
+}
+
+/* data/ with three (empty) image files; the manifests live in data/. */
+static int setup_images(void **state)
+{
+    (void)state;
+    mkdir("data", 0777);
+    mkdir("data/img", 0777);
+    write_text("data/img/a.png", "a");
+    write_text("data/img/b.png", "b");
+    write_text("data/img/c.png", "c");
+    return 0;
+}
+
+static void expect_fail(const char *path, xd_status code, const char *substr)
+{
+    io_manifest m;
+    xd_err e;
+    xd_err_clear(&e);
+    xd_status s = io_manifest_read(path, NULL, &m, &e);
+    if (s == XD_OK) fail_msg("%s was accepted, expected an error mentioning '%s'", path, substr);
+    tu_assert_err(&e, code, path);
+    tu_assert_err(&e, code, substr);
+    assert_int_equal(m.n, 0);
+    assert_null(m.paths);
+}
+
+static void test_tsv_names_crlf_reordered_columns(void **state)
+{
+    (void)state;
+    char cwd[PATH_MAX], abs_c[PATH_MAX + 32];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(abs_c, sizeof abs_c, "%s/data/img/c.png", cwd);
+    char text[PATH_MAX + 256];
+    snprintf(text, sizeof text,
+             "\xEF\xBB\xBFlabel\tnote\ttext\timage_path\r\n"
+             "cat\tx\ta grey cat\timg/a.png\r\n"
+             "\r\n"
+             "dog\t\t\xEA\xB0\x9C \xE7\x8A\xAC\timg/b.png\r\n"
+             "cat\ty\tanother cat\t%s\n"
+             "\n",
+             abs_c);
+    write_text("data/m.tsv", text);
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read("data/m.tsv", NULL, &m, &e));
+    assert_int_equal(m.n, 3);
+    assert_string_equal(m.paths[0], "data/img/a.png");
+    assert_string_equal(m.paths[1], "data/img/b.png");
+    assert_string_equal(m.paths[2], abs_c);
+    assert_string_equal(m.texts[0], "a grey cat");
+    assert_string_equal(m.texts[1], "\xEA\xB0\x9C \xE7\x8A\xAC");
+    assert_string_equal(m.texts[2], "another cat");
+    assert_int_equal(m.labels_are_names, 1);
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.class_names[0], "cat");
+    assert_string_equal(m.class_names[1], "dog");
+    assert_int_equal(m.labels[0], 0);
+    assert_int_equal(m.labels[1], 1);
+    assert_int_equal(m.labels[2], 0);
+    io_manifest_free(&m);
+    assert_int_equal(m.n, 0);
+}
+
+static void test_tsv_numeric_ids_and_mixed_names(void **state)
+{
+    (void)state;
+    write_text("data/ids.tsv", "image_path\ttext\tlabel\n"
+                               "img/a.png\tone\t3\n"
+                               "img/b.png\ttwo\t0\n"
+                               "img/c.png\tthree\t3\n");
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read_tsv("data/ids.tsv", NULL, &m, &e));
+    assert_int_equal(m.labels_are_names, 0);
+    assert_int_equal(m.n_classes, 4);
+    assert_string_equal(m.class_names[3], "3");
+    assert_int_equal(m.labels[0], 3);
+    assert_int_equal(m.labels[1], 0);
+    assert_int_equal(m.labels[2], 3);
+    io_manifest_free(&m);
+
+    /* one word among numbers makes every label a name, "7" included */
+    write_text("data/mixed.tsv", "image_path\ttext\tlabel\n"
+                                 "img/a.png\tone\t7\n"
+                                 "img/b.png\ttwo\tshoe\n"
+                                 "img/c.png\tthree\t7\n");
+    TU_OK(io_manifest_read("data/mixed.tsv", NULL, &m, &e));
+    assert_int_equal(m.labels_are_names, 1);
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.class_names[0], "7");
+    assert_string_equal(m.class_names[1], "shoe");
+    assert_int_equal(m.labels[2], 0);
+    io_manifest_free(&m);
+}
+
+static void test_tsv_bad_lines(void **state)
+{
+    (void)state;
+    write_text("data/nolabel.tsv", "\nimage_path\ttext\tlabelx\nimg/a.png\tt\t1\n");
+    expect_fail("data/nolabel.tsv", XD_EFORMAT, "data/nolabel.tsv:2: the header has no 'label'");
+    write_text("data/twice.tsv", "text\timage_path\ttext\tlabel\n");
+    expect_fail("data/twice.tsv", XD_EFORMAT, ":1: column text: named twice");
+    write_text("data/fields.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\nimg/b.png\tt\n");
+    expect_fail("data/fields.tsv", XD_EFORMAT, "data/fields.tsv:3: 2 fields, the header has 3");
+    write_text("data/extra.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\t\n");
+    expect_fail("data/extra.tsv", XD_EFORMAT, ":2: 4 fields, the header has 3");
+    write_text("data/empty_path.tsv",
+               "image_path\ttext\tlabel\r\nimg/a.png\tt\t1\r\n\r\n\tt\t1\r\n");
+    expect_fail("data/empty_path.tsv", XD_EFORMAT,
+                "data/empty_path.tsv:4: column image_path: empty image path");
+    write_text("data/neg.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t0\nimg/b.png\tt\t-1\n");
+    expect_fail("data/neg.tsv", XD_EFORMAT, "data/neg.tsv:3: column label: '-1' is not a class id");
+    write_text("data/frac.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t2.5\nimg/b.png\tt\t1\n");
+    expect_fail("data/frac.tsv", XD_EFORMAT, "data/frac.tsv:2: column label: '2.5'");
+    write_text("data/big.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t100000\n");
+    expect_fail("data/big.tsv", XD_EFORMAT,
+                ":2: column label: '100000' is not a class id in 0..99999");
+    write_text("data/nolbl.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t\n");
+    expect_fail("data/nolbl.tsv", XD_EFORMAT, ":2: column label: empty label");
+    write_text("data/utf8.tsv",
+               "image_path\ttext\tlabel\nimg/a.png\tok\t1\nimg/b.png\tbad \xC3\x28\t1\n");
+    expect_fail("data/utf8.tsv", XD_EFORMAT,
+                "data/utf8.tsv:3: column text: invalid UTF-8 at byte 4");
+    write_text("data/utf8b.tsv", "image_path\tnote\ttext\tlabel\nimg/a.png\t\xED\xA0\x80\tok\t1\n");
+    expect_fail("data/utf8b.tsv", XD_EFORMAT, ":2: column note: invalid UTF-8 at byte 0");
+    write_text("data/utf8h.tsv", "image_path\ttext\tlabel\xF5\nimg/a.png\tok\t1\n");
+    expect_fail("data/utf8h.tsv", XD_EFORMAT,
+                "data/utf8h.tsv:1: invalid UTF-8 at byte 21 of the line");
+    write_text("data/overlong.tsv", "image_path\ttext\tlabel\nimg/a.png\t\xC0\xAF\t1\n");
+    expect_fail("data/overlong.tsv", XD_EFORMAT, ":2: column text: invalid UTF-8");
+    const char nul[] = "image_path\ttext\tlabel\nimg/a.png\ta\0b\t1\n";
+    tu_write_file("data/nul.tsv", nul, sizeof nul - 1);
+    expect_fail("data/nul.tsv", XD_EFORMAT,
+                ":2: column text: invalid UTF-8 at byte 1 of the field (0x00)");
+    write_text("data/missing.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\nimg/zz.png\tt\t1\n");
+    expect_fail(
+        "data/missing.tsv", XD_EIO,
+        "data/missing.tsv:3: column image_path: image file 'data/img/zz.png': does not exist");
+    write_text("data/dir.tsv", "image_path\ttext\tlabel\nimg\tt\t1\n");
+    expect_fail("data/dir.tsv", XD_EIO,
+                ":2: column image_path: image file 'data/img': is not a regular");
+    write_text("data/empty.tsv", "\r\n\n");
+    expect_fail("data/empty.tsv", XD_EFORMAT, "empty manifest");
+    expect_fail("data/absent.tsv", XD_EIO, "cannot open");
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    io_manifest_limits lim = io_manifest_default_limits();
+    lim.max_rows = 2;
+    write_text("data/rows.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\nimg/b.png\tt\t1\n\n"
+                                "img/c.png\tt\t1\n");
+    io_manifest m;
+    xd_err e;
+    assert_int_equal(io_manifest_read("data/rows.tsv", &lim, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/rows.tsv:5: more than the 2 examples allowed");
+    lim = io_manifest_default_limits();
+    lim.max_line = 22; /* the header is 21 bytes */
+    write_text("data/long.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\n"
+                                "img/b.png\ta long text here\t1\n");
+    assert_int_equal(io_manifest_read("data/long.tsv", &lim, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/long.tsv:3: line of 28 bytes, more than the 22 allowed");
+    lim.max_line = 28;
+    TU_OK(io_manifest_read("data/long.tsv", &lim, &m, &e));
+    io_manifest_free(&m);
+    lim.max_bytes = 10;
+    assert_int_equal(io_manifest_read("data/long.tsv", &lim, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/long.tsv");
+}
+
+static void test_jsonl(void **state)
+{
+    (void)state;
+    write_text("data/m.jsonl",
+               "{\"text\": \"a cat\", \"image\": \"img/a.png\", \"label\": 2, \"extra\": [1]}\r\n"
+               "\n"
+               "{\"image\": \"img/b.png\", \"text\": \"\\u732b \xE2\x9C\x93\", \"label\": 0}\n");
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read("data/m.jsonl", NULL, &m, &e));
+    assert_int_equal(m.n, 2);
+    assert_string_equal(m.paths[1], "data/img/b.png");
+    assert_string_equal(m.texts[1], "\xE7\x8C\xAB \xE2\x9C\x93");
+    assert_int_equal(m.labels_are_names, 0);
+    assert_int_equal(m.n_classes, 3);
+    assert_int_equal(m.labels[0], 2);
+    assert_int_equal(m.labels[1], 0);
+    io_manifest_free(&m);
+
+    write_text("data/names.jsonl",
+               "{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": \"7\"}\n"
+               "{\"image\": \"img/b.png\", \"text\": \"t\", \"label\": \"boot\"}\n"
+               "{\"image\": \"img/c.png\", \"text\": \"t\", \"label\": \"7\"}\n");
+    TU_OK(io_manifest_read_jsonl("data/names.jsonl", NULL, &m, &e));
+    assert_int_equal(m.labels_are_names, 1);
+    assert_int_equal(m.n_classes, 2);
+    assert_string_equal(m.class_names[0], "7");
+    assert_int_equal(m.labels[0], 0);
+    assert_int_equal(m.labels[1], 1);
+    assert_int_equal(m.labels[2], 0);
+    io_manifest_free(&m);
+}
+
+static void test_jsonl_bad_lines(void **state)
+{
+    (void)state;
+    const char *ok = "{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": 1}\n";
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s\n{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": 1\n", ok);
+    write_text("data/syntax.jsonl", buf);
+    expect_fail("data/syntax.jsonl", XD_EFORMAT, "data/syntax.jsonl:3: invalid JSON");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"img/a.png\", \"label\": 1}\n", ok);
+    write_text("data/nokey.jsonl", buf);
+    expect_fail("data/nokey.jsonl", XD_EFORMAT, "data/nokey.jsonl:2: column text: missing key");
+    snprintf(buf, sizeof buf, "%s{\"image\": 5, \"text\": \"t\", \"label\": 1}\n", ok);
+    write_text("data/type.jsonl", buf);
+    expect_fail("data/type.jsonl", XD_EFORMAT, ":2: column image: must be a string");
+    snprintf(buf, sizeof buf, "%s%s{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": \"x\"}\n",
+             ok, ok);
+    write_text("data/mix.jsonl", buf);
+    expect_fail("data/mix.jsonl", XD_EFORMAT,
+                ":3: column label: a class name, but line 1 gave a class id");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": -2}\n", ok);
+    write_text("data/neg.jsonl", buf);
+    expect_fail("data/neg.jsonl", XD_EFORMAT, ":2: column label: class id -2 is not in 0..99999");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": 1.5}\n",
+             ok);
+    write_text("data/real.jsonl", buf);
+    expect_fail("data/real.jsonl", XD_EFORMAT, ":2: column label: must be an integer");
+    write_text("data/array.jsonl", "[1, 2]\n");
+    expect_fail("data/array.jsonl", XD_EFORMAT, "data/array.jsonl:1:");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"img/a.png\", \"text\": \"\xFF\", \"label\": 1}\n",
+             ok);
+    write_text("data/utf8.jsonl", buf);
+    expect_fail("data/utf8.jsonl", XD_EFORMAT, ":2: invalid UTF-8 at byte 32 of the line");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"\", \"text\": \"t\", \"label\": 1}\n", ok);
+    write_text("data/emptyimg.jsonl", buf);
+    expect_fail("data/emptyimg.jsonl", XD_EFORMAT, ":2: column image: empty image path");
+    snprintf(buf, sizeof buf, "%s{\"image\": \"img/q.png\", \"text\": \"t\", \"label\": 1}\n", ok);
+    write_text("data/noimg.jsonl", buf);
+    expect_fail("data/noimg.jsonl", XD_EIO, ":2: column image: image file 'data/img/q.png'");
+    snprintf(buf, sizeof buf,
+             "{\"image\": \"img/a.png\", \"image\": \"img/b.png\", \"text\": \"t\", "
+             "\"label\": 1}\n");
+    write_text("data/dup.jsonl", buf);
+    expect_fail("data/dup.jsonl", XD_EFORMAT, "data/dup.jsonl:1: invalid JSON");
+    write_text("data/m.csv", "image_path,text,label\n");
+    io_manifest m;
+    xd_err e;
+    assert_int_equal(io_manifest_read("data/m.csv", NULL, &m, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "must end in .tsv or .jsonl");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tsv_names_crlf_reordered_columns),
+        cmocka_unit_test(test_tsv_numeric_ids_and_mixed_names),
+        cmocka_unit_test(test_tsv_bad_lines),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_jsonl_bad_lines),
+    };
+    return cmocka_run_group_tests(tests, setup_images, NULL);
+}
