@@ -1,0 +1,59 @@
+/* Safetensors files: the checkpoint format, loadable from Python without our code.
+ *
+ * Layout: an 8-byte little-endian header length N, N bytes of JSON header, then the raw
+ * little-endian tensor data. The header maps each tensor name to
+ *   {"dtype":"F32","shape":[128,784],"data_offsets":[begin,end]}
+ * (offsets relative to the start of the data area) and may hold "__metadata__", an object of
+ * string values (we keep the recipe and the model description there).
+ *
+ * The writer puts tensors contiguously in the order given, with no holes, and pads the header
+ * with spaces so the data starts 8-byte aligned. The reader maps the file and validates all of
+ * it before handing anything out: the header length, the JSON, each entry's dtype, shape and
+ * offsets, and that the tensors tile the data area exactly (no overlaps, no gaps). */
+#ifndef XD_IO_SAFETENSORS_H
+#define XD_IO_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "core/status.h"
+#include "io/dtype.h"
+
+/* Headers larger than this are refused (a header describes tensors, it never needs this). */
+#define IO_ST_MAX_HEADER ((size_t)100 << 20)
+
+typedef struct io_st_file io_st_file;
+
+/* Writes n tensors and n_meta metadata pairs (NULL if none) to path through io_atomic. Names
+ * must be unique, and "__metadata__" is reserved. */
+xd_status io_st_write(const char *path, const io_tensor *tensors, size_t n, const io_kv *meta,
+                      size_t n_meta, xd_err *e);
+
+/* Maps and validates path; *f is NULL on failure. */
+xd_status io_st_open(const char *path, io_st_file **f, xd_err *e);
+void io_st_close(io_st_file *f);
+
+const char *io_st_path(const io_st_file *f);
+/* Tensors in the order of the header. Their data points into the map, or into an aligned copy
+ * when the file places a tensor at an offset that is not a multiple of its element size. */
+size_t io_st_count(const io_st_file *f);
+const io_tensor *io_st_tensor(const io_st_file *f, size_t i);
+/* NULL when there is no tensor of that name. */
+const io_tensor *io_st_find(const io_st_file *f, const char *name);
+
+/* Metadata in header order; io_st_meta gives the value of key, or NULL. */
+size_t io_st_meta_count(const io_st_file *f);
+const io_kv *io_st_meta_at(const io_st_file *f, size_t i);
+const char *io_st_meta(const io_st_file *f, const char *key);
+
+/* Checks that the file holds exactly the expected tensors (their data is ignored): each present
+ * with the same dtype and shape, none extra. Fails with XD_ESHAPE and a message naming the first
+ * problem, e.g. "model.safetensors: tensor 'fc1.weight' has shape (128, 784), expected
+ * (128, 3136)", and how many more there are. */
+xd_status io_st_check(const io_st_file *f, const io_tensor *expected, size_t n, xd_err *e);
+
+/* Prints a human-readable summary of an open file: metadata, then each tensor with dtype, shape,
+ * bytes and value range, for `xdistill inspect`. */
+void io_st_describe(const io_st_file *f, FILE *out);
+
+#endif
