@@ -14,7 +14,7 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"version", NULL, "same as --version"},
+    {"bench", cmd_bench, "measure speed: xdistill bench [SUITE] [--threads 1,2] [--json]"},
 };
 
 static void usage(FILE *f)
@@ -68,7 +68,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (commands[i].run && strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "xdistill: unknown command '%s' (see xdistill --help)\n", argv[1]);
     return 2;
 }

@@ -1,0 +1,149 @@
+/* `xdistill bench`: the harness and the suite table (see bench.h). */
+#include "bench/bench.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "core/runtime.h"
+
+static const bench_suite suites[] = {
+    {"gemm", "cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward",
+     bench_gemm},
+};
+
+double bench_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int min_reps,
+                     int max_reps)
+{
+    double *t = malloc(sizeof(double) * (size_t)max_reps);
+    fn(ctx);
+    int n = 0;
+    double start = bench_now();
+    while (n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
+        double t0 = bench_now();
+        fn(ctx);
+        t[n++] = bench_now() - t0;
+    }
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    bench_time r = {.median = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]),
+                    .min = t[0], .max = t[n - 1], .reps = n};
+    free(t);
+    return r;
+}
+
+double bench_max_rss_mib(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_maxrss / 1024.0;
+}
+
+static void cpu_name(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *c = strchr(line, ':');
+            if (c) {
+                c += 2;
+                c[strcspn(c, "\n")] = '\0';
+                snprintf(buf, n, "%s", c);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+void bench_header(const bench_opts *o)
+{
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    if (o->json)
+        fprintf(o->out, "{\"machine\":{\"cpu\":\"%s\",\"blas_kernel\":\"%s\",\"blas_source\":\"%s\"}}\n",
+                cpu, xd_blas_kernel(), xd_blas_source());
+    else
+        fprintf(o->out, "machine: %s; OpenBLAS kernel %s (%s)\n", cpu, xd_blas_kernel(),
+                xd_blas_source());
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S]\n\n"
+               "Measures speed, each figure next to its baseline in the same run; medians of\n"
+               "repeated runs with min and max. Suites (default: all):\n");
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
+        fprintf(f, "  %-8s %s\n", suites[i].name, suites[i].summary);
+    fprintf(f, "\noptions:\n"
+               "  --threads LIST  thread counts to run at (default 1 and all cores)\n"
+               "  --json          one JSON object per line instead of a table\n"
+               "  --seconds S     minimum time per measurement (default 0.5)\n");
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    bench_opts o = {.json = 0, .min_seconds = 0.5, .out = stdout};
+    int all = xd_threads_set(0);
+    o.threads[o.n_threads++] = 1;
+    if (all > 1) o.threads[o.n_threads++] = all;
+    const bench_suite *chosen[16];
+    int n_chosen = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            o.json = 1;
+        } else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+            o.n_threads = 0;
+            char *s = argv[++i], *end;
+            while (*s && o.n_threads < 4) {
+                long v = strtol(s, &end, 10);
+                if (end == s || v < 1 || v > 1024)
+                    return cli_usage_error("bench", "--threads takes a list like 1,2");
+                o.threads[o.n_threads++] = (int)v;
+                s = *end == ',' ? end + 1 : end;
+                if (*end && *end != ',') return cli_usage_error("bench", "--threads takes a list like 1,2");
+            }
+        } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+            char *end;
+            o.min_seconds = strtod(argv[++i], &end);
+            if (*end || !(o.min_seconds > 0.0 && o.min_seconds < 600.0))
+                return cli_usage_error("bench", "--seconds takes a number of seconds");
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error("bench", "unknown option '%s'", argv[i]);
+        } else {
+            size_t k = 0;
+            while (k < sizeof suites / sizeof suites[0] && strcmp(suites[k].name, argv[i]) != 0) k++;
+            if (k == sizeof suites / sizeof suites[0])
+                return cli_usage_error("bench", "unknown suite '%s'", argv[i]);
+            if (n_chosen < 16) chosen[n_chosen++] = &suites[k];
+        }
+    }
+    if (!n_chosen)
+        for (size_t k = 0; k < sizeof suites / sizeof suites[0]; k++) chosen[n_chosen++] = &suites[k];
+    bench_header(&o);
+    int rc = 0;
+    for (int i = 0; i < n_chosen && rc == 0; i++) rc = chosen[i]->run(&o);
+    xd_threads_set(all);
+    return rc;
+}

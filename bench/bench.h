@@ -1,0 +1,40 @@
+/* Benchmark harness: repeated timing with medians, a table for people and JSON for machines.
+ * Each suite measures a thing next to its baseline in the same run, at one or more thread counts. */
+#ifndef XD_BENCH_H
+#define XD_BENCH_H
+
+#include <stdio.h>
+
+typedef struct {
+    double median, min, max; /* seconds per call */
+    int reps;
+} bench_time;
+
+/* Calls fn(ctx) once to warm up, then repeatedly until min_seconds have passed and at least
+ * min_reps calls were made (at most max_reps). */
+bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int min_reps,
+                     int max_reps);
+double bench_now(void);
+/* Peak resident set size of this process so far, in MiB. */
+double bench_max_rss_mib(void);
+
+typedef struct {
+    int json;          /* print JSON lines instead of a table */
+    int threads[4];    /* thread counts to run at */
+    int n_threads;
+    double min_seconds;
+    FILE *out;
+} bench_opts;
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(const bench_opts *o);
+} bench_suite;
+
+int bench_gemm(const bench_opts *o);
+
+/* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
+void bench_header(const bench_opts *o);
+
+#endif

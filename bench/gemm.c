@@ -1,0 +1,234 @@
+/* Suite `gemm`: how close our layers get to the BLAS.
+ *
+ * For each layer of the Fashion-MNIST teacher CNN at batch 128 (conv3x3 1->32 on 28x28,
+ * conv3x3 32->64 on 14x14, fc 3136->128, fc 128->10) it times, in one run and at each thread
+ * count: the three GEMMs a forward+backward pass needs, called straight through cblas_sgemm (with
+ * OpenBLAS's own threading) and through our blocked nn_sgemm; and our whole layer forward+backward
+ * (im2col, bias, col2im, all the products). GFLOP/s count only the GEMM flops (3 x 2MNK; 2 x for
+ * the first layer, which needs no input gradient), so the layer's figure shows what its extra
+ * work costs against the bare products. */
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench.h"
+#include "core/rng.h"
+#include "core/runtime.h"
+#include "nn/gemm.h"
+#include "nn/layers.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+    const char *name;
+    int conv;                 /* 1: conv layer, 0: linear */
+    int H, W, C, OC, K, pad;  /* conv */
+    int in, out;              /* linear */
+    int first;                /* first layer: no input gradient, so two products instead of three */
+} layer_case;
+
+static const layer_case cases[] = {
+    {"conv1", 1, 28, 28, 1, 32, 3, 1, 0, 0, 1},
+    {"conv2", 1, 14, 14, 32, 64, 3, 1, 0, 0, 0},
+    {"fc1", 0, 0, 0, 0, 0, 0, 0, 3136, 128, 0},
+    {"fc2", 0, 0, 0, 0, 0, 0, 0, 128, 10, 0},
+};
+
+enum { BATCH = 128 };
+
+typedef struct {
+    int M, N, K;                /* forward product: (M, K) @ (N, K)^T */
+    nn_conv_shape cs;
+    int conv, first;
+    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *cols, *dcols;
+    float *a, *bm, *c1, *c2, *c3; /* buffers for the bare products */
+} gemm_ctx;
+
+static void fill(float *p, size_t n, uint64_t seed)
+{
+    xd_rng r = xd_rng_make(seed, 0, XD_RNG_USER);
+    for (size_t i = 0; i < n; i++) p[i] = xd_rng_uniform(&r) - 0.5f;
+}
+
+/* The three products of a forward+backward pass, as our layers issue them. */
+static void run_openblas(void *p)
+{
+    gemm_ctx *g = p;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->M, g->N, g->K, 1.0f, g->a, g->K, g->bm,
+                g->K, 0.0f, g->c1, g->N);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->N, g->K, g->M, 1.0f, g->c1, g->N, g->a,
+                g->K, 0.0f, g->c2, g->K);
+    if (!g->first)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->M, g->K, g->N, 1.0f, g->c1, g->N,
+                g->bm, g->K, 0.0f, g->c3, g->K);
+}
+
+static void run_blocked(void *p)
+{
+    gemm_ctx *g = p;
+    nn_sgemm(0, 1, g->M, g->N, g->K, 1.0f, g->a, g->K, g->bm, g->K, 0.0f, g->c1, g->N);
+    nn_sgemm(1, 0, g->N, g->K, g->M, 1.0f, g->c1, g->N, g->a, g->K, 0.0f, g->c2, g->K);
+    if (!g->first)
+        nn_sgemm(0, 0, g->M, g->K, g->N, 1.0f, g->c1, g->N, g->bm, g->K, 0.0f, g->c3, g->K);
+}
+
+static void run_layer(void *p)
+{
+    gemm_ctx *g = p;
+    size_t nx = g->conv ? (size_t)BATCH * g->cs.H * g->cs.W * g->cs.C : (size_t)BATCH * g->K;
+    float *dx = g->first ? NULL : g->dx;
+    if (dx) memset(dx, 0, sizeof(float) * nx);
+    memset(g->dw, 0, sizeof(float) * (size_t)g->N * g->K);
+    memset(g->db, 0, sizeof(float) * (size_t)g->N);
+    if (g->conv) {
+        nn_conv2d_forward(g->y, g->cols, g->x, g->w, g->b, &g->cs);
+        nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->dy, g->cols, g->x, g->w, &g->cs);
+    } else {
+        nn_linear_forward(g->y, g->x, g->w, g->b, BATCH, g->K, g->N);
+        nn_linear_backward(dx, g->dw, g->db, g->dy, g->x, g->w, BATCH, g->K, g->N);
+    }
+}
+
+static void ctx_init(gemm_ctx *g, const layer_case *lc)
+{
+    memset(g, 0, sizeof *g);
+    g->conv = lc->conv;
+    g->first = lc->first;
+    size_t nx;
+    if (lc->conv) {
+        g->cs = (nn_conv_shape){.B = BATCH, .H = lc->H, .W = lc->W, .C = lc->C, .OC = lc->OC,
+                                .KH = lc->K, .KW = lc->K, .stride = 1, .pad = lc->pad};
+        nn_conv_shape_init(&g->cs);
+        g->M = BATCH * g->cs.OH * g->cs.OW;
+        g->N = lc->OC;
+        g->K = lc->K * lc->K * lc->C;
+        nx = (size_t)BATCH * lc->H * lc->W * lc->C;
+        g->cols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
+        g->dcols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
+    } else {
+        g->M = BATCH;
+        g->N = lc->out;
+        g->K = lc->in;
+        nx = (size_t)BATCH * lc->in;
+    }
+    size_t MN = (size_t)g->M * g->N, MK = (size_t)g->M * g->K, NK = (size_t)g->N * g->K;
+    g->x = malloc(sizeof(float) * nx);
+    g->dx = malloc(sizeof(float) * nx);
+    g->w = malloc(sizeof(float) * NK);
+    g->dw = malloc(sizeof(float) * NK);
+    g->b = malloc(sizeof(float) * g->N);
+    g->db = malloc(sizeof(float) * g->N);
+    g->y = malloc(sizeof(float) * MN);
+    g->dy = malloc(sizeof(float) * MN);
+    g->a = malloc(sizeof(float) * MK);
+    g->bm = malloc(sizeof(float) * NK);
+    g->c1 = malloc(sizeof(float) * MN);
+    g->c2 = malloc(sizeof(float) * NK);
+    g->c3 = malloc(sizeof(float) * MK);
+    fill(g->x, nx, 1);
+    fill(g->w, NK, 2);
+    fill(g->b, (size_t)g->N, 3);
+    fill(g->dy, MN, 4);
+    fill(g->a, MK, 5);
+    fill(g->bm, NK, 6);
+}
+
+static void ctx_free(gemm_ctx *g)
+{
+    float *bufs[] = {g->x, g->w, g->b, g->y, g->dy, g->dx, g->dw, g->db, g->cols, g->dcols,
+                     g->a, g->bm, g->c1, g->c2, g->c3};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+/* OpenBLAS's OpenMP build follows omp_get_max_threads() for calls outside parallel regions. */
+static void set_threads(int t)
+{
+    xd_threads_set(t);
+}
+
+typedef struct {
+    float *a, *b, *c;
+    int n;
+} peak_ctx;
+
+static void run_peak(void *p)
+{
+    peak_ctx *k = p;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k->n, k->n, k->n, 1.0f, k->a, k->n, k->b,
+                k->n, 0.0f, k->c, k->n);
+}
+
+int bench_gemm(const bench_opts *o)
+{
+    FILE *f = o->out;
+    /* the kernel's peak on a large square product, for scale */
+    peak_ctx pk = {.n = 1024};
+    size_t nn = (size_t)pk.n * pk.n;
+    pk.a = malloc(sizeof(float) * nn);
+    pk.b = malloc(sizeof(float) * nn);
+    pk.c = malloc(sizeof(float) * nn);
+    fill(pk.a, nn, 7);
+    fill(pk.b, nn, 8);
+    double peak1 = 0.0;
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        set_threads(o->threads[ti]);
+        bench_time t = bench_run(run_peak, &pk, o->min_seconds, 3, 1000);
+        double gf = 2.0 * nn * pk.n / t.median / 1e9;
+        if (ti == 0) peak1 = gf;
+        if (o->json)
+            fprintf(f, "{\"suite\":\"gemm\",\"case\":\"sgemm1024\",\"threads\":%d,\"gflops\":%.2f,"
+                       "\"min_s\":%.6f,\"max_s\":%.6f,\"reps\":%d}\n",
+                    o->threads[ti], gf, t.min, t.max, t.reps);
+        else
+            fprintf(f, "sgemm 1024^3 peak, %d thread%s: %.1f GFLOP/s%s\n", o->threads[ti],
+                    o->threads[ti] > 1 ? "s" : "", gf,
+                    ti ? "" : "");
+    }
+    (void)peak1;
+    free(pk.a);
+    free(pk.b);
+    free(pk.c);
+
+    if (!o->json)
+        fprintf(f, "\nteacher CNN layers, batch %d, forward+backward GEMMs; GFLOP/s, median "
+                   "[min-max] of repeated runs\n%-6s %-17s %3s %22s %22s %22s %7s\n",
+                BATCH, "layer", "GEMM MxNxK", "thr", "cblas_sgemm", "blocked sgemm", "our layer",
+                "layer/best");
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        gemm_ctx g;
+        ctx_init(&g, &cases[ci]);
+        double flops = (g.first ? 2.0 : 3.0) * 2.0 * g.M * g.N * g.K, layer1 = 0.0;
+        for (int ti = 0; ti < o->n_threads; ti++) {
+            int th = o->threads[ti];
+            set_threads(th);
+            bench_time tb = bench_run(run_openblas, &g, o->min_seconds, 5, 100000);
+            bench_time tk = bench_run(run_blocked, &g, o->min_seconds, 5, 100000);
+            bench_time tl = bench_run(run_layer, &g, o->min_seconds, 5, 100000);
+            double gb = flops / tb.median / 1e9, gk = flops / tk.median / 1e9,
+                   gl = flops / tl.median / 1e9, best = gb > gk ? gb : gk;
+            if (ti == 0) layer1 = gl;
+            if (o->json) {
+                fprintf(f, "{\"suite\":\"gemm\",\"case\":\"%s\",\"M\":%d,\"N\":%d,\"K\":%d,"
+                           "\"threads\":%d,\"sgemm_gflops\":%.2f,\"blocked_gflops\":%.2f,"
+                           "\"layer_gflops\":%.2f,\"layer_over_best\":%.3f,\"layer_min_s\":%.6f,"
+                           "\"layer_max_s\":%.6f,\"speedup_vs_1\":%.3f}\n",
+                        cases[ci].name, g.M, g.N, g.K, th, gb, gk, gl, gl / best, tl.min, tl.max,
+                        gl / layer1);
+            } else {
+                char mnk[32], sb[32], sk[32], sl[32];
+                snprintf(mnk, sizeof mnk, "%dx%dx%d", g.M, g.N, g.K);
+                snprintf(sb, sizeof sb, "%.1f [%.1f-%.1f]", gb, flops / tb.max / 1e9, flops / tb.min / 1e9);
+                snprintf(sk, sizeof sk, "%.1f [%.1f-%.1f]", gk, flops / tk.max / 1e9, flops / tk.min / 1e9);
+                snprintf(sl, sizeof sl, "%.1f [%.1f-%.1f]", gl, flops / tl.max / 1e9, flops / tl.min / 1e9);
+                fprintf(f, "%-6s %-17s %3d %22s %22s %22s %6.0f%%", cases[ci].name, mnk, th, sb, sk,
+                        sl, 100.0 * gl / best);
+                if (ti > 0) fprintf(f, "  (layer %.2fx vs 1 thread)", gl / layer1);
+                fprintf(f, "\n");
+            }
+        }
+        ctx_free(&g);
+    }
+    return 0;
+}

@@ -1,0 +1,101 @@
+/* Checkpoints (see checkpoint.h). */
+#include "distill/checkpoint.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "io/safetensors.h"
+
+#define META_FORMAT "format"
+#define META_VERSION "xdistill.version"
+#define META_MODEL "xdistill.model"
+
+/* The model's entries as tensor descriptors (data pointing into the model, or NULL). */
+static io_tensor *model_tensors(const nn_model *m, int with_data)
+{
+    io_tensor *t = xd_xcalloc((size_t)m->n_params, sizeof *t);
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        const float *data = (p->state ? m->state : m->param) + p->off;
+        io_tensor_set(&t[i], p->name, IO_F32, p->ndim, p->shape, with_data ? data : NULL);
+    }
+    return t;
+}
+
+xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                    xd_err *e)
+{
+    io_kv *all = xd_xcalloc(n_meta + 3, sizeof *all);
+    all[0] = (io_kv){META_FORMAT, "xdistill"};
+    all[1] = (io_kv){META_VERSION, XD_VERSION};
+    all[2] = (io_kv){META_MODEL, m->desc};
+    for (size_t i = 0; i < n_meta; i++) all[3 + i] = meta[i];
+    io_tensor *t = model_tensors(m, 1);
+    xd_status s = io_st_write(path, t, (size_t)m->n_params, all, n_meta + 3, e);
+    free(t);
+    free(all);
+    return s;
+}
+
+static xd_status copy_in(io_st_file *f, nn_model *m, xd_err *e)
+{
+    io_tensor *want = model_tensors(m, 0);
+    xd_status s = io_st_check(f, want, (size_t)m->n_params, e);
+    free(want);
+    if (s != XD_OK) return s;
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        const io_tensor *t = io_st_find(f, p->name);
+        const float *src = t->data;
+        for (size_t j = 0; j < p->n; j++)
+            if (!isfinite(src[j]))
+                return xd_fail(e, XD_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu",
+                               io_st_path(f), p->name, j);
+        memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
+    }
+    return XD_OK;
+}
+
+xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
+{
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    if (s != XD_OK) return s;
+    s = copy_in(f, m, e);
+    io_st_close(f);
+    return s;
+}
+
+xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
+{
+    memset(m, 0, sizeof *m);
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    if (s != XD_OK) return s;
+    const char *fmt = io_st_meta(f, META_FORMAT), *desc = io_st_meta(f, META_MODEL);
+    if (!fmt || strcmp(fmt, "xdistill") != 0 || !desc) {
+        s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (metadata '%s' and '%s' missing)",
+                    path, META_FORMAT, META_MODEL);
+    } else if ((s = nn_model_build(m, desc, max_batch, 0, e)) != XD_OK) {
+        xd_err_prefix(e, "%s: stored model", path);
+    } else if ((s = copy_in(f, m, e)) != XD_OK) {
+        nn_model_free(m);
+    }
+    io_st_close(f);
+    return s;
+}
+
+xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e)
+{
+    *value = NULL;
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    if (s != XD_OK) return s;
+    const char *v = io_st_meta(f, key);
+    if (v) *value = xd_xstrdup(v);
+    io_st_close(f);
+    return XD_OK;
+}

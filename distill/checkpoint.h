@@ -1,0 +1,34 @@
+/* Model checkpoints as safetensors files.
+ *
+ * A checkpoint holds every parameter and state entry of a model as an F32 tensor named like
+ * "conv1.weight" (shapes as in nn/model.h: conv weights are (OC, KH, KW, C), channels last), and
+ * metadata strings: "format" = "xdistill", "xdistill.version", "xdistill.model" (the model's
+ * text description, enough to rebuild it) plus whatever the caller adds (the recipe, the epoch,
+ * the metrics). Python's safetensors or a plain json+numpy reader loads it unchanged.
+ *
+ * Loading never trusts the file: the safetensors layer validates the header and offsets, then the
+ * tensors must be exactly the model's (names, dtype, shapes) and every value finite. */
+#ifndef XD_DISTILL_CHECKPOINT_H
+#define XD_DISTILL_CHECKPOINT_H
+
+#include <stddef.h>
+
+#include "core/status.h"
+#include "io/dtype.h"
+#include "nn/model.h"
+
+/* Writes m to path atomically; meta (n_meta pairs, may be NULL) goes into __metadata__. */
+xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                    xd_err *e);
+
+/* Builds a model from the description stored in the file, for batches of up to max_batch, and
+ * loads its values. On failure m is left empty (nothing to free). */
+xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
+
+/* Loads values into an existing model; the file must match it exactly. */
+xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
+
+/* Reads one metadata value of a checkpoint into a new string (NULL when absent). */
+xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e);
+
+#endif
