@@ -42,7 +42,7 @@ typedef struct {
     int M, N, K;                /* forward product: (M, K) @ (N, K)^T */
     nn_conv_shape cs;
     int conv, first;
-    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *cols, *dcols;
+    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *cols, *dcols, *wext;
     float *a, *bm, *c1, *c2, *c3; /* buffers for the bare products */
 } gemm_ctx;
 
@@ -83,8 +83,8 @@ static void run_layer(void *p)
     memset(g->dw, 0, sizeof(float) * (size_t)g->N * g->K);
     memset(g->db, 0, sizeof(float) * (size_t)g->N);
     if (g->conv) {
-        nn_conv2d_forward(g->y, g->cols, g->x, g->w, g->b, &g->cs);
-        nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->dy, g->cols, g->x, g->w, &g->cs);
+        nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, g->b, &g->cs);
+        nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->wext, g->dy, g->cols, g->x, g->w, &g->cs);
     } else {
         nn_linear_forward(g->y, g->x, g->w, g->b, BATCH, g->K, g->N);
         nn_linear_backward(dx, g->dw, g->db, g->dy, g->x, g->w, BATCH, g->K, g->N);
@@ -99,7 +99,8 @@ static void ctx_init(gemm_ctx *g, const layer_case *lc)
     size_t nx;
     if (lc->conv) {
         g->cs = (nn_conv_shape){.B = BATCH, .H = lc->H, .W = lc->W, .C = lc->C, .OC = lc->OC,
-                                .KH = lc->K, .KW = lc->K, .stride = 1, .pad = lc->pad};
+                                .KH = lc->K, .KW = lc->K, .stride = 1, .pad = lc->pad,
+                                .bias = 1};
         nn_conv_shape_init(&g->cs);
         g->M = BATCH * g->cs.OH * g->cs.OW;
         g->N = lc->OC;
@@ -107,6 +108,7 @@ static void ctx_init(gemm_ctx *g, const layer_case *lc)
         nx = (size_t)BATCH * lc->H * lc->W * lc->C;
         g->cols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
         g->dcols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
+        g->wext = malloc(sizeof(float) * nn_conv_wext_size(&g->cs));
     } else {
         g->M = BATCH;
         g->N = lc->out;
@@ -137,7 +139,7 @@ static void ctx_init(gemm_ctx *g, const layer_case *lc)
 
 static void ctx_free(gemm_ctx *g)
 {
-    float *bufs[] = {g->x, g->w, g->b, g->y, g->dy, g->dx, g->dw, g->db, g->cols, g->dcols,
+    float *bufs[] = {g->x, g->w, g->b, g->y, g->dy, g->dx, g->dw, g->db, g->cols, g->dcols, g->wext,
                      g->a, g->bm, g->c1, g->c2, g->c3};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }

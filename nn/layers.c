@@ -67,31 +67,43 @@ static int conv_is_pointwise(const nn_conv_shape *s)
 size_t nn_conv_cols_size(const nn_conv_shape *s)
 {
     if (conv_is_pointwise(s)) return 0;
-    return (size_t)s->B * s->OH * s->OW * s->KH * s->KW * s->C;
+    return (size_t)s->B * s->OH * s->OW * ((size_t)s->KH * s->KW * s->C + (s->bias ? 1 : 0));
 }
 
-/* One row of cols per output pixel, laid out (ky, kx, c) to match w's (OC, KH, KW, C): each
- * (ky, kx) is one contiguous run of C input values, or zeros where the window hangs over. */
+size_t nn_conv_wext_size(const nn_conv_shape *s)
+{
+    if (conv_is_pointwise(s) || !s->bias) return 0;
+    return (size_t)s->OC * ((size_t)s->KH * s->KW * s->C + 1);
+}
+
+/* One row of cols per output pixel, laid out (ky, kx, c) to match w's (OC, KH, KW, C). For a
+ * fixed ky the window's pixels are neighbours in memory, so each ky is one copy of the in-range
+ * part (kx0..kx1) and zeros for what hangs over the edge. */
 void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
 {
-    const int K = s->KH * s->KW * s->C;
+    const int K = s->KH * s->KW * s->C, ld = K + (s->bias ? 1 : 0), C = s->C;
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < s->B; b++)
         for (int oy = 0; oy < s->OH; oy++) {
-            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            const float *img = inp + (size_t)b * s->H * s->W * C;
             for (int ox = 0; ox < s->OW; ox++) {
-                float *row = cols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+                float *row = cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld;
+                int x0 = ox * s->stride - s->pad;
+                int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+                if (kx1 < kx0) kx1 = kx0;
                 for (int ky = 0; ky < s->KH; ky++) {
                     int iy = oy * s->stride - s->pad + ky;
-                    for (int kx = 0; kx < s->KW; kx++) {
-                        int ix = ox * s->stride - s->pad + kx;
-                        float *dst = row + ((size_t)ky * s->KW + kx) * s->C;
-                        if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W)
-                            memset(dst, 0, sizeof(float) * s->C);
-                        else
-                            memcpy(dst, img + ((size_t)iy * s->W + ix) * s->C, sizeof(float) * s->C);
+                    float *dst = row + (size_t)ky * s->KW * C;
+                    if (iy < 0 || iy >= s->H) {
+                        for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
+                        continue;
                     }
+                    for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
+                    const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
+                    for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
+                    for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
                 }
+                if (s->bias) row[K] = 1.0f;
             }
         }
 }
@@ -100,42 +112,49 @@ void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
  * another image's pixels. */
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
 {
-    const int K = s->KH * s->KW * s->C;
+    const int K = s->KH * s->KW * s->C, C = s->C;
 #pragma omp parallel for
     for (int b = 0; b < s->B; b++) {
-        float *img = dinp + (size_t)b * s->H * s->W * s->C;
+        float *img = dinp + (size_t)b * s->H * s->W * C;
         for (int oy = 0; oy < s->OH; oy++)
             for (int ox = 0; ox < s->OW; ox++) {
                 const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+                int x0 = ox * s->stride - s->pad;
+                int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
                 for (int ky = 0; ky < s->KH; ky++) {
                     int iy = oy * s->stride - s->pad + ky;
-                    if (iy < 0 || iy >= s->H) continue;
-                    for (int kx = 0; kx < s->KW; kx++) {
-                        int ix = ox * s->stride - s->pad + kx;
-                        if (ix < 0 || ix >= s->W) continue;
-                        const float *src = row + ((size_t)ky * s->KW + kx) * s->C;
-                        float *dst = img + ((size_t)iy * s->W + ix) * s->C;
-                        for (int c = 0; c < s->C; c++) dst[c] += src[c];
-                    }
+                    if (iy < 0 || iy >= s->H || kx1 <= kx0) continue;
+                    const float *src = row + ((size_t)ky * s->KW + kx0) * C;
+                    float *dst = img + ((size_t)iy * s->W + x0 + kx0) * C;
+                    for (int j = 0; j < (kx1 - kx0) * C; j++) dst[j] += src[j];
                 }
             }
     }
 }
 
-void nn_conv2d_forward(float *out, float *cols, const float *inp, const float *w, const float *b,
-                       const nn_conv_shape *s)
+void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                       const float *b, const nn_conv_shape *s)
 {
+    XD_ASSERT((b != NULL) == (s->bias != 0));
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
-    const float *a = inp;
-    if (!conv_is_pointwise(s)) {
-        nn_im2col(cols, inp, s);
-        a = cols;
+    if (conv_is_pointwise(s)) {
+        nn_linear_forward(out, inp, w, b, M, K, s->OC);
+        return;
     }
-    nn_linear_forward(out, a, w, b, M, K, s->OC);
+    nn_im2col(cols, inp, s);
+    if (!b) {
+        nn_sgemm(0, 1, M, s->OC, K, 1.0f, cols, K, w, K, 0.0f, out, s->OC);
+        return;
+    }
+    for (int o = 0; o < s->OC; o++) {
+        memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
+        wext[(size_t)o * (K + 1) + K] = b[o];
+    }
+    nn_sgemm(0, 1, M, s->OC, K + 1, 1.0f, cols, K + 1, wext, K + 1, 0.0f, out, s->OC);
 }
 
-void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
-                        const float *cols, const float *inp, const float *w,
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                        const float *dout, const float *cols, const float *inp, const float *w,
                         const nn_conv_shape *s)
 {
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
@@ -143,7 +162,17 @@ void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const f
         nn_linear_backward(dinp, dw, db, dout, inp, w, M, K, s->OC);
         return;
     }
-    nn_linear_backward(NULL, dw, db, dout, cols, w, M, K, s->OC);
+    if (s->bias) {
+        /* [dw | db] (OC, K+1) = dout^T (OC, M) @ [cols | 1] (M, K+1), then added in */
+        nn_sgemm(1, 0, s->OC, K + 1, M, 1.0f, dout, s->OC, cols, K + 1, 0.0f, wext, K + 1);
+        for (int o = 0; o < s->OC; o++) {
+            const float *g = wext + (size_t)o * (K + 1);
+            for (int k = 0; k < K; k++) dw[(size_t)o * K + k] += g[k];
+            if (db) db[o] += g[K];
+        }
+    } else {
+        nn_sgemm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
+    }
     if (dinp) {
         /* dcols (M, K) = dout (M, OC) @ w (OC, K), then fold back onto the image */
         nn_sgemm(0, 0, M, K, s->OC, 1.0f, dout, s->OC, w, K, 0.0f, dcols, K);

@@ -27,23 +27,30 @@ typedef struct {
     int B, H, W, C;   /* input */
     int OC, KH, KW;   /* filters */
     int stride, pad;  /* same in both directions; zero padding */
+    int bias;         /* 1: the layer has a bias, folded into the GEMMs as a column of ones */
     int OH, OW;       /* output, derived */
 } nn_conv_shape;
 
 /* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */
 int nn_conv_shape_init(nn_conv_shape *s);
-/* Elements of the cols buffer (0 for a 1x1/stride-1/no-pad conv, which needs none). */
+/* Elements of the cols buffer: one row of KH*KW*C (+1 for the bias column) per output pixel;
+ * 0 for a 1x1/stride-1/no-pad conv, which reads its input directly. */
 size_t nn_conv_cols_size(const nn_conv_shape *s);
+/* Elements of the small scratch that holds [w | b] side by side (0 when not needed). */
+size_t nn_conv_wext_size(const nn_conv_shape *s);
 void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s);
-void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s); /* adds */
+/* adds; dcols rows are KH*KW*C wide (no bias column) */
+void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
 
-/* out (B, OH, OW, OC); cols scratch kept for backward (nn_conv_cols_size floats);
- * w (OC, KH, KW, C); b (OC) or NULL */
-void nn_conv2d_forward(float *out, float *cols, const float *inp, const float *w, const float *b,
-                       const nn_conv_shape *s);
-/* dcols: scratch of nn_conv_cols_size floats (contents overwritten) */
-void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, const float *dout,
-                        const float *cols, const float *inp, const float *w,
+/* out (B, OH, OW, OC); cols kept for backward (nn_conv_cols_size floats); wext scratch
+ * (nn_conv_wext_size floats); w (OC, KH, KW, C); b (OC), NULL exactly when s->bias == 0.
+ * With a bias, out = [cols | 1] @ [w | b]^T: one GEMM writes the output once. */
+void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                       const float *b, const nn_conv_shape *s);
+/* dcols: scratch of M * KH*KW*C floats (when dinp is wanted); wext as in forward.
+ * With a bias, [dw | db] comes out of one GEMM, dout^T @ [cols | 1]. */
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                        const float *dout, const float *cols, const float *inp, const float *w,
                         const nn_conv_shape *s);
 /* Plain direct convolution, the reference the fast path is tested against. */
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,

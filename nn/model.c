@@ -322,6 +322,14 @@ static xd_status layer_error(xd_err *e, int i, const nn_node *nd, const char *ms
                    kind_names[nd->kind], nd->name, msg);
 }
 
+static nn_conv_shape node_conv_shape(const nn_node *nd, int B)
+{
+    nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units, .KH = nd->k,
+                        .KW = nd->k, .stride = nd->stride, .pad = nd->pad, .bias = nd->bias};
+    nn_conv_shape_init(&cs);
+    return cs;
+}
+
 static void add_param(nn_model *m, const nn_node *nd, const char *suffix, int ndim,
                       const int64_t *shape, int decay, int state, size_t *off)
 {
@@ -387,7 +395,8 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
         case NN_CONV2D: {
             if (nd->units <= 0 || nd->k <= 0) return layer_error(e, i, nd, "needs out=N and k=K > 0");
             nn_conv_shape cs = {.B = 1, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
-                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
+                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad,
+                                .bias = nd->bias};
             if (nn_conv_shape_init(&cs))
                 return layer_error(e, i, nd, "window, stride or padding do not fit the input");
             nd->h = cs.OH;
@@ -403,7 +412,7 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
                 nd->b_n = (size_t)nd->units;
             }
             cs.B = m->max_batch;
-            *save_total += nn_conv_cols_size(&cs);
+            *save_total += nn_conv_cols_size(&cs) + nn_conv_wext_size(&cs);
             if (nn_conv_cols_size(&cs) > *scratch) *scratch = nn_conv_cols_size(&cs);
             break;
         }
@@ -561,10 +570,8 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         nd->isave = m->isave_block + isv;
         switch (nd->kind) {
         case NN_CONV2D: {
-            nn_conv_shape cs = {.B = max_batch, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
-                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
-            nn_conv_shape_init(&cs);
-            sv += nn_conv_cols_size(&cs);
+            nn_conv_shape cs = node_conv_shape(nd, max_batch);
+            sv += nn_conv_cols_size(&cs) + nn_conv_wext_size(&cs);
             break;
         }
         case NN_BATCHNORM: sv += 2 * (size_t)nd->ic; break;
@@ -673,10 +680,9 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
             nn_linear_forward(y, x, w, b, B * nd->ih * nd->iw, nd->ic, nd->units);
             break;
         case NN_CONV2D: {
-            nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
-                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
-            nn_conv_shape_init(&cs);
-            nn_conv2d_forward(y, nd->save, x, w, b, &cs);
+            /* save holds the cols for backward, then the [w | b] scratch */
+            nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
+            nn_conv2d_forward(y, nd->save, nd->save + nn_conv_cols_size(&cmax), x, w, b, &cs);
             break;
         }
         case NN_MAXPOOL:
@@ -758,11 +764,10 @@ void nn_model_backward(nn_model *m)
             nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
             break;
         case NN_CONV2D: {
-            nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units,
-                                .KH = nd->k, .KW = nd->k, .stride = nd->stride, .pad = nd->pad};
-            nn_conv_shape_init(&cs);
+            nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
             float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
-            nn_conv2d_backward(dx, dw, db, dcols, dy, nd->save, x, w, &cs);
+            nn_conv2d_backward(dx, dw, db, dcols, nd->save + nn_conv_cols_size(&cmax), dy, nd->save,
+                               x, w, &cs);
             break;
         }
         case NN_MAXPOOL:

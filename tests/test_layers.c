@@ -20,20 +20,20 @@ static float *alloc_f(size_t n) { return calloc(n ? n : 1, sizeof(float)); }
 
 typedef struct {
     nn_conv_shape s;
-    float *x, *w, *b, *y, *r, *cols;
+    float *x, *w, *b, *y, *r, *cols, *wext;
 } conv_ctx;
 
 static double conv_loss(void *p)
 {
     conv_ctx *c = p;
-    nn_conv2d_forward(c->y, c->cols, c->x, c->w, c->b, &c->s);
+    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, c->b, &c->s);
     return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.OC);
 }
 
-static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, int pad)
+static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, int pad, int bias)
 {
     conv_ctx c = {.s = {.B = B, .H = Hh, .W = W, .C = C, .OC = OC, .KH = K, .KW = K,
-                        .stride = stride, .pad = pad}};
+                        .stride = stride, .pad = pad, .bias = bias}};
     assert_int_equal(nn_conv_shape_init(&c.s), 0);
     size_t nx = (size_t)B * Hh * W * C, nw = (size_t)OC * K * K * C,
            ny = (size_t)B * c.s.OH * c.s.OW * OC, nc = nn_conv_cols_size(&c.s);
@@ -43,6 +43,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
     c.y = alloc_f(ny);
     c.r = alloc_f(ny);
     c.cols = alloc_f(nc);
+    c.wext = alloc_f(nn_conv_wext_size(&c.s));
     float *yref = alloc_f(ny), *dx = alloc_f(nx), *dw = alloc_f(nw), *db = alloc_f(OC),
           *dcols = alloc_f(nc);
     tu_fill_uniform(c.x, nx, -1, 1, 1);
@@ -50,33 +51,41 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
     tu_fill_uniform(c.b, OC, -1, 1, 3);
     tu_fill_uniform(c.r, ny, -1, 1, 4);
 
-    nn_conv2d_forward(c.y, c.cols, c.x, c.w, c.b, &c.s);
+    float *bias_or_null = bias ? c.b : NULL;
+    if (!bias) c.b = NULL;
+    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, c.b, &c.s);
     nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
     char what[128];
-    snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d", B, Hh, W, C, OC, K, stride, pad);
+    snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", B, Hh, W, C, OC, K,
+             stride, pad, bias);
     tu_assert_close(c.y, yref, ny, 1e-5, 1e-5, what);
 
     /* backward adds: start from a known non-zero value and check it is kept */
     for (size_t i = 0; i < nx; i++) dx[i] = 0.5f;
-    nn_conv2d_backward(dx, dw, db, dcols, c.r, c.cols, c.x, c.w, &c.s);
+    for (size_t i = 0; i < nw; i++) dw[i] = 0.25f;
+    nn_conv2d_backward(dx, dw, c.b ? db : NULL, dcols, c.wext, c.r, c.cols, c.x, c.w, &c.s);
     for (size_t i = 0; i < nx; i++) dx[i] -= 0.5f;
+    for (size_t i = 0; i < nw; i++) dw[i] -= 0.25f;
     tu_check_grad(what, c.x, nx, dx, conv_loss, &c, STEP, RTOL, ATOL);
     tu_check_grad(what, c.w, nw, dw, conv_loss, &c, STEP, RTOL, ATOL);
-    tu_check_grad(what, c.b, OC, db, conv_loss, &c, STEP, RTOL, ATOL);
-    free(c.x); free(c.w); free(c.b); free(c.y); free(c.r); free(c.cols);
+    if (c.b) tu_check_grad(what, c.b, OC, db, conv_loss, &c, STEP, RTOL, ATOL);
+    free(c.x); free(c.w); free(bias_or_null); free(c.y); free(c.r); free(c.cols); free(c.wext);
     free(yref); free(dx); free(dw); free(db); free(dcols);
 }
 
 static void test_conv2d(void **state)
 {
     (void)state;
-    check_conv(2, 5, 5, 3, 4, 3, 1, 1);   /* same padding */
-    check_conv(2, 6, 5, 2, 3, 3, 2, 1);   /* stride 2, odd width */
-    check_conv(1, 7, 7, 1, 2, 3, 2, 0);   /* no padding, one input channel */
-    check_conv(2, 4, 6, 3, 5, 1, 1, 0);   /* pointwise: no im2col */
-    check_conv(1, 4, 4, 2, 3, 5, 1, 2);   /* kernel wider than half the image */
-    check_conv(1, 3, 3, 2, 1, 3, 3, 2);   /* stride > 1 with heavy padding: windows all edge */
-    check_conv(1, 5, 5, 2, 2, 2, 2, 0);   /* even kernel */
+    for (int bias = 0; bias < 2; bias++) {
+        check_conv(2, 5, 5, 3, 4, 3, 1, 1, bias);   /* same padding */
+        check_conv(2, 6, 5, 2, 3, 3, 2, 1, bias);   /* stride 2, odd width */
+        check_conv(1, 7, 7, 1, 2, 3, 2, 0, bias);   /* no padding, one input channel */
+        check_conv(2, 4, 6, 3, 5, 1, 1, 0, bias);   /* pointwise: no im2col */
+        check_conv(1, 4, 4, 2, 3, 5, 1, 2, bias);   /* kernel wider than half the image */
+        check_conv(1, 3, 3, 2, 1, 3, 3, 2, bias);   /* stride > 1, heavy padding: windows at edges */
+        check_conv(1, 5, 5, 2, 2, 2, 2, 0, bias);   /* even kernel */
+        check_conv(1, 2, 2, 1, 2, 5, 1, 2, bias);   /* kernel larger than the image */
+    }
 }
 
 static void test_conv2d_rejects_bad_shapes(void **state)
