@@ -586,7 +586,7 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
     m->segs = xd_xcalloc((size_t)m->n_params, sizeof *m->segs);
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].state)
-            m->segs[m->n_segs++] = (nn_param_seg){m->params[i].off, m->params[i].n, m->params[i].decay};
+            m->segs[m->n_segs++] = (nn_param_seg){m->params[i].off, m->params[i].n, m->params[i].decay, 0};
     m->desc = describe(m);
     nn_model_init_params(m, seed);
     nn_model_zero_grad(m);

@@ -611,7 +611,7 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
     XD_ASSERT(nn_param_segs_check(segs, n_segs, o->n, NULL) == XD_OK);
     XD_ASSERT(lr >= 0 && isfinite(lr));
     const nn_opt_config *c = &o->cfg;
-    nn_param_seg all = {0, o->n, 1};
+    nn_param_seg all = {0, o->n, 1, 0};
     if (n_segs == 0) {
         segs = &all;
         n_segs = 1;
@@ -625,6 +625,7 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         float *m = c->momentum > 0 ? o->m : NULL;
 #pragma omp parallel if (o->n >= PAR_MIN)
         for (int s = 0; s < n_segs; s++) {
+            if (segs[s].frozen) continue;
             size_t off = segs[s].offset;
             float wd = segs[s].decay ? c->weight_decay : 0.0f;
             sgd_segment(params + off, grads + off, m ? m + off : NULL, segs[s].count, wd, a);
@@ -646,6 +647,7 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
     float keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
 #pragma omp parallel if (o->n >= PAR_MIN)
     for (int s = 0; s < n_segs; s++) {
+        if (segs[s].frozen) continue;
         size_t off = segs[s].offset;
         float keep = segs[s].decay ? keep_decay : 1.0f;
         adamw_segment(params + off, grads + off, o->m + off, o->v + off, segs[s].count, keep, a);

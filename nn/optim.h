@@ -27,6 +27,7 @@
 typedef struct {
     size_t offset, count; /* a range of the flat parameter block */
     int decay;            /* 0 = no weight decay (biases, norm scales/shifts) */
+    int frozen;           /* 1 = not updated at all (a stage that trains part of a model) */
 } nn_param_seg;
 
 /* Checks that segs tile [0, n) in order, without gaps or overlaps (XD_ESHAPE naming the first

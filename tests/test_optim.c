@@ -26,7 +26,7 @@ static const float G[STEPS][N] = {
 static const float LR[STEPS] = {0.1f, 0.05f, 0.1f};
 
 /* decay on [0,3) and [4,6); element 3 is a "bias" without decay */
-static const nn_param_seg SEGS[] = {{0, 3, 1}, {3, 1, 0}, {4, 2, 1}};
+static const nn_param_seg SEGS[] = {{0, 3, 1, 0}, {3, 1, 0, 0}, {4, 2, 1, 0}};
 static const int DECAY[N] = {1, 1, 1, 0, 1, 1};
 
 // ----------------------------------------------------------------------------------------------
@@ -283,18 +283,39 @@ static void test_param_segments(void **state)
     xd_err e;
     TU_OK(nn_param_segs_check(SEGS, 3, N, &e));
     TU_OK(nn_param_segs_check(NULL, 0, N, &e));
-    const nn_param_seg gap[] = {{0, 3, 1}, {4, 2, 1}};
+    const nn_param_seg gap[] = {{0, 3, 1, 0}, {4, 2, 1, 0}};
     assert_int_equal(nn_param_segs_check(gap, 2, N, &e), XD_ESHAPE);
     tu_assert_err(&e, XD_ESHAPE, "segment 1 starts at 4, expected 3");
-    const nn_param_seg overlap[] = {{0, 3, 1}, {2, 4, 1}};
+    const nn_param_seg overlap[] = {{0, 3, 1, 0}, {2, 4, 1, 0}};
     assert_int_equal(nn_param_segs_check(overlap, 2, N, &e), XD_ESHAPE);
-    const nn_param_seg past[] = {{0, 3, 1}, {3, 4, 1}};
+    const nn_param_seg past[] = {{0, 3, 1, 0}, {3, 4, 1, 0}};
     assert_int_equal(nn_param_segs_check(past, 2, N, &e), XD_ESHAPE);
     tu_assert_err(&e, XD_ESHAPE, "runs past");
-    const nn_param_seg huge[] = {{0, 3, 1}, {3, (size_t)-2, 1}};
+    const nn_param_seg huge[] = {{0, 3, 1, 0}, {3, (size_t)-2, 1, 0}};
     assert_int_equal(nn_param_segs_check(huge, 2, N, &e), XD_ESHAPE);
     assert_int_equal(nn_param_segs_check(SEGS, 2, N, &e), XD_ESHAPE);
     tu_assert_err(&e, XD_ESHAPE, "cover 4 of 6");
+}
+
+/* A frozen segment keeps its exact values (no step, no weight decay) while the others move. */
+static void test_frozen_segments(void **state)
+{
+    (void)state;
+    const nn_param_seg segs[] = {{0, 3, 1, 1}, {3, 3, 1, 0}};
+    for (int kind = 0; kind < NN_OPT_COUNT; kind++) {
+        nn_opt_config cfg = nn_opt_defaults((nn_opt_kind)kind);
+        cfg.lr = 0.1f;
+        cfg.weight_decay = 0.1f;
+        if (kind == NN_OPT_SGD) cfg.momentum = 0.9f;
+        nn_optimizer o;
+        xd_err e;
+        TU_OK(nn_opt_init(&o, &cfg, 6, &e));
+        float p[6] = {1, 2, 3, 4, 5, 6}, g[6] = {1, 1, 1, 1, 1, 1};
+        for (int step = 0; step < 3; step++) nn_opt_step(&o, p, g, segs, 2, 0.1f);
+        assert_true(p[0] == 1.0f && p[1] == 2.0f && p[2] == 3.0f);
+        assert_true(p[3] < 4.0f && p[4] < 5.0f && p[5] < 6.0f);
+        nn_opt_free(&o);
+    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -385,7 +406,7 @@ static void test_thread_count_independence(void **state)
     assert_true(fabs(a - ref) <= 1e-6 * ref);
 
     /* an AdamW step with decay segments gives the same bits at 1 and 2 threads */
-    nn_param_seg segs[3] = {{0, 500000, 1}, {500000, 3, 0}, {500003, n - 500003, 1}};
+    nn_param_seg segs[3] = {{0, 500000, 1, 0}, {500000, 3, 0, 0}, {500003, n - 500003, 1, 0}};
     nn_opt_config cfg = nn_opt_defaults(NN_OPT_ADAMW);
     nn_optimizer o1, o2;
     xd_err e;
@@ -661,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_adamw_weight_decay_segments),
         cmocka_unit_test(test_opt_state),
         cmocka_unit_test(test_param_segments),
+        cmocka_unit_test(test_frozen_segments),
         cmocka_unit_test(test_clip_grad_norm),
         cmocka_unit_test(test_thread_count_independence),
         cmocka_unit_test(test_schedules),
