@@ -1,0 +1,68 @@
+/* distill/labels: stratified, seeded label selection for low-label runs. */
+#include "tests/support/testutil.h"
+
+#include <string.h>
+
+#include "distill/labels.h"
+
+enum { N = 1000, K = 10 };
+
+static void make_labels(int32_t *y)
+{
+    for (int i = 0; i < N; i++) y[i] = (i * 7) % K; /* 100 per class */
+}
+
+static void test_per_class_and_fraction(void **state)
+{
+    (void)state;
+    int32_t y[N];
+    uint8_t m[N], m2[N];
+    size_t kept;
+    xd_err e;
+    make_labels(y);
+    TU_OK(labels_select(y, NULL, N, K, 1.0, 6, 3, m, &kept, &e));
+    assert_int_equal(kept, 60);
+    int per[K] = {0};
+    for (int i = 0; i < N; i++) per[y[i]] += m[i];
+    for (int c = 0; c < K; c++) assert_int_equal(per[c], 6);
+    /* same seed, same picks; another seed, other picks */
+    TU_OK(labels_select(y, NULL, N, K, 1.0, 6, 3, m2, &kept, &e));
+    assert_memory_equal(m, m2, N);
+    TU_OK(labels_select(y, NULL, N, K, 1.0, 6, 4, m2, &kept, &e));
+    assert_memory_not_equal(m, m2, N);
+    /* 5% of 100 per class */
+    TU_OK(labels_select(y, NULL, N, K, 0.05, 0, 3, m, &kept, &e));
+    assert_int_equal(kept, 50);
+    /* everything */
+    TU_OK(labels_select(y, NULL, N, K, 1.0, 0, 3, m, &kept, &e));
+    assert_int_equal(kept, N);
+    /* only examples that have a label in the data set can be picked */
+    uint8_t in[N];
+    for (int i = 0; i < N; i++) in[i] = i < N / 2;
+    TU_OK(labels_select(y, in, N, K, 1.0, 1000, 3, m, &kept, &e));
+    assert_int_equal(kept, N / 2);
+    for (int i = N / 2; i < N; i++) assert_int_equal(m[i], 0);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    int32_t y[N];
+    uint8_t m[N];
+    xd_err e;
+    make_labels(y);
+    assert_int_equal(labels_select(y, NULL, N, K, 0.0, 0, 1, m, NULL, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "fraction");
+    y[17] = K;
+    assert_int_equal(labels_select(y, NULL, N, K, 1.0, 0, 1, m, NULL, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "example 17 has label 10");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_per_class_and_fraction),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
