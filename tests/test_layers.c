@@ -51,7 +51,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
     tu_fill_uniform(c.b, OC, -1, 1, 3);
     tu_fill_uniform(c.r, ny, -1, 1, 4);
 
-    float *bias_or_null = bias ? c.b : NULL;
+    float *bias_buf = c.b;
     if (!bias) c.b = NULL;
     nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, c.b, &c.s);
     nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
@@ -69,7 +69,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
     tu_check_grad(what, c.x, nx, dx, conv_loss, &c, STEP, RTOL, ATOL);
     tu_check_grad(what, c.w, nw, dw, conv_loss, &c, STEP, RTOL, ATOL);
     if (c.b) tu_check_grad(what, c.b, OC, db, conv_loss, &c, STEP, RTOL, ATOL);
-    free(c.x); free(c.w); free(bias_or_null); free(c.y); free(c.r); free(c.cols); free(c.wext);
+    free(c.x); free(c.w); free(bias_buf); free(c.y); free(c.r); free(c.cols); free(c.wext);
     free(yref); free(dx); free(dw); free(db); free(dcols);
 }
 
