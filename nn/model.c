@@ -644,6 +644,7 @@ void nn_model_free(nn_model *m)
     free(m->dact_block);
     free(m->save_block);
     free(m->isave_block);
+    free(m->dinput);
     xd_arena_free(&m->scratch);
     free(m->desc);
     memset(m, 0, sizeof *m);
@@ -669,6 +670,7 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
     if (!run) run = &eval_run;
     m->batch = B;
     m->input = input;
+    if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
@@ -743,9 +745,18 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
 
 static float *grad_target(nn_model *m, int idx)
 {
-    if (idx == NN_INPUT) return NULL; /* no gradient for the model input */
+    if (idx == NN_INPUT) return m->dinput; /* NULL unless input gradients were asked for */
     return nn_model_dout(m, idx);
 }
+
+void nn_model_enable_input_grad(nn_model *m)
+{
+    XD_ASSERT(!m->tokens);
+    if (!m->dinput)
+        m->dinput = xd_xmalloc_aligned(sizeof(float) * (size_t)m->max_batch * m->h * m->w * m->c);
+}
+
+const float *nn_model_dinput(const nn_model *m) { return m->dinput; }
 
 void nn_model_backward(nn_model *m)
 {

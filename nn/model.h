@@ -106,6 +106,7 @@ typedef struct {
     size_t n_state;
     int max_batch, batch;
     const void *input;        /* last forward's input (kept for backward) */
+    float *dinput;            /* (max_batch, h*w*c) gradient w.r.t. a float input, when enabled */
     float *act_block, *dact_block, *save_block;
     int32_t *isave_block;
     xd_arena scratch;
@@ -117,6 +118,11 @@ typedef struct {
  * Errors name the statement ("layer 3 'conv2d': ..."). */
 xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e);
 void nn_model_free(nn_model *m);
+
+/* Makes backward also compute the gradient w.r.t. the (float) input, e.g. for a projector whose
+ * input is another model's tap. Read it with nn_model_dinput after backward. */
+void nn_model_enable_input_grad(nn_model *m);
+const float *nn_model_dinput(const nn_model *m);
 
 /* Re-initialises the parameters and state from a seed. */
 void nn_model_init_params(nn_model *m, uint64_t seed);

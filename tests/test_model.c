@@ -198,6 +198,43 @@ static void test_tap_gradient_only_where_asked(void **state)
     nn_model_free(&m);
 }
 
+typedef struct {
+    nn_model *m;
+    float *x, *r;
+    int B;
+} input_ctx;
+
+static double input_loss(void *p)
+{
+    input_ctx *c = p;
+    nn_model_forward(c->m, c->x, c->B, NULL);
+    return tu_dot(nn_model_out(c->m, nn_model_default_head(c->m)), c->r,
+                  (size_t)c->B * nn_model_node(c->m, nn_model_default_head(c->m))->act_n);
+}
+
+static void test_input_gradient(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    /* the input feeds two layers (a branch and an add), so its gradient sums two paths */
+    TU_OK(nn_model_build(&m, "input h=3 w=3 c=2; conv2d out=2 k=3 pad=1 name=a; tanh;"
+                             "add with=input; flatten; linear out=3 name=out head", 2, 4, &e));
+    nn_model_enable_input_grad(&m);
+    float x[36], r[6];
+    tu_fill_uniform(x, 36, -1, 1, 1);
+    tu_fill_uniform(r, 6, -1, 1, 2);
+    input_ctx c = {&m, x, r, 2};
+    input_loss(&c);
+    float *d = nn_model_dout(&m, nn_model_default_head(&m));
+    memcpy(d, r, sizeof r);
+    nn_model_backward(&m);
+    float g[36];
+    memcpy(g, nn_model_dinput(&m), sizeof g);
+    tu_check_grad("input gradient", x, 36, g, input_loss, &c, 1e-2, 1e-2, 1e-3);
+    nn_model_free(&m);
+}
+
 // ----------------------------------------------------------------------------------------------
 // learning a toy problem
 
@@ -350,6 +387,7 @@ int main(void)
         cmocka_unit_test(test_description_round_trip),
         cmocka_unit_test(test_graph_gradients),
         cmocka_unit_test(test_tap_gradient_only_where_asked),
+        cmocka_unit_test(test_input_gradient),
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
     };
