@@ -1,0 +1,284 @@
+/* Distillation losses (see kd.h). Every reduction runs in double over a fixed order (rows, then
+ * classes), so values match float64 references to float precision and do not depend on the
+ * thread count; the only parallel loop (attention-transfer backward) writes disjoint rows. */
+#include "distill/kd.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "core/status.h"
+#include "nn/loss.h"
+
+/* F.normalize's and CosineEmbeddingLoss's epsilon */
+#define KD_EPS 1e-12
+
+static int selected_rows(const uint8_t *mask, int B)
+{
+    if (!mask) return B;
+    int m = 0;
+    for (int b = 0; b < B; b++) m += mask[b] != 0;
+    return m;
+}
+
+/* log sum_k exp(x_k / T), with the maximum taken out so that no exp overflows */
+static double row_lse(const float *x, int K, double T)
+{
+    double m = -INFINITY;
+    for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
+    double s = 0.0;
+    for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
+    return m + log(s);
+}
+
+/* out = softmax(x / T); out may be x (each output reads only its own input after the sums) */
+static void softmax_row(float *out, const float *x, int K, double T)
+{
+    double lse = row_lse(x, K, T);
+    for (int k = 0; k < K; k++) out[k] = (float)exp((double)x[k] / T - lse);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * soft targets */
+
+void kd_soft_targets(float *q, const float *t, int B, int K, float T)
+{
+    XD_ASSERT(T > 0.0f);
+    for (int b = 0; b < B; b++) softmax_row(q + (size_t)b * K, t + (size_t)b * K, K, T);
+}
+
+void kd_topk_targets(float *q, const float *val, const int32_t *idx, const float *rest, int B,
+                     int K, int k, float T)
+{
+    XD_ASSERT(T > 0.0f && k >= 1 && k <= K);
+    for (int b = 0; b < B; b++) {
+        const float *v = val + (size_t)b * k;
+        const int32_t *ix = idx + (size_t)b * k;
+        float *row = q + (size_t)b * K;
+        float fill = v[0];
+        if (rest) fill = rest[b];
+        else
+            for (int j = 1; j < k; j++) fill = v[j] < fill ? v[j] : fill;
+        /* the row of logits is built in q itself and turned into probabilities in place */
+        for (int c = 0; c < K; c++) row[c] = fill;
+        for (int j = 0; j < k; j++) {
+            XD_ASSERT(ix[j] >= 0 && ix[j] < K);
+            row[ix[j]] = v[j];
+        }
+        softmax_row(row, row, K, T);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * KD */
+
+float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask, int B, int K,
+                 float T)
+{
+    XD_ASSERT(T > 0.0f);
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
+        float *p = ps + (size_t)b * K;
+        double lse = row_lse(x, K, T), kl = 0.0;
+        for (int k = 0; k < K; k++) {
+            double logp = (double)x[k] / T - lse;
+            p[k] = (float)exp(logp);
+            /* q log q -> 0 as q -> 0: an underflowed target class contributes nothing */
+            if (qb[k] > 0.0f) kl += (double)qb[k] * (log((double)qb[k]) - logp);
+        }
+        if (!mask || mask[b]) total += kl;
+    }
+    int M = selected_rows(mask, B);
+    return M ? (float)((double)T * T * total / M) : 0.0f;
+}
+
+void kd_backward(float *ds, const float *ps, const float *q, const uint8_t *mask, int B, int K,
+                 float T, float weight)
+{
+    int M = selected_rows(mask, B);
+    if (!M) return;
+    const float scale = (float)((double)weight * T / M);
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *p = ps + (size_t)b * K, *qb = q + (size_t)b * K;
+        float *d = ds + (size_t)b * K;
+        for (int k = 0; k < K; k++) d[k] += scale * (p[k] - qb[k]);
+    }
+}
+
+float kd_hinton_forward(float *ps, float *probs, const float *s, const float *q,
+                        const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
+                        float alpha)
+{
+    double kd = kd_forward(ps, s, q, NULL, B, K, T);
+    double ce = nn_ce_forward(probs, s, labels, label_mask, B, K);
+    return (float)(alpha * kd + (1.0 - alpha) * ce);
+}
+
+void kd_hinton_backward(float *ds, const float *ps, const float *probs, const float *q,
+                        const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
+                        float alpha, float weight)
+{
+    if (alpha != 0.0f) kd_backward(ds, ps, q, NULL, B, K, T, weight * alpha);
+    if (alpha != 1.0f) nn_ce_backward(ds, probs, labels, label_mask, B, K, weight * (1.0f - alpha));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * soft-target cross-entropy */
+
+float kd_soft_ce_forward(float *p, const float *s, const float *q, const uint8_t *mask, int B,
+                         int K)
+{
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
+        float *pb = p + (size_t)b * K;
+        double lse = row_lse(x, K, 1.0), l = 0.0;
+        for (int k = 0; k < K; k++) {
+            pb[k] = (float)exp((double)x[k] - lse);
+            l += (double)qb[k] * (lse - x[k]); /* -q log softmax */
+        }
+        if (!mask || mask[b]) total += l;
+    }
+    int M = selected_rows(mask, B);
+    return M ? (float)(total / M) : 0.0f;
+}
+
+void kd_soft_ce_backward(float *ds, const float *p, const float *q, const uint8_t *mask, int B,
+                         int K, float weight)
+{
+    int M = selected_rows(mask, B);
+    if (!M) return;
+    const double scale = (double)weight / M;
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *pb = p + (size_t)b * K, *qb = q + (size_t)b * K;
+        float *d = ds + (size_t)b * K;
+        double sq = 0.0;
+        for (int k = 0; k < K; k++) sq += qb[k];
+        for (int k = 0; k < K; k++) d[k] += (float)(scale * ((double)pb[k] * sq - qb[k]));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * cosine embedding loss */
+
+typedef struct {
+    double cos, na, nb; /* na, nb: squared norms plus eps */
+} cos_row;
+
+static cos_row cos_of(const float *a, const float *b, int D)
+{
+    double dot = 0.0, na = 0.0, nb = 0.0;
+    for (int i = 0; i < D; i++) {
+        dot += (double)a[i] * b[i];
+        na += (double)a[i] * a[i];
+        nb += (double)b[i] * b[i];
+    }
+    na += KD_EPS;
+    nb += KD_EPS;
+    return (cos_row){dot / sqrt(na * nb), na, nb};
+}
+
+float kd_cos_forward(const float *a, const float *b, const int32_t *target, const uint8_t *mask,
+                     int B, int D, float margin)
+{
+    double total = 0.0;
+    for (int r = 0; r < B; r++) {
+        if (mask && !mask[r]) continue;
+        double c = cos_of(a + (size_t)r * D, b + (size_t)r * D, D).cos;
+        total += (!target || target[r] > 0) ? 1.0 - c : fmax(0.0, c - margin);
+    }
+    int M = selected_rows(mask, B);
+    return M ? (float)(total / M) : 0.0f;
+}
+
+void kd_cos_backward(float *da, float *db, const float *a, const float *b, const int32_t *target,
+                     const uint8_t *mask, int B, int D, float margin, float weight)
+{
+    int M = selected_rows(mask, B);
+    if (!M) return;
+    for (int r = 0; r < B; r++) {
+        if (mask && !mask[r]) continue;
+        const float *ar = a + (size_t)r * D, *br = b + (size_t)r * D;
+        cos_row c = cos_of(ar, br, D);
+        /* dl/dcos: -1 for similar pairs, +1 for dissimilar ones at or above the margin */
+        double dl = (!target || target[r] > 0) ? -1.0 : (c.cos >= margin ? 1.0 : 0.0);
+        if (dl == 0.0) continue;
+        double g = (double)weight * dl / M, inv = 1.0 / sqrt(c.na * c.nb);
+        if (da)
+            for (int i = 0; i < D; i++)
+                da[(size_t)r * D + i] += (float)(g * (br[i] * inv - c.cos * ar[i] / c.na));
+        if (db)
+            for (int i = 0; i < D; i++)
+                db[(size_t)r * D + i] += (float)(g * (ar[i] * inv - c.cos * br[i] / c.nb));
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * attention transfer */
+
+/* Q_p = sum_c F_pc^2 at one position */
+static double at_q(const float *f, int C)
+{
+    double s = 0.0;
+    for (int c = 0; c < C; c++) s += (double)f[c] * f[c];
+    return s;
+}
+
+/* max(|Q|_2, eps) of one example */
+static double at_norm(const float *f, int HW, int C)
+{
+    double s = 0.0;
+    for (int p = 0; p < HW; p++) {
+        double q = at_q(f + (size_t)p * C, C);
+        s += q * q;
+    }
+    return fmax(sqrt(s), KD_EPS);
+}
+
+float kd_at_forward(const float *fs, const float *ft, const uint8_t *mask, int B, int HW, int Cs,
+                    int Ct)
+{
+    double total = 0.0;
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *xs = fs + (size_t)b * HW * Cs, *xt = ft + (size_t)b * HW * Ct;
+        double ns = at_norm(xs, HW, Cs), nt = at_norm(xt, HW, Ct), d2 = 0.0;
+        for (int p = 0; p < HW; p++) {
+            double d = at_q(xs + (size_t)p * Cs, Cs) / ns - at_q(xt + (size_t)p * Ct, Ct) / nt;
+            d2 += d * d;
+        }
+        total += d2;
+    }
+    int M = selected_rows(mask, B);
+    return M ? (float)(total / M) : 0.0f;
+}
+
+void kd_at_backward(float *dfs, const float *fs, const float *ft, const uint8_t *mask, int B,
+                    int HW, int Cs, int Ct, float weight)
+{
+    int M = selected_rows(mask, B);
+    if (!M) return;
+    const double g2 = 2.0 / M;
+#pragma omp parallel for schedule(static) if ((double)B * HW * (Cs + Ct) > 65536.0)
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *xs = fs + (size_t)b * HW * Cs, *xt = ft + (size_t)b * HW * Ct;
+        float *d = dfs + (size_t)b * HW * Cs;
+        double ag = 0.0, ns = at_norm(xs, HW, Cs), nt = at_norm(xt, HW, Ct);
+        /* below eps the normalisation is a fixed division (max picks eps): no projection */
+        int clamped = ns <= KD_EPS;
+        for (int p = 0; p < HW; p++) {
+            double as = at_q(xs + (size_t)p * Cs, Cs) / ns;
+            ag += as * g2 * (as - at_q(xt + (size_t)p * Ct, Ct) / nt); /* A_s . g */
+        }
+        for (int p = 0; p < HW; p++) {
+            const float *f = xs + (size_t)p * Cs;
+            double as = at_q(f, Cs) / ns, g = g2 * (as - at_q(xt + (size_t)p * Ct, Ct) / nt);
+            double dq = (clamped ? g : g - as * ag) / ns;
+            double k2 = 2.0 * weight * dq;
+            for (int c = 0; c < Cs; c++) d[(size_t)p * Cs + c] += (float)(k2 * f[c]);
+        }
+    }
+}
