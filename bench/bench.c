@@ -12,6 +12,7 @@
 static const bench_suite suites[] = {
     {"gemm", "cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward",
      bench_gemm},
+    {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
 };
 
 double bench_now(void)

@@ -33,6 +33,7 @@ typedef struct {
 } bench_suite;
 
 int bench_gemm(const bench_opts *o);
+int bench_data(const bench_opts *o);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

@@ -1,0 +1,251 @@
+/* A user's own image-text pairs (io/manifest.h: TSV or JSONL) as a paired dataset file.
+ *
+ * Each image (PNG or JPEG of any size, chosen by its magic bytes) is composited over white as RGB,
+ * centre-cropped to a square of its shorter side, and resized to size x size: area averaging when
+ * shrinking, bilinear when growing. Images are decoded in parallel; when several are bad, the one
+ * on the lowest manifest line is reported, "FILE:LINE: column image_path: reason", whatever the
+ * thread count. Texts go to text.LANG ("und" unless told), labels and class names as the manifest
+ * gives them. The split is per example, seeded and stratified by label. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/mem.h"
+#include "io/file.h"
+#include "io/image.h"
+#include "io/manifest.h"
+#include "modalities/image/ops.h"
+#include "modalities/image/resize.h"
+#include "modalities/sets/common.h"
+
+#define MANIFEST_MAX_SIZE 1024
+#define MANIFEST_LANG_MAX 16
+
+sets_manifest_opts sets_manifest_defaults(void)
+{
+    return (sets_manifest_opts){.lang = "und", .size = 32, .test_fraction = 0.2, .seed = 1};
+}
+
+/* The line number of each example, counted the way io_manifest reads the file: lines end at '\n'
+ * (a '\r' before it is dropped), empty lines are skipped, and in a .tsv the first non-empty line
+ * is the header. NULL when the file cannot be read again or the count differs. */
+static size_t *row_lines(const char *path, size_t n_rows)
+{
+    void *buf;
+    size_t n;
+    xd_err ignored;
+    if (io_read_all(path, (size_t)1 << 30, &buf, &n, &ignored) != XD_OK) return NULL;
+    size_t plen = strlen(path);
+    int tsv = plen >= 4 && strcmp(path + plen - 4, ".tsv") == 0, header = tsv;
+    size_t *lines = xd_xmalloc((n_rows + 1) * sizeof *lines), k = 0, lineno = 0;
+    const char *p = buf, *end = p + n;
+    if (n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        if (len && p[len - 1] == '\r') len--;
+        lineno++;
+        if (len) {
+            if (header)
+                header = 0;
+            else if (k < n_rows)
+                lines[k++] = lineno;
+            else
+                k = n_rows + 1;
+        }
+        if (!nl) break;
+        p = nl + 1;
+    }
+    free(buf);
+    if (k != n_rows) {
+        free(lines);
+        return NULL;
+    }
+    return lines;
+}
+
+/* src (h, w, 3) -> dst (size, size, 3): centre square of the shorter side, then resized. */
+static xd_status square_resize(const io_image *img, int size, uint8_t *dst, xd_err *e)
+{
+    int side = img->w < img->h ? img->w : img->h;
+    if (img->w == side && img->h == side)
+        return side == size ? (memcpy(dst, img->px, (size_t)size * (size_t)size * 3), XD_OK)
+                            : img_resize_u8(img->px, side, side, 3, dst, size, size, e);
+    uint8_t *sq = xd_try_alloc((size_t)side * (size_t)side * 3);
+    if (!sq) return xd_fail(e, XD_ENOMEM, "no memory for a %dx%d crop", side, side);
+    xd_status s = img_crop_centre_u8(img->px, img->h, img->w, 3, side, side, sq, e);
+    if (!s) s = img_resize_u8(sq, side, side, 3, dst, size, size, e);
+    free(sq);
+    return s;
+}
+
+static xd_status manifest_check(const sets_manifest_opts *o, xd_err *e)
+{
+    if (!o->manifest || !*o->manifest) return xd_fail(e, XD_EARG, "no manifest file given");
+    if (!o->out || !*o->out) return xd_fail(e, XD_EARG, "no output file given (--out FILE)");
+    if (o->size < 1 || o->size > MANIFEST_MAX_SIZE)
+        return xd_fail(e, XD_EARG, "size %d is not in 1..%d", o->size, MANIFEST_MAX_SIZE);
+    if (!(o->test_fraction >= 0.0 && o->test_fraction <= 1.0))
+        return xd_fail(e, XD_EARG, "test fraction %g is not in 0..1", o->test_fraction);
+    const char *l = o->lang ? o->lang : "und";
+    size_t n = strlen(l);
+    int ok = n >= 1 && n <= MANIFEST_LANG_MAX;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)l[i]) && l[i] != '-' && l[i] != '_') ok = 0;
+    if (!ok)
+        return xd_fail(e, XD_EARG, "language '%s' must be 1 to %d letters, digits, '-' or '_'", l,
+                       MANIFEST_LANG_MAX);
+    return XD_OK;
+}
+
+typedef struct {
+    const sets_manifest_opts *o;
+    const char *lang;
+} mf_meta_ctx;
+
+static xd_status manifest_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
+{
+    const mf_meta_ctx *c = ctx;
+    char frac[32];
+    snprintf(frac, sizeof frac, "%g", c->o->test_fraction);
+    xd_status s = io_dataset_set_meta(w, "source", c->o->manifest, e);
+    if (!s) s = sets_write_meta_int(w, "size", c->o->size, e);
+    if (!s) s = io_dataset_set_meta(w, "crop", "centre square", e);
+    if (!s) s = io_dataset_set_meta(w, "test_fraction", frac, e);
+    if (!s) s = io_dataset_set_meta(w, "languages", c->lang, e);
+    if (!s) s = io_dataset_add_strings(w, "languages", &c->lang, 1, e);
+    return s;
+}
+
+/* The dataset name: the manifest's file name without its extension. */
+static char *set_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    char *s = xd_xstrdup(*b ? b : "manifest");
+    char *dot = strrchr(s, '.');
+    if (dot && dot != s) *dot = '\0';
+    return s;
+}
+
+xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *e)
+{
+    memset(sum, 0, sizeof *sum);
+    xd_status s = manifest_check(o, e);
+    if (s) return s;
+    const char *lang = o->lang ? o->lang : "und";
+    double t0 = sets_now();
+    io_manifest m;
+    s = io_manifest_read(o->manifest, NULL, &m, e);
+    if (s) {
+        io_manifest_free(&m);
+        return s;
+    }
+    double t1 = sets_now();
+    size_t *lines = row_lines(o->manifest, m.n);
+    size_t px = (size_t)o->size * (size_t)o->size * 3;
+    uint8_t *pixels = xd_try_alloc(m.n * px + 1);
+    if (!pixels) s = xd_fail(e, XD_ENOMEM, "%s: no memory for %zu images", o->manifest, m.n);
+    size_t first_bad = m.n;
+    xd_err bad_err;
+    xd_err_clear(&bad_err);
+    io_image_opts opt = {.channels = 3, .bg = {255, 255, 255}};
+    if (!s) {
+#pragma omp parallel for schedule(dynamic, 4)
+        for (size_t i = 0; i < m.n; i++) {
+            xd_err err;
+            io_image img = {0};
+            xd_status st = io_image_read(m.paths[i], &opt, &img, &err);
+            if (!st) st = square_resize(&img, o->size, pixels + i * px, &err);
+            io_image_free(&img);
+            if (st) {
+#pragma omp critical(manifest_first_error)
+                if (i < first_bad) {
+                    first_bad = i;
+                    bad_err = err;
+                }
+            }
+        }
+    }
+    if (!s && first_bad < m.n) {
+        *e = bad_err;
+        s = bad_err.code ? bad_err.code : XD_EFORMAT;
+        const char *col = strstr(o->manifest, ".jsonl") ? "image" : "image_path";
+        if (lines)
+            xd_err_prefix(e, "%s:%zu: column %s", o->manifest, lines[first_bad], col);
+        else
+            xd_err_prefix(e, "%s: example %zu: column %s", o->manifest, first_bad + 1, col);
+    }
+    double t2 = sets_now();
+
+    uint8_t *is_test = xd_xmalloc(m.n + 1);
+    sets_split sp[SETS_SPLIT_COUNT];
+    uint8_t *img[SETS_SPLIT_COUNT] = {0}, *mask[SETS_SPLIT_COUNT] = {0};
+    int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
+    const char **txt[SETS_SPLIT_COUNT] = {0};
+    const char *const *txt_tables[SETS_SPLIT_COUNT][1];
+    if (!s) {
+        sets_split_stratified(m.labels, m.n, (int)m.n_classes, o->test_fraction, o->seed, is_test);
+        size_t cnt[SETS_SPLIT_COUNT] = {0};
+        for (size_t i = 0; i < m.n; i++) cnt[is_test[i]]++;
+        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+            size_t n = cnt[k] + 1;
+            img[k] = xd_xmalloc(n * px);
+            mask[k] = xd_xmalloc(n);
+            lab[k] = xd_xmalloc(n * sizeof(int32_t));
+            ids[k] = xd_xmalloc(n * sizeof(int32_t));
+            txt[k] = xd_xmalloc(n * sizeof(char *));
+            cnt[k] = 0;
+        }
+        for (size_t i = 0; i < m.n; i++) {
+            int k = is_test[i];
+            size_t j = cnt[k]++;
+            memcpy(img[k] + j * px, pixels + i * px, px);
+            mask[k][j] = 1;
+            lab[k][j] = m.labels[i];
+            ids[k][j] = (int32_t)i;
+            txt[k][j] = m.texts[i];
+        }
+        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+            txt_tables[k][0] = txt[k];
+            sp[k] = (sets_split){.n = cnt[k], .h = o->size, .w = o->size, .c = 3, .image = img[k],
+                                 .label = lab[k], .label_mask = mask[k], .id = ids[k],
+                                 .n_langs = 1, .langs = &lang,
+                                 .texts = (const char *const *const *)txt_tables[k]};
+        }
+        struct stat st;
+        char *path = stat(o->out, &st) == 0 && S_ISDIR(st.st_mode)
+                         ? io_path_join(o->out, SETS_DATASET_FILE)
+                         : xd_xstrdup(o->out);
+        char *parent = io_path_dir(path), *name = set_name(o->manifest);
+        s = io_mkdir_p(parent, e);
+        mf_meta_ctx ctx = {o, lang};
+        sets_write wr = {name, SETS_PAIRED, o->seed, sp, m.n_classes,
+                         (const char *const *)m.class_names};
+        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, &ctx, e);
+        if (!s) {
+            sum->t_read = t1 - t0;
+            sum->t_decode = t2 - t1;
+            sum->t_write = sets_now() - t2;
+            sets_summary_fill(sum, SETS_PAIRED, path, sp, m.n_classes,
+                              (const char *const *)m.class_names);
+        }
+        free(parent);
+        free(name);
+        free(path);
+    }
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        free(img[k]);
+        free(mask[k]);
+        free(lab[k]);
+        free(ids[k]);
+        free(txt[k]);
+    }
+    free(is_test);
+    free(pixels);
+    free(lines);
+    io_manifest_free(&m);
+    return s;
+}
