@@ -213,31 +213,38 @@ int nn_pool_shape_init(nn_pool_shape *s)
     return 0;
 }
 
+/* Channels are innermost, so each window position is one contiguous row of C values and the
+ * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
+ * first maximum, as PyTorch does; a NaN wins and stays (v != v). */
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
 {
+    const int C = s->C;
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < s->B; b++)
         for (int oy = 0; oy < s->OH; oy++) {
-            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            const float *img = inp + (size_t)b * s->H * s->W * C;
             for (int ox = 0; ox < s->OW; ox++) {
-                size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
-                for (int c = 0; c < s->C; c++) {
-                    float best = -INFINITY;
-                    int32_t at = ((oy * s->stride) * s->W + ox * s->stride) * s->C + c;
-                    for (int ky = 0; ky < s->k; ky++)
-                        for (int kx = 0; kx < s->k; kx++) {
-                            int32_t i = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * s->C + c;
-                            /* strict >: the first maximum wins, as in PyTorch; NaN propagates */
-                            if (img[i] > best || isnan(img[i])) {
-                                best = img[i];
-                                at = i;
-                                if (isnan(best)) goto done;
+                size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+                float *best = out + o;
+                int32_t *at = argmax + o;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        const int32_t base = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                        const float *p = img + base;
+                        if (ky == 0 && kx == 0) {
+                            for (int c = 0; c < C; c++) {
+                                best[c] = p[c];
+                                at[c] = base + c;
                             }
+                            continue;
                         }
-                done:
-                    out[o + c] = best;
-                    argmax[o + c] = at;
-                }
+                        for (int c = 0; c < C; c++) {
+                            float v = p[c];
+                            int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
+                            best[c] = take ? v : best[c];
+                            at[c] = take ? base + c : at[c];
+                        }
+                    }
             }
         }
 }

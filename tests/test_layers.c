@@ -188,6 +188,13 @@ static void test_pooling(void **state)
     nn_maxpool_forward(y, am, x, &s);
     assert_true(y[0] == 5.0f);
     assert_int_equal(am[0], 1);
+    /* ties keep the first maximum; a NaN propagates */
+    float t[4] = {2, 7, 7, 1}, n[4] = {1, NAN, 9, 2};
+    nn_maxpool_forward(y, am, t, &s);
+    assert_int_equal(am[0], 1);
+    nn_maxpool_forward(y, am, n, &s);
+    assert_true(isnan(y[0]));
+    assert_int_equal(am[0], 1);
 }
 
 // ----------------------------------------------------------------------------------------------
