@@ -1,0 +1,1075 @@
+/* Recipe binding and printing (see recipe.h; every key is in docs/RECIPES.md).
+ *
+ * Binding walks the YAML tree top-down. Each mapping's keys are checked against the keys it may
+ * hold before any is read (io_yaml_check_keys), so a typo is reported as an unknown key with a
+ * suggestion rather than as the required key it was meant to be. Enum words go through name
+ * tables. The optimizer and schedule mappings are handed key by key to nn_opt_config_set /
+ * nn_sched_config_set, so the recipe accepts exactly the keys nn/optim.h knows. */
+#include "distill/recipe.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/mem.h"
+#include "io/file.h"
+#include "io/yaml.h"
+#include "modalities/image/augment.h"
+#include "modalities/text/config.h"
+#include "nn/model.h"
+
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
+    [RECIPE_LOSS_CE] = "ce",
+    [RECIPE_LOSS_KD] = "kd",
+    [RECIPE_LOSS_HINTON] = "hinton",
+    [RECIPE_LOSS_FEATURE] = "feature",
+    [RECIPE_LOSS_HINT] = "hint",
+    [RECIPE_LOSS_ATTENTION] = "attention",
+};
+static_assert(COUNT_OF(recipe_loss_kind_names) == RECIPE_LOSS_COUNT, "name every loss kind");
+
+const char *const recipe_metric_names[RECIPE_METRIC_COUNT] = {
+    [RECIPE_METRIC_MSE] = "mse",
+    [RECIPE_METRIC_COSINE] = "cosine",
+};
+static_assert(COUNT_OF(recipe_metric_names) == RECIPE_METRIC_COUNT, "name every metric");
+
+const char *const recipe_projector_names[RECIPE_PROJ_COUNT] = {
+    [RECIPE_PROJ_AUTO] = "auto",
+    [RECIPE_PROJ_NONE] = "none",
+    [RECIPE_PROJ_LINEAR] = "linear",
+    [RECIPE_PROJ_CONV1X1] = "conv1x1",
+};
+static_assert(COUNT_OF(recipe_projector_names) == RECIPE_PROJ_COUNT, "name every projector");
+
+const char *const recipe_view_kind_names[RECIPE_VIEW_COUNT] = {
+    [RECIPE_VIEW_IMAGE] = "image",
+    [RECIPE_VIEW_TEXT] = "text",
+};
+static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every view kind");
+
+// ----------------------------------------------------------------------------------------------
+// key tables
+
+static const char *const top_keys[] = {"name",     "seed",  "seeds",  "data",  "model",
+                                       "model_file", "teachers", "train", "losses", "stages"};
+static const char *const data_keys[] = {"path",           "train",            "test",
+                                        "label",          "label_fraction",   "labels_per_class",
+                                        "student_view",   "augment",          "text"};
+static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache"};
+static const char *const train_keys[] = {"epochs",   "batch",      "optimizer",
+                                         "schedule", "eval_every", "threads"};
+static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
+
+#define BIT(k) (1u << (k))
+#define ALL_LOSSES (BIT(RECIPE_LOSS_COUNT) - 1u)
+#define TEACHER_LOSSES (ALL_LOSSES & ~BIT(RECIPE_LOSS_CE))
+#define LOGIT_LOSSES (BIT(RECIPE_LOSS_KD) | BIT(RECIPE_LOSS_HINTON))
+#define TAP_LOSSES (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_ATTENTION))
+
+/* The keys of a loss item and the kinds each applies to. Attention transfer compares
+ * channel-summed maps, which have no width to project, so it takes no projector. */
+typedef enum {
+    LK_KIND,
+    LK_WEIGHT,
+    LK_TEACHER,
+    LK_TEMPERATURE,
+    LK_ALPHA,
+    LK_HEAD,
+    LK_TEACHER_HEAD,
+    LK_STUDENT_TAP,
+    LK_TEACHER_TAP,
+    LK_METRIC,
+    LK_PROJECTOR,
+    LK_COUNT
+} loss_key;
+
+static const char *const loss_key_names[LK_COUNT] = {
+    [LK_KIND] = "kind",
+    [LK_WEIGHT] = "weight",
+    [LK_TEACHER] = "teacher",
+    [LK_TEMPERATURE] = "temperature",
+    [LK_ALPHA] = "alpha",
+    [LK_HEAD] = "head",
+    [LK_TEACHER_HEAD] = "teacher_head",
+    [LK_STUDENT_TAP] = "student_tap",
+    [LK_TEACHER_TAP] = "teacher_tap",
+    [LK_METRIC] = "metric",
+    [LK_PROJECTOR] = "projector",
+};
+static_assert(COUNT_OF(loss_key_names) == LK_COUNT, "name every loss key");
+
+static const unsigned loss_key_kinds[LK_COUNT] = {
+    [LK_KIND] = ALL_LOSSES,
+    [LK_WEIGHT] = ALL_LOSSES,
+    [LK_TEACHER] = TEACHER_LOSSES,
+    [LK_TEMPERATURE] = LOGIT_LOSSES,
+    [LK_ALPHA] = BIT(RECIPE_LOSS_HINTON),
+    [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES,
+    [LK_TEACHER_HEAD] = LOGIT_LOSSES,
+    [LK_STUDENT_TAP] = TAP_LOSSES,
+    [LK_TEACHER_TAP] = TAP_LOSSES,
+    [LK_METRIC] = BIT(RECIPE_LOSS_FEATURE),
+    [LK_PROJECTOR] = BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT),
+};
+static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
+
+static int applies(loss_key k, recipe_loss_kind kind)
+{
+    return (loss_key_kinds[k] & BIT(kind)) != 0;
+}
+
+int recipe_loss_needs_teacher(recipe_loss_kind k)
+{
+    return k >= 0 && k < RECIPE_LOSS_COUNT && applies(LK_TEACHER, k);
+}
+
+/* Defaults of a loss item. */
+#define DEFAULT_TEMPERATURE 4.0f
+#define DEFAULT_ALPHA 0.9f
+/* Defaults and bounds of the other keys. */
+#define DEFAULT_BATCH 128
+#define MAX_BATCH 65536
+#define MAX_EPOCHS 1000000
+#define MAX_SEEDS 64
+#define MAX_THREADS 4096
+
+static int name_index(const char *const *names, int n, const char *s)
+{
+    for (int i = 0; i < n; i++)
+        if (names[i] && strcmp(names[i], s) == 0) return i;
+    return -1;
+}
+
+/* "a, b or c" into buf. */
+static const char *name_list(const char *const *names, int n, char *buf, size_t size)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < n && at < size; i++) {
+        const char *sep = i == 0 ? "" : i == n - 1 ? " or " : ", ";
+        int w = snprintf(buf + at, size - at, "%s%s", sep, names[i]);
+        if (w < 0) break;
+        at += (size_t)w;
+    }
+    return buf;
+}
+
+/* Letters, digits and the characters in extra; 1 to RECIPE_MAX_NAME - 1 bytes. */
+static int word_ok(const char *s, const char *extra)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= RECIPE_MAX_NAME) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr(extra, s[i])) return 0;
+    return 1;
+}
+
+/* "image", "text.LANG" or "text.*". */
+static int view_ok(const char *s)
+{
+    const char *dot = strchr(s, '.');
+    size_t len = dot ? (size_t)(dot - s) : strlen(s);
+    char kind[16];
+    if (len >= sizeof kind) return 0;
+    memcpy(kind, s, len);
+    kind[len] = '\0';
+    switch ((recipe_view_kind)name_index(recipe_view_kind_names, RECIPE_VIEW_COUNT, kind)) {
+    case RECIPE_VIEW_IMAGE: return dot == NULL;
+    case RECIPE_VIEW_TEXT: return dot && (strcmp(dot + 1, "*") == 0 || word_ok(dot + 1, "-_"));
+    default: return 0;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// binding context and messages
+
+typedef struct {
+    io_yaml_doc *d;
+    unsigned flags;
+    recipe *r;
+    nn_model student; /* built from the description once, to check node names */
+    int built;
+    xd_err *e;
+} binder;
+
+/* "FILE:LINE: PATH: reason" */
+static xd_status bad(binder *b, const io_yaml_node *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static xd_status bad(binder *b, const io_yaml_node *n, const char *fmt, ...)
+{
+    char path[256], reason[XD_ERR_LEN];
+    io_yaml_path(n, path, sizeof path);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    if (!path[0]) return io_yaml_fail(b->d, n, b->e, XD_EARG, "%s", reason);
+    return io_yaml_fail(b->d, n, b->e, XD_EARG, "%s: %s", path, reason);
+}
+
+/* Puts "FILE:LINE: PATH: " before a message another module wrote into b->e. */
+static xd_status wrap(binder *b, const io_yaml_node *n, xd_status s)
+{
+    char where[320], path[256];
+    io_yaml_where(b->d, n, where, sizeof where);
+    io_yaml_path(n, path, sizeof path);
+    if (path[0])
+        xd_err_prefix(b->e, "%s: %s", where, path);
+    else
+        xd_err_prefix(b->e, "%s", where);
+    return s;
+}
+
+/* The value at key of map when it is there and not null (marked used), else NULL. */
+static io_yaml_node *present(binder *b, io_yaml_node *map, const char *key)
+{
+    io_yaml_node *n = map ? io_yaml_find(b->d, map, key) : NULL;
+    if (n && io_yaml_is_null(n)) {
+        io_yaml_mark_used(n);
+        return NULL;
+    }
+    return n;
+}
+
+static xd_status need_kind(binder *b, io_yaml_node *n, io_yaml_kind kind, const char *what)
+{
+    if (n->kind == kind) return XD_OK;
+    io_yaml_mark_used(n);
+    return bad(b, n, "expected %s, got a %s", what, io_yaml_kind_names[n->kind]);
+}
+
+typedef enum { R_GT0, R_GE0, R_UNIT, R_FRACTION } frange; /* > 0, >= 0, [0, 1], (0, 1] */
+
+static xd_status get_float(binder *b, io_yaml_node *map, const char *key, frange range,
+                           float *inout)
+{
+    io_yaml_node *n = present(b, map, key);
+    if (!n) return XD_OK;
+    float v;
+    xd_status s = io_yaml_as_float(b->d, n, &v, b->e);
+    if (s != XD_OK) return s;
+    switch (range) {
+    case R_GT0:
+        if (!(v > 0)) return bad(b, n, "must be > 0 (got %s)", n->str);
+        break;
+    case R_GE0:
+        if (!(v >= 0)) return bad(b, n, "must be >= 0 (got %s)", n->str);
+        break;
+    case R_UNIT:
+        if (!(v >= 0 && v <= 1)) return bad(b, n, "must be in [0, 1] (got %s)", n->str);
+        break;
+    case R_FRACTION:
+        if (!(v > 0 && v <= 1)) return bad(b, n, "must be in (0, 1] (got %s)", n->str);
+        break;
+    }
+    *inout = v;
+    return XD_OK;
+}
+
+/* A copy of the string at key (or of def when absent); *node gets the value's node or NULL. */
+static xd_status get_string(binder *b, io_yaml_node *map, const char *key, const char *def,
+                            char **out, io_yaml_node **node)
+{
+    io_yaml_node *n = present(b, map, key);
+    if (node) *node = n;
+    const char *s = def;
+    if (n) {
+        xd_status st = io_yaml_as_str(b->d, n, &s, b->e);
+        if (st != XD_OK) return st;
+    }
+    free(*out);
+    *out = s ? xd_xstrdup(s) : NULL;
+    return XD_OK;
+}
+
+static xd_status get_enum(binder *b, io_yaml_node *map, const char *key, const char *const *names,
+                          int n_names, int *inout)
+{
+    io_yaml_node *n = present(b, map, key);
+    if (!n) return XD_OK;
+    const char *s;
+    xd_status st = io_yaml_as_str(b->d, n, &s, b->e);
+    if (st != XD_OK) return st;
+    int i = name_index(names, n_names, s);
+    if (i < 0) {
+        char list[256];
+        return bad(b, n, "unknown value '%s' (expected %s)", s,
+                   name_list(names, n_names, list, sizeof list));
+    }
+    *inout = i;
+    return XD_OK;
+}
+
+static xd_status check_file(binder *b, const io_yaml_node *n, const char *path)
+{
+    if (!path[0]) return bad(b, n, "the path is empty");
+    if (b->flags & RECIPE_NO_FILE_CHECKS) return XD_OK;
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return bad(b, n, "%s: no such file", path);
+        return bad(b, n, "%s: %s", path, strerror(errno));
+    }
+    if (S_ISDIR(st.st_mode)) return bad(b, n, "%s: is a folder, not a file", path);
+    return XD_OK;
+}
+
+static xd_status check_student_node(binder *b, const io_yaml_node *n, const char *name)
+{
+    if (nn_model_find(&b->student, name) >= 0) return XD_OK;
+    return bad(b, n, "the student model has no node '%s'", name);
+}
+
+// ----------------------------------------------------------------------------------------------
+// sections
+
+static xd_status bind_name(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *n;
+    xd_status s = get_string(b, root, "name", NULL, &r->name, &n);
+    if (s != XD_OK) return s;
+    if (n) {
+        if (!word_ok(r->name, "-_."))
+            return bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.'; up to %d)",
+                       r->name, RECIPE_MAX_NAME - 1);
+        return XD_OK;
+    }
+    /* the file's base name without its extension, other characters made '-' */
+    const char *base = strrchr(b->d->file, '/');
+    base = base ? base + 1 : b->d->file;
+    char name[RECIPE_MAX_NAME];
+    snprintf(name, sizeof name, "%s", base);
+    char *dot = strrchr(name, '.');
+    if (dot && dot != name) *dot = '\0';
+    for (char *c = name; *c; c++)
+        if (!isalnum((unsigned char)*c) && !strchr("-_.", *c)) *c = '-';
+    r->name = xd_xstrdup(name[0] ? name : "recipe");
+    return XD_OK;
+}
+
+static xd_status bind_data(binder *b, io_yaml_node *root)
+{
+    recipe_data *dt = &b->r->data;
+    io_yaml_node *data, *n;
+    xd_status s = io_yaml_require(b->d, root, "data", &data, b->e);
+    if (s == XD_OK) s = need_kind(b, data, IO_YAML_MAPPING, "a mapping of data settings");
+    if (s == XD_OK) s = io_yaml_check_keys(b->d, data, data_keys, COUNT_OF(data_keys), b->e);
+    if (s != XD_OK) return s;
+
+    if ((s = io_yaml_require(b->d, data, "path", &n, b->e)) != XD_OK) return s;
+    if ((s = get_string(b, data, "path", NULL, &dt->path, &n)) != XD_OK) return s;
+    if ((s = check_file(b, n, dt->path)) != XD_OK) return s;
+
+    const char *split_keys[2] = {"train", "test"};
+    char **splits[2] = {&dt->train, &dt->test};
+    for (int i = 0; i < 2; i++) {
+        if ((s = get_string(b, data, split_keys[i], split_keys[i], splits[i], &n)) != XD_OK)
+            return s;
+        if (!word_ok(*splits[i], "-_."))
+            return bad(b, n, "'%s' is not a split name (letters, digits, '-', '_', '.')",
+                       *splits[i]);
+    }
+    if ((s = get_string(b, data, "label", "label", &dt->label, &n)) != XD_OK) return s;
+    if (strcmp(dt->label, "label") != 0 &&
+        !(strncmp(dt->label, "label.", 6) == 0 && word_ok(dt->label + 6, "-_")))
+        return bad(b, n, "'%s' is not a label section (expected label or label.NAME)",
+                   dt->label);
+
+    dt->label_fraction = 1.0f;
+    dt->labels_per_class = 0;
+    if ((s = get_float(b, data, "label_fraction", R_FRACTION, &dt->label_fraction)) != XD_OK)
+        return s;
+    if ((s = io_yaml_get_int(b->d, data, "labels_per_class", 0, INT_MAX, &dt->labels_per_class,
+                             b->e)) != XD_OK)
+        return s;
+    if (dt->labels_per_class > 0 && dt->label_fraction != 1.0f)
+        return bad(b, present(b, data, "labels_per_class"),
+                   "give label_fraction or labels_per_class, not both");
+
+    if ((s = get_string(b, data, "student_view", "image", &dt->student_view, &n)) != XD_OK)
+        return s;
+    if (!view_ok(dt->student_view))
+        return bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)",
+                   dt->student_view);
+
+    if ((s = get_string(b, data, "augment", "", &dt->augment, &n)) != XD_OK) return s;
+    img_opts io;
+    img_opts_default(&io);
+    if (n && (s = img_opts_parse(&io, dt->augment, b->e)) != XD_OK) return wrap(b, n, s);
+
+    if ((s = get_string(b, data, "text", "", &dt->text, &n)) != XD_OK) return s;
+    if (n) {
+        txt_config tc = txt_config_default();
+        char *copy = xd_xstrdup(dt->text), *save = NULL;
+        for (char *w = strtok_r(copy, " \t\r\n", &save); w && s == XD_OK;
+             w = strtok_r(NULL, " \t\r\n", &save)) {
+            char *eq = strchr(w, '=');
+            if (!eq || eq == w) {
+                s = bad(b, n, "'%s': expected key=value", w);
+                break;
+            }
+            *eq = '\0';
+            s = txt_config_set(&tc, w, eq + 1, b->e);
+            if (s != XD_OK) wrap(b, n, s);
+        }
+        free(copy);
+        if (s == XD_OK && (s = txt_config_check(&tc, b->e)) != XD_OK) wrap(b, n, s);
+        if (s != XD_OK) return s;
+    }
+    return XD_OK;
+}
+
+static xd_status bind_model(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *m = present(b, root, "model"), *mf = present(b, root, "model_file");
+    xd_status s;
+    if (m && mf) {
+        io_yaml_mark_used(mf);
+        return bad(b, mf, "give model or model_file, not both");
+    }
+    if (!m && !mf)
+        return io_yaml_fail(b->d, root, b->e, XD_EARG,
+                            "missing required key 'model' (or 'model_file')");
+    io_yaml_node *at = m ? m : mf;
+    if (m) {
+        if ((s = get_string(b, root, "model", NULL, &r->model, NULL)) != XD_OK) return s;
+    } else {
+        char *path = NULL;
+        if ((s = get_string(b, root, "model_file", NULL, &path, NULL)) != XD_OK) return s;
+        void *text;
+        size_t n;
+        s = io_read_all(path, RECIPE_MAX_MODEL_BYTES, &text, &n, b->e);
+        free(path);
+        if (s != XD_OK) return wrap(b, mf, s);
+        if (strlen(text) != n) {
+            free(text);
+            return bad(b, mf, "the model file holds a NUL byte");
+        }
+        r->model = text;
+    }
+    if ((s = nn_model_build(&b->student, r->model, 1, 0, b->e)) != XD_OK) return wrap(b, at, s);
+    b->built = 1;
+    /* token ids and images are different inputs: the view must feed what the model reads */
+    int text_view = strncmp(r->data.student_view, "text.", 5) == 0;
+    if (text_view != (b->student.tokens > 0))
+        return bad(b, at, "the model reads %s but data.student_view is '%s'",
+                   b->student.tokens > 0 ? "token ids (input tokens=...)" : "images",
+                   r->data.student_view);
+    return XD_OK;
+}
+
+static xd_status bind_teachers(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *list = present(b, root, "teachers");
+    if (!list) return XD_OK;
+    io_yaml_mark_used(list);
+    xd_status s = need_kind(b, list, IO_YAML_SEQUENCE, "a list of teachers");
+    if (s != XD_OK) return s;
+    if (list->n > RECIPE_MAX_TEACHERS)
+        return bad(b, list, "%d teachers, more than the %d allowed", list->n, RECIPE_MAX_TEACHERS);
+    r->teachers = xd_xcalloc((size_t)(list->n ? list->n : 1), sizeof *r->teachers);
+    for (int i = 0; i < list->n; i++) {
+        io_yaml_node *it = list->items[i], *n;
+        recipe_teacher *t = &r->teachers[i];
+        r->n_teachers = i + 1;
+        io_yaml_mark_used(it);
+        if ((s = need_kind(b, it, IO_YAML_MAPPING, "a mapping (name, checkpoint, ...)")) != XD_OK)
+            return s;
+        if ((s = io_yaml_check_keys(b->d, it, teacher_keys, COUNT_OF(teacher_keys), b->e)))
+            return s;
+        if ((s = io_yaml_require(b->d, it, "name", &n, b->e)) != XD_OK) return s;
+        if ((s = get_string(b, it, "name", NULL, &t->name, &n)) != XD_OK) return s;
+        if (!word_ok(t->name, "-_."))
+            return bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.')",
+                       t->name);
+        for (int j = 0; j < i; j++) {
+            if (strcmp(r->teachers[j].name, t->name) == 0) {
+                io_yaml_node *first = io_yaml_find(b->d, list->items[j], "name");
+                char where[320];
+                io_yaml_where(b->d, first, where, sizeof where);
+                return bad(b, n, "teacher name '%s' is already used by teachers.%d (%s)",
+                           t->name, j, where);
+            }
+        }
+        if ((s = io_yaml_require(b->d, it, "checkpoint", &n, b->e)) != XD_OK) return s;
+        if ((s = get_string(b, it, "checkpoint", NULL, &t->checkpoint, &n)) != XD_OK) return s;
+        if ((s = check_file(b, n, t->checkpoint)) != XD_OK) return s;
+        if ((s = get_string(b, it, "view", r->data.student_view, &t->view, &n)) != XD_OK)
+            return s;
+        if (!view_ok(t->view))
+            return bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)", t->view);
+        t->cache = 1;
+        if ((s = io_yaml_get_bool(b->d, it, "cache", &t->cache, b->e)) != XD_OK) return s;
+    }
+    return XD_OK;
+}
+
+/* Optimizer or schedule: a kind word, or a mapping of keys for set() with `kind` applied first
+ * (setting the kind resets the other keys). *given gets a bit per key index in `watch`. */
+typedef xd_status (*cfg_set_fn)(void *cfg, const char *key, const char *value, xd_err *e);
+
+static xd_status set_opt(void *cfg, const char *key, const char *value, xd_err *e)
+{
+    return nn_opt_config_set(cfg, key, value, e);
+}
+static xd_status set_sched(void *cfg, const char *key, const char *value, xd_err *e)
+{
+    return nn_sched_config_set(cfg, key, value, e);
+}
+
+static xd_status bind_cfg(binder *b, io_yaml_node *n, void *cfg, cfg_set_fn set,
+                          const char *what)
+{
+    xd_status s;
+    const char *v;
+    if (n->kind == IO_YAML_SCALAR) {
+        if ((s = io_yaml_as_str(b->d, n, &v, b->e)) != XD_OK) return s;
+        if ((s = set(cfg, "kind", v, b->e)) != XD_OK) return wrap(b, n, s);
+        return XD_OK;
+    }
+    if (n->kind != IO_YAML_MAPPING) return need_kind(b, n, IO_YAML_MAPPING, what);
+    io_yaml_mark_used(n);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n->n; i++) {
+            io_yaml_pair *p = &n->pairs[i];
+            if ((strcmp(p->key, "kind") == 0) != (pass == 0)) continue;
+            if ((s = io_yaml_as_str(b->d, p->value, &v, b->e)) != XD_OK) return s;
+            if ((s = set(cfg, p->key, v, b->e)) != XD_OK) return wrap(b, p->value, s);
+        }
+    }
+    return XD_OK;
+}
+
+static xd_status bind_train(binder *b, io_yaml_node *root)
+{
+    recipe_train *t = &b->r->train;
+    io_yaml_node *train = present(b, root, "train");
+    xd_status s;
+    if (train) {
+        io_yaml_mark_used(train);
+        if ((s = need_kind(b, train, IO_YAML_MAPPING, "a mapping of training settings")))
+            return s;
+        if ((s = io_yaml_check_keys(b->d, train, train_keys, COUNT_OF(train_keys), b->e)))
+            return s;
+    }
+    t->batch = DEFAULT_BATCH;
+    t->eval_every = 1;
+    t->threads = 0;
+    if (train) {
+        if ((s = io_yaml_get_int(b->d, train, "batch", 1, MAX_BATCH, &t->batch, b->e))) return s;
+        if ((s = io_yaml_get_int(b->d, train, "eval_every", 0, MAX_EPOCHS, &t->eval_every,
+                                 b->e)))
+            return s;
+        if ((s = io_yaml_get_int(b->d, train, "threads", 0, MAX_THREADS, &t->threads, b->e)))
+            return s;
+    }
+
+    t->opt = nn_opt_defaults(NN_OPT_ADAMW);
+    io_yaml_node *o = present(b, train, "optimizer");
+    if (o) {
+        if ((s = bind_cfg(b, o, &t->opt, set_opt, "a mapping of optimizer settings"))) return s;
+        if ((s = nn_opt_config_check(&t->opt, b->e)) != XD_OK) return wrap(b, o, s);
+    }
+
+    t->sched = nn_sched_defaults(NN_SCHED_CONSTANT);
+    io_yaml_node *sc = present(b, train, "schedule");
+    int base_given = 0, total_given = 0;
+    if (sc) {
+        if ((s = bind_cfg(b, sc, &t->sched, set_sched, "a mapping of schedule settings")))
+            return s;
+        base_given = sc->kind == IO_YAML_MAPPING && io_yaml_find(b->d, sc, "base_lr");
+        total_given = sc->kind == IO_YAML_MAPPING && io_yaml_find(b->d, sc, "total_steps");
+    }
+    /* the optimizer's lr is the one users set; the schedule starts from it */
+    if (!base_given) t->sched.base_lr = t->opt.lr;
+    int decays = t->sched.kind == NN_SCHED_COSINE || t->sched.kind == NN_SCHED_LINEAR;
+    t->sched_auto_steps = decays && !total_given;
+    nn_sched_config check = t->sched;
+    if (t->sched_auto_steps) check.total_steps = check.warmup_steps + 1;
+    if ((s = nn_sched_config_check(&check, b->e)) != XD_OK)
+        return wrap(b, sc ? sc : (train ? train : root), s);
+    return XD_OK;
+}
+
+static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    recipe *r = b->r;
+    xd_status s;
+    io_yaml_node *n;
+    io_yaml_mark_used(it);
+    if ((s = need_kind(b, it, IO_YAML_MAPPING, "a mapping (kind, weight, ...)")) != XD_OK)
+        return s;
+    if ((s = io_yaml_check_keys(b->d, it, loss_key_names, LK_COUNT, b->e)) != XD_OK) return s;
+    if ((s = io_yaml_require(b->d, it, "kind", &n, b->e)) != XD_OK) return s;
+    int kind = 0;
+    if ((s = get_enum(b, it, "kind", recipe_loss_kind_names, RECIPE_LOSS_COUNT, &kind)))
+        return s;
+    *l = (recipe_loss){.kind = kind, .weight = 1.0f, .teacher = -1,
+                       .temperature = DEFAULT_TEMPERATURE, .alpha = DEFAULT_ALPHA};
+    const char *kname = recipe_loss_kind_names[kind];
+    for (int i = 0; i < it->n; i++) {
+        int k = name_index(loss_key_names, LK_COUNT, it->pairs[i].key);
+        XD_ASSERT(k >= 0); /* io_yaml_check_keys passed */
+        if (applies(k, l->kind)) continue;
+        const char *only[RECIPE_LOSS_COUNT];
+        int n_only = 0;
+        for (int j = 0; j < RECIPE_LOSS_COUNT; j++)
+            if (applies(k, j)) only[n_only++] = recipe_loss_kind_names[j];
+        char list[128];
+        io_yaml_mark_used(it->pairs[i].value);
+        return bad(b, it->pairs[i].value, "does not apply to kind '%s' (only to %s)", kname,
+                   name_list(only, n_only, list, sizeof list));
+    }
+
+    if ((s = get_float(b, it, "weight", R_GE0, &l->weight)) != XD_OK) return s;
+    if (applies(LK_TEACHER, l->kind)) {
+        char *tname = NULL;
+        if ((s = get_string(b, it, "teacher", NULL, &tname, &n)) != XD_OK) return s;
+        if (tname) {
+            for (int j = 0; j < r->n_teachers && l->teacher < 0; j++)
+                if (strcmp(r->teachers[j].name, tname) == 0) l->teacher = j;
+            if (l->teacher < 0) {
+                char list[256];
+                const char *names[RECIPE_MAX_TEACHERS];
+                for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
+                s = r->n_teachers
+                        ? bad(b, n, "no teacher named '%s' (teachers: %s)", tname,
+                              name_list(names, r->n_teachers, list, sizeof list))
+                        : bad(b, n, "no teacher named '%s' (the recipe lists no teachers)",
+                              tname);
+                free(tname);
+                return s;
+            }
+            free(tname);
+        } else if (r->n_teachers == 1) {
+            l->teacher = 0;
+        } else if (r->n_teachers == 0) {
+            return bad(b, it, "kind '%s' needs a teacher, and the recipe lists none", kname);
+        } else {
+            return bad(b, it, "kind '%s' needs 'teacher': the recipe lists %d teachers", kname,
+                       r->n_teachers);
+        }
+    }
+    if ((s = get_float(b, it, "temperature", R_GT0, &l->temperature)) != XD_OK) return s;
+    if ((s = get_float(b, it, "alpha", R_UNIT, &l->alpha)) != XD_OK) return s;
+    if ((s = get_string(b, it, "head", NULL, &l->head, &n)) != XD_OK) return s;
+    if (l->head && (s = check_student_node(b, n, l->head)) != XD_OK) return s;
+    if ((s = get_string(b, it, "teacher_head", NULL, &l->teacher_head, &n)) != XD_OK) return s;
+    if (l->teacher_head && !word_ok(l->teacher_head, "-_."))
+        return bad(b, n, "'%s' is not a node name", l->teacher_head);
+    if (applies(LK_STUDENT_TAP, l->kind)) {
+        if ((s = io_yaml_require(b->d, it, "student_tap", &n, b->e)) != XD_OK) return s;
+        if ((s = get_string(b, it, "student_tap", NULL, &l->student_tap, &n)) != XD_OK) return s;
+        if ((s = check_student_node(b, n, l->student_tap)) != XD_OK) return s;
+        if ((s = io_yaml_require(b->d, it, "teacher_tap", &n, b->e)) != XD_OK) return s;
+        if ((s = get_string(b, it, "teacher_tap", NULL, &l->teacher_tap, &n)) != XD_OK) return s;
+        if (!word_ok(l->teacher_tap, "-_."))
+            return bad(b, n, "'%s' is not a node name", l->teacher_tap);
+    }
+    int v = l->metric;
+    if ((s = get_enum(b, it, "metric", recipe_metric_names, RECIPE_METRIC_COUNT, &v))) return s;
+    l->metric = v;
+    v = l->projector;
+    if ((s = get_enum(b, it, "projector", recipe_projector_names, RECIPE_PROJ_COUNT, &v)))
+        return s;
+    l->projector = v;
+    return XD_OK;
+}
+
+static xd_status bind_losses(binder *b, io_yaml_node *list, recipe_stage *st)
+{
+    io_yaml_mark_used(list);
+    xd_status s = need_kind(b, list, IO_YAML_SEQUENCE, "a list of losses");
+    if (s != XD_OK) return s;
+    if (list->n == 0) return bad(b, list, "the list of losses is empty");
+    if (list->n > RECIPE_MAX_LOSSES)
+        return bad(b, list, "%d losses, more than the %d allowed", list->n, RECIPE_MAX_LOSSES);
+    st->losses = xd_xcalloc((size_t)list->n, sizeof *st->losses);
+    for (int i = 0; i < list->n; i++) {
+        st->n_losses = i + 1;
+        if ((s = bind_loss(b, list->items[i], &st->losses[i])) != XD_OK) return s;
+    }
+    return XD_OK;
+}
+
+static xd_status bind_stages(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *stages = present(b, root, "stages"), *n;
+    io_yaml_node *train = present(b, root, "train");
+    xd_status s;
+    if (!stages) {
+        if ((s = io_yaml_require(b->d, root, "train.epochs", &n, b->e)) != XD_OK) return s;
+        r->stages = xd_xcalloc(1, sizeof *r->stages);
+        r->n_stages = 1;
+        if ((s = io_yaml_as_int(b->d, n, 1, MAX_EPOCHS, &r->stages[0].epochs, b->e))) return s;
+        if ((s = io_yaml_require(b->d, root, "losses", &n, b->e)) != XD_OK) return s;
+        if ((s = bind_losses(b, n, &r->stages[0])) != XD_OK) return s;
+        r->train.epochs = r->stages[0].epochs;
+        return XD_OK;
+    }
+    if ((n = present(b, train, "epochs"))) {
+        io_yaml_mark_used(n);
+        return bad(b, n, "not allowed together with stages (each stage has its own epochs)");
+    }
+    if ((n = present(b, root, "losses"))) {
+        io_yaml_mark_used(n);
+        return bad(b, n, "not allowed together with stages (each stage lists its own losses)");
+    }
+    io_yaml_mark_used(stages);
+    if ((s = need_kind(b, stages, IO_YAML_SEQUENCE, "a list of stages")) != XD_OK) return s;
+    if (stages->n == 0) return bad(b, stages, "the list of stages is empty");
+    if (stages->n > RECIPE_MAX_STAGES)
+        return bad(b, stages, "%d stages, more than the %d allowed", stages->n,
+                   RECIPE_MAX_STAGES);
+    r->stages = xd_xcalloc((size_t)stages->n, sizeof *r->stages);
+    for (int i = 0; i < stages->n; i++) {
+        io_yaml_node *it = stages->items[i];
+        recipe_stage *st = &r->stages[i];
+        r->n_stages = i + 1;
+        io_yaml_mark_used(it);
+        if ((s = need_kind(b, it, IO_YAML_MAPPING, "a mapping (epochs, losses, train_until)")))
+            return s;
+        if ((s = io_yaml_check_keys(b->d, it, stage_keys, COUNT_OF(stage_keys), b->e)))
+            return s;
+        if ((s = io_yaml_require(b->d, it, "epochs", &n, b->e)) != XD_OK) return s;
+        if ((s = io_yaml_as_int(b->d, n, 1, MAX_EPOCHS, &st->epochs, b->e)) != XD_OK) return s;
+        if ((s = io_yaml_require(b->d, it, "losses", &n, b->e)) != XD_OK) return s;
+        if ((s = bind_losses(b, n, st)) != XD_OK) return s;
+        if ((s = get_string(b, it, "train_until", NULL, &st->train_until, &n)) != XD_OK) return s;
+        if (st->train_until && (s = check_student_node(b, n, st->train_until)) != XD_OK) return s;
+        if (r->train.epochs > MAX_EPOCHS - st->epochs)
+            return bad(b, it, "the stages add up to more than %d epochs", MAX_EPOCHS);
+        r->train.epochs += st->epochs;
+    }
+    return XD_OK;
+}
+
+/* A teacher that no loss reads would cost a forward pass per step for nothing. */
+static xd_status check_teachers_used(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    for (int t = 0; t < r->n_teachers; t++) {
+        int used = 0;
+        for (int i = 0; i < r->n_stages && !used; i++)
+            for (int j = 0; j < r->stages[i].n_losses && !used; j++)
+                used = r->stages[i].losses[j].teacher == t;
+        if (!used) {
+            io_yaml_node *it = io_yaml_find(b->d, root, "teachers");
+            return bad(b, it->items[t], "no loss uses teacher '%s'", r->teachers[t].name);
+        }
+    }
+    return XD_OK;
+}
+
+static xd_status bind(binder *b)
+{
+    io_yaml_node *root = b->d->root;
+    xd_status s;
+    if (root->kind != IO_YAML_MAPPING)
+        return io_yaml_fail(b->d, root, b->e, XD_EARG,
+                            "a recipe is a mapping of keys (name, data, model, ...), not a %s",
+                            io_yaml_kind_names[root->kind]);
+    io_yaml_mark_used(root);
+    if ((s = io_yaml_check_keys(b->d, root, top_keys, COUNT_OF(top_keys), b->e))) return s;
+    if ((s = bind_name(b, root)) != XD_OK) return s;
+    b->r->seed = 1;
+    b->r->seeds = 1;
+    if ((s = io_yaml_get_long(b->d, root, "seed", 0, LONG_MAX, &b->r->seed, b->e))) return s;
+    if ((s = io_yaml_get_int(b->d, root, "seeds", 1, MAX_SEEDS, &b->r->seeds, b->e))) return s;
+    if (b->r->seed > LONG_MAX - (b->r->seeds - 1))
+        return bad(b, io_yaml_find(b->d, root, "seed"), "seed + seeds - 1 overflows");
+    if ((s = bind_data(b, root)) != XD_OK) return s;
+    if ((s = bind_model(b, root)) != XD_OK) return s;
+    if ((s = bind_teachers(b, root)) != XD_OK) return s;
+    if ((s = bind_train(b, root)) != XD_OK) return s;
+    if ((s = bind_stages(b, root)) != XD_OK) return s;
+    if ((s = check_teachers_used(b, root)) != XD_OK) return s;
+    return io_yaml_check_unused(b->d, b->e);
+}
+
+xd_status recipe_parse(const char *name, const char *text, size_t n, const char *const *sets,
+                       int n_sets, unsigned flags, recipe *r, xd_err *e)
+{
+    memset(r, 0, sizeof *r);
+    io_yaml_doc d;
+    xd_status s = io_yaml_parse(&d, name, text, n, e);
+    if (s != XD_OK) return s;
+    for (int i = 0; i < n_sets && s == XD_OK; i++) s = io_yaml_set_arg(&d, sets[i], e);
+    binder b = {.d = &d, .flags = flags, .r = r, .e = e};
+    if (s == XD_OK) s = bind(&b);
+    if (b.built) nn_model_free(&b.student);
+    io_yaml_free(&d);
+    if (s != XD_OK) recipe_free(r);
+    return s;
+}
+
+xd_status recipe_load(const char *path, const char *const *sets, int n_sets, recipe *r,
+                      xd_err *e)
+{
+    memset(r, 0, sizeof *r);
+    void *text;
+    size_t n;
+    xd_status s = io_read_all(path, IO_YAML_MAX_BYTES, &text, &n, e);
+    if (s != XD_OK) return s;
+    s = recipe_parse(path, text, n, sets, n_sets, 0, r, e);
+    free(text);
+    return s;
+}
+
+static void loss_free(recipe_loss *l)
+{
+    free(l->head);
+    free(l->teacher_head);
+    free(l->student_tap);
+    free(l->teacher_tap);
+}
+
+void recipe_free(recipe *r)
+{
+    if (!r) return;
+    free(r->name);
+    free(r->data.path);
+    free(r->data.train);
+    free(r->data.test);
+    free(r->data.label);
+    free(r->data.student_view);
+    free(r->data.augment);
+    free(r->data.text);
+    free(r->model);
+    for (int i = 0; i < r->n_teachers; i++) {
+        free(r->teachers[i].name);
+        free(r->teachers[i].checkpoint);
+        free(r->teachers[i].view);
+    }
+    free(r->teachers);
+    for (int i = 0; i < r->n_stages; i++) {
+        for (int j = 0; j < r->stages[i].n_losses; j++) loss_free(&r->stages[i].losses[j]);
+        free(r->stages[i].losses);
+        free(r->stages[i].train_until);
+    }
+    free(r->stages);
+    memset(r, 0, sizeof *r);
+}
+
+// ----------------------------------------------------------------------------------------------
+// printing
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        XD_ASSERT(w >= 0);
+        if (b->s && (size_t)w < b->cap - b->n) {
+            b->n += (size_t)w;
+            return;
+        }
+        b->cap = 2 * (b->cap + (size_t)w + 64);
+        b->s = xd_xrealloc(b->s, b->cap);
+    }
+}
+
+/* A YAML double-quoted string: '"', '\' and control characters escaped, UTF-8 kept. */
+static void sb_quoted(sbuf *b, const char *s)
+{
+    sb_add(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': sb_add(b, "\\\""); break;
+        case '\\': sb_add(b, "\\\\"); break;
+        case '\n': sb_add(b, "\\n"); break;
+        case '\t': sb_add(b, "\\t"); break;
+        case '\r': sb_add(b, "\\r"); break;
+        default:
+            if (*p < 0x20 || *p == 0x7F)
+                sb_add(b, "\\x%02X", *p);
+            else
+                sb_add(b, "%c", *p);
+        }
+    }
+    sb_add(b, "\"");
+}
+
+/* The shortest %g text that reads back as the same float. */
+static const char *fmt_float(float v, char *buf, size_t size)
+{
+    for (int p = 6; p <= 9; p++) {
+        snprintf(buf, size, "%.*g", p, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return buf;
+}
+
+/* key=value words from nn_*_config_format as a flow mapping, floats shortened; skip names a key
+ * left out. */
+static void sb_words(sbuf *b, const char *words, const char *skip)
+{
+    char *copy = xd_xstrdup(words), *save = NULL;
+    int first = 1;
+    sb_add(b, "{");
+    for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(w, '=');
+        XD_ASSERT(eq);
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (skip && strcmp(w, skip) == 0) continue;
+        char num[32], *end;
+        /* only numbers with a fraction or exponent: whole step counts would round as floats */
+        float x = strtof(v, &end);
+        if (end != v && !*end && strpbrk(v, ".eE")) v = fmt_float(x, num, sizeof num);
+        sb_add(b, "%s%s: %s", first ? "" : ", ", w, v);
+        first = 0;
+    }
+    sb_add(b, "}");
+    free(copy);
+}
+
+static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
+{
+    char f[32];
+    sb_add(b, "%s- kind: %s\n", ind, recipe_loss_kind_names[l->kind]);
+    sb_add(b, "%s  weight: %s\n", ind, fmt_float(l->weight, f, sizeof f));
+    if (applies(LK_TEACHER, l->kind) && l->teacher >= 0 && l->teacher < r->n_teachers) {
+        sb_add(b, "%s  teacher: ", ind);
+        sb_quoted(b, r->teachers[l->teacher].name);
+        sb_add(b, "\n");
+    }
+    if (applies(LK_TEMPERATURE, l->kind))
+        sb_add(b, "%s  temperature: %s\n", ind, fmt_float(l->temperature, f, sizeof f));
+    if (applies(LK_ALPHA, l->kind))
+        sb_add(b, "%s  alpha: %s\n", ind, fmt_float(l->alpha, f, sizeof f));
+    const struct {
+        loss_key key;
+        const char *value;
+    } strs[] = {{LK_HEAD, l->head},
+                {LK_TEACHER_HEAD, l->teacher_head},
+                {LK_STUDENT_TAP, l->student_tap},
+                {LK_TEACHER_TAP, l->teacher_tap}};
+    for (int i = 0; i < COUNT_OF(strs); i++) {
+        if (!strs[i].value || !applies(strs[i].key, l->kind)) continue;
+        sb_add(b, "%s  %s: ", ind, loss_key_names[strs[i].key]);
+        sb_quoted(b, strs[i].value);
+        sb_add(b, "\n");
+    }
+    if (applies(LK_METRIC, l->kind))
+        sb_add(b, "%s  metric: %s\n", ind, recipe_metric_names[l->metric]);
+    if (applies(LK_PROJECTOR, l->kind))
+        sb_add(b, "%s  projector: %s\n", ind, recipe_projector_names[l->projector]);
+}
+
+char *recipe_to_yaml(const recipe *r)
+{
+    sbuf b = {0};
+    char f[32], words[512];
+    sb_add(&b, "# xdistill recipe, every default filled in\nname: ");
+    sb_quoted(&b, r->name ? r->name : "recipe");
+    sb_add(&b, "\nseed: %ld\nseeds: %d\n", r->seed, r->seeds);
+
+    const recipe_data *dt = &r->data;
+    sb_add(&b, "data:\n");
+    const char *data_strs[][2] = {{"path", dt->path},   {"train", dt->train},
+                                  {"test", dt->test},   {"label", dt->label}};
+    for (int i = 0; i < COUNT_OF(data_strs); i++) {
+        sb_add(&b, "  %s: ", data_strs[i][0]);
+        sb_quoted(&b, data_strs[i][1] ? data_strs[i][1] : "");
+        sb_add(&b, "\n");
+    }
+    if (dt->labels_per_class > 0)
+        sb_add(&b, "  labels_per_class: %d\n", dt->labels_per_class);
+    else
+        sb_add(&b, "  label_fraction: %s\n", fmt_float(dt->label_fraction, f, sizeof f));
+    const char *view_strs[][2] = {{"student_view", dt->student_view},
+                                  {"augment", dt->augment},
+                                  {"text", dt->text}};
+    for (int i = 0; i < COUNT_OF(view_strs); i++) {
+        sb_add(&b, "  %s: ", view_strs[i][0]);
+        sb_quoted(&b, view_strs[i][1] ? view_strs[i][1] : "");
+        sb_add(&b, "\n");
+    }
+
+    sb_add(&b, "model: ");
+    sb_quoted(&b, r->model ? r->model : "");
+    sb_add(&b, "\n");
+
+    if (r->n_teachers) sb_add(&b, "teachers:\n");
+    for (int i = 0; i < r->n_teachers; i++) {
+        const recipe_teacher *t = &r->teachers[i];
+        sb_add(&b, "  - name: ");
+        sb_quoted(&b, t->name);
+        sb_add(&b, "\n    checkpoint: ");
+        sb_quoted(&b, t->checkpoint);
+        sb_add(&b, "\n    view: ");
+        sb_quoted(&b, t->view);
+        sb_add(&b, "\n    cache: %s\n", t->cache ? "true" : "false");
+    }
+
+    /* one stage over the whole model is the plain form: train.epochs + losses */
+    int implicit = r->n_stages == 1 && !r->stages[0].train_until;
+    const recipe_train *t = &r->train;
+    sb_add(&b, "train:\n");
+    if (implicit) sb_add(&b, "  epochs: %d\n", r->stages[0].epochs);
+    sb_add(&b, "  batch: %d\n  optimizer: ", t->batch);
+    nn_opt_config_format(&t->opt, words, sizeof words);
+    sb_words(&b, words, NULL);
+    sb_add(&b, "\n  schedule: ");
+    nn_sched_config_format(&t->sched, words, sizeof words);
+    sb_words(&b, words, t->sched_auto_steps ? "total_steps" : NULL);
+    sb_add(&b, "\n  eval_every: %d\n  threads: %d\n", t->eval_every, t->threads);
+
+    if (implicit) {
+        sb_add(&b, "losses:\n");
+        for (int j = 0; j < r->stages[0].n_losses; j++)
+            print_loss(&b, r, &r->stages[0].losses[j], "  ");
+    } else {
+        sb_add(&b, "stages:\n");
+        for (int i = 0; i < r->n_stages; i++) {
+            const recipe_stage *st = &r->stages[i];
+            sb_add(&b, "  - epochs: %d\n", st->epochs);
+            if (st->train_until) {
+                sb_add(&b, "    train_until: ");
+                sb_quoted(&b, st->train_until);
+                sb_add(&b, "\n");
+            }
+            sb_add(&b, "    losses:\n");
+            for (int j = 0; j < st->n_losses; j++) print_loss(&b, r, &st->losses[j], "      ");
+        }
+    }
+    return b.s;
+}
+
+xd_status recipe_save(const recipe *r, const char *path, xd_err *e)
+{
+    char *text = recipe_to_yaml(r);
+    io_atomic w;
+    xd_status s = io_atomic_open(&w, path, e);
+    if (s != XD_OK) {
+        free(text);
+        return s;
+    }
+    s = io_atomic_write(&w, text, strlen(text), e);
+    if (s == XD_OK) s = io_atomic_commit(&w, e);
+    if (s != XD_OK) io_atomic_abort(&w);
+    free(text);
+    return s;
+}

@@ -1,0 +1,146 @@
+/* Recipes: the YAML file that describes one `xdistill train` run, bound into a typed struct.
+ *
+ * recipe_load reads the file into an io_yaml tree, applies the command line's --set overrides,
+ * and binds every key into a recipe: defaults filled in, ranges checked, enum words looked up in
+ * name tables, the student model built once to check its description and the node names that
+ * losses and stages refer to, paths checked to exist. Every error names the file, the line and
+ * the key path ("recipe.yaml:12: losses.1.temperature: must be > 0"); a key that nothing reads
+ * is an error with the nearest known key as a suggestion. docs/RECIPES.md lists every key.
+ *
+ * A recipe always has at least one stage: the top-level `train.epochs` and `losses` form one
+ * implicit stage, `stages:` lists several (FitNets-style hint training, then the rest).
+ *
+ * recipe_to_yaml prints the effective recipe (defaults included) back as YAML; parsing that text
+ * gives the same struct. Checkpoints and run summaries store it. */
+#ifndef XD_DISTILL_RECIPE_H
+#define XD_DISTILL_RECIPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "nn/optim.h"
+
+/* Program-chosen bounds, so that a recipe cannot ask for unbounded tables. */
+#define RECIPE_MAX_TEACHERS 16
+#define RECIPE_MAX_STAGES 16
+#define RECIPE_MAX_LOSSES 32
+#define RECIPE_MAX_NAME 64
+/* Largest model_file read. */
+#define RECIPE_MAX_MODEL_BYTES ((size_t)1 << 20)
+
+typedef enum {
+    RECIPE_LOSS_CE,        /* cross-entropy on the hard labels */
+    RECIPE_LOSS_KD,        /* T^2 KL(softmax(t/T) || softmax(s/T)) */
+    RECIPE_LOSS_HINTON,    /* alpha KD + (1 - alpha) CE */
+    RECIPE_LOSS_FEATURE,   /* metric(proj(student tap), teacher tap) */
+    RECIPE_LOSS_HINT,      /* FitNets: MSE(proj(student tap), teacher tap) */
+    RECIPE_LOSS_ATTENTION, /* attention transfer: || a_s/|a_s| - a_t/|a_t| ||^2, a = sum_c f_c^2 */
+    RECIPE_LOSS_COUNT
+} recipe_loss_kind;
+extern const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT]; /* "ce", "kd", ... */
+
+typedef enum { RECIPE_METRIC_MSE, RECIPE_METRIC_COSINE, RECIPE_METRIC_COUNT } recipe_metric;
+extern const char *const recipe_metric_names[RECIPE_METRIC_COUNT];
+
+typedef enum {
+    RECIPE_PROJ_AUTO,    /* linear when the widths differ, none otherwise (decided by the trainer,
+                          * which knows the teacher's width) */
+    RECIPE_PROJ_NONE,
+    RECIPE_PROJ_LINEAR,
+    RECIPE_PROJ_CONV1X1,
+    RECIPE_PROJ_COUNT
+} recipe_projector;
+extern const char *const recipe_projector_names[RECIPE_PROJ_COUNT];
+
+/* Which view of an example a model reads: "image", "text.LANG", or "text.*" (every language,
+ * one drawn per example per epoch). */
+typedef enum { RECIPE_VIEW_IMAGE, RECIPE_VIEW_TEXT, RECIPE_VIEW_COUNT } recipe_view_kind;
+extern const char *const recipe_view_kind_names[RECIPE_VIEW_COUNT];
+
+typedef struct {
+    char *name;       /* unique among the teachers */
+    char *checkpoint; /* safetensors file */
+    char *view;       /* default: the student's view */
+    int cache;        /* use the teacher-output cache */
+} recipe_teacher;
+
+typedef struct {
+    recipe_loss_kind kind;
+    float weight;              /* factor on this loss in the total, >= 0 */
+    int teacher;               /* index into recipe.teachers; -1 for ce */
+    float temperature;         /* kd, hinton: > 0 */
+    float alpha;               /* hinton: in [0, 1] */
+    char *head;                /* ce, kd, hinton: student node; NULL = the model's default head */
+    char *teacher_head;        /* kd, hinton: teacher node; NULL = the teacher's default head */
+    char *student_tap;         /* feature, hint, attention */
+    char *teacher_tap;         /* feature, hint, attention */
+    recipe_metric metric;      /* feature */
+    recipe_projector projector; /* feature, hint */
+} recipe_loss;
+
+typedef struct {
+    int epochs;
+    int n_losses;
+    recipe_loss *losses;
+    char *train_until; /* NULL = the whole student; else only nodes up to this one (+ projectors) */
+} recipe_stage;
+
+typedef struct {
+    char *path;           /* dataset container, relative to the current folder */
+    char *train, *test;   /* split prefixes */
+    char *label;          /* "label" or "label.NAME" */
+    float label_fraction; /* (0, 1] of the training labels, stratified by class */
+    int labels_per_class; /* > 0: exactly this many per class instead of label_fraction */
+    char *student_view;
+    char *augment;        /* img_opts words, "" = none */
+    char *text;           /* txt_config words, "" = defaults */
+} recipe_data;
+
+typedef struct {
+    int epochs;           /* sum over the stages */
+    int batch;
+    nn_opt_config opt;
+    nn_sched_config sched;
+    int sched_auto_steps; /* 1: total_steps was omitted; the trainer fills it from the run */
+    int eval_every;       /* epochs between evaluations; 0 = only at the end */
+    int threads;          /* 0 = all cores */
+} recipe_train;
+
+typedef struct {
+    char *name;
+    long seed;
+    int seeds;            /* runs with seed, seed + 1, ... */
+    recipe_data data;
+    char *model;          /* student model description (nn/model.h) */
+    int n_teachers;
+    recipe_teacher *teachers;
+    recipe_train train;
+    int n_stages;         /* >= 1 */
+    recipe_stage *stages;
+} recipe;
+
+/* Skip the checks that files named in the recipe exist (data.path, checkpoints): for reading a
+ * recipe back from a checkpoint's metadata on another machine. */
+#define RECIPE_NO_FILE_CHECKS 1u
+
+/* Loads path, applies sets ("key.path=value", as --set gives them, in order) and binds. On
+ * failure r is left empty (recipe_free is safe) and e names file, line and key path. */
+xd_status recipe_load(const char *path, const char *const *sets, int n_sets, recipe *r,
+                      xd_err *e);
+/* The same from n bytes of text; name stands for the file in messages and gives the default
+ * recipe name (its base name without the extension). */
+xd_status recipe_parse(const char *name, const char *text, size_t n, const char *const *sets,
+                       int n_sets, unsigned flags, recipe *r, xd_err *e);
+void recipe_free(recipe *r);
+
+/* The effective recipe as YAML (every key, defaults included), in a new string; parsing it gives
+ * the same recipe. */
+char *recipe_to_yaml(const recipe *r);
+/* recipe_to_yaml written to path atomically. */
+xd_status recipe_save(const recipe *r, const char *path, xd_err *e);
+
+/* 1 if losses of this kind read a teacher. */
+int recipe_loss_needs_teacher(recipe_loss_kind k);
+
+#endif

@@ -1,0 +1,1048 @@
+/* YAML document tree (see yaml.h): libyaml events -> nodes with positions, paths, overrides,
+ * typed getters and the report of keys that nothing read.
+ *
+ * Memory: the file is at most IO_YAML_MAX_BYTES and the tree at most IO_YAML_MAX_NODES nodes
+ * deep IO_YAML_MAX_DEPTH, so the tree's size is bounded by limits we chose and its nodes come
+ * from xd_xmalloc; the file buffer itself is read with io_read_all's checked allocation. */
+#include "io/yaml.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include "core/mem.h"
+#include "io/file.h"
+
+const char *const io_yaml_kind_names[IO_YAML_KIND_COUNT] = {
+    [IO_YAML_SCALAR] = "scalar",
+    [IO_YAML_MAPPING] = "mapping",
+    [IO_YAML_SEQUENCE] = "sequence",
+};
+static_assert(sizeof io_yaml_kind_names / sizeof io_yaml_kind_names[0] == IO_YAML_KIND_COUNT,
+              "io_yaml_kind_names must name every kind");
+
+/* Longest scalar text quoted back in a message. */
+#define SHOW_MAX 40
+/* Longest dotted path kept for messages. */
+#define PATH_MAX_LEN 256
+
+// ----------------------------------------------------------------------------------------------
+// nodes
+
+static io_yaml_node *node_new(io_yaml_kind kind, int line, int col)
+{
+    io_yaml_node *n = xd_xcalloc(1, sizeof *n);
+    n->kind = kind;
+    n->line = line;
+    n->col = col;
+    n->index = -1;
+    return n;
+}
+
+static void node_free(io_yaml_node *n)
+{
+    if (!n) return;
+    for (int i = 0; i < n->n; i++) {
+        if (n->kind == IO_YAML_MAPPING) {
+            free(n->pairs[i].key);
+            free(n->pairs[i].origin);
+            node_free(n->pairs[i].value);
+        } else {
+            node_free(n->items[i]);
+        }
+    }
+    for (int i = 0; i < n->n_asked; i++) free(n->asked[i]);
+    free(n->asked);
+    free(n->pairs);
+    free(n->items);
+    free(n->str);
+    free(n->origin);
+    free(n);
+}
+
+/* Empties a node's contents so it can become another kind (an override turning null into a
+ * mapping). */
+static void node_clear(io_yaml_node *n)
+{
+    free(n->str);
+    n->str = NULL;
+    n->plain = 0;
+}
+
+/* Appends value under key to a mapping; returns the pair. key is taken over. */
+static io_yaml_pair *map_add(io_yaml_node *map, char *key, int line, int col, io_yaml_node *value)
+{
+    if (map->n == map->cap) {
+        map->cap = map->cap ? 2 * map->cap : 8;
+        map->pairs = xd_xrealloc(map->pairs, (size_t)map->cap * sizeof *map->pairs);
+    }
+    io_yaml_pair *p = &map->pairs[map->n];
+    *p = (io_yaml_pair){.key = key, .line = line, .col = col, .value = value};
+    value->parent = map;
+    value->index = map->n++;
+    return p;
+}
+
+static void seq_add(io_yaml_node *seq, io_yaml_node *item)
+{
+    if (seq->n == seq->cap) {
+        seq->cap = seq->cap ? 2 * seq->cap : 8;
+        seq->items = xd_xrealloc(seq->items, (size_t)seq->cap * sizeof *seq->items);
+    }
+    item->parent = seq;
+    item->index = seq->n;
+    seq->items[seq->n++] = item;
+}
+
+static io_yaml_pair *map_find(const io_yaml_node *map, const char *key, size_t len)
+{
+    for (int i = 0; i < map->n; i++) {
+        const char *k = map->pairs[i].key;
+        if (strncmp(k, key, len) == 0 && k[len] == '\0') return &map->pairs[i];
+    }
+    return NULL;
+}
+
+void io_yaml_know(io_yaml_node *map, const char *key)
+{
+    if (!map || map->kind != IO_YAML_MAPPING) return;
+    for (int i = 0; i < map->n_asked; i++)
+        if (strcmp(map->asked[i], key) == 0) return;
+    if (map->n_asked == map->cap_asked) {
+        map->cap_asked = map->cap_asked ? 2 * map->cap_asked : 8;
+        map->asked = xd_xrealloc(map->asked, (size_t)map->cap_asked * sizeof *map->asked);
+    }
+    map->asked[map->n_asked++] = xd_xstrdup(key);
+}
+
+static void know_n(io_yaml_node *map, const char *key, size_t len)
+{
+    char buf[PATH_MAX_LEN];
+    if (len >= sizeof buf) return;
+    memcpy(buf, key, len);
+    buf[len] = '\0';
+    io_yaml_know(map, buf);
+}
+
+int io_yaml_is_null(const io_yaml_node *n)
+{
+    if (!n || n->kind != IO_YAML_SCALAR || !n->plain) return 0;
+    const char *s = n->str;
+    return !s[0] || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+           strcmp(s, "NULL") == 0;
+}
+
+void io_yaml_mark_used(io_yaml_node *n)
+{
+    for (; n && !n->used; n = n->parent) n->used = 1;
+}
+
+static void mark_down(io_yaml_node *n)
+{
+    n->used = 1;
+    for (int i = 0; i < n->n; i++)
+        mark_down(n->kind == IO_YAML_MAPPING ? n->pairs[i].value : n->items[i]);
+}
+
+void io_yaml_mark_tree(io_yaml_node *n)
+{
+    if (!n) return;
+    mark_down(n);
+    io_yaml_mark_used(n);
+}
+
+// ----------------------------------------------------------------------------------------------
+// positions and messages
+
+/* Appends to a bounded buffer, counting what would have been written. */
+static void cat(char *buf, size_t size, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void cat(char *buf, size_t size, size_t *at, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t pos = *at < size ? *at : size;
+    int w = vsnprintf(pos < size ? buf + pos : NULL, size - pos, fmt, ap);
+    va_end(ap);
+    if (w > 0) *at += (size_t)w;
+}
+
+static void path_rec(const io_yaml_node *n, char *buf, size_t size, size_t *at)
+{
+    const io_yaml_node *p = n->parent;
+    if (!p) return;
+    path_rec(p, buf, size, at);
+    const char *dot = p->parent ? "." : "";
+    if (p->kind == IO_YAML_MAPPING)
+        cat(buf, size, at, "%s%s", dot, p->pairs[n->index].key);
+    else
+        cat(buf, size, at, "%s%d", dot, n->index);
+}
+
+int io_yaml_path(const io_yaml_node *n, char *buf, size_t size)
+{
+    size_t at = 0;
+    if (size) buf[0] = '\0';
+    path_rec(n, buf, size, &at);
+    return (int)at;
+}
+
+/* Path of a child key of map (map's path + "." + key). */
+static void child_path(const io_yaml_node *map, const char *key, char *buf, size_t size)
+{
+    size_t at = 0;
+    if (size) buf[0] = '\0';
+    path_rec(map, buf, size, &at);
+    cat(buf, size, &at, "%s%s", map->parent ? "." : "", key);
+}
+
+int io_yaml_key_line(const io_yaml_node *n)
+{
+    const io_yaml_node *p = n->parent;
+    if (p && p->kind == IO_YAML_MAPPING && p->pairs[n->index].line > 0)
+        return p->pairs[n->index].line;
+    return n->line;
+}
+
+static int where_at(const io_yaml_doc *d, int line, const char *origin, char *buf, size_t size)
+{
+    if (origin) return snprintf(buf, size, "--set %s", origin);
+    return snprintf(buf, size, "%s:%d", d->file ? d->file : "(yaml)", line);
+}
+
+int io_yaml_where(const io_yaml_doc *d, const io_yaml_node *n, char *buf, size_t size)
+{
+    int line = n->kind == IO_YAML_SCALAR ? n->line : io_yaml_key_line(n);
+    return where_at(d, line, n->origin, buf, size);
+}
+
+xd_status io_yaml_fail(const io_yaml_doc *d, const io_yaml_node *n, xd_err *e, xd_status code,
+                       const char *fmt, ...)
+{
+    if (!e) return code;
+    char where[PATH_MAX_LEN + 64], reason[XD_ERR_LEN];
+    io_yaml_where(d, n, where, sizeof where);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return xd_fail(e, code, "%s: %s", where, reason);
+}
+
+/* The scalar's text for a message, cut to SHOW_MAX characters. */
+static const char *show(const char *s, char *buf, size_t size)
+{
+    size_t n = strlen(s);
+    if (n <= SHOW_MAX) return s;
+    snprintf(buf, size, "%.*s...", SHOW_MAX, s);
+    return buf;
+}
+
+// ----------------------------------------------------------------------------------------------
+// edit distance
+
+int io_yaml_edit_distance(const char *a, const char *b, int cap)
+{
+    enum { MAXLEN = 64 };
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > MAXLEN || nb > MAXLEN) return strcmp(a, b) == 0 ? 0 : cap + 1;
+    if ((na > nb ? na - nb : nb - na) > (size_t)cap) return cap + 1;
+    /* three rows of the OSA table: d[i][j] = distance of a[0..i) and b[0..j) */
+    int rows[3][MAXLEN + 1];
+    int *pp = rows[0], *prev = rows[1], *cur = rows[2];
+    for (size_t j = 0; j <= nb; j++) prev[j] = (int)j;
+    for (size_t i = 1; i <= na; i++) {
+        cur[0] = (int)i;
+        int best = cur[0];
+        for (size_t j = 1; j <= nb; j++) {
+            int sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            int del = prev[j] + 1, ins = cur[j - 1] + 1;
+            int v = sub < del ? sub : del;
+            v = v < ins ? v : ins;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                pp[j - 2] + 1 < v)
+                v = pp[j - 2] + 1;
+            cur[j] = v;
+            if (v < best) best = v;
+        }
+        if (best > cap) return cap + 1;
+        int *t = pp;
+        pp = prev;
+        prev = cur;
+        cur = t;
+    }
+    return prev[nb] <= cap ? prev[nb] : cap + 1;
+}
+
+/* Close enough to suggest: up to a third of the candidate's length, at least 1, at most 3. */
+static int suggest_cap(const char *candidate)
+{
+    int c = (int)(strlen(candidate) / 3);
+    return c < 1 ? 1 : c > 3 ? 3 : c;
+}
+
+// ----------------------------------------------------------------------------------------------
+// parsing
+
+/* First byte that is not UTF-8 (overlong forms, surrogates and code points past U+10FFFF are
+ * not), or n when all are. */
+static size_t utf8_bad_offset(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2, cp = c & 0x1F, min = 0x80;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3, cp = c & 0x0F, min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4, cp = c & 0x07, min = 0x10000;
+        } else {
+            return i;
+        }
+        if (n - i < len) return i;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return i;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+        i += len;
+    }
+    return n;
+}
+
+/* 1-based line and column (in characters) of a byte offset. */
+static void offset_position(const unsigned char *s, size_t n, size_t off, int *line, int *col)
+{
+    int l = 1, c = 1;
+    for (size_t i = 0; i < off && i < n; i++) {
+        if (s[i] == '\n' || (s[i] == '\r' && (i + 1 >= n || s[i + 1] != '\n'))) {
+            l++;
+            c = 1;
+        } else if ((s[i] & 0xC0) != 0x80) {
+            c++;
+        }
+    }
+    *line = l;
+    *col = c;
+}
+
+typedef struct {
+    io_yaml_doc *d;
+    io_yaml_node *stack[IO_YAML_MAX_DEPTH];
+    int depth;
+    char *key; /* a mapping's key waiting for its value */
+    int key_line, key_col;
+    int documents;
+} builder;
+
+static xd_status fail_mark(const io_yaml_doc *d, yaml_mark_t m, xd_err *e, xd_status code,
+                           const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static xd_status fail_mark(const io_yaml_doc *d, yaml_mark_t m, xd_err *e, xd_status code,
+                           const char *fmt, ...)
+{
+    char reason[XD_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    return xd_fail(e, code, "%s:%zu:%zu: %s", d->file, m.line + 1, m.column + 1, reason);
+}
+
+/* Refuses anchors and explicit tags: a configuration has no use for them, and supporting them
+ * halfway would let a recipe mean something other than what it shows. */
+static xd_status check_plain_node(const io_yaml_doc *d, const yaml_event_t *ev,
+                                  const unsigned char *anchor, const unsigned char *tag,
+                                  xd_err *e)
+{
+    if (anchor)
+        return fail_mark(d, ev->start_mark, e, XD_EFORMAT,
+                         "anchors (&%.40s) are not supported; write the value out", anchor);
+    if (tag)
+        return fail_mark(d, ev->start_mark, e, XD_EFORMAT, "tags (%.40s) are not supported",
+                         tag);
+    return XD_OK;
+}
+
+/* Hangs a new node under the open collection (or makes it the root). */
+static xd_status attach(builder *b, io_yaml_node *n, const yaml_event_t *ev, xd_err *e)
+{
+    io_yaml_doc *d = b->d;
+    if (++d->n_nodes > IO_YAML_MAX_NODES) {
+        node_free(n);
+        return fail_mark(d, ev->start_mark, e, XD_EFORMAT, "more than %d nodes",
+                         IO_YAML_MAX_NODES);
+    }
+    if (b->depth == 0) {
+        d->root = n;
+        return XD_OK;
+    }
+    io_yaml_node *top = b->stack[b->depth - 1];
+    if (top->kind == IO_YAML_SEQUENCE) {
+        seq_add(top, n);
+    } else {
+        XD_ASSERT(b->key);
+        map_add(top, b->key, b->key_line, b->key_col, n);
+        b->key = NULL;
+    }
+    return XD_OK;
+}
+
+static int cmp_key_index(const void *pa, const void *pb, void *ctx)
+{
+    const io_yaml_node *map = ctx;
+    int a = *(const int *)pa, b = *(const int *)pb;
+    int c = strcmp(map->pairs[a].key, map->pairs[b].key);
+    return c ? c : (a > b) - (a < b);
+}
+
+/* Duplicate keys in a finished mapping: sorting (key, position) puts repeats side by side; the
+ * repeat that comes first in the file is reported with the line of its first occurrence. */
+static xd_status check_duplicates(const io_yaml_doc *d, const io_yaml_node *map, xd_err *e)
+{
+    if (map->n < 2) return XD_OK;
+    int *order = xd_xmalloc((size_t)map->n * sizeof *order);
+    for (int i = 0; i < map->n; i++) order[i] = i;
+    qsort_r(order, (size_t)map->n, sizeof *order, cmp_key_index, (void *)map);
+    int dup = -1, first = -1;
+    for (int i = 1; i < map->n; i++) {
+        if (strcmp(map->pairs[order[i]].key, map->pairs[order[i - 1]].key) != 0) continue;
+        int g = i - 1;
+        while (g > 0 && strcmp(map->pairs[order[g - 1]].key, map->pairs[order[i]].key) == 0) g--;
+        if (dup < 0 || order[i] < dup) {
+            dup = order[i];
+            first = order[g];
+        }
+    }
+    free(order);
+    if (dup < 0) return XD_OK;
+    const io_yaml_pair *p = &map->pairs[dup];
+    char path[PATH_MAX_LEN];
+    child_path(map, p->key, path, sizeof path);
+    return xd_fail(e, XD_EFORMAT, "%s:%d:%d: duplicate key '%s' (first at line %d)", d->file,
+                   p->line, p->col, path, map->pairs[first].line);
+}
+
+static xd_status on_event(builder *b, const yaml_event_t *ev, xd_err *e)
+{
+    io_yaml_doc *d = b->d;
+    int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    io_yaml_node *top = b->depth ? b->stack[b->depth - 1] : NULL;
+    int want_key = top && top->kind == IO_YAML_MAPPING && !b->key;
+    switch (ev->type) {
+    case YAML_DOCUMENT_START_EVENT:
+        if (++b->documents > 1)
+            return fail_mark(d, ev->start_mark, e, XD_EFORMAT,
+                             "a second YAML document; one file holds one document");
+        return XD_OK;
+    case YAML_ALIAS_EVENT:
+        return fail_mark(d, ev->start_mark, e, XD_EFORMAT,
+                         "aliases (*%.40s) are not supported; write the value out",
+                         ev->data.alias.anchor);
+    case YAML_SCALAR_EVENT: {
+        xd_status s = check_plain_node(d, ev, ev->data.scalar.anchor, ev->data.scalar.tag, e);
+        if (s != XD_OK) return s;
+        const char *v = (const char *)ev->data.scalar.value;
+        size_t len = ev->data.scalar.length;
+        if (memchr(v, '\0', len))
+            return fail_mark(d, ev->start_mark, e, XD_EFORMAT,
+                             "a NUL character inside a %s", want_key ? "key" : "value");
+        if (want_key) {
+            b->key = xd_xstrdup(v);
+            b->key_line = line;
+            b->key_col = col;
+            return XD_OK;
+        }
+        io_yaml_node *n = node_new(IO_YAML_SCALAR, line, col);
+        n->str = xd_xstrdup(v);
+        n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+        return attach(b, n, ev, e);
+    }
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: {
+        int is_map = ev->type == YAML_MAPPING_START_EVENT;
+        xd_status s = is_map ? check_plain_node(d, ev, ev->data.mapping_start.anchor,
+                                                ev->data.mapping_start.tag, e)
+                             : check_plain_node(d, ev, ev->data.sequence_start.anchor,
+                                                ev->data.sequence_start.tag, e);
+        if (s != XD_OK) return s;
+        if (want_key)
+            return fail_mark(d, ev->start_mark, e, XD_EFORMAT,
+                             "a %s as a mapping key; keys must be scalars",
+                             is_map ? "mapping" : "sequence");
+        if (b->depth == IO_YAML_MAX_DEPTH)
+            return fail_mark(d, ev->start_mark, e, XD_EFORMAT, "nested deeper than %d levels",
+                             IO_YAML_MAX_DEPTH);
+        io_yaml_node *n = node_new(is_map ? IO_YAML_MAPPING : IO_YAML_SEQUENCE, line, col);
+        s = attach(b, n, ev, e);
+        if (s != XD_OK) return s;
+        b->stack[b->depth++] = n;
+        return XD_OK;
+    }
+    case YAML_MAPPING_END_EVENT:
+        XD_ASSERT(b->depth > 0);
+        b->depth--;
+        return check_duplicates(d, top, e);
+    case YAML_SEQUENCE_END_EVENT:
+        XD_ASSERT(b->depth > 0);
+        b->depth--;
+        return XD_OK;
+    default: return XD_OK;
+    }
+}
+
+static xd_status parser_error(const io_yaml_doc *d, const yaml_parser_t *p,
+                              const unsigned char *text, size_t n, xd_err *e)
+{
+    const char *problem = p->problem ? p->problem : "cannot parse";
+    if (p->error == YAML_MEMORY_ERROR)
+        return xd_fail(e, XD_ENOMEM, "%s: out of memory while parsing", d->file);
+    if (p->error == YAML_READER_ERROR) {
+        int line, col;
+        offset_position(text, n, p->problem_offset, &line, &col);
+        if (p->problem_value >= 0)
+            return xd_fail(e, XD_EFORMAT, "%s:%d:%d: %s (#%X)", d->file, line, col, problem,
+                           (unsigned)p->problem_value);
+        return xd_fail(e, XD_EFORMAT, "%s:%d:%d: %s", d->file, line, col, problem);
+    }
+    if (p->context)
+        return xd_fail(e, XD_EFORMAT, "%s:%zu:%zu: %s (%s at line %zu)", d->file,
+                       p->problem_mark.line + 1, p->problem_mark.column + 1, problem, p->context,
+                       p->context_mark.line + 1);
+    return xd_fail(e, XD_EFORMAT, "%s:%zu:%zu: %s", d->file, p->problem_mark.line + 1,
+                   p->problem_mark.column + 1, problem);
+}
+
+/* Parses into d; an empty stream leaves d->root NULL. */
+static xd_status parse_text(io_yaml_doc *d, const char *name, const char *text, size_t n,
+                            xd_err *e)
+{
+    memset(d, 0, sizeof *d);
+    d->file = xd_xstrdup(name ? name : "(yaml)");
+    const unsigned char *u = (const unsigned char *)text;
+    size_t bad = utf8_bad_offset(u, n);
+    if (bad < n) {
+        int line, col;
+        offset_position(u, n, bad, &line, &col);
+        return xd_fail(e, XD_EFORMAT, "%s:%d:%d: invalid UTF-8 (byte 0x%02X at offset %zu)",
+                       d->file, line, col, u[bad], bad);
+    }
+    yaml_parser_t p;
+    if (!yaml_parser_initialize(&p))
+        return xd_fail(e, XD_ENOMEM, "%s: cannot start the YAML parser", d->file);
+    yaml_parser_set_input_string(&p, u, n);
+    yaml_parser_set_encoding(&p, YAML_UTF8_ENCODING);
+    builder b = {.d = d};
+    xd_status s = XD_OK;
+    for (int done = 0; !done && s == XD_OK;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            s = parser_error(d, &p, u, n, e);
+            break;
+        }
+        done = ev.type == YAML_STREAM_END_EVENT;
+        s = on_event(&b, &ev, e);
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    free(b.key);
+    return s;
+}
+
+xd_status io_yaml_parse(io_yaml_doc *d, const char *name, const char *text, size_t n, xd_err *e)
+{
+    xd_status s = parse_text(d, name, text, n, e);
+    if (s != XD_OK) {
+        io_yaml_free(d);
+        return s;
+    }
+    if (!d->root) { /* nothing but comments and blanks */
+        d->root = node_new(IO_YAML_MAPPING, 1, 1);
+        d->n_nodes = 1;
+    }
+    return XD_OK;
+}
+
+xd_status io_yaml_load(io_yaml_doc *d, const char *path, xd_err *e)
+{
+    memset(d, 0, sizeof *d);
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, IO_YAML_MAX_BYTES, &data, &n, e);
+    if (s != XD_OK) return s;
+    s = io_yaml_parse(d, path, data, n, e);
+    free(data);
+    return s;
+}
+
+void io_yaml_free(io_yaml_doc *d)
+{
+    if (!d) return;
+    node_free(d->root);
+    free(d->file);
+    memset(d, 0, sizeof *d);
+}
+
+// ----------------------------------------------------------------------------------------------
+// lookup
+
+/* Length of the path segment at s (up to '.' or the end). */
+static size_t seg_len(const char *s)
+{
+    size_t n = 0;
+    while (s[n] && s[n] != '.') n++;
+    return n;
+}
+
+/* A sequence index: decimal digits only, below n; -1 otherwise. */
+static int seg_index(const char *s, size_t len, int n)
+{
+    if (len == 0 || len > 9) return -1;
+    long v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v < n ? (int)v : -1;
+}
+
+io_yaml_node *io_yaml_find(io_yaml_doc *d, io_yaml_node *base, const char *path)
+{
+    io_yaml_node *n = base ? base : d->root;
+    if (!path || !path[0]) return n;
+    for (const char *s = path; n;) {
+        size_t len = seg_len(s);
+        if (n->kind == IO_YAML_MAPPING) {
+            know_n(n, s, len);
+            io_yaml_pair *p = map_find(n, s, len);
+            n = p ? p->value : NULL;
+        } else if (n->kind == IO_YAML_SEQUENCE) {
+            int i = seg_index(s, len, n->n);
+            n = i >= 0 ? n->items[i] : NULL;
+        } else {
+            return NULL;
+        }
+        if (!s[len]) break;
+        s += len + 1;
+    }
+    return n;
+}
+
+/* The mapping that holds the last segment of path below base, and that segment; NULL when a
+ * step before it is missing. */
+static io_yaml_node *find_holder(io_yaml_doc *d, io_yaml_node *base, const char *path,
+                                 const char **last)
+{
+    const char *dot = strrchr(path, '.');
+    *last = dot ? dot + 1 : path;
+    if (!dot) return base ? base : d->root;
+    char head[PATH_MAX_LEN];
+    size_t len = (size_t)(dot - path);
+    if (len >= sizeof head) return NULL;
+    memcpy(head, path, len);
+    head[len] = '\0';
+    return io_yaml_find(d, base, head);
+}
+
+xd_status io_yaml_require(io_yaml_doc *d, io_yaml_node *base, const char *path,
+                          io_yaml_node **out, xd_err *e)
+{
+    io_yaml_node *n = io_yaml_find(d, base, path);
+    *out = n;
+    if (n && !io_yaml_is_null(n)) {
+        io_yaml_mark_used(n);
+        return XD_OK;
+    }
+    char full[PATH_MAX_LEN];
+    if (n) {
+        io_yaml_mark_used(n);
+        io_yaml_path(n, full, sizeof full);
+        return io_yaml_fail(d, n, e, XD_EARG, "key '%s': a value is required", full);
+    }
+    const char *last;
+    io_yaml_node *holder = find_holder(d, base, path, &last);
+    if (!holder) holder = base ? base : d->root;
+    char where[PATH_MAX_LEN];
+    io_yaml_path(holder, where, sizeof where);
+    char hint[PATH_MAX_LEN + 64] = "";
+    if (holder->kind == IO_YAML_MAPPING) {
+        /* a present key of similar spelling is most likely a typo for the missing one */
+        for (int i = 0; i < holder->n; i++) {
+            const io_yaml_pair *p = &holder->pairs[i];
+            if (p->value->used) continue;
+            if (io_yaml_edit_distance(p->key, last, suggest_cap(last)) <= suggest_cap(last)) {
+                if (p->origin)
+                    snprintf(hint, sizeof hint, " (is '%s' from --set %s a typo?)", p->key,
+                             p->origin);
+                else
+                    snprintf(hint, sizeof hint, " (is '%s' at line %d a typo?)", p->key,
+                             p->line);
+                break;
+            }
+        }
+    }
+    if (!where[0])
+        return io_yaml_fail(d, holder, e, XD_EARG, "missing required key '%s'%s", path, hint);
+    return io_yaml_fail(d, holder, e, XD_EARG, "key '%s': missing required key '%s'%s", where,
+                        last, hint);
+}
+
+// ----------------------------------------------------------------------------------------------
+// typed values
+
+/* "key 'PATH': expected WANT, got 'TEXT'" (or "got a mapping"). */
+static xd_status type_error(const io_yaml_doc *d, const io_yaml_node *n, const char *want,
+                            xd_err *e)
+{
+    char path[PATH_MAX_LEN], buf[SHOW_MAX + 8];
+    io_yaml_path(n, path, sizeof path);
+    if (n->kind != IO_YAML_SCALAR)
+        return io_yaml_fail(d, n, e, XD_EARG, "key '%s': expected %s, got a %s", path, want,
+                            io_yaml_kind_names[n->kind]);
+    return io_yaml_fail(d, n, e, XD_EARG, "key '%s': expected %s, got '%s'", path, want,
+                        show(n->str, buf, sizeof buf));
+}
+
+xd_status io_yaml_as_long(const io_yaml_doc *d, io_yaml_node *n, long lo, long hi, long *out,
+                          xd_err *e)
+{
+    io_yaml_mark_used(n);
+    if (n->kind != IO_YAML_SCALAR) return type_error(d, n, "an integer", e);
+    const char *s = n->str;
+    const char *digits = (*s == '+' || *s == '-') ? s + 1 : s;
+    /* strtol alone would take blanks, hex prefixes and a trailing ".0" silently */
+    if (*digits < '0' || *digits > '9') return type_error(d, n, "an integer", e);
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (*end || errno == ERANGE) return type_error(d, n, "an integer", e);
+    if (v < lo || v > hi) {
+        char path[PATH_MAX_LEN];
+        io_yaml_path(n, path, sizeof path);
+        if (hi == LONG_MAX)
+            return io_yaml_fail(d, n, e, XD_EARG, "key '%s': %ld is out of range (expected >= %ld)",
+                                path, v, lo);
+        return io_yaml_fail(d, n, e, XD_EARG,
+                            "key '%s': %ld is out of range (expected %ld to %ld)", path, v, lo, hi);
+    }
+    *out = v;
+    return XD_OK;
+}
+
+xd_status io_yaml_as_int(const io_yaml_doc *d, io_yaml_node *n, int lo, int hi, int *out,
+                         xd_err *e)
+{
+    long v;
+    xd_status s = io_yaml_as_long(d, n, lo, hi, &v, e);
+    if (s == XD_OK) *out = (int)v;
+    return s;
+}
+
+xd_status io_yaml_as_double(const io_yaml_doc *d, io_yaml_node *n, double *out, xd_err *e)
+{
+    io_yaml_mark_used(n);
+    if (n->kind != IO_YAML_SCALAR) return type_error(d, n, "a number", e);
+    const char *s = n->str;
+    const char *body = (*s == '+' || *s == '-') ? s + 1 : s;
+    /* digits or a leading '.', so that "inf", "nan" and blanks are not numbers here */
+    if (!((*body >= '0' && *body <= '9') || (*body == '.' && body[1] >= '0' && body[1] <= '9')))
+        return type_error(d, n, "a finite number", e);
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (*end || !isfinite(v) || (errno == ERANGE && fabs(v) > 1.0))
+        return type_error(d, n, "a finite number", e);
+    *out = v;
+    return XD_OK;
+}
+
+xd_status io_yaml_as_float(const io_yaml_doc *d, io_yaml_node *n, float *out, xd_err *e)
+{
+    double v;
+    xd_status s = io_yaml_as_double(d, n, &v, e);
+    if (s != XD_OK) return s;
+    if (!isfinite((float)v)) return type_error(d, n, "a number within float range", e);
+    *out = (float)v;
+    return XD_OK;
+}
+
+xd_status io_yaml_as_bool(const io_yaml_doc *d, io_yaml_node *n, int *out, xd_err *e)
+{
+    static const char *const words[] = {"false", "true", "no", "yes", "off", "on", "0", "1"};
+    io_yaml_mark_used(n);
+    if (n->kind == IO_YAML_SCALAR) {
+        for (int i = 0; i < (int)(sizeof words / sizeof words[0]); i++) {
+            if (strcasecmp(n->str, words[i]) == 0) {
+                *out = i & 1;
+                return XD_OK;
+            }
+        }
+    }
+    return type_error(d, n, "true or false", e);
+}
+
+xd_status io_yaml_as_str(const io_yaml_doc *d, io_yaml_node *n, const char **out, xd_err *e)
+{
+    io_yaml_mark_used(n);
+    if (n->kind != IO_YAML_SCALAR) return type_error(d, n, "a string", e);
+    *out = io_yaml_is_null(n) ? "" : n->str;
+    return XD_OK;
+}
+
+/* The node for an optional getter: NULL when absent or null (marked used if null). */
+static io_yaml_node *optional(io_yaml_doc *d, io_yaml_node *base, const char *path)
+{
+    io_yaml_node *n = io_yaml_find(d, base, path);
+    if (n && io_yaml_is_null(n)) {
+        io_yaml_mark_used(n);
+        return NULL;
+    }
+    return n;
+}
+
+xd_status io_yaml_get_long(io_yaml_doc *d, io_yaml_node *base, const char *path, long lo, long hi,
+                           long *inout, xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_long(d, n, lo, hi, inout, e) : XD_OK;
+}
+
+xd_status io_yaml_get_int(io_yaml_doc *d, io_yaml_node *base, const char *path, int lo, int hi,
+                          int *inout, xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_int(d, n, lo, hi, inout, e) : XD_OK;
+}
+
+xd_status io_yaml_get_double(io_yaml_doc *d, io_yaml_node *base, const char *path,
+                             double *inout, xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_double(d, n, inout, e) : XD_OK;
+}
+
+xd_status io_yaml_get_float(io_yaml_doc *d, io_yaml_node *base, const char *path, float *inout,
+                            xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_float(d, n, inout, e) : XD_OK;
+}
+
+xd_status io_yaml_get_bool(io_yaml_doc *d, io_yaml_node *base, const char *path, int *inout,
+                           xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_bool(d, n, inout, e) : XD_OK;
+}
+
+xd_status io_yaml_get_str(io_yaml_doc *d, io_yaml_node *base, const char *path,
+                          const char **inout, xd_err *e)
+{
+    io_yaml_node *n = optional(d, base, path);
+    return n ? io_yaml_as_str(d, n, inout, e) : XD_OK;
+}
+
+// ----------------------------------------------------------------------------------------------
+// overrides
+
+xd_status io_yaml_set(io_yaml_doc *d, const char *path, const char *value, xd_err *e)
+{
+    if (!path || !path[0]) return xd_fail(e, XD_EARG, "--set: empty key path");
+    if (strlen(path) >= PATH_MAX_LEN)
+        return xd_fail(e, XD_EARG, "--set %.40s...: key path longer than %d characters", path,
+                       PATH_MAX_LEN - 1);
+    for (const char *s = path;; s += seg_len(s) + 1) {
+        if (seg_len(s) == 0) return xd_fail(e, XD_EARG, "--set %s: empty key in the path", path);
+        if (!s[seg_len(s)]) break;
+    }
+    /* the value as YAML, so quoting works as in the file */
+    char name[PATH_MAX_LEN + 8];
+    snprintf(name, sizeof name, "--set %s", path);
+    io_yaml_doc v;
+    const char *text = value ? value : "";
+    xd_status st = parse_text(&v, name, text, strlen(text), e);
+    if (st != XD_OK) {
+        io_yaml_free(&v);
+        return st;
+    }
+    if (v.root && v.root->kind != IO_YAML_SCALAR) {
+        io_yaml_free(&v);
+        return xd_fail(e, XD_EARG, "--set %s: the value '%s' is a %s, not a scalar (quote it)",
+                       path, text, "mapping or sequence");
+    }
+    char *str = v.root ? v.root->str : NULL;
+    int plain = v.root ? v.root->plain : 1;
+    if (v.root) v.root->str = NULL;
+    io_yaml_free(&v);
+    if (!str) str = xd_xstrdup("");
+
+    if (!d->root) d->root = node_new(IO_YAML_MAPPING, 1, 1);
+    io_yaml_node *n = d->root;
+    for (const char *s = path;;) {
+        size_t len = seg_len(s);
+        int last = s[len] == '\0';
+        size_t done = (size_t)(s - path); /* path[0..done) leads to n */
+        if (io_yaml_is_null(n)) { /* `train:` with nothing under it can take keys */
+            node_clear(n);
+            n->kind = IO_YAML_MAPPING;
+            free(n->origin);
+            n->origin = xd_xstrdup(path);
+        }
+        if (n->kind == IO_YAML_MAPPING) {
+            io_yaml_pair *p = map_find(n, s, len);
+            if (!p) {
+                io_yaml_node *child = node_new(last ? IO_YAML_SCALAR : IO_YAML_MAPPING, 0, 0);
+                child->origin = xd_xstrdup(path);
+                if (last) child->str = xd_xstrdup("");
+                char *key = xd_xmalloc(len + 1);
+                memcpy(key, s, len);
+                key[len] = '\0';
+                p = map_add(n, key, 0, 0, child);
+                p->origin = xd_xstrdup(path);
+                d->n_nodes++;
+            }
+            n = p->value;
+        } else if (n->kind == IO_YAML_SEQUENCE) {
+            int i = seg_index(s, len, n->n);
+            if (i < 0) {
+                free(str);
+                return xd_fail(e, XD_EARG,
+                               "--set %s: '%.*s' holds a sequence of %d items; '%.*s' is not an "
+                               "index into it (items count from 0)",
+                               path, done ? (int)done - 1 : 0, path, n->n, (int)len, s);
+            }
+            n = n->items[i];
+        } else {
+            free(str);
+            return xd_fail(e, XD_EARG, "--set %s: '%.*s' is a scalar, it has no key '%.*s'", path,
+                           done ? (int)done - 1 : 0, path, (int)len, s);
+        }
+        if (last) break;
+        s += len + 1;
+    }
+    if (n->kind != IO_YAML_SCALAR) {
+        free(str);
+        return xd_fail(e, XD_EARG, "--set %s: '%s' is a %s; only scalars can be set", path, path,
+                       io_yaml_kind_names[n->kind]);
+    }
+    free(n->str);
+    n->str = str;
+    n->plain = plain;
+    n->line = n->col = 0;
+    free(n->origin);
+    n->origin = xd_xstrdup(path);
+    return XD_OK;
+}
+
+xd_status io_yaml_set_arg(io_yaml_doc *d, const char *arg, xd_err *e)
+{
+    const char *eq = arg ? strchr(arg, '=') : NULL;
+    if (!eq || eq == arg)
+        return xd_fail(e, XD_EARG, "--set '%s': expected key.path=value", arg ? arg : "");
+    size_t len = (size_t)(eq - arg);
+    if (len >= PATH_MAX_LEN)
+        return xd_fail(e, XD_EARG, "--set: key path longer than %d characters", PATH_MAX_LEN - 1);
+    char path[PATH_MAX_LEN];
+    memcpy(path, arg, len);
+    path[len] = '\0';
+    return io_yaml_set(d, path, eq + 1, e);
+}
+
+// ----------------------------------------------------------------------------------------------
+// unread keys
+
+/* The nearest known key of map for an unread key, or NULL: keys readers asked for, and present
+ * keys that were read. */
+static const char *suggest(const io_yaml_node *map, const char *key)
+{
+    const char *best = NULL;
+    int best_d = INT_MAX;
+    for (int i = 0; i < map->n_asked; i++) {
+        const char *c = map->asked[i];
+        int cap = suggest_cap(c);
+        int dist = io_yaml_edit_distance(key, c, cap);
+        if (dist <= cap && dist < best_d && strcmp(c, key) != 0) {
+            best = c;
+            best_d = dist;
+        }
+    }
+    for (int i = 0; i < map->n; i++) {
+        const char *c = map->pairs[i].key;
+        if (!map->pairs[i].value->used) continue;
+        int cap = suggest_cap(c);
+        int dist = io_yaml_edit_distance(key, c, cap);
+        if (dist <= cap && dist < best_d && strcmp(c, key) != 0) {
+            best = c;
+            best_d = dist;
+        }
+    }
+    return best;
+}
+
+/* "WHERE: unknown key 'PATH' (did you mean 'KEY'?)" for pair i of map. */
+static xd_status unknown_key(const io_yaml_doc *d, const io_yaml_node *map, int i, xd_err *e)
+{
+    char path[PATH_MAX_LEN], where[PATH_MAX_LEN + 64];
+    const io_yaml_pair *p = &map->pairs[i];
+    child_path(map, p->key, path, sizeof path);
+    where_at(d, p->line, p->origin, where, sizeof where);
+    const char *s = suggest(map, p->key);
+    if (s) return xd_fail(e, XD_EARG, "%s: unknown key '%s' (did you mean '%s'?)", where, path, s);
+    return xd_fail(e, XD_EARG, "%s: unknown key '%s'", where, path);
+}
+
+xd_status io_yaml_check_keys(const io_yaml_doc *d, io_yaml_node *map, const char *const *known,
+                             int n_known, xd_err *e)
+{
+    if (!map || map->kind != IO_YAML_MAPPING) return XD_OK;
+    for (int k = 0; k < n_known; k++) io_yaml_know(map, known[k]);
+    for (int i = 0; i < map->n; i++) {
+        int found = 0;
+        for (int k = 0; k < n_known && !found; k++)
+            found = strcmp(map->pairs[i].key, known[k]) == 0;
+        if (!found) return unknown_key(d, map, i, e);
+    }
+    return XD_OK;
+}
+
+static xd_status unused_rec(const io_yaml_doc *d, const io_yaml_node *n, xd_err *e)
+{
+    for (int i = 0; i < n->n; i++) {
+        char path[PATH_MAX_LEN], where[PATH_MAX_LEN + 64];
+        if (n->kind == IO_YAML_MAPPING) {
+            const io_yaml_pair *p = &n->pairs[i];
+            if (!p->value->used) return unknown_key(d, n, i, e);
+            xd_status st = unused_rec(d, p->value, e);
+            if (st != XD_OK) return st;
+        } else if (n->kind == IO_YAML_SEQUENCE) {
+            const io_yaml_node *it = n->items[i];
+            if (!it->used) {
+                io_yaml_path(it, path, sizeof path);
+                io_yaml_where(d, it, where, sizeof where);
+                return xd_fail(e, XD_EARG, "%s: unused item '%s'", where, path);
+            }
+            xd_status st = unused_rec(d, it, e);
+            if (st != XD_OK) return st;
+        }
+    }
+    return XD_OK;
+}
+
+xd_status io_yaml_check_unused(const io_yaml_doc *d, xd_err *e)
+{
+    return d->root ? unused_rec(d, d->root, e) : XD_OK;
+}
