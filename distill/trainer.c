@@ -1,0 +1,978 @@
+/* The trainer (see trainer.h). */
+#include "distill/trainer.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+#include "core/runtime.h"
+#include "distill/cache.h"
+#include "distill/checkpoint.h"
+#include "distill/kd.h"
+#include "distill/labels.h"
+#include "distill/progress.h"
+#include "io/file.h"
+#include "io/safetensors.h"
+#include "nn/loss.h"
+
+typedef struct {
+    nn_model m;
+    feed f;          /* its view of the training split (unused when it shares the student's) */
+    int shares;      /* reads the student's input batch as is */
+    int cached;      /* outputs come from the teacher-output cache */
+    kd_cache cache;
+    void *input;
+} teacher_rt;
+
+typedef struct {
+    const recipe_loss *L;
+    int s_node, t_node;
+    int has_proj;
+    nn_model proj;
+    nn_optimizer popt;
+    float *a, *b, *c; /* per-loss scratch (B, width) each */
+    int32_t *ones;    /* cosine targets */
+    double sum;       /* loss summed over the epoch's steps */
+} loss_rt;
+
+typedef struct {
+    const recipe *r;
+    long seed;
+    const train_opts *o;
+    FILE *log;
+    io_dataset *ds;
+    nn_model student;
+    feed train, test;
+    const int32_t *ytrain, *ytest;
+    int n_classes;
+    uint8_t *sel;     /* (ntrain) labels the run may see */
+    size_t n_sel;
+    teacher_rt *teachers;
+    void *input, *eval_input;
+    float *tlogits;   /* gathered cached logits (B, K) */
+    uint32_t *pool, *idx;
+    int32_t *yb;
+    uint8_t *mb;
+    uint64_t *exb;
+    nn_optimizer opt;
+    nn_param_seg *segs;
+    loss_rt *losses;
+    int n_losses;
+    long global_step;
+    double images, train_seconds;
+    double best_acc;
+    int best_epoch, epochs_done;
+} run;
+
+// ----------------------------------------------------------------------------------------------
+// paths and files
+
+static char *out_path(const run *R, const char *name) { return io_path_join(R->o->out_dir, name); }
+
+static xd_status write_text(const char *path, const char *text, xd_err *e)
+{
+    io_atomic w;
+    xd_status s = io_atomic_open(&w, path, e);
+    if (s != XD_OK) return s;
+    if ((s = io_atomic_write(&w, text, strlen(text), e)) != XD_OK) {
+        io_atomic_abort(&w);
+        return s;
+    }
+    return io_atomic_commit(&w, e);
+}
+
+// ----------------------------------------------------------------------------------------------
+// set-up
+
+static xd_status open_labels(run *R, const char *split, const int32_t **y, size_t n, xd_err *e)
+{
+    char name[IO_DATASET_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%s/%s", split, R->r->data.label);
+    const io_tensor *t;
+    xd_status s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e);
+    if (s != XD_OK) return s;
+    if ((size_t)t->shape[0] != n)
+        return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
+                       io_dataset_path(R->ds), name, (long long)t->shape[0], n);
+    *y = t->data;
+    for (size_t i = 0; i < n; i++)
+        if ((*y)[i] < 0 || (*y)[i] >= R->n_classes)
+            return xd_fail(e, XD_EFORMAT, "%s: %s[%zu] = %d, outside the %d classes",
+                           io_dataset_path(R->ds), name, i, (*y)[i], R->n_classes);
+    return XD_OK;
+}
+
+static int head_of(const nn_model *m, const char *name)
+{
+    return name ? nn_model_find(m, name) : nn_model_default_head(m);
+}
+
+static xd_status setup_data(run *R, xd_err *e)
+{
+    const recipe *r = R->r;
+    xd_status s = io_dataset_open(r->data.path, &R->ds, e);
+    if (s != XD_OK) return s;
+    if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
+                       r->data.augment, r->data.text, e)) != XD_OK)
+        return s;
+    if ((s = feed_open(&R->test, R->ds, r->data.test, r->data.student_view, &R->student, "",
+                       r->data.text, e)) != XD_OK)
+        return s;
+    /* classes: the data set's table for this label, else the student head's width */
+    const char *lab = r->data.label;
+    char cname[IO_DATASET_NAME_MAX + 1];
+    snprintf(cname, sizeof cname, "classes%s", lab + strlen("label"));
+    const io_strings *cls = io_dataset_find_strings(R->ds, cname);
+    int head = nn_model_default_head(&R->student);
+    R->n_classes = cls ? (int)cls->n : nn_model_node(&R->student, head)->c;
+    if ((s = open_labels(R, r->data.train, &R->ytrain, R->train.n, e)) != XD_OK) return s;
+    if ((s = open_labels(R, r->data.test, &R->ytest, R->test.n, e)) != XD_OK) return s;
+    /* the data set's own label mask, then the recipe's low-label selection */
+    char mname[IO_DATASET_NAME_MAX + 1];
+    snprintf(mname, sizeof mname, "%s/label_mask", r->data.train);
+    const io_tensor *mt = io_dataset_find(R->ds, mname);
+    const uint8_t *mask_in = NULL;
+    if (mt) {
+        if (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != R->train.n)
+            return xd_fail(e, XD_EFORMAT, "%s: %s is not u8 (%zu)", io_dataset_path(R->ds), mname,
+                           R->train.n);
+        mask_in = mt->data;
+    }
+    R->sel = xd_xmalloc(R->train.n ? R->train.n : 1);
+    s = labels_select(R->ytrain, mask_in, R->train.n, R->n_classes, r->data.label_fraction,
+                      r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
+    if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
+    return XD_OK;
+}
+
+static xd_status cache_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err *e)
+{
+    teacher_rt *t = ctx;
+    uint32_t idx[4096];
+    size_t n = i1 - i0;
+    XD_ASSERT(n <= sizeof idx / sizeof idx[0]);
+    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)(i0 + i);
+    return feed_fill(&t->f, idx, (int)n, 0, 0, 0, input, e);
+}
+
+/* The cache holds one deterministic output per example: usable when the teacher's view never
+ * changes between epochs and every loss on this teacher reads its logits only. */
+static int cache_usable(const run *R, int ti, const char *view)
+{
+    const recipe *r = R->r;
+    if (!r->teachers[ti].cache) return 0;
+    if (strcmp(view, "image") == 0 && r->data.augment && *r->data.augment) return 0;
+    if (strcmp(view, "text.*") == 0) return 0;
+    for (int s = 0; s < r->n_stages; s++)
+        for (int l = 0; l < r->stages[s].n_losses; l++) {
+            const recipe_loss *L = &r->stages[s].losses[l];
+            if (L->teacher == ti && L->kind != RECIPE_LOSS_KD && L->kind != RECIPE_LOSS_HINTON) return 0;
+        }
+    return 1;
+}
+
+static xd_status setup_teachers(run *R, xd_err *e)
+{
+    const recipe *r = R->r;
+    const int B = r->train.batch;
+    R->teachers = xd_xcalloc((size_t)(r->n_teachers ? r->n_teachers : 1), sizeof *R->teachers);
+    for (int i = 0; i < r->n_teachers; i++) {
+        teacher_rt *t = &R->teachers[i];
+        const recipe_teacher *rt = &r->teachers[i];
+        xd_status s = ckpt_load(rt->checkpoint, B, &t->m, e);
+        if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
+        const char *view = rt->view ? rt->view : r->data.student_view;
+        t->shares = strcmp(view, r->data.student_view) == 0 && t->m.tokens == R->student.tokens &&
+                    t->m.h == R->student.h && t->m.w == R->student.w && t->m.c == R->student.c;
+        if (!t->shares || cache_usable(R, i, view)) {
+            /* its own feed: for its view, or for filling the cache without augmentation */
+            if ((s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, r->data.augment,
+                               r->data.text, e)) != XD_OK)
+                return xd_err_prefix(e, "teacher '%s'", rt->name);
+            if (t->f.n != R->train.n)
+                return xd_fail(e, XD_ESHAPE, "teacher '%s': view %s has %zu examples, the student's %zu",
+                               rt->name, view, t->f.n, R->train.n);
+            t->input = xd_xmalloc_aligned(feed_example_bytes(&t->f) * (size_t)B);
+        }
+        if (cache_usable(R, i, view)) {
+            const char *head = NULL;
+            for (int sI = 0; sI < r->n_stages; sI++)
+                for (int l = 0; l < r->stages[sI].n_losses; l++)
+                    if (r->stages[sI].losses[l].teacher == i) head = r->stages[sI].losses[l].teacher_head;
+            kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
+                                  .n = R->train.n, .head = head, .topk = 0, .tap = NULL};
+            if ((s = kd_cache_load_or_build(&spec, &t->m, cache_fill, t, &t->cache, e)) != XD_OK)
+                return xd_err_prefix(e, "teacher '%s' cache", rt->name);
+            t->cached = 1;
+            if (t->cache.rebuilt && !R->o->quiet) fprintf(R->log, "warning: %s\n", t->cache.warning);
+        }
+    }
+    return XD_OK;
+}
+
+static xd_status setup_buffers(run *R)
+{
+    const int B = R->r->train.batch;
+    R->input = xd_xmalloc_aligned(feed_example_bytes(&R->train) * (size_t)B);
+    R->eval_input = xd_xmalloc_aligned(feed_example_bytes(&R->test) * (size_t)B);
+    R->pool = xd_xmalloc(sizeof(uint32_t) * (R->train.n ? R->train.n : 1));
+    R->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
+    R->yb = xd_xmalloc(sizeof(int32_t) * (size_t)B);
+    R->mb = xd_xmalloc((size_t)B);
+    R->exb = xd_xmalloc(sizeof(uint64_t) * (size_t)B);
+    int kmax = 1;
+    for (int i = 0; i < R->r->n_teachers; i++)
+        if (R->teachers[i].cached && R->teachers[i].cache.K > kmax) kmax = R->teachers[i].cache.K;
+    R->tlogits = xd_xmalloc(sizeof(float) * (size_t)B * kmax);
+    return XD_OK;
+}
+
+// ----------------------------------------------------------------------------------------------
+// stages and losses
+
+static void free_losses(run *R)
+{
+    for (int i = 0; i < R->n_losses; i++) {
+        loss_rt *l = &R->losses[i];
+        if (l->has_proj) {
+            nn_model_free(&l->proj);
+            nn_opt_free(&l->popt);
+        }
+        free(l->a);
+        free(l->b);
+        free(l->c);
+        free(l->ones);
+    }
+    free(R->losses);
+    R->losses = NULL;
+    R->n_losses = 0;
+}
+
+static xd_status setup_losses(run *R, int stage, xd_err *e)
+{
+    const recipe *r = R->r;
+    const recipe_stage *st = &r->stages[stage];
+    const int B = r->train.batch;
+    free_losses(R);
+    R->losses = xd_xcalloc((size_t)st->n_losses, sizeof *R->losses);
+    R->n_losses = st->n_losses;
+    for (int i = 0; i < st->n_losses; i++) {
+        loss_rt *l = &R->losses[i];
+        const recipe_loss *L = &st->losses[i];
+        l->L = L;
+        const char *kname = recipe_loss_kind_names[L->kind];
+        const int is_logit = L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_KD ||
+                             L->kind == RECIPE_LOSS_HINTON;
+        l->s_node = is_logit ? head_of(&R->student, L->head) : nn_model_find(&R->student, L->student_tap);
+        if (l->s_node < 0)
+            return xd_fail(e, XD_EARG, "loss %d (%s): the student has no node '%s'", i, kname,
+                           is_logit ? L->head : L->student_tap);
+        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        size_t width = sn->act_n;
+        if (L->teacher >= 0) {
+            teacher_rt *t = &R->teachers[L->teacher];
+            l->t_node = is_logit ? head_of(&t->m, L->teacher_head) : nn_model_find(&t->m, L->teacher_tap);
+            if (l->t_node < 0)
+                return xd_fail(e, XD_EARG, "loss %d (%s): teacher '%s' has no node '%s'", i, kname,
+                               r->teachers[L->teacher].name,
+                               is_logit ? (L->teacher_head ? L->teacher_head : "(default head)") : L->teacher_tap);
+            const nn_node *tn = nn_model_node(&t->m, l->t_node);
+            if (is_logit && tn->act_n != sn->act_n)
+                return xd_fail(e, XD_ESHAPE, "loss %d (%s): student head '%s' has %zu outputs, teacher "
+                                             "head '%s' %zu", i, kname, sn->name, sn->act_n, tn->name,
+                               tn->act_n);
+            if (!is_logit && (tn->h != sn->h || tn->w != sn->w))
+                return xd_fail(e, XD_ESHAPE, "loss %d (%s): student tap '%s' is %dx%dx%d, teacher tap "
+                                             "'%s' %dx%dx%d: the spatial sizes must match", i, kname,
+                               sn->name, sn->h, sn->w, sn->c, tn->name, tn->h, tn->w, tn->c);
+            if (L->kind == RECIPE_LOSS_FEATURE || L->kind == RECIPE_LOSS_HINT) {
+                int want = L->projector == RECIPE_PROJ_LINEAR || L->projector == RECIPE_PROJ_CONV1X1 ||
+                           (L->projector == RECIPE_PROJ_AUTO && tn->c != sn->c);
+                if (!want && tn->c != sn->c)
+                    return xd_fail(e, XD_ESHAPE, "loss %d (%s): widths differ (%d vs %d) and projector "
+                                                 "is none", i, kname, sn->c, tn->c);
+                if (want) {
+                    /* a linear map over channels: a 1x1 convolution on feature maps */
+                    char desc[256];
+                    snprintf(desc, sizeof desc, "input h=%d w=%d c=%d; linear out=%d name=proj head",
+                             sn->h, sn->w, sn->c, tn->c);
+                    xd_status s = nn_model_build(&l->proj, desc, B,
+                                                 (uint64_t)R->seed * 1000003u + 7919u * (uint64_t)(stage * 64 + i), e);
+                    if (s != XD_OK) return s;
+                    nn_model_enable_input_grad(&l->proj);
+                    nn_opt_config pc = r->train.opt;
+                    if ((s = nn_opt_init(&l->popt, &pc, l->proj.n_param, e)) != XD_OK) return s;
+                    l->has_proj = 1;
+                }
+                width = tn->act_n;
+            }
+            if (L->kind == RECIPE_LOSS_ATTENTION && sn->h * sn->w <= 0)
+                return xd_fail(e, XD_ESHAPE, "loss %d (attention): tap '%s' is not a feature map", i,
+                               sn->name);
+        } else {
+            l->t_node = -1;
+            if (L->kind == RECIPE_LOSS_CE && (int)sn->act_n != R->n_classes)
+                return xd_fail(e, XD_ESHAPE, "loss %d (ce): head '%s' has %zu outputs for %d classes",
+                               i, sn->name, sn->act_n, R->n_classes);
+        }
+        l->a = xd_xmalloc(sizeof(float) * (size_t)B * width);
+        l->b = xd_xmalloc(sizeof(float) * (size_t)B * width);
+        l->c = xd_xmalloc(sizeof(float) * (size_t)B * width);
+        l->ones = xd_xmalloc(sizeof(int32_t) * (size_t)B);
+        for (int b = 0; b < B; b++) l->ones[b] = 1;
+    }
+    return XD_OK;
+}
+
+/* Marks nodes the stage may train: train_until and everything it reads from. */
+static void stage_segments(run *R, int stage)
+{
+    nn_model *m = &R->student;
+    const char *until = R->r->stages[stage].train_until;
+    uint8_t *keep = xd_xcalloc((size_t)m->n_nodes, 1);
+    if (!until) {
+        memset(keep, 1, (size_t)m->n_nodes);
+    } else {
+        int u = nn_model_find(m, until);
+        XD_ASSERT(u >= 0);
+        keep[u] = 1;
+        for (int i = u; i >= 0; i--) {
+            if (!keep[i]) continue;
+            const nn_node *nd = nn_model_node(m, i);
+            if (nd->in >= 0) keep[nd->in] = 1;
+            if (nd->kind == NN_ADD && nd->in2 >= 0) keep[nd->in2] = 1;
+        }
+    }
+    for (int s = 0; s < m->n_segs; s++) {
+        R->segs[s] = m->segs[s];
+        for (int i = 0; i < m->n_nodes; i++) {
+            const nn_node *nd = nn_model_node(m, i);
+            if ((nd->w_n && nd->w_off == m->segs[s].offset) || (nd->b_n && nd->b_off == m->segs[s].offset))
+                R->segs[s].frozen = !keep[i];
+        }
+    }
+    free(keep);
+}
+
+static const float *teacher_out(run *R, int ti, int node, int B)
+{
+    teacher_rt *t = &R->teachers[ti];
+    if (t->cached) {
+        const int K = t->cache.K;
+        for (int b = 0; b < B; b++)
+            memcpy(R->tlogits + (size_t)b * K, t->cache.logits + (size_t)R->idx[b] * K, sizeof(float) * K);
+        return R->tlogits;
+    }
+    return nn_model_out(&t->m, node);
+}
+
+/* Forward of every loss, gradient into the student; returns the weighted total. */
+static double apply_losses(run *R, int B, const nn_run *nr)
+{
+    double total = 0.0;
+    for (int i = 0; i < R->n_losses; i++) {
+        loss_rt *l = &R->losses[i];
+        const recipe_loss *L = l->L;
+        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        const int K = (int)sn->act_n;
+        float *s = nn_model_out(&R->student, l->s_node);
+        float w = L->weight;
+        double v = 0.0;
+        switch (L->kind) {
+        case RECIPE_LOSS_CE:
+            v = nn_ce_forward(l->a, s, R->yb, R->mb, B, K);
+            nn_ce_backward(nn_model_dout(&R->student, l->s_node), l->a, R->yb, R->mb, B, K, w);
+            break;
+        case RECIPE_LOSS_KD:
+        case RECIPE_LOSS_HINTON: {
+            const float *t = teacher_out(R, L->teacher, l->t_node, B);
+            kd_soft_targets(l->c, t, B, K, L->temperature);
+            float *ds = nn_model_dout(&R->student, l->s_node);
+            if (L->kind == RECIPE_LOSS_KD) {
+                v = kd_forward(l->a, s, l->c, NULL, B, K, L->temperature);
+                kd_backward(ds, l->a, l->c, NULL, B, K, L->temperature, w);
+            } else {
+                v = kd_hinton_forward(l->a, l->b, s, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha);
+                kd_hinton_backward(ds, l->a, l->b, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha, w);
+            }
+            break;
+        }
+        case RECIPE_LOSS_FEATURE:
+        case RECIPE_LOSS_HINT: {
+            const float *t = nn_model_out(&R->teachers[L->teacher].m, l->t_node);
+            const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
+            const float *x = s;
+            float *dx;
+            int ph = 0;
+            if (l->has_proj) {
+                nn_model_forward(&l->proj, s, B, nr);
+                nn_model_zero_grad(&l->proj);
+                ph = nn_model_default_head(&l->proj);
+                x = nn_model_out(&l->proj, ph);
+                dx = nn_model_dout(&l->proj, ph);
+            } else {
+                dx = nn_model_dout(&R->student, l->s_node);
+            }
+            const int64_t n = (int64_t)B * (int64_t)tn->act_n;
+            if (L->kind == RECIPE_LOSS_FEATURE && L->metric == RECIPE_METRIC_COSINE) {
+                v = kd_cos_forward(x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f);
+                kd_cos_backward(dx, NULL, x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f, w);
+            } else {
+                v = nn_mse_forward(x, t, n);
+                nn_mse_backward(dx, x, t, n, w);
+            }
+            if (l->has_proj) {
+                nn_model_backward(&l->proj);
+                nn_add_inplace(nn_model_dout(&R->student, l->s_node), nn_model_dinput(&l->proj),
+                               (size_t)B * sn->act_n);
+            }
+            break;
+        }
+        case RECIPE_LOSS_ATTENTION: {
+            const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
+            const float *t = nn_model_out(&R->teachers[L->teacher].m, l->t_node);
+            v = kd_at_forward(s, t, NULL, B, sn->h * sn->w, sn->c, tn->c);
+            kd_at_backward(nn_model_dout(&R->student, l->s_node), s, t, NULL, B, sn->h * sn->w, sn->c,
+                           tn->c, w);
+            break;
+        }
+        case RECIPE_LOSS_COUNT:
+            XD_ASSERT(0);
+        }
+        l->sum += v;
+        total += w * v;
+    }
+    return total;
+}
+
+// ----------------------------------------------------------------------------------------------
+// evaluation
+
+xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
+                           double *acc, xd_err *e)
+{
+    const int B = m->max_batch;
+    const int K = (int)nn_model_node(m, head)->act_n;
+    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
+    size_t correct = 0;
+    xd_status s = XD_OK;
+    for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
+        int n = f->n - i0 < (size_t)B ? (int)(f->n - i0) : B;
+        for (int b = 0; b < n; b++) idx[b] = (uint32_t)(i0 + (size_t)b);
+        if ((s = feed_fill(f, idx, n, 0, 0, 0, input, e)) != XD_OK) break;
+        nn_model_forward(m, input, n, NULL);
+        correct += (size_t)nn_count_correct(nn_model_out(m, head), labels + i0, n, K);
+    }
+    free(idx);
+    *acc = f->n ? (double)correct / (double)f->n : 0.0;
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
+// resume state: everything that makes the next epoch the same as in an uninterrupted run
+
+typedef struct {
+    io_tensor *t;
+    int n, cap;
+    char **names;
+} tlist;
+
+static void tl_add(tlist *l, const char *name, const float *data, size_t n)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 32;
+        l->t = xd_xrealloc(l->t, sizeof *l->t * (size_t)l->cap);
+        l->names = xd_xrealloc(l->names, sizeof *l->names * (size_t)l->cap);
+    }
+    l->names[l->n] = xd_xstrdup(name);
+    int64_t shp[1] = {(int64_t)n};
+    io_tensor_set(&l->t[l->n], l->names[l->n], IO_F32, 1, shp, data);
+    l->n++;
+}
+
+static void tl_free(tlist *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    free(l->t);
+}
+
+static void collect_state(run *R, tlist *l)
+{
+    nn_model *m = &R->student;
+    tl_add(l, "model.param", m->param, m->n_param);
+    tl_add(l, "model.state", m->state, m->n_state);
+    if (R->opt.m) tl_add(l, "opt.m", R->opt.m, R->opt.n);
+    if (R->opt.v) tl_add(l, "opt.v", R->opt.v, R->opt.n);
+    for (int i = 0; i < R->n_losses; i++) {
+        loss_rt *lr = &R->losses[i];
+        if (!lr->has_proj) continue;
+        char name[64];
+        snprintf(name, sizeof name, "proj%d.param", i);
+        tl_add(l, name, lr->proj.param, lr->proj.n_param);
+        if (lr->popt.m) {
+            snprintf(name, sizeof name, "proj%d.m", i);
+            tl_add(l, name, lr->popt.m, lr->popt.n);
+        }
+        if (lr->popt.v) {
+            snprintf(name, sizeof name, "proj%d.v", i);
+            tl_add(l, name, lr->popt.v, lr->popt.n);
+        }
+    }
+}
+
+static xd_status save_resume(run *R, xd_err *e)
+{
+    tlist l = {0};
+    collect_state(R, &l);
+    char v[6][64];
+    snprintf(v[0], sizeof v[0], "%d", R->epochs_done);
+    snprintf(v[1], sizeof v[1], "%ld", R->global_step);
+    snprintf(v[2], sizeof v[2], "%ld", R->opt.step);
+    snprintf(v[3], sizeof v[3], "%.17g", R->best_acc);
+    snprintf(v[4], sizeof v[4], "%d", R->best_epoch);
+    snprintf(v[5], sizeof v[5], "%ld", R->seed);
+    char im[2][64];
+    snprintf(im[0], sizeof im[0], "%.17g", R->images);
+    snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
+    io_kv meta[8] = {{"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
+                     {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
+                     {"images", im[0]},     {"train_seconds", im[1]}};
+    char *path = out_path(R, "resume.safetensors");
+    xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, 8, e);
+    free(path);
+    tl_free(&l);
+    return s;
+}
+
+static int meta_long(io_st_file *f, const char *key, long *out)
+{
+    const char *v = io_st_meta(f, key);
+    char *end;
+    if (!v) return -1;
+    errno = 0;
+    *out = strtol(v, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+/* What load_resume reads: the counters (first, before anything is built), then either the model
+ * alone (a run resumed at a stage boundary: the new stage starts a fresh optimizer) or everything
+ * (resumed inside a stage, once its optimizer and projectors exist). */
+enum { RESUME_COUNTERS, RESUME_MODEL, RESUME_ALL };
+
+static xd_status load_resume(run *R, int what, xd_err *e)
+{
+    char *path = out_path(R, "resume.safetensors");
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    free(path);
+    if (s != XD_OK) return s;
+    long epochs, gstep, ostep, best_epoch, seed;
+    const char *best = io_st_meta(f, "best_acc"), *imgs = io_st_meta(f, "images"),
+               *secs = io_st_meta(f, "train_seconds");
+    if (meta_long(f, "epochs_done", &epochs) || meta_long(f, "global_step", &gstep) ||
+        meta_long(f, "opt_step", &ostep) || meta_long(f, "best_epoch", &best_epoch) ||
+        meta_long(f, "seed", &seed) || !best || !imgs || !secs) {
+        s = xd_fail(e, XD_EFORMAT, "%s: resume state is missing counters", io_st_path(f));
+        goto out;
+    }
+    if (seed != R->seed) {
+        s = xd_fail(e, XD_EARG, "%s: the run used seed %ld, not %ld", io_st_path(f), seed, R->seed);
+        goto out;
+    }
+    if (what == RESUME_COUNTERS) {
+        R->epochs_done = (int)epochs;
+        R->global_step = gstep;
+        R->best_acc = strtod(best, NULL);
+        R->best_epoch = (int)best_epoch;
+        R->images = strtod(imgs, NULL);
+        R->train_seconds = strtod(secs, NULL);
+        goto out;
+    }
+    tlist want = {0};
+    collect_state(R, &want);
+    if (what == RESUME_MODEL) want.n = 2; /* model.param, model.state: the first two */
+    for (int i = 0; i < want.n && s == XD_OK; i++) {
+        const io_tensor *t = io_st_find(f, want.t[i].name);
+        if (!t || t->dtype != IO_F32 || t->ndim != 1 || t->shape[0] != want.t[i].shape[0])
+            s = xd_fail(e, XD_ESHAPE, "%s: '%s' is missing or does not fit this recipe's models",
+                        io_st_path(f), want.t[i].name);
+    }
+    if (s == XD_OK) {
+        for (int i = 0; i < want.n; i++) {
+            const io_tensor *t = io_st_find(f, want.t[i].name);
+            memcpy((void *)want.t[i].data, t->data, sizeof(float) * (size_t)t->shape[0]);
+        }
+        if (what == RESUME_ALL) {
+            R->opt.step = ostep;
+            for (int i = 0; i < R->n_losses; i++)
+                if (R->losses[i].has_proj) R->losses[i].popt.step = ostep;
+        }
+    }
+    tl_free(&want);
+out:
+    io_st_close(f);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
+// metrics
+
+static xd_status append_metrics(run *R, json_t *line, xd_err *e)
+{
+    char *path = out_path(R, "metrics.jsonl");
+    char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(8));
+    FILE *f = fopen(path, "a");
+    xd_status s = XD_OK;
+    if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0)
+        s = xd_fail(e, XD_EIO, "%s: cannot append: %s", path, strerror(errno));
+    free(text);
+    free(path);
+    return s;
+}
+
+/* On resume: keep only the lines of epochs that the resume state covers. */
+static xd_status trim_metrics(run *R, xd_err *e)
+{
+    char *path = out_path(R, "metrics.jsonl");
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, (size_t)1 << 30, &data, &n, e);
+    if (s != XD_OK) {
+        free(path);
+        xd_err_clear(e);
+        return XD_OK; /* none yet */
+    }
+    char *out = xd_xmalloc(n + 1);
+    size_t used = 0;
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *ep = j ? json_object_get(j, "epoch") : NULL;
+        if (ep && json_is_integer(ep) && json_integer_value(ep) <= R->epochs_done) {
+            size_t len = strlen(line);
+            memcpy(out + used, line, len);
+            out[used + len] = '\n';
+            used += len + 1;
+        }
+        json_decref(j);
+    }
+    out[used] = '\0';
+    s = write_text(path, out, e);
+    free(out);
+    free(data);
+    free(path);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
+// the run
+
+static xd_status check_finite(run *R, int epoch, double loss, xd_err *e)
+{
+    if (!isfinite(loss))
+        return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the loss is %g; stopped (the last good "
+                                   "checkpoint is kept)", epoch + 1, R->global_step + 1, loss);
+    nn_model *m = &R->student;
+    if (isfinite(nn_grad_norm(m->grad, m->n_param))) return XD_OK;
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        if (p->state) continue;
+        for (size_t j = 0; j < p->n; j++)
+            if (!isfinite(m->grad[p->off + j]))
+                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the gradient of '%s' is not finite; "
+                                           "stopped (the last good checkpoint is kept)",
+                               epoch + 1, R->global_step + 1, p->name);
+    }
+    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the gradient norm overflows", epoch + 1,
+                   R->global_step + 1);
+}
+
+static int stage_needs_teacher(const recipe_stage *st)
+{
+    for (int i = 0; i < st->n_losses; i++)
+        if (st->losses[i].teacher >= 0) return 1;
+    return 0;
+}
+
+static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err *e)
+{
+    const recipe *r = R->r;
+    const recipe_stage *st = &r->stages[stage];
+    const int B = r->train.batch;
+    /* the pool: every example when a teacher can teach it, else the labelled ones */
+    size_t n_pool = 0;
+    int all = stage_needs_teacher(st);
+    for (size_t i = 0; i < R->train.n; i++)
+        if (all || R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
+    xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch, XD_RNG_SHUFFLE);
+    xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
+    const int steps = (int)((n_pool + (size_t)B - 1) / (size_t)B);
+    nn_sched_config sched = r->train.sched;
+    sched.base_lr = r->train.opt.lr;
+    if (r->train.sched_auto_steps) sched.total_steps = (long)steps * st->epochs;
+    for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
+
+    progress pg;
+    progress_init(&pg, R->log, R->o->quiet);
+    char label[64];
+    snprintf(label, sizeof label, "%s", r->name);
+    progress_epoch(&pg, label, epoch + 1, r->train.epochs, steps);
+    double t0 = progress_now(), loss_sum = 0.0;
+    size_t correct = 0, labelled = 0;
+    for (int step = 0; step < steps; step++) {
+        size_t i0 = (size_t)step * (size_t)B;
+        int n = n_pool - i0 < (size_t)B ? (int)(n_pool - i0) : B;
+        for (int b = 0; b < n; b++) {
+            uint32_t i = R->pool[i0 + (size_t)b];
+            R->idx[b] = i;
+            R->yb[b] = R->ytrain[i];
+            R->mb[b] = R->sel[i];
+            R->exb[b] = i;
+        }
+        xd_status s = feed_fill(&R->train, R->idx, n, 1, (uint64_t)R->seed, (uint64_t)epoch, R->input, e);
+        if (s != XD_OK) return s;
+        nn_run nr = {.training = 1, .seed = (uint64_t)R->seed, .step = (uint64_t)R->global_step,
+                     .example = R->exb};
+        nn_model_forward(&R->student, R->input, n, &nr);
+        for (int t = 0; t < r->n_teachers; t++) {
+            teacher_rt *tr = &R->teachers[t];
+            int used = 0;
+            for (int l = 0; l < st->n_losses; l++) used |= st->losses[l].teacher == t;
+            if (!used || tr->cached) continue;
+            const void *tin = R->input;
+            if (!tr->shares) {
+                if ((s = feed_fill(&tr->f, R->idx, n, 1, (uint64_t)R->seed, (uint64_t)epoch, tr->input, e)) != XD_OK)
+                    return s;
+                tin = tr->input;
+            }
+            nn_model_forward(&tr->m, tin, n, NULL);
+        }
+        nn_model_zero_grad(&R->student);
+        double loss = apply_losses(R, n, &nr);
+        nn_model_backward(&R->student);
+        if ((s = check_finite(R, epoch, loss, e)) != XD_OK) return s;
+        float lr = nn_sched_lr(&sched, R->opt.step);
+        nn_opt_step(&R->opt, R->student.param, R->student.grad, R->segs, R->student.n_segs, lr);
+        for (int l = 0; l < R->n_losses; l++)
+            if (R->losses[l].has_proj)
+                nn_opt_step(&R->losses[l].popt, R->losses[l].proj.param, R->losses[l].proj.grad,
+                            R->losses[l].proj.segs, R->losses[l].proj.n_segs, lr);
+        /* training accuracy on the labelled rows of the batch, from the default head */
+        int head = nn_model_default_head(&R->student);
+        const int K = (int)nn_model_node(&R->student, head)->act_n;
+        const float *out = nn_model_out(&R->student, head);
+        for (int b = 0; b < n; b++) {
+            if (!R->mb[b]) continue;
+            labelled++;
+            correct += (size_t)nn_count_correct(out + (size_t)b * K, &R->yb[b], 1, K);
+        }
+        loss_sum += loss;
+        R->global_step++;
+        R->images += n;
+        progress_step(&pg, step + 1, loss_sum / (step + 1), (double)(i0 + (size_t)n));
+    }
+    double secs = progress_now() - t0;
+    R->train_seconds += secs;
+
+    /* evaluate, save, log */
+    double acc = 0.0;
+    int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
+    evaluate |= epoch + 1 == r->train.epochs;
+    xd_status s = XD_OK;
+    if (evaluate) {
+        s = trainer_evaluate(&R->student, nn_model_default_head(&R->student), &R->test, R->ytest,
+                             R->eval_input, &acc, e);
+        if (s != XD_OK) return s;
+    }
+    R->epochs_done = epoch + 1;
+    char *yaml = recipe_to_yaml(r), ep[16], sd[24], ac[32];
+    snprintf(ep, sizeof ep, "%d", epoch + 1);
+    snprintf(sd, sizeof sd, "%ld", R->seed);
+    snprintf(ac, sizeof ac, "%.6f", acc);
+    io_kv meta[4] = {{"xdistill.recipe", yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
+    char *last = out_path(R, "last.safetensors");
+    s = ckpt_save(last, &R->student, meta, 4, e);
+    free(last);
+    if (s == XD_OK && evaluate && (R->best_epoch == 0 || acc > R->best_acc)) {
+        R->best_acc = acc;
+        R->best_epoch = epoch + 1;
+        char *best = out_path(R, "best.safetensors");
+        s = ckpt_save(best, &R->student, meta, 4, e);
+        free(best);
+    }
+    free(yaml);
+    if (s == XD_OK) s = save_resume(R, e);
+    if (s != XD_OK) return s;
+
+    json_t *j = json_object();
+    json_object_set_new(j, "epoch", json_integer(epoch + 1));
+    json_object_set_new(j, "stage", json_integer(stage + 1));
+    json_object_set_new(j, "step", json_integer(R->global_step));
+    json_object_set_new(j, "lr", json_real(nn_sched_lr(&sched, R->opt.step)));
+    json_object_set_new(j, "loss", json_real(steps ? loss_sum / steps : 0.0));
+    for (int l = 0; l < R->n_losses; l++) {
+        char key[48];
+        snprintf(key, sizeof key, "loss.%d.%s", l, recipe_loss_kind_names[R->losses[l].L->kind]);
+        json_object_set_new(j, key, json_real(steps ? R->losses[l].sum / steps : 0.0));
+    }
+    json_object_set_new(j, "train_acc", labelled ? json_real((double)correct / labelled) : json_null());
+    json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+    json_object_set_new(j, "seconds", json_real(secs));
+    json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_pool / secs : 0.0));
+    s = append_metrics(R, j, e);
+    json_decref(j);
+    char line[256];
+    if (evaluate)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %.2f%%, %.1f s, %.0f img/s",
+                 r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0, 100.0 * acc,
+                 secs, secs > 0 ? (double)n_pool / secs : 0.0);
+    else
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
+                 r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
+    progress_done(&pg, line);
+    (void)stage_epoch;
+    return s;
+}
+
+static xd_status write_summary(run *R, const train_result *res, xd_err *e)
+{
+    json_t *j = json_object();
+    char *yaml = recipe_to_yaml(R->r);
+    json_object_set_new(j, "name", json_string(R->r->name));
+    json_object_set_new(j, "seed", json_integer(R->seed));
+    json_object_set_new(j, "epochs", json_integer(res->epochs_done));
+    json_object_set_new(j, "finished", json_boolean(res->finished));
+    json_object_set_new(j, "final_test_acc", json_real(res->final_acc));
+    json_object_set_new(j, "best_test_acc", json_real(res->best_acc));
+    json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
+    json_object_set_new(j, "train_seconds", json_real(res->seconds));
+    json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
+    json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
+    json_object_set_new(j, "threads", json_integer(xd_threads_get()));
+    json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
+    json_object_set_new(j, "recipe", json_string(yaml));
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
+    size_t len = strlen(text);
+    text = xd_xrealloc(text, len + 2);
+    text[len] = '\n';
+    text[len + 1] = '\0';
+    char *path = out_path(R, "summary.json");
+    xd_status s = write_text(path, text, e);
+    free(path);
+    free(text);
+    free(yaml);
+    json_decref(j);
+    return s;
+}
+
+static void run_free(run *R)
+{
+    free_losses(R);
+    for (int i = 0; i < R->r->n_teachers && R->teachers; i++) {
+        teacher_rt *t = &R->teachers[i];
+        if (t->cached) kd_cache_close(&t->cache);
+        nn_model_free(&t->m);
+        feed_close(&t->f);
+        free(t->input);
+    }
+    free(R->teachers);
+    nn_model_free(&R->student);
+    feed_close(&R->train);
+    feed_close(&R->test);
+    if (R->ds) io_dataset_close(R->ds);
+    nn_opt_free(&R->opt);
+    free(R->segs);
+    free(R->sel);
+    free(R->input);
+    free(R->eval_input);
+    free(R->tlogits);
+    free(R->pool);
+    free(R->idx);
+    free(R->yb);
+    free(R->mb);
+    free(R->exb);
+}
+
+xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
+                      xd_err *e)
+{
+    run R;
+    memset(&R, 0, sizeof R);
+    memset(res, 0, sizeof *res);
+    R.r = r;
+    R.seed = seed;
+    R.o = o;
+    R.log = o->log ? o->log : stderr;
+    res->seed = seed;
+    if (r->train.threads > 0) xd_threads_set(r->train.threads);
+    xd_status s = io_mkdir_p(o->out_dir, e);
+    if (s != XD_OK) return s;
+    if ((s = nn_model_build(&R.student, r->model, r->train.batch, (uint64_t)seed, e)) != XD_OK) {
+        xd_err_prefix(e, "model");
+        goto out;
+    }
+    if ((s = setup_data(&R, e)) != XD_OK) goto out;
+    if ((s = setup_teachers(&R, e)) != XD_OK) goto out;
+    if ((s = setup_buffers(&R)) != XD_OK) goto out;
+    R.segs = xd_xcalloc((size_t)(R.student.n_segs ? R.student.n_segs : 1), sizeof *R.segs);
+    if (o->resume) {
+        if ((s = load_resume(&R, RESUME_COUNTERS, e)) != XD_OK) goto out;
+        if ((s = trim_metrics(&R, e)) != XD_OK) goto out;
+    } else {
+        char *mpath = out_path(&R, "metrics.jsonl");
+        remove(mpath); /* a fresh run starts a fresh log */
+        free(mpath);
+        char *ypath = out_path(&R, "recipe.yaml");
+        s = recipe_save(r, ypath, e);
+        free(ypath);
+        if (s != XD_OK) goto out;
+    }
+
+    int epoch0 = 0;
+    for (int stage = 0; stage < r->n_stages && s == XD_OK; stage++) {
+        const int stage_end = epoch0 + r->stages[stage].epochs;
+        if (R.epochs_done >= stage_end) {
+            epoch0 = stage_end;
+            continue;
+        }
+        if ((s = setup_losses(&R, stage, e)) != XD_OK) break;
+        stage_segments(&R, stage);
+        nn_opt_free(&R.opt);
+        if ((s = nn_opt_init(&R.opt, &r->train.opt, R.student.n_param, e)) != XD_OK) break;
+        if (o->resume && R.epochs_done > epoch0) {
+            /* resuming inside this stage: its optimizer and projectors come back too */
+            if ((s = load_resume(&R, RESUME_ALL, e)) != XD_OK) break;
+        } else if (o->resume && R.epochs_done == epoch0 && epoch0 > 0) {
+            if ((s = load_resume(&R, RESUME_MODEL, e)) != XD_OK) break;
+        }
+        for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
+            if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
+            if ((s = run_epoch(&R, stage, ep, ep - epoch0, e)) != XD_OK) break;
+        }
+        epoch0 = stage_end;
+    }
+stopped:
+    if (s == XD_OK) {
+        res->epochs_done = R.epochs_done;
+        res->finished = R.epochs_done >= r->train.epochs;
+        res->best_acc = R.best_acc;
+        res->best_epoch = R.best_epoch;
+        res->seconds = R.train_seconds;
+        res->images_per_s = R.train_seconds > 0 ? R.images / R.train_seconds : 0.0;
+        if (res->finished) {
+            s = trainer_evaluate(&R.student, nn_model_default_head(&R.student), &R.test, R.ytest,
+                                 R.eval_input, &res->final_acc, e);
+        }
+        if (s == XD_OK) s = write_summary(&R, res, e);
+    }
+out:
+    run_free(&R);
+    return s;
+}

@@ -1,0 +1,48 @@
+/* The trainer: runs a recipe (distill/recipe.h) on a data set, for a teacher, a student, or any
+ * mix of distillation losses, stage by stage.
+ *
+ * Per step: the student's view of a batch goes through the student (training mode); each teacher
+ * a loss needs sees its own view of the same examples (eval mode), or its outputs come from the
+ * teacher-output cache; each loss adds its weighted gradient into the student's heads and taps
+ * (feature losses through a learned projector); one backward, one optimizer step. Per epoch: an
+ * evaluation on the test split, a line in DIR/metrics.jsonl, DIR/last.safetensors and (when the
+ * test accuracy improved) DIR/best.safetensors, and DIR/resume.safetensors, from which
+ * `--resume` continues exactly as if the run had not stopped. Every file is written atomically.
+ *
+ * Which examples a stage walks: all training examples when one of its losses can learn from
+ * unlabelled ones (it reads a teacher), else only the examples whose label the run may see. */
+#ifndef XD_DISTILL_TRAINER_H
+#define XD_DISTILL_TRAINER_H
+
+#include <stdio.h>
+
+#include "core/status.h"
+#include "distill/feed.h"
+#include "distill/recipe.h"
+#include "nn/model.h"
+
+typedef struct {
+    const char *out_dir;  /* created when missing */
+    int resume;           /* continue from out_dir/resume.safetensors */
+    int stop_after;       /* > 0: stop once this many epochs are done (resume later) */
+    int quiet;            /* no progress output */
+    FILE *log;            /* progress bar and epoch lines; NULL = stderr */
+} train_opts;
+
+typedef struct {
+    long seed;
+    int epochs_done, finished;
+    double final_acc, best_acc;
+    int best_epoch;
+    double seconds, images_per_s;
+} train_result;
+
+xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
+                      xd_err *e);
+
+/* Accuracy of node `head` of m over all n examples of a feed (eval mode, batches of the model's
+ * max_batch). input: scratch for one batch of the feed's inputs. */
+xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
+                           double *acc, xd_err *e);
+
+#endif
