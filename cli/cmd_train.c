@@ -200,7 +200,7 @@ int cmd_train(int argc, char **argv)
                 s = trainer_run(&r, seed + k, &o, &res[k], &e);
         }
         free(dir);
-        if (s == XD_OK && !quiet && res[k].finished)
+        if (s == XD_OK && res[k].finished)
             printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
                    r.name, seed + k, 100.0 * res[k].final_acc, 100.0 * res[k].best_acc,
                    res[k].best_epoch, res[k].seconds, res[k].images_per_s);
