@@ -7,33 +7,16 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "nn/layers.h"
 #include "nn/loss.h"
 
 /* F.normalize's and CosineEmbeddingLoss's epsilon */
 #define KD_EPS 1e-12
 
-static int selected_rows(const uint8_t *mask, int B)
-{
-    if (!mask) return B;
-    int m = 0;
-    for (int b = 0; b < B; b++) m += mask[b] != 0;
-    return m;
-}
-
-/* log sum_k exp(x_k / T), with the maximum taken out so that no exp overflows */
-static double row_lse(const float *x, int K, double T)
-{
-    double m = -INFINITY;
-    for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
-    double s = 0.0;
-    for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
-    return m + log(s);
-}
-
 /* out = softmax(x / T); out may be x (each output reads only its own input after the sums) */
 static void softmax_row(float *out, const float *x, int K, double T)
 {
-    double lse = row_lse(x, K, T);
+    double lse = nn_logsumexp(x, K, T);
     for (int k = 0; k < K; k++) out[k] = (float)exp((double)x[k] / T - lse);
 }
 
@@ -79,7 +62,7 @@ float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask,
     for (int b = 0; b < B; b++) {
         const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
         float *p = ps + (size_t)b * K;
-        double lse = row_lse(x, K, T), kl = 0.0;
+        double lse = nn_logsumexp(x, K, T), kl = 0.0;
         for (int k = 0; k < K; k++) {
             double logp = (double)x[k] / T - lse;
             p[k] = (float)exp(logp);
@@ -88,14 +71,14 @@ float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask,
         }
         if (!mask || mask[b]) total += kl;
     }
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     return M ? (float)((double)T * T * total / M) : 0.0f;
 }
 
 void kd_backward(float *ds, const float *ps, const float *q, const uint8_t *mask, int B, int K,
                  float T, float weight)
 {
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     if (!M) return;
     const float scale = (float)((double)weight * T / M);
     for (int b = 0; b < B; b++) {
@@ -133,21 +116,21 @@ float kd_soft_ce_forward(float *p, const float *s, const float *q, const uint8_t
     for (int b = 0; b < B; b++) {
         const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
         float *pb = p + (size_t)b * K;
-        double lse = row_lse(x, K, 1.0), l = 0.0;
+        double lse = nn_logsumexp(x, K, 1.0), l = 0.0;
         for (int k = 0; k < K; k++) {
             pb[k] = (float)exp((double)x[k] - lse);
             l += (double)qb[k] * (lse - x[k]); /* -q log softmax */
         }
         if (!mask || mask[b]) total += l;
     }
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     return M ? (float)(total / M) : 0.0f;
 }
 
 void kd_soft_ce_backward(float *ds, const float *p, const float *q, const uint8_t *mask, int B,
                          int K, float weight)
 {
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     if (!M) return;
     const double scale = (double)weight / M;
     for (int b = 0; b < B; b++) {
@@ -189,14 +172,14 @@ float kd_cos_forward(const float *a, const float *b, const int32_t *target, cons
         double c = cos_of(a + (size_t)r * D, b + (size_t)r * D, D).cos;
         total += (!target || target[r] > 0) ? 1.0 - c : fmax(0.0, c - margin);
     }
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     return M ? (float)(total / M) : 0.0f;
 }
 
 void kd_cos_backward(float *da, float *db, const float *a, const float *b, const int32_t *target,
                      const uint8_t *mask, int B, int D, float margin, float weight)
 {
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     if (!M) return;
     for (int r = 0; r < B; r++) {
         if (mask && !mask[r]) continue;
@@ -251,14 +234,14 @@ float kd_at_forward(const float *fs, const float *ft, const uint8_t *mask, int B
         }
         total += d2;
     }
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     return M ? (float)(total / M) : 0.0f;
 }
 
 void kd_at_backward(float *dfs, const float *fs, const float *ft, const uint8_t *mask, int B,
                     int HW, int Cs, int Ct, float weight)
 {
-    int M = selected_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     if (!M) return;
     const double g2 = 2.0 / M;
 #pragma omp parallel for schedule(static) if ((double)B * HW * (Cs + Ct) > 65536.0)

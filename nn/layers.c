@@ -399,20 +399,24 @@ void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
 }
 
-/* y = (x - max) - log sum exp(x - max): the shift keeps exp() in range for any finite x, and
- * subtracting the max first keeps the result exact to float rounding even for |x| ~ 1000. */
+double nn_logsumexp(const float *x, int K, double T)
+{
+    double m = -INFINITY;
+    for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
+    double s = 0.0;
+    for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
+    return m + log(s);
+}
+
+/* y = x - log sum exp(x), in double so that it stays exact to float rounding for |x| ~ 1000 */
 void nn_logsoftmax_forward(float *out, const float *inp, int R, int K)
 {
 #pragma omp parallel for if ((size_t)R * K > PAR_MIN)
     for (int r = 0; r < R; r++) {
         const float *x = inp + (size_t)r * K;
         float *y = out + (size_t)r * K;
-        float m = -INFINITY;
-        for (int k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
-        double ls = log(s);
-        for (int k = 0; k < K; k++) y[k] = (float)(((double)x[k] - m) - ls);
+        double lse = nn_logsumexp(x, K, 1.0);
+        for (int k = 0; k < K; k++) y[k] = (float)((double)x[k] - lse);
     }
 }
 
@@ -429,18 +433,15 @@ void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, in
     }
 }
 
-/* y = exp(x - max) / sum exp(x - max) */
+/* y = exp(x - log sum exp(x)) */
 void nn_softmax_forward(float *out, const float *inp, int R, int K)
 {
 #pragma omp parallel for if ((size_t)R * K > PAR_MIN)
     for (int r = 0; r < R; r++) {
         const float *x = inp + (size_t)r * K;
         float *y = out + (size_t)r * K;
-        float m = -INFINITY;
-        for (int k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
-        for (int k = 0; k < K; k++) y[k] = (float)(exp((double)x[k] - m) / s);
+        double lse = nn_logsumexp(x, K, 1.0);
+        for (int k = 0; k < K; k++) y[k] = (float)exp((double)x[k] - lse);
     }
 }
 

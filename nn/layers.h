@@ -84,6 +84,10 @@ void nn_tanh_backward(float *dinp, const float *dout, const float *out, size_t n
 void nn_sigmoid_forward(float *out, const float *inp, size_t n);               /* 1/(1+e^-x) */
 void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_t n);
 
+/* log sum_k exp(x_k / T) of one row, in double with the maximum taken out, so no exp overflows
+ * for any finite x (softmax, log-softmax and every loss over logits use it). */
+double nn_logsumexp(const float *x, int K, double T);
+
 /* softmax / log-softmax over the last axis of (R, K) rows, stable for any finite logits */
 void nn_softmax_forward(float *out, const float *inp, int R, int K);
 void nn_softmax_backward(float *dinp, const float *dout, const float *out, int R, int K);

@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stddef.h>
 
-static int labelled_rows(const uint8_t *mask, int B)
+#include "nn/layers.h"
+
+int nn_mask_count(const uint8_t *mask, int B)
 {
     if (!mask) return B;
     int m = 0;
@@ -20,22 +22,18 @@ float nn_ce_forward(float *probs, const float *logits, const int32_t *labels, co
     for (int b = 0; b < B; b++) {
         const float *x = logits + (size_t)b * K;
         float *p = probs + (size_t)b * K;
-        float m = -INFINITY;
-        for (int k = 0; k < K; k++) m = x[k] > m ? x[k] : m;
-        double s = 0.0;
-        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
-        double lse = m + log(s);
+        double lse = nn_logsumexp(x, K, 1.0);
         for (int k = 0; k < K; k++) p[k] = (float)exp((double)x[k] - lse);
         if (!mask || mask[b]) total += lse - x[labels[b]];
     }
-    int M = labelled_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     return M ? (float)(total / M) : 0.0f;
 }
 
 void nn_ce_backward(float *dlogits, const float *probs, const int32_t *labels,
                     const uint8_t *mask, int B, int K, float weight)
 {
-    int M = labelled_rows(mask, B);
+    int M = nn_mask_count(mask, B);
     if (!M) return;
     const float scale = weight / (float)M;
     for (int b = 0; b < B; b++) {

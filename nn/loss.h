@@ -8,6 +8,9 @@
 
 #include <stdint.h>
 
+/* Rows that count: those with mask[b] set, or all B when mask is NULL. */
+int nn_mask_count(const uint8_t *mask, int B);
+
 /* CE = (1/M) sum_{b: mask[b]} -log softmax(logits_b)[y_b], M = number of labelled rows.
  * mask NULL = every row labelled; M == 0 gives loss 0 and no gradient.
  * probs (B, K) is filled with softmax(logits) for backward (and for accuracy).
