@@ -6,7 +6,6 @@
  * (scenes/s); and `prepare emoji` end to end (all languages) when the packages are cached. The
  * 1-thread figure is each case's baseline; the speed-up column is against it. */
 #include <dirent.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,18 +23,6 @@
 #include "modalities/sets/sets.h"
 
 enum { PNG_MAX = 1024, PNG_FAKE = 256, BATCH_POOL = 4096, BATCH = 256, SCENES = 2000, POOL = 1000 };
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* rm -r of a temporary folder this suite made */
-static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 typedef struct {
     size_t n;
@@ -275,7 +262,7 @@ int bench_data(const bench_opts *o)
             ec.o.out = out;
             measure(o, "prepare_emoji_28_langs", "runs/s", 1, run_emoji, &ec, 3, 5);
             if (ec.failed) fprintf(o->out, "  (prepare emoji failed; figures are not meaningful)\n");
-            remove_tree(out);
+            io_remove_tree(out);
         }
     } else if (!o->json) {
         fprintf(o->out, "prepare_emoji: skipped (packages not in %s; run xdistill prepare emoji "
@@ -283,7 +270,7 @@ int bench_data(const bench_opts *o)
     }
     free(texts);
     png_set_free(&pngs);
-    if (tmp[0]) remove_tree(tmp);
+    if (tmp[0]) io_remove_tree(tmp);
     free(pkg);
     free(img_dir);
     xd_threads_set(all);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -162,6 +163,22 @@ xd_status io_mkdir_p(const char *path, xd_err *e)
     free(p);
     if (!ok) return xd_fail(e, XD_EIO, "%s: not a folder", path);
     return XD_OK;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void io_remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) return;
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 char *io_path_join(const char *dir, const char *name)

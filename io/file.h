@@ -39,6 +39,8 @@ void io_map_close(io_map *m);
 
 /* mkdir -p */
 xd_status io_mkdir_p(const char *path, xd_err *e);
+/* rm -r of a folder (or file) we made; links are removed, never followed. */
+void io_remove_tree(const char *path);
 /* Joins dir and name with one '/', into a new string. */
 char *io_path_join(const char *dir, const char *name);
 /* The folder part of a path ("." if none), into a new string. */

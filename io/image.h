@@ -44,6 +44,13 @@ const char *io_image_kind_name(io_image_kind k);
 
 /* Decodes a PNG or JPEG, chosen by magic bytes; anything else is XD_EFORMAT "not a PNG or JPEG".
  * name (may be NULL) is used in error messages of the memory version. */
+/* A decoder from memory (io_png_read_mem, io_jpeg_read_mem, io_image_read_mem). */
+typedef xd_status (*io_image_decoder)(const void *data, size_t n, const char *name,
+                                      const io_image_opts *opt, io_image *img, xd_err *e);
+/* Reads path whole (at most IO_IMAGE_MAX_FILE_BYTES) and decodes it with dec, naming path in
+ * errors. */
+xd_status io_image_read_with(const char *path, io_image_decoder dec, const io_image_opts *opt,
+                             io_image *img, xd_err *e);
 xd_status io_image_read(const char *path, const io_image_opts *opt, io_image *img, xd_err *e);
 xd_status io_image_read_mem(const void *data, size_t n, const char *name, const io_image_opts *opt,
                             io_image *img, xd_err *e);

@@ -172,14 +172,7 @@ xd_status io_png_read_mem(const void *data, size_t n, const char *name, const io
 
 xd_status io_png_read(const char *path, const io_image_opts *opt, io_image *img, xd_err *e)
 {
-    memset(img, 0, sizeof *img);
-    void *data;
-    size_t n;
-    xd_status s = io_read_all(path, IO_IMAGE_MAX_FILE_BYTES, &data, &n, e);
-    if (s != XD_OK) return s;
-    s = io_png_read_mem(data, n, path, opt, img, e);
-    free(data);
-    return s;
+    return io_image_read_with(path, io_png_read_mem, opt, img, e);
 }
 
 // ---------------------------------------------------------------------------------------------

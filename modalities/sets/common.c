@@ -6,7 +6,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -227,21 +226,6 @@ void sets_split_stratified(const int32_t *strata, size_t n, int n_strata, double
 // ----------------------------------------------------------------------------------------------
 // staged output folders
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void sets_remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e)
 {
@@ -268,7 +252,7 @@ xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e)
     size_t n = len + 32;
     o->tmp = xd_xmalloc(n);
     snprintf(o->tmp, n, "%s.tmp-%ld", o->dir, (long)getpid());
-    sets_remove_tree(o->tmp); /* left over by a killed run that had our process id */
+    io_remove_tree(o->tmp); /* left over by a killed run that had our process id */
     if (mkdir(o->tmp, 0777) != 0) {
         s = xd_fail(e, XD_EIO, "%s: cannot create folder: %s", o->tmp, strerror(errno));
         free(o->tmp);
@@ -329,7 +313,7 @@ xd_status sets_outdir_commit(sets_outdir *o, xd_err *e)
 
 void sets_outdir_abort(sets_outdir *o)
 {
-    if (o->tmp) sets_remove_tree(o->tmp);
+    if (o->tmp) io_remove_tree(o->tmp);
     free(o->tmp);
     free(o->dir);
     o->tmp = o->dir = NULL;

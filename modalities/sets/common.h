@@ -81,8 +81,6 @@ char *sets_outdir_path(const sets_outdir *o, const char *rel);
 xd_status sets_outdir_commit(sets_outdir *o, xd_err *e);
 /* Removes the temporary folder and frees o (safe twice). */
 void sets_outdir_abort(sets_outdir *o);
-/* rm -r of a folder we made. */
-void sets_remove_tree(const char *path);
 
 /* Runs argv (argv[0] searched in PATH) with stdin from /dev/null. stdout is captured into a new
  * string when out is not NULL; whatever else the child prints goes to log_path (or /dev/null). A

@@ -120,14 +120,14 @@ static xd_status fetch_one(const char *cache, const char *name, const char *vers
             s = xd_fail(e, XD_EIO, "npm pack did not leave %s", tgz);
     }
     if (!s) {
-        sets_remove_tree(tmp);
+        io_remove_tree(tmp);
         if (mkdir(tmp, 0777) != 0) s = xd_fail(e, XD_EIO, "cannot create %s: %s", tmp, strerror(errno));
     }
     if (!s) s = sets_run(untar, log, NULL, e);
     if (!s && rename(tmp, dir) != 0)
         s = xd_fail(e, XD_EIO, "cannot rename %s: %s", tmp, strerror(errno));
     if (s) {
-        sets_remove_tree(tmp);
+        io_remove_tree(tmp);
         xd_err_prefix(e, "%s: cannot fetch %s (log in %s)", dir, spec, log);
     } else {
         remove(tgz);
