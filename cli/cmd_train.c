@@ -257,11 +257,14 @@ int cmd_eval(int argc, char **argv)
     memset(&f, 0, sizeof f);
     void *input = NULL;
     double acc = 0.0;
+    char *aug = NULL, *text = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
     if (!view) view = m.tokens ? "text.en" : "image";
-    if ((s = io_dataset_open(data, &ds, &e)) == XD_OK &&
-        (s = feed_open(&f, ds, split, view, &m, "", "", &e)) == XD_OK) {
+    /* the model reads its inputs the way it was trained */
+    if ((s = ckpt_preprocessing(model, &aug, &text, &e)) == XD_OK &&
+        (s = io_dataset_open(data, &ds, &e)) == XD_OK &&
+        (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK) {
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;
@@ -291,6 +294,8 @@ int cmd_eval(int argc, char **argv)
                    100.0 * acc, f.n);
     }
     free(input);
+    free(aug);
+    free(text);
     feed_close(&f);
     if (ds) io_dataset_close(ds);
     nn_model_free(&m);

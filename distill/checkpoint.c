@@ -7,6 +7,7 @@
 
 #include "core/mem.h"
 #include "core/runtime.h"
+#include "distill/recipe.h"
 #include "io/safetensors.h"
 
 #define META_FORMAT "format"
@@ -28,6 +29,14 @@ static io_tensor *model_tensors(const nn_model *m, int with_data)
 xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                     xd_err *e)
 {
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        const float *v = (p->state ? m->state : m->param) + p->off;
+        for (size_t j = 0; j < p->n; j++)
+            if (!isfinite(v[j]))
+                return xd_fail(e, XD_ENUM, "%s: not written: '%s' holds a non-finite value at index %zu",
+                               path, p->name, j);
+    }
     io_kv *all = xd_xcalloc(n_meta + 3, sizeof *all);
     all[0] = (io_kv){META_FORMAT, "xdistill"};
     all[1] = (io_kv){META_VERSION, XD_VERSION};
@@ -98,4 +107,23 @@ xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err
     if (v) *value = xd_xstrdup(v);
     io_st_close(f);
     return XD_OK;
+}
+
+xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_err *e)
+{
+    *augment = *text = NULL;
+    char *yaml;
+    xd_status s = ckpt_read_meta(path, "xdistill.recipe", &yaml, e);
+    if (s != XD_OK || !yaml) return s;
+    recipe r;
+    s = recipe_parse(path, yaml, strlen(yaml), NULL, 0, RECIPE_NO_FILE_CHECKS, &r, e);
+    if (s == XD_OK) {
+        *augment = xd_xstrdup(r.data.augment ? r.data.augment : "");
+        *text = xd_xstrdup(r.data.text ? r.data.text : "");
+        recipe_free(&r);
+    } else {
+        xd_err_prefix(e, "%s: the recipe stored in the checkpoint", path);
+    }
+    free(yaml);
+    return s;
 }

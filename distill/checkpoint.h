@@ -17,7 +17,8 @@
 #include "io/dtype.h"
 #include "nn/model.h"
 
-/* Writes m to path atomically; meta (n_meta pairs, may be NULL) goes into __metadata__. */
+/* Writes m to path atomically; meta (n_meta pairs, may be NULL) goes into __metadata__. A model
+ * holding NaN or Inf is refused (XD_ENUM), so a checkpoint is always loadable. */
 xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                     xd_err *e);
 
@@ -27,6 +28,12 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 
 /* Loads values into an existing model; the file must match it exactly. */
 xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
+
+/* The preprocessing a checkpoint's model was trained with: the image options and text settings
+ * (data.augment, data.text) of the recipe stored in it, as new strings; both NULL when the file
+ * holds no recipe (then the caller's own apply). Spatial augmentation words are included; they
+ * only act when a feed is asked to augment. */
+xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_err *e);
 
 /* Reads one metadata value of a checkpoint into a new string (NULL when absent). */
 xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e);

@@ -22,6 +22,7 @@
 
 typedef struct {
     nn_model m;
+    uint32_t *idx;   /* (max_batch) example indices while filling the cache */
     feed f;          /* its view of the training split (unused when it shares the student's) */
     int shares;      /* reads the student's input batch as is */
     int cached;      /* outputs come from the teacher-output cache */
@@ -120,8 +121,10 @@ static xd_status setup_data(run *R, xd_err *e)
     if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
                        r->data.augment, r->data.text, e)) != XD_OK)
         return s;
-    if ((s = feed_open(&R->test, R->ds, r->data.test, r->data.student_view, &R->student, "",
-                       r->data.text, e)) != XD_OK)
+    /* the same preprocessing as training; feed_fill without augmentation takes the centre window
+     * and never flips, so evaluation sees the plain, normalised images */
+    if ((s = feed_open(&R->test, R->ds, r->data.test, r->data.student_view, &R->student,
+                       r->data.augment, r->data.text, e)) != XD_OK)
         return s;
     /* classes: the data set's table for this label, else the student head's width */
     const char *lab = r->data.label;
@@ -153,27 +156,39 @@ static xd_status setup_data(run *R, xd_err *e)
 static xd_status cache_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err *e)
 {
     teacher_rt *t = ctx;
-    uint32_t idx[4096];
     size_t n = i1 - i0;
-    XD_ASSERT(n <= sizeof idx / sizeof idx[0]);
-    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)(i0 + i);
-    return feed_fill(&t->f, idx, (int)n, 0, 0, 0, input, e);
+    XD_ASSERT(n <= (size_t)t->m.max_batch);
+    for (size_t i = 0; i < n; i++) t->idx[i] = (uint32_t)(i0 + i);
+    return feed_fill(&t->f, t->idx, (int)n, 0, 0, 0, input, e);
 }
 
 /* The cache holds one deterministic output per example: usable when the teacher's view never
- * changes between epochs and every loss on this teacher reads its logits only. */
+ * changes between epochs and every loss on this teacher reads the logits of one head. */
 static int cache_usable(const run *R, int ti, const char *view)
 {
     const recipe *r = R->r;
     if (!r->teachers[ti].cache) return 0;
     if (strcmp(view, "image") == 0 && r->data.augment && *r->data.augment) return 0;
     if (strcmp(view, "text.*") == 0) return 0;
+    const char *head = NULL;
+    int seen = 0;
     for (int s = 0; s < r->n_stages; s++)
         for (int l = 0; l < r->stages[s].n_losses; l++) {
             const recipe_loss *L = &r->stages[s].losses[l];
-            if (L->teacher == ti && L->kind != RECIPE_LOSS_KD && L->kind != RECIPE_LOSS_HINTON) return 0;
+            if (L->teacher != ti) continue;
+            if (L->kind != RECIPE_LOSS_KD && L->kind != RECIPE_LOSS_HINTON) return 0;
+            /* one cache holds one head's outputs */
+            const char *h = L->teacher_head ? L->teacher_head : "";
+            if (seen && strcmp(h, head) != 0) return 0;
+            head = h;
+            seen = 1;
         }
     return 1;
+}
+
+static int same_words(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
 static xd_status setup_teachers(run *R, xd_err *e)
@@ -187,17 +202,29 @@ static xd_status setup_teachers(run *R, xd_err *e)
         xd_status s = ckpt_load(rt->checkpoint, B, &t->m, e);
         if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
         const char *view = rt->view ? rt->view : r->data.student_view;
+        char *taug, *ttext;
+        if ((s = ckpt_preprocessing(rt->checkpoint, &taug, &ttext, e)) != XD_OK)
+            return xd_err_prefix(e, "teacher '%s'", rt->name);
+        const char *aug = taug ? taug : r->data.augment, *text = ttext ? ttext : r->data.text;
+        /* the student's input batch serves the teacher only when it is exactly what the teacher
+         * would have made itself */
         t->shares = strcmp(view, r->data.student_view) == 0 && t->m.tokens == R->student.tokens &&
-                    t->m.h == R->student.h && t->m.w == R->student.w && t->m.c == R->student.c;
+                    t->m.h == R->student.h && t->m.w == R->student.w && t->m.c == R->student.c &&
+                    same_words(aug, r->data.augment) && same_words(text, r->data.text);
         if (!t->shares || cache_usable(R, i, view)) {
             /* its own feed: for its view, or for filling the cache without augmentation */
-            if ((s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, r->data.augment,
-                               r->data.text, e)) != XD_OK)
-                return xd_err_prefix(e, "teacher '%s'", rt->name);
+            s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, aug, text, e);
+            free(taug);
+            free(ttext);
+            if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
             if (t->f.n != R->train.n)
                 return xd_fail(e, XD_ESHAPE, "teacher '%s': view %s has %zu examples, the student's %zu",
                                rt->name, view, t->f.n, R->train.n);
             t->input = xd_xmalloc_aligned(feed_example_bytes(&t->f) * (size_t)B);
+            t->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
+        } else {
+            free(taug);
+            free(ttext);
         }
         if (cache_usable(R, i, view)) {
             const char *head = NULL;
@@ -274,6 +301,9 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                            is_logit ? L->head : L->student_tap);
         const nn_node *sn = nn_model_node(&R->student, l->s_node);
         size_t width = sn->act_n;
+        if ((L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_HINTON) && (int)sn->act_n != R->n_classes)
+            return xd_fail(e, XD_ESHAPE, "loss %d (%s): head '%s' has %zu outputs for %d classes", i,
+                           kname, sn->name, sn->act_n, R->n_classes);
         if (L->teacher >= 0) {
             teacher_rt *t = &R->teachers[L->teacher];
             l->t_node = is_logit ? head_of(&t->m, L->teacher_head) : nn_model_find(&t->m, L->teacher_tap);
@@ -316,9 +346,6 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                                sn->name);
         } else {
             l->t_node = -1;
-            if (L->kind == RECIPE_LOSS_CE && (int)sn->act_n != R->n_classes)
-                return xd_fail(e, XD_ESHAPE, "loss %d (ce): head '%s' has %zu outputs for %d classes",
-                               i, sn->name, sn->act_n, R->n_classes);
         }
         l->a = xd_xmalloc(sizeof(float) * (size_t)B * width);
         l->b = xd_xmalloc(sizeof(float) * (size_t)B * width);
@@ -596,15 +623,16 @@ static xd_status load_resume(run *R, int what, xd_err *e)
     }
     tlist want = {0};
     collect_state(R, &want);
-    if (what == RESUME_MODEL) want.n = 2; /* model.param, model.state: the first two */
-    for (int i = 0; i < want.n && s == XD_OK; i++) {
+    /* a stage boundary restores the model only: model.param and model.state come first */
+    const int n_load = what == RESUME_MODEL ? 2 : want.n;
+    for (int i = 0; i < n_load && s == XD_OK; i++) {
         const io_tensor *t = io_st_find(f, want.t[i].name);
         if (!t || t->dtype != IO_F32 || t->ndim != 1 || t->shape[0] != want.t[i].shape[0])
             s = xd_fail(e, XD_ESHAPE, "%s: '%s' is missing or does not fit this recipe's models",
                         io_st_path(f), want.t[i].name);
     }
     if (s == XD_OK) {
-        for (int i = 0; i < want.n; i++) {
+        for (int i = 0; i < n_load; i++) {
             const io_tensor *t = io_st_find(f, want.t[i].name);
             memcpy((void *)want.t[i].data, t->data, sizeof(float) * (size_t)t->shape[0]);
         }
@@ -694,11 +722,50 @@ static xd_status check_finite(run *R, int epoch, double loss, xd_err *e)
                    R->global_step + 1);
 }
 
+/* After an optimizer step: a non-finite parameter stops the run before anything is saved. */
+static xd_status check_params(run *R, int epoch, xd_err *e)
+{
+    nn_model *m = &R->student;
+    if (isfinite(nn_grad_norm(m->param, m->n_param))) return XD_OK;
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        if (p->state) continue;
+        for (size_t j = 0; j < p->n; j++)
+            if (!isfinite(m->param[p->off + j]))
+                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the update made '%s' non-finite; "
+                                           "stopped (the last good checkpoint is kept)",
+                               epoch + 1, R->global_step + 1, p->name);
+    }
+    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the parameters overflow", epoch + 1,
+                   R->global_step + 1);
+}
+
 static int stage_needs_teacher(const recipe_stage *st)
 {
     for (int i = 0; i < st->n_losses; i++)
         if (st->losses[i].teacher >= 0) return 1;
     return 0;
+}
+
+/* Examples a stage walks each epoch: all of them when a teacher can teach unlabelled ones, else
+ * those whose label the run may see. */
+static size_t stage_pool(const run *R, int stage)
+{
+    return stage_needs_teacher(&R->r->stages[stage]) ? R->train.n : R->n_sel;
+}
+
+/* The learning-rate schedule runs over the whole run (all stages), on the global step. */
+static nn_sched_config run_schedule(const run *R)
+{
+    nn_sched_config sched = R->r->train.sched;
+    if (R->r->train.sched_auto_steps) {
+        long total = 0;
+        const long B = R->r->train.batch;
+        for (int st = 0; st < R->r->n_stages; st++)
+            total += ((long)stage_pool(R, st) + B - 1) / B * R->r->stages[st].epochs;
+        sched.total_steps = total > 0 ? total : 1;
+    }
+    return sched;
 }
 
 static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err *e)
@@ -711,12 +778,16 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
     int all = stage_needs_teacher(st);
     for (size_t i = 0; i < R->train.n; i++)
         if (all || R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
+    XD_ASSERT(n_pool == stage_pool(R, stage));
+    if (n_pool == 0)
+        return xd_fail(e, XD_EARG, "%s: stage %d has no example to learn from: none of the training "
+                                   "examples has a label the run may see (label_mask, label_fraction, "
+                                   "labels_per_class) and no loss reads a teacher",
+                       r->data.path, stage + 1);
     xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch, XD_RNG_SHUFFLE);
     xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
     const int steps = (int)((n_pool + (size_t)B - 1) / (size_t)B);
-    nn_sched_config sched = r->train.sched;
-    sched.base_lr = r->train.opt.lr;
-    if (r->train.sched_auto_steps) sched.total_steps = (long)steps * st->epochs;
+    const nn_sched_config sched = run_schedule(R);
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
 
     progress pg;
@@ -748,7 +819,9 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
             if (!used || tr->cached) continue;
             const void *tin = R->input;
             if (!tr->shares) {
-                if ((s = feed_fill(&tr->f, R->idx, n, 1, (uint64_t)R->seed, (uint64_t)epoch, tr->input, e)) != XD_OK)
+                /* random crops and flips only when the student gets them too (same stream) */
+                int aug = (r->data.augment && *r->data.augment) || tr->f.kind == FEED_TEXT;
+                if ((s = feed_fill(&tr->f, R->idx, n, aug, (uint64_t)R->seed, (uint64_t)epoch, tr->input, e)) != XD_OK)
                     return s;
                 tin = tr->input;
             }
@@ -758,8 +831,9 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
         double loss = apply_losses(R, n, &nr);
         nn_model_backward(&R->student);
         if ((s = check_finite(R, epoch, loss, e)) != XD_OK) return s;
-        float lr = nn_sched_lr(&sched, R->opt.step);
+        float lr = nn_sched_lr(&sched, R->global_step);
         nn_opt_step(&R->opt, R->student.param, R->student.grad, R->segs, R->student.n_segs, lr);
+        if ((s = check_params(R, epoch, e)) != XD_OK) return s;
         for (int l = 0; l < R->n_losses; l++)
             if (R->losses[l].has_proj)
                 nn_opt_step(&R->losses[l].popt, R->losses[l].proj.param, R->losses[l].proj.grad,
@@ -815,7 +889,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
     json_object_set_new(j, "epoch", json_integer(epoch + 1));
     json_object_set_new(j, "stage", json_integer(stage + 1));
     json_object_set_new(j, "step", json_integer(R->global_step));
-    json_object_set_new(j, "lr", json_real(nn_sched_lr(&sched, R->opt.step)));
+    json_object_set_new(j, "lr", json_real(nn_sched_lr(&sched, R->global_step)));
     json_object_set_new(j, "loss", json_real(steps ? loss_sum / steps : 0.0));
     for (int l = 0; l < R->n_losses; l++) {
         char key[48];
@@ -849,7 +923,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "seed", json_integer(R->seed));
     json_object_set_new(j, "epochs", json_integer(res->epochs_done));
     json_object_set_new(j, "finished", json_boolean(res->finished));
-    json_object_set_new(j, "final_test_acc", json_real(res->final_acc));
+    json_object_set_new(j, "final_test_acc", res->finished ? json_real(res->final_acc) : json_null());
     json_object_set_new(j, "best_test_acc", json_real(res->best_acc));
     json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
@@ -911,6 +985,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     R.o = o;
     R.log = o->log ? o->log : stderr;
     res->seed = seed;
+    const int threads_before = xd_threads_get();
     if (r->train.threads > 0) xd_threads_set(r->train.threads);
     xd_status s = io_mkdir_p(o->out_dir, e);
     if (s != XD_OK) return s;
@@ -974,5 +1049,6 @@ stopped:
     }
 out:
     run_free(&R);
+    if (r->train.threads > 0) xd_threads_set(threads_before);
     return s;
 }

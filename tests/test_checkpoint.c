@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "distill/checkpoint.h"
 #include "io/safetensors.h"
@@ -76,10 +77,32 @@ static void test_mismatch_and_corruption(void **state)
         assert_int_not_equal(s, XD_OK);
         tu_assert_err(&e, s, "cut.safetensors");
     }
-    /* a NaN in the weights is refused */
+    /* a model holding a NaN is never written, and a file holding one is never loaded */
     float nanv = NAN;
-    nn_model_param_data(&a, nn_model_param(&a, "logits.weight"))[2] = nanv;
-    TU_OK(ckpt_save("nan.safetensors", &a, NULL, 0, &e));
+    float *lw = nn_model_param_data(&a, nn_model_param(&a, "logits.weight"));
+    lw[2] = nanv;
+    assert_int_equal(ckpt_save("nan.safetensors", &a, NULL, 0, &e), XD_ENUM);
+    tu_assert_err(&e, XD_ENUM, "logits.weight");
+    assert_int_equal(access("nan.safetensors", F_OK), -1);
+    io_st_file *f;
+    TU_OK(io_st_open("m.safetensors", &f, &e));
+    size_t nt = io_st_count(f);
+    io_tensor *ts = calloc(nt, sizeof *ts);
+    float *copies[64];
+    for (size_t i = 0; i < nt; i++) {
+        ts[i] = *io_st_tensor(f, i);
+        size_t ne;
+        io_tensor_elements(&ts[i], &ne);
+        copies[i] = malloc(sizeof(float) * ne);
+        memcpy(copies[i], ts[i].data, sizeof(float) * ne);
+        if (strcmp(ts[i].name, "logits.weight") == 0) copies[i][2] = nanv;
+        ts[i].data = copies[i];
+    }
+    io_kv meta[2] = {{"format", "xdistill"}, {"xdistill.model", a.desc}};
+    TU_OK(io_st_write("nan.safetensors", ts, nt, meta, 2, &e));
+    for (size_t i = 0; i < nt; i++) free(copies[i]);
+    free(ts);
+    io_st_close(f);
     nn_model m;
     assert_int_equal(ckpt_load("nan.safetensors", 2, &m, &e), XD_ENUM);
     tu_assert_err(&e, XD_ENUM, "logits.weight");

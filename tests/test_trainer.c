@@ -1,0 +1,1440 @@
+/* distill/trainer: whole runs of recipes on a tiny synthetic data set (tests/support/tinyset.h)
+ * that the tests write themselves. A CNN teacher learns the toy task; its run folder holds the
+ * metrics, summary, checkpoints and effective recipe, and they agree with each other. Runs are
+ * bit-reproducible per seed and thread count, and a run stopped and resumed (inside a stage or at
+ * a stage boundary) ends byte for byte where the uninterrupted run does. Students learn from the
+ * teacher (KD, Hinton, feature losses with projectors, FitNets hint stages with frozen upper
+ * layers, attention transfer, two teachers), through the teacher-output cache, and across
+ * modalities (a text student taught by an image teacher without a single label, an image student
+ * taught by a text teacher). Numerical blow-ups stop the run with the epoch, the step and the
+ * layer, keeping the last good checkpoint; bad recipes get messages that name the problem; the
+ * schedule, eval_every, label_fraction and the preprocessing words do what docs/RECIPES.md says.
+ * Runs that could crash (buffer bounds) run in a child process of this program. */
+#include "tests/support/testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "distill/checkpoint.h"
+#include "distill/feed.h"
+#include "distill/kd.h"
+#include "distill/recipe.h"
+#include "distill/trainer.h"
+#include "io/dataset.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+#include "tests/support/tinyset.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * models (8x8 grey input, 4 classes) */
+
+#define TEACHER_MODEL                                                                            \
+    "input h=8 w=8 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2 name=pool1; " \
+    "flatten; linear out=32 name=fc1; relu name=feat; linear out=4 name=logits head"
+#define MLP_MODEL                                                                                \
+    "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu name=feat; linear out=4 "          \
+    "name=logits head"
+#define CNN_MODEL                                                                                \
+    "input h=8 w=8 c=1; conv2d name=conv1 out=4 k=3 pad=1; relu name=r1; maxpool k=2 "           \
+    "name=pool1; flatten; linear out=4 name=logits head"
+#define TEXT_MODEL                                                                               \
+    "input tokens=64; embbag vocab=512 out=16 mode=mean name=emb; linear out=4 name=logits head"
+
+#define TEACHER_CKPT "teacher/best.safetensors"
+enum { N_TRAIN = 200, N_TEST = 100, BATCH = 16, STEPS = (N_TRAIN + BATCH - 1) / BATCH };
+
+/* ---------------------------------------------------------------------------------------------
+ * helpers */
+
+/* printf into a new string */
+static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0) fail_msg("out of memory");
+    va_end(ap);
+    return s;
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Writes text to NAME.yaml and loads it. */
+static void load_recipe(const char *name, const char *text, recipe *r)
+{
+    char *path = fmt("%s.yaml", name);
+    tu_write_file(path, text, strlen(text));
+    xd_err e;
+    xd_err_clear(&e);
+    if (recipe_load(path, NULL, 0, r, &e) != XD_OK) fail_msg("recipe %s: %s", path, e.msg);
+    free(path);
+}
+
+/* One trainer run of a recipe text; returns the status, e holds the message. */
+static xd_status run_text(const char *name, const char *text, const char *out, long seed,
+                          int stop_after, int resume, train_result *res, xd_err *e)
+{
+    recipe r;
+    load_recipe(name, text, &r);
+    train_opts o = {.out_dir = out, .resume = resume, .stop_after = stop_after, .quiet = 1};
+    xd_err_clear(e);
+    xd_status s = trainer_run(&r, seed, &o, res, e);
+    recipe_free(&r);
+    return s;
+}
+
+static train_result run_ok(const char *name, const char *text, const char *out, long seed,
+                           int stop_after, int resume)
+{
+    train_result res;
+    xd_err e;
+    if (run_text(name, text, out, seed, stop_after, resume, &res, &e) != XD_OK)
+        fail_msg("run %s -> %s failed: %s", name, out, e.msg);
+    return res;
+}
+
+static int same_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static char *path2(const char *dir, const char *name) { return fmt("%s/%s", dir, name); }
+
+/* DIR/metrics.jsonl as a JSON array of its lines (each must parse as an object). */
+static json_t *read_metrics(const char *dir)
+{
+    char *path = path2(dir, "metrics.jsonl");
+    size_t n;
+    char *text = tu_read_file(path, &n);
+    json_t *all = json_array();
+    int line = 0;
+    for (char *p = text, *next; p && *p; p = next) {
+        next = strchr(p, '\n');
+        if (!next) fail_msg("%s: line %d does not end in a newline", path, line + 1);
+        *next++ = '\0';
+        line++;
+        json_error_t je;
+        json_t *j = json_loads(p, 0, &je);
+        if (!j || !json_is_object(j)) fail_msg("%s:%d: not a JSON object: %s", path, line, je.text);
+        json_array_append_new(all, j);
+    }
+    free(text);
+    free(path);
+    return all;
+}
+
+static double num(const json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v || !json_is_number(v)) fail_msg("metrics: '%s' is missing or not a number", key);
+    return json_number_value(v);
+}
+
+/* The metrics of two runs agree line by line on everything but the timing fields. */
+static void assert_same_metrics(const char *dir_a, const char *dir_b)
+{
+    json_t *a = read_metrics(dir_a), *b = read_metrics(dir_b);
+    if (json_array_size(a) != json_array_size(b))
+        fail_msg("%s has %zu metric lines, %s %zu", dir_a, json_array_size(a), dir_b,
+                 json_array_size(b));
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *x = json_deep_copy(json_array_get(a, i)), *y = json_deep_copy(json_array_get(b, i));
+        const char *timing[] = {"seconds", "images_per_s"};
+        for (int k = 0; k < 2; k++) {
+            assert_non_null(json_object_get(x, timing[k]));
+            json_object_del(x, timing[k]);
+            json_object_del(y, timing[k]);
+        }
+        if (!json_equal(x, y)) {
+            char *sx = json_dumps(x, JSON_SORT_KEYS), *sy = json_dumps(y, JSON_SORT_KEYS);
+            fail_msg("metrics line %zu differs:\n  %s: %s\n  %s: %s", i + 1, dir_a, sx, dir_b, sy);
+        }
+        json_decref(x);
+        json_decref(y);
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
+static void load_ckpt(const char *path, nn_model *m)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    if (ckpt_load(path, BATCH, m, &e) != XD_OK) fail_msg("ckpt_load %s: %s", path, e.msg);
+}
+
+/* A split of a data set opened for a model, with its labels and a batch buffer. */
+typedef struct {
+    io_dataset *ds;
+    feed f;
+    const int32_t *y;
+    void *input;
+} split_feed;
+
+static void open_split(split_feed *sf, const char *data, const char *split, const char *view,
+                       const nn_model *m, const char *augment, const char *text)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    if (io_dataset_open(data, &sf->ds, &e) != XD_OK) fail_msg("%s", e.msg);
+    if (feed_open(&sf->f, sf->ds, split, view, m, augment, text, &e) != XD_OK) fail_msg("%s", e.msg);
+    char name[64];
+    snprintf(name, sizeof name, "%s/label", split);
+    const io_tensor *t = io_dataset_find(sf->ds, name);
+    assert_non_null(t);
+    sf->y = t->data;
+    sf->input = xd_xmalloc_aligned(feed_example_bytes(&sf->f) * (size_t)m->max_batch);
+}
+
+static void close_split(split_feed *sf)
+{
+    free(sf->input);
+    feed_close(&sf->f);
+    io_dataset_close(sf->ds);
+}
+
+static double accuracy(nn_model *m, const char *data, const char *view, const char *augment,
+                       const char *text)
+{
+    split_feed sf;
+    open_split(&sf, data, "test", view, m, augment, text);
+    xd_err e;
+    xd_err_clear(&e);
+    double acc = -1.0;
+    if (trainer_evaluate(m, nn_model_default_head(m), &sf.f, sf.y, sf.input, &acc, &e) != XD_OK)
+        fail_msg("trainer_evaluate: %s", e.msg);
+    close_split(&sf);
+    return acc;
+}
+
+/* The data set and the teacher, made once and shared by the tests that need them. */
+static void ensure_data(void)
+{
+    if (exists("toy.xds")) return;
+    tiny_spec s = tiny_default();
+    tiny_write("toy.xds", &s);
+}
+
+static const char *const teacher_recipe =
+    "name: teacher\n"
+    "seed: 1\n"
+    "data: {path: toy.xds}\n"
+    "model: \"" TEACHER_MODEL "\"\n"
+    "train:\n"
+    "  epochs: 4\n"
+    "  batch: 16\n"
+    "  optimizer: {kind: adamw, lr: 0.01}\n"
+    "losses:\n"
+    "  - kind: ce\n";
+
+static train_result teacher_res;
+
+static void ensure_teacher(void)
+{
+    ensure_data();
+    if (teacher_res.finished) return;
+    teacher_res = run_ok("teacher", teacher_recipe, "teacher", 1, 0, 0);
+}
+
+/* A student recipe: header lines (data, model, teachers) + train + losses. */
+static char *student_recipe(const char *data_extra, const char *model, const char *teachers,
+                            int epochs, const char *optimizer, const char *losses)
+{
+    return fmt("data:\n"
+               "  path: toy.xds\n"
+               "%s"
+               "model: \"%s\"\n"
+               "%s"
+               "train:\n"
+               "  epochs: %d\n"
+               "  batch: 16\n"
+               "  optimizer: %s\n"
+               "losses:\n"
+               "%s",
+               data_extra, model, teachers, epochs, optimizer, losses);
+}
+
+#define TEACHERS "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT "}\n"
+
+/* ---------------------------------------------------------------------------------------------
+ * 1. a teacher learns the task; its run folder is complete and consistent */
+
+static void test_teacher_run_folder(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const train_result *res = &teacher_res;
+    assert_int_equal(res->epochs_done, 4);
+    assert_int_equal(res->finished, 1);
+    assert_int_equal(res->seed, 1);
+    if (!(res->final_acc >= 0.95)) fail_msg("teacher test accuracy %.3f < 0.95", res->final_acc);
+    assert_true(res->best_acc >= res->final_acc);
+    assert_true(res->best_epoch >= 1 && res->best_epoch <= 4);
+
+    /* metrics: one line per epoch, in order, with the test accuracy */
+    json_t *m = read_metrics("teacher");
+    assert_int_equal(json_array_size(m), 4);
+    double best = -1.0;
+    int best_epoch = 0;
+    for (int i = 0; i < 4; i++) {
+        json_t *l = json_array_get(m, (size_t)i);
+        assert_int_equal((int)num(l, "epoch"), i + 1);
+        assert_int_equal((int)num(l, "stage"), 1);
+        assert_int_equal((long)num(l, "step"), (long)(i + 1) * STEPS);
+        double acc = num(l, "test_acc"), loss = num(l, "loss"), ce = num(l, "loss.0.ce");
+        assert_true(acc >= 0.0 && acc <= 1.0);
+        assert_true(isfinite(loss) && loss > 0.0);
+        assert_true(fabs(loss - ce) < 1e-6); /* one loss of weight 1 */
+        assert_true(json_is_number(json_object_get(l, "train_acc")));
+        if (acc > best) {
+            best = acc;
+            best_epoch = i + 1;
+        }
+    }
+    /* learning happened: the last epoch's loss is well below the first */
+    assert_true(num(json_array_get(m, 3), "loss") < 0.5 * num(json_array_get(m, 0), "loss"));
+    assert_true(fabs(best - res->best_acc) < 1e-7);
+    assert_int_equal(best_epoch, res->best_epoch);
+    assert_true(fabs(num(json_array_get(m, 3), "test_acc") - res->final_acc) < 1e-7);
+    json_decref(m);
+
+    /* summary */
+    json_error_t je;
+    json_t *s = json_load_file("teacher/summary.json", 0, &je);
+    if (!s) fail_msg("summary.json: %s", je.text);
+    assert_true(json_is_true(json_object_get(s, "finished")));
+    assert_true(fabs(num(s, "final_test_acc") - res->final_acc) < 1e-7);
+    assert_true(fabs(num(s, "best_test_acc") - res->best_acc) < 1e-7);
+    assert_int_equal((int)num(s, "best_epoch"), res->best_epoch);
+    assert_int_equal((int)num(s, "epochs"), 4);
+    assert_int_equal((int)num(s, "seed"), 1);
+    assert_int_equal((int)num(s, "labels_used"), N_TRAIN);
+    json_decref(s);
+
+    /* files */
+    const char *files[] = {"last.safetensors", "best.safetensors", "resume.safetensors",
+                           "recipe.yaml"};
+    for (int i = 0; i < 4; i++) {
+        char *p = path2("teacher", files[i]);
+        if (!exists(p)) fail_msg("%s is missing", p);
+        free(p);
+    }
+
+    /* the stored recipe is the effective one */
+    recipe a, b;
+    load_recipe("teacher", teacher_recipe, &a);
+    xd_err e;
+    xd_err_clear(&e);
+    if (recipe_load("teacher/recipe.yaml", NULL, 0, &b, &e) != XD_OK) fail_msg("%s", e.msg);
+    char *ya = recipe_to_yaml(&a), *yb = recipe_to_yaml(&b);
+    assert_string_equal(ya, yb);
+    free(ya);
+    free(yb);
+    recipe_free(&a);
+    recipe_free(&b);
+
+    /* best.safetensors gives the best accuracy again; last.safetensors the final one */
+    nn_model t;
+    load_ckpt(TEACHER_CKPT, &t);
+    assert_true(accuracy(&t, "toy.xds", "image", "", "") == res->best_acc);
+    char *ep;
+    TU_OK(ckpt_read_meta(TEACHER_CKPT, "epoch", &ep, &e));
+    assert_non_null(ep);
+    assert_int_equal(atoi(ep), res->best_epoch);
+    free(ep);
+    nn_model_free(&t);
+    load_ckpt("teacher/last.safetensors", &t);
+    assert_true(accuracy(&t, "toy.xds", "image", "", "") == res->final_acc);
+    nn_model_free(&t);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 2. reproducibility */
+
+static void assert_params_differ(const char *a, const char *b)
+{
+    nn_model x, y;
+    load_ckpt(a, &x);
+    load_ckpt(b, &y);
+    assert_int_equal(x.n_param, y.n_param);
+    size_t diff = 0;
+    for (size_t i = 0; i < x.n_param; i++) diff += x.param[i] != y.param[i];
+    if (diff < x.n_param / 2)
+        fail_msg("%s and %s share %zu of %zu parameters", a, b, x.n_param - diff, x.n_param);
+    nn_model_free(&x);
+    nn_model_free(&y);
+}
+
+static void test_seed_reproducible(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  augment: \"pad=1 flip=0.5\"\n",
+                                "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; "
+                                "dropout p=0.25; linear out=4 name=logits head",
+                                "", 2, "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    train_result a = run_ok("repro", text, "repro-a", 3, 0, 0);
+    train_result b = run_ok("repro", text, "repro-b", 3, 0, 0);
+    train_result c = run_ok("repro", text, "repro-c", 4, 0, 0);
+    assert_true(same_bytes("repro-a/last.safetensors", "repro-b/last.safetensors"));
+    assert_true(same_bytes("repro-a/best.safetensors", "repro-b/best.safetensors"));
+    assert_true(a.final_acc == b.final_acc && a.best_epoch == b.best_epoch);
+    assert_same_metrics("repro-a", "repro-b");
+    assert_int_equal(c.epochs_done, 2);
+    assert_params_differ("repro-a/last.safetensors", "repro-c/last.safetensors");
+    free(text);
+}
+
+/* The thread count does not change the numbers (each run sets its own). */
+static void test_threads_do_not_change_results(void **state)
+{
+    (void)state;
+    ensure_data();
+    int before = xd_threads_get();
+    char *one = fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
+                    "train: {epochs: 1, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"
+                    "losses:\n  - kind: ce\n");
+    char *two = fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
+                    "train: {epochs: 1, batch: 16, threads: 2, optimizer: {kind: adamw, lr: 0.01}}\n"
+                    "losses:\n  - kind: ce\n");
+    run_ok("thr1", one, "thr1", 5, 0, 0);
+    run_ok("thr2", two, "thr2", 5, 0, 0);
+    xd_threads_set(before);
+    nn_model x, y;
+    load_ckpt("thr1/last.safetensors", &x);
+    load_ckpt("thr2/last.safetensors", &y);
+    assert_int_equal(x.n_param, y.n_param);
+    assert_memory_equal(x.param, y.param, sizeof(float) * x.n_param);
+    nn_model_free(&x);
+    nn_model_free(&y);
+    free(one);
+    free(two);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 3. resume exactness */
+
+/* Runs text straight into DIR-full, and into DIR-N stopping after each N of stops (then resuming
+ * to the end); every interrupted run must end byte for byte like the straight one. */
+static void check_resume(const char *name, const char *text, int epochs, const int *stops,
+                         int n_stops)
+{
+    char *full = fmt("%s-full", name);
+    train_result ref = run_ok(name, text, full, 11, 0, 0);
+    assert_int_equal(ref.epochs_done, epochs);
+    char *ref_last = path2(full, "last.safetensors"), *ref_best = path2(full, "best.safetensors");
+    for (int i = 0; i < n_stops; i++) {
+        char *dir = fmt("%s-%d", name, stops[i]);
+        train_result part = run_ok(name, text, dir, 11, stops[i], 0);
+        assert_int_equal(part.epochs_done, stops[i]);
+        assert_int_equal(part.finished, 0);
+        json_t *m = read_metrics(dir);
+        assert_int_equal(json_array_size(m), stops[i]);
+        json_decref(m);
+        /* a second stop further on, then the rest */
+        int at = stops[i];
+        if (at + 1 < epochs) {
+            part = run_ok(name, text, dir, 11, at + 1, 1);
+            assert_int_equal(part.epochs_done, at + 1);
+        }
+        train_result fin = run_ok(name, text, dir, 11, 0, 1);
+        assert_int_equal(fin.epochs_done, epochs);
+        assert_int_equal(fin.finished, 1);
+        char *last = path2(dir, "last.safetensors"), *best = path2(dir, "best.safetensors");
+        if (!same_bytes(ref_last, last))
+            fail_msg("%s: stopped after %d epoch(s) and resumed, last.safetensors differs from %s",
+                     name, stops[i], ref_last);
+        assert_true(same_bytes(ref_best, best));
+        assert_true(fin.final_acc == ref.final_acc);
+        assert_true(fin.best_acc == ref.best_acc);
+        assert_int_equal(fin.best_epoch, ref.best_epoch);
+        assert_same_metrics(full, dir);
+        free(last);
+        free(best);
+        free(dir);
+    }
+    free(ref_last);
+    free(ref_best);
+    free(full);
+}
+
+static void test_resume_single_stage(void **state)
+{
+    (void)state;
+    ensure_data();
+    /* augmentation, dropout and adamw moments: every kind of state a resume must restore */
+    char *text = fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+                     "model: \"input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; "
+                     "dropout p=0.25; linear out=4 name=logits head\"\n"
+                     "train:\n"
+                     "  epochs: 3\n"
+                     "  batch: 16\n"
+                     "  optimizer: {kind: adamw, lr: 0.01}\n"
+                     "  schedule: {kind: cosine, warmup_steps: 5}\n"
+                     "losses:\n  - kind: ce\n");
+    const int stops[] = {1};
+    check_resume("res1", text, 3, stops, 1);
+    free(text);
+}
+
+static void test_resume_two_stages(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    /* stage 1: hint through a projector (its parameters and moments are resume state) with the
+     * upper layers frozen; stage 2: Hinton KD. Stops inside stage 1, at the boundary, inside 2. */
+    char *text = fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+                     "model: \"" MLP_MODEL "\"\n" TEACHERS
+                     "train:\n"
+                     "  batch: 16\n"
+                     "  optimizer: {kind: adamw, lr: 0.01}\n"
+                     "  schedule: {kind: cosine}\n"
+                     "stages:\n"
+                     "  - epochs: 2\n"
+                     "    train_until: feat\n"
+                     "    losses:\n"
+                     "      - {kind: hint, student_tap: feat, teacher_tap: feat}\n"
+                     "  - epochs: 2\n"
+                     "    losses:\n"
+                     "      - {kind: hinton, alpha: 0.8, temperature: 3}\n");
+    const int stops[] = {1, 2, 3};
+    check_resume("res2", text, 4, stops, 3);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 4. knowledge distillation from the teacher's checkpoint */
+
+static void test_kd_students(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *few = "  labels_per_class: 2\n";
+    char *ce = student_recipe(few, MLP_MODEL, "", 3, "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    char *kd = student_recipe(few, MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}",
+                              "  - kind: ce\n  - {kind: kd, temperature: 4}\n");
+    char *hin = student_recipe(few, MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}",
+                               "  - {kind: hinton, alpha: 0.9, temperature: 4}\n");
+    train_result rce = run_ok("kd-ce", ce, "kd-ce", 2, 0, 0);
+    train_result rkd = run_ok("kd-kd", kd, "kd-kd", 2, 0, 0);
+    train_result rhin = run_ok("kd-hinton", hin, "kd-hinton", 2, 0, 0);
+
+    /* the loss components are logged per epoch, finite and of the right sizes */
+    json_t *m = read_metrics("kd-kd");
+    assert_int_equal(json_array_size(m), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *l = json_array_get(m, i);
+        double c = num(l, "loss.0.ce"), k = num(l, "loss.1.kd");
+        assert_true(isfinite(c) && c >= 0.0 && isfinite(k) && k >= 0.0);
+        assert_true(fabs(num(l, "loss") - (c + k)) < 1e-5 * (1.0 + c + k));
+    }
+    /* KD is learnt: the student's KD loss falls */
+    assert_true(num(json_array_get(m, 2), "loss.1.kd") < num(json_array_get(m, 0), "loss.1.kd"));
+    json_decref(m);
+    m = read_metrics("kd-hinton");
+    for (size_t i = 0; i < 3; i++) {
+        double h = num(json_array_get(m, i), "loss.0.hinton");
+        assert_true(isfinite(h) && h > 0.0);
+    }
+    assert_null(json_object_get(json_array_get(m, 0), "loss.0.ce"));
+    json_decref(m);
+
+    /* 8 labels: the KD students see all 200 examples through the teacher, CE only its 8 */
+    json_error_t je;
+    json_t *s = json_load_file("kd-kd/summary.json", 0, &je);
+    assert_non_null(s);
+    assert_int_equal((int)num(s, "labels_used"), 2 * TINY_CLASSES);
+    json_decref(s);
+    json_t *mce = read_metrics("kd-ce"), *mkd = read_metrics("kd-kd");
+    assert_int_equal((long)num(json_array_get(mce, 2), "step"), 3); /* 8 examples: 1 step/epoch */
+    assert_int_equal((long)num(json_array_get(mkd, 2), "step"), 3 * STEPS);
+    json_decref(mce);
+    json_decref(mkd);
+
+    print_message("low-label accuracy: ce %.3f, kd %.3f, hinton %.3f (teacher %.3f)\n",
+                  rce.final_acc, rkd.final_acc, rhin.final_acc, teacher_res.final_acc);
+    assert_true(rkd.final_acc >= 0.9);
+    assert_true(rhin.final_acc >= 0.9);
+    assert_true(rkd.final_acc > rce.final_acc + 0.1);
+    assert_true(rhin.final_acc > rce.final_acc + 0.1);
+    free(ce);
+    free(kd);
+    free(hin);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 5. the teacher-output cache */
+
+/* Files in dir whose name ends in suffix; the last one found goes to last (may be NULL). */
+static int count_files(const char *dir, const char *suffix, char **last)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    size_t ls = strlen(suffix);
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t l = strlen(de->d_name);
+        if (l >= ls && strcmp(de->d_name + l - ls, suffix) == 0) {
+            n++;
+            if (last) {
+                free(*last);
+                *last = path2(dir, de->d_name);
+            }
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static void test_teacher_cache(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    if (mkdir("c5", 0777) != 0) fail_msg("cannot create the folder c5");
+    tiny_spec sp = tiny_default();
+    tiny_write("c5/toy.xds", &sp);
+    const char *losses = "  - kind: ce\n  - {kind: kd, temperature: 2}\n";
+    char *cached = fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+                       TEACHERS "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n%s", losses);
+    char *online = fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+                       "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", cache: false}\n"
+                       "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n%s", losses);
+    assert_false(exists("c5/cache"));
+    train_result a = run_ok("cache", cached, "cache-a", 3, 0, 0);
+    char *npy = NULL;
+    assert_int_equal(count_files("c5/cache", ".logits.npy", &npy), 1);
+    assert_int_equal(count_files("c5/cache", ".sum", NULL), 1);
+    /* the second run reads the files: they are not written again */
+    struct stat s1, s2;
+    assert_int_equal(stat(npy, &s1), 0);
+    train_result b = run_ok("cache", cached, "cache-b", 3, 0, 0);
+    assert_int_equal(stat(npy, &s2), 0);
+    assert_true(s1.st_ino == s2.st_ino && s1.st_mtim.tv_sec == s2.st_mtim.tv_sec &&
+                s1.st_mtim.tv_nsec == s2.st_mtim.tv_nsec);
+    assert_int_equal(count_files("c5/cache", ".logits.npy", NULL), 1);
+    free(npy);
+    assert_true(same_bytes("cache-a/last.safetensors", "cache-b/last.safetensors"));
+    assert_true(a.final_acc == b.final_acc);
+    assert_same_metrics("cache-a", "cache-b");
+
+    /* the cache holds what the teacher computes: a run without it trains the same student (up to
+     * the rounding of other batch compositions in the teacher's forward) */
+    train_result c = run_ok("cache-off", online, "cache-c", 3, 0, 0);
+    nn_model x, y;
+    load_ckpt("cache-a/last.safetensors", &x);
+    load_ckpt("cache-c/last.safetensors", &y);
+    tu_assert_close(y.param, x.param, x.n_param, 1e-3, 1e-4, "student without cache");
+    nn_model_free(&x);
+    nn_model_free(&y);
+    assert_true(fabs(c.final_acc - a.final_acc) <= 0.011);
+    free(cached);
+    free(online);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 6. feature losses with projectors; hint training with frozen upper layers */
+
+static void test_feature_loss_projector(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *metrics[] = {"mse", "cosine"};
+    for (int k = 0; k < 2; k++) {
+        char *losses = fmt("  - kind: ce\n"
+                           "  - {kind: feature, student_tap: feat, teacher_tap: feat, metric: %s}\n",
+                           metrics[k]);
+        char *text = student_recipe("", MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}", losses);
+        char *dir = fmt("feat-%s", metrics[k]);
+        train_result r = run_ok(dir, text, dir, 2, 0, 0);
+        assert_true(r.final_acc >= 0.9);
+        json_t *m = read_metrics(dir);
+        double f1 = num(json_array_get(m, 0), "loss.1.feature"),
+               f3 = num(json_array_get(m, 2), "loss.1.feature");
+        print_message("feature (%s): %.4f -> %.4f\n", metrics[k], f1, f3);
+        assert_true(isfinite(f1) && f1 > 0.0);
+        if (k == 1) assert_true(f1 <= 2.0);
+        if (!(f3 < 0.8 * f1)) fail_msg("feature loss (%s) %.4f -> %.4f did not fall", metrics[k], f1, f3);
+        json_decref(m);
+        /* the projector (16 -> 32 channels) is part of the resume state */
+        char *rp = path2(dir, "resume.safetensors");
+        io_st_file *f;
+        xd_err e;
+        xd_err_clear(&e);
+        if (io_st_open(rp, &f, &e) != XD_OK) fail_msg("%s", e.msg);
+        const io_tensor *t = io_st_find(f, "proj1.param");
+        assert_non_null(t);
+        assert_int_equal(t->shape[0], 16 * 32 + 32);
+        io_st_close(f);
+        free(rp);
+        free(dir);
+        free(text);
+        free(losses);
+    }
+    /* feature maps through a 1x1 convolution projector: student r1 (8x8x4), teacher r1 (8x8x8) */
+    char *text = student_recipe("", CNN_MODEL, TEACHERS, 2, "{kind: adamw, lr: 0.01}",
+                                "  - {kind: hint, student_tap: r1, teacher_tap: r1, "
+                                "projector: conv1x1}\n");
+    run_ok("feat-conv", text, "feat-conv", 2, 0, 0);
+    json_t *m = read_metrics("feat-conv");
+    assert_true(num(json_array_get(m, 1), "loss.0.hint") < num(json_array_get(m, 0), "loss.0.hint"));
+    json_decref(m);
+    free(text);
+}
+
+static int node_of_param(const char *pname, const char *node)
+{
+    size_t n = strlen(node);
+    return strncmp(pname, node, n) == 0 && pname[n] == '.';
+}
+
+static void test_hint_stage_freezes_upper_layers(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    /* adamw with weight decay: a frozen layer must not even decay */
+    char *text = fmt("data: {path: toy.xds}\n"
+                     "model: \"" MLP_MODEL "\"\n" TEACHERS
+                     "train:\n"
+                     "  batch: 16\n"
+                     "  optimizer: {kind: adamw, lr: 0.01, weight_decay: 0.1}\n"
+                     "stages:\n"
+                     "  - epochs: 1\n"
+                     "    train_until: feat\n"
+                     "    losses:\n"
+                     "      - {kind: hint, student_tap: feat, teacher_tap: feat}\n"
+                     "  - epochs: 1\n"
+                     "    losses:\n"
+                     "      - kind: ce\n");
+    const long seed = 9;
+    train_result r = run_ok("hint", text, "hint", seed, 1, 0);
+    assert_int_equal(r.epochs_done, 1);
+    recipe rc;
+    load_recipe("hint", text, &rc);
+    nn_model init, after;
+    xd_err e;
+    xd_err_clear(&e);
+    if (nn_model_build(&init, rc.model, BATCH, (uint64_t)seed, &e) != XD_OK) fail_msg("%s", e.msg);
+    load_ckpt("hint/last.safetensors", &after);
+    assert_int_equal(init.n_params, after.n_params);
+    for (int i = 0; i < init.n_params; i++) {
+        const nn_param *p = &init.params[i];
+        const nn_param *q = nn_model_param(&after, p->name);
+        assert_non_null(q);
+        const float *x = nn_model_param_data(&init, p), *y = nn_model_param_data(&after, q);
+        size_t diff = 0;
+        for (size_t j = 0; j < p->n; j++) diff += x[j] != y[j];
+        if (node_of_param(p->name, "logits") && diff)
+            fail_msg("stage 1 trains up to 'feat', but %zu values of %s changed", diff, p->name);
+        if (node_of_param(p->name, "fc1") && diff < p->n / 2)
+            fail_msg("%s should have been trained in stage 1 (%zu of %zu changed)", p->name, diff, p->n);
+    }
+    nn_model_free(&init);
+    nn_model_free(&after);
+    /* the second stage then trains the head too */
+    r = run_ok("hint", text, "hint", seed, 0, 1);
+    assert_int_equal(r.finished, 1);
+    json_t *m = read_metrics("hint");
+    assert_int_equal(json_array_size(m), 2);
+    assert_int_equal((int)num(json_array_get(m, 0), "stage"), 1);
+    assert_int_equal((int)num(json_array_get(m, 1), "stage"), 2);
+    assert_true(json_is_number(json_object_get(json_array_get(m, 0), "loss.0.hint")));
+    assert_true(json_is_number(json_object_get(json_array_get(m, 1), "loss.0.ce")));
+    json_decref(m);
+    recipe_free(&rc);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 7. attention transfer */
+
+/* Mean attention-transfer distance between the student's and the teacher's r1 maps over the test
+ * split. */
+static double at_distance(nn_model *s, nn_model *t)
+{
+    split_feed sf;
+    open_split(&sf, "toy.xds", "test", "image", s, "", "");
+    int ns = nn_model_find(s, "r1"), nt = nn_model_find(t, "r1");
+    assert_true(ns >= 0 && nt >= 0);
+    const nn_node *a = nn_model_node(s, ns), *b = nn_model_node(t, nt);
+    double sum = 0.0;
+    int batches = 0;
+    xd_err e;
+    xd_err_clear(&e);
+    for (size_t i0 = 0; i0 < sf.f.n; i0 += BATCH) {
+        uint32_t idx[BATCH];
+        int n = sf.f.n - i0 < BATCH ? (int)(sf.f.n - i0) : BATCH;
+        for (int i = 0; i < n; i++) idx[i] = (uint32_t)(i0 + (size_t)i);
+        TU_OK(feed_fill(&sf.f, idx, n, 0, 0, 0, sf.input, &e));
+        nn_model_forward(s, sf.input, n, NULL);
+        nn_model_forward(t, sf.input, n, NULL);
+        sum += kd_at_forward(nn_model_out(s, ns), nn_model_out(t, nt), NULL, n, a->h * a->w, a->c,
+                             b->c);
+        batches++;
+    }
+    close_split(&sf);
+    return sum / batches;
+}
+
+static void test_attention_transfer(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    char *text = student_recipe("", CNN_MODEL, TEACHERS, 2, "{kind: adamw, lr: 0.01}",
+                                "  - {kind: attention, student_tap: r1, teacher_tap: r1, weight: 10}\n");
+    const long seed = 4;
+    run_ok("att", text, "att", seed, 0, 0);
+    json_t *m = read_metrics("att");
+    double a1 = num(json_array_get(m, 0), "loss.0.attention"),
+           a2 = num(json_array_get(m, 1), "loss.0.attention");
+    assert_true(isfinite(a1) && a1 > 0.0 && a1 <= 2.0); /* unit maps: distance at most 2 */
+    assert_true(a2 < a1);
+    json_decref(m);
+    recipe rc;
+    load_recipe("att", text, &rc);
+    nn_model init, after, teacher;
+    xd_err e;
+    xd_err_clear(&e);
+    if (nn_model_build(&init, rc.model, BATCH, (uint64_t)seed, &e) != XD_OK) fail_msg("%s", e.msg);
+    load_ckpt("att/last.safetensors", &after);
+    load_ckpt(TEACHER_CKPT, &teacher);
+    double before = at_distance(&init, &teacher), now = at_distance(&after, &teacher);
+    print_message("attention distance to the teacher: %.4f -> %.4f\n", before, now);
+    if (!(now < 0.5 * before)) fail_msg("attention distance %.4f -> %.4f: not halved", before, now);
+    nn_model_free(&init);
+    nn_model_free(&after);
+    nn_model_free(&teacher);
+    recipe_free(&rc);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 8. numerical blow-ups */
+
+/* Every checkpoint a failed run left behind must still load (ckpt_load refuses non-finite). */
+static void assert_checkpoints_load(const char *dir)
+{
+    const char *names[] = {"last.safetensors", "best.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *p = path2(dir, names[i]);
+        if (exists(p)) {
+            nn_model m;
+            xd_err e;
+            xd_err_clear(&e);
+            if (ckpt_load(p, BATCH, &m, &e) != XD_OK)
+                fail_msg("the failed run left a bad checkpoint: %s", e.msg);
+            nn_model_free(&m);
+        }
+        free(p);
+    }
+}
+
+static void test_nan_absurd_lr(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("", MLP_MODEL, "", 2, "{kind: sgd, lr: 1e30}", "  - kind: ce\n");
+    train_result r;
+    xd_err e;
+    assert_int_equal(run_text("nan1", text, "nan1", 1, 0, 0, &r, &e), XD_ENUM);
+    /* the first step is fine; the update it makes breaks the second */
+    tu_assert_err(&e, XD_ENUM, "epoch 1, step 2:");
+    assert_false(exists("nan1/last.safetensors"));
+    assert_checkpoints_load("nan1");
+    free(text);
+}
+
+static void test_nan_in_second_epoch_keeps_first(void **state)
+{
+    (void)state;
+    ensure_data();
+    /* the loss weight of stage 2 makes the first update of epoch 2 blow up */
+    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {batch: 16, optimizer: {kind: sgd, lr: 0.1}}\n"
+                     "stages:\n"
+                     "  - {epochs: 1, losses: [{kind: ce}]}\n"
+                     "  - {epochs: 1, losses: [{kind: ce, weight: 1e30}]}\n");
+    run_ok("nan2", text, "nan2-ref", 1, 1, 0);
+    train_result r;
+    xd_err e;
+    assert_int_equal(run_text("nan2", text, "nan2", 1, 0, 0, &r, &e), XD_ENUM);
+    char *want = fmt("epoch 2, step %d:", STEPS + 2);
+    tu_assert_err(&e, XD_ENUM, want);
+    free(want);
+    assert_true(strstr(e.msg, "loss") || strstr(e.msg, "gradient"));
+    /* last.safetensors is epoch 1's, exactly as a run stopped there wrote it */
+    assert_checkpoints_load("nan2");
+    assert_true(same_bytes("nan2/last.safetensors", "nan2-ref/last.safetensors"));
+    json_t *m = read_metrics("nan2");
+    assert_int_equal(json_array_size(m), 1);
+    json_decref(m);
+    free(text);
+}
+
+static void test_nan_gradient_names_layer(void **state)
+{
+    (void)state;
+    ensure_data();
+    /* inputs scaled by 1000 and a loss weight near the float limit: the loss (summed in double)
+     * stays finite, the first layer's weight gradient overflows */
+    char *text = student_recipe("  augment: \"std=0.001\"\n", MLP_MODEL, "", 1,
+                                "{kind: sgd, lr: 0.001}", "  - {kind: ce, weight: 3e38}\n");
+    train_result r;
+    xd_err e;
+    assert_int_equal(run_text("nan3", text, "nan3", 1, 0, 0, &r, &e), XD_ENUM);
+    tu_assert_err(&e, XD_ENUM, "epoch 1, step 1: the gradient of 'fc1.weight'");
+    assert_false(exists("nan3/last.safetensors"));
+    free(text);
+}
+
+/* An update that makes the parameters infinite at the last step of an epoch (one step per epoch
+ * here) must not be saved as the "last good" checkpoint. */
+static void test_nan_update_not_saved(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  labels_per_class: 2\n", MLP_MODEL, "", 2,
+                                "{kind: sgd, lr: 1e30, weight_decay: 1e30}", "  - kind: ce\n");
+    train_result r;
+    xd_err e;
+    xd_status s = run_text("nan4", text, "nan4", 1, 0, 0, &r, &e);
+    assert_int_equal(s, XD_ENUM);
+    print_message("%s\n", e.msg);
+    assert_checkpoints_load("nan4");
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 9. errors with clear messages */
+
+static void expect_error(const char *name, const char *text, const char *want, const char *want2)
+{
+    train_result r;
+    xd_err e;
+    char *dir = fmt("err-%s", name);
+    xd_status s = run_text(name, text, dir, 1, 0, 0, &r, &e);
+    if (s == XD_OK) fail_msg("%s: the run succeeded, expected an error mentioning '%s'", name, want);
+    print_message("%s: %s\n", name, e.msg);
+    if (!strstr(e.msg, want) || (want2 && !strstr(e.msg, want2)))
+        fail_msg("%s: message '%s' does not mention '%s'%s%s", name, e.msg, want,
+                 want2 ? " and " : "", want2 ? want2 : "");
+    char *last = path2(dir, "last.safetensors");
+    assert_false(exists(last));
+    free(last);
+    free(dir);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    /* a view the data set does not have: for the student, and for a teacher */
+    char *t1 = student_recipe("  student_view: text.xx\n  text: \"buckets=512\"\n", TEXT_MODEL, "",
+                              1, "adamw", "  - kind: ce\n");
+    expect_error("view-student", t1, "text.xx", NULL);
+    char *t2 = student_recipe("", MLP_MODEL,
+                              "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT
+                              ", view: text.xx}\n",
+                              1, "adamw", "  - kind: kd\n");
+    expect_error("view-teacher", t2, "text.xx", NULL);
+
+    /* a teacher with 5 outputs for a 4-class student */
+    nn_model five;
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(nn_model_build(&five, "input h=8 w=8 c=1; flatten; linear out=5 name=out5 head", 4, 3, &e));
+    TU_OK(ckpt_save("five.safetensors", &five, NULL, 0, &e));
+    nn_model_free(&five);
+    char *t3 = student_recipe("", MLP_MODEL,
+                              "teachers:\n  - {name: five, checkpoint: five.safetensors}\n", 1,
+                              "adamw", "  - kind: kd\n");
+    expect_error("head-width", t3, "5", "4");
+    {
+        train_result r;
+        assert_int_equal(run_text("head-width", t3, "err-head-width", 1, 0, 0, &r, &e), XD_ESHAPE);
+        assert_non_null(strstr(e.msg, "out5"));
+        assert_non_null(strstr(e.msg, "logits"));
+    }
+
+    /* feature maps of different spatial sizes: student r1 is 8x8, teacher pool1 4x4 */
+    char *t4 = student_recipe("", CNN_MODEL, TEACHERS, 1, "adamw",
+                              "  - {kind: feature, student_tap: r1, teacher_tap: pool1}\n");
+    expect_error("spatial", t4, "spatial", "pool1");
+    char *t4b = student_recipe("", CNN_MODEL, TEACHERS, 1, "adamw",
+                               "  - {kind: attention, student_tap: r1, teacher_tap: pool1}\n");
+    expect_error("spatial-at", t4b, "spatial", "pool1");
+
+    /* a teacher node that does not exist */
+    char *t5 = student_recipe("", MLP_MODEL, TEACHERS, 1, "adamw",
+                              "  - {kind: hint, student_tap: feat, teacher_tap: nosuch}\n");
+    expect_error("teacher-node", t5, "nosuch", NULL);
+
+    /* a label section that is not there, with a label fraction */
+    char *t6 = student_recipe("  label: label.sub\n  label_fraction: 0.5\n", MLP_MODEL, "", 1,
+                              "adamw", "  - kind: ce\n");
+    expect_error("label-section", t6, "label.sub", NULL);
+    tiny_spec sp = tiny_default();
+    sp.train_labels = 0;
+    tiny_write("nolabels.xds", &sp);
+    char *t7 = fmt("data: {path: nolabels.xds, label_fraction: 0.5}\nmodel: \"" MLP_MODEL "\"\n"
+                   "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
+    expect_error("no-train-labels", t7, "train/label", "nolabels.xds");
+
+    free(t1);
+    free(t2);
+    free(t3);
+    free(t4);
+    free(t4b);
+    free(t5);
+    free(t6);
+    free(t7);
+}
+
+/* A recipe whose only loss needs labels, on a split where the run may see none, has nothing to
+ * train on: an error, not a run of empty epochs. */
+static void test_no_usable_labels_is_an_error(void **state)
+{
+    (void)state;
+    ensure_data();
+    if (!exists("unlab.xds")) {
+        tiny_spec sp = tiny_default();
+        sp.unlabelled = 1;
+        tiny_write("unlab.xds", &sp);
+    }
+    char *text = fmt("data: {path: unlab.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
+    expect_error("ce-no-labels", text, "label", NULL);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * preprocessing words apply to evaluation too */
+
+static void test_normalisation_applies_to_evaluation(void **state)
+{
+    (void)state;
+    /* mean/std are preprocessing, not augmentation: the evaluation must see the inputs the model
+     * was trained on. Classes by grey level make the absolute input values matter. */
+    tiny_spec sp = tiny_default();
+    sp.brightness = 1;
+    sp.texts = 0;
+    tiny_write("grey.xds", &sp);
+    const char *words = "mean=0.5 std=0.25";
+    char *text = fmt("data: {path: grey.xds, augment: \"%s\"}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
+                     "losses:\n  - kind: ce\n", words);
+    train_result r = run_ok("norm", text, "norm", 2, 0, 0);
+    nn_model m;
+    load_ckpt("norm/last.safetensors", &m);
+    double acc = accuracy(&m, "grey.xds", "image", words, ""), raw = accuracy(&m, "grey.xds", "image", "", "");
+    print_message("normalised student: trainer says %.3f; evaluated with its inputs %.3f, "
+                  "without normalisation %.3f\n", r.final_acc, acc, raw);
+    assert_true(acc >= 0.9);
+    assert_true(raw < 0.8); /* the data set tells the two apart */
+    assert_true(r.final_acc == acc);
+    nn_model_free(&m);
+    free(text);
+}
+
+/* A teacher reads its inputs the way it was trained (its recipe's normalisation is stored in its
+ * checkpoint), not the way the student's recipe prepares the student's inputs. */
+static void test_teacher_reads_its_own_preprocessing(void **state)
+{
+    (void)state;
+    if (!exists("grey.xds")) {
+        tiny_spec sp = tiny_default();
+        sp.brightness = 1;
+        sp.texts = 0;
+        tiny_write("grey.xds", &sp);
+    }
+    char *tt = fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.25\"}\n"
+                   "model: \"" MLP_MODEL "\"\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
+                   "losses:\n  - kind: ce\n");
+    run_ok("greyteacher", tt, "greyteacher", 2, 0, 0);
+    nn_model t;
+    load_ckpt("greyteacher/last.safetensors", &t);
+    double tacc = accuracy(&t, "grey.xds", "image", "mean=0.5 std=0.25", "");
+    nn_model_free(&t);
+    assert_true(tacc >= 0.9);
+    /* the student normalises differently (std 0.5) and learns from the teacher alone; a teacher
+     * fed the student's inputs (half its contrast) would confuse the grey levels */
+    char *st = fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.5\"}\nmodel: \"" MLP_MODEL "\"\n"
+                   "teachers:\n  - {name: g, checkpoint: greyteacher/last.safetensors}\n"
+                   "train: {epochs: 30, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
+                   "losses:\n  - {kind: kd, temperature: 1}\n");
+    train_result r = run_ok("greystudent", st, "greystudent", 2, 0, 0);
+    print_message("teacher %.3f (own inputs), KD-only student %.3f\n", tacc, r.final_acc);
+    assert_true(r.final_acc >= 0.85);
+    free(tt);
+    free(st);
+}
+
+/* eval_every: epochs without an evaluation log a null test accuracy and never write best */
+static void test_eval_every(void **state)
+{
+    (void)state;
+    ensure_data();
+    for (int every = 0; every <= 2; every += 2) {
+        char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                         "train: {epochs: 3, batch: 16, eval_every: %d, "
+                         "optimizer: {kind: adamw, lr: 0.01}}\n"
+                         "losses:\n  - kind: ce\n", every);
+        char *dir = fmt("every-%d", every);
+        train_result r = run_ok(dir, text, dir, 3, 0, 0);
+        json_t *m = read_metrics(dir);
+        assert_int_equal(json_array_size(m), 3);
+        for (int i = 0; i < 3; i++) {
+            int evaluated = i == 2 || (every && (i + 1) % every == 0);
+            json_t *acc = json_object_get(json_array_get(m, (size_t)i), "test_acc");
+            assert_non_null(acc);
+            assert_int_equal(json_is_number(acc), evaluated);
+            assert_int_equal(json_is_null(acc), !evaluated);
+        }
+        json_decref(m);
+        if (every == 0) {
+            /* the only evaluated epoch is the last: best is last */
+            assert_int_equal(r.best_epoch, 3);
+            assert_true(same_bytes("every-0/best.safetensors", "every-0/last.safetensors"));
+        } else {
+            assert_true(r.best_epoch == 2 || r.best_epoch == 3);
+        }
+        assert_true(r.best_acc >= r.final_acc);
+        free(text);
+        free(dir);
+    }
+}
+
+/* label_fraction keeps round(fraction * count) labels per class; a CE-only run walks only those */
+static void test_label_fraction(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  label_fraction: 0.1\n", MLP_MODEL, "", 1,
+                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("frac", text, "frac", 1, 0, 0);
+    json_error_t je;
+    json_t *s = json_load_file("frac/summary.json", 0, &je);
+    assert_non_null(s);
+    assert_int_equal((int)num(s, "labels_used"), 4 * 5); /* 10% of 50 per class */
+    json_decref(s);
+    json_t *m = read_metrics("frac");
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 2); /* 20 examples, batch 16 */
+    json_decref(m);
+    free(text);
+}
+
+/* Two teachers in one stage: one cached for KD, one run online for a hint. */
+static void test_two_teachers(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    char *text = fmt("data: {path: toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+                     "teachers:\n"
+                     "  - {name: a, checkpoint: " TEACHER_CKPT "}\n"
+                     "  - {name: b, checkpoint: teacher/last.safetensors}\n"
+                     "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                     "losses:\n"
+                     "  - {kind: kd, teacher: a}\n"
+                     "  - {kind: hint, teacher: b, student_tap: feat, teacher_tap: feat, weight: 0.5}\n");
+    train_result r = run_ok("two", text, "two", 1, 0, 0);
+    assert_true(r.final_acc >= 0.9);
+    json_t *m = read_metrics("two");
+    json_t *l = json_array_get(m, 1);
+    double kd = num(l, "loss.0.kd"), hint = num(l, "loss.1.hint");
+    assert_true(fabs(num(l, "loss") - (kd + 0.5 * hint)) < 1e-5 * (1.0 + kd + hint));
+    json_decref(m);
+    free(text);
+}
+
+/* A schedule without total_steps spans the whole run (docs/RECIPES.md), stages included. */
+static void test_auto_total_steps_span_the_run(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {batch: 16, optimizer: {kind: sgd, lr: 0.01}, schedule: cosine}\n"
+                     "stages:\n"
+                     "  - {epochs: 1, losses: [{kind: ce}]}\n"
+                     "  - {epochs: 1, losses: [{kind: ce}]}\n");
+    run_ok("cos", text, "cos", 1, 0, 0);
+    json_t *m = read_metrics("cos");
+    /* after STEPS of 2 * STEPS steps, cosine is at half its base */
+    double lr = num(json_array_get(m, 0), "lr");
+    if (fabs(lr - 0.005) > 1e-6) fail_msg("lr after the first of two epochs: %g, expected 0.005", lr);
+    json_decref(m);
+    free(text);
+}
+
+/* The schedule's own base_lr is the rate a run uses (the optimizer's lr is only its default). */
+static void test_schedule_base_lr(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train:\n  epochs: 1\n  batch: 16\n  optimizer: {kind: sgd, lr: 0.001}\n"
+                     "  schedule: {kind: constant, base_lr: 0.05}\n"
+                     "losses:\n  - kind: ce\n");
+    run_ok("sched", text, "sched", 1, 0, 0);
+    json_t *m = read_metrics("sched");
+    double lr = num(json_array_get(m, 0), "lr");
+    if (fabs(lr - 0.05) > 1e-7) fail_msg("the run used lr %g, the schedule says 0.05", lr);
+    json_decref(m);
+    free(text);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * runs that could crash the process run in a child process (this program with --child), so that a
+ * crash fails one test instead of ending the whole program */
+
+static void run_child(const char *name, const char *text, train_result *res, xd_err *e)
+{
+    char *yaml = fmt("%s.yaml", name), *out = fmt("child-%s", name), *st = fmt("%s.status", out);
+    tu_write_file(yaml, text, strlen(text));
+    remove(st);
+    char *argv[] = {"test_trainer", "--child", yaml, out, NULL};
+    extern char **environ;
+    pid_t pid;
+    if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) != 0)
+        fail_msg("cannot start a child process");
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    if (WIFSIGNALED(ws)) fail_msg("%s: the trainer crashed (signal %d)", name, WTERMSIG(ws));
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+        fail_msg("%s: the trainer died (exit status %d)", name, WEXITSTATUS(ws));
+    FILE *f = fopen(st, "rb");
+    assert_non_null(f);
+    int code = -1;
+    memset(res, 0, sizeof *res);
+    xd_err_clear(e);
+    if (fscanf(f, "%d %lf %d\n", &code, &res->final_acc, &res->epochs_done) != 3)
+        fail_msg("%s: bad child status", name);
+    size_t n = fread(e->msg, 1, sizeof e->msg - 1, f);
+    e->msg[n] = '\0';
+    e->code = (xd_status)code;
+    fclose(f);
+    free(yaml);
+    free(out);
+    free(st);
+}
+
+/* The child's side: load the recipe, train with seed 1, write "status acc epochs\nmessage". */
+static int child_main(const char *yaml, const char *out)
+{
+    recipe r;
+    xd_err e;
+    xd_err_clear(&e);
+    train_result res = {0};
+    xd_status s = recipe_load(yaml, NULL, 0, &r, &e);
+    if (s == XD_OK) {
+        train_opts o = {.out_dir = out, .quiet = 1};
+        s = trainer_run(&r, 1, &o, &res, &e);
+        recipe_free(&r);
+    }
+    char *st = fmt("%s.status", out);
+    FILE *f = fopen(st, "wb");
+    if (!f) return 3;
+    fprintf(f, "%d %.17g %d\n%s", (int)s, res.final_acc, res.epochs_done, s == XD_OK ? "" : e.msg);
+    fclose(f);
+    free(st);
+    return 0;
+}
+
+/* Hinton's CE part indexes the head's row by label: a head narrower than the classes is an error
+ * (as for ce), never a read past the row. */
+static void test_hinton_head_narrower_than_classes(void **state)
+{
+    (void)state;
+    ensure_data();
+    nn_model three;
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(nn_model_build(&three, "input h=8 w=8 c=1; flatten; linear out=3 name=out3 head", 16, 3, &e));
+    TU_OK(ckpt_save("three.safetensors", &three, NULL, 0, &e));
+    nn_model_free(&three);
+    char *text = student_recipe("", "input h=8 w=8 c=1; flatten; linear out=3 name=logits head",
+                                "teachers:\n  - {name: t3, checkpoint: three.safetensors}\n", 1,
+                                "adamw", "  - {kind: hinton}\n");
+    train_result r;
+    run_child("hinton3", text, &r, &e);
+    if (e.code == XD_OK) fail_msg("a 3-output head trained on 4 classes with hinton");
+    tu_assert_err(&e, XD_ESHAPE, "4 classes");
+    free(text);
+}
+
+/* Batches larger than any fixed buffer: a cached teacher over 4200 examples in one batch. */
+static void test_cache_with_a_large_batch(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    tiny_spec sp = tiny_default();
+    sp.n_train = 4200;
+    sp.n_test = 20;
+    sp.texts = 0;
+    tiny_write("big.xds", &sp);
+    char *text = fmt("data: {path: big.xds}\nmodel: \"" MLP_MODEL "\"\n" TEACHERS
+                     "train: {epochs: 1, batch: 4200}\nlosses:\n  - kind: kd\n");
+    train_result r;
+    xd_err e;
+    run_child("bigbatch", text, &r, &e);
+    if (e.code != XD_OK) fail_msg("bigbatch: %s", e.msg);
+    assert_int_equal(r.epochs_done, 1);
+    free(text);
+}
+
+/* Two KD losses on two heads of one teacher read each head's outputs, cached or not. */
+static void test_cache_two_teacher_heads(void **state)
+{
+    (void)state;
+    ensure_data();
+    nn_model two;
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(nn_model_build(&two, "input h=8 w=8 c=1; flatten; linear out=16 name=fc; relu name=f; "
+                               "linear out=4 name=early head; linear out=4 name=late from=f head",
+                         16, 5, &e));
+    TU_OK(ckpt_save("twoheads.safetensors", &two, NULL, 0, &e));
+    nn_model_free(&two);
+    const char *losses = "losses:\n"
+                         "  - {kind: kd, teacher_head: early, temperature: 1}\n"
+                         "  - {kind: kd, teacher_head: late, temperature: 1}\n";
+    char *on = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                   "teachers:\n  - {name: t, checkpoint: twoheads.safetensors}\n"
+                   "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n%s", losses);
+    char *off = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                    "teachers:\n  - {name: t, checkpoint: twoheads.safetensors, cache: false}\n"
+                    "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n%s", losses);
+    run_ok("heads-on", on, "heads-on", 1, 0, 0);
+    run_ok("heads-off", off, "heads-off", 1, 0, 0);
+    json_t *a = read_metrics("heads-on"), *b = read_metrics("heads-off");
+    for (int l = 0; l < 2; l++) {
+        char key[32];
+        snprintf(key, sizeof key, "loss.%d.kd", l);
+        double x = num(json_array_get(a, 0), key), y = num(json_array_get(b, 0), key);
+        if (fabs(x - y) > 1e-3 * (1.0 + fabs(y)))
+            fail_msg("%s: %.6f with the cache, %.6f without", key, x, y);
+    }
+    json_decref(a);
+    json_decref(b);
+    free(on);
+    free(off);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * 10. across modalities */
+
+static void test_text_student_from_image_teacher(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    if (!exists("unlab.xds")) {
+        tiny_spec sp = tiny_default();
+        sp.unlabelled = 1;
+        tiny_write("unlab.xds", &sp);
+    }
+    /* no training label at all: the image teacher's outputs on each example's image are the only
+     * signal for the text student reading the same example's English text */
+    char *text = fmt("data:\n  path: unlab.xds\n  student_view: text.en\n  text: \"buckets=512\"\n"
+                     "model: \"" TEXT_MODEL "\"\n"
+                     "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", view: image}\n"
+                     "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
+                     "losses:\n  - {kind: kd, temperature: 2}\n");
+    train_result r = run_ok("xmodal", text, "xmodal", 1, 0, 0);
+    print_message("text student taught by the image teacher: %.3f (chance 0.25)\n", r.final_acc);
+    assert_true(r.final_acc >= 0.8);
+    json_error_t je;
+    json_t *s = json_load_file("xmodal/summary.json", 0, &je);
+    assert_non_null(s);
+    assert_int_equal((int)num(s, "labels_used"), 0);
+    json_decref(s);
+    /* and the German texts work the same way */
+    char *de = fmt("data:\n  path: unlab.xds\n  student_view: text.de\n  text: \"buckets=512\"\n"
+                   "model: \"" TEXT_MODEL "\"\n"
+                   "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", view: image}\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
+                   "losses:\n  - {kind: kd, temperature: 2}\n");
+    r = run_ok("xmodal-de", de, "xmodal-de", 1, 0, 0);
+    assert_true(r.final_acc >= 0.8);
+    free(text);
+    free(de);
+}
+
+/* A text teacher (trained with its own text settings) teaches an image student whose recipe says
+ * nothing about text: the teacher must read the ids it was trained on. */
+static void test_image_student_from_text_teacher(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *tt = fmt("data: {path: toy.xds, student_view: text.de, text: \"buckets=512\"}\n"
+                   "model: \"" TEXT_MODEL "\"\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
+                   "losses:\n  - kind: ce\n");
+    train_result t = run_ok("textteacher", tt, "textteacher", 1, 0, 0);
+    assert_true(t.final_acc >= 0.9);
+    char *st = fmt("data: {path: toy.xds, labels_per_class: 2}\nmodel: \"" MLP_MODEL "\"\n"
+                   "teachers:\n  - {name: txt, checkpoint: textteacher/best.safetensors, "
+                   "view: text.de}\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                   "losses:\n  - kind: ce\n  - {kind: kd, temperature: 2}\n");
+    train_result r = run_ok("fromtext", st, "fromtext", 1, 0, 0);
+    assert_true(r.final_acc >= 0.9);
+    free(tt);
+    free(st);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && strcmp(argv[1], "--child") == 0) return child_main(argv[2], argv[3]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_teacher_run_folder),
+        cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_threads_do_not_change_results),
+        cmocka_unit_test(test_resume_single_stage),
+        cmocka_unit_test(test_resume_two_stages),
+        cmocka_unit_test(test_kd_students),
+        cmocka_unit_test(test_teacher_cache),
+        cmocka_unit_test(test_feature_loss_projector),
+        cmocka_unit_test(test_hint_stage_freezes_upper_layers),
+        cmocka_unit_test(test_attention_transfer),
+        cmocka_unit_test(test_nan_absurd_lr),
+        cmocka_unit_test(test_nan_in_second_epoch_keeps_first),
+        cmocka_unit_test(test_nan_gradient_names_layer),
+        cmocka_unit_test(test_nan_update_not_saved),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_no_usable_labels_is_an_error),
+        cmocka_unit_test(test_normalisation_applies_to_evaluation),
+        cmocka_unit_test(test_teacher_reads_its_own_preprocessing),
+        cmocka_unit_test(test_eval_every),
+        cmocka_unit_test(test_label_fraction),
+        cmocka_unit_test(test_two_teachers),
+        cmocka_unit_test(test_auto_total_steps_span_the_run),
+        cmocka_unit_test(test_schedule_base_lr),
+        cmocka_unit_test(test_hinton_head_narrower_than_classes),
+        cmocka_unit_test(test_cache_with_a_large_batch),
+        cmocka_unit_test(test_cache_two_teacher_heads),
+        cmocka_unit_test(test_text_student_from_image_teacher),
+        cmocka_unit_test(test_image_student_from_text_teacher),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
