@@ -66,8 +66,8 @@ static const char *const data_keys[] = {"path",           "train",            "t
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache"};
-static const char *const train_keys[] = {"epochs",   "batch",      "optimizer",
-                                         "schedule", "eval_every", "threads"};
+static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
+                                         "schedule",   "eval_every", "threads"};
 static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
 
 #define BIT(k) (1u << (k))
@@ -565,10 +565,14 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
             return s;
     }
     t->batch = DEFAULT_BATCH;
+    t->steps_per_epoch = 0;
     t->eval_every = 1;
     t->threads = 0;
     if (train) {
         if ((s = io_yaml_get_int(b->d, train, "batch", 1, MAX_BATCH, &t->batch, b->e))) return s;
+        if ((s = io_yaml_get_int(b->d, train, "steps_per_epoch", 0, 1 << 24, &t->steps_per_epoch,
+                                 b->e)))
+            return s;
         if ((s = io_yaml_get_int(b->d, train, "eval_every", 0, MAX_EPOCHS, &t->eval_every,
                                  b->e)))
             return s;
@@ -1029,7 +1033,7 @@ char *recipe_to_yaml(const recipe *r)
     const recipe_train *t = &r->train;
     sb_add(&b, "train:\n");
     if (implicit) sb_add(&b, "  epochs: %d\n", r->stages[0].epochs);
-    sb_add(&b, "  batch: %d\n  optimizer: ", t->batch);
+    sb_add(&b, "  batch: %d\n  steps_per_epoch: %d\n  optimizer: ", t->batch, t->steps_per_epoch);
     nn_opt_config_format(&t->opt, words, sizeof words);
     sb_words(&b, words, NULL);
     sb_add(&b, "\n  schedule: ");

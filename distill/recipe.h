@@ -100,6 +100,8 @@ typedef struct {
 typedef struct {
     int epochs;           /* sum over the stages */
     int batch;
+    int steps_per_epoch;  /* 0 = one pass over the examples a stage walks; else this many batches,
+                           * cycling through them (reshuffled at every pass) */
     nn_opt_config opt;
     nn_sched_config sched;
     int sched_auto_steps; /* 1: total_steps was omitted; the trainer fills it from the run */

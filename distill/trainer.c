@@ -56,7 +56,8 @@ typedef struct {
     teacher_rt *teachers;
     void *input, *eval_input;
     float *tlogits;   /* gathered cached logits (B, K) */
-    uint32_t *pool, *idx;
+    uint32_t *pool, *order, *idx;
+    size_t order_cap;
     int32_t *yb;
     uint8_t *mb;
     uint64_t *exb;
@@ -754,15 +755,22 @@ static size_t stage_pool(const run *R, int stage)
     return stage_needs_teacher(&R->r->stages[stage]) ? R->train.n : R->n_sel;
 }
 
+/* Batches per epoch of a stage. */
+static int stage_steps(const run *R, int stage)
+{
+    const size_t B = (size_t)R->r->train.batch;
+    if (R->r->train.steps_per_epoch > 0) return R->r->train.steps_per_epoch;
+    return (int)((stage_pool(R, stage) + B - 1) / B);
+}
+
 /* The learning-rate schedule runs over the whole run (all stages), on the global step. */
 static nn_sched_config run_schedule(const run *R)
 {
     nn_sched_config sched = R->r->train.sched;
     if (R->r->train.sched_auto_steps) {
         long total = 0;
-        const long B = R->r->train.batch;
         for (int st = 0; st < R->r->n_stages; st++)
-            total += ((long)stage_pool(R, st) + B - 1) / B * R->r->stages[st].epochs;
+            total += (long)stage_steps(R, st) * R->r->stages[st].epochs;
         sched.total_steps = total > 0 ? total : 1;
     }
     return sched;
@@ -784,9 +792,20 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
                                    "examples has a label the run may see (label_mask, label_fraction, "
                                    "labels_per_class) and no loss reads a teacher",
                        r->data.path, stage + 1);
-    xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch, XD_RNG_SHUFFLE);
-    xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
-    const int steps = (int)((n_pool + (size_t)B - 1) / (size_t)B);
+    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled */
+    const int steps = stage_steps(R, stage);
+    const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
+    if (n_order > R->order_cap) {
+        R->order = xd_xrealloc(R->order, sizeof(uint32_t) * n_order);
+        R->order_cap = n_order;
+    }
+    for (size_t done = 0, pass = 0; done < n_order; pass++) {
+        xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
+        xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
+        size_t take = n_order - done < n_pool ? n_order - done : n_pool;
+        memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
+        done += take;
+    }
     const nn_sched_config sched = run_schedule(R);
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
 
@@ -799,9 +818,9 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
     size_t correct = 0, labelled = 0;
     for (int step = 0; step < steps; step++) {
         size_t i0 = (size_t)step * (size_t)B;
-        int n = n_pool - i0 < (size_t)B ? (int)(n_pool - i0) : B;
+        int n = n_order - i0 < (size_t)B ? (int)(n_order - i0) : B;
         for (int b = 0; b < n; b++) {
-            uint32_t i = R->pool[i0 + (size_t)b];
+            uint32_t i = R->order[i0 + (size_t)b];
             R->idx[b] = i;
             R->yb[b] = R->ytrain[i];
             R->mb[b] = R->sel[i];
@@ -899,14 +918,14 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
     json_object_set_new(j, "train_acc", labelled ? json_real((double)correct / labelled) : json_null());
     json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
     json_object_set_new(j, "seconds", json_real(secs));
-    json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_pool / secs : 0.0));
+    json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     s = append_metrics(R, j, e);
     json_decref(j);
     char line[256];
     if (evaluate)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %.2f%%, %.1f s, %.0f img/s",
                  r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0, 100.0 * acc,
-                 secs, secs > 0 ? (double)n_pool / secs : 0.0);
+                 secs, secs > 0 ? (double)n_order / secs : 0.0);
     else
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
                  r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
@@ -968,6 +987,7 @@ static void run_free(run *R)
     free(R->eval_input);
     free(R->tlogits);
     free(R->pool);
+    free(R->order);
     free(R->idx);
     free(R->yb);
     free(R->mb);

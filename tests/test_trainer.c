@@ -1145,6 +1145,31 @@ static void test_label_fraction(void **state)
     free(text);
 }
 
+/* steps_per_epoch cycles through a small labelled pool: 20 labels, 7 batches of 16 per epoch */
+static void test_steps_per_epoch(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = fmt("data: {path: toy.xds, label_fraction: 0.1}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {epochs: 2, batch: 16, steps_per_epoch: 7, optimizer: {kind: adamw, lr: 0.01}}\n"
+                     "losses:\n  - kind: ce\n");
+    run_ok("spe", text, "spe", 1, 0, 0);
+    json_t *m = read_metrics("spe");
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 7);
+    assert_int_equal((long)num(json_array_get(m, 1), "step"), 14);
+    json_decref(m);
+    /* the same with a stop and resume in between */
+    run_ok("spe", text, "spe-r", 1, 1, 0);
+    run_ok("spe", text, "spe-r", 1, 0, 1);
+    size_t na, nb;
+    char *a = tu_read_file("spe/last.safetensors", &na), *b = tu_read_file("spe-r/last.safetensors", &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    free(a);
+    free(b);
+    free(text);
+}
+
 /* Two teachers in one stage: one cached for KD, one run online for a hint. */
 static void test_two_teachers(void **state)
 {
@@ -1427,6 +1452,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_teacher_reads_its_own_preprocessing),
         cmocka_unit_test(test_eval_every),
         cmocka_unit_test(test_label_fraction),
+        cmocka_unit_test(test_steps_per_epoch),
         cmocka_unit_test(test_two_teachers),
         cmocka_unit_test(test_auto_total_steps_span_the_run),
         cmocka_unit_test(test_schedule_base_lr),
