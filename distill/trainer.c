@@ -971,6 +971,7 @@ static void run_free(run *R)
     for (int i = 0; i < R->r->n_teachers && R->teachers; i++) {
         teacher_rt *t = &R->teachers[i];
         if (t->cached) kd_cache_close(&t->cache);
+        free(t->idx);
         nn_model_free(&t->m);
         feed_close(&t->f);
         free(t->input);
