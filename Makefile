@@ -66,10 +66,10 @@ BIN      := $(BUILD)/xdistill
 
 .PHONY: all setup test tests demo bench clean info
 all: info $(BIN) $(TESTS)
+	@$(BIN) --version | sed -n 's/^blas: /xdistill build: BLAS kernel at run time: /p'
 
 info:
 	@echo "xdistill build: CC=$(CC) OpenMP=$(OMP_FOUND) BLAS=$(BLAS_FOUND) sanitizers=$(if $(SANFLAGS),address+undefined,off) out=$(BUILD)"
-	@if [ -x $(BIN) ]; then $(BIN) --version | sed -n 's/^/  /p'; fi
 
 setup:
 	@scripts/setup.sh
@@ -108,3 +108,23 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
+
+# Speed against PyTorch: the same models, data, batch, optimizer and thread counts (bench/peer.py).
+# Installs Debian's python3-torch (PyTorch 1.13 for the CPU, with its Python and BLAS dependencies)
+# through apt-get when it is missing, prepares Fashion-MNIST when data/fashion-mnist is missing,
+# runs `xdistill bench train distill --json` and the script, and prints both with the ratios.
+# PEER_ARGS go to both sides (e.g. PEER_ARGS='--threads 1,2 --seconds 2').
+PEER_PYTHON ?= /usr/bin/python3
+.PHONY: bench-peer
+bench-peer: setup
+	@$(MAKE) --no-print-directory $(BIN)
+	@if ! $(PEER_PYTHON) -c 'import torch' 2>/dev/null; then \
+	  echo "bench-peer: installing python3-torch (Debian's PyTorch, CPU only) with apt-get"; \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "bench-peer: not root; run: sudo apt-get install -y --no-install-recommends python3-torch" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends python3-torch || \
+	    { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-torch; } || exit 1; \
+	fi
+	@[ -f data/fashion-mnist/dataset.xds ] || $(BIN) prepare fashion-mnist --out data/fashion-mnist
+	$(BIN) bench train distill --json $(PEER_ARGS) > $(BUILD)/bench-train.jsonl
+	$(PEER_PYTHON) bench/peer.py --ours $(BUILD)/bench-train.jsonl --suites train,distill $(PEER_ARGS)

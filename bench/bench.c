@@ -13,6 +13,9 @@ static const bench_suite suites[] = {
     {"gemm", "cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward",
      bench_gemm},
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
+    {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
+    {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
+    {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
 };
 
 double bench_now(void)

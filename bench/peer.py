@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""PyTorch peer of `xdistill bench train` (and `distill`): the same models, data, batch size,
+optimizer and thread counts, timed the same way, so the two can be put side by side.
+
+Models: the Fashion-MNIST teacher CNN (conv3x3 1->32 pad 1, ReLU, maxpool 2, conv3x3 32->64 pad 1,
+ReLU, maxpool 2, fc 3136->128, ReLU, fc 128->10) and the MLP student (784-128-10). One step is
+forward + cross-entropy + backward + AdamW (lr 1e-3, weight decay 0, as the recipes), batch 128,
+on the first 4096 training images of data/fashion-mnist/dataset.xds (read here with NumPy from the
+container layout of docs/DATASETS.md), converted to floats x/255 once before timing; random data
+of the same shape when the file is missing, as the C suite does. Each figure is the median of
+repeated steps (at least 20 and at least --seconds) with min and max; epoch = 60000 images.
+
+PyTorch gets its best configuration: torch.set_num_threads(n) per thread count, and before the
+timed run each model tries the variants that can matter on a CPU (oneDNN or PyTorch's own
+convolution, NCHW or channels-last memory, AdamW's for-each or per-parameter update) and keeps the
+fastest. The script prints what PyTorch runs: its build configuration, the BLAS library it loaded
+and the kernel OpenBLAS chose (OPENBLAS_CORETYPE decides that, for both sides, since both load
+the same Debian OpenBLAS).
+
+With --ours FILE (the output of `xdistill bench train --json`) it takes the thread counts and the
+BLAS kernel from our run, runs OpenBLAS with the same kernel, and prints a table of our figures
+next to PyTorch's with the ratios and the targets.
+"""
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import time
+
+EPOCH = 60000
+POOL = 4096
+BATCH = 128
+DATA = "data/fashion-mnist/dataset.xds"
+KD_T, KD_ALPHA = 4.0, 0.9
+# targets for the comparison table: (case, minimum ratio PyTorch time / our time)
+TARGETS = {"teacher_cnn": 3.0, "mlp_student": 5.0}
+SCALING_TARGET = 1.8  # our 2-thread speed over our 1-thread speed
+
+# ------------------------------------------------------------------------------------------------
+# data: the dataset container (io/dataset.h) read with NumPy
+
+DTYPES = {0: "<f4", 1: "<f8", 2: "<i4", 3: "<i8", 4: "u1", 5: "i1", 6: "<u2", 7: "<i2",
+          8: "<u4", 9: "<u8"}
+
+
+def read_sections(path):
+    """Maps name -> (dtype, shape, offset, length) for the array sections of a dataset file."""
+    import numpy as np
+    raw = np.memmap(path, dtype="u1", mode="r")
+    head = bytes(raw[:32])
+    if head[:8] != b"XDSET\0\0\0":
+        raise ValueError(f"{path}: offset 0: not a dataset file (bad magic)")
+    version, count = int.from_bytes(head[8:12], "little"), int.from_bytes(head[12:16], "little")
+    total = int.from_bytes(head[16:24], "little")
+    if version != 1 or total != len(raw) or 32 + 160 * count > len(raw):
+        raise ValueError(f"{path}: offset 8: version {version}, {count} sections, size {total} "
+                         f"(file has {len(raw)} bytes)")
+    out = {}
+    for i in range(count):
+        e = bytes(raw[32 + 160 * i: 32 + 160 * (i + 1)])
+        name = e[:64].split(b"\0", 1)[0].decode()
+        kind, dtype, ndim = (int.from_bytes(e[64 + 4 * k: 68 + 4 * k], "little") for k in range(3))
+        shape = [int.from_bytes(e[80 + 8 * k: 88 + 8 * k], "little", signed=True) for k in range(ndim)]
+        off, length = int.from_bytes(e[144:152], "little"), int.from_bytes(e[152:160], "little")
+        if kind == 0 and dtype in DTYPES and off + length <= len(raw):
+            out[name] = (DTYPES[dtype], shape, off, length)
+    return raw, out
+
+
+def load_pool(path):
+    """(x (POOL, 784) float32 in [0, 1], y (POOL,) int64, 'fashion-mnist' | 'random')."""
+    import numpy as np
+    if not os.path.exists(path):
+        rng = np.random.default_rng(1)
+        return (rng.random((POOL, 784), dtype=np.float32),
+                rng.integers(0, 10, POOL).astype(np.int64), "random")
+    raw, sec = read_sections(path)
+    for name in ("train/image", "train/label"):
+        if name not in sec:
+            raise ValueError(f"{path}: no array section {name}")
+    dt, shape, off, _ = sec["train/image"]
+    if dt != "u1" or shape[1:] != [28, 28, 1] or shape[0] < POOL:
+        raise ValueError(f"{path}: train/image is {dt} {shape}, expected u8 (N>={POOL}, 28, 28, 1)")
+    img = np.frombuffer(raw, dtype="u1", count=POOL * 784, offset=off).reshape(POOL, 784)
+    dt, shape, off, _ = sec["train/label"]
+    if dt != "<i4" or shape[0] < POOL:
+        raise ValueError(f"{path}: train/label is {dt} {shape}, expected i32 (N>={POOL})")
+    lab = np.frombuffer(raw, dtype="<i4", count=POOL, offset=off).astype(np.int64)
+    if lab.min() < 0 or lab.max() > 9:
+        raise ValueError(f"{path}: train/label: labels outside 0..9")
+    return img.astype(np.float32) / 255.0, lab, "fashion-mnist"
+
+# ------------------------------------------------------------------------------------------------
+# what PyTorch runs
+
+
+def blas_info():
+    """(library path, OpenBLAS core name or None) of the BLAS this process loaded."""
+    libs = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            p = line.split()[-1]
+            if ("blas" in p or "openblas" in p) and p not in libs:
+                libs.append(p)
+    core = None
+    for p in libs:
+        try:
+            lib = ctypes.CDLL(p)
+            fn = lib.openblas_get_corename
+            fn.restype = ctypes.c_char_p
+            core = fn().decode()
+            break
+        except (OSError, AttributeError):
+            continue
+    return libs, core
+
+
+def describe_torch(torch, out):
+    libs, core = blas_info()
+    cfg = torch.__config__.show()
+    keep = [ln.strip(" -") for ln in cfg.splitlines()
+            if any(k in ln for k in ("MKL-DNN", "OpenMP 2", "CPU capability", "MKL "))]
+    flags = [kv.split()[-1] for kv in cfg.split(",")
+             if kv.split() and kv.split()[-1].startswith(("BLAS_INFO", "USE_MKLDNN", "USE_OPENMP"))]
+    print(f"pytorch {torch.__version__}: " + "; ".join(keep + flags), file=out)
+    print(f"pytorch threads: OpenMP, set per run with torch.set_num_threads; BLAS "
+          f"{', '.join(os.path.basename(p) for p in libs) or 'none found'}; OpenBLAS kernel "
+          f"{core or '?'} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})",
+          file=out)
+    return core
+
+
+# ------------------------------------------------------------------------------------------------
+# models and steps
+
+
+def make_models(torch):
+    nn = torch.nn
+    teacher = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+    student = nn.Sequential(nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+    return teacher, student
+
+
+class Trainer:
+    """One model, its AdamW and a pool in the chosen layout; step() trains on the next batch."""
+
+    def __init__(self, torch, model, x, y, conv, fmt, foreach, loss="ce", teacher=None):
+        import torch.nn.functional as F
+        self.torch, self.F = torch, F
+        self.model, self.loss, self.teacher = model, loss, teacher
+        self.conv = conv
+        memfmt = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+        self.model.to(memory_format=memfmt)
+        self.x = x.contiguous(memory_format=memfmt)
+        self.y = y
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0,
+                                     foreach=foreach)
+        self.next = 0
+        self.cache = None
+        if loss == "kd_cached":
+            with torch.no_grad():
+                self.cache = torch.cat([teacher(self.x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
+
+    def batch(self, B):
+        if self.next + B > len(self.x):
+            self.next = 0
+        i = self.next
+        self.next += B
+        return i
+
+    def step(self, B=BATCH):
+        torch, F = self.torch, self.F
+        i = self.batch(B)
+        x, y = self.x[i:i + B], self.y[i:i + B]
+        with torch.backends.mkldnn.flags(enabled=self.conv == "onednn"):
+            self.opt.zero_grad(set_to_none=True)
+            s = self.model(x)
+            if self.loss == "ce":
+                loss = F.cross_entropy(s, y)
+            else:
+                if self.loss == "kd_online":
+                    with torch.no_grad():
+                        t = self.teacher(x)
+                else:
+                    t = self.cache[i:i + B]
+                kd = F.kl_div(F.log_softmax(s / KD_T, 1), F.softmax(t / KD_T, 1),
+                              reduction="batchmean") * (KD_T * KD_T)
+                loss = KD_ALPHA * kd + (1 - KD_ALPHA) * F.cross_entropy(s, y)
+            loss.backward()
+            self.opt.step()
+
+    def forward(self, B=BATCH):
+        i = self.batch(B)
+        with self.torch.no_grad(), self.torch.backends.mkldnn.flags(enabled=self.conv == "onednn"):
+            self.model(self.x[i:i + B])
+
+
+def time_it(fn, min_seconds, min_reps=20, warmup=3, max_reps=100000):
+    """(median, min, max, reps) of fn's wall time, like bench_run."""
+    for _ in range(warmup):
+        fn()
+    t = []
+    start = time.perf_counter()
+    while len(t) < max_reps and (len(t) < min_reps or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    return statistics.median(t), min(t), max(t), len(t)
+
+
+def variants(name):
+    convs = ("onednn", "native") if name == "teacher_cnn" else ("onednn",)
+    fmts = ("nchw", "channels_last") if name == "teacher_cnn" else ("nchw",)
+    return [(c, f, fe) for c in convs for f in fmts for fe in (False, True)]
+
+
+def best_variant(torch, name, build, x, y, probe_seconds, log):
+    """The fastest (conv, format, foreach) for this model at the current thread count: every
+    variant is probed in two interleaved rounds and keeps its better median, so that a moment of
+    load from elsewhere does not decide."""
+    vs = variants(name)
+    if len(vs) == 1:
+        return vs[0]
+    best = {v: float("inf") for v in vs}
+    for _ in range(2):
+        for v in vs:
+            tr = Trainer(torch, build(), x, y, *v)
+            best[v] = min(best[v], time_it(tr.step, probe_seconds, min_reps=5, warmup=2)[0])
+    if log:
+        print(f"  {name} variants at {torch.get_num_threads()} thread(s), step ms: " +
+              ", ".join(f"{v[0]}/{v[1]}/foreach={v[2]} {1e3 * t:.1f}" for v, t in best.items()),
+              file=log)
+    return min(best, key=best.get)
+
+
+def rss_now_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def rss_reset_peak():
+    """Resets the process's peak RSS to the current RSS (Linux), as the C suite does."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_peak_mib():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------------------------
+# suites
+
+
+def run_train(torch, args, x, y, data_kind, out_rows):
+    cases = [("mlp_student", lambda: make_models(torch)[1]),
+             ("teacher_cnn", lambda: make_models(torch)[0])]
+    if not args.json:
+        print(f"\npytorch training step (forward + CE + backward + AdamW), batch {BATCH}; step "
+              f"time median [min-max]; epoch = {EPOCH} images", file=args.out)
+        print(f"{'model':<12} {'thr':>3} {'step ms':>24} {'images/s':>10} {'s/epoch':>9} "
+              f"{'speed-up':>8}  variant", file=args.out)
+    log = None if args.json else args.out
+    for name, build in cases:
+        first = None
+        scoped = rss_reset_peak()
+        before = rss_now_mib() if scoped else rss_peak_mib()
+        results = []
+        for th in args.threads:
+            torch.set_num_threads(th)
+            torch.manual_seed(1)
+            v = best_variant(torch, name, build, x, y, args.probe, log)
+            tr = Trainer(torch, build(), x, y, *v)
+            results.append((th, v, time_it(tr.step, args.seconds)))
+            del tr
+        peak = rss_peak_mib()
+        for th, v, (med, lo, hi, reps) in results:
+            ips = BATCH / med
+            first = first or ips
+            row = {"suite": "train", "side": "pytorch", "case": name, "data": data_kind,
+                   "batch": BATCH, "threads": th, "step_s": med, "min_s": lo, "max_s": hi,
+                   "reps": reps, "images_per_s": ips, "epoch_s": EPOCH / ips,
+                   "speedup_vs_first": ips / first, "peak_rss_mib": peak,
+                   "rss_before_mib": before, "rss_growth_mib": peak - before,
+                   "rss_scope": "model" if scoped else "process",
+                   "variant": {"conv": v[0], "format": v[1], "foreach": v[2]}}
+            out_rows.append(row)
+            if args.json:
+                print(json.dumps(row), file=args.out)
+            else:
+                st = f"{1e3 * med:.2f} [{1e3 * lo:.2f}-{1e3 * hi:.2f}]"
+                print(f"{name:<12} {th:>3} {st:>24} {ips:>10.0f} {EPOCH / ips:>9.2f} "
+                      f"{ips / first:>7.2f}x  conv={v[0]} format={v[1]} foreach={v[2]}",
+                      file=args.out)
+        if not args.json:
+            print(f"  {name}: peak RSS {peak:.1f} MiB while built and trained (all variants "
+                  f"tried), +{peak - before:.1f} MiB over the {before:.1f} MiB before it"
+                  + ("" if scoped else " (process high-water mark: reset refused)"), file=args.out)
+
+
+def run_distill(torch, args, x, y, data_kind, out_rows):
+    if not args.json:
+        print(f"\npytorch distillation overhead, MLP student, batch {BATCH}; images/s median "
+              f"[min-max]; ratio = step time / CE step time", file=args.out)
+    for th in args.threads:
+        torch.set_num_threads(th)
+        torch.manual_seed(1)
+        teacher, _ = make_models(torch)
+        teacher.eval()
+        xt = x.reshape(-1, 1, 28, 28)
+        ce = None
+        for case in ("ce", "kd_online", "kd_cached", "teacher_fwd"):
+            if case == "teacher_fwd":
+                tr = Trainer(torch, teacher, xt, y, "onednn", "nchw", False)
+                fn = tr.forward
+            else:
+                tr = Trainer(torch, make_models(torch)[1], xt, y, "onednn", "nchw", False,
+                             loss=case, teacher=teacher)
+                fn = tr.step
+            med, lo, hi, reps = time_it(fn, args.seconds)
+            ce = ce or med
+            row = {"suite": "distill", "side": "pytorch", "case": case, "data": data_kind,
+                   "batch": BATCH, "threads": th, "step_s": med, "min_s": lo, "max_s": hi,
+                   "reps": reps, "images_per_s": BATCH / med, "epoch_s": EPOCH * med / BATCH,
+                   "time_over_ce": med / ce}
+            out_rows.append(row)
+            if args.json:
+                print(json.dumps(row), file=args.out)
+            else:
+                r = f"{BATCH / med:.0f} [{BATCH / hi:.0f}-{BATCH / lo:.0f}]"
+                print(f"{case:<12} {th:>3} {r:>24} {med / ce:>7.2f}x", file=args.out)
+
+# ------------------------------------------------------------------------------------------------
+# comparison with our run
+
+
+def read_ours(path):
+    machine, rows = {}, []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                sys.exit(f"peer.py: {path}:{n}: not JSON: {exc}")
+            if "machine" in obj:
+                machine = obj["machine"]
+            elif obj.get("suite") in ("train", "distill"):
+                rows.append(obj)
+    if not any(r["suite"] == "train" for r in rows):
+        sys.exit(f"peer.py: {path}: no `train` rows (run `xdistill bench train --json`)")
+    return machine, rows
+
+
+def compare(ours, theirs, out):
+    print("\nxdistill vs PyTorch, same models, data, batch, optimizer and threads "
+          "(ratio = PyTorch time / our time; > 1: we are faster)", file=out)
+    print(f"{'model':<12} {'thr':>3} {'ours s/epoch':>13} {'pytorch s/epoch':>16} {'ratio':>7} "
+          f"{'target':>7}  verdict", file=out)
+    ours_by = {(r["suite"], r["case"], r["threads"]): r for r in ours}
+    for t in theirs:
+        if t["suite"] != "train":
+            continue
+        o = ours_by.get(("train", t["case"], t["threads"]))
+        if not o:
+            continue
+        ratio = t["epoch_s"] / o["epoch_s"]
+        target = TARGETS.get(t["case"])
+        verdict = "met" if target and ratio >= target else f"MISSED ({ratio / target:.0%} of it)"
+        print(f"{t['case']:<12} {t['threads']:>3} {o['epoch_s']:>13.2f} {t['epoch_s']:>16.2f} "
+              f"{ratio:>6.2f}x {target:>6.1f}x  {verdict}", file=out)
+    for case in TARGETS:
+        o = next((r for r in ours if r["suite"] == "train" and r["case"] == case), None)
+        t = next((r for r in theirs if r["suite"] == "train" and r["case"] == case), None)
+        if o and t and "rss_growth_mib" in o:
+            print(f"{case}: memory while built and trained: ours +{o['rss_growth_mib']:.1f} MiB "
+                  f"(peak {o['peak_rss_mib']:.1f}), PyTorch +{t['rss_growth_mib']:.1f} MiB "
+                  f"(peak {t['peak_rss_mib']:.1f})", file=out)
+    for case in TARGETS:
+        o1 = ours_by.get(("train", case, 1))
+        o2 = ours_by.get(("train", case, 2))
+        t1 = next((t for t in theirs if t["suite"] == "train" and t["case"] == case and t["threads"] == 1), None)
+        t2 = next((t for t in theirs if t["suite"] == "train" and t["case"] == case and t["threads"] == 2), None)
+        if o1 and o2:
+            s = o2["images_per_s"] / o1["images_per_s"]
+            ps = f"; PyTorch {t2['images_per_s'] / t1['images_per_s']:.2f}x" if t1 and t2 else ""
+            print(f"{case}: our 2 threads vs 1: {s:.2f}x (target {SCALING_TARGET}x: "
+                  f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}", file=out)
+    dist = [t for t in theirs if t["suite"] == "distill"]
+    if dist and any(r["suite"] == "distill" for r in ours):
+        print(f"\n{'distill case':<12} {'thr':>3} {'ours img/s':>11} {'pytorch img/s':>14} "
+              f"{'ratio':>7} {'ours xCE':>9} {'pytorch xCE':>12}", file=out)
+        for t in dist:
+            o = ours_by.get(("distill", t["case"], t["threads"]))
+            if o:
+                print(f"{t['case']:<12} {t['threads']:>3} {o['images_per_s']:>11.0f} "
+                      f"{t['images_per_s']:>14.0f} {o['images_per_s'] / t['images_per_s']:>6.2f}x "
+                      f"{o['time_over_ce']:>8.2f}x {t['time_over_ce']:>11.2f}x", file=out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ours", help="output of `xdistill bench train [distill] --json` to compare with")
+    ap.add_argument("--threads", default=None, help="thread counts, e.g. 1,2 (default: from --ours, "
+                    "else 1 and all cores)")
+    ap.add_argument("--seconds", type=float, default=0.5, help="minimum time per measurement")
+    ap.add_argument("--probe", type=float, default=0.2, help="time per variant when choosing "
+                    "PyTorch's fastest configuration")
+    ap.add_argument("--suites", default="train", help="train,distill")
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--json", action="store_true", help="JSON lines instead of tables")
+    args = ap.parse_args()
+    args.out = sys.stdout
+    machine, ours = read_ours(args.ours) if args.ours else ({}, [])
+    if args.threads:
+        args.threads = [int(t) for t in args.threads.split(",")]
+    elif ours:
+        args.threads = sorted({r["threads"] for r in ours if r["suite"] == "train"})
+    else:
+        args.threads = sorted({1, os.cpu_count() or 1})
+    # The same OpenBLAS kernel as our run: OpenBLAS reads OPENBLAS_CORETYPE when it loads, which
+    # is when torch is imported, so it must be set before that.
+    ours_kernel = (machine.get("blas_kernel") or "").split(" ")[0]
+    if ours_kernel and os.environ.get("OPENBLAS_CORETYPE") is None:
+        os.environ["OPENBLAS_CORETYPE"] = ours_kernel
+    try:
+        import numpy as np  # noqa: F401
+        import torch
+    except ImportError as exc:
+        sys.exit(f"peer.py: {exc}; install Debian's python3-torch (make bench-peer does)")
+    if machine and not args.json:
+        print(f"xdistill: OpenBLAS kernel {machine.get('blas_kernel')} "
+              f"({machine.get('blas_source')}), convolutions and products through nn_sgemm "
+              f"(single-threaded OpenBLAS blocks over OpenMP threads)", file=args.out)
+    core = describe_torch(torch, args.out if not args.json else sys.stderr)
+    if ours_kernel and core and core.lower() != ours_kernel.lower():
+        print(f"peer.py: note: PyTorch's OpenBLAS runs {core}, ours ran {ours_kernel}",
+              file=sys.stderr)
+    try:
+        x_np, y_np, data_kind = load_pool(args.data)
+    except (ValueError, OSError) as exc:
+        sys.exit(f"peer.py: {exc}")
+    if not args.json:
+        print("data: " + (f"the first {POOL} Fashion-MNIST training images of {args.data}"
+                          if data_kind == "fashion-mnist" else
+                          f"RANDOM pixels and labels ({args.data} not found)"), file=args.out)
+    x = torch.from_numpy(np.ascontiguousarray(x_np)).reshape(POOL, 1, 28, 28)
+    y = torch.from_numpy(y_np)
+    rows = []
+    suites = args.suites.split(",")
+    if "train" in suites:
+        run_train(torch, args, x, y, data_kind, rows)
+    if "distill" in suites:
+        run_distill(torch, args, x, y, data_kind, rows)
+    if ours:
+        compare(ours, rows, args.out)
+
+
+if __name__ == "__main__":
+    main()

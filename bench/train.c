@@ -1,0 +1,312 @@
+/* Suite `train`: seconds per Fashion-MNIST epoch for the teacher CNN and the MLP student.
+ *
+ * One step is forward + cross-entropy + backward + AdamW at batch 128 (bench/train.h). At each
+ * thread count it times repeated steps (not a whole epoch) and reports the median step with min
+ * and max, images/s, the epoch time extrapolated to 60000 images, and the speed-up over the first
+ * thread count. Memory: the models run in increasing order of size; before each is built the
+ * process's peak RSS is reset to the current RSS (Linux), so each model's figure is the peak
+ * reached while it was built and trained, and the growth is what it added over the process
+ * before it (code, libraries, the image pool). Where the reset is refused, the figure is the
+ * process high-water mark and the growth is how much that mark rose, which still means something
+ * because the smaller model ran first.
+ *
+ * This file also holds the workload shared with the `distill` and `scale` suites. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench/bench.h"
+#include "bench/train.h"
+#include "core/mem.h"
+#include "core/rng.h"
+#include "core/runtime.h"
+#include "distill/kd.h"
+#include "io/dataset.h"
+#include "nn/loss.h"
+
+// ----------------------------------------------------------------------------------------------
+// the image pool
+
+static void images_random(bench_images *d)
+{
+    xd_rng r = xd_rng_make(1, 0, XD_RNG_USER);
+    for (size_t i = 0; i < (size_t)d->n * BENCH_PIXELS; i++) d->x[i] = xd_rng_uniform(&r);
+    for (int i = 0; i < d->n; i++) d->y[i] = (int32_t)xd_rng_below(&r, BENCH_CLASSES);
+    d->real = 0;
+}
+
+xd_status bench_images_load(bench_images *d, xd_err *e)
+{
+    memset(d, 0, sizeof *d);
+    d->n = BENCH_POOL;
+    d->x = xd_xmalloc_aligned(sizeof(float) * (size_t)d->n * BENCH_PIXELS);
+    d->y = xd_xmalloc(sizeof(int32_t) * (size_t)d->n);
+    struct stat st;
+    if (stat(BENCH_DATA_PATH, &st) != 0) {
+        images_random(d);
+        return XD_OK;
+    }
+    io_dataset *ds;
+    xd_status s = io_dataset_open(BENCH_DATA_PATH, &ds, e);
+    if (s != XD_OK) goto fail;
+    const io_tensor *img, *lab;
+    if ((s = io_dataset_require(ds, "train/image", IO_U8, 4, &img, e)) != XD_OK ||
+        (s = io_dataset_require(ds, "train/label", IO_I32, 1, &lab, e)) != XD_OK)
+        goto close;
+    if (img->shape[1] != 28 || img->shape[2] != 28 || img->shape[3] != 1 ||
+        lab->shape[0] != img->shape[0] || img->shape[0] < d->n) {
+        s = xd_fail(e, XD_ESHAPE,
+                    "%s: section train/image: expected at least %d images of 28x28x1 with as many "
+                    "labels, found (%lld, %lld, %lld, %lld) and %lld labels",
+                    BENCH_DATA_PATH, d->n, (long long)img->shape[0], (long long)img->shape[1],
+                    (long long)img->shape[2], (long long)img->shape[3], (long long)lab->shape[0]);
+        goto close;
+    }
+    const uint8_t *px = img->data;
+    const int32_t *y = lab->data;
+    for (int i = 0; i < d->n; i++) {
+        if (y[i] < 0 || y[i] >= BENCH_CLASSES) {
+            s = xd_fail(e, XD_EFORMAT, "%s: section train/label: label %d of example %d is not in "
+                        "0..%d", BENCH_DATA_PATH, (int)y[i], i, BENCH_CLASSES - 1);
+            goto close;
+        }
+        d->y[i] = y[i];
+    }
+    for (size_t i = 0; i < (size_t)d->n * BENCH_PIXELS; i++) d->x[i] = (float)px[i] / 255.0f;
+    d->real = 1;
+close:
+    io_dataset_close(ds); /* unmapped: its pages no longer count in the RSS figures */
+    if (s == XD_OK) return XD_OK;
+fail:
+    bench_images_free(d);
+    return s;
+}
+
+void bench_images_free(bench_images *d)
+{
+    free(d->x);
+    free(d->y);
+    memset(d, 0, sizeof *d);
+}
+
+const char *bench_images_kind(const bench_images *d) { return d->real ? "fashion-mnist" : "random"; }
+
+void bench_images_note(const bench_images *d, FILE *out)
+{
+    if (d->real)
+        fprintf(out, "data: the first %d Fashion-MNIST training images of %s\n", d->n,
+                BENCH_DATA_PATH);
+    else
+        fprintf(out, "data: RANDOM pixels and labels (%d images of 28x28x1): %s not found; run "
+                     "`xdistill prepare fashion-mnist --out data/fashion-mnist` for real images\n",
+                d->n, BENCH_DATA_PATH);
+}
+
+// ----------------------------------------------------------------------------------------------
+// one training step
+
+xd_status bench_trainer_make(bench_trainer *t, const char *desc, int max_batch,
+                             const bench_images *d, xd_err *e)
+{
+    memset(t, 0, sizeof *t);
+    xd_status s = nn_model_build(&t->m, desc, max_batch, 1, e);
+    if (s != XD_OK) return s;
+    nn_opt_config cfg = nn_opt_defaults(NN_OPT_ADAMW);
+    cfg.lr = 1e-3f;
+    cfg.weight_decay = 0.0f;
+    if ((s = nn_opt_init(&t->opt, &cfg, t->m.n_param, e)) != XD_OK) {
+        nn_model_free(&t->m);
+        return s;
+    }
+    t->head = nn_model_default_head(&t->m);
+    t->K = (int)nn_model_node(&t->m, t->head)->act_n;
+    t->B = max_batch;
+    t->data = d;
+    t->loss = BENCH_LOSS_CE;
+    size_t nk = (size_t)max_batch * (size_t)t->K;
+    t->probs = xd_xmalloc(sizeof(float) * nk);
+    t->ps = xd_xmalloc(sizeof(float) * nk);
+    t->q = xd_xmalloc(sizeof(float) * nk);
+    return XD_OK;
+}
+
+void bench_trainer_free(bench_trainer *t)
+{
+    nn_model_free(&t->m);
+    nn_opt_free(&t->opt);
+    free(t->probs);
+    free(t->ps);
+    free(t->q);
+    memset(t, 0, sizeof *t);
+}
+
+/* The pool row where the next batch of t->B starts (batches wrap around the pool). */
+static int next_batch(bench_trainer *t)
+{
+    if (t->next + t->B > t->data->n) t->next = 0;
+    int i0 = t->next;
+    t->next += t->B;
+    return i0;
+}
+
+enum { KD_T = 4 };
+#define KD_ALPHA 0.9f
+
+void bench_train_step(void *ctx)
+{
+    bench_trainer *t = ctx;
+    const int B = t->B, K = t->K, i0 = next_batch(t);
+    const float *x = t->data->x + (size_t)i0 * BENCH_PIXELS;
+    const int32_t *y = t->data->y + i0;
+    nn_run run = {.training = 1, .seed = 1, .step = (uint64_t)t->step};
+    nn_model_forward(&t->m, x, B, &run);
+    const float *tl = NULL;
+    if (t->loss == BENCH_LOSS_KD_ONLINE) {
+        nn_model_forward(t->teacher, x, B, NULL);
+        tl = nn_model_out(t->teacher, t->teacher_head);
+    } else if (t->loss == BENCH_LOSS_KD_CACHED) {
+        tl = t->cache + (size_t)i0 * (size_t)K;
+    }
+    nn_model_zero_grad(&t->m);
+    const float *s = nn_model_out(&t->m, t->head);
+    float *ds = nn_model_dout(&t->m, t->head);
+    double loss;
+    if (tl) {
+        kd_soft_targets(t->q, tl, B, K, (float)KD_T);
+        loss = kd_hinton_forward(t->ps, t->probs, s, t->q, y, NULL, B, K, (float)KD_T, KD_ALPHA);
+        kd_hinton_backward(ds, t->ps, t->probs, t->q, y, NULL, B, K, (float)KD_T, KD_ALPHA, 1.0f);
+    } else {
+        loss = nn_ce_forward(t->probs, s, y, NULL, B, K);
+        nn_ce_backward(ds, t->probs, y, NULL, B, K, 1.0f);
+    }
+    nn_model_backward(&t->m);
+    nn_opt_step(&t->opt, t->m.param, t->m.grad, t->m.segs, t->m.n_segs, 1e-3f);
+    t->loss_sum += loss;
+    t->step++;
+}
+
+void bench_forward_step(void *ctx)
+{
+    bench_trainer *t = ctx;
+    int i0 = next_batch(t);
+    nn_model_forward(&t->m, t->data->x + (size_t)i0 * BENCH_PIXELS, t->B, NULL);
+}
+
+// ----------------------------------------------------------------------------------------------
+// memory
+
+double bench_rss_now_mib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0.0;
+    unsigned long size = 0, resident = 0;
+    int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
+    fclose(f);
+    return ok ? (double)resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0) : 0.0;
+}
+
+int bench_rss_reset_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return -1;
+    int ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+// ----------------------------------------------------------------------------------------------
+// the suite
+
+typedef struct {
+    const char *name, *desc;
+} model_case;
+
+/* smaller model first: see the memory note at the top */
+static const model_case models[] = {
+    {"mlp_student", BENCH_STUDENT_DESC},
+    {"teacher_cnn", BENCH_TEACHER_DESC},
+};
+
+enum { BATCH = 128, MIN_STEPS = 20 };
+
+int bench_train(const bench_opts *o)
+{
+    FILE *f = o->out;
+    bench_images d;
+    xd_err e;
+    if (bench_images_load(&d, &e) != XD_OK) {
+        fprintf(stderr, "xdistill bench: %s\n", e.msg);
+        return 1;
+    }
+    if (!o->json) {
+        fprintf(f, "\ntraining step (forward + CE + backward + AdamW), batch %d; step time median "
+                   "[min-max] of repeated steps; epoch = %d images at the median\n",
+                BATCH, BENCH_EPOCH);
+        bench_images_note(&d, f);
+        fprintf(f, "%-12s %3s %24s %10s %9s %8s\n", "model", "thr", "step ms", "images/s",
+                "s/epoch", "speed-up");
+    } else if (!d.real) {
+        bench_images_note(&d, stderr);
+    }
+    int rc = 0;
+    double prev_peak = bench_max_rss_mib();
+    for (size_t mi = 0; mi < sizeof models / sizeof models[0] && rc == 0; mi++) {
+        int scoped = bench_rss_reset_peak() == 0;
+        double base = bench_rss_now_mib(), before = scoped ? base : prev_peak;
+        bench_trainer t;
+        if (bench_trainer_make(&t, models[mi].desc, BATCH, &d, &e) != XD_OK) {
+            fprintf(stderr, "xdistill bench: %s: %s\n", models[mi].name, e.msg);
+            rc = 1;
+            break;
+        }
+        double flops = nn_model_flops(&t.m), first = 0.0;
+        bench_time times[4];
+        for (int ti = 0; ti < o->n_threads; ti++) {
+            xd_threads_set(o->threads[ti]);
+            times[ti] = bench_run(bench_train_step, &t, o->min_seconds, MIN_STEPS, 100000);
+        }
+        double peak = bench_max_rss_mib();
+        if (!isfinite(t.loss_sum))
+            fprintf(stderr, "xdistill bench: %s: the loss became non-finite; the figures are not "
+                            "meaningful\n", models[mi].name);
+        for (int ti = 0; ti < o->n_threads; ti++) {
+            bench_time tm = times[ti];
+            double ips = BATCH / tm.median;
+            if (ti == 0) first = ips;
+            if (o->json) {
+                fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
+                           "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
+                           "\"max_s\":%.6f,\"reps\":%d,\"images_per_s\":%.1f,\"epoch_s\":%.3f,"
+                           "\"epoch_min_s\":%.3f,\"epoch_max_s\":%.3f,\"speedup_vs_first\":%.3f,"
+                           "\"first_threads\":%d,\"approx_gflops\":%.2f,\"peak_rss_mib\":%.1f,"
+                           "\"rss_before_mib\":%.1f,\"rss_growth_mib\":%.1f,\"rss_scope\":\"%s\"}\n",
+                        models[mi].name, bench_images_kind(&d), BATCH, o->threads[ti], t.m.n_param,
+                        tm.median, tm.min, tm.max, tm.reps, ips, BENCH_EPOCH / ips,
+                        BENCH_EPOCH * tm.min / BATCH, BENCH_EPOCH * tm.max / BATCH, ips / first,
+                        o->threads[0], 3.0 * flops * ips / 1e9, peak, before, peak - before,
+                        scoped ? "model" : "process");
+            } else {
+                char st[48];
+                snprintf(st, sizeof st, "%.2f [%.2f-%.2f]", 1e3 * tm.median, 1e3 * tm.min,
+                         1e3 * tm.max);
+                fprintf(f, "%-12s %3d %24s %10.0f %9.2f %7.2fx\n", models[mi].name,
+                        o->threads[ti], st, ips, BENCH_EPOCH / ips, ips / first);
+            }
+        }
+        if (!o->json) {
+            if (scoped)
+                fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and trained, "
+                           "+%.1f MiB over the %.1f MiB before it\n",
+                        models[mi].name, t.m.n_param, peak, peak - before, before);
+            else
+                fprintf(f, "  %s: %zu parameters; process peak RSS %.1f MiB (could not reset "
+                           "the peak: the mark rose %.1f MiB while this model ran)\n",
+                        models[mi].name, t.m.n_param, peak, peak - before);
+        }
+        bench_trainer_free(&t);
+        prev_peak = peak;
+    }
+    bench_images_free(&d);
+    return rc;
+}
