@@ -10,7 +10,7 @@ CC      := gcc
 endif
 BUILD   ?= build
 ARCH    ?= -march=native
-OPT     ?= -O2
+OPT     ?= -O3 -fno-math-errno
 CFLAGS_BASE := -std=c17 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wvla -fno-strict-aliasing -I.
 
 ifeq ($(DEBUG),1)

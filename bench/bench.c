@@ -85,8 +85,10 @@ void bench_header(const bench_opts *o)
         fprintf(o->out, "{\"machine\":{\"cpu\":\"%s\",\"blas_kernel\":\"%s\",\"blas_source\":\"%s\"}}\n",
                 cpu, xd_blas_kernel(), xd_blas_source());
     else
-        fprintf(o->out, "machine: %s; OpenBLAS kernel %s (%s)\n", cpu, xd_blas_kernel(),
-                xd_blas_source());
+        fprintf(o->out, "machine: %s; OpenBLAS kernel %s (%s)%s%s%s\n", cpu, xd_blas_kernel(),
+                xd_blas_source(), xd_blas_better() ? "; this CPU could run " : "",
+                xd_blas_better() ? xd_blas_better() : "",
+                xd_blas_better() ? " (unset OPENBLAS_CORETYPE)" : "");
 }
 
 static void usage(FILE *f)

@@ -68,6 +68,9 @@ int main(int argc, char **argv)
         printf("xdistill %s\n", XD_VERSION);
         printf("blas: OpenBLAS kernel %s (%s)\n", xd_blas_kernel(), xd_blas_source());
         printf("blas config: %s\n", xd_blas_config());
+        if (xd_blas_better())
+            printf("note: this CPU can run the faster %s kernel; unset OPENBLAS_CORETYPE to use it\n",
+                   xd_blas_better());
         printf("threads: %d\n", xd_threads_get());
         return 0;
     }

@@ -87,6 +87,14 @@ const char *xd_blas_source(void) { return kernel_source; }
 
 const char *xd_blas_config(void) { return openblas_get_config(); }
 
+const char *xd_blas_better(void)
+{
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (!user || !*user || getenv(REEXEC_MARK)) return NULL;
+    /* what would be chosen if the library had picked the user's kernel by itself */
+    return xd_blas_choose(NULL, xd_blas_kernel(), xd_cpu_detect());
+}
+
 int xd_threads_set(int n)
 {
     if (n <= 0) {

@@ -30,6 +30,9 @@ void xd_runtime_init(int argc, char **argv);
 const char *xd_blas_kernel(void);
 const char *xd_blas_source(void);
 const char *xd_blas_config(void);
+/* When the user's OPENBLAS_CORETYPE holds back a kernel this CPU could run faster, the name of
+ * that faster kernel (for a note to the user); else NULL. */
+const char *xd_blas_better(void);
 
 /* Sets our OpenMP thread count and keeps OpenBLAS single-threaded (GEMMs are split over our
  * threads by nn_sgemm), so the two never oversubscribe the cores. n <= 0 means all cores.

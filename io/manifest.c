@@ -431,7 +431,7 @@ static xd_status jsonl_row(mf_build *b, size_t line, json_t *obj, mf_label_mode 
 {
     if (!json_is_object(obj))
         return mf_fail(b, XD_EFORMAT, line, NULL, "a line must hold one JSON object");
-    const char *image, *text;
+    const char *image = NULL, *text = NULL;
     xd_status s = jsonl_string(b, line, obj, MF_COL_IMAGE, &image);
     if (s == XD_OK) s = jsonl_string(b, line, obj, MF_COL_TEXT, &text);
     if (s != XD_OK) return s;

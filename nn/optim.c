@@ -71,7 +71,7 @@ static xd_status kind_from_name(const char *what, const char *const *names, int 
 
 xd_status nn_opt_kind_from_name(const char *name, nn_opt_kind *out, xd_err *e)
 {
-    int k;
+    int k = 0;
     xd_status s = kind_from_name("optimizer", nn_opt_kind_names, NN_OPT_COUNT, name, &k, e);
     if (s == XD_OK) *out = (nn_opt_kind)k;
     return s;
@@ -79,7 +79,7 @@ xd_status nn_opt_kind_from_name(const char *name, nn_opt_kind *out, xd_err *e)
 
 xd_status nn_sched_kind_from_name(const char *name, nn_sched_kind *out, xd_err *e)
 {
-    int k;
+    int k = 0;
     xd_status s = kind_from_name("schedule", nn_sched_kind_names, NN_SCHED_COUNT, name, &k, e);
     if (s == XD_OK) *out = (nn_sched_kind)k;
     return s;
@@ -218,7 +218,7 @@ static xd_status cfg_set(const cfg_schema *s, void *cfg, const char *key, const 
         return xd_fail(e, XD_EARG, "unknown %s key '%s' (valid: %s)", s->what, key, list);
     }
     if (k->type == KEY_KIND) {
-        int kind;
+        int kind = 0;
         xd_status st = kind_from_name(s->what, s->kind_names, s->n_kinds, value, &kind, e);
         if (st != XD_OK) {
             xd_err_prefix(e, "%s key '%s'", s->what, key);
