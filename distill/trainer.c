@@ -51,6 +51,7 @@ typedef struct {
     feed train, test;
     const int32_t *ytrain, *ytest;
     int n_classes;
+    int spatial;      /* the student's images get random crops or flips */
     uint8_t *sel;     /* (ntrain) labels the run may see */
     size_t n_sel;
     teacher_rt *teachers;
@@ -114,11 +115,26 @@ static int head_of(const nn_model *m, const char *name)
     return name ? nn_model_find(m, name) : nn_model_default_head(m);
 }
 
+/* True when image option words draw random crops or flips (normalisation alone does not). */
+static int spatial_augment(const char *words)
+{
+    if (!words || !*words) return 0;
+    img_opts o;
+    img_opts_default(&o);
+    o.pad = 0;
+    o.flip = 0.0f;
+    xd_err e;
+    if (img_opts_parse(&o, words, &e) != XD_OK) return 1; /* reported when the feed opens */
+    return o.pad > 0 || o.flip > 0.0f || (o.crop_h && o.size_h && o.crop_h < o.size_h) ||
+           (o.crop_w && o.size_w && o.crop_w < o.size_w);
+}
+
 static xd_status setup_data(run *R, xd_err *e)
 {
     const recipe *r = R->r;
     xd_status s = io_dataset_open(r->data.path, &R->ds, e);
     if (s != XD_OK) return s;
+    R->spatial = spatial_augment(r->data.augment);
     if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
                        r->data.augment, r->data.text, e)) != XD_OK)
         return s;
@@ -169,7 +185,7 @@ static int cache_usable(const run *R, int ti, const char *view)
 {
     const recipe *r = R->r;
     if (!r->teachers[ti].cache) return 0;
-    if (strcmp(view, "image") == 0 && r->data.augment && *r->data.augment) return 0;
+    if (strcmp(view, "image") == 0 && R->spatial) return 0;
     if (strcmp(view, "text.*") == 0) return 0;
     const char *head = NULL;
     int seen = 0;
@@ -839,7 +855,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
             const void *tin = R->input;
             if (!tr->shares) {
                 /* random crops and flips only when the student gets them too (same stream) */
-                int aug = (r->data.augment && *r->data.augment) || tr->f.kind == FEED_TEXT;
+                int aug = R->spatial || tr->f.kind == FEED_TEXT;
                 if ((s = feed_fill(&tr->f, R->idx, n, aug, (uint64_t)R->seed, (uint64_t)epoch, tr->input, e)) != XD_OK)
                     return s;
                 tin = tr->input;
