@@ -45,11 +45,8 @@ int bench_distill(const bench_opts *o)
 {
     FILE *f = o->out;
     bench_images d;
+    if (bench_images_open(&d)) return 1;
     xd_err e;
-    if (bench_images_load(&d, &e) != XD_OK) {
-        fprintf(stderr, "xdistill bench: %s\n", e.msg);
-        return 1;
-    }
     bench_trainer st, te;
     if (bench_trainer_make(&st, BENCH_STUDENT_DESC, BATCH, &d, &e) != XD_OK) {
         fprintf(stderr, "xdistill bench: student: %s\n", e.msg);

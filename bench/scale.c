@@ -16,11 +16,8 @@ int bench_scale(const bench_opts *o)
 {
     FILE *f = o->out;
     bench_images d;
+    if (bench_images_open(&d)) return 1;
     xd_err e;
-    if (bench_images_load(&d, &e) != XD_OK) {
-        fprintf(stderr, "xdistill bench: %s\n", e.msg);
-        return 1;
-    }
     bench_trainer t;
     if (bench_trainer_make(&t, BENCH_TEACHER_DESC, MAX_BATCH, &d, &e) != XD_OK) {
         fprintf(stderr, "xdistill bench: teacher: %s\n", e.msg);

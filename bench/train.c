@@ -230,15 +230,20 @@ static const model_case models[] = {
 
 enum { BATCH = 128, MIN_STEPS = 20 };
 
+int bench_images_open(bench_images *d)
+{
+    xd_err e;
+    if (bench_images_load(d, &e) == XD_OK) return 0;
+    fprintf(stderr, "xdistill bench: %s\n", e.msg);
+    return 1;
+}
+
 int bench_train(const bench_opts *o)
 {
     FILE *f = o->out;
     bench_images d;
+    if (bench_images_open(&d)) return 1;
     xd_err e;
-    if (bench_images_load(&d, &e) != XD_OK) {
-        fprintf(stderr, "xdistill bench: %s\n", e.msg);
-        return 1;
-    }
     if (!o->json) {
         fprintf(f, "\ntraining step (forward + CE + backward + AdamW), batch %d; step time median "
                    "[min-max] of repeated steps; epoch = %d images at the median\n",

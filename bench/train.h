@@ -44,6 +44,8 @@ typedef struct {
 
 /* Loads the pool from BENCH_DATA_PATH, or random data when the file does not exist. A file that
  * exists but is not a usable Fashion-MNIST set is an error (e names the file and the reason). */
+/* bench_images_load for a suite: prints the error as the command's one line and returns 1, or 0. */
+int bench_images_open(bench_images *d);
 xd_status bench_images_load(bench_images *d, xd_err *e);
 void bench_images_free(bench_images *d);
 /* "fashion-mnist" or "random" (for JSON), and a sentence for tables. */
