@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
-#include <omp.h>
+#include "core/runtime.h"
 #endif
 
 #include "core/rng.h"
@@ -160,7 +160,7 @@ static void test_deterministic_and_parallel_equals_serial(void **state)
     dense_layout *play = calloc(N, sizeof *play), *slay = calloc(N, sizeof *slay);
     xd_err e;
 #ifdef _OPENMP
-    omp_set_num_threads(2);
+    xd_threads_set(2);
 #endif
     TU_OK(dense_scenes_make(&pool, &cfg, FIRST, N, pi, pl, play, &e));
     for (size_t i = N; i-- > 0;) /* reverse order: a scene must not depend on the ones before */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
-#include <omp.h>
+#include "core/runtime.h"
 #endif
 
 #include "core/rng.h"
@@ -526,12 +526,12 @@ static void test_batch_threads_seed_epoch(void **state)
     const size_t n = (size_t)B * 32 * 32;
     float *a1 = malloc(n * sizeof *a1), *a2 = malloc(n * sizeof *a2), *a3 = malloc(n * sizeof *a3);
 #ifdef _OPENMP
-    int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
+    int threads = xd_threads_get();
+    xd_threads_set(1);
 #endif
     TU_OK(img_batcher_fill(b, images, N, idx, B, 1, 123, 7, a1, NULL));
 #ifdef _OPENMP
-    omp_set_num_threads(2);
+    xd_threads_set(2);
 #endif
     TU_OK(img_batcher_fill(b, images, N, idx, B, 1, 123, 7, a2, NULL));
     assert_memory_equal(a1, a2, n * sizeof *a1);
@@ -553,7 +553,7 @@ static void test_batch_threads_seed_epoch(void **state)
     TU_OK(img_batcher_fill(b, images, N, idx, B, 0, 2, 9, a3, NULL));
     assert_memory_equal(a2, a3, n * sizeof *a2);
 #ifdef _OPENMP
-    omp_set_num_threads(threads);
+    xd_threads_set(threads);
 #endif
     img_batcher_free(b);
     free(images), free(a1), free(a2), free(a3);

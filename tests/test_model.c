@@ -3,7 +3,7 @@
 #include "tests/support/testutil.h"
 
 #include <math.h>
-#include <omp.h>
+#include "core/runtime.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -326,7 +326,7 @@ static void test_learns_spirals(void **state)
 /* A conv net big enough that the parallel paths run, trained at 1 and at 2 threads. */
 static void train_cnn(float *out_params, size_t *n_out, int threads)
 {
-    omp_set_num_threads(threads);
+    xd_threads_set(threads);
     nn_model m;
     xd_err e;
     const int B = 32, HW = 12;
@@ -377,7 +377,7 @@ static void test_bit_identical_runs(void **state)
     assert_memory_equal(a, b, na * sizeof(float)); /* same seed, same weights */
     train_cnn(c, &nc, 2);
     assert_memory_equal(a, c, na * sizeof(float)); /* and the same at 2 threads */
-    omp_set_num_threads(2);
+    xd_threads_set(2);
 }
 
 int main(void)

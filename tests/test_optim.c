@@ -7,7 +7,7 @@
 #include <string.h>
 
 #ifdef _OPENMP
-#include <omp.h>
+#include "core/runtime.h"
 #endif
 
 #include "nn/optim.h"
@@ -371,7 +371,7 @@ static void test_clip_grad_norm(void **state)
 static void set_threads(int n)
 {
 #ifdef _OPENMP
-    omp_set_num_threads(n);
+    xd_threads_set(n);
 #else
     (void)n;
 #endif
@@ -396,7 +396,7 @@ static void test_thread_count_independence(void **state)
     }
     ref = sqrt(ref);
 #ifdef _OPENMP
-    int saved = omp_get_max_threads();
+    int saved = xd_threads_get();
 #endif
     set_threads(1);
     float a = nn_grad_norm(g, n);
@@ -421,7 +421,7 @@ static void test_thread_count_independence(void **state)
     assert_memory_equal(p1, p2, n * sizeof(float));
     assert_memory_equal(o1.v, o2.v, n * sizeof(float));
 #ifdef _OPENMP
-    omp_set_num_threads(saved);
+    xd_threads_set(saved);
 #endif
     nn_opt_free(&o1);
     nn_opt_free(&o2);

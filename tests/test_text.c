@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
-#include <omp.h>
+#include "core/runtime.h"
 #endif
 
 #include "modalities/text/config.h"
@@ -755,7 +755,7 @@ static void test_parallel_equals_serial(void **state)
 {
     (void)state;
 #ifdef _OPENMP
-    omp_set_num_threads(4);
+    xd_threads_set(4);
 #endif
     const size_t N = 600, L = 24;
     char **texts = make_texts(N);
