@@ -70,6 +70,7 @@ typedef struct {
     double images, train_seconds;
     double best_acc;
     int best_epoch, epochs_done;
+    char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
 } run;
 
 // ----------------------------------------------------------------------------------------------
@@ -792,7 +793,7 @@ static nn_sched_config run_schedule(const run *R)
     return sched;
 }
 
-static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err *e)
+static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
 {
     const recipe *r = R->r;
     const recipe_stage *st = &r->stages[stage];
@@ -901,11 +902,11 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
         if (s != XD_OK) return s;
     }
     R->epochs_done = epoch + 1;
-    char *yaml = recipe_to_yaml(r), ep[16], sd[24], ac[32];
+    char ep[16], sd[24], ac[32];
     snprintf(ep, sizeof ep, "%d", epoch + 1);
     snprintf(sd, sizeof sd, "%ld", R->seed);
     snprintf(ac, sizeof ac, "%.6f", acc);
-    io_kv meta[4] = {{"xdistill.recipe", yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
+    io_kv meta[4] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
     char *last = out_path(R, "last.safetensors");
     s = ckpt_save(last, &R->student, meta, 4, e);
     free(last);
@@ -916,7 +917,6 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
         s = ckpt_save(best, &R->student, meta, 4, e);
         free(best);
     }
-    free(yaml);
     if (s == XD_OK) s = save_resume(R, e);
     if (s != XD_OK) return s;
 
@@ -946,14 +946,12 @@ static xd_status run_epoch(run *R, int stage, int epoch, int stage_epoch, xd_err
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
                  r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
     progress_done(&pg, line);
-    (void)stage_epoch;
     return s;
 }
 
 static xd_status write_summary(run *R, const train_result *res, xd_err *e)
 {
     json_t *j = json_object();
-    char *yaml = recipe_to_yaml(R->r);
     json_object_set_new(j, "name", json_string(R->r->name));
     json_object_set_new(j, "seed", json_integer(R->seed));
     json_object_set_new(j, "epochs", json_integer(res->epochs_done));
@@ -966,7 +964,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
     json_object_set_new(j, "threads", json_integer(xd_threads_get()));
     json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
-    json_object_set_new(j, "recipe", json_string(yaml));
+    json_object_set_new(j, "recipe", json_string(R->yaml));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
     size_t len = strlen(text);
     text = xd_xrealloc(text, len + 2);
@@ -976,7 +974,6 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     xd_status s = write_text(path, text, e);
     free(path);
     free(text);
-    free(yaml);
     json_decref(j);
     return s;
 }
@@ -1009,6 +1006,7 @@ static void run_free(run *R)
     free(R->yb);
     free(R->mb);
     free(R->exb);
+    free(R->yaml);
 }
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
@@ -1021,6 +1019,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     R.seed = seed;
     R.o = o;
     R.log = o->log ? o->log : stderr;
+    R.yaml = recipe_to_yaml(r);
     res->seed = seed;
     const int threads_before = xd_threads_get();
     if (r->train.threads > 0) xd_threads_set(r->train.threads);
@@ -1066,7 +1065,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         }
         for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
-            if ((s = run_epoch(&R, stage, ep, ep - epoch0, e)) != XD_OK) break;
+            if ((s = run_epoch(&R, stage, ep, e)) != XD_OK) break;
         }
         epoch0 = stage_end;
     }
