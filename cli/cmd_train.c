@@ -178,8 +178,16 @@ int cmd_train(int argc, char **argv)
     }
     if (seed < 0) seed = r.seed;
     if (!seeds) seeds = r.seeds;
-    train_result res[64];
+    train_result res[64] = {0};
     xd_status s = XD_OK;
+    r.seed = seed;
+    r.seeds = (int)seeds;
+    if (seeds > 1 && !resume) {
+        /* the whole multi-seed run's recipe (first seed, count), so that --resume DIR finds it */
+        char *ypath = io_path_join(out, "recipe.yaml");
+        if ((s = io_mkdir_p(out, &e)) == XD_OK) s = recipe_save(&r, ypath, &e);
+        free(ypath);
+    }
     for (long k = 0; k < seeds && s == XD_OK; k++) {
         char sub[64];
         snprintf(sub, sizeof sub, "seed-%ld", seed + k);
@@ -206,7 +214,9 @@ int cmd_train(int argc, char **argv)
                    res[k].best_epoch, res[k].seconds, res[k].images_per_s);
         if (s == XD_OK && !res[k].finished) break; /* stopped early on request */
     }
-    if (s == XD_OK && seeds > 1 && res[seeds - 1].finished) {
+    int all_done = 1;
+    for (long k = 0; k < seeds; k++) all_done &= res[k].finished;
+    if (s == XD_OK && seeds > 1 && all_done) {
         s = write_seeds_summary(out, &r, res, (int)seeds, &e);
         double v[64], m, sd;
         for (long k = 0; k < seeds; k++) v[k] = res[k].final_acc;
@@ -272,13 +282,13 @@ int cmd_eval(int argc, char **argv)
         if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK) {
             const int32_t *y = t->data;
             const size_t K = nn_model_node(&m, head)->act_n;
+            if ((size_t)t->shape[0] != f.n)
+                s = xd_fail(&e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples", data, name,
+                            (long long)t->shape[0], f.n);
             for (size_t i = 0; i < f.n && s == XD_OK; i++)
                 if (y[i] < 0 || (size_t)y[i] >= K)
                     s = xd_fail(&e, XD_EFORMAT, "%s: %s[%zu] = %d is not one of the model's %zu classes",
                                 data, name, i, y[i], K);
-            if (s == XD_OK && (size_t)t->shape[0] != f.n)
-                s = xd_fail(&e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples", data, name,
-                            (long long)t->shape[0], f.n);
             if (s == XD_OK) {
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
                 s = trainer_evaluate(&m, head, &f, y, input, &acc, &e);

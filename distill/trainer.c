@@ -116,8 +116,10 @@ static int head_of(const nn_model *m, const char *name)
     return name ? nn_model_find(m, name) : nn_model_default_head(m);
 }
 
-/* True when image option words draw random crops or flips (normalisation alone does not). */
-static int spatial_augment(const char *words)
+/* True when image option words draw random crops or flips for a model input of h x w
+ * (normalisation alone does not; resizing above the input size does, since the crop is then
+ * drawn). */
+static int spatial_augment(const char *words, int h, int w)
 {
     if (!words || !*words) return 0;
     img_opts o;
@@ -126,8 +128,7 @@ static int spatial_augment(const char *words)
     o.flip = 0.0f;
     xd_err e;
     if (img_opts_parse(&o, words, &e) != XD_OK) return 1; /* reported when the feed opens */
-    return o.pad > 0 || o.flip > 0.0f || (o.crop_h && o.size_h && o.crop_h < o.size_h) ||
-           (o.crop_w && o.size_w && o.crop_w < o.size_w);
+    return o.pad > 0 || o.flip > 0.0f || o.size_h > h || o.size_w > w;
 }
 
 static xd_status setup_data(run *R, xd_err *e)
@@ -135,7 +136,7 @@ static xd_status setup_data(run *R, xd_err *e)
     const recipe *r = R->r;
     xd_status s = io_dataset_open(r->data.path, &R->ds, e);
     if (s != XD_OK) return s;
-    R->spatial = spatial_augment(r->data.augment);
+    R->spatial = spatial_augment(r->data.augment, R->student.h, R->student.w);
     if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
                        r->data.augment, r->data.text, e)) != XD_OK)
         return s;
@@ -1019,12 +1020,16 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     R.seed = seed;
     R.o = o;
     R.log = o->log ? o->log : stderr;
-    R.yaml = recipe_to_yaml(r);
+    /* the recipe as this run ran it: its own seed, one seed (so --resume finds the seed) */
+    recipe as_run = *r;
+    as_run.seed = seed;
+    as_run.seeds = 1;
+    R.yaml = recipe_to_yaml(&as_run);
     res->seed = seed;
     const int threads_before = xd_threads_get();
     if (r->train.threads > 0) xd_threads_set(r->train.threads);
     xd_status s = io_mkdir_p(o->out_dir, e);
-    if (s != XD_OK) return s;
+    if (s != XD_OK) goto out;
     if ((s = nn_model_build(&R.student, r->model, r->train.batch, (uint64_t)seed, e)) != XD_OK) {
         xd_err_prefix(e, "model");
         goto out;
@@ -1037,11 +1042,16 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         if ((s = load_resume(&R, RESUME_COUNTERS, e)) != XD_OK) goto out;
         if ((s = trim_metrics(&R, e)) != XD_OK) goto out;
     } else {
-        char *mpath = out_path(&R, "metrics.jsonl");
-        remove(mpath); /* a fresh run starts a fresh log */
-        free(mpath);
+        /* a fresh run: nothing of an earlier run in the folder may be taken for this one's */
+        static const char *const old[] = {"metrics.jsonl", "summary.json", "best.safetensors",
+                                          "last.safetensors", "resume.safetensors"};
+        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+            char *p = out_path(&R, old[i]);
+            remove(p);
+            free(p);
+        }
         char *ypath = out_path(&R, "recipe.yaml");
-        s = recipe_save(r, ypath, e);
+        s = write_text(ypath, R.yaml, e);
         free(ypath);
         if (s != XD_OK) goto out;
     }

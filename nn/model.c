@@ -429,6 +429,8 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             nd->h = nd->w = 1;
             break;
         case NN_FLATTEN:
+            if ((int64_t)nd->ih * nd->iw * nd->ic > (int64_t)LIMIT)
+                return layer_error(e, i, nd, "output or parameter count too large");
             nd->c = nd->ih * nd->iw * nd->ic;
             nd->h = nd->w = 1;
             break;
@@ -464,6 +466,8 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             break;
         case NN_UPSAMPLE:
             if (nd->factor < 1 || nd->factor > 64) return layer_error(e, i, nd, "factor must be 1..64");
+            if ((int64_t)nd->ih * nd->factor * nd->iw * nd->factor * nd->ic > (int64_t)LIMIT)
+                return layer_error(e, i, nd, "output or parameter count too large");
             nd->h = nd->ih * nd->factor;
             nd->w = nd->iw * nd->factor;
             break;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the Fashion-MNIST results table of the README: every row over 3 seeds, then prints
 # the table (mean +- standard deviation of the final test accuracy) from the runs' summary.json.
-# Usage: recipes/fashion/table.sh [build/xdistill]     (about 25 minutes on 2 cores)
+# Usage: recipes/fashion/table.sh [build/xdistill]     (about 15 minutes on 2 cores)
 set -euo pipefail
 bin=${1:-build/xdistill}
 [ -f data/fashion-mnist/dataset.xds ] || "$bin" prepare fashion-mnist --out data/fashion-mnist
