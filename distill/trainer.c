@@ -28,6 +28,7 @@ typedef struct {
     int cached;      /* outputs come from the teacher-output cache */
     kd_cache cache;
     void *input;
+    int used;        /* a loss of the current stage reads it */
 } teacher_rt;
 
 typedef struct {
@@ -305,6 +306,10 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
     const recipe_stage *st = &r->stages[stage];
     const int B = r->train.batch;
     free_losses(R);
+    for (int t = 0; t < r->n_teachers; t++) {
+        R->teachers[t].used = 0;
+        for (int l = 0; l < st->n_losses; l++) R->teachers[t].used |= st->losses[l].teacher == t;
+    }
     R->losses = xd_xcalloc((size_t)st->n_losses, sizeof *R->losses);
     R->n_losses = st->n_losses;
     for (int i = 0; i < st->n_losses; i++) {
@@ -827,6 +832,8 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     const nn_sched_config sched = run_schedule(R);
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
 
+    const int head = nn_model_default_head(&R->student);
+    const int K = (int)nn_model_node(&R->student, head)->act_n;
     progress pg;
     progress_init(&pg, R->log, R->o->quiet);
     char label[64];
@@ -851,9 +858,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         nn_model_forward(&R->student, R->input, n, &nr);
         for (int t = 0; t < r->n_teachers; t++) {
             teacher_rt *tr = &R->teachers[t];
-            int used = 0;
-            for (int l = 0; l < st->n_losses; l++) used |= st->losses[l].teacher == t;
-            if (!used || tr->cached) continue;
+            if (!tr->used || tr->cached) continue;
             const void *tin = R->input;
             if (!tr->shares) {
                 /* random crops and flips only when the student gets them too (same stream) */
@@ -876,8 +881,6 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
                 nn_opt_step(&R->losses[l].popt, R->losses[l].proj.param, R->losses[l].proj.grad,
                             R->losses[l].proj.segs, R->losses[l].proj.n_segs, lr);
         /* training accuracy on the labelled rows of the batch, from the default head */
-        int head = nn_model_default_head(&R->student);
-        const int K = (int)nn_model_node(&R->student, head)->act_n;
         const float *out = nn_model_out(&R->student, head);
         for (int b = 0; b < n; b++) {
             if (!R->mb[b]) continue;
