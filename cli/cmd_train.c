@@ -14,6 +14,7 @@
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
 #include "distill/recipe.h"
+#include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
 
@@ -48,6 +49,14 @@ static int parse_long(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
+/* "final_test_acc", "best_test_miou", ...: the summary key of a run's score */
+static const char *score_key(const train_result *res, const char *which)
+{
+    static char key[32];
+    snprintf(key, sizeof key, "%s_test_%s", which, res->segment ? "miou" : "acc");
+    return key;
+}
+
 /* A finished seed's numbers from its summary.json (for resuming a multi-seed run). */
 static int read_finished(const char *dir, train_result *res)
 {
@@ -57,8 +66,11 @@ static int read_finished(const char *dir, train_result *res)
     if (!j) return 0;
     int ok = json_is_true(json_object_get(j, "finished"));
     if (ok) {
-        res->final_acc = json_real_value(json_object_get(j, "final_test_acc"));
-        res->best_acc = json_real_value(json_object_get(j, "best_test_acc"));
+        /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
+        res->segment = json_object_get(j, "final_test_miou") != NULL;
+        res->final_acc = json_real_value(json_object_get(j, score_key(res, "final")));
+        res->best_acc = json_real_value(json_object_get(j, score_key(res, "best")));
+        res->final_pixel_acc = json_real_value(json_object_get(j, "final_test_pixel_acc"));
         res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
         res->seconds = json_real_value(json_object_get(j, "train_seconds"));
         res->images_per_s = json_real_value(json_object_get(j, "images_per_s"));
@@ -81,15 +93,18 @@ static void mean_std(const double *v, int n, double *mean, double *std)
 static xd_status write_seeds_summary(const char *dir, const recipe *r, const train_result *res,
                                      int n, xd_err *e)
 {
-    double fin[64], best[64], mf, sf, mb, sb;
+    double fin[64], best[64], pix[64], mf, sf, mb, sb, mp, sp;
     json_t *runs = json_array();
     for (int i = 0; i < n; i++) {
         fin[i] = res[i].final_acc;
         best[i] = res[i].best_acc;
+        pix[i] = res[i].final_pixel_acc;
         json_t *o = json_object();
         json_object_set_new(o, "seed", json_integer(res[i].seed));
-        json_object_set_new(o, "final_test_acc", json_real(res[i].final_acc));
-        json_object_set_new(o, "best_test_acc", json_real(res[i].best_acc));
+        json_object_set_new(o, score_key(&res[i], "final"), json_real(res[i].final_acc));
+        if (res[i].segment)
+            json_object_set_new(o, "final_test_pixel_acc", json_real(res[i].final_pixel_acc));
+        json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
         json_object_set_new(o, "best_epoch", json_integer(res[i].best_epoch));
         json_object_set_new(o, "train_seconds", json_real(res[i].seconds));
         json_array_append_new(runs, o);
@@ -105,8 +120,15 @@ static xd_status write_seeds_summary(const char *dir, const recipe *r, const tra
     json_object_set_new(f, "std", json_real(sf));
     json_object_set_new(b, "mean", json_real(mb));
     json_object_set_new(b, "std", json_real(sb));
-    json_object_set_new(j, "final_test_acc", f);
-    json_object_set_new(j, "best_test_acc", b);
+    json_object_set_new(j, score_key(&res[0], "final"), f);
+    json_object_set_new(j, score_key(&res[0], "best"), b);
+    if (res[0].segment) {
+        mean_std(pix, n, &mp, &sp);
+        json_t *p = json_object();
+        json_object_set_new(p, "mean", json_real(mp));
+        json_object_set_new(p, "std", json_real(sp));
+        json_object_set_new(j, "final_test_pixel_acc", p);
+    }
     char *yaml = recipe_to_yaml(r);
     json_object_set_new(j, "recipe", json_string(yaml));
     free(yaml);
@@ -208,7 +230,12 @@ int cmd_train(int argc, char **argv)
                 s = trainer_run(&r, seed + k, &o, &res[k], &e);
         }
         free(dir);
-        if (s == XD_OK && res[k].finished)
+        if (s == XD_OK && res[k].finished && res[k].segment)
+            printf("%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at epoch "
+                   "%d), %.1f s, %.0f img/s\n", r.name, seed + k, 100.0 * res[k].final_acc,
+                   100.0 * res[k].final_pixel_acc, 100.0 * res[k].best_acc, res[k].best_epoch,
+                   res[k].seconds, res[k].images_per_s);
+        else if (s == XD_OK && res[k].finished)
             printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
                    r.name, seed + k, 100.0 * res[k].final_acc, 100.0 * res[k].best_acc,
                    res[k].best_epoch, res[k].seconds, res[k].images_per_s);
@@ -221,7 +248,15 @@ int cmd_train(int argc, char **argv)
         double v[64], m, sd;
         for (long k = 0; k < seeds; k++) v[k] = res[k].final_acc;
         mean_std(v, (int)seeds, &m, &sd);
-        if (s == XD_OK) printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
+        if (s == XD_OK && res[0].segment) {
+            double pv[64], pm, psd;
+            for (long k = 0; k < seeds; k++) pv[k] = res[k].final_pixel_acc;
+            mean_std(pv, (int)seeds, &pm, &psd);
+            printf("%s: test mIoU %.2f +- %.2f%%, pixel accuracy %.2f +- %.2f%% over %ld seeds\n",
+                   r.name, 100.0 * m, 100.0 * sd, 100.0 * pm, 100.0 * psd, seeds);
+        } else if (s == XD_OK) {
+            printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
+        }
     }
     recipe_free(&r);
     free(def_out);
@@ -237,7 +272,9 @@ static void eval_usage(FILE *f)
 {
     fprintf(f, "usage: xdistill eval --model M.safetensors --data DATASET.xds [--split test]\n"
                "                     [--view image|text.LANG] [--label label] [--json]\n\n"
-               "Accuracy of a checkpoint's default head on a split of a prepared data set.\n");
+               "Accuracy of a checkpoint's default head on a split of a prepared data set; for a\n"
+               "head that is a map (H, W, classes) on a data set with masks (S/mask), the mIoU and\n"
+               "pixel accuracy.\n");
 }
 
 int cmd_eval(int argc, char **argv)
@@ -267,6 +304,8 @@ int cmd_eval(int argc, char **argv)
     memset(&f, 0, sizeof f);
     void *input = NULL;
     double acc = 0.0;
+    seg_scores sc = {0};
+    int segment = 0;
     char *aug = NULL, *text = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
@@ -279,7 +318,19 @@ int cmd_eval(int argc, char **argv)
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;
         int head = nn_model_default_head(&m);
-        if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK) {
+        const nn_node *hn = nn_model_node(&m, head);
+        char mname[IO_DATASET_NAME_MAX + 1];
+        snprintf(mname, sizeof mname, "%s/mask", split);
+        if ((hn->h > 1 || hn->w > 1) && io_dataset_find(ds, mname)) {
+            /* a map-shaped head on a data set with masks: scored per pixel */
+            const uint8_t *masks;
+            int n_classes;
+            segment = 1;
+            if ((s = seg_masks(ds, split, f.n, hn->h, hn->w, &masks, &n_classes, &e)) == XD_OK) {
+                input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
+                s = seg_evaluate(&m, head, &f, masks, n_classes, input, &sc, &e);
+            }
+        } else if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK) {
             const int32_t *y = t->data;
             const size_t K = nn_model_node(&m, head)->act_n;
             if ((size_t)t->shape[0] != f.n)
@@ -295,7 +346,15 @@ int cmd_eval(int argc, char **argv)
             }
         }
     }
-    if (s == XD_OK) {
+    if (s == XD_OK && segment) {
+        if (json)
+            printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,"
+                   "\"miou\":%.6f,\"pixel_accuracy\":%.6f}\n", model, split, view, f.n, sc.miou,
+                   sc.pixel_acc);
+        else
+            printf("%s on %s (%s, %s): mIoU %.2f%%, pixel accuracy %.2f%% over %zu examples\n",
+                   model, data, split, view, 100.0 * sc.miou, 100.0 * sc.pixel_acc, f.n);
+    } else if (s == XD_OK) {
         if (json)
             printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,\"accuracy\":%.6f}\n",
                    model, split, view, f.n, acc);

@@ -7,6 +7,27 @@
 #include "core/mem.h"
 #include "core/rng.h"
 
+xd_status feed_image_opts(img_opts *o, const char *augment, const nn_model *m, xd_err *e)
+{
+    img_opts_default(o);
+    o->pad = 0;
+    o->flip = 0.0f;
+    xd_status s;
+    if (augment && *augment && (s = img_opts_parse(o, augment, e)) != XD_OK)
+        return xd_err_prefix(e, "data.augment");
+    /* the model's input decides the output size and channels */
+    if (!o->size_h) {
+        o->size_h = m->h;
+        o->size_w = m->w;
+    }
+    o->crop_h = m->h;
+    o->crop_w = m->w;
+    o->channels = m->c;
+    if (m->c != 1 && m->c != 3)
+        return xd_fail(e, XD_ESHAPE, "model input has %d channels; images give 1 or 3", m->c);
+    return XD_OK;
+}
+
 static xd_status open_image(feed *f, const io_dataset *ds, const char *split, const nn_model *m,
                             const char *augment, xd_err *e)
 {
@@ -25,21 +46,7 @@ static xd_status open_image(feed *f, const io_dataset *ds, const char *split, co
     f->c = (int)t->shape[3];
     f->images = t->data;
     img_opts o;
-    img_opts_default(&o);
-    o.pad = 0;
-    o.flip = 0.0f;
-    if (augment && *augment && (s = img_opts_parse(&o, augment, e)) != XD_OK)
-        return xd_err_prefix(e, "data.augment");
-    /* the model's input decides the output size and channels */
-    if (!o.size_h) {
-        o.size_h = m->h;
-        o.size_w = m->w;
-    }
-    o.crop_h = m->h;
-    o.crop_w = m->w;
-    o.channels = m->c;
-    if (m->c != 1 && m->c != 3)
-        return xd_fail(e, XD_ESHAPE, "model input has %d channels; images give 1 or 3", m->c);
+    if ((s = feed_image_opts(&o, augment, m, e)) != XD_OK) return s;
     if ((s = img_batcher_make(&f->batcher, f->h, f->w, f->c, &o, e)) != XD_OK)
         return xd_err_prefix(e, "%s: %s", io_dataset_path(ds), name);
     f->in_size = (size_t)m->h * m->w * m->c;
@@ -154,6 +161,21 @@ void feed_close(feed *f)
 size_t feed_example_bytes(const feed *f)
 {
     return f->in_size * (f->kind == FEED_IMAGE ? sizeof(float) : sizeof(int32_t));
+}
+
+xd_status feed_fill_lang(feed *f, const uint32_t *idx, int count, int lang, int32_t *out,
+                         uint8_t *present, xd_err *e)
+{
+    if (f->kind != FEED_TEXT || lang < 0 || lang >= f->n_langs)
+        return xd_fail(e, XD_EARG, "language %d of a feed with %d", lang, f->n_langs);
+    for (int b = 0; b < count; b++) {
+        size_t i = idx[b];
+        if (i >= f->n) return xd_fail(e, XD_EARG, "example %zu out of range (%zu)", i, f->n);
+        size_t at = (size_t)lang * f->n + i;
+        present[b] = f->present[at];
+        memcpy(out + (size_t)b * f->L, f->ids + at * f->L, sizeof(int32_t) * f->L);
+    }
+    return XD_OK;
 }
 
 xd_status feed_fill(feed *f, const uint32_t *idx, int count, int augment, uint64_t seed,

@@ -41,11 +41,23 @@ xd_status feed_open(feed *f, const io_dataset *ds, const char *split, const char
                     const nn_model *m, const char *augment, const char *text, xd_err *e);
 void feed_close(feed *f);
 
+/* The image options an image feed uses for model m: augment words over defaults without crops
+ * or flips, then the model's input size, crop and channels. For callers that batch their own
+ * images (windows of a scene) exactly as a feed would. */
+xd_status feed_image_opts(img_opts *o, const char *augment, const nn_model *m, xd_err *e);
+
 /* Fills out with the inputs of examples idx[0..count): float (count, h, w, c) or int32
  * (count, L). augment = 1 draws augmentations / languages from (seed, example, epoch); 0 gives
  * the centre crop and the first present language. */
 xd_status feed_fill(feed *f, const uint32_t *idx, int count, int augment, uint64_t seed,
                     uint64_t epoch, void *out, xd_err *e);
+
+/* A text feed's rows in one language: ids of examples idx[0..count) in language lang (an index
+ * into the data set's languages; 0 for a text.LANG feed), present (count) set to 1 where the
+ * example has a text in it (the row is empty otherwise). For teachers that average over every
+ * language, and evaluation over every (example, language) pair. */
+xd_status feed_fill_lang(feed *f, const uint32_t *idx, int count, int lang, int32_t *out,
+                         uint8_t *present, xd_err *e);
 
 /* Bytes of one example's input (for sizing batch buffers). */
 size_t feed_example_bytes(const feed *f);

@@ -12,8 +12,8 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
                         double fraction, int per_class, uint64_t seed, uint8_t *mask_out,
                         size_t *kept, xd_err *e)
 {
-    if (!(fraction > 0.0 && fraction <= 1.0))
-        return xd_fail(e, XD_EARG, "label fraction %g is not in (0, 1]", fraction);
+    if (!(fraction >= 0.0 && fraction <= 1.0))
+        return xd_fail(e, XD_EARG, "label fraction %g is not in [0, 1]", fraction);
     if (per_class < 0) return xd_fail(e, XD_EARG, "labels per class %d is negative", per_class);
     if (n_classes <= 0) return xd_fail(e, XD_EARG, "no classes");
     if (n > UINT32_MAX) return xd_fail(e, XD_EARG, "too many examples (%zu)", n);
@@ -33,7 +33,7 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
             k = (uint32_t)per_class < cnt ? (uint32_t)per_class : cnt;
         } else if (fraction < 1.0) {
             k = (uint32_t)llround(fraction * cnt);
-            if (k == 0 && cnt > 0) k = 1;
+            if (k == 0 && cnt > 0 && fraction > 0.0) k = 1;
         }
         if (k < cnt) {
             xd_rng r = xd_rng_make(seed, (uint64_t)c, XD_RNG_SPLIT);

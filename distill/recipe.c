@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "core/mem.h"
+#include "align/densemap.h"
 #include "io/file.h"
 #include "io/yaml.h"
 #include "modalities/image/augment.h"
@@ -34,6 +35,8 @@ const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
     [RECIPE_LOSS_FEATURE] = "feature",
     [RECIPE_LOSS_HINT] = "hint",
     [RECIPE_LOSS_ATTENTION] = "attention",
+    [RECIPE_LOSS_DENSE] = "dense",
+    [RECIPE_LOSS_CONTRASTIVE] = "contrastive",
 };
 static_assert(COUNT_OF(recipe_loss_kind_names) == RECIPE_LOSS_COUNT, "name every loss kind");
 
@@ -48,8 +51,35 @@ const char *const recipe_projector_names[RECIPE_PROJ_COUNT] = {
     [RECIPE_PROJ_NONE] = "none",
     [RECIPE_PROJ_LINEAR] = "linear",
     [RECIPE_PROJ_CONV1X1] = "conv1x1",
+    [RECIPE_PROJ_MLP] = "mlp",
 };
 static_assert(COUNT_OF(recipe_projector_names) == RECIPE_PROJ_COUNT, "name every projector");
+
+const char *const recipe_proj_init_names[RECIPE_INIT_COUNT] = {
+    [RECIPE_INIT_RANDOM] = "random",
+    [RECIPE_INIT_PROCRUSTES] = "procrustes",
+    [RECIPE_INIT_CCA] = "cca",
+};
+static_assert(COUNT_OF(recipe_proj_init_names) == RECIPE_INIT_COUNT, "name every projector init");
+
+const char *const recipe_langs_names[RECIPE_LANGS_COUNT] = {
+    [RECIPE_LANGS_SAMPLE] = "sample",
+    [RECIPE_LANGS_AVERAGE] = "average",
+};
+static_assert(COUNT_OF(recipe_langs_names) == RECIPE_LANGS_COUNT, "name every language mode");
+
+const char *const recipe_task_names[RECIPE_TASK_COUNT] = {
+    [RECIPE_TASK_CLASSIFY] = "classify",
+    [RECIPE_TASK_SEGMENT] = "segment",
+};
+static_assert(COUNT_OF(recipe_task_names) == RECIPE_TASK_COUNT, "name every task");
+
+const char *const recipe_windows_names[RECIPE_WINDOWS_COUNT] = {
+    [RECIPE_WINDOWS_GRID] = "grid",
+    [RECIPE_WINDOWS_BLOBS] = "blobs",
+    [RECIPE_WINDOWS_BOXES] = "boxes",
+};
+static_assert(COUNT_OF(recipe_windows_names) == RECIPE_WINDOWS_COUNT, "name every window kind");
 
 const char *const recipe_view_kind_names[RECIPE_VIEW_COUNT] = {
     [RECIPE_VIEW_IMAGE] = "image",
@@ -60,12 +90,12 @@ static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every
 // ----------------------------------------------------------------------------------------------
 // key tables
 
-static const char *const top_keys[] = {"name",     "seed",  "seeds",  "data",  "model",
+static const char *const top_keys[] = {"name",     "seed",  "seeds",  "task",  "data",  "model",
                                        "model_file", "teachers", "train", "losses", "stages"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text"};
-static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache"};
+static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
                                          "schedule",   "eval_every", "threads"};
 static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
@@ -74,7 +104,10 @@ static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
 #define ALL_LOSSES (BIT(RECIPE_LOSS_COUNT) - 1u)
 #define TEACHER_LOSSES (ALL_LOSSES & ~BIT(RECIPE_LOSS_CE))
 #define LOGIT_LOSSES (BIT(RECIPE_LOSS_KD) | BIT(RECIPE_LOSS_HINTON))
-#define TAP_LOSSES (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_ATTENTION))
+#define TAP_LOSSES                                                                                 \
+    (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_ATTENTION) |               \
+     BIT(RECIPE_LOSS_CONTRASTIVE))
+#define PROJ_LOSSES (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_CONTRASTIVE))
 
 /* The keys of a loss item and the kinds each applies to. Attention transfer compares
  * channel-summed maps, which have no width to project, so it takes no projector. */
@@ -90,6 +123,15 @@ typedef enum {
     LK_TEACHER_TAP,
     LK_METRIC,
     LK_PROJECTOR,
+    LK_WINDOWS,
+    LK_STRIDE,
+    LK_WEIGHTING,
+    LK_MIN_CONF,
+    LK_THRESHOLD,
+    LK_PROJECTOR_INIT,
+    LK_PROJECTOR_FROZEN,
+    LK_LEARN_TEMPERATURE,
+    LK_LABEL_MAP,
     LK_COUNT
 } loss_key;
 
@@ -105,6 +147,15 @@ static const char *const loss_key_names[LK_COUNT] = {
     [LK_TEACHER_TAP] = "teacher_tap",
     [LK_METRIC] = "metric",
     [LK_PROJECTOR] = "projector",
+    [LK_WINDOWS] = "windows",
+    [LK_STRIDE] = "stride",
+    [LK_WEIGHTING] = "weighting",
+    [LK_MIN_CONF] = "min_conf",
+    [LK_THRESHOLD] = "threshold",
+    [LK_PROJECTOR_INIT] = "projector_init",
+    [LK_PROJECTOR_FROZEN] = "projector_frozen",
+    [LK_LEARN_TEMPERATURE] = "learn_temperature",
+    [LK_LABEL_MAP] = "label_map",
 };
 static_assert(COUNT_OF(loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -112,14 +163,23 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_KIND] = ALL_LOSSES,
     [LK_WEIGHT] = ALL_LOSSES,
     [LK_TEACHER] = TEACHER_LOSSES,
-    [LK_TEMPERATURE] = LOGIT_LOSSES,
+    [LK_TEMPERATURE] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_CONTRASTIVE),
     [LK_ALPHA] = BIT(RECIPE_LOSS_HINTON),
-    [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES,
-    [LK_TEACHER_HEAD] = LOGIT_LOSSES,
+    [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE),
+    [LK_TEACHER_HEAD] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE),
     [LK_STUDENT_TAP] = TAP_LOSSES,
     [LK_TEACHER_TAP] = TAP_LOSSES,
     [LK_METRIC] = BIT(RECIPE_LOSS_FEATURE),
-    [LK_PROJECTOR] = BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT),
+    [LK_PROJECTOR] = PROJ_LOSSES,
+    [LK_WINDOWS] = BIT(RECIPE_LOSS_DENSE),
+    [LK_STRIDE] = BIT(RECIPE_LOSS_DENSE),
+    [LK_WEIGHTING] = BIT(RECIPE_LOSS_DENSE),
+    [LK_MIN_CONF] = BIT(RECIPE_LOSS_DENSE),
+    [LK_THRESHOLD] = BIT(RECIPE_LOSS_DENSE),
+    [LK_PROJECTOR_INIT] = PROJ_LOSSES,
+    [LK_PROJECTOR_FROZEN] = PROJ_LOSSES,
+    [LK_LEARN_TEMPERATURE] = BIT(RECIPE_LOSS_CONTRASTIVE),
+    [LK_LABEL_MAP] = LOGIT_LOSSES,
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -135,7 +195,16 @@ int recipe_loss_needs_teacher(recipe_loss_kind k)
 
 /* Defaults of a loss item. */
 #define DEFAULT_TEMPERATURE 4.0f
+/* CLIP's starting temperature */
+#define CONTRASTIVE_TEMPERATURE 0.07f
 #define DEFAULT_ALPHA 0.9f
+/* A dense loss spreads the teacher's probabilities as they are (T = 1), from windows on the
+ * image's foreground blobs (grid windows every 4 pixels when asked for), weighted by the teacher's
+ * confidence; foreground is the scenes' own rule (grey > 25). */
+#define DENSE_TEMPERATURE 1.0f
+#define DENSE_STRIDE 4
+#define DENSE_MAX_STRIDE 4096
+#define DENSE_THRESHOLD 25.0f
 /* Defaults and bounds of the other keys. */
 #define DEFAULT_BATCH 128
 #define MAX_BATCH 65536
@@ -248,7 +317,7 @@ static xd_status need_kind(binder *b, io_yaml_node *n, io_yaml_kind kind, const 
     return bad(b, n, "expected %s, got a %s", what, io_yaml_kind_names[n->kind]);
 }
 
-typedef enum { R_GT0, R_GE0, R_UNIT, R_FRACTION } frange; /* > 0, >= 0, [0, 1], (0, 1] */
+typedef enum { R_GT0, R_GE0, R_UNIT } frange; /* > 0, >= 0, [0, 1] */
 
 static xd_status get_float(binder *b, io_yaml_node *map, const char *key, frange range,
                            float *inout)
@@ -267,9 +336,6 @@ static xd_status get_float(binder *b, io_yaml_node *map, const char *key, frange
         break;
     case R_UNIT:
         if (!(v >= 0 && v <= 1)) return bad(b, n, "must be in [0, 1] (got %s)", n->str);
-        break;
-    case R_FRACTION:
-        if (!(v > 0 && v <= 1)) return bad(b, n, "must be in (0, 1] (got %s)", n->str);
         break;
     }
     *inout = v;
@@ -387,7 +453,7 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
 
     dt->label_fraction = 1.0f;
     dt->labels_per_class = 0;
-    if ((s = get_float(b, data, "label_fraction", R_FRACTION, &dt->label_fraction)) != XD_OK)
+    if ((s = get_float(b, data, "label_fraction", R_UNIT, &dt->label_fraction)) != XD_OK)
         return s;
     if ((s = io_yaml_get_int(b->d, data, "labels_per_class", 0, INT_MAX, &dt->labels_per_class,
                              b->e)) != XD_OK)
@@ -512,6 +578,13 @@ static xd_status bind_teachers(binder *b, io_yaml_node *root)
             return bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)", t->view);
         t->cache = 1;
         if ((s = io_yaml_get_bool(b->d, it, "cache", &t->cache, b->e)) != XD_OK) return s;
+        int lm = RECIPE_LANGS_SAMPLE;
+        if ((s = get_enum(b, it, "languages", recipe_langs_names, RECIPE_LANGS_COUNT, &lm)))
+            return s;
+        t->languages = lm;
+        if (t->languages == RECIPE_LANGS_AVERAGE && strcmp(t->view, "text.*") != 0)
+            return bad(b, present(b, it, "languages"),
+                       "'average' needs the view text.* (this teacher reads '%s')", t->view);
     }
     return XD_OK;
 }
@@ -607,6 +680,72 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
     return XD_OK;
 }
 
+/* The keys of a dense loss (each only applies to that kind, checked before). */
+/* Most entries of a label_map list (the teacher's class count). */
+#define MAX_LABEL_TABLE 100000
+
+/* projector_init, projector_frozen, learn_temperature, label_map: the alignment keys. */
+static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    int v = l->projector_init;
+    xd_status s = get_enum(b, it, "projector_init", recipe_proj_init_names, RECIPE_INIT_COUNT, &v);
+    if (s != XD_OK) return s;
+    l->projector_init = v;
+    if ((s = io_yaml_get_bool(b->d, it, "projector_frozen", &l->projector_frozen, b->e)) != XD_OK)
+        return s;
+    io_yaml_node *n = present(b, it, "projector_frozen");
+    if (n && l->projector_frozen && l->projector_init == RECIPE_INIT_RANDOM)
+        return bad(b, n, "a frozen projector needs projector_init: procrustes or cca (a fixed "
+                         "random map teaches nothing)");
+    if (n && l->projector == RECIPE_PROJ_NONE)
+        return bad(b, n, "there is no projector (projector: none)");
+    if ((s = io_yaml_get_bool(b->d, it, "learn_temperature", &l->learn_temperature, b->e)))
+        return s;
+    n = present(b, it, "label_map");
+    if (!n) return XD_OK;
+    io_yaml_mark_tree(n);
+    if (n->kind == IO_YAML_SCALAR) {
+        if (strcmp(n->str, "label") != 0 &&
+            (strncmp(n->str, "label.", 6) != 0 || !word_ok(n->str + 6, "-_")))
+            return bad(b, n, "'%s': expected a label section of the data set (label or "
+                             "label.NAME) or a list of student classes", n->str);
+        l->label_map = xd_xstrdup(n->str);
+        return XD_OK;
+    }
+    if ((s = need_kind(b, n, IO_YAML_SEQUENCE, "label.NAME or a list of student classes")))
+        return s;
+    if (n->n < 1 || n->n > MAX_LABEL_TABLE)
+        return bad(b, n, "%d entries; a label map lists 1 to %d teacher classes", n->n,
+                   MAX_LABEL_TABLE);
+    l->label_table = xd_xmalloc(sizeof(int32_t) * (size_t)n->n);
+    l->n_label_table = n->n;
+    for (int i = 0; i < n->n; i++) {
+        int c;
+        if ((s = io_yaml_as_int(b->d, n->items[i], 0, INT_MAX, &c, b->e)) != XD_OK) return s;
+        l->label_table[i] = c;
+    }
+    return XD_OK;
+}
+
+static xd_status bind_dense_keys(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    int v = l->windows;
+    xd_status s = get_enum(b, it, "windows", recipe_windows_names, RECIPE_WINDOWS_COUNT, &v);
+    if (s != XD_OK) return s;
+    l->windows = v;
+    if ((s = io_yaml_get_int(b->d, it, "stride", 1, DENSE_MAX_STRIDE, &l->stride, b->e)))
+        return s;
+    io_yaml_node *n = present(b, it, "stride");
+    if (n && l->windows != RECIPE_WINDOWS_GRID)
+        return bad(b, n, "only applies to windows: grid (blobs and boxes follow the items)");
+    if ((s = get_enum(b, it, "weighting", align_dense_weight_names, ALIGN_DENSE_WEIGHT_COUNT,
+                      &l->weighting)))
+        return s;
+    if ((s = get_float(b, it, "min_conf", R_UNIT, &l->min_conf)) != XD_OK) return s;
+    if ((s = get_float(b, it, "threshold", R_GE0, &l->threshold)) != XD_OK) return s;
+    return XD_OK;
+}
+
 static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
 {
     recipe *r = b->r;
@@ -621,7 +760,12 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     if ((s = get_enum(b, it, "kind", recipe_loss_kind_names, RECIPE_LOSS_COUNT, &kind)))
         return s;
     *l = (recipe_loss){.kind = kind, .weight = 1.0f, .teacher = -1,
-                       .temperature = DEFAULT_TEMPERATURE, .alpha = DEFAULT_ALPHA};
+                       .temperature = kind == RECIPE_LOSS_DENSE         ? DENSE_TEMPERATURE
+                                      : kind == RECIPE_LOSS_CONTRASTIVE ? CONTRASTIVE_TEMPERATURE
+                                                                        : DEFAULT_TEMPERATURE,
+                       .alpha = DEFAULT_ALPHA, .windows = RECIPE_WINDOWS_BLOBS,
+                       .stride = DENSE_STRIDE, .weighting = ALIGN_DENSE_CONFIDENCE,
+                       .threshold = DENSE_THRESHOLD};
     const char *kname = recipe_loss_kind_names[kind];
     for (int i = 0; i < it->n; i++) {
         int k = name_index(loss_key_names, LK_COUNT, it->pairs[i].key);
@@ -689,7 +833,8 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     if ((s = get_enum(b, it, "projector", recipe_projector_names, RECIPE_PROJ_COUNT, &v)))
         return s;
     l->projector = v;
-    return XD_OK;
+    if ((s = bind_align_keys(b, it, l)) != XD_OK) return s;
+    return bind_dense_keys(b, it, l);
 }
 
 static xd_status bind_losses(binder *b, io_yaml_node *list, recipe_stage *st)
@@ -778,6 +923,37 @@ static xd_status check_teachers_used(binder *b, io_yaml_node *root)
     return XD_OK;
 }
 
+/* Losses that suit the task: a dense loss makes per-pixel targets, so it needs a segment task;
+ * kd and hinton match one distribution per example, which a segment head does not have. A segment
+ * task's masks cannot follow random crops or flips of the images. */
+static xd_status check_task(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    const int seg = r->task == RECIPE_TASK_SEGMENT;
+    for (int i = 0; i < r->n_stages; i++)
+        for (int j = 0; j < r->stages[i].n_losses; j++) {
+            recipe_loss_kind k = r->stages[i].losses[j].kind;
+            const int bad_kind = seg ? (BIT(k) & LOGIT_LOSSES) != 0 : k == RECIPE_LOSS_DENSE;
+            if (!bad_kind) continue;
+            io_yaml_node *list = present(b, root, "stages");
+            list = list ? io_yaml_find(b->d, list->items[i], "losses")
+                        : io_yaml_find(b->d, root, "losses");
+            return bad(b, list->items[j], "kind '%s' %s", recipe_loss_kind_names[k],
+                       seg ? "does not apply to task: segment (its per-pixel loss is 'dense')"
+                           : "needs task: segment (per-pixel labels)");
+        }
+    if (!seg || !r->data.augment[0]) return XD_OK;
+    img_opts o;
+    img_opts_default(&o);
+    o.pad = 0;
+    o.flip = 0.0f;
+    io_yaml_node *n = io_yaml_find(b->d, root, "data.augment");
+    if (img_opts_parse(&o, r->data.augment, b->e) == XD_OK && (o.pad > 0 || o.flip > 0.0f))
+        return bad(b, n, "task: segment takes no random crops or flips (the masks would not "
+                         "follow); keep normalisation only");
+    return XD_OK;
+}
+
 static xd_status bind(binder *b)
 {
     io_yaml_node *root = b->d->root;
@@ -795,12 +971,16 @@ static xd_status bind(binder *b)
     if ((s = io_yaml_get_int(b->d, root, "seeds", 1, MAX_SEEDS, &b->r->seeds, b->e))) return s;
     if (b->r->seed > LONG_MAX - (b->r->seeds - 1))
         return bad(b, io_yaml_find(b->d, root, "seed"), "seed + seeds - 1 overflows");
+    int task = RECIPE_TASK_CLASSIFY;
+    if ((s = get_enum(b, root, "task", recipe_task_names, RECIPE_TASK_COUNT, &task))) return s;
+    b->r->task = task;
     if ((s = bind_data(b, root)) != XD_OK) return s;
     if ((s = bind_model(b, root)) != XD_OK) return s;
     if ((s = bind_teachers(b, root)) != XD_OK) return s;
     if ((s = bind_train(b, root)) != XD_OK) return s;
     if ((s = bind_stages(b, root)) != XD_OK) return s;
     if ((s = check_teachers_used(b, root)) != XD_OK) return s;
+    if ((s = check_task(b, root)) != XD_OK) return s;
     return io_yaml_check_unused(b->d, b->e);
 }
 
@@ -839,6 +1019,8 @@ static void loss_free(recipe_loss *l)
     free(l->teacher_head);
     free(l->student_tap);
     free(l->teacher_tap);
+    free(l->label_map);
+    free(l->label_table);
 }
 
 void recipe_free(recipe *r)
@@ -978,8 +1160,32 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     }
     if (applies(LK_METRIC, l->kind))
         sb_add(b, "%s  metric: %s\n", ind, recipe_metric_names[l->metric]);
-    if (applies(LK_PROJECTOR, l->kind))
+    if (applies(LK_PROJECTOR, l->kind)) {
         sb_add(b, "%s  projector: %s\n", ind, recipe_projector_names[l->projector]);
+        sb_add(b, "%s  projector_init: %s\n", ind, recipe_proj_init_names[l->projector_init]);
+        if (l->projector != RECIPE_PROJ_NONE)
+            sb_add(b, "%s  projector_frozen: %s\n", ind, l->projector_frozen ? "true" : "false");
+    }
+    if (applies(LK_LEARN_TEMPERATURE, l->kind))
+        sb_add(b, "%s  learn_temperature: %s\n", ind, l->learn_temperature ? "true" : "false");
+    if (l->label_map) {
+        sb_add(b, "%s  label_map: ", ind);
+        sb_quoted(b, l->label_map);
+        sb_add(b, "\n");
+    }
+    if (l->label_table) {
+        sb_add(b, "%s  label_map: [", ind);
+        for (int i = 0; i < l->n_label_table; i++)
+            sb_add(b, "%s%d", i ? ", " : "", l->label_table[i]);
+        sb_add(b, "]\n");
+    }
+    if (applies(LK_WINDOWS, l->kind)) {
+        sb_add(b, "%s  windows: %s\n", ind, recipe_windows_names[l->windows]);
+        if (l->windows == RECIPE_WINDOWS_GRID) sb_add(b, "%s  stride: %d\n", ind, l->stride);
+        sb_add(b, "%s  weighting: %s\n", ind, align_dense_weight_names[l->weighting]);
+        sb_add(b, "%s  min_conf: %s\n", ind, fmt_float(l->min_conf, f, sizeof f));
+        sb_add(b, "%s  threshold: %s\n", ind, fmt_float(l->threshold, f, sizeof f));
+    }
 }
 
 char *recipe_to_yaml(const recipe *r)
@@ -988,7 +1194,8 @@ char *recipe_to_yaml(const recipe *r)
     char f[32], words[512];
     sb_add(&b, "# xdistill recipe, every default filled in\nname: ");
     sb_quoted(&b, r->name ? r->name : "recipe");
-    sb_add(&b, "\nseed: %ld\nseeds: %d\n", r->seed, r->seeds);
+    sb_add(&b, "\nseed: %ld\nseeds: %d\ntask: %s\n", r->seed, r->seeds,
+           recipe_task_names[r->task]);
 
     const recipe_data *dt = &r->data;
     sb_add(&b, "data:\n");
@@ -1026,6 +1233,7 @@ char *recipe_to_yaml(const recipe *r)
         sb_add(&b, "\n    view: ");
         sb_quoted(&b, t->view);
         sb_add(&b, "\n    cache: %s\n", t->cache ? "true" : "false");
+        sb_add(&b, "    languages: %s\n", recipe_langs_names[t->languages]);
     }
 
     /* one stage over the whole model is the plain form: train.epochs + losses */

@@ -36,6 +36,10 @@ typedef enum {
     RECIPE_LOSS_FEATURE,   /* metric(proj(student tap), teacher tap) */
     RECIPE_LOSS_HINT,      /* FitNets: MSE(proj(student tap), teacher tap) */
     RECIPE_LOSS_ATTENTION, /* attention transfer: || a_s/|a_s| - a_t/|a_t| ||^2, a = sum_c f_c^2 */
+    RECIPE_LOSS_DENSE,     /* segment task: per-pixel soft CE with a classifier teacher's window
+                            * distributions spread over foreground pixels (align/densemap.h) */
+    RECIPE_LOSS_CONTRASTIVE, /* symmetric InfoNCE between proj(student tap) and teacher tap
+                              * (align/clip.h), with a fixed or learned temperature */
     RECIPE_LOSS_COUNT
 } recipe_loss_kind;
 extern const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT]; /* "ce", "kd", ... */
@@ -49,9 +53,41 @@ typedef enum {
     RECIPE_PROJ_NONE,
     RECIPE_PROJ_LINEAR,
     RECIPE_PROJ_CONV1X1,
+    RECIPE_PROJ_MLP,     /* linear, ReLU, linear (hidden width: the wider of the two sides) */
     RECIPE_PROJ_COUNT
 } recipe_projector;
 extern const char *const recipe_projector_names[RECIPE_PROJ_COUNT];
+
+/* How a projector starts: random weights, or a closed-form map fitted on paired taps of the
+ * student and the teacher over the training split (align/linmap.h) when the stage begins. */
+typedef enum {
+    RECIPE_INIT_RANDOM,
+    RECIPE_INIT_PROCRUSTES, /* centred, scaled orthogonal Procrustes */
+    RECIPE_INIT_CCA,        /* ridge regression through every canonical pair */
+    RECIPE_INIT_COUNT
+} recipe_proj_init;
+extern const char *const recipe_proj_init_names[RECIPE_INIT_COUNT];
+
+/* How a teacher reading `text.*` sees an example's languages: one drawn per example per epoch
+ * (sample), or every language the example has, the teacher's outputs averaged (average). */
+typedef enum { RECIPE_LANGS_SAMPLE, RECIPE_LANGS_AVERAGE, RECIPE_LANGS_COUNT } recipe_langs;
+extern const char *const recipe_langs_names[RECIPE_LANGS_COUNT];
+
+/* What a run learns: one class per example (classify), or one class per pixel of the split's
+ * `mask` section (segment; the student's head is an (H, W, classes) map). */
+typedef enum { RECIPE_TASK_CLASSIFY, RECIPE_TASK_SEGMENT, RECIPE_TASK_COUNT } recipe_task;
+extern const char *const recipe_task_names[RECIPE_TASK_COUNT];
+
+/* Where a dense loss's teacher looks: sliding windows of its input size over the whole canvas, or
+ * windows centred on the image's foreground blobs (both need nothing but the image), or the item
+ * boxes the data set stores (S/boxes). */
+typedef enum {
+    RECIPE_WINDOWS_GRID,
+    RECIPE_WINDOWS_BLOBS,
+    RECIPE_WINDOWS_BOXES,
+    RECIPE_WINDOWS_COUNT
+} recipe_windows;
+extern const char *const recipe_windows_names[RECIPE_WINDOWS_COUNT];
 
 /* Which view of an example a model reads: "image", "text.LANG", or "text.*" (every language,
  * one drawn per example per epoch). */
@@ -63,6 +99,7 @@ typedef struct {
     char *checkpoint; /* safetensors file */
     char *view;       /* default: the student's view */
     int cache;        /* use the teacher-output cache */
+    recipe_langs languages; /* text.* view: sample or average the languages */
 } recipe_teacher;
 
 typedef struct {
@@ -76,7 +113,20 @@ typedef struct {
     char *student_tap;         /* feature, hint, attention */
     char *teacher_tap;         /* feature, hint, attention */
     recipe_metric metric;      /* feature */
-    recipe_projector projector; /* feature, hint */
+    recipe_projector projector; /* feature, hint, contrastive */
+    recipe_proj_init projector_init; /* feature, hint, contrastive */
+    int projector_frozen;      /* 1: the projector keeps its initial map (a fixed map) */
+    int learn_temperature;     /* contrastive: theta = log(1/T) is a trained parameter */
+    char *label_map;           /* kd, hinton: "label[.NAME]": the teacher's classes are that label
+                                * set of the data set; its classes map onto the run's label by
+                                * their co-occurrence on the training split (align/labelmap.h) */
+    int32_t *label_table;      /* kd, hinton: or a list: teacher class c -> student class [c] */
+    int n_label_table;
+    recipe_windows windows;    /* dense */
+    int stride;                /* dense, grid windows: pixels between window offsets, >= 1 */
+    int weighting;             /* dense: an align_dense_weight */
+    float min_conf;            /* dense: in [0, 1] */
+    float threshold;           /* dense: foreground where grey > threshold (0..255) */
 } recipe_loss;
 
 typedef struct {
@@ -90,7 +140,8 @@ typedef struct {
     char *path;           /* dataset container, relative to the current folder */
     char *train, *test;   /* split prefixes */
     char *label;          /* "label" or "label.NAME" */
-    float label_fraction; /* (0, 1] of the training labels, stratified by class */
+    float label_fraction; /* [0, 1] of the training labels, stratified by class (0: none, every
+                           * loss then reads a teacher) */
     int labels_per_class; /* > 0: exactly this many per class instead of label_fraction */
     char *student_view;
     char *augment;        /* img_opts words, "" = none */
@@ -113,6 +164,7 @@ typedef struct {
     char *name;
     long seed;
     int seeds;            /* runs with seed, seed + 1, ... */
+    recipe_task task;
     recipe_data data;
     char *model;          /* student model description (nn/model.h) */
     int n_teachers;

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "align/clip.h"
+#include "align/labelmap.h"
+#include "align/linmap.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
@@ -16,6 +19,7 @@
 #include "distill/kd.h"
 #include "distill/labels.h"
 #include "distill/progress.h"
+#include "distill/segment.h"
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "nn/loss.h"
@@ -29,6 +33,11 @@ typedef struct {
     kd_cache cache;
     void *input;
     int used;        /* a loss of the current stage reads it */
+    int average;     /* text.* with languages: average: every language of an example, averaged */
+    float **avg;     /* average: (n_nodes) the averaged outputs (max_batch, act_n) of the nodes
+                      * losses read, NULL for the others */
+    uint8_t *present; /* average: (max_batch) which examples have the language in hand */
+    float *count;    /* average: (max_batch) languages summed per example */
 } teacher_rt;
 
 typedef struct {
@@ -40,6 +49,14 @@ typedef struct {
     float *a, *b, *c; /* per-loss scratch (B, width) each */
     int32_t *ones;    /* cosine targets */
     double sum;       /* loss summed over the epoch's steps */
+    /* kd, hinton with a label map: teacher classes -> student classes */
+    int mapped;
+    align_labelmap lm;
+    float *tq;        /* (B, kt) teacher probabilities before the map */
+    /* contrastive */
+    double *clip;     /* align_clip_save_len(B, D) */
+    float theta[1], dtheta[1]; /* log(1 / temperature), and its gradient when learned */
+    nn_optimizer topt;
 } loss_rt;
 
 typedef struct {
@@ -72,6 +89,8 @@ typedef struct {
     double best_acc;
     int best_epoch, epochs_done;
     char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
+    seg_run seg;      /* task segment: masks, per-pixel losses, the dense teachers' windows */
+    double pixel_acc; /* task segment: pixel accuracy of the last evaluation */
 } run;
 
 // ----------------------------------------------------------------------------------------------
@@ -170,6 +189,9 @@ static xd_status setup_data(run *R, xd_err *e)
     s = labels_select(R->ytrain, mask_in, R->train.n, R->n_classes, r->data.label_fraction,
                       r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
     if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
+    /* a segment task selects whole scenes (stratified by their label) and reads their masks */
+    if (r->task == RECIPE_TASK_SEGMENT)
+        return seg_open(&R->seg, R->ds, r->data.train, r->data.test, &R->student, r->train.batch, e);
     return XD_OK;
 }
 
@@ -219,7 +241,15 @@ static xd_status setup_teachers(run *R, xd_err *e)
     for (int i = 0; i < r->n_teachers; i++) {
         teacher_rt *t = &R->teachers[i];
         const recipe_teacher *rt = &r->teachers[i];
-        xd_status s = ckpt_load(rt->checkpoint, B, &t->m, e);
+        xd_status s;
+        if (R->seg.on) {
+            /* dense losses read window logits computed once, not the teacher at every step */
+            s = seg_teacher_windows(&R->seg, r, i, R->ds, r->data.path, r->data.train,
+                                    R->o->quiet ? NULL : R->log, e);
+            if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
+            if (seg_teacher_dense_only(r, i)) continue;
+        }
+        s = ckpt_load(rt->checkpoint, B, &t->m, e);
         if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
         const char *view = rt->view ? rt->view : r->data.student_view;
         char *taug, *ttext;
@@ -228,9 +258,16 @@ static xd_status setup_teachers(run *R, xd_err *e)
         const char *aug = taug ? taug : r->data.augment, *text = ttext ? ttext : r->data.text;
         /* the student's input batch serves the teacher only when it is exactly what the teacher
          * would have made itself */
-        t->shares = strcmp(view, r->data.student_view) == 0 && t->m.tokens == R->student.tokens &&
-                    t->m.h == R->student.h && t->m.w == R->student.w && t->m.c == R->student.c &&
+        t->average = rt->languages == RECIPE_LANGS_AVERAGE;
+        t->shares = !t->average && strcmp(view, r->data.student_view) == 0 &&
+                    t->m.tokens == R->student.tokens && t->m.h == R->student.h &&
+                    t->m.w == R->student.w && t->m.c == R->student.c &&
                     same_words(aug, r->data.augment) && same_words(text, r->data.text);
+        if (t->average) {
+            t->avg = xd_xcalloc((size_t)t->m.n_nodes, sizeof *t->avg);
+            t->present = xd_xmalloc((size_t)B);
+            t->count = xd_xmalloc(sizeof(float) * (size_t)B);
+        }
         if (!t->shares || cache_usable(R, i, view)) {
             /* its own feed: for its view, or for filling the cache without augmentation */
             s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, aug, text, e);
@@ -294,10 +331,68 @@ static void free_losses(run *R)
         free(l->b);
         free(l->c);
         free(l->ones);
+        free(l->tq);
+        free(l->clip);
+        if (l->mapped) align_labelmap_free(&l->lm);
+        nn_opt_free(&l->topt);
     }
     free(R->losses);
     R->losses = NULL;
     R->n_losses = 0;
+}
+
+/* A kd / hinton loss's label map: the recipe's list, or the co-occurrence of the data set's label
+ * set `label.NAME` (the teacher's classes) with the run's label on the training split. Counting
+ * reads every training example's two labels, so it stands for a taxonomy the data set ships
+ * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
+ * examples in each student class, and a teacher class with no training example spreads evenly. */
+static xd_status setup_label_map(run *R, loss_rt *l, int i, int kt, int ks, xd_err *e)
+{
+    const recipe_loss *L = l->L;
+    const char *kname = recipe_loss_kind_names[L->kind];
+    xd_status s;
+    if (L->label_table) {
+        if (L->n_label_table != kt)
+            return xd_fail(e, XD_ESHAPE, "loss %d (%s): label_map lists %d teacher classes, the "
+                                         "teacher's head has %d", i, kname, L->n_label_table, kt);
+        s = align_labelmap_from_table(&l->lm, L->label_table, kt, ks, e);
+    } else {
+        if (ks != R->n_classes)
+            return xd_fail(e, XD_ESHAPE, "loss %d (%s): label_map %s maps onto the run's %d classes, "
+                                         "the student's head has %d outputs", i, kname, L->label_map,
+                           R->n_classes, ks);
+        char name[IO_DATASET_NAME_MAX + 1];
+        snprintf(name, sizeof name, "%s/%s", R->r->data.train, L->label_map);
+        const io_tensor *t;
+        if ((s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e)) != XD_OK)
+            return xd_err_prefix(e, "loss %d (%s): label_map", i, kname);
+        if ((size_t)t->shape[0] != R->train.n)
+            return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
+                           io_dataset_path(R->ds), name, (long long)t->shape[0], R->train.n);
+        const int32_t *yt = t->data;
+        double *cnt = xd_xcalloc((size_t)kt * (size_t)ks, sizeof *cnt);
+        for (size_t j = 0; j < R->train.n && s == XD_OK; j++) {
+            if (yt[j] < 0 || yt[j] >= kt)
+                s = xd_fail(e, XD_EFORMAT, "%s: %s[%zu] = %d, outside the teacher's %d classes",
+                            io_dataset_path(R->ds), name, j, yt[j], kt);
+            else
+                cnt[(size_t)yt[j] * ks + (size_t)R->ytrain[j]] += 1.0;
+        }
+        float *m = xd_xmalloc(sizeof(float) * (size_t)kt * (size_t)ks);
+        for (int c = 0; c < kt && s == XD_OK; c++) {
+            double row = 0.0;
+            for (int k = 0; k < ks; k++) row += cnt[(size_t)c * ks + k];
+            for (int k = 0; k < ks; k++)
+                m[(size_t)c * ks + k] = row > 0 ? (float)(cnt[(size_t)c * ks + k] / row) : 1.0f / (float)ks;
+        }
+        if (s == XD_OK) s = align_labelmap_from_matrix(&l->lm, m, kt, ks, 1e-4f, e);
+        free(m);
+        free(cnt);
+    }
+    if (s != XD_OK) return xd_err_prefix(e, "loss %d (%s): label_map", i, kname);
+    l->mapped = 1;
+    l->tq = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch * (size_t)kt);
+    return XD_OK;
 }
 
 static xd_status setup_losses(run *R, int stage, xd_err *e)
@@ -308,7 +403,8 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
     free_losses(R);
     for (int t = 0; t < r->n_teachers; t++) {
         R->teachers[t].used = 0;
-        for (int l = 0; l < st->n_losses; l++) R->teachers[t].used |= st->losses[l].teacher == t;
+        for (int l = 0; l < st->n_losses; l++)
+            R->teachers[t].used |= st->losses[l].teacher == t && st->losses[l].kind != RECIPE_LOSS_DENSE;
     }
     R->losses = xd_xcalloc((size_t)st->n_losses, sizeof *R->losses);
     R->n_losses = st->n_losses;
@@ -318,13 +414,20 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
         l->L = L;
         const char *kname = recipe_loss_kind_names[L->kind];
         const int is_logit = L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_KD ||
-                             L->kind == RECIPE_LOSS_HINTON;
+                             L->kind == RECIPE_LOSS_HINTON || L->kind == RECIPE_LOSS_DENSE;
         l->s_node = is_logit ? head_of(&R->student, L->head) : nn_model_find(&R->student, L->student_tap);
         if (l->s_node < 0)
             return xd_fail(e, XD_EARG, "loss %d (%s): the student has no node '%s'", i, kname,
                            is_logit ? L->head : L->student_tap);
         const nn_node *sn = nn_model_node(&R->student, l->s_node);
         size_t width = sn->act_n;
+        if (R->seg.on && (L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_DENSE)) {
+            /* per-pixel losses keep their buffers in the segment run */
+            xd_status s = seg_check_head(&R->seg, sn, i, kname, e);
+            if (s != XD_OK) return s;
+            l->t_node = -1;
+            continue;
+        }
         if ((L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_HINTON) && (int)sn->act_n != R->n_classes)
             return xd_fail(e, XD_ESHAPE, "loss %d (%s): head '%s' has %zu outputs for %d classes", i,
                            kname, sn->name, sn->act_n, R->n_classes);
@@ -336,25 +439,42 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                                r->teachers[L->teacher].name,
                                is_logit ? (L->teacher_head ? L->teacher_head : "(default head)") : L->teacher_tap);
             const nn_node *tn = nn_model_node(&t->m, l->t_node);
-            if (is_logit && tn->act_n != sn->act_n)
+            if (t->average && !t->avg[l->t_node])
+                t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
+            if (L->label_map || L->label_table) {
+                xd_status s = setup_label_map(R, l, i, (int)tn->act_n, (int)sn->act_n, e);
+                if (s != XD_OK) return s;
+            } else if (is_logit && tn->act_n != sn->act_n)
                 return xd_fail(e, XD_ESHAPE, "loss %d (%s): student head '%s' has %zu outputs, teacher "
-                                             "head '%s' %zu", i, kname, sn->name, sn->act_n, tn->name,
-                               tn->act_n);
+                                             "head '%s' %zu (a label_map maps one onto the other)", i,
+                               kname, sn->name, sn->act_n, tn->name, tn->act_n);
             if (!is_logit && (tn->h != sn->h || tn->w != sn->w))
                 return xd_fail(e, XD_ESHAPE, "loss %d (%s): student tap '%s' is %dx%dx%d, teacher tap "
                                              "'%s' %dx%dx%d: the spatial sizes must match", i, kname,
                                sn->name, sn->h, sn->w, sn->c, tn->name, tn->h, tn->w, tn->c);
-            if (L->kind == RECIPE_LOSS_FEATURE || L->kind == RECIPE_LOSS_HINT) {
+            if (L->kind == RECIPE_LOSS_FEATURE || L->kind == RECIPE_LOSS_HINT ||
+                L->kind == RECIPE_LOSS_CONTRASTIVE) {
                 int want = L->projector == RECIPE_PROJ_LINEAR || L->projector == RECIPE_PROJ_CONV1X1 ||
+                           L->projector == RECIPE_PROJ_MLP ||
                            (L->projector == RECIPE_PROJ_AUTO && tn->c != sn->c);
                 if (!want && tn->c != sn->c)
                     return xd_fail(e, XD_ESHAPE, "loss %d (%s): widths differ (%d vs %d) and projector "
                                                  "is none", i, kname, sn->c, tn->c);
                 if (want) {
-                    /* a linear map over channels: a 1x1 convolution on feature maps */
+                    /* a linear map over channels: a 1x1 convolution on feature maps; the MLP puts
+                     * a hidden layer as wide as the wider side before it */
                     char desc[256];
-                    snprintf(desc, sizeof desc, "input h=%d w=%d c=%d; linear out=%d name=proj head",
-                             sn->h, sn->w, sn->c, tn->c);
+                    if (L->projector == RECIPE_PROJ_MLP)
+                        snprintf(desc, sizeof desc, "input h=%d w=%d c=%d; linear out=%d name=hidden; "
+                                 "relu; linear out=%d name=proj head", sn->h, sn->w, sn->c,
+                                 sn->c > tn->c ? sn->c : tn->c, tn->c);
+                    else
+                        snprintf(desc, sizeof desc, "input h=%d w=%d c=%d; linear out=%d name=proj head",
+                                 sn->h, sn->w, sn->c, tn->c);
+                    if (L->projector == RECIPE_PROJ_MLP && L->projector_init != RECIPE_INIT_RANDOM)
+                        return xd_fail(e, XD_EARG, "loss %d (%s): projector_init %s fits a linear map; "
+                                                   "an mlp projector starts at random",
+                                       i, kname, recipe_proj_init_names[L->projector_init]);
                     xd_status s = nn_model_build(&l->proj, desc, B,
                                                  (uint64_t)R->seed * 1000003u + 7919u * (uint64_t)(stage * 64 + i), e);
                     if (s != XD_OK) return s;
@@ -362,8 +482,28 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                     nn_opt_config pc = r->train.opt;
                     if ((s = nn_opt_init(&l->popt, &pc, l->proj.n_param, e)) != XD_OK) return s;
                     l->has_proj = 1;
+                } else if (L->projector_init != RECIPE_INIT_RANDOM) {
+                    return xd_fail(e, XD_EARG, "loss %d (%s): projector_init %s, but the widths are "
+                                               "equal and no projector is made (set projector: linear)",
+                                   i, kname, recipe_proj_init_names[L->projector_init]);
                 }
                 width = tn->act_n;
+            }
+            if (L->kind == RECIPE_LOSS_CONTRASTIVE) {
+                if (B > 1 && tn->act_n > (size_t)1 << 24)
+                    return xd_fail(e, XD_ESHAPE, "loss %d (contrastive): tap '%s' has %zu values per "
+                                                 "example, too many to compare", i, tn->name, tn->act_n);
+                l->clip = xd_xmalloc(sizeof(double) * align_clip_save_len(B, (int)tn->act_n));
+                l->theta[0] = (float)align_clip_theta(L->temperature);
+                align_clip_clamp_theta(l->theta);
+                if (L->learn_temperature) {
+                    /* the scale learns with the run's optimizer, without weight decay */
+                    nn_opt_config tc = r->train.opt;
+                    tc.weight_decay = 0.0f;
+                    tc.clip_norm = 0.0f;
+                    xd_status s = nn_opt_init(&l->topt, &tc, 1, e);
+                    if (s != XD_OK) return s;
+                }
             }
             if (L->kind == RECIPE_LOSS_ATTENTION && sn->h * sn->w <= 0)
                 return xd_fail(e, XD_ESHAPE, "loss %d (attention): tap '%s' is not a feature map", i,
@@ -410,9 +550,57 @@ static void stage_segments(run *R, int stage)
     free(keep);
 }
 
+/* The teacher's forward on examples idx[0..n) of the training split, in eval mode. aug: draw the
+ * random crops, flips and languages of (seed, example, epoch), as the student's batch did. */
+static xd_status teacher_forward(run *R, teacher_rt *t, const uint32_t *idx, int n, int aug,
+                                 uint64_t epoch, xd_err *e)
+{
+    xd_status s;
+    if (t->shares) {
+        nn_model_forward(&t->m, R->input, n, NULL);
+        return XD_OK;
+    }
+    if (!t->average) {
+        if ((s = feed_fill(&t->f, idx, n, aug, (uint64_t)R->seed, epoch, t->input, e)) != XD_OK)
+            return s;
+        nn_model_forward(&t->m, t->input, n, NULL);
+        return XD_OK;
+    }
+    /* every language an example has: out = (1 / count) sum over its languages of the outputs */
+    for (int k = 0; k < t->m.n_nodes; k++)
+        if (t->avg[k]) memset(t->avg[k], 0, sizeof(float) * (size_t)n * nn_model_node(&t->m, k)->act_n);
+    memset(t->count, 0, sizeof(float) * (size_t)n);
+    for (int lang = 0; lang < t->f.n_langs; lang++) {
+        if ((s = feed_fill_lang(&t->f, idx, n, lang, t->input, t->present, e)) != XD_OK) return s;
+        int any = 0;
+        for (int b = 0; b < n; b++) any |= t->present[b];
+        if (!any) continue;
+        nn_model_forward(&t->m, t->input, n, NULL);
+        for (int b = 0; b < n; b++) t->count[b] += t->present[b];
+        for (int k = 0; k < t->m.n_nodes; k++) {
+            if (!t->avg[k]) continue;
+            const size_t w = nn_model_node(&t->m, k)->act_n;
+            const float *out = nn_model_out(&t->m, k);
+            for (int b = 0; b < n; b++)
+                if (t->present[b]) nn_add_inplace(t->avg[k] + (size_t)b * w, out + (size_t)b * w, w);
+        }
+    }
+    for (int k = 0; k < t->m.n_nodes; k++) {
+        if (!t->avg[k]) continue;
+        const size_t w = nn_model_node(&t->m, k)->act_n;
+        for (int b = 0; b < n; b++) {
+            /* an example without any text keeps zeros: the teacher has nothing to say of it */
+            const float inv = t->count[b] > 0 ? 1.0f / t->count[b] : 0.0f;
+            for (size_t j = 0; j < w; j++) t->avg[k][(size_t)b * w + j] *= inv;
+        }
+    }
+    return XD_OK;
+}
+
 static const float *teacher_out(run *R, int ti, int node, int B)
 {
     teacher_rt *t = &R->teachers[ti];
+    if (t->average) return t->avg[node];
     if (t->cached) {
         const int K = t->cache.K;
         for (int b = 0; b < B; b++)
@@ -420,6 +608,74 @@ static const float *teacher_out(run *R, int ti, int node, int B)
         return R->tlogits;
     }
     return nn_model_out(&t->m, node);
+}
+
+/* Most rows (examples x positions) a projector's closed-form fit reads. */
+#define PROJ_FIT_ROWS 65536
+
+/* Fits the map of one projector on paired rows: X the student tap (rows, dx), Y the teacher's
+ * (rows, dy); written into the projector's linear node. */
+static xd_status fit_projector(loss_rt *l, const float *X, const float *Y, int rows, int dx, int dy,
+                               xd_err *e)
+{
+    align_map map = {0};
+    xd_status s;
+    if (l->L->projector_init == RECIPE_INIT_PROCRUSTES) {
+        align_procrustes_opts po = {.center = 1, .scale = 1, .refine = 200};
+        s = align_procrustes_fit(&map, X, Y, rows, dx, dy, &po, NULL, e);
+    } else {
+        align_cca c = {0};
+        s = align_cca_fit(&c, X, Y, rows, dx, dy, 0, 1e-3, e);
+        if (s == XD_OK) s = align_cca_regression_map(&map, &c, c.k, e);
+        align_cca_free(&c);
+    }
+    if (s == XD_OK) s = align_map_init_linear(&l->proj, "proj", &map, e);
+    align_map_free(&map);
+    return s;
+}
+
+/* Projectors with projector_init procrustes or cca start from a map fitted on the student's and
+ * the teacher's taps over the first training examples (in order, no augmentation, eval mode), so
+ * the student starts from where the two spaces already agree. */
+static xd_status init_projectors(run *R, xd_err *e)
+{
+    const int B = R->r->train.batch;
+    xd_status s = XD_OK;
+    for (int i = 0; i < R->n_losses && s == XD_OK; i++) {
+        loss_rt *l = &R->losses[i];
+        if (!l->has_proj || l->L->projector_init == RECIPE_INIT_RANDOM) continue;
+        teacher_rt *t = &R->teachers[l->L->teacher];
+        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        const nn_node *tn = nn_model_node(&t->m, l->t_node);
+        const int pos = sn->h * sn->w > 0 ? sn->h * sn->w : 1; /* rows per example */
+        size_t n_ex = R->train.n < (size_t)(PROJ_FIT_ROWS / pos) ? R->train.n : (size_t)(PROJ_FIT_ROWS / pos);
+        if (n_ex == 0) n_ex = 1;
+        const int rows = (int)n_ex * pos;
+        float *X = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)sn->c);
+        float *Y = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)tn->c);
+        for (size_t i0 = 0; i0 < n_ex && s == XD_OK; i0 += (size_t)B) {
+            int n = n_ex - i0 < (size_t)B ? (int)(n_ex - i0) : B;
+            for (int b = 0; b < n; b++) R->idx[b] = (uint32_t)(i0 + (size_t)b);
+            if ((s = feed_fill(&R->train, R->idx, n, 0, 0, 0, R->input, e)) != XD_OK) break;
+            nn_model_forward(&R->student, R->input, n, NULL);
+            if (t->cached) {
+                s = xd_fail(e, XD_EARG, "loss %d: a cached teacher has no taps", i);
+                break;
+            }
+            if ((s = teacher_forward(R, t, R->idx, n, 0, 0, e)) != XD_OK) break;
+            memcpy(X + i0 * pos * sn->c, nn_model_out(&R->student, l->s_node),
+                   sizeof(float) * (size_t)n * sn->act_n);
+            memcpy(Y + i0 * pos * tn->c, teacher_out(R, l->L->teacher, l->t_node, n),
+                   sizeof(float) * (size_t)n * tn->act_n);
+        }
+        if (s == XD_OK) s = fit_projector(l, X, Y, rows, sn->c, tn->c, e);
+        if (s != XD_OK)
+            xd_err_prefix(e, "loss %d (%s): projector_init %s", i, recipe_loss_kind_names[l->L->kind],
+                          recipe_proj_init_names[l->L->projector_init]);
+        free(X);
+        free(Y);
+    }
+    return s;
 }
 
 /* Forward of every loss, gradient into the student; returns the weighted total. */
@@ -436,13 +692,23 @@ static double apply_losses(run *R, int B, const nn_run *nr)
         double v = 0.0;
         switch (L->kind) {
         case RECIPE_LOSS_CE:
+            if (R->seg.on) {
+                v = seg_ce(&R->seg, s, nn_model_dout(&R->student, l->s_node), R->idx, R->mb, B, w);
+                break;
+            }
             v = nn_ce_forward(l->a, s, R->yb, R->mb, B, K);
             nn_ce_backward(nn_model_dout(&R->student, l->s_node), l->a, R->yb, R->mb, B, K, w);
             break;
         case RECIPE_LOSS_KD:
         case RECIPE_LOSS_HINTON: {
             const float *t = teacher_out(R, L->teacher, l->t_node, B);
-            kd_soft_targets(l->c, t, B, K, L->temperature);
+            if (l->mapped) {
+                /* the teacher's distribution over its own classes, moved onto the student's */
+                kd_soft_targets(l->tq, t, B, l->lm.kt, L->temperature);
+                align_labelmap_apply(l->c, l->tq, &l->lm, B);
+            } else {
+                kd_soft_targets(l->c, t, B, K, L->temperature);
+            }
             float *ds = nn_model_dout(&R->student, l->s_node);
             if (L->kind == RECIPE_LOSS_KD) {
                 v = kd_forward(l->a, s, l->c, NULL, B, K, L->temperature);
@@ -454,8 +720,9 @@ static double apply_losses(run *R, int B, const nn_run *nr)
             break;
         }
         case RECIPE_LOSS_FEATURE:
-        case RECIPE_LOSS_HINT: {
-            const float *t = nn_model_out(&R->teachers[L->teacher].m, l->t_node);
+        case RECIPE_LOSS_HINT:
+        case RECIPE_LOSS_CONTRASTIVE: {
+            const float *t = teacher_out(R, L->teacher, l->t_node, B);
             const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
             const float *x = s;
             float *dx;
@@ -470,7 +737,12 @@ static double apply_losses(run *R, int B, const nn_run *nr)
                 dx = nn_model_dout(&R->student, l->s_node);
             }
             const int64_t n = (int64_t)B * (int64_t)tn->act_n;
-            if (L->kind == RECIPE_LOSS_FEATURE && L->metric == RECIPE_METRIC_COSINE) {
+            if (L->kind == RECIPE_LOSS_CONTRASTIVE) {
+                v = align_clip_forward(l->clip, x, t, B, (int)tn->act_n, l->theta[0]);
+                l->dtheta[0] = 0.0f;
+                align_clip_backward(dx, NULL, L->learn_temperature ? l->dtheta : NULL, l->clip, B,
+                                    (int)tn->act_n, w);
+            } else if (L->kind == RECIPE_LOSS_FEATURE && L->metric == RECIPE_METRIC_COSINE) {
                 v = kd_cos_forward(x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f);
                 kd_cos_backward(dx, NULL, x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f, w);
             } else {
@@ -486,12 +758,15 @@ static double apply_losses(run *R, int B, const nn_run *nr)
         }
         case RECIPE_LOSS_ATTENTION: {
             const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
-            const float *t = nn_model_out(&R->teachers[L->teacher].m, l->t_node);
+            const float *t = teacher_out(R, L->teacher, l->t_node, B);
             v = kd_at_forward(s, t, NULL, B, sn->h * sn->w, sn->c, tn->c);
             kd_at_backward(nn_model_dout(&R->student, l->s_node), s, t, NULL, B, sn->h * sn->w, sn->c,
                            tn->c, w);
             break;
         }
+        case RECIPE_LOSS_DENSE:
+            v = seg_dense(&R->seg, L, s, nn_model_dout(&R->student, l->s_node), R->idx, B, w);
+            break;
         case RECIPE_LOSS_COUNT:
             XD_ASSERT(0);
         }
@@ -510,17 +785,34 @@ xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels
     const int B = m->max_batch;
     const int K = (int)nn_model_node(m, head)->act_n;
     uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
-    size_t correct = 0;
+    uint8_t *present = xd_xmalloc((size_t)B);
+    /* a text.* feed is scored on every (example, language) pair that has a text: the accuracy
+     * over all languages, not over the first one */
+    const int all_langs = f->kind == FEED_TEXT && f->n_langs > 1;
+    const int passes = all_langs ? f->n_langs : 1;
+    size_t correct = 0, scored = 0;
     xd_status s = XD_OK;
-    for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
-        int n = f->n - i0 < (size_t)B ? (int)(f->n - i0) : B;
-        for (int b = 0; b < n; b++) idx[b] = (uint32_t)(i0 + (size_t)b);
-        if ((s = feed_fill(f, idx, n, 0, 0, 0, input, e)) != XD_OK) break;
-        nn_model_forward(m, input, n, NULL);
-        correct += (size_t)nn_count_correct(nn_model_out(m, head), labels + i0, n, K);
+    for (int lang = 0; lang < passes && s == XD_OK; lang++) {
+        for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
+            int n = f->n - i0 < (size_t)B ? (int)(f->n - i0) : B;
+            for (int b = 0; b < n; b++) idx[b] = (uint32_t)(i0 + (size_t)b);
+            if (all_langs)
+                s = feed_fill_lang(f, idx, n, lang, input, present, e);
+            else
+                s = feed_fill(f, idx, n, 0, 0, 0, input, e);
+            if (s != XD_OK) break;
+            nn_model_forward(m, input, n, NULL);
+            const float *out = nn_model_out(m, head);
+            for (int b = 0; b < n; b++) {
+                if (all_langs && !present[b]) continue;
+                scored++;
+                correct += (size_t)nn_count_correct(out + (size_t)b * K, labels + i0 + b, 1, K);
+            }
+        }
     }
+    free(present);
     free(idx);
-    *acc = f->n ? (double)correct / (double)f->n : 0.0;
+    *acc = scored ? (double)correct / (double)scored : 0.0;
     return s;
 }
 
@@ -562,8 +854,18 @@ static void collect_state(run *R, tlist *l)
     if (R->opt.v) tl_add(l, "opt.v", R->opt.v, R->opt.n);
     for (int i = 0; i < R->n_losses; i++) {
         loss_rt *lr = &R->losses[i];
-        if (!lr->has_proj) continue;
         char name[64];
+        if (lr->L->kind == RECIPE_LOSS_CONTRASTIVE && lr->L->learn_temperature) {
+            snprintf(name, sizeof name, "loss%d.theta", i);
+            tl_add(l, name, lr->theta, 1);
+            const float *mv[2] = {lr->topt.m, lr->topt.v};
+            for (int k = 0; k < 2; k++) {
+                if (!mv[k]) continue;
+                snprintf(name, sizeof name, "loss%d.theta.%c", i, "mv"[k]);
+                tl_add(l, name, mv[k], 1);
+            }
+        }
+        if (!lr->has_proj) continue;
         snprintf(name, sizeof name, "proj%d.param", i);
         tl_add(l, name, lr->proj.param, lr->proj.n_param);
         if (lr->popt.m) {
@@ -662,8 +964,10 @@ static xd_status load_resume(run *R, int what, xd_err *e)
         }
         if (what == RESUME_ALL) {
             R->opt.step = ostep;
-            for (int i = 0; i < R->n_losses; i++)
+            for (int i = 0; i < R->n_losses; i++) {
                 if (R->losses[i].has_proj) R->losses[i].popt.step = ostep;
+                R->losses[i].topt.step = ostep;
+            }
         }
     }
     tl_free(&want);
@@ -764,6 +1068,21 @@ static xd_status check_params(run *R, int epoch, xd_err *e)
                    R->global_step + 1);
 }
 
+/* The score on the test split that picks the best checkpoint: accuracy, or for a segment task the
+ * mIoU (its pixel accuracy goes to R->pixel_acc). */
+static xd_status evaluate_test(run *R, double *acc, xd_err *e)
+{
+    const int head = nn_model_default_head(&R->student);
+    if (!R->seg.on)
+        return trainer_evaluate(&R->student, head, &R->test, R->ytest, R->eval_input, acc, e);
+    seg_scores sc;
+    xd_status s = seg_evaluate(&R->student, head, &R->test, R->seg.test_mask, R->seg.n_classes,
+                               R->eval_input, &sc, e);
+    *acc = sc.miou;
+    R->pixel_acc = sc.pixel_acc;
+    return s;
+}
+
 static int stage_needs_teacher(const recipe_stage *st)
 {
     for (int i = 0; i < st->n_losses; i++)
@@ -859,15 +1178,9 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         for (int t = 0; t < r->n_teachers; t++) {
             teacher_rt *tr = &R->teachers[t];
             if (!tr->used || tr->cached) continue;
-            const void *tin = R->input;
-            if (!tr->shares) {
-                /* random crops and flips only when the student gets them too (same stream) */
-                int aug = R->spatial || tr->f.kind == FEED_TEXT;
-                if ((s = feed_fill(&tr->f, R->idx, n, aug, (uint64_t)R->seed, (uint64_t)epoch, tr->input, e)) != XD_OK)
-                    return s;
-                tin = tr->input;
-            }
-            nn_model_forward(&tr->m, tin, n, NULL);
+            /* random crops and flips only when the student gets them too (same stream) */
+            int aug = R->spatial || tr->f.kind == FEED_TEXT;
+            if ((s = teacher_forward(R, tr, R->idx, n, aug, (uint64_t)epoch, e)) != XD_OK) return s;
         }
         nn_model_zero_grad(&R->student);
         double loss = apply_losses(R, n, &nr);
@@ -876,13 +1189,24 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         float lr = nn_sched_lr(&sched, R->global_step);
         nn_opt_step(&R->opt, R->student.param, R->student.grad, R->segs, R->student.n_segs, lr);
         if ((s = check_params(R, epoch, e)) != XD_OK) return s;
-        for (int l = 0; l < R->n_losses; l++)
-            if (R->losses[l].has_proj)
-                nn_opt_step(&R->losses[l].popt, R->losses[l].proj.param, R->losses[l].proj.grad,
-                            R->losses[l].proj.segs, R->losses[l].proj.n_segs, lr);
+        for (int l = 0; l < R->n_losses; l++) {
+            loss_rt *lr_ = &R->losses[l];
+            if (lr_->has_proj && !lr_->L->projector_frozen)
+                nn_opt_step(&lr_->popt, lr_->proj.param, lr_->proj.grad, lr_->proj.segs,
+                            lr_->proj.n_segs, lr);
+            if (lr_->L->kind == RECIPE_LOSS_CONTRASTIVE && lr_->L->learn_temperature) {
+                nn_opt_step(&lr_->topt, lr_->theta, lr_->dtheta, NULL, 0, lr);
+                align_clip_clamp_theta(lr_->theta);
+            }
+        }
         /* training accuracy on the labelled rows of the batch, from the default head */
         const float *out = nn_model_out(&R->student, head);
-        for (int b = 0; b < n; b++) {
+        if (R->seg.on) {
+            size_t px;
+            correct += seg_count_correct(&R->seg, out, R->idx, R->mb, n, &px);
+            labelled += px;
+        }
+        for (int b = 0; b < n && !R->seg.on; b++) {
             if (!R->mb[b]) continue;
             labelled++;
             correct += (size_t)nn_count_correct(out + (size_t)b * K, &R->yb[b], 1, K);
@@ -900,11 +1224,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
     evaluate |= epoch + 1 == r->train.epochs;
     xd_status s = XD_OK;
-    if (evaluate) {
-        s = trainer_evaluate(&R->student, nn_model_default_head(&R->student), &R->test, R->ytest,
-                             R->eval_input, &acc, e);
-        if (s != XD_OK) return s;
-    }
+    if (evaluate && (s = evaluate_test(R, &acc, e)) != XD_OK) return s;
     R->epochs_done = epoch + 1;
     char ep[16], sd[24], ac[32];
     snprintf(ep, sizeof ep, "%d", epoch + 1);
@@ -936,13 +1256,23 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         json_object_set_new(j, key, json_real(steps ? R->losses[l].sum / steps : 0.0));
     }
     json_object_set_new(j, "train_acc", labelled ? json_real((double)correct / labelled) : json_null());
-    json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+    if (R->seg.on) {
+        json_object_set_new(j, "test_miou", evaluate ? json_real(acc) : json_null());
+        json_object_set_new(j, "test_pixel_acc", evaluate ? json_real(R->pixel_acc) : json_null());
+    } else {
+        json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+    }
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     s = append_metrics(R, j, e);
     json_decref(j);
     char line[256];
-    if (evaluate)
+    if (evaluate && R->seg.on)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test mIoU %.2f%%, pixel accuracy "
+                 "%.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs,
+                 steps ? loss_sum / steps : 0.0, 100.0 * acc, 100.0 * R->pixel_acc, secs,
+                 secs > 0 ? (double)n_order / secs : 0.0);
+    else if (evaluate)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %.2f%%, %.1f s, %.0f img/s",
                  r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0, 100.0 * acc,
                  secs, secs > 0 ? (double)n_order / secs : 0.0);
@@ -960,8 +1290,16 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "seed", json_integer(R->seed));
     json_object_set_new(j, "epochs", json_integer(res->epochs_done));
     json_object_set_new(j, "finished", json_boolean(res->finished));
-    json_object_set_new(j, "final_test_acc", res->finished ? json_real(res->final_acc) : json_null());
-    json_object_set_new(j, "best_test_acc", json_real(res->best_acc));
+    /* a segment task's score is the mIoU; its pixel accuracy comes with it */
+    const char *score = R->seg.on ? "test_miou" : "test_acc";
+    char key[32];
+    snprintf(key, sizeof key, "final_%s", score);
+    json_object_set_new(j, key, res->finished ? json_real(res->final_acc) : json_null());
+    if (R->seg.on)
+        json_object_set_new(j, "final_test_pixel_acc",
+                            res->finished ? json_real(res->final_pixel_acc) : json_null());
+    snprintf(key, sizeof key, "best_%s", score);
+    json_object_set_new(j, key, json_real(res->best_acc));
     json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
@@ -989,6 +1327,10 @@ static void run_free(run *R)
         teacher_rt *t = &R->teachers[i];
         if (t->cached) kd_cache_close(&t->cache);
         free(t->idx);
+        for (int k = 0; t->avg && k < t->m.n_nodes; k++) free(t->avg[k]);
+        free(t->avg);
+        free(t->present);
+        free(t->count);
         nn_model_free(&t->m);
         feed_close(&t->f);
         free(t->input);
@@ -1011,6 +1353,7 @@ static void run_free(run *R)
     free(R->mb);
     free(R->exb);
     free(R->yaml);
+    seg_close(&R->seg);
 }
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
@@ -1076,6 +1419,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         } else if (o->resume && R.epochs_done == epoch0 && epoch0 > 0) {
             if ((s = load_resume(&R, RESUME_MODEL, e)) != XD_OK) break;
         }
+        if (!(o->resume && R.epochs_done > epoch0) && (s = init_projectors(&R, e)) != XD_OK) break;
         for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
             if ((s = run_epoch(&R, stage, ep, e)) != XD_OK) break;
@@ -1090,9 +1434,14 @@ stopped:
         res->best_epoch = R.best_epoch;
         res->seconds = R.train_seconds;
         res->images_per_s = R.train_seconds > 0 ? R.images / R.train_seconds : 0.0;
-        if (res->finished) {
-            s = trainer_evaluate(&R.student, nn_model_default_head(&R.student), &R.test, R.ytest,
-                                 R.eval_input, &res->final_acc, e);
+        if (res->finished) s = evaluate_test(&R, &res->final_acc, e);
+        res->segment = R.seg.on;
+        res->final_pixel_acc = R.pixel_acc;
+        if (s == XD_OK && res->finished && R.seg.on) {
+            char *dir = out_path(&R, "overlays");
+            s = seg_write_overlays(&R.student, nn_model_default_head(&R.student), &R.test,
+                                   R.seg.test_image, R.seg.test_mask, SEG_OVERLAYS, dir, e);
+            free(dir);
         }
         if (s == XD_OK) s = write_summary(&R, res, e);
     }

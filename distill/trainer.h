@@ -32,8 +32,10 @@ typedef struct {
 typedef struct {
     long seed;
     int epochs_done, finished;
-    double final_acc, best_acc;
+    double final_acc, best_acc; /* test accuracy; for a segment task the mIoU */
     int best_epoch;
+    int segment;                /* task segment: the scores are mIoU, with pixel accuracy */
+    double final_pixel_acc;
     double seconds, images_per_s;
 } train_result;
 
@@ -41,7 +43,8 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
                       xd_err *e);
 
 /* Accuracy of node `head` of m over all n examples of a feed (eval mode, batches of the model's
- * max_batch). input: scratch for one batch of the feed's inputs. */
+ * max_batch); for a text.* feed, over every (example, language) pair that has a text. input:
+ * scratch for one batch of the feed's inputs. */
 xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
                            double *acc, xd_err *e);
 

@@ -51,8 +51,14 @@ static void test_errors(void **state)
     uint8_t m[N];
     xd_err e;
     make_labels(y);
-    assert_int_equal(labels_select(y, NULL, N, K, 0.0, 0, 1, m, NULL, &e), XD_EARG);
+    assert_int_equal(labels_select(y, NULL, N, K, -0.5, 0, 1, m, NULL, &e), XD_EARG);
     tu_assert_err(&e, XD_EARG, "fraction");
+    assert_int_equal(labels_select(y, NULL, N, K, 1.5, 0, 1, m, NULL, &e), XD_EARG);
+    /* 0 keeps no label at all */
+    size_t kept = 1;
+    TU_OK(labels_select(y, NULL, N, K, 0.0, 0, 1, m, &kept, &e));
+    assert_int_equal(kept, 0);
+    for (int i = 0; i < N; i++) assert_int_equal(m[i], 0);
     y[17] = K;
     assert_int_equal(labels_select(y, NULL, N, K, 1.0, 0, 1, m, NULL, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "example 17 has label 10");

@@ -307,9 +307,9 @@ static void test_overrides(void **state)
     const char *bad5[] = {"losses.0.temperature=2"};
     load_bad(minimal_recipe, bad5, 1, XD_EARG,
              "--set losses.0.temperature: losses.0.temperature: does not apply to kind 'ce'");
-    const char *bad6[] = {"data.label_fraction=0"};
+    const char *bad6[] = {"data.label_fraction=1.5"};
     load_bad(minimal_recipe, bad6, 1, XD_EARG,
-             "--set data.label_fraction: data.label_fraction: must be in (0, 1]");
+             "--set data.label_fraction: data.label_fraction: must be in [0, 1]");
 }
 
 /* Each class of error, with its line and key path. */
@@ -380,8 +380,8 @@ static void test_errors(void **state)
              "r.yaml:3: data.train: 'a/b' is not a split name");
     /* enum words */
     load_bad(WITH_LOSSES("", "  - kind: kl\n"), NULL, 0, XD_EARG,
-             "r.yaml:7: losses.0.kind: unknown value 'kl' (expected ce, kd, hinton, feature, hint "
-             "or attention)");
+             "r.yaml:7: losses.0.kind: unknown value 'kl' (expected ce, kd, hinton, feature, hint, "
+             "attention, dense or contrastive)");
     load_bad(WITH_LOSSES(teacher1, "  - kind: feature\n    student_tap: feat\n    teacher_tap: x\n"
                                    "    metric: l1\n"),
              NULL, 0, XD_EARG,
@@ -396,8 +396,8 @@ static void test_errors(void **state)
     load_bad(WITH_LOSSES(teacher1, "  - kind: attention\n    student_tap: r1\n    teacher_tap: x\n"
                                    "    projector: linear\n"),
              NULL, 0, XD_EARG,
-             "r.yaml:13: losses.0.projector: does not apply to kind 'attention' (only to feature "
-             "or hint)");
+             "r.yaml:13: losses.0.projector: does not apply to kind 'attention' (only to feature, "
+             "hint or contrastive)");
     /* teachers */
     load_bad(WITH_LOSSES("", "  - kind: kd\n"), NULL, 0, XD_EARG,
              "r.yaml:7: losses.0: kind 'kd' needs a teacher, and the recipe lists none");
@@ -513,6 +513,7 @@ static void assert_same(const recipe *a, const recipe *b)
         assert_string_equal(a->teachers[i].checkpoint, b->teachers[i].checkpoint);
         assert_string_equal(a->teachers[i].view, b->teachers[i].view);
         assert_int_equal(a->teachers[i].cache, b->teachers[i].cache);
+        assert_int_equal(a->teachers[i].languages, b->teachers[i].languages);
     }
     const recipe_train *x = &a->train, *y = &b->train;
     assert_int_equal(x->epochs, y->epochs);
@@ -559,8 +560,89 @@ static void assert_same(const recipe *a, const recipe *b)
             }
             assert_int_equal(l->metric, m->metric);
             assert_int_equal(l->projector, m->projector);
+            assert_int_equal(l->projector_init, m->projector_init);
+            assert_int_equal(l->projector_frozen, m->projector_frozen);
+            assert_int_equal(l->learn_temperature, m->learn_temperature);
+            assert_true((l->label_map == NULL) == (m->label_map == NULL));
+            if (l->label_map) assert_string_equal(l->label_map, m->label_map);
+            assert_int_equal(l->n_label_table, m->n_label_table);
+            for (int k = 0; k < l->n_label_table; k++)
+                assert_int_equal(l->label_table[k], m->label_table[k]);
         }
     }
+}
+
+static void round_trip(const char *text, const char *const *sets, int n_sets);
+
+/* Cross-modal keys: a text teacher averaged over languages, a contrastive loss with a learned
+ * temperature and a fitted projector, label maps by name and by list. */
+static const char *const align_recipe =
+    "data: {path: d.xds, label_fraction: 0}\n"
+    "model: \"" MODEL "\"\n"
+    "teachers:\n"
+    "  - {name: txt, checkpoint: txt.safetensors, view: text.*, languages: average}\n"
+    "  - {name: cnn, checkpoint: cnn.safetensors}\n"
+    "train: {epochs: 1}\n"
+    "losses:\n"
+    "  - {kind: contrastive, teacher: txt, student_tap: feat, teacher_tap: emb,\n"
+    "     temperature: 0.1, learn_temperature: true, projector_init: cca, projector_frozen: yes}\n"
+    "  - {kind: kd, teacher: txt, label_map: label.subgroup}\n"
+    "  - {kind: hinton, teacher: cnn, label_map: [0, 0, 1, 2]}\n";
+
+static void test_alignment_keys(void **state)
+{
+    (void)state;
+    recipe r;
+    load_ok(align_recipe, NULL, 0, &r);
+    assert_true(r.data.label_fraction == 0.0f);
+    assert_int_equal(r.teachers[0].languages, RECIPE_LANGS_AVERAGE);
+    assert_int_equal(r.teachers[1].languages, RECIPE_LANGS_SAMPLE);
+    const recipe_loss *l = r.stages[0].losses;
+    assert_int_equal(l[0].kind, RECIPE_LOSS_CONTRASTIVE);
+    assert_true(l[0].temperature == 0.1f);
+    assert_int_equal(l[0].learn_temperature, 1);
+    assert_int_equal(l[0].projector_init, RECIPE_INIT_CCA);
+    assert_int_equal(l[0].projector_frozen, 1);
+    assert_string_equal(l[1].label_map, "label.subgroup");
+    assert_null(l[1].label_table);
+    assert_int_equal(l[2].n_label_table, 4);
+    assert_int_equal(l[2].label_table[3], 2);
+    recipe_free(&r);
+    /* the contrastive temperature defaults to CLIP's 0.07 */
+    load_ok("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
+            "teachers: [{name: t, checkpoint: cnn.safetensors}]\ntrain: {epochs: 1}\n"
+            "losses:\n  - {kind: contrastive, student_tap: feat, teacher_tap: feat}\n",
+            NULL, 0, &r);
+    assert_true(r.stages[0].losses[0].temperature == 0.07f);
+    recipe_free(&r);
+    round_trip(align_recipe, NULL, 0);
+#define ALIGN_BAD(loss, want)                                                                    \
+    load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"                                      \
+             "teachers: [{name: t, checkpoint: cnn.safetensors}]\ntrain: {epochs: 1}\n"          \
+             "losses:\n  - " loss "\n",                                                        \
+             NULL, 0, XD_EARG, want)
+    ALIGN_BAD("{kind: feature, student_tap: feat, teacher_tap: feat, label_map: label.x}",
+              "r.yaml:6: losses.0.label_map: does not apply to kind 'feature' (only to kd or hinton)");
+    ALIGN_BAD("{kind: kd, learn_temperature: true}",
+              "r.yaml:6: losses.0.learn_temperature: does not apply to kind 'kd'");
+    ALIGN_BAD("{kind: kd, label_map: subgroup}",
+              "r.yaml:6: losses.0.label_map: 'subgroup': expected a label section");
+    ALIGN_BAD("{kind: kd, label_map: [0, -1]}", "r.yaml:6: key 'losses.0.label_map.1': -1 is out of range");
+    ALIGN_BAD("{kind: kd, label_map: []}", "r.yaml:6: losses.0.label_map: 0 entries");
+    ALIGN_BAD("{kind: feature, student_tap: feat, teacher_tap: feat, projector_init: pca}",
+              "r.yaml:6: losses.0.projector_init: ");
+    ALIGN_BAD("{kind: hint, student_tap: feat, teacher_tap: feat, projector_frozen: true}",
+              "r.yaml:6: losses.0.projector_frozen: a frozen projector needs projector_init");
+    ALIGN_BAD("{kind: hint, student_tap: feat, teacher_tap: feat, projector: none, "
+              "projector_init: cca, projector_frozen: true}",
+              "r.yaml:6: losses.0.projector_frozen: there is no projector");
+#undef ALIGN_BAD
+    load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
+             "teachers: [{name: t, checkpoint: cnn.safetensors, languages: average}]\n"
+             "train: {epochs: 1}\nlosses:\n  - {kind: kd}\n",
+             NULL, 0, XD_EARG,
+             "r.yaml:3: teachers.0.languages: 'average' needs the view text.* (this teacher reads "
+             "'image')");
 }
 
 static void round_trip(const char *text, const char *const *sets, int n_sets)
@@ -623,7 +705,7 @@ static void test_round_trip(void **state)
     assert_non_null(at);
     sprintf(moved, "%.*sgone.xds%s", (int)(at - yaml), yaml, at + 5);
     assert_int_equal(recipe_parse("meta", moved, strlen(moved), NULL, 0, 0, &s, &e), XD_EARG);
-    tu_assert_err(&e, XD_EARG, "meta:6: data.path: gone.xds: no such file");
+    tu_assert_err(&e, XD_EARG, "meta:7: data.path: gone.xds: no such file");
     TU_OK(recipe_parse("meta", moved, strlen(moved), NULL, 0, RECIPE_NO_FILE_CHECKS, &s, &e));
     assert_string_equal(s.data.path, "gone.xds");
     recipe_free(&s);
@@ -640,6 +722,7 @@ int main(void)
         cmocka_unit_test_setup(test_overrides, fixture_setup),
         cmocka_unit_test_setup(test_errors, fixture_setup),
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
+        cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "align/clip.h"
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
@@ -1405,18 +1406,25 @@ static void test_text_student_from_image_teacher(void **state)
     free(de);
 }
 
+/* A text teacher on toy.xds reading `view`, trained into dir; it must learn the task. */
+static void train_text_teacher(const char *dir, const char *view)
+{
+    ensure_data();
+    char *tt = fmt("data: {path: toy.xds, student_view: %s, text: \"buckets=512\"}\n"
+                   "model: \"" TEXT_MODEL "\"\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
+                   "losses:\n  - kind: ce\n", view);
+    train_result t = run_ok(dir, tt, dir, 1, 0, 0);
+    assert_true(t.final_acc >= 0.9);
+    free(tt);
+}
+
 /* A text teacher (trained with its own text settings) teaches an image student whose recipe says
  * nothing about text: the teacher must read the ids it was trained on. */
 static void test_image_student_from_text_teacher(void **state)
 {
     (void)state;
-    ensure_data();
-    char *tt = fmt("data: {path: toy.xds, student_view: text.de, text: \"buckets=512\"}\n"
-                   "model: \"" TEXT_MODEL "\"\n"
-                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
-                   "losses:\n  - kind: ce\n");
-    train_result t = run_ok("textteacher", tt, "textteacher", 1, 0, 0);
-    assert_true(t.final_acc >= 0.9);
+    train_text_teacher("textteacher", "text.de");
     char *st = fmt("data: {path: toy.xds, labels_per_class: 2}\nmodel: \"" MLP_MODEL "\"\n"
                    "teachers:\n  - {name: txt, checkpoint: textteacher/best.safetensors, "
                    "view: text.de}\n"
@@ -1424,8 +1432,278 @@ static void test_image_student_from_text_teacher(void **state)
                    "losses:\n  - kind: ce\n  - {kind: kd, temperature: 2}\n");
     train_result r = run_ok("fromtext", st, "fromtext", 1, 0, 0);
     assert_true(r.final_acc >= 0.9);
-    free(tt);
     free(st);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * alignment: label maps, averaged languages, contrastive losses, fitted projectors */
+
+/* A recipe that must not load; the message names the key. */
+static void expect_recipe_error(const char *name, const char *text, const char *want)
+{
+    char *path = fmt("%s.yaml", name);
+    tu_write_file(path, text, strlen(text));
+    recipe r;
+    xd_err e;
+    xd_err_clear(&e);
+    if (recipe_load(path, NULL, 0, &r, &e) == XD_OK) fail_msg("%s: the recipe loaded", name);
+    print_message("%s: %s\n", name, e.msg);
+    if (!strstr(e.msg, want)) fail_msg("%s: message '%s' does not mention '%s'", name, e.msg, want);
+    free(path);
+}
+
+/* A label map moves the teacher's probability onto the student's classes: with no student label
+ * at all, a student taught through the map [1, 2, 3, 0] learns the shifted classes (so it is
+ * wrong on almost every test example), through the identity the right ones. */
+static void test_label_map_list(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *maps[2] = {"[0, 1, 2, 3]", "[1, 2, 3, 0]"};
+    double acc[2];
+    for (int k = 0; k < 2; k++) {
+        char *losses = fmt("  - {kind: kd, temperature: 2, label_map: %s}\n", maps[k]);
+        char *text = student_recipe("  label_fraction: 0\n", MLP_MODEL, TEACHERS, 3,
+                                    "{kind: adamw, lr: 0.01}", losses);
+        char *dir = fmt("lmap-%d", k);
+        acc[k] = run_ok(dir, text, dir, 1, 0, 0).final_acc;
+        free(dir);
+        free(text);
+        free(losses);
+    }
+    print_message("label map: identity %.3f, shifted %.3f\n", acc[0], acc[1]);
+    assert_true(acc[0] >= 0.9);
+    assert_true(acc[1] <= 0.1);
+    /* a list that does not fit the teacher, and a class the student does not have */
+    char *t1 = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: adamw, lr: 0.01}",
+                              "  - {kind: kd, label_map: [0, 1, 2]}\n");
+    expect_error("lmap-short", t1, "label_map lists 3 teacher classes", "has 4");
+    char *t2 = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: adamw, lr: 0.01}",
+                              "  - {kind: kd, label_map: [0, 1, 2, 4]}\n");
+    expect_error("lmap-range", t2, "label_map", "4");
+    free(t1);
+    free(t2);
+}
+
+/* label_map: label — the teacher knows the 4 quadrants, the student (no label of its own) the 2
+ * rows of the data set's label.row; the map comes from how the two label sets co-occur. */
+static void test_label_map_from_data(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *row_model = "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu name=feat; "
+                            "linear out=2 name=logits head";
+    char *text = student_recipe("  label: label.row\n  label_fraction: 0\n", row_model, TEACHERS, 3,
+                                "{kind: adamw, lr: 0.01}",
+                                "  - {kind: kd, temperature: 2, label_map: label}\n");
+    train_result r = run_ok("lmap-data", text, "lmap-data", 1, 0, 0);
+    print_message("rows learnt from a quadrant teacher: %.3f (chance 0.5)\n", r.final_acc);
+    assert_true(r.final_acc >= 0.9);
+    /* without the map the widths differ, and the message says what would fix it */
+    char *bad = student_recipe("  label: label.row\n", row_model, TEACHERS, 1,
+                               "{kind: adamw, lr: 0.01}", "  - {kind: kd}\n");
+    expect_error("lmap-none", bad, "2 outputs", "label_map");
+    free(text);
+    free(bad);
+}
+
+/* A text teacher that reads every language of an example and averages its outputs teaches an image
+ * student without labels; `average` needs the text.* view. */
+static void test_languages_average(void **state)
+{
+    (void)state;
+    train_text_teacher("avgteacher", "text.*");
+    char *st = fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
+                   "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
+                   "view: text.*, languages: average}\n"
+                   "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                   "losses:\n  - {kind: kd, temperature: 2}\n"
+                   "  - {kind: feature, student_tap: feat, teacher_tap: emb, weight: 0.1}\n");
+    train_result a = run_ok("avgstudent", st, "avgstudent", 1, 0, 0);
+    run_ok("avgstudent", st, "avgstudent-2", 1, 0, 0);
+    print_message("image student from the averaged text teacher: %.3f\n", a.final_acc);
+    assert_true(a.final_acc >= 0.9);
+    assert_true(same_bytes("avgstudent/last.safetensors", "avgstudent-2/last.safetensors"));
+    char *bad = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                    "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
+                    "view: text.de, languages: average}\n"
+                    "train: {epochs: 1, batch: 16, optimizer: sgd}\n"
+                    "losses:\n  - {kind: kd}\n");
+    expect_recipe_error("avg-view", bad, "teachers.0.languages: 'average' needs the view text.*");
+    free(st);
+    free(bad);
+}
+
+/* A text.* feed is scored on every (example, language) pair: with both languages present for every
+ * example, exactly the mean of the two single-language accuracies. A model trained on English only
+ * scores differently on German, so the two parts are not the same number. */
+static void test_text_eval_every_language(void **state)
+{
+    (void)state;
+    train_text_teacher("en-only", "text.en");
+    nn_model m;
+    load_ckpt("en-only/best.safetensors", &m);
+    const char *text = "buckets=512";
+    double en = accuracy(&m, "toy.xds", "text.en", "", text),
+           de = accuracy(&m, "toy.xds", "text.de", "", text),
+           all = accuracy(&m, "toy.xds", "text.*", "", text);
+    print_message("english-trained text model: en %.3f, de %.3f, every language %.3f\n", en, de, all);
+    assert_true(en >= 0.9);
+    assert_true(fabs(en - de) > 0.05);
+    assert_true(fabs(all - 0.5 * (en + de)) < 1e-12);
+    nn_model_free(&m);
+    /* feed_fill_lang: a row per example in the language asked for, and which ones have a text */
+    split_feed sf;
+    nn_model t;
+    load_ckpt("en-only/best.safetensors", &t);
+    open_split(&sf, "toy.xds", "test", "text.*", &t, "", text);
+    uint32_t idx[3] = {0, 5, 99};
+    int32_t rows[3 * 64];
+    uint8_t present[3];
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(feed_fill_lang(&sf.f, idx, 3, 1, rows, present, &e));
+    for (int b = 0; b < 3; b++) {
+        assert_int_equal(present[b], 1);
+        assert_memory_equal(rows + b * sf.f.L, sf.f.ids + ((size_t)sf.f.n + idx[b]) * sf.f.L,
+                            sizeof(int32_t) * (size_t)sf.f.L);
+    }
+    assert_int_equal(feed_fill_lang(&sf.f, idx, 3, 2, rows, present, &e), XD_EARG);
+    idx[1] = 100;
+    assert_int_equal(feed_fill_lang(&sf.f, idx, 3, 0, rows, present, &e), XD_EARG);
+    close_split(&sf);
+    nn_model_free(&t);
+}
+
+static float resume_scalar(const char *dir, const char *name)
+{
+    char *rp = path2(dir, "resume.safetensors");
+    io_st_file *f;
+    xd_err e;
+    xd_err_clear(&e);
+    if (io_st_open(rp, &f, &e) != XD_OK) fail_msg("%s", e.msg);
+    const io_tensor *t = io_st_find(f, name);
+    if (!t) fail_msg("%s: no '%s'", rp, name);
+    float v = ((const float *)t->data)[0];
+    io_st_close(f);
+    free(rp);
+    return v;
+}
+
+/* Contrastive alignment of the student's features with the teacher's, with a learned
+ * temperature: the loss falls, the temperature moves and is clamped, a resumed run is exact. */
+static void test_contrastive(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *losses = "  - kind: ce\n"
+                         "  - {kind: contrastive, student_tap: feat, teacher_tap: feat, "
+                         "temperature: 0.2, learn_temperature: true}\n";
+    char *text = student_recipe("  labels_per_class: 5\n", MLP_MODEL, TEACHERS, 3,
+                                "{kind: adamw, lr: 0.01}", losses);
+    train_result r = run_ok("clip", text, "clip", 1, 0, 0);
+    json_t *m = read_metrics("clip");
+    double c1 = num(json_array_get(m, 0), "loss.1.contrastive"),
+           c3 = num(json_array_get(m, 2), "loss.1.contrastive");
+    print_message("contrastive %.4f -> %.4f, accuracy %.3f\n", c1, c3, r.final_acc);
+    /* B = 16: a batch of unrelated pairs starts near log 16 = 2.77 */
+    assert_true(c1 > 0.5 && c1 < 3.5);
+    if (!(c3 < 0.8 * c1)) fail_msg("contrastive loss %.4f -> %.4f did not fall", c1, c3);
+    json_decref(m);
+    float theta = resume_scalar("clip", "loss1.theta");
+    print_message("theta %.4f (start %.4f)\n", theta, log(1.0 / 0.2));
+    assert_true(fabs(theta - log(1.0 / 0.2)) > 1e-3);
+    assert_true(theta >= 0.0f && theta <= (float)ALIGN_CLIP_THETA_MAX);
+    int stops[] = {1};
+    check_resume("clip-resume", text, 3, stops, 1);
+    /* a fixed temperature stays out of the resume state */
+    char *fixed = student_recipe("  labels_per_class: 5\n", MLP_MODEL, TEACHERS, 1,
+                                 "{kind: adamw, lr: 0.01}",
+                                 "  - {kind: contrastive, student_tap: feat, teacher_tap: feat}\n");
+    run_ok("clip-fixed", fixed, "clip-fixed", 1, 0, 0);
+    char *rp = path2("clip-fixed", "resume.safetensors");
+    io_st_file *f;
+    xd_err e;
+    xd_err_clear(&e);
+    if (io_st_open(rp, &f, &e) != XD_OK) fail_msg("%s", e.msg);
+    assert_null(io_st_find(f, "loss0.theta"));
+    io_st_close(f);
+    free(rp);
+    free(fixed);
+    free(text);
+}
+
+/* A projector started from a map fitted on the two models' taps (Procrustes, CCA) matches the
+ * teacher's features better at once than a random one; a frozen one keeps its map. */
+static void test_projector_init(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *inits[3] = {"random", "procrustes", "cca"};
+    double first[3];
+    for (int k = 0; k < 3; k++) {
+        /* lr so small that the first epoch's loss is the starting map's */
+        char *losses = fmt("  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+                           "projector: linear, projector_init: %s, projector_frozen: %s}\n",
+                           inits[k], k ? "true" : "false");
+        char *text = student_recipe("", MLP_MODEL, TEACHERS, 2, "{kind: sgd, lr: 0.000001}", losses);
+        char *dir = fmt("pinit-%s", inits[k]);
+        run_ok(dir, text, dir, 1, 0, 0);
+        json_t *m = read_metrics(dir);
+        first[k] = num(json_array_get(m, 0), "loss.0.feature");
+        json_decref(m);
+        if (k) {
+            /* frozen: the map in the resume state after 1 and after 2 epochs is the same */
+            char *d1 = fmt("%s-1", dir);
+            run_ok(dir, text, d1, 1, 1, 0);
+            char *a = path2(d1, "resume.safetensors"), *b = path2(dir, "resume.safetensors");
+            io_st_file *fa, *fb;
+            xd_err e;
+            xd_err_clear(&e);
+            if (io_st_open(a, &fa, &e) != XD_OK || io_st_open(b, &fb, &e) != XD_OK)
+                fail_msg("%s", e.msg);
+            const io_tensor *ta = io_st_find(fa, "proj0.param"), *tb = io_st_find(fb, "proj0.param");
+            assert_non_null(ta);
+            assert_non_null(tb);
+            assert_memory_equal(ta->data, tb->data, sizeof(float) * (size_t)ta->shape[0]);
+            io_st_close(fa);
+            io_st_close(fb);
+            free(a);
+            free(b);
+            free(d1);
+        }
+        free(dir);
+        free(text);
+        free(losses);
+    }
+    print_message("first-epoch feature loss: random %.4f, procrustes %.4f, cca %.4f\n", first[0],
+                  first[1], first[2]);
+    assert_true(first[1] < 0.7 * first[0]);
+    assert_true(first[2] < 0.7 * first[0]);
+    /* cca is a least-squares fit: no worse than the rotation */
+    assert_true(first[2] <= first[1] * 1.05);
+    char *bad = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: sgd, lr: 0.1}",
+                               "  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+                               "projector_frozen: true}\n");
+    expect_recipe_error("pinit-frozen", bad, "losses.0.projector_frozen: a frozen projector needs "
+                                             "projector_init");
+    free(bad);
+    /* an MLP projector learns; it has no closed-form start */
+    char *mlp = student_recipe("", MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}",
+                               "  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+                               "projector: mlp}\n");
+    run_ok("pmlp", mlp, "pmlp", 1, 0, 0);
+    json_t *m = read_metrics("pmlp");
+    double f1 = num(json_array_get(m, 0), "loss.0.feature"), f3 = num(json_array_get(m, 2), "loss.0.feature");
+    print_message("mlp projector: feature loss %.4f -> %.4f\n", f1, f3);
+    assert_true(f3 < 0.8 * f1);
+    json_decref(m);
+    char *mlp_init = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: sgd, lr: 0.1}",
+                                    "  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+                                    "projector: mlp, projector_init: cca}\n");
+    expect_error("pmlp-init", mlp_init, "projector_init cca", "mlp");
+    free(mlp);
+    free(mlp_init);
 }
 
 int main(int argc, char **argv)
@@ -1461,6 +1739,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cache_two_teacher_heads),
         cmocka_unit_test(test_text_student_from_image_teacher),
         cmocka_unit_test(test_image_student_from_text_teacher),
+        cmocka_unit_test(test_label_map_list),
+        cmocka_unit_test(test_label_map_from_data),
+        cmocka_unit_test(test_languages_average),
+        cmocka_unit_test(test_text_eval_every_language),
+        cmocka_unit_test(test_contrastive),
+        cmocka_unit_test(test_projector_init),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

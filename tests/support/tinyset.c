@@ -73,6 +73,13 @@ static void add_split(io_dataset_writer *w, const char *split, int n, const tiny
         snprintf(name, sizeof name, "%s/label", split);
         io_tensor_set(&t, name, IO_I32, 1, shp, lab);
         if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);
+        /* the coarser label set: the square's row (top 0, bottom 1) */
+        int32_t *row = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+        for (int i = 0; i < n; i++) row[i] = lab[i] / 2;
+        snprintf(name, sizeof name, "%s/label.row", split);
+        io_tensor_set(&t, name, IO_I32, 1, shp, row);
+        if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);
+        free(row);
     }
     if (strcmp(split, "train") == 0 && s->unlabelled) {
         uint8_t *mask = calloc((size_t)(n ? n : 1), 1);
@@ -109,6 +116,8 @@ void tiny_write(const char *path, const tiny_spec *s)
                                                       "bottom-right"};
     if (io_dataset_add_strings(w, "classes", classes, TINY_CLASSES, &e) != XD_OK)
         fail_msg("%s", e.msg);
+    static const char *const rows[2] = {"top", "bottom"};
+    if (io_dataset_add_strings(w, "classes.row", rows, 2, &e) != XD_OK) fail_msg("%s", e.msg);
     if (s->texts) {
         static const char *const langs[2] = {"en", "de"};
         if (io_dataset_add_strings(w, "languages", langs, 2, &e) != XD_OK) fail_msg("%s", e.msg);

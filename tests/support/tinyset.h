@@ -23,7 +23,8 @@ typedef struct {
 /* 200 train / 100 test, seed 7, texts, train labels. */
 tiny_spec tiny_default(void);
 
-/* Class of example i of a split: i % TINY_CLASSES (balanced). */
+/* Class of example i of a split: i % TINY_CLASSES (balanced). Splits with labels also get
+ * `label.row` (the square's row: class / 2, named by `classes.row`: top, bottom). */
 int tiny_label(int i);
 
 /* Writes the data set to path; fails the current test on any error. */

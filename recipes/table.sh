@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs rows of a results table over 3 seeds and prints the table (mean +- standard deviation of
+# each run's final test accuracy, or mIoU and pixel accuracy for segment runs) from the runs'
+# summary.json files. A row whose summary already holds
+# 3 seeds is not run again. Rows run in the order given, so teachers come before their students.
+# Usage: recipes/table.sh SET BIN ROW... [-- TRAIN-ARGS...]
+#   SET   a folder of recipes/ (fashion, emoji, scenes)     BIN  the xdistill binary
+#   ROW   a recipe of recipes/SET without .yaml     TRAIN-ARGS  passed to every `xdistill train`
+set -euo pipefail
+set_=$1 bin=$2
+shift 2
+rows=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do rows+=("$1"); shift; done
+[ $# -gt 0 ] && shift
+for r in "${rows[@]}"; do
+  name=$(sed -n 's/^name: //p' "recipes/$set_/$r.yaml")
+  if [ -f "runs/$name/summary.json" ] && grep -q '"seeds": 3' "runs/$name/summary.json"; then
+    continue   # already there
+  fi
+  "$bin" train "recipes/$set_/$r.yaml" --seeds 3 --quiet "$@"
+done
+
+# segment runs report mIoU and pixel accuracy, classify runs accuracy
+first=$(sed -n 's/^name: //p' "recipes/$set_/${rows[0]}.yaml")
+if grep -q '"final_test_miou"' "runs/$first/summary.json"; then
+  printf '| row | recipe | test mIoU (3 seeds) | pixel accuracy |\n|---|---|---|---|\n'
+else
+  printf '| row | recipe | test accuracy (3 seeds) |\n|---|---|---|\n'
+fi
+for r in "${rows[@]}"; do
+  name=$(sed -n 's/^name: //p' "recipes/$set_/$r.yaml")
+  awk -v r="$r" -v s="$set_" '
+    /"final_test_acc": \{/ { k = "a" }
+    /"final_test_miou": \{/ { k = "m" }
+    /"final_test_pixel_acc": \{/ { k = "p" }
+    /"best_test_(acc|miou)": \{/ { k = "" }
+    k != "" && /"mean"/ { gsub(/[,]/, "", $2); mean[k] = $2 }
+    k != "" && /"std"/ { gsub(/[,]/, "", $2); sd[k] = $2; k = "" }
+    END {
+      if ("m" in mean)
+        printf "| %s | recipes/%s/%s.yaml | %.2f +- %.2f%% | %.2f +- %.2f%% |\n", r, s, r,
+               100 * mean["m"], 100 * sd["m"], 100 * mean["p"], 100 * sd["p"]
+      else
+        printf "| %s | recipes/%s/%s.yaml | %.2f +- %.2f%% |\n", r, s, r, 100 * mean["a"], 100 * sd["a"]
+    }
+  ' "runs/$name/summary.json"
+done
