@@ -18,11 +18,18 @@ static const bench_suite suites[] = {
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
 };
 
-double bench_now(void)
+static double clock_seconds(clockid_t id)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(id, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+double bench_now(void) { return clock_seconds(CLOCK_MONOTONIC); }
+
+static double median_sorted(const double *t, int n)
+{
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -35,18 +42,22 @@ bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int m
                      int max_reps)
 {
     double *t = malloc(sizeof(double) * (size_t)max_reps);
+    double *cpu = malloc(sizeof(double) * (size_t)max_reps);
     fn(ctx);
     int n = 0;
     double start = bench_now();
     while (n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
-        double t0 = bench_now();
+        double t0 = bench_now(), c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID);
         fn(ctx);
+        cpu[n] = clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0;
         t[n++] = bench_now() - t0;
     }
     qsort(t, (size_t)n, sizeof(double), cmp_double);
-    bench_time r = {.median = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]),
-                    .min = t[0], .max = t[n - 1], .reps = n};
+    qsort(cpu, (size_t)n, sizeof(double), cmp_double);
+    bench_time r = {.median = median_sorted(t, n), .min = t[0], .max = t[n - 1],
+                    .cpu_median = median_sorted(cpu, n), .reps = n};
     free(t);
+    free(cpu);
     return r;
 }
 

@@ -7,6 +7,8 @@
 
 typedef struct {
     double median, min, max; /* seconds per call */
+    double cpu_median;       /* CPU seconds per call, all threads: on a shared machine, at one
+                              * thread, the cost of a call without the waits for a free core */
     int reps;
 } bench_time;
 

@@ -40,26 +40,50 @@ static void sgemm_single(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M
 #endif
 }
 
-void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
+int nn_sgemm_row_blocks(int M, int N, int K)
+{
+    return M >= N ? nn_sgemm_blocks(M, N, K) : 1;
+}
+
+void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
+{
+    *r0 = (int)((long)len * i / nb);
+    *r1 = (int)((long)len * (i + 1) / nb);
+}
+
+void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
     const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     const int nb = nn_sgemm_blocks(M, N, K);
     if (nb == 1) {
+        if (before) before(ctx, 0, M);
         sgemm_single(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (after) after(ctx, 0, M);
         return;
     }
     const int by_rows = M >= N;
+    if (before && !by_rows) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) {
+            int r0, r1;
+            nn_sgemm_block_range(M, nb, i, &r0, &r1);
+            before(ctx, r0, r1);
+        }
+    }
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < nb; i++) {
-        const int len = by_rows ? M : N;
-        const int r0 = (int)((long)len * i / nb), r1 = (int)((long)len * (i + 1) / nb);
+        int r0, r1;
+        nn_sgemm_block_range(by_rows ? M : N, nb, i, &r0, &r1);
         if (by_rows) {
             /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
             const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
+            if (before) before(ctx, r0, r1);
             cblas_sgemm(CblasRowMajor, ta, tb, r1 - r0, N, K, alpha, a, lda, B, ldb, beta,
                         C + (size_t)r0 * ldc, ldc);
+            if (after) after(ctx, r0, r1);
         } else {
             /* columns r0..r1 of C come from columns of op(B) */
             const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
@@ -67,4 +91,12 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                         ldc);
         }
     }
+    if (after && !by_rows) after(ctx, 0, M);
+}
+
+void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    nn_sgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, NULL,
+                  NULL);
 }

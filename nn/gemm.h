@@ -14,4 +14,19 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 /* Blocks nn_sgemm uses for an M x N x K product (exposed for tests and benchmarks). */
 int nn_sgemm_blocks(int M, int N, int K);
 
+/* nn_sgemm (the same blocks, so the same bits) with work on C's row blocks around the products,
+ * done by the thread that owns the block while its rows are in cache: before(ctx, r0, r1) just
+ * ahead of the block's product (e.g. to fill those rows of A), after(ctx, r0, r1) once rows r0..r1
+ * of C are final. When C is split by columns instead, every before runs (in parallel) ahead of
+ * all products and after runs once over all rows at the end. Either may be NULL. Blocks run in
+ * parallel, so each call must write only what its own rows decide. */
+typedef void (*nn_sgemm_rows_fn)(void *ctx, int r0, int r1);
+void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+/* How many row blocks nn_sgemm_rows hands to after (1 when C is split by columns), and the rows
+ * r0..r1 of block i of nb along a side of length len. */
+int nn_sgemm_row_blocks(int M, int N, int K);
+void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1);
+
 #endif

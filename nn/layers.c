@@ -108,57 +108,204 @@ void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
         }
 }
 
-/* Scatter-add back; parallel over images, since windows of one image overlap each other but never
- * another image's pixels. */
-void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
+/* Rows r0..r1 of cols, the same values as nn_im2col's, one window position (C channels) at a
+ * time; used block by block just before the product that reads them (nn_sgemm_rows). */
+typedef struct {
+    float *cols;
+    const float *inp;
+    const nn_conv_shape *s;
+} im2col_job;
+
+static void im2col_rows(void *p, int r0, int r1)
 {
-    const int K = s->KH * s->KW * s->C, C = s->C;
-#pragma omp parallel for
-    for (int b = 0; b < s->B; b++) {
-        float *img = dinp + (size_t)b * s->H * s->W * C;
-        for (int oy = 0; oy < s->OH; oy++)
-            for (int ox = 0; ox < s->OW; ox++) {
-                const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
-                int x0 = ox * s->stride - s->pad;
-                int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
-                for (int ky = 0; ky < s->KH; ky++) {
-                    int iy = oy * s->stride - s->pad + ky;
-                    if (iy < 0 || iy >= s->H || kx1 <= kx0) continue;
-                    const float *src = row + ((size_t)ky * s->KW + kx0) * C;
-                    float *dst = img + ((size_t)iy * s->W + x0 + kx0) * C;
-                    for (int j = 0; j < (kx1 - kx0) * C; j++) dst[j] += src[j];
-                }
+    const im2col_job *job = p;
+    const nn_conv_shape *s = job->s;
+    const int C = s->C, K = s->KH * s->KW * C, ld = K + (s->bias ? 1 : 0);
+    int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
+    for (int m = r0; m < r1; m++) {
+        const float *img = job->inp + (size_t)b * s->H * s->W * C;
+        float *row = job->cols + (size_t)m * ld;
+        const int x0 = ox * s->stride - s->pad;
+        for (int ky = 0; ky < s->KH; ky++) {
+            const int iy = oy * s->stride - s->pad + ky;
+            float *dst = row + (size_t)ky * s->KW * C;
+            if (iy < 0 || iy >= s->H) {
+                for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
+                continue;
             }
+            const float *line = img + (size_t)iy * s->W * C;
+            if (C == 1) { /* a first layer: one value per position, no inner loop */
+                for (int kx = 0; kx < s->KW; kx++) {
+                    const int ix = x0 + kx;
+                    dst[kx] = ix >= 0 && ix < s->W ? line[ix] : 0.0f;
+                }
+                continue;
+            }
+            for (int kx = 0; kx < s->KW; kx++) {
+                const int ix = x0 + kx;
+                float *d = dst + (size_t)kx * C;
+                if (ix < 0 || ix >= s->W)
+                    for (int c = 0; c < C; c++) d[c] = 0.0f;
+                else
+                    for (int c = 0; c < C; c++) d[c] = line[(size_t)ix * C + c];
+            }
+        }
+        if (s->bias) row[K] = 1.0f;
+        if (++ox == s->OW) {
+            ox = 0;
+            if (++oy == s->OH) {
+                oy = 0;
+                b++;
+            }
+        }
     }
 }
 
-void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *b, const nn_conv_shape *s)
+/* Scatter-add of image b's rows of dcols back onto the image. first: the image is zeroed just
+ * before, while it is in cache (see nn_relu_backward_first). */
+static void col2im_image(float *dinp, const float *dcols, const nn_conv_shape *s, int b, int first)
+{
+    const int K = s->KH * s->KW * s->C, C = s->C;
+    float *img = dinp + (size_t)b * s->H * s->W * C;
+    if (first) memset(img, 0, sizeof(float) * s->H * s->W * C);
+    for (int oy = 0; oy < s->OH; oy++)
+        for (int ox = 0; ox < s->OW; ox++) {
+            const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+            int x0 = ox * s->stride - s->pad;
+            int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+            for (int ky = 0; ky < s->KH; ky++) {
+                int iy = oy * s->stride - s->pad + ky;
+                if (iy < 0 || iy >= s->H || kx1 <= kx0) continue;
+                const float *src = row + ((size_t)ky * s->KW + kx0) * C;
+                float *dst = img + ((size_t)iy * s->W + x0 + kx0) * C;
+                for (int j = 0; j < (kx1 - kx0) * C; j++) dst[j] += src[j];
+            }
+        }
+}
+
+/* Parallel over images, since windows of one image overlap each other but never another
+ * image's pixels. */
+static void col2im(float *dinp, const float *dcols, const nn_conv_shape *s, int first)
+{
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) col2im_image(dinp, dcols, s, b, first);
+}
+
+/* A product whose rows of C are images of P rows each, with work per image as soon as its rows
+ * are final: by the thread of the row block that holds the whole image, while the rows are in
+ * cache, or after the product for an image cut by a block boundary. Each image is handled by one
+ * thread, the same way either way, so no result depends on where it was done. rows (or NULL)
+ * fills rows r0..r1 of A just before their product (nn_sgemm_rows). */
+typedef struct {
+    void (*image)(void *ctx, int b);
+    void *image_ctx;
+    nn_sgemm_rows_fn rows;
+    void *rows_ctx;
+    int P;
+} image_job;
+
+static void image_job_rows(void *p, int r0, int r1)
+{
+    const image_job *j = p;
+    j->rows(j->rows_ctx, r0, r1);
+}
+
+static void image_job_whole(void *p, int r0, int r1)
+{
+    const image_job *j = p;
+    for (int b = (r0 + j->P - 1) / j->P; b < r1 / j->P; b++) j->image(j->image_ctx, b);
+}
+
+/* C (M, N) = op(A) (M, K) @ op(B) (K, N), as nn_sgemm, with the job's work around it */
+static void sgemm_images(int trans_b, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, float *C, int ldc, image_job *j)
+{
+    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc,
+                  j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
+    if (!j->image) return;
+    const int nb = nn_sgemm_row_blocks(M, N, K);
+    int cut[64], n_cut = 0;
+    XD_ASSERT(nb <= (int)(sizeof cut / sizeof cut[0]));
+    for (int i = 1; i < nb; i++) {
+        int r0, r1;
+        nn_sgemm_block_range(M, nb, i, &r0, &r1);
+        if (r0 % j->P && (n_cut == 0 || cut[n_cut - 1] != r0 / j->P)) cut[n_cut++] = r0 / j->P;
+    }
+#pragma omp parallel for if (n_cut > 1)
+    for (int i = 0; i < n_cut; i++) j->image(j->image_ctx, cut[i]);
+}
+
+typedef struct {
+    float *dinp;
+    const float *dcols;
+    const nn_conv_shape *s;
+    int first;
+} col2im_job;
+
+static void col2im_job_image(void *p, int b)
+{
+    const col2im_job *j = p;
+    col2im_image(j->dinp, j->dcols, j->s, b, j->first);
+}
+
+/* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
+ * out of the product. */
+static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
+                        const nn_conv_shape *s, int first)
+{
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    col2im_job c = {dinp, dcols, s, first};
+    image_job job = {col2im_job_image, &c, NULL, NULL, s->OH * s->OW};
+    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, dcols, K, &job);
+}
+
+void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
+{
+    col2im(dinp, dcols, s, 0);
+}
+
+/* image: work on each image of out once its rows are final (see image_job), or NULL */
+static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                           const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                           void *image_ctx)
 {
     XD_ASSERT((b != NULL) == (s->bias != 0));
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     if (conv_is_pointwise(s)) {
         nn_linear_forward(out, inp, w, b, M, K, s->OC);
+        if (image) {
+#pragma omp parallel for
+            for (int i = 0; i < s->B; i++) image(image_ctx, i);
+        }
         return;
     }
-    nn_im2col(cols, inp, s);
+    /* each block of cols is unfolded just before its product reads it */
+    im2col_job unfold = {cols, inp, s};
+    image_job job = {image, image_ctx, im2col_rows, &unfold, s->OH * s->OW};
     if (!b) {
-        nn_sgemm(0, 1, M, s->OC, K, 1.0f, cols, K, w, K, 0.0f, out, s->OC);
+        sgemm_images(1, M, s->OC, K, cols, K, w, K, out, s->OC, &job);
         return;
     }
     for (int o = 0; o < s->OC; o++) {
         memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
         wext[(size_t)o * (K + 1) + K] = b[o];
     }
-    nn_sgemm(0, 1, M, s->OC, K + 1, 1.0f, cols, K + 1, wext, K + 1, 0.0f, out, s->OC);
+    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, out, s->OC, &job);
 }
 
-void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                        const float *dout, const float *cols, const float *inp, const float *w,
-                        const nn_conv_shape *s)
+void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                       const float *b, const nn_conv_shape *s)
+{
+    conv2d_forward(out, cols, wext, inp, w, b, s, NULL, NULL);
+}
+
+static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                            const float *dout, const float *cols, const float *inp,
+                            const float *w, const nn_conv_shape *s, int first)
 {
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     if (conv_is_pointwise(s)) {
+        if (first && dinp) memset(dinp, 0, sizeof(float) * M * K);
         nn_linear_backward(dinp, dw, db, dout, inp, w, M, K, s->OC);
         return;
     }
@@ -173,11 +320,21 @@ void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *
     } else {
         nn_sgemm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
     }
-    if (dinp) {
-        /* dcols (M, K) = dout (M, OC) @ w (OC, K), then fold back onto the image */
-        nn_sgemm(0, 0, M, K, s->OC, 1.0f, dout, s->OC, w, K, 0.0f, dcols, K);
-        nn_col2im(dinp, dcols, s);
-    }
+    if (dinp) conv2d_dinp(dinp, dcols, dout, w, s, first);
+}
+
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                        const float *dout, const float *cols, const float *inp, const float *w,
+                        const nn_conv_shape *s)
+{
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 0);
+}
+
+void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                              const float *dout, const float *cols, const float *inp,
+                              const float *w, const nn_conv_shape *s)
+{
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 1);
 }
 
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
@@ -216,50 +373,156 @@ int nn_pool_shape_init(nn_pool_shape *s)
 /* Channels are innermost, so each window position is one contiguous row of C values and the
  * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
  * first maximum, as PyTorch does; a NaN wins and stays (v != v). */
-void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
+static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
+                        int b, int oy)
 {
     const int C = s->C;
+    const float *img = inp + (size_t)b * s->H * s->W * C;
+    for (int ox = 0; ox < s->OW; ox++) {
+        size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+        float *best = out + o;
+        int32_t *at = argmax + o;
+        for (int ky = 0; ky < s->k; ky++)
+            for (int kx = 0; kx < s->k; kx++) {
+                const int32_t base = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                const float *p = img + base;
+                if (ky == 0 && kx == 0) {
+                    for (int c = 0; c < C; c++) {
+                        best[c] = p[c];
+                        at[c] = base + c;
+                    }
+                    continue;
+                }
+                for (int c = 0; c < C; c++) {
+                    float v = p[c];
+                    int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
+                    best[c] = take ? v : best[c];
+                    at[c] = take ? base + c : at[c];
+                }
+            }
+    }
+}
+
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
+{
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++) {
-            const float *img = inp + (size_t)b * s->H * s->W * C;
-            for (int ox = 0; ox < s->OW; ox++) {
-                size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
-                float *best = out + o;
-                int32_t *at = argmax + o;
-                for (int ky = 0; ky < s->k; ky++)
-                    for (int kx = 0; kx < s->k; kx++) {
-                        const int32_t base = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
-                        const float *p = img + base;
-                        if (ky == 0 && kx == 0) {
-                            for (int c = 0; c < C; c++) {
-                                best[c] = p[c];
-                                at[c] = base + c;
-                            }
-                            continue;
-                        }
-                        for (int c = 0; c < C; c++) {
-                            float v = p[c];
-                            int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
-                            best[c] = take ? v : best[c];
-                            at[c] = take ? base + c : at[c];
-                        }
+        for (int oy = 0; oy < s->OH; oy++) maxpool_row(out, argmax, inp, s, b, oy);
+}
+
+typedef struct {
+    float *relu_out, *out;
+    int32_t *argmax;
+    const float *inp;
+    const nn_pool_shape *s;
+} relu_pool_job;
+
+/* One image: its ReLU is written and then pooled while it is still in cache, instead of the pool
+ * reading the whole batch back from memory. */
+static void relu_pool_image(void *p, int b)
+{
+    const relu_pool_job *j = p;
+    const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
+    const float *x = j->inp + (size_t)b * per_in;
+    float *r = j->relu_out + (size_t)b * per_in;
+    for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
+}
+
+void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
+                             const nn_pool_shape *s)
+{
+    relu_pool_job j = {relu_out, out, argmax, inp, s};
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
+}
+
+void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
+                                    const float *w, const float *b, const nn_conv_shape *s,
+                                    float *relu_out, float *pool_out, int32_t *argmax,
+                                    const nn_pool_shape *ps)
+{
+    XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
+    relu_pool_job j = {relu_out, pool_out, argmax, out, ps};
+    conv2d_forward(out, cols, wext, inp, w, b, s, relu_pool_image, &j);
+}
+
+/* One image of a first-write backward whose windows tile the input without overlap (k ==
+ * stride): every position belongs to at most one window, so it is written once, 0 + g with g its
+ * gradient or 0, in a pass over the windows that vectorises across channels; the ragged edge no
+ * window covers gets zeros. y as relu_out below (or NULL). */
+static void maxpool_backward_tiles(float *img, const float *d, const int32_t *am, const float *y,
+                                   const nn_pool_shape *s)
+{
+    const int C = s->C, k = s->k;
+    for (int oy = 0; oy < s->OH; oy++) {
+        for (int ox = 0; ox < s->OW; ox++) {
+            const size_t o = ((size_t)oy * s->OW + ox) * C;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const int32_t base = ((oy * k + ky) * s->W + ox * k + kx) * C;
+                    float *p = img + base;
+                    for (int c = 0; c < C; c++) {
+                        float g = am[o + c] == base + c ? d[o + c] : 0.0f;
+                        if (y) g = y[o + c] > 0.0f ? g : 0.0f;
+                        p[c] = 0.0f + g;
                     }
-            }
+                }
         }
+        if (s->OW * k < s->W) /* columns right of the last window, in this band of rows */
+            for (int ky = 0; ky < k; ky++)
+                memset(img + ((size_t)(oy * k + ky) * s->W + s->OW * k) * C, 0,
+                       sizeof(float) * (s->W - s->OW * k) * C);
+    }
+    memset(img + (size_t)s->OH * k * s->W * C, 0, sizeof(float) * (s->H - s->OH * k) * s->W * C);
+}
+
+/* first: each image is zeroed just before its scatter, while it is in cache, instead of a
+ * separate pass over the whole batch; the sums are the same. relu_out (or NULL): the pool read a
+ * ReLU's output, and the gradient goes through that ReLU too. A window's maximum relu(x[argmax])
+ * is positive exactly when x[argmax] is, so the pool's output (relu_out, (B, OH, OW, C)) tells
+ * without reading x. A position whose input is not positive then adds +0 at each of its windows
+ * and ends +0, as ReLU's backward would leave it; any other position gets the same sum the pool's
+ * own backward would give it. */
+static void maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                             const float *relu_out, const nn_pool_shape *s, int first)
+{
+    const size_t per_out = (size_t)s->OH * s->OW * s->C, per_in = (size_t)s->H * s->W * s->C;
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * per_in;
+        const float *d = dout + b * per_out;
+        const int32_t *am = argmax + b * per_out;
+        const float *y = relu_out ? relu_out + b * per_out : NULL;
+        if (first && s->k == s->stride) {
+            maxpool_backward_tiles(img, d, am, y, s);
+            continue;
+        }
+        if (first) memset(img, 0, sizeof(float) * per_in);
+        if (y) {
+            for (size_t i = 0; i < per_out; i++) img[am[i]] += y[i] > 0.0f ? d[i] : 0.0f;
+        } else {
+            for (size_t i = 0; i < per_out; i++) img[am[i]] += d[i];
+        }
+    }
 }
 
 void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
                          const nn_pool_shape *s)
 {
-    const size_t per_out = (size_t)s->OH * s->OW * s->C;
-#pragma omp parallel for
-    for (int b = 0; b < s->B; b++) {
-        float *img = dinp + (size_t)b * s->H * s->W * s->C;
-        const float *d = dout + b * per_out;
-        const int32_t *am = argmax + b * per_out;
-        for (size_t i = 0; i < per_out; i++) img[am[i]] += d[i];
-    }
+    maxpool_backward(dinp, dout, argmax, NULL, s, 0);
+}
+
+void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                               const nn_pool_shape *s)
+{
+    maxpool_backward(dinp, dout, argmax, NULL, s, 1);
+}
+
+void nn_relu_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                                    const float *out, const nn_pool_shape *s)
+{
+    maxpool_backward(dinp, dout, argmax, out, s, 1);
 }
 
 void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s)
@@ -337,10 +600,23 @@ void nn_relu_forward(float *out, const float *inp, size_t n)
     for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
-void nn_relu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+/* first: dinp holds nothing yet this step. It is written as 0 + g, the very bits that zeroing it
+ * and adding g would give (+0 for a gradient of -0), without the separate zeroing pass. */
+static void relu_backward(float *dinp, const float *dout, const float *inp, size_t n, int first)
 {
 #pragma omp parallel for if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) dinp[i] += inp[i] > 0.0f ? dout[i] : 0.0f;
+    for (size_t i = 0; i < n; i++)
+        dinp[i] = (first ? 0.0f : dinp[i]) + (inp[i] > 0.0f ? dout[i] : 0.0f);
+}
+
+void nn_relu_backward(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    relu_backward(dinp, dout, inp, n, 0);
+}
+
+void nn_relu_backward_first(float *dinp, const float *dout, const float *inp, size_t n)
+{
+    relu_backward(dinp, dout, inp, n, 1);
 }
 
 #define INV_SQRT2 0.70710678118654752f
@@ -758,4 +1034,10 @@ void nn_add_inplace(float *dst, const float *src, size_t n)
 {
 #pragma omp parallel for if (n > PAR_MIN)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+void nn_add_first(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] = 0.0f + src[i];
 }

@@ -5,7 +5,10 @@
  * Conventions (as in llm.c): sizes are passed explicitly; forward saves what backward needs in
  * buffers the caller owns; backward ADDS into gradients (dinp, dweight, dbias), zeroing is a
  * separate step; a NULL gradient pointer means "not needed" (e.g. dinp of the first layer).
- * Threads: OpenMP over independent outputs only, so results do not depend on the thread count. */
+ * Threads: OpenMP over independent outputs only, so results do not depend on the thread count.
+ * The `_first` backward variants are for a dinp that holds nothing yet this step: they write all
+ * of it, with the bits that zeroing it and then adding would give (0 + g), so a model skips the
+ * separate zeroing pass over its largest buffers. */
 #ifndef XD_NN_LAYERS_H
 #define XD_NN_LAYERS_H
 
@@ -38,6 +41,8 @@ int nn_conv_shape_init(nn_conv_shape *s);
 size_t nn_conv_cols_size(const nn_conv_shape *s);
 /* Elements of the small scratch that holds [w | b] side by side (0 when not needed). */
 size_t nn_conv_wext_size(const nn_conv_shape *s);
+/* The plain unfolding and folding back; the convolution does both block by block in step with
+ * its products (the same values), and the tests compare the two. */
 void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s);
 /* adds; dcols rows are KH*KW*C wide (no bias column) */
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
@@ -52,6 +57,9 @@ void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, c
 void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
                         const float *dout, const float *cols, const float *inp, const float *w,
                         const nn_conv_shape *s);
+void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                              const float *dout, const float *cols, const float *inp,
+                              const float *w, const nn_conv_shape *s);
 /* Plain direct convolution, the reference the fast path is tested against. */
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
                            const nn_conv_shape *s);
@@ -66,6 +74,24 @@ int nn_pool_shape_init(nn_pool_shape *s);
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s);
 void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
                          const nn_pool_shape *s);
+void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                               const nn_pool_shape *s);
+/* maxpool(relu(inp)) in one pass per image: relu_out = max(0, inp) (B, H, W, C) and out/argmax
+ * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other. */
+void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
+                             const nn_pool_shape *s);
+/* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
+ * image pooled by the thread whose product block finished its rows, while they are in cache; the
+ * same values as the three layers one after the other. */
+void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
+                                    const float *w, const float *b, const nn_conv_shape *s,
+                                    float *relu_out, float *pool_out, int32_t *argmax,
+                                    const nn_pool_shape *ps);
+/* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):
+ * the bits of nn_maxpool_backward_first into the ReLU's gradient, then nn_relu_backward_first.
+ * Reads the pool's out (not inp): relu(x) at the window's maximum is positive exactly when x is. */
+void nn_relu_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                                    const float *out, const nn_pool_shape *s);
 /* out = mean over the window */
 void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s);
 void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s);
@@ -77,6 +103,7 @@ void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C);
  * elementwise activations over n values */
 void nn_relu_forward(float *out, const float *inp, size_t n);                 /* max(0, x) */
 void nn_relu_backward(float *dinp, const float *dout, const float *inp, size_t n);
+void nn_relu_backward_first(float *dinp, const float *dout, const float *inp, size_t n);
 void nn_gelu_forward(float *out, const float *inp, size_t n);   /* x * Phi(x), exact (erf) form */
 void nn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t n);
 void nn_tanh_forward(float *out, const float *inp, size_t n);                  /* tanh(x) */
@@ -148,5 +175,6 @@ void nn_fakequant_backward(float *dinp, const float *dout, size_t n);
 /* ---------------------------------------------------------------------------------------------
  * helpers */
 void nn_add_inplace(float *dst, const float *src, size_t n);   /* dst += src */
+void nn_add_first(float *dst, const float *src, size_t n);     /* dst = 0 + src */
 
 #endif

@@ -322,6 +322,14 @@ static xd_status layer_error(xd_err *e, int i, const nn_node *nd, const char *ms
                    kind_names[nd->kind], nd->name, msg);
 }
 
+static nn_pool_shape node_pool_shape(const nn_node *nd, int B)
+{
+    nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
+                        .stride = nd->stride};
+    nn_pool_shape_init(&ps);
+    return ps;
+}
+
 static nn_conv_shape node_conv_shape(const nn_node *nd, int B)
 {
     nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units, .KH = nd->k,
@@ -530,6 +538,37 @@ static char *describe(const nn_model *m)
     return s;
 }
 
+/* The node that reads node idx, when exactly one does (and reads it once); else -1. */
+static int only_reader(const nn_model *m, int idx)
+{
+    int readers = 0, reader = -1;
+    for (int i = idx + 1; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        int reads = (nd->in == idx) + (nd->kind == NN_ADD && nd->in2 == idx);
+        readers += reads;
+        if (reads) reader = i;
+    }
+    return readers == 1 ? reader : -1;
+}
+
+/* relu -> maxpool, with nothing else reading the relu, runs as one pass per image (see
+ * nn_relu_maxpool_forward): the pool reads the ReLU's output while it is in cache, and backward
+ * writes the ReLU's input gradient straight from the pool's. When a conv2d feeds that relu and
+ * nothing else, the pass runs inside the convolution's product, image by image as its rows come
+ * out (nn_conv2d_relu_maxpool_forward). */
+static void plan_fusion(nn_model *m)
+{
+    for (int r = 0; r < m->n_nodes; r++) {
+        nn_node *relu = &m->nodes[r];
+        if (relu->kind != NN_RELU) continue;
+        int pool = only_reader(m, r);
+        relu->relu_pool = pool >= 0 && m->nodes[pool].kind == NN_MAXPOOL;
+        if (relu->relu_pool && relu->in >= 0 && m->nodes[relu->in].kind == NN_CONV2D &&
+            only_reader(m, relu->in) == r)
+            m->nodes[relu->in].pool_in_conv = pool;
+    }
+}
+
 // ----------------------------------------------------------------------------------------------
 // build, init, free
 
@@ -554,6 +593,7 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         if ((s = parse_layer(m, i, &st[i + 1], e)) != XD_OK) goto out;
     size_t save_total = 0, isave_total = 0, scratch = 0;
     if ((s = infer(m, &save_total, &isave_total, &scratch, e)) != XD_OK) goto out;
+    plan_fusion(m);
 
     size_t act_total = 0;
     for (int i = 0; i < m->n_nodes; i++) act_total += (size_t)max_batch * m->nodes[i].act_n;
@@ -688,20 +728,33 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
         case NN_CONV2D: {
             /* save holds the cols for backward, then the [w | b] scratch */
             nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
-            nn_conv2d_forward(y, nd->save, nd->save + nn_conv_cols_size(&cmax), x, w, b, &cs);
+            float *cols = nd->save, *wext = nd->save + nn_conv_cols_size(&cmax);
+            if (nd->pool_in_conv) {
+                nn_node *pool = &m->nodes[nd->pool_in_conv];
+                nn_pool_shape ps = node_pool_shape(pool, B);
+                nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, b, &cs,
+                                               m->nodes[pool->in].out, pool->out, pool->isave,
+                                               &ps);
+            } else {
+                nn_conv2d_forward(y, cols, wext, x, w, b, &cs);
+            }
             break;
         }
         case NN_MAXPOOL:
         case NN_AVGPOOL: {
-            nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
-                                .stride = nd->stride};
-            nn_pool_shape_init(&ps);
-            if (nd->kind == NN_MAXPOOL) nn_maxpool_forward(y, nd->isave, x, &ps);
-            else nn_avgpool_forward(y, x, &ps);
+            nn_pool_shape ps = node_pool_shape(nd, B);
+            const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
+                                                                             : NULL;
+            if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
+            else if (!relu) nn_maxpool_forward(y, nd->isave, x, &ps);
+            else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
+                nn_relu_maxpool_forward(relu->out, y, nd->isave, input_of(m, relu->in), &ps);
             break;
         }
         case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
-        case NN_RELU: nn_relu_forward(y, x, n_out); break;
+        case NN_RELU:
+            if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
+            break;
         case NN_GELU: nn_gelu_forward(y, x, n_out); break;
         case NN_TANH: nn_tanh_forward(y, x, n_out); break;
         case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
@@ -747,10 +800,58 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
     }
 }
 
-static float *grad_target(nn_model *m, int idx)
+static int source_grad_used(const nn_model *m, int idx)
 {
+    return idx == NN_INPUT ? m->dinput != NULL : m->nodes[idx].grad_used;
+}
+
+/* A gradient is worth computing only where it can reach a parameter or the input gradient:
+ * e.g. the flatten in front of an MLP's first layer needs none, so that layer skips its dinp
+ * product. */
+static void mark_grad_used(nn_model *m)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        nd->grad_used = nd->w_n || nd->b_n || source_grad_used(m, nd->in) ||
+                        (nd->kind == NN_ADD && source_grad_used(m, nd->in2));
+    }
+}
+
+/* Where the gradient for producer idx goes, or NULL when nothing uses it. *fresh = 1 when the
+ * buffer holds nothing yet this step: it is not zeroed here, the caller writes all of it (a
+ * `_first` backward) or zeroes it. */
+static float *grad_target(nn_model *m, int idx, int *fresh)
+{
+    *fresh = 0;
     if (idx == NN_INPUT) return m->dinput; /* NULL unless input gradients were asked for */
-    return nn_model_dout(m, idx);
+    nn_node *nd = &m->nodes[idx];
+    if (!nd->grad_used) return NULL;
+    *fresh = !nd->touched;
+    nd->touched = 1;
+    return nd->dout;
+}
+
+/* The pool of a fused relu -> maxpool pair (see plan_fusion) writes the ReLU's input gradient
+ * itself when both gradients are still empty (nothing else wrote into either); the ReLU, left
+ * untouched, then skips its own backward. Returns 0, having done nothing, otherwise. */
+static int relu_pool_backward(nn_model *m, int relu, const float *dout, const float *out,
+                              const int32_t *argmax, const nn_pool_shape *ps)
+{
+    nn_node *r = &m->nodes[relu];
+    if (!r->relu_pool || r->in == NN_INPUT) return 0;
+    const nn_node *src = &m->nodes[r->in];
+    if (!src->grad_used || src->touched) return 0;
+    r->touched = 0; /* grad_target marked it for the pool's own gradient, which is not written */
+    int fresh;
+    float *dx = grad_target(m, r->in, &fresh);
+    nn_relu_maxpool_backward_first(dx, dout, argmax, out, ps);
+    return 1;
+}
+
+/* Kinds whose backward writes its whole dinp when asked to (the `_first` variants). */
+static int writes_whole_dinp(nn_kind k)
+{
+    return k == NN_CONV2D || k == NN_MAXPOOL || k == NN_RELU || k == NN_FLATTEN || k == NN_ADD;
 }
 
 void nn_model_enable_input_grad(nn_model *m)
@@ -766,6 +867,7 @@ void nn_model_backward(nn_model *m)
 {
     const int B = m->batch;
     xd_arena_reset(&m->scratch);
+    mark_grad_used(m);
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         nn_node *nd = &m->nodes[i];
         if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
@@ -773,7 +875,10 @@ void nn_model_backward(nn_model *m)
         const float *w = m->param + nd->w_off;
         float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;
         const size_t n_out = (size_t)B * nd->act_n;
-        float *dx = nd->kind == NN_EMBBAG ? NULL : grad_target(m, nd->in);
+        int fresh = 0;
+        float *dx = nd->kind == NN_EMBBAG ? NULL : grad_target(m, nd->in, &fresh);
+        if (fresh && !writes_whole_dinp(nd->kind))
+            memset(dx, 0, sizeof(float) * (size_t)B * m->nodes[nd->in].act_n);
         switch (nd->kind) {
         case NN_LINEAR:
             nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
@@ -781,22 +886,26 @@ void nn_model_backward(nn_model *m)
         case NN_CONV2D: {
             nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
             float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
-            nn_conv2d_backward(dx, dw, db, dcols, nd->save + nn_conv_cols_size(&cmax), dy, nd->save,
-                               x, w, &cs);
+            float *wext = nd->save + nn_conv_cols_size(&cmax);
+            if (fresh) nn_conv2d_backward_first(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
+            else nn_conv2d_backward(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
             break;
         }
         case NN_MAXPOOL:
         case NN_AVGPOOL: {
             if (!dx) break;
-            nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
-                                .stride = nd->stride};
-            nn_pool_shape_init(&ps);
-            if (nd->kind == NN_MAXPOOL) nn_maxpool_backward(dx, dy, nd->isave, &ps);
-            else nn_avgpool_backward(dx, dy, &ps);
+            nn_pool_shape ps = node_pool_shape(nd, B);
+            if (nd->kind == NN_AVGPOOL) nn_avgpool_backward(dx, dy, &ps);
+            else if (fresh && !relu_pool_backward(m, nd->in, dy, y, nd->isave, &ps))
+                nn_maxpool_backward_first(dx, dy, nd->isave, &ps);
+            else if (!fresh) nn_maxpool_backward(dx, dy, nd->isave, &ps);
             break;
         }
         case NN_GAP: if (dx) nn_gap_backward(dx, dy, B, nd->ih * nd->iw, nd->ic); break;
-        case NN_RELU: if (dx) nn_relu_backward(dx, dy, x, n_out); break;
+        case NN_RELU:
+            if (fresh) nn_relu_backward_first(dx, dy, x, n_out);
+            else if (dx) nn_relu_backward(dx, dy, x, n_out);
+            break;
         case NN_GELU: if (dx) nn_gelu_backward(dx, dy, x, n_out); break;
         case NN_TANH: if (dx) nn_tanh_backward(dx, dy, y, n_out); break;
         case NN_SIGMOID: if (dx) nn_sigmoid_backward(dx, dy, y, n_out); break;
@@ -824,12 +933,19 @@ void nn_model_backward(nn_model *m)
             nn_embbag_backward(dw, dy, (const int32_t *)m->input, B, m->tokens, nd->units, nd->mode);
             break;
         case NN_UPSAMPLE: if (dx) nn_upsample_backward(dx, dy, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
-        case NN_FLATTEN: if (dx) nn_add_inplace(dx, dy, n_out); break;
+        case NN_FLATTEN:
+            if (fresh) nn_add_first(dx, dy, n_out);
+            else if (dx) nn_add_inplace(dx, dy, n_out);
+            break;
         case NN_FAKEQUANT: if (dx) nn_fakequant_backward(dx, dy, n_out); break;
         case NN_ADD: {
-            if (dx) nn_add_inplace(dx, dy, n_out);
-            float *dx2 = grad_target(m, nd->in2);
-            if (dx2) nn_add_inplace(dx2, dy, n_out);
+            if (fresh) nn_add_first(dx, dy, n_out);
+            else if (dx) nn_add_inplace(dx, dy, n_out);
+            /* after dx: when both inputs are one node, the second adds to what the first wrote */
+            int fresh2;
+            float *dx2 = grad_target(m, nd->in2, &fresh2);
+            if (fresh2) nn_add_first(dx2, dy, n_out);
+            else if (dx2) nn_add_inplace(dx2, dy, n_out);
             break;
         }
         case NN_KIND_COUNT: XD_ASSERT(0);

@@ -72,6 +72,9 @@ typedef struct {
     float *save;      /* conv cols, dropout mask, norm mean/rstd */
     int32_t *isave;   /* maxpool argmax */
     int touched;      /* dout received gradient this step */
+    int grad_used;    /* a parameter or the input gradient lies upstream: dout is worth filling */
+    int relu_pool;    /* a relu read by one maxpool and nothing else: the pool's pass does both */
+    int pool_in_conv; /* a conv2d read only by such a relu: index of the pool, done in its product */
     int masked;       /* dropout applied a mask in the last forward */
 } nn_node;
 

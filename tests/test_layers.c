@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/gemm.h"
 #include "nn/layers.h"
 
 #define STEP 1e-2
@@ -195,6 +196,154 @@ static void test_pooling(void **state)
     nn_maxpool_forward(y, am, n, &s);
     assert_true(isnan(y[0]));
     assert_int_equal(am[0], 1);
+}
+
+// ----------------------------------------------------------------------------------------------
+// first-write backwards and the fused relu -> maxpool, against the plain layers, bit for bit
+
+static void assert_same_bits(const float *a, const float *b, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            fail_msg("%s: element %zu differs: %a against %a", what, i, (double)a[i], (double)b[i]);
+}
+
+/* Values that test the corners: exact zeros of both signs, ties, NaN-free. */
+static void fill_corners(float *x, size_t n, uint64_t seed)
+{
+    tu_fill_uniform(x, n, -1, 1, seed);
+    for (size_t i = 0; i < n; i += 7) x[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+    for (size_t i = 3; i < n; i += 11) x[i] = 0.5f;
+}
+
+/* Garbage, so a `_first` kernel that skips an element shows. */
+static void fill_garbage(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = 1e30f;
+}
+
+static void check_pool_fused(int Hh, int W, int k, int stride)
+{
+    nn_pool_shape s = {.B = 3, .H = Hh, .W = W, .C = 5, .k = k, .stride = stride};
+    assert_int_equal(nn_pool_shape_init(&s), 0);
+    size_t nx = (size_t)s.B * Hh * W * s.C, ny = (size_t)s.B * s.OH * s.OW * s.C;
+    float *x = alloc_f(nx), *r = alloc_f(nx), *r2 = alloc_f(nx), *y = alloc_f(ny),
+          *y2 = alloc_f(ny), *dy = alloc_f(ny), *dr = alloc_f(nx), *dx = alloc_f(nx),
+          *dx2 = alloc_f(nx);
+    int32_t *am = calloc(ny, sizeof(int32_t)), *am2 = calloc(ny, sizeof(int32_t));
+    fill_corners(x, nx, 31);
+    fill_corners(dy, ny, 32);
+    char what[96];
+    snprintf(what, sizeof what, "relu+maxpool %dx%d k%d s%d", Hh, W, k, stride);
+
+    /* forward: relu then maxpool */
+    nn_relu_forward(r, x, nx);
+    nn_maxpool_forward(y, am, r, &s);
+    nn_relu_maxpool_forward(r2, y2, am2, x, &s);
+    assert_same_bits(r2, r, nx, what);
+    assert_same_bits(y2, y, ny, what);
+    assert_int_equal(memcmp(am2, am, ny * sizeof(int32_t)), 0);
+
+    /* maxpool's first write against zeroing and adding */
+    memset(dr, 0, nx * sizeof(float));
+    nn_maxpool_backward(dr, dy, am, &s);
+    fill_garbage(dx2, nx);
+    nn_maxpool_backward_first(dx2, dy, am, &s);
+    assert_same_bits(dx2, dr, nx, what);
+
+    /* relu's first write, then the fused pair, against the two plain backwards */
+    memset(dx, 0, nx * sizeof(float));
+    nn_relu_backward(dx, dr, x, nx);
+    fill_garbage(dx2, nx);
+    nn_relu_backward_first(dx2, dr, x, nx);
+    assert_same_bits(dx2, dx, nx, what);
+    fill_garbage(dx2, nx);
+    nn_relu_maxpool_backward_first(dx2, dy, am, y, &s);
+    assert_same_bits(dx2, dx, nx, what);
+    free(x); free(r); free(r2); free(y); free(y2); free(dy); free(dr); free(dx); free(dx2);
+    free(am); free(am2);
+}
+
+static void test_first_write_and_fused(void **state)
+{
+    (void)state;
+    check_pool_fused(4, 4, 2, 2);  /* windows tile the image */
+    check_pool_fused(7, 5, 2, 2);  /* ragged edge: last row and column in no window */
+    check_pool_fused(5, 7, 3, 2);  /* overlapping windows: scatter */
+    check_pool_fused(6, 6, 3, 3);
+
+    /* conv2d: unfolding and folding back in step with the products' row blocks, and the first
+     * write (each image zeroed just before its fold), against the plain im2col, col2im and
+     * zeroing. Products large enough for several blocks, some cutting an image in two. */
+    static const int shapes[][7] = {{2, 5, 5, 3, 4, 3, 1},    {2, 6, 5, 2, 3, 3, 2},
+                                    {2, 4, 6, 3, 5, 1, 1},    {24, 14, 14, 8, 16, 3, 1},
+                                    {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
+                                    {1, 8, 8, 16, 256, 3, 1}}; /* last: C split by columns */
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int *q = shapes[t];
+        nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
+                           .KW = q[5], .stride = q[6], .pad = q[5] / 2, .bias = 1};
+        assert_int_equal(nn_conv_shape_init(&s), 0);
+        size_t nx = (size_t)s.B * s.H * s.W * s.C, nw = (size_t)s.OC * s.KH * s.KW * s.C,
+               ny = (size_t)s.B * s.OH * s.OW * s.OC, nc = nn_conv_cols_size(&s);
+        float *x = alloc_f(nx), *w = alloc_f(nw), *b = alloc_f(s.OC), *y = alloc_f(ny),
+              *dy = alloc_f(ny), *cols = alloc_f(nc), *dcols = alloc_f(nc),
+              *wext = alloc_f(nn_conv_wext_size(&s)), *dx = alloc_f(nx), *dx2 = alloc_f(nx),
+              *dw = alloc_f(nw), *db = alloc_f(s.OC);
+        fill_corners(x, nx, 41);
+        fill_corners(w, nw, 42);
+        fill_corners(dy, ny, 43);
+        nn_conv2d_forward(y, cols, wext, x, w, b, &s);
+        if (nc) {
+            /* unfolded block by block before each product: the plain im2col and one product */
+            const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
+            float *cols2 = alloc_f(nc), *y2 = alloc_f(ny);
+            nn_im2col(cols2, x, &s);
+            assert_same_bits(cols, cols2, nc, "conv2d unfolding");
+            nn_sgemm(0, 1, M, s.OC, K + 1, 1.0f, cols2, K + 1, wext, K + 1, 0.0f, y2, s.OC);
+            assert_same_bits(y, y2, ny, "conv2d forward");
+            free(cols2); free(y2);
+        }
+        {
+            /* conv, relu and max pooling in one: against the three layers */
+            nn_pool_shape ps = {.B = s.B, .H = s.OH, .W = s.OW, .C = s.OC, .k = 2, .stride = 2};
+            assert_int_equal(nn_pool_shape_init(&ps), 0);
+            size_t np = (size_t)ps.B * ps.OH * ps.OW * ps.C;
+            float *y2 = alloc_f(ny), *r = alloc_f(ny), *r2 = alloc_f(ny), *p = alloc_f(np),
+                  *p2 = alloc_f(np);
+            int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
+            nn_relu_forward(r, y, ny);
+            nn_maxpool_forward(p, am, r, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, b, &s, r2, p2, am2, &ps);
+            assert_same_bits(y2, y, ny, "conv+relu+maxpool: conv");
+            assert_same_bits(r2, r, ny, "conv+relu+maxpool: relu");
+            assert_same_bits(p2, p, np, "conv+relu+maxpool: pool");
+            assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
+            free(y2); free(r); free(r2); free(p); free(p2); free(am); free(am2);
+        }
+        nn_conv2d_backward(dx, dw, db, dcols, wext, dy, cols, x, w, &s);
+        if (nc) {
+            /* folded back block by block: one product, then the plain col2im */
+            const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
+            float *dcols2 = alloc_f((size_t)M * K), *dx3 = alloc_f(nx);
+            nn_sgemm(0, 0, M, K, s.OC, 1.0f, dy, s.OC, w, K, 0.0f, dcols2, K);
+            nn_col2im(dx3, dcols2, &s);
+            assert_same_bits(dx, dx3, nx, "conv2d input gradient");
+            free(dcols2); free(dx3);
+        }
+        fill_garbage(dx2, nx);
+        nn_conv2d_backward_first(dx2, dw, db, dcols, wext, dy, cols, x, w, &s);
+        assert_same_bits(dx2, dx, nx, "conv2d first write");
+        free(x); free(w); free(b); free(y); free(dy); free(cols); free(dcols); free(wext);
+        free(dx); free(dx2); free(dw); free(db);
+    }
+
+    /* add: 0 + src */
+    float src[4] = {-0.0f, 0.0f, 1.5f, -2.0f}, dst[4] = {1e30f, 1e30f, 1e30f, 1e30f},
+          ref[4] = {0};
+    nn_add_inplace(ref, src, 4);
+    nn_add_first(dst, src, 4);
+    assert_same_bits(dst, ref, 4, "add first write");
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -424,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_rejects_bad_shapes),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_pooling),
+        cmocka_unit_test(test_first_write_and_fused),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_softmax_extremes),
         cmocka_unit_test(test_norms),

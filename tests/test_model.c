@@ -3,6 +3,7 @@
 #include "tests/support/testutil.h"
 
 #include <math.h>
+#include <stdio.h>
 #include "core/runtime.h"
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,49 @@ static void test_tap_gradient_only_where_asked(void **state)
     nn_model_free(&m);
 }
 
+/* A relu read only by a maxpool runs inside the pool's pass, forward and backward. The same model
+ * with a second (idle) reader of the relu, which keeps them apart, must give the same bits. */
+static void test_relu_pool_fusion_same_bits(void **state)
+{
+    (void)state;
+    static const char *base = "input h=7 w=6 c=2; conv2d out=4 k=3 pad=1; relu name=r; maxpool k=2;"
+                              "conv2d out=3 k=3 pad=1; relu; maxpool k=3 stride=2; flatten;"
+                              "linear out=3 name=out head";
+    char split[512];
+    snprintf(split, sizeof split, "%s; gap from=r", base);
+    nn_model m[2];
+    xd_err e;
+    TU_OK(nn_model_build(&m[0], base, 3, 5, &e));
+    TU_OK(nn_model_build(&m[1], split, 3, 5, &e));
+    assert_true(m[0].nodes[1].relu_pool && m[0].nodes[4].relu_pool);
+    assert_true(!m[1].nodes[1].relu_pool && m[1].nodes[4].relu_pool);
+    assert_true(m[0].nodes[0].pool_in_conv == 2 && m[1].nodes[0].pool_in_conv == 0);
+    assert_int_equal(m[0].n_param, m[1].n_param);
+    float x[3 * 7 * 6 * 2], r[3 * 3];
+    tu_fill_uniform(x, sizeof x / sizeof x[0], -1, 1, 3);
+    tu_fill_uniform(r, 9, -1, 1, 4);
+    for (int k = 0; k < 2; k++) {
+        nn_model_forward(&m[k], x, 3, NULL);
+        nn_model_zero_grad(&m[k]);
+        memcpy(nn_model_dout(&m[k], nn_model_find(&m[k], "out")), r, sizeof r);
+        nn_model_backward(&m[k]);
+    }
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(memcmp(m[0].nodes[i].out, m[1].nodes[i].out,
+                                sizeof(float) * 3 * m[0].nodes[i].act_n), 0);
+    assert_int_equal(memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param), 0);
+    /* a gradient written into the relu itself (a tap) keeps the two backwards apart as well */
+    nn_model_forward(&m[0], x, 3, NULL);
+    nn_model_zero_grad(&m[0]);
+    memset(nn_model_dout(&m[0], nn_model_find(&m[0], "r")), 0,
+           sizeof(float) * 3 * m[0].nodes[1].act_n);
+    memcpy(nn_model_dout(&m[0], nn_model_find(&m[0], "out")), r, sizeof r);
+    nn_model_backward(&m[0]);
+    assert_int_equal(memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param), 0);
+    nn_model_free(&m[0]);
+    nn_model_free(&m[1]);
+}
+
 typedef struct {
     nn_model *m;
     float *x, *r;
@@ -388,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_graph_gradients),
         cmocka_unit_test(test_tap_gradient_only_where_asked),
         cmocka_unit_test(test_input_gradient),
+        cmocka_unit_test(test_relu_pool_fusion_same_bits),
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
     };
