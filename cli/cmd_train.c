@@ -271,8 +271,9 @@ int cmd_train(int argc, char **argv)
 static void eval_usage(FILE *f)
 {
     fprintf(f, "usage: xdistill eval --model M.safetensors --data DATASET.xds [--split test]\n"
-               "                     [--view image|text.LANG] [--label label] [--json]\n\n"
-               "Accuracy of a checkpoint's default head on a split of a prepared data set; for a\n"
+               "                     [--view image|text.LANG|text.*] [--label label] [--json]\n\n"
+               "Accuracy of a checkpoint's default head on a split of a prepared data set (text.*:\n"
+               "over every (example, language) pair that has a text); for a\n"
                "head that is a map (H, W, classes) on a data set with masks (S/mask), the mIoU and\n"
                "pixel accuracy.\n");
 }
@@ -359,8 +360,9 @@ int cmd_eval(int argc, char **argv)
             printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,\"accuracy\":%.6f}\n",
                    model, split, view, f.n, acc);
         else
-            printf("%s on %s (%s, %s): accuracy %.2f%% over %zu examples\n", model, data, split, view,
-                   100.0 * acc, f.n);
+            printf("%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model, data, split,
+                   view, 100.0 * acc, f.n,
+                   f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
     }
     free(input);
     free(aug);

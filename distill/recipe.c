@@ -926,6 +926,14 @@ static xd_status check_teachers_used(binder *b, io_yaml_node *root)
 /* Losses that suit the task: a dense loss makes per-pixel targets, so it needs a segment task;
  * kd and hinton match one distribution per example, which a segment head does not have. A segment
  * task's masks cannot follow random crops or flips of the images. */
+/* The node of loss j of stage i, for messages. */
+static io_yaml_node *loss_node(binder *b, io_yaml_node *root, int i, int j)
+{
+    io_yaml_node *list = present(b, root, "stages");
+    list = list ? io_yaml_find(b->d, list->items[i], "losses") : io_yaml_find(b->d, root, "losses");
+    return list->items[j];
+}
+
 static xd_status check_task(binder *b, io_yaml_node *root)
 {
     recipe *r = b->r;
@@ -935,10 +943,7 @@ static xd_status check_task(binder *b, io_yaml_node *root)
             recipe_loss_kind k = r->stages[i].losses[j].kind;
             const int bad_kind = seg ? (BIT(k) & LOGIT_LOSSES) != 0 : k == RECIPE_LOSS_DENSE;
             if (!bad_kind) continue;
-            io_yaml_node *list = present(b, root, "stages");
-            list = list ? io_yaml_find(b->d, list->items[i], "losses")
-                        : io_yaml_find(b->d, root, "losses");
-            return bad(b, list->items[j], "kind '%s' %s", recipe_loss_kind_names[k],
+            return bad(b, loss_node(b, root, i, j), "kind '%s' %s", recipe_loss_kind_names[k],
                        seg ? "does not apply to task: segment (its per-pixel loss is 'dense')"
                            : "needs task: segment (per-pixel labels)");
         }
@@ -951,6 +956,35 @@ static xd_status check_task(binder *b, io_yaml_node *root)
     if (img_opts_parse(&o, r->data.augment, b->e) == XD_OK && (o.pad > 0 || o.flip > 0.0f))
         return bad(b, n, "task: segment takes no random crops or flips (the masks would not "
                          "follow); keep normalisation only");
+    if ((o.size_h && o.size_h != b->student.h) || (o.size_w && o.size_w != b->student.w))
+        return bad(b, n, "task: segment reads the scenes at the model's input size (%dx%d); a "
+                         "resize would not move the masks", b->student.h, b->student.w);
+    return XD_OK;
+}
+
+/* Checks across keys, so that a run never starts (and never clears an output folder) to fail on
+ * what the recipe alone decides. */
+static xd_status check_losses(binder *b, io_yaml_node *root)
+{
+    const recipe *r = b->r;
+    for (int i = 0; i < r->n_stages; i++) {
+        int teaches = 0;
+        for (int j = 0; j < r->stages[i].n_losses; j++) {
+            const recipe_loss *l = &r->stages[i].losses[j];
+            teaches |= l->teacher >= 0;
+            if (l->projector == RECIPE_PROJ_MLP && l->projector_init != RECIPE_INIT_RANDOM)
+                return bad(b, loss_node(b, root, i, j), "projector_init %s fits a linear map; an "
+                           "mlp projector starts at random", recipe_proj_init_names[l->projector_init]);
+            if (l->kind == RECIPE_LOSS_CONTRASTIVE && r->train.batch < 2)
+                return bad(b, loss_node(b, root, i, j), "a contrastive loss needs batches of 2 or "
+                           "more (the other examples of a batch are its negatives); batch is %d",
+                           r->train.batch);
+        }
+        if (r->data.label_fraction == 0.0f && r->data.labels_per_class == 0 && !teaches)
+            return bad(b, io_yaml_find(b->d, root, "data.label_fraction"),
+                       "no label is kept, and %s has no loss that reads a teacher: nothing to "
+                       "learn from", r->n_stages > 1 ? "a stage" : "the recipe");
+    }
     return XD_OK;
 }
 
@@ -981,6 +1015,7 @@ static xd_status bind(binder *b)
     if ((s = bind_stages(b, root)) != XD_OK) return s;
     if ((s = check_teachers_used(b, root)) != XD_OK) return s;
     if ((s = check_task(b, root)) != XD_OK) return s;
+    if ((s = check_losses(b, root)) != XD_OK) return s;
     return io_yaml_check_unused(b->d, b->e);
 }
 

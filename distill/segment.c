@@ -531,6 +531,9 @@ xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int
     const nn_node *hn = nn_model_node(m, head);
     const int B = m->max_batch, C = hn->c;
     const size_t hw = (size_t)hn->h * hn->w;
+    if (hn->h != f->h || hn->w != f->w)
+        return xd_fail(e, XD_ESHAPE, "head '%s' is %dx%d, the scenes %dx%d", hn->name, hn->h, hn->w,
+                       f->h, f->w);
     if (C != n_classes || C > 256)
         return xd_fail(e, XD_ESHAPE, "head '%s' has %d channels for %d mask classes", hn->name, C,
                        n_classes);

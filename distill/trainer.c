@@ -190,8 +190,18 @@ static xd_status setup_data(run *R, xd_err *e)
                       r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
     if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
     /* a segment task selects whole scenes (stratified by their label) and reads their masks */
-    if (r->task == RECIPE_TASK_SEGMENT)
-        return seg_open(&R->seg, R->ds, r->data.train, r->data.test, &R->student, r->train.batch, e);
+    if (r->task == RECIPE_TASK_SEGMENT) {
+        if ((s = seg_open(&R->seg, R->ds, r->data.train, r->data.test, &R->student, r->train.batch,
+                          e)) != XD_OK)
+            return s;
+        /* the default head is what training accuracy and evaluation read */
+        const nn_node *hn = nn_model_node(&R->student, head);
+        if (hn->h != R->seg.H || hn->w != R->seg.W || hn->c != R->seg.n_classes)
+            return xd_fail(e, XD_ESHAPE, "the student's default head '%s' is %dx%dx%d; task segment "
+                                         "needs %dx%dx%d (the scenes' height x width x classes; "
+                                         "the first node marked head is the default)",
+                           hn->name, hn->h, hn->w, hn->c, R->seg.H, R->seg.W, R->seg.n_classes);
+    }
     return XD_OK;
 }
 
@@ -370,8 +380,14 @@ static xd_status setup_label_map(run *R, loss_rt *l, int i, int kt, int ks, xd_e
             return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
                            io_dataset_path(R->ds), name, (long long)t->shape[0], R->train.n);
         const int32_t *yt = t->data;
+        /* rows the data set marks unlabelled (label_mask 0) hold no label of either set */
+        char mname[IO_DATASET_NAME_MAX + 1];
+        snprintf(mname, sizeof mname, "%s/label_mask", R->r->data.train);
+        const io_tensor *mt = io_dataset_find(R->ds, mname);
+        const uint8_t *known = mt ? mt->data : NULL; /* checked when the labels were opened */
         double *cnt = xd_xcalloc((size_t)kt * (size_t)ks, sizeof *cnt);
         for (size_t j = 0; j < R->train.n && s == XD_OK; j++) {
+            if (known && !known[j]) continue;
             if (yt[j] < 0 || yt[j] >= kt)
                 s = xd_fail(e, XD_EFORMAT, "%s: %s[%zu] = %d, outside the teacher's %d classes",
                             io_dataset_path(R->ds), name, j, yt[j], kt);
@@ -478,10 +494,10 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                     xd_status s = nn_model_build(&l->proj, desc, B,
                                                  (uint64_t)R->seed * 1000003u + 7919u * (uint64_t)(stage * 64 + i), e);
                     if (s != XD_OK) return s;
+                    l->has_proj = 1;
                     nn_model_enable_input_grad(&l->proj);
                     nn_opt_config pc = r->train.opt;
                     if ((s = nn_opt_init(&l->popt, &pc, l->proj.n_param, e)) != XD_OK) return s;
-                    l->has_proj = 1;
                 } else if (L->projector_init != RECIPE_INIT_RANDOM) {
                     return xd_fail(e, XD_EARG, "loss %d (%s): projector_init %s, but the widths are "
                                                "equal and no projector is made (set projector: linear)",
@@ -495,7 +511,8 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                                                  "example, too many to compare", i, tn->name, tn->act_n);
                 l->clip = xd_xmalloc(sizeof(double) * align_clip_save_len(B, (int)tn->act_n));
                 l->theta[0] = (float)align_clip_theta(L->temperature);
-                align_clip_clamp_theta(l->theta);
+                /* a learned temperature lives in CLIP's range; a fixed one is what the recipe says */
+                if (L->learn_temperature) align_clip_clamp_theta(l->theta);
                 if (L->learn_temperature) {
                     /* the scale learns with the run's optimizer, without weight decay */
                     nn_opt_config tc = r->train.opt;
@@ -1320,6 +1337,23 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     return s;
 }
 
+/* A fresh run, once its first stage is set up (so a recipe that cannot run leaves the folder as
+ * it was): nothing of an earlier run in the folder may be taken for this one's. */
+static xd_status start_fresh(run *R, xd_err *e)
+{
+    static const char *const old[] = {"metrics.jsonl", "summary.json", "best.safetensors",
+                                      "last.safetensors", "resume.safetensors"};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
+        char *p = out_path(R, old[i]);
+        remove(p);
+        free(p);
+    }
+    char *ypath = out_path(R, "recipe.yaml");
+    xd_status s = write_text(ypath, R->yaml, e);
+    free(ypath);
+    return s;
+}
+
 static void run_free(run *R)
 {
     free_losses(R);
@@ -1387,19 +1421,6 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if (o->resume) {
         if ((s = load_resume(&R, RESUME_COUNTERS, e)) != XD_OK) goto out;
         if ((s = trim_metrics(&R, e)) != XD_OK) goto out;
-    } else {
-        /* a fresh run: nothing of an earlier run in the folder may be taken for this one's */
-        static const char *const old[] = {"metrics.jsonl", "summary.json", "best.safetensors",
-                                          "last.safetensors", "resume.safetensors"};
-        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
-            char *p = out_path(&R, old[i]);
-            remove(p);
-            free(p);
-        }
-        char *ypath = out_path(&R, "recipe.yaml");
-        s = write_text(ypath, R.yaml, e);
-        free(ypath);
-        if (s != XD_OK) goto out;
     }
 
     int epoch0 = 0;
@@ -1420,6 +1441,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
             if ((s = load_resume(&R, RESUME_MODEL, e)) != XD_OK) break;
         }
         if (!(o->resume && R.epochs_done > epoch0) && (s = init_projectors(&R, e)) != XD_OK) break;
+        if (!o->resume && stage == 0 && (s = start_fresh(&R, e)) != XD_OK) break;
         for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
             if ((s = run_epoch(&R, stage, ep, e)) != XD_OK) break;

@@ -636,7 +636,22 @@ static void test_alignment_keys(void **state)
     ALIGN_BAD("{kind: hint, student_tap: feat, teacher_tap: feat, projector: none, "
               "projector_init: cca, projector_frozen: true}",
               "r.yaml:6: losses.0.projector_frozen: there is no projector");
+    ALIGN_BAD("{kind: feature, student_tap: feat, teacher_tap: feat, projector: mlp, "
+              "projector_init: procrustes}",
+              "r.yaml:6: losses.0: projector_init procrustes fits a linear map");
 #undef ALIGN_BAD
+    /* no label and nothing that reads a teacher; a contrastive loss on batches of 1 */
+    load_bad("data: {path: d.xds, label_fraction: 0}\nmodel: \"" MODEL "\"\n"
+             "train: {epochs: 1}\nlosses:\n  - {kind: ce}\n",
+             NULL, 0, XD_EARG, "r.yaml:1: data.label_fraction: no label is kept");
+    load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
+             "teachers: [{name: t, checkpoint: cnn.safetensors}]\ntrain: {epochs: 1, batch: 1}\n"
+             "losses:\n  - {kind: contrastive, student_tap: feat, teacher_tap: feat}\n",
+             NULL, 0, XD_EARG, "r.yaml:6: losses.0: a contrastive loss needs batches of 2");
+    /* a segment run reads the scenes at the model's size */
+    load_bad("task: segment\ndata: {path: d.xds, augment: \"size=8\"}\nmodel: \"" MODEL "\"\n"
+             "train: {epochs: 1}\nlosses:\n  - {kind: ce}\n",
+             NULL, 0, XD_EARG, "r.yaml:2: data.augment: task: segment reads the scenes at the model's");
     load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
              "teachers: [{name: t, checkpoint: cnn.safetensors, languages: average}]\n"
              "train: {epochs: 1}\nlosses:\n  - {kind: kd}\n",

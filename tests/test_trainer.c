@@ -1499,6 +1499,18 @@ static void test_label_map_from_data(void **state)
     train_result r = run_ok("lmap-data", text, "lmap-data", 1, 0, 0);
     print_message("rows learnt from a quadrant teacher: %.3f (chance 0.5)\n", r.final_acc);
     assert_true(r.final_acc >= 0.9);
+    /* a run that cannot start leaves the folder's earlier results alone */
+    char *missing = student_recipe("  label: label.row\n  label_fraction: 0\n", row_model, TEACHERS, 3,
+                                   "{kind: adamw, lr: 0.01}",
+                                   "  - {kind: kd, temperature: 2, label_map: label.nosuch}\n");
+    train_result rr;
+    xd_err e;
+    assert_int_not_equal(run_text("lmap-missing", missing, "lmap-data", 1, 0, 0, &rr, &e), XD_OK);
+    print_message("lmap-missing: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "label.nosuch"));
+    assert_true(exists("lmap-data/summary.json"));
+    assert_true(exists("lmap-data/best.safetensors"));
+    free(missing);
     /* without the map the widths differ, and the message says what would fix it */
     char *bad = student_recipe("  label: label.row\n", row_model, TEACHERS, 1,
                                "{kind: adamw, lr: 0.01}", "  - {kind: kd}\n");
@@ -1630,6 +1642,25 @@ static void test_contrastive(void **state)
     io_st_close(f);
     free(rp);
     free(fixed);
+    /* a fixed temperature is used as given, outside CLIP's clamp too */
+    double at[2];
+    const char *temps[2] = {"1", "2"};
+    for (int k = 0; k < 2; k++) {
+        char *losses_t = fmt("  - {kind: contrastive, student_tap: feat, teacher_tap: feat, "
+                             "temperature: %s}\n", temps[k]);
+        char *tt = student_recipe("  labels_per_class: 5\n", MLP_MODEL, TEACHERS, 1,
+                                  "{kind: adamw, lr: 0.01}", losses_t);
+        char *dir = fmt("clip-t%s", temps[k]);
+        run_ok(dir, tt, dir, 1, 0, 0);
+        json_t *mt = read_metrics(dir);
+        at[k] = num(json_array_get(mt, 0), "loss.0.contrastive");
+        json_decref(mt);
+        free(dir);
+        free(tt);
+        free(losses_t);
+    }
+    print_message("contrastive at T=1 %.5f, T=2 %.5f\n", at[0], at[1]);
+    assert_true(fabs(at[0] - at[1]) > 1e-3);
     free(text);
 }
 
@@ -1701,7 +1732,7 @@ static void test_projector_init(void **state)
     char *mlp_init = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: sgd, lr: 0.1}",
                                     "  - {kind: feature, student_tap: feat, teacher_tap: feat, "
                                     "projector: mlp, projector_init: cca}\n");
-    expect_error("pmlp-init", mlp_init, "projector_init cca", "mlp");
+    expect_recipe_error("pmlp-init", mlp_init, "losses.0: projector_init cca fits a linear map");
     free(mlp);
     free(mlp_init);
 }
