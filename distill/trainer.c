@@ -70,6 +70,7 @@ typedef struct {
     const int32_t *ytrain, *ytest;
     int n_classes;
     int spatial;      /* the student's images get random crops or flips */
+    const uint8_t *known; /* (ntrain) the data set's label_mask, NULL = every label is known */
     uint8_t *sel;     /* (ntrain) labels the run may see */
     size_t n_sel;
     teacher_rt *teachers;
@@ -178,15 +179,15 @@ static xd_status setup_data(run *R, xd_err *e)
     char mname[IO_DATASET_NAME_MAX + 1];
     snprintf(mname, sizeof mname, "%s/label_mask", r->data.train);
     const io_tensor *mt = io_dataset_find(R->ds, mname);
-    const uint8_t *mask_in = NULL;
+    R->known = NULL;
     if (mt) {
         if (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != R->train.n)
             return xd_fail(e, XD_EFORMAT, "%s: %s is not u8 (%zu)", io_dataset_path(R->ds), mname,
                            R->train.n);
-        mask_in = mt->data;
+        R->known = mt->data;
     }
     R->sel = xd_xmalloc(R->train.n ? R->train.n : 1);
-    s = labels_select(R->ytrain, mask_in, R->train.n, R->n_classes, r->data.label_fraction,
+    s = labels_select(R->ytrain, R->known, R->train.n, R->n_classes, r->data.label_fraction,
                       r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
     if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
     /* a segment task selects whole scenes (stratified by their label) and reads their masks */
@@ -381,10 +382,7 @@ static xd_status setup_label_map(run *R, loss_rt *l, int i, int kt, int ks, xd_e
                            io_dataset_path(R->ds), name, (long long)t->shape[0], R->train.n);
         const int32_t *yt = t->data;
         /* rows the data set marks unlabelled (label_mask 0) hold no label of either set */
-        char mname[IO_DATASET_NAME_MAX + 1];
-        snprintf(mname, sizeof mname, "%s/label_mask", R->r->data.train);
-        const io_tensor *mt = io_dataset_find(R->ds, mname);
-        const uint8_t *known = mt ? mt->data : NULL; /* checked when the labels were opened */
+        const uint8_t *known = R->known;
         double *cnt = xd_xcalloc((size_t)kt * (size_t)ks, sizeof *cnt);
         for (size_t j = 0; j < R->train.n && s == XD_OK; j++) {
             if (known && !known[j]) continue;
@@ -675,10 +673,6 @@ static xd_status init_projectors(run *R, xd_err *e)
             for (int b = 0; b < n; b++) R->idx[b] = (uint32_t)(i0 + (size_t)b);
             if ((s = feed_fill(&R->train, R->idx, n, 0, 0, 0, R->input, e)) != XD_OK) break;
             nn_model_forward(&R->student, R->input, n, NULL);
-            if (t->cached) {
-                s = xd_fail(e, XD_EARG, "loss %d: a cached teacher has no taps", i);
-                break;
-            }
             if ((s = teacher_forward(R, t, R->idx, n, 0, 0, e)) != XD_OK) break;
             memcpy(X + i0 * pos * sn->c, nn_model_out(&R->student, l->s_node),
                    sizeof(float) * (size_t)n * sn->act_n);

@@ -1544,6 +1544,63 @@ static void test_languages_average(void **state)
     expect_recipe_error("avg-view", bad, "teachers.0.languages: 'average' needs the view text.*");
     free(st);
     free(bad);
+
+    /* The targets are the mean of the teacher's logits over the languages: with a learning rate so
+     * small that the student stays where it starts, the first epoch's KD loss is the KD of the
+     * untrained student against those means, which the test recomputes from both languages'
+     * logits. Batches of 20 split the 200 examples evenly, so the order does not matter. */
+    enum { B20 = 20 };
+    char *probe = fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
+                      "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
+                      "view: text.*, languages: average}\n"
+                      "train: {epochs: 1, batch: %d, optimizer: {kind: sgd, lr: 0.000000001}}\n"
+                      "losses:\n  - {kind: kd, temperature: 2}\n", B20);
+    run_ok("avgprobe", probe, "avgprobe", 1, 0, 0);
+    json_t *m = read_metrics("avgprobe");
+    const double got = num(json_array_get(m, 0), "loss.0.kd");
+    json_decref(m);
+    nn_model t, stu;
+    xd_err e;
+    xd_err_clear(&e);
+    if (ckpt_load("avgteacher/best.safetensors", B20, &t, &e) != XD_OK) fail_msg("%s", e.msg);
+    if (nn_model_build(&stu, MLP_MODEL, B20, 1, &e) != XD_OK) fail_msg("%s", e.msg);
+    split_feed tf, sf;
+    open_split(&tf, "toy.xds", "train", "text.*", &t, "", "buckets=512");
+    open_split(&sf, "toy.xds", "train", "image", &stu, "", "");
+    const int K = TINY_CLASSES;
+    float avg[B20 * TINY_CLASSES], en[B20 * TINY_CLASSES], q[B20 * TINY_CLASSES], ps[B20 * TINY_CLASSES];
+    uint8_t present[B20];
+    uint32_t idx[B20];
+    double want = 0.0, want_en = 0.0;
+    for (int i0 = 0; i0 < N_TRAIN; i0 += B20) {
+        for (int b = 0; b < B20; b++) idx[b] = (uint32_t)(i0 + b);
+        memset(avg, 0, sizeof avg);
+        for (int lang = 0; lang < 2; lang++) {
+            TU_OK(feed_fill_lang(&tf.f, idx, B20, lang, tf.input, present, &e));
+            nn_model_forward(&t, tf.input, B20, NULL);
+            const float *out = nn_model_out(&t, nn_model_default_head(&t));
+            for (int j = 0; j < B20 * K; j++) avg[j] += 0.5f * out[j];
+            if (lang == 0) memcpy(en, out, sizeof en);
+        }
+        TU_OK(feed_fill(&sf.f, idx, B20, 0, 0, 0, sf.input, &e));
+        nn_model_forward(&stu, sf.input, B20, NULL);
+        const float *s_out = nn_model_out(&stu, nn_model_default_head(&stu));
+        kd_soft_targets(q, avg, B20, K, 2.0f);
+        want += kd_forward(ps, s_out, q, NULL, B20, K, 2.0f);
+        kd_soft_targets(q, en, B20, K, 2.0f);
+        want_en += kd_forward(ps, s_out, q, NULL, B20, K, 2.0f);
+    }
+    want /= N_TRAIN / B20;
+    want_en /= N_TRAIN / B20;
+    print_message("first-epoch KD %.6f; from averaged logits %.6f, from English alone %.6f\n", got,
+                  want, want_en);
+    assert_true(fabs(got - want) <= 1e-4 * fabs(want));
+    assert_true(fabs(want_en - want) > 1e-2 * fabs(want));
+    close_split(&tf);
+    close_split(&sf);
+    nn_model_free(&t);
+    nn_model_free(&stu);
+    free(probe);
 }
 
 /* A text.* feed is scored on every (example, language) pair: with both languages present for every
