@@ -163,6 +163,13 @@ size_t feed_example_bytes(const feed *f)
     return f->in_size * (f->kind == FEED_IMAGE ? sizeof(float) : sizeof(int32_t));
 }
 
+/* Row b of out = the ids of example i in language lang. */
+static void copy_ids(const feed *f, size_t i, int lang, int32_t *out, int b)
+{
+    memcpy(out + (size_t)b * f->L, f->ids + ((size_t)lang * f->n + i) * f->L,
+           sizeof(int32_t) * f->L);
+}
+
 xd_status feed_fill_lang(feed *f, const uint32_t *idx, int count, int lang, int32_t *out,
                          uint8_t *present, xd_err *e)
 {
@@ -171,9 +178,8 @@ xd_status feed_fill_lang(feed *f, const uint32_t *idx, int count, int lang, int3
     for (int b = 0; b < count; b++) {
         size_t i = idx[b];
         if (i >= f->n) return xd_fail(e, XD_EARG, "example %zu out of range (%zu)", i, f->n);
-        size_t at = (size_t)lang * f->n + i;
-        present[b] = f->present[at];
-        memcpy(out + (size_t)b * f->L, f->ids + at * f->L, sizeof(int32_t) * f->L);
+        present[b] = f->present[(size_t)lang * f->n + i];
+        copy_ids(f, i, lang, out, b);
     }
     return XD_OK;
 }
@@ -201,8 +207,7 @@ xd_status feed_fill(feed *f, const uint32_t *idx, int count, int augment, uint64
                 }
             }
         }
-        memcpy(dst + (size_t)b * f->L, f->ids + ((size_t)lang * f->n + i) * f->L,
-               sizeof(int32_t) * f->L);
+        copy_ids(f, i, lang, dst, b);
     }
     return XD_OK;
 }

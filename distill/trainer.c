@@ -1041,42 +1041,42 @@ static xd_status trim_metrics(run *R, xd_err *e)
 // ----------------------------------------------------------------------------------------------
 // the run
 
+/* buf (the student's gradients or parameters, in the parameter layout) must be finite; the
+ * message names the first parameter that is not, what made it so (`how`, with %s for the name) and
+ * otherwise `overflow` (the norm overflowed with every value finite). */
+static xd_status check_buffer(run *R, int epoch, const float *buf, const char *how,
+                              const char *overflow, xd_err *e)
+{
+    nn_model *m = &R->student;
+    if (isfinite(nn_grad_norm(buf, m->n_param))) return XD_OK;
+    char what[160];
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        if (p->state) continue;
+        for (size_t j = 0; j < p->n; j++)
+            if (!isfinite(buf[p->off + j])) {
+                snprintf(what, sizeof what, how, p->name);
+                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: %s; stopped (the last good "
+                                           "checkpoint is kept)", epoch + 1, R->global_step + 1, what);
+            }
+    }
+    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: %s", epoch + 1, R->global_step + 1, overflow);
+}
+
 static xd_status check_finite(run *R, int epoch, double loss, xd_err *e)
 {
     if (!isfinite(loss))
         return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the loss is %g; stopped (the last good "
                                    "checkpoint is kept)", epoch + 1, R->global_step + 1, loss);
-    nn_model *m = &R->student;
-    if (isfinite(nn_grad_norm(m->grad, m->n_param))) return XD_OK;
-    for (int i = 0; i < m->n_params; i++) {
-        const nn_param *p = &m->params[i];
-        if (p->state) continue;
-        for (size_t j = 0; j < p->n; j++)
-            if (!isfinite(m->grad[p->off + j]))
-                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the gradient of '%s' is not finite; "
-                                           "stopped (the last good checkpoint is kept)",
-                               epoch + 1, R->global_step + 1, p->name);
-    }
-    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the gradient norm overflows", epoch + 1,
-                   R->global_step + 1);
+    return check_buffer(R, epoch, R->student.grad, "the gradient of '%s' is not finite",
+                        "the gradient norm overflows", e);
 }
 
 /* After an optimizer step: a non-finite parameter stops the run before anything is saved. */
 static xd_status check_params(run *R, int epoch, xd_err *e)
 {
-    nn_model *m = &R->student;
-    if (isfinite(nn_grad_norm(m->param, m->n_param))) return XD_OK;
-    for (int i = 0; i < m->n_params; i++) {
-        const nn_param *p = &m->params[i];
-        if (p->state) continue;
-        for (size_t j = 0; j < p->n; j++)
-            if (!isfinite(m->param[p->off + j]))
-                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the update made '%s' non-finite; "
-                                           "stopped (the last good checkpoint is kept)",
-                               epoch + 1, R->global_step + 1, p->name);
-    }
-    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the parameters overflow", epoch + 1,
-                   R->global_step + 1);
+    return check_buffer(R, epoch, R->student.param, "the update made '%s' non-finite",
+                        "the parameters overflow", e);
 }
 
 /* The score on the test split that picks the best checkpoint: accuracy, or for a segment task the
