@@ -80,6 +80,16 @@ static kd_cache_spec base_spec(void)
                            .head = NULL, .topk = 0, .tap = "feat"};
 }
 
+/* The common start of a test: the data set d.xds (its identity from tag), the teacher with seed 3,
+ * its inputs and the base spec. */
+static void fixture(const char *tag, nn_model *m, feeder *f, kd_cache_spec *sp)
+{
+    write_dataset("d.xds", tag);
+    build_teacher(m, 3);
+    make_feeder(f);
+    *sp = base_spec();
+}
+
 /* The teacher's outputs computed here, one example at a time: (N, KC) logits, (N, HID) feature. */
 static void reference(nn_model *m, const feeder *f, float *logits, float *feat)
 {
@@ -141,12 +151,10 @@ static void rewrite_sum(const kd_cache *c, const char *labels[KD_PART_COUNT])
 static void test_build_then_reuse(void **state)
 {
     (void)state;
-    write_dataset("d.xds", "reuse");
     nn_model m;
-    build_teacher(&m, 3);
     feeder f;
-    make_feeder(&f);
-    kd_cache_spec sp = base_spec();
+    kd_cache_spec sp;
+    fixture("reuse", &m, &f, &sp);
     kd_cache c;
     open_ok(&sp, &m, &f, &c);
     assert_int_equal(c.built, 1);
@@ -232,12 +240,10 @@ static void expect_new_key(const kd_cache_spec *sp, nn_model *m, const char *old
 static void test_key_changes(void **state)
 {
     (void)state;
-    write_dataset("d.xds", "keyA");
     nn_model m;
-    build_teacher(&m, 3);
     feeder f;
-    make_feeder(&f);
-    kd_cache_spec sp = base_spec();
+    kd_cache_spec sp;
+    fixture("keyA", &m, &f, &sp);
     kd_cache c;
     open_ok(&sp, &m, &f, &c);
     char key[17];
@@ -311,12 +317,10 @@ typedef void (*damage_fn)(kd_cache *c);
 
 static void expect_rebuild(damage_fn damage, const char *substr1, const char *substr2)
 {
-    write_dataset("d.xds", "bad");
     nn_model m;
-    build_teacher(&m, 3);
     feeder f;
-    make_feeder(&f);
-    kd_cache_spec sp = base_spec();
+    kd_cache_spec sp;
+    fixture("bad", &m, &f, &sp);
     kd_cache c;
     open_ok(&sp, &m, &f, &c);
     damage(&c);
@@ -414,12 +418,10 @@ static void test_rebuild_when_bad(void **state)
 static void test_missing_sum_is_plain_build(void **state)
 {
     (void)state;
-    write_dataset("d.xds", "nosum");
     nn_model m;
-    build_teacher(&m, 3);
     feeder f;
-    make_feeder(&f);
-    kd_cache_spec sp = base_spec();
+    kd_cache_spec sp;
+    fixture("nosum", &m, &f, &sp);
     kd_cache c;
     open_ok(&sp, &m, &f, &c);
     assert_int_equal(unlink(c.sum_path), 0); /* as after an interrupted build */
@@ -597,12 +599,10 @@ static void expect_error(const kd_cache_spec *sp, nn_model *m, feeder *f, xd_sta
 static void test_errors(void **state)
 {
     (void)state;
-    write_dataset("d.xds", "errors");
     nn_model m;
-    build_teacher(&m, 3);
     feeder f;
-    make_feeder(&f);
-    kd_cache_spec sp = base_spec();
+    kd_cache_spec sp;
+    fixture("errors", &m, &f, &sp);
     sp.tap = "nope";
     expect_error(&sp, &m, &f, XD_EARG, "no node 'nope' to tap");
     sp = base_spec();
