@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "core/runtime.h"
+#include "nn/gemm.h"
 
 static const bench_suite suites[] = {
     {"gemm", "cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward",
@@ -93,11 +94,13 @@ void bench_header(const bench_opts *o)
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     if (o->json)
-        fprintf(o->out, "{\"machine\":{\"cpu\":\"%s\",\"blas_kernel\":\"%s\",\"blas_source\":\"%s\"}}\n",
-                cpu, xd_blas_kernel(), xd_blas_source());
+        fprintf(o->out,
+                "{\"machine\":{\"cpu\":\"%s\",\"gemm_kernel\":\"%s\",\"blas_kernel\":\"%s\","
+                "\"blas_source\":\"%s\"}}\n",
+                cpu, nn_sgemm_kernel(), xd_blas_kernel(), xd_blas_source());
     else
-        fprintf(o->out, "machine: %s; OpenBLAS kernel %s (%s)%s%s%s\n", cpu, xd_blas_kernel(),
-                xd_blas_source(), xd_blas_better() ? "; this CPU could run " : "",
+        fprintf(o->out, "machine: %s; our products: %s; OpenBLAS kernel %s (%s)%s%s%s\n", cpu,
+                nn_sgemm_kernel(), xd_blas_kernel(), xd_blas_source(), xd_blas_better() ? "; this CPU could run " : "",
                 xd_blas_better() ? xd_blas_better() : "",
                 xd_blas_better() ? " (unset OPENBLAS_CORETYPE)" : "");
 }

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "core/runtime.h"
+#include "nn/gemm.h"
 
 typedef struct {
     const char *name;
@@ -66,7 +67,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
         printf("xdistill %s\n", XD_VERSION);
-        printf("blas: OpenBLAS kernel %s (%s)\n", xd_blas_kernel(), xd_blas_source());
+        printf("products: xdistill's own kernel, %s\n", nn_sgemm_kernel());
+        printf("blas (decompositions, benchmark baseline): OpenBLAS kernel %s (%s)\n",
+               xd_blas_kernel(), xd_blas_source());
         printf("blas config: %s\n", xd_blas_config());
         if (xd_blas_better())
             printf("note: this CPU can run the faster %s kernel; unset OPENBLAS_CORETYPE to use it\n",

@@ -14,6 +14,7 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
+#include "nn/gemm.h"
 #include "distill/cache.h"
 #include "distill/checkpoint.h"
 #include "distill/kd.h"
@@ -1316,6 +1317,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
     json_object_set_new(j, "threads", json_integer(xd_threads_get()));
+    json_object_set_new(j, "gemm_kernel", json_string(nn_sgemm_kernel()));
     json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
     json_object_set_new(j, "recipe", json_string(R->yaml));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));

@@ -1,10 +1,12 @@
 /* Blocked, thread-count independent sgemm (see gemm.h). */
 #include "nn/gemm.h"
 
-#include <cblas.h>
 #include <stddef.h>
-#ifdef _OPENMP
-#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
 #endif
 
 /* Enough blocks to balance a few threads; not so many that blocks get thin (<64 rows) or that a
@@ -23,21 +25,276 @@ int nn_sgemm_blocks(int M, int N, int K)
     return nb < 1 ? 1 : nb;
 }
 
-/* OpenBLAS's OpenMP build sizes its team from omp_get_max_threads() at every call made outside
- * an active parallel region (openblas_set_num_threads(1) does not stick), so a call made there runs
- * with the OpenMP count lowered to one for its duration. */
-static void sgemm_single(enum CBLAS_TRANSPOSE ta, enum CBLAS_TRANSPOSE tb, int M, int N, int K,
-                         float alpha, const float *A, int lda, const float *B, int ldb, float beta,
-                         float *C, int ldc)
+// ----------------------------------------------------------------------------------------------
+// the single-threaded product: our own packed kernel
+//
+// BLIS-style: op(B) is packed a (KC x NC) block at a time into panels of NR columns, op(A) an
+// (MC x KC) block at a time into panels of MR rows (or read in place when few column panels use
+// it), and an MR x NR micro-kernel keeps its block of C in registers while it runs over k. Written with GCC vector extensions, so one source gives
+// AVX-512 code (MR 12, NR 32: 24 accumulators) on a CPU that has it, AVX2 + FMA (6 x 16) or SSE
+// elsewhere, whatever OpenBLAS kernel the library would pick.
+//
+// Every element of C is one chain c = fma(a_k, b_k, c) over k in order inside each K block,
+// and K blocks are added into C in order. The blocks along K are a function of K alone, so an
+// element's bits do not depend on where it falls in a tile, on the row or column range a call
+// covers, or on the thread count. That is what lets nn_sgemm_rows split C freely.
+
+#if defined(__AVX512F__)
+#define MR 12
+#define NR 32
+#elif defined(__AVX__)
+#define MR 6
+#define NR 16
+#else
+#define MR 4
+#define NR 8
+#endif
+#define VW (NR / 2) /* floats per vector: a tile row is two vectors */
+#if defined(__AVX512F__)
+#define ISA "AVX-512"
+#elif defined(__AVX__) && defined(__FMA__)
+#define ISA "AVX2 + FMA"
+#elif defined(__AVX__)
+#define ISA "AVX"
+#else
+#define ISA "portable"
+#endif
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define KC 384        /* K per block (at most); blocks are equal in size */
+#define MC (MR * 16)  /* rows of op(A) per packed block */
+#define NC (NR * 64)  /* columns of op(B) per packed block */
+
+typedef float vf __attribute__((vector_size(VW * sizeof(float))));
+
+/* x in every lane */
+static inline vf vset1(float x)
 {
-#ifdef _OPENMP
-    int n = omp_get_max_threads();
-    if (n != 1) omp_set_num_threads(1);
+#if defined(__AVX512F__)
+    return (vf)_mm512_set1_ps(x);
+#elif defined(__AVX__)
+    return (vf)_mm256_set1_ps(x);
+#else
+    return (vf){x, x, x, x};
 #endif
-    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-#ifdef _OPENMP
-    if (n != 1) omp_set_num_threads(n);
+}
+
+/* a * b + c with one rounding where the CPU has FMA (ISO C mode does not contract a * b + c) */
+static inline vf vfma(vf a, vf b, vf c)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__AVX__) && defined(__FMA__)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
 #endif
+}
+
+static inline vf vload(const float *p)
+{
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/* acc (MR, NR) = sum over k < kc of a[.., k] (MR) outer bp[k] (NR); element (i, k) of A at
+ * a[i * si + k * sk]; bp packed (NR values per k) */
+static inline __attribute__((always_inline)) void
+kernel_body(int kc, const float *restrict a, size_t si, size_t sk, const float *restrict bp,
+            float *restrict acc)
+{
+    vf c0[MR], c1[MR];
+    for (int i = 0; i < MR; i++) c0[i] = c1[i] = (vf){0};
+    for (int k = 0; k < kc; k++) {
+        const vf b0 = vload(bp), b1 = vload(bp + VW);
+        for (int i = 0; i < MR; i++) {
+            const vf av = vset1(a[i * si]);
+            c0[i] = vfma(av, b0, c0[i]);
+            c1[i] = vfma(av, b1, c1[i]);
+        }
+        a += sk;
+        bp += NR;
+    }
+    for (int i = 0; i < MR; i++) {
+        *(vf *)(acc + i * NR) = c0[i];
+        *(vf *)(acc + i * NR + VW) = c1[i];
+    }
+}
+/* A packed (MR values per k) or transposed in memory (A[k * lda + i]) */
+static void kernel_cols(int kc, const float *restrict a, size_t lda, const float *restrict bp,
+                        float *restrict acc)
+{
+    kernel_body(kc, a, 1, lda, bp, acc);
+}
+
+/* A row-major in memory (A[i * lda + k]) */
+static void kernel_rows(int kc, const float *restrict a, size_t lda, const float *restrict bp,
+                        float *restrict acc)
+{
+    kernel_body(kc, a, lda, 1, bp, acc);
+}
+
+/* Packs rows i0..i0+mc, columns p0..p0+kc of X (X[i][k] = t ? src[k * ld + i] : src[i * ld + k])
+ * into panels of R rows: panel p holds, for each k, its R values (zeros past the last row). */
+static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, int p0, int kc,
+                        float *dst)
+{
+    for (int ib = 0; ib < mc; ib += R, dst += (size_t)kc * R) {
+        const int rows = mc - ib < R ? mc - ib : R;
+        if (t) {
+            /* the panel's R values of one k lie side by side in the source */
+            for (int k = 0; k < kc; k++) {
+                const float *s = src + (size_t)(p0 + k) * ld + i0 + ib;
+                float *d = dst + (size_t)k * R;
+                for (int r = 0; r < rows; r++) d[r] = s[r];
+                for (int r = rows; r < R; r++) d[r] = 0.0f;
+            }
+        } else {
+            /* each row's k values lie side by side: read rows, write strided */
+            for (int r = 0; r < R; r++) {
+                if (r >= rows) {
+                    for (int k = 0; k < kc; k++) dst[(size_t)k * R + r] = 0.0f;
+                    continue;
+                }
+                const float *s = src + (size_t)(i0 + ib + r) * ld + p0;
+                for (int k = 0; k < kc; k++) dst[(size_t)k * R + r] = s[k];
+            }
+        }
+    }
+}
+
+/* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
+ * alpha * acc (C not read when beta is 0), later blocks C += alpha * acc. */
+static void write_tile(const float *acc, int mr, int nr, float alpha, float beta, int first,
+                       float *c, size_t rs, size_t cs)
+{
+    const int add = !first || beta == 1.0f;
+    if (nr == NR && cs == 1) {
+        for (int i = 0; i < mr; i++) {
+            float *d = c + (size_t)i * rs;
+            for (int h = 0; h < NR; h += VW) {
+                vf v = *(const vf *)(acc + i * NR + h);
+                if (alpha != 1.0f) v *= alpha;
+                if (add) v += vload(d + h);
+                else if (beta != 0.0f) v += beta * vload(d + h);
+                vstore(d + h, v);
+            }
+        }
+        return;
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            float v = acc[i * NR + j];
+            if (alpha != 1.0f) v *= alpha;
+            float *d = c + i * rs + j * cs;
+            if (add) *d += v;
+            else if (beta != 0.0f) *d = beta * *d + v;
+            else *d = v;
+        }
+}
+
+/* Packing buffers, one pair per thread, kept for the thread's life (a product must not pay for
+ * fresh pages every call). */
+static _Thread_local float *pack_a_buf, *pack_b_buf;
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0 */
+static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                        size_t rs, size_t cs)
+{
+    if (!pack_a_buf) {
+        pack_a_buf = aligned_alloc(64, sizeof(float) * MC * KC);
+        pack_b_buf = aligned_alloc(64, sizeof(float) * KC * NC);
+        if (!pack_a_buf || !pack_b_buf) {
+            fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
+            abort();
+        }
+    }
+    float acc[MR * NR] __attribute__((aligned(64)));
+    const int kblocks = (K + KC - 1) / KC;
+    for (int j0 = 0; j0 < N; j0 += NC) {
+        const int nc = N - j0 < NC ? N - j0 : NC;
+        for (int kb = 0; kb < kblocks; kb++) {
+            const int p0 = (int)((long)K * kb / kblocks);
+            const int kc = (int)((long)K * (kb + 1) / kblocks) - p0;
+            /* op(B) already in the packed layout (one panel, rows of NR side by side): use it */
+            const int b_direct = !trans_b && nc == NR && ldb == NR;
+            const float *bpack = b_direct ? B + (size_t)p0 * ldb : pack_b_buf;
+            if (!b_direct) pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, pack_b_buf);
+            /* Few column panels: A's rows are read in place (packing would cost as much as the
+             * products that use them); many: packed once, in cache and free of stride conflicts
+             * for every panel. */
+            const int a_direct = nc <= 4 * NR;
+            for (int i0 = 0; i0 < M; i0 += MC) {
+                const int mc = M - i0 < MC ? M - i0 : MC;
+                if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
+                for (int jb = 0; jb < nc; jb += NR) {
+                    const int nr = nc - jb < NR ? nc - jb : NR;
+                    const float *bp = bpack + (size_t)jb * kc;
+                    for (int ib = 0; ib < mc; ib += MR) {
+                        const int mr = mc - ib < MR ? mc - ib : MR;
+                        const int i = i0 + ib;
+                        if (!a_direct)
+                            kernel_cols(kc, pack_a_buf + (size_t)ib * kc, MR, bp, acc);
+                        else if (mr < MR) {
+                            pack_panels(trans_a, MR, A, lda, i, mr, p0, kc, pack_a_buf);
+                            kernel_cols(kc, pack_a_buf, MR, bp, acc);
+                        } else if (trans_a)
+                            kernel_cols(kc, A + (size_t)p0 * lda + i, (size_t)lda, bp, acc);
+                        else
+                            kernel_rows(kc, A + (size_t)i * lda + p0, (size_t)lda, bp, acc);
+                        write_tile(acc, mr, nr, alpha, beta, kb == 0,
+                                   C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static long pad_to(int n, int r) { return (long)(n + r - 1) / r * r; }
+
+static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0) {
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float *d = C + (size_t)i * ldc + j;
+                *d = beta == 0.0f ? 0.0f : beta * *d;
+            }
+        return;
+    }
+    /* The tiles cover C padded to whole MR x NR blocks; computing C^T = op(B)^T @ op(A)^T
+     * instead swaps which side is padded to MR and which to NR. Take it when that saves an
+     * eighth of the work, which pays for writing C across its rows (the same products per
+     * element either way, so the same bits). */
+    const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
+    if (8 * tiles_t < 7 * tiles)
+        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, (size_t)ldc);
+    else
+        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, (size_t)ldc, 1);
+}
+
+const char *nn_sgemm_kernel(void) { return ISA ", " STR(MR) "x" STR(NR) " tiles"; }
+
+void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++)
+                s += (double)(trans_a ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k]) *
+                     (trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j]);
+            float *d = C + (size_t)i * ldc + j;
+            *d = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *d));
+        }
 }
 
 int nn_sgemm_row_blocks(int M, int N, int K)
@@ -55,12 +312,10 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                    int lda, const float *B, int ldb, float beta, float *C, int ldc,
                    nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
-    const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
-    const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     const int nb = nn_sgemm_blocks(M, N, K);
     if (nb == 1) {
         if (before) before(ctx, 0, M);
-        sgemm_single(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         if (after) after(ctx, 0, M);
         return;
     }
@@ -81,14 +336,14 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
             /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
             const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
             if (before) before(ctx, r0, r1);
-            cblas_sgemm(CblasRowMajor, ta, tb, r1 - r0, N, K, alpha, a, lda, B, ldb, beta,
-                        C + (size_t)r0 * ldc, ldc);
+            sgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, beta,
+                         C + (size_t)r0 * ldc, ldc);
             if (after) after(ctx, r0, r1);
         } else {
             /* columns r0..r1 of C come from columns of op(B) */
             const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
-            cblas_sgemm(CblasRowMajor, ta, tb, M, r1 - r0, K, alpha, A, lda, b, ldb, beta, C + r0,
-                        ldc);
+            sgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, beta, C + r0,
+                         ldc);
         }
     }
     if (after && !by_rows) after(ctx, 0, M);

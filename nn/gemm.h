@@ -1,15 +1,24 @@
 /* Matrix products for the layers: C = alpha * op(A) @ op(B) + beta * C, row-major.
  *
- * OpenBLAS runs single-threaded here; the product is cut into a fixed number of blocks along the
- * longer side of C (a function of the shape only) and the blocks are spread over our OpenMP
- * threads. Each element of C is then computed by one sgemm call whose work does not depend on the
- * thread count, so results are bit-identical at 1, 2 or more threads, and OpenBLAS's own threads
- * never compete with ours for the cores. */
+ * Our own packed kernel (gemm.c), vectorised for the CPU the program is built for, so the speed
+ * does not hang on which BLAS kernel the library picks. The product is cut into a fixed number of
+ * blocks along the longer side of C (a function of the shape only) and the blocks are spread over
+ * our OpenMP threads. Each element of C is one fused multiply-add chain over k whose blocks along
+ * K depend on K alone, so results are bit-identical at 1, 2 or more threads and whatever the
+ * split. */
 #ifndef XD_NN_GEMM_H
 #define XD_NN_GEMM_H
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
+ * benchmarks). */
+const char *nn_sgemm_kernel(void);
+
+/* The plain product, summed in double: the reference the kernel is tested against. */
+void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Blocks nn_sgemm uses for an M x N x K product (exposed for tests and benchmarks). */
 int nn_sgemm_blocks(int M, int N, int K);

@@ -1,0 +1,207 @@
+/* nn/gemm: our packed product against the plain one (summed in double) over every transpose,
+ * edge and blocking case the kernel has, BLAS semantics of alpha, beta and K = 0, and the bits:
+ * the same at 1 and 2 threads, whatever rows or columns a call covers and whichever way round
+ * the kernel computes C. */
+#include "tests/support/testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/runtime.h"
+#include "nn/gemm.h"
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float *A, *B, *C;
+} prod;
+
+/* Operands of op(A) (M, K), op(B) (K, N) and C (M, N) with padded leading dimensions (so strides
+ * other than the logical widths are exercised), filled from a seed. */
+static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
+{
+    prod p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K};
+    p.lda = (ta ? M : K) + 3;
+    p.ldb = (tb ? K : N) + 1;
+    p.ldc = N + 2;
+    size_t na = (size_t)(ta ? K : M) * p.lda, nb = (size_t)(tb ? N : K) * p.ldb,
+           nc = (size_t)M * p.ldc;
+    p.A = malloc(sizeof(float) * (na ? na : 1));
+    p.B = malloc(sizeof(float) * (nb ? nb : 1));
+    p.C = malloc(sizeof(float) * (nc ? nc : 1));
+    assert_non_null(p.A);
+    assert_non_null(p.B);
+    assert_non_null(p.C);
+    tu_fill_uniform(p.A, na, -1, 1, seed);
+    tu_fill_uniform(p.B, nb, -1, 1, seed + 1);
+    tu_fill_uniform(p.C, nc, -1, 1, seed + 2);
+    return p;
+}
+
+static void prod_free(prod *p)
+{
+    free(p->A);
+    free(p->B);
+    free(p->C);
+}
+
+static float *copy_c(const prod *p)
+{
+    size_t n = (size_t)p->M * p->ldc;
+    float *c = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(c);
+    memcpy(c, p->C, sizeof(float) * n);
+    return c;
+}
+
+/* Checks C = alpha op(A) op(B) + beta C0 elementwise within the error bound of a float sum of K
+ * products: |err| <= 2 (K + 2) u (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|), u = 2^-24. */
+static void check_against_ref(const prod *p, float alpha, float beta, const char *what)
+{
+    float *got = copy_c(p), *want = copy_c(p);
+    nn_sgemm(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, got, p->ldc);
+    nn_sgemm_ref(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, want,
+                 p->ldc);
+    const double u = FLT_EPSILON / 2;
+    for (int i = 0; i < p->M; i++)
+        for (int j = 0; j < p->N; j++) {
+            double mag = 0.0;
+            for (int k = 0; k < p->K; k++)
+                mag += fabs((double)(p->ta ? p->A[(size_t)k * p->lda + i]
+                                           : p->A[(size_t)i * p->lda + k]) *
+                            (p->tb ? p->B[(size_t)j * p->ldb + k] : p->B[(size_t)k * p->ldb + j]));
+            const double c0 = beta == 0.0f ? 0.0 : fabs((double)beta * p->C[(size_t)i * p->ldc + j]);
+            const double bound = 2.0 * (p->K + 2) * u * (fabs(alpha) * mag + c0);
+            const double err = fabs((double)got[(size_t)i * p->ldc + j] - want[(size_t)i * p->ldc + j]);
+            if (!(err <= bound))
+                fail_msg("%s: ta %d tb %d %dx%dx%d alpha %g beta %g: C[%d][%d] = %.9g, reference "
+                         "%.9g (error %.3g over the bound %.3g)",
+                         what, p->ta, p->tb, p->M, p->N, p->K, alpha, beta, i, j,
+                         got[(size_t)i * p->ldc + j], want[(size_t)i * p->ldc + j], err, bound);
+        }
+    /* the padding columns of C are not written */
+    for (int i = 0; i < p->M; i++)
+        for (int j = p->N; j < p->ldc; j++)
+            assert_true(got[(size_t)i * p->ldc + j] == p->C[(size_t)i * p->ldc + j]);
+    free(got);
+    free(want);
+}
+
+/* Shapes that reach each path: tiles with and without edges, a few columns (C computed
+ * transposed), many columns (op(A) packed) and few (read in place), K in one block and several,
+ * C wider than one packed block of op(B), one row, one column. */
+static void test_against_reference(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {
+        {1, 1, 1},    {5, 7, 3},     {12, 32, 16},  {13, 33, 17},  {24, 64, 385},
+        {100, 10, 50}, {3, 200, 40},  {37, 150, 800}, {64, 289, 700}, {200, 9, 1000},
+        {30, 2100, 20}, {250, 40, 9}, {1, 300, 33},  {300, 1, 33},
+    };
+    uint64_t seed = 100;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            prod p = prod_make(t & 1, t >> 1, shapes[s][0], shapes[s][1], shapes[s][2], seed += 3);
+            check_against_ref(&p, 1.0f, 0.0f, "plain");
+            check_against_ref(&p, 1.0f, 1.0f, "accumulate");
+            check_against_ref(&p, -0.5f, 0.75f, "alpha and beta");
+            prod_free(&p);
+        }
+}
+
+/* beta = 0 ignores what C held (NaN included); K = 0 leaves beta * C. */
+static void test_beta_and_empty_k(void **state)
+{
+    (void)state;
+    prod p = prod_make(0, 1, 20, 40, 30, 7);
+    for (size_t i = 0; i < (size_t)p.M * p.ldc; i++) p.C[i] = NAN;
+    nn_sgemm(p.ta, p.tb, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, p.C, p.ldc);
+    for (int i = 0; i < p.M; i++)
+        for (int j = 0; j < p.N; j++) assert_false(isnan(p.C[(size_t)i * p.ldc + j]));
+    prod_free(&p);
+
+    prod q = prod_make(0, 0, 6, 5, 0, 8);
+    float *c0 = copy_c(&q);
+    nn_sgemm(0, 0, 6, 5, 0, 1.0f, q.A, q.lda, q.B, q.ldb, 0.5f, q.C, q.ldc);
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++)
+            assert_true(q.C[(size_t)i * q.ldc + j] == 0.5f * c0[(size_t)i * q.ldc + j]);
+    nn_sgemm(0, 0, 6, 5, 0, 1.0f, q.A, q.lda, q.B, q.ldb, 0.0f, q.C, q.ldc);
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++) assert_true(q.C[(size_t)i * q.ldc + j] == 0.0f);
+    free(c0);
+    prod_free(&q);
+}
+
+static void assert_same_bits(const float *a, const float *b, int M, int N, int lda, int ldb,
+                             const char *what)
+{
+    for (int i = 0; i < M; i++)
+        if (memcmp(a + (size_t)i * lda, b + (size_t)i * ldb, sizeof(float) * N) != 0)
+            fail_msg("%s: row %d differs", what, i);
+}
+
+/* The bits of an element do not depend on the thread count, on the rows or columns one call
+ * covers, or on whether the kernel computes C or C^T. */
+static void test_bits_independent_of_split(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get();
+    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {128, 10, 128},
+                                    {40, 3000, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
+        float *one = copy_c(&p), *two = copy_c(&p), *part = copy_c(&p);
+        xd_threads_set(1);
+        nn_sgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, one, p.ldc);
+        xd_threads_set(2);
+        nn_sgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, two, p.ldc);
+        assert_same_bits(one, two, M, N, p.ldc, p.ldc, "1 and 2 threads");
+
+        /* rows in three uneven calls, then columns in three uneven calls */
+        const int rcut[4] = {0, M / 3 + 1, M / 2 + 2, M}, ccut[4] = {0, 5, N / 2 + 1, N};
+        for (int c = 0; c < 3; c++) {
+            const int r0 = rcut[c], r1 = rcut[c + 1];
+            const float *a = p.ta ? p.A + r0 : p.A + (size_t)r0 * p.lda;
+            nn_sgemm(p.ta, p.tb, r1 - r0, N, K, 1.0f, a, p.lda, p.B, p.ldb, 0.0f,
+                     part + (size_t)r0 * p.ldc, p.ldc);
+        }
+        assert_same_bits(one, part, M, N, p.ldc, p.ldc, "row blocks");
+        for (int c = 0; c < 3; c++) {
+            const int c0 = ccut[c], c1 = ccut[c + 1];
+            const float *b = p.tb ? p.B + (size_t)c0 * p.ldb : p.B + c0;
+            nn_sgemm(p.ta, p.tb, M, c1 - c0, K, 1.0f, p.A, p.lda, b, p.ldb, 0.0f, part + c0,
+                     p.ldc);
+        }
+        assert_same_bits(one, part, M, N, p.ldc, p.ldc, "column blocks");
+
+        /* C^T = op(B)^T op(A)^T, then transposed back */
+        float *ct = malloc(sizeof(float) * (size_t)N * M), *back = malloc(sizeof(float) * (size_t)M * N);
+        assert_non_null(ct);
+        assert_non_null(back);
+        nn_sgemm(!p.tb, !p.ta, N, M, K, 1.0f, p.B, p.ldb, p.A, p.lda, 0.0f, ct, M);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) back[(size_t)i * N + j] = ct[(size_t)j * M + i];
+        assert_same_bits(one, back, M, N, p.ldc, N, "C^T");
+        free(ct);
+        free(back);
+        free(one);
+        free(two);
+        free(part);
+        prod_free(&p);
+    }
+    xd_threads_set(threads);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_reference),
+        cmocka_unit_test(test_beta_and_empty_k),
+        cmocka_unit_test(test_bits_independent_of_split),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
