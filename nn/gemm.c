@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -137,6 +140,31 @@ static void kernel_rows(int kc, const float *restrict a, size_t lda, const float
     kernel_body(kc, a, lda, 1, bp, acc);
 }
 
+typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
+typedef int v4i __attribute__((vector_size(4 * sizeof(int))));
+
+/* d[k * ld_d + r] = s[r * ld_s + k] for r, k < 4 */
+static inline void transpose4(const float *s, size_t ld_s, float *d, size_t ld_d)
+{
+    v4 a, b, c, e;
+    memcpy(&a, s, sizeof a);
+    memcpy(&b, s + ld_s, sizeof b);
+    memcpy(&c, s + 2 * ld_s, sizeof c);
+    memcpy(&e, s + 3 * ld_s, sizeof e);
+    const v4 t0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5}),
+             t1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7}),
+             t2 = __builtin_shuffle(c, e, (v4i){0, 4, 1, 5}),
+             t3 = __builtin_shuffle(c, e, (v4i){2, 6, 3, 7});
+    const v4 r0 = __builtin_shuffle(t0, t2, (v4i){0, 1, 4, 5}),
+             r1 = __builtin_shuffle(t0, t2, (v4i){2, 3, 6, 7}),
+             r2 = __builtin_shuffle(t1, t3, (v4i){0, 1, 4, 5}),
+             r3 = __builtin_shuffle(t1, t3, (v4i){2, 3, 6, 7});
+    memcpy(d, &r0, sizeof r0);
+    memcpy(d + ld_d, &r1, sizeof r1);
+    memcpy(d + 2 * ld_d, &r2, sizeof r2);
+    memcpy(d + 3 * ld_d, &r3, sizeof r3);
+}
+
 /* Packs rows i0..i0+mc, columns p0..p0+kc of X (X[i][k] = t ? src[k * ld + i] : src[i * ld + k])
  * into panels of R rows: panel p holds, for each k, its R values (zeros past the last row). */
 static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, int p0, int kc,
@@ -153,8 +181,17 @@ static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, 
                 for (int r = rows; r < R; r++) d[r] = 0.0f;
             }
         } else {
-            /* each row's k values lie side by side: read rows, write strided */
-            for (int r = 0; r < R; r++) {
+            /* each row's k values lie side by side: 4 x 4 blocks transposed in registers,
+             * the rest one value at a time */
+            const int rows4 = rows & ~3, kc4 = kc & ~3;
+            for (int r = 0; r < rows4; r += 4) {
+                const float *s = src + (size_t)(i0 + ib + r) * ld + p0;
+                for (int k = 0; k < kc4; k += 4)
+                    transpose4(s + k, (size_t)ld, dst + (size_t)k * R + r, (size_t)R);
+                for (int k = kc4; k < kc; k++)
+                    for (int q = 0; q < 4; q++) dst[(size_t)k * R + r + q] = s[(size_t)q * ld + k];
+            }
+            for (int r = rows4; r < R; r++) {
                 if (r >= rows) {
                     for (int k = 0; k < kc; k++) dst[(size_t)k * R + r] = 0.0f;
                     continue;
@@ -308,11 +345,13 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
     *r1 = (int)((long)len * (i + 1) / nb);
 }
 
-void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+/* The product split into nb blocks along C's longer side, run in parallel; before and after as
+ * nn_sgemm_rows. */
+static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                        int ldc, int nb, nn_sgemm_rows_fn before, nn_sgemm_rows_fn after,
+                        void *ctx)
 {
-    const int nb = nn_sgemm_blocks(M, N, K);
     if (nb == 1) {
         if (before) before(ctx, 0, M);
         sgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -349,9 +388,26 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
     if (after && !by_rows) after(ctx, 0, M);
 }
 
+void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+{
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                nn_sgemm_blocks(M, N, K), before, after, ctx);
+}
+
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
-    nn_sgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL, NULL,
-                  NULL);
+    /* No work around the blocks, so no reason for more blocks than threads: each block packs
+     * its own copy of the operand all blocks share. */
+    int nb = nn_sgemm_blocks(M, N, K);
+#ifdef _OPENMP
+    const int threads = omp_get_max_threads();
+#else
+    const int threads = 1;
+#endif
+    if (nb > threads) nb = threads;
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, NULL, NULL,
+                NULL);
 }

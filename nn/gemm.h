@@ -1,11 +1,12 @@
 /* Matrix products for the layers: C = alpha * op(A) @ op(B) + beta * C, row-major.
  *
  * Our own packed kernel (gemm.c), vectorised for the CPU the program is built for, so the speed
- * does not hang on which BLAS kernel the library picks. The product is cut into a fixed number of
- * blocks along the longer side of C (a function of the shape only) and the blocks are spread over
- * our OpenMP threads. Each element of C is one fused multiply-add chain over k whose blocks along
- * K depend on K alone, so results are bit-identical at 1, 2 or more threads and whatever the
- * split. */
+ * does not hang on which BLAS kernel the library picks. Each element of C is one fused
+ * multiply-add chain over k whose blocks along K depend on K alone, so an element's bits do not
+ * depend on how C is cut up: the product is split into blocks along the longer side of C, spread
+ * over our OpenMP threads (one block per thread for nn_sgemm; a number fixed by the shape for
+ * nn_sgemm_rows, so its callers' work runs on the same rows whatever the thread count), and the
+ * results are bit-identical at 1, 2 or more threads. */
 #ifndef XD_NN_GEMM_H
 #define XD_NN_GEMM_H
 
@@ -20,7 +21,7 @@ const char *nn_sgemm_kernel(void);
 void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Blocks nn_sgemm uses for an M x N x K product (exposed for tests and benchmarks). */
+/* Blocks nn_sgemm_rows uses for an M x N x K product (nn_sgemm: at most one a thread). */
 int nn_sgemm_blocks(int M, int N, int K);
 
 /* nn_sgemm (the same blocks, so the same bits) with work on C's row blocks around the products,
