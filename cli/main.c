@@ -28,9 +28,10 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\n  --version  version, BLAS kernel and threads\n"
-               "\nenvironment: OPENBLAS_CORETYPE=NAME forces a BLAS kernel; XDISTILL_BLAS=keep keeps "
-               "the library's own choice;\n             OMP_NUM_THREADS=N sets the thread count.\n");
+    fprintf(f, "\n  --version  version, the product kernel, OpenBLAS's kernel and threads\n"
+               "\nenvironment: OPENBLAS_CORETYPE=NAME forces OpenBLAS's kernel (decompositions); "
+               "XDISTILL_BLAS=keep keeps\n             the library's own choice; OMP_NUM_THREADS=N "
+               "sets the thread count.\n");
 }
 
 int cli_report(const char *cmd, const xd_err *e)

@@ -345,12 +345,12 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
     *r1 = (int)((long)len * (i + 1) / nb);
 }
 
-/* The product split into nb blocks along C's longer side, run in parallel; before and after as
- * nn_sgemm_rows. */
+/* The product split into nb blocks of C's rows (by_rows) or columns, run in parallel; before and
+ * after as nn_sgemm_rows. */
 static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                        int ldc, int nb, nn_sgemm_rows_fn before, nn_sgemm_rows_fn after,
-                        void *ctx)
+                        int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
+                        nn_sgemm_rows_fn after, void *ctx)
 {
     if (nb == 1) {
         if (before) before(ctx, 0, M);
@@ -358,7 +358,6 @@ static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
         if (after) after(ctx, 0, M);
         return;
     }
-    const int by_rows = M >= N;
     if (before && !by_rows) {
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < nb; i++) {
@@ -393,7 +392,7 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                    nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                nn_sgemm_blocks(M, N, K), before, after, ctx);
+                nn_sgemm_blocks(M, N, K), M >= N, before, after, ctx);
 }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -408,6 +407,10 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     const int threads = 1;
 #endif
     if (nb > threads) nb = threads;
-    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, NULL, NULL,
-                NULL);
+    /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
+     * their columns are few. Columns then, unless C is taller than wide or the blocks would be
+     * narrower than a tile. */
+    const int by_rows = M > N || N / nb < NR;
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, by_rows, NULL,
+                NULL, NULL);
 }

@@ -1,5 +1,5 @@
-/* Layers (see layers.h for the conventions). GEMMs go to OpenBLAS; everything else is plain C with
- * OpenMP over independent outputs. */
+/* Layers (see layers.h for the conventions). Products go to our kernel (nn/gemm.h); everything
+ * else is plain C with OpenMP over independent outputs. */
 #include "nn/layers.h"
 
 #include <float.h>
