@@ -1,6 +1,7 @@
 /* Blocked, thread-count independent sgemm (see gemm.h). */
 #include "nn/gemm.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,7 +142,6 @@ static void kernel_rows(int kc, const float *restrict a, size_t lda, const float
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
-typedef int v4i __attribute__((vector_size(4 * sizeof(int))));
 
 /* d[k * ld_d + r] = s[r * ld_s + k] for r, k < 4 */
 static inline void transpose4(const float *s, size_t ld_s, float *d, size_t ld_d)
@@ -151,14 +151,14 @@ static inline void transpose4(const float *s, size_t ld_s, float *d, size_t ld_d
     memcpy(&b, s + ld_s, sizeof b);
     memcpy(&c, s + 2 * ld_s, sizeof c);
     memcpy(&e, s + 3 * ld_s, sizeof e);
-    const v4 t0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5}),
-             t1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7}),
-             t2 = __builtin_shuffle(c, e, (v4i){0, 4, 1, 5}),
-             t3 = __builtin_shuffle(c, e, (v4i){2, 6, 3, 7});
-    const v4 r0 = __builtin_shuffle(t0, t2, (v4i){0, 1, 4, 5}),
-             r1 = __builtin_shuffle(t0, t2, (v4i){2, 3, 6, 7}),
-             r2 = __builtin_shuffle(t1, t3, (v4i){0, 1, 4, 5}),
-             r3 = __builtin_shuffle(t1, t3, (v4i){2, 3, 6, 7});
+    const v4 t0 = __builtin_shufflevector(a, b, 0, 4, 1, 5),
+             t1 = __builtin_shufflevector(a, b, 2, 6, 3, 7),
+             t2 = __builtin_shufflevector(c, e, 0, 4, 1, 5),
+             t3 = __builtin_shufflevector(c, e, 2, 6, 3, 7);
+    const v4 r0 = __builtin_shufflevector(t0, t2, 0, 1, 4, 5),
+             r1 = __builtin_shufflevector(t0, t2, 2, 3, 6, 7),
+             r2 = __builtin_shufflevector(t1, t3, 0, 1, 4, 5),
+             r3 = __builtin_shufflevector(t1, t3, 2, 3, 6, 7);
     memcpy(d, &r0, sizeof r0);
     memcpy(d + ld_d, &r1, sizeof r1);
     memcpy(d + 2 * ld_d, &r2, sizeof r2);
@@ -234,26 +234,59 @@ static void write_tile(const float *acc, int mr, int nr, float alpha, float beta
 }
 
 /* Packing buffers, one pair per thread, kept for the thread's life (a product must not pay for
- * fresh pages every call). */
-static _Thread_local float *pack_a_buf, *pack_b_buf;
+ * fresh pages every call) and freed when the thread ends. */
+typedef struct {
+    float *a; /* (MC, KC) */
+    float *b; /* (KC, NC) */
+} pack_bufs;
+
+static _Thread_local pack_bufs *bufs;
+static pthread_key_t bufs_key;
+static pthread_once_t bufs_once = PTHREAD_ONCE_INIT;
+
+static void bufs_free(void *p)
+{
+    pack_bufs *pb = p;
+    free(pb->a);
+    free(pb->b);
+    free(pb);
+}
+
+static void bufs_key_make(void)
+{
+    if (pthread_key_create(&bufs_key, bufs_free) != 0) {
+        fprintf(stderr, "xdistill: cannot create the matrix product's thread key\n");
+        abort();
+    }
+}
+
+static pack_bufs *bufs_get(void)
+{
+    if (bufs) return bufs;
+    pthread_once(&bufs_once, bufs_key_make);
+    pack_bufs *pb = calloc(1, sizeof *pb);
+    if (pb) {
+        pb->a = aligned_alloc(64, sizeof(float) * MC * KC);
+        pb->b = aligned_alloc(64, sizeof(float) * KC * NC);
+    }
+    if (!pb || !pb->a || !pb->b || pthread_setspecific(bufs_key, pb) != 0) {
+        fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
+        abort();
+    }
+    return bufs = pb;
+}
 
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0 */
 static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
                         size_t rs, size_t cs)
 {
-    if (!pack_a_buf) {
-        pack_a_buf = aligned_alloc(64, sizeof(float) * MC * KC);
-        pack_b_buf = aligned_alloc(64, sizeof(float) * KC * NC);
-        if (!pack_a_buf || !pack_b_buf) {
-            fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
-            abort();
-        }
-    }
+    pack_bufs *pb = bufs_get();
+    float *const pack_a_buf = pb->a, *const pack_b_buf = pb->b;
     float acc[MR * NR] __attribute__((aligned(64)));
-    const int kblocks = (K + KC - 1) / KC;
-    for (int j0 = 0; j0 < N; j0 += NC) {
-        const int nc = N - j0 < NC ? N - j0 : NC;
+    const int kblocks = (int)(((long)K + KC - 1) / KC);
+    for (int j0 = 0, nc; j0 < N; j0 += nc) {
+        nc = N - j0 < NC ? N - j0 : NC;
         for (int kb = 0; kb < kblocks; kb++) {
             const int p0 = (int)((long)K * kb / kblocks);
             const int kc = (int)((long)K * (kb + 1) / kblocks) - p0;
@@ -265,8 +298,8 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
              * products that use them); many: packed once, in cache and free of stride conflicts
              * for every panel. */
             const int a_direct = nc <= 4 * NR;
-            for (int i0 = 0; i0 < M; i0 += MC) {
-                const int mc = M - i0 < MC ? M - i0 : MC;
+            for (int i0 = 0, mc; i0 < M; i0 += mc) {
+                mc = M - i0 < MC ? M - i0 : MC;
                 if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
                 for (int jb = 0; jb < nc; jb += NR) {
                     const int nr = nc - jb < NR ? nc - jb : NR;
@@ -292,14 +325,14 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     }
 }
 
-static long pad_to(int n, int r) { return (long)(n + r - 1) / r * r; }
+static long pad_to(int n, int r) { return ((long)n + r - 1) / r * r; }
 
 static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
                          int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0) {
+    if (K <= 0 || alpha == 0.0f) { /* BLAS: A and B are not read */
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
                 float *d = C + (size_t)i * ldc + j;
@@ -408,9 +441,9 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 #endif
     if (nb > threads) nb = threads;
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
-     * their columns are few. Columns then, unless C is taller than wide or the blocks would be
-     * narrower than a tile. */
-    const int by_rows = M > N || N / nb < NR;
+     * their columns are few. Columns then, unless C is taller than wide (blocks are at least
+     * MIN_ROWS wide, so never narrower than a tile). */
+    const int by_rows = M > N;
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, by_rows, NULL,
                 NULL, NULL);
 }

@@ -18,14 +18,17 @@ typedef struct {
     float *A, *B, *C;
 } prod;
 
-/* Operands of op(A) (M, K), op(B) (K, N) and C (M, N) with padded leading dimensions (so strides
- * other than the logical widths are exercised), filled from a seed. */
-static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
+/* Operands of op(A) (M, K), op(B) (K, N) and C (M, N), filled from a seed. pad: leading
+ * dimensions past the logical widths (strides other than the widths are exercised); else exact
+ * ones in allocations of exactly rows x width, so that a read past a matrix's end is out of
+ * bounds (and caught by the sanitizer build), and op(B) can be in the kernel's panel layout as it
+ * is (N equal to the panel width). */
+static prod prod_make_ld(int ta, int tb, int M, int N, int K, uint64_t seed, int pad)
 {
     prod p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K};
-    p.lda = (ta ? M : K) + 3;
-    p.ldb = (tb ? K : N) + 1;
-    p.ldc = N + 2;
+    p.lda = (ta ? M : K) + (pad ? 3 : 0);
+    p.ldb = (tb ? K : N) + (pad ? 1 : 0);
+    p.ldc = N + (pad ? 2 : 0);
     size_t na = (size_t)(ta ? K : M) * p.lda, nb = (size_t)(tb ? N : K) * p.ldb,
            nc = (size_t)M * p.ldc;
     p.A = malloc(sizeof(float) * (na ? na : 1));
@@ -38,6 +41,11 @@ static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
     tu_fill_uniform(p.B, nb, -1, 1, seed + 1);
     tu_fill_uniform(p.C, nc, -1, 1, seed + 2);
     return p;
+}
+
+static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
+{
+    return prod_make_ld(ta, tb, M, N, K, seed, 1);
 }
 
 static void prod_free(prod *p)
@@ -90,15 +98,18 @@ static void check_against_ref(const prod *p, float alpha, float beta, const char
 }
 
 /* Shapes that reach each path: tiles with and without edges, a few columns (C computed
- * transposed), many columns (op(A) packed) and few (read in place), K in one block and several,
- * C wider than one packed block of op(B), one row, one column. */
+ * transposed), many columns (op(A) packed, in blocks of rows when it is tall) and few (read in
+ * place), K in one block and several, C wider than one packed block of op(B), one row, one
+ * column; then exact leading dimensions, with op(B) one panel wide for each kernel width (8, 16
+ * and 32 columns), so that it is used in place. */
 static void test_against_reference(void **state)
 {
     (void)state;
     static const int shapes[][3] = {
         {1, 1, 1},    {5, 7, 3},     {12, 32, 16},  {13, 33, 17},  {24, 64, 385},
         {100, 10, 50}, {3, 200, 40},  {37, 150, 800}, {64, 289, 700}, {200, 9, 1000},
-        {30, 2100, 20}, {250, 40, 9}, {1, 300, 33},  {300, 1, 33},
+        {30, 2100, 20}, {250, 40, 9}, {1, 300, 33},  {300, 1, 33},  {200, 130, 400},
+        {400, 300, 50},
     };
     uint64_t seed = 100;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -107,6 +118,16 @@ static void test_against_reference(void **state)
             check_against_ref(&p, 1.0f, 0.0f, "plain");
             check_against_ref(&p, 1.0f, 1.0f, "accumulate");
             check_against_ref(&p, -0.5f, 0.75f, "alpha and beta");
+            prod_free(&p);
+        }
+    static const int exact[][3] = {{100, 32, 50}, {100, 16, 50}, {100, 8, 50}, {7, 32, 800},
+                                   {300, 32, 9}, {13, 5, 3}};
+    for (size_t s = 0; s < sizeof exact / sizeof exact[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            prod p = prod_make_ld(t & 1, t >> 1, exact[s][0], exact[s][1], exact[s][2],
+                                  seed += 3, 0);
+            check_against_ref(&p, 1.0f, 0.0f, "exact strides");
+            check_against_ref(&p, 1.0f, 1.0f, "exact strides, accumulate");
             prod_free(&p);
         }
 }
@@ -128,9 +149,16 @@ static void test_beta_and_empty_k(void **state)
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 5; j++)
             assert_true(q.C[(size_t)i * q.ldc + j] == 0.5f * c0[(size_t)i * q.ldc + j]);
+    for (size_t i = 0; i < (size_t)q.M * q.ldc; i++) q.C[i] = NAN;
     nn_sgemm(0, 0, 6, 5, 0, 1.0f, q.A, q.lda, q.B, q.ldb, 0.0f, q.C, q.ldc);
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 5; j++) assert_true(q.C[(size_t)i * q.ldc + j] == 0.0f);
+    /* alpha 0: A and B are not read (an infinity there would make NaN) */
+    q.A[0] = INFINITY;
+    for (size_t i = 0; i < (size_t)q.M * q.ldc; i++) q.C[i] = 2.0f;
+    nn_sgemm(0, 0, 6, 5, 3, 0.0f, q.A, 3, q.B, q.ldb, 1.0f, q.C, q.ldc);
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 5; j++) assert_true(q.C[(size_t)i * q.ldc + j] == 2.0f);
     free(c0);
     prod_free(&q);
 }
@@ -144,55 +172,68 @@ static void assert_same_bits(const float *a, const float *b, int M, int N, int l
 }
 
 /* The bits of an element do not depend on the thread count, on the rows or columns one call
- * covers, or on whether the kernel computes C or C^T. */
+ * covers, on the shape-fixed blocks of nn_sgemm_rows or on whether the kernel computes C or C^T,
+ * with alpha and beta as training uses them (beta 1: biases and accumulated gradients) and
+ * others. */
 static void test_bits_independent_of_split(void **state)
 {
     (void)state;
     const int threads = xd_threads_get();
-    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {128, 10, 128},
+    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 200},
                                     {40, 3000, 64}};
-    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-        prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
-        float *one = copy_c(&p), *two = copy_c(&p), *part = copy_c(&p);
-        xd_threads_set(1);
-        nn_sgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, one, p.ldc);
-        xd_threads_set(2);
-        nn_sgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, two, p.ldc);
-        assert_same_bits(one, two, M, N, p.ldc, p.ldc, "1 and 2 threads");
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            const float alpha = ab[v][0], beta = ab[v][1];
+            prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
+            float *one = copy_c(&p), *two = copy_c(&p), *part = copy_c(&p);
+            xd_threads_set(1);
+            nn_sgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, one, p.ldc);
+            xd_threads_set(2);
+            nn_sgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, two, p.ldc);
+            assert_same_bits(one, two, M, N, p.ldc, p.ldc, "1 and 2 threads");
+            memcpy(two, p.C, sizeof(float) * (size_t)M * p.ldc);
+            nn_sgemm_rows(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, two, p.ldc,
+                          NULL, NULL, NULL);
+            assert_same_bits(one, two, M, N, p.ldc, p.ldc, "nn_sgemm_rows");
 
-        /* rows in three uneven calls, then columns in three uneven calls */
-        const int rcut[4] = {0, M / 3 + 1, M / 2 + 2, M}, ccut[4] = {0, 5, N / 2 + 1, N};
-        for (int c = 0; c < 3; c++) {
-            const int r0 = rcut[c], r1 = rcut[c + 1];
-            const float *a = p.ta ? p.A + r0 : p.A + (size_t)r0 * p.lda;
-            nn_sgemm(p.ta, p.tb, r1 - r0, N, K, 1.0f, a, p.lda, p.B, p.ldb, 0.0f,
-                     part + (size_t)r0 * p.ldc, p.ldc);
-        }
-        assert_same_bits(one, part, M, N, p.ldc, p.ldc, "row blocks");
-        for (int c = 0; c < 3; c++) {
-            const int c0 = ccut[c], c1 = ccut[c + 1];
-            const float *b = p.tb ? p.B + (size_t)c0 * p.ldb : p.B + c0;
-            nn_sgemm(p.ta, p.tb, M, c1 - c0, K, 1.0f, p.A, p.lda, b, p.ldb, 0.0f, part + c0,
-                     p.ldc);
-        }
-        assert_same_bits(one, part, M, N, p.ldc, p.ldc, "column blocks");
+            /* rows in three uneven calls, then columns in three uneven calls */
+            const int rcut[4] = {0, M / 3 + 1, M / 2 + 2, M}, ccut[4] = {0, 5, N / 2 + 1, N};
+            for (int c = 0; c < 3; c++) {
+                const int r0 = rcut[c], r1 = rcut[c + 1];
+                const float *a = p.ta ? p.A + r0 : p.A + (size_t)r0 * p.lda;
+                nn_sgemm(p.ta, p.tb, r1 - r0, N, K, alpha, a, p.lda, p.B, p.ldb, beta,
+                         part + (size_t)r0 * p.ldc, p.ldc);
+            }
+            assert_same_bits(one, part, M, N, p.ldc, p.ldc, "row blocks");
+            memcpy(part, p.C, sizeof(float) * (size_t)M * p.ldc);
+            for (int c = 0; c < 3; c++) {
+                const int c0 = ccut[c], c1 = ccut[c + 1];
+                const float *b = p.tb ? p.B + (size_t)c0 * p.ldb : p.B + c0;
+                nn_sgemm(p.ta, p.tb, M, c1 - c0, K, alpha, p.A, p.lda, b, p.ldb, beta, part + c0,
+                         p.ldc);
+            }
+            assert_same_bits(one, part, M, N, p.ldc, p.ldc, "column blocks");
 
-        /* C^T = op(B)^T op(A)^T, then transposed back */
-        float *ct = malloc(sizeof(float) * (size_t)N * M), *back = malloc(sizeof(float) * (size_t)M * N);
-        assert_non_null(ct);
-        assert_non_null(back);
-        nn_sgemm(!p.tb, !p.ta, N, M, K, 1.0f, p.B, p.ldb, p.A, p.lda, 0.0f, ct, M);
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) back[(size_t)i * N + j] = ct[(size_t)j * M + i];
-        assert_same_bits(one, back, M, N, p.ldc, N, "C^T");
-        free(ct);
-        free(back);
-        free(one);
-        free(two);
-        free(part);
-        prod_free(&p);
-    }
+            /* C^T = op(B)^T op(A)^T from the transposed start, then transposed back */
+            float *ct = malloc(sizeof(float) * (size_t)N * M),
+                  *back = malloc(sizeof(float) * (size_t)M * N);
+            assert_non_null(ct);
+            assert_non_null(back);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) ct[(size_t)j * M + i] = p.C[(size_t)i * p.ldc + j];
+            nn_sgemm(!p.tb, !p.ta, N, M, K, alpha, p.B, p.ldb, p.A, p.lda, beta, ct, M);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) back[(size_t)i * N + j] = ct[(size_t)j * M + i];
+            assert_same_bits(one, back, M, N, p.ldc, N, "C^T");
+            free(ct);
+            free(back);
+            free(one);
+            free(two);
+            free(part);
+            prod_free(&p);
+        }
     xd_threads_set(threads);
 }
 
