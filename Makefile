@@ -66,7 +66,7 @@ BIN      := $(BUILD)/xdistill
 
 .PHONY: all setup test tests demo bench clean info
 all: info $(BIN) $(TESTS)
-	@$(BIN) --version | sed -n 's/^blas: /xdistill build: BLAS kernel at run time: /p'
+	@$(BIN) --version | sed -n 's/^products: /xdistill build: products: /p'
 
 info:
 	@echo "xdistill build: CC=$(CC) OpenMP=$(OMP_FOUND) BLAS=$(BLAS_FOUND) sanitizers=$(if $(SANFLAGS),address+undefined,off) out=$(BUILD)"

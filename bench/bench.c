@@ -99,10 +99,10 @@ void bench_header(const bench_opts *o)
                 "\"blas_source\":\"%s\"}}\n",
                 cpu, nn_sgemm_kernel(), xd_blas_kernel(), xd_blas_source());
     else
-        fprintf(o->out, "machine: %s; our products: %s; OpenBLAS kernel %s (%s)%s%s%s\n", cpu,
-                nn_sgemm_kernel(), xd_blas_kernel(), xd_blas_source(), xd_blas_better() ? "; this CPU could run " : "",
-                xd_blas_better() ? xd_blas_better() : "",
-                xd_blas_better() ? " (unset OPENBLAS_CORETYPE)" : "");
+        fprintf(o->out, "machine: %s; our products: %s; OpenBLAS kernel %s (%s)%s\n", cpu,
+                nn_sgemm_kernel(), xd_blas_kernel(), xd_blas_source(),
+                xd_blas_better() ? "; this CPU could run a faster one (unset OPENBLAS_CORETYPE)"
+                                 : "");
 }
 
 static void usage(FILE *f)

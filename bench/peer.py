@@ -10,12 +10,12 @@ container layout of docs/DATASETS.md), converted to floats x/255 once before tim
 of the same shape when the file is missing, as the C suite does. Each figure is the median of
 repeated steps (at least 20 and at least --seconds) with min and max; epoch = 60000 images.
 
-PyTorch gets its best configuration: torch.set_num_threads(n) per thread count, and before the
-timed run each model tries the variants that can matter on a CPU (oneDNN or PyTorch's own
-convolution, NCHW or channels-last memory, AdamW's for-each or per-parameter update) and keeps the
-fastest. The script prints what PyTorch runs: its build configuration, the BLAS library it loaded
-and the kernel OpenBLAS chose (OPENBLAS_CORETYPE decides that, for both sides, since both load
-the same Debian OpenBLAS).
+PyTorch gets its best configuration for the train suite: torch.set_num_threads(n) per thread
+count, and before the timed run each model tries the variants that can matter on a CPU (for the
+teacher oneDNN or PyTorch's own convolution and NCHW or channels-last memory; for both AdamW's
+for-each or per-parameter update) and keeps the fastest. The distill suite runs one fixed
+configuration (oneDNN, NCHW, per-parameter AdamW). The script prints what PyTorch runs: its build
+configuration, the BLAS library it loaded and the kernel OpenBLAS chose.
 
 PyTorch's linear layers run in OpenBLAS, whose kernel is fixed when the library loads: by
 OPENBLAS_CORETYPE if the environment sets it, else by OpenBLAS's own look at the CPU. Before it

@@ -73,8 +73,9 @@ int main(int argc, char **argv)
                xd_blas_kernel(), xd_blas_source());
         printf("blas config: %s\n", xd_blas_config());
         if (xd_blas_better())
-            printf("note: this CPU can run the faster %s kernel; unset OPENBLAS_CORETYPE to use it\n",
-                   xd_blas_better());
+            printf("note: this CPU can run a faster OpenBLAS kernel than %s (unset "
+                   "OPENBLAS_CORETYPE); training's products do not use OpenBLAS\n",
+                   xd_blas_kernel());
         printf("threads: %d\n", xd_threads_get());
         return 0;
     }

@@ -101,8 +101,10 @@ int xd_threads_set(int n)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = cores > 0 ? (int)cores : 1;
     }
-    /* OpenBLAS stays single-threaded: nn_sgemm spreads blocks over our threads instead (see
-     * nn/gemm.c). Its OpenMP build sets the OpenMP thread count too, so it goes first. */
+    /* Training's products do not go through OpenBLAS (nn/gemm.c spreads them over our threads).
+     * OpenBLAS's OpenMP build sizes its team from the OpenMP count at each call made outside a
+     * parallel region (the decompositions, the benchmark baseline); its own count is set to one
+     * first, since in that build it also sets the OpenMP count. */
     openblas_set_num_threads(1);
 #ifdef _OPENMP
     omp_set_num_threads(n);

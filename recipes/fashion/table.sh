@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the Fashion-MNIST results table of the README: every row over 3 seeds, then the table.
-# Usage: recipes/fashion/table.sh [build/xdistill]     (about 15 minutes on 2 cores)
+# Usage: recipes/fashion/table.sh [build/xdistill]     (about 10 minutes on 2 cores)
 set -euo pipefail
 bin=${1:-build/xdistill}
 [ -f data/fashion-mnist/dataset.xds ] || "$bin" prepare fashion-mnist --out data/fashion-mnist
