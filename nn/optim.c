@@ -133,13 +133,13 @@ static const cfg_key opt_keys[] = {
 static const cfg_key sched_keys[] = {
     {"kind", KEY_KIND, offsetof(nn_sched_config, kind), 0, 0, 0, 0, ALL_KINDS},
     {"base_lr", KEY_FLOAT, offsetof(nn_sched_config, base_lr), 0, INFINITY, 0, 1, ALL_KINDS},
-    {"step_size", KEY_LONG, offsetof(nn_sched_config, step_size), 1, LONG_MAX, 0, 0,
+    {"step_size", KEY_LONG, offsetof(nn_sched_config, step_size), 1, (double)LONG_MAX, 0, 0,
      BIT(NN_SCHED_STEP)},
     {"gamma", KEY_FLOAT, offsetof(nn_sched_config, gamma), 0, 1, 1, 0, BIT(NN_SCHED_STEP)},
-    {"total_steps", KEY_LONG, offsetof(nn_sched_config, total_steps), 1, LONG_MAX, 0, 0,
+    {"total_steps", KEY_LONG, offsetof(nn_sched_config, total_steps), 1, (double)LONG_MAX, 0, 0,
      SCHED_DECAYS},
     {"min_lr", KEY_FLOAT, offsetof(nn_sched_config, min_lr), 0, INFINITY, 0, 1, SCHED_DECAYS},
-    {"warmup_steps", KEY_LONG, offsetof(nn_sched_config, warmup_steps), 0, LONG_MAX, 0, 0,
+    {"warmup_steps", KEY_LONG, offsetof(nn_sched_config, warmup_steps), 0, (double)LONG_MAX, 0, 0,
      ALL_KINDS},
     {"warmup_start", KEY_FLOAT, offsetof(nn_sched_config, warmup_start), 0, 1, 0, 0, ALL_KINDS},
 };

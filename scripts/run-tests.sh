@@ -8,7 +8,8 @@ for t in "$@"; do
   dir=$(mktemp -d "${TMPDIR:-/tmp}/xdistill-test.XXXXXX")
   name=$(basename "$t")
   log="$dir/.log"
-  (cd "$dir" && XDISTILL_ROOT="$root" "$root/$t") > "$log" 2>&1
+  case "$t" in /*) exe=$t ;; *) exe=$root/$t ;; esac   # BUILD may be an absolute folder
+  (cd "$dir" && XDISTILL_ROOT="$root" "$exe") > "$log" 2>&1
   rc=$?
   cat "$log"
   p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)

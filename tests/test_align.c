@@ -472,6 +472,7 @@ static void test_cca_partial_and_independent(void **state)
         }
         mx = sx / N;
         assert_near(mx, 0.0, 1e-4, "variate mean");
+        assert_near(sy / N, 0.0, 1e-4, "variate mean of Y");
         for (int i = 0; i < N; i++) {
             vx += ZX[i * 2 + l] * (double)ZX[i * 2 + l];
             vy += ZY[i * 2 + l] * (double)ZY[i * 2 + l];

@@ -1745,7 +1745,7 @@ static void test_projector_init(void **state)
             char *d1 = fmt("%s-1", dir);
             run_ok(dir, text, d1, 1, 1, 0);
             char *a = path2(d1, "resume.safetensors"), *b = path2(dir, "resume.safetensors");
-            io_st_file *fa, *fb;
+            io_st_file *fa = NULL, *fb = NULL;
             xd_err e;
             xd_err_clear(&e);
             if (io_st_open(a, &fa, &e) != XD_OK || io_st_open(b, &fb, &e) != XD_OK)
