@@ -136,7 +136,6 @@ def describe_torch(torch, out):
           f"{', '.join(os.path.basename(p) for p in libs) or 'none found'}; OpenBLAS kernel "
           f"{core or '?'} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})",
           file=out)
-    return core
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,14 +1,13 @@
-/* Blocked, thread-count independent sgemm (see gemm.h). */
+/* Our packed sgemm, split over threads without changing a bit (see gemm.h). */
 #include "nn/gemm.h"
+
+#include "core/runtime.h"
 
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -34,9 +33,10 @@ int nn_sgemm_blocks(int M, int N, int K)
 //
 // BLIS-style: op(B) is packed a (KC x NC) block at a time into panels of NR columns, op(A) an
 // (MC x KC) block at a time into panels of MR rows (or read in place when few column panels use
-// it), and an MR x NR micro-kernel keeps its block of C in registers while it runs over k. Written with GCC vector extensions, so one source gives
-// AVX-512 code (MR 12, NR 32: 24 accumulators) on a CPU that has it, AVX2 + FMA (6 x 16) or SSE
-// elsewhere, whatever OpenBLAS kernel the library would pick.
+// it), and an MR x NR micro-kernel keeps its block of C in registers while it runs over k.
+// Written with GCC vector extensions, so one source gives AVX-512 code (MR 12, NR 32: 24
+// accumulators) on a CPU that has it, AVX2 + FMA (6 x 16) or SSE elsewhere, whatever OpenBLAS
+// kernel the library would pick.
 //
 // Every element of C is one chain c = fma(a_k, b_k, c) over k in order inside each K block,
 // and K blocks are added into C in order. The blocks along K are a function of K alone, so an
@@ -434,11 +434,7 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     /* No work around the blocks, so no reason for more blocks than threads: each block packs
      * its own copy of the operand all blocks share. */
     int nb = nn_sgemm_blocks(M, N, K);
-#ifdef _OPENMP
-    const int threads = omp_get_max_threads();
-#else
-    const int threads = 1;
-#endif
+    const int threads = xd_threads_get();
     if (nb > threads) nb = threads;
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
