@@ -2,7 +2,8 @@
 #   make test        set-up (installs what is missing), build, run every cmocka test
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
-# Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir.
+# Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir,
+#           V=1 (print whole compiler command lines instead of one short line per file).
 
 CC      ?= gcc
 ifeq ($(origin CC),default)
@@ -52,6 +53,15 @@ CFLAGS  := $(CFLAGS_BASE) $(OPT) $(ARCH) $(OMPFLAGS) $(SANFLAGS) $(BLAS_CFLAGS) 
 LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -lm
 LDFLAGS := $(OMPFLAGS) $(SANFLAGS) $(EXTRA_LDFLAGS)
 
+# One short line per file unless V=1 (whole command lines).
+ifeq ($(V),1)
+Q :=
+say = @true
+else
+Q := @
+say = @printf '  %-4s %s\n' $(1) $(2)
+endif
+
 LIB_SRC  := $(sort $(wildcard core/*.c nn/*.c io/*.c modalities/*/*.c align/*.c distill/*.c))
 CLI_SRC  := $(sort $(wildcard cli/*.c bench/*.c))
 TSUP_SRC := $(sort $(wildcard tests/support/*.c))
@@ -76,18 +86,22 @@ setup:
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(BIN): $(CLI_OBJ) $(LIB)
-	$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TSUP_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
 
 tests: $(TESTS)
 
@@ -96,8 +110,11 @@ test: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests.sh $(TESTS)
 
+# The demo shows its own stages; the build's lines go to a log that is shown only on failure.
 demo: setup
-	@$(MAKE) --no-print-directory $(BIN)
+	@echo "demo: building xdistill (log: $(BUILD)/build.log)"
+	@mkdir -p $(BUILD)
+	@$(MAKE) --no-print-directory $(BIN) > $(BUILD)/build.log 2>&1 || { cat $(BUILD)/build.log; exit 1; }
 	@scripts/demo.sh $(BIN)
 
 bench: setup

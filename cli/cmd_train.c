@@ -36,7 +36,11 @@ static void train_usage(FILE *f)
             "  --resume DIR     continue an interrupted run in DIR exactly where its last\n"
             "                   finished epoch left it (the recipe defaults to DIR/recipe.yaml)\n"
             "  --stop-after N   stop once N epochs are done (continue later with --resume)\n"
-            "  --quiet          no progress output\n");
+            "  --quiet          no progress output\n"
+            "  --progress-span FROM,TO,START\n"
+            "                   this run is the FROM..TO share (0..1) of a longer job that began\n"
+            "                   at START (seconds since 1970, as date +%%s prints): the bar and\n"
+            "                   its ETA cover the whole job, and epoch lines are left out\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -157,6 +161,7 @@ int cmd_train(int argc, char **argv)
     const char **sets = xd_xcalloc((size_t)argc, sizeof *sets);
     int n_sets = 0, quiet = 0, resume = 0;
     long seed = -1, seeds = 0, stop_after = 0;
+    progress_span span, *spanp = NULL;
     int rc = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -172,6 +177,11 @@ int cmd_train(int argc, char **argv)
             if (parse_long(argv[++i], 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
         } else if (strcmp(a, "--stop-after") == 0 && has_val) {
             if (parse_long(argv[++i], 1, 1 << 20, &stop_after)) rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
+        } else if (strcmp(a, "--progress-span") == 0 && has_val) {
+            if (progress_span_parse(argv[++i], &span))
+                rc = cli_usage_error("train", "--progress-span takes FROM,TO,START with "
+                                     "0 <= FROM < TO <= 1 and START > 0");
+            spanp = &span;
         } else if (strcmp(a, "--quiet") == 0) quiet = 1;
         else if (a[0] == '-') rc = cli_usage_error("train", "unknown option '%s'", a);
         else if (!recipe_path) recipe_path = a;
@@ -222,8 +232,15 @@ int cmd_train(int argc, char **argv)
             char *rpath = io_path_join(dir, "resume.safetensors");
             int can_resume = resume && have_state && stat(rpath, &st) == 0;
             free(rpath);
+            /* each seed is its own share of the job's span */
+            progress_span sk = span;
+            if (spanp) {
+                double w = (span.to - span.from) / (double)seeds;
+                sk.from = span.from + w * (double)k;
+                sk.to = sk.from + w;
+            }
             train_opts o = {.out_dir = dir, .resume = can_resume, .stop_after = (int)stop_after,
-                            .quiet = quiet, .log = stderr};
+                            .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL};
             if (resume && !can_resume && seeds == 1)
                 s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
             else

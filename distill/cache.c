@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/mem.h"
+#include "distill/progress.h"
 #include "io/dataset.h"
 #include "io/file.h"
 
@@ -438,6 +439,13 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
     xd_status s = XD_OK;
     uint64_t hash[KD_PART_COUNT] = {0};
     size_t bytes[KD_PART_COUNT] = {0};
+    const double t0 = progress_now();
+    if (sp->log) {
+        /* a teacher pass over a whole split can take a while: say what the wait is */
+        fprintf(sp->log, "teacher-output cache: running the teacher once over %zu examples (%s, "
+                "split %s); later runs read %s\n", n, sp->view, sp->split, c->sum_path);
+        fflush(sp->log);
+    }
     for (int p = 0; p < KD_PART_COUNT && !s; p++) {
         if (!part_used(r, (kd_cache_part)p)) continue;
         if (xd_mul3_size(n, count[p], 4, &bytes[p]) != 0)
@@ -494,6 +502,7 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         else io_atomic_abort(&w);
         free(text);
     }
+    if (!s && sp->log) fprintf(sp->log, "teacher-output cache: built in %.1f s\n", progress_now() - t0);
     for (int p = 0; p < KD_PART_COUNT; p++) free(buf[p]);
     free(input);
     free(pairs);

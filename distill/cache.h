@@ -36,6 +36,7 @@
 #define XD_DISTILL_CACHE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -63,6 +64,7 @@ typedef struct {
     const char *head;         /* teacher node giving the logits; NULL: its default head */
     int topk;                 /* 0: keep all K outputs; 1..K: keep the k largest */
     const char *tap;          /* teacher node whose output is stored too; NULL: none */
+    FILE *log;                /* where to say that the cache is being built; NULL: silent */
 } kd_cache_spec;
 
 /* Fills input with the teacher's input for examples [i0, i1) of the split, in order: float

@@ -301,7 +301,8 @@ static xd_status setup_teachers(run *R, xd_err *e)
                 for (int l = 0; l < r->stages[sI].n_losses; l++)
                     if (r->stages[sI].losses[l].teacher == i) head = r->stages[sI].losses[l].teacher_head;
             kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
-                                  .n = R->train.n, .head = head, .topk = 0, .tap = NULL};
+                                  .n = R->train.n, .head = head, .topk = 0, .tap = NULL,
+                                  .log = R->o->quiet ? NULL : R->log};
             if ((s = kd_cache_load_or_build(&spec, &t->m, cache_fill, t, &t->cache, e)) != XD_OK)
                 return xd_err_prefix(e, "teacher '%s' cache", rt->name);
             t->cached = 1;
@@ -1166,7 +1167,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     const int head = nn_model_default_head(&R->student);
     const int K = (int)nn_model_node(&R->student, head)->act_n;
     progress pg;
-    progress_init(&pg, R->log, R->o->quiet);
+    progress_init(&pg, R->log, R->o->quiet, R->o->span);
     char label[64];
     snprintf(label, sizeof label, "%s", r->name);
     progress_epoch(&pg, label, epoch + 1, r->train.epochs, steps);

@@ -18,6 +18,7 @@
 
 #include "core/status.h"
 #include "distill/feed.h"
+#include "distill/progress.h"
 #include "distill/recipe.h"
 #include "nn/model.h"
 
@@ -27,6 +28,7 @@ typedef struct {
     int stop_after;       /* > 0: stop once this many epochs are done (resume later) */
     int quiet;            /* no progress output */
     FILE *log;            /* progress bar and epoch lines; NULL = stderr */
+    const progress_span *span; /* not NULL: this run is a share of a longer job (progress.h) */
 } train_opts;
 
 typedef struct {

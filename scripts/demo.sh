@@ -4,24 +4,40 @@
 # the multilingual texts, then the same small image CNN three ways: with 5% of the image labels,
 # with those 5% plus the text teacher reading each image's texts, and with every label. Prints the
 # comparison; the students are tested on held-out emoji, from the image alone.
+#
+# Each training is one stage of the whole run: `train --progress-span` draws one bar (a plain line
+# every few seconds when the output is not a terminal) whose ETA covers every stage left. The
+# shares are the stages' measured times on two cores, so the ETA is right from the start.
 set -euo pipefail
 bin=${1:-build/xdistill}
 out=${DEMO_OUT:-runs/demo}
 data=data/emoji/dataset.xds
 start=$(date +%s)
 
-[ -f "$data" ] || "$bin" prepare emoji --out data/emoji
+if [ ! -f "$data" ]; then
+  echo "demo: preparing the emoji set (first run only: two npm packages are fetched into cache/)"
+  "$bin" prepare emoji --out data/emoji
+fi
 mkdir -p "$out"
 
-echo "== text teacher: hashed n-grams -> embedding bag -> MLP, all 28 languages, group labels"
-"$bin" train recipes/emoji/text-teacher.yaml --out "$out/text-teacher" --quiet
-echo "== image student, 5% of the image labels"
-"$bin" train recipes/emoji/image-5pct.yaml --out "$out/image-5pct" --quiet
-echo "== image student, 5% of the labels + the text teacher on every image's texts"
-"$bin" train recipes/emoji/image-kd.yaml --out "$out/image-kd" --quiet \
-    --set teachers.0.checkpoint="$out/text-teacher/best.safetensors"
-echo "== image student, every image label"
-"$bin" train recipes/emoji/image-full.yaml --out "$out/image-full" --quiet
+# name, share of the whole run's time (cumulative end), what it is, extra options
+stages=(
+  "text-teacher 0.02 text teacher: hashed n-grams -> embedding bag -> MLP, all 28 languages"
+  "image-5pct 0.35 image student, 5% of the image labels"
+  "image-kd 0.67 image student, 5% of the labels + the text teacher on every image's texts"
+  "image-full 1.00 image student, every image label"
+)
+t0=$(date +%s) from=0 k=0
+for s in "${stages[@]}"; do
+  read -r name to what <<< "$s"
+  k=$((k + 1))
+  echo "demo: stage $k/${#stages[@]}: $what"
+  extra=()
+  [ "$name" = image-kd ] && extra=(--set teachers.0.checkpoint="$out/text-teacher/best.safetensors")
+  "$bin" train "recipes/emoji/$name.yaml" --out "$out/$name" --progress-span "$from,$to,$t0" \
+      "${extra[@]}"
+  from=$to
+done
 
 acc() { awk -F': ' '/"final_test_acc"/ { sub(/,$/, "", $2); print 100 * $2 }' "$1/summary.json"; }
 t=$(acc "$out/text-teacher"); lo=$(acc "$out/image-5pct"); kd=$(acc "$out/image-kd")

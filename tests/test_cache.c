@@ -672,6 +672,39 @@ static void test_cache_dir(void **state)
     nn_model_free(&m);
 }
 
+/* A build says that the teacher runs and how long it took; reading the files says nothing. */
+static void test_build_is_announced(void **state)
+{
+    (void)state;
+    nn_model m;
+    feeder f;
+    kd_cache_spec sp;
+    fixture("announce", &m, &f, &sp);
+    for (int round = 0; round < 2; round++) {
+        FILE *log = tmpfile();
+        assert_non_null(log);
+        sp.log = log;
+        kd_cache c;
+        open_ok(&sp, &m, &f, &c);
+        char text[512] = {0};
+        rewind(log);
+        size_t n = fread(text, 1, sizeof text - 1, log);
+        fclose(log);
+        if (round == 0) {
+            assert_int_equal(c.built, 1);
+            assert_non_null(strstr(text, "teacher-output cache: running the teacher once over 10 "
+                                         "examples (image, split train)"));
+            assert_non_null(strstr(text, c.sum_path));
+            assert_non_null(strstr(text, "teacher-output cache: built in "));
+        } else {
+            assert_int_equal(c.built, 0);
+            assert_int_equal(n, 0);
+        }
+        kd_cache_close(&c);
+    }
+    nn_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_rebuild_when_bad), cmocka_unit_test(test_missing_sum_is_plain_build),
         cmocka_unit_test(test_topk_files),       cmocka_unit_test(test_topk_forged),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_cache_dir),
+        cmocka_unit_test(test_build_is_announced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
