@@ -282,7 +282,16 @@ int cmd_train(int argc, char **argv)
     const int per_seed = seeds > 1 || (!out && !resume_dir);
     train_result res[64] = {0};
     runlock parent = {.fd = -1};
-    if (s == XD_OK && seeds > 1) {
+    /* a multi-seed run whose seeds all finished is left as it is, its lock too */
+    int all_finished = resume_dir && seeds > 1;
+    for (long k = 0; k < seeds && all_finished; k++) {
+        char sub[64], *dir;
+        snprintf(sub, sizeof sub, "seed-%ld", seed + k);
+        dir = io_path_join(base, sub);
+        all_finished = trainer_finished(dir, &res[k]);
+        free(dir);
+    }
+    if (s == XD_OK && seeds > 1 && !all_finished) {
         /* the whole multi-seed run's recipe (first seed, count), so that --resume DIR finds it */
         if ((s = io_mkdir_p(base, &e)) == XD_OK) s = runlock_take(&parent, base, &e);
         char *ypath = io_path_join(base, "recipe.yaml");

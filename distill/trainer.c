@@ -1431,8 +1431,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     return s;
 }
 
-/* A resumed run's folder holds a summary.json that says it finished: its numbers into res. */
-static int read_finished(const char *dir, train_result *res)
+int trainer_finished(const char *dir, train_result *res)
 {
     char *path = io_path_join(dir, "summary.json");
     json_t *j = json_load_file(path, 0, NULL);
@@ -1562,7 +1561,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     int recipe_changed = 0;
     /* another recipe's folder is an error; a finished run stays exactly as it is */
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
-                      read_finished(o->out_dir, res)))
+                      trainer_finished(o->out_dir, res)))
         goto out;
     if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
     if ((s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
