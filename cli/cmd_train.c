@@ -48,7 +48,9 @@ static int next_option(const char *cmd, const option *opts, int n, int argc, cha
     return -2;
 }
 
-typedef enum { TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_COUNT } train_opt;
+typedef enum {
+    TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_COUNT
+} train_opt;
 static const option train_options[] = {
     [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
     [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
@@ -65,15 +67,15 @@ static void train_usage(FILE *f)
             "       xdistill train [RECIPE.yaml] --resume DIR [--set KEY=V ...]\n\n"
             "Trains what the recipe describes (a teacher, a student, any distillation; see\n"
             "docs/RECIPES.md). Writes DIR/metrics.jsonl (one line per epoch), DIR/summary.json,\n"
-            "DIR/last.safetensors, DIR/best.safetensors, DIR/resume.safetensors and DIR/recipe.yaml;\n"
-            "DIR/run.lock keeps a second run out of DIR while this one lives.\n\n"
+            "DIR/last.safetensors, DIR/best.safetensors, DIR/resume.safetensors and\n"
+            "DIR/recipe.yaml; DIR/run.lock keeps a second run out of DIR while this one lives.\n\n"
             "options:\n"
             "  --out DIR        output folder, exactly (default runs/NAME/seed-N, NAME from the\n"
             "                   recipe, N the seed)\n"
             "  --set K=V        override a recipe key, e.g. --set train.epochs=3 (repeatable)\n"
             "  --seed N         seed of the run (default: the recipe's)\n"
-            "  --seeds K        K runs with seeds N, N+1, ... in DIR/seed-N; DIR/summary.json gives\n"
-            "                   mean and standard deviation\n"
+            "  --seeds K        K runs with seeds N, N+1, ... in DIR/seed-N; DIR/summary.json\n"
+            "                   gives mean and standard deviation\n"
             "  --resume DIR     continue an interrupted run in DIR exactly where its last\n"
             "                   finished epoch left it (the recipe defaults to DIR/recipe.yaml; a\n"
             "                   recipe given must be the run's); a finished run is left as it is.\n"
@@ -218,7 +220,8 @@ int cmd_train(int argc, char **argv)
         const char *v = NULL;
         int o = next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1 && recipe_path)
-            rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path, argv[i]);
+            rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path,
+                                 argv[i]);
         else if (o == -1)
             recipe_path = argv[i];
         if (o < 0) continue;
@@ -227,7 +230,8 @@ int cmd_train(int argc, char **argv)
         case TO_SET: sets[n_sets++] = v; break;
         case TO_RESUME: resume_dir = v; break;
         case TO_SEED:
-            if (parse_long(v, 0, 1L << 40, &seed)) rc = cli_usage_error("train", "--seed takes a number >= 0");
+            if (parse_long(v, 0, 1L << 40, &seed))
+                rc = cli_usage_error("train", "--seed takes a number >= 0");
             break;
         case TO_SEEDS:
             if (parse_long(v, 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
@@ -241,7 +245,8 @@ int cmd_train(int argc, char **argv)
         }
     }
     if (!rc && out && resume_dir)
-        rc = cli_usage_error("train", "--resume DIR continues the run in DIR; --out does not apply");
+        rc = cli_usage_error("train", "--resume DIR continues the run in DIR; --out does not "
+                                      "apply");
     if (!rc && !recipe_path && !resume_dir) rc = cli_usage_error("train", "give a recipe file");
     if (!rc && resume_dir) rc = check_resume_sets(sets, n_sets);
     if (rc) {
@@ -302,7 +307,8 @@ int cmd_train(int argc, char **argv)
         char sub[64];
         snprintf(sub, sizeof sub, "seed-%ld", seed + k);
         char *dir = per_seed ? io_path_join(base, sub) : xd_xstrdup(base);
-        char *rpath = io_path_join(dir, "resume.safetensors"), *spath = io_path_join(dir, "summary.json");
+        char *rpath = io_path_join(dir, "resume.safetensors");
+        char *spath = io_path_join(dir, "summary.json");
         struct stat st;
         int can_resume = resume_dir && (stat(rpath, &st) == 0 || stat(spath, &st) == 0);
         free(rpath);

@@ -1154,14 +1154,13 @@ static void blame_nonfinite(run *R, int stage, int n, char *buf, size_t size)
 static xd_status check_finite(run *R, int stage, int epoch, int n, double loss, xd_err *e)
 {
     if (!isfinite(loss)) {
-        char which[96] = "the loss", blame[512], what[640];
-        for (int l = 0; l < R->n_losses; l++)
-            if (!isfinite(R->losses[l].sum)) {
-                recipe_loss_where(R->r, stage, l, 0, which, sizeof which);
-                break;
-            }
+        char key[96] = "", blame[512], what[640];
+        int first = 0;
+        while (first < R->n_losses && isfinite(R->losses[first].sum)) first++;
+        if (first < R->n_losses) recipe_loss_where(R->r, stage, first, 0, key, sizeof key);
         blame_nonfinite(R, stage, n, blame, sizeof blame);
-        snprintf(what, sizeof what, "%s is %g; %s", which, loss, blame);
+        snprintf(what, sizeof what, "the loss is %g%s%s%s; %s", loss, key[0] ? " (first in " : "",
+                 key, key[0] ? ")" : "", blame);
         return stop_nonfinite(R, epoch, what, e);
     }
     return check_buffer(R, epoch, R->student.grad, "the gradient of %s is not finite",
