@@ -1,5 +1,6 @@
 /* `xdistill train`: runs a recipe, once or over several seeds, and `xdistill eval`: scores a
  * checkpoint on a data set split. */
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -14,27 +15,75 @@
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
 #include "distill/recipe.h"
+#include "distill/runlock.h"
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
+
+/* The options of a command: their words, and whether the next word is the value. */
+typedef struct {
+    const char *name;
+    int takes_value;
+} option;
+
+/* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
+ * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
+ * (*rc its exit status) for an unknown option or one whose value is missing. */
+static int next_option(const char *cmd, const option *opts, int n, int argc, char **argv, int *i,
+                       const char **val, int *rc)
+{
+    const char *a = argv[*i];
+    if (a[0] != '-' || !a[1]) return -1;
+    for (int o = 0; o < n; o++) {
+        if (strcmp(a, opts[o].name) != 0) continue;
+        if (!opts[o].takes_value) return o;
+        if (*i + 1 >= argc) {
+            *rc = cli_usage_error(cmd, "%s needs a value", a);
+            return -2;
+        }
+        *val = argv[++*i];
+        return o;
+    }
+    *rc = cli_usage_error(cmd, "unknown option '%s'", a);
+    return -2;
+}
+
+typedef enum {
+    TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
+} train_opt;
+static const option train_options[] = {
+    [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
+    [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
+    [TO_SEEDS] = {"--seeds", 1}, [TO_STOP_AFTER] = {"--stop-after", 1},
+    [TO_QUIET] = {"--quiet", 0}, [TO_SPAN] = {"--progress-span", 1},
+};
+static_assert(sizeof train_options / sizeof train_options[0] == TO_COUNT, "name every option");
 
 static void train_usage(FILE *f)
 {
     fprintf(f,
             "usage: xdistill train RECIPE.yaml [--out DIR] [--set key.path=value ...]\n"
             "                      [--seed N] [--seeds K] [--stop-after N] [--quiet]\n"
-            "       xdistill train [RECIPE.yaml] --resume DIR\n\n"
+            "       xdistill train [RECIPE.yaml] --resume DIR [--set KEY=V ...]\n\n"
             "Trains what the recipe describes (a teacher, a student, any distillation; see\n"
             "docs/RECIPES.md). Writes DIR/metrics.jsonl (one line per epoch), DIR/summary.json,\n"
-            "DIR/last.safetensors, DIR/best.safetensors and DIR/resume.safetensors.\n\n"
+            "DIR/last.safetensors, DIR/best.safetensors, DIR/resume.safetensors and\n"
+            "DIR/recipe.yaml; DIR/run.lock keeps a second run out of DIR while this one lives.\n\n"
             "options:\n"
-            "  --out DIR        output folder (default runs/NAME, NAME from the recipe)\n"
+            "  --out DIR        output folder, exactly (default runs/NAME/seed-N, NAME from the\n"
+            "                   recipe, N the seed)\n"
             "  --set K=V        override a recipe key, e.g. --set train.epochs=3 (repeatable)\n"
             "  --seed N         seed of the run (default: the recipe's)\n"
-            "  --seeds K        K runs with seeds N, N+1, ... in DIR/seed-N; summary.json gives\n"
-            "                   mean and standard deviation\n"
+            "  --seeds K        K runs with seeds N, N+1, ... in DIR/seed-N; DIR/summary.json\n"
+            "                   gives mean and standard deviation\n"
             "  --resume DIR     continue an interrupted run in DIR exactly where its last\n"
-            "                   finished epoch left it (the recipe defaults to DIR/recipe.yaml)\n"
+            "                   finished epoch left it (the recipe defaults to DIR/recipe.yaml; a\n"
+            "                   recipe given must be the run's); a finished run is left as it is.\n"
+            "                   With --resume, --set may only change");
+    for (int i = 0; i < recipe_n_resume_keys; i++)
+        fprintf(f, "%s %s", i ? "," : "", recipe_resume_keys[i]);
+    fprintf(f,
+            "\n"
             "  --stop-after N   stop once N epochs are done (continue later with --resume)\n"
             "  --quiet          no progress output\n"
             "  --progress-span FROM,TO,START\n"
@@ -59,30 +108,6 @@ static const char *score_key(const train_result *res, const char *which)
     static char key[32];
     snprintf(key, sizeof key, "%s_test_%s", which, res->segment ? "miou" : "acc");
     return key;
-}
-
-/* A finished seed's numbers from its summary.json (for resuming a multi-seed run). */
-static int read_finished(const char *dir, train_result *res)
-{
-    char *path = io_path_join(dir, "summary.json");
-    json_t *j = json_load_file(path, 0, NULL);
-    free(path);
-    if (!j) return 0;
-    int ok = json_is_true(json_object_get(j, "finished"));
-    if (ok) {
-        /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
-        res->segment = json_object_get(j, "final_test_miou") != NULL;
-        res->final_acc = json_real_value(json_object_get(j, score_key(res, "final")));
-        res->best_acc = json_real_value(json_object_get(j, score_key(res, "best")));
-        res->final_pixel_acc = json_real_value(json_object_get(j, "final_test_pixel_acc"));
-        res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
-        res->seconds = json_real_value(json_object_get(j, "train_seconds"));
-        res->images_per_s = json_real_value(json_object_get(j, "images_per_s"));
-        res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
-        res->finished = 1;
-    }
-    json_decref(j);
-    return ok;
 }
 
 static void mean_std(const double *v, int n, double *mean, double *std)
@@ -151,117 +176,187 @@ static xd_status write_seeds_summary(const char *dir, const recipe *r, const tra
     return s;
 }
 
+/* "--set K=V" words with --resume: only the keys that may change on resume. */
+static int check_resume_sets(const char *const *sets, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const char *eq = strchr(sets[i], '=');
+        char key[128];
+        snprintf(key, sizeof key, "%.*s", eq ? (int)(eq - sets[i]) : (int)strlen(sets[i]), sets[i]);
+        if (recipe_is_resume_key(key)) continue;
+        char list[256] = "";
+        for (int k = 0; k < recipe_n_resume_keys; k++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
+                     recipe_resume_keys[k]);
+        return cli_usage_error("train", "--set %s: '%s' cannot change when a run is resumed (it "
+                               "would make another run of the first epochs); only %s can", sets[i],
+                               key, list);
+    }
+    return 0;
+}
+
+/* One line for a seed's result. */
+static void print_result(const char *name, long seed, const train_result *res)
+{
+    if (res->segment)
+        printf("%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at epoch "
+               "%d), %.1f s, %.0f img/s\n", name, seed, 100.0 * res->final_acc,
+               100.0 * res->final_pixel_acc, 100.0 * res->best_acc, res->best_epoch, res->seconds,
+               res->images_per_s);
+    else
+        printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
+               name, seed, 100.0 * res->final_acc, 100.0 * res->best_acc, res->best_epoch,
+               res->seconds, res->images_per_s);
+}
+
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         train_usage(stdout);
         return 0;
     }
-    const char *recipe_path = NULL, *out = NULL;
+    const char *recipe_path = NULL, *out = NULL, *resume_dir = NULL;
     const char **sets = xd_xcalloc((size_t)argc, sizeof *sets);
-    int n_sets = 0, quiet = 0, resume = 0;
+    int n_sets = 0, quiet = 0;
+    progress_span span = {0}, *spanp = NULL;
     long seed = -1, seeds = 0, stop_after = 0;
-    progress_span span, *spanp = NULL;
     int rc = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (strcmp(a, "--out") == 0 && has_val) out = argv[++i];
-        else if (strcmp(a, "--set") == 0 && has_val) sets[n_sets++] = argv[++i];
-        else if (strcmp(a, "--resume") == 0 && has_val) {
-            out = argv[++i];
-            resume = 1;
-        } else if (strcmp(a, "--seed") == 0 && has_val) {
-            if (parse_long(argv[++i], 0, 1L << 40, &seed)) rc = cli_usage_error("train", "--seed takes a number >= 0");
-        } else if (strcmp(a, "--seeds") == 0 && has_val) {
-            if (parse_long(argv[++i], 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
-        } else if (strcmp(a, "--stop-after") == 0 && has_val) {
-            if (parse_long(argv[++i], 1, 1 << 20, &stop_after)) rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
-        } else if (strcmp(a, "--progress-span") == 0 && has_val) {
-            if (progress_span_parse(argv[++i], &span))
+    for (int i = 1; i < argc && !rc; i++) {
+        const char *v = NULL;
+        int o = next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
+        if (o == -1 && recipe_path)
+            rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path,
+                                 argv[i]);
+        else if (o == -1)
+            recipe_path = argv[i];
+        if (o < 0) continue;
+        switch ((train_opt)o) {
+        case TO_OUT: out = v; break;
+        case TO_SET: sets[n_sets++] = v; break;
+        case TO_RESUME: resume_dir = v; break;
+        case TO_SEED:
+            if (parse_long(v, 0, 1L << 40, &seed))
+                rc = cli_usage_error("train", "--seed takes a number >= 0");
+            break;
+        case TO_SEEDS:
+            if (parse_long(v, 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
+            break;
+        case TO_STOP_AFTER:
+            if (parse_long(v, 1, 1 << 20, &stop_after))
+                rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
+            break;
+        case TO_QUIET: quiet = 1; break;
+        case TO_SPAN:
+            if (progress_span_parse(v, &span))
                 rc = cli_usage_error("train", "--progress-span takes FROM,TO,START with "
                                      "0 <= FROM < TO <= 1 and START > 0");
             spanp = &span;
-        } else if (strcmp(a, "--quiet") == 0) quiet = 1;
-        else if (a[0] == '-') rc = cli_usage_error("train", "unknown option '%s'", a);
-        else if (!recipe_path) recipe_path = a;
-        else rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path, a);
-        if (rc) break;
+            break;
+        case TO_COUNT: break;
+        }
     }
-    char *resume_recipe = NULL;
-    if (!rc && !recipe_path && resume) recipe_path = resume_recipe = io_path_join(out, "recipe.yaml");
-    if (!rc && !recipe_path) rc = cli_usage_error("train", "give a recipe file");
+    if (!rc && out && resume_dir)
+        rc = cli_usage_error("train", "--resume DIR continues the run in DIR; --out does not "
+                                      "apply");
+    if (!rc && !recipe_path && !resume_dir) rc = cli_usage_error("train", "give a recipe file");
+    if (!rc && resume_dir) rc = check_resume_sets(sets, n_sets);
     if (rc) {
         free(sets);
         return rc;
     }
-    recipe r;
+    recipe r, stored;
+    memset(&stored, 0, sizeof stored);
     xd_err e;
     xd_err_clear(&e);
-    if (recipe_load(recipe_path, sets, n_sets, &r, &e) != XD_OK) {
+    char *stored_path = resume_dir ? io_path_join(resume_dir, "recipe.yaml") : NULL;
+    xd_status s = XD_OK;
+    if (resume_dir && (s = recipe_load(stored_path, NULL, 0, &stored, &e)) != XD_OK)
+        xd_err_prefix(&e, "%s: not a run folder to resume", resume_dir);
+    if (s == XD_OK) s = recipe_load(recipe_path ? recipe_path : stored_path, sets, n_sets, &r, &e);
+    if (s != XD_OK) {
+        recipe_free(&stored);
+        free(stored_path);
         free(sets);
-        free(resume_recipe);
         return cli_report("train", &e);
     }
-    char *def_out = NULL;
-    if (!out) {
-        def_out = io_path_join("runs", r.name);
-        out = def_out;
-    }
-    if (seed < 0) seed = r.seed;
-    if (!seeds) seeds = r.seeds;
-    train_result res[64] = {0};
-    xd_status s = XD_OK;
+    /* a resumed run keeps its seeds unless the command line names them */
+    if (seed < 0) seed = resume_dir ? stored.seed : r.seed;
+    if (!seeds) seeds = resume_dir ? stored.seeds : r.seeds;
     r.seed = seed;
     r.seeds = (int)seeds;
-    if (seeds > 1 && !resume) {
+    int recipe_changed = 0;
+    if (resume_dir && (s = recipe_check_resume(&r, &stored, &e)) == XD_OK) {
+        char *a = recipe_to_yaml(&r), *b = recipe_to_yaml(&stored);
+        recipe_changed = strcmp(a, b) != 0;
+        free(a);
+        free(b);
+    }
+    /* without --out, every seed has its folder runs/NAME/seed-N, as --seeds makes them */
+    char *def_out = NULL;
+    const char *base = resume_dir ? resume_dir : out;
+    if (!base) base = def_out = io_path_join("runs", r.name);
+    const int per_seed = seeds > 1 || (!out && !resume_dir);
+    train_result res[64] = {0};
+    runlock parent = {.fd = -1};
+    /* a multi-seed run whose seeds all finished is left as it is, its lock too */
+    int all_finished = resume_dir && seeds > 1;
+    for (long k = 0; k < seeds && all_finished; k++) {
+        char sub[64], *dir;
+        snprintf(sub, sizeof sub, "seed-%ld", seed + k);
+        dir = io_path_join(base, sub);
+        all_finished = trainer_finished(dir, &res[k]);
+        free(dir);
+    }
+    if (s == XD_OK && seeds > 1 && !all_finished) {
         /* the whole multi-seed run's recipe (first seed, count), so that --resume DIR finds it */
-        char *ypath = io_path_join(out, "recipe.yaml");
-        if ((s = io_mkdir_p(out, &e)) == XD_OK) s = recipe_save(&r, ypath, &e);
+        if ((s = io_mkdir_p(base, &e)) == XD_OK) s = runlock_take(&parent, base, &e);
+        char *ypath = io_path_join(base, "recipe.yaml");
+        if (s == XD_OK && (!resume_dir || recipe_changed)) s = recipe_save(&r, ypath, &e);
         free(ypath);
     }
     for (long k = 0; k < seeds && s == XD_OK; k++) {
         char sub[64];
         snprintf(sub, sizeof sub, "seed-%ld", seed + k);
-        char *dir = seeds > 1 ? io_path_join(out, sub) : xd_xstrdup(out);
+        char *dir = per_seed ? io_path_join(base, sub) : xd_xstrdup(base);
+        char *rpath = io_path_join(dir, "resume.safetensors");
+        char *spath = io_path_join(dir, "summary.json");
         struct stat st;
-        int have_state = stat(dir, &st) == 0;
-        if (resume && seeds > 1 && read_finished(dir, &res[k])) {
-            res[k].seed = seed + k;
-        } else {
-            char *rpath = io_path_join(dir, "resume.safetensors");
-            int can_resume = resume && have_state && stat(rpath, &st) == 0;
-            free(rpath);
-            /* each seed is its own share of the job's span */
-            progress_span sk = span;
-            if (spanp) {
-                double w = (span.to - span.from) / (double)seeds;
-                sk.from = span.from + w * (double)k;
-                sk.to = sk.from + w;
-            }
-            train_opts o = {.out_dir = dir, .resume = can_resume, .stop_after = (int)stop_after,
-                            .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL};
-            if (resume && !can_resume && seeds == 1)
-                s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
-            else
-                s = trainer_run(&r, seed + k, &o, &res[k], &e);
+        int can_resume = resume_dir && (stat(rpath, &st) == 0 || stat(spath, &st) == 0);
+        free(rpath);
+        free(spath);
+        /* each seed is its own share of the job's span */
+        progress_span sk = span;
+        if (spanp) {
+            double w = (span.to - span.from) / (double)seeds;
+            sk.from = span.from + w * (double)k;
+            sk.to = sk.from + w;
         }
+        train_opts o = {.out_dir = dir, .resume = can_resume, .stop_after = (int)stop_after,
+                        .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL};
+        if (resume_dir && !can_resume && seeds == 1)
+            s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
+        else
+            s = trainer_run(&r, seed + k, &o, &res[k], &e);
+        if (s == XD_OK && res[k].unchanged && seeds == 1)
+            printf("%s: already finished (%d epochs, %s %.2f%%); nothing to do\n", dir,
+                   res[k].epochs_done, res[k].segment ? "test mIoU" : "test accuracy",
+                   100.0 * res[k].final_acc);
+        else if (s == XD_OK && res[k].finished && !res[k].unchanged)
+            print_result(r.name, seed + k, &res[k]);
         free(dir);
-        if (s == XD_OK && res[k].finished && res[k].segment)
-            printf("%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at epoch "
-                   "%d), %.1f s, %.0f img/s\n", r.name, seed + k, 100.0 * res[k].final_acc,
-                   100.0 * res[k].final_pixel_acc, 100.0 * res[k].best_acc, res[k].best_epoch,
-                   res[k].seconds, res[k].images_per_s);
-        else if (s == XD_OK && res[k].finished)
-            printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
-                   r.name, seed + k, 100.0 * res[k].final_acc, 100.0 * res[k].best_acc,
-                   res[k].best_epoch, res[k].seconds, res[k].images_per_s);
         if (s == XD_OK && !res[k].finished) break; /* stopped early on request */
     }
-    int all_done = 1;
-    for (long k = 0; k < seeds; k++) all_done &= res[k].finished;
-    if (s == XD_OK && seeds > 1 && all_done) {
-        s = write_seeds_summary(out, &r, res, (int)seeds, &e);
+    int all_done = 1, none_ran = 1;
+    for (long k = 0; k < seeds; k++) {
+        all_done &= res[k].finished;
+        none_ran &= res[k].unchanged;
+    }
+    char *parent_summary = io_path_join(base, "summary.json");
+    struct stat st;
+    if (s == XD_OK && seeds > 1 && all_done && none_ran && stat(parent_summary, &st) == 0) {
+        printf("%s: already finished (%ld seeds); nothing to do\n", base, seeds);
+    } else if (s == XD_OK && seeds > 1 && all_done) {
+        s = write_seeds_summary(base, &r, res, (int)seeds, &e);
         double v[64], m, sd;
         for (long k = 0; k < seeds; k++) v[k] = res[k].final_acc;
         mean_std(v, (int)seeds, &m, &sd);
@@ -275,10 +370,13 @@ int cmd_train(int argc, char **argv)
             printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
         }
     }
+    runlock_release(&parent);
+    free(parent_summary);
     recipe_free(&r);
+    recipe_free(&stored);
+    free(stored_path);
     free(def_out);
     free(sets);
-    free(resume_recipe);
     return s == XD_OK ? 0 : cli_report("train", &e);
 }
 
@@ -295,24 +393,30 @@ static void eval_usage(FILE *f)
                "pixel accuracy.\n");
 }
 
+typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_COUNT } eval_opt;
+static const option eval_options[] = {
+    [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
+    [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
+};
+static_assert(sizeof eval_options / sizeof eval_options[0] == EO_COUNT, "name every option");
+
 int cmd_eval(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         eval_usage(stdout);
         return 0;
     }
-    const char *model = NULL, *data = NULL, *split = "test", *view = NULL, *label = "label";
-    int json = 0;
+    const char *val[EO_COUNT] = {[EO_SPLIT] = "test", [EO_LABEL] = "label"};
     for (int i = 1; i < argc; i++) {
-        int v = i + 1 < argc;
-        if (strcmp(argv[i], "--model") == 0 && v) model = argv[++i];
-        else if (strcmp(argv[i], "--data") == 0 && v) data = argv[++i];
-        else if (strcmp(argv[i], "--split") == 0 && v) split = argv[++i];
-        else if (strcmp(argv[i], "--view") == 0 && v) view = argv[++i];
-        else if (strcmp(argv[i], "--label") == 0 && v) label = argv[++i];
-        else if (strcmp(argv[i], "--json") == 0) json = 1;
-        else return cli_usage_error("eval", "unknown argument '%s'", argv[i]);
+        const char *v = "";
+        int rc = 0, o = next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
+        if (o == -1) return cli_usage_error("eval", "unexpected argument '%s'", argv[i]);
+        if (o < 0) return rc;
+        val[o] = v;
     }
+    const char *model = val[EO_MODEL], *data = val[EO_DATA], *split = val[EO_SPLIT],
+               *view = val[EO_VIEW], *label = val[EO_LABEL];
+    const int json = val[EO_JSON] != NULL;
     if (!model || !data) return cli_usage_error("eval", "give --model and --data");
     xd_err e;
     xd_err_clear(&e);

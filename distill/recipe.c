@@ -13,6 +13,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,21 @@ static int applies(loss_key k, recipe_loss_kind kind)
 int recipe_loss_needs_teacher(recipe_loss_kind k)
 {
     return k >= 0 && k < RECIPE_LOSS_COUNT && applies(LK_TEACHER, k);
+}
+
+int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, size_t size)
+{
+    const recipe_loss *l = &r->stages[s].losses[i];
+    char at[128] = "", key[48];
+    if (with_file && l->line > 0)
+        snprintf(at, sizeof at, "%.100s:%d: ", r->file ? r->file : "recipe", l->line);
+    else if (with_file)
+        snprintf(at, sizeof at, "%.100s: ", r->file ? r->file : "recipe");
+    if (r->staged)
+        snprintf(key, sizeof key, "stages.%d.losses.%d", s, i);
+    else
+        snprintf(key, sizeof key, "losses.%d", i);
+    return snprintf(buf, size, "%s%s (%s)", at, key, recipe_loss_kind_names[l->kind]);
 }
 
 /* Defaults of a loss item. */
@@ -765,7 +781,7 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
                                                                         : DEFAULT_TEMPERATURE,
                        .alpha = DEFAULT_ALPHA, .windows = RECIPE_WINDOWS_BLOBS,
                        .stride = DENSE_STRIDE, .weighting = ALIGN_DENSE_CONFIDENCE,
-                       .threshold = DENSE_THRESHOLD};
+                       .threshold = DENSE_THRESHOLD, .line = io_yaml_key_line(it)};
     const char *kname = recipe_loss_kind_names[kind];
     for (int i = 0; i < it->n; i++) {
         int k = name_index(loss_key_names, LK_COUNT, it->pairs[i].key);
@@ -878,6 +894,7 @@ static xd_status bind_stages(binder *b, io_yaml_node *root)
         return bad(b, n, "not allowed together with stages (each stage lists its own losses)");
     }
     io_yaml_mark_used(stages);
+    r->staged = 1;
     if ((s = need_kind(b, stages, IO_YAML_SEQUENCE, "a list of stages")) != XD_OK) return s;
     if (stages->n == 0) return bad(b, stages, "the list of stages is empty");
     if (stages->n > RECIPE_MAX_STAGES)
@@ -1019,6 +1036,44 @@ static xd_status bind(binder *b)
     return io_yaml_check_unused(b->d, b->e);
 }
 
+/* The keys that take a kind word as short for a mapping: `schedule: cosine` is `schedule: {kind:
+ * cosine}`. */
+static const char *const kind_word_keys[] = {"train.optimizer", "train.schedule"};
+
+/* An override of one key of such a mapping (--set train.schedule.warmup_steps=100) on a recipe
+ * that gives the short form turns the word into the mapping first, its kind kept (and still
+ * reported at the file's line), so both forms take the same overrides. */
+static xd_status expand_kind_word(io_yaml_doc *d, const char *arg, xd_err *e)
+{
+    for (int k = 0; k < COUNT_OF(kind_word_keys); k++) {
+        const char *key = kind_word_keys[k];
+        size_t len = strlen(key);
+        if (strncmp(arg, key, len) != 0 || arg[len] != '.') continue;
+        io_yaml_node *n = io_yaml_find(d, NULL, key);
+        if (!n || n->kind != IO_YAML_SCALAR || io_yaml_is_null(n)) return XD_OK;
+        char *word = n->str, path[64];
+        const int plain = n->plain, line = n->line, col = n->col;
+        n->str = NULL;
+        snprintf(path, sizeof path, "%s.kind", key);
+        xd_status s = io_yaml_set(d, key, "", e); /* null: a path may go through it */
+        if (s == XD_OK) s = io_yaml_set(d, path, "", e);
+        io_yaml_node *kind = s == XD_OK ? io_yaml_find(d, NULL, path) : NULL;
+        if (!kind) {
+            free(word);
+            return s;
+        }
+        free(kind->str);
+        kind->str = word;
+        kind->plain = plain;
+        kind->line = line;
+        kind->col = col;
+        free(kind->origin);
+        kind->origin = NULL;
+        return XD_OK;
+    }
+    return XD_OK;
+}
+
 xd_status recipe_parse(const char *name, const char *text, size_t n, const char *const *sets,
                        int n_sets, unsigned flags, recipe *r, xd_err *e)
 {
@@ -1026,7 +1081,10 @@ xd_status recipe_parse(const char *name, const char *text, size_t n, const char 
     io_yaml_doc d;
     xd_status s = io_yaml_parse(&d, name, text, n, e);
     if (s != XD_OK) return s;
-    for (int i = 0; i < n_sets && s == XD_OK; i++) s = io_yaml_set_arg(&d, sets[i], e);
+    for (int i = 0; i < n_sets && s == XD_OK; i++) {
+        if ((s = expand_kind_word(&d, sets[i], e)) == XD_OK) s = io_yaml_set_arg(&d, sets[i], e);
+    }
+    r->file = xd_xstrdup(name);
     binder b = {.d = &d, .flags = flags, .r = r, .e = e};
     if (s == XD_OK) s = bind(&b);
     if (b.built) nn_model_free(&b.student);
@@ -1061,6 +1119,7 @@ static void loss_free(recipe_loss *l)
 void recipe_free(recipe *r)
 {
     if (!r) return;
+    free(r->file);
     free(r->name);
     free(r->data.path);
     free(r->data.train);
@@ -1318,5 +1377,60 @@ xd_status recipe_save(const recipe *r, const char *path, xd_err *e)
     if (s == XD_OK) s = io_atomic_commit(&w, e);
     if (s != XD_OK) io_atomic_abort(&w);
     free(text);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
+// resuming
+
+/* The thread count does not change a bit of the numbers (nn/gemm.h), and evaluating at other
+ * epochs reads the model without changing it; anything else would make the continued run another
+ * run than the one its first epochs belong to. */
+const char *const recipe_resume_keys[] = {"train.threads", "train.eval_every"};
+const int recipe_n_resume_keys = COUNT_OF(recipe_resume_keys);
+/* where each of them lives (int fields) */
+static const size_t resume_key_offsets[] = {offsetof(recipe, train.threads),
+                                            offsetof(recipe, train.eval_every)};
+static_assert(COUNT_OF(recipe_resume_keys) == COUNT_OF(resume_key_offsets), "place every resume key");
+
+int recipe_is_resume_key(const char *path)
+{
+    return name_index(recipe_resume_keys, recipe_n_resume_keys, path) >= 0;
+}
+
+/* The line of text that starts at p, cut at its end, for a message. */
+static int line_len(const char *p)
+{
+    const char *nl = strchr(p, '\n');
+    return nl ? (int)(nl - p) : (int)strlen(p);
+}
+
+xd_status recipe_check_resume(const recipe *given, const recipe *stored, xd_err *e)
+{
+    /* compared as effective recipes, the resume keys taken from the given one */
+    recipe same = *stored;
+    for (int i = 0; i < recipe_n_resume_keys; i++)
+        memcpy((char *)&same + resume_key_offsets[i], (const char *)given + resume_key_offsets[i],
+               sizeof(int));
+    char *a = recipe_to_yaml(given), *b = recipe_to_yaml(&same);
+    const char *p = a, *q = b;
+    while (*p && *p == *q) {
+        p++;
+        q++;
+    }
+    xd_status s = XD_OK;
+    if (*p || *q) {
+        while (p > a && p[-1] != '\n') p--;
+        while (q > b && q[-1] != '\n') q--;
+        while (*p == ' ') p++;
+        while (*q == ' ') q++;
+        s = xd_fail(e, XD_EARG, "%s (recipe '%s') is not the recipe of the run it resumes (%s, "
+                                "recipe '%s'): it has '%.*s' where the run has '%.*s'",
+                    given->file ? given->file : "the recipe", given->name,
+                    stored->file ? stored->file : "its recipe", stored->name,
+                    line_len(p) > 80 ? 80 : line_len(p), p, line_len(q) > 80 ? 80 : line_len(q), q);
+    }
+    free(a);
+    free(b);
     return s;
 }

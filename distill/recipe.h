@@ -127,6 +127,7 @@ typedef struct {
     int weighting;             /* dense: an align_dense_weight */
     float min_conf;            /* dense: in [0, 1] */
     float threshold;           /* dense: foreground where grey > threshold (0..255) */
+    int line;                  /* of the item in the recipe file, for messages; 0 = unknown */
 } recipe_loss;
 
 typedef struct {
@@ -161,6 +162,7 @@ typedef struct {
 } recipe_train;
 
 typedef struct {
+    char *file;           /* the file (or name) it was read from, for messages */
     char *name;
     long seed;
     int seeds;            /* runs with seed, seed + 1, ... */
@@ -172,6 +174,7 @@ typedef struct {
     recipe_train train;
     int n_stages;         /* >= 1 */
     recipe_stage *stages;
+    int staged;           /* the losses stand under `stages:` (their key paths say so) */
 } recipe;
 
 /* Skip the checks that files named in the recipe exist (data.path, checkpoints): for reading a
@@ -196,5 +199,21 @@ xd_status recipe_save(const recipe *r, const char *path, xd_err *e);
 
 /* 1 if losses of this kind read a teacher. */
 int recipe_loss_needs_teacher(recipe_loss_kind k);
+
+/* "FILE:LINE: losses.I (KIND)" (or "stages.S.losses.I"), without "FILE:LINE: " when with_file is
+ * 0: where loss i of stage s stands, for messages about it. Returns the length snprintf would. */
+int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, size_t size);
+
+/* Keys that may differ when a run is resumed (--set with --resume, or the recipe given with it):
+ * they change neither the numbers training computes nor the shape of the run. Everything else
+ * must be what the run was started with. */
+extern const char *const recipe_resume_keys[];
+extern const int recipe_n_resume_keys;
+/* 1 when the dotted key path is one of recipe_resume_keys. */
+int recipe_is_resume_key(const char *path);
+/* given is about to continue the run that stored was read from: XD_EARG naming both files and
+ * the first line of their effective recipes that differs, when they differ in more than the
+ * resume keys. */
+xd_status recipe_check_resume(const recipe *given, const recipe *stored, xd_err *e);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "align/clip.h"
 #include "align/labelmap.h"
@@ -20,9 +21,11 @@
 #include "distill/kd.h"
 #include "distill/labels.h"
 #include "distill/progress.h"
+#include "distill/runlock.h"
 #include "distill/segment.h"
 #include "io/file.h"
 #include "io/safetensors.h"
+#include "io/yaml.h"
 #include "nn/loss.h"
 
 typedef struct {
@@ -43,6 +46,7 @@ typedef struct {
 
 typedef struct {
     const recipe_loss *L;
+    char where[256]; /* "FILE:LINE: losses.I (KIND)", for messages */
     int s_node, t_node;
     int has_proj;
     nn_model proj;
@@ -93,6 +97,9 @@ typedef struct {
     char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
     seg_run seg;      /* task segment: masks, per-pixel losses, the dense teachers' windows */
     double pixel_acc; /* task segment: pixel accuracy of the last evaluation */
+    int threads;      /* threads of the last epoch run (in this process, or as the resume state
+                       * recorded it) */
+    runlock lock;     /* of the run folder, held while the run lives */
 } run;
 
 // ----------------------------------------------------------------------------------------------
@@ -359,26 +366,25 @@ static void free_losses(run *R)
  * reads every training example's two labels, so it stands for a taxonomy the data set ships
  * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
  * examples in each student class, and a teacher class with no training example spreads evenly. */
-static xd_status setup_label_map(run *R, loss_rt *l, int i, int kt, int ks, xd_err *e)
+static xd_status setup_label_map(run *R, loss_rt *l, int kt, int ks, xd_err *e)
 {
     const recipe_loss *L = l->L;
-    const char *kname = recipe_loss_kind_names[L->kind];
     xd_status s;
     if (L->label_table) {
         if (L->n_label_table != kt)
-            return xd_fail(e, XD_ESHAPE, "loss %d (%s): label_map lists %d teacher classes, the "
-                                         "teacher's head has %d", i, kname, L->n_label_table, kt);
+            return xd_fail(e, XD_ESHAPE, "%s: label_map lists %d teacher classes, the teacher's "
+                                         "head has %d", l->where, L->n_label_table, kt);
         s = align_labelmap_from_table(&l->lm, L->label_table, kt, ks, e);
     } else {
         if (ks != R->n_classes)
-            return xd_fail(e, XD_ESHAPE, "loss %d (%s): label_map %s maps onto the run's %d classes, "
-                                         "the student's head has %d outputs", i, kname, L->label_map,
+            return xd_fail(e, XD_ESHAPE, "%s: label_map %s maps onto the run's %d classes, the "
+                                         "student's head has %d outputs", l->where, L->label_map,
                            R->n_classes, ks);
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", R->r->data.train, L->label_map);
         const io_tensor *t;
         if ((s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e)) != XD_OK)
-            return xd_err_prefix(e, "loss %d (%s): label_map", i, kname);
+            return xd_err_prefix(e, "%s: label_map", l->where);
         if ((size_t)t->shape[0] != R->train.n)
             return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
                            io_dataset_path(R->ds), name, (long long)t->shape[0], R->train.n);
@@ -405,7 +411,7 @@ static xd_status setup_label_map(run *R, loss_rt *l, int i, int kt, int ks, xd_e
         free(m);
         free(cnt);
     }
-    if (s != XD_OK) return xd_err_prefix(e, "loss %d (%s): label_map", i, kname);
+    if (s != XD_OK) return xd_err_prefix(e, "%s: label_map", l->where);
     l->mapped = 1;
     l->tq = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch * (size_t)kt);
     return XD_OK;
@@ -428,12 +434,13 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
         loss_rt *l = &R->losses[i];
         const recipe_loss *L = &st->losses[i];
         l->L = L;
+        recipe_loss_where(r, stage, i, 1, l->where, sizeof l->where);
         const char *kname = recipe_loss_kind_names[L->kind];
         const int is_logit = L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_KD ||
                              L->kind == RECIPE_LOSS_HINTON || L->kind == RECIPE_LOSS_DENSE;
         l->s_node = is_logit ? head_of(&R->student, L->head) : nn_model_find(&R->student, L->student_tap);
         if (l->s_node < 0)
-            return xd_fail(e, XD_EARG, "loss %d (%s): the student has no node '%s'", i, kname,
+            return xd_fail(e, XD_EARG, "%s: the student has no node '%s'", l->where,
                            is_logit ? L->head : L->student_tap);
         const nn_node *sn = nn_model_node(&R->student, l->s_node);
         size_t width = sn->act_n;
@@ -445,28 +452,31 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
             continue;
         }
         if ((L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_HINTON) && (int)sn->act_n != R->n_classes)
-            return xd_fail(e, XD_ESHAPE, "loss %d (%s): head '%s' has %zu outputs for %d classes", i,
-                           kname, sn->name, sn->act_n, R->n_classes);
+            return xd_fail(e, XD_ESHAPE, "%s: head '%s' has %zu outputs for the %d classes of "
+                                         "%s", l->where, sn->name, sn->act_n, R->n_classes,
+                           r->data.path);
         if (L->teacher >= 0) {
             teacher_rt *t = &R->teachers[L->teacher];
             l->t_node = is_logit ? head_of(&t->m, L->teacher_head) : nn_model_find(&t->m, L->teacher_tap);
             if (l->t_node < 0)
-                return xd_fail(e, XD_EARG, "loss %d (%s): teacher '%s' has no node '%s'", i, kname,
-                               r->teachers[L->teacher].name,
+                return xd_fail(e, XD_EARG, "%s: teacher '%s' (%s) has no node '%s'", l->where,
+                               r->teachers[L->teacher].name, r->teachers[L->teacher].checkpoint,
                                is_logit ? (L->teacher_head ? L->teacher_head : "(default head)") : L->teacher_tap);
             const nn_node *tn = nn_model_node(&t->m, l->t_node);
             if (t->average && !t->avg[l->t_node])
                 t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
             if (L->label_map || L->label_table) {
-                xd_status s = setup_label_map(R, l, i, (int)tn->act_n, (int)sn->act_n, e);
+                xd_status s = setup_label_map(R, l, (int)tn->act_n, (int)sn->act_n, e);
                 if (s != XD_OK) return s;
             } else if (is_logit && tn->act_n != sn->act_n)
-                return xd_fail(e, XD_ESHAPE, "loss %d (%s): student head '%s' has %zu outputs, teacher "
-                                             "head '%s' %zu (a label_map maps one onto the other)", i,
-                               kname, sn->name, sn->act_n, tn->name, tn->act_n);
+                return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of teacher '%s' (%s) has %zu outputs, "
+                                             "the student's head '%s' has %zu outputs (a label_map "
+                                             "maps one onto the other)", l->where, tn->name,
+                               r->teachers[L->teacher].name, r->teachers[L->teacher].checkpoint,
+                               tn->act_n, sn->name, sn->act_n);
             if (!is_logit && (tn->h != sn->h || tn->w != sn->w))
-                return xd_fail(e, XD_ESHAPE, "loss %d (%s): student tap '%s' is %dx%dx%d, teacher tap "
-                                             "'%s' %dx%dx%d: the spatial sizes must match", i, kname,
+                return xd_fail(e, XD_ESHAPE, "%s: student tap '%s' is %dx%dx%d, teacher tap '%s' "
+                                             "%dx%dx%d: the spatial sizes must match", l->where,
                                sn->name, sn->h, sn->w, sn->c, tn->name, tn->h, tn->w, tn->c);
             if (L->kind == RECIPE_LOSS_FEATURE || L->kind == RECIPE_LOSS_HINT ||
                 L->kind == RECIPE_LOSS_CONTRASTIVE) {
@@ -474,8 +484,8 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                            L->projector == RECIPE_PROJ_MLP ||
                            (L->projector == RECIPE_PROJ_AUTO && tn->c != sn->c);
                 if (!want && tn->c != sn->c)
-                    return xd_fail(e, XD_ESHAPE, "loss %d (%s): widths differ (%d vs %d) and projector "
-                                                 "is none", i, kname, sn->c, tn->c);
+                    return xd_fail(e, XD_ESHAPE, "%s: widths differ (%d vs %d) and projector is none",
+                                       l->where, sn->c, tn->c);
                 if (want) {
                     /* a linear map over channels: a 1x1 convolution on feature maps; the MLP puts
                      * a hidden layer as wide as the wider side before it */
@@ -488,9 +498,9 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                         snprintf(desc, sizeof desc, "input h=%d w=%d c=%d; linear out=%d name=proj head",
                                  sn->h, sn->w, sn->c, tn->c);
                     if (L->projector == RECIPE_PROJ_MLP && L->projector_init != RECIPE_INIT_RANDOM)
-                        return xd_fail(e, XD_EARG, "loss %d (%s): projector_init %s fits a linear map; "
-                                                   "an mlp projector starts at random",
-                                       i, kname, recipe_proj_init_names[L->projector_init]);
+                        return xd_fail(e, XD_EARG, "%s: projector_init %s fits a linear map; an mlp "
+                                                   "projector starts at random",
+                                       l->where, recipe_proj_init_names[L->projector_init]);
                     xd_status s = nn_model_build(&l->proj, desc, B,
                                                  (uint64_t)R->seed * 1000003u + 7919u * (uint64_t)(stage * 64 + i), e);
                     if (s != XD_OK) return s;
@@ -499,16 +509,16 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                     nn_opt_config pc = r->train.opt;
                     if ((s = nn_opt_init(&l->popt, &pc, l->proj.n_param, e)) != XD_OK) return s;
                 } else if (L->projector_init != RECIPE_INIT_RANDOM) {
-                    return xd_fail(e, XD_EARG, "loss %d (%s): projector_init %s, but the widths are "
-                                               "equal and no projector is made (set projector: linear)",
-                                   i, kname, recipe_proj_init_names[L->projector_init]);
+                    return xd_fail(e, XD_EARG, "%s: projector_init %s, but the widths are equal and "
+                                               "no projector is made (set projector: linear)",
+                                   l->where, recipe_proj_init_names[L->projector_init]);
                 }
                 width = tn->act_n;
             }
             if (L->kind == RECIPE_LOSS_CONTRASTIVE) {
                 if (B > 1 && tn->act_n > (size_t)1 << 24)
-                    return xd_fail(e, XD_ESHAPE, "loss %d (contrastive): tap '%s' has %zu values per "
-                                                 "example, too many to compare", i, tn->name, tn->act_n);
+                    return xd_fail(e, XD_ESHAPE, "%s: tap '%s' has %zu values per example, too many "
+                                                 "to compare", l->where, tn->name, tn->act_n);
                 l->clip = xd_xmalloc(sizeof(double) * align_clip_save_len(B, (int)tn->act_n));
                 l->theta[0] = (float)align_clip_theta(L->temperature);
                 /* a learned temperature lives in CLIP's range; a fixed one is what the recipe says */
@@ -523,7 +533,7 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
                 }
             }
             if (L->kind == RECIPE_LOSS_ATTENTION && sn->h * sn->w <= 0)
-                return xd_fail(e, XD_ESHAPE, "loss %d (attention): tap '%s' is not a feature map", i,
+                return xd_fail(e, XD_ESHAPE, "%s: tap '%s' is not a feature map", l->where,
                                sn->name);
         } else {
             l->t_node = -1;
@@ -683,7 +693,7 @@ static xd_status init_projectors(run *R, xd_err *e)
         }
         if (s == XD_OK) s = fit_projector(l, X, Y, rows, sn->c, tn->c, e);
         if (s != XD_OK)
-            xd_err_prefix(e, "loss %d (%s): projector_init %s", i, recipe_loss_kind_names[l->L->kind],
+            xd_err_prefix(e, "%s: projector_init %s", l->where,
                           recipe_proj_init_names[l->L->projector_init]);
         free(X);
         free(Y);
@@ -903,14 +913,15 @@ static xd_status save_resume(run *R, xd_err *e)
     snprintf(v[3], sizeof v[3], "%.17g", R->best_acc);
     snprintf(v[4], sizeof v[4], "%d", R->best_epoch);
     snprintf(v[5], sizeof v[5], "%ld", R->seed);
-    char im[2][64];
+    char im[3][64];
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
-    io_kv meta[8] = {{"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
+    snprintf(im[2], sizeof im[2], "%d", R->threads);
+    io_kv meta[9] = {{"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
                      {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
-                     {"images", im[0]},     {"train_seconds", im[1]}};
+                     {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
     char *path = out_path(R, "resume.safetensors");
-    xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, 8, e);
+    xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, 9, e);
     free(path);
     tl_free(&l);
     return s;
@@ -958,6 +969,8 @@ static xd_status load_resume(run *R, int what, xd_err *e)
         R->best_epoch = (int)best_epoch;
         R->images = strtod(imgs, NULL);
         R->train_seconds = strtod(secs, NULL);
+        long threads;
+        if (meta_long(f, "threads", &threads) == 0) R->threads = (int)threads; /* absent: older runs */
         goto out;
     }
     tlist want = {0};
@@ -992,13 +1005,18 @@ out:
 // ----------------------------------------------------------------------------------------------
 // metrics
 
+/* The line is on the disk before the resume state of its epoch is written (run_epoch): the two
+ * move together, since a resume drops the lines past the state's epoch (trim_metrics) and runs
+ * that epoch again. A stop between the two (or a full disk) thus costs the epoch's rerun, never
+ * its line; a half-written line does not parse and is dropped the same way. */
 static xd_status append_metrics(run *R, json_t *line, xd_err *e)
 {
     char *path = out_path(R, "metrics.jsonl");
     char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(8));
     FILE *f = fopen(path, "a");
     xd_status s = XD_OK;
-    if (!f || fprintf(f, "%s\n", text) < 0 || fclose(f) != 0)
+    int bad = !f || fprintf(f, "%s\n", text) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if ((f && fclose(f) != 0) || bad)
         s = xd_fail(e, XD_EIO, "%s: cannot append: %s", path, strerror(errno));
     free(text);
     free(path);
@@ -1043,41 +1061,117 @@ static xd_status trim_metrics(run *R, xd_err *e)
 // ----------------------------------------------------------------------------------------------
 // the run
 
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+/* The student's layer that holds parameter p. */
+static const nn_node *param_layer(const nn_model *m, const nn_param *p)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = nn_model_node(m, i);
+        if ((nd->w_n && nd->w_off == p->off) || (nd->b_n && nd->b_off == p->off)) return nd;
+    }
+    return NULL;
+}
+
+/* A stop on a non-finite value: "epoch E, step S: WHAT; stopped (...)", WHAT naming the model,
+ * the layer or parameter and the loss. */
+static xd_status stop_nonfinite(run *R, int epoch, const char *what, xd_err *e)
+{
+    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: %s; stopped (the last good checkpoint is kept)",
+                   epoch + 1, R->global_step + 1, what);
+}
+
 /* buf (the student's gradients or parameters, in the parameter layout) must be finite; the
- * message names the first parameter that is not, what made it so (`how`, with %s for the name) and
- * otherwise `overflow` (the norm overflowed with every value finite). */
+ * message names the first parameter that is not and its layer, `how` saying what made it so
+ * (with %s for "the student's 'NAME' (layer 'L', KIND)"), and otherwise `overflow` (the norm
+ * overflowed with every value finite). */
 static xd_status check_buffer(run *R, int epoch, const float *buf, const char *how,
                               const char *overflow, xd_err *e)
 {
     nn_model *m = &R->student;
     if (isfinite(nn_grad_norm(buf, m->n_param))) return XD_OK;
-    char what[160];
+    char name[160], what[320];
     for (int i = 0; i < m->n_params; i++) {
         const nn_param *p = &m->params[i];
-        if (p->state) continue;
-        for (size_t j = 0; j < p->n; j++)
-            if (!isfinite(buf[p->off + j])) {
-                snprintf(what, sizeof what, how, p->name);
-                return xd_fail(e, XD_ENUM, "epoch %d, step %ld: %s; stopped (the last good "
-                                           "checkpoint is kept)", epoch + 1, R->global_step + 1, what);
-            }
+        if (p->state || all_finite(buf + p->off, p->n)) continue;
+        const nn_node *nd = param_layer(m, p);
+        snprintf(name, sizeof name, "the student's '%s' (layer '%s', %s)", p->name,
+                 nd ? nd->name : "?", nd ? nn_kind_name(nd->kind) : "?");
+        snprintf(what, sizeof what, how, name);
+        return stop_nonfinite(R, epoch, what, e);
     }
-    return xd_fail(e, XD_ENUM, "epoch %d, step %ld: %s", epoch + 1, R->global_step + 1, overflow);
+    return stop_nonfinite(R, epoch, overflow, e);
 }
 
-static xd_status check_finite(run *R, int epoch, double loss, xd_err *e)
+/* Where the first non-finite value of a batch of n came from, once a loss is not finite: the
+ * first layer of the student whose output holds one, else an output of a teacher or of a
+ * projector that a loss read. */
+static void blame_nonfinite(run *R, int stage, int n, char *buf, size_t size)
 {
-    if (!isfinite(loss))
-        return xd_fail(e, XD_ENUM, "epoch %d, step %ld: the loss is %g; stopped (the last good "
-                                   "checkpoint is kept)", epoch + 1, R->global_step + 1, loss);
-    return check_buffer(R, epoch, R->student.grad, "the gradient of '%s' is not finite",
+    nn_model *m = &R->student;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = nn_model_node(m, i);
+        if (nd->relu_pool) continue; /* its pool keeps its output */
+        if (!all_finite(nn_model_out(m, i), (size_t)n * nd->act_n)) {
+            snprintf(buf, size, "the first non-finite output is the student's layer '%s' (%s)",
+                     nd->name, nn_kind_name(nd->kind));
+            return;
+        }
+    }
+    for (int l = 0; l < R->n_losses; l++) {
+        loss_rt *lr = &R->losses[l];
+        if (lr->t_node >= 0) {
+            const int t = lr->L->teacher;
+            const nn_node *tn = nn_model_node(&R->teachers[t].m, lr->t_node);
+            if (!all_finite(teacher_out(R, t, lr->t_node, n), (size_t)n * tn->act_n)) {
+                snprintf(buf, size, "the student's layers are finite; teacher '%s' (%s) gives a "
+                         "non-finite output at '%s'", R->r->teachers[t].name,
+                         R->r->teachers[t].checkpoint, tn->name);
+                return;
+            }
+        }
+        if (lr->has_proj) {
+            const int ph = nn_model_default_head(&lr->proj);
+            if (!all_finite(nn_model_out(&lr->proj, ph),
+                            (size_t)n * nn_model_node(&lr->proj, ph)->act_n)) {
+                char key[96];
+                recipe_loss_where(R->r, stage, l, 0, key, sizeof key);
+                snprintf(buf, size, "the student's layers are finite; the projector of %s gives a "
+                         "non-finite output", key);
+                return;
+            }
+        }
+    }
+    snprintf(buf, size, "every layer's output is finite: the loss itself overflows");
+}
+
+/* After a step's forward and backward on n examples of stage `stage`: the losses and the
+ * student's gradients must be finite. */
+static xd_status check_finite(run *R, int stage, int epoch, int n, double loss, xd_err *e)
+{
+    if (!isfinite(loss)) {
+        char key[96] = "", blame[512], what[640];
+        int first = 0;
+        while (first < R->n_losses && isfinite(R->losses[first].sum)) first++;
+        if (first < R->n_losses) recipe_loss_where(R->r, stage, first, 0, key, sizeof key);
+        blame_nonfinite(R, stage, n, blame, sizeof blame);
+        snprintf(what, sizeof what, "the loss is %g%s%s%s; %s", loss, key[0] ? " (first in " : "",
+                 key, key[0] ? ")" : "", blame);
+        return stop_nonfinite(R, epoch, what, e);
+    }
+    return check_buffer(R, epoch, R->student.grad, "the gradient of %s is not finite",
                         "the gradient norm overflows", e);
 }
 
 /* After an optimizer step: a non-finite parameter stops the run before anything is saved. */
 static xd_status check_params(run *R, int epoch, xd_err *e)
 {
-    return check_buffer(R, epoch, R->student.param, "the update made '%s' non-finite",
+    return check_buffer(R, epoch, R->student.param, "the update made %s non-finite",
                         "the parameters overflow", e);
 }
 
@@ -1163,6 +1257,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     }
     const nn_sched_config sched = run_schedule(R);
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
+    R->threads = xd_threads_get();
 
     const int head = nn_model_default_head(&R->student);
     const int K = (int)nn_model_node(&R->student, head)->act_n;
@@ -1198,7 +1293,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         nn_model_zero_grad(&R->student);
         double loss = apply_losses(R, n, &nr);
         nn_model_backward(&R->student);
-        if ((s = check_finite(R, epoch, loss, e)) != XD_OK) return s;
+        if ((s = check_finite(R, stage, epoch, n, loss, e)) != XD_OK) return s;
         float lr = nn_sched_lr(&sched, R->global_step);
         nn_opt_step(&R->opt, R->student.param, R->student.grad, R->segs, R->student.n_segs, lr);
         if ((s = check_params(R, epoch, e)) != XD_OK) return s;
@@ -1254,7 +1349,6 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         s = ckpt_save(best, &R->student, meta, 4, e);
         free(best);
     }
-    if (s == XD_OK) s = save_resume(R, e);
     if (s != XD_OK) return s;
 
     json_t *j = json_object();
@@ -1277,8 +1371,11 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     }
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
+    json_object_set_new(j, "threads", json_integer(R->threads));
+    /* the line first, then the state that says the epoch is done (see append_metrics) */
     s = append_metrics(R, j, e);
     json_decref(j);
+    if (s == XD_OK) s = save_resume(R, e);
     char line[256];
     if (evaluate && R->seg.on)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test mIoU %.2f%%, pixel accuracy "
@@ -1317,7 +1414,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
-    json_object_set_new(j, "threads", json_integer(xd_threads_get()));
+    json_object_set_new(j, "threads", json_integer(R->threads));
     json_object_set_new(j, "gemm_kernel", json_string(nn_sgemm_kernel()));
     json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
     json_object_set_new(j, "recipe", json_string(R->yaml));
@@ -1331,6 +1428,59 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     free(path);
     free(text);
     json_decref(j);
+    return s;
+}
+
+int trainer_finished(const char *dir, train_result *res)
+{
+    char *path = io_path_join(dir, "summary.json");
+    json_t *j = json_load_file(path, 0, NULL);
+    free(path);
+    if (!j) return 0;
+    int ok = json_is_true(json_object_get(j, "finished"));
+    if (ok) {
+        /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
+        res->segment = json_object_get(j, "final_test_miou") != NULL;
+        const char *score = res->segment ? "miou" : "acc";
+        char key[32];
+        snprintf(key, sizeof key, "final_test_%s", score);
+        res->final_acc = json_number_value(json_object_get(j, key));
+        snprintf(key, sizeof key, "best_test_%s", score);
+        res->best_acc = json_number_value(json_object_get(j, key));
+        res->final_pixel_acc = json_number_value(json_object_get(j, "final_test_pixel_acc"));
+        res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
+        res->seconds = json_number_value(json_object_get(j, "train_seconds"));
+        res->images_per_s = json_number_value(json_object_get(j, "images_per_s"));
+        res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
+        res->finished = 1;
+        res->unchanged = 1;
+    }
+    json_decref(j);
+    return ok;
+}
+
+/* Resuming: the folder's run must be the one `as_run` describes, up to the keys that may change
+ * on resume; *changed tells whether such a key did (the folder's recipe.yaml is then rewritten,
+ * so the run records what it continued with). */
+static xd_status check_resume_recipe(run *R, const recipe *as_run, int *changed, xd_err *e)
+{
+    char *path = out_path(R, "recipe.yaml");
+    void *text = NULL;
+    size_t n;
+    xd_status s = io_read_all(path, IO_YAML_MAX_BYTES, &text, &n, e);
+    if (s != XD_OK) {
+        xd_err_prefix(e, "%s: not a run folder to resume", R->o->out_dir);
+    } else {
+        recipe stored;
+        s = recipe_parse(path, text, n, NULL, 0, RECIPE_NO_FILE_CHECKS, &stored, e);
+        if (s == XD_OK) {
+            s = recipe_check_resume(as_run, &stored, e);
+            recipe_free(&stored);
+        }
+        *changed = strlen(R->yaml) != n || memcmp(R->yaml, text, n) != 0;
+    }
+    free(text);
+    free(path);
     return s;
 }
 
@@ -1402,11 +1552,19 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     as_run.seed = seed;
     as_run.seeds = 1;
     R.yaml = recipe_to_yaml(&as_run);
+    R.lock.fd = -1;
     res->seed = seed;
     const int threads_before = xd_threads_get();
     if (r->train.threads > 0) xd_threads_set(r->train.threads);
-    xd_status s = io_mkdir_p(o->out_dir, e);
-    if (s != XD_OK) goto out;
+    R.threads = xd_threads_get();
+    xd_status s = XD_OK;
+    int recipe_changed = 0;
+    /* another recipe's folder is an error; a finished run stays exactly as it is */
+    if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
+                      trainer_finished(o->out_dir, res)))
+        goto out;
+    if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
+    if ((s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
     if ((s = nn_model_build(&R.student, r->model, r->train.batch, (uint64_t)seed, e)) != XD_OK) {
         xd_err_prefix(e, "model");
         goto out;
@@ -1418,6 +1576,15 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if (o->resume) {
         if ((s = load_resume(&R, RESUME_COUNTERS, e)) != XD_OK) goto out;
         if ((s = trim_metrics(&R, e)) != XD_OK) goto out;
+        if (recipe_changed) {
+            char *ypath = out_path(&R, "recipe.yaml");
+            s = write_text(ypath, R.yaml, e);
+            free(ypath);
+            if (s != XD_OK) goto out;
+        }
+        /* every epoch done, the summary not yet written: it is made from the trained weights */
+        if (R.epochs_done >= r->train.epochs && (s = load_resume(&R, RESUME_MODEL, e)) != XD_OK)
+            goto out;
     }
 
     int epoch0 = 0;
@@ -1466,6 +1633,7 @@ stopped:
     }
 out:
     run_free(&R);
+    runlock_release(&R.lock);
     if (r->train.threads > 0) xd_threads_set(threads_before);
     return s;
 }

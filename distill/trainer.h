@@ -9,6 +9,12 @@
  * test accuracy improved) DIR/best.safetensors, and DIR/resume.safetensors, from which
  * `--resume` continues exactly as if the run had not stopped. Every file is written atomically.
  *
+ * A run holds the lock of its folder (distill/runlock.h) while it lives. Resuming checks that the
+ * recipe is the folder's (DIR/recipe.yaml; only recipe_resume_keys may differ, and a difference
+ * there is written back to DIR/recipe.yaml); a run whose summary.json says it finished is left
+ * untouched, and one stopped after its last epoch but before its summary gets the summary of the
+ * weights its resume state holds.
+ *
  * Which examples a stage walks: all training examples when one of its losses can learn from
  * unlabelled ones (it reads a teacher), else only the examples whose label the run may see. */
 #ifndef XD_DISTILL_TRAINER_H
@@ -24,7 +30,7 @@
 
 typedef struct {
     const char *out_dir;  /* created when missing */
-    int resume;           /* continue from out_dir/resume.safetensors */
+    int resume;           /* continue from out_dir/resume.safetensors (or find it finished) */
     int stop_after;       /* > 0: stop once this many epochs are done (resume later) */
     int quiet;            /* no progress output */
     FILE *log;            /* progress bar and epoch lines; NULL = stderr */
@@ -34,6 +40,7 @@ typedef struct {
 typedef struct {
     long seed;
     int epochs_done, finished;
+    int unchanged;              /* resumed a run that had finished: nothing was run or written */
     double final_acc, best_acc; /* test accuracy; for a segment task the mIoU */
     int best_epoch;
     int segment;                /* task segment: the scores are mIoU, with pixel accuracy */
@@ -43,6 +50,10 @@ typedef struct {
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
                       xd_err *e);
+
+/* 1 when dir/summary.json says its run finished, with the run's numbers in res (and
+ * res->unchanged set): what resuming that folder finds. */
+int trainer_finished(const char *dir, train_result *res);
 
 /* Accuracy of node `head` of m over all n examples of a feed (eval mode, batches of the model's
  * max_batch); for a text.* feed, over every (example, language) pair that has a text. input:

@@ -312,6 +312,72 @@ static void test_overrides(void **state)
              "--set data.label_fraction: data.label_fraction: must be in [0, 1]");
 }
 
+/* A key of the optimizer or schedule set on the kind-word form (`schedule: cosine`) turns it into
+ * the mapping form, the kind kept; a bad kind word is still reported at its line. */
+static void test_overrides_on_kind_words(void **state)
+{
+    (void)state;
+    const char *text = "data:\n"
+                       "  path: d.xds\n"
+                       "model: \"" MODEL "\"\n"
+                       "train:\n"
+                       "  epochs: 2\n"
+                       "  optimizer: sgd\n"
+                       "  schedule: cosine\n"
+                       "losses:\n"
+                       "  - kind: ce\n";
+    recipe r;
+    const char *sets[] = {"train.schedule.warmup_steps=100", "train.optimizer.momentum=0.9"};
+    load_ok(text, sets, 2, &r);
+    assert_int_equal(r.train.sched.kind, NN_SCHED_COSINE);
+    assert_int_equal(r.train.sched.warmup_steps, 100);
+    assert_int_equal(r.train.opt.kind, NN_OPT_SGD);
+    assert_true(r.train.opt.momentum == 0.9f);
+    assert_true(r.train.sched_auto_steps);
+    recipe_free(&r);
+    /* the same as the mapping form */
+    const char *same[] = {"train.schedule.kind=cosine", "train.schedule.warmup_steps=100",
+                          "train.optimizer.kind=sgd", "train.optimizer.momentum=0.9"};
+    recipe m;
+    load_ok(minimal_recipe, same, 4, &m);
+    load_ok(text, sets, 2, &r);
+    char *a = recipe_to_yaml(&r), *b = recipe_to_yaml(&m);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    recipe_free(&r);
+    recipe_free(&m);
+    char *typo = malloc(strlen(text) + 8);
+    snprintf(typo, strlen(text) + 8, "%s", text);
+    memcpy(strstr(typo, "cosine"), "cosime", 6);
+    load_bad(typo, sets, 1, XD_EARG, "r.yaml:7");
+    free(typo);
+}
+
+/* Recipes that continue a run: only the keys of recipe_resume_keys may differ, and the message
+ * names both recipes and the line that differs. */
+static void test_resume_check(void **state)
+{
+    (void)state;
+    recipe a, b;
+    const char *threads[] = {"train.threads=3", "train.eval_every=2"};
+    load_ok(minimal_recipe, NULL, 0, &a);
+    load_ok(minimal_recipe, threads, 2, &b);
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(recipe_check_resume(&b, &a, &e));
+    assert_true(recipe_is_resume_key("train.threads"));
+    assert_false(recipe_is_resume_key("train.epochs"));
+    recipe_free(&b);
+    const char *epochs[] = {"train.epochs=3"};
+    load_ok(minimal_recipe, epochs, 1, &b);
+    assert_int_equal(recipe_check_resume(&b, &a, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "it has 'epochs: 3' where the run has 'epochs: 2'");
+    tu_assert_err(&e, XD_EARG, "r.yaml (recipe 'r')");
+    recipe_free(&a);
+    recipe_free(&b);
+}
+
 /* Each class of error, with its line and key path. */
 static void test_errors(void **state)
 {
@@ -735,6 +801,8 @@ int main(void)
         cmocka_unit_test_setup(test_full_recipe, fixture_setup),
         cmocka_unit_test_setup(test_defaults, fixture_setup),
         cmocka_unit_test_setup(test_overrides, fixture_setup),
+        cmocka_unit_test_setup(test_overrides_on_kind_words, fixture_setup),
+        cmocka_unit_test_setup(test_resume_check, fixture_setup),
         cmocka_unit_test_setup(test_errors, fixture_setup),
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
