@@ -1,7 +1,8 @@
-/* distill/checkpoint: round trip, model rebuilt from metadata, mismatches, corrupt files and
- * non-finite values rejected with messages naming the file. */
+/* distill/checkpoint: round trip, model rebuilt from metadata, mismatches, corrupt files, damaged
+ * tensor data and non-finite values rejected with messages naming the file. */
 #include "tests/support/testutil.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
@@ -119,11 +120,73 @@ static void test_mismatch_and_corruption(void **state)
     nn_model_free(&a);
 }
 
+/* A byte flipped in a weight (it becomes another finite number) is caught by the checksums, on
+ * every load; the tensor bytes themselves are the model's floats, as before checksums. */
+static void test_damaged_weights(void **state)
+{
+    (void)state;
+    nn_model a, m;
+    xd_err e;
+    TU_OK(nn_model_build(&a, DESC, 4, 7, &e));
+    float *lw = nn_model_param_data(&a, nn_model_param(&a, "logits.weight"));
+    const float before = -0.0125f, after = 205.5f;
+    lw[1] = before;
+    TU_OK(ckpt_save("m.safetensors", &a, NULL, 0, &e));
+    size_t n;
+    unsigned char *b = tu_read_file("m.safetensors", &n);
+    size_t data_at = 8 + (size_t)io_le_u64(b);
+    /* the data area is every entry's floats in the model's order, nothing added */
+    size_t at = data_at;
+    for (int i = 0; i < a.n_params; i++) {
+        const nn_param *p = &a.params[i];
+        assert_memory_equal(b + at, (p->state ? a.state : a.param) + p->off, sizeof(float) * p->n);
+        at += sizeof(float) * p->n;
+    }
+    assert_int_equal(at, n);
+    unsigned char *hit = memmem(b + data_at, n - data_at, &before, sizeof before);
+    assert_non_null(hit);
+    memcpy(hit, &after, sizeof after);
+    tu_write_file("bad.safetensors", b, n);
+    assert_int_equal(ckpt_load("bad.safetensors", 2, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: tensor 'logits.weight': checksum does not match");
+    TU_OK(nn_model_build(&m, DESC, 4, 1, &e));
+    assert_int_equal(ckpt_load_into("bad.safetensors", &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "logits.weight");
+    nn_model_free(&m);
+
+    /* a checkpoint of an older build (no checksum entries) still loads */
+    json_t *root = json_loadb((const char *)b + 8, data_at - 8, 0, NULL);
+    assert_non_null(root);
+    json_t *meta = json_object_get(root, "__metadata__");
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(meta, tmp, key, v) if (strncmp(key, "crc32.", 6) == 0)
+        json_object_del(meta, key);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    size_t hl = strlen(text), old_n = 8 + hl + (n - data_at);
+    unsigned char *old = malloc(old_n);
+    io_le_put_u64(old, hl);
+    memcpy(old + 8, text, hl);
+    memcpy(old + 8 + hl, b + data_at, n - data_at);
+    memcpy(old + 8 + hl + (hit - (b + data_at)), &before, sizeof before);
+    tu_write_file("old.safetensors", old, old_n);
+    TU_OK(ckpt_load("old.safetensors", 2, &m, &e));
+    assert_memory_equal(m.param, a.param, sizeof(float) * a.n_param);
+    nn_model_free(&m);
+    free(old);
+    free(text);
+    free(b);
+    nn_model_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_mismatch_and_corruption),
+        cmocka_unit_test(test_damaged_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
