@@ -428,27 +428,35 @@ io_sum io_st_tensor_sum(const io_st_file *f, size_t i)
 
 int io_st_has_sums(const io_st_file *f) { return f->n_sums > 0; }
 
+xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e)
+{
+    if (!io_st_has_sums(f)) {
+        if (report) fprintf(report, "%s: no checksums (an older build or another writer)\n", f->path);
+        return XD_OK;
+    }
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < f->n && (report || !s); i++) {
+        io_sum v = io_st_tensor_sum(f, i);
+        const char *name = f->entries[i].t.name;
+        if (report) fprintf(report, "%s: tensor '%s': %s\n", f->path, name, io_sum_names[v]);
+        if (s) continue;
+        if (v == IO_SUM_NONE)
+            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s' has no checksum (metadata '%s%s'), the "
+                        "others have", f->path, name, st_sum_prefix, name);
+        else if (v == IO_SUM_DAMAGED)
+            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s': checksum does not match, the data is "
+                        "damaged", f->path, name);
+    }
+    return s;
+}
+
 xd_status io_st_open(const char *path, io_st_file **out, xd_err *e)
 {
     io_st_file *f;
     xd_status s = io_st_open_unverified(path, &f, e);
     *out = NULL;
     if (s) return s;
-    if (!io_st_has_sums(f)) {
-        *out = f;
-        return XD_OK;
-    }
-    for (size_t i = 0; i < f->n && !s; i++) {
-        io_sum v = io_st_tensor_sum(f, i);
-        if (v == IO_SUM_NONE)
-            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s' has no checksum (metadata '%s%s'), the "
-                        "others have", path, f->entries[i].t.name, st_sum_prefix,
-                        f->entries[i].t.name);
-        else if (v == IO_SUM_DAMAGED)
-            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s': checksum does not match, the data is "
-                        "damaged", path, f->entries[i].t.name);
-    }
-    if (s) {
+    if ((s = io_st_verify(f, NULL, e))) {
         io_st_close(f);
         return s;
     }

@@ -45,6 +45,10 @@ xd_status io_st_open_unverified(const char *path, io_st_file **f, xd_err *e);
 io_sum io_st_tensor_sum(const io_st_file *f, size_t i);
 /* Whether the file stores any checksum. */
 int io_st_has_sums(const io_st_file *f);
+/* Checks every tensor against its checksum; the first damaged one fails (XD_EFORMAT) with
+ * "FILE: tensor 'NAME': checksum does not match, the data is damaged". With report, prints one
+ * line per tensor (ok, damaged, no checksum), or one line saying the file has no checksums. */
+xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e);
 void io_st_close(io_st_file *f);
 
 const char *io_st_path(const io_st_file *f);

@@ -10,6 +10,7 @@
 
 #include "distill/checkpoint.h"
 #include "io/safetensors.h"
+#include "tests/support/tinyset.h"
 
 static const char *DESC = "input h=6 w=6 c=2; conv2d name=c1 out=3 k=3 pad=1; batchnorm name=bn;"
                           "relu; flatten; linear out=4 name=logits head";
@@ -181,12 +182,65 @@ static void test_damaged_weights(void **state)
     nn_model_free(&a);
 }
 
+/* Checks one model description against the tiny data set (8x8 grey, 4 classes, no masks). */
+static xd_status fit(const char *desc, const char *augment, const char *label, xd_err *e)
+{
+    nn_model m;
+    TU_OK(nn_model_build(&m, desc, 2, 1, e));
+    io_dataset *ds;
+    TU_OK(io_dataset_open("tiny.xds", &ds, e));
+    xd_err_clear(e);
+    xd_status s = ckpt_check_fit("m.safetensors", &m, ds, "test", "image", augment, label, e);
+    io_dataset_close(ds);
+    nn_model_free(&m);
+    return s;
+}
+
+/* A model scored on data it does not fit is an error naming both files and both values; an
+ * explicit resize or channel conversion in the stored preprocessing is fine. */
+static void test_check_fit(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.n_train = 8;
+    sp.n_test = 8;
+    tiny_write("tiny.xds", &sp);
+    xd_err e;
+    const char *ok = "input h=8 w=8 c=1; flatten; linear out=4 name=logits head";
+    TU_OK(fit(ok, "", "label", &e));
+    /* the size: 28x28 input on 8x8 images */
+    const char *big = "input h=28 w=28 c=1; flatten; linear out=4 name=logits head";
+    assert_int_equal(fit(big, "mean=0.5", "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: the model reads 28x28x1 images; tiny.xds: "
+                                 "test/image holds 8x8x1");
+    TU_OK(fit(big, "size=28 mean=0.5", "label", &e));
+    /* the channels */
+    const char *rgb = "input h=8 w=8 c=3; flatten; linear out=4 name=logits head";
+    assert_int_equal(fit(rgb, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "reads 8x8x3 images; tiny.xds: test/image holds 8x8x1");
+    TU_OK(fit(rgb, "channels=3", "label", &e));
+    /* the label set: 10 outputs, 4 classes; the other label set has 2 */
+    const char *ten = "input h=8 w=8 c=1; flatten; linear out=10 name=logits head";
+    assert_int_equal(fit(ten, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: the model has 10 classes (head 'logits'); "
+                                 "tiny.xds: label has 4 (classes)");
+    assert_int_equal(fit(ok, NULL, "label.row", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "label.row has 2 (classes.row)");
+    TU_OK(fit(ten, NULL, NULL, &e));
+    /* the task: a segmentation head on a data set without masks */
+    const char *seg = "input h=8 w=8 c=1; conv2d out=5 k=1 name=maps head";
+    assert_int_equal(fit(seg, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: a segmentation model (head 'maps' gives 8x8x5 "
+                                 "maps); tiny.xds: no test/mask");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_mismatch_and_corruption),
         cmocka_unit_test(test_damaged_weights),
+        cmocka_unit_test(test_check_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
