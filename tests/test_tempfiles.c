@@ -46,14 +46,14 @@ static void write_small(const char *path)
 
 /* The child: a half-written output file and a staged folder (files two levels deep), then it
  * tells the parent and waits for the signal. */
-static void child_work(int ready_fd)
+static void child_work(int ready_fd, const char *out, const char *set)
 {
     io_atomic w;
     sets_outdir o;
     xd_err e;
-    if (io_atomic_open(&w, "out.bin", &e) || io_atomic_write(&w, "abc", 3, &e)) _exit(3);
+    if (io_atomic_open(&w, out, &e) || io_atomic_write(&w, "abc", 3, &e)) _exit(3);
     fflush(w.f);
-    if (sets_outdir_open(&o, "set", &e)) _exit(4);
+    if (sets_outdir_open(&o, set, &e)) _exit(4);
     char *sub = sets_outdir_path(&o, "preview");
     mkdir(sub, 0777);
     char *deep = io_path_join(sub, "a.png");
@@ -64,7 +64,9 @@ static void child_work(int ready_fd)
     for (;;) pause();
 }
 
-static void signal_cleans(int sig)
+/* out and set name the outputs; the signal is sent whatever happens before, so that no child
+ * outlives a failed check */
+static void signal_cleans(int sig, const char *out, const char *set)
 {
     int fds[2];
     assert_int_equal(pipe(fds), 0);
@@ -72,37 +74,43 @@ static void signal_cleans(int sig)
     assert_true(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
-        child_work(fds[1]);
+        /* the test runner may start us with SIGINT ignored (a background job), and an ignored
+         * signal is left alone */
+        struct sigaction cur;
+        if (sigaction(sig, NULL, &cur) == 0 && cur.sa_handler == SIG_IGN) signal(sig, SIG_DFL);
+        child_work(fds[1], out, set);
     }
     close(fds[1]);
-    char c;
-    assert_int_equal(read(fds[0], &c, 1), 1);
+    char c, staged[64], tmp_prefix[64];
+    int ready = read(fds[0], &c, 1) == 1;
     close(fds[0]);
-    char staged[64];
-    snprintf(staged, sizeof staged, "set.tmp-%ld", (long)pid);
-    assert_true(exists(staged));
-    assert_int_equal(count_named("out.bin.tmp."), 1);
+    snprintf(staged, sizeof staged, "%s.tmp-%ld", set, (long)pid);
+    snprintf(tmp_prefix, sizeof tmp_prefix, "%s.tmp.", out);
+    int had_staged = exists(staged), had_tmp = count_named(tmp_prefix);
     assert_int_equal(kill(pid, sig), 0);
     int ws;
     assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(ready);
+    assert_true(had_staged);
+    assert_int_equal(had_tmp, 1);
     assert_true(WIFSIGNALED(ws));
     assert_int_equal(WTERMSIG(ws), sig);
     assert_false(exists(staged));
-    assert_int_equal(count_named(".tmp"), 0);
-    assert_false(exists("out.bin"));
-    assert_false(exists("set"));
+    assert_int_equal(count_named(tmp_prefix), 0);
+    assert_false(exists(out));
+    assert_false(exists(set));
 }
 
 static void test_sigterm_removes_temporaries(void **state)
 {
     (void)state;
-    signal_cleans(SIGTERM);
+    signal_cleans(SIGTERM, "term.bin", "term-set");
 }
 
 static void test_sigint_removes_temporaries(void **state)
 {
     (void)state;
-    signal_cleans(SIGINT);
+    signal_cleans(SIGINT, "int.bin", "int-set");
 }
 
 /* A process id that was just in use and is gone now. */
