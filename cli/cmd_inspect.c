@@ -96,15 +96,20 @@ static xd_status show_idx(const char *path, int gz, xd_err *e)
 int cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: xdistill inspect FILE\n\n"
+        printf("usage: xdistill inspect FILE [--verify]\n\n"
                "Prints what FILE holds: a dataset container (metadata, sections), safetensors\n"
                "(metadata, tensors), NPY (dtype, shape), PNG or JPEG (size, channels) or IDX\n"
                "(type, dimensions), with value ranges. The format is recognised by its first\n"
-               "bytes. A corrupt or unknown file gets one line naming the problem and exit 1.\n");
+               "bytes. A corrupt or unknown file gets one line naming the problem and exit 1.\n\n"
+               "  --verify  for a dataset or safetensors file: check every section or tensor\n"
+               "            against its stored checksum, one line each (ok, damaged); exit 1 when\n"
+               "            one is damaged\n");
         return 0;
     }
-    if (argc != 2) return cli_usage_error("inspect", "needs exactly one FILE");
-    const char *path = argv[1];
+    /* --verify before or after FILE */
+    int verify = argc == 3 ? (strcmp(argv[1], "--verify") == 0 ? 1 : strcmp(argv[2], "--verify") == 0 ? 2 : 0) : 0;
+    if (argc != 2 + (verify != 0)) return cli_usage_error("inspect", "needs exactly one FILE");
+    const char *path = argv[verify == 1 ? 2 : 1];
     xd_err e;
     xd_err_clear(&e);
     FILE *f = fopen(path, "rb");
@@ -122,16 +127,18 @@ int cmd_inspect(int argc, char **argv)
         io_dataset *ds;
         s = io_dataset_open(path, &ds, &e);
         if (!s) {
-            io_dataset_describe(ds, stdout);
+            if (verify) s = io_dataset_verify(ds, stdout, &e);
+            else io_dataset_describe(ds, stdout);
             io_dataset_close(ds);
         }
         break;
     }
     case FMT_SAFETENSORS: {
         io_st_file *st;
-        s = io_st_open(path, &st, &e);
+        s = verify ? io_st_open_unverified(path, &st, &e) : io_st_open(path, &st, &e);
         if (!s) {
-            io_st_describe(st, stdout);
+            if (verify) s = io_st_verify(st, stdout, &e);
+            else io_st_describe(st, stdout);
             io_st_close(st);
         }
         break;

@@ -390,7 +390,10 @@ static void eval_usage(FILE *f)
                "Accuracy of a checkpoint's default head on a split of a prepared data set (text.*:\n"
                "over every (example, language) pair that has a text); for a\n"
                "head that is a map (H, W, classes) on a data set with masks (S/mask), the mIoU and\n"
-               "pixel accuracy.\n");
+               "pixel accuracy. --label defaults to the label set the model was trained on. The\n"
+               "model must fit the data: image size and channels (unless its recipe resizes with\n"
+               "size= or converts with channels=), task and number of classes. The data set's\n"
+               "checksums are verified once per change of the file.\n");
 }
 
 typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_COUNT } eval_opt;
@@ -406,7 +409,7 @@ int cmd_eval(int argc, char **argv)
         eval_usage(stdout);
         return 0;
     }
-    const char *val[EO_COUNT] = {[EO_SPLIT] = "test", [EO_LABEL] = "label"};
+    const char *val[EO_COUNT] = {[EO_SPLIT] = "test"};
     for (int i = 1; i < argc; i++) {
         const char *v = "";
         int rc = 0, o = next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
@@ -428,14 +431,18 @@ int cmd_eval(int argc, char **argv)
     double acc = 0.0;
     seg_scores sc = {0};
     int segment = 0;
-    char *aug = NULL, *text = NULL;
+    char *aug = NULL, *text = NULL, *trained_label = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
     if (!view) view = m.tokens ? "text.en" : "image";
-    /* the model reads its inputs the way it was trained */
+    /* the model reads its inputs the way it was trained, and must fit the data */
     if ((s = ckpt_preprocessing(model, &aug, &text, &e)) == XD_OK &&
-        (s = io_dataset_open(data, &ds, &e)) == XD_OK &&
+        (s = ckpt_trained_label(model, &trained_label, &e)) == XD_OK &&
+        (s = io_dataset_open_verified(data, &ds, &e)) == XD_OK &&
+        (s = ckpt_check_fit(model, &m, ds, split, view, aug, label ? label : trained_label,
+                            &e)) == XD_OK &&
         (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK) {
+        if (!label) label = trained_label;
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;
@@ -488,6 +495,7 @@ int cmd_eval(int argc, char **argv)
     free(input);
     free(aug);
     free(text);
+    free(trained_label);
     feed_close(&f);
     if (ds) io_dataset_close(ds);
     nn_model_free(&m);

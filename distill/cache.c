@@ -532,12 +532,8 @@ static xd_status open_cache(const kd_cache_spec *spec, nn_model *teacher, kd_cac
     c->k = r.k;
     c->feat_dim = r.feat_dim;
 
-    char *dir = spec->cache_dir ? xd_xstrdup(spec->cache_dir) : NULL;
-    if (!dir) {
-        char *parent = io_path_dir(spec->dataset_path);
-        dir = io_path_join(parent, "cache");
-        free(parent);
-    }
+    char *dir = spec->cache_dir ? xd_xstrdup(spec->cache_dir)
+                                : io_dataset_cache_dir(spec->dataset_path);
     s = io_mkdir_p(dir, e);
     for (int p = 0; p < KD_PART_COUNT && !s; p++) {
         if (!part_used(&r, (kd_cache_part)p)) continue;

@@ -9,6 +9,7 @@
 #include "core/runtime.h"
 #include "distill/recipe.h"
 #include "io/safetensors.h"
+#include "modalities/image/augment.h"
 
 #define META_FORMAT "format"
 #define META_VERSION "xdistill.version"
@@ -109,21 +110,100 @@ xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err
     return XD_OK;
 }
 
-xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_err *e)
+/* The recipe stored in the checkpoint; *found = 0 (and r untouched) when there is none. */
+static xd_status stored_recipe(const char *path, recipe *r, int *found, xd_err *e)
 {
-    *augment = *text = NULL;
+    *found = 0;
     char *yaml;
     xd_status s = ckpt_read_meta(path, "xdistill.recipe", &yaml, e);
     if (s != XD_OK || !yaml) return s;
-    recipe r;
-    s = recipe_parse(path, yaml, strlen(yaml), NULL, 0, RECIPE_NO_FILE_CHECKS, &r, e);
-    if (s == XD_OK) {
-        *augment = xd_xstrdup(r.data.augment ? r.data.augment : "");
-        *text = xd_xstrdup(r.data.text ? r.data.text : "");
-        recipe_free(&r);
-    } else {
-        xd_err_prefix(e, "%s: the recipe stored in the checkpoint", path);
-    }
+    s = recipe_parse(path, yaml, strlen(yaml), NULL, 0, RECIPE_NO_FILE_CHECKS, r, e);
+    if (s == XD_OK) *found = 1;
+    else xd_err_prefix(e, "%s: the recipe stored in the checkpoint", path);
     free(yaml);
     return s;
+}
+
+xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_err *e)
+{
+    *augment = *text = NULL;
+    recipe r;
+    int found;
+    xd_status s = stored_recipe(path, &r, &found, e);
+    if (s != XD_OK || !found) return s;
+    *augment = xd_xstrdup(r.data.augment ? r.data.augment : "");
+    *text = xd_xstrdup(r.data.text ? r.data.text : "");
+    recipe_free(&r);
+    return XD_OK;
+}
+
+xd_status ckpt_trained_label(const char *path, char **label, xd_err *e)
+{
+    *label = NULL;
+    recipe r;
+    int found;
+    xd_status s = stored_recipe(path, &r, &found, e);
+    if (s != XD_OK) return s;
+    *label = xd_xstrdup(found && r.data.label ? r.data.label : "label");
+    if (found) recipe_free(&r);
+    return XD_OK;
+}
+
+/* The image sizes: the model's input against the split's images (view image only). */
+static xd_status fit_images(const char *path, const nn_model *m, const io_dataset *ds,
+                            const char *split, const char *augment, xd_err *e)
+{
+    char name[IO_DATASET_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%s/image", split);
+    const io_tensor *t = io_dataset_find(ds, name);
+    if (!t || t->ndim != 4 || m->tokens) return XD_OK; /* the feed says what is wrong */
+    img_opts o;
+    img_opts_default(&o);
+    if (augment && *augment && img_opts_parse(&o, augment, NULL) != XD_OK) return XD_OK;
+    const int h = (int)t->shape[1], w = (int)t->shape[2], c = (int)t->shape[3];
+    /* grey+alpha and RGBA lose their alpha on the way in, which is no conversion of colour */
+    const int c_in = c == 2 ? 1 : c == 4 ? 3 : c;
+    const int resized = (h != m->h || w != m->w) && !o.size_h, converted = c_in != m->c && !o.channels;
+    if (!resized && !converted) return XD_OK;
+    return xd_fail(e, XD_ESHAPE, "%s: the model reads %dx%dx%d images; %s: %s holds %dx%dx%d "
+                   "(only a recipe's explicit %s converts them)", path, m->h, m->w, m->c,
+                   io_dataset_path(ds), name, h, w, c,
+                   resized ? "size=HxW in data.augment" : "channels=N in data.augment");
+}
+
+xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *split, const char *view, const char *augment,
+                         const char *label, xd_err *e)
+{
+    const char *data = io_dataset_path(ds);
+    xd_status s;
+    if (strcmp(view, "image") == 0 && (s = fit_images(path, m, ds, split, augment, e)) != XD_OK)
+        return s;
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    char name[IO_DATASET_NAME_MAX + 1];
+    if (hn->h > 1 || hn->w > 1) {
+        snprintf(name, sizeof name, "%s/mask", split);
+        const io_tensor *mt = io_dataset_find(ds, name);
+        const io_strings *mc = io_dataset_find_strings(ds, "classes.mask");
+        if (!mt || mt->ndim != 3 || !mc)
+            return xd_fail(e, XD_ESHAPE, "%s: a segmentation model (head '%s' gives %dx%dx%d "
+                           "maps); %s: no %s and classes.mask to score it against (a data set "
+                           "of images with one label each)", path, hn->name, hn->h, hn->w, hn->c,
+                           data, name);
+        if (mt->shape[1] != hn->h || mt->shape[2] != hn->w || (int)mc->n != hn->c)
+            return xd_fail(e, XD_ESHAPE, "%s: head '%s' gives %dx%d maps of %d classes; %s: %s "
+                           "is %lldx%lld with %zu classes (classes.mask)", path, hn->name, hn->h,
+                           hn->w, hn->c, data, name, (long long)mt->shape[1],
+                           (long long)mt->shape[2], mc->n);
+        return XD_OK;
+    }
+    if (!label) return XD_OK;
+    /* "label" -> "classes", "label.NAME" -> "classes.NAME" */
+    const char *suffix = strncmp(label, "label", 5) == 0 ? label + 5 : "";
+    snprintf(name, sizeof name, "classes%s", suffix);
+    const io_strings *cls = io_dataset_find_strings(ds, name);
+    if (cls && cls->n != hn->act_n)
+        return xd_fail(e, XD_ESHAPE, "%s: the model has %zu classes (head '%s'); %s: %s has %zu "
+                       "(%s)", path, hn->act_n, hn->name, data, label, cls->n, name);
+    return XD_OK;
 }

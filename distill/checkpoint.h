@@ -6,14 +6,16 @@
  * text description, enough to rebuild it) plus whatever the caller adds (the recipe, the epoch,
  * the metrics). Python's safetensors or a plain json+numpy reader loads it unchanged.
  *
- * Loading never trusts the file: the safetensors layer validates the header and offsets, then the
- * tensors must be exactly the model's (names, dtype, shapes) and every value finite. */
+ * Loading never trusts the file: the safetensors layer validates the header and offsets and
+ * verifies the tensors' checksums, then the tensors must be exactly the model's (names, dtype,
+ * shapes) and every value finite. */
 #ifndef XD_DISTILL_CHECKPOINT_H
 #define XD_DISTILL_CHECKPOINT_H
 
 #include <stddef.h>
 
 #include "core/status.h"
+#include "io/dataset.h"
 #include "io/dtype.h"
 #include "nn/model.h"
 
@@ -34,6 +36,23 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
  * holds no recipe (then the caller's own apply). Spatial augmentation words are included; they
  * only act when a feed is asked to augment. */
 xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_err *e);
+
+/* The label set the checkpoint's model was trained on (the stored recipe's data.label, "label"
+ * or "label.NAME") as a new string; "label" when the file holds no recipe. */
+xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
+
+/* Whether the checkpoint's model m (from path) fits what it is about to read: split of ds
+ * through view, with the image option words augment (the preprocessing its feed will use):
+ *  - view image: the images are the model's input height x width and channels, unless augment
+ *    resizes (size=) or converts the channels (channels=) explicitly;
+ *  - a default head that is a map (H, W, C) is a segmentation model: the split needs S/mask of
+ *    H x W and classes.mask of C classes;
+ *  - any other head is a classifier: when the data set names the classes of label (`classes`,
+ *    `classes.NAME`), the head has one output per class (label NULL: not checked).
+ * Failing checks name the checkpoint, the data set and both values (XD_ESHAPE). */
+xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *split, const char *view, const char *augment,
+                         const char *label, xd_err *e);
 
 /* Reads one metadata value of a checkpoint into a new string (NULL when absent). */
 xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e);

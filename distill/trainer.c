@@ -163,7 +163,7 @@ static int spatial_augment(const char *words, int h, int w)
 static xd_status setup_data(run *R, xd_err *e)
 {
     const recipe *r = R->r;
-    xd_status s = io_dataset_open(r->data.path, &R->ds, e);
+    xd_status s = io_dataset_open_verified(r->data.path, &R->ds, e);
     if (s != XD_OK) return s;
     R->spatial = spatial_augment(r->data.augment, R->student.h, R->student.w);
     if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
@@ -252,6 +252,20 @@ static int same_words(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
+/* The label set whose classes teacher ti's outputs are: the one a label map names, none to check
+ * for a list map (the list says the teacher's classes), else the one it was trained on. */
+static const char *teacher_label(const recipe *r, int ti, const char *trained)
+{
+    for (int s = 0; s < r->n_stages; s++)
+        for (int l = 0; l < r->stages[s].n_losses; l++) {
+            const recipe_loss *L = &r->stages[s].losses[l];
+            if (L->teacher != ti) continue;
+            if (L->label_map) return L->label_map;
+            if (L->n_label_table) return NULL;
+        }
+    return trained;
+}
+
 static xd_status setup_teachers(run *R, xd_err *e)
 {
     const recipe *r = R->r;
@@ -275,6 +289,17 @@ static xd_status setup_teachers(run *R, xd_err *e)
         if ((s = ckpt_preprocessing(rt->checkpoint, &taug, &ttext, e)) != XD_OK)
             return xd_err_prefix(e, "teacher '%s'", rt->name);
         const char *aug = taug ? taug : r->data.augment, *text = ttext ? ttext : r->data.text;
+        char *tlabel;
+        if ((s = ckpt_trained_label(rt->checkpoint, &tlabel, e)) == XD_OK) {
+            s = ckpt_check_fit(rt->checkpoint, &t->m, R->ds, r->data.train, view, aug,
+                               teacher_label(r, i, tlabel), e);
+            free(tlabel);
+        }
+        if (s != XD_OK) {
+            free(taug);
+            free(ttext);
+            return xd_err_prefix(e, "teacher '%s'", rt->name);
+        }
         /* the student's input batch serves the teacher only when it is exactly what the teacher
          * would have made itself */
         t->average = rt->languages == RECIPE_LANGS_AVERAGE;

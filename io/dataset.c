@@ -9,6 +9,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/mem.h"
 #include "io/file.h"
@@ -17,14 +18,15 @@ static const char ds_magic[8] = {'X', 'D', 'S', 'E', 'T', 0, 0, 0};
 static const char ds_meta_name[] = "__metadata__";
 
 enum {
-    DS_HEADER = 32,   /* magic, version, count, file size, reserved */
+    DS_HEADER = 32,   /* magic, version, count, file size, table checksum, reserved */
+    DS_TABLE_SUM = 24, /* offset of the table checksum (version 2) */
     DS_ENTRY = 160,   /* one table entry */
     DS_NAME = 64,     /* name field, NUL-padded */
     DS_ALIGN = 64,    /* every section starts at a multiple of this */
     DS_DEFAULT_SECTIONS = 64,
 };
 /* entry field offsets */
-enum { E_KIND = 64, E_DTYPE = 68, E_NDIM = 72, E_RESERVED = 76, E_SHAPE = 80, E_OFFSET = 144, E_LENGTH = 152 };
+enum { E_KIND = 64, E_DTYPE = 68, E_NDIM = 72, E_SUM = 76, E_SHAPE = 80, E_OFFSET = 144, E_LENGTH = 152 };
 static_assert(E_LENGTH + 8 == DS_ENTRY, "table entry layout must add up to DS_ENTRY");
 static_assert(E_SHAPE + 8 * IO_MAX_DIMS == E_OFFSET, "shape must hold IO_MAX_DIMS dimensions");
 
@@ -43,6 +45,7 @@ typedef struct {
     int ndim;
     int64_t shape[IO_MAX_DIMS];
     uint64_t offset, length;
+    uint32_t sum;     /* CRC-32 of the section's bytes */
 } ds_entry;
 
 const char *io_strings_get(const io_strings *s, size_t i, size_t *len)
@@ -68,6 +71,13 @@ struct io_dataset_writer {
 };
 
 static uint64_t ds_align_up(uint64_t x) { return (x + DS_ALIGN - 1) / DS_ALIGN * DS_ALIGN; }
+
+/* The version-2 table checksum of a file's first table_end bytes: the header before the checksum,
+ * then the table. */
+static uint32_t ds_table_sum(const unsigned char *b, size_t table_end)
+{
+    return io_crc32(io_crc32(0, b, DS_TABLE_SUM), b + DS_HEADER, table_end - DS_HEADER);
+}
 
 static xd_status ds_put(io_dataset_writer *w, const void *data, size_t n, xd_err *e)
 {
@@ -206,7 +216,10 @@ xd_status io_dataset_write(io_dataset_writer *w, const void *data, size_t bytes,
                        (unsigned long long)(w->got + bytes), (unsigned long long)en->length);
     }
     s = ds_put(w, data, bytes, e);
-    if (!s) w->got += bytes;
+    if (!s) {
+        w->got += bytes;
+        w->entries[w->n].sum = io_crc32(w->entries[w->n].sum, data, bytes);
+    }
     return s;
 }
 
@@ -302,6 +315,7 @@ static void ds_entry_pack(const ds_entry *en, unsigned char *p)
     io_le_put_u32(p + E_KIND, (uint32_t)en->kind);
     io_le_put_u32(p + E_DTYPE, (uint32_t)en->dtype);
     io_le_put_u32(p + E_NDIM, (uint32_t)en->ndim);
+    io_le_put_u32(p + E_SUM, en->sum);
     for (int d = 0; d < en->ndim; d++) io_le_put_u64(p + E_SHAPE + 8 * d, (uint64_t)en->shape[d]);
     io_le_put_u64(p + E_OFFSET, en->offset);
     io_le_put_u64(p + E_LENGTH, en->length);
@@ -346,6 +360,7 @@ xd_status io_dataset_finish(io_dataset_writer *w, xd_err *e)
         io_le_put_u32(head + 12, (uint32_t)w->n);
         io_le_put_u64(head + 16, w->pos);
         for (size_t i = 0; i < w->n; i++) ds_entry_pack(&w->entries[i], head + DS_HEADER + i * DS_ENTRY);
+        io_le_put_u32(head + DS_TABLE_SUM, ds_table_sum(head, head_len));
         if (fseeko(w->out.f, 0, SEEK_SET) != 0)
             s = xd_fail(e, XD_EIO, "%s: cannot seek in the temporary file", w->out.path);
         else
@@ -368,12 +383,14 @@ typedef struct {
     io_section_kind kind;
     uint64_t offset, length;
     size_t table_at; /* file offset of the table entry, for messages */
+    uint32_t sum;    /* stored checksum (version 2) */
     io_strings strings;
 } ds_section;
 
 struct io_dataset {
     char *path;
     io_map map;
+    uint32_t version;
     size_t n;
     ds_section *sec;
     ds_section **by_name;
@@ -433,7 +450,8 @@ static xd_status ds_read_entry(io_dataset *ds, size_t i, size_t table_end, xd_er
     if (kind >= IO_SECTION_KIND_COUNT) ENTRY_FAIL(E_KIND, "unknown section kind %u", kind);
     if (dtype >= IO_DTYPE_COUNT) ENTRY_FAIL(E_DTYPE, "unknown dtype code %u", dtype);
     if (ndim > IO_MAX_DIMS) ENTRY_FAIL(E_NDIM, "%u dimensions, more than %d", ndim, IO_MAX_DIMS);
-    if (io_le_u32(p + E_RESERVED) != 0) ENTRY_FAIL(E_RESERVED, "reserved field is not zero");
+    if (ds->version == 1 && io_le_u32(p + E_SUM) != 0)
+        ENTRY_FAIL(E_SUM, "reserved field is not zero");
     int64_t shape[IO_MAX_DIMS];
     for (uint32_t d = 0; d < IO_MAX_DIMS; d++) {
         shape[d] = (int64_t)io_le_u64(p + E_SHAPE + 8 * d);
@@ -471,6 +489,7 @@ static xd_status ds_read_entry(io_dataset *ds, size_t i, size_t table_end, xd_er
     sc->kind = (io_section_kind)kind;
     sc->offset = off;
     sc->length = len;
+    sc->sum = io_le_u32(p + E_SUM);
     return XD_OK;
 }
 
@@ -557,10 +576,11 @@ static xd_status ds_read(io_dataset *ds, xd_err *e)
                        ds->path);
     uint32_t version = io_le_u32(b + 8), count = io_le_u32(b + 12);
     uint64_t file_size = io_le_u64(b + 16);
-    if (version != IO_DATASET_VERSION)
+    if (version < 1 || version > IO_DATASET_VERSION)
         return xd_fail(e, XD_EUNSUPPORTED, "%s: offset 8: dataset format version %u is not "
-                       "supported (this build reads version %d)", ds->path, version,
+                       "supported (this build reads versions 1 to %d)", ds->path, version,
                        IO_DATASET_VERSION);
+    ds->version = version;
     if (count > IO_DATASET_MAX_SECTIONS)
         return xd_fail(e, XD_EFORMAT, "%s: offset 12: %u sections, more than the limit of %d",
                        ds->path, count, IO_DATASET_MAX_SECTIONS);
@@ -568,12 +588,16 @@ static xd_status ds_read(io_dataset *ds, xd_err *e)
         return xd_fail(e, XD_EFORMAT, "%s: offset 16: the header says the file has %llu bytes, it "
                        "has %zu (%s)", ds->path, (unsigned long long)file_size, size,
                        size < file_size ? "truncated" : "bytes appended");
-    if (io_le_u64(b + 24) != 0)
-        return xd_fail(e, XD_EFORMAT, "%s: offset 24: reserved field is not zero", ds->path);
+    if (version == 1 ? io_le_u64(b + 24) != 0 : io_le_u32(b + 28) != 0)
+        return xd_fail(e, XD_EFORMAT, "%s: offset %d: reserved field is not zero", ds->path,
+                       version == 1 ? 24 : 28);
     size_t table_end = DS_HEADER + (size_t)count * DS_ENTRY;
     if (table_end > size)
         return xd_fail(e, XD_EFORMAT, "%s: offset 12: the table of %u sections ends at %zu, past "
                        "the end of the file (%zu bytes)", ds->path, count, table_end, size);
+    if (version >= 2 && ds_table_sum(b, table_end) != io_le_u32(b + DS_TABLE_SUM))
+        return xd_fail(e, XD_EFORMAT, "%s: offset %d: the section table's checksum does not "
+                       "match, the header or the table is damaged", ds->path, DS_TABLE_SUM);
 
     ds->sec = xd_xcalloc(count ? count : 1, sizeof *ds->sec);
     ds->n = count;
@@ -712,12 +736,115 @@ const io_kv *io_dataset_meta_at(const io_dataset *ds, size_t i)
     return i < ds->n_meta ? &ds->meta[i] : NULL;
 }
 
+/* ---------------------------------------------------------------- checksums */
+
+int io_dataset_version(const io_dataset *ds) { return (int)ds->version; }
+
+io_sum io_dataset_section_sum(const io_dataset *ds, size_t i)
+{
+    if (ds->version < 2) return IO_SUM_NONE;
+    const ds_section *sc = &ds->sec[i];
+    const unsigned char *b = ds->map.data;
+    return io_crc32(0, b + sc->offset, (size_t)sc->length) == sc->sum ? IO_SUM_OK : IO_SUM_DAMAGED;
+}
+
+xd_status io_dataset_verify(const io_dataset *ds, FILE *report, xd_err *e)
+{
+    if (ds->version < 2) {
+        if (report) fprintf(report, "%s: format version %u, no checksums\n", ds->path, ds->version);
+        return XD_OK;
+    }
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < ds->n && (report || !s); i++) {
+        io_sum v = io_dataset_section_sum(ds, i);
+        if (report) fprintf(report, "%s: section '%s': %s\n", ds->path, ds->sec[i].t.name,
+                            io_sum_names[v]);
+        if (!s && v == IO_SUM_DAMAGED)
+            s = xd_fail(e, XD_EFORMAT, "%s: section '%s': checksum does not match, the data is "
+                        "damaged", ds->path, ds->sec[i].t.name);
+    }
+    return s;
+}
+
+char *io_dataset_cache_dir(const char *path)
+{
+    char *parent = io_path_dir(path);
+    char *dir = io_path_join(parent, "cache");
+    free(parent);
+    return dir;
+}
+
+#define DS_RECORD_FORMAT "xdistill dataset verified 1"
+/* A file modified this recently may change again within the clock's granularity without its
+ * modification time moving, so it is verified but not recorded. */
+#define DS_RECORD_SETTLE_S 2
+
+/* The record's text for the file as it is mapped. */
+static void ds_record_text(const io_dataset *ds, char *buf, size_t n)
+{
+    const unsigned char *b = ds->map.data;
+    snprintf(buf, n, DS_RECORD_FORMAT "\nsize %zu\nmtime %lld.%09lld\ntable %08x\n", ds->map.size,
+             ds->map.mtime_s, ds->map.mtime_ns, (unsigned)io_le_u32(b + DS_TABLE_SUM));
+}
+
+static char *ds_record_path(const char *path)
+{
+    char *dir = io_dataset_cache_dir(path);
+    const char *slash = strrchr(path, '/');
+    char *name = xd_xmalloc(strlen(path) + 16);
+    sprintf(name, "%s.verified", slash ? slash + 1 : path);
+    char *rec = io_path_join(dir, name);
+    free(name);
+    free(dir);
+    return rec;
+}
+
+/* Writes the record; any failure only means verifying again next time. */
+static void ds_record_write(const io_dataset *ds, const char *rec, const char *text)
+{
+    if ((long long)time(NULL) - ds->map.mtime_s < DS_RECORD_SETTLE_S) return;
+    char *dir = io_path_dir(rec);
+    io_atomic w;
+    if (io_mkdir_p(dir, NULL) == XD_OK && io_atomic_open(&w, rec, NULL) == XD_OK) {
+        if (io_atomic_write(&w, text, strlen(text), NULL) == XD_OK) io_atomic_commit(&w, NULL);
+        else io_atomic_abort(&w);
+    }
+    free(dir);
+}
+
+xd_status io_dataset_open_verified(const char *path, io_dataset **ds, xd_err *e)
+{
+    xd_status s = io_dataset_open(path, ds, e);
+    if (s || (*ds)->version < 2) return s;
+    char *rec = ds_record_path(path), text[256], *old = NULL;
+    size_t len;
+    ds_record_text(*ds, text, sizeof text);
+    if (io_read_all(rec, sizeof text, (void **)&old, &len, NULL) != XD_OK || strcmp(old, text) != 0) {
+        s = io_dataset_verify(*ds, NULL, e);
+        if (!s) ds_record_write(*ds, rec, text);
+    }
+    free(old);
+    free(rec);
+    if (s) {
+        io_dataset_close(*ds);
+        *ds = NULL;
+    }
+    return s;
+}
+
 /* ---------------------------------------------------------------- describe */
+
+static void ds_print_sum(const io_dataset *ds, const ds_section *sc, FILE *out)
+{
+    if (ds->version >= 2) fprintf(out, ", crc32 %08x", (unsigned)sc->sum);
+    fputc('\n', out);
+}
 
 void io_dataset_describe(const io_dataset *ds, FILE *out)
 {
-    fprintf(out, "%s: xdistill dataset, format version %d, %zu section%s, %zu bytes\n", ds->path,
-            IO_DATASET_VERSION, ds->n, ds->n == 1 ? "" : "s", ds->map.size);
+    fprintf(out, "%s: xdistill dataset, format version %u%s, %zu section%s, %zu bytes\n",
+            ds->path, ds->version, ds->version == 1 ? " (no checksums)" : "", ds->n,
+            ds->n == 1 ? "" : "s", ds->map.size);
     if (ds->n_meta) fprintf(out, "  metadata:\n");
     for (size_t i = 0; i < ds->n_meta; i++) {
         fprintf(out, "    %s = ", ds->meta[i].key);
@@ -728,8 +855,9 @@ void io_dataset_describe(const io_dataset *ds, FILE *out)
         const ds_section *sc = &ds->sec[i];
         if (strcmp(sc->t.name, ds_meta_name) == 0) continue;
         if (sc->kind == IO_SECTION_STRINGS) {
-            fprintf(out, "  %s: %zu strings, %llu bytes at offset %llu\n", sc->t.name,
+            fprintf(out, "  %s: %zu strings, %llu bytes at offset %llu", sc->t.name,
                     sc->strings.n, (unsigned long long)sc->length, (unsigned long long)sc->offset);
+            ds_print_sum(ds, sc, out);
             size_t show = sc->strings.n < 5 ? sc->strings.n : 5;
             fprintf(out, "    first:");
             for (size_t k = 0; k < show; k++) {
@@ -744,9 +872,10 @@ void io_dataset_describe(const io_dataset *ds, FILE *out)
         }
         char shape_txt[256];
         io_shape_format(sc->t.ndim, sc->t.shape, shape_txt, sizeof shape_txt);
-        fprintf(out, "  %s: %s %s, %llu bytes at offset %llu\n", sc->t.name,
+        fprintf(out, "  %s: %s %s, %llu bytes at offset %llu", sc->t.name,
                 io_dtype_name(sc->t.dtype), shape_txt, (unsigned long long)sc->length,
                 (unsigned long long)sc->offset);
+        ds_print_sum(ds, sc, out);
         io_tensor_print_values(&sc->t, out, "    ");
     }
 }

@@ -4,14 +4,19 @@
  * its sections without copying. Layout (all integers little-endian):
  *
  *   offset 0   magic "XDSET\0\0\0"            8 bytes
- *          8   u32 format version (1)
+ *          8   u32 format version (2)
  *         12   u32 section count
  *         16   u64 total file size            (catches truncation and appended bytes)
- *         24   u64 reserved, 0
+ *         24   u32 table checksum: CRC-32 (io_crc32) of bytes [0, 24) and of the section table
+ *         28   u32 reserved, 0
  *         32   section table: one 160-byte entry per section
- *                name[64] (NUL-padded)  u32 kind  u32 dtype  u32 ndim  u32 reserved
- *                i64 shape[8] (unused dimensions 0)  u64 byte offset  u64 byte length
+ *                name[64] (NUL-padded)  u32 kind  u32 dtype  u32 ndim  u32 checksum (CRC-32 of
+ *                the section's bytes)  i64 shape[8] (unused dimensions 0)  u64 byte offset
+ *                u64 byte length
  *   then the section data, each section starting at a multiple of 64.
+ *
+ * Version 1 (older builds) is the same without checksums: offset 24 is a u64 0 and each entry's
+ * checksum field is 0. Both are read; writers write version 2.
  *
  * Sections are named arrays ("train/image" U8 (N, 28, 28, 1), "train/label" I32 (N), ...) or
  * string tables ("classes"): n strings stored as u64 offsets[n + 1] followed by the bytes of the
@@ -19,8 +24,10 @@
  * metadata (dataset name, preparer version, seed) is the string table "__metadata__" holding
  * key, value, key, value, ...
  *
- * io_dataset_open validates the whole table and every string table before returning, so the
- * views it hands out can be used without further checks. */
+ * io_dataset_open validates the whole table (and, in version 2, its checksum) and every string
+ * table before returning, so the views it hands out can be used without further checks. The
+ * sections' data is checked against their checksums only on request (io_dataset_verify, a pass
+ * over the whole file at about 2 GB/s), or once per file state (io_dataset_open_verified). */
 #ifndef XD_IO_DATASET_H
 #define XD_IO_DATASET_H
 
@@ -31,7 +38,7 @@
 #include "core/status.h"
 #include "io/dtype.h"
 
-#define IO_DATASET_VERSION 1
+#define IO_DATASET_VERSION 2
 /* Longest section name in bytes (the table stores 64 with the NUL). */
 #define IO_DATASET_NAME_MAX 63
 /* More sections than this is not a dataset we wrote. */
@@ -84,6 +91,24 @@ typedef struct io_dataset io_dataset;
 /* Maps and validates path; *ds is NULL on failure. */
 xd_status io_dataset_open(const char *path, io_dataset **ds, xd_err *e);
 void io_dataset_close(io_dataset *ds);
+
+/* Opens path like io_dataset_open and verifies every section's checksum, unless the record
+ * io_dataset_cache_dir(path)/NAME.verified says that this file, at its present size and
+ * modification time, was verified before. A successful verification writes that record (through
+ * io_atomic); where it cannot be written (a read-only disk) the file is simply verified again next
+ * time. Version-1 files have nothing to verify. */
+xd_status io_dataset_open_verified(const char *path, io_dataset **ds, xd_err *e);
+/* Verifies every section; the first damaged one fails (XD_EFORMAT) with "FILE: section 'NAME':
+ * checksum does not match, the data is damaged". With report, prints one line per section (ok,
+ * damaged), or one line saying a version-1 file has no checksums. */
+xd_status io_dataset_verify(const io_dataset *ds, FILE *report, xd_err *e);
+/* Section i's data against its stored checksum (IO_SUM_NONE in a version-1 file). */
+io_sum io_dataset_section_sum(const io_dataset *ds, size_t i);
+/* The file's format version (1: without checksums). */
+int io_dataset_version(const io_dataset *ds);
+/* "<the data set's folder>/cache" (new string): where what is derived from a data set is kept,
+ * teacher outputs and the record of its verification. */
+char *io_dataset_cache_dir(const char *path);
 
 const char *io_dataset_path(const io_dataset *ds);
 /* Sections in file order (the metadata table included). */

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <zlib.h>
 
 typedef struct {
     size_t size;
@@ -217,3 +218,11 @@ void io_print_text(FILE *out, const char *s, size_t len, size_t max_bytes)
     }
     if (show < len) fprintf(out, "... (%zu bytes)", len);
 }
+
+uint32_t io_crc32(uint32_t crc, const void *data, size_t n)
+{
+    return n ? (uint32_t)crc32_z(crc, data, n) : crc;
+}
+
+const char *const io_sum_names[IO_SUM_COUNT] = {
+    [IO_SUM_OK] = "ok", [IO_SUM_DAMAGED] = "damaged", [IO_SUM_NONE] = "no checksum"};

@@ -1,32 +1,239 @@
 /* Files (see file.h). */
 #include "io/file.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/mem.h"
 
+// ----------------------------------------------------------------------------------------------
+// removing a tree with async-signal-safe calls only
+
+/* The record getdents64 fills (the kernel's struct linux_dirent64). */
+typedef struct {
+    uint64_t ino;
+    int64_t off;
+    unsigned short reclen;
+    unsigned char type;
+    char name[];
+} tree_dirent;
+
+/* Folders nested deeper than this are left in place (nothing we make comes close). */
+#define TREE_DEPTH 16
+
+/* Removes name (relative to the folder dirfd) and, for a folder, everything in it. No allocation,
+ * no stdio: a fixed buffer per level on the stack. 0 when name is gone. */
+static int tree_remove_at(int dirfd, const char *name, int depth)
+{
+    /* Linux says EISDIR for a folder (POSIX allows EPERM) */
+    if (unlinkat(dirfd, name, 0) == 0) return 0;
+    if (errno != EISDIR && errno != EPERM) return errno == ENOENT ? 0 : -1;
+    if (depth <= 0) return -1;
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return -1;
+    _Alignas(8) char buf[2048];
+    /* removing entries while reading the folder may make a pass skip some: read it again until a
+     * pass finds nothing left or can remove nothing */
+    for (;;) {
+        int seen = 0, gone = 0;
+        long n;
+        lseek(fd, 0, SEEK_SET);
+        while ((n = syscall(SYS_getdents64, fd, buf, sizeof buf)) > 0)
+            for (long at = 0; at < n;) {
+                const tree_dirent *d = (const tree_dirent *)(const void *)(buf + at);
+                at += d->reclen;
+                if (d->name[0] == '.' && (!d->name[1] || (d->name[1] == '.' && !d->name[2])))
+                    continue;
+                seen++;
+                gone += tree_remove_at(fd, d->name, depth - 1) == 0;
+            }
+        if (!seen || !gone) break;
+    }
+    close(fd);
+    return unlinkat(dirfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+void io_remove_tree(const char *path) { tree_remove_at(AT_FDCWD, path, TREE_DEPTH); }
+
+// ----------------------------------------------------------------------------------------------
+// the registry of temporary paths and the signal handler
+
+enum { TEMP_FREE, TEMP_BUSY, TEMP_FILE, TEMP_TREE };
+
+typedef struct {
+    atomic_int state; /* TEMP_BUSY while its path is written or taken back: the handler skips it */
+    char path[IO_TEMP_PATH_MAX];
+} temp_slot;
+
+static temp_slot temp_slots[IO_TEMP_SLOTS];
+static const int temp_signals[] = {SIGINT, SIGTERM};
+#define TEMP_NSIG ((int)(sizeof temp_signals / sizeof temp_signals[0]))
+static struct sigaction temp_old[TEMP_NSIG];
+static atomic_int temp_installed;
+
+static void temp_on_signal(int sig)
+{
+    int saved = errno;
+    for (int i = 0; i < IO_TEMP_SLOTS; i++) {
+        int st = atomic_load(&temp_slots[i].state);
+        if (st == TEMP_FILE) unlink(temp_slots[i].path);
+        else if (st == TEMP_TREE) io_remove_tree(temp_slots[i].path);
+    }
+    /* the previous action (normally the default: terminate) takes the signal once we return, so
+     * the exit status says which signal stopped the process */
+    for (int k = 0; k < TEMP_NSIG; k++)
+        if (temp_signals[k] == sig) sigaction(sig, &temp_old[k], NULL);
+    raise(sig);
+    errno = saved;
+}
+
+static void temp_install(void)
+{
+    if (atomic_exchange(&temp_installed, 1)) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = temp_on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int k = 0; k < TEMP_NSIG; k++) sigaddset(&sa.sa_mask, temp_signals[k]);
+    for (int k = 0; k < TEMP_NSIG; k++) {
+        if (sigaction(temp_signals[k], NULL, &temp_old[k]) != 0) continue;
+        /* a signal the caller ignores (nohup, a background job) stays ignored */
+        if (!(temp_old[k].sa_flags & SA_SIGINFO) && temp_old[k].sa_handler == SIG_IGN) continue;
+        sigaction(temp_signals[k], &sa, NULL);
+    }
+}
+
+int io_temp_add(const char *path, int tree)
+{
+    size_t n = strlen(path);
+    if (n >= IO_TEMP_PATH_MAX) return -1;
+    temp_install();
+    for (int i = 0; i < IO_TEMP_SLOTS; i++) {
+        int free_state = TEMP_FREE;
+        if (!atomic_compare_exchange_strong(&temp_slots[i].state, &free_state, TEMP_BUSY)) continue;
+        memcpy(temp_slots[i].path, path, n + 1);
+        atomic_store(&temp_slots[i].state, tree ? TEMP_TREE : TEMP_FILE);
+        return i;
+    }
+    return -1;
+}
+
+void io_temp_drop(int slot)
+{
+    if (slot < 0 || slot >= IO_TEMP_SLOTS) return;
+    atomic_store(&temp_slots[slot].state, TEMP_FREE);
+}
+
+// ----------------------------------------------------------------------------------------------
+// stale temporary files
+
+/* Digits of s[0, n) as a process id; 0 if they are not one. */
+static long temp_pid(const char *s, size_t n)
+{
+    if (n == 0 || n > 10) return 0;
+    long v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v > 0 && v <= INT_MAX ? v : 0;
+}
+
+/* mkstemp's six characters */
+static int temp_suffix(const char *s)
+{
+    for (int i = 0; i < 6; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9')))
+            return 0;
+    return s[6] == '\0';
+}
+
+/* The process id a temporary name carries (NAME.tmp.PID.XXXXXX or NAME.tmp-PID), else 0. */
+static long temp_name_pid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n > 8 && temp_suffix(name + n - 6) && name[n - 7] == '.') {
+        const char *end = name + n - 7, *p = end;
+        while (p > name && p[-1] >= '0' && p[-1] <= '9') p--;
+        if (p - name >= 5 && memcmp(p - 5, ".tmp.", 5) == 0) return temp_pid(p, (size_t)(end - p));
+    }
+    const char *dash = strrchr(name, '-');
+    if (dash && dash - name >= 4 && memcmp(dash - 4, ".tmp", 4) == 0)
+        return temp_pid(dash + 1, strlen(dash + 1));
+    return 0;
+}
+
+static int pid_gone(long pid) { return kill((pid_t)pid, 0) != 0 && errno == ESRCH; }
+
+void io_temp_clean_stale(const char *dir, const char *base)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    size_t blen = base ? strlen(base) : 0;
+    const long self = (long)getpid();
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *nm = de->d_name;
+        long pid = temp_name_pid(nm);
+        char *path = io_path_join(dir, nm);
+        if (pid && pid != self && pid_gone(pid)) {
+            io_remove_tree(path);
+        } else if (!pid && base && strncmp(nm, base, blen) == 0 &&
+                   strncmp(nm + blen, ".tmp.", 5) == 0 && temp_suffix(nm + blen + 5)) {
+            /* an older build's name, with no process id to ask: stale once it is a day old */
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_mtime < time(NULL) - 86400)
+                unlink(path);
+        }
+        free(path);
+    }
+    closedir(d);
+}
+
+// ----------------------------------------------------------------------------------------------
+// atomic files
+
+/* Back to the state of a writer that holds nothing (abort and commit may follow safely). */
+static void atomic_reset(io_atomic *w)
+{
+    free(w->path);
+    free(w->tmp_path);
+    memset(w, 0, sizeof *w);
+    w->slot = -1;
+}
+
 xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e)
 {
     memset(w, 0, sizeof *w);
-    size_t n = strlen(path);
+    w->slot = -1;
+    char *dir = io_path_dir(path);
+    const char *slash = strrchr(path, '/');
+    io_temp_clean_stale(dir, slash ? slash + 1 : path);
+    free(dir);
+    size_t n = strlen(path) + 40;
     w->path = xd_xstrdup(path);
-    w->tmp_path = xd_xmalloc(n + 16);
-    snprintf(w->tmp_path, n + 16, "%s.tmp.XXXXXX", path);
+    w->tmp_path = xd_xmalloc(n);
+    snprintf(w->tmp_path, n, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
     int fd = mkstemp(w->tmp_path);
     if (fd < 0) {
         xd_status s = xd_fail(e, XD_EIO, "%s: cannot create: %s", path, strerror(errno));
-        free(w->path);
-        free(w->tmp_path);
-        memset(w, 0, sizeof *w);
+        atomic_reset(w);
         return s;
     }
+    w->slot = io_temp_add(w->tmp_path, 0);
     /* mkstemp makes 0600; give the file the usual permissions (umask applies). */
     mode_t mask = umask(0);
     umask(mask);
@@ -35,10 +242,9 @@ xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e)
     if (!w->f) {
         close(fd);
         unlink(w->tmp_path);
+        io_temp_drop(w->slot);
         xd_status s = xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
-        free(w->path);
-        free(w->tmp_path);
-        memset(w, 0, sizeof *w);
+        atomic_reset(w);
         return s;
     }
     return XD_OK;
@@ -62,19 +268,19 @@ xd_status io_atomic_commit(io_atomic *w, xd_err *e)
     if (s == XD_OK && rename(w->tmp_path, w->path) != 0)
         s = xd_fail(e, XD_EIO, "%s: cannot rename into place: %s", w->path, strerror(errno));
     if (s != XD_OK) unlink(w->tmp_path);
-    free(w->path);
-    free(w->tmp_path);
-    memset(w, 0, sizeof *w);
+    io_temp_drop(w->slot);
+    atomic_reset(w);
     return s;
 }
 
 void io_atomic_abort(io_atomic *w)
 {
     if (w->f) fclose(w->f);
-    if (w->tmp_path) unlink(w->tmp_path);
-    free(w->path);
-    free(w->tmp_path);
-    memset(w, 0, sizeof *w);
+    if (w->tmp_path) {
+        unlink(w->tmp_path);
+        io_temp_drop(w->slot);
+    }
+    atomic_reset(w);
 }
 
 xd_status io_read_all(const char *path, size_t max_bytes, void **data, size_t *n, xd_err *e)
@@ -113,8 +319,7 @@ xd_status io_read_all(const char *path, size_t max_bytes, void **data, size_t *n
 
 xd_status io_map_open(const char *path, io_map *m, xd_err *e)
 {
-    m->data = NULL;
-    m->size = 0;
+    memset(m, 0, sizeof *m);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -131,6 +336,8 @@ xd_status io_map_open(const char *path, io_map *m, xd_err *e)
         m->data = p;
         m->size = (size_t)st.st_size;
     }
+    m->mtime_s = (long long)st.st_mtim.tv_sec;
+    m->mtime_ns = (long long)st.st_mtim.tv_nsec;
     close(fd); /* the mapping stays valid */
     return XD_OK;
 }
@@ -163,22 +370,6 @@ xd_status io_mkdir_p(const char *path, xd_err *e)
     free(p);
     if (!ok) return xd_fail(e, XD_EIO, "%s: not a folder", path);
     return XD_OK;
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-void io_remove_tree(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 char *io_path_join(const char *dir, const char *name)

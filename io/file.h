@@ -1,8 +1,20 @@
-/* Files: atomic writes, whole-file reads with a size limit, read-only memory maps, folders.
+/* Files: atomic writes, temporary paths, whole-file reads with a size limit, read-only memory
+ * maps, folders.
  *
  * Every file xdistill writes goes through io_atomic: the bytes go to a temporary file beside the
- * target, which is renamed over the target only when complete, so a crash or an error never leaves
- * a half-written output under the real name. */
+ * target, TARGET.tmp.PID.XXXXXX, which is renamed over the target only when complete, so a crash
+ * or an error never leaves a half-written output under the real name.
+ *
+ * Temporary paths (those files, and folders such as prepare's DIR.tmp-PID) are listed in one
+ * registry while they exist. SIGINT or SIGTERM removes every listed path, then the signal is
+ * raised again with the action it had before, so the exit status still says "killed by the
+ * signal". The handler only calls async-signal-safe functions on paths built before the signal:
+ * unlink, and for a folder a walk with open/getdents64/unlinkat/rmdir (getdents64 through
+ * syscall(2), which Linux runs without locks) instead of nftw, which allocates. The registry has
+ * IO_TEMP_SLOTS slots of IO_TEMP_PATH_MAX bytes; a path that does not fit is simply not listed.
+ * Whatever a harder kill (SIGKILL, power loss) leaves is removed by the next write into the same
+ * folder: a temporary name carries its process id, and io_temp_clean_stale removes the ones
+ * whose process no longer exists (kill(pid, 0) fails with ESRCH), never a live process's. */
 #ifndef XD_IO_FILE_H
 #define XD_IO_FILE_H
 
@@ -15,14 +27,30 @@ typedef struct {
     char *path;     /* final name */
     char *tmp_path; /* temporary name in the same folder (same file system, so rename is atomic) */
     FILE *f;
+    int slot;       /* its place in the temporary-path registry, -1 if none */
 } io_atomic;
 
+/* Creates the temporary file (clearing stale temporary files of dead processes in the folder). */
 xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e);
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e);
 /* Flushes, syncs, closes and renames; on failure the temporary file is removed. */
 xd_status io_atomic_commit(io_atomic *w, xd_err *e);
 /* Closes and removes the temporary file; safe to call after a failed commit or twice. */
 void io_atomic_abort(io_atomic *w);
+
+#define IO_TEMP_SLOTS 64
+#define IO_TEMP_PATH_MAX 1024
+
+/* Lists a temporary file or folder (tree = 1: removed with everything in it) for removal on
+ * SIGINT/SIGTERM; installs the handlers on first use (not over a signal that is ignored). Returns
+ * the slot for io_temp_drop, or -1 when the registry is full or the path too long. */
+int io_temp_add(const char *path, int tree);
+/* Takes a path off the list (slot -1 is ignored). Call it once the path is renamed or removed. */
+void io_temp_drop(int slot);
+/* Removes the stale temporary entries of folder dir: NAME.tmp.PID.XXXXXX and NAME.tmp-PID whose
+ * process PID no longer exists, and, when base is given, base.tmp.XXXXXX (the names of older
+ * builds, without a process id) last modified more than a day ago. Failures are ignored. */
+void io_temp_clean_stale(const char *dir, const char *base);
 
 /* Reads a whole file into a new buffer (NUL-terminated for convenience, not counted in *n).
  * Fails with XD_EFORMAT if the file is larger than max_bytes. Caller frees *data. */
@@ -31,6 +59,7 @@ xd_status io_read_all(const char *path, size_t max_bytes, void **data, size_t *n
 typedef struct {
     void *data;
     size_t size;
+    long long mtime_s, mtime_ns; /* the file's modification time when it was mapped */
 } io_map;
 
 /* Maps a whole file read-only. An empty file maps to data == NULL, size == 0. */
@@ -39,7 +68,7 @@ void io_map_close(io_map *m);
 
 /* mkdir -p */
 xd_status io_mkdir_p(const char *path, xd_err *e);
-/* rm -r of a folder (or file) we made; links are removed, never followed. */
+/* rm -r of a folder (or file) we made; links are removed, never followed. Async-signal-safe. */
 void io_remove_tree(const char *path);
 /* Joins dir and name with one '/', into a new string. */
 char *io_path_join(const char *dir, const char *name);

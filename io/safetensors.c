@@ -14,11 +14,16 @@
 #include "io/file.h"
 
 static const char st_meta_key[] = "__metadata__";
+/* metadata key of a tensor's checksum: this prefix and the tensor's name */
+static const char st_sum_prefix[] = "crc32.";
+#define ST_SUM_PREFIX_LEN (sizeof st_sum_prefix - 1)
 
 typedef struct {
     io_tensor t;
     uint64_t begin, end; /* data_offsets, relative to the data area */
     void *copy;          /* aligned copy of the data, when the file's placement is not aligned */
+    int has_sum;
+    uint32_t sum;        /* its "crc32.NAME" entry */
 } st_entry;
 
 struct io_st_file {
@@ -30,7 +35,9 @@ struct io_st_file {
     st_entry *entries; /* header order */
     st_entry **by_name; /* sorted by name, for io_st_find */
     size_t n_meta;
-    io_kv *meta;
+    io_kv *meta;       /* without the checksum entries */
+    size_t n_sums;
+    io_kv *sums;       /* the checksum entries while parsing: tensor name, hex digits */
 };
 
 /* ---------------------------------------------------------------- writing */
@@ -54,26 +61,28 @@ static json_t *st_entry_json(const io_tensor *t, uint64_t begin, uint64_t end)
 static char *st_header_text(const char *path, const io_tensor *ts, size_t n, const io_kv *meta,
                             size_t n_meta, xd_err *e)
 {
-    json_t *root = json_object();
+    json_t *root = json_object(), *m = json_object();
     char *text = NULL;
-    if (n_meta) {
-        json_t *m = json_object();
-        json_object_set_new(root, st_meta_key, m);
-        for (size_t i = 0; i < n_meta; i++) {
-            const io_kv *kv = &meta[i];
-            if (!kv->key || !kv->value) {
-                xd_fail(e, XD_EARG, "%s: metadata entry %zu has no key or no value", path, i);
-                goto done;
-            }
-            if (json_object_get(m, kv->key)) {
-                xd_fail(e, XD_EARG, "%s: metadata key '%s' given twice", path, kv->key);
-                goto done;
-            }
-            json_t *v = json_string(kv->value);
-            if (!v || json_object_set_new(m, kv->key, v) != 0) {
-                xd_fail(e, XD_EARG, "%s: metadata '%s' is not valid UTF-8", path, kv->key);
-                goto done;
-            }
+    json_object_set_new(root, st_meta_key, m);
+    for (size_t i = 0; i < n_meta; i++) {
+        const io_kv *kv = &meta[i];
+        if (!kv->key || !kv->value) {
+            xd_fail(e, XD_EARG, "%s: metadata entry %zu has no key or no value", path, i);
+            goto done;
+        }
+        if (strncmp(kv->key, st_sum_prefix, ST_SUM_PREFIX_LEN) == 0) {
+            xd_fail(e, XD_EARG, "%s: metadata keys starting with '%s' are reserved for "
+                    "checksums ('%s')", path, st_sum_prefix, kv->key);
+            goto done;
+        }
+        if (json_object_get(m, kv->key)) {
+            xd_fail(e, XD_EARG, "%s: metadata key '%s' given twice", path, kv->key);
+            goto done;
+        }
+        json_t *v = json_string(kv->value);
+        if (!v || json_object_set_new(m, kv->key, v) != 0) {
+            xd_fail(e, XD_EARG, "%s: metadata '%s' is not valid UTF-8", path, kv->key);
+            goto done;
         }
     }
     uint64_t off = 0;
@@ -105,8 +114,14 @@ static char *st_header_text(const char *path, const io_tensor *ts, size_t n, con
             xd_fail(e, XD_EARG, "%s: tensor name '%s' is not valid UTF-8", path, t->name);
             goto done;
         }
+        char *key = xd_xmalloc(ST_SUM_PREFIX_LEN + strlen(t->name) + 1), hex[9];
+        snprintf(key, ST_SUM_PREFIX_LEN + strlen(t->name) + 1, "%s%s", st_sum_prefix, t->name);
+        snprintf(hex, sizeof hex, "%08x", (unsigned)io_crc32(0, t->data, bytes));
+        json_object_set_new(m, key, json_string(hex));
+        free(key);
         off += bytes;
     }
+    if (json_object_size(m) == 0) json_object_del(root, st_meta_key);
     text = json_dumps(root, JSON_COMPACT);
     if (!text) xd_fail(e, XD_ENOMEM, "%s: cannot build the header", path);
 done:
@@ -178,15 +193,17 @@ static xd_status st_parse_meta(io_st_file *f, json_t *m, xd_err *e)
     if (!json_is_object(m))
         return xd_fail(e, XD_EFORMAT, "%s: '%s' is not a JSON object", f->path, st_meta_key);
     f->meta = xd_xcalloc(json_object_size(m) + 1, sizeof *f->meta);
+    f->sums = xd_xcalloc(json_object_size(m) + 1, sizeof *f->sums);
     const char *key;
     json_t *v;
     json_object_foreach(m, key, v) {
         if (!json_is_string(v))
             return xd_fail(e, XD_EFORMAT, "%s: metadata '%s' is not a string (all values of "
                            "'%s' must be strings)", f->path, key, st_meta_key);
-        f->meta[f->n_meta].key = xd_xstrdup(key);
-        f->meta[f->n_meta].value = xd_xstrdup(json_string_value(v));
-        f->n_meta++;
+        int sum = strncmp(key, st_sum_prefix, ST_SUM_PREFIX_LEN) == 0;
+        io_kv *kv = sum ? &f->sums[f->n_sums++] : &f->meta[f->n_meta++];
+        kv->key = xd_xstrdup(sum ? key + ST_SUM_PREFIX_LEN : key);
+        kv->value = xd_xstrdup(json_string_value(v));
     }
     return XD_OK;
 }
@@ -282,6 +299,44 @@ static xd_status st_check_tiling(io_st_file *f, xd_err *e)
     return s;
 }
 
+static void st_free_kv(io_kv *kv, size_t n)
+{
+    for (size_t i = 0; kv && i < n; i++) {
+        free((char *)kv[i].key);
+        free((char *)kv[i].value);
+    }
+    free(kv);
+}
+
+static st_entry *st_lookup(const io_st_file *f, const char *name)
+{
+    st_entry **hit = bsearch(name, f->by_name, f->n, sizeof *f->by_name, st_cmp_key);
+    return hit ? *hit : NULL;
+}
+
+/* Each "crc32.NAME" entry onto its tensor: 8 hex digits, a tensor of that name. */
+static xd_status st_attach_sums(io_st_file *f, xd_err *e)
+{
+    for (size_t i = 0; i < f->n_sums; i++) {
+        const char *name = f->sums[i].key, *hex = f->sums[i].value;
+        st_entry *t = st_lookup(f, name);
+        size_t digits = strspn(hex, "0123456789abcdefABCDEF");
+        if (!t)
+            return xd_fail(e, XD_EFORMAT, "%s: metadata '%s%s' is the checksum of no tensor",
+                           f->path, st_sum_prefix, name);
+        if (digits != 8 || hex[8])
+            return xd_fail(e, XD_EFORMAT, "%s: metadata '%s%s' = '%s' is not 8 hex digits",
+                           f->path, st_sum_prefix, name, hex);
+        t->has_sum = 1;
+        t->sum = (uint32_t)strtoul(hex, NULL, 16);
+    }
+    st_free_kv(f->sums, f->n_sums);
+    f->sums = NULL;
+    f->n_sums = 0;
+    for (size_t i = 0; i < f->n; i++) f->n_sums += (size_t)f->entries[i].has_sum;
+    return XD_OK;
+}
+
 static xd_status st_parse(io_st_file *f, xd_err *e)
 {
     const unsigned char *b = f->map.data;
@@ -342,12 +397,13 @@ static xd_status st_parse(io_st_file *f, xd_err *e)
     f->by_name = xd_xmalloc((f->n ? f->n : 1) * sizeof *f->by_name);
     for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->entries[i];
     qsort(f->by_name, f->n, sizeof *f->by_name, st_cmp_name);
+    s = st_attach_sums(f, e);
 done:
     json_decref(root);
     return s;
 }
 
-xd_status io_st_open(const char *path, io_st_file **out, xd_err *e)
+xd_status io_st_open_unverified(const char *path, io_st_file **out, xd_err *e)
 {
     *out = NULL;
     io_st_file *f = xd_xcalloc(1, sizeof *f);
@@ -362,6 +418,52 @@ xd_status io_st_open(const char *path, io_st_file **out, xd_err *e)
     return XD_OK;
 }
 
+io_sum io_st_tensor_sum(const io_st_file *f, size_t i)
+{
+    const st_entry *t = &f->entries[i];
+    if (!t->has_sum) return IO_SUM_NONE;
+    return io_crc32(0, t->t.data, (size_t)(t->end - t->begin)) == t->sum ? IO_SUM_OK
+                                                                          : IO_SUM_DAMAGED;
+}
+
+int io_st_has_sums(const io_st_file *f) { return f->n_sums > 0; }
+
+xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e)
+{
+    if (!io_st_has_sums(f)) {
+        if (report) fprintf(report, "%s: no checksums (an older build or another writer)\n", f->path);
+        return XD_OK;
+    }
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < f->n && (report || !s); i++) {
+        io_sum v = io_st_tensor_sum(f, i);
+        const char *name = f->entries[i].t.name;
+        if (report) fprintf(report, "%s: tensor '%s': %s\n", f->path, name, io_sum_names[v]);
+        if (s) continue;
+        if (v == IO_SUM_NONE)
+            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s' has no checksum (metadata '%s%s'), the "
+                        "others have", f->path, name, st_sum_prefix, name);
+        else if (v == IO_SUM_DAMAGED)
+            s = xd_fail(e, XD_EFORMAT, "%s: tensor '%s': checksum does not match, the data is "
+                        "damaged", f->path, name);
+    }
+    return s;
+}
+
+xd_status io_st_open(const char *path, io_st_file **out, xd_err *e)
+{
+    io_st_file *f;
+    xd_status s = io_st_open_unverified(path, &f, e);
+    *out = NULL;
+    if (s) return s;
+    if ((s = io_st_verify(f, NULL, e))) {
+        io_st_close(f);
+        return s;
+    }
+    *out = f;
+    return XD_OK;
+}
+
 void io_st_close(io_st_file *f)
 {
     if (!f) return;
@@ -369,11 +471,8 @@ void io_st_close(io_st_file *f)
         free((char *)f->entries[i].t.name);
         free(f->entries[i].copy);
     }
-    for (size_t i = 0; i < f->n_meta; i++) {
-        free((char *)f->meta[i].key);
-        free((char *)f->meta[i].value);
-    }
-    free(f->meta);
+    st_free_kv(f->meta, f->n_meta);
+    st_free_kv(f->sums, f->n_sums);
     free(f->entries);
     free(f->by_name);
     io_map_close(&f->map);
@@ -389,8 +488,8 @@ const io_kv *io_st_meta_at(const io_st_file *f, size_t i) { return i < f->n_meta
 
 const io_tensor *io_st_find(const io_st_file *f, const char *name)
 {
-    st_entry **hit = bsearch(name, f->by_name, f->n, sizeof *f->by_name, st_cmp_key);
-    return hit ? &(*hit)->t : NULL;
+    const st_entry *t = st_lookup(f, name);
+    return t ? &t->t : NULL;
 }
 
 const char *io_st_meta(const io_st_file *f, const char *key)
@@ -464,9 +563,11 @@ void io_st_describe(const io_st_file *f, FILE *out)
         const st_entry *t = &f->entries[i];
         char shape_txt[256];
         io_shape_format(t->t.ndim, t->t.shape, shape_txt, sizeof shape_txt);
-        fprintf(out, "  %s: %s %s, %llu bytes at data offset %llu\n", t->t.name,
+        fprintf(out, "  %s: %s %s, %llu bytes at data offset %llu", t->t.name,
                 io_dtype_name(t->t.dtype), shape_txt, (unsigned long long)(t->end - t->begin),
                 (unsigned long long)t->begin);
+        if (t->has_sum) fprintf(out, ", crc32 %08x", (unsigned)t->sum);
+        fputc('\n', out);
         io_tensor_print_values(&t->t, out, "    ");
     }
 }

@@ -9,7 +9,14 @@
  * The writer puts tensors contiguously in the order given, with no holes, and pads the header
  * with spaces so the data starts 8-byte aligned. The reader maps the file and validates all of
  * it before handing anything out: the header length, the JSON, each entry's dtype, shape and
- * offsets, and that the tensors tile the data area exactly (no overlaps, no gaps). */
+ * offsets, and that the tensors tile the data area exactly (no overlaps, no gaps).
+ *
+ * Checksums: the writer adds one metadata entry per tensor, "crc32.NAME" = 8 lowercase hex digits
+ * of the CRC-32 of the tensor's data bytes (io_crc32; Python: f"{zlib.crc32(data):08x}"), and
+ * leaves the tensor bytes exactly as they were. io_st_open verifies every tensor against its entry
+ * and refuses a file whose data does not match, naming the tensor. A file without any "crc32."
+ * entry (older builds, other writers) opens unverified; a file with some must have one for every
+ * tensor. The entries are not listed among the metadata (io_st_meta_*). */
 #ifndef XD_IO_SAFETENSORS_H
 #define XD_IO_SAFETENSORS_H
 
@@ -24,13 +31,24 @@
 
 typedef struct io_st_file io_st_file;
 
-/* Writes n tensors and n_meta metadata pairs (NULL if none) to path through io_atomic. Names
- * must be unique, and "__metadata__" is reserved. */
+/* Writes n tensors and n_meta metadata pairs (NULL if none) to path through io_atomic, with the
+ * tensors' checksums. Names must be unique; "__metadata__" and metadata keys starting with
+ * "crc32." are reserved. */
 xd_status io_st_write(const char *path, const io_tensor *tensors, size_t n, const io_kv *meta,
                       size_t n_meta, xd_err *e);
 
-/* Maps and validates path; *f is NULL on failure. */
+/* Maps and validates path and verifies the tensors' checksums; *f is NULL on failure. */
 xd_status io_st_open(const char *path, io_st_file **f, xd_err *e);
+/* The same without reading the tensor data (for io_st_tensor_sum, one tensor at a time). */
+xd_status io_st_open_unverified(const char *path, io_st_file **f, xd_err *e);
+/* Tensor i's data against its stored checksum (IO_SUM_NONE: the file has none for it). */
+io_sum io_st_tensor_sum(const io_st_file *f, size_t i);
+/* Whether the file stores any checksum. */
+int io_st_has_sums(const io_st_file *f);
+/* Checks every tensor against its checksum; the first damaged one fails (XD_EFORMAT) with
+ * "FILE: tensor 'NAME': checksum does not match, the data is damaged". With report, prints one
+ * line per tensor (ok, damaged, no checksum), or one line saying the file has no checksums. */
+xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e);
 void io_st_close(io_st_file *f);
 
 const char *io_st_path(const io_st_file *f);

@@ -1,7 +1,8 @@
-/* distill/checkpoint: round trip, model rebuilt from metadata, mismatches, corrupt files and
- * non-finite values rejected with messages naming the file. */
+/* distill/checkpoint: round trip, model rebuilt from metadata, mismatches, corrupt files, damaged
+ * tensor data and non-finite values rejected with messages naming the file. */
 #include "tests/support/testutil.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include "distill/checkpoint.h"
 #include "io/safetensors.h"
+#include "tests/support/tinyset.h"
 
 static const char *DESC = "input h=6 w=6 c=2; conv2d name=c1 out=3 k=3 pad=1; batchnorm name=bn;"
                           "relu; flatten; linear out=4 name=logits head";
@@ -119,11 +121,126 @@ static void test_mismatch_and_corruption(void **state)
     nn_model_free(&a);
 }
 
+/* A byte flipped in a weight (it becomes another finite number) is caught by the checksums, on
+ * every load; the tensor bytes themselves are the model's floats, as before checksums. */
+static void test_damaged_weights(void **state)
+{
+    (void)state;
+    nn_model a, m;
+    xd_err e;
+    TU_OK(nn_model_build(&a, DESC, 4, 7, &e));
+    float *lw = nn_model_param_data(&a, nn_model_param(&a, "logits.weight"));
+    const float before = -0.0125f, after = 205.5f;
+    lw[1] = before;
+    TU_OK(ckpt_save("m.safetensors", &a, NULL, 0, &e));
+    size_t n;
+    unsigned char *b = tu_read_file("m.safetensors", &n);
+    size_t data_at = 8 + (size_t)io_le_u64(b);
+    /* the data area is every entry's floats in the model's order, nothing added */
+    size_t at = data_at;
+    for (int i = 0; i < a.n_params; i++) {
+        const nn_param *p = &a.params[i];
+        assert_memory_equal(b + at, (p->state ? a.state : a.param) + p->off, sizeof(float) * p->n);
+        at += sizeof(float) * p->n;
+    }
+    assert_int_equal(at, n);
+    unsigned char *hit = memmem(b + data_at, n - data_at, &before, sizeof before);
+    assert_non_null(hit);
+    memcpy(hit, &after, sizeof after);
+    tu_write_file("bad.safetensors", b, n);
+    assert_int_equal(ckpt_load("bad.safetensors", 2, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: tensor 'logits.weight': checksum does not match");
+    TU_OK(nn_model_build(&m, DESC, 4, 1, &e));
+    assert_int_equal(ckpt_load_into("bad.safetensors", &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "logits.weight");
+    nn_model_free(&m);
+
+    /* a checkpoint of an older build (no checksum entries) still loads */
+    json_t *root = json_loadb((const char *)b + 8, data_at - 8, 0, NULL);
+    assert_non_null(root);
+    json_t *meta = json_object_get(root, "__metadata__");
+    const char *key;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(meta, tmp, key, v) if (strncmp(key, "crc32.", 6) == 0)
+        json_object_del(meta, key);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    size_t hl = strlen(text), old_n = 8 + hl + (n - data_at);
+    unsigned char *old = malloc(old_n);
+    io_le_put_u64(old, hl);
+    memcpy(old + 8, text, hl);
+    memcpy(old + 8 + hl, b + data_at, n - data_at);
+    memcpy(old + 8 + hl + (hit - (b + data_at)), &before, sizeof before);
+    tu_write_file("old.safetensors", old, old_n);
+    TU_OK(ckpt_load("old.safetensors", 2, &m, &e));
+    assert_memory_equal(m.param, a.param, sizeof(float) * a.n_param);
+    nn_model_free(&m);
+    free(old);
+    free(text);
+    free(b);
+    nn_model_free(&a);
+}
+
+/* Checks one model description against the tiny data set (8x8 grey, 4 classes, no masks). */
+static xd_status fit(const char *desc, const char *augment, const char *label, xd_err *e)
+{
+    nn_model m;
+    TU_OK(nn_model_build(&m, desc, 2, 1, e));
+    io_dataset *ds;
+    TU_OK(io_dataset_open("tiny.xds", &ds, e));
+    xd_err_clear(e);
+    xd_status s = ckpt_check_fit("m.safetensors", &m, ds, "test", "image", augment, label, e);
+    io_dataset_close(ds);
+    nn_model_free(&m);
+    return s;
+}
+
+/* A model scored on data it does not fit is an error naming both files and both values; an
+ * explicit resize or channel conversion in the stored preprocessing is fine. */
+static void test_check_fit(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.n_train = 8;
+    sp.n_test = 8;
+    tiny_write("tiny.xds", &sp);
+    xd_err e;
+    const char *ok = "input h=8 w=8 c=1; flatten; linear out=4 name=logits head";
+    TU_OK(fit(ok, "", "label", &e));
+    /* the size: 28x28 input on 8x8 images */
+    const char *big = "input h=28 w=28 c=1; flatten; linear out=4 name=logits head";
+    assert_int_equal(fit(big, "mean=0.5", "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: the model reads 28x28x1 images; tiny.xds: "
+                                 "test/image holds 8x8x1");
+    TU_OK(fit(big, "size=28 mean=0.5", "label", &e));
+    /* the channels */
+    const char *rgb = "input h=8 w=8 c=3; flatten; linear out=4 name=logits head";
+    assert_int_equal(fit(rgb, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "reads 8x8x3 images; tiny.xds: test/image holds 8x8x1");
+    TU_OK(fit(rgb, "channels=3", "label", &e));
+    /* the label set: 10 outputs, 4 classes; the other label set has 2 */
+    const char *ten = "input h=8 w=8 c=1; flatten; linear out=10 name=logits head";
+    assert_int_equal(fit(ten, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: the model has 10 classes (head 'logits'); "
+                                 "tiny.xds: label has 4 (classes)");
+    assert_int_equal(fit(ok, NULL, "label.row", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "label.row has 2 (classes.row)");
+    TU_OK(fit(ten, NULL, NULL, &e));
+    /* the task: a segmentation head on a data set without masks */
+    const char *seg = "input h=8 w=8 c=1; conv2d out=5 k=1 name=maps head";
+    assert_int_equal(fit(seg, NULL, "label", &e), XD_ESHAPE);
+    tu_assert_err(&e, XD_ESHAPE, "m.safetensors: a segmentation model (head 'maps' gives 8x8x5 "
+                                 "maps); tiny.xds: no test/mask");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_mismatch_and_corruption),
+        cmocka_unit_test(test_damaged_weights),
+        cmocka_unit_test(test_check_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 /* io/dataset: round trip of arrays, streamed sections, string tables and metadata; the documented
- * byte layout; writer misuse; and corrupt files, each refused with the file name. */
+ * byte layout; writer misuse; corrupt files, each refused with the file name; the checksums of the
+ * table and of every section, version-1 files, and the record of a verified file. */
 #include "tests/support/testutil.h"
 
 #include <dirent.h>
@@ -7,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "io/dataset.h"
 #include "io/dtype.h"
@@ -15,6 +20,17 @@
 enum { HDR = 32, ENT = 160, F_KIND = 64, F_DTYPE = 68, F_NDIM = 72, F_SHAPE = 80, F_OFF = 144, F_LEN = 152 };
 
 static size_t entry_at(size_t i) { return HDR + i * ENT; }
+
+/* The table checksum of a version-2 file: CRC-32 of bytes [0, 24) and of the table. */
+static uint32_t table_crc(const unsigned char *b)
+{
+    uLong c = crc32(0L, b, 24);
+    return (uint32_t)crc32(c, b + HDR, (uInt)(io_le_u32(b + 12) * ENT));
+}
+
+/* Stores the table checksum again after a test changed the table on purpose, so that the reader's
+ * other checks are the ones that answer. */
+static void reseal(unsigned char *b) { io_le_put_u32(b + 24, table_crc(b)); }
 
 static int file_exists(const char *path)
 {
@@ -159,7 +175,7 @@ static void test_dataset_roundtrip(void **state)
     FILE *out = open_memstream(&text, &len);
     io_dataset_describe(ds, out);
     fclose(out);
-    assert_non_null(strstr(text, "d.xds: xdistill dataset, format version 1, 8 sections"));
+    assert_non_null(strstr(text, "d.xds: xdistill dataset, format version 2, 8 sections"));
     assert_non_null(strstr(text, "    seed = 42\n"));
     assert_non_null(strstr(text, "  train/image: U8 (4, 28, 28, 1), 3136 bytes at offset "));
     assert_non_null(strstr(text, "  train/label: I32 (4,), 16 bytes"));
@@ -189,10 +205,11 @@ static void test_dataset_layout(void **state)
     size_t n;
     unsigned char *b = tu_read_file("l.xds", &n);
     assert_memory_equal(b, "XDSET\0\0\0", 8);
-    assert_int_equal(io_le_u32(b + 8), 1);
+    assert_int_equal(io_le_u32(b + 8), 2);
     assert_int_equal(io_le_u32(b + 12), 2);
     assert_int_equal(io_le_u64(b + 16), n);
-    assert_int_equal(io_le_u64(b + 24), 0);
+    assert_int_equal(io_le_u32(b + 24), table_crc(b));
+    assert_int_equal(io_le_u32(b + 28), 0);
     const unsigned char *e0 = b + entry_at(0), *e1 = b + entry_at(1);
     assert_string_equal((const char *)e0, "v");
     for (int i = 1; i < 64; i++) assert_int_equal(e0[i], 0);
@@ -205,6 +222,7 @@ static void test_dataset_layout(void **state)
     assert_true(off0 >= entry_at(3)); /* after the reserved table of 2 + 1 entries */
     assert_int_equal(io_le_u64(e0 + F_LEN), 24);
     assert_memory_equal(b + off0, v, 24);
+    assert_int_equal(io_le_u32(e0 + 76), (uint32_t)crc32(0L, b + off0, 24));
     assert_string_equal((const char *)e1, "s");
     assert_int_equal(io_le_u32(e1 + F_KIND), IO_SECTION_STRINGS);
     assert_int_equal(io_le_u32(e1 + F_DTYPE), IO_U8);
@@ -216,6 +234,7 @@ static void test_dataset_layout(void **state)
     assert_int_equal(io_le_u64(b + off1 + 8), 3);
     assert_int_equal(io_le_u64(b + off1 + 16), 5);
     assert_memory_equal(b + off1 + 24, "ab\0c\0", 5);
+    assert_int_equal(io_le_u32(e1 + 76), (uint32_t)crc32(0L, b + off1, 29));
     assert_int_equal(n, off1 + 29);
     free(b);
 }
@@ -259,11 +278,11 @@ static void test_dataset_rejects_bad_header(void **state)
     expect_open_fails("magic.xds", XD_EFORMAT, "offset 0: not an xdistill dataset file (bad magic)");
 
     memcpy(b, base, n);
-    put_u32(b, 8, 2);
+    put_u32(b, 8, 3);
     tu_write_file("ver.xds", b, n);
     expect_open_fails("ver.xds", XD_EUNSUPPORTED,
-                      "offset 8: dataset format version 2 is not supported (this build reads "
-                      "version 1)");
+                      "offset 8: dataset format version 3 is not supported (this build reads "
+                      "versions 1 to 2)");
 
     memcpy(b, base, n);
     memset(b + n, 0, 64);
@@ -279,9 +298,16 @@ static void test_dataset_rejects_bad_header(void **state)
     expect_open_fails("count2.xds", XD_EFORMAT, "more than the limit");
 
     memcpy(b, base, n);
-    put_u64(b, 24, 1);
+    put_u32(b, 28, 1);
     tu_write_file("res.xds", b, n);
-    expect_open_fails("res.xds", XD_EFORMAT, "offset 24: reserved field is not zero");
+    expect_open_fails("res.xds", XD_EFORMAT, "offset 28: reserved field is not zero");
+
+    /* any change to the header or the table that the other checks let through */
+    memcpy(b, base, n);
+    b[entry_at(0) + F_SHAPE + 1] ^= 0x01;
+    tu_write_file("table.xds", b, n);
+    expect_open_fails("table.xds", XD_EFORMAT, "offset 24: the section table's checksum does not "
+                      "match");
 
     /* truncated at every length */
     for (size_t len = 0; len < n; len++) {
@@ -319,7 +345,6 @@ static void test_dataset_rejects_bad_entries(void **state)
         {0, F_DTYPE, 4, 99, 0, "unknown dtype code 99"},
         {0, F_KIND, 4, 7, 0, "unknown section kind 7"},
         {0, F_NDIM, 4, 9, 0, "9 dimensions"},
-        {0, 76, 4, 1, 0, "reserved field is not zero"},
         {0, 0, 0, 0, 0, "non-NUL-terminated name"},
         {0, 0, 1, 0, 0, "empty name"},
         {1, 0, 1, 'a', 0, "section name 'a' appears twice"},
@@ -339,6 +364,7 @@ static void test_dataset_rejects_bad_entries(void **state)
         else if (c->width == 4) put_u32(b, at, (uint32_t)val);
         else if (c->width == 1) b[at] = (unsigned char)val;
         else memset(b + at, 'x', 64);
+        reseal(b);
         char path[32];
         snprintf(path, sizeof path, "entry%zu.xds", i);
         tu_write_file(path, b, n);
@@ -383,6 +409,7 @@ static void test_dataset_rejects_bad_strings(void **state)
     /* a section 8 bytes longer than its strings */
     memcpy(b, base, n);
     put_u64(b, entry_at(1) + F_LEN, io_le_u64(b + entry_at(1) + F_LEN) + 8);
+    reseal(b);
     tu_write_file("strlen.xds", b, n);
     expect_open_fails("strlen.xds", XD_EFORMAT,
                       "string table 's': the strings end at byte 5, but the section has 13 bytes");
@@ -403,10 +430,12 @@ static void test_dataset_rejects_bad_strings(void **state)
     TU_OK(io_dataset_finish(w, &e));
     base = tu_read_file("meta.xds", &n);
     base[entry_at(0) + 11] = '_';
+    reseal(base);
     tu_write_file("meta1.xds", base, n);
     expect_open_fails("meta1.xds", XD_EFORMAT, "metadata key 'k' appears twice");
     base[entry_at(0) + 11] = 'x';
     base[entry_at(1) + 11] = '_';
+    reseal(base);
     tu_write_file("meta2.xds", base, n);
     expect_open_fails("meta2.xds", XD_EFORMAT, "'__metadata__' must be a string table");
     free(base);
@@ -493,6 +522,136 @@ static void test_dataset_writer_misuse(void **state)
     tu_assert_err(&e, XD_EIO, "no/such/dir/d.xds");
 }
 
+/* A flipped byte in a section's data: the table is fine, so the file opens, and verification names
+ * the section; every other section is ok. */
+static void test_dataset_checksums(void **state)
+{
+    (void)state;
+    size_t n;
+    unsigned char *b = make_base(&n);
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open("base.xds", &ds, &e));
+    assert_int_equal(io_dataset_version(ds), 2);
+    TU_OK(io_dataset_verify(ds, NULL, &e));
+    for (size_t i = 0; i < io_dataset_count(ds); i++)
+        assert_int_equal(io_dataset_section_sum(ds, i), IO_SUM_OK);
+    io_dataset_close(ds);
+
+    b[io_le_u64(b + entry_at(0) + F_OFF) + 5] ^= 0x20; /* a value of section 'a' */
+    tu_write_file("flip.xds", b, n);
+    TU_OK(io_dataset_open("flip.xds", &ds, &e));
+    assert_int_equal(io_dataset_section_sum(ds, 0), IO_SUM_DAMAGED);
+    assert_int_equal(io_dataset_section_sum(ds, 1), IO_SUM_OK);
+    xd_err_clear(&e);
+    assert_int_equal(io_dataset_verify(ds, NULL, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "flip.xds: section 'a': checksum does not match");
+    io_dataset_close(ds);
+    ds = (io_dataset *)1;
+    assert_int_equal(io_dataset_open_verified("flip.xds", &ds, &e), XD_EFORMAT);
+    assert_null(ds);
+    tu_assert_err(&e, XD_EFORMAT, "flip.xds: section 'a': checksum does not match");
+    free(b);
+}
+
+/* Version 1 (older builds): offset 24 a u64 0, no checksum in the entries. Read as before. */
+static void test_dataset_version1(void **state)
+{
+    (void)state;
+    size_t n;
+    unsigned char *b = make_base(&n);
+    put_u32(b, 8, 1);
+    put_u64(b, 24, 0);
+    for (uint32_t i = 0; i < io_le_u32(b + 12); i++) put_u32(b, entry_at(i) + 76, 0);
+    tu_write_file("v1.xds", b, n);
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open_verified("v1.xds", &ds, &e));
+    assert_int_equal(io_dataset_version(ds), 1);
+    assert_int_equal(io_dataset_section_sum(ds, 0), IO_SUM_NONE);
+    TU_OK(io_dataset_verify(ds, NULL, &e));
+    const io_tensor *t = io_dataset_find(ds, "a");
+    assert_non_null(t);
+    assert_int_equal(((const int32_t *)t->data)[3], 40);
+    assert_string_equal(io_dataset_meta(ds, "k"), "v");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    io_dataset_describe(ds, out);
+    fclose(out);
+    assert_non_null(strstr(text, "format version 1 (no checksums)"));
+    free(text);
+    io_dataset_close(ds);
+    /* in version 1 the field is reserved */
+    put_u32(b, entry_at(0) + 76, 1);
+    tu_write_file("v1res.xds", b, n);
+    expect_open_fails("v1res.xds", XD_EFORMAT, "section 'a': reserved field is not zero");
+    put_u32(b, entry_at(0) + 76, 0);
+    put_u32(b, 28, 7);
+    tu_write_file("v1res24.xds", b, n);
+    expect_open_fails("v1res24.xds", XD_EFORMAT, "offset 24: reserved field is not zero");
+    free(b);
+}
+
+static void set_mtime(const char *path, time_t when)
+{
+    struct timeval tv[2] = {{when, 0}, {when, 0}};
+    assert_int_equal(utimes(path, tv), 0);
+}
+
+/* open_verified reads the whole file once per state of the file: the record in cache/ says which
+ * size and modification time were verified; a changed file is verified again; a folder where the
+ * record cannot be written only means verifying every time. */
+static void test_dataset_verified_record(void **state)
+{
+    (void)state;
+    size_t n;
+    unsigned char *b = make_base(&n);
+    mkdir("d", 0777);
+    tu_write_file("d/set.xds", b, n);
+    time_t past = time(NULL) - 100;
+    set_mtime("d/set.xds", past);
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open_verified("d/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    struct stat st;
+    assert_int_equal(stat("d/cache/set.xds.verified", &st), 0);
+
+    /* the same size and time as the verified file: trusted without reading it (this is what the
+     * record saves; a real change moves the modification time) */
+    unsigned char *flip = malloc(n);
+    memcpy(flip, b, n);
+    flip[io_le_u64(flip + entry_at(0) + F_OFF) + 5] ^= 0x20;
+    tu_write_file("d/set.xds", flip, n);
+    set_mtime("d/set.xds", past);
+    TU_OK(io_dataset_open_verified("d/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    /* modified: verified again, and refused */
+    set_mtime("d/set.xds", past + 10);
+    assert_int_equal(io_dataset_open_verified("d/set.xds", &ds, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "d/set.xds: section 'a': checksum does not match");
+
+    /* a file modified just now is verified but not recorded (its time may not move again) */
+    mkdir("fresh", 0777);
+    tu_write_file("fresh/set.xds", b, n);
+    TU_OK(io_dataset_open_verified("fresh/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    assert_int_not_equal(stat("fresh/cache/set.xds.verified", &st), 0);
+
+    /* a folder that cannot be written (root may write anyway; the verification must pass both
+     * ways) */
+    mkdir("ro", 0777);
+    tu_write_file("ro/set.xds", b, n);
+    set_mtime("ro/set.xds", past);
+    chmod("ro", 0555);
+    TU_OK(io_dataset_open_verified("ro/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    chmod("ro", 0755);
+    free(flip);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -502,6 +661,9 @@ int main(void)
         cmocka_unit_test(test_dataset_rejects_bad_entries),
         cmocka_unit_test(test_dataset_rejects_bad_strings),
         cmocka_unit_test(test_dataset_writer_misuse),
+        cmocka_unit_test(test_dataset_checksums),
+        cmocka_unit_test(test_dataset_version1),
+        cmocka_unit_test(test_dataset_verified_record),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

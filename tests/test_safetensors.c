@@ -1,5 +1,5 @@
 /* io/safetensors: round trip, the exact bytes of a small header, the shape check against a model,
- * and corrupt files (each refused with a message naming the file). */
+ * corrupt files (each refused with a message naming the file), and the tensors' checksums. */
 #include "tests/support/testutil.h"
 
 #include <dirent.h>
@@ -94,8 +94,13 @@ static void test_st_roundtrip(void **state)
     fclose(out);
     assert_non_null(strstr(text, "m.safetensors: safetensors, 3 tensors, 59 bytes of data"));
     assert_non_null(strstr(text, "    recipe = kind: kd\\ntemperature: 4\\n\n"));
-    assert_non_null(strstr(text, "  encoder.fc1.weight: F32 (2, 3), 24 bytes at data offset 0\n"));
-    assert_non_null(strstr(text, "  mask: U8 (3,), 3 bytes at data offset 56\n    min 0, max 255"));
+    char line[128];
+    snprintf(line, sizeof line, "  encoder.fc1.weight: F32 (2, 3), 24 bytes at data offset 0, "
+             "crc32 %08x\n", (unsigned)io_crc32(0, w, sizeof w));
+    assert_non_null(strstr(text, line));
+    snprintf(line, sizeof line, "  mask: U8 (3,), 3 bytes at data offset 56, crc32 %08x\n    min 0, "
+             "max 255", (unsigned)io_crc32(0, m, sizeof m));
+    assert_non_null(strstr(text, line));
     free(text);
     io_st_close(f);
 
@@ -126,16 +131,18 @@ static void test_st_header_bytes(void **state)
     TU_OK(io_st_write("h.safetensors", ts, 2, meta, 1, &e));
     size_t n;
     unsigned char *f = tu_read_file("h.safetensors", &n);
-    const char *json = "{\"__metadata__\":{\"k\":\"v \\\"q\\\"\"},"
+    /* the checksums: CRC-32 of each tensor's bytes, as Python's zlib.crc32 gives them */
+    const char *json = "{\"__metadata__\":{\"k\":\"v \\\"q\\\"\",\"crc32.a\":\"2e3fa576\","
+                       "\"crc32.b/x\":\"4b0bfd3b\"},"
                        "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
                        "\"b/x\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}";
     size_t jl = strlen(json), padded = (jl + 7) / 8 * 8;
-    assert_int_equal(jl, 140);
-    assert_int_equal(padded, 144);
+    assert_int_equal(jl, 184);
+    assert_int_equal(padded, 184);
     uint64_t hl;
     memcpy(&hl, f, 8);
     assert_int_equal(hl, padded); /* little-endian on this host; checked byte by byte too */
-    assert_int_equal(f[0], 144);
+    assert_int_equal(f[0], 184);
     for (int i = 1; i < 8; i++) assert_int_equal(f[i], 0);
     assert_memory_equal(f + 8, json, jl);
     for (size_t i = jl; i < padded; i++) assert_int_equal(f[8 + i], ' ');
@@ -352,6 +359,64 @@ static void test_st_write_errors(void **state)
     assert_true(no_temp_files());
 }
 
+/* Every tensor's data is checked against the CRC-32 the writer stored; one flipped byte makes the
+ * file refuse to open, naming the tensor; files without checksums still open. */
+static void test_st_checksums(void **state)
+{
+    (void)state;
+    float w[4] = {-0.0125f, 0.5f, 2.0f, -3.0f};
+    unsigned char b[3] = {7, 8, 9};
+    const int64_t s4[] = {4}, s3[] = {3};
+    io_tensor ts[2];
+    io_tensor_set(&ts[0], "b", IO_U8, 1, s3, b);
+    io_tensor_set(&ts[1], "fc.weight", IO_F32, 1, s4, w);
+    xd_err e;
+    TU_OK(io_st_write("c.safetensors", ts, 2, NULL, 0, &e));
+    io_st_file *f;
+    TU_OK(io_st_open("c.safetensors", &f, &e));
+    assert_true(io_st_has_sums(f));
+    for (size_t i = 0; i < 2; i++) assert_int_equal(io_st_tensor_sum(f, i), IO_SUM_OK);
+    assert_int_equal(io_st_meta_count(f), 0); /* checksums are not listed as metadata */
+    io_st_close(f);
+
+    /* one byte of fc.weight's first value flipped */
+    size_t n;
+    unsigned char *raw = tu_read_file("c.safetensors", &n);
+    raw[n - 16 + 3] ^= 0x7f;
+    tu_write_file("bad.safetensors", raw, n);
+    expect_open_fails("bad.safetensors", XD_EFORMAT,
+                      "tensor 'fc.weight': checksum does not match, the data is damaged");
+    TU_OK(io_st_open_unverified("bad.safetensors", &f, &e));
+    assert_int_equal(io_st_tensor_sum(f, 0), IO_SUM_OK);
+    assert_int_equal(io_st_tensor_sum(f, 1), IO_SUM_DAMAGED);
+    io_st_close(f);
+    free(raw);
+
+    /* written by another tool (or an older build): no checksums, opened as it is */
+    make_st("plain.safetensors", "{\"x\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2);
+    TU_OK(io_st_open("plain.safetensors", &f, &e));
+    assert_false(io_st_has_sums(f));
+    assert_int_equal(io_st_tensor_sum(f, 0), IO_SUM_NONE);
+    io_st_close(f);
+
+    /* checksum entries that do not add up */
+    make_st("some.safetensors", "{\"__metadata__\":{\"crc32.x\":\"d202ef8d\"},"
+            "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+            "\"y\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2);
+    expect_open_fails("some.safetensors", XD_EFORMAT, "tensor 'y' has no checksum");
+    make_st("stray.safetensors", "{\"__metadata__\":{\"crc32.z\":\"00000000\"},"
+            "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+    expect_open_fails("stray.safetensors", XD_EFORMAT, "metadata 'crc32.z' is the checksum of no tensor");
+    make_st("hex.safetensors", "{\"__metadata__\":{\"crc32.x\":\"12g4\"},"
+            "\"x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+    expect_open_fails("hex.safetensors", XD_EFORMAT, "= '12g4' is not 8 hex digits");
+
+    /* the key space is the writer's */
+    const io_kv meta[] = {{"crc32.b", "00000000"}};
+    assert_int_equal(io_st_write("r.safetensors", ts, 2, meta, 1, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "reserved for checksums");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_st_rejects_bad_lengths),
         cmocka_unit_test(test_st_unaligned_tensor),
         cmocka_unit_test(test_st_write_errors),
+        cmocka_unit_test(test_st_checksums),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -230,6 +230,7 @@ void sets_split_stratified(const int32_t *strata, size_t n, int n_strata, double
 xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e)
 {
     memset(o, 0, sizeof *o);
+    o->slot = -1;
     if (!dir || !*dir) return xd_fail(e, XD_EARG, "no output folder given (--out DIR)");
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/') len--;
@@ -244,6 +245,7 @@ xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e)
     }
     char *parent = io_path_dir(o->dir);
     xd_status s = io_mkdir_p(parent, e);
+    if (!s) io_temp_clean_stale(parent, NULL); /* left by killed runs */
     free(parent);
     if (s) {
         sets_outdir_abort(o);
@@ -253,8 +255,10 @@ xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e)
     o->tmp = xd_xmalloc(n);
     snprintf(o->tmp, n, "%s.tmp-%ld", o->dir, (long)getpid());
     io_remove_tree(o->tmp); /* left over by a killed run that had our process id */
+    o->slot = io_temp_add(o->tmp, 1);
     if (mkdir(o->tmp, 0777) != 0) {
         s = xd_fail(e, XD_EIO, "%s: cannot create folder: %s", o->tmp, strerror(errno));
+        io_temp_drop(o->slot);
         free(o->tmp);
         o->tmp = NULL;
         sets_outdir_abort(o);
@@ -313,10 +317,14 @@ xd_status sets_outdir_commit(sets_outdir *o, xd_err *e)
 
 void sets_outdir_abort(sets_outdir *o)
 {
-    if (o->tmp) io_remove_tree(o->tmp);
+    if (o->tmp) {
+        io_remove_tree(o->tmp);
+        io_temp_drop(o->slot);
+    }
     free(o->tmp);
     free(o->dir);
     o->tmp = o->dir = NULL;
+    o->slot = -1;
 }
 
 // ----------------------------------------------------------------------------------------------

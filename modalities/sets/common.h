@@ -70,9 +70,11 @@ void sets_split_stratified(const int32_t *strata, size_t n, int n_strata, double
 /* An output folder built under a temporary sibling name and moved into place by commit. */
 typedef struct {
     char *dir; /* final folder */
-    char *tmp; /* DIR.tmp-PID */
+    char *tmp; /* DIR.tmp-PID, removed by SIGINT/SIGTERM (io_temp_add) */
+    int slot;  /* its slot in the temporary-path registry */
 } sets_outdir;
 
+/* Creates DIR.tmp-PID (and removes stale DIR.tmp-PID folders of processes that are gone). */
 xd_status sets_outdir_open(sets_outdir *o, const char *dir, xd_err *e);
 /* Path of rel inside the temporary folder (new string). */
 char *sets_outdir_path(const sets_outdir *o, const char *rel);

@@ -113,21 +113,25 @@ static xd_status fetch_one(const char *cache, const char *name, const char *vers
     char *pack[] = {"npm", "pack", spec, "--pack-destination", (char *)cache, NULL};
     char *untar[] = {"tar", "-xzf", tgz, "-C", tmp, "--strip-components=1", NULL};
     xd_status s = io_mkdir_p(cache, e);
+    if (!s) io_temp_clean_stale(cache, NULL); /* unpacking folders of killed runs */
     if (!s) s = sets_run(pack, log, NULL, e);
     if (!s) {
         struct stat st;
         if (stat(tgz, &st) != 0)
             s = xd_fail(e, XD_EIO, "npm pack did not leave %s", tgz);
     }
+    int slot = -1;
     if (!s) {
         io_remove_tree(tmp);
+        slot = io_temp_add(tmp, 1);
         if (mkdir(tmp, 0777) != 0) s = xd_fail(e, XD_EIO, "cannot create %s: %s", tmp, strerror(errno));
     }
     if (!s) s = sets_run(untar, log, NULL, e);
     if (!s && rename(tmp, dir) != 0)
         s = xd_fail(e, XD_EIO, "cannot rename %s: %s", tmp, strerror(errno));
+    if (s) io_remove_tree(tmp);
+    io_temp_drop(slot);
     if (s) {
-        io_remove_tree(tmp);
         xd_err_prefix(e, "%s: cannot fetch %s (log in %s)", dir, spec, log);
     } else {
         remove(tgz);
