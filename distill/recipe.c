@@ -266,7 +266,7 @@ typedef struct {
     io_yaml_doc *d;
     unsigned flags;
     recipe *r;
-    nn_model student; /* built from the description once, to check node names */
+    nn_model student; /* planned from the description once, to check node names */
     int built;
     xd_err *e;
 } binder;
@@ -524,7 +524,8 @@ static xd_status bind_model(binder *b, io_yaml_node *root)
         }
         r->model = text;
     }
-    if ((s = nn_model_build(&b->student, r->model, 1, 0, b->e)) != XD_OK) return wrap(b, at, s);
+    /* names, heads and sizes checked without taking the model's memory */
+    if ((s = nn_model_plan(&b->student, r->model, 1, b->e)) != XD_OK) return wrap(b, at, s);
     b->built = 1;
     /* token ids and images are different inputs: the view must feed what the model reads */
     int text_view = strncmp(r->data.student_view, "text.", 5) == 0;

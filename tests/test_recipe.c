@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "distill/recipe.h"
 
@@ -678,6 +679,25 @@ static void round_trip(const char *text, const char *const *sets, int n_sets)
     recipe_free(&b);
 }
 
+/* A wrong head name is found from the description alone: the student's parameters (here 2^28 -
+ * 2^20 floats, once 2 GiB taken and filled before the check) are never allocated, so the answer
+ * comes at once; a model past the limits is refused by its size. */
+static void test_model_checked_without_memory(void **state)
+{
+    (void)state;
+    const char *big = "name: big\ndata: {path: d.xds}\n"
+                      "model: \"input h=1 w=1 c=255; linear out=1048576 bias=0 name=logits head\"\n"
+                      "train: {epochs: 1}\nlosses: [{kind: ce, head: logit}]\n";
+    alarm(2);
+    load_bad(big, NULL, 0, XD_EARG, "r.yaml:5: losses.0.head: the student model has no node 'logit'");
+    alarm(0);
+    const char *huge = "name: huge\ndata: {path: d.xds}\n"
+                       "model: \"input h=1 w=1 c=1000; linear out=1000000 name=logits head\"\n"
+                       "train: {epochs: 1}\nlosses: [{kind: ce, head: logit}]\n";
+    load_bad(huge, NULL, 0, XD_ESHAPE, "r.yaml:3: model: model description: layer 1 'linear' "
+                                       "(logits): its weight passes the limit");
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -737,6 +757,7 @@ int main(void)
         cmocka_unit_test_setup(test_overrides, fixture_setup),
         cmocka_unit_test_setup(test_errors, fixture_setup),
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
+        cmocka_unit_test_setup(test_model_checked_without_memory, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
