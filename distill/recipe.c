@@ -476,21 +476,7 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
     if ((s = get_string(b, data, "text", "", &dt->text, &n)) != XD_OK) return s;
     if (n) {
         txt_config tc = txt_config_default();
-        char *copy = xd_xstrdup(dt->text), *save = NULL;
-        for (char *w = strtok_r(copy, " \t\r\n", &save); w && s == XD_OK;
-             w = strtok_r(NULL, " \t\r\n", &save)) {
-            char *eq = strchr(w, '=');
-            if (!eq || eq == w) {
-                s = bad(b, n, "'%s': expected key=value", w);
-                break;
-            }
-            *eq = '\0';
-            s = txt_config_set(&tc, w, eq + 1, b->e);
-            if (s != XD_OK) wrap(b, n, s);
-        }
-        free(copy);
-        if (s == XD_OK && (s = txt_config_check(&tc, b->e)) != XD_OK) wrap(b, n, s);
-        if (s != XD_OK) return s;
+        if ((s = txt_config_parse_words(&tc, dt->text, b->e)) != XD_OK) return wrap(b, n, s);
     }
     return XD_OK;
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "distill/recipe.h"
+#include "modalities/text/config.h"
 
 #define MODEL                                                                                    \
     "input h=4 w=4 c=1; conv2d name=conv1 out=2 k=3 pad=1; relu name=r1; flatten; "             \
@@ -698,6 +699,34 @@ static void test_model_checked_without_memory(void **state)
                                        "(logits): its weight passes the limit");
 }
 
+/* data.text is cut into items the one way the feed cuts it (blanks of every kind, ';', ','):
+ * once the recipe took "a=1\nb=2" that the feed refused, and refused "a=1;b=2" that it took. */
+static void test_text_items_cut_like_the_feed(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {"buckets=1024;nmax=3", "buckets=1024\\nnmax=3",
+                                        "buckets=1024,\\fnmax=3\\v"};
+    for (int i = 0; i < 3; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml,
+                 "name: t\ndata: {path: d.xds, student_view: text.en, text: \"%s\"}\n"
+                 "model: \"input tokens=8; embbag vocab=1040 out=4; linear out=3 head\"\n"
+                 "train: {epochs: 1}\nlosses: [{kind: ce}]\n", texts[i]);
+        recipe r;
+        load_ok(yaml, NULL, 0, &r);
+        txt_config c = txt_config_default();
+        xd_err e;
+        TU_OK(txt_config_parse_words(&c, r.data.text, &e));
+        assert_int_equal(c.buckets, 1024);
+        assert_int_equal(c.nmax, 3);
+        recipe_free(&r);
+    }
+    load_bad("name: t\ndata: {path: d.xds, student_view: text.en, text: \"buckets=1024\\nnmax\"}\n"
+             "model: \"input tokens=8; embbag vocab=1040 out=4; linear out=3 head\"\n"
+             "train: {epochs: 1}\nlosses: [{kind: ce}]\n",
+             NULL, 0, XD_EARG, "r.yaml:2: data.text: text option 'nmax': expected key=value");
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -758,6 +787,7 @@ int main(void)
         cmocka_unit_test_setup(test_errors, fixture_setup),
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
         cmocka_unit_test_setup(test_model_checked_without_memory, fixture_setup),
+        cmocka_unit_test_setup(test_text_items_cut_like_the_feed, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
