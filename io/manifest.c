@@ -86,7 +86,7 @@ static xd_status mf_fail(const mf_build *b, xd_status code, size_t line, const c
     char why[XD_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
+    xd_vformat(why, fmt, ap);
     va_end(ap);
     if (col) return xd_fail(b->e, code, "%s:%zu: column %s: %s", b->path, line, col, why);
     return xd_fail(b->e, code, "%s:%zu: %s", b->path, line, why);
@@ -208,8 +208,9 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     else if (!S_ISREG(st.st_mode))
         why = "is not a regular file";
     if (why) {
-        xd_status s =
-            mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s", resolved, why);
+        char q[XD_EXCERPT_BUF];
+        xd_status s = mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s",
+                              xd_excerpt(resolved, q), why);
         free(resolved);
         return s;
     }

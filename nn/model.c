@@ -221,16 +221,17 @@ static void node_defaults(nn_node *nd, nn_kind kind, int index)
 
 static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
 {
+    char q[XD_EXCERPT_BUF];
     if (strcmp(s->words[0], "input") != 0)
         return xd_fail(e, XD_EARG, "model description: the first statement must be 'input' "
                                    "(e.g. 'input h=28 w=28 c=1' or 'input tokens=64'), not '%s'",
-                       s->words[0]);
+                       xd_excerpt(s->words[0], q));
     for (int i = 1; i < s->n; i++) {
         char *eq = strchr(s->words[i], '=');
         int v;
         if (!eq || parse_int(eq + 1, &v) || v <= 0 || v > NN_MAX_INPUT)
-            return xd_fail(e, XD_EARG, "model description: input: '%s' is not key=positive integer",
-                           s->words[i]);
+            return xd_fail(e, XD_EARG, "model description: input: '%s' is not key=integer "
+                                       "in 1..%d", xd_excerpt(s->words[i], q), NN_MAX_INPUT);
         *eq = '\0';
         const char *key = s->words[i];
         if (strcmp(key, "h") == 0) m->h = v;
@@ -240,7 +241,7 @@ static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
         else {
             *eq = '=';
             return xd_fail(e, XD_EARG, "model description: input: unknown key in '%s' "
-                                       "(valid: h, w, c, tokens)", s->words[i]);
+                                       "(valid: h, w, c, tokens)", xd_excerpt(s->words[i], q));
         }
         *eq = '=';
     }
@@ -259,8 +260,9 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
     if (kind < 0) {
         char kinds[512];
         list_kinds(kinds, sizeof kinds);
+        char q[XD_EXCERPT_BUF];
         return xd_fail(e, XD_EARG, "model description: layer %d: unknown layer '%s' (valid: %s)",
-                       index + 1, s->words[0], kinds);
+                       index + 1, xd_excerpt(s->words[0], q), kinds);
     }
     node_defaults(nd, (nn_kind)kind, index);
     int stride_given = 0;
@@ -274,8 +276,9 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
         if (!o || !(o->kinds & K(kind))) {
             char keys[256];
             list_keys(keys, sizeof keys, (nn_kind)kind);
+            char q[XD_EXCERPT_BUF];
             st = xd_fail(e, XD_EARG, "model description: layer %d '%s': unknown key '%s' (valid: %s)",
-                         index + 1, kind_names[kind], word, keys);
+                         index + 1, kind_names[kind], xd_excerpt(word, q), keys);
         } else if ((o->type == OPT_FLAG) != (val == NULL)) {
             st = xd_fail(e, XD_EARG, "model description: layer %d '%s': '%s' %s", index + 1,
                          kind_names[kind], word, o->type == OPT_FLAG ? "takes no value" : "needs =value");
@@ -309,9 +312,10 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
                     }
                 break;
             }
+            char q[XD_EXCERPT_BUF];
             if (bad)
                 st = xd_fail(e, XD_EARG, "model description: layer %d '%s': bad value '%s' for '%s'%s",
-                             index + 1, kind_names[kind], val ? val : "", word,
+                             index + 1, kind_names[kind], xd_excerpt(val ? val : "", q), word,
                              o->type == OPT_NAME ? " (empty, too long or already used)"
                              : (o->type == OPT_FROM || o->type == OPT_FROM2) ? " (no earlier node of that name)"
                              : o->type == OPT_MODE ? " (mean or sum)" : "");

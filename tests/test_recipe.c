@@ -727,6 +727,22 @@ static void test_text_items_cut_like_the_feed(void **state)
              NULL, 0, XD_EARG, "r.yaml:2: data.text: text option 'nmax': expected key=value");
 }
 
+/* A 4 MiB one-line value: the message quotes a short excerpt and still gives line and reason. */
+static void test_huge_value_short_message(void **state)
+{
+    (void)state;
+    size_t n = (size_t)4 << 20;
+    char *yaml = malloc(n + 64);
+    memcpy(yaml, "name: ", 6);
+    memset(yaml + 6, 'x', n - 100);
+    strcpy(yaml + 6 + n - 100, "\ndata: {path: d.xds}\n");
+    char want[128];
+    snprintf(want, sizeof want, "r.yaml:1: name: '%.*s...' is not a usable name", XD_EXCERPT_MAX,
+             yaml + 6);
+    load_bad(yaml, NULL, 0, XD_EARG, want);
+    free(yaml);
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -788,6 +804,7 @@ int main(void)
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
         cmocka_unit_test_setup(test_model_checked_without_memory, fixture_setup),
         cmocka_unit_test_setup(test_text_items_cut_like_the_feed, fixture_setup),
+        cmocka_unit_test_setup(test_huge_value_short_message, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -133,8 +133,10 @@ xd_status txt_config_parse(txt_config *c, const char *const *items, size_t n, xd
 {
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(items[i], '=');
+        char q[XD_EXCERPT_BUF];
         if (!eq || eq == items[i])
-            return xd_fail(e, XD_EARG, "text option '%s': expected key=value", items[i]);
+            return xd_fail(e, XD_EARG, "text option '%s': expected key=value",
+                           xd_excerpt(items[i], q));
         char key[64];
         size_t klen = (size_t)(eq - items[i]);
         if (klen >= sizeof key) {
