@@ -314,7 +314,9 @@ int cmd_eval(int argc, char **argv)
     /* the model reads its inputs the way it was trained */
     if ((s = ckpt_preprocessing(model, &aug, &text, &e)) == XD_OK &&
         (s = io_dataset_open(data, &ds, &e)) == XD_OK &&
-        (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK) {
+        (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK &&
+        (f.n > 0 || (s = xd_fail(&e, XD_EARG, "%s: split '%s' has no examples, nothing to score",
+                                  data, split)) == XD_OK)) {
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;

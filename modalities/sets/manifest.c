@@ -186,10 +186,20 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
     const char **txt[SETS_SPLIT_COUNT] = {0};
     const char *const *txt_tables[SETS_SPLIT_COUNT][1];
+    size_t cnt[SETS_SPLIT_COUNT] = {0};
     if (!s) {
         sets_split_stratified(m.labels, m.n, (int)m.n_classes, o->test_fraction, o->seed, is_test);
-        size_t cnt[SETS_SPLIT_COUNT] = {0};
         for (size_t i = 0; i < m.n; i++) cnt[is_test[i]]++;
+        /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
+        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0)
+            s = xd_fail(e, XD_EARG,
+                        "%s: %zu examples in %zu classes give no test example at test fraction %g "
+                        "(each class sends round(n x fraction) of its n examples to test); add "
+                        "examples, raise --test-fraction, or give --test-fraction 0 for a set "
+                        "without test split",
+                        o->manifest, m.n, m.n_classes, o->test_fraction);
+    }
+    if (!s) {
         for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
             size_t n = cnt[k] + 1;
             img[k] = xd_xmalloc(n * px);
