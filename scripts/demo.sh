@@ -11,6 +11,13 @@ data=data/emoji/dataset.xds
 start=$(date +%s)
 
 [ -f "$data" ] || "$bin" prepare emoji --out data/emoji
+# the runs need the full set (28 languages), not one prepared with --langs
+langs=$("$bin" inspect "$data" | sed -n 's/^ *languages = //p' | tr -d '"')
+if [ "$(printf '%s' "$langs" | tr -cd , | wc -c)" -lt 27 ]; then
+  echo "demo: $data holds the languages '$langs', the demo needs all 28;" \
+       "run: $bin prepare emoji --out data/emoji --force" >&2
+  exit 1
+fi
 mkdir -p "$out"
 
 echo "== text teacher: hashed n-grams -> embedding bag -> MLP, all 28 languages, group labels"

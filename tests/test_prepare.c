@@ -262,6 +262,9 @@ static void test_fashion_scenes(void **state)
     assert_true(files_equal("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
     o2.out = "sc_out";
     o2.seed = 2;
+    assert_int_equal(sets_fashion_scenes(&o2, &sum, &e), XD_EARG); /* another seed: not silently */
+    tu_assert_err(&e, XD_EARG, "sc_out: holds a data set made with seed=1, this run makes seed=2");
+    o2.force = 1;
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
     assert_false(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
@@ -544,6 +547,27 @@ static void test_emoji_set(void **state)
     TU_OK(sets_emoji(&o2, &sum, &e));
     sets_summary_free(&sum);
     assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+
+    /* other options never silently replace a data set (the README's 3-language command once
+     * overwrote the 28-language set): an error naming the folder and the option, untouched
+     * file; --force replaces it */
+    o2.langs = "ko";
+    assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "emo_out2: holds a data set made with languages=");
+    tu_assert_err(&e, XD_EARG, "this run makes languages=ko; give another --out, or --force");
+    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    o2.langs = NULL;
+    o2.size = 4;
+    assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "made with size=8, this run makes size=4");
+    o2.size = o.size;
+    sets_manifest_opts mo = sets_manifest_defaults();
+    write_text("emo_pairs.tsv", "image_path\ttext\tlabel\n");
+    mo.manifest = "emo_pairs.tsv";
+    mo.out = "emo_out2";
+    assert_int_equal(sets_manifest(&mo, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "emo_out2: holds the 'emoji' data set, this run makes 'emo_pairs'");
+    o2.force = 1;
 
     /* other seeds keep every emoji in one split, and do change the split */
     int grinning_in[2] = {0, 0};
