@@ -1,19 +1,31 @@
 /* `xdistill inspect FILE`: says what any file the toolkit reads or writes holds.
  *
  * The format comes from the first bytes, never the name: dataset container, safetensors, NPY, PNG,
- * JPEG, IDX (plain or gzip). Each is opened with its own validating reader, so a corrupt file gets
- * that reader's one-line message (file, offset, reason) and exit status 1. */
+ * JPEG, IDX (plain or gzip), and the text files a run writes: a JSON object (summary.json), JSON
+ * lines (metrics.jsonl), a YAML recipe. Each is opened with its own validating reader, so a
+ * corrupt file gets that reader's one-line message (file, offset, reason) and exit status 1. A
+ * folder is named as one, with the files to inspect in it when it is a data set or run folder. */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "core/mem.h"
+#include "distill/recipe.h"
 #include "io/dataset.h"
 #include "io/dtype.h"
 #include "io/idx.h"
 #include "io/image.h"
 #include "io/npy.h"
+#include "io/file.h"
 #include "io/safetensors.h"
+#include "nn/model.h"
+
+/* Largest text file (summary, metrics, recipe) inspect reads. */
+#define INSPECT_MAX_TEXT ((size_t)64 << 20)
 
 typedef enum {
     FMT_UNKNOWN,
@@ -23,6 +35,8 @@ typedef enum {
     FMT_IMAGE,
     FMT_IDX_GZ,
     FMT_IDX,
+    FMT_SAFETENSORS_CUT,
+    FMT_TEXT,
     FMT_COUNT
 } file_format;
 
@@ -41,11 +55,134 @@ static file_format sniff(const unsigned char *h, size_t n, size_t file_size)
     if (n >= 9 && h[8] == '{') {
         uint64_t len = io_le_u64(h);
         if (len >= 2 && len <= file_size - 8) return FMT_SAFETENSORS;
+        if (len >= 2) return FMT_SAFETENSORS_CUT;
     }
     if (n >= 4 && h[0] == 0 && h[1] == 0 && idx_type_code(h[2]) && h[3] >= 1 &&
         h[3] <= IO_IDX_MAX_DIMS)
         return FMT_IDX;
-    return FMT_UNKNOWN;
+    for (size_t i = 0; i < n; i++) /* text: no control bytes but blanks */
+        if (h[i] < 0x20 && h[i] != '\t' && h[i] != '\n' && h[i] != '\r') return FMT_UNKNOWN;
+    return n ? FMT_TEXT : FMT_UNKNOWN;
+}
+
+/* The scalar members of a JSON object, one per line; long strings as excerpts. */
+static void show_json_members(json_t *obj, const char *indent)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        char q[XD_EXCERPT_BUF];
+        const char *str = json_is_string(v) ? json_string_value(v) : NULL;
+        if (str && strchr(str, '\n'))
+            printf("%s%-22s (text of %zu bytes)\n", indent, key, strlen(str));
+        else if (str)
+            printf("%s%-22s %s\n", indent, key, xd_excerpt(str, q));
+        else if (json_is_integer(v))
+            printf("%s%-22s %lld\n", indent, key, (long long)json_integer_value(v));
+        else if (json_is_real(v))
+            printf("%s%-22s %.6g\n", indent, key, json_real_value(v));
+        else if (json_is_boolean(v) || json_is_null(v))
+            printf("%s%-22s %s\n", indent, key,
+                   json_is_null(v) ? "null" : json_is_true(v) ? "true" : "false");
+    }
+}
+
+/* JSON lines: every non-empty line an object. Prints the count and the last line's figures. */
+static int show_jsonl(const char *path, char *text, size_t n)
+{
+    size_t lines = 0;
+    json_t *last = NULL;
+    for (char *p = text, *end = text + n; p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        json_t *o = len ? json_loadb(p, len, 0, NULL) : NULL;
+        if (len && !json_is_object(o)) {
+            json_decref(o);
+            json_decref(last);
+            return 0;
+        }
+        if (o) {
+            json_decref(last);
+            last = o;
+            lines++;
+        }
+        p += len + 1;
+    }
+    if (!last) return 0;
+    printf("%s: JSON lines, %zu record%s%s; the last:\n", path, lines, lines == 1 ? "" : "s",
+           json_object_get(last, "epoch") ? " (metrics, one per epoch)" : "");
+    show_json_members(last, "  ");
+    json_decref(last);
+    return 1;
+}
+
+/* A recipe: what it trains and on what, or why it is not a valid recipe. */
+static xd_status show_recipe(const char *path, const char *text, size_t n, xd_err *e)
+{
+    recipe r;
+    xd_status s = recipe_parse(path, text, n, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, e);
+    if (s != XD_OK) return xd_err_prefix(e, "not a valid recipe");
+    nn_model m;
+    xd_err me;
+    int planned = nn_model_plan(&m, r.model, 1, &me) == XD_OK;
+    printf("%s: recipe '%s', valid (files it names not checked)\n", path, r.name);
+    printf("  data      %s (train '%s', test '%s', %s, view %s)\n", r.data.path, r.data.train,
+           r.data.test, r.data.label, r.data.student_view);
+    if (planned)
+        printf("  model     %d nodes, %zu parameters, default head '%s'\n", m.n_nodes, m.n_param,
+               m.nodes[nn_model_default_head(&m)].name);
+    printf("  teachers  %d\n  train     %d epochs, batch %d, seed %ld x %d\n", r.n_teachers,
+           r.train.epochs, r.train.batch, r.seed, r.seeds);
+    for (int st = 0; st < r.n_stages; st++) {
+        printf("  stage %d   %d epochs:", st + 1, r.stages[st].epochs);
+        for (int l = 0; l < r.stages[st].n_losses; l++)
+            printf(" %s", recipe_loss_kind_names[r.stages[st].losses[l].kind]);
+        printf("\n");
+    }
+    if (planned) nn_model_free(&m);
+    recipe_free(&r);
+    return XD_OK;
+}
+
+/* Text a run or its user writes: a JSON object (summary.json), JSON lines (metrics.jsonl), else
+ * a YAML recipe. */
+static xd_status show_text(const char *path, xd_err *e)
+{
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, INSPECT_MAX_TEXT, &data, &n, e);
+    if (s != XD_OK) return s;
+    char *text = data;
+    json_t *obj = json_loadb(text, n, 0, NULL);
+    if (json_is_object(obj)) {
+        printf("%s: JSON object%s\n", path,
+               json_object_get(obj, "best_epoch") ? " (run summary)" : "");
+        show_json_members(obj, "  ");
+    } else if (!show_jsonl(path, text, n)) {
+        s = show_recipe(path, text, n, e);
+    }
+    json_decref(obj);
+    free(data);
+    return s;
+}
+
+/* A folder: says so, and which files in it inspect reads. */
+static xd_status show_folder(const char *path, xd_err *e)
+{
+    static const char *const known[] = {"dataset.xds", "summary.json", "metrics.jsonl",
+                                        "recipe.yaml", "best.safetensors", "last.safetensors"};
+    char found[256] = "";
+    size_t at = 0;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        char *f = io_path_join(path, known[i]);
+        struct stat st;
+        if (stat(f, &st) == 0 && S_ISREG(st.st_mode))
+            at += (size_t)snprintf(found + at, sizeof found - at, "%s%s", at ? ", " : "", known[i]);
+        free(f);
+    }
+    if (!at) return xd_fail(e, XD_EARG, "%s: is a folder; inspect reads files", path);
+    return xd_fail(e, XD_EARG, "%s: is a %s folder; inspect one of its files: %s", path,
+                   strstr(found, "dataset.xds") ? "data set" : "run", found);
 }
 
 static const char *const channel_names[5] = {"", "grey", "grey+alpha", "RGB", "RGBA"};
@@ -99,8 +236,10 @@ int cmd_inspect(int argc, char **argv)
         printf("usage: xdistill inspect FILE [--verify]\n\n"
                "Prints what FILE holds: a dataset container (metadata, sections), safetensors\n"
                "(metadata, tensors), NPY (dtype, shape), PNG or JPEG (size, channels) or IDX\n"
-               "(type, dimensions), with value ranges. The format is recognised by its first\n"
-               "bytes. A corrupt or unknown file gets one line naming the problem and exit 1.\n\n"
+               "(type, dimensions), with value ranges; a run's summary.json (its figures),\n"
+               "metrics.jsonl (epochs, the last one's figures) or a recipe (what it trains, or\n"
+               "why it is not valid). The format is recognised by its first bytes. A corrupt or\n"
+               "unknown file gets one line naming the problem and exit 1.\n\n"
                "  --verify  for a dataset or safetensors file: check every section or tensor\n"
                "            against its stored checksum, one line each (ok, damaged); exit 1 when\n"
                "            one is damaged\n");
@@ -112,6 +251,11 @@ int cmd_inspect(int argc, char **argv)
     const char *path = argv[verify == 1 ? 2 : 1];
     xd_err e;
     xd_err_clear(&e);
+    struct stat dir;
+    if (stat(path, &dir) == 0 && S_ISDIR(dir.st_mode)) {
+        show_folder(path, &e);
+        return cli_report("inspect", &e);
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         xd_fail(&e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
@@ -159,11 +303,20 @@ int cmd_inspect(int argc, char **argv)
     case FMT_IDX:
         s = show_idx(path, 0, &e);
         break;
+    case FMT_SAFETENSORS_CUT:
+        s = xd_fail(&e, XD_EFORMAT, "%s: truncated safetensors file: its header says %llu bytes of "
+                                    "JSON follow the 8-byte length, the file has %ld bytes in all",
+                    path, (unsigned long long)io_le_u64(head), size);
+        break;
+    case FMT_TEXT:
+        s = show_text(path, &e);
+        break;
     case FMT_UNKNOWN:
     case FMT_COUNT:
         s = xd_fail(&e, XD_EFORMAT, "%s: %s", path,
                     n == 0 ? "empty file"
-                           : "unknown format (not a dataset, safetensors, NPY, PNG, JPEG or IDX file)");
+                           : "unknown format (not a dataset, safetensors, NPY, PNG, JPEG, IDX or text "
+                             "file)");
         break;
     }
     return s ? cli_report("inspect", &e) : 0;

@@ -17,14 +17,14 @@ static const struct {
     const char *name;
     const char *usage;
 } sets[SET_COUNT] = {
-    [SET_FMNIST] = {"fashion-mnist", "prepare fashion-mnist --out DIR [--source DIR]"},
+    [SET_FMNIST] = {"fashion-mnist", "prepare fashion-mnist --out DIR [--source DIR] [--force]"},
     [SET_EMOJI] = {"emoji", "prepare emoji --out DIR [--langs en,ko,...] [--size 32] [--cache DIR] "
-                            "[--test-fraction 0.2] [--seed N]"},
+                            "[--test-fraction 0.2] [--seed N] [--force]"},
     [SET_SCENES] = {"fashion-scenes", "prepare fashion-scenes --out DIR [--canvas 64] [--items 1-4] "
                                       "[--train 20000] [--test 2000] [--threshold 25] [--seed N] "
-                                      "[--source DIR]"},
+                                      "[--source DIR] [--force]"},
     [SET_MANIFEST] = {"manifest", "prepare manifest FILE.tsv|FILE.jsonl --out FILE [--size 32] "
-                                  "[--test-fraction 0.2] [--lang und] [--seed N]"},
+                                  "[--test-fraction 0.2] [--lang und] [--seed N] [--force]"},
 };
 
 typedef enum {
@@ -41,6 +41,7 @@ typedef enum {
     OPT_TRAIN,
     OPT_TEST,
     OPT_THRESHOLD,
+    OPT_FORCE,
     OPT_COUNT
 } opt_id;
 
@@ -51,6 +52,7 @@ static const struct {
     const char *name;
     unsigned sets; /* FOR(set) bits of the sets that take it */
     const char *help;
+    int flag;      /* takes no value */
 } opts[OPT_COUNT] = {
     [OPT_OUT] = {"--out", ALL_SETS, "output folder (a file for manifest); required"},
     [OPT_SOURCE] = {"--source", FOR(SET_FMNIST) | FOR(SET_SCENES),
@@ -68,6 +70,8 @@ static const struct {
     [OPT_TEST] = {"--test", FOR(SET_SCENES), "test scenes (default 2000)"},
     [OPT_THRESHOLD] = {"--threshold", FOR(SET_SCENES),
                        "item pixels above this are foreground (default 25)"},
+    [OPT_FORCE] = {"--force", ALL_SETS,
+                   "replace a data set at --out made by another set or with other options", 1},
 };
 
 static void usage(FILE *f, int only)
@@ -166,6 +170,10 @@ int cmd_prepare(int argc, char **argv)
         if (!(opts[o].sets & FOR(set)))
             return cli_usage_error("prepare", "%s is not an option of prepare %s", argv[i],
                                    sets[set].name);
+        if (opts[o].flag) {
+            val[o] = argv[i];
+            continue;
+        }
         if (i + 1 >= argc) return cli_usage_error("prepare", "%s needs a value", argv[i]);
         val[o] = argv[++i];
     }
@@ -173,6 +181,7 @@ int cmd_prepare(int argc, char **argv)
     if (set == SET_MANIFEST && !positional)
         return cli_usage_error("prepare", "prepare manifest needs a FILE.tsv or FILE.jsonl");
     long seed = 1, v;
+    const int force = val[OPT_FORCE] != NULL;
     if (val[OPT_SEED] && parse_long("--seed", val[OPT_SEED], 0, 2147483647L, &seed)) return 2;
 
     sets_summary sum;
@@ -181,7 +190,8 @@ int cmd_prepare(int argc, char **argv)
     xd_status s = XD_OK;
     switch ((set_id)set) {
     case SET_FMNIST: {
-        sets_fmnist_opts o = {.out = val[OPT_OUT], .source = val[OPT_SOURCE], .seed = (uint64_t)seed};
+        sets_fmnist_opts o = {.out = val[OPT_OUT], .source = val[OPT_SOURCE], .seed = (uint64_t)seed,
+                              .force = force};
         s = sets_fashion_mnist(&o, &sum, &e);
         break;
     }
@@ -190,6 +200,7 @@ int cmd_prepare(int argc, char **argv)
         o.out = val[OPT_OUT];
         o.source = val[OPT_SOURCE];
         o.seed = (uint64_t)seed;
+        o.force = force;
         if (val[OPT_CANVAS] && parse_long("--canvas", val[OPT_CANVAS], 28, 4096, &v)) return 2;
         if (val[OPT_CANVAS]) o.canvas = (int)v;
         if (val[OPT_THRESHOLD] && parse_long("--threshold", val[OPT_THRESHOLD], 0, 255, &v)) return 2;
@@ -220,6 +231,7 @@ int cmd_prepare(int argc, char **argv)
         o.cache = sets_cache_dir(val[OPT_CACHE]);
         o.langs = val[OPT_LANGS];
         o.seed = (uint64_t)seed;
+        o.force = force;
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
         if (val[OPT_SIZE]) o.size = (int)v;
         if (val[OPT_TEST_FRACTION] &&
@@ -238,6 +250,7 @@ int cmd_prepare(int argc, char **argv)
         o.manifest = positional;
         o.out = val[OPT_OUT];
         o.seed = (uint64_t)seed;
+        o.force = force;
         if (val[OPT_LANG]) o.lang = val[OPT_LANG];
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
         if (val[OPT_SIZE]) o.size = (int)v;

@@ -441,7 +441,9 @@ int cmd_eval(int argc, char **argv)
         (s = io_dataset_open_verified(data, &ds, &e)) == XD_OK &&
         (s = ckpt_check_fit(model, &m, ds, split, view, aug, label ? label : trained_label,
                             &e)) == XD_OK &&
-        (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK) {
+        (s = feed_open(&f, ds, split, view, &m, aug ? aug : "", text ? text : "", &e)) == XD_OK &&
+        (f.n > 0 || (s = xd_fail(&e, XD_EARG, "%s: split '%s' has no examples, nothing to score",
+                                  data, split)) == XD_OK)) {
         if (!label) label = trained_label;
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);

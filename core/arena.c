@@ -13,11 +13,14 @@ struct xd_arena_block {
 
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-void xd_arena_init(xd_arena *a, size_t cap)
+int xd_arena_init(xd_arena *a, size_t cap)
 {
     memset(a, 0, sizeof *a);
+    if (!cap) return 0;
+    a->base = xd_try_alloc_aligned(cap);
+    if (!a->base) return -1;
     a->cap = round64(cap);
-    a->base = a->cap ? xd_xmalloc_aligned(a->cap) : NULL;
+    return 0;
 }
 
 static void free_overflow(xd_arena *a)

@@ -18,7 +18,9 @@ typedef struct {
     size_t overflow_bytes;
 } xd_arena;
 
-void xd_arena_init(xd_arena *a, size_t cap);
+/* The main block: -1 (and an empty arena) when cap bytes cannot be had, as cap may come from
+ * input (a model's largest convolution times the batch). */
+int xd_arena_init(xd_arena *a, size_t cap);
 void xd_arena_free(xd_arena *a);
 /* 64-byte aligned; never NULL (aborts on out of memory). Contents are uninitialised. */
 void *xd_arena_alloc(xd_arena *a, size_t bytes);

@@ -1,6 +1,7 @@
 /* Allocation helpers (see mem.h for the policy). */
 #include "core/mem.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,10 +46,16 @@ void *xd_try_alloc(size_t bytes)
     return malloc(bytes ? bytes : 1);
 }
 
+void *xd_try_alloc_aligned(size_t bytes)
+{
+    if (bytes > SIZE_MAX - 63) return NULL;
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
 void *xd_xmalloc_aligned(size_t bytes)
 {
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    void *p = xd_try_alloc_aligned(bytes);
     if (!p) oom(bytes);
     return p;
 }

@@ -25,15 +25,51 @@ const char *xd_status_name(xd_status s)
     return (s >= 0 && s < XD_STATUS_COUNT) ? status_names[s] : "unknown status";
 }
 
+/* Is byte c the start of a UTF-8 character (not a continuation byte)? */
+static int char_start(char c) { return ((unsigned char)c & 0xC0) != 0x80; }
+
+/* Puts text (len bytes) into msg: whole when it fits, else its head and its tail, cut at
+ * character starts, around a marker, so that where (the start) and why (the end) both stay. */
+static void put_msg(char msg[XD_ERR_LEN], const char *text, size_t len)
+{
+    static const char mark[] = " [...] ";
+    if (len < XD_ERR_LEN) {
+        memcpy(msg, text, len);
+        msg[len] = '\0';
+        return;
+    }
+    size_t room = XD_ERR_LEN - 1 - (sizeof mark - 1), head = room / 2, tail = room - head;
+    while (head && !char_start(text[head])) head--;
+    size_t from = len - tail;
+    while (from < len && !char_start(text[from])) from++;
+    memcpy(msg, text, head);
+    memcpy(msg + head, mark, sizeof mark - 1);
+    memcpy(msg + head + sizeof mark - 1, text + from, len - from);
+    msg[head + sizeof mark - 1 + len - from] = '\0';
+}
+
+void xd_vformat(char out[XD_ERR_LEN], const char *fmt, va_list ap)
+{
+    va_list again;
+    va_copy(again, ap);
+    char first[XD_ERR_LEN];
+    int n = vsnprintf(first, sizeof first, fmt, ap);
+    char *whole = n >= XD_ERR_LEN ? malloc((size_t)n + 1) : NULL;
+    if (whole) vsnprintf(whole, (size_t)n + 1, fmt, again);
+    va_end(again);
+    if (whole) put_msg(out, whole, (size_t)n);
+    else put_msg(out, first, n < 0 ? 0 : strnlen(first, sizeof first - 1));
+    free(whole);
+}
+
 xd_status xd_fail(xd_err *e, xd_status code, const char *fmt, ...)
 {
-    if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
-        va_end(ap);
-        e->code = code;
-    }
+    if (!e) return code;
+    va_list ap;
+    va_start(ap, fmt);
+    xd_vformat(e->msg, fmt, ap);
+    va_end(ap);
+    e->code = code;
     return code;
 }
 
@@ -49,11 +85,21 @@ xd_status xd_err_prefix(xd_err *e, const char *fmt, ...)
     if (n > XD_ERR_LEN - 1) n = XD_ERR_LEN - 1;
     joined[n] = ':';
     joined[n + 1] = ' ';
-    memcpy(joined + n + 2, e->msg, XD_ERR_LEN);
-    joined[n + 2 + XD_ERR_LEN - 1] = '\0';
-    memcpy(e->msg, joined, XD_ERR_LEN - 1);
-    e->msg[XD_ERR_LEN - 1] = '\0';
+    size_t len = strnlen(e->msg, XD_ERR_LEN - 1);
+    memcpy(joined + n + 2, e->msg, len);
+    put_msg(e->msg, joined, (size_t)n + 2 + len);
     return e->code;
+}
+
+const char *xd_excerpt(const char *s, char *buf)
+{
+    size_t n = strlen(s);
+    if (n <= XD_EXCERPT_MAX) return s;
+    n = XD_EXCERPT_MAX;
+    while (n && !char_start(s[n])) n--;
+    memcpy(buf, s, n);
+    memcpy(buf + n, "...", 4);
+    return buf;
 }
 
 void xd_err_clear(xd_err *e)

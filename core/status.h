@@ -6,6 +6,7 @@
 #ifndef XD_CORE_STATUS_H
 #define XD_CORE_STATUS_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum {
@@ -20,7 +21,9 @@ typedef enum {
     XD_STATUS_COUNT
 } xd_status;
 
-/* Room for one message line. Messages longer than this are cut, never overflow. */
+/* Room for one message line. A longer message keeps its start (the file and position) and its
+ * end (the reason) around a " [...] " in the middle; it never overflows. Quote input with
+ * xd_excerpt so that it does not come to that. */
 #define XD_ERR_LEN 512
 
 typedef struct {
@@ -32,10 +35,21 @@ typedef struct {
 xd_status xd_fail(xd_err *e, xd_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* vsnprintf into a message-sized buffer, long text cut in the middle as for xd_fail: for
+ * helpers that format a reason before adding a position to it. */
+void xd_vformat(char out[XD_ERR_LEN], const char *fmt, va_list ap);
+
 /* Puts "prefix: " before the message already in e (for adding a file name or context). */
 xd_status xd_err_prefix(xd_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 void xd_err_clear(xd_err *e);
+
+/* Longest piece of input a message quotes whole: longer text becomes its first XD_EXCERPT_MAX
+ * bytes (whole UTF-8 characters) and "...". Returns s itself when short enough, else buf, which
+ * holds XD_EXCERPT_BUF bytes. */
+#define XD_EXCERPT_MAX 60
+#define XD_EXCERPT_BUF (XD_EXCERPT_MAX + 4)
+const char *xd_excerpt(const char *s, char *buf);
 const char *xd_status_name(xd_status s);
 
 /* Invariant checks that stay on in release builds and say where they fired. Not for input. */

@@ -50,11 +50,18 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
     return s;
 }
 
-static xd_status copy_in(io_st_file *f, nn_model *m, xd_err *e)
+/* Every parameter of m is in f with its shape and type (m may be only planned). */
+static xd_status check_in(io_st_file *f, const nn_model *m, xd_err *e)
 {
     io_tensor *want = model_tensors(m, 0);
     xd_status s = io_st_check(f, want, (size_t)m->n_params, e);
     free(want);
+    return s;
+}
+
+static xd_status copy_in(io_st_file *f, nn_model *m, xd_err *e)
+{
+    xd_status s = check_in(f, m, e);
     if (s != XD_OK) return s;
     for (int i = 0; i < m->n_params; i++) {
         const nn_param *p = &m->params[i];
@@ -89,10 +96,16 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
     if (!fmt || strcmp(fmt, "xdistill") != 0 || !desc) {
         s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (metadata '%s' and '%s' missing)",
                     path, META_FORMAT, META_MODEL);
-    } else if ((s = nn_model_build(m, desc, max_batch, 0, e)) != XD_OK) {
+    } else if ((s = nn_model_plan(m, desc, max_batch, e)) != XD_OK) {
         xd_err_prefix(e, "%s: stored model", path);
-    } else if ((s = copy_in(f, m, e)) != XD_OK) {
+    } else {
+        /* the tensors must all be there before the model's memory is taken */
+        s = check_in(f, m, e);
         nn_model_free(m);
+        if (s == XD_OK && (s = nn_model_build(m, desc, max_batch, 0, e)) != XD_OK)
+            xd_err_prefix(e, "%s: stored model", path);
+        else if (s == XD_OK && (s = copy_in(f, m, e)) != XD_OK)
+            nn_model_free(m);
     }
     io_st_close(f);
     return s;

@@ -53,26 +53,6 @@ static xd_status open_image(feed *f, const io_dataset *ds, const char *split, co
     return XD_OK;
 }
 
-/* Splits "k=v k2=v2" and applies each pair to a text config. */
-static xd_status text_config(txt_config *c, const char *words, xd_err *e)
-{
-    char *copy = xd_xstrdup(words ? words : "");
-    xd_status s = XD_OK;
-    for (char *save = NULL, *w = strtok_r(copy, " \t;,", &save); w && s == XD_OK;
-         w = strtok_r(NULL, " \t;,", &save)) {
-        char *eq = strchr(w, '=');
-        if (!eq) {
-            s = xd_fail(e, XD_EARG, "data.text: '%s' is not key=value", w);
-            break;
-        }
-        *eq = '\0';
-        s = txt_config_set(c, w, eq + 1, e);
-    }
-    free(copy);
-    if (s != XD_OK) return s;
-    return txt_config_check(c, e);
-}
-
 static xd_status open_text(feed *f, const io_dataset *ds, const char *split, const char *lang,
                            const nn_model *m, const char *text, xd_err *e)
 {
@@ -82,7 +62,7 @@ static xd_status open_text(feed *f, const io_dataset *ds, const char *split, con
     f->kind = FEED_TEXT;
     f->L = m->tokens;
     txt_config cfg = txt_config_default();
-    xd_status s = text_config(&cfg, text, e);
+    xd_status s = txt_config_parse_words(&cfg, text, e);
     if (s != XD_OK) return s;
     cfg.max_ids = (uint32_t)f->L;
     /* the model's embedding table must cover every id the tokenizer can produce */

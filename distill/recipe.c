@@ -282,7 +282,7 @@ typedef struct {
     io_yaml_doc *d;
     unsigned flags;
     recipe *r;
-    nn_model student; /* built from the description once, to check node names */
+    nn_model student; /* planned from the description once, to check node names */
     int built;
     xd_err *e;
 } binder;
@@ -296,7 +296,7 @@ static xd_status bad(binder *b, const io_yaml_node *n, const char *fmt, ...)
     io_yaml_path(n, path, sizeof path);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
+    xd_vformat(reason, fmt, ap);
     va_end(ap);
     if (!path[0]) return io_yaml_fail(b->d, n, b->e, XD_EARG, "%s", reason);
     return io_yaml_fail(b->d, n, b->e, XD_EARG, "%s: %s", path, reason);
@@ -397,11 +397,12 @@ static xd_status check_file(binder *b, const io_yaml_node *n, const char *path)
     if (!path[0]) return bad(b, n, "the path is empty");
     if (b->flags & RECIPE_NO_FILE_CHECKS) return XD_OK;
     struct stat st;
+    char q[XD_EXCERPT_BUF];
     if (stat(path, &st) != 0) {
-        if (errno == ENOENT || errno == ENOTDIR) return bad(b, n, "%s: no such file", path);
-        return bad(b, n, "%s: %s", path, strerror(errno));
+        if (errno == ENOENT || errno == ENOTDIR) return bad(b, n, "%s: no such file", xd_excerpt(path, q));
+        return bad(b, n, "%s: %s", xd_excerpt(path, q), strerror(errno));
     }
-    if (S_ISDIR(st.st_mode)) return bad(b, n, "%s: is a folder, not a file", path);
+    if (S_ISDIR(st.st_mode)) return bad(b, n, "%s: is a folder, not a file", xd_excerpt(path, q));
     return XD_OK;
 }
 
@@ -416,6 +417,7 @@ static xd_status check_student_node(binder *b, const io_yaml_node *n, const char
 
 static xd_status bind_name(binder *b, io_yaml_node *root)
 {
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     recipe *r = b->r;
     io_yaml_node *n;
     xd_status s = get_string(b, root, "name", NULL, &r->name, &n);
@@ -423,7 +425,7 @@ static xd_status bind_name(binder *b, io_yaml_node *root)
     if (n) {
         if (!word_ok(r->name, "-_."))
             return bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.'; up to %d)",
-                       r->name, RECIPE_MAX_NAME - 1);
+                       xd_excerpt(r->name, q), RECIPE_MAX_NAME - 1);
         return XD_OK;
     }
     /* the file's base name without its extension, other characters made '-' */
@@ -441,6 +443,7 @@ static xd_status bind_name(binder *b, io_yaml_node *root)
 
 static xd_status bind_data(binder *b, io_yaml_node *root)
 {
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     recipe_data *dt = &b->r->data;
     io_yaml_node *data, *n;
     xd_status s = io_yaml_require(b->d, root, "data", &data, b->e);
@@ -459,13 +462,13 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
             return s;
         if (!word_ok(*splits[i], "-_."))
             return bad(b, n, "'%s' is not a split name (letters, digits, '-', '_', '.')",
-                       *splits[i]);
+                       xd_excerpt(*splits[i], q));
     }
     if ((s = get_string(b, data, "label", "label", &dt->label, &n)) != XD_OK) return s;
     if (strcmp(dt->label, "label") != 0 &&
         !(strncmp(dt->label, "label.", 6) == 0 && word_ok(dt->label + 6, "-_")))
         return bad(b, n, "'%s' is not a label section (expected label or label.NAME)",
-                   dt->label);
+                   xd_excerpt(dt->label, q));
 
     dt->label_fraction = 1.0f;
     dt->labels_per_class = 0;
@@ -492,21 +495,7 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
     if ((s = get_string(b, data, "text", "", &dt->text, &n)) != XD_OK) return s;
     if (n) {
         txt_config tc = txt_config_default();
-        char *copy = xd_xstrdup(dt->text), *save = NULL;
-        for (char *w = strtok_r(copy, " \t\r\n", &save); w && s == XD_OK;
-             w = strtok_r(NULL, " \t\r\n", &save)) {
-            char *eq = strchr(w, '=');
-            if (!eq || eq == w) {
-                s = bad(b, n, "'%s': expected key=value", w);
-                break;
-            }
-            *eq = '\0';
-            s = txt_config_set(&tc, w, eq + 1, b->e);
-            if (s != XD_OK) wrap(b, n, s);
-        }
-        free(copy);
-        if (s == XD_OK && (s = txt_config_check(&tc, b->e)) != XD_OK) wrap(b, n, s);
-        if (s != XD_OK) return s;
+        if ((s = txt_config_parse_words(&tc, dt->text, b->e)) != XD_OK) return wrap(b, n, s);
     }
     return XD_OK;
 }
@@ -540,7 +529,8 @@ static xd_status bind_model(binder *b, io_yaml_node *root)
         }
         r->model = text;
     }
-    if ((s = nn_model_build(&b->student, r->model, 1, 0, b->e)) != XD_OK) return wrap(b, at, s);
+    /* names, heads and sizes checked without taking the model's memory */
+    if ((s = nn_model_plan(&b->student, r->model, 1, b->e)) != XD_OK) return wrap(b, at, s);
     b->built = 1;
     /* token ids and images are different inputs: the view must feed what the model reads */
     int text_view = strncmp(r->data.student_view, "text.", 5) == 0;
@@ -553,6 +543,7 @@ static xd_status bind_model(binder *b, io_yaml_node *root)
 
 static xd_status bind_teachers(binder *b, io_yaml_node *root)
 {
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     recipe *r = b->r;
     io_yaml_node *list = present(b, root, "teachers");
     if (!list) return XD_OK;
@@ -575,7 +566,7 @@ static xd_status bind_teachers(binder *b, io_yaml_node *root)
         if ((s = get_string(b, it, "name", NULL, &t->name, &n)) != XD_OK) return s;
         if (!word_ok(t->name, "-_."))
             return bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.')",
-                       t->name);
+                       xd_excerpt(t->name, q));
         for (int j = 0; j < i; j++) {
             if (strcmp(r->teachers[j].name, t->name) == 0) {
                 io_yaml_node *first = io_yaml_find(b->d, list->items[j], "name");
@@ -703,6 +694,7 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
 /* projector_init, projector_frozen, learn_temperature, label_map: the alignment keys. */
 static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
 {
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     int v = l->projector_init;
     xd_status s = get_enum(b, it, "projector_init", recipe_proj_init_names, RECIPE_INIT_COUNT, &v);
     if (s != XD_OK) return s;
@@ -724,7 +716,7 @@ static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
         if (strcmp(n->str, "label") != 0 &&
             (strncmp(n->str, "label.", 6) != 0 || !word_ok(n->str + 6, "-_")))
             return bad(b, n, "'%s': expected a label section of the data set (label or "
-                             "label.NAME) or a list of student classes", n->str);
+                             "label.NAME) or a list of student classes", xd_excerpt(n->str, q));
         l->label_map = xd_xstrdup(n->str);
         return XD_OK;
     }

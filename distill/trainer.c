@@ -174,6 +174,10 @@ static xd_status setup_data(run *R, xd_err *e)
     if ((s = feed_open(&R->test, R->ds, r->data.test, r->data.student_view, &R->student,
                        r->data.augment, r->data.text, e)) != XD_OK)
         return s;
+    if (R->test.n == 0) /* a score on no examples would read as 0.00% */
+        return xd_fail(e, XD_EARG, "%s: split '%s' has no test examples, so no test score can be "
+                                   "given (prepare the set with a test fraction above 0)",
+                       io_dataset_path(R->ds), r->data.test);
     /* classes: the data set's table for this label, else the student head's width */
     const char *lab = r->data.label;
     char cname[IO_DATASET_NAME_MAX + 1];

@@ -86,7 +86,7 @@ static xd_status mf_fail(const mf_build *b, xd_status code, size_t line, const c
     char why[XD_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
+    xd_vformat(why, fmt, ap);
     va_end(ap);
     if (col) return xd_fail(b->e, code, "%s:%zu: column %s: %s", b->path, line, col, why);
     return xd_fail(b->e, code, "%s:%zu: %s", b->path, line, why);
@@ -208,8 +208,9 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     else if (!S_ISREG(st.st_mode))
         why = "is not a regular file";
     if (why) {
-        xd_status s =
-            mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s", resolved, why);
+        char q[XD_EXCERPT_BUF];
+        xd_status s = mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s",
+                              xd_excerpt(resolved, q), why);
         free(resolved);
         return s;
     }
@@ -259,6 +260,32 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
+static int cmp_class(const void *a, const void *b, void *names)
+{
+    char **n = names;
+    return strcmp(n[*(const int32_t *)a], n[*(const int32_t *)b]);
+}
+
+/* Class names in byte order (strcmp), ids renumbered to match: the ids then depend on the set of
+ * names only, not on the order of the rows. */
+static void sort_classes(io_manifest *m)
+{
+    size_t k = m->n_classes;
+    int32_t *order = xd_xmalloc((k + 1) * sizeof *order), *rank = xd_xmalloc((k + 1) * sizeof *rank);
+    char **names = xd_xmalloc((k + 1) * sizeof *names);
+    for (size_t c = 0; c < k; c++) order[c] = (int32_t)c;
+    qsort_r(order, k, sizeof *order, cmp_class, m->class_names);
+    for (size_t c = 0; c < k; c++) {
+        rank[order[c]] = (int32_t)c;
+        names[c] = m->class_names[order[c]];
+    }
+    memcpy(m->class_names, names, k * sizeof *names);
+    for (size_t i = 0; i < m->n; i++) m->labels[i] = rank[m->labels[i]];
+    free(names);
+    free(rank);
+    free(order);
+}
+
 static xd_status labels_from_names(mf_build *b)
 {
     io_manifest *m = b->m;
@@ -286,6 +313,7 @@ static xd_status labels_from_names(mf_build *b)
     }
     free(t.slot);
     m->labels_are_names = 1;
+    if (s == XD_OK) sort_classes(m);
     return s;
 }
 
@@ -293,16 +321,32 @@ static xd_status labels_from_ids(mf_build *b, const char *col)
 {
     io_manifest *m = b->m;
     long top = -1;
+    size_t top_row = 0;
     for (size_t i = 0; i < m->n; i++) {
         long id = -1;
+        char q[XD_EXCERPT_BUF];
         if (label_kind(b->label_raw[i], &id) != LBL_ID)
             return mf_fail(b, XD_EFORMAT, b->lines[i], col,
                            "'%s' is not a class id in 0..%d (the labels of this file are "
                            "numbers, so they are read as ids)",
-                           b->label_raw[i], IO_MANIFEST_MAX_CLASSES - 1);
+                           xd_excerpt(b->label_raw[i], q), IO_MANIFEST_MAX_CLASSES - 1);
         m->labels[i] = (int32_t)id;
-        if (id > top) top = id;
+        if (id > top) {
+            top = id;
+            top_row = i;
+        }
     }
+    /* ids name classes 0..K-1, each used: an id past a gap would make classes no example has */
+    uint8_t *used = xd_xcalloc((size_t)top + 2, 1);
+    for (size_t i = 0; i < m->n; i++) used[m->labels[i]] = 1;
+    long missing = 0;
+    while (missing < top && used[missing]) missing++;
+    free(used);
+    if (missing < top)
+        return mf_fail(b, XD_EFORMAT, b->lines[top_row], col,
+                       "class id %ld, but no example has id %ld: numeric labels must be the ids "
+                       "0..K-1 with every id used (write class names to have other labels)",
+                       top, missing);
     m->n_classes = (size_t)(top + 1);
     m->class_names = xd_xmalloc(m->n_classes * sizeof *m->class_names + 1);
     for (size_t c = 0; c < m->n_classes; c++) {
@@ -511,6 +555,9 @@ static xd_status read_with(const char *path, const io_manifest_limits *lim, io_m
     if (s != XD_OK) return s;
     s = build_start(&b, path, m, count_lines(data, n), e);
     if (s == XD_OK) s = rows(&b, data, n);
+    if (s == XD_OK && m->n == 0)
+        s = xd_fail(e, XD_EFORMAT, "%s: no examples (nothing but %s)", path,
+                    rows == tsv_rows ? "the header" : "blank lines");
     build_end(&b);
     free(data);
     if (s != XD_OK) io_manifest_free(m);

@@ -10,11 +10,14 @@
  * "label"; other keys are ignored.
  *
  * Labels. TSV: if every label is a non-negative integer (decimal digits only), the labels are class
- * ids and the class names are their decimal spellings "0".."max"; otherwise every label is a class
- * name, and names get ids 0, 1, ... in the order they first appear. In a file of integer ids, a
- * label that looks like a number but is not an id (-1, 2.5, 1e3, or an id of
- * IO_MANIFEST_MAX_CLASSES or more) is an error, not a name. JSONL: a JSON integer >= 0 is an id, a
- * JSON string is a name (even "7"); one file uses one kind, mixing them is an error.
+ * ids, which must be 0..K-1 with every id used by some example (an id past a gap is an error, never
+ * a class without examples), and the class names are their decimal spellings "0".."K-1";
+ * otherwise every label is a class name: the classes are the distinct names in byte order
+ * (strcmp), ids 0, 1, ... in that order, so the ids do not depend on the order of the rows. In a
+ * file of integer ids, a label that looks like a number but is not an id (-1, 2.5, 1e3, or an id
+ * of IO_MANIFEST_MAX_CLASSES or more) is an error, not a name. JSONL: a JSON integer >= 0 is an
+ * id, a JSON string is a name (even "7"); one file uses one kind, mixing them is an error. At most
+ * IO_MANIFEST_MAX_CLASSES classes; a file without examples is an error.
  *
  * Image paths that are not absolute are resolved against the manifest's folder, and each image must
  * exist as a regular file (it is not decoded here). Every field must be valid UTF-8; the image path

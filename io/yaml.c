@@ -29,8 +29,6 @@ const char *const io_yaml_kind_names[IO_YAML_KIND_COUNT] = {
 static_assert(sizeof io_yaml_kind_names / sizeof io_yaml_kind_names[0] == IO_YAML_KIND_COUNT,
               "io_yaml_kind_names must name every kind");
 
-/* Longest scalar text quoted back in a message. */
-#define SHOW_MAX 40
 /* Longest dotted path kept for messages. */
 #define PATH_MAX_LEN 256
 
@@ -232,18 +230,9 @@ xd_status io_yaml_fail(const io_yaml_doc *d, const io_yaml_node *n, xd_err *e, x
     io_yaml_where(d, n, where, sizeof where);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
+    xd_vformat(reason, fmt, ap);
     va_end(ap);
     return xd_fail(e, code, "%s: %s", where, reason);
-}
-
-/* The scalar's text for a message, cut to SHOW_MAX characters. */
-static const char *show(const char *s, char *buf, size_t size)
-{
-    size_t n = strlen(s);
-    if (n <= SHOW_MAX) return s;
-    snprintf(buf, size, "%.*s...", SHOW_MAX, s);
-    return buf;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -358,7 +347,7 @@ static xd_status fail_mark(const io_yaml_doc *d, yaml_mark_t m, xd_err *e, xd_st
     char reason[XD_ERR_LEN];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
+    xd_vformat(reason, fmt, ap);
     va_end(ap);
     return xd_fail(e, code, "%s:%zu:%zu: %s", d->file, m.line + 1, m.column + 1, reason);
 }
@@ -708,13 +697,13 @@ xd_status io_yaml_require(io_yaml_doc *d, io_yaml_node *base, const char *path,
 static xd_status type_error(const io_yaml_doc *d, const io_yaml_node *n, const char *want,
                             xd_err *e)
 {
-    char path[PATH_MAX_LEN], buf[SHOW_MAX + 8];
+    char path[PATH_MAX_LEN], buf[XD_EXCERPT_BUF];
     io_yaml_path(n, path, sizeof path);
     if (n->kind != IO_YAML_SCALAR)
         return io_yaml_fail(d, n, e, XD_EARG, "key '%s': expected %s, got a %s", path, want,
                             io_yaml_kind_names[n->kind]);
     return io_yaml_fail(d, n, e, XD_EARG, "key '%s': expected %s, got '%s'", path, want,
-                        show(n->str, buf, sizeof buf));
+                        xd_excerpt(n->str, buf));
 }
 
 xd_status io_yaml_as_long(const io_yaml_doc *d, io_yaml_node *n, long lo, long hi, long *out,
@@ -881,8 +870,9 @@ xd_status io_yaml_set(io_yaml_doc *d, const char *path, const char *value, xd_er
     }
     if (v.root && v.root->kind != IO_YAML_SCALAR) {
         io_yaml_free(&v);
+        char q[XD_EXCERPT_BUF];
         return xd_fail(e, XD_EARG, "--set %s: the value '%s' is a %s, not a scalar (quote it)",
-                       path, text, "mapping or sequence");
+                       path, xd_excerpt(text, q), "mapping or sequence");
     }
     char *str = v.root ? v.root->str : NULL;
     int plain = v.root ? v.root->plain : 1;

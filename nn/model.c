@@ -3,7 +3,6 @@
 #include "nn/model.h"
 
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -133,8 +132,16 @@ typedef struct {
     int n;
 } stmt;
 
-/* Splits text into statements (';' or newline) of whitespace-separated words. '#' starts a
- * comment to the end of the line. */
+/* Blanks between words: every byte isspace() takes in the C locale except the newline, which
+ * ends a statement. Skipping and word ends use this one test, so no byte is both (a byte that
+ * ends a word but is not skipped would give empty words forever). */
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/* Splits text into statements (';' or newline) of blank-separated words. '#' starts a comment
+ * to the end of the line. */
 static int split_statements(const char *text, stmt **out)
 {
     int cap = 8, n = 0;
@@ -143,7 +150,7 @@ static int split_statements(const char *text, stmt **out)
     stmt cur = {NULL, 0};
     int wcap = 0;
     for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+        while (is_blank(*p)) p++;
         if (*p == '#') {
             while (*p && *p != '\n') p++;
         }
@@ -163,7 +170,8 @@ static int split_statements(const char *text, stmt **out)
             continue;
         }
         const char *b = p;
-        while (*p && !isspace((unsigned char)*p) && *p != ';' && *p != '#') p++;
+        while (*p && !is_blank(*p) && *p != '\n' && *p != ';' && *p != '#') p++;
+        XD_ASSERT(p > b); /* every byte is a blank, a separator or part of a word */
         if (cur.n == wcap) {
             wcap = wcap ? 2 * wcap : 8;
             cur.words = xd_xrealloc(cur.words, (size_t)wcap * sizeof(char *));
@@ -213,16 +221,17 @@ static void node_defaults(nn_node *nd, nn_kind kind, int index)
 
 static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
 {
+    char q[XD_EXCERPT_BUF];
     if (strcmp(s->words[0], "input") != 0)
         return xd_fail(e, XD_EARG, "model description: the first statement must be 'input' "
                                    "(e.g. 'input h=28 w=28 c=1' or 'input tokens=64'), not '%s'",
-                       s->words[0]);
+                       xd_excerpt(s->words[0], q));
     for (int i = 1; i < s->n; i++) {
         char *eq = strchr(s->words[i], '=');
         int v;
-        if (!eq || parse_int(eq + 1, &v) || v <= 0 || v > (1 << 20))
-            return xd_fail(e, XD_EARG, "model description: input: '%s' is not key=positive integer",
-                           s->words[i]);
+        if (!eq || parse_int(eq + 1, &v) || v <= 0 || v > NN_MAX_INPUT)
+            return xd_fail(e, XD_EARG, "model description: input: '%s' is not key=integer "
+                                       "in 1..%d", xd_excerpt(s->words[i], q), NN_MAX_INPUT);
         *eq = '\0';
         const char *key = s->words[i];
         if (strcmp(key, "h") == 0) m->h = v;
@@ -232,7 +241,7 @@ static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
         else {
             *eq = '=';
             return xd_fail(e, XD_EARG, "model description: input: unknown key in '%s' "
-                                       "(valid: h, w, c, tokens)", s->words[i]);
+                                       "(valid: h, w, c, tokens)", xd_excerpt(s->words[i], q));
         }
         *eq = '=';
     }
@@ -251,8 +260,9 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
     if (kind < 0) {
         char kinds[512];
         list_kinds(kinds, sizeof kinds);
+        char q[XD_EXCERPT_BUF];
         return xd_fail(e, XD_EARG, "model description: layer %d: unknown layer '%s' (valid: %s)",
-                       index + 1, s->words[0], kinds);
+                       index + 1, xd_excerpt(s->words[0], q), kinds);
     }
     node_defaults(nd, (nn_kind)kind, index);
     int stride_given = 0;
@@ -266,8 +276,9 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
         if (!o || !(o->kinds & K(kind))) {
             char keys[256];
             list_keys(keys, sizeof keys, (nn_kind)kind);
+            char q[XD_EXCERPT_BUF];
             st = xd_fail(e, XD_EARG, "model description: layer %d '%s': unknown key '%s' (valid: %s)",
-                         index + 1, kind_names[kind], word, keys);
+                         index + 1, kind_names[kind], xd_excerpt(word, q), keys);
         } else if ((o->type == OPT_FLAG) != (val == NULL)) {
             st = xd_fail(e, XD_EARG, "model description: layer %d '%s': '%s' %s", index + 1,
                          kind_names[kind], word, o->type == OPT_FLAG ? "takes no value" : "needs =value");
@@ -275,7 +286,10 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
             char *field = (char *)nd + o->off;
             int bad = 0;
             switch (o->type) {
-            case OPT_INT: bad = parse_int(val, (int *)field); break;
+            case OPT_INT:
+                bad = parse_int(val, (int *)field) || *(int *)field < 0 ||
+                      *(int *)field > NN_MAX_OPTION;
+                break;
             case OPT_FLOAT: bad = parse_float(val, (float *)field); break;
             case OPT_FLAG: *(int *)field = 1; break;
             case OPT_NAME:
@@ -298,9 +312,10 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
                     }
                 break;
             }
+            char q[XD_EXCERPT_BUF];
             if (bad)
                 st = xd_fail(e, XD_EARG, "model description: layer %d '%s': bad value '%s' for '%s'%s",
-                             index + 1, kind_names[kind], val ? val : "", word,
+                             index + 1, kind_names[kind], xd_excerpt(val ? val : "", q), word,
                              o->type == OPT_NAME ? " (empty, too long or already used)"
                              : (o->type == OPT_FROM || o->type == OPT_FROM2) ? " (no earlier node of that name)"
                              : o->type == OPT_MODE ? " (mean or sum)" : "");
@@ -338,17 +353,19 @@ static nn_conv_shape node_conv_shape(const nn_node *nd, int B)
     return cs;
 }
 
-static void add_param(nn_model *m, const nn_node *nd, const char *suffix, int ndim,
-                      const int64_t *shape, int decay, int state, size_t *off)
+/* Adds a parameter (or state) entry; -1 when its size, or the model's total with it, would pass
+ * NN_MAX_PARAMS (checked before any product can overflow). */
+static int add_param(nn_model *m, const nn_node *nd, const char *suffix, int ndim,
+                     const int64_t *shape, int decay, int state, size_t *off)
 {
+    size_t n = 1;
+    for (int d = 0; d < ndim; d++)
+        if (xd_mul_size(n, (size_t)shape[d], &n) || n > NN_MAX_PARAMS) return -1;
+    if (n > NN_MAX_PARAMS - m->n_param - m->n_state) return -1;
     nn_param *p = &m->params[m->n_params++];
     snprintf(p->name, sizeof p->name, "%s.%s", nd->name, suffix);
     p->ndim = ndim;
-    size_t n = 1;
-    for (int d = 0; d < ndim; d++) {
-        p->shape[d] = shape[d];
-        n *= (size_t)shape[d];
-    }
+    for (int d = 0; d < ndim; d++) p->shape[d] = shape[d];
     p->n = n;
     p->decay = decay;
     p->state = state;
@@ -360,13 +377,47 @@ static void add_param(nn_model *m, const nn_node *nd, const char *suffix, int nd
         m->n_param += n;
     }
     *off = p->off;
+    return 0;
 }
 
-/* Fills output shapes, parameter table and per-node sizes; checks everything fits. */
-static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, size_t *scratch,
-                       xd_err *e)
+/* Working memory in floats: per example of a batch (multiplied by max_batch when allocated) and
+ * fixed. Every per-example figure, and their sum `example`, stays within NN_MAX_EXAMPLE. */
+typedef struct {
+    size_t act;     /* every node's output (and as much again for the gradients) */
+    size_t save;    /* values kept for backward: conv columns, dropout masks, layernorm stats */
+    size_t isave;   /* maxpool argmax indices (int32) */
+    size_t scratch; /* the largest conv's column gradient, taken from the arena in backward */
+    size_t fixed;   /* batchnorm statistics and conv [w | b] copies, whatever the batch */
+    size_t example; /* input + 2 act + save + isave + scratch */
+} model_sizes;
+
+/* Adds n floats per example to *field and to the total; -1 past NN_MAX_EXAMPLE. */
+static int add_example(model_sizes *z, size_t *field, size_t n)
 {
-    const size_t LIMIT = (size_t)1 << 30; /* per-example activation size and parameter count */
+    if (n > NN_MAX_EXAMPLE - z->example) return -1;
+    z->example += n;
+    *field += n;
+    return 0;
+}
+
+static xd_status too_big(xd_err *e, int i, const nn_node *nd, const char *what)
+{
+    return xd_fail(e, XD_ESHAPE,
+                   "model description: layer %d '%s' (%s): %s passes the limit (%zu parameters, "
+                   "%zu floats of memory per example)",
+                   i + 1, kind_names[nd->kind], nd->name, what, NN_MAX_PARAMS, NN_MAX_EXAMPLE);
+}
+
+/* Fills output shapes, the parameter table and the sizes of every block; checks, before anything
+ * is allocated and without overflow, that everything fits the limits (model.h). */
+static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
+{
+    memset(z, 0, sizeof *z);
+    size_t in_n = m->tokens ? (size_t)m->tokens : (size_t)m->h * m->w * m->c;
+    if (in_n > NN_MAX_EXAMPLE)
+        return xd_fail(e, XD_ESHAPE, "model description: input: %zu values per example, more "
+                                     "than the %zu allowed", in_n, NN_MAX_EXAMPLE);
+    z->example = in_n;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         if (nd->in == NN_INPUT) {
@@ -393,10 +444,12 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             nd->c = nd->units;
             shp[0] = nd->units;
             shp[1] = nd->ic;
-            add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off);
+            if (add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off))
+                return too_big(e, i, nd, "its weight");
             nd->w_n = (size_t)nd->units * nd->ic;
             if (nd->bias) {
-                add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+                if (add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off))
+                    return too_big(e, i, nd, "its bias");
                 nd->b_n = (size_t)nd->units;
             }
             break;
@@ -413,15 +466,27 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             shp[0] = nd->units;
             shp[1] = shp[2] = nd->k;
             shp[3] = nd->ic;
-            add_param(m, nd, "weight", 4, shp, 1, 0, &nd->w_off);
+            if (add_param(m, nd, "weight", 4, shp, 1, 0, &nd->w_off))
+                return too_big(e, i, nd, "its weight");
             nd->w_n = (size_t)nd->units * nd->k * nd->k * nd->ic;
             if (nd->bias) {
-                add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+                if (add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off))
+                    return too_big(e, i, nd, "its bias");
                 nd->b_n = (size_t)nd->units;
             }
-            cs.B = m->max_batch;
-            *save_total += nn_conv_cols_size(&cs) + nn_conv_wext_size(&cs);
-            if (nn_conv_cols_size(&cs) > *scratch) *scratch = nn_conv_cols_size(&cs);
+            /* nn_conv_cols_size computes OH * OW * (k * k * ic + bias) unchecked: this bound on
+             * it must not overflow first */
+            size_t row, cols;
+            if (xd_mul3_size((size_t)nd->k, (size_t)nd->k, (size_t)nd->ic, &row) ||
+                xd_mul3_size((size_t)cs.OH, (size_t)cs.OW, row + 1, &cols))
+                return too_big(e, i, nd, "its input columns");
+            cols = nn_conv_cols_size(&cs);
+            if (add_example(z, &z->save, cols)) return too_big(e, i, nd, "its input columns");
+            if (cols > z->scratch) {
+                if (add_example(z, &z->scratch, cols - z->scratch))
+                    return too_big(e, i, nd, "its column gradient");
+            }
+            z->fixed += nn_conv_wext_size(&cs); /* a copy of weight and bias, within the limit */
             break;
         }
         case NN_MAXPOOL:
@@ -437,8 +502,8 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             nd->h = nd->w = 1;
             break;
         case NN_FLATTEN:
-            if ((int64_t)nd->ih * nd->iw * nd->ic > (int64_t)LIMIT)
-                return layer_error(e, i, nd, "output or parameter count too large");
+            if ((size_t)nd->ih * nd->iw * nd->ic > NN_MAX_EXAMPLE)
+                return too_big(e, i, nd, "its output");
             nd->c = nd->ih * nd->iw * nd->ic;
             nd->h = nd->w = 1;
             break;
@@ -446,22 +511,25 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
         case NN_LAYERNORM:
             if (!(nd->eps > 0.0f)) return layer_error(e, i, nd, "eps must be > 0");
             shp[0] = nd->ic;
-            add_param(m, nd, "weight", 1, shp, 0, 0, &nd->w_off);
-            add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off);
+            if (add_param(m, nd, "weight", 1, shp, 0, 0, &nd->w_off) ||
+                add_param(m, nd, "bias", 1, shp, 0, 0, &nd->b_off))
+                return too_big(e, i, nd, "its parameters");
             nd->w_n = nd->b_n = (size_t)nd->ic;
             if (nd->kind == NN_BATCHNORM) {
                 size_t dummy;
-                add_param(m, nd, "running_mean", 1, shp, 0, 1, &nd->s_off);
-                add_param(m, nd, "running_var", 1, shp, 0, 1, &dummy);
+                if (add_param(m, nd, "running_mean", 1, shp, 0, 1, &nd->s_off) ||
+                    add_param(m, nd, "running_var", 1, shp, 0, 1, &dummy))
+                    return too_big(e, i, nd, "its running statistics");
                 nd->s_n = 2 * (size_t)nd->ic;
-                *save_total += 2 * (size_t)nd->ic;
-            } else {
-                *save_total += 2 * (size_t)m->max_batch * nd->ih * nd->iw;
+                z->fixed += 2 * (size_t)nd->ic;
+            } else if (add_example(z, &z->save, 2 * (size_t)nd->ih * nd->iw)) {
+                return too_big(e, i, nd, "its statistics");
             }
             break;
         case NN_DROPOUT:
             if (!(nd->p >= 0.0f && nd->p < 1.0f)) return layer_error(e, i, nd, "p must be in [0, 1)");
-            *save_total += (size_t)m->max_batch * nd->ih * nd->iw * nd->ic;
+            if (add_example(z, &z->save, (size_t)nd->ih * nd->iw * nd->ic))
+                return too_big(e, i, nd, "its mask");
             break;
         case NN_EMBBAG:
             if (nd->vocab <= 0 || nd->units <= 0) return layer_error(e, i, nd, "needs vocab=V and out=D > 0");
@@ -469,13 +537,14 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
             nd->c = nd->units;
             shp[0] = nd->vocab;
             shp[1] = nd->units;
-            add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off);
+            if (add_param(m, nd, "weight", 2, shp, 1, 0, &nd->w_off))
+                return too_big(e, i, nd, "its weight");
             nd->w_n = (size_t)nd->vocab * nd->units;
             break;
         case NN_UPSAMPLE:
             if (nd->factor < 1 || nd->factor > 64) return layer_error(e, i, nd, "factor must be 1..64");
-            if ((int64_t)nd->ih * nd->factor * nd->iw * nd->factor * nd->ic > (int64_t)LIMIT)
-                return layer_error(e, i, nd, "output or parameter count too large");
+            if ((size_t)nd->ih * nd->factor * nd->iw * nd->factor * nd->ic > NN_MAX_EXAMPLE)
+                return too_big(e, i, nd, "its output");
             nd->h = nd->ih * nd->factor;
             nd->w = nd->iw * nd->factor;
             break;
@@ -498,10 +567,13 @@ static xd_status infer(nn_model *m, size_t *save_total, size_t *isave_total, siz
         case NN_KIND_COUNT:
             XD_ASSERT(0);
         }
-        if (nd->kind == NN_MAXPOOL) *isave_total += (size_t)m->max_batch * nd->h * nd->w * nd->c;
-        nd->act_n = (size_t)nd->h * nd->w * nd->c;
-        if (nd->h <= 0 || nd->w <= 0 || nd->c <= 0 || nd->act_n > LIMIT || m->n_param > LIMIT)
-            return layer_error(e, i, nd, "output or parameter count too large");
+        XD_ASSERT(nd->h > 0 && nd->w > 0 && nd->c > 0);
+        if (xd_mul3_size((size_t)nd->h, (size_t)nd->w, (size_t)nd->c, &nd->act_n) ||
+            add_example(z, &z->act, nd->act_n) || nd->act_n > NN_MAX_EXAMPLE - z->example)
+            return too_big(e, i, nd, "its output");
+        z->example += nd->act_n; /* and its gradient */
+        if (nd->kind == NN_MAXPOOL && add_example(z, &z->isave, nd->act_n))
+            return too_big(e, i, nd, "its argmax indices");
     }
     return XD_OK;
 }
@@ -572,11 +644,12 @@ static void plan_fusion(nn_model *m)
 // ----------------------------------------------------------------------------------------------
 // build, init, free
 
-xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e)
+/* Parses, infers and checks: everything but the blocks (see nn_model_plan). */
+static xd_status plan(nn_model *m, const char *desc, int max_batch, model_sizes *z, xd_err *e)
 {
     memset(m, 0, sizeof *m);
-    if (max_batch <= 0 || max_batch > (1 << 20))
-        return xd_fail(e, XD_EARG, "batch size %d out of range (1..%d)", max_batch, 1 << 20);
+    if (max_batch <= 0 || max_batch > NN_MAX_BATCH)
+        return xd_fail(e, XD_EARG, "batch size %d out of range (1..%d)", max_batch, NN_MAX_BATCH);
     m->max_batch = max_batch;
     stmt *st;
     int n = split_statements(desc, &st);
@@ -591,19 +664,57 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
     m->params = xd_xcalloc((size_t)m->n_nodes * 4, sizeof *m->params);
     for (int i = 0; i < m->n_nodes; i++)
         if ((s = parse_layer(m, i, &st[i + 1], e)) != XD_OK) goto out;
-    size_t save_total = 0, isave_total = 0, scratch = 0;
-    if ((s = infer(m, &save_total, &isave_total, &scratch, e)) != XD_OK) goto out;
+    if ((s = infer(m, z, e)) != XD_OK) goto out;
     plan_fusion(m);
+    m->desc = describe(m);
+out:
+    free_statements(st, n);
+    if (s != XD_OK) nn_model_free(m);
+    return s;
+}
 
-    size_t act_total = 0;
-    for (int i = 0; i < m->n_nodes; i++) act_total += (size_t)max_batch * m->nodes[i].act_n;
-    m->param = xd_xmalloc_aligned(sizeof(float) * (m->n_param ? m->n_param : 1));
-    m->grad = xd_xmalloc_aligned(sizeof(float) * (m->n_param ? m->n_param : 1));
-    m->state = xd_xmalloc_aligned(sizeof(float) * (m->n_state ? m->n_state : 1));
-    m->act_block = xd_xmalloc_aligned(sizeof(float) * act_total);
-    m->dact_block = xd_xmalloc_aligned(sizeof(float) * act_total);
-    m->save_block = xd_xmalloc_aligned(sizeof(float) * (save_total ? save_total : 1));
-    m->isave_block = xd_xmalloc_aligned(sizeof(int32_t) * (isave_total ? isave_total : 1));
+xd_status nn_model_plan(nn_model *m, const char *desc, int max_batch, xd_err *e)
+{
+    model_sizes z;
+    return plan(m, desc, max_batch, &z, e);
+}
+
+/* One of the model's blocks, count * size bytes (count = per_example * max_batch + fixed),
+ * 64-byte aligned; XD_ENOMEM naming the block and its size when memory cannot be had. The counts
+ * are within the limits, so none of this overflows. */
+static xd_status take(const nn_model *m, void **p, size_t per_example, size_t fixed, size_t size,
+                      const char *what, xd_err *e)
+{
+    size_t bytes = (per_example * (size_t)m->max_batch + fixed) * size;
+    *p = xd_try_alloc_aligned(bytes);
+    if (*p) return XD_OK;
+    return xd_fail(e, XD_ENOMEM, "model description: cannot allocate %zu bytes for %s (batches "
+                                 "of up to %d examples)", bytes, what, m->max_batch);
+}
+
+xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e)
+{
+    model_sizes z;
+    xd_status s = plan(m, desc, max_batch, &z, e);
+    if (s != XD_OK) return s;
+    const size_t F = sizeof(float);
+    if ((s = take(m, (void **)&m->param, 0, m->n_param, F, "the parameters", e)) ||
+        (s = take(m, (void **)&m->grad, 0, m->n_param, F, "the gradients", e)) ||
+        (s = take(m, (void **)&m->state, 0, m->n_state, F, "the running statistics", e)) ||
+        (s = take(m, (void **)&m->act_block, z.act, 0, F, "the activations", e)) ||
+        (s = take(m, (void **)&m->dact_block, z.act, 0, F, "the activation gradients", e)) ||
+        (s = take(m, (void **)&m->save_block, z.save, z.fixed, F, "the values kept for backward", e)) ||
+        (s = take(m, (void **)&m->isave_block, z.isave, 0, sizeof(int32_t), "the pooling indices", e))) {
+        nn_model_free(m);
+        return s;
+    }
+    if (xd_arena_init(&m->scratch, z.scratch * (size_t)max_batch * F)) {
+        s = xd_fail(e, XD_ENOMEM, "model description: cannot allocate %zu bytes for the "
+                                  "convolution scratch (batches of up to %d examples)",
+                    z.scratch * (size_t)max_batch * F, max_batch);
+        nn_model_free(m);
+        return s;
+    }
     size_t a = 0, sv = 0, isv = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
@@ -625,19 +736,14 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         default: break;
         }
     }
-    XD_ASSERT(sv == save_total && isv == isave_total);
-    xd_arena_init(&m->scratch, scratch * sizeof(float));
+    XD_ASSERT(sv == z.save * (size_t)max_batch + z.fixed && isv == z.isave * (size_t)max_batch);
     m->segs = xd_xcalloc((size_t)m->n_params, sizeof *m->segs);
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].state)
             m->segs[m->n_segs++] = (nn_param_seg){m->params[i].off, m->params[i].n, m->params[i].decay, 0};
-    m->desc = describe(m);
     nn_model_init_params(m, seed);
     nn_model_zero_grad(m);
-out:
-    free_statements(st, n);
-    if (s != XD_OK) nn_model_free(m);
-    return s;
+    return XD_OK;
 }
 
 void nn_model_init_params(nn_model *m, uint64_t seed)

@@ -54,6 +54,20 @@ const char *nn_kind_name(nn_kind k);
 #define NN_NAME_LEN 48
 #define NN_INPUT (-1) /* node index meaning "the model input" */
 
+/* Size limits, checked with overflow-safe arithmetic before anything is allocated (the error
+ * names the layer): a model holds at most NN_MAX_PARAMS floats of parameters and running
+ * statistics (1 GiB; training adds as much again for gradients and twice that for Adam), and
+ * needs at most NN_MAX_EXAMPLE floats of working memory per example of a batch (the input, every
+ * node's output and its gradient, what backward keeps: convolution columns, dropout masks, norm
+ * statistics, pooling indices). Integer options (out, k, stride, pad, vocab, ...) are in
+ * 0..NN_MAX_OPTION, input sizes (h, w, c, tokens) in 1..NN_MAX_INPUT, batches in
+ * 1..NN_MAX_BATCH. */
+#define NN_MAX_PARAMS ((size_t)1 << 28)
+#define NN_MAX_EXAMPLE ((size_t)1 << 28)
+#define NN_MAX_OPTION (1 << 28)
+#define NN_MAX_INPUT (1 << 20)
+#define NN_MAX_BATCH (1 << 20)
+
 typedef struct {
     nn_kind kind;
     char name[NN_NAME_LEN];
@@ -118,8 +132,14 @@ typedef struct {
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed
  * (PyTorch's defaults: U(+-1/sqrt(fan_in)) for linear/conv, N(0,1) for embeddings, 1/0 for norms).
- * Errors name the statement ("layer 3 'conv2d': ..."). */
+ * Errors name the statement ("layer 3 'conv2d': ..."). Every check of nn_model_plan comes first;
+ * memory that cannot be had is XD_ENOMEM naming the block and its size, never an abort. */
 xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t seed, xd_err *e);
+/* Everything nn_model_build checks, without the memory: parses, works out shapes, names, heads and
+ * the parameter table, checks the limits for batches of max_batch. The result answers the
+ * lookups (nn_model_find, nn_model_node, nn_model_param, default head, desc, n_param) but cannot
+ * run; free it with nn_model_free. */
+xd_status nn_model_plan(nn_model *m, const char *desc, int max_batch, xd_err *e);
 void nn_model_free(nn_model *m);
 
 /* Makes backward also compute the gradient w.r.t. the (float) input, e.g. for a projector whose

@@ -61,8 +61,9 @@ static xd_status kind_from_name(const char *what, const char *const *names, int 
 {
     int i = name ? name_index(names, n, name) : -1;
     if (i < 0) {
-        char list[256];
-        return xd_fail(e, XD_EARG, "unknown %s '%s' (valid: %s)", what, name ? name : "(null)",
+        char list[256], q[XD_EXCERPT_BUF];
+        return xd_fail(e, XD_EARG, "unknown %s '%s' (valid: %s)", what,
+                       name ? xd_excerpt(name, q) : "(null)",
                        join_names(names, n, list, sizeof list));
     }
     *out = i;
@@ -206,7 +207,7 @@ static xd_status cfg_set(const cfg_schema *s, void *cfg, const char *key, const 
 {
     const cfg_key *k = key_find(s, key);
     if (!k) {
-        char list[256];
+        char list[256], q[XD_EXCERPT_BUF];
         size_t used = 0;
         list[0] = '\0';
         for (int i = 0; i < s->n_keys && used < sizeof list; i++) {
@@ -215,7 +216,8 @@ static xd_status cfg_set(const cfg_schema *s, void *cfg, const char *key, const 
             if (w < 0) break;
             used += (size_t)w;
         }
-        return xd_fail(e, XD_EARG, "unknown %s key '%s' (valid: %s)", s->what, key, list);
+        return xd_fail(e, XD_EARG, "unknown %s key '%s' (valid: %s)", s->what,
+                       xd_excerpt(key, q), list);
     }
     if (k->type == KEY_KIND) {
         int kind = 0;
@@ -276,8 +278,9 @@ static xd_status cfg_set(const cfg_schema *s, void *cfg, const char *key, const 
     }
     return XD_OK;
 bad:
+    char q[XD_EXCERPT_BUF];
     return xd_fail(e, XD_EARG, "%s key '%s': bad value '%s' (expected %s)", s->what, key,
-                   value ? value : "(null)", range_text(k, want, sizeof want));
+                   value ? xd_excerpt(value, q) : "(null)", range_text(k, want, sizeof want));
 }
 
 /* Every number in range for the kind; cross-field rules are the caller's. */

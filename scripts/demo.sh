@@ -18,6 +18,13 @@ if [ ! -f "$data" ]; then
   echo "demo: preparing the emoji set (first run only: two npm packages are fetched into cache/)"
   "$bin" prepare emoji --out data/emoji
 fi
+# the runs need the full set (28 languages), not one prepared with --langs
+langs=$("$bin" inspect "$data" | sed -n 's/^ *languages = //p' | tr -d '"')
+if [ "$(printf '%s' "$langs" | tr -cd , | wc -c)" -lt 27 ]; then
+  echo "demo: $data holds the languages '$langs', the demo needs all 28;" \
+       "run: $bin prepare emoji --out data/emoji --force" >&2
+  exit 1
+fi
 mkdir -p "$out"
 
 # name, share of the whole run's time (cumulative end), what it is, extra options

@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -234,6 +235,27 @@ static void test_check_fit(void **state)
                                  "maps); tiny.xds: no test/mask");
 }
 
+/* A crafted checkpoint whose metadata describes a model of 2^28 - 2^20 parameters and holds one
+ * tiny tensor: refused for the missing tensors before the model's memory is taken (the alarm
+ * catches the gigabytes once allocated and filled first). */
+static void test_tensors_checked_before_memory(void **state)
+{
+    (void)state;
+    io_tensor t;
+    float one = 1.0f;
+    int64_t shp[1] = {1};
+    io_tensor_set(&t, "x", IO_F32, 1, shp, &one);
+    io_kv meta[2] = {{"format", "xdistill"},
+                     {"xdistill.model", "input h=1 w=1 c=255; linear out=1048576 bias=0 name=big"}};
+    xd_err e;
+    TU_OK(io_st_write("crafted.safetensors", &t, 1, meta, 2, &e));
+    nn_model m;
+    alarm(2);
+    assert_int_equal(ckpt_load("crafted.safetensors", 64, &m, &e), XD_ESHAPE);
+    alarm(0);
+    tu_assert_err(&e, XD_ESHAPE, "'big.weight' is missing");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_mismatch_and_corruption),
         cmocka_unit_test(test_damaged_weights),
         cmocka_unit_test(test_check_fit),
+        cmocka_unit_test(test_tensors_checked_before_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * test, build/xdistill), on the tiny data set of tests/support/tinyset.h: every option missing its
  * value says so; --seed N writes runs/NAME/seed-N like --seeds; --set with --resume changes only
  * the keys that may change; a finished run is left as it is and says so in one line; another
- * recipe cannot continue a run; a multi-seed run's folder is locked while it runs. */
+ * recipe cannot continue a run; a multi-seed run's folder is locked while it runs; what inspect says
+ * about the files a run writes, truncated files and folders. */
 #include "tests/support/testutil.h"
 
 #include <fcntl.h>
@@ -212,6 +213,57 @@ static void test_seeds_folder_locked(void **state)
     runlock_release(&l);
 }
 
+/* `xdistill inspect PATH` exits with rc and says want (on stdout or stderr). */
+static void expect(const char *path, int rc, const char *want)
+{
+    char *out, *err;
+    int got = run_cli(&out, &err, "inspect", path, NULL);
+    if (got != rc || (!strstr(out, want) && !strstr(err, want)))
+        fail_msg("xdistill inspect %s: exit %d, output:\n%s%s\nexpected exit %d and '%s'", path,
+                 got, out, err, rc, want);
+    free(out);
+    free(err);
+}
+
+/* inspect shows what a run writes (it once said "unknown format"), names a truncated
+ * safetensors file with its sizes, and a folder as a folder (it once said "empty file"). */
+static void test_inspect_run_files(void **state)
+{
+    (void)state;
+    const char *summary = "{\n  \"name\": \"t\",\n  \"epochs\": 2,\n  \"final_test_acc\": 0.5,\n"
+                          "  \"best_epoch\": 1,\n  \"recipe\": \"name: t\\nseed: 1\\n\"\n}\n";
+    const char *metrics = "{\"epoch\": 1, \"loss\": 0.5, \"test_acc\": null}\n"
+                          "{\"epoch\": 2, \"loss\": 0.25, \"test_acc\": 0.75}\n";
+    const char *recipe = "name: r\ndata: {path: nowhere.xds}\n"
+                         "model: \"input h=2 w=2 c=1; flatten; linear out=3 name=logits head\"\n"
+                         "train: {epochs: 4, batch: 8}\nlosses: [{kind: ce}]\n";
+    mkdir("run", 0777);
+    tu_write_file("run/summary.json", summary, strlen(summary));
+    tu_write_file("run/metrics.jsonl", metrics, strlen(metrics));
+    tu_write_file("run/recipe.yaml", recipe, strlen(recipe));
+    expect("run/summary.json", 0, "run/summary.json: JSON object (run summary)");
+    expect("run/summary.json", 0, "final_test_acc         0.5");
+    expect("run/summary.json", 0, "recipe                 (text of 16 bytes)");
+    expect("run/metrics.jsonl", 0, "2 records (metrics, one per epoch)");
+    expect("run/metrics.jsonl", 0, "test_acc               0.75");
+    expect("run/recipe.yaml", 0, "run/recipe.yaml: recipe 'r', valid");
+    expect("run/recipe.yaml", 0, "model     2 nodes, 15 parameters, default head 'logits'");
+    expect("run/recipe.yaml", 0, "stage 1   4 epochs: ce");
+    tu_write_file("run/bad.yaml", "name: r\nmodel: 3\n", 17);
+    expect("run/bad.yaml", 1, "not a valid recipe: run/bad.yaml");
+
+    /* a safetensors file cut short: 500 bytes of header announced, 8 + 7 there */
+    unsigned char cut[15] = {0xF4, 0x01, 0, 0, 0, 0, 0, 0, '{', '"', 'a', '"', ':', '1', '}'};
+    tu_write_file("cut.safetensors", cut, sizeof cut);
+    expect("cut.safetensors", 1, "cut.safetensors: truncated safetensors file: its header "
+                                         "says 500 bytes of JSON follow the 8-byte length, the "
+                                         "file has 15 bytes in all");
+    expect("run", 1, "run: is a run folder; inspect one of its files: summary.json, "
+                             "metrics.jsonl, recipe.yaml");
+    mkdir("empty", 0777);
+    expect("empty", 1, "empty: is a folder");
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -228,6 +280,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_resume_overrides, setup),
         cmocka_unit_test_setup(test_resume_finished, setup),
         cmocka_unit_test_setup(test_seeds_folder_locked, setup),
+        cmocka_unit_test(test_inspect_run_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
 #include "tests/support/testutil.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/arena.h"
@@ -25,6 +26,38 @@ static void test_status_message(void **state)
     big[sizeof big - 1] = '\0';
     xd_fail(&e, XD_EARG, "%s", big);
     assert_int_equal(strlen(e.msg), XD_ERR_LEN - 1);
+}
+
+/* A message with a huge piece of input keeps where (its start) and why (its end); excerpts cut
+ * long input at a character boundary. */
+static void test_long_messages_keep_the_reason(void **state)
+{
+    (void)state;
+    size_t n = (size_t)4 << 20;
+    char *big = malloc(n + 1);
+    memset(big, 'x', n);
+    big[n] = '\0';
+    xd_err e;
+    xd_fail(&e, XD_EARG, "r.yaml:7: name: '%s' is not a usable name", big);
+    assert_true(strlen(e.msg) < XD_ERR_LEN);
+    assert_memory_equal(e.msg, "r.yaml:7: name: 'xxx", 20);
+    assert_non_null(strstr(e.msg, " [...] "));
+    assert_non_null(strstr(e.msg, "xxx' is not a usable name"));
+    xd_fail(&e, XD_EARG, "%s: the end", big);
+    xd_err_prefix(&e, "data.xds");
+    assert_memory_equal(e.msg, "data.xds: xxx", 13);
+    assert_non_null(strstr(e.msg, "xxx: the end"));
+    assert_true(strlen(e.msg) < XD_ERR_LEN);
+
+    char q[XD_EXCERPT_BUF];
+    assert_string_equal(xd_excerpt("short", q), "short");
+    /* 59 'a' then a 2-byte character across the cut: the character is left out whole */
+    char s[80];
+    memset(s, 'a', 59);
+    strcpy(s + 59, "\xc3\xa9tail");
+    assert_string_equal(xd_excerpt(s, q) + 59, "...");
+    assert_int_equal(strlen(xd_excerpt(big, q)), XD_EXCERPT_MAX + 3);
+    free(big);
 }
 
 static void test_arena_grows_to_high_water(void **state)
@@ -124,6 +157,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_message),
+        cmocka_unit_test(test_long_messages_keep_the_reason),
         cmocka_unit_test(test_arena_grows_to_high_water),
         cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_shuffle_is_permutation),

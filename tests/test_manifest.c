@@ -81,18 +81,18 @@ static void test_tsv_numeric_ids_and_mixed_names(void **state)
 {
     (void)state;
     write_text("data/ids.tsv", "image_path\ttext\tlabel\n"
-                               "img/a.png\tone\t3\n"
+                               "img/a.png\tone\t2\n"
                                "img/b.png\ttwo\t0\n"
-                               "img/c.png\tthree\t3\n");
+                               "img/c.png\tthree\t1\n");
     io_manifest m;
     xd_err e;
     TU_OK(io_manifest_read_tsv("data/ids.tsv", NULL, &m, &e));
     assert_int_equal(m.labels_are_names, 0);
-    assert_int_equal(m.n_classes, 4);
-    assert_string_equal(m.class_names[3], "3");
-    assert_int_equal(m.labels[0], 3);
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.class_names[2], "2");
+    assert_int_equal(m.labels[0], 2);
     assert_int_equal(m.labels[1], 0);
-    assert_int_equal(m.labels[2], 3);
+    assert_int_equal(m.labels[2], 1);
     io_manifest_free(&m);
 
     /* one word among numbers makes every label a name, "7" included */
@@ -107,6 +107,44 @@ static void test_tsv_numeric_ids_and_mixed_names(void **state)
     assert_string_equal(m.class_names[1], "shoe");
     assert_int_equal(m.labels[2], 0);
     io_manifest_free(&m);
+}
+
+/* Labels never make classes without examples: numeric ids must be 0..K-1, all used (99999 once
+ * made 100000 classes); names are sorted, so their ids do not depend on the row order; a header
+ * without rows is an error, not an empty data set. */
+static void test_labels_and_empty_files(void **state)
+{
+    (void)state;
+    write_text("data/gap.tsv", "image_path\ttext\tlabel\n"
+                               "img/a.png\tone\t0\n"
+                               "img/b.png\ttwo\t99999\n"
+                               "img/c.png\tthree\t1\n");
+    expect_fail("data/gap.tsv", XD_EFORMAT,
+                "data/gap.tsv:3: column label: class id 99999, but no example has id 2");
+    write_text("data/gap.jsonl", "{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": 3}\n");
+    expect_fail("data/gap.jsonl", XD_EFORMAT, "data/gap.jsonl:1: column label: class id 3, but no "
+                                              "example has id 0");
+
+    write_text("data/order.tsv", "image_path\ttext\tlabel\n"
+                                 "img/a.png\tone\tzebra\n"
+                                 "img/b.png\ttwo\tant\n"
+                                 "img/c.png\tthree\tmoth\n");
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read("data/order.tsv", NULL, &m, &e));
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.class_names[0], "ant");
+    assert_string_equal(m.class_names[1], "moth");
+    assert_string_equal(m.class_names[2], "zebra");
+    assert_int_equal(m.labels[0], 2);
+    assert_int_equal(m.labels[1], 0);
+    assert_int_equal(m.labels[2], 1);
+    io_manifest_free(&m);
+
+    write_text("data/header.tsv", "image_path\ttext\tlabel\n\n");
+    expect_fail("data/header.tsv", XD_EFORMAT, "data/header.tsv: no examples (nothing but the header)");
+    write_text("data/blank.jsonl", "\n\n");
+    expect_fail("data/blank.jsonl", XD_EFORMAT, "data/blank.jsonl: no examples");
 }
 
 static void test_tsv_bad_lines(void **state)
@@ -173,8 +211,8 @@ static void test_limits(void **state)
     tu_assert_err(&e, XD_EFORMAT, "data/rows.tsv:5: more than the 2 examples allowed");
     lim = io_manifest_default_limits();
     lim.max_line = 22; /* the header is 21 bytes */
-    write_text("data/long.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t1\n"
-                                "img/b.png\ta long text here\t1\n");
+    write_text("data/long.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t0\n"
+                                "img/b.png\ta long text here\t0\n");
     assert_int_equal(io_manifest_read("data/long.tsv", &lim, &m, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "data/long.tsv:3: line of 28 bytes, more than the 22 allowed");
     lim.max_line = 28;
@@ -189,7 +227,7 @@ static void test_jsonl(void **state)
 {
     (void)state;
     write_text("data/m.jsonl",
-               "{\"text\": \"a cat\", \"image\": \"img/a.png\", \"label\": 2, \"extra\": [1]}\r\n"
+               "{\"text\": \"a cat\", \"image\": \"img/a.png\", \"label\": 1, \"extra\": [1]}\r\n"
                "\n"
                "{\"image\": \"img/b.png\", \"text\": \"\\u732b \xE2\x9C\x93\", \"label\": 0}\n");
     io_manifest m;
@@ -199,8 +237,8 @@ static void test_jsonl(void **state)
     assert_string_equal(m.paths[1], "data/img/b.png");
     assert_string_equal(m.texts[1], "\xE7\x8C\xAB \xE2\x9C\x93");
     assert_int_equal(m.labels_are_names, 0);
-    assert_int_equal(m.n_classes, 3);
-    assert_int_equal(m.labels[0], 2);
+    assert_int_equal(m.n_classes, 2);
+    assert_int_equal(m.labels[0], 1);
     assert_int_equal(m.labels[1], 0);
     io_manifest_free(&m);
 
@@ -273,6 +311,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tsv_names_crlf_reordered_columns),
         cmocka_unit_test(test_tsv_numeric_ids_and_mixed_names),
+        cmocka_unit_test(test_labels_and_empty_files),
         cmocka_unit_test(test_tsv_bad_lines),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_jsonl),

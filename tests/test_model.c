@@ -7,11 +7,17 @@
 #include "core/runtime.h"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/rng.h"
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "nn/optim.h"
+
+/* The allocation-failure test asks for more than any address space holds: under the address
+ * sanitizer that must be a NULL from malloc, as without it, not a report. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "allocator_may_return_null=1"; }
 
 static void expect_build_error(const char *desc, xd_status code, const char *substr)
 {
@@ -40,6 +46,76 @@ static void test_description_errors(void **state)
     expect_build_error("input tokens=5; linear out=3", XD_ESHAPE, "token-id input");
     expect_build_error("input h=2 w=2 c=1; dropout p=1.5", XD_ESHAPE, "p must be in");
     expect_build_error("input h=2 w=2 c=1; linear out=3 head=1", XD_EARG, "takes no value");
+}
+
+/* \f and \v are blanks like ' ' (they once ended a word without being skipped: an endless loop
+ * of empty words). The alarm turns a hang into a failure. */
+static void test_all_blanks_separate_words(void **state)
+{
+    (void)state;
+    static const char *const descs[] = {
+        "input h=2 w=2 c=1;\f linear out=3",
+        "input\vh=2\fw=2 c=1\n\vlinear\fout=3\v",
+        "\f",
+    };
+    alarm(10);
+    nn_model ref;
+    xd_err e;
+    TU_OK(nn_model_build(&ref, "input h=2 w=2 c=1; linear out=3", 2, 1, &e));
+    for (int i = 0; i < 2; i++) {
+        nn_model m;
+        if (nn_model_build(&m, descs[i], 2, 1, &e) != XD_OK) fail_msg("%d: %s", i, e.msg);
+        assert_string_equal(m.desc, ref.desc);
+        nn_model_free(&m);
+    }
+    expect_build_error(descs[2], XD_EARG, "needs an 'input' statement");
+    nn_model_free(&ref);
+    alarm(0);
+}
+
+/* Sizes are checked before anything is allocated, without overflow, against the stated limits;
+ * a plan has names, heads and sizes but no memory. */
+static void test_limits_before_memory(void **state)
+{
+    (void)state;
+    /* 784 x 10^6 weights: past NN_MAX_PARAMS (it once allocated 6 GB, then went on) */
+    expect_build_error("input h=28 w=28 c=1; flatten; linear out=1000000", XD_ESHAPE,
+                       "passes the limit");
+    /* products that overflow 64 bits */
+    expect_build_error("input h=2 w=2 c=1; conv2d out=268435456 k=268435456 pad=134217728",
+                       XD_ESHAPE, "passes the limit");
+    expect_build_error("input h=1048576 w=1048576 c=1048576; relu", XD_ESHAPE, "values per example");
+    expect_build_error("input h=2 w=2 c=1; linear out=268435457", XD_EARG, "bad value");
+    expect_build_error("input h=2 w=2 c=1; conv2d out=1 k=1 pad=2147483647", XD_EARG, "bad value");
+    /* 120 x 2^21 per example: activations and gradients of one conv fit, five of them do not */
+    expect_build_error("input h=1024 w=2048 c=1; conv2d out=30 k=1; conv2d out=30 k=1; "
+                       "conv2d out=30 k=1; conv2d out=30 k=1; conv2d out=30 k=1",
+                       XD_ESHAPE, "memory per example");
+
+    /* planning a model of 2^28 - 2^20 parameters takes no memory for them */
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_plan(&m, "input h=1 w=1 c=255; linear out=1048576 bias=0 name=big head", 64, &e));
+    assert_int_equal(m.n_param, ((size_t)1 << 28) - ((size_t)1 << 20));
+    assert_null(m.param);
+    assert_null(m.act_block);
+    assert_int_equal(nn_model_find(&m, "big"), 0);
+    assert_int_equal(nn_model_default_head(&m), 0);
+    nn_model_free(&m);
+}
+
+/* Memory that cannot be had is XD_ENOMEM with the block and its size, never an abort: 2^26 floats
+ * of activations per example times 2^20 rows is 2^48 floats, past any address space. */
+static void test_allocation_failure_is_an_error(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_equal(nn_model_build(&m, "input h=8192 w=8192 c=1; relu", NN_MAX_BATCH, 1, &e),
+                     XD_ENOMEM);
+    tu_assert_err(&e, XD_ENOMEM, "cannot allocate 281474976710656 bytes for the activations");
+    assert_null(m.param);
 }
 
 static void test_description_round_trip(void **state)
@@ -428,6 +504,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_description_errors),
+        cmocka_unit_test(test_all_blanks_separate_words),
+        cmocka_unit_test(test_limits_before_memory),
+        cmocka_unit_test(test_allocation_failure_is_an_error),
         cmocka_unit_test(test_description_round_trip),
         cmocka_unit_test(test_graph_gradients),
         cmocka_unit_test(test_tap_gradient_only_where_asked),

@@ -262,6 +262,9 @@ static void test_fashion_scenes(void **state)
     assert_true(files_equal("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
     o2.out = "sc_out";
     o2.seed = 2;
+    assert_int_equal(sets_fashion_scenes(&o2, &sum, &e), XD_EARG); /* another seed: not silently */
+    tu_assert_err(&e, XD_EARG, "sc_out: holds a data set made with seed=1, this run makes seed=2");
+    o2.force = 1;
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
     assert_false(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
@@ -545,6 +548,27 @@ static void test_emoji_set(void **state)
     sets_summary_free(&sum);
     assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
 
+    /* other options never silently replace a data set (the README's 3-language command once
+     * overwrote the 28-language set): an error naming the folder and the option, untouched
+     * file; --force replaces it */
+    o2.langs = "ko";
+    assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "emo_out2: holds a data set made with languages=");
+    tu_assert_err(&e, XD_EARG, "this run makes languages=ko; give another --out, or --force");
+    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    o2.langs = NULL;
+    o2.size = 4;
+    assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "made with size=8, this run makes size=4");
+    o2.size = o.size;
+    sets_manifest_opts mo = sets_manifest_defaults();
+    write_text("emo_pairs.tsv", "image_path\ttext\tlabel\n");
+    mo.manifest = "emo_pairs.tsv";
+    mo.out = "emo_out2";
+    assert_int_equal(sets_manifest(&mo, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "emo_out2: holds the 'emoji' data set, this run makes 'emo_pairs'");
+    o2.force = 1;
+
     /* other seeds keep every emoji in one split, and do change the split */
     int grinning_in[2] = {0, 0};
     for (uint64_t seed = 2; seed < 12; seed++) {
@@ -694,7 +718,7 @@ static void test_manifest_good(void **state)
     assert_int_equal(sum.n[0], 3);
     assert_int_equal(sum.n[1], 0);
     assert_int_equal(sum.n_classes, 2);
-    assert_string_equal(sum.classes[0], "flag");
+    assert_string_equal(sum.classes[0], "cat"); /* class names in byte order */
     sets_summary_free(&sum);
     io_dataset *ds = open_ds("mf_out/pairs.xds");
     assert_string_equal(io_dataset_meta(ds, "name"), "pairs");
@@ -717,9 +741,9 @@ static void test_manifest_good(void **state)
     const io_strings *tx = need_str(ds, "train/text.mixed");
     assert_string_equal(io_strings_get(tx, 1, &len), "\xEA\xB3\xA0\xEC\x96\x91\xEC\x9D\xB4 cat");
     const int32_t *y = need(ds, "train/label", IO_I32, 1)->data;
-    assert_int_equal(y[0], 0);
-    assert_int_equal(y[1], 1);
-    assert_int_equal(y[2], 0);
+    assert_int_equal(y[0], 1);
+    assert_int_equal(y[1], 0);
+    assert_int_equal(y[2], 1);
     assert_string_equal(io_strings_get(need_str(ds, "languages"), 0, &len), "mixed");
     io_dataset_close(ds);
 
@@ -774,6 +798,11 @@ static void test_manifest_errors(void **state)
     expect_manifest_error("{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n\n\n"
                           "{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "jsonl", "mf/bad.jsonl:4: column image", "bad2.png");
+    /* nothing to prepare, or nothing left to test on: errors, not an empty set or split */
+    expect_manifest_error("image_path\ttext\tlabel\n", "tsv", "mf/bad.tsv", "no examples");
+    expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\nimg/tall.jpg\tb\ty\n"
+                          "img/tiny.png\tc\tx\nimg/wide.png\td\ty\n", "tsv", "mf/bad.tsv",
+                          "4 examples in 2 classes give no test example at test fraction 0.2");
 
     sets_manifest_opts o = sets_manifest_defaults();
     o.manifest = "mf/bad.tsv";

@@ -5,8 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "distill/recipe.h"
+#include "modalities/text/config.h"
 
 #define MODEL                                                                                    \
     "input h=4 w=4 c=1; conv2d name=conv1 out=2 k=3 pad=1; relu name=r1; flatten; "             \
@@ -744,6 +746,69 @@ static void round_trip(const char *text, const char *const *sets, int n_sets)
     recipe_free(&b);
 }
 
+/* A wrong head name is found from the description alone: the student's parameters (here 2^28 -
+ * 2^20 floats, once 2 GiB taken and filled before the check) are never allocated, so the answer
+ * comes at once; a model past the limits is refused by its size. */
+static void test_model_checked_without_memory(void **state)
+{
+    (void)state;
+    const char *big = "name: big\ndata: {path: d.xds}\n"
+                      "model: \"input h=1 w=1 c=255; linear out=1048576 bias=0 name=logits head\"\n"
+                      "train: {epochs: 1}\nlosses: [{kind: ce, head: logit}]\n";
+    alarm(2);
+    load_bad(big, NULL, 0, XD_EARG, "r.yaml:5: losses.0.head: the student model has no node 'logit'");
+    alarm(0);
+    const char *huge = "name: huge\ndata: {path: d.xds}\n"
+                       "model: \"input h=1 w=1 c=1000; linear out=1000000 name=logits head\"\n"
+                       "train: {epochs: 1}\nlosses: [{kind: ce, head: logit}]\n";
+    load_bad(huge, NULL, 0, XD_ESHAPE, "r.yaml:3: model: model description: layer 1 'linear' "
+                                       "(logits): its weight passes the limit");
+}
+
+/* data.text is cut into items the one way the feed cuts it (blanks of every kind, ';', ','):
+ * once the recipe took "a=1\nb=2" that the feed refused, and refused "a=1;b=2" that it took. */
+static void test_text_items_cut_like_the_feed(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {"buckets=1024;nmax=3", "buckets=1024\\nnmax=3",
+                                        "buckets=1024,\\fnmax=3\\v"};
+    for (int i = 0; i < 3; i++) {
+        char yaml[512];
+        snprintf(yaml, sizeof yaml,
+                 "name: t\ndata: {path: d.xds, student_view: text.en, text: \"%s\"}\n"
+                 "model: \"input tokens=8; embbag vocab=1040 out=4; linear out=3 head\"\n"
+                 "train: {epochs: 1}\nlosses: [{kind: ce}]\n", texts[i]);
+        recipe r;
+        load_ok(yaml, NULL, 0, &r);
+        txt_config c = txt_config_default();
+        xd_err e;
+        TU_OK(txt_config_parse_words(&c, r.data.text, &e));
+        assert_int_equal(c.buckets, 1024);
+        assert_int_equal(c.nmax, 3);
+        recipe_free(&r);
+    }
+    load_bad("name: t\ndata: {path: d.xds, student_view: text.en, text: \"buckets=1024\\nnmax\"}\n"
+             "model: \"input tokens=8; embbag vocab=1040 out=4; linear out=3 head\"\n"
+             "train: {epochs: 1}\nlosses: [{kind: ce}]\n",
+             NULL, 0, XD_EARG, "r.yaml:2: data.text: text option 'nmax': expected key=value");
+}
+
+/* A 4 MiB one-line value: the message quotes a short excerpt and still gives line and reason. */
+static void test_huge_value_short_message(void **state)
+{
+    (void)state;
+    size_t n = (size_t)4 << 20;
+    char *yaml = malloc(n + 64);
+    memcpy(yaml, "name: ", 6);
+    memset(yaml + 6, 'x', n - 100);
+    strcpy(yaml + 6 + n - 100, "\ndata: {path: d.xds}\n");
+    char want[128];
+    snprintf(want, sizeof want, "r.yaml:1: name: '%.*s...' is not a usable name", XD_EXCERPT_MAX,
+             yaml + 6);
+    load_bad(yaml, NULL, 0, XD_EARG, want);
+    free(yaml);
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -805,6 +870,9 @@ int main(void)
         cmocka_unit_test_setup(test_resume_check, fixture_setup),
         cmocka_unit_test_setup(test_errors, fixture_setup),
         cmocka_unit_test_setup(test_round_trip, fixture_setup),
+        cmocka_unit_test_setup(test_model_checked_without_memory, fixture_setup),
+        cmocka_unit_test_setup(test_text_items_cut_like_the_feed, fixture_setup),
+        cmocka_unit_test_setup(test_huge_value_short_message, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

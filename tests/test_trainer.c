@@ -1207,6 +1207,19 @@ static void test_no_usable_labels_is_an_error(void **state)
     free(text);
 }
 
+/* No test examples: an error saying so, never "test accuracy 0.00%". */
+static void test_no_test_examples_is_an_error(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.n_test = 0;
+    tiny_write("notest.xds", &sp);
+    char *text = fmt("data: {path: notest.xds}\nmodel: \"" MLP_MODEL "\"\n"
+                     "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
+    expect_error("no-test", text, "notest.xds: split 'test' has no test examples", NULL);
+    free(text);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * preprocessing words apply to evaluation too */
 
@@ -1997,6 +2010,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nan_update_not_saved),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_no_usable_labels_is_an_error),
+        cmocka_unit_test(test_no_test_examples_is_an_error),
         cmocka_unit_test(test_normalisation_applies_to_evaluation),
         cmocka_unit_test(test_teacher_reads_its_own_preprocessing),
         cmocka_unit_test(test_eval_every),

@@ -154,15 +154,69 @@ xd_status sets_write_split(io_dataset_writer *w, const char *split, const sets_s
     return st;
 }
 
+static void seed_text(uint64_t seed, char num[32])
+{
+    snprintf(num, 32, "%llu", (unsigned long long)seed);
+}
+
 xd_status sets_write_meta(io_dataset_writer *w, const char *name, sets_kind kind, uint64_t seed,
                           xd_err *e)
 {
     char num[32];
-    snprintf(num, sizeof num, "%llu", (unsigned long long)seed);
+    seed_text(seed, num);
     xd_status s = io_dataset_set_meta(w, "name", name, e);
     if (!s) s = io_dataset_set_meta(w, "kind", sets_kind_names[kind], e);
     if (!s) s = io_dataset_set_meta(w, "preparer", "xdistill " XD_VERSION, e);
     if (!s) s = io_dataset_set_meta(w, "seed", num, e);
+    return s;
+}
+
+xd_status sets_write_meta_kv(io_dataset_writer *w, const io_kv *kv, size_t n, xd_err *e)
+{
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < n && !s; i++) s = io_dataset_set_meta(w, kv[i].key, kv[i].value, e);
+    return s;
+}
+
+xd_status sets_check_replace(const char *out, const char *file, const char *name, uint64_t seed,
+                             const io_kv *kv, size_t n, int force, xd_err *e)
+{
+    if (force || !out || !*out) return XD_OK;
+    char *in_dir = file ? NULL : io_path_join(out, SETS_DATASET_FILE);
+    struct stat st;
+    io_dataset *ds = NULL;
+    xd_err ignored;
+    int exists = stat(file ? file : in_dir, &st) == 0;
+    if (exists && io_dataset_open(file ? file : in_dir, &ds, &ignored) != XD_OK) {
+        xd_status s = xd_fail(e, XD_EARG, "%s: %s exists and is not a data set; give another "
+                                          "--out, or --force to replace it", out,
+                              file ? file : in_dir);
+        free(in_dir);
+        return s;
+    }
+    free(in_dir);
+    if (!ds) return XD_OK;
+    char num[32];
+    seed_text(seed, num);
+    const char *had = io_dataset_meta(ds, "name");
+    xd_status s = XD_OK;
+    if (!had || strcmp(had, name) != 0) {
+        s = xd_fail(e, XD_EARG, "%s: holds the '%s' data set, this run makes '%s'; give another "
+                                "--out, or --force to replace it", out, had ? had : "?", name);
+    } else {
+        io_kv seed_kv = {"seed", num};
+        for (size_t i = 0; i <= n && !s; i++) {
+            const io_kv *want = i < n ? &kv[i] : &seed_kv;
+            const char *old = io_dataset_meta(ds, want->key);
+            char q1[XD_EXCERPT_BUF], q2[XD_EXCERPT_BUF];
+            if (!old || strcmp(old, want->value) != 0)
+                s = xd_fail(e, XD_EARG, "%s: holds a data set made with %s=%s, this run makes %s=%s; "
+                                        "give another --out, or --force to replace it", out,
+                            want->key, old ? xd_excerpt(old, q1) : "(none)", want->key,
+                            xd_excerpt(want->value, q2));
+        }
+    }
+    io_dataset_close(ds);
     return s;
 }
 

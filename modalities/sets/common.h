@@ -42,6 +42,17 @@ xd_status sets_write_meta(io_dataset_writer *w, const char *name, sets_kind kind
                           xd_err *e);
 xd_status sets_write_meta_int(io_dataset_writer *w, const char *key, long long v, xd_err *e);
 
+/* Metadata pairs that record a set's options (size, languages, ...): written into the file by
+ * sets_write_meta_kv, and compared by sets_check_replace with the data set a run would replace. */
+xd_status sets_write_meta_kv(io_dataset_writer *w, const io_kv *kv, size_t n, xd_err *e);
+/* Before a run replaces the data set file (NULL: out/SETS_DATASET_FILE; out: the --out given,
+ * for messages, and when empty nothing is checked): when the file exists and force is 0, it must
+ * be a data set made by the same set (name) with the same seed and options (kv), else XD_EARG
+ * naming out and the first option that differs, so that a prepare with other options never
+ * silently replaces a data set. */
+xd_status sets_check_replace(const char *out, const char *file, const char *name, uint64_t seed,
+                             const io_kv *kv, size_t n, int force, xd_err *e);
+
 /* A whole dataset file: common metadata, `classes`, whatever extra() adds, then both splits. */
 typedef struct {
     const char *name;

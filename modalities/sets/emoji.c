@@ -689,8 +689,27 @@ static xd_status load_images(const char *idir, const emo_images *m, int size, em
     return XD_OK;
 }
 
+/* The options a data set records (size, test fraction, languages), as metadata pairs. */
 typedef struct {
-    const sets_emoji_opts *o;
+    char size[16], frac[32], langs[EMOJI_LANG_MAX * 64 + 64];
+    io_kv kv[3];
+} emo_options;
+
+static void emoji_options(const sets_emoji_opts *o, const emo_data *d, emo_options *p)
+{
+    snprintf(p->size, sizeof p->size, "%d", o->size);
+    snprintf(p->frac, sizeof p->frac, "%g", o->test_fraction);
+    p->langs[0] = '\0';
+    for (size_t l = 0, at = 0; l < d->n_langs && at + EMOJI_LANG_MAX + 2 < sizeof p->langs; l++)
+        at += (size_t)snprintf(p->langs + at, sizeof p->langs - at, "%s%s", l ? "," : "",
+                               d->langs[l]);
+    p->kv[0] = (io_kv){"size", p->size};
+    p->kv[1] = (io_kv){"test_fraction", p->frac};
+    p->kv[2] = (io_kv){"languages", p->langs};
+}
+
+typedef struct {
+    const emo_options *opt;
     const emo_images *m;
     const emo_data *d;
 } emo_meta_ctx;
@@ -698,17 +717,11 @@ typedef struct {
 static xd_status emoji_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
     const emo_meta_ctx *c = ctx;
-    char frac[32], langs[EMOJI_LANG_MAX * 64 + 64] = "";
-    snprintf(frac, sizeof frac, "%g", c->o->test_fraction);
-    for (size_t l = 0, at = 0; l < c->d->n_langs && at + EMOJI_LANG_MAX + 2 < sizeof langs; l++)
-        at += (size_t)snprintf(langs + at, sizeof langs - at, "%s%s", l ? "," : "", c->d->langs[l]);
     xd_status s = io_dataset_set_meta(w, "source.images",
                                       SETS_EMOJI_IMAGES_PKG "@" SETS_EMOJI_IMAGES_VERSION, e);
     if (!s) s = io_dataset_set_meta(w, "source.texts",
                                     SETS_EMOJI_TEXTS_PKG "@" SETS_EMOJI_TEXTS_VERSION, e);
-    if (!s) s = sets_write_meta_int(w, "size", c->o->size, e);
-    if (!s) s = io_dataset_set_meta(w, "test_fraction", frac, e);
-    if (!s) s = io_dataset_set_meta(w, "languages", langs, e);
+    if (!s) s = sets_write_meta_kv(w, c->opt->kv, 3, e);
     if (!s) s = io_dataset_set_meta(w, "text_format", "label; tag, tag, ...", e);
     if (!s) s = io_dataset_add_strings(w, "languages", (const char *const *)c->d->langs,
                                        c->d->n_langs, e);
@@ -762,6 +775,12 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
     s = parse_emoji_json(ejson, &m, e);
     if (s) goto out_paths;
     s = load_texts(tdir, o->langs, &m, &d, e);
+    /* before the images: a data set made with other options stays unless forced */
+    emo_options opt;
+    if (!s) {
+        emoji_options(o, &d, &opt);
+        s = sets_check_replace(o->out, NULL, "emoji", o->seed, opt.kv, 3, o->force, e);
+    }
     double t1 = sets_now();
     if (!s) s = load_images(idir, &m, o->size, &d, e);
     double t2 = sets_now();
@@ -816,7 +835,7 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
     s = sets_outdir_open(&od, o->out, e);
     if (!s) {
         char *file = sets_outdir_path(&od, SETS_DATASET_FILE);
-        emo_meta_ctx ctx = {o, &m, &d};
+        emo_meta_ctx ctx = {&opt, &m, &d};
         sets_write wr = {"emoji", SETS_PAIRED, o->seed, sp, m.cats.n,
                          (const char *const *)m.cats.names};
         s = sets_write_dataset(file, &wr, emoji_meta, &ctx, e);

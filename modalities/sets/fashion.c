@@ -184,7 +184,8 @@ xd_status sets_fashion_mnist(const sets_fmnist_opts *o, sets_summary *sum, xd_er
     memset(sum, 0, sizeof *sum);
     double t0 = sets_now();
     fmnist d;
-    xd_status s = fmnist_load(o->source, &d, e);
+    xd_status s = sets_check_replace(o->out, NULL, "fashion-mnist", o->seed, NULL, 0, o->force, e);
+    if (!s) s = fmnist_load(o->source, &d, e);
     if (s) return s;
     double t1 = sets_now();
     sets_split sp[SETS_SPLIT_COUNT];
@@ -381,15 +382,31 @@ static xd_status write_previews(const sets_scenes_opts *o, const scene_bufs *b, 
     return s;
 }
 
+/* The options a scenes set records, as metadata pairs. */
+typedef struct {
+    char size[16], items[32], threshold[16], train[24], test[24];
+    io_kv kv[5];
+} scenes_options;
+
+static void scenes_opts_kv(const sets_scenes_opts *o, scenes_options *p)
+{
+    snprintf(p->size, sizeof p->size, "%d", o->canvas);
+    snprintf(p->items, sizeof p->items, "%d-%d", o->kmin, o->kmax);
+    snprintf(p->threshold, sizeof p->threshold, "%d", o->threshold);
+    snprintf(p->train, sizeof p->train, "%zu", o->n_train);
+    snprintf(p->test, sizeof p->test, "%zu", o->n_test);
+    p->kv[0] = (io_kv){"size", p->size};
+    p->kv[1] = (io_kv){"items", p->items};
+    p->kv[2] = (io_kv){"threshold", p->threshold};
+    p->kv[3] = (io_kv){"train_scenes", p->train};
+    p->kv[4] = (io_kv){"test_scenes", p->test};
+}
+
 static xd_status scenes_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
-    const sets_scenes_opts *o = ctx;
-    char items[32];
-    snprintf(items, sizeof items, "%d-%d", o->kmin, o->kmax);
+    const scenes_options *p = ctx;
     xd_status s = io_dataset_set_meta(w, "source", "Fashion-MNIST (Debian dataset-fashion-mnist)", e);
-    if (!s) s = sets_write_meta_int(w, "size", o->canvas, e);
-    if (!s) s = io_dataset_set_meta(w, "items", items, e);
-    if (!s) s = sets_write_meta_int(w, "threshold", o->threshold, e);
+    if (!s) s = sets_write_meta_kv(w, p->kv, 5, e);
     if (!s) s = io_dataset_add_strings(w, "classes.mask", dense_class_names, DENSE_CLASSES, e);
     return s;
 }
@@ -413,6 +430,9 @@ xd_status sets_fashion_scenes(const sets_scenes_opts *o, sets_summary *sum, xd_e
 {
     memset(sum, 0, sizeof *sum);
     xd_status s = scenes_check(o, e);
+    scenes_options opt;
+    scenes_opts_kv(o, &opt);
+    if (!s) s = sets_check_replace(o->out, NULL, "fashion-scenes", o->seed, opt.kv, 5, o->force, e);
     if (s) return s;
     double t0 = sets_now();
     fmnist d;
@@ -440,7 +460,7 @@ xd_status sets_fashion_scenes(const sets_scenes_opts *o, sets_summary *sum, xd_e
         file = sets_outdir_path(&od, SETS_DATASET_FILE);
         sets_write wr = {"fashion-scenes", SETS_SCENES, o->seed, sp, DENSE_ITEM_CLASSES,
                         dense_class_names};
-        if (!s) s = sets_write_dataset(file, &wr, scenes_meta, o, e);
+        if (!s) s = sets_write_dataset(file, &wr, scenes_meta, &opt, e);
         if (!s) s = sets_outdir_commit(&od, e);
         else sets_outdir_abort(&od);
     }

@@ -100,22 +100,30 @@ static xd_status manifest_check(const sets_manifest_opts *o, xd_err *e)
     return XD_OK;
 }
 
+/* The options a manifest set records, as metadata pairs. */
 typedef struct {
-    const sets_manifest_opts *o;
+    char size[16], frac[32];
     const char *lang;
-} mf_meta_ctx;
+    io_kv kv[4];
+} mf_options;
+
+static void manifest_options(const sets_manifest_opts *o, const char *lang, mf_options *p)
+{
+    snprintf(p->size, sizeof p->size, "%d", o->size);
+    snprintf(p->frac, sizeof p->frac, "%g", o->test_fraction);
+    p->lang = lang;
+    p->kv[0] = (io_kv){"source", o->manifest};
+    p->kv[1] = (io_kv){"size", p->size};
+    p->kv[2] = (io_kv){"test_fraction", p->frac};
+    p->kv[3] = (io_kv){"languages", lang};
+}
 
 static xd_status manifest_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
-    const mf_meta_ctx *c = ctx;
-    char frac[32];
-    snprintf(frac, sizeof frac, "%g", c->o->test_fraction);
-    xd_status s = io_dataset_set_meta(w, "source", c->o->manifest, e);
-    if (!s) s = sets_write_meta_int(w, "size", c->o->size, e);
+    const mf_options *p = ctx;
+    xd_status s = sets_write_meta_kv(w, p->kv, 4, e);
     if (!s) s = io_dataset_set_meta(w, "crop", "centre square", e);
-    if (!s) s = io_dataset_set_meta(w, "test_fraction", frac, e);
-    if (!s) s = io_dataset_set_meta(w, "languages", c->lang, e);
-    if (!s) s = io_dataset_add_strings(w, "languages", &c->lang, 1, e);
+    if (!s) s = io_dataset_add_strings(w, "languages", &p->lang, 1, e);
     return s;
 }
 
@@ -137,10 +145,20 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     if (s) return s;
     const char *lang = o->lang ? o->lang : "und";
     double t0 = sets_now();
-    io_manifest m;
-    s = io_manifest_read(o->manifest, NULL, &m, e);
+    struct stat out_st;
+    char *path = stat(o->out, &out_st) == 0 && S_ISDIR(out_st.st_mode)
+                     ? io_path_join(o->out, SETS_DATASET_FILE)
+                     : xd_xstrdup(o->out);
+    char *name = set_name(o->manifest);
+    mf_options mopt;
+    manifest_options(o, lang, &mopt);
+    io_manifest m = {0};
+    s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, 4, o->force, e);
+    if (!s) s = io_manifest_read(o->manifest, NULL, &m, e);
     if (s) {
         io_manifest_free(&m);
+        free(path);
+        free(name);
         return s;
     }
     double t1 = sets_now();
@@ -186,10 +204,20 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
     const char **txt[SETS_SPLIT_COUNT] = {0};
     const char *const *txt_tables[SETS_SPLIT_COUNT][1];
+    size_t cnt[SETS_SPLIT_COUNT] = {0};
     if (!s) {
         sets_split_stratified(m.labels, m.n, (int)m.n_classes, o->test_fraction, o->seed, is_test);
-        size_t cnt[SETS_SPLIT_COUNT] = {0};
         for (size_t i = 0; i < m.n; i++) cnt[is_test[i]]++;
+        /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
+        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0)
+            s = xd_fail(e, XD_EARG,
+                        "%s: %zu examples in %zu classes give no test example at test fraction %g "
+                        "(each class sends round(n x fraction) of its n examples to test); add "
+                        "examples, raise --test-fraction, or give --test-fraction 0 for a set "
+                        "without test split",
+                        o->manifest, m.n, m.n_classes, o->test_fraction);
+    }
+    if (!s) {
         for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
             size_t n = cnt[k] + 1;
             img[k] = xd_xmalloc(n * px);
@@ -215,16 +243,11 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
                                  .n_langs = 1, .langs = &lang,
                                  .texts = (const char *const *const *)txt_tables[k]};
         }
-        struct stat st;
-        char *path = stat(o->out, &st) == 0 && S_ISDIR(st.st_mode)
-                         ? io_path_join(o->out, SETS_DATASET_FILE)
-                         : xd_xstrdup(o->out);
-        char *parent = io_path_dir(path), *name = set_name(o->manifest);
+        char *parent = io_path_dir(path);
         s = io_mkdir_p(parent, e);
-        mf_meta_ctx ctx = {o, lang};
         sets_write wr = {name, SETS_PAIRED, o->seed, sp, m.n_classes,
                          (const char *const *)m.class_names};
-        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, &ctx, e);
+        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, &mopt, e);
         if (!s) {
             sum->t_read = t1 - t0;
             sum->t_decode = t2 - t1;
@@ -233,9 +256,9 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
                               (const char *const *)m.class_names);
         }
         free(parent);
-        free(name);
-        free(path);
     }
+    free(path);
+    free(name);
     for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
         free(img[k]);
         free(mask[k]);

@@ -12,7 +12,9 @@
  * Builders never print: they return a status with one message naming the file and the position,
  * and fill a sets_summary (counts per split, class and language, phase times) for the caller to
  * show. Outputs are never half-written: a folder output is built in a temporary sibling folder and
- * moved into place at the end; a file output goes through io_atomic.
+ * moved into place at the end; a file output goes through io_atomic. A data set already at the
+ * output that another set or other options made (name, seed and the options its metadata
+ * records) is not replaced unless `force` is set: an error names the option that differs.
  *
  * Randomness (splits, scene layouts) comes from counter-based streams keyed by the seed, so the
  * same seed gives byte-identical files at any thread count. */
@@ -80,6 +82,7 @@ typedef struct {
     const char *out;    /* output folder */
     const char *source; /* NULL: find the Debian package */
     uint64_t seed;      /* recorded (this set has no randomness) */
+    int force;          /* replace a data set made with other options (see sets_check_replace) */
 } sets_fmnist_opts;
 
 /* 60000 train / 10000 test, (N, 28, 28, 1), the 10 Fashion-MNIST class names. */
@@ -96,6 +99,7 @@ typedef struct {
     int threshold;       /* item pixel > threshold is foreground */
     uint64_t seed;
     int previews;        /* preview PNGs of the first train scenes */
+    int force;           /* replace a data set made with other options */
 } sets_scenes_opts;
 
 /* canvas 64, 1-4 items, 20000 / 2000 scenes, threshold 25, seed 1, 8 previews */
@@ -112,6 +116,7 @@ typedef struct {
     int size;            /* output side */
     double test_fraction;
     uint64_t seed;
+    int force;           /* replace a data set made with other options */
 } sets_emoji_opts;
 
 /* size 32, test fraction 0.2, seed 1, all languages */
@@ -141,6 +146,7 @@ typedef struct {
     int size;             /* side of the square RGB images */
     double test_fraction;
     uint64_t seed;
+    int force;            /* replace a data set made with other options */
 } sets_manifest_opts;
 
 /* size 32, test fraction 0.2, seed 1, lang "und" */

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
+
 const char *const txt_unit_names[] = {
     [TXT_UNIT_GRAPHEME] = "grapheme",
     [TXT_UNIT_CODEPOINT] = "codepoint",
@@ -131,8 +133,10 @@ xd_status txt_config_parse(txt_config *c, const char *const *items, size_t n, xd
 {
     for (size_t i = 0; i < n; i++) {
         const char *eq = strchr(items[i], '=');
+        char q[XD_EXCERPT_BUF];
         if (!eq || eq == items[i])
-            return xd_fail(e, XD_EARG, "text option '%s': expected key=value", items[i]);
+            return xd_fail(e, XD_EARG, "text option '%s': expected key=value",
+                           xd_excerpt(items[i], q));
         char key[64];
         size_t klen = (size_t)(eq - items[i]);
         if (klen >= sizeof key) {
@@ -145,6 +149,22 @@ xd_status txt_config_parse(txt_config *c, const char *const *items, size_t n, xd
         if (st) return st;
     }
     return txt_config_check(c, e);
+}
+
+xd_status txt_config_parse_words(txt_config *c, const char *words, xd_err *e)
+{
+    char *copy = xd_xstrdup(words ? words : ""), *save = NULL;
+    size_t n = 0, cap = 8;
+    const char **items = xd_xmalloc(cap * sizeof *items);
+    for (char *w = strtok_r(copy, TXT_CONFIG_SEPS, &save); w;
+         w = strtok_r(NULL, TXT_CONFIG_SEPS, &save)) {
+        if (n == cap) items = xd_xrealloc(items, (cap *= 2) * sizeof *items);
+        items[n++] = w;
+    }
+    xd_status s = txt_config_parse(c, items, n, e);
+    free(items);
+    free(copy);
+    return s;
 }
 
 xd_status txt_config_check(const txt_config *c, xd_err *e)

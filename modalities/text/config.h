@@ -45,6 +45,12 @@ xd_status txt_config_set(txt_config *c, const char *key, const char *value, xd_e
 /* Applies "key=value" items in order, then txt_config_check. */
 xd_status txt_config_parse(txt_config *c, const char *const *items, size_t n, xd_err *e);
 
+/* The one way to cut a recipe's `text:` setting into items: blanks (space, tab, CR, LF, FF, VT),
+ * ';' or ','. */
+#define TXT_CONFIG_SEPS " \t\r\n\f\v;,"
+/* Applies the items of words (cut at TXT_CONFIG_SEPS) with txt_config_parse. */
+xd_status txt_config_parse_words(txt_config *c, const char *words, xd_err *e);
+
 /* Cross-field checks (nmin <= nmax). */
 xd_status txt_config_check(const txt_config *c, xd_err *e);
 
