@@ -1,8 +1,5 @@
 /* `xdistill train`: runs a recipe, once or over several seeds, and `xdistill eval`: scores a
  * checkpoint on a data set split. */
-#include <errno.h>
-#include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +11,7 @@
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
 #include "distill/recipe.h"
+#include "distill/runs.h"
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
@@ -39,114 +37,6 @@ static void train_usage(FILE *f)
             "  --quiet          no progress output\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-/* "final_test_acc", "best_test_miou", ...: the summary key of a run's score */
-static const char *score_key(const train_result *res, const char *which)
-{
-    static char key[32];
-    snprintf(key, sizeof key, "%s_test_%s", which, res->segment ? "miou" : "acc");
-    return key;
-}
-
-/* A finished seed's numbers from its summary.json (for resuming a multi-seed run). */
-static int read_finished(const char *dir, train_result *res)
-{
-    char *path = io_path_join(dir, "summary.json");
-    json_t *j = json_load_file(path, 0, NULL);
-    free(path);
-    if (!j) return 0;
-    int ok = json_is_true(json_object_get(j, "finished"));
-    if (ok) {
-        /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
-        res->segment = json_object_get(j, "final_test_miou") != NULL;
-        res->final_acc = json_real_value(json_object_get(j, score_key(res, "final")));
-        res->best_acc = json_real_value(json_object_get(j, score_key(res, "best")));
-        res->final_pixel_acc = json_real_value(json_object_get(j, "final_test_pixel_acc"));
-        res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
-        res->seconds = json_real_value(json_object_get(j, "train_seconds"));
-        res->images_per_s = json_real_value(json_object_get(j, "images_per_s"));
-        res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
-        res->finished = 1;
-    }
-    json_decref(j);
-    return ok;
-}
-
-static void mean_std(const double *v, int n, double *mean, double *std)
-{
-    double s = 0.0, q = 0.0;
-    for (int i = 0; i < n; i++) s += v[i];
-    *mean = s / n;
-    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
-    *std = n > 1 ? sqrt(q / (n - 1)) : 0.0; /* sample standard deviation */
-}
-
-static xd_status write_seeds_summary(const char *dir, const recipe *r, const train_result *res,
-                                     int n, xd_err *e)
-{
-    double fin[64], best[64], pix[64], mf, sf, mb, sb, mp, sp;
-    json_t *runs = json_array();
-    for (int i = 0; i < n; i++) {
-        fin[i] = res[i].final_acc;
-        best[i] = res[i].best_acc;
-        pix[i] = res[i].final_pixel_acc;
-        json_t *o = json_object();
-        json_object_set_new(o, "seed", json_integer(res[i].seed));
-        json_object_set_new(o, score_key(&res[i], "final"), json_real(res[i].final_acc));
-        if (res[i].segment)
-            json_object_set_new(o, "final_test_pixel_acc", json_real(res[i].final_pixel_acc));
-        json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
-        json_object_set_new(o, "best_epoch", json_integer(res[i].best_epoch));
-        json_object_set_new(o, "train_seconds", json_real(res[i].seconds));
-        json_array_append_new(runs, o);
-    }
-    mean_std(fin, n, &mf, &sf);
-    mean_std(best, n, &mb, &sb);
-    json_t *j = json_object();
-    json_object_set_new(j, "name", json_string(r->name));
-    json_object_set_new(j, "seeds", json_integer(n));
-    json_object_set_new(j, "runs", runs);
-    json_t *f = json_object(), *b = json_object();
-    json_object_set_new(f, "mean", json_real(mf));
-    json_object_set_new(f, "std", json_real(sf));
-    json_object_set_new(b, "mean", json_real(mb));
-    json_object_set_new(b, "std", json_real(sb));
-    json_object_set_new(j, score_key(&res[0], "final"), f);
-    json_object_set_new(j, score_key(&res[0], "best"), b);
-    if (res[0].segment) {
-        mean_std(pix, n, &mp, &sp);
-        json_t *p = json_object();
-        json_object_set_new(p, "mean", json_real(mp));
-        json_object_set_new(p, "std", json_real(sp));
-        json_object_set_new(j, "final_test_pixel_acc", p);
-    }
-    char *yaml = recipe_to_yaml(r);
-    json_object_set_new(j, "recipe", json_string(yaml));
-    free(yaml);
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
-    json_decref(j);
-    char *path = io_path_join(dir, "summary.json");
-    io_atomic w;
-    xd_status s = io_atomic_open(&w, path, e);
-    if (s == XD_OK && (s = io_atomic_write(&w, text, strlen(text), e)) == XD_OK &&
-        (s = io_atomic_write(&w, "\n", 1, e)) == XD_OK)
-        s = io_atomic_commit(&w, e);
-    else if (s != XD_OK && w.f)
-        io_atomic_abort(&w);
-    free(path);
-    free(text);
-    return s;
-}
-
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -167,11 +57,11 @@ int cmd_train(int argc, char **argv)
             out = argv[++i];
             resume = 1;
         } else if (strcmp(a, "--seed") == 0 && has_val) {
-            if (parse_long(argv[++i], 0, 1L << 40, &seed)) rc = cli_usage_error("train", "--seed takes a number >= 0");
+            if (cli_parse_long(argv[++i], 0, 1L << 40, &seed)) rc = cli_usage_error("train", "--seed takes a number >= 0");
         } else if (strcmp(a, "--seeds") == 0 && has_val) {
-            if (parse_long(argv[++i], 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
+            if (cli_parse_long(argv[++i], 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
         } else if (strcmp(a, "--stop-after") == 0 && has_val) {
-            if (parse_long(argv[++i], 1, 1 << 20, &stop_after)) rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
+            if (cli_parse_long(argv[++i], 1, 1 << 20, &stop_after)) rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
         } else if (strcmp(a, "--quiet") == 0) quiet = 1;
         else if (a[0] == '-') rc = cli_usage_error("train", "unknown option '%s'", a);
         else if (!recipe_path) recipe_path = a;
@@ -216,7 +106,7 @@ int cmd_train(int argc, char **argv)
         char *dir = seeds > 1 ? io_path_join(out, sub) : xd_xstrdup(out);
         struct stat st;
         int have_state = stat(dir, &st) == 0;
-        if (resume && seeds > 1 && read_finished(dir, &res[k])) {
+        if (resume && seeds > 1 && runs_read_finished(dir, &res[k])) {
             res[k].seed = seed + k;
         } else {
             char *rpath = io_path_join(dir, "resume.safetensors");
@@ -230,33 +120,14 @@ int cmd_train(int argc, char **argv)
                 s = trainer_run(&r, seed + k, &o, &res[k], &e);
         }
         free(dir);
-        if (s == XD_OK && res[k].finished && res[k].segment)
-            printf("%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at epoch "
-                   "%d), %.1f s, %.0f img/s\n", r.name, seed + k, 100.0 * res[k].final_acc,
-                   100.0 * res[k].final_pixel_acc, 100.0 * res[k].best_acc, res[k].best_epoch,
-                   res[k].seconds, res[k].images_per_s);
-        else if (s == XD_OK && res[k].finished)
-            printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
-                   r.name, seed + k, 100.0 * res[k].final_acc, 100.0 * res[k].best_acc,
-                   res[k].best_epoch, res[k].seconds, res[k].images_per_s);
+        if (s == XD_OK && res[k].finished) runs_print_result(stdout, r.name, &res[k]);
         if (s == XD_OK && !res[k].finished) break; /* stopped early on request */
     }
     int all_done = 1;
     for (long k = 0; k < seeds; k++) all_done &= res[k].finished;
     if (s == XD_OK && seeds > 1 && all_done) {
-        s = write_seeds_summary(out, &r, res, (int)seeds, &e);
-        double v[64], m, sd;
-        for (long k = 0; k < seeds; k++) v[k] = res[k].final_acc;
-        mean_std(v, (int)seeds, &m, &sd);
-        if (s == XD_OK && res[0].segment) {
-            double pv[64], pm, psd;
-            for (long k = 0; k < seeds; k++) pv[k] = res[k].final_pixel_acc;
-            mean_std(pv, (int)seeds, &pm, &psd);
-            printf("%s: test mIoU %.2f +- %.2f%%, pixel accuracy %.2f +- %.2f%% over %ld seeds\n",
-                   r.name, 100.0 * m, 100.0 * sd, 100.0 * pm, 100.0 * psd, seeds);
-        } else if (s == XD_OK) {
-            printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
-        }
+        s = runs_write_seeds_summary(out, &r, res, (int)seeds, &e);
+        if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }
     recipe_free(&r);
     free(def_out);

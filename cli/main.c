@@ -1,7 +1,9 @@
 /* xdistill: entry point. Sets up the BLAS kernel and threads, then hands over to a subcommand
  * found by table lookup. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -49,6 +51,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "xdistill %s: %s (see xdistill %s --help)\n", cmd, msg, cmd);
     return 2;
+}
+
+int cli_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
 }
 
 int cli_wants_help(int argc, char **argv)
