@@ -10,6 +10,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 
 /* Prints "xdistill CMD: message" for a failed status and returns 1. */

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure speed: xdistill bench [SUITE] [--threads 1,2] [--json]"},
     {"prepare", cmd_prepare, "make a dataset file: fashion-mnist, emoji, fashion-scenes, manifest"},
     {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
+    {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
