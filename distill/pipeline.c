@@ -508,7 +508,8 @@ static void resolve(const pipeline *p, const pipeline_step *st, const char *seed
                     recipe_teacher *teachers, char **paths)
 {
     *r = st->r;
-    memcpy(teachers, st->r.teachers, (size_t)st->r.n_teachers * sizeof *teachers);
+    if (st->r.n_teachers) /* a recipe without teachers has no array to copy */
+        memcpy(teachers, st->r.teachers, (size_t)st->r.n_teachers * sizeof *teachers);
     r->teachers = teachers;
     for (int k = 0; k < st->n_refs; k++) {
         const pipeline_ref *ref = &st->refs[k];
@@ -590,7 +591,11 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
         goto out;
     }
     *act = resume ? PIPELINE_RESUMED : PIPELINE_RAN;
-    if (res->finished) s = stamp_write(dir, st->name, &r, seed, &sp, started, 1, e);
+    if (res->finished)
+        s = stamp_write(dir, st->name, &r, seed, &sp, started, 1, e);
+    else
+        say(o, "step %s (seed %ld): stopped after %d of %d epochs (run again to continue)\n",
+            st->name, seed, res->epochs_done, r.train.epochs);
 report:
     if (s == XD_OK && res->finished) {
         res->seed = seed;

@@ -403,13 +403,15 @@ static void test_resume(void **state)
     write_chain("chain.yaml", "");
     /* (into the same folder both times: the checkpoints hold the recipe, teacher paths included) */
     /* stop_after 1: the chain stops after the teacher's first epoch */
-    pipeline_result r = run_chain("chain.yaml", "x", 0, 1, NULL);
+    char *log;
+    pipeline_result r = run_chain("chain.yaml", "x", 0, 1, &log);
     assert_false(r.finished);
     assert_int_equal(r.res[0].epochs_done, 1);
     assert_false(present("x/seed-1/student"));
     assert_false(present("x/summary.json"));
     pipeline_result_free(&r);
-    char *log;
+    assert_contains(log, "step teacher (seed 1): stopped after 1 of 2 epochs");
+    free(log);
     r = run_chain("chain.yaml", "x", 0, 0, &log);
     assert_true(r.finished);
     assert_actions(&r, 0, PIPELINE_RESUMED, PIPELINE_RAN);
