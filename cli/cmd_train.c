@@ -16,6 +16,7 @@
 #include "distill/feed.h"
 #include "distill/recipe.h"
 #include "distill/runlock.h"
+#include "distill/runs.h"
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
@@ -92,90 +93,6 @@ static void train_usage(FILE *f)
             "                   its ETA cover the whole job, and epoch lines are left out\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-/* "final_test_acc", "best_test_miou", ...: the summary key of a run's score */
-static const char *score_key(const train_result *res, const char *which)
-{
-    static char key[32];
-    snprintf(key, sizeof key, "%s_test_%s", which, res->segment ? "miou" : "acc");
-    return key;
-}
-
-static void mean_std(const double *v, int n, double *mean, double *std)
-{
-    double s = 0.0, q = 0.0;
-    for (int i = 0; i < n; i++) s += v[i];
-    *mean = s / n;
-    for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
-    *std = n > 1 ? sqrt(q / (n - 1)) : 0.0; /* sample standard deviation */
-}
-
-static xd_status write_seeds_summary(const char *dir, const recipe *r, const train_result *res,
-                                     int n, xd_err *e)
-{
-    double fin[64], best[64], pix[64], mf, sf, mb, sb, mp, sp;
-    json_t *runs = json_array();
-    for (int i = 0; i < n; i++) {
-        fin[i] = res[i].final_acc;
-        best[i] = res[i].best_acc;
-        pix[i] = res[i].final_pixel_acc;
-        json_t *o = json_object();
-        json_object_set_new(o, "seed", json_integer(res[i].seed));
-        json_object_set_new(o, score_key(&res[i], "final"), json_real(res[i].final_acc));
-        if (res[i].segment)
-            json_object_set_new(o, "final_test_pixel_acc", json_real(res[i].final_pixel_acc));
-        json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
-        json_object_set_new(o, "best_epoch", json_integer(res[i].best_epoch));
-        json_object_set_new(o, "train_seconds", json_real(res[i].seconds));
-        json_array_append_new(runs, o);
-    }
-    mean_std(fin, n, &mf, &sf);
-    mean_std(best, n, &mb, &sb);
-    json_t *j = json_object();
-    json_object_set_new(j, "name", json_string(r->name));
-    json_object_set_new(j, "seeds", json_integer(n));
-    json_object_set_new(j, "runs", runs);
-    json_t *f = json_object(), *b = json_object();
-    json_object_set_new(f, "mean", json_real(mf));
-    json_object_set_new(f, "std", json_real(sf));
-    json_object_set_new(b, "mean", json_real(mb));
-    json_object_set_new(b, "std", json_real(sb));
-    json_object_set_new(j, score_key(&res[0], "final"), f);
-    json_object_set_new(j, score_key(&res[0], "best"), b);
-    if (res[0].segment) {
-        mean_std(pix, n, &mp, &sp);
-        json_t *p = json_object();
-        json_object_set_new(p, "mean", json_real(mp));
-        json_object_set_new(p, "std", json_real(sp));
-        json_object_set_new(j, "final_test_pixel_acc", p);
-    }
-    char *yaml = recipe_to_yaml(r);
-    json_object_set_new(j, "recipe", json_string(yaml));
-    free(yaml);
-    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
-    json_decref(j);
-    char *path = io_path_join(dir, "summary.json");
-    io_atomic w;
-    xd_status s = io_atomic_open(&w, path, e);
-    if (s == XD_OK && (s = io_atomic_write(&w, text, strlen(text), e)) == XD_OK &&
-        (s = io_atomic_write(&w, "\n", 1, e)) == XD_OK)
-        s = io_atomic_commit(&w, e);
-    else if (s != XD_OK && w.f)
-        io_atomic_abort(&w);
-    free(path);
-    free(text);
-    return s;
-}
-
 /* "--set K=V" words with --resume: only the keys that may change on resume. */
 static int check_resume_sets(const char *const *sets, int n)
 {
@@ -193,20 +110,6 @@ static int check_resume_sets(const char *const *sets, int n)
                                key, list);
     }
     return 0;
-}
-
-/* One line for a seed's result. */
-static void print_result(const char *name, long seed, const train_result *res)
-{
-    if (res->segment)
-        printf("%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at epoch "
-               "%d), %.1f s, %.0f img/s\n", name, seed, 100.0 * res->final_acc,
-               100.0 * res->final_pixel_acc, 100.0 * res->best_acc, res->best_epoch, res->seconds,
-               res->images_per_s);
-    else
-        printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
-               name, seed, 100.0 * res->final_acc, 100.0 * res->best_acc, res->best_epoch,
-               res->seconds, res->images_per_s);
 }
 
 int cmd_train(int argc, char **argv)
@@ -235,14 +138,14 @@ int cmd_train(int argc, char **argv)
         case TO_SET: sets[n_sets++] = v; break;
         case TO_RESUME: resume_dir = v; break;
         case TO_SEED:
-            if (parse_long(v, 0, 1L << 40, &seed))
+            if (cli_parse_long(v, 0, 1L << 40, &seed))
                 rc = cli_usage_error("train", "--seed takes a number >= 0");
             break;
         case TO_SEEDS:
-            if (parse_long(v, 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
+            if (cli_parse_long(v, 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
             break;
         case TO_STOP_AFTER:
-            if (parse_long(v, 1, 1 << 20, &stop_after))
+            if (cli_parse_long(v, 1, 1 << 20, &stop_after))
                 rc = cli_usage_error("train", "--stop-after takes a number of epochs >= 1");
             break;
         case TO_QUIET: quiet = 1; break;
@@ -304,7 +207,7 @@ int cmd_train(int argc, char **argv)
         char sub[64], *dir;
         snprintf(sub, sizeof sub, "seed-%ld", seed + k);
         dir = io_path_join(base, sub);
-        all_finished = trainer_finished(dir, &res[k]);
+        all_finished = res[k].unchanged = runs_read_finished(dir, &res[k]);
         free(dir);
     }
     if (s == XD_OK && seeds > 1 && !all_finished) {
@@ -342,7 +245,7 @@ int cmd_train(int argc, char **argv)
                    res[k].epochs_done, res[k].segment ? "test mIoU" : "test accuracy",
                    100.0 * res[k].final_acc);
         else if (s == XD_OK && res[k].finished && !res[k].unchanged)
-            print_result(r.name, seed + k, &res[k]);
+            runs_print_result(stdout, r.name, &res[k]);
         free(dir);
         if (s == XD_OK && !res[k].finished) break; /* stopped early on request */
     }
@@ -356,19 +259,8 @@ int cmd_train(int argc, char **argv)
     if (s == XD_OK && seeds > 1 && all_done && none_ran && stat(parent_summary, &st) == 0) {
         printf("%s: already finished (%ld seeds); nothing to do\n", base, seeds);
     } else if (s == XD_OK && seeds > 1 && all_done) {
-        s = write_seeds_summary(base, &r, res, (int)seeds, &e);
-        double v[64], m, sd;
-        for (long k = 0; k < seeds; k++) v[k] = res[k].final_acc;
-        mean_std(v, (int)seeds, &m, &sd);
-        if (s == XD_OK && res[0].segment) {
-            double pv[64], pm, psd;
-            for (long k = 0; k < seeds; k++) pv[k] = res[k].final_pixel_acc;
-            mean_std(pv, (int)seeds, &pm, &psd);
-            printf("%s: test mIoU %.2f +- %.2f%%, pixel accuracy %.2f +- %.2f%% over %ld seeds\n",
-                   r.name, 100.0 * m, 100.0 * sd, 100.0 * pm, 100.0 * psd, seeds);
-        } else if (s == XD_OK) {
-            printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
-        }
+        s = runs_write_seeds_summary(base, &r, res, (int)seeds, &e);
+        if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }
     runlock_release(&parent);
     free(parent_summary);

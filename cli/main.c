@@ -1,7 +1,9 @@
 /* xdistill: entry point. Sets up the BLAS kernel and threads, then hands over to a subcommand
  * found by table lookup. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -18,6 +20,7 @@ static const command commands[] = {
     {"bench", cmd_bench, "measure speed: xdistill bench [SUITE] [--threads 1,2] [--json]"},
     {"prepare", cmd_prepare, "make a dataset file: fashion-mnist, emoji, fashion-scenes, manifest"},
     {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
+    {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
@@ -49,6 +52,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "xdistill %s: %s (see xdistill %s --help)\n", cmd, msg, cmd);
     return 2;
+}
+
+int cli_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
 }
 
 int cli_wants_help(int argc, char **argv)

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/mem.h"
 #include "distill/progress.h"
 #include "io/dataset.h"
@@ -35,41 +36,6 @@ const char *kd_cache_part_name(kd_cache_part p)
 #define CACHE_FORMAT "xdistill teacher cache 1"
 /* A checksum file lists at most KD_PART_COUNT short lines; anything larger is not ours. */
 #define CACHE_SUM_MAX 4096
-
-/* ---------------------------------------------------------------------------------------------
- * FNV-1a 64: h = (h ^ byte) * prime, from the offset basis */
-
-#define FNV_OFFSET 0xcbf29ce484222325ull
-#define FNV_PRIME 0x100000001b3ull
-
-static uint64_t fnv_bytes(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * FNV_PRIME;
-    return h;
-}
-
-/* tag, length, bytes: so that field boundaries cannot shift ("ab" + "c" != "a" + "bc") */
-static uint64_t fnv_field(uint64_t h, char tag, const void *p, size_t n)
-{
-    unsigned char len[8];
-    io_le_put_u64(len, (uint64_t)n);
-    h = fnv_bytes(h, &tag, 1);
-    h = fnv_bytes(h, len, sizeof len);
-    return fnv_bytes(h, p, n);
-}
-
-static uint64_t fnv_str(uint64_t h, char tag, const char *s)
-{
-    return fnv_field(h, tag, s, strlen(s));
-}
-
-static uint64_t fnv_u64(uint64_t h, char tag, uint64_t v)
-{
-    unsigned char b[8];
-    io_le_put_u64(b, v);
-    return fnv_field(h, tag, b, sizeof b);
-}
 
 /* ---------------------------------------------------------------------------------------------
  * the spec, checked and resolved against the teacher */
@@ -140,37 +106,20 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     resolved r;
     xd_status s = resolve(spec, teacher, &r, e);
     if (s) return s;
-    const char *path = spec->dataset_path;
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return xd_fail(e, XD_EIO, "%s: cannot read the dataset for the teacher cache: %s", path,
-                       strerror(errno));
-    io_dataset *ds;
-    if ((s = io_dataset_open(path, &ds, e))) return s;
-
-    uint64_t h = fnv_str(FNV_OFFSET, 'F', CACHE_FORMAT);
-    h = fnv_str(h, 'm', teacher->desc);
-    h = fnv_field(h, 'p', teacher->param, teacher->n_param * sizeof(float));
-    h = fnv_field(h, 'S', teacher->state, teacher->n_state * sizeof(float));
-    const char *base = strrchr(path, '/');
-    h = fnv_str(h, 'd', base ? base + 1 : path);
-    h = fnv_u64(h, 'z', (uint64_t)st.st_size);
-    h = fnv_u64(h, 't', (uint64_t)st.st_mtim.tv_sec);
-    h = fnv_u64(h, 'T', (uint64_t)st.st_mtim.tv_nsec);
-    size_t nm = io_dataset_meta_count(ds);
-    h = fnv_u64(h, 'M', nm);
-    for (size_t i = 0; i < nm; i++) {
-        const io_kv *kv = io_dataset_meta_at(ds, i);
-        h = fnv_str(h, 'k', kv->key);
-        h = fnv_str(h, 'v', kv->value);
+    uint64_t h = xd_fnv_str(XD_FNV_OFFSET, 'F', CACHE_FORMAT);
+    h = xd_fnv_str(h, 'm', teacher->desc);
+    h = xd_fnv_field(h, 'p', teacher->param, teacher->n_param * sizeof(float));
+    h = xd_fnv_field(h, 'S', teacher->state, teacher->n_state * sizeof(float));
+    if ((s = io_dataset_identity(spec->dataset_path, &h, e))) {
+        xd_err_prefix(e, "teacher cache");
+        return s;
     }
-    io_dataset_close(ds);
-    h = fnv_str(h, 's', spec->split);
-    h = fnv_str(h, 'w', spec->view);
-    h = fnv_u64(h, 'n', spec->n);
-    h = fnv_str(h, 'h', teacher->nodes[r.head].name);
-    h = fnv_u64(h, 'K', (uint64_t)r.k);
-    h = fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
+    h = xd_fnv_str(h, 's', spec->split);
+    h = xd_fnv_str(h, 'w', spec->view);
+    h = xd_fnv_u64(h, 'n', spec->n);
+    h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
+    h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
+    h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
     snprintf(key, 17, "%016llx", (unsigned long long)h);
     return XD_OK;
 }
@@ -349,7 +298,7 @@ static load_state try_load(kd_cache *c, const nn_model *m, const resolved *r, xd
             break;
         }
         io_tensor_bytes(&f->t, &bytes[p]);
-        hash[p] = fnv_bytes(FNV_OFFSET, f->t.data, bytes[p]);
+        hash[p] = xd_fnv_bytes(XD_FNV_OFFSET, f->t.data, bytes[p]);
     }
     if (!s) {
         want = sum_text(c, m, r, hash, bytes);
@@ -490,7 +439,7 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         int64_t shape[IO_MAX_DIMS];
         part_expect(r, n, (kd_cache_part)p, &dt, &ndim, shape);
         io_tensor_set(&t, part_names[p], dt, ndim, shape, buf[p]);
-        hash[p] = fnv_bytes(FNV_OFFSET, buf[p], bytes[p]);
+        hash[p] = xd_fnv_bytes(XD_FNV_OFFSET, buf[p], bytes[p]);
         s = io_npy_write(c->path[p], &t, e);
     }
     if (!s) {

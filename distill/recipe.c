@@ -578,7 +578,14 @@ static xd_status bind_teachers(binder *b, io_yaml_node *root)
         }
         if ((s = io_yaml_require(b->d, it, "checkpoint", &n, b->e)) != XD_OK) return s;
         if ((s = get_string(b, it, "checkpoint", NULL, &t->checkpoint, &n)) != XD_OK) return s;
-        if ((s = check_file(b, n, t->checkpoint)) != XD_OK) return s;
+        if (strncmp(t->checkpoint, RECIPE_STEP_PREFIX, strlen(RECIPE_STEP_PREFIX)) == 0) {
+            /* another step's checkpoint: it exists only once that step has run */
+            if (!(b->flags & RECIPE_STEP_REFS))
+                return bad(b, n, "'%s' is the checkpoint of a pipeline step; run the pipeline "
+                                 "(xdistill run PIPELINE.yaml)", t->checkpoint);
+        } else if ((s = check_file(b, n, t->checkpoint)) != XD_OK) {
+            return s;
+        }
         if ((s = get_string(b, it, "view", r->data.student_view, &t->view, &n)) != XD_OK)
             return s;
         if (!view_ok(t->view))

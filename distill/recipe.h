@@ -181,6 +181,12 @@ typedef struct {
  * recipe back from a checkpoint's metadata on another machine. */
 #define RECIPE_NO_FILE_CHECKS 1u
 
+/* Keep teacher checkpoints written "step:NAME..." as they are: the checkpoint of another step of
+ * a pipeline (distill/pipeline.h), which resolves them before the run. Without this flag such a
+ * checkpoint is an error that says to run the pipeline. */
+#define RECIPE_STEP_REFS 2u
+#define RECIPE_STEP_PREFIX "step:"
+
 /* Loads path, applies sets ("key.path=value", as --set gives them, in order) and binds. On
  * failure r is left empty (recipe_free is safe) and e names file, line and key path. */
 xd_status recipe_load(const char *path, const char *const *sets, int n_sets, recipe *r,

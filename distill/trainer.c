@@ -21,6 +21,7 @@
 #include "distill/kd.h"
 #include "distill/labels.h"
 #include "distill/progress.h"
+#include "distill/runs.h"
 #include "distill/runlock.h"
 #include "distill/segment.h"
 #include "io/file.h"
@@ -1460,34 +1461,6 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     return s;
 }
 
-int trainer_finished(const char *dir, train_result *res)
-{
-    char *path = io_path_join(dir, "summary.json");
-    json_t *j = json_load_file(path, 0, NULL);
-    free(path);
-    if (!j) return 0;
-    int ok = json_is_true(json_object_get(j, "finished"));
-    if (ok) {
-        /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
-        res->segment = json_object_get(j, "final_test_miou") != NULL;
-        const char *score = res->segment ? "miou" : "acc";
-        char key[32];
-        snprintf(key, sizeof key, "final_test_%s", score);
-        res->final_acc = json_number_value(json_object_get(j, key));
-        snprintf(key, sizeof key, "best_test_%s", score);
-        res->best_acc = json_number_value(json_object_get(j, key));
-        res->final_pixel_acc = json_number_value(json_object_get(j, "final_test_pixel_acc"));
-        res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
-        res->seconds = json_number_value(json_object_get(j, "train_seconds"));
-        res->images_per_s = json_number_value(json_object_get(j, "images_per_s"));
-        res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
-        res->finished = 1;
-        res->unchanged = 1;
-    }
-    json_decref(j);
-    return ok;
-}
-
 /* Resuming: the folder's run must be the one `as_run` describes, up to the keys that may change
  * on resume; *changed tells whether such a key did (the folder's recipe.yaml is then rewritten,
  * so the run records what it continued with). */
@@ -1590,7 +1563,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     int recipe_changed = 0;
     /* another recipe's folder is an error; a finished run stays exactly as it is */
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
-                      trainer_finished(o->out_dir, res)))
+                      (res->unchanged = runs_read_finished(o->out_dir, res))))
         goto out;
     if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
     if ((s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;

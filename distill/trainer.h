@@ -51,10 +51,6 @@ typedef struct {
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
                       xd_err *e);
 
-/* 1 when dir/summary.json says its run finished, with the run's numbers in res (and
- * res->unchanged set): what resuming that folder finds. */
-int trainer_finished(const char *dir, train_result *res);
-
 /* Accuracy of node `head` of m over all n examples of a feed (eval mode, batches of the model's
  * max_batch); for a text.* feed, over every (example, language) pair that has a text. input:
  * scratch for one batch of the feed's inputs. */

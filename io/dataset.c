@@ -7,10 +7,13 @@
 #include "io/dataset.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
+#include "core/hash.h"
 #include "core/mem.h"
 #include "io/file.h"
 
@@ -878,4 +881,29 @@ void io_dataset_describe(const io_dataset *ds, FILE *out)
         ds_print_sum(ds, sc, out);
         io_tensor_print_values(&sc->t, out, "    ");
     }
+}
+
+xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return xd_fail(e, XD_EIO, "%s: cannot read the dataset: %s", path, strerror(errno));
+    io_dataset *ds;
+    xd_status s = io_dataset_open(path, &ds, e);
+    if (s != XD_OK) return s;
+    const char *base = strrchr(path, '/');
+    uint64_t v = xd_fnv_str(*h, 'd', base ? base + 1 : path);
+    v = xd_fnv_u64(v, 'z', (uint64_t)st.st_size);
+    v = xd_fnv_u64(v, 't', (uint64_t)st.st_mtim.tv_sec);
+    v = xd_fnv_u64(v, 'T', (uint64_t)st.st_mtim.tv_nsec);
+    size_t nm = io_dataset_meta_count(ds);
+    v = xd_fnv_u64(v, 'M', nm);
+    for (size_t i = 0; i < nm; i++) {
+        const io_kv *kv = io_dataset_meta_at(ds, i);
+        v = xd_fnv_str(v, 'k', kv->key);
+        v = xd_fnv_str(v, 'v', kv->value);
+    }
+    io_dataset_close(ds);
+    *h = v;
+    return XD_OK;
 }

@@ -132,6 +132,11 @@ const char *io_dataset_meta(const io_dataset *ds, const char *key);
 size_t io_dataset_meta_count(const io_dataset *ds);
 const io_kv *io_dataset_meta_at(const io_dataset *ds, size_t i);
 
+/* Mixes the identity of the data set file at path into *h (FNV-1a fields, core/hash.h): its base
+ * name, size, modification time in nanoseconds and metadata pairs. Preparing the set again, or
+ * another set under the same name, changes it; moving the folder does not. */
+xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e);
+
 /* Prints a human-readable summary (metadata, each section's kind, dtype, shape, size and value
  * range, the first strings of each string table), for `xdistill inspect`. */
 void io_dataset_describe(const io_dataset *ds, FILE *out);
