@@ -31,6 +31,9 @@ xd_status io_st_write(const char *path, const io_tensor *tensors, size_t n, cons
 
 /* Maps and validates path; *f is NULL on failure. */
 xd_status io_st_open(const char *path, io_st_file **f, xd_err *e);
+/* The same on n bytes in memory, name standing for the file. The bytes are borrowed: tensor data
+ * points into them, so they must outlive f (until io_st_close). */
+xd_status io_st_open_mem(const void *data, size_t n, const char *name, io_st_file **f, xd_err *e);
 void io_st_close(io_st_file *f);
 
 const char *io_st_path(const io_st_file *f);
