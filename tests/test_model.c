@@ -39,6 +39,9 @@ static void test_description_errors(void **state)
     expect_build_error("input h=2 w=2 c=1; linear out=3 name=relu1; relu", XD_EARG,
                        "layer 2 'relu': its default name 'relu1' is already taken");
     expect_build_error("input h=2 w=2 c=1; conv2d out=3 k=5", XD_ESHAPE, "do not fit");
+    /* padding whose padded extent overflows an int (found by fuzzing) */
+    expect_build_error("input h=28 w=28 c=1; conv2d out=4 k=3 pad=2147483647", XD_ESHAPE,
+                       "do not fit");
     expect_build_error("input h=4 w=4 c=1; linear out=3 name=a; maxpool k=2; add with=a", XD_ESHAPE,
                        "same shape");
     expect_build_error("input tokens=5; linear out=3", XD_ESHAPE, "token-id input");
