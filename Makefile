@@ -2,7 +2,7 @@
 #   make test        set-up (installs what is missing), build, run every cmocka test
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
-#   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS (docs/FUZZING.md)
+#   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS
 # Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir.
 
 CC      ?= gcc
@@ -131,7 +131,7 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/fuzz.o $(LI
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
 -include $(FUZZ_BINS:$(BUILD)/fuzz/%=$(BUILD)/obj/tests/fuzz/%.d)
-# The seed corpora: small valid files from tests/fuzz/seeds.c, and the recipes and models of recipes/.
+# The seed corpora: small valid files from tests/fuzz/seeds.c, the recipes and models of recipes/.
 fuzz-seeds: $(BUILD)/fuzz-seeds
 	$(BUILD)/fuzz-seeds tests/fuzz/corpus
 	mkdir -p tests/fuzz/corpus/recipe

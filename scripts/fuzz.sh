@@ -9,7 +9,8 @@
 # status is 1.
 #   scripts/fuzz.sh merge BUILD [NAME...]
 # adds to tests/fuzz/corpus/NAME the inputs of BUILD/corpus/NAME that reach code the committed
-# corpus does not (libFuzzer's -merge=1), so that the committed corpus stays small.
+# corpus does not, as few and as small as cover them (libFuzzer's -set_cover_merge=1), so that the
+# committed corpus stays small.
 set -u
 cd "$(dirname "$0")/.."
 # Allocations the ASan allocator cannot serve return NULL as they would without it (the readers
@@ -23,13 +24,17 @@ if [ "${1:-}" = merge ]; then
   build=${2:?usage: scripts/fuzz.sh merge BUILD [NAME...]}
   shift 2
   names=("$@")
-  [ ${#names[@]} -ne 0 ] || for f in tests/fuzz/fuzz_*.c; do n=${f#tests/fuzz/fuzz_}; names+=("${n%.c}"); done
+  [ ${#names[@]} -ne 0 ] ||
+    for f in tests/fuzz/fuzz_*.c; do n=${f#tests/fuzz/fuzz_}; names+=("${n%.c}"); done
   for n in "${names[@]}"; do
     before=$(ls "tests/fuzz/corpus/$n" | wc -l)
     mkdir -p "$build/logs"
-    "$build/fuzz/fuzz_$n" -merge=1 -timeout="$timeout" -rss_limit_mb="$rss" "tests/fuzz/corpus/$n" "$build/corpus/$n" > "$build/logs/$n.merge.log" 2>&1 ||
-      { echo "fuzz: merge of $n failed (log $build/logs/$n.merge.log)" >&2; exit 1; }
-    echo "$n: $before -> $(ls "tests/fuzz/corpus/$n" | wc -l) inputs, $(du -sb "tests/fuzz/corpus/$n" | cut -f1) bytes"
+    log=$build/logs/$n.merge.log
+    "$build/fuzz/fuzz_$n" -set_cover_merge=1 -timeout="$timeout" -rss_limit_mb="$rss" \
+      "tests/fuzz/corpus/$n" "$build/corpus/$n" > "$log" 2>&1 ||
+      { echo "fuzz: merge of $n failed (log $log)" >&2; exit 1; }
+    echo "$n: $before -> $(ls "tests/fuzz/corpus/$n" | wc -l) inputs," \
+      "$(cat "tests/fuzz/corpus/$n"/* | wc -c) bytes"
   done
   exit 0
 fi
@@ -83,7 +88,9 @@ for n in "${names[@]}"; do
   printf '%-15s %10s %8s %6s %6s %7s %9s  %s\n' "$n" "${runs:--}" "${eps:--}" "${cov:--}" \
     "${ft:--}" ${corp:-- -} "$result"
   for f in $new; do echo "  kept $f (reproduce: $bin $f)"; done
-  [ "$result" = ok ] || grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz check failed|.*runtime error)' "$log" | head -n 5 | sed 's/^/  /'
+  [ "$result" = ok ] ||
+    grep -E '^(==[0-9]+==ERROR|SUMMARY|fuzz check failed|.*runtime error)' "$log" | head -n 5 |
+    sed 's/^/  /'
 done
 echo "fuzz: ${#names[@]} harnesses, $(( $(date +%s) - start )) s"
 if [ ${#failed[@]} -ne 0 ]; then

@@ -16,7 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             const char *name = io_dataset_section_name(ds, i);
             if (io_dataset_section_kind(ds, i) == IO_SECTION_ARRAY) {
                 const io_tensor *t = io_dataset_find(ds, name), *r;
-                if (!t || io_dataset_require(ds, name, t->dtype, t->ndim, &r, &e) != XD_OK || r != t)
+                if (!t || io_dataset_require(ds, name, t->dtype, t->ndim, &r, &e) != XD_OK ||
+                    r != t)
                     fz_fail("array '%s' is not found by name", name);
                 continue;
             }
@@ -31,7 +32,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         for (size_t i = 0; i < io_dataset_meta_count(ds); i++) {
             const io_kv *kv = io_dataset_meta_at(ds, i);
-            if (io_dataset_meta(ds, kv->key) != kv->value) fz_fail("metadata '%s' is not found", kv->key);
+            if (io_dataset_meta(ds, kv->key) != kv->value)
+                fz_fail("metadata '%s' is not found", kv->key);
         }
         io_dataset_describe(ds, fz_null());
         io_dataset_close(ds);

@@ -15,7 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (recipe_parse("fuzz.yaml", text, size, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, &e) == XD_OK) {
         char *y = recipe_to_yaml(&r);
         recipe r2;
-        if (recipe_parse("fuzz.yaml", y, strlen(y), NULL, 0, RECIPE_NO_FILE_CHECKS, &r2, &e) != XD_OK)
+        unsigned flags = RECIPE_NO_FILE_CHECKS;
+        if (recipe_parse("fuzz.yaml", y, strlen(y), NULL, 0, flags, &r2, &e) != XD_OK)
             fz_fail("the printed recipe does not load: %s\n%s", e.msg, y);
         char *y2 = recipe_to_yaml(&r2);
         if (strcmp(y, y2) != 0) fz_fail("printed twice differently:\n%s\n---\n%s", y, y2);
