@@ -2,6 +2,7 @@
 #   make test        set-up (installs what is missing), build, run every cmocka test
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
+#   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS
 # Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir,
 #           V=1 (print whole compiler command lines instead of one short line per file).
 
@@ -125,6 +126,36 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
+
+# Fuzzing (docs/FUZZING.md): the libFuzzer harnesses of tests/fuzz, built by clang with address and
+# undefined-behaviour sanitizers in build/fuzz, each run for FUZZ_SECONDS (FUZZ=names picks some).
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS    := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+.PHONY: fuzz fuzz-build fuzz-bins fuzz-seeds
+fuzz:
+	@scripts/setup.sh fuzz
+	@$(MAKE) --no-print-directory fuzz-build
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ)
+fuzz-build:
+	@$(MAKE) --no-print-directory CC=clang NO_OMP=1 BUILD=$(FUZZ_BUILD) OPT=-O1 \
+	  EXTRA_CFLAGS='$(FUZZ_SAN) -fsanitize=fuzzer-no-link' EXTRA_LDFLAGS='$(FUZZ_SAN)' fuzz-bins
+fuzz-bins: $(FUZZ_BINS)
+.SECONDARY: $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/fuzz/fuzz.o
+$(BUILD)/fuzz/%: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/fuzz.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+-include $(FUZZ_BINS:$(BUILD)/fuzz/%=$(BUILD)/obj/tests/fuzz/%.d)
+# The seed corpora: small valid files from tests/fuzz/seeds.c, the recipes and models of recipes/.
+fuzz-seeds: $(BUILD)/fuzz-seeds
+	$(BUILD)/fuzz-seeds tests/fuzz/corpus
+	mkdir -p tests/fuzz/corpus/recipe
+	cp recipes/*/*.yaml tests/fuzz/corpus/recipe/
+	cp recipes/*/*.model tests/fuzz/corpus/model/
+$(BUILD)/fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds.o $(LIB)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Speed against PyTorch: the same models, data, batch, optimizer and thread counts (bench/peer.py).
 # Installs Debian's python3-torch (PyTorch 1.13 for the CPU, with its Python and BLAS dependencies)

@@ -382,7 +382,7 @@ xd_status io_dataset_finish(io_dataset_writer *w, xd_err *e)
 /* ---------------------------------------------------------------- reading */
 
 typedef struct {
-    io_tensor t; /* name points into the map */
+    io_tensor t; /* name points into the bytes */
     io_section_kind kind;
     uint64_t offset, length;
     size_t table_at; /* file offset of the table entry, for messages */
@@ -392,13 +392,15 @@ typedef struct {
 
 struct io_dataset {
     char *path;
-    io_map map;
+    io_map map;                 /* the mapped file (empty when the bytes are the caller's) */
+    const unsigned char *bytes; /* (size) what is read: the map or the caller's buffer */
+    size_t size;
     uint32_t version;
     size_t n;
     ds_section *sec;
     ds_section **by_name;
     size_t n_meta;
-    io_kv *meta; /* pointers into the map */
+    io_kv *meta; /* pointers into the bytes */
 };
 
 static int ds_cmp_name(const void *a, const void *b)
@@ -423,7 +425,7 @@ static int ds_cmp_offset(const void *a, const void *b)
 /* Table entry i: fields in range, placed inside the file after the table, length = contents. */
 static xd_status ds_read_entry(io_dataset *ds, size_t i, size_t table_end, xd_err *e)
 {
-    const unsigned char *b = ds->map.data;
+    const unsigned char *b = ds->bytes;
     size_t at = DS_HEADER + i * DS_ENTRY;
     const unsigned char *p = b + at;
     ds_section *sc = &ds->sec[i];
@@ -464,7 +466,7 @@ static xd_status ds_read_entry(io_dataset *ds, size_t i, size_t table_end, xd_er
             ENTRY_FAIL(E_SHAPE + 8 * d, "unused dimension %u is not zero", d);
     }
     uint64_t off = io_le_u64(p + E_OFFSET), len = io_le_u64(p + E_LENGTH);
-    size_t size = ds->map.size;
+    size_t size = ds->size;
     if (off % DS_ALIGN != 0)
         ENTRY_FAIL(E_OFFSET, "data offset %llu is not a multiple of %d", (unsigned long long)off,
                    DS_ALIGN);
@@ -508,7 +510,7 @@ static xd_status ds_read_strings(io_dataset *ds, ds_section *sc, xd_err *e)
                        (unsigned long long)sc->offset, name, (unsigned long long)n,
                        (unsigned long long)(n < UINT64_MAX / 8 - 1 ? (n + 1) * 8 : UINT64_MAX),
                        (unsigned long long)len);
-    const unsigned char *base = (const unsigned char *)ds->map.data + sc->offset;
+    const unsigned char *base = ds->bytes + sc->offset;
     const uint64_t *offs = (const uint64_t *)(const void *)base;
     const char *bytes = (const char *)base + (n + 1) * 8;
     uint64_t total = len - (n + 1) * 8;
@@ -569,8 +571,8 @@ static xd_status ds_read_meta(io_dataset *ds, const ds_section *sc, xd_err *e)
 
 static xd_status ds_read(io_dataset *ds, xd_err *e)
 {
-    const unsigned char *b = ds->map.data;
-    size_t size = ds->map.size;
+    const unsigned char *b = ds->bytes;
+    size_t size = ds->size;
     if (size < DS_HEADER)
         return xd_fail(e, XD_EFORMAT, "%s: file is %zu bytes, too short for the %d-byte dataset "
                        "header", ds->path, size, DS_HEADER);
@@ -636,19 +638,36 @@ static xd_status ds_read(io_dataset *ds, xd_err *e)
     return XD_OK;
 }
 
-xd_status io_dataset_open(const char *path, io_dataset **out, xd_err *e)
+/* Reads ds->bytes and hands ds out, or closes it when anything failed (s or the reading). */
+static xd_status ds_open(io_dataset *ds, xd_status s, io_dataset **out, xd_err *e)
 {
-    *out = NULL;
-    io_dataset *ds = xd_xcalloc(1, sizeof *ds);
-    ds->path = xd_xstrdup(path);
-    xd_status s = io_map_open(path, &ds->map, e);
     if (!s) s = ds_read(ds, e);
     if (s) {
         io_dataset_close(ds);
-        return s;
+        ds = NULL;
     }
     *out = ds;
-    return XD_OK;
+    return s;
+}
+
+xd_status io_dataset_open(const char *path, io_dataset **out, xd_err *e)
+{
+    io_dataset *ds = xd_xcalloc(1, sizeof *ds);
+    ds->path = xd_xstrdup(path);
+    xd_status s = io_map_open(path, &ds->map, e);
+    ds->bytes = ds->map.data;
+    ds->size = ds->map.size;
+    return ds_open(ds, s, out, e);
+}
+
+xd_status io_dataset_open_mem(const void *data, size_t n, const char *name, io_dataset **out,
+                              xd_err *e)
+{
+    io_dataset *ds = xd_xcalloc(1, sizeof *ds);
+    ds->path = xd_xstrdup(name);
+    ds->bytes = data;
+    ds->size = n;
+    return ds_open(ds, XD_OK, out, e);
 }
 
 void io_dataset_close(io_dataset *ds)
@@ -747,7 +766,7 @@ io_sum io_dataset_section_sum(const io_dataset *ds, size_t i)
 {
     if (ds->version < 2) return IO_SUM_NONE;
     const ds_section *sc = &ds->sec[i];
-    const unsigned char *b = ds->map.data;
+    const unsigned char *b = ds->bytes;
     return io_crc32(0, b + sc->offset, (size_t)sc->length) == sc->sum ? IO_SUM_OK : IO_SUM_DAMAGED;
 }
 
@@ -785,8 +804,8 @@ char *io_dataset_cache_dir(const char *path)
 /* The record's text for the file as it is mapped. */
 static void ds_record_text(const io_dataset *ds, char *buf, size_t n)
 {
-    const unsigned char *b = ds->map.data;
-    snprintf(buf, n, DS_RECORD_FORMAT "\nsize %zu\nmtime %lld.%09lld\ntable %08x\n", ds->map.size,
+    const unsigned char *b = ds->bytes;
+    snprintf(buf, n, DS_RECORD_FORMAT "\nsize %zu\nmtime %lld.%09lld\ntable %08x\n", ds->size,
              ds->map.mtime_s, ds->map.mtime_ns, (unsigned)io_le_u32(b + DS_TABLE_SUM));
 }
 
@@ -847,7 +866,7 @@ void io_dataset_describe(const io_dataset *ds, FILE *out)
 {
     fprintf(out, "%s: xdistill dataset, format version %u%s, %zu section%s, %zu bytes\n",
             ds->path, ds->version, ds->version == 1 ? " (no checksums)" : "", ds->n,
-            ds->n == 1 ? "" : "s", ds->map.size);
+            ds->n == 1 ? "" : "s", ds->size);
     if (ds->n_meta) fprintf(out, "  metadata:\n");
     for (size_t i = 0; i < ds->n_meta; i++) {
         fprintf(out, "    %s = ", ds->meta[i].key);

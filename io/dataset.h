@@ -90,6 +90,10 @@ typedef struct io_dataset io_dataset;
 
 /* Maps and validates path; *ds is NULL on failure. */
 xd_status io_dataset_open(const char *path, io_dataset **ds, xd_err *e);
+/* The same on n bytes in memory (aligned as malloc aligns), name standing for the file. The bytes
+ * are borrowed: the views point into them, so they must outlive ds (until io_dataset_close). */
+xd_status io_dataset_open_mem(const void *data, size_t n, const char *name, io_dataset **ds,
+                              xd_err *e);
 void io_dataset_close(io_dataset *ds);
 
 /* Opens path like io_dataset_open and verifies every section's checksum, unless the record

@@ -319,19 +319,27 @@ static xd_status read_src(idx_src *s, size_t max_elems, io_idx *x, xd_err *e)
     return XD_OK;
 }
 
-xd_status io_idx_read(const char *path, size_t max_elems, io_idx *out, xd_err *e)
+xd_status io_idx_read_mem(const void *data, size_t n, const char *name, size_t max_elems,
+                          io_idx *out, xd_err *e)
 {
     memset(out, 0, sizeof *out);
     if (max_elems == 0) max_elems = IO_IDX_DEFAULT_MAX_ELEMS;
+    idx_src s;
+    xd_status st = src_open(&s, name, data, n, e);
+    if (st == XD_OK) st = read_src(&s, max_elems, out, e);
+    src_close(&s);
+    if (st != XD_OK) io_idx_free(out);
+    return st;
+}
+
+xd_status io_idx_read(const char *path, size_t max_elems, io_idx *out, xd_err *e)
+{
+    memset(out, 0, sizeof *out);
     io_map m;
     xd_status st = io_map_open(path, &m, e);
     if (st != XD_OK) return st;
-    idx_src s;
-    st = src_open(&s, path, m.data, m.size, e);
-    if (st == XD_OK) st = read_src(&s, max_elems, out, e);
-    src_close(&s);
+    st = io_idx_read_mem(m.data, m.size, path, max_elems, out, e);
     io_map_close(&m);
-    if (st != XD_OK) io_idx_free(out);
     return st;
 }
 

@@ -52,6 +52,9 @@ size_t io_idx_type_size(io_idx_type t);
 /* Reads path into out (which the caller frees with io_idx_free). max_elems 0 = the default.
  * On failure out is left empty and e names the file and the offset. */
 xd_status io_idx_read(const char *path, size_t max_elems, io_idx *out, xd_err *e);
+/* The same reader on n bytes in memory (plain or gzip); name stands for the file in messages. */
+xd_status io_idx_read_mem(const void *data, size_t n, const char *name, size_t max_elems,
+                          io_idx *out, xd_err *e);
 
 /* Checks that x has the given type and number of dimensions; the message names path. */
 xd_status io_idx_expect(const io_idx *x, io_idx_type type, int ndim, const char *path, xd_err *e);

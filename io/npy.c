@@ -281,12 +281,11 @@ void io_npy_close(io_npy *a)
     memset(a, 0, sizeof *a);
 }
 
-static xd_status npy_open(const char *path, io_npy *a, xd_err *e)
+/* Validates b[0, size) (the mapped file or the caller's buffer) and points a at its data. */
+static xd_status npy_parse(const char *path, const unsigned char *b, size_t size, io_npy *a,
+                           xd_err *e)
 {
-    xd_status s = io_map_open(path, &a->map, e);
-    if (s) return s;
-    const unsigned char *b = a->map.data;
-    size_t size = a->map.size;
+    xd_status s;
     if (size < 10)
         return xd_fail(e, XD_EFORMAT, "%s: file is %zu bytes, too short for the 10-byte NPY preamble",
                        path, size);
@@ -360,7 +359,16 @@ static xd_status npy_open(const char *path, io_npy *a, xd_err *e)
 xd_status io_npy_open(const char *path, io_npy *a, xd_err *e)
 {
     memset(a, 0, sizeof *a);
-    xd_status s = npy_open(path, a, e);
+    xd_status s = io_map_open(path, &a->map, e);
+    if (!s) s = npy_parse(path, a->map.data, a->map.size, a, e);
+    if (s) io_npy_close(a);
+    return s;
+}
+
+xd_status io_npy_open_mem(const void *data, size_t n, const char *name, io_npy *a, xd_err *e)
+{
+    memset(a, 0, sizeof *a);
+    xd_status s = npy_parse(name, data, n, a, e);
     if (s) io_npy_close(a);
     return s;
 }

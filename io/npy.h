@@ -20,16 +20,19 @@
 #include "io/file.h"
 
 typedef struct {
-    io_tensor t;        /* t.name is the path; t.data points into the map (or an aligned copy) */
+    io_tensor t;        /* t.name is the path; t.data points into the bytes (or an aligned copy) */
     char *path;         /* our copy of the path, which t.name points to */
     int version;        /* major version of the file: 1, 2 or 3 */
     size_t data_offset; /* where the data starts in the file */
-    io_map map;
+    io_map map;         /* the mapped file (empty when the bytes are the caller's) */
     void *owned; /* aligned copy when the data in the file is not aligned to the element size */
 } io_npy;
 
 /* Maps and validates path. On failure *a is left empty (closing it is safe). */
 xd_status io_npy_open(const char *path, io_npy *a, xd_err *e);
+/* The same on n bytes in memory, name standing for the file (and t.name). The bytes are
+ * borrowed: t.data may point into them, so they must outlive a (until io_npy_close). */
+xd_status io_npy_open_mem(const void *data, size_t n, const char *name, io_npy *a, xd_err *e);
 void io_npy_close(io_npy *a);
 
 /* Writes t (t->name is ignored) to path through io_atomic, as numpy.save does: version 1 (our

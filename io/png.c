@@ -89,6 +89,10 @@ static xd_status png_decode(png_reader *r)
     /* libpng's own size limit would refuse with a message that does not say the size; ours does,
      * and it runs right after IHDR, before anything image-sized is allocated. */
     png_set_user_limits(r->png, 0x7fffffffu, 0x7fffffffu);
+    /* Only IHDR, PLTE, tRNS, IDAT and IEND change the pixels we return; every other chunk is
+     * skipped unread. libpng would otherwise allocate and clear a text or profile chunk whole,
+     * as long as its header claims (a gigabyte from a 75-byte file), before the read runs out. */
+    png_set_keep_unknown_chunks(r->png, PNG_HANDLE_CHUNK_NEVER, NULL, -1);
     png_read_info(r->png, r->info);
 
     png_uint_32 w = png_get_image_width(r->png, r->info);

@@ -28,7 +28,7 @@ typedef struct {
 
 struct io_st_file {
     char *path;
-    io_map map;
+    io_map map;        /* the mapped file (empty when the bytes are the caller's) */
     size_t header_len; /* N */
     size_t data_size;  /* bytes after the header */
     size_t n;
@@ -337,10 +337,9 @@ static xd_status st_attach_sums(io_st_file *f, xd_err *e)
     return XD_OK;
 }
 
-static xd_status st_parse(io_st_file *f, xd_err *e)
+/* Validates b[0, size) (the mapped file or the caller's buffer). */
+static xd_status st_parse(io_st_file *f, const unsigned char *b, size_t size, xd_err *e)
 {
-    const unsigned char *b = f->map.data;
-    size_t size = f->map.size;
     if (size < 8)
         return xd_fail(e, XD_EFORMAT, "%s: file is %zu bytes, too short for the 8-byte header "
                        "length", f->path, size);
@@ -403,20 +402,26 @@ done:
     return s;
 }
 
+/* Hands f out when s is XD_OK, else closes it. */
+static xd_status st_done(io_st_file *f, xd_status s, io_st_file **out)
+{
+    if (s) {
+        io_st_close(f);
+        f = NULL;
+    }
+    *out = f;
+    return s;
+}
+
 xd_status io_st_open_unverified(const char *path, io_st_file **out, xd_err *e)
 {
-    *out = NULL;
     io_st_file *f = xd_xcalloc(1, sizeof *f);
     f->path = xd_xstrdup(path);
     xd_status s = io_map_open(path, &f->map, e);
-    if (!s) s = st_parse(f, e);
-    if (s) {
-        io_st_close(f);
-        return s;
-    }
-    *out = f;
-    return XD_OK;
+    if (!s) s = st_parse(f, f->map.data, f->map.size, e);
+    return st_done(f, s, out);
 }
+
 
 io_sum io_st_tensor_sum(const io_st_file *f, size_t i)
 {
@@ -450,18 +455,28 @@ xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e)
     return s;
 }
 
+/* Hands f out when it parsed (s XD_OK) and its checksums hold, else closes it. */
+static xd_status st_done_verified(io_st_file *f, xd_status s, io_st_file **out, xd_err *e)
+{
+    if (!s) s = io_st_verify(f, NULL, e);
+    return st_done(f, s, out);
+}
+
 xd_status io_st_open(const char *path, io_st_file **out, xd_err *e)
 {
-    io_st_file *f;
-    xd_status s = io_st_open_unverified(path, &f, e);
-    *out = NULL;
-    if (s) return s;
-    if ((s = io_st_verify(f, NULL, e))) {
-        io_st_close(f);
-        return s;
-    }
-    *out = f;
-    return XD_OK;
+    io_st_file *f = xd_xcalloc(1, sizeof *f);
+    f->path = xd_xstrdup(path);
+    xd_status s = io_map_open(path, &f->map, e);
+    if (!s) s = st_parse(f, f->map.data, f->map.size, e);
+    return st_done_verified(f, s, out, e);
+}
+
+xd_status io_st_open_mem(const void *data, size_t n, const char *name, io_st_file **out,
+                         xd_err *e)
+{
+    io_st_file *f = xd_xcalloc(1, sizeof *f);
+    f->path = xd_xstrdup(name);
+    return st_done_verified(f, st_parse(f, data, n, e), out, e);
 }
 
 void io_st_close(io_st_file *f)

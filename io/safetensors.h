@@ -49,6 +49,9 @@ int io_st_has_sums(const io_st_file *f);
  * "FILE: tensor 'NAME': checksum does not match, the data is damaged". With report, prints one
  * line per tensor (ok, damaged, no checksum), or one line saying the file has no checksums. */
 xd_status io_st_verify(const io_st_file *f, FILE *report, xd_err *e);
+/* The same on n bytes in memory, name standing for the file. The bytes are borrowed: tensor data
+ * points into them, so they must outlive f (until io_st_close). */
+xd_status io_st_open_mem(const void *data, size_t n, const char *name, io_st_file **f, xd_err *e);
 void io_st_close(io_st_file *f);
 
 const char *io_st_path(const io_st_file *f);

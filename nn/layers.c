@@ -3,6 +3,7 @@
 #include "nn/layers.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -52,10 +53,12 @@ int nn_conv_shape_init(nn_conv_shape *s)
     if (s->B <= 0 || s->H <= 0 || s->W <= 0 || s->C <= 0 || s->OC <= 0 || s->KH <= 0 ||
         s->KW <= 0 || s->stride <= 0 || s->pad < 0)
         return -1;
-    int hh = s->H + 2 * s->pad - s->KH, ww = s->W + 2 * s->pad - s->KW;
-    if (hh < 0 || ww < 0) return -1;
-    s->OH = hh / s->stride + 1;
-    s->OW = ww / s->stride + 1;
+    /* The padded extent must fit an int: then so does every index im2col forms
+     * (ox * stride - pad + kx lies in [-pad, W + pad)). */
+    int64_t ph = (int64_t)s->H + 2 * (int64_t)s->pad, pw = (int64_t)s->W + 2 * (int64_t)s->pad;
+    if (ph > INT_MAX || pw > INT_MAX || ph < s->KH || pw < s->KW) return -1;
+    s->OH = (int)(ph - s->KH) / s->stride + 1;
+    s->OW = (int)(pw - s->KW) / s->stride + 1;
     return 0;
 }
 

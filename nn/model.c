@@ -265,7 +265,7 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
                        index + 1, xd_excerpt(s->words[0], q), kinds);
     }
     node_defaults(nd, (nn_kind)kind, index);
-    int stride_given = 0;
+    int stride_given = 0, name_given = 0;
     for (int i = 1; i < s->n; i++) {
         char *word = s->words[i];
         char *eq = strchr(word, '=');
@@ -320,11 +320,18 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
                              : (o->type == OPT_FROM || o->type == OPT_FROM2) ? " (no earlier node of that name)"
                              : o->type == OPT_MODE ? " (mean or sum)" : "");
             if (o->type == OPT_INT && strcmp(o->key, "stride") == 0) stride_given = 1;
+            if (o->type == OPT_NAME) name_given = 1;
         }
         if (eq) *eq = '=';
         if (st != XD_OK) return st;
     }
     if (!stride_given) nd->stride = (kind == NN_MAXPOOL || kind == NN_AVGPOOL) ? nd->k : 1;
+    /* an earlier node may have been given the name this one gets by default ("relu1"): two nodes
+     * of one name would make taps ambiguous and the canonical description unbuildable */
+    if (!name_given && node_by_name(m, index, nd->name) != -2)
+        return xd_fail(e, XD_EARG, "model description: layer %d '%s': its default name '%s' is "
+                       "already taken by an earlier layer; give it another with name=",
+                       index + 1, kind_names[kind], nd->name);
     return XD_OK;
 }
 

@@ -2,6 +2,7 @@
 # Installs what xdistill needs on Debian 12, and nothing when it is already there.
 # Idempotent: `make test`, `make demo` and CI call it every time; a second run only checks.
 # Not root: prints the one command to run and fails, rather than half-installing.
+# `scripts/setup.sh fuzz` also installs clang and its libFuzzer runtime, for `make fuzz`.
 set -euo pipefail
 
 packages=(
@@ -12,6 +13,9 @@ packages=(
   libcmocka-dev
   dataset-fashion-mnist      # real data for `xdistill prepare fashion-mnist`
 )
+if [ "${1:-}" = fuzz ]; then
+  packages+=(clang libclang-rt-14-dev)  # clang 14 and its libFuzzer + sanitizer runtimes
+fi
 if [ "${XDISTILL_SETUP_NODE:-1}" = 1 ]; then
   packages+=(npm)            # `npm pack` fetches the emoji data set's packages
 fi

@@ -188,6 +188,36 @@ static void test_dataset_roundtrip(void **state)
 }
 
 /* Header and table bytes as dataset.h documents them. */
+/* The reader on bytes in memory: the same sections as from the file, the given name in messages. */
+static void test_dataset_open_mem(void **state)
+{
+    (void)state;
+    xd_err e;
+    io_dataset_writer *w;
+    TU_OK(io_dataset_writer_open("m.xds", 2, &w, &e));
+    int32_t v[3] = {7, 8, 9};
+    io_tensor t;
+    io_tensor_set(&t, "v", IO_I32, 1, (int64_t[]){3}, v);
+    TU_OK(io_dataset_add(w, &t, &e));
+    const char *names[2] = {"a", "bc"};
+    TU_OK(io_dataset_add_strings(w, "names", names, 2, &e));
+    TU_OK(io_dataset_finish(w, &e));
+    size_t n;
+    void *bytes = tu_read_file("m.xds", &n);
+    io_dataset *ds;
+    TU_OK(io_dataset_open_mem(bytes, n, "buffer", &ds, &e));
+    assert_string_equal(io_dataset_path(ds), "buffer");
+    const io_tensor *got = io_dataset_find(ds, "v");
+    assert_non_null(got);
+    assert_memory_equal(got->data, v, sizeof v);
+    assert_string_equal(io_strings_get(io_dataset_find_strings(ds, "names"), 1, NULL), "bc");
+    io_dataset_close(ds);
+    assert_int_equal(io_dataset_open_mem(bytes, n - 1, "buffer", &ds, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "buffer: offset 16");
+    assert_null(ds);
+    free(bytes);
+}
+
 static void test_dataset_layout(void **state)
 {
     (void)state;
@@ -656,6 +686,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dataset_roundtrip),
+        cmocka_unit_test(test_dataset_open_mem),
         cmocka_unit_test(test_dataset_layout),
         cmocka_unit_test(test_dataset_rejects_bad_header),
         cmocka_unit_test(test_dataset_rejects_bad_entries),

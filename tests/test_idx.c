@@ -93,6 +93,28 @@ static void test_big_endian_on_disk(void **state)
     free(raw);
 }
 
+/* The reader on bytes in memory, plain and gzip: the same array, the given name in messages. */
+static void test_read_mem(void **state)
+{
+    (void)state;
+    int16_t v[4] = {-1, 2, -300, 4};
+    io_idx x = {IO_IDX_I16, 2, {2, 2}, 4, v}, got;
+    xd_err e;
+    for (int gz = 0; gz < 2; gz++) {
+        TU_OK(io_idx_write("m.idx", &x, gz ? IO_IDX_GZIP : IO_IDX_PLAIN, &e));
+        size_t n;
+        void *bytes = tu_read_file("m.idx", &n);
+        TU_OK(io_idx_read_mem(bytes, n, "buffer", 0, &got, &e));
+        assert_int_equal(got.count, 4);
+        assert_memory_equal(got.data, v, sizeof v);
+        io_idx_free(&got);
+        assert_int_equal(io_idx_read_mem(bytes, n - 1, "buffer", 0, &got, &e), XD_EFORMAT);
+        tu_assert_err(&e, XD_EFORMAT, "buffer: ");
+        assert_null(got.data);
+        free(bytes);
+    }
+}
+
 static void test_every_type_round_trips_gzip_and_plain(void **state)
 {
     (void)state;
@@ -304,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_u8_plain_round_trip_and_layout),
         cmocka_unit_test(test_big_endian_on_disk),
+        cmocka_unit_test(test_read_mem),
         cmocka_unit_test(test_every_type_round_trips_gzip_and_plain),
         cmocka_unit_test(test_large_gzip_round_trip),
         cmocka_unit_test(test_count_larger_than_data),

@@ -40,7 +40,15 @@ static void test_description_errors(void **state)
     expect_build_error("input h=2 w=2 c=1; linear out=3; relu from=nothing", XD_EARG,
                        "no earlier node");
     expect_build_error("input h=2 w=2 c=1; linear out=3 name=a; relu name=a", XD_EARG, "already used");
+    /* a given name that a later layer would get by default (found by fuzzing: the canonical
+     * description of such a model did not build again) */
+    expect_build_error("input h=2 w=2 c=1; linear out=3 name=relu1; relu", XD_EARG,
+                       "layer 2 'relu': its default name 'relu1' is already taken");
     expect_build_error("input h=2 w=2 c=1; conv2d out=3 k=5", XD_ESHAPE, "do not fit");
+    /* padding whose padded extent overflowed an int (found by fuzzing): the option limit stops
+     * it first now */
+    expect_build_error("input h=28 w=28 c=1; conv2d out=4 k=3 pad=2147483647", XD_EARG,
+                       "bad value");
     expect_build_error("input h=4 w=4 c=1; linear out=3 name=a; maxpool k=2; add with=a", XD_ESHAPE,
                        "same shape");
     expect_build_error("input tokens=5; linear out=3", XD_ESHAPE, "token-id input");

@@ -87,6 +87,30 @@ static void test_npy_roundtrip_dtypes(void **state)
 }
 
 /* numpy 1.24 writes exactly these 128 header bytes for np.save of a (3, 4) float32 array. */
+/* The reader on bytes in memory: the same array as from the file, the given name in messages. */
+static void test_npy_open_mem(void **state)
+{
+    (void)state;
+    float f[6] = {1, 2, 3, 4, 5, 6};
+    io_tensor t;
+    io_tensor_set(&t, NULL, IO_F32, 2, (int64_t[]){2, 3}, f);
+    xd_err e;
+    TU_OK(io_npy_write("m.npy", &t, &e));
+    size_t n;
+    void *bytes = tu_read_file("m.npy", &n);
+    io_npy a;
+    TU_OK(io_npy_open_mem(bytes, n, "buffer", &a, &e));
+    assert_string_equal(a.t.name, "buffer");
+    assert_int_equal(a.t.ndim, 2);
+    assert_int_equal(a.t.shape[1], 3);
+    assert_memory_equal(a.t.data, f, sizeof f);
+    io_npy_close(&a);
+    assert_int_equal(io_npy_open_mem(bytes, n - 1, "buffer", &a, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "buffer: offset");
+    io_npy_close(&a);
+    free(bytes);
+}
+
 static void test_npy_header_matches_numpy(void **state)
 {
     (void)state;
@@ -368,6 +392,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dtype_table),
         cmocka_unit_test(test_npy_roundtrip_dtypes),
+        cmocka_unit_test(test_npy_open_mem),
         cmocka_unit_test(test_npy_header_matches_numpy),
         cmocka_unit_test(test_npy_reads_other_headers),
         cmocka_unit_test(test_npy_rejects_bad_headers),

@@ -117,6 +117,32 @@ static void test_st_roundtrip(void **state)
 }
 
 /* The exact bytes we write for a small file. */
+/* The reader on bytes in memory: the same tensors as from the file, the given name in messages. */
+static void test_st_open_mem(void **state)
+{
+    (void)state;
+    float w[4] = {1, -2, 3, -4};
+    io_tensor t;
+    io_tensor_set(&t, "w", IO_F32, 2, (int64_t[]){2, 2}, w);
+    io_kv meta = {"k", "v"};
+    xd_err e;
+    TU_OK(io_st_write("m.safetensors", &t, 1, &meta, 1, &e));
+    size_t n;
+    void *bytes = tu_read_file("m.safetensors", &n);
+    io_st_file *f;
+    TU_OK(io_st_open_mem(bytes, n, "buffer", &f, &e));
+    assert_string_equal(io_st_path(f), "buffer");
+    assert_string_equal(io_st_meta(f, "k"), "v");
+    const io_tensor *got = io_st_find(f, "w");
+    assert_non_null(got);
+    assert_memory_equal(got->data, w, sizeof w);
+    io_st_close(f);
+    assert_int_equal(io_st_open_mem(bytes, n - 1, "buffer", &f, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "buffer: ");
+    assert_null(f);
+    free(bytes);
+}
+
 static void test_st_header_bytes(void **state)
 {
     (void)state;
@@ -421,6 +447,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_st_roundtrip),
+        cmocka_unit_test(test_st_open_mem),
         cmocka_unit_test(test_st_header_bytes),
         cmocka_unit_test(test_st_check_against_model),
         cmocka_unit_test(test_st_rejects_bad_headers),

@@ -549,6 +549,14 @@ static void test_vocab_build_save_load(void **state)
     assert_int_equal(w.count[1], 3);
     txt_vocab_free(&w);
     txt_vocab_free(&v);
+    /* the same bytes from memory, the given name in messages */
+    const char *mem = "# xdistill text vocabulary v1\nx\t2\ny\t1\n";
+    TU_OK(txt_vocab_parse("buffer", mem, strlen(mem), &w, &e));
+    const char *mem_want[] = {"x", "y"};
+    assert_vocab(&w, mem_want, 2);
+    txt_vocab_free(&w);
+    assert_int_equal(txt_vocab_parse("buffer", mem, strlen(mem) - 3, &w, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "buffer:3");
 
     /* multilingual round trip, CRLF and no final newline */
     const char *ml = "# xdistill text vocabulary v1\r\n東京\t9\r\n한국어\t5\r\nпривет\t2\r\n👍🏽\t1";

@@ -334,8 +334,9 @@ static int parse_count(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
-static xd_status parse_vocab(const char *path, const char *data, size_t n, txt_vocab *v, xd_err *e)
+xd_status txt_vocab_parse(const char *path, const char *data, size_t n, txt_vocab *v, xd_err *e)
 {
+    memset(v, 0, sizeof *v);
     xd_status st = txt_utf8_check_lines(data, n, path, e);
     if (st) return st;
     /* pass 1: the number of lines bounds the entries, the file size bounds the blob */
@@ -405,7 +406,7 @@ xd_status txt_vocab_load(const char *path, txt_vocab *v, xd_err *e)
     size_t n;
     xd_status st = io_read_all(path, VOCAB_MAX_FILE_BYTES, &data, &n, e);
     if (st) return st;
-    st = parse_vocab(path, data, n, v, e);
+    st = txt_vocab_parse(path, data, n, v, e);
     free(data);
     return st;
 }

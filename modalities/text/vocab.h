@@ -61,6 +61,8 @@ const char *txt_vocab_token(const txt_vocab *v, uint32_t id, size_t *len);
 
 xd_status txt_vocab_save(const txt_vocab *v, const char *path, xd_err *e);
 xd_status txt_vocab_load(const char *path, txt_vocab *v, xd_err *e);
+/* The same on n bytes of file contents in memory, path standing for the file in messages. */
+xd_status txt_vocab_parse(const char *path, const char *data, size_t n, txt_vocab *v, xd_err *e);
 void txt_vocab_free(txt_vocab *v);
 
 #endif
