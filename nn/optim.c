@@ -277,7 +277,7 @@ static xd_status cfg_set(const cfg_schema *s, void *cfg, const char *key, const 
     case KEY_KIND: break;
     }
     return XD_OK;
-bad:
+bad:;
     char q[XD_EXCERPT_BUF];
     return xd_fail(e, XD_EARG, "%s key '%s': bad value '%s' (expected %s)", s->what, key,
                    value ? xd_excerpt(value, q) : "(null)", range_text(k, want, sizeof want));
