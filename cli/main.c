@@ -19,6 +19,7 @@ static const command commands[] = {
     {"prepare", cmd_prepare, "make a dataset file: fashion-mnist, emoji, fashion-scenes, manifest"},
     {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
+    {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
 

@@ -11,6 +11,7 @@ packages=(
   libutf8proc-dev libjansson-dev libyaml-dev
   libcmocka-dev
   dataset-fashion-mnist      # real data for `xdistill prepare fashion-mnist`
+  chromium                   # the tests render `xdistill report`'s page headless
 )
 if [ "${XDISTILL_SETUP_NODE:-1}" = 1 ]; then
   packages+=(npm)            # `npm pack` fetches the emoji data set's packages
