@@ -374,6 +374,10 @@ static void evaluate_group(const rp_group *G, rp_details *d)
         teacher_answers(&r, ds, r.data.label, f.n, d, &ta);
         if (r.task == RECIPE_TASK_SEGMENT) read_overlays(run, d);
         else mistakes(&r, ds, &f, &sa, truth, &ta, d, &e);
+        /* the mistakes point at the teacher's class names: the page owns them now */
+        d->teacher_classes = ta.classes;
+        d->n_teacher_classes = ta.classes ? ta.K : 0;
+        ta.classes = NULL;
     }
     if (e.msg[0]) add_note(d, "Not evaluated: %s", e.msg);
     free(truth);

@@ -214,9 +214,9 @@ static int lines(const char *s)
     "train: {epochs: 3, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"            \
     "losses:\n  - kind: ce\n"
 #define STUDENT                                                                                  \
-    "name: tiny-student\ndata: {path: toy.xds, label_fraction: 0.2}\nmodel: \"" MLP_MODEL "\"\n" \
+    "name: tiny-student\ndata: {path: toy.xds, label_fraction: 0.05}\nmodel: \"" MLP_MODEL "\"\n" \
     "teachers:\n  - {name: t, checkpoint: \"runs/x<i>&'q/teacher/seed-1/best.safetensors\"}\n"   \
-    "train: {epochs: 3, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"            \
+    "train: {epochs: 2, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.001}}\n"           \
     "losses:\n  - kind: ce\n  - {kind: kd, teacher: t, temperature: 2}\n"
 
 /* data-mean / data-std of the table row of run name */
@@ -368,6 +368,11 @@ static void test_report_command(void **state)
     assert_non_null(strstr(page, "balanced accuracy"));
     assert_non_null(strstr(page, "The recipe has no teacher."));
     assert_non_null(strstr(page, "Teacher &#39;t&#39;"));
+    /* the student's mistakes (a weak student makes some), each beside the teacher's answer */
+    const char *gal = strstr(page, "<div class=\"gallery\">");
+    assert_non_null(gal);
+    assert_non_null(strstr(gal, "<img class=\"thumb\""));
+    assert_non_null(strstr(gal, "teacher: "));
     /* escaped, never raw */
     assert_non_null(strstr(page, "x&lt;i&gt;&amp;&#39;q"));
     assert_null(strstr(page, "x<i>"));
