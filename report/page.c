@@ -95,7 +95,7 @@ static int group_curve(const rp_group *g, const char *key, int n, double *mid, d
 
 static void chart(rp_buf *b, const rp_set *set, const char *key, const char *title, int percent)
 {
-    const double W = 380, H = 240, L = 52, R = 12, T = 12, B = 38;
+    const double W = 360, H = 230, L = 52, R = 12, T = 12, B = 38;
     int n = 0;
     for (int i = 0; i < set->n_runs; i++)
         if (rp_run_series(&set->runs[i], key) && set->runs[i].n_epochs > n) n = set->runs[i].n_epochs;
