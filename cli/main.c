@@ -22,6 +22,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
     {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
+    {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
 

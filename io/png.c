@@ -37,7 +37,11 @@ typedef struct {
 
 typedef struct {
     png_errbuf err;
-    io_atomic out;
+    const char *name; /* the target, for messages */
+    io_atomic out;    /* a file target */
+    uint8_t *mem;     /* a memory target (when to_mem): mem[0..mem_n) of mem_cap bytes */
+    size_t mem_n, mem_cap;
+    int to_mem;
     xd_err *e;
     int io_failed; /* the error is io_atomic's, already in *e */
 } png_writer;
@@ -185,13 +189,22 @@ xd_status io_png_read(const char *path, const io_image_opts *opt, io_image *img,
 static void png_write_cb(png_structp png, png_bytep src, size_t len)
 {
     png_writer *w = png_get_io_ptr(png);
+    if (w->to_mem) {
+        if (w->mem_n + len > w->mem_cap) {
+            w->mem_cap = 2 * (w->mem_n + len);
+            w->mem = xd_xrealloc(w->mem, w->mem_cap);
+        }
+        memcpy(w->mem + w->mem_n, src, len);
+        w->mem_n += len;
+        return;
+    }
     if (io_atomic_write(&w->out, src, len, w->e) != XD_OK) {
         w->io_failed = 1;
         png_error(png, "write failed");
     }
 }
 
-/* io_atomic_commit flushes and syncs; nothing to do per flush. */
+/* io_atomic_commit flushes and syncs (a memory target needs nothing); nothing to do per flush. */
 static void png_flush_cb(png_structp png)
 {
     (void)png;
@@ -201,7 +214,7 @@ static xd_status png_encode(png_writer *w, png_structp png, png_infop info, cons
 {
     if (setjmp(png_jmpbuf(png))) {
         if (w->io_failed) return w->e ? w->e->code : XD_EIO;
-        return xd_fail(w->e, XD_EARG, "%s: cannot encode PNG: %s", w->out.path, w->err.msg);
+        return xd_fail(w->e, XD_EARG, "%s: cannot encode PNG: %s", w->name, w->err.msg);
     }
     static const int color_type[5] = {0, PNG_COLOR_TYPE_GRAY, 0, PNG_COLOR_TYPE_RGB,
                                       PNG_COLOR_TYPE_RGB_ALPHA};
@@ -215,31 +228,63 @@ static xd_status png_encode(png_writer *w, png_structp png, png_infop info, cons
     return XD_OK;
 }
 
-xd_status io_png_write(const char *path, const io_image *img, xd_err *e)
+static xd_status png_check(const io_image *img, const char *name, xd_err *e)
 {
     if (!img || !img->px || img->w <= 0 || img->h <= 0)
-        return xd_fail(e, XD_EARG, "%s: cannot write an empty image as PNG", path);
+        return xd_fail(e, XD_EARG, "%s: cannot write an empty image as PNG", name);
     if (img->c != 1 && img->c != 3 && img->c != 4)
-        return xd_fail(e, XD_EARG, "%s: PNG needs 1, 3 or 4 channels, not %d", path, img->c);
+        return xd_fail(e, XD_EARG, "%s: PNG needs 1, 3 or 4 channels, not %d", name, img->c);
+    return XD_OK;
+}
 
-    png_writer w;
-    memset(&w, 0, sizeof w);
-    w.e = e;
-    xd_status s = io_atomic_open(&w.out, path, e);
-    if (s != XD_OK) return s;
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &w.err, png_on_error,
+/* The encoder on a prepared writer (file or memory target) for a checked image. */
+static xd_status png_write_to(png_writer *w, const io_image *img, xd_err *e)
+{
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &w->err, png_on_error,
                                               png_on_warning);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
-        io_atomic_abort(&w.out);
-        return xd_fail(e, XD_ENOMEM, "%s: cannot allocate the PNG encoder", path);
+        return xd_fail(e, XD_ENOMEM, "%s: cannot allocate the PNG encoder", w->name);
     }
-    s = png_encode(&w, png, info, img);
+    xd_status s = png_encode(w, png, info, img);
     png_destroy_write_struct(&png, &info);
-    if (s != XD_OK) {
+    return s;
+}
+
+xd_status io_png_write(const char *path, const io_image *img, xd_err *e)
+{
+    png_writer w;
+    memset(&w, 0, sizeof w);
+    w.e = e;
+    w.name = path;
+    /* the image is checked before anything is created */
+    xd_status s = png_check(img, path, e);
+    if (s == XD_OK) s = io_atomic_open(&w.out, path, e);
+    if (s != XD_OK) return s;
+    if ((s = png_write_to(&w, img, e)) != XD_OK) {
         io_atomic_abort(&w.out);
         return s;
     }
     return io_atomic_commit(&w.out, e);
+}
+
+xd_status io_png_encode(const io_image *img, const char *name, void **data, size_t *n, xd_err *e)
+{
+    png_writer w;
+    memset(&w, 0, sizeof w);
+    w.e = e;
+    w.name = name ? name : "PNG";
+    w.to_mem = 1;
+    *data = NULL;
+    *n = 0;
+    xd_status s = png_check(img, w.name, e);
+    if (s == XD_OK) s = png_write_to(&w, img, e);
+    if (s != XD_OK) {
+        free(w.mem);
+        return s;
+    }
+    *data = w.mem;
+    *n = w.mem_n;
+    return XD_OK;
 }

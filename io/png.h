@@ -23,5 +23,8 @@ xd_status io_png_read_mem(const void *data, size_t n, const char *name, const io
 /* Writes an 8-bit PNG of img->c = 1 (grey), 3 (RGB) or 4 (RGBA) channels, atomically: nothing is
  * left under path or beside it when writing fails. */
 xd_status io_png_write(const char *path, const io_image *img, xd_err *e);
+/* The same encoding into a new buffer (*data, *n bytes; caller frees); name (may be NULL) stands
+ * for the image in error messages. */
+xd_status io_png_encode(const io_image *img, const char *name, void **data, size_t *n, xd_err *e);
 
 #endif

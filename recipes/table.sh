@@ -45,3 +45,9 @@ for r in "${rows[@]}"; do
     }
   ' "runs/$name/summary.json"
 done
+
+# the runs' report page: curves, comparison, confusion matrices, mistakes (xdistill report)
+dirs=()
+for r in "${rows[@]}"; do dirs+=("runs/$(sed -n 's/^name: //p' "recipes/$set_/$r.yaml")"); done
+mkdir -p runs/reports
+"$bin" report "${dirs[@]}" --out "runs/reports/$set_.html" --title "xdistill: the $set_ table" >&2

@@ -12,6 +12,7 @@ packages=(
   libutf8proc-dev libjansson-dev libyaml-dev
   libcmocka-dev
   dataset-fashion-mnist      # real data for `xdistill prepare fashion-mnist`
+  chromium                   # the tests render `xdistill report`'s page headless
 )
 if [ "${1:-}" = fuzz ]; then
   packages+=(clang libclang-rt-14-dev)  # clang 14 and its libFuzzer + sanitizer runtimes

@@ -49,6 +49,16 @@ void tu_assert_err(const xd_err *e, xd_status code, const char *substr)
         fail_msg("error message '%s' does not mention '%s'", e->msg, substr);
 }
 
+char *tu_fmt(const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    char *s = NULL;
+    if (vasprintf(&s, f, ap) < 0) fail_msg("out of memory");
+    va_end(ap);
+    return s;
+}
+
 const char *tu_src_path(const char *rel)
 {
     static char buf[4096];

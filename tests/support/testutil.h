@@ -30,6 +30,9 @@ void tu_assert_close(const float *a, const float *b, size_t n, double rtol, doub
 /* Asserts that err holds the code and that its message contains each of the given substrings. */
 void tu_assert_err(const xd_err *e, xd_status code, const char *substr);
 
+/* printf into a new string (free it); fails the test when out of memory. */
+char *tu_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
 /* Path to a file under the source tree (XDISTILL_ROOT, set by the test runner, else "."). */
 const char *tu_src_path(const char *rel);
 

@@ -1,0 +1,65 @@
+/* Run folders as a report sees them: found under any folder given, read from their summary.json
+ * and metrics.jsonl, grouped by recipe.
+ *
+ * A run is a folder holding summary.json and metrics.jsonl (what `xdistill train` writes). A
+ * `--seeds` folder holds its runs in seed-N/ subfolders, a pipeline folder holds run folders at
+ * any depth: both are searched recursively (symbolic links are not followed). Runs with the same
+ * recipe name form a group, its runs ordered by seed; a group's score is the mean and sample
+ * standard deviation of its finished runs' final test score (accuracy, or mIoU for segment runs),
+ * the figures a `--seeds` summary.json gives. */
+#ifndef XD_REPORT_RUNS_H
+#define XD_REPORT_RUNS_H
+
+#include "core/status.h"
+
+/* One metrics.jsonl key over the epochs: v[epoch - 1], NAN where the line lacks it or holds null. */
+typedef struct {
+    char *key; /* "test_acc", "train_acc", "loss", "loss.0.ce", ... */
+    double *v;
+} rp_series;
+
+typedef struct {
+    char *dir;   /* the run folder as found */
+    char *name;  /* the recipe's name (summary.json "name") */
+    long seed;
+    int finished, segment;
+    double final_score, best_score; /* test accuracy (segment: mIoU); final is NAN when unfinished */
+    double final_pixel_acc;         /* segment runs; NAN otherwise */
+    int best_epoch, epochs;
+    double seconds, images_per_s;
+    int n_epochs;                   /* epochs in metrics.jsonl */
+    int n_series;
+    rp_series *series;
+} rp_run;
+
+typedef struct {
+    char *name;
+    int segment;
+    int n_runs;
+    rp_run **runs;     /* by seed */
+    int n_finished;
+    double mean, std;  /* of the finished runs' final score */
+    double pixel_mean, pixel_std; /* segment groups */
+    double images_per_s, seconds; /* means over the runs */
+} rp_group;
+
+typedef struct {
+    int n_runs;
+    rp_run *runs;
+    int n_groups;
+    rp_group *groups; /* in the order their first run was found */
+} rp_set;
+
+/* Finds and reads every run under dirs[0..n). A folder holding no run, a folder with a
+ * metrics.jsonl but no summary.json, or a file that does not parse is an error naming it. */
+xd_status rp_set_load(const char *const *dirs, int n, rp_set *set, xd_err *e);
+void rp_set_free(rp_set *set);
+
+/* The series of key, or NULL. */
+const rp_series *rp_run_series(const rp_run *r, const char *key);
+/* Mean and sample standard deviation (n - 1; 0 for one value) of v[0..n). */
+void rp_mean_std(const double *v, int n, double *mean, double *std);
+/* The score's metrics.jsonl key: "test_miou" for segment runs, else "test_acc". */
+const char *rp_score_key(int segment);
+
+#endif

@@ -1,0 +1,435 @@
+/* report/ and distill/scores: the HTML building blocks (escaping, data: URIs), confusion
+ * matrices and per-row predictions (the same accuracy trainer_evaluate gives), and
+ * `xdistill report` end to end on tiny runs this test trains with the program itself: the
+ * table's figures are the runs' summaries, every recipe has its curves, the per-recipe
+ * evaluation shows class names and the teacher, strings are escaped, folders that are no runs
+ * get one line naming them, `--compare` prints the table, and the page renders in headless
+ * Chromium (a screenshot that is not blank, no console message) when chromium is installed. */
+#include "tests/support/testutil.h"
+
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+#include "distill/feed.h"
+#include "distill/scores.h"
+#include "distill/trainer.h"
+#include "io/dataset.h"
+#include "io/png.h"
+#include "nn/model.h"
+#include "report/html.h"
+#include "tests/support/tinyset.h"
+
+#define MLP_MODEL                                                                                \
+    "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu name=feat; linear out=4 "          \
+    "name=logits head"
+#define TEXT_MODEL                                                                               \
+    "input tokens=64; embbag vocab=512 out=16 mode=mean name=emb; linear out=4 name=logits head"
+
+/* ---------------------------------------------------------------------------------------------
+ * building blocks */
+
+static void test_escape(void **state)
+{
+    (void)state;
+    rp_buf b = {0};
+    rp_escape(&b, "a<b>&\"c'd");
+    assert_string_equal(b.s, "a&lt;b&gt;&amp;&quot;c&#39;d");
+    rp_buf_free(&b);
+    rp_escape(&b, "plain text, no entity");
+    assert_string_equal(b.s, "plain text, no entity");
+    rp_buf_free(&b);
+}
+
+static void test_data_uri(void **state)
+{
+    (void)state;
+    static const char *const in[] = {"", "M", "Ma", "Man", "Many hands"};
+    static const char *const want[] = {"", "TQ==", "TWE=", "TWFu", "TWFueSBoYW5kcw=="};
+    for (int i = 0; i < 5; i++) {
+        rp_buf b = {0};
+        rp_data_uri(&b, "text/plain", in[i], strlen(in[i]));
+        char *w = tu_fmt("data:text/plain;base64,%s", want[i]);
+        assert_string_equal(b.s, w);
+        free(w);
+        rp_buf_free(&b);
+    }
+}
+
+static void test_png_encode_roundtrip(void **state)
+{
+    (void)state;
+    uint8_t px[5 * 3 * 3];
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 37);
+    io_image img = {.w = 5, .h = 3, .c = 3, .px = px}, back;
+    void *png;
+    size_t n;
+    TU_OK(io_png_encode(&img, "mem", &png, &n, NULL));
+    TU_OK(io_png_read_mem(png, n, "mem", NULL, &back, NULL));
+    assert_int_equal(back.w, 5);
+    assert_int_equal(back.h, 3);
+    assert_int_equal(back.c, 3);
+    assert_memory_equal(back.px, px, sizeof px);
+    io_image_free(&back);
+    free(png);
+    xd_err e;
+    io_image bad = {.w = 2, .h = 2, .c = 2, .px = px};
+    assert_int_equal(io_png_encode(&bad, "two.png", &png, &n, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "two.png");
+}
+
+static void test_scores_confusion(void **state)
+{
+    (void)state;
+    /* truth 0 0 0 1 1 2, predictions 0 1 0 1 -1(none) 1; a row of class 5 is out of range */
+    const int32_t truth[] = {0, 0, 0, 1, 1, 2, 5};
+    const int32_t pred[] = {0, 1, 0, 1, -1, 1, 0};
+    scores s;
+    scores_init(&s, 3);
+    scores_add(&s, pred, truth, 7);
+    assert_int_equal(s.total, 5);
+    assert_int_equal(s.correct, 3);
+    assert_int_equal(s.count[0 * 3 + 0], 2);
+    assert_int_equal(s.count[0 * 3 + 1], 1);
+    assert_int_equal(s.count[1 * 3 + 1], 1);
+    assert_int_equal(s.count[2 * 3 + 1], 1);
+    assert_true(fabs(scores_accuracy(&s) - 0.6) < 1e-12);
+    assert_true(fabs(scores_class_accuracy(&s, 0) - 2.0 / 3.0) < 1e-12);
+    assert_true(fabs(scores_class_accuracy(&s, 1) - 1.0) < 1e-12);
+    assert_true(fabs(scores_class_accuracy(&s, 2) - 0.0) < 1e-12);
+    assert_true(fabs(scores_balanced_accuracy(&s) - (2.0 / 3.0 + 1.0 + 0.0) / 3.0) < 1e-12);
+    /* class 1: 1 true positive, predicted 3 times, true once: IoU 1 / 3 */
+    assert_true(fabs(scores_class_iou(&s, 1) - 1.0 / 3.0) < 1e-12);
+    assert_int_equal(scores_support(&s, 0), 3);
+    scores_free(&s);
+    /* a class with no row counts in no mean */
+    scores_init(&s, 4);
+    scores_add(&s, pred, truth, 4);
+    assert_true(scores_class_accuracy(&s, 3) < 0);
+    assert_true(scores_class_iou(&s, 3) < 0);
+    assert_true(fabs(scores_balanced_accuracy(&s) - (2.0 / 3.0 + 1.0) / 2.0) < 1e-12);
+    scores_free(&s);
+}
+
+/* scores_predict's rows give the accuracy trainer_evaluate reports, for an image feed and a
+ * text.* feed scored on every (example, language) pair */
+static void check_predict(const char *model, const char *view)
+{
+    io_dataset *ds;
+    TU_OK(io_dataset_open("toy.xds", &ds, NULL));
+    nn_model m;
+    TU_OK(nn_model_build(&m, model, 16, 3, NULL));
+    feed f;
+    memset(&f, 0, sizeof f);
+    TU_OK(feed_open(&f, ds, "test", view, &m, "", "buckets=512", NULL));
+    const io_tensor *lt = io_dataset_find(ds, "test/label");
+    assert_non_null(lt);
+    const int32_t *y = lt->data;
+    void *input = xd_xmalloc_aligned(feed_example_bytes(&f) * 16);
+    int head = nn_model_default_head(&m);
+    double acc;
+    TU_OK(trainer_evaluate(&m, head, &f, y, input, &acc, NULL));
+    size_t rows = scores_rows(&m, head, &f, 1);
+    assert_int_equal(rows, f.n * (size_t)(f.kind == FEED_TEXT ? f.n_langs : 1));
+    int32_t *pred = xd_xmalloc(sizeof(int32_t) * rows), *truth = xd_xmalloc(sizeof(int32_t) * rows);
+    float *conf = xd_xmalloc(sizeof(float) * rows);
+    TU_OK(scores_predict(&m, head, &f, 1, input, pred, conf, NULL));
+    for (size_t r = 0; r < rows; r++) {
+        truth[r] = y[r % f.n];
+        if (pred[r] >= 0) assert_true(conf[r] >= 0.25f - 1e-6f && conf[r] <= 1.0f);
+    }
+    scores s;
+    scores_init(&s, 4);
+    scores_add(&s, pred, truth, rows);
+    assert_true(s.total > 0);
+    assert_true(fabs(scores_accuracy(&s) - acc) < 1e-12);
+    /* one row per example when languages are not all scored */
+    assert_int_equal(scores_rows(&m, head, &f, 0), f.n);
+    scores_free(&s);
+    free(pred);
+    free(truth);
+    free(conf);
+    free(input);
+    feed_close(&f);
+    nn_model_free(&m);
+    io_dataset_close(ds);
+}
+
+static void test_scores_predict(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    tiny_write("toy.xds", &sp);
+    check_predict(MLP_MODEL, "image");
+    check_predict(TEXT_MODEL, "text.*");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * `xdistill report` end to end */
+
+static char bin[PATH_MAX];
+
+/* the program beside this test's folder: BUILD/xdistill for BUILD/tests/test_report */
+static void find_bin(void)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    snprintf(bin, sizeof bin, "%s/../xdistill", dirname(self));
+    assert_int_equal(access(bin, X_OK), 0);
+}
+
+/* runs `xdistill ARGS > out 2> err`; returns the exit status */
+static int xd(const char *args)
+{
+    char *cmd = tu_fmt("'%s' %s > out.txt 2> err.txt", bin, args);
+    int rc = system(cmd);
+    free(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *path)
+{
+    size_t n;
+    return tu_read_file(path, &n);
+}
+
+static int lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+#define TEACHER                                                                                  \
+    "name: tiny-teacher\ndata: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"                      \
+    "train: {epochs: 3, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"            \
+    "losses:\n  - kind: ce\n"
+#define STUDENT                                                                                  \
+    "name: tiny-student\ndata: {path: toy.xds, label_fraction: 0.05}\nmodel: \"" MLP_MODEL "\"\n" \
+    "teachers:\n  - {name: t, checkpoint: \"runs/x<i>&'q/teacher/seed-1/best.safetensors\"}\n"   \
+    "train: {epochs: 2, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.001}}\n"           \
+    "losses:\n  - kind: ce\n  - {kind: kd, teacher: t, temperature: 2}\n"
+
+/* data-mean / data-std of the table row of run name */
+static void row_figures(const char *page, const char *name, double *mean, double *std)
+{
+    char *tag = tu_fmt("<tr data-run=\"%s\"", name);
+    const char *p = strstr(page, tag);
+    if (!p) {
+        free(tag);
+        tag = tu_fmt("<tr class=\"best\" data-run=\"%s\"", name);
+        p = strstr(page, tag);
+    }
+    if (!p) fail_msg("no table row for %s", name);
+    p = strstr(p, "data-mean=\"");
+    assert_non_null(p);
+    *mean = strtod(p + 11, NULL);
+    p = strstr(p, "data-std=\"");
+    assert_non_null(p);
+    *std = strtod(p + 10, NULL);
+    free(tag);
+}
+
+/* the summary.json of a --seeds folder: mean and std of the final test accuracy */
+static void summary_figures(const char *dir, double *mean, double *std)
+{
+    char *path = tu_fmt("%s/summary.json", dir);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (!j) fail_msg("cannot read %s", path);
+    json_t *f = json_object_get(j, "final_test_acc");
+    *mean = json_real_value(json_object_get(f, "mean"));
+    *std = json_real_value(json_object_get(f, "std"));
+    json_decref(j);
+    free(path);
+}
+
+/* the <figure> of a chart key, as a new string */
+static char *figure(const char *page, const char *key)
+{
+    char *tag = tu_fmt("<figure class=\"chart\" data-key=\"%s\">", key);
+    const char *p = strstr(page, tag);
+    free(tag);
+    if (!p) return NULL;
+    const char *end = strstr(p, "</figure>");
+    assert_non_null(end);
+    return strndup(p, (size_t)(end - p));
+}
+
+/* the page in headless Chromium: a screenshot that is not blank, and no console message (the page
+ * has no script, so any message, an error or a failed load, is a fault); a page with a script
+ * error must be caught the same way, or the check would prove nothing */
+static int chromium_console(const char *page, const char *png, int expected)
+{
+    char *cmd = tu_fmt("chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+                    "--disable-background-networking --disable-component-update --disable-sync "
+                    "--user-data-dir=\"$PWD/chrome-profile\" --enable-logging=stderr --v=0 "
+                    "--window-size=1200,2000 --screenshot='%s' 'file://%s' > chrome.out "
+                    "2> chrome.err", png, page);
+    int rc = system(cmd);
+    free(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    char *err = slurp("chrome.err");
+    int found = 0;
+    for (char *l = strtok(err, "\n"); l; l = strtok(NULL, "\n"))
+        if (strstr(l, "CONSOLE") || strstr(l, "Uncaught")) {
+            print_message("chromium console%s: %s\n", expected ? " (expected)" : "", l);
+            found++;
+        }
+    free(err);
+    return found;
+}
+
+static void check_render(void)
+{
+    if (system("command -v chromium > /dev/null 2>&1") != 0) {
+        print_message("SKIPPED: rendering the report needs Debian's chromium "
+                      "(scripts/setup.sh installs it); not found on PATH\n");
+        return;
+    }
+    char cwd[PATH_MAX];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    char *page = tu_fmt("%s/report.html", cwd), *bad = tu_fmt("%s/broken.html", cwd);
+    const char *broken = "<!DOCTYPE html><html><body><p>x</p><script>no_such_function();"
+                         "</script></body></html>";
+    tu_write_file("broken.html", broken, strlen(broken));
+    assert_true(chromium_console(bad, "broken.png", 1) > 0);
+    assert_int_equal(chromium_console(page, "shot.png", 0), 0);
+    io_image img;
+    TU_OK(io_png_read("shot.png", NULL, &img, NULL));
+    assert_true(img.w >= 1000 && img.h >= 1000);
+    /* not blank: a good share of the pixels are not the background's colour */
+    size_t n = (size_t)img.w * img.h, ink = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = img.px + i * (size_t)img.c;
+        ink += p[0] < 235 || p[1] < 235 || p[2] < 235;
+    }
+    print_message("screenshot %dx%d: %.1f%% of the pixels drawn\n", img.w, img.h, 100.0 * ink / n);
+    assert_true(ink > n / 50);
+    io_image_free(&img);
+    free(page);
+    free(bad);
+}
+
+static void test_report_command(void **state)
+{
+    (void)state;
+    find_bin();
+    tiny_spec sp = tiny_default();
+    tiny_write("toy.xds", &sp);
+    tu_write_file("teacher.yaml", TEACHER, strlen(TEACHER));
+    tu_write_file("student.yaml", STUDENT, strlen(STUDENT));
+    /* a folder name the page must escape */
+    assert_int_equal(xd("train teacher.yaml --seeds 2 --quiet --out \"runs/x<i>&'q/teacher\""), 0);
+    assert_int_equal(xd("train student.yaml --seeds 2 --quiet --out \"runs/x<i>&'q/student\""), 0);
+
+    assert_int_equal(xd("report runs --out report.html"), 0);
+    char *page = slurp("report.html");
+    /* the table's figures are the --seeds summaries' */
+    static const char *const names[] = {"tiny-teacher", "tiny-student"};
+    static const char *const dirs[] = {"runs/x<i>&'q/teacher", "runs/x<i>&'q/student"};
+    for (int i = 0; i < 2; i++) {
+        double m, s, sm, ss;
+        row_figures(page, names[i], &m, &s);
+        summary_figures(dirs[i], &sm, &ss);
+        if (fabs(m - sm) > 1e-7 || fabs(s - ss) > 1e-7)
+            fail_msg("%s: table %.10g +- %.10g, summary %.10g +- %.10g", names[i], m, s, sm, ss);
+    }
+    /* every recipe has its curves, and every loss component has a chart */
+    static const char *const keys[] = {"test_acc", "train_acc", "loss", "loss.0.ce"};
+    for (int k = 0; k < 4; k++) {
+        char *f = figure(page, keys[k]);
+        if (!f) fail_msg("no chart of %s", keys[k]);
+        for (int i = 0; i < 2; i++) {
+            char *run = tu_fmt("data-run=\"%s\" d=\"M", names[i]);
+            if (!strstr(f, run)) fail_msg("chart %s has no line of %s", keys[k], names[i]);
+            free(run);
+        }
+        free(f);
+    }
+    char *kd = figure(page, "loss.1.kd");
+    assert_non_null(kd);
+    assert_non_null(strstr(kd, "data-run=\"tiny-student\""));
+    assert_null(strstr(kd, "data-run=\"tiny-teacher\""));
+    free(kd);
+    /* seeds drawn as a band */
+    assert_non_null(strstr(page, "class=\"band\""));
+    /* the evaluation: class names in the confusion matrix, the teacher beside the mistakes */
+    assert_non_null(strstr(page, "Confusion matrix"));
+    assert_non_null(strstr(page, ">bottom-right<"));
+    assert_non_null(strstr(page, "balanced accuracy"));
+    assert_non_null(strstr(page, "The recipe has no teacher."));
+    assert_non_null(strstr(page, "Teacher &#39;t&#39;"));
+    /* the student's mistakes (a weak student makes some), each beside the teacher's answer */
+    const char *gal = strstr(page, "<div class=\"gallery\">");
+    assert_non_null(gal);
+    assert_non_null(strstr(gal, "<img class=\"thumb\""));
+    assert_non_null(strstr(gal, "teacher: "));
+    /* escaped, never raw */
+    assert_non_null(strstr(page, "x&lt;i&gt;&amp;&#39;q"));
+    assert_null(strstr(page, "x<i>"));
+    /* self-contained: nothing fetched */
+    assert_null(strstr(page, "<script"));
+    assert_null(strstr(page, "http://"));
+    assert_null(strstr(page, "https://"));
+    assert_null(strstr(page, "src=\"file"));
+    check_render();
+    free(page);
+
+    /* --compare: the same table as text */
+    assert_int_equal(xd("report --compare \"runs/x<i>&'q/teacher\" \"runs/x<i>&'q/student\""), 0);
+    char *out = slurp("out.txt");
+    double m, s;
+    summary_figures("runs/x<i>&'q/student", &m, &s);
+    char *want = tu_fmt("%.2f +- %.2f%%", 100 * m, 100 * s);
+    assert_non_null(strstr(out, "tiny-teacher"));
+    assert_non_null(strstr(out, want));
+    assert_int_equal(lines(out), 3);
+    free(want);
+    free(out);
+
+    /* folders that are no runs: one line naming them, nothing written */
+    mkdir("empty", 0755);
+    mkdir("half", 0755);
+    tu_write_file("half/metrics.jsonl", "{\"epoch\": 1}\n", 13);
+    static const struct {
+        const char *args, *says;
+        int rc;
+    } bad[] = {
+        {"report nowhere --out bad.html", "nowhere: no such folder", 1},
+        {"report empty --out bad.html", "empty: no run in it", 1},
+        {"report half --out bad.html", "half: a run without summary.json", 1},
+        {"report toy.xds --out bad.html", "toy.xds: not a folder", 1},
+        {"report --out bad.html", "give one or more run folders", 2},
+        {"report --compare runs --out bad.html", "two or more", 2},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(xd(bad[i].args), bad[i].rc);
+        char *err = slurp("err.txt");
+        if (!strstr(err, bad[i].says)) fail_msg("%s: stderr '%s'", bad[i].args, err);
+        assert_int_equal(lines(err), 1);
+        free(err);
+        assert_int_equal(access("bad.html", F_OK), -1);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_data_uri),
+        cmocka_unit_test(test_png_encode_roundtrip),
+        cmocka_unit_test(test_scores_confusion),
+        cmocka_unit_test(test_scores_predict),
+        cmocka_unit_test(test_report_command),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
