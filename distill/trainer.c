@@ -22,6 +22,7 @@
 #include "distill/labels.h"
 #include "distill/progress.h"
 #include "distill/runs.h"
+#include "distill/scores.h"
 #include "distill/runlock.h"
 #include "distill/segment.h"
 #include "io/file.h"
@@ -835,36 +836,21 @@ static double apply_losses(run *R, int B, const nn_run *nr)
 xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
                            double *acc, xd_err *e)
 {
-    const int B = m->max_batch;
-    const int K = (int)nn_model_node(m, head)->act_n;
-    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
-    uint8_t *present = xd_xmalloc((size_t)B);
     /* a text.* feed is scored on every (example, language) pair that has a text: the accuracy
      * over all languages, not over the first one */
     const int all_langs = f->kind == FEED_TEXT && f->n_langs > 1;
-    const int passes = all_langs ? f->n_langs : 1;
+    const size_t rows = scores_rows(m, head, f, all_langs);
+    int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
+    xd_status s = scores_predict(m, head, f, all_langs, input, pred, NULL, e);
+    const nn_node *hn = nn_model_node(m, head);
+    const size_t per = (size_t)hn->h * (size_t)hn->w; /* rows of one example: 1 for a classifier */
     size_t correct = 0, scored = 0;
-    xd_status s = XD_OK;
-    for (int lang = 0; lang < passes && s == XD_OK; lang++) {
-        for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
-            int n = f->n - i0 < (size_t)B ? (int)(f->n - i0) : B;
-            for (int b = 0; b < n; b++) idx[b] = (uint32_t)(i0 + (size_t)b);
-            if (all_langs)
-                s = feed_fill_lang(f, idx, n, lang, input, present, e);
-            else
-                s = feed_fill(f, idx, n, 0, 0, 0, input, e);
-            if (s != XD_OK) break;
-            nn_model_forward(m, input, n, NULL);
-            const float *out = nn_model_out(m, head);
-            for (int b = 0; b < n; b++) {
-                if (all_langs && !present[b]) continue;
-                scored++;
-                correct += (size_t)nn_count_correct(out + (size_t)b * K, labels + i0 + b, 1, K);
-            }
-        }
+    for (size_t r = 0; r < rows && s == XD_OK; r++) {
+        if (pred[r] < 0) continue; /* a pair without text */
+        scored++;
+        correct += pred[r] == labels[r / per % f->n];
     }
-    free(present);
-    free(idx);
+    free(pred);
     *acc = scored ? (double)correct / (double)scored : 0.0;
     return s;
 }

@@ -61,18 +61,6 @@ enum { N_TRAIN = 200, N_TEST = 100, BATCH = 16, STEPS = (N_TRAIN + BATCH - 1) / 
 /* ---------------------------------------------------------------------------------------------
  * helpers */
 
-/* printf into a new string */
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0) fail_msg("out of memory");
-    va_end(ap);
-    return s;
-}
-
 static int exists(const char *path)
 {
     struct stat st;
@@ -82,7 +70,7 @@ static int exists(const char *path)
 /* Writes text to NAME.yaml and loads it. */
 static void load_recipe(const char *name, const char *text, recipe *r)
 {
-    char *path = fmt("%s.yaml", name);
+    char *path = tu_fmt("%s.yaml", name);
     tu_write_file(path, text, strlen(text));
     xd_err e;
     xd_err_clear(&e);
@@ -123,7 +111,7 @@ static int same_bytes(const char *a, const char *b)
     return same;
 }
 
-static char *path2(const char *dir, const char *name) { return fmt("%s/%s", dir, name); }
+static char *path2(const char *dir, const char *name) { return tu_fmt("%s/%s", dir, name); }
 
 /* DIR/metrics.jsonl as a JSON array of its lines (each must parse as an object). */
 static json_t *read_metrics(const char *dir)
@@ -265,7 +253,7 @@ static void ensure_teacher(void)
 static char *student_recipe(const char *data_extra, const char *model, const char *teachers,
                             int epochs, const char *optimizer, const char *losses)
 {
-    return fmt("data:\n"
+    return tu_fmt("data:\n"
                "  path: toy.xds\n"
                "%s"
                "model: \"%s\"\n"
@@ -416,10 +404,10 @@ static void test_threads_do_not_change_results(void **state)
     (void)state;
     ensure_data();
     int before = xd_threads_get();
-    char *one = fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
+    char *one = tu_fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
                     "train: {epochs: 1, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"
                     "losses:\n  - kind: ce\n");
-    char *two = fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
+    char *two = tu_fmt("data: {path: toy.xds}\nmodel: \"" CNN_MODEL "\"\n"
                     "train: {epochs: 1, batch: 16, threads: 2, optimizer: {kind: adamw, lr: 0.01}}\n"
                     "losses:\n  - kind: ce\n");
     run_ok("thr1", one, "thr1", 5, 0, 0);
@@ -444,12 +432,12 @@ static void test_threads_do_not_change_results(void **state)
 static void check_resume(const char *name, const char *text, int epochs, const int *stops,
                          int n_stops)
 {
-    char *full = fmt("%s-full", name);
+    char *full = tu_fmt("%s-full", name);
     train_result ref = run_ok(name, text, full, 11, 0, 0);
     assert_int_equal(ref.epochs_done, epochs);
     char *ref_last = path2(full, "last.safetensors"), *ref_best = path2(full, "best.safetensors");
     for (int i = 0; i < n_stops; i++) {
-        char *dir = fmt("%s-%d", name, stops[i]);
+        char *dir = tu_fmt("%s-%d", name, stops[i]);
         train_result part = run_ok(name, text, dir, 11, stops[i], 0);
         assert_int_equal(part.epochs_done, stops[i]);
         assert_int_equal(part.finished, 0);
@@ -488,7 +476,7 @@ static void test_resume_single_stage(void **state)
     (void)state;
     ensure_data();
     /* augmentation, dropout and adamw moments: every kind of state a resume must restore */
-    char *text = fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+    char *text = tu_fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
                      "model: \"input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; "
                      "dropout p=0.25; linear out=4 name=logits head\"\n"
                      "train:\n"
@@ -508,7 +496,7 @@ static void test_resume_two_stages(void **state)
     ensure_teacher();
     /* stage 1: hint through a projector (its parameters and moments are resume state) with the
      * upper layers frozen; stage 2: Hinton KD. Stops inside stage 1, at the boundary, inside 2. */
-    char *text = fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+    char *text = tu_fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
                      "model: \"" MLP_MODEL "\"\n" TEACHERS
                      "train:\n"
                      "  batch: 16\n"
@@ -530,7 +518,7 @@ static void test_resume_two_stages(void **state)
 /* A small run of 3 epochs for the tests of finished, stopped and locked runs. */
 static char *small_recipe(int epochs, int threads)
 {
-    return fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    return tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                "train: {epochs: %d, batch: 16, threads: %d, optimizer: {kind: adamw, lr: 0.01}}\n"
                "losses:\n  - kind: ce\n", epochs, threads);
 }
@@ -686,7 +674,7 @@ static void test_run_folder_lock(void **state)
     train_result r;
     assert_int_equal(run_text("locked", text, "locked", 1, 0, 0, &r, &e), XD_EIO);
     print_message("%s\n", e.msg);
-    char *pid = fmt("pid %ld", (long)getpid());
+    char *pid = tu_fmt("pid %ld", (long)getpid());
     tu_assert_err(&e, XD_EIO, pid);
     dirsnap_assert_same(before, "locked");
     runlock_release(&held);
@@ -788,10 +776,10 @@ static void test_teacher_cache(void **state)
     tiny_spec sp = tiny_default();
     tiny_write("c5/toy.xds", &sp);
     const char *losses = "  - kind: ce\n  - {kind: kd, temperature: 2}\n";
-    char *cached = fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+    char *cached = tu_fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
                        TEACHERS "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
                        "losses:\n%s", losses);
-    char *online = fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+    char *online = tu_fmt("data: {path: c5/toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
                        "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", cache: false}\n"
                        "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
                        "losses:\n%s", losses);
@@ -836,11 +824,11 @@ static void test_feature_loss_projector(void **state)
     ensure_teacher();
     const char *metrics[] = {"mse", "cosine"};
     for (int k = 0; k < 2; k++) {
-        char *losses = fmt("  - kind: ce\n"
+        char *losses = tu_fmt("  - kind: ce\n"
                            "  - {kind: feature, student_tap: feat, teacher_tap: feat, metric: %s}\n",
                            metrics[k]);
         char *text = student_recipe("", MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}", losses);
-        char *dir = fmt("feat-%s", metrics[k]);
+        char *dir = tu_fmt("feat-%s", metrics[k]);
         train_result r = run_ok(dir, text, dir, 2, 0, 0);
         assert_true(r.final_acc >= 0.9);
         json_t *m = read_metrics(dir);
@@ -888,7 +876,7 @@ static void test_hint_stage_freezes_upper_layers(void **state)
     (void)state;
     ensure_teacher();
     /* adamw with weight decay: a frozen layer must not even decay */
-    char *text = fmt("data: {path: toy.xds}\n"
+    char *text = tu_fmt("data: {path: toy.xds}\n"
                      "model: \"" MLP_MODEL "\"\n" TEACHERS
                      "train:\n"
                      "  batch: 16\n"
@@ -1047,7 +1035,7 @@ static void test_nan_in_second_epoch_keeps_first(void **state)
     (void)state;
     ensure_data();
     /* the loss weight of stage 2 makes the first update of epoch 2 blow up */
-    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {batch: 16, optimizer: {kind: sgd, lr: 0.1}}\n"
                      "stages:\n"
                      "  - {epochs: 1, losses: [{kind: ce}]}\n"
@@ -1056,7 +1044,7 @@ static void test_nan_in_second_epoch_keeps_first(void **state)
     train_result r;
     xd_err e;
     assert_int_equal(run_text("nan2", text, "nan2", 1, 0, 0, &r, &e), XD_ENUM);
-    char *want = fmt("epoch 2, step %d:", STEPS + 2);
+    char *want = tu_fmt("epoch 2, step %d:", STEPS + 2);
     tu_assert_err(&e, XD_ENUM, want);
     free(want);
     assert_true(strstr(e.msg, "loss") || strstr(e.msg, "gradient"));
@@ -1110,7 +1098,7 @@ static void expect_error(const char *name, const char *text, const char *want, c
 {
     train_result r;
     xd_err e;
-    char *dir = fmt("err-%s", name);
+    char *dir = tu_fmt("err-%s", name);
     xd_status s = run_text(name, text, dir, 1, 0, 0, &r, &e);
     if (s == XD_OK) fail_msg("%s: the run succeeded, expected an error mentioning '%s'", name, want);
     print_message("%s: %s\n", name, e.msg);
@@ -1176,7 +1164,7 @@ static void test_errors(void **state)
     tiny_spec sp = tiny_default();
     sp.train_labels = 0;
     tiny_write("nolabels.xds", &sp);
-    char *t7 = fmt("data: {path: nolabels.xds, label_fraction: 0.5}\nmodel: \"" MLP_MODEL "\"\n"
+    char *t7 = tu_fmt("data: {path: nolabels.xds, label_fraction: 0.5}\nmodel: \"" MLP_MODEL "\"\n"
                    "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
     expect_error("no-train-labels", t7, "train/label", "nolabels.xds");
 
@@ -1201,7 +1189,7 @@ static void test_no_usable_labels_is_an_error(void **state)
         sp.unlabelled = 1;
         tiny_write("unlab.xds", &sp);
     }
-    char *text = fmt("data: {path: unlab.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: unlab.xds}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
     expect_error("ce-no-labels", text, "label", NULL);
     free(text);
@@ -1214,7 +1202,7 @@ static void test_no_test_examples_is_an_error(void **state)
     tiny_spec sp = tiny_default();
     sp.n_test = 0;
     tiny_write("notest.xds", &sp);
-    char *text = fmt("data: {path: notest.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: notest.xds}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: ce\n");
     expect_error("no-test", text, "notest.xds: split 'test' has no test examples", NULL);
     free(text);
@@ -1233,7 +1221,7 @@ static void test_normalisation_applies_to_evaluation(void **state)
     sp.texts = 0;
     tiny_write("grey.xds", &sp);
     const char *words = "mean=0.5 std=0.25";
-    char *text = fmt("data: {path: grey.xds, augment: \"%s\"}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: grey.xds, augment: \"%s\"}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
                      "losses:\n  - kind: ce\n", words);
     train_result r = run_ok("norm", text, "norm", 2, 0, 0);
@@ -1260,7 +1248,7 @@ static void test_teacher_reads_its_own_preprocessing(void **state)
         sp.texts = 0;
         tiny_write("grey.xds", &sp);
     }
-    char *tt = fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.25\"}\n"
+    char *tt = tu_fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.25\"}\n"
                    "model: \"" MLP_MODEL "\"\n"
                    "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
                    "losses:\n  - kind: ce\n");
@@ -1272,7 +1260,7 @@ static void test_teacher_reads_its_own_preprocessing(void **state)
     assert_true(tacc >= 0.9);
     /* the student normalises differently (std 0.5) and learns from the teacher alone; a teacher
      * fed the student's inputs (half its contrast) would confuse the grey levels */
-    char *st = fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.5\"}\nmodel: \"" MLP_MODEL "\"\n"
+    char *st = tu_fmt("data: {path: grey.xds, augment: \"mean=0.5 std=0.5\"}\nmodel: \"" MLP_MODEL "\"\n"
                    "teachers:\n  - {name: g, checkpoint: greyteacher/last.safetensors}\n"
                    "train: {epochs: 30, batch: 16, optimizer: {kind: adamw, lr: 0.02}}\n"
                    "losses:\n  - {kind: kd, temperature: 1}\n");
@@ -1289,11 +1277,11 @@ static void test_eval_every(void **state)
     (void)state;
     ensure_data();
     for (int every = 0; every <= 2; every += 2) {
-        char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+        char *text = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                          "train: {epochs: 3, batch: 16, eval_every: %d, "
                          "optimizer: {kind: adamw, lr: 0.01}}\n"
                          "losses:\n  - kind: ce\n", every);
-        char *dir = fmt("every-%d", every);
+        char *dir = tu_fmt("every-%d", every);
         train_result r = run_ok(dir, text, dir, 3, 0, 0);
         json_t *m = read_metrics(dir);
         assert_int_equal(json_array_size(m), 3);
@@ -1342,7 +1330,7 @@ static void test_steps_per_epoch(void **state)
 {
     (void)state;
     ensure_data();
-    char *text = fmt("data: {path: toy.xds, label_fraction: 0.1}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: toy.xds, label_fraction: 0.1}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {epochs: 2, batch: 16, steps_per_epoch: 7, optimizer: {kind: adamw, lr: 0.01}}\n"
                      "losses:\n  - kind: ce\n");
     run_ok("spe", text, "spe", 1, 0, 0);
@@ -1367,7 +1355,7 @@ static void test_two_teachers(void **state)
 {
     (void)state;
     ensure_teacher();
-    char *text = fmt("data: {path: toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: toy.xds, labels_per_class: 5}\nmodel: \"" MLP_MODEL "\"\n"
                      "teachers:\n"
                      "  - {name: a, checkpoint: " TEACHER_CKPT "}\n"
                      "  - {name: b, checkpoint: teacher/last.safetensors}\n"
@@ -1390,7 +1378,7 @@ static void test_auto_total_steps_span_the_run(void **state)
 {
     (void)state;
     ensure_data();
-    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                      "train: {batch: 16, optimizer: {kind: sgd, lr: 0.01}, schedule: cosine}\n"
                      "stages:\n"
                      "  - {epochs: 1, losses: [{kind: ce}]}\n"
@@ -1409,7 +1397,7 @@ static void test_schedule_base_lr(void **state)
 {
     (void)state;
     ensure_data();
-    char *text = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *text = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                      "train:\n  epochs: 1\n  batch: 16\n  optimizer: {kind: sgd, lr: 0.001}\n"
                      "  schedule: {kind: constant, base_lr: 0.05}\n"
                      "losses:\n  - kind: ce\n");
@@ -1427,7 +1415,7 @@ static void test_schedule_base_lr(void **state)
 
 static void run_child(const char *name, const char *text, train_result *res, xd_err *e)
 {
-    char *yaml = fmt("%s.yaml", name), *out = fmt("child-%s", name), *st = fmt("%s.status", out);
+    char *yaml = tu_fmt("%s.yaml", name), *out = tu_fmt("child-%s", name), *st = tu_fmt("%s.status", out);
     tu_write_file(yaml, text, strlen(text));
     remove(st);
     char *argv[] = {"test_trainer", "--child", yaml, out, NULL};
@@ -1469,7 +1457,7 @@ static int child_main(const char *yaml, const char *out)
         s = trainer_run(&r, 1, &o, &res, &e);
         recipe_free(&r);
     }
-    char *st = fmt("%s.status", out);
+    char *st = tu_fmt("%s.status", out);
     FILE *f = fopen(st, "wb");
     if (!f) return 3;
     fprintf(f, "%d %.17g %d\n%s", (int)s, res.final_acc, res.epochs_done, s == XD_OK ? "" : e.msg);
@@ -1510,7 +1498,7 @@ static void test_cache_with_a_large_batch(void **state)
     sp.n_test = 20;
     sp.texts = 0;
     tiny_write("big.xds", &sp);
-    char *text = fmt("data: {path: big.xds}\nmodel: \"" MLP_MODEL "\"\n" TEACHERS
+    char *text = tu_fmt("data: {path: big.xds}\nmodel: \"" MLP_MODEL "\"\n" TEACHERS
                      "train: {epochs: 1, batch: 4200}\nlosses:\n  - kind: kd\n");
     train_result r;
     xd_err e;
@@ -1536,10 +1524,10 @@ static void test_cache_two_teacher_heads(void **state)
     const char *losses = "losses:\n"
                          "  - {kind: kd, teacher_head: early, temperature: 1}\n"
                          "  - {kind: kd, teacher_head: late, temperature: 1}\n";
-    char *on = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *on = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                    "teachers:\n  - {name: t, checkpoint: twoheads.safetensors}\n"
                    "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n%s", losses);
-    char *off = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *off = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                     "teachers:\n  - {name: t, checkpoint: twoheads.safetensors, cache: false}\n"
                     "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n%s", losses);
     run_ok("heads-on", on, "heads-on", 1, 0, 0);
@@ -1572,7 +1560,7 @@ static void test_text_student_from_image_teacher(void **state)
     }
     /* no training label at all: the image teacher's outputs on each example's image are the only
      * signal for the text student reading the same example's English text */
-    char *text = fmt("data:\n  path: unlab.xds\n  student_view: text.en\n  text: \"buckets=512\"\n"
+    char *text = tu_fmt("data:\n  path: unlab.xds\n  student_view: text.en\n  text: \"buckets=512\"\n"
                      "model: \"" TEXT_MODEL "\"\n"
                      "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", view: image}\n"
                      "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
@@ -1586,7 +1574,7 @@ static void test_text_student_from_image_teacher(void **state)
     assert_int_equal((int)num(s, "labels_used"), 0);
     json_decref(s);
     /* and the German texts work the same way */
-    char *de = fmt("data:\n  path: unlab.xds\n  student_view: text.de\n  text: \"buckets=512\"\n"
+    char *de = tu_fmt("data:\n  path: unlab.xds\n  student_view: text.de\n  text: \"buckets=512\"\n"
                    "model: \"" TEXT_MODEL "\"\n"
                    "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT ", view: image}\n"
                    "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
@@ -1601,7 +1589,7 @@ static void test_text_student_from_image_teacher(void **state)
 static void train_text_teacher(const char *dir, const char *view)
 {
     ensure_data();
-    char *tt = fmt("data: {path: toy.xds, student_view: %s, text: \"buckets=512\"}\n"
+    char *tt = tu_fmt("data: {path: toy.xds, student_view: %s, text: \"buckets=512\"}\n"
                    "model: \"" TEXT_MODEL "\"\n"
                    "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.05}}\n"
                    "losses:\n  - kind: ce\n", view);
@@ -1616,7 +1604,7 @@ static void test_image_student_from_text_teacher(void **state)
 {
     (void)state;
     train_text_teacher("textteacher", "text.de");
-    char *st = fmt("data: {path: toy.xds, labels_per_class: 2}\nmodel: \"" MLP_MODEL "\"\n"
+    char *st = tu_fmt("data: {path: toy.xds, labels_per_class: 2}\nmodel: \"" MLP_MODEL "\"\n"
                    "teachers:\n  - {name: txt, checkpoint: textteacher/best.safetensors, "
                    "view: text.de}\n"
                    "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
@@ -1632,7 +1620,7 @@ static void test_image_student_from_text_teacher(void **state)
 /* A recipe that must not load; the message names the key. */
 static void expect_recipe_error(const char *name, const char *text, const char *want)
 {
-    char *path = fmt("%s.yaml", name);
+    char *path = tu_fmt("%s.yaml", name);
     tu_write_file(path, text, strlen(text));
     recipe r;
     xd_err e;
@@ -1653,10 +1641,10 @@ static void test_label_map_list(void **state)
     const char *maps[2] = {"[0, 1, 2, 3]", "[1, 2, 3, 0]"};
     double acc[2];
     for (int k = 0; k < 2; k++) {
-        char *losses = fmt("  - {kind: kd, temperature: 2, label_map: %s}\n", maps[k]);
+        char *losses = tu_fmt("  - {kind: kd, temperature: 2, label_map: %s}\n", maps[k]);
         char *text = student_recipe("  label_fraction: 0\n", MLP_MODEL, TEACHERS, 3,
                                     "{kind: adamw, lr: 0.01}", losses);
-        char *dir = fmt("lmap-%d", k);
+        char *dir = tu_fmt("lmap-%d", k);
         acc[k] = run_ok(dir, text, dir, 1, 0, 0).final_acc;
         free(dir);
         free(text);
@@ -1716,7 +1704,7 @@ static void test_languages_average(void **state)
 {
     (void)state;
     train_text_teacher("avgteacher", "text.*");
-    char *st = fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
+    char *st = tu_fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
                    "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
                    "view: text.*, languages: average}\n"
                    "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
@@ -1727,7 +1715,7 @@ static void test_languages_average(void **state)
     print_message("image student from the averaged text teacher: %.3f\n", a.final_acc);
     assert_true(a.final_acc >= 0.9);
     assert_true(same_bytes("avgstudent/last.safetensors", "avgstudent-2/last.safetensors"));
-    char *bad = fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
+    char *bad = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                     "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
                     "view: text.de, languages: average}\n"
                     "train: {epochs: 1, batch: 16, optimizer: sgd}\n"
@@ -1741,7 +1729,7 @@ static void test_languages_average(void **state)
      * untrained student against those means, which the test recomputes from both languages'
      * logits. Batches of 20 split the 200 examples evenly, so the order does not matter. */
     enum { B20 = 20 };
-    char *probe = fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
+    char *probe = tu_fmt("data: {path: toy.xds, label_fraction: 0}\nmodel: \"" MLP_MODEL "\"\n"
                       "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
                       "view: text.*, languages: average}\n"
                       "train: {epochs: 1, batch: %d, optimizer: {kind: sgd, lr: 0.000000001}}\n"
@@ -1894,11 +1882,11 @@ static void test_contrastive(void **state)
     double at[2];
     const char *temps[2] = {"1", "2"};
     for (int k = 0; k < 2; k++) {
-        char *losses_t = fmt("  - {kind: contrastive, student_tap: feat, teacher_tap: feat, "
+        char *losses_t = tu_fmt("  - {kind: contrastive, student_tap: feat, teacher_tap: feat, "
                              "temperature: %s}\n", temps[k]);
         char *tt = student_recipe("  labels_per_class: 5\n", MLP_MODEL, TEACHERS, 1,
                                   "{kind: adamw, lr: 0.01}", losses_t);
-        char *dir = fmt("clip-t%s", temps[k]);
+        char *dir = tu_fmt("clip-t%s", temps[k]);
         run_ok(dir, tt, dir, 1, 0, 0);
         json_t *mt = read_metrics(dir);
         at[k] = num(json_array_get(mt, 0), "loss.0.contrastive");
@@ -1922,18 +1910,18 @@ static void test_projector_init(void **state)
     double first[3];
     for (int k = 0; k < 3; k++) {
         /* lr so small that the first epoch's loss is the starting map's */
-        char *losses = fmt("  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+        char *losses = tu_fmt("  - {kind: feature, student_tap: feat, teacher_tap: feat, "
                            "projector: linear, projector_init: %s, projector_frozen: %s}\n",
                            inits[k], k ? "true" : "false");
         char *text = student_recipe("", MLP_MODEL, TEACHERS, 2, "{kind: sgd, lr: 0.000001}", losses);
-        char *dir = fmt("pinit-%s", inits[k]);
+        char *dir = tu_fmt("pinit-%s", inits[k]);
         run_ok(dir, text, dir, 1, 0, 0);
         json_t *m = read_metrics(dir);
         first[k] = num(json_array_get(m, 0), "loss.0.feature");
         json_decref(m);
         if (k) {
             /* frozen: the map in the resume state after 1 and after 2 epochs is the same */
-            char *d1 = fmt("%s-1", dir);
+            char *d1 = tu_fmt("%s-1", dir);
             run_ok(dir, text, d1, 1, 1, 0);
             char *a = path2(d1, "resume.safetensors"), *b = path2(dir, "resume.safetensors");
             io_st_file *fa = NULL, *fb = NULL;
