@@ -24,9 +24,11 @@ static void train_usage(FILE *f)
             "usage: xdistill train RECIPE.yaml [--out DIR] [--set key.path=value ...]\n"
             "                      [--seed N] [--seeds K] [--stop-after N] [--quiet]\n"
             "       xdistill train [RECIPE.yaml] --resume DIR\n\n"
-            "Trains what the recipe describes (a teacher, a student, any distillation; see\n"
-            "docs/RECIPES.md). Writes DIR/metrics.jsonl (one line per epoch), DIR/summary.json,\n"
-            "DIR/last.safetensors, DIR/best.safetensors and DIR/resume.safetensors.\n\n"
+            "Trains what the recipe describes (a teacher, a student, any distillation, several\n"
+            "models learning together; see docs/RECIPES.md). Writes DIR/metrics.jsonl (one line\n"
+            "per epoch), DIR/summary.json, DIR/last.safetensors, DIR/best.safetensors and\n"
+            "DIR/resume.safetensors; with several models DIR/NAME.last.safetensors and\n"
+            "DIR/NAME.best.safetensors for each.\n\n"
             "options:\n"
             "  --out DIR        output folder (default runs/NAME, NAME from the recipe)\n"
             "  --set K=V        override a recipe key, e.g. --set train.epochs=3 (repeatable)\n"
@@ -76,6 +78,18 @@ static int read_finished(const char *dir, train_result *res)
         res->images_per_s = json_real_value(json_object_get(j, "images_per_s"));
         res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
         res->finished = 1;
+        /* a run of several models: each one's scores */
+        const char *name;
+        json_t *o;
+        res->n_models = 0;
+        json_object_foreach(json_object_get(j, "models"), name, o) {
+            if (res->n_models == RECIPE_MAX_MODELS) break;
+            train_model_result *mr = &res->models[res->n_models++];
+            snprintf(mr->name, sizeof mr->name, "%s", name);
+            mr->final_acc = json_real_value(json_object_get(o, score_key(res, "final")));
+            mr->best_acc = json_real_value(json_object_get(o, score_key(res, "best")));
+            mr->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
+        }
     }
     json_decref(j);
     return ok;
@@ -88,6 +102,38 @@ static void mean_std(const double *v, int n, double *mean, double *std)
     *mean = s / n;
     for (int i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
     *std = n > 1 ? sqrt(q / (n - 1)) : 0.0; /* sample standard deviation */
+}
+
+/* "models": mean and standard deviation of each model's final and best score over the seeds. */
+static void seeds_summary_models(json_t *j, const train_result *res, int n)
+{
+    json_t *all = json_object();
+    for (int k = 0; k < res[0].n_models; k++) {
+        json_t *o = json_object();
+        for (int which = 0; which < 2; which++) {
+            double v[64], m, sd;
+            for (int i = 0; i < n; i++)
+                v[i] = which ? res[i].models[k].best_acc : res[i].models[k].final_acc;
+            mean_std(v, n, &m, &sd);
+            json_t *ms = json_object();
+            json_object_set_new(ms, "mean", json_real(m));
+            json_object_set_new(ms, "std", json_real(sd));
+            json_object_set_new(o, score_key(&res[0], which ? "best" : "final"), ms);
+        }
+        json_object_set_new(all, res[0].models[k].name, o);
+    }
+    json_object_set_new(j, "models", all);
+}
+
+/* One line per finished seed of a run of several models: each model's final and best accuracy. */
+static void print_models(const recipe *r, long seed, const train_result *res)
+{
+    printf("%s seed %ld:", r->name, seed);
+    for (int k = 0; k < res->n_models; k++)
+        printf("%s %s test accuracy %.2f%% (best %.2f%% at epoch %d)", k ? "," : "",
+               res->models[k].name, 100.0 * res->models[k].final_acc,
+               100.0 * res->models[k].best_acc, res->models[k].best_epoch);
+    printf(", %.1f s, %.0f img/s\n", res->seconds, res->images_per_s);
 }
 
 static xd_status write_seeds_summary(const char *dir, const recipe *r, const train_result *res,
@@ -129,6 +175,7 @@ static xd_status write_seeds_summary(const char *dir, const recipe *r, const tra
         json_object_set_new(p, "std", json_real(sp));
         json_object_set_new(j, "final_test_pixel_acc", p);
     }
+    if (res[0].n_models > 1) seeds_summary_models(j, res, n);
     char *yaml = recipe_to_yaml(r);
     json_object_set_new(j, "recipe", json_string(yaml));
     free(yaml);
@@ -235,6 +282,8 @@ int cmd_train(int argc, char **argv)
                    "%d), %.1f s, %.0f img/s\n", r.name, seed + k, 100.0 * res[k].final_acc,
                    100.0 * res[k].final_pixel_acc, 100.0 * res[k].best_acc, res[k].best_epoch,
                    res[k].seconds, res[k].images_per_s);
+        else if (s == XD_OK && res[k].finished && res[k].n_models > 1)
+            print_models(&r, seed + k, &res[k]);
         else if (s == XD_OK && res[k].finished)
             printf("%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f img/s\n",
                    r.name, seed + k, 100.0 * res[k].final_acc, 100.0 * res[k].best_acc,
@@ -254,6 +303,13 @@ int cmd_train(int argc, char **argv)
             mean_std(pv, (int)seeds, &pm, &psd);
             printf("%s: test mIoU %.2f +- %.2f%%, pixel accuracy %.2f +- %.2f%% over %ld seeds\n",
                    r.name, 100.0 * m, 100.0 * sd, 100.0 * pm, 100.0 * psd, seeds);
+        } else if (s == XD_OK && res[0].n_models > 1) {
+            for (int i = 0; i < res[0].n_models; i++) {
+                for (long k = 0; k < seeds; k++) v[k] = res[k].models[i].final_acc;
+                mean_std(v, (int)seeds, &m, &sd);
+                printf("%s %s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name,
+                       res[0].models[i].name, 100.0 * m, 100.0 * sd, seeds);
+            }
         } else if (s == XD_OK) {
             printf("%s: test accuracy %.2f +- %.2f%% over %ld seeds\n", r.name, 100.0 * m, 100.0 * sd, seeds);
         }

@@ -37,16 +37,6 @@ static void assert_nothing_left(const char *dir_of, const char *name)
     closedir(d);
 }
 
-static int files_equal(const char *a, const char *b)
-{
-    size_t na, nb;
-    void *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
-    int same = na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 static io_dataset *open_ds(const char *path)
 {
     io_dataset *ds = NULL;
@@ -258,13 +248,13 @@ static void test_fashion_scenes(void **state)
     o2.out = "sc_out2";
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
-    assert_true(files_equal("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
+    assert_true(tu_same_file("sc_out/dataset.xds", "sc_out2/dataset.xds"));
+    assert_true(tu_same_file("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
     o2.out = "sc_out";
     o2.seed = 2;
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_false(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
+    assert_false(tu_same_file("sc_out/dataset.xds", "sc_out2/dataset.xds"));
     assert_true(exists("sc_out/notes.txt"));
     assert_nothing_left(".", "sc_out.");
 
@@ -540,10 +530,10 @@ static void test_emoji_set(void **state)
     o2.out = "emo_out2";
     TU_OK(sets_emoji(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    assert_true(tu_same_file("emo_out/dataset.xds", "emo_out2/dataset.xds"));
     TU_OK(sets_emoji(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    assert_true(tu_same_file("emo_out/dataset.xds", "emo_out2/dataset.xds"));
 
     /* other seeds keep every emoji in one split, and do change the split */
     int grinning_in[2] = {0, 0};
