@@ -55,11 +55,11 @@ void models_close(model_rt *mr)
     free(mr->segs);
 }
 
-char *models_file(const model_rt *mr, int n, const char *what)
+char *models_file(const recipe *r, int k, const char *what)
 {
     char name[RECIPE_MAX_NAME + 48];
-    if (n > 1)
-        snprintf(name, sizeof name, "%s.%s.safetensors", mr->rm->name, what);
+    if (r->n_models > 1)
+        snprintf(name, sizeof name, "%s.%s.safetensors", r->models[k].name, what);
     else
         snprintf(name, sizeof name, "%s.safetensors", what);
     return xd_xstrdup(name);

@@ -46,8 +46,8 @@ xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds,
 
 void models_close(model_rt *mr);
 
-/* DIR-relative file name of model mr's `what` ("best", "last") in a run of n models:
- * "best.safetensors", or "NAME.best.safetensors" with several; a new string. */
-char *models_file(const model_rt *mr, int n, const char *what);
+/* DIR-relative file name of model k's `what` ("best", "last") in a run of r: "best.safetensors",
+ * or "NAME.best.safetensors" when r has several models; a new string. */
+char *models_file(const recipe *r, int k, const char *what);
 
 #endif

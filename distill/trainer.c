@@ -1418,14 +1418,14 @@ static xd_status save_checkpoints(run *R, int k, int epoch, int evaluated, xd_er
     io_kv meta[5] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac},
                      {"xdistill.model_name", mk->rm->name}};
     const size_t n_meta = R->n_models > 1 ? 5 : 4;
-    char *name = models_file(mk, R->n_models, "last"), *last = out_path(R, name);
+    char *name = models_file(R->r, k, "last"), *last = out_path(R, name);
     xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
     free(last);
     free(name);
     if (s == XD_OK && evaluated && (mk->best_epoch == 0 || mk->acc > mk->best_acc)) {
         mk->best_acc = mk->acc;
         mk->best_epoch = epoch + 1;
-        name = models_file(mk, R->n_models, "best");
+        name = models_file(R->r, k, "best");
         char *best = out_path(R, name);
         s = ckpt_save(best, &mk->m, meta, n_meta, e);
         free(best);
@@ -1719,7 +1719,7 @@ static xd_status start_fresh(run *R, xd_err *e)
     static const char *const per_model[] = {"best", "last"};
     for (int k = 0; k < R->n_models && R->n_models > 1; k++)
         for (int i = 0; i < 2; i++) {
-            char *name = models_file(&R->models[k], R->n_models, per_model[i]);
+            char *name = models_file(R->r, k, per_model[i]);
             char *p = out_path(R, name);
             remove(p);
             free(p);

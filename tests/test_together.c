@@ -26,6 +26,7 @@
 #include "distill/kd.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
+#include "distill/runs.h"
 #include "distill/trainer.h"
 #include "io/dataset.h"
 #include "nn/loss.h"
@@ -410,6 +411,19 @@ static void test_cross_modal_peers_resume(void **state)
     assert_non_null(txt);
     assert_true(json_real_value(json_object_get(txt, "best_test_acc")) == full.models[1].best_acc);
     json_decref(s);
+    /* resuming the finished run writes nothing and reads every model's scores back, which the
+     * seeds' summary (train --seeds, xdistill run) then carries */
+    train_result again = run_ok("cross", cross_recipe, "cross-full", 0, 1);
+    assert_int_equal(again.unchanged, 1);
+    assert_int_equal(again.n_models, 2);
+    assert_string_equal(again.models[1].name, "txt");
+    assert_true(fabs(again.models[1].final_acc - full.models[1].final_acc) < 1e-6);
+    json_t *sj = runs_seeds_json("cross", &again, 1);
+    json_t *mean = json_object_get(
+        json_object_get(json_object_get(json_object_get(sj, "models"), "txt"), "final_test_acc"),
+        "mean");
+    assert_true(fabs(json_real_value(mean) - full.models[1].final_acc) < 1e-6);
+    json_decref(sj);
     nn_model m;
     load_ckpt("cross-full/txt.best.safetensors", &m);
     xd_err e;
