@@ -11,6 +11,7 @@
 #include "core/mem.h"
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
+#include "distill/models.h"
 #include "distill/recipe.h"
 #include "distill/scores.h"
 #include "distill/segment.h"
@@ -38,9 +39,10 @@ static void report_usage(FILE *f)
             "a comparison table (one row per recipe: final test score mean +- std over its\n"
             "seeds, best epochs, images/s, training time; the best row marked), the learning\n"
             "curves (mean over the seeds with a min..max band) and, per recipe, an evaluation\n"
-            "of its first seed's best.safetensors on the data set's test split: confusion\n"
-            "matrix, per-class and balanced accuracy, the student's most confident mistakes\n"
-            "beside the answers of the recipe's first teacher, segmentation overlays.\n"
+            "of its first seed's best.safetensors (the first model's, of several) on the data\n"
+            "set's test split: confusion matrix, per-class and balanced accuracy, the\n"
+            "student's most confident mistakes beside the answers of the recipe's first\n"
+            "teacher, segmentation overlays.\n"
             "The data sets and teacher checkpoints are found at the paths the recipes name,\n"
             "relative to the current folder.\n\n"
             "options:\n"
@@ -323,7 +325,7 @@ static void read_overlays(const rp_run *run, rp_details *d)
 static void evaluate_group(const rp_group *G, rp_details *d)
 {
     const rp_run *run = G->runs[0];
-    char *ckpt = io_path_join(run->dir, "best.safetensors");
+    char *ckpt = NULL;
     char *ypath = io_path_join(run->dir, "recipe.yaml");
     void *yaml = NULL;
     size_t yn;
@@ -343,8 +345,12 @@ static void evaluate_group(const rp_group *G, rp_details *d)
     if (s == XD_OK) s = recipe_parse(ypath, yaml, yn, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, &e);
     if (s == XD_OK) s = io_dataset_open(r.data.path, &ds, &e);
     if (s == XD_OK) {
+        /* a run of several models: its first model's checkpoint, in that model's view */
+        char *name = models_file(&r, 0, "best");
+        ckpt = io_path_join(run->dir, name);
+        free(name);
         d->source = xd_xstrdup(ckpt);
-        s = run_model(ckpt, ds, r.data.test, r.data.student_view, 1, &m, &f, &sa, &e);
+        s = run_model(ckpt, ds, r.data.test, r.models[0].view, 1, &m, &f, &sa, &e);
     }
     int K = 0;
     if (s == XD_OK)

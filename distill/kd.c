@@ -89,6 +89,29 @@ void kd_backward(float *ds, const float *ps, const float *q, const uint8_t *mask
     }
 }
 
+void kd_backward_target(float *dt, const float *t, const float *s, const uint8_t *mask, int B,
+                        int K, float T, float weight)
+{
+    int M = nn_mask_count(mask, B);
+    if (!M) return;
+    const double scale = (double)weight * T / M;
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *tb = t + (size_t)b * K, *sb = s + (size_t)b * K;
+        float *d = dt + (size_t)b * K;
+        const double lt = nn_logsumexp(tb, K, T), ls = nn_logsumexp(sb, K, T);
+        double kl = 0.0;
+        for (int k = 0; k < K; k++) {
+            const double logq = (double)tb[k] / T - lt;
+            kl += exp(logq) * (logq - ((double)sb[k] / T - ls));
+        }
+        for (int k = 0; k < K; k++) {
+            const double logq = (double)tb[k] / T - lt;
+            d[k] += (float)(scale * exp(logq) * ((logq - ((double)sb[k] / T - ls)) - kl));
+        }
+    }
+}
+
 float kd_hinton_forward(float *ps, float *probs, const float *s, const float *q,
                         const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
                         float alpha)

@@ -46,6 +46,13 @@ float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask,
 void kd_backward(float *ds, const float *ps, const float *q, const uint8_t *mask, int B, int K,
                  float T, float weight);
 
+/* The gradient of the same KD with respect to the target's logits t (q = softmax(t / T)), for a
+ * target that learns too (a peer that is not detached):
+ *   dt += weight * (T / M) q (log q - log softmax(s / T) - KL_b)   on selected rows
+ * computed in double from both rows of logits. */
+void kd_backward_target(float *dt, const float *t, const float *s, const uint8_t *mask, int B,
+                        int K, float T, float weight);
+
 /* Hinton's total: L = alpha KD + (1 - alpha) CE, CE = nn_ce_forward on the hard labels.
  * KD counts every row (a teacher has soft targets for unlabelled examples too); label_mask
  * (NULL = all labelled) only selects the rows of CE. ps and probs (B, K) are filled for backward

@@ -18,6 +18,7 @@
 
 #include "core/hash.h"
 #include "core/mem.h"
+#include "distill/models.h"
 #include "distill/runs.h"
 #include "io/dataset.h"
 #include "io/file.h"
@@ -556,8 +557,12 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
     int same = old && strcmp(json_str(old, "format"), STAMP_FORMAT) == 0 &&
                strcmp(json_str(old, "key"), key) == 0;
     int done = same && json_is_true(json_object_get(old, "finished"));
-    if (done && exists_in(dir, "best.safetensors") && exists_in(dir, "last.safetensors") &&
-        runs_read_finished(dir, res)) {
+    /* a run of several models has the first one's files under its name */
+    char *best = models_file(&r, 0, "best"), *last = models_file(&r, 0, "last");
+    done = done && exists_in(dir, best) && exists_in(dir, last);
+    free(best);
+    free(last);
+    if (done && runs_read_finished(dir, res)) {
         *act = PIPELINE_SKIPPED;
         say(o, "step %s (seed %ld): skipped, unchanged since %s (recipe, teachers, data and seed "
                "are the same)\n", st->name, seed, json_str(old, "finished_at"));

@@ -91,12 +91,14 @@ static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every
 // ----------------------------------------------------------------------------------------------
 // key tables
 
-static const char *const top_keys[] = {"name",     "seed",  "seeds",  "task",  "data",  "model",
-                                       "model_file", "teachers", "train", "losses", "stages"};
+static const char *const top_keys[] = {"name",       "seed",     "seeds", "task",   "data",  "model",
+                                       "model_file", "models",   "teachers", "train", "losses",
+                                       "stages"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
+static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
                                          "schedule",   "eval_every", "threads"};
 static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
@@ -133,6 +135,10 @@ typedef enum {
     LK_PROJECTOR_FROZEN,
     LK_LEARN_TEMPERATURE,
     LK_LABEL_MAP,
+    LK_FROM,
+    LK_TO,
+    LK_DETACH,
+    LK_MODEL,
     LK_COUNT
 } loss_key;
 
@@ -157,6 +163,10 @@ static const char *const loss_key_names[LK_COUNT] = {
     [LK_PROJECTOR_FROZEN] = "projector_frozen",
     [LK_LEARN_TEMPERATURE] = "learn_temperature",
     [LK_LABEL_MAP] = "label_map",
+    [LK_FROM] = "from",
+    [LK_TO] = "to",
+    [LK_DETACH] = "detach",
+    [LK_MODEL] = "model",
 };
 static_assert(COUNT_OF(loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -181,6 +191,10 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_PROJECTOR_FROZEN] = PROJ_LOSSES,
     [LK_LEARN_TEMPERATURE] = BIT(RECIPE_LOSS_CONTRASTIVE),
     [LK_LABEL_MAP] = LOGIT_LOSSES,
+    [LK_FROM] = TEACHER_LOSSES,
+    [LK_TO] = TEACHER_LOSSES,
+    [LK_DETACH] = TEACHER_LOSSES,
+    [LK_MODEL] = BIT(RECIPE_LOSS_CE),
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -282,8 +296,10 @@ typedef struct {
     io_yaml_doc *d;
     unsigned flags;
     recipe *r;
-    nn_model student; /* planned from the description once, to check node names */
-    int built;
+    nn_model nets[RECIPE_MAX_MODELS]; /* each model planned from its description once, to
+                                       * check node names */
+    int built;                        /* nets planned */
+    io_yaml_node *model_items[RECIPE_MAX_MODELS]; /* models: items, NULL in the one-student form */
     xd_err *e;
 } binder;
 
@@ -406,10 +422,12 @@ static xd_status check_file(binder *b, const io_yaml_node *n, const char *path)
     return XD_OK;
 }
 
-static xd_status check_student_node(binder *b, const io_yaml_node *n, const char *name)
+/* name must be a node of trainable model k ("the student model" in the one-student form). */
+static xd_status check_model_node(binder *b, const io_yaml_node *n, int k, const char *name)
 {
-    if (nn_model_find(&b->student, name) >= 0) return XD_OK;
-    return bad(b, n, "the student model has no node '%s'", name);
+    if (nn_model_find(&b->nets[k], name) >= 0) return XD_OK;
+    if (!b->r->listed) return bad(b, n, "the student model has no node '%s'", name);
+    return bad(b, n, "model '%s' has no node '%s'", b->r->models[k].name, name);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -500,24 +518,26 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
     return XD_OK;
 }
 
-static xd_status bind_model(binder *b, io_yaml_node *root)
+/* A model description from `model` (inline) or `model_file` of map into *out, planned into net to
+ * check it and that view feeds what it reads. */
+static xd_status bind_model_text(binder *b, io_yaml_node *map, const char *view, char **out,
+                                 nn_model *net)
 {
-    recipe *r = b->r;
-    io_yaml_node *m = present(b, root, "model"), *mf = present(b, root, "model_file");
+    io_yaml_node *m = present(b, map, "model"), *mf = present(b, map, "model_file");
     xd_status s;
     if (m && mf) {
         io_yaml_mark_used(mf);
         return bad(b, mf, "give model or model_file, not both");
     }
     if (!m && !mf)
-        return io_yaml_fail(b->d, root, b->e, XD_EARG,
+        return io_yaml_fail(b->d, map, b->e, XD_EARG,
                             "missing required key 'model' (or 'model_file')");
     io_yaml_node *at = m ? m : mf;
     if (m) {
-        if ((s = get_string(b, root, "model", NULL, &r->model, NULL)) != XD_OK) return s;
+        if ((s = get_string(b, map, "model", NULL, out, NULL)) != XD_OK) return s;
     } else {
         char *path = NULL;
-        if ((s = get_string(b, root, "model_file", NULL, &path, NULL)) != XD_OK) return s;
+        if ((s = get_string(b, map, "model_file", NULL, &path, NULL)) != XD_OK) return s;
         void *text;
         size_t n;
         s = io_read_all(path, RECIPE_MAX_MODEL_BYTES, &text, &n, b->e);
@@ -527,17 +547,82 @@ static xd_status bind_model(binder *b, io_yaml_node *root)
             free(text);
             return bad(b, mf, "the model file holds a NUL byte");
         }
-        r->model = text;
+        *out = text;
     }
     /* names, heads and sizes checked without taking the model's memory */
-    if ((s = nn_model_plan(&b->student, r->model, 1, b->e)) != XD_OK) return wrap(b, at, s);
-    b->built = 1;
+    if ((s = nn_model_plan(net, *out, 1, b->e)) != XD_OK) return wrap(b, at, s);
+    b->built++;
     /* token ids and images are different inputs: the view must feed what the model reads */
-    int text_view = strncmp(r->data.student_view, "text.", 5) == 0;
-    if (text_view != (b->student.tokens > 0))
-        return bad(b, at, "the model reads %s but data.student_view is '%s'",
-                   b->student.tokens > 0 ? "token ids (input tokens=...)" : "images",
-                   r->data.student_view);
+    int text_view = strncmp(view, "text.", 5) == 0;
+    if (text_view != (net->tokens > 0))
+        return bad(b, at, "the model reads %s but %s is '%s'",
+                   net->tokens > 0 ? "token ids (input tokens=...)" : "images",
+                   b->r->listed ? "its view" : "data.student_view", view);
+    return XD_OK;
+}
+
+/* One item of a models: list (its optimizer is bound later, once train.optimizer is known). */
+static xd_status bind_model_item(binder *b, io_yaml_node *list, int i)
+{
+    recipe *r = b->r;
+    io_yaml_node *it = list->items[i], *n;
+    recipe_model *rm = &r->models[i];
+    io_yaml_mark_used(it);
+    xd_status s = need_kind(b, it, IO_YAML_MAPPING, "a mapping (name, model, view, ...)");
+    if (s != XD_OK) return s;
+    if ((s = io_yaml_check_keys(b->d, it, model_keys, COUNT_OF(model_keys), b->e))) return s;
+    if ((s = io_yaml_require(b->d, it, "name", &n, b->e)) != XD_OK) return s;
+    if ((s = get_string(b, it, "name", NULL, &rm->name, &n)) != XD_OK) return s;
+    /* no '.': a loss end is MODEL.NODE */
+    if (!word_ok(rm->name, "-_"))
+        return bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_')", rm->name);
+    for (int j = 0; j < i; j++) {
+        if (strcmp(r->models[j].name, rm->name) != 0) continue;
+        char where[320];
+        io_yaml_where(b->d, io_yaml_find(b->d, list->items[j], "name"), where, sizeof where);
+        return bad(b, n, "model name '%s' is already used by models.%d (%s)", rm->name, j, where);
+    }
+    if ((s = get_string(b, it, "view", r->data.student_view, &rm->view, &n)) != XD_OK) return s;
+    if (!view_ok(rm->view))
+        return bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)", rm->view);
+    b->model_items[i] = it;
+    return bind_model_text(b, it, rm->view, &rm->model, &b->nets[i]);
+}
+
+/* The trainable models: the one-student form's top-level model (named "student"), or a models:
+ * list. */
+static xd_status bind_models(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *list = present(b, root, "models");
+    xd_status s;
+    if (!list) {
+        r->models = xd_xcalloc(1, sizeof *r->models);
+        r->n_models = 1;
+        r->models[0].name = xd_xstrdup("student");
+        r->models[0].view = xd_xstrdup(r->data.student_view);
+        if ((s = bind_model_text(b, root, r->data.student_view, &r->model, &b->nets[0])))
+            return s;
+        r->models[0].model = xd_xstrdup(r->model);
+        return XD_OK;
+    }
+    io_yaml_mark_used(list);
+    io_yaml_node *other = present(b, root, "model") ? present(b, root, "model")
+                                                    : present(b, root, "model_file");
+    if (other) {
+        io_yaml_mark_used(other);
+        return bad(b, other, "give model (one student) or models (several), not both");
+    }
+    if ((s = need_kind(b, list, IO_YAML_SEQUENCE, "a list of models")) != XD_OK) return s;
+    if (list->n == 0) return bad(b, list, "the list of models is empty");
+    if (list->n > RECIPE_MAX_MODELS)
+        return bad(b, list, "%d models, more than the %d allowed", list->n, RECIPE_MAX_MODELS);
+    r->listed = 1;
+    r->models = xd_xcalloc((size_t)list->n, sizeof *r->models);
+    for (int i = 0; i < list->n; i++) {
+        r->n_models = i + 1;
+        if ((s = bind_model_item(b, list, i)) != XD_OK) return s;
+    }
     return XD_OK;
 }
 
@@ -575,6 +660,13 @@ static xd_status bind_teachers(binder *b, io_yaml_node *root)
                 return bad(b, n, "teacher name '%s' is already used by teachers.%d (%s)",
                            t->name, j, where);
             }
+        }
+        for (int j = 0; j < r->n_models && r->listed; j++) {
+            if (strcmp(r->models[j].name, t->name) != 0) continue;
+            char where[320];
+            io_yaml_where(b->d, io_yaml_find(b->d, b->model_items[j], "name"), where, sizeof where);
+            return bad(b, n, "teacher name '%s' is already the name of models.%d (%s)", t->name, j,
+                       where);
         }
         if ((s = io_yaml_require(b->d, it, "checkpoint", &n, b->e)) != XD_OK) return s;
         if ((s = get_string(b, it, "checkpoint", NULL, &t->checkpoint, &n)) != XD_OK) return s;
@@ -761,9 +853,155 @@ static xd_status bind_dense_keys(binder *b, io_yaml_node *it, recipe_loss *l)
     return XD_OK;
 }
 
-static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
+/* A loss end "NAME" or "NAME.NODE": NAME a trainable model (*model = its index) or a teacher
+ * (*teacher), the longest name that fits (teacher names may hold '.'); *node the rest or NULL. */
+static xd_status resolve_end(binder *b, const io_yaml_node *n, const char *text, int *model,
+                             int *teacher, char **node)
+{
+    const recipe *r = b->r;
+    size_t best = 0;
+    *model = *teacher = -1;
+    for (int pass = 0; pass < 2; pass++) {
+        const int count = pass == 0 ? r->n_models : r->n_teachers;
+        for (int i = 0; i < count; i++) {
+            const char *name = pass == 0 ? r->models[i].name : r->teachers[i].name;
+            size_t len = strlen(name);
+            if (len <= best || strncmp(text, name, len) != 0) continue;
+            if (text[len] != '\0' && text[len] != '.') continue;
+            best = len;
+            *model = pass == 0 ? i : -1;
+            *teacher = pass == 1 ? i : -1;
+        }
+    }
+    if (!best) {
+        char models[256], teachers[256];
+        const char *names[RECIPE_MAX_MODELS > RECIPE_MAX_TEACHERS ? RECIPE_MAX_MODELS
+                                                                  : RECIPE_MAX_TEACHERS];
+        for (int i = 0; i < r->n_models; i++) names[i] = r->models[i].name;
+        name_list(names, r->n_models, models, sizeof models);
+        for (int i = 0; i < r->n_teachers; i++) names[i] = r->teachers[i].name;
+        name_list(names, r->n_teachers, teachers, sizeof teachers);
+        return bad(b, n, "'%s' names no model or teacher (models: %s; teachers: %s)", text, models,
+                   r->n_teachers ? teachers : "none");
+    }
+    *node = NULL;
+    if (text[best] == '.') {
+        if (!word_ok(text + best + 1, "-_.")) return bad(b, n, "'%s' is not a node name", text + best + 1);
+        *node = xd_xstrdup(text + best + 1);
+    }
+    return XD_OK;
+}
+
+/* Which end of a tap loss or logit loss a node key fills. */
+static char **end_node(recipe_loss *l, int from)
+{
+    const int tap = applies(LK_STUDENT_TAP, l->kind);
+    if (from) return tap ? &l->teacher_tap : &l->teacher_head;
+    return tap ? &l->student_tap : &l->head;
+}
+
+/* The two ends of a loss: `model` (ce) or `to` (the end that learns, a trainable model), `from`
+ * (a teacher or another model; the one-student form's `teacher`), and `detach`. */
+static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
 {
     recipe *r = b->r;
+    const char *kname = recipe_loss_kind_names[l->kind];
+    static const char *const clash[2][4] = {{"to", "head", "student_tap", NULL},
+                                            {"from", "teacher", "teacher_head", "teacher_tap"}};
+    for (int e = 0; e < 2; e++)
+        for (int k = 1; k < 4 && clash[e][k] && present(b, it, clash[e][0]); k++) {
+            io_yaml_node *n = present(b, it, clash[e][k]);
+            if (!n) continue;
+            io_yaml_mark_used(n);
+            return bad(b, n, "give %s or %s, not both", clash[e][0], clash[e][k]);
+        }
+    io_yaml_node *n;
+    char *text = NULL, *node = NULL;
+    int model, teacher;
+    xd_status s = get_string(b, it, "model", NULL, &text, &n);
+    if (s == XD_OK && text) {
+        if ((s = resolve_end(b, n, text, &model, &teacher, &node)) == XD_OK && model < 0)
+            s = bad(b, n, "'%s' is a teacher; ce trains a model of the recipe", text);
+        if (s == XD_OK && node)
+            s = bad(b, n, "'%s': a model's name, without a node (head names the node)", text);
+        l->model = model;
+        free(node);
+    }
+    free(text);
+    text = NULL;
+    if (s == XD_OK) s = get_string(b, it, "to", NULL, &text, &n);
+    if (s == XD_OK && text) {
+        if ((s = resolve_end(b, n, text, &model, &teacher, &node)) == XD_OK && model < 0)
+            s = bad(b, n, "'%s' is a teacher; the end that learns is a trainable model", text);
+        if (s == XD_OK && node) s = check_model_node(b, n, model, node);
+        if (s == XD_OK && !node && applies(LK_STUDENT_TAP, l->kind))
+            s = bad(b, n, "kind '%s' needs a node: MODEL.NODE", kname);
+        l->model = model;
+        char **at = end_node(l, 0);
+        free(*at);
+        *at = node;
+    }
+    free(text);
+    text = NULL;
+    io_yaml_node *fn = NULL;
+    if (s == XD_OK) s = get_string(b, it, "from", NULL, &text, &fn);
+    if (s == XD_OK && text) {
+        if ((s = resolve_end(b, fn, text, &model, &teacher, &node)) == XD_OK && model >= 0 && node)
+            s = check_model_node(b, fn, model, node);
+        if (s == XD_OK && !node && applies(LK_TEACHER_TAP, l->kind))
+            s = bad(b, fn, "kind '%s' needs a node: NAME.NODE", kname);
+        if (s == XD_OK && model == l->model)
+            s = bad(b, fn, "'%s' is the end that learns too; from and to are different models",
+                    text);
+        if (s == XD_OK && model >= 0 && l->kind == RECIPE_LOSS_DENSE)
+            s = bad(b, fn, "a dense loss reads a teacher's windows; '%s' is a trainable model",
+                    text);
+        l->from_model = model;
+        l->teacher = teacher;
+        char **at = end_node(l, 1);
+        free(*at);
+        *at = node;
+    }
+    free(text);
+    if (s != XD_OK) return s;
+    if (applies(LK_TEACHER, l->kind) && !fn) {
+        char *tname = NULL;
+        if ((s = get_string(b, it, "teacher", NULL, &tname, &n)) != XD_OK) return s;
+        if (tname) {
+            for (int j = 0; j < r->n_teachers && l->teacher < 0; j++)
+                if (strcmp(r->teachers[j].name, tname) == 0) l->teacher = j;
+            if (l->teacher < 0) {
+                char list[256];
+                const char *names[RECIPE_MAX_TEACHERS];
+                for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
+                s = r->n_teachers
+                        ? bad(b, n, "no teacher named '%s' (teachers: %s)", tname,
+                              name_list(names, r->n_teachers, list, sizeof list))
+                        : bad(b, n, "no teacher named '%s' (the recipe lists no teachers)",
+                              tname);
+                free(tname);
+                return s;
+            }
+            free(tname);
+        } else if (r->n_teachers == 1) {
+            l->teacher = 0;
+        } else if (r->n_teachers == 0) {
+            return bad(b, it, "kind '%s' needs a teacher, and the recipe lists none%s", kname,
+                       r->listed ? " (or 'from' naming another model)" : "");
+        } else {
+            return bad(b, it, "kind '%s' needs 'teacher': the recipe lists %d teachers", kname,
+                       r->n_teachers);
+        }
+    }
+    if ((s = io_yaml_get_bool(b->d, it, "detach", &l->detach, b->e)) != XD_OK) return s;
+    if (!l->detach && l->teacher >= 0)
+        return bad(b, present(b, it, "detach"), "teacher '%s' is frozen: detach: false needs a "
+                   "trainable model at the from end", r->teachers[l->teacher].name);
+    return XD_OK;
+}
+
+static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
+{
     xd_status s;
     io_yaml_node *n;
     io_yaml_mark_used(it);
@@ -774,7 +1012,7 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     int kind = 0;
     if ((s = get_enum(b, it, "kind", recipe_loss_kind_names, RECIPE_LOSS_COUNT, &kind)))
         return s;
-    *l = (recipe_loss){.kind = kind, .weight = 1.0f, .teacher = -1,
+    *l = (recipe_loss){.kind = kind, .weight = 1.0f, .teacher = -1, .from_model = -1, .detach = 1,
                        .temperature = kind == RECIPE_LOSS_DENSE         ? DENSE_TEMPERATURE
                                       : kind == RECIPE_LOSS_CONTRASTIVE ? CONTRASTIVE_TEMPERATURE
                                                                         : DEFAULT_TEMPERATURE,
@@ -797,45 +1035,27 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     }
 
     if ((s = get_float(b, it, "weight", R_GE0, &l->weight)) != XD_OK) return s;
-    if (applies(LK_TEACHER, l->kind)) {
-        char *tname = NULL;
-        if ((s = get_string(b, it, "teacher", NULL, &tname, &n)) != XD_OK) return s;
-        if (tname) {
-            for (int j = 0; j < r->n_teachers && l->teacher < 0; j++)
-                if (strcmp(r->teachers[j].name, tname) == 0) l->teacher = j;
-            if (l->teacher < 0) {
-                char list[256];
-                const char *names[RECIPE_MAX_TEACHERS];
-                for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
-                s = r->n_teachers
-                        ? bad(b, n, "no teacher named '%s' (teachers: %s)", tname,
-                              name_list(names, r->n_teachers, list, sizeof list))
-                        : bad(b, n, "no teacher named '%s' (the recipe lists no teachers)",
-                              tname);
-                free(tname);
-                return s;
-            }
-            free(tname);
-        } else if (r->n_teachers == 1) {
-            l->teacher = 0;
-        } else if (r->n_teachers == 0) {
-            return bad(b, it, "kind '%s' needs a teacher, and the recipe lists none", kname);
-        } else {
-            return bad(b, it, "kind '%s' needs 'teacher': the recipe lists %d teachers", kname,
-                       r->n_teachers);
-        }
-    }
+    if ((s = bind_ends(b, it, l)) != XD_OK) return s;
     if ((s = get_float(b, it, "temperature", R_GT0, &l->temperature)) != XD_OK) return s;
     if ((s = get_float(b, it, "alpha", R_UNIT, &l->alpha)) != XD_OK) return s;
-    if ((s = get_string(b, it, "head", NULL, &l->head, &n)) != XD_OK) return s;
-    if (l->head && (s = check_student_node(b, n, l->head)) != XD_OK) return s;
-    if ((s = get_string(b, it, "teacher_head", NULL, &l->teacher_head, &n)) != XD_OK) return s;
-    if (l->teacher_head && !word_ok(l->teacher_head, "-_."))
-        return bad(b, n, "'%s' is not a node name", l->teacher_head);
-    if (applies(LK_STUDENT_TAP, l->kind)) {
+    /* `to` and `from` give the nodes themselves; head, student_tap, teacher_head and teacher_tap
+     * are the one-student form's spelling of the same */
+    const int to = present(b, it, "to") != NULL, from = present(b, it, "from") != NULL;
+    if (!to) {
+        if ((s = get_string(b, it, "head", NULL, &l->head, &n)) != XD_OK) return s;
+        if (l->head && (s = check_model_node(b, n, l->model, l->head)) != XD_OK) return s;
+    }
+    if (!from) {
+        if ((s = get_string(b, it, "teacher_head", NULL, &l->teacher_head, &n)) != XD_OK) return s;
+        if (l->teacher_head && !word_ok(l->teacher_head, "-_."))
+            return bad(b, n, "'%s' is not a node name", l->teacher_head);
+    }
+    if (applies(LK_STUDENT_TAP, l->kind) && !to) {
         if ((s = io_yaml_require(b->d, it, "student_tap", &n, b->e)) != XD_OK) return s;
         if ((s = get_string(b, it, "student_tap", NULL, &l->student_tap, &n)) != XD_OK) return s;
-        if ((s = check_student_node(b, n, l->student_tap)) != XD_OK) return s;
+        if ((s = check_model_node(b, n, l->model, l->student_tap)) != XD_OK) return s;
+    }
+    if (applies(LK_TEACHER_TAP, l->kind) && !from) {
         if ((s = io_yaml_require(b->d, it, "teacher_tap", &n, b->e)) != XD_OK) return s;
         if ((s = get_string(b, it, "teacher_tap", NULL, &l->teacher_tap, &n)) != XD_OK) return s;
         if (!word_ok(l->teacher_tap, "-_."))
@@ -866,6 +1086,26 @@ static xd_status bind_losses(binder *b, io_yaml_node *list, recipe_stage *st)
         if ((s = bind_loss(b, list->items[i], &st->losses[i])) != XD_OK) return s;
     }
     return XD_OK;
+}
+
+/* train_until: a node of the student, or with several models MODEL.NODE. */
+static xd_status bind_train_until(binder *b, io_yaml_node *n, recipe_stage *st)
+{
+    if (b->r->n_models == 1) return check_model_node(b, n, 0, st->train_until);
+    int model, teacher;
+    char *node = NULL;
+    xd_status s = resolve_end(b, n, st->train_until, &model, &teacher, &node);
+    if (s == XD_OK && (model < 0 || !node))
+        s = bad(b, n, "'%s': with several models, train_until is MODEL.NODE", st->train_until);
+    if (s == XD_OK) s = check_model_node(b, n, model, node);
+    if (s == XD_OK) {
+        free(st->train_until);
+        st->train_until = node;
+        st->until_model = model;
+    } else {
+        free(node);
+    }
+    return s;
 }
 
 static xd_status bind_stages(binder *b, io_yaml_node *root)
@@ -914,10 +1154,46 @@ static xd_status bind_stages(binder *b, io_yaml_node *root)
         if ((s = io_yaml_require(b->d, it, "losses", &n, b->e)) != XD_OK) return s;
         if ((s = bind_losses(b, n, st)) != XD_OK) return s;
         if ((s = get_string(b, it, "train_until", NULL, &st->train_until, &n)) != XD_OK) return s;
-        if (st->train_until && (s = check_student_node(b, n, st->train_until)) != XD_OK) return s;
+        if (st->train_until && (s = bind_train_until(b, n, st)) != XD_OK) return s;
         if (r->train.epochs > MAX_EPOCHS - st->epochs)
             return bad(b, it, "the stages add up to more than %d epochs", MAX_EPOCHS);
         r->train.epochs += st->epochs;
+    }
+    return XD_OK;
+}
+
+/* Each listed model's optimizer: train.optimizer, with the item's keys over it. */
+static xd_status bind_model_opts(binder *b)
+{
+    recipe *r = b->r;
+    for (int i = 0; i < r->n_models; i++) {
+        recipe_model *rm = &r->models[i];
+        rm->opt = r->train.opt;
+        io_yaml_node *o = b->model_items[i] ? present(b, b->model_items[i], "optimizer") : NULL;
+        if (!o) continue;
+        xd_status s = bind_cfg(b, o, &rm->opt, set_opt, "a mapping of optimizer settings");
+        if (s != XD_OK) return s;
+        if ((s = nn_opt_config_check(&rm->opt, b->e)) != XD_OK) return wrap(b, o, s);
+        rm->own_opt = 1;
+    }
+    return XD_OK;
+}
+
+/* A model that no loss trains would only cost its forward pass. */
+static xd_status check_models_trained(binder *b)
+{
+    recipe *r = b->r;
+    for (int k = 0; k < r->n_models && r->listed; k++) {
+        int used = 0;
+        for (int i = 0; i < r->n_stages && !used; i++)
+            for (int j = 0; j < r->stages[i].n_losses && !used; j++) {
+                const recipe_loss *l = &r->stages[i].losses[j];
+                used = l->model == k || (l->from_model == k && !l->detach);
+            }
+        if (!used)
+            return bad(b, io_yaml_find(b->d, b->model_items[k], "name"),
+                       "no loss trains model '%s' (ce with model: %s, or a loss with to: %s)",
+                       r->models[k].name, r->models[k].name, r->models[k].name);
     }
     return XD_OK;
 }
@@ -954,6 +1230,8 @@ static xd_status check_task(binder *b, io_yaml_node *root)
 {
     recipe *r = b->r;
     const int seg = r->task == RECIPE_TASK_SEGMENT;
+    if (seg && r->n_models > 1)
+        return bad(b, io_yaml_find(b->d, root, "models"), "task: segment trains one model");
     for (int i = 0; i < r->n_stages; i++)
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             recipe_loss_kind k = r->stages[i].losses[j].kind;
@@ -972,9 +1250,9 @@ static xd_status check_task(binder *b, io_yaml_node *root)
     if (img_opts_parse(&o, r->data.augment, b->e) == XD_OK && (o.pad > 0 || o.flip > 0.0f))
         return bad(b, n, "task: segment takes no random crops or flips (the masks would not "
                          "follow); keep normalisation only");
-    if ((o.size_h && o.size_h != b->student.h) || (o.size_w && o.size_w != b->student.w))
+    if ((o.size_h && o.size_h != b->nets[0].h) || (o.size_w && o.size_w != b->nets[0].w))
         return bad(b, n, "task: segment reads the scenes at the model's input size (%dx%d); a "
-                         "resize would not move the masks", b->student.h, b->student.w);
+                         "resize would not move the masks", b->nets[0].h, b->nets[0].w);
     return XD_OK;
 }
 
@@ -987,7 +1265,14 @@ static xd_status check_losses(binder *b, io_yaml_node *root)
         int teaches = 0;
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             const recipe_loss *l = &r->stages[i].losses[j];
-            teaches |= l->teacher >= 0;
+            teaches |= l->teacher >= 0 || l->from_model >= 0;
+            if (l->from_model >= 0 && l->projector_init != RECIPE_INIT_RANDOM)
+                return bad(b, loss_node(b, root, i, j), "projector_init %s fits on a teacher's "
+                           "taps; with another model at the from end it starts at random",
+                           recipe_proj_init_names[l->projector_init]);
+            if (!l->detach && (l->label_map || l->label_table))
+                return bad(b, loss_node(b, root, i, j), "detach: false does not combine with "
+                           "label_map (the map's gradient is not sent back)");
             if (l->projector == RECIPE_PROJ_MLP && l->projector_init != RECIPE_INIT_RANDOM)
                 return bad(b, loss_node(b, root, i, j), "projector_init %s fits a linear map; an "
                            "mlp projector starts at random", recipe_proj_init_names[l->projector_init]);
@@ -1025,11 +1310,13 @@ static xd_status bind(binder *b)
     if ((s = get_enum(b, root, "task", recipe_task_names, RECIPE_TASK_COUNT, &task))) return s;
     b->r->task = task;
     if ((s = bind_data(b, root)) != XD_OK) return s;
-    if ((s = bind_model(b, root)) != XD_OK) return s;
+    if ((s = bind_models(b, root)) != XD_OK) return s;
     if ((s = bind_teachers(b, root)) != XD_OK) return s;
     if ((s = bind_train(b, root)) != XD_OK) return s;
+    if ((s = bind_model_opts(b)) != XD_OK) return s;
     if ((s = bind_stages(b, root)) != XD_OK) return s;
     if ((s = check_teachers_used(b, root)) != XD_OK) return s;
+    if ((s = check_models_trained(b)) != XD_OK) return s;
     if ((s = check_task(b, root)) != XD_OK) return s;
     if ((s = check_losses(b, root)) != XD_OK) return s;
     return io_yaml_check_unused(b->d, b->e);
@@ -1086,7 +1373,7 @@ xd_status recipe_parse(const char *name, const char *text, size_t n, const char 
     r->file = xd_xstrdup(name);
     binder b = {.d = &d, .flags = flags, .r = r, .e = e};
     if (s == XD_OK) s = bind(&b);
-    if (b.built) nn_model_free(&b.student);
+    for (int i = 0; i < b.built; i++) nn_model_free(&b.nets[i]);
     io_yaml_free(&d);
     if (s != XD_OK) recipe_free(r);
     return s;
@@ -1128,6 +1415,12 @@ void recipe_free(recipe *r)
     free(r->data.augment);
     free(r->data.text);
     free(r->model);
+    for (int i = 0; i < r->n_models; i++) {
+        free(r->models[i].name);
+        free(r->models[i].model);
+        free(r->models[i].view);
+    }
+    free(r->models);
     for (int i = 0; i < r->n_teachers; i++) {
         free(r->teachers[i].name);
         free(r->teachers[i].checkpoint);
@@ -1224,12 +1517,40 @@ static void sb_words(sbuf *b, const char *words, const char *skip)
     free(copy);
 }
 
+/* "NAME" or "NAME.NODE" of a loss end, quoted. */
+static void sb_end(sbuf *b, const char *name, const char *node)
+{
+    char text[2 * RECIPE_MAX_NAME + 2];
+    snprintf(text, sizeof text, "%s%s%s", name, node ? "." : "", node ? node : "");
+    sb_quoted(b, text);
+}
+
+/* A loss's ends in the models: form: ce's model, else from, to and detach. */
+static void print_ends(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
+{
+    if (l->kind == RECIPE_LOSS_CE) {
+        sb_add(b, "%s  model: ", ind);
+        sb_quoted(b, r->models[l->model].name);
+        sb_add(b, "\n");
+        return;
+    }
+    const int tap = applies(LK_STUDENT_TAP, l->kind);
+    sb_add(b, "%s  from: ", ind);
+    sb_end(b, l->from_model >= 0 ? r->models[l->from_model].name : r->teachers[l->teacher].name,
+           tap ? l->teacher_tap : l->teacher_head);
+    sb_add(b, "\n%s  to: ", ind);
+    sb_end(b, r->models[l->model].name, tap ? l->student_tap : l->head);
+    sb_add(b, "\n%s  detach: %s\n", ind, l->detach ? "true" : "false");
+}
+
 static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
 {
     char f[32];
     sb_add(b, "%s- kind: %s\n", ind, recipe_loss_kind_names[l->kind]);
     sb_add(b, "%s  weight: %s\n", ind, fmt_float(l->weight, f, sizeof f));
-    if (applies(LK_TEACHER, l->kind) && l->teacher >= 0 && l->teacher < r->n_teachers) {
+    if (r->listed) {
+        print_ends(b, r, l, ind);
+    } else if (applies(LK_TEACHER, l->kind) && l->teacher >= 0 && l->teacher < r->n_teachers) {
         sb_add(b, "%s  teacher: ", ind);
         sb_quoted(b, r->teachers[l->teacher].name);
         sb_add(b, "\n");
@@ -1247,6 +1568,8 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
                 {LK_TEACHER_TAP, l->teacher_tap}};
     for (int i = 0; i < COUNT_OF(strs); i++) {
         if (!strs[i].value || !applies(strs[i].key, l->kind)) continue;
+        /* with a models: list the ends carry the nodes (ce keeps its head) */
+        if (r->listed && !(strs[i].key == LK_HEAD && l->kind == RECIPE_LOSS_CE)) continue;
         sb_add(b, "%s  %s: ", ind, loss_key_names[strs[i].key]);
         sb_quoted(b, strs[i].value);
         sb_add(b, "\n");
@@ -1312,9 +1635,29 @@ char *recipe_to_yaml(const recipe *r)
         sb_add(&b, "\n");
     }
 
-    sb_add(&b, "model: ");
-    sb_quoted(&b, r->model ? r->model : "");
-    sb_add(&b, "\n");
+    if (r->listed) {
+        sb_add(&b, "models:\n");
+        for (int i = 0; i < r->n_models; i++) {
+            const recipe_model *m = &r->models[i];
+            sb_add(&b, "  - name: ");
+            sb_quoted(&b, m->name);
+            sb_add(&b, "\n    model: ");
+            sb_quoted(&b, m->model);
+            sb_add(&b, "\n    view: ");
+            sb_quoted(&b, m->view);
+            sb_add(&b, "\n");
+            if (m->own_opt) {
+                sb_add(&b, "    optimizer: ");
+                nn_opt_config_format(&m->opt, words, sizeof words);
+                sb_words(&b, words, NULL);
+                sb_add(&b, "\n");
+            }
+        }
+    } else {
+        sb_add(&b, "model: ");
+        sb_quoted(&b, r->model ? r->model : "");
+        sb_add(&b, "\n");
+    }
 
     if (r->n_teachers) sb_add(&b, "teachers:\n");
     for (int i = 0; i < r->n_teachers; i++) {
@@ -1353,7 +1696,10 @@ char *recipe_to_yaml(const recipe *r)
             sb_add(&b, "  - epochs: %d\n", st->epochs);
             if (st->train_until) {
                 sb_add(&b, "    train_until: ");
-                sb_quoted(&b, st->train_until);
+                if (r->n_models > 1)
+                    sb_end(&b, r->models[st->until_model].name, st->train_until);
+                else
+                    sb_quoted(&b, st->train_until);
                 sb_add(&b, "\n");
             }
             sb_add(&b, "    losses:\n");

@@ -10,6 +10,10 @@
  * A recipe always has at least one stage: the top-level `train.epochs` and `losses` form one
  * implicit stage, `stages:` lists several (FitNets-style hint training, then the rest).
  *
+ * A recipe trains one student (top-level `model:`, named "student") or several models that learn
+ * together (`models:`); each loss names the end knowledge flows from (a teacher or a model) and
+ * the end that learns (a model), and whether the from end is detached.
+ *
  * recipe_to_yaml prints the effective recipe (defaults included) back as YAML; parsing that text
  * gives the same struct. Checkpoints and run summaries store it. */
 #ifndef XD_DISTILL_RECIPE_H
@@ -23,6 +27,7 @@
 
 /* Program-chosen bounds, so that a recipe cannot ask for unbounded tables. */
 #define RECIPE_MAX_TEACHERS 16
+#define RECIPE_MAX_MODELS 16
 #define RECIPE_MAX_STAGES 16
 #define RECIPE_MAX_LOSSES 32
 #define RECIPE_MAX_NAME 64
@@ -102,16 +107,32 @@ typedef struct {
     recipe_langs languages; /* text.* view: sample or average the languages */
 } recipe_teacher;
 
+/* A trainable model. The one-student form (top-level `model:`) has one, named "student"; a
+ * `models:` list names several, which train together in every step. */
+typedef struct {
+    char *name;        /* unique among models and teachers */
+    char *model;       /* its description (nn/model.h) */
+    char *view;        /* what it reads; default data.student_view */
+    nn_opt_config opt; /* its optimizer; default train.optimizer */
+    int own_opt;       /* 1: the item gave its own optimizer */
+} recipe_model;
+
 typedef struct {
     recipe_loss_kind kind;
     float weight;              /* factor on this loss in the total, >= 0 */
-    int teacher;               /* index into recipe.teachers; -1 for ce */
+    int teacher;               /* index into recipe.teachers; -1 for ce and for a peer's end */
+    int model;                 /* the end that learns (`to`, ce's `model`): index into
+                                * recipe.models */
+    int from_model;            /* the end knowledge flows from when it is a trainable model
+                                * (index into recipe.models), else -1 (a teacher, or labels) */
+    int detach;                /* 1: the from end gets no gradient; 0 (peers only): gradient of
+                                * the loss into both ends */
     float temperature;         /* kd, hinton: > 0 */
     float alpha;               /* hinton: in [0, 1] */
-    char *head;                /* ce, kd, hinton: student node; NULL = the model's default head */
-    char *teacher_head;        /* kd, hinton: teacher node; NULL = the teacher's default head */
-    char *student_tap;         /* feature, hint, attention */
-    char *teacher_tap;         /* feature, hint, attention */
+    char *head;                /* ce, kd, hinton: node of the learning end; NULL = default head */
+    char *teacher_head;        /* kd, hinton: node of the from end; NULL = its default head */
+    char *student_tap;         /* feature, hint, attention: node of the learning end */
+    char *teacher_tap;         /* feature, hint, attention: node of the from end */
     recipe_metric metric;      /* feature */
     recipe_projector projector; /* feature, hint, contrastive */
     recipe_proj_init projector_init; /* feature, hint, contrastive */
@@ -135,6 +156,7 @@ typedef struct {
     int n_losses;
     recipe_loss *losses;
     char *train_until; /* NULL = the whole student; else only nodes up to this one (+ projectors) */
+    int until_model;   /* the model train_until limits (index into recipe.models) */
 } recipe_stage;
 
 typedef struct {
@@ -168,7 +190,11 @@ typedef struct {
     int seeds;            /* runs with seed, seed + 1, ... */
     recipe_task task;
     recipe_data data;
-    char *model;          /* student model description (nn/model.h) */
+    char *model;          /* one-student form: the student's description (nn/model.h); NULL with
+                           * a models: list */
+    int n_models;         /* >= 1; models[0] is the one-student form's student */
+    recipe_model *models;
+    int listed;           /* 1: the recipe gives a models: list (losses print their ends) */
     int n_teachers;
     recipe_teacher *teachers;
     recipe_train train;

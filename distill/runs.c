@@ -34,6 +34,18 @@ int runs_read_finished(const char *dir, train_result *res)
         res->images_per_s = json_real_value(json_object_get(j, "images_per_s"));
         res->epochs_done = (int)json_integer_value(json_object_get(j, "epochs"));
         res->finished = 1;
+        /* a run of several models: each one's scores */
+        const char *name;
+        json_t *o;
+        res->n_models = 0;
+        json_object_foreach(json_object_get(j, "models"), name, o) {
+            if (res->n_models == RECIPE_MAX_MODELS) break;
+            train_model_result *mr = &res->models[res->n_models++];
+            snprintf(mr->name, sizeof mr->name, "%s", name);
+            mr->final_acc = json_real_value(json_object_get(o, score_key(res, "final")));
+            mr->best_acc = json_real_value(json_object_get(o, score_key(res, "best")));
+            mr->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
+        }
     }
     json_decref(j);
     return ok;
@@ -50,7 +62,15 @@ void runs_mean_std(const double *v, int n, double *mean, double *std)
 
 void runs_print_result(FILE *f, const char *name, const train_result *res)
 {
-    if (res->segment)
+    if (res->n_models > 1) {
+        /* a run of several models: each model's final and best accuracy */
+        fprintf(f, "%s seed %ld:", name, res->seed);
+        for (int k = 0; k < res->n_models; k++)
+            fprintf(f, "%s %s test accuracy %.2f%% (best %.2f%% at epoch %d)", k ? "," : "",
+                    res->models[k].name, 100.0 * res->models[k].final_acc,
+                    100.0 * res->models[k].best_acc, res->models[k].best_epoch);
+        fprintf(f, ", %.1f s, %.0f img/s\n", res->seconds, res->images_per_s);
+    } else if (res->segment)
         fprintf(f, "%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at "
                    "epoch %d), %.1f s, %.0f img/s\n", name, res->seed, 100.0 * res->final_acc,
                 100.0 * res->final_pixel_acc, 100.0 * res->best_acc, res->best_epoch,
@@ -61,21 +81,39 @@ void runs_print_result(FILE *f, const char *name, const train_result *res)
                 res->best_epoch, res->seconds, res->images_per_s);
 }
 
-/* mean and std of res[i].final_acc (pixel = 0) or res[i].final_pixel_acc (pixel = 1) */
-static void final_mean_std(const train_result *res, int n, int pixel, double *m, double *sd)
+/* The score of res over the seeds that mean_std and the summaries take. */
+typedef enum { SC_FINAL, SC_BEST, SC_PIXEL } score_which;
+
+/* which score of each res[i]: model k's (k >= 0, of a run of several models) or the run's */
+static double score_of(const train_result *res, int k, score_which which)
+{
+    if (k >= 0) return which == SC_BEST ? res->models[k].best_acc : res->models[k].final_acc;
+    return which == SC_BEST ? res->best_acc : which == SC_PIXEL ? res->final_pixel_acc
+                                                                 : res->final_acc;
+}
+
+/* mean and std of that score over res[0..n) */
+static void score_mean_std(const train_result *res, int n, int k, score_which which, double *m,
+                           double *sd)
 {
     double v[64];
     XD_ASSERT(n >= 1 && n <= 64);
-    for (int i = 0; i < n; i++) v[i] = pixel ? res[i].final_pixel_acc : res[i].final_acc;
+    for (int i = 0; i < n; i++) v[i] = score_of(&res[i], k, which);
     runs_mean_std(v, n, m, sd);
 }
 
 void runs_print_seeds(FILE *f, const char *name, const train_result *res, int n)
 {
     double m, sd, pm, psd;
-    final_mean_std(res, n, 0, &m, &sd);
-    if (res[0].segment) {
-        final_mean_std(res, n, 1, &pm, &psd);
+    score_mean_std(res, n, -1, SC_FINAL, &m, &sd);
+    if (res[0].n_models > 1) {
+        for (int k = 0; k < res[0].n_models; k++) {
+            score_mean_std(res, n, k, SC_FINAL, &m, &sd);
+            fprintf(f, "%s %s: test accuracy %.2f +- %.2f%% over %d seed%s\n", name,
+                    res[0].models[k].name, 100.0 * m, 100.0 * sd, n, n == 1 ? "" : "s");
+        }
+    } else if (res[0].segment) {
+        score_mean_std(res, n, -1, SC_PIXEL, &pm, &psd);
         fprintf(f, "%s: test mIoU %.2f +- %.2f%%, pixel accuracy %.2f +- %.2f%% over %d seed%s\n",
                 name, 100.0 * m, 100.0 * sd, 100.0 * pm, 100.0 * psd, n, n == 1 ? "" : "s");
     } else {
@@ -84,10 +122,10 @@ void runs_print_seeds(FILE *f, const char *name, const train_result *res, int n)
     }
 }
 
-static json_t *mean_std_json(const double *v, int n)
+static json_t *mean_std_json(const train_result *res, int n, int k, score_which which)
 {
     double m, sd;
-    runs_mean_std(v, n, &m, &sd);
+    score_mean_std(res, n, k, which, &m, &sd);
     json_t *o = json_object();
     json_object_set_new(o, "mean", json_real(m));
     json_object_set_new(o, "std", json_real(sd));
@@ -96,13 +134,9 @@ static json_t *mean_std_json(const double *v, int n)
 
 json_t *runs_seeds_json(const char *name, const train_result *res, int n)
 {
-    double fin[64], best[64], pix[64];
     XD_ASSERT(n >= 1 && n <= 64);
     json_t *runs = json_array();
     for (int i = 0; i < n; i++) {
-        fin[i] = res[i].final_acc;
-        best[i] = res[i].best_acc;
-        pix[i] = res[i].final_pixel_acc;
         json_t *o = json_object();
         json_object_set_new(o, "seed", json_integer(res[i].seed));
         json_object_set_new(o, score_key(&res[i], "final"), json_real(res[i].final_acc));
@@ -117,9 +151,21 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
     json_object_set_new(j, "name", json_string(name));
     json_object_set_new(j, "seeds", json_integer(n));
     json_object_set_new(j, "runs", runs);
-    json_object_set_new(j, score_key(&res[0], "final"), mean_std_json(fin, n));
-    json_object_set_new(j, score_key(&res[0], "best"), mean_std_json(best, n));
-    if (res[0].segment) json_object_set_new(j, "final_test_pixel_acc", mean_std_json(pix, n));
+    json_object_set_new(j, score_key(&res[0], "final"), mean_std_json(res, n, -1, SC_FINAL));
+    json_object_set_new(j, score_key(&res[0], "best"), mean_std_json(res, n, -1, SC_BEST));
+    if (res[0].segment)
+        json_object_set_new(j, "final_test_pixel_acc", mean_std_json(res, n, -1, SC_PIXEL));
+    if (res[0].n_models > 1) {
+        /* "models": each model's final and best score over the seeds */
+        json_t *all = json_object();
+        for (int k = 0; k < res[0].n_models; k++) {
+            json_t *o = json_object();
+            json_object_set_new(o, score_key(&res[0], "final"), mean_std_json(res, n, k, SC_FINAL));
+            json_object_set_new(o, score_key(&res[0], "best"), mean_std_json(res, n, k, SC_BEST));
+            json_object_set_new(all, res[0].models[k].name, o);
+        }
+        json_object_set_new(j, "models", all);
+    }
     return j;
 }
 

@@ -1,6 +1,8 @@
 /* Run folders after the trainer: a finished run's numbers read back from its summary.json, the
  * one-line report of a run, and the mean and standard deviation over several seeds (the
- * multi-seed summary.json of `xdistill train --seeds K`, and each step of `xdistill run`). */
+ * multi-seed summary.json of `xdistill train --seeds K`, and each step of `xdistill run`). A run
+ * of several models (a `models:` list) has each model's scores too: its report line names every
+ * model, and its summaries add "models": {NAME: {final_test_*, best_test_*}}. */
 #ifndef XD_DISTILL_RUNS_H
 #define XD_DISTILL_RUNS_H
 

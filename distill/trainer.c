@@ -20,6 +20,7 @@
 #include "distill/checkpoint.h"
 #include "distill/kd.h"
 #include "distill/labels.h"
+#include "distill/models.h"
 #include "distill/progress.h"
 #include "distill/runs.h"
 #include "distill/scores.h"
@@ -49,7 +50,7 @@ typedef struct {
 typedef struct {
     const recipe_loss *L;
     char where[256]; /* "FILE:LINE: losses.I (KIND)", for messages */
-    int s_node, t_node;
+    int s_node, t_node; /* the node of the end that learns, of the from end */
     int has_proj;
     nn_model proj;
     nn_optimizer popt;
@@ -72,8 +73,9 @@ typedef struct {
     const train_opts *o;
     FILE *log;
     io_dataset *ds;
-    nn_model student;
-    feed train, test;
+    model_rt *models; /* the trainable models; models[0] is the one-student form's student */
+    int n_models;
+    size_t n_train;   /* examples in the training split */
     const int32_t *ytrain, *ytest;
     int n_classes;
     int spatial;      /* the student's images get random crops or flips */
@@ -81,24 +83,19 @@ typedef struct {
     uint8_t *sel;     /* (ntrain) labels the run may see */
     size_t n_sel;
     teacher_rt *teachers;
-    void *input, *eval_input;
     float *tlogits;   /* gathered cached logits (B, K) */
     uint32_t *pool, *order, *idx;
     size_t order_cap;
     int32_t *yb;
     uint8_t *mb;
     uint64_t *exb;
-    nn_optimizer opt;
-    nn_param_seg *segs;
     loss_rt *losses;
     int n_losses;
     long global_step;
     double images, train_seconds;
-    double best_acc;
-    int best_epoch, epochs_done;
+    int epochs_done;
     char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
     seg_run seg;      /* task segment: masks, per-pixel losses, the dense teachers' windows */
-    double pixel_acc; /* task segment: pixel accuracy of the last evaluation */
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */
     runlock lock;     /* of the run folder, held while the run lives */
@@ -167,16 +164,12 @@ static xd_status setup_data(run *R, xd_err *e)
     const recipe *r = R->r;
     xd_status s = io_dataset_open_verified(r->data.path, &R->ds, e);
     if (s != XD_OK) return s;
-    R->spatial = spatial_augment(r->data.augment, R->student.h, R->student.w);
-    if ((s = feed_open(&R->train, R->ds, r->data.train, r->data.student_view, &R->student,
-                       r->data.augment, r->data.text, e)) != XD_OK)
-        return s;
-    /* the same preprocessing as training; feed_fill without augmentation takes the centre window
-     * and never flips, so evaluation sees the plain, normalised images */
-    if ((s = feed_open(&R->test, R->ds, r->data.test, r->data.student_view, &R->student,
-                       r->data.augment, r->data.text, e)) != XD_OK)
-        return s;
-    if (R->test.n == 0) /* a score on no examples would read as 0.00% */
+    nn_model *student = &R->models[0].m;
+    R->spatial = spatial_augment(r->data.augment, student->h, student->w);
+    for (int k = 0; k < R->n_models; k++)
+        if ((s = models_open_feeds(&R->models[k], r, R->ds, e)) != XD_OK) return s;
+    R->n_train = R->models[0].train.n;
+    if (R->models[0].test.n == 0) /* a score on no examples would read as 0.00% */
         return xd_fail(e, XD_EARG, "%s: split '%s' has no test examples, so no test score can be "
                                    "given (prepare the set with a test fraction above 0)",
                        io_dataset_path(R->ds), r->data.test);
@@ -185,32 +178,32 @@ static xd_status setup_data(run *R, xd_err *e)
     char cname[IO_DATASET_NAME_MAX + 1];
     snprintf(cname, sizeof cname, "classes%s", lab + strlen("label"));
     const io_strings *cls = io_dataset_find_strings(R->ds, cname);
-    int head = nn_model_default_head(&R->student);
-    R->n_classes = cls ? (int)cls->n : nn_model_node(&R->student, head)->c;
-    if ((s = open_labels(R, r->data.train, &R->ytrain, R->train.n, e)) != XD_OK) return s;
-    if ((s = open_labels(R, r->data.test, &R->ytest, R->test.n, e)) != XD_OK) return s;
+    int head = nn_model_default_head(student);
+    R->n_classes = cls ? (int)cls->n : nn_model_node(student, head)->c;
+    if ((s = open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
+    if ((s = open_labels(R, r->data.test, &R->ytest, R->models[0].test.n, e)) != XD_OK) return s;
     /* the data set's own label mask, then the recipe's low-label selection */
     char mname[IO_DATASET_NAME_MAX + 1];
     snprintf(mname, sizeof mname, "%s/label_mask", r->data.train);
     const io_tensor *mt = io_dataset_find(R->ds, mname);
     R->known = NULL;
     if (mt) {
-        if (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != R->train.n)
+        if (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != R->n_train)
             return xd_fail(e, XD_EFORMAT, "%s: %s is not u8 (%zu)", io_dataset_path(R->ds), mname,
-                           R->train.n);
+                           R->n_train);
         R->known = mt->data;
     }
-    R->sel = xd_xmalloc(R->train.n ? R->train.n : 1);
-    s = labels_select(R->ytrain, R->known, R->train.n, R->n_classes, r->data.label_fraction,
+    R->sel = xd_xmalloc(R->n_train ? R->n_train : 1);
+    s = labels_select(R->ytrain, R->known, R->n_train, R->n_classes, r->data.label_fraction,
                       r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
     if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
     /* a segment task selects whole scenes (stratified by their label) and reads their masks */
     if (r->task == RECIPE_TASK_SEGMENT) {
-        if ((s = seg_open(&R->seg, R->ds, r->data.train, r->data.test, &R->student, r->train.batch,
+        if ((s = seg_open(&R->seg, R->ds, r->data.train, r->data.test, student, r->train.batch,
                           e)) != XD_OK)
             return s;
         /* the default head is what training accuracy and evaluation read */
-        const nn_node *hn = nn_model_node(&R->student, head);
+        const nn_node *hn = nn_model_node(student, head);
         if (hn->h != R->seg.H || hn->w != R->seg.W || hn->c != R->seg.n_classes)
             return xd_fail(e, XD_ESHAPE, "the student's default head '%s' is %dx%dx%d; task segment "
                                          "needs %dx%dx%d (the scenes' height x width x classes; "
@@ -309,9 +302,10 @@ static xd_status setup_teachers(run *R, xd_err *e)
         /* the student's input batch serves the teacher only when it is exactly what the teacher
          * would have made itself */
         t->average = rt->languages == RECIPE_LANGS_AVERAGE;
-        t->shares = !t->average && strcmp(view, r->data.student_view) == 0 &&
-                    t->m.tokens == R->student.tokens && t->m.h == R->student.h &&
-                    t->m.w == R->student.w && t->m.c == R->student.c &&
+        const nn_model *student = &R->models[0].m;
+        t->shares = !t->average && strcmp(view, R->models[0].rm->view) == 0 &&
+                    t->m.tokens == student->tokens && t->m.h == student->h &&
+                    t->m.w == student->w && t->m.c == student->c &&
                     same_words(aug, r->data.augment) && same_words(text, r->data.text);
         if (t->average) {
             t->avg = xd_xcalloc((size_t)t->m.n_nodes, sizeof *t->avg);
@@ -324,9 +318,9 @@ static xd_status setup_teachers(run *R, xd_err *e)
             free(taug);
             free(ttext);
             if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
-            if (t->f.n != R->train.n)
+            if (t->f.n != R->n_train)
                 return xd_fail(e, XD_ESHAPE, "teacher '%s': view %s has %zu examples, the student's %zu",
-                               rt->name, view, t->f.n, R->train.n);
+                               rt->name, view, t->f.n, R->n_train);
             t->input = xd_xmalloc_aligned(feed_example_bytes(&t->f) * (size_t)B);
             t->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
         } else {
@@ -339,7 +333,7 @@ static xd_status setup_teachers(run *R, xd_err *e)
                 for (int l = 0; l < r->stages[sI].n_losses; l++)
                     if (r->stages[sI].losses[l].teacher == i) head = r->stages[sI].losses[l].teacher_head;
             kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
-                                  .n = R->train.n, .head = head, .topk = 0, .tap = NULL,
+                                  .n = R->n_train, .head = head, .topk = 0, .tap = NULL,
                                   .log = R->o->quiet ? NULL : R->log};
             if ((s = kd_cache_load_or_build(&spec, &t->m, cache_fill, t, &t->cache, e)) != XD_OK)
                 return xd_err_prefix(e, "teacher '%s' cache", rt->name);
@@ -353,9 +347,7 @@ static xd_status setup_teachers(run *R, xd_err *e)
 static xd_status setup_buffers(run *R)
 {
     const int B = R->r->train.batch;
-    R->input = xd_xmalloc_aligned(feed_example_bytes(&R->train) * (size_t)B);
-    R->eval_input = xd_xmalloc_aligned(feed_example_bytes(&R->test) * (size_t)B);
-    R->pool = xd_xmalloc(sizeof(uint32_t) * (R->train.n ? R->train.n : 1));
+    R->pool = xd_xmalloc(sizeof(uint32_t) * (R->n_train ? R->n_train : 1));
     R->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
     R->yb = xd_xmalloc(sizeof(int32_t) * (size_t)B);
     R->mb = xd_xmalloc((size_t)B);
@@ -416,14 +408,14 @@ static xd_status setup_label_map(run *R, loss_rt *l, int kt, int ks, xd_err *e)
         const io_tensor *t;
         if ((s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e)) != XD_OK)
             return xd_err_prefix(e, "%s: label_map", l->where);
-        if ((size_t)t->shape[0] != R->train.n)
+        if ((size_t)t->shape[0] != R->n_train)
             return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
-                           io_dataset_path(R->ds), name, (long long)t->shape[0], R->train.n);
+                           io_dataset_path(R->ds), name, (long long)t->shape[0], R->n_train);
         const int32_t *yt = t->data;
         /* rows the data set marks unlabelled (label_mask 0) hold no label of either set */
         const uint8_t *known = R->known;
         double *cnt = xd_xcalloc((size_t)kt * (size_t)ks, sizeof *cnt);
-        for (size_t j = 0; j < R->train.n && s == XD_OK; j++) {
+        for (size_t j = 0; j < R->n_train && s == XD_OK; j++) {
             if (known && !known[j]) continue;
             if (yt[j] < 0 || yt[j] >= kt)
                 s = xd_fail(e, XD_EFORMAT, "%s: %s[%zu] = %d, outside the teacher's %d classes",
@@ -448,6 +440,26 @@ static xd_status setup_label_map(run *R, loss_rt *l, int kt, int ks, xd_err *e)
     return XD_OK;
 }
 
+/* The network at a loss's from end: a teacher's, or another trainable model's. */
+static nn_model *from_net(run *R, const recipe_loss *L)
+{
+    return L->from_model >= 0 ? &R->models[L->from_model].m : &R->teachers[L->teacher].m;
+}
+
+/* For messages: "teacher 'NAME' (CHECKPOINT)" for a teacher (teacher >= 0), else "model 'NAME'"
+ * for a model of a models: list, "the student" for the one-student form's. */
+static const char *end_name(const run *R, int teacher, int model, char *buf, size_t n)
+{
+    if (teacher >= 0)
+        snprintf(buf, n, "teacher '%s' (%s)", R->r->teachers[teacher].name,
+                 R->r->teachers[teacher].checkpoint);
+    else if (R->r->listed)
+        snprintf(buf, n, "model '%s'", R->r->models[model].name);
+    else
+        snprintf(buf, n, "the student");
+    return buf;
+}
+
 static xd_status setup_losses(run *R, int stage, xd_err *e)
 {
     const recipe *r = R->r;
@@ -469,11 +481,14 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
         const char *kname = recipe_loss_kind_names[L->kind];
         const int is_logit = L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_KD ||
                              L->kind == RECIPE_LOSS_HINTON || L->kind == RECIPE_LOSS_DENSE;
-        l->s_node = is_logit ? head_of(&R->student, L->head) : nn_model_find(&R->student, L->student_tap);
+        nn_model *sm = &R->models[L->model].m;
+        l->s_node = is_logit ? head_of(sm, L->head) : nn_model_find(sm, L->student_tap);
+        char to[RECIPE_MAX_NAME + 32], from[RECIPE_MAX_NAME + 320];
+        end_name(R, -1, L->model, to, sizeof to);
         if (l->s_node < 0)
-            return xd_fail(e, XD_EARG, "%s: the student has no node '%s'", l->where,
+            return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where, to,
                            is_logit ? L->head : L->student_tap);
-        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        const nn_node *sn = nn_model_node(sm, l->s_node);
         size_t width = sn->act_n;
         if (R->seg.on && (L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_DENSE)) {
             /* per-pixel losses keep their buffers in the segment run */
@@ -486,25 +501,25 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
             return xd_fail(e, XD_ESHAPE, "%s: head '%s' has %zu outputs for the %d classes of "
                                          "%s", l->where, sn->name, sn->act_n, R->n_classes,
                            r->data.path);
-        if (L->teacher >= 0) {
-            teacher_rt *t = &R->teachers[L->teacher];
-            l->t_node = is_logit ? head_of(&t->m, L->teacher_head) : nn_model_find(&t->m, L->teacher_tap);
+        if (L->teacher >= 0 || L->from_model >= 0) {
+            teacher_rt *t = L->teacher >= 0 ? &R->teachers[L->teacher] : NULL;
+            nn_model *fm = from_net(R, L);
+            end_name(R, L->teacher, L->from_model, from, sizeof from);
+            l->t_node = is_logit ? head_of(fm, L->teacher_head) : nn_model_find(fm, L->teacher_tap);
             if (l->t_node < 0)
-                return xd_fail(e, XD_EARG, "%s: teacher '%s' (%s) has no node '%s'", l->where,
-                               r->teachers[L->teacher].name, r->teachers[L->teacher].checkpoint,
+                return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where, from,
                                is_logit ? (L->teacher_head ? L->teacher_head : "(default head)") : L->teacher_tap);
-            const nn_node *tn = nn_model_node(&t->m, l->t_node);
-            if (t->average && !t->avg[l->t_node])
+            const nn_node *tn = nn_model_node(fm, l->t_node);
+            if (t && t->average && !t->avg[l->t_node])
                 t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
             if (L->label_map || L->label_table) {
                 xd_status s = setup_label_map(R, l, (int)tn->act_n, (int)sn->act_n, e);
                 if (s != XD_OK) return s;
             } else if (is_logit && tn->act_n != sn->act_n)
-                return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of teacher '%s' (%s) has %zu outputs, "
-                                             "the student's head '%s' has %zu outputs (a label_map "
-                                             "maps one onto the other)", l->where, tn->name,
-                               r->teachers[L->teacher].name, r->teachers[L->teacher].checkpoint,
-                               tn->act_n, sn->name, sn->act_n);
+                return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of %s has %zu outputs, the head "
+                                             "'%s' of %s has %zu outputs (a label_map maps one onto "
+                                             "the other)", l->where, tn->name, from, tn->act_n,
+                               sn->name, to, sn->act_n);
             if (!is_logit && (tn->h != sn->h || tn->w != sn->w))
                 return xd_fail(e, XD_ESHAPE, "%s: student tap '%s' is %dx%dx%d, teacher tap '%s' "
                                              "%dx%dx%d: the spatial sizes must match", l->where,
@@ -578,11 +593,13 @@ static xd_status setup_losses(run *R, int stage, xd_err *e)
     return XD_OK;
 }
 
-/* Marks nodes the stage may train: train_until and everything it reads from. */
-static void stage_segments(run *R, int stage)
+/* Marks nodes of model k the stage may train: train_until and everything it reads from. */
+static void model_segments(run *R, int stage, int k)
 {
-    nn_model *m = &R->student;
-    const char *until = R->r->stages[stage].train_until;
+    model_rt *mk = &R->models[k];
+    nn_model *m = &mk->m;
+    const recipe_stage *st = &R->r->stages[stage];
+    const char *until = st->until_model == k ? st->train_until : NULL;
     uint8_t *keep = xd_xcalloc((size_t)m->n_nodes, 1);
     if (!until) {
         memset(keep, 1, (size_t)m->n_nodes);
@@ -598,14 +615,19 @@ static void stage_segments(run *R, int stage)
         }
     }
     for (int s = 0; s < m->n_segs; s++) {
-        R->segs[s] = m->segs[s];
+        mk->segs[s] = m->segs[s];
         for (int i = 0; i < m->n_nodes; i++) {
             const nn_node *nd = nn_model_node(m, i);
             if ((nd->w_n && nd->w_off == m->segs[s].offset) || (nd->b_n && nd->b_off == m->segs[s].offset))
-                R->segs[s].frozen = !keep[i];
+                mk->segs[s].frozen = !keep[i];
         }
     }
     free(keep);
+}
+
+static void stage_segments(run *R, int stage)
+{
+    for (int k = 0; k < R->n_models; k++) model_segments(R, stage, k);
 }
 
 /* The teacher's forward on examples idx[0..n) of the training split, in eval mode. aug: draw the
@@ -615,7 +637,7 @@ static xd_status teacher_forward(run *R, teacher_rt *t, const uint32_t *idx, int
 {
     xd_status s;
     if (t->shares) {
-        nn_model_forward(&t->m, R->input, n, NULL);
+        nn_model_forward(&t->m, R->models[0].input, n, NULL);
         return XD_OK;
     }
     if (!t->average) {
@@ -703,10 +725,11 @@ static xd_status init_projectors(run *R, xd_err *e)
         loss_rt *l = &R->losses[i];
         if (!l->has_proj || l->L->projector_init == RECIPE_INIT_RANDOM) continue;
         teacher_rt *t = &R->teachers[l->L->teacher];
-        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        model_rt *mk = &R->models[l->L->model];
+        const nn_node *sn = nn_model_node(&mk->m, l->s_node);
         const nn_node *tn = nn_model_node(&t->m, l->t_node);
         const int pos = sn->h * sn->w > 0 ? sn->h * sn->w : 1; /* rows per example */
-        size_t n_ex = R->train.n < (size_t)(PROJ_FIT_ROWS / pos) ? R->train.n : (size_t)(PROJ_FIT_ROWS / pos);
+        size_t n_ex = R->n_train < (size_t)(PROJ_FIT_ROWS / pos) ? R->n_train : (size_t)(PROJ_FIT_ROWS / pos);
         if (n_ex == 0) n_ex = 1;
         const int rows = (int)n_ex * pos;
         float *X = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)sn->c);
@@ -714,10 +737,14 @@ static xd_status init_projectors(run *R, xd_err *e)
         for (size_t i0 = 0; i0 < n_ex && s == XD_OK; i0 += (size_t)B) {
             int n = n_ex - i0 < (size_t)B ? (int)(n_ex - i0) : B;
             for (int b = 0; b < n; b++) R->idx[b] = (uint32_t)(i0 + (size_t)b);
-            if ((s = feed_fill(&R->train, R->idx, n, 0, 0, 0, R->input, e)) != XD_OK) break;
-            nn_model_forward(&R->student, R->input, n, NULL);
+            /* a teacher that shares reads the first model's batch */
+            if (t->shares && mk != &R->models[0] &&
+                (s = feed_fill(&R->models[0].train, R->idx, n, 0, 0, 0, R->models[0].input, e)))
+                break;
+            if ((s = feed_fill(&mk->train, R->idx, n, 0, 0, 0, mk->input, e)) != XD_OK) break;
+            nn_model_forward(&mk->m, mk->input, n, NULL);
             if ((s = teacher_forward(R, t, R->idx, n, 0, 0, e)) != XD_OK) break;
-            memcpy(X + i0 * pos * sn->c, nn_model_out(&R->student, l->s_node),
+            memcpy(X + i0 * pos * sn->c, nn_model_out(&mk->m, l->s_node),
                    sizeof(float) * (size_t)n * sn->act_n);
             memcpy(Y + i0 * pos * tn->c, teacher_out(R, l->L->teacher, l->t_node, n),
                    sizeof(float) * (size_t)n * tn->act_n);
@@ -732,30 +759,49 @@ static xd_status init_projectors(run *R, xd_err *e)
     return s;
 }
 
-/* Forward of every loss, gradient into the student; returns the weighted total. */
+/* The output of a loss's from end: a teacher's (cached, averaged or computed), or another
+ * trainable model's from this step's forward. */
+static const float *from_out(run *R, const loss_rt *l, int B)
+{
+    const recipe_loss *L = l->L;
+    if (L->from_model >= 0) return nn_model_out(&R->models[L->from_model].m, l->t_node);
+    return teacher_out(R, L->teacher, l->t_node, B);
+}
+
+/* Where the gradient of a loss's from end goes: NULL when it is detached (a teacher always is). */
+static float *from_dout(run *R, const loss_rt *l)
+{
+    const recipe_loss *L = l->L;
+    if (L->from_model < 0 || L->detach) return NULL;
+    return nn_model_dout(&R->models[L->from_model].m, l->t_node);
+}
+
+/* Forward of every loss, gradient into the end that learns of each (and into the from end of a
+ * loss that is not detached); returns the weighted total. */
 static double apply_losses(run *R, int B, const nn_run *nr)
 {
     double total = 0.0;
     for (int i = 0; i < R->n_losses; i++) {
         loss_rt *l = &R->losses[i];
         const recipe_loss *L = l->L;
-        const nn_node *sn = nn_model_node(&R->student, l->s_node);
+        nn_model *sm = &R->models[L->model].m;
+        const nn_node *sn = nn_model_node(sm, l->s_node);
         const int K = (int)sn->act_n;
-        float *s = nn_model_out(&R->student, l->s_node);
+        float *s = nn_model_out(sm, l->s_node);
         float w = L->weight;
         double v = 0.0;
         switch (L->kind) {
         case RECIPE_LOSS_CE:
             if (R->seg.on) {
-                v = seg_ce(&R->seg, s, nn_model_dout(&R->student, l->s_node), R->idx, R->mb, B, w);
+                v = seg_ce(&R->seg, s, nn_model_dout(sm, l->s_node), R->idx, R->mb, B, w);
                 break;
             }
             v = nn_ce_forward(l->a, s, R->yb, R->mb, B, K);
-            nn_ce_backward(nn_model_dout(&R->student, l->s_node), l->a, R->yb, R->mb, B, K, w);
+            nn_ce_backward(nn_model_dout(sm, l->s_node), l->a, R->yb, R->mb, B, K, w);
             break;
         case RECIPE_LOSS_KD:
         case RECIPE_LOSS_HINTON: {
-            const float *t = teacher_out(R, L->teacher, l->t_node, B);
+            const float *t = from_out(R, l, B);
             if (l->mapped) {
                 /* the teacher's distribution over its own classes, moved onto the student's */
                 kd_soft_targets(l->tq, t, B, l->lm.kt, L->temperature);
@@ -763,21 +809,26 @@ static double apply_losses(run *R, int B, const nn_run *nr)
             } else {
                 kd_soft_targets(l->c, t, B, K, L->temperature);
             }
-            float *ds = nn_model_dout(&R->student, l->s_node);
+            float *ds = nn_model_dout(sm, l->s_node);
+            float *dt = from_dout(R, l);
             if (L->kind == RECIPE_LOSS_KD) {
                 v = kd_forward(l->a, s, l->c, NULL, B, K, L->temperature);
                 kd_backward(ds, l->a, l->c, NULL, B, K, L->temperature, w);
+                if (dt) kd_backward_target(dt, t, s, NULL, B, K, L->temperature, w);
             } else {
                 v = kd_hinton_forward(l->a, l->b, s, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha);
                 kd_hinton_backward(ds, l->a, l->b, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha, w);
+                /* the CE part does not depend on the from end */
+                if (dt) kd_backward_target(dt, t, s, NULL, B, K, L->temperature, w * L->alpha);
             }
             break;
         }
         case RECIPE_LOSS_FEATURE:
         case RECIPE_LOSS_HINT:
         case RECIPE_LOSS_CONTRASTIVE: {
-            const float *t = teacher_out(R, L->teacher, l->t_node, B);
-            const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
+            const float *t = from_out(R, l, B);
+            const nn_node *tn = nn_model_node(from_net(R, L), l->t_node);
+            float *dt = from_dout(R, l);
             const float *x = s;
             float *dx;
             int ph = 0;
@@ -788,38 +839,42 @@ static double apply_losses(run *R, int B, const nn_run *nr)
                 x = nn_model_out(&l->proj, ph);
                 dx = nn_model_dout(&l->proj, ph);
             } else {
-                dx = nn_model_dout(&R->student, l->s_node);
+                dx = nn_model_dout(sm, l->s_node);
             }
             const int64_t n = (int64_t)B * (int64_t)tn->act_n;
             if (L->kind == RECIPE_LOSS_CONTRASTIVE) {
                 v = align_clip_forward(l->clip, x, t, B, (int)tn->act_n, l->theta[0]);
                 l->dtheta[0] = 0.0f;
-                align_clip_backward(dx, NULL, L->learn_temperature ? l->dtheta : NULL, l->clip, B,
+                align_clip_backward(dx, dt, L->learn_temperature ? l->dtheta : NULL, l->clip, B,
                                     (int)tn->act_n, w);
             } else if (L->kind == RECIPE_LOSS_FEATURE && L->metric == RECIPE_METRIC_COSINE) {
                 v = kd_cos_forward(x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f);
-                kd_cos_backward(dx, NULL, x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f, w);
+                kd_cos_backward(dx, dt, x, t, l->ones, NULL, B, (int)tn->act_n, 0.0f, w);
             } else {
                 v = nn_mse_forward(x, t, n);
                 nn_mse_backward(dx, x, t, n, w);
+                if (dt) nn_mse_backward(dt, t, x, n, w);
             }
             if (l->has_proj) {
                 nn_model_backward(&l->proj);
-                nn_add_inplace(nn_model_dout(&R->student, l->s_node), nn_model_dinput(&l->proj),
+                nn_add_inplace(nn_model_dout(sm, l->s_node), nn_model_dinput(&l->proj),
                                (size_t)B * sn->act_n);
             }
             break;
         }
         case RECIPE_LOSS_ATTENTION: {
-            const nn_node *tn = nn_model_node(&R->teachers[L->teacher].m, l->t_node);
-            const float *t = teacher_out(R, L->teacher, l->t_node, B);
+            const nn_node *tn = nn_model_node(from_net(R, L), l->t_node);
+            const float *t = from_out(R, l, B);
+            float *dt = from_dout(R, l);
             v = kd_at_forward(s, t, NULL, B, sn->h * sn->w, sn->c, tn->c);
-            kd_at_backward(nn_model_dout(&R->student, l->s_node), s, t, NULL, B, sn->h * sn->w, sn->c,
+            kd_at_backward(nn_model_dout(sm, l->s_node), s, t, NULL, B, sn->h * sn->w, sn->c,
                            tn->c, w);
+            /* the distance is symmetric in its two maps */
+            if (dt) kd_at_backward(dt, t, s, NULL, B, sn->h * sn->w, tn->c, sn->c, w);
             break;
         }
         case RECIPE_LOSS_DENSE:
-            v = seg_dense(&R->seg, L, s, nn_model_dout(&R->student, l->s_node), R->idx, B, w);
+            v = seg_dense(&R->seg, L, s, nn_model_dout(sm, l->s_node), R->idx, B, w);
             break;
         case RECIPE_LOSS_COUNT:
             XD_ASSERT(0);
@@ -884,16 +939,36 @@ static void tl_free(tlist *l)
     free(l->t);
 }
 
+/* Tensor names of model k's state: "what" alone in a one-model run, "NAME.what" with several. */
+static void state_name(const run *R, int k, const char *what, char *name, size_t size)
+{
+    if (R->n_models > 1)
+        snprintf(name, size, "%s.%s", R->models[k].rm->name, what);
+    else
+        snprintf(name, size, "%s", what);
+}
+
+/* Every model's parameters and state first (a stage boundary restores only those), then their
+ * optimizers' moments, then the losses' projectors and temperatures. */
 static void collect_state(run *R, tlist *l)
 {
-    nn_model *m = &R->student;
-    tl_add(l, "model.param", m->param, m->n_param);
-    tl_add(l, "model.state", m->state, m->n_state);
-    if (R->opt.m) tl_add(l, "opt.m", R->opt.m, R->opt.n);
-    if (R->opt.v) tl_add(l, "opt.v", R->opt.v, R->opt.n);
+    char name[RECIPE_MAX_NAME + 32];
+    for (int k = 0; k < R->n_models; k++) {
+        nn_model *m = &R->models[k].m;
+        state_name(R, k, "model.param", name, sizeof name);
+        tl_add(l, name, m->param, m->n_param);
+        state_name(R, k, "model.state", name, sizeof name);
+        tl_add(l, name, m->state, m->n_state);
+    }
+    for (int k = 0; k < R->n_models; k++) {
+        const nn_optimizer *o = &R->models[k].opt;
+        state_name(R, k, "opt.m", name, sizeof name);
+        if (o->m) tl_add(l, name, o->m, o->n);
+        state_name(R, k, "opt.v", name, sizeof name);
+        if (o->v) tl_add(l, name, o->v, o->n);
+    }
     for (int i = 0; i < R->n_losses; i++) {
         loss_rt *lr = &R->losses[i];
-        char name[64];
         if (lr->L->kind == RECIPE_LOSS_CONTRASTIVE && lr->L->learn_temperature) {
             snprintf(name, sizeof name, "loss%d.theta", i);
             tl_add(l, name, lr->theta, 1);
@@ -925,19 +1000,31 @@ static xd_status save_resume(run *R, xd_err *e)
     char v[6][64];
     snprintf(v[0], sizeof v[0], "%d", R->epochs_done);
     snprintf(v[1], sizeof v[1], "%ld", R->global_step);
-    snprintf(v[2], sizeof v[2], "%ld", R->opt.step);
-    snprintf(v[3], sizeof v[3], "%.17g", R->best_acc);
-    snprintf(v[4], sizeof v[4], "%d", R->best_epoch);
+    snprintf(v[2], sizeof v[2], "%ld", R->models[0].opt.step);
+    snprintf(v[3], sizeof v[3], "%.17g", R->models[0].best_acc);
+    snprintf(v[4], sizeof v[4], "%d", R->models[0].best_epoch);
     snprintf(v[5], sizeof v[5], "%ld", R->seed);
     char im[3][64];
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[9] = {{"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
-                     {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
-                     {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
+    io_kv meta[9 + 2 * RECIPE_MAX_MODELS] = {
+        {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
+        {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
+        {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
+    /* with several models, each one's best score (the plain keys are the first model's) */
+    char keys[2 * RECIPE_MAX_MODELS][RECIPE_MAX_NAME + 16], vals[2 * RECIPE_MAX_MODELS][64];
+    size_t n_meta = 9;
+    for (int k = 0; k < R->n_models && R->n_models > 1; k++) {
+        state_name(R, k, "best_acc", keys[2 * k], sizeof keys[0]);
+        snprintf(vals[2 * k], sizeof vals[0], "%.17g", R->models[k].best_acc);
+        state_name(R, k, "best_epoch", keys[2 * k + 1], sizeof keys[0]);
+        snprintf(vals[2 * k + 1], sizeof vals[0], "%d", R->models[k].best_epoch);
+        meta[n_meta++] = (io_kv){keys[2 * k], vals[2 * k]};
+        meta[n_meta++] = (io_kv){keys[2 * k + 1], vals[2 * k + 1]};
+    }
     char *path = out_path(R, "resume.safetensors");
-    xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, 9, e);
+    xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, n_meta, e);
     free(path);
     tl_free(&l);
     return s;
@@ -981,18 +1068,32 @@ static xd_status load_resume(run *R, int what, xd_err *e)
     if (what == RESUME_COUNTERS) {
         R->epochs_done = (int)epochs;
         R->global_step = gstep;
-        R->best_acc = strtod(best, NULL);
-        R->best_epoch = (int)best_epoch;
+        R->models[0].best_acc = strtod(best, NULL);
+        R->models[0].best_epoch = (int)best_epoch;
         R->images = strtod(imgs, NULL);
         R->train_seconds = strtod(secs, NULL);
         long threads;
         if (meta_long(f, "threads", &threads) == 0) R->threads = (int)threads; /* absent: older runs */
+        for (int k = 0; k < R->n_models && R->n_models > 1; k++) {
+            char key[RECIPE_MAX_NAME + 16];
+            long be;
+            state_name(R, k, "best_acc", key, sizeof key);
+            const char *ba = io_st_meta(f, key);
+            state_name(R, k, "best_epoch", key, sizeof key);
+            if (!ba || meta_long(f, key, &be)) {
+                s = xd_fail(e, XD_EFORMAT, "%s: resume state has no best score of model '%s'",
+                            io_st_path(f), R->models[k].rm->name);
+                goto out;
+            }
+            R->models[k].best_acc = strtod(ba, NULL);
+            R->models[k].best_epoch = (int)be;
+        }
         goto out;
     }
     tlist want = {0};
     collect_state(R, &want);
-    /* a stage boundary restores the model only: model.param and model.state come first */
-    const int n_load = what == RESUME_MODEL ? 2 : want.n;
+    /* a stage boundary restores the models only: their model.param and model.state come first */
+    const int n_load = what == RESUME_MODEL ? 2 * R->n_models : want.n;
     for (int i = 0; i < n_load && s == XD_OK; i++) {
         const io_tensor *t = io_st_find(f, want.t[i].name);
         if (!t || t->dtype != IO_F32 || t->ndim != 1 || t->shape[0] != want.t[i].shape[0])
@@ -1005,7 +1106,7 @@ static xd_status load_resume(run *R, int what, xd_err *e)
             memcpy((void *)want.t[i].data, t->data, sizeof(float) * (size_t)t->shape[0]);
         }
         if (what == RESUME_ALL) {
-            R->opt.step = ostep;
+            for (int k = 0; k < R->n_models; k++) R->models[k].opt.step = ostep;
             for (int i = 0; i < R->n_losses; i++) {
                 if (R->losses[i].has_proj) R->losses[i].popt.step = ostep;
                 R->losses[i].topt.step = ostep;
@@ -1084,7 +1185,7 @@ static int all_finite(const float *x, size_t n)
     return 1;
 }
 
-/* The student's layer that holds parameter p. */
+/* The layer of model m that holds parameter p. */
 static const nn_node *param_layer(const nn_model *m, const nn_param *p)
 {
     for (int i = 0; i < m->n_nodes; i++) {
@@ -1102,22 +1203,26 @@ static xd_status stop_nonfinite(run *R, int epoch, const char *what, xd_err *e)
                    epoch + 1, R->global_step + 1, what);
 }
 
-/* buf (the student's gradients or parameters, in the parameter layout) must be finite; the
- * message names the first parameter that is not and its layer, `how` saying what made it so
- * (with %s for "the student's 'NAME' (layer 'L', KIND)"), and otherwise `overflow` (the norm
- * overflowed with every value finite). */
-static xd_status check_buffer(run *R, int epoch, const float *buf, const char *how,
+/* buf (model k's gradients or parameters, in the parameter layout) must be finite; the message
+ * names the first parameter that is not, its layer and model, `how` saying what made it so (with
+ * %s for "the student's 'NAME' (layer 'L', KIND)", or "'NAME' of model 'M' (...)" when there are
+ * several), and otherwise `overflow` (the norm overflowed with every value finite). */
+static xd_status check_buffer(run *R, int k, int epoch, const float *buf, const char *how,
                               const char *overflow, xd_err *e)
 {
-    nn_model *m = &R->student;
+    nn_model *m = &R->models[k].m;
     if (isfinite(nn_grad_norm(buf, m->n_param))) return XD_OK;
-    char name[160], what[320];
+    char name[320], what[480];
     for (int i = 0; i < m->n_params; i++) {
         const nn_param *p = &m->params[i];
         if (p->state || all_finite(buf + p->off, p->n)) continue;
         const nn_node *nd = param_layer(m, p);
-        snprintf(name, sizeof name, "the student's '%s' (layer '%s', %s)", p->name,
-                 nd ? nd->name : "?", nd ? nn_kind_name(nd->kind) : "?");
+        if (R->r->listed)
+            snprintf(name, sizeof name, "'%s' of model '%s' (layer '%s', %s)", p->name,
+                     R->models[k].rm->name, nd ? nd->name : "?", nd ? nn_kind_name(nd->kind) : "?");
+        else
+            snprintf(name, sizeof name, "the student's '%s' (layer '%s', %s)", p->name,
+                     nd ? nd->name : "?", nd ? nn_kind_name(nd->kind) : "?");
         snprintf(what, sizeof what, how, name);
         return stop_nonfinite(R, epoch, what, e);
     }
@@ -1125,29 +1230,32 @@ static xd_status check_buffer(run *R, int epoch, const float *buf, const char *h
 }
 
 /* Where the first non-finite value of a batch of n came from, once a loss is not finite: the
- * first layer of the student whose output holds one, else an output of a teacher or of a
+ * first layer of a trainable model whose output holds one, else an output of a teacher or of a
  * projector that a loss read. */
 static void blame_nonfinite(run *R, int stage, int n, char *buf, size_t size)
 {
-    nn_model *m = &R->student;
-    for (int i = 0; i < m->n_nodes; i++) {
-        const nn_node *nd = nn_model_node(m, i);
-        if (nd->relu_pool) continue; /* its pool keeps its output */
-        if (!all_finite(nn_model_out(m, i), (size_t)n * nd->act_n)) {
-            snprintf(buf, size, "the first non-finite output is the student's layer '%s' (%s)",
-                     nd->name, nn_kind_name(nd->kind));
+    const char *ours = R->r->listed ? "the models' layers" : "the student's layers";
+    for (int k = 0; k < R->n_models; k++) {
+        nn_model *m = &R->models[k].m;
+        for (int i = 0; i < m->n_nodes; i++) {
+            const nn_node *nd = nn_model_node(m, i);
+            if (nd->relu_pool) continue; /* its pool keeps its output */
+            if (all_finite(nn_model_out(m, i), (size_t)n * nd->act_n)) continue;
+            char who[RECIPE_MAX_NAME + 32];
+            snprintf(buf, size, "the first non-finite output is %s's layer '%s' (%s)",
+                     end_name(R, -1, k, who, sizeof who), nd->name, nn_kind_name(nd->kind));
             return;
         }
     }
     for (int l = 0; l < R->n_losses; l++) {
         loss_rt *lr = &R->losses[l];
-        if (lr->t_node >= 0) {
+        if (lr->t_node >= 0 && lr->L->teacher >= 0) { /* a peer's outputs were checked above */
             const int t = lr->L->teacher;
             const nn_node *tn = nn_model_node(&R->teachers[t].m, lr->t_node);
             if (!all_finite(teacher_out(R, t, lr->t_node, n), (size_t)n * tn->act_n)) {
-                snprintf(buf, size, "the student's layers are finite; teacher '%s' (%s) gives a "
-                         "non-finite output at '%s'", R->r->teachers[t].name,
-                         R->r->teachers[t].checkpoint, tn->name);
+                snprintf(buf, size, "%s are finite; teacher '%s' (%s) gives a non-finite output "
+                         "at '%s'", ours, R->r->teachers[t].name, R->r->teachers[t].checkpoint,
+                         tn->name);
                 return;
             }
         }
@@ -1157,8 +1265,8 @@ static void blame_nonfinite(run *R, int stage, int n, char *buf, size_t size)
                             (size_t)n * nn_model_node(&lr->proj, ph)->act_n)) {
                 char key[96];
                 recipe_loss_where(R->r, stage, l, 0, key, sizeof key);
-                snprintf(buf, size, "the student's layers are finite; the projector of %s gives a "
-                         "non-finite output", key);
+                snprintf(buf, size, "%s are finite; the projector of %s gives a non-finite output",
+                         ours, key);
                 return;
             }
         }
@@ -1166,8 +1274,8 @@ static void blame_nonfinite(run *R, int stage, int n, char *buf, size_t size)
     snprintf(buf, size, "every layer's output is finite: the loss itself overflows");
 }
 
-/* After a step's forward and backward on n examples of stage `stage`: the losses and the
- * student's gradients must be finite. */
+/* After a step's forward and backward on n examples of stage `stage`: the losses and every
+ * model's gradients must be finite. */
 static xd_status check_finite(run *R, int stage, int epoch, int n, double loss, xd_err *e)
 {
     if (!isfinite(loss)) {
@@ -1180,36 +1288,48 @@ static xd_status check_finite(run *R, int stage, int epoch, int n, double loss, 
                  key, key[0] ? ")" : "", blame);
         return stop_nonfinite(R, epoch, what, e);
     }
-    return check_buffer(R, epoch, R->student.grad, "the gradient of %s is not finite",
-                        "the gradient norm overflows", e);
+    xd_status s = XD_OK;
+    for (int k = 0; k < R->n_models && s == XD_OK; k++)
+        s = check_buffer(R, k, epoch, R->models[k].m.grad, "the gradient of %s is not finite",
+                         "the gradient norm overflows", e);
+    return s;
 }
 
 /* After an optimizer step: a non-finite parameter stops the run before anything is saved. */
 static xd_status check_params(run *R, int epoch, xd_err *e)
 {
-    return check_buffer(R, epoch, R->student.param, "the update made %s non-finite",
-                        "the parameters overflow", e);
-}
-
-/* The score on the test split that picks the best checkpoint: accuracy, or for a segment task the
- * mIoU (its pixel accuracy goes to R->pixel_acc). */
-static xd_status evaluate_test(run *R, double *acc, xd_err *e)
-{
-    const int head = nn_model_default_head(&R->student);
-    if (!R->seg.on)
-        return trainer_evaluate(&R->student, head, &R->test, R->ytest, R->eval_input, acc, e);
-    seg_scores sc;
-    xd_status s = seg_evaluate(&R->student, head, &R->test, R->seg.test_mask, R->seg.n_classes,
-                               R->eval_input, &sc, e);
-    *acc = sc.miou;
-    R->pixel_acc = sc.pixel_acc;
+    xd_status s = XD_OK;
+    for (int k = 0; k < R->n_models && s == XD_OK; k++)
+        s = check_buffer(R, k, epoch, R->models[k].m.param, "the update made %s non-finite",
+                         "the parameters overflow", e);
     return s;
 }
 
+/* The score on the test split that picks model k's best checkpoint: accuracy, or for a segment
+ * task the mIoU (its pixel accuracy goes to pixel_acc). Stored in the model's acc too. */
+static xd_status evaluate_test(run *R, int k, double *acc, xd_err *e)
+{
+    model_rt *mk = &R->models[k];
+    const int head = nn_model_default_head(&mk->m);
+    xd_status s;
+    if (!R->seg.on) {
+        s = trainer_evaluate(&mk->m, head, &mk->test, R->ytest, mk->eval_input, acc, e);
+    } else {
+        seg_scores sc;
+        s = seg_evaluate(&mk->m, head, &mk->test, R->seg.test_mask, R->seg.n_classes,
+                         mk->eval_input, &sc, e);
+        *acc = sc.miou;
+        mk->pixel_acc = sc.pixel_acc;
+    }
+    mk->acc = *acc;
+    return s;
+}
+
+/* A loss that reads a teacher or another model can learn from unlabelled examples. */
 static int stage_needs_teacher(const recipe_stage *st)
 {
     for (int i = 0; i < st->n_losses; i++)
-        if (st->losses[i].teacher >= 0) return 1;
+        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0) return 1;
     return 0;
 }
 
@@ -1217,7 +1337,7 @@ static int stage_needs_teacher(const recipe_stage *st)
  * those whose label the run may see. */
 static size_t stage_pool(const run *R, int stage)
 {
-    return stage_needs_teacher(&R->r->stages[stage]) ? R->train.n : R->n_sel;
+    return stage_needs_teacher(&R->r->stages[stage]) ? R->n_train : R->n_sel;
 }
 
 /* Batches per epoch of a stage. */
@@ -1241,6 +1361,112 @@ static nn_sched_config run_schedule(const run *R)
     return sched;
 }
 
+/* Each model reads its view of the batch R->idx[0..n) (augmented from (seed, example, epoch)) and
+ * runs forward in training mode; model k > 0 draws its dropout from its own seed. */
+static xd_status models_forward(run *R, int n, int epoch, xd_err *e)
+{
+    for (int k = 0; k < R->n_models; k++) {
+        model_rt *mk = &R->models[k];
+        xd_status s = feed_fill(&mk->train, R->idx, n, 1, (uint64_t)R->seed, (uint64_t)epoch,
+                                mk->input, e);
+        if (s != XD_OK) return s;
+        nn_run nr = {.training = 1, .seed = mk->seed, .step = (uint64_t)R->global_step,
+                     .example = R->exb};
+        nn_model_forward(&mk->m, mk->input, n, &nr);
+    }
+    return XD_OK;
+}
+
+/* Model k's learning rate at a step whose schedule gives lr: a model with its own optimizer
+ * scales the run's schedule by its lr over train.optimizer's. */
+static float model_lr(const run *R, int k, float lr)
+{
+    const recipe_model *rm = R->models[k].rm;
+    if (!rm->own_opt) return lr;
+    return (float)((double)lr * rm->opt.lr / R->r->train.opt.lr);
+}
+
+/* Training accuracy on the labelled rows of the batch, from model k's default head. */
+static void count_train_correct(run *R, int k, int n)
+{
+    model_rt *mk = &R->models[k];
+    const int head = nn_model_default_head(&mk->m);
+    const int K = (int)nn_model_node(&mk->m, head)->act_n;
+    const float *out = nn_model_out(&mk->m, head);
+    if (R->seg.on) {
+        size_t px;
+        mk->correct += seg_count_correct(&R->seg, out, R->idx, R->mb, n, &px);
+        mk->labelled += px;
+        return;
+    }
+    for (int b = 0; b < n; b++) {
+        if (!R->mb[b]) continue;
+        mk->labelled++;
+        mk->correct += (size_t)nn_count_correct(out + (size_t)b * K, &R->yb[b], 1, K);
+    }
+}
+
+/* Model k's last checkpoint, and its best when this epoch's evaluation (mk->acc) improved. */
+static xd_status save_checkpoints(run *R, int k, int epoch, int evaluated, xd_err *e)
+{
+    model_rt *mk = &R->models[k];
+    char ep[16], sd[24], ac[32];
+    snprintf(ep, sizeof ep, "%d", epoch + 1);
+    snprintf(sd, sizeof sd, "%ld", R->seed);
+    snprintf(ac, sizeof ac, "%.6f", mk->acc);
+    /* with several models, each checkpoint says which one it holds */
+    io_kv meta[5] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac},
+                     {"xdistill.model_name", mk->rm->name}};
+    const size_t n_meta = R->n_models > 1 ? 5 : 4;
+    char *name = models_file(R->r, k, "last"), *last = out_path(R, name);
+    xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
+    free(last);
+    free(name);
+    if (s == XD_OK && evaluated && (mk->best_epoch == 0 || mk->acc > mk->best_acc)) {
+        mk->best_acc = mk->acc;
+        mk->best_epoch = epoch + 1;
+        name = models_file(R->r, k, "best");
+        char *best = out_path(R, name);
+        s = ckpt_save(best, &mk->m, meta, n_meta, e);
+        free(best);
+        free(name);
+    }
+    return s;
+}
+
+/* A metrics line's scores of every model of a run with several: train_acc.NAME, test_acc.NAME. */
+static void epoch_model_metrics(const run *R, json_t *j, int evaluated)
+{
+    for (int k = 0; k < R->n_models; k++) {
+        const model_rt *mk = &R->models[k];
+        char key[RECIPE_MAX_NAME + 16];
+        snprintf(key, sizeof key, "train_acc.%s", mk->rm->name);
+        json_object_set_new(j, key, mk->labelled ? json_real((double)mk->correct / mk->labelled)
+                                                 : json_null());
+        snprintf(key, sizeof key, "test_acc.%s", mk->rm->name);
+        json_object_set_new(j, key, evaluated ? json_real(mk->acc) : json_null());
+    }
+}
+
+/* "81.20%", or with several models "a 81.20%, b 79.02%" (best: each one's best score), in a
+ * static buffer. */
+static const char *models_scores(const run *R, int best)
+{
+    static char buf[RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < R->n_models; k++) {
+        const model_rt *mk = &R->models[k];
+        const double v = 100.0 * (best ? mk->best_acc : mk->acc);
+        if (R->n_models == 1)
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%.2f%%", v);
+        else
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s %.2f%%", k ? ", " : "",
+                                   mk->rm->name, v);
+    }
+    return buf;
+}
+
 static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
 {
     const recipe *r = R->r;
@@ -1249,7 +1475,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     /* the pool: every example when a teacher can teach it, else the labelled ones */
     size_t n_pool = 0;
     int all = stage_needs_teacher(st);
-    for (size_t i = 0; i < R->train.n; i++)
+    for (size_t i = 0; i < R->n_train; i++)
         if (all || R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
     XD_ASSERT(n_pool == stage_pool(R, stage));
     if (n_pool == 0)
@@ -1275,15 +1501,13 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
     R->threads = xd_threads_get();
 
-    const int head = nn_model_default_head(&R->student);
-    const int K = (int)nn_model_node(&R->student, head)->act_n;
     progress pg;
     progress_init(&pg, R->log, R->o->quiet, R->o->span);
     char label[64];
     snprintf(label, sizeof label, "%s", r->name);
     progress_epoch(&pg, label, epoch + 1, r->train.epochs, steps);
     double t0 = progress_now(), loss_sum = 0.0;
-    size_t correct = 0, labelled = 0;
+    for (int k = 0; k < R->n_models; k++) R->models[k].correct = R->models[k].labelled = 0;
     for (int step = 0; step < steps; step++) {
         size_t i0 = (size_t)step * (size_t)B;
         int n = n_order - i0 < (size_t)B ? (int)(n_order - i0) : B;
@@ -1294,11 +1518,10 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
             R->mb[b] = R->sel[i];
             R->exb[b] = i;
         }
-        xd_status s = feed_fill(&R->train, R->idx, n, 1, (uint64_t)R->seed, (uint64_t)epoch, R->input, e);
+        /* every model's forward before any loss or update: a peer's targets are the other's
+         * predictions of this very step */
+        xd_status s = models_forward(R, n, epoch, e);
         if (s != XD_OK) return s;
-        nn_run nr = {.training = 1, .seed = (uint64_t)R->seed, .step = (uint64_t)R->global_step,
-                     .example = R->exb};
-        nn_model_forward(&R->student, R->input, n, &nr);
         for (int t = 0; t < r->n_teachers; t++) {
             teacher_rt *tr = &R->teachers[t];
             if (!tr->used || tr->cached) continue;
@@ -1306,12 +1529,17 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
             int aug = R->spatial || tr->f.kind == FEED_TEXT;
             if ((s = teacher_forward(R, tr, R->idx, n, aug, (uint64_t)epoch, e)) != XD_OK) return s;
         }
-        nn_model_zero_grad(&R->student);
+        for (int k = 0; k < R->n_models; k++) nn_model_zero_grad(&R->models[k].m);
+        nn_run nr = {.training = 1, .seed = R->models[0].seed, .step = (uint64_t)R->global_step,
+                     .example = R->exb};
         double loss = apply_losses(R, n, &nr);
-        nn_model_backward(&R->student);
+        for (int k = 0; k < R->n_models; k++) nn_model_backward(&R->models[k].m);
         if ((s = check_finite(R, stage, epoch, n, loss, e)) != XD_OK) return s;
         float lr = nn_sched_lr(&sched, R->global_step);
-        nn_opt_step(&R->opt, R->student.param, R->student.grad, R->segs, R->student.n_segs, lr);
+        for (int k = 0; k < R->n_models; k++) {
+            model_rt *mk = &R->models[k];
+            nn_opt_step(&mk->opt, mk->m.param, mk->m.grad, mk->segs, mk->m.n_segs, model_lr(R, k, lr));
+        }
         if ((s = check_params(R, epoch, e)) != XD_OK) return s;
         for (int l = 0; l < R->n_losses; l++) {
             loss_rt *lr_ = &R->losses[l];
@@ -1323,18 +1551,7 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
                 align_clip_clamp_theta(lr_->theta);
             }
         }
-        /* training accuracy on the labelled rows of the batch, from the default head */
-        const float *out = nn_model_out(&R->student, head);
-        if (R->seg.on) {
-            size_t px;
-            correct += seg_count_correct(&R->seg, out, R->idx, R->mb, n, &px);
-            labelled += px;
-        }
-        for (int b = 0; b < n && !R->seg.on; b++) {
-            if (!R->mb[b]) continue;
-            labelled++;
-            correct += (size_t)nn_count_correct(out + (size_t)b * K, &R->yb[b], 1, K);
-        }
+        for (int k = 0; k < R->n_models; k++) count_train_correct(R, k, n);
         loss_sum += loss;
         R->global_step++;
         R->images += n;
@@ -1344,29 +1561,19 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     R->train_seconds += secs;
 
     /* evaluate, save, log */
-    double acc = 0.0;
     int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
     evaluate |= epoch + 1 == r->train.epochs;
-    xd_status s = XD_OK;
-    if (evaluate && (s = evaluate_test(R, &acc, e)) != XD_OK) return s;
     R->epochs_done = epoch + 1;
-    char ep[16], sd[24], ac[32];
-    snprintf(ep, sizeof ep, "%d", epoch + 1);
-    snprintf(sd, sizeof sd, "%ld", R->seed);
-    snprintf(ac, sizeof ac, "%.6f", acc);
-    io_kv meta[4] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
-    char *last = out_path(R, "last.safetensors");
-    s = ckpt_save(last, &R->student, meta, 4, e);
-    free(last);
-    if (s == XD_OK && evaluate && (R->best_epoch == 0 || acc > R->best_acc)) {
-        R->best_acc = acc;
-        R->best_epoch = epoch + 1;
-        char *best = out_path(R, "best.safetensors");
-        s = ckpt_save(best, &R->student, meta, 4, e);
-        free(best);
+    xd_status s = XD_OK;
+    for (int k = 0; k < R->n_models && s == XD_OK; k++) {
+        double acc = 0.0;
+        if (evaluate && (s = evaluate_test(R, k, &acc, e)) != XD_OK) return s;
+        R->models[k].acc = acc;
+        s = save_checkpoints(R, k, epoch, evaluate, e);
     }
     if (s != XD_OK) return s;
 
+    const double acc = R->models[0].acc;
     json_t *j = json_object();
     json_object_set_new(j, "epoch", json_integer(epoch + 1));
     json_object_set_new(j, "stage", json_integer(stage + 1));
@@ -1378,12 +1585,18 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
         snprintf(key, sizeof key, "loss.%d.%s", l, recipe_loss_kind_names[R->losses[l].L->kind]);
         json_object_set_new(j, key, json_real(steps ? R->losses[l].sum / steps : 0.0));
     }
-    json_object_set_new(j, "train_acc", labelled ? json_real((double)correct / labelled) : json_null());
-    if (R->seg.on) {
-        json_object_set_new(j, "test_miou", evaluate ? json_real(acc) : json_null());
-        json_object_set_new(j, "test_pixel_acc", evaluate ? json_real(R->pixel_acc) : json_null());
+    if (R->n_models > 1) {
+        epoch_model_metrics(R, j, evaluate);
     } else {
-        json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+        const model_rt *m0 = &R->models[0];
+        json_object_set_new(j, "train_acc", m0->labelled ? json_real((double)m0->correct / m0->labelled)
+                                                         : json_null());
+        if (R->seg.on) {
+            json_object_set_new(j, "test_miou", evaluate ? json_real(acc) : json_null());
+            json_object_set_new(j, "test_pixel_acc", evaluate ? json_real(m0->pixel_acc) : json_null());
+        } else {
+            json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+        }
     }
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
@@ -1392,21 +1605,40 @@ static xd_status run_epoch(run *R, int stage, int epoch, xd_err *e)
     s = append_metrics(R, j, e);
     json_decref(j);
     if (s == XD_OK) s = save_resume(R, e);
-    char line[256];
+    char line[256 + RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
     if (evaluate && R->seg.on)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test mIoU %.2f%%, pixel accuracy "
                  "%.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs,
-                 steps ? loss_sum / steps : 0.0, 100.0 * acc, 100.0 * R->pixel_acc, secs,
+                 steps ? loss_sum / steps : 0.0, 100.0 * acc, 100.0 * R->models[0].pixel_acc, secs,
                  secs > 0 ? (double)n_order / secs : 0.0);
     else if (evaluate)
-        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %.2f%%, %.1f s, %.0f img/s",
-                 r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0, 100.0 * acc,
-                 secs, secs > 0 ? (double)n_order / secs : 0.0);
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %s, %.1f s, %.0f img/s",
+                 r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0,
+                 models_scores(R, 0), secs, secs > 0 ? (double)n_order / secs : 0.0);
     else
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
                  r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
     progress_done(&pg, line);
     return s;
+}
+
+/* With several models, summary.json's "models": each one's final and best score and best epoch
+ * (the top-level scores are the first model's). */
+static void summary_models(json_t *j, const train_result *res, const char *score)
+{
+    json_t *all = json_object();
+    for (int k = 0; k < res->n_models; k++) {
+        const train_model_result *mr = &res->models[k];
+        json_t *o = json_object();
+        char key[48];
+        snprintf(key, sizeof key, "final_%s", score);
+        json_object_set_new(o, key, res->finished ? json_real(mr->final_acc) : json_null());
+        snprintf(key, sizeof key, "best_%s", score);
+        json_object_set_new(o, key, json_real(mr->best_acc));
+        json_object_set_new(o, "best_epoch", json_integer(mr->best_epoch));
+        json_object_set_new(all, mr->name, o);
+    }
+    json_object_set_new(j, "models", all);
 }
 
 static xd_status write_summary(run *R, const train_result *res, xd_err *e)
@@ -1427,6 +1659,7 @@ static xd_status write_summary(run *R, const train_result *res, xd_err *e)
     snprintf(key, sizeof key, "best_%s", score);
     json_object_set_new(j, key, json_real(res->best_acc));
     json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
+    if (R->n_models > 1) summary_models(j, res, key + strlen("best_"));
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
@@ -1483,6 +1716,15 @@ static xd_status start_fresh(run *R, xd_err *e)
         remove(p);
         free(p);
     }
+    static const char *const per_model[] = {"best", "last"};
+    for (int k = 0; k < R->n_models && R->n_models > 1; k++)
+        for (int i = 0; i < 2; i++) {
+            char *name = models_file(R->r, k, per_model[i]);
+            char *p = out_path(R, name);
+            remove(p);
+            free(p);
+            free(name);
+        }
     char *ypath = out_path(R, "recipe.yaml");
     xd_status s = write_text(ypath, R->yaml, e);
     free(ypath);
@@ -1505,15 +1747,10 @@ static void run_free(run *R)
         free(t->input);
     }
     free(R->teachers);
-    nn_model_free(&R->student);
-    feed_close(&R->train);
-    feed_close(&R->test);
+    for (int k = 0; k < R->n_models; k++) models_close(&R->models[k]);
+    free(R->models);
     if (R->ds) io_dataset_close(R->ds);
-    nn_opt_free(&R->opt);
-    free(R->segs);
     free(R->sel);
-    free(R->input);
-    free(R->eval_input);
     free(R->tlogits);
     free(R->pool);
     free(R->order);
@@ -1553,14 +1790,13 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         goto out;
     if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
     if ((s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
-    if ((s = nn_model_build(&R.student, r->model, r->train.batch, (uint64_t)seed, e)) != XD_OK) {
-        xd_err_prefix(e, "model");
-        goto out;
-    }
+    R.models = xd_xcalloc((size_t)r->n_models, sizeof *R.models);
+    R.n_models = r->n_models;
+    for (int k = 0; k < r->n_models; k++)
+        if ((s = models_build(&R.models[k], r, k, seed, e)) != XD_OK) goto out;
     if ((s = setup_data(&R, e)) != XD_OK) goto out;
     if ((s = setup_teachers(&R, e)) != XD_OK) goto out;
     if ((s = setup_buffers(&R)) != XD_OK) goto out;
-    R.segs = xd_xcalloc((size_t)(R.student.n_segs ? R.student.n_segs : 1), sizeof *R.segs);
     if (o->resume) {
         if ((s = load_resume(&R, RESUME_COUNTERS, e)) != XD_OK) goto out;
         if ((s = trim_metrics(&R, e)) != XD_OK) goto out;
@@ -1584,8 +1820,12 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         }
         if ((s = setup_losses(&R, stage, e)) != XD_OK) break;
         stage_segments(&R, stage);
-        nn_opt_free(&R.opt);
-        if ((s = nn_opt_init(&R.opt, &r->train.opt, R.student.n_param, e)) != XD_OK) break;
+        for (int k = 0; k < R.n_models && s == XD_OK; k++) {
+            model_rt *mk = &R.models[k];
+            nn_opt_free(&mk->opt);
+            s = nn_opt_init(&mk->opt, &mk->rm->opt, mk->m.n_param, e);
+        }
+        if (s != XD_OK) break;
         if (o->resume && R.epochs_done > epoch0) {
             /* resuming inside this stage: its optimizer and projectors come back too */
             if ((s = load_resume(&R, RESUME_ALL, e)) != XD_OK) break;
@@ -1604,16 +1844,25 @@ stopped:
     if (s == XD_OK) {
         res->epochs_done = R.epochs_done;
         res->finished = R.epochs_done >= r->train.epochs;
-        res->best_acc = R.best_acc;
-        res->best_epoch = R.best_epoch;
         res->seconds = R.train_seconds;
         res->images_per_s = R.train_seconds > 0 ? R.images / R.train_seconds : 0.0;
-        if (res->finished) s = evaluate_test(&R, &res->final_acc, e);
+        res->n_models = R.n_models;
+        for (int k = 0; k < R.n_models && s == XD_OK; k++) {
+            train_model_result *mr = &res->models[k];
+            snprintf(mr->name, sizeof mr->name, "%s", R.models[k].rm->name);
+            mr->best_acc = R.models[k].best_acc;
+            mr->best_epoch = R.models[k].best_epoch;
+            if (res->finished) s = evaluate_test(&R, k, &mr->final_acc, e);
+        }
+        res->final_acc = res->models[0].final_acc;
+        res->best_acc = res->models[0].best_acc;
+        res->best_epoch = res->models[0].best_epoch;
         res->segment = R.seg.on;
-        res->final_pixel_acc = R.pixel_acc;
+        res->final_pixel_acc = R.models[0].pixel_acc;
         if (s == XD_OK && res->finished && R.seg.on) {
             char *dir = out_path(&R, "overlays");
-            s = seg_write_overlays(&R.student, nn_model_default_head(&R.student), &R.test,
+            model_rt *m0 = &R.models[0];
+            s = seg_write_overlays(&m0->m, nn_model_default_head(&m0->m), &m0->test,
                                    R.seg.test_image, R.seg.test_mask, SEG_OVERLAYS, dir, e);
             free(dir);
         }

@@ -1,10 +1,13 @@
 /* The trainer: runs a recipe (distill/recipe.h) on a data set, for a teacher, a student, or any
  * mix of distillation losses, stage by stage.
  *
- * Per step: the student's view of a batch goes through the student (training mode); each teacher
- * a loss needs sees its own view of the same examples (eval mode), or its outputs come from the
- * teacher-output cache; each loss adds its weighted gradient into the student's heads and taps
- * (feature losses through a learned projector); one backward, one optimizer step. Per epoch: an
+ * Per step: each trainable model (distill/models.h: the student, or every model of a `models:`
+ * list) reads its view of a batch and runs forward (training mode); each teacher a loss needs
+ * sees its own view of the same examples (eval mode), or its outputs come from the teacher-output
+ * cache; each loss adds its weighted gradient into the end that learns (feature losses through a
+ * learned projector), and into its from end too when that is another model and the loss is not
+ * detached; then every model's backward and every optimizer step. So a peer's targets are the
+ * other peers' predictions of the same step, made before any of them is updated. Per epoch: an
  * evaluation on the test split, a line in DIR/metrics.jsonl, DIR/last.safetensors and (when the
  * test accuracy improved) DIR/best.safetensors, and DIR/resume.safetensors, from which
  * `--resume` continues exactly as if the run had not stopped. Every file is written atomically.
@@ -37,12 +40,21 @@ typedef struct {
     const progress_span *span; /* not NULL: this run is a share of a longer job (progress.h) */
 } train_opts;
 
+/* One trainable model's scores (test accuracy; for a segment task the mIoU). */
+typedef struct {
+    char name[RECIPE_MAX_NAME];
+    double final_acc, best_acc;
+    int best_epoch;
+} train_model_result;
+
 typedef struct {
     long seed;
     int epochs_done, finished;
     int unchanged;              /* resumed a run that had finished: nothing was run or written */
-    double final_acc, best_acc; /* test accuracy; for a segment task the mIoU */
+    double final_acc, best_acc; /* the first model's test accuracy; for a segment task the mIoU */
     int best_epoch;
+    int n_models;               /* every trainable model's scores */
+    train_model_result models[RECIPE_MAX_MODELS];
     int segment;                /* task segment: the scores are mIoU, with pixel accuracy */
     double final_pixel_acc;
     double seconds, images_per_s;

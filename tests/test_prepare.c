@@ -37,16 +37,6 @@ static void assert_nothing_left(const char *dir_of, const char *name)
     closedir(d);
 }
 
-static int files_equal(const char *a, const char *b)
-{
-    size_t na, nb;
-    void *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
-    int same = na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 static io_dataset *open_ds(const char *path)
 {
     io_dataset *ds = NULL;
@@ -258,8 +248,8 @@ static void test_fashion_scenes(void **state)
     o2.out = "sc_out2";
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
-    assert_true(files_equal("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
+    assert_true(tu_same_file("sc_out/dataset.xds", "sc_out2/dataset.xds"));
+    assert_true(tu_same_file("sc_out/preview/scene_1.png", "sc_out2/preview/scene_1.png"));
     o2.out = "sc_out";
     o2.seed = 2;
     assert_int_equal(sets_fashion_scenes(&o2, &sum, &e), XD_EARG); /* another seed: not silently */
@@ -267,7 +257,7 @@ static void test_fashion_scenes(void **state)
     o2.force = 1;
     TU_OK(sets_fashion_scenes(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_false(files_equal("sc_out/dataset.xds", "sc_out2/dataset.xds"));
+    assert_false(tu_same_file("sc_out/dataset.xds", "sc_out2/dataset.xds"));
     assert_true(exists("sc_out/notes.txt"));
     assert_nothing_left(".", "sc_out.");
 
@@ -543,10 +533,10 @@ static void test_emoji_set(void **state)
     o2.out = "emo_out2";
     TU_OK(sets_emoji(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    assert_true(tu_same_file("emo_out/dataset.xds", "emo_out2/dataset.xds"));
     TU_OK(sets_emoji(&o2, &sum, &e));
     sets_summary_free(&sum);
-    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    assert_true(tu_same_file("emo_out/dataset.xds", "emo_out2/dataset.xds"));
 
     /* other options never silently replace a data set (the README's 3-language command once
      * overwrote the 28-language set): an error naming the folder and the option, untouched
@@ -555,7 +545,7 @@ static void test_emoji_set(void **state)
     assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);
     tu_assert_err(&e, XD_EARG, "emo_out2: holds a data set made with languages=");
     tu_assert_err(&e, XD_EARG, "this run makes languages=ko; give another --out, or --force");
-    assert_true(files_equal("emo_out/dataset.xds", "emo_out2/dataset.xds"));
+    assert_true(tu_same_file("emo_out/dataset.xds", "emo_out2/dataset.xds"));
     o2.langs = NULL;
     o2.size = 4;
     assert_int_equal(sets_emoji(&o2, &sum, &e), XD_EARG);

@@ -101,16 +101,6 @@ static train_result run_ok(const char *name, const char *text, const char *out, 
     return res;
 }
 
-static int same_bytes(const char *a, const char *b)
-{
-    size_t na, nb;
-    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
-    int same = na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 static char *path2(const char *dir, const char *name) { return tu_fmt("%s/%s", dir, name); }
 
 /* DIR/metrics.jsonl as a JSON array of its lines (each must parse as an object). */
@@ -389,8 +379,8 @@ static void test_seed_reproducible(void **state)
     train_result a = run_ok("repro", text, "repro-a", 3, 0, 0);
     train_result b = run_ok("repro", text, "repro-b", 3, 0, 0);
     train_result c = run_ok("repro", text, "repro-c", 4, 0, 0);
-    assert_true(same_bytes("repro-a/last.safetensors", "repro-b/last.safetensors"));
-    assert_true(same_bytes("repro-a/best.safetensors", "repro-b/best.safetensors"));
+    assert_true(tu_same_file("repro-a/last.safetensors", "repro-b/last.safetensors"));
+    assert_true(tu_same_file("repro-a/best.safetensors", "repro-b/best.safetensors"));
     assert_true(a.final_acc == b.final_acc && a.best_epoch == b.best_epoch);
     assert_same_metrics("repro-a", "repro-b");
     assert_int_equal(c.epochs_done, 2);
@@ -454,10 +444,10 @@ static void check_resume(const char *name, const char *text, int epochs, const i
         assert_int_equal(fin.epochs_done, epochs);
         assert_int_equal(fin.finished, 1);
         char *last = path2(dir, "last.safetensors"), *best = path2(dir, "best.safetensors");
-        if (!same_bytes(ref_last, last))
+        if (!tu_same_file(ref_last, last))
             fail_msg("%s: stopped after %d epoch(s) and resumed, last.safetensors differs from %s",
                      name, stops[i], ref_last);
-        assert_true(same_bytes(ref_best, best));
+        assert_true(tu_same_file(ref_best, best));
         assert_true(fin.final_acc == ref.final_acc);
         assert_true(fin.best_acc == ref.best_acc);
         assert_int_equal(fin.best_epoch, ref.best_epoch);
@@ -651,7 +641,7 @@ static void test_metrics_line_not_lost(void **state)
     train_result fin = run_ok("ml", text, "ml", 1, 0, 1);
     assert_int_equal(fin.epochs_done, 3);
     assert_same_metrics("ml-full", "ml");
-    assert_true(same_bytes("ml-full/last.safetensors", "ml/last.safetensors"));
+    assert_true(tu_same_file("ml-full/last.safetensors", "ml/last.safetensors"));
     free(restored);
     free(now);
     free(padded);
@@ -797,7 +787,7 @@ static void test_teacher_cache(void **state)
                 s1.st_mtim.tv_nsec == s2.st_mtim.tv_nsec);
     assert_int_equal(count_files("c5/cache", ".logits.npy", NULL), 1);
     free(npy);
-    assert_true(same_bytes("cache-a/last.safetensors", "cache-b/last.safetensors"));
+    assert_true(tu_same_file("cache-a/last.safetensors", "cache-b/last.safetensors"));
     assert_true(a.final_acc == b.final_acc);
     assert_same_metrics("cache-a", "cache-b");
 
@@ -1050,7 +1040,7 @@ static void test_nan_in_second_epoch_keeps_first(void **state)
     assert_true(strstr(e.msg, "loss") || strstr(e.msg, "gradient"));
     /* last.safetensors is epoch 1's, exactly as a run stopped there wrote it */
     assert_checkpoints_load("nan2");
-    assert_true(same_bytes("nan2/last.safetensors", "nan2-ref/last.safetensors"));
+    assert_true(tu_same_file("nan2/last.safetensors", "nan2-ref/last.safetensors"));
     json_t *m = read_metrics("nan2");
     assert_int_equal(json_array_size(m), 1);
     json_decref(m);
@@ -1296,7 +1286,7 @@ static void test_eval_every(void **state)
         if (every == 0) {
             /* the only evaluated epoch is the last: best is last */
             assert_int_equal(r.best_epoch, 3);
-            assert_true(same_bytes("every-0/best.safetensors", "every-0/last.safetensors"));
+            assert_true(tu_same_file("every-0/best.safetensors", "every-0/last.safetensors"));
         } else {
             assert_true(r.best_epoch == 2 || r.best_epoch == 3);
         }
@@ -1714,7 +1704,7 @@ static void test_languages_average(void **state)
     run_ok("avgstudent", st, "avgstudent-2", 1, 0, 0);
     print_message("image student from the averaged text teacher: %.3f\n", a.final_acc);
     assert_true(a.final_acc >= 0.9);
-    assert_true(same_bytes("avgstudent/last.safetensors", "avgstudent-2/last.safetensors"));
+    assert_true(tu_same_file("avgstudent/last.safetensors", "avgstudent-2/last.safetensors"));
     char *bad = tu_fmt("data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"
                     "teachers:\n  - {name: txt, checkpoint: avgteacher/best.safetensors, "
                     "view: text.de, languages: average}\n"

@@ -29,6 +29,16 @@ void *tu_read_file(const char *path, size_t *n)
     return buf;
 }
 
+int tu_same_file(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
 void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
                      const char *what)
 {

@@ -15,6 +15,9 @@ void tu_write_file(const char *path, const void *data, size_t n);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
+/* 1 when the two files hold the same bytes. */
+int tu_same_file(const char *a, const char *b);
+
 /* Asserts |a - b| <= atol + rtol * |b| elementwise, printing the first mismatch. */
 void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
                      const char *what);
