@@ -514,10 +514,12 @@ static void resolve(const pipeline *p, const pipeline_step *st, const char *seed
     r->teachers = teachers;
     for (int k = 0; k < st->n_refs; k++) {
         const pipeline_ref *ref = &st->refs[k];
-        char file[RECIPE_MAX_NAME + 32];
-        snprintf(file, sizeof file, "%s/%s.safetensors", p->steps[ref->step].name,
-                 pipeline_ckpt_names[ref->which]);
-        paths[k] = io_path_join(seed_dir, file);
+        /* the step's (first) model's file, as the trainer names it */
+        char *file = models_file(&p->steps[ref->step].r, 0, pipeline_ckpt_names[ref->which]);
+        char *step_dir = io_path_join(seed_dir, p->steps[ref->step].name);
+        paths[k] = io_path_join(step_dir, file);
+        free(step_dir);
+        free(file);
         teachers[ref->teacher].checkpoint = paths[k];
     }
 }

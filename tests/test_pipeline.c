@@ -480,6 +480,38 @@ static void test_seeds(void **state)
     json_decref(sum);
 }
 
+/* A step of several models: `step:NAME` reads its first model's checkpoint, as the trainer
+ * names it (NAME.best.safetensors, not best.safetensors). */
+static void test_step_of_several_models(void **state)
+{
+    (void)state;
+    ensure_files();
+    write_text("peers.yaml", "name: p\n"
+                             "data: {path: toy.xds}\n"
+                             "models:\n"
+                             "  - {name: cnn, model: \"" TEACHER_MODEL "\"}\n"
+                             "  - {name: mlp, model: \"" STUDENT_MODEL "\"}\n"
+                             "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                             "losses:\n"
+                             "  - {kind: ce, model: cnn}\n"
+                             "  - {kind: ce, model: mlp}\n");
+    write_text("peers-chain.yaml", "name: peers\n"
+                                   "steps:\n"
+                                   "  - name: teacher\n"
+                                   "    recipe: peers.yaml\n"
+                                   "  - name: student\n"
+                                   "    recipe: student.yaml\n");
+    pipeline_result r = run_chain("peers-chain.yaml", "pc", 1, 0, NULL);
+    assert_true(r.finished);
+    pipeline_result_free(&r);
+    assert_true(present("pc/seed-1/teacher/cnn.best.safetensors"));
+    json_t *st = load_json("pc/seed-1/student/step.json");
+    json_t *t0 = json_array_get(json_object_get(st, "teachers"), 0);
+    assert_string_equal(json_string_value(json_object_get(t0, "checkpoint")),
+                        "pc/seed-1/teacher/cnn.best.safetensors");
+    json_decref(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_chain_runs_and_skips),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_step_of_several_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
