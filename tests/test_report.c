@@ -593,6 +593,26 @@ static void test_report_models(void **state)
         free(sec);
         free(row);
     }
+    /* a summary of several models without its recipe, or without a model's scores: one line
+     * naming it, no page */
+    static const char *const drop[][2] = {{"recipe", NULL}, {"models", "txt"}};
+    static const char *const says[] = {"bad/summary.json: a run of several models without its "
+                                       "\"recipe\"",
+                                       "bad/summary.json: no \"models\" entry of model 'txt'"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(system("rm -rf bad && cp -r runs/dml/seed-1 bad"), 0);
+        json_t *j = json_load_file("bad/summary.json", 0, NULL);
+        assert_non_null(j);
+        if (drop[i][1]) json_object_del(json_object_get(j, drop[i][0]), drop[i][1]);
+        else json_object_del(j, drop[i][0]);
+        assert_int_equal(json_dump_file(j, "bad/summary.json", 0), 0);
+        json_decref(j);
+        assert_int_equal(xd("report bad --out bad.html"), 1);
+        char *err = slurp("err.txt");
+        if (!strstr(err, says[i]) || lines(err) != 1) fail_msg("stderr '%s', want %s", err, says[i]);
+        free(err);
+        assert_int_equal(access("bad.html", F_OK), -1);
+    }
     /* the text model's rows are (example, language) pairs; the peer answers beside its mistakes */
     char *sec = section(page, "tiny-dml/txt");
     assert_non_null(strstr(sec, "(example, language) pairs"));
