@@ -126,6 +126,9 @@ static void chart(rp_buf *b, const rp_set *set, const char *key, const char *tit
         ymax += pad;
     }
     double step = nice_step(ymax - ymin);
+    /* as many decimals of a percentage as the step needs, so that no two ticks read the same */
+    int decimals = 0;
+    while (decimals < 6 && step * 100 * pow(10, decimals) < 0.999) decimals++;
     ymin = floor(ymin / step) * step;
     ymax = ceil(ymax / step) * step;
     const double pw = W - L - R, ph = H - T - B;
@@ -142,7 +145,7 @@ static void chart(rp_buf *b, const rp_set *set, const char *key, const char *tit
                   W - R, Y(v), Y(v));
         if (percent)
             rp_printf(b, "<text class=\"ytick\" x=\"%.1f\" y=\"%.1f\">%.*f%%</text>", L - 6,
-                      Y(v) + 4, step * 100 < 1 ? 1 : 0, 100 * v);
+                      Y(v) + 4, decimals, 100 * v);
         else
             rp_printf(b, "<text class=\"ytick\" x=\"%.1f\" y=\"%.1f\">%.4g</text>", L - 6,
                       Y(v) + 4, fabs(v) < step * 1e-6 ? 0.0 : v);
@@ -382,10 +385,14 @@ static void heatmap(rp_buf *b, const rp_details *d, xd_err *e)
             rp_put(b, " as ");
             rp_escape(b, d->classes[p]);
             rp_printf(b, ": %llu</title></rect>", (unsigned long long)c);
-            if (K <= HEAT_TEXT_MAX && c)
-                rp_printf(b, "<text class=\"count%s\" x=\"%.1f\" y=\"%.1f\">%llu</text>",
+            if (K <= HEAT_TEXT_MAX && c) {
+                /* pixel counts run to millions: short forms fit the cell, the title is exact */
+                rp_printf(b, "<text class=\"count%s\" x=\"%.1f\" y=\"%.1f\">",
                           f > 0.5 ? " light" : "", lab + cell * p + cell / 2,
-                          lab + cell * t + cell / 2 + 3.5, (unsigned long long)c);
+                          lab + cell * t + cell / 2 + 3.5);
+                rp_short_count(b, c);
+                rp_put(b, "</text>");
+            }
         }
     rp_put(b, "</svg>");
 }

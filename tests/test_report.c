@@ -68,6 +68,27 @@ static void test_data_uri(void **state)
     }
 }
 
+/* counts of a confusion matrix's cells (pixels run to millions) in at most four characters */
+static void test_short_count(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t c;
+        const char *want;
+    } cases[] = {{0, "0"},         {7720, "7720"},      {9999, "9999"},
+                 {10000, "10k"},   {133612, "134k"},    {999499, "999k"},
+                 {999500, "1.0M"}, {1635798, "1.6M"},   {9949999, "9.9M"},
+                 {9950000, "10M"}, {2048000000, "2.0G"}, {UINT64_MAX, "18E"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rp_buf b = {0};
+        rp_short_count(&b, cases[i].c);
+        if (strcmp(b.s, cases[i].want) != 0)
+            fail_msg("%llu: '%s', want '%s'", (unsigned long long)cases[i].c, b.s, cases[i].want);
+        assert_true(strlen(b.s) <= 4);
+        rp_buf_free(&b);
+    }
+}
+
 static void test_png_encode_roundtrip(void **state)
 {
     (void)state;
@@ -780,7 +801,41 @@ static void test_report_segment(void **state)
     assert_int_equal(ov, 2 * 8);
     assert_non_null(strstr(sec, "Teacher &#39;cls&#39; (items-teacher/best.safetensors)"));
     check_heat_labels(sec);
+    for (const char *p = sec; (p = strstr(p, "<text class=\"count")); p++) {
+        const char *t = strchr(p, '>') + 1;
+        if (strchr(t, '<') - t > 4) fail_msg("a count wider than its cell: %.20s", t);
+    }
     free(sec);
+    free(page);
+}
+
+/* A score that moves by hundredths of a percent: no two ticks of its axis read the same. */
+static void test_report_ticks(void **state)
+{
+    (void)state;
+    find_bin();
+    mkdir("flat", 0755);
+    const char *sum = "{\"name\": \"flat\", \"seed\": 1, \"epochs\": 3, \"finished\": true, "
+                      "\"final_test_acc\": 0.0186, \"best_test_acc\": 0.019, \"best_epoch\": 2}\n";
+    const char *met = "{\"epoch\": 1, \"test_acc\": 0.0182, \"loss\": 2.44}\n"
+                      "{\"epoch\": 2, \"test_acc\": 0.0190, \"loss\": 2.43}\n"
+                      "{\"epoch\": 3, \"test_acc\": 0.0186, \"loss\": 2.42}\n";
+    tu_write_file("flat/summary.json", sum, strlen(sum));
+    tu_write_file("flat/metrics.jsonl", met, strlen(met));
+    assert_int_equal(xd("report flat --no-eval --out flat.html"), 0);
+    char *page = slurp("flat.html"), *f = figure(page, "test_acc");
+    assert_non_null(f);
+    char ticks[16][16];
+    int n = 0;
+    for (const char *p = f; (p = strstr(p, "<text class=\"ytick\"")) && n < 16; p++) {
+        const char *t = strchr(p, '>') + 1;
+        snprintf(ticks[n], sizeof ticks[n], "%.*s", (int)(strchr(t, '<') - t), t);
+        for (int i = 0; i < n; i++)
+            if (strcmp(ticks[i], ticks[n]) == 0) fail_msg("two ticks read %s", ticks[n]);
+        n++;
+    }
+    assert_true(n >= 3);
+    free(f);
     free(page);
 }
 
@@ -809,6 +864,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_data_uri),
+        cmocka_unit_test(test_short_count),
         cmocka_unit_test(test_png_encode_roundtrip),
         cmocka_unit_test(test_scores_confusion),
         cmocka_unit_test(test_scores_predict),
@@ -816,6 +872,7 @@ int main(void)
         cmocka_unit_test(test_report_models),
         cmocka_unit_test(test_report_pipeline),
         cmocka_unit_test(test_report_segment),
+        cmocka_unit_test(test_report_ticks),
         cmocka_unit_test(test_report_renders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
