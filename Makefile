@@ -63,7 +63,7 @@ Q := @
 say = @printf '  %-4s %s\n' $(1) $(2)
 endif
 
-LIB_SRC  := $(sort $(wildcard core/*.c nn/*.c io/*.c modalities/*/*.c align/*.c distill/*.c report/*.c))
+LIB_SRC  := $(sort $(wildcard core/*.c nn/*.c io/*.c modalities/*/*.c align/*.c distill/*.c report/*.c infer/*.c))
 CLI_SRC  := $(sort $(wildcard cli/*.c bench/*.c))
 TSUP_SRC := $(sort $(wildcard tests/support/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
