@@ -3,6 +3,8 @@
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
 #   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS
+#   make install     PREFIX=dir (default /usr/local): program, man page, library, headers, pkg-config
+#   make uninstall   removes what make install put under PREFIX
 # Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir,
 #           V=1 (print whole compiler command lines instead of one short line per file).
 
@@ -13,7 +15,9 @@ endif
 BUILD   ?= build
 ARCH    ?= -march=native
 OPT     ?= -O3 -fno-math-errno
-CFLAGS_BASE := -std=c17 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wvla -fno-strict-aliasing -I.
+# -fPIC: the library's objects also make libxdistill.so (calls inside it stay direct: no interposition)
+CFLAGS_BASE := -std=c17 -D_GNU_SOURCE -g -Wall -Wextra -Werror -Wshadow -Wvla -fno-strict-aliasing -I. \
+               -fPIC -fno-semantic-interposition
 
 ifeq ($(DEBUG),1)
 OPT := -O0
@@ -74,9 +78,12 @@ TSUP_OBJ := $(TSUP_SRC:%.c=$(BUILD)/obj/%.o)
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB      := $(BUILD)/libxdistill.a
 BIN      := $(BUILD)/xdistill
+VERSION  := $(shell sed -n 's/^\#define XD_VERSION "\(.*\)"/\1/p' core/runtime.h)
+SONAME   := libxdistill.so.$(firstword $(subst ., ,$(VERSION)))
+SO       := $(BUILD)/$(SONAME)
 
 .PHONY: all setup test tests demo bench clean info
-all: info $(BIN) $(TESTS)
+all: info $(BIN) $(SO) $(TESTS)
 	@$(BIN) --version | sed -n 's/^products: /xdistill build: products: /p'
 
 info:
@@ -85,7 +92,14 @@ info:
 setup:
 	@scripts/setup.sh
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were built with, so that a change of flags rebuilds them.
+FLAGS_STAMP := $(BUILD)/cflags.txt
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CFLAGS)' | cmp -s - $@ || echo '$(CC) $(CFLAGS)' > $@
+.PHONY: FORCE
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
@@ -94,6 +108,12 @@ $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+# The shared library exports the inference API of include/xdistill only (infer/exports.map).
+$(SO): $(LIB_OBJ) infer/exports.map
+	$(call say,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=infer/exports.map $(LDFLAGS) \
+	  $(LIB_OBJ) $(LDLIBS) -o $@
 
 $(BIN): $(CLI_OBJ) $(LIB)
 	$(call say,LD,$@)
@@ -124,6 +144,30 @@ bench: setup
 
 clean:
 	rm -rf build
+
+# Installation. Paths under PREFIX; DESTDIR for staged installs (packaging).
+PREFIX ?= /usr/local
+INST := $(DESTDIR)$(PREFIX)
+INSTALLED := bin/xdistill share/man/man1/xdistill.1 lib/$(SONAME) lib/libxdistill.so \
+             lib/libxdistill.a include/xdistill/xdistill.h include/xdistill/infer.h \
+             lib/pkgconfig/xdistill.pc
+.PHONY: install uninstall
+install: $(BIN) $(SO) $(LIB)
+	install -d $(INST)/bin $(INST)/lib/pkgconfig $(INST)/include/xdistill $(INST)/share/man/man1
+	install -m 755 $(BIN) $(INST)/bin/xdistill
+	install -m 644 docs/xdistill.1 $(INST)/share/man/man1/xdistill.1
+	install -m 755 $(SO) $(INST)/lib/$(SONAME)
+	ln -sf $(SONAME) $(INST)/lib/libxdistill.so
+	install -m 644 $(LIB) $(INST)/lib/libxdistill.a
+	install -m 644 include/xdistill/xdistill.h include/xdistill/infer.h $(INST)/include/xdistill/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
+	  'Name: xdistill' 'Description: knowledge-distillation toolkit: trained checkpoints as a C library' \
+	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lxdistill' \
+	  'Libs.private: $(OMPFLAGS) $(BLAS_LIBS) -lm' 'Requires.private: $(PKGS)' \
+	  > $(INST)/lib/pkgconfig/xdistill.pc
+uninstall:
+	rm -f $(addprefix $(INST)/,$(INSTALLED))
+	-rmdir $(INST)/include/xdistill 2>/dev/null
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TSUP_OBJ:.o=.d) $(TESTS:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)
 

@@ -9,15 +9,22 @@
  *     probabilities with class numbers as labels;
  *   - bad inputs: an image that does not decode among good ones (reported, skipped, exit 3;
  *     --strict: exit 1), a file that is not an xdistill checkpoint, a checkpoint of a later
- *     version, a text model given images: one line naming the file. */
+ *     version, a text model given images: one line naming the file;
+ *   - `make install` into a temporary PREFIX: examples/classify.c, built with pkg-config against
+ *     it, gives what predict gives; the man page has a section for every command; `make
+ *     uninstall` leaves no file behind. */
 #include "tests/support/testutil.h"
 
+#include <dirent.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/mem.h"
 #include "distill/checkpoint.h"
@@ -346,6 +353,120 @@ static void test_bad_inputs(void **state)
     free(err);
 }
 
+/* Runs a shell command, its output into log; fails the test (showing the log) when it fails. */
+static void shell(const char *cmd, const char *log)
+{
+    char *full = tu_fmt("%s > %s 2>&1", cmd, log);
+    int rc = system(full);
+    free(full);
+    if (rc != 0) {
+        size_t n;
+        char *text = tu_read_file(log, &n);
+        fail_msg("'%s' failed:\n%.*s", cmd, (int)n, text);
+    }
+}
+
+/* Regular files and links under dir, counted. */
+static int count_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        char *p = tu_fmt("%s/%s", dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0) n += S_ISDIR(st.st_mode) ? count_files(p) : 1;
+        free(p);
+    }
+    closedir(d);
+    return n;
+}
+
+static void test_installed_library(void **state)
+{
+    (void)state;
+    /* build/tests/test_predict -> build (build/san with sanitizers: the same folder) */
+    char self[PATH_MAX], cwd[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(len > 0);
+    self[len] = '\0';
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    char *build = xd_xstrdup(dirname(dirname(self)));
+    char *root = realpath(tu_src_path("."), NULL);
+    assert_non_null(root);
+    /* the build is complete: installing copies it (-o: its flags are not checked again) */
+    char *cmd = tu_fmt("env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -s -C %s -o %s/cflags.txt "
+                       "install PREFIX=%s/prefix BUILD=%s", root, build, cwd, build);
+    shell(cmd, "install.log");
+    free(cmd);
+#if defined(__SANITIZE_ADDRESS__)
+    const char *san = "-fsanitize=address,undefined";
+#else
+    const char *san = "";
+#endif
+    cmd = tu_fmt("cc -std=c17 -Wall -Wextra -Werror -pedantic %s %s/examples/classify.c "
+                 "$(PKG_CONFIG_PATH=%s/prefix/lib/pkgconfig pkg-config --cflags --libs xdistill) "
+                 "-o classify", san, root, cwd);
+    shell(cmd, "cc.log");
+    free(cmd);
+    cmd = tu_fmt("LD_LIBRARY_PATH=%s/prefix/lib ./classify img/best.safetensors img5.png 3", cwd);
+    shell(cmd, "classify.out");
+    free(cmd);
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "img5.png",
+                                "--top", "3", NULL), 0);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    assert_non_null(j);
+    size_t n;
+    char *got = tu_read_file("classify.out", &n);
+    got = realloc(got, n + 1);
+    got[n] = '\0';
+    const char *line = got;
+    for (size_t r = 0; r < 3; r++) {
+        json_t *o = json_array_get(json_object_get(j, "top"), r);
+        char name[64];
+        double p;
+        if (sscanf(line, "%63[^\t]\t%lf", name, &p) != 2) fail_msg("classify printed '%s'", got);
+        assert_string_equal(name, json_string_value(json_object_get(o, "label")));
+        assert_true(fabs(p - json_real_value(json_object_get(o, "p"))) < 1e-6);
+        line = strchr(line, '\n') + 1;
+    }
+    assert_string_equal(line, "");
+    json_decref(j);
+    free(got);
+    free(out);
+    free(err);
+    /* every command of `xdistill --help` has its section in the installed man page */
+    assert_int_equal(tu_run_cli(&out, &err, "--help", NULL), 0);
+    char *man = tu_read_file("prefix/share/man/man1/xdistill.1", &n);
+    man = realloc(man, n + 1);
+    man[n] = '\0';
+    const char *p = strstr(out, "commands:\n");
+    assert_non_null(p);
+    int commands = 0;
+    for (p = strchr(p, '\n') + 1; p[0] == ' ' && p[1] == ' ' && p[2] != '-'; commands++) {
+        char word[32], want[64];
+        assert_int_equal(sscanf(p, " %31s", word), 1);
+        snprintf(want, sizeof want, ".SS \"xdistill %s ", word);
+        if (!strstr(man, want)) fail_msg("the man page has no section '%s'", want);
+        p = strchr(p, '\n') + 1;
+    }
+    assert_true(commands >= 8);
+    free(man);
+    free(out);
+    free(err);
+    assert_true(count_files("prefix") >= 8);
+    cmd = tu_fmt("env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -s -C %s uninstall PREFIX=%s/prefix "
+                 "BUILD=%s", root, cwd, build);
+    shell(cmd, "uninstall.log");
+    free(cmd);
+    assert_int_equal(count_files("prefix"), 0);
+    free(root);
+    free(build);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +474,7 @@ int main(void)
         cmocka_unit_test_setup(test_text_lines, setup),
         cmocka_unit_test_setup(test_old_checkpoint, setup),
         cmocka_unit_test_setup(test_bad_inputs, setup),
+        cmocka_unit_test_setup(test_installed_library, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
