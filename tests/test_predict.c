@@ -7,6 +7,8 @@
  *   - a text model reads lines of standard input, as eval's text feed reads the data set;
  *   - a checkpoint without stored class names or image size (earlier versions) gives the same
  *     probabilities with class numbers as labels;
+ *   - a segmentation model writes each image's mask: the argmax class of every position of its
+ *     forward pass; two images of the same file name cannot both have theirs;
  *   - bad inputs: an image that does not decode among good ones (reported, skipped, exit 3;
  *     --strict: exit 1), a file that is not an xdistill checkpoint, a checkpoint of a later
  *     version, a text model given images: one line naming the file;
@@ -353,6 +355,55 @@ static void test_bad_inputs(void **state)
     free(err);
 }
 
+static void test_segmentation_masks(void **state)
+{
+    (void)state;
+    /* a map head of 3 classes over 8x8 grey images, as initialised, saved without a recipe */
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; "
+                             "conv2d name=logits out=3 k=1 head", 2, 5, &e));
+    TU_OK(ckpt_save("seg.safetensors", &m, NULL, 0, &e));
+    mkdir("other", 0777);
+    rename("img1.png", "other/img0.png");
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "seg.safetensors", "img0.png",
+                                "other/img0.png", "img2.png", "--out", "masks", NULL), 3);
+    expect_line(err, "other/img0.png", "masks/img0.png");
+    assert_string_equal(out, "{\"input\":\"img0.png\",\"mask\":\"masks/img0.png\"}\n"
+                             "{\"input\":\"img2.png\",\"mask\":\"masks/img2.png\"}\n");
+    rename("other/img0.png", "img1.png");
+    free(out);
+    free(err);
+    for (int i = 0; i <= 2; i += 2) {
+        char src[32], mask[32];
+        snprintf(src, sizeof src, "img%d.png", i);
+        snprintf(mask, sizeof mask, "masks/img%d.png", i);
+        io_image img = {0}, got = {0};
+        TU_OK(io_png_read(src, NULL, &img, &e));
+        TU_OK(io_png_read(mask, NULL, &got, &e));
+        assert_int_equal(got.w * got.h * got.c, 64);
+        float x[64];
+        for (int k = 0; k < 64; k++) x[k] = img.px[k] / 255.0f;
+        nn_model_forward(&m, x, 1, NULL);
+        const float *o = nn_model_out(&m, nn_model_default_head(&m));
+        for (int k = 0; k < 64; k++) {
+            int best = 0;
+            for (int c = 1; c < 3; c++)
+                if (o[k * 3 + c] > o[k * 3 + best]) best = c;
+            if (got.px[k] != best)
+                fail_msg("%s pixel %d: class %d, the forward pass %d", mask, k, got.px[k], best);
+        }
+        io_image_free(&img);
+        io_image_free(&got);
+    }
+    nn_model_free(&m);
+    /* without --out: a usage error */
+    assert_int_equal(tu_run_cli(NULL, &err, "predict", "seg.safetensors", "img0.png", NULL), 2);
+    expect_line(err, "seg.safetensors", "--out");
+    free(err);
+}
+
 /* Runs a shell command, its output into log; fails the test (showing the log) when it fails. */
 static void shell(const char *cmd, const char *log)
 {
@@ -474,6 +525,7 @@ int main(void)
         cmocka_unit_test_setup(test_text_lines, setup),
         cmocka_unit_test_setup(test_old_checkpoint, setup),
         cmocka_unit_test_setup(test_bad_inputs, setup),
+        cmocka_unit_test_setup(test_segmentation_masks, setup),
         cmocka_unit_test_setup(test_installed_library, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
