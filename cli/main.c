@@ -23,6 +23,7 @@ static const command commands[] = {
     {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
     {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)"},
+    {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)"},
     {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };

@@ -1,0 +1,19 @@
+/* ONNX export: a checkpoint as an ONNX model (opset 17, IR version 8), written with protobuf-c
+ * over the onnx.proto that python3-onnx ships.
+ *
+ * The model takes "input", float32 (batch, height, width, channels) after the checkpoint's
+ * preprocessing (what the engine feeds its forward pass), and gives "logits" (batch, classes) or
+ * (batch, height, width, classes) for a segmentation head, and "probabilities", their softmax
+ * over the classes. Its metadata properties state the preprocessing (xdistill.augment, the
+ * recipe's data.augment; xdistill.images, the size of the training images), the class names and
+ * the model description. Layers without an export (embbag, layernorm, upsample, fakequant: text
+ * models and some students) are XD_EUNSUPPORTED naming the layer. */
+#ifndef XD_EXPORT_ONNX_H
+#define XD_EXPORT_ONNX_H
+
+#include "core/status.h"
+
+/* Writes the checkpoint at ckpt as an ONNX file at out_path (atomically). */
+xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e);
+
+#endif

@@ -1,0 +1,192 @@
+/* export: `xdistill export MODEL --onnx OUT.onnx` on small models this test makes, one layer
+ * kind after another (linear, conv2d with stride and padding, batch norm with running statistics,
+ * max and average pools, global average pooling, relu, gelu, tanh, sigmoid, dropout, add,
+ * flatten, softmax; a classifier and a segmentation head, grey and RGB inputs):
+ *   - each file passes onnx.checker with full shape inference (python3-onnx);
+ *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
+ *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
+ *     1e-4 relative, on a batch of random inputs; without it the test says so and skips that;
+ *   - a model with a layer that has no export, and a file that is no checkpoint, give one line
+ *     naming the file, and no output file. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/mem.h"
+#include "distill/checkpoint.h"
+#include "nn/layers.h"
+#include "nn/model.h"
+#include "tests/support/runcli.h"
+
+#define BATCH 3
+#define PYTHON "/usr/bin/python3"
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* The folder of onnxruntime-node's node_modules, or NULL. */
+static char *ort_modules(void)
+{
+    const char *cache = getenv("XDISTILL_CACHE");
+    char *dir = cache && *cache ? tu_fmt("%s/onnxruntime/node_modules", cache)
+                                : tu_fmt("%s", tu_src_path("cache/onnxruntime/node_modules"));
+    char *pkg = tu_fmt("%s/onnxruntime-node", dir);
+    int ok = exists(pkg) && system("node --version > /dev/null 2>&1") == 0;
+    free(pkg);
+    if (!ok) free(dir);
+    return ok ? dir : NULL;
+}
+
+/* Builds desc with random values (running variances positive), saves it, exports it, checks the
+ * file and compares ONNX Runtime's probabilities with the forward pass's. */
+static void check_model(const char *name, const char *desc, uint64_t seed)
+{
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, desc, BATCH, seed, &e));
+    for (int i = 0; i < m.n_params; i++) {
+        const nn_param *p = &m.params[i];
+        float *v = nn_model_param_data(&m, p);
+        const int var = strstr(p->name, "running_var") != NULL;
+        if (p->state || strstr(p->name, "bias"))
+            tu_fill_uniform(v, p->n, var ? 0.5f : -0.5f, var ? 2.0f : 0.5f, seed + (uint64_t)i);
+    }
+    char *ckpt = tu_fmt("%s.safetensors", name), *onnx = tu_fmt("%s.onnx", name);
+    TU_OK(ckpt_save(ckpt, &m, NULL, 0, &e));
+    char *err;
+    if (tu_run_cli(NULL, &err, "export", ckpt, "--onnx", onnx, NULL) != 0)
+        fail_msg("export %s: %s", name, err);
+    free(err);
+    char *cmd = tu_fmt(PYTHON " -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
+                       "full_check=True)' %s > check.log 2>&1", onnx);
+    if (system(cmd) != 0) {
+        size_t n;
+        char *log = tu_read_file("check.log", &n);
+        fail_msg("onnx.checker refuses %s: %.*s", onnx, (int)n, log);
+    }
+    free(cmd);
+    /* our probabilities on random inputs */
+    const size_t in_n = (size_t)BATCH * m.h * m.w * m.c;
+    float *x = xd_xmalloc(sizeof(float) * in_n);
+    tu_fill_uniform(x, in_n, -1.0f, 2.0f, seed ^ 0x77);
+    tu_write_file("input.f32", x, sizeof(float) * in_n);
+    const int head = nn_model_default_head(&m);
+    const nn_node *hn = nn_model_node(&m, head);
+    const int K = hn->c > 1 || hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
+    const size_t rows = (size_t)BATCH * hn->act_n / (size_t)K;
+    nn_model_forward(&m, x, BATCH, NULL);
+    float *want = xd_xmalloc(sizeof(float) * rows * (size_t)K);
+    nn_softmax_forward(want, nn_model_out(&m, head), (int)rows, K);
+    char *modules = ort_modules();
+    if (!modules) {
+        print_message("onnxruntime-node or node missing (scripts/setup.sh installs it): %s is "
+                      "checked by onnx.checker only\n", onnx);
+    } else {
+        cmd = tu_fmt("NODE_PATH=%s node %s %s input.f32 %d %d %d %d > ort.out 2> ort.err", modules,
+                     tu_src_path("tests/support/ort_run.js"), onnx, BATCH, m.h, m.w, m.c);
+        if (system(cmd) != 0) {
+            size_t n;
+            char *log = tu_read_file("ort.err", &n);
+            fail_msg("ONNX Runtime on %s: %.*s", onnx, (int)n, log);
+        }
+        free(cmd);
+        size_t n;
+        char *out = tu_read_file("ort.out", &n);
+        out = realloc(out, n + 1);
+        out[n] = '\0';
+        const char *p = out + 1;
+        for (size_t i = 0; i < rows * (size_t)K; i++) {
+            char *end;
+            double got = strtod(p, &end);
+            if (end == p) fail_msg("%s: ONNX Runtime gave %zu values, not %zu", onnx, i, rows * K);
+            if (fabs(got - want[i]) > 1e-4 * fabs(want[i]) + 1e-7)
+                fail_msg("%s: probability %zu: ONNX Runtime %.8g, ours %.8g", onnx, i, got,
+                         (double)want[i]);
+            p = end + 1;
+        }
+        assert_int_equal(p[-1], ']');
+        free(out);
+        free(modules);
+    }
+    free(want);
+    free(x);
+    free(ckpt);
+    free(onnx);
+    nn_model_free(&m);
+}
+
+static void test_mlp(void **state)
+{
+    (void)state;
+    check_model("mlp", "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; "
+                       "dropout p=0.5; linear out=4 name=logits head", 1);
+}
+
+static void test_cnn(void **state)
+{
+    (void)state;
+    check_model("cnn", "input h=12 w=10 c=1; conv2d out=4 k=3 pad=1; batchnorm; relu; "
+                       "maxpool k=2; conv2d out=6 k=3 stride=2 pad=1 bias=0; gelu; avgpool k=3; "
+                       "flatten; linear out=5 name=logits head", 2);
+}
+
+static void test_rgb_residual(void **state)
+{
+    (void)state;
+    check_model("res", "input h=8 w=8 c=3; conv2d name=a out=4 k=3 pad=1; tanh; "
+                       "conv2d out=4 k=1; add with=a; sigmoid; gap; batchnorm; "
+                       "linear out=3 head", 3);
+}
+
+static void test_segmentation(void **state)
+{
+    (void)state;
+    check_model("seg", "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; "
+                       "conv2d out=3 k=1 name=logits head", 4);
+}
+
+static void test_not_exported(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input tokens=4; embbag vocab=16 out=4; linear out=2 head", 1, 1, &e));
+    TU_OK(ckpt_save("text.safetensors", &m, NULL, 0, &e));
+    nn_model_free(&m);
+    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; upsample factor=2; flatten; linear out=2 head",
+                         1, 1, &e));
+    TU_OK(ckpt_save("up.safetensors", &m, NULL, 0, &e));
+    nn_model_free(&m);
+    const char *files[3] = {"text.safetensors", "up.safetensors", "nothing.safetensors"};
+    const char *says[3] = {"text model", "layer 'upsample0' (upsample)", "nothing.safetensors"};
+    tu_write_file("nothing.safetensors", "not a checkpoint", 16);
+    for (int i = 0; i < 3; i++) {
+        char *err;
+        assert_int_equal(tu_run_cli(NULL, &err, "export", files[i], "--onnx", "out.onnx", NULL), 1);
+        const char *nl = strchr(err, '\n');
+        if (!nl || nl[1] || !strstr(err, files[i]) || !strstr(err, says[i]))
+            fail_msg("export %s: '%s' is not one line naming it and saying '%s'", files[i], err,
+                     says[i]);
+        assert_false(exists("out.onnx"));
+        free(err);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mlp),
+        cmocka_unit_test(test_cnn),
+        cmocka_unit_test(test_rgb_residual),
+        cmocka_unit_test(test_segmentation),
+        cmocka_unit_test(test_not_exported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
