@@ -16,11 +16,11 @@ static void export_usage(FILE *f)
             "Writes the checkpoint as an ONNX model (opset 17). Input \"input\": float32\n"
             "(batch, height, width, channels), the image after the preprocessing that the\n"
             "metadata properties state (xdistill.augment: the recipe's data.augment,\n"
-            "xdistill.images: the training images' size); outputs \"logits\" and\n"
-            "\"probabilities\" (batch, classes), or (batch, height, width, classes) for a\n"
-            "segmentation model. Class names are in xdistill.classes. Models with embbag,\n"
-            "layernorm, upsample or fakequant layers (text models among them) cannot be\n"
-            "exported yet: the error names the layer.\n");
+            "xdistill.images: the training images' size), or for a text model int32 token ids\n"
+            "(batch, tokens), -1 for padding (xdistill.text: the tokenizer's settings);\n"
+            "outputs \"logits\" and \"probabilities\" (batch, classes), or (batch, height,\n"
+            "width, classes) for a segmentation model. Class names are in xdistill.classes.\n"
+            "Models with a fakequant layer cannot be exported yet: the error names it.\n");
 }
 
 int cmd_export(int argc, char **argv)

@@ -103,6 +103,15 @@ static Onnx__AttributeProto *attr_ints(ex_graph *g, const char *name, const int6
     return a;
 }
 
+static Onnx__AttributeProto *attr_string(ex_graph *g, const char *name, const char *v)
+{
+    Onnx__AttributeProto *a = attr_new(g, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    a->has_s = 1;
+    a->s.len = strlen(v);
+    a->s.data = (uint8_t *)ex_str(g, v);
+    return a;
+}
+
 /* A node op(inputs) -> out, with up to 4 attributes (NULL-terminated list). */
 static void ex_node(ex_graph *g, const char *op, const char *const *in, size_t n_in,
                     const char *out, Onnx__AttributeProto *a0, Onnx__AttributeProto *a1,
@@ -319,6 +328,75 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
         ex_node(g, "Add", ins, 2, out, NULL, NULL, NULL, NULL);
         break;
     }
+    case NN_UPSAMPLE: {
+        /* bilinear at half-pixel centres, clamped at the edges: Resize's linear, half_pixel */
+        char nm[NN_NAME_LEN + 16];
+        snprintf(nm, sizeof nm, "%s.scales", nd->name);
+        const float sc[4] = {1.0f, 1.0f, (float)nd->factor, (float)nd->factor};
+        const int64_t four[1] = {4};
+        const char *ins[3] = {as_map(g, x, xf, nd->ih, nd->iw, nd->ic), "",
+                              ex_floats(g, nm, sc, four, 1)};
+        ex_node(g, "Resize", ins, 3, out, attr_string(g, "mode", "linear"),
+                attr_string(g, "coordinate_transformation_mode", "half_pixel"), NULL, NULL);
+        of = EX_MAP;
+        break;
+    }
+    case NN_LAYERNORM: {
+        /* over the channels, the last axis in our layout */
+        const char *in = xf == EX_MAP ? ex_transpose(g, x, to_nhwc) : x;
+        const char *ins[3] = {in, ex_param(g, m, nd, "weight"), ex_param(g, m, nd, "bias")};
+        const char *ln = xf == EX_MAP ? ex_name(g, nd->name) : out;
+        ex_node(g, "LayerNormalization", ins, 3, ln, attr_int(g, "axis", -1),
+                attr_float(g, "epsilon", nd->eps), NULL, NULL);
+        if (xf == EX_MAP)
+            ex_node(g, "Transpose", &ln, 1, out, attr_ints(g, "perm", to_nchw, 4), NULL, NULL, NULL);
+        break;
+    }
+    case NN_EMBBAG: {
+        /* ids < 0 are padding: rows gathered at max(id, 0), masked, summed (and averaged over
+         * the ids present; a row without any stays 0) */
+        char nm[NN_NAME_LEN + 16];
+        const int64_t one[1] = {1};
+        const int32_t zero = 0;
+        const float fone = 1.0f;
+        snprintf(nm, sizeof nm, "%s.zero", nd->name);
+        const char *z = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__INT32, one, 1, &zero,
+                                sizeof zero);
+        snprintf(nm, sizeof nm, "%s.axis1", nd->name);
+        const char *ax = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, one, 1, one,
+                                 sizeof one);
+        snprintf(nm, sizeof nm, "%s.axis2", nd->name);
+        const int64_t two[1] = {2};
+        const char *ax2 = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__INT64, one, 1, two,
+                                  sizeof two);
+        const char *ge[2] = {x, z}, *present = ex_name(g, nd->name);
+        ex_node(g, "GreaterOrEqual", ge, 2, present, NULL, NULL, NULL, NULL);
+        const char *mask = ex_name(g, nd->name);
+        ex_node(g, "Cast", &present, 1, mask, attr_int(g, "to", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT),
+                NULL, NULL, NULL);
+        const char *mx[2] = {x, z}, *idx = ex_name(g, nd->name);
+        ex_node(g, "Max", mx, 2, idx, NULL, NULL, NULL, NULL);
+        const char *ga[2] = {ex_param(g, m, nd, "weight"), idx}, *rows = ex_name(g, nd->name);
+        ex_node(g, "Gather", ga, 2, rows, attr_int(g, "axis", 0), NULL, NULL, NULL);
+        const char *us[2] = {mask, ax2}, *m3 = ex_name(g, nd->name);
+        ex_node(g, "Unsqueeze", us, 2, m3, NULL, NULL, NULL, NULL);
+        const char *mu[2] = {rows, m3}, *kept = ex_name(g, nd->name);
+        ex_node(g, "Mul", mu, 2, kept, NULL, NULL, NULL, NULL);
+        const char *rs[2] = {kept, ax};
+        const char *sum = nd->mode == NN_BAG_SUM ? out : ex_name(g, nd->name);
+        ex_node(g, "ReduceSum", rs, 2, sum, attr_int(g, "keepdims", 0), NULL, NULL, NULL);
+        if (nd->mode != NN_BAG_SUM) {
+            const char *rc[2] = {mask, ax}, *cnt = ex_name(g, nd->name);
+            ex_node(g, "ReduceSum", rc, 2, cnt, attr_int(g, "keepdims", 1), NULL, NULL, NULL);
+            snprintf(nm, sizeof nm, "%s.one", nd->name);
+            const char *cm[2] = {cnt, ex_floats(g, nm, &fone, one, 1)}, *den = ex_name(g, nd->name);
+            ex_node(g, "Max", cm, 2, den, NULL, NULL, NULL, NULL);
+            const char *dv[2] = {sum, den};
+            ex_node(g, "Div", dv, 2, out, NULL, NULL, NULL, NULL);
+        }
+        of = EX_VEC;
+        break;
+    }
     default:
         return xd_fail(e, XD_EUNSUPPORTED, "layer '%s' (%s) has no ONNX export yet", nd->name,
                        nn_kind_name(nd->kind));
@@ -328,8 +406,8 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
     return XD_OK;
 }
 
-static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, const int64_t *dims,
-                                           int ndim)
+static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, int elem_type,
+                                           const int64_t *dims, int ndim)
 {
     Onnx__ValueInfoProto *v = ex_alloc(g, sizeof *v);
     onnx__value_info_proto__init(v);
@@ -339,7 +417,7 @@ static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, const 
     Onnx__TypeProto__Tensor *tt = ex_alloc(g, sizeof *tt);
     onnx__type_proto__tensor__init(tt);
     tt->has_elem_type = 1;
-    tt->elem_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    tt->elem_type = elem_type;
     Onnx__TensorShapeProto *sh = ex_alloc(g, sizeof *sh);
     onnx__tensor_shape_proto__init(sh);
     sh->n_dim = (size_t)ndim;
@@ -420,17 +498,13 @@ xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e)
     nn_model m;
     xd_status s = ckpt_load(ckpt, 1, &m, e);
     if (s != XD_OK) return s;
-    if (m.tokens) {
-        nn_model_free(&m);
-        return xd_fail(e, XD_EUNSUPPORTED, "%s: a text model (token ids): no ONNX export yet",
-                       ckpt);
-    }
     ex_graph g = {0};
     const char **names = xd_xcalloc((size_t)m.n_nodes, sizeof *names);
     ex_form *forms = xd_xcalloc((size_t)m.n_nodes, sizeof *forms);
-    const char *input = ex_transpose(&g, "input", to_nchw);
+    /* token ids go to the embedding bags as they are; images to NCHW */
+    const char *input = m.tokens ? "input" : ex_transpose(&g, "input", to_nchw);
     for (int i = 0; i < m.n_nodes && s == XD_OK; i++)
-        s = ex_layer(&g, &m, i, names, forms, input, EX_MAP, e);
+        s = ex_layer(&g, &m, i, names, forms, input, m.tokens ? EX_VEC : EX_MAP, e);
     Onnx__GraphProto graph = ONNX__GRAPH_PROTO__INIT;
     Onnx__ModelProto model = ONNX__MODEL_PROTO__INIT;
     Onnx__OperatorSetIdProto opset = ONNX__OPERATOR_SET_ID_PROTO__INIT;
@@ -443,7 +517,7 @@ xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e)
         ex_node(&g, "Identity", &lg, 1, "logits", NULL, NULL, NULL, NULL);
         ex_node(&g, "Softmax", (const char *[]){"logits"}, 1, "probabilities",
                 attr_int(&g, "axis", -1), NULL, NULL, NULL);
-        const int64_t in_dims[4] = {0, m.h, m.w, m.c};
+        const int64_t in_dims[4] = {0, m.tokens ? m.tokens : m.h, m.w, m.c};
         const int64_t out_dims[4] = {0, map ? hn->h : (int64_t)hn->act_n, hn->w, hn->c};
         graph.name = ex_str(&g, "xdistill");
         graph.n_node = g.n_nodes;
@@ -452,11 +526,16 @@ xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e)
         graph.initializer = g.inits;
         graph.n_input = 1;
         graph.input = ex_alloc(&g, sizeof *graph.input);
-        graph.input[0] = ex_value_info(&g, "input", in_dims, 4);
+        graph.input[0] = m.tokens ? ex_value_info(&g, "input", ONNX__TENSOR_PROTO__DATA_TYPE__INT32,
+                                                  in_dims, 2)
+                                  : ex_value_info(&g, "input", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,
+                                                  in_dims, 4);
         graph.n_output = 2;
         graph.output = ex_alloc(&g, 2 * sizeof *graph.output);
-        graph.output[0] = ex_value_info(&g, "logits", out_dims, map ? 4 : 2);
-        graph.output[1] = ex_value_info(&g, "probabilities", out_dims, map ? 4 : 2);
+        graph.output[0] = ex_value_info(&g, "logits", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,
+                                        out_dims, map ? 4 : 2);
+        graph.output[1] = ex_value_info(&g, "probabilities", ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT,
+                                        out_dims, map ? 4 : 2);
         opset.has_version = 1;
         opset.version = EX_OPSET;
         opset.domain = ex_str(&g, "");

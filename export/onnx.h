@@ -2,12 +2,13 @@
  * over the onnx.proto that python3-onnx ships.
  *
  * The model takes "input", float32 (batch, height, width, channels) after the checkpoint's
- * preprocessing (what the engine feeds its forward pass), and gives "logits" (batch, classes) or
- * (batch, height, width, classes) for a segmentation head, and "probabilities", their softmax
- * over the classes. Its metadata properties state the preprocessing (xdistill.augment, the
- * recipe's data.augment; xdistill.images, the size of the training images), the class names and
- * the model description. Layers without an export (embbag, layernorm, upsample, fakequant: text
- * models and some students) are XD_EUNSUPPORTED naming the layer. */
+ * preprocessing (what the engine feeds its forward pass), or int32 token ids (batch, tokens) for a
+ * text model (-1 pads), and gives "logits" (batch, classes) or (batch, height, width, classes) for
+ * a segmentation head, and "probabilities", their softmax over the classes. Its metadata
+ * properties state the preprocessing (xdistill.augment, the recipe's data.augment;
+ * xdistill.text, its text settings; xdistill.images, the size of the training images), the class
+ * names and the model description. A fakequant layer has no export yet (XD_EUNSUPPORTED naming
+ * it). */
 #ifndef XD_EXPORT_ONNX_H
 #define XD_EXPORT_ONNX_H
 

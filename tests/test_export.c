@@ -1,7 +1,8 @@
 /* export: `xdistill export MODEL --onnx OUT.onnx` on small models this test makes, one layer
  * kind after another (linear, conv2d with stride and padding, batch norm with running statistics,
  * max and average pools, global average pooling, relu, gelu, tanh, sigmoid, dropout, add,
- * flatten, softmax; a classifier and a segmentation head, grey and RGB inputs):
+ * flatten, layer norm, bilinear upsampling, embedding bags over token ids with padding; a
+ * classifier and a segmentation head, grey and RGB images, texts):
  *   - each file passes onnx.checker with full shape inference (python3-onnx);
  *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
  *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
@@ -72,11 +73,19 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
         fail_msg("onnx.checker refuses %s: %.*s", onnx, (int)n, log);
     }
     free(cmd);
-    /* our probabilities on random inputs */
-    const size_t in_n = (size_t)BATCH * m.h * m.w * m.c;
+    /* our probabilities on random inputs: pixels, or ids with padding (-1) among them */
+    const size_t in_n = (size_t)BATCH * (m.tokens ? (size_t)m.tokens : (size_t)m.h * m.w * m.c);
     float *x = xd_xmalloc(sizeof(float) * in_n);
     tu_fill_uniform(x, in_n, -1.0f, 2.0f, seed ^ 0x77);
-    tu_write_file("input.f32", x, sizeof(float) * in_n);
+    const char *input = m.tokens ? "input.i32" : "input.f32";
+    char *dims = m.tokens ? tu_fmt("%d %d", BATCH, m.tokens) : tu_fmt("%d %d %d %d", BATCH, m.h, m.w, m.c);
+    if (m.tokens) {
+        const int vocab = m.nodes[0].vocab;
+        int32_t *ids = (int32_t *)x;
+        for (size_t i = 0; i < in_n; i++) ids[i] = (int32_t)floorf(x[i] * (float)vocab / 2.0f);
+        for (int j = 0; j < m.tokens; j++) ids[j] = -1; /* a row without any id */
+    }
+    tu_write_file(input, x, sizeof(float) * in_n);
     const int head = nn_model_default_head(&m);
     const nn_node *hn = nn_model_node(&m, head);
     const int K = hn->c > 1 || hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
@@ -89,8 +98,8 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
         print_message("onnxruntime-node or node missing (scripts/setup.sh installs it): %s is "
                       "checked by onnx.checker only\n", onnx);
     } else {
-        cmd = tu_fmt("NODE_PATH=%s node %s %s input.f32 %d %d %d %d > ort.out 2> ort.err", modules,
-                     tu_src_path("tests/support/ort_run.js"), onnx, BATCH, m.h, m.w, m.c);
+        cmd = tu_fmt("NODE_PATH=%s node %s %s %s %s > ort.out 2> ort.err", modules,
+                     tu_src_path("tests/support/ort_run.js"), onnx, input, dims);
         if (system(cmd) != 0) {
             size_t n;
             char *log = tu_read_file("ort.err", &n);
@@ -117,6 +126,7 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
     }
     free(want);
     free(x);
+    free(dims);
     free(ckpt);
     free(onnx);
     nn_model_free(&m);
@@ -152,22 +162,35 @@ static void test_segmentation(void **state)
                        "conv2d out=3 k=1 name=logits head", 4);
 }
 
+static void test_upsample_layernorm(void **state)
+{
+    (void)state;
+    check_model("up", "input h=6 w=6 c=2; conv2d name=a out=4 k=3 pad=1; relu; maxpool k=2; "
+                      "layernorm; upsample factor=2; add with=a; conv2d out=3 k=1 name=logits head",
+                5);
+}
+
+static void test_text(void **state)
+{
+    (void)state;
+    check_model("text", "input tokens=6; embbag vocab=20 out=8 mode=mean; layernorm; "
+                        "linear out=4 head", 6);
+    check_model("sum", "input tokens=5; embbag vocab=9 out=4 mode=sum; linear out=3 head", 7);
+}
+
 static void test_not_exported(void **state)
 {
     (void)state;
     nn_model m;
     xd_err e;
-    TU_OK(nn_model_build(&m, "input tokens=4; embbag vocab=16 out=4; linear out=2 head", 1, 1, &e));
-    TU_OK(ckpt_save("text.safetensors", &m, NULL, 0, &e));
-    nn_model_free(&m);
-    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; upsample factor=2; flatten; linear out=2 head",
+    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; flatten; fakequant bits=8; linear out=2 head",
                          1, 1, &e));
-    TU_OK(ckpt_save("up.safetensors", &m, NULL, 0, &e));
+    TU_OK(ckpt_save("quant.safetensors", &m, NULL, 0, &e));
     nn_model_free(&m);
-    const char *files[3] = {"text.safetensors", "up.safetensors", "nothing.safetensors"};
-    const char *says[3] = {"text model", "layer 'upsample0' (upsample)", "nothing.safetensors"};
+    const char *files[2] = {"quant.safetensors", "nothing.safetensors"};
+    const char *says[2] = {"layer 'fakequant1' (fakequant)", "nothing.safetensors"};
     tu_write_file("nothing.safetensors", "not a checkpoint", 16);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         char *err;
         assert_int_equal(tu_run_cli(NULL, &err, "export", files[i], "--onnx", "out.onnx", NULL), 1);
         const char *nl = strchr(err, '\n');
@@ -186,6 +209,8 @@ int main(void)
         cmocka_unit_test(test_cnn),
         cmocka_unit_test(test_rgb_residual),
         cmocka_unit_test(test_segmentation),
+        cmocka_unit_test(test_upsample_layernorm),
+        cmocka_unit_test(test_text),
         cmocka_unit_test(test_not_exported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
