@@ -19,8 +19,7 @@ static void export_usage(FILE *f)
             "xdistill.images: the training images' size), or for a text model int32 token ids\n"
             "(batch, tokens), -1 for padding (xdistill.text: the tokenizer's settings);\n"
             "outputs \"logits\" and \"probabilities\" (batch, classes), or (batch, height,\n"
-            "width, classes) for a segmentation model. Class names are in xdistill.classes.\n"
-            "Models with a fakequant layer cannot be exported yet: the error names it.\n");
+            "width, classes) for a segmentation model. Class names are in xdistill.classes.\n");
 }
 
 int cmd_export(int argc, char **argv)

@@ -397,6 +397,32 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
         of = EX_VEC;
         break;
     }
+    case NN_FAKEQUANT: {
+        /* one scale for the whole batch, as our layer: max |x| / (2^(bits-1) - 1), 1 for zeros;
+         * Round, like nearbyintf, rounds halves to even */
+        char nm[NN_NAME_LEN + 16];
+        const int64_t one[1] = {1};
+        const float zero = 0.0f, fone = 1.0f, levels = (float)((1 << (nd->bits - 1)) - 1);
+        snprintf(nm, sizeof nm, "%s.zero", nd->name);
+        const char *kz = ex_floats(g, nm, &zero, one, 1);
+        snprintf(nm, sizeof nm, "%s.one", nd->name);
+        const char *k1 = ex_floats(g, nm, &fone, one, 1);
+        snprintf(nm, sizeof nm, "%s.levels", nd->name);
+        const char *kl = ex_floats(g, nm, &levels, one, 1);
+        const char *ab = ex_unary(g, "Abs", x, nd->name), *amax = ex_name(g, nd->name);
+        ex_node(g, "ReduceMax", &ab, 1, amax, attr_int(g, "keepdims", 1), NULL, NULL, NULL);
+        const char *gt[2] = {amax, kz}, *pos = ex_name(g, nd->name);
+        ex_node(g, "Greater", gt, 2, pos, NULL, NULL, NULL, NULL);
+        const char *dv[2] = {amax, kl}, *sc = ex_name(g, nd->name);
+        ex_node(g, "Div", dv, 2, sc, NULL, NULL, NULL, NULL);
+        const char *wh[3] = {pos, sc, k1}, *scale = ex_name(g, nd->name);
+        ex_node(g, "Where", wh, 3, scale, NULL, NULL, NULL, NULL);
+        const char *xs[2] = {x, scale}, *r = ex_name(g, nd->name);
+        ex_node(g, "Div", xs, 2, r, NULL, NULL, NULL, NULL);
+        const char *mu[2] = {ex_unary(g, "Round", r, nd->name), scale};
+        ex_node(g, "Mul", mu, 2, out, NULL, NULL, NULL, NULL);
+        break;
+    }
     default:
         return xd_fail(e, XD_EUNSUPPORTED, "layer '%s' (%s) has no ONNX export yet", nd->name,
                        nn_kind_name(nd->kind));

@@ -7,8 +7,8 @@
  * a segmentation head, and "probabilities", their softmax over the classes. Its metadata
  * properties state the preprocessing (xdistill.augment, the recipe's data.augment;
  * xdistill.text, its text settings; xdistill.images, the size of the training images), the class
- * names and the model description. A fakequant layer has no export yet (XD_EUNSUPPORTED naming
- * it). */
+ * names and the model description. Every layer kind is exported; a kind without an export would
+ * be XD_EUNSUPPORTED naming the layer. */
 #ifndef XD_EXPORT_ONNX_H
 #define XD_EXPORT_ONNX_H
 

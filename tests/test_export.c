@@ -2,13 +2,13 @@
  * kind after another (linear, conv2d with stride and padding, batch norm with running statistics,
  * max and average pools, global average pooling, relu, gelu, tanh, sigmoid, dropout, add,
  * flatten, layer norm, bilinear upsampling, embedding bags over token ids with padding; a
- * classifier and a segmentation head, grey and RGB images, texts):
+ * classifier and a segmentation head, grey and RGB images, texts; fake quantisation):
  *   - each file passes onnx.checker with full shape inference (python3-onnx);
  *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
  *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
  *     1e-4 relative, on a batch of random inputs; without it the test says so and skips that;
- *   - a model with a layer that has no export, and a file that is no checkpoint, give one line
- *     naming the file, and no output file. */
+ *   - a file that is no checkpoint, or none at all, gives one line naming it, and no output
+ *     file. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -178,17 +178,18 @@ static void test_text(void **state)
     check_model("sum", "input tokens=5; embbag vocab=9 out=4 mode=sum; linear out=3 head", 7);
 }
 
-static void test_not_exported(void **state)
+static void test_fakequant(void **state)
 {
     (void)state;
-    nn_model m;
-    xd_err e;
-    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; flatten; fakequant bits=8; linear out=2 head",
-                         1, 1, &e));
-    TU_OK(ckpt_save("quant.safetensors", &m, NULL, 0, &e));
-    nn_model_free(&m);
-    const char *files[2] = {"quant.safetensors", "nothing.safetensors"};
-    const char *says[2] = {"layer 'fakequant1' (fakequant)", "nothing.safetensors"};
+    check_model("quant", "input h=4 w=4 c=1; flatten; fakequant bits=4; linear out=6; relu; "
+                         "fakequant bits=8; linear out=3 head", 8);
+}
+
+static void test_not_a_checkpoint(void **state)
+{
+    (void)state;
+    const char *files[2] = {"nothing.safetensors", "missing.safetensors"};
+    const char *says[2] = {"header length", "cannot open"};
     tu_write_file("nothing.safetensors", "not a checkpoint", 16);
     for (int i = 0; i < 2; i++) {
         char *err;
@@ -211,7 +212,8 @@ int main(void)
         cmocka_unit_test(test_segmentation),
         cmocka_unit_test(test_upsample_layernorm),
         cmocka_unit_test(test_text),
-        cmocka_unit_test(test_not_exported),
+        cmocka_unit_test(test_fakequant),
+        cmocka_unit_test(test_not_a_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
