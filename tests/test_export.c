@@ -2,7 +2,8 @@
  * kind after another (linear, conv2d with stride and padding, batch norm with running statistics,
  * max and average pools, global average pooling, relu, gelu, tanh, sigmoid, dropout, add,
  * flatten, layer norm, bilinear upsampling, embedding bags over token ids with padding; a
- * classifier and a segmentation head, grey and RGB images, texts; fake quantisation):
+ * classifier and a segmentation head, grey and RGB images, texts; fake quantisation; the model
+ * of every recipe in recipes/):
  *   - each file passes onnx.checker with full shape inference (python3-onnx);
  *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
  *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
@@ -11,14 +12,17 @@
  *     file. */
 #include "tests/support/testutil.h"
 
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/mem.h"
 #include "distill/checkpoint.h"
+#include "distill/recipe.h"
 #include "nn/layers.h"
 #include "nn/model.h"
 #include "tests/support/runcli.h"
@@ -185,6 +189,52 @@ static void test_fakequant(void **state)
                          "fakequant bits=8; linear out=3 head", 8);
 }
 
+/* The models of every recipe in recipes/ (pipelines aside), each once. */
+static void test_recipe_models(void **state)
+{
+    (void)state;
+    char cwd[4096];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    /* model_file paths are relative to the source tree */
+    assert_int_equal(chdir(tu_src_path(".")), 0);
+    glob_t gl;
+    assert_int_equal(glob("recipes/*/*.yaml", 0, NULL, &gl), 0);
+    char **descs = xd_xcalloc(gl.gl_pathc * 8 + 1, sizeof *descs);
+    size_t n = 0;
+    for (size_t i = 0; i < gl.gl_pathc; i++) {
+        size_t len;
+        char *text = tu_read_file(gl.gl_pathv[i], &len);
+        text = realloc(text, len + 1);
+        text[len] = '\0';
+        recipe r;
+        xd_err e;
+        if (strstr(text, "\nsteps:")) { /* a pipeline: its steps are recipes of their own */
+            free(text);
+            continue;
+        }
+        if (recipe_parse(gl.gl_pathv[i], text, len, NULL, 0,
+                         RECIPE_NO_FILE_CHECKS | RECIPE_STEP_REFS, &r, &e) != XD_OK)
+            fail_msg("%s", e.msg);
+        for (int k = 0; k < r.n_models; k++) {
+            int seen = 0;
+            for (size_t j = 0; j < n; j++) seen |= strcmp(descs[j], r.models[k].model) == 0;
+            if (!seen) descs[n++] = xd_xstrdup(r.models[k].model);
+        }
+        recipe_free(&r);
+        free(text);
+    }
+    globfree(&gl);
+    assert_int_equal(chdir(cwd), 0);
+    assert_true(n >= 5);
+    for (size_t j = 0; j < n; j++) {
+        char name[32];
+        snprintf(name, sizeof name, "recipe%zu", j);
+        check_model(name, descs[j], 100 + j);
+        free(descs[j]);
+    }
+    free(descs);
+}
+
 static void test_not_a_checkpoint(void **state)
 {
     (void)state;
@@ -213,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_upsample_layernorm),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_fakequant),
+        cmocka_unit_test(test_recipe_models),
         cmocka_unit_test(test_not_a_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
