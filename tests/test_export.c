@@ -25,28 +25,15 @@
 #include "distill/recipe.h"
 #include "nn/layers.h"
 #include "nn/model.h"
+#include "tests/support/onnxrun.h"
 #include "tests/support/runcli.h"
 
 #define BATCH 3
-#define PYTHON "/usr/bin/python3"
 
 static int exists(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0;
-}
-
-/* The folder of onnxruntime-node's node_modules, or NULL. */
-static char *ort_modules(void)
-{
-    const char *cache = getenv("XDISTILL_CACHE");
-    char *dir = cache && *cache ? tu_fmt("%s/onnxruntime/node_modules", cache)
-                                : tu_fmt("%s", tu_src_path("cache/onnxruntime/node_modules"));
-    char *pkg = tu_fmt("%s/onnxruntime-node", dir);
-    int ok = exists(pkg) && system("node --version > /dev/null 2>&1") == 0;
-    free(pkg);
-    if (!ok) free(dir);
-    return ok ? dir : NULL;
 }
 
 /* Builds desc with random values (running variances positive), saves it, exports it, checks the
@@ -69,14 +56,7 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
     if (tu_run_cli(NULL, &err, "export", ckpt, "--onnx", onnx, NULL) != 0)
         fail_msg("export %s: %s", name, err);
     free(err);
-    char *cmd = tu_fmt(PYTHON " -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), "
-                       "full_check=True)' %s > check.log 2>&1", onnx);
-    if (system(cmd) != 0) {
-        size_t n;
-        char *log = tu_read_file("check.log", &n);
-        fail_msg("onnx.checker refuses %s: %.*s", onnx, (int)n, log);
-    }
-    free(cmd);
+    tu_onnx_check(onnx);
     /* our probabilities on random inputs: pixels, or ids with padding (-1) among them */
     const size_t in_n = (size_t)BATCH * (m.tokens ? (size_t)m.tokens : (size_t)m.h * m.w * m.c);
     float *x = xd_xmalloc(sizeof(float) * in_n);
@@ -97,37 +77,7 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
     nn_model_forward(&m, x, BATCH, NULL);
     float *want = xd_xmalloc(sizeof(float) * rows * (size_t)K);
     nn_softmax_forward(want, nn_model_out(&m, head), (int)rows, K);
-    char *modules = ort_modules();
-    if (!modules) {
-        print_message("onnxruntime-node or node missing (scripts/setup.sh installs it): %s is "
-                      "checked by onnx.checker only\n", onnx);
-    } else {
-        cmd = tu_fmt("NODE_PATH=%s node %s %s %s %s > ort.out 2> ort.err", modules,
-                     tu_src_path("tests/support/ort_run.js"), onnx, input, dims);
-        if (system(cmd) != 0) {
-            size_t n;
-            char *log = tu_read_file("ort.err", &n);
-            fail_msg("ONNX Runtime on %s: %.*s", onnx, (int)n, log);
-        }
-        free(cmd);
-        size_t n;
-        char *out = tu_read_file("ort.out", &n);
-        out = realloc(out, n + 1);
-        out[n] = '\0';
-        const char *p = out + 1;
-        for (size_t i = 0; i < rows * (size_t)K; i++) {
-            char *end;
-            double got = strtod(p, &end);
-            if (end == p) fail_msg("%s: ONNX Runtime gave %zu values, not %zu", onnx, i, rows * K);
-            if (fabs(got - want[i]) > 1e-4 * fabs(want[i]) + 1e-7)
-                fail_msg("%s: probability %zu: ONNX Runtime %.8g, ours %.8g", onnx, i, got,
-                         (double)want[i]);
-            p = end + 1;
-        }
-        assert_int_equal(p[-1], ']');
-        free(out);
-        free(modules);
-    }
+    tu_onnx_compare(onnx, input, dims, want, rows * (size_t)K);
     free(want);
     free(x);
     free(dims);

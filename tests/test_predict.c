@@ -12,6 +12,8 @@
  *   - bad inputs: an image that does not decode among good ones (reported, skipped, exit 3;
  *     --strict: exit 1), a file that is not an xdistill checkpoint, a checkpoint of a later
  *     version, a text model given images: one line naming the file;
+ *   - the exported ONNX files of the image and text students give predict's probabilities in ONNX
+ *     Runtime (onnx.checker accepting them);
  *   - `make install` into a temporary PREFIX: examples/classify.c, built with pkg-config against
  *     it, gives what predict gives; the man page has a section for every command; `make
  *     uninstall` leaves no file behind. */
@@ -35,6 +37,7 @@
 #include "io/dataset.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "tests/support/onnxrun.h"
 #include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
@@ -96,8 +99,9 @@ static int setup(void **state)
 
 /* eval's probabilities of the first n examples of the test split's view: the data set's feed,
  * with the checkpoint's own preprocessing, the forward pass and a softmax in double.
- * p (n, K); *K the classes. Also checks scores_predict's top-1 against them. */
-static double *eval_probs(const char *ckpt, const char *view, int n, int *K)
+ * p (n, K); *K the classes. Also checks scores_predict's top-1 against them. save_input (may be
+ * NULL) receives the model's input, the feed's floats or token ids. */
+static double *eval_probs(const char *ckpt, const char *view, int n, int *K, const char *save_input)
 {
     xd_err e;
     nn_model m;
@@ -112,6 +116,7 @@ static double *eval_probs(const char *ckpt, const char *view, int n, int *K)
     uint32_t idx[64];
     for (int i = 0; i < n; i++) idx[i] = (uint32_t)i;
     TU_OK(feed_fill(&f, idx, n, 0, 0, 0, input, &e));
+    if (save_input) tu_write_file(save_input, input, feed_example_bytes(&f) * (size_t)n);
     const int head = nn_model_default_head(&m);
     *K = (int)nn_model_node(&m, head)->act_n;
     nn_model_forward(&m, input, n, NULL);
@@ -195,7 +200,7 @@ static void test_images_match_eval(void **state)
 {
     (void)state;
     int K;
-    double *p = eval_probs("img/best.safetensors", "image", N_IMAGES, &K);
+    double *p = eval_probs("img/best.safetensors", "image", N_IMAGES, &K, NULL);
     assert_int_equal(K, TINY_CLASSES);
     char *out, *err;
     /* a batch of 5 makes the last batch a partial one */
@@ -231,7 +236,7 @@ static void test_text_lines(void **state)
 {
     (void)state;
     int K;
-    double *p = eval_probs("txt/best.safetensors", "text.en", 6, &K);
+    double *p = eval_probs("txt/best.safetensors", "text.en", 6, &K, NULL);
     io_dataset *ds;
     xd_err e;
     TU_OK(io_dataset_open("toy.xds", &ds, &e));
@@ -288,7 +293,7 @@ static void test_old_checkpoint(void **state)
     rewrite_meta("img/best.safetensors", "a.safetensors", "xdistill.classes", NULL);
     rewrite_meta("a.safetensors", "old.safetensors", "xdistill.images", NULL);
     int K;
-    double *p = eval_probs("img/best.safetensors", "image", 4, &K);
+    double *p = eval_probs("img/best.safetensors", "image", 4, &K, NULL);
     char *out, *err;
     assert_int_equal(tu_run_cli(&out, &err, "predict", "old.safetensors", "img0.png", "img1.png",
                                 "img2.png", "img3.png", "--top", "2", NULL), 0);
@@ -401,6 +406,72 @@ static void test_segmentation_masks(void **state)
     /* without --out: a usage error */
     assert_int_equal(tu_run_cli(NULL, &err, "predict", "seg.safetensors", "img0.png", NULL), 2);
     expect_line(err, "seg.safetensors", "--out");
+    free(err);
+}
+
+/* predict's probabilities of every class, (n, K) by class, from its JSON lines with --top K. */
+static float *predict_probs(const char *out, int n, int K)
+{
+    float *p = xd_xcalloc((size_t)n * (size_t)K, sizeof *p);
+    const char *line = out;
+    for (int i = 0; i < n; i++) {
+        json_error_t je;
+        json_t *j = json_loadb(line, (size_t)(strchr(line, '\n') - line), 0, &je);
+        assert_non_null(j);
+        json_t *top = json_object_get(j, "top");
+        assert_int_equal(json_array_size(top), K);
+        for (int r = 0; r < K; r++) {
+            json_t *o = json_array_get(top, (size_t)r);
+            p[i * K + json_integer_value(json_object_get(o, "class"))] =
+                (float)json_real_value(json_object_get(o, "p"));
+        }
+        json_decref(j);
+        line = strchr(line, '\n') + 1;
+    }
+    return p;
+}
+
+/* The exported models of the trained image and text students give predict's probabilities in
+ * ONNX Runtime, fed the inputs eval's feeds make of the same test images and texts. */
+static void test_onnx_matches_predict(void **state)
+{
+    (void)state;
+    char *out, *err;
+    int K;
+    free(eval_probs("img/best.safetensors", "image", N_IMAGES, &K, "img.f32"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "export", "img/best.safetensors", "--onnx", "img.onnx",
+                                NULL), 0);
+    tu_onnx_check("img.onnx");
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "img0.png",
+                                "img1.png", "img2.png", "img3.png", "img4.png", "img5.png",
+                                "img6.png", "img7.png", "img8.png", "img9.png", "img10.png",
+                                "img11.png", "--top", "4", NULL), 0);
+    float *want = predict_probs(out, N_IMAGES, K);
+    char dims[64];
+    snprintf(dims, sizeof dims, "%d %d %d 1", N_IMAGES, TINY_SIDE, TINY_SIDE);
+    tu_onnx_compare("img.onnx", "img.f32", dims, want, (size_t)N_IMAGES * (size_t)K);
+    free(want);
+    free(out);
+    free(err);
+    /* the text student on the first test texts, one per line */
+    free(eval_probs("txt/best.safetensors", "text.en", 6, &K, "txt.i32"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "export", "txt/best.safetensors", "--onnx", "txt.onnx",
+                                NULL), 0);
+    tu_onnx_check("txt.onnx");
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open("toy.xds", &ds, &e));
+    const io_strings *texts = io_dataset_find_strings(ds, "test/text.en");
+    FILE *f = fopen("six.txt", "w");
+    for (int i = 0; i < 6; i++) fprintf(f, "%s\n", io_strings_get(texts, (size_t)i, NULL));
+    fclose(f);
+    io_dataset_close(ds);
+    assert_int_equal(tu_run_cli_in("six.txt", &out, &err, "predict", "txt/best.safetensors",
+                                   "--top", "4", NULL), 0);
+    want = predict_probs(out, 6, K);
+    tu_onnx_compare("txt.onnx", "txt.i32", "6 16", want, 6 * (size_t)K);
+    free(want);
+    free(out);
     free(err);
 }
 
@@ -527,6 +598,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_inputs, setup),
         cmocka_unit_test_setup(test_segmentation_masks, setup),
         cmocka_unit_test_setup(test_installed_library, setup),
+        cmocka_unit_test_setup(test_onnx_matches_predict, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
