@@ -319,6 +319,11 @@ int cmd_predict(int argc, char **argv)
     const int segment = r.m && xdistill_task_of(r.m) == XDISTILL_SEGMENT;
     if (!rc && !n_inputs && !texts)
         rc = cli_usage_error("predict", "%s reads images: give image files or manifests", model);
+    if (!rc && segment && xdistill_num_classes(r.m) > 256) {
+        fprintf(stderr, "xdistill predict: %s: %d classes; a mask PNG holds 256 at most\n", model,
+                xdistill_num_classes(r.m));
+        rc = 1;
+    }
     if (!rc && segment && !r.out_dir)
         rc = cli_usage_error("predict", "%s is a segmentation model: give --out DIR for its "
                              "masks", model);
