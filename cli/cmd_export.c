@@ -5,21 +5,25 @@
 #include "cli/cli.h"
 #include "export/onnx.h"
 
-typedef enum { XO_ONNX, XO_COUNT } export_opt;
-static const cli_option export_options[] = {[XO_ONNX] = {"--onnx", 1}};
+typedef enum { XO_ONNX, XO_EXIT, XO_COUNT } export_opt;
+static const cli_option export_options[] = {[XO_ONNX] = {"--onnx", 1}, [XO_EXIT] = {"--exit", 1}};
 static_assert(sizeof export_options / sizeof export_options[0] == XO_COUNT, "name every option");
 
 static void export_usage(FILE *f)
 {
     fprintf(f,
-            "usage: xdistill export MODEL.safetensors --onnx OUT.onnx\n\n"
+            "usage: xdistill export MODEL.safetensors --onnx OUT.onnx [--exit HEAD]\n\n"
             "Writes the checkpoint as an ONNX model (opset 17). Input \"input\": float32\n"
             "(batch, height, width, channels), the image after the preprocessing that the\n"
             "metadata properties state (xdistill.augment: the recipe's data.augment,\n"
             "xdistill.images: the training images' size), or for a text model int32 token ids\n"
             "(batch, tokens), -1 for padding (xdistill.text: the tokenizer's settings);\n"
             "outputs \"logits\" and \"probabilities\" (batch, classes), or (batch, height,\n"
-            "width, classes) for a segmentation model. Class names are in xdistill.classes.\n");
+            "width, classes) for a segmentation model. Class names are in xdistill.classes.\n\n"
+            "options:\n"
+            "  --onnx FILE  the ONNX file to write\n"
+            "  --exit HEAD  the outputs of this head (an early exit: the layers after it are\n"
+            "               left out); default: the model's first head\n");
 }
 
 int cmd_export(int argc, char **argv)
@@ -40,6 +44,6 @@ int cmd_export(int argc, char **argv)
     if (!model || !val[XO_ONNX]) return cli_usage_error("export", "give a checkpoint and --onnx OUT.onnx");
     xd_err e;
     xd_err_clear(&e);
-    if (ex_onnx_write(model, val[XO_ONNX], &e) != XD_OK) return cli_report("export", &e);
+    if (ex_onnx_write(model, val[XO_EXIT], val[XO_ONNX], &e) != XD_OK) return cli_report("export", &e);
     return 0;
 }

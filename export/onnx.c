@@ -519,23 +519,43 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
     return XD_OK;
 }
 
-xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e)
+/* The head named exit (NULL: the default head), or XD_EARG listing the heads. */
+static xd_status find_exit(const char *ckpt, const nn_model *m, const char *exit, int *head,
+                           xd_err *e)
+{
+    *head = exit ? nn_model_find(m, exit) : nn_model_default_head(m);
+    if (*head >= 0 && (!exit || m->nodes[*head].head)) return XD_OK;
+    char list[256] = "";
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].head)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", *list ? ", " : "",
+                     m->nodes[i].name);
+    return xd_fail(e, XD_EARG, "%s: no head '%s' (the model's heads: %s)", ckpt, exit,
+                   *list ? list : "none marked; the last layer is its output");
+}
+
+xd_status ex_onnx_write(const char *ckpt, const char *exit, const char *out_path, xd_err *e)
 {
     nn_model m;
+    int head;
     xd_status s = ckpt_load(ckpt, 1, &m, e);
     if (s != XD_OK) return s;
+    if ((s = find_exit(ckpt, &m, exit, &head, e)) != XD_OK) {
+        nn_model_free(&m);
+        return s;
+    }
     ex_graph g = {0};
     const char **names = xd_xcalloc((size_t)m.n_nodes, sizeof *names);
     ex_form *forms = xd_xcalloc((size_t)m.n_nodes, sizeof *forms);
     /* token ids go to the embedding bags as they are; images to NCHW */
     const char *input = m.tokens ? "input" : ex_transpose(&g, "input", to_nchw);
-    for (int i = 0; i < m.n_nodes && s == XD_OK; i++)
+    /* up to the head: list order is evaluation order, so nothing it reads comes later */
+    for (int i = 0; i <= head && s == XD_OK; i++)
         s = ex_layer(&g, &m, i, names, forms, input, m.tokens ? EX_VEC : EX_MAP, e);
     Onnx__GraphProto graph = ONNX__GRAPH_PROTO__INIT;
     Onnx__ModelProto model = ONNX__MODEL_PROTO__INIT;
     Onnx__OperatorSetIdProto opset = ONNX__OPERATOR_SET_ID_PROTO__INIT;
     if (s == XD_OK) {
-        const int head = nn_model_default_head(&m);
         const nn_node *hn = &m.nodes[head];
         const int map = hn->h > 1 || hn->w > 1;
         /* the outputs in our layout: logits (B, K) or (B, H, W, K), and their softmax */

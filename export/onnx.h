@@ -14,7 +14,9 @@
 
 #include "core/status.h"
 
-/* Writes the checkpoint at ckpt as an ONNX file at out_path (atomically). */
-xd_status ex_onnx_write(const char *ckpt, const char *out_path, xd_err *e);
+/* Writes the checkpoint at ckpt as an ONNX file at out_path (atomically), its outputs those of
+ * the head named exit (an early exit: the layers after it are left out), or of the default head
+ * when exit is NULL. A name that is no head is XD_EARG listing the heads. */
+xd_status ex_onnx_write(const char *ckpt, const char *exit, const char *out_path, xd_err *e);
 
 #endif

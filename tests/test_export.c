@@ -2,8 +2,8 @@
  * kind after another (linear, conv2d with stride and padding, batch norm with running statistics,
  * max and average pools, global average pooling, relu, gelu, tanh, sigmoid, dropout, add,
  * flatten, layer norm, bilinear upsampling, embedding bags over token ids with padding; a
- * classifier and a segmentation head, grey and RGB images, texts; fake quantisation; the model
- * of every recipe in recipes/):
+ * classifier and a segmentation head, grey and RGB images, texts; fake quantisation; each exit
+ * of an early-exit model; the model of every recipe in recipes/):
  *   - each file passes onnx.checker with full shape inference (python3-onnx);
  *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
  *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
@@ -36,9 +36,10 @@ static int exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* Builds desc with random values (running variances positive), saves it, exports it, checks the
- * file and compares ONNX Runtime's probabilities with the forward pass's. */
-static void check_model(const char *name, const char *desc, uint64_t seed)
+/* Builds desc with random values (running variances positive), saves it, exports it (the outputs
+ * of head exit; NULL: the default head), checks the file and compares ONNX Runtime's
+ * probabilities with the forward pass's at that head. */
+static void check_exit(const char *name, const char *desc, const char *exit, uint64_t seed)
 {
     nn_model m;
     xd_err e;
@@ -53,7 +54,8 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
     char *ckpt = tu_fmt("%s.safetensors", name), *onnx = tu_fmt("%s.onnx", name);
     TU_OK(ckpt_save(ckpt, &m, NULL, 0, &e));
     char *err;
-    if (tu_run_cli(NULL, &err, "export", ckpt, "--onnx", onnx, NULL) != 0)
+    if (tu_run_cli(NULL, &err, "export", ckpt, "--onnx", onnx, exit ? "--exit" : NULL, exit,
+                   NULL) != 0)
         fail_msg("export %s: %s", name, err);
     free(err);
     tu_onnx_check(onnx);
@@ -70,7 +72,7 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
         for (int j = 0; j < m.tokens; j++) ids[j] = -1; /* a row without any id */
     }
     tu_write_file(input, x, sizeof(float) * in_n);
-    const int head = nn_model_default_head(&m);
+    const int head = exit ? nn_model_find(&m, exit) : nn_model_default_head(&m);
     const nn_node *hn = nn_model_node(&m, head);
     const int K = hn->c > 1 || hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
     const size_t rows = (size_t)BATCH * hn->act_n / (size_t)K;
@@ -84,6 +86,29 @@ static void check_model(const char *name, const char *desc, uint64_t seed)
     free(ckpt);
     free(onnx);
     nn_model_free(&m);
+}
+
+static void check_model(const char *name, const char *desc, uint64_t seed)
+{
+    check_exit(name, desc, NULL, seed);
+}
+
+/* An early-exit model: each exit on its own, the first one without the layers after it. */
+static void test_early_exits(void **state)
+{
+    (void)state;
+    const char *desc = "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu name=trunk; gap; "
+                       "linear out=3 name=exit1 head; conv2d from=trunk out=4 k=3 stride=2; "
+                       "relu; flatten; linear out=3 name=exit2 head";
+    check_exit("first", desc, "exit1", 9);
+    check_exit("second", desc, "exit2", 9);
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "export", "first.safetensors", "--onnx", "x.onnx",
+                                "--exit", "trunk", NULL), 1);
+    if (!strstr(err, "first.safetensors: no head 'trunk' (the model's heads: exit1, exit2)"))
+        fail_msg("'%s'", err);
+    assert_false(exists("x.onnx"));
+    free(err);
 }
 
 static void test_mlp(void **state)
@@ -213,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_upsample_layernorm),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_fakequant),
+        cmocka_unit_test(test_early_exits),
         cmocka_unit_test(test_recipe_models),
         cmocka_unit_test(test_not_a_checkpoint),
     };
