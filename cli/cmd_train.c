@@ -21,38 +21,10 @@
 #include "distill/trainer.h"
 #include "io/file.h"
 
-/* The options of a command: their words, and whether the next word is the value. */
-typedef struct {
-    const char *name;
-    int takes_value;
-} option;
-
-/* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
- * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
- * (*rc its exit status) for an unknown option or one whose value is missing. */
-static int next_option(const char *cmd, const option *opts, int n, int argc, char **argv, int *i,
-                       const char **val, int *rc)
-{
-    const char *a = argv[*i];
-    if (a[0] != '-' || !a[1]) return -1;
-    for (int o = 0; o < n; o++) {
-        if (strcmp(a, opts[o].name) != 0) continue;
-        if (!opts[o].takes_value) return o;
-        if (*i + 1 >= argc) {
-            *rc = cli_usage_error(cmd, "%s needs a value", a);
-            return -2;
-        }
-        *val = argv[++*i];
-        return o;
-    }
-    *rc = cli_usage_error(cmd, "unknown option '%s'", a);
-    return -2;
-}
-
 typedef enum {
     TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
 } train_opt;
-static const option train_options[] = {
+static const cli_option train_options[] = {
     [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
     [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
     [TO_SEEDS] = {"--seeds", 1}, [TO_STOP_AFTER] = {"--stop-after", 1},
@@ -128,7 +100,7 @@ int cmd_train(int argc, char **argv)
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *v = NULL;
-        int o = next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
+        int o = cli_next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1 && recipe_path)
             rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path,
                                  argv[i]);
@@ -291,7 +263,7 @@ static void eval_usage(FILE *f)
 }
 
 typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_COUNT } eval_opt;
-static const option eval_options[] = {
+static const cli_option eval_options[] = {
     [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
     [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
 };
@@ -306,7 +278,7 @@ int cmd_eval(int argc, char **argv)
     const char *val[EO_COUNT] = {[EO_SPLIT] = "test"};
     for (int i = 1; i < argc; i++) {
         const char *v = "";
-        int rc = 0, o = next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
+        int rc = 0, o = cli_next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1) return cli_usage_error("eval", "unexpected argument '%s'", argv[i]);
         if (o < 0) return rc;
         val[o] = v;

@@ -1,7 +1,9 @@
 /* Checkpoints (see checkpoint.h). */
 #include "distill/checkpoint.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,10 +12,13 @@
 #include "distill/recipe.h"
 #include "io/safetensors.h"
 #include "modalities/image/augment.h"
+#include "modalities/image/resize.h"
 
 #define META_FORMAT "format"
 #define META_VERSION "xdistill.version"
 #define META_MODEL "xdistill.model"
+#define META_CLASSES "xdistill.classes"
+#define META_IMAGES "xdistill.images"
 
 /* The model's entries as tensor descriptors (data pointing into the model, or NULL). */
 static io_tensor *model_tensors(const nn_model *m, int with_data)
@@ -46,6 +51,51 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
     io_tensor *t = model_tensors(m, 1);
     xd_status s = io_st_write(path, t, (size_t)m->n_params, all, n_meta + 3, e);
     free(t);
+    free(all);
+    return s;
+}
+
+/* The data set section that names the classes of m's default head: classes.mask for a map
+ * (segmentation), else that of label ("label" -> "classes", "label.NAME" -> "classes.NAME"). */
+static void classes_section(const nn_model *m, const char *label, char *name, size_t n)
+{
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    if (hn->h > 1 || hn->w > 1) {
+        snprintf(name, n, "classes.mask");
+        return;
+    }
+    const char *suffix = label && strncmp(label, "label", 5) == 0 ? label + 5 : "";
+    snprintf(name, n, "classes%s", suffix);
+}
+
+xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                            const feed *f, const io_dataset *ds, const char *label, xd_err *e)
+{
+    io_kv *all = xd_xcalloc(n_meta + 2, sizeof *all);
+    size_t n = n_meta;
+    if (n_meta) memcpy(all, meta, n_meta * sizeof *all);
+    char images[64], section[IO_DATASET_NAME_MAX + 1];
+    if (f->kind == FEED_IMAGE) {
+        snprintf(images, sizeof images, "%dx%dx%d", f->h, f->w, f->c);
+        all[n++] = (io_kv){META_IMAGES, images};
+    }
+    classes_section(m, label, section, sizeof section);
+    const io_strings *cls = io_dataset_find_strings(ds, section);
+    char *names = NULL;
+    if (cls) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < cls->n; i++)
+            json_array_append_new(arr, json_string(io_strings_get(cls, i, NULL)));
+        names = json_dumps(arr, JSON_COMPACT | JSON_ENSURE_ASCII);
+        json_decref(arr);
+        if (!names) {
+            free(all);
+            return xd_fail(e, XD_ENOMEM, "%s: no memory for the class names", path);
+        }
+        all[n++] = (io_kv){META_CLASSES, names};
+    }
+    xd_status s = ckpt_save(path, m, all, n, e);
+    free(names);
     free(all);
     return s;
 }
@@ -86,6 +136,15 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
     return s;
 }
 
+/* 1 when version ("MAJOR.MINOR...") is of a later release than this build: such a file may hold
+ * what this build cannot read, so it is refused by name rather than misread. */
+static int newer_version(const char *version)
+{
+    int a, b, x, y;
+    if (sscanf(version, "%d.%d", &a, &b) != 2 || sscanf(XD_VERSION, "%d.%d", &x, &y) != 2) return 0;
+    return a > x || (a == x && b > y);
+}
+
 xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
@@ -93,9 +152,15 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
     xd_status s = io_st_open(path, &f, e);
     if (s != XD_OK) return s;
     const char *fmt = io_st_meta(f, META_FORMAT), *desc = io_st_meta(f, META_MODEL);
+    const char *version = io_st_meta(f, META_VERSION);
     if (!fmt || strcmp(fmt, "xdistill") != 0 || !desc) {
         s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (metadata '%s' and '%s' missing)",
                     path, META_FORMAT, META_MODEL);
+    } else if (version && newer_version(version)) {
+        char buf[XD_EXCERPT_BUF];
+        s = xd_fail(e, XD_EUNSUPPORTED, "%s: a checkpoint of xdistill %s; this is xdistill %s, "
+                    "which reads those of its own and earlier versions", path,
+                    xd_excerpt(version, buf), XD_VERSION);
     } else if ((s = nn_model_plan(m, desc, max_batch, e)) != XD_OK) {
         xd_err_prefix(e, "%s: stored model", path);
     } else {
@@ -211,12 +276,61 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
         return XD_OK;
     }
     if (!label) return XD_OK;
-    /* "label" -> "classes", "label.NAME" -> "classes.NAME" */
-    const char *suffix = strncmp(label, "label", 5) == 0 ? label + 5 : "";
-    snprintf(name, sizeof name, "classes%s", suffix);
+    classes_section(m, label, name, sizeof name);
     const io_strings *cls = io_dataset_find_strings(ds, name);
     if (cls && cls->n != hn->act_n)
         return xd_fail(e, XD_ESHAPE, "%s: the model has %zu classes (head '%s'); %s: %s has %zu "
                        "(%s)", path, hn->act_n, hn->name, data, label, cls->n, name);
     return XD_OK;
+}
+
+xd_status ckpt_class_names(const char *path, size_t n_classes, char ***names, xd_err *e)
+{
+    *names = NULL;
+    char *text;
+    xd_status s = ckpt_read_meta(path, META_CLASSES, &text, e);
+    if (s != XD_OK || !text) return s;
+    json_error_t je;
+    json_t *arr = json_loads(text, 0, &je);
+    free(text);
+    if (!json_is_array(arr) || json_array_size(arr) != n_classes) {
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s' is not a list of the model's %zu class "
+                    "names", path, META_CLASSES, n_classes);
+    } else {
+        *names = xd_xcalloc(n_classes + 1, sizeof **names);
+        for (size_t i = 0; i < n_classes && s == XD_OK; i++) {
+            const char *v = json_string_value(json_array_get(arr, i));
+            if (v) (*names)[i] = xd_xstrdup(v);
+            else s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s': entry %zu is not a string", path,
+                             META_CLASSES, i);
+        }
+        if (s != XD_OK) {
+            ckpt_class_names_free(*names);
+            *names = NULL;
+        }
+    }
+    json_decref(arr);
+    return s;
+}
+
+void ckpt_class_names_free(char **names)
+{
+    for (size_t i = 0; names && names[i]; i++) free(names[i]);
+    free(names);
+}
+
+xd_status ckpt_trained_images(const char *path, int *h, int *w, int *c, xd_err *e)
+{
+    *h = *w = *c = 0;
+    char *text;
+    xd_status s = ckpt_read_meta(path, META_IMAGES, &text, e);
+    if (s != XD_OK || !text) return s;
+    int n = 0;
+    if (sscanf(text, "%dx%dx%d%n", h, w, c, &n) != 3 || text[n] || *h < 1 || *w < 1 ||
+        *h > IMG_MAX_SIDE || *w > IMG_MAX_SIDE || (*c != 1 && *c != 3))
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s' = '%s' is not HxWxC (C 1 or 3)", path,
+                    META_IMAGES, text);
+    if (s != XD_OK) *h = *w = *c = 0;
+    free(text);
+    return s;
 }

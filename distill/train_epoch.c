@@ -117,7 +117,8 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
                      {"xdistill.model_name", mk->rm->name}};
     const size_t n_meta = R->n_models > 1 ? 5 : 4;
     char *name = models_file(R->r, k, "last"), *last = train_path(R, name);
-    xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
+    xd_status s = ckpt_save_trained(last, &mk->m, meta, n_meta, &mk->train, R->ds,
+                                    R->r->data.label, e);
     free(last);
     free(name);
     if (s == XD_OK && evaluated && (mk->best_epoch == 0 || mk->acc > mk->best_acc)) {
@@ -125,7 +126,8 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
         mk->best_epoch = epoch + 1;
         name = models_file(R->r, k, "best");
         char *best = train_path(R, name);
-        s = ckpt_save(best, &mk->m, meta, n_meta, e);
+        s = ckpt_save_trained(best, &mk->m, meta, n_meta, &mk->train, R->ds,
+                              R->r->data.label, e);
         free(best);
         free(name);
     }

@@ -6,58 +6,16 @@
  * about the files a run writes, truncated files and folders. */
 #include "tests/support/testutil.h"
 
-#include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "distill/runlock.h"
 #include "tests/support/dirsnap.h"
+#include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
-
-static char bin[PATH_MAX];
-
-/* Runs `xdistill ARGS...` (NULL-terminated) with stdout and stderr caught; returns the exit
- * status, *out and *err the texts (caller frees; NULL not to keep them). */
-static int run_cli(char **out, char **err, ...)
-{
-    char *argv[32] = {bin};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; (a = va_arg(ap, const char *)) && argc < 31;) argv[argc++] = (char *)a;
-    va_end(ap);
-    argv[argc] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "cli.out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, "cli.err", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    extern char **environ;
-    pid_t pid;
-    if (posix_spawn(&pid, bin, &fa, NULL, argv, environ) != 0) fail_msg("cannot run %s", bin);
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    if (!WIFEXITED(ws)) fail_msg("xdistill %s died (signal %d)", argv[1], WTERMSIG(ws));
-    const char *names[2] = {"cli.out", "cli.err"};
-    char **texts[2] = {out, err};
-    for (int i = 0; i < 2; i++) {
-        size_t n;
-        char *t = tu_read_file(names[i], &n);
-        t = realloc(t, n + 1);
-        t[n] = '\0';
-        if (texts[i]) *texts[i] = t;
-        else free(t);
-    }
-    return WEXITSTATUS(ws);
-}
 
 static int exists(const char *path)
 {
@@ -89,7 +47,7 @@ static int setup(void **state)
 static void expect_needs_value(const char *cmd, const char *first, const char *opt)
 {
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, cmd, first, opt, NULL), 2);
+    assert_int_equal(tu_run_cli(NULL, &err, cmd, first, opt, NULL), 2);
     snprintf(want, sizeof want, "%s needs a value", opt);
     if (!strstr(err, want)) fail_msg("%s %s: '%s' does not say '%s'", cmd, opt, err, want);
     free(err);
@@ -111,11 +69,11 @@ static void test_options_missing_their_value(void **state)
 static void test_seed_folder(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
                              "--quiet", NULL), 0);
     assert_true(exists("runs/c/seed-3/metrics.jsonl"));
     assert_false(exists("runs/c/metrics.jsonl"));
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
                              "--stop-after", "1", "--quiet", NULL), 0);
     assert_true(exists("exact/metrics.jsonl"));
     assert_false(exists("exact/seed-4"));
@@ -126,22 +84,22 @@ static void test_seed_folder(void **state)
 static void test_resume_overrides(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
                              "--quiet", NULL), 0);
     dirsnap *before = dirsnap_take("ov");
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
                              "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.epochs' cannot change when a run is resumed"));
     assert_non_null(strstr(err, "train.threads"));
     free(err);
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
                              "train.batch=8", "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.batch' cannot change"));
     free(err);
     dirsnap_assert_same(before, "ov");
     dirsnap_free(before);
-    assert_int_equal(run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
                              "--quiet", NULL), 0);
     size_t n;
     char *yaml = tu_read_file("ov/recipe.yaml", &n);
@@ -157,10 +115,10 @@ static void test_resume_overrides(void **state)
 static void test_resume_finished(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
     dirsnap *one = dirsnap_take("done");
     char *out;
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
     assert_non_null(strstr(out, "done: already finished"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1); /* one line */
     free(out);
@@ -169,18 +127,18 @@ static void test_resume_finished(void **state)
     const char *other = "name: other\n" RECIPE_BODY;
     tu_write_file("other.yaml", other, strlen(other));
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
     assert_non_null(strstr(err, "other.yaml (recipe 'other')"));
     assert_non_null(strstr(err, "recipe 'c'"));
     free(err);
     dirsnap_assert_same(one, "done");
     dirsnap_free(one);
 
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
                              "--quiet", NULL), 0);
     dirsnap *top = dirsnap_take("many"), *s1 = dirsnap_take("many/seed-1"),
             *s2 = dirsnap_take("many/seed-2");
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
     assert_non_null(strstr(out, "many: already finished (2 seeds)"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1);
     free(out);
@@ -203,7 +161,7 @@ static void test_seeds_folder_locked(void **state)
     TU_OK(runlock_take(&l, "held", &e));
     dirsnap *before = dirsnap_take("held");
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
                              "--quiet", NULL), 1);
     snprintf(want, sizeof want, "held: another run (pid %ld)", (long)getpid());
     if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);
@@ -217,7 +175,7 @@ static void test_seeds_folder_locked(void **state)
 static void expect(const char *path, int rc, const char *want)
 {
     char *out, *err;
-    int got = run_cli(&out, &err, "inspect", path, NULL);
+    int got = tu_run_cli(&out, &err, "inspect", path, NULL);
     if (got != rc || (!strstr(out, want) && !strstr(err, want)))
         fail_msg("xdistill inspect %s: exit %d, output:\n%s%s\nexpected exit %d and '%s'", path,
                  got, out, err, rc, want);
@@ -268,12 +226,6 @@ int main(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    /* build/tests/test_cli -> build/xdistill */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = '\0';
-    snprintf(bin, sizeof bin, "%s/../xdistill", dirname(self));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_options_missing_their_value, setup),
         cmocka_unit_test_setup(test_seed_folder, setup),
