@@ -14,7 +14,7 @@
 #include "core/status.h"
 #include "nn/model.h"
 
-/* Most exits of a model that a run scores. */
+/* Most exits a run scores (the first ones, model by model). */
 #define EXITS_MAX 16
 
 /* "a, b or c": the names of m's exits (default head first) into buf. */

@@ -101,6 +101,7 @@ xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e)
         const char *acc = io_st_meta(f, key);
         snprintf(key, sizeof key, "exit.%s.best_epoch", R->exits[i].key);
         const char *ep = io_st_meta(f, key);
+        if (!acc && !ep) continue; /* a state written before exits were scored: none known yet */
         char *end = NULL;
         long be = ep ? strtol(ep, &end, 10) : -1;
         if (!acc || !ep || *end || be < 0)
