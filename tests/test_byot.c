@@ -442,6 +442,35 @@ static void test_run_scores_exits(void **state)
     assert_true(fabs(again.exits[1].best_acc - full.exits[1].best_acc) < 1e-7);
 }
 
+/* A resume state written before exits were scored (no exit.* metadata) still resumes: the exits
+ * start with no best score, and end with the best of the epochs run since. */
+static void test_resume_state_without_exits(void **state)
+{
+    (void)state;
+    ensure_data();
+    run_into("old", 1, 0);
+    io_st_file *f;
+    xd_err e;
+    xd_err_clear(&e);
+    TU_OK(io_st_open("old/resume.safetensors", &f, &e));
+    const size_t nt = io_st_count(f), nm = io_st_meta_count(f);
+    io_tensor *t = xd_xmalloc(sizeof *t * nt);
+    io_kv *meta = xd_xmalloc(sizeof *meta * nm);
+    size_t kept = 0;
+    for (size_t i = 0; i < nt; i++) t[i] = *io_st_tensor(f, i);
+    for (size_t i = 0; i < nm; i++)
+        if (strncmp(io_st_meta_at(f, i)->key, "exit.", 5) != 0) meta[kept++] = *io_st_meta_at(f, i);
+    assert_true(kept < nm);
+    TU_OK(io_st_write("old/resume.tmp", t, nt, meta, kept, &e));
+    io_st_close(f);
+    assert_int_equal(rename("old/resume.tmp", "old/resume.safetensors"), 0);
+    free(t);
+    free(meta);
+    train_result fin = run_into("old", 0, 1);
+    assert_int_equal(fin.n_exits, 2);
+    assert_true(fin.exits[1].best_epoch >= 2);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * 4. recipes */
 
@@ -509,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_recipe_self_ends),
         cmocka_unit_test(test_byot_gradients),
         cmocka_unit_test(test_run_scores_exits),
+        cmocka_unit_test(test_resume_state_without_exits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
