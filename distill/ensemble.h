@@ -20,15 +20,41 @@
 #ifndef XD_DISTILL_ENSEMBLE_H
 #define XD_DISTILL_ENSEMBLE_H
 
+#include "align/labelmap.h"
 #include "distill/recipe.h"
 
-/* The weights w (n, B): w[t * B + b]. fixed (n; combine weights) holds c >= 0 with a positive
- * sum; r (n pointers to (B, K); combine entropy) the distributions whose entropy sets the
- * weights, tau > 0. Unused arguments may be NULL. Computed in double. */
+/* One teacher's outputs on the batch. */
+typedef struct {
+    const float *logits;      /* (B, kt) */
+    int kt;                   /* its classes: K unless it has a map */
+    const align_labelmap *lm; /* its classes onto the student's K (kt, K), or NULL */
+} ensemble_member;
+
+/* Buffers of ensemble_target for n members, B examples, K student classes, kt up to kt_max. */
+typedef struct {
+    int n, B, K;
+    float *p;   /* (n, B, K) each member's distribution at T */
+    float *r;   /* (n, B, K) at temperature 1: entropy weights with T != 1 */
+    float *tq;  /* (B, kt_max) a distribution before its map */
+    float *w;   /* (n, B) the weights */
+} ensemble_buf;
+
+void ensemble_buf_init(ensemble_buf *eb, int n, int B, int K, int kt_max);
+void ensemble_buf_free(ensemble_buf *eb);
+
+/* q (B, K): the combined target of the n = eb->n members' logits on B <= eb->B examples at
+ * temperature T, for combine c (fixed: the n weights of combine weights; tau: entropy's); the
+ * weights stay in eb->w (w[t * B + b]). */
+void ensemble_target(float *q, const ensemble_member *m, int B, float T, recipe_combine c,
+                     const float *fixed, float tau, ensemble_buf *eb);
+
+/* The steps of ensemble_target, for distributions already on the student's classes:
+ * the weights w (n, B), w[t * B + b] (fixed: combine weights' n values >= 0 with a positive sum;
+ * r: combine entropy's n distributions (B, K) whose entropy sets the weights, tau > 0; unused
+ * arguments may be NULL), computed in double; */
 void ensemble_weights(float *w, recipe_combine c, const float *fixed, const float *const *r,
                       float tau, int n, int B, int K);
-
-/* q (B, K) = sum_t w[t * B + b] p[t] (B, K) row by row, summed in double in teacher order. */
+/* and q (B, K) = sum_t w[t * B + b] p[t] (B, K) row by row, summed in double in member order. */
 void ensemble_combine(float *q, const float *const *p, const float *w, int n, int B, int K);
 
 #endif

@@ -9,8 +9,6 @@
 #include <string.h>
 
 #include "core/mem.h"
-#include "distill/ensemble.h"
-#include "distill/kd.h"
 
 xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_err *e)
 {
@@ -22,13 +20,10 @@ xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_e
     en->node = xd_xmalloc(sizeof(int) * (size_t)n);
     en->lm = xd_xcalloc((size_t)n, sizeof *en->lm);
     en->mapped = xd_xcalloc((size_t)n, 1);
-    en->p = xd_xcalloc((size_t)n, sizeof *en->p);
-    en->r = xd_xcalloc((size_t)n, sizeof *en->r);
-    en->w = xd_xmalloc(sizeof(float) * (size_t)n * (size_t)B);
+    en->m = xd_xcalloc((size_t)n, sizeof *en->m);
     en->fixed = xd_xmalloc(sizeof(float) * (size_t)n);
-    /* the confidence of entropy weights is read at temperature 1 */
-    const int own_r = L->combine == RECIPE_COMBINE_ENTROPY && L->temperature != 1.0f;
-    size_t kt_max = 1;
+    en->rows = xd_xcalloc((size_t)n, sizeof *en->rows);
+    int kt_max = 1;
     for (int m = 0; m < n; m++) {
         const recipe_member *rm = &L->members[m];
         teacher_rt *t = &R->teachers[rm->teacher];
@@ -39,27 +34,28 @@ xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_e
         if (en->node[m] < 0)
             return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where, from, L->teacher_head);
         const nn_node *tn = nn_model_node(&t->m, en->node[m]);
+        const int kt = (int)tn->act_n;
         if (t->average && !t->avg[en->node[m]])
             t->avg[en->node[m]] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
         if (rm->label_map || rm->label_table) {
             char where[sizeof l->where + 32];
             snprintf(where, sizeof where, "%s: teachers.%d", l->where, m);
             xd_status s = train_label_map(R, where, rm->label_map, rm->label_table,
-                                          rm->n_label_table, (int)tn->act_n, K, &en->lm[m], e);
+                                          rm->n_label_table, kt, K, &en->lm[m], e);
             if (s != XD_OK) return s;
             en->mapped[m] = 1;
-        } else if ((int)tn->act_n != K) {
-            return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of %s has %zu outputs, the student's "
+        } else if (kt != K) {
+            return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of %s has %d outputs, the student's "
                                          "'%s' has %d (a label_map in its teachers entry maps one "
-                                         "onto the other)", l->where, tn->name, from, tn->act_n,
+                                         "onto the other)", l->where, tn->name, from, kt,
                            sn->name, K);
         }
-        kt_max = tn->act_n > kt_max ? tn->act_n : kt_max;
-        en->p[m] = xd_xmalloc(sizeof(float) * (size_t)B * (size_t)K);
-        if (own_r) en->r[m] = xd_xmalloc(sizeof(float) * (size_t)B * (size_t)K);
+        en->m[m] = (ensemble_member){.kt = kt, .lm = en->mapped[m] ? &en->lm[m] : NULL};
+        kt_max = kt > kt_max ? kt : kt_max;
         en->fixed[m] = rm->weight;
+        if (t->cached) en->rows[m] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
     }
-    en->tq = xd_xmalloc(sizeof(float) * (size_t)B * kt_max);
+    ensemble_buf_init(&en->buf, n, B, K, kt_max);
     return XD_OK;
 }
 
@@ -69,49 +65,35 @@ void train_free_ensemble(loss_rt *l)
     if (!en) return;
     for (int m = 0; m < en->n; m++) {
         if (en->mapped[m]) align_labelmap_free(&en->lm[m]);
-        free(en->p[m]);
-        free(en->r[m]);
+        free(en->rows[m]);
     }
+    ensemble_buf_free(&en->buf);
     free(en->node);
     free(en->lm);
     free(en->mapped);
-    free(en->p);
-    free(en->r);
-    free(en->tq);
-    free(en->w);
+    free(en->m);
     free(en->fixed);
+    free(en->rows);
     free(en);
     l->ens = NULL;
-}
-
-/* out (B, K) = member m's distribution at temperature T on the student's classes */
-static void member_dist(ensemble_rt *en, int m, const float *logits, float *out, int B, int K,
-                        int kt, float T)
-{
-    if (!en->mapped[m]) {
-        kd_soft_targets(out, logits, B, K, T);
-        return;
-    }
-    kd_soft_targets(en->tq, logits, B, kt, T);
-    align_labelmap_apply(out, en->tq, &en->lm[m], B);
 }
 
 void train_ensemble_target(train_run *R, loss_rt *l, int B)
 {
     const recipe_loss *L = l->L;
     ensemble_rt *en = l->ens;
-    const int K = (int)nn_model_node(&R->models[L->model].m, l->s_node)->act_n;
     for (int m = 0; m < en->n; m++) {
         const int ti = L->members[m].teacher;
-        const int kt = (int)nn_model_node(&R->teachers[ti].m, en->node[m])->act_n;
-        /* read at once: a cached teacher's rows share one gather buffer */
-        const float *t = train_teacher_out(R, ti, en->node[m], B);
-        member_dist(en, m, t, en->p[m], B, K, kt, L->temperature);
-        if (en->r[m]) member_dist(en, m, t, en->r[m], B, K, kt, 1.0f);
+        const float *out = train_teacher_out(R, ti, en->node[m], B);
+        /* every cached teacher gathers its rows into one buffer: keep a copy of this one's */
+        if (en->rows[m]) {
+            memcpy(en->rows[m], out, sizeof(float) * (size_t)B * (size_t)en->m[m].kt);
+            out = en->rows[m];
+        }
+        en->m[m].logits = out;
     }
-    const float *const *r = (const float *const *)(en->r[0] ? en->r : en->p);
-    ensemble_weights(en->w, L->combine, en->fixed, r, L->entropy_tau, en->n, B, K);
-    ensemble_combine(l->c, (const float *const *)en->p, en->w, en->n, B, K);
+    ensemble_target(l->c, en->m, B, L->temperature, L->combine, en->fixed, L->entropy_tau,
+                    &en->buf);
 }
 
 int train_ensemble_blame(train_run *R, const loss_rt *l, int B, char *buf, size_t size)

@@ -17,6 +17,7 @@
 #include "align/labelmap.h"
 #include "core/status.h"
 #include "distill/cache.h"
+#include "distill/ensemble.h"
 #include "distill/feed.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
@@ -49,12 +50,10 @@ typedef struct {
     int *node;            /* (n) each member's head */
     align_labelmap *lm;   /* (n) each member's label map */
     uint8_t *mapped;      /* (n) it has one */
-    float **p;            /* (n) each (B, K): its distribution at T on the student's classes */
-    float **r;            /* (n) each (B, K): at temperature 1 (entropy weights with T != 1), else
-                           * NULL (r is p) */
-    float *tq;            /* (B, largest teacher head) a distribution before its map */
-    float *w;             /* (n, B) the batch's weights */
+    ensemble_member *m;   /* (n) the batch's outputs of each */
     float *fixed;         /* (n) combine: weights: the recipe's */
+    float **rows;         /* (n) a cached member's rows of the batch (B, kt), else NULL */
+    ensemble_buf buf;
 } ensemble_rt;
 
 typedef struct {

@@ -84,6 +84,32 @@ static void test_combine_by_hand(void **state)
     tu_assert_close(q, mean, HB * HK, 1e-5, 1e-6, "entropy, large tau");
 }
 
+/* From logits: teacher 1's (ln 2, 0, 0) is p1 = (1/2, 1/4, 1/4) at T = 1 and
+ * (sqrt 2, 1, 1) / (2 + sqrt 2) at T = 2; teacher 2's zeros are uniform at any T. The entropy
+ * weights read the teachers at T = 1 whatever T is (3 / (3 + 2 sqrt 2) for teacher 1, as above),
+ * and weigh their distributions at T. */
+static void test_target_from_logits(void **state)
+{
+    (void)state;
+    const float z1[HK] = {(float)log(2.0), 0.0f, 0.0f}, z2[HK] = {0.0f, 0.0f, 0.0f};
+    const ensemble_member m[2] = {{z1, HK, NULL}, {z2, HK, NULL}};
+    ensemble_buf eb;
+    ensemble_buf_init(&eb, 2, 1, HK, HK);
+    float q[HK];
+    ensemble_target(q, m, 1, 2.0f, RECIPE_COMBINE_ENTROPY, NULL, 1.0f, &eb);
+    const double a = 3.0 / (3.0 + 2.0 * sqrt(2.0)), r2 = sqrt(2.0);
+    const float want[HK] = {(float)(a * r2 / (2 + r2) + (1 - a) / 3),
+                            (float)(a / (2 + r2) + (1 - a) / 3), (float)(a / (2 + r2) + (1 - a) / 3)};
+    tu_assert_close(q, want, HK, 1e-6, 1e-7, "entropy at T = 2");
+    assert_true(fabs(eb.w[0] - a) < 1e-6);
+    /* the mean at T = 2 */
+    ensemble_target(q, m, 1, 2.0f, RECIPE_COMBINE_MEAN, NULL, 1.0f, &eb);
+    const float mean[HK] = {(float)((r2 / (2 + r2) + 1.0 / 3) / 2),
+                            (float)((1 / (2 + r2) + 1.0 / 3) / 2), (float)((1 / (2 + r2) + 1.0 / 3) / 2)};
+    tu_assert_close(q, mean, HK, 1e-6, 1e-7, "mean at T = 2");
+    ensemble_buf_free(&eb);
+}
+
 /* A teacher of 4 classes joins through the map (0, 0, 1, 2): its (0.1, 0.2, 0.3, 0.4) becomes
  * (0.3, 0.3, 0.4) on the student's classes, and is combined with the others there. */
 static void test_mapped_member_by_hand(void **state)
@@ -127,24 +153,12 @@ typedef struct {
 /* The combined target of the members' logits, as the trainer makes it. */
 static void target(const grad_ctx *c, float *q)
 {
-    float p[GT][GB * GK], r[GT][GB * GK], tq[GB * 5], w[GT * GB];
-    for (int t = 0; t < GT; t++) {
-        const int mapped = t == GT - 1;
-        for (int pass = 0; pass < 2; pass++) {
-            float *out = pass ? r[t] : p[t];
-            const float T = pass ? 1.0f : c->T;
-            if (!mapped) {
-                kd_soft_targets(out, c->z[t], GB, GK, T);
-                continue;
-            }
-            kd_soft_targets(tq, c->z[t], GB, 5, T);
-            align_labelmap_apply(out, tq, c->lm, GB);
-        }
-    }
-    const float *pp[GT] = {p[0], p[1], p[2]}, *rr[GT] = {r[0], r[1], r[2]};
+    const ensemble_member m[GT] = {{c->z[0], GK, NULL}, {c->z[1], GK, NULL}, {c->z[2], 5, c->lm}};
     const float fixed[GT] = {1.0f, 2.0f, 0.5f};
-    ensemble_weights(w, c->c, fixed, rr, 0.7f, GT, GB, GK);
-    ensemble_combine(q, pp, w, GT, GB, GK);
+    ensemble_buf eb;
+    ensemble_buf_init(&eb, GT, GB, GK, 5);
+    ensemble_target(q, m, GB, c->T, c->c, fixed, 0.7f, &eb);
+    ensemble_buf_free(&eb);
 }
 
 /* The hinton loss of the student's logits against the target, recomputed from the members'
@@ -380,6 +394,16 @@ static void assert_same_params(const char *dir_a, const char *dir_b)
     free(pb);
 }
 
+/* The runs of two recipe texts (freed here) into folders of their names train the same student. */
+static void assert_same_student(const char *a, char *text_a, const char *b, char *text_b)
+{
+    run(a, text_a, a);
+    run(b, text_b, b);
+    assert_same_params(a, b);
+    free(text_a);
+    free(text_b);
+}
+
 static int count_cache_files(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -421,12 +445,8 @@ static void test_copies_are_the_teacher(void **state)
                            "{kind: kd, temperature: 2, label_map: [0, 0, 1, 1]}");
     char *member = student(", label: label.row, label_fraction: 0", 2, one,
                            "{kind: kd, temperature: 2, teachers: [{name: q, label_map: [0, 0, 1, 1]}]}");
-    run("mapped", mapped, "mapped");
-    run("member", member, "member");
-    assert_same_params("mapped", "member");
+    assert_same_student("mapped", mapped, "member", member);
     free(single);
-    free(mapped);
-    free(member);
 }
 
 /* Two different teachers each get their own output cache (in the data set's folder), and the
@@ -460,6 +480,17 @@ static void test_cache_per_member(void **state)
     nn_model_free(&x);
     nn_model_free(&y);
     assert_true(a.final_acc >= 0.9);
+    /* two cached teachers of different widths, the second weighted 0: the student of the first
+     * alone, exactly (each member's rows of a batch are its own) */
+    static const char *const pair =
+        "  - {name: q, checkpoint: quad/best.safetensors}\n"
+        "  - {name: r, checkpoint: row/best.safetensors}\n";
+    char *alone = student(", labels_per_class: 5", 4, "  - {name: q, checkpoint: quad/best.safetensors}\n",
+                          "{kind: kd, temperature: 2}");
+    char *zero = student(", labels_per_class: 5", 4, pair,
+                         "{kind: kd, temperature: 2, teachers: [q, {name: r, label_map: [0, 2]}], "
+                         "weights: [1, 0]}");
+    assert_same_student("alone", alone, "zero", zero);
     free(cached);
     free(online);
 }
@@ -503,6 +534,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_combine_by_hand),
+        cmocka_unit_test(test_target_from_logits),
         cmocka_unit_test(test_mapped_member_by_hand),
         cmocka_unit_test(test_gradient_fd),
         cmocka_unit_test(test_recipe_errors),
