@@ -201,7 +201,8 @@ xd_status rb_find_teacher(binder *b, const io_yaml_node *n, const char *name, in
             *index = j;
             return XD_OK;
         }
-    if (!r->n_teachers) return rb_bad(b, n, "no teacher named '%s' (the recipe lists no teachers)", name);
+    if (!r->n_teachers)
+        return rb_bad(b, n, "no teacher named '%s' (the recipe lists no teachers)", name);
     char list[256];
     const char *names[RECIPE_MAX_TEACHERS];
     for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;

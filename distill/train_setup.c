@@ -291,11 +291,12 @@ void train_free_losses(train_run *R)
     R->n_losses = 0;
 }
 
-/* A label map (a kd / hinton loss's, or an ensemble member's): the recipe's list, or the co-occurrence of the data set's label
- * set `label.NAME` (the teacher's classes) with the run's label on the training split. Counting
- * reads every training example's two labels, so it stands for a taxonomy the data set ships
- * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
- * examples in each student class, and a teacher class with no training example spreads evenly. */
+/* A label map (a kd / hinton loss's, or an ensemble member's): the recipe's list, or the
+ * co-occurrence of the data set's label set `label.NAME` (the teacher's classes) with the run's
+ * label on the training split. Counting reads every training example's two labels, so it stands
+ * for a taxonomy the data set ships (subgroup -> group), not for labels of the run: the rows are
+ * the share of each teacher class's examples in each student class, and a teacher class with no
+ * training example spreads evenly. */
 xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
                           int n_table, int kt, int ks, align_labelmap *lm, xd_err *e)
 {
