@@ -3,6 +3,7 @@
  *   recipe.c         name tables, the top-level sections (data, models, teachers, train), parsing
  *   recipe_losses.c  loss items and stages, and the checks that need the whole recipe
  *   recipe_print.c   the effective recipe as YAML
+ *   recipe_ensemble.c  a loss's ensemble of teachers (teachers, combine, weights)
  *   recipe_bind.c    these helpers */
 #ifndef XD_DISTILL_RECIPE_BIND_H
 #define XD_DISTILL_RECIPE_BIND_H

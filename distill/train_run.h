@@ -5,6 +5,7 @@
  *   train_epoch.c   the epoch loop: order, steps, evaluation, checkpoints, metrics line
  *   train_resume.c  the resume state written after each epoch, and reading it back
  *   train_eval.c    accuracy on a split; the test score that picks a model's best checkpoint
+ *   train_ensemble.c  a loss's ensemble of teachers: its members and the combined target
  *   trainer.c       trainer_run: resume checks, the stages, the summary
  * Internal to distill/: nothing outside the trainer includes this. */
 #ifndef XD_DISTILL_TRAIN_RUN_H
