@@ -1,12 +1,14 @@
 /* Checkpoints (see checkpoint.h). */
 #include "distill/checkpoint.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
 #include "core/runtime.h"
+#include "distill/labels.h"
 #include "distill/recipe.h"
 #include "io/safetensors.h"
 #include "modalities/image/augment.h"
@@ -211,12 +213,90 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
         return XD_OK;
     }
     if (!label) return XD_OK;
-    /* "label" -> "classes", "label.NAME" -> "classes.NAME" */
-    const char *suffix = strncmp(label, "label", 5) == 0 ? label + 5 : "";
-    snprintf(name, sizeof name, "classes%s", suffix);
-    const io_strings *cls = io_dataset_find_strings(ds, name);
+    char **names;
+    size_t n_names;
+    if ((s = ckpt_read_classes(path, &names, &n_names, e)) != XD_OK) return s;
+    ckpt_classes_free(names, n_names);
+    const io_strings *cls = labels_class_table(ds, label);
+    if (names && cls) { /* checked by name */
+        int32_t *map;
+        if ((s = ckpt_class_map(path, m, ds, label, &map, e)) == XD_OK) free(map);
+        return s;
+    }
     if (cls && cls->n != hn->act_n)
         return xd_fail(e, XD_ESHAPE, "%s: the model has %zu classes (head '%s'); %s: %s has %zu "
-                       "(%s)", path, hn->act_n, hn->name, data, label, cls->n, name);
+                       "(%s)", path, hn->act_n, hn->name, data, label, cls->n, cls->name);
     return XD_OK;
 }
+
+char *ckpt_classes_json(const char *const *names, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(names[i]));
+    char *text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return text;
+}
+
+void ckpt_classes_free(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++) free(names[i]);
+    free(names);
+}
+
+xd_status ckpt_read_classes(const char *path, char ***names, size_t *n, xd_err *e)
+{
+    *names = NULL;
+    *n = 0;
+    char *text;
+    xd_status s = ckpt_read_meta(path, CKPT_META_CLASSES, &text, e);
+    if (s != XD_OK || !text) return s;
+    json_t *a = json_loads(text, 0, NULL);
+    free(text);
+    size_t k = json_array_size(a);
+    for (size_t i = 0; i < k; i++)
+        if (!json_is_string(json_array_get(a, i))) k = 0;
+    if (k == 0) {
+        json_decref(a);
+        return xd_fail(e, XD_EFORMAT, "%s: metadata %s is not a JSON array of class names", path,
+                       CKPT_META_CLASSES);
+    }
+    *names = xd_xcalloc(k, sizeof **names);
+    for (size_t i = 0; i < k; i++) (*names)[i] = xd_xstrdup(json_string_value(json_array_get(a, i)));
+    *n = k;
+    json_decref(a);
+    return XD_OK;
+}
+
+xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *label, int32_t **map, xd_err *e)
+{
+    *map = NULL;
+    const io_strings *cls = labels_class_table(ds, label);
+    char **names;
+    size_t n;
+    xd_status s = ckpt_read_classes(path, &names, &n, e);
+    if (s != XD_OK || !names || !cls) {
+        ckpt_classes_free(names, n);
+        return s;
+    }
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    char what_ds[512], what_m[512];
+    snprintf(what_ds, sizeof what_ds, "%s: %s", io_dataset_path(ds), cls->name);
+    snprintf(what_m, sizeof what_m, "the classes of %s", path);
+    const char **ds_names = labels_table_names(cls);
+    int32_t *out = xd_xmalloc(sizeof(int32_t) * (cls->n ? cls->n : 1));
+    int same = 0;
+    if (n != hn->act_n)
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata %s names %zu classes for the %zu outputs of head "
+                    "'%s'", path, CKPT_META_CLASSES, n, hn->act_n, hn->name);
+    else
+        s = labels_match_names(ds_names, cls->n, what_ds, (const char *const *)names, n, what_m,
+                               out, &same, e);
+    free(ds_names);
+    ckpt_classes_free(names, n);
+    if (s != XD_OK || same) free(out);
+    else *map = out;
+    return s;
+}
+

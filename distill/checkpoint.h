@@ -41,6 +41,26 @@ xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_e
  * or "label.NAME") as a new string; "label" when the file holds no recipe. */
 xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
 
+/* The metadata key of the class names of a checkpoint's label set: a JSON array of strings, in
+ * the order of the default head's outputs. Written at save time when the data set names its
+ * classes; older checkpoints have none. */
+#define CKPT_META_CLASSES "xdistill.classes"
+
+/* n class names as the JSON array text CKPT_META_CLASSES holds (a new string). */
+char *ckpt_classes_json(const char *const *names, size_t n);
+/* The class names path stores: *names a new array of n new strings (ckpt_classes_free), NULL and
+ * 0 when it stores none. Anything but a JSON array of strings is an error naming the file. */
+xd_status ckpt_read_classes(const char *path, char ***names, size_t *n, xd_err *e);
+void ckpt_classes_free(char **names, size_t n);
+
+/* The model's classes (path's stored names, m its model) for the data set's label set `label`:
+ * *map (a new array of the data set's class count) gives each data set class the model output of
+ * the same name, NULL when both name their classes in the same order or either names none (then
+ * the counts are what ckpt_check_fit compares). A data set class the model lacks is an error
+ * listing both sets. */
+xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *label, int32_t **map, xd_err *e);
+
 /* Whether the checkpoint's model m (from path) fits what it is about to read: split of ds
  * through view, with the image option words augment (the preprocessing its feed will use):
  *  - view image: the images are the model's input height x width and channels, unless augment
@@ -48,7 +68,8 @@ xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
  *  - a default head that is a map (H, W, C) is a segmentation model: the split needs S/mask of
  *    H x W and classes.mask of C classes;
  *  - any other head is a classifier: when the data set names the classes of label (`classes`,
- *    `classes.NAME`), the head has one output per class (label NULL: not checked).
+ *    `classes.NAME`), every one is a class the checkpoint names (ckpt_class_map), or, for a
+ *    checkpoint without names, the head has one output per class (label NULL: not checked).
  * Failing checks name the checkpoint, the data set and both values (XD_ESHAPE). */
 xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *split, const char *view, const char *augment,

@@ -19,7 +19,8 @@
 // ----------------------------------------------------------------------------------------------
 // set-up
 
-static xd_status open_labels(train_run *R, const char *split, const int32_t **y, size_t n, xd_err *e)
+xd_status train_open_labels(train_run *R, const char *split, const int32_t **y, size_t n,
+                            xd_err *e)
 {
     char name[IO_DATASET_NAME_MAX + 1];
     snprintf(name, sizeof name, "%s/%s", split, R->r->data.label);
@@ -78,8 +79,8 @@ xd_status train_setup_data(train_run *R, xd_err *e)
     const io_strings *cls = io_dataset_find_strings(R->ds, cname);
     int head = nn_model_default_head(student);
     R->n_classes = cls ? (int)cls->n : nn_model_node(student, head)->c;
-    if ((s = open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
-    if ((s = open_labels(R, r->data.test, &R->ytest, R->models[0].test.n, e)) != XD_OK) return s;
+    if ((s = train_open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
+    if ((s = train_open_labels(R, r->data.test, &R->ytest, R->models[0].test.n, e)) != XD_OK) return s;
     /* the data set's own label mask, then the recipe's low-label selection */
     char mname[IO_DATASET_NAME_MAX + 1];
     snprintf(mname, sizeof mname, "%s/label_mask", r->data.train);
@@ -108,7 +109,7 @@ xd_status train_setup_data(train_run *R, xd_err *e)
                                          "the first node marked head is the default)",
                            hn->name, hn->h, hn->w, hn->c, R->seg.H, R->seg.W, R->seg.n_classes);
     }
-    return XD_OK;
+    return train_setup_val(R, e);
 }
 
 static xd_status cache_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err *e)
@@ -163,6 +164,31 @@ static const char *teacher_label(const recipe *r, int ti, const char *trained)
     return trained;
 }
 
+/* Teacher ti names its classes in another order than the data set's label set `label`: its
+ * class_table maps each of its classes onto the run's by name (its kd and hinton losses read it
+ * as a label map). Every class of the teacher must be one of the run's, and its label set the
+ * run's own (a label_map over another label set says the order itself). */
+static xd_status teacher_class_table(train_run *R, int ti, const char *label, xd_err *e)
+{
+    teacher_rt *t = &R->teachers[ti];
+    const char *ckpt = R->r->teachers[ti].checkpoint;
+    int32_t *map;
+    xd_status s = ckpt_class_map(ckpt, &t->m, R->ds, label, &map, e);
+    if (s != XD_OK || !map) return s;
+    const io_strings *cls = labels_class_table(R->ds, label);
+    const size_t kt = nn_model_node(&t->m, nn_model_default_head(&t->m))->act_n;
+    if (strcmp(label, R->r->data.label) != 0 || cls->n != kt) {
+        free(map);
+        return xd_fail(e, XD_EARG, "%s: its %zu classes are not those of %s in the same order "
+                                   "(%s has %zu); a label_map list gives each teacher class its "
+                                   "class", ckpt, kt, io_dataset_path(R->ds), cls->name, cls->n);
+    }
+    t->class_table = xd_xmalloc(sizeof(int32_t) * kt);
+    for (size_t d = 0; d < cls->n; d++) t->class_table[map[d]] = (int32_t)d;
+    free(map);
+    return XD_OK;
+}
+
 xd_status train_setup_teachers(train_run *R, xd_err *e)
 {
     const recipe *r = R->r;
@@ -188,8 +214,9 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
         const char *aug = taug ? taug : r->data.augment, *text = ttext ? ttext : r->data.text;
         char *tlabel;
         if ((s = ckpt_trained_label(rt->checkpoint, &tlabel, e)) == XD_OK) {
-            s = ckpt_check_fit(rt->checkpoint, &t->m, R->ds, r->data.train, view, aug,
-                               teacher_label(r, i, tlabel), e);
+            const char *label = teacher_label(r, i, tlabel);
+            s = ckpt_check_fit(rt->checkpoint, &t->m, R->ds, r->data.train, view, aug, label, e);
+            if (s == XD_OK && label) s = teacher_class_table(R, i, label, e);
             free(tlabel);
         }
         if (s != XD_OK) {
@@ -287,7 +314,8 @@ void train_free_losses(train_run *R)
  * reads every training example's two labels, so it stands for a taxonomy the data set ships
  * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
  * examples in each student class, and a teacher class with no training example spreads evenly. */
-static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_err *e)
+static xd_status setup_label_map(train_run *R, loss_rt *l, const int32_t *by_name, int kt, int ks,
+                                 xd_err *e)
 {
     const recipe_loss *L = l->L;
     xd_status s;
@@ -296,6 +324,8 @@ static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_er
             return xd_fail(e, XD_ESHAPE, "%s: label_map lists %d teacher classes, the teacher's "
                                          "head has %d", l->where, L->n_label_table, kt);
         s = align_labelmap_from_table(&l->lm, L->label_table, kt, ks, e);
+    } else if (by_name) { /* the teacher's classes in another order (teacher_class_table) */
+        s = align_labelmap_from_table(&l->lm, by_name, kt, ks, e);
     } else {
         if (ks != R->n_classes)
             return xd_fail(e, XD_ESHAPE, "%s: label_map %s maps onto the run's %d classes, the "
@@ -410,8 +440,11 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
             const nn_node *tn = nn_model_node(fm, l->t_node);
             if (t && t->average && !t->avg[l->t_node])
                 t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
-            if (L->label_map || L->label_table) {
-                xd_status s = setup_label_map(R, l, (int)tn->act_n, (int)sn->act_n, e);
+            /* the names apply to the head they were stored for */
+            const int32_t *by_name = t && is_logit && l->t_node == nn_model_default_head(fm)
+                                         ? t->class_table : NULL;
+            if (L->label_map || L->label_table || by_name) {
+                xd_status s = setup_label_map(R, l, by_name, (int)tn->act_n, (int)sn->act_n, e);
                 if (s != XD_OK) return s;
             } else if (is_logit && tn->act_n != sn->act_n)
                 return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of %s has %zu outputs, the head "
