@@ -1963,6 +1963,187 @@ static void test_projector_init(void **state)
     free(mlp_init);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * validation split, eval sets, class names */
+
+/* data.val_fraction: a fifth of each class's 50 labelled examples held out (40), training walks
+ * the other 160 (10 batches of 16); every evaluation has val_acc, val_bacc, test_bacc; best is the
+ * epoch of the best validation score, and the summary gives its test score next to the last one.
+ * The checkpoints store the class names. */
+static void test_validation_fraction(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, "", 4,
+                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    train_result r = run_ok("valfrac", text, "valfrac", 3, 0, 0);
+    assert_true(r.val);
+    json_t *sum = load_json("valfrac/summary.json");
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "val");
+    assert_int_equal((int)num(sum, "val_examples"), 40);
+    assert_int_equal((int)num(sum, "labels_used"), 160);
+    assert_null(json_object_get(sum, "best_test_acc"));
+    json_t *m = read_metrics("valfrac");
+    assert_int_equal(json_array_size(m), 4);
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 10);
+    int best = 0;
+    for (int i = 0; i < 4; i++) {
+        json_t *l = json_array_get(m, (size_t)i);
+        assert_true(num(l, "val_bacc") >= 0.0 && num(l, "test_bacc") >= 0.0);
+        if (num(l, "val_acc") > num(json_array_get(m, (size_t)best), "val_acc")) best = i;
+    }
+    json_t *bl = json_array_get(m, (size_t)best);
+    assert_int_equal((int)num(sum, "best_epoch"), best + 1);
+    assert_true(fabs(num(sum, "best_val_acc") - num(bl, "val_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "test_acc_at_best") - num(bl, "test_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "final_test_acc") - num(json_array_get(m, 3), "test_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "final_test_bacc") - num(json_array_get(m, 3), "test_bacc")) < 1e-6);
+    char *ep = NULL, *cls = NULL;
+    xd_err e;
+    TU_OK(ckpt_read_meta("valfrac/best.safetensors", "epoch", &ep, &e));
+    assert_int_equal(atoi(ep), best + 1);
+    TU_OK(ckpt_read_meta("valfrac/best.safetensors", CKPT_META_CLASSES, &cls, &e));
+    assert_string_equal(cls, "[\"top-left\",\"top-right\",\"bottom-left\",\"bottom-right\"]");
+    free(ep);
+    free(cls);
+    json_decref(m);
+    json_decref(sum);
+    /* without a validation split the summary says best was chosen on the test split */
+    ensure_teacher();
+    sum = load_json("teacher/summary.json");
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "test");
+    assert_non_null(json_object_get(sum, "best_test_acc"));
+    json_decref(sum);
+    free(text);
+}
+
+/* A stage with a teacher walks every training example but the held-out ones: 200 - 40 = 160
+ * (10 batches) instead of 13; the run is the same for the same seed, and another seed holds out
+ * other examples (another run). */
+static void test_validation_excluded_from_teacher_steps(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    char *text = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, TEACHERS, 1,
+                                "{kind: adamw, lr: 0.01}",
+                                "  - {kind: kd, teacher: cnn, temperature: 4}\n");
+    run_ok("valkd", text, "valkd-a", 3, 0, 0);
+    run_ok("valkd", text, "valkd-b", 3, 0, 0);
+    json_t *m = read_metrics("valkd-a");
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 10);
+    json_decref(m);
+    assert_true(tu_same_file("valkd-a/last.safetensors", "valkd-b/last.safetensors"));
+    free(text);
+}
+
+/* data.val names a split: here the test split validates while the training split is scored as
+ * the test (100 validation examples). */
+static void test_validation_named_split(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  test: train\n  val: test\n", MLP_MODEL, "", 2,
+                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("valnamed", text, "valnamed", 1, 0, 0);
+    json_t *sum = load_json("valnamed/summary.json");
+    assert_int_equal((int)num(sum, "val_examples"), 100);
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "val");
+    json_decref(sum);
+    free(text);
+    xd_err e;
+    text = student_recipe("  val: test\n", MLP_MODEL, "", 1, "{kind: adamw, lr: 0.01}",
+                          "  - kind: ce\n");
+    recipe r;
+    tu_write_file("valbad.yaml", text, strlen(text));
+    assert_int_equal(recipe_load("valbad.yaml", NULL, 0, &r, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "neither the training nor the test split");
+    free(text);
+}
+
+/* The same examples with the classes in reverse order (names and labels): an eval set of it
+ * scores exactly what the test split scores, because its classes are matched by name. */
+static void ensure_reversed(void)
+{
+    if (exists("reversed.xds")) return;
+    tiny_spec s = tiny_default();
+    s.reversed = 1;
+    tiny_write("reversed.xds", &s);
+}
+
+static void test_eval_sets(void **state)
+{
+    (void)state;
+    ensure_data();
+    ensure_reversed();
+    char *text = student_recipe("  eval_sets:\n"
+                                "    - {name: same, path: toy.xds}\n"
+                                "    - {name: rev, path: reversed.xds, split: test}\n",
+                                MLP_MODEL, "", 2, "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("evalsets", text, "evalsets", 1, 0, 0);
+    json_t *m = read_metrics("evalsets");
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        json_t *l = json_array_get(m, i);
+        assert_true(fabs(num(l, "eval.same.acc") - num(l, "test_acc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.same.bacc") - num(l, "test_bacc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.rev.acc") - num(l, "test_acc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.rev.bacc") - num(l, "test_bacc")) < 1e-9);
+    }
+    json_decref(m);
+    free(text);
+    /* a class the run does not have: an error naming both sets */
+    tiny_spec s = tiny_default();
+    s.class0 = "middle";
+    tiny_write("middle.xds", &s);
+    text = student_recipe("  eval_sets: [{name: mid, path: middle.xds}]\n", MLP_MODEL, "", 1,
+                          "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    train_result res;
+    xd_err e;
+    assert_int_equal(run_text("evalmid", text, "evalmid", 1, 0, 0, &res, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "'middle'");
+    tu_assert_err(&e, XD_EARG, "top-left, top-right, bottom-left, bottom-right");
+    free(text);
+}
+
+/* A teacher trained on the classes in reverse order teaches a student of the usual order through
+ * their names: a KD-only student without a label learns the right classes (read in the stored
+ * order, every answer would be another class). A teacher with a class the data set lacks is an
+ * error listing both sets. */
+static void test_teacher_classes_by_name(void **state)
+{
+    (void)state;
+    ensure_data();
+    ensure_reversed();
+    const char *rev_teacher = "name: revteacher\nseed: 1\ndata: {path: reversed.xds}\n"
+                              "model: \"" TEACHER_MODEL "\"\n"
+                              "train: {epochs: 4, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                              "losses:\n  - kind: ce\n";
+    run_ok("revteacher", rev_teacher, "revteacher", 1, 0, 0);
+    char *text = student_recipe("  label_fraction: 0\n", MLP_MODEL,
+                                "teachers:\n  - {name: rev, checkpoint: revteacher/best.safetensors}\n",
+                                6, "{kind: adamw, lr: 0.01}",
+                                "  - {kind: kd, teacher: rev, temperature: 2}\n");
+    train_result r = run_ok("revstudent", text, "revstudent", 1, 0, 0);
+    if (r.final_acc < 0.8) fail_msg("student taught through the names: %.2f", r.final_acc);
+    free(text);
+    tiny_spec s = tiny_default();
+    s.class0 = "middle";
+    tiny_write("middle.xds", &s);
+    const char *mid_teacher = "name: midteacher\nseed: 1\ndata: {path: middle.xds}\n"
+                              "model: \"" MLP_MODEL "\"\n"
+                              "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                              "losses:\n  - kind: ce\n";
+    run_ok("midteacher", mid_teacher, "midteacher", 1, 0, 0);
+    text = student_recipe("", MLP_MODEL,
+                          "teachers:\n  - {name: mid, checkpoint: midteacher/best.safetensors}\n",
+                          1, "{kind: adamw, lr: 0.01}", "  - {kind: kd, teacher: mid}\n");
+    train_result res;
+    xd_err e;
+    assert_int_equal(run_text("midstudent", text, "midstudent", 1, 0, 0, &res, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "'top-left'");
+    tu_assert_err(&e, XD_EARG, "middle, top-right");
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child") == 0) return child_main(argv[2], argv[3]);
@@ -2008,6 +2189,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_text_eval_every_language),
         cmocka_unit_test(test_contrastive),
         cmocka_unit_test(test_projector_init),
+        cmocka_unit_test(test_validation_fraction),
+        cmocka_unit_test(test_validation_excluded_from_teacher_steps),
+        cmocka_unit_test(test_validation_named_split),
+        cmocka_unit_test(test_eval_sets),
+        cmocka_unit_test(test_teacher_classes_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
