@@ -450,6 +450,7 @@ static void check_resume(const char *name, const char *text, int epochs, const i
         assert_true(tu_same_file(ref_best, best));
         assert_true(fin.final_acc == ref.final_acc);
         assert_true(fin.best_acc == ref.best_acc);
+        assert_true(fin.test_at_best == ref.test_at_best);
         assert_int_equal(fin.best_epoch, ref.best_epoch);
         assert_same_metrics(full, dir);
         free(last);
@@ -2144,6 +2145,68 @@ static void test_teacher_classes_by_name(void **state)
     free(text);
 }
 
+/* A run with a validation split stopped and resumed ends where the uninterrupted one does, its
+ * best validation score and that epoch's test score included. A slow learner, so that the best
+ * epoch comes before a stop and its test score differs from its validation score: the resume
+ * state must carry both. */
+static void test_validation_resume(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  val_fraction: 0.25\n", MLP_MODEL, "", 4,
+                                "{kind: sgd, lr: 0.01}", "  - kind: ce\n");
+    const int stops[] = {1, 2};
+    check_resume("valres", text, 4, stops, 2);
+    json_t *sum = load_json("valres-full/summary.json");
+    assert_true(num(sum, "best_epoch") <= 2);
+    assert_true(num(sum, "test_acc_at_best") != num(sum, "best_val_acc"));
+    json_decref(sum);
+    free(text);
+}
+
+/* Several models each choose their best checkpoint on the validation split: per model its
+ * val_acc.NAME in the metrics, and its best epoch and test score there in the summary. */
+static void test_validation_models(void **state)
+{
+    (void)state;
+    ensure_data();
+    const char *text = "data: {path: toy.xds, val_fraction: 0.2}\n"
+                       "models:\n"
+                       "  - {name: a, model: \"" MLP_MODEL "\"}\n"
+                       "  - {name: b, model: \"" CNN_MODEL "\"}\n"
+                       "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n  - {kind: ce, model: a}\n  - {kind: ce, model: b}\n";
+    train_result r = run_ok("valmodels", text, "valmodels", 2, 0, 0);
+    assert_int_equal(r.n_models, 2);
+    json_t *m = read_metrics("valmodels"), *sum = load_json("valmodels/summary.json");
+    const char *names[2] = {"a", "b"};
+    for (int k = 0; k < 2; k++) {
+        char key[32], tkey[32];
+        snprintf(key, sizeof key, "val_acc.%s", names[k]);
+        snprintf(tkey, sizeof tkey, "test_acc.%s", names[k]);
+        int best = 0;
+        for (int i = 0; i < 3; i++) {
+            json_t *l = json_array_get(m, (size_t)i);
+            assert_true(num(l, tkey) >= 0.0);
+            if (num(l, key) > num(json_array_get(m, (size_t)best), key)) best = i;
+        }
+        json_t *o = json_object_get(json_object_get(sum, "models"), names[k]);
+        assert_string_equal(json_string_value(json_object_get(o, "best_on")), "val");
+        assert_int_equal((int)num(o, "best_epoch"), best + 1);
+        assert_int_equal(r.models[k].best_epoch, best + 1);
+        assert_true(fabs(num(o, "best_val_acc") - num(json_array_get(m, (size_t)best), key)) < 1e-6);
+        assert_true(fabs(num(o, "test_acc_at_best") - num(json_array_get(m, (size_t)best), tkey)) < 1e-6);
+        char *file = tu_fmt("valmodels/%s.best.safetensors", names[k]), *ep = NULL;
+        xd_err e;
+        TU_OK(ckpt_read_meta(file, "epoch", &ep, &e));
+        assert_int_equal(atoi(ep), best + 1);
+        free(ep);
+        free(file);
+    }
+    json_decref(sum);
+    json_decref(m);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child") == 0) return child_main(argv[2], argv[3]);
@@ -2194,6 +2257,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_validation_named_split),
         cmocka_unit_test(test_eval_sets),
         cmocka_unit_test(test_teacher_classes_by_name),
+        cmocka_unit_test(test_validation_resume),
+        cmocka_unit_test(test_validation_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
