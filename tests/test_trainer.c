@@ -2071,6 +2071,15 @@ static void ensure_reversed(void)
     tiny_write("reversed.xds", &s);
 }
 
+/* The tiny set with a class named "middle" instead of "top-left". */
+static void ensure_middle(void)
+{
+    if (exists("middle.xds")) return;
+    tiny_spec s = tiny_default();
+    s.class0 = "middle";
+    tiny_write("middle.xds", &s);
+}
+
 static void test_eval_sets(void **state)
 {
     (void)state;
@@ -2092,9 +2101,7 @@ static void test_eval_sets(void **state)
     json_decref(m);
     free(text);
     /* a class the run does not have: an error naming both sets */
-    tiny_spec s = tiny_default();
-    s.class0 = "middle";
-    tiny_write("middle.xds", &s);
+    ensure_middle();
     text = student_recipe("  eval_sets: [{name: mid, path: middle.xds}]\n", MLP_MODEL, "", 1,
                           "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
     train_result res;
@@ -2126,9 +2133,7 @@ static void test_teacher_classes_by_name(void **state)
     train_result r = run_ok("revstudent", text, "revstudent", 1, 0, 0);
     if (r.final_acc < 0.8) fail_msg("student taught through the names: %.2f", r.final_acc);
     free(text);
-    tiny_spec s = tiny_default();
-    s.class0 = "middle";
-    tiny_write("middle.xds", &s);
+    ensure_middle();
     const char *mid_teacher = "name: midteacher\nseed: 1\ndata: {path: middle.xds}\n"
                               "model: \"" MLP_MODEL "\"\n"
                               "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
