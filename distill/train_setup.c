@@ -73,10 +73,7 @@ xd_status train_setup_data(train_run *R, xd_err *e)
                                    "given (prepare the set with a test fraction above 0)",
                        io_dataset_path(R->ds), r->data.test);
     /* classes: the data set's table for this label, else the student head's width */
-    const char *lab = r->data.label;
-    char cname[IO_DATASET_NAME_MAX + 1];
-    snprintf(cname, sizeof cname, "classes%s", lab + strlen("label"));
-    const io_strings *cls = io_dataset_find_strings(R->ds, cname);
+    const io_strings *cls = labels_class_table(R->ds, r->data.label);
     int head = nn_model_default_head(student);
     R->n_classes = cls ? (int)cls->n : nn_model_node(student, head)->c;
     if ((s = train_open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
