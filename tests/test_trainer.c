@@ -2009,6 +2009,15 @@ static void test_validation_fraction(void **state)
     free(cls);
     json_decref(m);
     json_decref(sum);
+    /* a low-label run validates on its own labels: 10 per class seen, 3 of them held out */
+    free(text);
+    text = student_recipe("  label_fraction: 0.2\n  val_fraction: 0.25\n", MLP_MODEL, "", 1,
+                          "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("vallow", text, "vallow", 3, 0, 0);
+    sum = load_json("vallow/summary.json");
+    assert_int_equal((int)num(sum, "val_examples"), 12);
+    assert_int_equal((int)num(sum, "labels_used"), 28);
+    json_decref(sum);
     /* without a validation split the summary says best was chosen on the test split */
     ensure_teacher();
     sum = load_json("teacher/summary.json");
