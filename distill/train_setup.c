@@ -582,9 +582,17 @@ static xd_status fit_projector(loss_rt *l, const float *X, const float *Y, int r
     return s;
 }
 
+/* The first training example at or after *at that the run trains on (none held out for
+ * validation); *at moves past it. */
+static uint32_t next_trained(const train_run *R, size_t *at)
+{
+    while (R->held && R->held[*at]) ++*at;
+    return (uint32_t)(*at)++;
+}
+
 /* Projectors with projector_init procrustes or cca start from a map fitted on the student's and
- * the teacher's taps over the first training examples (in order, no augmentation, eval mode), so
- * the student starts from where the two spaces already agree. */
+ * the teacher's taps over the first training examples (in order, no augmentation, eval mode; the
+ * validation ones left out), so the student starts from where the two spaces already agree. */
 xd_status train_init_projectors(train_run *R, xd_err *e)
 {
     const int B = R->r->train.batch;
@@ -597,14 +605,16 @@ xd_status train_init_projectors(train_run *R, xd_err *e)
         const nn_node *sn = nn_model_node(&mk->m, l->s_node);
         const nn_node *tn = nn_model_node(&t->m, l->t_node);
         const int pos = sn->h * sn->w > 0 ? sn->h * sn->w : 1; /* rows per example */
-        size_t n_ex = R->n_train < (size_t)(PROJ_FIT_ROWS / pos) ? R->n_train : (size_t)(PROJ_FIT_ROWS / pos);
+        const size_t n_trained = R->n_train - R->n_held;
+        size_t n_ex = n_trained < (size_t)(PROJ_FIT_ROWS / pos) ? n_trained : (size_t)(PROJ_FIT_ROWS / pos);
         if (n_ex == 0) n_ex = 1;
+        size_t at = 0;
         const int rows = (int)n_ex * pos;
         float *X = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)sn->c);
         float *Y = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)tn->c);
         for (size_t i0 = 0; i0 < n_ex && s == XD_OK; i0 += (size_t)B) {
             int n = n_ex - i0 < (size_t)B ? (int)(n_ex - i0) : B;
-            for (int b = 0; b < n; b++) R->idx[b] = (uint32_t)(i0 + (size_t)b);
+            for (int b = 0; b < n; b++) R->idx[b] = next_trained(R, &at);
             /* a teacher that shares reads the first model's batch */
             if (t->shares && mk != &R->models[0] &&
                 (s = feed_fill(&R->models[0].train, R->idx, n, 0, 0, 0, R->models[0].input, e)))

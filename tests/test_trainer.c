@@ -2221,6 +2221,35 @@ static void test_validation_models(void **state)
     json_decref(m);
 }
 
+/* A projector fitted at the start (projector_init) sees no validation example: frozen, its map
+ * in a run holding a fifth of the examples out is not the map fitted on all of them. */
+static void test_validation_excluded_from_projector_fit(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *losses = "  - {kind: feature, student_tap: feat, teacher_tap: feat, projector: linear,"
+                         " projector_init: procrustes, projector_frozen: true}\n";
+    char *with = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, TEACHERS, 1,
+                                "{kind: sgd, lr: 0.000001}", losses);
+    char *without = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: sgd, lr: 0.000001}", losses);
+    run_ok("pfit-val", with, "pfit-val", 1, 0, 0);
+    run_ok("pfit-all", without, "pfit-all", 1, 0, 0);
+    io_st_file *fa = NULL, *fb = NULL;
+    xd_err e;
+    if (io_st_open("pfit-val/resume.safetensors", &fa, &e) != XD_OK ||
+        io_st_open("pfit-all/resume.safetensors", &fb, &e) != XD_OK)
+        fail_msg("%s", e.msg);
+    const io_tensor *ta = io_st_find(fa, "proj0.param"), *tb = io_st_find(fb, "proj0.param");
+    assert_non_null(ta);
+    assert_non_null(tb);
+    assert_int_equal(ta->shape[0], tb->shape[0]);
+    assert_true(memcmp(ta->data, tb->data, sizeof(float) * (size_t)ta->shape[0]) != 0);
+    io_st_close(fa);
+    io_st_close(fb);
+    free(with);
+    free(without);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "--child") == 0) return child_main(argv[2], argv[3]);
@@ -2273,6 +2302,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_teacher_classes_by_name),
         cmocka_unit_test(test_validation_resume),
         cmocka_unit_test(test_validation_models),
+        cmocka_unit_test(test_validation_excluded_from_projector_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
