@@ -23,38 +23,10 @@
 #include "distill/trainer.h"
 #include "io/file.h"
 
-/* The options of a command: their words, and whether the next word is the value. */
-typedef struct {
-    const char *name;
-    int takes_value;
-} option;
-
-/* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
- * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
- * (*rc its exit status) for an unknown option or one whose value is missing. */
-static int next_option(const char *cmd, const option *opts, int n, int argc, char **argv, int *i,
-                       const char **val, int *rc)
-{
-    const char *a = argv[*i];
-    if (a[0] != '-' || !a[1]) return -1;
-    for (int o = 0; o < n; o++) {
-        if (strcmp(a, opts[o].name) != 0) continue;
-        if (!opts[o].takes_value) return o;
-        if (*i + 1 >= argc) {
-            *rc = cli_usage_error(cmd, "%s needs a value", a);
-            return -2;
-        }
-        *val = argv[++*i];
-        return o;
-    }
-    *rc = cli_usage_error(cmd, "unknown option '%s'", a);
-    return -2;
-}
-
 typedef enum {
     TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
 } train_opt;
-static const option train_options[] = {
+static const cli_option train_options[] = {
     [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
     [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
     [TO_SEEDS] = {"--seeds", 1}, [TO_STOP_AFTER] = {"--stop-after", 1},
@@ -132,7 +104,7 @@ int cmd_train(int argc, char **argv)
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *v = NULL;
-        int o = next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
+        int o = cli_next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1 && recipe_path)
             rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path,
                                  argv[i]);
@@ -312,7 +284,7 @@ static void eval_usage(FILE *f)
 typedef enum {
     EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_PREDICTIONS, EO_COUNT
 } eval_opt;
-static const option eval_options[] = {
+static const cli_option eval_options[] = {
     [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
     [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
     [EO_PREDICTIONS] = {"--predictions", 1},
@@ -424,19 +396,17 @@ static void print_classifier(const eval_rows *ev, const char *const *names)
     }
 }
 
-/* The model's class names: the checkpoint's, else the data set's when they are as many. */
-static const char **class_names(char **stored, size_t n_stored, const io_dataset *ds,
-                                const char *label, int K)
+/* The model's class names: the checkpoint's, else the data set's when they are as many (a new
+ * array of pointers into either; NULL when neither names them). */
+static const char **class_names(char **stored, const io_dataset *ds, const char *label, int K)
 {
-    const char **names = NULL;
     const io_strings *cls = labels_class_table(ds, label);
-    if (stored && n_stored == (size_t)K) {
-        names = xd_xmalloc(sizeof *names * n_stored);
-        for (size_t k = 0; k < n_stored; k++) names[k] = stored[k];
-    } else if (cls && cls->n == (size_t)K) {
-        names = labels_table_names(cls);
+    if (stored) {
+        const char **names = xd_xmalloc(sizeof *names * (size_t)K);
+        memcpy(names, stored, sizeof *names * (size_t)K);
+        return names;
     }
-    return names;
+    return cls && cls->n == (size_t)K ? labels_table_names(cls) : NULL;
 }
 
 int cmd_eval(int argc, char **argv)
@@ -448,7 +418,7 @@ int cmd_eval(int argc, char **argv)
     const char *val[EO_COUNT] = {[EO_SPLIT] = "test"};
     for (int i = 1; i < argc; i++) {
         const char *v = "";
-        int rc = 0, o = next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
+        int rc = 0, o = cli_next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1) return cli_usage_error("eval", "unexpected argument '%s'", argv[i]);
         if (o < 0) return rc;
         val[o] = v;
@@ -469,7 +439,6 @@ int cmd_eval(int argc, char **argv)
     memset(&ev, 0, sizeof ev);
     int segment = 0;
     char *aug = NULL, *text = NULL, *trained_label = NULL, **stored = NULL;
-    size_t n_stored = 0;
     const char **names = NULL;
     int32_t *map = NULL, *y = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
@@ -507,9 +476,9 @@ int cmd_eval(int argc, char **argv)
             }
         } else if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK &&
                    (s = ckpt_class_map(model, &m, ds, label, &map, &e)) == XD_OK &&
-                   (s = ckpt_read_classes(model, &stored, &n_stored, &e)) == XD_OK) {
+                   (s = ckpt_class_names(model, &m, &stored, &e)) == XD_OK) {
             /* the data set's classes as the model's outputs (the same unless matched by name) */
-            const size_t K = nn_model_node(&m, head)->act_n;
+            const size_t K = hn->act_n;
             if ((size_t)t->shape[0] != f.n)
                 s = xd_fail(&e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples", data, name,
                             (long long)t->shape[0], f.n);
@@ -526,7 +495,7 @@ int cmd_eval(int argc, char **argv)
             }
             if (s == XD_OK) {
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
-                names = class_names(stored, n_stored, ds, label, (int)K);
+                names = class_names(stored, ds, label, (int)K);
                 s = eval_classifier(&m, head, &f, y, input, &ev, &e);
             }
             if (s == XD_OK && pred_path) s = write_predictions(pred_path, &ev, &f, names, &e);
@@ -560,7 +529,7 @@ int cmd_eval(int argc, char **argv)
     }
     eval_rows_free(&ev);
     free(names);
-    ckpt_classes_free(stored, n_stored);
+    ckpt_class_names_free(stored);
     free(map);
     free(y);
     free(input);

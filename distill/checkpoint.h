@@ -16,6 +16,7 @@
 
 #include "core/status.h"
 #include "io/dataset.h"
+#include "distill/feed.h"
 #include "io/dtype.h"
 #include "nn/model.h"
 
@@ -24,8 +25,17 @@
 xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                     xd_err *e);
 
+/* ckpt_save for a model trained on ds through its feed f (label: the run's label set), adding
+ * what using the model outside the toolkit needs: "xdistill.classes", the JSON list of the class
+ * names of its default head (the data set's names of label, or classes.mask for a segmentation
+ * head; left out when the data set names none), and for an image feed "xdistill.images", the
+ * data set's image size "HxWxC", which is what the recipe's data.augment starts from. */
+xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                            const feed *f, const io_dataset *ds, const char *label, xd_err *e);
+
 /* Builds a model from the description stored in the file, for batches of up to max_batch, and
- * loads its values. On failure m is left empty (nothing to free). */
+ * loads its values. A checkpoint of a later xdistill version (major.minor) is XD_EUNSUPPORTED.
+ * On failure m is left empty (nothing to free). */
 xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 
 /* Loads values into an existing model; the file must match it exactly. */
@@ -41,17 +51,21 @@ xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_e
  * or "label.NAME") as a new string; "label" when the file holds no recipe. */
 xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
 
-/* The metadata key of the class names of a checkpoint's label set: a JSON array of strings, in
- * the order of the default head's outputs. Written at save time when the data set names its
- * classes; older checkpoints have none. */
+/* The metadata key of the class names of a checkpoint's default head: a JSON list of strings,
+ * in the order of its outputs. ckpt_save_trained writes it when the data set names its classes;
+ * older checkpoints have none. */
 #define CKPT_META_CLASSES "xdistill.classes"
 
-/* n class names as the JSON array text CKPT_META_CLASSES holds (a new string). */
+/* n class names as the JSON list text CKPT_META_CLASSES holds (a new string; NULL when out of
+ * memory). */
 char *ckpt_classes_json(const char *const *names, size_t n);
-/* The class names path stores: *names a new array of n new strings (ckpt_classes_free), NULL and
- * 0 when it stores none. Anything but a JSON array of strings is an error naming the file. */
-xd_status ckpt_read_classes(const char *path, char ***names, size_t *n, xd_err *e);
-void ckpt_classes_free(char **names, size_t n);
+
+/* The class names ckpt_save_trained stored for m (path's model): a NULL-terminated array of a
+ * new string per class of its default head (a map's channels, else its outputs), free with
+ * ckpt_class_names_free; *names NULL when the file holds none (older checkpoints). XD_EFORMAT,
+ * naming the file, when they are not a list of as many strings. */
+xd_status ckpt_class_names(const char *path, const nn_model *m, char ***names, xd_err *e);
+void ckpt_class_names_free(char **names);
 
 /* The model's classes (path's stored names, m its model) for the data set's label set `label`:
  * *map (a new array of the data set's class count) gives each data set class the model output of
@@ -74,6 +88,10 @@ xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *
 xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *split, const char *view, const char *augment,
                          const char *label, xd_err *e);
+
+/* The size of the images the model was trained on ("xdistill.images"); 0, 0, 0 when the file does
+ * not say (older checkpoints). */
+xd_status ckpt_trained_images(const char *path, int *h, int *w, int *c, xd_err *e);
 
 /* Reads one metadata value of a checkpoint into a new string (NULL when absent). */
 xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e);

@@ -114,14 +114,14 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
     snprintf(sd, sizeof sd, "%ld", R->seed);
     snprintf(ac, sizeof ac, "%.6f", mk->acc);
     snprintf(va, sizeof va, "%.6f", mk->val_acc);
-    io_kv meta[7] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
+    io_kv meta[6] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
     size_t n_meta = 4;
     /* with several models, each checkpoint says which one it holds */
     if (R->n_models > 1) meta[n_meta++] = (io_kv){"xdistill.model_name", mk->rm->name};
     if (R->has_val) meta[n_meta++] = (io_kv){"val_acc", va};
-    if (R->classes_json) meta[n_meta++] = (io_kv){CKPT_META_CLASSES, R->classes_json};
     char *name = models_file(R->r, k, "last"), *last = train_path(R, name);
-    xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
+    xd_status s = ckpt_save_trained(last, &mk->m, meta, n_meta, &mk->train, R->ds,
+                                    R->r->data.label, e);
     free(last);
     free(name);
     const double score = R->has_val ? mk->val_acc : mk->acc;
@@ -131,7 +131,8 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
         mk->best_epoch = epoch + 1;
         name = models_file(R->r, k, "best");
         char *best = train_path(R, name);
-        s = ckpt_save(best, &mk->m, meta, n_meta, e);
+        s = ckpt_save_trained(best, &mk->m, meta, n_meta, &mk->train, R->ds,
+                              R->r->data.label, e);
         free(best);
         free(name);
     }

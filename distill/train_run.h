@@ -112,8 +112,6 @@ typedef struct {
     const uint8_t *val_masks;  /* segment: the masks of that feed */
     io_dataset **eval_ds;      /* (data.n_eval_sets) */
     int32_t **eval_y;          /* (data.n_eval_sets) each set's labels as the run's classes */
-    char *classes_json;        /* the run's class names as checkpoints store them (CKPT_META_CLASSES);
-                                * NULL when the data set names none */
 } train_run;
 
 

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "core/mem.h"
-#include "distill/checkpoint.h"
 #include "distill/labels.h"
 
 /* The validation examples: held out of the training split, or the examples of data.val its
@@ -125,17 +124,10 @@ xd_status train_setup_val(train_run *R, xd_err *e)
     const recipe *r = R->r;
     xd_status s = setup_val_examples(R, e);
     if (s != XD_OK) return s;
-    /* the class names: stored in every checkpoint, matched against each eval set's */
-    const io_strings *cls = R->seg.on ? io_dataset_find_strings(R->ds, "classes.mask")
-                                      : labels_class_table(R->ds, r->data.label);
-    const char **names = cls ? labels_table_names(cls) : NULL;
-    if (cls) R->classes_json = ckpt_classes_json(names, cls->n);
     const int n_sets = r->data.n_eval_sets;
-    if (n_sets && R->seg.on) {
-        free(names);
+    if (n_sets && R->seg.on)
         return xd_fail(e, XD_EARG, "%s: data.eval_sets scores classifiers; task segment has none",
                        r->file ? r->file : r->name);
-    }
     R->eval_ds = xd_xcalloc((size_t)(n_sets ? n_sets : 1), sizeof *R->eval_ds);
     R->eval_y = xd_xcalloc((size_t)(n_sets ? n_sets : 1), sizeof *R->eval_y);
     for (int k = 0; k < R->n_models; k++) {
@@ -145,6 +137,9 @@ xd_status train_setup_val(train_run *R, xd_err *e)
         mk->eval_acc = xd_xcalloc((size_t)(n_sets ? n_sets : 1), sizeof *mk->eval_acc);
         mk->eval_bacc = xd_xcalloc((size_t)(n_sets ? n_sets : 1), sizeof *mk->eval_bacc);
     }
+    /* the run's class names, matched against each eval set's */
+    const io_strings *cls = labels_class_table(R->ds, r->data.label);
+    const char **names = cls ? labels_table_names(cls) : NULL;
     for (int i = 0; i < n_sets && s == XD_OK; i++) s = setup_eval_set(R, i, names, e);
     free(names);
     return s;
@@ -160,5 +155,4 @@ void train_free_val(train_run *R)
     free(R->eval_y);
     free(R->held);
     free(R->val_idx);
-    free(R->classes_json);
 }

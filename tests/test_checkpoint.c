@@ -277,11 +277,11 @@ static void test_class_names(void **state)
     io_kv meta[1] = {{CKPT_META_CLASSES, json}};
     TU_OK(ckpt_save("named.safetensors", &m, meta, 1, &e));
     char **names;
-    size_t n;
-    TU_OK(ckpt_read_classes("named.safetensors", &names, &n, &e));
-    assert_int_equal(n, 5);
+    TU_OK(ckpt_class_names("named.safetensors", &m, &names, &e));
     assert_string_equal(names[2], "extra");
-    ckpt_classes_free(names, n);
+    assert_string_equal(names[4], "top-right");
+    assert_null(names[5]);
+    ckpt_class_names_free(names);
     /* the data set's top-left, top-right, bottom-left, bottom-right are outputs 1, 4, 3, 0 */
     TU_OK(ckpt_check_fit("named.safetensors", &m, ds, "test", "image", NULL, "label", &e));
     int32_t *map;
@@ -312,8 +312,9 @@ static void test_class_names(void **state)
     /* not a list of names */
     io_kv bad[1] = {{CKPT_META_CLASSES, "{\"a\": 1}"}};
     TU_OK(ckpt_save("bad.safetensors", &m, bad, 1, &e));
-    assert_int_equal(ckpt_read_classes("bad.safetensors", &names, &n, &e), XD_EFORMAT);
-    tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: metadata xdistill.classes is not");
+    assert_int_equal(ckpt_class_names("bad.safetensors", &m, &names, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: metadata 'xdistill.classes' is not");
+    assert_null(names);
     free(json);
     free(json4);
     nn_model_free(&m);

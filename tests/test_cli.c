@@ -6,16 +6,10 @@
  * about the files a run writes, truncated files and folders. */
 #include "tests/support/testutil.h"
 
-#include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -23,44 +17,8 @@
 
 #include "distill/runlock.h"
 #include "tests/support/dirsnap.h"
+#include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
-
-static char bin[PATH_MAX];
-
-/* Runs `xdistill ARGS...` (NULL-terminated) with stdout and stderr caught; returns the exit
- * status, *out and *err the texts (caller frees; NULL not to keep them). */
-static int run_cli(char **out, char **err, ...)
-{
-    char *argv[32] = {bin};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; (a = va_arg(ap, const char *)) && argc < 31;) argv[argc++] = (char *)a;
-    va_end(ap);
-    argv[argc] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "cli.out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, "cli.err", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    extern char **environ;
-    pid_t pid;
-    if (posix_spawn(&pid, bin, &fa, NULL, argv, environ) != 0) fail_msg("cannot run %s", bin);
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    if (!WIFEXITED(ws)) fail_msg("xdistill %s died (signal %d)", argv[1], WTERMSIG(ws));
-    const char *names[2] = {"cli.out", "cli.err"};
-    char **texts[2] = {out, err};
-    for (int i = 0; i < 2; i++) {
-        size_t n;
-        char *t = tu_read_file(names[i], &n);
-        t = realloc(t, n + 1);
-        t[n] = '\0';
-        if (texts[i]) *texts[i] = t;
-        else free(t);
-    }
-    return WEXITSTATUS(ws);
-}
 
 static int exists(const char *path)
 {
@@ -92,7 +50,7 @@ static int setup(void **state)
 static void expect_needs_value(const char *cmd, const char *first, const char *opt)
 {
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, cmd, first, opt, NULL), 2);
+    assert_int_equal(tu_run_cli(NULL, &err, cmd, first, opt, NULL), 2);
     snprintf(want, sizeof want, "%s needs a value", opt);
     if (!strstr(err, want)) fail_msg("%s %s: '%s' does not say '%s'", cmd, opt, err, want);
     free(err);
@@ -114,11 +72,11 @@ static void test_options_missing_their_value(void **state)
 static void test_seed_folder(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
                              "--quiet", NULL), 0);
     assert_true(exists("runs/c/seed-3/metrics.jsonl"));
     assert_false(exists("runs/c/metrics.jsonl"));
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
                              "--stop-after", "1", "--quiet", NULL), 0);
     assert_true(exists("exact/metrics.jsonl"));
     assert_false(exists("exact/seed-4"));
@@ -129,22 +87,22 @@ static void test_seed_folder(void **state)
 static void test_resume_overrides(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
                              "--quiet", NULL), 0);
     dirsnap *before = dirsnap_take("ov");
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
                              "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.epochs' cannot change when a run is resumed"));
     assert_non_null(strstr(err, "train.threads"));
     free(err);
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
                              "train.batch=8", "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.batch' cannot change"));
     free(err);
     dirsnap_assert_same(before, "ov");
     dirsnap_free(before);
-    assert_int_equal(run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
                              "--quiet", NULL), 0);
     size_t n;
     char *yaml = tu_read_file("ov/recipe.yaml", &n);
@@ -160,10 +118,10 @@ static void test_resume_overrides(void **state)
 static void test_resume_finished(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
     dirsnap *one = dirsnap_take("done");
     char *out;
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
     assert_non_null(strstr(out, "done: already finished"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1); /* one line */
     free(out);
@@ -172,18 +130,18 @@ static void test_resume_finished(void **state)
     const char *other = "name: other\n" RECIPE_BODY;
     tu_write_file("other.yaml", other, strlen(other));
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
     assert_non_null(strstr(err, "other.yaml (recipe 'other')"));
     assert_non_null(strstr(err, "recipe 'c'"));
     free(err);
     dirsnap_assert_same(one, "done");
     dirsnap_free(one);
 
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
                              "--quiet", NULL), 0);
     dirsnap *top = dirsnap_take("many"), *s1 = dirsnap_take("many/seed-1"),
             *s2 = dirsnap_take("many/seed-2");
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
     assert_non_null(strstr(out, "many: already finished (2 seeds)"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1);
     free(out);
@@ -206,7 +164,7 @@ static void test_seeds_folder_locked(void **state)
     TU_OK(runlock_take(&l, "held", &e));
     dirsnap *before = dirsnap_take("held");
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
                              "--quiet", NULL), 1);
     snprintf(want, sizeof want, "held: another run (pid %ld)", (long)getpid());
     if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);
@@ -220,7 +178,7 @@ static void test_seeds_folder_locked(void **state)
 static void expect(const char *path, int rc, const char *want)
 {
     char *out, *err;
-    int got = run_cli(&out, &err, "inspect", path, NULL);
+    int got = tu_run_cli(&out, &err, "inspect", path, NULL);
     if (got != rc || (!strstr(out, want) && !strstr(err, want)))
         fail_msg("xdistill inspect %s: exit %d, output:\n%s%s\nexpected exit %d and '%s'", path,
                  got, out, err, rc, want);
@@ -271,7 +229,7 @@ static void test_inspect_run_files(void **state)
 static void ensure_eval_model(void)
 {
     if (exists("evr/best.safetensors")) return;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "evr", "--quiet", NULL), 0);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "evr", "--quiet", NULL), 0);
 }
 
 static json_t *parse(const char *text)
@@ -285,7 +243,7 @@ static json_t *parse(const char *text)
 static json_t *eval_json(const char *data)
 {
     char *out, *err;
-    int rc = run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data", data,
+    int rc = tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data", data,
                      "--json", NULL);
     if (rc != 0) fail_msg("eval --json on %s: exit %d: %s", data, rc, err);
     json_t *j = parse(out);
@@ -337,7 +295,7 @@ static void test_eval_report(void **state)
 
     /* --predictions */
     char *out, *err;
-    assert_int_equal(run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
                              "toy.xds", "--predictions", "p.jsonl", NULL), 0);
     assert_non_null(strstr(out, "balanced accuracy"));
     assert_non_null(strstr(out, "expected calibration error"));
@@ -346,8 +304,6 @@ static void test_eval_report(void **state)
     free(err);
     size_t n;
     char *text = tu_read_file("p.jsonl", &n);
-    text = realloc(text, n + 1);
-    text[n] = '\0';
     int lines = 0, right = 0;
     double bin_n[15] = {0}, bin_right[15] = {0}, bin_conf[15] = {0};
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++) {
@@ -398,13 +354,13 @@ static void test_eval_report(void **state)
     rs.reversed = 0;
     rs.class0 = "middle";
     tiny_write("middle.xds", &rs);
-    assert_int_equal(run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
                              "middle.xds", NULL), 1);
     if (!strstr(err, "'middle'") || !strstr(err, "top-left, top-right, bottom-left, bottom-right"))
         fail_msg("eval on a set with an unknown class: %s", err);
     free(err);
     /* a predictions file that cannot be written: exit 1, nothing left behind */
-    assert_int_equal(run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
                              "toy.xds", "--predictions", "no/such/folder/p.jsonl", NULL), 1);
     assert_non_null(strstr(err, "no/such/folder"));
     free(err);
@@ -416,11 +372,11 @@ static void test_train_validation_note(void **state)
 {
     (void)state;
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--out", "note1", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note1", "--stop-after", "1",
                              NULL), 0);
     assert_non_null(strstr(err, "note: no validation split"));
     free(err);
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--out", "note2", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note2", "--stop-after", "1",
                              "--set", "data.val_fraction=0.2", NULL), 0);
     assert_null(strstr(err, "note: no validation split"));
     free(err);
@@ -432,13 +388,13 @@ static void test_inspect_split(void **state)
 {
     (void)state;
     char *out, *err;
-    assert_int_equal(run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", NULL), 0);
     assert_non_null(strstr(out, "split 'test', 100 examples (the first listed"));
     assert_non_null(strstr(out, "  5  1 (top-right)  0 (top)"));
     assert_null(strstr(out, "\n  20  "));
     free(out);
     free(err);
-    assert_int_equal(run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", "--all",
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", "--all",
                              "--json", NULL), 0);
     json_t *j = parse(out);
     json_t *rows = json_object_get(j, "rows");
@@ -453,22 +409,16 @@ static void test_inspect_split(void **state)
     json_decref(j);
     free(out);
     free(err);
-    assert_int_equal(run_cli(NULL, &err, "inspect", "toy.xds", "--split", "val", NULL), 1);
+    assert_int_equal(tu_run_cli(NULL, &err, "inspect", "toy.xds", "--split", "val", NULL), 1);
     assert_non_null(strstr(err, "no split 'val'"));
     free(err);
-    assert_int_equal(run_cli(NULL, NULL, "inspect", "toy.xds", "--all", NULL), 2);
+    assert_int_equal(tu_run_cli(NULL, NULL, "inspect", "toy.xds", "--all", NULL), 2);
 }
 
 int main(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    /* build/tests/test_cli -> build/xdistill */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = '\0';
-    snprintf(bin, sizeof bin, "%s/../xdistill", dirname(self));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_options_missing_their_value, setup),
         cmocka_unit_test_setup(test_seed_folder, setup),

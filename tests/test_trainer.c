@@ -1967,10 +1967,30 @@ static void test_projector_init(void **state)
 /* ---------------------------------------------------------------------------------------------
  * validation split, eval sets, class names */
 
+/* How often "KEY" occurs in the header of the safetensors file path, read as raw bytes (the
+ * reader would refuse a key given twice rather than count it). */
+static int header_key_count(const char *path, const char *key)
+{
+    size_t n;
+    unsigned char *b = tu_read_file(path, &n);
+    assert_non_null(b);
+    assert_true(n >= 8);
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; i--) len = len << 8 | b[i];
+    assert_true(len <= n - 8);
+    char quoted[128];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    b[8 + len] = '\0'; /* the header alone (tu_read_file leaves a byte after the file) */
+    int count = 0;
+    for (const char *p = strstr((char *)b + 8, quoted); p; p = strstr(p + 1, quoted)) count++;
+    free(b);
+    return count;
+}
+
 /* data.val_fraction: a fifth of each class's 50 labelled examples held out (40), training walks
  * the other 160 (10 batches of 16); every evaluation has val_acc, val_bacc, test_bacc; best is the
  * epoch of the best validation score, and the summary gives its test score next to the last one.
- * The checkpoints store the class names. */
+ * The checkpoints store the class names, once. */
 static void test_validation_fraction(void **state)
 {
     (void)state;
@@ -2005,6 +2025,10 @@ static void test_validation_fraction(void **state)
     assert_int_equal(atoi(ep), best + 1);
     TU_OK(ckpt_read_meta("valfrac/best.safetensors", CKPT_META_CLASSES, &cls, &e));
     assert_string_equal(cls, "[\"top-left\",\"top-right\",\"bottom-left\",\"bottom-right\"]");
+    /* one writer: each checkpoint names its classes (and its images) once */
+    assert_int_equal(header_key_count("valfrac/best.safetensors", CKPT_META_CLASSES), 1);
+    assert_int_equal(header_key_count("valfrac/last.safetensors", CKPT_META_CLASSES), 1);
+    assert_int_equal(header_key_count("valfrac/best.safetensors", "xdistill.images"), 1);
     free(ep);
     free(cls);
     json_decref(m);
