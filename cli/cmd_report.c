@@ -11,6 +11,7 @@
 #include "core/mem.h"
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
+#include "distill/labels.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
 #include "distill/scores.h"
@@ -73,14 +74,18 @@ static void add_note(rp_details *d, const char *fmt, const char *arg)
     strcat(d->note, line);
 }
 
-/* names of a label set's classes ("label" -> classes, "label.X" -> classes.X), K of them; the
- * class number where the data set has no such table or another count */
-static char **class_names(const io_dataset *ds, const char *label, int K)
+/* names of the K classes of checkpoint ckpt's model m: those it stores (ckpt_class_names), else
+ * the data set's of its label set (labels_class_table) when as many, else the class number; a
+ * damaged list of stored names is noted in d */
+static char **class_names(const char *ckpt, const nn_model *m, const io_dataset *ds,
+                          const char *label, int K, rp_details *d)
 {
-    char name[IO_DATASET_NAME_MAX + 1];
-    snprintf(name, sizeof name, "classes%s", strncmp(label, "label", 5) == 0 ? label + 5 : "");
-    const io_strings *t = io_dataset_find_strings(ds, name);
-    char **out = xd_xcalloc((size_t)K, sizeof *out);
+    char **out;
+    xd_err e;
+    if (ckpt_class_names(ckpt, m, &out, &e) != XD_OK) add_note(d, "%s", e.msg);
+    else if (out) return out;
+    const io_strings *t = labels_class_table(ds, label);
+    out = xd_xcalloc((size_t)K, sizeof *out);
     for (int k = 0; k < K; k++) {
         char num[24];
         snprintf(num, sizeof num, "class %d", k);
@@ -259,7 +264,7 @@ static void teacher_answers(const recipe *r, const rp_run *run, const io_dataset
         answers_free(ta);
     } else {
         char *label = ckpt_label(t.checkpoint);
-        ta->classes = class_names(ds, label, ta->K);
+        ta->classes = class_names(t.checkpoint, &m, ds, label, ta->K, d);
         int o = snprintf(line, sizeof line, "%s '%s' (%s) reading %s%s", who, t.name,
                          t.checkpoint, t.view, strcmp(t.view, "text.*") == 0 ?
                          " (each example's first language)" : "");
@@ -411,7 +416,8 @@ static void evaluate_run(const rp_run *run, rp_details *d)
         scores_init(&sc, K);
         scores_add(&sc, sa.pred, truth, sa.rows);
         d->K = K;
-        d->classes = class_names(ds, r.task == RECIPE_TASK_SEGMENT ? "label.mask" : r.data.label, K);
+        d->classes = class_names(ckpt, &m, ds, r.task == RECIPE_TASK_SEGMENT ? "label.mask"
+                                                                              : r.data.label, K, d);
         d->confusion = xd_xmalloc(sizeof(uint64_t) * (size_t)K * K);
         memcpy(d->confusion, sc.count, sizeof(uint64_t) * (size_t)K * K);
         d->support = xd_xmalloc(sizeof(uint64_t) * (size_t)K);

@@ -51,6 +51,30 @@ xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_e
  * or "label.NAME") as a new string; "label" when the file holds no recipe. */
 xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
 
+/* The metadata key of the class names of a checkpoint's default head: a JSON list of strings,
+ * in the order of its outputs. ckpt_save_trained writes it when the data set names its classes;
+ * older checkpoints have none. */
+#define CKPT_META_CLASSES "xdistill.classes"
+
+/* n class names as the JSON list text CKPT_META_CLASSES holds (a new string; NULL when out of
+ * memory). */
+char *ckpt_classes_json(const char *const *names, size_t n);
+
+/* The class names ckpt_save_trained stored for m (path's model): a NULL-terminated array of a
+ * new string per class of its default head (a map's channels, else its outputs), free with
+ * ckpt_class_names_free; *names NULL when the file holds none (older checkpoints). XD_EFORMAT,
+ * naming the file, when they are not a list of as many strings. */
+xd_status ckpt_class_names(const char *path, const nn_model *m, char ***names, xd_err *e);
+void ckpt_class_names_free(char **names);
+
+/* The model's classes (path's stored names, m its model) for the data set's label set `label`:
+ * *map (a new array of the data set's class count) gives each data set class the model output of
+ * the same name, NULL when both name their classes in the same order or either names none (then
+ * the counts are what ckpt_check_fit compares). A data set class the model lacks is an error
+ * listing both sets. */
+xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *label, int32_t **map, xd_err *e);
+
 /* Whether the checkpoint's model m (from path) fits what it is about to read: split of ds
  * through view, with the image option words augment (the preprocessing its feed will use):
  *  - view image: the images are the model's input height x width and channels, unless augment
@@ -58,17 +82,12 @@ xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
  *  - a default head that is a map (H, W, C) is a segmentation model: the split needs S/mask of
  *    H x W and classes.mask of C classes;
  *  - any other head is a classifier: when the data set names the classes of label (`classes`,
- *    `classes.NAME`), the head has one output per class (label NULL: not checked).
+ *    `classes.NAME`), every one is a class the checkpoint names (ckpt_class_map), or, for a
+ *    checkpoint without names, the head has one output per class (label NULL: not checked).
  * Failing checks name the checkpoint, the data set and both values (XD_ESHAPE). */
 xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *split, const char *view, const char *augment,
                          const char *label, xd_err *e);
-
-/* The class names ckpt_save_trained stored (a NULL-terminated array of n_classes new strings,
- * free with ckpt_class_names_free); *names NULL when the file holds none (older checkpoints).
- * XD_EFORMAT when they are not a list of n_classes strings. */
-xd_status ckpt_class_names(const char *path, size_t n_classes, char ***names, xd_err *e);
-void ckpt_class_names_free(char **names);
 
 /* The size of the images the model was trained on ("xdistill.images"); 0, 0, 0 when the file does
  * not say (older checkpoints). */

@@ -185,6 +185,17 @@ typedef struct {
     int until_model;   /* the model train_until limits (index into recipe.models) */
 } recipe_stage;
 
+/* A further data set scored at every evaluation (data.eval_sets): the run's label set, checked
+ * by class name. */
+typedef struct {
+    char *name;           /* unique among the eval sets; metrics.jsonl keys eval.NAME.* */
+    char *path;           /* dataset container */
+    char *split;          /* default "test" */
+} recipe_eval_set;
+
+/* Most data.eval_sets. */
+#define RECIPE_MAX_EVAL_SETS 16
+
 typedef struct {
     char *path;           /* dataset container, relative to the current folder */
     char *train, *test;   /* split prefixes */
@@ -195,6 +206,11 @@ typedef struct {
     char *student_view;
     char *augment;        /* img_opts words, "" = none */
     char *text;           /* txt_config words, "" = defaults */
+    float val_fraction;   /* [0, 1): share of the labelled training examples held out (stratified,
+                           * seeded) as the validation split that picks best checkpoints; 0 = none */
+    char *val;            /* or a split of the data set as the validation split; NULL = none */
+    int n_eval_sets;
+    recipe_eval_set *eval_sets;
 } recipe_data;
 
 typedef struct {

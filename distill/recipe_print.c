@@ -265,6 +265,25 @@ char *recipe_to_yaml(const recipe *r)
         sb_quoted(&b, view_strs[i][1] ? view_strs[i][1] : "");
         sb_add(&b, "\n");
     }
+    /* only when given, so that a recipe without them prints (and stores) what it always did */
+    if (dt->val_fraction > 0.0f)
+        sb_add(&b, "  val_fraction: %s\n", fmt_float(dt->val_fraction, f, sizeof f));
+    if (dt->val) {
+        sb_add(&b, "  val: ");
+        sb_quoted(&b, dt->val);
+        sb_add(&b, "\n");
+    }
+    if (dt->n_eval_sets) sb_add(&b, "  eval_sets:\n");
+    for (int i = 0; i < dt->n_eval_sets; i++) {
+        const recipe_eval_set *es = &dt->eval_sets[i];
+        sb_add(&b, "    - name: ");
+        sb_quoted(&b, es->name);
+        sb_add(&b, "\n      path: ");
+        sb_quoted(&b, es->path);
+        sb_add(&b, "\n      split: ");
+        sb_quoted(&b, es->split);
+        sb_add(&b, "\n");
+    }
 
     if (r->listed) {
         sb_add(&b, "models:\n");

@@ -37,11 +37,13 @@ xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_e
         const int kt = (int)tn->act_n;
         if (t->average && !t->avg[en->node[m]])
             t->avg[en->node[m]] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
-        if (rm->label_map || rm->label_table) {
+        /* the names apply to the head they were stored for */
+        const int32_t *by_name = en->node[m] == nn_model_default_head(&t->m) ? t->class_table : NULL;
+        if (rm->label_map || rm->label_table || by_name) {
             char where[sizeof l->where + 32];
             snprintf(where, sizeof where, "%s: teachers.%d", l->where, m);
             xd_status s = train_label_map(R, where, rm->label_map, rm->label_table,
-                                          rm->n_label_table, kt, K, &en->lm[m], e);
+                                          rm->n_label_table, by_name, kt, K, &en->lm[m], e);
             if (s != XD_OK) return s;
             en->mapped[m] = 1;
         } else if (kt != K) {

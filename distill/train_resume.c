@@ -106,7 +106,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[9 + 2 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
+    io_kv meta[10 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
@@ -120,6 +120,13 @@ xd_status train_save_resume(train_run *R, xd_err *e)
         snprintf(vals[2 * k + 1], sizeof vals[0], "%d", R->models[k].best_epoch);
         meta[n_meta++] = (io_kv){keys[2 * k], vals[2 * k]};
         meta[n_meta++] = (io_kv){keys[2 * k + 1], vals[2 * k + 1]};
+    }
+    /* best chosen on the validation split: the test score it had (else it is best_acc) */
+    char tkeys[RECIPE_MAX_MODELS][RECIPE_MAX_NAME + 16], tvals[RECIPE_MAX_MODELS][64];
+    for (int k = 0; k < R->n_models && R->has_val; k++) {
+        state_name(R, k, "test_at_best", tkeys[k], sizeof tkeys[0]);
+        snprintf(tvals[k], sizeof tvals[0], "%.17g", R->models[k].test_at_best);
+        meta[n_meta++] = (io_kv){tkeys[k], tvals[k]};
     }
     train_exits_kv exits_kv;
     n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
@@ -182,6 +189,17 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
             }
             R->models[k].best_acc = strtod(ba, NULL);
             R->models[k].best_epoch = (int)be;
+        }
+        for (int k = 0; k < R->n_models; k++) {
+            char key[RECIPE_MAX_NAME + 16];
+            state_name(R, k, "test_at_best", key, sizeof key);
+            const char *tb = R->has_val ? io_st_meta(f, key) : NULL;
+            if (R->has_val && !tb) {
+                s = xd_fail(e, XD_EFORMAT, "%s: resume state has no test score at the best epoch "
+                                           "(%s)", io_st_path(f), key);
+                goto out;
+            }
+            R->models[k].test_at_best = tb ? strtod(tb, NULL) : R->models[k].best_acc;
         }
         s = train_exits_load_meta(R, f, e);
         goto out;

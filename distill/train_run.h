@@ -4,8 +4,12 @@
  *   train_step.c    one step: forwards, losses, backwards, checks, optimizer steps
  *   train_epoch.c   the epoch loop: order, steps, evaluation, checkpoints, metrics line
  *   train_resume.c  the resume state written after each epoch, and reading it back
- *   train_eval.c    accuracy on a split; the test score that picks a model's best checkpoint
+ *   train_val.c     the validation split (held out of train, or a split of its own), the
+ *                   further data sets scored with it (data.eval_sets), the run's class names
+ *   train_eval.c    accuracy on a split; the scores of an evaluation, one of which picks a
+ *                   model's best checkpoint
  *   train_ensemble.c  a loss's ensemble of teachers: its members and the combined target
+ *   train_exits.c   the early exits of a model with several heads, scored at each evaluation
  *   trainer.c       trainer_run: resume checks, the stages, the summary
  * Internal to distill/: nothing outside the trainer includes this. */
 #ifndef XD_DISTILL_TRAIN_RUN_H
@@ -47,6 +51,8 @@ typedef struct {
                       * losses read, NULL for the others */
     uint8_t *present; /* average: (max_batch) which examples have the language in hand */
     float *count;    /* average: (max_batch) languages summed per example */
+    int32_t *class_table; /* (its head's classes) the run's class of each of its classes, matched
+                           * by name when it names them in another order; NULL otherwise */
 } teacher_rt;
 
 /* A kd / hinton loss's ensemble of teachers (train_ensemble.c). */
@@ -124,6 +130,18 @@ typedef struct {
     runlock lock;     /* of the run folder, held while the run lives */
     train_exit *exits; /* every exit of the models with several (train_exits.c) */
     int n_exits;
+    /* validation and further data sets (train_val.c) */
+    int has_val;      /* best checkpoints are chosen on the validation split, not the test split */
+    uint8_t *held;    /* (n_train) data.val_fraction: the training examples held out for
+                       * validation (no step sees them); NULL otherwise */
+    size_t n_held;
+    uint32_t *val_idx; /* (n_val) the validation examples: indices into the training split's feed
+                        * (val_fraction) or data.val's */
+    size_t n_val;
+    const int32_t *yval;       /* labels of that feed */
+    const uint8_t *val_masks;  /* segment: the masks of that feed */
+    io_dataset **eval_ds;      /* (data.n_eval_sets) */
+    int32_t **eval_y;          /* (data.n_eval_sets) each set's labels as the run's classes */
 } train_run;
 
 
@@ -132,13 +150,18 @@ char *train_path(const train_run *R, const char *name);
 xd_status train_write_text(const char *path, const char *text, xd_err *e);
 
 /* train_setup.c */
+/* The labels of split of the run's data set (n examples, each one of the run's classes). */
+xd_status train_open_labels(train_run *R, const char *split, const int32_t **y, size_t n,
+                            xd_err *e);
 xd_status train_setup_data(train_run *R, xd_err *e);
 xd_status train_setup_teachers(train_run *R, xd_err *e);
 xd_status train_setup_buffers(train_run *R);
-/* A label map of kt teacher classes onto ks student classes, from a list (table) or the label
- * set `map` of the data set; where names the loss in messages. */
+/* A label map of kt teacher classes onto ks student classes, from a list (table), the label set
+ * `map` of the data set, or else by_name (the teacher's classes by name); where names the loss in
+ * messages. */
 xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
-                          int n_table, int kt, int ks, align_labelmap *lm, xd_err *e);
+                          int n_table, const int32_t *by_name, int kt, int ks, align_labelmap *lm,
+                          xd_err *e);
 /* The losses of stage `stage` (freeing the previous stage's). */
 xd_status train_setup_losses(train_run *R, int stage, xd_err *e);
 void train_free_losses(train_run *R);
@@ -175,8 +198,22 @@ enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
 xd_status train_load_resume(train_run *R, int what, xd_err *e);
 
+/* train_val.c */
+/* After the training labels are chosen and every model's feeds are open: the validation
+ * examples, the eval sets (data sets, labels, each model's feeds), the class names. */
+xd_status train_setup_val(train_run *R, xd_err *e);
+void train_free_val(train_run *R);
+
 /* train_eval.c */
+/* Accuracy and balanced accuracy (bacc may be NULL) of node head of m over the examples
+ * idx[0..n) of f (NULL: the first n) against labels indexed by example. */
+xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
+                      const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e);
+/* Model k's test score (accuracy, or a segment task's mIoU) into *acc and mk->acc, with mk->bacc
+ * (mk->pixel_acc). */
 xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e);
+/* Model k's scores on the validation split (mk->val_*) and on each eval set (mk->eval_*). */
+xd_status train_evaluate_val(train_run *R, int k, xd_err *e);
 
 /* train_exits.c: the exits of every model with several heads (a classify task), scored at each
  * evaluation beside the default head. */

@@ -471,13 +471,20 @@ static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, int el
 static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
                              Onnx__ModelProto *mp, xd_err *e)
 {
-    char *augment, *text, buf[128];
+    char *augment, *text, buf[128], **names = NULL, *classes = NULL;
     int h, w, c;
     xd_status s = ckpt_preprocessing(path, &augment, &text, e);
-    if (s == XD_OK) s = ckpt_trained_images(path, &h, &w, &c, e);
     if (s != XD_OK) return s;
-    char *classes;
-    if ((s = ckpt_read_meta(path, "xdistill.classes", &classes, e)) != XD_OK) {
+    /* the stored class names, checked against the model's classes, in the checkpoint's form */
+    if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK &&
+        (s = ckpt_class_names(path, m, &names, e)) == XD_OK && names) {
+        size_t k = 0;
+        while (names[k]) k++;
+        if (!(classes = ckpt_classes_json((const char *const *)names, k)))
+            s = xd_fail(e, XD_ENOMEM, "%s: no memory for the class names", path);
+    }
+    ckpt_class_names_free(names);
+    if (s != XD_OK) {
         free(augment);
         free(text);
         return s;
@@ -501,7 +508,7 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
         vals[n++] = buf;
     }
     if (classes) {
-        keys[n] = "xdistill.classes";
+        keys[n] = CKPT_META_CLASSES;
         vals[n++] = classes;
     }
     mp->n_metadata_props = (size_t)n;

@@ -74,7 +74,7 @@ const char *xdistill_version(void) { return XD_VERSION; }
 /* Class names: the stored ones, else the class numbers. */
 static xd_status load_names(xdistill_model *x, xd_err *e)
 {
-    xd_status s = ckpt_class_names(x->path, (size_t)x->K, &x->names, e);
+    xd_status s = ckpt_class_names(x->path, &x->m, &x->names, e);
     if (s != XD_OK || x->names) return s;
     x->names = xd_xcalloc((size_t)x->K + 1, sizeof *x->names);
     for (int k = 0; k < x->K; k++) {

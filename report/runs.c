@@ -39,11 +39,13 @@ static int is_file(const char *dir, const char *name)
 
 static double num_or_nan(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
-/* the scores of a summary object (the whole summary, or one model's entry in "models") */
+/* the scores of a summary object (the whole summary, or one model's entry in "models"); a best
+ * epoch chosen on the validation split has its test score under test_*_at_best */
 static void read_scores(rp_run *r, const json_t *o)
 {
     const char *fin = r->segment ? "final_test_miou" : "final_test_acc";
-    const char *best = r->segment ? "best_test_miou" : "best_test_acc";
+    const char *best = r->best_on_val ? (r->segment ? "test_miou_at_best" : "test_acc_at_best")
+                                      : (r->segment ? "best_test_miou" : "best_test_acc");
     r->final_score = r->finished ? num_or_nan(json_object_get(o, fin)) : NAN;
     r->best_score = num_or_nan(json_object_get(o, best));
     r->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
@@ -65,6 +67,8 @@ static xd_status read_summary(rp_run *r, json_t **out, xd_err *e)
         r->seed = (long)json_integer_value(json_object_get(j, "seed"));
         r->finished = json_is_true(json_object_get(j, "finished"));
         r->segment = json_object_get(j, "final_test_miou") != NULL;
+        const char *on = json_string_value(json_object_get(j, "best_on"));
+        r->best_on_val = on && strcmp(on, "val") == 0;
         read_scores(r, j);
         r->final_pixel_acc = num_or_nan(json_object_get(j, "final_test_pixel_acc"));
         r->epochs = (int)json_integer_value(json_object_get(j, "epochs"));
@@ -197,6 +201,7 @@ static xd_status model_run(const rp_run *whole, const json_t *summary, const rec
     m->seed = whole->seed;
     m->finished = whole->finished;
     m->segment = whole->segment;
+    m->best_on_val = whole->best_on_val;
     read_scores(m, o);
     m->final_pixel_acc = NAN;
     m->epochs = whole->epochs;

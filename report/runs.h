@@ -34,7 +34,10 @@ typedef struct {
     int model_index; /* its index in the recipe's models (0 in a run of one model) */
     long seed;
     int finished, segment;
-    double final_score, best_score; /* test accuracy (segment: mIoU); final is NAN when unfinished */
+    int best_on_val; /* best epoch chosen on a validation split (summary.json "best_on": "val") */
+    /* test accuracy (segment: mIoU) after the last epoch (NAN when unfinished) and at the best
+     * epoch (on the validation split, or else the test split) */
+    double final_score, best_score;
     double final_pixel_acc;         /* segment runs; NAN otherwise */
     int best_epoch, epochs;
     double seconds, images_per_s;

@@ -14,6 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+#include <math.h>
+
 #include "distill/runlock.h"
 #include "tests/support/dirsnap.h"
 #include "tests/support/runcli.h"
@@ -62,7 +65,8 @@ static void test_options_missing_their_value(void **state)
     const char *train[] = {"--out", "--set", "--resume", "--seed", "--seeds", "--stop-after"};
     for (size_t i = 0; i < sizeof train / sizeof train[0]; i++)
         expect_needs_value("train", "c.yaml", train[i]);
-    const char *eval[] = {"--model", "--data", "--split", "--view", "--label", "--exit"};
+    const char *eval[] = {"--model", "--data", "--split", "--view", "--label", "--exit",
+                          "--predictions"};
     for (size_t i = 0; i < sizeof eval / sizeof eval[0]; i++)
         expect_needs_value("eval", "--json", eval[i]);
 }
@@ -263,6 +267,196 @@ static void test_eval_exit(void **state)
     free(err);
 }
 
+/* A tiny model trained once for the eval tests. */
+static void ensure_eval_model(void)
+{
+    if (exists("evr/best.safetensors")) return;
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "evr", "--quiet", NULL), 0);
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (!j) fail_msg("not JSON (%s): %s", je.text, text);
+    return j;
+}
+
+static json_t *eval_json(const char *data)
+{
+    char *out, *err;
+    int rc = tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data", data,
+                     "--json", NULL);
+    if (rc != 0) fail_msg("eval --json on %s: exit %d: %s", data, rc, err);
+    json_t *j = parse(out);
+    free(out);
+    free(err);
+    return j;
+}
+
+static double jnum(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v)) fail_msg("'%s' is missing or not a number", key);
+    return json_number_value(v);
+}
+
+/* eval --json: its figures agree with its own confusion matrix (accuracy its trace, balanced
+ * accuracy the mean recall, precision per column) and the class names; --predictions has one
+ * line per test example whose answers give that accuracy and whose probabilities give that
+ * calibration error (15 bins, computed here anew); a data set with the classes in reverse order
+ * scores the same, matched by name, and one with an unknown class is an error listing both. */
+static void test_eval_report(void **state)
+{
+    (void)state;
+    ensure_eval_model();
+    json_t *j = eval_json("toy.xds");
+    assert_int_equal((int)jnum(j, "examples"), 100);
+    json_t *cm = json_object_get(j, "confusion"), *cls = json_object_get(j, "classes");
+    assert_int_equal(json_array_size(cm), 4);
+    static const char *const names[4] = {"top-left", "top-right", "bottom-left", "bottom-right"};
+    double trace = 0.0, recall_sum = 0.0;
+    for (int t = 0; t < 4; t++) {
+        double row = 0.0, col = 0.0;
+        for (int p = 0; p < 4; p++) {
+            row += (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)t), (size_t)p));
+            col += (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)p), (size_t)t));
+        }
+        double tp = (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)t), (size_t)t));
+        assert_int_equal((int)row, 25);
+        trace += tp;
+        recall_sum += tp / row;
+        json_t *c = json_array_get(cls, (size_t)t);
+        assert_string_equal(json_string_value(json_object_get(c, "name")), names[t]);
+        assert_true(fabs(jnum(c, "recall") - tp / row) < 1e-6);
+        if (col > 0) assert_true(fabs(jnum(c, "precision") - tp / col) < 1e-6);
+    }
+    const double acc = jnum(j, "accuracy"), ece = jnum(j, "ece");
+    assert_true(fabs(acc - trace / 100.0) < 1e-9);
+    assert_true(fabs(jnum(j, "balanced_accuracy") - recall_sum / 4.0) < 1e-6);
+
+    /* --predictions */
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--predictions", "p.jsonl", NULL), 0);
+    assert_non_null(strstr(out, "balanced accuracy"));
+    assert_non_null(strstr(out, "expected calibration error"));
+    assert_non_null(strstr(out, "confusion matrix"));
+    free(out);
+    free(err);
+    size_t n;
+    char *text = tu_read_file("p.jsonl", &n);
+    int lines = 0, right = 0;
+    double bin_n[15] = {0}, bin_right[15] = {0}, bin_conf[15] = {0};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        json_t *l = parse(line);
+        const int idx = (int)jnum(l, "index"), label = (int)jnum(l, "label");
+        const int pred = (int)jnum(l, "prediction");
+        assert_int_equal(idx, lines);
+        assert_int_equal(label, lines % 4);
+        assert_string_equal(json_string_value(json_object_get(l, "label_name")), names[label]);
+        json_t *p = json_object_get(l, "probabilities");
+        assert_int_equal(json_array_size(p), 4);
+        double sum = 0.0, best = -1.0;
+        int arg = -1;
+        for (int k = 0; k < 4; k++) {
+            double v = json_number_value(json_array_get(p, (size_t)k));
+            sum += v;
+            if (v > best) best = v, arg = k;
+        }
+        assert_true(fabs(sum - 1.0) < 1e-4);
+        assert_int_equal(arg, pred);
+        right += label == pred;
+        int b = (int)ceil(best * 15.0) - 1;
+        b = b < 0 ? 0 : b > 14 ? 14 : b;
+        bin_n[b]++;
+        bin_right[b] += label == pred;
+        bin_conf[b] += best;
+        json_decref(l);
+    }
+    free(text);
+    assert_int_equal(lines, 100);
+    assert_true(fabs(right / 100.0 - acc) < 1e-9);
+    double want = 0.0;
+    for (int b = 0; b < 15; b++)
+        if (bin_n[b] > 0) want += bin_n[b] / 100.0 * fabs(bin_right[b] / bin_n[b] - bin_conf[b] / bin_n[b]);
+    if (fabs(want - ece) > 1e-4) fail_msg("ECE %.6f, from the predictions %.6f", ece, want);
+
+    /* the same examples, classes stored in reverse order: matched by name */
+    tiny_spec rs = tiny_default();
+    rs.texts = 0;
+    rs.reversed = 1;
+    tiny_write("reversed.xds", &rs);
+    json_t *r = eval_json("reversed.xds");
+    assert_true(fabs(jnum(r, "accuracy") - acc) < 1e-12);
+    assert_true(json_equal(json_object_get(r, "confusion"), cm));
+    json_decref(r);
+    json_decref(j);
+    /* an unknown class */
+    rs.reversed = 0;
+    rs.class0 = "middle";
+    tiny_write("middle.xds", &rs);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "middle.xds", NULL), 1);
+    if (!strstr(err, "'middle'") || !strstr(err, "top-left, top-right, bottom-left, bottom-right"))
+        fail_msg("eval on a set with an unknown class: %s", err);
+    free(err);
+    /* a predictions file that cannot be written: exit 1, nothing left behind */
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--predictions", "no/such/folder/p.jsonl", NULL), 1);
+    assert_non_null(strstr(err, "no/such/folder"));
+    free(err);
+}
+
+/* train says when best.safetensors is chosen on the test split, and not when a validation split
+ * chooses it. */
+static void test_train_validation_note(void **state)
+{
+    (void)state;
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note1", "--stop-after", "1",
+                             NULL), 0);
+    assert_non_null(strstr(err, "note: no validation split"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note2", "--stop-after", "1",
+                             "--set", "data.val_fraction=0.2", NULL), 0);
+    assert_null(strstr(err, "note: no validation split"));
+    free(err);
+}
+
+/* inspect --split lists a split: its first rows, all of them with --all, as JSON with --json
+ * (each label with its class name). */
+static void test_inspect_split(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", NULL), 0);
+    assert_non_null(strstr(out, "split 'test', 100 examples (the first listed"));
+    assert_non_null(strstr(out, "  5  1 (top-right)  0 (top)"));
+    assert_null(strstr(out, "\n  20  "));
+    free(out);
+    free(err);
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", "--all",
+                             "--json", NULL), 0);
+    json_t *j = parse(out);
+    json_t *rows = json_object_get(j, "rows");
+    assert_int_equal(json_array_size(rows), 100);
+    for (size_t i = 0; i < 100; i++) {
+        json_t *row = json_array_get(rows, i);
+        assert_int_equal((int)jnum(row, "index"), (int)i);
+        assert_int_equal((int)jnum(row, "label"), tiny_label((int)i));
+    }
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 99), "label_class")),
+                        "bottom-right");
+    json_decref(j);
+    free(out);
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "inspect", "toy.xds", "--split", "val", NULL), 1);
+    assert_non_null(strstr(err, "no split 'val'"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, NULL, "inspect", "toy.xds", "--all", NULL), 2);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -275,6 +469,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_seeds_folder_locked, setup),
         cmocka_unit_test(test_inspect_run_files),
         cmocka_unit_test_setup(test_eval_exit, setup),
+        cmocka_unit_test_setup(test_eval_report, setup),
+        cmocka_unit_test_setup(test_train_validation_note, setup),
+        cmocka_unit_test_setup(test_inspect_split, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,8 +8,8 @@
  *   - ONNX Runtime (onnxruntime-node, which scripts/setup.sh installs into cache/onnxruntime)
  *     gives the probabilities of our own forward pass, the one `xdistill predict` runs, within
  *     1e-4 relative, on a batch of random inputs; without it the test says so and skips that;
- *   - a file that is no checkpoint, or none at all, gives one line naming it, and no output
- *     file. */
+ *   - a file that is no checkpoint, or none at all, or whose class names do not fit its head,
+ *     gives one line naming it, and no output file. */
 #include "tests/support/testutil.h"
 
 #include <glob.h>
@@ -213,10 +213,17 @@ static void test_recipe_models(void **state)
 static void test_not_a_checkpoint(void **state)
 {
     (void)state;
-    const char *files[2] = {"nothing.safetensors", "missing.safetensors"};
-    const char *says[2] = {"header length", "cannot open"};
+    const char *files[3] = {"nothing.safetensors", "missing.safetensors", "names.safetensors"};
+    const char *says[3] = {"header length", "cannot open", "names 1 classes for the 4 outputs"};
     tu_write_file("nothing.safetensors", "not a checkpoint", 16);
-    for (int i = 0; i < 2; i++) {
+    /* class names that do not fit the model's head */
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; flatten; linear out=4 name=logits head", 1, 1, &e));
+    const io_kv meta[1] = {{CKPT_META_CLASSES, "[\"one\"]"}};
+    TU_OK(ckpt_save("names.safetensors", &m, meta, 1, &e));
+    nn_model_free(&m);
+    for (int i = 0; i < 3; i++) {
         char *err;
         assert_int_equal(tu_run_cli(NULL, &err, "export", files[i], "--onnx", "out.onnx", NULL), 1);
         const char *nl = strchr(err, '\n');

@@ -260,38 +260,11 @@ static void test_text_lines(void **state)
     free(p);
 }
 
-/* Rewrites checkpoint src to dst with metadata key set to value (NULL: left out). */
-static void rewrite_meta(const char *src, const char *dst, const char *key, const char *value)
-{
-    io_st_file *f;
-    xd_err e;
-    TU_OK(io_st_open(src, &f, &e));
-    size_t n = io_st_count(f), nm = io_st_meta_count(f), k = 0;
-    io_tensor *t = xd_xcalloc(n, sizeof *t);
-    for (size_t i = 0; i < n; i++) t[i] = *io_st_tensor(f, i);
-    io_kv *meta = xd_xcalloc(nm + 1, sizeof *meta);
-    int done = 0;
-    for (size_t i = 0; i < nm; i++) {
-        io_kv kv = *io_st_meta_at(f, i);
-        if (strcmp(kv.key, key) == 0) {
-            done = 1;
-            if (!value) continue;
-            kv.value = value;
-        }
-        meta[k++] = kv;
-    }
-    if (!done && value) meta[k++] = (io_kv){key, value};
-    TU_OK(io_st_write(dst, t, n, meta, k, &e));
-    free(meta);
-    free(t);
-    io_st_close(f);
-}
-
 static void test_old_checkpoint(void **state)
 {
     (void)state;
-    rewrite_meta("img/best.safetensors", "a.safetensors", "xdistill.classes", NULL);
-    rewrite_meta("a.safetensors", "old.safetensors", "xdistill.images", NULL);
+    tu_rewrite_meta("img/best.safetensors", "a.safetensors", "xdistill.classes", NULL);
+    tu_rewrite_meta("a.safetensors", "old.safetensors", "xdistill.images", NULL);
     int K;
     double *p = eval_probs("img/best.safetensors", "image", 4, &K, NULL);
     char *out, *err;
@@ -346,7 +319,7 @@ static void test_bad_inputs(void **state)
     free(out);
     free(err);
     /* a checkpoint of a later version */
-    rewrite_meta("img/best.safetensors", "later.safetensors", "xdistill.version", "99.0.0");
+    tu_rewrite_meta("img/best.safetensors", "later.safetensors", "xdistill.version", "99.0.0");
     assert_int_equal(tu_run_cli(&out, &err, "predict", "later.safetensors", "img0.png", NULL), 1);
     expect_line(err, "later.safetensors", "xdistill 99.0.0");
     free(out);

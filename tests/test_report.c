@@ -29,6 +29,7 @@
 #include "io/png.h"
 #include "nn/model.h"
 #include "report/html.h"
+#include "report/runs.h"
 #include "tests/support/sceneset.h"
 #include "tests/support/tinyset.h"
 
@@ -455,6 +456,31 @@ static void test_report_command(void **state)
     }
 }
 
+/* The evaluation's class names are those the checkpoint stores, before the data set's; a list
+ * that does not fit the model is noted, and the data set's names stand. */
+static void test_report_stored_names(void **state)
+{
+    (void)state;
+    classify_runs();
+    const char *src = "runs/x<i>&'q/student/seed-1/best.safetensors";
+    static const struct {
+        const char *classes, *shown, *note;
+    } cases[] = {
+        {"[\"TL-stored\",\"TR-stored\",\"BL-stored\",\"BR-stored\"]", ">BR-stored<", NULL},
+        {"[\"TL-stored\"]", ">bottom-right<", "names 1 classes for the 4 outputs"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(system("rm -rf named && cp -r \"runs/x<i>&'q/student/seed-1\" named"), 0);
+        tu_rewrite_meta(src, "named/best.safetensors", "xdistill.classes", cases[i].classes);
+        assert_int_equal(xd("report named --out named.html"), 0);
+        char *page = slurp("named.html");
+        if (!strstr(page, cases[i].shown)) fail_msg("case %zu: no %s on the page", i, cases[i].shown);
+        if (cases[i].note) assert_non_null(strstr(page, cases[i].note));
+        else assert_null(strstr(page, ">bottom-right<"));
+        free(page);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * runs of several models, pipelines, segment runs */
 
@@ -839,6 +865,42 @@ static void test_report_ticks(void **state)
     free(page);
 }
 
+/* A run whose best epoch was chosen on a validation split has no best_test_acc: its best score
+ * is the test score at that epoch (test_acc_at_best); one chosen on the test split keeps its
+ * best_test_acc. */
+static void test_report_best_on_val(void **state)
+{
+    (void)state;
+    const char *met = "{\"epoch\": 1, \"test_acc\": 0.5, \"val_acc\": 0.7}\n"
+                      "{\"epoch\": 2, \"test_acc\": 0.6, \"val_acc\": 0.6}\n";
+    const char *sums[2] = {
+        "{\"name\": \"val\", \"seed\": 1, \"epochs\": 2, \"finished\": true, \"best_on\": "
+        "\"val\", \"final_test_acc\": 0.6, \"best_val_acc\": 0.7, \"test_acc_at_best\": 0.5, "
+        "\"best_epoch\": 1}\n",
+        "{\"name\": \"test\", \"seed\": 1, \"epochs\": 2, \"finished\": true, \"best_on\": "
+        "\"test\", \"final_test_acc\": 0.6, \"best_test_acc\": 0.6, \"best_epoch\": 2}\n"};
+    const char *dirs[2] = {"byval", "bytest"};
+    for (int i = 0; i < 2; i++) {
+        mkdir(dirs[i], 0755);
+        char *p = tu_fmt("%s/summary.json", dirs[i]);
+        tu_write_file(p, sums[i], strlen(sums[i]));
+        free(p);
+        p = tu_fmt("%s/metrics.jsonl", dirs[i]);
+        tu_write_file(p, met, strlen(met));
+        free(p);
+    }
+    rp_set set;
+    xd_err e;
+    TU_OK(rp_set_load(dirs, 2, &set, &e));
+    assert_int_equal(set.n_runs, 2);
+    assert_true(set.runs[0].best_on_val);
+    assert_true(fabs(set.runs[0].best_score - 0.5) < 1e-12);
+    assert_int_equal(set.runs[0].best_epoch, 1);
+    assert_false(set.runs[1].best_on_val);
+    assert_true(fabs(set.runs[1].best_score - 0.6) < 1e-12);
+    rp_set_free(&set);
+}
+
 /* Every kind of run on one page: it renders without a console message. */
 static void test_report_renders(void **state)
 {
@@ -869,10 +931,12 @@ int main(void)
         cmocka_unit_test(test_scores_confusion),
         cmocka_unit_test(test_scores_predict),
         cmocka_unit_test(test_report_command),
+        cmocka_unit_test(test_report_stored_names),
         cmocka_unit_test(test_report_models),
         cmocka_unit_test(test_report_pipeline),
         cmocka_unit_test(test_report_segment),
         cmocka_unit_test(test_report_ticks),
+        cmocka_unit_test(test_report_best_on_val),
         cmocka_unit_test(test_report_renders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

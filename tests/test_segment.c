@@ -333,6 +333,15 @@ static void test_evaluate_miou(void **state)
     assert_true(fabs(sc.miou - dense_mean_iou(&cm, NULL, NULL)) < 1e-12);
     assert_true(fabs(sc.pixel_acc - dense_pixel_accuracy(&cm)) < 1e-12);
     assert_int_equal(sc.pixels, fd.n * S * S);
+    /* the same scenes listed in reverse order (their masks gathered) score the same */
+    uint32_t *rev = malloc(sizeof(uint32_t) * fd.n);
+    for (size_t i = 0; i < fd.n; i++) rev[i] = (uint32_t)(fd.n - 1 - i);
+    seg_scores sr;
+    TU_OK(seg_evaluate_at(&m, nn_model_default_head(&m), &fd, rev, fd.n, f.g.test_mask, C, in, &sr,
+                          &e));
+    assert_true(fabs(sr.miou - sc.miou) < 1e-12);
+    assert_true(fabs(sr.pixel_acc - sc.pixel_acc) < 1e-12);
+    free(rev);
     dense_confusion_free(&cm);
     free(in);
     feed_close(&fd);
@@ -439,6 +448,48 @@ static void test_ce_run_learns(void **state)
     free(t);
 }
 
+/* A validation split held out of the scenes: val_miou and val_pixel_acc at every evaluation, the
+ * best epoch the best validation mIoU, its test mIoU in the summary. */
+static void test_validation_miou(void **state)
+{
+    (void)state;
+    ensure_setup();
+    char *t = seg_recipe(", val_fraction: 0.2", "{kind: ce}", 3);
+    train_result res = run(t, "val-run", 0, 0);
+    assert_true(res.val);
+    char *text;
+    size_t n;
+    text = tu_read_file("val-run/metrics.jsonl", &n);
+    text = realloc(text, n + 1);
+    text[n] = '\0';
+    double best = -1.0, test_at = -1.0;
+    int best_epoch = 0, epoch = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        epoch++;
+        const char *v = strstr(line, "\"val_miou\":"), *p = strstr(line, "\"val_pixel_acc\":");
+        const char *tm = strstr(line, "\"test_miou\":");
+        if (!v || !p || !tm) fail_msg("metrics line without val_miou, val_pixel_acc: %s", line);
+        double vm = strtod(v + strlen("\"val_miou\":"), NULL);
+        if (vm > best) {
+            best = vm;
+            best_epoch = epoch;
+            test_at = strtod(tm + strlen("\"test_miou\":"), NULL);
+        }
+    }
+    free(text);
+    assert_int_equal(res.best_epoch, best_epoch);
+    assert_true(fabs(res.best_acc - best) < 1e-6);
+    assert_true(fabs(res.test_at_best - test_at) < 1e-6);
+    text = tu_read_file("val-run/summary.json", &n);
+    text = realloc(text, n + 1);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "\"best_on\": \"val\""));
+    assert_non_null(strstr(text, "\"best_val_miou\":"));
+    assert_non_null(strstr(text, "\"test_miou_at_best\":"));
+    free(text);
+    free(t);
+}
+
 /* One mask per class and the teacher's windows (grid or blobs) teach the student to segment far
  * better than the masks alone. */
 static void test_dense_run_learns(void **state)
@@ -488,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_evaluate_miou),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ce_run_learns),
+        cmocka_unit_test(test_validation_miou),
         cmocka_unit_test(test_dense_run_learns),
         cmocka_unit_test(test_threads_and_resume),
     };

@@ -15,6 +15,10 @@ void tu_write_file(const char *path, const void *data, size_t n);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
+/* Rewrites the safetensors file src (a checkpoint) to dst with metadata key set to value (NULL:
+ * left out), the tensors as they are. */
+void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value);
+
 /* 1 when the two files hold the same bytes. */
 int tu_same_file(const char *a, const char *b);
 
