@@ -48,8 +48,9 @@ static void predict_usage(FILE *f)
             "data.augment says; texts are tokenised with its data.text. Labels are the class\n"
             "names stored in the checkpoint (class numbers for checkpoints without names).\n"
             "A segmentation model writes one mask PNG per image into DIR (--out, required),\n"
-            "named after the image file (NAME.png, grey level = class number, the model's\n"
-            "output map size), and prints {\"input\": ..., \"mask\": \"DIR/NAME.png\"}.\n\n"
+            "named after the image file (NAME.png, grey level = class number, at the image's\n"
+            "own size: each pixel takes the class of the output position it falls on), and\n"
+            "prints {\"input\": ..., \"mask\": \"DIR/NAME.png\"}.\n\n"
             "options:\n"
             "  --top K     the K most probable classes (default 5, at most the model's classes)\n"
             "  --out DIR   folder of the masks of a segmentation model (made when missing)\n"
@@ -136,25 +137,20 @@ static char *mask_path(run *r, const char *input, xdistill_error *err)
     return io_path_join(r->out_dir, file);
 }
 
-/* Writes a segmentation model's mask of the probabilities p (H, W, K): argmax per position. */
-static xdistill_status write_mask(run *r, const char *input, const float *p, json_t *line,
+/* Writes a segmentation model's mask of slot's image at that image's size, from its
+ * probabilities p (H, W, K). */
+static xdistill_status write_mask(run *r, int slot, const char *input, const float *p, json_t *line,
                                   xdistill_error *err)
 {
-    int h, w;
-    xdistill_map_size(r->m, &h, &w);
-    const int K = xdistill_num_classes(r->m);
     char *path = mask_path(r, input, err);
     if (!path) return err->code;
-    io_image img = {.w = w, .h = h, .c = 1, .px = xd_xmalloc((size_t)w * (size_t)h)};
-    for (size_t i = 0; i < (size_t)w * (size_t)h; i++) {
-        int best;
-        xdistill_top(p + i * (size_t)K, K, 1, &best);
-        img.px[i] = (uint8_t)best;
-    }
+    io_image img = {.c = 1};
+    xdistill_batch_image_size(r->b, slot, &img.h, &img.w);
+    img.px = xd_xmalloc((size_t)img.w * (size_t)img.h);
+    xdistill_status s = xdistill_mask(r->b, slot, p, img.px, err);
     xd_err e;
     xd_err_clear(&e);
-    xdistill_status s = XDISTILL_OK;
-    if (io_png_write(path, &img, &e) != XD_OK) {
+    if (s == XDISTILL_OK && io_png_write(path, &img, &e) != XD_OK) {
         s = err->code = (xdistill_status)e.code;
         memcpy(err->message, e.msg, sizeof err->message);
     }
@@ -212,7 +208,7 @@ static int run_batch(run *r, const item *v, int n)
         json_object_set_new(line, "input", json_string(v[i].name));
         const float *p = r->probs + (size_t)i * per;
         if (xdistill_task_of(r->m) == XDISTILL_SEGMENT) {
-            if (write_mask(r, v[i].name, p, line, &err) != XDISTILL_OK) {
+            if (write_mask(r, i, v[i].name, p, line, &err) != XDISTILL_OK) {
                 json_decref(line);
                 /* a name clash is the input's fault; a failed write ends the run */
                 if (err.code != XDISTILL_EARG || r->strict) {

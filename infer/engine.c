@@ -48,6 +48,7 @@ struct xdistill_model {
     int dh, dw, dc;
     img_batcher *batcher;
     float *input;             /* (max_batch, h, w, c) */
+    uint32_t *slots;          /* 0..max_batch-1: the batcher's example indices, made once */
     /* texts */
     txt_tokenizer tok;
 };
@@ -55,6 +56,7 @@ struct xdistill_model {
 struct xdistill_batch {
     const xdistill_model *m;
     uint8_t *pixels;          /* (max_batch, dh, dw, dc) */
+    int *sizes;               /* (max_batch, 2): each slot's image height and width as given */
     int32_t *ids;             /* (max_batch, tokens) */
 };
 
@@ -104,8 +106,10 @@ static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
         }
         if (s == XD_OK) s = img_batcher_make(&x->batcher, x->dh, x->dw, x->dc, &o, e);
         size_t n = (size_t)x->m.max_batch * (size_t)x->m.h * (size_t)x->m.w * (size_t)x->m.c;
-        if (s == XD_OK && !(x->input = xd_try_alloc_aligned(sizeof(float) * n)))
+        if (s == XD_OK && (!(x->input = xd_try_alloc_aligned(sizeof(float) * n)) ||
+                           !(x->slots = xd_try_alloc(sizeof(uint32_t) * (size_t)x->m.max_batch))))
             s = xd_fail(e, XD_ENOMEM, "no memory for a batch of %d inputs", x->m.max_batch);
+        for (int i = 0; s == XD_OK && i < x->m.max_batch; i++) x->slots[i] = (uint32_t)i;
     }
     if (s != XD_OK) xd_err_prefix(e, "%s: the stored preprocessing", x->path);
     free(augment);
@@ -149,6 +153,7 @@ void xdistill_free(xdistill_model *x)
     ckpt_class_names_free(x->names);
     if (x->batcher) img_batcher_free(x->batcher);
     free(x->input);
+    free(x->slots);
     nn_model_free(&x->m);
     free(x->path);
     free(x);
@@ -191,9 +196,10 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *x)
     const size_t B = (size_t)x->m.max_batch;
     if (x->m.tokens)
         b->ids = xd_try_alloc(sizeof(int32_t) * B * (size_t)x->m.tokens);
-    else
+    else if ((b->sizes = calloc(2 * B, sizeof *b->sizes)))
         b->pixels = xd_try_alloc(B * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
     if (!b->ids && !b->pixels) {
+        free(b->sizes);
         free(b);
         return NULL;
     }
@@ -204,6 +210,7 @@ void xdistill_batch_free(xdistill_batch *b)
 {
     if (!b) return;
     free(b->pixels);
+    free(b->sizes);
     free(b->ids);
     free(b);
 }
@@ -264,7 +271,10 @@ static xdistill_status slot_failed(const xdistill_batch *b, int slot, const char
 {
     if (slot >= 0 && slot < b->m->m.max_batch) {
         const xdistill_model *x = b->m;
-        if (b->pixels) memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+        if (b->pixels) {
+            memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+            b->sizes[2 * slot] = b->sizes[2 * slot + 1] = 0;
+        }
         else txt_pad_row(b->ids + (size_t)slot * (size_t)x->m.tokens, 0, (size_t)x->m.tokens);
     }
     if (name && strncmp(e->msg, name, strlen(name)) != 0) xd_err_prefix(e, "%s", name);
@@ -283,7 +293,10 @@ xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsi
         s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides 1..%d, channels 1..4)",
                     name ? name : "image", height, width, channels, IMG_MAX_SIDE);
     if (s == XD_OK) s = prepare_image(b->m, pixels, height, width, channels, slot_pixels(b, slot), &e);
-    return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
+    if (s != XD_OK) return slot_failed(b, slot, name, s, &e, err);
+    b->sizes[2 * slot] = height;
+    b->sizes[2 * slot + 1] = width;
+    return XDISTILL_OK;
 }
 
 xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const char *path,
@@ -328,16 +341,60 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
                     "output buffer", x->path, x->m.max_batch);
     const void *input = b ? (const void *)b->ids : NULL;
     if (s == XD_OK && b->pixels) {
-        uint32_t *idx = xd_xmalloc(sizeof *idx * (size_t)count);
-        for (int i = 0; i < count; i++) idx[i] = (uint32_t)i;
-        s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, idx, count, 0, 0, 0,
-                             x->input, &e);
-        free(idx);
+        s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots, count, 0, 0,
+                             0, x->input, &e);
         input = x->input;
     }
     if (s != XD_OK) return out_err(err, s, &e);
     nn_model_forward(&x->m, input, count, NULL);
     nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    return XDISTILL_OK;
+}
+
+void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width)
+{
+    const int ok = b->sizes && slot >= 0 && slot < b->m->m.max_batch;
+    *height = ok ? b->sizes[2 * slot] : 0;
+    *width = ok ? b->sizes[2 * slot + 1] : 0;
+}
+
+/* The output map covers what stage 1 keeps of the image: its centre square when the training
+ * images are square (stage 2's resize and crop of that are not undone: a crop there is rare for a
+ * segmentation model, whose map is meant to cover its whole input). */
+xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *probs,
+                              unsigned char *mask, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    const xdistill_model *x = b->m;
+    int h, w;
+    xdistill_batch_image_size(b, slot, &h, &w);
+    xd_status s = XD_OK;
+    if (!h || !probs || !mask)
+        s = xd_fail(&e, XD_EARG, "%s: a mask needs a slot that holds an image, its "
+                    "probabilities and a buffer", x->path);
+    else if (x->K > 256)
+        s = xd_fail(&e, XD_EUNSUPPORTED, "%s: %d classes; a mask of bytes holds 256", x->path, x->K);
+    if (s != XD_OK) return out_err(err, s, &e);
+    int sh = h, sw = w; /* the region the map covers, at (y0, x0) */
+    if (x->dh == x->dw && h != w) sh = sw = h < w ? h : w;
+    const int y0 = (h - sh) / 2, x0 = (w - sw) / 2;
+    int *col = xd_xmalloc(sizeof *col * (size_t)w);
+    for (int j = 0; j < w; j++) {
+        const int u = j - x0 < 0 ? 0 : j - x0 >= sw ? sw - 1 : j - x0;
+        col[j] = (int)(((int64_t)2 * u + 1) * x->map_w / (2 * (int64_t)sw));
+    }
+    for (int i = 0; i < h; i++) {
+        const int v = i - y0 < 0 ? 0 : i - y0 >= sh ? sh - 1 : i - y0;
+        const int row = (int)(((int64_t)2 * v + 1) * x->map_h / (2 * (int64_t)sh));
+        for (int j = 0; j < w; j++) {
+            int best = 0;
+            xdistill_top(probs + ((size_t)row * (size_t)x->map_w + (size_t)col[j]) * (size_t)x->K,
+                         x->K, 1, &best);
+            mask[(size_t)i * (size_t)w + (size_t)j] = (unsigned char)best;
+        }
+    }
+    free(col);
     return XDISTILL_OK;
 }
 

@@ -91,6 +91,19 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
 xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err);
 
+/* The height and width of the image last set in slot, as given (before any preprocessing); 0 and
+ * 0 for a slot without one (never set, failed, a text model's). */
+void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width);
+
+/* A segmentation model's mask of one input at its image's own size: probs are that input's
+ * probabilities (xdistill_outputs floats from xdistill_predict on slot of b), mask receives
+ * height x width class numbers (xdistill_batch_image_size), row-major. Each pixel takes the most
+ * probable class of the output position it falls on (nearest neighbour) in the part of the image
+ * the model saw (the centre square when its training images were square; pixels outside it take
+ * the nearest position's class). Models of more than 256 classes: XDISTILL_EUNSUPPORTED. */
+xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *probs,
+                              unsigned char *mask, xdistill_error *err);
+
 /* The k most probable of n classes (k <= n): classes[0..k) in order of falling probability, ties
  * to the lower class. Returns k, or 0 on bad arguments. */
 int xdistill_top(const float *probs, int n, int k, int *classes);
