@@ -17,6 +17,7 @@ static const bench_suite suites[] = {
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
+    {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64", bench_infer},
 };
 
 static double clock_seconds(clockid_t id)
@@ -107,7 +108,7 @@ void bench_header(const bench_opts *o)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S]\n\n"
+    fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S] [--quick]\n\n"
                "Measures speed, each figure next to its baseline in the same run; medians of\n"
                "repeated runs with min and max. Suites (default: all):\n");
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
@@ -115,7 +116,9 @@ static void usage(FILE *f)
     fprintf(f, "\noptions:\n"
                "  --threads LIST  thread counts to run at (default 1 and all cores)\n"
                "  --json          one JSON object per line instead of a table\n"
-               "  --seconds S     minimum time per measurement (default 0.5)\n");
+               "  --seconds S     minimum time per measurement (default 0.5)\n"
+               "  --quick         a few short calls per measurement: checks that the suites run\n"
+               "                  (their figures mean little)\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -149,6 +152,9 @@ int cmd_bench(int argc, char **argv)
             o.min_seconds = strtod(argv[++i], &end);
             if (*end || !(o.min_seconds > 0.0 && o.min_seconds < 600.0))
                 return cli_usage_error("bench", "--seconds takes a number of seconds");
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            o.quick = 1;
+            o.min_seconds = 0.01;
         } else if (argv[i][0] == '-') {
             return cli_usage_error("bench", "unknown option '%s'", argv[i]);
         } else {
