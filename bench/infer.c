@@ -10,13 +10,16 @@
  * xdistill_predict (the preprocessing's normalisation, the forward pass, the softmax); ONNX
  * Runtime's a session.run of the "probabilities" output through onnxruntime-node (its per-call
  * cost in Node.js included), intraOpNumThreads as our OpenMP threads, graph optimisation "all".
- * Runs from the source folder (it reads recipes/ and bench/ort_infer.js). */
+ * It works in the source folder (recipes/, bench/ort_infer.js, runs/): the working folder when it
+ * holds the recipes, else the nearest folder above the program's own that does. */
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bench/bench.h"
 #include "core/mem.h"
@@ -124,8 +127,8 @@ static bench_time ort_time(const bench_opts *o, const char *modules, const char 
     if (p && !fgets(line, sizeof line, p)) line[0] = '\0';
     const int rc = p ? pclose(p) : -1;
     json_t *j = rc == 0 ? json_loads(line, 0, NULL) : NULL;
-    *ok = j && json_unpack(j, "{s:F,s:F,s:F,s:i}", "median", &t.median, "min", &t.min, "max",
-                           &t.max, "reps", &t.reps) == 0;
+    *ok = j && json_unpack(j, "{s:F,s:F,s:F,s:F,s:i}", "median", &t.median, "min", &t.min, "max",
+                           &t.max, "cpu_median", &t.cpu_median, "reps", &t.reps) == 0;
     if (!*ok) fprintf(stderr, "xdistill bench: ONNX Runtime failed on %s (%s)\n", onnx, cmd);
     json_decref(j);
     return t;
@@ -203,14 +206,18 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
                         "\"ours_images_per_s\":%.1f,\"ours_median_s\":%.7f,\"ours_min_s\":%.7f,"
                         "\"ours_max_s\":%.7f,\"ours_reps\":%d,\"ort_images_per_s\":%.1f,"
                         "\"ort_median_s\":%.7f,\"ort_min_s\":%.7f,\"ort_max_s\":%.7f,"
-                        "\"ort_reps\":%d,\"ours_over_ort\":%.3f}\n",
+                        "\"ort_reps\":%d,\"ours_over_ort\":%.3f,\"ours_cpu_s\":%.7f,"
+                        "\"ort_cpu_s\":%.7f,\"cpu_ort_over_ours\":%.3f}\n",
                         k->key, B, th, r_ours, ours.median, ours.min, ours.max, ours.reps, r_ort,
-                        ort.median, ort.min, ort.max, ort.reps, ok ? r_ours / r_ort : 0.0);
+                        ort.median, ort.min, ort.max, ort.reps, ok ? r_ours / r_ort : 0.0,
+                        ours.cpu_median, ort.cpu_median,
+                        ok ? ort.cpu_median / ours.cpu_median : 0.0);
             else if (ok)
-                fprintf(o->out, "  %-12s %5d %3d %12.0f %12.0f %7.2fx\n", k->key, B, th, r_ours,
-                        r_ort, r_ours / r_ort);
+                fprintf(o->out, "  %-12s %5d %3d %12.0f %12.0f %7.2fx %7.2fx\n", k->key, B, th,
+                        r_ours, r_ort, r_ours / r_ort, ort.cpu_median / ours.cpu_median);
             else
-                fprintf(o->out, "  %-12s %5d %3d %12.0f %12s %8s\n", k->key, B, th, r_ours, "-", "-");
+                fprintf(o->out, "  %-12s %5d %3d %12.0f %12s %8s %8s\n", k->key, B, th, r_ours,
+                        "-", "-", "-");
         }
         free(input);
     }
@@ -224,8 +231,32 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
     return rc;
 }
 
+/* Moves into the source folder (see the top); 0, or -1 when none is found. */
+static int enter_source_folder(void)
+{
+    const char *mark = cases[0].recipe;
+    if (exists(mark)) return 0;
+    char dir[4096];
+    ssize_t n = readlink("/proc/self/exe", dir, sizeof dir - 1);
+    if (n <= 0) return -1;
+    dir[n] = '\0';
+    for (int up = 0; up < 4; up++) {
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) return -1;
+        *slash = '\0';
+        if (chdir(dir) == 0 && exists(mark)) return 0;
+    }
+    return -1;
+}
+
 int bench_infer(const bench_opts *o)
 {
+    const int here = open(".", O_RDONLY | O_DIRECTORY);
+    if (here < 0 || enter_source_folder() != 0) {
+        fprintf(stderr, "xdistill bench: infer needs the source folder (its recipes/): run it there\n");
+        if (here >= 0) close(here);
+        return 1;
+    }
     const int all = xd_threads_get();
     char *modules = io_path_join(sets_cache_dir(NULL), "onnxruntime/node_modules");
     char *pkg = io_path_join(modules, "onnxruntime-node");
@@ -242,14 +273,16 @@ int bench_infer(const bench_opts *o)
     if (!mkdtemp(tmp)) {
         fprintf(stderr, "xdistill bench: cannot make a temporary folder\n");
         free(modules);
+        close(here);
         return 1;
     }
     const int slot = io_temp_add(tmp, 1);
     if (!o->json)
         fprintf(o->out, "\ninference: images/s, median of repeated calls, input in memory; ours = "
                         "xdistill_predict, ORT = ONNX Runtime (onnxruntime-node) on the exported "
-                        "model\n  %-12s %5s %3s %12s %12s %8s\n",
-                "model", "batch", "thr", "ours", "ORT", "ours/ORT");
+                        "model; cpu = ORT's CPU seconds per call over ours\n"
+                        "  %-12s %5s %3s %12s %12s %8s %8s\n",
+                "model", "batch", "thr", "ours", "ORT", "ours/ORT", "cpu");
     int rc = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0] && !rc; k++)
         rc = bench_case(o, &cases[k], tmp, have_ort ? modules : NULL);
@@ -257,5 +290,7 @@ int bench_infer(const bench_opts *o)
     io_temp_drop(slot);
     free(modules);
     xd_threads_set(all);
+    if (fchdir(here) != 0) rc = 1;
+    close(here);
     return rc;
 }

@@ -642,6 +642,25 @@ static void test_mask_at_image_size(void **state)
     xdistill_free(x);
 }
 
+/* `bench infer --quick` runs every model at both batch sizes (a smoke test: no timing checked). */
+static void test_bench_infer_runs(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "bench", "infer", "--quick", "--threads", "1",
+                                "--json", NULL), 0);
+    static const char *const models[] = {"fashion_mlp", "fashion_cnn", "emoji_cnn"};
+    for (int k = 0; k < 3; k++)
+        for (int b = 1; b <= 64; b += 63) {
+            char *row = tu_fmt("{\"suite\":\"infer\",\"model\":\"%s\",\"batch\":%d,\"threads\":1,"
+                               "\"ours_images_per_s\":", models[k], b);
+            if (!strstr(out, row)) fail_msg("no row %s in: %s%s", row, out, err);
+            free(row);
+        }
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +670,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_inputs, setup),
         cmocka_unit_test_setup(test_segmentation_masks, setup),
         cmocka_unit_test_setup(test_mask_at_image_size, setup),
+        cmocka_unit_test(test_bench_infer_runs),
         cmocka_unit_test_setup(test_installed_library, setup),
         cmocka_unit_test_setup(test_onnx_matches_predict, setup),
     };
