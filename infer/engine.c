@@ -13,6 +13,9 @@
 #include "include/xdistill/xdistill.h"
 
 #include <assert.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +46,7 @@ struct xdistill_model {
     char *path;
     nn_model m;
     int head, K, map_h, map_w;
+    double flops;             /* of one input's forward pass */
     char **names;             /* (K) class names, stored or decimal */
     /* images: the training images' size, and stage 2 */
     int dh, dw, dc;
@@ -131,6 +135,7 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
     xd_status s = ckpt_load(path, max_batch, &x->m, &e);
     if (s == XD_OK) {
         x->head = nn_model_default_head(&x->m);
+        x->flops = nn_model_flops(&x->m);
         const nn_node *hn = nn_model_node(&x->m, x->head);
         const int map = hn->h > 1 || hn->w > 1;
         x->K = map ? hn->c : (int)hn->act_n;
@@ -330,6 +335,26 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
     return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
 }
 
+/* A prediction's work below this many flops runs on one thread: handing such work to several
+ * costs more than it saves (a single image through the MLP student is some 0.2 MFLOP). */
+#define SERIAL_FLOPS 1e6
+
+/* The preprocessing's second stage, the forward pass and the softmax of count inputs. */
+static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int count, float *probs,
+                             xd_err *e)
+{
+    const void *input = b->ids;
+    if (b->pixels) {
+        xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots,
+                                       count, 0, 0, 0, x->input, e);
+        if (s != XD_OK) return s;
+        input = x->input;
+    }
+    nn_model_forward(&x->m, input, count, NULL);
+    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    return XD_OK;
+}
+
 xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err)
 {
@@ -339,16 +364,19 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
     if (!b || b->m != x || count < 1 || count > x->m.max_batch || !probs)
         s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
                     "output buffer", x->path, x->m.max_batch);
-    const void *input = b ? (const void *)b->ids : NULL;
-    if (s == XD_OK && b->pixels) {
-        s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots, count, 0, 0,
-                             0, x->input, &e);
-        input = x->input;
+    else if (x->flops * count < SERIAL_FLOPS) {
+        /* a team of one, whose own thread count (set inside) its layers' regions inherit */
+#pragma omp parallel num_threads(1)
+        {
+#ifdef _OPENMP
+            omp_set_num_threads(1);
+#endif
+            s = predict_run(x, b, count, probs, &e);
+        }
+    } else {
+        s = predict_run(x, b, count, probs, &e);
     }
-    if (s != XD_OK) return out_err(err, s, &e);
-    nn_model_forward(&x->m, input, count, NULL);
-    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
-    return XDISTILL_OK;
+    return s == XD_OK ? XDISTILL_OK : out_err(err, s, &e);
 }
 
 void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width)
