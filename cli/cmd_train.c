@@ -13,6 +13,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/recipe.h"
 #include "distill/runlock.h"
@@ -252,20 +253,23 @@ int cmd_train(int argc, char **argv)
 static void eval_usage(FILE *f)
 {
     fprintf(f, "usage: xdistill eval --model M.safetensors --data DATASET.xds [--split test]\n"
-               "                     [--view image|text.LANG|text.*] [--label label] [--json]\n\n"
+               "                     [--view image|text.LANG|text.*] [--label label] [--exit NAME]\n"
+               "                     [--json]\n\n"
                "Accuracy of a checkpoint's default head on a split of a prepared data set (text.*:\n"
                "over every (example, language) pair that has a text); for a\n"
                "head that is a map (H, W, classes) on a data set with masks (S/mask), the mIoU and\n"
                "pixel accuracy. --label defaults to the label set the model was trained on. The\n"
                "model must fit the data: image size and channels (unless its recipe resizes with\n"
                "size= or converts with channels=), task and number of classes. The data set's\n"
-               "checksums are verified once per change of the file.\n");
+               "checksums are verified once per change of the file. --exit NAME scores another\n"
+               "head (an early exit) instead, running only the layers it reads.\n");
 }
 
-typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_COUNT } eval_opt;
+typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_EXIT, EO_COUNT } eval_opt;
 static const cli_option eval_options[] = {
     [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
     [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
+    [EO_EXIT] = {"--exit", 1},
 };
 static_assert(sizeof eval_options / sizeof eval_options[0] == EO_COUNT, "name every option");
 
@@ -300,6 +304,11 @@ int cmd_eval(int argc, char **argv)
     char *aug = NULL, *text = NULL, *trained_label = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
+    int head = nn_model_default_head(&m);
+    if (val[EO_EXIT] && (s = exits_find(&m, model, val[EO_EXIT], &head, &e)) != XD_OK) {
+        nn_model_free(&m);
+        return cli_report("eval", &e);
+    }
     if (!view) view = m.tokens ? "text.en" : "image";
     /* the model reads its inputs the way it was trained, and must fit the data */
     if ((s = ckpt_preprocessing(model, &aug, &text, &e)) == XD_OK &&
@@ -314,7 +323,6 @@ int cmd_eval(int argc, char **argv)
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;
-        int head = nn_model_default_head(&m);
         const nn_node *hn = nn_model_node(&m, head);
         char mname[IO_DATASET_NAME_MAX + 1];
         snprintf(mname, sizeof mname, "%s/mask", split);
@@ -352,12 +360,17 @@ int cmd_eval(int argc, char **argv)
             printf("%s on %s (%s, %s): mIoU %.2f%%, pixel accuracy %.2f%% over %zu examples\n",
                    model, data, split, view, 100.0 * sc.miou, 100.0 * sc.pixel_acc, f.n);
     } else if (s == XD_OK) {
-        if (json)
+        const char *exit_name = nn_model_node(&m, head)->name;
+        if (json && val[EO_EXIT])
+            printf("{\"model\":\"%s\",\"exit\":\"%s\",\"split\":\"%s\",\"view\":\"%s\","
+                   "\"examples\":%zu,\"accuracy\":%.6f}\n", model, exit_name, split, view, f.n, acc);
+        else if (json)
             printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,\"accuracy\":%.6f}\n",
                    model, split, view, f.n, acc);
         else
-            printf("%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model, data, split,
-                   view, 100.0 * acc, f.n,
+            printf("%s%s%s%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model,
+                   val[EO_EXIT] ? " (exit '" : "", val[EO_EXIT] ? exit_name : "",
+                   val[EO_EXIT] ? "')" : "", data, split, view, 100.0 * acc, f.n,
                    f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
     }
     free(input);

@@ -226,6 +226,11 @@ static xd_status resolve_end(binder *b, const io_yaml_node *n, const char *text,
         return rb_bad(b, n, "'%s' names no model or teacher (models: %s; teachers: %s)", text, models,
                    r->n_teachers ? teachers : "none");
     }
+    /* only the one-student form lets a teacher share its model's name ("student") */
+    for (int i = 0; i < r->n_teachers && *model >= 0; i++)
+        if (strlen(r->teachers[i].name) == best && strncmp(text, r->teachers[i].name, best) == 0)
+            return rb_bad(b, n, "'%s' names both the student and teacher '%s' (rename the teacher)",
+                          text, r->teachers[i].name);
     *node = NULL;
     if (text[best] == '.') {
         if (!rb_word_ok(text + best + 1, "-_.")) return rb_bad(b, n, "'%s' is not a node name", text + best + 1);
@@ -292,9 +297,6 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
             s = rb_check_model_node(b, fn, model, node);
         if (s == XD_OK && !node && rb_applies(LK_TEACHER_TAP, l->kind))
             s = rb_bad(b, fn, "kind '%s' needs a node: NAME.NODE", kname);
-        if (s == XD_OK && model == l->model)
-            s = rb_bad(b, fn, "'%s' is the end that learns too; from and to are different models",
-                    text);
         if (s == XD_OK && model >= 0 && l->kind == RECIPE_LOSS_DENSE)
             s = rb_bad(b, fn, "a dense loss reads a teacher's windows; '%s' is a trainable model",
                     text);
@@ -340,6 +342,21 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
         return rb_bad(b, rb_present(b, it, "detach"), "teacher '%s' is frozen: detach: false needs a "
                    "trainable model at the from end", r->teachers[l->teacher].name);
     return XD_OK;
+}
+
+/* A loss whose from end is the model that learns (self-distillation: a deep exit teaching a
+ * shallow one) reads two different nodes of it; one node cannot be its own target. */
+static xd_status check_self_end(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    if (l->from_model < 0 || l->from_model != l->model) return XD_OK;
+    const nn_model *m = &b->nets[l->model];
+    const char *to = *end_node(l, 0), *from = *end_node(l, 1);
+    const int ti = to ? nn_model_find(m, to) : nn_model_default_head(m);
+    const int fi = from ? nn_model_find(m, from) : nn_model_default_head(m);
+    if (ti != fi) return XD_OK;
+    io_yaml_node *fn = rb_present(b, it, "from");
+    return rb_bad(b, fn, "'%s' is the end that learns too; from and to are different models or "
+                         "different nodes of one", fn->str);
 }
 
 static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
@@ -411,7 +428,8 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
         return s;
     l->projector = v;
     if ((s = bind_align_keys(b, it, l)) != XD_OK) return s;
-    return bind_dense_keys(b, it, l);
+    if ((s = bind_dense_keys(b, it, l)) != XD_OK) return s;
+    return check_self_end(b, it, l);
 }
 
 static xd_status bind_losses(binder *b, io_yaml_node *list, recipe_stage *st)

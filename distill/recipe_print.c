@@ -129,8 +129,16 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     char f[32];
     sb_add(b, "%s- kind: %s\n", ind, recipe_loss_kind_names[l->kind]);
     sb_add(b, "%s  weight: %s\n", ind, fmt_float(l->weight, f, sizeof f));
+    /* the one-student form's loss whose from end is the student itself (self-distillation)
+     * names that end: from carries its node, head or student_tap the other */
+    const int self = !r->listed && l->from_model >= 0;
     if (r->listed) {
         print_ends(b, r, l, ind);
+    } else if (self) {
+        const int tap = rb_applies(LK_STUDENT_TAP, l->kind);
+        sb_add(b, "%s  from: ", ind);
+        sb_end(b, r->models[l->from_model].name, tap ? l->teacher_tap : l->teacher_head);
+        sb_add(b, "\n%s  detach: %s\n", ind, l->detach ? "true" : "false");
     } else if (rb_applies(LK_TEACHER, l->kind) && l->teacher >= 0 && l->teacher < r->n_teachers) {
         sb_add(b, "%s  teacher: ", ind);
         sb_quoted(b, r->teachers[l->teacher].name);
@@ -151,6 +159,7 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
         if (!strs[i].value || !rb_applies(strs[i].key, l->kind)) continue;
         /* with a models: list the ends carry the nodes (ce keeps its head) */
         if (r->listed && !(strs[i].key == LK_HEAD && l->kind == RECIPE_LOSS_CE)) continue;
+        if (self && (strs[i].key == LK_TEACHER_HEAD || strs[i].key == LK_TEACHER_TAP)) continue;
         sb_add(b, "%s  %s: ", ind, rb_loss_key_names[strs[i].key]);
         sb_quoted(b, strs[i].value);
         sb_add(b, "\n");

@@ -46,6 +46,16 @@ int runs_read_finished(const char *dir, train_result *res)
             mr->best_acc = json_real_value(json_object_get(o, score_key(res, "best")));
             mr->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
         }
+        /* a model with early exits: each exit's scores */
+        res->n_exits = 0;
+        json_object_foreach(json_object_get(j, "exits"), name, o) {
+            if (res->n_exits == EXITS_MAX) break;
+            train_exit_result *x = &res->exits[res->n_exits++];
+            snprintf(x->name, sizeof x->name, "%s", name);
+            x->final_acc = json_real_value(json_object_get(o, "final_test_acc"));
+            x->best_acc = json_real_value(json_object_get(o, "best_test_acc"));
+            x->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
+        }
     }
     json_decref(j);
     return ok;
@@ -79,14 +89,19 @@ void runs_print_result(FILE *f, const char *name, const train_result *res)
         fprintf(f, "%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f "
                    "img/s\n", name, res->seed, 100.0 * res->final_acc, 100.0 * res->best_acc,
                 res->best_epoch, res->seconds, res->images_per_s);
+    for (int x = 0; x < res->n_exits; x++)
+        fprintf(f, "%s%s %.2f%%%s", x ? ", " : "  exits: ", res->exits[x].name,
+                100.0 * res->exits[x].final_acc, x == res->n_exits - 1 ? "\n" : "");
 }
 
 /* The score of res over the seeds that mean_std and the summaries take. */
 typedef enum { SC_FINAL, SC_BEST, SC_PIXEL } score_which;
 
-/* which score of each res[i]: model k's (k >= 0, of a run of several models) or the run's */
+/* which score of each res[i]: exit x's (k <= -2, x = -2 - k), model k's (k >= 0, of a run of
+ * several models) or the run's (k = -1) */
 static double score_of(const train_result *res, int k, score_which which)
 {
+    if (k <= -2) return which == SC_BEST ? res->exits[-2 - k].best_acc : res->exits[-2 - k].final_acc;
     if (k >= 0) return which == SC_BEST ? res->models[k].best_acc : res->models[k].final_acc;
     return which == SC_BEST ? res->best_acc : which == SC_PIXEL ? res->final_pixel_acc
                                                                  : res->final_acc;
@@ -119,6 +134,11 @@ void runs_print_seeds(FILE *f, const char *name, const train_result *res, int n)
     } else {
         fprintf(f, "%s: test accuracy %.2f +- %.2f%% over %d seed%s\n", name, 100.0 * m,
                 100.0 * sd, n, n == 1 ? "" : "s");
+    }
+    for (int x = 0; x < res[0].n_exits; x++) {
+        score_mean_std(res, n, -2 - x, SC_FINAL, &m, &sd);
+        fprintf(f, "%s exit %s: test accuracy %.2f +- %.2f%% over %d seed%s\n", name,
+                res[0].exits[x].name, 100.0 * m, 100.0 * sd, n, n == 1 ? "" : "s");
     }
 }
 
@@ -165,6 +185,17 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
             json_object_set_new(all, res[0].models[k].name, o);
         }
         json_object_set_new(j, "models", all);
+    }
+    if (res[0].n_exits) {
+        /* "exits": each early exit's final and best accuracy over the seeds */
+        json_t *all = json_object();
+        for (int x = 0; x < res[0].n_exits; x++) {
+            json_t *o = json_object();
+            json_object_set_new(o, "final_test_acc", mean_std_json(res, n, -2 - x, SC_FINAL));
+            json_object_set_new(o, "best_test_acc", mean_std_json(res, n, -2 - x, SC_BEST));
+            json_object_set_new(all, res[0].exits[x].name, o);
+        }
+        json_object_set_new(j, "exits", all);
     }
     return j;
 }

@@ -109,6 +109,9 @@ xd_status scores_predict(nn_model *m, int head, feed *f, int all_langs, void *in
     const int passes = multi ? f->n_langs : 1;
     uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
     uint8_t *present = xd_xmalloc((size_t)B);
+    /* only the layers the head reads: an early exit is scored without the ones after it */
+    uint8_t *need = xd_xcalloc((size_t)m->n_nodes, 1);
+    nn_model_needs(m, head, need);
     xd_status s = XD_OK;
     for (int lang = 0; lang < passes && s == XD_OK; lang++) {
         for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
@@ -119,7 +122,7 @@ xd_status scores_predict(nn_model *m, int head, feed *f, int all_langs, void *in
             else
                 s = feed_fill(f, idx, n, 0, 0, 0, input, e);
             if (s != XD_OK) break;
-            nn_model_forward(m, input, n, NULL);
+            nn_model_forward_some(m, input, n, NULL, need);
             size_t row0 = ((size_t)lang * f->n + i0) * pos;
             argmax_rows(nn_model_out(m, head), (size_t)n * pos, K, pred + row0,
                         conf ? conf + row0 : NULL);
@@ -128,6 +131,7 @@ xd_status scores_predict(nn_model *m, int head, feed *f, int all_langs, void *in
                     for (size_t p = 0; p < pos; p++) pred[row0 + (size_t)b * pos + p] = -1;
         }
     }
+    free(need);
     free(present);
     free(idx);
     return s;

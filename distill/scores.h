@@ -42,8 +42,9 @@ uint64_t scores_support(const scores *s, int k);
  * of several languages: its languages) x the head's positions (h * w; 1 for a classifier). */
 size_t scores_rows(const nn_model *m, int head, const feed *f, int all_langs);
 
-/* Runs m (eval mode, batches of max_batch) over every example of f and writes the argmax class
- * of each row of head to pred and its softmax probability to conf (may be NULL). all_langs = 1
+/* Runs the layers of m that head needs (eval mode, batches of max_batch; an early exit without
+ * the layers after it) over every example of f and writes the argmax class of each row of head
+ * to pred and its softmax probability to conf (may be NULL). all_langs = 1
  * on a text feed of several languages: language-major rows (lang * n + i) for every pair, pred
  * -1 where the example has no text in that language; 0: one row per example from its first
  * language. Row order within an example: its positions, row-major. input: scratch for one batch. */

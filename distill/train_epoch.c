@@ -237,6 +237,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     for (int k = 0; k < R->n_models && s == XD_OK; k++) {
         double acc = 0.0;
         if (evaluate && (s = train_evaluate_test(R, k, &acc, e)) != XD_OK) return s;
+        if (evaluate && (s = train_exits_evaluate(R, k, epoch, e)) != XD_OK) return s;
         R->models[k].acc = acc;
         s = save_checkpoints(R, k, epoch, evaluate, e);
     }
@@ -267,6 +268,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
             json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
         }
     }
+    train_exits_metrics(R, j, evaluate);
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     json_object_set_new(j, "threads", json_integer(R->threads));

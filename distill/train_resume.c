@@ -106,7 +106,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[9 + 2 * RECIPE_MAX_MODELS] = {
+    io_kv meta[9 + 2 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
@@ -121,6 +121,8 @@ xd_status train_save_resume(train_run *R, xd_err *e)
         meta[n_meta++] = (io_kv){keys[2 * k], vals[2 * k]};
         meta[n_meta++] = (io_kv){keys[2 * k + 1], vals[2 * k + 1]};
     }
+    train_exits_kv exits_kv;
+    n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
     char *path = train_path(R, "resume.safetensors");
     xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, n_meta, e);
     free(path);
@@ -181,6 +183,7 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
             R->models[k].best_acc = strtod(ba, NULL);
             R->models[k].best_epoch = (int)be;
         }
+        s = train_exits_load_meta(R, f, e);
         goto out;
     }
     tlist want = {0};

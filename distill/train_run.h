@@ -14,9 +14,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "align/labelmap.h"
 #include "core/status.h"
 #include "distill/cache.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
@@ -24,6 +27,7 @@
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/dataset.h"
+#include "io/safetensors.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -63,6 +67,14 @@ typedef struct {
     nn_optimizer topt;
 } loss_rt;
 
+/* One early exit that a run scores (distill/exits.h): node `node` of model k. */
+typedef struct {
+    int model, node;
+    char key[RECIPE_MAX_NAME + NN_NAME_LEN + 2]; /* "EXIT", or "MODEL.EXIT" with several models */
+    double acc, best_acc;                       /* the last evaluation; the best one */
+    int best_epoch;
+} train_exit;
+
 typedef struct {
     const recipe *r;
     long seed;
@@ -95,6 +107,8 @@ typedef struct {
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */
     runlock lock;     /* of the run folder, held while the run lives */
+    train_exit *exits; /* every exit of the models with several (train_exits.c) */
+    int n_exits;
 } train_run;
 
 
@@ -137,5 +151,25 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e);
 
 /* train_eval.c */
 xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e);
+
+/* train_exits.c: the exits of every model with several heads (a classify task), scored at each
+ * evaluation beside the default head. */
+void train_exits_setup(train_run *R);
+/* Scores model k's exits on the test split, after train_evaluate_test (whose score is the
+ * default head's); epoch >= 0: an epoch's evaluation, which updates each exit's best. */
+xd_status train_exits_evaluate(train_run *R, int k, int epoch, xd_err *e);
+/* metrics.jsonl: test_acc.KEY of every exit (null when not evaluated). */
+void train_exits_metrics(const train_run *R, json_t *j, int evaluated);
+/* The exits' final and best scores into the run's result. */
+void train_exits_result(const train_run *R, train_result *res);
+/* The resume state's metadata: each exit's best score and epoch (nothing for a run without
+ * exits, so other runs' states stay as they were). kv: room for the keys and values. */
+typedef struct {
+    char key[2 * EXITS_MAX][RECIPE_MAX_NAME + NN_NAME_LEN + 24];
+    char val[2 * EXITS_MAX][32];
+} train_exits_kv;
+size_t train_exits_save_meta(const train_run *R, train_exits_kv *kv, io_kv *meta, size_t n_meta);
+xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e);
+void train_exits_free(train_run *R);
 
 #endif

@@ -51,6 +51,22 @@ static void summary_models(json_t *j, const train_result *res, const char *score
     json_object_set_new(j, "models", all);
 }
 
+/* With early exits, summary.json's "exits": each exit's final and best test accuracy and best
+ * epoch (the top-level scores are the default head's). */
+static void summary_exits(json_t *j, const train_result *res)
+{
+    json_t *all = json_object();
+    for (int i = 0; i < res->n_exits; i++) {
+        const train_exit_result *x = &res->exits[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "final_test_acc", res->finished ? json_real(x->final_acc) : json_null());
+        json_object_set_new(o, "best_test_acc", json_real(x->best_acc));
+        json_object_set_new(o, "best_epoch", json_integer(x->best_epoch));
+        json_object_set_new(all, x->name, o);
+    }
+    json_object_set_new(j, "exits", all);
+}
+
 static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
 {
     json_t *j = json_object();
@@ -70,6 +86,7 @@ static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, key, json_real(res->best_acc));
     json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
     if (R->n_models > 1) summary_models(j, res, key + strlen("best_"));
+    if (res->n_exits) summary_exits(j, res);
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
@@ -170,6 +187,7 @@ static void run_free(train_run *R)
     free(R->exb);
     free(R->yaml);
     seg_close(&R->seg);
+    train_exits_free(R);
 }
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
@@ -205,6 +223,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     for (int k = 0; k < r->n_models; k++)
         if ((s = models_build(&R.models[k], r, k, seed, e)) != XD_OK) goto out;
     if ((s = train_setup_data(&R, e)) != XD_OK) goto out;
+    train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
@@ -263,7 +282,9 @@ stopped:
             mr->best_acc = R.models[k].best_acc;
             mr->best_epoch = R.models[k].best_epoch;
             if (res->finished) s = train_evaluate_test(&R, k, &mr->final_acc, e);
+            if (s == XD_OK && res->finished) s = train_exits_evaluate(&R, k, -1, e);
         }
+        train_exits_result(&R, res);
         res->final_acc = res->models[0].final_acc;
         res->best_acc = res->models[0].best_acc;
         res->best_epoch = res->models[0].best_epoch;

@@ -26,6 +26,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/progress.h"
 #include "distill/recipe.h"
@@ -47,6 +48,14 @@ typedef struct {
     int best_epoch;
 } train_model_result;
 
+/* One early exit's scores (distill/exits.h), named as in metrics.jsonl: "EXIT", or
+ * "MODEL.EXIT" in a run of several models. */
+typedef struct {
+    char name[RECIPE_MAX_NAME + NN_NAME_LEN + 2];
+    double final_acc, best_acc;
+    int best_epoch;
+} train_exit_result;
+
 typedef struct {
     long seed;
     int epochs_done, finished;
@@ -58,6 +67,8 @@ typedef struct {
     int segment;                /* task segment: the scores are mIoU, with pixel accuracy */
     double final_pixel_acc;
     double seconds, images_per_s;
+    int n_exits;                /* the exits of models with several heads */
+    train_exit_result exits[EXITS_MAX];
 } train_result;
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,

@@ -208,6 +208,25 @@ static int fixed_key(const char *key)
     return 0;
 }
 
+/* A chart for every key "PREFIX..." of the runs, in the order first met, titled "WHAT ...". */
+static void prefixed_charts(rp_buf *b, const rp_set *set, const char *prefix, const char *what,
+                            int percent)
+{
+    const size_t len = strlen(prefix);
+    for (int i = 0; i < set->n_runs; i++)
+        for (int k = 0; k < set->runs[i].n_series; k++) {
+            const char *key = set->runs[i].series[k].key;
+            if (strncmp(key, prefix, len) != 0 || fixed_key(key)) continue;
+            int seen = 0;
+            for (int j = 0; j < i && !seen; j++) seen = rp_run_series(&set->runs[j], key) != NULL;
+            for (int q = 0; q < k && !seen; q++) seen = strcmp(set->runs[i].series[q].key, key) == 0;
+            if (seen) continue;
+            char title[160];
+            snprintf(title, sizeof title, "%s %s", what, key + len);
+            chart(b, set, key, title, percent);
+        }
+}
+
 static void curves(rp_buf *b, const rp_set *set)
 {
     rp_put(b, "<h2 id=\"curves\">Learning curves</h2>\n<p class=\"legend\">");
@@ -227,19 +246,9 @@ static void curves(rp_buf *b, const rp_set *set)
     rp_put(b, "</p>\n<div class=\"charts\">\n");
     for (size_t i = 0; i < sizeof fixed_charts / sizeof fixed_charts[0]; i++)
         chart(b, set, fixed_charts[i].key, fixed_charts[i].title, fixed_charts[i].percent);
-    /* every loss component, in the order first met */
-    for (int i = 0; i < set->n_runs; i++)
-        for (int k = 0; k < set->runs[i].n_series; k++) {
-            const char *key = set->runs[i].series[k].key;
-            if (strncmp(key, "loss.", 5) != 0 || fixed_key(key)) continue;
-            int seen = 0;
-            for (int j = 0; j < i && !seen; j++) seen = rp_run_series(&set->runs[j], key) != NULL;
-            for (int q = 0; q < k && !seen; q++) seen = strcmp(set->runs[i].series[q].key, key) == 0;
-            if (seen) continue;
-            char title[160];
-            snprintf(title, sizeof title, "loss component %s", key + 5);
-            chart(b, set, key, title, 0);
-        }
+    /* each model's and each early exit's test accuracy, then every loss component */
+    prefixed_charts(b, set, "test_acc.", "test accuracy of", 1);
+    prefixed_charts(b, set, "loss.", "loss component", 0);
     rp_put(b, "</div>\n");
 }
 

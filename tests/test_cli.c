@@ -6,6 +6,8 @@
  * about the files a run writes, truncated files and folders. */
 #include "tests/support/testutil.h"
 
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +62,7 @@ static void test_options_missing_their_value(void **state)
     const char *train[] = {"--out", "--set", "--resume", "--seed", "--seeds", "--stop-after"};
     for (size_t i = 0; i < sizeof train / sizeof train[0]; i++)
         expect_needs_value("train", "c.yaml", train[i]);
-    const char *eval[] = {"--model", "--data", "--split", "--view", "--label"};
+    const char *eval[] = {"--model", "--data", "--split", "--view", "--label", "--exit"};
     for (size_t i = 0; i < sizeof eval / sizeof eval[0]; i++)
         expect_needs_value("eval", "--json", eval[i]);
 }
@@ -222,6 +224,45 @@ static void test_inspect_run_files(void **state)
     expect("empty", 1, "empty: is a folder");
 }
 
+/* eval --exit NAME scores an early exit: the score the run's summary gives it; a name that is no
+ * node, or a node that is no exit, is an error naming the checkpoint. */
+static void test_eval_exit(void **state)
+{
+    (void)state;
+    static const char *const recipe =
+        "data: {path: toy.xds}\n"
+        "model: \"input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; maxpool k=2 name=b1; flatten; "
+        "linear out=16 name=fc1; relu; linear out=4 name=logits head; gap from=b1; linear out=4 "
+        "name=exit1 head\"\n"
+        "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+        "losses:\n  - {kind: ce}\n  - {kind: ce, head: exit1}\n"
+        "  - {kind: kd, from: student.logits, head: exit1, temperature: 3}\n";
+    tu_write_file("ex.yaml", recipe, strlen(recipe));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "ex.yaml", "--out", "ex", "--quiet", NULL), 0);
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, NULL, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "exit1", "--json", NULL), 0);
+    json_t *j = json_loads(out, 0, NULL), *s = json_load_file("ex/summary.json", 0, NULL);
+    assert_non_null(j);
+    assert_non_null(s);
+    assert_string_equal(json_string_value(json_object_get(j, "exit")), "exit1");
+    double want = json_real_value(json_object_get(json_object_get(json_object_get(s, "exits"),
+                                                                  "exit1"), "final_test_acc"));
+    assert_true(fabs(json_real_value(json_object_get(j, "accuracy")) - want) < 1e-6);
+    json_decref(j);
+    json_decref(s);
+    free(out);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "exit2", NULL), 1);
+    assert_non_null(strstr(err, "ex/last.safetensors: the model has no node 'exit2' (its exits: "
+                                "logits or exit1)"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "fc1", NULL), 1);
+    assert_non_null(strstr(err, "ex/last.safetensors: node 'fc1' is not an exit"));
+    free(err);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -233,6 +274,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_resume_finished, setup),
         cmocka_unit_test_setup(test_seeds_folder_locked, setup),
         cmocka_unit_test(test_inspect_run_files),
+        cmocka_unit_test_setup(test_eval_exit, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

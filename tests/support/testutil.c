@@ -111,3 +111,18 @@ double tu_dot(const float *out, const float *r, size_t n)
     for (size_t i = 0; i < n; i++) s += (double)out[i] * r[i];
     return s;
 }
+
+double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, const float *d,
+                   double h)
+{
+    float *x0 = malloc(sizeof(float) * n);
+    assert_non_null(x0);
+    memcpy(x0, x, sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = x0[i] + (float)h * d[i];
+    double up = loss(ctx);
+    for (size_t i = 0; i < n; i++) x[i] = x0[i] - (float)h * d[i];
+    double down = loss(ctx);
+    memcpy(x, x0, sizeof(float) * n);
+    free(x0);
+    return (up - down) / (2.0 * h);
+}

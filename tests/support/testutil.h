@@ -51,3 +51,7 @@ void tu_check_grad(const char *what, float *x, size_t n, const float *analytic,
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* sum_i out[i] * r[i] in double: the scalar whose gradient w.r.t. out is r. */
 double tu_dot(const float *out, const float *r, size_t n);
+/* The derivative of loss(ctx) along direction d of x (n values, restored after), by central
+ * differences of step h. */
+double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, const float *d,
+                   double h);
