@@ -22,12 +22,13 @@
 /* Exit statuses besides 0, 1 and 2 (cli.h). */
 #define PREDICT_SKIPPED 3
 
-typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_COUNT } predict_opt;
+typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_EXIT, PO_COUNT } predict_opt;
 static const cli_option predict_options[] = {
     [PO_TOP] = {"--top", 1},
     [PO_OUT] = {"--out", 1},
     [PO_STRICT] = {"--strict", 0},
     [PO_BATCH] = {"--batch", 1},
+    [PO_EXIT] = {"--exit", 1},
 };
 static_assert(sizeof predict_options / sizeof predict_options[0] == PO_COUNT, "name every option");
 
@@ -35,7 +36,7 @@ static void predict_usage(FILE *f)
 {
     fprintf(f,
             "usage: xdistill predict MODEL.safetensors [INPUT ...] [--top K] [--out DIR]\n"
-            "                        [--strict] [--batch N]\n\n"
+            "                        [--strict] [--batch N] [--exit HEAD]\n\n"
             "Runs a trained checkpoint on its inputs and writes one JSON line per input to\n"
             "standard output, in the order given:\n"
             "  {\"input\": \"cat.png\", \"top\": [{\"label\": \"Animals\", \"class\": 3, \"p\": 0.93}, ...]}\n"
@@ -55,7 +56,9 @@ static void predict_usage(FILE *f)
             "  --top K     the K most probable classes (default 5, at most the model's classes)\n"
             "  --out DIR   folder of the masks of a segmentation model (made when missing)\n"
             "  --strict    the first bad input ends the run (default: reported and skipped)\n"
-            "  --batch N   inputs prepared and predicted together (default 64)\n\n"
+            "  --batch N   inputs prepared and predicted together (default 64)\n"
+            "  --exit HEAD the predictions of this head (an early exit: the layers after it are\n"
+            "              not run); default: the model's first head\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
             "image to a text model, a mask name already used) is reported on standard error in\n"
             "one line naming it and skipped.\n\n"
@@ -308,6 +311,10 @@ int cmd_predict(int argc, char **argv)
     run r = {.top = (int)top, .strict = val[PO_STRICT] != NULL, .out_dir = val[PO_OUT]};
     xdistill_error err;
     if (!rc && xdistill_load(model, (int)batch, &r.m, &err) != XDISTILL_OK) {
+        fprintf(stderr, "xdistill predict: %s\n", err.message);
+        rc = 1;
+    }
+    if (!rc && val[PO_EXIT] && xdistill_use_exit(r.m, val[PO_EXIT], &err) != XDISTILL_OK) {
         fprintf(stderr, "xdistill predict: %s\n", err.message);
         rc = 1;
     }

@@ -24,6 +24,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "io/image.h"
 #include "modalities/image/augment.h"
@@ -47,6 +48,7 @@ struct xdistill_model {
     nn_model m;
     int head, K, map_h, map_w;
     double flops;             /* of one input's forward pass */
+    uint8_t *need;            /* the nodes an early exit reads (xdistill_use_exit); NULL: all */
     char **names;             /* (K) class names, stored or decimal */
     /* images: the training images' size, and stage 2 */
     int dh, dw, dc;
@@ -77,10 +79,10 @@ static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e
 
 const char *xdistill_version(void) { return XD_VERSION; }
 
-/* Class names: the stored ones, else the class numbers. */
-static xd_status load_names(xdistill_model *x, xd_err *e)
+/* Class names: the stored ones (when stored is set), else the class numbers. */
+static xd_status load_names(xdistill_model *x, int stored, xd_err *e)
 {
-    xd_status s = ckpt_class_names(x->path, (size_t)x->K, &x->names, e);
+    xd_status s = stored ? ckpt_class_names(x->path, (size_t)x->K, &x->names, e) : XD_OK;
     if (s != XD_OK || x->names) return s;
     x->names = xd_xcalloc((size_t)x->K + 1, sizeof *x->names);
     for (int k = 0; k < x->K; k++) {
@@ -121,6 +123,17 @@ static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
     return s;
 }
 
+/* Predictions read head (its classes, its map size). */
+static void set_head(xdistill_model *x, int head)
+{
+    x->head = head;
+    const nn_node *hn = nn_model_node(&x->m, head);
+    const int map = hn->h > 1 || hn->w > 1;
+    x->K = map ? hn->c : (int)hn->act_n;
+    x->map_h = map ? hn->h : 1;
+    x->map_w = map ? hn->w : 1;
+}
+
 xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **out,
                               xdistill_error *err)
 {
@@ -134,14 +147,9 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
     x->path = xd_xstrdup(path);
     xd_status s = ckpt_load(path, max_batch, &x->m, &e);
     if (s == XD_OK) {
-        x->head = nn_model_default_head(&x->m);
         x->flops = nn_model_flops(&x->m);
-        const nn_node *hn = nn_model_node(&x->m, x->head);
-        const int map = hn->h > 1 || hn->w > 1;
-        x->K = map ? hn->c : (int)hn->act_n;
-        x->map_h = map ? hn->h : 1;
-        x->map_w = map ? hn->w : 1;
-        s = load_names(x, &e);
+        set_head(x, nn_model_default_head(&x->m));
+        s = load_names(x, 1, &e);
     }
     if (s == XD_OK) s = load_preprocessing(x, &e);
     if (s != XD_OK) {
@@ -159,9 +167,36 @@ void xdistill_free(xdistill_model *x)
     if (x->batcher) img_batcher_free(x->batcher);
     free(x->input);
     free(x->slots);
+    free(x->need);
     nn_model_free(&x->m);
     free(x->path);
     free(x);
+}
+
+/* The class names stay those of the default head when the exit has as many classes (an early
+ * exit of the same task); otherwise the exit's classes are numbered. */
+xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    int head;
+    xd_status s = name ? exits_find(&x->m, x->path, name, &head, &e)
+                       : xd_fail(&e, XD_EARG, "%s: no exit name", x->path);
+    if (s != XD_OK) return out_err(err, s, &e);
+    const int K = x->K;
+    set_head(x, head);
+    free(x->need);
+    x->need = NULL;
+    if (head != nn_model_default_head(&x->m)) {
+        x->need = xd_xcalloc((size_t)x->m.n_nodes, 1);
+        nn_model_needs(&x->m, head, x->need);
+    }
+    if (x->K != K) {
+        ckpt_class_names_free(x->names);
+        x->names = NULL;
+        s = load_names(x, 0, &e); /* the stored names are the default head's */
+    }
+    return s == XD_OK ? XDISTILL_OK : out_err(err, s, &e);
 }
 
 xdistill_input_kind xdistill_reads(const xdistill_model *x)
@@ -350,7 +385,7 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
         if (s != XD_OK) return s;
         input = x->input;
     }
-    nn_model_forward(&x->m, input, count, NULL);
+    nn_model_forward_some(&x->m, input, count, NULL, x->need);
     nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     return XD_OK;
 }

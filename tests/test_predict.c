@@ -642,6 +642,55 @@ static void test_mask_at_image_size(void **state)
     xdistill_free(x);
 }
 
+/* --exit HEAD: the probabilities of an early exit (the softmax of that head in the whole model's
+ * forward pass); a name that is no exit is one line naming the exits. */
+static void test_predict_exit(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu name=trunk; gap; "
+                             "linear out=3 name=exit1 head; conv2d from=trunk out=4 k=3 "
+                             "stride=2; relu; flatten; linear out=5 name=exit2 head", 1, 9, &e));
+    TU_OK(ckpt_save("exits.safetensors", &m, NULL, 0, &e));
+    io_image img = {0};
+    TU_OK(io_png_read("img0.png", NULL, &img, &e));
+    float x[64];
+    for (int k = 0; k < 64; k++) x[k] = img.px[k] / 255.0f;
+    io_image_free(&img);
+    nn_model_forward(&m, x, 1, NULL);
+    const char *const exits[] = {"exit1", "exit2"};
+    for (int i = 0; i < 2; i++) {
+        const int node = nn_model_find(&m, exits[i]);
+        const int K = (int)nn_model_node(&m, node)->act_n;
+        float want[5];
+        nn_softmax_forward(want, nn_model_out(&m, node), 1, K);
+        char *out, *err, top[8];
+        snprintf(top, sizeof top, "%d", K);
+        assert_int_equal(tu_run_cli(&out, &err, "predict", "exits.safetensors", "img0.png",
+                                    "--exit", exits[i], "--top", top, NULL), 0);
+        json_error_t je;
+        json_t *j = json_loads(out, 0, &je);
+        assert_non_null(j);
+        json_t *t = json_object_get(j, "top");
+        assert_int_equal(json_array_size(t), K);
+        for (int k = 0; k < K; k++) {
+            json_t *o = json_array_get(t, (size_t)k);
+            const int c = (int)json_integer_value(json_object_get(o, "class"));
+            assert_true(fabs(want[c] - json_real_value(json_object_get(o, "p"))) < 1e-6);
+        }
+        json_decref(j);
+        free(out);
+        free(err);
+    }
+    nn_model_free(&m);
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "predict", "exits.safetensors", "img0.png", "--exit",
+                                "trunk", NULL), 1);
+    expect_line(err, "exits.safetensors", "its exits: exit1 or exit2");
+    free(err);
+}
+
 /* `bench infer --quick` runs every model at both batch sizes (a smoke test: no timing checked). */
 static void test_bench_infer_runs(void **state)
 {
@@ -670,6 +719,7 @@ int main(void)
         cmocka_unit_test_setup(test_bad_inputs, setup),
         cmocka_unit_test_setup(test_segmentation_masks, setup),
         cmocka_unit_test_setup(test_mask_at_image_size, setup),
+        cmocka_unit_test_setup(test_predict_exit, setup),
         cmocka_unit_test(test_bench_infer_runs),
         cmocka_unit_test_setup(test_installed_library, setup),
         cmocka_unit_test_setup(test_onnx_matches_predict, setup),

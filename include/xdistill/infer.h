@@ -57,6 +57,12 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
                               xdistill_error *err);
 void xdistill_free(xdistill_model *m); /* NULL is fine */
 
+/* Makes m's predictions those of its head `name` (an early exit of a model with several heads),
+ * running only the layers that head reads. Its class names are the stored ones when it has as
+ * many classes as the default head, else class numbers. A name that is no head is
+ * XDISTILL_EARG naming the heads there are. */
+xdistill_status xdistill_use_exit(xdistill_model *m, const char *name, xdistill_error *err);
+
 xdistill_input_kind xdistill_reads(const xdistill_model *m);
 xdistill_task xdistill_task_of(const xdistill_model *m);
 int xdistill_max_batch(const xdistill_model *m);
