@@ -73,6 +73,13 @@ const char *const recipe_langs_names[RECIPE_LANGS_COUNT] = {
 };
 static_assert(COUNT_OF(recipe_langs_names) == RECIPE_LANGS_COUNT, "name every language mode");
 
+const char *const recipe_combine_names[RECIPE_COMBINE_COUNT] = {
+    [RECIPE_COMBINE_MEAN] = "mean",
+    [RECIPE_COMBINE_WEIGHTS] = "weights",
+    [RECIPE_COMBINE_ENTROPY] = "entropy",
+};
+static_assert(COUNT_OF(recipe_combine_names) == RECIPE_COMBINE_COUNT, "name every combination");
+
 const char *const recipe_task_names[RECIPE_TASK_COUNT] = {
     [RECIPE_TASK_CLASSIFY] = "classify",
     [RECIPE_TASK_SEGMENT] = "segment",
@@ -616,6 +623,11 @@ static void loss_free(recipe_loss *l)
     free(l->teacher_tap);
     free(l->label_map);
     free(l->label_table);
+    for (int i = 0; i < l->n_members; i++) {
+        free(l->members[i].label_map);
+        free(l->members[i].label_table);
+    }
+    free(l->members);
 }
 
 void recipe_free(recipe *r)

@@ -60,6 +60,10 @@ const char *const rb_loss_key_names[LK_COUNT] = {
     [LK_TO] = "to",
     [LK_DETACH] = "detach",
     [LK_MODEL] = "model",
+    [LK_TEACHERS] = "teachers",
+    [LK_COMBINE] = "combine",
+    [LK_WEIGHTS] = "weights",
+    [LK_ENTROPY_TAU] = "entropy_tau",
 };
 static_assert(COUNT_OF(rb_loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -88,6 +92,10 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_TO] = TEACHER_LOSSES,
     [LK_DETACH] = TEACHER_LOSSES,
     [LK_MODEL] = BIT(RECIPE_LOSS_CE),
+    [LK_TEACHERS] = LOGIT_LOSSES,
+    [LK_COMBINE] = LOGIT_LOSSES,
+    [LK_WEIGHTS] = LOGIT_LOSSES,
+    [LK_ENTROPY_TAU] = LOGIT_LOSSES,
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -99,6 +107,14 @@ int rb_applies(loss_key k, recipe_loss_kind kind)
 int recipe_loss_needs_teacher(recipe_loss_kind k)
 {
     return k >= 0 && k < RECIPE_LOSS_COUNT && rb_applies(LK_TEACHER, k);
+}
+
+int recipe_loss_reads_teacher(const recipe_loss *l, int t)
+{
+    if (l->teacher == t) return 1;
+    for (int i = 0; i < l->n_members; i++)
+        if (l->members[i].teacher == t) return 1;
+    return 0;
 }
 
 int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, size_t size)
@@ -134,7 +150,6 @@ int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, s
 /* projector_init, projector_frozen, learn_temperature, label_map: the alignment keys. */
 static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
 {
-    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     int v = l->projector_init;
     xd_status s = rb_get_enum(b, it, "projector_init", recipe_proj_init_names, RECIPE_INIT_COUNT, &v);
     if (s != XD_OK) return s;
@@ -151,13 +166,20 @@ static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
         return s;
     n = rb_present(b, it, "label_map");
     if (!n) return XD_OK;
+    return rb_bind_label_map(b, n, &l->label_map, &l->label_table, &l->n_label_table);
+}
+
+xd_status rb_bind_label_map(binder *b, io_yaml_node *n, char **map, int32_t **table, int *n_table)
+{
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
+    xd_status s;
     io_yaml_mark_tree(n);
     if (n->kind == IO_YAML_SCALAR) {
         if (strcmp(n->str, "label") != 0 &&
             (strncmp(n->str, "label.", 6) != 0 || !rb_word_ok(n->str + 6, "-_")))
             return rb_bad(b, n, "'%s': expected a label section of the data set (label or "
                              "label.NAME) or a list of student classes", xd_excerpt(n->str, q));
-        l->label_map = xd_xstrdup(n->str);
+        *map = xd_xstrdup(n->str);
         return XD_OK;
     }
     if ((s = rb_need_kind(b, n, IO_YAML_SEQUENCE, "label.NAME or a list of student classes")))
@@ -165,12 +187,12 @@ static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
     if (n->n < 1 || n->n > MAX_LABEL_TABLE)
         return rb_bad(b, n, "%d entries; a label map lists 1 to %d teacher classes", n->n,
                    MAX_LABEL_TABLE);
-    l->label_table = xd_xmalloc(sizeof(int32_t) * (size_t)n->n);
-    l->n_label_table = n->n;
+    *table = xd_xmalloc(sizeof(int32_t) * (size_t)n->n);
+    *n_table = n->n;
     for (int i = 0; i < n->n; i++) {
         int c;
         if ((s = io_yaml_as_int(b->d, n->items[i], 0, INT_MAX, &c, b->e)) != XD_OK) return s;
-        l->label_table[i] = c;
+        (*table)[i] = c;
     }
     return XD_OK;
 }
@@ -307,26 +329,15 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
         *at = node;
     }
     free(text);
+    if (s == XD_OK && rb_applies(LK_TEACHERS, l->kind)) s = rb_bind_ensemble(b, it, fn, l);
     if (s != XD_OK) return s;
-    if (rb_applies(LK_TEACHER, l->kind) && !fn) {
+    if (rb_applies(LK_TEACHER, l->kind) && !fn && !l->n_members) {
         char *tname = NULL;
         if ((s = rb_get_string(b, it, "teacher", NULL, &tname, &n)) != XD_OK) return s;
         if (tname) {
-            for (int j = 0; j < r->n_teachers && l->teacher < 0; j++)
-                if (strcmp(r->teachers[j].name, tname) == 0) l->teacher = j;
-            if (l->teacher < 0) {
-                char list[256];
-                const char *names[RECIPE_MAX_TEACHERS];
-                for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
-                s = r->n_teachers
-                        ? rb_bad(b, n, "no teacher named '%s' (teachers: %s)", tname,
-                              rb_name_list(names, r->n_teachers, list, sizeof list))
-                        : rb_bad(b, n, "no teacher named '%s' (the recipe lists no teachers)",
-                              tname);
-                free(tname);
-                return s;
-            }
+            s = rb_find_teacher(b, n, tname, &l->teacher);
             free(tname);
+            if (s != XD_OK) return s;
         } else if (r->n_teachers == 1) {
             l->teacher = 0;
         } else if (r->n_teachers == 0) {
@@ -530,7 +541,7 @@ xd_status rb_check_teachers_used(binder *b, io_yaml_node *root)
         int used = 0;
         for (int i = 0; i < r->n_stages && !used; i++)
             for (int j = 0; j < r->stages[i].n_losses && !used; j++)
-                used = r->stages[i].losses[j].teacher == t;
+                used = recipe_loss_reads_teacher(&r->stages[i].losses[j], t);
         if (!used) {
             io_yaml_node *it = io_yaml_find(b->d, root, "teachers");
             return rb_bad(b, it->items[t], "no loss uses teacher '%s'", r->teachers[t].name);
@@ -589,7 +600,7 @@ xd_status rb_check_losses(binder *b, io_yaml_node *root)
         int teaches = 0;
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             const recipe_loss *l = &r->stages[i].losses[j];
-            teaches |= l->teacher >= 0 || l->from_model >= 0;
+            teaches |= l->teacher >= 0 || l->from_model >= 0 || l->n_members > 0;
             if (l->from_model >= 0 && l->projector_init != RECIPE_INIT_RANDOM)
                 return rb_bad(b, loss_node(b, root, i, j), "projector_init %s fits on a teacher's "
                            "taps; with another model at the from end it starts at random",

@@ -72,7 +72,8 @@ xd_status train_trim_metrics(train_run *R, xd_err *e)
 static int stage_needs_teacher(const recipe_stage *st)
 {
     for (int i = 0; i < st->n_losses; i++)
-        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0) return 1;
+        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0 || st->losses[i].n_members)
+            return 1;
     return 0;
 }
 

@@ -5,6 +5,7 @@
  *   train_epoch.c   the epoch loop: order, steps, evaluation, checkpoints, metrics line
  *   train_resume.c  the resume state written after each epoch, and reading it back
  *   train_eval.c    accuracy on a split; the test score that picks a model's best checkpoint
+ *   train_ensemble.c  a loss's ensemble of teachers: its members and the combined target
  *   trainer.c       trainer_run: resume checks, the stages, the summary
  * Internal to distill/: nothing outside the trainer includes this. */
 #ifndef XD_DISTILL_TRAIN_RUN_H
@@ -19,6 +20,7 @@
 #include "align/labelmap.h"
 #include "core/status.h"
 #include "distill/cache.h"
+#include "distill/ensemble.h"
 #include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/models.h"
@@ -47,6 +49,18 @@ typedef struct {
     float *count;    /* average: (max_batch) languages summed per example */
 } teacher_rt;
 
+/* A kd / hinton loss's ensemble of teachers (train_ensemble.c). */
+typedef struct {
+    int n;                /* members */
+    int *node;            /* (n) each member's head */
+    align_labelmap *lm;   /* (n) each member's label map */
+    uint8_t *mapped;      /* (n) it has one */
+    ensemble_member *m;   /* (n) the batch's outputs of each */
+    float *fixed;         /* (n) combine: weights: the recipe's */
+    float **rows;         /* (n) a cached member's rows of the batch (B, kt), else NULL */
+    ensemble_buf buf;
+} ensemble_rt;
+
 typedef struct {
     const recipe_loss *L;
     char where[256]; /* "FILE:LINE: losses.I (KIND)", for messages */
@@ -61,6 +75,7 @@ typedef struct {
     int mapped;
     align_labelmap lm;
     float *tq;        /* (B, kt) teacher probabilities before the map */
+    ensemble_rt *ens; /* kd, hinton with several teachers, else NULL */
     /* contrastive */
     double *clip;     /* align_clip_save_len(B, D) */
     float theta[1], dtheta[1]; /* log(1 / temperature), and its gradient when learned */
@@ -120,6 +135,10 @@ xd_status train_write_text(const char *path, const char *text, xd_err *e);
 xd_status train_setup_data(train_run *R, xd_err *e);
 xd_status train_setup_teachers(train_run *R, xd_err *e);
 xd_status train_setup_buffers(train_run *R);
+/* A label map of kt teacher classes onto ks student classes, from a list (table) or the label
+ * set `map` of the data set; where names the loss in messages. */
+xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
+                          int n_table, int kt, int ks, align_labelmap *lm, xd_err *e);
 /* The losses of stage `stage` (freeing the previous stage's). */
 xd_status train_setup_losses(train_run *R, int stage, xd_err *e);
 void train_free_losses(train_run *R);
@@ -136,6 +155,13 @@ const float *train_teacher_out(train_run *R, int ti, int node, int B);
 /* One step of stage `stage` on the batch R->idx, R->yb, R->mb, R->exb [0..n) at learning rate lr
  * (the schedule's): *loss is the weighted total of the losses. */
 xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double *loss, xd_err *e);
+
+/* train_ensemble.c: a loss's ensemble (its members' heads, label maps, buffers), the combined
+ * target of a batch into l->c, and where a non-finite member output came from (1 if one did). */
+xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_err *e);
+void train_free_ensemble(loss_rt *l);
+void train_ensemble_target(train_run *R, loss_rt *l, int B);
+int train_ensemble_blame(train_run *R, const loss_rt *l, int B, char *buf, size_t size);
 
 /* train_epoch.c */
 xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e);

@@ -133,7 +133,7 @@ static int cache_usable(const train_run *R, int ti, const char *view)
     for (int s = 0; s < r->n_stages; s++)
         for (int l = 0; l < r->stages[s].n_losses; l++) {
             const recipe_loss *L = &r->stages[s].losses[l];
-            if (L->teacher != ti) continue;
+            if (!recipe_loss_reads_teacher(L, ti)) continue;
             if (L->kind != RECIPE_LOSS_KD && L->kind != RECIPE_LOSS_HINTON) return 0;
             /* one cache holds one head's outputs */
             const char *h = L->teacher_head ? L->teacher_head : "";
@@ -156,7 +156,14 @@ static const char *teacher_label(const recipe *r, int ti, const char *trained)
     for (int s = 0; s < r->n_stages; s++)
         for (int l = 0; l < r->stages[s].n_losses; l++) {
             const recipe_loss *L = &r->stages[s].losses[l];
-            if (L->teacher != ti) continue;
+            if (L->teacher != ti) {
+                for (int m = 0; m < L->n_members; m++) {
+                    if (L->members[m].teacher != ti) continue;
+                    if (L->members[m].label_map) return L->members[m].label_map;
+                    if (L->members[m].n_label_table) return NULL;
+                }
+                continue;
+            }
             if (L->label_map) return L->label_map;
             if (L->n_label_table) return NULL;
         }
@@ -229,7 +236,8 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
             const char *head = NULL;
             for (int sI = 0; sI < r->n_stages; sI++)
                 for (int l = 0; l < r->stages[sI].n_losses; l++)
-                    if (r->stages[sI].losses[l].teacher == i) head = r->stages[sI].losses[l].teacher_head;
+                    if (recipe_loss_reads_teacher(&r->stages[sI].losses[l], i))
+                        head = r->stages[sI].losses[l].teacher_head;
             kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
                                   .n = R->n_train, .head = head, .topk = 0, .tap = NULL,
                                   .log = R->o->quiet ? NULL : R->log};
@@ -276,36 +284,38 @@ void train_free_losses(train_run *R)
         free(l->clip);
         if (l->mapped) align_labelmap_free(&l->lm);
         nn_opt_free(&l->topt);
+        train_free_ensemble(l);
     }
     free(R->losses);
     R->losses = NULL;
     R->n_losses = 0;
 }
 
-/* A kd / hinton loss's label map: the recipe's list, or the co-occurrence of the data set's label
- * set `label.NAME` (the teacher's classes) with the run's label on the training split. Counting
- * reads every training example's two labels, so it stands for a taxonomy the data set ships
- * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
- * examples in each student class, and a teacher class with no training example spreads evenly. */
-static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_err *e)
+/* A label map (a kd / hinton loss's, or an ensemble member's): the recipe's list, or the
+ * co-occurrence of the data set's label set `label.NAME` (the teacher's classes) with the run's
+ * label on the training split. Counting reads every training example's two labels, so it stands
+ * for a taxonomy the data set ships (subgroup -> group), not for labels of the run: the rows are
+ * the share of each teacher class's examples in each student class, and a teacher class with no
+ * training example spreads evenly. */
+xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
+                          int n_table, int kt, int ks, align_labelmap *lm, xd_err *e)
 {
-    const recipe_loss *L = l->L;
     xd_status s;
-    if (L->label_table) {
-        if (L->n_label_table != kt)
+    if (table) {
+        if (n_table != kt)
             return xd_fail(e, XD_ESHAPE, "%s: label_map lists %d teacher classes, the teacher's "
-                                         "head has %d", l->where, L->n_label_table, kt);
-        s = align_labelmap_from_table(&l->lm, L->label_table, kt, ks, e);
+                                         "head has %d", where, n_table, kt);
+        s = align_labelmap_from_table(lm, table, kt, ks, e);
     } else {
         if (ks != R->n_classes)
             return xd_fail(e, XD_ESHAPE, "%s: label_map %s maps onto the run's %d classes, the "
-                                         "student's head has %d outputs", l->where, L->label_map,
+                                         "student's head has %d outputs", where, map,
                            R->n_classes, ks);
         char name[IO_DATASET_NAME_MAX + 1];
-        snprintf(name, sizeof name, "%s/%s", R->r->data.train, L->label_map);
+        snprintf(name, sizeof name, "%s/%s", R->r->data.train, map);
         const io_tensor *t;
         if ((s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e)) != XD_OK)
-            return xd_err_prefix(e, "%s: label_map", l->where);
+            return xd_err_prefix(e, "%s: label_map", where);
         if ((size_t)t->shape[0] != R->n_train)
             return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
                            io_dataset_path(R->ds), name, (long long)t->shape[0], R->n_train);
@@ -328,11 +338,21 @@ static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_er
             for (int k = 0; k < ks; k++)
                 m[(size_t)c * ks + k] = row > 0 ? (float)(cnt[(size_t)c * ks + k] / row) : 1.0f / (float)ks;
         }
-        if (s == XD_OK) s = align_labelmap_from_matrix(&l->lm, m, kt, ks, 1e-4f, e);
+        if (s == XD_OK) s = align_labelmap_from_matrix(lm, m, kt, ks, 1e-4f, e);
         free(m);
         free(cnt);
     }
-    if (s != XD_OK) return xd_err_prefix(e, "%s: label_map", l->where);
+    if (s != XD_OK) return xd_err_prefix(e, "%s: label_map", where);
+    return XD_OK;
+}
+
+/* A loss's own label_map, and its buffer of teacher probabilities. */
+static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_err *e)
+{
+    const recipe_loss *L = l->L;
+    xd_status s = train_label_map(R, l->where, L->label_map, L->label_table, L->n_label_table, kt,
+                                  ks, &l->lm, e);
+    if (s != XD_OK) return s;
     l->mapped = 1;
     l->tq = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch * (size_t)kt);
     return XD_OK;
@@ -367,7 +387,8 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
     for (int t = 0; t < r->n_teachers; t++) {
         R->teachers[t].used = 0;
         for (int l = 0; l < st->n_losses; l++)
-            R->teachers[t].used |= st->losses[l].teacher == t && st->losses[l].kind != RECIPE_LOSS_DENSE;
+            R->teachers[t].used |= recipe_loss_reads_teacher(&st->losses[l], t) &&
+                                   st->losses[l].kind != RECIPE_LOSS_DENSE;
     }
     R->losses = xd_xcalloc((size_t)st->n_losses, sizeof *R->losses);
     R->n_losses = st->n_losses;
@@ -399,7 +420,11 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
             return xd_fail(e, XD_ESHAPE, "%s: head '%s' has %zu outputs for the %d classes of "
                                          "%s", l->where, sn->name, sn->act_n, R->n_classes,
                            r->data.path);
-        if (L->teacher >= 0 || L->from_model >= 0) {
+        if (L->n_members) {
+            xd_status s = train_setup_ensemble(R, l, sn, e);
+            if (s != XD_OK) return s;
+            l->t_node = -1;
+        } else if (L->teacher >= 0 || L->from_model >= 0) {
             teacher_rt *t = L->teacher >= 0 ? &R->teachers[L->teacher] : NULL;
             nn_model *fm = train_from_net(R, L);
             train_end_name(R, L->teacher, L->from_model, from, sizeof from);
