@@ -17,6 +17,7 @@ static const bench_suite suites[] = {
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
+    {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64", bench_infer},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
      bench_exits},
 };
@@ -110,7 +111,7 @@ void bench_header(const bench_opts *o)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S]\n"
-               "                      [--model M]\n\n"
+               "                      [--model M] [--quick]\n\n"
                "Measures speed, each figure next to its baseline in the same run; medians of\n"
                "repeated runs with min and max. Suites (default: all):\n");
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
@@ -120,7 +121,9 @@ static void usage(FILE *f)
                "  --json          one JSON object per line instead of a table\n"
                "  --seconds S     minimum time per measurement (default 0.5)\n"
                "  --model M       the exits suite's model: a checkpoint or a model description\n"
-               "                  file (default recipes/byot/cnn-exits.model)\n");
+               "                  file (default recipes/byot/cnn-exits.model)\n"
+               "  --quick         a few short calls per measurement: checks that the suites run\n"
+               "                  (their figures mean little)\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -154,6 +157,9 @@ int cmd_bench(int argc, char **argv)
             o.min_seconds = strtod(argv[++i], &end);
             if (*end || !(o.min_seconds > 0.0 && o.min_seconds < 600.0))
                 return cli_usage_error("bench", "--seconds takes a number of seconds");
+        } else if (strcmp(argv[i], "--quick") == 0) {
+            o.quick = 1;
+            o.min_seconds = 0.01;
         } else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
             o.model = argv[++i];
         } else if (argv[i][0] == '-') {

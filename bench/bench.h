@@ -25,6 +25,7 @@ typedef struct {
     int threads[4];    /* thread counts to run at */
     int n_threads;
     double min_seconds;
+    int quick;         /* a short check that a suite runs: few calls, figures that mean little */
     FILE *out;
     const char *model; /* --model: the exits suite's model (NULL: its default) */
 } bench_opts;
@@ -40,6 +41,7 @@ int bench_data(const bench_opts *o);
 int bench_train(const bench_opts *o);
 int bench_distill(const bench_opts *o);
 int bench_scale(const bench_opts *o);
+int bench_infer(const bench_opts *o);
 int bench_exits(const bench_opts *o);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */

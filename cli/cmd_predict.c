@@ -22,12 +22,13 @@
 /* Exit statuses besides 0, 1 and 2 (cli.h). */
 #define PREDICT_SKIPPED 3
 
-typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_COUNT } predict_opt;
+typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_EXIT, PO_COUNT } predict_opt;
 static const cli_option predict_options[] = {
     [PO_TOP] = {"--top", 1},
     [PO_OUT] = {"--out", 1},
     [PO_STRICT] = {"--strict", 0},
     [PO_BATCH] = {"--batch", 1},
+    [PO_EXIT] = {"--exit", 1},
 };
 static_assert(sizeof predict_options / sizeof predict_options[0] == PO_COUNT, "name every option");
 
@@ -35,7 +36,7 @@ static void predict_usage(FILE *f)
 {
     fprintf(f,
             "usage: xdistill predict MODEL.safetensors [INPUT ...] [--top K] [--out DIR]\n"
-            "                        [--strict] [--batch N]\n\n"
+            "                        [--strict] [--batch N] [--exit HEAD]\n\n"
             "Runs a trained checkpoint on its inputs and writes one JSON line per input to\n"
             "standard output, in the order given:\n"
             "  {\"input\": \"cat.png\", \"top\": [{\"label\": \"Animals\", \"class\": 3, \"p\": 0.93}, ...]}\n"
@@ -48,13 +49,16 @@ static void predict_usage(FILE *f)
             "data.augment says; texts are tokenised with its data.text. Labels are the class\n"
             "names stored in the checkpoint (class numbers for checkpoints without names).\n"
             "A segmentation model writes one mask PNG per image into DIR (--out, required),\n"
-            "named after the image file (NAME.png, grey level = class number, the model's\n"
-            "output map size), and prints {\"input\": ..., \"mask\": \"DIR/NAME.png\"}.\n\n"
+            "named after the image file (NAME.png, grey level = class number, at the image's\n"
+            "own size: each pixel takes the class of the output position it falls on), and\n"
+            "prints {\"input\": ..., \"mask\": \"DIR/NAME.png\"}.\n\n"
             "options:\n"
             "  --top K     the K most probable classes (default 5, at most the model's classes)\n"
             "  --out DIR   folder of the masks of a segmentation model (made when missing)\n"
             "  --strict    the first bad input ends the run (default: reported and skipped)\n"
-            "  --batch N   inputs prepared and predicted together (default 64)\n\n"
+            "  --batch N   inputs prepared and predicted together (default 64)\n"
+            "  --exit HEAD the predictions of this head (an early exit: the layers after it are\n"
+            "              not run); default: the model's first head\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
             "image to a text model, a mask name already used) is reported on standard error in\n"
             "one line naming it and skipped.\n\n"
@@ -136,25 +140,20 @@ static char *mask_path(run *r, const char *input, xdistill_error *err)
     return io_path_join(r->out_dir, file);
 }
 
-/* Writes a segmentation model's mask of the probabilities p (H, W, K): argmax per position. */
-static xdistill_status write_mask(run *r, const char *input, const float *p, json_t *line,
+/* Writes a segmentation model's mask of slot's image at that image's size, from its
+ * probabilities p (H, W, K). */
+static xdistill_status write_mask(run *r, int slot, const char *input, const float *p, json_t *line,
                                   xdistill_error *err)
 {
-    int h, w;
-    xdistill_map_size(r->m, &h, &w);
-    const int K = xdistill_num_classes(r->m);
     char *path = mask_path(r, input, err);
     if (!path) return err->code;
-    io_image img = {.w = w, .h = h, .c = 1, .px = xd_xmalloc((size_t)w * (size_t)h)};
-    for (size_t i = 0; i < (size_t)w * (size_t)h; i++) {
-        int best;
-        xdistill_top(p + i * (size_t)K, K, 1, &best);
-        img.px[i] = (uint8_t)best;
-    }
+    io_image img = {.c = 1};
+    xdistill_batch_image_size(r->b, slot, &img.h, &img.w);
+    img.px = xd_xmalloc((size_t)img.w * (size_t)img.h);
+    xdistill_status s = xdistill_mask(r->b, slot, p, img.px, err);
     xd_err e;
     xd_err_clear(&e);
-    xdistill_status s = XDISTILL_OK;
-    if (io_png_write(path, &img, &e) != XD_OK) {
+    if (s == XDISTILL_OK && io_png_write(path, &img, &e) != XD_OK) {
         s = err->code = (xdistill_status)e.code;
         memcpy(err->message, e.msg, sizeof err->message);
     }
@@ -212,7 +211,7 @@ static int run_batch(run *r, const item *v, int n)
         json_object_set_new(line, "input", json_string(v[i].name));
         const float *p = r->probs + (size_t)i * per;
         if (xdistill_task_of(r->m) == XDISTILL_SEGMENT) {
-            if (write_mask(r, v[i].name, p, line, &err) != XDISTILL_OK) {
+            if (write_mask(r, i, v[i].name, p, line, &err) != XDISTILL_OK) {
                 json_decref(line);
                 /* a name clash is the input's fault; a failed write ends the run */
                 if (err.code != XDISTILL_EARG || r->strict) {
@@ -312,6 +311,10 @@ int cmd_predict(int argc, char **argv)
     run r = {.top = (int)top, .strict = val[PO_STRICT] != NULL, .out_dir = val[PO_OUT]};
     xdistill_error err;
     if (!rc && xdistill_load(model, (int)batch, &r.m, &err) != XDISTILL_OK) {
+        fprintf(stderr, "xdistill predict: %s\n", err.message);
+        rc = 1;
+    }
+    if (!rc && val[PO_EXIT] && xdistill_use_exit(r.m, val[PO_EXIT], &err) != XDISTILL_OK) {
         fprintf(stderr, "xdistill predict: %s\n", err.message);
         rc = 1;
     }

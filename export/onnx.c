@@ -18,6 +18,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/exits.h"
 #include "io/file.h"
 #include "nn/model.h"
 #include "onnx.pb-c.h"
@@ -526,28 +527,14 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
     return XD_OK;
 }
 
-/* The head named exit (NULL: the default head), or XD_EARG listing the heads. */
-static xd_status find_exit(const char *ckpt, const nn_model *m, const char *exit, int *head,
-                           xd_err *e)
-{
-    *head = exit ? nn_model_find(m, exit) : nn_model_default_head(m);
-    if (*head >= 0 && (!exit || m->nodes[*head].head)) return XD_OK;
-    char list[256] = "";
-    for (int i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].head)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", *list ? ", " : "",
-                     m->nodes[i].name);
-    return xd_fail(e, XD_EARG, "%s: no head '%s' (the model's heads: %s)", ckpt, exit,
-                   *list ? list : "none marked; the last layer is its output");
-}
-
 xd_status ex_onnx_write(const char *ckpt, const char *exit, const char *out_path, xd_err *e)
 {
     nn_model m;
     int head;
     xd_status s = ckpt_load(ckpt, 1, &m, e);
     if (s != XD_OK) return s;
-    if ((s = find_exit(ckpt, &m, exit, &head, e)) != XD_OK) {
+    head = nn_model_default_head(&m);
+    if (exit && (s = exits_find(&m, ckpt, exit, &head, e)) != XD_OK) {
         nn_model_free(&m);
         return s;
     }

@@ -13,6 +13,9 @@
 #include "include/xdistill/xdistill.h"
 
 #include <assert.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "io/image.h"
 #include "modalities/image/augment.h"
@@ -43,11 +47,14 @@ struct xdistill_model {
     char *path;
     nn_model m;
     int head, K, map_h, map_w;
+    double flops;             /* of one input's forward pass */
+    uint8_t *need;            /* the nodes an early exit reads (xdistill_use_exit); NULL: all */
     char **names;             /* (K) class names, stored or decimal */
     /* images: the training images' size, and stage 2 */
     int dh, dw, dc;
     img_batcher *batcher;
     float *input;             /* (max_batch, h, w, c) */
+    uint32_t *slots;          /* 0..max_batch-1: the batcher's example indices, made once */
     /* texts */
     txt_tokenizer tok;
 };
@@ -55,6 +62,7 @@ struct xdistill_model {
 struct xdistill_batch {
     const xdistill_model *m;
     uint8_t *pixels;          /* (max_batch, dh, dw, dc) */
+    int *sizes;               /* (max_batch, 2): each slot's image height and width as given */
     int32_t *ids;             /* (max_batch, tokens) */
 };
 
@@ -71,10 +79,10 @@ static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e
 
 const char *xdistill_version(void) { return XD_VERSION; }
 
-/* Class names: the stored ones, else the class numbers. */
-static xd_status load_names(xdistill_model *x, xd_err *e)
+/* Class names: the stored ones (when stored is set), else the class numbers. */
+static xd_status load_names(xdistill_model *x, int stored, xd_err *e)
 {
-    xd_status s = ckpt_class_names(x->path, &x->m, &x->names, e);
+    xd_status s = stored ? ckpt_class_names(x->path, &x->m, &x->names, e) : XD_OK;
     if (s != XD_OK || x->names) return s;
     x->names = xd_xcalloc((size_t)x->K + 1, sizeof *x->names);
     for (int k = 0; k < x->K; k++) {
@@ -104,13 +112,26 @@ static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
         }
         if (s == XD_OK) s = img_batcher_make(&x->batcher, x->dh, x->dw, x->dc, &o, e);
         size_t n = (size_t)x->m.max_batch * (size_t)x->m.h * (size_t)x->m.w * (size_t)x->m.c;
-        if (s == XD_OK && !(x->input = xd_try_alloc_aligned(sizeof(float) * n)))
+        if (s == XD_OK && (!(x->input = xd_try_alloc_aligned(sizeof(float) * n)) ||
+                           !(x->slots = xd_try_alloc(sizeof(uint32_t) * (size_t)x->m.max_batch))))
             s = xd_fail(e, XD_ENOMEM, "no memory for a batch of %d inputs", x->m.max_batch);
+        for (int i = 0; s == XD_OK && i < x->m.max_batch; i++) x->slots[i] = (uint32_t)i;
     }
     if (s != XD_OK) xd_err_prefix(e, "%s: the stored preprocessing", x->path);
     free(augment);
     free(text);
     return s;
+}
+
+/* Predictions read head (its classes, its map size). */
+static void set_head(xdistill_model *x, int head)
+{
+    x->head = head;
+    const nn_node *hn = nn_model_node(&x->m, head);
+    const int map = hn->h > 1 || hn->w > 1;
+    x->K = map ? hn->c : (int)hn->act_n;
+    x->map_h = map ? hn->h : 1;
+    x->map_w = map ? hn->w : 1;
 }
 
 xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **out,
@@ -126,13 +147,9 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
     x->path = xd_xstrdup(path);
     xd_status s = ckpt_load(path, max_batch, &x->m, &e);
     if (s == XD_OK) {
-        x->head = nn_model_default_head(&x->m);
-        const nn_node *hn = nn_model_node(&x->m, x->head);
-        const int map = hn->h > 1 || hn->w > 1;
-        x->K = map ? hn->c : (int)hn->act_n;
-        x->map_h = map ? hn->h : 1;
-        x->map_w = map ? hn->w : 1;
-        s = load_names(x, &e);
+        x->flops = nn_model_flops(&x->m);
+        set_head(x, nn_model_default_head(&x->m));
+        s = load_names(x, 1, &e);
     }
     if (s == XD_OK) s = load_preprocessing(x, &e);
     if (s != XD_OK) {
@@ -149,9 +166,37 @@ void xdistill_free(xdistill_model *x)
     ckpt_class_names_free(x->names);
     if (x->batcher) img_batcher_free(x->batcher);
     free(x->input);
+    free(x->slots);
+    free(x->need);
     nn_model_free(&x->m);
     free(x->path);
     free(x);
+}
+
+/* The class names stay those of the default head when the exit has as many classes (an early
+ * exit of the same task); otherwise the exit's classes are numbered. */
+xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    int head;
+    xd_status s = name ? exits_find(&x->m, x->path, name, &head, &e)
+                       : xd_fail(&e, XD_EARG, "%s: no exit name", x->path);
+    if (s != XD_OK) return out_err(err, s, &e);
+    const int K = x->K;
+    set_head(x, head);
+    free(x->need);
+    x->need = NULL;
+    if (head != nn_model_default_head(&x->m)) {
+        x->need = xd_xcalloc((size_t)x->m.n_nodes, 1);
+        nn_model_needs(&x->m, head, x->need);
+    }
+    if (x->K != K) {
+        ckpt_class_names_free(x->names);
+        x->names = NULL;
+        s = load_names(x, 0, &e); /* the stored names are the default head's */
+    }
+    return s == XD_OK ? XDISTILL_OK : out_err(err, s, &e);
 }
 
 xdistill_input_kind xdistill_reads(const xdistill_model *x)
@@ -191,9 +236,10 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *x)
     const size_t B = (size_t)x->m.max_batch;
     if (x->m.tokens)
         b->ids = xd_try_alloc(sizeof(int32_t) * B * (size_t)x->m.tokens);
-    else
+    else if ((b->sizes = calloc(2 * B, sizeof *b->sizes)))
         b->pixels = xd_try_alloc(B * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
     if (!b->ids && !b->pixels) {
+        free(b->sizes);
         free(b);
         return NULL;
     }
@@ -204,6 +250,7 @@ void xdistill_batch_free(xdistill_batch *b)
 {
     if (!b) return;
     free(b->pixels);
+    free(b->sizes);
     free(b->ids);
     free(b);
 }
@@ -264,7 +311,10 @@ static xdistill_status slot_failed(const xdistill_batch *b, int slot, const char
 {
     if (slot >= 0 && slot < b->m->m.max_batch) {
         const xdistill_model *x = b->m;
-        if (b->pixels) memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+        if (b->pixels) {
+            memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+            b->sizes[2 * slot] = b->sizes[2 * slot + 1] = 0;
+        }
         else txt_pad_row(b->ids + (size_t)slot * (size_t)x->m.tokens, 0, (size_t)x->m.tokens);
     }
     if (name && strncmp(e->msg, name, strlen(name)) != 0) xd_err_prefix(e, "%s", name);
@@ -283,7 +333,10 @@ xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsi
         s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides 1..%d, channels 1..4)",
                     name ? name : "image", height, width, channels, IMG_MAX_SIDE);
     if (s == XD_OK) s = prepare_image(b->m, pixels, height, width, channels, slot_pixels(b, slot), &e);
-    return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
+    if (s != XD_OK) return slot_failed(b, slot, name, s, &e, err);
+    b->sizes[2 * slot] = height;
+    b->sizes[2 * slot + 1] = width;
+    return XDISTILL_OK;
 }
 
 xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const char *path,
@@ -317,6 +370,26 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
     return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
 }
 
+/* A prediction's work below this many flops runs on one thread: handing such work to several
+ * costs more than it saves (a single image through the MLP student is some 0.2 MFLOP). */
+#define SERIAL_FLOPS 1e6
+
+/* The preprocessing's second stage, the forward pass and the softmax of count inputs. */
+static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int count, float *probs,
+                             xd_err *e)
+{
+    const void *input = b->ids;
+    if (b->pixels) {
+        xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots,
+                                       count, 0, 0, 0, x->input, e);
+        if (s != XD_OK) return s;
+        input = x->input;
+    }
+    nn_model_forward_some(&x->m, input, count, NULL, x->need);
+    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    return XD_OK;
+}
+
 xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err)
 {
@@ -326,18 +399,65 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
     if (!b || b->m != x || count < 1 || count > x->m.max_batch || !probs)
         s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
                     "output buffer", x->path, x->m.max_batch);
-    const void *input = b ? (const void *)b->ids : NULL;
-    if (s == XD_OK && b->pixels) {
-        uint32_t *idx = xd_xmalloc(sizeof *idx * (size_t)count);
-        for (int i = 0; i < count; i++) idx[i] = (uint32_t)i;
-        s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, idx, count, 0, 0, 0,
-                             x->input, &e);
-        free(idx);
-        input = x->input;
+    else if (x->flops * count < SERIAL_FLOPS) {
+        /* a team of one, whose own thread count (set inside) its layers' regions inherit */
+#pragma omp parallel num_threads(1)
+        {
+#ifdef _OPENMP
+            omp_set_num_threads(1);
+#endif
+            s = predict_run(x, b, count, probs, &e);
+        }
+    } else {
+        s = predict_run(x, b, count, probs, &e);
     }
+    return s == XD_OK ? XDISTILL_OK : out_err(err, s, &e);
+}
+
+void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width)
+{
+    const int ok = b->sizes && slot >= 0 && slot < b->m->m.max_batch;
+    *height = ok ? b->sizes[2 * slot] : 0;
+    *width = ok ? b->sizes[2 * slot + 1] : 0;
+}
+
+/* The output map covers what stage 1 keeps of the image: its centre square when the training
+ * images are square (stage 2's resize and crop of that are not undone: a crop there is rare for a
+ * segmentation model, whose map is meant to cover its whole input). */
+xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *probs,
+                              unsigned char *mask, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    const xdistill_model *x = b->m;
+    int h, w;
+    xdistill_batch_image_size(b, slot, &h, &w);
+    xd_status s = XD_OK;
+    if (!h || !probs || !mask)
+        s = xd_fail(&e, XD_EARG, "%s: a mask needs a slot that holds an image, its "
+                    "probabilities and a buffer", x->path);
+    else if (x->K > 256)
+        s = xd_fail(&e, XD_EUNSUPPORTED, "%s: %d classes; a mask of bytes holds 256", x->path, x->K);
     if (s != XD_OK) return out_err(err, s, &e);
-    nn_model_forward(&x->m, input, count, NULL);
-    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    int sh = h, sw = w; /* the region the map covers, at (y0, x0) */
+    if (x->dh == x->dw && h != w) sh = sw = h < w ? h : w;
+    const int y0 = (h - sh) / 2, x0 = (w - sw) / 2;
+    int *col = xd_xmalloc(sizeof *col * (size_t)w);
+    for (int j = 0; j < w; j++) {
+        const int u = j - x0 < 0 ? 0 : j - x0 >= sw ? sw - 1 : j - x0;
+        col[j] = (int)(((int64_t)2 * u + 1) * x->map_w / (2 * (int64_t)sw));
+    }
+    for (int i = 0; i < h; i++) {
+        const int v = i - y0 < 0 ? 0 : i - y0 >= sh ? sh - 1 : i - y0;
+        const int row = (int)(((int64_t)2 * v + 1) * x->map_h / (2 * (int64_t)sh));
+        for (int j = 0; j < w; j++) {
+            int best = 0;
+            xdistill_top(probs + ((size_t)row * (size_t)x->map_w + (size_t)col[j]) * (size_t)x->K,
+                         x->K, 1, &best);
+            mask[(size_t)i * (size_t)w + (size_t)j] = (unsigned char)best;
+        }
+    }
+    free(col);
     return XDISTILL_OK;
 }
 

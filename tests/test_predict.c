@@ -35,6 +35,7 @@
 #include "distill/feed.h"
 #include "distill/scores.h"
 #include "io/dataset.h"
+#include "include/xdistill/xdistill.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "tests/support/onnxrun.h"
@@ -562,6 +563,126 @@ static void test_installed_library(void **state)
     free(build);
 }
 
+/* A mask is at the size of its image: a 12x20 image of a model trained on square 8x8 images with
+ * a 4x4 map; its centre 12x12 square is what the model sees, each pixel there takes the class of
+ * the map cell it falls in, and the columns left and right of it those of the nearest cell. */
+static void test_mask_at_image_size(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; maxpool k=2; "
+                             "conv2d name=logits out=3 k=1 head", 1, 7, &e));
+    TU_OK(ckpt_save("seg4.safetensors", &m, NULL, 0, &e));
+    nn_model_free(&m);
+    enum { H = 12, W = 20, S = 12, X0 = 4, MAP = 4, K = 3 };
+    uint8_t px[H * W];
+    for (int i = 0; i < H * W; i++) px[i] = (uint8_t)((i * 37 + (i / W) * 11) % 256);
+    io_image img = {.w = W, .h = H, .c = 1, .px = px};
+    TU_OK(io_png_write("wide.png", &img, &e));
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "seg4.safetensors", "wide.png", "--out",
+                                "masks4", NULL), 0);
+    free(out);
+    free(err);
+    /* the map's probabilities, from the library */
+    xdistill_model *x;
+    xdistill_error xe;
+    assert_int_equal(xdistill_load("seg4.safetensors", 1, &x, &xe), XDISTILL_OK);
+    xdistill_batch *b = xdistill_batch_new(x);
+    assert_int_equal(xdistill_batch_set_image_file(b, 0, "wide.png", &xe), XDISTILL_OK);
+    float probs[MAP * MAP * K];
+    assert_int_equal(xdistill_outputs(x), MAP * MAP * K);
+    assert_int_equal(xdistill_predict(x, b, 1, probs, &xe), XDISTILL_OK);
+    io_image got = {0};
+    TU_OK(io_png_read("masks4/wide.png", NULL, &got, &e));
+    assert_int_equal(got.h, H);
+    assert_int_equal(got.w, W);
+    assert_int_equal(got.c, 1);
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++) {
+            const int u = j < X0 ? 0 : j >= X0 + S ? S - 1 : j - X0;
+            const int cell = (i * MAP / S) * MAP + u * MAP / S;
+            int best = 0;
+            for (int c = 1; c < K; c++)
+                if (probs[cell * K + c] > probs[cell * K + best]) best = c;
+            if (got.px[i * W + j] != best)
+                fail_msg("pixel (%d, %d): class %d, its map cell %d has %d", i, j,
+                         got.px[i * W + j], cell, best);
+        }
+    io_image_free(&got);
+    xdistill_batch_free(b);
+    xdistill_free(x);
+}
+
+/* --exit HEAD: the probabilities of an early exit (the softmax of that head in the whole model's
+ * forward pass); a name that is no exit is one line naming the exits. */
+static void test_predict_exit(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu name=trunk; gap; "
+                             "linear out=3 name=exit1 head; conv2d from=trunk out=4 k=3 "
+                             "stride=2; relu; flatten; linear out=5 name=exit2 head", 1, 9, &e));
+    TU_OK(ckpt_save("exits.safetensors", &m, NULL, 0, &e));
+    io_image img = {0};
+    TU_OK(io_png_read("img0.png", NULL, &img, &e));
+    float x[64];
+    for (int k = 0; k < 64; k++) x[k] = img.px[k] / 255.0f;
+    io_image_free(&img);
+    nn_model_forward(&m, x, 1, NULL);
+    const char *const exits[] = {"exit1", "exit2"};
+    for (int i = 0; i < 2; i++) {
+        const int node = nn_model_find(&m, exits[i]);
+        const int K = (int)nn_model_node(&m, node)->act_n;
+        float want[5];
+        nn_softmax_forward(want, nn_model_out(&m, node), 1, K);
+        char *out, *err, top[8];
+        snprintf(top, sizeof top, "%d", K);
+        assert_int_equal(tu_run_cli(&out, &err, "predict", "exits.safetensors", "img0.png",
+                                    "--exit", exits[i], "--top", top, NULL), 0);
+        json_error_t je;
+        json_t *j = json_loads(out, 0, &je);
+        assert_non_null(j);
+        json_t *t = json_object_get(j, "top");
+        assert_int_equal(json_array_size(t), K);
+        for (int k = 0; k < K; k++) {
+            json_t *o = json_array_get(t, (size_t)k);
+            const int c = (int)json_integer_value(json_object_get(o, "class"));
+            assert_true(fabs(want[c] - json_real_value(json_object_get(o, "p"))) < 1e-6);
+        }
+        json_decref(j);
+        free(out);
+        free(err);
+    }
+    nn_model_free(&m);
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "predict", "exits.safetensors", "img0.png", "--exit",
+                                "trunk", NULL), 1);
+    expect_line(err, "exits.safetensors", "its exits: exit1 or exit2");
+    free(err);
+}
+
+/* `bench infer --quick` runs every model at both batch sizes (a smoke test: no timing checked). */
+static void test_bench_infer_runs(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "bench", "infer", "--quick", "--threads", "1",
+                                "--json", NULL), 0);
+    static const char *const models[] = {"fashion_mlp", "fashion_cnn", "emoji_cnn"};
+    for (int k = 0; k < 3; k++)
+        for (int b = 1; b <= 64; b += 63) {
+            char *row = tu_fmt("{\"suite\":\"infer\",\"model\":\"%s\",\"batch\":%d,\"threads\":1,"
+                               "\"ours_images_per_s\":", models[k], b);
+            if (!strstr(out, row)) fail_msg("no row %s in: %s%s", row, out, err);
+            free(row);
+        }
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -570,6 +691,9 @@ int main(void)
         cmocka_unit_test_setup(test_old_checkpoint, setup),
         cmocka_unit_test_setup(test_bad_inputs, setup),
         cmocka_unit_test_setup(test_segmentation_masks, setup),
+        cmocka_unit_test_setup(test_mask_at_image_size, setup),
+        cmocka_unit_test_setup(test_predict_exit, setup),
+        cmocka_unit_test(test_bench_infer_runs),
         cmocka_unit_test_setup(test_installed_library, setup),
         cmocka_unit_test_setup(test_onnx_matches_predict, setup),
     };

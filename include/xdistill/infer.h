@@ -57,6 +57,12 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
                               xdistill_error *err);
 void xdistill_free(xdistill_model *m); /* NULL is fine */
 
+/* Makes m's predictions those of its head `name` (an early exit of a model with several heads),
+ * running only the layers that head reads. Its class names are the stored ones when it has as
+ * many classes as the default head, else class numbers. A name that is no head is
+ * XDISTILL_EARG naming the heads there are. */
+xdistill_status xdistill_use_exit(xdistill_model *m, const char *name, xdistill_error *err);
+
 xdistill_input_kind xdistill_reads(const xdistill_model *m);
 xdistill_task xdistill_task_of(const xdistill_model *m);
 int xdistill_max_batch(const xdistill_model *m);
@@ -90,6 +96,19 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
  * probabilities summing to 1. */
 xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err);
+
+/* The height and width of the image last set in slot, as given (before any preprocessing); 0 and
+ * 0 for a slot without one (never set, failed, a text model's). */
+void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width);
+
+/* A segmentation model's mask of one input at its image's own size: probs are that input's
+ * probabilities (xdistill_outputs floats from xdistill_predict on slot of b), mask receives
+ * height x width class numbers (xdistill_batch_image_size), row-major. Each pixel takes the most
+ * probable class of the output position it falls on (nearest neighbour) in the part of the image
+ * the model saw (the centre square when its training images were square; pixels outside it take
+ * the nearest position's class). Models of more than 256 classes: XDISTILL_EUNSUPPORTED. */
+xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *probs,
+                              unsigned char *mask, xdistill_error *err);
 
 /* The k most probable of n classes (k <= n): classes[0..k) in order of falling probability, ties
  * to the lower class. Returns k, or 0 on bad arguments. */
