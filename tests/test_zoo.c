@@ -1,0 +1,410 @@
+/* distill/zoo (and the attention-transfer and InfoNCE losses that were there before): losses and
+ * gradients against PyTorch's values in tests/golden/zoo_golden_seed7.txt, float64 and float32,
+ * within 1e-5 relative; every backward (VID's variance and the others without golden values too)
+ * against central finite differences of its forward; what the relational losses do with a batch
+ * of one. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "align/clip.h"
+#include "distill/kd.h"
+#include "distill/zoo.h"
+#include "tests/support/golden.h"
+
+/* the golden file's shapes: rows, classes, feature width, map size and channels */
+enum { B = 6, K = 7, D = 5, HW = 12, C = 4, C2 = 6 };
+
+static golden *load(void) { return golden_load(tu_src_path("tests/golden/zoo_golden_seed7.txt")); }
+
+/* loss and gradient of one section against both of its precisions: the float64 values are the
+ * exact ones, the float32 ones what PyTorch reached in float */
+static void check_golden(const golden *g, const char *section, double loss, const char *grad_key,
+                         const float *grad, int n)
+{
+    static const char *loss_keys[2] = {"loss64", "loss32"};
+    for (int i = 0; i < 2; i++) {
+        const double ref = golden_scalar(g, section, loss_keys[i]);
+        if (!(fabs(loss - ref) <= 1e-5 * fabs(ref)))
+            fail_msg("%s: loss %.12g, golden %s %.12g", section, loss, loss_keys[i], ref);
+    }
+    float *want = malloc(sizeof(float) * (size_t)n);
+    for (int bits = 64; bits >= 32; bits -= 32) {
+        char key[32], what[64];
+        snprintf(key, sizeof key, "%.4s%d%s", grad_key, bits, grad_key + 4);
+        assert_int_equal(golden_get(g, section, key, want, n), n);
+        /* the atol covers entries that are 0 up to rounding */
+        double top = 0.0;
+        for (int k = 0; k < n; k++) top = fmax(top, fabs(want[k]));
+        snprintf(what, sizeof what, "%s %s", section, key);
+        tu_assert_close(grad, want, (size_t)n, 1e-5, 1e-7 * top, what);
+    }
+    free(want);
+}
+
+static void get_input(const golden *g, const char *name, float *out, int n)
+{
+    assert_int_equal(golden_get(g, "INPUTS", name, out, n), n);
+}
+
+// ----------------------------------------------------------------------------------------------
+// golden values
+
+static void test_dkd_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float s[B * K], t[B * K], yf[B], ds[B * K] = {0};
+    int32_t y[B];
+    get_input(g, "s", s, B * K);
+    get_input(g, "t", t, B * K);
+    get_input(g, "y", yf, B);
+    for (int i = 0; i < B; i++) y[i] = (int32_t)yf[i];
+    double loss = kd_dkd_forward(s, t, y, NULL, B, K, 4.0f, 1.0f, 8.0f);
+    kd_dkd_backward(ds, s, t, y, NULL, B, K, 4.0f, 1.0f, 8.0f, 1.0f);
+    check_golden(g, "DKD_T4_a1_b8", loss, "grad", ds, B * K);
+    golden_free(g);
+}
+
+/* The losses between rows of features, fs (B, Ds) and ft (B, Dt), behind one signature. */
+typedef struct {
+    const char *section; /* in the golden file */
+    int same_width;      /* Ds must equal Dt */
+    size_t (*work_len)(int B, int Ds, int Dt);
+    double (*forward)(double *work, const float *fs, const float *ft, int B, int Ds, int Dt);
+    void (*backward)(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+                     int Dt, float weight);
+} rows_loss;
+
+/* the golden file's RKD weights, the published ones */
+static double rkd_fw(double *w, const float *fs, const float *ft, int n, int ds, int dt)
+{
+    return kd_rkd_forward(w, fs, ft, n, ds, dt, 25.0f, 50.0f);
+}
+static void rkd_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
+                   float weight)
+{
+    kd_rkd_backward(d, w, fs, ft, n, ds, dt, 25.0f, 50.0f, weight);
+}
+static size_t cc_len(int n, int ds, int dt) { return (void)n, (void)ds, (void)dt, 1; }
+static double cc_fw(double *w, const float *fs, const float *ft, int n, int ds, int dt)
+{
+    return (void)w, (void)dt, kd_cc_forward(fs, ft, n, ds);
+}
+static void cc_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
+                  float weight)
+{
+    (void)w, (void)dt;
+    kd_cc_backward(d, fs, ft, n, ds, weight);
+}
+
+static const rows_loss rows_losses[] = {
+    {"RKD_wd25_wa50", 0, kd_rkd_work_len, rkd_fw, rkd_bw},
+    {"SP", 0, kd_sp_work_len, kd_sp_forward, kd_sp_backward},
+    {"PKT", 0, kd_pkt_work_len, kd_pkt_forward, kd_pkt_backward},
+    {"CC", 1, cc_len, cc_fw, cc_bw},
+};
+enum { N_ROWS_LOSSES = sizeof rows_losses / sizeof rows_losses[0] };
+
+static void test_rows_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float fs[B * D], ft[B * D];
+    get_input(g, "fs", fs, B * D);
+    get_input(g, "ft", ft, B * D);
+    for (int i = 0; i < N_ROWS_LOSSES; i++) {
+        const rows_loss *l = &rows_losses[i];
+        float d[B * D] = {0};
+        double *w = malloc(sizeof(double) * l->work_len(B, D, D));
+        double loss = l->forward(w, fs, ft, B, D, D);
+        l->backward(d, w, fs, ft, B, D, D, 1.0f);
+        check_golden(g, l->section, loss, "grad", d, B * D);
+        free(w);
+    }
+    golden_free(g);
+}
+
+static void test_nst_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float ms[B * HW * C], mt[B * HW * C], d[B * HW * C] = {0};
+    get_input(g, "ms", ms, B * HW * C);
+    get_input(g, "mt", mt, B * HW * C);
+    double *w = malloc(sizeof(double) * kd_nst_work_len(HW, C, C));
+    double loss = kd_nst_forward(w, ms, mt, B, HW, C, C);
+    kd_nst_backward(d, w, ms, mt, B, HW, C, C, 1.0f);
+    check_golden(g, "NST", loss, "grad", d, B * HW * C);
+    free(w);
+    golden_free(g);
+}
+
+static void test_fsp_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float s1[B * HW * C], s2[B * HW * C2], t1[B * HW * C], t2[B * HW * C2];
+    float d1[B * HW * C] = {0}, d2[B * HW * C2] = {0};
+    get_input(g, "ms", s1, B * HW * C);
+    get_input(g, "s2", s2, B * HW * C2);
+    get_input(g, "t1", t1, B * HW * C);
+    get_input(g, "t2", t2, B * HW * C2);
+    double *w = malloc(sizeof(double) * kd_fsp_work_len(HW, C, C2));
+    double loss = kd_fsp_forward(w, s1, s2, t1, t2, B, HW, C, C2);
+    kd_fsp_backward(d1, d2, w, s1, s2, t1, t2, B, HW, C, C2, 1.0f);
+    check_golden(g, "FSP", loss, "grad", d1, B * HW * C);
+    check_golden(g, "FSP", loss, "grad.1", d2, B * HW * C2);
+    free(w);
+    golden_free(g);
+}
+
+static void test_at_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float ms[B * HW * C], mt[B * HW * C], d[B * HW * C] = {0};
+    get_input(g, "ms", ms, B * HW * C);
+    get_input(g, "mt", mt, B * HW * C);
+    /* kd_at is the squared distance summed over the HW positions (kd.h); the reference code's
+     * mean also divides by them */
+    double loss = kd_at_forward(ms, mt, NULL, B, HW, C, C) / HW;
+    kd_at_backward(d, ms, mt, NULL, B, HW, C, C, 1.0f / HW);
+    check_golden(g, "AT_p2", loss, "grad", d, B * HW * C);
+    golden_free(g);
+}
+
+static void test_clip_golden(void **state)
+{
+    (void)state;
+    golden *g = load();
+    float fs[B * D], ft[B * D], d[B * D] = {0};
+    get_input(g, "fs", fs, B * D);
+    get_input(g, "ft", ft, B * D);
+    double *save = malloc(sizeof(double) * align_clip_save_len(B, D));
+    const float theta = (float)align_clip_theta(0.1);
+    double loss = align_clip_forward(save, fs, ft, B, D, theta);
+    align_clip_backward(d, NULL, NULL, save, B, D, 1.0f);
+    check_golden(g, "CLIP_T0.1", loss, "grad", d, B * D);
+    free(save);
+    golden_free(g);
+}
+
+// ----------------------------------------------------------------------------------------------
+// finite differences: every backward against its own forward, at a weight other than 1
+
+#define WEIGHT 0.7f
+#define FD_H 1e-4
+#define FD_RTOL 1e-4
+#define FD_ATOL 1e-7
+
+typedef struct {
+    const rows_loss *l;
+    const float *fs, *ft;
+    double *work;
+    int n, ds, dt;
+} rows_ctx;
+
+static double rows_eval(void *p)
+{
+    rows_ctx *c = p;
+    return WEIGHT * c->l->forward(c->work, c->fs, c->ft, c->n, c->ds, c->dt);
+}
+
+static void test_rows_fd(void **state)
+{
+    (void)state;
+    enum { N = 5, DS = 4, DT = 6 };
+    for (int i = 0; i < N_ROWS_LOSSES; i++) {
+        const rows_loss *l = &rows_losses[i];
+        const int dt = l->same_width ? DS : DT;
+        float fs[N * DS], ft[N * DT], d[N * DS] = {0};
+        tu_fill_uniform(fs, N * DS, -1.5f, 1.5f, 11);
+        tu_fill_uniform(ft, (size_t)N * dt, -1.5f, 1.5f, 12);
+        double *w = malloc(sizeof(double) * l->work_len(N, DS, dt));
+        l->backward(d, w, fs, ft, N, DS, dt, WEIGHT);
+        rows_ctx c = {l, fs, ft, w, N, DS, dt};
+        tu_check_grad(l->section, fs, N * DS, d, rows_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+        free(w);
+    }
+}
+
+/* A single example has nothing to relate to: loss 0 and no gradient (zoo.h). */
+static void test_rows_batch_of_one(void **state)
+{
+    (void)state;
+    float fs[D] = {0.3f, -1.0f, 2.0f, 0.5f, 0.1f}, ft[D] = {1.0f, 0.2f, -0.4f, 0.0f, 0.7f};
+    for (int i = 0; i < N_ROWS_LOSSES; i++) {
+        const rows_loss *l = &rows_losses[i];
+        float d[D] = {0};
+        double *w = malloc(sizeof(double) * l->work_len(1, D, D));
+        assert_true(l->forward(w, fs, ft, 1, D, D) == 0.0);
+        l->backward(d, w, fs, ft, 1, D, D, 1.0f);
+        for (int k = 0; k < D; k++) assert_true(d[k] == 0.0f);
+        free(w);
+    }
+}
+
+typedef struct {
+    const float *s, *t;
+    const int32_t *y;
+    const uint8_t *mask;
+    int n, k;
+} dkd_ctx;
+
+static double dkd_eval(void *p)
+{
+    dkd_ctx *c = p;
+    return WEIGHT * kd_dkd_forward(c->s, c->t, c->y, c->mask, c->n, c->k, 2.0f, 1.0f, 8.0f);
+}
+
+static void test_dkd_fd(void **state)
+{
+    (void)state;
+    enum { N = 4, KK = 5 };
+    float s[N * KK], t[N * KK], d[N * KK] = {0};
+    const int32_t y[N] = {0, 3, 4, 1};
+    const uint8_t mask[N] = {1, 1, 0, 1}; /* row 2 has no label: it must not count */
+    tu_fill_uniform(s, N * KK, -3.0f, 3.0f, 21);
+    tu_fill_uniform(t, N * KK, -3.0f, 3.0f, 22);
+    kd_dkd_backward(d, s, t, y, mask, N, KK, 2.0f, 1.0f, 8.0f, WEIGHT);
+    for (int k = 0; k < KK; k++) assert_true(d[2 * KK + k] == 0.0f);
+    dkd_ctx c = {s, t, y, mask, N, KK};
+    tu_check_grad("DKD", s, N * KK, d, dkd_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+}
+
+/* maps (B, HW, C): NST with other channel counts on the two sides, FSP's two student maps */
+enum { MB = 2, MHW = 6, MC1 = 3, MC2 = 5 };
+
+typedef struct {
+    const float *s1, *s2, *t1, *t2;
+    double *work;
+} maps_ctx;
+
+static double nst_eval(void *p)
+{
+    maps_ctx *c = p;
+    return WEIGHT * kd_nst_forward(c->work, c->s1, c->t2, MB, MHW, MC1, MC2);
+}
+
+static double fsp_eval(void *p)
+{
+    maps_ctx *c = p;
+    return WEIGHT * kd_fsp_forward(c->work, c->s1, c->s2, c->t1, c->t2, MB, MHW, MC1, MC2);
+}
+
+static void test_maps_fd(void **state)
+{
+    (void)state;
+    float s1[MB * MHW * MC1], s2[MB * MHW * MC2], t1[MB * MHW * MC1], t2[MB * MHW * MC2];
+    float d1[MB * MHW * MC1] = {0}, d2[MB * MHW * MC2] = {0}, dn[MB * MHW * MC1] = {0};
+    tu_fill_uniform(s1, sizeof s1 / sizeof *s1, -1.0f, 1.0f, 31);
+    tu_fill_uniform(s2, sizeof s2 / sizeof *s2, -1.0f, 1.0f, 32);
+    tu_fill_uniform(t1, sizeof t1 / sizeof *t1, -1.0f, 1.0f, 33);
+    tu_fill_uniform(t2, sizeof t2 / sizeof *t2, -1.0f, 1.0f, 34);
+    double *w = malloc(sizeof(double) * (kd_nst_work_len(MHW, MC1, MC2) +
+                                         kd_fsp_work_len(MHW, MC1, MC2)));
+    maps_ctx c = {s1, s2, t1, t2, w};
+    kd_nst_backward(dn, w, s1, t2, MB, MHW, MC1, MC2, WEIGHT);
+    tu_check_grad("NST", s1, sizeof s1 / sizeof *s1, dn, nst_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+    kd_fsp_backward(d1, d2, w, s1, s2, t1, t2, MB, MHW, MC1, MC2, WEIGHT);
+    tu_check_grad("FSP first map", s1, sizeof s1 / sizeof *s1, d1, fsp_eval, &c, FD_H, FD_RTOL,
+                  FD_ATOL);
+    tu_check_grad("FSP second map", s2, sizeof s2 / sizeof *s2, d2, fsp_eval, &c, FD_H, FD_RTOL,
+                  FD_ATOL);
+    free(w);
+}
+
+/* VID, AB and OFD on the same shapes: rows of C values */
+enum { VR = 8, VC = 3 };
+
+typedef struct {
+    const float *s, *t, *p; /* p: VID's log-scales, OFD's margins */
+} elem_ctx;
+
+static double vid_eval(void *p)
+{
+    elem_ctx *c = p;
+    return WEIGHT * kd_vid_forward(c->s, c->t, c->p, VR, VC);
+}
+
+static void test_vid(void **state)
+{
+    (void)state;
+    float mu[VR * VC], t[VR * VC], ls[VC], dmu[VR * VC] = {0}, dls[VC] = {0};
+    /* the reference code's start: a variance of 5 (softplus(ls) + 1e-5) */
+    kd_vid_init(ls, VC, KD_VID_INIT_VAR);
+    assert_true(fabs(log1p(exp((double)ls[0])) + 1e-5 - 5.0) < 1e-6);
+    tu_fill_uniform(mu, VR * VC, -2.0f, 2.0f, 41);
+    tu_fill_uniform(t, VR * VC, -2.0f, 2.0f, 42);
+    tu_fill_uniform(ls, VC, -1.0f, 1.5f, 43); /* variances of every size, around 1 */
+    kd_vid_backward(dmu, dls, mu, t, ls, VR, VC, WEIGHT);
+    elem_ctx c = {mu, t, ls};
+    tu_check_grad("VID regressor output", mu, VR * VC, dmu, vid_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+    tu_check_grad("VID variance", ls, VC, dls, vid_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+}
+
+static double ab_eval(void *p)
+{
+    elem_ctx *c = p;
+    return WEIGHT * kd_ab_forward(c->s, c->t, VR, VC, 1.0f);
+}
+
+static double ofd_eval(void *p)
+{
+    elem_ctx *c = p;
+    return WEIGHT * kd_ofd_forward(c->s, c->t, c->p, VR, 1, VC);
+}
+
+static void test_ab_ofd(void **state)
+{
+    (void)state;
+    float s[VR * VC], t[VR * VC], d[VR * VC] = {0}, m[VC] = {-0.5f, -0.2f, -1.0f};
+    tu_fill_uniform(s, VR * VC, -2.0f, 2.0f, 51);
+    tu_fill_uniform(t, VR * VC, -2.0f, 2.0f, 52);
+    elem_ctx c = {s, t, m};
+    kd_ab_backward(d, s, t, VR, VC, 1.0f, WEIGHT);
+    tu_check_grad("AB", s, VR * VC, d, ab_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+    memset(d, 0, sizeof d);
+    kd_ofd_backward(d, s, t, m, VR, 1, VC, WEIGHT);
+    tu_check_grad("OFD", s, VR * VC, d, ofd_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+
+    /* the cases by hand (margin 1 for AB, -0.5 for OFD): a student on the teacher's side of 0
+     * by more than the margin costs nothing, else the squared distance to the margin */
+    const float as[4] = {-1.5f, -0.5f, 2.0f, 0.5f}, at[4] = {-1.0f, -1.0f, 1.0f, 1.0f};
+    assert_true(fabs(kd_ab_forward(as, at, 1, 4, 1.0f) - (0.25 + 0.25)) < 1e-12);
+    /* OFD: target max(t, -0.5); a student below a negative target costs nothing */
+    const float os[4] = {-2.0f, 0.0f, 1.0f, -1.0f}, ot[4] = {-3.0f, -3.0f, 2.0f, -0.2f},
+                om[1] = {-0.5f};
+    assert_true(fabs(kd_ofd_forward(os, ot, om, 1, 4, 1) - (0.0 + 0.25 + 1.0 + 0.0)) < 1e-12);
+}
+
+/* the margin is E[x | x < 0] of the channel's normal: -sqrt(2/pi) for mean 0 and std 1 */
+static void test_ofd_margin(void **state)
+{
+    (void)state;
+    /* channel 0: +-1 (mean 0, std 1); 1: constant -2; 2: constant 3; 3: mean 10, std 1 */
+    const float t[2 * 4] = {1.0f, -2.0f, 3.0f, 11.0f, -1.0f, -2.0f, 3.0f, 9.0f};
+    float m[4];
+    kd_ofd_margin(m, t, 2, 4);
+    assert_true(fabsf(m[0] - (float)-sqrt(2.0 / M_PI)) < 1e-6f);
+    assert_true(m[1] == -2.0f && m[2] == 0.0f);
+    assert_true(fabsf(m[3] - -3.0f) < 1e-6f); /* Phi(-10) is below 0.001: -3 std */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dkd_golden), cmocka_unit_test(test_rows_golden),
+        cmocka_unit_test(test_nst_golden),
+        cmocka_unit_test(test_fsp_golden), cmocka_unit_test(test_at_golden),
+        cmocka_unit_test(test_clip_golden), cmocka_unit_test(test_rows_fd),
+        cmocka_unit_test(test_rows_batch_of_one), cmocka_unit_test(test_dkd_fd),
+        cmocka_unit_test(test_maps_fd), cmocka_unit_test(test_vid),
+        cmocka_unit_test(test_ab_ofd), cmocka_unit_test(test_ofd_margin),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
