@@ -56,10 +56,8 @@ static void gram_rows_backward(double *dX, double *dG, const double *X, int B, i
 static double huber(double x) { return fabs(x) < 1.0 ? 0.5 * x * x : fabs(x) - 0.5; }
 static double huber_grad(double x) { return x < -1.0 ? -1.0 : x > 1.0 ? 1.0 : x; }
 
-/* Backward of x^ = x / max(|x|, eps) for a vector of n strided by `stride`:
- * dx = (g - x^ (x^ . g)) / |x|, or g / eps where the clamp holds. */
-static void normalize_backward(double *dx, const double *xn, const double *g, double norm, int n,
-                               int stride)
+void kd_unit_backward(double *dx, const double *xn, const double *g, double norm, int n,
+                      int stride)
 {
     if (norm < ZOO_EPS) {
         for (int i = 0; i < n; i++) dx[(size_t)i * stride] = g[(size_t)i * stride] / ZOO_EPS;
@@ -278,7 +276,7 @@ static double rkd_eval(float *dfs, double *work, const float *fs, const float *f
         gram_rows_backward(p.gu, p.as, p.us, B, Ds);
         for (int j = 0; j < B; j++) {
             double *g = p.gu + (size_t)j * Ds;
-            normalize_backward(g, p.us + (size_t)j * Ds, g, p.ns[j], Ds, 1);
+            kd_unit_backward(g, p.us + (size_t)j * Ds, g, p.ns[j], Ds, 1);
             for (int k = 0; k < Ds; k++) {
                 p.de[(size_t)j * Ds + k] += g[k];
                 p.de[(size_t)i * Ds + k] -= g[k];
@@ -339,7 +337,7 @@ static double sp_eval(float *dfs, double *work, const float *fs, const float *ft
         /* dL/dG^ = 2 (G^s - G^t) / B^2, through the row normalisation, then G = X X^T */
         for (size_t i = 0; i < bb; i++) r[i] = 2.0 * (gs[i] - gt[i]) / (double)bb;
         for (int i = 0; i < B; i++)
-            normalize_backward(r + (size_t)i * B, gs + (size_t)i * B, r + (size_t)i * B, ns[i], B,
+            kd_unit_backward(r + (size_t)i * B, gs + (size_t)i * B, r + (size_t)i * B, ns[i], B,
                                1);
         gram_rows_backward(dx, r, xs, B, Ds);
         add_scaled(dfs, dx, (size_t)B * Ds, weight);
@@ -525,7 +523,7 @@ static double nst_eval(float *dfs, double *work, const float *fs, const float *f
                     0.0, dS, Cs);
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, HW, Cs, Ct, -4.0 * c, T, Ct, gst, Ct,
                     1.0, dS, Cs);
-        for (int ch = 0; ch < Cs; ch++) normalize_backward(dS + ch, S + ch, dS + ch, ns[ch], HW, Cs);
+        for (int ch = 0; ch < Cs; ch++) kd_unit_backward(dS + ch, S + ch, dS + ch, ns[ch], HW, Cs);
         add_scaled(dfs + (size_t)b * hw * Cs, dS, hw * Cs, weight);
     }
     return loss;

@@ -25,6 +25,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The backward of x^ = x / max(|x|, 1e-12) (F.normalize) for a vector of n values `stride`
+ * apart, norm = |x| before the clamp: dx = (g - x^ (x^ . g)) / |x|, or g / 1e-12 where the clamp
+ * holds. dx may be g. */
+void kd_unit_backward(double *dx, const double *xn, const double *g, double norm, int n,
+                      int stride);
+
 /* ---------------------------------------------------------------------------------------------
  * DKD, decoupled KD (Zhao et al., CVPR 2022). Per row, z = s / T, v = t / T, g = the label:
  *   TCKD = KL(b(v) || b(z)),  b(x) = (softmax(x)_g, 1 - softmax(x)_g)   (target vs the rest)

@@ -11,8 +11,11 @@
 #include <string.h>
 
 #include "align/clip.h"
+#include "distill/crd.h"
 #include "distill/kd.h"
 #include "distill/zoo.h"
+#include "io/safetensors.h"
+#include "nn/layers.h"
 #include "tests/support/golden.h"
 
 /* the golden file's shapes: rows, classes, feature width, map size and channels */
@@ -395,6 +398,208 @@ static void test_ofd_margin(void **state)
     assert_true(fabsf(m[3] - -3.0f) < 1e-6f); /* Phi(-10) is below 0.001: -3 std */
 }
 
+// ----------------------------------------------------------------------------------------------
+// CRD: the loss through both embedding heads, the bank's update and its resume state
+
+enum { CN = 20, CF = 4, CK = 6, CIS = 5, CIT = 3 }; /* bank rows, width, negatives, head inputs */
+
+typedef struct {
+    kd_crd_bank bk;
+    int n;
+    float xs[3 * CIS], xt[3 * CIT];     /* the features the heads read */
+    float ws[CF * CIS], bs[CF], wt[CF * CIT], bt[CF];
+    float es[3 * CF], et[3 * CF];
+    int32_t y[3], idx[3 * (CK + 1)];
+    double *save;
+} crd_ctx;
+
+/* the loss of the heads' outputs es, et */
+static double crd_eval_emb(void *p)
+{
+    crd_ctx *c = p;
+    return WEIGHT * kd_crd_forward(c->save, &c->bk, c->es, c->et, c->idx, c->n);
+}
+
+/* the same through the heads */
+static double crd_eval(void *p)
+{
+    crd_ctx *c = p;
+    nn_linear_forward(c->es, c->xs, c->ws, c->bs, c->n, CIS, CF);
+    nn_linear_forward(c->et, c->xt, c->wt, c->bt, c->n, CIT, CF);
+    return crd_eval_emb(p);
+}
+
+static void crd_setup(crd_ctx *c, int n, float T)
+{
+    memset(c, 0, sizeof *c);
+    xd_err e;
+    if (kd_crd_bank_init(&c->bk, CN, CF, CK, T, 0.5f, 7, &e) != XD_OK) fail_msg("%s", e.msg);
+    c->n = n;
+    tu_fill_uniform(c->xs, sizeof c->xs / sizeof *c->xs, -1.0f, 1.0f, 61);
+    tu_fill_uniform(c->xt, sizeof c->xt / sizeof *c->xt, -1.0f, 1.0f, 62);
+    tu_fill_uniform(c->ws, sizeof c->ws / sizeof *c->ws, -1.0f, 1.0f, 63);
+    tu_fill_uniform(c->bs, CF, -0.5f, 0.5f, 64);
+    tu_fill_uniform(c->wt, sizeof c->wt / sizeof *c->wt, -1.0f, 1.0f, 65);
+    tu_fill_uniform(c->bt, CF, -0.5f, 0.5f, 66);
+    const int32_t y[3] = {4, 17, 9};
+    memcpy(c->y, y, sizeof y);
+    xd_rng r = xd_rng_make(7, 0, XD_RNG_USER);
+    kd_crd_sample(c->idx, c->y, n, &c->bk, &r);
+    c->save = malloc(sizeof(double) * kd_crd_save_len(n, CF, CK));
+}
+
+static void crd_teardown(crd_ctx *c)
+{
+    kd_crd_bank_free(&c->bk);
+    free(c->save);
+}
+
+/* finite differences w.r.t. the embeddings and, with heads, through both heads' weights and
+ * biases (the gradients the trainer gives them), before Z is set (it is then this batch's, a
+ * constant) and after */
+static void crd_fd(int n, float T, int heads)
+{
+    crd_ctx c;
+    crd_setup(&c, n, T);
+    for (int pass = 0; pass < 2; pass++) {
+        float des[3 * CF] = {0}, det[3 * CF] = {0}, dws[CF * CIS] = {0}, dbs[CF] = {0},
+              dwt[CF * CIT] = {0}, dbt[CF] = {0};
+        const double loss = crd_eval(&c);
+        assert_true(isfinite(loss) && loss > 0.0);
+        kd_crd_backward(des, det, c.save, &c.bk, c.idx, n, WEIGHT);
+        nn_linear_backward(NULL, dws, dbs, des, c.xs, c.ws, n, CIS, CF);
+        nn_linear_backward(NULL, dwt, dbt, det, c.xt, c.wt, n, CIT, CF);
+        if (pass == 0) {
+            /* the first batch sets Z, a constant for backward: hold it for the differences
+             * (the update's Z, with the bank's rows as they were) */
+            float *keep = malloc(2 * sizeof(float) * CN * CF);
+            memcpy(keep, c.bk.mem_s, sizeof(float) * CN * CF);
+            memcpy(keep + CN * CF, c.bk.mem_t, sizeof(float) * CN * CF);
+            kd_crd_bank_update(&c.bk, c.save, c.y, n);
+            memcpy(c.bk.mem_s, keep, sizeof(float) * CN * CF);
+            memcpy(c.bk.mem_t, keep + CN * CF, sizeof(float) * CN * CF);
+            free(keep);
+            assert_true(c.bk.z[0] > 0.0f && c.bk.z[1] > 0.0f);
+        }
+        tu_check_grad("CRD student embedding", c.es, (size_t)n * CF, des, crd_eval_emb, &c, FD_H,
+                      FD_RTOL, FD_ATOL);
+        tu_check_grad("CRD teacher embedding", c.et, (size_t)n * CF, det, crd_eval_emb, &c, FD_H,
+                      FD_RTOL, FD_ATOL);
+        /* through the heads the embeddings are rounded to float: larger steps, looser check, at
+         * a temperature where the loss is smooth enough for such steps */
+        if (heads) {
+            tu_check_grad("CRD student head weight", c.ws, CF * CIS, dws, crd_eval, &c, 3e-3, 2e-3,
+                          5e-6);
+            tu_check_grad("CRD student head bias", c.bs, CF, dbs, crd_eval, &c, 3e-3, 2e-3, 5e-6);
+            tu_check_grad("CRD teacher head weight", c.wt, CF * CIT, dwt, crd_eval, &c, 3e-3, 2e-3,
+                          5e-6);
+            tu_check_grad("CRD teacher head bias", c.bt, CF, dbt, crd_eval, &c, 3e-3, 2e-3, 5e-6);
+        }
+        /* the second pass with a bank that has learned from a batch */
+        crd_eval(&c);
+        kd_crd_bank_update(&c.bk, c.save, c.y, n);
+    }
+    crd_teardown(&c);
+}
+
+static void test_crd_fd(void **state)
+{
+    (void)state;
+    crd_fd(3, 0.5f, 1);
+    crd_fd(3, (float)KD_CRD_T, 0);
+}
+
+/* negatives come from the bank: one example is an ordinary batch */
+static void test_crd_batch_of_one(void **state)
+{
+    (void)state;
+    crd_fd(1, 0.5f, 1);
+}
+
+static void test_crd_bank(void **state)
+{
+    (void)state;
+    crd_ctx c;
+    crd_setup(&c, 3, 0.5f);
+    /* the draws: the positive first, negatives in range, the same from the same stream */
+    int32_t again[3 * (CK + 1)];
+    xd_rng r = xd_rng_make(7, 0, XD_RNG_USER);
+    kd_crd_sample(again, c.y, 3, &c.bk, &r);
+    assert_memory_equal(again, c.idx, sizeof again);
+    for (int b = 0; b < 3; b++) {
+        assert_int_equal(c.idx[b * (CK + 1)], c.y[b]);
+        for (int j = 1; j <= CK; j++) assert_true(c.idx[b * (CK + 1) + j] < CN);
+    }
+    /* the update: rows y move to normalise(m old + (1 - m) e^), the others stay; Z once */
+    float before_s[CN * CF], before_t[CN * CF];
+    memcpy(before_s, c.bk.mem_s, sizeof before_s);
+    memcpy(before_t, c.bk.mem_t, sizeof before_t);
+    const double first = crd_eval(&c);
+    kd_crd_bank_update(&c.bk, c.save, c.y, 3);
+    const float z0 = c.bk.z[0];
+    for (int i = 0; i < CN; i++) {
+        int used = i == c.y[0] || i == c.y[1] || i == c.y[2];
+        if (!used) {
+            assert_memory_equal(c.bk.mem_s + i * CF, before_s + i * CF, CF * sizeof(float));
+            continue;
+        }
+        const int b = i == c.y[0] ? 0 : i == c.y[1] ? 1 : 2;
+        double v[CF], ss = 0.0, n2 = 0.0;
+        for (int d = 0; d < CF; d++) n2 += (double)c.es[b * CF + d] * c.es[b * CF + d];
+        for (int d = 0; d < CF; d++) {
+            v[d] = 0.5 * before_s[i * CF + d] + 0.5 * c.es[b * CF + d] / sqrt(n2);
+            ss += v[d] * v[d];
+        }
+        for (int d = 0; d < CF; d++)
+            assert_true(fabs(c.bk.mem_s[i * CF + d] - v[d] / sqrt(ss)) < 1e-6);
+    }
+    assert_memory_not_equal(c.bk.mem_t, before_t, sizeof before_t);
+    /* the first batch's loss used the Z it set: the same batch on the same bank agrees */
+    memcpy(c.bk.mem_s, before_s, sizeof before_s);
+    memcpy(c.bk.mem_t, before_t, sizeof before_t);
+    assert_true(fabs(crd_eval(&c) - first) <= 1e-12 * fabs(first));
+    kd_crd_bank_update(&c.bk, c.save, c.y, 3);
+    assert_true(c.bk.z[0] == z0);
+    crd_teardown(&c);
+}
+
+/* the bank through a resume file and back, bit for bit; a file that does not fit is refused */
+static void test_crd_bank_resume(void **state)
+{
+    (void)state;
+    crd_ctx c;
+    crd_setup(&c, 3, 0.5f);
+    crd_eval(&c);
+    kd_crd_bank_update(&c.bk, c.save, c.y, 3);
+    io_tensor t[KD_CRD_TENSORS];
+    char names[KD_CRD_TENSORS][64];
+    kd_crd_bank_tensors(&c.bk, "loss3.crd", t, names);
+    xd_err e;
+    if (io_st_write("resume.safetensors", t, KD_CRD_TENSORS, NULL, 0, &e)) fail_msg("%s", e.msg);
+    io_st_file *f;
+    if (io_st_open("resume.safetensors", &f, &e)) fail_msg("%s", e.msg);
+
+    kd_crd_bank other, narrow;
+    TU_OK(kd_crd_bank_init(&other, CN, CF, CK, 0.5f, 0.5f, 99, &e));
+    assert_memory_not_equal(other.mem_s, c.bk.mem_s, sizeof(float) * CN * CF);
+    TU_OK(kd_crd_bank_load(&other, f, "loss3.crd", &e));
+    assert_memory_equal(other.mem_s, c.bk.mem_s, sizeof(float) * CN * CF);
+    assert_memory_equal(other.mem_t, c.bk.mem_t, sizeof(float) * CN * CF);
+    assert_memory_equal(other.z, c.bk.z, sizeof other.z);
+
+    assert_int_equal(kd_crd_bank_load(&other, f, "loss2.crd", &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "resume.safetensors: no tensor 'loss2.crd.mem_s'");
+    TU_OK(kd_crd_bank_init(&narrow, CN, CF + 1, CK, 0.5f, 0.5f, 99, &e));
+    assert_int_equal(kd_crd_bank_load(&narrow, f, "loss3.crd", &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "tensor 'loss3.crd.mem_s' is F32 (20, 4), expected F32 (20, 5)");
+    kd_crd_bank_free(&narrow);
+    assert_int_equal(kd_crd_bank_init(&narrow, CN, CF, 0, 0.5f, 0.5f, 1, &e), XD_EARG);
+    io_st_close(f);
+    kd_crd_bank_free(&other);
+    kd_crd_bank_free(&narrow);
+    crd_teardown(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +610,8 @@ int main(void)
         cmocka_unit_test(test_rows_batch_of_one), cmocka_unit_test(test_dkd_fd),
         cmocka_unit_test(test_maps_fd), cmocka_unit_test(test_vid),
         cmocka_unit_test(test_ab_ofd), cmocka_unit_test(test_ofd_margin),
+        cmocka_unit_test(test_crd_fd), cmocka_unit_test(test_crd_batch_of_one),
+        cmocka_unit_test(test_crd_bank), cmocka_unit_test(test_crd_bank_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
