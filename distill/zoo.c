@@ -72,7 +72,7 @@ void kd_unit_backward(double *dx, const double *xn, const double *g, double norm
 // ----------------------------------------------------------------------------------------------
 // DKD
 
-/* one row's parts: log p_g, log(1 - p_g) and the log-sum-exp over the non-target classes */
+/* one row's log-sum-exps of x / T: over every class and over the non-target ones */
 typedef struct {
     double lse_all, lse_rest;
 } dkd_row;

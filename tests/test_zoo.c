@@ -277,6 +277,16 @@ static void test_dkd_fd(void **state)
     for (int k = 0; k < KK; k++) assert_true(d[2 * KK + k] == 0.0f);
     dkd_ctx c = {s, t, y, mask, N, KK};
     tu_check_grad("DKD", s, N * KK, d, dkd_eval, &c, FD_H, FD_RTOL, FD_ATOL);
+
+    /* logits of +-1000: a target probability of 1 or 0 on either side stays finite */
+    const float hs[2 * 3] = {1000, 0, -1000, -1000, 1000, 0},
+                ht[2 * 3] = {-1000, 1000, 0, 1000, -1000, 0};
+    const int32_t hy[2] = {0, 0};
+    float hd[2 * 3] = {0};
+    const double hl = kd_dkd_forward(hs, ht, hy, NULL, 2, 3, 4.0f, 1.0f, 8.0f);
+    kd_dkd_backward(hd, hs, ht, hy, NULL, 2, 3, 4.0f, 1.0f, 8.0f, 1.0f);
+    assert_true(isfinite(hl) && hl > 0.0);
+    for (int k = 0; k < 2 * 3; k++) assert_true(isfinite(hd[k]));
 }
 
 /* maps (B, HW, C): NST with other channel counts on the two sides, FSP's two student maps */
