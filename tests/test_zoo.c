@@ -1,8 +1,8 @@
-/* distill/zoo (and the attention-transfer and InfoNCE losses that were there before): losses and
- * gradients against PyTorch's values in tests/golden/zoo_golden_seed7.txt, float64 and float32,
- * within 1e-5 relative; every backward (VID's variance and the others without golden values too)
- * against central finite differences of its forward; what the relational losses do with a batch
- * of one. */
+/* distill/zoo and distill/crd (and the attention-transfer and InfoNCE losses that were there
+ * before): losses and gradients against PyTorch's values in tests/golden/zoo_golden_seed7.txt,
+ * float64 and float32, within 1e-5 relative; every backward against central finite differences
+ * of its forward (VID's variance, CRD's embeddings and both its heads included); what the
+ * relational losses and CRD do with a batch of one; CRD's bank update and its resume state. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
