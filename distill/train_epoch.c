@@ -1,0 +1,290 @@
+/* The epoch loop (see train_run.h): the epoch's order of examples, its steps, then the
+ * evaluation, each model's checkpoints, the metrics line and the resume state. */
+#include "distill/train_run.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+#include "core/runtime.h"
+#include "distill/checkpoint.h"
+#include "io/file.h"
+
+/* The line is on the disk before the resume state of its epoch is written (train_epoch): the two
+ * move together, since a resume drops the lines past the state's epoch (train_trim_metrics) and runs
+ * that epoch again. A stop between the two (or a full disk) thus costs the epoch's rerun, never
+ * its line; a half-written line does not parse and is dropped the same way. */
+static xd_status append_metrics(train_run *R, json_t *line, xd_err *e)
+{
+    char *path = train_path(R, "metrics.jsonl");
+    char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(8));
+    FILE *f = fopen(path, "a");
+    xd_status s = XD_OK;
+    int bad = !f || fprintf(f, "%s\n", text) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if ((f && fclose(f) != 0) || bad)
+        s = xd_fail(e, XD_EIO, "%s: cannot append: %s", path, strerror(errno));
+    free(text);
+    free(path);
+    return s;
+}
+
+/* On resume: keep only the lines of epochs that the resume state covers. */
+xd_status train_trim_metrics(train_run *R, xd_err *e)
+{
+    char *path = train_path(R, "metrics.jsonl");
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, (size_t)1 << 30, &data, &n, e);
+    if (s != XD_OK) {
+        free(path);
+        xd_err_clear(e);
+        return XD_OK; /* none yet */
+    }
+    char *out = xd_xmalloc(n + 1);
+    size_t used = 0;
+    for (char *line = data, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = '\0';
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *ep = j ? json_object_get(j, "epoch") : NULL;
+        if (ep && json_is_integer(ep) && json_integer_value(ep) <= R->epochs_done) {
+            size_t len = strlen(line);
+            memcpy(out + used, line, len);
+            out[used + len] = '\n';
+            used += len + 1;
+        }
+        json_decref(j);
+    }
+    out[used] = '\0';
+    s = train_write_text(path, out, e);
+    free(out);
+    free(data);
+    free(path);
+    return s;
+}
+
+/* A loss that reads a teacher or another model can learn from unlabelled examples. */
+static int stage_needs_teacher(const recipe_stage *st)
+{
+    for (int i = 0; i < st->n_losses; i++)
+        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0) return 1;
+    return 0;
+}
+
+/* Examples a stage walks each epoch: all of them when a teacher can teach unlabelled ones, else
+ * those whose label the run may see. */
+static size_t stage_pool(const train_run *R, int stage)
+{
+    return stage_needs_teacher(&R->r->stages[stage]) ? R->n_train : R->n_sel;
+}
+
+/* Batches per epoch of a stage. */
+static int stage_steps(const train_run *R, int stage)
+{
+    const size_t B = (size_t)R->r->train.batch;
+    if (R->r->train.steps_per_epoch > 0) return R->r->train.steps_per_epoch;
+    return (int)((stage_pool(R, stage) + B - 1) / B);
+}
+
+/* The learning-rate schedule runs over the whole run (all stages), on the global step. */
+static nn_sched_config run_schedule(const train_run *R)
+{
+    nn_sched_config sched = R->r->train.sched;
+    if (R->r->train.sched_auto_steps) {
+        long total = 0;
+        for (int st = 0; st < R->r->n_stages; st++)
+            total += (long)stage_steps(R, st) * R->r->stages[st].epochs;
+        sched.total_steps = total > 0 ? total : 1;
+    }
+    return sched;
+}
+
+/* Model k's last checkpoint, and its best when this epoch's evaluation (mk->acc) improved. */
+static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated, xd_err *e)
+{
+    model_rt *mk = &R->models[k];
+    char ep[16], sd[24], ac[32];
+    snprintf(ep, sizeof ep, "%d", epoch + 1);
+    snprintf(sd, sizeof sd, "%ld", R->seed);
+    snprintf(ac, sizeof ac, "%.6f", mk->acc);
+    /* with several models, each checkpoint says which one it holds */
+    io_kv meta[5] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac},
+                     {"xdistill.model_name", mk->rm->name}};
+    const size_t n_meta = R->n_models > 1 ? 5 : 4;
+    char *name = models_file(R->r, k, "last"), *last = train_path(R, name);
+    xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
+    free(last);
+    free(name);
+    if (s == XD_OK && evaluated && (mk->best_epoch == 0 || mk->acc > mk->best_acc)) {
+        mk->best_acc = mk->acc;
+        mk->best_epoch = epoch + 1;
+        name = models_file(R->r, k, "best");
+        char *best = train_path(R, name);
+        s = ckpt_save(best, &mk->m, meta, n_meta, e);
+        free(best);
+        free(name);
+    }
+    return s;
+}
+
+/* A metrics line's scores of every model of a run with several: train_acc.NAME, test_acc.NAME. */
+static void epoch_model_metrics(const train_run *R, json_t *j, int evaluated)
+{
+    for (int k = 0; k < R->n_models; k++) {
+        const model_rt *mk = &R->models[k];
+        char key[RECIPE_MAX_NAME + 16];
+        snprintf(key, sizeof key, "train_acc.%s", mk->rm->name);
+        json_object_set_new(j, key, mk->labelled ? json_real((double)mk->correct / mk->labelled)
+                                                 : json_null());
+        snprintf(key, sizeof key, "test_acc.%s", mk->rm->name);
+        json_object_set_new(j, key, evaluated ? json_real(mk->acc) : json_null());
+    }
+}
+
+/* "81.20%", or with several models "a 81.20%, b 79.02%" (best: each one's best score), in a
+ * static buffer. */
+static const char *models_scores(const train_run *R, int best)
+{
+    static char buf[RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < R->n_models; k++) {
+        const model_rt *mk = &R->models[k];
+        const double v = 100.0 * (best ? mk->best_acc : mk->acc);
+        if (R->n_models == 1)
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%.2f%%", v);
+        else
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s %.2f%%", k ? ", " : "",
+                                   mk->rm->name, v);
+    }
+    return buf;
+}
+
+xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
+{
+    const recipe *r = R->r;
+    const recipe_stage *st = &r->stages[stage];
+    const int B = r->train.batch;
+    /* the pool: every example when a teacher can teach it, else the labelled ones */
+    size_t n_pool = 0;
+    int all = stage_needs_teacher(st);
+    for (size_t i = 0; i < R->n_train; i++)
+        if (all || R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
+    XD_ASSERT(n_pool == stage_pool(R, stage));
+    if (n_pool == 0)
+        return xd_fail(e, XD_EARG, "%s: stage %d has no example to learn from: none of the training "
+                                   "examples has a label the run may see (label_mask, label_fraction, "
+                                   "labels_per_class) and no loss reads a teacher",
+                       r->data.path, stage + 1);
+    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled */
+    const int steps = stage_steps(R, stage);
+    const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
+    if (n_order > R->order_cap) {
+        R->order = xd_xrealloc(R->order, sizeof(uint32_t) * n_order);
+        R->order_cap = n_order;
+    }
+    for (size_t done = 0, pass = 0; done < n_order; pass++) {
+        xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
+        xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
+        size_t take = n_order - done < n_pool ? n_order - done : n_pool;
+        memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
+        done += take;
+    }
+    const nn_sched_config sched = run_schedule(R);
+    for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
+    R->threads = xd_threads_get();
+
+    progress pg;
+    progress_init(&pg, R->log, R->o->quiet, R->o->span);
+    char label[64];
+    snprintf(label, sizeof label, "%s", r->name);
+    progress_epoch(&pg, label, epoch + 1, r->train.epochs, steps);
+    double t0 = progress_now(), loss_sum = 0.0;
+    for (int k = 0; k < R->n_models; k++) R->models[k].correct = R->models[k].labelled = 0;
+    for (int step = 0; step < steps; step++) {
+        size_t i0 = (size_t)step * (size_t)B;
+        int n = n_order - i0 < (size_t)B ? (int)(n_order - i0) : B;
+        for (int b = 0; b < n; b++) {
+            uint32_t i = R->order[i0 + (size_t)b];
+            R->idx[b] = i;
+            R->yb[b] = R->ytrain[i];
+            R->mb[b] = R->sel[i];
+            R->exb[b] = i;
+        }
+        double loss;
+        xd_status s = train_step(R, stage, epoch, n, nn_sched_lr(&sched, R->global_step), &loss, e);
+        if (s != XD_OK) return s;
+        loss_sum += loss;
+        R->global_step++;
+        R->images += n;
+        progress_step(&pg, step + 1, loss_sum / (step + 1), (double)(i0 + (size_t)n));
+    }
+    double secs = progress_now() - t0;
+    R->train_seconds += secs;
+
+    /* evaluate, save, log */
+    int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
+    evaluate |= epoch + 1 == r->train.epochs;
+    R->epochs_done = epoch + 1;
+    xd_status s = XD_OK;
+    for (int k = 0; k < R->n_models && s == XD_OK; k++) {
+        double acc = 0.0;
+        if (evaluate && (s = train_evaluate_test(R, k, &acc, e)) != XD_OK) return s;
+        R->models[k].acc = acc;
+        s = save_checkpoints(R, k, epoch, evaluate, e);
+    }
+    if (s != XD_OK) return s;
+
+    const double acc = R->models[0].acc;
+    json_t *j = json_object();
+    json_object_set_new(j, "epoch", json_integer(epoch + 1));
+    json_object_set_new(j, "stage", json_integer(stage + 1));
+    json_object_set_new(j, "step", json_integer(R->global_step));
+    json_object_set_new(j, "lr", json_real(nn_sched_lr(&sched, R->global_step)));
+    json_object_set_new(j, "loss", json_real(steps ? loss_sum / steps : 0.0));
+    for (int l = 0; l < R->n_losses; l++) {
+        char key[48];
+        snprintf(key, sizeof key, "loss.%d.%s", l, recipe_loss_kind_names[R->losses[l].L->kind]);
+        json_object_set_new(j, key, json_real(steps ? R->losses[l].sum / steps : 0.0));
+    }
+    if (R->n_models > 1) {
+        epoch_model_metrics(R, j, evaluate);
+    } else {
+        const model_rt *m0 = &R->models[0];
+        json_object_set_new(j, "train_acc", m0->labelled ? json_real((double)m0->correct / m0->labelled)
+                                                         : json_null());
+        if (R->seg.on) {
+            json_object_set_new(j, "test_miou", evaluate ? json_real(acc) : json_null());
+            json_object_set_new(j, "test_pixel_acc", evaluate ? json_real(m0->pixel_acc) : json_null());
+        } else {
+            json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
+        }
+    }
+    json_object_set_new(j, "seconds", json_real(secs));
+    json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
+    json_object_set_new(j, "threads", json_integer(R->threads));
+    /* the line first, then the state that says the epoch is done (see append_metrics) */
+    s = append_metrics(R, j, e);
+    json_decref(j);
+    if (s == XD_OK) s = train_save_resume(R, e);
+    char line[256 + RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
+    if (evaluate && R->seg.on)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test mIoU %.2f%%, pixel accuracy "
+                 "%.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs,
+                 steps ? loss_sum / steps : 0.0, 100.0 * acc, 100.0 * R->models[0].pixel_acc, secs,
+                 secs > 0 ? (double)n_order / secs : 0.0);
+    else if (evaluate)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %s, %.1f s, %.0f img/s",
+                 r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0,
+                 models_scores(R, 0), secs, secs > 0 ? (double)n_order / secs : 0.0);
+    else
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
+                 r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
+    progress_done(&pg, line);
+    return s;
+}
