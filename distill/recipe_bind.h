@@ -86,6 +86,16 @@ typedef enum {
     LK_TO,
     LK_DETACH,
     LK_MODEL,
+    LK_BETA,
+    LK_DISTANCE_WEIGHT,
+    LK_ANGLE_WEIGHT,
+    LK_INIT_VAR,
+    LK_EMBED_DIM,
+    LK_NEGATIVES,
+    LK_MOMENTUM,
+    LK_MARGIN,
+    LK_STUDENT_TAPS,
+    LK_TEACHER_TAPS,
     LK_COUNT
 } loss_key;
 extern const char *const rb_loss_key_names[LK_COUNT];

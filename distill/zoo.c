@@ -139,12 +139,12 @@ double kd_dkd_forward(const float *s, const float *t, const int32_t *y, const ui
     return dkd_eval(NULL, s, t, y, mask, B, K, T, alpha, beta, 0.0);
 }
 
-void kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t *y,
+double kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t *y,
                      const uint8_t *mask, int B, int K, float T, float alpha, float beta,
                      float weight)
 {
     XD_ASSERT(T > 0.0f);
-    dkd_eval(ds, s, t, y, mask, B, K, T, alpha, beta, weight);
+    return dkd_eval(ds, s, t, y, mask, B, K, T, alpha, beta, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -293,10 +293,10 @@ double kd_rkd_forward(double *work, const float *fs, const float *ft, int B, int
     return rkd_eval(NULL, work, fs, ft, B, Ds, Dt, w_dist, w_angle, 0.0);
 }
 
-void kd_rkd_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_rkd_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                      int Dt, float w_dist, float w_angle, float weight)
 {
-    rkd_eval(dfs, work, fs, ft, B, Ds, Dt, w_dist, w_angle, weight);
+    return rkd_eval(dfs, work, fs, ft, B, Ds, Dt, w_dist, w_angle, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -350,10 +350,10 @@ double kd_sp_forward(double *work, const float *fs, const float *ft, int B, int 
     return sp_eval(NULL, work, fs, ft, B, Ds, Dt, 0.0);
 }
 
-void kd_sp_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_sp_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                     int Dt, float weight)
 {
-    sp_eval(dfs, work, fs, ft, B, Ds, Dt, weight);
+    return sp_eval(dfs, work, fs, ft, B, Ds, Dt, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -427,10 +427,10 @@ double kd_pkt_forward(double *work, const float *fs, const float *ft, int B, int
     return pkt_eval(NULL, work, fs, ft, B, Ds, Dt, 0.0);
 }
 
-void kd_pkt_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_pkt_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                      int Dt, float weight)
 {
-    pkt_eval(dfs, work, fs, ft, B, Ds, Dt, weight);
+    return pkt_eval(dfs, work, fs, ft, B, Ds, Dt, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -466,9 +466,9 @@ double kd_cc_forward(const float *fs, const float *ft, int B, int D)
     return cc_eval(NULL, fs, ft, B, D, 0.0);
 }
 
-void kd_cc_backward(float *dfs, const float *fs, const float *ft, int B, int D, float weight)
+double kd_cc_backward(float *dfs, const float *fs, const float *ft, int B, int D, float weight)
 {
-    cc_eval(dfs, fs, ft, B, D, weight);
+    return cc_eval(dfs, fs, ft, B, D, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -535,10 +535,10 @@ double kd_nst_forward(double *work, const float *fs, const float *ft, int B, int
     return nst_eval(NULL, work, fs, ft, B, HW, Cs, Ct, 0.0);
 }
 
-void kd_nst_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int HW,
+double kd_nst_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int HW,
                      int Cs, int Ct, float weight)
 {
-    nst_eval(dfs, work, fs, ft, B, HW, Cs, Ct, weight);
+    return nst_eval(dfs, work, fs, ft, B, HW, Cs, Ct, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -596,11 +596,11 @@ double kd_fsp_forward(double *work, const float *s1, const float *s2, const floa
     return fsp_eval(NULL, NULL, work, s1, s2, t1, t2, B, HW, C1, C2, 0.0);
 }
 
-void kd_fsp_backward(float *ds1, float *ds2, double *work, const float *s1, const float *s2,
+double kd_fsp_backward(float *ds1, float *ds2, double *work, const float *s1, const float *s2,
                      const float *t1, const float *t2, int B, int HW, int C1, int C2,
                      float weight)
 {
-    fsp_eval(ds1, ds2, work, s1, s2, t1, t2, B, HW, C1, C2, weight);
+    return fsp_eval(ds1, ds2, work, s1, s2, t1, t2, B, HW, C1, C2, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -645,10 +645,10 @@ double kd_vid_forward(const float *mu, const float *t, const float *log_scale, i
     return vid_eval(NULL, NULL, mu, t, log_scale, rows, C, 0.0);
 }
 
-void kd_vid_backward(float *dmu, float *dlog_scale, const float *mu, const float *t,
+double kd_vid_backward(float *dmu, float *dlog_scale, const float *mu, const float *t,
                      const float *log_scale, int64_t rows, int C, float weight)
 {
-    vid_eval(dmu, dlog_scale, mu, t, log_scale, rows, C, weight);
+    return vid_eval(dmu, dlog_scale, mu, t, log_scale, rows, C, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -676,10 +676,10 @@ double kd_ab_forward(const float *s, const float *t, int B, int64_t n, float mar
     return ab_eval(NULL, s, t, B, n, margin, 0.0);
 }
 
-void kd_ab_backward(float *ds, const float *s, const float *t, int B, int64_t n, float margin,
+double kd_ab_backward(float *ds, const float *s, const float *t, int B, int64_t n, float margin,
                     float weight)
 {
-    ab_eval(ds, s, t, B, n, margin, weight);
+    return ab_eval(ds, s, t, B, n, margin, weight);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -707,10 +707,10 @@ double kd_ofd_forward(const float *s, const float *t, const float *margin, int B
     return ofd_eval(NULL, s, t, margin, B, HW, C, 0.0);
 }
 
-void kd_ofd_backward(float *ds, const float *s, const float *t, const float *margin, int B,
+double kd_ofd_backward(float *ds, const float *s, const float *t, const float *margin, int B,
                      int HW, int C, float weight)
 {
-    ofd_eval(ds, s, t, margin, B, HW, C, weight);
+    return ofd_eval(ds, s, t, margin, B, HW, C, weight);
 }
 
 void kd_ofd_margin(float *margin, const float *t, int64_t rows, int C)

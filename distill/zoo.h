@@ -6,7 +6,8 @@
  * value past them is double and every reduction runs serially in a fixed order (values match
  * float64 references to float precision and do not depend on the thread count); forward returns
  * the loss; backward ADDS weight * d(loss)/d(input) into the gradient buffers it is given (NULL:
- * not needed) and recomputes what it needs from the inputs instead of keeping state. Gram
+ * not needed), computing the loss on the way, and returns it too: a training step calls backward
+ * alone, so nothing is computed twice and no state is kept between calls. Gram
  * matrices go through cblas_dgemm. Methods that need scratch take a caller-owned `work` buffer
  * of kd_*_work_len doubles, so a training step allocates nothing.
  *
@@ -42,7 +43,7 @@ double kd_dkd_forward(const float *s, const float *t, const int32_t *y, const ui
                       int K, float T, float alpha, float beta);
 /* ds += weight dDKD/ds; per row (1/T) of dTCKD/dz_k = (p_g - q_g)(1[k=g] - p_k) / (1 - p_g)
  * plus dNCKD/dz_k = p'_k - q'_k off the target, p' and q' the non-target softmaxes. */
-void kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t *y,
+double kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t *y,
                      const uint8_t *mask, int B, int K, float T, float alpha, float beta,
                      float weight);
 
@@ -56,7 +57,7 @@ void kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t *y
 size_t kd_rkd_work_len(int B, int Ds, int Dt);
 double kd_rkd_forward(double *work, const float *fs, const float *ft, int B, int Ds, int Dt,
                       float w_dist, float w_angle);
-void kd_rkd_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_rkd_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                      int Dt, float w_dist, float w_angle, float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ void kd_rkd_backward(float *dfs, double *work, const float *fs, const float *ft,
  * fs (B, Ds), ft (B, Dt). B = 1: 0. */
 size_t kd_sp_work_len(int B, int Ds, int Dt);
 double kd_sp_forward(double *work, const float *fs, const float *ft, int B, int Ds, int Dt);
-void kd_sp_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_sp_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                     int Dt, float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ void kd_sp_backward(float *dfs, double *work, const float *fs, const float *ft, 
  * fs (B, Ds), ft (B, Dt). B = 1: 0. */
 size_t kd_pkt_work_len(int B, int Ds, int Dt);
 double kd_pkt_forward(double *work, const float *fs, const float *ft, int B, int Ds, int Dt);
-void kd_pkt_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+double kd_pkt_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                      int Dt, float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ void kd_pkt_backward(float *dfs, double *work, const float *fs, const float *ft,
  * fs, ft (B, D) (an embedding of the same width on both sides). B = 1: 0. */
 double kd_cc_forward(const float *fs, const float *ft, int B, int D);
 /* d|x|/dx = sign(x), 0 at 0 (as PyTorch) */
-void kd_cc_backward(float *dfs, const float *fs, const float *ft, int B, int D, float weight);
+double kd_cc_backward(float *dfs, const float *fs, const float *ft, int B, int D, float weight);
 
 /* ---------------------------------------------------------------------------------------------
  * NST, neuron selectivity transfer (Huang & Wang, 2017): the maximum mean discrepancy between
@@ -97,7 +98,7 @@ void kd_cc_backward(float *dfs, const float *fs, const float *ft, int B, int D, 
 size_t kd_nst_work_len(int HW, int Cs, int Ct);
 double kd_nst_forward(double *work, const float *fs, const float *ft, int B, int HW, int Cs,
                       int Ct);
-void kd_nst_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int HW,
+double kd_nst_backward(float *dfs, double *work, const float *fs, const float *ft, int B, int HW,
                      int Cs, int Ct, float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ size_t kd_fsp_work_len(int HW, int C1, int C2);
 double kd_fsp_forward(double *work, const float *s1, const float *s2, const float *t1,
                       const float *t2, int B, int HW, int C1, int C2);
 /* ds1 += weight dFSP/ds1, ds2 += weight dFSP/ds2 (either may be NULL) */
-void kd_fsp_backward(float *ds1, float *ds2, double *work, const float *s1, const float *s2,
+double kd_fsp_backward(float *ds1, float *ds2, double *work, const float *s1, const float *s2,
                      const float *t1, const float *t2, int B, int HW, int C1, int C2,
                      float weight);
 
@@ -125,7 +126,7 @@ void kd_vid_init(float *log_scale, int C, double init_var);
 double kd_vid_forward(const float *mu, const float *t, const float *log_scale, int64_t rows,
                       int C);
 /* dmu += weight dVID/dmu; dlog_scale += weight dVID/dlog_scale (either may be NULL) */
-void kd_vid_backward(float *dmu, float *dlog_scale, const float *mu, const float *t,
+double kd_vid_backward(float *dmu, float *dlog_scale, const float *mu, const float *t,
                      const float *log_scale, int64_t rows, int C, float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ void kd_vid_backward(float *dmu, float *dlog_scale, const float *mu, const float
  *   AB = (1/B) sum (s + m)^2 [s > -m and t <= 0] + (s - m)^2 [s <= m and t > 0]
  * s, t (B, n) (n values per example). Published margin: 1. */
 double kd_ab_forward(const float *s, const float *t, int B, int64_t n, float margin);
-void kd_ab_backward(float *ds, const float *s, const float *t, int B, int64_t n, float margin,
+double kd_ab_backward(float *ds, const float *s, const float *t, int B, int64_t n, float margin,
                     float weight);
 
 /* ---------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ void kd_ab_backward(float *ds, const float *s, const float *t, int B, int64_t n,
  *   OFD = (1/B) sum (s - r)^2 [s > r or r > 0]
  * s, t (B, HW, C) (the student's through its connector). */
 double kd_ofd_forward(const float *s, const float *t, const float *margin, int B, int HW, int C);
-void kd_ofd_backward(float *ds, const float *s, const float *t, const float *margin, int B,
+double kd_ofd_backward(float *ds, const float *s, const float *t, const float *margin, int B,
                      int HW, int C, float weight);
 /* The margin of each channel, E[x | x < 0] for x ~ N(mean_c, std_c^2):
  *   m_c = mean - std phi(mean/std) / Phi(-mean/std)   when Phi(-mean/std) > 0.001, else -3 std

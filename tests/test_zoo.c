@@ -78,8 +78,8 @@ typedef struct {
     int same_width;      /* Ds must equal Dt */
     size_t (*work_len)(int B, int Ds, int Dt);
     double (*forward)(double *work, const float *fs, const float *ft, int B, int Ds, int Dt);
-    void (*backward)(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
-                     int Dt, float weight);
+    double (*backward)(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
+                       int Dt, float weight);
 } rows_loss;
 
 /* the golden file's RKD weights, the published ones */
@@ -87,21 +87,21 @@ static double rkd_fw(double *w, const float *fs, const float *ft, int n, int ds,
 {
     return kd_rkd_forward(w, fs, ft, n, ds, dt, 25.0f, 50.0f);
 }
-static void rkd_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
-                   float weight)
+static double rkd_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
+                     float weight)
 {
-    kd_rkd_backward(d, w, fs, ft, n, ds, dt, 25.0f, 50.0f, weight);
+    return kd_rkd_backward(d, w, fs, ft, n, ds, dt, 25.0f, 50.0f, weight);
 }
 static size_t cc_len(int n, int ds, int dt) { return (void)n, (void)ds, (void)dt, 1; }
 static double cc_fw(double *w, const float *fs, const float *ft, int n, int ds, int dt)
 {
     return (void)w, (void)dt, kd_cc_forward(fs, ft, n, ds);
 }
-static void cc_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
-                  float weight)
+static double cc_bw(float *d, double *w, const float *fs, const float *ft, int n, int ds, int dt,
+                    float weight)
 {
     (void)w, (void)dt;
-    kd_cc_backward(d, fs, ft, n, ds, weight);
+    return kd_cc_backward(d, fs, ft, n, ds, weight);
 }
 
 static const rows_loss rows_losses[] = {
@@ -228,7 +228,9 @@ static void test_rows_fd(void **state)
         tu_fill_uniform(fs, N * DS, -1.5f, 1.5f, 11);
         tu_fill_uniform(ft, (size_t)N * dt, -1.5f, 1.5f, 12);
         double *w = malloc(sizeof(double) * l->work_len(N, DS, dt));
-        l->backward(d, w, fs, ft, N, DS, dt, WEIGHT);
+        const double v = l->backward(d, w, fs, ft, N, DS, dt, WEIGHT);
+        /* backward returns the loss forward gives, so a step calls it alone */
+        assert_true(v == l->forward(w, fs, ft, N, DS, dt));
         rows_ctx c = {l, fs, ft, w, N, DS, dt};
         tu_check_grad(l->section, fs, N * DS, d, rows_eval, &c, FD_H, FD_RTOL, FD_ATOL);
         free(w);
