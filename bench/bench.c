@@ -17,6 +17,7 @@ static const bench_suite suites[] = {
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
+    {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
 };
 
 static double clock_seconds(clockid_t id)

@@ -39,6 +39,7 @@ int bench_data(const bench_opts *o);
 int bench_train(const bench_opts *o);
 int bench_distill(const bench_opts *o);
 int bench_scale(const bench_opts *o);
+int bench_zoo(const bench_opts *o);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

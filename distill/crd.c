@@ -3,6 +3,7 @@
  * arguments, so each step below is written once for one side. */
 #include "distill/crd.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 /* the normalisation's clamp and NCE's epsilon (the reference code's) */
 #define CRD_NORM_EPS 1e-12
 #define CRD_NCE_EPS 1e-7
+/* dense scores when one example's draws are at least 1/CRD_DENSE_SHARE of the bank */
+#define CRD_DENSE_SHARE 16
 
 xd_status kd_crd_bank_init(kd_crd_bank *bk, int n, int dim, int k, float T, float momentum,
                            uint64_t seed, xd_err *e)
@@ -32,7 +35,15 @@ xd_status kd_crd_bank_init(kd_crd_bank *bk, int n, int dim, int k, float T, floa
         bk->mem_s = NULL;
         return xd_fail(e, XD_ENOMEM, "CRD memory bank: cannot allocate 2 x %d x %d floats", n, dim);
     }
-    *bk = (kd_crd_bank){n, dim, k, T, momentum, bk->mem_s, bk->mem_t, {-1.0f, -1.0f}};
+    *bk = (kd_crd_bank){.n = n, .dim = dim, .k = k, .T = T, .momentum = momentum,
+                        .mem_s = bk->mem_s, .mem_t = bk->mem_t, .z = {-1.0f, -1.0f}};
+    bk->dense = (double)(k + 1) * CRD_DENSE_SHARE >= n;
+    if (bk->dense && (xd_mul3_size((size_t)n, (size_t)dim, sizeof(double), &bytes) ||
+                      !(bk->md[0] = xd_try_alloc(bytes)) || !(bk->md[1] = xd_try_alloc(bytes)))) {
+        kd_crd_bank_free(bk);
+        return xd_fail(e, XD_ENOMEM, "CRD memory bank: cannot allocate 2 x %d x %d doubles for "
+                                     "its scores", n, dim);
+    }
     const float stdv = (float)(1.0 / sqrt(dim / 3.0));
     float *mem[2] = {bk->mem_s, bk->mem_t};
     for (int side = 0; side < 2; side++) {
@@ -47,6 +58,9 @@ void kd_crd_bank_free(kd_crd_bank *bk)
 {
     free(bk->mem_s);
     free(bk->mem_t);
+    free(bk->md[0]);
+    free(bk->md[1]);
+    free(bk->sc);
     memset(bk, 0, sizeof *bk);
 }
 
@@ -107,7 +121,7 @@ static double crd_nce(const double *p, int B, const kd_crd_bank *bk)
     return -s / B;
 }
 
-double kd_crd_forward(double *save, const kd_crd_bank *bk, const float *es, const float *et,
+double kd_crd_forward(double *save, kd_crd_bank *bk, const float *es, const float *et,
                       const int32_t *idx, int B)
 {
     const int F = bk->dim, k1 = bk->k + 1;
@@ -125,14 +139,32 @@ double kd_crd_forward(double *save, const kd_crd_bank *bk, const float *es, cons
             const double inv = 1.0 / fmax(c.norm[side][b], CRD_NORM_EPS);
             for (int d = 0; d < F; d++) e[(size_t)b * F + d] = x[d] * inv;
         }
-#pragma omp parallel for schedule(static) if ((double)B * k1 * F > 65536.0)
-        for (int b = 0; b < B; b++)
-            for (int j = 0; j < k1; j++) {
-                const float *w = mem + (size_t)idx[(size_t)b * k1 + j] * F;
-                double u = 0.0;
-                for (int d = 0; d < F; d++) u += (double)w[d] * e[(size_t)b * F + d];
-                p[(size_t)b * k1 + j] = exp(u / bk->T);
+        if (bk->dense) {
+            /* every score of the batch against the bank, then the drawn ones */
+            const size_t N = (size_t)bk->n;
+            double *md = bk->md[side];
+            if (B > bk->sc_rows) {
+                bk->sc = xd_xrealloc(bk->sc, sizeof(double) * (size_t)B * N);
+                bk->sc_rows = B;
             }
+#pragma omp parallel for schedule(static)
+            for (size_t i = 0; i < N * F; i++) md[i] = mem[i];
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, (int)N, F, 1.0, e, F, md, F,
+                        0.0, bk->sc, (int)N);
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < k1; j++)
+                    p[(size_t)b * k1 + j] =
+                        exp(bk->sc[(size_t)b * N + (size_t)idx[(size_t)b * k1 + j]] / bk->T);
+        } else {
+#pragma omp parallel for schedule(static) if ((double)B * k1 * F > 65536.0)
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < k1; j++) {
+                    const float *w = mem + (size_t)idx[(size_t)b * k1 + j] * F;
+                    double u = 0.0;
+                    for (int d = 0; d < F; d++) u += (double)w[d] * e[(size_t)b * F + d];
+                    p[(size_t)b * k1 + j] = exp(u / bk->T);
+                }
+        }
         /* Z: the bank's, or set by this first batch (a float, as the reference code's .item() of
          * a float32 tensor) and a constant for the gradient either way */
         double z = bk->z[side];
@@ -148,6 +180,13 @@ double kd_crd_forward(double *save, const kd_crd_bank *bk, const float *es, cons
     return loss;
 }
 
+/* dL/dP times dP/du = P / T for draw j of an example */
+static double crd_coef(double pj, int j, double cc, int B, double T)
+{
+    const double dp = j == 0 ? -cc / (pj * (pj + cc)) : 1.0 / (pj + cc);
+    return dp / B * pj / T;
+}
+
 void kd_crd_backward(float *des, float *det, double *save, const kd_crd_bank *bk,
                      const int32_t *idx, int B, float weight)
 {
@@ -159,17 +198,27 @@ void kd_crd_backward(float *des, float *det, double *save, const kd_crd_bank *bk
         if (!out[side]) continue;
         const float *mem = crd_bank_of(bk, side);
         const double *p = c.p[side];
+        if (bk->dense) {
+            /* g = C md, C (B, N) holding each drawn row's coefficient (summed over repeats) */
+            const size_t N = (size_t)bk->n;
+            memset(bk->sc, 0, sizeof(double) * (size_t)B * N);
+            for (int b = 0; b < B; b++)
+                for (int j = 0; j < k1; j++)
+                    bk->sc[(size_t)b * N + (size_t)idx[(size_t)b * k1 + j]] +=
+                        crd_coef(p[(size_t)b * k1 + j], j, cc, B, bk->T);
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, F, (int)N, 1.0, bk->sc,
+                        (int)N, bk->md[side], F, 0.0, c.g, F);
+        }
 #pragma omp parallel for schedule(static) if ((double)B * k1 * F > 65536.0)
         for (int b = 0; b < B; b++) {
             double *g = c.g + (size_t)b * F;
-            for (int d = 0; d < F; d++) g[d] = 0.0;
-            for (int j = 0; j < k1; j++) {
-                const double pj = p[(size_t)b * k1 + j];
-                /* dL/dP times dP/du = P / T */
-                const double dp = j == 0 ? -cc / (pj * (pj + cc)) : 1.0 / (pj + cc);
-                const double coef = dp / B * pj / bk->T;
-                const float *w = mem + (size_t)idx[(size_t)b * k1 + j] * F;
-                for (int d = 0; d < F; d++) g[d] += coef * w[d];
+            if (!bk->dense) {
+                for (int d = 0; d < F; d++) g[d] = 0.0;
+                for (int j = 0; j < k1; j++) {
+                    const double coef = crd_coef(p[(size_t)b * k1 + j], j, cc, B, bk->T);
+                    const float *w = mem + (size_t)idx[(size_t)b * k1 + j] * F;
+                    for (int d = 0; d < F; d++) g[d] += coef * w[d];
+                }
             }
             kd_unit_backward(g, c.e[side] + (size_t)b * F, g, c.norm[side][b], F, 1);
             for (int d = 0; d < F; d++) out[side][(size_t)b * F + d] += (float)(weight * g[d]);

@@ -22,9 +22,8 @@
  *
  * Gradients reach both heads: the student's through es and the teacher's through et (the
  * teacher's network stays frozen, its head learns). Z and the bank are constants for the
- * gradient, as in the reference code. Everything past the float inputs is double; the scores of
- * different examples run in parallel and every sum is serial, so results do not depend on the
- * thread count. The bank is state of the run: kd_crd_bank_tensors and kd_crd_bank_load put it in
+ * gradient, as in the reference code. Everything past the float inputs is double; the scores go
+ * through cblas_dgemm (dense, below) or run example by example in parallel with serial sums. The bank is state of the run: kd_crd_bank_tensors and kd_crd_bank_load put it in
  * and take it out of a resume file (named F32 tensors), so a resumed run continues exactly. */
 #ifndef XD_DISTILL_CRD_H
 #define XD_DISTILL_CRD_H
@@ -50,6 +49,17 @@ typedef struct {
     float *mem_s;    /* (n, dim) the student's unit embeddings */
     float *mem_t;    /* (n, dim) the teacher's */
     float z[2];      /* Z_s, Z_t; < 0 until the first update sets them */
+    /* How the scores are computed. Dense (when one example's K + 1 draws are at least 1/16 of
+     * the bank, so a batch's draws cover most of it): one cblas_dgemm of the batch against the
+     * whole bank, the drawn entries read from it, and backward's sum over the drawn rows as one
+     * dgemm of a sparse-filled (B, N) coefficient matrix with the bank; reading the bank in
+     * order costs far less than gathering B (K + 1) scattered rows. Else row by row over the
+     * drawn rows. Both give the same values to rounding. */
+    int dense;
+    double *md[2];   /* dense: mem_t and mem_s as doubles, refreshed by each forward */
+    double *sc;      /* dense: (B, N) scores, then backward's coefficients; grown to the largest
+                      * batch at its first call */
+    int sc_rows;
 } kd_crd_bank;
 
 /* Allocates the bank, each row uniform in +-1/sqrt(dim/3) from seed (the reference code's start),
@@ -69,8 +79,9 @@ void kd_crd_sample(int32_t *idx, const int32_t *ex, int B, const kd_crd_bank *bk
 size_t kd_crd_save_len(int B, int dim, int k);
 
 /* CRD as above; es, et (B, F) the heads' outputs; idx (B, K + 1) from kd_crd_sample. save is
- * filled for backward and for the update (with the Z this batch sets when the bank has none). */
-double kd_crd_forward(double *save, const kd_crd_bank *bk, const float *es, const float *et,
+ * filled for backward and for the update (with the Z this batch sets when the bank has none). The
+ * bank's dense scratch grows to B at the first call of a larger batch. */
+double kd_crd_forward(double *save, kd_crd_bank *bk, const float *es, const float *et,
                       const int32_t *idx, int B);
 /* des += weight dCRD/des, det += weight dCRD/det (either may be NULL). With
  * g_bj = dL/dP_bj = (1/B) (-c / (P_b0 (P_b0 + c)) for j = 0, 1 / (P_bj + c) otherwise):

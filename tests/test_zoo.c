@@ -521,6 +521,29 @@ static void test_crd_fd(void **state)
     crd_fd(3, (float)KD_CRD_T, 0);
 }
 
+/* the dense scores (one GEMM against the whole bank) and the row-by-row ones give the same loss
+ * and gradients to rounding; the finite-difference tests above run the dense path (this bank's
+ * draws cover it), so this ties the row path to them */
+static void test_crd_dense_matches_rows(void **state)
+{
+    (void)state;
+    crd_ctx c;
+    crd_setup(&c, 3, 0.5f);
+    assert_int_equal(c.bk.dense, 1);
+    double loss[2];
+    float des[2][3 * CF] = {{0}}, det[2][3 * CF] = {{0}};
+    for (int dense = 1; dense >= 0; dense--) {
+        c.bk.dense = dense;
+        loss[dense] = crd_eval(&c);
+        kd_crd_backward(des[dense], det[dense], c.save, &c.bk, c.idx, 3, WEIGHT);
+    }
+    c.bk.dense = 1; /* its buffers are freed with it */
+    assert_true(fabs(loss[0] - loss[1]) <= 1e-12 * fabs(loss[0]));
+    tu_assert_close(des[0], des[1], 3 * CF, 1e-6, 1e-7, "CRD student gradient, dense vs rows");
+    tu_assert_close(det[0], det[1], 3 * CF, 1e-6, 1e-7, "CRD teacher gradient, dense vs rows");
+    crd_teardown(&c);
+}
+
 /* negatives come from the bank: one example is an ordinary batch */
 static void test_crd_batch_of_one(void **state)
 {
@@ -622,7 +645,8 @@ int main(void)
         cmocka_unit_test(test_rows_batch_of_one), cmocka_unit_test(test_dkd_fd),
         cmocka_unit_test(test_maps_fd), cmocka_unit_test(test_vid),
         cmocka_unit_test(test_ab_ofd), cmocka_unit_test(test_ofd_margin),
-        cmocka_unit_test(test_crd_fd), cmocka_unit_test(test_crd_batch_of_one),
+        cmocka_unit_test(test_crd_fd), cmocka_unit_test(test_crd_dense_matches_rows),
+        cmocka_unit_test(test_crd_batch_of_one),
         cmocka_unit_test(test_crd_bank), cmocka_unit_test(test_crd_bank_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
