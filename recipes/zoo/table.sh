@@ -10,7 +10,7 @@ set -euo pipefail
 bin=${1:-build/xdistill}
 rows=(labels kd dkd rkd sp pkt cc nst fsp vid crd ab ofd at)
 [ -f data/fashion-mnist/dataset.xds ] || "$bin" prepare fashion-mnist --out data/fashion-mnist
-if [ ! -f runs/fashion-teacher/seed-1/best.safetensors ]; then
+if [ ! -f runs/fashion-teacher/seed-1/summary.json ]; then
   nice -n 10 "$bin" train recipes/fashion/teacher.yaml --seed 1 --out runs/fashion-teacher/seed-1 \
     --set train.threads=1 --quiet
 fi
