@@ -153,18 +153,18 @@ double kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t 
 /* the work buffer cut into its parts */
 typedef struct {
     double *xs, *xt; /* (B, Ds), (B, Dt) inputs */
-    double *ds, *dt; /* (B, B) distances */
-    double *us, *ut; /* (B, Ds), (B, Dt) unit differences from one anchor */
-    double *as, *at; /* (B, B) angles at that anchor */
-    double *ns;      /* (B) lengths of the student's differences */
-    double *gu;      /* (B, Ds) gradient w.r.t. us, then w.r.t. the differences */
+    double *ds, *dt; /* (B, B) distances divided by their mean */
+    double *gs, *gt; /* (B, B) Gram matrices x_i . x_j */
+    double *ls, *lt; /* (B, B) 1 / max(|x_j - x_i|, eps), 0 on the diagonal (u_ii = 0) */
+    double *gg;      /* (B, B) gradient w.r.t. the student's Gram matrix */
+    double *gc;      /* (B, B) coefficients of the student's differences x_j - x_i */
     double *de;      /* (B, Ds) gradient w.r.t. xs */
 } rkd_parts;
 
 size_t kd_rkd_work_len(int B, int Ds, int Dt)
 {
     const size_t b = (size_t)B;
-    return 4 * b * Ds + 2 * b * Dt + 4 * b * b + b;
+    return 2 * b * Ds + b * Dt + 8 * b * b;
 }
 
 static rkd_parts rkd_cut(double *w, int B, int Ds, int Dt)
@@ -175,22 +175,24 @@ static rkd_parts rkd_cut(double *w, int B, int Ds, int Dt)
     p.xt = w, w += b * Dt;
     p.ds = w, w += b * b;
     p.dt = w, w += b * b;
-    p.us = w, w += b * Ds;
-    p.ut = w, w += b * Dt;
-    p.as = w, w += b * b;
-    p.at = w, w += b * b;
-    p.ns = w, w += b;
-    p.gu = w, w += b * Ds;
+    p.gs = w, w += b * b;
+    p.gt = w, w += b * b;
+    p.ls = w, w += b * b;
+    p.lt = w, w += b * b;
+    p.gg = w, w += b * b;
+    p.gc = w, w += b * b;
     p.de = w;
     return p;
 }
 
-/* pairwise distances, 0 on the diagonal, divided by their mean off it; returns that mean */
-static double rkd_dist(double *d, const double *x, int B, int D)
+/* the inverse clamped lengths 1 / max(|x_j - x_i|, eps) into il (0 on the diagonal), the
+ * distances sqrt(max(|.|^2, eps)) divided by their mean off the diagonal into d (0 on it);
+ * returns that mean */
+static double rkd_dist(double *d, double *il, const double *x, int B, int D)
 {
     double sum = 0.0;
     for (int i = 0; i < B; i++) {
-        d[(size_t)i * B + i] = 0.0;
+        d[(size_t)i * B + i] = il[(size_t)i * B + i] = 0.0;
         for (int j = i + 1; j < B; j++) {
             double s2 = 0.0;
             for (int k = 0; k < D; k++) {
@@ -199,6 +201,7 @@ static double rkd_dist(double *d, const double *x, int B, int D)
             }
             const double v = sqrt(fmax(s2, ZOO_EPS));
             d[(size_t)i * B + j] = d[(size_t)j * B + i] = v;
+            il[(size_t)i * B + j] = il[(size_t)j * B + i] = 1.0 / fmax(sqrt(s2), ZOO_EPS);
             sum += 2.0 * v;
         }
     }
@@ -207,24 +210,9 @@ static double rkd_dist(double *d, const double *x, int B, int D)
     return mean;
 }
 
-/* unit differences u_j = (x_j - x_i) / max(|x_j - x_i|, eps) from anchor i, their lengths in n,
- * and the angles a = u u^T */
-static void rkd_angles(double *a, double *u, double *n, const double *x, int B, int D, int i)
-{
-    for (int j = 0; j < B; j++) {
-        double s2 = 0.0;
-        for (int k = 0; k < D; k++) {
-            const double v = x[(size_t)j * D + k] - x[(size_t)i * D + k];
-            u[(size_t)j * D + k] = v;
-            s2 += v * v;
-        }
-        const double len = sqrt(s2), inv = 1.0 / fmax(len, ZOO_EPS);
-        if (n) n[j] = len;
-        for (int k = 0; k < D; k++) u[(size_t)j * D + k] *= inv;
-    }
-    gram_rows(a, u, B, D);
-}
-
+/* The angle term works from one Gram matrix per side (one dgemm, B^2 D) instead of a Gram of the
+ * unit differences per anchor (B^3 D): the triples then cost B^3 scalar steps, and the gradient
+ * goes back through the Gram matrix (one dgemm) and the lengths. */
 static double rkd_eval(float *dfs, double *work, const float *fs, const float *ft, int B, int Ds,
                        int Dt, double w_dist, double w_angle, double weight)
 {
@@ -234,56 +222,88 @@ static double rkd_eval(float *dfs, double *work, const float *fs, const float *f
     to_double(p.xs, fs, (size_t)B * Ds);
     to_double(p.xt, ft, (size_t)B * Dt);
     if (dfs)
-        for (size_t i = 0; i < (size_t)B * Ds; i++) p.de[i] = 0.0;
+        for (size_t i = 0; i < bb; i++) p.gg[i] = p.gc[i] = 0.0;
 
     /* distance term: (1/B^2) sum h(d^s - d^t) over every (i, j), the diagonal giving 0 */
-    const double mean_s = rkd_dist(p.ds, p.xs, B, Ds);
-    rkd_dist(p.dt, p.xt, B, Dt);
+    const double mean_s = rkd_dist(p.ds, p.ls, p.xs, B, Ds);
+    rkd_dist(p.dt, p.lt, p.xt, B, Dt);
     double loss_d = 0.0, c = 0.0;
     for (size_t i = 0; i < bb; i++) {
         loss_d += huber(p.ds[i] - p.dt[i]);
         c += huber_grad(p.ds[i] - p.dt[i]) * p.ds[i];
     }
     if (dfs) {
-        /* d^s_ij = r_ij / mean: dL/dr_kl = (h'_kl - sum_ij h'_ij d^s_ij / N) / mean, N = B(B-1) */
+        /* d^s_ij = r_ij / mean: dL/dr_kl = (h'_kl - sum_ij h'_ij d^s_ij / N) / mean, N = B(B-1);
+         * dr_ij/dx_j = (x_j - x_i) / r_ij */
         const double scale = w_dist / (double)bb, n_off = (double)B * (B - 1);
         for (int i = 0; i < B; i++)
             for (int j = 0; j < B; j++) {
                 if (i == j) continue;
                 const double r = p.ds[(size_t)i * B + j] * mean_s;
                 if (r * r < ZOO_EPS) continue; /* the clamp holds: no gradient */
-                const double g =
+                p.gc[(size_t)i * B + j] +=
                     scale * (huber_grad(p.ds[(size_t)i * B + j] - p.dt[(size_t)i * B + j]) -
                              c / n_off) / mean_s / r;
-                for (int k = 0; k < Ds; k++) {
-                    const double v = g * (p.xs[(size_t)i * Ds + k] - p.xs[(size_t)j * Ds + k]);
-                    p.de[(size_t)i * Ds + k] += v;
-                    p.de[(size_t)j * Ds + k] -= v;
-                }
             }
     }
 
-    /* angle term: (1/B^3) sum h(a^s - a^t), one anchor at a time */
+    /* angle term: (1/B^3) sum h(a^s - a^t) */
+    gram_rows(p.gs, p.xs, B, Ds);
+    gram_rows(p.gt, p.xt, B, Dt);
+    /* the angle at anchor i between j and k: u_ij . u_ik = (x_j - x_i) . (x_k - x_i) /
+     * (max(l_ij, eps) max(l_ik, eps)), the numerator G_jk - G_ij - G_ik + G_ii; 0 when j or k
+     * is the anchor (the inverse length is 0 there) */
     double loss_a = 0.0;
     const double ga = w_angle / ((double)bb * B);
     for (int i = 0; i < B; i++) {
-        rkd_angles(p.as, p.us, p.ns, p.xs, B, Ds, i);
-        rkd_angles(p.at, p.ut, NULL, p.xt, B, Dt, i);
-        for (size_t k = 0; k < bb; k++) loss_a += huber(p.as[k] - p.at[k]);
-        if (!dfs) continue;
-        /* a = u u^T: dL/du = (G + G^T) u, G = ga h'(a^s - a^t), kept in as */
-        for (size_t k = 0; k < bb; k++) p.as[k] = ga * huber_grad(p.as[k] - p.at[k]);
-        gram_rows_backward(p.gu, p.as, p.us, B, Ds);
+        const double *gsi = p.gs + (size_t)i * B, *gti = p.gt + (size_t)i * B;
+        const double *lsi = p.ls + (size_t)i * B, *lti = p.lt + (size_t)i * B;
+        double diag = 0.0;
         for (int j = 0; j < B; j++) {
-            double *g = p.gu + (size_t)j * Ds;
-            kd_unit_backward(g, p.us + (size_t)j * Ds, g, p.ns[j], Ds, 1);
-            for (int k = 0; k < Ds; k++) {
-                p.de[(size_t)j * Ds + k] += g[k];
-                p.de[(size_t)i * Ds + k] -= g[k];
+            const double *gsj = p.gs + (size_t)j * B, *gtj = p.gt + (size_t)j * B;
+            const double bs = gsi[i] - gsi[j], bt = gti[i] - gti[j];
+            const double ls = lsi[j], lt = lti[j];
+            if (!dfs) {
+                for (int k = 0; k < B; k++)
+                    loss_a += huber((gsj[k] + bs - gsi[k]) * ls * lsi[k] -
+                                    (gtj[k] + bt - gti[k]) * lt * lti[k]);
+                continue;
             }
+            double row = 0.0, len = 0.0;
+            double *gg = p.gg + (size_t)j * B;
+            for (int k = 0; k < B; k++) {
+                const double as = (gsj[k] + bs - gsi[k]) * ls * lsi[k];
+                const double x = as - (gtj[k] + bt - gti[k]) * lt * lti[k];
+                loss_a += huber(x);
+                /* a = N / (l_ij l_ik): dN, and the l_ij factor's share (the l_ik factor's is
+                 * the (i, k, j) term's, the angle being symmetric in j and k) */
+                const double h = ga * huber_grad(x), dn = h * ls * lsi[k];
+                gg[k] += dn;
+                row += dn;
+                len += h * as;
+            }
+            /* N's -G_ij and -G_ik terms (equal sums by symmetry), and +G_ii; the length's
+             * gradient -2 len / l_ij times dl_ij/dx_j = (x_j - x_i) / l_ij, none where the clamp
+             * holds */
+            p.gg[(size_t)i * B + j] -= 2.0 * row;
+            diag += row;
+            if (j != i && ls < 1.0 / ZOO_EPS) p.gc[(size_t)i * B + j] -= 2.0 * len * ls * ls;
         }
+        p.gg[(size_t)i * B + i] += diag;
     }
-    if (dfs) add_scaled(dfs, p.de, (size_t)B * Ds, weight);
+    if (dfs) {
+        /* coefficient c_ij of x_j - x_i (into dx_j, minus into dx_i): with S = c + c^T,
+         * dX = diag(rowsum S) X - S X; folded into the Gram's gradient, which gram_rows_backward
+         * symmetrises */
+        for (int i = 0; i < B; i++) {
+            double v = 0.0;
+            for (int j = 0; j < B; j++) v += p.gc[(size_t)i * B + j] + p.gc[(size_t)j * B + i];
+            for (int j = 0; j < B; j++) p.gg[(size_t)i * B + j] -= p.gc[(size_t)i * B + j];
+            p.gg[(size_t)i * B + i] += 0.5 * v;
+        }
+        gram_rows_backward(p.de, p.gg, p.xs, B, Ds);
+        add_scaled(dfs, p.de, (size_t)B * Ds, weight);
+    }
     return w_dist * loss_d / (double)bb + w_angle * loss_a / ((double)bb * B);
 }
 

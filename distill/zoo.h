@@ -53,7 +53,9 @@ double kd_dkd_backward(float *ds, const float *s, const float *t, const int32_t 
  * a_ijk = u_ij . u_ik, u_ij = (e_j - e_i) / max(|e_j - e_i|, 1e-12) (the angle at e_i):
  *   RKD = w_d (1/B^2) sum_ij h(d^s_ij - d^t_ij) + w_a (1/B^3) sum_ijk h(a^s_ijk - a^t_ijk)
  * h the smooth L1 (Huber with beta 1). fs (B, Ds), ft (B, Dt). Published weights: 25 and 50.
- * The angle term costs B^3 D (a B x B Gram per anchor). B = 1: 0. */
+ * The angles come from one Gram matrix per side, a_ijk = (G_jk - G_ij - G_ik + G_ii) /
+ * (l_ij l_ik): B^2 D for the products (cblas_dgemm) and B^3 scalar steps for the triples, instead
+ * of B^3 D for a Gram of unit differences per anchor. B = 1: 0. */
 size_t kd_rkd_work_len(int B, int Ds, int Dt);
 double kd_rkd_forward(double *work, const float *fs, const float *ft, int B, int Ds, int Dt,
                       float w_dist, float w_angle);
