@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The comparison table of the README's "Results: the standard distillation methods on one
-# benchmark": every row of recipes/zoo (labels only, KD, then each method next to CE) over 3
+# benchmark": every row of recipes/zoo (labels only on batches of labelled images, labels only on
+# the batches the methods see, KD, then each method next to CE) over 3
 # seeds at one thread each, then the table (final test accuracy mean +- std; training seconds
 # per epoch from the runs' metrics.jsonl, and what each row adds over labels only) and the report
 # page runs/reports/zoo.html. Rows whose summary already holds 3 seeds are not run again; the
@@ -8,7 +9,7 @@
 # Usage: recipes/zoo/table.sh [build/xdistill]
 set -euo pipefail
 bin=${1:-build/xdistill}
-rows=(labels kd dkd rkd sp pkt cc nst fsp vid crd ab ofd at)
+rows=(labels labels-mixed kd dkd rkd sp pkt cc nst fsp vid crd ab ofd at)
 [ -f data/fashion-mnist/dataset.xds ] || "$bin" prepare fashion-mnist --out data/fashion-mnist
 if [ ! -f runs/fashion-teacher/seed-1/summary.json ]; then
   nice -n 10 "$bin" train recipes/fashion/teacher.yaml --seed 1 --out runs/fashion-teacher/seed-1 \
