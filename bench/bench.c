@@ -18,6 +18,8 @@ static const bench_suite suites[] = {
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
+    {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
+     bench_exits},
 };
 
 static double clock_seconds(clockid_t id)
@@ -108,7 +110,8 @@ void bench_header(const bench_opts *o)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S]\n\n"
+    fprintf(f, "usage: xdistill bench [SUITE ...] [--threads 1,2] [--json] [--seconds S]\n"
+               "                      [--model M]\n\n"
                "Measures speed, each figure next to its baseline in the same run; medians of\n"
                "repeated runs with min and max. Suites (default: all):\n");
     for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++)
@@ -116,7 +119,9 @@ static void usage(FILE *f)
     fprintf(f, "\noptions:\n"
                "  --threads LIST  thread counts to run at (default 1 and all cores)\n"
                "  --json          one JSON object per line instead of a table\n"
-               "  --seconds S     minimum time per measurement (default 0.5)\n");
+               "  --seconds S     minimum time per measurement (default 0.5)\n"
+               "  --model M       the exits suite's model: a checkpoint or a model description\n"
+               "                  file (default recipes/byot/cnn-exits.model)\n");
 }
 
 int cmd_bench(int argc, char **argv)
@@ -150,6 +155,8 @@ int cmd_bench(int argc, char **argv)
             o.min_seconds = strtod(argv[++i], &end);
             if (*end || !(o.min_seconds > 0.0 && o.min_seconds < 600.0))
                 return cli_usage_error("bench", "--seconds takes a number of seconds");
+        } else if (strcmp(argv[i], "--model") == 0 && i + 1 < argc) {
+            o.model = argv[++i];
         } else if (argv[i][0] == '-') {
             return cli_usage_error("bench", "unknown option '%s'", argv[i]);
         } else {

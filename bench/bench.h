@@ -26,6 +26,7 @@ typedef struct {
     int n_threads;
     double min_seconds;
     FILE *out;
+    const char *model; /* --model: the exits suite's model (NULL: its default) */
 } bench_opts;
 
 typedef struct {
@@ -40,6 +41,7 @@ int bench_train(const bench_opts *o);
 int bench_distill(const bench_opts *o);
 int bench_scale(const bench_opts *o);
 int bench_zoo(const bench_opts *o);
+int bench_exits(const bench_opts *o);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

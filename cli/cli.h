@@ -13,6 +13,8 @@ int cmd_train(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 /* Prints "xdistill CMD: message" for a failed status and returns 1. */
 int cli_report(const char *cmd, const xd_err *e);
@@ -20,6 +22,16 @@ int cli_report(const char *cmd, const xd_err *e);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A whole decimal number in [lo, hi] into *out: 0, else -1 (nothing written). */
 int cli_parse_long(const char *s, long lo, long hi, long *out);
+/* The options of a command: their words, and whether the next word is the value. */
+typedef struct {
+    const char *name;
+    int takes_value;
+} cli_option;
+/* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
+ * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
+ * (*rc its exit status) for an unknown option or one whose value is missing. */
+int cli_next_option(const char *cmd, const cli_option *opts, int n, int argc, char **argv, int *i,
+                    const char **val, int *rc);
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 

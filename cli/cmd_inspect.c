@@ -5,6 +5,7 @@
  * lines (metrics.jsonl), a YAML recipe. Each is opened with its own validating reader, so a
  * corrupt file gets that reader's one-line message (file, offset, reason) and exit status 1. A
  * folder is named as one, with the files to inspect in it when it is a data set or run folder. */
+#include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "core/mem.h"
+#include "distill/labels.h"
 #include "distill/recipe.h"
 #include "io/dataset.h"
 #include "io/dtype.h"
@@ -185,6 +187,122 @@ static xd_status show_folder(const char *path, xd_err *e)
                    strstr(found, "dataset.xds") ? "data set" : "run", found);
 }
 
+/* One column of a split's listing: a per-example array (i32 or u8) or string table, and the class
+ * names of a label column. */
+typedef struct {
+    const char *name; /* the part after "SPLIT/" */
+    const io_tensor *t;
+    const io_strings *str;
+    const io_strings *classes;
+} split_column;
+
+/* Rows inspect --split prints without --all. */
+#define SPLIT_HEAD_ROWS 20
+
+/* The columns of split: every section SPLIT/PART that holds one number or string per example
+ * (ids, codes, labels, label masks), texts and images left out. *n gets the split's examples. */
+static int split_columns(const io_dataset *ds, const char *split, split_column *cols, int max,
+                         size_t *n)
+{
+    const size_t len = strlen(split);
+    int nc = 0;
+    *n = 0;
+    char img[IO_DATASET_NAME_MAX + 1];
+    snprintf(img, sizeof img, "%s/image", split);
+    const io_tensor *it = io_dataset_find(ds, img);
+    if (it && it->ndim >= 1) *n = (size_t)it->shape[0];
+    for (size_t i = 0; i < io_dataset_count(ds) && nc < max; i++) {
+        const char *sec = io_dataset_section_name(ds, i);
+        if (strncmp(sec, split, len) != 0 || sec[len] != '/') continue;
+        split_column c = {.name = sec + len + 1};
+        if (strncmp(c.name, "text.", 5) == 0) continue;
+        if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
+            c.str = io_dataset_find_strings(ds, sec);
+        } else {
+            c.t = io_dataset_find(ds, sec);
+            if (c.t->ndim != 1 || (c.t->dtype != IO_I32 && c.t->dtype != IO_U8)) continue;
+        }
+        const size_t rows = c.str ? c.str->n : (size_t)c.t->shape[0];
+        if (!*n) *n = rows;
+        if (rows != *n) continue;
+        if (strncmp(c.name, "label", 5) == 0 && (c.name[5] == '\0' || c.name[5] == '.'))
+            c.classes = labels_class_table(ds, c.name);
+        cols[nc++] = c;
+    }
+    return nc;
+}
+
+/* Row i's value in column c: a number, a string, or a label with its class name. */
+static json_t *column_value(const split_column *c, size_t i)
+{
+    if (c->str) return json_string(io_strings_get(c->str, i, NULL));
+    return json_integer(c->t->dtype == IO_I32 ? ((const int32_t *)c->t->data)[i]
+                                              : ((const uint8_t *)c->t->data)[i]);
+}
+
+static const char *class_of(const split_column *c, size_t i)
+{
+    if (!c->classes || !c->t || c->t->dtype != IO_I32) return NULL;
+    int32_t y = ((const int32_t *)c->t->data)[i];
+    return y >= 0 && (size_t)y < c->classes->n ? io_strings_get(c->classes, (size_t)y, NULL) : NULL;
+}
+
+/* The examples of a split, one row each (the first SPLIT_HEAD_ROWS unless all), as text or as
+ * one JSON object {data, split, examples, rows: [{index, COLUMN: value, COLUMN_class: name}]}. */
+static xd_status show_split(const io_dataset *ds, const char *split, int all, int json, xd_err *e)
+{
+    split_column cols[32];
+    size_t n;
+    const int nc = split_columns(ds, split, cols, 32, &n);
+    if (nc == 0 && n == 0)
+        return xd_fail(e, XD_EARG, "%s: no split '%s' (no section %s/...)", io_dataset_path(ds),
+                       split, split);
+    const size_t shown = all || n < SPLIT_HEAD_ROWS ? n : SPLIT_HEAD_ROWS;
+    json_t *rows = json ? json_array() : NULL;
+    if (!json) {
+        printf("%s: split '%s', %zu examples%s\n  index", io_dataset_path(ds), split, n,
+               shown < n ? " (the first listed; --all lists every one)" : "");
+        for (int c = 0; c < nc; c++) printf("  %s", cols[c].name);
+        printf("\n");
+    }
+    for (size_t i = 0; i < shown; i++) {
+        json_t *row = json_object();
+        json_object_set_new(row, "index", json_integer((json_int_t)i));
+        if (!json) printf("  %zu", i);
+        for (int c = 0; c < nc; c++) {
+            json_t *v = column_value(&cols[c], i);
+            const char *cls = class_of(&cols[c], i);
+            if (json) {
+                char key[IO_DATASET_NAME_MAX + 8];
+                json_object_set(row, cols[c].name, v);
+                snprintf(key, sizeof key, "%s_class", cols[c].name);
+                if (cls) json_object_set_new(row, key, json_string(cls));
+            } else if (json_is_string(v)) {
+                printf("  %s", json_string_value(v));
+            } else {
+                printf("  %lld%s%s%s", (long long)json_integer_value(v), cls ? " (" : "",
+                       cls ? cls : "", cls ? ")" : "");
+            }
+            json_decref(v);
+        }
+        if (json) json_array_append_new(rows, row);
+        else json_decref(row);
+        if (!json) printf("\n");
+    }
+    if (json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "data", json_string(io_dataset_path(ds)));
+        json_object_set_new(j, "split", json_string(split));
+        json_object_set_new(j, "examples", json_integer((json_int_t)n));
+        json_object_set_new(j, "rows", rows);
+        char *text = json_dumps(j, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(j);
+    }
+    return XD_OK;
+}
+
 static const char *const channel_names[5] = {"", "grey", "grey+alpha", "RGB", "RGBA"};
 
 static xd_status show_image(const char *path, const unsigned char *h, size_t n, xd_err *e)
@@ -230,25 +348,50 @@ static xd_status show_idx(const char *path, int gz, xd_err *e)
     return XD_OK;
 }
 
+typedef enum { IO_VERIFY, IO_SPLIT, IO_ALL, IO_JSON, IO_COUNT } inspect_opt;
+static const char *const inspect_options[IO_COUNT] = {
+    [IO_VERIFY] = "--verify", [IO_SPLIT] = "--split", [IO_ALL] = "--all", [IO_JSON] = "--json"};
+static_assert(sizeof inspect_options / sizeof inspect_options[0] == IO_COUNT, "name every option");
+
 int cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: xdistill inspect FILE [--verify]\n\n"
+        printf("usage: xdistill inspect FILE [--verify]\n"
+               "       xdistill inspect DATASET.xds --split NAME [--all] [--json]\n\n"
                "Prints what FILE holds: a dataset container (metadata, sections), safetensors\n"
                "(metadata, tensors), NPY (dtype, shape), PNG or JPEG (size, channels) or IDX\n"
                "(type, dimensions), with value ranges; a run's summary.json (its figures),\n"
                "metrics.jsonl (epochs, the last one's figures) or a recipe (what it trains, or\n"
                "why it is not valid). The format is recognised by its first bytes. A corrupt or\n"
                "unknown file gets one line naming the problem and exit 1.\n\n"
-               "  --verify  for a dataset or safetensors file: check every section or tensor\n"
-               "            against its stored checksum, one line each (ok, damaged); exit 1 when\n"
-               "            one is damaged\n");
+               "  --verify      for a dataset or safetensors file: check every section or tensor\n"
+               "                against its stored checksum, one line each (ok, damaged); exit 1\n"
+               "                when one is damaged\n"
+               "  --split NAME  a data set's split, one line per example: its index, id, code,\n"
+               "                labels (with class names) and label mask (the first %d)\n"
+               "  --all         with --split: every example\n"
+               "  --json        with --split: one JSON object {data, split, examples, rows}\n",
+               SPLIT_HEAD_ROWS);
         return 0;
     }
-    /* --verify before or after FILE */
-    int verify = argc == 3 ? (strcmp(argv[1], "--verify") == 0 ? 1 : strcmp(argv[2], "--verify") == 0 ? 2 : 0) : 0;
-    if (argc != 2 + (verify != 0)) return cli_usage_error("inspect", "needs exactly one FILE");
-    const char *path = argv[verify == 1 ? 2 : 1];
+    const char *path = NULL, *split = NULL;
+    int set[IO_COUNT] = {0};
+    for (int i = 1; i < argc; i++) {
+        int o = 0;
+        while (o < IO_COUNT && strcmp(argv[i], inspect_options[o]) != 0) o++;
+        if (o == IO_COUNT && argv[i][0] == '-' && argv[i][1])
+            return cli_usage_error("inspect", "unknown option '%s'", argv[i]);
+        if (o == IO_COUNT && path) return cli_usage_error("inspect", "needs exactly one FILE");
+        if (o == IO_COUNT) path = argv[i];
+        else set[o] = 1;
+        if (o == IO_SPLIT && i + 1 >= argc) return cli_usage_error("inspect", "--split needs a value");
+        if (o == IO_SPLIT) split = argv[++i];
+    }
+    if (!path) return cli_usage_error("inspect", "needs exactly one FILE");
+    if ((set[IO_ALL] || set[IO_JSON]) && !split)
+        return cli_usage_error("inspect", "--all and --json go with --split NAME");
+    if (split && set[IO_VERIFY]) return cli_usage_error("inspect", "--verify or --split, not both");
+    const int verify = set[IO_VERIFY];
     xd_err e;
     xd_err_clear(&e);
     struct stat dir;
@@ -266,12 +409,18 @@ int cmd_inspect(int argc, char **argv)
     long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     fclose(f);
     xd_status s = XD_OK;
-    switch (sniff(head, n, size > 0 ? (size_t)size : 0)) {
+    const file_format fmt = sniff(head, n, size > 0 ? (size_t)size : 0);
+    if (split && fmt != FMT_DATASET) {
+        xd_fail(&e, XD_EARG, "%s: --split lists a split of a data set; this is no data set", path);
+        return cli_report("inspect", &e);
+    }
+    switch (fmt) {
     case FMT_DATASET: {
         io_dataset *ds;
         s = io_dataset_open(path, &ds, &e);
         if (!s) {
             if (verify) s = io_dataset_verify(ds, stdout, &e);
+            else if (split) s = show_split(ds, split, set[IO_ALL], set[IO_JSON], &e);
             else io_dataset_describe(ds, stdout);
             io_dataset_close(ds);
         }

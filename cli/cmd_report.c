@@ -11,6 +11,7 @@
 #include "core/mem.h"
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
+#include "distill/labels.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
 #include "distill/scores.h"
@@ -18,6 +19,7 @@
 #include "io/dataset.h"
 #include "io/file.h"
 #include "io/png.h"
+#include "modalities/dense/metrics.h"
 #include "report/page.h"
 #include "report/runs.h"
 
@@ -35,14 +37,17 @@ static void report_usage(FILE *f)
             "       xdistill report --compare RUN_DIR RUN_DIR...\n\n"
             "Writes one self-contained HTML page (inline SVG and CSS, images embedded; no\n"
             "script, no network) for the runs found under the folders given: a run folder, a\n"
-            "--seeds folder (its seed-N runs) or any folder holding run folders. The page has\n"
-            "a comparison table (one row per recipe: final test score mean +- std over its\n"
-            "seeds, best epochs, images/s, training time; the best row marked), the learning\n"
-            "curves (mean over the seeds with a min..max band) and, per recipe, an evaluation\n"
-            "of its first seed's best.safetensors (the first model's, of several) on the data\n"
-            "set's test split: confusion matrix, per-class and balanced accuracy, the\n"
-            "student's most confident mistakes beside the answers of the recipe's first\n"
-            "teacher, segmentation overlays.\n"
+            "--seeds folder (its seed-N runs), a pipeline folder (its steps in the pipeline's\n"
+            "order) or any folder holding run folders. The page has a comparison table (one\n"
+            "row per recipe: final test score mean +- std over its seeds, best epochs,\n"
+            "images/s, training time; the best row marked), the learning curves (mean over\n"
+            "the seeds with a min..max band) and, per run, an evaluation of its\n"
+            "best.safetensors on the data set's test split (a recipe's first seed shown, the\n"
+            "others folded): confusion matrix, per-class and balanced accuracy (per pixel,\n"
+            "with mIoU and per-class IoU, for segment runs), the student's most confident\n"
+            "mistakes beside its teacher's answers, segmentation overlays. Each model of a\n"
+            "run of several (models:) is a recipe of its own, RECIPE/MODEL, taught by its\n"
+            "peer.\n"
             "The data sets and teacher checkpoints are found at the paths the recipes name,\n"
             "relative to the current folder.\n\n"
             "options:\n"
@@ -69,14 +74,18 @@ static void add_note(rp_details *d, const char *fmt, const char *arg)
     strcat(d->note, line);
 }
 
-/* names of a label set's classes ("label" -> classes, "label.X" -> classes.X), K of them; the
- * class number where the data set has no such table or another count */
-static char **class_names(const io_dataset *ds, const char *label, int K)
+/* names of the K classes of checkpoint ckpt's model m: those it stores (ckpt_class_names), else
+ * the data set's of its label set (labels_class_table) when as many, else the class number; a
+ * damaged list of stored names is noted in d */
+static char **class_names(const char *ckpt, const nn_model *m, const io_dataset *ds,
+                          const char *label, int K, rp_details *d)
 {
-    char name[IO_DATASET_NAME_MAX + 1];
-    snprintf(name, sizeof name, "classes%s", strncmp(label, "label", 5) == 0 ? label + 5 : "");
-    const io_strings *t = io_dataset_find_strings(ds, name);
-    char **out = xd_xcalloc((size_t)K, sizeof *out);
+    char **out;
+    xd_err e;
+    if (ckpt_class_names(ckpt, m, &out, &e) != XD_OK) add_note(d, "%s", e.msg);
+    else if (out) return out;
+    const io_strings *t = labels_class_table(ds, label);
+    out = xd_xcalloc((size_t)K, sizeof *out);
     for (int k = 0; k < K; k++) {
         char num[24];
         snprintf(num, sizeof num, "class %d", k);
@@ -181,42 +190,83 @@ static char *ckpt_label(const char *ckpt)
     return label ? label : xd_xstrdup("label");
 }
 
+/* The end that taught model k of a recipe, whose answers stand beside the model's mistakes: the
+ * from end of the first loss (stages in order) that learns into model k from a teacher or from
+ * another model of the run (a peer, read from the run folder), else the recipe's first teacher. */
+typedef struct {
+    const char *name, *view;
+    char *checkpoint;
+    int peer;
+} teaching_end;
+
+static int find_teacher(const recipe *r, const char *dir, int k, teaching_end *t)
+{
+    memset(t, 0, sizeof *t);
+    for (int s = 0; s < r->n_stages; s++)
+        for (int l = 0; l < r->stages[s].n_losses; l++) {
+            const recipe_loss *L = &r->stages[s].losses[l];
+            if (L->model != k || (L->teacher < 0 && L->from_model < 0)) continue;
+            if (L->teacher >= 0) {
+                const recipe_teacher *rt = &r->teachers[L->teacher];
+                t->name = rt->name;
+                t->view = rt->view ? rt->view : r->data.student_view;
+                t->checkpoint = xd_xstrdup(rt->checkpoint);
+            } else {
+                const recipe_model *rm = &r->models[L->from_model];
+                char *file = models_file(r, L->from_model, "best");
+                t->name = rm->name;
+                t->view = rm->view;
+                t->checkpoint = io_path_join(dir, file);
+                t->peer = 1;
+                free(file);
+            }
+            return 1;
+        }
+    if (r->n_teachers == 0) return 0;
+    t->name = r->teachers[0].name;
+    t->view = r->teachers[0].view ? r->teachers[0].view : r->data.student_view;
+    t->checkpoint = xd_xstrdup(r->teachers[0].checkpoint);
+    return 1;
+}
+
 /* The teacher's answers on the same test examples, beside the student's mistakes. */
-static void teacher_answers(const recipe *r, const io_dataset *ds, const char *student_label,
-                            size_t n, rp_details *d, answers *ta)
+static void teacher_answers(const recipe *r, const rp_run *run, const io_dataset *ds,
+                            const char *student_label, size_t n, rp_details *d, answers *ta)
 {
     char line[XD_ERR_LEN + 256];
-    if (r->n_teachers == 0) {
+    teaching_end t;
+    if (!find_teacher(r, run->dir, run->model_index, &t)) {
         d->teacher_note = xd_xstrdup("The recipe has no teacher.");
         return;
     }
-    const recipe_teacher *t = &r->teachers[0];
+    const char *who = t.peer ? "Peer" : "Teacher";
+    d->teacher_peer = t.peer;
     if (r->task == RECIPE_TASK_SEGMENT) {
-        snprintf(line, sizeof line, "Teacher '%s' (%s) labels windows of the scenes, not whole "
-                 "scenes: the overlays show what the student made of it.", t->name, t->checkpoint);
+        snprintf(line, sizeof line, "%s '%s' (%s) labels windows of the scenes, not whole "
+                 "scenes: the overlays show what the student made of it.", who, t.name, t.checkpoint);
         d->teacher_note = xd_xstrdup(line);
+        free(t.checkpoint);
         return;
     }
-    const char *view = t->view ? t->view : r->data.student_view;
     nn_model m;
     feed f;
     memset(&f, 0, sizeof f);
     xd_err e;
     xd_err_clear(&e);
-    xd_status s = run_model(t->checkpoint, ds, r->data.test, view, 0, &m, &f, ta, &e);
+    xd_status s = run_model(t.checkpoint, ds, r->data.test, t.view, 0, &m, &f, ta, &e);
     if (s == XD_OK && f.n != n)
-        s = xd_fail(&e, XD_ESHAPE, "view %s has %zu test examples, the student's %zu", view, f.n, n);
+        s = xd_fail(&e, XD_ESHAPE, "view %s has %zu test examples, the student's %zu", t.view, f.n, n);
     if (s == XD_OK && ta->rows != n)
         s = xd_fail(&e, XD_ESHAPE, "its default head is not a classifier's");
     if (s != XD_OK) {
-        snprintf(line, sizeof line, "Teacher '%s' (%s): not run: %s", t->name, t->checkpoint, e.msg);
+        snprintf(line, sizeof line, "%s '%s' (%s): not run: %s", who, t.name, t.checkpoint, e.msg);
         d->teacher_note = xd_xstrdup(line);
         answers_free(ta);
     } else {
-        char *label = ckpt_label(t->checkpoint);
-        ta->classes = class_names(ds, label, ta->K);
-        int o = snprintf(line, sizeof line, "Teacher '%s' (%s) reading %s%s", t->name,
-                         t->checkpoint, view, strcmp(view, "text.*") == 0 ?
+        char *label = ckpt_label(t.checkpoint);
+        ta->classes = class_names(t.checkpoint, &m, ds, label, ta->K, d);
+        int o = snprintf(line, sizeof line, "%s '%s' (%s) reading %s%s", who, t.name,
+                         t.checkpoint, t.view, strcmp(t.view, "text.*") == 0 ?
                          " (each example's first language)" : "");
         if (strcmp(label, student_label) != 0)
             snprintf(line + o, sizeof line - (size_t)o, "; its classes are %s", label);
@@ -227,6 +277,7 @@ static void teacher_answers(const recipe *r, const io_dataset *ds, const char *s
     }
     feed_close(&f);
     nn_model_free(&m);
+    free(t.checkpoint);
 }
 
 /* index order of the wrong rows, most confident first */
@@ -248,7 +299,7 @@ static void mistakes(const recipe *r, const io_dataset *ds, const feed *f, const
     qsort(wrong, nw, sizeof *wrong, by_conf);
     int n = nw < REPORT_MISTAKES ? (int)nw : REPORT_MISTAKES;
     d->examples = xd_xcalloc((size_t)(n ? n : 1), sizeof *d->examples);
-    const char *sview = r->data.student_view;
+    const char *sview = sa->view;
     const int multi = strcmp(sview, "text.*") == 0 && f->n_langs > 1;
     for (int k = 0; k < n; k++) {
         rp_example *x = &d->examples[d->n_examples++];
@@ -320,11 +371,11 @@ static void read_overlays(const rp_run *run, rp_details *d)
     }
 }
 
-/* What the group's first run's best checkpoint does on the test split. Whatever cannot be
- * evaluated (a data set or checkpoint not found here) becomes a note on the page. */
-static void evaluate_group(const rp_group *G, rp_details *d)
+/* What a run's best checkpoint (its model's, in a run of several) does on the test split.
+ * Whatever cannot be evaluated (a data set or checkpoint not found here) becomes a note on the
+ * page. */
+static void evaluate_run(const rp_run *run, rp_details *d)
 {
-    const rp_run *run = G->runs[0];
     char *ckpt = NULL;
     char *ypath = io_path_join(run->dir, "recipe.yaml");
     void *yaml = NULL;
@@ -340,17 +391,20 @@ static void evaluate_group(const rp_group *G, rp_details *d)
     int32_t *truth = NULL;
     xd_err e;
     xd_err_clear(&e);
-    d->segment = G->segment;
+    d->segment = run->segment;
     xd_status s = io_read_all(ypath, REPORT_MAX_RECIPE, &yaml, &yn, &e);
     if (s == XD_OK) s = recipe_parse(ypath, yaml, yn, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, &e);
     if (s == XD_OK) s = io_dataset_open(r.data.path, &ds, &e);
+    const int mk = run->model_index;
+    if (s == XD_OK && mk >= r.n_models)
+        s = xd_fail(&e, XD_EFORMAT, "%s: no model %d", ypath, mk + 1);
     if (s == XD_OK) {
-        /* a run of several models: its first model's checkpoint, in that model's view */
-        char *name = models_file(&r, 0, "best");
+        /* a model of several: its own checkpoint, in its own view */
+        char *name = models_file(&r, mk, "best");
         ckpt = io_path_join(run->dir, name);
         free(name);
         d->source = xd_xstrdup(ckpt);
-        s = run_model(ckpt, ds, r.data.test, r.models[0].view, 1, &m, &f, &sa, &e);
+        s = run_model(ckpt, ds, r.data.test, r.models[mk].view, 1, &m, &f, &sa, &e);
     }
     int K = 0;
     if (s == XD_OK)
@@ -362,7 +416,8 @@ static void evaluate_group(const rp_group *G, rp_details *d)
         scores_init(&sc, K);
         scores_add(&sc, sa.pred, truth, sa.rows);
         d->K = K;
-        d->classes = class_names(ds, r.task == RECIPE_TASK_SEGMENT ? "label.mask" : r.data.label, K);
+        d->classes = class_names(ckpt, &m, ds, r.task == RECIPE_TASK_SEGMENT ? "label.mask"
+                                                                              : r.data.label, K, d);
         d->confusion = xd_xmalloc(sizeof(uint64_t) * (size_t)K * K);
         memcpy(d->confusion, sc.count, sizeof(uint64_t) * (size_t)K * K);
         d->support = xd_xmalloc(sizeof(uint64_t) * (size_t)K);
@@ -374,10 +429,16 @@ static void evaluate_group(const rp_group *G, rp_details *d)
             if (d->class_iou) d->class_iou[k] = scores_class_iou(&sc, k);
         }
         d->accuracy = scores_accuracy(&sc);
+        if (r.task == RECIPE_TASK_SEGMENT) {
+            /* the mean over the classes present, as the trainer's evaluation takes it */
+            dense_confusion dc = {.n_classes = K, .counts = sc.count};
+            d->miou = dense_mean_iou(&dc, NULL, NULL);
+        }
         d->balanced_accuracy = scores_balanced_accuracy(&sc);
         d->rows = sc.total;
+        d->lang_pairs = r.task != RECIPE_TASK_SEGMENT && sa.rows > f.n;
         scores_free(&sc);
-        teacher_answers(&r, ds, r.data.label, f.n, d, &ta);
+        teacher_answers(&r, run, ds, r.data.label, f.n, d, &ta);
         if (r.task == RECIPE_TASK_SEGMENT) read_overlays(run, d);
         else mistakes(&r, ds, &f, &sa, truth, &ta, d, &e);
         /* the mistakes point at the teacher's class names: the page owns them now */
@@ -430,17 +491,19 @@ int cmd_report(int argc, char **argv)
     if (s == XD_OK && compare) {
         rp_write_compare(stdout, &set);
     } else if (s == XD_OK) {
-        rp_details *det = xd_xcalloc((size_t)set.n_groups, sizeof *det);
-        for (int g = 0; g < set.n_groups && !no_eval; g++) {
-            evaluate_group(&set.groups[g], &det[g]);
-            if (det[g].note) fprintf(stderr, "xdistill report: %s: %s\n", set.groups[g].name, det[g].note);
+        rp_details *det = xd_xcalloc((size_t)set.n_runs, sizeof *det);
+        for (int i = 0; i < set.n_runs && !no_eval; i++) {
+            const rp_run *run = &set.runs[i];
+            evaluate_run(run, &det[i]);
+            if (det[i].note)
+                fprintf(stderr, "xdistill report: %s (%s): %s\n", run->name, run->dir, det[i].note);
         }
         char deftitle[256];
         int o = snprintf(deftitle, sizeof deftitle, "xdistill report:");
         for (int i = 0; i < n_dirs && o < (int)sizeof deftitle; i++)
             o += snprintf(deftitle + o, sizeof deftitle - (size_t)o, " %s", dirs[i]);
-        s = rp_write_page(out, title ? title : deftitle, &set, det, &e);
-        for (int g = 0; g < set.n_groups; g++) rp_details_free(&det[g]);
+        s = rp_write_page(out, title ? title : deftitle, &set, no_eval ? NULL : det, &e);
+        for (int i = 0; i < set.n_runs; i++) rp_details_free(&det[i]);
         free(det);
         if (s == XD_OK)
             printf("report: %s (%d runs of %d recipes)\n", out, set.n_runs, set.n_groups);

@@ -13,46 +13,21 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
+#include "distill/labels.h"
 #include "distill/recipe.h"
 #include "distill/runlock.h"
 #include "distill/runs.h"
+#include "distill/scores.h"
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
 
-/* The options of a command: their words, and whether the next word is the value. */
-typedef struct {
-    const char *name;
-    int takes_value;
-} option;
-
-/* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
- * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
- * (*rc its exit status) for an unknown option or one whose value is missing. */
-static int next_option(const char *cmd, const option *opts, int n, int argc, char **argv, int *i,
-                       const char **val, int *rc)
-{
-    const char *a = argv[*i];
-    if (a[0] != '-' || !a[1]) return -1;
-    for (int o = 0; o < n; o++) {
-        if (strcmp(a, opts[o].name) != 0) continue;
-        if (!opts[o].takes_value) return o;
-        if (*i + 1 >= argc) {
-            *rc = cli_usage_error(cmd, "%s needs a value", a);
-            return -2;
-        }
-        *val = argv[++*i];
-        return o;
-    }
-    *rc = cli_usage_error(cmd, "unknown option '%s'", a);
-    return -2;
-}
-
 typedef enum {
     TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
 } train_opt;
-static const option train_options[] = {
+static const cli_option train_options[] = {
     [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
     [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
     [TO_SEEDS] = {"--seeds", 1}, [TO_STOP_AFTER] = {"--stop-after", 1},
@@ -71,7 +46,9 @@ static void train_usage(FILE *f)
             "per epoch), DIR/summary.json, DIR/last.safetensors, DIR/best.safetensors,\n"
             "DIR/resume.safetensors and DIR/recipe.yaml (with several models\n"
             "DIR/NAME.last.safetensors and DIR/NAME.best.safetensors for each); DIR/run.lock\n"
-            "keeps a second run out of DIR while this one lives.\n\n"
+            "keeps a second run out of DIR while this one lives. The best checkpoint is the\n"
+            "epoch with the best score on the validation split (data.val_fraction, data.val),\n"
+            "or without one on the test split.\n\n"
             "options:\n"
             "  --out DIR        output folder, exactly (default runs/NAME/seed-N, NAME from the\n"
             "                   recipe, N the seed)\n"
@@ -128,7 +105,7 @@ int cmd_train(int argc, char **argv)
     int rc = 0;
     for (int i = 1; i < argc && !rc; i++) {
         const char *v = NULL;
-        int o = next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
+        int o = cli_next_option("train", train_options, TO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1 && recipe_path)
             rc = cli_usage_error("train", "one recipe at a time ('%s' and '%s')", recipe_path,
                                  argv[i]);
@@ -196,6 +173,10 @@ int cmd_train(int argc, char **argv)
         free(a);
         free(b);
     }
+    if (s == XD_OK && !quiet && !r.data.val && r.data.val_fraction <= 0.0f)
+        fprintf(stderr, "note: no validation split, so best.safetensors is chosen on the test split; "
+                        "set data.val_fraction (e.g. 0.1) to choose it on held-out training "
+                        "examples\n");
     /* without --out, every seed has its folder runs/NAME/seed-N, as --seeds makes them */
     char *def_out = NULL;
     const char *base = resume_dir ? resume_dir : out;
@@ -280,22 +261,156 @@ int cmd_train(int argc, char **argv)
 static void eval_usage(FILE *f)
 {
     fprintf(f, "usage: xdistill eval --model M.safetensors --data DATASET.xds [--split test]\n"
-               "                     [--view image|text.LANG|text.*] [--label label] [--json]\n\n"
-               "Accuracy of a checkpoint's default head on a split of a prepared data set (text.*:\n"
-               "over every (example, language) pair that has a text); for a\n"
-               "head that is a map (H, W, classes) on a data set with masks (S/mask), the mIoU and\n"
-               "pixel accuracy. --label defaults to the label set the model was trained on. The\n"
-               "model must fit the data: image size and channels (unless its recipe resizes with\n"
-               "size= or converts with channels=), task and number of classes. The data set's\n"
-               "checksums are verified once per change of the file.\n");
+               "                     [--view image|text.LANG|text.*] [--label label] [--json]\n"
+               "                     [--predictions FILE.jsonl] [--exit NAME]\n\n"
+               "Scores a checkpoint's default head on a split of a prepared data set (text.*:\n"
+               "over every (example, language) pair that has a text): accuracy, balanced accuracy\n"
+               "(the mean of the per-class recalls), each class's precision and recall, the\n"
+               "confusion matrix and the expected calibration error (15 equal-width bins of the\n"
+               "predicted class's probability; the rows' share in each bin times the gap between\n"
+               "its accuracy and its mean confidence, summed). For a head that is a map (H, W,\n"
+               "classes) on a data set with masks (S/mask), the mIoU and pixel accuracy.\n"
+               "--label defaults to the label set the model was trained on. A checkpoint that\n"
+               "names its classes is matched to the data set's by name (in any order; a class the\n"
+               "model does not know is an error); one without names must have as many classes.\n"
+               "The model must fit the data: image size and channels (unless its recipe resizes\n"
+               "with size= or converts with channels=) and task. The data set's checksums are\n"
+               "verified once per change of the file.\n\n"
+               "  --exit NAME            score another head (an early exit) instead, running only\n"
+               "                         the layers it reads\n"
+               "  --json                 every figure as one JSON object\n"
+               "  --predictions FILE     one JSON line per scored row: index (the example), label,\n"
+               "                         prediction, probabilities (and language, position where\n"
+               "                         the view or the head has several)\n");
 }
 
-typedef enum { EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_COUNT } eval_opt;
-static const option eval_options[] = {
+typedef enum {
+    EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_PREDICTIONS, EO_EXIT, EO_COUNT
+} eval_opt;
+static const cli_option eval_options[] = {
     [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
     [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
+    [EO_PREDICTIONS] = {"--predictions", 1}, [EO_EXIT] = {"--exit", 1},
 };
 static_assert(sizeof eval_options / sizeof eval_options[0] == EO_COUNT, "name every option");
+
+/* A classifier's answers on a split: each row's prediction, confidence and probabilities (K
+ * each), its true class, and the scores over them. */
+typedef struct {
+    size_t rows, pos; /* pos: rows of one example in one language (the head's positions) */
+    int K;
+    int32_t *pred, *truth;
+    float *conf, *prob;
+    scores sc;
+} eval_rows;
+
+static xd_status eval_classifier(nn_model *m, int head, feed *f, const int32_t *y, void *input,
+                                 eval_rows *ev, xd_err *e)
+{
+    const int all_langs = f->kind == FEED_TEXT && f->n_langs > 1;
+    const nn_node *hn = nn_model_node(m, head);
+    ev->rows = scores_rows(m, head, f, all_langs);
+    ev->pos = (size_t)hn->h * (size_t)hn->w;
+    ev->K = hn->c;
+    const size_t r = ev->rows ? ev->rows : 1;
+    ev->pred = xd_xmalloc(sizeof(int32_t) * r);
+    ev->truth = xd_xmalloc(sizeof(int32_t) * r);
+    ev->conf = xd_xmalloc(sizeof(float) * r);
+    ev->prob = xd_xmalloc(sizeof(float) * r * (size_t)ev->K);
+    scores_init(&ev->sc, ev->K);
+    xd_status s = scores_predict_at(m, head, f, NULL, f->n, all_langs, input, ev->pred, ev->conf,
+                                    ev->prob, e);
+    if (s != XD_OK) return s;
+    scores_row_truth(m, head, f, NULL, f->n, all_langs, y, ev->truth);
+    scores_add_conf(&ev->sc, ev->pred, ev->conf, ev->truth, ev->rows);
+    return XD_OK;
+}
+
+static void eval_rows_free(eval_rows *ev)
+{
+    free(ev->pred);
+    free(ev->truth);
+    free(ev->conf);
+    free(ev->prob);
+    scores_free(&ev->sc);
+}
+
+/* FILE.jsonl, atomically: one line per row that has a prediction. */
+static xd_status write_predictions(const char *path, const eval_rows *ev, const feed *f,
+                                   const char *const *names, xd_err *e)
+{
+    io_atomic w;
+    xd_status s = io_atomic_open(&w, path, e);
+    for (size_t r = 0; r < ev->rows && s == XD_OK; r++) {
+        if (ev->pred[r] < 0) continue; /* a pair without text */
+        const size_t ex = r / ev->pos % f->n, lang = r / ev->pos / f->n;
+        json_t *j = json_object(), *p = json_array();
+        json_object_set_new(j, "index", json_integer((json_int_t)ex));
+        if (f->kind == FEED_TEXT && f->n_langs > 1) json_object_set_new(j, "language", json_integer((json_int_t)lang));
+        if (ev->pos > 1) json_object_set_new(j, "position", json_integer((json_int_t)(r % ev->pos)));
+        json_object_set_new(j, "label", json_integer(ev->truth[r]));
+        json_object_set_new(j, "prediction", json_integer(ev->pred[r]));
+        if (names) {
+            json_object_set_new(j, "label_name", json_string(names[ev->truth[r]]));
+            json_object_set_new(j, "prediction_name", json_string(names[ev->pred[r]]));
+        }
+        for (int k = 0; k < ev->K; k++)
+            json_array_append_new(p, json_real(ev->prob[r * (size_t)ev->K + (size_t)k]));
+        json_object_set_new(j, "probabilities", p);
+        char *line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
+        s = io_atomic_write(&w, line, strlen(line), e);
+        if (s == XD_OK) s = io_atomic_write(&w, "\n", 1, e);
+        free(line);
+        json_decref(j);
+    }
+    if (s == XD_OK) return io_atomic_commit(&w, e);
+    if (w.f) io_atomic_abort(&w);
+    return s;
+}
+
+/* The figures for a person: accuracy, balanced accuracy, calibration, per class, the matrix. */
+static void print_classifier(const eval_rows *ev, const char *const *names)
+{
+    const scores *sc = &ev->sc;
+    printf("balanced accuracy %.2f%% (mean per-class recall), expected calibration error %.4f "
+           "(%d bins)\n", 100.0 * scores_balanced_accuracy(sc), scores_ece(sc), SCORES_ECE_BINS);
+    int width = 5;
+    char num[16];
+    for (int k = 0; k < ev->K; k++) {
+        int len = names ? (int)strlen(names[k]) : snprintf(num, sizeof num, "%d", k);
+        width = len > width ? (len < 32 ? len : 32) : width;
+    }
+    printf("  %-*s %8s %10s %8s\n", width, "class", "support", "precision", "recall");
+    for (int k = 0; k < ev->K; k++) {
+        snprintf(num, sizeof num, "%d", k);
+        double p = scores_class_precision(sc, k), r = scores_class_accuracy(sc, k);
+        char pt[16] = "-", rt[16] = "-";
+        if (p >= 0) snprintf(pt, sizeof pt, "%.2f%%", 100.0 * p);
+        if (r >= 0) snprintf(rt, sizeof rt, "%.2f%%", 100.0 * r);
+        printf("  %-*.*s %8llu %10s %8s\n", width, width, names ? names[k] : num,
+               (unsigned long long)scores_support(sc, k), pt, rt);
+    }
+    printf("confusion matrix (row: true class, column: predicted, both in the order above):\n");
+    for (int t = 0; t < ev->K; t++) {
+        printf(" ");
+        for (int p = 0; p < ev->K; p++)
+            printf(" %5llu", (unsigned long long)sc->count[(size_t)t * (size_t)ev->K + (size_t)p]);
+        printf("\n");
+    }
+}
+
+/* The model's class names: the checkpoint's, else the data set's when they are as many (a new
+ * array of pointers into either; NULL when neither names them). */
+static const char **class_names(char **stored, const io_dataset *ds, const char *label, int K)
+{
+    const io_strings *cls = labels_class_table(ds, label);
+    if (stored) {
+        const char **names = xd_xmalloc(sizeof *names * (size_t)K);
+        memcpy(names, stored, sizeof *names * (size_t)K);
+        return names;
+    }
+    return cls && cls->n == (size_t)K ? labels_table_names(cls) : NULL;
+}
 
 int cmd_eval(int argc, char **argv)
 {
@@ -306,13 +421,13 @@ int cmd_eval(int argc, char **argv)
     const char *val[EO_COUNT] = {[EO_SPLIT] = "test"};
     for (int i = 1; i < argc; i++) {
         const char *v = "";
-        int rc = 0, o = next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
+        int rc = 0, o = cli_next_option("eval", eval_options, EO_COUNT, argc, argv, &i, &v, &rc);
         if (o == -1) return cli_usage_error("eval", "unexpected argument '%s'", argv[i]);
         if (o < 0) return rc;
         val[o] = v;
     }
     const char *model = val[EO_MODEL], *data = val[EO_DATA], *split = val[EO_SPLIT],
-               *view = val[EO_VIEW], *label = val[EO_LABEL];
+               *view = val[EO_VIEW], *label = val[EO_LABEL], *pred_path = val[EO_PREDICTIONS];
     const int json = val[EO_JSON] != NULL;
     if (!model || !data) return cli_usage_error("eval", "give --model and --data");
     xd_err e;
@@ -322,12 +437,20 @@ int cmd_eval(int argc, char **argv)
     feed f;
     memset(&f, 0, sizeof f);
     void *input = NULL;
-    double acc = 0.0;
     seg_scores sc = {0};
+    eval_rows ev;
+    memset(&ev, 0, sizeof ev);
     int segment = 0;
-    char *aug = NULL, *text = NULL, *trained_label = NULL;
+    char *aug = NULL, *text = NULL, *trained_label = NULL, **stored = NULL;
+    const char **names = NULL;
+    int32_t *map = NULL, *y = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
+    int head = nn_model_default_head(&m);
+    if (val[EO_EXIT] && (s = exits_find(&m, model, val[EO_EXIT], &head, &e)) != XD_OK) {
+        nn_model_free(&m);
+        return cli_report("eval", &e);
+    }
     if (!view) view = m.tokens ? "text.en" : "image";
     /* the model reads its inputs the way it was trained, and must fit the data */
     if ((s = ckpt_preprocessing(model, &aug, &text, &e)) == XD_OK &&
@@ -342,7 +465,6 @@ int cmd_eval(int argc, char **argv)
         char name[IO_DATASET_NAME_MAX + 1];
         snprintf(name, sizeof name, "%s/%s", split, label);
         const io_tensor *t;
-        int head = nn_model_default_head(&m);
         const nn_node *hn = nn_model_node(&m, head);
         char mname[IO_DATASET_NAME_MAX + 1];
         snprintf(mname, sizeof mname, "%s/mask", split);
@@ -351,24 +473,39 @@ int cmd_eval(int argc, char **argv)
             const uint8_t *masks;
             int n_classes;
             segment = 1;
-            if ((s = seg_masks(ds, split, f.n, hn->h, hn->w, &masks, &n_classes, &e)) == XD_OK) {
+            if (pred_path)
+                s = xd_fail(&e, XD_EARG, "%s: --predictions writes a classifier's answers; this "
+                                         "model segments (head '%s' is a %dx%d map)", model,
+                            hn->name, hn->h, hn->w);
+            else if ((s = seg_masks(ds, split, f.n, hn->h, hn->w, &masks, &n_classes, &e)) == XD_OK) {
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
                 s = seg_evaluate(&m, head, &f, masks, n_classes, input, &sc, &e);
             }
-        } else if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK) {
-            const int32_t *y = t->data;
-            const size_t K = nn_model_node(&m, head)->act_n;
+        } else if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK &&
+                   (s = ckpt_class_map(model, &m, ds, label, &map, &e)) == XD_OK &&
+                   (s = ckpt_class_names(model, &m, &stored, &e)) == XD_OK) {
+            /* the data set's classes as the model's outputs (the same unless matched by name) */
+            const size_t K = hn->act_n;
             if ((size_t)t->shape[0] != f.n)
                 s = xd_fail(&e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples", data, name,
                             (long long)t->shape[0], f.n);
-            for (size_t i = 0; i < f.n && s == XD_OK; i++)
-                if (y[i] < 0 || (size_t)y[i] >= K)
+            const io_strings *cls = labels_class_table(ds, label);
+            y = xd_xmalloc(sizeof(int32_t) * f.n);
+            for (size_t i = 0; i < f.n && s == XD_OK; i++) {
+                const int32_t yi = ((const int32_t *)t->data)[i];
+                if (map && (yi < 0 || (size_t)yi >= cls->n))
+                    s = xd_fail(&e, XD_EFORMAT, "%s: %s[%zu] = %d is not one of its %zu classes",
+                                data, name, i, yi, cls->n);
+                else if ((y[i] = map ? map[yi] : yi) < 0 || (size_t)y[i] >= K)
                     s = xd_fail(&e, XD_EFORMAT, "%s: %s[%zu] = %d is not one of the model's %zu classes",
-                                data, name, i, y[i], K);
+                                data, name, i, yi, K);
+            }
             if (s == XD_OK) {
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
-                s = trainer_evaluate(&m, head, &f, y, input, &acc, &e);
+                names = class_names(stored, ds, label, (int)K);
+                s = eval_classifier(&m, head, &f, y, input, &ev, &e);
             }
+            if (s == XD_OK && pred_path) s = write_predictions(pred_path, &ev, &f, names, &e);
         }
     }
     if (s == XD_OK && segment) {
@@ -379,15 +516,32 @@ int cmd_eval(int argc, char **argv)
         else
             printf("%s on %s (%s, %s): mIoU %.2f%%, pixel accuracy %.2f%% over %zu examples\n",
                    model, data, split, view, 100.0 * sc.miou, 100.0 * sc.pixel_acc, f.n);
+    } else if (s == XD_OK && json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "model", json_string(model));
+        if (val[EO_EXIT]) json_object_set_new(j, "exit", json_string(nn_model_node(&m, head)->name));
+        json_object_set_new(j, "data", json_string(data));
+        json_object_set_new(j, "split", json_string(split));
+        json_object_set_new(j, "view", json_string(view));
+        json_object_set_new(j, "examples", json_integer((json_int_t)f.n));
+        json_object_update_new(j, scores_json(&ev.sc, names));
+        char *out = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        printf("%s\n", out);
+        free(out);
+        json_decref(j);
     } else if (s == XD_OK) {
-        if (json)
-            printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,\"accuracy\":%.6f}\n",
-                   model, split, view, f.n, acc);
-        else
-            printf("%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model, data, split,
-                   view, 100.0 * acc, f.n,
-                   f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
+        const char *exit_name = nn_model_node(&m, head)->name;
+        printf("%s%s%s%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model,
+               val[EO_EXIT] ? " (exit '" : "", val[EO_EXIT] ? exit_name : "",
+               val[EO_EXIT] ? "')" : "", data, split, view, 100.0 * scores_accuracy(&ev.sc), f.n,
+               f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
+        print_classifier(&ev, names);
     }
+    eval_rows_free(&ev);
+    free(names);
+    ckpt_class_names_free(stored);
+    free(map);
+    free(y);
     free(input);
     free(aug);
     free(text);

@@ -22,6 +22,8 @@ static const command commands[] = {
     {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
     {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
+    {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)"},
+    {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)"},
     {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
@@ -63,6 +65,25 @@ int cli_parse_long(const char *s, long lo, long hi, long *out)
     if (errno || end == s || *end || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+int cli_next_option(const char *cmd, const cli_option *opts, int n, int argc, char **argv, int *i,
+                    const char **val, int *rc)
+{
+    const char *a = argv[*i];
+    if (a[0] != '-' || !a[1]) return -1;
+    for (int o = 0; o < n; o++) {
+        if (strcmp(a, opts[o].name) != 0) continue;
+        if (!opts[o].takes_value) return o;
+        if (*i + 1 >= argc) {
+            *rc = cli_usage_error(cmd, "%s needs a value", a);
+            return -2;
+        }
+        *val = argv[++*i];
+        return o;
+    }
+    *rc = cli_usage_error(cmd, "unknown option '%s'", a);
+    return -2;
 }
 
 int cli_wants_help(int argc, char **argv)

@@ -1,19 +1,24 @@
 /* Checkpoints (see checkpoint.h). */
 #include "distill/checkpoint.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
 #include "core/runtime.h"
+#include "distill/labels.h"
 #include "distill/recipe.h"
 #include "io/safetensors.h"
 #include "modalities/image/augment.h"
+#include "modalities/image/resize.h"
 
 #define META_FORMAT "format"
 #define META_VERSION "xdistill.version"
 #define META_MODEL "xdistill.model"
+#define META_IMAGES "xdistill.images"
 
 /* The model's entries as tensor descriptors (data pointing into the model, or NULL). */
 static io_tensor *model_tensors(const nn_model *m, int with_data)
@@ -46,6 +51,58 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
     io_tensor *t = model_tensors(m, 1);
     xd_status s = io_st_write(path, t, (size_t)m->n_params, all, n_meta + 3, e);
     free(t);
+    free(all);
+    return s;
+}
+
+/* Whether m's default head is a map (H, W, classes): a segmentation model. */
+static int head_is_map(const nn_model *m)
+{
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    return hn->h > 1 || hn->w > 1;
+}
+
+/* The number of classes of m's default head: a map's channels, else its outputs. */
+static size_t head_classes(const nn_model *m)
+{
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    return head_is_map(m) ? (size_t)hn->c : hn->act_n;
+}
+
+/* The data set's names of the classes of m's default head: classes.mask for a map, else those
+ * of the label set `label` (labels_class_table); NULL when it has none. */
+static const io_strings *head_class_table(const nn_model *m, const io_dataset *ds,
+                                          const char *label)
+{
+    return head_is_map(m) ? io_dataset_find_strings(ds, "classes.mask")
+                          : labels_class_table(ds, label);
+}
+
+xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                            const feed *f, const io_dataset *ds, const char *label, xd_err *e)
+{
+    io_kv *all = xd_xcalloc(n_meta + 2, sizeof *all);
+    size_t n = n_meta;
+    if (n_meta) memcpy(all, meta, n_meta * sizeof *all);
+    char images[64];
+    if (f->kind == FEED_IMAGE) {
+        snprintf(images, sizeof images, "%dx%dx%d", f->h, f->w, f->c);
+        all[n++] = (io_kv){META_IMAGES, images};
+    }
+    const io_strings *cls = head_class_table(m, ds, label);
+    char *names = NULL;
+    if (cls) {
+        const char **table = labels_table_names(cls);
+        names = ckpt_classes_json(table, cls->n);
+        free(table);
+        if (!names) {
+            free(all);
+            return xd_fail(e, XD_ENOMEM, "%s: no memory for the class names", path);
+        }
+        all[n++] = (io_kv){CKPT_META_CLASSES, names};
+    }
+    xd_status s = ckpt_save(path, m, all, n, e);
+    free(names);
     free(all);
     return s;
 }
@@ -86,6 +143,15 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
     return s;
 }
 
+/* 1 when version ("MAJOR.MINOR...") is of a later release than this build: such a file may hold
+ * what this build cannot read, so it is refused by name rather than misread. */
+static int newer_version(const char *version)
+{
+    int a, b, x, y;
+    if (sscanf(version, "%d.%d", &a, &b) != 2 || sscanf(XD_VERSION, "%d.%d", &x, &y) != 2) return 0;
+    return a > x || (a == x && b > y);
+}
+
 xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
@@ -93,9 +159,15 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
     xd_status s = io_st_open(path, &f, e);
     if (s != XD_OK) return s;
     const char *fmt = io_st_meta(f, META_FORMAT), *desc = io_st_meta(f, META_MODEL);
+    const char *version = io_st_meta(f, META_VERSION);
     if (!fmt || strcmp(fmt, "xdistill") != 0 || !desc) {
         s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (metadata '%s' and '%s' missing)",
                     path, META_FORMAT, META_MODEL);
+    } else if (version && newer_version(version)) {
+        char buf[XD_EXCERPT_BUF];
+        s = xd_fail(e, XD_EUNSUPPORTED, "%s: a checkpoint of xdistill %s; this is xdistill %s, "
+                    "which reads those of its own and earlier versions", path,
+                    xd_excerpt(version, buf), XD_VERSION);
     } else if ((s = nn_model_plan(m, desc, max_batch, e)) != XD_OK) {
         xd_err_prefix(e, "%s: stored model", path);
     } else {
@@ -184,6 +256,26 @@ static xd_status fit_images(const char *path, const nn_model *m, const io_datase
                    resized ? "size=HxW in data.augment" : "channels=N in data.augment");
 }
 
+/* The data set's classes cls (label set of ds) onto the model's stored names (as many as head
+ * hn's outputs) by name: *map as ckpt_class_map gives it. */
+static xd_status map_names(const char *path, const nn_node *hn, char **names,
+                           const io_dataset *ds, const io_strings *cls, int32_t **map, xd_err *e)
+{
+    *map = NULL;
+    char what_ds[512], what_m[512];
+    snprintf(what_ds, sizeof what_ds, "%s: %s", io_dataset_path(ds), cls->name);
+    snprintf(what_m, sizeof what_m, "the classes of %s", path);
+    const char **ds_names = labels_table_names(cls);
+    int32_t *out = xd_xmalloc(sizeof(int32_t) * (cls->n ? cls->n : 1));
+    int same = 0;
+    xd_status s = labels_match_names(ds_names, cls->n, what_ds, (const char *const *)names,
+                                     hn->act_n, what_m, out, &same, e);
+    free(ds_names);
+    if (s != XD_OK || same) free(out);
+    else *map = out;
+    return s;
+}
+
 xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *split, const char *view, const char *augment,
                          const char *label, xd_err *e)
@@ -194,7 +286,7 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
         return s;
     const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
     char name[IO_DATASET_NAME_MAX + 1];
-    if (hn->h > 1 || hn->w > 1) {
+    if (head_is_map(m)) {
         snprintf(name, sizeof name, "%s/mask", split);
         const io_tensor *mt = io_dataset_find(ds, name);
         const io_strings *mc = io_dataset_find_strings(ds, "classes.mask");
@@ -211,12 +303,92 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
         return XD_OK;
     }
     if (!label) return XD_OK;
-    /* "label" -> "classes", "label.NAME" -> "classes.NAME" */
-    const char *suffix = strncmp(label, "label", 5) == 0 ? label + 5 : "";
-    snprintf(name, sizeof name, "classes%s", suffix);
-    const io_strings *cls = io_dataset_find_strings(ds, name);
-    if (cls && cls->n != hn->act_n)
-        return xd_fail(e, XD_ESHAPE, "%s: the model has %zu classes (head '%s'); %s: %s has %zu "
-                       "(%s)", path, hn->act_n, hn->name, data, label, cls->n, name);
-    return XD_OK;
+    const io_strings *cls = labels_class_table(ds, label);
+    char **names;
+    if ((s = ckpt_class_names(path, m, &names, e)) != XD_OK) return s;
+    int32_t *map = NULL;
+    if (names && cls) /* checked by name */
+        s = map_names(path, hn, names, ds, cls, &map, e);
+    else if (cls && cls->n != hn->act_n)
+        s = xd_fail(e, XD_ESHAPE, "%s: the model has %zu classes (head '%s'); %s: %s has %zu (%s)",
+                    path, hn->act_n, hn->name, data, label, cls->n, cls->name);
+    free(map);
+    ckpt_class_names_free(names);
+    return s;
+}
+
+char *ckpt_classes_json(const char *const *names, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(names[i]));
+    char *text = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(a);
+    return text;
+}
+
+xd_status ckpt_class_names(const char *path, const nn_model *m, char ***names, xd_err *e)
+{
+    *names = NULL;
+    const size_t n_classes = head_classes(m);
+    char *text;
+    xd_status s = ckpt_read_meta(path, CKPT_META_CLASSES, &text, e);
+    if (s != XD_OK || !text) return s;
+    json_t *arr = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_array(arr)) {
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s' is not a JSON list of class names", path,
+                    CKPT_META_CLASSES);
+    } else if (json_array_size(arr) != n_classes) {
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s' names %zu classes for the %zu outputs of the "
+                    "model's head", path, CKPT_META_CLASSES, json_array_size(arr), n_classes);
+    } else {
+        *names = xd_xcalloc(n_classes + 1, sizeof **names);
+        for (size_t i = 0; i < n_classes && s == XD_OK; i++) {
+            const char *v = json_string_value(json_array_get(arr, i));
+            if (v) (*names)[i] = xd_xstrdup(v);
+            else s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s': entry %zu is not a string", path,
+                             CKPT_META_CLASSES, i);
+        }
+        if (s != XD_OK) {
+            ckpt_class_names_free(*names);
+            *names = NULL;
+        }
+    }
+    json_decref(arr);
+    return s;
+}
+
+void ckpt_class_names_free(char **names)
+{
+    for (size_t i = 0; names && names[i]; i++) free(names[i]);
+    free(names);
+}
+
+xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *label, int32_t **map, xd_err *e)
+{
+    *map = NULL;
+    const io_strings *cls = labels_class_table(ds, label);
+    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
+    char **names;
+    xd_status s = ckpt_class_names(path, m, &names, e);
+    if (s == XD_OK && names && cls) s = map_names(path, hn, names, ds, cls, map, e);
+    ckpt_class_names_free(names);
+    return s;
+}
+
+xd_status ckpt_trained_images(const char *path, int *h, int *w, int *c, xd_err *e)
+{
+    *h = *w = *c = 0;
+    char *text;
+    xd_status s = ckpt_read_meta(path, META_IMAGES, &text, e);
+    if (s != XD_OK || !text) return s;
+    int n = 0;
+    if (sscanf(text, "%dx%dx%d%n", h, w, c, &n) != 3 || text[n] || *h < 1 || *w < 1 ||
+        *h > IMG_MAX_SIDE || *w > IMG_MAX_SIDE || (*c != 1 && *c != 3))
+        s = xd_fail(e, XD_EFORMAT, "%s: metadata '%s' = '%s' is not HxWxC (C 1 or 3)", path,
+                    META_IMAGES, text);
+    if (s != XD_OK) *h = *w = *c = 0;
+    free(text);
+    return s;
 }

@@ -16,6 +16,7 @@
 
 #include "core/status.h"
 #include "io/dataset.h"
+#include "distill/feed.h"
 #include "io/dtype.h"
 #include "nn/model.h"
 
@@ -24,8 +25,17 @@
 xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                     xd_err *e);
 
+/* ckpt_save for a model trained on ds through its feed f (label: the run's label set), adding
+ * what using the model outside the toolkit needs: "xdistill.classes", the JSON list of the class
+ * names of its default head (the data set's names of label, or classes.mask for a segmentation
+ * head; left out when the data set names none), and for an image feed "xdistill.images", the
+ * data set's image size "HxWxC", which is what the recipe's data.augment starts from. */
+xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                            const feed *f, const io_dataset *ds, const char *label, xd_err *e);
+
 /* Builds a model from the description stored in the file, for batches of up to max_batch, and
- * loads its values. On failure m is left empty (nothing to free). */
+ * loads its values. A checkpoint of a later xdistill version (major.minor) is XD_EUNSUPPORTED.
+ * On failure m is left empty (nothing to free). */
 xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 
 /* Loads values into an existing model; the file must match it exactly. */
@@ -41,6 +51,30 @@ xd_status ckpt_preprocessing(const char *path, char **augment, char **text, xd_e
  * or "label.NAME") as a new string; "label" when the file holds no recipe. */
 xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
 
+/* The metadata key of the class names of a checkpoint's default head: a JSON list of strings,
+ * in the order of its outputs. ckpt_save_trained writes it when the data set names its classes;
+ * older checkpoints have none. */
+#define CKPT_META_CLASSES "xdistill.classes"
+
+/* n class names as the JSON list text CKPT_META_CLASSES holds (a new string; NULL when out of
+ * memory). */
+char *ckpt_classes_json(const char *const *names, size_t n);
+
+/* The class names ckpt_save_trained stored for m (path's model): a NULL-terminated array of a
+ * new string per class of its default head (a map's channels, else its outputs), free with
+ * ckpt_class_names_free; *names NULL when the file holds none (older checkpoints). XD_EFORMAT,
+ * naming the file, when they are not a list of as many strings. */
+xd_status ckpt_class_names(const char *path, const nn_model *m, char ***names, xd_err *e);
+void ckpt_class_names_free(char **names);
+
+/* The model's classes (path's stored names, m its model) for the data set's label set `label`:
+ * *map (a new array of the data set's class count) gives each data set class the model output of
+ * the same name, NULL when both name their classes in the same order or either names none (then
+ * the counts are what ckpt_check_fit compares). A data set class the model lacks is an error
+ * listing both sets. */
+xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
+                         const char *label, int32_t **map, xd_err *e);
+
 /* Whether the checkpoint's model m (from path) fits what it is about to read: split of ds
  * through view, with the image option words augment (the preprocessing its feed will use):
  *  - view image: the images are the model's input height x width and channels, unless augment
@@ -48,11 +82,16 @@ xd_status ckpt_trained_label(const char *path, char **label, xd_err *e);
  *  - a default head that is a map (H, W, C) is a segmentation model: the split needs S/mask of
  *    H x W and classes.mask of C classes;
  *  - any other head is a classifier: when the data set names the classes of label (`classes`,
- *    `classes.NAME`), the head has one output per class (label NULL: not checked).
+ *    `classes.NAME`), every one is a class the checkpoint names (ckpt_class_map), or, for a
+ *    checkpoint without names, the head has one output per class (label NULL: not checked).
  * Failing checks name the checkpoint, the data set and both values (XD_ESHAPE). */
 xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *split, const char *view, const char *augment,
                          const char *label, xd_err *e);
+
+/* The size of the images the model was trained on ("xdistill.images"); 0, 0, 0 when the file does
+ * not say (older checkpoints). */
+xd_status ckpt_trained_images(const char *path, int *h, int *w, int *c, xd_err *e);
 
 /* Reads one metadata value of a checkpoint into a new string (NULL when absent). */
 xd_status ckpt_read_meta(const char *path, const char *key, char **value, xd_err *e);

@@ -53,6 +53,22 @@ static xd_status open_image(feed *f, const io_dataset *ds, const char *split, co
     return XD_OK;
 }
 
+xd_status feed_text_tokenizer(txt_tokenizer *tok, const char *text, const nn_model *m, xd_err *e)
+{
+    txt_config cfg = txt_config_default();
+    xd_status s = txt_config_parse_words(&cfg, text, e);
+    if (s != XD_OK) return s;
+    cfg.max_ids = (uint32_t)m->tokens;
+    /* the model's embedding table must cover every id the tokenizer can produce */
+    if ((s = txt_tokenizer_init(tok, &cfg, NULL, e)) != XD_OK) return s;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].kind == NN_EMBBAG && (uint32_t)m->nodes[i].vocab < txt_num_ids(tok))
+            return xd_fail(e, XD_ESHAPE, "model layer '%s' has vocab=%d, the text settings give %u ids "
+                                         "(buckets); make them equal", m->nodes[i].name,
+                           m->nodes[i].vocab, txt_num_ids(tok));
+    return XD_OK;
+}
+
 static xd_status open_text(feed *f, const io_dataset *ds, const char *split, const char *lang,
                            const nn_model *m, const char *text, xd_err *e)
 {
@@ -61,18 +77,9 @@ static xd_status open_text(feed *f, const io_dataset *ds, const char *split, con
                        io_dataset_path(ds), lang);
     f->kind = FEED_TEXT;
     f->L = m->tokens;
-    txt_config cfg = txt_config_default();
-    xd_status s = txt_config_parse_words(&cfg, text, e);
-    if (s != XD_OK) return s;
-    cfg.max_ids = (uint32_t)f->L;
-    /* the model's embedding table must cover every id the tokenizer can produce */
     txt_tokenizer tok;
-    if ((s = txt_tokenizer_init(&tok, &cfg, NULL, e)) != XD_OK) return s;
-    for (int i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].kind == NN_EMBBAG && (uint32_t)m->nodes[i].vocab < txt_num_ids(&tok))
-            return xd_fail(e, XD_ESHAPE, "model layer '%s' has vocab=%d, the text settings give %u ids "
-                                         "(buckets); make them equal", m->nodes[i].name,
-                           m->nodes[i].vocab, txt_num_ids(&tok));
+    xd_status s = feed_text_tokenizer(&tok, text, m, e);
+    if (s != XD_OK) return s;
     /* which languages */
     const char *single[1] = {lang};
     const char **langs = single;

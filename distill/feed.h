@@ -46,6 +46,11 @@ void feed_close(feed *f);
  * images (windows of a scene) exactly as a feed would. */
 xd_status feed_image_opts(img_opts *o, const char *augment, const nn_model *m, xd_err *e);
 
+/* The tokenizer a text feed uses for model m: text (txt_config words) with max_ids = m's
+ * `tokens`; XD_ESHAPE when an embedding table of m is smaller than the ids it gives. For callers
+ * that encode their own texts exactly as a feed would. */
+xd_status feed_text_tokenizer(txt_tokenizer *tok, const char *text, const nn_model *m, xd_err *e);
+
 /* Fills out with the inputs of examples idx[0..count): float (count, h, w, c) or int32
  * (count, L). augment = 1 draws augmentations / languages from (seed, example, epoch); 0 gives
  * the centre crop and the first present language. */

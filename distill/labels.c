@@ -1,12 +1,23 @@
-/* Label selection (see labels.h). */
+/* Label selection and validation hold-out (see labels.h). */
 #include "distill/labels.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/mem.h"
 #include "core/rng.h"
+
+/* The examples of class c with mask set (NULL: all) into idx; returns their number. */
+static uint32_t class_members(const int32_t *labels, const uint8_t *mask, size_t n, int c,
+                              uint32_t *idx)
+{
+    uint32_t cnt = 0;
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] == c && (!mask || mask[i])) idx[cnt++] = (uint32_t)i;
+    return cnt;
+}
 
 xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n, int n_classes,
                         double fraction, int per_class, uint64_t seed, uint8_t *mask_out,
@@ -25,9 +36,7 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
     uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (n ? n : 1));
     size_t total = 0;
     for (int c = 0; c < n_classes; c++) {
-        uint32_t cnt = 0;
-        for (size_t i = 0; i < n; i++)
-            if (labels[i] == c && (!mask_in || mask_in[i])) idx[cnt++] = (uint32_t)i;
+        uint32_t cnt = class_members(labels, mask_in, n, c, idx);
         uint32_t k = cnt;
         if (per_class > 0) {
             k = (uint32_t)per_class < cnt ? (uint32_t)per_class : cnt;
@@ -44,5 +53,83 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
     }
     free(idx);
     if (kept) *kept = total;
+    return XD_OK;
+}
+
+xd_status labels_hold_out(const int32_t *labels, uint8_t *sel, size_t n, int n_classes,
+                          double fraction, uint64_t seed, uint8_t *val, size_t *n_val, xd_err *e)
+{
+    if (!(fraction >= 0.0 && fraction < 1.0))
+        return xd_fail(e, XD_EARG, "validation fraction %g is not in [0, 1)", fraction);
+    if (n > UINT32_MAX) return xd_fail(e, XD_EARG, "too many examples (%zu)", n);
+    memset(val, 0, n);
+    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (n ? n : 1));
+    size_t total = 0;
+    for (int c = 0; c < n_classes; c++) {
+        uint32_t cnt = class_members(labels, sel, n, c, idx);
+        uint32_t k = (uint32_t)llround(fraction * cnt);
+        if (k == 0 && cnt >= 2 && fraction > 0.0) k = 1;
+        if (cnt > 0 && k > cnt - 1) k = cnt - 1;
+        xd_rng r = xd_rng_make(seed, (uint64_t)c, XD_RNG_VALID);
+        xd_rng_shuffle(&r, idx, cnt);
+        for (uint32_t j = 0; j < k; j++) {
+            val[idx[j]] = 1;
+            sel[idx[j]] = 0;
+        }
+        total += k;
+    }
+    free(idx);
+    *n_val = total;
+    return XD_OK;
+}
+
+const io_strings *labels_class_table(const io_dataset *ds, const char *label)
+{
+    /* "label" -> "classes", "label.NAME" -> "classes.NAME" */
+    char name[IO_DATASET_NAME_MAX + 1];
+    snprintf(name, sizeof name, "classes%s", strncmp(label, "label", 5) == 0 ? label + 5 : "");
+    return io_dataset_find_strings(ds, name);
+}
+
+const char **labels_table_names(const io_strings *t)
+{
+    const char **names = xd_xmalloc(sizeof *names * (t->n ? t->n : 1));
+    for (size_t i = 0; i < t->n; i++) names[i] = io_strings_get(t, i, NULL);
+    return names;
+}
+
+/* "a, b, c" of n names (the first 40, then "..."), in a new string. */
+static char *name_list(const char *const *names, size_t n)
+{
+    size_t len = 8;
+    for (size_t i = 0; i < n && i < 40; i++) len += strlen(names[i]) + 2;
+    char *out = xd_xmalloc(len);
+    size_t at = 0;
+    for (size_t i = 0; i < n && i < 40; i++)
+        at += (size_t)snprintf(out + at, len - at, "%s%s", i ? ", " : "", names[i]);
+    if (n > 40) snprintf(out + at, len - at, ", ...");
+    if (!n) snprintf(out, len, "none");
+    return out;
+}
+
+xd_status labels_match_names(const char *const *from, size_t n_from, const char *what_from,
+                             const char *const *to, size_t n_to, const char *what_to,
+                             int32_t *map, int *same, xd_err *e)
+{
+    if (same) *same = n_from == n_to;
+    for (size_t i = 0; i < n_from; i++) {
+        map[i] = -1;
+        for (size_t j = 0; j < n_to && map[i] < 0; j++)
+            if (strcmp(from[i], to[j]) == 0) map[i] = (int32_t)j;
+        if (same && map[i] != (int32_t)i) *same = 0;
+        if (map[i] >= 0) continue;
+        char *a = name_list(from, n_from), *b = name_list(to, n_to);
+        xd_status s = xd_fail(e, XD_EARG, "%s: class '%s' is not one of %s (%s has %zu: %s; %s has "
+                                          "%zu: %s)", what_from, from[i], what_to, what_from,
+                              n_from, a, what_to, n_to, b);
+        free(a);
+        free(b);
+        return s;
+    }
     return XD_OK;
 }

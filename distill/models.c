@@ -33,6 +33,8 @@ xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds,
      * and never flips, so evaluation sees the plain, normalised images */
     if (s == XD_OK)
         s = feed_open(&mr->test, ds, d->test, mr->rm->view, &mr->m, d->augment, d->text, e);
+    if (s == XD_OK && d->val)
+        s = feed_open(&mr->val, ds, d->val, mr->rm->view, &mr->m, d->augment, d->text, e);
     if (s != XD_OK) {
         if (r->n_models > 1) xd_err_prefix(e, "model '%s'", mr->rm->name);
         return s;
@@ -49,6 +51,11 @@ void models_close(model_rt *mr)
     nn_model_free(&mr->m);
     feed_close(&mr->train);
     feed_close(&mr->test);
+    feed_close(&mr->val);
+    for (int i = 0; mr->eval_feeds && i < mr->n_eval; i++) feed_close(&mr->eval_feeds[i]);
+    free(mr->eval_feeds);
+    free(mr->eval_acc);
+    free(mr->eval_bacc);
     nn_opt_free(&mr->opt);
     free(mr->input);
     free(mr->eval_input);

@@ -24,12 +24,20 @@ typedef struct {
     const recipe_model *rm;
     nn_model m;
     feed train, test;        /* its view of the two splits */
+    feed val;                /* its view of data.val (a validation split of its own); else unused */
     void *input, *eval_input; /* one batch of each */
     uint64_t seed;           /* initialisation and dropout streams */
     nn_optimizer opt;
     nn_param_seg *segs;      /* the stage's trainable segments (train_until) */
     double acc, pixel_acc;   /* the last evaluation (a segment task: mIoU and pixel accuracy) */
-    double best_acc;
+    double bacc;             /* and its balanced accuracy (classify) */
+    double val_acc, val_bacc, val_pixel_acc; /* the last evaluation on the validation split */
+    double *eval_acc, *eval_bacc; /* (n_eval) the last evaluation on each eval set */
+    feed *eval_feeds;        /* (n_eval) its view of each eval set (data.eval_sets) */
+    int n_eval;
+    double best_acc;         /* the score that picks the best checkpoint: on the validation split
+                              * when the run has one, else on the test split */
+    double test_at_best;     /* the test score of the best checkpoint */
     int best_epoch;
     size_t correct, labelled; /* training accuracy over the current epoch */
 } model_rt;
@@ -41,7 +49,8 @@ uint64_t models_seed(long seed, int k);
  * "model 'NAME'"). */
 xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *e);
 
-/* Opens its views of the train and test splits and its batch buffers. */
+/* Opens its views of the train and test splits (and data.val's when given) and its batch
+ * buffers. */
 xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds, xd_err *e);
 
 void models_close(model_rt *mr);

@@ -84,6 +84,13 @@ const char *const recipe_langs_names[RECIPE_LANGS_COUNT] = {
 };
 static_assert(COUNT_OF(recipe_langs_names) == RECIPE_LANGS_COUNT, "name every language mode");
 
+const char *const recipe_combine_names[RECIPE_COMBINE_COUNT] = {
+    [RECIPE_COMBINE_MEAN] = "mean",
+    [RECIPE_COMBINE_WEIGHTS] = "weights",
+    [RECIPE_COMBINE_ENTROPY] = "entropy",
+};
+static_assert(COUNT_OF(recipe_combine_names) == RECIPE_COMBINE_COUNT, "name every combination");
+
 const char *const recipe_task_names[RECIPE_TASK_COUNT] = {
     [RECIPE_TASK_CLASSIFY] = "classify",
     [RECIPE_TASK_SEGMENT] = "segment",
@@ -111,7 +118,9 @@ static const char *const top_keys[] = {"name",       "seed",     "seeds", "task"
                                        "stages"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
-                                        "student_view",   "augment",          "text"};
+                                        "student_view",   "augment",          "text",
+                                        "val_fraction",   "val",              "eval_sets"};
+static const char *const eval_set_keys[] = {"name", "path", "split"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
 static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
@@ -152,6 +161,77 @@ static xd_status bind_name(binder *b, io_yaml_node *root)
     return XD_OK;
 }
 
+/* A split name: letters, digits, '-', '_', '.'. */
+static xd_status check_split_name(binder *b, io_yaml_node *n, const char *split)
+{
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
+    if (rb_word_ok(split, "-_.")) return XD_OK;
+    return rb_bad(b, n, "'%s' is not a split name (letters, digits, '-', '_', '.')",
+                  xd_excerpt(split, q));
+}
+
+/* data.eval_sets: a list of {name, path, split}. */
+static xd_status bind_eval_sets(binder *b, io_yaml_node *data)
+{
+    recipe_data *dt = &b->r->data;
+    io_yaml_node *list = rb_present(b, data, "eval_sets"), *n;
+    if (!list) return XD_OK;
+    xd_status s = rb_need_kind(b, list, IO_YAML_SEQUENCE, "a list of data sets (name, path, split)");
+    if (s != XD_OK) return s;
+    if (list->n > RECIPE_MAX_EVAL_SETS)
+        return rb_bad(b, list, "%d eval sets, more than the %d allowed", list->n,
+                      RECIPE_MAX_EVAL_SETS);
+    dt->eval_sets = xd_xcalloc((size_t)(list->n ? list->n : 1), sizeof *dt->eval_sets);
+    for (int i = 0; i < list->n; i++) {
+        io_yaml_node *it = list->items[i];
+        recipe_eval_set *es = &dt->eval_sets[i];
+        dt->n_eval_sets = i + 1;
+        io_yaml_mark_used(it);
+        if ((s = rb_need_kind(b, it, IO_YAML_MAPPING, "a mapping (name, path, split)")) != XD_OK ||
+            (s = io_yaml_check_keys(b->d, it, eval_set_keys, COUNT_OF(eval_set_keys), b->e)) ||
+            (s = io_yaml_require(b->d, it, "name", &n, b->e)) != XD_OK ||
+            (s = rb_get_string(b, it, "name", NULL, &es->name, &n)) != XD_OK)
+            return s;
+        /* no '.': the metrics keys are eval.NAME.acc */
+        if (!rb_word_ok(es->name, "-_"))
+            return rb_bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_')", es->name);
+        for (int j = 0; j < i; j++)
+            if (strcmp(dt->eval_sets[j].name, es->name) == 0)
+                return rb_bad(b, n, "eval set name '%s' is already used by data.eval_sets.%d",
+                              es->name, j);
+        if ((s = io_yaml_require(b->d, it, "path", &n, b->e)) != XD_OK ||
+            (s = rb_get_string(b, it, "path", NULL, &es->path, &n)) != XD_OK ||
+            (s = rb_check_file(b, n, es->path)) != XD_OK ||
+            (s = rb_get_string(b, it, "split", "test", &es->split, &n)) != XD_OK ||
+            (s = check_split_name(b, n, es->split)) != XD_OK)
+            return s;
+    }
+    return XD_OK;
+}
+
+/* The validation split: data.val_fraction of the labelled training examples, or data.val, a
+ * split of its own; and the further data sets scored with it. */
+static xd_status bind_validation(binder *b, io_yaml_node *data)
+{
+    recipe_data *dt = &b->r->data;
+    io_yaml_node *n;
+    dt->val_fraction = 0.0f;
+    xd_status s = rb_get_float(b, data, "val_fraction", R_UNIT, &dt->val_fraction);
+    if (s != XD_OK) return s;
+    if (dt->val_fraction >= 1.0f)
+        return rb_bad(b, rb_present(b, data, "val_fraction"),
+                      "must be below 1 (the share of the labelled training examples held out)");
+    if ((s = rb_get_string(b, data, "val", NULL, &dt->val, &n)) != XD_OK) return s;
+    if (n && (s = check_split_name(b, n, dt->val)) != XD_OK) return s;
+    if (n && dt->val_fraction > 0.0f)
+        return rb_bad(b, n, "give val (a split) or val_fraction (held out of train), not both");
+    if (n && (strcmp(dt->val, dt->train) == 0 || strcmp(dt->val, dt->test) == 0))
+        return rb_bad(b, n, "the validation split must be neither the training nor the test split "
+                            "('%s'); val_fraction holds examples out of the training split",
+                      dt->val);
+    return bind_eval_sets(b, data);
+}
+
 static xd_status bind_data(binder *b, io_yaml_node *root)
 {
     char q[XD_EXCERPT_BUF]; /* input quoted in a message */
@@ -169,11 +249,9 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
     const char *split_keys[2] = {"train", "test"};
     char **splits[2] = {&dt->train, &dt->test};
     for (int i = 0; i < 2; i++) {
-        if ((s = rb_get_string(b, data, split_keys[i], split_keys[i], splits[i], &n)) != XD_OK)
+        if ((s = rb_get_string(b, data, split_keys[i], split_keys[i], splits[i], &n)) != XD_OK ||
+            (s = check_split_name(b, n, *splits[i])) != XD_OK)
             return s;
-        if (!rb_word_ok(*splits[i], "-_."))
-            return rb_bad(b, n, "'%s' is not a split name (letters, digits, '-', '_', '.')",
-                       xd_excerpt(*splits[i], q));
     }
     if ((s = rb_get_string(b, data, "label", "label", &dt->label, &n)) != XD_OK) return s;
     if (strcmp(dt->label, "label") != 0 &&
@@ -208,7 +286,7 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
         txt_config tc = txt_config_default();
         if ((s = txt_config_parse_words(&tc, dt->text, b->e)) != XD_OK) return rb_wrap(b, n, s);
     }
-    return XD_OK;
+    return bind_validation(b, data);
 }
 
 /* A model description from `model` (inline) or `model_file` of map into *out, planned into net to
@@ -631,6 +709,11 @@ static void loss_free(recipe_loss *l)
     }
     free(l->label_map);
     free(l->label_table);
+    for (int i = 0; i < l->n_members; i++) {
+        free(l->members[i].label_map);
+        free(l->members[i].label_table);
+    }
+    free(l->members);
 }
 
 void recipe_free(recipe *r)
@@ -645,6 +728,13 @@ void recipe_free(recipe *r)
     free(r->data.student_view);
     free(r->data.augment);
     free(r->data.text);
+    free(r->data.val);
+    for (int i = 0; i < r->data.n_eval_sets; i++) {
+        free(r->data.eval_sets[i].name);
+        free(r->data.eval_sets[i].path);
+        free(r->data.eval_sets[i].split);
+    }
+    free(r->data.eval_sets);
     free(r->model);
     for (int i = 0; i < r->n_models; i++) {
         free(r->models[i].name);

@@ -111,6 +111,16 @@ extern const char *const recipe_windows_names[RECIPE_WINDOWS_COUNT];
 typedef enum { RECIPE_VIEW_IMAGE, RECIPE_VIEW_TEXT, RECIPE_VIEW_COUNT } recipe_view_kind;
 extern const char *const recipe_view_kind_names[RECIPE_VIEW_COUNT];
 
+/* How a kd / hinton loss with several `teachers:` combines their distributions per example
+ * (distill/ensemble.h): their mean, fixed weights, or weights from each teacher's entropy. */
+typedef enum {
+    RECIPE_COMBINE_MEAN,
+    RECIPE_COMBINE_WEIGHTS,
+    RECIPE_COMBINE_ENTROPY,
+    RECIPE_COMBINE_COUNT
+} recipe_combine;
+extern const char *const recipe_combine_names[RECIPE_COMBINE_COUNT];
+
 typedef struct {
     char *name;       /* unique among the teachers */
     char *checkpoint; /* safetensors file */
@@ -128,6 +138,16 @@ typedef struct {
     nn_opt_config opt; /* its optimizer; default train.optimizer */
     int own_opt;       /* 1: the item gave its own optimizer */
 } recipe_model;
+
+/* A teacher of a loss's ensemble. */
+typedef struct {
+    int teacher;               /* index into recipe.teachers */
+    float weight;              /* combine: weights: its weight as given (>= 0; normalised over
+                                * the members when the run starts) */
+    char *label_map;           /* its classes onto the student's, as recipe_loss.label_map */
+    int32_t *label_table;      /* or as recipe_loss.label_table */
+    int n_label_table;
+} recipe_member;
 
 typedef struct {
     recipe_loss_kind kind;
@@ -171,6 +191,12 @@ typedef struct {
     int weighting;             /* dense: an align_dense_weight */
     float min_conf;            /* dense: in [0, 1] */
     float threshold;           /* dense: foreground where grey > threshold (0..255) */
+    /* kd, hinton with `teachers:` (then teacher is -1): the target is the per-example
+     * combination of the members' distributions */
+    int n_members;
+    recipe_member *members;
+    recipe_combine combine;
+    float entropy_tau;         /* combine: entropy: temperature of the weights, > 0 */
     int line;                  /* of the item in the recipe file, for messages; 0 = unknown */
 } recipe_loss;
 
@@ -182,6 +208,17 @@ typedef struct {
     int until_model;   /* the model train_until limits (index into recipe.models) */
 } recipe_stage;
 
+/* A further data set scored at every evaluation (data.eval_sets): the run's label set, checked
+ * by class name. */
+typedef struct {
+    char *name;           /* unique among the eval sets; metrics.jsonl keys eval.NAME.* */
+    char *path;           /* dataset container */
+    char *split;          /* default "test" */
+} recipe_eval_set;
+
+/* Most data.eval_sets. */
+#define RECIPE_MAX_EVAL_SETS 16
+
 typedef struct {
     char *path;           /* dataset container, relative to the current folder */
     char *train, *test;   /* split prefixes */
@@ -192,6 +229,11 @@ typedef struct {
     char *student_view;
     char *augment;        /* img_opts words, "" = none */
     char *text;           /* txt_config words, "" = defaults */
+    float val_fraction;   /* [0, 1): share of the labelled training examples held out (stratified,
+                           * seeded) as the validation split that picks best checkpoints; 0 = none */
+    char *val;            /* or a split of the data set as the validation split; NULL = none */
+    int n_eval_sets;
+    recipe_eval_set *eval_sets;
 } recipe_data;
 
 typedef struct {
@@ -254,6 +296,8 @@ xd_status recipe_save(const recipe *r, const char *path, xd_err *e);
 
 /* 1 if losses of this kind read a teacher. */
 int recipe_loss_needs_teacher(recipe_loss_kind k);
+/* 1 if loss l reads teacher t: its one teacher, or a member of its ensemble. */
+int recipe_loss_reads_teacher(const recipe_loss *l, int t);
 
 /* "FILE:LINE: losses.I (KIND)" (or "stages.S.losses.I"), without "FILE:LINE: " when with_file is
  * 0: where loss i of stage s stands, for messages about it. Returns the length snprintf would. */

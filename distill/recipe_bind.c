@@ -192,3 +192,20 @@ xd_status rb_check_model_node(binder *b, const io_yaml_node *n, int k, const cha
     return rb_bad(b, n, "model '%s' has no node '%s'", b->r->models[k].name, name);
 }
 
+
+xd_status rb_find_teacher(binder *b, const io_yaml_node *n, const char *name, int *index)
+{
+    const recipe *r = b->r;
+    for (int j = 0; j < r->n_teachers; j++)
+        if (strcmp(r->teachers[j].name, name) == 0) {
+            *index = j;
+            return XD_OK;
+        }
+    if (!r->n_teachers)
+        return rb_bad(b, n, "no teacher named '%s' (the recipe lists no teachers)", name);
+    char list[256];
+    const char *names[RECIPE_MAX_TEACHERS];
+    for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
+    return rb_bad(b, n, "no teacher named '%s' (teachers: %s)", name,
+                  rb_name_list(names, r->n_teachers, list, sizeof list));
+}

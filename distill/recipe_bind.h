@@ -3,6 +3,7 @@
  *   recipe.c         name tables, the top-level sections (data, models, teachers, train), parsing
  *   recipe_losses.c  loss items and stages, and the checks that need the whole recipe
  *   recipe_print.c   the effective recipe as YAML
+ *   recipe_ensemble.c  a loss's ensemble of teachers (teachers, combine, weights)
  *   recipe_bind.c    these helpers */
 #ifndef XD_DISTILL_RECIPE_BIND_H
 #define XD_DISTILL_RECIPE_BIND_H
@@ -58,6 +59,8 @@ xd_status rb_get_enum(binder *b, io_yaml_node *map, const char *key, const char 
 xd_status rb_check_file(binder *b, const io_yaml_node *n, const char *path);
 /* name must be a node of trainable model k ("the student model" in the one-student form). */
 xd_status rb_check_model_node(binder *b, const io_yaml_node *n, int k, const char *name);
+/* *index of the teacher called name; an error at n listing the teachers when there is none. */
+xd_status rb_find_teacher(binder *b, const io_yaml_node *n, const char *name, int *index);
 
 /* The keys of a loss item and the kinds each applies to. Attention transfer compares
  * channel-summed maps, which have no width to project, so it takes no projector. */
@@ -96,6 +99,11 @@ typedef enum {
     LK_MARGIN,
     LK_STUDENT_TAPS,
     LK_TEACHER_TAPS,
+    /* teacher ensembles (recipe_ensemble.c) */
+    LK_TEACHERS,
+    LK_COMBINE,
+    LK_WEIGHTS,
+    LK_ENTROPY_TAU,
     LK_COUNT
 } loss_key;
 extern const char *const rb_loss_key_names[LK_COUNT];
@@ -107,5 +115,11 @@ xd_status rb_bind_stages(binder *b, io_yaml_node *root);
 xd_status rb_check_teachers_used(binder *b, io_yaml_node *root);
 xd_status rb_check_task(binder *b, io_yaml_node *root);
 xd_status rb_check_losses(binder *b, io_yaml_node *root);
+/* A label_map value n (label.NAME or a list of student classes) into *map or *table. */
+xd_status rb_bind_label_map(binder *b, io_yaml_node *n, char **map, int32_t **table, int *n_table);
+
+/* recipe_ensemble.c: a kd / hinton loss's `teachers`, `combine`, `weights` and `entropy_tau`
+ * (fn: the loss's `from` node or NULL); with no `teachers` the other three are errors. */
+xd_status rb_bind_ensemble(binder *b, io_yaml_node *it, io_yaml_node *fn, recipe_loss *l);
 
 #endif

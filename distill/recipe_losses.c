@@ -81,6 +81,10 @@ const char *const rb_loss_key_names[LK_COUNT] = {
     [LK_MARGIN] = "margin",
     [LK_STUDENT_TAPS] = "student_taps",
     [LK_TEACHER_TAPS] = "teacher_taps",
+    [LK_TEACHERS] = "teachers",
+    [LK_COMBINE] = "combine",
+    [LK_WEIGHTS] = "weights",
+    [LK_ENTROPY_TAU] = "entropy_tau",
 };
 static_assert(COUNT_OF(rb_loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -120,6 +124,10 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_MARGIN] = BIT(RECIPE_LOSS_AB),
     [LK_STUDENT_TAPS] = BIT(RECIPE_LOSS_FSP),
     [LK_TEACHER_TAPS] = BIT(RECIPE_LOSS_FSP),
+    [LK_TEACHERS] = LOGIT_LOSSES,
+    [LK_COMBINE] = LOGIT_LOSSES,
+    [LK_WEIGHTS] = LOGIT_LOSSES,
+    [LK_ENTROPY_TAU] = LOGIT_LOSSES,
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -131,6 +139,14 @@ int rb_applies(loss_key k, recipe_loss_kind kind)
 int recipe_loss_needs_teacher(recipe_loss_kind k)
 {
     return k >= 0 && k < RECIPE_LOSS_COUNT && rb_applies(LK_TEACHER, k);
+}
+
+int recipe_loss_reads_teacher(const recipe_loss *l, int t)
+{
+    if (l->teacher == t) return 1;
+    for (int i = 0; i < l->n_members; i++)
+        if (l->members[i].teacher == t) return 1;
+    return 0;
 }
 
 int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, size_t size)
@@ -176,7 +192,6 @@ int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, s
 /* projector_init, projector_frozen, learn_temperature, label_map: the alignment keys. */
 static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
 {
-    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
     int v = l->projector_init;
     xd_status s = rb_get_enum(b, it, "projector_init", recipe_proj_init_names, RECIPE_INIT_COUNT, &v);
     if (s != XD_OK) return s;
@@ -193,13 +208,20 @@ static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
         return s;
     n = rb_present(b, it, "label_map");
     if (!n) return XD_OK;
+    return rb_bind_label_map(b, n, &l->label_map, &l->label_table, &l->n_label_table);
+}
+
+xd_status rb_bind_label_map(binder *b, io_yaml_node *n, char **map, int32_t **table, int *n_table)
+{
+    char q[XD_EXCERPT_BUF]; /* input quoted in a message */
+    xd_status s;
     io_yaml_mark_tree(n);
     if (n->kind == IO_YAML_SCALAR) {
         if (strcmp(n->str, "label") != 0 &&
             (strncmp(n->str, "label.", 6) != 0 || !rb_word_ok(n->str + 6, "-_")))
             return rb_bad(b, n, "'%s': expected a label section of the data set (label or "
                              "label.NAME) or a list of student classes", xd_excerpt(n->str, q));
-        l->label_map = xd_xstrdup(n->str);
+        *map = xd_xstrdup(n->str);
         return XD_OK;
     }
     if ((s = rb_need_kind(b, n, IO_YAML_SEQUENCE, "label.NAME or a list of student classes")))
@@ -207,12 +229,12 @@ static xd_status bind_align_keys(binder *b, io_yaml_node *it, recipe_loss *l)
     if (n->n < 1 || n->n > MAX_LABEL_TABLE)
         return rb_bad(b, n, "%d entries; a label map lists 1 to %d teacher classes", n->n,
                    MAX_LABEL_TABLE);
-    l->label_table = xd_xmalloc(sizeof(int32_t) * (size_t)n->n);
-    l->n_label_table = n->n;
+    *table = xd_xmalloc(sizeof(int32_t) * (size_t)n->n);
+    *n_table = n->n;
     for (int i = 0; i < n->n; i++) {
         int c;
         if ((s = io_yaml_as_int(b->d, n->items[i], 0, INT_MAX, &c, b->e)) != XD_OK) return s;
-        l->label_table[i] = c;
+        (*table)[i] = c;
     }
     return XD_OK;
 }
@@ -317,6 +339,11 @@ static xd_status resolve_end(binder *b, const io_yaml_node *n, const char *text,
         return rb_bad(b, n, "'%s' names no model or teacher (models: %s; teachers: %s)", text, models,
                    r->n_teachers ? teachers : "none");
     }
+    /* only the one-student form lets a teacher share its model's name ("student") */
+    for (int i = 0; i < r->n_teachers && *model >= 0; i++)
+        if (strlen(r->teachers[i].name) == best && strncmp(text, r->teachers[i].name, best) == 0)
+            return rb_bad(b, n, "'%s' names both the student and teacher '%s' (rename the teacher)",
+                          text, r->teachers[i].name);
     *node = NULL;
     if (text[best] == '.') {
         if (!rb_word_ok(text + best + 1, "-_.")) return rb_bad(b, n, "'%s' is not a node name", text + best + 1);
@@ -383,9 +410,6 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
             s = rb_check_model_node(b, fn, model, node);
         if (s == XD_OK && !node && rb_applies(LK_TEACHER_TAP, l->kind))
             s = rb_bad(b, fn, "kind '%s' needs a node: NAME.NODE", kname);
-        if (s == XD_OK && model == l->model)
-            s = rb_bad(b, fn, "'%s' is the end that learns too; from and to are different models",
-                    text);
         if (s == XD_OK && model >= 0 && l->kind == RECIPE_LOSS_DENSE)
             s = rb_bad(b, fn, "a dense loss reads a teacher's windows; '%s' is a trainable model",
                     text);
@@ -396,26 +420,15 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
         *at = node;
     }
     free(text);
+    if (s == XD_OK && rb_applies(LK_TEACHERS, l->kind)) s = rb_bind_ensemble(b, it, fn, l);
     if (s != XD_OK) return s;
-    if (rb_applies(LK_TEACHER, l->kind) && !fn) {
+    if (rb_applies(LK_TEACHER, l->kind) && !fn && !l->n_members) {
         char *tname = NULL;
         if ((s = rb_get_string(b, it, "teacher", NULL, &tname, &n)) != XD_OK) return s;
         if (tname) {
-            for (int j = 0; j < r->n_teachers && l->teacher < 0; j++)
-                if (strcmp(r->teachers[j].name, tname) == 0) l->teacher = j;
-            if (l->teacher < 0) {
-                char list[256];
-                const char *names[RECIPE_MAX_TEACHERS];
-                for (int j = 0; j < r->n_teachers; j++) names[j] = r->teachers[j].name;
-                s = r->n_teachers
-                        ? rb_bad(b, n, "no teacher named '%s' (teachers: %s)", tname,
-                              rb_name_list(names, r->n_teachers, list, sizeof list))
-                        : rb_bad(b, n, "no teacher named '%s' (the recipe lists no teachers)",
-                              tname);
-                free(tname);
-                return s;
-            }
+            s = rb_find_teacher(b, n, tname, &l->teacher);
             free(tname);
+            if (s != XD_OK) return s;
         } else if (r->n_teachers == 1) {
             l->teacher = 0;
         } else if (r->n_teachers == 0) {
@@ -431,6 +444,21 @@ static xd_status bind_ends(binder *b, io_yaml_node *it, recipe_loss *l)
         return rb_bad(b, rb_present(b, it, "detach"), "teacher '%s' is frozen: detach: false needs a "
                    "trainable model at the from end", r->teachers[l->teacher].name);
     return XD_OK;
+}
+
+/* A loss whose from end is the model that learns (self-distillation: a deep exit teaching a
+ * shallow one) reads two different nodes of it; one node cannot be its own target. */
+static xd_status check_self_end(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    if (l->from_model < 0 || l->from_model != l->model) return XD_OK;
+    const nn_model *m = &b->nets[l->model];
+    const char *to = *end_node(l, 0), *from = *end_node(l, 1);
+    const int ti = to ? nn_model_find(m, to) : nn_model_default_head(m);
+    const int fi = from ? nn_model_find(m, from) : nn_model_default_head(m);
+    if (ti != fi) return XD_OK;
+    io_yaml_node *fn = rb_present(b, it, "from");
+    return rb_bad(b, fn, "'%s' is the end that learns too; from and to are different models or "
+                         "different nodes of one", fn->str);
 }
 
 static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
@@ -510,7 +538,8 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     l->projector = v;
     if ((s = bind_align_keys(b, it, l)) != XD_OK) return s;
     if ((s = bind_zoo_keys(b, it, l)) != XD_OK) return s;
-    return bind_dense_keys(b, it, l);
+    if ((s = bind_dense_keys(b, it, l)) != XD_OK) return s;
+    return check_self_end(b, it, l);
 }
 
 static xd_status bind_losses(binder *b, io_yaml_node *list, recipe_stage *st)
@@ -611,7 +640,7 @@ xd_status rb_check_teachers_used(binder *b, io_yaml_node *root)
         int used = 0;
         for (int i = 0; i < r->n_stages && !used; i++)
             for (int j = 0; j < r->stages[i].n_losses && !used; j++)
-                used = r->stages[i].losses[j].teacher == t;
+                used = recipe_loss_reads_teacher(&r->stages[i].losses[j], t);
         if (!used) {
             io_yaml_node *it = io_yaml_find(b->d, root, "teachers");
             return rb_bad(b, it->items[t], "no loss uses teacher '%s'", r->teachers[t].name);
@@ -671,7 +700,7 @@ xd_status rb_check_losses(binder *b, io_yaml_node *root)
         int teaches = 0;
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             const recipe_loss *l = &r->stages[i].losses[j];
-            teaches |= l->teacher >= 0 || l->from_model >= 0;
+            teaches |= l->teacher >= 0 || l->from_model >= 0 || l->n_members > 0;
             if (l->from_model >= 0 && l->projector_init != RECIPE_INIT_RANDOM)
                 return rb_bad(b, loss_node(b, root, i, j), "projector_init %s fits on a teacher's "
                            "taps; with another model at the from end it starts at random",

@@ -106,7 +106,46 @@ static void sb_end(sbuf *b, const char *name, const char *node)
     sb_quoted(b, text);
 }
 
-/* A loss's ends in the models: form: ce's model, else from, to and detach. */
+/* A label map's value: the label set's name, or the list of student classes. */
+static void sb_label_map(sbuf *b, const char *map, const int32_t *table, int n)
+{
+    if (map) {
+        sb_quoted(b, map);
+        return;
+    }
+    sb_add(b, "[");
+    for (int i = 0; i < n; i++) sb_add(b, "%s%d", i ? ", " : "", table[i]);
+    sb_add(b, "]");
+}
+
+/* An ensemble's keys: teachers (each with its label map), combine and its settings. */
+static void print_ensemble(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
+{
+    char f[32];
+    sb_add(b, "%s  teachers:\n", ind);
+    for (int i = 0; i < l->n_members; i++) {
+        const recipe_member *m = &l->members[i];
+        sb_add(b, "%s    - {name: ", ind);
+        sb_quoted(b, r->teachers[m->teacher].name);
+        if (m->label_map || m->label_table) {
+            sb_add(b, ", label_map: ");
+            sb_label_map(b, m->label_map, m->label_table, m->n_label_table);
+        }
+        sb_add(b, "}\n");
+    }
+    sb_add(b, "%s  combine: %s\n", ind, recipe_combine_names[l->combine]);
+    if (l->combine == RECIPE_COMBINE_WEIGHTS) {
+        sb_add(b, "%s  weights: [", ind);
+        for (int i = 0; i < l->n_members; i++)
+            sb_add(b, "%s%s", i ? ", " : "", fmt_float(l->members[i].weight, f, sizeof f));
+        sb_add(b, "]\n");
+    }
+    if (l->combine == RECIPE_COMBINE_ENTROPY)
+        sb_add(b, "%s  entropy_tau: %s\n", ind, fmt_float(l->entropy_tau, f, sizeof f));
+}
+
+/* A loss's ends in the models: form: ce's model, else from (or an ensemble's teachers), to and
+ * detach. */
 static void print_ends(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
 {
     if (l->kind == RECIPE_LOSS_CE) {
@@ -116,10 +155,17 @@ static void print_ends(sbuf *b, const recipe *r, const recipe_loss *l, const cha
         return;
     }
     const int tap = rb_applies(LK_STUDENT_TAP, l->kind);
-    sb_add(b, "%s  from: ", ind);
-    sb_end(b, l->from_model >= 0 ? r->models[l->from_model].name : r->teachers[l->teacher].name,
-           tap ? l->teacher_tap : l->teacher_head);
-    sb_add(b, "\n%s  to: ", ind);
+    if (!l->n_members) {
+        sb_add(b, "%s  from: ", ind);
+        sb_end(b, l->from_model >= 0 ? r->models[l->from_model].name : r->teachers[l->teacher].name,
+               tap ? l->teacher_tap : l->teacher_head);
+        sb_add(b, "\n");
+    } else if (l->teacher_head) { /* every member's node */
+        sb_add(b, "%s  teacher_head: ", ind);
+        sb_quoted(b, l->teacher_head);
+        sb_add(b, "\n");
+    }
+    sb_add(b, "%s  to: ", ind);
     sb_end(b, r->models[l->model].name, tap ? l->student_tap : l->head);
     sb_add(b, "\n%s  detach: %s\n", ind, l->detach ? "true" : "false");
 }
@@ -156,13 +202,22 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     char f[32];
     sb_add(b, "%s- kind: %s\n", ind, recipe_loss_kind_names[l->kind]);
     sb_add(b, "%s  weight: %s\n", ind, fmt_float(l->weight, f, sizeof f));
+    /* the one-student form's loss whose from end is the student itself (self-distillation)
+     * names that end: from carries its node, head or student_tap the other */
+    const int self = !r->listed && l->from_model >= 0;
     if (r->listed) {
         print_ends(b, r, l, ind);
+    } else if (self) {
+        const int tap = rb_applies(LK_STUDENT_TAP, l->kind);
+        sb_add(b, "%s  from: ", ind);
+        sb_end(b, r->models[l->from_model].name, tap ? l->teacher_tap : l->teacher_head);
+        sb_add(b, "\n%s  detach: %s\n", ind, l->detach ? "true" : "false");
     } else if (rb_applies(LK_TEACHER, l->kind) && l->teacher >= 0 && l->teacher < r->n_teachers) {
         sb_add(b, "%s  teacher: ", ind);
         sb_quoted(b, r->teachers[l->teacher].name);
         sb_add(b, "\n");
     }
+    if (l->n_members) print_ensemble(b, r, l, ind);
     if (rb_applies(LK_TEMPERATURE, l->kind))
         sb_add(b, "%s  temperature: %s\n", ind, fmt_float(l->temperature, f, sizeof f));
     if (rb_applies(LK_ALPHA, l->kind))
@@ -178,6 +233,7 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
         if (!strs[i].value || !rb_applies(strs[i].key, l->kind)) continue;
         /* with a models: list the ends carry the nodes (ce keeps its head) */
         if (r->listed && !(strs[i].key == LK_HEAD && l->kind == RECIPE_LOSS_CE)) continue;
+        if (self && (strs[i].key == LK_TEACHER_HEAD || strs[i].key == LK_TEACHER_TAP)) continue;
         sb_add(b, "%s  %s: ", ind, rb_loss_key_names[strs[i].key]);
         sb_quoted(b, strs[i].value);
         sb_add(b, "\n");
@@ -194,16 +250,10 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     print_zoo_keys(b, l, ind);
     if (rb_applies(LK_LEARN_TEMPERATURE, l->kind))
         sb_add(b, "%s  learn_temperature: %s\n", ind, l->learn_temperature ? "true" : "false");
-    if (l->label_map) {
+    if (l->label_map || l->label_table) {
         sb_add(b, "%s  label_map: ", ind);
-        sb_quoted(b, l->label_map);
+        sb_label_map(b, l->label_map, l->label_table, l->n_label_table);
         sb_add(b, "\n");
-    }
-    if (l->label_table) {
-        sb_add(b, "%s  label_map: [", ind);
-        for (int i = 0; i < l->n_label_table; i++)
-            sb_add(b, "%s%d", i ? ", " : "", l->label_table[i]);
-        sb_add(b, "]\n");
     }
     if (rb_applies(LK_WINDOWS, l->kind)) {
         sb_add(b, "%s  windows: %s\n", ind, recipe_windows_names[l->windows]);
@@ -242,6 +292,25 @@ char *recipe_to_yaml(const recipe *r)
     for (int i = 0; i < COUNT_OF(view_strs); i++) {
         sb_add(&b, "  %s: ", view_strs[i][0]);
         sb_quoted(&b, view_strs[i][1] ? view_strs[i][1] : "");
+        sb_add(&b, "\n");
+    }
+    /* only when given, so that a recipe without them prints (and stores) what it always did */
+    if (dt->val_fraction > 0.0f)
+        sb_add(&b, "  val_fraction: %s\n", fmt_float(dt->val_fraction, f, sizeof f));
+    if (dt->val) {
+        sb_add(&b, "  val: ");
+        sb_quoted(&b, dt->val);
+        sb_add(&b, "\n");
+    }
+    if (dt->n_eval_sets) sb_add(&b, "  eval_sets:\n");
+    for (int i = 0; i < dt->n_eval_sets; i++) {
+        const recipe_eval_set *es = &dt->eval_sets[i];
+        sb_add(&b, "    - name: ");
+        sb_quoted(&b, es->name);
+        sb_add(&b, "\n      path: ");
+        sb_quoted(&b, es->path);
+        sb_add(&b, "\n      split: ");
+        sb_quoted(&b, es->split);
         sb_add(&b, "\n");
     }
 

@@ -7,12 +7,25 @@
 
 #include "io/file.h"
 
-/* "final_test_acc", "best_test_miou", ...: the summary key of a run's score */
+/* "final_test_acc", "best_test_miou", "best_val_acc", "test_acc_at_best": the summary key of a
+ * run's score (best: on the split that chose the best checkpoint) */
 static const char *score_key(const train_result *res, const char *which)
 {
     static char key[32];
-    snprintf(key, sizeof key, "%s_test_%s", which, res->segment ? "miou" : "acc");
+    const char *score = res->segment ? "miou" : "acc";
+    if (strcmp(which, "at_best") == 0)
+        snprintf(key, sizeof key, "test_%s_at_best", score);
+    else
+        snprintf(key, sizeof key, "%s_%s_%s", which,
+                 strcmp(which, "best") == 0 && res->val ? "val" : "test", score);
     return key;
+}
+
+/* The test score at the best epoch: test_*_at_best, or best_test_* when best was chosen on the
+ * test split. */
+static double at_best(const train_result *res, const json_t *o)
+{
+    return json_real_value(json_object_get(o, score_key(res, res->val ? "at_best" : "best")));
 }
 
 int runs_read_finished(const char *dir, train_result *res)
@@ -25,6 +38,10 @@ int runs_read_finished(const char *dir, train_result *res)
     if (ok) {
         /* a segment run's scores are its mIoU, with the pixel accuracy beside them */
         res->segment = json_object_get(j, "final_test_miou") != NULL;
+        const char *on = json_string_value(json_object_get(j, "best_on"));
+        res->val = on && strcmp(on, "val") == 0;
+        res->test_at_best = at_best(res, j);
+        res->final_bacc = json_real_value(json_object_get(j, "final_test_bacc"));
         res->seed = (long)json_integer_value(json_object_get(j, "seed"));
         res->final_acc = json_real_value(json_object_get(j, score_key(res, "final")));
         res->best_acc = json_real_value(json_object_get(j, score_key(res, "best")));
@@ -45,6 +62,18 @@ int runs_read_finished(const char *dir, train_result *res)
             mr->final_acc = json_real_value(json_object_get(o, score_key(res, "final")));
             mr->best_acc = json_real_value(json_object_get(o, score_key(res, "best")));
             mr->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
+            mr->test_at_best = at_best(res, o);
+            mr->final_bacc = json_real_value(json_object_get(o, "final_test_bacc"));
+        }
+        /* a model with early exits: each exit's scores */
+        res->n_exits = 0;
+        json_object_foreach(json_object_get(j, "exits"), name, o) {
+            if (res->n_exits == EXITS_MAX) break;
+            train_exit_result *x = &res->exits[res->n_exits++];
+            snprintf(x->name, sizeof x->name, "%s", name);
+            x->final_acc = json_real_value(json_object_get(o, "final_test_acc"));
+            x->best_acc = json_real_value(json_object_get(o, "best_test_acc"));
+            x->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
         }
     }
     json_decref(j);
@@ -62,7 +91,19 @@ void runs_mean_std(const double *v, int n, double *mean, double *std)
 
 void runs_print_result(FILE *f, const char *name, const train_result *res)
 {
-    if (res->n_models > 1) {
+    if (res->val) {
+        /* best chosen on the validation split: its score there and its test score */
+        const char *what = res->segment ? "mIoU" : "accuracy";
+        fprintf(f, "%s seed %ld:", name, res->seed);
+        for (int k = 0; k < res->n_models; k++) {
+            const train_model_result *mr = &res->models[k];
+            fprintf(f, "%s%s%s test %s %.2f%% (best on validation %.2f%% at epoch %d: test %.2f%%)",
+                    k ? "," : "", res->n_models > 1 ? " " : "", res->n_models > 1 ? mr->name : "",
+                    what, 100.0 * mr->final_acc, 100.0 * mr->best_acc, mr->best_epoch,
+                    100.0 * mr->test_at_best);
+        }
+        fprintf(f, ", %.1f s, %.0f img/s\n", res->seconds, res->images_per_s);
+    } else if (res->n_models > 1) {
         /* a run of several models: each model's final and best accuracy */
         fprintf(f, "%s seed %ld:", name, res->seed);
         for (int k = 0; k < res->n_models; k++)
@@ -79,17 +120,27 @@ void runs_print_result(FILE *f, const char *name, const train_result *res)
         fprintf(f, "%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f "
                    "img/s\n", name, res->seed, 100.0 * res->final_acc, 100.0 * res->best_acc,
                 res->best_epoch, res->seconds, res->images_per_s);
+    for (int x = 0; x < res->n_exits; x++)
+        fprintf(f, "%s%s %.2f%%%s", x ? ", " : "  exits: ", res->exits[x].name,
+                100.0 * res->exits[x].final_acc, x == res->n_exits - 1 ? "\n" : "");
 }
 
 /* The score of res over the seeds that mean_std and the summaries take. */
-typedef enum { SC_FINAL, SC_BEST, SC_PIXEL } score_which;
+typedef enum { SC_FINAL, SC_BEST, SC_PIXEL, SC_AT_BEST } score_which;
 
-/* which score of each res[i]: model k's (k >= 0, of a run of several models) or the run's */
+/* which score of each res[i]: exit x's (k <= -2, x = -2 - k), model k's (k >= 0, of a run of
+ * several models) or the run's (k = -1) */
 static double score_of(const train_result *res, int k, score_which which)
 {
-    if (k >= 0) return which == SC_BEST ? res->models[k].best_acc : res->models[k].final_acc;
-    return which == SC_BEST ? res->best_acc : which == SC_PIXEL ? res->final_pixel_acc
-                                                                 : res->final_acc;
+    if (k <= -2) return which == SC_BEST ? res->exits[-2 - k].best_acc : res->exits[-2 - k].final_acc;
+    if (k >= 0)
+        return which == SC_BEST      ? res->models[k].best_acc
+               : which == SC_AT_BEST ? res->models[k].test_at_best
+                                     : res->models[k].final_acc;
+    return which == SC_BEST      ? res->best_acc
+           : which == SC_PIXEL   ? res->final_pixel_acc
+           : which == SC_AT_BEST ? res->test_at_best
+                                 : res->final_acc;
 }
 
 /* mean and std of that score over res[0..n) */
@@ -120,6 +171,11 @@ void runs_print_seeds(FILE *f, const char *name, const train_result *res, int n)
         fprintf(f, "%s: test accuracy %.2f +- %.2f%% over %d seed%s\n", name, 100.0 * m,
                 100.0 * sd, n, n == 1 ? "" : "s");
     }
+    for (int x = 0; x < res[0].n_exits; x++) {
+        score_mean_std(res, n, -2 - x, SC_FINAL, &m, &sd);
+        fprintf(f, "%s exit %s: test accuracy %.2f +- %.2f%% over %d seed%s\n", name,
+                res[0].exits[x].name, 100.0 * m, 100.0 * sd, n, n == 1 ? "" : "s");
+    }
 }
 
 static json_t *mean_std_json(const train_result *res, int n, int k, score_which which)
@@ -143,6 +199,8 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
         if (res[i].segment)
             json_object_set_new(o, "final_test_pixel_acc", json_real(res[i].final_pixel_acc));
         json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
+        if (res[i].val)
+            json_object_set_new(o, score_key(&res[i], "at_best"), json_real(res[i].test_at_best));
         json_object_set_new(o, "best_epoch", json_integer(res[i].best_epoch));
         json_object_set_new(o, "train_seconds", json_real(res[i].seconds));
         json_array_append_new(runs, o);
@@ -153,6 +211,8 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
     json_object_set_new(j, "runs", runs);
     json_object_set_new(j, score_key(&res[0], "final"), mean_std_json(res, n, -1, SC_FINAL));
     json_object_set_new(j, score_key(&res[0], "best"), mean_std_json(res, n, -1, SC_BEST));
+    if (res[0].val)
+        json_object_set_new(j, score_key(&res[0], "at_best"), mean_std_json(res, n, -1, SC_AT_BEST));
     if (res[0].segment)
         json_object_set_new(j, "final_test_pixel_acc", mean_std_json(res, n, -1, SC_PIXEL));
     if (res[0].n_models > 1) {
@@ -162,9 +222,23 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
             json_t *o = json_object();
             json_object_set_new(o, score_key(&res[0], "final"), mean_std_json(res, n, k, SC_FINAL));
             json_object_set_new(o, score_key(&res[0], "best"), mean_std_json(res, n, k, SC_BEST));
+            if (res[0].val)
+                json_object_set_new(o, score_key(&res[0], "at_best"),
+                                    mean_std_json(res, n, k, SC_AT_BEST));
             json_object_set_new(all, res[0].models[k].name, o);
         }
         json_object_set_new(j, "models", all);
+    }
+    if (res[0].n_exits) {
+        /* "exits": each early exit's final and best accuracy over the seeds */
+        json_t *all = json_object();
+        for (int x = 0; x < res[0].n_exits; x++) {
+            json_t *o = json_object();
+            json_object_set_new(o, "final_test_acc", mean_std_json(res, n, -2 - x, SC_FINAL));
+            json_object_set_new(o, "best_test_acc", mean_std_json(res, n, -2 - x, SC_BEST));
+            json_object_set_new(all, res[0].exits[x].name, o);
+        }
+        json_object_set_new(j, "exits", all);
     }
     return j;
 }

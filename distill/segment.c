@@ -526,8 +526,9 @@ size_t seg_count_correct(seg_run *g, const float *s, const uint32_t *idx, const 
 // ----------------------------------------------------------------------------------------------
 // evaluation and pictures
 
-xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int n_classes,
-                       void *input, seg_scores *out, xd_err *e)
+xd_status seg_evaluate_at(nn_model *m, int head, feed *f, const uint32_t *at, size_t n_ex,
+                          const uint8_t *masks, int n_classes, void *input, seg_scores *out,
+                          xd_err *e)
 {
     const nn_node *hn = nn_model_node(m, head);
     const int B = m->max_batch, C = hn->c;
@@ -540,26 +541,38 @@ xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int
                        n_classes);
     uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
     uint8_t *pred = xd_xmalloc(hw * (size_t)B);
+    /* the batch's masks, gathered when the examples are not consecutive */
+    uint8_t *truth = at ? xd_xmalloc(hw * (size_t)B) : NULL;
     dense_confusion cm;
     dense_confusion_init(&cm, n_classes);
     xd_status s = XD_OK;
-    for (size_t i0 = 0; i0 < f->n && s == XD_OK; i0 += (size_t)B) {
-        int n = f->n - i0 < (size_t)B ? (int)(f->n - i0) : B;
-        for (int b = 0; b < n; b++) idx[b] = (uint32_t)(i0 + (size_t)b);
+    for (size_t i0 = 0; i0 < n_ex && s == XD_OK; i0 += (size_t)B) {
+        int n = n_ex - i0 < (size_t)B ? (int)(n_ex - i0) : B;
+        for (int b = 0; b < n; b++) {
+            idx[b] = at ? at[i0 + (size_t)b] : (uint32_t)(i0 + (size_t)b);
+            if (at) memcpy(truth + (size_t)b * hw, masks + (size_t)idx[b] * hw, hw);
+        }
         if ((s = feed_fill(f, idx, n, 0, 0, 0, input, e)) != XD_OK) break;
         nn_model_forward(m, input, n, NULL);
         argmax_pixels(nn_model_out(m, head), hw * (size_t)n, C, pred);
-        s = dense_confusion_add(&cm, pred, masks + i0 * hw, hw * (size_t)n, e);
+        s = dense_confusion_add(&cm, pred, at ? truth : masks + i0 * hw, hw * (size_t)n, e);
     }
     if (s == XD_OK) {
         out->miou = dense_mean_iou(&cm, NULL, NULL);
         out->pixel_acc = dense_pixel_accuracy(&cm);
-        out->pixels = hw * f->n;
+        out->pixels = hw * n_ex;
     }
     dense_confusion_free(&cm);
+    free(truth);
     free(pred);
     free(idx);
     return s;
+}
+
+xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int n_classes,
+                       void *input, seg_scores *out, xd_err *e)
+{
+    return seg_evaluate_at(m, head, f, NULL, f->n, masks, n_classes, input, out, e);
 }
 
 xd_status seg_write_overlays(nn_model *m, int head, feed *f, const uint8_t *images,

@@ -132,6 +132,10 @@ size_t seg_count_correct(seg_run *g, const float *s, const uint32_t *idx, const 
  * against masks (n, H, W). input: scratch for one batch of the feed. */
 xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int n_classes,
                        void *input, seg_scores *out, xd_err *e);
+/* The same over the examples at[0..n) of the feed (at NULL: the first n); masks (f->n, H, W). */
+xd_status seg_evaluate_at(nn_model *m, int head, feed *f, const uint32_t *at, size_t n,
+                          const uint8_t *masks, int n_classes, void *input, seg_scores *out,
+                          xd_err *e);
 
 /* dir/scene_K.png for the first n examples of a feed: the grey image | the true mask as a colour
  * overlay | the predicted mask as a colour overlay, enlarged for a person to look at. images

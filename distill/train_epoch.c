@@ -72,15 +72,16 @@ xd_status train_trim_metrics(train_run *R, xd_err *e)
 static int stage_needs_teacher(const recipe_stage *st)
 {
     for (int i = 0; i < st->n_losses; i++)
-        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0) return 1;
+        if (st->losses[i].teacher >= 0 || st->losses[i].from_model >= 0 || st->losses[i].n_members)
+            return 1;
     return 0;
 }
 
-/* Examples a stage walks each epoch: all of them when a teacher can teach unlabelled ones, else
- * those whose label the run may see. */
+/* Examples a stage walks each epoch: all of them but the validation ones held out when a teacher
+ * can teach unlabelled ones, else those whose label the run may see. */
 static size_t stage_pool(const train_run *R, int stage)
 {
-    return stage_needs_teacher(&R->r->stages[stage]) ? R->n_train : R->n_sel;
+    return stage_needs_teacher(&R->r->stages[stage]) ? R->n_train - R->n_held : R->n_sel;
 }
 
 /* Batches per epoch of a stage. */
@@ -104,62 +105,81 @@ static nn_sched_config run_schedule(const train_run *R)
     return sched;
 }
 
-/* Model k's last checkpoint, and its best when this epoch's evaluation (mk->acc) improved. */
+/* Model k's last checkpoint, and its best when this epoch's evaluation improved the score that
+ * picks it: on the validation split when the run has one, else on the test split (mk->acc). */
 static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated, xd_err *e)
 {
     model_rt *mk = &R->models[k];
-    char ep[16], sd[24], ac[32];
+    char ep[16], sd[24], ac[32], va[32];
     snprintf(ep, sizeof ep, "%d", epoch + 1);
     snprintf(sd, sizeof sd, "%ld", R->seed);
     snprintf(ac, sizeof ac, "%.6f", mk->acc);
+    snprintf(va, sizeof va, "%.6f", mk->val_acc);
+    io_kv meta[6] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac}};
+    size_t n_meta = 4;
     /* with several models, each checkpoint says which one it holds */
-    io_kv meta[5] = {{"xdistill.recipe", R->yaml}, {"epoch", ep}, {"seed", sd}, {"test_acc", ac},
-                     {"xdistill.model_name", mk->rm->name}};
-    const size_t n_meta = R->n_models > 1 ? 5 : 4;
+    if (R->n_models > 1) meta[n_meta++] = (io_kv){"xdistill.model_name", mk->rm->name};
+    if (R->has_val) meta[n_meta++] = (io_kv){"val_acc", va};
     char *name = models_file(R->r, k, "last"), *last = train_path(R, name);
-    xd_status s = ckpt_save(last, &mk->m, meta, n_meta, e);
+    xd_status s = ckpt_save_trained(last, &mk->m, meta, n_meta, &mk->train, R->ds,
+                                    R->r->data.label, e);
     free(last);
     free(name);
-    if (s == XD_OK && evaluated && (mk->best_epoch == 0 || mk->acc > mk->best_acc)) {
-        mk->best_acc = mk->acc;
+    const double score = R->has_val ? mk->val_acc : mk->acc;
+    if (s == XD_OK && evaluated && (mk->best_epoch == 0 || score > mk->best_acc)) {
+        mk->best_acc = score;
+        mk->test_at_best = mk->acc;
         mk->best_epoch = epoch + 1;
         name = models_file(R->r, k, "best");
         char *best = train_path(R, name);
-        s = ckpt_save(best, &mk->m, meta, n_meta, e);
+        s = ckpt_save_trained(best, &mk->m, meta, n_meta, &mk->train, R->ds,
+                              R->r->data.label, e);
         free(best);
         free(name);
     }
     return s;
 }
 
-/* A metrics line's scores of every model of a run with several: train_acc.NAME, test_acc.NAME. */
-static void epoch_model_metrics(const train_run *R, json_t *j, int evaluated)
+/* A score that an evaluation gave, else null. */
+static json_t *score_json(int evaluated, double v) { return evaluated ? json_real(v) : json_null(); }
+
+/* A metrics line's scores of model k under KEY (one model) or KEY.NAME (several): test and
+ * validation accuracy and balanced accuracy (a segment task: mIoU and pixel accuracy), each eval
+ * set's as eval.SET.acc, eval.SET.bacc. */
+static void epoch_model_metrics(const train_run *R, int k, json_t *j, int evaluated)
 {
-    for (int k = 0; k < R->n_models; k++) {
-        const model_rt *mk = &R->models[k];
-        char key[RECIPE_MAX_NAME + 16];
-        snprintf(key, sizeof key, "train_acc.%s", mk->rm->name);
-        json_object_set_new(j, key, mk->labelled ? json_real((double)mk->correct / mk->labelled)
-                                                 : json_null());
-        snprintf(key, sizeof key, "test_acc.%s", mk->rm->name);
-        json_object_set_new(j, key, evaluated ? json_real(mk->acc) : json_null());
+    const model_rt *mk = &R->models[k];
+    const char *seg[4] = {"test_miou", "test_pixel_acc", "val_miou", "val_pixel_acc"};
+    const char *cls[4] = {"test_acc", "test_bacc", "val_acc", "val_bacc"};
+    const double v[4] = {mk->acc, R->seg.on ? mk->pixel_acc : mk->bacc, mk->val_acc,
+                         R->seg.on ? mk->val_pixel_acc : mk->val_bacc};
+    char key[RECIPE_MAX_NAME * 2 + 32], suffix[RECIPE_MAX_NAME + 1] = "";
+    if (R->n_models > 1) snprintf(suffix, sizeof suffix, ".%s", mk->rm->name);
+    for (int i = 0; i < (R->has_val ? 4 : 2); i++) {
+        snprintf(key, sizeof key, "%s%s", (R->seg.on ? seg : cls)[i], suffix);
+        json_object_set_new(j, key, score_json(evaluated, v[i]));
+    }
+    for (int i = 0; i < mk->n_eval; i++) {
+        const char *set = R->r->data.eval_sets[i].name;
+        snprintf(key, sizeof key, "eval.%s.acc%s", set, suffix);
+        json_object_set_new(j, key, score_json(evaluated, mk->eval_acc[i]));
+        snprintf(key, sizeof key, "eval.%s.bacc%s", set, suffix);
+        json_object_set_new(j, key, score_json(evaluated, mk->eval_bacc[i]));
     }
 }
 
-/* "81.20%", or with several models "a 81.20%, b 79.02%" (best: each one's best score), in a
- * static buffer. */
-static const char *models_scores(const train_run *R, int best)
+/* "81.20%", or with several models "a 81.20%, b 79.02%" (val: the validation scores), into buf. */
+static const char *models_scores(const train_run *R, int val, char *buf, size_t size)
 {
-    static char buf[RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
     size_t at = 0;
     buf[0] = '\0';
-    for (int k = 0; k < R->n_models; k++) {
+    for (int k = 0; k < R->n_models && at < size; k++) {
         const model_rt *mk = &R->models[k];
-        const double v = 100.0 * (best ? mk->best_acc : mk->acc);
+        const double v = 100.0 * (val ? mk->val_acc : mk->acc);
         if (R->n_models == 1)
-            at += (size_t)snprintf(buf + at, sizeof buf - at, "%.2f%%", v);
+            at += (size_t)snprintf(buf + at, size - at, "%.2f%%", v);
         else
-            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s %.2f%%", k ? ", " : "",
+            at += (size_t)snprintf(buf + at, size - at, "%s%s %.2f%%", k ? ", " : "",
                                    mk->rm->name, v);
     }
     return buf;
@@ -174,7 +194,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     size_t n_pool = 0;
     int all = stage_needs_teacher(st);
     for (size_t i = 0; i < R->n_train; i++)
-        if (all || R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
+        if (all ? !(R->held && R->held[i]) : R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
     XD_ASSERT(n_pool == stage_pool(R, stage));
     if (n_pool == 0)
         return xd_fail(e, XD_EARG, "%s: stage %d has no example to learn from: none of the training "
@@ -234,7 +254,10 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     xd_status s = XD_OK;
     for (int k = 0; k < R->n_models && s == XD_OK; k++) {
         double acc = 0.0;
-        if (evaluate && (s = train_evaluate_test(R, k, &acc, e)) != XD_OK) return s;
+        if (evaluate && ((s = train_evaluate_test(R, k, &acc, e)) != XD_OK ||
+                         (s = train_evaluate_val(R, k, e)) != XD_OK))
+            return s;
+        if (evaluate && (s = train_exits_evaluate(R, k, epoch, e)) != XD_OK) return s;
         R->models[k].acc = acc;
         s = save_checkpoints(R, k, epoch, evaluate, e);
     }
@@ -252,19 +275,16 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         snprintf(key, sizeof key, "loss.%d.%s", l, recipe_loss_kind_names[R->losses[l].L->kind]);
         json_object_set_new(j, key, json_real(steps ? R->losses[l].sum / steps : 0.0));
     }
-    if (R->n_models > 1) {
-        epoch_model_metrics(R, j, evaluate);
-    } else {
-        const model_rt *m0 = &R->models[0];
-        json_object_set_new(j, "train_acc", m0->labelled ? json_real((double)m0->correct / m0->labelled)
-                                                         : json_null());
-        if (R->seg.on) {
-            json_object_set_new(j, "test_miou", evaluate ? json_real(acc) : json_null());
-            json_object_set_new(j, "test_pixel_acc", evaluate ? json_real(m0->pixel_acc) : json_null());
-        } else {
-            json_object_set_new(j, "test_acc", evaluate ? json_real(acc) : json_null());
-        }
+    for (int k = 0; k < R->n_models; k++) {
+        const model_rt *mk = &R->models[k];
+        char key[RECIPE_MAX_NAME + 16];
+        snprintf(key, sizeof key, "train_acc%s%s", R->n_models > 1 ? "." : "",
+                 R->n_models > 1 ? mk->rm->name : "");
+        json_object_set_new(j, key, mk->labelled ? json_real((double)mk->correct / mk->labelled)
+                                                 : json_null());
+        epoch_model_metrics(R, k, j, evaluate);
     }
+    train_exits_metrics(R, j, evaluate);
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     json_object_set_new(j, "threads", json_integer(R->threads));
@@ -272,19 +292,30 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     s = append_metrics(R, j, e);
     json_decref(j);
     if (s == XD_OK) s = train_save_resume(R, e);
-    char line[256 + RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
-    if (evaluate && R->seg.on)
+    char line[256 + 2 * RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
+    char test_txt[RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)], val_txt[sizeof test_txt];
+    const double loss_avg = steps ? loss_sum / steps : 0.0, ips = secs > 0 ? (double)n_order / secs : 0.0;
+    if (evaluate && R->seg.on && R->has_val)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, val mIoU %.2f%%, test mIoU %.2f%%, "
+                 "pixel accuracy %.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs,
+                 loss_avg, 100.0 * R->models[0].val_acc, 100.0 * acc,
+                 100.0 * R->models[0].pixel_acc, secs, ips);
+    else if (evaluate && R->seg.on)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test mIoU %.2f%%, pixel accuracy "
-                 "%.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs,
-                 steps ? loss_sum / steps : 0.0, 100.0 * acc, 100.0 * R->models[0].pixel_acc, secs,
-                 secs > 0 ? (double)n_order / secs : 0.0);
+                 "%.2f%%, %.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs, loss_avg,
+                 100.0 * acc, 100.0 * R->models[0].pixel_acc, secs, ips);
+    else if (evaluate && R->has_val)
+        snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, val accuracy %s, test accuracy %s, "
+                 "%.1f s, %.0f img/s", r->name, epoch + 1, r->train.epochs, loss_avg,
+                 models_scores(R, 1, val_txt, sizeof val_txt),
+                 models_scores(R, 0, test_txt, sizeof test_txt), secs, ips);
     else if (evaluate)
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, test accuracy %s, %.1f s, %.0f img/s",
-                 r->name, epoch + 1, r->train.epochs, steps ? loss_sum / steps : 0.0,
-                 models_scores(R, 0), secs, secs > 0 ? (double)n_order / secs : 0.0);
+                 r->name, epoch + 1, r->train.epochs, loss_avg,
+                 models_scores(R, 0, test_txt, sizeof test_txt), secs, ips);
     else
         snprintf(line, sizeof line, "%s epoch %d/%d: loss %.4f, %.1f s", r->name, epoch + 1,
-                 r->train.epochs, steps ? loss_sum / steps : 0.0, secs);
+                 r->train.epochs, loss_avg, secs);
     progress_done(&pg, line);
     return s;
 }

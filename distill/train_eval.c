@@ -1,5 +1,6 @@
-/* Evaluation (see trainer.h, train_run.h): a model's accuracy on a feed, and the test score of
- * each trainable model that picks its best checkpoint. */
+/* Evaluation (see trainer.h, train_run.h): a model's accuracy and balanced accuracy on a feed,
+ * and each trainable model's scores at an evaluation: on the test split, on the validation split
+ * (which then picks its best checkpoint) and on each eval set. */
 #include "distill/train_run.h"
 
 #include <stdlib.h>
@@ -7,44 +8,87 @@
 #include "core/mem.h"
 #include "distill/scores.h"
 
-xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
-                           double *acc, xd_err *e)
+xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
+                      const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e)
 {
     /* a text.* feed is scored on every (example, language) pair that has a text: the accuracy
      * over all languages, not over the first one */
     const int all_langs = f->kind == FEED_TEXT && f->n_langs > 1;
-    const size_t rows = scores_rows(m, head, f, all_langs);
+    const size_t rows = scores_rows_at(m, head, f, n, all_langs);
     int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
-    xd_status s = scores_predict(m, head, f, all_langs, input, pred, NULL, e);
-    const nn_node *hn = nn_model_node(m, head);
-    const size_t per = (size_t)hn->h * (size_t)hn->w; /* rows of one example: 1 for a classifier */
-    size_t correct = 0, scored = 0;
-    for (size_t r = 0; r < rows && s == XD_OK; r++) {
-        if (pred[r] < 0) continue; /* a pair without text */
-        scored++;
-        correct += pred[r] == labels[r / per % f->n];
+    int32_t *truth = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
+    xd_status s = scores_predict_at(m, head, f, idx, n, all_langs, input, pred, NULL, NULL, e);
+    if (s == XD_OK) {
+        scores_row_truth(m, head, f, idx, n, all_langs, labels, truth);
+        /* a label beyond a narrower head is a wrong answer, not a row left out */
+        int K = nn_model_node(m, head)->c;
+        for (size_t r = 0; r < rows; r++)
+            if (truth[r] >= K) K = truth[r] + 1;
+        scores sc;
+        scores_init(&sc, K);
+        scores_add(&sc, pred, truth, rows);
+        *acc = scores_accuracy(&sc);
+        if (bacc) *bacc = scores_balanced_accuracy(&sc);
+        scores_free(&sc);
     }
+    free(truth);
     free(pred);
-    *acc = scored ? (double)correct / (double)scored : 0.0;
     return s;
 }
 
-/* The score on the test split that picks model k's best checkpoint: accuracy, or for a segment
+xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
+                           double *acc, xd_err *e)
+{
+    return train_score(m, head, f, NULL, f->n, labels, input, acc, NULL, e);
+}
+
+/* Model k's score on feed f at the examples idx[0..n) (NULL: all) against labels, or masks for
+ * a segment task: acc (or mIoU), bacc (or pixel accuracy). */
+static xd_status score_split(train_run *R, int k, feed *f, const uint32_t *idx, size_t n,
+                             const int32_t *labels, const uint8_t *masks, void *input, double *acc,
+                             double *bacc, xd_err *e)
+{
+    model_rt *mk = &R->models[k];
+    const int head = nn_model_default_head(&mk->m);
+    if (!R->seg.on) return train_score(&mk->m, head, f, idx, n, labels, input, acc, bacc, e);
+    seg_scores sc;
+    xd_status s = seg_evaluate_at(&mk->m, head, f, idx, n, masks, R->seg.n_classes, input, &sc, e);
+    *acc = sc.miou;
+    *bacc = sc.pixel_acc;
+    return s;
+}
+
+/* The score on the test split: accuracy (with its balanced accuracy in bacc), or for a segment
  * task the mIoU (its pixel accuracy goes to pixel_acc). Stored in the model's acc too. */
 xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e)
 {
     model_rt *mk = &R->models[k];
-    const int head = nn_model_default_head(&mk->m);
-    xd_status s;
-    if (!R->seg.on) {
-        s = trainer_evaluate(&mk->m, head, &mk->test, R->ytest, mk->eval_input, acc, e);
-    } else {
-        seg_scores sc;
-        s = seg_evaluate(&mk->m, head, &mk->test, R->seg.test_mask, R->seg.n_classes,
-                         mk->eval_input, &sc, e);
-        *acc = sc.miou;
-        mk->pixel_acc = sc.pixel_acc;
-    }
+    double other = 0.0;
+    xd_status s = score_split(R, k, &mk->test, NULL, mk->test.n, R->ytest, R->seg.test_mask,
+                              mk->eval_input, acc, &other, e);
     mk->acc = *acc;
+    if (R->seg.on) mk->pixel_acc = other;
+    else mk->bacc = other;
+    return s;
+}
+
+xd_status train_evaluate_val(train_run *R, int k, xd_err *e)
+{
+    model_rt *mk = &R->models[k];
+    xd_status s = XD_OK;
+    if (R->has_val) {
+        /* held out of train: scored through the training feed, without augmentation */
+        feed *f = R->held ? &mk->train : &mk->val;
+        double other = 0.0;
+        s = score_split(R, k, f, R->val_idx, R->n_val, R->yval, R->val_masks, mk->input,
+                        &mk->val_acc, &other, e);
+        if (R->seg.on) mk->val_pixel_acc = other;
+        else mk->val_bacc = other;
+    }
+    for (int i = 0; i < mk->n_eval && s == XD_OK; i++) {
+        feed *f = &mk->eval_feeds[i];
+        s = train_score(&mk->m, nn_model_default_head(&mk->m), f, NULL, f->n, R->eval_y[i],
+                        mk->eval_input, &mk->eval_acc[i], &mk->eval_bacc[i], e);
+    }
     return s;
 }

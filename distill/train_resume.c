@@ -119,7 +119,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[9 + 2 * RECIPE_MAX_MODELS] = {
+    io_kv meta[10 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
@@ -134,6 +134,15 @@ xd_status train_save_resume(train_run *R, xd_err *e)
         meta[n_meta++] = (io_kv){keys[2 * k], vals[2 * k]};
         meta[n_meta++] = (io_kv){keys[2 * k + 1], vals[2 * k + 1]};
     }
+    /* best chosen on the validation split: the test score it had (else it is best_acc) */
+    char tkeys[RECIPE_MAX_MODELS][RECIPE_MAX_NAME + 16], tvals[RECIPE_MAX_MODELS][64];
+    for (int k = 0; k < R->n_models && R->has_val; k++) {
+        state_name(R, k, "test_at_best", tkeys[k], sizeof tkeys[0]);
+        snprintf(tvals[k], sizeof tvals[0], "%.17g", R->models[k].test_at_best);
+        meta[n_meta++] = (io_kv){tkeys[k], tvals[k]};
+    }
+    train_exits_kv exits_kv;
+    n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
     char *path = train_path(R, "resume.safetensors");
     xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, n_meta, e);
     free(path);
@@ -194,6 +203,18 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
             R->models[k].best_acc = strtod(ba, NULL);
             R->models[k].best_epoch = (int)be;
         }
+        for (int k = 0; k < R->n_models; k++) {
+            char key[RECIPE_MAX_NAME + 16];
+            state_name(R, k, "test_at_best", key, sizeof key);
+            const char *tb = R->has_val ? io_st_meta(f, key) : NULL;
+            if (R->has_val && !tb) {
+                s = xd_fail(e, XD_EFORMAT, "%s: resume state has no test score at the best epoch "
+                                           "(%s)", io_st_path(f), key);
+                goto out;
+            }
+            R->models[k].test_at_best = tb ? strtod(tb, NULL) : R->models[k].best_acc;
+        }
+        s = train_exits_load_meta(R, f, e);
         goto out;
     }
     tlist want = {0};

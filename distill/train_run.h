@@ -4,7 +4,12 @@
  *   train_step.c    one step: forwards, losses, backwards, checks, optimizer steps
  *   train_epoch.c   the epoch loop: order, steps, evaluation, checkpoints, metrics line
  *   train_resume.c  the resume state written after each epoch, and reading it back
- *   train_eval.c    accuracy on a split; the test score that picks a model's best checkpoint
+ *   train_val.c     the validation split (held out of train, or a split of its own), the
+ *                   further data sets scored with it (data.eval_sets), the run's class names
+ *   train_eval.c    accuracy on a split; the scores of an evaluation, one of which picks a
+ *                   model's best checkpoint
+ *   train_ensemble.c  a loss's ensemble of teachers: its members and the combined target
+ *   train_exits.c   the early exits of a model with several heads, scored at each evaluation
  *   trainer.c       trainer_run: resume checks, the stages, the summary
  * Internal to distill/: nothing outside the trainer includes this. */
 #ifndef XD_DISTILL_TRAIN_RUN_H
@@ -14,9 +19,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "align/labelmap.h"
 #include "core/status.h"
 #include "distill/cache.h"
+#include "distill/ensemble.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/models.h"
 #include "distill/recipe.h"
@@ -24,6 +33,7 @@
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/dataset.h"
+#include "io/safetensors.h"
 #include "nn/model.h"
 #include "nn/optim.h"
 
@@ -41,9 +51,22 @@ typedef struct {
                       * losses read, NULL for the others */
     uint8_t *present; /* average: (max_batch) which examples have the language in hand */
     float *count;    /* average: (max_batch) languages summed per example */
+    int32_t *class_table; /* (its head's classes) the run's class of each of its classes, matched
+                           * by name when it names them in another order; NULL otherwise */
 } teacher_rt;
 
 typedef struct zoo_rt zoo_rt; /* a standard method's state (train_zoo.c) */
+/* A kd / hinton loss's ensemble of teachers (train_ensemble.c). */
+typedef struct {
+    int n;                /* members */
+    int *node;            /* (n) each member's head */
+    align_labelmap *lm;   /* (n) each member's label map */
+    uint8_t *mapped;      /* (n) it has one */
+    ensemble_member *m;   /* (n) the batch's outputs of each */
+    float *fixed;         /* (n) combine: weights: the recipe's */
+    float **rows;         /* (n) a cached member's rows of the batch (B, kt), else NULL */
+    ensemble_buf buf;
+} ensemble_rt;
 
 typedef struct {
     const recipe_loss *L;
@@ -59,12 +82,21 @@ typedef struct {
     int mapped;
     align_labelmap lm;
     float *tq;        /* (B, kt) teacher probabilities before the map */
+    ensemble_rt *ens; /* kd, hinton with several teachers, else NULL */
     /* contrastive */
     double *clip;     /* align_clip_save_len(B, D) */
     float theta[1], dtheta[1]; /* log(1 / temperature), and its gradient when learned */
     nn_optimizer topt;
     zoo_rt *zoo;      /* dkd ... ofd: their nodes, scratch and learned parts; else NULL */
 } loss_rt;
+
+/* One early exit that a run scores (distill/exits.h): node `node` of model k. */
+typedef struct {
+    int model, node;
+    char key[RECIPE_MAX_NAME + NN_NAME_LEN + 2]; /* "EXIT", or "MODEL.EXIT" with several models */
+    double acc, best_acc;                       /* the last evaluation; the best one */
+    int best_epoch;
+} train_exit;
 
 typedef struct {
     const recipe *r;
@@ -98,6 +130,20 @@ typedef struct {
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */
     runlock lock;     /* of the run folder, held while the run lives */
+    train_exit *exits; /* every exit of the models with several (train_exits.c) */
+    int n_exits;
+    /* validation and further data sets (train_val.c) */
+    int has_val;      /* best checkpoints are chosen on the validation split, not the test split */
+    uint8_t *held;    /* (n_train) data.val_fraction: the training examples held out for
+                       * validation (no step sees them); NULL otherwise */
+    size_t n_held;
+    uint32_t *val_idx; /* (n_val) the validation examples: indices into the training split's feed
+                        * (val_fraction) or data.val's */
+    size_t n_val;
+    const int32_t *yval;       /* labels of that feed */
+    const uint8_t *val_masks;  /* segment: the masks of that feed */
+    io_dataset **eval_ds;      /* (data.n_eval_sets) */
+    int32_t **eval_y;          /* (data.n_eval_sets) each set's labels as the run's classes */
 } train_run;
 
 
@@ -106,9 +152,18 @@ char *train_path(const train_run *R, const char *name);
 xd_status train_write_text(const char *path, const char *text, xd_err *e);
 
 /* train_setup.c */
+/* The labels of split of the run's data set (n examples, each one of the run's classes). */
+xd_status train_open_labels(train_run *R, const char *split, const int32_t **y, size_t n,
+                            xd_err *e);
 xd_status train_setup_data(train_run *R, xd_err *e);
 xd_status train_setup_teachers(train_run *R, xd_err *e);
 xd_status train_setup_buffers(train_run *R);
+/* A label map of kt teacher classes onto ks student classes, from a list (table), the label set
+ * `map` of the data set, or else by_name (the teacher's classes by name); where names the loss in
+ * messages. */
+xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
+                          int n_table, const int32_t *by_name, int kt, int ks, align_labelmap *lm,
+                          xd_err *e);
 /* The losses of stage `stage` (freeing the previous stage's). */
 xd_status train_setup_losses(train_run *R, int stage, xd_err *e);
 void train_free_losses(train_run *R);
@@ -125,6 +180,13 @@ const float *train_teacher_out(train_run *R, int ti, int node, int B);
 /* One step of stage `stage` on the batch R->idx, R->yb, R->mb, R->exb [0..n) at learning rate lr
  * (the schedule's): *loss is the weighted total of the losses. */
 xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double *loss, xd_err *e);
+
+/* train_ensemble.c: a loss's ensemble (its members' heads, label maps, buffers), the combined
+ * target of a batch into l->c, and where a non-finite member output came from (1 if one did). */
+xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_err *e);
+void train_free_ensemble(loss_rt *l);
+void train_ensemble_target(train_run *R, loss_rt *l, int B);
+int train_ensemble_blame(train_run *R, const loss_rt *l, int B, char *buf, size_t size);
 
 /* train_epoch.c */
 xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e);
@@ -155,8 +217,41 @@ int train_zoo_tensors(loss_rt *l, int i, io_tensor *t, char names[][64]);
 /* A resumed run's optimizer step count. */
 void train_zoo_set_step(loss_rt *l, long step);
 void train_zoo_free(loss_rt *l);
+/* train_val.c */
+/* After the training labels are chosen and every model's feeds are open: the validation
+ * examples, the eval sets (data sets, labels, each model's feeds), the class names. */
+xd_status train_setup_val(train_run *R, xd_err *e);
+void train_free_val(train_run *R);
 
 /* train_eval.c */
+/* Accuracy and balanced accuracy (bacc may be NULL) of node head of m over the examples
+ * idx[0..n) of f (NULL: the first n) against labels indexed by example. */
+xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
+                      const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e);
+/* Model k's test score (accuracy, or a segment task's mIoU) into *acc and mk->acc, with mk->bacc
+ * (mk->pixel_acc). */
 xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e);
+/* Model k's scores on the validation split (mk->val_*) and on each eval set (mk->eval_*). */
+xd_status train_evaluate_val(train_run *R, int k, xd_err *e);
+
+/* train_exits.c: the exits of every model with several heads (a classify task), scored at each
+ * evaluation beside the default head. */
+void train_exits_setup(train_run *R);
+/* Scores model k's exits on the test split, after train_evaluate_test (whose score is the
+ * default head's); epoch >= 0: an epoch's evaluation, which updates each exit's best. */
+xd_status train_exits_evaluate(train_run *R, int k, int epoch, xd_err *e);
+/* metrics.jsonl: test_acc.KEY of every exit (null when not evaluated). */
+void train_exits_metrics(const train_run *R, json_t *j, int evaluated);
+/* The exits' final and best scores into the run's result. */
+void train_exits_result(const train_run *R, train_result *res);
+/* The resume state's metadata: each exit's best score and epoch (nothing for a run without
+ * exits, so other runs' states stay as they were). kv: room for the keys and values. */
+typedef struct {
+    char key[2 * EXITS_MAX][RECIPE_MAX_NAME + NN_NAME_LEN + 24];
+    char val[2 * EXITS_MAX][32];
+} train_exits_kv;
+size_t train_exits_save_meta(const train_run *R, train_exits_kv *kv, io_kv *meta, size_t n_meta);
+xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e);
+void train_exits_free(train_run *R);
 
 #endif

@@ -19,7 +19,8 @@
 // ----------------------------------------------------------------------------------------------
 // set-up
 
-static xd_status open_labels(train_run *R, const char *split, const int32_t **y, size_t n, xd_err *e)
+xd_status train_open_labels(train_run *R, const char *split, const int32_t **y, size_t n,
+                            xd_err *e)
 {
     char name[IO_DATASET_NAME_MAX + 1];
     snprintf(name, sizeof name, "%s/%s", split, R->r->data.label);
@@ -72,14 +73,11 @@ xd_status train_setup_data(train_run *R, xd_err *e)
                                    "given (prepare the set with a test fraction above 0)",
                        io_dataset_path(R->ds), r->data.test);
     /* classes: the data set's table for this label, else the student head's width */
-    const char *lab = r->data.label;
-    char cname[IO_DATASET_NAME_MAX + 1];
-    snprintf(cname, sizeof cname, "classes%s", lab + strlen("label"));
-    const io_strings *cls = io_dataset_find_strings(R->ds, cname);
+    const io_strings *cls = labels_class_table(R->ds, r->data.label);
     int head = nn_model_default_head(student);
     R->n_classes = cls ? (int)cls->n : nn_model_node(student, head)->c;
-    if ((s = open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
-    if ((s = open_labels(R, r->data.test, &R->ytest, R->models[0].test.n, e)) != XD_OK) return s;
+    if ((s = train_open_labels(R, r->data.train, &R->ytrain, R->n_train, e)) != XD_OK) return s;
+    if ((s = train_open_labels(R, r->data.test, &R->ytest, R->models[0].test.n, e)) != XD_OK) return s;
     /* the data set's own label mask, then the recipe's low-label selection */
     char mname[IO_DATASET_NAME_MAX + 1];
     snprintf(mname, sizeof mname, "%s/label_mask", r->data.train);
@@ -108,7 +106,7 @@ xd_status train_setup_data(train_run *R, xd_err *e)
                                          "the first node marked head is the default)",
                            hn->name, hn->h, hn->w, hn->c, R->seg.H, R->seg.W, R->seg.n_classes);
     }
-    return XD_OK;
+    return train_setup_val(R, e);
 }
 
 static xd_status cache_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err *e)
@@ -133,7 +131,7 @@ static int cache_usable(const train_run *R, int ti, const char *view)
     for (int s = 0; s < r->n_stages; s++)
         for (int l = 0; l < r->stages[s].n_losses; l++) {
             const recipe_loss *L = &r->stages[s].losses[l];
-            if (L->teacher != ti) continue;
+            if (!recipe_loss_reads_teacher(L, ti)) continue;
             if (L->kind != RECIPE_LOSS_KD && L->kind != RECIPE_LOSS_HINTON) return 0;
             /* one cache holds one head's outputs */
             const char *h = L->teacher_head ? L->teacher_head : "";
@@ -156,11 +154,43 @@ static const char *teacher_label(const recipe *r, int ti, const char *trained)
     for (int s = 0; s < r->n_stages; s++)
         for (int l = 0; l < r->stages[s].n_losses; l++) {
             const recipe_loss *L = &r->stages[s].losses[l];
-            if (L->teacher != ti) continue;
+            if (L->teacher != ti) {
+                for (int m = 0; m < L->n_members; m++) {
+                    if (L->members[m].teacher != ti) continue;
+                    if (L->members[m].label_map) return L->members[m].label_map;
+                    if (L->members[m].n_label_table) return NULL;
+                }
+                continue;
+            }
             if (L->label_map) return L->label_map;
             if (L->n_label_table) return NULL;
         }
     return trained;
+}
+
+/* Teacher ti names its classes in another order than the data set's label set `label`: its
+ * class_table maps each of its classes onto the run's by name (its kd and hinton losses read it
+ * as a label map). Every class of the teacher must be one of the run's, and its label set the
+ * run's own (a label_map over another label set says the order itself). */
+static xd_status teacher_class_table(train_run *R, int ti, const char *label, xd_err *e)
+{
+    teacher_rt *t = &R->teachers[ti];
+    const char *ckpt = R->r->teachers[ti].checkpoint;
+    int32_t *map;
+    xd_status s = ckpt_class_map(ckpt, &t->m, R->ds, label, &map, e);
+    if (s != XD_OK || !map) return s;
+    const io_strings *cls = labels_class_table(R->ds, label);
+    const size_t kt = nn_model_node(&t->m, nn_model_default_head(&t->m))->act_n;
+    if (strcmp(label, R->r->data.label) != 0 || cls->n != kt) {
+        free(map);
+        return xd_fail(e, XD_EARG, "%s: its %zu classes are not those of %s in the same order "
+                                   "(%s has %zu); a label_map list gives each teacher class its "
+                                   "class", ckpt, kt, io_dataset_path(R->ds), cls->name, cls->n);
+    }
+    t->class_table = xd_xmalloc(sizeof(int32_t) * kt);
+    for (size_t d = 0; d < cls->n; d++) t->class_table[map[d]] = (int32_t)d;
+    free(map);
+    return XD_OK;
 }
 
 xd_status train_setup_teachers(train_run *R, xd_err *e)
@@ -188,8 +218,9 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
         const char *aug = taug ? taug : r->data.augment, *text = ttext ? ttext : r->data.text;
         char *tlabel;
         if ((s = ckpt_trained_label(rt->checkpoint, &tlabel, e)) == XD_OK) {
-            s = ckpt_check_fit(rt->checkpoint, &t->m, R->ds, r->data.train, view, aug,
-                               teacher_label(r, i, tlabel), e);
+            const char *label = teacher_label(r, i, tlabel);
+            s = ckpt_check_fit(rt->checkpoint, &t->m, R->ds, r->data.train, view, aug, label, e);
+            if (s == XD_OK && label) s = teacher_class_table(R, i, label, e);
             free(tlabel);
         }
         if (s != XD_OK) {
@@ -229,7 +260,8 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
             const char *head = NULL;
             for (int sI = 0; sI < r->n_stages; sI++)
                 for (int l = 0; l < r->stages[sI].n_losses; l++)
-                    if (r->stages[sI].losses[l].teacher == i) head = r->stages[sI].losses[l].teacher_head;
+                    if (recipe_loss_reads_teacher(&r->stages[sI].losses[l], i))
+                        head = r->stages[sI].losses[l].teacher_head;
             kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
                                   .n = R->n_train, .head = head, .topk = 0, .tap = NULL,
                                   .log = R->o->quiet ? NULL : R->log};
@@ -277,36 +309,42 @@ void train_free_losses(train_run *R)
         if (l->mapped) align_labelmap_free(&l->lm);
         nn_opt_free(&l->topt);
         train_zoo_free(l);
+        train_free_ensemble(l);
     }
     free(R->losses);
     R->losses = NULL;
     R->n_losses = 0;
 }
 
-/* A kd / hinton loss's label map: the recipe's list, or the co-occurrence of the data set's label
- * set `label.NAME` (the teacher's classes) with the run's label on the training split. Counting
- * reads every training example's two labels, so it stands for a taxonomy the data set ships
- * (subgroup -> group), not for labels of the run: the rows are the share of each teacher class's
- * examples in each student class, and a teacher class with no training example spreads evenly. */
-static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_err *e)
+/* A label map (a kd / hinton loss's, or an ensemble member's): the recipe's list, or the
+ * co-occurrence of the data set's label set `label.NAME` (the teacher's classes) with the run's
+ * label on the training split. Counting reads every training example's two labels, so it stands
+ * for a taxonomy the data set ships (subgroup -> group), not for labels of the run: the rows are
+ * the share of each teacher class's examples in each student class, and a teacher class with no
+ * training example spreads evenly. by_name (when the recipe gives no map): the teacher's classes
+ * in another order, matched by name (teacher_class_table). */
+xd_status train_label_map(train_run *R, const char *where, const char *map, const int32_t *table,
+                          int n_table, const int32_t *by_name, int kt, int ks, align_labelmap *lm,
+                          xd_err *e)
 {
-    const recipe_loss *L = l->L;
     xd_status s;
-    if (L->label_table) {
-        if (L->n_label_table != kt)
+    if (table) {
+        if (n_table != kt)
             return xd_fail(e, XD_ESHAPE, "%s: label_map lists %d teacher classes, the teacher's "
-                                         "head has %d", l->where, L->n_label_table, kt);
-        s = align_labelmap_from_table(&l->lm, L->label_table, kt, ks, e);
+                                         "head has %d", where, n_table, kt);
+        s = align_labelmap_from_table(lm, table, kt, ks, e);
+    } else if (by_name) {
+        s = align_labelmap_from_table(lm, by_name, kt, ks, e);
     } else {
         if (ks != R->n_classes)
             return xd_fail(e, XD_ESHAPE, "%s: label_map %s maps onto the run's %d classes, the "
-                                         "student's head has %d outputs", l->where, L->label_map,
+                                         "student's head has %d outputs", where, map,
                            R->n_classes, ks);
         char name[IO_DATASET_NAME_MAX + 1];
-        snprintf(name, sizeof name, "%s/%s", R->r->data.train, L->label_map);
+        snprintf(name, sizeof name, "%s/%s", R->r->data.train, map);
         const io_tensor *t;
         if ((s = io_dataset_require(R->ds, name, IO_I32, 1, &t, e)) != XD_OK)
-            return xd_err_prefix(e, "%s: label_map", l->where);
+            return xd_err_prefix(e, "%s: label_map", where);
         if ((size_t)t->shape[0] != R->n_train)
             return xd_fail(e, XD_EFORMAT, "%s: %s has %lld labels for %zu examples",
                            io_dataset_path(R->ds), name, (long long)t->shape[0], R->n_train);
@@ -329,11 +367,23 @@ static xd_status setup_label_map(train_run *R, loss_rt *l, int kt, int ks, xd_er
             for (int k = 0; k < ks; k++)
                 m[(size_t)c * ks + k] = row > 0 ? (float)(cnt[(size_t)c * ks + k] / row) : 1.0f / (float)ks;
         }
-        if (s == XD_OK) s = align_labelmap_from_matrix(&l->lm, m, kt, ks, 1e-4f, e);
+        if (s == XD_OK) s = align_labelmap_from_matrix(lm, m, kt, ks, 1e-4f, e);
         free(m);
         free(cnt);
     }
-    if (s != XD_OK) return xd_err_prefix(e, "%s: label_map", l->where);
+    if (s != XD_OK) return xd_err_prefix(e, "%s: label_map", where);
+    return XD_OK;
+}
+
+/* A loss's own label_map (or its teacher's classes by name), and its buffer of teacher
+ * probabilities. */
+static xd_status setup_label_map(train_run *R, loss_rt *l, const int32_t *by_name, int kt, int ks,
+                                 xd_err *e)
+{
+    const recipe_loss *L = l->L;
+    xd_status s = train_label_map(R, l->where, L->label_map, L->label_table, L->n_label_table,
+                                  by_name, kt, ks, &l->lm, e);
+    if (s != XD_OK) return s;
     l->mapped = 1;
     l->tq = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch * (size_t)kt);
     return XD_OK;
@@ -368,7 +418,8 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
     for (int t = 0; t < r->n_teachers; t++) {
         R->teachers[t].used = 0;
         for (int l = 0; l < st->n_losses; l++)
-            R->teachers[t].used |= st->losses[l].teacher == t && st->losses[l].kind != RECIPE_LOSS_DENSE;
+            R->teachers[t].used |= recipe_loss_reads_teacher(&st->losses[l], t) &&
+                                   st->losses[l].kind != RECIPE_LOSS_DENSE;
     }
     R->losses = xd_xcalloc((size_t)st->n_losses, sizeof *R->losses);
     R->n_losses = st->n_losses;
@@ -405,7 +456,11 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
             return xd_fail(e, XD_ESHAPE, "%s: head '%s' has %zu outputs for the %d classes of "
                                          "%s", l->where, sn->name, sn->act_n, R->n_classes,
                            r->data.path);
-        if (L->teacher >= 0 || L->from_model >= 0) {
+        if (L->n_members) {
+            xd_status s = train_setup_ensemble(R, l, sn, e);
+            if (s != XD_OK) return s;
+            l->t_node = -1;
+        } else if (L->teacher >= 0 || L->from_model >= 0) {
             teacher_rt *t = L->teacher >= 0 ? &R->teachers[L->teacher] : NULL;
             nn_model *fm = train_from_net(R, L);
             train_end_name(R, L->teacher, L->from_model, from, sizeof from);
@@ -416,8 +471,11 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
             const nn_node *tn = nn_model_node(fm, l->t_node);
             if (t && t->average && !t->avg[l->t_node])
                 t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
-            if (L->label_map || L->label_table) {
-                xd_status s = setup_label_map(R, l, (int)tn->act_n, (int)sn->act_n, e);
+            /* the names apply to the head they were stored for */
+            const int32_t *by_name = t && is_logit && l->t_node == nn_model_default_head(fm)
+                                         ? t->class_table : NULL;
+            if (L->label_map || L->label_table || by_name) {
+                xd_status s = setup_label_map(R, l, by_name, (int)tn->act_n, (int)sn->act_n, e);
                 if (s != XD_OK) return s;
             } else if (is_logit && tn->act_n != sn->act_n)
                 return xd_fail(e, XD_ESHAPE, "%s: the head '%s' of %s has %zu outputs, the head "
@@ -558,9 +616,17 @@ static xd_status fit_projector(loss_rt *l, const float *X, const float *Y, int r
     return s;
 }
 
+/* The first training example at or after *at that the run trains on (none held out for
+ * validation); *at moves past it. */
+static uint32_t next_trained(const train_run *R, size_t *at)
+{
+    while (R->held && R->held[*at]) ++*at;
+    return (uint32_t)(*at)++;
+}
+
 /* Projectors with projector_init procrustes or cca start from a map fitted on the student's and
- * the teacher's taps over the first training examples (in order, no augmentation, eval mode), so
- * the student starts from where the two spaces already agree. */
+ * the teacher's taps over the first training examples (in order, no augmentation, eval mode; the
+ * validation ones left out), so the student starts from where the two spaces already agree. */
 xd_status train_init_projectors(train_run *R, xd_err *e)
 {
     const int B = R->r->train.batch;
@@ -573,14 +639,16 @@ xd_status train_init_projectors(train_run *R, xd_err *e)
         const nn_node *sn = nn_model_node(&mk->m, l->s_node);
         const nn_node *tn = nn_model_node(&t->m, l->t_node);
         const int pos = sn->h * sn->w > 0 ? sn->h * sn->w : 1; /* rows per example */
-        size_t n_ex = R->n_train < (size_t)(PROJ_FIT_ROWS / pos) ? R->n_train : (size_t)(PROJ_FIT_ROWS / pos);
+        const size_t n_trained = R->n_train - R->n_held;
+        size_t n_ex = n_trained < (size_t)(PROJ_FIT_ROWS / pos) ? n_trained : (size_t)(PROJ_FIT_ROWS / pos);
         if (n_ex == 0) n_ex = 1;
+        size_t at = 0;
         const int rows = (int)n_ex * pos;
         float *X = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)sn->c);
         float *Y = xd_xmalloc(sizeof(float) * (size_t)rows * (size_t)tn->c);
         for (size_t i0 = 0; i0 < n_ex && s == XD_OK; i0 += (size_t)B) {
             int n = n_ex - i0 < (size_t)B ? (int)(n_ex - i0) : B;
-            for (int b = 0; b < n; b++) R->idx[b] = (uint32_t)(i0 + (size_t)b);
+            for (int b = 0; b < n; b++) R->idx[b] = next_trained(R, &at);
             /* a teacher that shares reads the first model's batch */
             if (t->shares && mk != &R->models[0] &&
                 (s = feed_fill(&R->models[0].train, R->idx, n, 0, 0, 0, R->models[0].input, e)))

@@ -116,8 +116,10 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
             break;
         case RECIPE_LOSS_KD:
         case RECIPE_LOSS_HINTON: {
-            const float *t = from_out(R, l, B);
-            if (l->mapped) {
+            const float *t = l->ens ? NULL : from_out(R, l, B);
+            if (l->ens) {
+                train_ensemble_target(R, l, B);
+            } else if (l->mapped) {
                 /* the teacher's distribution over its own classes, moved onto the student's */
                 kd_soft_targets(l->tq, t, B, l->lm.kt, L->temperature);
                 align_labelmap_apply(l->c, l->tq, &l->lm, B);
@@ -274,6 +276,11 @@ static void blame_nonfinite(train_run *R, int stage, int n, char *buf, size_t si
     }
     for (int l = 0; l < R->n_losses; l++) {
         loss_rt *lr = &R->losses[l];
+        char member[400];
+        if (train_ensemble_blame(R, lr, n, member, sizeof member)) {
+            snprintf(buf, size, "%s are finite; %s", ours, member);
+            return;
+        }
         if (lr->t_node >= 0 && lr->L->teacher >= 0) { /* a peer's outputs were checked above */
             const int t = lr->L->teacher;
             const nn_node *tn = nn_model_node(&R->teachers[t].m, lr->t_node);

@@ -32,23 +32,55 @@ xd_status train_write_text(const char *path, const char *text, xd_err *e)
     return io_atomic_commit(&w, e);
 }
 
-/* With several models, summary.json's "models": each one's final and best score and best epoch
- * (the top-level scores are the first model's). */
-static void summary_models(json_t *j, const train_result *res, const char *score)
+/* A model's scores in summary.json: final_test_* and final_test_bacc, the best epoch and what
+ * chose it; with a validation split best_val_* and test_*_at_best, else best_test_*. */
+static void summary_scores(json_t *o, const train_run *R, const train_result *res,
+                           const train_model_result *mr)
+{
+    const char *score = R->seg.on ? "miou" : "acc";
+    char key[48];
+    snprintf(key, sizeof key, "final_test_%s", score);
+    json_object_set_new(o, key, res->finished ? json_real(mr->final_acc) : json_null());
+    if (!R->seg.on)
+        json_object_set_new(o, "final_test_bacc", res->finished ? json_real(mr->final_bacc)
+                                                                : json_null());
+    json_object_set_new(o, "best_on", json_string(R->has_val ? "val" : "test"));
+    snprintf(key, sizeof key, "best_%s_%s", R->has_val ? "val" : "test", score);
+    json_object_set_new(o, key, json_real(mr->best_acc));
+    json_object_set_new(o, "best_epoch", json_integer(mr->best_epoch));
+    if (R->has_val) {
+        snprintf(key, sizeof key, "test_%s_at_best", score);
+        json_object_set_new(o, key, json_real(mr->test_at_best));
+    }
+}
+
+/* With several models, summary.json's "models": each one's scores (the top-level scores are the
+ * first model's). */
+static void summary_models(json_t *j, const train_run *R, const train_result *res)
 {
     json_t *all = json_object();
     for (int k = 0; k < res->n_models; k++) {
-        const train_model_result *mr = &res->models[k];
         json_t *o = json_object();
-        char key[48];
-        snprintf(key, sizeof key, "final_%s", score);
-        json_object_set_new(o, key, res->finished ? json_real(mr->final_acc) : json_null());
-        snprintf(key, sizeof key, "best_%s", score);
-        json_object_set_new(o, key, json_real(mr->best_acc));
-        json_object_set_new(o, "best_epoch", json_integer(mr->best_epoch));
-        json_object_set_new(all, mr->name, o);
+        summary_scores(o, R, res, &res->models[k]);
+        json_object_set_new(all, res->models[k].name, o);
     }
     json_object_set_new(j, "models", all);
+}
+
+/* With early exits, summary.json's "exits": each exit's final and best test accuracy and best
+ * epoch (the top-level scores are the default head's). */
+static void summary_exits(json_t *j, const train_result *res)
+{
+    json_t *all = json_object();
+    for (int i = 0; i < res->n_exits; i++) {
+        const train_exit_result *x = &res->exits[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "final_test_acc", res->finished ? json_real(x->final_acc) : json_null());
+        json_object_set_new(o, "best_test_acc", json_real(x->best_acc));
+        json_object_set_new(o, "best_epoch", json_integer(x->best_epoch));
+        json_object_set_new(all, x->name, o);
+    }
+    json_object_set_new(j, "exits", all);
 }
 
 static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
@@ -58,18 +90,14 @@ static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "seed", json_integer(R->seed));
     json_object_set_new(j, "epochs", json_integer(res->epochs_done));
     json_object_set_new(j, "finished", json_boolean(res->finished));
+    summary_scores(j, R, res, &res->models[0]);
     /* a segment task's score is the mIoU; its pixel accuracy comes with it */
-    const char *score = R->seg.on ? "test_miou" : "test_acc";
-    char key[32];
-    snprintf(key, sizeof key, "final_%s", score);
-    json_object_set_new(j, key, res->finished ? json_real(res->final_acc) : json_null());
     if (R->seg.on)
         json_object_set_new(j, "final_test_pixel_acc",
                             res->finished ? json_real(res->final_pixel_acc) : json_null());
-    snprintf(key, sizeof key, "best_%s", score);
-    json_object_set_new(j, key, json_real(res->best_acc));
-    json_object_set_new(j, "best_epoch", json_integer(res->best_epoch));
-    if (R->n_models > 1) summary_models(j, res, key + strlen("best_"));
+    if (R->has_val) json_object_set_new(j, "val_examples", json_integer((json_int_t)R->n_val));
+    if (R->n_models > 1) summary_models(j, R, res);
+    if (res->n_exits) summary_exits(j, res);
     json_object_set_new(j, "train_seconds", json_real(res->seconds));
     json_object_set_new(j, "images_per_s", json_real(res->images_per_s));
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
@@ -152,6 +180,7 @@ static void run_free(train_run *R)
         free(t->avg);
         free(t->present);
         free(t->count);
+        free(t->class_table);
         nn_model_free(&t->m);
         feed_close(&t->f);
         free(t->input);
@@ -159,6 +188,7 @@ static void run_free(train_run *R)
     free(R->teachers);
     for (int k = 0; k < R->n_models; k++) models_close(&R->models[k]);
     free(R->models);
+    train_free_val(R);
     if (R->ds) io_dataset_close(R->ds);
     free(R->sel);
     free(R->tlogits);
@@ -170,6 +200,7 @@ static void run_free(train_run *R)
     free(R->exb);
     free(R->yaml);
     seg_close(&R->seg);
+    train_exits_free(R);
 }
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
@@ -205,6 +236,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     for (int k = 0; k < r->n_models; k++)
         if ((s = models_build(&R.models[k], r, k, seed, e)) != XD_OK) goto out;
     if ((s = train_setup_data(&R, e)) != XD_OK) goto out;
+    train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
@@ -261,12 +293,19 @@ stopped:
             train_model_result *mr = &res->models[k];
             snprintf(mr->name, sizeof mr->name, "%s", R.models[k].rm->name);
             mr->best_acc = R.models[k].best_acc;
+            mr->test_at_best = R.models[k].test_at_best;
             mr->best_epoch = R.models[k].best_epoch;
             if (res->finished) s = train_evaluate_test(&R, k, &mr->final_acc, e);
+            mr->final_bacc = R.models[k].bacc;
+            if (s == XD_OK && res->finished) s = train_exits_evaluate(&R, k, -1, e);
         }
+        train_exits_result(&R, res);
         res->final_acc = res->models[0].final_acc;
         res->best_acc = res->models[0].best_acc;
+        res->test_at_best = res->models[0].test_at_best;
+        res->final_bacc = res->models[0].final_bacc;
         res->best_epoch = res->models[0].best_epoch;
+        res->val = R.has_val;
         res->segment = R.seg.on;
         res->final_pixel_acc = R.models[0].pixel_acc;
         if (s == XD_OK && res->finished && R.seg.on) {

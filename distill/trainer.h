@@ -8,9 +8,11 @@
  * learned projector), and into its from end too when that is another model and the loss is not
  * detached; then every model's backward and every optimizer step. So a peer's targets are the
  * other peers' predictions of the same step, made before any of them is updated. Per epoch: an
- * evaluation on the test split, a line in DIR/metrics.jsonl, DIR/last.safetensors and (when the
- * test accuracy improved) DIR/best.safetensors, and DIR/resume.safetensors, from which
- * `--resume` continues exactly as if the run had not stopped. Every file is written atomically.
+ * evaluation on the test split (and on the validation split and the eval sets when the recipe has
+ * them), a line in DIR/metrics.jsonl, DIR/last.safetensors and (when the validation score, or
+ * without a validation split the test score, improved) DIR/best.safetensors, and
+ * DIR/resume.safetensors, from which `--resume` continues exactly as if the run had not stopped.
+ * Every file is written atomically.
  *
  * A run holds the lock of its folder (distill/runlock.h) while it lives. Resuming checks that the
  * recipe is the folder's (DIR/recipe.yaml; only recipe_resume_keys may differ, and a difference
@@ -26,6 +28,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "distill/exits.h"
 #include "distill/feed.h"
 #include "distill/progress.h"
 #include "distill/recipe.h"
@@ -40,24 +43,39 @@ typedef struct {
     const progress_span *span; /* not NULL: this run is a share of a longer job (progress.h) */
 } train_opts;
 
-/* One trainable model's scores (test accuracy; for a segment task the mIoU). */
+/* One trainable model's scores (accuracy; for a segment task the mIoU). best_acc is the score that
+ * chose its best checkpoint: on the validation split when the run has one, else on the test
+ * split; test_at_best is that checkpoint's test score. */
 typedef struct {
     char name[RECIPE_MAX_NAME];
-    double final_acc, best_acc;
+    double final_acc, best_acc, test_at_best;
+    double final_bacc;          /* balanced accuracy at the end (classify) */
     int best_epoch;
 } train_model_result;
+
+/* One early exit's scores (distill/exits.h), named as in metrics.jsonl: "EXIT", or
+ * "MODEL.EXIT" in a run of several models. */
+typedef struct {
+    char name[RECIPE_MAX_NAME + NN_NAME_LEN + 2];
+    double final_acc, best_acc;
+    int best_epoch;
+} train_exit_result;
 
 typedef struct {
     long seed;
     int epochs_done, finished;
     int unchanged;              /* resumed a run that had finished: nothing was run or written */
-    double final_acc, best_acc; /* the first model's test accuracy; for a segment task the mIoU */
+    double final_acc, best_acc; /* the first model's scores (as train_model_result's) */
+    double test_at_best, final_bacc;
     int best_epoch;
+    int val;                    /* best checkpoints were chosen on a validation split */
     int n_models;               /* every trainable model's scores */
     train_model_result models[RECIPE_MAX_MODELS];
     int segment;                /* task segment: the scores are mIoU, with pixel accuracy */
     double final_pixel_acc;
     double seconds, images_per_s;
+    int n_exits;                /* the exits of models with several heads */
+    train_exit_result exits[EXITS_MAX];
 } train_result;
 
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,

@@ -822,6 +822,28 @@ static const float *input_of(const nn_model *m, int idx)
 
 void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
 {
+    nn_model_forward_some(m, input, B, run, NULL);
+}
+
+void nn_model_needs(const nn_model *m, int target, uint8_t *need)
+{
+    XD_ASSERT(target >= 0 && target < m->n_nodes);
+    need[target] = 1;
+    for (int i = target; i >= 0; i--) {
+        const nn_node *nd = &m->nodes[i];
+        if (!need[i]) continue;
+        if (nd->in >= 0) need[nd->in] = 1;
+        if (nd->kind == NN_ADD && nd->in2 >= 0) need[nd->in2] = 1;
+    }
+    /* a relu fused with its pool (plan_fusion) gets its output from the pool's pass, which
+     * reads nothing but the relu */
+    for (int i = 0; i < m->n_nodes; i++)
+        if (need[i] && m->nodes[i].relu_pool) need[only_reader(m, i)] = 1;
+}
+
+void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
+                           const uint8_t *need)
+{
     XD_ASSERT(B > 0 && B <= m->max_batch);
     static const nn_run eval_run = {0, 0, 0, NULL};
     if (!run) run = &eval_run;
@@ -831,6 +853,7 @@ void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
+        if (need && !need[i]) continue;
         const float *x = input_of(m, nd->in);
         float *y = nd->out, *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
         const size_t n_in = (size_t)B * nd->ih * nd->iw * nd->ic, n_out = (size_t)B * nd->act_n;
@@ -1095,6 +1118,16 @@ int nn_model_default_head(const nn_model *m)
     for (int i = 0; i < m->n_nodes; i++)
         if (m->nodes[i].head) return i;
     return m->n_nodes - 1;
+}
+
+int nn_model_heads(const nn_model *m, int *heads)
+{
+    int n = 0;
+    const int first = nn_model_default_head(m);
+    heads[n++] = first;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].head && i != first) heads[n++] = i;
+    return n;
 }
 
 const nn_param *nn_model_param(const nn_model *m, const char *name)

@@ -153,6 +153,17 @@ void nn_model_init_params(nn_model *m, uint64_t seed);
 /* input: float (B, h, w, c) or int32 (B, tokens). B <= max_batch. Zeroes all activation
  * gradients, ready for losses to add into nn_model_dout. */
 void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run);
+/* Marks in need (n_nodes entries, 0 or 1; others already marked stay) the nodes whose forward
+ * node `target`'s output needs: target, every node it reads from, directly or not, and a pool
+ * that computes a needed relu's output with its own (a fused relu -> maxpool). */
+void nn_model_needs(const nn_model *m, int target, uint8_t *need);
+/* nn_model_forward of the nodes need marks (NULL: all), e.g. an early exit without the layers
+ * after it. A marked node's output is bit for bit what the whole forward gives (in eval mode
+ * batch norm reads its running statistics; in training mode only marked norms update theirs);
+ * the other nodes' outputs are left as they were and must not be read, nor backward run through
+ * them. */
+void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
+                           const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad). */
 void nn_model_backward(nn_model *m);
 void nn_model_zero_grad(nn_model *m);
@@ -165,6 +176,9 @@ float *nn_model_out(nn_model *m, int idx);
 float *nn_model_dout(nn_model *m, int idx);
 /* The first node marked head, or the last node when none is. */
 int nn_model_default_head(const nn_model *m);
+/* The model's heads (its exits) into heads (room for n_nodes): the default head first, then the
+ * other nodes marked head in list order; returns their count (1 when none or one is marked). */
+int nn_model_heads(const nn_model *m, int *heads);
 
 const nn_param *nn_model_param(const nn_model *m, const char *name);
 /* Pointer to the values of a parameter or state entry. */

@@ -64,6 +64,24 @@ void rp_escape(rp_buf *b, const char *s)
     rp_putn(b, run, (size_t)(s - run));
 }
 
+void rp_short_count(rp_buf *b, uint64_t c)
+{
+    static const char units[] = "kMGTPE";
+    if (c < 10000) {
+        rp_printf(b, "%llu", (unsigned long long)c);
+        return;
+    }
+    /* the largest unit that leaves at least 1 (rounding may carry into the next unit) */
+    double v = (double)c;
+    int u = -1;
+    while (u < 5 && (v >= 999.5 || u < 0)) {
+        v /= 1000.0;
+        u++;
+    }
+    if (v < 9.95) rp_printf(b, "%.1f%c", v, units[u]);
+    else rp_printf(b, "%.0f%c", v, units[u]);
+}
+
 void rp_data_uri(rp_buf *b, const char *mime, const void *data, size_t n)
 {
     static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

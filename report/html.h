@@ -7,6 +7,7 @@
 #define XD_REPORT_HTML_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     char *s;
@@ -19,6 +20,9 @@ void rp_putn(rp_buf *b, const char *s, size_t n);
 void rp_printf(rp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* s with & < > " ' replaced by entities (text and attribute values alike). */
 void rp_escape(rp_buf *b, const char *s);
+/* A count in at most four characters, for a cell of a drawing: "7720", "134k", "1.6M", "12G"
+ * (rounded; exact below 10000). */
+void rp_short_count(rp_buf *b, uint64_t c);
 /* "data:MIME;base64,..." of n bytes. */
 void rp_data_uri(rp_buf *b, const char *mime, const void *data, size_t n);
 

@@ -19,6 +19,9 @@ static const char *const palette[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2"
 #define HEAT_SVG_MAX 30
 /* Counts are written into the cells up to this many classes. */
 #define HEAT_TEXT_MAX 12
+/* Width of a character of the matrix's labels (11 px system-ui), a little over the average, for
+ * the room they get. */
+#define HEAT_CHAR_W 6.5
 
 void rp_details_free(rp_details *d)
 {
@@ -123,6 +126,9 @@ static void chart(rp_buf *b, const rp_set *set, const char *key, const char *tit
         ymax += pad;
     }
     double step = nice_step(ymax - ymin);
+    /* as many decimals of a percentage as the step needs, so that no two ticks read the same */
+    int decimals = 0;
+    while (decimals < 6 && step * 100 * pow(10, decimals) < 0.999) decimals++;
     ymin = floor(ymin / step) * step;
     ymax = ceil(ymax / step) * step;
     const double pw = W - L - R, ph = H - T - B;
@@ -139,7 +145,7 @@ static void chart(rp_buf *b, const rp_set *set, const char *key, const char *tit
                   W - R, Y(v), Y(v));
         if (percent)
             rp_printf(b, "<text class=\"ytick\" x=\"%.1f\" y=\"%.1f\">%.*f%%</text>", L - 6,
-                      Y(v) + 4, step * 100 < 1 ? 1 : 0, 100 * v);
+                      Y(v) + 4, decimals, 100 * v);
         else
             rp_printf(b, "<text class=\"ytick\" x=\"%.1f\" y=\"%.1f\">%.4g</text>", L - 6,
                       Y(v) + 4, fabs(v) < step * 1e-6 ? 0.0 : v);
@@ -202,6 +208,25 @@ static int fixed_key(const char *key)
     return 0;
 }
 
+/* A chart for every key "PREFIX..." of the runs, in the order first met, titled "WHAT ...". */
+static void prefixed_charts(rp_buf *b, const rp_set *set, const char *prefix, const char *what,
+                            int percent)
+{
+    const size_t len = strlen(prefix);
+    for (int i = 0; i < set->n_runs; i++)
+        for (int k = 0; k < set->runs[i].n_series; k++) {
+            const char *key = set->runs[i].series[k].key;
+            if (strncmp(key, prefix, len) != 0 || fixed_key(key)) continue;
+            int seen = 0;
+            for (int j = 0; j < i && !seen; j++) seen = rp_run_series(&set->runs[j], key) != NULL;
+            for (int q = 0; q < k && !seen; q++) seen = strcmp(set->runs[i].series[q].key, key) == 0;
+            if (seen) continue;
+            char title[160];
+            snprintf(title, sizeof title, "%s %s", what, key + len);
+            chart(b, set, key, title, percent);
+        }
+}
+
 static void curves(rp_buf *b, const rp_set *set)
 {
     rp_put(b, "<h2 id=\"curves\">Learning curves</h2>\n<p class=\"legend\">");
@@ -211,22 +236,19 @@ static void curves(rp_buf *b, const rp_set *set)
         rp_put(b, "</span> ");
     }
     rp_put(b, "</p>\n<p class=\"hint\">One line per recipe: the mean over its seeds, with a band "
-              "from the lowest to the highest seed.</p>\n<div class=\"charts\">\n");
+              "from the lowest to the highest seed.");
+    int models = 0;
+    for (int i = 0; i < set->n_runs; i++) models |= set->runs[i].model != NULL;
+    if (models)
+        rp_put(b, " Each model of a run of several (RECIPE/MODEL) has lines of its own: its "
+                  "accuracy, the loss components it learns from, and their weighted sum as its "
+                  "training loss.");
+    rp_put(b, "</p>\n<div class=\"charts\">\n");
     for (size_t i = 0; i < sizeof fixed_charts / sizeof fixed_charts[0]; i++)
         chart(b, set, fixed_charts[i].key, fixed_charts[i].title, fixed_charts[i].percent);
-    /* every loss component, in the order first met */
-    for (int i = 0; i < set->n_runs; i++)
-        for (int k = 0; k < set->runs[i].n_series; k++) {
-            const char *key = set->runs[i].series[k].key;
-            if (strncmp(key, "loss.", 5) != 0 || fixed_key(key)) continue;
-            int seen = 0;
-            for (int j = 0; j < i && !seen; j++) seen = rp_run_series(&set->runs[j], key) != NULL;
-            for (int q = 0; q < k && !seen; q++) seen = strcmp(set->runs[i].series[q].key, key) == 0;
-            if (seen) continue;
-            char title[160];
-            snprintf(title, sizeof title, "loss component %s", key + 5);
-            chart(b, set, key, title, 0);
-        }
+    /* each model's and each early exit's test accuracy, then every loss component */
+    prefixed_charts(b, set, "test_acc.", "test accuracy of", 1);
+    prefixed_charts(b, set, "loss.", "loss component", 0);
     rp_put(b, "</div>\n");
 }
 
@@ -340,8 +362,13 @@ static void heatmap(rp_buf *b, const rp_details *d, xd_err *e)
         free(img.px);
         return;
     }
-    const double cell = K <= 12 ? 34 : 18, lab = 118;
-    const double W = lab + cell * K + 8, H = lab + cell * K + 8;
+    /* room for the labels: the row labels end at the cells, the column labels rise at 60
+     * degrees from the top of their column (and lean to the right past the last one) */
+    double text = 0;
+    for (int k = 0; k < K; k++) text = fmax(text, HEAT_CHAR_W * (double)strlen(d->classes[k]));
+    const double cell = K <= 12 ? 34 : 18, lab = fmax(118, fmax(text + 8, 0.87 * text + 24));
+    const double W = fmax(lab + cell * K + 8, lab + cell * (K - 0.5) + 8 + 0.5 * text);
+    const double H = lab + cell * K + 8;
     rp_printf(b, "<svg class=\"heat\" viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" "
                  "role=\"img\">", W, H, W, H);
     rp_printf(b, "<text class=\"axis\" x=\"%.0f\" y=\"12\">predicted &#8594;</text>", lab);
@@ -367,18 +394,28 @@ static void heatmap(rp_buf *b, const rp_details *d, xd_err *e)
             rp_put(b, " as ");
             rp_escape(b, d->classes[p]);
             rp_printf(b, ": %llu</title></rect>", (unsigned long long)c);
-            if (K <= HEAT_TEXT_MAX && c)
-                rp_printf(b, "<text class=\"count%s\" x=\"%.1f\" y=\"%.1f\">%llu</text>",
+            if (K <= HEAT_TEXT_MAX && c) {
+                /* pixel counts run to millions: short forms fit the cell, the title is exact */
+                rp_printf(b, "<text class=\"count%s\" x=\"%.1f\" y=\"%.1f\">",
                           f > 0.5 ? " light" : "", lab + cell * p + cell / 2,
-                          lab + cell * t + cell / 2 + 3.5, (unsigned long long)c);
+                          lab + cell * t + cell / 2 + 3.5);
+                rp_short_count(b, c);
+                rp_put(b, "</text>");
+            }
         }
     rp_put(b, "</svg>");
+}
+
+/* what a row of the evaluation is */
+static const char *rows_unit(const rp_details *d)
+{
+    return d->segment ? "pixels" : d->lang_pairs ? "(example, language) pairs" : "examples";
 }
 
 static void per_class(rp_buf *b, const rp_details *d)
 {
     rp_printf(b, "<table class=\"pc\"><thead><tr><th>class</th><th>%s</th><th>accuracy</th>%s"
-                 "</tr></thead><tbody>", d->segment ? "pixels" : "examples",
+                 "</tr></thead><tbody>", rows_unit(d),
               d->class_iou ? "<th>IoU</th>" : "");
     for (int k = 0; k < d->K; k++) {
         rp_put(b, "<tr><td>");
@@ -416,12 +453,13 @@ static void gallery(rp_buf *b, const rp_details *d)
         rp_escape(b, x->student);
         rp_printf(b, " (%.0f%%)</p>", 100 * x->student_conf);
         if (x->teacher) {
-            rp_printf(b, "<p class=\"%s\">teacher: ", strcmp(x->teacher, x->truth) == 0 ? "right" : "wrong");
+            rp_printf(b, "<p class=\"%s\">%s: ", strcmp(x->teacher, x->truth) == 0 ? "right" : "wrong",
+                      d->teacher_peer ? "peer" : "teacher");
             rp_escape(b, x->teacher);
             rp_printf(b, " (%.0f%%)</p>", 100 * x->teacher_conf);
         }
         if (x->teacher_text) {
-            rp_put(b, "<p class=\"txt small\">teacher read: ");
+            rp_printf(b, "<p class=\"txt small\">%s read: ", d->teacher_peer ? "peer" : "teacher");
             rp_escape(b, x->teacher_text);
             rp_put(b, "</p>");
         }
@@ -438,32 +476,31 @@ static void para(rp_buf *b, const char *cls, const char *text)
     rp_put(b, "</p>\n");
 }
 
-static void details(rp_buf *b, int g, const rp_group *G, const rp_details *d, xd_err *e)
+/* "seed N: mIoU ..., pixel accuracy ..." / "seed N: accuracy ..., balanced accuracy ..." */
+static void run_scores(rp_buf *b, const rp_run *run, const rp_details *d)
 {
-    rp_printf(b, "<section class=\"run\" id=\"run-%d\" data-run=\"", g);
-    rp_escape(b, G->name);
-    rp_printf(b, "\"><h3><i style=\"background:%s\"></i>", palette[(size_t)g % PALETTE_N]);
-    rp_escape(b, G->name);
-    rp_put(b, "</h3>\n<p class=\"hint\">Runs: ");
-    for (int i = 0; i < G->n_runs; i++) {
-        if (i) rp_put(b, ", ");
-        rp_put(b, "<code>");
-        rp_escape(b, G->runs[i]->dir);
-        rp_put(b, "</code>");
-    }
-    rp_put(b, "</p>\n");
-    if (!d) {
-        rp_put(b, "</section>\n");
-        return;
-    }
+    rp_printf(b, "seed %ld: ", run->seed);
+    if (!d->K)
+        rp_put(b, "not evaluated");
+    else if (d->segment)
+        rp_printf(b, "mIoU %.2f%%, pixel accuracy %.2f%%", 100 * d->miou, 100 * d->accuracy);
+    else
+        rp_printf(b, "accuracy %.2f%%, balanced accuracy %.2f%%", 100 * d->accuracy,
+                  100 * d->balanced_accuracy);
+}
+
+/* what the evaluation of one run's best checkpoint found */
+static void run_details(rp_buf *b, const rp_run *run, const rp_details *d, xd_err *e)
+{
     if (d->source) {
-        rp_put(b, "<p>Evaluated: <code>");
+        rp_printf(b, "<p>Evaluated (seed %ld): <code>", run->seed);
         rp_escape(b, d->source);
-        rp_printf(b, "</code> (epoch %d) on the test split.", G->runs[0]->best_epoch);
+        rp_printf(b, "</code> (epoch %d) on the test split.", run->best_epoch);
+        if (d->K && d->segment) rp_printf(b, " mIoU %.2f%%.", 100 * d->miou);
         if (d->K)
             rp_printf(b, " Accuracy %.2f%%, balanced accuracy (mean of the per-class accuracies) "
                          "%.2f%% over %llu %s.", 100 * d->accuracy, 100 * d->balanced_accuracy,
-                      (unsigned long long)d->rows, d->segment ? "pixels" : "examples");
+                      (unsigned long long)d->rows, rows_unit(d));
         rp_put(b, "</p>\n");
     }
     if (d->note) para(b, "note", d->note);
@@ -484,6 +521,37 @@ static void details(rp_buf *b, int g, const rp_group *G, const rp_details *d, xd
                   "<div class=\"overlays\">");
         for (int i = 0; i < d->n_images; i++) png_img(b, d->images[i], d->image_n[i], "ov", "overlay");
         rp_put(b, "</div>\n");
+    }
+}
+
+/* a recipe's section: its runs, the first one's evaluation, each other seed's in <details> */
+static void details(rp_buf *b, int g, const rp_set *set, const rp_details *det, xd_err *e)
+{
+    const rp_group *G = &set->groups[g];
+    rp_printf(b, "<section class=\"run\" id=\"run-%d\" data-run=\"", g);
+    rp_escape(b, G->name);
+    rp_printf(b, "\"><h3><i style=\"background:%s\"></i>", palette[(size_t)g % PALETTE_N]);
+    rp_escape(b, G->name);
+    rp_put(b, "</h3>\n<p class=\"hint\">Runs: ");
+    for (int i = 0; i < G->n_runs; i++) {
+        if (i) rp_put(b, ", ");
+        rp_put(b, "<code>");
+        rp_escape(b, G->runs[i]->dir);
+        rp_put(b, "</code>");
+    }
+    rp_put(b, "</p>\n");
+    for (int i = 0; det && i < G->n_runs; i++) {
+        const rp_run *run = G->runs[i];
+        const rp_details *d = &det[run - set->runs];
+        if (i == 0) {
+            run_details(b, run, d, e);
+            continue;
+        }
+        rp_put(b, "<details class=\"seed\"><summary>");
+        run_scores(b, run, d);
+        rp_put(b, "</summary>\n");
+        run_details(b, run, d, e);
+        rp_put(b, "</details>\n");
     }
     rp_put(b, "</section>\n");
 }
@@ -510,7 +578,8 @@ static const char css[] =
     ".thumb{width:56px;height:56px;image-rendering:pixelated;border:1px solid #ccc}.txt{"
     "font-size:11px;max-height:64px;overflow:hidden}.small{color:#666}.wrong{color:#b3261e}"
     ".right{color:#3a7d24}.overlays img{max-width:100%;margin:4px 0;image-rendering:pixelated;"
-    "display:block}code{font-size:12px}";
+    "display:block}code{font-size:12px}details.seed{margin:8px 0;border:1px solid #e4e4e4;"
+    "padding:4px 10px}details.seed summary{cursor:pointer;font-weight:600}";
 
 xd_status rp_write_page(const char *path, const char *title, const rp_set *set,
                         const rp_details *det, xd_err *e)
@@ -529,7 +598,7 @@ xd_status rp_write_page(const char *path, const char *title, const rp_set *set,
     rp_put(&b, "<h2 id=\"runs\">Recipes</h2>\n");
     xd_err pe;
     xd_err_clear(&pe);
-    for (int g = 0; g < set->n_groups; g++) details(&b, g, &set->groups[g], det ? &det[g] : NULL, &pe);
+    for (int g = 0; g < set->n_groups; g++) details(&b, g, set, det, &pe);
     rp_put(&b, "</body></html>\n");
     xd_status s = pe.code;
     io_atomic w;

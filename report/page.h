@@ -5,9 +5,10 @@
  * seeds, best epochs, images/s, training time; the best row of each score kind marked), the
  * learning curves (test score, train accuracy and every loss component per epoch; one line per
  * recipe, the mean over its seeds with a band from the lowest to the highest seed), and for each
- * recipe what an evaluation of one of its checkpoints found (rp_details: confusion matrix,
- * per-class accuracy, the student's mistakes beside the teacher's answers, overlays). The table
- * cells carry the exact figures in data-mean / data-std attributes. */
+ * run what an evaluation of its best checkpoint found (rp_details: confusion matrix, per-class
+ * accuracy, the student's mistakes beside the teacher's answers, overlays): a recipe's first seed
+ * shown, its other seeds each in a <details> element. The table cells carry the exact figures in
+ * data-mean / data-std attributes. */
 #ifndef XD_REPORT_PAGE_H
 #define XD_REPORT_PAGE_H
 
@@ -27,7 +28,7 @@ typedef struct {
     const char *truth;     /* class names (owned by rp_details.classes / teacher_classes) */
     const char *student;
     float student_conf;    /* softmax probability of the student's class */
-    const char *teacher;   /* NULL: no teacher answer */
+    const char *teacher;   /* NULL: no teacher answer (the teacher's, or the peer's) */
     float teacher_conf;
     char *teacher_text;    /* the teacher's input when it reads text and the student does not */
 } rp_example;
@@ -37,7 +38,9 @@ typedef struct {
     char *source;          /* the checkpoint evaluated */
     char *note;            /* why some part is missing (no data set, no teacher), or NULL */
     char *teacher_note;    /* who the teacher is and what it reads, or why there is none */
+    int teacher_peer;      /* the teacher is another model of the run (a peer) */
     int segment;           /* rows are pixels */
+    int lang_pairs;        /* rows are (example, language) pairs (a text.* view) */
     int K;
     char **classes;        /* (K) */
     uint64_t *confusion;   /* (K, K) true x predicted */
@@ -45,6 +48,7 @@ typedef struct {
     double *class_acc;     /* (K), -1 for a class without rows */
     double *class_iou;     /* (K) segment runs, else NULL */
     double accuracy, balanced_accuracy;
+    double miou;           /* segment runs: mean IoU over the classes present */
     uint64_t rows;         /* rows scored (examples, pairs or pixels) */
     int n_examples;
     rp_example *examples;
@@ -57,8 +61,8 @@ typedef struct {
 
 void rp_details_free(rp_details *d);
 
-/* Writes the page to path atomically. details: one per group of set (NULL: curves and table
- * only). title: the page's heading. */
+/* Writes the page to path atomically. details: one per run of set, in set->runs' order (NULL:
+ * curves and table only). title: the page's heading. */
 xd_status rp_write_page(const char *path, const char *title, const rp_set *set,
                         const rp_details *details, xd_err *e);
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/mem.h"
+#include "distill/recipe.h"
 #include "io/file.h"
 
 /* Longest metrics.jsonl / summary.json read; a run's files are far smaller. */
@@ -38,7 +39,20 @@ static int is_file(const char *dir, const char *name)
 
 static double num_or_nan(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
-static xd_status read_summary(rp_run *r, xd_err *e)
+/* the scores of a summary object (the whole summary, or one model's entry in "models"); a best
+ * epoch chosen on the validation split has its test score under test_*_at_best */
+static void read_scores(rp_run *r, const json_t *o)
+{
+    const char *fin = r->segment ? "final_test_miou" : "final_test_acc";
+    const char *best = r->best_on_val ? (r->segment ? "test_miou_at_best" : "test_acc_at_best")
+                                      : (r->segment ? "best_test_miou" : "best_test_acc");
+    r->final_score = r->finished ? num_or_nan(json_object_get(o, fin)) : NAN;
+    r->best_score = num_or_nan(json_object_get(o, best));
+    r->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
+}
+
+/* r's summary.json, kept in *out for the models of a run of several */
+static xd_status read_summary(rp_run *r, json_t **out, xd_err *e)
 {
     char *path = io_path_join(r->dir, "summary.json");
     json_error_t je;
@@ -53,18 +67,16 @@ static xd_status read_summary(rp_run *r, xd_err *e)
         r->seed = (long)json_integer_value(json_object_get(j, "seed"));
         r->finished = json_is_true(json_object_get(j, "finished"));
         r->segment = json_object_get(j, "final_test_miou") != NULL;
-        const char *fin = r->segment ? "final_test_miou" : "final_test_acc";
-        const char *best = r->segment ? "best_test_miou" : "best_test_acc";
-        r->final_score = num_or_nan(json_object_get(j, fin));
-        r->best_score = num_or_nan(json_object_get(j, best));
+        const char *on = json_string_value(json_object_get(j, "best_on"));
+        r->best_on_val = on && strcmp(on, "val") == 0;
+        read_scores(r, j);
         r->final_pixel_acc = num_or_nan(json_object_get(j, "final_test_pixel_acc"));
-        r->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
         r->epochs = (int)json_integer_value(json_object_get(j, "epochs"));
         r->seconds = num_or_nan(json_object_get(j, "train_seconds"));
         r->images_per_s = num_or_nan(json_object_get(j, "images_per_s"));
-        if (!r->finished) r->final_score = NAN;
     }
-    json_decref(j);
+    if (s == XD_OK) *out = j;
+    else json_decref(j);
     free(path);
     return s;
 }
@@ -136,41 +148,215 @@ static xd_status read_metrics(rp_run *r, xd_err *e)
     return s;
 }
 
+static void run_free(rp_run *r)
+{
+    for (int k = 0; k < r->n_series; k++) {
+        free(r->series[k].key);
+        free(r->series[k].v);
+    }
+    free(r->series);
+    free(r->dir);
+    free(r->name);
+    free(r->model);
+    memset(r, 0, sizeof *r);
+}
+
+static rp_run *push_run(rp_set *set)
+{
+    set->runs = xd_xrealloc(set->runs, sizeof *set->runs * (size_t)(set->n_runs + 1));
+    return &set->runs[set->n_runs++];
+}
+
+/* a copy of v[0..r->n_epochs) as r's series key */
+static void add_series(rp_run *r, const char *key, const double *v)
+{
+    rp_series *sr = series_of(r, key);
+    sr->v = xd_xmalloc(sizeof(double) * (size_t)r->n_epochs);
+    memcpy(sr->v, v, sizeof(double) * (size_t)r->n_epochs);
+}
+
+/* "PREFIX.NAME" is a per-model key of a run of several models */
+static int per_model_key(const char *key)
+{
+    return strncmp(key, "test_acc.", 9) == 0 || strncmp(key, "train_acc.", 10) == 0;
+}
+
+/* Model k of a run of several models (whole, read from its folder) as a run of its own (see
+ * runs.h). */
+static xd_status model_run(const rp_run *whole, const json_t *summary, const recipe *rc, int k,
+                           rp_run *m, xd_err *e)
+{
+    const char *name = rc->models[k].name;
+    const json_t *o = json_object_get(json_object_get(summary, "models"), name);
+    if (!json_is_object(o))
+        return xd_fail(e, XD_EFORMAT, "%s/summary.json: no \"models\" entry of model '%s'",
+                       whole->dir, name);
+    memset(m, 0, sizeof *m);
+    m->dir = xd_xstrdup(whole->dir);
+    size_t n = strlen(whole->name) + strlen(name) + 2;
+    m->name = xd_xmalloc(n);
+    snprintf(m->name, n, "%s/%s", whole->name, name);
+    m->model = xd_xstrdup(name);
+    m->model_index = k;
+    m->seed = whole->seed;
+    m->finished = whole->finished;
+    m->segment = whole->segment;
+    m->best_on_val = whole->best_on_val;
+    read_scores(m, o);
+    m->final_pixel_acc = NAN;
+    m->epochs = whole->epochs;
+    m->seconds = whole->seconds;
+    m->images_per_s = whole->images_per_s;
+    m->n_epochs = whole->n_epochs;
+    const int T = whole->n_epochs;
+    const rp_series *stage = rp_run_series(whole, "stage");
+    double *v = xd_xmalloc(sizeof(double) * (size_t)T);
+    double *loss = xd_xmalloc(sizeof(double) * (size_t)T);
+    for (int t = 0; t < T; t++) loss[t] = NAN;
+    for (int i = 0; i < whole->n_series; i++) {
+        const rp_series *sr = &whole->series[i];
+        const char *dot = strchr(sr->key, '.');
+        int l;
+        if (per_model_key(sr->key)) {
+            if (strcmp(dot + 1, name) != 0) continue;
+            /* "test_acc.NAME" -> "test_acc" */
+            char key[16];
+            snprintf(key, sizeof key, "%.*s", (int)(dot - sr->key), sr->key);
+            add_series(m, key, sr->v);
+        } else if (sscanf(sr->key, "loss.%d.", &l) == 1) {
+            /* a component counts where the epoch's stage has it learn into this model */
+            int any = 0;
+            for (int t = 0; t < T; t++) {
+                int st = stage && isfinite(stage->v[t]) ? (int)stage->v[t] : 1;
+                const recipe_stage *S = st >= 1 && st <= rc->n_stages ? &rc->stages[st - 1] : NULL;
+                int mine = S && l >= 0 && l < S->n_losses && S->losses[l].model == k;
+                v[t] = mine ? sr->v[t] : NAN;
+                if (!mine || !isfinite(v[t])) continue;
+                any = 1;
+                loss[t] = (isfinite(loss[t]) ? loss[t] : 0.0) + S->losses[l].weight * v[t];
+            }
+            if (any) add_series(m, sr->key, v);
+        } else if (strcmp(sr->key, "loss") != 0) {
+            add_series(m, sr->key, sr->v);
+        }
+    }
+    add_series(m, "loss", loss);
+    free(v);
+    free(loss);
+    return XD_OK;
+}
+
+/* The run in dir: one rp_run, or one per model of a run of several models. */
+static xd_status read_run(rp_set *set, const char *dir, xd_err *e)
+{
+    rp_run r;
+    memset(&r, 0, sizeof r);
+    r.dir = xd_xstrdup(dir);
+    json_t *summary = NULL;
+    xd_status s = read_summary(&r, &summary, e);
+    if (s == XD_OK) s = read_metrics(&r, e);
+    if (s == XD_OK && !json_is_object(json_object_get(summary, "models"))) {
+        *push_run(set) = r;
+        json_decref(summary);
+        return XD_OK;
+    }
+    /* several models: the recipe tells which loss component trains which model */
+    const char *yaml = json_string_value(json_object_get(summary, "recipe"));
+    char *where = io_path_join(dir, "summary.json");
+    recipe rc;
+    memset(&rc, 0, sizeof rc);
+    if (s == XD_OK && !yaml)
+        s = xd_fail(e, XD_EFORMAT, "%s: a run of several models without its \"recipe\"", where);
+    else if (s == XD_OK)
+        s = recipe_parse(where, yaml, strlen(yaml), NULL, 0,
+                         RECIPE_NO_FILE_CHECKS | RECIPE_STEP_REFS, &rc, e);
+    for (int k = 0; s == XD_OK && k < rc.n_models; k++) {
+        rp_run m;
+        if ((s = model_run(&r, summary, &rc, k, &m, e)) == XD_OK) *push_run(set) = m;
+    }
+    recipe_free(&rc);
+    free(where);
+    run_free(&r);
+    json_decref(summary);
+    return s;
+}
+
 static int by_name(const struct dirent **a, const struct dirent **b)
 {
     return strcmp((*a)->d_name, (*b)->d_name);
 }
 
-/* dir and the folders below it: a run is read, anything else searched */
-static xd_status walk(rp_set *set, const char *dir, xd_err *e)
+/* the steps of a pipeline's summary.json in dir (NULL when dir holds none), a new reference */
+static json_t *pipeline_steps(const char *dir)
+{
+    if (!is_file(dir, "summary.json")) return NULL;
+    char *path = io_path_join(dir, "summary.json");
+    json_t *j = json_load_file(path, 0, NULL);
+    json_t *steps = json_incref(json_object_get(j, "steps"));
+    json_decref(j);
+    free(path);
+    if (json_is_array(steps)) return steps;
+    json_decref(steps);
+    return NULL;
+}
+
+static int is_step(const json_t *steps, const char *name)
+{
+    size_t i;
+    const json_t *st;
+    json_array_foreach(steps, i, st) {
+        const char *n = json_string_value(json_object_get(st, "name"));
+        if (n && strcmp(n, name) == 0) return 1;
+    }
+    return 0;
+}
+
+static xd_status walk(rp_set *set, const char *dir, const json_t *steps, xd_err *e);
+
+/* dir/name when it is a folder (not a link) */
+static xd_status walk_sub(rp_set *set, const char *dir, const char *name, const json_t *steps,
+                          xd_err *e)
+{
+    char *sub = io_path_join(dir, name);
+    struct stat st;
+    xd_status s = XD_OK;
+    if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) s = walk(set, sub, steps, e);
+    free(sub);
+    return s;
+}
+
+/* dir and the folders below it: a run is read, anything else searched; steps: the step list of
+ * the pipeline dir is in, which orders the folders of its steps */
+static xd_status walk(rp_set *set, const char *dir, const json_t *steps, xd_err *e)
 {
     int has_metrics = is_file(dir, "metrics.jsonl");
-    if (is_file(dir, "summary.json") && has_metrics) {
-        set->runs = xd_xrealloc(set->runs, sizeof *set->runs * (size_t)(set->n_runs + 1));
-        rp_run *r = &set->runs[set->n_runs++];
-        memset(r, 0, sizeof *r);
-        r->dir = xd_xstrdup(dir);
-        xd_status s = read_summary(r, e);
-        return s == XD_OK ? read_metrics(r, e) : s;
-    }
+    if (is_file(dir, "summary.json") && has_metrics) return read_run(set, dir, e);
     if (has_metrics)
         return xd_fail(e, XD_EFORMAT, "%s: a run without summary.json (metrics.jsonl but no "
                                       "summary: still running, or stopped?)", dir);
     struct dirent **list;
     int n = scandir(dir, &list, NULL, by_name);
     if (n < 0) return xd_fail(e, XD_EIO, "%s: cannot read the folder", dir);
+    json_t *own = pipeline_steps(dir);
+    if (own) steps = own;
     xd_status s = XD_OK;
-    for (int i = 0; i < n; i++) {
-        const char *nm = list[i]->d_name;
-        if (s == XD_OK && nm[0] != '.') {
-            char *sub = io_path_join(dir, nm);
-            struct stat st;
-            if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode)) s = walk(set, sub, e);
-            free(sub);
-        }
-        free(list[i]);
+    size_t i;
+    const json_t *st;
+    /* the steps in the pipeline's order, then the rest by name */
+    json_array_foreach(steps, i, st) {
+        const char *name = json_string_value(json_object_get(st, "name"));
+        for (int k = 0; k < n && s == XD_OK && name; k++)
+            if (strcmp(list[k]->d_name, name) == 0 && name[0] != '.')
+                s = walk_sub(set, dir, name, steps, e);
+    }
+    for (int k = 0; k < n; k++) {
+        const char *nm = list[k]->d_name;
+        if (s == XD_OK && nm[0] != '.' && !(steps && is_step(steps, nm)))
+            s = walk_sub(set, dir, nm, steps, e);
+        free(list[k]);
     }
     free(list);
+    json_decref(own);
     return s;
 }
 
@@ -231,7 +417,7 @@ xd_status rp_set_load(const char *const *dirs, int n, rp_set *set, xd_err *e)
             s = xd_fail(e, XD_EIO, "%s: no such folder", dirs[i]);
         else if (!S_ISDIR(st.st_mode))
             s = xd_fail(e, XD_EARG, "%s: not a folder (give run folders)", dirs[i]);
-        else if ((s = walk(set, dirs[i], e)) == XD_OK && set->n_runs == before)
+        else if ((s = walk(set, dirs[i], NULL, e)) == XD_OK && set->n_runs == before)
             s = xd_fail(e, XD_EARG, "%s: no run in it (a run folder holds summary.json and "
                                     "metrics.jsonl)", dirs[i]);
     }
@@ -242,16 +428,7 @@ xd_status rp_set_load(const char *const *dirs, int n, rp_set *set, xd_err *e)
 
 void rp_set_free(rp_set *set)
 {
-    for (int i = 0; i < set->n_runs; i++) {
-        rp_run *r = &set->runs[i];
-        for (int k = 0; k < r->n_series; k++) {
-            free(r->series[k].key);
-            free(r->series[k].v);
-        }
-        free(r->series);
-        free(r->dir);
-        free(r->name);
-    }
+    for (int i = 0; i < set->n_runs; i++) run_free(&set->runs[i]);
     for (int k = 0; k < set->n_groups; k++) {
         free(set->groups[k].name);
         free(set->groups[k].runs);

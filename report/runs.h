@@ -3,10 +3,19 @@
  *
  * A run is a folder holding summary.json and metrics.jsonl (what `xdistill train` writes). A
  * `--seeds` folder holds its runs in seed-N/ subfolders, a pipeline folder holds run folders at
- * any depth: both are searched recursively (symbolic links are not followed). Runs with the same
- * recipe name form a group, its runs ordered by seed; a group's score is the mean and sample
- * standard deviation of its finished runs' final test score (accuracy, or mIoU for segment runs),
- * the figures a `--seeds` summary.json gives. */
+ * any depth: both are searched recursively (symbolic links are not followed; below a pipeline's
+ * summary.json the step folders are taken in the pipeline's order, other folders by name).
+ *
+ * A run of several models that learn together (summary.json "models") becomes one rp_run per
+ * model, named "RECIPE/MODEL", so that every model has its row, its curves and its evaluation:
+ * its scores are its own (summary "models"), its series test_acc and train_acc are the run's
+ * test_acc.MODEL and train_acc.MODEL, its loss components the run's components whose learning
+ * end is the model (in the stage of each epoch, from the recipe stored in summary.json), and its
+ * "loss" the weighted sum of those.
+ *
+ * Runs with the same name form a group, its runs ordered by seed; a group's score is the mean and
+ * sample standard deviation of its finished runs' final test score (accuracy, or mIoU for segment
+ * runs), the figures a `--seeds` summary.json gives. */
 #ifndef XD_REPORT_RUNS_H
 #define XD_REPORT_RUNS_H
 
@@ -20,10 +29,15 @@ typedef struct {
 
 typedef struct {
     char *dir;   /* the run folder as found */
-    char *name;  /* the recipe's name (summary.json "name") */
+    char *name;  /* the recipe's name (summary.json "name"); "RECIPE/MODEL" for a model of several */
+    char *model; /* that model's name, in a run of several models; else NULL */
+    int model_index; /* its index in the recipe's models (0 in a run of one model) */
     long seed;
     int finished, segment;
-    double final_score, best_score; /* test accuracy (segment: mIoU); final is NAN when unfinished */
+    int best_on_val; /* best epoch chosen on a validation split (summary.json "best_on": "val") */
+    /* test accuracy (segment: mIoU) after the last epoch (NAN when unfinished) and at the best
+     * epoch (on the validation split, or else the test split) */
+    double final_score, best_score;
     double final_pixel_acc;         /* segment runs; NAN otherwise */
     int best_epoch, epochs;
     double seconds, images_per_s;
@@ -51,7 +65,8 @@ typedef struct {
 } rp_set;
 
 /* Finds and reads every run under dirs[0..n). A folder holding no run, a folder with a
- * metrics.jsonl but no summary.json, or a file that does not parse is an error naming it. */
+ * metrics.jsonl but no summary.json, a file that does not parse, or a run of several models whose
+ * summary lacks a model's scores or a recipe that parses is an error naming it. */
 xd_status rp_set_load(const char *const *dirs, int n, rp_set *set, xd_err *e);
 void rp_set_free(rp_set *set);
 

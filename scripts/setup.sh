@@ -13,6 +13,8 @@ packages=(
   libcmocka-dev
   dataset-fashion-mnist      # real data for `xdistill prepare fashion-mnist`
   chromium                   # the tests render `xdistill report`'s page headless
+  protobuf-c-compiler libprotobuf-c-dev  # ONNX export: protoc-c and its runtime
+  python3-onnx               # onnx.proto for the export, onnx.checker for its test
 )
 if [ "${1:-}" = fuzz ]; then
   packages+=(clang libclang-rt-14-dev)  # clang 14 and its libFuzzer + sanitizer runtimes
@@ -30,17 +32,27 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -ne 0 ]; then
+  echo "setup: installing missing packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: not root. Run this once, then retry:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  echo "setup: done"
 fi
 
-echo "setup: installing missing packages: ${missing[*]}"
-if [ "$(id -u)" -ne 0 ]; then
-  echo "setup: not root. Run this once, then retry:" >&2
-  echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
-  exit 1
+# ONNX Runtime for Node.js, which the export test runs the exported models with: its Linux x64
+# CPU library is inside the package; its install script would fetch GPU extras, so it is skipped.
+# Without it (no npm, offline) the test says so and checks the files with onnx.checker only.
+ort=${XDISTILL_CACHE:-cache}/onnxruntime
+if [ "${XDISTILL_SETUP_NODE:-1}" = 1 ] && [ ! -d "$ort/node_modules/onnxruntime-node" ] &&
+   command -v npm >/dev/null 2>&1; then
+  echo "setup: installing onnxruntime-node 1.30.0 into $ort"
+  mkdir -p "$ort"
+  npm install --prefix "$ort" --ignore-scripts --no-audit --no-fund --loglevel=error \
+    onnxruntime-node@1.30.0 >/dev/null || echo "setup: onnxruntime-node not installed" >&2
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
-echo "setup: done"

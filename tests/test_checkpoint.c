@@ -256,6 +256,72 @@ static void test_tensors_checked_before_memory(void **state)
     tu_assert_err(&e, XD_ESHAPE, "'big.weight' is missing");
 }
 
+/* A checkpoint that names its classes is checked by name: the data set's classes in another
+ * order map onto its outputs, a data set of fewer of them fits, an unknown class is an error
+ * listing both sets, and a list that does not match the head is a damaged file. Without names,
+ * the counts are compared (test_check_fit). */
+static void test_class_names(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.n_train = 8;
+    sp.n_test = 8;
+    tiny_write("names.xds", &sp);
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open("names.xds", &ds, &e));
+    nn_model m;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; flatten; linear out=5 name=logits head", 2, 1, &e));
+    const char *five[] = {"bottom-right", "top-left", "extra", "bottom-left", "top-right"};
+    char *json = ckpt_classes_json(five, 5);
+    io_kv meta[1] = {{CKPT_META_CLASSES, json}};
+    TU_OK(ckpt_save("named.safetensors", &m, meta, 1, &e));
+    char **names;
+    TU_OK(ckpt_class_names("named.safetensors", &m, &names, &e));
+    assert_string_equal(names[2], "extra");
+    assert_string_equal(names[4], "top-right");
+    assert_null(names[5]);
+    ckpt_class_names_free(names);
+    /* the data set's top-left, top-right, bottom-left, bottom-right are outputs 1, 4, 3, 0 */
+    TU_OK(ckpt_check_fit("named.safetensors", &m, ds, "test", "image", NULL, "label", &e));
+    int32_t *map;
+    TU_OK(ckpt_class_map("named.safetensors", &m, ds, "label", &map, &e));
+    assert_non_null(map);
+    const int32_t want[4] = {1, 4, 3, 0};
+    assert_memory_equal(map, want, sizeof want);
+    free(map);
+    /* the label set `row` (top, bottom) is not among its names */
+    assert_int_equal(ckpt_check_fit("named.safetensors", &m, ds, "test", "image", NULL,
+                                    "label.row", &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "class 'top' is not one of the classes of named.safetensors");
+    tu_assert_err(&e, XD_EARG, "bottom-right, top-left, extra, bottom-left, top-right");
+    /* the same order: no map */
+    const char *same[] = {"top-left", "top-right", "bottom-left", "bottom-right"};
+    nn_model m4;
+    TU_OK(nn_model_build(&m4, "input h=8 w=8 c=1; flatten; linear out=4 name=logits head", 2, 1, &e));
+    char *json4 = ckpt_classes_json(same, 4);
+    io_kv meta4[1] = {{CKPT_META_CLASSES, json4}};
+    TU_OK(ckpt_save("same.safetensors", &m4, meta4, 1, &e));
+    TU_OK(ckpt_class_map("same.safetensors", &m4, ds, "label", &map, &e));
+    assert_null(map);
+    /* four names for a head of five outputs */
+    TU_OK(ckpt_save("short.safetensors", &m, meta4, 1, &e));
+    assert_int_equal(ckpt_check_fit("short.safetensors", &m, ds, "test", "image", NULL, "label", &e),
+                     XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "names 4 classes for the 5 outputs");
+    /* not a list of names */
+    io_kv bad[1] = {{CKPT_META_CLASSES, "{\"a\": 1}"}};
+    TU_OK(ckpt_save("bad.safetensors", &m, bad, 1, &e));
+    assert_int_equal(ckpt_class_names("bad.safetensors", &m, &names, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: metadata 'xdistill.classes' is not");
+    assert_null(names);
+    free(json);
+    free(json4);
+    nn_model_free(&m);
+    nn_model_free(&m4);
+    io_dataset_close(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_mismatch_and_corruption),
         cmocka_unit_test(test_damaged_weights),
         cmocka_unit_test(test_check_fit),
+        cmocka_unit_test(test_class_names),
         cmocka_unit_test(test_tensors_checked_before_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

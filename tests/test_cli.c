@@ -6,58 +6,21 @@
  * about the files a run writes, truncated files and folders. */
 #include "tests/support/testutil.h"
 
-#include <fcntl.h>
-#include <libgen.h>
-#include <limits.h>
-#include <spawn.h>
-#include <stdarg.h>
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
+
+#include <jansson.h>
+#include <math.h>
 
 #include "distill/runlock.h"
 #include "tests/support/dirsnap.h"
+#include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
-
-static char bin[PATH_MAX];
-
-/* Runs `xdistill ARGS...` (NULL-terminated) with stdout and stderr caught; returns the exit
- * status, *out and *err the texts (caller frees; NULL not to keep them). */
-static int run_cli(char **out, char **err, ...)
-{
-    char *argv[32] = {bin};
-    int argc = 1;
-    va_list ap;
-    va_start(ap, err);
-    for (const char *a; (a = va_arg(ap, const char *)) && argc < 31;) argv[argc++] = (char *)a;
-    va_end(ap);
-    argv[argc] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "cli.out", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, "cli.err", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    extern char **environ;
-    pid_t pid;
-    if (posix_spawn(&pid, bin, &fa, NULL, argv, environ) != 0) fail_msg("cannot run %s", bin);
-    posix_spawn_file_actions_destroy(&fa);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    if (!WIFEXITED(ws)) fail_msg("xdistill %s died (signal %d)", argv[1], WTERMSIG(ws));
-    const char *names[2] = {"cli.out", "cli.err"};
-    char **texts[2] = {out, err};
-    for (int i = 0; i < 2; i++) {
-        size_t n;
-        char *t = tu_read_file(names[i], &n);
-        t = realloc(t, n + 1);
-        t[n] = '\0';
-        if (texts[i]) *texts[i] = t;
-        else free(t);
-    }
-    return WEXITSTATUS(ws);
-}
 
 static int exists(const char *path)
 {
@@ -89,7 +52,7 @@ static int setup(void **state)
 static void expect_needs_value(const char *cmd, const char *first, const char *opt)
 {
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, cmd, first, opt, NULL), 2);
+    assert_int_equal(tu_run_cli(NULL, &err, cmd, first, opt, NULL), 2);
     snprintf(want, sizeof want, "%s needs a value", opt);
     if (!strstr(err, want)) fail_msg("%s %s: '%s' does not say '%s'", cmd, opt, err, want);
     free(err);
@@ -102,7 +65,8 @@ static void test_options_missing_their_value(void **state)
     const char *train[] = {"--out", "--set", "--resume", "--seed", "--seeds", "--stop-after"};
     for (size_t i = 0; i < sizeof train / sizeof train[0]; i++)
         expect_needs_value("train", "c.yaml", train[i]);
-    const char *eval[] = {"--model", "--data", "--split", "--view", "--label"};
+    const char *eval[] = {"--model", "--data", "--split", "--view", "--label", "--exit",
+                          "--predictions"};
     for (size_t i = 0; i < sizeof eval / sizeof eval[0]; i++)
         expect_needs_value("eval", "--json", eval[i]);
 }
@@ -111,11 +75,11 @@ static void test_options_missing_their_value(void **state)
 static void test_seed_folder(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "3", "--stop-after", "1",
                              "--quiet", NULL), 0);
     assert_true(exists("runs/c/seed-3/metrics.jsonl"));
     assert_false(exists("runs/c/metrics.jsonl"));
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seed", "4", "--out", "exact",
                              "--stop-after", "1", "--quiet", NULL), 0);
     assert_true(exists("exact/metrics.jsonl"));
     assert_false(exists("exact/seed-4"));
@@ -126,22 +90,22 @@ static void test_seed_folder(void **state)
 static void test_resume_overrides(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "ov", "--stop-after", "1",
                              "--quiet", NULL), 0);
     dirsnap *before = dirsnap_take("ov");
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "--resume", "ov", "--set", "train.epochs=5",
                              "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.epochs' cannot change when a run is resumed"));
     assert_non_null(strstr(err, "train.threads"));
     free(err);
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--resume", "ov", "--set",
                              "train.batch=8", "--quiet", NULL), 2);
     assert_non_null(strstr(err, "'train.batch' cannot change"));
     free(err);
     dirsnap_assert_same(before, "ov");
     dirsnap_free(before);
-    assert_int_equal(run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "--resume", "ov", "--set", "train.threads=1",
                              "--quiet", NULL), 0);
     size_t n;
     char *yaml = tu_read_file("ov/recipe.yaml", &n);
@@ -157,10 +121,10 @@ static void test_resume_overrides(void **state)
 static void test_resume_finished(void **state)
 {
     (void)state;
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "done", "--quiet", NULL), 0);
     dirsnap *one = dirsnap_take("done");
     char *out;
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "done", NULL), 0);
     assert_non_null(strstr(out, "done: already finished"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1); /* one line */
     free(out);
@@ -169,18 +133,18 @@ static void test_resume_finished(void **state)
     const char *other = "name: other\n" RECIPE_BODY;
     tu_write_file("other.yaml", other, strlen(other));
     char *err;
-    assert_int_equal(run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "other.yaml", "--resume", "done", NULL), 1);
     assert_non_null(strstr(err, "other.yaml (recipe 'other')"));
     assert_non_null(strstr(err, "recipe 'c'"));
     free(err);
     dirsnap_assert_same(one, "done");
     dirsnap_free(one);
 
-    assert_int_equal(run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--seeds", "2", "--out", "many",
                              "--quiet", NULL), 0);
     dirsnap *top = dirsnap_take("many"), *s1 = dirsnap_take("many/seed-1"),
             *s2 = dirsnap_take("many/seed-2");
-    assert_int_equal(run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
+    assert_int_equal(tu_run_cli(&out, NULL, "train", "--resume", "many", NULL), 0);
     assert_non_null(strstr(out, "many: already finished (2 seeds)"));
     assert_ptr_equal(strchr(out, '\n'), out + strlen(out) - 1);
     free(out);
@@ -203,7 +167,7 @@ static void test_seeds_folder_locked(void **state)
     TU_OK(runlock_take(&l, "held", &e));
     dirsnap *before = dirsnap_take("held");
     char *err, want[64];
-    assert_int_equal(run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--seeds", "2", "--out", "held",
                              "--quiet", NULL), 1);
     snprintf(want, sizeof want, "held: another run (pid %ld)", (long)getpid());
     if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);
@@ -217,7 +181,7 @@ static void test_seeds_folder_locked(void **state)
 static void expect(const char *path, int rc, const char *want)
 {
     char *out, *err;
-    int got = run_cli(&out, &err, "inspect", path, NULL);
+    int got = tu_run_cli(&out, &err, "inspect", path, NULL);
     if (got != rc || (!strstr(out, want) && !strstr(err, want)))
         fail_msg("xdistill inspect %s: exit %d, output:\n%s%s\nexpected exit %d and '%s'", path,
                  got, out, err, rc, want);
@@ -264,16 +228,239 @@ static void test_inspect_run_files(void **state)
     expect("empty", 1, "empty: is a folder");
 }
 
+/* eval --exit NAME scores an early exit: the score the run's summary gives it; a name that is no
+ * node, or a node that is no exit, is an error naming the checkpoint. */
+static void test_eval_exit(void **state)
+{
+    (void)state;
+    static const char *const recipe =
+        "data: {path: toy.xds}\n"
+        "model: \"input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; maxpool k=2 name=b1; flatten; "
+        "linear out=16 name=fc1; relu; linear out=4 name=logits head; gap from=b1; linear out=4 "
+        "name=exit1 head\"\n"
+        "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+        "losses:\n  - {kind: ce}\n  - {kind: ce, head: exit1}\n"
+        "  - {kind: kd, from: student.logits, head: exit1, temperature: 3}\n";
+    tu_write_file("ex.yaml", recipe, strlen(recipe));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "ex.yaml", "--out", "ex", "--quiet", NULL), 0);
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, NULL, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "exit1", "--json", NULL), 0);
+    json_t *j = json_loads(out, 0, NULL), *s = json_load_file("ex/summary.json", 0, NULL);
+    assert_non_null(j);
+    assert_non_null(s);
+    assert_string_equal(json_string_value(json_object_get(j, "exit")), "exit1");
+    double want = json_real_value(json_object_get(json_object_get(json_object_get(s, "exits"),
+                                                                  "exit1"), "final_test_acc"));
+    assert_true(fabs(json_real_value(json_object_get(j, "accuracy")) - want) < 1e-6);
+    json_decref(j);
+    json_decref(s);
+    free(out);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "exit2", NULL), 1);
+    assert_non_null(strstr(err, "ex/last.safetensors: the model has no node 'exit2' (its exits: "
+                                "logits or exit1)"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "ex/last.safetensors", "--data",
+                             "toy.xds", "--exit", "fc1", NULL), 1);
+    assert_non_null(strstr(err, "ex/last.safetensors: node 'fc1' is not an exit"));
+    free(err);
+}
+
+/* A tiny model trained once for the eval tests. */
+static void ensure_eval_model(void)
+{
+    if (exists("evr/best.safetensors")) return;
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--out", "evr", "--quiet", NULL), 0);
+}
+
+static json_t *parse(const char *text)
+{
+    json_error_t je;
+    json_t *j = json_loads(text, 0, &je);
+    if (!j) fail_msg("not JSON (%s): %s", je.text, text);
+    return j;
+}
+
+static json_t *eval_json(const char *data)
+{
+    char *out, *err;
+    int rc = tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data", data,
+                     "--json", NULL);
+    if (rc != 0) fail_msg("eval --json on %s: exit %d: %s", data, rc, err);
+    json_t *j = parse(out);
+    free(out);
+    free(err);
+    return j;
+}
+
+static double jnum(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (!json_is_number(v)) fail_msg("'%s' is missing or not a number", key);
+    return json_number_value(v);
+}
+
+/* eval --json: its figures agree with its own confusion matrix (accuracy its trace, balanced
+ * accuracy the mean recall, precision per column) and the class names; --predictions has one
+ * line per test example whose answers give that accuracy and whose probabilities give that
+ * calibration error (15 bins, computed here anew); a data set with the classes in reverse order
+ * scores the same, matched by name, and one with an unknown class is an error listing both. */
+static void test_eval_report(void **state)
+{
+    (void)state;
+    ensure_eval_model();
+    json_t *j = eval_json("toy.xds");
+    assert_int_equal((int)jnum(j, "examples"), 100);
+    json_t *cm = json_object_get(j, "confusion"), *cls = json_object_get(j, "classes");
+    assert_int_equal(json_array_size(cm), 4);
+    static const char *const names[4] = {"top-left", "top-right", "bottom-left", "bottom-right"};
+    double trace = 0.0, recall_sum = 0.0;
+    for (int t = 0; t < 4; t++) {
+        double row = 0.0, col = 0.0;
+        for (int p = 0; p < 4; p++) {
+            row += (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)t), (size_t)p));
+            col += (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)p), (size_t)t));
+        }
+        double tp = (double)json_integer_value(json_array_get(json_array_get(cm, (size_t)t), (size_t)t));
+        assert_int_equal((int)row, 25);
+        trace += tp;
+        recall_sum += tp / row;
+        json_t *c = json_array_get(cls, (size_t)t);
+        assert_string_equal(json_string_value(json_object_get(c, "name")), names[t]);
+        assert_true(fabs(jnum(c, "recall") - tp / row) < 1e-6);
+        if (col > 0) assert_true(fabs(jnum(c, "precision") - tp / col) < 1e-6);
+    }
+    const double acc = jnum(j, "accuracy"), ece = jnum(j, "ece");
+    assert_true(fabs(acc - trace / 100.0) < 1e-9);
+    assert_true(fabs(jnum(j, "balanced_accuracy") - recall_sum / 4.0) < 1e-6);
+
+    /* --predictions */
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--predictions", "p.jsonl", NULL), 0);
+    assert_non_null(strstr(out, "balanced accuracy"));
+    assert_non_null(strstr(out, "expected calibration error"));
+    assert_non_null(strstr(out, "confusion matrix"));
+    free(out);
+    free(err);
+    size_t n;
+    char *text = tu_read_file("p.jsonl", &n);
+    int lines = 0, right = 0;
+    double bin_n[15] = {0}, bin_right[15] = {0}, bin_conf[15] = {0};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        json_t *l = parse(line);
+        const int idx = (int)jnum(l, "index"), label = (int)jnum(l, "label");
+        const int pred = (int)jnum(l, "prediction");
+        assert_int_equal(idx, lines);
+        assert_int_equal(label, lines % 4);
+        assert_string_equal(json_string_value(json_object_get(l, "label_name")), names[label]);
+        json_t *p = json_object_get(l, "probabilities");
+        assert_int_equal(json_array_size(p), 4);
+        double sum = 0.0, best = -1.0;
+        int arg = -1;
+        for (int k = 0; k < 4; k++) {
+            double v = json_number_value(json_array_get(p, (size_t)k));
+            sum += v;
+            if (v > best) best = v, arg = k;
+        }
+        assert_true(fabs(sum - 1.0) < 1e-4);
+        assert_int_equal(arg, pred);
+        right += label == pred;
+        int b = (int)ceil(best * 15.0) - 1;
+        b = b < 0 ? 0 : b > 14 ? 14 : b;
+        bin_n[b]++;
+        bin_right[b] += label == pred;
+        bin_conf[b] += best;
+        json_decref(l);
+    }
+    free(text);
+    assert_int_equal(lines, 100);
+    assert_true(fabs(right / 100.0 - acc) < 1e-9);
+    double want = 0.0;
+    for (int b = 0; b < 15; b++)
+        if (bin_n[b] > 0) want += bin_n[b] / 100.0 * fabs(bin_right[b] / bin_n[b] - bin_conf[b] / bin_n[b]);
+    if (fabs(want - ece) > 1e-4) fail_msg("ECE %.6f, from the predictions %.6f", ece, want);
+
+    /* the same examples, classes stored in reverse order: matched by name */
+    tiny_spec rs = tiny_default();
+    rs.texts = 0;
+    rs.reversed = 1;
+    tiny_write("reversed.xds", &rs);
+    json_t *r = eval_json("reversed.xds");
+    assert_true(fabs(jnum(r, "accuracy") - acc) < 1e-12);
+    assert_true(json_equal(json_object_get(r, "confusion"), cm));
+    json_decref(r);
+    json_decref(j);
+    /* an unknown class */
+    rs.reversed = 0;
+    rs.class0 = "middle";
+    tiny_write("middle.xds", &rs);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "middle.xds", NULL), 1);
+    if (!strstr(err, "'middle'") || !strstr(err, "top-left, top-right, bottom-left, bottom-right"))
+        fail_msg("eval on a set with an unknown class: %s", err);
+    free(err);
+    /* a predictions file that cannot be written: exit 1, nothing left behind */
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--predictions", "no/such/folder/p.jsonl", NULL), 1);
+    assert_non_null(strstr(err, "no/such/folder"));
+    free(err);
+}
+
+/* train says when best.safetensors is chosen on the test split, and not when a validation split
+ * chooses it. */
+static void test_train_validation_note(void **state)
+{
+    (void)state;
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note1", "--stop-after", "1",
+                             NULL), 0);
+    assert_non_null(strstr(err, "note: no validation split"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--out", "note2", "--stop-after", "1",
+                             "--set", "data.val_fraction=0.2", NULL), 0);
+    assert_null(strstr(err, "note: no validation split"));
+    free(err);
+}
+
+/* inspect --split lists a split: its first rows, all of them with --all, as JSON with --json
+ * (each label with its class name). */
+static void test_inspect_split(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", NULL), 0);
+    assert_non_null(strstr(out, "split 'test', 100 examples (the first listed"));
+    assert_non_null(strstr(out, "  5  1 (top-right)  0 (top)"));
+    assert_null(strstr(out, "\n  20  "));
+    free(out);
+    free(err);
+    assert_int_equal(tu_run_cli(&out, &err, "inspect", "toy.xds", "--split", "test", "--all",
+                             "--json", NULL), 0);
+    json_t *j = parse(out);
+    json_t *rows = json_object_get(j, "rows");
+    assert_int_equal(json_array_size(rows), 100);
+    for (size_t i = 0; i < 100; i++) {
+        json_t *row = json_array_get(rows, i);
+        assert_int_equal((int)jnum(row, "index"), (int)i);
+        assert_int_equal((int)jnum(row, "label"), tiny_label((int)i));
+    }
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 99), "label_class")),
+                        "bottom-right");
+    json_decref(j);
+    free(out);
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "inspect", "toy.xds", "--split", "val", NULL), 1);
+    assert_non_null(strstr(err, "no split 'val'"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, NULL, "inspect", "toy.xds", "--all", NULL), 2);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     (void)argv;
-    /* build/tests/test_cli -> build/xdistill */
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = '\0';
-    snprintf(bin, sizeof bin, "%s/../xdistill", dirname(self));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_options_missing_their_value, setup),
         cmocka_unit_test_setup(test_seed_folder, setup),
@@ -281,6 +468,10 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_resume_finished, setup),
         cmocka_unit_test_setup(test_seeds_folder_locked, setup),
         cmocka_unit_test(test_inspect_run_files),
+        cmocka_unit_test_setup(test_eval_exit, setup),
+        cmocka_unit_test_setup(test_eval_report, setup),
+        cmocka_unit_test_setup(test_train_validation_note, setup),
+        cmocka_unit_test_setup(test_inspect_split, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -574,6 +574,15 @@ static void assert_same(const recipe *a, const recipe *b)
     assert_string_equal(a->data.student_view, b->data.student_view);
     assert_string_equal(a->data.augment, b->data.augment);
     assert_string_equal(a->data.text, b->data.text);
+    assert_true(a->data.val_fraction == b->data.val_fraction);
+    assert_int_equal(a->data.val == NULL, b->data.val == NULL);
+    if (a->data.val) assert_string_equal(a->data.val, b->data.val);
+    assert_int_equal(a->data.n_eval_sets, b->data.n_eval_sets);
+    for (int i = 0; i < a->data.n_eval_sets; i++) {
+        assert_string_equal(a->data.eval_sets[i].name, b->data.eval_sets[i].name);
+        assert_string_equal(a->data.eval_sets[i].path, b->data.eval_sets[i].path);
+        assert_string_equal(a->data.eval_sets[i].split, b->data.eval_sets[i].split);
+    }
     assert_string_equal(a->model, b->model);
     assert_int_equal(a->n_teachers, b->n_teachers);
     for (int i = 0; i < a->n_teachers; i++) {
@@ -860,6 +869,56 @@ static void test_round_trip(void **state)
     recipe_free(&r);
 }
 
+/* The validation keys: bound, printed only when given (a recipe without them prints what it
+ * always did), read back the same; their errors name the key. */
+static void test_validation_keys(void **state)
+{
+    (void)state;
+    const char *text = "data:\n  path: d.xds\n  val_fraction: 0.1\n  eval_sets:\n"
+                       "    - {name: other, path: d.xds}\n    - {name: b-2, path: d.xds, split: s2}\n"
+                       "model: \"" MODEL "\"\ntrain: {epochs: 1}\nlosses: [{kind: ce}]\n";
+    recipe r;
+    load_ok(text, NULL, 0, &r);
+    assert_true(r.data.val_fraction == 0.1f);
+    assert_null(r.data.val);
+    assert_int_equal(r.data.n_eval_sets, 2);
+    assert_string_equal(r.data.eval_sets[0].split, "test");
+    assert_string_equal(r.data.eval_sets[1].split, "s2");
+    recipe_free(&r);
+    round_trip(text, NULL, 0);
+    const char *named = "data: {path: d.xds, val: dev}\nmodel: \"" MODEL "\"\n"
+                        "train: {epochs: 1}\nlosses: [{kind: ce}]\n";
+    round_trip(named, NULL, 0);
+    load_ok(minimal_recipe, NULL, 0, &r);
+    char *yaml = recipe_to_yaml(&r);
+    assert_null(strstr(yaml, "val_fraction"));
+    assert_null(strstr(yaml, "\n  val:"));
+    assert_null(strstr(yaml, "eval_sets"));
+    free(yaml);
+    recipe_free(&r);
+    char buf[512];
+#define WITH_DATA(extra)                                                                        \
+    (snprintf(buf, sizeof buf, "data:\n  path: d.xds\n%smodel: \"" MODEL "\"\n"                 \
+              "train: {epochs: 1}\nlosses: [{kind: ce}]\n", extra), buf)
+    load_bad(WITH_DATA("  val_fraction: 1\n"), NULL, 0, XD_EARG,
+             "r.yaml:3: data.val_fraction: must be below 1");
+    load_bad(WITH_DATA("  val_fraction: 0.1\n  val: dev\n"), NULL, 0, XD_EARG,
+             "r.yaml:4: data.val: give val (a split) or val_fraction");
+    load_bad(WITH_DATA("  val: test\n"), NULL, 0, XD_EARG,
+             "r.yaml:3: data.val: the validation split must be neither the training nor the test");
+    load_bad(WITH_DATA("  val: \"a b\"\n"), NULL, 0, XD_EARG, "'a b' is not a split name");
+    load_bad(WITH_DATA("  eval_sets: [{name: a.b, path: d.xds}]\n"), NULL, 0, XD_EARG,
+             "'a.b' is not a usable name");
+    load_bad(WITH_DATA("  eval_sets: [{name: a, path: d.xds}, {name: a, path: d.xds}]\n"), NULL, 0,
+             XD_EARG, "eval set name 'a' is already used by data.eval_sets.0");
+    load_bad(WITH_DATA("  eval_sets: [{name: a}]\n"), NULL, 0, XD_EARG, "missing required key 'path'");
+    load_bad(WITH_DATA("  eval_sets: [{name: a, path: nowhere.xds}]\n"), NULL, 0, XD_EARG,
+             "nowhere.xds: no such file");
+    load_bad(WITH_DATA("  eval_sets: [{name: a, path: d.xds, splt: x}]\n"), NULL, 0, XD_EARG,
+             "unknown key 'data.eval_sets.0.splt' (did you mean 'split'?)");
+#undef WITH_DATA
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +933,7 @@ int main(void)
         cmocka_unit_test_setup(test_text_items_cut_like_the_feed, fixture_setup),
         cmocka_unit_test_setup(test_huge_value_short_message, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
+        cmocka_unit_test_setup(test_validation_keys, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,9 +3,10 @@
  * pieces, and against finite differences), mIoU evaluation, recipe errors, and small end-to-end
  * runs that learn, reproduce at 1 and 2 threads, resume exactly and draw overlays.
  *
- * The data are made here: 16x16 scenes with one 8x8 item each, class 0 dim (grey ~100) or class 1
- * bright (~220), at a random place on a black canvas; per-pixel classes 0, 1 and 2 = background.
- * A classifier teacher on single 8x8 items learns the two classes from the brightness. */
+ * The data are made here (tests/support/sceneset.h): 16x16 scenes with one 8x8 item each, class 0
+ * dim (grey ~100) or class 1 bright (~220), at a random place on a black canvas; per-pixel classes
+ * 0, 1 and 2 = background. A classifier teacher on single 8x8 items learns the two classes from
+ * the brightness. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,7 +15,6 @@
 #include <sys/stat.h>
 
 #include "align/densemap.h"
-#include "core/rng.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
 #include "distill/kd.h"
@@ -25,109 +25,16 @@
 #include "io/png.h"
 #include "modalities/dense/metrics.h"
 #include "nn/loss.h"
+#include "tests/support/sceneset.h"
 #include "tests/support/testutil.h"
 
-#define S 16      /* canvas side */
-#define ITEM 8    /* item side = the teacher's window */
-#define NCLS 2    /* item classes; background is NCLS */
+#define S SCENE_SIDE      /* canvas side */
+#define ITEM SCENE_ITEM   /* item side = the teacher's window */
+#define NCLS SCENE_CLASSES /* item classes; background is NCLS */
 
 static const char *const scenes_path = "scenes.xds";
 static const char *const items_path = "items.xds";
 static const char *const teacher_dir = "teacher";
-
-// ----------------------------------------------------------------------------------------------
-// data
-
-static void add(io_dataset_writer *w, const char *split, const char *what, io_dtype t, int nd,
-                const int64_t *shp, const void *data)
-{
-    char name[64];
-    snprintf(name, sizeof name, "%s/%s", split, what);
-    io_tensor x;
-    io_tensor_set(&x, name, t, nd, shp, data);
-    xd_err e;
-    if (io_dataset_add(w, &x, &e) != XD_OK) fail_msg("%s", e.msg);
-}
-
-static int item_grey(int cls, xd_rng *r) { return (cls ? 220 : 100) - 10 + (int)xd_rng_below(r, 21); }
-
-/* n scenes: image, mask, label, label_mask, boxes (one box and a row of -1 per scene) */
-static void scenes_split(io_dataset_writer *w, const char *split, int n, uint64_t stream)
-{
-    uint8_t *img = calloc((size_t)n * S * S, 1), *mask = malloc((size_t)n * S * S);
-    uint8_t *lm = malloc((size_t)n);
-    int32_t *lab = malloc(sizeof(int32_t) * (size_t)n), *box = malloc(sizeof(int32_t) * (size_t)n * 10);
-    xd_rng r = xd_rng_make(11, stream, XD_RNG_USER);
-    memset(mask, NCLS, (size_t)n * S * S);
-    for (int i = 0; i < n; i++) {
-        int cls = i % NCLS, x = (int)xd_rng_below(&r, S - ITEM + 1), y = (int)xd_rng_below(&r, S - ITEM + 1);
-        for (int yy = y; yy < y + ITEM; yy++)
-            for (int xx = x; xx < x + ITEM; xx++) {
-                /* a dark corner pixel in each item: foreground is decided per pixel */
-                int dark = yy == y && xx == x;
-                img[(size_t)i * S * S + (size_t)yy * S + xx] = (uint8_t)(dark ? 5 : item_grey(cls, &r));
-                if (!dark) mask[(size_t)i * S * S + (size_t)yy * S + xx] = (uint8_t)cls;
-            }
-        lab[i] = cls;
-        lm[i] = 1;
-        int32_t row[10] = {x, y, ITEM, ITEM, cls, -1, -1, -1, -1, -1};
-        memcpy(box + (size_t)i * 10, row, sizeof row);
-    }
-    int64_t shp[4] = {n, S, S, 1};
-    add(w, split, "image", IO_U8, 4, shp, img);
-    add(w, split, "mask", IO_U8, 3, shp, mask);
-    add(w, split, "label", IO_I32, 1, shp, lab);
-    add(w, split, "label_mask", IO_U8, 1, shp, lm);
-    int64_t bshp[3] = {n, 2, 5};
-    add(w, split, "boxes", IO_I32, 3, bshp, box);
-    free(img);
-    free(mask);
-    free(lm);
-    free(lab);
-    free(box);
-}
-
-static void write_scenes(void)
-{
-    xd_err e;
-    io_dataset_writer *w;
-    if (io_dataset_writer_open(scenes_path, 16, &w, &e) != XD_OK) fail_msg("%s", e.msg);
-    scenes_split(w, "train", 96, 1);
-    scenes_split(w, "test", 40, 2);
-    static const char *const cls[NCLS] = {"dim", "bright"};
-    static const char *const mcls[NCLS + 1] = {"dim", "bright", "background"};
-    if (io_dataset_add_strings(w, "classes", cls, NCLS, &e) != XD_OK ||
-        io_dataset_add_strings(w, "classes.mask", mcls, NCLS + 1, &e) != XD_OK ||
-        io_dataset_finish(w, &e) != XD_OK)
-        fail_msg("%s", e.msg);
-}
-
-/* single 8x8 items for the teacher */
-static void write_items(void)
-{
-    xd_err e;
-    io_dataset_writer *w;
-    if (io_dataset_writer_open(items_path, 8, &w, &e) != XD_OK) fail_msg("%s", e.msg);
-    const char *splits[2] = {"train", "test"};
-    for (int s = 0; s < 2; s++) {
-        const int n = 64;
-        uint8_t *img = malloc((size_t)n * ITEM * ITEM);
-        int32_t *lab = malloc(sizeof(int32_t) * n);
-        xd_rng r = xd_rng_make(5, (uint64_t)s, XD_RNG_USER);
-        for (int i = 0; i < n; i++) {
-            lab[i] = i % NCLS;
-            for (int p = 0; p < ITEM * ITEM; p++) img[(size_t)i * ITEM * ITEM + p] = (uint8_t)item_grey(lab[i], &r);
-        }
-        int64_t shp[4] = {n, ITEM, ITEM, 1};
-        add(w, splits[s], "image", IO_U8, 4, shp, img);
-        add(w, splits[s], "label", IO_I32, 1, shp, lab);
-        free(img);
-        free(lab);
-    }
-    static const char *const cls[NCLS] = {"dim", "bright"};
-    if (io_dataset_add_strings(w, "classes", cls, NCLS, &e) != XD_OK || io_dataset_finish(w, &e) != XD_OK)
-        fail_msg("%s", e.msg);
-}
 
 static int ready;
 
@@ -136,8 +43,8 @@ static int ready;
 static void ensure_setup(void)
 {
     if (ready) return;
-    write_scenes();
-    write_items();
+    scene_write(scenes_path);
+    scene_write_items(items_path);
     const char *text = "name: t\ndata: {path: items.xds, augment: \"mean=0.5 std=0.25\"}\n"
                        "model: \"input h=8 w=8 c=1; flatten; linear out=2 name=logits head\"\n"
                        "train: {epochs: 10, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.05}}\n"
@@ -426,6 +333,15 @@ static void test_evaluate_miou(void **state)
     assert_true(fabs(sc.miou - dense_mean_iou(&cm, NULL, NULL)) < 1e-12);
     assert_true(fabs(sc.pixel_acc - dense_pixel_accuracy(&cm)) < 1e-12);
     assert_int_equal(sc.pixels, fd.n * S * S);
+    /* the same scenes listed in reverse order (their masks gathered) score the same */
+    uint32_t *rev = malloc(sizeof(uint32_t) * fd.n);
+    for (size_t i = 0; i < fd.n; i++) rev[i] = (uint32_t)(fd.n - 1 - i);
+    seg_scores sr;
+    TU_OK(seg_evaluate_at(&m, nn_model_default_head(&m), &fd, rev, fd.n, f.g.test_mask, C, in, &sr,
+                          &e));
+    assert_true(fabs(sr.miou - sc.miou) < 1e-12);
+    assert_true(fabs(sr.pixel_acc - sc.pixel_acc) < 1e-12);
+    free(rev);
     dense_confusion_free(&cm);
     free(in);
     feed_close(&fd);
@@ -532,6 +448,48 @@ static void test_ce_run_learns(void **state)
     free(t);
 }
 
+/* A validation split held out of the scenes: val_miou and val_pixel_acc at every evaluation, the
+ * best epoch the best validation mIoU, its test mIoU in the summary. */
+static void test_validation_miou(void **state)
+{
+    (void)state;
+    ensure_setup();
+    char *t = seg_recipe(", val_fraction: 0.2", "{kind: ce}", 3);
+    train_result res = run(t, "val-run", 0, 0);
+    assert_true(res.val);
+    char *text;
+    size_t n;
+    text = tu_read_file("val-run/metrics.jsonl", &n);
+    text = realloc(text, n + 1);
+    text[n] = '\0';
+    double best = -1.0, test_at = -1.0;
+    int best_epoch = 0, epoch = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        epoch++;
+        const char *v = strstr(line, "\"val_miou\":"), *p = strstr(line, "\"val_pixel_acc\":");
+        const char *tm = strstr(line, "\"test_miou\":");
+        if (!v || !p || !tm) fail_msg("metrics line without val_miou, val_pixel_acc: %s", line);
+        double vm = strtod(v + strlen("\"val_miou\":"), NULL);
+        if (vm > best) {
+            best = vm;
+            best_epoch = epoch;
+            test_at = strtod(tm + strlen("\"test_miou\":"), NULL);
+        }
+    }
+    free(text);
+    assert_int_equal(res.best_epoch, best_epoch);
+    assert_true(fabs(res.best_acc - best) < 1e-6);
+    assert_true(fabs(res.test_at_best - test_at) < 1e-6);
+    text = tu_read_file("val-run/summary.json", &n);
+    text = realloc(text, n + 1);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "\"best_on\": \"val\""));
+    assert_non_null(strstr(text, "\"best_val_miou\":"));
+    assert_non_null(strstr(text, "\"test_miou_at_best\":"));
+    free(text);
+    free(t);
+}
+
 /* One mask per class and the teacher's windows (grid or blobs) teach the student to segment far
  * better than the masks alone. */
 static void test_dense_run_learns(void **state)
@@ -581,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_evaluate_miou),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ce_run_learns),
+        cmocka_unit_test(test_validation_miou),
         cmocka_unit_test(test_dense_run_learns),
         cmocka_unit_test(test_threads_and_resume),
     };

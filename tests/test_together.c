@@ -267,21 +267,6 @@ static double step_loss(void *vctx)
     return v;
 }
 
-/* The directional derivative of the step's loss along d, for x (a's or b's parameters), by
- * central differences. */
-static double fd_along(fd_ctx *c, float *x, size_t n, const float *d, double h)
-{
-    float *x0 = xd_xmalloc(sizeof(float) * n);
-    memcpy(x0, x, sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) x[i] = x0[i] + (float)h * d[i];
-    double up = step_loss(c);
-    for (size_t i = 0; i < n; i++) x[i] = x0[i] - (float)h * d[i];
-    double down = step_loss(c);
-    memcpy(x, x0, sizeof(float) * n);
-    free(x0);
-    return (up - down) / (2.0 * h);
-}
-
 /* Runs one SGD step (lr 1, the whole split as one batch) of `loss` between a (to) and b (from)
  * and checks the gradient each received (p0 - p1) against finite differences along random
  * directions; detached: b must not move at all, though the loss depends on it. */
@@ -322,7 +307,7 @@ static void check_ends(const char *name, const char *loss, end_loss kind, const 
         }
         for (int dir = 0; dir < 3; dir++) {
             tu_fill_uniform(d, n, -1.0f, 1.0f, 100u + (uint64_t)(10 * end + dir));
-            double fd = fd_along(&c, m->param, n, d, 2e-3);
+            double fd = tu_fd_along(step_loss, &c, m->param, n, d, 2e-3);
             double an = tu_dot(g, d, n);
             if (end == 1 && detached) {
                 /* ... though the loss does depend on it */

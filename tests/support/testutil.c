@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
+#include "io/safetensors.h"
+
 void tu_write_file(const char *path, const void *data, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -27,6 +30,32 @@ void *tu_read_file(const char *path, size_t *n)
     fclose(f);
     *n = (size_t)len;
     return buf;
+}
+
+void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value)
+{
+    io_st_file *f;
+    xd_err e;
+    TU_OK(io_st_open(src, &f, &e));
+    size_t n = io_st_count(f), nm = io_st_meta_count(f), k = 0;
+    io_tensor *t = xd_xcalloc(n, sizeof *t);
+    for (size_t i = 0; i < n; i++) t[i] = *io_st_tensor(f, i);
+    io_kv *meta = xd_xcalloc(nm + 1, sizeof *meta);
+    int done = 0;
+    for (size_t i = 0; i < nm; i++) {
+        io_kv kv = *io_st_meta_at(f, i);
+        if (strcmp(kv.key, key) == 0) {
+            done = 1;
+            if (!value) continue;
+            kv.value = value;
+        }
+        meta[k++] = kv;
+    }
+    if (!done && value) meta[k++] = (io_kv){key, value};
+    TU_OK(io_st_write(dst, t, n, meta, k, &e));
+    free(meta);
+    free(t);
+    io_st_close(f);
 }
 
 int tu_same_file(const char *a, const char *b)
@@ -110,4 +139,19 @@ double tu_dot(const float *out, const float *r, size_t n)
     double s = 0.0;
     for (size_t i = 0; i < n; i++) s += (double)out[i] * r[i];
     return s;
+}
+
+double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, const float *d,
+                   double h)
+{
+    float *x0 = malloc(sizeof(float) * n);
+    assert_non_null(x0);
+    memcpy(x0, x, sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = x0[i] + (float)h * d[i];
+    double up = loss(ctx);
+    for (size_t i = 0; i < n; i++) x[i] = x0[i] - (float)h * d[i];
+    double down = loss(ctx);
+    memcpy(x, x0, sizeof(float) * n);
+    free(x0);
+    return (up - down) / (2.0 * h);
 }

@@ -15,6 +15,10 @@ void tu_write_file(const char *path, const void *data, size_t n);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
+/* Rewrites the safetensors file src (a checkpoint) to dst with metadata key set to value (NULL:
+ * left out), the tensors as they are. */
+void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value);
+
 /* 1 when the two files hold the same bytes. */
 int tu_same_file(const char *a, const char *b);
 
@@ -51,3 +55,7 @@ void tu_check_grad(const char *what, float *x, size_t n, const float *analytic,
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* sum_i out[i] * r[i] in double: the scalar whose gradient w.r.t. out is r. */
 double tu_dot(const float *out, const float *r, size_t n);
+/* The derivative of loss(ctx) along direction d of x (n values, restored after), by central
+ * differences of step h. */
+double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, const float *d,
+                   double h);

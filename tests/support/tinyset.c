@@ -70,9 +70,12 @@ static void add_split(io_dataset_writer *w, const char *split, int n, const tiny
     io_tensor_set(&t, name, IO_U8, 4, shp, img);
     if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);
     if (strcmp(split, "test") == 0 || s->train_labels) {
+        int32_t *stored = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+        for (int i = 0; i < n; i++) stored[i] = s->reversed ? TINY_CLASSES - 1 - lab[i] : lab[i];
         snprintf(name, sizeof name, "%s/label", split);
-        io_tensor_set(&t, name, IO_I32, 1, shp, lab);
+        io_tensor_set(&t, name, IO_I32, 1, shp, stored);
         if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);
+        free(stored);
         /* the coarser label set: the square's row (top 0, bottom 1) */
         int32_t *row = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
         for (int i = 0; i < n; i++) row[i] = lab[i] / 2;
@@ -112,8 +115,10 @@ void tiny_write(const char *path, const tiny_spec *s)
     if (io_dataset_writer_open(path, 16, &w, &e) != XD_OK) fail_msg("%s", e.msg);
     add_split(w, "train", s->n_train, s, 1);
     add_split(w, "test", s->n_test, s, 2);
-    static const char *const classes[TINY_CLASSES] = {"top-left", "top-right", "bottom-left",
-                                                      "bottom-right"};
+    const char *names[TINY_CLASSES] = {s->class0 ? s->class0 : "top-left", "top-right",
+                                       "bottom-left", "bottom-right"};
+    const char *classes[TINY_CLASSES];
+    for (int k = 0; k < TINY_CLASSES; k++) classes[k] = names[s->reversed ? TINY_CLASSES - 1 - k : k];
     if (io_dataset_add_strings(w, "classes", classes, TINY_CLASSES, &e) != XD_OK)
         fail_msg("%s", e.msg);
     static const char *const rows[2] = {"top", "bottom"};

@@ -18,6 +18,9 @@ typedef struct {
     int unlabelled;  /* 1: train/label_mask all 0 (labels present, none usable) */
     int brightness;  /* 1: the class is the image's grey level (40, 100, 160, 220, +-15 noise)
                       * instead of the square's quadrant: the absolute level matters */
+    int reversed;    /* 1: the same examples with the classes stored in reverse order (class k
+                      * is label TINY_CLASSES - 1 - k, and `classes` lists them so) */
+    const char *class0; /* not NULL: the name of class 0 instead of "top-left" */
 } tiny_spec;
 
 /* 200 train / 100 test, seed 7, texts, train labels. */

@@ -1,0 +1,102 @@
+/* The inference API of libxdistill: a trained checkpoint used from any C program.
+ *
+ * A model comes from a checkpoint (`xdistill train` writes them: best.safetensors, ...). It reads
+ * either images or texts, which a batch turns into its input the way its training data was made:
+ *   - an image (a PNG or JPEG file, or 8-bit pixels in memory) is composited over white, converted
+ *     to the channels of the training images, centre-cropped to a square when those were square,
+ *     resized to their size (area averaging when shrinking, bilinear when growing), then resized,
+ *     centre-cropped and normalised as the recipe stored in the checkpoint says (data.augment);
+ *   - a text (UTF-8) is tokenised with the recipe's text settings (data.text).
+ * A classifier gives one probability per class (softmax of its head); a segmentation model one
+ * per class at every position of its output map.
+ *
+ * Errors: every function that can fail returns a status and fills an xdistill_error (when not
+ * NULL) with one line naming the file and the problem. Nothing prints, nothing exits.
+ *
+ * Threads: predictions run in parallel inside (OpenMP; OMP_NUM_THREADS sets the count). A model
+ * and its batches serve one xdistill_predict at a time; different slots of a batch may be filled
+ * from different threads at once. All types are opaque: use them through these functions only. */
+#ifndef XDISTILL_INFER_H
+#define XDISTILL_INFER_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    XDISTILL_OK = 0,
+    XDISTILL_EIO,          /* a file cannot be opened, read or written */
+    XDISTILL_EFORMAT,      /* a file is malformed: not a checkpoint, an image that does not decode */
+    XDISTILL_EARG,         /* a bad argument */
+    XDISTILL_ESHAPE,       /* an input that does not fit the model (a text for an image model) */
+    XDISTILL_ENUM,         /* a non-finite value */
+    XDISTILL_ENOMEM,       /* out of memory */
+    XDISTILL_EUNSUPPORTED, /* valid, but not handled by this build */
+} xdistill_status;
+
+#define XDISTILL_ERROR_LEN 512
+typedef struct {
+    xdistill_status code;
+    char message[XDISTILL_ERROR_LEN]; /* one line, no line break */
+} xdistill_error;
+
+typedef enum { XDISTILL_READS_IMAGES, XDISTILL_READS_TEXTS } xdistill_input_kind;
+typedef enum { XDISTILL_CLASSIFY, XDISTILL_SEGMENT } xdistill_task;
+
+typedef struct xdistill_model xdistill_model; /* a loaded checkpoint */
+typedef struct xdistill_batch xdistill_batch; /* prepared inputs of one prediction */
+
+/* The library's version, e.g. "0.1.0". */
+const char *xdistill_version(void);
+
+/* Loads the checkpoint at path for batches of up to max_batch inputs (1..65536). The file's
+ * checksums, model and values are checked; *out is NULL on failure. */
+xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **out,
+                              xdistill_error *err);
+void xdistill_free(xdistill_model *m); /* NULL is fine */
+
+xdistill_input_kind xdistill_reads(const xdistill_model *m);
+xdistill_task xdistill_task_of(const xdistill_model *m);
+int xdistill_max_batch(const xdistill_model *m);
+int xdistill_num_classes(const xdistill_model *m);
+/* Class k's name as the training data named it; for checkpoints that do not store names (those
+ * of earlier versions), its number ("0", "1", ...). NULL when k is out of range. */
+const char *xdistill_class_name(const xdistill_model *m, int k);
+/* The output map's height and width (1 and 1 for a classifier). */
+void xdistill_map_size(const xdistill_model *m, int *height, int *width);
+/* Floats xdistill_predict writes per input: height * width * classes. */
+size_t xdistill_outputs(const xdistill_model *m);
+
+/* A batch of max_batch slots for m (which must outlive it); NULL when out of memory. */
+xdistill_batch *xdistill_batch_new(const xdistill_model *m);
+void xdistill_batch_free(xdistill_batch *b); /* NULL is fine */
+
+/* Fill slot (0 <= slot < max batch) with an image file, PNG or JPEG (told apart by their bytes),
+ * of any size. On failure the slot holds a blank input and err names the file. */
+xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const char *path,
+                                              xdistill_error *err);
+/* The same from 8-bit pixels in memory: height x width x channels, row-major, interleaved,
+ * channels 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA); name stands for them in errors. */
+xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsigned char *pixels,
+                                         int height, int width, int channels, const char *name,
+                                         xdistill_error *err);
+/* Fill slot with a UTF-8 text of len bytes (a text model only); name stands for it in errors. */
+xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char *text, size_t len,
+                                        const char *name, xdistill_error *err);
+
+/* Runs m on slots 0..count-1 of b: probs (count, xdistill_outputs(m)), each position's class
+ * probabilities summing to 1. */
+xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
+                                 float *probs, xdistill_error *err);
+
+/* The k most probable of n classes (k <= n): classes[0..k) in order of falling probability, ties
+ * to the lower class. Returns k, or 0 on bad arguments. */
+int xdistill_top(const float *probs, int n, int k, int *classes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,358 @@
+/* The inference engine behind the public API (include/xdistill/infer.h).
+ *
+ * A loaded model keeps what its checkpoint says about its inputs: the size of its training images
+ * ("xdistill.images") and the recipe's data.augment and data.text. An image goes through two
+ * stages, so that a data set image saved as a file gives the very floats `xdistill eval` feeds:
+ *   1. what `prepare` does to a source file: channels over white, centre square (when the
+ *      training images are square), resize to the training size, 8 bits (batch_set_image);
+ *   2. what a feed does to a data set image: the batcher of img_opts from feed_image_opts
+ *      (resize, centre crop, normalisation), run over the whole batch in xdistill_predict.
+ * Checkpoints without "xdistill.images" take the size stage 2 resizes to (the model's input
+ * unless data.augment says size=) and the model's channels. Texts go through the feed's own
+ * tokenizer (feed_text_tokenizer). */
+#include "include/xdistill/xdistill.h"
+
+#include <assert.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "distill/checkpoint.h"
+#include "distill/feed.h"
+#include "io/image.h"
+#include "modalities/image/augment.h"
+#include "modalities/image/ops.h"
+#include "modalities/image/resize.h"
+#include "modalities/text/tokenizer.h"
+#include "nn/layers.h"
+#include "nn/model.h"
+
+static_assert((int)XDISTILL_EIO == (int)XD_EIO && (int)XDISTILL_EFORMAT == (int)XD_EFORMAT &&
+                  (int)XDISTILL_EARG == (int)XD_EARG && (int)XDISTILL_ESHAPE == (int)XD_ESHAPE &&
+                  (int)XDISTILL_ENUM == (int)XD_ENUM && (int)XDISTILL_ENOMEM == (int)XD_ENOMEM &&
+                  (int)XDISTILL_EUNSUPPORTED == (int)XD_EUNSUPPORTED &&
+                  XDISTILL_ERROR_LEN == XD_ERR_LEN,
+              "the public statuses are the internal ones");
+
+#define MAX_BATCH 65536
+
+struct xdistill_model {
+    char *path;
+    nn_model m;
+    int head, K, map_h, map_w;
+    char **names;             /* (K) class names, stored or decimal */
+    /* images: the training images' size, and stage 2 */
+    int dh, dw, dc;
+    img_batcher *batcher;
+    float *input;             /* (max_batch, h, w, c) */
+    /* texts */
+    txt_tokenizer tok;
+};
+
+struct xdistill_batch {
+    const xdistill_model *m;
+    uint8_t *pixels;          /* (max_batch, dh, dw, dc) */
+    int32_t *ids;             /* (max_batch, tokens) */
+};
+
+static const uint8_t white[3] = {255, 255, 255};
+
+static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e)
+{
+    if (err) {
+        err->code = (xdistill_status)s;
+        memcpy(err->message, e->msg, sizeof err->message);
+    }
+    return (xdistill_status)s;
+}
+
+const char *xdistill_version(void) { return XD_VERSION; }
+
+/* Class names: the stored ones, else the class numbers. */
+static xd_status load_names(xdistill_model *x, xd_err *e)
+{
+    xd_status s = ckpt_class_names(x->path, &x->m, &x->names, e);
+    if (s != XD_OK || x->names) return s;
+    x->names = xd_xcalloc((size_t)x->K + 1, sizeof *x->names);
+    for (int k = 0; k < x->K; k++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", k);
+        x->names[k] = xd_xstrdup(num);
+    }
+    return XD_OK;
+}
+
+/* The preprocessing the checkpoint stores: stage 2's batcher and the training image size. */
+static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
+{
+    char *augment, *text;
+    xd_status s = ckpt_preprocessing(x->path, &augment, &text, e);
+    if (s != XD_OK) return s;
+    if (x->m.tokens) {
+        s = feed_text_tokenizer(&x->tok, text ? text : "", &x->m, e);
+    } else {
+        img_opts o;
+        s = feed_image_opts(&o, augment ? augment : "", &x->m, e);
+        if (s == XD_OK) s = ckpt_trained_images(x->path, &x->dh, &x->dw, &x->dc, e);
+        if (s == XD_OK && !x->dh) {
+            x->dh = o.size_h;
+            x->dw = o.size_w;
+            x->dc = x->m.c;
+        }
+        if (s == XD_OK) s = img_batcher_make(&x->batcher, x->dh, x->dw, x->dc, &o, e);
+        size_t n = (size_t)x->m.max_batch * (size_t)x->m.h * (size_t)x->m.w * (size_t)x->m.c;
+        if (s == XD_OK && !(x->input = xd_try_alloc_aligned(sizeof(float) * n)))
+            s = xd_fail(e, XD_ENOMEM, "no memory for a batch of %d inputs", x->m.max_batch);
+    }
+    if (s != XD_OK) xd_err_prefix(e, "%s: the stored preprocessing", x->path);
+    free(augment);
+    free(text);
+    return s;
+}
+
+xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **out,
+                              xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    *out = NULL;
+    if (!path || max_batch < 1 || max_batch > MAX_BATCH)
+        return out_err(err, xd_fail(&e, XD_EARG, "%s: batches of %d inputs (1..%d)",
+                                    path ? path : "(no path)", max_batch, MAX_BATCH), &e);
+    xdistill_model *x = xd_xcalloc(1, sizeof *x);
+    x->path = xd_xstrdup(path);
+    xd_status s = ckpt_load(path, max_batch, &x->m, &e);
+    if (s == XD_OK) {
+        x->head = nn_model_default_head(&x->m);
+        const nn_node *hn = nn_model_node(&x->m, x->head);
+        const int map = hn->h > 1 || hn->w > 1;
+        x->K = map ? hn->c : (int)hn->act_n;
+        x->map_h = map ? hn->h : 1;
+        x->map_w = map ? hn->w : 1;
+        s = load_names(x, &e);
+    }
+    if (s == XD_OK) s = load_preprocessing(x, &e);
+    if (s != XD_OK) {
+        xdistill_free(x);
+        return out_err(err, s, &e);
+    }
+    *out = x;
+    return XDISTILL_OK;
+}
+
+void xdistill_free(xdistill_model *x)
+{
+    if (!x) return;
+    ckpt_class_names_free(x->names);
+    if (x->batcher) img_batcher_free(x->batcher);
+    free(x->input);
+    nn_model_free(&x->m);
+    free(x->path);
+    free(x);
+}
+
+xdistill_input_kind xdistill_reads(const xdistill_model *x)
+{
+    return x->m.tokens ? XDISTILL_READS_TEXTS : XDISTILL_READS_IMAGES;
+}
+
+xdistill_task xdistill_task_of(const xdistill_model *x)
+{
+    return x->map_h > 1 || x->map_w > 1 ? XDISTILL_SEGMENT : XDISTILL_CLASSIFY;
+}
+
+int xdistill_max_batch(const xdistill_model *x) { return x->m.max_batch; }
+int xdistill_num_classes(const xdistill_model *x) { return x->K; }
+
+const char *xdistill_class_name(const xdistill_model *x, int k)
+{
+    return k >= 0 && k < x->K ? x->names[k] : NULL;
+}
+
+void xdistill_map_size(const xdistill_model *x, int *height, int *width)
+{
+    *height = x->map_h;
+    *width = x->map_w;
+}
+
+size_t xdistill_outputs(const xdistill_model *x)
+{
+    return (size_t)x->map_h * (size_t)x->map_w * (size_t)x->K;
+}
+
+xdistill_batch *xdistill_batch_new(const xdistill_model *x)
+{
+    xdistill_batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->m = x;
+    const size_t B = (size_t)x->m.max_batch;
+    if (x->m.tokens)
+        b->ids = xd_try_alloc(sizeof(int32_t) * B * (size_t)x->m.tokens);
+    else
+        b->pixels = xd_try_alloc(B * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+    if (!b->ids && !b->pixels) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void xdistill_batch_free(xdistill_batch *b)
+{
+    if (!b) return;
+    free(b->pixels);
+    free(b->ids);
+    free(b);
+}
+
+/* The slot and the kind of input are right for b's model; name (may be NULL) for messages. */
+static xd_status check_slot(const xdistill_batch *b, int slot, int texts, const char *name,
+                            xd_err *e)
+{
+    if (!name) name = texts ? "text" : "image";
+    if (slot < 0 || slot >= b->m->m.max_batch)
+        return xd_fail(e, XD_EARG, "%s: slot %d of a batch of %d", name, slot, b->m->m.max_batch);
+    if (texts && !b->m->m.tokens)
+        return xd_fail(e, XD_ESHAPE, "%s: a text, but the model %s reads images", name,
+                       b->m->path);
+    if (!texts && b->m->m.tokens)
+        return xd_fail(e, XD_ESHAPE, "%s: an image, but the model %s reads texts", name,
+                       b->m->path);
+    return XD_OK;
+}
+
+/* Stage 1: src (h, w, c) -> dst (dh, dw, dc) as `prepare` makes a data set image. */
+static xd_status prepare_image(const xdistill_model *x, const uint8_t *src, int h, int w, int c,
+                               uint8_t *dst, xd_err *e)
+{
+    const size_t npix = (size_t)h * (size_t)w;
+    int side = h < w ? h : w;
+    const int square = x->dh == x->dw && h != w;
+    uint8_t *conv = xd_try_alloc(npix * (size_t)x->dc);
+    uint8_t *sq = square ? xd_try_alloc((size_t)side * (size_t)side * (size_t)x->dc) : NULL;
+    xd_status s = XD_OK;
+    if (!conv || (square && !sq))
+        s = xd_fail(e, XD_ENOMEM, "no memory for a %dx%d image", h, w);
+    if (s == XD_OK) s = img_convert_u8(src, npix, c, conv, x->dc, white, e);
+    const uint8_t *cur = conv;
+    if (s == XD_OK && square) {
+        s = img_crop_centre_u8(conv, h, w, x->dc, side, side, sq, e);
+        cur = sq;
+        h = w = side;
+    }
+    if (s == XD_OK && (h != x->dh || w != x->dw))
+        s = img_resize_u8(cur, h, w, x->dc, dst, x->dh, x->dw, e);
+    else if (s == XD_OK)
+        memcpy(dst, cur, (size_t)h * (size_t)w * (size_t)x->dc);
+    free(conv);
+    free(sq);
+    return s;
+}
+
+static uint8_t *slot_pixels(const xdistill_batch *b, int slot)
+{
+    const xdistill_model *x = b->m;
+    return b->pixels + (size_t)slot * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc;
+}
+
+/* A failed fill leaves a blank slot, and the message names the input. */
+static xdistill_status slot_failed(const xdistill_batch *b, int slot, const char *name,
+                                   xd_status s, xd_err *e, xdistill_error *err)
+{
+    if (slot >= 0 && slot < b->m->m.max_batch) {
+        const xdistill_model *x = b->m;
+        if (b->pixels) memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+        else txt_pad_row(b->ids + (size_t)slot * (size_t)x->m.tokens, 0, (size_t)x->m.tokens);
+    }
+    if (name && strncmp(e->msg, name, strlen(name)) != 0) xd_err_prefix(e, "%s", name);
+    return out_err(err, s, e);
+}
+
+xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsigned char *pixels,
+                                         int height, int width, int channels, const char *name,
+                                         xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    xd_status s = check_slot(b, slot, 0, name, &e);
+    if (s == XD_OK && (!pixels || height < 1 || width < 1 || height > IMG_MAX_SIDE ||
+                       width > IMG_MAX_SIDE || channels < 1 || channels > 4))
+        s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides 1..%d, channels 1..4)",
+                    name ? name : "image", height, width, channels, IMG_MAX_SIDE);
+    if (s == XD_OK) s = prepare_image(b->m, pixels, height, width, channels, slot_pixels(b, slot), &e);
+    return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
+}
+
+xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const char *path,
+                                              xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    xd_status s = check_slot(b, slot, 0, path, &e);
+    io_image img = {0};
+    if (s == XD_OK) s = io_image_read(path, NULL, &img, &e);
+    if (s != XD_OK) return slot_failed(b, slot, path, s, &e, err);
+    xdistill_status r = xdistill_batch_set_image(b, slot, img.px, img.h, img.w, img.c, path, err);
+    io_image_free(&img);
+    return r;
+}
+
+xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char *text, size_t len,
+                                        const char *name, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    xd_status s = check_slot(b, slot, 1, name, &e);
+    if (s == XD_OK && !text) s = xd_fail(&e, XD_EARG, "%s: no text", name ? name : "text");
+    if (s == XD_OK) {
+        const size_t L = (size_t)b->m->m.tokens;
+        int32_t *row = b->ids + (size_t)slot * L;
+        size_t n_ids;
+        s = txt_encode(&b->m->tok, text, len, row, L, &n_ids, NULL, &e);
+        if (s == XD_OK) txt_pad_row(row, n_ids, L);
+    }
+    return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
+}
+
+xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int count,
+                                 float *probs, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    xd_status s = XD_OK;
+    if (!b || b->m != x || count < 1 || count > x->m.max_batch || !probs)
+        s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
+                    "output buffer", x->path, x->m.max_batch);
+    const void *input = b ? (const void *)b->ids : NULL;
+    if (s == XD_OK && b->pixels) {
+        uint32_t *idx = xd_xmalloc(sizeof *idx * (size_t)count);
+        for (int i = 0; i < count; i++) idx[i] = (uint32_t)i;
+        s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, idx, count, 0, 0, 0,
+                             x->input, &e);
+        free(idx);
+        input = x->input;
+    }
+    if (s != XD_OK) return out_err(err, s, &e);
+    nn_model_forward(&x->m, input, count, NULL);
+    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    return XDISTILL_OK;
+}
+
+int xdistill_top(const float *probs, int n, int k, int *classes)
+{
+    if (!probs || !classes || n < 1 || k < 1 || k > n) return 0;
+    /* insertion into a sorted list of k: fine for the few classes a head has */
+    int have = 0;
+    for (int c = 0; c < n; c++) {
+        int at = have;
+        while (at > 0 && probs[c] > probs[classes[at - 1]]) at--;
+        if (at >= k) continue;
+        int last = have < k ? have++ : k - 1;
+        memmove(classes + at + 1, classes + at, sizeof *classes * (size_t)(last - at));
+        classes[at] = c;
+    }
+    return k;
+}

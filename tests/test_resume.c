@@ -1,0 +1,266 @@
+/* distill/trainer, resuming: a run stopped and resumed (inside a stage or at a stage boundary)
+ * ends byte for byte where the uninterrupted run does; a finished run is left as it is; another
+ * recipe is refused; the metrics line of an epoch is never lost; a run folder is locked. */
+#include "tests/support/testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "align/clip.h"
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "distill/checkpoint.h"
+#include "distill/feed.h"
+#include "distill/kd.h"
+#include "distill/recipe.h"
+#include "distill/runlock.h"
+#include "distill/trainer.h"
+#include "io/dataset.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+#include "tests/support/dirsnap.h"
+#include "tests/support/imgfix.h"
+#include "tests/support/tinyset.h"
+#include "tests/support/trainrun.h"
+
+static void test_resume_single_stage(void **state)
+{
+    (void)state;
+    ensure_data();
+    /* augmentation, dropout and adamw moments: every kind of state a resume must restore */
+    char *text = tu_fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+                     "model: \"input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; "
+                     "dropout p=0.25; linear out=4 name=logits head\"\n"
+                     "train:\n"
+                     "  epochs: 3\n"
+                     "  batch: 16\n"
+                     "  optimizer: {kind: adamw, lr: 0.01}\n"
+                     "  schedule: {kind: cosine, warmup_steps: 5}\n"
+                     "losses:\n  - kind: ce\n");
+    const int stops[] = {1};
+    check_resume("res1", text, 3, stops, 1);
+    free(text);
+}
+
+static void test_resume_two_stages(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    /* stage 1: hint through a projector (its parameters and moments are resume state) with the
+     * upper layers frozen; stage 2: Hinton KD. Stops inside stage 1, at the boundary, inside 2. */
+    char *text = tu_fmt("data: {path: toy.xds, augment: \"pad=1 flip=0.5\"}\n"
+                     "model: \"" MLP_MODEL "\"\n" TEACHERS
+                     "train:\n"
+                     "  batch: 16\n"
+                     "  optimizer: {kind: adamw, lr: 0.01}\n"
+                     "  schedule: {kind: cosine}\n"
+                     "stages:\n"
+                     "  - epochs: 2\n"
+                     "    train_until: feat\n"
+                     "    losses:\n"
+                     "      - {kind: hint, student_tap: feat, teacher_tap: feat}\n"
+                     "  - epochs: 2\n"
+                     "    losses:\n"
+                     "      - {kind: hinton, alpha: 0.8, temperature: 3}\n");
+    const int stops[] = {1, 2, 3};
+    check_resume("res2", text, 4, stops, 3);
+    free(text);
+}
+
+/* Resuming a run that finished changes nothing and reports its numbers. */
+static void test_resume_finished_changes_nothing(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(2, 0);
+    train_result ref = run_ok("fin", text, "fin", 1, 0, 0);
+    dirsnap *before = dirsnap_take("fin");
+    train_result again = run_ok("fin", text, "fin", 1, 0, 1);
+    dirsnap_assert_same(before, "fin");
+    assert_int_equal(again.unchanged, 1);
+    assert_int_equal(again.finished, 1);
+    assert_int_equal(again.epochs_done, 2);
+    assert_true(again.final_acc == ref.final_acc);
+    assert_true(again.best_acc == ref.best_acc);
+    assert_int_equal(again.best_epoch, ref.best_epoch);
+    dirsnap_free(before);
+    free(text);
+}
+
+/* A run stopped after its last epoch but before its summary: the summary a resume writes is the
+ * trained model's (the same as the uninterrupted run's), with the thread count its epochs ran
+ * at, not the resuming process's. */
+static void test_resume_after_last_epoch_writes_summary(void **state)
+{
+    (void)state;
+    ensure_data();
+    int before = xd_threads_get();
+    char *text = small_recipe(2, 0);
+    xd_threads_set(2);
+    const int used = xd_threads_get();
+    train_result ref = run_ok("sum", text, "sum", 1, 0, 0);
+    json_t *full = load_json("sum/summary.json");
+    assert_int_equal((int)num(full, "threads"), used);
+    remove("sum/summary.json");
+    xd_threads_set(1);
+    train_result res = run_ok("sum", text, "sum", 1, 0, 1);
+    xd_threads_set(before);
+    assert_int_equal(res.unchanged, 0);
+    assert_true(res.finished);
+    assert_true(res.final_acc == ref.final_acc);
+    json_t *j = load_json("sum/summary.json");
+    assert_true(num(j, "final_test_acc") == num(full, "final_test_acc"));
+    assert_true(num(j, "best_test_acc") == num(full, "best_test_acc"));
+    assert_int_equal((int)num(j, "threads"), used);
+    json_t *m = read_metrics("sum");
+    assert_int_equal(json_array_size(m), 2);
+    json_decref(m);
+    json_decref(j);
+    json_decref(full);
+    free(text);
+}
+
+/* Another recipe given for a run's folder is an error naming both; nothing changes. */
+static void test_resume_other_recipe(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(3, 0), *other = small_recipe(4, 0);
+    run_ok("mine", text, "mine", 1, 1, 0);
+    dirsnap *before = dirsnap_take("mine");
+    train_result r;
+    xd_err e;
+    assert_int_equal(run_text("theirs", other, "mine", 1, 0, 1, &r, &e), XD_EARG);
+    print_message("%s\n", e.msg);
+    tu_assert_err(&e, XD_EARG, "theirs.yaml (recipe 'theirs')");
+    tu_assert_err(&e, XD_EARG, "mine/recipe.yaml, recipe 'mine'");
+    dirsnap_assert_same(before, "mine");
+    /* the same recipe with another thread count continues, and records it */
+    char *threads = small_recipe(3, 1);
+    train_result fin = run_ok("mine", threads, "mine", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    recipe rr;
+    xd_err_clear(&e);
+    if (recipe_load("mine/recipe.yaml", NULL, 0, &rr, &e) != XD_OK) fail_msg("%s", e.msg);
+    assert_int_equal(rr.train.threads, 1);
+    recipe_free(&rr);
+    dirsnap_free(before);
+    free(threads);
+    free(text);
+    free(other);
+}
+
+/* The disk fills while an epoch's metrics line is written: the resume state must not say the
+ * epoch is done, so that a resume runs it again and the line is there in the end. */
+static void test_metrics_line_not_lost(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(3, 0);
+    run_ok("ml", text, "ml-full", 1, 0, 0);
+    run_ok("ml", text, "ml", 1, 1, 0);
+    /* epoch 1's line padded so that metrics.jsonl alone outgrows a file size limit the
+     * checkpoints stay under */
+    size_t n;
+    char *line1 = tu_read_file("ml/metrics.jsonl", &n);
+    enum { PAD = 1 << 16 };
+    char *padded = malloc(n + PAD + 32);
+    int at = snprintf(padded, n + 32, "%.*s,\"pad\":\"", (int)(n - 2), line1);
+    memset(padded + at, 'x', PAD);
+    snprintf(padded + at + PAD, 32, "\"}\n");
+    tu_write_file("ml/metrics.jsonl", padded, strlen(padded));
+    train_result r;
+    xd_err e;
+    ifx_file_size_limit((long)strlen(padded) + 16);
+    xd_status s = run_text("ml", text, "ml", 1, 2, 1, &r, &e);
+    ifx_file_size_unlimit();
+    assert_int_equal(s, XD_EIO);
+    print_message("%s\n", e.msg);
+    /* the first line as it was (the half-written second one stays for the resume to drop) */
+    size_t m;
+    char *now = tu_read_file("ml/metrics.jsonl", &m);
+    assert_true(m > strlen(padded) && m < strlen(padded) + 200);
+    char *restored = malloc(n + (m - strlen(padded)) + 1);
+    memcpy(restored, line1, n);
+    memcpy(restored + n, now + strlen(padded), m - strlen(padded));
+    tu_write_file("ml/metrics.jsonl", restored, n + (m - strlen(padded)));
+    train_result fin = run_ok("ml", text, "ml", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    assert_same_metrics("ml-full", "ml");
+    assert_true(tu_same_file("ml-full/last.safetensors", "ml/last.safetensors"));
+    free(restored);
+    free(now);
+    free(padded);
+    free(line1);
+    free(text);
+}
+
+/* A second run into a folder a run holds stops at once, naming the holder's pid. */
+static void test_run_folder_lock(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(1, 0);
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_equal(mkdir("locked", 0755), 0);
+    runlock held;
+    TU_OK(runlock_take(&held, "locked", &e));
+    dirsnap *before = dirsnap_take("locked");
+    train_result r;
+    assert_int_equal(run_text("locked", text, "locked", 1, 0, 0, &r, &e), XD_EIO);
+    print_message("%s\n", e.msg);
+    char *pid = tu_fmt("pid %ld", (long)getpid());
+    tu_assert_err(&e, XD_EIO, pid);
+    dirsnap_assert_same(before, "locked");
+    runlock_release(&held);
+    run_ok("locked", text, "locked", 1, 0, 0);
+    dirsnap_free(before);
+    free(pid);
+    free(text);
+}
+
+/* A run with a validation split stopped and resumed ends where the uninterrupted one does, its
+ * best validation score and that epoch's test score included. A slow learner, so that the best
+ * epoch comes before a stop and its test score differs from its validation score: the resume
+ * state must carry both. */
+static void test_validation_resume(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  val_fraction: 0.25\n", MLP_MODEL, "", 4,
+                                "{kind: sgd, lr: 0.01}", "  - kind: ce\n");
+    const int stops[] = {1, 2};
+    check_resume("valres", text, 4, stops, 2);
+    json_t *sum = load_json("valres-full/summary.json");
+    assert_true(num(sum, "best_epoch") <= 2);
+    assert_true(num(sum, "test_acc_at_best") != num(sum, "best_val_acc"));
+    json_decref(sum);
+    free(text);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resume_single_stage),
+        cmocka_unit_test(test_resume_two_stages),
+        cmocka_unit_test(test_resume_finished_changes_nothing),
+        cmocka_unit_test(test_resume_after_last_epoch_writes_summary),
+        cmocka_unit_test(test_resume_other_recipe),
+        cmocka_unit_test(test_metrics_line_not_lost),
+        cmocka_unit_test(test_run_folder_lock),
+        cmocka_unit_test(test_validation_resume),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

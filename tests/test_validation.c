@@ -1,0 +1,337 @@
+/* distill/trainer, evaluation a user can trust: a validation split picks the best checkpoint
+ * (held out of every training step, teacher step and projector fit), further data sets are scored
+ * at every evaluation, and teachers and data sets are matched by class name. */
+#include "tests/support/testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "align/clip.h"
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "distill/checkpoint.h"
+#include "distill/feed.h"
+#include "distill/kd.h"
+#include "distill/recipe.h"
+#include "distill/runlock.h"
+#include "distill/trainer.h"
+#include "io/dataset.h"
+#include "io/safetensors.h"
+#include "nn/model.h"
+#include "tests/support/dirsnap.h"
+#include "tests/support/imgfix.h"
+#include "tests/support/tinyset.h"
+#include "tests/support/trainrun.h"
+
+/* How often "KEY" occurs in the header of the safetensors file path, read as raw bytes (the
+ * reader would refuse a key given twice rather than count it). */
+static int header_key_count(const char *path, const char *key)
+{
+    size_t n;
+    unsigned char *b = tu_read_file(path, &n);
+    assert_non_null(b);
+    assert_true(n >= 8);
+    uint64_t len = 0;
+    for (int i = 7; i >= 0; i--) len = len << 8 | b[i];
+    assert_true(len <= n - 8);
+    char quoted[128];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    b[8 + len] = '\0'; /* the header alone (tu_read_file leaves a byte after the file) */
+    int count = 0;
+    for (const char *p = strstr((char *)b + 8, quoted); p; p = strstr(p + 1, quoted)) count++;
+    free(b);
+    return count;
+}
+
+/* data.val_fraction: a fifth of each class's 50 labelled examples held out (40), training walks
+ * the other 160 (10 batches of 16); every evaluation has val_acc, val_bacc, test_bacc; best is the
+ * epoch of the best validation score, and the summary gives its test score next to the last one.
+ * The checkpoints store the class names, once. */
+static void test_validation_fraction(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, "", 4,
+                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    train_result r = run_ok("valfrac", text, "valfrac", 3, 0, 0);
+    assert_true(r.val);
+    json_t *sum = load_json("valfrac/summary.json");
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "val");
+    assert_int_equal((int)num(sum, "val_examples"), 40);
+    assert_int_equal((int)num(sum, "labels_used"), 160);
+    assert_null(json_object_get(sum, "best_test_acc"));
+    json_t *m = read_metrics("valfrac");
+    assert_int_equal(json_array_size(m), 4);
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 10);
+    int best = 0;
+    for (int i = 0; i < 4; i++) {
+        json_t *l = json_array_get(m, (size_t)i);
+        assert_true(num(l, "val_bacc") >= 0.0 && num(l, "test_bacc") >= 0.0);
+        if (num(l, "val_acc") > num(json_array_get(m, (size_t)best), "val_acc")) best = i;
+    }
+    json_t *bl = json_array_get(m, (size_t)best);
+    assert_int_equal((int)num(sum, "best_epoch"), best + 1);
+    assert_true(fabs(num(sum, "best_val_acc") - num(bl, "val_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "test_acc_at_best") - num(bl, "test_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "final_test_acc") - num(json_array_get(m, 3), "test_acc")) < 1e-6);
+    assert_true(fabs(num(sum, "final_test_bacc") - num(json_array_get(m, 3), "test_bacc")) < 1e-6);
+    char *ep = NULL, *cls = NULL;
+    xd_err e;
+    TU_OK(ckpt_read_meta("valfrac/best.safetensors", "epoch", &ep, &e));
+    assert_int_equal(atoi(ep), best + 1);
+    TU_OK(ckpt_read_meta("valfrac/best.safetensors", CKPT_META_CLASSES, &cls, &e));
+    assert_string_equal(cls, "[\"top-left\",\"top-right\",\"bottom-left\",\"bottom-right\"]");
+    /* one writer: each checkpoint names its classes (and its images) once */
+    assert_int_equal(header_key_count("valfrac/best.safetensors", CKPT_META_CLASSES), 1);
+    assert_int_equal(header_key_count("valfrac/last.safetensors", CKPT_META_CLASSES), 1);
+    assert_int_equal(header_key_count("valfrac/best.safetensors", "xdistill.images"), 1);
+    free(ep);
+    free(cls);
+    json_decref(m);
+    json_decref(sum);
+    /* a low-label run validates on its own labels: 10 per class seen, 3 of them held out */
+    free(text);
+    text = student_recipe("  label_fraction: 0.2\n  val_fraction: 0.25\n", MLP_MODEL, "", 1,
+                          "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("vallow", text, "vallow", 3, 0, 0);
+    sum = load_json("vallow/summary.json");
+    assert_int_equal((int)num(sum, "val_examples"), 12);
+    assert_int_equal((int)num(sum, "labels_used"), 28);
+    json_decref(sum);
+    /* without a validation split the summary says best was chosen on the test split */
+    ensure_teacher();
+    sum = load_json("teacher/summary.json");
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "test");
+    assert_non_null(json_object_get(sum, "best_test_acc"));
+    json_decref(sum);
+    free(text);
+}
+
+/* A stage with a teacher walks every training example but the held-out ones: 200 - 40 = 160
+ * (10 batches) instead of 13; the run is the same for the same seed, and another seed holds out
+ * other examples (another run). */
+static void test_validation_excluded_from_teacher_steps(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    char *text = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, TEACHERS, 1,
+                                "{kind: adamw, lr: 0.01}",
+                                "  - {kind: kd, teacher: cnn, temperature: 4}\n");
+    run_ok("valkd", text, "valkd-a", 3, 0, 0);
+    run_ok("valkd", text, "valkd-b", 3, 0, 0);
+    json_t *m = read_metrics("valkd-a");
+    assert_int_equal((long)num(json_array_get(m, 0), "step"), 10);
+    json_decref(m);
+    assert_true(tu_same_file("valkd-a/last.safetensors", "valkd-b/last.safetensors"));
+    free(text);
+}
+
+/* data.val names a split: here the test split validates while the training split is scored as
+ * the test (100 validation examples). */
+static void test_validation_named_split(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = student_recipe("  test: train\n  val: test\n", MLP_MODEL, "", 2,
+                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("valnamed", text, "valnamed", 1, 0, 0);
+    json_t *sum = load_json("valnamed/summary.json");
+    assert_int_equal((int)num(sum, "val_examples"), 100);
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "val");
+    json_decref(sum);
+    free(text);
+    xd_err e;
+    text = student_recipe("  val: test\n", MLP_MODEL, "", 1, "{kind: adamw, lr: 0.01}",
+                          "  - kind: ce\n");
+    recipe r;
+    tu_write_file("valbad.yaml", text, strlen(text));
+    assert_int_equal(recipe_load("valbad.yaml", NULL, 0, &r, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "neither the training nor the test split");
+    free(text);
+}
+
+/* The same examples with the classes in reverse order (names and labels): an eval set of it
+ * scores exactly what the test split scores, because its classes are matched by name. */
+static void ensure_reversed(void)
+{
+    if (exists("reversed.xds")) return;
+    tiny_spec s = tiny_default();
+    s.reversed = 1;
+    tiny_write("reversed.xds", &s);
+}
+
+/* The tiny set with a class named "middle" instead of "top-left". */
+static void ensure_middle(void)
+{
+    if (exists("middle.xds")) return;
+    tiny_spec s = tiny_default();
+    s.class0 = "middle";
+    tiny_write("middle.xds", &s);
+}
+
+static void test_eval_sets(void **state)
+{
+    (void)state;
+    ensure_data();
+    ensure_reversed();
+    char *text = student_recipe("  eval_sets:\n"
+                                "    - {name: same, path: toy.xds}\n"
+                                "    - {name: rev, path: reversed.xds, split: test}\n",
+                                MLP_MODEL, "", 2, "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    run_ok("evalsets", text, "evalsets", 1, 0, 0);
+    json_t *m = read_metrics("evalsets");
+    for (size_t i = 0; i < json_array_size(m); i++) {
+        json_t *l = json_array_get(m, i);
+        assert_true(fabs(num(l, "eval.same.acc") - num(l, "test_acc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.same.bacc") - num(l, "test_bacc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.rev.acc") - num(l, "test_acc")) < 1e-9);
+        assert_true(fabs(num(l, "eval.rev.bacc") - num(l, "test_bacc")) < 1e-9);
+    }
+    json_decref(m);
+    free(text);
+    /* a class the run does not have: an error naming both sets */
+    ensure_middle();
+    text = student_recipe("  eval_sets: [{name: mid, path: middle.xds}]\n", MLP_MODEL, "", 1,
+                          "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    train_result res;
+    xd_err e;
+    assert_int_equal(run_text("evalmid", text, "evalmid", 1, 0, 0, &res, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "'middle'");
+    tu_assert_err(&e, XD_EARG, "top-left, top-right, bottom-left, bottom-right");
+    free(text);
+}
+
+/* A teacher trained on the classes in reverse order teaches a student of the usual order through
+ * their names: a KD-only student without a label learns the right classes (read in the stored
+ * order, every answer would be another class). A teacher with a class the data set lacks is an
+ * error listing both sets. */
+static void test_teacher_classes_by_name(void **state)
+{
+    (void)state;
+    ensure_data();
+    ensure_reversed();
+    const char *rev_teacher = "name: revteacher\nseed: 1\ndata: {path: reversed.xds}\n"
+                              "model: \"" TEACHER_MODEL "\"\n"
+                              "train: {epochs: 4, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                              "losses:\n  - kind: ce\n";
+    run_ok("revteacher", rev_teacher, "revteacher", 1, 0, 0);
+    char *text = student_recipe("  label_fraction: 0\n", MLP_MODEL,
+                                "teachers:\n  - {name: rev, checkpoint: revteacher/best.safetensors}\n",
+                                6, "{kind: adamw, lr: 0.01}",
+                                "  - {kind: kd, teacher: rev, temperature: 2}\n");
+    train_result r = run_ok("revstudent", text, "revstudent", 1, 0, 0);
+    if (r.final_acc < 0.8) fail_msg("student taught through the names: %.2f", r.final_acc);
+    free(text);
+    ensure_middle();
+    const char *mid_teacher = "name: midteacher\nseed: 1\ndata: {path: middle.xds}\n"
+                              "model: \"" MLP_MODEL "\"\n"
+                              "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                              "losses:\n  - kind: ce\n";
+    run_ok("midteacher", mid_teacher, "midteacher", 1, 0, 0);
+    text = student_recipe("", MLP_MODEL,
+                          "teachers:\n  - {name: mid, checkpoint: midteacher/best.safetensors}\n",
+                          1, "{kind: adamw, lr: 0.01}", "  - {kind: kd, teacher: mid}\n");
+    train_result res;
+    xd_err e;
+    assert_int_equal(run_text("midstudent", text, "midstudent", 1, 0, 0, &res, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "'top-left'");
+    tu_assert_err(&e, XD_EARG, "middle, top-right");
+    free(text);
+}
+
+/* Several models each choose their best checkpoint on the validation split: per model its
+ * val_acc.NAME in the metrics, and its best epoch and test score there in the summary. */
+static void test_validation_models(void **state)
+{
+    (void)state;
+    ensure_data();
+    const char *text = "data: {path: toy.xds, val_fraction: 0.2}\n"
+                       "models:\n"
+                       "  - {name: a, model: \"" MLP_MODEL "\"}\n"
+                       "  - {name: b, model: \"" CNN_MODEL "\"}\n"
+                       "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n  - {kind: ce, model: a}\n  - {kind: ce, model: b}\n";
+    train_result r = run_ok("valmodels", text, "valmodels", 2, 0, 0);
+    assert_int_equal(r.n_models, 2);
+    json_t *m = read_metrics("valmodels"), *sum = load_json("valmodels/summary.json");
+    const char *names[2] = {"a", "b"};
+    for (int k = 0; k < 2; k++) {
+        char key[32], tkey[32];
+        snprintf(key, sizeof key, "val_acc.%s", names[k]);
+        snprintf(tkey, sizeof tkey, "test_acc.%s", names[k]);
+        int best = 0;
+        for (int i = 0; i < 3; i++) {
+            json_t *l = json_array_get(m, (size_t)i);
+            assert_true(num(l, tkey) >= 0.0);
+            if (num(l, key) > num(json_array_get(m, (size_t)best), key)) best = i;
+        }
+        json_t *o = json_object_get(json_object_get(sum, "models"), names[k]);
+        assert_string_equal(json_string_value(json_object_get(o, "best_on")), "val");
+        assert_int_equal((int)num(o, "best_epoch"), best + 1);
+        assert_int_equal(r.models[k].best_epoch, best + 1);
+        assert_true(fabs(num(o, "best_val_acc") - num(json_array_get(m, (size_t)best), key)) < 1e-6);
+        assert_true(fabs(num(o, "test_acc_at_best") - num(json_array_get(m, (size_t)best), tkey)) < 1e-6);
+        char *file = tu_fmt("valmodels/%s.best.safetensors", names[k]), *ep = NULL;
+        xd_err e;
+        TU_OK(ckpt_read_meta(file, "epoch", &ep, &e));
+        assert_int_equal(atoi(ep), best + 1);
+        free(ep);
+        free(file);
+    }
+    json_decref(sum);
+    json_decref(m);
+}
+
+/* A projector fitted at the start (projector_init) sees no validation example: frozen, its map
+ * in a run holding a fifth of the examples out is not the map fitted on all of them. */
+static void test_validation_excluded_from_projector_fit(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *losses = "  - {kind: feature, student_tap: feat, teacher_tap: feat, projector: linear,"
+                         " projector_init: procrustes, projector_frozen: true}\n";
+    char *with = student_recipe("  val_fraction: 0.2\n", MLP_MODEL, TEACHERS, 1,
+                                "{kind: sgd, lr: 0.000001}", losses);
+    char *without = student_recipe("", MLP_MODEL, TEACHERS, 1, "{kind: sgd, lr: 0.000001}", losses);
+    run_ok("pfit-val", with, "pfit-val", 1, 0, 0);
+    run_ok("pfit-all", without, "pfit-all", 1, 0, 0);
+    io_st_file *fa = NULL, *fb = NULL;
+    xd_err e;
+    if (io_st_open("pfit-val/resume.safetensors", &fa, &e) != XD_OK ||
+        io_st_open("pfit-all/resume.safetensors", &fb, &e) != XD_OK)
+        fail_msg("%s", e.msg);
+    const io_tensor *ta = io_st_find(fa, "proj0.param"), *tb = io_st_find(fb, "proj0.param");
+    assert_non_null(ta);
+    assert_non_null(tb);
+    assert_int_equal(ta->shape[0], tb->shape[0]);
+    assert_true(memcmp(ta->data, tb->data, sizeof(float) * (size_t)ta->shape[0]) != 0);
+    io_st_close(fa);
+    io_st_close(fb);
+    free(with);
+    free(without);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validation_fraction),
+        cmocka_unit_test(test_validation_excluded_from_teacher_steps),
+        cmocka_unit_test(test_validation_named_split),
+        cmocka_unit_test(test_eval_sets),
+        cmocka_unit_test(test_teacher_classes_by_name),
+        cmocka_unit_test(test_validation_models),
+        cmocka_unit_test(test_validation_excluded_from_projector_fit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
