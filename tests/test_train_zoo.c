@@ -1,6 +1,6 @@
 /* The standard methods as recipe kinds (dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab, ofd) in
- * whole runs on the tiny synthetic data set (tests/support/tinyset.h): each trains two steps next
- * to CE, with finite losses and weights that differ from CE alone; a CRD run stopped and resumed
+ * whole runs on the tiny synthetic data set and its teacher (tests/support/trainrun.h): each
+ * trains two steps next to CE, with finite losses and weights that differ from CE alone; a CRD run stopped and resumed
  * ends byte for byte where the straight run does (its memory bank, heads and their moments are
  * resume state). Their recipes print back to themselves, and each family of recipe error (a
  * missing key, a key of another kind, a value out of range, a tap of the wrong shape, a node of
@@ -12,27 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "distill/recipe.h"
 #include "distill/trainer.h"
 #include "io/safetensors.h"
-#include "tests/support/tinyset.h"
+#include "tests/support/trainrun.h"
 
-/* 8x8 grey input, 4 classes; conv1 is pre-ReLU, r1 after it, both 8x8x8 on both sides */
-#define TEACHER_MODEL                                                                            \
-    "input h=8 w=8 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2 name=pool1; " \
-    "flatten; linear out=32 name=fc1; relu name=feat; linear out=4 name=logits head"
+/* The student: trainrun's teacher without its hidden layer (conv1, pre-ReLU, and r1 are 8x8x8 on
+ * both sides). */
 #define STUDENT_MODEL                                                                            \
     "input h=8 w=8 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2 "           \
     "name=pool1; flatten; linear out=4 name=logits head"
-#define TEACHER_CKPT "zteacher/best.safetensors"
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
+enum { SEED = 3 };
 
 /* Writes text to NAME.yaml and loads it; returns the status, e holds the message. */
 static xd_status load_text(const char *name, const char *text, recipe *r, xd_err *e)
@@ -45,41 +36,6 @@ static xd_status load_text(const char *name, const char *text, recipe *r, xd_err
     return s;
 }
 
-static xd_status run_text(const char *name, const char *text, const char *out, int stop_after,
-                          int resume, xd_err *e)
-{
-    recipe r;
-    xd_status s = load_text(name, text, &r, e);
-    if (s != XD_OK) fail_msg("recipe %s: %s", name, e->msg);
-    train_opts o = {.out_dir = out, .resume = resume, .stop_after = stop_after, .quiet = 1};
-    train_result res;
-    xd_err_clear(e);
-    s = trainer_run(&r, 3, &o, &res, e);
-    recipe_free(&r);
-    return s;
-}
-
-static void run_ok(const char *name, const char *text, const char *out, int stop_after, int resume)
-{
-    xd_err e;
-    if (run_text(name, text, out, stop_after, resume, &e) != XD_OK)
-        fail_msg("run %s -> %s failed: %s", name, out, e.msg);
-}
-
-static void ensure_teacher(void)
-{
-    if (!exists("toy.xds")) {
-        tiny_spec s = tiny_default();
-        tiny_write("toy.xds", &s);
-    }
-    if (exists(TEACHER_CKPT)) return;
-    run_ok("zteacher",
-           "data: {path: toy.xds}\nmodel: \"" TEACHER_MODEL "\"\n"
-           "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
-           "losses:\n  - {kind: ce}\n",
-           "zteacher", 0, 0);
-}
-
 /* A student recipe with CE and the given loss items (and the teacher when there are some),
  * `steps` steps of 16 examples per epoch. The items start at line 8. */
 static char *student_text(int epochs, int steps, const char *losses)
@@ -90,7 +46,7 @@ static char *student_text(int epochs, int steps, const char *losses)
                   "train: {epochs: %d, batch: 16, steps_per_epoch: %d, "
                   "optimizer: {kind: adamw, lr: 0.01}}\n"
                   "losses:\n  - {kind: ce}\n%s",
-                  *losses ? "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT "}\n" : "",
+                  *losses ? TEACHERS : "",
                   epochs, steps, losses);
 }
 
@@ -113,23 +69,6 @@ static const struct {
 };
 enum { N_ZOO = sizeof zoo_items / sizeof zoo_items[0] };
 
-static double metric(const char *dir, const char *key)
-{
-    char *path = tu_fmt("%s/metrics.jsonl", dir);
-    size_t n;
-    char *text = tu_read_file(path, &n);
-    json_error_t je;
-    json_t *j = json_loads(text, JSON_DISABLE_EOF_CHECK, &je); /* the first line */
-    if (!j) fail_msg("%s: %s", path, je.text);
-    json_t *v = json_object_get(j, key);
-    if (!v || !json_is_number(v)) fail_msg("%s: no number '%s'", path, key);
-    double x = json_number_value(v);
-    json_decref(j);
-    free(text);
-    free(path);
-    return x;
-}
-
 /* Every kind trains two steps next to CE: its loss is finite and the student ends elsewhere than
  * CE alone takes it. */
 static void test_each_kind_trains(void **state)
@@ -137,12 +76,14 @@ static void test_each_kind_trains(void **state)
     (void)state;
     ensure_teacher();
     char *ce = student_text(2, 1, "");
-    run_ok("zce", ce, "zce", 0, 0);
+    run_ok("zce", ce, "zce", SEED, 0, 0);
     for (int i = 0; i < N_ZOO; i++) {
         char *text = student_text(2, 1, zoo_items[i].item);
         char *dir = tu_fmt("z-%s", zoo_items[i].kind), *key = tu_fmt("loss.1.%s", zoo_items[i].kind);
-        run_ok(dir, text, dir, 0, 0);
-        const double v = metric(dir, key);
+        run_ok(dir, text, dir, SEED, 0, 0);
+        json_t *m = read_metrics(dir);
+        const double v = num(json_array_get(m, 0), key);
+        json_decref(m);
         print_message("%-4s first epoch's loss %.6g\n", zoo_items[i].kind, v);
         if (!isfinite(v)) fail_msg("%s: loss %g", zoo_items[i].kind, v);
         char *last = tu_fmt("%s/last.safetensors", dir);
@@ -185,9 +126,9 @@ static void test_crd_resume_exact(void **state)
     ensure_teacher();
     char *text = student_text(3, 4, "  - {kind: crd, student_tap: pool1, teacher_tap: feat, "
                                      "embed_dim: 16, negatives: 64}\n");
-    run_ok("zcrd", text, "zcrd-full", 0, 0);
-    run_ok("zcrd", text, "zcrd-part", 1, 0);
-    run_ok("zcrd", text, "zcrd-part", 0, 1);
+    run_ok("zcrd", text, "zcrd-full", SEED, 0, 0);
+    run_ok("zcrd", text, "zcrd-part", SEED, 1, 0);
+    run_ok("zcrd", text, "zcrd-part", SEED, 0, 1);
     if (!tu_same_file("zcrd-full/last.safetensors", "zcrd-part/last.safetensors"))
         fail_msg("a resumed CRD run: last.safetensors differs from the straight run's");
     /* the bank, both heads and their moments */
@@ -298,7 +239,8 @@ static void test_recipe_errors(void **state)
         xd_status s = load_text("zbad", text, &r, &e);
         if (s == XD_OK && cases[i].at_setup) {
             recipe_free(&r);
-            s = run_text("zbad", text, "zbad-out", 0, 0, &e);
+            train_result res;
+            s = run_text("zbad", text, "zbad-out", SEED, 0, 0, &res, &e);
             if (exists("zbad-out/metrics.jsonl")) fail_msg("%s: a run started", cases[i].item);
         } else if (s == XD_OK) {
             fail_msg("loaded: %s", cases[i].item);
