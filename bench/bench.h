@@ -42,6 +42,7 @@ int bench_train(const bench_opts *o);
 int bench_distill(const bench_opts *o);
 int bench_scale(const bench_opts *o);
 int bench_infer(const bench_opts *o);
+int bench_zoo(const bench_opts *o);
 int bench_exits(const bench_opts *o);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */

@@ -25,6 +25,7 @@ enum {
     XD_RNG_SPLIT,        /* data-set splits */
     XD_RNG_SCENE,        /* synthetic scene layout */
     XD_RNG_TEXT,         /* sampling among several texts of one example */
+    XD_RNG_BANK,         /* a memory bank's start and its negative draws (distill/crd.h) */
     XD_RNG_VALID,        /* validation examples held out of a training split */
     XD_RNG_USER = 100    /* first value free for callers */
 };

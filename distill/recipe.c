@@ -42,6 +42,17 @@ const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
     [RECIPE_LOSS_ATTENTION] = "attention",
     [RECIPE_LOSS_DENSE] = "dense",
     [RECIPE_LOSS_CONTRASTIVE] = "contrastive",
+    [RECIPE_LOSS_DKD] = "dkd",
+    [RECIPE_LOSS_RKD] = "rkd",
+    [RECIPE_LOSS_SP] = "sp",
+    [RECIPE_LOSS_PKT] = "pkt",
+    [RECIPE_LOSS_CC] = "cc",
+    [RECIPE_LOSS_NST] = "nst",
+    [RECIPE_LOSS_FSP] = "fsp",
+    [RECIPE_LOSS_VID] = "vid",
+    [RECIPE_LOSS_CRD] = "crd",
+    [RECIPE_LOSS_AB] = "ab",
+    [RECIPE_LOSS_OFD] = "ofd",
 };
 static_assert(COUNT_OF(recipe_loss_kind_names) == RECIPE_LOSS_COUNT, "name every loss kind");
 
@@ -692,6 +703,10 @@ static void loss_free(recipe_loss *l)
     free(l->teacher_head);
     free(l->student_tap);
     free(l->teacher_tap);
+    for (int k = 0; k < 2; k++) {
+        free(l->student_taps[k]);
+        free(l->teacher_taps[k]);
+    }
     free(l->label_map);
     free(l->label_table);
     for (int i = 0; i < l->n_members; i++) {

@@ -45,6 +45,18 @@ typedef enum {
                             * distributions spread over foreground pixels (align/densemap.h) */
     RECIPE_LOSS_CONTRASTIVE, /* symmetric InfoNCE between proj(student tap) and teacher tap
                               * (align/clip.h), with a fixed or learned temperature */
+    /* the standard methods of the public benchmark suites (distill/zoo.h, distill/crd.h) */
+    RECIPE_LOSS_DKD, /* decoupled KD on the heads: alpha TCKD + beta NCKD */
+    RECIPE_LOSS_RKD, /* relational KD: distances and angles within the batch */
+    RECIPE_LOSS_SP,  /* similarity-preserving: the batch's similarity matrices */
+    RECIPE_LOSS_PKT, /* probabilistic knowledge transfer: cosine-similarity distributions */
+    RECIPE_LOSS_CC,  /* correlation congruence */
+    RECIPE_LOSS_NST, /* neuron selectivity transfer: polynomial-kernel MMD between channels */
+    RECIPE_LOSS_FSP, /* flow of solution procedure: Gram matrices between two maps */
+    RECIPE_LOSS_VID, /* variational information distillation: regressor and learned variance */
+    RECIPE_LOSS_CRD, /* contrastive representation distillation with a memory bank */
+    RECIPE_LOSS_AB,  /* activation boundaries on the teacher's pre-ReLU values */
+    RECIPE_LOSS_OFD, /* overhaul of feature distillation: margin ReLU, partial L2 */
     RECIPE_LOSS_COUNT
 } recipe_loss_kind;
 extern const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT]; /* "ce", "kd", ... */
@@ -148,13 +160,24 @@ typedef struct {
     int detach;                /* 1: the from end gets no gradient; 0 (peers only): gradient of
                                 * the loss into both ends */
     float temperature;         /* kd, hinton: > 0 */
-    float alpha;               /* hinton: in [0, 1] */
+    float alpha;               /* hinton: in [0, 1]; dkd: the TCKD weight, >= 0 */
+    float beta;                /* dkd: the NCKD weight */
+    float distance_weight, angle_weight; /* rkd */
+    float init_var;            /* vid: the variance each channel starts at */
+    int embed_dim;             /* crd: width of the embedding heads */
+    int negatives;             /* crd: bank negatives per example (clamped to the training
+                                * examples - 1 by the trainer) */
+    float momentum;            /* crd: share of the old bank row in an update */
+    float margin;              /* ab */
+    char *student_taps[2];     /* fsp: the two maps of the student (lower, upper) */
+    char *teacher_taps[2];     /* fsp: the two maps of the teacher */
     char *head;                /* ce, kd, hinton: node of the learning end; NULL = default head */
     char *teacher_head;        /* kd, hinton: node of the from end; NULL = its default head */
     char *student_tap;         /* feature, hint, attention: node of the learning end */
     char *teacher_tap;         /* feature, hint, attention: node of the from end */
     recipe_metric metric;      /* feature */
-    recipe_projector projector; /* feature, hint, contrastive */
+    recipe_projector projector; /* feature, hint, contrastive, cc; vid (its regressor), ab and
+                                 * ofd (their connector), where auto means linear */
     recipe_proj_init projector_init; /* feature, hint, contrastive */
     int projector_frozen;      /* 1: the projector keeps its initial map (a fixed map) */
     int learn_temperature;     /* contrastive: theta = log(1/T) is a trained parameter */

@@ -21,6 +21,8 @@
 #include "nn/model.h"
 
 #include "align/densemap.h"
+#include "distill/crd.h"
+#include "distill/zoo.h"
 #include "modalities/image/augment.h"
 
 static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
@@ -33,6 +35,15 @@ static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
     (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_ATTENTION) |               \
      BIT(RECIPE_LOSS_CONTRASTIVE))
 #define PROJ_LOSSES (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_CONTRASTIVE))
+/* the standard methods that read one tap per side (FSP reads two: student_taps, teacher_taps) */
+#define ZOO_TAP_LOSSES                                                                             \
+    (BIT(RECIPE_LOSS_RKD) | BIT(RECIPE_LOSS_SP) | BIT(RECIPE_LOSS_PKT) | BIT(RECIPE_LOSS_CC) |     \
+     BIT(RECIPE_LOSS_NST) | BIT(RECIPE_LOSS_VID) | BIT(RECIPE_LOSS_CRD) | BIT(RECIPE_LOSS_AB) |    \
+     BIT(RECIPE_LOSS_OFD))
+/* a projector on the student's side: cc's when the widths differ, vid's regressor, the
+ * connector of ab and ofd */
+#define ZOO_PROJ_LOSSES                                                                            \
+    (BIT(RECIPE_LOSS_CC) | BIT(RECIPE_LOSS_VID) | BIT(RECIPE_LOSS_AB) | BIT(RECIPE_LOSS_OFD))
 
 
 const char *const rb_loss_key_names[LK_COUNT] = {
@@ -60,6 +71,16 @@ const char *const rb_loss_key_names[LK_COUNT] = {
     [LK_TO] = "to",
     [LK_DETACH] = "detach",
     [LK_MODEL] = "model",
+    [LK_BETA] = "beta",
+    [LK_DISTANCE_WEIGHT] = "distance_weight",
+    [LK_ANGLE_WEIGHT] = "angle_weight",
+    [LK_INIT_VAR] = "init_var",
+    [LK_EMBED_DIM] = "embed_dim",
+    [LK_NEGATIVES] = "negatives",
+    [LK_MOMENTUM] = "momentum",
+    [LK_MARGIN] = "margin",
+    [LK_STUDENT_TAPS] = "student_taps",
+    [LK_TEACHER_TAPS] = "teacher_taps",
     [LK_TEACHERS] = "teachers",
     [LK_COMBINE] = "combine",
     [LK_WEIGHTS] = "weights",
@@ -71,14 +92,15 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_KIND] = ALL_LOSSES,
     [LK_WEIGHT] = ALL_LOSSES,
     [LK_TEACHER] = TEACHER_LOSSES,
-    [LK_TEMPERATURE] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_CONTRASTIVE),
-    [LK_ALPHA] = BIT(RECIPE_LOSS_HINTON),
-    [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE),
-    [LK_TEACHER_HEAD] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE),
-    [LK_STUDENT_TAP] = TAP_LOSSES,
-    [LK_TEACHER_TAP] = TAP_LOSSES,
+    [LK_TEMPERATURE] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_CONTRASTIVE) |
+                       BIT(RECIPE_LOSS_DKD) | BIT(RECIPE_LOSS_CRD),
+    [LK_ALPHA] = BIT(RECIPE_LOSS_HINTON) | BIT(RECIPE_LOSS_DKD),
+    [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_DKD),
+    [LK_TEACHER_HEAD] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_DKD),
+    [LK_STUDENT_TAP] = TAP_LOSSES | ZOO_TAP_LOSSES,
+    [LK_TEACHER_TAP] = TAP_LOSSES | ZOO_TAP_LOSSES,
     [LK_METRIC] = BIT(RECIPE_LOSS_FEATURE),
-    [LK_PROJECTOR] = PROJ_LOSSES,
+    [LK_PROJECTOR] = PROJ_LOSSES | ZOO_PROJ_LOSSES,
     [LK_WINDOWS] = BIT(RECIPE_LOSS_DENSE),
     [LK_STRIDE] = BIT(RECIPE_LOSS_DENSE),
     [LK_WEIGHTING] = BIT(RECIPE_LOSS_DENSE),
@@ -92,6 +114,16 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_TO] = TEACHER_LOSSES,
     [LK_DETACH] = TEACHER_LOSSES,
     [LK_MODEL] = BIT(RECIPE_LOSS_CE),
+    [LK_BETA] = BIT(RECIPE_LOSS_DKD),
+    [LK_DISTANCE_WEIGHT] = BIT(RECIPE_LOSS_RKD),
+    [LK_ANGLE_WEIGHT] = BIT(RECIPE_LOSS_RKD),
+    [LK_INIT_VAR] = BIT(RECIPE_LOSS_VID),
+    [LK_EMBED_DIM] = BIT(RECIPE_LOSS_CRD),
+    [LK_NEGATIVES] = BIT(RECIPE_LOSS_CRD),
+    [LK_MOMENTUM] = BIT(RECIPE_LOSS_CRD),
+    [LK_MARGIN] = BIT(RECIPE_LOSS_AB),
+    [LK_STUDENT_TAPS] = BIT(RECIPE_LOSS_FSP),
+    [LK_TEACHER_TAPS] = BIT(RECIPE_LOSS_FSP),
     [LK_TEACHERS] = LOGIT_LOSSES,
     [LK_COMBINE] = LOGIT_LOSSES,
     [LK_WEIGHTS] = LOGIT_LOSSES,
@@ -144,6 +176,16 @@ int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, s
 #define DENSE_STRIDE 4
 #define DENSE_MAX_STRIDE 4096
 #define DENSE_THRESHOLD 25.0f
+/* The standard methods' published defaults (distill/zoo.h, distill/crd.h): DKD's alpha and beta
+ * (mdistiller), RKD's weights, AB's margin. Most CRD negatives and embedding width a recipe may
+ * ask for. */
+#define DKD_ALPHA 1.0f
+#define DKD_BETA 8.0f
+#define RKD_DISTANCE_WEIGHT 25.0f
+#define RKD_ANGLE_WEIGHT 50.0f
+#define AB_MARGIN 1.0f
+#define CRD_MAX_NEGATIVES (1 << 24)
+#define CRD_MAX_DIM 65536
 /* Most entries of a label_map list (the teacher's class count). */
 #define MAX_LABEL_TABLE 100000
 
@@ -195,6 +237,55 @@ xd_status rb_bind_label_map(binder *b, io_yaml_node *n, char **map, int32_t **ta
         (*table)[i] = c;
     }
     return XD_OK;
+}
+
+/* fsp's student_taps or teacher_taps: two node names, the lower map first. */
+static xd_status bind_tap_pair(binder *b, io_yaml_node *it, const char *key, int model,
+                               char *out[2])
+{
+    io_yaml_node *n;
+    xd_status s = io_yaml_require(b->d, it, key, &n, b->e);
+    if (s != XD_OK) return s;
+    io_yaml_mark_tree(n);
+    if ((s = rb_need_kind(b, n, IO_YAML_SEQUENCE, "a list of two nodes [LOWER, UPPER]")))
+        return s;
+    if (n->n != 2)
+        return rb_bad(b, n, "%d nodes; fsp compares two maps of each network: [LOWER, UPPER]",
+                      n->n);
+    for (int k = 0; k < 2; k++) {
+        io_yaml_node *v = n->items[k];
+        if ((s = rb_need_kind(b, v, IO_YAML_SCALAR, "a node name")) != XD_OK) return s;
+        if (model >= 0 && (s = rb_check_model_node(b, v, model, v->str)) != XD_OK) return s;
+        if (model < 0 && !rb_word_ok(v->str, "-_."))
+            return rb_bad(b, v, "'%s' is not a node name", v->str);
+        out[k] = xd_xstrdup(v->str);
+    }
+    return XD_OK;
+}
+
+/* The keys of the standard methods (each only applies to its kind, checked before). */
+static xd_status bind_zoo_keys(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    xd_status s;
+    if ((s = rb_get_float(b, it, "beta", R_GE0, &l->beta)) != XD_OK) return s;
+    if ((s = rb_get_float(b, it, "distance_weight", R_GE0, &l->distance_weight))) return s;
+    if ((s = rb_get_float(b, it, "angle_weight", R_GE0, &l->angle_weight))) return s;
+    if ((s = rb_get_float(b, it, "init_var", R_GT0, &l->init_var)) != XD_OK) return s;
+    if ((s = rb_get_float(b, it, "margin", R_GE0, &l->margin)) != XD_OK) return s;
+    if ((s = io_yaml_get_int(b->d, it, "embed_dim", 1, CRD_MAX_DIM, &l->embed_dim, b->e)))
+        return s;
+    if ((s = io_yaml_get_int(b->d, it, "negatives", 1, CRD_MAX_NEGATIVES, &l->negatives, b->e)))
+        return s;
+    if ((s = rb_get_float(b, it, "momentum", R_UNIT, &l->momentum)) != XD_OK) return s;
+    io_yaml_node *n = rb_present(b, it, "momentum");
+    if (n && l->momentum >= 1.0f)
+        return rb_bad(b, n, "must be below 1 (a momentum of 1 never moves the bank)");
+    if (l->kind != RECIPE_LOSS_FSP) return XD_OK;
+    if (l->head || l->teacher_head)
+        return rb_bad(b, it, "fsp names its nodes in student_taps and teacher_taps (to and from "
+                             "name the models only)");
+    if ((s = bind_tap_pair(b, it, "student_taps", l->model, l->student_taps)) != XD_OK) return s;
+    return bind_tap_pair(b, it, "teacher_taps", l->from_model, l->teacher_taps);
 }
 
 /* The keys of a dense loss (each only applies to that kind, checked before). */
@@ -385,8 +476,14 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     *l = (recipe_loss){.kind = kind, .weight = 1.0f, .teacher = -1, .from_model = -1, .detach = 1,
                        .temperature = kind == RECIPE_LOSS_DENSE         ? DENSE_TEMPERATURE
                                       : kind == RECIPE_LOSS_CONTRASTIVE ? CONTRASTIVE_TEMPERATURE
+                                      : kind == RECIPE_LOSS_CRD         ? (float)KD_CRD_T
                                                                         : DEFAULT_TEMPERATURE,
-                       .alpha = DEFAULT_ALPHA, .windows = RECIPE_WINDOWS_BLOBS,
+                       .alpha = kind == RECIPE_LOSS_DKD ? DKD_ALPHA : DEFAULT_ALPHA,
+                       .beta = DKD_BETA, .distance_weight = RKD_DISTANCE_WEIGHT,
+                       .angle_weight = RKD_ANGLE_WEIGHT, .init_var = (float)KD_VID_INIT_VAR,
+                       .embed_dim = KD_CRD_DIM, .negatives = KD_CRD_NEGATIVES,
+                       .momentum = (float)KD_CRD_MOMENTUM, .margin = AB_MARGIN,
+                       .windows = RECIPE_WINDOWS_BLOBS,
                        .stride = DENSE_STRIDE, .weighting = ALIGN_DENSE_CONFIDENCE,
                        .threshold = DENSE_THRESHOLD, .line = io_yaml_key_line(it)};
     const char *kname = recipe_loss_kind_names[kind];
@@ -407,7 +504,8 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     if ((s = rb_get_float(b, it, "weight", R_GE0, &l->weight)) != XD_OK) return s;
     if ((s = bind_ends(b, it, l)) != XD_OK) return s;
     if ((s = rb_get_float(b, it, "temperature", R_GT0, &l->temperature)) != XD_OK) return s;
-    if ((s = rb_get_float(b, it, "alpha", R_UNIT, &l->alpha)) != XD_OK) return s;
+    if ((s = rb_get_float(b, it, "alpha", kind == RECIPE_LOSS_DKD ? R_GE0 : R_UNIT, &l->alpha)))
+        return s;
     /* `to` and `from` give the nodes themselves; head, student_tap, teacher_head and teacher_tap
      * are the one-student form's spelling of the same */
     const int to = rb_present(b, it, "to") != NULL, from = rb_present(b, it, "from") != NULL;
@@ -439,6 +537,7 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
         return s;
     l->projector = v;
     if ((s = bind_align_keys(b, it, l)) != XD_OK) return s;
+    if ((s = bind_zoo_keys(b, it, l)) != XD_OK) return s;
     if ((s = bind_dense_keys(b, it, l)) != XD_OK) return s;
     return check_self_end(b, it, l);
 }
@@ -570,7 +669,8 @@ xd_status rb_check_task(binder *b, io_yaml_node *root)
     for (int i = 0; i < r->n_stages; i++)
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             recipe_loss_kind k = r->stages[i].losses[j].kind;
-            const int bad_kind = seg ? (BIT(k) & LOGIT_LOSSES) != 0 : k == RECIPE_LOSS_DENSE;
+            const int bad_kind = seg ? (BIT(k) & (LOGIT_LOSSES | BIT(RECIPE_LOSS_DKD))) != 0
+                                     : k == RECIPE_LOSS_DENSE;
             if (!bad_kind) continue;
             return rb_bad(b, loss_node(b, root, i, j), "kind '%s' %s", recipe_loss_kind_names[k],
                        seg ? "does not apply to task: segment (its per-pixel loss is 'dense')"
@@ -611,6 +711,10 @@ xd_status rb_check_losses(binder *b, io_yaml_node *root)
             if (l->projector == RECIPE_PROJ_MLP && l->projector_init != RECIPE_INIT_RANDOM)
                 return rb_bad(b, loss_node(b, root, i, j), "projector_init %s fits a linear map; an "
                            "mlp projector starts at random", recipe_proj_init_names[l->projector_init]);
+            if (!l->detach && l->kind >= RECIPE_LOSS_DKD)
+                return rb_bad(b, loss_node(b, root, i, j), "kind '%s' sends no gradient to the "
+                           "from end (detach: false applies to the other kinds)",
+                           recipe_loss_kind_names[l->kind]);
             if (l->kind == RECIPE_LOSS_CONTRASTIVE && r->train.batch < 2)
                 return rb_bad(b, loss_node(b, root, i, j), "a contrastive loss needs batches of 2 or "
                            "more (the other examples of a batch are its negatives); batch is %d",

@@ -170,6 +170,33 @@ static void print_ends(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     sb_add(b, "\n%s  detach: %s\n", ind, l->detach ? "true" : "false");
 }
 
+/* The standard methods' keys (each printed for the kinds it applies to). */
+static void print_zoo_keys(sbuf *b, const recipe_loss *l, const char *ind)
+{
+    char f[32];
+    const struct {
+        loss_key key;
+        float value;
+    } floats[] = {{LK_BETA, l->beta},         {LK_DISTANCE_WEIGHT, l->distance_weight},
+                  {LK_ANGLE_WEIGHT, l->angle_weight}, {LK_INIT_VAR, l->init_var},
+                  {LK_MOMENTUM, l->momentum}, {LK_MARGIN, l->margin}};
+    for (int i = 0; i < COUNT_OF(floats); i++)
+        if (rb_applies(floats[i].key, l->kind))
+            sb_add(b, "%s  %s: %s\n", ind, rb_loss_key_names[floats[i].key],
+                   fmt_float(floats[i].value, f, sizeof f));
+    if (rb_applies(LK_EMBED_DIM, l->kind))
+        sb_add(b, "%s  embed_dim: %d\n%s  negatives: %d\n", ind, l->embed_dim, ind, l->negatives);
+    if (!rb_applies(LK_STUDENT_TAPS, l->kind)) return;
+    char *const *taps[2] = {l->student_taps, l->teacher_taps};
+    for (int side = 0; side < 2; side++) {
+        sb_add(b, "%s  %s: [", ind, rb_loss_key_names[side ? LK_TEACHER_TAPS : LK_STUDENT_TAPS]);
+        sb_quoted(b, taps[side][0]);
+        sb_add(b, ", ");
+        sb_quoted(b, taps[side][1]);
+        sb_add(b, "]\n");
+    }
+}
+
 static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const char *ind)
 {
     char f[32];
@@ -213,12 +240,14 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     }
     if (rb_applies(LK_METRIC, l->kind))
         sb_add(b, "%s  metric: %s\n", ind, recipe_metric_names[l->metric]);
-    if (rb_applies(LK_PROJECTOR, l->kind)) {
+    if (rb_applies(LK_PROJECTOR, l->kind))
         sb_add(b, "%s  projector: %s\n", ind, recipe_projector_names[l->projector]);
+    if (rb_applies(LK_PROJECTOR_INIT, l->kind)) {
         sb_add(b, "%s  projector_init: %s\n", ind, recipe_proj_init_names[l->projector_init]);
         if (l->projector != RECIPE_PROJ_NONE)
             sb_add(b, "%s  projector_frozen: %s\n", ind, l->projector_frozen ? "true" : "false");
     }
+    print_zoo_keys(b, l, ind);
     if (rb_applies(LK_LEARN_TEMPERATURE, l->kind))
         sb_add(b, "%s  learn_temperature: %s\n", ind, l->learn_temperature ? "true" : "false");
     if (l->label_map || l->label_table) {

@@ -17,17 +17,25 @@ typedef struct {
     char **names;
 } tlist;
 
-static void tl_add(tlist *l, const char *name, const float *data, size_t n)
+/* An F32 tensor of any shape (a CRD bank is 2-D), its name copied. */
+static void tl_add_tensor(tlist *l, const io_tensor *t)
 {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 32;
         l->t = xd_xrealloc(l->t, sizeof *l->t * (size_t)l->cap);
         l->names = xd_xrealloc(l->names, sizeof *l->names * (size_t)l->cap);
     }
-    l->names[l->n] = xd_xstrdup(name);
-    int64_t shp[1] = {(int64_t)n};
-    io_tensor_set(&l->t[l->n], l->names[l->n], IO_F32, 1, shp, data);
+    l->names[l->n] = xd_xstrdup(t->name);
+    io_tensor_set(&l->t[l->n], l->names[l->n], IO_F32, t->ndim, t->shape, t->data);
     l->n++;
+}
+
+static void tl_add(tlist *l, const char *name, const float *data, size_t n)
+{
+    io_tensor t;
+    int64_t shp[1] = {(int64_t)n};
+    io_tensor_set(&t, name, IO_F32, 1, shp, data);
+    tl_add_tensor(l, &t);
 }
 
 static void tl_free(tlist *l)
@@ -76,6 +84,11 @@ static void collect_state(train_run *R, tlist *l)
                 snprintf(name, sizeof name, "loss%d.theta.%c", i, "mv"[k]);
                 tl_add(l, name, mv[k], 1);
             }
+        }
+        if (lr->zoo) {
+            io_tensor zt[TRAIN_ZOO_TENSORS];
+            char zn[TRAIN_ZOO_TENSORS][64];
+            for (int k = 0, n = train_zoo_tensors(lr, i, zt, zn); k < n; k++) tl_add_tensor(l, &zt[k]);
         }
         if (!lr->has_proj) continue;
         snprintf(name, sizeof name, "proj%d.param", i);
@@ -210,20 +223,25 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
     const int n_load = what == TRAIN_RESUME_MODEL ? 2 * R->n_models : want.n;
     for (int i = 0; i < n_load && s == XD_OK; i++) {
         const io_tensor *t = io_st_find(f, want.t[i].name);
-        if (!t || t->dtype != IO_F32 || t->ndim != 1 || t->shape[0] != want.t[i].shape[0])
+        int fits = t && t->dtype == IO_F32 && t->ndim == want.t[i].ndim;
+        for (int d = 0; fits && d < t->ndim; d++) fits = t->shape[d] == want.t[i].shape[d];
+        if (!fits)
             s = xd_fail(e, XD_ESHAPE, "%s: '%s' is missing or does not fit this recipe's models",
                         io_st_path(f), want.t[i].name);
     }
     if (s == XD_OK) {
         for (int i = 0; i < n_load; i++) {
             const io_tensor *t = io_st_find(f, want.t[i].name);
-            memcpy((void *)want.t[i].data, t->data, sizeof(float) * (size_t)t->shape[0]);
+            size_t n = 1;
+            for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+            memcpy((void *)want.t[i].data, t->data, sizeof(float) * n);
         }
         if (what == TRAIN_RESUME_ALL) {
             for (int k = 0; k < R->n_models; k++) R->models[k].opt.step = ostep;
             for (int i = 0; i < R->n_losses; i++) {
                 if (R->losses[i].has_proj) R->losses[i].popt.step = ostep;
                 R->losses[i].topt.step = ostep;
+                if (R->losses[i].zoo) train_zoo_set_step(&R->losses[i], ostep);
             }
         }
     }

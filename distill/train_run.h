@@ -55,6 +55,7 @@ typedef struct {
                            * by name when it names them in another order; NULL otherwise */
 } teacher_rt;
 
+typedef struct zoo_rt zoo_rt; /* a standard method's state (train_zoo.c) */
 /* A kd / hinton loss's ensemble of teachers (train_ensemble.c). */
 typedef struct {
     int n;                /* members */
@@ -86,6 +87,7 @@ typedef struct {
     double *clip;     /* align_clip_save_len(B, D) */
     float theta[1], dtheta[1]; /* log(1 / temperature), and its gradient when learned */
     nn_optimizer topt;
+    zoo_rt *zoo;      /* dkd ... ofd: their nodes, scratch and learned parts; else NULL */
 } loss_rt;
 
 /* One early exit that a run scores (distill/exits.h): node `node` of model k. */
@@ -198,6 +200,23 @@ enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
 xd_status train_load_resume(train_run *R, int what, xd_err *e);
 
+/* train_zoo.c: losses of the standard methods (dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab,
+ * ofd). */
+int train_zoo_kind(recipe_loss_kind k);
+/* Loss i of stage `stage` (l->L, l->where set): its nodes, shapes, projector, learned parts. */
+xd_status train_zoo_setup(train_run *R, loss_rt *l, int stage, int i, xd_err *e);
+/* Its value on the batch of B, gradients added into the models' douts (and into its own learned
+ * parts); CRD's bank moves towards the batch. */
+double train_zoo_apply(train_run *R, loss_rt *l, int B, const nn_run *nr);
+/* After the models' optimizer steps: the steps of its learned parts at learning rate lr. */
+void train_zoo_after_step(loss_rt *l, float lr);
+/* Its learned parts and CRD's bank as resume tensors "lossI.*" into t and names (at most
+ * TRAIN_ZOO_TENSORS); returns how many. */
+enum { TRAIN_ZOO_TENSORS = 9 };
+int train_zoo_tensors(loss_rt *l, int i, io_tensor *t, char names[][64]);
+/* A resumed run's optimizer step count. */
+void train_zoo_set_step(loss_rt *l, long step);
+void train_zoo_free(loss_rt *l);
 /* train_val.c */
 /* After the training labels are chosen and every model's feeds are open: the validation
  * examples, the eval sets (data sets, labels, each model's feeds), the class names. */

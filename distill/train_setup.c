@@ -308,6 +308,7 @@ void train_free_losses(train_run *R)
         free(l->clip);
         if (l->mapped) align_labelmap_free(&l->lm);
         nn_opt_free(&l->topt);
+        train_zoo_free(l);
         train_free_ensemble(l);
     }
     free(R->losses);
@@ -427,6 +428,11 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
         const recipe_loss *L = &st->losses[i];
         l->L = L;
         recipe_loss_where(r, stage, i, 1, l->where, sizeof l->where);
+        if (train_zoo_kind(L->kind)) {
+            xd_status s = train_zoo_setup(R, l, stage, i, e);
+            if (s != XD_OK) return s;
+            continue;
+        }
         const char *kname = recipe_loss_kind_names[L->kind];
         const int is_logit = L->kind == RECIPE_LOSS_CE || L->kind == RECIPE_LOSS_KD ||
                              L->kind == RECIPE_LOSS_HINTON || L->kind == RECIPE_LOSS_DENSE;

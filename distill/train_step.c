@@ -193,8 +193,8 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
         case RECIPE_LOSS_DENSE:
             v = seg_dense(&R->seg, L, s, nn_model_dout(sm, l->s_node), R->idx, B, w);
             break;
-        case RECIPE_LOSS_COUNT:
-            XD_ASSERT(0);
+        default:
+            v = train_zoo_apply(R, l, B, nr);
         }
         l->sum += v;
         total += w * v;
@@ -416,6 +416,7 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
             nn_opt_step(&lr_->topt, lr_->theta, lr_->dtheta, NULL, 0, lr);
             align_clip_clamp_theta(lr_->theta);
         }
+        if (lr_->zoo) train_zoo_after_step(lr_, lr);
     }
     for (int k = 0; k < R->n_models; k++) count_train_correct(R, k, n);
     return XD_OK;

@@ -449,7 +449,7 @@ static void test_errors(void **state)
     /* enum words */
     load_bad(WITH_LOSSES("", "  - kind: kl\n"), NULL, 0, XD_EARG,
              "r.yaml:7: losses.0.kind: unknown value 'kl' (expected ce, kd, hinton, feature, hint, "
-             "attention, dense or contrastive)");
+             "attention, dense, contrastive, dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab or ofd)");
     load_bad(WITH_LOSSES(teacher1, "  - kind: feature\n    student_tap: feat\n    teacher_tap: x\n"
                                    "    metric: l1\n"),
              NULL, 0, XD_EARG,
@@ -460,12 +460,12 @@ static void test_errors(void **state)
              "unknown view 'text.'");
     /* keys that do not apply to the kind */
     load_bad(WITH_LOSSES(teacher1, "  - kind: kd\n    alpha: 0.5\n"), NULL, 0, XD_EARG,
-             "r.yaml:11: losses.0.alpha: does not apply to kind 'kd' (only to hinton)");
+             "r.yaml:11: losses.0.alpha: does not apply to kind 'kd' (only to hinton or dkd)");
     load_bad(WITH_LOSSES(teacher1, "  - kind: attention\n    student_tap: r1\n    teacher_tap: x\n"
                                    "    projector: linear\n"),
              NULL, 0, XD_EARG,
              "r.yaml:13: losses.0.projector: does not apply to kind 'attention' (only to feature, "
-             "hint or contrastive)");
+             "hint, contrastive, cc, vid, ab or ofd)");
     /* teachers */
     load_bad(WITH_LOSSES("", "  - kind: kd\n"), NULL, 0, XD_EARG,
              "r.yaml:7: losses.0: kind 'kd' needs a teacher, and the recipe lists none");

@@ -11,8 +11,8 @@
 
 typedef struct {
     char section[32], key[32];
-    double v[64];
-    int n;
+    double *v;
+    int n, cap;
 } entry;
 
 struct golden {
@@ -41,7 +41,11 @@ static void add_numbers(entry *e, const char *s)
         if (!*s) break;
         double v = strtod(s, &end); /* also reads C99 hex floats exactly */
         if (end == s) fail_msg("golden: cannot read a number at '%.20s'", s);
-        if (e->n == 64) fail_msg("golden: entry %s/%s too long", e->section, e->key);
+        if (e->n == e->cap) {
+            e->cap = e->cap ? 2 * e->cap : 64;
+            e->v = realloc(e->v, (size_t)e->cap * sizeof *e->v);
+            if (!e->v) fail_msg("golden: out of memory");
+        }
         e->v[e->n++] = v;
         s = end;
     }
@@ -54,6 +58,8 @@ golden *golden_load(const char *path)
     golden *g = calloc(1, sizeof *g);
     char line[4096], section[32] = "", key[32];
     entry *rows = NULL; /* entry that indented number rows go to */
+    int gi, bits;
+    char c;
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
         if (strncmp(line, "## INPUTS", 9) == 0) {
@@ -97,6 +103,12 @@ golden *golden_load(const char *path)
                 rows = new_entry(g, section, "grad32");
             else if (strncmp(line, "grad [float64] shape", 20) == 0)
                 rows = new_entry(g, section, "grad64");
+            else if (sscanf(line, "grad[%d] [float%d] shap%c", &gi, &bits, &c) == 3) {
+                /* the gradient of the loss's i-th student tensor: "grad64", "grad64.1", ... */
+                if (gi) snprintf(key, sizeof key, "grad%d.%d", bits, gi);
+                else snprintf(key, sizeof key, "grad%d", bits);
+                rows = new_entry(g, section, key);
+            }
             else if (strcmp(section, "STABILITY") == 0 && strstr(line, " shape (")) {
                 sscanf(line, "%31s", key);
                 rows = new_entry(g, section, key);
@@ -113,6 +125,7 @@ golden *golden_load(const char *path)
 
 void golden_free(golden *g)
 {
+    for (int i = 0; i < g->n; i++) free(g->e[i].v);
     free(g->e);
     free(g);
 }
