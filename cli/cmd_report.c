@@ -175,21 +175,6 @@ static void answers_free(answers *a)
     memset(a, 0, sizeof *a);
 }
 
-/* the label set a checkpoint's own recipe trained on ("label" when it holds no recipe) */
-static char *ckpt_label(const char *ckpt)
-{
-    char *yaml = NULL, *label = NULL;
-    xd_err e;
-    recipe r;
-    if (ckpt_read_meta(ckpt, "xdistill.recipe", &yaml, &e) == XD_OK && yaml &&
-        recipe_parse(ckpt, yaml, strlen(yaml), NULL, 0, RECIPE_NO_FILE_CHECKS, &r, &e) == XD_OK) {
-        label = xd_xstrdup(r.data.label);
-        recipe_free(&r);
-    }
-    free(yaml);
-    return label ? label : xd_xstrdup("label");
-}
-
 /* The end that taught model k of a recipe, whose answers stand beside the model's mistakes: the
  * from end of the first loss (stages in order) that learns into model k from a teacher or from
  * another model of the run (a peer, read from the run folder), else the recipe's first teacher. */
@@ -263,7 +248,8 @@ static void teacher_answers(const recipe *r, const rp_run *run, const io_dataset
         d->teacher_note = xd_xstrdup(line);
         answers_free(ta);
     } else {
-        char *label = ckpt_label(t.checkpoint);
+        char *label;
+        if (ckpt_trained_label(t.checkpoint, &label, &e) != XD_OK) label = xd_xstrdup("label");
         ta->classes = class_names(t.checkpoint, &m, ds, label, ta->K, d);
         int o = snprintf(line, sizeof line, "%s '%s' (%s) reading %s%s", who, t.name,
                          t.checkpoint, t.view, strcmp(t.view, "text.*") == 0 ?

@@ -36,6 +36,7 @@
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "tests/support/tinyset.h"
+#include "tests/support/trainrun.h"
 
 /* Two exits: the deep head `logits` (the default) and `exit1` after the first block. */
 #define NET                                                                                      \
@@ -49,9 +50,9 @@
     "linear out=16 name=fc; tanh name=feat; linear out=4 name=logits head; "                     \
     "gap from=b1 name=f1; linear out=4 name=exit1 head"
 
-enum { N_TRAIN = 200, SEED = 5 };
+enum { SEED = 5 };
 
-static void ensure_data(void)
+static void ensure_image_data(void)
 {
     struct stat st;
     if (stat("toy.xds", &st) == 0) return;
@@ -150,7 +151,7 @@ static void test_exit_forward(void **state)
 static void test_exit_scores(void **state)
 {
     (void)state;
-    ensure_data();
+    ensure_image_data();
     nn_model m;
     xd_err e;
     xd_err_clear(&e);
@@ -237,17 +238,7 @@ static void run_step(const char *name, const char *losses)
                         "model: \"" SMOOTH_NET "\"\n"
                         "train: {epochs: 1, batch: 200, optimizer: {kind: sgd, lr: 1}}\n"
                         "losses:\n%s", losses);
-    char *path = tu_fmt("%s.yaml", name);
-    tu_write_file(path, text, strlen(text));
-    recipe r;
-    xd_err e;
-    xd_err_clear(&e);
-    if (recipe_load(path, NULL, 0, &r, &e) != XD_OK) fail_msg("recipe %s: %s", path, e.msg);
-    train_opts o = {.out_dir = name, .quiet = 1};
-    train_result res;
-    if (trainer_run(&r, SEED, &o, &res, &e) != XD_OK) fail_msg("run %s: %s", name, e.msg);
-    recipe_free(&r);
-    free(path);
+    run_ok(name, text, name, SEED, 0, 0);
     free(text);
 }
 
@@ -271,7 +262,7 @@ static int layer_same(const nn_model *m, const nn_model *t, const char *layer)
 static void test_byot_gradients(void **state)
 {
     (void)state;
-    ensure_data();
+    ensure_image_data();
     run_step("byot", "  - {kind: ce}\n"
                      "  - {kind: ce, head: exit1, weight: 0.7}\n"
                      "  - {kind: kd, from: student.logits, head: exit1, temperature: 3, weight: 0.5}\n"
@@ -391,7 +382,7 @@ static train_result run_into(const char *out, int stop_after, int resume)
 static void test_run_scores_exits(void **state)
 {
     (void)state;
-    ensure_data();
+    ensure_image_data();
     train_result full = run_into("full", 0, 0);
     assert_int_equal(full.n_exits, 2);
     assert_string_equal(full.exits[0].name, "logits");
@@ -447,7 +438,7 @@ static void test_run_scores_exits(void **state)
 static void test_resume_state_without_exits(void **state)
 {
     (void)state;
-    ensure_data();
+    ensure_image_data();
     run_into("old", 1, 0);
     io_st_file *f;
     xd_err e;

@@ -25,6 +25,7 @@
 #include "distill/trainer.h"
 #include "nn/model.h"
 #include "tests/support/tinyset.h"
+#include "tests/support/trainrun.h"
 
 /* ---------------------------------------------------------------------------------------------
  * the combined target by hand */
@@ -323,28 +324,6 @@ static void test_recipe_round_trip(void **state)
 
 #define MLP "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; linear out=4 name=logits head"
 
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static train_result run(const char *name, const char *text, const char *out)
-{
-    char *path = tu_fmt("%s.yaml", name);
-    tu_write_file(path, text, strlen(text));
-    recipe r;
-    xd_err e;
-    xd_err_clear(&e);
-    if (recipe_load(path, NULL, 0, &r, &e) != XD_OK) fail_msg("recipe %s: %s", path, e.msg);
-    train_opts o = {.out_dir = out, .quiet = 1};
-    train_result res;
-    if (trainer_run(&r, 1, &o, &res, &e) != XD_OK) fail_msg("run %s: %s", name, e.msg);
-    recipe_free(&r);
-    free(path);
-    return res;
-}
-
 /* The toy set, the quadrant teacher (4 classes: quad/best.safetensors) and the row teacher
  * (label.row, 2 classes: row/best.safetensors), made once. */
 static void ensure_teachers(void)
@@ -359,8 +338,8 @@ static void ensure_teachers(void)
         "train: {epochs: 4, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
         "losses: [{kind: ce}]\n";
     char *quad = tu_fmt(fmt, "", 4), *row = tu_fmt(fmt, ", label: label.row", 2);
-    run("quad", quad, "quad");
-    run("row", row, "row");
+    run_ok("quad", quad, "quad", 1, 0, 0);
+    run_ok("row", row, "row", 1, 0, 0);
     free(quad);
     free(row);
 }
@@ -397,8 +376,8 @@ static void assert_same_params(const char *dir_a, const char *dir_b)
 /* The runs of two recipe texts (freed here) into folders of their names train the same student. */
 static void assert_same_student(const char *a, char *text_a, const char *b, char *text_b)
 {
-    run(a, text_a, a);
-    run(b, text_b, b);
+    run_ok(a, text_a, a, 1, 0, 0);
+    run_ok(b, text_b, b, 1, 0, 0);
     assert_same_params(a, b);
     free(text_a);
     free(text_b);
@@ -427,13 +406,13 @@ static void test_copies_are_the_teacher(void **state)
     const char *two = "  - {name: q, checkpoint: quad/best.safetensors}\n"
                       "  - {name: q2, checkpoint: quad/best.safetensors}\n";
     char *single = student(", labels_per_class: 5", 4, one, "{kind: hinton, temperature: 2}");
-    run("single", single, "single");
+    run_ok("single", single, "single", 1, 0, 0);
     const char *modes[] = {"combine: mean", "weights: [3, 1]", "combine: entropy, entropy_tau: 0.3"};
     for (int i = 0; i < 3; i++) {
         char *loss = tu_fmt("{kind: hinton, temperature: 2, teachers: [q, q2], %s}", modes[i]);
         char *text = student(", labels_per_class: 5", 4, two, loss);
         char *dir = tu_fmt("copies-%d", i);
-        run(dir, text, dir);
+        run_ok(dir, text, dir, 1, 0, 0);
         print_message("%s: the same student as the one teacher\n", modes[i]);
         assert_same_params("single", dir);
         free(dir);
@@ -466,9 +445,9 @@ static void test_cache_per_member(void **state)
         "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
         "losses:\n  - {kind: kd, teachers: [a, b], combine: entropy}\n";
     char *cached = tu_fmt(fmt, "true", "true"), *online = tu_fmt(fmt, "false", "false");
-    train_result a = run("cached", cached, "cached");
+    train_result a = run_ok("cached", cached, "cached", 1, 0, 0);
     assert_int_equal(count_cache_files("c2/cache"), 2);
-    train_result b = run("online", online, "online");
+    train_result b = run_ok("online", online, "online", 1, 0, 0);
     print_message("cached %.3f, online %.3f\n", a.final_acc, b.final_acc);
     nn_model x, y;
     xd_err e;
@@ -507,7 +486,7 @@ static void test_mapped_teacher_joins(void **state)
     char *text = student(", label: label.row, label_fraction: 0", 2, both,
                          "{kind: kd, temperature: 2, teachers: [row, {name: quad, label_map: label}], "
                          "combine: entropy}");
-    train_result r = run("joins", text, "joins");
+    train_result r = run_ok("joins", text, "joins", 1, 0, 0);
     print_message("rows from a row teacher and a quadrant teacher: %.3f (chance 0.5)\n", r.final_acc);
     assert_true(r.final_acc >= 0.9);
     /* without its map the quadrant teacher does not fit, and the message says what would */
