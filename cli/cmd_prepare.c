@@ -19,6 +19,7 @@ static const struct {
 } sets[SET_COUNT] = {
     [SET_FMNIST] = {"fashion-mnist", "prepare fashion-mnist --out DIR [--source DIR] [--force]"},
     [SET_EMOJI] = {"emoji", "prepare emoji --out DIR [--langs en,ko,...] [--size 32] [--cache DIR] "
+                            "[--style NAME | --styles A,B] [--labelled-styles A] "
                             "[--test-fraction 0.2] [--seed N] [--force]"},
     [SET_SCENES] = {"fashion-scenes", "prepare fashion-scenes --out DIR [--canvas 64] [--items 1-4] "
                                       "[--train 20000] [--test 2000] [--threshold 25] [--seed N] "
@@ -33,6 +34,9 @@ typedef enum {
     OPT_CACHE,
     OPT_LANGS,
     OPT_LANG,
+    OPT_STYLE,
+    OPT_STYLES,
+    OPT_LABELLED_STYLES,
     OPT_SIZE,
     OPT_TEST_FRACTION,
     OPT_SEED,
@@ -60,6 +64,12 @@ static const struct {
     [OPT_CACHE] = {"--cache", FOR(SET_EMOJI), "package cache (default $XDISTILL_CACHE or ./cache)"},
     [OPT_LANGS] = {"--langs", FOR(SET_EMOJI), "comma-separated languages (default: all present)"},
     [OPT_LANG] = {"--lang", FOR(SET_MANIFEST), "language tag of the texts (default und)"},
+    [OPT_STYLE] = {"--style", FOR(SET_EMOJI),
+                   "rendering: google (default), apple, facebook or twitter"},
+    [OPT_STYLES] = {"--styles", FOR(SET_EMOJI),
+                    "several renderings, an example per (emoji, style) and label.style"},
+    [OPT_LABELLED_STYLES] = {"--labelled-styles", FOR(SET_EMOJI),
+                             "styles whose train examples keep their label (default: all)"},
     [OPT_SIZE] = {"--size", FOR(SET_EMOJI) | FOR(SET_MANIFEST), "image side in pixels (default 32)"},
     [OPT_TEST_FRACTION] = {"--test-fraction", FOR(SET_EMOJI) | FOR(SET_MANIFEST),
                            "share held out for test (default 0.2)"},
@@ -85,8 +95,9 @@ static void usage(FILE *f, int only)
         if (only < 0 || (opts[i].sets & FOR(only)))
             fprintf(f, "  %-16s %s\n", opts[i].name, opts[i].help);
     if (only < 0 || only == SET_EMOJI)
-        fprintf(f, "\nemoji fetches %s@%s and %s@%s with npm into the cache the first time.\n",
-                SETS_EMOJI_IMAGES_PKG, SETS_EMOJI_IMAGES_VERSION, SETS_EMOJI_TEXTS_PKG,
+        fprintf(f, "\nemoji fetches %sSTYLE@%s (each style asked for) and %s@%s with npm into the\n"
+                   "cache the first time.\n",
+                SETS_EMOJI_IMAGES_PREFIX, SETS_EMOJI_IMAGES_VERSION, SETS_EMOJI_TEXTS_PKG,
                 SETS_EMOJI_TEXTS_VERSION);
 }
 
@@ -129,6 +140,9 @@ static void print_summary(const char *set, const sets_summary *s)
         printf("    %-20s %8zu %8zu\n", s->classes[k], s->class_n[k * SETS_SPLIT_COUNT + SETS_TRAIN],
                s->class_n[k * SETS_SPLIT_COUNT + SETS_TEST]);
     if (s->n_extra_classes) printf("  subgroups: %zu (label.subgroup)\n", s->n_extra_classes);
+    if (s->n_styles > 1) printf("  styles: %zu (label.style)\n", s->n_styles);
+    if (s->n_no_image)
+        printf("  left out: %zu emoji images the style does not have\n", s->n_no_image);
     if (s->n_langs) {
         printf("  texts per language (missing train / test):\n   ");
         for (size_t l = 0; l < s->n_langs; l++)
@@ -230,6 +244,12 @@ int cmd_prepare(int argc, char **argv)
         o.out = val[OPT_OUT];
         o.cache = sets_cache_dir(val[OPT_CACHE]);
         o.langs = val[OPT_LANGS];
+        if (val[OPT_STYLE] && val[OPT_STYLES])
+            return cli_usage_error("prepare", "give --style or --styles, not both");
+        if (val[OPT_STYLE] && strchr(val[OPT_STYLE], ','))
+            return cli_usage_error("prepare", "--style takes one style; --styles takes several");
+        o.styles = val[OPT_STYLE] ? val[OPT_STYLE] : val[OPT_STYLES];
+        o.labelled_styles = val[OPT_LABELLED_STYLES];
         o.seed = (uint64_t)seed;
         o.force = force;
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
@@ -238,7 +258,7 @@ int cmd_prepare(int argc, char **argv)
             parse_double("--test-fraction", val[OPT_TEST_FRACTION], 0.0, 1.0, &o.test_fraction))
             return 2;
         int fetched = 0;
-        s = sets_emoji_fetch(o.cache, &fetched, &e);
+        s = sets_emoji_fetch(o.cache, o.styles, &fetched, &e);
         if (!s && fetched)
             printf("emoji: fetched %d package%s into %s\n", fetched, fetched == 1 ? "" : "s",
                    o.cache);

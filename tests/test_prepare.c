@@ -643,6 +643,230 @@ static void test_emoji_errors(void **state)
 }
 
 // ----------------------------------------------------------------------------------------------
+// emoji styles
+
+#define APPLE_DIR "cache/emoji-datasource-apple-16.0.0"
+
+/* emoji_json where apple lacks 1F603 and the 1F44B-1F3FC skin (has_img_apple false), as every
+ * package of the family ships it. */
+static char *styled_emoji_json(void)
+{
+    const char *miss[] = {"\"image\":\"1f44b-1f3fc.png\"", "\"image\":\"1f603.png\""}; /* file order */
+    const char *add = ",\"has_img_apple\":false";
+    size_t cap = strlen(emoji_json) + 2 * strlen(add) + 1, at = 0;
+    char *out = malloc(cap);
+    const char *r = emoji_json;
+    for (int i = 0; i < 2; i++) {
+        const char *hit = strstr(r, miss[i]);
+        assert_non_null(hit);
+        size_t upto = (size_t)(hit - r) + strlen(miss[i]);
+        at += (size_t)snprintf(out + at, cap - at, "%.*s%s", (int)upto, r, add);
+        r += upto;
+    }
+    snprintf(out + at, cap - at, "%s", r);
+    return out;
+}
+
+/* The apple package: the same emoji.json, every image it has in (77, 10 + i, 0). */
+static void write_apple_tree(void)
+{
+    char *json = styled_emoji_json();
+    mkdir(APPLE_DIR, 0777);
+    mkdir(APPLE_DIR "/img", 0777);
+    mkdir(APPLE_DIR "/img/apple", 0777);
+    mkdir(APPLE_DIR "/img/apple/64", 0777);
+    write_text(APPLE_DIR "/emoji.json", json);
+    write_text(IMG_DIR "/emoji.json", json);
+    free(json);
+    const char *have[] = {"1f44b.png", "1f44b-1f3fb.png", "1f600.png", "1f3fb.png",
+                          "2764-fe0f.png", "1f44d.png", "1f44d-1f3fb.png", "1f34e.png"};
+    io_image img = {.w = 64, .h = 64, .c = 3};
+    img.px = malloc(64 * 64 * 3);
+    for (int i = 0; i < 8; i++) {
+        for (int p = 0; p < 64 * 64; p++) {
+            img.px[3 * p] = 77;
+            img.px[3 * p + 1] = (uint8_t)(10 + i);
+            img.px[3 * p + 2] = 0;
+        }
+        char path[256];
+        snprintf(path, sizeof path, APPLE_DIR "/img/apple/64/%s", have[i]);
+        xd_err e;
+        TU_OK(io_png_write(path, &img, &e));
+    }
+    free(img.px);
+}
+
+/* One split of a made set, by emoji code point: split, style and first pixel of each example. */
+typedef struct {
+    const io_strings *code, *en;
+    const int32_t *id, *y, *style;
+    const uint8_t *px, *mask;
+    size_t n;
+} style_split;
+
+static style_split read_style_split(const io_dataset *ds, const char *sp)
+{
+    char nm[64];
+    style_split r;
+    snprintf(nm, sizeof nm, "%s/code", sp);
+    r.code = need_str(ds, nm);
+    snprintf(nm, sizeof nm, "%s/text.en", sp);
+    r.en = need_str(ds, nm);
+    snprintf(nm, sizeof nm, "%s/id", sp);
+    r.id = need(ds, nm, IO_I32, 1)->data;
+    snprintf(nm, sizeof nm, "%s/label", sp);
+    r.y = need(ds, nm, IO_I32, 1)->data;
+    snprintf(nm, sizeof nm, "%s/label_mask", sp);
+    r.mask = need(ds, nm, IO_U8, 1)->data;
+    snprintf(nm, sizeof nm, "%s/label.style", sp);
+    const io_tensor *st = io_dataset_find(ds, nm);
+    r.style = st ? st->data : NULL;
+    snprintf(nm, sizeof nm, "%s/image", sp);
+    r.px = need(ds, nm, IO_U8, 4)->data;
+    r.n = r.code->n;
+    return r;
+}
+
+static void test_emoji_styles(void **state)
+{
+    (void)state;
+    write_apple_tree();
+    sets_emoji_opts o = sets_emoji_defaults();
+    o.cache = "cache";
+    o.size = 4;
+    o.test_fraction = 0.5;
+    o.langs = "en";
+    sets_summary sum;
+    xd_err e;
+    size_t len;
+
+    /* google (the default) and apple alone */
+    o.out = "st_google";
+    TU_OK(sets_emoji(&o, &sum, &e));
+    assert_int_equal(sum.n[0] + sum.n[1], 9);
+    assert_int_equal(sum.n_no_image, 0);
+    sets_summary_free(&sum);
+    o.out = "st_apple";
+    o.styles = "apple";
+    TU_OK(sets_emoji(&o, &sum, &e));
+    assert_int_equal(sum.n[0] + sum.n[1], 7); /* 9 less the two apple lacks, counted */
+    assert_int_equal(sum.n_no_image, 2);
+    sets_summary_free(&sum);
+    o.out = "st_both";
+    o.styles = "google,apple";
+    TU_OK(sets_emoji(&o, &sum, &e));
+    assert_int_equal(sum.n[0] + sum.n[1], 16);
+    assert_int_equal(sum.n_styles, 2);
+    assert_int_equal(sum.n_unlabelled[0], 0);
+    sets_summary_free(&sum);
+
+    io_dataset *g = open_ds("st_google/dataset.xds"), *a = open_ds("st_apple/dataset.xds"),
+               *b = open_ds("st_both/dataset.xds");
+    assert_string_equal(io_dataset_meta(a, "source.images"), "emoji-datasource-apple@16.0.0");
+    assert_string_equal(io_dataset_meta(b, "source.images"),
+                        "emoji-datasource-google@16.0.0,emoji-datasource-apple@16.0.0");
+    assert_null(io_dataset_find(g, "train/label.style"));
+    assert_null(io_dataset_find_strings(a, "classes.style"));
+    const io_strings *names = need_str(b, "classes.style");
+    assert_int_equal(names->n, 2);
+    assert_string_equal(io_strings_get(names, 0, &len), "google");
+    assert_string_equal(io_strings_get(names, 1, &len), "apple");
+    int split_of[16];
+    memset(split_of, -1, sizeof split_of);
+    for (int k = 0; k < 2; k++) {
+        style_split sg = read_style_split(g, sets_split_names[k]);
+        for (size_t i = 0; i < sg.n; i++) split_of[sg.id[i]] = k;
+    }
+    for (int k = 0; k < 2; k++) {
+        style_split sg = read_style_split(g, sets_split_names[k]);
+        style_split sa = read_style_split(a, sets_split_names[k]);
+        style_split sb = read_style_split(b, sets_split_names[k]);
+        /* --style apple: apple's pictures only, none of the two it lacks */
+        for (size_t i = 0; i < sa.n; i++) {
+            assert_int_equal(sa.px[i * 48], 77);
+            assert_int_equal(split_of[sa.id[i]], k); /* the same split by emoji */
+        }
+        assert_int_equal(find_code(sa.code, "1F603"), -1);
+        assert_int_equal(find_code(sa.code, "1F44B-1F3FC"), -1);
+        /* --styles google,apple: each (emoji, style) once, the same texts and labels */
+        assert_non_null(sb.style);
+        size_t per_style[2] = {0, 0};
+        for (size_t i = 0; i < sb.n; i++) {
+            const char *code = io_strings_get(sb.code, i, &len);
+            assert_int_equal(split_of[sb.id[i]], k);
+            assert_true(sb.style[i] == 0 || sb.style[i] == 1);
+            per_style[sb.style[i]]++;
+            style_split *one = sb.style[i] ? &sa : &sg;
+            long j = find_code(one->code, code);
+            assert_true(j >= 0);
+            assert_string_equal(io_strings_get(sb.en, i, &len),
+                                io_strings_get(one->en, (size_t)j, &len));
+            assert_int_equal(sb.y[i], one->y[j]);
+            assert_memory_equal(sb.px + i * 48, one->px + (size_t)j * 48, 48);
+            for (size_t i2 = 0; i2 < i; i2++)
+                if (strcmp(io_strings_get(sb.code, i2, &len), code) == 0)
+                    assert_int_not_equal(sb.style[i2], sb.style[i]);
+        }
+        assert_int_equal(per_style[0], sg.n);
+        assert_int_equal(per_style[1], sa.n);
+    }
+    io_dataset_close(g);
+    io_dataset_close(a);
+    io_dataset_close(b);
+
+    /* labels of google only: apple's training examples lose theirs, the test keeps every one */
+    o.out = "st_lab";
+    o.labelled_styles = "google";
+    TU_OK(sets_emoji(&o, &sum, &e));
+    assert_int_equal(sum.n_unlabelled[1], 0);
+    size_t n_unlab = sum.n_unlabelled[0];
+    sets_summary_free(&sum);
+    b = open_ds("st_lab/dataset.xds");
+    assert_string_equal(io_dataset_meta(b, "labelled_styles"), "google");
+    for (int k = 0; k < 2; k++) {
+        style_split sb = read_style_split(b, sets_split_names[k]);
+        size_t n_apple = 0;
+        for (size_t i = 0; i < sb.n; i++) {
+            assert_int_equal(sb.mask[i], k == 1 || sb.style[i] == 0);
+            n_apple += sb.style[i] == 1;
+        }
+        if (k == 0) assert_int_equal(n_unlab, n_apple);
+    }
+    io_dataset_close(b);
+    /* other styles never silently replace a data set */
+    o.labelled_styles = NULL;
+    o.out = "st_apple";
+    o.styles = NULL;
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "made with source.images=emoji-datasource-apple@16.0.0");
+
+    /* unknown, repeated and unmade styles: clear errors, nothing written, nothing fetched */
+    o.out = "st_bad";
+    o.styles = "google,comic";
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "unknown emoji style 'comic' (known: google, apple, facebook, "
+                               "twitter)");
+    assert_int_equal(sets_emoji_fetch("st_no_cache", "comic", NULL, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "unknown emoji style 'comic'");
+    assert_false(exists("st_no_cache"));
+    o.styles = "apple,apple";
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "emoji style 'apple' is asked for twice");
+    o.styles = "google";
+    o.labelled_styles = "apple";
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "labelled style 'apple' is not one of the styles made");
+    /* a has_img flag that is not a boolean names the entry */
+    o.labelled_styles = NULL;
+    write_text(IMG_DIR "/emoji.json",
+               "[{\"unified\":\"1F600\",\"image\":\"1f600.png\",\"category\":\"A\","
+               "\"subcategory\":\"b\",\"has_img_google\":1}]");
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "'has_img_google' must be true or false");
+    assert_nothing_left(".", "st_bad");
+}
+
+// ----------------------------------------------------------------------------------------------
 // manifests
 
 static void write_rgb_png(const char *path, int w, int h, int c, const uint8_t *colour)
@@ -813,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_emoji_key_and_text),
         cmocka_unit_test_setup(test_emoji_set, emoji_setup),
         cmocka_unit_test_setup(test_emoji_errors, emoji_setup),
+        cmocka_unit_test_setup(test_emoji_styles, emoji_setup),
         cmocka_unit_test_setup(test_manifest_good, manifest_setup),
         cmocka_unit_test_setup(test_manifest_errors, manifest_setup),
     };

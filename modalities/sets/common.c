@@ -109,7 +109,9 @@ void sets_summary_fill(sets_summary *sum, sets_kind kind, const char *path,
 
 size_t sets_split_sections(const sets_split *s)
 {
-    return 4 + (s->extra_name ? 1 : 0) + (s->code ? 1 : 0) + s->n_langs + (s->mask ? 4 : 0);
+    size_t n_extra = 0;
+    for (int k = 0; k < SETS_EXTRA_MAX; k++) n_extra += s->extra_name[k] != NULL;
+    return 4 + n_extra + (s->code ? 1 : 0) + s->n_langs + (s->mask ? 4 : 0);
 }
 
 static xd_status add_array(io_dataset_writer *w, const char *split, const char *part, io_dtype t,
@@ -129,11 +131,12 @@ xd_status sets_write_split(io_dataset_writer *w, const char *split, const sets_s
     xd_status st = add_array(w, split, "image", IO_U8, 4, img, s->image, e);
     if (!st) st = add_array(w, split, "label", IO_I32, 1, one, s->label, e);
     if (!st) st = add_array(w, split, "label_mask", IO_U8, 1, one, s->label_mask, e);
-    if (!st && s->extra_name) {
-        char part[IO_DATASET_NAME_MAX + 1];
-        snprintf(part, sizeof part, "label.%s", s->extra_name);
-        st = add_array(w, split, part, IO_I32, 1, one, s->extra, e);
-    }
+    for (int k = 0; k < SETS_EXTRA_MAX && !st; k++)
+        if (s->extra_name[k]) {
+            char part[IO_DATASET_NAME_MAX + 1];
+            snprintf(part, sizeof part, "label.%s", s->extra_name[k]);
+            st = add_array(w, split, part, IO_I32, 1, one, s->extra[k], e);
+        }
     if (!st) st = add_array(w, split, "id", IO_I32, 1, one, s->id, e);
     char name[IO_DATASET_NAME_MAX + 40];
     if (!st && s->code) {

@@ -11,6 +11,9 @@
 #include "io/dataset.h"
 #include "modalities/sets/sets.h"
 
+/* Further label sections a split may have (label.NAME). */
+#define SETS_EXTRA_MAX 2
+
 /* One split in memory, as the builders assemble it. Optional parts are NULL. */
 typedef struct {
     size_t n;
@@ -19,8 +22,8 @@ typedef struct {
     const int32_t *label;      /* (n) */
     const uint8_t *label_mask; /* (n) */
     const int32_t *id;         /* (n) */
-    const char *extra_name;    /* writes label.<extra_name> */
-    const int32_t *extra;      /* (n) */
+    const char *extra_name[SETS_EXTRA_MAX]; /* writes label.<extra_name[k]> for each given */
+    const int32_t *extra[SETS_EXTRA_MAX];   /* (n) */
     const char *const *code;   /* (n) source code of each example (emoji code points) */
     size_t n_langs;
     const char *const *langs;         /* (n_langs) */

@@ -37,8 +37,11 @@ typedef enum { SETS_CLASSIFICATION, SETS_PAIRED, SETS_SCENES, SETS_KIND_COUNT } 
 /* "classification", "paired", "scenes" (the `kind` metadata value) */
 extern const char *const sets_kind_names[SETS_KIND_COUNT];
 
-/* The pinned source packages of the emoji set (the only place their versions are written). */
-#define SETS_EMOJI_IMAGES_PKG "emoji-datasource-google"
+/* The pinned source packages of the emoji set (the only place their versions are written). The
+ * images come in several renderings (styles), one package each, SETS_EMOJI_IMAGES_PREFIX + style
+ * name, all at SETS_EMOJI_IMAGES_VERSION; SETS_EMOJI_IMAGES_PKG is the default one's. */
+#define SETS_EMOJI_IMAGES_PREFIX "emoji-datasource-"
+#define SETS_EMOJI_IMAGES_PKG SETS_EMOJI_IMAGES_PREFIX "google"
 #define SETS_EMOJI_IMAGES_VERSION "16.0.0"
 #define SETS_EMOJI_TEXTS_PKG "emojibase-data"
 #define SETS_EMOJI_TEXTS_VERSION "17.0.0"
@@ -54,6 +57,8 @@ typedef struct {
     size_t *class_n;              /* (n_classes, SETS_SPLIT_COUNT) examples per class */
     size_t n_unlabelled[SETS_SPLIT_COUNT]; /* label_mask 0 */
     size_t n_extra_classes;       /* classes of label.NAME (emoji subgroups), else 0 */
+    size_t n_styles;              /* emoji renderings (label.style when more than one), else 0 */
+    size_t n_no_image;            /* (emoji, style) pairs left out: no image in that style */
     size_t n_langs;
     char **langs;                 /* (n_langs) */
     size_t *missing;              /* (n_langs, SETS_SPLIT_COUNT) empty texts */
@@ -109,10 +114,26 @@ xd_status sets_fashion_scenes(const sets_scenes_opts *o, sets_summary *sum, xd_e
 
 /* ------------------------------------------------------------------------------------------ emoji */
 
+/* The renderings of the emoji-datasource family (the package emoji-datasource-NAME). */
+typedef enum {
+    SETS_EMOJI_GOOGLE,
+    SETS_EMOJI_APPLE,
+    SETS_EMOJI_FACEBOOK,
+    SETS_EMOJI_TWITTER,
+    SETS_EMOJI_STYLE_COUNT
+} sets_emoji_style;
+/* "google", "apple", "facebook", "twitter" */
+extern const char *const sets_emoji_style_names[SETS_EMOJI_STYLE_COUNT];
+
 typedef struct {
     const char *out;
     const char *cache;   /* NULL: sets_cache_dir(NULL) */
     const char *langs;   /* comma-separated, NULL or "": every language present */
+    const char *styles;  /* comma-separated renderings, NULL or "": google. Every (emoji, style)
+                          * with an image is an example with the emoji's texts and labels; several
+                          * styles add label.style */
+    const char *labelled_styles; /* the styles whose training examples keep their label (the
+                                  * others get label_mask 0); NULL or "": every style */
     int size;            /* output side */
     double test_fraction;
     uint64_t seed;
@@ -122,10 +143,12 @@ typedef struct {
 /* size 32, test fraction 0.2, seed 1, all languages */
 sets_emoji_opts sets_emoji_defaults(void);
 
-/* Makes sure both packages are unpacked in CACHE/NAME-VERSION/: when a folder is missing, runs
- * `npm pack NAME@VERSION --pack-destination CACHE` and `tar -xzf` into a temporary folder that is
- * renamed when complete. *fetched (may be NULL) counts the packages fetched now. */
-xd_status sets_emoji_fetch(const char *cache, int *fetched, xd_err *e);
+/* Makes sure the texts' and each style's image package (styles as in sets_emoji_opts) are unpacked
+ * in CACHE/NAME-VERSION/: when a folder is missing, runs `npm pack NAME@VERSION
+ * --pack-destination CACHE` and `tar -xzf` into a temporary folder that is renamed when complete.
+ * *fetched (may be NULL) counts the packages fetched now. An unknown style is XD_EARG listing the
+ * known ones. */
+xd_status sets_emoji_fetch(const char *cache, const char *styles, int *fetched, xd_err *e);
 /* Builds the set from the unpacked packages (never fetches; call sets_emoji_fetch first). */
 xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e);
 
