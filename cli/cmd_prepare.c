@@ -95,8 +95,8 @@ static void usage(FILE *f, int only)
         if (only < 0 || (opts[i].sets & FOR(only)))
             fprintf(f, "  %-16s %s\n", opts[i].name, opts[i].help);
     if (only < 0 || only == SET_EMOJI)
-        fprintf(f, "\nemoji fetches %sSTYLE@%s (each style asked for) and %s@%s with npm into the\n"
-                   "cache the first time.\n",
+        fprintf(f, "\nemoji fetches %sSTYLE@%s (each style asked for) and\n%s@%s with npm into "
+                   "the cache the first time.\n",
                 SETS_EMOJI_IMAGES_PREFIX, SETS_EMOJI_IMAGES_VERSION, SETS_EMOJI_TEXTS_PKG,
                 SETS_EMOJI_TEXTS_VERSION);
 }
