@@ -113,7 +113,7 @@ int bench_zoo(const bench_opts *o)
     if (!o->json) {
         fprintf(f, "\nstandard distillation methods, one call (value and gradient) at batch %d; "
                    "ms median [min-max]; cpu ms = CPU time of all threads\n", B);
-        fprintf(f, "%-5s %3s %22s %9s  %s\n", "case", "thr", "ms", "cpu ms", "shapes");
+        fprintf(f, "%-6s %3s %22s %9s  %s\n", "case", "thr", "ms", "cpu ms", "shapes");
     }
     for (int ti = 0; ti < o->n_threads; ti++) {
         const int th = o->threads[ti];
@@ -130,7 +130,7 @@ int bench_zoo(const bench_opts *o)
                 char r[48];
                 snprintf(r, sizeof r, "%.2f [%.2f-%.2f]", 1e3 * t.median, 1e3 * t.min,
                          1e3 * t.max);
-                fprintf(f, "%-5s %3d %22s %9.2f  %s\n", zoo_names[k], th, r, 1e3 * t.cpu_median,
+                fprintf(f, "%-6s %3d %22s %9.2f  %s\n", zoo_names[k], th, r, 1e3 * t.cpu_median,
                         zoo_shapes[k]);
             }
         }
