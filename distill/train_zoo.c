@@ -16,6 +16,7 @@
 #include "core/rng.h"
 #include "distill/crd.h"
 #include "distill/zoo.h"
+#include "nn/loss.h"
 
 struct zoo_rt {
     int s_nodes[2], t_nodes[2]; /* fsp: the student's and the teacher's two maps */
@@ -33,6 +34,8 @@ struct zoo_rt {
     nn_optimizer thopt;
     kd_crd_bank bank;
     int32_t *idx, *ex;
+    /* dkd: each example's target class, its label or, unlabelled, the teacher's top class */
+    int32_t *target;
 };
 
 int train_zoo_kind(recipe_loss_kind k)
@@ -198,6 +201,7 @@ xd_status train_zoo_setup(train_run *R, loss_rt *l, int stage, int i, xd_err *e)
             return xd_fail(e, XD_ESHAPE, "%s: dkd compares heads over the %d classes; the "
                                          "student's '%s' has %zu outputs, the teacher's '%s' %zu",
                            l->where, R->n_classes, sn->name, sn->act_n, tn->name, tn->act_n);
+        z->target = xd_xmalloc(sizeof(int32_t) * (size_t)B);
         return XD_OK;
     }
     if (zoo_spatial(L->kind)) {
@@ -306,8 +310,11 @@ double train_zoo_apply(train_run *R, loss_rt *l, int B, const nn_run *nr)
     double v = 0.0;
     switch (L->kind) {
     case RECIPE_LOSS_DKD:
-        v = kd_dkd_backward(ds, x, t, R->yb, R->mb, B, z->Ds, L->temperature, L->alpha, L->beta,
-                            w);
+        /* every example, as KD: an unlabelled one is split around the teacher's top class */
+        for (int b = 0; b < B; b++)
+            z->target[b] = R->mb[b] ? R->yb[b] : nn_argmax(t + (size_t)b * z->Ds, z->Ds);
+        v = kd_dkd_backward(ds, x, t, z->target, NULL, B, z->Ds, L->temperature, L->alpha,
+                            L->beta, w);
         break;
     case RECIPE_LOSS_RKD:
         v = kd_rkd_backward(ds, z->work, x, t, B, z->Ds, z->Dt, L->distance_weight,
@@ -420,6 +427,7 @@ void train_zoo_free(loss_rt *l)
     kd_crd_bank_free(&z->bank);
     free(z->idx);
     free(z->ex);
+    free(z->target);
     free(z);
     l->zoo = NULL;
 }

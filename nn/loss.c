@@ -61,15 +61,17 @@ void nn_mse_backward(float *da, const float *a, const float *b, int64_t n, float
     for (int64_t i = 0; i < n; i++) da[i] += scale * (a[i] - b[i]);
 }
 
+int nn_argmax(const float *scores, int K)
+{
+    int best = 0;
+    for (int k = 1; k < K; k++)
+        if (scores[k] > scores[best]) best = k;
+    return best;
+}
+
 int nn_count_correct(const float *scores, const int32_t *labels, int B, int K)
 {
     int c = 0;
-    for (int b = 0; b < B; b++) {
-        const float *s = scores + (size_t)b * K;
-        int best = 0;
-        for (int k = 1; k < K; k++)
-            if (s[k] > s[best]) best = k;
-        c += best == labels[b];
-    }
+    for (int b = 0; b < B; b++) c += nn_argmax(scores + (size_t)b * K, K) == labels[b];
     return c;
 }

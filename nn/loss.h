@@ -26,6 +26,9 @@ float nn_mse_forward(const float *a, const float *b, int64_t n);
 /* da += weight * 2 (a - b) / n */
 void nn_mse_backward(float *da, const float *a, const float *b, int64_t n, float weight);
 
+/* The index of a row's largest score (ties: the first maximum). */
+int nn_argmax(const float *scores, int K);
+
 /* Number of rows whose argmax equals the label (ties: the first maximum). */
 int nn_count_correct(const float *scores, const int32_t *labels, int B, int K);
 

@@ -1,10 +1,11 @@
 /* The standard methods as recipe kinds (dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab, ofd) in
  * whole runs on the tiny synthetic data set and its teacher (tests/support/trainrun.h): each
- * trains two steps next to CE, with finite losses and weights that differ from CE alone; a CRD run stopped and resumed
- * ends byte for byte where the straight run does (its memory bank, heads and their moments are
- * resume state). Their recipes print back to themselves, and each family of recipe error (a
- * missing key, a key of another kind, a value out of range, a tap of the wrong shape, a node of
- * the wrong kind) stops at load or at set-up with the file, line and key path. */
+ * trains two steps next to CE, with finite losses and weights that differ from CE alone; DKD
+ * learns from examples without a label (around the teacher's top class); a CRD run stopped and
+ * resumed ends byte for byte where the straight run does (its memory bank, heads and their
+ * moments are resume state). Their recipes print back to themselves, and each family of recipe
+ * error (a missing key, a key of another kind, a value out of range, a tap of the wrong shape, a
+ * node of the wrong kind) stops at load or at set-up with the file, line and key path. */
 #include "tests/support/testutil.h"
 
 #include <jansson.h>
@@ -95,6 +96,33 @@ static void test_each_kind_trains(void **state)
         free(text);
     }
     free(ce);
+}
+
+/* DKD splits an example's distribution around its target class. On an example without a label
+ * that is the teacher's top class: a run whose examples have no label at all still learns from
+ * DKD (its loss is positive, and the student ends elsewhere than at weight 0, where nothing
+ * moves it). */
+static void test_dkd_unlabelled(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const char *dir[2] = {"zdkd-nolabel", "zdkd-nolabel-w0"}, *weight[2] = {"1", "0"};
+    for (int i = 0; i < 2; i++) {
+        char *text = tu_fmt("data: {path: toy.xds, label_fraction: 0}\n"
+                            "model: \"" STUDENT_MODEL "\"\n" TEACHERS
+                            "train: {epochs: 1, batch: 16, steps_per_epoch: 2, "
+                            "optimizer: {kind: adamw, lr: 0.01}}\n"
+                            "losses:\n  - {kind: dkd, weight: %s}\n",
+                            weight[i]);
+        run_ok(dir[i], text, dir[i], SEED, 0, 0);
+        free(text);
+    }
+    json_t *m = read_metrics(dir[0]);
+    const double v = num(json_array_get(m, 0), "loss.0.dkd");
+    json_decref(m);
+    if (!(isfinite(v) && v > 0.0)) fail_msg("dkd on unlabelled examples: loss %g", v);
+    if (tu_same_file("zdkd-nolabel/last.safetensors", "zdkd-nolabel-w0/last.safetensors"))
+        fail_msg("dkd on unlabelled examples: the student did not move");
 }
 
 /* Every tensor of two safetensors files is the same, byte for byte (a resume state's metadata
@@ -256,6 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_kind_trains),
         cmocka_unit_test(test_crd_resume_exact),
+        cmocka_unit_test(test_dkd_unlabelled),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_recipe_errors),
     };
