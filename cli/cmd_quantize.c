@@ -12,7 +12,6 @@
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
 #include "io/dataset.h"
-#include "io/safetensors.h"
 #include "nn/quant.h"
 
 #define CALIB_BATCH 64
@@ -43,16 +42,6 @@ static void quantize_usage(FILE *f)
             "  --batches N    calibration batches (default 8)\n"
             "  --view VIEW    what the model reads (default: image, text.en for a text model)\n",
             CALIB_BATCH);
-}
-
-/* Copies every entry of src into the same-named entry of dst (dst has them all, and more). */
-static void copy_params(nn_model *dst, nn_model *src)
-{
-    for (int i = 0; i < src->n_params; i++) {
-        const nn_param *p = &src->params[i], *q = nn_model_param(dst, p->name);
-        XD_ASSERT(q && q->n == p->n);
-        memcpy(nn_model_param_data(dst, q), nn_model_param_data(src, p), sizeof(float) * p->n);
-    }
 }
 
 /* The ranges of m's fakequant nodes from `batches` batches spread over split of data. */
@@ -90,23 +79,6 @@ static xd_status calibrate(nn_model *m, const char *model, const char *data, con
     return s;
 }
 
-/* The source checkpoint's metadata that is not the model's own (recipe, classes, images...). */
-static xd_status source_meta(const char *model, io_st_file **f, io_kv **meta, size_t *n, xd_err *e)
-{
-    static const char *const own[] = {"format", "xdistill.version", "xdistill.model", CKPT_META_QUANT};
-    xd_status s = io_st_open(model, f, e);
-    if (s != XD_OK) return s;
-    *meta = xd_xcalloc(io_st_meta_count(*f) + 1, sizeof **meta);
-    *n = 0;
-    for (size_t i = 0; i < io_st_meta_count(*f); i++) {
-        const io_kv *kv = io_st_meta_at(*f, i);
-        int skip = 0;
-        for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) skip |= strcmp(kv->key, own[k]) == 0;
-        if (!skip) (*meta)[(*n)++] = *kv;
-    }
-    return XD_OK;
-}
-
 static long file_bytes(const char *path)
 {
     struct stat st;
@@ -136,10 +108,7 @@ int cmd_quantize(int argc, char **argv)
     xd_err_clear(&e);
     nn_model src, q;
     memset(&q, 0, sizeof q);
-    io_st_file *f = NULL;
-    io_kv *meta = NULL;
-    size_t n_meta = 0, n_seen = 0;
-    char *desc = NULL;
+    size_t n_seen = 0;
     xd_status s = ckpt_load(model, CALIB_BATCH, &src, &e);
     if (s != XD_OK) return cli_report("quantize", &e);
     const int trained = nn_quant_model_has(&src);
@@ -152,14 +121,12 @@ int cmd_quantize(int argc, char **argv)
     else if (!trained && !val[QO_CALIB])
         s = xd_fail(&e, XD_EARG, "%s: a float checkpoint: give --calib DATA to calibrate its "
                                  "activation ranges on", model);
-    else if ((s = nn_quant_desc(src.desc, 0.01f, &desc, &e)) != XD_OK)
+    else if ((s = nn_quant_build(&q, &src, 0.01f, CALIB_BATCH, &e)) != XD_OK)
         xd_err_prefix(&e, "%s", model);
-    else if ((s = nn_model_build(&q, desc, CALIB_BATCH, 0, &e)) == XD_OK) {
-        copy_params(&q, &src);
+    else {
         if (!trained) s = calibrate(&q, model, val[QO_CALIB], val[QO_SPLIT], view, (int)batches, &n_seen, &e);
         if (s == XD_OK && (s = nn_qengine_attach(&q, &e)) != XD_OK) xd_err_prefix(&e, "%s", model);
-        if (s == XD_OK && (s = source_meta(model, &f, &meta, &n_meta, &e)) == XD_OK)
-            s = ckpt_save_int8(val[QO_OUT], &q, meta, n_meta, &e);
+        if (s == XD_OK) s = ckpt_save_int8_like(val[QO_OUT], &q, model, &e);
     }
     if (s == XD_OK) {
         int on = 0, layers = 0;
@@ -175,9 +142,6 @@ int cmd_quantize(int argc, char **argv)
         if (trained) printf("ranges as trained\n");
         else printf("ranges calibrated on %zu examples of %s (%s)\n", n_seen, val[QO_CALIB], val[QO_SPLIT]);
     }
-    if (f) io_st_close(f);
-    free(meta);
-    free(desc);
     nn_model_free(&q);
     nn_model_free(&src);
     return s == XD_OK ? 0 : cli_report("quantize", &e);

@@ -210,6 +210,26 @@ xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta,
     return s;
 }
 
+xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e)
+{
+    static const char *const own[] = {META_FORMAT, META_VERSION, META_MODEL, CKPT_META_QUANT};
+    io_st_file *f;
+    xd_status s = io_st_open(source, &f, e);
+    if (s != XD_OK) return s;
+    io_kv *meta = xd_xcalloc(io_st_meta_count(f) + 1, sizeof *meta);
+    size_t n = 0;
+    for (size_t i = 0; i < io_st_meta_count(f); i++) {
+        const io_kv *kv = io_st_meta_at(f, i);
+        int skip = 0;
+        for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) skip |= strcmp(kv->key, own[k]) == 0;
+        if (!skip) meta[n++] = *kv;
+    }
+    s = ckpt_save_int8(path, m, meta, n, e);
+    free(meta);
+    io_st_close(f);
+    return s;
+}
+
 /* A float entry of an int8 checkpoint into the model: finite, and a moving range > 0. */
 static xd_status int8_float_in(io_st_file *f, nn_model *m, const nn_param *p, xd_err *e)
 {

@@ -24,6 +24,14 @@ static void act_levels(int bits, int usign, float *lo, float *hi, int *zero)
     *zero = usign ? 0 : half;
 }
 
+/* x's level: round(x / s) clamped to lo..hi (compares rather than fminf/fmaxf, which are calls
+ * unless NaN need not be kept) */
+static inline float level(float x, float s, float lo, float hi)
+{
+    const float q = nearbyintf(x / s);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
 float nn_quant_act_scale(float range, int bits, int usign)
 {
     float lo, hi;
@@ -36,7 +44,7 @@ void nn_quant_act(uint8_t *codes, float *out, const float *inp, size_t n, float 
                   int usign)
 {
     if (!(range > 0.0f)) {
-        if (out != inp) memcpy(out, inp, sizeof(float) * n);
+        if (out && out != inp) memcpy(out, inp, sizeof(float) * n);
         return;
     }
     XD_ASSERT(!codes || bits == 8);
@@ -44,11 +52,14 @@ void nn_quant_act(uint8_t *codes, float *out, const float *inp, size_t n, float 
     int zero;
     act_levels(bits, usign, &lo, &hi, &zero);
     const float s = range / hi;
+    /* two loops, each plain enough to vectorise; out may be NULL when only codes are wanted */
+    if (out) {
 #pragma omp parallel for if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
-        float q = fminf(fmaxf(nearbyintf(inp[i] / s), lo), hi);
-        out[i] = s * q;
-        if (codes) codes[i] = (uint8_t)((int)q + zero);
+        for (size_t i = 0; i < n; i++) out[i] = s * level(inp[i], s, lo, hi);
+    }
+    if (codes) {
+#pragma omp parallel for if (n > PAR_MIN)
+        for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)((int)level(inp[i], s, lo, hi) + zero);
     }
 }
 
@@ -84,10 +95,7 @@ static float row_scale(const float *w, int cols, float qmax)
     return amax > 0.0f ? amax / qmax : 1.0f;
 }
 
-static float weight_level(float w, float s, float qmax)
-{
-    return fminf(fmaxf(nearbyintf(w / s), -qmax), qmax);
-}
+static float weight_level(float w, float s, float qmax) { return level(w, s, -qmax, qmax); }
 
 void nn_quant_weights(int8_t *q, float *scale, const float *w, int rows, int cols, int bits)
 {
@@ -222,6 +230,21 @@ xd_status nn_quant_desc(const char *desc, float ema, char **out, xd_err *e)
     return s;
 }
 
+xd_status nn_quant_build(nn_model *q, nn_model *src, float ema, int max_batch, xd_err *e)
+{
+    char *desc;
+    xd_status s = nn_quant_desc(src->desc, ema, &desc, e);
+    if (s == XD_OK) s = nn_model_build(q, desc, max_batch, 0, e);
+    free(desc);
+    if (s != XD_OK) return s;
+    for (int i = 0; i < src->n_params; i++) {
+        const nn_param *p = &src->params[i], *to = nn_model_param(q, p->name);
+        XD_ASSERT(to && to->n == p->n);
+        memcpy(nn_model_param_data(q, to), nn_model_param_data(src, p), sizeof(float) * p->n);
+    }
+    return XD_OK;
+}
+
 // ----------------------------------------------------------------------------------------------
 // the integer engine
 
@@ -230,6 +253,7 @@ typedef struct {
     nn_qweights w;
     float *scale;        /* (OC) the weights' scales */
     float *mult;         /* (OC) s_x * s_w[oc]: an int32 sum's value */
+    float *bias;         /* (OC) the layer's bias, or zeros */
     uint8_t *cols;       /* conv2d: (max_batch * OH * OW, k * k * ic) codes */
     int32_t *acc;        /* (max_batch * rows, OC) */
 } qlayer;
@@ -238,6 +262,7 @@ struct nn_qengine {
     int n;               /* the model's nodes */
     qlayer *layer;       /* (n_nodes) */
     uint8_t **codes;     /* (n_nodes) a fakequant node's codes (max_batch * act_n), else NULL */
+    uint8_t *float_read; /* (n_nodes) a node other than a quantised layer reads its output */
 };
 
 
@@ -265,10 +290,12 @@ void nn_qengine_free(nn_qengine *q)
         nn_qweights_free(&L->w);
         free(L->scale);
         free(L->mult);
+        free(L->bias);
         free(L->cols);
         free(L->acc);
         free(q->codes[i]);
     }
+    free(q->float_read);
     free(q->layer);
     free(q->codes);
     free(q);
@@ -288,6 +315,7 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e)
     q->n = m->n_nodes;
     q->layer = xd_xcalloc((size_t)m->n_nodes, sizeof *q->layer);
     q->codes = xd_xcalloc((size_t)m->n_nodes, sizeof *q->codes);
+    q->float_read = xd_xcalloc((size_t)m->n_nodes, 1);
     m->qengine = q;
     int on = 0;
     xd_status s = XD_OK;
@@ -311,6 +339,7 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e)
         int8_t *w8 = xd_xmalloc(nd->w_n);
         L->scale = xd_xmalloc(sizeof(float) * (size_t)nd->units);
         L->mult = xd_xmalloc(sizeof(float) * (size_t)nd->units);
+        L->bias = xd_xcalloc((size_t)nd->units, sizeof(float));
         nn_quant_weights(w8, L->scale, m->param + nd->w_off, nd->units, K, 8);
         nn_qweights_pack(&L->w, w8, nd->units, K);
         free(w8);
@@ -321,6 +350,12 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e)
         L->on = 1;
         set_mult(m, i);
         on++;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        if (nd->in >= 0 && !q->layer[i].on) q->float_read[nd->in] = 1;
+        if (nd->kind == NN_ADD && nd->in2 >= 0) q->float_read[nd->in2] = 1;
+        if (nd->head) q->float_read[i] = 1;
     }
     if (s == XD_OK && !on)
         s = xd_fail(e, XD_EARG, "no layer can run on integers: none has wbits=8 and reads a "
@@ -364,15 +399,22 @@ static void im2col_codes(uint8_t *cols, const uint8_t *x, const nn_node *nd, int
         for (int oy = 0; oy < nd->h; oy++)
             for (int ox = 0; ox < nd->w; ox++) {
                 uint8_t *row = cols + (((size_t)b * nd->h + oy) * nd->w + ox) * K;
+                const int ix0 = ox * nd->stride - nd->pad;
                 for (int ky = 0; ky < k; ky++) {
                     const int iy = oy * nd->stride - nd->pad + ky;
+                    uint8_t *dst = row + (size_t)ky * k * C;
+                    if (iy < 0 || iy >= nd->ih) {
+                        for (int j = 0; j < k * C; j++) dst[j] = zero;
+                        continue;
+                    }
+                    const uint8_t *line = x + ((size_t)b * nd->ih + iy) * nd->iw * C;
+                    if (ix0 >= 0 && ix0 + k <= nd->iw) { /* the window's row is inside */
+                        for (int j = 0; j < k * C; j++) dst[j] = line[(size_t)ix0 * C + j];
+                        continue;
+                    }
                     for (int kx = 0; kx < k; kx++) {
-                        const int ix = ox * nd->stride - nd->pad + kx;
-                        uint8_t *dst = row + (size_t)(ky * k + kx) * C;
-                        if (iy < 0 || iy >= nd->ih || ix < 0 || ix >= nd->iw)
-                            memset(dst, zero, (size_t)C);
-                        else
-                            memcpy(dst, x + (((size_t)b * nd->ih + iy) * nd->iw + ix) * C, (size_t)C);
+                        const int ix = ix0 + kx, in = ix >= 0 && ix < nd->iw;
+                        for (int j = 0; j < C; j++) dst[kx * C + j] = in ? line[(size_t)ix * C + j] : zero;
                     }
                 }
             }
@@ -384,8 +426,8 @@ int nn_qengine_forward_node(nn_model *m, int i, int B)
     nn_node *nd = &m->nodes[i];
     if (q->codes[i]) { /* a fakequant node a quantised layer reads */
         const float *x = nd->in == NN_INPUT ? (const float *)m->input : m->nodes[nd->in].out;
-        nn_quant_act(q->codes[i], nd->out, x, (size_t)B * nd->act_n, m->state[nd->s_off],
-                     nd->bits, nd->usign);
+        nn_quant_act(q->codes[i], q->float_read[i] ? nd->out : NULL, x, (size_t)B * nd->act_n,
+                     m->state[nd->s_off], nd->bits, nd->usign);
         return 1;
     }
     qlayer *L = &q->layer[i];
@@ -399,14 +441,15 @@ int nn_qengine_forward_node(nn_model *m, int i, int B)
         x = L->cols;
     }
     nn_qgemm(L->acc, OC, x, K, M, &L->w);
-    const float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    const float *b = nd->b_n ? m->param + nd->b_off : L->bias, *mult = L->mult;
+    const int32_t *wsum = L->w.wsum;
     float *y = nd->out;
 #pragma omp parallel for if ((size_t)M * OC > PAR_MIN)
-    for (int r = 0; r < M; r++)
-        for (int o = 0; o < OC; o++) {
-            const int32_t a = L->acc[(size_t)r * OC + o] - zero * L->w.wsum[o];
-            y[(size_t)r * OC + o] = (float)a * L->mult[o] + (b ? b[o] : 0.0f);
-        }
+    for (int r = 0; r < M; r++) {
+        const int32_t *acc = L->acc + (size_t)r * OC;
+        float *yr = y + (size_t)r * OC;
+        for (int o = 0; o < OC; o++) yr[o] = (float)(acc[o] - zero * wsum[o]) * mult[o] + b[o];
+    }
     if (nd->pool_in_conv) { /* the relu and pool the float conv does in its product */
         nn_node *pool = &m->nodes[nd->pool_in_conv];
         nn_pool_shape ps = {.B = B, .H = pool->ih, .W = pool->iw, .C = pool->ic, .k = pool->k,

@@ -17,12 +17,13 @@
  * nn_quant_desc rewrites a float model's description into that form.
  *
  * The integer engine (nn_qengine_attach) runs such a model's quantised layers on integers: the
- * fakequant node in front of a layer writes uint8 codes (q + zero point: 0 unsigned, 128 signed)
- * beside its float values, the layer multiplies codes by int8 weights with int32 sums (nn/qgemm.h:
- * AVX-512 VNNI when the CPU has it) and requantises: y = (acc - zero * sum_k w) * (s_x * s_w[oc]) +
- * bias, in float, which the next fakequant node turns into the next codes. Everything between
- * (relu, pooling, batch norm, flatten, ...) runs as in the float model. The fake-quant forward
- * computes the same quantities in float, so the two differ only where the order of a float sum
+ * fakequant node in front of a layer writes uint8 codes (q + zero point: 0 unsigned, 128 signed;
+ * its float values only when a node other than such a layer reads them), the layer multiplies
+ * codes by int8 weights with int32 sums (nn/qgemm.h: AVX-512 VNNI when the CPU has it) and
+ * requantises: y = (acc - zero * sum_k w) * (s_x * s_w[oc]) + bias, in float, which the next
+ * fakequant node turns into the next codes. Everything between (relu, pooling, batch norm,
+ * flatten, ...) runs as in the float model. The fake-quant forward computes the same quantities
+ * in float, so the two differ only where the order of a float sum
  * moves a value across a rounding boundary of the next quantisation. */
 #ifndef XD_NN_QUANT_H
 #define XD_NN_QUANT_H
@@ -38,8 +39,9 @@ typedef struct nn_qengine nn_qengine;
 
 /* The scale of a bits-bit activation of range r: r / 255 (usign) or r / 127 at 8 bits. */
 float nn_quant_act_scale(float range, int bits, int usign);
-/* out = s * q with q = clamp(round(x / s)) on the levels (see above); codes (NULL when not
- * wanted; bits must be 8) = q + zero point. range 0 (not calibrated yet): out = x, no codes. */
+/* out = s * q with q = clamp(round(x / s)) on the levels (see above); codes (bits must be 8) =
+ * q + zero point; either may be NULL when not wanted. range 0 (not calibrated yet): out = x, no
+ * codes. */
 void nn_quant_act(uint8_t *codes, float *out, const float *inp, size_t n, float range, int bits,
                   int usign);
 /* The clipped straight-through gradient: dinp += dout where inp lies within the range. */
@@ -61,6 +63,10 @@ void nn_quant_weights_fake(float *wq, const float *w, int rows, int cols, int bi
  * into it by name. A description already in that form comes back unchanged; one in part is an
  * error. */
 xd_status nn_quant_desc(const char *desc, float ema, char **out, xd_err *e);
+/* The quantised form of src (nn_quant_desc) built into q for batches of max_batch, with src's
+ * values copied by name: the moving ranges are src's when src is quantised already, else 0 (to be
+ * calibrated: forward batches with nn_run.calibrate). */
+xd_status nn_quant_build(nn_model *q, nn_model *src, float ema, int max_batch, xd_err *e);
 /* Whether a model's description has quantisation in it (wbits or a moving-range fakequant). */
 int nn_quant_model_has(const nn_model *m);
 
