@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "distill/checkpoint.h"
 #include "distill/recipe.h"
+#include "io/png.h"
 #include "io/safetensors.h"
 #include "nn/layers.h"
 #include "nn/model.h"
@@ -560,6 +561,7 @@ static void test_cli_quantize_eval(void **state)
     print_message("quantised run: test accuracy %.2f\n", res.final_acc);
     assert_true(res.final_acc > 0.6);
     char *out = NULL, *err = NULL;
+    xd_err e;
     int rc = tu_run_cli(&out, &err, "quantize", "qat-run/last.safetensors", "--out", "qat8.safetensors", NULL);
     if (rc) fail_msg("quantize: %s", err);
     assert_non_null(strstr(out, "qat8.safetensors: int8, "));
@@ -577,6 +579,32 @@ static void test_cli_quantize_eval(void **state)
     assert_string_equal(strstr(fq, "\"accuracy\":"), strstr(i8, "\"accuracy\":"));
     free(fq);
     free(i8);
+    /* predict reads the int8 file too: the same top classes for images of each class */
+    char *args[4];
+    for (int k = 0; k < 4; k++) {
+        uint8_t px[64] = {0};
+        for (int y = 0; y < 3; y++)
+            for (int x = 0; x < 3; x++) px[(1 + 4 * (k / 2) + y) * 8 + 1 + 4 * (k % 2) + x] = 230;
+        io_image img = {.w = 8, .h = 8, .c = 1, .px = px};
+        args[k] = tu_fmt("q%d.png", k);
+        TU_OK(io_png_write(args[k], &img, &e));
+    }
+    char *pf = NULL, *p8 = NULL;
+    assert_int_equal(tu_run_cli(&pf, NULL, "predict", "qat-run/last.safetensors", args[0], args[1], args[2], args[3], "--top", "1", NULL), 0);
+    assert_int_equal(tu_run_cli(&p8, NULL, "predict", "qat8.safetensors", args[0], args[1], args[2], args[3], "--top", "1", NULL), 0);
+    const char *a = pf, *b = p8;
+    for (int k = 0; k < 4; k++) {
+        a = strstr(a, "\"class\":");
+        b = strstr(b, "\"class\":");
+        assert_true(a && b);
+        assert_int_equal(atoi(a + 8), atoi(b + 8));
+        assert_int_equal(atoi(b + 8), k); /* the square's quadrant */
+        a++;
+        b++;
+        free(args[k]);
+    }
+    free(pf);
+    free(p8);
     /* post-training: a float run calibrated on its training split */
     text = student_recipe("", CNN_MODEL, "", 3, "{kind: adamw, lr: 0.01}", "  - {kind: ce}\n");
     run_ok("fcli", text, "float-run", 3, 0, 0);
