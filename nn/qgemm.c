@@ -90,50 +90,81 @@ static void qgemm_portable(int32_t *C, int ldc, const uint8_t *A, int lda, int M
 
 #ifdef QGEMM_X86
 /* Four rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
- * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes. A block of
- * fewer than four rows repeats its last row and stores only its own. */
+ * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes. */
 __attribute__((target("avx512f,avx512vnni"))) static void
-qgemm_vnni(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
+vnni_rows4(int32_t *C, int ldc, const uint8_t *A, int lda, int m0, const nn_qweights *W)
 {
     const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
-#pragma omp parallel for if ((size_t)M * N * K > QPAR_MIN)
-    for (int m0 = 0; m0 < M; m0 += 4) {
-        const int rows = M - m0 < 4 ? M - m0 : 4;
-        const uint8_t *a[4];
-        int32_t tail[4] = {0, 0, 0, 0}; /* the last K % 4 bytes of each row, zero-filled */
-        for (int r = 0; r < 4; r++) {
-            a[r] = A + (size_t)(m0 + (r < rows ? r : rows - 1)) * lda;
-            if (full < kg) memcpy(&tail[r], a[r] + 4 * full, (size_t)(K - 4 * full));
+    const uint8_t *a[4];
+    int32_t tail[4] = {0, 0, 0, 0}; /* the last K % 4 bytes of each row, zero-filled */
+    for (int r = 0; r < 4; r++) {
+        a[r] = A + (size_t)(m0 + r) * lda;
+        if (full < kg) memcpy(&tail[r], a[r] + 4 * full, (size_t)(K - 4 * full));
+    }
+    for (int b = 0; b < nb; b++) {
+        const int8_t *wp = W->packed + (size_t)b * kg * 64;
+        __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        for (int g = 0; g < full; g++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)g * 64));
+            int32_t v0, v1, v2, v3;
+            memcpy(&v0, a[0] + 4 * g, 4);
+            memcpy(&v1, a[1] + 4 * g, 4);
+            memcpy(&v2, a[2] + 4 * g, 4);
+            memcpy(&v3, a[3] + 4 * g, 4);
+            acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(v0), w);
+            acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(v1), w);
+            acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(v2), w);
+            acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(v3), w);
         }
-        for (int b = 0; b < nb; b++) {
-            const int8_t *wp = W->packed + (size_t)b * kg * 64;
-            __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-            for (int g = 0; g < full; g++) {
-                const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)g * 64));
-                int32_t v0, v1, v2, v3;
-                memcpy(&v0, a[0] + 4 * g, 4);
-                memcpy(&v1, a[1] + 4 * g, 4);
-                memcpy(&v2, a[2] + 4 * g, 4);
-                memcpy(&v3, a[3] + 4 * g, 4);
-                acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(v0), w);
-                acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(v1), w);
-                acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(v2), w);
-                acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(v3), w);
-            }
-            if (full < kg) {
-                const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)full * 64));
-                acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(tail[0]), w);
-                acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(tail[1]), w);
-                acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(tail[2]), w);
-                acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(tail[3]), w);
-            }
-            const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
-            const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-            const __m512i acc[4] = {acc0, acc1, acc2, acc3};
-            for (int r = 0; r < rows; r++)
-                _mm512_mask_storeu_epi32(C + (size_t)(m0 + r) * ldc + n0, mask, acc[r]);
+        if (full < kg) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)full * 64));
+            acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(tail[0]), w);
+            acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(tail[1]), w);
+            acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(tail[2]), w);
+            acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(tail[3]), w);
+        }
+        const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
+        const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+        _mm512_mask_storeu_epi32(C + (size_t)m0 * ldc + n0, mask, acc0);
+        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 1) * ldc + n0, mask, acc1);
+        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 2) * ldc + n0, mask, acc2);
+        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 3) * ldc + n0, mask, acc3);
+    }
+}
+
+/* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
+ * batch of one, and the rows left over by vnni_rows4). */
+__attribute__((target("avx512f,avx512vnni"))) static void
+vnni_row(int32_t *c, const uint8_t *a, const nn_qweights *W)
+{
+    const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    int32_t tail = 0;
+    if (full < kg) memcpy(&tail, a + 4 * full, (size_t)(K - 4 * full));
+    for (int b0 = 0; b0 < nb; b0 += 4) {
+        const int nbl = nb - b0 < 4 ? nb - b0 : 4;
+        __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                          _mm512_setzero_si512()};
+        for (int g = 0; g < kg; g++) {
+            int32_t v = tail;
+            if (g < full) memcpy(&v, a + 4 * g, 4);
+            const __m512i av = _mm512_set1_epi32(v);
+            for (int j = 0; j < nbl; j++)
+                acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
+                    (const void *)(W->packed + ((size_t)(b0 + j) * kg + (size_t)g) * 64)));
+        }
+        for (int j = 0; j < nbl; j++) {
+            const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
+            _mm512_mask_storeu_epi32(c + n0, (__mmask16)((1u << nn) - 1), acc[j]);
         }
     }
+}
+
+static void qgemm_vnni(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
+{
+    const int M4 = M / 4 * 4;
+#pragma omp parallel for if ((size_t)M * W->N * W->K > QPAR_MIN)
+    for (int m0 = 0; m0 < M4; m0 += 4) vnni_rows4(C, ldc, A, lda, m0, W);
+    for (int m = M4; m < M; m++) vnni_row(C + (size_t)m * ldc, A + (size_t)m * lda, W);
 }
 #endif
 
