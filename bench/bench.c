@@ -17,7 +17,7 @@ static const bench_suite suites[] = {
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
-    {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64", bench_infer},
+    {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64; then int8", bench_infer},
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
      bench_exits},

@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+#include "core/status.h"
+
 typedef struct {
     double median, min, max; /* seconds per call */
     double cpu_median;       /* CPU seconds per call, all threads: on a shared machine, at one
@@ -44,6 +46,13 @@ int bench_scale(const bench_opts *o);
 int bench_infer(const bench_opts *o);
 int bench_zoo(const bench_opts *o);
 int bench_exits(const bench_opts *o);
+/* The infer suite's int8 rows (bench/infer_int8.c), in its temporary folder tmp. */
+int bench_infer_int8(const bench_opts *o, const char *tmp);
+/* The checkpoint bench infer measures for a recipe (key names its files in tmp) into *ckpt (a new
+ * string): the recipe's trained one (runs/NAME/seed-N/best.safetensors) when present, else one
+ * with random weights written into tmp (*trained = 0). Also the model's input (h, w, c). */
+xd_status bench_infer_model(const char *recipe_path, const char *key, const char *tmp, char **ckpt,
+                            int *trained, int *h, int *w, int *c, xd_err *e);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

@@ -69,20 +69,18 @@ static int exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* The checkpoint of case k into *ckpt (new string): the recipe's trained one when present, else
- * one with random weights written into tmp (*trained = 0). Also the model's input (h, w, c). */
-static xd_status case_model(const infer_case *k, const char *tmp, char **ckpt, int *trained,
-                            int *h, int *w, int *c, xd_err *e)
+xd_status bench_infer_model(const char *recipe_path, const char *key, const char *tmp, char **ckpt,
+                            int *trained, int *h, int *w, int *c, xd_err *e)
 {
     void *yaml;
     size_t n;
-    xd_status s = io_read_all(k->recipe, 1 << 20, &yaml, &n, e);
+    xd_status s = io_read_all(recipe_path, 1 << 20, &yaml, &n, e);
     if (s != XD_OK) {
         xd_err_prefix(e, "bench infer reads the recipes from the source folder");
         return s;
     }
     recipe r;
-    s = recipe_parse(k->recipe, yaml, n, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, e);
+    s = recipe_parse(recipe_path, yaml, n, NULL, 0, RECIPE_NO_FILE_CHECKS, &r, e);
     if (s != XD_OK) {
         free(yaml);
         return s;
@@ -96,7 +94,7 @@ static xd_status case_model(const infer_case *k, const char *tmp, char **ckpt, i
         s = nn_model_plan(&m, r.models[0].model, 1, e);
     } else {
         char file[64];
-        snprintf(file, sizeof file, "%s.safetensors", k->key);
+        snprintf(file, sizeof file, "%s.safetensors", key);
         *ckpt = io_path_join(tmp, file);
         const io_kv meta[] = {{"xdistill.recipe", yaml}};
         s = nn_model_build(&m, r.models[0].model, 1, (uint64_t)r.seed, e);
@@ -142,7 +140,7 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
     xd_err_clear(&e);
     char *ckpt = NULL, file[64];
     int trained, h, w, c;
-    xd_status s = case_model(k, tmp, &ckpt, &trained, &h, &w, &c, &e);
+    xd_status s = bench_infer_model(k->recipe, k->key, tmp, &ckpt, &trained, &h, &w, &c, &e);
     snprintf(file, sizeof file, "%s.onnx", k->key);
     char *onnx = io_path_join(tmp, file);
     if (s == XD_OK) s = ex_onnx_write(ckpt, NULL, onnx, &e);
@@ -286,6 +284,7 @@ int bench_infer(const bench_opts *o)
     int rc = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0] && !rc; k++)
         rc = bench_case(o, &cases[k], tmp, have_ort ? modules : NULL);
+    if (!rc) rc = bench_infer_int8(o, tmp);
     io_remove_tree(tmp);
     io_temp_drop(slot);
     free(modules);

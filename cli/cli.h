@@ -15,6 +15,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 /* Prints "xdistill CMD: message" for a failed status and returns 1. */
 int cli_report(const char *cmd, const xd_err *e);

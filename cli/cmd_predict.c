@@ -48,6 +48,7 @@ static void predict_usage(FILE *f)
             "resized to their size, then resized, cropped and normalised as its recipe's\n"
             "data.augment says; texts are tokenised with its data.text. Labels are the class\n"
             "names stored in the checkpoint (class numbers for checkpoints without names).\n"
+            "An int8 checkpoint (xdistill quantize) runs on integers.\n"
             "A segmentation model writes one mask PNG per image into DIR (--out, required),\n"
             "named after the image file (NAME.png, grey level = class number, at the image's\n"
             "own size: each pixel takes the class of the output position it falls on), and\n"

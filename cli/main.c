@@ -24,6 +24,7 @@ static const command commands[] = {
     {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
     {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)"},
     {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)"},
+    {"quantize", cmd_quantize, "a checkpoint as an int8 one (calibrated, or as trained with quantize:)"},
     {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "modalities/image/augment.h"
 #include "modalities/image/resize.h"
+#include "nn/quant.h"
 
 #define META_FORMAT "format"
 #define META_VERSION "xdistill.version"
@@ -32,6 +33,21 @@ static io_tensor *model_tensors(const nn_model *m, int with_data)
     return t;
 }
 
+/* The metadata every checkpoint starts with, then the caller's: a new array of n_meta + 3 (+ 1
+ * with quant, the "xdistill.quant" entry). */
+static io_kv *base_meta(const nn_model *m, const char *quant, const io_kv *meta, size_t n_meta,
+                        size_t *n)
+{
+    io_kv *all = xd_xcalloc(n_meta + 4, sizeof *all);
+    *n = 0;
+    all[(*n)++] = (io_kv){META_FORMAT, "xdistill"};
+    all[(*n)++] = (io_kv){META_VERSION, XD_VERSION};
+    all[(*n)++] = (io_kv){META_MODEL, m->desc};
+    if (quant) all[(*n)++] = (io_kv){CKPT_META_QUANT, quant};
+    for (size_t i = 0; i < n_meta; i++) all[(*n)++] = meta[i];
+    return all;
+}
+
 xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                     xd_err *e)
 {
@@ -43,13 +59,10 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
                 return xd_fail(e, XD_ENUM, "%s: not written: '%s' holds a non-finite value at index %zu",
                                path, p->name, j);
     }
-    io_kv *all = xd_xcalloc(n_meta + 3, sizeof *all);
-    all[0] = (io_kv){META_FORMAT, "xdistill"};
-    all[1] = (io_kv){META_VERSION, XD_VERSION};
-    all[2] = (io_kv){META_MODEL, m->desc};
-    for (size_t i = 0; i < n_meta; i++) all[3 + i] = meta[i];
+    size_t n_all;
+    io_kv *all = base_meta(m, NULL, meta, n_meta, &n_all);
     io_tensor *t = model_tensors(m, 1);
-    xd_status s = io_st_write(path, t, (size_t)m->n_params, all, n_meta + 3, e);
+    xd_status s = io_st_write(path, t, (size_t)m->n_params, all, n_all, e);
     free(t);
     free(all);
     return s;
@@ -143,6 +156,148 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
     return s;
 }
 
+// ----------------------------------------------------------------------------------------------
+// int8 checkpoints
+
+/* The node whose parameter p is ("NODE.weight"), or -1. */
+static int param_node(const nn_model *m, const nn_param *p)
+{
+    char node[NN_NAME_LEN + 16];
+    snprintf(node, sizeof node, "%s", p->name);
+    char *dot = strrchr(node, '.');
+    if (dot) *dot = '\0';
+    return nn_model_find(m, node);
+}
+
+/* The int8 tensors of a quantised model: every entry as in a float checkpoint, except that the
+ * weight of a layer that runs on integers is I8 and is followed by "NAME.weight_scale" (F32, one
+ * per output). names: room for the scale tensors' names. */
+static io_tensor *int8_tensors(const nn_model *m, int with_data, char (*names)[NN_NAME_LEN + 32],
+                               size_t *n)
+{
+    io_tensor *t = xd_xcalloc(2 * (size_t)m->n_params, sizeof *t), *fl = model_tensors(m, with_data);
+    *n = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        t[(*n)++] = fl[i];
+        const int node = param_node(m, p);
+        if (p->state || node < 0 || !nn_quant_runs_int(m, node) ||
+            strcmp(strrchr(p->name, '.'), ".weight") != 0)
+            continue;
+        const float *scale = NULL;
+        const int8_t *q = with_data ? nn_qengine_weights(m, node, &scale) : NULL;
+        io_tensor_set(&t[*n - 1], p->name, IO_I8, p->ndim, p->shape, q);
+        snprintf(names[i], sizeof names[i], "%s_scale", p->name);
+        const int64_t oc = p->shape[0];
+        io_tensor_set(&t[(*n)++], names[i], IO_F32, 1, &oc, scale);
+    }
+    free(fl);
+    return t;
+}
+
+xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                         xd_err *e)
+{
+    XD_ASSERT(m->qengine);
+    char(*names)[NN_NAME_LEN + 32] = xd_xcalloc((size_t)m->n_params, sizeof *names);
+    size_t n, n_all;
+    io_tensor *t = int8_tensors(m, 1, names, &n);
+    io_kv *all = base_meta(m, CKPT_QUANT_INT8, meta, n_meta, &n_all);
+    xd_status s = io_st_write(path, t, n, all, n_all, e);
+    free(all);
+    free(t);
+    free(names);
+    return s;
+}
+
+xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e)
+{
+    static const char *const own[] = {META_FORMAT, META_VERSION, META_MODEL, CKPT_META_QUANT};
+    io_st_file *f;
+    xd_status s = io_st_open(source, &f, e);
+    if (s != XD_OK) return s;
+    io_kv *meta = xd_xcalloc(io_st_meta_count(f) + 1, sizeof *meta);
+    size_t n = 0;
+    for (size_t i = 0; i < io_st_meta_count(f); i++) {
+        const io_kv *kv = io_st_meta_at(f, i);
+        int skip = 0;
+        for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) skip |= strcmp(kv->key, own[k]) == 0;
+        if (!skip) meta[n++] = *kv;
+    }
+    s = ckpt_save_int8(path, m, meta, n, e);
+    free(meta);
+    io_st_close(f);
+    return s;
+}
+
+/* A float entry of an int8 checkpoint into the model: finite, and a moving range > 0. */
+static xd_status int8_float_in(io_st_file *f, nn_model *m, const nn_param *p, xd_err *e)
+{
+    const float *src = io_st_find(f, p->name)->data;
+    const int range = p->state && strcmp(strrchr(p->name, '.'), ".range") == 0;
+    for (size_t j = 0; j < p->n; j++)
+        if (!isfinite(src[j]) || (range && !(src[j] > 0.0f)))
+            return xd_fail(e, XD_EFORMAT, "%s: tensor '%s' holds %g at index %zu; %s",
+                           io_st_path(f), p->name, (double)src[j], j,
+                           range ? "a range must be a finite number > 0" : "values must be finite");
+    memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
+    return XD_OK;
+}
+
+/* A quantised layer's weights and scales from the file into the engine. */
+static xd_status int8_weights_in(io_st_file *f, nn_model *m, int node, xd_err *e)
+{
+    const nn_node *nd = nn_model_node(m, node);
+    char name[NN_NAME_LEN + 32];
+    snprintf(name, sizeof name, "%s.weight_scale", nd->name);
+    const float *scale = io_st_find(f, name)->data;
+    for (int o = 0; o < nd->units; o++)
+        if (!isfinite(scale[o]) || !(scale[o] > 0.0f))
+            return xd_fail(e, XD_EFORMAT, "%s: tensor '%s' holds %g at index %d; a scale must be "
+                           "a finite number > 0", io_st_path(f), name, (double)scale[o], o);
+    snprintf(name, sizeof name, "%s.weight", nd->name);
+    const int8_t *q = io_st_find(f, name)->data;
+    for (size_t j = 0; j < nd->w_n; j++)
+        if (q[j] < -127)
+            return xd_fail(e, XD_EFORMAT, "%s: tensor '%s' holds -128 at index %zu, outside the "
+                           "symmetric levels -127..127", io_st_path(f), name, j);
+    nn_qengine_set_weights(m, node, q, scale);
+    return XD_OK;
+}
+
+static xd_status load_int8(io_st_file *f, const char *desc, int max_batch, nn_model *m, xd_err *e)
+{
+    const char *path = io_st_path(f), *quant = io_st_meta(f, CKPT_META_QUANT);
+    if (strcmp(quant, CKPT_QUANT_INT8) != 0) {
+        char buf[XD_EXCERPT_BUF];
+        return xd_fail(e, XD_EUNSUPPORTED, "%s: quantisation '%s' is not one this build reads "
+                       "(%s)", path, xd_excerpt(quant, buf), CKPT_QUANT_INT8);
+    }
+    xd_status s = nn_model_build(m, desc, max_batch, 0, e);
+    if (s != XD_OK) {
+        xd_err_prefix(e, "%s: stored model", path);
+        return s;
+    }
+    char(*names)[NN_NAME_LEN + 32] = xd_xcalloc((size_t)m->n_params, sizeof *names);
+    size_t n;
+    io_tensor *want = int8_tensors(m, 0, names, &n);
+    s = io_st_check(f, want, n, e);
+    /* the float entries first (the ranges: the engine reads them when it attaches) */
+    for (size_t i = 0; i < n && s == XD_OK; i++) {
+        const nn_param *p = nn_model_param(m, want[i].name);
+        if (p && want[i].dtype == IO_F32) s = int8_float_in(f, m, p, e);
+    }
+    free(want);
+    free(names);
+    if (s == XD_OK && (s = nn_qengine_attach(m, e)) != XD_OK) xd_err_prefix(e, "%s", path);
+    for (int i = 0; i < m->n_nodes && s == XD_OK; i++) {
+        const float *scale;
+        if (nn_qengine_weights(m, i, &scale)) s = int8_weights_in(f, m, i, e);
+    }
+    if (s != XD_OK) nn_model_free(m);
+    return s;
+}
+
 /* 1 when version ("MAJOR.MINOR...") is of a later release than this build: such a file may hold
  * what this build cannot read, so it is refused by name rather than misread. */
 static int newer_version(const char *version)
@@ -170,6 +325,9 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
                     xd_excerpt(version, buf), XD_VERSION);
     } else if ((s = nn_model_plan(m, desc, max_batch, e)) != XD_OK) {
         xd_err_prefix(e, "%s: stored model", path);
+    } else if (io_st_meta(f, CKPT_META_QUANT)) {
+        nn_model_free(m);
+        s = load_int8(f, desc, max_batch, m, e);
     } else {
         /* the tensors must all be there before the model's memory is taken */
         s = check_in(f, m, e);

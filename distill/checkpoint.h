@@ -33,6 +33,22 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
 xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                             const feed *f, const io_dataset *ds, const char *label, xd_err *e);
 
+/* An int8 checkpoint: a model whose layers run on integers (nn/quant.h, its engine attached) with
+ * metadata "xdistill.quant" = "int8". Its tensors are those of a float checkpoint, except that
+ * each integer layer's weight is I8 (the values -127..127, shape as the float weight) followed by
+ * "NAME.weight_scale" (F32, one scale per output: weight = scale * value). The activations' scales
+ * are their "NAME.range" entries (scale = range / 127, zero point 128 in the engine's uint8 codes;
+ * `unsigned` ones range / 255, zero point 0). ckpt_load reads it back with the engine attached:
+ * a scale or a range that is not a finite number > 0, a weight of -128 or a tensor of another
+ * dtype is an error naming the file and the tensor. */
+#define CKPT_META_QUANT "xdistill.quant"
+#define CKPT_QUANT_INT8 "int8"
+xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
+                         xd_err *e);
+/* ckpt_save_int8 with the metadata of the checkpoint `source` (m's float or fake-quant form)
+ * that is not about the model itself: the recipe, the class names, the image size, ... */
+xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e);
+
 /* Builds a model from the description stored in the file, for batches of up to max_batch, and
  * loads its values. A checkpoint of a later xdistill version (major.minor) is XD_EUNSUPPORTED.
  * On failure m is left empty (nothing to free). */

@@ -31,6 +31,7 @@
 #include "modalities/image/augment.h"
 #include "modalities/text/config.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 
 
 const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
@@ -115,7 +116,7 @@ static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every
 
 static const char *const top_keys[] = {"name",       "seed",     "seeds", "task",   "data",  "model",
                                        "model_file", "models",   "teachers", "train", "losses",
-                                       "stages"};
+                                       "stages",     "quantize"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text",
@@ -123,6 +124,7 @@ static const char *const data_keys[] = {"path",           "train",            "t
 static const char *const eval_set_keys[] = {"name", "path", "split"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
 static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer"};
+static const char *const quantize_keys[] = {"ema"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
                                          "schedule",   "eval_every", "threads"};
 
@@ -558,6 +560,36 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
 }
 
 
+/* quantize: every trainable model trains in its quantised form (nn_quant_desc), which the
+ * recipe's models then are: their descriptions are rewritten here, once. */
+static xd_status bind_quantize(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *q = rb_present(b, root, "quantize");
+    if (!q) return XD_OK;
+    io_yaml_mark_used(q);
+    xd_status s;
+    if ((s = rb_need_kind(b, q, IO_YAML_MAPPING, "a mapping of quantisation settings"))) return s;
+    if ((s = io_yaml_check_keys(b->d, q, quantize_keys, COUNT_OF(quantize_keys), b->e))) return s;
+    r->quantize_ema = 0.01f;
+    if ((s = rb_get_float(b, q, "ema", R_GT0, &r->quantize_ema)) != XD_OK) return s;
+    if (r->quantize_ema > 1.0f) return rb_bad(b, io_yaml_find(b->d, q, "ema"), "must be in (0, 1]");
+    for (int k = 0; k < r->n_models; k++) {
+        char *desc;
+        if ((s = nn_quant_desc(r->models[k].model, r->quantize_ema, &desc, b->e)) != XD_OK)
+            return rb_wrap(b, q, s);
+        free(r->models[k].model);
+        r->models[k].model = desc;
+        if (!r->listed) {
+            free(r->model);
+            r->model = xd_xstrdup(desc);
+        }
+        nn_model_free(&b->nets[k]);
+        if ((s = nn_model_plan(&b->nets[k], desc, 1, b->e)) != XD_OK) return rb_wrap(b, q, s);
+    }
+    return XD_OK;
+}
+
 /* Each listed model's optimizer: train.optimizer, with the item's keys over it. */
 static xd_status bind_model_opts(binder *b)
 {
@@ -616,6 +648,7 @@ static xd_status bind(binder *b)
     b->r->task = task;
     if ((s = bind_data(b, root)) != XD_OK) return s;
     if ((s = bind_models(b, root)) != XD_OK) return s;
+    if ((s = bind_quantize(b, root)) != XD_OK) return s;
     if ((s = bind_teachers(b, root)) != XD_OK) return s;
     if ((s = bind_train(b, root)) != XD_OK) return s;
     if ((s = bind_model_opts(b)) != XD_OK) return s;

@@ -266,6 +266,8 @@ typedef struct {
     int n_stages;         /* >= 1 */
     recipe_stage *stages;
     int staged;           /* the losses stand under `stages:` (their key paths say so) */
+    float quantize_ema;   /* > 0: `quantize:`: the models train int8 fake-quantised (nn/quant.h),
+                           * their moving ranges averaged with this momentum; 0: float */
 } recipe;
 
 /* Skip the checks that files named in the recipe exist (data.path, checkpoints): for reading a

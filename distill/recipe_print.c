@@ -338,6 +338,7 @@ char *recipe_to_yaml(const recipe *r)
         sb_add(&b, "\n");
     }
 
+    if (r->quantize_ema > 0.0f) sb_add(&b, "quantize: {ema: %.9g}\n", (double)r->quantize_ema);
     if (r->n_teachers) sb_add(&b, "teachers:\n");
     for (int i = 0; i < r->n_teachers; i++) {
         const recipe_teacher *t = &r->teachers[i];

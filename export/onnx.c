@@ -231,6 +231,9 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
     snprintf(vname, sizeof vname, "layer/%s", nd->name);
     const char *out = ex_str(g, vname);
     ex_form of = xf;
+    if (nd->wbits || (nd->kind == NN_FAKEQUANT && nd->ema > 0.0f))
+        return xd_fail(e, XD_EUNSUPPORTED, "layer '%s' (%s) is int8-quantised (wbits or a moving "
+                       "range): no ONNX export yet", nd->name, nn_kind_name(nd->kind));
     switch (nd->kind) {
     case NN_LINEAR: {
         const char *ins[3] = {as_vec(g, x, xf), ex_param(g, m, nd, "weight"), NULL};

@@ -12,6 +12,7 @@
 
 #include "core/mem.h"
 #include "core/rng.h"
+#include "nn/quant.h"
 
 static const char *const kind_names[] = {
     [NN_LINEAR] = "linear",       [NN_CONV2D] = "conv2d",       [NN_MAXPOOL] = "maxpool",
@@ -42,26 +43,32 @@ typedef struct {
     size_t off;
     uint32_t kinds;
     const char *help;
+    int omit_zero;   /* left out of the canonical description when 0 (options added later, so
+                      * that descriptions written before them stay as they were) */
 } opt_def;
 
 #define OFF(f) offsetof(nn_node, f)
 static const opt_def opts[] = {
-    {"name", OPT_NAME, OFF(name), ALL_KINDS, "node name (tap)"},
-    {"from", OPT_FROM, OFF(in), ALL_KINDS, "input node (default: the previous one)"},
-    {"with", OPT_FROM2, OFF(in2), K(NN_ADD), "second input of add"},
-    {"head", OPT_FLAG, OFF(head), ALL_KINDS, "marks an output"},
-    {"out", OPT_INT, OFF(units), K(NN_LINEAR) | K(NN_CONV2D) | K(NN_EMBBAG), "output width"},
-    {"k", OPT_INT, OFF(k), K(NN_CONV2D) | POOLS, "window size"},
-    {"stride", OPT_INT, OFF(stride), K(NN_CONV2D) | POOLS, "stride"},
-    {"pad", OPT_INT, OFF(pad), K(NN_CONV2D), "zero padding"},
-    {"bias", OPT_INT, OFF(bias), K(NN_LINEAR) | K(NN_CONV2D), "1 = with bias"},
-    {"p", OPT_FLOAT, OFF(p), K(NN_DROPOUT), "drop probability"},
-    {"eps", OPT_FLOAT, OFF(eps), K(NN_BATCHNORM) | K(NN_LAYERNORM), "variance epsilon"},
-    {"momentum", OPT_FLOAT, OFF(momentum), K(NN_BATCHNORM), "running-stat momentum"},
-    {"mode", OPT_MODE, OFF(mode), K(NN_EMBBAG), "mean or sum"},
-    {"vocab", OPT_INT, OFF(vocab), K(NN_EMBBAG), "number of token ids"},
-    {"bits", OPT_INT, OFF(bits), K(NN_FAKEQUANT), "quantisation bits"},
-    {"factor", OPT_INT, OFF(factor), K(NN_UPSAMPLE), "upsampling factor"},
+    {"name", OPT_NAME, OFF(name), ALL_KINDS, "node name (tap)", 0},
+    {"from", OPT_FROM, OFF(in), ALL_KINDS, "input node (default: the previous one)", 0},
+    {"with", OPT_FROM2, OFF(in2), K(NN_ADD), "second input of add", 0},
+    {"head", OPT_FLAG, OFF(head), ALL_KINDS, "marks an output", 0},
+    {"out", OPT_INT, OFF(units), K(NN_LINEAR) | K(NN_CONV2D) | K(NN_EMBBAG), "output width", 0},
+    {"k", OPT_INT, OFF(k), K(NN_CONV2D) | POOLS, "window size", 0},
+    {"stride", OPT_INT, OFF(stride), K(NN_CONV2D) | POOLS, "stride", 0},
+    {"pad", OPT_INT, OFF(pad), K(NN_CONV2D), "zero padding", 0},
+    {"bias", OPT_INT, OFF(bias), K(NN_LINEAR) | K(NN_CONV2D), "1 = with bias", 0},
+    {"p", OPT_FLOAT, OFF(p), K(NN_DROPOUT), "drop probability", 0},
+    {"eps", OPT_FLOAT, OFF(eps), K(NN_BATCHNORM) | K(NN_LAYERNORM), "variance epsilon", 0},
+    {"momentum", OPT_FLOAT, OFF(momentum), K(NN_BATCHNORM), "running-stat momentum", 0},
+    {"mode", OPT_MODE, OFF(mode), K(NN_EMBBAG), "mean or sum", 0},
+    {"vocab", OPT_INT, OFF(vocab), K(NN_EMBBAG), "number of token ids", 0},
+    {"bits", OPT_INT, OFF(bits), K(NN_FAKEQUANT), "quantisation bits", 0},
+    {"ema", OPT_FLOAT, OFF(ema), K(NN_FAKEQUANT), "moving range: the momentum of its average", 1},
+    {"unsigned", OPT_FLAG, OFF(usign), K(NN_FAKEQUANT), "moving range: levels 0..2^bits-1", 0},
+    {"wbits", OPT_INT, OFF(wbits), K(NN_LINEAR) | K(NN_CONV2D),
+     "weights fake-quantised per output channel to this many bits", 1},
+    {"factor", OPT_INT, OFF(factor), K(NN_UPSAMPLE), "upsampling factor", 0},
 };
 #undef OFF
 
@@ -445,6 +452,8 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
         nd->w = nd->iw;
         nd->c = nd->ic;
         int64_t shp[4];
+        if (nd->wbits && (nd->wbits < 2 || nd->wbits > 8))
+            return layer_error(e, i, nd, "wbits must be 2..8");
         switch (nd->kind) {
         case NN_LINEAR:
             if (nd->units <= 0) return layer_error(e, i, nd, "needs out=N > 0");
@@ -557,6 +566,14 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
             break;
         case NN_FAKEQUANT:
             if (nd->bits < 2 || nd->bits > 16) return layer_error(e, i, nd, "bits must be 2..16");
+            if (!(nd->ema >= 0.0f && nd->ema <= 1.0f)) return layer_error(e, i, nd, "ema must be in [0, 1]");
+            if (nd->usign && nd->ema == 0.0f) return layer_error(e, i, nd, "unsigned needs ema=M > 0");
+            if (nd->ema > 0.0f) {
+                shp[0] = 1;
+                if (add_param(m, nd, "range", 1, shp, 0, 1, &nd->s_off))
+                    return too_big(e, i, nd, "its range");
+                nd->s_n = 1;
+            }
             break;
         case NN_ADD: {
             if (nd->in2 == -2) return layer_error(e, i, nd, "needs with=NAME (the second input)");
@@ -574,6 +591,7 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
         case NN_KIND_COUNT:
             XD_ASSERT(0);
         }
+        z->fixed += nd->wbits ? nd->w_n : 0; /* the fake-quantised weights */
         XD_ASSERT(nd->h > 0 && nd->w > 0 && nd->c > 0);
         if (xd_mul3_size((size_t)nd->h, (size_t)nd->w, (size_t)nd->c, &nd->act_n) ||
             add_example(z, &z->act, nd->act_n) || nd->act_n > NN_MAX_EXAMPLE - z->example)
@@ -585,7 +603,7 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
     return XD_OK;
 }
 
-static char *describe(const nn_model *m)
+char *nn_model_describe(const nn_model *m)
 {
     size_t cap = 256 + (size_t)m->n_nodes * 256, used = 0;
     char *s = xd_xmalloc(cap);
@@ -601,8 +619,13 @@ static char *describe(const nn_model *m)
             if (!(od->kinds & K(nd->kind))) continue;
             const char *field = (const char *)nd + od->off;
             switch (od->type) {
-            case OPT_INT: PUT(" %s=%d", od->key, *(const int *)field); break;
-            case OPT_FLOAT: PUT(" %s=%.9g", od->key, (double)*(const float *)field); break;
+            case OPT_INT:
+                if (*(const int *)field || !od->omit_zero) PUT(" %s=%d", od->key, *(const int *)field);
+                break;
+            case OPT_FLOAT:
+                if (*(const float *)field != 0.0f || !od->omit_zero)
+                    PUT(" %s=%.9g", od->key, (double)*(const float *)field);
+                break;
             case OPT_MODE: PUT(" %s=%s", od->key, mode_names[nd->mode]); break;
             case OPT_FROM2:
                 PUT(" %s=%s", od->key, nd->in2 == NN_INPUT ? "input" : m->nodes[nd->in2].name);
@@ -673,7 +696,7 @@ static xd_status plan(nn_model *m, const char *desc, int max_batch, model_sizes 
         if ((s = parse_layer(m, i, &st[i + 1], e)) != XD_OK) goto out;
     if ((s = infer(m, z, e)) != XD_OK) goto out;
     plan_fusion(m);
-    m->desc = describe(m);
+    m->desc = nn_model_describe(m);
 out:
     free_statements(st, n);
     if (s != XD_OK) nn_model_free(m);
@@ -742,6 +765,10 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         case NN_MAXPOOL: isv += (size_t)max_batch * nd->act_n; break;
         default: break;
         }
+        if (nd->wbits) {
+            nd->wq = m->save_block + sv;
+            sv += nd->w_n;
+        }
     }
     XD_ASSERT(sv == z.save * (size_t)max_batch + z.fixed && isv == z.isave * (size_t)max_batch);
     m->segs = xd_xcalloc((size_t)m->n_params, sizeof *m->segs);
@@ -783,6 +810,9 @@ void nn_model_init_params(nn_model *m, uint64_t seed)
         case NN_EMBBAG:
             for (size_t j = 0; j < nd->w_n; j++) w[j] = xd_rng_normal(&r);
             break;
+        case NN_FAKEQUANT:
+            if (nd->s_n) m->state[nd->s_off] = 0.0f; /* a moving range: not calibrated yet */
+            break;
         default:
             break;
         }
@@ -791,6 +821,7 @@ void nn_model_init_params(nn_model *m, uint64_t seed)
 
 void nn_model_free(nn_model *m)
 {
+    nn_qengine_free(m->qengine);
     free(m->nodes);
     free(m->params);
     free(m->segs);
@@ -845,7 +876,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
                            const uint8_t *need)
 {
     XD_ASSERT(B > 0 && B <= m->max_batch);
-    static const nn_run eval_run = {0, 0, 0, NULL};
+    static const nn_run eval_run = {.training = 0};
     if (!run) run = &eval_run;
     m->batch = B;
     m->input = input;
@@ -854,8 +885,13 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
         if (need && !need[i]) continue;
+        if (m->qengine && nn_qengine_forward_node(m, i, B)) continue;
         const float *x = input_of(m, nd->in);
         float *y = nd->out, *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
+        if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
+            nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
+            w = nd->wq;
+        }
         const size_t n_in = (size_t)B * nd->ih * nd->iw * nd->ic, n_out = (size_t)B * nd->act_n;
         switch (nd->kind) {
         case NN_LINEAR:
@@ -925,7 +961,16 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
             break;
         case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
         case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
-        case NN_FAKEQUANT: nn_fakequant_forward(y, x, n_out, nd->bits); break;
+        case NN_FAKEQUANT:
+            if (nd->ema > 0.0f) {
+                float *range = m->state + nd->s_off;
+                if (run->training || run->calibrate)
+                    *range = nn_quant_range_update(*range, x, n_out, run->training ? nd->ema : 0.0f);
+                nn_quant_act(NULL, y, x, n_out, *range, nd->bits, nd->usign);
+            } else {
+                nn_fakequant_forward(y, x, n_out, nd->bits);
+            }
+            break;
         case NN_ADD: {
             const float *x2 = input_of(m, nd->in2);
             for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
@@ -1008,7 +1053,7 @@ void nn_model_backward(nn_model *m)
         nn_node *nd = &m->nodes[i];
         if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
         const float *x = input_of(m, nd->in), *dy = nd->dout, *y = nd->out;
-        const float *w = m->param + nd->w_off;
+        const float *w = nd->wbits ? nd->wq : m->param + nd->w_off; /* as forward read them */
         float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;
         const size_t n_out = (size_t)B * nd->act_n;
         int fresh = 0;
@@ -1073,7 +1118,12 @@ void nn_model_backward(nn_model *m)
             if (fresh) nn_add_first(dx, dy, n_out);
             else if (dx) nn_add_inplace(dx, dy, n_out);
             break;
-        case NN_FAKEQUANT: if (dx) nn_fakequant_backward(dx, dy, n_out); break;
+        case NN_FAKEQUANT:
+            if (dx && nd->ema > 0.0f)
+                nn_quant_act_backward(dx, dy, x, n_out, m->state[nd->s_off], nd->bits, nd->usign);
+            else if (dx)
+                nn_fakequant_backward(dx, dy, n_out);
+            break;
         case NN_ADD: {
             if (fresh) nn_add_first(dx, dy, n_out);
             else if (dx) nn_add_inplace(dx, dy, n_out);

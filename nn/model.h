@@ -76,14 +76,18 @@ typedef struct {
     int ih, iw, ic;      /* input shape per example */
     /* options (only those that apply to the kind are used) */
     int units, k, stride, pad, bias, bits, factor, vocab, head;
+    int wbits;           /* linear, conv2d: > 0: weights fake-quantised per output channel */
+    int usign;           /* fakequant with a moving range: levels 0..2^bits-1 (after a relu) */
     nn_bag_mode mode;
     float p, eps, momentum;
+    float ema;           /* fakequant: > 0: a moving range (state "NAME.range"), see nn/quant.h */
     /* parameters and state: offsets into the model's blocks (counts 0 when absent) */
     size_t w_off, w_n, b_off, b_n, s_off, s_n;
     /* activations (max_batch rows of h*w*c) and saved values for backward */
     size_t act_n;
     float *out, *dout;
     float *save;      /* conv cols, dropout mask, norm mean/rstd */
+    float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
     int touched;      /* dout received gradient this step */
     int grad_used;    /* a parameter or the input gradient lies upstream: dout is worth filling */
@@ -106,6 +110,7 @@ typedef struct {
     uint64_t seed;            /* dropout streams */
     uint64_t step;
     const uint64_t *example;  /* global example index of each row, or NULL (row index) */
+    int calibrate;            /* not training: fakequant ranges grow to each batch's max|x| */
 } nn_run;
 
 typedef struct {
@@ -128,6 +133,7 @@ typedef struct {
     int32_t *isave_block;
     xd_arena scratch;
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
+    struct nn_qengine *qengine; /* not NULL: its quantised layers run on integers (nn/quant.h) */
 } nn_model;
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed
@@ -141,6 +147,9 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
  * run; free it with nn_model_free. */
 xd_status nn_model_plan(nn_model *m, const char *desc, int max_batch, xd_err *e);
 void nn_model_free(nn_model *m);
+/* The canonical description of m's node list (a new string): what m->desc holds; a caller may
+ * describe a node list of its own making in a copy of a planned model (nn/quant.c does). */
+char *nn_model_describe(const nn_model *m);
 
 /* Makes backward also compute the gradient w.r.t. the (float) input, e.g. for a projector whose
  * input is another model's tap. Read it with nn_model_dinput after backward. */

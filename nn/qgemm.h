@@ -1,0 +1,46 @@
+/* Integer matrix products for int8 inference: C (int32) = A (uint8) @ W^T (int8), exact.
+ *
+ * Activations come as unsigned 8-bit codes (a zero point turns them back into signed values, see
+ * nn/quant.h) and weights as signed 8-bit values, which is what the CPU's 8-bit dot-product
+ * instruction (AVX-512 VNNI's vpdpbusd: four u8 x s8 products summed into each int32 lane) takes.
+ * Which kernel runs is decided at run time (__builtin_cpu_supports), whatever the build's -march:
+ * the VNNI kernel when the CPU has it, else a portable C loop. Every kernel gives the exact integer
+ * result, so they agree bit for bit (the tests force each one). Sums are exact in int32 as long as
+ * K <= NN_QGEMM_MAX_K (255 * 127 * K < 2^31). */
+#ifndef XD_NN_QGEMM_H
+#define XD_NN_QGEMM_H
+
+#include <stdint.h>
+
+#define NN_QGEMM_MAX_K 65536
+
+typedef enum { NN_QISA_PORTABLE, NN_QISA_AVX512VNNI, NN_QISA_COUNT } nn_qisa;
+
+const char *nn_qisa_name(nn_qisa isa);
+/* The best kernel this CPU runs. */
+nn_qisa nn_qgemm_best(void);
+/* The kernel in use: nn_qgemm_best unless nn_qgemm_use chose another. */
+nn_qisa nn_qgemm_isa(void);
+/* Makes nn_qgemm run kernel isa (one the CPU cannot run falls back to the portable one); returns
+ * the one it will run. NN_QISA_COUNT goes back to the best. */
+nn_qisa nn_qgemm_use(nn_qisa isa);
+
+/* The weights (N rows of K), as given and packed for the VNNI kernel: blocks of 16 rows, each
+ * K rounded up to a multiple of 4 with zeros, laid out [K/4][16][4]; wsum[n] = sum_k w[n][k]
+ * (what a zero point multiplies). */
+typedef struct {
+    int N, K;
+    int8_t *w;       /* (N, K) */
+    int8_t *packed;  /* (ceil(N/16), ceil(K/4), 16, 4) */
+    int32_t *wsum;   /* (N) */
+} nn_qweights;
+
+/* Copies and packs w (N, K); K in 1..NN_QGEMM_MAX_K. */
+void nn_qweights_pack(nn_qweights *p, const int8_t *w, int N, int K);
+void nn_qweights_free(nn_qweights *p);
+
+/* C[m][n] = sum_k A[m][k] * W.w[n][k] for m < M; A rows lda bytes apart (lda >= K), C rows ldc
+ * apart (ldc >= N). Rows are spread over the OpenMP threads for large products. */
+void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W);
+
+#endif
