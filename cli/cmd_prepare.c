@@ -24,7 +24,8 @@ static const struct {
                                       "[--train 20000] [--test 2000] [--threshold 25] [--seed N] "
                                       "[--source DIR] [--force]"},
     [SET_MANIFEST] = {"manifest", "prepare manifest FILE.tsv|FILE.jsonl --out FILE [--size 32] "
-                                  "[--test-fraction 0.2] [--lang und] [--seed N] [--force]"},
+                                  "[--test-fraction 0.2] [--lang und] [--seed N] [--classes FILE] "
+                                  "[--split-from OTHER.xds] [--force]"},
 };
 
 typedef enum {
@@ -41,6 +42,8 @@ typedef enum {
     OPT_TRAIN,
     OPT_TEST,
     OPT_THRESHOLD,
+    OPT_CLASSES,
+    OPT_SPLIT_FROM,
     OPT_FORCE,
     OPT_COUNT
 } opt_id;
@@ -70,6 +73,10 @@ static const struct {
     [OPT_TEST] = {"--test", FOR(SET_SCENES), "test scenes (default 2000)"},
     [OPT_THRESHOLD] = {"--threshold", FOR(SET_SCENES),
                        "item pixels above this are foreground (default 25)"},
+    [OPT_CLASSES] = {"--classes", FOR(SET_MANIFEST),
+                     "file of class names, one a line: the classes and their order"},
+    [OPT_SPLIT_FROM] = {"--split-from", FOR(SET_MANIFEST),
+                        "reuse the train/test split of OTHER.xds, matching examples by code or id"},
     [OPT_FORCE] = {"--force", ALL_SETS,
                    "replace a data set at --out made by another set or with other options", 1},
 };
@@ -252,6 +259,8 @@ int cmd_prepare(int argc, char **argv)
         o.seed = (uint64_t)seed;
         o.force = force;
         if (val[OPT_LANG]) o.lang = val[OPT_LANG];
+        o.classes = val[OPT_CLASSES];
+        o.split_from = val[OPT_SPLIT_FROM];
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
         if (val[OPT_SIZE]) o.size = (int)v;
         if (val[OPT_TEST_FRACTION] &&
