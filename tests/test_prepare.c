@@ -16,6 +16,7 @@
 #include "io/png.h"
 #include "modalities/sets/common.h"
 #include "modalities/sets/sets.h"
+#include "tests/support/runcli.h"
 
 static void write_text(const char *path, const char *s) { tu_write_file(path, s, strlen(s)); }
 
@@ -947,6 +948,47 @@ static void test_manifest_split_from(void **state)
     assert_false(exists("mf_d.xds"));
 }
 
+/* The options as a user gives them: the summary, one line on failure, an option of another set. */
+static void test_manifest_cli(void **state)
+{
+    (void)state;
+    write_rows("mf/rows.tsv", 8);
+    write_text("mf/classes.txt", "y\nz\nx\n");
+    char *out = NULL, *err = NULL;
+    int rc = tu_run_cli(&out, &err, "prepare", "manifest", "mf/rows.tsv", "--out", "cli_a.xds",
+                        "--size", "4", "--classes", "mf/classes.txt", "--test-fraction", "0.5",
+                        NULL);
+    if (rc != 0) fail_msg("exit %d: %s", rc, err);
+    assert_non_null(strstr(out, "class (3):"));
+    assert_non_null(strstr(out, "    z                           0        0\n"));
+    free(out);
+    free(err);
+    rc = tu_run_cli(&out, &err, "prepare", "manifest", "mf/rows.tsv", "--out", "cli_b.xds",
+                    "--size", "6", "--classes", "mf/classes.txt", "--split-from", "cli_a.xds",
+                    NULL);
+    if (rc != 0) fail_msg("exit %d: %s", rc, err);
+    free(out);
+    free(err);
+    uint8_t a[8], b[8];
+    split_ids("cli_a.xds", "test", a, 8);
+    split_ids("cli_b.xds", "test", b, 8);
+    assert_memory_equal(a, b, 8);
+    write_rows("mf/rows.tsv", 9);
+    rc = tu_run_cli(&out, &err, "prepare", "manifest", "mf/rows.tsv", "--out", "cli_c.xds",
+                    "--split-from", "cli_a.xds", NULL);
+    assert_int_equal(rc, 1);
+    assert_string_equal(err, "xdistill prepare: --split-from cli_a.xds: 1 of this set's 9 examples "
+                             "are not in it (id 8); the split of another set needs them all\n");
+    assert_false(exists("cli_c.xds"));
+    free(out);
+    free(err);
+    rc = tu_run_cli(&out, &err, "prepare", "emoji", "--out", "e", "--split-from", "cli_a.xds", NULL);
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(err, "--split-from is not an option of prepare emoji"));
+    free(out);
+    free(err);
+}
+
 /* sets_split_from on its own: matching by code, every per-example array regrouped, and a key in
  * both splits of the other set. */
 static void test_split_from_codes(void **state)
@@ -1019,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup(test_manifest_classes, manifest_setup),
         cmocka_unit_test_setup(test_manifest_split_from, manifest_setup),
         cmocka_unit_test(test_split_from_codes),
+        cmocka_unit_test_setup(test_manifest_cli, manifest_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
