@@ -457,6 +457,17 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
     return s;
 }
 
+xd_status sets_split_from_check(const char *other, const int32_t *id, const char *const *code,
+                                size_t n, xd_err *e)
+{
+    sets_split sp[SETS_SPLIT_COUNT] = {{.n = n, .id = id, .code = code},
+                                       {.n = 0, .id = id, .code = code}};
+    sets_regroup r;
+    xd_status s = sets_split_from(other, sp, &r, e);
+    sets_regroup_free(&r);
+    return s;
+}
+
 // ----------------------------------------------------------------------------------------------
 // staged output folders
 

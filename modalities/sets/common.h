@@ -95,6 +95,10 @@ typedef struct {
 xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], sets_regroup *r,
                           xd_err *e);
 void sets_regroup_free(sets_regroup *r);
+/* The same checks for examples known only by their keys (code NULL: by id), so that a builder
+ * fails before its slow part: sets_split_from on a split of nothing but keys. */
+xd_status sets_split_from_check(const char *other, const int32_t *id, const char *const *code,
+                                size_t n, xd_err *e);
 
 /* An output folder built under a temporary sibling name and moved into place by commit. */
 typedef struct {

@@ -165,6 +165,12 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     if (!s && o->classes) s = io_manifest_classes_read(o->classes, &classes, e);
     if (!s) s = io_manifest_read_classes(o->manifest, NULL, o->classes ? &classes : NULL, &m, e);
     io_manifest_classes_free(&classes);
+    if (!s && o->split_from) { /* before the images: a wrong OTHER fails at once */
+        int32_t *rows = xd_xmalloc((m.n + 1) * sizeof *rows);
+        for (size_t i = 0; i < m.n; i++) rows[i] = (int32_t)i;
+        s = sets_split_from_check(o->split_from, rows, NULL, m.n, e);
+        free(rows);
+    }
     if (s) {
         io_manifest_free(&m);
         free(path);
