@@ -811,7 +811,9 @@ static void split_ids(const char *path, const char *split, uint8_t *in, size_t n
 {
     memset(in, 0, n);
     io_dataset *ds = open_ds(path);
-    const io_tensor *t = need(ds, tu_fmt("%s/id", split), IO_I32, 1);
+    char name[32];
+    snprintf(name, sizeof name, "%s/id", split);
+    const io_tensor *t = need(ds, name, IO_I32, 1);
     const int32_t *id = t->data;
     for (int64_t i = 0; i < t->shape[0]; i++) {
         assert_true(id[i] >= 0 && (size_t)id[i] < n);
@@ -919,7 +921,9 @@ static void test_manifest_split_from(void **state)
     const uint8_t *px = need(ds, "test/image", IO_U8, 4)->data;
     for (int64_t j = 0; j < id->shape[0]; j++) {
         int32_t r = ((const int32_t *)id->data)[j];
-        assert_string_equal(io_strings_get(tx, (size_t)j, NULL), tu_fmt("row %d", r));
+        char want[32];
+        snprintf(want, sizeof want, "row %d", r);
+        assert_string_equal(io_strings_get(tx, (size_t)j, NULL), want);
         if (r % 3 == 2) assert_int_equal(px[j * 4 * 4 * 3], 255); /* tiny.png: white */
     }
     io_dataset_close(ds);

@@ -407,7 +407,9 @@ static void test_class_weight(void **state)
         }
         char *pa = path2(run[0], "last.safetensors"), *pb = path2(run[1], "last.safetensors");
         assert_false(same_params(pa, pb));
-        json_t *sum = load_json(tu_fmt("%s/summary.json", run[1]));
+        char *sp = path2(run[1], "summary.json");
+        json_t *sum = load_json(sp);
+        free(sp);
         assert_int_equal((int)num(sum, "labels_used"), 50 + 30);
         json_decref(sum);
         free(pa);
