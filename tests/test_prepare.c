@@ -913,6 +913,17 @@ static void test_manifest_split_from(void **state)
     assert_memory_equal(a_train, b_train, N);
     assert_memory_equal(a_test, b_test, N);
     for (int i = 0; i < N; i++) assert_int_equal(b_train[i] + b_test[i], 1);
+    /* and in A's order, whatever the seed would have drawn */
+    io_dataset *da = open_ds("mf_a.xds"), *dc = open_ds("mf_c.xds");
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s/id", sets_split_names[k]);
+        const io_tensor *ia = need(da, name, IO_I32, 1), *ic = need(dc, name, IO_I32, 1);
+        assert_int_equal(ia->shape[0], ic->shape[0]);
+        assert_memory_equal(ia->data, ic->data, (size_t)ia->shape[0] * sizeof(int32_t));
+    }
+    io_dataset_close(da);
+    io_dataset_close(dc);
     io_dataset *ds = open_ds("mf_c.xds");
     assert_string_equal(io_dataset_meta(ds, "split_from"), "mf_a.xds");
     /* the rows moved with their texts and images: row i's text is "row i" */
@@ -998,11 +1009,11 @@ static void test_manifest_cli(void **state)
 static void test_split_from_codes(void **state)
 {
     (void)state;
-    /* the other set: codes A C in train, B D in test (ids that do not match on purpose) */
+    /* the other set: codes C A in train, B D in test (ids that do not match on purpose) */
     io_dataset_writer *w;
     xd_err e;
     TU_OK(io_dataset_writer_open("other.xds", 8, &w, &e));
-    const char *tr_code[] = {"A", "C"}, *te_code[] = {"B", "D"};
+    const char *tr_code[] = {"C", "A"}, *te_code[] = {"B", "D"};
     int32_t tr_id[] = {9, 9}, te_id[] = {9, 8};
     io_tensor t;
     io_tensor_set(&t, "train/id", IO_I32, 1, (const int64_t[]){2}, tr_id);
@@ -1029,14 +1040,16 @@ static void test_split_from_codes(void **state)
     };
     sets_regroup rg;
     TU_OK(sets_split_from("other.xds", sp, &rg, &e));
-    assert_int_equal(sp[SETS_TRAIN].n, 2); /* A, C */
+    assert_int_equal(sp[SETS_TRAIN].n, 2); /* C, A: in the other set's order */
     assert_int_equal(sp[SETS_TEST].n, 1);  /* B */
-    assert_string_equal(sp[SETS_TRAIN].code[1], "C");
-    assert_int_equal(sp[SETS_TRAIN].image[1], 30);
-    assert_int_equal(sp[SETS_TRAIN].label[1], 2);
-    assert_int_equal(sp[SETS_TRAIN].extra[1], 7);
-    assert_int_equal(sp[SETS_TRAIN].id[1], 2);
-    assert_string_equal(sp[SETS_TRAIN].texts[0][1], "c");
+    assert_string_equal(sp[SETS_TRAIN].code[0], "C");
+    assert_int_equal(sp[SETS_TRAIN].image[0], 30);
+    assert_int_equal(sp[SETS_TRAIN].label[0], 2);
+    assert_int_equal(sp[SETS_TRAIN].extra[0], 7);
+    assert_int_equal(sp[SETS_TRAIN].id[0], 2);
+    assert_string_equal(sp[SETS_TRAIN].texts[0][0], "c");
+    assert_string_equal(sp[SETS_TRAIN].code[1], "A");
+    assert_int_equal(sp[SETS_TRAIN].image[1], 10);
     assert_string_equal(sp[SETS_TEST].code[0], "B");
     assert_int_equal(sp[SETS_TEST].image[0], 20);
     assert_int_equal(sp[SETS_TEST].label_mask[0], 0);

@@ -314,12 +314,26 @@ static void *regroup_gather(sets_regroup *r, const void *const a[SETS_SPLIT_COUN
 }
 
 /* An example's key: its code, or its id when code is NULL; split: of the other data set, or
- * SETS_SPLIT_COUNT when the key is in both. */
+ * SETS_SPLIT_COUNT when the key is in both; pos: its first position in that split. */
 typedef struct {
     const char *code;
     int32_t id;
     int split;
+    size_t pos;
 } split_key;
+
+/* Where an example goes: position pos of the other set's split, example i of this set's two
+ * splits taken as one (examples sharing a key keep their order). */
+typedef struct {
+    size_t pos, i;
+} split_ref;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const split_ref *x = a, *y = b;
+    if (x->pos != y->pos) return x->pos < y->pos ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
 
 static int key_cmp(const void *a, const void *b)
 {
@@ -364,6 +378,7 @@ static xd_status other_keys(const io_dataset *ds, int by_code, split_key **out, 
             memcpy(&keys[j].id, (const int32_t *)id[k]->data + i, sizeof(int32_t));
             keys[j].code = by_code ? io_strings_get(code[k], i, NULL) : NULL;
             keys[j].split = k;
+            keys[j].pos = i;
         }
     qsort(keys, n, sizeof *keys, key_cmp);
     /* one entry per key */
@@ -371,6 +386,7 @@ static xd_status other_keys(const io_dataset *ds, int by_code, split_key **out, 
     for (size_t i = 0; i < n; i++) {
         if (u && key_cmp(&keys[u - 1], &keys[i]) == 0) {
             if (keys[u - 1].split != keys[i].split) keys[u - 1].split = SETS_SPLIT_COUNT;
+            if (keys[i].pos < keys[u - 1].pos) keys[u - 1].pos = keys[i].pos;
             continue;
         }
         keys[u++] = keys[i];
@@ -393,14 +409,15 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
     size_t n_keys = 0;
     s = other_keys(ds, by_code, &keys, &n_keys, e);
     const size_t n0 = sp[0].n, n = sp[0].n + sp[1].n;
-    size_t *g = xd_xmalloc((n + 1) * sizeof *g), cnt[SETS_SPLIT_COUNT] = {0}, missing = 0;
+    size_t *g = xd_xmalloc((n + 1) * sizeof *g), missing = 0;
     int *to = xd_xmalloc((n + 1) * sizeof *to);
+    split_ref *ref = xd_xmalloc((n + 1) * sizeof *ref);
     const sets_split orig[SETS_SPLIT_COUNT] = {sp[0], sp[1]};
     char first[3][64 + XD_EXCERPT_BUF];
     for (size_t i = 0; i < n && !s; i++) {
         const sets_split *from = &sp[i < n0 ? 0 : 1];
         size_t at = i < n0 ? i : i - n0;
-        split_key want = {by_code ? from->code[at] : NULL, from->id[at], 0};
+        split_key want = {by_code ? from->code[at] : NULL, from->id[at], 0, 0};
         const split_key *hit = bsearch(&want, keys, n_keys, sizeof *keys, key_cmp);
         char text[64 + XD_EXCERPT_BUF];
         key_text(&want, text, sizeof text);
@@ -411,8 +428,10 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
             memcpy(first[missing++], text, sizeof text);
         else if (!hit)
             missing++;
-        else
-            cnt[(to[i] = hit->split)]++;
+        else {
+            to[i] = hit->split;
+            ref[i] = (split_ref){hit->pos, i};
+        }
     }
     if (!s && missing)
         s = xd_fail(e, XD_EARG, "--split-from %s: %zu of this set's %zu examples are not in it "
@@ -420,9 +439,14 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
                     other, missing, n, first[0], missing > 1 ? ", " : "", missing > 1 ? first[1] : "",
                     missing > 2 ? ", " : "", missing > 2 ? first[2] : "", missing > 3 ? ", ..." : "");
     for (int k = 0; k < SETS_SPLIT_COUNT && !s; k++) {
+        /* in the other set's order, so both list a split's examples alike */
         size_t m = 0;
+        split_ref *mine = xd_xmalloc((n + 1) * sizeof *mine);
         for (size_t i = 0; i < n; i++)
-            if (to[i] == k) g[m++] = i;
+            if (to[i] == k) mine[m++] = ref[i];
+        qsort(mine, m, sizeof *mine, ref_cmp);
+        for (size_t j = 0; j < m; j++) g[j] = mine[j].i;
+        free(mine);
         const sets_split *a = &orig[0], *b = &orig[1];
         sets_split x = *a;
         x.n = m;
@@ -449,6 +473,7 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
         }
         sp[k] = x;
     }
+    free(ref);
     free(to);
     free(g);
     free(keys);

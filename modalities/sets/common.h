@@ -88,8 +88,9 @@ typedef struct {
  * them, so that sets made from the same examples in other ways (another rendering, size or
  * source of texts) share one split. An example is matched by its code when sp and other both
  * have codes (S/code), else by its id (S/id); a source supplies them in sets_split.code and
- * sets_split.id, and all examples with one key must be in one split of other. Examples keep their
- * order within a split. sp then points into arrays that r owns (sets_regroup_free after the
+ * sets_split.id, and all examples with one key must be in one split of other. Each split lists
+ * its examples in other's order (those sharing a key in sp's order), so that the seed that drew
+ * sp's own split changes nothing. sp then points into arrays that r owns (sets_regroup_free after the
  * write). Errors name other: a file that is not a verified data set or lacks S/id, a key that is
  * in both of its splits, and examples of sp it does not have (their count and the first few). */
 xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], sets_regroup *r,
