@@ -20,12 +20,14 @@ static const struct {
     [SET_FMNIST] = {"fashion-mnist", "prepare fashion-mnist --out DIR [--source DIR] [--force]"},
     [SET_EMOJI] = {"emoji", "prepare emoji --out DIR [--langs en,ko,...] [--size 32] [--cache DIR] "
                             "[--style NAME | --styles A,B] [--labelled-styles A] "
-                            "[--test-fraction 0.2] [--seed N] [--force]"},
+                            "[--test-fraction 0.2] [--seed N] [--split-from OTHER.xds] "
+                            "[--force]"},
     [SET_SCENES] = {"fashion-scenes", "prepare fashion-scenes --out DIR [--canvas 64] [--items 1-4] "
                                       "[--train 20000] [--test 2000] [--threshold 25] [--seed N] "
                                       "[--source DIR] [--force]"},
     [SET_MANIFEST] = {"manifest", "prepare manifest FILE.tsv|FILE.jsonl --out FILE [--size 32] "
-                                  "[--test-fraction 0.2] [--lang und] [--seed N] [--force]"},
+                                  "[--test-fraction 0.2] [--lang und] [--seed N] [--classes FILE] "
+                                  "[--split-from OTHER.xds] [--force]"},
 };
 
 typedef enum {
@@ -45,6 +47,8 @@ typedef enum {
     OPT_TRAIN,
     OPT_TEST,
     OPT_THRESHOLD,
+    OPT_CLASSES,
+    OPT_SPLIT_FROM,
     OPT_FORCE,
     OPT_COUNT
 } opt_id;
@@ -80,6 +84,10 @@ static const struct {
     [OPT_TEST] = {"--test", FOR(SET_SCENES), "test scenes (default 2000)"},
     [OPT_THRESHOLD] = {"--threshold", FOR(SET_SCENES),
                        "item pixels above this are foreground (default 25)"},
+    [OPT_CLASSES] = {"--classes", FOR(SET_MANIFEST),
+                     "file of class names, one a line: the classes and their order"},
+    [OPT_SPLIT_FROM] = {"--split-from", FOR(SET_EMOJI) | FOR(SET_MANIFEST),
+                        "reuse the train/test split of OTHER.xds, matching examples by code or id"},
     [OPT_FORCE] = {"--force", ALL_SETS,
                    "replace a data set at --out made by another set or with other options", 1},
 };
@@ -250,6 +258,7 @@ int cmd_prepare(int argc, char **argv)
             return cli_usage_error("prepare", "--style takes one style; --styles takes several");
         o.styles = val[OPT_STYLE] ? val[OPT_STYLE] : val[OPT_STYLES];
         o.labelled_styles = val[OPT_LABELLED_STYLES];
+        o.split_from = val[OPT_SPLIT_FROM];
         o.seed = (uint64_t)seed;
         o.force = force;
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
@@ -272,6 +281,8 @@ int cmd_prepare(int argc, char **argv)
         o.seed = (uint64_t)seed;
         o.force = force;
         if (val[OPT_LANG]) o.lang = val[OPT_LANG];
+        o.classes = val[OPT_CLASSES];
+        o.split_from = val[OPT_SPLIT_FROM];
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
         if (val[OPT_SIZE]) o.size = (int)v;
         if (val[OPT_TEST_FRACTION] &&

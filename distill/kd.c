@@ -54,8 +54,8 @@ void kd_topk_targets(float *q, const float *val, const int32_t *idx, const float
 /* ---------------------------------------------------------------------------------------------
  * KD */
 
-float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask, int B, int K,
-                 float T)
+float kd_forward_w(float *ps, const float *s, const float *q, const uint8_t *mask, const float *rw,
+                   int B, int K, float T)
 {
     XD_ASSERT(T > 0.0f);
     double total = 0.0;
@@ -69,34 +69,47 @@ float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask,
             /* q log q -> 0 as q -> 0: an underflowed target class contributes nothing */
             if (qb[k] > 0.0f) kl += (double)qb[k] * (log((double)qb[k]) - logp);
         }
-        if (!mask || mask[b]) total += kl;
+        if (!mask || mask[b]) total += (rw ? rw[b] : 1.0) * kl;
     }
-    int M = nn_mask_count(mask, B);
-    return M ? (float)((double)T * T * total / M) : 0.0f;
+    const double W = nn_row_weight_sum(mask, rw, B);
+    return W > 0.0 ? (float)((double)T * T * total / W) : 0.0f;
+}
+
+float kd_forward(float *ps, const float *s, const float *q, const uint8_t *mask, int B, int K,
+                 float T)
+{
+    return kd_forward_w(ps, s, q, mask, NULL, B, K, T);
+}
+
+void kd_backward_w(float *ds, const float *ps, const float *q, const uint8_t *mask,
+                   const float *rw, int B, int K, float T, float weight)
+{
+    const double W = nn_row_weight_sum(mask, rw, B);
+    if (!(W > 0.0)) return;
+    const float scale = (float)((double)weight * T / W);
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *p = ps + (size_t)b * K, *qb = q + (size_t)b * K;
+        float *d = ds + (size_t)b * K;
+        const float sb = rw ? (float)((double)weight * T * rw[b] / W) : scale;
+        for (int k = 0; k < K; k++) d[k] += sb * (p[k] - qb[k]);
+    }
 }
 
 void kd_backward(float *ds, const float *ps, const float *q, const uint8_t *mask, int B, int K,
                  float T, float weight)
 {
-    int M = nn_mask_count(mask, B);
-    if (!M) return;
-    const float scale = (float)((double)weight * T / M);
-    for (int b = 0; b < B; b++) {
-        if (mask && !mask[b]) continue;
-        const float *p = ps + (size_t)b * K, *qb = q + (size_t)b * K;
-        float *d = ds + (size_t)b * K;
-        for (int k = 0; k < K; k++) d[k] += scale * (p[k] - qb[k]);
-    }
+    kd_backward_w(ds, ps, q, mask, NULL, B, K, T, weight);
 }
 
-void kd_backward_target(float *dt, const float *t, const float *s, const uint8_t *mask, int B,
-                        int K, float T, float weight)
+void kd_backward_target_w(float *dt, const float *t, const float *s, const uint8_t *mask,
+                          const float *rw, int B, int K, float T, float weight)
 {
-    int M = nn_mask_count(mask, B);
-    if (!M) return;
-    const double scale = (double)weight * T / M;
+    const double W = nn_row_weight_sum(mask, rw, B);
+    if (!(W > 0.0)) return;
     for (int b = 0; b < B; b++) {
         if (mask && !mask[b]) continue;
+        const double scale = rw ? (double)weight * T * rw[b] / W : (double)weight * T / W;
         const float *tb = t + (size_t)b * K, *sb = s + (size_t)b * K;
         float *d = dt + (size_t)b * K;
         const double lt = nn_logsumexp(tb, K, T), ls = nn_logsumexp(sb, K, T);
@@ -112,21 +125,42 @@ void kd_backward_target(float *dt, const float *t, const float *s, const uint8_t
     }
 }
 
+void kd_backward_target(float *dt, const float *t, const float *s, const uint8_t *mask, int B,
+                        int K, float T, float weight)
+{
+    kd_backward_target_w(dt, t, s, mask, NULL, B, K, T, weight);
+}
+
+float kd_hinton_forward_w(float *ps, float *probs, const float *s, const float *q,
+                          const int32_t *labels, const uint8_t *label_mask, const float *rw, int B,
+                          int K, float T, float alpha)
+{
+    double kd = kd_forward_w(ps, s, q, NULL, rw, B, K, T);
+    double ce = nn_ce_forward_w(probs, s, labels, label_mask, rw, B, K);
+    return (float)(alpha * kd + (1.0 - alpha) * ce);
+}
+
 float kd_hinton_forward(float *ps, float *probs, const float *s, const float *q,
                         const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
                         float alpha)
 {
-    double kd = kd_forward(ps, s, q, NULL, B, K, T);
-    double ce = nn_ce_forward(probs, s, labels, label_mask, B, K);
-    return (float)(alpha * kd + (1.0 - alpha) * ce);
+    return kd_hinton_forward_w(ps, probs, s, q, labels, label_mask, NULL, B, K, T, alpha);
+}
+
+void kd_hinton_backward_w(float *ds, const float *ps, const float *probs, const float *q,
+                          const int32_t *labels, const uint8_t *label_mask, const float *rw, int B,
+                          int K, float T, float alpha, float weight)
+{
+    if (alpha != 0.0f) kd_backward_w(ds, ps, q, NULL, rw, B, K, T, weight * alpha);
+    if (alpha != 1.0f)
+        nn_ce_backward_w(ds, probs, labels, label_mask, rw, B, K, weight * (1.0f - alpha));
 }
 
 void kd_hinton_backward(float *ds, const float *ps, const float *probs, const float *q,
                         const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
                         float alpha, float weight)
 {
-    if (alpha != 0.0f) kd_backward(ds, ps, q, NULL, B, K, T, weight * alpha);
-    if (alpha != 1.0f) nn_ce_backward(ds, probs, labels, label_mask, B, K, weight * (1.0f - alpha));
+    kd_hinton_backward_w(ds, ps, probs, q, labels, label_mask, NULL, B, K, T, alpha, weight);
 }
 
 /* ---------------------------------------------------------------------------------------------

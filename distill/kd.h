@@ -65,6 +65,23 @@ void kd_hinton_backward(float *ds, const float *ps, const float *probs, const fl
                         const int32_t *labels, const uint8_t *label_mask, int B, int K, float T,
                         float alpha, float weight);
 
+/* KD, its target gradient and Hinton's total with row weights rw (B), as nn_ce_forward_w (see
+ * nn_row_weight_sum): each row's term is weighted by rw_b and the mean becomes the weighted mean
+ * over the rows that count (every row for KD, the labelled rows for Hinton's CE part). rw NULL
+ * gives the functions above bit for bit. */
+float kd_forward_w(float *ps, const float *s, const float *q, const uint8_t *mask, const float *rw,
+                   int B, int K, float T);
+void kd_backward_w(float *ds, const float *ps, const float *q, const uint8_t *mask,
+                   const float *rw, int B, int K, float T, float weight);
+void kd_backward_target_w(float *dt, const float *t, const float *s, const uint8_t *mask,
+                          const float *rw, int B, int K, float T, float weight);
+float kd_hinton_forward_w(float *ps, float *probs, const float *s, const float *q,
+                          const int32_t *labels, const uint8_t *label_mask, const float *rw, int B,
+                          int K, float T, float alpha);
+void kd_hinton_backward_w(float *ds, const float *ps, const float *probs, const float *q,
+                          const int32_t *labels, const uint8_t *label_mask, const float *rw, int B,
+                          int K, float T, float alpha, float weight);
+
 /* ---------------------------------------------------------------------------------------------
  * Soft-target cross-entropy with given probabilities (targets from a label-space map):
  *   L = (1/M) sum_{b in mask} -sum_k q_bk log softmax(s_b)_k

@@ -56,6 +56,22 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
     return XD_OK;
 }
 
+void labels_balanced_weights(const int32_t *labels, const uint8_t *sel, size_t n, int n_classes,
+                             float *w)
+{
+    size_t *cnt = xd_xcalloc((size_t)n_classes + 1, sizeof *cnt), total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!sel || sel[i]) {
+            cnt[labels[i]]++;
+            total++;
+        }
+    int present = 0;
+    for (int c = 0; c < n_classes; c++) present += cnt[c] > 0;
+    for (int c = 0; c < n_classes; c++)
+        w[c] = cnt[c] ? (float)((double)total / ((double)present * (double)cnt[c])) : 0.0f;
+    free(cnt);
+}
+
 xd_status labels_hold_out(const int32_t *labels, uint8_t *sel, size_t n, int n_classes,
                           double fraction, uint64_t seed, uint8_t *val, size_t *n_val, xd_err *e)
 {

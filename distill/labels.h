@@ -28,6 +28,13 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
 xd_status labels_hold_out(const int32_t *labels, uint8_t *sel, size_t n, int n_classes,
                           double fraction, uint64_t seed, uint8_t *val, size_t *n_val, xd_err *e);
 
+/* Balanced class weights (scikit-learn's class_weight="balanced"): w[c] = N / (K n_c), where
+ * n_c counts the examples of class c among those sel marks (NULL: all n), N is their sum and K
+ * the number of classes with n_c > 0; w[c] = 0 for a class without examples. The weights'
+ * mean over those N examples is 1. w (n_classes). */
+void labels_balanced_weights(const int32_t *labels, const uint8_t *sel, size_t n, int n_classes,
+                             float *w);
+
 /* Class names. A label set "label" or "label.NAME" of a data set is named by its string table
  * "classes" or "classes.NAME"; NULL when the data set has none. */
 const io_strings *labels_class_table(const io_dataset *ds, const char *label);

@@ -63,6 +63,13 @@ const char *const recipe_metric_names[RECIPE_METRIC_COUNT] = {
 };
 static_assert(COUNT_OF(recipe_metric_names) == RECIPE_METRIC_COUNT, "name every metric");
 
+const char *const recipe_class_weight_names[RECIPE_CLASS_WEIGHT_COUNT] = {
+    [RECIPE_CLASS_WEIGHT_NONE] = "none",
+    [RECIPE_CLASS_WEIGHT_BALANCED] = "balanced",
+};
+static_assert(COUNT_OF(recipe_class_weight_names) == RECIPE_CLASS_WEIGHT_COUNT,
+              "name every class weighting");
+
 const char *const recipe_projector_names[RECIPE_PROJ_COUNT] = {
     [RECIPE_PROJ_AUTO] = "auto",
     [RECIPE_PROJ_NONE] = "none",

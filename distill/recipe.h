@@ -64,6 +64,12 @@ extern const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT]; /* "ce", "kd
 typedef enum { RECIPE_METRIC_MSE, RECIPE_METRIC_COSINE, RECIPE_METRIC_COUNT } recipe_metric;
 extern const char *const recipe_metric_names[RECIPE_METRIC_COUNT];
 
+/* How ce, kd and hinton weight each example's term (distill/labels.h labels_balanced_weights):
+ * all alike, or by the inverse frequency of its class on the training labels. */
+typedef enum { RECIPE_CLASS_WEIGHT_NONE, RECIPE_CLASS_WEIGHT_BALANCED, RECIPE_CLASS_WEIGHT_COUNT }
+recipe_class_weight;
+extern const char *const recipe_class_weight_names[RECIPE_CLASS_WEIGHT_COUNT]; /* "none", ... */
+
 typedef enum {
     RECIPE_PROJ_AUTO,    /* linear when the widths differ, none otherwise (decided by the trainer,
                           * which knows the teacher's width) */
@@ -176,6 +182,7 @@ typedef struct {
     char *student_tap;         /* feature, hint, attention: node of the learning end */
     char *teacher_tap;         /* feature, hint, attention: node of the from end */
     recipe_metric metric;      /* feature */
+    recipe_class_weight class_weight; /* ce, kd, hinton */
     recipe_projector projector; /* feature, hint, contrastive, cc; vid (its regressor), ab and
                                  * ofd (their connector), where auto means linear */
     recipe_proj_init projector_init; /* feature, hint, contrastive */

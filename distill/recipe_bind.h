@@ -104,6 +104,7 @@ typedef enum {
     LK_COMBINE,
     LK_WEIGHTS,
     LK_ENTROPY_TAU,
+    LK_CLASS_WEIGHT,
     LK_COUNT
 } loss_key;
 extern const char *const rb_loss_key_names[LK_COUNT];

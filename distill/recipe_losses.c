@@ -85,6 +85,7 @@ const char *const rb_loss_key_names[LK_COUNT] = {
     [LK_COMBINE] = "combine",
     [LK_WEIGHTS] = "weights",
     [LK_ENTROPY_TAU] = "entropy_tau",
+    [LK_CLASS_WEIGHT] = "class_weight",
 };
 static_assert(COUNT_OF(rb_loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -128,6 +129,7 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_COMBINE] = LOGIT_LOSSES,
     [LK_WEIGHTS] = LOGIT_LOSSES,
     [LK_ENTROPY_TAU] = LOGIT_LOSSES,
+    [LK_CLASS_WEIGHT] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES,
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -532,6 +534,11 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     int v = l->metric;
     if ((s = rb_get_enum(b, it, "metric", recipe_metric_names, RECIPE_METRIC_COUNT, &v))) return s;
     l->metric = v;
+    v = l->class_weight;
+    if ((s = rb_get_enum(b, it, "class_weight", recipe_class_weight_names,
+                         RECIPE_CLASS_WEIGHT_COUNT, &v)))
+        return s;
+    l->class_weight = v;
     v = l->projector;
     if ((s = rb_get_enum(b, it, "projector", recipe_projector_names, RECIPE_PROJ_COUNT, &v)))
         return s;
@@ -669,6 +676,9 @@ xd_status rb_check_task(binder *b, io_yaml_node *root)
     for (int i = 0; i < r->n_stages; i++)
         for (int j = 0; j < r->stages[i].n_losses; j++) {
             recipe_loss_kind k = r->stages[i].losses[j].kind;
+            if (seg && r->stages[i].losses[j].class_weight != RECIPE_CLASS_WEIGHT_NONE)
+                return rb_bad(b, io_yaml_find(b->d, loss_node(b, root, i, j), "class_weight"),
+                              "does not apply to task: segment (the labels are per pixel)");
             const int bad_kind = seg ? (BIT(k) & (LOGIT_LOSSES | BIT(RECIPE_LOSS_DKD))) != 0
                                      : k == RECIPE_LOSS_DENSE;
             if (!bad_kind) continue;

@@ -240,6 +240,9 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
     }
     if (rb_applies(LK_METRIC, l->kind))
         sb_add(b, "%s  metric: %s\n", ind, recipe_metric_names[l->metric]);
+    /* only when set: recipes that do not use it keep their text (and their checkpoints' bytes) */
+    if (l->class_weight != RECIPE_CLASS_WEIGHT_NONE)
+        sb_add(b, "%s  class_weight: %s\n", ind, recipe_class_weight_names[l->class_weight]);
     if (rb_applies(LK_PROJECTOR, l->kind))
         sb_add(b, "%s  projector: %s\n", ind, recipe_projector_names[l->projector]);
     if (rb_applies(LK_PROJECTOR_INIT, l->kind)) {

@@ -119,6 +119,9 @@ typedef struct {
     size_t order_cap;
     int32_t *yb;
     uint8_t *mb;
+    float *class_w;   /* (n_classes) balanced class weights when a loss asks for them, else NULL */
+    float *wb;        /* (max_batch) the batch's row weights from class_w: its class's weight for
+                       * a row whose label the run sees, 1 (the weights' mean) for the others */
     uint64_t *exb;
     loss_rt *losses;
     int n_losses;

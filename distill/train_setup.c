@@ -282,6 +282,16 @@ xd_status train_setup_buffers(train_run *R)
     R->yb = xd_xmalloc(sizeof(int32_t) * (size_t)B);
     R->mb = xd_xmalloc((size_t)B);
     R->exb = xd_xmalloc(sizeof(uint64_t) * (size_t)B);
+    /* counted once, on the training labels the run sees (held-out validation labels excluded) */
+    int weighted = 0;
+    for (int s = 0; s < R->r->n_stages; s++)
+        for (int i = 0; i < R->r->stages[s].n_losses; i++)
+            weighted |= R->r->stages[s].losses[i].class_weight == RECIPE_CLASS_WEIGHT_BALANCED;
+    if (weighted) {
+        R->class_w = xd_xmalloc(sizeof(float) * (size_t)R->n_classes);
+        labels_balanced_weights(R->ytrain, R->sel, R->n_train, R->n_classes, R->class_w);
+        R->wb = xd_xmalloc(sizeof(float) * (size_t)B);
+    }
     int kmax = 1;
     for (int i = 0; i < R->r->n_teachers; i++)
         if (R->teachers[i].cached && R->teachers[i].cache.K > kmax) kmax = R->teachers[i].cache.K;

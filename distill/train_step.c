@@ -96,6 +96,8 @@ static float *from_dout(train_run *R, const loss_rt *l)
 static double apply_losses(train_run *R, int B, const nn_run *nr)
 {
     double total = 0.0;
+    if (R->class_w)
+        for (int b = 0; b < B; b++) R->wb[b] = R->mb[b] ? R->class_w[R->yb[b]] : 1.0f;
     for (int i = 0; i < R->n_losses; i++) {
         loss_rt *l = &R->losses[i];
         const recipe_loss *L = l->L;
@@ -104,6 +106,7 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
         const int K = (int)sn->act_n;
         float *s = nn_model_out(sm, l->s_node);
         float w = L->weight;
+        const float *rw = L->class_weight == RECIPE_CLASS_WEIGHT_BALANCED ? R->wb : NULL;
         double v = 0.0;
         switch (L->kind) {
         case RECIPE_LOSS_CE:
@@ -111,8 +114,8 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
                 v = seg_ce(&R->seg, s, nn_model_dout(sm, l->s_node), R->idx, R->mb, B, w);
                 break;
             }
-            v = nn_ce_forward(l->a, s, R->yb, R->mb, B, K);
-            nn_ce_backward(nn_model_dout(sm, l->s_node), l->a, R->yb, R->mb, B, K, w);
+            v = nn_ce_forward_w(l->a, s, R->yb, R->mb, rw, B, K);
+            nn_ce_backward_w(nn_model_dout(sm, l->s_node), l->a, R->yb, R->mb, rw, B, K, w);
             break;
         case RECIPE_LOSS_KD:
         case RECIPE_LOSS_HINTON: {
@@ -129,14 +132,16 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
             float *ds = nn_model_dout(sm, l->s_node);
             float *dt = from_dout(R, l);
             if (L->kind == RECIPE_LOSS_KD) {
-                v = kd_forward(l->a, s, l->c, NULL, B, K, L->temperature);
-                kd_backward(ds, l->a, l->c, NULL, B, K, L->temperature, w);
-                if (dt) kd_backward_target(dt, t, s, NULL, B, K, L->temperature, w);
+                v = kd_forward_w(l->a, s, l->c, NULL, rw, B, K, L->temperature);
+                kd_backward_w(ds, l->a, l->c, NULL, rw, B, K, L->temperature, w);
+                if (dt) kd_backward_target_w(dt, t, s, NULL, rw, B, K, L->temperature, w);
             } else {
-                v = kd_hinton_forward(l->a, l->b, s, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha);
-                kd_hinton_backward(ds, l->a, l->b, l->c, R->yb, R->mb, B, K, L->temperature, L->alpha, w);
+                v = kd_hinton_forward_w(l->a, l->b, s, l->c, R->yb, R->mb, rw, B, K,
+                                        L->temperature, L->alpha);
+                kd_hinton_backward_w(ds, l->a, l->b, l->c, R->yb, R->mb, rw, B, K, L->temperature,
+                                     L->alpha, w);
                 /* the CE part does not depend on the from end */
-                if (dt) kd_backward_target(dt, t, s, NULL, B, K, L->temperature, w * L->alpha);
+                if (dt) kd_backward_target_w(dt, t, s, NULL, rw, B, K, L->temperature, w * L->alpha);
             }
             break;
         }

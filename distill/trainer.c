@@ -197,6 +197,8 @@ static void run_free(train_run *R)
     free(R->idx);
     free(R->yb);
     free(R->mb);
+    free(R->class_w);
+    free(R->wb);
     free(R->exb);
     free(R->yaml);
     seg_close(&R->seg);

@@ -74,6 +74,7 @@ typedef struct {
     size_t cap;       /* room in every per-row array */
     char **label_raw; /* (cap) label text as written */
     size_t *lines;    /* (cap) line number of each row */
+    const io_manifest_classes *fixed; /* a classes file, or NULL */
     xd_err *e;
 } mf_build;
 
@@ -260,6 +261,24 @@ static uint64_t hash_str(const char *s)
     return h;
 }
 
+/* An empty table with room for n names. */
+static name_table name_table_new(size_t n)
+{
+    size_t size = 16;
+    while (size < 2 * n) size *= 2;
+    name_table t = {xd_xmalloc(size * sizeof *t.slot), size - 1};
+    for (size_t i = 0; i < size; i++) t.slot[i] = -1;
+    return t;
+}
+
+/* The slot that holds name, or the empty slot where it goes. */
+static size_t name_table_slot(const name_table *t, char *const *names, const char *name)
+{
+    size_t h = (size_t)hash_str(name) & t->mask;
+    while (t->slot[h] >= 0 && strcmp(names[t->slot[h]], name) != 0) h = (h + 1) & t->mask;
+    return h;
+}
+
 static int cmp_class(const void *a, const void *b, void *names)
 {
     char **n = names;
@@ -290,16 +309,12 @@ static xd_status labels_from_names(mf_build *b)
 {
     io_manifest *m = b->m;
     size_t most = m->n < IO_MANIFEST_MAX_CLASSES ? m->n : IO_MANIFEST_MAX_CLASSES;
-    size_t size = 16;
-    while (size < 2 * most) size *= 2;
-    name_table t = {xd_xmalloc(size * sizeof *t.slot), size - 1};
-    for (size_t i = 0; i < size; i++) t.slot[i] = -1;
+    name_table t = name_table_new(most);
     m->class_names = xd_xmalloc(most * sizeof *m->class_names + 1);
     xd_status s = XD_OK;
     for (size_t i = 0; i < m->n && s == XD_OK; i++) {
         const char *name = b->label_raw[i];
-        size_t h = (size_t)hash_str(name) & t.mask;
-        while (t.slot[h] >= 0 && strcmp(m->class_names[t.slot[h]], name) != 0) h = (h + 1) & t.mask;
+        size_t h = name_table_slot(&t, m->class_names, name);
         if (t.slot[h] < 0) {
             if (m->n_classes >= IO_MANIFEST_MAX_CLASSES) {
                 s = mf_fail(b, XD_EFORMAT, b->lines[i], "label", "more than %d class names",
@@ -358,8 +373,45 @@ static xd_status labels_from_ids(mf_build *b, const char *col)
     return XD_OK;
 }
 
+/* Labels against a classes file: names (TSV always; JSONL strings) must be among its names, JSONL
+ * integer ids must be below its count. The classes are the file's, in its order. */
+static xd_status labels_from_fixed(mf_build *b, mf_label_mode mode, const char *col)
+{
+    io_manifest *m = b->m;
+    const io_manifest_classes *f = b->fixed;
+    name_table t = name_table_new(f->n);
+    for (size_t c = 0; c < f->n; c++) t.slot[name_table_slot(&t, f->names, f->names[c])] = (int32_t)c;
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < m->n && s == XD_OK; i++) {
+        char q[XD_EXCERPT_BUF];
+        const char *raw = b->label_raw[i];
+        int32_t id = -1;
+        if (mode == MF_LABELS_IDS) {
+            long v = strtol(raw, NULL, 10);
+            if ((size_t)v < f->n) id = (int32_t)v;
+            else
+                s = mf_fail(b, XD_EFORMAT, b->lines[i], col,
+                            "class id %ld, but the classes file %s has %zu classes", v, f->path,
+                            f->n);
+        } else if ((id = t.slot[name_table_slot(&t, f->names, raw)]) < 0) {
+            s = mf_fail(b, XD_EFORMAT, b->lines[i], col, "'%s' is not a class of %s",
+                        xd_excerpt(raw, q), f->path);
+        }
+        m->labels[i] = id;
+    }
+    free(t.slot);
+    if (s) return s;
+    m->n_classes = f->n;
+    m->class_names = xd_xmalloc(f->n * sizeof *m->class_names + 1);
+    for (size_t c = 0; c < f->n; c++) m->class_names[c] = xd_xstrdup(f->names[c]);
+    m->labels_are_names = mode != MF_LABELS_IDS;
+    return XD_OK;
+}
+
 static xd_status build_labels(mf_build *b, mf_label_mode mode, const char *col)
 {
+    /* with a classes file, TSV labels are names whatever they look like */
+    if (b->fixed) return labels_from_fixed(b, mode == MF_LABELS_AUTO ? MF_LABELS_NAMES : mode, col);
     if (mode == MF_LABELS_AUTO) {
         mode = MF_LABELS_IDS;
         for (size_t i = 0; i < b->m->n; i++) {
@@ -540,15 +592,72 @@ static xd_status jsonl_rows(mf_build *b, char *buf, size_t n)
 }
 
 // ----------------------------------------------------------------------------------------------
+// classes file
+
+void io_manifest_classes_free(io_manifest_classes *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) free(c->names[i]);
+    free(c->names);
+    free(c->path);
+    memset(c, 0, sizeof *c);
+}
+
+xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_err *e)
+{
+    memset(c, 0, sizeof *c);
+    void *data;
+    size_t n;
+    xd_status s = io_read_all(path, (size_t)IO_MANIFEST_MAX_CLASSES * 4096, &data, &n, e);
+    if (s != XD_OK) return s;
+    char *buf = data;
+    size_t off = n >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0, lineno = 0, len;
+    char *line, q[XD_EXCERPT_BUF];
+    const size_t most = count_lines(buf, n);
+    size_t *lines = xd_xmalloc((most + 1) * sizeof *lines);
+    c->path = xd_xstrdup(path);
+    c->names = xd_xmalloc((most + 1) * sizeof *c->names);
+    name_table t = name_table_new(most);
+    while (s == XD_OK && next_line(buf, n, &off, &line, &len)) {
+        lineno++;
+        size_t bad = utf8_bad_offset(line, len);
+        size_t h = bad < len || len == 0 ? 0 : name_table_slot(&t, c->names, line);
+        if (bad < len)
+            s = xd_fail(e, XD_EFORMAT, "%s:%zu: invalid UTF-8 at byte %zu (0x%02x)", path, lineno,
+                        bad, (unsigned char)line[bad]);
+        else if (len == 0)
+            s = xd_fail(e, XD_EFORMAT, "%s:%zu: empty class name (one name per line, no blank "
+                                       "lines)", path, lineno);
+        else if (t.slot[h] >= 0)
+            s = xd_fail(e, XD_EFORMAT, "%s:%zu: class '%s' is already on line %zu", path, lineno,
+                        xd_excerpt(line, q), lines[t.slot[h]]);
+        else if (c->n >= IO_MANIFEST_MAX_CLASSES)
+            s = xd_fail(e, XD_EFORMAT, "%s:%zu: more than %d class names", path, lineno,
+                        IO_MANIFEST_MAX_CLASSES);
+        if (s != XD_OK) break;
+        t.slot[h] = (int32_t)c->n;
+        lines[c->n] = lineno;
+        c->names[c->n++] = xd_xstrdup(line);
+    }
+    if (s == XD_OK && c->n == 0) s = xd_fail(e, XD_EFORMAT, "%s: no class names", path);
+    free(t.slot);
+    free(lines);
+    free(data);
+    if (s != XD_OK) io_manifest_classes_free(c);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
 // entry points
 
 typedef xd_status (*mf_rows_fn)(mf_build *b, char *buf, size_t n);
 
-static xd_status read_with(const char *path, const io_manifest_limits *lim, io_manifest *m,
-                           mf_rows_fn rows, xd_err *e)
+static xd_status read_with(const char *path, const io_manifest_limits *lim,
+                           const io_manifest_classes *fixed, io_manifest *m, mf_rows_fn rows,
+                           xd_err *e)
 {
     memset(m, 0, sizeof *m);
-    mf_build b = {.lim = lim ? *lim : io_manifest_default_limits()};
+    mf_build b = {.lim = lim ? *lim : io_manifest_default_limits(), .fixed = fixed};
     void *data;
     size_t n;
     xd_status s = io_read_all(path, b.lim.max_bytes, &data, &n, e);
@@ -567,13 +676,13 @@ static xd_status read_with(const char *path, const io_manifest_limits *lim, io_m
 xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                xd_err *e)
 {
-    return read_with(path, lim, m, tsv_rows, e);
+    return read_with(path, lim, NULL, m, tsv_rows, e);
 }
 
 xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                  xd_err *e)
 {
-    return read_with(path, lim, m, jsonl_rows, e);
+    return read_with(path, lim, NULL, m, jsonl_rows, e);
 }
 
 static const struct {
@@ -584,12 +693,18 @@ static const struct {
 xd_status io_manifest_read(const char *path, const io_manifest_limits *lim, io_manifest *m,
                            xd_err *e)
 {
+    return io_manifest_read_classes(path, lim, NULL, m, e);
+}
+
+xd_status io_manifest_read_classes(const char *path, const io_manifest_limits *lim,
+                                   const io_manifest_classes *classes, io_manifest *m, xd_err *e)
+{
     memset(m, 0, sizeof *m);
     size_t n = strlen(path);
     for (size_t k = 0; k < sizeof manifest_kinds / sizeof manifest_kinds[0]; k++) {
         size_t s = strlen(manifest_kinds[k].suffix);
         if (n > s && strcasecmp(path + n - s, manifest_kinds[k].suffix) == 0)
-            return read_with(path, lim, m, manifest_kinds[k].rows, e);
+            return read_with(path, lim, classes, m, manifest_kinds[k].rows, e);
     }
     return xd_fail(e, XD_EARG, "%s: unknown manifest kind, the name must end in .tsv or .jsonl",
                    path);

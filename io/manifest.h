@@ -48,6 +48,18 @@ typedef struct {
     int labels_are_names; /* 1 if labels were class names, 0 if integer ids */
 } io_manifest;
 
+/* A classes file: one class name per line, in the order of their ids; a UTF-8 byte-order mark and
+ * CRLF line ends are tolerated, names are taken literally. Invalid UTF-8, an empty line, a name
+ * given twice, or no names at all are errors "FILE:LINE: reason". */
+typedef struct {
+    char *path;
+    size_t n;
+    char **names; /* (n) */
+} io_manifest_classes;
+
+xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_err *e);
+void io_manifest_classes_free(io_manifest_classes *c);
+
 /* Default limits, for filling in a few fields of your own. */
 io_manifest_limits io_manifest_default_limits(void);
 
@@ -55,6 +67,12 @@ io_manifest_limits io_manifest_default_limits(void);
  * The caller frees m with io_manifest_free (also safe after a failure). */
 xd_status io_manifest_read(const char *path, const io_manifest_limits *lim, io_manifest *m,
                            xd_err *e);
+/* The same with the classes of a classes file (NULL: as io_manifest_read): they are its names in
+ * its order, classes without examples included, and every label must be one of them: TSV labels
+ * and JSONL strings are names (even "7"), JSONL integers are ids below its count. A label that is
+ * not is an error "FILE:LINE: column label: 'X' is not a class of CLASSES". */
+xd_status io_manifest_read_classes(const char *path, const io_manifest_limits *lim,
+                                   const io_manifest_classes *classes, io_manifest *m, xd_err *e);
 xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                xd_err *e);
 xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,

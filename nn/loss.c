@@ -15,8 +15,17 @@ int nn_mask_count(const uint8_t *mask, int B)
     return m;
 }
 
-float nn_ce_forward(float *probs, const float *logits, const int32_t *labels, const uint8_t *mask,
-                    int B, int K)
+double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B)
+{
+    if (!rw) return nn_mask_count(mask, B);
+    double w = 0.0;
+    for (int b = 0; b < B; b++)
+        if (!mask || mask[b]) w += rw[b];
+    return w;
+}
+
+float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
+                      const uint8_t *mask, const float *rw, int B, int K)
 {
     double total = 0.0;
     for (int b = 0; b < B; b++) {
@@ -24,24 +33,37 @@ float nn_ce_forward(float *probs, const float *logits, const int32_t *labels, co
         float *p = probs + (size_t)b * K;
         double lse = nn_logsumexp(x, K, 1.0);
         for (int k = 0; k < K; k++) p[k] = (float)exp((double)x[k] - lse);
-        if (!mask || mask[b]) total += lse - x[labels[b]];
+        if (!mask || mask[b]) total += (rw ? rw[b] : 1.0) * (lse - x[labels[b]]);
     }
-    int M = nn_mask_count(mask, B);
-    return M ? (float)(total / M) : 0.0f;
+    const double W = nn_row_weight_sum(mask, rw, B);
+    return W > 0.0 ? (float)(total / W) : 0.0f;
+}
+
+void nn_ce_backward_w(float *dlogits, const float *probs, const int32_t *labels,
+                      const uint8_t *mask, const float *rw, int B, int K, float weight)
+{
+    const double W = nn_row_weight_sum(mask, rw, B);
+    if (!(W > 0.0)) return;
+    const float scale = weight / (float)W;
+    for (int b = 0; b < B; b++) {
+        if (mask && !mask[b]) continue;
+        const float *p = probs + (size_t)b * K;
+        float *d = dlogits + (size_t)b * K;
+        const float sb = rw ? (float)((double)weight * rw[b] / W) : scale;
+        for (int k = 0; k < K; k++) d[k] += sb * (p[k] - (k == labels[b] ? 1.0f : 0.0f));
+    }
+}
+
+float nn_ce_forward(float *probs, const float *logits, const int32_t *labels, const uint8_t *mask,
+                    int B, int K)
+{
+    return nn_ce_forward_w(probs, logits, labels, mask, NULL, B, K);
 }
 
 void nn_ce_backward(float *dlogits, const float *probs, const int32_t *labels,
                     const uint8_t *mask, int B, int K, float weight)
 {
-    int M = nn_mask_count(mask, B);
-    if (!M) return;
-    const float scale = weight / (float)M;
-    for (int b = 0; b < B; b++) {
-        if (mask && !mask[b]) continue;
-        const float *p = probs + (size_t)b * K;
-        float *d = dlogits + (size_t)b * K;
-        for (int k = 0; k < K; k++) d[k] += scale * (p[k] - (k == labels[b] ? 1.0f : 0.0f));
-    }
+    nn_ce_backward_w(dlogits, probs, labels, mask, NULL, B, K, weight);
 }
 
 float nn_mse_forward(const float *a, const float *b, int64_t n)

@@ -10,6 +10,11 @@
 
 /* Rows that count: those with mask[b] set, or all B when mask is NULL. */
 int nn_mask_count(const uint8_t *mask, int B);
+/* Row weights (the _w forms): rw (B) weights each row's term and the mean becomes
+ * sum_b rw_b l_b / sum_b rw_b over the rows that count, as PyTorch's CrossEntropyLoss(weight=)
+ * reduces; rw NULL is the plain mean, bit for bit. The sum of the counted rows' weights (the
+ * count when rw is NULL); a sum of 0 gives loss 0 and no gradient. */
+double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B);
 
 /* CE = (1/M) sum_{b: mask[b]} -log softmax(logits_b)[y_b], M = number of labelled rows.
  * mask NULL = every row labelled; M == 0 gives loss 0 and no gradient.
@@ -20,6 +25,11 @@ float nn_ce_forward(float *probs, const float *logits, const int32_t *labels, co
 /* dlogits += weight * (probs - onehot(y)) / M on labelled rows */
 void nn_ce_backward(float *dlogits, const float *probs, const int32_t *labels,
                     const uint8_t *mask, int B, int K, float weight);
+/* The same with row weights rw (see nn_row_weight_sum). */
+float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
+                      const uint8_t *mask, const float *rw, int B, int K);
+void nn_ce_backward_w(float *dlogits, const float *probs, const int32_t *labels,
+                      const uint8_t *mask, const float *rw, int B, int K, float weight);
 
 /* MSE = (1/n) sum (a - b)^2 */
 float nn_mse_forward(const float *a, const float *b, int64_t n);

@@ -474,6 +474,81 @@ static void test_at_fd(void **state)
     tu_check_grad("AT masked", fs, AB * AHW * ACS, dm, at_loss, &c, 1e-2, 3e-3, 3e-5);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * row (class) weights: CE, KD, Hinton and the peer's target gradient */
+
+typedef struct {
+    float *s, *t, *q, *a, *b;
+    const int32_t *y;
+    const uint8_t *mask;
+    const float *rw;
+    float T, alpha;
+    int which; /* 0 CE, 1 KD, 2 Hinton, 3 KD as a function of t */
+} w_ctx;
+
+static double w_loss(void *p)
+{
+    w_ctx *c = p;
+    switch (c->which) {
+    case 0: return nn_ce_forward_w(c->a, c->s, c->y, c->mask, c->rw, TB, TK);
+    case 1: return kd_forward_w(c->a, c->s, c->q, c->mask, c->rw, TB, TK, c->T);
+    case 2:
+        return kd_hinton_forward_w(c->a, c->b, c->s, c->q, c->y, c->mask, c->rw, TB, TK, c->T,
+                                   c->alpha);
+    default:
+        kd_soft_targets(c->q, c->t, TB, TK, c->T);
+        return kd_forward_w(c->a, c->s, c->q, NULL, c->rw, TB, TK, c->T);
+    }
+}
+
+/* The weighted mean by hand: each row's own loss (a batch of one), weighted by rw over the sum of
+ * the counted rows' weights; rw of ones is the plain loss bit for bit; gradients by finite
+ * differences. */
+static void test_row_weights(void **state)
+{
+    (void)state;
+    float s[TB * TK], t[TB * TK], q[TB * TK], a[TB * TK], b[TB * TK], ds[TB * TK];
+    tu_fill_uniform(s, TB * TK, -3.0f, 3.0f, 51);
+    tu_fill_uniform(t, TB * TK, -3.0f, 3.0f, 52);
+    const float T = 2.0f, alpha = 0.7f, rw[TB] = {2.5f, 0.5f, 1.25f}, ones[TB] = {1, 1, 1};
+    const int32_t y[TB] = {4, 0, 6};
+    const uint8_t mask[TB] = {1, 0, 1};
+    kd_soft_targets(q, t, TB, TK, T);
+    double ce[TB], kd[TB];
+    for (int r = 0; r < TB; r++) {
+        ce[r] = nn_ce_forward(a, s + r * TK, y + r, NULL, 1, TK);
+        kd[r] = kd_forward(a, s + r * TK, q + r * TK, NULL, 1, TK, T);
+    }
+    const double ce_w = (rw[0] * ce[0] + rw[2] * ce[2]) / (rw[0] + rw[2]);
+    const double kd_w = (rw[0] * kd[0] + rw[1] * kd[1] + rw[2] * kd[2]) / (rw[0] + rw[1] + rw[2]);
+    assert_float_equal(nn_ce_forward_w(a, s, y, mask, rw, TB, TK), ce_w, 1e-5 * ce_w);
+    assert_float_equal(kd_forward_w(a, s, q, NULL, rw, TB, TK, T), kd_w, 1e-5 * kd_w);
+    const double h_w = alpha * kd_w + (1 - alpha) * ce_w;
+    assert_float_equal(kd_hinton_forward_w(a, b, s, q, y, mask, rw, TB, TK, T, alpha), h_w,
+                       1e-5 * h_w);
+    /* weights of one: the unweighted functions exactly */
+    assert_true(nn_ce_forward_w(a, s, y, mask, ones, TB, TK) == nn_ce_forward(a, s, y, mask, TB, TK));
+    assert_true(kd_forward_w(a, s, q, NULL, ones, TB, TK, T) == kd_forward(a, s, q, NULL, TB, TK, T));
+    /* weights of 0 on every counted row: nothing */
+    const float zero[TB] = {0, 1, 0};
+    assert_true(nn_ce_forward_w(a, s, y, mask, zero, TB, TK) == 0.0f);
+
+    static const char *const what[4] = {"weighted CE", "weighted KD", "weighted Hinton",
+                                        "weighted KD, target"};
+    for (int which = 0; which < 4; which++) {
+        w_ctx c = {s, t, q, a, b, y, which == 3 ? NULL : mask, rw, T, alpha, which};
+        memset(ds, 0, sizeof ds);
+        w_loss(&c);
+        if (which == 0) nn_ce_backward_w(ds, a, y, mask, rw, TB, TK, 1.0f);
+        if (which == 1) kd_backward_w(ds, a, q, mask, rw, TB, TK, T, 1.0f);
+        if (which == 2) kd_hinton_backward_w(ds, a, b, q, y, mask, rw, TB, TK, T, alpha, 1.0f);
+        if (which == 3) kd_backward_target_w(ds, t, s, NULL, rw, TB, TK, T, 1.0f);
+        tu_check_grad(what[which], which == 3 ? t : s, TB * TK, ds, w_loss, &c, 1e-2, 2e-3, 2e-5);
+        if (which < 2)
+            for (int k = 0; k < TK; k++) assert_true(ds[TK + k] == 0.0f); /* masked row */
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_topk_targets),       cmocka_unit_test(test_topk_kd_fd),
         cmocka_unit_test(test_soft_ce),            cmocka_unit_test(test_cos_fd),
         cmocka_unit_test(test_at_values),          cmocka_unit_test(test_at_fd),
+        cmocka_unit_test(test_row_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,11 +64,31 @@ static void test_errors(void **state)
     tu_assert_err(&e, XD_EFORMAT, "example 17 has label 10");
 }
 
+/* Balanced weights by hand: N / (K n_c) over the selected labels, 0 for an absent class, mean 1. */
+static void test_balanced_weights(void **state)
+{
+    (void)state;
+    const int32_t y[] = {0, 0, 0, 0, 1, 2, 2, 3, 3};
+    const uint8_t sel[] = {1, 1, 1, 1, 1, 1, 1, 0, 0}; /* class 3 only where the run cannot see */
+    float w[5];
+    labels_balanced_weights(y, sel, 9, 5, w);
+    /* n = 4, 1, 2, 0, 0: N = 7 over K = 3 classes */
+    const float want[5] = {7.0f / 12, 7.0f / 3, 7.0f / 6, 0, 0};
+    tu_assert_close(w, want, 5, 1e-6, 0, "balanced weights");
+    double mean = 0;
+    for (int i = 0; i < 9; i++) mean += sel[i] ? w[y[i]] : 0;
+    assert_float_equal(mean / 7, 1.0, 1e-6);
+    /* every label (sel NULL): class 3 counts too */
+    labels_balanced_weights(y, NULL, 9, 5, w);
+    assert_float_equal(w[3], 9.0 / (4 * 2), 1e-6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_class_and_fraction),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_balanced_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -306,6 +306,64 @@ static void test_jsonl_bad_lines(void **state)
     tu_assert_err(&e, XD_EARG, "must end in .tsv or .jsonl");
 }
 
+/* A classes file: its names in its order, a class without examples kept, every label checked. */
+static void test_classes_file(void **state)
+{
+    (void)state;
+    io_manifest_classes c;
+    xd_err e;
+    /* "7" is a name here, "b" has no example, CRLF and a BOM are fine */
+    write_text("data/cls.txt", "\xEF\xBB\xBF" "dog\r\nb\n7\ncat\n");
+    TU_OK(io_manifest_classes_read("data/cls.txt", &c, &e));
+    assert_int_equal(c.n, 4);
+    write_text("data/c.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\tcat\nimg/b.png\tt\t7\n"
+                             "img/c.png\tt\tdog\n");
+    io_manifest m;
+    TU_OK(io_manifest_read_classes("data/c.tsv", NULL, &c, &m, &e));
+    assert_int_equal(m.n_classes, 4);
+    const char *want[] = {"dog", "b", "7", "cat"};
+    for (int k = 0; k < 4; k++) assert_string_equal(m.class_names[k], want[k]);
+    assert_int_equal(m.labels[0], 3);
+    assert_int_equal(m.labels[1], 2);
+    assert_int_equal(m.labels[2], 0);
+    io_manifest_free(&m);
+    /* JSONL integers are ids into the file's list, strings are names */
+    write_text("data/c.jsonl", "{\"image\":\"img/a.png\",\"text\":\"t\",\"label\":3}\n");
+    TU_OK(io_manifest_read_classes("data/c.jsonl", NULL, &c, &m, &e));
+    assert_int_equal(m.labels[0], 3);
+    io_manifest_free(&m);
+    write_text("data/c4.jsonl", "{\"image\":\"img/a.png\",\"text\":\"t\",\"label\":4}\n");
+    assert_int_equal(io_manifest_read_classes("data/c4.jsonl", NULL, &c, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/c4.jsonl:1: column label: class id 4, but the classes "
+                                  "file data/cls.txt has 4 classes");
+    /* a label the file does not have: the manifest's line and the label */
+    write_text("data/c.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\tcat\n\nimg/b.png\tt\tcow\n");
+    assert_int_equal(io_manifest_read_classes("data/c.tsv", NULL, &c, &m, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/c.tsv:4: column label: 'cow' is not a class of data/cls.txt");
+    assert_null(m.labels);
+    io_manifest_classes_free(&c);
+
+    /* bad classes files: file:line and the reason, nothing kept */
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"a\nb\na\n", "data/bad.txt:3: class 'a' is already on line 1"},
+        {"a\n\nb\n", "data/bad.txt:2: empty class name"},
+        {"a\nb\n\n", "data/bad.txt:3: empty class name"},
+        {"a\nb\xFF\n", "data/bad.txt:2: invalid UTF-8 at byte 1 (0xff)"},
+        {"", "data/bad.txt: no class names"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text("data/bad.txt", bad[i].text);
+        assert_int_equal(io_manifest_classes_read("data/bad.txt", &c, &e), XD_EFORMAT);
+        tu_assert_err(&e, XD_EFORMAT, bad[i].why);
+        assert_int_equal(c.n, 0);
+        assert_null(c.names);
+    }
+    assert_int_equal(io_manifest_classes_read("data/absent.txt", &c, &e), XD_EIO);
+    tu_assert_err(&e, XD_EIO, "data/absent.txt");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_jsonl),
         cmocka_unit_test(test_jsonl_bad_lines),
+        cmocka_unit_test(test_classes_file),
     };
     return cmocka_run_group_tests(tests, setup_images, NULL);
 }

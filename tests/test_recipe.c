@@ -919,6 +919,50 @@ static void test_validation_keys(void **state)
 #undef WITH_DATA
 }
 
+/* class_weight: on ce, kd and hinton only, printed only when set, read back the same; not for a
+ * segment task. */
+static void test_class_weight(void **state)
+{
+    (void)state;
+    const char *text = "data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
+                       "teachers: [{name: t, checkpoint: cnn.safetensors}]\ntrain: {epochs: 1}\n"
+                       "losses:\n  - {kind: ce, class_weight: balanced}\n"
+                       "  - {kind: hinton, class_weight: balanced}\n  - {kind: kd}\n";
+    recipe r;
+    load_ok(text, NULL, 0, &r);
+    const recipe_loss *l = r.stages[0].losses;
+    assert_int_equal(l[0].class_weight, RECIPE_CLASS_WEIGHT_BALANCED);
+    assert_int_equal(l[1].class_weight, RECIPE_CLASS_WEIGHT_BALANCED);
+    assert_int_equal(l[2].class_weight, RECIPE_CLASS_WEIGHT_NONE);
+    char *yaml = recipe_to_yaml(&r);
+    const char *first = strstr(yaml, "class_weight: balanced");
+    assert_non_null(first);
+    assert_non_null(strstr(first + 1, "class_weight: balanced"));
+    assert_null(strstr(yaml, "class_weight: none"));
+    free(yaml);
+    recipe_free(&r);
+    round_trip(text, NULL, 0);
+    load_ok(minimal_recipe, NULL, 0, &r);
+    yaml = recipe_to_yaml(&r);
+    assert_null(strstr(yaml, "class_weight"));
+    free(yaml);
+    recipe_free(&r);
+    load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\n"
+             "teachers: [{name: t, checkpoint: cnn.safetensors}]\ntrain: {epochs: 1}\n"
+             "losses:\n  - {kind: feature, student_tap: feat, teacher_tap: feat, "
+             "class_weight: balanced}\n",
+             NULL, 0, XD_EARG,
+             "r.yaml:6: losses.0.class_weight: does not apply to kind 'feature' (only to ce, kd or "
+             "hinton)");
+    load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\ntrain: {epochs: 1}\n"
+             "losses:\n  - {kind: ce, class_weight: inverse}\n",
+             NULL, 0, XD_EARG, "r.yaml:5: losses.0.class_weight: ");
+    load_bad("task: segment\ndata: {path: d.xds}\nmodel: \"" MODEL "\"\ntrain: {epochs: 1}\n"
+             "losses:\n  - {kind: ce,\n     class_weight: balanced}\n",
+             NULL, 0, XD_EARG,
+             "r.yaml:7: losses.0.class_weight: does not apply to task: segment");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -934,6 +978,7 @@ int main(void)
         cmocka_unit_test_setup(test_huge_value_short_message, fixture_setup),
         cmocka_unit_test_setup(test_alignment_keys, fixture_setup),
         cmocka_unit_test_setup(test_validation_keys, fixture_setup),
+        cmocka_unit_test_setup(test_class_weight, fixture_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -320,6 +320,105 @@ static void test_validation_excluded_from_projector_fit(void **state)
     free(without);
 }
 
+/* A copy of toy.xds whose training labels are imbalanced (a label_mask added): every example of
+ * class 0 keeps its label, of the others only every fifth. */
+static void write_imbalanced(const char *path)
+{
+    io_dataset *ds;
+    io_dataset_writer *w;
+    xd_err e;
+    TU_OK(io_dataset_open("toy.xds", &ds, &e));
+    TU_OK(io_dataset_writer_open(path, io_dataset_count(ds) + 1, &w, &e));
+    for (size_t i = 0; i < io_dataset_meta_count(ds); i++)
+        TU_OK(io_dataset_set_meta(w, io_dataset_meta_at(ds, i)->key, io_dataset_meta_at(ds, i)->value,
+                                  &e));
+    const int32_t *y = io_dataset_find(ds, "train/label")->data;
+    for (size_t i = 0; i < io_dataset_count(ds); i++) {
+        const char *name = io_dataset_section_name(ds, i);
+        if (strcmp(name, "__metadata__") == 0) continue;
+        if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
+            const io_strings *st = io_dataset_find_strings(ds, name);
+            const char **v = malloc((st->n + 1) * sizeof *v);
+            for (size_t k = 0; k < st->n; k++) v[k] = io_strings_get(st, k, NULL);
+            TU_OK(io_dataset_add_strings(w, name, v, st->n, &e));
+            free(v);
+            continue;
+        }
+        TU_OK(io_dataset_add(w, io_dataset_find(ds, name), &e));
+    }
+    uint8_t mask[N_TRAIN];
+    for (int k = 0; k < N_TRAIN; k++) mask[k] = y[k] == 0 || k % 5 == 0;
+    io_tensor t;
+    io_tensor_set(&t, "train/label_mask", IO_U8, 1, (const int64_t[]){N_TRAIN}, mask);
+    TU_OK(io_dataset_add(w, &t, &e));
+    TU_OK(io_dataset_finish(w, &e));
+    io_dataset_close(ds);
+}
+
+/* 1 when the two checkpoints hold the same parameters, bit for bit. */
+static int same_params(const char *a, const char *b)
+{
+    nn_model ma, mb;
+    load_ckpt(a, &ma);
+    load_ckpt(b, &mb);
+    int same = ma.n_param == mb.n_param &&
+               memcmp(ma.param, mb.param, ma.n_param * sizeof(float)) == 0;
+    nn_model_free(&ma);
+    nn_model_free(&mb);
+    return same;
+}
+
+/* class_weight: balanced. On labels where every class has as many, each weight is 1 and the run
+ * is the unweighted one bit for bit; on imbalanced labels the ce and hinton steps change. */
+static void test_class_weight(void **state)
+{
+    (void)state;
+    ensure_data();
+    ensure_teacher();
+    const char *plain = "  - {kind: ce}\n", *weighted = "  - {kind: ce, class_weight: balanced}\n";
+    char *a = student_recipe("", MLP_MODEL, "", 2, "{kind: adamw, lr: 0.01}", plain);
+    char *b = student_recipe("", MLP_MODEL, "", 2, "{kind: adamw, lr: 0.01}", weighted);
+    run_ok("cw_a", a, "cw_a", 3, 0, 0);
+    run_ok("cw_b", b, "cw_b", 3, 0, 0);
+    assert_true(same_params("cw_a/last.safetensors", "cw_b/last.safetensors"));
+    size_t n;
+    char *yaml = tu_read_file("cw_b/recipe.yaml", &n);
+    assert_non_null(strstr(yaml, "class_weight: balanced"));
+    free(yaml);
+    free(a);
+    free(b);
+
+    write_imbalanced("skew.xds");
+    static const char *const losses[2][2] = {
+        {"  - {kind: ce}\n", "  - {kind: ce, class_weight: balanced}\n"},
+        {"  - {kind: hinton, alpha: 0.5}\n", "  - {kind: hinton, alpha: 0.5, class_weight: balanced}\n"},
+    };
+    for (int k = 0; k < 2; k++) {
+        char *run[2];
+        for (int j = 0; j < 2; j++) {
+            char *text = student_recipe("", MLP_MODEL, k ? TEACHERS : "", 2,
+                                        "{kind: adamw, lr: 0.01}", losses[k][j]);
+            char *skew = tu_fmt("data:\n  path: skew.xds\n%s", strstr(text, "\n") + 1 +
+                                                                   strlen("  path: toy.xds\n"));
+            run[j] = tu_fmt("cw_skew_%d_%d", k, j);
+            run_ok(run[j], skew, run[j], 3, 0, 0);
+            free(skew);
+            free(text);
+        }
+        char *pa = path2(run[0], "last.safetensors"), *pb = path2(run[1], "last.safetensors");
+        assert_false(same_params(pa, pb));
+        char *sp = path2(run[1], "summary.json");
+        json_t *sum = load_json(sp);
+        free(sp);
+        assert_int_equal((int)num(sum, "labels_used"), 50 + 30);
+        json_decref(sum);
+        free(pa);
+        free(pb);
+        free(run[0]);
+        free(run[1]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -332,6 +431,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_teacher_classes_by_name),
         cmocka_unit_test(test_validation_models),
         cmocka_unit_test(test_validation_excluded_from_projector_fit),
+        cmocka_unit_test(test_class_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

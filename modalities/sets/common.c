@@ -281,6 +281,223 @@ void sets_split_stratified(const int32_t *strata, size_t n, int n_strata, double
 }
 
 // ----------------------------------------------------------------------------------------------
+// a split taken from another data set
+
+void sets_regroup_free(sets_regroup *r)
+{
+    for (size_t i = 0; i < r->n; i++) free(r->owned[i]);
+    free(r->owned);
+    memset(r, 0, sizeof *r);
+}
+
+/* p, from now on freed by sets_regroup_free(r). */
+static void *regroup_own(sets_regroup *r, void *p)
+{
+    if (r->n == r->cap) {
+        r->cap = r->cap ? 2 * r->cap : 16;
+        r->owned = xd_xrealloc(r->owned, r->cap * sizeof *r->owned);
+    }
+    r->owned[r->n++] = p;
+    return p;
+}
+
+/* A new array (owned by r) of n elements of size bytes: element j is element g[j] of the two
+ * splits' arrays a[0] (n0 elements) and a[1] taken as one. NULL when the splits have none. */
+static void *regroup_gather(sets_regroup *r, const void *const a[SETS_SPLIT_COUNT], size_t n0,
+                            size_t size, const size_t *g, size_t n)
+{
+    if (!a[0] && !a[1]) return NULL;
+    uint8_t *out = xd_xmalloc(n * size + 1);
+    for (size_t j = 0; j < n; j++) {
+        const uint8_t *from = g[j] < n0 ? (const uint8_t *)a[0] + g[j] * size
+                                        : (const uint8_t *)a[1] + (g[j] - n0) * size;
+        memcpy(out + j * size, from, size);
+    }
+    return regroup_own(r, out);
+}
+
+/* An example's key: its code, or its id when code is NULL; split: of the other data set, or
+ * SETS_SPLIT_COUNT when the key is in both; pos: its first position in that split. */
+typedef struct {
+    const char *code;
+    int32_t id;
+    int split;
+    size_t pos;
+} split_key;
+
+/* Where an example goes: position pos of the other set's split, example i of this set's two
+ * splits taken as one (examples sharing a key keep their order). */
+typedef struct {
+    size_t pos, i;
+} split_ref;
+
+static int ref_cmp(const void *a, const void *b)
+{
+    const split_ref *x = a, *y = b;
+    if (x->pos != y->pos) return x->pos < y->pos ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const split_key *x = a, *y = b;
+    if (x->code) return strcmp(x->code, y->code);
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static void key_text(const split_key *k, char *buf, size_t n)
+{
+    char q[XD_EXCERPT_BUF];
+    if (k->code) snprintf(buf, n, "code %s", xd_excerpt(k->code, q));
+    else snprintf(buf, n, "id %ld", (long)k->id);
+}
+
+/* The keys of both splits of the data set ds, sorted; a key in both splits gets split
+ * SETS_SPLIT_COUNT. */
+static xd_status other_keys(const io_dataset *ds, int by_code, split_key **out, size_t *n_out,
+                            xd_err *e)
+{
+    const io_tensor *id[SETS_SPLIT_COUNT];
+    const io_strings *code[SETS_SPLIT_COUNT] = {0};
+    size_t n = 0;
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s/id", sets_split_names[k]);
+        xd_status s = io_dataset_require(ds, name, IO_I32, 1, &id[k], e);
+        if (s) return s;
+        if (by_code) {
+            snprintf(name, sizeof name, "%s/code", sets_split_names[k]);
+            code[k] = io_dataset_find_strings(ds, name);
+            if (code[k]->n != (size_t)id[k]->shape[0])
+                return xd_fail(e, XD_EFORMAT, "%s: %s has %zu codes for %lld examples",
+                               io_dataset_path(ds), name, code[k]->n, (long long)id[k]->shape[0]);
+        }
+        n += (size_t)id[k]->shape[0];
+    }
+    split_key *keys = xd_xmalloc((n + 1) * sizeof *keys);
+    size_t j = 0;
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++)
+        for (size_t i = 0; i < (size_t)id[k]->shape[0]; i++, j++) {
+            memcpy(&keys[j].id, (const int32_t *)id[k]->data + i, sizeof(int32_t));
+            keys[j].code = by_code ? io_strings_get(code[k], i, NULL) : NULL;
+            keys[j].split = k;
+            keys[j].pos = i;
+        }
+    qsort(keys, n, sizeof *keys, key_cmp);
+    /* one entry per key */
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (u && key_cmp(&keys[u - 1], &keys[i]) == 0) {
+            if (keys[u - 1].split != keys[i].split) keys[u - 1].split = SETS_SPLIT_COUNT;
+            if (keys[i].pos < keys[u - 1].pos) keys[u - 1].pos = keys[i].pos;
+            continue;
+        }
+        keys[u++] = keys[i];
+    }
+    *out = keys;
+    *n_out = u;
+    return XD_OK;
+}
+
+xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], sets_regroup *r,
+                          xd_err *e)
+{
+    memset(r, 0, sizeof *r);
+    io_dataset *ds = NULL;
+    xd_status s = io_dataset_open_verified(other, &ds, e);
+    if (s) return xd_err_prefix(e, "--split-from");
+    const int by_code = sp[0].code && sp[1].code && io_dataset_find_strings(ds, "train/code") &&
+                        io_dataset_find_strings(ds, "test/code");
+    split_key *keys = NULL;
+    size_t n_keys = 0;
+    s = other_keys(ds, by_code, &keys, &n_keys, e);
+    const size_t n0 = sp[0].n, n = sp[0].n + sp[1].n;
+    size_t *g = xd_xmalloc((n + 1) * sizeof *g), missing = 0;
+    int *to = xd_xmalloc((n + 1) * sizeof *to);
+    split_ref *ref = xd_xmalloc((n + 1) * sizeof *ref);
+    const sets_split orig[SETS_SPLIT_COUNT] = {sp[0], sp[1]};
+    char first[3][64 + XD_EXCERPT_BUF];
+    for (size_t i = 0; i < n && !s; i++) {
+        const sets_split *from = &sp[i < n0 ? 0 : 1];
+        size_t at = i < n0 ? i : i - n0;
+        split_key want = {by_code ? from->code[at] : NULL, from->id[at], 0, 0};
+        const split_key *hit = bsearch(&want, keys, n_keys, sizeof *keys, key_cmp);
+        char text[64 + XD_EXCERPT_BUF];
+        key_text(&want, text, sizeof text);
+        if (hit && hit->split == SETS_SPLIT_COUNT)
+            s = xd_fail(e, XD_EARG, "--split-from %s: %s is in both its train and test splits, so "
+                                    "it cannot give this example a split", other, text);
+        else if (!hit && missing < 3)
+            memcpy(first[missing++], text, sizeof text);
+        else if (!hit)
+            missing++;
+        else {
+            to[i] = hit->split;
+            ref[i] = (split_ref){hit->pos, i};
+        }
+    }
+    if (!s && missing)
+        s = xd_fail(e, XD_EARG, "--split-from %s: %zu of this set's %zu examples are not in it "
+                                "(%s%s%s%s%s%s); the split of another set needs them all",
+                    other, missing, n, first[0], missing > 1 ? ", " : "", missing > 1 ? first[1] : "",
+                    missing > 2 ? ", " : "", missing > 2 ? first[2] : "", missing > 3 ? ", ..." : "");
+    for (int k = 0; k < SETS_SPLIT_COUNT && !s; k++) {
+        /* in the other set's order, so both list a split's examples alike */
+        size_t m = 0;
+        split_ref *mine = xd_xmalloc((n + 1) * sizeof *mine);
+        for (size_t i = 0; i < n; i++)
+            if (to[i] == k) mine[m++] = ref[i];
+        qsort(mine, m, sizeof *mine, ref_cmp);
+        for (size_t j = 0; j < m; j++) g[j] = mine[j].i;
+        free(mine);
+        const sets_split *a = &orig[0], *b = &orig[1];
+        sets_split x = *a;
+        x.n = m;
+#define GATHER(field, size) \
+    ((void)(x.field = regroup_gather(r, (const void *const[]){a->field, b->field}, n0, size, g, m)))
+        const size_t px = (size_t)a->h * (size_t)a->w;
+        GATHER(image, px * (size_t)a->c);
+        GATHER(label, sizeof(int32_t));
+        GATHER(label_mask, 1);
+        GATHER(id, sizeof(int32_t));
+        for (int j = 0; j < SETS_EXTRA_MAX; j++)
+            GATHER(extra[j], sizeof(int32_t));
+        GATHER(code, sizeof(char *));
+        GATHER(mask, px);
+        GATHER(boxes, (size_t)a->k * 5 * sizeof(int32_t));
+        GATHER(items, (size_t)a->k * sizeof(int32_t));
+        GATHER(n_items, 1);
+#undef GATHER
+        if (a->n_langs) {
+            const char *const **texts = regroup_own(r, xd_xmalloc(a->n_langs * sizeof *texts));
+            for (size_t l = 0; l < a->n_langs; l++)
+                texts[l] = regroup_gather(r, (const void *const[]){a->texts[l], b->texts[l]}, n0,
+                                          sizeof(char *), g, m);
+            x.texts = (const char *const *const *)texts;
+        }
+        sp[k] = x;
+    }
+    free(ref);
+    free(to);
+    free(g);
+    free(keys);
+    io_dataset_close(ds);
+    if (s) sets_regroup_free(r);
+    return s;
+}
+
+xd_status sets_split_from_check(const char *other, const int32_t *id, const char *const *code,
+                                size_t n, xd_err *e)
+{
+    sets_split sp[SETS_SPLIT_COUNT] = {{.n = n, .id = id, .code = code},
+                                       {.n = 0, .id = id, .code = code}};
+    sets_regroup r;
+    xd_status s = sets_split_from(other, sp, &r, e);
+    sets_regroup_free(&r);
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------
 // staged output folders
 
 

@@ -81,6 +81,29 @@ void sets_summary_fill(sets_summary *sum, sets_kind kind, const char *path,
 void sets_split_stratified(const int32_t *strata, size_t n, int n_strata, double fraction,
                            uint64_t seed, uint8_t *is_test);
 
+/* Arrays of splits that sets_split_from regrouped (freed together). */
+typedef struct {
+    void **owned;
+    size_t n, cap;
+} sets_regroup;
+
+/* Regroups the examples of sp (both splits) into train and test as the data set file `other` has
+ * them, so that sets made from the same examples in other ways (another rendering, size or
+ * source of texts) share one split. An example is matched by its code when sp and other both
+ * have codes (S/code), else by its id (S/id); a source supplies them in sets_split.code and
+ * sets_split.id, and all examples with one key must be in one split of other. Each split lists
+ * its examples in other's order (those sharing a key in sp's order), so that the seed that drew
+ * sp's own split changes nothing. sp then points into arrays that r owns (sets_regroup_free after the
+ * write). Errors name other: a file that is not a verified data set or lacks S/id, a key that is
+ * in both of its splits, and examples of sp it does not have (their count and the first few). */
+xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], sets_regroup *r,
+                          xd_err *e);
+void sets_regroup_free(sets_regroup *r);
+/* The same checks for examples known only by their keys (code NULL: by id), so that a builder
+ * fails before its slow part: sets_split_from on a split of nothing but keys. */
+xd_status sets_split_from_check(const char *other, const int32_t *id, const char *const *code,
+                                size_t n, xd_err *e);
+
 /* An output folder built under a temporary sibling name and moved into place by commit. */
 typedef struct {
     char *dir; /* final folder */

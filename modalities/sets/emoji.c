@@ -775,7 +775,7 @@ static xd_status load_images(const char *cache, const emo_styles *st, size_t k,
 typedef struct {
     char images[SETS_EMOJI_STYLE_COUNT * 64], size[16], frac[32], langs[EMOJI_LANG_MAX * 64 + 64];
     char labelled[SETS_EMOJI_STYLE_COUNT * 16];
-    io_kv kv[5];
+    io_kv kv[6];
     size_t n_kv;
 } emo_options;
 
@@ -802,8 +802,9 @@ static void emoji_options(const sets_emoji_opts *o, const emo_styles *st, const 
     p->kv[1] = (io_kv){"size", p->size};
     p->kv[2] = (io_kv){"test_fraction", p->frac};
     p->kv[3] = (io_kv){"languages", p->langs};
-    p->kv[4] = (io_kv){"labelled_styles", p->labelled};
-    p->n_kv = st->n > 1 ? 5 : 4;
+    p->n_kv = 4;
+    if (st->n > 1) p->kv[p->n_kv++] = (io_kv){"labelled_styles", p->labelled};
+    if (o->split_from) p->kv[p->n_kv++] = (io_kv){"split_from", o->split_from};
 }
 
 typedef struct {
@@ -966,8 +967,10 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
                              .n_langs = d.n_langs, .langs = (const char *const *)d.langs,
                              .texts = (const char *const *const *)ps[k].texts};
 
+    sets_regroup rg = {0};
+    if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
     sets_outdir od;
-    s = sets_outdir_open(&od, o->out, e);
+    if (!s) s = sets_outdir_open(&od, o->out, e);
     if (!s) {
         char *file = sets_outdir_path(&od, SETS_DATASET_FILE);
         emo_meta_ctx ctx = {&opt, &st, &m, &d};
@@ -989,6 +992,7 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
         sum->n_no_image = no_image;
         free(final);
     }
+    sets_regroup_free(&rg);
     for (int k = 0; k < SETS_SPLIT_COUNT; k++) emo_split_free(&ps[k], d.n_langs);
 out:
     emo_data_free(&d, m.n_examples);

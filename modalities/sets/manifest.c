@@ -5,7 +5,9 @@
  * shrinking, bilinear when growing. Images are decoded in parallel; when several are bad, the one
  * on the lowest manifest line is reported, "FILE:LINE: column image_path: reason", whatever the
  * thread count. Texts go to text.LANG ("und" unless told), labels and class names as the manifest
- * gives them. The split is per example, seeded and stratified by label. */
+ * gives them, or (with a classes file) the file's names in its order. The split is per example,
+ * seeded and stratified by label, or taken from another data set by example id (the 0-based row
+ * of the example in the manifest). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,7 +106,8 @@ static xd_status manifest_check(const sets_manifest_opts *o, xd_err *e)
 typedef struct {
     char size[16], frac[32];
     const char *lang;
-    io_kv kv[4];
+    io_kv kv[6];
+    size_t n;
 } mf_options;
 
 static void manifest_options(const sets_manifest_opts *o, const char *lang, mf_options *p)
@@ -116,12 +119,16 @@ static void manifest_options(const sets_manifest_opts *o, const char *lang, mf_o
     p->kv[1] = (io_kv){"size", p->size};
     p->kv[2] = (io_kv){"test_fraction", p->frac};
     p->kv[3] = (io_kv){"languages", lang};
+    p->n = 4;
+    /* recorded only when given, so that sets made without them keep their bytes */
+    if (o->classes) p->kv[p->n++] = (io_kv){"classes_file", o->classes};
+    if (o->split_from) p->kv[p->n++] = (io_kv){"split_from", o->split_from};
 }
 
 static xd_status manifest_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
     const mf_options *p = ctx;
-    xd_status s = sets_write_meta_kv(w, p->kv, 4, e);
+    xd_status s = sets_write_meta_kv(w, p->kv, p->n, e);
     if (!s) s = io_dataset_set_meta(w, "crop", "centre square", e);
     if (!s) s = io_dataset_add_strings(w, "languages", &p->lang, 1, e);
     return s;
@@ -153,8 +160,17 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     mf_options mopt;
     manifest_options(o, lang, &mopt);
     io_manifest m = {0};
-    s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, 4, o->force, e);
-    if (!s) s = io_manifest_read(o->manifest, NULL, &m, e);
+    io_manifest_classes classes = {0};
+    s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, mopt.n, o->force, e);
+    if (!s && o->classes) s = io_manifest_classes_read(o->classes, &classes, e);
+    if (!s) s = io_manifest_read_classes(o->manifest, NULL, o->classes ? &classes : NULL, &m, e);
+    io_manifest_classes_free(&classes);
+    if (!s && o->split_from) { /* before the images: a wrong OTHER fails at once */
+        int32_t *rows = xd_xmalloc((m.n + 1) * sizeof *rows);
+        for (size_t i = 0; i < m.n; i++) rows[i] = (int32_t)i;
+        s = sets_split_from_check(o->split_from, rows, NULL, m.n, e);
+        free(rows);
+    }
     if (s) {
         io_manifest_free(&m);
         free(path);
@@ -205,11 +221,12 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
     const char **txt[SETS_SPLIT_COUNT] = {0};
     const char *const *txt_tables[SETS_SPLIT_COUNT][1];
     size_t cnt[SETS_SPLIT_COUNT] = {0};
+    sets_regroup rg = {0};
     if (!s) {
         sets_split_stratified(m.labels, m.n, (int)m.n_classes, o->test_fraction, o->seed, is_test);
         for (size_t i = 0; i < m.n; i++) cnt[is_test[i]]++;
         /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
-        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0)
+        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0 && !o->split_from)
             s = xd_fail(e, XD_EARG,
                         "%s: %zu examples in %zu classes give no test example at test fraction %g "
                         "(each class sends round(n x fraction) of its n examples to test); add "
@@ -243,8 +260,9 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
                                  .n_langs = 1, .langs = &lang,
                                  .texts = (const char *const *const *)txt_tables[k]};
         }
+        if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
         char *parent = io_path_dir(path);
-        s = io_mkdir_p(parent, e);
+        if (!s) s = io_mkdir_p(parent, e);
         sets_write wr = {name, SETS_PAIRED, o->seed, sp, m.n_classes,
                          (const char *const *)m.class_names};
         if (!s) s = sets_write_dataset(path, &wr, manifest_meta, &mopt, e);
@@ -266,6 +284,7 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
         free(ids[k]);
         free(txt[k]);
     }
+    sets_regroup_free(&rg);
     free(is_test);
     free(pixels);
     free(lines);

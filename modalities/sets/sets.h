@@ -134,6 +134,7 @@ typedef struct {
                           * styles add label.style */
     const char *labelled_styles; /* the styles whose training examples keep their label (the
                                   * others get label_mask 0); NULL or "": every style */
+    const char *split_from; /* NULL, or a data set whose split to reuse (matched by emoji code) */
     int size;            /* output side */
     double test_fraction;
     uint64_t seed;
@@ -170,6 +171,10 @@ typedef struct {
     double test_fraction;
     uint64_t seed;
     int force;            /* replace a data set made with other options */
+    const char *classes;  /* NULL, or a classes file (io_manifest_classes_read): the class names
+                           * and their order; every label must be one of them */
+    const char *split_from; /* NULL, or a data set file whose split to reuse (ids are the 0-based
+                             * manifest rows; test_fraction is then unused) */
 } sets_manifest_opts;
 
 /* size 32, test fraction 0.2, seed 1, lang "und" */
