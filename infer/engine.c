@@ -149,6 +149,10 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
     if (s == XD_OK) {
         x->flops = nn_model_flops(&x->m);
         set_head(x, nn_model_default_head(&x->m));
+        s = nn_model_pack(&x->m, &e);
+        if (s != XD_OK) xd_err_prefix(&e, "%s", path);
+    }
+    if (s == XD_OK) {
         s = load_names(x, 1, &e);
     }
     if (s == XD_OK) s = load_preprocessing(x, &e);
@@ -385,7 +389,7 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
         if (s != XD_OK) return s;
         input = x->input;
     }
-    nn_model_forward_some(&x->m, input, count, NULL, x->need);
+    nn_model_infer(&x->m, input, count, x->need);
     nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     return XD_OK;
 }

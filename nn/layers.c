@@ -17,14 +17,22 @@
 // ----------------------------------------------------------------------------------------------
 // linear
 
-void nn_linear_forward(float *out, const float *inp, const float *w, const float *b, int B, int C,
-                       int OC)
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
+                       const float *b, int B, int C, int OC)
 {
     if (b) {
 #pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
-    nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+    if (wp) nn_sgemm_packed(0, B, OC, C, 1.0f, inp, C, wp, b ? 1.0f : 0.0f, out, OC);
+    else nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+}
+
+size_t nn_linear_packed_size(int C, int OC) { return nn_sgemm_packed_size(OC, C); }
+
+void nn_linear_pack(float *wp, const float *w, int C, int OC)
+{
+    nn_sgemm_pack_b(1, OC, C, w, C, wp);
 }
 
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
@@ -221,9 +229,10 @@ static void image_job_whole(void *p, int r0, int r1)
 
 /* C (M, N) = op(A) (M, K) @ op(B) (K, N), as nn_sgemm, with the job's work around it */
 static void sgemm_images(int trans_b, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, float *C, int ldc, image_job *j)
+                         const float *B, int ldb, const float *Bp, float *C, int ldc,
+                         image_job *j)
 {
-    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc,
+    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc,
                   j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
     if (!j->image) return;
     const int nb = nn_sgemm_row_blocks(M, N, K);
@@ -259,7 +268,7 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     col2im_job c = {dinp, dcols, s, first};
     image_job job = {col2im_job_image, &c, NULL, NULL, s->OH * s->OW};
-    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, dcols, K, &job);
+    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, NULL, dcols, K, &job);
 }
 
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
@@ -267,15 +276,36 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
     col2im(dinp, dcols, s, 0);
 }
 
-/* image: work on each image of out once its rows are final (see image_job), or NULL */
+size_t nn_conv_packed_size(const nn_conv_shape *s)
+{
+    return nn_sgemm_packed_size(s->OC, s->KH * s->KW * s->C + (s->bias && !conv_is_pointwise(s)));
+}
+
+/* The operand the forward product reads: w, or [w | b] when the bias is a column of it */
+void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s)
+{
+    const int K = s->KH * s->KW * s->C;
+    if (!s->bias || conv_is_pointwise(s)) {
+        nn_sgemm_pack_b(1, s->OC, K, w, K, wp);
+        return;
+    }
+    for (int o = 0; o < s->OC; o++) {
+        memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
+        wext[(size_t)o * (K + 1) + K] = b[o];
+    }
+    nn_sgemm_pack_b(1, s->OC, K + 1, wext, K + 1, wp);
+}
+
+/* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
+ * weights packed by nn_conv_pack, or NULL */
 static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                           const float *b, const nn_conv_shape *s, void (*image)(void *, int),
-                           void *image_ctx)
+                           const float *wp, const float *b, const nn_conv_shape *s,
+                           void (*image)(void *, int), void *image_ctx)
 {
     XD_ASSERT((b != NULL) == (s->bias != 0));
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     if (conv_is_pointwise(s)) {
-        nn_linear_forward(out, inp, w, b, M, K, s->OC);
+        nn_linear_forward(out, inp, w, wp, b, M, K, s->OC);
         if (image) {
 #pragma omp parallel for
             for (int i = 0; i < s->B; i++) image(image_ctx, i);
@@ -285,21 +315,22 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
     /* each block of cols is unfolded just before its product reads it */
     im2col_job unfold = {cols, inp, s};
     image_job job = {image, image_ctx, im2col_rows, &unfold, s->OH * s->OW};
-    if (!b) {
-        sgemm_images(1, M, s->OC, K, cols, K, w, K, out, s->OC, &job);
+    if (!b || wp) {
+        sgemm_images(1, M, s->OC, K + (b != NULL), cols, K + (b != NULL), w, K, wp, out, s->OC,
+                     &job);
         return;
     }
     for (int o = 0; o < s->OC; o++) {
         memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
         wext[(size_t)o * (K + 1) + K] = b[o];
     }
-    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, out, s->OC, &job);
+    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, NULL, out, s->OC, &job);
 }
 
 void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *b, const nn_conv_shape *s)
+                       const float *wp, const float *b, const nn_conv_shape *s)
 {
-    conv2d_forward(out, cols, wext, inp, w, b, s, NULL, NULL);
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
 }
 
 static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
@@ -441,13 +472,14 @@ void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const
 }
 
 void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                    const float *w, const float *b, const nn_conv_shape *s,
+                                    const float *w, const float *wp, const float *b,
+                                    const nn_conv_shape *s,
                                     float *relu_out, float *pool_out, int32_t *argmax,
                                     const nn_pool_shape *ps)
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     relu_pool_job j = {relu_out, pool_out, argmax, out, ps};
-    conv2d_forward(out, cols, wext, inp, w, b, s, relu_pool_image, &j);
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
 }
 
 /* One image of a first-write backward whose windows tile the input without overlap (k ==

@@ -12,6 +12,7 @@
 
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/runtime.h"
 
 static const char *const kind_names[] = {
     [NN_LINEAR] = "linear",       [NN_CONV2D] = "conv2d",       [NN_MAXPOOL] = "maxpool",
@@ -803,6 +804,7 @@ void nn_model_free(nn_model *m)
     free(m->isave_block);
     free(m->dinput);
     xd_arena_free(&m->scratch);
+    free(m->packed);
     free(m->desc);
     memset(m, 0, sizeof *m);
 }
@@ -841,6 +843,102 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
         if (need[i] && m->nodes[i].relu_pool) need[only_reader(m, i)] = 1;
 }
 
+/* The first of a node's B rows, for work on rows b0.. of the batch: p + b0 * per */
+#define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
+
+/* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch) */
+static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run)
+{
+    nn_node *nd = &m->nodes[i];
+    const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
+    const float *x = ROWS(input_of(m, nd->in), in_n);
+    float *y = ROWS(nd->out, nd->act_n), *w = m->param + nd->w_off;
+    float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    const size_t n_in = (size_t)B * in_n, n_out = (size_t)B * nd->act_n;
+    switch (nd->kind) {
+    case NN_LINEAR:
+        nn_linear_forward(y, x, w, nd->wp, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+        break;
+    case NN_CONV2D: {
+        /* save holds the cols for backward, then the [w | b] scratch */
+        nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
+        float *cols = ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
+        float *wext = nd->save + nn_conv_cols_size(&cmax);
+        if (nd->pool_in_conv) {
+            nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
+            nn_pool_shape ps = node_pool_shape(pool, B);
+            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, nd->wp, b, &cs,
+                                           ROWS(relu->out, relu->act_n),
+                                           ROWS(pool->out, pool->act_n),
+                                           ROWS(pool->isave, pool->act_n), &ps);
+        } else {
+            nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
+        }
+        break;
+    }
+    case NN_MAXPOOL:
+    case NN_AVGPOOL: {
+        nn_pool_shape ps = node_pool_shape(nd, B);
+        const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
+                                                                         : NULL;
+        int32_t *am = nd->isave ? ROWS(nd->isave, nd->act_n) : NULL;
+        if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
+        else if (!relu) nn_maxpool_forward(y, am, x, &ps);
+        else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
+            nn_relu_maxpool_forward(ROWS(relu->out, relu->act_n), y, am,
+                                    ROWS(input_of(m, relu->in), relu->act_n), &ps);
+        break;
+    }
+    case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
+    case NN_RELU:
+        if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
+        break;
+    case NN_GELU: nn_gelu_forward(y, x, n_out); break;
+    case NN_TANH: nn_tanh_forward(y, x, n_out); break;
+    case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
+    case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_BATCHNORM: {
+        float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
+        int N = B * nd->ih * nd->iw;
+        if (run->training)
+            nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
+                                       nd->ic, nd->eps, nd->momentum);
+        else
+            nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
+        break;
+    }
+    case NN_LAYERNORM: {
+        const int R = B * nd->ih * nd->iw, per = nd->ih * nd->iw;
+        nn_layernorm_forward(y, ROWS(nd->save, per),
+                             ROWS(nd->save + (size_t)m->max_batch * per, per), x, w, b, R, nd->ic,
+                             nd->eps);
+        break;
+    }
+    case NN_DROPOUT:
+        nd->masked = run->training && nd->p > 0.0f;
+        if (nd->masked)
+            nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
+                               run->example, run->step, (uint32_t)i);
+        else
+            memcpy(y, x, sizeof(float) * n_out);
+        break;
+    case NN_EMBBAG:
+        nn_embbag_forward(y, ROWS((const int32_t *)m->input, m->tokens), w, B, m->tokens,
+                          nd->units, nd->mode);
+        break;
+    case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
+    case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
+    case NN_FAKEQUANT: nn_fakequant_forward(y, x, n_out, nd->bits); break;
+    case NN_ADD: {
+        const float *x2 = ROWS(input_of(m, nd->in2), in_n);
+        for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
+        break;
+    }
+    case NN_KIND_COUNT: XD_ASSERT(0);
+    }
+}
+
 void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
                            const uint8_t *need)
 {
@@ -851,89 +949,92 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     for (int i = 0; i < m->n_nodes; i++) {
-        nn_node *nd = &m->nodes[i];
-        nd->touched = 0;
-        if (need && !need[i]) continue;
-        const float *x = input_of(m, nd->in);
-        float *y = nd->out, *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
-        const size_t n_in = (size_t)B * nd->ih * nd->iw * nd->ic, n_out = (size_t)B * nd->act_n;
-        switch (nd->kind) {
-        case NN_LINEAR:
-            nn_linear_forward(y, x, w, b, B * nd->ih * nd->iw, nd->ic, nd->units);
-            break;
-        case NN_CONV2D: {
-            /* save holds the cols for backward, then the [w | b] scratch */
-            nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
-            float *cols = nd->save, *wext = nd->save + nn_conv_cols_size(&cmax);
-            if (nd->pool_in_conv) {
-                nn_node *pool = &m->nodes[nd->pool_in_conv];
-                nn_pool_shape ps = node_pool_shape(pool, B);
-                nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, b, &cs,
-                                               m->nodes[pool->in].out, pool->out, pool->isave,
-                                               &ps);
-            } else {
-                nn_conv2d_forward(y, cols, wext, x, w, b, &cs);
+        m->nodes[i].touched = 0;
+        if (!need || need[i]) forward_node(m, i, 0, B, run);
+    }
+}
+
+/* Kinds whose forward is best run over the whole batch at inference: a linear layer reads its
+ * weights once for all rows; fake quantisation's scale is the whole tensor's. */
+static int batch_wide(nn_kind k) { return k == NN_LINEAR || k == NN_EMBBAG || k == NN_FAKEQUANT; }
+
+/* Floats of working memory a chunk of this many per example should stay within: about half of a
+ * core's L2 cache, so a run of convolutions and their pools passes an image on to the next
+ * layer while it is still in cache. */
+#define INFER_CACHE_FLOATS ((size_t)1 << 17)
+
+void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    static const nn_run eval_run = {0, 0, 0, NULL};
+    m->batch = B;
+    m->input = input;
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    for (int s = 0, e; s < m->n_nodes; s = e) {
+        /* a run of per-image nodes s..e with a convolution in it goes a chunk of images at a
+         * time; anything else over the whole batch */
+        size_t per = 0;
+        int conv = 0;
+        for (e = s; e < m->n_nodes && !batch_wide(m->nodes[e].kind); e++) {
+            const nn_node *nd = &m->nodes[e];
+            per += nd->act_n;
+            if (nd->kind == NN_CONV2D) {
+                nn_conv_shape cs = node_conv_shape(nd, 1);
+                per += nn_conv_cols_size(&cs);
+                conv = 1;
             }
-            break;
         }
-        case NN_MAXPOOL:
-        case NN_AVGPOOL: {
-            nn_pool_shape ps = node_pool_shape(nd, B);
-            const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
-                                                                             : NULL;
-            if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
-            else if (!relu) nn_maxpool_forward(y, nd->isave, x, &ps);
-            else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
-                nn_relu_maxpool_forward(relu->out, y, nd->isave, input_of(m, relu->in), &ps);
-            break;
+        if (e == s) e = s + 1;
+        if (!conv) {
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run);
+            continue;
         }
-        case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
-        case NN_RELU:
-            if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
-            break;
-        case NN_GELU: nn_gelu_forward(y, x, n_out); break;
-        case NN_TANH: nn_tanh_forward(y, x, n_out); break;
-        case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
-        case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
-        case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
-        case NN_BATCHNORM: {
-            float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
-            int N = B * nd->ih * nd->iw;
-            if (run->training)
-                nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
-                                           nd->ic, nd->eps, nd->momentum);
-            else
-                nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
-            break;
-        }
-        case NN_LAYERNORM: {
-            int R = B * nd->ih * nd->iw;
-            nn_layernorm_forward(y, nd->save, nd->save + (size_t)m->max_batch * nd->ih * nd->iw, x,
-                                 w, b, R, nd->ic, nd->eps);
-            break;
-        }
-        case NN_DROPOUT:
-            nd->masked = run->training && nd->p > 0.0f;
-            if (nd->masked)
-                nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
-                                   run->example, run->step, (uint32_t)i);
-            else
-                memcpy(y, x, sizeof(float) * n_out);
-            break;
-        case NN_EMBBAG:
-            nn_embbag_forward(y, (const int32_t *)input, w, B, m->tokens, nd->units, nd->mode);
-            break;
-        case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
-        case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
-        case NN_FAKEQUANT: nn_fakequant_forward(y, x, n_out, nd->bits); break;
-        case NN_ADD: {
-            const float *x2 = input_of(m, nd->in2);
-            for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
-            break;
-        }
-        case NN_KIND_COUNT: XD_ASSERT(0);
+        const int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
+                          : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        const int n_chunks = (B + chunk - 1) / chunk;
+        /* chunks over the threads when there are enough of them (each chunk's layers then run
+         * on its thread alone, no wait between layers); else the layers split their own work */
+#pragma omp parallel for schedule(dynamic) if (n_chunks >= 2 && xd_threads_get() > 1)
+        for (int c = 0; c < n_chunks; c++) {
+            const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run);
         }
     }
+}
+
+xd_status nn_model_pack(nn_model *m, xd_err *e)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        nn_conv_shape cs = node_conv_shape(nd, 1);
+        if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
+        else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
+    }
+    free(m->packed);
+    m->packed = n ? xd_try_alloc_aligned(sizeof(float) * n) : NULL;
+    if (n && !m->packed)
+        return xd_fail(e, XD_ENOMEM, "no memory for the packed weights (%zu bytes)",
+                       sizeof(float) * n);
+    float *p = m->packed;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        const float *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
+        nd->wp = NULL;
+        if (nd->kind == NN_LINEAR) {
+            nd->wp = p;
+            nn_linear_pack(p, w, nd->ic, nd->units);
+            p += nn_linear_packed_size(nd->ic, nd->units);
+        } else if (nd->kind == NN_CONV2D) {
+            nn_conv_shape cs = node_conv_shape(nd, 1), cmax = node_conv_shape(nd, m->max_batch);
+            nd->wp = p;
+            nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
+            p += nn_conv_packed_size(&cs);
+        }
+    }
+    return XD_OK;
 }
 
 static int source_grad_used(const nn_model *m, int idx)

@@ -27,7 +27,7 @@ typedef struct {
 static double conv_loss(void *p)
 {
     conv_ctx *c = p;
-    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, c->b, &c->s);
+    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, NULL, c->b, &c->s);
     return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.OC);
 }
 
@@ -54,7 +54,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
 
     float *bias_buf = c.b;
     if (!bias) c.b = NULL;
-    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, c.b, &c.s);
+    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, NULL, c.b, &c.s);
     nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
     char what[128];
     snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", B, Hh, W, C, OC, K,
@@ -112,7 +112,7 @@ typedef struct {
 static double lin_loss(void *p)
 {
     lin_ctx *c = p;
-    nn_linear_forward(c->y, c->x, c->w, c->b, c->B, c->C, c->OC);
+    nn_linear_forward(c->y, c->x, c->w, NULL, c->b, c->B, c->C, c->OC);
     return tu_dot(c->y, c->r, (size_t)c->B * c->OC);
 }
 
@@ -293,7 +293,7 @@ static void test_first_write_and_fused(void **state)
         fill_corners(x, nx, 41);
         fill_corners(w, nw, 42);
         fill_corners(dy, ny, 43);
-        nn_conv2d_forward(y, cols, wext, x, w, b, &s);
+        nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
         if (nc) {
             /* unfolded block by block before each product: the plain im2col and one product */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
@@ -314,7 +314,7 @@ static void test_first_write_and_fused(void **state)
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
             nn_relu_forward(r, y, ny);
             nn_maxpool_forward(p, am, r, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, b, &s, r2, p2, am2, &ps);
             assert_same_bits(y2, y, ny, "conv+relu+maxpool: conv");
             assert_same_bits(r2, r, ny, "conv+relu+maxpool: relu");
             assert_same_bits(p2, p, np, "conv+relu+maxpool: pool");
