@@ -107,22 +107,22 @@ static inline vf vload(const float *p)
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 /* acc = sum over k < kc of a[.., k] (R rows) outer bp[k] (NR per panel, P panels ps floats
- * apart); element (i, k) of A at a[i * si + k * sk]; row i of panel p goes to
- * acc[p * MR * NR + i * NR]. R and P are constants where it is inlined (R * P <= MR), so the
- * 2 R P accumulators stay in registers. */
+ * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
+ * at a[i * si + k * sk]; row i of panel p goes to acc[p * MR * NR + i * NR]. R, P and V are
+ * constants where it is inlined (R * P <= MR), so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void
-kernel_body(int R, int P, int kc, const float *restrict a, size_t si, size_t sk,
+kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, size_t sk,
             const float *restrict bp, size_t ps, float *restrict acc)
 {
     vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
     for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
     for (int k = 0; k < kc; k++) {
         for (int p = 0; p < P; p++) {
-            const vf b0 = vload(bp + p * ps), b1 = vload(bp + p * ps + VW);
+            const vf b0 = vload(bp + p * ps), b1 = V == 2 ? vload(bp + p * ps + VW) : b0;
             for (int i = 0; i < R; i++) {
                 const vf av = vset1(a[i * si]);
                 c0[i * P + p] = vfma(av, b0, c0[i * P + p]);
-                c1[i * P + p] = vfma(av, b1, c1[i * P + p]);
+                if (V == 2) c1[i * P + p] = vfma(av, b1, c1[i * P + p]);
             }
         }
         a += sk;
@@ -131,22 +131,29 @@ kernel_body(int R, int P, int kc, const float *restrict a, size_t si, size_t sk,
     for (int p = 0; p < P; p++)
         for (int i = 0; i < R; i++) {
             *(vf *)(acc + p * MR * NR + i * NR) = c0[i * P + p];
-            *(vf *)(acc + p * MR * NR + i * NR + VW) = c1[i * P + p];
+            if (V == 2) *(vf *)(acc + p * MR * NR + i * NR + VW) = c1[i * P + p];
         }
 }
-/* A packed (MR values per k) or transposed in memory (A[k * lda + i]) */
-static void kernel_cols(int kc, const float *restrict a, size_t lda, const float *restrict bp,
-                        float *restrict acc)
-{
-    kernel_body(MR, 1, kc, a, 1, lda, bp, 0, acc);
-}
 
-/* A row-major in memory (A[i * lda + k]) */
-static void kernel_rows(int kc, const float *restrict a, size_t lda, const float *restrict bp,
-                        float *restrict acc)
+/* The kernel for a tile of mr rows (1..MR) and nr columns (1..NR): only those rows, and one
+ * vector of columns when they fit it, are computed (the others of acc are left as they were). */
+#define TILE_ROWS(r)                                                                              \
+    case r:                                                                                       \
+        if (half) kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, bp, 0, acc);            \
+        else kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, bp, 0, acc);                 \
+        break;
+static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
+                        const float *restrict bp, float *restrict acc)
 {
-    kernel_body(MR, 1, kc, a, lda, 1, bp, 0, acc);
+    static_assert(MR <= 12, "kernel_tile has cases for up to 12 rows");
+    const int half = nr <= VW;
+    switch (mr) {
+        TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
+        TILE_ROWS(7) TILE_ROWS(8) TILE_ROWS(9) TILE_ROWS(10) TILE_ROWS(11) TILE_ROWS(12)
+    default: XD_ASSERT(0);
+    }
 }
+#undef TILE_ROWS
 
 /* One row of A (element k at a[k * sk]) against ROW_PANELS panels ps floats apart: a
  * matrix-vector product, with enough independent accumulators to keep the FMA units busy. The
@@ -156,13 +163,7 @@ static_assert(ROW_PANELS <= MR, "the row kernel's accumulators fit the tile kern
 static void kernel_row4(int kc, const float *restrict a, size_t sk, const float *restrict bp,
                         size_t ps, float *restrict acc)
 {
-    kernel_body(1, ROW_PANELS, kc, a, 0, sk, bp, ps, acc);
-}
-
-static void kernel_row1(int kc, const float *restrict a, size_t sk, const float *restrict bp,
-                        float *restrict acc)
-{
-    kernel_body(1, 1, kc, a, 0, sk, bp, 0, acc);
+    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, bp, ps, acc);
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
@@ -243,6 +244,22 @@ static void write_tile(const float *acc, int mr, int nr, float alpha, float beta
                 else if (beta != 0.0f) v += beta * vload(d + h);
                 vstore(d + h, v);
             }
+        }
+        return;
+    }
+    if (cs == 1) { /* rows of nr side by side: the same operations, in loops that vectorise */
+        for (int i = 0; i < mr; i++) {
+            const float *a = acc + i * NR;
+            float *d = c + (size_t)i * rs;
+            if (alpha == 1.0f && add)
+                for (int j = 0; j < nr; j++) d[j] += a[j];
+            else if (alpha == 1.0f && beta == 0.0f)
+                for (int j = 0; j < nr; j++) d[j] = a[j];
+            else
+                for (int j = 0; j < nr; j++) {
+                    const float v = alpha != 1.0f ? a[j] * alpha : a[j];
+                    d[j] = add ? d[j] + v : beta != 0.0f ? beta * d[j] + v : v;
+                }
         }
         return;
     }
@@ -361,7 +378,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         np = ROW_PANELS;
                         kernel_row4(kc, a, sk, bp, (size_t)kc * NR, acc);
                     } else {
-                        kernel_row1(kc, a, sk, bp, acc);
+                        kernel_tile(1, nr, kc, a, 0, sk, bp, acc);
                     }
                     for (int p = 0; p < np; p++) {
                         const int j = jb + p * NR, w = nc - j < NR ? nc - j : NR;
@@ -373,15 +390,14 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const int i = i0 + ib;
+                    /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
+                     * row-major (A[i * lda + k]) */
                     if (!a_direct)
-                        kernel_cols(kc, pack_a_buf + (size_t)ib * kc, MR, bp, acc);
-                    else if (mr < MR) {
-                        pack_panels(trans_a, MR, A, lda, i, mr, p0, kc, pack_a_buf);
-                        kernel_cols(kc, pack_a_buf, MR, bp, acc);
-                    } else if (trans_a)
-                        kernel_cols(kc, A + (size_t)p0 * lda + i, (size_t)lda, bp, acc);
+                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, bp, acc);
+                    else if (trans_a)
+                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, bp, acc);
                     else
-                        kernel_rows(kc, A + (size_t)i * lda + p0, (size_t)lda, bp, acc);
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, bp, acc);
                     write_tile(acc, mr, nr, alpha, beta, kb == 0,
                                C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }

@@ -87,40 +87,44 @@ size_t nn_conv_wext_size(const nn_conv_shape *s)
     return (size_t)s->OC * ((size_t)s->KH * s->KW * s->C + 1);
 }
 
-/* One row of cols per output pixel, laid out (ky, kx, c) to match w's (OC, KH, KW, C). For a
- * fixed ky the window's pixels are neighbours in memory, so each ky is one copy of the in-range
- * part (kx0..kx1) and zeros for what hangs over the edge. */
-void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+/* The row of cols of output pixel (oy, ox) of image img, laid out (ky, kx, c) to match w's
+ * (OC, KH, KW, C). For a fixed ky the window's pixels are neighbours in memory, so each ky is one
+ * copy of the in-range part (kx0..kx1) and zeros for what hangs over the edge. */
+static void im2col_row(float *restrict row, const float *restrict img, const nn_conv_shape *s,
+                       int oy, int ox)
 {
-    const int K = s->KH * s->KW * s->C, ld = K + (s->bias ? 1 : 0), C = s->C;
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++) {
-            const float *img = inp + (size_t)b * s->H * s->W * C;
-            for (int ox = 0; ox < s->OW; ox++) {
-                float *row = cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld;
-                int x0 = ox * s->stride - s->pad;
-                int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
-                if (kx1 < kx0) kx1 = kx0;
-                for (int ky = 0; ky < s->KH; ky++) {
-                    int iy = oy * s->stride - s->pad + ky;
-                    float *dst = row + (size_t)ky * s->KW * C;
-                    if (iy < 0 || iy >= s->H) {
-                        for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
-                        continue;
-                    }
-                    for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
-                    const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
-                    for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
-                    for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
-                }
-                if (s->bias) row[K] = 1.0f;
-            }
+    const int C = s->C, K = s->KH * s->KW * C, x0 = ox * s->stride - s->pad;
+    const int kx0 = x0 < 0 ? -x0 : 0;
+    int kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+    if (kx1 < kx0) kx1 = kx0;
+    for (int ky = 0; ky < s->KH; ky++) {
+        const int iy = oy * s->stride - s->pad + ky;
+        float *dst = row + (size_t)ky * s->KW * C;
+        if (iy < 0 || iy >= s->H) {
+            for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
+            continue;
         }
+        for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
+        const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
+        for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
+        for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
+    }
+    if (s->bias) row[K] = 1.0f;
 }
 
-/* Rows r0..r1 of cols, the same values as nn_im2col's, one window position (C channels) at a
- * time; used block by block just before the product that reads them (nn_sgemm_rows). */
+void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+{
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                im2col_row(cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld,
+                           inp + (size_t)b * s->H * s->W * s->C, s, oy, ox);
+}
+
+/* Rows r0..r1 of cols, as nn_im2col makes them; used block by block just before the product
+ * that reads them (nn_sgemm_rows). */
 typedef struct {
     float *cols;
     const float *inp;
@@ -131,37 +135,11 @@ static void im2col_rows(void *p, int r0, int r1)
 {
     const im2col_job *job = p;
     const nn_conv_shape *s = job->s;
-    const int C = s->C, K = s->KH * s->KW * C, ld = K + (s->bias ? 1 : 0);
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
     int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
     for (int m = r0; m < r1; m++) {
-        const float *img = job->inp + (size_t)b * s->H * s->W * C;
-        float *row = job->cols + (size_t)m * ld;
-        const int x0 = ox * s->stride - s->pad;
-        for (int ky = 0; ky < s->KH; ky++) {
-            const int iy = oy * s->stride - s->pad + ky;
-            float *dst = row + (size_t)ky * s->KW * C;
-            if (iy < 0 || iy >= s->H) {
-                for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
-                continue;
-            }
-            const float *line = img + (size_t)iy * s->W * C;
-            if (C == 1) { /* a first layer: one value per position, no inner loop */
-                for (int kx = 0; kx < s->KW; kx++) {
-                    const int ix = x0 + kx;
-                    dst[kx] = ix >= 0 && ix < s->W ? line[ix] : 0.0f;
-                }
-                continue;
-            }
-            for (int kx = 0; kx < s->KW; kx++) {
-                const int ix = x0 + kx;
-                float *d = dst + (size_t)kx * C;
-                if (ix < 0 || ix >= s->W)
-                    for (int c = 0; c < C; c++) d[c] = 0.0f;
-                else
-                    for (int c = 0; c < C; c++) d[c] = line[(size_t)ix * C + c];
-            }
-        }
-        if (s->bias) row[K] = 1.0f;
+        im2col_row(job->cols + (size_t)m * ld, job->inp + (size_t)b * s->H * s->W * s->C, s, oy,
+                   ox);
         if (++ox == s->OW) {
             ox = 0;
             if (++oy == s->OH) {
