@@ -108,24 +108,27 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 /* acc = sum over k < kc of a[.., k] (R rows) outer bp[k] (NR per panel, P panels ps floats
  * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
- * at a[i * si + k * sk]; row i of panel p goes to acc[p * MR * NR + i * NR]. R, P and V are
- * constants where it is inlined (R * P <= MR), so the accumulators stay in registers. */
+ * at a[i * si + k * sk], or at a[i * si + koff[k]] when koff is given (a gathered operand: a
+ * convolution's windows read from the image itself); row i of panel p goes to
+ * acc[p * MR * NR + i * NR]. R, P, V and whether koff is NULL are constants where it is inlined
+ * (R * P <= MR), so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void
 kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, size_t sk,
-            const float *restrict bp, size_t ps, float *restrict acc)
+            const int *restrict koff, const float *restrict bp, size_t ps, float *restrict acc)
 {
     vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
     for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
     for (int k = 0; k < kc; k++) {
         for (int p = 0; p < P; p++) {
             const vf b0 = vload(bp + p * ps), b1 = V == 2 ? vload(bp + p * ps + VW) : b0;
+            const float *ak = koff ? a + koff[k] : a;
             for (int i = 0; i < R; i++) {
-                const vf av = vset1(a[i * si]);
+                const vf av = vset1(ak[i * si]);
                 c0[i * P + p] = vfma(av, b0, c0[i * P + p]);
                 if (V == 2) c1[i * P + p] = vfma(av, b1, c1[i * P + p]);
             }
         }
-        a += sk;
+        if (!koff) a += sk;
         bp += NR;
     }
     for (int p = 0; p < P; p++)
@@ -139,11 +142,17 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
  * vector of columns when they fit it, are computed (the others of acc are left as they were). */
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
-        if (half) kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, bp, 0, acc);            \
-        else kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, bp, 0, acc);                 \
+        if (koff && half)                                                                        \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, acc);             \
+        else if (koff)                                                                           \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, acc);             \
+        else if (half)                                                                           \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, acc);            \
+        else                                                                                     \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, acc);            \
         break;
 static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
-                        const float *restrict bp, float *restrict acc)
+                        const int *restrict koff, const float *restrict bp, float *restrict acc)
 {
     static_assert(MR <= 12, "kernel_tile has cases for up to 12 rows");
     const int half = nr <= VW;
@@ -163,7 +172,7 @@ static_assert(ROW_PANELS <= MR, "the row kernel's accumulators fit the tile kern
 static void kernel_row4(int kc, const float *restrict a, size_t sk, const float *restrict bp,
                         size_t ps, float *restrict acc)
 {
-    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, bp, ps, acc);
+    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, acc);
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
@@ -344,10 +353,11 @@ static size_t packed_at(int K, int j0, int nc, int p0)
 }
 
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0.
- * Bp: op(B) pre-packed by nn_sgemm_pack_b (B and ldb unused), or NULL. */
+ * Bp: op(B) pre-packed by nn_sgemm_pack_b (B and ldb unused), or NULL. koff: op(A) gathered,
+ * element (i, k) at A[i * lda + koff[k]] (trans_a 0), or NULL. */
 static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, const float *Bp,
-                        float beta, float *C, size_t rs, size_t cs)
+                        const float *A, int lda, const int *koff, const float *B, int ldb,
+                        const float *Bp, float beta, float *C, size_t rs, size_t cs)
 {
     pack_bufs *pb = bufs_get();
     float *const pack_a_buf = pb->a, *const pack_b_buf = pb->b;
@@ -362,7 +372,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
         /* Few column panels: A's rows are read in place (packing would cost as much as the
          * products that use them); many: packed once, in cache and free of stride conflicts
          * for every panel. */
-        const int a_direct = nc <= 4 * NR || M == 1;
+        const int a_direct = nc <= 4 * NR || M == 1 || koff;
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
@@ -370,7 +380,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 const int nr = nc - jb < NR ? nc - jb : NR;
                 const float *bp = bpack + (size_t)jb * kc;
                 np = 1;
-                if (M == 1) {
+                if (M == 1 && !koff) {
                     /* a matrix-vector product: one row against several panels at once */
                     const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;
                     const size_t sk = trans_a ? (size_t)lda : 1;
@@ -378,7 +388,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         np = ROW_PANELS;
                         kernel_row4(kc, a, sk, bp, (size_t)kc * NR, acc);
                     } else {
-                        kernel_tile(1, nr, kc, a, 0, sk, bp, acc);
+                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, acc);
                     }
                     for (int p = 0; p < np; p++) {
                         const int j = jb + p * NR, w = nc - j < NR ? nc - j : NR;
@@ -393,11 +403,17 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
                      * row-major (A[i * lda + k]) */
                     if (!a_direct)
-                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, bp, acc);
+                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp,
+                                    acc);
+                    else if (koff)
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
+                                    acc);
                     else if (trans_a)
-                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, bp, acc);
+                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
+                                    acc);
                     else
-                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, bp, acc);
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
+                                    acc);
                     write_tile(acc, mr, nr, alpha, beta, kb == 0,
                                C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }
@@ -434,11 +450,11 @@ static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
      * element either way, so the same bits). Not with op(B) pre-packed: its panels are NR wide. */
     const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
     if (!Bp && 8 * tiles_t < 7 * tiles)
-        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, NULL, beta, C, 1,
+        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, NULL, A, lda, NULL, beta, C, 1,
                     (size_t)ldc);
     else
-        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, (size_t)ldc,
-                    1);
+        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, NULL, B, ldb, Bp, beta, C,
+                    (size_t)ldc, 1);
 }
 
 const char *nn_sgemm_kernel(void) { return ISA ", " STR(MR) "x" STR(NR) " tiles"; }
@@ -535,6 +551,13 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     const int by_rows = M > N;
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
                 NULL, NULL, NULL);
+}
+
+void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
+                     const float *Bp, float *C, int ldc)
+{
+    if (M > 0 && N > 0 && K > 0)
+        gemm_packed(0, 0, M, N, K, 1.0f, A, lda, koff, NULL, 0, Bp, 0.0f, C, (size_t)ldc, 1);
 }
 
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,

@@ -24,6 +24,12 @@ void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *Bp, float beta, float *C, int ldc);
 
+/* C (M, N) = op(A) @ op(B) on one thread, with op(A) gathered: element (i, k) at
+ * A[i * lda + koff[k]] (a convolution's windows read in place from its image), op(B) pre-packed.
+ * The same bits as nn_sgemm over the same values laid out as a matrix. */
+void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
+                     const float *Bp, float *C, int ldc);
+
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
 const char *nn_sgemm_kernel(void);

@@ -5,8 +5,10 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "nn/gemm.h"
@@ -274,6 +276,43 @@ void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const 
     nn_sgemm_pack_b(1, s->OC, K + 1, wext, K + 1, wp);
 }
 
+/* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
+ * its bias column reads (one per row of an output row) */
+static size_t conv_direct_scratch(const nn_conv_shape *s)
+{
+    return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
+           (size_t)(s->OW - 1) * s->stride * s->C + 1;
+}
+
+/* One image of the convolution with packed weights, its windows read in place from a
+ * zero-padded copy of the image instead of unfolded into cols: element (ox, k) of output row oy
+ * lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column reads ones laid
+ * after the image. The same values in the same order as the unfolded rows, so the same bits,
+ * without writing and reading K floats per output pixel. */
+static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
+                                const nn_conv_shape *s, int b)
+{
+    const int C = s->C, Wp = s->W + 2 * s->pad, K = s->KH * s->KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C, si = (size_t)s->stride * C;
+    float *P = scratch, *ones = scratch + n_img;
+    memset(P, 0, sizeof(float) * n_img);
+    for (int y = 0; y < s->H; y++)
+        memcpy(P + ((size_t)(y + s->pad) * Wp + s->pad) * C,
+               inp + (((size_t)b * s->H + y) * s->W) * C, sizeof(float) * s->W * C);
+    for (size_t i = 0; i <= (size_t)(s->OW - 1) * si; i++) ones[i] = 1.0f;
+    int *koff = xd_xmalloc(sizeof(int) * (size_t)nk);
+    for (int ky = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int c = 0; c < C; c++) koff[(ky * s->KW + kx) * C + c] = (ky * Wp + kx) * C + c;
+    for (int oy = 0; oy < s->OH; oy++) {
+        const float *A = P + (size_t)oy * s->stride * Wp * C;
+        if (s->bias) koff[K] = (int)(ones - A);
+        nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp,
+                        out + ((size_t)b * s->OH + oy) * s->OW * s->OC, s->OC);
+    }
+    free(koff);
+}
+
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
  * weights packed by nn_conv_pack, or NULL */
 static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
@@ -287,6 +326,16 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
         if (image) {
 #pragma omp parallel for
             for (int i = 0; i < s->B; i++) image(image_ctx, i);
+        }
+        return;
+    }
+    /* with packed weights, the windows read in place (each image's cols hold its scratch) */
+    const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
+    if (wp && conv_direct_scratch(s) <= per_image) {
+#pragma omp parallel for if (s->B > 1)
+        for (int i = 0; i < s->B; i++) {
+            conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i);
+            if (image) image(image_ctx, i);
         }
         return;
     }
