@@ -478,6 +478,32 @@ typedef struct {
     const nn_pool_shape *s;
 } relu_pool_job;
 
+/* Inference, no argmax: the maximum of the ReLU over each window, straight from the input. The
+ * values pooling the ReLU's output gives: no NaN survives a ReLU, so only '>' decides. */
+static void relu_maxpool_plain(const relu_pool_job *j, int b)
+{
+    const nn_pool_shape *s = j->s;
+    const int C = s->C;
+    const float *img = j->inp + (size_t)b * s->H * s->W * C;
+    for (int oy = 0; oy < s->OH; oy++)
+        for (int ox = 0; ox < s->OW; ox++) {
+            float *best = j->out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+            for (int ky = 0; ky < s->k; ky++)
+                for (int kx = 0; kx < s->k; kx++) {
+                    const float *p =
+                        img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                    if (ky == 0 && kx == 0) {
+                        for (int c = 0; c < C; c++) best[c] = p[c] > 0.0f ? p[c] : 0.0f;
+                        continue;
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const float v = p[c] > 0.0f ? p[c] : 0.0f;
+                        best[c] = v > best[c] ? v : best[c];
+                    }
+                }
+        }
+}
+
 /* One image: its ReLU is written and then pooled while it is still in cache, instead of the pool
  * reading the whole batch back from memory. */
 static void relu_pool_image(void *p, int b)
@@ -485,8 +511,14 @@ static void relu_pool_image(void *p, int b)
     const relu_pool_job *j = p;
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
     const float *x = j->inp + (size_t)b * per_in;
-    float *r = j->relu_out + (size_t)b * per_in;
-    for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    if (j->relu_out) {
+        float *r = j->relu_out + (size_t)b * per_in;
+        for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    }
+    if (!j->argmax) {
+        relu_maxpool_plain(j, b);
+        return;
+    }
     for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
 }
 

@@ -84,12 +84,15 @@ void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
 void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
                                const nn_pool_shape *s);
 /* maxpool(relu(inp)) in one pass per image: relu_out = max(0, inp) (B, H, W, C) and out/argmax
- * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other. */
+ * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other.
+ * Inference: argmax NULL (not kept, nor is relu_out when that is NULL too): the maximum of the
+ * ReLU straight from inp, without writing and reading back the ReLU's output. */
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
                              const nn_pool_shape *s);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
- * same values as the three layers one after the other. */
+ * same values as the three layers one after the other. argmax and relu_out NULL for inference, as
+ * in nn_relu_maxpool_forward. */
 void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
                                     const float *w, const float *wp, const float *b,
                                     const nn_conv_shape *s,

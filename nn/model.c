@@ -846,8 +846,10 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
 /* The first of a node's B rows, for work on rows b0.. of the batch: p + b0 * per */
 #define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
 
-/* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch) */
-static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run)
+/* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
+ * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
+ * is not written unless that is a head. */
+static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, int infer)
 {
     nn_node *nd = &m->nodes[i];
     const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
@@ -867,10 +869,10 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run)
         if (nd->pool_in_conv) {
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
             nn_pool_shape ps = node_pool_shape(pool, B);
-            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, nd->wp, b, &cs,
-                                           ROWS(relu->out, relu->act_n),
-                                           ROWS(pool->out, pool->act_n),
-                                           ROWS(pool->isave, pool->act_n), &ps);
+            nn_conv2d_relu_maxpool_forward(
+                y, cols, wext, x, w, nd->wp, b, &cs,
+                infer && !relu->head ? NULL : ROWS(relu->out, relu->act_n),
+                ROWS(pool->out, pool->act_n), infer ? NULL : ROWS(pool->isave, pool->act_n), &ps);
         } else {
             nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
         }
@@ -885,8 +887,9 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run)
         if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
         else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
-            nn_relu_maxpool_forward(ROWS(relu->out, relu->act_n), y, am,
-                                    ROWS(input_of(m, relu->in), relu->act_n), &ps);
+            nn_relu_maxpool_forward(infer && !relu->head ? NULL : ROWS(relu->out, relu->act_n),
+                                    y, infer ? NULL : am, ROWS(input_of(m, relu->in), relu->act_n),
+                                    &ps);
         break;
     }
     case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
@@ -950,7 +953,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
-        if (!need || need[i]) forward_node(m, i, 0, B, run);
+        if (!need || need[i]) forward_node(m, i, 0, B, run, 0);
     }
 }
 
@@ -987,7 +990,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
         if (e == s) e = s + 1;
         if (!conv) {
             for (int i = s; i < e; i++)
-                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run);
+                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run, 1);
             continue;
         }
         const int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
@@ -999,7 +1002,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
         for (int c = 0; c < n_chunks; c++) {
             const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
             for (int i = s; i < e; i++)
-                if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run);
+                if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run, 1);
         }
     }
 }

@@ -174,7 +174,9 @@ xd_status nn_model_pack(nn_model *m, xd_err *e);
 /* nn_model_forward_some in eval mode, bit for bit, arranged for inference: a run of per-image
  * layers with a convolution in it (convolutions, norms, activations, pools) goes a few images at
  * a time, so each image stays in cache from layer to layer, and with several threads the chunks
- * are spread over them; linear layers run over the whole batch. */
+ * are spread over them; linear layers run over the whole batch. What only backward reads is not
+ * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
+ * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad). */
 void nn_model_backward(nn_model *m);

@@ -571,7 +571,8 @@ static void test_fakequant(void **state)
  * that pack them on every call, and the plain loops' values; convolutions through the windows
  * read in place (one input channel, a few, many with K in two blocks; strides, paddings, maps of
  * one pixel, more filters than one panel, with and without bias), one whose padded image does not
- * fit its scratch (unfolded as before), a pointwise one, and the fused ReLU and pooling. */
+ * fit its scratch (unfolded as before), a pointwise one, and the fused ReLU and pooling (also
+ * without the argmax and the ReLU's output, as inference runs it). */
 static void test_packed_weights(void **state)
 {
     (void)state;
@@ -618,6 +619,13 @@ static void test_packed_weights(void **state)
             assert_same_bits(r2, r, ny, what);
             assert_same_bits(p2, p, np, what);
             assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
+            /* inference: no argmax, no ReLU output kept */
+            memset(p2, 0, sizeof(float) * np);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, b, &s, NULL, p2, NULL, &ps);
+            assert_same_bits(p2, p, np, what);
+            memset(p2, 0, sizeof(float) * np);
+            nn_relu_maxpool_forward(NULL, p2, NULL, y, &ps);
+            assert_same_bits(p2, p, np, what);
             free(r); free(r2); free(p); free(p2); free(am); free(am2);
         }
         free(x); free(w); free(b); free(y); free(y2); free(yref); free(cols); free(wext); free(wp);
