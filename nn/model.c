@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -843,18 +846,25 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
         if (need[i] && m->nodes[i].relu_pool) need[only_reader(m, i)] = 1;
 }
 
-/* The first of a node's B rows, for work on rows b0.. of the batch: p + b0 * per */
+/* The first of B rows, for work on rows b0.. of the batch: p + b0 * per; of node idx's output
+ * (NODE_ROWS): row at[idx] instead when at is given; of what a node saves (SAVE_ROWS): row sb
+ * then. */
 #define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
+#define NODE_ROWS(idx, p, per)                                                                   \
+    ((p) + (size_t)((idx) == NN_INPUT || !at ? b0 : at[idx]) * (size_t)(per))
+#define SAVE_ROWS(p, per) ((p) + (size_t)(at ? sb : b0) * (size_t)(per))
 
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
  * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
- * is not written unless that is a head. */
-static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, int infer)
+ * is not written unless that is a head. at (or NULL): the row each node's output for these rows
+ * starts at, sb: the row of what nodes save (see nn_model_infer). */
+static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, int infer,
+                         const int *at, int sb)
 {
     nn_node *nd = &m->nodes[i];
     const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
-    const float *x = ROWS(input_of(m, nd->in), in_n);
-    float *y = ROWS(nd->out, nd->act_n), *w = m->param + nd->w_off;
+    const float *x = NODE_ROWS(nd->in, input_of(m, nd->in), in_n);
+    float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
     float *b = nd->b_n ? m->param + nd->b_off : NULL;
     const size_t n_in = (size_t)B * in_n, n_out = (size_t)B * nd->act_n;
     switch (nd->kind) {
@@ -864,15 +874,16 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
         nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
-        float *cols = ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
+        float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         if (nd->pool_in_conv) {
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
             nn_pool_shape ps = node_pool_shape(pool, B);
             nn_conv2d_relu_maxpool_forward(
                 y, cols, wext, x, w, nd->wp, b, &cs,
-                infer && !relu->head ? NULL : ROWS(relu->out, relu->act_n),
-                ROWS(pool->out, pool->act_n), infer ? NULL : ROWS(pool->isave, pool->act_n), &ps);
+                infer && !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
+                NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
+                infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
         } else {
             nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
         }
@@ -883,13 +894,13 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         nn_pool_shape ps = node_pool_shape(nd, B);
         const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
                                                                          : NULL;
-        int32_t *am = nd->isave ? ROWS(nd->isave, nd->act_n) : NULL;
+        int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
         if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
         else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
-            nn_relu_maxpool_forward(infer && !relu->head ? NULL : ROWS(relu->out, relu->act_n),
-                                    y, infer ? NULL : am, ROWS(input_of(m, relu->in), relu->act_n),
-                                    &ps);
+            nn_relu_maxpool_forward(
+                infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
+                infer ? NULL : am, NODE_ROWS(relu->in, input_of(m, relu->in), relu->act_n), &ps);
         break;
     }
     case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
@@ -913,9 +924,9 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     }
     case NN_LAYERNORM: {
         const int R = B * nd->ih * nd->iw, per = nd->ih * nd->iw;
-        nn_layernorm_forward(y, ROWS(nd->save, per),
-                             ROWS(nd->save + (size_t)m->max_batch * per, per), x, w, b, R, nd->ic,
-                             nd->eps);
+        nn_layernorm_forward(y, SAVE_ROWS(nd->save, per),
+                             SAVE_ROWS(nd->save + (size_t)m->max_batch * per, per), x, w, b, R,
+                             nd->ic, nd->eps);
         break;
     }
     case NN_DROPOUT:
@@ -934,7 +945,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
     case NN_FAKEQUANT: nn_fakequant_forward(y, x, n_out, nd->bits); break;
     case NN_ADD: {
-        const float *x2 = ROWS(input_of(m, nd->in2), in_n);
+        const float *x2 = NODE_ROWS(nd->in2, input_of(m, nd->in2), in_n);
         for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
         break;
     }
@@ -953,8 +964,18 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
-        if (!need || need[i]) forward_node(m, i, 0, B, run, 0);
+        if (!need || need[i]) forward_node(m, i, 0, B, run, 0, NULL, 0);
     }
+}
+
+/* This thread's number in the team it runs in (0 outside a parallel region) */
+static int thread_index(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* Kinds whose forward is best run over the whole batch at inference: a linear layer reads its
@@ -990,20 +1011,42 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
         if (e == s) e = s + 1;
         if (!conv) {
             for (int i = s; i < e; i++)
-                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run, 1);
+                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run, 1, NULL, 0);
             continue;
         }
-        const int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
-                          : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        /* Only the run's results (what a later node reads, and heads) go to the images' own
+         * rows; what stays inside the run goes to rows of the thread's own (one chunk's worth,
+         * the same rows for every chunk), so it stays in cache instead of filling the batch's. */
+        int T = xd_threads_get() < B ? xd_threads_get() : B;
+        int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
+                    : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        if (T > 1 && chunk > B / T) chunk = B / T; /* T chunks of scratch rows within B */
         const int n_chunks = (B + chunk - 1) / chunk;
-        /* chunks over the threads when there are enough of them (each chunk's layers then run
-         * on its thread alone, no wait between layers); else the layers split their own work */
-#pragma omp parallel for schedule(dynamic) if (n_chunks >= 2 && xd_threads_get() > 1)
-        for (int c = 0; c < n_chunks; c++) {
-            const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
-            for (int i = s; i < e; i++)
-                if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run, 1);
+        if (n_chunks < 2) T = 1;
+        uint8_t *keep = xd_xcalloc((size_t)m->n_nodes, 1);
+        for (int i = s; i < e; i++) keep[i] = m->nodes[i].head;
+        for (int j = e; j < m->n_nodes; j++) {
+            const nn_node *nd = &m->nodes[j];
+            if (nd->in >= s && nd->in < e) keep[nd->in] = 1;
+            if (nd->kind == NN_ADD && nd->in2 >= s && nd->in2 < e) keep[nd->in2] = 1;
         }
+        /* the chunks spread over the threads (each chunk's layers then run on its thread alone,
+         * no wait between layers) when there are enough of them; else the layers split their own
+         * work */
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+            const int sb = thread_index() * chunk;
+#pragma omp for schedule(dynamic)
+            for (int c = 0; c < n_chunks; c++) {
+                const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
+                for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? b0 : sb;
+                for (int i = s; i < e; i++)
+                    if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run, 1, at, sb);
+            }
+            free(at);
+        }
+        free(keep);
     }
 }
 
