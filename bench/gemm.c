@@ -83,10 +83,10 @@ static void run_layer(void *p)
     memset(g->dw, 0, sizeof(float) * (size_t)g->N * g->K);
     memset(g->db, 0, sizeof(float) * (size_t)g->N);
     if (g->conv) {
-        nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, g->b, &g->cs);
+        nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, NULL, g->b, &g->cs);
         nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->wext, g->dy, g->cols, g->x, g->w, &g->cs);
     } else {
-        nn_linear_forward(g->y, g->x, g->w, g->b, BATCH, g->K, g->N);
+        nn_linear_forward(g->y, g->x, g->w, NULL, g->b, BATCH, g->K, g->N);
         nn_linear_backward(dx, g->dw, g->db, g->dy, g->x, g->w, BATCH, g->K, g->N);
     }
 }

@@ -2,7 +2,9 @@
 #include "nn/gemm.h"
 
 #include "core/runtime.h"
+#include "core/status.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -104,41 +106,73 @@ static inline vf vload(const float *p)
 
 static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
-/* acc (MR, NR) = sum over k < kc of a[.., k] (MR) outer bp[k] (NR); element (i, k) of A at
- * a[i * si + k * sk]; bp packed (NR values per k) */
+/* acc = sum over k < kc of a[.., k] (R rows) outer bp[k] (NR per panel, P panels ps floats
+ * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
+ * at a[i * si + k * sk], or at a[i * si + koff[k]] when koff is given (a gathered operand: a
+ * convolution's windows read from the image itself); row i of panel p goes to
+ * acc[p * MR * NR + i * NR]. R, P, V and whether koff is NULL are constants where it is inlined
+ * (R * P <= MR), so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void
-kernel_body(int kc, const float *restrict a, size_t si, size_t sk, const float *restrict bp,
-            float *restrict acc)
+kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, size_t sk,
+            const int *restrict koff, const float *restrict bp, size_t ps, float *restrict acc)
 {
-    vf c0[MR], c1[MR];
-    for (int i = 0; i < MR; i++) c0[i] = c1[i] = (vf){0};
+    vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
+    for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
     for (int k = 0; k < kc; k++) {
-        const vf b0 = vload(bp), b1 = vload(bp + VW);
-        for (int i = 0; i < MR; i++) {
-            const vf av = vset1(a[i * si]);
-            c0[i] = vfma(av, b0, c0[i]);
-            c1[i] = vfma(av, b1, c1[i]);
+        for (int p = 0; p < P; p++) {
+            const vf b0 = vload(bp + p * ps), b1 = V == 2 ? vload(bp + p * ps + VW) : b0;
+            const float *ak = koff ? a + koff[k] : a;
+            for (int i = 0; i < R; i++) {
+                const vf av = vset1(ak[i * si]);
+                c0[i * P + p] = vfma(av, b0, c0[i * P + p]);
+                if (V == 2) c1[i * P + p] = vfma(av, b1, c1[i * P + p]);
+            }
         }
-        a += sk;
+        if (!koff) a += sk;
         bp += NR;
     }
-    for (int i = 0; i < MR; i++) {
-        *(vf *)(acc + i * NR) = c0[i];
-        *(vf *)(acc + i * NR + VW) = c1[i];
-    }
-}
-/* A packed (MR values per k) or transposed in memory (A[k * lda + i]) */
-static void kernel_cols(int kc, const float *restrict a, size_t lda, const float *restrict bp,
-                        float *restrict acc)
-{
-    kernel_body(kc, a, 1, lda, bp, acc);
+    for (int p = 0; p < P; p++)
+        for (int i = 0; i < R; i++) {
+            *(vf *)(acc + p * MR * NR + i * NR) = c0[i * P + p];
+            if (V == 2) *(vf *)(acc + p * MR * NR + i * NR + VW) = c1[i * P + p];
+        }
 }
 
-/* A row-major in memory (A[i * lda + k]) */
-static void kernel_rows(int kc, const float *restrict a, size_t lda, const float *restrict bp,
-                        float *restrict acc)
+/* The kernel for a tile of mr rows (1..MR) and nr columns (1..NR): only those rows, and one
+ * vector of columns when they fit it, are computed (the others of acc are left as they were). */
+#define TILE_ROWS(r)                                                                              \
+    case r:                                                                                       \
+        if (koff && half)                                                                        \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, acc);             \
+        else if (koff)                                                                           \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, acc);             \
+        else if (half)                                                                           \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, acc);            \
+        else                                                                                     \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, acc);            \
+        break;
+static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
+                        const int *restrict koff, const float *restrict bp, float *restrict acc)
 {
-    kernel_body(kc, a, lda, 1, bp, acc);
+    static_assert(MR <= 12, "kernel_tile has cases for up to 12 rows");
+    const int half = nr <= VW;
+    switch (mr) {
+        TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
+        TILE_ROWS(7) TILE_ROWS(8) TILE_ROWS(9) TILE_ROWS(10) TILE_ROWS(11) TILE_ROWS(12)
+    default: XD_ASSERT(0);
+    }
+}
+#undef TILE_ROWS
+
+/* One row of A (element k at a[k * sk]) against ROW_PANELS panels ps floats apart: a
+ * matrix-vector product, with enough independent accumulators to keep the FMA units busy. The
+ * same chain per element as the tile kernels, so the same bits. */
+#define ROW_PANELS 4
+static_assert(ROW_PANELS <= MR, "the row kernel's accumulators fit the tile kernel's");
+static void kernel_row4(int kc, const float *restrict a, size_t sk, const float *restrict bp,
+                        size_t ps, float *restrict acc)
+{
+    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, acc);
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
@@ -222,6 +256,22 @@ static void write_tile(const float *acc, int mr, int nr, float alpha, float beta
         }
         return;
     }
+    if (cs == 1) { /* rows of nr side by side: the same operations, in loops that vectorise */
+        for (int i = 0; i < mr; i++) {
+            const float *a = acc + i * NR;
+            float *d = c + (size_t)i * rs;
+            if (alpha == 1.0f && add)
+                for (int j = 0; j < nr; j++) d[j] += a[j];
+            else if (alpha == 1.0f && beta == 0.0f)
+                for (int j = 0; j < nr; j++) d[j] = a[j];
+            else
+                for (int j = 0; j < nr; j++) {
+                    const float v = alpha != 1.0f ? a[j] * alpha : a[j];
+                    d[j] = add ? d[j] + v : beta != 0.0f ? beta * d[j] + v : v;
+                }
+        }
+        return;
+    }
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
             float v = acc[i * NR + j];
@@ -276,60 +326,114 @@ static pack_bufs *bufs_get(void)
     return bufs = pb;
 }
 
-/* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0 */
+static long pad_to(int n, int r) { return ((long)n + r - 1) / r * r; }
+
+/* K block kb of kblocks: columns p0..p0+kc of op(A) (a function of K alone, see above) */
+static void k_block(int K, int kblocks, int kb, int *p0, int *kc)
+{
+    *p0 = (int)((long)K * kb / kblocks);
+    *kc = (int)((long)K * (kb + 1) / kblocks) - *p0;
+}
+
+static int k_blocks(int K) { return (int)(((long)K + KC - 1) / KC); }
+
+/* The blocks of op(B) (K, N) in the order both the product and a pre-packed operand take them:
+ * columns j0.. (nc of them, NC at most), and within those K block kb (rows p0.., kc of them). */
+#define FOR_B_BLOCKS(N, K, j0, nc, kb, p0, kc)                                                   \
+    for (int j0 = 0, nc; j0 < (N) && (nc = (N) - j0 < NC ? (N) - j0 : NC, 1); j0 += nc)         \
+        for (int kb = 0, p0, kc, kbs_ = k_blocks(K);                                              \
+             kb < kbs_ && (k_block((K), kbs_, kb, &p0, &kc), 1); kb++)
+
+/* Where a whole pre-packed op(B) (nn_sgemm_pack_b) keeps the panels of column block j0 (nc
+ * columns) and the K block starting at p0: blocks of NC columns one after the other, each its K
+ * blocks in order, each as pack_panels lays it out. */
+static size_t packed_at(int K, int j0, int nc, int p0)
+{
+    return (size_t)j0 * (size_t)K + (size_t)p0 * (size_t)pad_to(nc, NR);
+}
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0.
+ * Bp: op(B) pre-packed by nn_sgemm_pack_b (B and ldb unused), or NULL. koff: op(A) gathered,
+ * element (i, k) at A[i * lda + koff[k]] (trans_a 0), or NULL. */
 static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                        size_t rs, size_t cs)
+                        const float *A, int lda, const int *koff, const float *B, int ldb,
+                        const float *Bp, float beta, float *C, size_t rs, size_t cs)
 {
     pack_bufs *pb = bufs_get();
     float *const pack_a_buf = pb->a, *const pack_b_buf = pb->b;
-    float acc[MR * NR] __attribute__((aligned(64)));
-    const int kblocks = (int)(((long)K + KC - 1) / KC);
-    for (int j0 = 0, nc; j0 < N; j0 += nc) {
-        nc = N - j0 < NC ? N - j0 : NC;
-        for (int kb = 0; kb < kblocks; kb++) {
-            const int p0 = (int)((long)K * kb / kblocks);
-            const int kc = (int)((long)K * (kb + 1) / kblocks) - p0;
-            /* op(B) already in the packed layout (one panel, rows of NR side by side): use it */
-            const int b_direct = !trans_b && nc == NR && ldb == NR;
-            const float *bpack = b_direct ? B + (size_t)p0 * ldb : pack_b_buf;
-            if (!b_direct) pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, pack_b_buf);
-            /* Few column panels: A's rows are read in place (packing would cost as much as the
-             * products that use them); many: packed once, in cache and free of stride conflicts
-             * for every panel. */
-            const int a_direct = nc <= 4 * NR;
-            for (int i0 = 0, mc; i0 < M; i0 += mc) {
-                mc = M - i0 < MC ? M - i0 : MC;
-                if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
-                for (int jb = 0; jb < nc; jb += NR) {
-                    const int nr = nc - jb < NR ? nc - jb : NR;
-                    const float *bp = bpack + (size_t)jb * kc;
-                    for (int ib = 0; ib < mc; ib += MR) {
-                        const int mr = mc - ib < MR ? mc - ib : MR;
-                        const int i = i0 + ib;
-                        if (!a_direct)
-                            kernel_cols(kc, pack_a_buf + (size_t)ib * kc, MR, bp, acc);
-                        else if (mr < MR) {
-                            pack_panels(trans_a, MR, A, lda, i, mr, p0, kc, pack_a_buf);
-                            kernel_cols(kc, pack_a_buf, MR, bp, acc);
-                        } else if (trans_a)
-                            kernel_cols(kc, A + (size_t)p0 * lda + i, (size_t)lda, bp, acc);
-                        else
-                            kernel_rows(kc, A + (size_t)i * lda + p0, (size_t)lda, bp, acc);
-                        write_tile(acc, mr, nr, alpha, beta, kb == 0,
-                                   C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+    float acc[ROW_PANELS * MR * NR] __attribute__((aligned(64)));
+    FOR_B_BLOCKS(N, K, j0, nc, kb, p0, kc) {
+        /* op(B) already in the packed layout (pre-packed, or one panel with rows of NR side
+         * by side): use it */
+        const int b_direct = !trans_b && nc == NR && ldb == NR;
+        const float *bpack = Bp ? Bp + packed_at(K, j0, nc, p0)
+                             : b_direct ? B + (size_t)p0 * ldb : pack_b_buf;
+        if (!Bp && !b_direct) pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, pack_b_buf);
+        /* Few column panels: A's rows are read in place (packing would cost as much as the
+         * products that use them); many: packed once, in cache and free of stride conflicts
+         * for every panel. */
+        const int a_direct = nc <= 4 * NR || M == 1 || koff;
+        for (int i0 = 0, mc; i0 < M; i0 += mc) {
+            mc = M - i0 < MC ? M - i0 : MC;
+            if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
+            for (int jb = 0, np; jb < nc; jb += np * NR) {
+                const int nr = nc - jb < NR ? nc - jb : NR;
+                const float *bp = bpack + (size_t)jb * kc;
+                np = 1;
+                if (M == 1 && !koff) {
+                    /* a matrix-vector product: one row against several panels at once */
+                    const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;
+                    const size_t sk = trans_a ? (size_t)lda : 1;
+                    if (nc - jb >= ROW_PANELS * NR) {
+                        np = ROW_PANELS;
+                        kernel_row4(kc, a, sk, bp, (size_t)kc * NR, acc);
+                    } else {
+                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, acc);
                     }
+                    for (int p = 0; p < np; p++) {
+                        const int j = jb + p * NR, w = nc - j < NR ? nc - j : NR;
+                        write_tile(acc + (size_t)p * MR * NR, 1, w, alpha, beta, kb == 0,
+                                   C + (size_t)(j0 + j) * cs, rs, cs);
+                    }
+                    continue;
+                }
+                for (int ib = 0; ib < mc; ib += MR) {
+                    const int mr = mc - ib < MR ? mc - ib : MR;
+                    const int i = i0 + ib;
+                    /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
+                     * row-major (A[i * lda + k]) */
+                    if (!a_direct)
+                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp,
+                                    acc);
+                    else if (koff)
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
+                                    acc);
+                    else if (trans_a)
+                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
+                                    acc);
+                    else
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
+                                    acc);
+                    write_tile(acc, mr, nr, alpha, beta, kb == 0,
+                               C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }
             }
         }
     }
 }
 
-static long pad_to(int n, int r) { return ((long)n + r - 1) / r * r; }
+size_t nn_sgemm_packed_size(int N, int K) { return (size_t)pad_to(N, NR) * (size_t)K; }
 
+void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *Bp)
+{
+    FOR_B_BLOCKS(N, K, j0, nc, kb, p0, kc)
+        pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, Bp + packed_at(K, j0, nc, p0));
+}
+
+/* Bp: op(B) pre-packed (nn_sgemm_pack_b), or NULL */
 static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                         int ldc)
+                         const float *A, int lda, const float *B, int ldb, const float *Bp,
+                         float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == 0.0f) { /* BLAS: A and B are not read */
@@ -343,12 +447,14 @@ static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
     /* The tiles cover C padded to whole MR x NR blocks; computing C^T = op(B)^T @ op(A)^T
      * instead swaps which side is padded to MR and which to NR. Take it when that saves an
      * eighth of the work, which pays for writing C across its rows (the same products per
-     * element either way, so the same bits). */
+     * element either way, so the same bits). Not with op(B) pre-packed: its panels are NR wide. */
     const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
-    if (8 * tiles_t < 7 * tiles)
-        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, beta, C, 1, (size_t)ldc);
+    if (!Bp && 8 * tiles_t < 7 * tiles)
+        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, NULL, A, lda, NULL, beta, C, 1,
+                    (size_t)ldc);
     else
-        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, (size_t)ldc, 1);
+        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, NULL, B, ldb, Bp, beta, C,
+                    (size_t)ldc, 1);
 }
 
 const char *nn_sgemm_kernel(void) { return ISA ", " STR(MR) "x" STR(NR) " tiles"; }
@@ -379,15 +485,16 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
 }
 
 /* The product split into nb blocks of C's rows (by_rows) or columns, run in parallel; before and
- * after as nn_sgemm_rows. */
+ * after as nn_sgemm_rows. A pre-packed op(B) (Bp) is split by rows only. */
 static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                        int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
-                        nn_sgemm_rows_fn after, void *ctx)
+                        const float *A, int lda, const float *B, int ldb, const float *Bp,
+                        float beta, float *C, int ldc, int nb, int by_rows,
+                        nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
+    XD_ASSERT(!Bp || by_rows || nb == 1);
     if (nb == 1) {
         if (before) before(ctx, 0, M);
-        sgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        sgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc);
         if (after) after(ctx, 0, M);
         return;
     }
@@ -407,25 +514,27 @@ static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
             /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
             const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
             if (before) before(ctx, r0, r1);
-            sgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, beta,
+            sgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
                          C + (size_t)r0 * ldc, ldc);
             if (after) after(ctx, r0, r1);
         } else {
             /* columns r0..r1 of C come from columns of op(B) */
             const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
-            sgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, beta, C + r0,
-                         ldc);
+            sgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta,
+                         C + r0, ldc);
         }
     }
     if (after && !by_rows) after(ctx, 0, M);
 }
 
 void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+                   int lda, const float *B, int ldb, const float *Bp, float beta, float *C,
+                   int ldc, nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
-    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                nn_sgemm_blocks(M, N, K), M >= N, before, after, ctx);
+    /* a pre-packed op(B) is not split by columns: one block then (nn_sgemm_row_blocks says 1) */
+    const int by_rows = M >= N;
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc,
+                by_rows || !Bp ? nn_sgemm_blocks(M, N, K) : 1, by_rows, before, after, ctx);
 }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
@@ -440,6 +549,25 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
     const int by_rows = M > N;
-    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, by_rows, NULL,
-                NULL, NULL);
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
+                NULL, NULL, NULL);
+}
+
+void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
+                     const float *Bp, float *C, int ldc)
+{
+    if (M > 0 && N > 0 && K > 0)
+        gemm_packed(0, 0, M, N, K, 1.0f, A, lda, koff, NULL, 0, Bp, 0.0f, C, (size_t)ldc, 1);
+}
+
+void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *Bp, float beta, float *C, int ldc)
+{
+    /* Row blocks: none packs op(B) now, and each holds at least a few tiles. */
+    int nb = nn_sgemm_blocks(M, N, K);
+    const int threads = xd_threads_get();
+    if (nb > threads) nb = threads;
+    if (nb > M / (2 * MR)) nb = M / (2 * MR) > 0 ? M / (2 * MR) : 1;
+    sgemm_split(trans_a, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc, nb, 1, NULL, NULL,
+                NULL);
 }

@@ -10,8 +10,25 @@
 #ifndef XD_NN_GEMM_H
 #define XD_NN_GEMM_H
 
+#include <stddef.h>
+
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* op(B) (K, N) packed once into the kernel's own panel layout, for an operand many products
+ * reuse (a layer's weights at inference): nn_sgemm_packed_size(N, K) floats at Bp. */
+size_t nn_sgemm_packed_size(int N, int K);
+void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *Bp);
+/* nn_sgemm with op(B) given pre-packed: the same bits, without packing op(B) on every call.
+ * Split over threads by rows of C only. */
+void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *Bp, float beta, float *C, int ldc);
+
+/* C (M, N) = op(A) @ op(B) on one thread, with op(A) gathered: element (i, k) at
+ * A[i * lda + koff[k]] (a convolution's windows read in place from its image), op(B) pre-packed.
+ * The same bits as nn_sgemm over the same values laid out as a matrix. */
+void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
+                     const float *Bp, float *C, int ldc);
 
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
@@ -29,11 +46,12 @@ int nn_sgemm_blocks(int M, int N, int K);
  * ahead of the block's product (e.g. to fill those rows of A), after(ctx, r0, r1) once rows r0..r1
  * of C are final. When C is split by columns instead, every before runs (in parallel) ahead of
  * all products and after runs once over all rows at the end. Either may be NULL. Blocks run in
- * parallel, so each call must write only what its own rows decide. */
+ * parallel, so each call must write only what its own rows decide. Bp: op(B) pre-packed
+ * (nn_sgemm_pack_b; B and ldb unused), or NULL. */
 typedef void (*nn_sgemm_rows_fn)(void *ctx, int r0, int r1);
 void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+                   int lda, const float *B, int ldb, const float *Bp, float beta, float *C,
+                   int ldc, nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
 /* How many row blocks nn_sgemm_rows hands to after (1 when C is split by columns), and the rows
  * r0..r1 of block i of nb along a side of length len. */
 int nn_sgemm_row_blocks(int M, int N, int K);

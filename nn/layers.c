@@ -5,8 +5,10 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "nn/gemm.h"
@@ -17,14 +19,22 @@
 // ----------------------------------------------------------------------------------------------
 // linear
 
-void nn_linear_forward(float *out, const float *inp, const float *w, const float *b, int B, int C,
-                       int OC)
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
+                       const float *b, int B, int C, int OC)
 {
     if (b) {
 #pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
-    nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+    if (wp) nn_sgemm_packed(0, B, OC, C, 1.0f, inp, C, wp, b ? 1.0f : 0.0f, out, OC);
+    else nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+}
+
+size_t nn_linear_packed_size(int C, int OC) { return nn_sgemm_packed_size(OC, C); }
+
+void nn_linear_pack(float *wp, const float *w, int C, int OC)
+{
+    nn_sgemm_pack_b(1, OC, C, w, C, wp);
 }
 
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
@@ -79,40 +89,44 @@ size_t nn_conv_wext_size(const nn_conv_shape *s)
     return (size_t)s->OC * ((size_t)s->KH * s->KW * s->C + 1);
 }
 
-/* One row of cols per output pixel, laid out (ky, kx, c) to match w's (OC, KH, KW, C). For a
- * fixed ky the window's pixels are neighbours in memory, so each ky is one copy of the in-range
- * part (kx0..kx1) and zeros for what hangs over the edge. */
-void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+/* The row of cols of output pixel (oy, ox) of image img, laid out (ky, kx, c) to match w's
+ * (OC, KH, KW, C). For a fixed ky the window's pixels are neighbours in memory, so each ky is one
+ * copy of the in-range part (kx0..kx1) and zeros for what hangs over the edge. */
+static void im2col_row(float *restrict row, const float *restrict img, const nn_conv_shape *s,
+                       int oy, int ox)
 {
-    const int K = s->KH * s->KW * s->C, ld = K + (s->bias ? 1 : 0), C = s->C;
-#pragma omp parallel for collapse(2)
-    for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++) {
-            const float *img = inp + (size_t)b * s->H * s->W * C;
-            for (int ox = 0; ox < s->OW; ox++) {
-                float *row = cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld;
-                int x0 = ox * s->stride - s->pad;
-                int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
-                if (kx1 < kx0) kx1 = kx0;
-                for (int ky = 0; ky < s->KH; ky++) {
-                    int iy = oy * s->stride - s->pad + ky;
-                    float *dst = row + (size_t)ky * s->KW * C;
-                    if (iy < 0 || iy >= s->H) {
-                        for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
-                        continue;
-                    }
-                    for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
-                    const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
-                    for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
-                    for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
-                }
-                if (s->bias) row[K] = 1.0f;
-            }
+    const int C = s->C, K = s->KH * s->KW * C, x0 = ox * s->stride - s->pad;
+    const int kx0 = x0 < 0 ? -x0 : 0;
+    int kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+    if (kx1 < kx0) kx1 = kx0;
+    for (int ky = 0; ky < s->KH; ky++) {
+        const int iy = oy * s->stride - s->pad + ky;
+        float *dst = row + (size_t)ky * s->KW * C;
+        if (iy < 0 || iy >= s->H) {
+            for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
+            continue;
         }
+        for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
+        const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
+        for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
+        for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
+    }
+    if (s->bias) row[K] = 1.0f;
 }
 
-/* Rows r0..r1 of cols, the same values as nn_im2col's, one window position (C channels) at a
- * time; used block by block just before the product that reads them (nn_sgemm_rows). */
+void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+{
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                im2col_row(cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld,
+                           inp + (size_t)b * s->H * s->W * s->C, s, oy, ox);
+}
+
+/* Rows r0..r1 of cols, as nn_im2col makes them; used block by block just before the product
+ * that reads them (nn_sgemm_rows). */
 typedef struct {
     float *cols;
     const float *inp;
@@ -123,37 +137,11 @@ static void im2col_rows(void *p, int r0, int r1)
 {
     const im2col_job *job = p;
     const nn_conv_shape *s = job->s;
-    const int C = s->C, K = s->KH * s->KW * C, ld = K + (s->bias ? 1 : 0);
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
     int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
     for (int m = r0; m < r1; m++) {
-        const float *img = job->inp + (size_t)b * s->H * s->W * C;
-        float *row = job->cols + (size_t)m * ld;
-        const int x0 = ox * s->stride - s->pad;
-        for (int ky = 0; ky < s->KH; ky++) {
-            const int iy = oy * s->stride - s->pad + ky;
-            float *dst = row + (size_t)ky * s->KW * C;
-            if (iy < 0 || iy >= s->H) {
-                for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
-                continue;
-            }
-            const float *line = img + (size_t)iy * s->W * C;
-            if (C == 1) { /* a first layer: one value per position, no inner loop */
-                for (int kx = 0; kx < s->KW; kx++) {
-                    const int ix = x0 + kx;
-                    dst[kx] = ix >= 0 && ix < s->W ? line[ix] : 0.0f;
-                }
-                continue;
-            }
-            for (int kx = 0; kx < s->KW; kx++) {
-                const int ix = x0 + kx;
-                float *d = dst + (size_t)kx * C;
-                if (ix < 0 || ix >= s->W)
-                    for (int c = 0; c < C; c++) d[c] = 0.0f;
-                else
-                    for (int c = 0; c < C; c++) d[c] = line[(size_t)ix * C + c];
-            }
-        }
-        if (s->bias) row[K] = 1.0f;
+        im2col_row(job->cols + (size_t)m * ld, job->inp + (size_t)b * s->H * s->W * s->C, s, oy,
+                   ox);
         if (++ox == s->OW) {
             ox = 0;
             if (++oy == s->OH) {
@@ -221,9 +209,10 @@ static void image_job_whole(void *p, int r0, int r1)
 
 /* C (M, N) = op(A) (M, K) @ op(B) (K, N), as nn_sgemm, with the job's work around it */
 static void sgemm_images(int trans_b, int M, int N, int K, const float *A, int lda,
-                         const float *B, int ldb, float *C, int ldc, image_job *j)
+                         const float *B, int ldb, const float *Bp, float *C, int ldc,
+                         image_job *j)
 {
-    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc,
+    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc,
                   j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
     if (!j->image) return;
     const int nb = nn_sgemm_row_blocks(M, N, K);
@@ -259,7 +248,7 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     col2im_job c = {dinp, dcols, s, first};
     image_job job = {col2im_job_image, &c, NULL, NULL, s->OH * s->OW};
-    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, dcols, K, &job);
+    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, NULL, dcols, K, &job);
 }
 
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
@@ -267,39 +256,108 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
     col2im(dinp, dcols, s, 0);
 }
 
-/* image: work on each image of out once its rows are final (see image_job), or NULL */
-static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                           const float *b, const nn_conv_shape *s, void (*image)(void *, int),
-                           void *image_ctx)
+size_t nn_conv_packed_size(const nn_conv_shape *s)
 {
-    XD_ASSERT((b != NULL) == (s->bias != 0));
-    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
-    if (conv_is_pointwise(s)) {
-        nn_linear_forward(out, inp, w, b, M, K, s->OC);
-        if (image) {
-#pragma omp parallel for
-            for (int i = 0; i < s->B; i++) image(image_ctx, i);
-        }
-        return;
-    }
-    /* each block of cols is unfolded just before its product reads it */
-    im2col_job unfold = {cols, inp, s};
-    image_job job = {image, image_ctx, im2col_rows, &unfold, s->OH * s->OW};
-    if (!b) {
-        sgemm_images(1, M, s->OC, K, cols, K, w, K, out, s->OC, &job);
+    return nn_sgemm_packed_size(s->OC, s->KH * s->KW * s->C + (s->bias && !conv_is_pointwise(s)));
+}
+
+/* The operand the forward product reads: w, or [w | b] when the bias is a column of it */
+void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s)
+{
+    const int K = s->KH * s->KW * s->C;
+    if (!s->bias || conv_is_pointwise(s)) {
+        nn_sgemm_pack_b(1, s->OC, K, w, K, wp);
         return;
     }
     for (int o = 0; o < s->OC; o++) {
         memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
         wext[(size_t)o * (K + 1) + K] = b[o];
     }
-    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, out, s->OC, &job);
+    nn_sgemm_pack_b(1, s->OC, K + 1, wext, K + 1, wp);
+}
+
+/* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
+ * its bias column reads (one per row of an output row) */
+static size_t conv_direct_scratch(const nn_conv_shape *s)
+{
+    return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
+           (size_t)(s->OW - 1) * s->stride * s->C + 1;
+}
+
+/* One image of the convolution with packed weights, its windows read in place from a
+ * zero-padded copy of the image instead of unfolded into cols: element (ox, k) of output row oy
+ * lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column reads ones laid
+ * after the image. The same values in the same order as the unfolded rows, so the same bits,
+ * without writing and reading K floats per output pixel. */
+static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
+                                const nn_conv_shape *s, int b)
+{
+    const int C = s->C, Wp = s->W + 2 * s->pad, K = s->KH * s->KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C, si = (size_t)s->stride * C;
+    float *P = scratch, *ones = scratch + n_img;
+    memset(P, 0, sizeof(float) * n_img);
+    for (int y = 0; y < s->H; y++)
+        memcpy(P + ((size_t)(y + s->pad) * Wp + s->pad) * C,
+               inp + (((size_t)b * s->H + y) * s->W) * C, sizeof(float) * s->W * C);
+    for (size_t i = 0; i <= (size_t)(s->OW - 1) * si; i++) ones[i] = 1.0f;
+    int *koff = xd_xmalloc(sizeof(int) * (size_t)nk);
+    for (int ky = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int c = 0; c < C; c++) koff[(ky * s->KW + kx) * C + c] = (ky * Wp + kx) * C + c;
+    for (int oy = 0; oy < s->OH; oy++) {
+        const float *A = P + (size_t)oy * s->stride * Wp * C;
+        if (s->bias) koff[K] = (int)(ones - A);
+        nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp,
+                        out + ((size_t)b * s->OH + oy) * s->OW * s->OC, s->OC);
+    }
+    free(koff);
+}
+
+/* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
+ * weights packed by nn_conv_pack, or NULL */
+static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                           const float *wp, const float *b, const nn_conv_shape *s,
+                           void (*image)(void *, int), void *image_ctx)
+{
+    XD_ASSERT((b != NULL) == (s->bias != 0));
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    if (conv_is_pointwise(s)) {
+        nn_linear_forward(out, inp, w, wp, b, M, K, s->OC);
+        if (image) {
+#pragma omp parallel for
+            for (int i = 0; i < s->B; i++) image(image_ctx, i);
+        }
+        return;
+    }
+    /* with packed weights, the windows read in place (each image's cols hold its scratch) */
+    const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
+    if (wp && conv_direct_scratch(s) <= per_image) {
+#pragma omp parallel for if (s->B > 1)
+        for (int i = 0; i < s->B; i++) {
+            conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i);
+            if (image) image(image_ctx, i);
+        }
+        return;
+    }
+    /* each block of cols is unfolded just before its product reads it */
+    im2col_job unfold = {cols, inp, s};
+    image_job job = {image, image_ctx, im2col_rows, &unfold, s->OH * s->OW};
+    if (!b || wp) {
+        sgemm_images(1, M, s->OC, K + (b != NULL), cols, K + (b != NULL), w, K, wp, out, s->OC,
+                     &job);
+        return;
+    }
+    for (int o = 0; o < s->OC; o++) {
+        memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
+        wext[(size_t)o * (K + 1) + K] = b[o];
+    }
+    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, NULL, out, s->OC, &job);
 }
 
 void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *b, const nn_conv_shape *s)
+                       const float *wp, const float *b, const nn_conv_shape *s)
 {
-    conv2d_forward(out, cols, wext, inp, w, b, s, NULL, NULL);
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
 }
 
 static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
@@ -420,6 +478,32 @@ typedef struct {
     const nn_pool_shape *s;
 } relu_pool_job;
 
+/* Inference, no argmax: the maximum of the ReLU over each window, straight from the input. The
+ * values pooling the ReLU's output gives: no NaN survives a ReLU, so only '>' decides. */
+static void relu_maxpool_plain(const relu_pool_job *j, int b)
+{
+    const nn_pool_shape *s = j->s;
+    const int C = s->C;
+    const float *img = j->inp + (size_t)b * s->H * s->W * C;
+    for (int oy = 0; oy < s->OH; oy++)
+        for (int ox = 0; ox < s->OW; ox++) {
+            float *best = j->out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+            for (int ky = 0; ky < s->k; ky++)
+                for (int kx = 0; kx < s->k; kx++) {
+                    const float *p =
+                        img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                    if (ky == 0 && kx == 0) {
+                        for (int c = 0; c < C; c++) best[c] = p[c] > 0.0f ? p[c] : 0.0f;
+                        continue;
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const float v = p[c] > 0.0f ? p[c] : 0.0f;
+                        best[c] = v > best[c] ? v : best[c];
+                    }
+                }
+        }
+}
+
 /* One image: its ReLU is written and then pooled while it is still in cache, instead of the pool
  * reading the whole batch back from memory. */
 static void relu_pool_image(void *p, int b)
@@ -427,8 +511,14 @@ static void relu_pool_image(void *p, int b)
     const relu_pool_job *j = p;
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
     const float *x = j->inp + (size_t)b * per_in;
-    float *r = j->relu_out + (size_t)b * per_in;
-    for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    if (j->relu_out) {
+        float *r = j->relu_out + (size_t)b * per_in;
+        for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    }
+    if (!j->argmax) {
+        relu_maxpool_plain(j, b);
+        return;
+    }
     for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
 }
 
@@ -441,13 +531,14 @@ void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const
 }
 
 void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                    const float *w, const float *b, const nn_conv_shape *s,
+                                    const float *w, const float *wp, const float *b,
+                                    const nn_conv_shape *s,
                                     float *relu_out, float *pool_out, int32_t *argmax,
                                     const nn_pool_shape *ps)
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     relu_pool_job j = {relu_out, pool_out, argmax, out, ps};
-    conv2d_forward(out, cols, wext, inp, w, b, s, relu_pool_image, &j);
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
 }
 
 /* One image of a first-write backward whose windows tile the input without overlap (k ==

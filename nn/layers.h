@@ -17,9 +17,12 @@
 
 /* ---------------------------------------------------------------------------------------------
  * linear: out = inp @ w^T + b */
-void nn_linear_forward(float *out, const float *inp, const float *w, const float *b, int B, int C,
-                       int OC);
-/* out (B, OC); inp (B, C); w (OC, C); b (OC) or NULL */
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
+                       const float *b, int B, int C, int OC);
+/* out (B, OC); inp (B, C); w (OC, C); b (OC) or NULL; wp: w packed once by nn_linear_pack for
+ * many forward calls (inference; the same bits, without packing w on every call), or NULL */
+size_t nn_linear_packed_size(int C, int OC);
+void nn_linear_pack(float *wp, const float *w, int C, int OC);
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC);
 
@@ -49,9 +52,13 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
 
 /* out (B, OH, OW, OC); cols kept for backward (nn_conv_cols_size floats); wext scratch
  * (nn_conv_wext_size floats); w (OC, KH, KW, C); b (OC), NULL exactly when s->bias == 0.
- * With a bias, out = [cols | 1] @ [w | b]^T: one GEMM writes the output once. */
+ * With a bias, out = [cols | 1] @ [w | b]^T: one GEMM writes the output once. wp: that
+ * operand packed once by nn_conv_pack (nn_conv_packed_size floats, wext as scratch) for many
+ * forward calls (inference: the same bits, wext then unused), or NULL. */
 void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *b, const nn_conv_shape *s);
+                       const float *wp, const float *b, const nn_conv_shape *s);
+size_t nn_conv_packed_size(const nn_conv_shape *s);
+void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s);
 /* dcols: scratch of M * KH*KW*C floats (when dinp is wanted); wext as in forward.
  * With a bias, [dw | db] comes out of one GEMM, dout^T @ [cols | 1]. */
 void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
@@ -77,14 +84,18 @@ void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
 void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
                                const nn_pool_shape *s);
 /* maxpool(relu(inp)) in one pass per image: relu_out = max(0, inp) (B, H, W, C) and out/argmax
- * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other. */
+ * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other.
+ * Inference: argmax NULL (not kept, nor is relu_out when that is NULL too): the maximum of the
+ * ReLU straight from inp, without writing and reading back the ReLU's output. */
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
                              const nn_pool_shape *s);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
- * same values as the three layers one after the other. */
+ * same values as the three layers one after the other. argmax and relu_out NULL for inference, as
+ * in nn_relu_maxpool_forward. */
 void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                    const float *w, const float *b, const nn_conv_shape *s,
+                                    const float *w, const float *wp, const float *b,
+                                    const nn_conv_shape *s,
                                     float *relu_out, float *pool_out, int32_t *argmax,
                                     const nn_pool_shape *ps);
 /* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include "nn/quant.h"
+#include "core/runtime.h"
 
 static const char *const kind_names[] = {
     [NN_LINEAR] = "linear",       [NN_CONV2D] = "conv2d",       [NN_MAXPOOL] = "maxpool",
@@ -834,6 +838,7 @@ void nn_model_free(nn_model *m)
     free(m->isave_block);
     free(m->dinput);
     xd_arena_free(&m->scratch);
+    free(m->packed);
     free(m->desc);
     memset(m, 0, sizeof *m);
 }
@@ -872,6 +877,126 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
         if (need[i] && m->nodes[i].relu_pool) need[only_reader(m, i)] = 1;
 }
 
+/* The first of B rows, for work on rows b0.. of the batch: p + b0 * per; of node idx's output
+ * (NODE_ROWS): row at[idx] instead when at is given; of what a node saves (SAVE_ROWS): row sb
+ * then. */
+#define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
+#define NODE_ROWS(idx, p, per)                                                                   \
+    ((p) + (size_t)((idx) == NN_INPUT || !at ? b0 : at[idx]) * (size_t)(per))
+#define SAVE_ROWS(p, per) ((p) + (size_t)(at ? sb : b0) * (size_t)(per))
+
+/* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
+ * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
+ * is not written unless that is a head. at (or NULL): the row each node's output for these rows
+ * starts at, sb: the row of what nodes save (see nn_model_infer). */
+static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, int infer,
+                         const int *at, int sb)
+{
+    nn_node *nd = &m->nodes[i];
+    const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
+    const float *x = NODE_ROWS(nd->in, input_of(m, nd->in), in_n);
+    float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
+    float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
+        nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
+        w = nd->wq;
+    }
+    const size_t n_in = (size_t)B * in_n, n_out = (size_t)B * nd->act_n;
+    switch (nd->kind) {
+    case NN_LINEAR:
+        nn_linear_forward(y, x, w, nd->wp, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+        break;
+    case NN_CONV2D: {
+        /* save holds the cols for backward, then the [w | b] scratch */
+        nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
+        float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
+        float *wext = nd->save + nn_conv_cols_size(&cmax);
+        if (nd->pool_in_conv) {
+            nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
+            nn_pool_shape ps = node_pool_shape(pool, B);
+            nn_conv2d_relu_maxpool_forward(
+                y, cols, wext, x, w, nd->wp, b, &cs,
+                infer && !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
+                NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
+                infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
+        } else {
+            nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
+        }
+        break;
+    }
+    case NN_MAXPOOL:
+    case NN_AVGPOOL: {
+        nn_pool_shape ps = node_pool_shape(nd, B);
+        const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
+                                                                         : NULL;
+        int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
+        if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
+        else if (!relu) nn_maxpool_forward(y, am, x, &ps);
+        else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
+            nn_relu_maxpool_forward(
+                infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
+                infer ? NULL : am, NODE_ROWS(relu->in, input_of(m, relu->in), relu->act_n), &ps);
+        break;
+    }
+    case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
+    case NN_RELU:
+        if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
+        break;
+    case NN_GELU: nn_gelu_forward(y, x, n_out); break;
+    case NN_TANH: nn_tanh_forward(y, x, n_out); break;
+    case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
+    case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_BATCHNORM: {
+        float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
+        int N = B * nd->ih * nd->iw;
+        if (run->training)
+            nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
+                                       nd->ic, nd->eps, nd->momentum);
+        else
+            nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
+        break;
+    }
+    case NN_LAYERNORM: {
+        const int R = B * nd->ih * nd->iw, per = nd->ih * nd->iw;
+        nn_layernorm_forward(y, SAVE_ROWS(nd->save, per),
+                             SAVE_ROWS(nd->save + (size_t)m->max_batch * per, per), x, w, b, R,
+                             nd->ic, nd->eps);
+        break;
+    }
+    case NN_DROPOUT:
+        nd->masked = run->training && nd->p > 0.0f;
+        if (nd->masked)
+            nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
+                               run->example, run->step, (uint32_t)i);
+        else
+            memcpy(y, x, sizeof(float) * n_out);
+        break;
+    case NN_EMBBAG:
+        nn_embbag_forward(y, ROWS((const int32_t *)m->input, m->tokens), w, B, m->tokens,
+                          nd->units, nd->mode);
+        break;
+    case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
+    case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
+    case NN_FAKEQUANT:
+        if (nd->ema > 0.0f) {
+            float *range = m->state + nd->s_off;
+            if (run->training || run->calibrate)
+                *range = nn_quant_range_update(*range, x, n_out, run->training ? nd->ema : 0.0f);
+            nn_quant_act(NULL, y, x, n_out, *range, nd->bits, nd->usign);
+        } else {
+            nn_fakequant_forward(y, x, n_out, nd->bits);
+        }
+        break;
+    case NN_ADD: {
+        const float *x2 = NODE_ROWS(nd->in2, input_of(m, nd->in2), in_n);
+        for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
+        break;
+    }
+    case NN_KIND_COUNT: XD_ASSERT(0);
+    }
+}
+
 void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
                            const uint8_t *need)
 {
@@ -882,103 +1007,134 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     for (int i = 0; i < m->n_nodes; i++) {
-        nn_node *nd = &m->nodes[i];
-        nd->touched = 0;
+        m->nodes[i].touched = 0;
         if (need && !need[i]) continue;
         if (m->qengine && nn_qengine_forward_node(m, i, B)) continue;
-        const float *x = input_of(m, nd->in);
-        float *y = nd->out, *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
-        if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
-            nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
-            w = nd->wq;
-        }
-        const size_t n_in = (size_t)B * nd->ih * nd->iw * nd->ic, n_out = (size_t)B * nd->act_n;
-        switch (nd->kind) {
-        case NN_LINEAR:
-            nn_linear_forward(y, x, w, b, B * nd->ih * nd->iw, nd->ic, nd->units);
-            break;
-        case NN_CONV2D: {
-            /* save holds the cols for backward, then the [w | b] scratch */
-            nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
-            float *cols = nd->save, *wext = nd->save + nn_conv_cols_size(&cmax);
-            if (nd->pool_in_conv) {
-                nn_node *pool = &m->nodes[nd->pool_in_conv];
-                nn_pool_shape ps = node_pool_shape(pool, B);
-                nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, b, &cs,
-                                               m->nodes[pool->in].out, pool->out, pool->isave,
-                                               &ps);
-            } else {
-                nn_conv2d_forward(y, cols, wext, x, w, b, &cs);
+        forward_node(m, i, 0, B, run, 0, NULL, 0);
+    }
+}
+
+/* This thread's number in the team it runs in (0 outside a parallel region) */
+static int thread_index(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Kinds whose forward is best run over the whole batch at inference: a linear layer reads its
+ * weights once for all rows; fake quantisation's scale is the whole tensor's. */
+static int batch_wide(nn_kind k) { return k == NN_LINEAR || k == NN_EMBBAG || k == NN_FAKEQUANT; }
+
+/* Floats of working memory a chunk of this many per example should stay within: about half of a
+ * core's L2 cache, so a run of convolutions and their pools passes an image on to the next
+ * layer while it is still in cache. */
+#define INFER_CACHE_FLOATS ((size_t)1 << 17)
+
+void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    static const nn_run eval_run = {.training = 0};
+    int whole = m->qengine != NULL; /* the integer engine and fake-quant weights run whole batches */
+    for (int i = 0; i < m->n_nodes; i++) whole |= m->nodes[i].wbits != 0;
+    if (whole) {
+        nn_model_forward_some(m, input, B, NULL, need);
+        return;
+    }
+    m->batch = B;
+    m->input = input;
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    for (int s = 0, e; s < m->n_nodes; s = e) {
+        /* a run of per-image nodes s..e with a convolution in it goes a chunk of images at a
+         * time; anything else over the whole batch */
+        size_t per = 0;
+        int conv = 0;
+        for (e = s; e < m->n_nodes && !batch_wide(m->nodes[e].kind); e++) {
+            const nn_node *nd = &m->nodes[e];
+            per += nd->act_n;
+            if (nd->kind == NN_CONV2D) {
+                nn_conv_shape cs = node_conv_shape(nd, 1);
+                per += nn_conv_cols_size(&cs);
+                conv = 1;
             }
-            break;
         }
-        case NN_MAXPOOL:
-        case NN_AVGPOOL: {
-            nn_pool_shape ps = node_pool_shape(nd, B);
-            const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
-                                                                             : NULL;
-            if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
-            else if (!relu) nn_maxpool_forward(y, nd->isave, x, &ps);
-            else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
-                nn_relu_maxpool_forward(relu->out, y, nd->isave, input_of(m, relu->in), &ps);
-            break;
+        if (e == s) e = s + 1;
+        if (!conv) {
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run, 1, NULL, 0);
+            continue;
         }
-        case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
-        case NN_RELU:
-            if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
-            break;
-        case NN_GELU: nn_gelu_forward(y, x, n_out); break;
-        case NN_TANH: nn_tanh_forward(y, x, n_out); break;
-        case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
-        case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
-        case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
-        case NN_BATCHNORM: {
-            float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
-            int N = B * nd->ih * nd->iw;
-            if (run->training)
-                nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
-                                           nd->ic, nd->eps, nd->momentum);
-            else
-                nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
-            break;
+        /* Only the run's results (what a later node reads, and heads) go to the images' own
+         * rows; what stays inside the run goes to rows of the thread's own (one chunk's worth,
+         * the same rows for every chunk), so it stays in cache instead of filling the batch's. */
+        int T = xd_threads_get() < B ? xd_threads_get() : B;
+        int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
+                    : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        if (T > 1 && chunk > B / T) chunk = B / T; /* T chunks of scratch rows within B */
+        const int n_chunks = (B + chunk - 1) / chunk;
+        if (n_chunks < 2) T = 1;
+        uint8_t *keep = xd_xcalloc((size_t)m->n_nodes, 1);
+        for (int i = s; i < e; i++) keep[i] = m->nodes[i].head;
+        for (int j = e; j < m->n_nodes; j++) {
+            const nn_node *nd = &m->nodes[j];
+            if (nd->in >= s && nd->in < e) keep[nd->in] = 1;
+            if (nd->kind == NN_ADD && nd->in2 >= s && nd->in2 < e) keep[nd->in2] = 1;
         }
-        case NN_LAYERNORM: {
-            int R = B * nd->ih * nd->iw;
-            nn_layernorm_forward(y, nd->save, nd->save + (size_t)m->max_batch * nd->ih * nd->iw, x,
-                                 w, b, R, nd->ic, nd->eps);
-            break;
-        }
-        case NN_DROPOUT:
-            nd->masked = run->training && nd->p > 0.0f;
-            if (nd->masked)
-                nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
-                                   run->example, run->step, (uint32_t)i);
-            else
-                memcpy(y, x, sizeof(float) * n_out);
-            break;
-        case NN_EMBBAG:
-            nn_embbag_forward(y, (const int32_t *)input, w, B, m->tokens, nd->units, nd->mode);
-            break;
-        case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
-        case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
-        case NN_FAKEQUANT:
-            if (nd->ema > 0.0f) {
-                float *range = m->state + nd->s_off;
-                if (run->training || run->calibrate)
-                    *range = nn_quant_range_update(*range, x, n_out, run->training ? nd->ema : 0.0f);
-                nn_quant_act(NULL, y, x, n_out, *range, nd->bits, nd->usign);
-            } else {
-                nn_fakequant_forward(y, x, n_out, nd->bits);
+        /* the chunks spread over the threads (each chunk's layers then run on its thread alone,
+         * no wait between layers) when there are enough of them; else the layers split their own
+         * work */
+#pragma omp parallel num_threads(T) if (T > 1)
+        {
+            int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+            const int sb = thread_index() * chunk;
+#pragma omp for schedule(dynamic)
+            for (int c = 0; c < n_chunks; c++) {
+                const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
+                for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? b0 : sb;
+                for (int i = s; i < e; i++)
+                    if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run, 1, at, sb);
             }
-            break;
-        case NN_ADD: {
-            const float *x2 = input_of(m, nd->in2);
-            for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
-            break;
+            free(at);
         }
-        case NN_KIND_COUNT: XD_ASSERT(0);
+        free(keep);
+    }
+}
+
+xd_status nn_model_pack(nn_model *m, xd_err *e)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        nn_conv_shape cs = node_conv_shape(nd, 1);
+        if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
+        if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
+        else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
+    }
+    free(m->packed);
+    m->packed = n ? xd_try_alloc_aligned(sizeof(float) * n) : NULL;
+    if (n && !m->packed)
+        return xd_fail(e, XD_ENOMEM, "no memory for the packed weights (%zu bytes)",
+                       sizeof(float) * n);
+    float *p = m->packed;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        const float *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
+        nd->wp = NULL;
+        if (nd->wbits) continue;
+        if (nd->kind == NN_LINEAR) {
+            nd->wp = p;
+            nn_linear_pack(p, w, nd->ic, nd->units);
+            p += nn_linear_packed_size(nd->ic, nd->units);
+        } else if (nd->kind == NN_CONV2D) {
+            nn_conv_shape cs = node_conv_shape(nd, 1), cmax = node_conv_shape(nd, m->max_batch);
+            nd->wp = p;
+            nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
+            p += nn_conv_packed_size(&cs);
         }
     }
+    return XD_OK;
 }
 
 static int source_grad_used(const nn_model *m, int idx)

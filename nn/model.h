@@ -89,6 +89,7 @@ typedef struct {
     float *save;      /* conv cols, dropout mask, norm mean/rstd */
     float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
+    float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
     int touched;      /* dout received gradient this step */
     int grad_used;    /* a parameter or the input gradient lies upstream: dout is worth filling */
     int relu_pool;    /* a relu read by one maxpool and nothing else: the pool's pass does both */
@@ -131,6 +132,7 @@ typedef struct {
     float *dinput;            /* (max_batch, h*w*c) gradient w.r.t. a float input, when enabled */
     float *act_block, *dact_block, *save_block;
     int32_t *isave_block;
+    float *packed;            /* the nodes' wp (nn_model_pack), or NULL */
     xd_arena scratch;
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
     struct nn_qengine *qengine; /* not NULL: its quantised layers run on integers (nn/quant.h) */
@@ -173,6 +175,18 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need);
  * them. */
 void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
                            const uint8_t *need);
+/* Inference: packs every linear and convolution weight once into the matrix kernel's layout
+ * (with the bias column a convolution's product carries); forward passes then read the packed
+ * copies, with the same bits. The parameters must not change afterwards (training does not call
+ * this). */
+xd_status nn_model_pack(nn_model *m, xd_err *e);
+/* nn_model_forward_some in eval mode, bit for bit, arranged for inference: a run of per-image
+ * layers with a convolution in it (convolutions, norms, activations, pools) goes a few images at
+ * a time, so each image stays in cache from layer to layer, and with several threads the chunks
+ * are spread over them; linear layers run over the whole batch. What only backward reads is not
+ * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
+ * that ReLU is a head; nothing but the pool reads it. */
+void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad). */
 void nn_model_backward(nn_model *m);
 void nn_model_zero_grad(nn_model *m);

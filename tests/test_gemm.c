@@ -64,12 +64,29 @@ static float *copy_c(const prod *p)
     return c;
 }
 
+/* C = alpha op(A) op(B) + beta C by nn_sgemm, or (packed) by nn_sgemm_packed from op(B) packed
+ * with nn_sgemm_pack_b */
+static void product(const prod *p, int packed, float alpha, float beta, float *C)
+{
+    if (!packed) {
+        nn_sgemm(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, C,
+                 p->ldc);
+        return;
+    }
+    const size_t n = nn_sgemm_packed_size(p->N, p->K);
+    float *bp = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(bp);
+    nn_sgemm_pack_b(p->tb, p->N, p->K, p->B, p->ldb, bp);
+    nn_sgemm_packed(p->ta, p->M, p->N, p->K, alpha, p->A, p->lda, bp, beta, C, p->ldc);
+    free(bp);
+}
+
 /* Checks C = alpha op(A) op(B) + beta C0 elementwise within the error bound of a float sum of K
  * products: |err| <= 2 (K + 2) u (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|), u = 2^-24. */
-static void check_against_ref(const prod *p, float alpha, float beta, const char *what)
+static void check_product(const prod *p, int packed, float alpha, float beta, const char *what)
 {
     float *got = copy_c(p), *want = copy_c(p);
-    nn_sgemm(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, got, p->ldc);
+    product(p, packed, alpha, beta, got);
     nn_sgemm_ref(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, want,
                  p->ldc);
     const double u = FLT_EPSILON / 2;
@@ -102,6 +119,11 @@ static void check_against_ref(const prod *p, float alpha, float beta, const char
  * place), K in one block and several, C wider than one packed block of op(B), one row, one
  * column; then exact leading dimensions, with op(B) one panel wide for each kernel width (8, 16
  * and 32 columns), so that it is used in place. */
+static void check_against_ref(const prod *p, float alpha, float beta, const char *what)
+{
+    check_product(p, 0, alpha, beta, what);
+}
+
 static void test_against_reference(void **state)
 {
     (void)state;
@@ -194,8 +216,8 @@ static void test_bits_independent_of_split(void **state)
             nn_sgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, two, p.ldc);
             assert_same_bits(one, two, M, N, p.ldc, p.ldc, "1 and 2 threads");
             memcpy(two, p.C, sizeof(float) * (size_t)M * p.ldc);
-            nn_sgemm_rows(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, two, p.ldc,
-                          NULL, NULL, NULL);
+            nn_sgemm_rows(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, NULL, beta, two,
+                          p.ldc, NULL, NULL, NULL);
             assert_same_bits(one, two, M, N, p.ldc, p.ldc, "nn_sgemm_rows");
 
             /* rows in three uneven calls, then columns in three uneven calls */
@@ -237,12 +259,50 @@ static void test_bits_independent_of_split(void **state)
     xd_threads_set(threads);
 }
 
+/* op(B) packed once (nn_sgemm_pack_b) and given to nn_sgemm_packed: within the error bound of
+ * the plain product, and bit for bit what nn_sgemm gives, at 1 and 2 threads, on shapes with
+ * edges on every side: one row (the matrix-vector path, with 1 to 5 panels of columns), a few
+ * rows, K in one and several blocks, N past one packed block of columns. */
+static void test_packed_b(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get();
+    static const int shapes[][3] = {
+        {1, 1, 1},     {1, 128, 784},  {1, 129, 3136}, {1, 10, 128},  {1, 161, 7},
+        {1, 33, 385},  {5, 7, 3},      {13, 33, 17},   {64, 128, 784}, {64, 10, 128},
+        {100, 64, 289}, {37, 150, 800}, {30, 2100, 20}, {250, 40, 9},  {3, 200, 1000},
+    };
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
+    uint64_t seed = 500;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            prod p = prod_make(t & 1, t >> 1, M, N, K, seed += 3);
+            check_product(&p, 1, 1.0f, 0.0f, "packed");
+            for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
+                float *want = copy_c(&p), *got = copy_c(&p);
+                product(&p, 0, ab[v][0], ab[v][1], want);
+                for (int th = 1; th <= 2; th++) {
+                    xd_threads_set(th);
+                    memcpy(got, p.C, sizeof(float) * (size_t)M * p.ldc);
+                    product(&p, 1, ab[v][0], ab[v][1], got);
+                    assert_same_bits(want, got, M, N, p.ldc, p.ldc, "packed against nn_sgemm");
+                }
+                free(want);
+                free(got);
+            }
+            prod_free(&p);
+        }
+    xd_threads_set(threads);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_reference),
         cmocka_unit_test(test_beta_and_empty_k),
         cmocka_unit_test(test_bits_independent_of_split),
+        cmocka_unit_test(test_packed_b),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -507,6 +507,26 @@ static void test_batch_matches_pipeline(void **state)
         for (int x = 0; x < 8; x++)
             assert_true(g[y * 8 + x] == images[3 * H * W + (y + 2) * W + x + 1] * (1.0f / 255.0f));
     img_batcher_free(b);
+
+    /* the image as it is (no resize, crop or flip, as at inference), normalised in one pass from
+     * the 8-bit pixels: the bits of the hand-made pipeline, grey and converted to three channels */
+    for (int oc3 = 0; oc3 <= 1; oc3++) {
+        const int sc = oc3 ? C : 1, n = oc3 ? N : N * C, occ = oc3 ? 3 : 1;
+        img_opts_default(&o);
+        TU_OK(img_opts_parse(&o, oc3 ? "channels=3 mean=0.5,0.4,0.3 std=0.2,0.25,0.3"
+                                     : "mean=0.286 std=0.353", NULL));
+        TU_OK(img_batcher_make(&b, H, W, sc, &o, NULL));
+        float as_is[2 * H * W * 3], want_as_is[H * W * 3];
+        TU_OK(img_batcher_fill(b, images, (size_t)n, gi, 2, 0, 1, 0, as_is, NULL));
+        for (int i = 0; i < 2; i++) {
+            expect_example(images + (size_t)gi[i] * H * W * sc, H, W, sc, &o, occ, H, W, H, W,
+                           img_aug_centre(H, W, H, W), want_as_is);
+            if (memcmp(as_is + (size_t)i * H * W * occ, want_as_is, sizeof(float) * H * W * occ))
+                fail_msg("%d channels as they are: entry %d differs from the hand-made pipeline",
+                         occ, i);
+        }
+        img_batcher_free(b);
+    }
     free(images);
 }
 

@@ -2,6 +2,7 @@
  * direct one (stride and padding corners), and exact checks where the maths gives exact values. */
 #include "tests/support/testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ typedef struct {
 static double conv_loss(void *p)
 {
     conv_ctx *c = p;
-    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, c->b, &c->s);
+    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, NULL, c->b, &c->s);
     return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.OC);
 }
 
@@ -54,7 +55,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
 
     float *bias_buf = c.b;
     if (!bias) c.b = NULL;
-    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, c.b, &c.s);
+    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, NULL, c.b, &c.s);
     nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
     char what[128];
     snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", B, Hh, W, C, OC, K,
@@ -112,7 +113,7 @@ typedef struct {
 static double lin_loss(void *p)
 {
     lin_ctx *c = p;
-    nn_linear_forward(c->y, c->x, c->w, c->b, c->B, c->C, c->OC);
+    nn_linear_forward(c->y, c->x, c->w, NULL, c->b, c->B, c->C, c->OC);
     return tu_dot(c->y, c->r, (size_t)c->B * c->OC);
 }
 
@@ -293,7 +294,7 @@ static void test_first_write_and_fused(void **state)
         fill_corners(x, nx, 41);
         fill_corners(w, nw, 42);
         fill_corners(dy, ny, 43);
-        nn_conv2d_forward(y, cols, wext, x, w, b, &s);
+        nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
         if (nc) {
             /* unfolded block by block before each product: the plain im2col and one product */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
@@ -314,7 +315,7 @@ static void test_first_write_and_fused(void **state)
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
             nn_relu_forward(r, y, ny);
             nn_maxpool_forward(p, am, r, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, b, &s, r2, p2, am2, &ps);
             assert_same_bits(y2, y, ny, "conv+relu+maxpool: conv");
             assert_same_bits(r2, r, ny, "conv+relu+maxpool: relu");
             assert_same_bits(p2, p, np, "conv+relu+maxpool: pool");
@@ -566,11 +567,108 @@ static void test_fakequant(void **state)
     tu_assert_close(d, g, 5, 0, 0, "fakequant straight-through");
 }
 
+/* Weights packed once for inference (nn_linear_pack, nn_conv_pack): the same bits as the layers
+ * that pack them on every call, and the plain loops' values; convolutions through the windows
+ * read in place (one input channel, a few, many with K in two blocks; strides, paddings, maps of
+ * one pixel, more filters than one panel, with and without bias), one whose padded image does not
+ * fit its scratch (unfolded as before), a pointwise one, and the fused ReLU and pooling (also
+ * without the argmax and the ReLU's output, as inference runs it). */
+static void test_packed_weights(void **state)
+{
+    (void)state;
+    static const int convs[][9] = {
+        /* B, H, W, C, OC, k, stride, pad, bias */
+        {1, 28, 28, 1, 32, 3, 1, 1, 1}, {3, 14, 14, 32, 64, 3, 1, 1, 1},
+        {2, 32, 32, 3, 16, 3, 1, 1, 1},  {2, 9, 11, 50, 40, 3, 2, 1, 0},
+        {1, 1, 1, 5, 70, 3, 1, 1, 1},    {2, 7, 5, 2, 3, 5, 1, 2, 1},
+        {2, 13, 12, 4, 9, 2, 3, 0, 1},   {2, 6, 7, 8, 33, 1, 1, 0, 1},
+        {1, 8, 6, 3, 12, 3, 2, 0, 1},
+    };
+    for (size_t t = 0; t < sizeof convs / sizeof convs[0]; t++) {
+        const int *q = convs[t];
+        nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
+                           .KW = q[5], .stride = q[6], .pad = q[7], .bias = q[8]};
+        assert_int_equal(nn_conv_shape_init(&s), 0);
+        size_t nx = (size_t)s.B * s.H * s.W * s.C, nw = (size_t)s.OC * s.KH * s.KW * s.C,
+               ny = (size_t)s.B * s.OH * s.OW * s.OC, nc = nn_conv_cols_size(&s);
+        float *x = alloc_f(nx), *w = alloc_f(nw), *b = s.bias ? alloc_f(s.OC) : NULL,
+              *y = alloc_f(ny), *y2 = alloc_f(ny), *yref = alloc_f(ny), *cols = alloc_f(nc),
+              *wext = alloc_f(nn_conv_wext_size(&s)), *wp = alloc_f(nn_conv_packed_size(&s));
+        tu_fill_uniform(x, nx, -1, 1, 60 + t);
+        tu_fill_uniform(w, nw, -1, 1, 70 + t);
+        if (b) tu_fill_uniform(b, s.OC, -1, 1, 80 + t);
+        char what[128];
+        snprintf(what, sizeof what, "packed conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", s.B, s.H,
+                 s.W, s.C, s.OC, s.KH, s.stride, s.pad, s.bias);
+        nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
+        nn_conv_pack(wp, wext, w, b, &s);
+        memset(cols, 0, sizeof(float) * nc);
+        nn_conv2d_forward(y2, cols, wext, x, w, wp, b, &s);
+        assert_same_bits(y2, y, ny, what);
+        nn_conv2d_forward_ref(yref, x, w, b, &s);
+        tu_assert_close(y2, yref, ny, 1e-5, 1e-5, what);
+        if (s.OH >= 2 && s.OW >= 2) {
+            nn_pool_shape ps = {.B = s.B, .H = s.OH, .W = s.OW, .C = s.OC, .k = 2, .stride = 2};
+            assert_int_equal(nn_pool_shape_init(&ps), 0);
+            size_t np = (size_t)ps.B * ps.OH * ps.OW * ps.C;
+            float *r = alloc_f(ny), *r2 = alloc_f(ny), *p = alloc_f(np), *p2 = alloc_f(np);
+            int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
+            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, NULL, b, &s, r, p, am, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, b, &s, r2, p2, am2, &ps);
+            assert_same_bits(y2, y, ny, what);
+            assert_same_bits(r2, r, ny, what);
+            assert_same_bits(p2, p, np, what);
+            assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
+            /* inference: no argmax, no ReLU output kept */
+            memset(p2, 0, sizeof(float) * np);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, b, &s, NULL, p2, NULL, &ps);
+            assert_same_bits(p2, p, np, what);
+            memset(p2, 0, sizeof(float) * np);
+            nn_relu_maxpool_forward(NULL, p2, NULL, y, &ps);
+            assert_same_bits(p2, p, np, what);
+            free(r); free(r2); free(p); free(p2); free(am); free(am2);
+        }
+        free(x); free(w); free(b); free(y); free(y2); free(yref); free(cols); free(wext); free(wp);
+    }
+    static const int linears[][3] = {{1, 784, 128}, {3, 7, 5}, {64, 3136, 128}, {64, 128, 10},
+                                     {1, 1, 1}, {17, 33, 161}};
+    for (size_t t = 0; t < sizeof linears / sizeof linears[0]; t++) {
+        const int B = linears[t][0], C = linears[t][1], OC = linears[t][2];
+        float *x = alloc_f((size_t)B * C), *w = alloc_f((size_t)OC * C), *b = alloc_f(OC),
+              *y = alloc_f((size_t)B * OC), *y2 = alloc_f((size_t)B * OC),
+              *wp = alloc_f(nn_linear_packed_size(C, OC));
+        tu_fill_uniform(x, (size_t)B * C, -1, 1, 90 + t);
+        tu_fill_uniform(w, (size_t)OC * C, -1, 1, 95 + t);
+        tu_fill_uniform(b, OC, -1, 1, 99 + t);
+        nn_linear_pack(wp, w, C, OC);
+        for (int with_b = 0; with_b < 2; with_b++) {
+            nn_linear_forward(y, x, w, NULL, with_b ? b : NULL, B, C, OC);
+            nn_linear_forward(y2, x, w, wp, with_b ? b : NULL, B, C, OC);
+            assert_same_bits(y2, y, (size_t)B * OC, "packed linear");
+            /* within the error bound of a float sum of C + 1 terms */
+            for (int i = 0; i < B; i++)
+                for (int o = 0; o < OC; o++) {
+                    double acc = with_b ? b[o] : 0.0, mag = with_b ? fabs(b[o]) : 0.0;
+                    for (int k = 0; k < C; k++) {
+                        const double v = (double)x[(size_t)i * C + k] * w[(size_t)o * C + k];
+                        acc += v;
+                        mag += fabs(v);
+                    }
+                    if (!(fabs(y2[(size_t)i * OC + o] - acc) <= 2.0 * (C + 3) * FLT_EPSILON * mag))
+                        fail_msg("packed linear %dx%d->%d: [%d][%d] = %.9g, reference %.9g", B, C,
+                                 OC, i, o, y2[(size_t)i * OC + o], acc);
+                }
+        }
+        free(x); free(w); free(b); free(y); free(y2); free(wp);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_rejects_bad_shapes),
+        cmocka_unit_test(test_packed_weights),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_first_write_and_fused),

@@ -436,8 +436,8 @@ static double crd_eval_emb(void *p)
 static double crd_eval(void *p)
 {
     crd_ctx *c = p;
-    nn_linear_forward(c->es, c->xs, c->ws, c->bs, c->n, CIS, CF);
-    nn_linear_forward(c->et, c->xt, c->wt, c->bt, c->n, CIT, CF);
+    nn_linear_forward(c->es, c->xs, c->ws, NULL, c->bs, c->n, CIS, CF);
+    nn_linear_forward(c->et, c->xt, c->wt, NULL, c->bt, c->n, CIT, CF);
     return crd_eval_emb(p);
 }
 

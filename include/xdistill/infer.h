@@ -13,7 +13,8 @@
  * Errors: every function that can fail returns a status and fills an xdistill_error (when not
  * NULL) with one line naming the file and the problem. Nothing prints, nothing exits.
  *
- * Threads: predictions run in parallel inside (OpenMP; OMP_NUM_THREADS sets the count). A model
+ * Threads: predictions run in parallel inside (OpenMP; OMP_NUM_THREADS sets the count; one of
+ * under some 20 MFLOP, such as one image through a small CNN, on one thread). A model
  * and its batches serve one xdistill_predict at a time; different slots of a batch may be filled
  * from different threads at once. All types are opaque: use them through these functions only. */
 #ifndef XDISTILL_INFER_H
@@ -52,7 +53,8 @@ typedef struct xdistill_batch xdistill_batch; /* prepared inputs of one predicti
 const char *xdistill_version(void);
 
 /* Loads the checkpoint at path for batches of up to max_batch inputs (1..65536). The file's
- * checksums, model and values are checked; *out is NULL on failure. */
+ * checksums, model and values are checked; *out is NULL on failure. The weights are packed once
+ * for the matrix kernel (a second copy of them in memory), so no prediction repacks them. */
 xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **out,
                               xdistill_error *err);
 void xdistill_free(xdistill_model *m); /* NULL is fine */
