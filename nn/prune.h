@@ -56,4 +56,17 @@ void nn_prune_apply(nn_model *m, nn_optimizer *o);
 /* The share of masked weights that are pruned (0 when m has no mask). */
 double nn_prune_sparsity(const nn_model *m);
 
+/* Structured pruning: into out (built for batches of max_batch), src without round(fraction *
+ * OC) of the output channels (at least one kept) of each conv2d whose channels can go, those of
+ * smallest filter L1 norm (sum of |w| over the filter; ties go to the later channel). A conv2d's
+ * channels can go when its output reaches, through nodes that work channel by channel (relu and
+ * the other activations, pooling, gap, batchnorm, dropout, upsample, fakequant) or a flatten, one
+ * conv2d or linear and nothing else (no head, tap that is read twice, add or layernorm on the
+ * way). That reader loses the matching input weights, a batchnorm on the way those channels'
+ * parameters and statistics; all else is copied by name. out computes what src computes with the
+ * reader's weights of the removed channels set to zero. *n_pruned gets the number of conv2d
+ * layers that shrank. */
+xd_status nn_prune_channels(nn_model *out, const nn_model *src, float fraction, int max_batch,
+                            int *n_pruned, xd_err *e);
+
 #endif

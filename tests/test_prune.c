@@ -1,7 +1,8 @@
 /* nn/prune: the pruned form of a description, masks as state, exact sparsity per layer and over
  * the whole model, pruned weights and their moments held at zero through optimizer steps, the
  * schedule, the recipe's prune: section, a pruned run with KD (sparsity reached, pruned weights
- * zero in the checkpoint) and resuming it. */
+ * zero in the checkpoint) and resuming it; structured pruning (shapes shrink, the smaller network
+ * answers as the masked one). */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -15,6 +16,7 @@
 #include "nn/model.h"
 #include "nn/optim.h"
 #include "nn/prune.h"
+#include "tests/support/runcli.h"
 #include "tests/support/trainrun.h"
 
 /* m built from desc in its pruned form. */
@@ -330,6 +332,166 @@ static void test_prune_resume(void **state)
     free(text);
 }
 
+// ----------------------------------------------------------------------------------------------
+// structured pruning
+
+/* removed[c] = 1 for the round(f * OC) filters of conv2d `name` with the smallest L1 norm. */
+static void smallest_filters(nn_model *m, const char *name, float f, uint8_t *removed)
+{
+    const nn_node *nd = nn_model_node(m, nn_model_find(m, name));
+    const int OC = nd->units;
+    const size_t per = nd->w_n / (size_t)OC;
+    double l1[64];
+    for (int c = 0; c < OC; c++) {
+        l1[c] = 0.0;
+        for (size_t j = 0; j < per; j++) l1[c] += fabsf(m->param[nd->w_off + (size_t)c * per + j]);
+    }
+    const int n = (int)llround((double)f * OC);
+    memset(removed, 0, (size_t)OC);
+    for (int t = 0; t < n; t++) {
+        int best = -1;
+        for (int c = 0; c < OC; c++)
+            if (!removed[c] && (best < 0 || l1[c] < l1[best])) best = c;
+        removed[best] = 1;
+    }
+}
+
+/* Zeroes the input weights of layer `name` (weight (OC, ..., IC)) whose input index i has
+ * removed[i % period]. */
+static void zero_inputs(nn_model *m, const char *name, const uint8_t *removed, int period)
+{
+    const nn_node *nd = nn_model_node(m, nn_model_find(m, name));
+    float *w = m->param + nd->w_off;
+    for (size_t j = 0; j < nd->w_n; j++)
+        if (removed[(j % (size_t)nd->ic) % (size_t)period]) w[j] = 0.0f;
+}
+
+/* src's copy with the given readers' weights of the removed channels zeroed (the masked network)
+ * against nn_prune_channels' smaller network: the same answers; layer shapes as expected. */
+static void channels_case(const char *desc, const char *const *convs, const char *const *readers,
+                          const int *periods, int n, const char *const *shapes)
+{
+    xd_err e;
+    nn_model src, masked, small;
+    TU_OK(nn_model_build(&src, desc, 4, 21, &e));
+    xd_rng r = xd_rng_make(22, 0, XD_RNG_INIT);
+    for (size_t j = 0; j < src.n_state; j++) src.state[j] = 0.5f + xd_rng_uniform(&r); /* bn stats */
+    for (size_t j = 0; j < src.n_param; j++) src.param[j] += 0.2f * (xd_rng_uniform(&r) - 0.5f);
+    TU_OK(nn_model_build(&masked, desc, 4, 21, &e));
+    memcpy(masked.param, src.param, sizeof(float) * src.n_param);
+    memcpy(masked.state, src.state, sizeof(float) * src.n_state);
+    for (int k = 0; k < n; k++) {
+        uint8_t removed[64];
+        smallest_filters(&src, convs[k], 0.5f, removed);
+        zero_inputs(&masked, readers[k], removed, periods[k]);
+    }
+    int layers = 0;
+    TU_OK(nn_prune_channels(&small, &src, 0.5f, 4, &layers, &e));
+    assert_int_equal(layers, n);
+    for (int k = 0; shapes[k]; k += 2) {
+        const nn_param *p = nn_model_param(&small, shapes[k]);
+        assert_non_null(p);
+        char got[64];
+        int at = 0;
+        for (int d = 0; d < p->ndim; d++)
+            at += snprintf(got + at, sizeof got - (size_t)at, "%s%lld", d ? "," : "", (long long)p->shape[d]);
+        assert_string_equal(got, shapes[k + 1]);
+    }
+    assert_true(small.n_param < src.n_param);
+    float x[4 * 8 * 8 * 3];
+    for (size_t j = 0; j < sizeof x / sizeof *x; j++) x[j] = 2.0f * xd_rng_uniform(&r) - 1.0f;
+    nn_model_forward(&masked, x, 4, NULL);
+    nn_model_forward(&small, x, 4, NULL);
+    const int hm = nn_model_default_head(&masked), hs = nn_model_default_head(&small);
+    const float *ym = nn_model_out(&masked, hm), *ys = nn_model_out(&small, hs);
+    const size_t K = masked.nodes[hm].act_n;
+    double diff = 0.0, norm = 0.0;
+    for (size_t j = 0; j < 4 * K; j++) {
+        diff = fmax(diff, fabs((double)ym[j] - ys[j]));
+        norm = fmax(norm, fabs((double)ym[j]));
+    }
+    assert_true(norm > 1e-3);
+    assert_true(diff <= 1e-5 * (1.0 + norm));
+    nn_model_free(&small);
+    nn_model_free(&masked);
+    nn_model_free(&src);
+}
+
+static void test_prune_channels(void **state)
+{
+    (void)state;
+    /* two convolutions, a batch norm between, pooling and gap into the head */
+    {
+        const char *convs[] = {"c1", "c2"}, *readers[] = {"c2", "logits"};
+        const int periods[] = {8, 6};
+        const char *shapes[] = {"c1.weight", "4,3,3,3", "c1.bias", "4", "bn1.weight", "4",
+                                "bn1.running_var", "4", "c2.weight", "3,3,3,4", "logits.weight",
+                                "4,3", "logits.bias", "4", NULL};
+        channels_case("input h=8 w=8 c=3; conv2d name=c1 out=8 k=3 pad=1; batchnorm name=bn1; "
+                      "relu; conv2d name=c2 out=6 k=3 pad=1; relu; maxpool k=2; gap; "
+                      "linear name=logits out=4 head",
+                      convs, readers, periods, 2, shapes);
+    }
+    /* through a flatten: the linear's columns are positions x channels */
+    {
+        const char *convs[] = {"conv1"}, *readers[] = {"fc1"};
+        const int periods[] = {8};
+        const char *shapes[] = {"conv1.weight", "4,3,3,3", "fc1.weight", "32,64", NULL};
+        channels_case("input h=8 w=8 c=3; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; "
+                      "maxpool k=2 name=pool1; flatten; linear out=32 name=fc1; relu name=feat; "
+                      "linear out=4 name=logits head",
+                      convs, readers, periods, 1, shapes);
+    }
+    /* a convolution read twice (a residual add) or a head keeps its channels */
+    xd_err e;
+    nn_model src, small;
+    TU_OK(nn_model_build(&src, "input h=4 w=4 c=2; conv2d name=a out=2 k=1; relu name=ra; "
+                               "conv2d name=b out=2 k=1; add with=ra; gap; conv2d name=c out=2 k=1 "
+                               "head", 1, 1, &e));
+    int layers = -1;
+    TU_OK(nn_prune_channels(&small, &src, 0.5f, 1, &layers, &e));
+    assert_int_equal(layers, 0);
+    assert_string_equal(small.desc, src.desc);
+    assert_memory_equal(small.param, src.param, sizeof(float) * src.n_param);
+    nn_model_free(&small);
+    assert_int_equal(nn_prune_channels(&small, &src, 1.0f, 1, &layers, &e), XD_EARG);
+    nn_model_free(&src);
+}
+
+/* xdistill prune on a checkpoint of a pruned run: the smaller file loads, its masks shrink with
+ * its weights; bad input is refused with nothing written. */
+static void test_cli_prune(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    if (!exists("prun/last.safetensors")) {
+        char *text = PRUNE_RECIPE(3, "steps: 3");
+        run_ok("prun", text, "prun", 3, 0, 0);
+        free(text);
+    }
+    char *out = NULL, *err = NULL;
+    assert_int_equal(tu_run_cli(&out, &err, "prune", "prun/last.safetensors", "--channels", "0.5",
+                                "--out", "small.safetensors", NULL), 0);
+    assert_non_null(strstr(out, "conv1: 4 -> 2 channels"));
+    free(out);
+    free(err);
+    nn_model m;
+    load_ckpt("small.safetensors", &m);
+    assert_int_equal(nn_model_param(&m, "conv1.weight")->shape[0], 2);
+    assert_int_equal(nn_model_param(&m, "conv1.mask")->shape[0], 2);
+    assert_int_equal(nn_model_param(&m, "logits.mask")->shape[1], 32);
+    nn_model_free(&m);
+    assert_int_equal(tu_run_cli(NULL, &err, "prune", "prun/last.safetensors", "--channels", "1",
+                                "--out", "x.safetensors", NULL), 2);
+    assert_non_null(strstr(err, "--channels"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "prune", "nothere.safetensors", "--channels", "0.5",
+                                "--out", "x.safetensors", NULL), 1);
+    assert_non_null(strstr(err, "nothere.safetensors"));
+    free(err);
+    assert_false(exists("x.safetensors"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +502,8 @@ int main(void)
         cmocka_unit_test(test_recipe_prune),
         cmocka_unit_test(test_prune_run),
         cmocka_unit_test(test_prune_resume),
+        cmocka_unit_test(test_prune_channels),
+        cmocka_unit_test(test_cli_prune),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
