@@ -16,6 +16,7 @@ int cmd_report(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 /* Prints "xdistill CMD: message" for a failed status and returns 1. */
 int cli_report(const char *cmd, const xd_err *e);
@@ -23,6 +24,8 @@ int cli_report(const char *cmd, const xd_err *e);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A whole decimal number in [lo, hi] into *out: 0, else -1 (nothing written). */
 int cli_parse_long(const char *s, long lo, long hi, long *out);
+/* A finite decimal number in [lo, hi] into *out: 0, else -1 (nothing written). */
+int cli_parse_double(const char *s, double lo, double hi, double *out);
 /* The options of a command: their words, and whether the next word is the value. */
 typedef struct {
     const char *name;

@@ -25,6 +25,7 @@ static const command commands[] = {
     {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)"},
     {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)"},
     {"quantize", cmd_quantize, "a checkpoint as an int8 one (calibrated, or as trained with quantize:)"},
+    {"prune", cmd_prune, "a checkpoint with fewer convolution channels (filter L1 norm)"},
     {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
     {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
 };
@@ -64,6 +65,16 @@ int cli_parse_long(const char *s, long lo, long hi, long *out)
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
     *out = v;
     return 0;
 }

@@ -210,7 +210,9 @@ xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta,
     return s;
 }
 
-xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e)
+/* ckpt_save or (int8) ckpt_save_int8 with the metadata of source that is not about the model. */
+static xd_status save_like(const char *path, const nn_model *m, const char *source, int int8,
+                           xd_err *e)
 {
     static const char *const own[] = {META_FORMAT, META_VERSION, META_MODEL, CKPT_META_QUANT};
     io_st_file *f;
@@ -224,10 +226,20 @@ xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *s
         for (size_t k = 0; k < sizeof own / sizeof own[0]; k++) skip |= strcmp(kv->key, own[k]) == 0;
         if (!skip) meta[n++] = *kv;
     }
-    s = ckpt_save_int8(path, m, meta, n, e);
+    s = int8 ? ckpt_save_int8(path, m, meta, n, e) : ckpt_save(path, m, meta, n, e);
     free(meta);
     io_st_close(f);
     return s;
+}
+
+xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e)
+{
+    return save_like(path, m, source, 1, e);
+}
+
+xd_status ckpt_save_like(const char *path, const nn_model *m, const char *source, xd_err *e)
+{
+    return save_like(path, m, source, 0, e);
 }
 
 /* A float entry of an int8 checkpoint into the model: finite, and a moving range > 0. */

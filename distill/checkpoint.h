@@ -48,6 +48,8 @@ xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta,
 /* ckpt_save_int8 with the metadata of the checkpoint `source` (m's float or fake-quant form)
  * that is not about the model itself: the recipe, the class names, the image size, ... */
 xd_status ckpt_save_int8_like(const char *path, const nn_model *m, const char *source, xd_err *e);
+/* ckpt_save likewise: a float model made from the checkpoint source (e.g. a smaller one). */
+xd_status ckpt_save_like(const char *path, const nn_model *m, const char *source, xd_err *e);
 
 /* Builds a model from the description stored in the file, for batches of up to max_batch, and
  * loads its values. A checkpoint of a later xdistill version (major.minor) is XD_EUNSUPPORTED.

@@ -31,6 +31,7 @@
 #include "modalities/image/augment.h"
 #include "modalities/text/config.h"
 #include "nn/model.h"
+#include "nn/prune.h"
 #include "nn/quant.h"
 
 
@@ -123,7 +124,7 @@ static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every
 
 static const char *const top_keys[] = {"name",       "seed",     "seeds", "task",   "data",  "model",
                                        "model_file", "models",   "teachers", "train", "losses",
-                                       "stages",     "quantize"};
+                                       "stages",     "quantize", "prune"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text",
@@ -132,6 +133,7 @@ static const char *const eval_set_keys[] = {"name", "path", "split"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
 static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer"};
 static const char *const quantize_keys[] = {"ema"};
+static const char *const prune_keys[] = {"sparsity", "scope", "steps", "start_epoch", "end_epoch"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
                                          "schedule",   "eval_every", "threads"};
 
@@ -567,6 +569,21 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
 }
 
 
+/* Model k's description becomes desc (taken), as a section that rewrites the models (at) says. */
+static xd_status replace_model(binder *b, io_yaml_node *at, int k, char *desc)
+{
+    recipe *r = b->r;
+    free(r->models[k].model);
+    r->models[k].model = desc;
+    if (!r->listed) {
+        free(r->model);
+        r->model = xd_xstrdup(desc);
+    }
+    nn_model_free(&b->nets[k]);
+    xd_status s = nn_model_plan(&b->nets[k], desc, 1, b->e);
+    return s == XD_OK ? s : rb_wrap(b, at, s);
+}
+
 /* quantize: every trainable model trains in its quantised form (nn_quant_desc), which the
  * recipe's models then are: their descriptions are rewritten here, once. */
 static xd_status bind_quantize(binder *b, io_yaml_node *root)
@@ -585,14 +602,44 @@ static xd_status bind_quantize(binder *b, io_yaml_node *root)
         char *desc;
         if ((s = nn_quant_desc(r->models[k].model, r->quantize_ema, &desc, b->e)) != XD_OK)
             return rb_wrap(b, q, s);
-        free(r->models[k].model);
-        r->models[k].model = desc;
-        if (!r->listed) {
-            free(r->model);
-            r->model = xd_xstrdup(desc);
-        }
-        nn_model_free(&b->nets[k]);
-        if ((s = nn_model_plan(&b->nets[k], desc, 1, b->e)) != XD_OK) return rb_wrap(b, q, s);
+        if ((s = replace_model(b, q, k, desc)) != XD_OK) return s;
+    }
+    return XD_OK;
+}
+
+/* prune: every trainable model's linear and conv2d layers carry masks (nn_prune_desc), which the
+ * schedule fills as the epochs go; the descriptions are rewritten here, once. After the stages,
+ * which fix the number of epochs. */
+static xd_status bind_prune(binder *b, io_yaml_node *root)
+{
+    recipe *r = b->r;
+    io_yaml_node *q = rb_present(b, root, "prune");
+    if (!q) return XD_OK;
+    io_yaml_mark_used(q);
+    xd_status s;
+    if ((s = rb_need_kind(b, q, IO_YAML_MAPPING, "a mapping of pruning settings"))) return s;
+    if ((s = io_yaml_check_keys(b->d, q, prune_keys, COUNT_OF(prune_keys), b->e))) return s;
+    nn_prune_plan *p = &r->prune;
+    io_yaml_node *sp;
+    if ((s = io_yaml_require(b->d, q, "sparsity", &sp, b->e)) != XD_OK) return s;
+    if ((s = rb_get_float(b, q, "sparsity", R_GT0, &p->sparsity)) != XD_OK) return s;
+    if (p->sparsity >= 1.0f) return rb_bad(b, sp, "must be in (0, 1)");
+    int scope = NN_PRUNE_LAYER;
+    if ((s = rb_get_enum(b, q, "scope", nn_prune_scope_names, NN_PRUNE_SCOPE_COUNT, &scope)))
+        return s;
+    p->scope = scope;
+    const int E = r->train.epochs;
+    p->start_epoch = 1;
+    if ((s = io_yaml_get_int(b->d, q, "start_epoch", 1, E, &p->start_epoch, b->e))) return s;
+    p->end_epoch = E;
+    if ((s = io_yaml_get_int(b->d, q, "end_epoch", p->start_epoch, E, &p->end_epoch, b->e)))
+        return s;
+    p->steps = p->end_epoch - p->start_epoch + 1;
+    if ((s = io_yaml_get_int(b->d, q, "steps", 1, p->steps, &p->steps, b->e))) return s;
+    for (int k = 0; k < r->n_models; k++) {
+        char *desc;
+        if ((s = nn_prune_desc(r->models[k].model, &desc, b->e)) != XD_OK) return rb_wrap(b, q, s);
+        if ((s = replace_model(b, q, k, desc)) != XD_OK) return s;
     }
     return XD_OK;
 }
@@ -660,6 +707,7 @@ static xd_status bind(binder *b)
     if ((s = bind_train(b, root)) != XD_OK) return s;
     if ((s = bind_model_opts(b)) != XD_OK) return s;
     if ((s = rb_bind_stages(b, root)) != XD_OK) return s;
+    if ((s = bind_prune(b, root)) != XD_OK) return s;
     if ((s = rb_check_teachers_used(b, root)) != XD_OK) return s;
     if ((s = check_models_trained(b)) != XD_OK) return s;
     if ((s = rb_check_task(b, root)) != XD_OK) return s;

@@ -24,6 +24,7 @@
 
 #include "core/status.h"
 #include "nn/optim.h"
+#include "nn/prune.h"
 
 /* Program-chosen bounds, so that a recipe cannot ask for unbounded tables. */
 #define RECIPE_MAX_TEACHERS 16
@@ -275,6 +276,8 @@ typedef struct {
     int staged;           /* the losses stand under `stages:` (their key paths say so) */
     float quantize_ema;   /* > 0: `quantize:`: the models train int8 fake-quantised (nn/quant.h),
                            * their moving ranges averaged with this momentum; 0: float */
+    nn_prune_plan prune;  /* `prune:`: masks on the models' weights, pruned on this schedule
+                           * (nn/prune.h); sparsity 0: none */
 } recipe;
 
 /* Skip the checks that files named in the recipe exist (data.path, checkpoints): for reading a

@@ -342,6 +342,10 @@ char *recipe_to_yaml(const recipe *r)
     }
 
     if (r->quantize_ema > 0.0f) sb_add(&b, "quantize: {ema: %.9g}\n", (double)r->quantize_ema);
+    if (r->prune.sparsity > 0.0f)
+        sb_add(&b, "prune: {sparsity: %.9g, scope: %s, steps: %d, start_epoch: %d, end_epoch: %d}\n",
+               (double)r->prune.sparsity, nn_prune_scope_names[r->prune.scope], r->prune.steps,
+               r->prune.start_epoch, r->prune.end_epoch);
     if (r->n_teachers) sb_add(&b, "teachers:\n");
     for (int i = 0; i < r->n_teachers; i++) {
         const recipe_teacher *t = &r->teachers[i];

@@ -14,6 +14,7 @@
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
 #include "io/file.h"
+#include "nn/prune.h"
 
 /* The line is on the disk before the resume state of its epoch is written (train_epoch): the two
  * move together, since a resume drops the lines past the state's epoch (train_trim_metrics) and runs
@@ -215,6 +216,12 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
         done += take;
     }
+    /* a pruning step: new masks from the weights as the last epoch left them */
+    const float sparsity = nn_prune_at(&r->prune, epoch);
+    for (int k = 0; k < R->n_models && sparsity >= 0.0f; k++) {
+        nn_prune_update(&R->models[k].m, sparsity, r->prune.scope);
+        nn_prune_apply(&R->models[k].m, &R->models[k].opt);
+    }
     const nn_sched_config sched = run_schedule(R);
     for (int i = 0; i < R->n_losses; i++) R->losses[i].sum = 0.0;
     R->threads = xd_threads_get();
@@ -282,6 +289,11 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
                  R->n_models > 1 ? mk->rm->name : "");
         json_object_set_new(j, key, mk->labelled ? json_real((double)mk->correct / mk->labelled)
                                                  : json_null());
+        if (r->prune.sparsity > 0.0f) {
+            snprintf(key, sizeof key, "sparsity%s%s", R->n_models > 1 ? "." : "",
+                     R->n_models > 1 ? mk->rm->name : "");
+            json_object_set_new(j, key, json_real(nn_prune_sparsity(&mk->m)));
+        }
         epoch_model_metrics(R, k, j, evaluate);
     }
     train_exits_metrics(R, j, evaluate);

@@ -13,6 +13,7 @@
 #include "core/mem.h"
 #include "distill/kd.h"
 #include "nn/loss.h"
+#include "nn/prune.h"
 
 /* The teacher's forward on examples idx[0..n) of the training split, in eval mode. aug: draw the
  * random crops, flips and languages of (seed, example, epoch), as the student's batch did. */
@@ -410,6 +411,7 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
     for (int k = 0; k < R->n_models; k++) {
         model_rt *mk = &R->models[k];
         nn_opt_step(&mk->opt, mk->m.param, mk->m.grad, mk->segs, mk->m.n_segs, model_lr(R, k, lr));
+        if (r->prune.sparsity > 0.0f) nn_prune_apply(&mk->m, &mk->opt);
     }
     if ((s = check_params(R, epoch, e)) != XD_OK) return s;
     for (int l = 0; l < R->n_losses; l++) {

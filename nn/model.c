@@ -72,6 +72,8 @@ static const opt_def opts[] = {
     {"unsigned", OPT_FLAG, OFF(usign), K(NN_FAKEQUANT), "moving range: levels 0..2^bits-1", 0},
     {"wbits", OPT_INT, OFF(wbits), K(NN_LINEAR) | K(NN_CONV2D),
      "weights fake-quantised per output channel to this many bits", 1},
+    {"prune", OPT_FLAG, OFF(prune), K(NN_LINEAR) | K(NN_CONV2D),
+     "weights carry a pruning mask (state NAME.mask, nn/prune.h)", 0},
     {"factor", OPT_INT, OFF(factor), K(NN_UPSAMPLE), "upsampling factor", 0},
 };
 #undef OFF
@@ -398,6 +400,14 @@ static int add_param(nn_model *m, const nn_node *nd, const char *suffix, int ndi
     return 0;
 }
 
+/* A pruning mask: state of the weight's shape (shape[0] is the output count still). */
+static int add_mask(nn_model *m, nn_node *nd, int ndim, const int64_t *shape)
+{
+    if (add_param(m, nd, "mask", ndim, shape, 0, 1, &nd->s_off)) return -1;
+    nd->s_n = nd->w_n;
+    return 0;
+}
+
 /* Working memory in floats: per example of a batch (multiplied by max_batch when allocated) and
  * fixed. Every per-example figure, and their sum `example`, stays within NN_MAX_EXAMPLE. */
 typedef struct {
@@ -472,6 +482,7 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
                     return too_big(e, i, nd, "its bias");
                 nd->b_n = (size_t)nd->units;
             }
+            if (nd->prune && add_mask(m, nd, 2, shp)) return too_big(e, i, nd, "its mask");
             break;
         case NN_CONV2D: {
             if (nd->units <= 0 || nd->k <= 0) return layer_error(e, i, nd, "needs out=N and k=K > 0");
@@ -494,6 +505,7 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
                     return too_big(e, i, nd, "its bias");
                 nd->b_n = (size_t)nd->units;
             }
+            if (nd->prune && add_mask(m, nd, 4, shp)) return too_big(e, i, nd, "its mask");
             /* nn_conv_cols_size computes OH * OW * (k * k * ic + bias) unchecked: this bound on
              * it must not overflow first */
             size_t row, cols;
@@ -797,6 +809,7 @@ void nn_model_init_params(nn_model *m, uint64_t seed)
             float bound = 1.0f / sqrtf((float)(nd->w_n / (size_t)nd->units));
             for (size_t j = 0; j < nd->w_n; j++) w[j] = (2.0f * xd_rng_uniform(&r) - 1.0f) * bound;
             for (size_t j = 0; j < nd->b_n; j++) b[j] = (2.0f * xd_rng_uniform(&r) - 1.0f) * bound;
+            for (size_t j = 0; j < nd->s_n; j++) m->state[nd->s_off + j] = 1.0f; /* nothing pruned */
             break;
         }
         case NN_BATCHNORM:

@@ -77,6 +77,7 @@ typedef struct {
     /* options (only those that apply to the kind are used) */
     int units, k, stride, pad, bias, bits, factor, vocab, head;
     int wbits;           /* linear, conv2d: > 0: weights fake-quantised per output channel */
+    int prune;           /* linear, conv2d: weights carry a pruning mask (state), see nn/prune.h */
     int usign;           /* fakequant with a moving range: levels 0..2^bits-1 (after a relu) */
     nn_bag_mode mode;
     float p, eps, momentum;

@@ -341,3 +341,18 @@ void expect_recipe_error(const char *name, const char *text, const char *want)
     free(path);
 }
 
+
+char *stable_yaml(const recipe *r)
+{
+    char *yaml = recipe_to_yaml(r);
+    recipe r2;
+    xd_err e;
+    xd_err_clear(&e);
+    if (recipe_parse("stable.yaml", yaml, strlen(yaml), NULL, 0, 0, &r2, &e) != XD_OK)
+        fail_msg("the effective recipe does not read back: %s", e.msg);
+    char *yaml2 = recipe_to_yaml(&r2);
+    assert_string_equal(yaml, yaml2);
+    free(yaml2);
+    recipe_free(&r2);
+    return yaml;
+}

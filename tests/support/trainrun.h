@@ -103,6 +103,8 @@ void expect_error(const char *name, const char *text, const char *want, const ch
 /* A text teacher on toy.xds reading `view`, trained into dir; it must learn the task. */
 void train_text_teacher(const char *dir, const char *view);
 
+/* The effective recipe r (recipe_to_yaml), a new string; it must read back as the same recipe. */
+char *stable_yaml(const recipe *r);
 /* A recipe that must not load; the message names the key. */
 void expect_recipe_error(const char *name, const char *text, const char *want);
 
