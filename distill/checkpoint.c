@@ -159,16 +159,6 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
 // ----------------------------------------------------------------------------------------------
 // int8 checkpoints
 
-/* The node whose parameter p is ("NODE.weight"), or -1. */
-static int param_node(const nn_model *m, const nn_param *p)
-{
-    char node[NN_NAME_LEN + 16];
-    snprintf(node, sizeof node, "%s", p->name);
-    char *dot = strrchr(node, '.');
-    if (dot) *dot = '\0';
-    return nn_model_find(m, node);
-}
-
 /* The int8 tensors of a quantised model: every entry as in a float checkpoint, except that the
  * weight of a layer that runs on integers is I8 and is followed by "NAME.weight_scale" (F32, one
  * per output). names: room for the scale tensors' names. */
@@ -180,7 +170,7 @@ static io_tensor *int8_tensors(const nn_model *m, int with_data, char (*names)[N
     for (int i = 0; i < m->n_params; i++) {
         const nn_param *p = &m->params[i];
         t[(*n)++] = fl[i];
-        const int node = param_node(m, p);
+        const int node = nn_model_param_node(m, p->name);
         if (p->state || node < 0 || !nn_quant_runs_int(m, node) ||
             strcmp(strrchr(p->name, '.'), ".weight") != 0)
             continue;

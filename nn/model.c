@@ -1318,6 +1318,15 @@ int nn_model_find(const nn_model *m, const char *name)
     return -1;
 }
 
+int nn_model_param_node(const nn_model *m, const char *param_name)
+{
+    char node[NN_NAME_LEN + 16];
+    snprintf(node, sizeof node, "%s", param_name);
+    char *dot = strrchr(node, '.');
+    if (dot) *dot = '\0';
+    return nn_model_find(m, node);
+}
+
 const nn_node *nn_model_node(const nn_model *m, int idx) { return &m->nodes[idx]; }
 
 float *nn_model_out(nn_model *m, int idx) { return m->nodes[idx].out; }

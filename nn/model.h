@@ -193,6 +193,9 @@ void nn_model_backward(nn_model *m);
 void nn_model_zero_grad(nn_model *m);
 
 int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
+/* The node a parameter or state entry "NODE.what" belongs to (node names may hold dots; the part
+ * after the last one is the entry's own name), or -1. */
+int nn_model_param_node(const nn_model *m, const char *param_name);
 const nn_node *nn_model_node(const nn_model *m, int idx);
 /* Output of node idx for the last batch: (batch, act_n). */
 float *nn_model_out(nn_model *m, int idx);

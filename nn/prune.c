@@ -267,8 +267,7 @@ xd_status nn_prune_channels(nn_model *out, const nn_model *src, float fraction, 
         const size_t ki = nd->in >= 0 ? (size_t)nch[nd->in] : 0;
         for (int t = 0; t < src->n_params; t++) {
             const nn_param *p = &src->params[t];
-            const size_t len = strlen(nd->name);
-            if (strncmp(p->name, nd->name, len) != 0 || p->name[len] != '.') continue;
+            if (nn_model_param_node(src, p->name) != i) continue;
             const nn_param *q = nn_model_param(out, p->name);
             XD_ASSERT(q);
             float *dst = nn_model_param_data(out, q);
