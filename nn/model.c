@@ -1,6 +1,7 @@
-/* Model: parsing the text description, shapes, memory, initialisation, forward and backward over
- * the node list (see model.h). */
+/* Model: parsing the text description, shapes, memory, initialisation and forward over the node
+ * list (see model.h); backward is in model_backward.c. */
 #include "nn/model.h"
+#include "nn/model_internal.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -357,7 +358,7 @@ static xd_status layer_error(xd_err *e, int i, const nn_node *nd, const char *ms
                    kind_names[nd->kind], nd->name, msg);
 }
 
-static nn_pool_shape node_pool_shape(const nn_node *nd, int B)
+nn_pool_shape nn_node_pool_shape(const nn_node *nd, int B)
 {
     nn_pool_shape ps = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .k = nd->k,
                         .stride = nd->stride};
@@ -365,7 +366,7 @@ static nn_pool_shape node_pool_shape(const nn_node *nd, int B)
     return ps;
 }
 
-static nn_conv_shape node_conv_shape(const nn_node *nd, int B)
+nn_conv_shape nn_node_conv_shape(const nn_node *nd, int B)
 {
     nn_conv_shape cs = {.B = B, .H = nd->ih, .W = nd->iw, .C = nd->ic, .OC = nd->units, .KH = nd->k,
                         .KW = nd->k, .stride = nd->stride, .pad = nd->pad, .bias = nd->bias};
@@ -771,7 +772,7 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         nd->isave = m->isave_block + isv;
         switch (nd->kind) {
         case NN_CONV2D: {
-            nn_conv_shape cs = node_conv_shape(nd, max_batch);
+            nn_conv_shape cs = nn_node_conv_shape(nd, max_batch);
             sv += nn_conv_cols_size(&cs) + nn_conv_wext_size(&cs);
             break;
         }
@@ -864,7 +865,7 @@ void nn_model_zero_grad(nn_model *m)
 // ----------------------------------------------------------------------------------------------
 // forward and backward
 
-static const float *input_of(const nn_model *m, int idx)
+const float *nn_node_input(const nn_model *m, int idx)
 {
     return idx == NN_INPUT ? (const float *)m->input : m->nodes[idx].out;
 }
@@ -907,7 +908,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
 {
     nn_node *nd = &m->nodes[i];
     const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
-    const float *x = NODE_ROWS(nd->in, input_of(m, nd->in), in_n);
+    const float *x = NODE_ROWS(nd->in, nn_node_input(m, nd->in), in_n);
     float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
     float *b = nd->b_n ? m->param + nd->b_off : NULL;
     if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
@@ -921,12 +922,12 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         break;
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
-        nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
+        nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         if (nd->pool_in_conv) {
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
-            nn_pool_shape ps = node_pool_shape(pool, B);
+            nn_pool_shape ps = nn_node_pool_shape(pool, B);
             nn_conv2d_relu_maxpool_forward(
                 y, cols, wext, x, w, nd->wp, b, &cs,
                 infer && !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
@@ -939,7 +940,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     }
     case NN_MAXPOOL:
     case NN_AVGPOOL: {
-        nn_pool_shape ps = node_pool_shape(nd, B);
+        nn_pool_shape ps = nn_node_pool_shape(nd, B);
         const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
                                                                          : NULL;
         int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
@@ -948,7 +949,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
             nn_relu_maxpool_forward(
                 infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
-                infer ? NULL : am, NODE_ROWS(relu->in, input_of(m, relu->in), relu->act_n), &ps);
+                infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
         break;
     }
     case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
@@ -1002,7 +1003,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         }
         break;
     case NN_ADD: {
-        const float *x2 = NODE_ROWS(nd->in2, input_of(m, nd->in2), in_n);
+        const float *x2 = NODE_ROWS(nd->in2, nn_node_input(m, nd->in2), in_n);
         for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
         break;
     }
@@ -1068,7 +1069,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
             const nn_node *nd = &m->nodes[e];
             per += nd->act_n;
             if (nd->kind == NN_CONV2D) {
-                nn_conv_shape cs = node_conv_shape(nd, 1);
+                nn_conv_shape cs = nn_node_conv_shape(nd, 1);
                 per += nn_conv_cols_size(&cs);
                 conv = 1;
             }
@@ -1120,7 +1121,7 @@ xd_status nn_model_pack(nn_model *m, xd_err *e)
     size_t n = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         const nn_node *nd = &m->nodes[i];
-        nn_conv_shape cs = node_conv_shape(nd, 1);
+        nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
         if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
         else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
@@ -1141,171 +1142,13 @@ xd_status nn_model_pack(nn_model *m, xd_err *e)
             nn_linear_pack(p, w, nd->ic, nd->units);
             p += nn_linear_packed_size(nd->ic, nd->units);
         } else if (nd->kind == NN_CONV2D) {
-            nn_conv_shape cs = node_conv_shape(nd, 1), cmax = node_conv_shape(nd, m->max_batch);
+            nn_conv_shape cs = nn_node_conv_shape(nd, 1), cmax = nn_node_conv_shape(nd, m->max_batch);
             nd->wp = p;
             nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
             p += nn_conv_packed_size(&cs);
         }
     }
     return XD_OK;
-}
-
-static int source_grad_used(const nn_model *m, int idx)
-{
-    return idx == NN_INPUT ? m->dinput != NULL : m->nodes[idx].grad_used;
-}
-
-/* A gradient is worth computing only where it can reach a parameter or the input gradient:
- * e.g. the flatten in front of an MLP's first layer needs none, so that layer skips its dinp
- * product. */
-static void mark_grad_used(nn_model *m)
-{
-    for (int i = 0; i < m->n_nodes; i++) {
-        nn_node *nd = &m->nodes[i];
-        nd->grad_used = nd->w_n || nd->b_n || source_grad_used(m, nd->in) ||
-                        (nd->kind == NN_ADD && source_grad_used(m, nd->in2));
-    }
-}
-
-/* Where the gradient for producer idx goes, or NULL when nothing uses it. *fresh = 1 when the
- * buffer holds nothing yet this step: it is not zeroed here, the caller writes all of it (a
- * `_first` backward) or zeroes it. */
-static float *grad_target(nn_model *m, int idx, int *fresh)
-{
-    *fresh = 0;
-    if (idx == NN_INPUT) return m->dinput; /* NULL unless input gradients were asked for */
-    nn_node *nd = &m->nodes[idx];
-    if (!nd->grad_used) return NULL;
-    *fresh = !nd->touched;
-    nd->touched = 1;
-    return nd->dout;
-}
-
-/* The pool of a fused relu -> maxpool pair (see plan_fusion) writes the ReLU's input gradient
- * itself when both gradients are still empty (nothing else wrote into either); the ReLU, left
- * untouched, then skips its own backward. Returns 0, having done nothing, otherwise. */
-static int relu_pool_backward(nn_model *m, int relu, const float *dout, const float *out,
-                              const int32_t *argmax, const nn_pool_shape *ps)
-{
-    nn_node *r = &m->nodes[relu];
-    if (!r->relu_pool || r->in == NN_INPUT) return 0;
-    const nn_node *src = &m->nodes[r->in];
-    if (!src->grad_used || src->touched) return 0;
-    r->touched = 0; /* grad_target marked it for the pool's own gradient, which is not written */
-    int fresh;
-    float *dx = grad_target(m, r->in, &fresh);
-    nn_relu_maxpool_backward_first(dx, dout, argmax, out, ps);
-    return 1;
-}
-
-/* Kinds whose backward writes its whole dinp when asked to (the `_first` variants). */
-static int writes_whole_dinp(nn_kind k)
-{
-    return k == NN_CONV2D || k == NN_MAXPOOL || k == NN_RELU || k == NN_FLATTEN || k == NN_ADD;
-}
-
-void nn_model_enable_input_grad(nn_model *m)
-{
-    XD_ASSERT(!m->tokens);
-    if (!m->dinput)
-        m->dinput = xd_xmalloc_aligned(sizeof(float) * (size_t)m->max_batch * m->h * m->w * m->c);
-}
-
-const float *nn_model_dinput(const nn_model *m) { return m->dinput; }
-
-void nn_model_backward(nn_model *m)
-{
-    const int B = m->batch;
-    xd_arena_reset(&m->scratch);
-    mark_grad_used(m);
-    for (int i = m->n_nodes - 1; i >= 0; i--) {
-        nn_node *nd = &m->nodes[i];
-        if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
-        const float *x = input_of(m, nd->in), *dy = nd->dout, *y = nd->out;
-        const float *w = nd->wbits ? nd->wq : m->param + nd->w_off; /* as forward read them */
-        float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;
-        const size_t n_out = (size_t)B * nd->act_n;
-        int fresh = 0;
-        float *dx = nd->kind == NN_EMBBAG ? NULL : grad_target(m, nd->in, &fresh);
-        if (fresh && !writes_whole_dinp(nd->kind))
-            memset(dx, 0, sizeof(float) * (size_t)B * m->nodes[nd->in].act_n);
-        switch (nd->kind) {
-        case NN_LINEAR:
-            nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
-            break;
-        case NN_CONV2D: {
-            nn_conv_shape cs = node_conv_shape(nd, B), cmax = node_conv_shape(nd, m->max_batch);
-            float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
-            float *wext = nd->save + nn_conv_cols_size(&cmax);
-            if (fresh) nn_conv2d_backward_first(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
-            else nn_conv2d_backward(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
-            break;
-        }
-        case NN_MAXPOOL:
-        case NN_AVGPOOL: {
-            if (!dx) break;
-            nn_pool_shape ps = node_pool_shape(nd, B);
-            if (nd->kind == NN_AVGPOOL) nn_avgpool_backward(dx, dy, &ps);
-            else if (fresh && !relu_pool_backward(m, nd->in, dy, y, nd->isave, &ps))
-                nn_maxpool_backward_first(dx, dy, nd->isave, &ps);
-            else if (!fresh) nn_maxpool_backward(dx, dy, nd->isave, &ps);
-            break;
-        }
-        case NN_GAP: if (dx) nn_gap_backward(dx, dy, B, nd->ih * nd->iw, nd->ic); break;
-        case NN_RELU:
-            if (fresh) nn_relu_backward_first(dx, dy, x, n_out);
-            else if (dx) nn_relu_backward(dx, dy, x, n_out);
-            break;
-        case NN_GELU: if (dx) nn_gelu_backward(dx, dy, x, n_out); break;
-        case NN_TANH: if (dx) nn_tanh_backward(dx, dy, y, n_out); break;
-        case NN_SIGMOID: if (dx) nn_sigmoid_backward(dx, dy, y, n_out); break;
-        case NN_SOFTMAX:
-            if (dx) nn_softmax_backward(dx, dy, y, (int)(n_out / (size_t)nd->c), nd->c);
-            break;
-        case NN_LOGSOFTMAX:
-            if (dx) nn_logsoftmax_backward(dx, dy, y, (int)(n_out / (size_t)nd->c), nd->c);
-            break;
-        case NN_BATCHNORM:
-            nn_batchnorm_backward(dx, dw, db, dy, x, nd->save, nd->save + nd->ic, w,
-                                  B * nd->ih * nd->iw, nd->ic);
-            break;
-        case NN_LAYERNORM:
-            nn_layernorm_backward(dx, dw, db, dy, x, nd->save,
-                                  nd->save + (size_t)m->max_batch * nd->ih * nd->iw, w,
-                                  B * nd->ih * nd->iw, nd->ic);
-            break;
-        case NN_DROPOUT:
-            if (!dx) break;
-            if (nd->masked) nn_dropout_backward(dx, dy, nd->save, n_out);
-            else nn_add_inplace(dx, dy, n_out);
-            break;
-        case NN_EMBBAG:
-            nn_embbag_backward(dw, dy, (const int32_t *)m->input, B, m->tokens, nd->units, nd->mode);
-            break;
-        case NN_UPSAMPLE: if (dx) nn_upsample_backward(dx, dy, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
-        case NN_FLATTEN:
-            if (fresh) nn_add_first(dx, dy, n_out);
-            else if (dx) nn_add_inplace(dx, dy, n_out);
-            break;
-        case NN_FAKEQUANT:
-            if (dx && nd->ema > 0.0f)
-                nn_quant_act_backward(dx, dy, x, n_out, m->state[nd->s_off], nd->bits, nd->usign);
-            else if (dx)
-                nn_fakequant_backward(dx, dy, n_out);
-            break;
-        case NN_ADD: {
-            if (fresh) nn_add_first(dx, dy, n_out);
-            else if (dx) nn_add_inplace(dx, dy, n_out);
-            /* after dx: when both inputs are one node, the second adds to what the first wrote */
-            int fresh2;
-            float *dx2 = grad_target(m, nd->in2, &fresh2);
-            if (fresh2) nn_add_first(dx2, dy, n_out);
-            else if (dx2) nn_add_inplace(dx2, dy, n_out);
-            break;
-        }
-        case NN_KIND_COUNT: XD_ASSERT(0);
-        }
-    }
 }
 
 // ----------------------------------------------------------------------------------------------

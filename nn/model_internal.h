@@ -1,0 +1,14 @@
+/* What model.c shares with model_backward.c: a node's layer shapes and the tensor a node reads.
+ * Not part of the model's interface. */
+#ifndef XD_NN_MODEL_INTERNAL_H
+#define XD_NN_MODEL_INTERNAL_H
+
+#include "nn/layers.h"
+#include "nn/model.h"
+
+nn_pool_shape nn_node_pool_shape(const nn_node *nd, int B);
+nn_conv_shape nn_node_conv_shape(const nn_node *nd, int B);
+/* The output of node idx, or the model's input for NN_INPUT */
+const float *nn_node_input(const nn_model *m, int idx);
+
+#endif
