@@ -1,6 +1,7 @@
 /* Finding and reading run folders (see runs.h). */
 #include "report/runs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
@@ -51,6 +52,33 @@ static void read_scores(rp_run *r, const json_t *o)
     r->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
 }
 
+/* The stored recipe yaml as the runs of one --seeds folder (or pipeline) share it, NULL for NULL:
+ * without its top-level "seed:" and "seeds:" lines and its "threads:" line (which changes no
+ * result), and with every "seed-DIGITS" (a seed's folder
+ * in a path, say of a pipeline step's teacher) as "seed-N". */
+static char *recipe_without_seed(const char *yaml)
+{
+    if (!yaml) return NULL;
+    char *out = xd_xmalloc(strlen(yaml) + 1), *o = out;
+    for (const char *p = yaml; *p;) {
+        const char *end = strchr(p, '\n');
+        size_t n = end ? (size_t)(end - p) + 1 : strlen(p);
+        const int skip = strncmp(p, "seed:", 5) == 0 || strncmp(p, "seeds:", 6) == 0 ||
+                         strncmp(p, "  threads:", 10) == 0;
+        for (size_t i = 0; i < n && !skip;) {
+            *o++ = p[i++];
+            const int seed_dir = i >= 5 && strncmp(p + i - 5, "seed-", 5) == 0;
+            if (seed_dir && i < n && isdigit((unsigned char)p[i])) {
+                *o++ = 'N';
+                while (i < n && isdigit((unsigned char)p[i])) i++;
+            }
+        }
+        p += n;
+    }
+    *o = '\0';
+    return out;
+}
+
 /* r's summary.json, kept in *out for the models of a run of several */
 static xd_status read_summary(rp_run *r, json_t **out, xd_err *e)
 {
@@ -74,6 +102,7 @@ static xd_status read_summary(rp_run *r, json_t **out, xd_err *e)
         r->epochs = (int)json_integer_value(json_object_get(j, "epochs"));
         r->seconds = num_or_nan(json_object_get(j, "train_seconds"));
         r->images_per_s = num_or_nan(json_object_get(j, "images_per_s"));
+        r->variant = recipe_without_seed(json_string_value(json_object_get(j, "recipe")));
     }
     if (s == XD_OK) *out = j;
     else json_decref(j);
@@ -158,6 +187,7 @@ static void run_free(rp_run *r)
     free(r->dir);
     free(r->name);
     free(r->model);
+    free(r->variant);
     memset(r, 0, sizeof *r);
 }
 
@@ -198,6 +228,7 @@ static xd_status model_run(const rp_run *whole, const json_t *summary, const rec
     snprintf(m->name, n, "%s/%s", whole->name, name);
     m->model = xd_xstrdup(name);
     m->model_index = k;
+    m->variant = whole->variant ? xd_xstrdup(whole->variant) : NULL;
     m->seed = whole->seed;
     m->finished = whole->finished;
     m->segment = whole->segment;
@@ -366,6 +397,52 @@ static int by_seed(const void *a, const void *b)
     return (x->seed > y->seed) - (x->seed < y->seed);
 }
 
+static int same_variant(const rp_run *a, const rp_run *b)
+{
+    return (!a->variant && !b->variant) ||
+           (a->variant && b->variant && strcmp(a->variant, b->variant) == 0);
+}
+
+/* the folder a run's group is named after: its --seeds folder for a seed-N run, else its own */
+static char *folder_label(const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    if (strncmp(dir + b, "seed-", 5) == 0 && b > 1) {
+        n = b - 1;
+        while (n > 1 && dir[n - 1] == '/') n--;
+        b = n;
+        while (b > 0 && dir[b - 1] != '/') b--;
+    }
+    char *s = xd_xmalloc(n - b + 1);
+    memcpy(s, dir + b, n - b);
+    s[n - b] = '\0';
+    return s;
+}
+
+/* groups that share a name with another: "NAME (FOLDER)" */
+static void name_variants(rp_set *set)
+{
+    int *clash = xd_xcalloc((size_t)set->n_groups + 1, sizeof *clash);
+    for (int a = 0; a < set->n_groups; a++)
+        for (int b = a + 1; b < set->n_groups; b++)
+            if (strcmp(set->groups[a].name, set->groups[b].name) == 0) clash[a] = clash[b] = 1;
+    for (int k = 0; k < set->n_groups; k++) {
+        if (!clash[k]) continue;
+        rp_group *g = &set->groups[k];
+        char *folder = folder_label(g->runs[0]->dir);
+        size_t n = strlen(g->name) + strlen(folder) + 4;
+        char *name = xd_xmalloc(n);
+        snprintf(name, n, "%s (%s)", g->name, folder);
+        free(folder);
+        free(g->name);
+        g->name = name;
+    }
+    free(clash);
+}
+
 static void group_runs(rp_set *set)
 {
     set->groups = xd_xcalloc((size_t)set->n_runs, sizeof *set->groups);
@@ -373,7 +450,8 @@ static void group_runs(rp_set *set)
         rp_run *r = &set->runs[i];
         rp_group *g = NULL;
         for (int k = 0; k < set->n_groups && !g; k++)
-            if (strcmp(set->groups[k].name, r->name) == 0) g = &set->groups[k];
+            if (strcmp(set->groups[k].name, r->name) == 0 && same_variant(set->groups[k].runs[0], r))
+                g = &set->groups[k];
         if (!g) {
             g = &set->groups[set->n_groups++];
             g->name = xd_xstrdup(r->name);
@@ -382,6 +460,7 @@ static void group_runs(rp_set *set)
         }
         g->runs[g->n_runs++] = r;
     }
+    name_variants(set);
     double *v = xd_xcalloc((size_t)set->n_runs + 1, sizeof *v);
     double *pv = xd_xcalloc((size_t)set->n_runs + 1, sizeof *pv);
     for (int k = 0; k < set->n_groups; k++) {

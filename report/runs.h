@@ -13,7 +13,10 @@
  * end is the model (in the stage of each epoch, from the recipe stored in summary.json), and its
  * "loss" the weighted sum of those.
  *
- * Runs with the same name form a group, its runs ordered by seed; a group's score is the mean and
+ * Runs with the same name and the same recipe but for its seed form a group, its runs ordered by
+ * seed (runs of one name whose recipes differ otherwise, say trained with and without a `--set`,
+ * are groups of their own, each named "NAME (FOLDER)" after the folder of its first run, the
+ * `--seeds` folder for a seed-N run); a group's score is the mean and
  * sample standard deviation of its finished runs' final test score (accuracy, or mIoU for segment
  * runs), the figures a `--seeds` summary.json gives. */
 #ifndef XD_REPORT_RUNS_H
@@ -31,6 +34,7 @@ typedef struct {
     char *dir;   /* the run folder as found */
     char *name;  /* the recipe's name (summary.json "name"); "RECIPE/MODEL" for a model of several */
     char *model; /* that model's name, in a run of several models; else NULL */
+    char *variant; /* the stored recipe without its seed and seeds lines (NULL when none) */
     int model_index; /* its index in the recipe's models (0 in a run of one model) */
     long seed;
     int finished, segment;

@@ -835,6 +835,42 @@ static void test_report_segment(void **state)
     free(page);
 }
 
+/* Runs of one recipe name trained two ways (a --set changes the recipe) are two rows, each named
+ * after its --seeds folder with the figures of its own summary; a seed of the first found again
+ * under another folder joins its row. */
+static void test_report_variants(void **state)
+{
+    (void)state;
+    classify_runs();
+    assert_int_equal(xd("train student.yaml --seeds 2 --quiet --set train.batch=8 --out runs2/b8"),
+                     0);
+    assert_int_equal(xd("report \"runs/x<i>&'q/student\" runs2/b8 --out variants.html"), 0);
+    char *page = slurp("variants.html");
+    check_row(page, "tiny-student (student)",
+              json_at("runs/x<i>&'q/student/summary.json", "final_test_acc", "mean", NULL),
+              json_at("runs/x<i>&'q/student/summary.json", "final_test_acc", "std", NULL));
+    check_row(page, "tiny-student (b8)", json_at("runs2/b8/summary.json", "final_test_acc", "mean", NULL),
+              json_at("runs2/b8/summary.json", "final_test_acc", "std", NULL));
+    assert_null(strstr(page, "data-run=\"tiny-student\""));
+    free(page);
+    /* the same recipe met twice, once as its --seeds folder and once as one seed: one row */
+    assert_int_equal(xd("report \"runs/x<i>&'q/student/seed-1\" \"runs/x<i>&'q/student/seed-2\" "
+                        "--out same.html"), 0);
+    page = slurp("same.html");
+    check_row(page, "tiny-student",
+              json_at("runs/x<i>&'q/student/summary.json", "final_test_acc", "mean", NULL),
+              json_at("runs/x<i>&'q/student/summary.json", "final_test_acc", "std", NULL));
+    free(page);
+    /* another thread count changes no result: a third seed so trained joins the row */
+    assert_int_equal(xd("train student.yaml --seed 3 --quiet --set train.threads=2 --out runs3/t2"),
+                     0);
+    assert_int_equal(xd("report \"runs/x<i>&'q/student\" runs3/t2 --out threads.html"), 0);
+    page = slurp("threads.html");
+    assert_non_null(strstr(page, "<tr class=\"best\" data-run=\"tiny-student\""));
+    assert_null(strstr(page, "tiny-student ("));
+    free(page);
+}
+
 /* A score that moves by hundredths of a percent: no two ticks of its axis read the same. */
 static void test_report_ticks(void **state)
 {
@@ -936,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_report_pipeline),
         cmocka_unit_test(test_report_segment),
         cmocka_unit_test(test_report_ticks),
+        cmocka_unit_test(test_report_variants),
         cmocka_unit_test(test_report_best_on_val),
         cmocka_unit_test(test_report_renders),
     };

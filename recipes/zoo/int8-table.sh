@@ -6,7 +6,9 @@
 # post-training int8 form (xdistill quantize --calib, 8 batches of 64 training images), the QAT
 # run fake-quantised, and its int8 file. Prints test accuracy mean +- std over the seeds, the
 # test answers int8 changes against the float (PTQ) or fake-quant (QAT) model (mean over seeds),
-# then the int8 rows of `xdistill bench infer` at one thread. Runs whose folder already holds 3
+# then the int8 rows of `xdistill bench infer` at one thread, and writes the runs' report page,
+# runs/reports/int8.html (each recipe's float and QAT runs are rows of their own, named after
+# their folders). Runs whose folder already holds 3
 # seeds are not trained again; the teacher is trained first when runs/fashion-teacher/seed-1 has
 # none. TEACHER_CACHE=false runs the teacher at every KD step instead of using (or writing) the
 # teacher-output cache next to the data set.
@@ -82,6 +84,12 @@ for r in "${rows[@]}"; do
     "$(printf '%s\n' "${ptq[@]}" | mean_of)" "$(IFS=/; echo "${ptq[*]}")" \
     "$(printf '%s\n' "${qat[@]}" | mean_of)" "$(IFS=/; echo "${qat[*]}")"
 done
+
+# the runs' report page: curves, comparison, confusion matrices, mistakes (xdistill report)
+mkdir -p runs/reports
+dirs=()
+for r in "${rows[@]}"; do for m in "${modes[@]}"; do dirs+=("runs/int8-$r-$m"); done; done
+"$bin" report "${dirs[@]}" --out runs/reports/int8.html --title "xdistill: the int8 table" >&2
 
 # the int8 rows of the infer suite (float against int8 images/s at one thread)
 echo
