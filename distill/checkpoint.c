@@ -129,21 +129,23 @@ static xd_status check_in(io_st_file *f, const nn_model *m, xd_err *e)
     return s;
 }
 
+/* p's values from f (present, its shape and type checked), every one finite */
+static xd_status copy_one(io_st_file *f, nn_model *m, const nn_param *p, xd_err *e)
+{
+    const float *src = io_st_find(f, p->name)->data;
+    for (size_t j = 0; j < p->n; j++)
+        if (!isfinite(src[j]))
+            return xd_fail(e, XD_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu",
+                           io_st_path(f), p->name, j);
+    memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
+    return XD_OK;
+}
+
 static xd_status copy_in(io_st_file *f, nn_model *m, xd_err *e)
 {
     xd_status s = check_in(f, m, e);
-    if (s != XD_OK) return s;
-    for (int i = 0; i < m->n_params; i++) {
-        const nn_param *p = &m->params[i];
-        const io_tensor *t = io_st_find(f, p->name);
-        const float *src = t->data;
-        for (size_t j = 0; j < p->n; j++)
-            if (!isfinite(src[j]))
-                return xd_fail(e, XD_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu",
-                               io_st_path(f), p->name, j);
-        memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
-    }
-    return XD_OK;
+    for (int i = 0; i < m->n_params && s == XD_OK; i++) s = copy_one(f, m, &m->params[i], e);
+    return s;
 }
 
 xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
@@ -154,6 +156,51 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
     s = copy_in(f, m, e);
     io_st_close(f);
     return s;
+}
+
+/* ckpt_load_init's checks, and with copy its copying (m may be only planned without) */
+static xd_status init_from(const char *path, nn_model *m, int copy, xd_err *e)
+{
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    if (s != XD_OK) return s;
+    const char *fmt = io_st_meta(f, META_FORMAT);
+    if (!fmt || strcmp(fmt, "xdistill") != 0)
+        s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (no metadata '%s')", path,
+                    META_FORMAT);
+    else if (io_st_meta(f, CKPT_META_QUANT))
+        s = xd_fail(e, XD_EFORMAT, "%s: an int8 checkpoint cannot start training (give the float "
+                                   "or fake-quant checkpoint it was made from)", path);
+    for (int i = 0; i < m->n_params && s == XD_OK; i++) {
+        const nn_param *p = &m->params[i];
+        const io_tensor *t = io_st_find(f, p->name);
+        int same = t && t->dtype == IO_F32 && t->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+        if (!t && !p->state) {
+            s = xd_fail(e, XD_EFORMAT, "%s: no tensor '%s' (every weight of the model must be in "
+                                       "the checkpoint it starts from)", path, p->name);
+        } else if (t && !same) {
+            char got[256], want[256];
+            io_shape_format(t->ndim, t->shape, got, sizeof got);
+            io_shape_format(p->ndim, p->shape, want, sizeof want);
+            s = xd_fail(e, XD_ESHAPE, "%s: tensor '%s' is %s %s, the model's is F32 %s", path,
+                        p->name, io_dtype_name(t->dtype), got, want);
+        } else if (t && copy) {
+            s = copy_one(f, m, p, e);
+        }
+    }
+    io_st_close(f);
+    return s;
+}
+
+xd_status ckpt_check_init(const char *path, const nn_model *m, xd_err *e)
+{
+    return init_from(path, (nn_model *)m, 0, e);
+}
+
+xd_status ckpt_load_init(const char *path, nn_model *m, xd_err *e)
+{
+    return init_from(path, m, 1, e);
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 
 /* Loads values into an existing model; the file must match it exactly. */
 xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
+/* The values a run starts from (a recipe's `init:`): every weight of m from the float (or
+ * fake-quant) checkpoint path, names, shapes and dtype as m's; state entries the file lacks (a
+ * fake-quant range, a pruning mask) keep m's. An int8 checkpoint, a missing weight or a
+ * non-finite value is an error naming the file and the tensor. */
+xd_status ckpt_load_init(const char *path, nn_model *m, xd_err *e);
+/* ckpt_load_init's checks alone, reading no value (m may be only planned). */
+xd_status ckpt_check_init(const char *path, const nn_model *m, xd_err *e);
 
 /* The preprocessing a checkpoint's model was trained with: the image options and text settings
  * (data.augment, data.text) of the recipe stored in it, as new strings; both NULL when the file

@@ -7,6 +7,7 @@
 
 #include "core/mem.h"
 #include "core/rng.h"
+#include "distill/checkpoint.h"
 
 uint64_t models_seed(long seed, int k)
 {
@@ -20,6 +21,8 @@ xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *
     mr->rm = &r->models[k];
     mr->seed = models_seed(seed, k);
     xd_status s = nn_model_build(&mr->m, mr->rm->model, r->train.batch, mr->seed, e);
+    /* a resumed run's values come from its resume state after this */
+    if (s == XD_OK && mr->rm->init) s = ckpt_load_init(mr->rm->init, &mr->m, e);
     if (s == XD_OK) return XD_OK;
     if (r->n_models > 1) return xd_err_prefix(e, "model '%s'", mr->rm->name);
     return xd_err_prefix(e, "model");

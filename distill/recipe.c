@@ -26,6 +26,7 @@
 
 #include "core/mem.h"
 #include "align/densemap.h"
+#include "distill/checkpoint.h"
 #include "io/file.h"
 #include "io/yaml.h"
 #include "modalities/image/augment.h"
@@ -124,14 +125,15 @@ static_assert(COUNT_OF(recipe_view_kind_names) == RECIPE_VIEW_COUNT, "name every
 
 static const char *const top_keys[] = {"name",       "seed",     "seeds", "task",   "data",  "model",
                                        "model_file", "models",   "teachers", "train", "losses",
-                                       "stages",     "quantize", "prune"};
+                                       "stages",     "quantize", "prune", "init"};
 static const char *const data_keys[] = {"path",           "train",            "test",
                                         "label",          "label_fraction",   "labels_per_class",
                                         "student_view",   "augment",          "text",
                                         "val_fraction",   "val",              "eval_sets"};
 static const char *const eval_set_keys[] = {"name", "path", "split"};
 static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
-static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer"};
+static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer",
+                                         "init"};
 static const char *const quantize_keys[] = {"ema"};
 static const char *const prune_keys[] = {"sparsity", "scope", "steps", "start_epoch", "end_epoch"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
@@ -300,10 +302,33 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
     return bind_validation(b, data);
 }
 
-/* A model description from `model` (inline) or `model_file` of map into *out, planned into net to
- * check it and that view feeds what it reads. */
+/* `init:` of map into *init (NULL when absent): a float checkpoint the model starts from; with
+ * no model or model_file beside it, its stored description becomes *desc. */
+static xd_status bind_init(binder *b, io_yaml_node *map, int has_model, char **init, char **desc)
+{
+    io_yaml_node *n = rb_present(b, map, "init");
+    if (!n) return XD_OK;
+    xd_status s = rb_get_string(b, map, "init", NULL, init, &n);
+    if (s != XD_OK) return s;
+    if (strncmp(*init, RECIPE_STEP_PREFIX, strlen(RECIPE_STEP_PREFIX)) == 0)
+        return rb_bad(b, n, "init reads a checkpoint file, not a pipeline step's ('%s')", *init);
+    if (has_model) return rb_check_file(b, n, *init);
+    char *quant = NULL;
+    if ((s = ckpt_read_meta(*init, CKPT_META_QUANT, &quant, b->e)) == XD_OK && quant) {
+        free(quant);
+        return rb_bad(b, n, "%s: an int8 checkpoint cannot start training (give the float or "
+                            "fake-quant checkpoint it was made from)", *init);
+    }
+    if (s == XD_OK && (s = ckpt_read_meta(*init, "xdistill.model", desc, b->e)) == XD_OK && !*desc)
+        return rb_bad(b, n, "%s: not an xdistill checkpoint (no stored model)", *init);
+    return s == XD_OK ? XD_OK : rb_wrap(b, n, s);
+}
+
+/* A model description from `model` (inline), `model_file` or the checkpoint `init` names, of map
+ * into *out (and init's path into *init), planned into net to check it and that view feeds what
+ * it reads. */
 static xd_status bind_model_text(binder *b, io_yaml_node *map, const char *view, char **out,
-                                 nn_model *net)
+                                 char **init, nn_model *net)
 {
     io_yaml_node *m = rb_present(b, map, "model"), *mf = rb_present(b, map, "model_file");
     xd_status s;
@@ -311,13 +336,14 @@ static xd_status bind_model_text(binder *b, io_yaml_node *map, const char *view,
         io_yaml_mark_used(mf);
         return rb_bad(b, mf, "give model or model_file, not both");
     }
-    if (!m && !mf)
+    if ((s = bind_init(b, map, m || mf, init, out)) != XD_OK) return s;
+    if (!m && !mf && !*out)
         return io_yaml_fail(b->d, map, b->e, XD_EARG,
-                            "missing required key 'model' (or 'model_file')");
-    io_yaml_node *at = m ? m : mf;
+                            "missing required key 'model' (or 'model_file', or 'init')");
+    io_yaml_node *at = m ? m : mf ? mf : rb_present(b, map, "init");
     if (m) {
         if ((s = rb_get_string(b, map, "model", NULL, out, NULL)) != XD_OK) return s;
-    } else {
+    } else if (mf) {
         char *path = NULL;
         if ((s = rb_get_string(b, map, "model_file", NULL, &path, NULL)) != XD_OK) return s;
         void *text;
@@ -334,6 +360,9 @@ static xd_status bind_model_text(binder *b, io_yaml_node *map, const char *view,
     /* names, heads and sizes checked without taking the model's memory */
     if ((s = nn_model_plan(net, *out, 1, b->e)) != XD_OK) return rb_wrap(b, at, s);
     b->built++;
+    /* the checkpoint init names must fit the model, before any folder is made */
+    if (*init && !(b->flags & RECIPE_NO_FILE_CHECKS) && (s = ckpt_check_init(*init, net, b->e)))
+        return rb_wrap(b, rb_present(b, map, "init"), s);
     /* token ids and images are different inputs: the view must feed what the model reads */
     int text_view = strncmp(view, "text.", 5) == 0;
     if (text_view != (net->tokens > 0))
@@ -368,7 +397,7 @@ static xd_status bind_model_item(binder *b, io_yaml_node *list, int i)
     if (!rb_view_ok(rm->view))
         return rb_bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)", rm->view);
     b->model_items[i] = it;
-    return bind_model_text(b, it, rm->view, &rm->model, &b->nets[i]);
+    return bind_model_text(b, it, rm->view, &rm->model, &rm->init, &b->nets[i]);
 }
 
 /* The trainable models: the one-student form's top-level model (named "student"), or a models:
@@ -383,7 +412,8 @@ static xd_status bind_models(binder *b, io_yaml_node *root)
         r->n_models = 1;
         r->models[0].name = xd_xstrdup("student");
         r->models[0].view = xd_xstrdup(r->data.student_view);
-        if ((s = bind_model_text(b, root, r->data.student_view, &r->model, &b->nets[0])))
+        if ((s = bind_model_text(b, root, r->data.student_view, &r->model, &r->models[0].init,
+                                 &b->nets[0])))
             return s;
         r->models[0].model = xd_xstrdup(r->model);
         return XD_OK;
@@ -394,6 +424,10 @@ static xd_status bind_models(binder *b, io_yaml_node *root)
     if (other) {
         io_yaml_mark_used(other);
         return rb_bad(b, other, "give model (one student) or models (several), not both");
+    }
+    if ((other = rb_present(b, root, "init"))) {
+        io_yaml_mark_used(other);
+        return rb_bad(b, other, "with a models: list each model gives its own init");
     }
     if ((s = rb_need_kind(b, list, IO_YAML_SEQUENCE, "a list of models")) != XD_OK) return s;
     if (list->n == 0) return rb_bad(b, list, "the list of models is empty");
@@ -828,6 +862,7 @@ void recipe_free(recipe *r)
         free(r->models[i].name);
         free(r->models[i].model);
         free(r->models[i].view);
+        free(r->models[i].init);
     }
     free(r->models);
     for (int i = 0; i < r->n_teachers; i++) {

@@ -142,6 +142,7 @@ typedef struct {
     char *name;        /* unique among models and teachers */
     char *model;       /* its description (nn/model.h) */
     char *view;        /* what it reads; default data.student_view */
+    char *init;        /* `init:`: the float checkpoint its values start from (NULL: random) */
     nn_opt_config opt; /* its optimizer; default train.optimizer */
     int own_opt;       /* 1: the item gave its own optimizer */
 } recipe_model;

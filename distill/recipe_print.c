@@ -327,6 +327,10 @@ char *recipe_to_yaml(const recipe *r)
             sb_quoted(&b, m->model);
             sb_add(&b, "\n    view: ");
             sb_quoted(&b, m->view);
+            if (m->init) {
+                sb_add(&b, "\n    init: ");
+                sb_quoted(&b, m->init);
+            }
             sb_add(&b, "\n");
             if (m->own_opt) {
                 sb_add(&b, "    optimizer: ");
@@ -339,6 +343,11 @@ char *recipe_to_yaml(const recipe *r)
         sb_add(&b, "model: ");
         sb_quoted(&b, r->model ? r->model : "");
         sb_add(&b, "\n");
+        if (r->models[0].init) {
+            sb_add(&b, "init: ");
+            sb_quoted(&b, r->models[0].init);
+            sb_add(&b, "\n");
+        }
     }
 
     if (r->quantize_ema > 0.0f) sb_add(&b, "quantize: {ema: %.9g}\n", (double)r->quantize_ema);

@@ -2,7 +2,8 @@
  * the whole model, pruned weights and their moments held at zero through optimizer steps, the
  * schedule, the recipe's prune: section, a pruned run with KD (sparsity reached, pruned weights
  * zero in the checkpoint) and resuming it; structured pruning (shapes shrink, the smaller network
- * answers as the masked one). */
+ * answers as the masked one); a run that starts from a checkpoint (`init:`), the way a
+ * channel-pruned model is fine-tuned. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -287,6 +288,10 @@ static void test_recipe_prune(void **state)
     }
 }
 
+#define CNN_MODEL_WIDE                                                                           \
+    "input h=8 w=8 c=1; conv2d name=conv1 out=6 k=3 pad=1; relu name=r1; maxpool k=2 "           \
+    "name=pool1; flatten; linear out=4 name=logits head"
+
 #define PRUNE_RECIPE(epochs, schedule)                                                           \
     student_recipe("", CNN_MODEL, TEACHERS, epochs, "{kind: adamw, lr: 0.01}",                   \
                    "  - {kind: kd, temperature: 2, weight: 0.5}\n  - {kind: ce, weight: 0.5}\n"   \
@@ -506,6 +511,75 @@ static void test_cli_prune(void **state)
     assert_false(exists("x.safetensors"));
 }
 
+/* A recipe of the channel-pruned model with no model: key: init gives its description and its
+ * values (a run at learning rate 0 ends with them exactly), a stopped run resumes to the same
+ * bytes, and an init that does not fit is refused before any folder is made. */
+#define INIT_RECIPE(init, optimizer)                                                             \
+    tu_fmt("data:\n  path: toy.xds\ninit: %s\n" TEACHERS "train:\n  epochs: 2\n  batch: 16\n"    \
+           "  optimizer: %s\nlosses:\n  - {kind: kd, temperature: 2}\n", init, optimizer)
+
+static void test_init(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    if (!exists("prun/last.safetensors")) {
+        char *text = PRUNE_RECIPE(3, "steps: 3");
+        run_ok("prun", text, "prun", 3, 0, 0);
+        free(text);
+    }
+    assert_int_equal(tu_run_cli(NULL, NULL, "prune", "prun/last.safetensors", "--channels", "0.5",
+                                "--out", "small.safetensors", NULL), 0);
+    char *text = INIT_RECIPE("small.safetensors", "{kind: adamw, lr: 0}");
+    run_ok("still", text, "still", 1, 0, 0);
+    free(text);
+    nn_model a, b;
+    load_ckpt("small.safetensors", &a);
+    load_ckpt("still/last.safetensors", &b);
+    assert_string_equal(a.desc, b.desc);
+    assert_int_equal(a.n_param, b.n_param);
+    assert_memory_equal(a.param, b.param, sizeof(float) * a.n_param);
+    nn_model_free(&b);
+    /* it learns from there, and resumes exactly */
+    text = INIT_RECIPE("small.safetensors", "{kind: adamw, lr: 0.01}");
+    const int stops[] = {1};
+    check_resume("tune", text, 2, stops, 1);
+    load_ckpt("tune-full/last.safetensors", &b);
+    assert_memory_not_equal(a.param, b.param, sizeof(float) * a.n_param);
+    nn_model_free(&b);
+    nn_model_free(&a);
+    free(text);
+
+    assert_int_equal(tu_run_cli(NULL, NULL, "quantize", "prun/last.safetensors", "--calib", "toy.xds",
+                                "--out", "q8.safetensors", NULL), 0);
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"data: {path: toy.xds}\ninit: q8.safetensors\ntrain: {epochs: 1}\nlosses:\n  - kind: ce\n",
+         "q8.safetensors: an int8 checkpoint cannot start training"},
+        {"data: {path: toy.xds}\ninit: prun/last.safetensors\nmodel: \"" MLP_MODEL "\"\n"
+         "train: {epochs: 1}\nlosses:\n  - kind: ce\n", "no tensor 'fc1.weight'"},
+        {"data: {path: toy.xds}\ninit: prun/last.safetensors\nmodel: \"" CNN_MODEL_WIDE "\"\n"
+         "train: {epochs: 1}\nlosses:\n  - kind: ce\n",
+         "prun/last.safetensors: tensor 'conv1.weight' is F32 (4, 3, 3, 1), the model's is F32 "
+         "(6, 3, 3, 1)"},
+        {"data: {path: toy.xds}\ninit: nothere.safetensors\ntrain: {epochs: 1}\nlosses:\n  - kind: ce\n",
+         "nothere.safetensors"},
+        {"data: {path: toy.xds}\ninit: step:a\nmodel: \"" MLP_MODEL "\"\ntrain: {epochs: 1}\n"
+         "losses:\n  - kind: ce\n", "init reads a checkpoint file"},
+        {"data: {path: toy.xds}\ninit: small.safetensors\nmodels:\n  - {name: a, model: \"" MLP_MODEL
+         "\"}\ntrain: {epochs: 1}\nlosses:\n  - {kind: ce, model: a}\n",
+         "each model gives its own init"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tu_write_file("bad.yaml", bad[i].text, strlen(bad[i].text));
+        char *err = NULL;
+        assert_int_equal(tu_run_cli(NULL, &err, "train", "bad.yaml", "--out", "badrun", NULL), 1);
+        if (!strstr(err, bad[i].says)) fail_msg("case %zu: '%s'", i, err);
+        free(err);
+        assert_false(exists("badrun"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_prune_resume),
         cmocka_unit_test(test_prune_channels),
         cmocka_unit_test(test_cli_prune),
+        cmocka_unit_test(test_init),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -409,7 +409,7 @@ static void test_errors(void **state)
     load_bad("seed: 1\ndata:\n  test: x\n", NULL, 0, XD_EARG,
              "r.yaml:2: key 'data': missing required key 'path'");
     load_bad("data:\n  path: d.xds\n", NULL, 0, XD_EARG,
-             "r.yaml:1: missing required key 'model' (or 'model_file')");
+             "r.yaml:1: missing required key 'model' (or 'model_file', or 'init')");
     load_bad("data: {path: d.xds}\nmodel: \"" MODEL "\"\ntrain:\n  batch: 4\n"
              "losses: [{kind: ce}]\n",
              NULL, 0, XD_EARG, "r.yaml:3: key 'train': missing required key 'epochs'");
