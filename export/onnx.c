@@ -21,6 +21,7 @@
 #include "distill/exits.h"
 #include "io/file.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 #include "onnx.pb-c.h"
 
 #define EX_OPSET 17
@@ -219,6 +220,82 @@ static const char *ex_param(ex_graph *g, nn_model *m, const nn_node *nd, const c
     return ex_floats(g, nm, nn_model_param_data(m, p), p->shape, p->ndim);
 }
 
+/* The weight of layer i (linear: dims NULL, its own shape; conv2d: the OIHW dims[4], reordered
+ * from our (O, KH, KW, C)):
+ * a float initializer, or with wbits=8 its int8 values and per-output scales behind a
+ * DequantizeLinear (axis 0): the values the integer engine multiplies (its own when attached,
+ * else quantised as the fake-quant forward does). */
+static const char *ex_weight(ex_graph *g, nn_model *m, int i, const int64_t *dims, int ndim)
+{
+    const nn_node *nd = &m->nodes[i];
+    char nm[NN_NAME_LEN + 24];
+    snprintf(nm, sizeof nm, "%s.weight", nd->name);
+    const nn_param *p = nn_model_param(m, nm);
+    const float *w = nn_model_param_data(m, p);
+    const int rows = (int)p->shape[0], cols = (int)(p->n / (size_t)rows);
+    const int conv = ndim == 4;
+    if (!dims) dims = p->shape;
+    const float *scale = NULL;
+    const int8_t *q = nd->wbits ? nn_qengine_weights(m, i, &scale) : NULL;
+    if (nd->wbits && !q) {
+        int8_t *own_q = ex_alloc(g, p->n);
+        float *own_s = ex_alloc(g, sizeof(float) * (size_t)rows);
+        nn_quant_weights(own_q, own_s, w, rows, cols, nd->wbits);
+        q = own_q;
+        scale = own_s;
+    }
+    /* our (O, KH, KW, C) as ONNX's (O, C, KH, KW) */
+    const int K = conv ? nd->k : 1, C = conv ? nd->ic : cols;
+    float *wf = q ? NULL : ex_alloc(g, sizeof(float) * p->n);
+    int8_t *wq = q ? ex_alloc(g, p->n) : NULL;
+    for (int o = 0; o < rows; o++)
+        for (int ky = 0; ky < K; ky++)
+            for (int kx = 0; kx < K; kx++)
+                for (int c = 0; c < C; c++) {
+                    const size_t to = (((size_t)o * C + c) * K + ky) * K + kx,
+                                 from = (((size_t)o * K + ky) * K + kx) * C + c;
+                    if (q) wq[to] = q[from];
+                    else wf[to] = w[from];
+                }
+    if (!q) return ex_floats(g, nm, wf, dims, ndim);
+    const int64_t oc[1] = {rows};
+    const char *ins[3] = {ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, dims, ndim, wq, p->n),
+                          NULL, NULL};
+    snprintf(nm, sizeof nm, "%s.weight_scale", nd->name);
+    ins[1] = ex_floats(g, nm, scale, oc, 1);
+    snprintf(nm, sizeof nm, "%s.weight_zero", nd->name);
+    ins[2] = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__INT8, oc, 1, ex_alloc(g, (size_t)rows),
+                     (size_t)rows);
+    const char *wd = ex_name(g, nd->name);
+    ex_node(g, "DequantizeLinear", ins, 3, wd, attr_int(g, "axis", 0), NULL, NULL, NULL);
+    return wd;
+}
+
+/* A fakequant node with a moving range as QuantizeLinear -> DequantizeLinear: uint8 codes with
+ * our scale and zero point (0 unsigned, 128 signed; both saturate to 0..255 and round halves to
+ * even, as nn_quant_act does); an uncalibrated range (0) passes x through. */
+static void ex_qdq(ex_graph *g, nn_model *m, const nn_node *nd, const char *x, const char *out)
+{
+    char nm[NN_NAME_LEN + 24];
+    snprintf(nm, sizeof nm, "%s.range", nd->name);
+    const float range = *nn_model_param_data(m, nn_model_param(m, nm));
+    if (!(range > 0.0f)) {
+        ex_node(g, "Identity", &x, 1, out, NULL, NULL, NULL, NULL);
+        return;
+    }
+    const float sc = nn_quant_act_scale(range, nd->bits, nd->usign);
+    const uint8_t zero = nd->usign ? 0 : 128;
+    const int64_t none[1] = {0}; /* a scalar: no dims */
+    snprintf(nm, sizeof nm, "%s.scale", nd->name);
+    const char *ks = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT, none, 0, &sc, sizeof sc);
+    snprintf(nm, sizeof nm, "%s.zero_point", nd->name);
+    const char *kz = ex_init(g, nm, ONNX__TENSOR_PROTO__DATA_TYPE__UINT8, none, 0, &zero, 1);
+    const char *qi[3] = {x, ks, kz}, *codes = ex_name(g, nd->name);
+    ex_node(g, "QuantizeLinear", qi, 3, codes, NULL, NULL, NULL, NULL);
+    const char *di[3] = {codes, ks, kz};
+    ex_node(g, "DequantizeLinear", di, 3, out, NULL, NULL, NULL, NULL);
+}
+
 /* One node of the model: its value's name and form, or XD_EUNSUPPORTED. */
 static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, ex_form *forms,
                           const char *input, ex_form input_form, xd_err *e)
@@ -231,31 +308,27 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
     snprintf(vname, sizeof vname, "layer/%s", nd->name);
     const char *out = ex_str(g, vname);
     ex_form of = xf;
-    if (nd->wbits || (nd->kind == NN_FAKEQUANT && nd->ema > 0.0f))
-        return xd_fail(e, XD_EUNSUPPORTED, "layer '%s' (%s) is int8-quantised (wbits or a moving "
-                       "range): no ONNX export yet", nd->name, nn_kind_name(nd->kind));
+    if ((nd->wbits && nd->wbits != 8) || (nd->kind == NN_FAKEQUANT && nd->ema > 0.0f && nd->bits != 8))
+        return xd_fail(e, XD_EUNSUPPORTED, "layer '%s' (%s) is quantised to other than 8 bits: no "
+                       "ONNX export", nd->name, nn_kind_name(nd->kind));
+    if (nd->kind == NN_FAKEQUANT && nd->ema > 0.0f) {
+        ex_qdq(g, m, nd, x, out);
+        names[i] = out;
+        forms[i] = of;
+        return XD_OK;
+    }
     switch (nd->kind) {
     case NN_LINEAR: {
-        const char *ins[3] = {as_vec(g, x, xf), ex_param(g, m, nd, "weight"), NULL};
+        const char *ins[3] = {as_vec(g, x, xf), ex_weight(g, m, i, NULL, 2), NULL};
         if (nd->bias) ins[2] = ex_param(g, m, nd, "bias");
         ex_node(g, "Gemm", ins, nd->bias ? 3 : 2, out, attr_int(g, "transB", 1), NULL, NULL, NULL);
         of = EX_VEC;
         break;
     }
     case NN_CONV2D: {
-        char nm[NN_NAME_LEN + 16];
-        snprintf(nm, sizeof nm, "%s.weight", nd->name);
-        const nn_param *p = nn_model_param(m, nm);
-        const float *w = nn_model_param_data(m, p);
-        const int OC = nd->c, K = nd->k, C = nd->ic;
-        float *wt = ex_alloc(g, sizeof(float) * p->n);
-        for (int o = 0; o < OC; o++)
-            for (int ky = 0; ky < K; ky++)
-                for (int kx = 0; kx < K; kx++)
-                    for (int c = 0; c < C; c++)
-                        wt[((o * C + c) * K + ky) * K + kx] = w[((o * K + ky) * K + kx) * C + c];
-        const int64_t dims[4] = {OC, C, K, K};
-        const char *ins[3] = {as_map(g, x, xf, nd->ih, nd->iw, nd->ic), ex_floats(g, nm, wt, dims, 4),
+        const int K = nd->k;
+        const int64_t dims[4] = {nd->c, nd->ic, K, K};
+        const char *ins[3] = {as_map(g, x, xf, nd->ih, nd->iw, nd->ic), ex_weight(g, m, i, dims, 4),
                               NULL};
         if (nd->bias) ins[2] = ex_param(g, m, nd, "bias");
         const int64_t k2[2] = {K, K}, s2[2] = {nd->stride, nd->stride},

@@ -25,6 +25,7 @@
 #include "distill/recipe.h"
 #include "nn/layers.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 #include "tests/support/onnxrun.h"
 #include "tests/support/runcli.h"
 
@@ -36,55 +37,72 @@ static int exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-/* Builds desc with random values (running variances positive), saves it, exports it (the outputs
- * of head exit; NULL: the default head), checks the file and compares ONNX Runtime's
- * probabilities with the forward pass's at that head. */
-static void check_exit(const char *name, const char *desc, const char *exit, uint64_t seed)
+/* Exports ckpt (m's checkpoint; the outputs of head exit, NULL: the default head) to NAME.onnx,
+ * checks the file and compares ONNX Runtime's probabilities on random inputs with m's forward
+ * pass at that head. */
+static void export_compare(const char *name, const char *ckpt, nn_model *m, const char *exit,
+                           uint64_t seed)
 {
-    nn_model m;
-    xd_err e;
-    TU_OK(nn_model_build(&m, desc, BATCH, seed, &e));
-    for (int i = 0; i < m.n_params; i++) {
-        const nn_param *p = &m.params[i];
-        float *v = nn_model_param_data(&m, p);
-        const int var = strstr(p->name, "running_var") != NULL;
-        if (p->state || strstr(p->name, "bias"))
-            tu_fill_uniform(v, p->n, var ? 0.5f : -0.5f, var ? 2.0f : 0.5f, seed + (uint64_t)i);
-    }
-    char *ckpt = tu_fmt("%s.safetensors", name), *onnx = tu_fmt("%s.onnx", name);
-    TU_OK(ckpt_save(ckpt, &m, NULL, 0, &e));
-    char *err;
+    char *onnx = tu_fmt("%s.onnx", name), *err;
     if (tu_run_cli(NULL, &err, "export", ckpt, "--onnx", onnx, exit ? "--exit" : NULL, exit,
                    NULL) != 0)
         fail_msg("export %s: %s", name, err);
     free(err);
     tu_onnx_check(onnx);
     /* our probabilities on random inputs: pixels, or ids with padding (-1) among them */
-    const size_t in_n = (size_t)BATCH * (m.tokens ? (size_t)m.tokens : (size_t)m.h * m.w * m.c);
+    const size_t in_n = (size_t)BATCH * (m->tokens ? (size_t)m->tokens : (size_t)m->h * m->w * m->c);
     float *x = xd_xmalloc(sizeof(float) * in_n);
     tu_fill_uniform(x, in_n, -1.0f, 2.0f, seed ^ 0x77);
-    const char *input = m.tokens ? "input.i32" : "input.f32";
-    char *dims = m.tokens ? tu_fmt("%d %d", BATCH, m.tokens) : tu_fmt("%d %d %d %d", BATCH, m.h, m.w, m.c);
-    if (m.tokens) {
-        const int vocab = m.nodes[0].vocab;
+    const char *input = m->tokens ? "input.i32" : "input.f32";
+    char *dims = m->tokens ? tu_fmt("%d %d", BATCH, m->tokens)
+                           : tu_fmt("%d %d %d %d", BATCH, m->h, m->w, m->c);
+    if (m->tokens) {
+        const int vocab = m->nodes[0].vocab;
         int32_t *ids = (int32_t *)x;
         for (size_t i = 0; i < in_n; i++) ids[i] = (int32_t)floorf(x[i] * (float)vocab / 2.0f);
-        for (int j = 0; j < m.tokens; j++) ids[j] = -1; /* a row without any id */
+        for (int j = 0; j < m->tokens; j++) ids[j] = -1; /* a row without any id */
     }
     tu_write_file(input, x, sizeof(float) * in_n);
-    const int head = exit ? nn_model_find(&m, exit) : nn_model_default_head(&m);
-    const nn_node *hn = nn_model_node(&m, head);
+    const int head = exit ? nn_model_find(m, exit) : nn_model_default_head(m);
+    const nn_node *hn = nn_model_node(m, head);
     const int K = hn->c > 1 || hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
     const size_t rows = (size_t)BATCH * hn->act_n / (size_t)K;
-    nn_model_forward(&m, x, BATCH, NULL);
+    nn_model_forward(m, x, BATCH, NULL);
     float *want = xd_xmalloc(sizeof(float) * rows * (size_t)K);
-    nn_softmax_forward(want, nn_model_out(&m, head), (int)rows, K);
+    nn_softmax_forward(want, nn_model_out(m, head), (int)rows, K);
     tu_onnx_compare(onnx, input, dims, want, rows * (size_t)K);
     free(want);
     free(x);
     free(dims);
-    free(ckpt);
     free(onnx);
+}
+
+/* Random values for m's biases and state (running variances positive; moving ranges left as
+ * they are, to be calibrated). */
+static void fill_random(nn_model *m, uint64_t seed)
+{
+    for (int i = 0; i < m->n_params; i++) {
+        const nn_param *p = &m->params[i];
+        float *v = nn_model_param_data(m, p);
+        const int var = strstr(p->name, "running_var") != NULL;
+        if (strstr(p->name, ".range")) continue;
+        if (p->state || strstr(p->name, "bias"))
+            tu_fill_uniform(v, p->n, var ? 0.5f : -0.5f, var ? 2.0f : 0.5f, seed + (uint64_t)i);
+    }
+}
+
+/* Builds desc with random values, saves it, exports it (the outputs of head exit; NULL: the
+ * default head), checks the file and compares ONNX Runtime with the forward pass. */
+static void check_exit(const char *name, const char *desc, const char *exit, uint64_t seed)
+{
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, desc, BATCH, seed, &e));
+    fill_random(&m, seed);
+    char *ckpt = tu_fmt("%s.safetensors", name);
+    TU_OK(ckpt_save(ckpt, &m, NULL, 0, &e));
+    export_compare(name, ckpt, &m, exit, seed);
+    free(ckpt);
     nn_model_free(&m);
 }
 
@@ -165,7 +183,51 @@ static void test_fakequant(void **state)
                          "fakequant bits=8; linear out=3 head", 8);
 }
 
-/* The models of every recipe in recipes/ (pipelines aside), each once. */
+/* int8 models as QuantizeLinear/DequantizeLinear pairs: the quantised form of desc with random
+ * values, calibrated on random inputs, exported as its fake-quant checkpoint (ONNX Runtime
+ * against the fake-quant forward) and as its int8 checkpoint (against the integer engine). */
+static void check_int8(const char *name, const char *desc, uint64_t seed)
+{
+    nn_model m;
+    xd_err e;
+    char *q;
+    TU_OK(nn_quant_desc(desc, 0.1f, &q, &e));
+    TU_OK(nn_model_build(&m, q, BATCH, seed, &e));
+    free(q);
+    fill_random(&m, seed);
+    const size_t in_n = (size_t)BATCH * m.h * m.w * m.c;
+    float *x = xd_xmalloc(sizeof(float) * in_n);
+    tu_fill_uniform(x, in_n, -1.0f, 2.0f, seed);
+    const nn_run cal = {.calibrate = 1};
+    nn_model_forward(&m, x, BATCH, &cal);
+    free(x);
+    char *fq = tu_fmt("%s-fq", name), *i8 = tu_fmt("%s-int8", name);
+    char *fq_ckpt = tu_fmt("%s.safetensors", fq), *i8_ckpt = tu_fmt("%s.safetensors", i8);
+    TU_OK(ckpt_save(fq_ckpt, &m, NULL, 0, &e));
+    export_compare(fq, fq_ckpt, &m, NULL, seed);
+    TU_OK(nn_qengine_attach(&m, &e));
+    TU_OK(ckpt_save_int8(i8_ckpt, &m, NULL, 0, &e));
+    nn_model_free(&m);
+    TU_OK(ckpt_load(i8_ckpt, BATCH, &m, &e));
+    export_compare(i8, i8_ckpt, &m, NULL, seed);
+    nn_model_free(&m);
+    free(fq);
+    free(i8);
+    free(fq_ckpt);
+    free(i8_ckpt);
+}
+
+static void test_int8(void **state)
+{
+    (void)state;
+    check_int8("q-mlp", "input h=6 w=6 c=1; flatten; linear out=12 name=fc1; relu; "
+                        "linear out=4 name=logits head", 21);
+    check_int8("q-cnn", "input h=8 w=8 c=3; conv2d out=6 k=3 pad=1 name=c1; batchnorm; relu; "
+                        "maxpool k=2; conv2d out=8 k=3 pad=1 name=c2; relu; gap; "
+                        "linear out=5 name=logits head", 22);
+}
+
+/* The models of every recipe in recipes/ (pipelines and init: aside), each once. */
 static void test_recipe_models(void **state)
 {
     (void)state;
@@ -184,7 +246,9 @@ static void test_recipe_models(void **state)
         text[len] = '\0';
         recipe r;
         xd_err e;
-        if (strstr(text, "\nsteps:")) { /* a pipeline: its steps are recipes of their own */
+        /* a pipeline: its steps are recipes of their own; a model from init: is the model of
+         * a checkpoint another recipe makes */
+        if (strstr(text, "\nsteps:") || strstr(text, "\ninit:")) {
             free(text);
             continue;
         }
@@ -246,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_upsample_layernorm),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_fakequant),
+        cmocka_unit_test(test_int8),
         cmocka_unit_test(test_early_exits),
         cmocka_unit_test(test_recipe_models),
         cmocka_unit_test(test_not_a_checkpoint),
