@@ -18,7 +18,6 @@
 
 #define META_FORMAT "format"
 #define META_VERSION "xdistill.version"
-#define META_MODEL "xdistill.model"
 #define META_IMAGES "xdistill.images"
 
 /* The model's entries as tensor descriptors (data pointing into the model, or NULL). */
@@ -42,7 +41,7 @@ static io_kv *base_meta(const nn_model *m, const char *quant, const io_kv *meta,
     *n = 0;
     all[(*n)++] = (io_kv){META_FORMAT, "xdistill"};
     all[(*n)++] = (io_kv){META_VERSION, XD_VERSION};
-    all[(*n)++] = (io_kv){META_MODEL, m->desc};
+    all[(*n)++] = (io_kv){CKPT_META_MODEL, m->desc};
     if (quant) all[(*n)++] = (io_kv){CKPT_META_QUANT, quant};
     for (size_t i = 0; i < n_meta; i++) all[(*n)++] = meta[i];
     return all;
@@ -251,7 +250,7 @@ xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta,
 static xd_status save_like(const char *path, const nn_model *m, const char *source, int int8,
                            xd_err *e)
 {
-    static const char *const own[] = {META_FORMAT, META_VERSION, META_MODEL, CKPT_META_QUANT};
+    static const char *const own[] = {META_FORMAT, META_VERSION, CKPT_META_MODEL, CKPT_META_QUANT};
     io_st_file *f;
     xd_status s = io_st_open(source, &f, e);
     if (s != XD_OK) return s;
@@ -362,11 +361,11 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e)
     io_st_file *f;
     xd_status s = io_st_open(path, &f, e);
     if (s != XD_OK) return s;
-    const char *fmt = io_st_meta(f, META_FORMAT), *desc = io_st_meta(f, META_MODEL);
+    const char *fmt = io_st_meta(f, META_FORMAT), *desc = io_st_meta(f, CKPT_META_MODEL);
     const char *version = io_st_meta(f, META_VERSION);
     if (!fmt || strcmp(fmt, "xdistill") != 0 || !desc) {
         s = xd_fail(e, XD_EFORMAT, "%s: not an xdistill checkpoint (metadata '%s' and '%s' missing)",
-                    path, META_FORMAT, META_MODEL);
+                    path, META_FORMAT, CKPT_META_MODEL);
     } else if (version && newer_version(version)) {
         char buf[XD_EXCERPT_BUF];
         s = xd_fail(e, XD_EUNSUPPORTED, "%s: a checkpoint of xdistill %s; this is xdistill %s, "

@@ -42,6 +42,8 @@ xd_status ckpt_save_trained(const char *path, const nn_model *m, const io_kv *me
  * a scale or a range that is not a finite number > 0, a weight of -128 or a tensor of another
  * dtype is an error naming the file and the tensor. */
 #define CKPT_META_QUANT "xdistill.quant"
+/* The metadata key of the model's description (nn/model.h), which every checkpoint holds. */
+#define CKPT_META_MODEL "xdistill.model"
 #define CKPT_QUANT_INT8 "int8"
 xd_status ckpt_save_int8(const char *path, const nn_model *m, const io_kv *meta, size_t n_meta,
                          xd_err *e);

@@ -319,7 +319,7 @@ static xd_status bind_init(binder *b, io_yaml_node *map, int has_model, char **i
         return rb_bad(b, n, "%s: an int8 checkpoint cannot start training (give the float or "
                             "fake-quant checkpoint it was made from)", *init);
     }
-    if (s == XD_OK && (s = ckpt_read_meta(*init, "xdistill.model", desc, b->e)) == XD_OK && !*desc)
+    if (s == XD_OK && (s = ckpt_read_meta(*init, CKPT_META_MODEL, desc, b->e)) == XD_OK && !*desc)
         return rb_bad(b, n, "%s: not an xdistill checkpoint (no stored model)", *init);
     return s == XD_OK ? XD_OK : rb_wrap(b, n, s);
 }

@@ -571,7 +571,7 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
     keys[n] = "xdistill.input";
     vals[n++] = "float32 NHWC (batch, height, width, channels): the image after the "
                 "preprocessing below, or int32 token ids (batch, tokens) for a text model";
-    keys[n] = "xdistill.model";
+    keys[n] = CKPT_META_MODEL;
     vals[n++] = m->desc;
     if (augment) {
         keys[n] = "xdistill.augment";
