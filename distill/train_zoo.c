@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "distill/crd.h"
@@ -363,6 +364,13 @@ double train_zoo_apply(train_run *R, loss_rt *l, int B, const nn_run *nr)
                        (size_t)B * nn_model_node(sm, l->s_node)->act_n);
     }
     return v;
+}
+
+void train_zoo_sum_grads(loss_rt *l, float share)
+{
+    zoo_rt *z = l->zoo;
+    if (z->log_scale) dist_sum_floats(z->dlog_scale, (size_t)z->Ct, share);
+    if (z->thead.n_param) dist_sum_floats(z->thead.grad, z->thead.n_param, share);
 }
 
 void train_zoo_after_step(loss_rt *l, float lr)
