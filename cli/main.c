@@ -145,8 +145,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         if (!commands[i].ranks && mpi_ranks() > 1) {
-            fprintf(stderr, "xdistill %s: runs as one process; only train and bench run over "
-                            "the ranks of mpirun\n", argv[1]);
+            fprintf(stderr, "xdistill %s: runs as one process, not over %ld ranks of mpirun "
+                            "(only train and bench do)\n", argv[1], mpi_ranks());
             return 2;
         }
         dist_init(&argc, &argv);

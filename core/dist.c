@@ -44,25 +44,35 @@ int dist_rank(void) { return g_rank; }
 int dist_size(void) { return g_size; }
 int dist_built(void) { return 1; }
 
-/* The sum in pieces of CHUNK values, so the gathered copies take N * CHUNK values at most. */
+/* The sum in pieces of at most CHUNK values per rank (N * CHUNK per piece), so that its buffers
+ * stay small whatever the model. */
 enum { CHUNK = 1 << 20 };
 
+/* A reduce-scatter then an allgather, both in fixed order: the piece is cut into N parts, rank j
+ * receives every rank's part j (MPI_Alltoall) and adds them in rank order, then every rank
+ * receives every summed part (MPI_Allgather). Each value is added by one rank in rank order, so
+ * the bytes do not depend on the network, and each rank sends and receives 2 (N - 1) / N of the
+ * piece, as a ring allreduce does. */
 void dist_sum_floats(float *x, size_t n, float share)
 {
     if (g_size == 1 || n == 0) return;
-    for (size_t i = 0; i < n; i++) x[i] *= share;
-    const size_t c_max = n < CHUNK ? n : CHUNK;
-    float *all = xd_xmalloc(sizeof(float) * c_max * (size_t)g_size);
-    for (size_t off = 0; off < n; off += c_max) {
-        const size_t c = n - off < c_max ? n - off : c_max;
-        MPI_Allgather(x + off, (int)c, MPI_FLOAT, all, (int)c, MPI_FLOAT, MPI_COMM_WORLD);
-        for (size_t i = 0; i < c; i++) {
-            float s = all[i];
-            for (int r = 1; r < g_size; r++) s += all[(size_t)r * c + i];
-            x[off + i] = s;
+    const size_t N = (size_t)g_size, piece_max = CHUNK * N;
+    const size_t part_max = (n < piece_max ? n : piece_max) / N + 1;
+    float *send = xd_xmalloc(sizeof(float) * part_max * N * 2), *recv = send + part_max * N;
+    for (size_t off = 0; off < n; off += piece_max) {
+        const size_t len = n - off < piece_max ? n - off : piece_max, part = (len + N - 1) / N;
+        /* the piece weighed by this rank's share, padded with zeros to N parts */
+        for (size_t i = 0; i < part * N; i++) send[i] = i < len ? share * x[off + i] : 0.0f;
+        MPI_Alltoall(send, (int)part, MPI_FLOAT, recv, (int)part, MPI_FLOAT, MPI_COMM_WORLD);
+        for (size_t i = 0; i < part; i++) {
+            float sum = recv[i];
+            for (size_t r = 1; r < N; r++) sum += recv[r * part + i];
+            send[i] = sum;
         }
+        MPI_Allgather(send, (int)part, MPI_FLOAT, recv, (int)part, MPI_FLOAT, MPI_COMM_WORLD);
+        memcpy(x + off, recv, sizeof(float) * len);
     }
-    free(all);
+    free(send);
 }
 
 void dist_sum_doubles(double *x, size_t n)

@@ -6,9 +6,11 @@
  * one, where every exchange below does nothing. The training code calls these functions the same
  * way in both cases, so a single process runs exactly the code it ran before.
  *
- * Determinism: sums run in a fixed order. Every rank receives every rank's buffer (an allgather)
- * and adds them in rank order 0, 1, ..., N-1, so the bytes depend on N and the data only, never on
- * the network or the reduction tree MPI would pick, and every rank holds the same bytes.
+ * Determinism: sums run in a fixed order. Each value is summed by one rank, which receives it
+ * from every rank and adds them in rank order 0, 1, ..., N-1, then sends the sum to all (a
+ * reduce-scatter and an allgather: the traffic of a ring allreduce), so the bytes depend on N and
+ * the data only, never on the network or the reduction tree MPI would pick, and every rank holds
+ * the same bytes.
  *
  * A rank that fails returns its error through dist_agree, which every rank calls at the same
  * point; a rank that dies outright (a signal) makes mpirun end the job and name it. */

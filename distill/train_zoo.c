@@ -148,6 +148,12 @@ static xd_status setup_crd(train_run *R, loss_rt *l, zoo_rt *z, const nn_node *s
 {
     const recipe_loss *L = l->L;
     const int B = R->r->train.batch, F = L->embed_dim;
+    /* each rank would move its own bank with its own share of the batch: the ranks would hold
+     * different banks, and a resumed run another one */
+    if (dist_size() > 1)
+        return xd_fail(e, XD_EUNSUPPORTED, "%s: crd's memory bank follows every batch in one "
+                                           "process; it does not run over %d ranks of mpirun",
+                       l->where, dist_size());
     if (R->n_train < 2)
         return xd_fail(e, XD_EARG, "%s: crd draws its negatives from the other training "
                                    "examples, and the training split has %zu", l->where,

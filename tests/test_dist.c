@@ -113,6 +113,24 @@ static void assert_ckpt_close(const char *a, const char *b, double tol)
     nn_model_free(&mb);
 }
 
+/* Every file of folder a is in folder b with the same bytes (and there is one at least). */
+static void assert_same_folders(const char *a, const char *b)
+{
+    DIR *d = opendir(a);
+    assert_non_null(d);
+    int files = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        if (de->d_name[0] == '.') continue;
+        char *pa = path2(a, de->d_name), *pb = path2(b, de->d_name);
+        if (!tu_same_file(pa, pb)) fail_msg("%s and %s differ", pa, pb);
+        free(pa);
+        free(pb);
+        files++;
+    }
+    closedir(d);
+    assert_true(files > 0);
+}
+
 static void test_two_ranks_deterministic_and_like_one(void **state)
 {
     (void)state;
@@ -126,8 +144,11 @@ static void test_two_ranks_deterministic_and_like_one(void **state)
     free(run_mpi(2, 0, b));
     assert_true(tu_same_file("np2-a/last.safetensors", "np2-b/last.safetensors"));
     assert_true(tu_same_file("np2-a/best.safetensors", "np2-b/best.safetensors"));
-    /* one process: the same steps up to the order of the sums */
+    /* one process, building the cache again: the same cache bytes, the same steps up to the
+     * order of the sums */
+    assert_int_equal(rename("cache", "cache-np2"), 0);
     assert_int_equal(tu_run_cli(NULL, NULL, "train", "s.yaml", "--out", "np1", "--quiet", NULL), 0);
+    assert_same_folders("cache-np2", "cache");
     assert_ckpt_close("np2-a/last.safetensors", "np1/last.safetensors", 1e-5);
     /* the evaluation summed over the ranks is the whole test split's */
     json_t *j = load_json("np2-a/summary.json");

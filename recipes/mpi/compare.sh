@@ -13,7 +13,7 @@ mpi=(mpirun --oversubscribe -np 2)
 [ "$(id -u)" -eq 0 ] && mpi+=(--allow-run-as-root)
 acc() { sed -n 's/.*"final_test_acc": *\([0-9.eE+-]*\).*/\1/p' "$1/summary.json"; }
 stats() { awk '{ v[NR] = $1; s += $1 } END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2;
-  printf "%.2f +- %.2f%%", 100 * m, NR > 1 ? 100 * sqrt(d / (NR - 1)) : 0 }'; }
+  printf "%.2f +- %.2f%%", 100 * m, (NR > 1 ? 100 * sqrt(d / (NR - 1)) : 0) }'; }
 printf '| student | 1 process (3 seeds) | 2 ranks (3 seeds) | per seed (1 process / 2 ranks) |\n|---|---|---|---|\n'
 for recipe in recipes/zoo/kd.yaml recipes/emoji/image-kd.yaml; do
   name=$(basename "$recipe" .yaml)
