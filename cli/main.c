@@ -15,7 +15,7 @@ typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
-    int ranks; /* 1: runs as one job over the ranks of mpirun (the others run once, alone) */
+    int ranks; /* 1: runs as one job over the ranks of mpirun; 0: refused there with several */
 } command;
 
 static const command commands[] = {

@@ -159,6 +159,25 @@ static void test_two_ranks_deterministic_and_like_one(void **state)
     json_decref(j);
 }
 
+/* Batches of 199 and 1 (200 examples): rank 1 has no row of every second step, and the step is
+ * still the one process's. */
+static void test_rank_without_rows(void **state)
+{
+    (void)state;
+    need_mpi();
+    ensure_teacher();
+    char *text = tu_fmt("data: {path: toy.xds}\nmodel: \"%s\"\n%strain:\n  epochs: 2\n  batch: 199\n"
+                        "  optimizer: {kind: sgd, lr: 0.05}\n  threads: 1\nlosses:\n"
+                        "  - {kind: hinton, alpha: 0.5, temperature: 2}\n", MLP_MODEL, TEACHERS);
+    tu_write_file("odd.yaml", text, strlen(text));
+    free(text);
+    char *args[] = {"train", "odd.yaml", "--out", "odd-np2", "--quiet", NULL};
+    free(run_mpi(2, 0, args));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "odd.yaml", "--out", "odd-np1", "--quiet",
+                                NULL), 0);
+    assert_ckpt_close("odd-np2/last.safetensors", "odd-np1/last.safetensors", 1e-5);
+}
+
 static void test_two_ranks_resume(void **state)
 {
     (void)state;
@@ -271,6 +290,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_deterministic_and_like_one),
+        cmocka_unit_test(test_rank_without_rows),
         cmocka_unit_test(test_two_ranks_resume),
         cmocka_unit_test(test_rank_killed),
     };
