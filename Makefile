@@ -6,7 +6,8 @@
 #   make install     PREFIX=dir (default /usr/local): program, man page, library, headers, pkg-config
 #   make uninstall   removes what make install put under PREFIX
 # Switches: SANITIZE=1 (address + undefined, own build folder), NO_OMP=1, DEBUG=1, BUILD=dir,
-#           V=1 (print whole compiler command lines instead of one short line per file).
+#           V=1 (print whole compiler command lines instead of one short line per file),
+#           MPI=0 (no Open MPI even when mpicc is there: the program runs as one process only).
 
 CC      ?= gcc
 ifeq ($(origin CC),default)
@@ -54,7 +55,18 @@ ifeq ($(PKG_LIBS),)
 PKG_LIBS := -lpng -ljpeg -lz -lutf8proc -ljansson -lyaml -lprotobuf-c
 endif
 
-CFLAGS  := $(CFLAGS_BASE) $(OPT) $(ARCH) $(OMPFLAGS) $(SANFLAGS) $(BLAS_CFLAGS) $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+# Open MPI (data-parallel training under mpirun, core/dist.c): mpicc's own flags when it is there.
+ifneq ($(MPI),0)
+MPI_LIBS := $(shell mpicc --showme:link 2>/dev/null)
+endif
+ifneq ($(MPI_LIBS),)
+MPI_CFLAGS := -DXD_MPI $(shell mpicc --showme:compile 2>/dev/null)
+MPI_FOUND  := on
+else
+MPI_FOUND  := off$(if $(filter 0,$(MPI)), (MPI=0), (no mpicc))
+endif
+
+CFLAGS  := $(CFLAGS_BASE) $(OPT) $(ARCH) $(OMPFLAGS) $(SANFLAGS) $(BLAS_CFLAGS) $(PKG_CFLAGS) $(MPI_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -lm
 LDFLAGS := $(OMPFLAGS) $(SANFLAGS) $(EXTRA_LDFLAGS)
 
@@ -90,7 +102,7 @@ all: info $(BIN) $(SO) $(TESTS)
 	@$(BIN) --version | sed -n 's/^products: /xdistill build: products: /p'
 
 info:
-	@echo "xdistill build: CC=$(CC) OpenMP=$(OMP_FOUND) BLAS=$(BLAS_FOUND) sanitizers=$(if $(SANFLAGS),address+undefined,off) out=$(BUILD)"
+	@echo "xdistill build: CC=$(CC) OpenMP=$(OMP_FOUND) MPI=$(MPI_FOUND) BLAS=$(BLAS_FOUND) sanitizers=$(if $(SANFLAGS),address+undefined,off) out=$(BUILD)"
 
 setup:
 	@scripts/setup.sh
@@ -124,20 +136,26 @@ $(LIB): $(LIB_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# The shared library exports the inference API of include/xdistill only (infer/exports.map).
-$(SO): $(LIB_OBJ) infer/exports.map
+# The shared library exports the inference API of include/xdistill only (infer/exports.map); it
+# never joins an MPI job, so it gets core/dist.c built without MPI and does not need Open MPI.
+SO_OBJ := $(filter-out $(BUILD)/obj/core/dist.o,$(LIB_OBJ)) $(BUILD)/obj/core/dist-single.o
+$(BUILD)/obj/core/dist-single.o: core/dist.c $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(call say,CC,$@)
+	$(Q)$(CC) $(CFLAGS) -UXD_MPI -c $< -o $@
+$(SO): $(SO_OBJ) infer/exports.map
 	$(call say,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=infer/exports.map $(LDFLAGS) \
-	  $(LIB_OBJ) $(LDLIBS) -o $@
+	  $(SO_OBJ) $(LDLIBS) -o $@
 
 $(BIN): $(CLI_OBJ) $(LIB)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) -o $@
+	$(Q)$(CC) $(LDFLAGS) $(CLI_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TSUP_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) -lcmocka -o $@
+	$(Q)$(CC) $(LDFLAGS) $< $(TSUP_OBJ) $(LIB) $(LDLIBS) $(MPI_LIBS) -lcmocka -o $@
 
 tests: $(TESTS)
 
@@ -178,7 +196,7 @@ install: $(BIN) $(SO) $(LIB)
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$${prefix}/lib' 'includedir=$${prefix}/include' '' \
 	  'Name: xdistill' 'Description: knowledge-distillation toolkit: trained checkpoints as a C library' \
 	  'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lxdistill' \
-	  'Libs.private: $(OMPFLAGS) $(BLAS_LIBS) -lm' 'Requires.private: $(PKGS)' \
+	  'Libs.private: $(OMPFLAGS) $(BLAS_LIBS) $(MPI_LIBS) -lm' 'Requires.private: $(PKGS)' \
 	  > $(INST)/lib/pkgconfig/xdistill.pc
 uninstall:
 	rm -f $(addprefix $(INST)/,$(INSTALLED))
@@ -199,7 +217,7 @@ fuzz:
 	@$(MAKE) --no-print-directory fuzz-build
 	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ)
 fuzz-build:
-	@$(MAKE) --no-print-directory CC=clang NO_OMP=1 BUILD=$(FUZZ_BUILD) OPT=-O1 \
+	@$(MAKE) --no-print-directory CC=clang NO_OMP=1 MPI=0 BUILD=$(FUZZ_BUILD) OPT=-O1 \
 	  EXTRA_CFLAGS='$(FUZZ_SAN) -fsanitize=fuzzer-no-link' EXTRA_LDFLAGS='$(FUZZ_SAN)' fuzz-bins
 fuzz-bins: $(FUZZ_BINS)
 .SECONDARY: $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/tests/fuzz/fuzz.o
@@ -214,7 +232,7 @@ fuzz-seeds: $(BUILD)/fuzz-seeds
 	cp recipes/*/*.yaml tests/fuzz/corpus/recipe/
 	cp recipes/*/*.model tests/fuzz/corpus/model/
 $(BUILD)/fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds.o $(LIB)
-	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(MPI_LIBS) -o $@
 
 # Speed against PyTorch: the same models, data, batch, optimizer and thread counts (bench/peer.py).
 # Installs Debian's python3-torch (PyTorch 1.13 for the CPU, with its Python and BLAS dependencies)

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/runtime.h"
 #include "nn/gemm.h"
 
@@ -16,7 +17,7 @@ static const bench_suite suites[] = {
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
-    {"scale", "teacher CNN training step images/s at batch 32 to 512", bench_scale},
+    {"scale", "teacher CNN training step images/s at batch 32 to 512 (under mpirun: over the ranks)", bench_scale},
     {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64; then int8", bench_infer},
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
@@ -175,9 +176,17 @@ int cmd_bench(int argc, char **argv)
     }
     if (!n_chosen)
         for (size_t k = 0; k < sizeof suites / sizeof suites[0]; k++) chosen[n_chosen++] = &suites[k];
+    /* under mpirun: the scale suite's data-parallel rows, printed by rank 0 */
+    if (dist_size() > 1 && (n_chosen != 1 || chosen[0]->run != bench_scale))
+        return cli_usage_error("bench", "under mpirun only the scale suite runs (its rows over "
+                                        "the ranks)");
+    FILE *quiet = NULL;
+    if (dist_rank() > 0 && !(o.out = quiet = fopen("/dev/null", "w")))
+        return cli_usage_error("bench", "cannot open /dev/null");
     bench_header(&o);
     int rc = 0;
     for (int i = 0; i < n_chosen && rc == 0; i++) rc = chosen[i]->run(&o);
     xd_threads_set(all);
+    if (quiet) fclose(quiet);
     return rc;
 }

@@ -20,6 +20,7 @@
 
 #include "bench/bench.h"
 #include "bench/train.h"
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
@@ -183,6 +184,9 @@ void bench_train_step(void *ctx)
         nn_ce_backward(ds, t->probs, y, NULL, B, K, 1.0f);
     }
     nn_model_backward(&t->m);
+    /* under mpirun (the scale suite's ranks rows): the gradient of the mean over the ranks'
+     * batches, as training sums it (even shares: the suite's batches divide by the ranks) */
+    dist_sum_floats(t->m.grad, t->m.n_param, 1.0f / (float)dist_size());
     nn_opt_step(&t->opt, t->m.param, t->m.grad, t->m.segs, t->m.n_segs, 1e-3f);
     t->loss_sum += loss;
     t->step++;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
@@ -48,7 +49,8 @@ static void train_usage(FILE *f)
             "DIR/NAME.last.safetensors and DIR/NAME.best.safetensors for each); DIR/run.lock\n"
             "keeps a second run out of DIR while this one lives. The best checkpoint is the\n"
             "epoch with the best score on the validation split (data.val_fraction, data.val),\n"
-            "or without one on the test split.\n\n"
+            "or without one on the test split. Under mpirun -np N it runs data-parallel over\n"
+            "the N ranks (rank 0 writes; --resume needs the same N; see README.md).\n\n"
             "options:\n"
             "  --out DIR        output folder, exactly (default runs/NAME/seed-N, NAME from the\n"
             "                   recipe, N the seed)\n"
@@ -161,6 +163,9 @@ int cmd_train(int argc, char **argv)
         free(sets);
         return cli_report("train", &e);
     }
+    /* under mpirun, rank 0 alone prints and writes the run's files */
+    const int root = dist_rank() == 0;
+    if (!root) quiet = 1;
     /* a resumed run keeps its seeds unless the command line names them */
     if (seed < 0) seed = resume_dir ? stored.seed : r.seed;
     if (!seeds) seeds = resume_dir ? stored.seeds : r.seeds;
@@ -195,10 +200,11 @@ int cmd_train(int argc, char **argv)
     }
     if (s == XD_OK && seeds > 1 && !all_finished) {
         /* the whole multi-seed run's recipe (first seed, count), so that --resume DIR finds it */
-        if ((s = io_mkdir_p(base, &e)) == XD_OK) s = runlock_take(&parent, base, &e);
+        if (root && (s = io_mkdir_p(base, &e)) == XD_OK) s = runlock_take(&parent, base, &e);
         char *ypath = io_path_join(base, "recipe.yaml");
-        if (s == XD_OK && (!resume_dir || recipe_changed)) s = recipe_save(&r, ypath, &e);
+        if (root && s == XD_OK && (!resume_dir || recipe_changed)) s = recipe_save(&r, ypath, &e);
         free(ypath);
+        s = dist_agree(s, &e);
     }
     for (long k = 0; k < seeds && s == XD_OK; k++) {
         char sub[64];
@@ -223,11 +229,11 @@ int cmd_train(int argc, char **argv)
             s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
         else
             s = trainer_run(&r, seed + k, &o, &res[k], &e);
-        if (s == XD_OK && res[k].unchanged && seeds == 1)
+        if (s == XD_OK && root && res[k].unchanged && seeds == 1)
             printf("%s: already finished (%d epochs, %s %.2f%%); nothing to do\n", dir,
                    res[k].epochs_done, res[k].segment ? "test mIoU" : "test accuracy",
                    100.0 * res[k].final_acc);
-        else if (s == XD_OK && res[k].finished && !res[k].unchanged)
+        else if (s == XD_OK && root && res[k].finished && !res[k].unchanged)
             runs_print_result(stdout, r.name, &res[k]);
         free(dir);
         if (s == XD_OK && !res[k].finished) break; /* stopped early on request */
@@ -239,9 +245,9 @@ int cmd_train(int argc, char **argv)
     }
     char *parent_summary = io_path_join(base, "summary.json");
     struct stat st;
-    if (s == XD_OK && seeds > 1 && all_done && none_ran && stat(parent_summary, &st) == 0) {
+    if (s == XD_OK && root && seeds > 1 && all_done && none_ran && stat(parent_summary, &st) == 0) {
         printf("%s: already finished (%ld seeds); nothing to do\n", base, seeds);
-    } else if (s == XD_OK && seeds > 1 && all_done) {
+    } else if (s == XD_OK && root && seeds > 1 && all_done) {
         s = runs_write_seeds_summary(base, &r, res, (int)seeds, &e);
         if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/dist.h"
 #include "core/runtime.h"
 #include "nn/gemm.h"
 
@@ -14,20 +15,21 @@ typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    int ranks; /* 1: runs as one job over the ranks of mpirun; 0: refused there with several */
 } command;
 
 static const command commands[] = {
-    {"bench", cmd_bench, "measure speed: xdistill bench [SUITE] [--threads 1,2] [--json]"},
-    {"prepare", cmd_prepare, "make a dataset file: fashion-mnist, emoji, fashion-scenes, manifest"},
-    {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)"},
-    {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps"},
-    {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set"},
-    {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)"},
-    {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)"},
-    {"quantize", cmd_quantize, "a checkpoint as an int8 one (calibrated, or as trained with quantize:)"},
-    {"prune", cmd_prune, "a checkpoint with fewer convolution channels (filter L1 norm)"},
-    {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare"},
-    {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds"},
+    {"bench", cmd_bench, "measure speed: xdistill bench [SUITE] [--threads 1,2] [--json]", 1},
+    {"prepare", cmd_prepare, "make a dataset file: fashion-mnist, emoji, fashion-scenes, manifest", 0},
+    {"train", cmd_train, "train a teacher or a student from a YAML recipe (any distillation)", 1},
+    {"run", cmd_run, "run a pipeline of recipes, later steps taught by earlier ones; skips done steps", 0},
+    {"eval", cmd_eval, "accuracy of a checkpoint on a prepared data set", 0},
+    {"predict", cmd_predict, "a checkpoint's answers for image files, manifests or text lines (JSON lines)", 0},
+    {"export", cmd_export, "a checkpoint as an ONNX model (--onnx OUT.onnx)", 0},
+    {"quantize", cmd_quantize, "a checkpoint as an int8 one (calibrated, or as trained with quantize:)", 0},
+    {"prune", cmd_prune, "a checkpoint with fewer convolution channels (filter L1 norm)", 0},
+    {"report", cmd_report, "an HTML page (curves, table, mistakes) of run folders; --compare", 0},
+    {"inspect", cmd_inspect, "show what a dataset, safetensors, NPY, PNG, JPEG or IDX file holds", 0},
 };
 
 static void usage(FILE *f)
@@ -44,6 +46,8 @@ static void usage(FILE *f)
 
 int cli_report(const char *cmd, const xd_err *e)
 {
+    /* a failure every rank returned together is said once, by rank 0 */
+    if (dist_rank() > 0 && dist_failed_together()) return 1;
     fprintf(stderr, "xdistill %s: %s\n", cmd, e->msg[0] ? e->msg : xd_status_name(e->code));
     return 1;
 }
@@ -105,9 +109,21 @@ int cli_wants_help(int argc, char **argv)
     return 0;
 }
 
+/* The ranks mpirun started (its launcher's variable), 1 without mpirun. */
+static long mpi_ranks(void)
+{
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE");
+    return n ? strtol(n, NULL, 10) : 1;
+}
+
 int main(int argc, char **argv)
 {
     xd_runtime_init(argc, argv);
+    if (mpi_ranks() > 1 && !dist_built()) {
+        fprintf(stderr, "xdistill: started by mpirun with %ld ranks, but built without MPI (make "
+                        "MPI=0 or no mpicc): every rank would run the whole job\n", mpi_ranks());
+        return 2;
+    }
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
@@ -126,8 +142,18 @@ int main(int argc, char **argv)
         printf("threads: %d\n", xd_threads_get());
         return 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name) != 0) continue;
+        if (!commands[i].ranks && mpi_ranks() > 1) {
+            fprintf(stderr, "xdistill %s: runs as one process, not over %ld ranks of mpirun "
+                            "(only train and bench do)\n", argv[1], mpi_ranks());
+            return 2;
+        }
+        dist_init(&argc, &argv);
+        const int rc = commands[i].run(argc - 1, argv + 1);
+        dist_finalize();
+        return rc;
+    }
     fprintf(stderr, "xdistill: unknown command '%s' (see xdistill --help)\n", argv[1]);
     return 2;
 }

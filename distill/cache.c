@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/hash.h"
 #include "core/mem.h"
 #include "distill/progress.h"
@@ -389,7 +390,10 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
     uint64_t hash[KD_PART_COUNT] = {0};
     size_t bytes[KD_PART_COUNT] = {0};
     const double t0 = progress_now();
-    if (sp->log) {
+    /* with several ranks each runs the teacher over its slice of the batches, rank 0 gathers
+     * them and writes the files */
+    const int writes = dist_rank() == 0;
+    if (sp->log && writes) {
         /* a teacher pass over a whole split can take a while: say what the wait is */
         fprintf(sp->log, "teacher-output cache: running the teacher once over %zu examples (%s, "
                 "split %s); later runs read %s\n", n, sp->view, sp->split, c->sum_path);
@@ -409,10 +413,14 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
     void *input = s ? NULL : xd_xmalloc_aligned(row_bytes * (size_t)m->max_batch);
     kd_pair *pairs = (s || !k) ? NULL : xd_xmalloc(sizeof(kd_pair) * K * (size_t)m->max_batch);
     /* an interrupted rebuild must not leave the old checksums next to new data */
-    if (!s && unlink(c->sum_path) != 0 && errno != ENOENT)
+    if (!s && writes && unlink(c->sum_path) != 0 && errno != ENOENT)
         s = xd_fail(e, XD_EIO, "%s: cannot remove: %s", c->sum_path, strerror(errno));
 
-    for (size_t i0 = 0; i0 < n && !s; i0 += (size_t)m->max_batch) {
+    /* the same batches as one process runs, dealt out whole: the same bytes */
+    size_t b_lo, b_hi;
+    dist_slice((n + (size_t)m->max_batch - 1) / (size_t)m->max_batch, dist_rank(), &b_lo, &b_hi);
+    const size_t first = b_lo * (size_t)m->max_batch, end = b_hi * (size_t)m->max_batch;
+    for (size_t i0 = first; i0 < n && i0 < end && !s; i0 += (size_t)m->max_batch) {
         size_t i1 = n - i0 < (size_t)m->max_batch ? n : i0 + (size_t)m->max_batch;
         int B = (int)(i1 - i0);
         if ((s = fill(ctx, i0, i1, input, e))) break;
@@ -431,7 +439,11 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
             memcpy((float *)buf[KD_PART_FEAT] + i0 * F, f, sizeof(float) * B * F);
         }
     }
-    for (int p = 0; p < KD_PART_COUNT && !s; p++) {
+    s = dist_agree(s, e);
+    for (int p = 0; p < KD_PART_COUNT && !s; p++)
+        if (part_used(r, (kd_cache_part)p))
+            dist_gather_rows(buf[p], count[p] * 4, n, (size_t)m->max_batch, 0);
+    for (int p = 0; p < KD_PART_COUNT && !s && writes; p++) {
         if (!part_used(r, (kd_cache_part)p)) continue;
         io_tensor t;
         io_dtype dt;
@@ -442,7 +454,7 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         hash[p] = xd_fnv_bytes(XD_FNV_OFFSET, buf[p], bytes[p]);
         s = io_npy_write(c->path[p], &t, e);
     }
-    if (!s) {
+    if (!s && writes) {
         char *text = sum_text(c, m, r, hash, bytes);
         io_atomic w;
         s = io_atomic_open(&w, c->sum_path, e);
@@ -451,7 +463,10 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         else io_atomic_abort(&w);
         free(text);
     }
-    if (!s && sp->log) fprintf(sp->log, "teacher-output cache: built in %.1f s\n", progress_now() - t0);
+    /* the other ranks read the files once rank 0 wrote them */
+    s = dist_agree(s, e);
+    if (!s && sp->log && writes)
+        fprintf(sp->log, "teacher-output cache: built in %.1f s\n", progress_now() - t0);
     for (int p = 0; p < KD_PART_COUNT; p++) free(buf[p]);
     free(input);
     free(pairs);
@@ -502,7 +517,11 @@ static xd_status open_cache(const kd_cache_spec *spec, nn_model *teacher, kd_cac
     xd_err why;
     xd_err_clear(&why);
     load_state st = try_load(c, teacher, &r, &why);
-    if (st == LOAD_OK) return XD_OK;
+    /* several ranks build together when any of them has no valid files */
+    uint64_t missing = st != LOAD_OK;
+    dist_sum_counts(&missing, 1);
+    if (!missing) return XD_OK;
+    if (st == LOAD_OK) close_files(c);
     if (st == LOAD_BAD) {
         c->rebuilt = 1;
         snprintf(c->warning, sizeof c->warning, "%s", why.msg);

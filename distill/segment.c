@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "distill/checkpoint.h"
 #include "distill/kd.h"
@@ -557,10 +558,14 @@ xd_status seg_evaluate_at(nn_model *m, int head, feed *f, const uint32_t *at, si
         argmax_pixels(nn_model_out(m, head), hw * (size_t)n, C, pred);
         s = dense_confusion_add(&cm, pred, at ? truth : masks + i0 * hw, hw * (size_t)n, e);
     }
-    if (s == XD_OK) {
+    /* with several ranks, each scored its slice: the counts are summed */
+    if ((s = dist_agree(s, e)) == XD_OK) {
+        uint64_t pixels = hw * n_ex;
+        dist_sum_counts(cm.counts, (size_t)n_classes * (size_t)n_classes);
+        dist_sum_counts(&pixels, 1);
         out->miou = dense_mean_iou(&cm, NULL, NULL);
         out->pixel_acc = dense_pixel_accuracy(&cm);
-        out->pixels = hw * n_ex;
+        out->pixels = pixels;
     }
     dense_confusion_free(&cm);
     free(truth);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
@@ -121,9 +122,11 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
     /* with several models, each checkpoint says which one it holds */
     if (R->n_models > 1) meta[n_meta++] = (io_kv){"xdistill.model_name", mk->rm->name};
     if (R->has_val) meta[n_meta++] = (io_kv){"val_acc", va};
+    /* rank 0 alone writes (every rank holds the same model) */
+    const int writes = dist_rank() == 0;
     char *name = models_file(R->r, k, "last"), *last = train_path(R, name);
-    xd_status s = ckpt_save_trained(last, &mk->m, meta, n_meta, &mk->train, R->ds,
-                                    R->r->data.label, e);
+    xd_status s = !writes ? XD_OK : ckpt_save_trained(last, &mk->m, meta, n_meta, &mk->train,
+                                                      R->ds, R->r->data.label, e);
     free(last);
     free(name);
     const double score = R->has_val ? mk->val_acc : mk->acc;
@@ -133,8 +136,9 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
         mk->best_epoch = epoch + 1;
         name = models_file(R->r, k, "best");
         char *best = train_path(R, name);
-        s = ckpt_save_trained(best, &mk->m, meta, n_meta, &mk->train, R->ds,
-                              R->r->data.label, e);
+        if (writes)
+            s = ckpt_save_trained(best, &mk->m, meta, n_meta, &mk->train, R->ds,
+                                  R->r->data.label, e);
         free(best);
         free(name);
     }
@@ -186,6 +190,26 @@ static const char *models_scores(const train_run *R, int val, char *buf, size_t 
     return buf;
 }
 
+/* Several ranks, after an epoch's steps: the figures each rank summed over its shards (the
+ * loss, each loss's, the training accuracy's counts) summed over the ranks; returns the loss. */
+static double sum_epoch_figures(train_run *R, double loss_sum)
+{
+    double *v = xd_xmalloc(sizeof(double) * (size_t)(1 + R->n_losses));
+    v[0] = loss_sum;
+    for (int l = 0; l < R->n_losses; l++) v[1 + l] = R->losses[l].sum;
+    dist_sum_doubles(v, (size_t)(1 + R->n_losses));
+    for (int l = 0; l < R->n_losses; l++) R->losses[l].sum = v[1 + l];
+    loss_sum = v[0];
+    free(v);
+    for (int k = 0; k < R->n_models; k++) {
+        uint64_t c[2] = {R->models[k].correct, R->models[k].labelled};
+        dist_sum_counts(c, 2);
+        R->models[k].correct = c[0];
+        R->models[k].labelled = c[1];
+    }
+    return loss_sum;
+}
+
 xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
 {
     const recipe *r = R->r;
@@ -227,7 +251,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     R->threads = xd_threads_get();
 
     progress pg;
-    progress_init(&pg, R->log, R->o->quiet, R->o->span);
+    progress_init(&pg, R->log, R->o->quiet || dist_rank() > 0, R->o->span);
     char label[64];
     snprintf(label, sizeof label, "%s", r->name);
     progress_epoch(&pg, label, epoch + 1, r->train.epochs, steps);
@@ -236,23 +260,29 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     for (int step = 0; step < steps; step++) {
         size_t i0 = (size_t)step * (size_t)B;
         int n = n_order - i0 < (size_t)B ? (int)(n_order - i0) : B;
-        for (int b = 0; b < n; b++) {
-            uint32_t i = R->order[i0 + (size_t)b];
+        /* this rank's rows of the global batch (all of them in a single process) */
+        size_t lo, hi;
+        dist_slice((size_t)n, dist_rank(), &lo, &hi);
+        for (size_t b = 0; b < hi - lo; b++) {
+            uint32_t i = R->order[i0 + lo + b];
             R->idx[b] = i;
             R->yb[b] = R->ytrain[i];
             R->mb[b] = R->sel[i];
             R->exb[b] = i;
         }
+        if (dist_size() > 1) R->share = (float)(hi - lo) / (float)n;
         double loss;
-        xd_status s = train_step(R, stage, epoch, n, nn_sched_lr(&sched, R->global_step), &loss, e);
+        xd_status s = train_step(R, stage, epoch, (int)(hi - lo), nn_sched_lr(&sched, R->global_step),
+                                 &loss, e);
         if (s != XD_OK) return s;
-        loss_sum += loss;
+        loss_sum += R->share * loss;
         R->global_step++;
         R->images += n;
         progress_step(&pg, step + 1, loss_sum / (step + 1), (double)(i0 + (size_t)n));
     }
     double secs = progress_now() - t0;
     R->train_seconds += secs;
+    if (dist_size() > 1) loss_sum = sum_epoch_figures(R, loss_sum);
 
     /* evaluate, save, log */
     int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
@@ -268,7 +298,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         R->models[k].acc = acc;
         s = save_checkpoints(R, k, epoch, evaluate, e);
     }
-    if (s != XD_OK) return s;
+    if ((s = dist_agree(s, e)) != XD_OK) return s;
 
     const double acc = R->models[0].acc;
     json_t *j = json_object();
@@ -301,9 +331,10 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     json_object_set_new(j, "threads", json_integer(R->threads));
     /* the line first, then the state that says the epoch is done (see append_metrics) */
-    s = append_metrics(R, j, e);
+    if (dist_rank() == 0) s = append_metrics(R, j, e);
     json_decref(j);
-    if (s == XD_OK) s = train_save_resume(R, e);
+    if (s == XD_OK && dist_rank() == 0) s = train_save_resume(R, e);
+    s = dist_agree(s, e);
     char line[256 + 2 * RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)];
     char test_txt[RECIPE_MAX_MODELS * (RECIPE_MAX_NAME + 16)], val_txt[sizeof test_txt];
     const double loss_avg = steps ? loss_sum / steps : 0.0, ips = secs > 0 ? (double)n_order / secs : 0.0;

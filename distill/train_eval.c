@@ -5,8 +5,22 @@
 
 #include <stdlib.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "distill/scores.h"
+
+/* The examples this rank scores, [lo, hi) of n, as indices (a new array when idx is NULL). */
+static const uint32_t *eval_slice(const uint32_t *idx, size_t n, size_t *lo, size_t *hi,
+                                  uint32_t **own)
+{
+    dist_slice(n, dist_rank(), lo, hi);
+    *own = NULL;
+    if (idx) return idx + *lo;
+    if (dist_size() == 1) return NULL;
+    *own = xd_xmalloc(sizeof(uint32_t) * (*hi - *lo + 1));
+    for (size_t i = *lo; i < *hi; i++) (*own)[i - *lo] = (uint32_t)i;
+    return *own;
+}
 
 xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
                       const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e)
@@ -14,23 +28,32 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
     /* a text.* feed is scored on every (example, language) pair that has a text: the accuracy
      * over all languages, not over the first one */
     const int all_langs = f->kind == FEED_TEXT && f->n_langs > 1;
-    const size_t rows = scores_rows_at(m, head, f, n, all_langs);
+    /* a label beyond a narrower head is a wrong answer, not a row left out (every rank sees all
+     * the labels, so all count the same classes) */
+    int K = nn_model_node(m, head)->c;
+    for (size_t i = 0; i < n; i++)
+        if (labels[idx ? idx[i] : i] >= K) K = labels[idx ? idx[i] : i] + 1;
+    /* with several ranks each scores its slice of the examples; the counts are summed */
+    size_t lo, hi;
+    uint32_t *own;
+    const uint32_t *at = eval_slice(idx, n, &lo, &hi, &own);
+    const size_t rows = scores_rows_at(m, head, f, hi - lo, all_langs);
     int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
     int32_t *truth = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
-    xd_status s = scores_predict_at(m, head, f, idx, n, all_langs, input, pred, NULL, NULL, e);
-    if (s == XD_OK) {
-        scores_row_truth(m, head, f, idx, n, all_langs, labels, truth);
-        /* a label beyond a narrower head is a wrong answer, not a row left out */
-        int K = nn_model_node(m, head)->c;
-        for (size_t r = 0; r < rows; r++)
-            if (truth[r] >= K) K = truth[r] + 1;
+    xd_status s = scores_predict_at(m, head, f, at, hi - lo, all_langs, input, pred, NULL, NULL, e);
+    if ((s = dist_agree(s, e)) == XD_OK) {
+        scores_row_truth(m, head, f, at, hi - lo, all_langs, labels, truth);
         scores sc;
         scores_init(&sc, K);
         scores_add(&sc, pred, truth, rows);
+        dist_sum_counts(sc.count, (size_t)K * (size_t)K);
+        dist_sum_counts(&sc.total, 1);
+        dist_sum_counts(&sc.correct, 1);
         *acc = scores_accuracy(&sc);
         if (bacc) *bacc = scores_balanced_accuracy(&sc);
         scores_free(&sc);
     }
+    free(own);
     free(truth);
     free(pred);
     return s;
@@ -52,7 +75,12 @@ static xd_status score_split(train_run *R, int k, feed *f, const uint32_t *idx, 
     const int head = nn_model_default_head(&mk->m);
     if (!R->seg.on) return train_score(&mk->m, head, f, idx, n, labels, input, acc, bacc, e);
     seg_scores sc;
-    xd_status s = seg_evaluate_at(&mk->m, head, f, idx, n, masks, R->seg.n_classes, input, &sc, e);
+    size_t lo, hi;
+    uint32_t *own;
+    const uint32_t *at = eval_slice(idx, n, &lo, &hi, &own);
+    xd_status s = seg_evaluate_at(&mk->m, head, f, at, hi - lo, masks, R->seg.n_classes, input,
+                                  &sc, e);
+    free(own);
     *acc = sc.miou;
     *bacc = sc.pixel_acc;
     return s;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "io/safetensors.h"
 
@@ -119,7 +120,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[10 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
+    io_kv meta[11 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
@@ -143,6 +144,10 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     }
     train_exits_kv exits_kv;
     n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
+    /* several ranks: how many (a single process's state stays as it was) */
+    char ranks[16];
+    snprintf(ranks, sizeof ranks, "%d", dist_size());
+    if (dist_size() > 1) meta[n_meta++] = (io_kv){"ranks", ranks};
     char *path = train_path(R, "resume.safetensors");
     xd_status s = io_st_write(path, l.t, (size_t)l.n, meta, n_meta, e);
     free(path);
@@ -178,6 +183,15 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
     }
     if (seed != R->seed) {
         s = xd_fail(e, XD_EARG, "%s: the run used seed %ld, not %ld", io_st_path(f), seed, R->seed);
+        goto out;
+    }
+    /* the same seed and ranks give the same bytes: another count would continue another run */
+    long ranks = 1;
+    if (io_st_meta(f, "ranks") && meta_long(f, "ranks", &ranks)) ranks = -1;
+    if (ranks != dist_size()) {
+        s = xd_fail(e, XD_EARG, "%s: the run was trained on %ld rank%s, not %d: resume it with "
+                    "mpirun -np %ld%s", io_st_path(f), ranks, ranks == 1 ? "" : "s", dist_size(),
+                    ranks, ranks == 1 ? " or without mpirun" : "");
         goto out;
     }
     if (what == TRAIN_RESUME_COUNTERS) {

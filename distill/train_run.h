@@ -123,6 +123,8 @@ typedef struct {
     float *wb;        /* (max_batch) the batch's row weights from class_w: its class's weight for
                        * a row whose label the run sees, 1 (the weights' mean) for the others */
     uint64_t *exb;
+    float share;      /* this rank's part of the step's global batch (its rows / the batch's): 1
+                       * for a single process */
     loss_rt *losses;
     int n_losses;
     long global_step;
@@ -211,6 +213,9 @@ xd_status train_zoo_setup(train_run *R, loss_rt *l, int stage, int i, xd_err *e)
 /* Its value on the batch of B, gradients added into the models' douts (and into its own learned
  * parts); CRD's bank moves towards the batch. */
 double train_zoo_apply(train_run *R, loss_rt *l, int B, const nn_run *nr);
+/* With several ranks, before the optimizer steps: its learned parts' gradients summed over the
+ * ranks, each weighed by its share of the batch (dist_sum_floats). */
+void train_zoo_sum_grads(loss_rt *l, float share);
 /* After the models' optimizer steps: the steps of its learned parts at learning rate lr. */
 void train_zoo_after_step(loss_rt *l, float lr);
 /* Its learned parts and CRD's bank as resume tensors "lossI.*" into t and names (at most

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "align/clip.h"
+#include "core/dist.h"
 #include "core/mem.h"
 #include "distill/kd.h"
 #include "nn/loss.h"
@@ -202,7 +203,7 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
         default:
             v = train_zoo_apply(R, l, B, nr);
         }
-        l->sum += v;
+        l->sum += R->share * v; /* its part of the mean over the global batch */
         total += w * v;
     }
     return total;
@@ -388,9 +389,14 @@ static void count_train_correct(train_run *R, int k, int n)
     }
 }
 
-xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double *loss, xd_err *e)
+/* This rank's part of a step on its n examples: forwards, losses, backwards and their checks.
+ * A rank whose share of a short last batch is empty only clears its gradients. */
+static xd_status local_step(train_run *R, int stage, int epoch, int n, double *loss, xd_err *e)
 {
     const recipe *r = R->r;
+    *loss = 0.0;
+    for (int k = 0; k < R->n_models && n == 0; k++) nn_model_zero_grad(&R->models[k].m);
+    if (n == 0) return XD_OK;
     /* every model's forward before any loss or update: a peer's targets are the other's
      * predictions of this very step */
     xd_status s = models_forward(R, n, epoch, e);
@@ -407,12 +413,50 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
                  .example = R->exb};
     *loss = apply_losses(R, n, &nr);
     for (int k = 0; k < R->n_models; k++) nn_model_backward(&R->models[k].m);
-    if ((s = check_finite(R, stage, epoch, n, *loss, e)) != XD_OK) return s;
+    return check_finite(R, stage, epoch, n, *loss, e);
+}
+
+/* Several ranks: every gradient a step applies becomes the sum over the ranks of each one's
+ * gradient weighed by its share of the global batch, i.e. the gradient of the loss's mean over
+ * the whole batch (dist.h: in rank order, the same bytes everywhere). */
+static void sum_grads(train_run *R)
+{
+    for (int k = 0; k < R->n_models; k++)
+        dist_sum_floats(R->models[k].m.grad, R->models[k].m.n_param, R->share);
+    for (int l = 0; l < R->n_losses; l++) {
+        loss_rt *lr = &R->losses[l];
+        if (lr->has_proj && !lr->L->projector_frozen)
+            dist_sum_floats(lr->proj.grad, lr->proj.n_param, R->share);
+        if (lr->L->kind == RECIPE_LOSS_CONTRASTIVE && lr->L->learn_temperature)
+            dist_sum_floats(lr->dtheta, 1, R->share);
+        if (lr->zoo) train_zoo_sum_grads(lr, R->share);
+    }
+}
+
+/* Several ranks: the models' state (batch-norm running statistics, moving ranges), which each
+ * rank's forward moved with its own examples, becomes rank 0's on every rank, so that all ranks
+ * hold one model. */
+static void share_state(train_run *R)
+{
+    for (int k = 0; k < R->n_models; k++)
+        dist_bcast_floats(R->models[k].m.state, R->models[k].m.n_state, 0);
+    for (int l = 0; l < R->n_losses; l++)
+        if (R->losses[l].has_proj)
+            dist_bcast_floats(R->losses[l].proj.state, R->losses[l].proj.n_state, 0);
+}
+
+xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double *loss, xd_err *e)
+{
+    const recipe *r = R->r;
+    xd_status s = dist_agree(local_step(R, stage, epoch, n, loss, e), e);
+    if (s != XD_OK) return s;
+    if (dist_size() > 1) sum_grads(R);
     for (int k = 0; k < R->n_models; k++) {
         model_rt *mk = &R->models[k];
         nn_opt_step(&mk->opt, mk->m.param, mk->m.grad, mk->segs, mk->m.n_segs, model_lr(R, k, lr));
         if (r->prune.sparsity > 0.0f) nn_prune_apply(&mk->m, &mk->opt);
     }
+    if (dist_size() > 1) share_state(R);
     if ((s = check_params(R, epoch, e)) != XD_OK) return s;
     for (int l = 0; l < R->n_losses; l++) {
         loss_rt *lr_ = &R->losses[l];
@@ -425,6 +469,6 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
         }
         if (lr_->zoo) train_zoo_after_step(lr_, lr);
     }
-    for (int k = 0; k < R->n_models; k++) count_train_correct(R, k, n);
+    for (int k = 0; k < R->n_models && n > 0; k++) count_train_correct(R, k, n);
     return XD_OK;
 }

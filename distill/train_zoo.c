@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/rng.h"
 #include "distill/crd.h"
@@ -147,6 +148,12 @@ static xd_status setup_crd(train_run *R, loss_rt *l, zoo_rt *z, const nn_node *s
 {
     const recipe_loss *L = l->L;
     const int B = R->r->train.batch, F = L->embed_dim;
+    /* each rank would move its own bank with its own share of the batch: the ranks would hold
+     * different banks, and a resumed run another one */
+    if (dist_size() > 1)
+        return xd_fail(e, XD_EUNSUPPORTED, "%s: crd's memory bank follows every batch in one "
+                                           "process; it does not run over %d ranks of mpirun",
+                       l->where, dist_size());
     if (R->n_train < 2)
         return xd_fail(e, XD_EARG, "%s: crd draws its negatives from the other training "
                                    "examples, and the training split has %zu", l->where,
@@ -363,6 +370,13 @@ double train_zoo_apply(train_run *R, loss_rt *l, int B, const nn_run *nr)
                        (size_t)B * nn_model_node(sm, l->s_node)->act_n);
     }
     return v;
+}
+
+void train_zoo_sum_grads(loss_rt *l, float share)
+{
+    zoo_rt *z = l->zoo;
+    if (z->log_scale) dist_sum_floats(z->dlog_scale, (size_t)z->Ct, share);
+    if (z->thead.n_param) dist_sum_floats(z->thead.grad, z->thead.n_param, share);
 }
 
 void train_zoo_after_step(loss_rt *l, float lr)

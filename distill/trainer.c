@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/runs.h"
@@ -221,6 +222,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     as_run.seeds = 1;
     R.yaml = recipe_to_yaml(&as_run);
     R.lock.fd = -1;
+    R.share = 1.0f;
     res->seed = seed;
     const int threads_before = xd_threads_get();
     if (r->train.threads > 0) xd_threads_set(r->train.threads);
@@ -232,7 +234,9 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
                       (res->unchanged = runs_read_finished(o->out_dir, res))))
         goto out;
     if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
-    if ((s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
+    /* with several ranks, rank 0 alone holds the folder and writes into it */
+    const int writes = dist_rank() == 0;
+    if (writes && (s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
     R.models = xd_xcalloc((size_t)r->n_models, sizeof *R.models);
     R.n_models = r->n_models;
     for (int k = 0; k < r->n_models; k++)
@@ -243,8 +247,8 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK) goto out;
-        if ((s = train_trim_metrics(&R, e)) != XD_OK) goto out;
-        if (recipe_changed) {
+        if (writes && (s = train_trim_metrics(&R, e)) != XD_OK) goto out;
+        if (writes && recipe_changed) {
             char *ypath = train_path(&R, "recipe.yaml");
             s = train_write_text(ypath, R.yaml, e);
             free(ypath);
@@ -277,7 +281,9 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
             if ((s = train_load_resume(&R, TRAIN_RESUME_MODEL, e)) != XD_OK) break;
         }
         if (!(o->resume && R.epochs_done > epoch0) && (s = train_init_projectors(&R, e)) != XD_OK) break;
-        if (!o->resume && stage == 0 && (s = start_fresh(&R, e)) != XD_OK) break;
+        if (!o->resume && stage == 0 && writes && (s = start_fresh(&R, e)) != XD_OK) break;
+        /* every rank set up the stage (a rank that could not says so here, not in a step) */
+        if ((s = dist_agree(s, e)) != XD_OK) break;
         for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
             if ((s = train_epoch(&R, stage, ep, e)) != XD_OK) break;
@@ -310,14 +316,15 @@ stopped:
         res->val = R.has_val;
         res->segment = R.seg.on;
         res->final_pixel_acc = R.models[0].pixel_acc;
-        if (s == XD_OK && res->finished && R.seg.on) {
+        if (s == XD_OK && res->finished && R.seg.on && writes) {
             char *dir = train_path(&R, "overlays");
             model_rt *m0 = &R.models[0];
             s = seg_write_overlays(&m0->m, nn_model_default_head(&m0->m), &m0->test,
                                    R.seg.test_image, R.seg.test_mask, SEG_OVERLAYS, dir, e);
             free(dir);
         }
-        if (s == XD_OK) s = write_summary(&R, res, e);
+        if (s == XD_OK && writes) s = write_summary(&R, res, e);
+        s = dist_agree(s, e);
     }
 out:
     run_free(&R);

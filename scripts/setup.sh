@@ -15,6 +15,7 @@ packages=(
   chromium                   # the tests render `xdistill report`'s page headless
   protobuf-c-compiler libprotobuf-c-dev  # ONNX export: protoc-c and its runtime
   python3-onnx               # onnx.proto for the export, onnx.checker for its test
+  libopenmpi-dev openmpi-bin # data-parallel training under mpirun (make MPI=0 builds without)
 )
 if [ "${1:-}" = fuzz ]; then
   packages+=(clang libclang-rt-14-dev)  # clang 14 and its libFuzzer + sanitizer runtimes
