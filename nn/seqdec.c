@@ -183,26 +183,30 @@ double nn_seqdec_forward(nn_seqdec *d, const float *z, const int32_t *y, int B, 
                  d->hs + (o + B) * H, B);
     }
     affine(d, NN_SEQ_WO, NN_SEQ_BO, d->hs + (size_t)B * H, T * B, d->logits);
-    /* softmax in place, cross-entropy over the non-pad positions */
+    /* softmax in place, cross-entropy over the non-pad positions (a pad position's row is left
+     * as it is: nothing reads it) */
     double sum = 0.0;
     int right = 0, n = 0;
     for (int t = 0; t < T; t++)
         for (int b = 0; b < B; b++) {
-            float *lg = d->logits + ((size_t)t * B + b) * V;
             const int32_t target = y[(size_t)b * L + t];
+            if (target == NN_SEQ_PAD) continue;
+            float *lg = d->logits + ((size_t)t * B + b) * V;
             float mx = lg[0];
             int arg = 0;
             for (int v = 1; v < V; v++)
                 if (lg[v] > mx) mx = lg[v], arg = v;
+            const float lt = lg[target] - mx;
             double z_ = 0.0;
-            for (int v = 0; v < V; v++) z_ += exp((double)(lg[v] - mx));
-            if (target != NN_SEQ_PAD) {
-                sum += log(z_) - (double)(lg[target] - mx);
-                right += arg == target;
-                n++;
+            for (int v = 0; v < V; v++) {
+                lg[v] = expf(lg[v] - mx);
+                z_ += lg[v];
             }
+            sum += log(z_) - (double)lt;
+            right += arg == target;
+            n++;
             const float inv = (float)(1.0 / z_);
-            for (int v = 0; v < V; v++) lg[v] = expf(lg[v] - mx) * inv;
+            for (int v = 0; v < V; v++) lg[v] *= inv;
         }
     d->count = n;
     if (correct) *correct = right;
