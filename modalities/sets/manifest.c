@@ -109,18 +109,21 @@ typedef struct {
     const char *lang;
     io_kv kv[6];
     size_t n;
+    int rationales;
 } mf_options;
 
-static void manifest_options(const sets_manifest_opts *o, const char *lang, mf_options *p)
+static void manifest_options(const sets_manifest_opts *o, const char *lang, int rationales,
+                             mf_options *p)
 {
     snprintf(p->size, sizeof p->size, "%d", o->size);
     snprintf(p->frac, sizeof p->frac, "%g", o->test_fraction);
     p->lang = lang;
-    p->kv[0] = (io_kv){"source", o->manifest};
-    p->kv[1] = (io_kv){"size", p->size};
-    p->kv[2] = (io_kv){"test_fraction", p->frac};
-    p->kv[3] = (io_kv){"languages", lang};
-    p->n = 4;
+    p->rationales = rationales;
+    p->n = 0;
+    p->kv[p->n++] = (io_kv){"source", o->manifest};
+    if (!rationales) p->kv[p->n++] = (io_kv){"size", p->size}; /* rationale sets have no images */
+    p->kv[p->n++] = (io_kv){"test_fraction", p->frac};
+    p->kv[p->n++] = (io_kv){"languages", lang};
     /* recorded only when given, so that sets made without them keep their bytes */
     if (o->classes) p->kv[p->n++] = (io_kv){"classes_file", o->classes};
     if (o->split_from) p->kv[p->n++] = (io_kv){"split_from", o->split_from};
@@ -130,7 +133,7 @@ static xd_status manifest_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
     const mf_options *p = ctx;
     xd_status s = sets_write_meta_kv(w, p->kv, p->n, e);
-    if (!s) s = io_dataset_set_meta(w, "crop", "centre square", e);
+    if (!s && !p->rationales) s = io_dataset_set_meta(w, "crop", "centre square", e);
     if (!s) s = io_dataset_add_strings(w, "languages", &p->lang, 1, e);
     return s;
 }
@@ -249,7 +252,7 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
                      : xd_xstrdup(o->out);
     char *name = set_name(o->manifest);
     mf_options mopt;
-    manifest_options(o, lang, &mopt);
+    manifest_options(o, lang, rationales, &mopt);
     io_manifest m = {0};
     io_manifest_classes classes = {0};
     s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, mopt.n, o->force, e);
