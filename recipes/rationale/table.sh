@@ -42,7 +42,8 @@ rat_acc() {
            v = substr($0, RSTART, RLENGTH); sub(/.*: */, "", v); x[n++] = v }
          END { for (i = 0; i < n; i++) m += x[i] / n
                for (i = 0; i < n; i++) d += (x[i] - m) ^ 2
-               printf "%.2f %.2f", 100 * m, n > 1 ? 100 * sqrt(d / (n - 1)) : 0 }'
+               sd = n > 1 ? 100 * sqrt(d / (n - 1)) : 0
+               printf "%.2f %.2f", 100 * m, sd }'
 }
 printf '| labels | label-only | step-by-step | difference | rationale token accuracy |\n'
 printf '|---|---|---|---|---|\n'
