@@ -200,9 +200,10 @@ typedef struct {
 #define SPLIT_HEAD_ROWS 20
 
 /* The columns of split: every section SPLIT/PART that holds one number or string per example
- * (ids, codes, labels, label masks), texts and images left out. *n gets the split's examples. */
-static int split_columns(const io_dataset *ds, const char *split, split_column *cols, int max,
-                         size_t *n)
+ * (ids, codes, labels, label masks, rationales), images and texts left out but text.LANG when
+ * lang names it. *n gets the split's examples. */
+static int split_columns(const io_dataset *ds, const char *split, const char *lang,
+                         split_column *cols, int max, size_t *n)
 {
     const size_t len = strlen(split);
     int nc = 0;
@@ -215,7 +216,7 @@ static int split_columns(const io_dataset *ds, const char *split, split_column *
         const char *sec = io_dataset_section_name(ds, i);
         if (strncmp(sec, split, len) != 0 || sec[len] != '/') continue;
         split_column c = {.name = sec + len + 1};
-        if (strncmp(c.name, "text.", 5) == 0) continue;
+        if (strncmp(c.name, "text.", 5) == 0 && (!lang || strcmp(c.name + 5, lang) != 0)) continue;
         if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
             c.str = io_dataset_find_strings(ds, sec);
         } else {
@@ -249,11 +250,12 @@ static const char *class_of(const split_column *c, size_t i)
 
 /* The examples of a split, one row each (the first SPLIT_HEAD_ROWS unless all), as text or as
  * one JSON object {data, split, examples, rows: [{index, COLUMN: value, COLUMN_class: name}]}. */
-static xd_status show_split(const io_dataset *ds, const char *split, int all, int json, xd_err *e)
+static xd_status show_split(const io_dataset *ds, const char *split, const char *lang, int all,
+                            int json, xd_err *e)
 {
     split_column cols[32];
     size_t n;
-    const int nc = split_columns(ds, split, cols, 32, &n);
+    const int nc = split_columns(ds, split, lang, cols, 32, &n);
     if (nc == 0 && n == 0)
         return xd_fail(e, XD_EARG, "%s: no split '%s' (no section %s/...)", io_dataset_path(ds),
                        split, split);
@@ -348,16 +350,17 @@ static xd_status show_idx(const char *path, int gz, xd_err *e)
     return XD_OK;
 }
 
-typedef enum { IO_VERIFY, IO_SPLIT, IO_ALL, IO_JSON, IO_COUNT } inspect_opt;
+typedef enum { IO_VERIFY, IO_SPLIT, IO_ALL, IO_JSON, IO_TEXT, IO_COUNT } inspect_opt;
 static const char *const inspect_options[IO_COUNT] = {
-    [IO_VERIFY] = "--verify", [IO_SPLIT] = "--split", [IO_ALL] = "--all", [IO_JSON] = "--json"};
+    [IO_VERIFY] = "--verify", [IO_SPLIT] = "--split", [IO_ALL] = "--all", [IO_JSON] = "--json",
+    [IO_TEXT] = "--text"};
 static_assert(sizeof inspect_options / sizeof inspect_options[0] == IO_COUNT, "name every option");
 
 int cmd_inspect(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
         printf("usage: xdistill inspect FILE [--verify]\n"
-               "       xdistill inspect DATASET.xds --split NAME [--all] [--json]\n\n"
+               "       xdistill inspect DATASET.xds --split NAME [--all] [--json] [--text LANG]\n\n"
                "Prints what FILE holds: a dataset container (metadata, sections), safetensors\n"
                "(metadata, tensors), NPY (dtype, shape), PNG or JPEG (size, channels) or IDX\n"
                "(type, dimensions), with value ranges; a run's summary.json (its figures),\n"
@@ -370,11 +373,12 @@ int cmd_inspect(int argc, char **argv)
                "  --split NAME  a data set's split, one line per example: its index, id, code,\n"
                "                labels (with class names) and label mask (the first %d)\n"
                "  --all         with --split: every example\n"
-               "  --json        with --split: one JSON object {data, split, examples, rows}\n",
+               "  --json        with --split: one JSON object {data, split, examples, rows}\n"
+               "  --text LANG   with --split: the texts of language LANG too (text.LANG)\n",
                SPLIT_HEAD_ROWS);
         return 0;
     }
-    const char *path = NULL, *split = NULL;
+    const char *path = NULL, *split = NULL, *lang = NULL;
     int set[IO_COUNT] = {0};
     for (int i = 1; i < argc; i++) {
         int o = 0;
@@ -386,10 +390,12 @@ int cmd_inspect(int argc, char **argv)
         else set[o] = 1;
         if (o == IO_SPLIT && i + 1 >= argc) return cli_usage_error("inspect", "--split needs a value");
         if (o == IO_SPLIT) split = argv[++i];
+        if (o == IO_TEXT && i + 1 >= argc) return cli_usage_error("inspect", "--text needs a value");
+        if (o == IO_TEXT) lang = argv[++i];
     }
     if (!path) return cli_usage_error("inspect", "needs exactly one FILE");
-    if ((set[IO_ALL] || set[IO_JSON]) && !split)
-        return cli_usage_error("inspect", "--all and --json go with --split NAME");
+    if ((set[IO_ALL] || set[IO_JSON] || lang) && !split)
+        return cli_usage_error("inspect", "--all, --json and --text go with --split NAME");
     if (split && set[IO_VERIFY]) return cli_usage_error("inspect", "--verify or --split, not both");
     const int verify = set[IO_VERIFY];
     xd_err e;
@@ -420,7 +426,7 @@ int cmd_inspect(int argc, char **argv)
         s = io_dataset_open(path, &ds, &e);
         if (!s) {
             if (verify) s = io_dataset_verify(ds, stdout, &e);
-            else if (split) s = show_split(ds, split, set[IO_ALL], set[IO_JSON], &e);
+            else if (split) s = show_split(ds, split, lang, set[IO_ALL], set[IO_JSON], &e);
             else io_dataset_describe(ds, stdout);
             io_dataset_close(ds);
         }

@@ -22,13 +22,14 @@
 /* Exit statuses besides 0, 1 and 2 (cli.h). */
 #define PREDICT_SKIPPED 3
 
-typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_EXIT, PO_COUNT } predict_opt;
+typedef enum { PO_TOP, PO_OUT, PO_STRICT, PO_BATCH, PO_EXIT, PO_RATIONALE, PO_COUNT } predict_opt;
 static const cli_option predict_options[] = {
     [PO_TOP] = {"--top", 1},
     [PO_OUT] = {"--out", 1},
     [PO_STRICT] = {"--strict", 0},
     [PO_BATCH] = {"--batch", 1},
     [PO_EXIT] = {"--exit", 1},
+    [PO_RATIONALE] = {"--rationale", 1},
 };
 static_assert(sizeof predict_options / sizeof predict_options[0] == PO_COUNT, "name every option");
 
@@ -36,7 +37,7 @@ static void predict_usage(FILE *f)
 {
     fprintf(f,
             "usage: xdistill predict MODEL.safetensors [INPUT ...] [--top K] [--out DIR]\n"
-            "                        [--strict] [--batch N] [--exit HEAD]\n\n"
+            "                        [--strict] [--batch N] [--exit HEAD] [--rationale DEC]\n\n"
             "Runs a trained checkpoint on its inputs and writes one JSON line per input to\n"
             "standard output, in the order given:\n"
             "  {\"input\": \"cat.png\", \"top\": [{\"label\": \"Animals\", \"class\": 3, \"p\": 0.93}, ...]}\n"
@@ -59,7 +60,10 @@ static void predict_usage(FILE *f)
             "  --strict    the first bad input ends the run (default: reported and skipped)\n"
             "  --batch N   inputs prepared and predicted together (default 64)\n"
             "  --exit HEAD the predictions of this head (an early exit: the layers after it are\n"
-            "              not run); default: the model's first head\n\n"
+            "              not run); default: the model's first head\n"
+            "  --rationale DEC  also decode each input's rationale (greedy) with the decoder a\n"
+            "              rationale loss trained (DIR/best.rationale.safetensors beside\n"
+            "              DIR/best.safetensors): \"rationale\": \"words ...\" in each line\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
             "image to a text model, a mask name already used) is reported on standard error in\n"
             "one line naming it and skipped.\n\n"
@@ -105,6 +109,7 @@ typedef struct {
     xdistill_batch *b;
     float *probs;
     int top, strict;
+    int rationale;  /* lines carry the decoder's rationale */
     const char *out_dir;
     char **masks; /* mask file names written so far */
     size_t n_masks;
@@ -226,6 +231,11 @@ static int run_batch(run *r, const item *v, int n)
         } else {
             add_top(r, p, line);
         }
+        if (r->rationale) {
+            char words[4096];
+            xdistill_rationale(r->m, i, words, sizeof words);
+            json_object_set_new(line, "rationale", json_string(words));
+        }
         char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
         json_decref(line);
         if (!text || puts(text) == EOF) {
@@ -319,6 +329,12 @@ int cmd_predict(int argc, char **argv)
         fprintf(stderr, "xdistill predict: %s\n", err.message);
         rc = 1;
     }
+    if (!rc && val[PO_RATIONALE] &&
+        xdistill_use_rationale(r.m, val[PO_RATIONALE], &err) != XDISTILL_OK) {
+        fprintf(stderr, "xdistill predict: %s\n", err.message);
+        rc = 1;
+    }
+    r.rationale = val[PO_RATIONALE] != NULL;
     const int texts = r.m && xdistill_reads(r.m) == XDISTILL_READS_TEXTS;
     const int segment = r.m && xdistill_task_of(r.m) == XDISTILL_SEGMENT;
     if (!rc && !n_inputs && !texts)

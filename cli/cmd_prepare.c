@@ -11,7 +11,7 @@
 #include "cli/cli.h"
 #include "modalities/sets/sets.h"
 
-typedef enum { SET_FMNIST, SET_EMOJI, SET_SCENES, SET_MANIFEST, SET_COUNT } set_id;
+typedef enum { SET_FMNIST, SET_EMOJI, SET_SCENES, SET_MANIFEST, SET_RATIONALES, SET_COUNT } set_id;
 
 static const struct {
     const char *name;
@@ -21,13 +21,17 @@ static const struct {
     [SET_EMOJI] = {"emoji", "prepare emoji --out DIR [--langs en,ko,...] [--size 32] [--cache DIR] "
                             "[--style NAME | --styles A,B] [--labelled-styles A] "
                             "[--test-fraction 0.2] [--seed N] [--split-from OTHER.xds] "
-                            "[--force]"},
+                            "[--rationales] [--force]"},
     [SET_SCENES] = {"fashion-scenes", "prepare fashion-scenes --out DIR [--canvas 64] [--items 1-4] "
                                       "[--train 20000] [--test 2000] [--threshold 25] [--seed N] "
                                       "[--source DIR] [--force]"},
     [SET_MANIFEST] = {"manifest", "prepare manifest FILE.tsv|FILE.jsonl --out FILE [--size 32] "
                                   "[--test-fraction 0.2] [--lang und] [--seed N] [--classes FILE] "
                                   "[--split-from OTHER.xds] [--force]"},
+    [SET_RATIONALES] = {"rationales", "prepare rationales FILE.jsonl --out FILE "
+                                      "[--test-fraction 0.2] [--lang und] [--seed N] "
+                                      "[--classes FILE] [--split-from OTHER.xds] [--skip-bad] "
+                                      "[--force]"},
 };
 
 typedef enum {
@@ -49,6 +53,8 @@ typedef enum {
     OPT_THRESHOLD,
     OPT_CLASSES,
     OPT_SPLIT_FROM,
+    OPT_SKIP_BAD,
+    OPT_RATIONALES,
     OPT_FORCE,
     OPT_COUNT
 } opt_id;
@@ -62,12 +68,13 @@ static const struct {
     const char *help;
     int flag;      /* takes no value */
 } opts[OPT_COUNT] = {
-    [OPT_OUT] = {"--out", ALL_SETS, "output folder (a file for manifest); required"},
+    [OPT_OUT] = {"--out", ALL_SETS, "output folder (a file for manifest, rationales); required"},
     [OPT_SOURCE] = {"--source", FOR(SET_FMNIST) | FOR(SET_SCENES),
                     "folder with the Fashion-MNIST IDX files (default: the Debian package)"},
     [OPT_CACHE] = {"--cache", FOR(SET_EMOJI), "package cache (default $XDISTILL_CACHE or ./cache)"},
     [OPT_LANGS] = {"--langs", FOR(SET_EMOJI), "comma-separated languages (default: all present)"},
-    [OPT_LANG] = {"--lang", FOR(SET_MANIFEST), "language tag of the texts (default und)"},
+    [OPT_LANG] = {"--lang", FOR(SET_MANIFEST) | FOR(SET_RATIONALES),
+                  "language tag of the texts (default und)"},
     [OPT_STYLE] = {"--style", FOR(SET_EMOJI),
                    "rendering: google (default), apple, facebook or twitter"},
     [OPT_STYLES] = {"--styles", FOR(SET_EMOJI),
@@ -75,7 +82,7 @@ static const struct {
     [OPT_LABELLED_STYLES] = {"--labelled-styles", FOR(SET_EMOJI),
                              "styles whose train examples keep their label (default: all)"},
     [OPT_SIZE] = {"--size", FOR(SET_EMOJI) | FOR(SET_MANIFEST), "image side in pixels (default 32)"},
-    [OPT_TEST_FRACTION] = {"--test-fraction", FOR(SET_EMOJI) | FOR(SET_MANIFEST),
+    [OPT_TEST_FRACTION] = {"--test-fraction", FOR(SET_EMOJI) | FOR(SET_MANIFEST) | FOR(SET_RATIONALES),
                            "share held out for test (default 0.2)"},
     [OPT_SEED] = {"--seed", ALL_SETS, "seed of splits and layouts (default 1)"},
     [OPT_CANVAS] = {"--canvas", FOR(SET_SCENES), "scene side in pixels (default 64)"},
@@ -84,10 +91,14 @@ static const struct {
     [OPT_TEST] = {"--test", FOR(SET_SCENES), "test scenes (default 2000)"},
     [OPT_THRESHOLD] = {"--threshold", FOR(SET_SCENES),
                        "item pixels above this are foreground (default 25)"},
-    [OPT_CLASSES] = {"--classes", FOR(SET_MANIFEST),
+    [OPT_CLASSES] = {"--classes", FOR(SET_MANIFEST) | FOR(SET_RATIONALES),
                      "file of class names, one a line: the classes and their order"},
-    [OPT_SPLIT_FROM] = {"--split-from", FOR(SET_EMOJI) | FOR(SET_MANIFEST),
+    [OPT_SPLIT_FROM] = {"--split-from", FOR(SET_EMOJI) | FOR(SET_MANIFEST) | FOR(SET_RATIONALES),
                         "reuse the train/test split of OTHER.xds, matching examples by code or id"},
+    [OPT_SKIP_BAD] = {"--skip-bad", FOR(SET_RATIONALES),
+                      "leave out bad records (counted, the first named) instead of stopping", 1},
+    [OPT_RATIONALES] = {"--rationales", FOR(SET_EMOJI),
+                        "add S/rationale: the English CLDR keywords and the subgroup name", 1},
     [OPT_FORCE] = {"--force", ALL_SETS,
                    "replace a data set at --out made by another set or with other options", 1},
 };
@@ -160,6 +171,9 @@ static void print_summary(const char *set, const sets_summary *s)
         printf("\n");
     }
     if (s->n_previews) printf("  previews: %zu PNGs in preview/\n", s->n_previews);
+    if (s->n_skipped)
+        printf("  left out: %zu bad record%s, the first: %s\n", s->n_skipped,
+               s->n_skipped == 1 ? "" : "s", s->first_skipped ? s->first_skipped : "?");
     printf("  time: read %.2f s, images %.2f s, write %.2f s\n", s->t_read, s->t_decode, s->t_write);
 }
 
@@ -173,7 +187,7 @@ int cmd_prepare(int argc, char **argv)
     while (set < SET_COUNT && strcmp(argv[1], sets[set].name) != 0) set++;
     if (set == SET_COUNT)
         return cli_usage_error("prepare", "unknown set '%s' (fashion-mnist, emoji, fashion-scenes, "
-                               "manifest)", argv[1]);
+                               "manifest, rationales)", argv[1]);
     if (cli_wants_help(argc - 1, argv + 1)) {
         usage(stdout, set);
         return 0;
@@ -181,7 +195,7 @@ int cmd_prepare(int argc, char **argv)
     const char *val[OPT_COUNT] = {0}, *positional = NULL;
     for (int i = 2; i < argc; i++) {
         if (argv[i][0] != '-' || !argv[i][1]) {
-            if (set != SET_MANIFEST || positional)
+            if ((set != SET_MANIFEST && set != SET_RATIONALES) || positional)
                 return cli_usage_error("prepare", "unexpected argument '%s'", argv[i]);
             positional = argv[i];
             continue;
@@ -202,6 +216,8 @@ int cmd_prepare(int argc, char **argv)
     if (!val[OPT_OUT]) return cli_usage_error("prepare", "--out is required");
     if (set == SET_MANIFEST && !positional)
         return cli_usage_error("prepare", "prepare manifest needs a FILE.tsv or FILE.jsonl");
+    if (set == SET_RATIONALES && !positional)
+        return cli_usage_error("prepare", "prepare rationales needs a FILE.jsonl");
     long seed = 1, v;
     const int force = val[OPT_FORCE] != NULL;
     if (val[OPT_SEED] && parse_long("--seed", val[OPT_SEED], 0, 2147483647L, &seed)) return 2;
@@ -259,6 +275,7 @@ int cmd_prepare(int argc, char **argv)
         o.styles = val[OPT_STYLE] ? val[OPT_STYLE] : val[OPT_STYLES];
         o.labelled_styles = val[OPT_LABELLED_STYLES];
         o.split_from = val[OPT_SPLIT_FROM];
+        o.rationales = val[OPT_RATIONALES] != NULL;
         o.seed = (uint64_t)seed;
         o.force = force;
         if (val[OPT_SIZE] && parse_long("--size", val[OPT_SIZE], 1, 1024, &v)) return 2;
@@ -274,7 +291,8 @@ int cmd_prepare(int argc, char **argv)
         if (!s) s = sets_emoji(&o, &sum, &e);
         break;
     }
-    case SET_MANIFEST: {
+    case SET_MANIFEST:
+    case SET_RATIONALES: {
         sets_manifest_opts o = sets_manifest_defaults();
         o.manifest = positional;
         o.out = val[OPT_OUT];
@@ -288,7 +306,8 @@ int cmd_prepare(int argc, char **argv)
         if (val[OPT_TEST_FRACTION] &&
             parse_double("--test-fraction", val[OPT_TEST_FRACTION], 0.0, 1.0, &o.test_fraction))
             return 2;
-        s = sets_manifest(&o, &sum, &e);
+        o.skip_bad = val[OPT_SKIP_BAD] != NULL;
+        s = set == SET_MANIFEST ? sets_manifest(&o, &sum, &e) : sets_rationales(&o, &sum, &e);
         break;
     }
     case SET_COUNT:

@@ -45,6 +45,7 @@ const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
     [RECIPE_LOSS_ATTENTION] = "attention",
     [RECIPE_LOSS_DENSE] = "dense",
     [RECIPE_LOSS_CONTRASTIVE] = "contrastive",
+    [RECIPE_LOSS_RATIONALE] = "rationale",
     [RECIPE_LOSS_DKD] = "dkd",
     [RECIPE_LOSS_RKD] = "rkd",
     [RECIPE_LOSS_SP] = "sp",

@@ -46,6 +46,8 @@ typedef enum {
                             * distributions spread over foreground pixels (align/densemap.h) */
     RECIPE_LOSS_CONTRASTIVE, /* symmetric InfoNCE between proj(student tap) and teacher tap
                               * (align/clip.h), with a fixed or learned temperature */
+    RECIPE_LOSS_RATIONALE, /* distilling step by step: a decoder (nn/seqdec.h) reading a student
+                            * tap learns each labelled example's rationale (distill/rationale.h) */
     /* the standard methods of the public benchmark suites (distill/zoo.h, distill/crd.h) */
     RECIPE_LOSS_DKD, /* decoupled KD on the heads: alpha TCKD + beta NCKD */
     RECIPE_LOSS_RKD, /* relational KD: distances and angles within the batch */
@@ -206,6 +208,9 @@ typedef struct {
     recipe_member *members;
     recipe_combine combine;
     float entropy_tau;         /* combine: entropy: temperature of the weights, > 0 */
+    int hidden, embed;         /* rationale: the decoder's state and token embedding widths */
+    int max_len;               /* rationale: tokens per rationale, the end token included */
+    int max_words;             /* rationale: most words in its vocabulary */
     int line;                  /* of the item in the recipe file, for messages; 0 = unknown */
 } recipe_loss;
 

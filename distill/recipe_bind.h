@@ -105,6 +105,10 @@ typedef enum {
     LK_WEIGHTS,
     LK_ENTROPY_TAU,
     LK_CLASS_WEIGHT,
+    LK_HIDDEN,
+    LK_EMBED,
+    LK_MAX_LEN,
+    LK_MAX_WORDS,
     LK_COUNT
 } loss_key;
 extern const char *const rb_loss_key_names[LK_COUNT];

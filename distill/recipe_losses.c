@@ -29,7 +29,7 @@ static const char *const stage_keys[] = {"epochs", "losses", "train_until"};
 
 #define BIT(k) (1u << (k))
 #define ALL_LOSSES (BIT(RECIPE_LOSS_COUNT) - 1u)
-#define TEACHER_LOSSES (ALL_LOSSES & ~BIT(RECIPE_LOSS_CE))
+#define TEACHER_LOSSES (ALL_LOSSES & ~BIT(RECIPE_LOSS_CE) & ~BIT(RECIPE_LOSS_RATIONALE))
 #define LOGIT_LOSSES (BIT(RECIPE_LOSS_KD) | BIT(RECIPE_LOSS_HINTON))
 #define TAP_LOSSES                                                                                 \
     (BIT(RECIPE_LOSS_FEATURE) | BIT(RECIPE_LOSS_HINT) | BIT(RECIPE_LOSS_ATTENTION) |               \
@@ -86,6 +86,10 @@ const char *const rb_loss_key_names[LK_COUNT] = {
     [LK_WEIGHTS] = "weights",
     [LK_ENTROPY_TAU] = "entropy_tau",
     [LK_CLASS_WEIGHT] = "class_weight",
+    [LK_HIDDEN] = "hidden",
+    [LK_EMBED] = "embed",
+    [LK_MAX_LEN] = "max_len",
+    [LK_MAX_WORDS] = "max_words",
 };
 static_assert(COUNT_OF(rb_loss_key_names) == LK_COUNT, "name every loss key");
 
@@ -98,7 +102,7 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_ALPHA] = BIT(RECIPE_LOSS_HINTON) | BIT(RECIPE_LOSS_DKD),
     [LK_HEAD] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_DKD),
     [LK_TEACHER_HEAD] = LOGIT_LOSSES | BIT(RECIPE_LOSS_DENSE) | BIT(RECIPE_LOSS_DKD),
-    [LK_STUDENT_TAP] = TAP_LOSSES | ZOO_TAP_LOSSES,
+    [LK_STUDENT_TAP] = TAP_LOSSES | ZOO_TAP_LOSSES | BIT(RECIPE_LOSS_RATIONALE),
     [LK_TEACHER_TAP] = TAP_LOSSES | ZOO_TAP_LOSSES,
     [LK_METRIC] = BIT(RECIPE_LOSS_FEATURE),
     [LK_PROJECTOR] = PROJ_LOSSES | ZOO_PROJ_LOSSES,
@@ -130,6 +134,10 @@ static const unsigned loss_key_kinds[LK_COUNT] = {
     [LK_WEIGHTS] = LOGIT_LOSSES,
     [LK_ENTROPY_TAU] = LOGIT_LOSSES,
     [LK_CLASS_WEIGHT] = BIT(RECIPE_LOSS_CE) | LOGIT_LOSSES,
+    [LK_HIDDEN] = BIT(RECIPE_LOSS_RATIONALE),
+    [LK_EMBED] = BIT(RECIPE_LOSS_RATIONALE),
+    [LK_MAX_LEN] = BIT(RECIPE_LOSS_RATIONALE),
+    [LK_MAX_WORDS] = BIT(RECIPE_LOSS_RATIONALE),
 };
 static_assert(COUNT_OF(loss_key_kinds) == LK_COUNT, "give every loss key its kinds");
 
@@ -188,6 +196,14 @@ int recipe_loss_where(const recipe *r, int s, int i, int with_file, char *buf, s
 #define AB_MARGIN 1.0f
 #define CRD_MAX_NEGATIVES (1 << 24)
 #define CRD_MAX_DIM 65536
+/* A rationale decoder's defaults: a GRU of 128 over 64-wide word embeddings, rationales of up
+ * to 23 words and the end token, the 4000 most frequent words; and the largest it may be. */
+#define RATIONALE_HIDDEN 128
+#define RATIONALE_EMBED 64
+#define RATIONALE_MAX_LEN 24
+#define RATIONALE_MAX_WORDS 4000
+#define RATIONALE_MAX_WIDTH 65536
+#define RATIONALE_MAX_TOKENS 1024
 /* Most entries of a label_map list (the teacher's class count). */
 #define MAX_LABEL_TABLE 100000
 
@@ -288,6 +304,19 @@ static xd_status bind_zoo_keys(binder *b, io_yaml_node *it, recipe_loss *l)
                              "name the models only)");
     if ((s = bind_tap_pair(b, it, "student_taps", l->model, l->student_taps)) != XD_OK) return s;
     return bind_tap_pair(b, it, "teacher_taps", l->from_model, l->teacher_taps);
+}
+
+/* The keys of a rationale loss (each only applies to that kind, checked before). */
+static xd_status bind_rationale_keys(binder *b, io_yaml_node *it, recipe_loss *l)
+{
+    xd_status s;
+    if ((s = io_yaml_get_int(b->d, it, "hidden", 1, RATIONALE_MAX_WIDTH, &l->hidden, b->e)))
+        return s;
+    if ((s = io_yaml_get_int(b->d, it, "embed", 1, RATIONALE_MAX_WIDTH, &l->embed, b->e)))
+        return s;
+    if ((s = io_yaml_get_int(b->d, it, "max_len", 2, RATIONALE_MAX_TOKENS, &l->max_len, b->e)))
+        return s;
+    return io_yaml_get_int(b->d, it, "max_words", 1, 1 << 20, &l->max_words, b->e);
 }
 
 /* The keys of a dense loss (each only applies to that kind, checked before). */
@@ -487,7 +516,9 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
                        .momentum = (float)KD_CRD_MOMENTUM, .margin = AB_MARGIN,
                        .windows = RECIPE_WINDOWS_BLOBS,
                        .stride = DENSE_STRIDE, .weighting = ALIGN_DENSE_CONFIDENCE,
-                       .threshold = DENSE_THRESHOLD, .line = io_yaml_key_line(it)};
+                       .threshold = DENSE_THRESHOLD, .hidden = RATIONALE_HIDDEN,
+                       .embed = RATIONALE_EMBED, .max_len = RATIONALE_MAX_LEN,
+                       .max_words = RATIONALE_MAX_WORDS, .line = io_yaml_key_line(it)};
     const char *kname = recipe_loss_kind_names[kind];
     for (int i = 0; i < it->n; i++) {
         int k = rb_name_index(rb_loss_key_names, LK_COUNT, it->pairs[i].key);
@@ -546,6 +577,7 @@ static xd_status bind_loss(binder *b, io_yaml_node *it, recipe_loss *l)
     if ((s = bind_align_keys(b, it, l)) != XD_OK) return s;
     if ((s = bind_zoo_keys(b, it, l)) != XD_OK) return s;
     if ((s = bind_dense_keys(b, it, l)) != XD_OK) return s;
+    if ((s = bind_rationale_keys(b, it, l)) != XD_OK) return s;
     return check_self_end(b, it, l);
 }
 
@@ -679,8 +711,9 @@ xd_status rb_check_task(binder *b, io_yaml_node *root)
             if (seg && r->stages[i].losses[j].class_weight != RECIPE_CLASS_WEIGHT_NONE)
                 return rb_bad(b, io_yaml_find(b->d, loss_node(b, root, i, j), "class_weight"),
                               "does not apply to task: segment (the labels are per pixel)");
-            const int bad_kind = seg ? (BIT(k) & (LOGIT_LOSSES | BIT(RECIPE_LOSS_DKD))) != 0
-                                     : k == RECIPE_LOSS_DENSE;
+            const int bad_kind =
+                seg ? (BIT(k) & (LOGIT_LOSSES | BIT(RECIPE_LOSS_DKD) | BIT(RECIPE_LOSS_RATIONALE))) != 0
+                    : k == RECIPE_LOSS_DENSE;
             if (!bad_kind) continue;
             return rb_bad(b, loss_node(b, root, i, j), "kind '%s' %s", recipe_loss_kind_names[k],
                        seg ? "does not apply to task: segment (its per-pixel loss is 'dense')"
@@ -725,6 +758,9 @@ xd_status rb_check_losses(binder *b, io_yaml_node *root)
                 return rb_bad(b, loss_node(b, root, i, j), "kind '%s' sends no gradient to the "
                            "from end (detach: false applies to the other kinds)",
                            recipe_loss_kind_names[l->kind]);
+            if (l->kind == RECIPE_LOSS_RATIONALE && r->listed)
+                return rb_bad(b, loss_node(b, root, i, j), "a rationale loss trains the one "
+                           "student of a recipe with model: (not a models: list)");
             if (l->kind == RECIPE_LOSS_CONTRASTIVE && r->train.batch < 2)
                 return rb_bad(b, loss_node(b, root, i, j), "a contrastive loss needs batches of 2 or "
                            "more (the other examples of a batch are its negatives); batch is %d",

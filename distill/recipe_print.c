@@ -251,6 +251,9 @@ static void print_loss(sbuf *b, const recipe *r, const recipe_loss *l, const cha
             sb_add(b, "%s  projector_frozen: %s\n", ind, l->projector_frozen ? "true" : "false");
     }
     print_zoo_keys(b, l, ind);
+    if (l->kind == RECIPE_LOSS_RATIONALE)
+        sb_add(b, "%s  hidden: %d\n%s  embed: %d\n%s  max_len: %d\n%s  max_words: %d\n", ind,
+               l->hidden, ind, l->embed, ind, l->max_len, ind, l->max_words);
     if (rb_applies(LK_LEARN_TEMPERATURE, l->kind))
         sb_add(b, "%s  learn_temperature: %s\n", ind, l->learn_temperature ? "true" : "false");
     if (l->label_map || l->label_table) {

@@ -327,6 +327,10 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         epoch_model_metrics(R, k, j, evaluate);
     }
     train_exits_metrics(R, j, evaluate);
+    if ((s = train_rationale_epoch(R, epoch, evaluate, j, e)) != XD_OK) {
+        json_decref(j);
+        return s;
+    }
     json_object_set_new(j, "seconds", json_real(secs));
     json_object_set_new(j, "images_per_s", json_real(secs > 0 ? (double)n_order / secs : 0.0));
     json_object_set_new(j, "threads", json_integer(R->threads));

@@ -91,9 +91,17 @@ static void collect_state(train_run *R, tlist *l)
             char zn[TRAIN_ZOO_TENSORS][64];
             for (int k = 0, n = train_zoo_tensors(lr, i, zt, zn); k < n; k++) tl_add_tensor(l, &zt[k]);
         }
-        if (!lr->has_proj) continue;
-        snprintf(name, sizeof name, "proj%d.param", i);
-        tl_add(l, name, lr->proj.param, lr->proj.n_param);
+        if (lr->rat) {
+            size_t n;
+            float *p = train_rationale_params(lr, &n);
+            snprintf(name, sizeof name, "rationale%d.param", i);
+            tl_add(l, name, p, n);
+        } else if (!lr->has_proj) {
+            continue;
+        } else {
+            snprintf(name, sizeof name, "proj%d.param", i);
+            tl_add(l, name, lr->proj.param, lr->proj.n_param);
+        }
         if (lr->popt.m) {
             snprintf(name, sizeof name, "proj%d.m", i);
             tl_add(l, name, lr->popt.m, lr->popt.n);
@@ -253,7 +261,7 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
         if (what == TRAIN_RESUME_ALL) {
             for (int k = 0; k < R->n_models; k++) R->models[k].opt.step = ostep;
             for (int i = 0; i < R->n_losses; i++) {
-                if (R->losses[i].has_proj) R->losses[i].popt.step = ostep;
+                if (R->losses[i].has_proj || R->losses[i].rat) R->losses[i].popt.step = ostep;
                 R->losses[i].topt.step = ostep;
                 if (R->losses[i].zoo) train_zoo_set_step(&R->losses[i], ostep);
             }

@@ -56,6 +56,7 @@ typedef struct {
 } teacher_rt;
 
 typedef struct zoo_rt zoo_rt; /* a standard method's state (train_zoo.c) */
+typedef struct rationale_rt rationale_rt; /* a rationale loss's decoder (train_rationale.c) */
 /* A kd / hinton loss's ensemble of teachers (train_ensemble.c). */
 typedef struct {
     int n;                /* members */
@@ -88,6 +89,7 @@ typedef struct {
     float theta[1], dtheta[1]; /* log(1 / temperature), and its gradient when learned */
     nn_optimizer topt;
     zoo_rt *zoo;      /* dkd ... ofd: their nodes, scratch and learned parts; else NULL */
+    rationale_rt *rat; /* rationale: its decoder (its optimizer is popt); else NULL */
 } loss_rt;
 
 /* One early exit that a run scores (distill/exits.h): node `node` of model k. */
@@ -225,6 +227,19 @@ int train_zoo_tensors(loss_rt *l, int i, io_tensor *t, char names[][64]);
 /* A resumed run's optimizer step count. */
 void train_zoo_set_step(loss_rt *l, long step);
 void train_zoo_free(loss_rt *l);
+/* train_rationale.c: a rationale loss (distilling step by step). */
+/* Its tap, the data set's rationales as target rows, the vocabulary, the decoder and popt. */
+xd_status train_rationale_setup(train_run *R, loss_rt *l, int stage, int i, xd_err *e);
+void train_rationale_free(loss_rt *l);
+/* Its value on the batch of B (weighted by w in the gradients), into the tap's gradient. */
+double train_rationale_apply(train_run *R, loss_rt *l, int B, float w);
+void train_rationale_after_step(loss_rt *l, float lr);
+/* The decoder's parameters (resume state). */
+float *train_rationale_params(loss_rt *l, size_t *n);
+/* After an epoch's evaluation and checkpoints: rationale_acc into the metrics line j, the
+ * decoder files. */
+xd_status train_rationale_epoch(train_run *R, int epoch, int evaluated, json_t *j, xd_err *e);
+
 /* train_val.c */
 /* After the training labels are chosen and every model's feeds are open: the validation
  * examples, the eval sets (data sets, labels, each model's feeds), the class names. */

@@ -306,10 +306,9 @@ void train_free_losses(train_run *R)
 {
     for (int i = 0; i < R->n_losses; i++) {
         loss_rt *l = &R->losses[i];
-        if (l->has_proj) {
-            nn_model_free(&l->proj);
-            nn_opt_free(&l->popt);
-        }
+        if (l->has_proj) nn_model_free(&l->proj);
+        if (l->has_proj || l->rat) nn_opt_free(&l->popt);
+        train_rationale_free(l);
         free(l->a);
         free(l->b);
         free(l->c);
@@ -438,8 +437,9 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
         const recipe_loss *L = &st->losses[i];
         l->L = L;
         recipe_loss_where(r, stage, i, 1, l->where, sizeof l->where);
-        if (train_zoo_kind(L->kind)) {
-            xd_status s = train_zoo_setup(R, l, stage, i, e);
+        if (train_zoo_kind(L->kind) || L->kind == RECIPE_LOSS_RATIONALE) {
+            xd_status s = L->kind == RECIPE_LOSS_RATIONALE ? train_rationale_setup(R, l, stage, i, e)
+                                                           : train_zoo_setup(R, l, stage, i, e);
             if (s != XD_OK) return s;
             continue;
         }

@@ -200,6 +200,9 @@ static double apply_losses(train_run *R, int B, const nn_run *nr)
         case RECIPE_LOSS_DENSE:
             v = seg_dense(&R->seg, L, s, nn_model_dout(sm, l->s_node), R->idx, B, w);
             break;
+        case RECIPE_LOSS_RATIONALE:
+            v = train_rationale_apply(R, l, B, w);
+            break;
         default:
             v = train_zoo_apply(R, l, B, nr);
         }
@@ -468,6 +471,7 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
             align_clip_clamp_theta(lr_->theta);
         }
         if (lr_->zoo) train_zoo_after_step(lr_, lr);
+        if (lr_->rat) train_rationale_after_step(lr_, lr);
     }
     for (int k = 0; k < R->n_models && n > 0; k++) count_train_correct(R, k, n);
     return XD_OK;

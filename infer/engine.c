@@ -24,6 +24,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "distill/checkpoint.h"
+#include "distill/rationale.h"
 #include "distill/exits.h"
 #include "distill/feed.h"
 #include "io/image.h"
@@ -57,6 +58,12 @@ struct xdistill_model {
     uint32_t *slots;          /* 0..max_batch-1: the batcher's example indices, made once */
     /* texts */
     txt_tokenizer tok;
+    /* a rationale decoder (xdistill_use_rationale), or NULL: the words of the last prediction */
+    nn_seqdec *dec;
+    rat_vocab *rv;
+    int dec_node;
+    int32_t *dec_out;         /* (max_batch, its length limit) */
+    int *dec_len;             /* (max_batch) */
 };
 
 struct xdistill_batch {
@@ -172,6 +179,14 @@ void xdistill_free(xdistill_model *x)
     free(x->input);
     free(x->slots);
     free(x->need);
+    if (x->dec) {
+        nn_seqdec_free(x->dec);
+        rat_vocab_free(x->rv);
+    }
+    free(x->dec);
+    free(x->rv);
+    free(x->dec_out);
+    free(x->dec_len);
     nn_model_free(&x->m);
     free(x->path);
     free(x);
@@ -394,7 +409,53 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
     }
     nn_model_infer(&x->m, input, count, x->need);
     nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    if (x->dec)
+        nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);
     return XD_OK;
+}
+
+xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdistill_error *err)
+{
+    xd_err e;
+    xd_err_clear(&e);
+    nn_seqdec *d = xd_xcalloc(1, sizeof *d);
+    rat_vocab *rv = xd_xcalloc(1, sizeof *rv);
+    char *tap = NULL;
+    xd_status s = rat_load(path, x->m.max_batch, d, rv, &tap, &e);
+    const int node = s == XD_OK ? nn_model_find(&x->m, tap) : -1;
+    if (s == XD_OK && node < 0)
+        s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads node '%s', which %s does not have", path,
+                    tap, x->path);
+    else if (s == XD_OK && nn_model_node(&x->m, node)->act_n != (size_t)d->in)
+        s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads %d values of '%s', %s gives %zu", path,
+                    d->in, tap, x->path, nn_model_node(&x->m, node)->act_n);
+    free(tap);
+    if (s != XD_OK) {
+        if (d->param) {
+            nn_seqdec_free(d);
+            rat_vocab_free(rv);
+        }
+        free(d);
+        free(rv);
+        return out_err(err, s, &e);
+    }
+    if (x->dec) {
+        nn_seqdec_free(x->dec);
+        rat_vocab_free(x->rv);
+        free(x->dec), free(x->rv), free(x->dec_out), free(x->dec_len);
+    }
+    x->dec = d, x->rv = rv, x->dec_node = node;
+    x->dec_out = xd_xmalloc(sizeof(int32_t) * (size_t)x->m.max_batch * (size_t)d->max_len);
+    x->dec_len = xd_xcalloc((size_t)x->m.max_batch, sizeof(int));
+    if (x->need) nn_model_needs(&x->m, node, x->need);
+    return XDISTILL_OK;
+}
+
+int xdistill_rationale(const xdistill_model *x, int slot, char *buf, size_t cap)
+{
+    if (!x->dec || slot < 0 || slot >= x->m.max_batch || !buf || !cap) return -1;
+    rat_decode(x->rv, x->dec_out + (size_t)slot * x->dec->max_len, x->dec_len[slot], buf, cap);
+    return x->dec_len[slot];
 }
 
 xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int count,

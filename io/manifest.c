@@ -28,13 +28,17 @@ static const char *const tsv_col_names[] = {
 static_assert(sizeof tsv_col_names / sizeof tsv_col_names[0] == MF_COL_COUNT,
               "tsv_col_names must name every column");
 
+/* JSONL keys: the manifest's columns, then a rationale record's own two */
+enum { MF_KEY_INPUT = MF_COL_COUNT, MF_KEY_RATIONALE, MF_KEY_COUNT };
 static const char *const jsonl_keys[] = {
     [MF_COL_IMAGE] = "image",
     [MF_COL_TEXT] = "text",
     [MF_COL_LABEL] = "label",
+    [MF_KEY_INPUT] = "input",
+    [MF_KEY_RATIONALE] = "rationale",
 };
-static_assert(sizeof jsonl_keys / sizeof jsonl_keys[0] == MF_COL_COUNT,
-              "jsonl_keys must name every column");
+static_assert(sizeof jsonl_keys / sizeof jsonl_keys[0] == MF_KEY_COUNT,
+              "jsonl_keys must name every key");
 
 /* How the raw labels are to be read once all rows are in. */
 typedef enum {
@@ -54,7 +58,10 @@ void io_manifest_free(io_manifest *m)
     for (size_t i = 0; i < m->n; i++) {
         if (m->paths) free(m->paths[i]);
         if (m->texts) free(m->texts[i]);
+        if (m->rationales) free(m->rationales[i]);
     }
+    free(m->rationales);
+    free(m->first_skipped);
     for (size_t i = 0; i < m->n_classes; i++) free(m->class_names[i]);
     free(m->paths);
     free(m->texts);
@@ -75,6 +82,8 @@ typedef struct {
     char **label_raw; /* (cap) label text as written */
     size_t *lines;    /* (cap) line number of each row */
     const io_manifest_classes *fixed; /* a classes file, or NULL */
+    int rationales;   /* rationale records (input, label, rationale), not image-text pairs */
+    int skip_bad;     /* rationale records: a bad line is counted and left out */
     xd_err *e;
 } mf_build;
 
@@ -167,12 +176,13 @@ static xd_status build_start(mf_build *b, const char *path, io_manifest *m, size
     b->m = m;
     b->e = e;
     b->cap = lines < b->lim.max_rows ? lines : b->lim.max_rows;
-    m->paths = xd_try_alloc(b->cap * sizeof *m->paths);
+    m->paths = b->rationales ? NULL : xd_try_alloc(b->cap * sizeof *m->paths);
+    m->rationales = b->rationales ? xd_try_alloc(b->cap * sizeof *m->rationales) : NULL;
     m->texts = xd_try_alloc(b->cap * sizeof *m->texts);
     m->labels = xd_try_alloc(b->cap * sizeof *m->labels);
     b->label_raw = xd_try_alloc(b->cap * sizeof *b->label_raw);
     b->lines = xd_try_alloc(b->cap * sizeof *b->lines);
-    if (!m->paths || !m->texts || !m->labels || !b->label_raw || !b->lines)
+    if (!(m->paths || m->rationales) || !m->texts || !m->labels || !b->label_raw || !b->lines)
         return xd_fail(e, XD_ENOMEM, "%s: cannot allocate room for %zu examples", path, b->cap);
     return XD_OK;
 }
@@ -197,6 +207,14 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     if (m->n >= b->lim.max_rows)
         return mf_fail(b, XD_EFORMAT, line, NULL, "more than the %zu examples allowed",
                        b->lim.max_rows);
+    if (b->rationales) { /* image holds the rationale, checked by jsonl_row */
+        size_t i = m->n++;
+        m->rationales[i] = xd_xstrdup(image);
+        m->texts[i] = xd_xstrdup(text);
+        b->label_raw[i] = xd_xstrdup(label);
+        b->lines[i] = line;
+        return XD_OK;
+    }
     if (image[0] == '\0')
         return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_IMAGE], "empty image path");
     if (label[0] == '\0') return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
@@ -512,7 +530,7 @@ static xd_status tsv_rows(mf_build *b, char *buf, size_t n)
 // ----------------------------------------------------------------------------------------------
 // JSONL
 
-static xd_status jsonl_string(const mf_build *b, size_t line, json_t *obj, mf_col c,
+static xd_status jsonl_string(const mf_build *b, size_t line, json_t *obj, int c,
                               const char **out)
 {
     json_t *v = json_object_get(obj, jsonl_keys[c]);
@@ -528,9 +546,16 @@ static xd_status jsonl_row(mf_build *b, size_t line, json_t *obj, mf_label_mode 
     if (!json_is_object(obj))
         return mf_fail(b, XD_EFORMAT, line, NULL, "a line must hold one JSON object");
     const char *image = NULL, *text = NULL;
-    xd_status s = jsonl_string(b, line, obj, MF_COL_IMAGE, &image);
-    if (s == XD_OK) s = jsonl_string(b, line, obj, MF_COL_TEXT, &text);
+    /* a rationale record's input and rationale take the places of the text and the image */
+    const int ki = b->rationales ? MF_KEY_RATIONALE : MF_COL_IMAGE,
+              kt = b->rationales ? MF_KEY_INPUT : MF_COL_TEXT;
+    xd_status s = jsonl_string(b, line, obj, ki, &image);
+    if (s == XD_OK) s = jsonl_string(b, line, obj, kt, &text);
     if (s != XD_OK) return s;
+    if (b->rationales && image[strspn(image, " \t\r\n")] == '\0')
+        return mf_fail(b, XD_EFORMAT, line, jsonl_keys[ki], "empty rationale");
+    if (b->rationales && text[strspn(text, " \t\r\n")] == '\0')
+        return mf_fail(b, XD_EFORMAT, line, jsonl_keys[kt], "empty input");
     const char *key = jsonl_keys[MF_COL_LABEL];
     json_t *lv = json_object_get(obj, key);
     if (!lv) return mf_fail(b, XD_EFORMAT, line, key, "missing key");
@@ -577,14 +602,21 @@ static xd_status jsonl_rows(mf_build *b, char *buf, size_t n)
             return mf_fail(b, XD_EFORMAT, lineno, NULL,
                            "line of %zu bytes, more than the %zu allowed", len, b->lim.max_line);
         xd_status s = check_utf8(b, lineno, NULL, line, len);
-        if (s != XD_OK) return s;
-        json_error_t je;
-        json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
-        if (!obj)
-            return mf_fail(b, XD_EFORMAT, lineno, NULL, "invalid JSON at character %d: %s",
-                           je.column, je.text);
-        s = jsonl_row(b, lineno, obj, &mode, &mode_line);
-        json_decref(obj);
+        if (s == XD_OK) {
+            json_error_t je;
+            json_t *obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+            if (!obj)
+                s = mf_fail(b, XD_EFORMAT, lineno, NULL, "invalid JSON at character %d: %s",
+                            je.column, je.text);
+            else
+                s = jsonl_row(b, lineno, obj, &mode, &mode_line);
+            json_decref(obj);
+        }
+        if (s == XD_EFORMAT && b->skip_bad && b->m->n < b->lim.max_rows) {
+            if (!b->m->skipped++) b->m->first_skipped = xd_xstrdup(b->e->msg);
+            xd_err_clear(b->e);
+            continue;
+        }
         if (s != XD_OK) return s;
     }
     if (mode == MF_LABELS_AUTO) mode = MF_LABELS_IDS; /* no rows */
@@ -654,10 +686,11 @@ typedef xd_status (*mf_rows_fn)(mf_build *b, char *buf, size_t n);
 
 static xd_status read_with(const char *path, const io_manifest_limits *lim,
                            const io_manifest_classes *fixed, io_manifest *m, mf_rows_fn rows,
-                           xd_err *e)
+                           int rationales, int skip_bad, xd_err *e)
 {
     memset(m, 0, sizeof *m);
-    mf_build b = {.lim = lim ? *lim : io_manifest_default_limits(), .fixed = fixed};
+    mf_build b = {.lim = lim ? *lim : io_manifest_default_limits(), .fixed = fixed,
+                  .rationales = rationales, .skip_bad = skip_bad};
     void *data;
     size_t n;
     xd_status s = io_read_all(path, b.lim.max_bytes, &data, &n, e);
@@ -666,7 +699,9 @@ static xd_status read_with(const char *path, const io_manifest_limits *lim,
     if (s == XD_OK) s = rows(&b, data, n);
     if (s == XD_OK && m->n == 0)
         s = xd_fail(e, XD_EFORMAT, "%s: no examples (nothing but %s)", path,
-                    rows == tsv_rows ? "the header" : "blank lines");
+                    rows == tsv_rows ? "the header"
+                    : m->skipped     ? "bad records"
+                                     : "blank lines");
     build_end(&b);
     free(data);
     if (s != XD_OK) io_manifest_free(m);
@@ -676,13 +711,13 @@ static xd_status read_with(const char *path, const io_manifest_limits *lim,
 xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                xd_err *e)
 {
-    return read_with(path, lim, NULL, m, tsv_rows, e);
+    return read_with(path, lim, NULL, m, tsv_rows, 0, 0, e);
 }
 
 xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                  xd_err *e)
 {
-    return read_with(path, lim, NULL, m, jsonl_rows, e);
+    return read_with(path, lim, NULL, m, jsonl_rows, 0, 0, e);
 }
 
 static const struct {
@@ -704,8 +739,15 @@ xd_status io_manifest_read_classes(const char *path, const io_manifest_limits *l
     for (size_t k = 0; k < sizeof manifest_kinds / sizeof manifest_kinds[0]; k++) {
         size_t s = strlen(manifest_kinds[k].suffix);
         if (n > s && strcasecmp(path + n - s, manifest_kinds[k].suffix) == 0)
-            return read_with(path, lim, classes, m, manifest_kinds[k].rows, e);
+            return read_with(path, lim, classes, m, manifest_kinds[k].rows, 0, 0, e);
     }
     return xd_fail(e, XD_EARG, "%s: unknown manifest kind, the name must end in .tsv or .jsonl",
                    path);
+}
+
+xd_status io_manifest_read_rationales(const char *path, const io_manifest_limits *lim,
+                                      const io_manifest_classes *classes, int skip_bad,
+                                      io_manifest *m, xd_err *e)
+{
+    return read_with(path, lim, classes, m, jsonl_rows, 1, skip_bad, e);
 }

@@ -46,6 +46,9 @@ typedef struct {
     size_t n_classes;
     char **class_names;   /* (n_classes) */
     int labels_are_names; /* 1 if labels were class names, 0 if integer ids */
+    char **rationales;    /* (n) rationale records only (paths is then NULL), else NULL */
+    size_t skipped;       /* rationale records with skip_bad: bad lines left out */
+    char *first_skipped;  /* the first one's message, or NULL */
 } io_manifest;
 
 /* A classes file: one class name per line, in the order of their ids; a UTF-8 byte-order mark and
@@ -77,6 +80,17 @@ xd_status io_manifest_read_tsv(const char *path, const io_manifest_limits *lim, 
                                xd_err *e);
 xd_status io_manifest_read_jsonl(const char *path, const io_manifest_limits *lim, io_manifest *m,
                                  xd_err *e);
+
+/* Rationale records, as a large model's answers come: JSONL, one object per non-empty line with
+ * "input" (a string, not blank), "label" (as a manifest's JSONL label) and "rationale" (a string,
+ * not blank: the model's explanation of the label); other keys are ignored. The same reader as
+ * a manifest's: limits, UTF-8, labels and classes file alike, the input in texts and the
+ * rationale in rationales. A bad record (invalid UTF-8 or JSON, a missing key, a wrong type, a
+ * blank input or rationale, a bad label) is an error "FILE:LINE: [column KEY: ]reason"; with
+ * skip_bad it is left out instead, counted in skipped with the first message kept. */
+xd_status io_manifest_read_rationales(const char *path, const io_manifest_limits *lim,
+                                      const io_manifest_classes *classes, int skip_bad,
+                                      io_manifest *m, xd_err *e);
 
 void io_manifest_free(io_manifest *m);
 

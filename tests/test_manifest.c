@@ -1,4 +1,5 @@
-/* io/manifest: TSV and JSONL manifests, the label rule, and one error per bad line. */
+/* io/manifest: TSV and JSONL manifests, the label rule, and one error per bad line; rationale
+ * records and their bad lines. */
 #include "tests/support/testutil.h"
 
 #include <limits.h>
@@ -364,6 +365,92 @@ static void test_classes_file(void **state)
     tu_assert_err(&e, XD_EIO, "data/absent.txt");
 }
 
+/* Rationale records: input, label, rationale; any script; other keys ignored. */
+static void test_rationales(void **state)
+{
+    (void)state;
+    write_text("data/r.jsonl",
+               "{\"input\": \"a grey cat\", \"label\": \"cat\", \"rationale\": \"whiskers; meows\", "
+               "\"source\": \"x\"}\n"
+               "\n"
+               "{\"input\": \"\xEA\xB0\x9C\", \"label\": \"dog\", \"rationale\": \"\xE7\x8A\xAC barks\"}\n");
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read_rationales("data/r.jsonl", NULL, NULL, 0, &m, &e));
+    assert_int_equal(m.n, 2);
+    assert_null(m.paths);
+    assert_string_equal(m.texts[0], "a grey cat");
+    assert_string_equal(m.rationales[0], "whiskers; meows");
+    assert_string_equal(m.rationales[1], "\xE7\x8A\xAC barks");
+    assert_int_equal(m.labels[1], 1);
+    assert_string_equal(m.class_names[1], "dog");
+    assert_int_equal(m.skipped, 0);
+    io_manifest_free(&m);
+}
+
+static void expect_rationale_fail(const char *text, const char *substr)
+{
+    write_text("data/bad.jsonl", text);
+    io_manifest m;
+    xd_err e;
+    xd_err_clear(&e);
+    if (io_manifest_read_rationales("data/bad.jsonl", NULL, NULL, 0, &m, &e) == XD_OK)
+        fail_msg("accepted, expected an error mentioning '%s'", substr);
+    tu_assert_err(&e, XD_EFORMAT, substr);
+    assert_int_equal(m.n, 0);
+    assert_null(m.rationales);
+}
+
+/* Each bad record is an error naming its line; with skip_bad every one is left out and counted,
+ * the first message kept, and the good records read. */
+static void test_rationales_bad_records(void **state)
+{
+    (void)state;
+    const char *ok = "{\"input\": \"i\", \"label\": \"a\", \"rationale\": \"r\"}\n";
+    const char *bad[] = {
+        "{\"input\": \"i\", \"label\": \"a\", \"rationale\": \"r\"\n",
+        "{\"input\": \"i\", \"label\": \"a\"}\n",
+        "{\"input\": \"i\", \"label\": \"a\", \"rationale\": \" \\t\"}\n",
+        "{\"input\": \"i\", \"label\": \"a\", \"rationale\": \"\xC3\x28\"}\n",
+        "{\"input\": \"\", \"label\": \"a\", \"rationale\": \"r\"}\n",
+        "{\"label\": \"a\", \"rationale\": \"r\"}\n",
+        "{\"input\": \"i\", \"label\": \"a\", \"rationale\": 3}\n",
+    };
+    const char *why[] = {
+        "data/bad.jsonl:2: invalid JSON",
+        "data/bad.jsonl:2: column rationale: missing key",
+        "data/bad.jsonl:2: column rationale: empty rationale",
+        "data/bad.jsonl:2: invalid UTF-8 at byte",
+        "data/bad.jsonl:2: column input: empty input",
+        "data/bad.jsonl:2: column input: missing key",
+        "data/bad.jsonl:2: column rationale: must be a string",
+    };
+    const size_t n_bad = sizeof bad / sizeof bad[0];
+    char buf[4096];
+    for (size_t i = 0; i < n_bad; i++) {
+        snprintf(buf, sizeof buf, "%s%s%s", ok, bad[i], ok);
+        expect_rationale_fail(buf, why[i]);
+    }
+    /* --skip-bad: all of them left out, in one file */
+    size_t at = (size_t)snprintf(buf, sizeof buf, "%s", ok);
+    for (size_t i = 0; i < n_bad; i++) at += (size_t)snprintf(buf + at, sizeof buf - at, "%s", bad[i]);
+    snprintf(buf + at, sizeof buf - at, "%s", ok);
+    write_text("data/skip.jsonl", buf);
+    io_manifest m;
+    xd_err e;
+    TU_OK(io_manifest_read_rationales("data/skip.jsonl", NULL, NULL, 1, &m, &e));
+    assert_int_equal(m.n, 2);
+    assert_int_equal(m.skipped, n_bad);
+    assert_non_null(strstr(m.first_skipped, "data/skip.jsonl:2: invalid JSON"));
+    io_manifest_free(&m);
+    /* nothing but bad records is still an error */
+    write_text("data/allbad.jsonl", bad[1]);
+    xd_err_clear(&e);
+    assert_int_equal(io_manifest_read_rationales("data/allbad.jsonl", NULL, NULL, 1, &m, &e),
+                     XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "no examples (nothing but bad records)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +462,8 @@ int main(void)
         cmocka_unit_test(test_jsonl),
         cmocka_unit_test(test_jsonl_bad_lines),
         cmocka_unit_test(test_classes_file),
+        cmocka_unit_test(test_rationales),
+        cmocka_unit_test(test_rationales_bad_records),
     };
     return cmocka_run_group_tests(tests, setup_images, NULL);
 }

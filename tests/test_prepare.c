@@ -1306,10 +1306,61 @@ static void test_split_from_codes(void **state)
     tu_assert_err(&e, XD_EARG, "--split-from other.xds: id 9 is in both its train and test");
 }
 
+/* prepare rationales: the inputs as text.LANG, the rationales as S/rationale (split with their
+ * examples), 1x1 blank images; bad records stop it (nothing written) or, with skip_bad, are
+ * counted. */
+static void test_rationales(void **state)
+{
+    (void)state;
+    mkdir("rat", 0777);
+    const char *good = "{\"input\":\"purring\",\"label\":\"cat\",\"rationale\":\"cats purr\"}\n"
+                       "{\"input\":\"woof\",\"label\":\"dog\",\"rationale\":\"dogs bark\"}\n"
+                       "{\"input\":\"meow\",\"label\":\"cat\",\"rationale\":\"cats meow\"}\n"
+                       "{\"input\":\"growl\",\"label\":\"dog\",\"rationale\":\"dogs growl\"}\n";
+    char text[1024];
+    snprintf(text, sizeof text, "%s{\"input\":\"x\",\"label\":\"dog\",\"rationale\":\"\"}\n", good);
+    write_text("rat/r.jsonl", text);
+    sets_manifest_opts o = sets_manifest_defaults();
+    o.manifest = "rat/r.jsonl";
+    o.out = "rat/out.xds";
+    o.test_fraction = 0.5;
+    o.lang = "en";
+    sets_summary sum;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_equal(sets_rationales(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "rat/r.jsonl:5: column rationale: empty rationale");
+    assert_false(exists("rat/out.xds"));
+    o.skip_bad = 1;
+    TU_OK(sets_rationales(&o, &sum, &e));
+    assert_int_equal(sum.n_skipped, 1);
+    assert_non_null(strstr(sum.first_skipped, "rat/r.jsonl:5:"));
+    assert_int_equal(sum.n[SETS_TRAIN], 2);
+    assert_int_equal(sum.n[SETS_TEST], 2);
+    sets_summary_free(&sum);
+    io_dataset *ds = open_ds("rat/out.xds");
+    const io_tensor *img = need(ds, "train/image", IO_U8, 4);
+    assert_int_equal(img->shape[1] * img->shape[2] * img->shape[3], 1);
+    const int32_t *id = need(ds, "train/id", IO_I32, 1)->data;
+    const int32_t *y = need(ds, "train/label", IO_I32, 1)->data;
+    const io_strings *in = need_str(ds, "train/text.en"), *r = need_str(ds, "train/rationale");
+    const char *rows[][2] = {{"purring", "cats purr"}, {"woof", "dogs bark"},
+                             {"meow", "cats meow"}, {"growl", "dogs growl"}};
+    size_t len;
+    for (size_t i = 0; i < 2; i++) {
+        assert_string_equal(io_strings_get(in, i, &len), rows[id[i]][0]);
+        assert_string_equal(io_strings_get(r, i, &len), rows[id[i]][1]);
+        assert_int_equal(y[i], id[i] % 2);
+    }
+    assert_non_null(io_dataset_find_strings(ds, "test/rationale"));
+    io_dataset_close(ds);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fashion_mnist),
+        cmocka_unit_test(test_rationales),
         cmocka_unit_test(test_fashion_mnist_errors),
         cmocka_unit_test(test_fashion_scenes),
         cmocka_unit_test(test_emoji_key_and_text),

@@ -449,7 +449,8 @@ static void test_errors(void **state)
     /* enum words */
     load_bad(WITH_LOSSES("", "  - kind: kl\n"), NULL, 0, XD_EARG,
              "r.yaml:7: losses.0.kind: unknown value 'kl' (expected ce, kd, hinton, feature, hint, "
-             "attention, dense, contrastive, dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab or ofd)");
+             "attention, dense, contrastive, rationale, dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, "
+             "ab or ofd)");
     load_bad(WITH_LOSSES(teacher1, "  - kind: feature\n    student_tap: feat\n    teacher_tap: x\n"
                                    "    metric: l1\n"),
              NULL, 0, XD_EARG,

@@ -99,6 +99,16 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
 xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err);
 
+/* Adds a rationale decoder (a training run's best.rationale.safetensors or
+ * last.rationale.safetensors, beside the checkpoint of the same name): each prediction then also
+ * decodes, greedily, the rationale of every input from the node of m the decoder reads. Call it
+ * after xdistill_use_exit. A file that is no decoder, or one whose node m lacks or gives another
+ * width, is an error. */
+xdistill_status xdistill_use_rationale(xdistill_model *m, const char *path, xdistill_error *err);
+/* The last prediction's rationale of slot: its words joined by spaces into buf (cut to cap).
+ * Returns its word count, or -1 when m has no decoder or slot is out of range. */
+int xdistill_rationale(const xdistill_model *m, int slot, char *buf, size_t cap);
+
 /* The height and width of the image last set in slot, as given (before any preprocessing); 0 and
  * 0 for a slot without one (never set, failed, a text model's). */
 void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width);

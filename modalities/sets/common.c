@@ -60,6 +60,7 @@ void sets_summary_free(sets_summary *s)
     free(s->class_n);
     free_strv(s->langs, s->n_langs);
     free(s->missing);
+    free(s->first_skipped);
     memset(s, 0, sizeof *s);
 }
 
@@ -111,7 +112,7 @@ size_t sets_split_sections(const sets_split *s)
 {
     size_t n_extra = 0;
     for (int k = 0; k < SETS_EXTRA_MAX; k++) n_extra += s->extra_name[k] != NULL;
-    return 4 + n_extra + (s->code ? 1 : 0) + s->n_langs + (s->mask ? 4 : 0);
+    return 4 + n_extra + (s->code ? 1 : 0) + (s->rationale ? 1 : 0) + s->n_langs + (s->mask ? 4 : 0);
 }
 
 static xd_status add_array(io_dataset_writer *w, const char *split, const char *part, io_dtype t,
@@ -142,6 +143,10 @@ xd_status sets_write_split(io_dataset_writer *w, const char *split, const sets_s
     if (!st && s->code) {
         snprintf(name, sizeof name, "%s/code", split);
         st = io_dataset_add_strings(w, name, s->code, s->n, e);
+    }
+    if (!st && s->rationale) {
+        snprintf(name, sizeof name, "%s/rationale", split);
+        st = io_dataset_add_strings(w, name, s->rationale, s->n, e);
     }
     for (size_t l = 0; l < s->n_langs && !st; l++) {
         snprintf(name, sizeof name, "%s/text.%s", split, s->langs[l]);
@@ -463,6 +468,7 @@ xd_status sets_split_from(const char *other, sets_split sp[SETS_SPLIT_COUNT], se
         for (int j = 0; j < SETS_EXTRA_MAX; j++)
             GATHER(extra[j], sizeof(int32_t));
         GATHER(code, sizeof(char *));
+        GATHER(rationale, sizeof(char *));
         GATHER(mask, px);
         GATHER(boxes, (size_t)a->k * 5 * sizeof(int32_t));
         GATHER(items, (size_t)a->k * sizeof(int32_t));

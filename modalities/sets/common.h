@@ -25,6 +25,7 @@ typedef struct {
     const char *extra_name[SETS_EXTRA_MAX]; /* writes label.<extra_name[k]> for each given */
     const int32_t *extra[SETS_EXTRA_MAX];   /* (n) */
     const char *const *code;   /* (n) source code of each example (emoji code points) */
+    const char *const *rationale; /* (n) S/rationale: why the label is right, or NULL */
     size_t n_langs;
     const char *const *langs;         /* (n_langs) */
     const char *const *const *texts;  /* (n_langs)(n) */

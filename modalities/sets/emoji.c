@@ -39,6 +39,8 @@
 #define EMOJI_MAX_JSON ((size_t)256 << 20)
 /* Longest code-point key: sequences have at most ~10 code points of up to 6 hex digits. */
 #define EMOJI_KEY_MAX 128
+/* what the rationale option records: how S/rationale is made */
+#define EMOJI_RATIONALE "subgroup; en keywords"
 #define EMOJI_LANG_MAX 16
 #define EMOJI_MAX_SIZE 1024
 /* The category of skin-tone and hair modifiers: parts of other emoji, not pictures of their own. */
@@ -775,7 +777,7 @@ static xd_status load_images(const char *cache, const emo_styles *st, size_t k,
 typedef struct {
     char images[SETS_EMOJI_STYLE_COUNT * 64], size[16], frac[32], langs[EMOJI_LANG_MAX * 64 + 64];
     char labelled[SETS_EMOJI_STYLE_COUNT * 16];
-    io_kv kv[6];
+    io_kv kv[7];
     size_t n_kv;
 } emo_options;
 
@@ -805,6 +807,19 @@ static void emoji_options(const sets_emoji_opts *o, const emo_styles *st, const 
     p->n_kv = 4;
     if (st->n > 1) p->kv[p->n_kv++] = (io_kv){"labelled_styles", p->labelled};
     if (o->split_from) p->kv[p->n_kv++] = (io_kv){"split_from", o->split_from};
+    if (o->rationales) p->kv[p->n_kv++] = (io_kv){"rationale", EMOJI_RATIONALE};
+}
+
+/* An emoji's rationale for its group: its subgroup's name, then its English CLDR keywords (the
+ * part of the English text after "label; ", or the label when it has none), the name first so
+ * that a rationale cut to a length limit keeps it. A new string. */
+static char *emoji_rationale(const char *en, const char *subgroup)
+{
+    const char *tags = strstr(en, "; ");
+    const char *kw = tags ? tags + 2 : en;
+    char *r = xd_xmalloc(strlen(kw) + strlen(subgroup) + 3);
+    sprintf(r, "%s%s%s", subgroup, *kw ? "; " : "", kw);
+    return r;
 }
 
 typedef struct {
@@ -840,6 +855,7 @@ typedef struct {
     int32_t *label, *sub, *style, *id;
     const char **code;
     const char ***texts;
+    char **rationale; /* (n) with --rationales, else NULL */
 } emo_split;
 
 static void emo_split_free(emo_split *p, size_t n_langs)
@@ -851,6 +867,8 @@ static void emo_split_free(emo_split *p, size_t n_langs)
     free(p->style);
     free(p->id);
     free(p->code);
+    for (size_t i = 0; p->rationale && p->rationale[i]; i++) free(p->rationale[i]);
+    free(p->rationale);
     if (p->texts)
         for (size_t l = 0; l < n_langs; l++) free(p->texts[l]);
     free(p->texts);
@@ -906,6 +924,10 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
         emoji_options(o, &st, labelled, &d, &opt);
         s = sets_check_replace(o->out, NULL, "emoji", o->seed, opt.kv, opt.n_kv, o->force, e);
     }
+    size_t en = 0; /* the English texts, which rationales are made of */
+    while (!s && o->rationales && en < d.n_langs && strcmp(d.langs[en], "en") != 0) en++;
+    if (!s && o->rationales && en == d.n_langs)
+        s = xd_fail(e, XD_EARG, "--rationales needs the English texts; add en to --langs");
     double t1 = sets_now();
     for (size_t k = 0; k < st.n && !s; k++) s = load_images(cache, &st, k, &m, o->size, &d, e);
     double t2 = sets_now();
@@ -936,7 +958,8 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
                             .style = xd_xmalloc(n * sizeof(int32_t)),
                             .id = xd_xmalloc(n * sizeof(int32_t)),
                             .code = xd_xmalloc(n * sizeof(char *)),
-                            .texts = xd_xcalloc(d.n_langs + 1, sizeof(char **))};
+                            .texts = xd_xcalloc(d.n_langs + 1, sizeof(char **)),
+                            .rationale = o->rationales ? xd_xcalloc(n, sizeof(char *)) : NULL};
         for (size_t l = 0; l < d.n_langs; l++) ps[k].texts[l] = xd_xmalloc(n * sizeof(char *));
         cnt[k] = 0;
     }
@@ -955,6 +978,8 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
                 p->id[i] = eb->id;
                 p->code[i] = eb->var[v].unified;
                 for (size_t l = 0; l < d.n_langs; l++) p->texts[l][i] = d.texts[l][x];
+                if (p->rationale)
+                    p->rationale[i] = emoji_rationale(d.texts[en][x], m.subs.names[eb->sub]);
             }
     }
     free(base_test);
@@ -964,6 +989,7 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
                              .label_mask = ps[k].mask, .id = ps[k].id,
                              .extra_name = {"subgroup", st.n > 1 ? "style" : NULL},
                              .extra = {ps[k].sub, ps[k].style}, .code = ps[k].code,
+                             .rationale = (const char *const *)ps[k].rationale,
                              .n_langs = d.n_langs, .langs = (const char *const *)d.langs,
                              .texts = (const char *const *const *)ps[k].texts};
 

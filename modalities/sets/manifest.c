@@ -1,4 +1,5 @@
-/* A user's own image-text pairs (io/manifest.h: TSV or JSONL) as a paired dataset file.
+/* A user's own image-text pairs (io/manifest.h: TSV or JSONL) as a paired dataset file, and
+ * rationale records (io_manifest_read_rationales) as a text set with S/rationale.
  *
  * Each image (PNG or JPEG of any size, chosen by its magic bytes) is composited over white as RGB,
  * centre-cropped to a square of its shorter side, and resized to size x size: area averaging when
@@ -108,18 +109,21 @@ typedef struct {
     const char *lang;
     io_kv kv[6];
     size_t n;
+    int rationales;
 } mf_options;
 
-static void manifest_options(const sets_manifest_opts *o, const char *lang, mf_options *p)
+static void manifest_options(const sets_manifest_opts *o, const char *lang, int rationales,
+                             mf_options *p)
 {
     snprintf(p->size, sizeof p->size, "%d", o->size);
     snprintf(p->frac, sizeof p->frac, "%g", o->test_fraction);
     p->lang = lang;
-    p->kv[0] = (io_kv){"source", o->manifest};
-    p->kv[1] = (io_kv){"size", p->size};
-    p->kv[2] = (io_kv){"test_fraction", p->frac};
-    p->kv[3] = (io_kv){"languages", lang};
-    p->n = 4;
+    p->rationales = rationales;
+    p->n = 0;
+    p->kv[p->n++] = (io_kv){"source", o->manifest};
+    if (!rationales) p->kv[p->n++] = (io_kv){"size", p->size}; /* rationale sets have no images */
+    p->kv[p->n++] = (io_kv){"test_fraction", p->frac};
+    p->kv[p->n++] = (io_kv){"languages", lang};
     /* recorded only when given, so that sets made without them keep their bytes */
     if (o->classes) p->kv[p->n++] = (io_kv){"classes_file", o->classes};
     if (o->split_from) p->kv[p->n++] = (io_kv){"split_from", o->split_from};
@@ -129,7 +133,7 @@ static xd_status manifest_meta(io_dataset_writer *w, const void *ctx, xd_err *e)
 {
     const mf_options *p = ctx;
     xd_status s = sets_write_meta_kv(w, p->kv, p->n, e);
-    if (!s) s = io_dataset_set_meta(w, "crop", "centre square", e);
+    if (!s && !p->rationales) s = io_dataset_set_meta(w, "crop", "centre square", e);
     if (!s) s = io_dataset_add_strings(w, "languages", &p->lang, 1, e);
     return s;
 }
@@ -145,7 +149,97 @@ static char *set_name(const char *path)
     return s;
 }
 
-xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *e)
+/* The split and the data set file of m's examples: pixels (size x size RGB each), or NULL for
+ * rationale records, whose examples get a 1x1 blank image so that every reader of the container
+ * finds its images, and the rationale section. */
+static xd_status write_set(const sets_manifest_opts *o, const char *lang, const io_manifest *m,
+                           const uint8_t *pixels, const char *path, const char *name,
+                           const mf_options *mopt, double t2, sets_summary *sum, xd_err *e)
+{
+    const int side = pixels ? o->size : 1;
+    const size_t px = (size_t)side * (size_t)side * (pixels ? 3 : 1);
+    uint8_t *is_test = xd_xmalloc(m->n + 1);
+    sets_split sp[SETS_SPLIT_COUNT];
+    uint8_t *img[SETS_SPLIT_COUNT] = {0}, *mask[SETS_SPLIT_COUNT] = {0};
+    int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
+    const char **txt[SETS_SPLIT_COUNT] = {0}, **rat[SETS_SPLIT_COUNT] = {0};
+    const char *const *txt_tables[SETS_SPLIT_COUNT][1];
+    size_t cnt[SETS_SPLIT_COUNT] = {0};
+    sets_regroup rg = {0};
+    xd_status s = XD_OK;
+    if (!s) {
+        sets_split_stratified(m->labels, m->n, (int)m->n_classes, o->test_fraction, o->seed, is_test);
+        for (size_t i = 0; i < m->n; i++) cnt[is_test[i]]++;
+        /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
+        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0 && !o->split_from)
+            s = xd_fail(e, XD_EARG,
+                        "%s: %zu examples in %zu classes give no test example at test fraction %g "
+                        "(each class sends round(n x fraction) of its n examples to test); add "
+                        "examples, raise --test-fraction, or give --test-fraction 0 for a set "
+                        "without test split",
+                        o->manifest, m->n, m->n_classes, o->test_fraction);
+    }
+    if (!s) {
+        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+            size_t n = cnt[k] + 1;
+            img[k] = xd_xmalloc(n * px);
+            mask[k] = xd_xmalloc(n);
+            lab[k] = xd_xmalloc(n * sizeof(int32_t));
+            ids[k] = xd_xmalloc(n * sizeof(int32_t));
+            txt[k] = xd_xmalloc(n * sizeof(char *));
+            rat[k] = xd_xmalloc(n * sizeof(char *));
+            cnt[k] = 0;
+        }
+        for (size_t i = 0; i < m->n; i++) {
+            int k = is_test[i];
+            size_t j = cnt[k]++;
+            if (pixels)
+                memcpy(img[k] + j * px, pixels + i * px, px);
+            else
+                img[k][j] = 0;
+            if (m->rationales) rat[k][j] = m->rationales[i];
+            mask[k][j] = 1;
+            lab[k][j] = m->labels[i];
+            ids[k][j] = (int32_t)i;
+            txt[k][j] = m->texts[i];
+        }
+        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+            txt_tables[k][0] = txt[k];
+            sp[k] = (sets_split){.n = cnt[k], .h = side, .w = side, .c = pixels ? 3 : 1,
+                                 .image = img[k], .rationale = m->rationales ? rat[k] : NULL,
+                                 .label = lab[k], .label_mask = mask[k], .id = ids[k],
+                                 .n_langs = 1, .langs = &lang,
+                                 .texts = (const char *const *const *)txt_tables[k]};
+        }
+        if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
+        char *parent = io_path_dir(path);
+        if (!s) s = io_mkdir_p(parent, e);
+        sets_write wr = {name, SETS_PAIRED, o->seed, sp, m->n_classes,
+                         (const char *const *)m->class_names};
+        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, mopt, e);
+        if (!s) {
+            sum->t_write = sets_now() - t2;
+            sets_summary_fill(sum, SETS_PAIRED, path, sp, m->n_classes,
+                              (const char *const *)m->class_names);
+        }
+        free(parent);
+    }
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        free(img[k]);
+        free(mask[k]);
+        free(lab[k]);
+        free(ids[k]);
+        free(txt[k]);
+        free(rat[k]);
+    }
+    sets_regroup_free(&rg);
+    free(is_test);
+    return s;
+}
+
+/* A manifest's pairs, or (rationales) rationale records, as a data set file. */
+static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_summary *sum,
+                           xd_err *e)
 {
     memset(sum, 0, sizeof *sum);
     xd_status s = manifest_check(o, e);
@@ -158,12 +252,16 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
                      : xd_xstrdup(o->out);
     char *name = set_name(o->manifest);
     mf_options mopt;
-    manifest_options(o, lang, &mopt);
+    manifest_options(o, lang, rationales, &mopt);
     io_manifest m = {0};
     io_manifest_classes classes = {0};
     s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, mopt.n, o->force, e);
     if (!s && o->classes) s = io_manifest_classes_read(o->classes, &classes, e);
-    if (!s) s = io_manifest_read_classes(o->manifest, NULL, o->classes ? &classes : NULL, &m, e);
+    const io_manifest_classes *fixed = o->classes ? &classes : NULL;
+    if (!s && rationales)
+        s = io_manifest_read_rationales(o->manifest, NULL, fixed, o->skip_bad, &m, e);
+    else if (!s)
+        s = io_manifest_read_classes(o->manifest, NULL, fixed, &m, e);
     io_manifest_classes_free(&classes);
     if (!s && o->split_from) { /* before the images: a wrong OTHER fails at once */
         int32_t *rows = xd_xmalloc((m.n + 1) * sizeof *rows);
@@ -178,15 +276,16 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
         return s;
     }
     double t1 = sets_now();
-    size_t *lines = row_lines(o->manifest, m.n);
+    size_t *lines = rationales ? NULL : row_lines(o->manifest, m.n);
     size_t px = (size_t)o->size * (size_t)o->size * 3;
-    uint8_t *pixels = xd_try_alloc(m.n * px + 1);
-    if (!pixels) s = xd_fail(e, XD_ENOMEM, "%s: no memory for %zu images", o->manifest, m.n);
+    uint8_t *pixels = rationales ? NULL : xd_try_alloc(m.n * px + 1);
+    if (!pixels && !rationales)
+        s = xd_fail(e, XD_ENOMEM, "%s: no memory for %zu images", o->manifest, m.n);
     size_t first_bad = m.n;
     xd_err bad_err;
     xd_err_clear(&bad_err);
     io_image_opts opt = {.channels = 3, .bg = {255, 255, 255}};
-    if (!s) {
+    if (!s && pixels) {
 #pragma omp parallel for schedule(dynamic, 4)
         for (size_t i = 0; i < m.n; i++) {
             xd_err err;
@@ -213,81 +312,28 @@ xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *
             xd_err_prefix(e, "%s: example %zu: column %s", o->manifest, first_bad + 1, col);
     }
     double t2 = sets_now();
-
-    uint8_t *is_test = xd_xmalloc(m.n + 1);
-    sets_split sp[SETS_SPLIT_COUNT];
-    uint8_t *img[SETS_SPLIT_COUNT] = {0}, *mask[SETS_SPLIT_COUNT] = {0};
-    int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
-    const char **txt[SETS_SPLIT_COUNT] = {0};
-    const char *const *txt_tables[SETS_SPLIT_COUNT][1];
-    size_t cnt[SETS_SPLIT_COUNT] = {0};
-    sets_regroup rg = {0};
     if (!s) {
-        sets_split_stratified(m.labels, m.n, (int)m.n_classes, o->test_fraction, o->seed, is_test);
-        for (size_t i = 0; i < m.n; i++) cnt[is_test[i]]++;
-        /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
-        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0 && !o->split_from)
-            s = xd_fail(e, XD_EARG,
-                        "%s: %zu examples in %zu classes give no test example at test fraction %g "
-                        "(each class sends round(n x fraction) of its n examples to test); add "
-                        "examples, raise --test-fraction, or give --test-fraction 0 for a set "
-                        "without test split",
-                        o->manifest, m.n, m.n_classes, o->test_fraction);
-    }
-    if (!s) {
-        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
-            size_t n = cnt[k] + 1;
-            img[k] = xd_xmalloc(n * px);
-            mask[k] = xd_xmalloc(n);
-            lab[k] = xd_xmalloc(n * sizeof(int32_t));
-            ids[k] = xd_xmalloc(n * sizeof(int32_t));
-            txt[k] = xd_xmalloc(n * sizeof(char *));
-            cnt[k] = 0;
-        }
-        for (size_t i = 0; i < m.n; i++) {
-            int k = is_test[i];
-            size_t j = cnt[k]++;
-            memcpy(img[k] + j * px, pixels + i * px, px);
-            mask[k][j] = 1;
-            lab[k][j] = m.labels[i];
-            ids[k][j] = (int32_t)i;
-            txt[k][j] = m.texts[i];
-        }
-        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
-            txt_tables[k][0] = txt[k];
-            sp[k] = (sets_split){.n = cnt[k], .h = o->size, .w = o->size, .c = 3, .image = img[k],
-                                 .label = lab[k], .label_mask = mask[k], .id = ids[k],
-                                 .n_langs = 1, .langs = &lang,
-                                 .texts = (const char *const *const *)txt_tables[k]};
-        }
-        if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
-        char *parent = io_path_dir(path);
-        if (!s) s = io_mkdir_p(parent, e);
-        sets_write wr = {name, SETS_PAIRED, o->seed, sp, m.n_classes,
-                         (const char *const *)m.class_names};
-        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, &mopt, e);
-        if (!s) {
-            sum->t_read = t1 - t0;
-            sum->t_decode = t2 - t1;
-            sum->t_write = sets_now() - t2;
-            sets_summary_fill(sum, SETS_PAIRED, path, sp, m.n_classes,
-                              (const char *const *)m.class_names);
-        }
-        free(parent);
+        s = write_set(o, lang, &m, pixels, path, name, &mopt, t2, sum, e);
+        sum->t_read = t1 - t0;
+        sum->t_decode = t2 - t1;
+        sum->n_skipped = m.skipped;
+        sum->first_skipped = m.first_skipped;
+        m.first_skipped = NULL;
     }
     free(path);
     free(name);
-    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
-        free(img[k]);
-        free(mask[k]);
-        free(lab[k]);
-        free(ids[k]);
-        free(txt[k]);
-    }
-    sets_regroup_free(&rg);
-    free(is_test);
     free(pixels);
     free(lines);
     io_manifest_free(&m);
     return s;
+}
+
+xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *e)
+{
+    return build_set(o, 0, sum, e);
+}
+
+xd_status sets_rationales(const sets_manifest_opts *o, sets_summary *sum, xd_err *e)
+{
+    return build_set(o, 1, sum, e);
 }

@@ -63,6 +63,8 @@ typedef struct {
     char **langs;                 /* (n_langs) */
     size_t *missing;              /* (n_langs, SETS_SPLIT_COUNT) empty texts */
     size_t n_previews;            /* preview PNGs written (scenes) */
+    size_t n_skipped;             /* rationale records left out as bad (skip_bad) */
+    char *first_skipped;          /* the first one's message, or NULL */
     double t_read, t_decode, t_write; /* seconds: sources parsed, images decoded/made, written */
 } sets_summary;
 
@@ -139,6 +141,8 @@ typedef struct {
     double test_fraction;
     uint64_t seed;
     int force;           /* replace a data set made with other options */
+    int rationales;      /* S/rationale: each emoji's English keywords and its subgroup's name, a
+                          * rationale for its group (needs en among the languages) */
 } sets_emoji_opts;
 
 /* size 32, test fraction 0.2, seed 1, all languages */
@@ -175,6 +179,7 @@ typedef struct {
                            * and their order; every label must be one of them */
     const char *split_from; /* NULL, or a data set file whose split to reuse (ids are the 0-based
                              * manifest rows; test_fraction is then unused) */
+    int skip_bad;           /* rationales: bad records are left out and counted */
 } sets_manifest_opts;
 
 /* size 32, test fraction 0.2, seed 1, lang "und" */
@@ -182,5 +187,9 @@ sets_manifest_opts sets_manifest_defaults(void);
 /* Images are centre-cropped to a square, then resized to size x size (area averaging when
  * shrinking, bilinear when growing) as RGB over white. Errors name the manifest and its line. */
 xd_status sets_manifest(const sets_manifest_opts *o, sets_summary *sum, xd_err *e);
+/* Rationale records (io_manifest_read_rationales: input, label, rationale, as a large model
+ * answers) as a text set: the inputs in text.LANG, the rationales in S/rationale, labels and
+ * split as a manifest's; each example holds a 1x1 blank image (size is unused). */
+xd_status sets_rationales(const sets_manifest_opts *o, sets_summary *sum, xd_err *e);
 
 #endif

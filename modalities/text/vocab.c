@@ -280,20 +280,26 @@ xd_status txt_vocab_build(const txt_config *cfg, const char *const *texts, const
 /* ---------------------------------------------------------------------------------------------
  * File format. */
 
+char *txt_vocab_text(const txt_vocab *v)
+{
+    size_t cap = sizeof TXT_VOCAB_HEADER + 1;
+    for (uint32_t i = 0; i < v->n; i++) cap += v->offset[i + 1] - v->offset[i] + 24;
+    char *buf = xd_xmalloc(cap), *p = buf;
+    p += snprintf(p, cap, "%s\n", TXT_VOCAB_HEADER);
+    for (uint32_t i = 0; i < v->n; i++)
+        p += snprintf(p, cap - (size_t)(p - buf), "%s\t%llu\n", txt_vocab_token(v, i, NULL),
+                      (unsigned long long)v->count[i]);
+    return buf;
+}
+
 xd_status txt_vocab_save(const txt_vocab *v, const char *path, xd_err *e)
 {
     io_atomic w;
     xd_status st = io_atomic_open(&w, path, e);
     if (st) return st;
-    st = io_atomic_write(&w, TXT_VOCAB_HEADER "\n", sizeof TXT_VOCAB_HEADER, e);
-    for (uint32_t i = 0; i < v->n && !st; i++) {
-        size_t len;
-        const char *tok = txt_vocab_token(v, i, &len);
-        char tail[32];
-        int k = snprintf(tail, sizeof tail, "\t%llu\n", (unsigned long long)v->count[i]);
-        st = io_atomic_write(&w, tok, len, e);
-        if (!st) st = io_atomic_write(&w, tail, (size_t)k, e);
-    }
+    char *text = txt_vocab_text(v);
+    st = io_atomic_write(&w, text, strlen(text), e);
+    free(text);
     if (!st) st = io_atomic_commit(&w, e);
     if (st) io_atomic_abort(&w);
     return st;

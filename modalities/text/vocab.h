@@ -59,6 +59,8 @@ int32_t txt_vocab_find(const txt_vocab *v, const char *tok, size_t len);
 /* Token of an id (NUL-terminated), its length in *len (may be NULL). */
 const char *txt_vocab_token(const txt_vocab *v, uint32_t id, size_t *len);
 
+/* The file's text (a new string), which txt_vocab_parse reads back. */
+char *txt_vocab_text(const txt_vocab *v);
 xd_status txt_vocab_save(const txt_vocab *v, const char *path, xd_err *e);
 xd_status txt_vocab_load(const char *path, txt_vocab *v, xd_err *e);
 /* The same on n bytes of file contents in memory, path standing for the file in messages. */

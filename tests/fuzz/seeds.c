@@ -256,6 +256,10 @@ static void text_seeds(void)
     TEXT("manifest_jsonl", "ids.jsonl", "{\"image\":\"b.jpg\",\"text\":\"\\u00e9t\\u00e9\","
                                         "\"label\":2}\r\n\n{\"image\":\"a.png\",\"text\":\"y\","
                                         "\"label\":0}");
+    TEXT("rationales", "records.jsonl", "{\"input\": \"a grey cat\", \"label\": \"cat\", "
+                                        "\"rationale\": \"whiskers; purrs\"}\n\n{\"input\": "
+                                        "\"\xea\xb0\x9c\", \"label\": \"dog\", \"rationale\": "
+                                        "\"\xe7\x8a\xac barks\"}\n{\"input\": \"x\"}\n");
 
     TEXT("vocab", "words.vocab", "# xdistill text vocabulary v1\nthe\t12\n\xed\x95\x9c\t3\n"
                                  "caf\xc3\xa9\t1\n");
