@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dist.h"
 #include "core/mem.h"
 #include "distill/rationale.h"
 
@@ -52,6 +53,11 @@ xd_status train_rationale_setup(train_run *R, loss_rt *l, int stage, int i, xd_e
     const recipe_loss *L = l->L;
     nn_model *sm = &R->models[L->model].m;
     l->t_node = -1;
+    /* its token mean is over each rank's own rationale tokens, not the global batch's, and its
+     * decoder's gradients are not summed: not (yet) a data-parallel loss */
+    if (dist_size() > 1)
+        return xd_fail(e, XD_EUNSUPPORTED, "%s: the rationale loss runs in one process; it does "
+                                           "not run over %d ranks of mpirun", l->where, dist_size());
     l->s_node = nn_model_find(sm, L->student_tap);
     if (l->s_node < 0)
         return xd_fail(e, XD_EARG, "%s: the student has no node '%s'", l->where, L->student_tap);
