@@ -4,7 +4,8 @@
 # against labels and rationales (step-by-step.yaml), 3 seeds each, then the table (test accuracy
 # mean +- std over the seeds, and the decoder's rationale token accuracy on the test emoji) and
 # a few rationales the 100% step-by-step student (seed 1) generates for held-out emoji, from
-# their texts in other languages. Rows whose summary already holds 3 seeds are not run again.
+# their texts in other languages, and the runs' report page, runs/reports/rationale.html. Rows
+# whose summary already holds 3 seeds are not run again.
 # The data set (prepare emoji --rationales) is made when missing; XDISTILL_RATIONALE_DATA names
 # another one.
 # Usage: recipes/rationale/table.sh [build/xdistill [TRAIN-ARGS...]]
@@ -75,3 +76,10 @@ for k in "${!picks[@]}"; do
            console.log(`| ${process.argv[2]} | ${process.argv[3]}: ${o.input} | ${o.top[0].label} | ` +
                        `${o.rationale} | ${process.argv[4]} |`)' "$out" "$code" "${langs[$k]}" "$ref"
 done
+
+# the runs' report page: curves, comparison, confusion matrices, mistakes (xdistill report)
+mkdir -p runs/reports
+dirs=()
+for f in "${fracs[@]}"; do for m in "${methods[@]}"; do dirs+=("runs/rationale-$m-$f"); done; done
+"$bin" report "${dirs[@]}" --out runs/reports/rationale.html \
+  --title "xdistill: distilling step by step on emoji" >&2
