@@ -10,6 +10,7 @@
 #ifndef XD_NN_QGEMM_H
 #define XD_NN_QGEMM_H
 
+#include <math.h>
 #include <stdint.h>
 
 #define NN_QGEMM_MAX_K 65536
@@ -42,5 +43,42 @@ void nn_qweights_free(nn_qweights *p);
 /* C[m][n] = sum_k A[m][k] * W.w[n][k] for m < M; A rows lda bytes apart (lda >= K), C rows ldc
  * apart (ldc >= N). Rows are spread over the OpenMP threads for large products. */
 void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W);
+
+/* x's level on a quantisation of step s: round(x / s) (to even, as nearbyintf in the default
+ * rounding mode) clamped to lo..hi (compares rather than fminf/fmaxf, which are calls unless NaN
+ * need not be kept). The vector epilogue below computes the same operations. */
+static inline float nn_quant_level(float x, float s, float lo, float hi)
+{
+    const float q = nearbyintf(x / s);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+/* What nn_qgemm_requant does with each int32 sum: its value in float, y = (float)(acc - zero *
+ * wsum[n]) * mult[n] + bias[n] (a multiply, then an add: the same bits in every kernel), written
+ * as floats (y, rows ldy apart) or, when codes is set, as the codes of the next quantisation
+ * (step scale, levels lo..hi, zero point code_zero): max(level(y) + code_zero, floor), floor
+ * being the code of 0 when a ReLU lies between (which commutes with the monotone quantisation),
+ * else 0. */
+typedef struct {
+    const float *mult, *bias; /* (N) */
+    int zero;                 /* the input codes' zero point */
+    float *y;
+    int ldy;
+    uint8_t *codes;
+    int ldc;
+    float scale, lo, hi;
+    int code_zero, floor;
+} nn_qepilogue;
+
+/* nn_qgemm with the sums turned into floats or codes as ep says, in registers (no int32 matrix
+ * is written). Rows are not spread over threads: the callers run a chunk of images per thread. */
+void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
+                      const nn_qepilogue *ep);
+/* nn_qgemm_requant with row m of A read in place from img: its k-th four bytes (k < W.K / 4; K a
+ * multiple of 4) at img + rowoff[m] + koff[k]. A convolution's windows over a padded image: each
+ * window row's k * channels codes, rounded up to a multiple of 4 by the bytes after them, which
+ * zero weights ignore (so they must be readable). */
+void nn_qgemm_windows(const uint8_t *img, const int32_t *rowoff, const int32_t *koff, int M,
+                      const nn_qweights *W, const nn_qepilogue *ep);
 
 #endif

@@ -79,9 +79,17 @@ int nn_quant_runs_int(const nn_model *m, int i);
  * as before. Fails (XD_EARG, naming the node) when a quantised layer's range is not calibrated or
  * when no layer can run on integers. */
 xd_status nn_qengine_attach(nn_model *m, xd_err *e);
-/* Called by the model's forward for node i: runs it on integers and returns 1, or returns 0 when
- * the node is not the engine's. */
-int nn_qengine_forward_node(nn_model *m, int i, int B);
+/* Called by the model's forward for node i over B rows: runs it on integers and returns 1, or
+ * returns 0 when the node is not the engine's. Rows as the model's forward has them: node j's
+ * output (and codes) for these rows start at row at[j] (at NULL: row b0 for every node), the
+ * layers' scratch at row sr. infer (nn_model_infer): an integer layer whose output reaches a
+ * fakequant node only through nodes that commute with quantisation (relu, maxpool) writes that
+ * node's codes straight from its sums, pooled on codes, and the nodes between do nothing: the
+ * same codes as the node by node forward; and a fused pool keeps no argmax. */
+int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, int sr, int infer);
+/* At inference: the node that computes node i's output (i, or the integer layer that writes
+ * codes for it, see nn_qengine_forward_node). */
+int nn_qengine_writer(const nn_model *m, int i);
 void nn_qengine_free(nn_qengine *q);
 /* Node i's int8 weights (its weight's shape) and scales (one per output) when it runs on
  * integers, else NULL. */
