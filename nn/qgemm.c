@@ -77,19 +77,35 @@ typedef struct {
     int32_t *C;
     int ldc;
     const nn_qepilogue *ep;
+    int relu; /* floats: max(y, 0) */
 } qout;
 
-/* Sum acc of row m, output n, through the epilogue (see nn_qepilogue). */
-static inline void requant_one(const nn_qepilogue *ep, const int32_t *wsum, int m, int n,
-                               int32_t acc)
+/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue); relu: floats
+ * max(y, 0). Loops plain enough to vectorise. */
+enum { QBLOCK = 64 };
+
+static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int n0, int cnt,
+                        const int32_t *acc, int relu)
 {
-    const float y = (float)(acc - ep->zero * wsum[n]) * ep->mult[n] + ep->bias[n];
+    float y[QBLOCK];
+    for (int j = 0; j < cnt; j++)
+        y[j] = (float)(acc[j] - ep->zero * wsum[n0 + j]) * ep->mult[n0 + j] + ep->bias[n0 + j];
     if (!ep->codes) {
-        ep->y[(size_t)m * ep->ldy + n] = y;
+        float *out = ep->y + (size_t)m * ep->ldy + n0;
+        if (relu)
+            for (int j = 0; j < cnt; j++) out[j] = y[j] > 0.0f ? y[j] : 0.0f;
+        else
+            memcpy(out, y, sizeof(float) * (size_t)cnt);
         return;
     }
-    const int c = (int)nn_quant_level(y, ep->scale, ep->lo, ep->hi) + ep->code_zero;
-    ep->codes[(size_t)m * ep->ldc + n] = (uint8_t)(c < ep->floor ? ep->floor : c);
+    /* the fields in locals: out may alias ep as far as the compiler knows */
+    const float scale = ep->scale, lo = ep->lo, hi = ep->hi;
+    const int zero = ep->code_zero, floor = ep->floor;
+    uint8_t *out = ep->codes + (size_t)m * ep->ldc + n0;
+    for (int j = 0; j < cnt; j++) {
+        const int c = (int)nn_quant_level(y[j], scale, lo, hi) + zero;
+        out[j] = (uint8_t)(c < floor ? floor : c);
+    }
 }
 
 /* Where a kernel reads its rows of A: row m at A + m * lda, or, for convolution windows read in
@@ -116,16 +132,21 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 #pragma omp parallel for if (!o->ep && (size_t)M * N * K > QPAR_MIN)
     for (int m = 0; m < M; m++) {
         const uint8_t *a = src_row(src, m);
-        for (int n = 0; n < N; n++) {
-            const int8_t *w = W->w + (size_t)n * K;
-            int32_t s = 0;
-            if (!src->koff)
-                for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-            else
-                for (int k = 0; k < K; k++)
-                    s += (int32_t)src_group(src, a, k / 4)[k % 4] * (int32_t)w[k];
-            if (o->ep) requant_one(o->ep, W->wsum, m, n, s);
-            else o->C[(size_t)m * o->ldc + n] = s;
+        for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+            const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+            int32_t acc[QBLOCK];
+            for (int j = 0; j < cnt; j++) {
+                const int8_t *w = W->w + (size_t)(n0 + j) * K;
+                int32_t s = 0;
+                if (!src->koff)
+                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
+                else
+                    for (int k = 0; k < K; k++)
+                        s += (int32_t)src_group(src, a, k / 4)[k % 4] * (int32_t)w[k];
+                acc[j] = s;
+            }
+            if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
+            else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
         }
     }
 }
@@ -149,7 +170,8 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
                       _mm512_maskz_loadu_ps(mask, ep->mult + n0)),
         _mm512_maskz_loadu_ps(mask, ep->bias + n0));
     if (!ep->codes) {
-        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask, y);
+        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask,
+                              o->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
         return;
     }
     __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
@@ -226,6 +248,27 @@ vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
     }
 }
 
+/* nn_qpool_requant, 16 outputs at a time through vnni_store. */
+__attribute__((target("avx512f,avx512vnni"))) static void
+vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int stride,
+          const nn_qweights *W)
+{
+    const int N = W->N;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+            for (int n0 = 0; n0 < N; n0 += 16) {
+                const int nn = N - n0 < 16 ? N - n0 : 16;
+                const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+                const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
+                __m512i best = _mm512_maskz_loadu_epi32(mask, c0);
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        best = _mm512_max_epi32(best, _mm512_maskz_loadu_epi32(
+                                                          mask, c0 + ((size_t)ky * Wd + kx) * N));
+                vnni_store(o, W, oy * OW + ox, n0, nn, best);
+            }
+}
+
 static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     const int MR = M / QROWS * QROWS;
@@ -263,11 +306,38 @@ void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
     qgemm_run(&o, &src, M, W);
 }
 
-void nn_qgemm_windows(const uint8_t *img, const int32_t *rowoff, const int32_t *koff, int M,
-                      const nn_qweights *W, const nn_qepilogue *ep)
+void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
+                      int M, const nn_qweights *W, const nn_qepilogue *ep)
 {
-    XD_ASSERT(W->K % 4 == 0 && M >= 0 && (ep->codes ? ep->ldc : ep->ldy) >= W->N);
-    const qout o = {.ep = ep};
+    XD_ASSERT(W->K % 4 == 0 && M >= 0 && (!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N));
+    const qout o = {.C = C, .ldc = W->N, .ep = ep};
     const qsrc src = {.A = img, .rowoff = rowoff, .koff = koff};
     qgemm_run(&o, &src, M, W);
+}
+
+void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
+                      const nn_qepilogue *ep, int relu)
+{
+#ifdef QGEMM_X86
+    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
+        const qout o = {.ep = ep, .relu = relu};
+        vnni_pool(&o, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
+        return;
+    }
+#endif
+    const int N = W->N, OH = (H - k) / stride + 1, OW = (Wd - k) / stride + 1;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+                const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
+                int32_t best[QBLOCK];
+                memcpy(best, c0, sizeof(int32_t) * (size_t)cnt);
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        const int32_t *c = c0 + ((size_t)ky * Wd + kx) * N;
+                        for (int j = 0; j < cnt; j++) best[j] = c[j] > best[j] ? c[j] : best[j];
+                    }
+                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best, relu);
+            }
 }

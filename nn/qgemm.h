@@ -74,11 +74,17 @@ typedef struct {
  * is written). Rows are not spread over threads: the callers run a chunk of images per thread. */
 void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
                       const nn_qepilogue *ep);
-/* nn_qgemm_requant with row m of A read in place from img: its k-th four bytes (k < W.K / 4; K a
- * multiple of 4) at img + rowoff[m] + koff[k]. A convolution's windows over a padded image: each
- * window row's k * channels codes, rounded up to a multiple of 4 by the bytes after them, which
- * zero weights ignore (so they must be readable). */
-void nn_qgemm_windows(const uint8_t *img, const int32_t *rowoff, const int32_t *koff, int M,
-                      const nn_qweights *W, const nn_qepilogue *ep);
+/* nn_qgemm_requant (or nn_qgemm into C, N apart, when ep is NULL) with row m of A read in place
+ * from img: its k-th four bytes (k < W.K / 4; K a multiple of 4) at img + rowoff[m] + koff[k]. A
+ * convolution's windows over a padded image: each window row's k * channels codes, rounded up to
+ * a multiple of 4 by the bytes after them, which zero weights ignore (so they must be readable). */
+void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
+                      int M, const nn_qweights *W, const nn_qepilogue *ep);
+/* Max pooling (k x k windows, stride, no padding) of the sums C of an H x Wd map (rows of W.N),
+ * then the epilogue on each pooled sum (its output rows are the pooled positions): the pooled
+ * values of the epilogue's, since the epilogue is monotone in the sum (every mult > 0), with the
+ * epilogue run once per window instead of k * k times. relu (floats): max(y, 0) after it. */
+void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
+                      const nn_qepilogue *ep, int relu);
 
 #endif

@@ -258,7 +258,8 @@ typedef struct {
      * output reaching it through relu, one maxpool (pool), flatten or dropout, which all commute
      * with the monotone quantisation, so they run on codes or not at all */
     int emit, pool, relu;
-    uint8_t *pre_pool;   /* pool: (max_batch * rows, OC) the codes before pooling */
+    int32_t *acc;        /* a pool after it: (max_batch * rows, OC) the sums, pooled before the
+                          * requantisation (nn_qpool_requant) */
 } qlayer;
 
 struct nn_qengine {
@@ -340,7 +341,7 @@ void nn_qengine_free(nn_qengine *q)
         free(L->scale);
         free(L->mult);
         free(L->bias);
-        free(L->pre_pool);
+        free(L->acc);
         free(q->codes[i]);
     }
     free(q->float_read);
@@ -371,7 +372,9 @@ static void plan_codes(nn_model *m)
                 L->emit = r;
                 break;
             }
-            if (k == NN_MAXPOOL && !pool) pool = r;
+            if (k == NN_MAXPOOL && !pool && m->nodes[r].ih == m->nodes[i].h &&
+                m->nodes[r].iw == m->nodes[i].w)
+                pool = r;
             else if (k == NN_RELU) relu = 1;
             else if (k != NN_FLATTEN && k != NN_DROPOUT) break;
             j = r;
@@ -379,9 +382,12 @@ static void plan_codes(nn_model *m)
         if (!L->emit) continue;
         L->pool = pool;
         L->relu = relu;
-        if (pool)
-            L->pre_pool = xd_xmalloc((size_t)m->max_batch * m->nodes[i].act_n);
         for (j = i; j != L->emit;) q->writer[j = nn_node_only_reader(m, j)] = i;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        qlayer *L = &q->layer[i];
+        if (L->on && (L->pool || m->nodes[i].pool_in_conv))
+            L->acc = xd_xmalloc(sizeof(int32_t) * (size_t)m->max_batch * m->nodes[i].act_n);
     }
 }
 
@@ -473,26 +479,6 @@ void nn_qengine_set_weights(nn_model *m, int i, const int8_t *q, const float *sc
     set_mult(m, i);
 }
 
-/* Max pooling of codes (NHWC, as nn_maxpool_forward): the codes of the pooled values, since
- * quantisation is monotone. */
-static void maxpool_codes(uint8_t *out, const uint8_t *inp, const nn_pool_shape *s)
-{
-    const int C = s->C;
-    for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++)
-            for (int ox = 0; ox < s->OW; ox++) {
-                uint8_t *best = out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
-                for (int ky = 0; ky < s->k; ky++)
-                    for (int kx = 0; kx < s->k; kx++) {
-                        const uint8_t *p = inp + (((size_t)b * s->H + oy * s->stride + ky) * s->W +
-                                                  ox * s->stride + kx) * C;
-                        if (ky == 0 && kx == 0) memcpy(best, p, (size_t)C);
-                        else
-                            for (int c = 0; c < C; c++) best[c] = p[c] > best[c] ? p[c] : best[c];
-                    }
-            }
-}
-
 /* Integer layer nd's product over B images, through the epilogue ep (its outputs for the first
  * image): a linear layer's rows x, or a convolution's windows in the padded copies. */
 static void layer_product(const qlayer *L, const nn_node *nd, const uint8_t *x,
@@ -504,9 +490,30 @@ static void layer_product(const qlayer *L, const nn_node *nd, const uint8_t *x,
     }
     nn_qepilogue e = *ep;
     for (int b = 0; b < B; b++) {
-        nn_qgemm_windows(padded + b * L->padded_n, L->rowoff, L->koff, nd->h * nd->w, &L->wwin, &e);
+        nn_qgemm_windows(NULL, padded + b * L->padded_n, L->rowoff, L->koff, nd->h * nd->w,
+                         &L->wwin, &e);
         if (e.codes) e.codes += nd->act_n;
         else e.y += nd->act_n;
+    }
+}
+
+/* layer_product followed by the max pool node pool (relu: a ReLU between), pooling the int32
+ * sums (in L->acc from row sr) before the epilogue; ep's outputs are the pooled ones. */
+static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *pool,
+                           const uint8_t *x, const uint8_t *padded, int B, int sr,
+                           const nn_qepilogue *ep, int relu)
+{
+    int32_t *acc = L->acc + (size_t)sr * nd->act_n;
+    const int per = nd->h * nd->w;
+    if (!padded) nn_qgemm(acc, nd->units, x, L->w.K, B * per, &L->w);
+    nn_qepilogue e = *ep;
+    for (int b = 0; b < B; b++) {
+        int32_t *a = acc + (size_t)b * nd->act_n;
+        if (padded)
+            nn_qgemm_windows(a, padded + b * L->padded_n, L->rowoff, L->koff, per, &L->wwin, NULL);
+        nn_qpool_requant(a, nd->h, nd->w, pool->k, pool->stride, &L->w, &e, relu);
+        if (e.codes) e.codes += pool->act_n;
+        else e.y += pool->act_n;
     }
 }
 
@@ -548,13 +555,18 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
         ep.hi = hi;
         ep.floor = L->relu ? ep.code_zero : 0;
         uint8_t *codes = q->codes[L->emit] + (size_t)nn_node_row(at, L->emit, b0) * f->act_n;
-        ep.codes = L->pool ? L->pre_pool + (size_t)sr * nd->act_n : codes;
+        ep.codes = codes;
         ep.ldc = OC;
-        layer_product(L, nd, x, padded, B, &ep);
-        if (L->pool) {
-            const nn_pool_shape ps = nn_node_pool_shape(&m->nodes[L->pool], B);
-            maxpool_codes(codes, ep.codes, &ps);
-        }
+        if (L->pool) pooled_product(L, nd, &m->nodes[L->pool], x, padded, B, sr, &ep, 0);
+        else layer_product(L, nd, x, padded, B, &ep);
+        return 1;
+    }
+    if (infer && nd->pool_in_conv && !m->nodes[m->nodes[nd->pool_in_conv].in].head) {
+        /* relu and pool: the epilogue's floats of the pooled sums, then the relu */
+        const nn_node *pool = &m->nodes[nd->pool_in_conv];
+        ep.y = pool->out + (size_t)nn_node_row(at, nd->pool_in_conv, b0) * pool->act_n;
+        ep.ldy = OC;
+        pooled_product(L, nd, pool, x, padded, B, sr, &ep, 1);
         return 1;
     }
     ep.y = nd->out + row * nd->act_n;
