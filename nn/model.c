@@ -897,6 +897,14 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
 #define NODE_ROWS(idx, p, per) ((p) + (size_t)nn_node_row(at, idx, b0) * (size_t)(per))
 #define SAVE_ROWS(p, per) ((p) + (size_t)(at ? sb : b0) * (size_t)(per))
 
+/* The node whose product writes relu's input: a folded norm's layer, else relu's input. */
+static int relu_source(const nn_model *m, const nn_node *relu)
+{
+    const int p = relu->in;
+    return p >= 0 && m->nodes[p].in >= 0 && m->nodes[m->nodes[p].in].bn_fold == p ? m->nodes[p].in
+                                                                                   : p;
+}
+
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
  * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
  * is not written unless that is a head. at (or NULL): the row each node's output for these rows
@@ -909,6 +917,10 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     const float *x = NODE_ROWS(nd->in, nn_node_input(m, nd->in), in_n);
     float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
     float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    if (nd->bn_fold) { /* it computes the folded norm's output (nn_model_pack) */
+        y = NODE_ROWS(nd->bn_fold, m->nodes[nd->bn_fold].out, nd->act_n);
+        b = nd->bp;
+    }
     if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
         nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
         w = nd->wq;
@@ -944,7 +956,8 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
         if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
-        else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
+        else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i)
+            /* else done there */
             nn_relu_maxpool_forward(
                 infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
                 infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
@@ -960,6 +973,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
     case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
     case NN_BATCHNORM: {
+        if (nd->in >= 0 && m->nodes[nd->in].bn_fold == i) break; /* folded into its input's */
         float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
         int N = B * nd->ih * nd->iw;
         if (run->training)
@@ -1112,58 +1126,106 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     m->batch = B;
     m->input = input;
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
-    /* One parallel region: each thread takes a share of the images through the whole model, on
-     * its own, with no wait until the end; the kernels inside run on the thread alone. */
+    /* One parallel region: the images in shares of about a quarter of a thread's, each taken
+     * through the whole model by whichever thread is free, on its own (the kernels inside run on
+     * that thread alone), with no wait until the end. A thread that starts late (cores shared
+     * with other jobs) finds less left to do instead of holding up the call with half of it. */
     const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
+    const int share = T > 1 ? (B + 4 * T - 1) / (4 * T) : B, n_shares = (B + share - 1) / share;
 #pragma omp parallel num_threads(T) if (T > 1)
     {
-        int t = 0, nt = 1;
 #ifdef _OPENMP
-        t = omp_get_thread_num();
-        nt = omp_get_num_threads();
-        if (nt > 1) omp_set_num_threads(1);
+        if (omp_get_num_threads() > 1) omp_set_num_threads(1);
 #endif
         int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
         uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
-        const int lo = (int)((long)B * t / nt), hi = (int)((long)B * (t + 1) / nt);
-        infer_rows(m, lo, hi - lo, need, at, keep);
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < n_shares; c++) {
+            const int b0 = c * share;
+            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+        }
         free(at);
         free(keep);
     }
 }
 
+/* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and
+ * float weights, not a head), to be folded into it at packing; else 0. */
+static int foldable_norm(const nn_model *m, int i)
+{
+    const nn_node *nd = &m->nodes[i];
+    if ((nd->kind != NN_LINEAR && nd->kind != NN_CONV2D) || nd->wbits || !nd->bias || nd->head)
+        return 0;
+    const int r = nn_node_only_reader(m, i);
+    return r > 0 && m->nodes[r].kind == NN_BATCHNORM && m->nodes[r].ic == nd->units ? r : 0;
+}
+
+/* Layer nd's weights (w, OC rows of K) and bias (b) with batch norm bn folded in. */
+static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, float *w, float *b)
+{
+    const int OC = nd->units, K = (int)(nd->w_n / (size_t)OC);
+    const float *gamma = m->param + bn->w_off, *beta = m->param + bn->b_off;
+    const float *mean = m->state + bn->s_off, *var = mean + bn->ic;
+    for (int o = 0; o < OC; o++) {
+        const float g = gamma[o] / sqrtf(var[o] + bn->eps);
+        for (int k = 0; k < K; k++) w[(size_t)o * K + k] = m->param[nd->w_off + (size_t)o * K + k] * g;
+        b[o] = (m->param[nd->b_off + o] - mean[o]) * g + beta[o];
+    }
+}
+
 xd_status nn_model_pack(nn_model *m, xd_err *e)
 {
-    size_t n = 0;
+    size_t n = 0, w_max = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         const nn_node *nd = &m->nodes[i];
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
         if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
         else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
+        if (foldable_norm(m, i)) n += (size_t)nd->units;
+        if (nd->w_n > w_max) w_max = nd->w_n;
     }
     free(m->packed);
     m->packed = n ? xd_try_alloc_aligned(sizeof(float) * n) : NULL;
-    if (n && !m->packed)
+    float *wf = n ? xd_try_alloc(sizeof(float) * (w_max ? w_max : 1)) : NULL;
+    if (n && (!m->packed || !wf)) {
+        free(wf);
         return xd_fail(e, XD_ENOMEM, "no memory for the packed weights (%zu bytes)",
-                       sizeof(float) * n);
+                       sizeof(float) * (n + w_max));
+    }
     float *p = m->packed;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         const float *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
         nd->wp = NULL;
-        if (nd->wbits) continue;
+        nd->bp = NULL;
+        nd->bn_fold = 0;
+        if (nd->wbits || (nd->kind != NN_LINEAR && nd->kind != NN_CONV2D)) continue;
+        const int bn = foldable_norm(m, i);
+        if (bn) {
+            nd->bn_fold = bn;
+            nd->bp = p;
+            fold_norm(m, nd, &m->nodes[bn], wf, nd->bp);
+            p += nd->units;
+            w = wf;
+            b = nd->bp;
+            /* conv -> norm -> relu -> maxpool: the relu and pool run in the product, as
+             * plan_fusion arranges without the norm */
+            const int relu = nn_node_only_reader(m, bn);
+            if (nd->kind == NN_CONV2D && relu > 0 && m->nodes[relu].relu_pool)
+                nd->pool_in_conv = nn_node_only_reader(m, relu);
+        }
+        nd->wp = p;
         if (nd->kind == NN_LINEAR) {
-            nd->wp = p;
             nn_linear_pack(p, w, nd->ic, nd->units);
             p += nn_linear_packed_size(nd->ic, nd->units);
-        } else if (nd->kind == NN_CONV2D) {
+        } else {
             nn_conv_shape cs = nn_node_conv_shape(nd, 1), cmax = nn_node_conv_shape(nd, m->max_batch);
-            nd->wp = p;
             nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
             p += nn_conv_packed_size(&cs);
         }
     }
+    free(wf);
     return XD_OK;
 }
 
