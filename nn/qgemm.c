@@ -28,7 +28,8 @@ const char *nn_qisa_name(nn_qisa isa) { return isa < NN_QISA_COUNT ? isa_names[i
 nn_qisa nn_qgemm_best(void)
 {
 #ifdef QGEMM_X86
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
         return NN_QISA_AVX512VNNI;
 #endif
     return NN_QISA_PORTABLE;
@@ -154,7 +155,7 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 #ifdef QGEMM_X86
 /* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_one's operations, in
  * the same order, 16 lanes at a time. */
-__attribute__((target("avx512f,avx512vnni"))) static inline void
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static inline void
 vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i acc)
 {
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
@@ -180,7 +181,8 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
     const __m512i c = _mm512_max_epi32(
         _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
         _mm512_set1_epi32(ep->floor));
-    _mm512_mask_cvtusepi32_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, c);
+    /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
+    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, _mm512_cvtusepi32_epi8(c));
 }
 
 /* QROWS rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
@@ -188,7 +190,7 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
  * independent sums keep the dot-product unit busy. */
 enum { QROWS = 8 };
 
-__attribute__((target("avx512f,avx512vnni"))) static void
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
 vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
 {
     const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
@@ -222,7 +224,7 @@ vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
  * batch of one, and the rows left over by vnni_rows). */
-__attribute__((target("avx512f,avx512vnni"))) static void
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
 vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 {
     const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
@@ -249,7 +251,7 @@ vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 }
 
 /* nn_qpool_requant, 16 outputs at a time through vnni_store. */
-__attribute__((target("avx512f,avx512vnni"))) static void
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
 vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int stride,
           const nn_qweights *W)
 {

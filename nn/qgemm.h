@@ -4,9 +4,9 @@
  * nn/quant.h) and weights as signed 8-bit values, which is what the CPU's 8-bit dot-product
  * instruction (AVX-512 VNNI's vpdpbusd: four u8 x s8 products summed into each int32 lane) takes.
  * Which kernel runs is decided at run time (__builtin_cpu_supports), whatever the build's -march:
- * the VNNI kernel when the CPU has it, else a portable C loop. Every kernel gives the exact integer
- * result, so they agree bit for bit (the tests force each one). Sums are exact in int32 as long as
- * K <= NN_QGEMM_MAX_K (255 * 127 * K < 2^31). */
+ * the VNNI kernel when the CPU has it (and AVX-512 BW and VL), else a portable C loop. Every kernel
+ * gives the exact integer result, so they agree bit for bit (the tests force each one). Sums are
+ * exact in int32 as long as K <= NN_QGEMM_MAX_K (255 * 127 * K < 2^31). */
 #ifndef XD_NN_QGEMM_H
 #define XD_NN_QGEMM_H
 
