@@ -186,10 +186,12 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * does nothing; the same values within float rounding, not the same bits. The parameters must
  * not change afterwards, and the model serves inference only (training does not call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);
-/* nn_model_forward_some in eval mode, bit for bit, arranged for inference: a run of per-image
- * layers with a convolution in it (convolutions, norms, activations, pools) goes a few images at
- * a time, so each image stays in cache from layer to layer, and with several threads the chunks
- * are spread over them; linear layers run over the whole batch. What only backward reads is not
+/* nn_model_forward_some in eval mode, bit for bit (but for a batch norm nn_model_pack folded),
+ * arranged for inference: a run of per-image layers with a convolution in it (convolutions,
+ * norms, activations, pools) goes a few images at a time, so each image stays in cache from
+ * layer to layer; linear layers run over all the images of a share. With several threads, shares
+ * of the batch go through the whole model on whichever thread is free, in one parallel region.
+ * With the integer engine attached (nn/quant.h) its layers run on codes the short way. What only backward reads is not
  * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
  * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);

@@ -141,9 +141,11 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
                 int32_t s = 0;
                 if (!src->koff)
                     for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-                else
-                    for (int k = 0; k < K; k++)
-                        s += (int32_t)src_group(src, a, k / 4)[k % 4] * (int32_t)w[k];
+                else /* K is a multiple of 4 then */
+                    for (int g = 0; g < K / 4; g++) {
+                        const uint8_t *ag = src_group(src, a, g);
+                        for (int b = 0; b < 4; b++) s += (int32_t)ag[b] * (int32_t)w[4 * g + b];
+                    }
                 acc[j] = s;
             }
             if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);

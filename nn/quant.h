@@ -24,7 +24,13 @@
  * fakequant node turns into the next codes. Everything between (relu, pooling, batch norm,
  * flatten, ...) runs as in the float model. The fake-quant forward computes the same quantities
  * in float, so the two differ only where the order of a float sum
- * moves a value across a rounding boundary of the next quantisation. */
+ * moves a value across a rounding boundary of the next quantisation.
+ * At inference (nn_model_infer) the same codes come by a shorter way: a convolution reads its
+ * windows in place from a padded copy of its input codes, the requantisation runs in the
+ * kernel's registers, a max pool after a layer pools its int32 sums (the requantisation is
+ * monotone in the sum) and requantises once per window, and a layer whose output reaches the
+ * next fakequant node only through relu, maxpool, flatten or dropout writes that node's codes
+ * itself (relu: codes below the code of 0 raised to it), so nothing between runs in float. */
 #ifndef XD_NN_QUANT_H
 #define XD_NN_QUANT_H
 
