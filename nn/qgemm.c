@@ -130,27 +130,32 @@ static inline const uint8_t *src_group(const qsrc *a, const uint8_t *row, int g)
 static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     const int N = W->N, K = W->K;
-#pragma omp parallel for if (!o->ep && (size_t)M * N * K > QPAR_MIN)
-    for (int m = 0; m < M; m++) {
-        const uint8_t *a = src_row(src, m);
-        for (int n0 = 0; n0 < N; n0 += QBLOCK) {
-            const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
-            int32_t acc[QBLOCK];
-            for (int j = 0; j < cnt; j++) {
-                const int8_t *w = W->w + (size_t)(n0 + j) * K;
-                int32_t s = 0;
-                if (!src->koff)
-                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-                else /* K is a multiple of 4 then */
-                    for (int g = 0; g < K / 4; g++) {
-                        const uint8_t *ag = src_group(src, a, g);
-                        for (int b = 0; b < 4; b++) s += (int32_t)ag[b] * (int32_t)w[4 * g + b];
-                    }
-                acc[j] = s;
+#pragma omp parallel if (!o->ep && (size_t)M * N * K > QPAR_MIN)
+    {
+        /* a window read in place is first gathered into one row (K is a multiple of 4 then), so
+         * the products run over contiguous bytes */
+        uint8_t *row = src->koff ? xd_xmalloc((size_t)K) : NULL;
+#pragma omp for
+        for (int m = 0; m < M; m++) {
+            const uint8_t *a = src_row(src, m);
+            if (row) {
+                for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, src_group(src, a, g), 4);
+                a = row;
             }
-            if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
-            else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
+            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+                int32_t acc[QBLOCK];
+                for (int j = 0; j < cnt; j++) {
+                    const int8_t *w = W->w + (size_t)(n0 + j) * K;
+                    int32_t s = 0;
+                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
+                    acc[j] = s;
+                }
+                if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
+                else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
+            }
         }
+        free(row);
     }
 }
 
