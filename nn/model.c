@@ -657,8 +657,7 @@ char *nn_model_describe(const nn_model *m)
     return s;
 }
 
-/* The node that reads node idx, when exactly one does (and reads it once); else -1. */
-static int only_reader(const nn_model *m, int idx)
+int nn_node_only_reader(const nn_model *m, int idx)
 {
     int readers = 0, reader = -1;
     for (int i = idx + 1; i < m->n_nodes; i++) {
@@ -680,10 +679,10 @@ static void plan_fusion(nn_model *m)
     for (int r = 0; r < m->n_nodes; r++) {
         nn_node *relu = &m->nodes[r];
         if (relu->kind != NN_RELU) continue;
-        int pool = only_reader(m, r);
+        int pool = nn_node_only_reader(m, r);
         relu->relu_pool = pool >= 0 && m->nodes[pool].kind == NN_MAXPOOL;
         if (relu->relu_pool && relu->in >= 0 && m->nodes[relu->in].kind == NN_CONV2D &&
-            only_reader(m, relu->in) == r)
+            nn_node_only_reader(m, relu->in) == r)
             m->nodes[relu->in].pool_in_conv = pool;
     }
 }
@@ -888,16 +887,23 @@ void nn_model_needs(const nn_model *m, int target, uint8_t *need)
     /* a relu fused with its pool (plan_fusion) gets its output from the pool's pass, which
      * reads nothing but the relu */
     for (int i = 0; i < m->n_nodes; i++)
-        if (need[i] && m->nodes[i].relu_pool) need[only_reader(m, i)] = 1;
+        if (need[i] && m->nodes[i].relu_pool) need[nn_node_only_reader(m, i)] = 1;
 }
 
 /* The first of B rows, for work on rows b0.. of the batch: p + b0 * per; of node idx's output
  * (NODE_ROWS): row at[idx] instead when at is given; of what a node saves (SAVE_ROWS): row sb
  * then. */
 #define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
-#define NODE_ROWS(idx, p, per)                                                                   \
-    ((p) + (size_t)((idx) == NN_INPUT || !at ? b0 : at[idx]) * (size_t)(per))
+#define NODE_ROWS(idx, p, per) ((p) + (size_t)nn_node_row(at, idx, b0) * (size_t)(per))
 #define SAVE_ROWS(p, per) ((p) + (size_t)(at ? sb : b0) * (size_t)(per))
+
+/* The node whose product writes relu's input: a folded norm's layer, else relu's input. */
+static int relu_source(const nn_model *m, const nn_node *relu)
+{
+    const int p = relu->in;
+    return p >= 0 && m->nodes[p].in >= 0 && m->nodes[m->nodes[p].in].bn_fold == p ? m->nodes[p].in
+                                                                                   : p;
+}
 
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
  * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
@@ -911,6 +917,10 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     const float *x = NODE_ROWS(nd->in, nn_node_input(m, nd->in), in_n);
     float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
     float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    if (nd->bn_fold) { /* it computes the folded norm's output (nn_model_pack) */
+        y = NODE_ROWS(nd->bn_fold, m->nodes[nd->bn_fold].out, nd->act_n);
+        b = nd->bp;
+    }
     if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
         nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
         w = nd->wq;
@@ -946,7 +956,8 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
         if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
-        else if (relu->in < 0 || m->nodes[relu->in].pool_in_conv != i) /* else done there */
+        else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i)
+            /* else done there */
             nn_relu_maxpool_forward(
                 infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
                 infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
@@ -962,6 +973,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
     case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
     case NN_BATCHNORM: {
+        if (nd->in >= 0 && m->nodes[nd->in].bn_fold == i) break; /* folded into its input's */
         float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
         int N = B * nd->ih * nd->iw;
         if (run->training)
@@ -1023,49 +1035,44 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
         if (need && !need[i]) continue;
-        if (m->qengine && nn_qengine_forward_node(m, i, B)) continue;
+        if (m->qengine && nn_qengine_forward_node(m, i, 0, B, NULL, 0, 0)) continue;
         forward_node(m, i, 0, B, run, 0, NULL, 0);
     }
 }
 
-/* This thread's number in the team it runs in (0 outside a parallel region) */
-static int thread_index(void)
+/* Kinds whose forward is best run over the whole batch (or the thread's share of it) at
+ * inference: a linear layer reads its weights once for all rows; fake quantisation without a
+ * moving range takes its scale from the whole batch. */
+static int batch_wide(const nn_node *nd)
 {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
+    return nd->kind == NN_LINEAR || nd->kind == NN_EMBBAG ||
+           (nd->kind == NN_FAKEQUANT && !(nd->ema > 0.0f));
 }
-
-/* Kinds whose forward is best run over the whole batch at inference: a linear layer reads its
- * weights once for all rows; fake quantisation's scale is the whole tensor's. */
-static int batch_wide(nn_kind k) { return k == NN_LINEAR || k == NN_EMBBAG || k == NN_FAKEQUANT; }
 
 /* Floats of working memory a chunk of this many per example should stay within: about half of a
  * core's L2 cache, so a run of convolutions and their pools passes an image on to the next
  * layer while it is still in cache. */
 #define INFER_CACHE_FLOATS ((size_t)1 << 17)
 
-void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
+/* Node i's inference over rows b0..b0+B (at, sb: see forward_node), on integers when the
+ * integer engine runs it. */
+static void infer_node(nn_model *m, int i, int b0, int B, const int *at, int sb)
 {
-    XD_ASSERT(B > 0 && B <= m->max_batch);
     static const nn_run eval_run = {.training = 0};
-    int whole = m->qengine != NULL; /* the integer engine and fake-quant weights run whole batches */
-    for (int i = 0; i < m->n_nodes; i++) whole |= m->nodes[i].wbits != 0;
-    if (whole) {
-        nn_model_forward_some(m, input, B, NULL, need);
-        return;
-    }
-    m->batch = B;
-    m->input = input;
-    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    if (m->qengine && nn_qengine_forward_node(m, i, b0, B, at, at ? sb : b0, 1)) return;
+    forward_node(m, i, b0, B, &eval_run, 1, at, sb);
+}
+
+/* nn_model_infer of rows b0..b0+nb, on the calling thread alone; at, keep: n_nodes ints and
+ * bytes of room. */
+static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at, uint8_t *keep)
+{
     for (int s = 0, e; s < m->n_nodes; s = e) {
         /* a run of per-image nodes s..e with a convolution in it goes a chunk of images at a
-         * time; anything else over the whole batch */
+         * time; anything else over all the rows */
         size_t per = 0;
         int conv = 0;
-        for (e = s; e < m->n_nodes && !batch_wide(m->nodes[e].kind); e++) {
+        for (e = s; e < m->n_nodes && !batch_wide(&m->nodes[e]); e++) {
             const nn_node *nd = &m->nodes[e];
             per += nd->act_n;
             if (nd->kind == NN_CONV2D) {
@@ -1077,77 +1084,148 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
         if (e == s) e = s + 1;
         if (!conv) {
             for (int i = s; i < e; i++)
-                if (!need || need[i]) forward_node(m, i, 0, B, &eval_run, 1, NULL, 0);
+                if (!need || need[i]) infer_node(m, i, b0, nb, NULL, 0);
             continue;
         }
-        /* Only the run's results (what a later node reads, and heads) go to the images' own
-         * rows; what stays inside the run goes to rows of the thread's own (one chunk's worth,
-         * the same rows for every chunk), so it stays in cache instead of filling the batch's. */
-        int T = xd_threads_get() < B ? xd_threads_get() : B;
-        int chunk = per * (size_t)B <= INFER_CACHE_FLOATS ? B
-                    : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
-        if (T > 1 && chunk > B / T) chunk = B / T; /* T chunks of scratch rows within B */
-        const int n_chunks = (B + chunk - 1) / chunk;
-        if (n_chunks < 2) T = 1;
-        uint8_t *keep = xd_xcalloc((size_t)m->n_nodes, 1);
-        for (int i = s; i < e; i++) keep[i] = m->nodes[i].head;
+        /* Only the run's results (what a later node reads, and heads; and what a node before
+         * the run computes, see nn_qengine_writer) go to the images' own rows; what stays inside
+         * the run goes to the rows of the first chunk (the same rows for every chunk), so it
+         * stays in cache instead of filling the batch's. */
+        const int chunk = per * (size_t)nb <= INFER_CACHE_FLOATS ? nb
+                          : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        for (int i = s; i < e; i++)
+            keep[i] = m->nodes[i].head || (m->qengine && nn_qengine_writer(m, i) < s);
         for (int j = e; j < m->n_nodes; j++) {
             const nn_node *nd = &m->nodes[j];
             if (nd->in >= s && nd->in < e) keep[nd->in] = 1;
             if (nd->kind == NN_ADD && nd->in2 >= s && nd->in2 < e) keep[nd->in2] = 1;
         }
-        /* the chunks spread over the threads (each chunk's layers then run on its thread alone,
-         * no wait between layers) when there are enough of them; else the layers split their own
-         * work */
-#pragma omp parallel num_threads(T) if (T > 1)
-        {
-            int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
-            const int sb = thread_index() * chunk;
-#pragma omp for schedule(dynamic)
-            for (int c = 0; c < n_chunks; c++) {
-                const int b0 = c * chunk, nb = B - b0 < chunk ? B - b0 : chunk;
-                for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? b0 : sb;
-                for (int i = s; i < e; i++)
-                    if (!need || need[i]) forward_node(m, i, b0, nb, &eval_run, 1, at, sb);
-            }
-            free(at);
+        for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
+            const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
+            for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? c0 : b0;
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) infer_node(m, i, c0, n, at, b0);
         }
+    }
+}
+
+void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    int whole = 0, one = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        /* fake-quantised weights: every forward writes them to the node's one copy */
+        whole |= nd->wbits && !(m->qengine && nn_quant_runs_int(m, i));
+        one |= nd->kind == NN_FAKEQUANT && !(nd->ema > 0.0f); /* a scale of the whole batch */
+    }
+    if (whole) {
+        nn_model_forward_some(m, input, B, NULL, need);
+        return;
+    }
+    m->batch = B;
+    m->input = input;
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    /* One parallel region: the images in shares of about a quarter of a thread's, each taken
+     * through the whole model by whichever thread is free, on its own (the kernels inside run on
+     * that thread alone), with no wait until the end. A thread that starts late (cores shared
+     * with other jobs) finds less left to do instead of holding up the call with half of it. */
+    const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
+    const int share = T > 1 ? (B + 4 * T - 1) / (4 * T) : B, n_shares = (B + share - 1) / share;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#ifdef _OPENMP
+        if (omp_get_num_threads() > 1) omp_set_num_threads(1);
+#endif
+        int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+        uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < n_shares; c++) {
+            const int b0 = c * share;
+            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+        }
+        free(at);
         free(keep);
+    }
+}
+
+/* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and
+ * float weights, not a head), to be folded into it at packing; else 0. */
+static int foldable_norm(const nn_model *m, int i)
+{
+    const nn_node *nd = &m->nodes[i];
+    if ((nd->kind != NN_LINEAR && nd->kind != NN_CONV2D) || nd->wbits || !nd->bias || nd->head)
+        return 0;
+    const int r = nn_node_only_reader(m, i);
+    return r > 0 && m->nodes[r].kind == NN_BATCHNORM && m->nodes[r].ic == nd->units ? r : 0;
+}
+
+/* Layer nd's weights (w, OC rows of K) and bias (b) with batch norm bn folded in. */
+static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, float *w, float *b)
+{
+    const int OC = nd->units, K = (int)(nd->w_n / (size_t)OC);
+    const float *gamma = m->param + bn->w_off, *beta = m->param + bn->b_off;
+    const float *mean = m->state + bn->s_off, *var = mean + bn->ic;
+    for (int o = 0; o < OC; o++) {
+        const float g = gamma[o] / sqrtf(var[o] + bn->eps);
+        for (int k = 0; k < K; k++) w[(size_t)o * K + k] = m->param[nd->w_off + (size_t)o * K + k] * g;
+        b[o] = (m->param[nd->b_off + o] - mean[o]) * g + beta[o];
     }
 }
 
 xd_status nn_model_pack(nn_model *m, xd_err *e)
 {
-    size_t n = 0;
+    size_t n = 0, w_max = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         const nn_node *nd = &m->nodes[i];
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
         if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
         else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
+        if (foldable_norm(m, i)) n += (size_t)nd->units;
+        if (nd->w_n > w_max) w_max = nd->w_n;
     }
     free(m->packed);
     m->packed = n ? xd_try_alloc_aligned(sizeof(float) * n) : NULL;
-    if (n && !m->packed)
+    float *wf = n ? xd_try_alloc(sizeof(float) * (w_max ? w_max : 1)) : NULL;
+    if (n && (!m->packed || !wf)) {
+        free(wf);
         return xd_fail(e, XD_ENOMEM, "no memory for the packed weights (%zu bytes)",
-                       sizeof(float) * n);
+                       sizeof(float) * (n + w_max));
+    }
     float *p = m->packed;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         const float *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
         nd->wp = NULL;
-        if (nd->wbits) continue;
+        nd->bp = NULL;
+        nd->bn_fold = 0;
+        if (nd->wbits || (nd->kind != NN_LINEAR && nd->kind != NN_CONV2D)) continue;
+        const int bn = foldable_norm(m, i);
+        if (bn) {
+            nd->bn_fold = bn;
+            nd->bp = p;
+            fold_norm(m, nd, &m->nodes[bn], wf, nd->bp);
+            p += nd->units;
+            w = wf;
+            b = nd->bp;
+            /* conv -> norm -> relu -> maxpool: the relu and pool run in the product, as
+             * plan_fusion arranges without the norm */
+            const int relu = nn_node_only_reader(m, bn);
+            if (nd->kind == NN_CONV2D && relu > 0 && m->nodes[relu].relu_pool)
+                nd->pool_in_conv = nn_node_only_reader(m, relu);
+        }
+        nd->wp = p;
         if (nd->kind == NN_LINEAR) {
-            nd->wp = p;
             nn_linear_pack(p, w, nd->ic, nd->units);
             p += nn_linear_packed_size(nd->ic, nd->units);
-        } else if (nd->kind == NN_CONV2D) {
+        } else {
             nn_conv_shape cs = nn_node_conv_shape(nd, 1), cmax = nn_node_conv_shape(nd, m->max_batch);
-            nd->wp = p;
             nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
             p += nn_conv_packed_size(&cs);
         }
     }
+    free(wf);
     return XD_OK;
 }
 

@@ -91,6 +91,8 @@ typedef struct {
     float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
+    int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
+    float *bp;        /* its bias with the norm folded in, or NULL */
     int touched;      /* dout received gradient this step */
     int grad_used;    /* a parameter or the input gradient lies upstream: dout is worth filling */
     int relu_pool;    /* a relu read by one maxpool and nothing else: the pool's pass does both */
@@ -178,13 +180,18 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
                            const uint8_t *need);
 /* Inference: packs every linear and convolution weight once into the matrix kernel's layout
  * (with the bias column a convolution's product carries); forward passes then read the packed
- * copies, with the same bits. The parameters must not change afterwards (training does not call
- * this). */
+ * copies, with the same bits. A batch norm that alone reads a linear or convolution layer with a
+ * bias is folded into its packed weights and bias (w * g, (b - mean) * g + beta, g = gamma /
+ * sqrt(var + eps)), as ONNX Runtime does: the layer then writes the norm's output and the norm
+ * does nothing; the same values within float rounding, not the same bits. The parameters must
+ * not change afterwards, and the model serves inference only (training does not call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);
-/* nn_model_forward_some in eval mode, bit for bit, arranged for inference: a run of per-image
- * layers with a convolution in it (convolutions, norms, activations, pools) goes a few images at
- * a time, so each image stays in cache from layer to layer, and with several threads the chunks
- * are spread over them; linear layers run over the whole batch. What only backward reads is not
+/* nn_model_forward_some in eval mode, bit for bit (but for a batch norm nn_model_pack folded),
+ * arranged for inference: a run of per-image layers with a convolution in it (convolutions,
+ * norms, activations, pools) goes a few images at a time, so each image stays in cache from
+ * layer to layer; linear layers run over all the images of a share. With several threads, shares
+ * of the batch go through the whole model on whichever thread is free, in one parallel region.
+ * With the integer engine attached (nn/quant.h) its layers run on codes the short way. What only backward reads is not
  * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
  * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);

@@ -10,5 +10,13 @@ nn_pool_shape nn_node_pool_shape(const nn_node *nd, int B);
 nn_conv_shape nn_node_conv_shape(const nn_node *nd, int B);
 /* The output of node idx, or the model's input for NN_INPUT */
 const float *nn_node_input(const nn_model *m, int idx);
+/* The node that reads node idx, when exactly one does (and reads it once); else -1. */
+int nn_node_only_reader(const nn_model *m, int idx);
+/* The first row of node idx's output for work on rows b0.. of the batch: at[idx] when the
+ * inference's row table at is given (see nn_model_infer), else b0. */
+static inline int nn_node_row(const int *at, int idx, int b0)
+{
+    return idx == NN_INPUT || !at ? b0 : at[idx];
+}
 
 #endif

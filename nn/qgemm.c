@@ -28,7 +28,8 @@ const char *nn_qisa_name(nn_qisa isa) { return isa < NN_QISA_COUNT ? isa_names[i
 nn_qisa nn_qgemm_best(void)
 {
 #ifdef QGEMM_X86
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni"))
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
         return NN_QISA_AVX512VNNI;
 #endif
     return NN_QISA_PORTABLE;
@@ -72,110 +73,280 @@ void nn_qweights_free(nn_qweights *p)
     memset(p, 0, sizeof *p);
 }
 
-static void qgemm_portable(int32_t *C, int ldc, const uint8_t *A, int lda, int M,
-                           const nn_qweights *W)
+/* Where a kernel's sums go: the int32 matrix C (ep NULL), or through the epilogue ep. */
+typedef struct {
+    int32_t *C;
+    int ldc;
+    const nn_qepilogue *ep;
+    int relu; /* floats: max(y, 0) */
+} qout;
+
+/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue); relu: floats
+ * max(y, 0). Loops plain enough to vectorise. */
+enum { QBLOCK = 64 };
+
+static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int n0, int cnt,
+                        const int32_t *acc, int relu)
+{
+    float y[QBLOCK];
+    for (int j = 0; j < cnt; j++)
+        y[j] = (float)(acc[j] - ep->zero * wsum[n0 + j]) * ep->mult[n0 + j] + ep->bias[n0 + j];
+    if (!ep->codes) {
+        float *out = ep->y + (size_t)m * ep->ldy + n0;
+        if (relu)
+            for (int j = 0; j < cnt; j++) out[j] = y[j] > 0.0f ? y[j] : 0.0f;
+        else
+            memcpy(out, y, sizeof(float) * (size_t)cnt);
+        return;
+    }
+    /* the fields in locals: out may alias ep as far as the compiler knows */
+    const float scale = ep->scale, lo = ep->lo, hi = ep->hi;
+    const int zero = ep->code_zero, floor = ep->floor;
+    uint8_t *out = ep->codes + (size_t)m * ep->ldc + n0;
+    for (int j = 0; j < cnt; j++) {
+        const int c = (int)nn_quant_level(y[j], scale, lo, hi) + zero;
+        out[j] = (uint8_t)(c < floor ? floor : c);
+    }
+}
+
+/* Where a kernel reads its rows of A: row m at A + m * lda, or, for convolution windows read in
+ * place, at A + rowoff[m]; its k-th four bytes at 4 * k from there, or at koff[k]. */
+typedef struct {
+    const uint8_t *A;
+    int lda;
+    const int32_t *rowoff, *koff;
+} qsrc;
+
+static inline const uint8_t *src_row(const qsrc *a, int m)
+{
+    return a->rowoff ? a->A + a->rowoff[m] : a->A + (size_t)m * a->lda;
+}
+
+static inline const uint8_t *src_group(const qsrc *a, const uint8_t *row, int g)
+{
+    return row + (a->koff ? a->koff[g] : 4 * g);
+}
+
+static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     const int N = W->N, K = W->K;
-#pragma omp parallel for if ((size_t)M * N * K > QPAR_MIN)
-    for (int m = 0; m < M; m++) {
-        const uint8_t *a = A + (size_t)m * lda;
-        for (int n = 0; n < N; n++) {
-            const int8_t *w = W->w + (size_t)n * K;
-            int32_t s = 0;
-            for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-            C[(size_t)m * ldc + n] = s;
+#pragma omp parallel if (!o->ep && (size_t)M * N * K > QPAR_MIN)
+    {
+        /* a window read in place is first gathered into one row (K is a multiple of 4 then), so
+         * the products run over contiguous bytes */
+        uint8_t *row = src->koff ? xd_xmalloc((size_t)K) : NULL;
+#pragma omp for
+        for (int m = 0; m < M; m++) {
+            const uint8_t *a = src_row(src, m);
+            if (row) {
+                for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, src_group(src, a, g), 4);
+                a = row;
+            }
+            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+                int32_t acc[QBLOCK];
+                for (int j = 0; j < cnt; j++) {
+                    const int8_t *w = W->w + (size_t)(n0 + j) * K;
+                    int32_t s = 0;
+                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
+                    acc[j] = s;
+                }
+                if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
+                else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
+            }
         }
+        free(row);
     }
 }
 
 #ifdef QGEMM_X86
-/* Four rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
- * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes. */
-__attribute__((target("avx512f,avx512vnni"))) static void
-vnni_rows4(int32_t *C, int ldc, const uint8_t *A, int lda, int m0, const nn_qweights *W)
+/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_one's operations, in
+ * the same order, 16 lanes at a time. */
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static inline void
+vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i acc)
+{
+    const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+    const nn_qepilogue *ep = o->ep;
+    if (!ep) {
+        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, mask, acc);
+        return;
+    }
+    const __m512i ws = _mm512_maskz_loadu_epi32(mask, W->wsum + n0);
+    const __m512 y = _mm512_add_ps(
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
+                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), ws))),
+                      _mm512_maskz_loadu_ps(mask, ep->mult + n0)),
+        _mm512_maskz_loadu_ps(mask, ep->bias + n0));
+    if (!ep->codes) {
+        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask,
+                              o->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
+        return;
+    }
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(ep->lo)), _mm512_set1_ps(ep->hi));
+    const __m512i c = _mm512_max_epi32(
+        _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
+        _mm512_set1_epi32(ep->floor));
+    /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
+    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, _mm512_cvtusepi32_epi8(c));
+}
+
+/* QROWS rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
+ * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes; QROWS
+ * independent sums keep the dot-product unit busy. */
+enum { QROWS = 8 };
+
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
+vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
 {
     const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
-    const uint8_t *a[4];
-    int32_t tail[4] = {0, 0, 0, 0}; /* the last K % 4 bytes of each row, zero-filled */
-    for (int r = 0; r < 4; r++) {
-        a[r] = A + (size_t)(m0 + r) * lda;
-        if (full < kg) memcpy(&tail[r], a[r] + 4 * full, (size_t)(K - 4 * full));
+    const uint8_t *a[QROWS];
+    int32_t tail[QROWS] = {0}; /* the last K % 4 bytes of each row, zero-filled */
+    for (int r = 0; r < QROWS; r++) {
+        a[r] = src_row(src, m0 + r);
+        if (full < kg) memcpy(&tail[r], src_group(src, a[r], full), (size_t)(K - 4 * full));
     }
     for (int b = 0; b < nb; b++) {
         const int8_t *wp = W->packed + (size_t)b * kg * 64;
-        __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+        __m512i acc[QROWS];
+        for (int r = 0; r < QROWS; r++) acc[r] = _mm512_setzero_si512();
         for (int g = 0; g < full; g++) {
             const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)g * 64));
-            int32_t v0, v1, v2, v3;
-            memcpy(&v0, a[0] + 4 * g, 4);
-            memcpy(&v1, a[1] + 4 * g, 4);
-            memcpy(&v2, a[2] + 4 * g, 4);
-            memcpy(&v3, a[3] + 4 * g, 4);
-            acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(v0), w);
-            acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(v1), w);
-            acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(v2), w);
-            acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(v3), w);
+            for (int r = 0; r < QROWS; r++) {
+                int32_t v;
+                memcpy(&v, src_group(src, a[r], g), 4);
+                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
+            }
         }
         if (full < kg) {
             const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)full * 64));
-            acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(tail[0]), w);
-            acc1 = _mm512_dpbusd_epi32(acc1, _mm512_set1_epi32(tail[1]), w);
-            acc2 = _mm512_dpbusd_epi32(acc2, _mm512_set1_epi32(tail[2]), w);
-            acc3 = _mm512_dpbusd_epi32(acc3, _mm512_set1_epi32(tail[3]), w);
+            for (int r = 0; r < QROWS; r++)
+                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(tail[r]), w);
         }
         const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
-        const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-        _mm512_mask_storeu_epi32(C + (size_t)m0 * ldc + n0, mask, acc0);
-        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 1) * ldc + n0, mask, acc1);
-        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 2) * ldc + n0, mask, acc2);
-        _mm512_mask_storeu_epi32(C + (size_t)(m0 + 3) * ldc + n0, mask, acc3);
+        for (int r = 0; r < QROWS; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r]);
     }
 }
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
- * batch of one, and the rows left over by vnni_rows4). */
-__attribute__((target("avx512f,avx512vnni"))) static void
-vnni_row(int32_t *c, const uint8_t *a, const nn_qweights *W)
+ * batch of one, and the rows left over by vnni_rows). */
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
+vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 {
     const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const uint8_t *a = src_row(src, m);
     int32_t tail = 0;
-    if (full < kg) memcpy(&tail, a + 4 * full, (size_t)(K - 4 * full));
+    if (full < kg) memcpy(&tail, src_group(src, a, full), (size_t)(K - 4 * full));
     for (int b0 = 0; b0 < nb; b0 += 4) {
         const int nbl = nb - b0 < 4 ? nb - b0 : 4;
         __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                           _mm512_setzero_si512()};
         for (int g = 0; g < kg; g++) {
             int32_t v = tail;
-            if (g < full) memcpy(&v, a + 4 * g, 4);
+            if (g < full) memcpy(&v, src_group(src, a, g), 4);
             const __m512i av = _mm512_set1_epi32(v);
             for (int j = 0; j < nbl; j++)
                 acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
                     (const void *)(W->packed + ((size_t)(b0 + j) * kg + (size_t)g) * 64)));
         }
         for (int j = 0; j < nbl; j++) {
-            const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
-            _mm512_mask_storeu_epi32(c + n0, (__mmask16)((1u << nn) - 1), acc[j]);
+            const int n0 = (b0 + j) * 16;
+            vnni_store(o, W, m, n0, N - n0 < 16 ? N - n0 : 16, acc[j]);
         }
     }
 }
 
-static void qgemm_vnni(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
+/* nn_qpool_requant, 16 outputs at a time through vnni_store. */
+__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
+vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int stride,
+          const nn_qweights *W)
 {
-    const int M4 = M / 4 * 4;
-#pragma omp parallel for if ((size_t)M * W->N * W->K > QPAR_MIN)
-    for (int m0 = 0; m0 < M4; m0 += 4) vnni_rows4(C, ldc, A, lda, m0, W);
-    for (int m = M4; m < M; m++) vnni_row(C + (size_t)m * ldc, A + (size_t)m * lda, W);
+    const int N = W->N;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+            for (int n0 = 0; n0 < N; n0 += 16) {
+                const int nn = N - n0 < 16 ? N - n0 : 16;
+                const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+                const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
+                __m512i best = _mm512_maskz_loadu_epi32(mask, c0);
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        best = _mm512_max_epi32(best, _mm512_maskz_loadu_epi32(
+                                                          mask, c0 + ((size_t)ky * Wd + kx) * N));
+                vnni_store(o, W, oy * OW + ox, n0, nn, best);
+            }
+}
+
+static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+{
+    const int MR = M / QROWS * QROWS;
+#pragma omp parallel for if (!o->ep && (size_t)M * W->N * W->K > QPAR_MIN)
+    for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, W);
+    for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
 }
 #endif
+
+static void qgemm_run(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+{
+#ifdef QGEMM_X86
+    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
+        qgemm_vnni(o, src, M, W);
+        return;
+    }
+#endif
+    qgemm_portable(o, src, M, W);
+}
 
 void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
 {
     XD_ASSERT(lda >= W->K && ldc >= W->N && M >= 0);
+    const qout o = {.C = C, .ldc = ldc};
+    const qsrc src = {.A = A, .lda = lda};
+    qgemm_run(&o, &src, M, W);
+}
+
+void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
+                      const nn_qepilogue *ep)
+{
+    XD_ASSERT(lda >= W->K && M >= 0 && (ep->codes ? ep->ldc : ep->ldy) >= W->N);
+    const qout o = {.ep = ep};
+    const qsrc src = {.A = A, .lda = lda};
+    qgemm_run(&o, &src, M, W);
+}
+
+void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
+                      int M, const nn_qweights *W, const nn_qepilogue *ep)
+{
+    XD_ASSERT(W->K % 4 == 0 && M >= 0 && (!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N));
+    const qout o = {.C = C, .ldc = W->N, .ep = ep};
+    const qsrc src = {.A = img, .rowoff = rowoff, .koff = koff};
+    qgemm_run(&o, &src, M, W);
+}
+
+void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
+                      const nn_qepilogue *ep, int relu)
+{
 #ifdef QGEMM_X86
     if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
-        qgemm_vnni(C, ldc, A, lda, M, W);
+        const qout o = {.ep = ep, .relu = relu};
+        vnni_pool(&o, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
         return;
     }
 #endif
-    qgemm_portable(C, ldc, A, lda, M, W);
+    const int N = W->N, OH = (H - k) / stride + 1, OW = (Wd - k) / stride + 1;
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+                const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
+                int32_t best[QBLOCK];
+                memcpy(best, c0, sizeof(int32_t) * (size_t)cnt);
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++) {
+                        const int32_t *c = c0 + ((size_t)ky * Wd + kx) * N;
+                        for (int j = 0; j < cnt; j++) best[j] = c[j] > best[j] ? c[j] : best[j];
+                    }
+                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best, relu);
+            }
 }

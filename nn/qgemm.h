@@ -4,12 +4,13 @@
  * nn/quant.h) and weights as signed 8-bit values, which is what the CPU's 8-bit dot-product
  * instruction (AVX-512 VNNI's vpdpbusd: four u8 x s8 products summed into each int32 lane) takes.
  * Which kernel runs is decided at run time (__builtin_cpu_supports), whatever the build's -march:
- * the VNNI kernel when the CPU has it, else a portable C loop. Every kernel gives the exact integer
- * result, so they agree bit for bit (the tests force each one). Sums are exact in int32 as long as
- * K <= NN_QGEMM_MAX_K (255 * 127 * K < 2^31). */
+ * the VNNI kernel when the CPU has it (and AVX-512 BW and VL), else a portable C loop. Every kernel
+ * gives the exact integer result, so they agree bit for bit (the tests force each one). Sums are
+ * exact in int32 as long as K <= NN_QGEMM_MAX_K (255 * 127 * K < 2^31). */
 #ifndef XD_NN_QGEMM_H
 #define XD_NN_QGEMM_H
 
+#include <math.h>
 #include <stdint.h>
 
 #define NN_QGEMM_MAX_K 65536
@@ -42,5 +43,48 @@ void nn_qweights_free(nn_qweights *p);
 /* C[m][n] = sum_k A[m][k] * W.w[n][k] for m < M; A rows lda bytes apart (lda >= K), C rows ldc
  * apart (ldc >= N). Rows are spread over the OpenMP threads for large products. */
 void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W);
+
+/* x's level on a quantisation of step s: round(x / s) (to even, as nearbyintf in the default
+ * rounding mode) clamped to lo..hi (compares rather than fminf/fmaxf, which are calls unless NaN
+ * need not be kept). The vector epilogue below computes the same operations. */
+static inline float nn_quant_level(float x, float s, float lo, float hi)
+{
+    const float q = nearbyintf(x / s);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+/* What nn_qgemm_requant does with each int32 sum: its value in float, y = (float)(acc - zero *
+ * wsum[n]) * mult[n] + bias[n] (a multiply, then an add: the same bits in every kernel), written
+ * as floats (y, rows ldy apart) or, when codes is set, as the codes of the next quantisation
+ * (step scale, levels lo..hi, zero point code_zero): max(level(y) + code_zero, floor), floor
+ * being the code of 0 when a ReLU lies between (which commutes with the monotone quantisation),
+ * else 0. */
+typedef struct {
+    const float *mult, *bias; /* (N) */
+    int zero;                 /* the input codes' zero point */
+    float *y;
+    int ldy;
+    uint8_t *codes;
+    int ldc;
+    float scale, lo, hi;
+    int code_zero, floor;
+} nn_qepilogue;
+
+/* nn_qgemm with the sums turned into floats or codes as ep says, in registers (no int32 matrix
+ * is written). Rows are not spread over threads: the callers run a chunk of images per thread. */
+void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
+                      const nn_qepilogue *ep);
+/* nn_qgemm_requant (or nn_qgemm into C, N apart, when ep is NULL) with row m of A read in place
+ * from img: its k-th four bytes (k < W.K / 4; K a multiple of 4) at img + rowoff[m] + koff[k]. A
+ * convolution's windows over a padded image: each window row's k * channels codes, rounded up to
+ * a multiple of 4 by the bytes after them, which zero weights ignore (so they must be readable). */
+void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
+                      int M, const nn_qweights *W, const nn_qepilogue *ep);
+/* Max pooling (k x k windows, stride, no padding) of the sums C of an H x Wd map (rows of W.N),
+ * then the epilogue on each pooled sum (its output rows are the pooled positions): the pooled
+ * values of the epilogue's, since the epilogue is monotone in the sum (every mult > 0), with the
+ * epilogue run once per window instead of k * k times. relu (floats): max(y, 0) after it. */
+void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
+                      const nn_qepilogue *ep, int relu);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "core/mem.h"
 #include "nn/layers.h"
+#include "nn/model_internal.h"
 
 #define PAR_MIN 32768
 
@@ -22,14 +23,6 @@ static void act_levels(int bits, int usign, float *lo, float *hi, int *zero)
     *lo = usign ? 0.0f : (float)-half;
     *hi = usign ? (float)(2 * half - 1) : (float)(half - 1);
     *zero = usign ? 0 : half;
-}
-
-/* x's level: round(x / s) clamped to lo..hi (compares rather than fminf/fmaxf, which are calls
- * unless NaN need not be kept) */
-static inline float level(float x, float s, float lo, float hi)
-{
-    const float q = nearbyintf(x / s);
-    return q < lo ? lo : q > hi ? hi : q;
 }
 
 float nn_quant_act_scale(float range, int bits, int usign)
@@ -55,11 +48,11 @@ void nn_quant_act(uint8_t *codes, float *out, const float *inp, size_t n, float 
     /* two loops, each plain enough to vectorise; out may be NULL when only codes are wanted */
     if (out) {
 #pragma omp parallel for if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) out[i] = s * level(inp[i], s, lo, hi);
+        for (size_t i = 0; i < n; i++) out[i] = s * nn_quant_level(inp[i], s, lo, hi);
     }
     if (codes) {
 #pragma omp parallel for if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)((int)level(inp[i], s, lo, hi) + zero);
+        for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)((int)nn_quant_level(inp[i], s, lo, hi) + zero);
     }
 }
 
@@ -95,7 +88,7 @@ static float row_scale(const float *w, int cols, float qmax)
     return amax > 0.0f ? amax / qmax : 1.0f;
 }
 
-static float weight_level(float w, float s, float qmax) { return level(w, s, -qmax, qmax); }
+static float weight_level(float w, float s, float qmax) { return nn_quant_level(w, s, -qmax, qmax); }
 
 void nn_quant_weights(int8_t *q, float *scale, const float *w, int rows, int cols, int bits)
 {
@@ -254,8 +247,19 @@ typedef struct {
     float *scale;        /* (OC) the weights' scales */
     float *mult;         /* (OC) s_x * s_w[oc]: an int32 sum's value */
     float *bias;         /* (OC) the layer's bias, or zeros */
-    uint8_t *cols;       /* conv2d: (max_batch * OH * OW, k * k * ic) codes */
-    int32_t *acc;        /* (max_batch * rows, OC) */
+    /* conv2d: the weights with each window row's k * ic rounded up to a multiple of 4 (zeros), as
+     * nn_qgemm_windows reads them from a zero-point padded copy of the image (padded: its bytes
+     * per image); the windows' offsets in it */
+    nn_qweights wwin;
+    uint8_t *padded;     /* (max_batch * padded + 64) */
+    size_t padded_n;
+    int32_t *rowoff, *koff;
+    /* inference (plan_codes): > 0: the fakequant node whose codes this layer writes itself, its
+     * output reaching it through relu, one maxpool (pool), flatten or dropout, which all commute
+     * with the monotone quantisation, so they run on codes or not at all */
+    int emit, pool, relu;
+    int32_t *acc;        /* a pool after it: (max_batch * rows, OC) the sums, pooled before the
+                          * requantisation (nn_qpool_requant) */
 } qlayer;
 
 struct nn_qengine {
@@ -263,6 +267,7 @@ struct nn_qengine {
     qlayer *layer;       /* (n_nodes) */
     uint8_t **codes;     /* (n_nodes) a fakequant node's codes (max_batch * act_n), else NULL */
     uint8_t *float_read; /* (n_nodes) a node other than a quantised layer reads its output */
+    int *writer;         /* (n_nodes) at inference, the node that computes this one's output */
 };
 
 
@@ -282,23 +287,108 @@ static void set_mult(nn_model *m, int i)
     for (int o = 0; o < m->nodes[i].units; o++) L->mult[o] = sx * L->scale[o];
 }
 
+/* Packs conv node nd's weights L->w for nn_qgemm_windows: each window row's k * ic weights, then
+ * zeros up to a multiple of 4. */
+static void pack_windows(qlayer *L, const nn_node *nd)
+{
+    const int row = nd->k * nd->ic, KR = (row + 3) / 4 * 4, OC = nd->units;
+    int8_t *w = xd_xcalloc((size_t)OC * nd->k * KR, 1);
+    for (int o = 0; o < OC; o++)
+        for (int ky = 0; ky < nd->k; ky++)
+            memcpy(w + ((size_t)o * nd->k + ky) * KR, L->w.w + ((size_t)o * nd->k + ky) * row,
+                   (size_t)row);
+    nn_qweights_free(&L->wwin);
+    nn_qweights_pack(&L->wwin, w, OC, nd->k * KR);
+    free(w);
+}
+
+/* Conv layer i's windows read in place (nn_qgemm_windows) from an image copied, a chunk at a
+ * time, into the interior of a buffer whose border holds the zero point's code: the weights, the
+ * buffer, the offsets of each output pixel's window and of each four bytes along a window. */
+static void plan_windows(nn_model *m, int i)
+{
+    const nn_node *nd = &m->nodes[i];
+    qlayer *L = &m->qengine->layer[i];
+    const int C = nd->ic, k = nd->k, KR = (k * C + 3) / 4 * 4, PW = nd->iw + 2 * nd->pad;
+    int zero;
+    layer_input_scale(m, i, &zero);
+    pack_windows(L, nd);
+    L->padded_n = (size_t)(nd->ih + 2 * nd->pad) * PW * C;
+    /* 64 bytes after the last image: a window row's rounding reads up to 3 past its end */
+    const size_t n = (size_t)m->max_batch * L->padded_n + 64;
+    L->padded = xd_xmalloc(n);
+    memset(L->padded, zero, n);
+    L->rowoff = xd_xmalloc(sizeof(int32_t) * (size_t)nd->h * nd->w);
+    for (int oy = 0; oy < nd->h; oy++)
+        for (int ox = 0; ox < nd->w; ox++)
+            L->rowoff[oy * nd->w + ox] = ((oy * nd->stride) * PW + ox * nd->stride) * C;
+    const int groups = k * KR / 4;
+    L->koff = xd_xmalloc(sizeof(int32_t) * (size_t)groups);
+    for (int g = 0; g < groups; g++)
+        L->koff[g] = (g / (KR / 4)) * PW * C + 4 * (g % (KR / 4));
+}
+
 void nn_qengine_free(nn_qengine *q)
 {
     if (!q) return;
     for (int i = 0; i < q->n; i++) {
         qlayer *L = &q->layer[i];
         nn_qweights_free(&L->w);
+        nn_qweights_free(&L->wwin);
+        free(L->padded);
+        free(L->rowoff);
+        free(L->koff);
         free(L->scale);
         free(L->mult);
         free(L->bias);
-        free(L->cols);
         free(L->acc);
         free(q->codes[i]);
     }
     free(q->float_read);
+    free(q->writer);
     free(q->layer);
     free(q->codes);
     free(q);
+}
+
+/* Finds, for each integer layer, whether its output only goes (through relu, at most one maxpool,
+ * flatten, dropout: each the only reader of the one before, none a head) to a fakequant node that
+ * only integer layers read; at inference the layer then writes that node's codes itself and the
+ * nodes between do nothing (see nn_qengine_forward_node). */
+static void plan_codes(nn_model *m)
+{
+    nn_qengine *q = m->qengine;
+    q->writer = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+    for (int i = 0; i < m->n_nodes; i++) q->writer[i] = i;
+    for (int i = 0; i < m->n_nodes; i++) {
+        qlayer *L = &q->layer[i];
+        if (!L->on || m->nodes[i].head) continue;
+        int j = i, pool = 0, relu = 0;
+        for (;;) {
+            const int r = nn_node_only_reader(m, j);
+            if (r < 0 || m->nodes[r].head) break;
+            const nn_kind k = m->nodes[r].kind;
+            if (k == NN_FAKEQUANT && q->codes[r] && !q->float_read[r]) {
+                L->emit = r;
+                break;
+            }
+            if (k == NN_MAXPOOL && !pool && m->nodes[r].ih == m->nodes[i].h &&
+                m->nodes[r].iw == m->nodes[i].w)
+                pool = r;
+            else if (k == NN_RELU) relu = 1;
+            else if (k != NN_FLATTEN && k != NN_DROPOUT) break;
+            j = r;
+        }
+        if (!L->emit) continue;
+        L->pool = pool;
+        L->relu = relu;
+        for (j = i; j != L->emit;) q->writer[j = nn_node_only_reader(m, j)] = i;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        qlayer *L = &q->layer[i];
+        if (L->on && (L->pool || m->nodes[i].pool_in_conv))
+            L->acc = xd_xmalloc(sizeof(int32_t) * (size_t)m->max_batch * m->nodes[i].act_n);
+    }
 }
 
 int nn_quant_runs_int(const nn_model *m, int i)
@@ -343,9 +433,7 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e)
         nn_quant_weights(w8, L->scale, m->param + nd->w_off, nd->units, K, 8);
         nn_qweights_pack(&L->w, w8, nd->units, K);
         free(w8);
-        const size_t rows = (size_t)m->max_batch * nd->h * nd->w;
-        if (nd->kind == NN_CONV2D) L->cols = xd_xmalloc(rows * (size_t)K);
-        L->acc = xd_xmalloc(sizeof(int32_t) * rows * (size_t)nd->units);
+        if (nd->kind == NN_CONV2D) plan_windows(m, i);
         if (!q->codes[nd->in]) q->codes[nd->in] = xd_xmalloc((size_t)m->max_batch * fq->act_n);
         L->on = 1;
         set_mult(m, i);
@@ -360,6 +448,7 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e)
     if (s == XD_OK && !on)
         s = xd_fail(e, XD_EARG, "no layer can run on integers: none has wbits=8 and reads a "
                                 "fakequant bits=8 ema=M node");
+    if (s == XD_OK) plan_codes(m);
     if (s != XD_OK) {
         nn_qengine_free(q);
         m->qengine = NULL;
@@ -382,6 +471,7 @@ void nn_qengine_set_weights(nn_model *m, int i, const int8_t *q, const float *sc
     const int K = L->w.K;
     nn_qweights_free(&L->w);
     nn_qweights_pack(&L->w, q, nd->units, K);
+    if (nd->kind == NN_CONV2D) pack_windows(L, nd);
     memcpy(L->scale, scale, sizeof(float) * (size_t)nd->units);
     float *w = m->param + nd->w_off;
     for (int o = 0; o < nd->units; o++)
@@ -389,73 +479,106 @@ void nn_qengine_set_weights(nn_model *m, int i, const int8_t *q, const float *sc
     set_mult(m, i);
 }
 
-/* The conv's input codes unfolded: one row of k*k*ic codes per output pixel, the zero point where
- * the window passes the border (zero padding). */
-static void im2col_codes(uint8_t *cols, const uint8_t *x, const nn_node *nd, int B, uint8_t zero)
+/* Integer layer nd's product over B images, through the epilogue ep (its outputs for the first
+ * image): a linear layer's rows x, or a convolution's windows in the padded copies. */
+static void layer_product(const qlayer *L, const nn_node *nd, const uint8_t *x,
+                          const uint8_t *padded, int B, const nn_qepilogue *ep)
 {
-    const int C = nd->ic, k = nd->k, K = k * k * C;
-#pragma omp parallel for if ((size_t)B * nd->h * nd->w * K > PAR_MIN)
-    for (int b = 0; b < B; b++)
-        for (int oy = 0; oy < nd->h; oy++)
-            for (int ox = 0; ox < nd->w; ox++) {
-                uint8_t *row = cols + (((size_t)b * nd->h + oy) * nd->w + ox) * K;
-                const int ix0 = ox * nd->stride - nd->pad;
-                for (int ky = 0; ky < k; ky++) {
-                    const int iy = oy * nd->stride - nd->pad + ky;
-                    uint8_t *dst = row + (size_t)ky * k * C;
-                    if (iy < 0 || iy >= nd->ih) {
-                        for (int j = 0; j < k * C; j++) dst[j] = zero;
-                        continue;
-                    }
-                    const uint8_t *line = x + ((size_t)b * nd->ih + iy) * nd->iw * C;
-                    if (ix0 >= 0 && ix0 + k <= nd->iw) { /* the window's row is inside */
-                        for (int j = 0; j < k * C; j++) dst[j] = line[(size_t)ix0 * C + j];
-                        continue;
-                    }
-                    for (int kx = 0; kx < k; kx++) {
-                        const int ix = ix0 + kx, in = ix >= 0 && ix < nd->iw;
-                        for (int j = 0; j < C; j++) dst[kx * C + j] = in ? line[(size_t)ix * C + j] : zero;
-                    }
-                }
-            }
+    if (!padded) {
+        nn_qgemm_requant(x, L->w.K, B * nd->h * nd->w, &L->w, ep);
+        return;
+    }
+    nn_qepilogue e = *ep;
+    for (int b = 0; b < B; b++) {
+        nn_qgemm_windows(NULL, padded + b * L->padded_n, L->rowoff, L->koff, nd->h * nd->w,
+                         &L->wwin, &e);
+        if (e.codes) e.codes += nd->act_n;
+        else e.y += nd->act_n;
+    }
 }
 
-int nn_qengine_forward_node(nn_model *m, int i, int B)
+/* layer_product followed by the max pool node pool (relu: a ReLU between), pooling the int32
+ * sums (in L->acc from row sr) before the epilogue; ep's outputs are the pooled ones. */
+static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *pool,
+                           const uint8_t *x, const uint8_t *padded, int B, int sr,
+                           const nn_qepilogue *ep, int relu)
+{
+    int32_t *acc = L->acc + (size_t)sr * nd->act_n;
+    const int per = nd->h * nd->w;
+    if (!padded) nn_qgemm(acc, nd->units, x, L->w.K, B * per, &L->w);
+    nn_qepilogue e = *ep;
+    for (int b = 0; b < B; b++) {
+        int32_t *a = acc + (size_t)b * nd->act_n;
+        if (padded)
+            nn_qgemm_windows(a, padded + b * L->padded_n, L->rowoff, L->koff, per, &L->wwin, NULL);
+        nn_qpool_requant(a, nd->h, nd->w, pool->k, pool->stride, &L->w, &e, relu);
+        if (e.codes) e.codes += pool->act_n;
+        else e.y += pool->act_n;
+    }
+}
+
+int nn_qengine_writer(const nn_model *m, int i) { return m->qengine ? m->qengine->writer[i] : i; }
+
+int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, int sr, int infer)
 {
     nn_qengine *q = m->qengine;
     nn_node *nd = &m->nodes[i];
+    if (infer && q->writer[i] != i) return 1; /* done by the layer that writes its codes */
+    const size_t row = (size_t)nn_node_row(at, i, b0), row_in = (size_t)nn_node_row(at, nd->in, b0);
     if (q->codes[i]) { /* a fakequant node a quantised layer reads */
-        const float *x = nd->in == NN_INPUT ? (const float *)m->input : m->nodes[nd->in].out;
-        nn_quant_act(q->codes[i], q->float_read[i] ? nd->out : NULL, x, (size_t)B * nd->act_n,
-                     m->state[nd->s_off], nd->bits, nd->usign);
+        const float *x = nn_node_input(m, nd->in) + row_in * nd->act_n;
+        nn_quant_act(q->codes[i] + row * nd->act_n, q->float_read[i] ? nd->out + row * nd->act_n : NULL,
+                     x, (size_t)B * nd->act_n, m->state[nd->s_off], nd->bits, nd->usign);
         return 1;
     }
     qlayer *L = &q->layer[i];
     if (!L->on) return 0;
-    int zero;
-    layer_input_scale(m, i, &zero);
-    const uint8_t *x = q->codes[nd->in];
-    const int K = L->w.K, OC = nd->units, M = B * nd->h * nd->w;
-    if (nd->kind == NN_CONV2D) {
-        im2col_codes(L->cols, x, nd, B, (uint8_t)zero);
-        x = L->cols;
+    nn_qepilogue ep = {.mult = L->mult, .bias = nd->b_n ? m->param + nd->b_off : L->bias};
+    layer_input_scale(m, i, &ep.zero);
+    const uint8_t *x = q->codes[nd->in] + row_in * m->nodes[nd->in].act_n;
+    const int OC = nd->units;
+    uint8_t *padded = NULL;
+    if (nd->kind == NN_CONV2D) { /* the images into the padded buffer's interior */
+        padded = L->padded + (size_t)sr * L->padded_n;
+        const size_t line = (size_t)nd->iw * nd->ic, PW = (size_t)(nd->iw + 2 * nd->pad) * nd->ic;
+        for (int b = 0; b < B; b++)
+            for (int y = 0; y < nd->ih; y++)
+                memcpy(padded + b * L->padded_n + (size_t)(y + nd->pad) * PW + (size_t)nd->pad * nd->ic,
+                       x + ((size_t)b * nd->ih + y) * line, line);
     }
-    nn_qgemm(L->acc, OC, x, K, M, &L->w);
-    const float *b = nd->b_n ? m->param + nd->b_off : L->bias, *mult = L->mult;
-    const int32_t *wsum = L->w.wsum;
-    float *y = nd->out;
-#pragma omp parallel for if ((size_t)M * OC > PAR_MIN)
-    for (int r = 0; r < M; r++) {
-        const int32_t *acc = L->acc + (size_t)r * OC;
-        float *yr = y + (size_t)r * OC;
-        for (int o = 0; o < OC; o++) yr[o] = (float)(acc[o] - zero * wsum[o]) * mult[o] + b[o];
+    if (infer && L->emit) {
+        const nn_node *f = &m->nodes[L->emit];
+        float lo, hi;
+        act_levels(8, f->usign, &lo, &hi, &ep.code_zero);
+        ep.scale = nn_quant_act_scale(m->state[f->s_off], 8, f->usign);
+        ep.lo = lo;
+        ep.hi = hi;
+        ep.floor = L->relu ? ep.code_zero : 0;
+        uint8_t *codes = q->codes[L->emit] + (size_t)nn_node_row(at, L->emit, b0) * f->act_n;
+        ep.codes = codes;
+        ep.ldc = OC;
+        if (L->pool) pooled_product(L, nd, &m->nodes[L->pool], x, padded, B, sr, &ep, 0);
+        else layer_product(L, nd, x, padded, B, &ep);
+        return 1;
     }
+    if (infer && nd->pool_in_conv && !m->nodes[m->nodes[nd->pool_in_conv].in].head) {
+        /* relu and pool: the epilogue's floats of the pooled sums, then the relu */
+        const nn_node *pool = &m->nodes[nd->pool_in_conv];
+        ep.y = pool->out + (size_t)nn_node_row(at, nd->pool_in_conv, b0) * pool->act_n;
+        ep.ldy = OC;
+        pooled_product(L, nd, pool, x, padded, B, sr, &ep, 1);
+        return 1;
+    }
+    ep.y = nd->out + row * nd->act_n;
+    ep.ldy = OC;
+    layer_product(L, nd, x, padded, B, &ep);
     if (nd->pool_in_conv) { /* the relu and pool the float conv does in its product */
-        nn_node *pool = &m->nodes[nd->pool_in_conv];
-        nn_pool_shape ps = {.B = B, .H = pool->ih, .W = pool->iw, .C = pool->ic, .k = pool->k,
-                            .stride = pool->stride};
-        nn_pool_shape_init(&ps);
-        nn_relu_maxpool_forward(m->nodes[pool->in].out, pool->out, pool->isave, y, &ps);
+        nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
+        const nn_pool_shape ps = nn_node_pool_shape(pool, B);
+        nn_relu_maxpool_forward(
+            infer && !relu->head ? NULL : relu->out + (size_t)nn_node_row(at, pool->in, b0) * relu->act_n,
+            pool->out + (size_t)nn_node_row(at, nd->pool_in_conv, b0) * pool->act_n,
+            infer ? NULL : pool->isave + (size_t)sr * pool->act_n, ep.y, &ps);
     }
     return 1;
 }

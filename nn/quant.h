@@ -24,7 +24,13 @@
  * fakequant node turns into the next codes. Everything between (relu, pooling, batch norm,
  * flatten, ...) runs as in the float model. The fake-quant forward computes the same quantities
  * in float, so the two differ only where the order of a float sum
- * moves a value across a rounding boundary of the next quantisation. */
+ * moves a value across a rounding boundary of the next quantisation.
+ * At inference (nn_model_infer) the same codes come by a shorter way: a convolution reads its
+ * windows in place from a padded copy of its input codes, the requantisation runs in the
+ * kernel's registers, a max pool after a layer pools its int32 sums (the requantisation is
+ * monotone in the sum) and requantises once per window, and a layer whose output reaches the
+ * next fakequant node only through relu, maxpool, flatten or dropout writes that node's codes
+ * itself (relu: codes below the code of 0 raised to it), so nothing between runs in float. */
 #ifndef XD_NN_QUANT_H
 #define XD_NN_QUANT_H
 
@@ -79,9 +85,17 @@ int nn_quant_runs_int(const nn_model *m, int i);
  * as before. Fails (XD_EARG, naming the node) when a quantised layer's range is not calibrated or
  * when no layer can run on integers. */
 xd_status nn_qengine_attach(nn_model *m, xd_err *e);
-/* Called by the model's forward for node i: runs it on integers and returns 1, or returns 0 when
- * the node is not the engine's. */
-int nn_qengine_forward_node(nn_model *m, int i, int B);
+/* Called by the model's forward for node i over B rows: runs it on integers and returns 1, or
+ * returns 0 when the node is not the engine's. Rows as the model's forward has them: node j's
+ * output (and codes) for these rows start at row at[j] (at NULL: row b0 for every node), the
+ * layers' scratch at row sr. infer (nn_model_infer): an integer layer whose output reaches a
+ * fakequant node only through nodes that commute with quantisation (relu, maxpool) writes that
+ * node's codes straight from its sums, pooled on codes, and the nodes between do nothing: the
+ * same codes as the node by node forward; and a fused pool keeps no argmax. */
+int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, int sr, int infer);
+/* At inference: the node that computes node i's output (i, or the integer layer that writes
+ * codes for it, see nn_qengine_forward_node). */
+int nn_qengine_writer(const nn_model *m, int i);
 void nn_qengine_free(nn_qengine *q);
 /* Node i's int8 weights (its weight's shape) and scales (one per output) when it runs on
  * integers, else NULL. */

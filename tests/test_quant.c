@@ -13,6 +13,7 @@
 
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/runtime.h"
 #include "distill/checkpoint.h"
 #include "distill/recipe.h"
 #include "io/png.h"
@@ -212,6 +213,78 @@ static void test_qgemm_kernels(void **state)
     print_message("integer kernel on this CPU: %s\n", nn_qisa_name(nn_qgemm_best()));
 }
 
+/* The kernels' requantising epilogue (floats, and codes with and without the ReLU floor, signed
+ * and unsigned levels) against the int32 product turned into floats and codes by plain loops:
+ * every kernel gives exactly those bits. */
+static void test_qgemm_requant_kernels(void **state)
+{
+    (void)state;
+    const int shapes[][3] = {{1, 10, 784}, {3, 17, 5}, {4, 16, 4}, {5, 33, 71}, {9, 8, 9},
+                             {64, 128, 784}, {7, 40, 3}, {13, 16, 72}};
+    xd_rng r = xd_rng_make(19, 0, 0);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        uint8_t *A = xd_xmalloc((size_t)M * K), *codes = xd_xmalloc((size_t)M * N),
+                *want_codes = xd_xmalloc((size_t)M * N);
+        int8_t *W = xd_xmalloc((size_t)N * K);
+        int32_t *acc = xd_xmalloc(sizeof(int32_t) * (size_t)M * N);
+        float *mult = xd_xmalloc(sizeof(float) * (size_t)N), *bias = xd_xmalloc(sizeof(float) * (size_t)N),
+              *y = xd_xmalloc(sizeof(float) * (size_t)M * N), *want = xd_xmalloc(sizeof(float) * (size_t)M * N);
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (uint8_t)(xd_rng_u32(&r) & 255);
+        for (size_t i = 0; i < (size_t)N * K; i++) W[i] = (int8_t)((int)(xd_rng_u32(&r) % 255) - 127);
+        tu_fill_uniform(mult, (size_t)N, 1e-5f, 1e-3f, 20 + t);
+        tu_fill_uniform(bias, (size_t)N, -1.0f, 1.0f, 40 + t);
+        nn_qweights p;
+        nn_qweights_pack(&p, W, N, K);
+        nn_qgemm_use(NN_QISA_PORTABLE);
+        nn_qgemm(acc, N, A, K, M, &p);
+        for (int variant = 0; variant < 4; variant++) {
+            /* 0: floats; 1: unsigned codes; 2: signed codes; 3: signed codes after a relu */
+            nn_qepilogue ep = {.mult = mult, .bias = bias, .zero = variant == 1 ? 0 : 128,
+                               .scale = 0.02f, .lo = variant == 1 ? 0.0f : -128.0f,
+                               .hi = variant == 1 ? 255.0f : 127.0f,
+                               .code_zero = variant == 1 ? 0 : 128, .floor = variant == 3 ? 128 : 0};
+            for (int m = 0; m < M; m++)
+                for (int n = 0; n < N; n++) {
+                    const size_t i = (size_t)m * N + n;
+                    want[i] = (float)(acc[i] - ep.zero * p.wsum[n]) * mult[n] + bias[n];
+                    float q = nearbyintf(want[i] / ep.scale);
+                    q = q < ep.lo ? ep.lo : q > ep.hi ? ep.hi : q;
+                    const int c = (int)q + ep.code_zero;
+                    want_codes[i] = (uint8_t)(c < ep.floor ? ep.floor : c);
+                }
+            for (int isa = 0; isa < NN_QISA_COUNT; isa++) {
+                if (nn_qgemm_use((nn_qisa)isa) != (nn_qisa)isa) continue;
+                if (variant == 0) {
+                    ep.y = y;
+                    ep.ldy = N;
+                    memset(y, 0x55, sizeof(float) * (size_t)M * N);
+                } else {
+                    ep.codes = codes;
+                    ep.ldc = N;
+                    memset(codes, 0x55, (size_t)M * N);
+                }
+                nn_qgemm_requant(A, K, M, &p, &ep);
+                if (variant == 0 ? memcmp(y, want, sizeof(float) * (size_t)M * N) != 0
+                                 : memcmp(codes, want_codes, (size_t)M * N) != 0)
+                    fail_msg("%s kernel, epilogue %d, M=%d N=%d K=%d: not the plain loops' values",
+                             nn_qisa_name((nn_qisa)isa), variant, M, N, K);
+            }
+        }
+        nn_qgemm_use(NN_QISA_COUNT);
+        nn_qweights_free(&p);
+        free(A);
+        free(codes);
+        free(want_codes);
+        free(W);
+        free(acc);
+        free(mult);
+        free(bias);
+        free(y);
+        free(want);
+    }
+}
+
 // ----------------------------------------------------------------------------------------------
 // the integer engine against the fake-quant forward
 
@@ -329,6 +402,69 @@ static void test_engine_whole_models(void **state)
                       "%d of %d\n", t, far, (size_t)B * width, agree, B);
         assert_true(agree >= B - 1);
         assert_true((size_t)far * 20 <= (size_t)B * width);
+        nn_model_free(&m);
+        free(x);
+        free(fake);
+    }
+}
+
+/* Inference (nn_model_infer: chunks of images, codes written by the layer before, relu and
+ * max pooling on codes, requantisation in the kernel) gives every head's output bit for bit as
+ * the node by node integer forward does, with each kernel, at 1 and 2 threads, for batches of
+ * one, a few and many: the zoo CNN, the MLP, a model whose codes go through maxpool then relu,
+ * flatten and dropout to signed levels (the relu's floor is then the code of 0), batch norm and avgpool
+ * between (floats there), and an early exit read alone. */
+static void test_engine_infer_same_bits(void **state)
+{
+    (void)state;
+    const char *models[] = {
+        "input h=28 w=28 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2; "
+        "conv2d name=conv2 out=16 k=3 pad=1; relu name=map; maxpool k=2; gap; linear out=10 head",
+        "input h=28 w=28 c=1; flatten; linear name=fc1 out=128; relu name=feat; linear out=10 head",
+        "input h=9 w=8 c=3; fakequant name=c1_in bits=8 ema=0.1; conv2d name=c1 out=20 k=3 "
+        "pad=1 wbits=8; maxpool k=2 stride=1; relu; flatten; dropout p=0.3; fakequant name=l1_in "
+        "bits=8 ema=0.1; linear name=l1 out=6 wbits=8; tanh; fakequant name=l2_in bits=8 ema=0.1; "
+        "linear out=5 wbits=8 head",
+        "input h=8 w=8 c=3; conv2d out=8 k=3 pad=1; batchnorm; relu; avgpool k=2; "
+        "conv2d out=12 k=3 stride=2 name=c2; relu; conv2d out=6 k=1 name=exit head; "
+        "flatten from=c2; linear out=4 head",
+    };
+    const int threads = xd_threads_get(), batches[] = {1, 5, 64};
+    for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
+        nn_model m;
+        float *x, *fake;
+        size_t width;
+        engine_case(models[t], 64, -1.5f, 2.5f, 300 + t, 0.05f, &m, &x, &fake, &width);
+        size_t most = 0;
+        for (int i = 0; i < m.n_nodes; i++)
+            if (m.nodes[i].head && m.nodes[i].act_n > most) most = m.nodes[i].act_n;
+        float *ref = xd_xmalloc(sizeof(float) * 64 * most);
+        uint8_t *need = xd_xcalloc((size_t)m.n_nodes, 1);
+        const int exit = nn_model_find(&m, "exit");
+        if (exit >= 0) nn_model_needs(&m, exit, need);
+        for (int isa = 0; isa < NN_QISA_COUNT; isa++) {
+            if (nn_qgemm_use((nn_qisa)isa) != (nn_qisa)isa) continue;
+            for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++)
+                for (int th = 1; th <= 2; th++) {
+                    const int B = batches[bi];
+                    xd_threads_set(th);
+                    for (int i = 0; i < m.n_nodes; i++) {
+                        if (!m.nodes[i].head) continue;
+                        const size_t n = (size_t)B * m.nodes[i].act_n;
+                        nn_model_forward(&m, x, B, NULL);
+                        memcpy(ref, m.nodes[i].out, sizeof(float) * n);
+                        memset(m.nodes[i].out, 0, sizeof(float) * n);
+                        nn_model_infer(&m, x, B, i == exit ? need : NULL);
+                        if (memcmp(ref, m.nodes[i].out, sizeof(float) * n) != 0)
+                            fail_msg("model %zu (%s), batch %d, %d threads: head %s differs", t,
+                                     nn_qisa_name((nn_qisa)isa), B, th, m.nodes[i].name);
+                    }
+                }
+        }
+        nn_qgemm_use(NN_QISA_COUNT);
+        xd_threads_set(threads);
+        free(ref);
+        free(need);
         nn_model_free(&m);
         free(x);
         free(fake);
@@ -636,8 +772,10 @@ int main(void)
         cmocka_unit_test(test_model_fake_forward_backward),
         cmocka_unit_test(test_quant_desc),
         cmocka_unit_test(test_qgemm_kernels),
+        cmocka_unit_test(test_qgemm_requant_kernels),
         cmocka_unit_test(test_engine_random_layers),
         cmocka_unit_test(test_engine_whole_models),
+        cmocka_unit_test(test_engine_infer_same_bits),
         cmocka_unit_test(test_engine_refuses),
         cmocka_unit_test(test_int8_round_trip),
         cmocka_unit_test(test_int8_damaged),
