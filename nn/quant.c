@@ -313,8 +313,10 @@ static void plan_windows(nn_model *m, int i)
     int zero;
     layer_input_scale(m, i, &zero);
     pack_windows(L, nd);
-    L->padded_n = (size_t)(nd->ih + 2 * nd->pad) * PW * C;
-    /* 64 bytes after the last image: a window row's rounding reads up to 3 past its end */
+    /* a window row's rounding to 4 reads up to 3 bytes past the image's end: 4 spare bytes of
+     * its own (never written), so no read reaches the next image, which another thread may be
+     * writing; 64 after the last image for the vector loads */
+    L->padded_n = (size_t)(nd->ih + 2 * nd->pad) * PW * C + 4;
     const size_t n = (size_t)m->max_batch * L->padded_n + 64;
     L->padded = xd_xmalloc(n);
     memset(L->padded, zero, n);
