@@ -1,11 +1,15 @@
-/* The infer suite's int8 rows: for the small students (the Fashion MLP student and the small CNN
- * of the zoo benchmark), images/s of xdistill_predict on the float checkpoint and on its int8
- * form at one thread, batch 1 and 64, the int8 one with the integer kernel this CPU has and with
- * the portable kernel forced, and the bytes of both files. The int8 form is made as `xdistill
- * quantize` makes it, calibrated on random inputs (speed does not depend on the values); timing
- * as the rest of the suite (input in memory, median of repeated calls). */
+/* The infer suite's rows of compressed students: for the small students (the Fashion MLP student
+ * and the small CNN of the zoo benchmark), images/s of xdistill_predict on the float checkpoint,
+ * on its int8 form (the integer kernel this CPU has, and the portable kernel forced) and on its
+ * channel-pruned form (half of each conv2d's filters removed, as `xdistill prune --channels 0.5`
+ * does; a model without a conv2d has none) at one thread, batch 1 and 64, and the bytes of the
+ * files. A magnitude-pruned model is the float one with zeros in it, and runs at its speed. The
+ * int8 form is made as `xdistill quantize` makes it, calibrated on random inputs (speed does not
+ * depend on the values); timing as the rest of the suite (input in memory, median of repeated
+ * calls). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "bench/bench.h"
@@ -15,6 +19,7 @@
 #include "distill/checkpoint.h"
 #include "include/xdistill/xdistill.h"
 #include "io/file.h"
+#include "nn/prune.h"
 #include "nn/quant.h"
 
 static const struct {
@@ -89,6 +94,23 @@ static xd_status make_int8(const char *ckpt, const char *out, xd_err *e)
     return s;
 }
 
+/* The channel-pruned form (half the filters) of ckpt, written to out; *none when ckpt has no
+ * conv2d whose channels can go (nothing written). */
+static xd_status make_pruned(const char *ckpt, const char *out, int *none, xd_err *e)
+{
+    nn_model src, small;
+    memset(&small, 0, sizeof small);
+    xd_status s = ckpt_load(ckpt, 1, &src, e);
+    if (s != XD_OK) return s;
+    int layers = 0;
+    if ((s = nn_prune_channels(&small, &src, 0.5f, 1, &layers, e)) == XD_OK && layers > 0)
+        s = ckpt_save_like(out, &small, ckpt, e);
+    *none = layers == 0;
+    nn_model_free(&small);
+    nn_model_free(&src);
+    return s;
+}
+
 static long long bytes_of(const char *path)
 {
     struct stat st;
@@ -100,12 +122,13 @@ int bench_infer_int8(const bench_opts *o, const char *tmp)
     const nn_qisa best = nn_qgemm_best();
     xd_threads_set(1);
     if (!o->json)
-        fprintf(o->out, "\nint8 inference: images/s at 1 thread, xdistill_predict on the float "
-                        "checkpoint and on its int8 form (xdistill quantize), kernel %s and the "
-                        "portable one forced; file sizes in bytes\n"
-                        "  %-12s %5s %10s %10s %10s %8s %11s %10s\n",
+        fprintf(o->out, "\ncompressed students: images/s at 1 thread, xdistill_predict on the "
+                        "float checkpoint, its int8 form (xdistill quantize; kernel %s, and the "
+                        "portable one forced) and its channel-pruned form (half the conv2d "
+                        "filters); file sizes in bytes\n"
+                        "  %-12s %5s %10s %10s %10s %8s %10s %8s %9s %8s %8s\n",
                 nn_qisa_name(best), "model", "batch", "float", "int8", "portable", "int8/fl",
-                "float B", "int8 B");
+                "pruned", "prn/fl", "float B", "int8 B", "prn B");
     int rc = 0;
     for (size_t k = 0; k < sizeof qcases / sizeof qcases[0] && !rc; k++) {
         xd_err e;
@@ -114,9 +137,13 @@ int bench_infer_int8(const bench_opts *o, const char *tmp)
         int trained, h, w, c;
         snprintf(file, sizeof file, "%s-int8.safetensors", qcases[k].key);
         char *q8 = io_path_join(tmp, file);
+        snprintf(file, sizeof file, "%s-ch50.safetensors", qcases[k].key);
+        char *ch = io_path_join(tmp, file);
+        int no_conv = 1;
         xd_status s = bench_infer_model(qcases[k].recipe, qcases[k].key, tmp, &ckpt, &trained, &h,
                                         &w, &c, &e);
         if (s == XD_OK) s = make_int8(ckpt, q8, &e);
+        if (s == XD_OK) s = make_pruned(ckpt, ch, &no_conv, &e);
         if (s != XD_OK) {
             fprintf(stderr, "xdistill bench: %s\n", e.msg);
             rc = 1;
@@ -128,26 +155,37 @@ int bench_infer_int8(const bench_opts *o, const char *tmp)
             nn_qgemm_use(NN_QISA_PORTABLE);
             const double tp = predict_seconds(o, q8, B, h, w, c);
             nn_qgemm_use(NN_QISA_COUNT);
-            if (tf <= 0 || tq <= 0 || tp <= 0) {
+            const double tc = no_conv ? 0.0 : predict_seconds(o, ch, B, h, w, c);
+            if (tf <= 0 || tq <= 0 || tp <= 0 || tc < 0) {
                 rc = 1;
                 break;
             }
-            const long long fb = bytes_of(ckpt), qb = bytes_of(q8);
+            const long long fb = bytes_of(ckpt), qb = bytes_of(q8), cb = no_conv ? 0 : bytes_of(ch);
+            char pruned[48] = "null", ratio[16] = "-", prn[16] = "-", cbs[24] = "-", cbj[24] = "null";
+            if (!no_conv) {
+                snprintf(pruned, sizeof pruned, "%.1f", B / tc);
+                snprintf(ratio, sizeof ratio, "%.2fx", tf / tc);
+                snprintf(prn, sizeof prn, "%.0f", B / tc);
+                snprintf(cbs, sizeof cbs, "%lld", cb);
+                snprintf(cbj, sizeof cbj, "%lld", cb);
+            }
             if (o->json)
                 fprintf(o->out,
                         "{\"suite\":\"infer\",\"int8\":true,\"model\":\"%s\",\"weights\":\"%s\","
                         "\"batch\":%d,\"threads\":1,\"float_images_per_s\":%.1f,"
                         "\"int8_images_per_s\":%.1f,\"int8_portable_images_per_s\":%.1f,"
-                        "\"kernel\":\"%s\",\"float_bytes\":%lld,\"int8_bytes\":%lld}\n",
+                        "\"pruned_images_per_s\":%s,\"kernel\":\"%s\",\"float_bytes\":%lld,"
+                        "\"int8_bytes\":%lld,\"pruned_bytes\":%s}\n",
                         qcases[k].key, trained ? ckpt : "random", B, B / tf, B / tq, B / tp,
-                        nn_qisa_name(best), fb, qb);
+                        pruned, nn_qisa_name(best), fb, qb, cbj);
             else
-                fprintf(o->out, "  %-12s %5d %10.0f %10.0f %10.0f %7.2fx %11lld %10lld%s\n",
-                        qcases[k].key, B, B / tf, B / tq, B / tp, tf / tq, fb, qb,
+                fprintf(o->out, "  %-12s %5d %10.0f %10.0f %10.0f %7.2fx %10s %8s %9lld %8lld %8s%s\n",
+                        qcases[k].key, B, B / tf, B / tq, B / tp, tf / tq, prn, ratio, fb, qb, cbs,
                         trained || bi ? "" : "  (random weights)");
         }
         free(ckpt);
         free(q8);
+        free(ch);
     }
     return rc;
 }
