@@ -399,24 +399,12 @@ void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 // ----------------------------------------------------------------------------------------------
 // the layers' precision
 
-static const char *const precision_names[] = {
+const char *const nn_precision_names[] = {
     [NN_PREC_FLOAT32] = "float32",
     [NN_PREC_BF16] = "bf16",
 };
-static_assert(sizeof precision_names / sizeof precision_names[0] == NN_PREC_COUNT,
-              "precision_names must name every nn_precision");
-
-const char *nn_precision_name(nn_precision p)
-{
-    return p < NN_PREC_COUNT ? precision_names[p] : "?";
-}
-
-nn_precision nn_precision_find(const char *s)
-{
-    for (int p = 0; p < NN_PREC_COUNT; p++)
-        if (strcmp(s, precision_names[p]) == 0) return (nn_precision)p;
-    return NN_PREC_COUNT;
-}
+static_assert(sizeof nn_precision_names / sizeof nn_precision_names[0] == NN_PREC_COUNT,
+              "nn_precision_names must name every nn_precision");
 
 static _Thread_local nn_precision mm_precision = NN_PREC_FLOAT32;
 

@@ -55,9 +55,7 @@ void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
  * and inference are not affected. */
 typedef enum { NN_PREC_FLOAT32, NN_PREC_BF16, NN_PREC_COUNT } nn_precision;
 
-const char *nn_precision_name(nn_precision p);
-/* The precision named s ("float32", "bf16"), or NN_PREC_COUNT. */
-nn_precision nn_precision_find(const char *s);
+extern const char *const nn_precision_names[]; /* "float32", "bf16" */
 /* Sets the calling thread's product precision; returns the one it replaces. */
 nn_precision nn_mm_precision_set(nn_precision p);
 

@@ -1020,12 +1020,14 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->batch = B;
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
+    const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : NN_PREC_FLOAT32);
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
         if (need && !need[i]) continue;
         if (m->qengine && nn_qengine_forward_node(m, i, B)) continue;
         forward_node(m, i, 0, B, run, 0, NULL, 0);
     }
+    nn_mm_precision_set(prec);
 }
 
 /* This thread's number in the team it runs in (0 outside a parallel region) */
