@@ -59,16 +59,19 @@ nn_bisa nn_bgemm_use(nn_bisa isa)
     return nn_bgemm_isa();
 }
 
-uint16_t nn_bf16_round(float x)
+/* The bits of x rounded to bf16, in the top half (the bottom half is garbage): branch-free, so
+ * the packing loops vectorise. Adding 0x7fff plus the lowest kept bit carries into the kept bits
+ * exactly when the dropped ones are past half, or half with an odd kept part; Inf (dropped bits
+ * 0) is unchanged; a NaN gets its quiet bit set instead. */
+static inline uint32_t round_bits(float x)
 {
     uint32_t u;
     memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
-    /* adding 0x7fff plus the lowest kept bit carries into the kept bits exactly when the dropped
-     * ones are past half, or half with an odd kept part; Inf (dropped bits 0) is unchanged */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
+    const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+    return (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : r;
 }
+
+uint16_t nn_bf16_round(float x) { return (uint16_t)(round_bits(x) >> 16); }
 
 float nn_bf16_float(uint16_t h)
 {
@@ -81,18 +84,21 @@ float nn_bf16_float(uint16_t h)
 /* the pair (x0 at k = 2q, x1 at 2q + 1) as one word */
 static inline uint32_t pair_word(float x0, float x1)
 {
-    return (uint32_t)nn_bf16_round(x0) | (uint32_t)nn_bf16_round(x1) << 16;
+    return round_bits(x0) >> 16 | (round_bits(x1) & 0xffff0000u);
 }
 
 // ----------------------------------------------------------------------------------------------
 // packing
 
 /* Packs rows i0..i0+mc and the pairs q0..q0+nq of X (K columns; X[i][k] = t ? src[k * ld + i] :
- * src[i * ld + k]) into panels of R rows: panel p holds, for each pair q, its R words (zeros past
- * the last row and past K). */
-static void pack_pairs(int t, int R, const float *src, int ld, int i0, int mc, int q0, int nq,
-                       int K, uint32_t *dst)
+ * src[i * ld + k]) into panels of R rows, zeros past the last row and past K. Panel p holds, for
+ * each pair q, its R words (word of row r at q * R + r); or, with rowwise, each row's nq words in
+ * turn (at r * nq + q), which is how a row-major X's pairs already lie (no transposition). */
+static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int i0, int mc, int q0,
+                       int nq, int K, uint32_t *dst)
 {
+    XD_ASSERT(!rowwise || !t);
+    const size_t sr = rowwise ? (size_t)nq : 1, sq = rowwise ? 1 : (size_t)R;
     for (int ib = 0; ib < mc; ib += R, dst += (size_t)nq * R) {
         const int rows = mc - ib < R ? mc - ib : R;
         if (t) { /* the panel's values of one k lie side by side in the source */
@@ -109,13 +115,13 @@ static void pack_pairs(int t, int R, const float *src, int ld, int i0, int mc, i
             const int kend = 2 * (q0 + nq) <= K ? nq : nq - 1; /* pairs wholly inside K */
             for (int r = 0; r < rows; r++) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + 2 * (size_t)q0;
-                for (int q = 0; q < kend; q++)
-                    dst[(size_t)q * R + r] = pair_word(s[2 * q], s[2 * q + 1]);
-                if (kend < nq) dst[(size_t)kend * R + r] = pair_word(s[2 * kend], 0.0f);
+                uint32_t *d = dst + (size_t)r * sr;
+                for (int q = 0; q < kend; q++) d[q * sq] = pair_word(s[2 * q], s[2 * q + 1]);
+                if (kend < nq) d[kend * sq] = pair_word(s[2 * kend], 0.0f);
             }
         }
-        for (int q = 0; q < nq; q++)
-            for (int r = rows; r < R; r++) dst[(size_t)q * R + r] = 0;
+        for (int r = rows; r < R; r++)
+            for (int q = 0; q < nq; q++) dst[r * sr + q * sq] = 0;
     }
 }
 
@@ -151,7 +157,7 @@ static size_t packed_size(int N, int K) { return (size_t)pad_to(N, NR) * (size_t
 static void pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp)
 {
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq)
-        pack_pairs(!trans_b, NR, B, ldb, j0, nc, q0, nq, K, Bp + packed_at(K, j0, nc, q0));
+        pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, Bp + packed_at(K, j0, nc, q0));
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -159,20 +165,20 @@ static void pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t 
 
 /* In the order of the instruction's definition (the high half first); each product of two bf16
  * values is exact in float, so every step is one float32 rounding. */
-static void tile_portable(int mr, int nq, const uint32_t *restrict a, const uint32_t *restrict b,
-                          float *restrict acc)
+static void tile_portable(int mr, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
+                          const uint32_t *restrict b, float *restrict acc)
 {
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < NR; j++) acc[i * NR + j] = 0.0f;
-    for (int q = 0; q < nq; q++, a += MR, b += NR) {
+    for (int q = 0; q < nq; q++, a += sq, b += NR) {
         float b0[NR], b1[NR];
         for (int j = 0; j < NR; j++) {
             b0[j] = nn_bf16_float((uint16_t)b[j]);
             b1[j] = nn_bf16_float((uint16_t)(b[j] >> 16));
         }
         for (int i = 0; i < mr; i++) {
-            const float a0 = nn_bf16_float((uint16_t)a[i]);
-            const float a1 = nn_bf16_float((uint16_t)(a[i] >> 16));
+            const float a0 = nn_bf16_float((uint16_t)a[i * sa]);
+            const float a1 = nn_bf16_float((uint16_t)(a[i * sa] >> 16));
             float *c = acc + i * NR;
             for (int j = 0; j < NR; j++) {
                 float s = c[j] + a1 * b1[j];
@@ -188,16 +194,16 @@ static void tile_portable(int mr, int nq, const uint32_t *restrict a, const uint
 /* R rows, V vectors of columns (1 when the tile's columns fit one): constants where inlined, so
  * the 2 * R accumulators stay in registers */
 BF16_TARGET static inline __attribute__((always_inline)) void
-tile_body(int R, int V, int nq, const uint32_t *restrict a, const uint32_t *restrict b,
-          float *restrict acc)
+tile_body(int R, int V, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
+          const uint32_t *restrict b, float *restrict acc)
 {
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
-    for (int q = 0; q < nq; q++, a += MR, b += NR) {
+    for (int q = 0; q < nq; q++, a += sq, b += NR) {
         const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
         const __m512bh b1 = V == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(b + 16)) : b0;
         for (int i = 0; i < R; i++) {
-            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i]);
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * sa]);
             c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
             if (V == 2) c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
         }
@@ -210,10 +216,14 @@ tile_body(int R, int V, int nq, const uint32_t *restrict a, const uint32_t *rest
 
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
-        if (half) tile_body(r, 1, nq, a, b, acc);                                                 \
-        else tile_body(r, 2, nq, a, b, acc);                                                      \
+        if (half && sa == 1) tile_body(r, 1, nq, a, 1, MR, b, acc);                              \
+        else if (sa == 1) tile_body(r, 2, nq, a, 1, MR, b, acc);                                 \
+        else if (half) tile_body(r, 1, nq, a, sa, 1, b, acc);                                    \
+        else tile_body(r, 2, nq, a, sa, 1, b, acc);                                              \
         break;
-BF16_TARGET static void tile_avx512(int mr, int nr, int nq, const uint32_t *restrict a,
+/* a: panels of pairs (sa 1, the pairs MR apart) or rows of pairs (sa the row length, pairs
+ * side by side) */
+BF16_TARGET static void tile_avx512(int mr, int nr, int nq, const uint32_t *restrict a, size_t sa,
                                     const uint32_t *restrict b, float *restrict acc)
 {
     static_assert(MR == 12, "tile_avx512 has cases for up to 12 rows");
@@ -268,21 +278,22 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const uint32_t *bpack = Bp ? Bp + packed_at(K, j0, nc, q0) : bbuf;
-        if (!Bp) pack_pairs(!trans_b, NR, B, ldb, j0, nc, q0, nq, K, bbuf);
+        if (!Bp) pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, bbuf);
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
-            pack_pairs(trans_a, MR, A, lda, i0, mc, q0, nq, K, apack);
+            pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
             for (int jb = 0; jb < nc; jb += NR) {
                 const int nr = nc - jb < NR ? nc - jb : NR;
                 const uint32_t *bp = bpack + (size_t)jb * nq;
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const uint32_t *ap = apack + (size_t)ib * nq;
+                    const size_t sa = trans_a ? 1 : (size_t)nq;
 #ifdef BGEMM_X86
-                    if (avx) tile_avx512(mr, nr, nq, ap, bp, acc);
+                    if (avx) tile_avx512(mr, nr, nq, ap, sa, bp, acc);
                     else
 #endif
-                        tile_portable(mr, nq, ap, bp, acc);
+                        tile_portable(mr, nq, ap, sa, sa == 1 ? MR : 1, bp, acc);
                     write_tile(acc, mr, nr, alpha, beta, qb == 0,
                                C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }
