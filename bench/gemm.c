@@ -223,8 +223,10 @@ int bench_gemm(const bench_opts *o)
     /* the teacher's convolutions together: flops and median times summed per thread count */
     double conv_flops = 0.0, conv_best[4] = {0}, conv_ours[4] = {0};
     /* per thread count and layer: bf16 products, bf16 layer, float32 products, float32 layer
-     * and the bf16 products' slowest and fastest run (GFLOP/s) */
-    double bf16_rows[4][sizeof cases / sizeof cases[0]][6];
+     * (GFLOP/s), the bf16 products' slowest and fastest run (GFLOP/s), and the speed-ups over
+     * float32 of products and layer in CPU time (on a shared machine, at one thread, the costs
+     * without the waits for a free core) */
+    double bf16_rows[4][sizeof cases / sizeof cases[0]][8];
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         gemm_ctx g;
         ctx_init(&g, &cases[ci]);
@@ -246,6 +248,8 @@ int bench_gemm(const bench_opts *o)
             bf16_rows[ti][ci][3] = gl;
             bf16_rows[ti][ci][4] = flops / hk.max / 1e9;
             bf16_rows[ti][ci][5] = flops / hk.min / 1e9;
+            bf16_rows[ti][ci][6] = tk.cpu_median / hk.cpu_median;
+            bf16_rows[ti][ci][7] = tl.cpu_median / hl.cpu_median;
             if (ti == 0) layer1 = gl;
             if (cases[ci].conv) {
                 if (ti == 0) conv_flops += flops;
@@ -257,9 +261,11 @@ int bench_gemm(const bench_opts *o)
                            "\"threads\":%d,\"sgemm_gflops\":%.2f,\"ours_gflops\":%.2f,"
                            "\"layer_gflops\":%.2f,\"layer_over_best\":%.3f,\"layer_min_s\":%.6f,"
                            "\"layer_max_s\":%.6f,\"speedup_vs_1\":%.3f,\"bf16_gflops\":%.2f,"
-                           "\"bf16_layer_gflops\":%.2f}\n",
+                           "\"bf16_layer_gflops\":%.2f,\"bf16_cpu_speedup\":%.3f,"
+                           "\"bf16_layer_cpu_speedup\":%.3f}\n",
                         cases[ci].name, g.M, g.N, g.K, th, gb, gk, gl, gl / best, tl.min, tl.max,
-                        gl / layer1, hgk, hgl);
+                        gl / layer1, hgk, hgl, tk.cpu_median / hk.cpu_median,
+                        tl.cpu_median / hl.cpu_median);
             } else {
                 char mnk[32], sb[32], sk[32], sl[32];
                 snprintf(mnk, sizeof mnk, "%dx%dx%d", g.M, g.N, g.K);
@@ -289,16 +295,17 @@ int bench_gemm(const bench_opts *o)
     }
     if (!o->json) {
         fprintf(f, "\nthe same in bf16 products with float32 sums (%s kernel); GFLOP/s of the "
-                   "float32 flops count, median\n%-6s %3s %22s %10s %10s %10s\n",
+                   "float32 flops count, median; speed against float32 in time and in CPU time\n"
+                   "%-6s %3s %22s %10s %10s %10s %10s %10s\n",
                 nn_bisa_name(nn_bgemm_isa()), "layer", "thr", "bf16 products [min-max]",
-                "vs float32", "bf16 layer", "vs float32");
+                "vs float32", "(cpu)", "bf16 layer", "vs float32", "(cpu)");
         for (int ti = 0; ti < o->n_threads; ti++)
             for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
                 const double *r = bf16_rows[ti][ci];
                 char sk[40];
                 snprintf(sk, sizeof sk, "%.1f [%.1f-%.1f]", r[0], r[4], r[5]);
-                fprintf(f, "%-6s %3d %22s %9.2fx %10.1f %9.2fx\n", cases[ci].name, o->threads[ti],
-                        sk, r[0] / r[2], r[1], r[1] / r[3]);
+                fprintf(f, "%-6s %3d %22s %9.2fx %9.2fx %10.1f %9.2fx %9.2fx\n", cases[ci].name,
+                        o->threads[ti], sk, r[0] / r[2], r[6], r[1], r[1] / r[3], r[7]);
             }
     }
     return 0;
