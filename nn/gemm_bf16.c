@@ -17,6 +17,7 @@
 #include <immintrin.h>
 #define BGEMM_X86 1
 #endif
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pairs as two halves");
 
 #include "core/mem.h"
 #include "core/runtime.h"
@@ -116,7 +117,15 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
             for (int r = 0; r < rows; r++) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + 2 * (size_t)q0;
                 uint32_t *d = dst + (size_t)r * sr;
-                for (int q = 0; q < kend; q++) d[q * sq] = pair_word(s[2 * q], s[2 * q + 1]);
+                if (rowwise) {
+                    /* the row's words are its values' bf16 halves in order (little-endian: the
+                     * low half first), so one narrowing loop over k, which vectorises (the
+                     * build does not assume strict aliasing) */
+                    uint16_t *h = (uint16_t *)d;
+                    for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(round_bits(s[k]) >> 16);
+                } else {
+                    for (int q = 0; q < kend; q++) d[q * sq] = pair_word(s[2 * q], s[2 * q + 1]);
+                }
                 if (kend < nq) d[kend * sq] = pair_word(s[2 * kend], 0.0f);
             }
         }
