@@ -1,11 +1,14 @@
 /* bf16 matrix products with float32 sums (see gemm_bf16.h): packing, the AVX512_BF16 kernel and
  * the portable one, the split over threads, and the layers' choice of precision.
  *
- * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a (KC x NC) block at a time
- * into panels of NR columns, op(A) an (MC x KC) block at a time into panels of MR rows, each
- * element a 32-bit word holding the bf16 values of k = 2q (low half) and 2q + 1 (high half), zero
- * past the end of K. An MR x NR micro-kernel keeps its block of C in float32 registers while it
- * runs over the pairs: one broadcast word of A and two vectors of B per row and pair. */
+ * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a block of KQ pairs of k by
+ * NC columns at a time into panels of NR columns, op(A) a block of MC rows by KQ pairs at a time
+ * (into panels of MR rows, or as rows of pairs when its rows lie side by side), each element a
+ * 32-bit word holding the bf16 values of k = 2q (low half) and 2q + 1 (high half), zero past the
+ * end of K. An MR x NR micro-kernel keeps its block of C in float32 registers while it runs over
+ * the pairs: one broadcast word of A and two vectors of B per row and pair. Rounding the operands
+ * is a pass over them that the float32 kernel (which reads op(A) in place) does not pay; on thin
+ * products it costs as much as the products (BENCHMARKS.md). */
 #include "nn/gemm_bf16.h"
 
 #include <assert.h>
