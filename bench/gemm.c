@@ -6,7 +6,8 @@
  * OpenBLAS's own threading) and through our own kernel (nn_sgemm); and our whole layer forward+backward
  * (im2col, bias, col2im, all the products). GFLOP/s count only the GEMM flops (3 x 2MNK; 2 x for
  * the first layer, which needs no input gradient), so the layer's figure shows what its extra
- * work costs against the bare products. */
+ * work costs against the bare products. The same products and layers in bf16 (nn/gemm_bf16.h,
+ * train.precision: bf16) follow, with their speed against float32. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "core/rng.h"
 #include "core/runtime.h"
 #include "nn/gemm.h"
+#include "nn/gemm_bf16.h"
 #include "nn/layers.h"
 
 #ifdef _OPENMP
@@ -65,13 +67,14 @@ static void run_openblas(void *p)
                 g->bm, g->K, 0.0f, g->c3, g->K);
 }
 
+/* in the thread's precision (nn_mm), as the layers issue them */
 static void run_ours(void *p)
 {
     gemm_ctx *g = p;
-    nn_sgemm(0, 1, g->M, g->N, g->K, 1.0f, g->a, g->K, g->bm, g->K, 0.0f, g->c1, g->N);
-    nn_sgemm(1, 0, g->N, g->K, g->M, 1.0f, g->c1, g->N, g->a, g->K, 0.0f, g->c2, g->K);
+    nn_mm(0, 1, g->M, g->N, g->K, 1.0f, g->a, g->K, g->bm, g->K, 0.0f, g->c1, g->N);
+    nn_mm(1, 0, g->N, g->K, g->M, 1.0f, g->c1, g->N, g->a, g->K, 0.0f, g->c2, g->K);
     if (!g->first)
-        nn_sgemm(0, 0, g->M, g->K, g->N, 1.0f, g->c1, g->N, g->bm, g->K, 0.0f, g->c3, g->K);
+        nn_mm(0, 0, g->M, g->K, g->N, 1.0f, g->c1, g->N, g->bm, g->K, 0.0f, g->c3, g->K);
 }
 
 static void run_layer(void *p)
@@ -165,7 +168,16 @@ static void run_peak(void *p)
 static void run_peak_ours(void *p)
 {
     peak_ctx *k = p;
-    nn_sgemm(0, 0, k->n, k->n, k->n, 1.0f, k->a, k->n, k->b, k->n, 0.0f, k->c, k->n);
+    nn_mm(0, 0, k->n, k->n, k->n, 1.0f, k->a, k->n, k->b, k->n, 0.0f, k->c, k->n);
+}
+
+/* fn in bf16 */
+static bench_time run_bf16(void (*fn)(void *), void *ctx, double min_seconds, int min_reps)
+{
+    nn_mm_precision_set(NN_PREC_BF16);
+    bench_time t = bench_run(fn, ctx, min_seconds, min_reps, 100000);
+    nn_mm_precision_set(NN_PREC_FLOAT32);
+    return t;
 }
 
 int bench_gemm(const bench_opts *o)
@@ -183,15 +195,21 @@ int bench_gemm(const bench_opts *o)
         set_threads(o->threads[ti]);
         bench_time tb = bench_run(run_peak, &pk, o->min_seconds, 3, 1000);
         bench_time to = bench_run(run_peak_ours, &pk, o->min_seconds, 3, 1000);
-        double gb = 2.0 * nn * pk.n / tb.median / 1e9, go = 2.0 * nn * pk.n / to.median / 1e9;
+        bench_time th = run_bf16(run_peak_ours, &pk, o->min_seconds, 3);
+        double gb = 2.0 * nn * pk.n / tb.median / 1e9, go = 2.0 * nn * pk.n / to.median / 1e9,
+               gh = 2.0 * nn * pk.n / th.median / 1e9;
         if (o->json)
             fprintf(f, "{\"suite\":\"gemm\",\"case\":\"sgemm1024\",\"threads\":%d,"
                        "\"sgemm_gflops\":%.2f,\"ours_gflops\":%.2f,\"ours_min_s\":%.6f,"
-                       "\"ours_max_s\":%.6f,\"reps\":%d}\n",
-                    o->threads[ti], gb, go, to.min, to.max, to.reps);
+                       "\"ours_max_s\":%.6f,\"reps\":%d,\"bf16_gflops\":%.2f,"
+                       "\"bf16_kernel\":\"%s\"}\n",
+                    o->threads[ti], gb, go, to.min, to.max, to.reps, gh,
+                    nn_bisa_name(nn_bgemm_isa()));
         else
-            fprintf(f, "sgemm 1024^3, %d thread%s: cblas_sgemm %.1f GFLOP/s, ours %.1f GFLOP/s\n",
-                    o->threads[ti], o->threads[ti] > 1 ? "s" : "", gb, go);
+            fprintf(f, "sgemm 1024^3, %d thread%s: cblas_sgemm %.1f GFLOP/s, ours %.1f GFLOP/s, "
+                       "ours in bf16 (%s) %.1f GFLOP/s\n",
+                    o->threads[ti], o->threads[ti] > 1 ? "s" : "", gb, go,
+                    nn_bisa_name(nn_bgemm_isa()), gh);
     }
     free(pk.a);
     free(pk.b);
@@ -204,6 +222,11 @@ int bench_gemm(const bench_opts *o)
                 "layer/best");
     /* the teacher's convolutions together: flops and median times summed per thread count */
     double conv_flops = 0.0, conv_best[4] = {0}, conv_ours[4] = {0};
+    /* per thread count and layer: bf16 products, bf16 layer, float32 products, float32 layer
+     * (GFLOP/s), the bf16 products' slowest and fastest run (GFLOP/s), and the speed-ups over
+     * float32 of products and layer in CPU time (on a shared machine, at one thread, the costs
+     * without the waits for a free core) */
+    double bf16_rows[4][sizeof cases / sizeof cases[0]][8];
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         gemm_ctx g;
         ctx_init(&g, &cases[ci]);
@@ -214,8 +237,19 @@ int bench_gemm(const bench_opts *o)
             bench_time tb = bench_run(run_openblas, &g, o->min_seconds, 5, 100000);
             bench_time tk = bench_run(run_ours, &g, o->min_seconds, 5, 100000);
             bench_time tl = bench_run(run_layer, &g, o->min_seconds, 5, 100000);
+            bench_time hk = run_bf16(run_ours, &g, o->min_seconds, 5);
+            bench_time hl = run_bf16(run_layer, &g, o->min_seconds, 5);
             double gb = flops / tb.median / 1e9, gk = flops / tk.median / 1e9,
-                   gl = flops / tl.median / 1e9, best = gb > gk ? gb : gk;
+                   gl = flops / tl.median / 1e9, best = gb > gk ? gb : gk,
+                   hgk = flops / hk.median / 1e9, hgl = flops / hl.median / 1e9;
+            bf16_rows[ti][ci][0] = hgk;
+            bf16_rows[ti][ci][1] = hgl;
+            bf16_rows[ti][ci][2] = gk;
+            bf16_rows[ti][ci][3] = gl;
+            bf16_rows[ti][ci][4] = flops / hk.max / 1e9;
+            bf16_rows[ti][ci][5] = flops / hk.min / 1e9;
+            bf16_rows[ti][ci][6] = tk.cpu_median / hk.cpu_median;
+            bf16_rows[ti][ci][7] = tl.cpu_median / hl.cpu_median;
             if (ti == 0) layer1 = gl;
             if (cases[ci].conv) {
                 if (ti == 0) conv_flops += flops;
@@ -226,9 +260,12 @@ int bench_gemm(const bench_opts *o)
                 fprintf(f, "{\"suite\":\"gemm\",\"case\":\"%s\",\"M\":%d,\"N\":%d,\"K\":%d,"
                            "\"threads\":%d,\"sgemm_gflops\":%.2f,\"ours_gflops\":%.2f,"
                            "\"layer_gflops\":%.2f,\"layer_over_best\":%.3f,\"layer_min_s\":%.6f,"
-                           "\"layer_max_s\":%.6f,\"speedup_vs_1\":%.3f}\n",
+                           "\"layer_max_s\":%.6f,\"speedup_vs_1\":%.3f,\"bf16_gflops\":%.2f,"
+                           "\"bf16_layer_gflops\":%.2f,\"bf16_cpu_speedup\":%.3f,"
+                           "\"bf16_layer_cpu_speedup\":%.3f}\n",
                         cases[ci].name, g.M, g.N, g.K, th, gb, gk, gl, gl / best, tl.min, tl.max,
-                        gl / layer1);
+                        gl / layer1, hgk, hgl, tk.cpu_median / hk.cpu_median,
+                        tl.cpu_median / hl.cpu_median);
             } else {
                 char mnk[32], sb[32], sk[32], sl[32];
                 snprintf(mnk, sizeof mnk, "%dx%dx%d", g.M, g.N, g.K);
@@ -255,6 +292,21 @@ int bench_gemm(const bench_opts *o)
             fprintf(f, "%-6s %-17s %3d %22.1f %22s %22.1f %6.0f%%%s", "convs", "conv1+conv2",
                     o->threads[ti], gb, "(best of both)", gl, 100.0 * gl / gb, ti ? "" : "\n");
         if (!o->json && ti > 0) fprintf(f, "  (convolutions %.2fx vs 1 thread)\n", speedup);
+    }
+    if (!o->json) {
+        fprintf(f, "\nthe same in bf16 products with float32 sums (%s kernel); GFLOP/s of the "
+                   "float32 flops count, median; speed against float32 in time and in CPU time\n"
+                   "%-6s %3s %22s %10s %10s %10s %10s %10s\n",
+                nn_bisa_name(nn_bgemm_isa()), "layer", "thr", "bf16 products [min-max]",
+                "vs float32", "(cpu)", "bf16 layer", "vs float32", "(cpu)");
+        for (int ti = 0; ti < o->n_threads; ti++)
+            for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+                const double *r = bf16_rows[ti][ci];
+                char sk[40];
+                snprintf(sk, sizeof sk, "%.1f [%.1f-%.1f]", r[0], r[4], r[5]);
+                fprintf(f, "%-6s %3d %22s %9.2fx %9.2fx %10.1f %9.2fx %9.2fx\n", cases[ci].name,
+                        o->threads[ti], sk, r[0] / r[2], r[6], r[1], r[1] / r[3], r[7]);
+            }
     }
     return 0;
 }

@@ -11,6 +11,9 @@
  * process high-water mark and the growth is how much that mark rose, which still means something
  * because the smaller model ran first.
  *
+ * Each model also runs with its products in bf16 (train.precision: bf16, nn/gemm_bf16.h), timed
+ * right after float32 at each thread count: rows NAME_bf16, with their speed against float32.
+ *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
 #include <math.h>
 #include <stdlib.h>
@@ -255,8 +258,8 @@ int bench_train(const bench_opts *o)
                    "%d images at the median\n",
                 BATCH, BENCH_EPOCH);
         bench_images_note(&d, f);
-        fprintf(f, "%-12s %3s %24s %8s %10s %9s %8s\n", "model", "thr", "step ms", "cpu ms",
-                "images/s", "s/epoch", "speed-up");
+        fprintf(f, "%-16s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
+                "images/s", "s/epoch", "speed-up", "vs f32");
     } else if (!d.real) {
         bench_images_note(&d, stderr);
     }
@@ -272,38 +275,49 @@ int bench_train(const bench_opts *o)
             break;
         }
         double flops = nn_model_flops(&t.m), first = 0.0;
-        bench_time times[4];
+        bench_time times[NN_PREC_COUNT][4];
         for (int ti = 0; ti < o->n_threads; ti++) {
             xd_threads_set(o->threads[ti]);
-            times[ti] = bench_run(bench_train_step, &t, o->min_seconds, MIN_STEPS, 100000);
+            for (int p = 0; p < NN_PREC_COUNT; p++) {
+                t.m.precision = (nn_precision)p;
+                times[p][ti] = bench_run(bench_train_step, &t, o->min_seconds, MIN_STEPS, 100000);
+            }
         }
+        t.m.precision = NN_PREC_FLOAT32;
         double peak = bench_max_rss_mib();
         if (!isfinite(t.loss_sum))
             fprintf(stderr, "xdistill bench: %s: the loss became non-finite; the figures are not "
                             "meaningful\n", models[mi].name);
-        for (int ti = 0; ti < o->n_threads; ti++) {
-            bench_time tm = times[ti];
-            double ips = BATCH / tm.median;
-            if (ti == 0) first = ips;
-            if (o->json) {
-                fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
-                           "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
-                           "\"max_s\":%.6f,\"cpu_s\":%.6f,\"reps\":%d,\"images_per_s\":%.1f,\"epoch_s\":%.3f,"
-                           "\"epoch_min_s\":%.3f,\"epoch_max_s\":%.3f,\"speedup_vs_first\":%.3f,"
-                           "\"first_threads\":%d,\"approx_gflops\":%.2f,\"peak_rss_mib\":%.1f,"
-                           "\"rss_before_mib\":%.1f,\"rss_growth_mib\":%.1f,\"rss_scope\":\"%s\"}\n",
-                        models[mi].name, bench_images_kind(&d), BATCH, o->threads[ti], t.m.n_param,
-                        tm.median, tm.min, tm.max, tm.cpu_median, tm.reps, ips, BENCH_EPOCH / ips,
-                        BENCH_EPOCH * tm.min / BATCH, BENCH_EPOCH * tm.max / BATCH, ips / first,
-                        o->threads[0], 3.0 * flops * ips / 1e9, peak, before, peak - before,
-                        scoped ? "model" : "process");
-            } else {
-                char st[48];
-                snprintf(st, sizeof st, "%.2f [%.2f-%.2f]", 1e3 * tm.median, 1e3 * tm.min,
-                         1e3 * tm.max);
-                fprintf(f, "%-12s %3d %24s %8.2f %10.0f %9.2f %7.2fx\n", models[mi].name,
-                        o->threads[ti], st, 1e3 * tm.cpu_median, ips, BENCH_EPOCH / ips,
-                        ips / first);
+        for (int p = 0; p < NN_PREC_COUNT; p++) {
+            for (int ti = 0; ti < o->n_threads; ti++) {
+                bench_time tm = times[p][ti];
+                double ips = BATCH / tm.median, vs32 = times[NN_PREC_FLOAT32][ti].median / tm.median;
+                char name[64];
+                snprintf(name, sizeof name, "%s%s", models[mi].name, p ? "_bf16" : "");
+                if (ti == 0) first = ips;
+                if (o->json) {
+                    fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
+                               "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
+                               "\"max_s\":%.6f,\"cpu_s\":%.6f,\"reps\":%d,\"images_per_s\":%.1f,\"epoch_s\":%.3f,"
+                               "\"epoch_min_s\":%.3f,\"epoch_max_s\":%.3f,\"speedup_vs_first\":%.3f,"
+                               "\"first_threads\":%d,\"approx_gflops\":%.2f,\"peak_rss_mib\":%.1f,"
+                               "\"rss_before_mib\":%.1f,\"rss_growth_mib\":%.1f,\"rss_scope\":\"%s\","
+                               "\"precision\":\"%s\",\"speedup_vs_float32\":%.3f,"
+                               "\"cpu_speedup_vs_float32\":%.3f}\n",
+                            name, bench_images_kind(&d), BATCH, o->threads[ti], t.m.n_param,
+                            tm.median, tm.min, tm.max, tm.cpu_median, tm.reps, ips, BENCH_EPOCH / ips,
+                            BENCH_EPOCH * tm.min / BATCH, BENCH_EPOCH * tm.max / BATCH, ips / first,
+                            o->threads[0], 3.0 * flops * ips / 1e9, peak, before, peak - before,
+                            scoped ? "model" : "process", nn_precision_names[p], vs32,
+                            times[NN_PREC_FLOAT32][ti].cpu_median / tm.cpu_median);
+                } else {
+                    char st[48];
+                    snprintf(st, sizeof st, "%.2f [%.2f-%.2f]", 1e3 * tm.median, 1e3 * tm.min,
+                             1e3 * tm.max);
+                    fprintf(f, "%-16s %3d %24s %8.2f %10.0f %9.2f %7.2fx %7.2fx\n", name,
+                            o->threads[ti], st, 1e3 * tm.cpu_median, ips, BENCH_EPOCH / ips,
+                            ips / first, vs32);
+                }
             }
         }
         if (!o->json) {

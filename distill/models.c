@@ -21,6 +21,7 @@ xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *
     mr->rm = &r->models[k];
     mr->seed = models_seed(seed, k);
     xd_status s = nn_model_build(&mr->m, mr->rm->model, r->train.batch, mr->seed, e);
+    mr->m.precision = r->train.precision;
     /* a resumed run's values come from its resume state after this */
     if (s == XD_OK && mr->rm->init) s = ckpt_load_init(mr->rm->init, &mr->m, e);
     if (s == XD_OK) return XD_OK;

@@ -138,7 +138,7 @@ static const char *const model_keys[] = {"name", "model", "model_file", "view", 
 static const char *const quantize_keys[] = {"ema"};
 static const char *const prune_keys[] = {"sparsity", "scope", "steps", "start_epoch", "end_epoch"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
-                                         "schedule",   "eval_every", "threads"};
+                                         "schedule",   "eval_every", "threads", "precision"};
 
 /* Defaults and bounds of the other keys. */
 #define DEFAULT_BATCH 128
@@ -564,6 +564,7 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
     t->steps_per_epoch = 0;
     t->eval_every = 1;
     t->threads = 0;
+    t->precision = NN_PREC_FLOAT32;
     if (train) {
         if ((s = io_yaml_get_int(b->d, train, "batch", 1, MAX_BATCH, &t->batch, b->e))) return s;
         if ((s = io_yaml_get_int(b->d, train, "steps_per_epoch", 0, 1 << 24, &t->steps_per_epoch,
@@ -574,6 +575,10 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
             return s;
         if ((s = io_yaml_get_int(b->d, train, "threads", 0, MAX_THREADS, &t->threads, b->e)))
             return s;
+        int prec = NN_PREC_FLOAT32;
+        if ((s = rb_get_enum(b, train, "precision", nn_precision_names, NN_PREC_COUNT, &prec)))
+            return s;
+        t->precision = prec;
     }
 
     t->opt = nn_opt_defaults(NN_OPT_ADAMW);

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "nn/gemm_bf16.h"
 #include "nn/optim.h"
 #include "nn/prune.h"
 
@@ -260,6 +261,7 @@ typedef struct {
     int sched_auto_steps; /* 1: total_steps was omitted; the trainer fills it from the run */
     int eval_every;       /* epochs between evaluations; 0 = only at the end */
     int threads;          /* 0 = all cores */
+    nn_precision precision; /* of the trained models' products (nn/gemm_bf16.h) */
 } recipe_train;
 
 typedef struct {

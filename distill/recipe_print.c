@@ -383,6 +383,9 @@ char *recipe_to_yaml(const recipe *r)
     nn_sched_config_format(&t->sched, words, sizeof words);
     sb_words(&b, words, t->sched_auto_steps ? "total_steps" : NULL);
     sb_add(&b, "\n  eval_every: %d\n  threads: %d\n", t->eval_every, t->threads);
+    /* only when not the default, so the recipes (and checkpoints) of float32 runs stay as they were */
+    if (t->precision != NN_PREC_FLOAT32)
+        sb_add(&b, "  precision: %s\n", nn_precision_names[t->precision]);
 
     if (implicit) {
         sb_add(&b, "losses:\n");

@@ -104,6 +104,8 @@ static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
     json_object_set_new(j, "labels_used", json_integer((json_int_t)R->n_sel));
     json_object_set_new(j, "threads", json_integer(R->threads));
     json_object_set_new(j, "gemm_kernel", json_string(nn_sgemm_kernel()));
+    if (R->r->train.precision == NN_PREC_BF16) /* which bf16 kernel ran (float32 runs: none) */
+        json_object_set_new(j, "bf16_kernel", json_string(nn_bisa_name(nn_bgemm_isa())));
     json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
     json_object_set_new(j, "recipe", json_string(R->yaml));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));

@@ -1,5 +1,6 @@
-/* Layers (see layers.h for the conventions). Products go to our kernel (nn/gemm.h); everything
- * else is plain C with OpenMP over independent outputs. */
+/* Layers (see layers.h for the conventions). Products go to our kernel (nn/gemm.h), in bf16
+ * (nn/gemm_bf16.h) while a model that trains in bf16 runs them, except those with weights packed
+ * for inference; everything else is plain C with OpenMP over independent outputs. */
 #include "nn/layers.h"
 
 #include <float.h>
@@ -12,6 +13,7 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "nn/gemm.h"
+#include "nn/gemm_bf16.h"
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define PAR_MIN 32768
@@ -27,7 +29,7 @@ void nn_linear_forward(float *out, const float *inp, const float *w, const float
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
     if (wp) nn_sgemm_packed(0, B, OC, C, 1.0f, inp, C, wp, b ? 1.0f : 0.0f, out, OC);
-    else nn_sgemm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+    else nn_mm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
 }
 
 size_t nn_linear_packed_size(int C, int OC) { return nn_sgemm_packed_size(OC, C); }
@@ -41,9 +43,9 @@ void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, co
                         const float *w, int B, int C, int OC)
 {
     if (dinp) /* dinp (B, C) += dout (B, OC) @ w (OC, C) */
-        nn_sgemm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
+        nn_mm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C) */
-        nn_sgemm(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+        nn_mm(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (db) {
         /* over output channels, each summing its column in row order: no shared writes */
 #pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
@@ -212,8 +214,8 @@ static void sgemm_images(int trans_b, int M, int N, int K, const float *A, int l
                          const float *B, int ldb, const float *Bp, float *C, int ldc,
                          image_job *j)
 {
-    nn_sgemm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc,
-                  j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
+    nn_mm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc,
+               j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
     if (!j->image) return;
     const int nb = nn_sgemm_row_blocks(M, N, K);
     int cut[64], n_cut = 0;
@@ -372,14 +374,14 @@ static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, flo
     }
     if (s->bias) {
         /* [dw | db] (OC, K+1) = dout^T (OC, M) @ [cols | 1] (M, K+1), then added in */
-        nn_sgemm(1, 0, s->OC, K + 1, M, 1.0f, dout, s->OC, cols, K + 1, 0.0f, wext, K + 1);
+        nn_mm(1, 0, s->OC, K + 1, M, 1.0f, dout, s->OC, cols, K + 1, 0.0f, wext, K + 1);
         for (int o = 0; o < s->OC; o++) {
             const float *g = wext + (size_t)o * (K + 1);
             for (int k = 0; k < K; k++) dw[(size_t)o * K + k] += g[k];
             if (db) db[o] += g[K];
         }
     } else {
-        nn_sgemm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
+        nn_mm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
     }
     if (dinp) conv2d_dinp(dinp, dcols, dout, w, s, first);
 }

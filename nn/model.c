@@ -1032,12 +1032,14 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->batch = B;
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
+    const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : NN_PREC_FLOAT32);
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
         if (need && !need[i]) continue;
         if (m->qengine && nn_qengine_forward_node(m, i, 0, B, NULL, 0, 0)) continue;
         forward_node(m, i, 0, B, run, 0, NULL, 0);
     }
+    nn_mm_precision_set(prec);
 }
 
 /* Kinds whose forward is best run over the whole batch (or the thread's share of it) at

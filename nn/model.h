@@ -23,6 +23,7 @@
 
 #include "core/arena.h"
 #include "core/status.h"
+#include "nn/gemm_bf16.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 
@@ -139,6 +140,8 @@ typedef struct {
     xd_arena scratch;
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
     struct nn_qengine *qengine; /* not NULL: its quantised layers run on integers (nn/quant.h) */
+    nn_precision precision;   /* of the products of training forwards and of backward (bf16:
+                               * nn/gemm_bf16.h); evaluation and inference run in float32 */
 } nn_model;
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "nn/gemm_bf16.h"
 #include "nn/quant.h"
 
 static int source_grad_used(const nn_model *m, int idx)
@@ -76,6 +77,7 @@ void nn_model_backward(nn_model *m)
     const int B = m->batch;
     xd_arena_reset(&m->scratch);
     mark_grad_used(m);
+    const nn_precision prec = nn_mm_precision_set(m->precision);
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         nn_node *nd = &m->nodes[i];
         if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
@@ -164,4 +166,5 @@ void nn_model_backward(nn_model *m)
         case NN_KIND_COUNT: XD_ASSERT(0);
         }
     }
+    nn_mm_precision_set(prec);
 }

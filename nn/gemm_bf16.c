@@ -1,0 +1,461 @@
+/* bf16 matrix products with float32 sums (see gemm_bf16.h): packing, the AVX512_BF16 kernel and
+ * the portable one, the split over threads, and the layers' choice of precision.
+ *
+ * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a block of KQ pairs of k by
+ * NC columns at a time into panels of NR columns, op(A) a block of MC rows by KQ pairs at a time
+ * (into panels of MR rows, or as rows of pairs when its rows lie side by side), each element a
+ * 32-bit word holding the bf16 values of k = 2q (low half) and 2q + 1 (high half), zero past the
+ * end of K. An MR x NR micro-kernel keeps its block of C in float32 registers while it runs over
+ * the pairs: one broadcast word of A and two vectors of B per row and pair. Rounding the operands
+ * is a pass over them that the float32 kernel (which reads op(A) in place) does not pay; on thin
+ * products it costs as much as the products (BENCHMARKS.md). */
+#include "nn/gemm_bf16.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BGEMM_X86 1
+#endif
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pairs as two halves");
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "core/status.h"
+
+#define MR 12
+#define NR 32        /* two vectors of 16 float32 lanes */
+#define KQ 192       /* pairs of k per block (at most); blocks are equal in size */
+#define MC (MR * 16) /* rows of op(A) per packed block */
+#define NC (NR * 64) /* columns of op(B) per packed block */
+
+static const char *const isa_names[] = {
+    [NN_BISA_PORTABLE] = "portable",
+    [NN_BISA_AVX512BF16] = "AVX512_BF16",
+};
+static_assert(sizeof isa_names / sizeof isa_names[0] == NN_BISA_COUNT,
+              "isa_names must name every nn_bisa");
+
+const char *nn_bisa_name(nn_bisa isa) { return isa < NN_BISA_COUNT ? isa_names[isa] : "?"; }
+
+nn_bisa nn_bgemm_best(void)
+{
+#ifdef BGEMM_X86
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
+        return NN_BISA_AVX512BF16;
+#endif
+    return NN_BISA_PORTABLE;
+}
+
+static int chosen = NN_BISA_COUNT; /* NN_BISA_COUNT: the best */
+
+nn_bisa nn_bgemm_isa(void) { return chosen == NN_BISA_COUNT ? nn_bgemm_best() : (nn_bisa)chosen; }
+
+nn_bisa nn_bgemm_use(nn_bisa isa)
+{
+    if (isa == NN_BISA_AVX512BF16 && nn_bgemm_best() != NN_BISA_AVX512BF16)
+        isa = NN_BISA_PORTABLE;
+    chosen = isa;
+    return nn_bgemm_isa();
+}
+
+/* The bits of x rounded to bf16, in the top half (the bottom half is garbage): branch-free, so
+ * the packing loops vectorise. Adding 0x7fff plus the lowest kept bit carries into the kept bits
+ * exactly when the dropped ones are past half, or half with an odd kept part; Inf (dropped bits
+ * 0) is unchanged; a NaN gets its quiet bit set instead. */
+static inline uint32_t round_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+    return (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : r;
+}
+
+uint16_t nn_bf16_round(float x) { return (uint16_t)(round_bits(x) >> 16); }
+
+float nn_bf16_float(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* the pair (x0 at k = 2q, x1 at 2q + 1) as one word */
+static inline uint32_t pair_word(float x0, float x1)
+{
+    return round_bits(x0) >> 16 | (round_bits(x1) & 0xffff0000u);
+}
+
+// ----------------------------------------------------------------------------------------------
+// packing
+
+/* Packs rows i0..i0+mc and the pairs q0..q0+nq of X (K columns; X[i][k] = t ? src[k * ld + i] :
+ * src[i * ld + k]) into panels of R rows, zeros past the last row and past K. Panel p holds, for
+ * each pair q, its R words (word of row r at q * R + r); or, with rowwise, each row's nq words in
+ * turn (at r * nq + q), which is how a row-major X's pairs already lie (no transposition). */
+static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int i0, int mc, int q0,
+                       int nq, int K, uint32_t *dst)
+{
+    XD_ASSERT(!rowwise || !t);
+    const size_t sr = rowwise ? (size_t)nq : 1, sq = rowwise ? 1 : (size_t)R;
+    for (int ib = 0; ib < mc; ib += R, dst += (size_t)nq * R) {
+        const int rows = mc - ib < R ? mc - ib : R;
+        if (t) { /* the panel's values of one k lie side by side in the source */
+            for (int q = 0; q < nq; q++) {
+                const int k = 2 * (q0 + q);
+                const float *s0 = src + (size_t)k * ld + i0 + ib;
+                uint32_t *d = dst + (size_t)q * R;
+                if (k + 1 < K)
+                    for (int r = 0; r < rows; r++) d[r] = pair_word(s0[r], s0[(size_t)ld + r]);
+                else
+                    for (int r = 0; r < rows; r++) d[r] = pair_word(s0[r], 0.0f);
+            }
+        } else { /* each row's values lie side by side: its pairs are neighbours */
+            const int kend = 2 * (q0 + nq) <= K ? nq : nq - 1; /* pairs wholly inside K */
+            for (int r = 0; r < rows; r++) {
+                const float *s = src + (size_t)(i0 + ib + r) * ld + 2 * (size_t)q0;
+                uint32_t *d = dst + (size_t)r * sr;
+                if (rowwise) {
+                    /* the row's words are its values' bf16 halves in order (little-endian: the
+                     * low half first), so one narrowing loop over k, which vectorises (the
+                     * build does not assume strict aliasing) */
+                    uint16_t *h = (uint16_t *)d;
+                    for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(round_bits(s[k]) >> 16);
+                } else {
+                    for (int q = 0; q < kend; q++) d[q * sq] = pair_word(s[2 * q], s[2 * q + 1]);
+                }
+                if (kend < nq) d[kend * sq] = pair_word(s[2 * kend], 0.0f);
+            }
+        }
+        for (int r = rows; r < R; r++)
+            for (int q = 0; q < nq; q++) dst[r * sr + q * sq] = 0;
+    }
+}
+
+static long pad_to(int n, int r) { return ((long)n + r - 1) / r * r; }
+
+static int k_pairs(int K) { return (K + 1) / 2; }
+
+static int q_blocks(int K) { return (k_pairs(K) + KQ - 1) / KQ; }
+
+/* block qb of qbs: pairs q0..q0+nq (a function of K alone) */
+static void q_block(int K, int qbs, int qb, int *q0, int *nq)
+{
+    const long n = k_pairs(K);
+    *q0 = (int)(n * qb / qbs);
+    *nq = (int)(n * (qb + 1) / qbs) - *q0;
+}
+
+/* The blocks of op(B) in the order the product and a pre-packed op(B) take them: columns j0..
+ * (nc of them, NC at most), within those pair block qb (pairs q0.., nq of them). */
+#define FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq)                                                   \
+    for (int j0 = 0, nc; j0 < (N) && (nc = (N) - j0 < NC ? (N) - j0 : NC, 1); j0 += nc)         \
+        for (int qb = 0, q0, nq, qbs_ = q_blocks(K);                                             \
+             qb < qbs_ && (q_block((K), qbs_, qb, &q0, &nq), 1); qb++)
+
+/* where a whole pre-packed op(B) keeps the panels of column block j0 (nc columns), pairs q0.. */
+static size_t packed_at(int K, int j0, int nc, int q0)
+{
+    return (size_t)j0 * (size_t)k_pairs(K) + (size_t)q0 * (size_t)pad_to(nc, NR);
+}
+
+static size_t packed_size(int N, int K) { return (size_t)pad_to(N, NR) * (size_t)k_pairs(K); }
+
+static void pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp)
+{
+    FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq)
+        pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, Bp + packed_at(K, j0, nc, q0));
+}
+
+// ----------------------------------------------------------------------------------------------
+// the micro-kernels: acc (rows of NR) = sum over pairs q < nq of a[q * MR + i] . b[q * NR + j]
+
+/* In the order of the instruction's definition (the high half first); each product of two bf16
+ * values is exact in float, so every step is one float32 rounding. */
+static void tile_portable(int mr, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
+                          const uint32_t *restrict b, float *restrict acc)
+{
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < NR; j++) acc[i * NR + j] = 0.0f;
+    for (int q = 0; q < nq; q++, a += sq, b += NR) {
+        float b0[NR], b1[NR];
+        for (int j = 0; j < NR; j++) {
+            b0[j] = nn_bf16_float((uint16_t)b[j]);
+            b1[j] = nn_bf16_float((uint16_t)(b[j] >> 16));
+        }
+        for (int i = 0; i < mr; i++) {
+            const float a0 = nn_bf16_float((uint16_t)a[i * sa]);
+            const float a1 = nn_bf16_float((uint16_t)(a[i * sa] >> 16));
+            float *c = acc + i * NR;
+            for (int j = 0; j < NR; j++) {
+                float s = c[j] + a1 * b1[j];
+                c[j] = s + a0 * b0[j];
+            }
+        }
+    }
+}
+
+#ifdef BGEMM_X86
+#define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
+
+/* R rows, V vectors of columns (1 when the tile's columns fit one): constants where inlined, so
+ * the 2 * R accumulators stay in registers */
+BF16_TARGET static inline __attribute__((always_inline)) void
+tile_body(int R, int V, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
+          const uint32_t *restrict b, float *restrict acc)
+{
+    __m512 c0[MR], c1[MR];
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int q = 0; q < nq; q++, a += sq, b += NR) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
+        const __m512bh b1 = V == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(b + 16)) : b0;
+        for (int i = 0; i < R; i++) {
+            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * sa]);
+            c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
+            if (V == 2) c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        _mm512_storeu_ps(acc + i * NR, c0[i]);
+        if (V == 2) _mm512_storeu_ps(acc + i * NR + 16, c1[i]);
+    }
+}
+
+#define TILE_ROWS(r)                                                                              \
+    case r:                                                                                       \
+        if (half && sa == 1) tile_body(r, 1, nq, a, 1, MR, b, acc);                              \
+        else if (sa == 1) tile_body(r, 2, nq, a, 1, MR, b, acc);                                 \
+        else if (half) tile_body(r, 1, nq, a, sa, 1, b, acc);                                    \
+        else tile_body(r, 2, nq, a, sa, 1, b, acc);                                              \
+        break;
+/* a: panels of pairs (sa 1, the pairs MR apart) or rows of pairs (sa the row length, pairs
+ * side by side) */
+BF16_TARGET static void tile_avx512(int mr, int nr, int nq, const uint32_t *restrict a, size_t sa,
+                                    const uint32_t *restrict b, float *restrict acc)
+{
+    static_assert(MR == 12, "tile_avx512 has cases for up to 12 rows");
+    const int half = nr <= 16;
+    switch (mr) {
+        TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
+        TILE_ROWS(7) TILE_ROWS(8) TILE_ROWS(9) TILE_ROWS(10) TILE_ROWS(11) TILE_ROWS(12)
+    default: XD_ASSERT(0);
+    }
+}
+#undef TILE_ROWS
+#endif
+
+/* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
+ * alpha * acc (C not read when beta is 0), later blocks C += alpha * acc. */
+static void write_tile(const float *acc, int mr, int nr, float alpha, float beta, int first,
+                       float *c, size_t rs, size_t cs)
+{
+    const int add = !first || beta == 1.0f;
+    for (int i = 0; i < mr; i++) {
+        const float *a = acc + i * NR;
+        float *d = c + i * rs;
+        if (cs == 1 && alpha == 1.0f && add) { /* the common case, in a loop that vectorises */
+            for (int j = 0; j < nr; j++) d[j] += a[j];
+            continue;
+        }
+        for (int j = 0; j < nr; j++) {
+            const float v = alpha != 1.0f ? a[j] * alpha : a[j];
+            float *e = d + j * cs;
+            *e = add ? *e + v : beta != 0.0f ? beta * *e + v : v;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// the single-threaded product
+
+/* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0.
+ * Bp: op(B) pre-packed (pack_b), or NULL. */
+static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, const uint32_t *Bp,
+                        float beta, float *C, size_t rs, size_t cs)
+{
+    /* packing buffers as large as this product needs (not pages fresh from the system on every
+     * call: the allocator keeps freed blocks of this size for the next one) */
+    const int qmax = k_pairs(K) < KQ ? k_pairs(K) : KQ;
+    const size_t na = (size_t)pad_to(M < MC ? M : MC, MR) * qmax,
+                 nb = (size_t)pad_to(N < NC ? N : NC, NR) * qmax;
+    uint32_t *apack = xd_xmalloc_aligned(sizeof(uint32_t) * na);
+    uint32_t *bbuf = Bp ? NULL : xd_xmalloc_aligned(sizeof(uint32_t) * nb);
+    float acc[MR * NR] __attribute__((aligned(64)));
+    const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
+    FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
+        const uint32_t *bpack = Bp ? Bp + packed_at(K, j0, nc, q0) : bbuf;
+        if (!Bp) pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, bbuf);
+        for (int i0 = 0, mc; i0 < M; i0 += mc) {
+            mc = M - i0 < MC ? M - i0 : MC;
+            pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
+            for (int jb = 0; jb < nc; jb += NR) {
+                const int nr = nc - jb < NR ? nc - jb : NR;
+                const uint32_t *bp = bpack + (size_t)jb * nq;
+                for (int ib = 0; ib < mc; ib += MR) {
+                    const int mr = mc - ib < MR ? mc - ib : MR;
+                    const uint32_t *ap = apack + (size_t)ib * nq;
+                    const size_t sa = trans_a ? 1 : (size_t)nq;
+#ifdef BGEMM_X86
+                    if (avx) tile_avx512(mr, nr, nq, ap, sa, bp, acc);
+                    else
+#endif
+                        tile_portable(mr, nq, ap, sa, sa == 1 ? MR : 1, bp, acc);
+                    write_tile(acc, mr, nr, alpha, beta, qb == 0,
+                               C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+                }
+            }
+        }
+    }
+    free(apack);
+    free(bbuf);
+    (void)avx;
+}
+
+static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, const uint32_t *Bp,
+                         float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) { /* BLAS: A and B are not read */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float *d = C + (size_t)i * ldc + j;
+                *d = beta == 0.0f ? 0.0f : beta * *d;
+            }
+        return;
+    }
+    /* C^T = op(B)^T @ op(A)^T when that pads much less (the same chains, so the same bits) */
+    const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
+    if (!Bp && 8 * tiles_t < 7 * tiles)
+        gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, NULL, beta, C, 1,
+                    (size_t)ldc);
+    else
+        gemm_packed(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, (size_t)ldc,
+                    1);
+}
+
+/* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them) or
+ * columns, run in parallel; before and after as nn_sgemm_rows. */
+static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                        int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
+                        nn_sgemm_rows_fn after, void *ctx)
+{
+    if (nb == 1) {
+        if (before) before(ctx, 0, M);
+        bgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+        if (after) after(ctx, 0, M);
+        return;
+    }
+    uint32_t *Bp = NULL;
+    if (by_rows && K > 0) {
+        Bp = xd_xmalloc_aligned(sizeof(uint32_t) * packed_size(N, K));
+        pack_b(trans_b, N, K, B, ldb, Bp);
+    } else if (before) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) {
+            int r0, r1;
+            nn_sgemm_block_range(M, nb, i, &r0, &r1);
+            before(ctx, r0, r1);
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < nb; i++) {
+        int r0, r1;
+        nn_sgemm_block_range(by_rows ? M : N, nb, i, &r0, &r1);
+        if (by_rows) {
+            const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
+            if (before) before(ctx, r0, r1);
+            bgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
+                         C + (size_t)r0 * ldc, ldc);
+            if (after) after(ctx, r0, r1);
+        } else {
+            const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
+            bgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta,
+                         C + r0, ldc);
+        }
+    }
+    if (after && !by_rows) after(ctx, 0, M);
+    free(Bp);
+}
+
+void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    int nb = nn_sgemm_blocks(M, N, K);
+    const int threads = xd_threads_get();
+    if (nb > threads) nb = threads;
+    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M > N, NULL,
+                NULL, NULL);
+}
+
+void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+{
+    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                nn_sgemm_blocks(M, N, K), M >= N, before, after, ctx);
+}
+
+void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++) {
+                const float a = trans_a ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                const float b = trans_b ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += (double)nn_bf16_float(nn_bf16_round(a)) * nn_bf16_float(nn_bf16_round(b));
+            }
+            float *d = C + (size_t)i * ldc + j;
+            *d = (float)(alpha * s + (beta == 0.0f ? 0.0 : (double)beta * *d));
+        }
+}
+
+// ----------------------------------------------------------------------------------------------
+// the layers' precision
+
+const char *const nn_precision_names[] = {
+    [NN_PREC_FLOAT32] = "float32",
+    [NN_PREC_BF16] = "bf16",
+};
+static_assert(sizeof nn_precision_names / sizeof nn_precision_names[0] == NN_PREC_COUNT,
+              "nn_precision_names must name every nn_precision");
+
+static _Thread_local nn_precision mm_precision = NN_PREC_FLOAT32;
+
+nn_precision nn_mm_precision_set(nn_precision p)
+{
+    XD_ASSERT(p < NN_PREC_COUNT);
+    const nn_precision old = mm_precision;
+    mm_precision = p;
+    return old;
+}
+
+void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+           const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (mm_precision == NN_PREC_BF16)
+        nn_bgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        nn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                int lda, const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
+                nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+{
+    if (mm_precision == NN_PREC_BF16 && !Bp)
+        nn_bgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, before,
+                      after, ctx);
+    else
+        nn_sgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc, before,
+                      after, ctx);
+}

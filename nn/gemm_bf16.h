@@ -1,0 +1,71 @@
+/* Matrix products in bfloat16 with float32 accumulation, for mixed-precision training
+ * (train.precision: bf16): C = alpha * op(A) @ op(B) + beta * C, row-major, float in and out.
+ *
+ * Both operands are rounded to bf16 (the top 16 bits of a float: 8 bits of mantissa, the float's
+ * exponent range) to nearest, ties to even; Inf stays Inf, a finite value that rounds past the
+ * largest bf16 becomes Inf, and a NaN stays a NaN (made quiet, its sign kept). They are packed two
+ * k at a time, the layout the CPU's bf16 dot product wants (AVX512_BF16's vdpbf16ps: each float32
+ * lane adds the products of one pair). The products of bf16 values are exact in float32, so the
+ * only rounding is the float32 sum, the same chain over k for every element (k in order within
+ * blocks along K that depend on K alone, blocks added in order): as with nn_sgemm, the bits do not
+ * depend on the thread count or on how C is cut up.
+ *
+ * Which kernel runs is decided at run time (__builtin_cpu_supports), whatever the build's -march:
+ * AVX512_BF16 where the CPU has it, else a portable C loop over the same packed operands. The two
+ * agree up to float32 rounding (the instruction also treats subnormal bf16 inputs and results as
+ * zero); the tests force each one. */
+#ifndef XD_NN_GEMM_BF16_H
+#define XD_NN_GEMM_BF16_H
+
+#include <stdint.h>
+
+#include "nn/gemm.h"
+
+typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_COUNT } nn_bisa;
+
+const char *nn_bisa_name(nn_bisa isa);
+/* The best kernel this CPU runs. */
+nn_bisa nn_bgemm_best(void);
+/* The kernel in use: nn_bgemm_best unless nn_bgemm_use chose another. */
+nn_bisa nn_bgemm_isa(void);
+/* Makes nn_bgemm run kernel isa (one the CPU cannot run falls back to the portable one); returns
+ * the one it will run. NN_BISA_COUNT goes back to the best. */
+nn_bisa nn_bgemm_use(nn_bisa isa);
+
+/* x rounded to bf16 (as above), and back (exact). */
+uint16_t nn_bf16_round(float x);
+float nn_bf16_float(uint16_t h);
+
+/* As nn_sgemm, in bf16 with float32 sums; split over the OpenMP threads the same way. */
+void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+/* As nn_sgemm_rows (the same row blocks, before and after), in bf16, op(B) packed once for all
+ * blocks. */
+void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                   int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                   nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+/* The reference the kernels are tested against: the product of the bf16-rounded operands, summed
+ * in double. */
+void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* The precision of the layers' training products (linear and conv2d, forward and backward):
+ * float32 (nn_sgemm) or bf16 (nn_bgemm). It belongs to the calling thread: a model's forward and
+ * backward set their model's for their duration (nn_model.precision), so other models, evaluation
+ * and inference are not affected. */
+typedef enum { NN_PREC_FLOAT32, NN_PREC_BF16, NN_PREC_COUNT } nn_precision;
+
+extern const char *const nn_precision_names[]; /* "float32", "bf16" */
+/* Sets the calling thread's product precision; returns the one it replaces. */
+nn_precision nn_mm_precision_set(nn_precision p);
+
+/* nn_sgemm, or nn_bgemm when the calling thread's precision is bf16. */
+void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+           const float *B, int ldb, float beta, float *C, int ldc);
+/* nn_sgemm_rows, or nn_bgemm_rows when the precision is bf16 and op(B) is not pre-packed (Bp, a
+ * float operand packed for inference, keeps the float32 product). */
+void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                int lda, const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
+                nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+
+#endif

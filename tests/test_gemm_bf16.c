@@ -1,0 +1,310 @@
+/* nn/gemm_bf16: rounding to bf16; both kernels (AVX512_BF16 where the CPU has it, and the
+ * portable one, forced) against the float64 product of the bf16-rounded operands on shapes with
+ * tails in M, N and odd K, over every transpose, alpha and beta, with an error bound derived from
+ * K and float32 summation (and checks that the bound is tight enough to catch float32 operands or
+ * a perturbed result); the bits at 1 and 2 threads and through nn_bgemm_rows; NaN and Inf; the
+ * layers' precision switch. */
+#include "tests/support/testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/runtime.h"
+#include "nn/gemm_bf16.h"
+
+static void test_round(void **state)
+{
+    (void)state;
+    /* 1 + 2^-8 lies halfway between 1 and the next bf16 (1 + 2^-7): the even one, 1;
+     * 1 + 3 * 2^-8 halfway between 1 + 2^-7 (odd) and 1 + 2^-6: up */
+    assert_int_equal(nn_bf16_round(1.0f), 0x3f80);
+    assert_int_equal(nn_bf16_round(1.0f + 0x1p-8f), 0x3f80);
+    assert_int_equal(nn_bf16_round(1.0f + 3 * 0x1p-8f), 0x3f82);
+    assert_int_equal(nn_bf16_round(1.0f + 0x1p-8f + 0x1p-20f), 0x3f81);
+    assert_int_equal(nn_bf16_round(-1.0f - 0x1p-8f - 0x1p-20f), 0xbf81);
+    assert_int_equal(nn_bf16_round(INFINITY), 0x7f80);
+    assert_int_equal(nn_bf16_round(-INFINITY), 0xff80);
+    assert_int_equal(nn_bf16_round(FLT_MAX), 0x7f80); /* past the largest bf16: Inf */
+    assert_int_equal(nn_bf16_round(-0.0f), 0x8000);
+    const uint32_t snan = 0x7f800001u, nnan = 0xff800001u; /* their top halves look like Inf */
+    float f;
+    memcpy(&f, &snan, sizeof f);
+    assert_int_equal(nn_bf16_round(f), 0x7fc0);
+    memcpy(&f, &nnan, sizeof f);
+    assert_int_equal(nn_bf16_round(f), 0xffc0);
+    assert_true(isnan(nn_bf16_float(nn_bf16_round(NAN))));
+    /* random floats: the nearer of the two bf16 around it (either at a tie) */
+    float x[4096];
+    tu_fill_uniform(x, 4096, -3.0f, 3.0f, 7);
+    for (int i = 0; i < 4096; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        const float lo = nn_bf16_float((uint16_t)(u >> 16)),
+                    hi = nn_bf16_float((uint16_t)((u >> 16) + 1));
+        const float r = nn_bf16_float(nn_bf16_round(x[i]));
+        assert_true(r == lo || r == hi);
+        assert_true(fabsf(r - x[i]) <= fabsf((r == lo ? hi : lo) - x[i]));
+    }
+}
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float *A, *B, *C;
+} prod;
+
+static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
+{
+    prod p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K};
+    p.lda = (ta ? M : K) + 3;
+    p.ldb = (tb ? K : N) + 1;
+    p.ldc = N + 2;
+    const size_t na = (size_t)(ta ? K : M) * p.lda, nb = (size_t)(tb ? N : K) * p.ldb,
+                 nc = (size_t)M * p.ldc;
+    p.A = malloc(sizeof(float) * na);
+    p.B = malloc(sizeof(float) * nb);
+    p.C = malloc(sizeof(float) * nc);
+    assert_non_null(p.A);
+    assert_non_null(p.B);
+    assert_non_null(p.C);
+    tu_fill_uniform(p.A, na, -1, 1, seed);
+    tu_fill_uniform(p.B, nb, -1, 1, seed + 1);
+    tu_fill_uniform(p.C, nc, -1, 1, seed + 2);
+    return p;
+}
+
+static void prod_free(prod *p)
+{
+    free(p->A);
+    free(p->B);
+    free(p->C);
+}
+
+static float *copy_c(const prod *p)
+{
+    const size_t n = (size_t)p->M * p->ldc;
+    float *c = malloc(sizeof(float) * n);
+    assert_non_null(c);
+    memcpy(c, p->C, sizeof(float) * n);
+    return c;
+}
+
+static float a_at(const prod *p, int i, int k)
+{
+    return p->ta ? p->A[(size_t)k * p->lda + i] : p->A[(size_t)i * p->lda + k];
+}
+
+static float b_at(const prod *p, int k, int j)
+{
+    return p->tb ? p->B[(size_t)j * p->ldb + k] : p->B[(size_t)k * p->ldb + j];
+}
+
+static float bf(float x) { return nn_bf16_float(nn_bf16_round(x)); }
+
+/* The bound on |C - ref| for each element: the products of bf16 values are exact in float32, so
+ * the error is that of summing K terms in float32, at most (K - 1) u sum_k |a_k b_k| to first
+ * order (u = 2^-24), plus the roundings of alpha * sum, of beta * C and of their sum, and of
+ * adding the blocks along K (one more each); K + 4 covers all of them. */
+static void bounds(const prod *p, float alpha, float beta, double *bound)
+{
+    for (int i = 0; i < p->M; i++)
+        for (int j = 0; j < p->N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < p->K; k++) s += fabs((double)bf(a_at(p, i, k)) * bf(b_at(p, k, j)));
+            const double c = beta == 0.0f ? 0.0 : fabs((double)beta * p->C[(size_t)i * p->ldc + j]);
+            bound[(size_t)i * p->N + j] = (p->K + 4) * 0x1p-24 * (fabs(alpha) * s + c) + 1e-35;
+        }
+}
+
+/* how many elements of got lie further from want than their bound */
+static int n_outside(const prod *p, const float *got, const float *want, const double *bound)
+{
+    int bad = 0;
+    for (int i = 0; i < p->M; i++)
+        for (int j = 0; j < p->N; j++) {
+            const size_t at = (size_t)i * p->ldc + j;
+            if (!(fabs((double)got[at] - want[at]) <= bound[(size_t)i * p->N + j])) bad++;
+        }
+    return bad;
+}
+
+static void assert_same_bits(const float *a, const float *b, const prod *p, const char *what)
+{
+    for (int i = 0; i < p->M; i++)
+        if (memcmp(a + (size_t)i * p->ldc, b + (size_t)i * p->ldc, sizeof(float) * p->N) != 0)
+            fail_msg("%s: row %d differs (%dx%dx%d, ta %d tb %d)", what, i, p->M, p->N, p->K,
+                     p->ta, p->tb);
+}
+
+/* Each kernel the CPU runs, on every transpose and (alpha, beta): within the bound of the float64
+ * product of the rounded operands; the float32 product of the unrounded ones, and the kernel's
+ * result with one element moved by twice its bound, are not (the check can fail). Shapes: tails
+ * of the 12 x 32 tile in M and N, odd K, K over several blocks of pairs, M over several packed
+ * blocks, products large enough to be split over threads by rows and by columns. */
+static void test_kernels_against_ref(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {
+        {1, 1, 1},    {1, 1, 2},     {5, 7, 3},     {12, 32, 16},  {13, 33, 17}, {11, 31, 9},
+        {1, 65, 129}, {37, 16, 385}, {3, 100, 1001}, {200, 45, 77}, {64, 10, 288}, {300, 40, 501},
+        {40, 300, 501},
+    };
+    static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
+    const int threads = xd_threads_get();
+    int kernels = 0;
+    for (int isa = 0; isa < NN_BISA_COUNT; isa++) {
+        if (nn_bgemm_use((nn_bisa)isa) != (nn_bisa)isa) continue; /* not on this CPU */
+        kernels++;
+        uint64_t seed = 100;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int t = 0; t < 4; t++)
+                for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
+                    const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                    const float alpha = ab[v][0], beta = ab[v][1];
+                    prod p = prod_make(t & 1, t >> 1, M, N, K, seed += 3);
+                    double *bound = malloc(sizeof(double) * (size_t)M * N);
+                    assert_non_null(bound);
+                    bounds(&p, alpha, beta, bound);
+                    float *want = copy_c(&p), *got = copy_c(&p), *f32 = copy_c(&p);
+                    nn_bgemm_ref(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, want,
+                                 p.ldc);
+                    xd_threads_set(2);
+                    nn_bgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, got, p.ldc);
+                    const int bad = n_outside(&p, got, want, bound);
+                    if (bad)
+                        fail_msg("%s kernel: %d elements past the bound (%dx%dx%d, ta %d tb %d, "
+                                 "alpha %g beta %g)",
+                                 nn_bisa_name((nn_bisa)isa), bad, M, N, K, p.ta, p.tb, alpha, beta);
+                    /* the bound is far tighter than bf16's rounding of the operands */
+                    if (K >= 16) {
+                        nn_sgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, f32,
+                                 p.ldc);
+                        assert_true(n_outside(&p, f32, want, bound) > 0);
+                    }
+                    const size_t mid = (size_t)(M / 2) * p.ldc + N / 2;
+                    got[mid] += 2.0f * (float)bound[(size_t)(M / 2) * N + N / 2];
+                    assert_int_equal(n_outside(&p, got, want, bound), 1);
+                    free(bound);
+                    free(want);
+                    free(got);
+                    free(f32);
+                    prod_free(&p);
+                }
+    }
+    assert_true(kernels >= 1);
+    if (nn_bgemm_best() == NN_BISA_AVX512BF16) assert_int_equal(kernels, 2);
+    nn_bgemm_use(NN_BISA_COUNT);
+    xd_threads_set(threads);
+}
+
+/* The bits: the same at 1 and 2 threads, through nn_bgemm_rows (row blocks with their work around
+ * them, op(B) packed once for all) and in calls over row ranges; the two kernels agree within
+ * twice the bound. */
+static int rows_seen;
+static void count_rows(void *ctx, int r0, int r1)
+{
+    (void)ctx;
+    rows_seen += r1 - r0;
+}
+
+static void test_bits_and_kernels_agree(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get();
+    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 27}, {40, 900, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
+        float *one = copy_c(&p), *two = copy_c(&p), *rows = copy_c(&p), *port = copy_c(&p);
+        xd_threads_set(1);
+        nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, one, p.ldc);
+        xd_threads_set(2);
+        nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, two, p.ldc);
+        assert_same_bits(one, two, &p, "1 and 2 threads");
+        rows_seen = 0;
+        nn_bgemm_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc,
+                      NULL, count_rows, NULL);
+        assert_int_equal(rows_seen, M);
+        assert_same_bits(one, rows, &p, "nn_bgemm_rows");
+        memcpy(rows, p.C, sizeof(float) * (size_t)M * p.ldc);
+        const int cut = M / 3 + 1;
+        nn_bgemm(p.ta, p.tb, cut, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc);
+        nn_bgemm(p.ta, p.tb, M - cut, N, K, 1.0f, p.ta ? p.A + cut : p.A + (size_t)cut * p.lda,
+                 p.lda, p.B, p.ldb, 1.0f, rows + (size_t)cut * p.ldc, p.ldc);
+        assert_same_bits(one, rows, &p, "two calls over row ranges");
+        nn_bgemm_use(NN_BISA_PORTABLE);
+        nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, port, p.ldc);
+        nn_bgemm_use(NN_BISA_COUNT);
+        double *bound = malloc(sizeof(double) * (size_t)M * N);
+        assert_non_null(bound);
+        bounds(&p, 1.0f, 1.0f, bound);
+        for (size_t i = 0; i < (size_t)M * N; i++) bound[i] *= 2.0;
+        assert_int_equal(n_outside(&p, port, one, bound), 0);
+        free(bound);
+        free(one);
+        free(two);
+        free(rows);
+        free(port);
+        prod_free(&p);
+    }
+    xd_threads_set(threads);
+}
+
+/* A NaN operand makes its row NaN; an Inf one Inf of the right signs, in both kernels. */
+static void test_nan_inf(void **state)
+{
+    (void)state;
+    for (int isa = 0; isa < NN_BISA_COUNT; isa++) {
+        if (nn_bgemm_use((nn_bisa)isa) != (nn_bisa)isa) continue;
+        prod p = prod_make(0, 0, 3, 20, 5, 9);
+        for (int k = 0; k < 5; k++)
+            for (int j = 0; j < 20; j++) p.B[(size_t)k * p.ldb + j] = 0.5f;
+        p.A[0] = NAN;
+        p.A[p.lda] = INFINITY;
+        p.A[2 * p.lda] = -INFINITY;
+        nn_bgemm(0, 0, 3, 20, 5, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, p.C, p.ldc);
+        for (int j = 0; j < 20; j++) {
+            assert_true(isnan(p.C[j]));
+            assert_true(isinf(p.C[p.ldc + j]) && p.C[p.ldc + j] > 0);
+            assert_true(isinf(p.C[2 * p.ldc + j]) && p.C[2 * p.ldc + j] < 0);
+        }
+        prod_free(&p);
+    }
+    nn_bgemm_use(NN_BISA_COUNT);
+}
+
+/* nn_mm follows the calling thread's precision: nn_sgemm's bits in float32, nn_bgemm's in bf16. */
+static void test_precision_switch(void **state)
+{
+    (void)state;
+    prod p = prod_make(1, 0, 30, 20, 50, 3);
+    float *s = copy_c(&p), *b = copy_c(&p), *got = copy_c(&p);
+    nn_sgemm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, s, p.ldc);
+    nn_bgemm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, b, p.ldc);
+    assert_int_equal(nn_mm_precision_set(NN_PREC_BF16), NN_PREC_FLOAT32);
+    nn_mm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, got, p.ldc);
+    assert_same_bits(b, got, &p, "nn_mm in bf16");
+    assert_int_equal(nn_mm_precision_set(NN_PREC_FLOAT32), NN_PREC_BF16);
+    memcpy(got, p.C, sizeof(float) * (size_t)30 * p.ldc);
+    nn_mm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, got, p.ldc);
+    assert_same_bits(s, got, &p, "nn_mm in float32");
+    assert_true(memcmp(s, b, sizeof(float) * (size_t)30 * p.ldc) != 0);
+    free(s);
+    free(b);
+    free(got);
+    prod_free(&p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round),
+        cmocka_unit_test(test_kernels_against_ref),
+        cmocka_unit_test(test_bits_and_kernels_agree),
+        cmocka_unit_test(test_nan_inf),
+        cmocka_unit_test(test_precision_switch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
