@@ -432,7 +432,7 @@ void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *
 
 /* Bp: op(B) pre-packed (nn_sgemm_pack_b), or NULL */
 static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                         const float *A, int lda, const float *B, int ldb, const float *Bp,
+                         const float *A, int lda, const float *B, int ldb, const void *Bp,
                          float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
@@ -484,17 +484,15 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
     *r1 = (int)((long)len * (i + 1) / nb);
 }
 
-/* The product split into nb blocks of C's rows (by_rows) or columns, run in parallel; before and
- * after as nn_sgemm_rows. A pre-packed op(B) (Bp) is split by rows only. */
-static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const float *A, int lda, const float *B, int ldb, const float *Bp,
-                        float beta, float *C, int ldc, int nb, int by_rows,
-                        nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, int N, int K,
+                   float alpha, const float *A, int lda, const float *B, int ldb, const void *Bp,
+                   float beta, float *C, int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
+                   nn_sgemm_rows_fn after, void *ctx)
 {
     XD_ASSERT(!Bp || by_rows || nb == 1);
     if (nb == 1) {
         if (before) before(ctx, 0, M);
-        sgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc);
+        single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc);
         if (after) after(ctx, 0, M);
         return;
     }
@@ -514,17 +512,26 @@ static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
             /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
             const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
             if (before) before(ctx, r0, r1);
-            sgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
-                         C + (size_t)r0 * ldc, ldc);
+            single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
+                   C + (size_t)r0 * ldc, ldc);
             if (after) after(ctx, r0, r1);
         } else {
             /* columns r0..r1 of C come from columns of op(B) */
             const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
-            sgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta,
-                         C + r0, ldc);
+            single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta, C + r0, ldc);
         }
     }
     if (after && !by_rows) after(ctx, 0, M);
+}
+
+/* nn_gemm_split with our float32 kernel */
+static void sgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, const float *Bp,
+                        float beta, float *C, int ldc, int nb, int by_rows,
+                        nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
+{
+    nn_gemm_split(sgemm_single, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C,
+                  ldc, nb, by_rows, before, after, ctx);
 }
 
 void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,

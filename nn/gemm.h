@@ -57,4 +57,16 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
 int nn_sgemm_row_blocks(int M, int N, int K);
 void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1);
 
+/* One kernel's product on one thread (C = alpha op(A) op(B) + beta C; Bp: its own pre-packed
+ * op(B), or NULL), and the driver every kernel shares: the product in nb blocks of C's rows
+ * (by_rows; Bp then serves every block) or columns, run in parallel, before and after as
+ * nn_sgemm_rows. */
+typedef void (*nn_gemm_single_fn)(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                  const float *A, int lda, const float *B, int ldb, const void *Bp,
+                                  float beta, float *C, int ldc);
+void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, int N, int K,
+                   float alpha, const float *A, int lda, const float *B, int ldb, const void *Bp,
+                   float beta, float *C, int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
+                   nn_sgemm_rows_fn after, void *ctx);
+
 #endif

@@ -318,7 +318,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
 }
 
 static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                         const float *A, int lda, const float *B, int ldb, const uint32_t *Bp,
+                         const float *A, int lda, const float *B, int ldb, const void *Bp,
                          float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
@@ -341,47 +341,19 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 }
 
 /* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them) or
- * columns, run in parallel; before and after as nn_sgemm_rows. */
+ * columns, run in parallel (nn_gemm_split); before and after as nn_sgemm_rows. */
 static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
                         int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
                         nn_sgemm_rows_fn after, void *ctx)
 {
-    if (nb == 1) {
-        if (before) before(ctx, 0, M);
-        bgemm_single(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
-        if (after) after(ctx, 0, M);
-        return;
-    }
     uint32_t *Bp = NULL;
-    if (by_rows && K > 0) {
+    if (nb > 1 && by_rows && K > 0) {
         Bp = xd_xmalloc_aligned(sizeof(uint32_t) * packed_size(N, K));
         pack_b(trans_b, N, K, B, ldb, Bp);
-    } else if (before) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < nb; i++) {
-            int r0, r1;
-            nn_sgemm_block_range(M, nb, i, &r0, &r1);
-            before(ctx, r0, r1);
-        }
     }
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < nb; i++) {
-        int r0, r1;
-        nn_sgemm_block_range(by_rows ? M : N, nb, i, &r0, &r1);
-        if (by_rows) {
-            const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
-            if (before) before(ctx, r0, r1);
-            bgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
-                         C + (size_t)r0 * ldc, ldc);
-            if (after) after(ctx, r0, r1);
-        } else {
-            const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
-            bgemm_single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta,
-                         C + r0, ldc);
-        }
-    }
-    if (after && !by_rows) after(ctx, 0, M);
+    nn_gemm_split(bgemm_single, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C,
+                  ldc, nb, by_rows, before, after, ctx);
     free(Bp);
 }
 
