@@ -54,12 +54,7 @@ for s in "${seeds[@]}"; do
   done
 done
 
-# "mean +- std" in points of the values (fractions) on standard input, sample standard deviation
-mean_std() {
-  awk '{ v[NR] = $1; s += $1 } END { m = s / NR; for (i = 1; i <= NR; i++) q += (v[i] - m) ^ 2
-                                      printf "%.2f +- %.2f%%", 100 * m, 100 * sqrt(q / (NR - 1)) }'
-}
-final_acc() { sed -nE 's/.*"final_test_acc": ([0-9.eE+-]+).*/\1/p' "$1/summary.json"; }
+. "$(dirname "$0")/figures.sh"
 # the sparsity of the last epoch in DIR/metrics.jsonl, as a percentage (0 without pruning)
 sparsity() {
   tail -n 1 "$1/metrics.jsonl" | awk '{ s = 0; if (match($0, /"sparsity": *[0-9.eE+-]+/)) {
