@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One process against 2 ranks of mpirun (1 thread each), seeds 1-3: the Fashion-MNIST KD student
+# One process against 2 ranks of mpirun (1 thread each), seeds 1-3: the Fashion-MNIST teacher CNN
+# (recipes/fashion/teacher.yaml), the Fashion-MNIST KD student
 # (recipes/zoo/kd.yaml, taught by runs/fashion-teacher/seed-1) and the emoji text -> image KD
 # student (recipes/emoji/image-kd.yaml, taught by runs/emoji-text-teacher/seed-1). Prints each
 # run's final test accuracy, the mean +- sample standard deviation per row, and whether the two
@@ -15,7 +16,7 @@ acc() { sed -n 's/.*"final_test_acc": *\([0-9.eE+-]*\).*/\1/p' "$1/summary.json"
 stats() { awk '{ v[NR] = $1; s += $1 } END { m = s / NR; for (i = 1; i <= NR; i++) d += (v[i] - m) ^ 2;
   printf "%.2f +- %.2f%%", 100 * m, (NR > 1 ? 100 * sqrt(d / (NR - 1)) : 0) }'; }
 printf '| student | 1 process (3 seeds) | 2 ranks (3 seeds) | per seed (1 process / 2 ranks) |\n|---|---|---|---|\n'
-for recipe in recipes/zoo/kd.yaml recipes/emoji/image-kd.yaml; do
+for recipe in recipes/fashion/teacher.yaml recipes/zoo/kd.yaml recipes/emoji/image-kd.yaml; do
   name=$(basename "$recipe" .yaml)
   one=() two=() pairs=""
   for seed in 1 2 3; do
