@@ -143,6 +143,22 @@ xd_status rat_load(const char *path, int max_batch, nn_seqdec *d, rat_vocab *rv,
     if (s == XD_OK && rat_vocab_size(rv) != V)
         s = xd_fail(e, XD_EFORMAT, "%s: the vocabulary holds %u words, the decoder %d tokens", path,
                     rv->v.n, V);
+    /* the tensors the sizes promise are in the file before any memory is taken for them: the
+     * file's own bytes bound what the sizes may ask for */
+    if (s == XD_OK && (in < 1 || hidden < 1 || embed < 1 || V < 1))
+        s = xd_fail(e, XD_EFORMAT, "%s: decoder sizes '%s' are not positive", path, shape);
+    if (s == XD_OK) {
+        int64_t want[NN_SEQ_TENSORS][2];
+        nn_seqdec_shapes(in, hidden, embed, V, want);
+        for (int k = 0; s == XD_OK && k < NN_SEQ_TENSORS; k++) {
+            const io_tensor *t = io_st_find(f, nn_seq_tensor_names[k]);
+            const int nd = want[k][1] ? 2 : 1;
+            if (!t || t->ndim != nd || t->shape[0] != want[k][0] || (nd == 2 && t->shape[1] != want[k][1]))
+                s = xd_fail(e, XD_ESHAPE, "%s: tensor '%s' is missing or not of the shape the "
+                                          "decoder sizes '%s' give", path, nn_seq_tensor_names[k],
+                            shape);
+        }
+    }
     if (s == XD_OK) s = nn_seqdec_init(d, in, hidden, embed, V, len, max_batch, 0, e);
     if (s == XD_OK) {
         io_tensor t[NN_SEQ_TENSORS];

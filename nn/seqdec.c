@@ -21,6 +21,15 @@ static float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }
 
 static float *fbuf(size_t n) { return xd_xmalloc_aligned((n ? n : 1) * sizeof(float)); }
 
+void nn_seqdec_shapes(int in, int hidden, int embed, int vocab, int64_t shapes[NN_SEQ_TENSORS][2])
+{
+    const int64_t H = hidden, G = 3 * (int64_t)hidden;
+    const int64_t all[NN_SEQ_TENSORS][2] = {{H, in}, {H, 0},     {vocab, embed},
+                                            {G, embed}, {G, 0}, {G, H},
+                                            {G, 0},  {vocab, H}, {vocab, 0}};
+    memcpy(shapes, all, sizeof all);
+}
+
 xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab, int max_len,
                          int max_batch, uint64_t seed, xd_err *e)
 {
@@ -39,9 +48,8 @@ xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab,
     d->in = in, d->hidden = hidden, d->embed = embed, d->vocab = vocab;
     d->max_len = max_len, d->max_batch = max_batch;
     const int H = hidden, G = 3 * hidden;
-    const int64_t shapes[NN_SEQ_TENSORS][2] = {{H, in}, {H, 0},     {vocab, embed},
-                                               {G, embed}, {G, 0}, {G, H},
-                                               {G, 0},  {vocab, H}, {vocab, 0}};
+    int64_t shapes[NN_SEQ_TENSORS][2];
+    nn_seqdec_shapes(in, hidden, embed, vocab, shapes);
     size_t off = 0;
     for (int k = 0; k < NN_SEQ_TENSORS; k++) {
         d->shape[k][0] = shapes[k][0], d->shape[k][1] = shapes[k][1];
@@ -51,6 +59,16 @@ xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab,
         off += d->n[k];
     }
     d->n_param = off;
+    /* the sizes may come from a file: the working memory, worked out first, must be there */
+    const size_t TB0 = (size_t)max_len * (size_t)max_batch;
+    const size_t floats = 2 * off + TB0 * ((size_t)embed * 2 + (size_t)H * 3 + (size_t)G * 3 +
+                                           (size_t)vocab) + (size_t)max_batch * (2 * H + G);
+    void *probe = floats < ((size_t)1 << 40) ? xd_try_alloc(floats * sizeof(float)) : NULL;
+    if (!probe)
+        return xd_fail(e, XD_ENOMEM, "decoder: %zu MiB of working memory (vocabulary %d, hidden "
+                       "%d, length %d, batch %d) not available", floats * sizeof(float) >> 20,
+                       vocab, hidden, max_len, max_batch);
+    free(probe);
     d->param = fbuf(off);
     d->grad = fbuf(off);
     memset(d->grad, 0, off * sizeof(float));

@@ -53,6 +53,9 @@ typedef struct {
     int count;        /* non-pad target positions */
 } nn_seqdec;
 
+/* The tensors' shapes (nn_seq_tensor_names order; rows, columns, 0 columns for a vector) of a
+ * decoder of these sizes. */
+void nn_seqdec_shapes(int in, int hidden, int embed, int vocab, int64_t shapes[NN_SEQ_TENSORS][2]);
 /* A decoder reading vectors of `in` floats, with parameters initialised from seed (PyTorch's:
  * U(+-1/sqrt(H)) for the GRU, U(+-1/sqrt(fan_in)) for the two linear maps, N(0, 1) for the
  * embedding). XD_EARG when a size is out of range (vocab must exceed the special tokens). */

@@ -253,8 +253,11 @@ static void test_recipe_models(void **state)
             continue;
         }
         if (recipe_parse(gl.gl_pathv[i], text, len, NULL, 0,
-                         RECIPE_NO_FILE_CHECKS | RECIPE_STEP_REFS, &r, &e) != XD_OK)
+                         RECIPE_NO_FILE_CHECKS | RECIPE_STEP_REFS, &r, &e) != XD_OK) {
+            /* back to the test's folder first: the later tests write there */
+            assert_int_equal(chdir(cwd), 0);
             fail_msg("%s", e.msg);
+        }
         for (int k = 0; k < r.n_models; k++) {
             int seen = 0;
             for (size_t j = 0; j < n; j++) seen |= strcmp(descs[j], r.models[k].model) == 0;

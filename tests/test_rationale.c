@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/mem.h"
 #include "distill/rationale.h"
+#include "io/safetensors.h"
+#include "nn/seqdec.h"
 #include "include/xdistill/xdistill.h"
 #include "modalities/sets/sets.h"
 #include "tests/support/trainrun.h"
@@ -114,6 +117,30 @@ static void test_run_and_predict(void **state)
     for (const char *p = words; *p; p++) spaces += *p == ' ';
     assert_int_equal(n ? spaces + 1 : 0, n);
     xdistill_batch_free(b);
+    /* a decoder file whose sizes ask for far more than its tensors hold: refused, no abort */
+    xd_err e;
+    io_st_file *f;
+    TU_OK(io_st_open("rat-run/best.rationale.safetensors", &f, &e));
+    io_tensor t[NN_SEQ_TENSORS];
+    for (int k = 0; k < NN_SEQ_TENSORS; k++) t[k] = *io_st_find(f, nn_seq_tensor_names[k]);
+    const size_t nm = io_st_meta_count(f);
+    io_kv *meta = xd_xcalloc(nm, sizeof *meta);
+    char *sizes = NULL;
+    for (size_t i = 0; i < nm; i++) {
+        meta[i] = *io_st_meta_at(f, i);
+        if (strcmp(meta[i].key, "xdistill.rationale") == 0) {
+            int w_in, hid, emb, V, len;
+            assert_int_equal(sscanf(meta[i].value, "%d %d %d %d %d", &w_in, &hid, &emb, &V, &len), 5);
+            meta[i].value = sizes = tu_fmt("%d 65536 %d %d %d", w_in, emb, V, len);
+        }
+    }
+    TU_OK(io_st_write("huge.rationale.safetensors", t, NN_SEQ_TENSORS, meta, nm, &e));
+    io_st_close(f);
+    assert_int_not_equal(xdistill_use_rationale(x, "huge.rationale.safetensors", &err), XDISTILL_OK);
+    if (!strstr(err.message, "huge.rationale.safetensors: tensor 'wz' is missing or not of the shape"))
+        fail_msg("'%s'", err.message);
+    free(meta);
+    free(sizes);
     xdistill_free(x);
 }
 
