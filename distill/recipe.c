@@ -314,6 +314,9 @@ static xd_status bind_init(binder *b, io_yaml_node *map, int has_model, char **i
     if (strncmp(*init, RECIPE_STEP_PREFIX, strlen(RECIPE_STEP_PREFIX)) == 0)
         return rb_bad(b, n, "init reads a checkpoint file, not a pipeline step's ('%s')", *init);
     if (has_model) return rb_check_file(b, n, *init);
+    if (b->flags & RECIPE_NO_FILE_CHECKS)
+        return rb_bad(b, n, "init without model names its model in the checkpoint, which is not "
+                            "read here; give the model too");
     char *quant = NULL;
     if ((s = ckpt_read_meta(*init, CKPT_META_QUANT, &quant, b->e)) == XD_OK && quant) {
         free(quant);

@@ -195,7 +195,11 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
     }
     /* the same seed and ranks give the same bytes: another count would continue another run */
     long ranks = 1;
-    if (io_st_meta(f, "ranks") && meta_long(f, "ranks", &ranks)) ranks = -1;
+    if (io_st_meta(f, "ranks") && (meta_long(f, "ranks", &ranks) || ranks < 2)) {
+        s = xd_fail(e, XD_EFORMAT, "%s: resume state's \"ranks\" is not a rank count of 2 or more",
+                    io_st_path(f));
+        goto out;
+    }
     if (ranks != dist_size()) {
         s = xd_fail(e, XD_EARG, "%s: the run was trained on %ld rank%s, not %d: resume it with "
                     "mpirun -np %ld%s", io_st_path(f), ranks, ranks == 1 ? "" : "s", dist_size(),

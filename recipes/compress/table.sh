@@ -46,8 +46,10 @@ for s in "${seeds[@]}"; do
   done
   [ -f "$src/channels50.safetensors" ] ||
     "$bin" prune "$src/last.safetensors" --channels 0.5 --out "$src/channels50.safetensors" > /dev/null
-  [ -f "$src/channels50.json" ] ||
-    "$bin" eval --model "$src/channels50.safetensors" --data "$data" --json > "$src/channels50.json"
+  if [ ! -s "$src/channels50.json" ]; then   # through a temporary file: never a half-written one
+    "$bin" eval --model "$src/channels50.safetensors" --data "$data" --json > "$src/channels50.json.tmp"
+    mv "$src/channels50.json.tmp" "$src/channels50.json"
+  fi
   for r in "${ways[@]}"; do
     tune "recipes/compress/channels-$r.yaml" "runs/compress-channels50-$r/seed-$s" \
       "$src/channels50.safetensors"
