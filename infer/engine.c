@@ -209,6 +209,7 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
     if (head != nn_model_default_head(&x->m)) {
         x->need = xd_xcalloc((size_t)x->m.n_nodes, 1);
         nn_model_needs(&x->m, head, x->need);
+        if (x->dec) nn_model_needs(&x->m, x->dec_node, x->need); /* the rationale decoder's tap */
     }
     if (x->K != K) {
         ckpt_class_names_free(x->names);
@@ -426,6 +427,10 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
     if (s == XD_OK && node < 0)
         s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads node '%s', which %s does not have", path,
                     tap, x->path);
+    else if (s == XD_OK && nn_model_node(&x->m, node)->bn_fold)
+        s = xd_fail(&e, XD_EARG, "%s: the decoder reads '%s', whose batch norm inference folds "
+                    "into it (its own output is never written); train the decoder on the norm's "
+                    "output", path, tap);
     else if (s == XD_OK && nn_model_node(&x->m, node)->act_n != (size_t)d->in)
         s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads %d values of '%s', %s gives %zu", path,
                     d->in, tap, x->path, nn_model_node(&x->m, node)->act_n);
