@@ -40,6 +40,37 @@ static const char *const jsonl_keys[] = {
 static_assert(sizeof jsonl_keys / sizeof jsonl_keys[0] == MF_KEY_COUNT,
               "jsonl_keys must name every key");
 
+/* Open-addressing table from class name to id (names are the strings in class_names). */
+typedef struct {
+    int32_t *slot; /* (mask + 1) class id, or -1 if empty */
+    size_t mask;
+} name_table;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* An empty table with room for n names. */
+static name_table name_table_new(size_t n)
+{
+    size_t size = 16;
+    while (size < 2 * n) size *= 2;
+    name_table t = {xd_xmalloc(size * sizeof *t.slot), size - 1};
+    for (size_t i = 0; i < size; i++) t.slot[i] = -1;
+    return t;
+}
+
+/* The slot that holds name, or the empty slot where it goes. */
+static size_t name_table_slot(const name_table *t, char *const *names, const char *name)
+{
+    size_t h = (size_t)hash_str(name) & t->mask;
+    while (t->slot[h] >= 0 && strcmp(names[t->slot[h]], name) != 0) h = (h + 1) & t->mask;
+    return h;
+}
+
 /* How the raw labels are to be read once all rows are in. */
 typedef enum {
     MF_LABELS_AUTO,  /* TSV: ids if every label is an integer, else names */
@@ -82,6 +113,7 @@ typedef struct {
     char **label_raw; /* (cap) label text as written */
     size_t *lines;    /* (cap) line number of each row */
     const io_manifest_classes *fixed; /* a classes file, or NULL */
+    name_table fixed_t;               /* its names' ids (slot NULL without one) */
     int rationales;   /* rationale records (input, label, rationale), not image-text pairs */
     int skip_bad;     /* rationale records: a bad line is counted and left out */
     xd_err *e;
@@ -194,6 +226,8 @@ static void build_end(mf_build *b)
     free(b->label_raw);
     free(b->lines);
     free(b->dir);
+    free(b->fixed_t.slot);
+    b->fixed_t.slot = NULL;
     b->label_raw = NULL;
     b->lines = NULL;
     b->dir = NULL;
@@ -264,37 +298,6 @@ static lbl_kind label_kind(const char *s, long *id)
         if (end != s && *end == '\0') return LBL_NUMBER;
     }
     return LBL_WORD;
-}
-
-/* Open-addressing table from class name to id (names are the strings in class_names). */
-typedef struct {
-    int32_t *slot; /* (mask + 1) class id, or -1 if empty */
-    size_t mask;
-} name_table;
-
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-/* An empty table with room for n names. */
-static name_table name_table_new(size_t n)
-{
-    size_t size = 16;
-    while (size < 2 * n) size *= 2;
-    name_table t = {xd_xmalloc(size * sizeof *t.slot), size - 1};
-    for (size_t i = 0; i < size; i++) t.slot[i] = -1;
-    return t;
-}
-
-/* The slot that holds name, or the empty slot where it goes. */
-static size_t name_table_slot(const name_table *t, char *const *names, const char *name)
-{
-    size_t h = (size_t)hash_str(name) & t->mask;
-    while (t->slot[h] >= 0 && strcmp(names[t->slot[h]], name) != 0) h = (h + 1) & t->mask;
-    return h;
 }
 
 static int cmp_class(const void *a, const void *b, void *names)
@@ -391,33 +394,42 @@ static xd_status labels_from_ids(mf_build *b, const char *col)
     return XD_OK;
 }
 
+/* raw's class id in the classes file: a name among its names, an id below its count; else an
+ * error on line (as mf_fail). */
+static xd_status fixed_label(mf_build *b, mf_label_mode mode, const char *raw, size_t line,
+                             const char *col, int32_t *id)
+{
+    const io_manifest_classes *f = b->fixed;
+    char q[XD_EXCERPT_BUF];
+    if (!b->fixed_t.slot) {
+        b->fixed_t = name_table_new(f->n);
+        for (size_t c = 0; c < f->n; c++)
+            b->fixed_t.slot[name_table_slot(&b->fixed_t, f->names, f->names[c])] = (int32_t)c;
+    }
+    *id = -1;
+    if (mode == MF_LABELS_IDS) {
+        long v = strtol(raw, NULL, 10);
+        if ((size_t)v < f->n) *id = (int32_t)v;
+        else
+            return mf_fail(b, XD_EFORMAT, line, col,
+                           "class id %ld, but the classes file %s has %zu classes", v, f->path,
+                           f->n);
+    } else if ((*id = b->fixed_t.slot[name_table_slot(&b->fixed_t, f->names, raw)]) < 0) {
+        return mf_fail(b, XD_EFORMAT, line, col, "'%s' is not a class of %s", xd_excerpt(raw, q),
+                       f->path);
+    }
+    return XD_OK;
+}
+
 /* Labels against a classes file: names (TSV always; JSONL strings) must be among its names, JSONL
  * integer ids must be below its count. The classes are the file's, in its order. */
 static xd_status labels_from_fixed(mf_build *b, mf_label_mode mode, const char *col)
 {
     io_manifest *m = b->m;
     const io_manifest_classes *f = b->fixed;
-    name_table t = name_table_new(f->n);
-    for (size_t c = 0; c < f->n; c++) t.slot[name_table_slot(&t, f->names, f->names[c])] = (int32_t)c;
     xd_status s = XD_OK;
-    for (size_t i = 0; i < m->n && s == XD_OK; i++) {
-        char q[XD_EXCERPT_BUF];
-        const char *raw = b->label_raw[i];
-        int32_t id = -1;
-        if (mode == MF_LABELS_IDS) {
-            long v = strtol(raw, NULL, 10);
-            if ((size_t)v < f->n) id = (int32_t)v;
-            else
-                s = mf_fail(b, XD_EFORMAT, b->lines[i], col,
-                            "class id %ld, but the classes file %s has %zu classes", v, f->path,
-                            f->n);
-        } else if ((id = t.slot[name_table_slot(&t, f->names, raw)]) < 0) {
-            s = mf_fail(b, XD_EFORMAT, b->lines[i], col, "'%s' is not a class of %s",
-                        xd_excerpt(raw, q), f->path);
-        }
-        m->labels[i] = id;
-    }
-    free(t.slot);
+    for (size_t i = 0; i < m->n && s == XD_OK; i++)
+        s = fixed_label(b, mode, b->label_raw[i], b->lines[i], col, &m->labels[i]);
     if (s) return s;
     m->n_classes = f->n;
     m->class_names = xd_xmalloc(f->n * sizeof *m->class_names + 1);
@@ -586,6 +598,10 @@ static xd_status jsonl_row(mf_build *b, size_t line, json_t *obj, mf_label_mode 
                        kind == MF_LABELS_IDS ? "class id" : "class name", *mode_line,
                        *mode == MF_LABELS_IDS ? "a class id" : "a class name");
     }
+    /* against a classes file now, so that skip_bad can leave the record out */
+    int32_t id;
+    s = b->fixed ? fixed_label(b, kind, label, line, key, &id) : XD_OK;
+    if (s != XD_OK) return s;
     return build_row(b, line, jsonl_keys, image, text, label);
 }
 

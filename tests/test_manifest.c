@@ -443,6 +443,24 @@ static void test_rationales_bad_records(void **state)
     assert_int_equal(m.skipped, n_bad);
     assert_non_null(strstr(m.first_skipped, "data/skip.jsonl:2: invalid JSON"));
     io_manifest_free(&m);
+    /* a label the classes file lacks: an error on its line, left out with skip_bad */
+    write_text("data/cls-ab.txt", "a\nb\n");
+    io_manifest_classes c;
+    TU_OK(io_manifest_classes_read("data/cls-ab.txt", &c, &e));
+    snprintf(buf, sizeof buf, "%s{\"input\": \"i\", \"label\": \"zebra\", \"rationale\": \"r\"}\n%s", ok,
+             ok);
+    write_text("data/unknown.jsonl", buf);
+    assert_int_equal(io_manifest_read_rationales("data/unknown.jsonl", NULL, &c, 0, &m, &e),
+                     XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "data/unknown.jsonl:2: column label: 'zebra' is not a class of");
+    xd_err_clear(&e);
+    TU_OK(io_manifest_read_rationales("data/unknown.jsonl", NULL, &c, 1, &m, &e));
+    assert_int_equal(m.n, 2);
+    assert_int_equal(m.skipped, 1);
+    assert_int_equal(m.labels[0], 0);
+    assert_int_equal(m.labels[1], 0);
+    io_manifest_free(&m);
+    io_manifest_classes_free(&c);
     /* nothing but bad records is still an error */
     write_text("data/allbad.jsonl", bad[1]);
     xd_err_clear(&e);
