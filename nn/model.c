@@ -1120,6 +1120,11 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
         /* fake-quantised weights: every forward writes them to the node's one copy */
         whole |= nd->wbits && !(m->qengine && nn_quant_runs_int(m, i));
         one |= nd->kind == NN_FAKEQUANT && !(nd->ema > 0.0f); /* a scale of the whole batch */
+        /* an unpacked convolution builds [w | b] in the node's one scratch at every call, a
+         * dropout left masked by training resets its flag: shares on several threads would
+         * write them at once */
+        one |= (nd->kind == NN_CONV2D && !nd->wp && !(m->qengine && nn_quant_runs_int(m, i))) ||
+               (nd->kind == NN_DROPOUT && nd->masked);
     }
     if (whole) {
         nn_model_forward_some(m, input, B, NULL, need);
