@@ -1,5 +1,5 @@
-/* What model.c shares with model_backward.c: a node's layer shapes and the tensor a node reads.
- * Not part of the model's interface. */
+/* What model.c shares with model_forward.c and model_backward.c: a node's layer shapes and the
+ * tensor a node reads. Not part of the model's interface. */
 #ifndef XD_NN_MODEL_INTERNAL_H
 #define XD_NN_MODEL_INTERNAL_H
 

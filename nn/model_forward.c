@@ -1,0 +1,391 @@
+/* Model forward over the node list (see model.h): the forward of training and evaluation
+ * (nn_model_forward_some), inference a chunk of images at a time in one parallel region
+ * (nn_model_infer), and the packing that prepares a model for it (nn_model_pack: packed weights,
+ * batch norms folded). */
+#include "nn/model.h"
+#include "nn/model_internal.h"
+
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "nn/quant.h"
+
+
+const float *nn_node_input(const nn_model *m, int idx)
+{
+    return idx == NN_INPUT ? (const float *)m->input : m->nodes[idx].out;
+}
+
+void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
+{
+    nn_model_forward_some(m, input, B, run, NULL);
+}
+
+void nn_model_needs(const nn_model *m, int target, uint8_t *need)
+{
+    XD_ASSERT(target >= 0 && target < m->n_nodes);
+    need[target] = 1;
+    for (int i = target; i >= 0; i--) {
+        const nn_node *nd = &m->nodes[i];
+        if (!need[i]) continue;
+        if (nd->in >= 0) need[nd->in] = 1;
+        if (nd->kind == NN_ADD && nd->in2 >= 0) need[nd->in2] = 1;
+    }
+    /* a relu fused with its pool (plan_fusion) gets its output from the pool's pass, which
+     * reads nothing but the relu */
+    for (int i = 0; i < m->n_nodes; i++)
+        if (need[i] && m->nodes[i].relu_pool) need[nn_node_only_reader(m, i)] = 1;
+}
+
+/* The first of B rows, for work on rows b0.. of the batch: p + b0 * per; of node idx's output
+ * (NODE_ROWS): row at[idx] instead when at is given; of what a node saves (SAVE_ROWS): row sb
+ * then. */
+#define ROWS(p, per) ((p) + (size_t)b0 * (size_t)(per))
+#define NODE_ROWS(idx, p, per) ((p) + (size_t)nn_node_row(at, idx, b0) * (size_t)(per))
+#define SAVE_ROWS(p, per) ((p) + (size_t)(at ? sb : b0) * (size_t)(per))
+
+/* The node whose product writes relu's input: a folded norm's layer, else relu's input. */
+static int relu_source(const nn_model *m, const nn_node *relu)
+{
+    const int p = relu->in;
+    return p >= 0 && m->nodes[p].in >= 0 && m->nodes[m->nodes[p].in].bn_fold == p ? m->nodes[p].in
+                                                                                   : p;
+}
+
+/* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
+ * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
+ * is not written unless that is a head. at (or NULL): the row each node's output for these rows
+ * starts at, sb: the row of what nodes save (see nn_model_infer). */
+static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, int infer,
+                         const int *at, int sb)
+{
+    nn_node *nd = &m->nodes[i];
+    const size_t in_n = (size_t)nd->ih * nd->iw * nd->ic;
+    const float *x = NODE_ROWS(nd->in, nn_node_input(m, nd->in), in_n);
+    float *y = NODE_ROWS(i, nd->out, nd->act_n), *w = m->param + nd->w_off;
+    float *b = nd->b_n ? m->param + nd->b_off : NULL;
+    if (nd->bn_fold) { /* it computes the folded norm's output (nn_model_pack) */
+        y = NODE_ROWS(nd->bn_fold, m->nodes[nd->bn_fold].out, nd->act_n);
+        b = nd->bp;
+    }
+    if (nd->wbits) { /* the product reads the weights as their int8 grid gives them */
+        nn_quant_weights_fake(nd->wq, w, nd->units, (int)(nd->w_n / (size_t)nd->units), nd->wbits);
+        w = nd->wq;
+    }
+    const size_t n_in = (size_t)B * in_n, n_out = (size_t)B * nd->act_n;
+    switch (nd->kind) {
+    case NN_LINEAR:
+        nn_linear_forward(y, x, w, nd->wp, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+        break;
+    case NN_CONV2D: {
+        /* save holds the cols for backward, then the [w | b] scratch */
+        nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
+        float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
+        float *wext = nd->save + nn_conv_cols_size(&cmax);
+        if (nd->pool_in_conv) {
+            nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
+            nn_pool_shape ps = nn_node_pool_shape(pool, B);
+            nn_conv2d_relu_maxpool_forward(
+                y, cols, wext, x, w, nd->wp, b, &cs,
+                infer && !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
+                NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
+                infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
+        } else {
+            nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
+        }
+        break;
+    }
+    case NN_MAXPOOL:
+    case NN_AVGPOOL: {
+        nn_pool_shape ps = nn_node_pool_shape(nd, B);
+        const nn_node *relu = nd->in >= 0 && m->nodes[nd->in].relu_pool ? &m->nodes[nd->in]
+                                                                         : NULL;
+        int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
+        if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
+        else if (!relu) nn_maxpool_forward(y, am, x, &ps);
+        else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i)
+            /* else done there */
+            nn_relu_maxpool_forward(
+                infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
+                infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
+        break;
+    }
+    case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
+    case NN_RELU:
+        if (!nd->relu_pool) nn_relu_forward(y, x, n_out); /* else done by its pool */
+        break;
+    case NN_GELU: nn_gelu_forward(y, x, n_out); break;
+    case NN_TANH: nn_tanh_forward(y, x, n_out); break;
+    case NN_SIGMOID: nn_sigmoid_forward(y, x, n_out); break;
+    case NN_SOFTMAX: nn_softmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_LOGSOFTMAX: nn_logsoftmax_forward(y, x, (int)(n_out / (size_t)nd->c), nd->c); break;
+    case NN_BATCHNORM: {
+        if (nd->in >= 0 && m->nodes[nd->in].bn_fold == i) break; /* folded into its input's */
+        float *rm = m->state + nd->s_off, *rv = rm + nd->ic;
+        int N = B * nd->ih * nd->iw;
+        if (run->training)
+            nn_batchnorm_forward_train(y, nd->save, nd->save + nd->ic, rm, rv, x, w, b, N,
+                                       nd->ic, nd->eps, nd->momentum);
+        else
+            nn_batchnorm_forward_eval(y, x, w, b, rm, rv, N, nd->ic, nd->eps);
+        break;
+    }
+    case NN_LAYERNORM: {
+        const int R = B * nd->ih * nd->iw, per = nd->ih * nd->iw;
+        nn_layernorm_forward(y, SAVE_ROWS(nd->save, per),
+                             SAVE_ROWS(nd->save + (size_t)m->max_batch * per, per), x, w, b, R,
+                             nd->ic, nd->eps);
+        break;
+    }
+    case NN_DROPOUT:
+        nd->masked = run->training && nd->p > 0.0f;
+        if (nd->masked)
+            nn_dropout_forward(y, nd->save, x, B, (int)nd->act_n, nd->p, run->seed,
+                               run->example, run->step, (uint32_t)i);
+        else
+            memcpy(y, x, sizeof(float) * n_out);
+        break;
+    case NN_EMBBAG:
+        nn_embbag_forward(y, ROWS((const int32_t *)m->input, m->tokens), w, B, m->tokens,
+                          nd->units, nd->mode);
+        break;
+    case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
+    case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
+    case NN_FAKEQUANT:
+        if (nd->ema > 0.0f) {
+            float *range = m->state + nd->s_off;
+            if (run->training || run->calibrate)
+                *range = nn_quant_range_update(*range, x, n_out, run->training ? nd->ema : 0.0f);
+            nn_quant_act(NULL, y, x, n_out, *range, nd->bits, nd->usign);
+        } else {
+            nn_fakequant_forward(y, x, n_out, nd->bits);
+        }
+        break;
+    case NN_ADD: {
+        const float *x2 = NODE_ROWS(nd->in2, nn_node_input(m, nd->in2), in_n);
+        for (size_t j = 0; j < n_out; j++) y[j] = x[j] + x2[j];
+        break;
+    }
+    case NN_KIND_COUNT: XD_ASSERT(0);
+    }
+}
+
+void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,
+                           const uint8_t *need)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    static const nn_run eval_run = {.training = 0};
+    if (!run) run = &eval_run;
+    m->batch = B;
+    m->input = input;
+    if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
+    const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : NN_PREC_FLOAT32);
+    for (int i = 0; i < m->n_nodes; i++) {
+        m->nodes[i].touched = 0;
+        if (need && !need[i]) continue;
+        if (m->qengine && nn_qengine_forward_node(m, i, 0, B, NULL, 0, 0)) continue;
+        forward_node(m, i, 0, B, run, 0, NULL, 0);
+    }
+    nn_mm_precision_set(prec);
+}
+
+/* Kinds whose forward is best run over the whole batch (or the thread's share of it) at
+ * inference: a linear layer reads its weights once for all rows; fake quantisation without a
+ * moving range takes its scale from the whole batch. */
+static int batch_wide(const nn_node *nd)
+{
+    return nd->kind == NN_LINEAR || nd->kind == NN_EMBBAG ||
+           (nd->kind == NN_FAKEQUANT && !(nd->ema > 0.0f));
+}
+
+/* Floats of working memory a chunk of this many per example should stay within: about half of a
+ * core's L2 cache, so a run of convolutions and their pools passes an image on to the next
+ * layer while it is still in cache. */
+#define INFER_CACHE_FLOATS ((size_t)1 << 17)
+
+/* Node i's inference over rows b0..b0+B (at, sb: see forward_node), on integers when the
+ * integer engine runs it. */
+static void infer_node(nn_model *m, int i, int b0, int B, const int *at, int sb)
+{
+    static const nn_run eval_run = {.training = 0};
+    if (m->qengine && nn_qengine_forward_node(m, i, b0, B, at, at ? sb : b0, 1)) return;
+    forward_node(m, i, b0, B, &eval_run, 1, at, sb);
+}
+
+/* nn_model_infer of rows b0..b0+nb, on the calling thread alone; at, keep: n_nodes ints and
+ * bytes of room. */
+static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at, uint8_t *keep)
+{
+    for (int s = 0, e; s < m->n_nodes; s = e) {
+        /* a run of per-image nodes s..e with a convolution in it goes a chunk of images at a
+         * time; anything else over all the rows */
+        size_t per = 0;
+        int conv = 0;
+        for (e = s; e < m->n_nodes && !batch_wide(&m->nodes[e]); e++) {
+            const nn_node *nd = &m->nodes[e];
+            per += nd->act_n;
+            if (nd->kind == NN_CONV2D) {
+                nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+                per += nn_conv_cols_size(&cs);
+                conv = 1;
+            }
+        }
+        if (e == s) e = s + 1;
+        if (!conv) {
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) infer_node(m, i, b0, nb, NULL, 0);
+            continue;
+        }
+        /* Only the run's results (what a later node reads, and heads; and what a node before
+         * the run computes, see nn_qengine_writer) go to the images' own rows; what stays inside
+         * the run goes to the rows of the first chunk (the same rows for every chunk), so it
+         * stays in cache instead of filling the batch's. */
+        const int chunk = per * (size_t)nb <= INFER_CACHE_FLOATS ? nb
+                          : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
+        for (int i = s; i < e; i++)
+            keep[i] = m->nodes[i].head || (m->qengine && nn_qengine_writer(m, i) < s);
+        for (int j = e; j < m->n_nodes; j++) {
+            const nn_node *nd = &m->nodes[j];
+            if (nd->in >= s && nd->in < e) keep[nd->in] = 1;
+            if (nd->kind == NN_ADD && nd->in2 >= s && nd->in2 < e) keep[nd->in2] = 1;
+        }
+        for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
+            const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
+            for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? c0 : b0;
+            for (int i = s; i < e; i++)
+                if (!need || need[i]) infer_node(m, i, c0, n, at, b0);
+        }
+    }
+}
+
+void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
+{
+    XD_ASSERT(B > 0 && B <= m->max_batch);
+    int whole = 0, one = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        /* fake-quantised weights: every forward writes them to the node's one copy */
+        whole |= nd->wbits && !(m->qengine && nn_quant_runs_int(m, i));
+        one |= nd->kind == NN_FAKEQUANT && !(nd->ema > 0.0f); /* a scale of the whole batch */
+        /* an unpacked convolution builds [w | b] in the node's one scratch at every call, a
+         * dropout left masked by training resets its flag: shares on several threads would
+         * write them at once */
+        one |= (nd->kind == NN_CONV2D && !nd->wp && !(m->qengine && nn_quant_runs_int(m, i))) ||
+               (nd->kind == NN_DROPOUT && nd->masked);
+    }
+    if (whole) {
+        nn_model_forward_some(m, input, B, NULL, need);
+        return;
+    }
+    m->batch = B;
+    m->input = input;
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    /* One parallel region: the images in shares of about a quarter of a thread's, each taken
+     * through the whole model by whichever thread is free, on its own (the kernels inside run on
+     * that thread alone), with no wait until the end. A thread that starts late (cores shared
+     * with other jobs) finds less left to do instead of holding up the call with half of it. */
+    const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
+    const int share = T > 1 ? (B + 4 * T - 1) / (4 * T) : B, n_shares = (B + share - 1) / share;
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+#ifdef _OPENMP
+        if (omp_get_num_threads() > 1) omp_set_num_threads(1);
+#endif
+        int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+        uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
+#pragma omp for schedule(dynamic, 1)
+        for (int c = 0; c < n_shares; c++) {
+            const int b0 = c * share;
+            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+        }
+        free(at);
+        free(keep);
+    }
+}
+
+/* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and
+ * float weights, not a head), to be folded into it at packing; else 0. */
+static int foldable_norm(const nn_model *m, int i)
+{
+    const nn_node *nd = &m->nodes[i];
+    if ((nd->kind != NN_LINEAR && nd->kind != NN_CONV2D) || nd->wbits || !nd->bias || nd->head)
+        return 0;
+    const int r = nn_node_only_reader(m, i);
+    return r > 0 && m->nodes[r].kind == NN_BATCHNORM && m->nodes[r].ic == nd->units ? r : 0;
+}
+
+/* Layer nd's weights (w, OC rows of K) and bias (b) with batch norm bn folded in. */
+static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, float *w, float *b)
+{
+    const int OC = nd->units, K = (int)(nd->w_n / (size_t)OC);
+    const float *gamma = m->param + bn->w_off, *beta = m->param + bn->b_off;
+    const float *mean = m->state + bn->s_off, *var = mean + bn->ic;
+    for (int o = 0; o < OC; o++) {
+        const float g = gamma[o] / sqrtf(var[o] + bn->eps);
+        for (int k = 0; k < K; k++) w[(size_t)o * K + k] = m->param[nd->w_off + (size_t)o * K + k] * g;
+        b[o] = (m->param[nd->b_off + o] - mean[o]) * g + beta[o];
+    }
+}
+
+xd_status nn_model_pack(nn_model *m, xd_err *e)
+{
+    size_t n = 0, w_max = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+        if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
+        if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
+        else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
+        if (foldable_norm(m, i)) n += (size_t)nd->units;
+        if (nd->w_n > w_max) w_max = nd->w_n;
+    }
+    free(m->packed);
+    m->packed = n ? xd_try_alloc_aligned(sizeof(float) * n) : NULL;
+    float *wf = n ? xd_try_alloc(sizeof(float) * (w_max ? w_max : 1)) : NULL;
+    if (n && (!m->packed || !wf)) {
+        free(wf);
+        return xd_fail(e, XD_ENOMEM, "no memory for the packed weights (%zu bytes)",
+                       sizeof(float) * (n + w_max));
+    }
+    float *p = m->packed;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        const float *w = m->param + nd->w_off, *b = nd->b_n ? m->param + nd->b_off : NULL;
+        nd->wp = NULL;
+        nd->bp = NULL;
+        nd->bn_fold = 0;
+        if (nd->wbits || (nd->kind != NN_LINEAR && nd->kind != NN_CONV2D)) continue;
+        const int bn = foldable_norm(m, i);
+        if (bn) {
+            nd->bn_fold = bn;
+            nd->bp = p;
+            fold_norm(m, nd, &m->nodes[bn], wf, nd->bp);
+            p += nd->units;
+            w = wf;
+            b = nd->bp;
+            /* conv -> norm -> relu -> maxpool: the relu and pool run in the product, as
+             * plan_fusion arranges without the norm */
+            const int relu = nn_node_only_reader(m, bn);
+            if (nd->kind == NN_CONV2D && relu > 0 && m->nodes[relu].relu_pool)
+                nd->pool_in_conv = nn_node_only_reader(m, relu);
+        }
+        nd->wp = p;
+        if (nd->kind == NN_LINEAR) {
+            nn_linear_pack(p, w, nd->ic, nd->units);
+            p += nn_linear_packed_size(nd->ic, nd->units);
+        } else {
+            nn_conv_shape cs = nn_node_conv_shape(nd, 1), cmax = nn_node_conv_shape(nd, m->max_batch);
+            nn_conv_pack(p, nd->save + nn_conv_cols_size(&cmax), w, b, &cs);
+            p += nn_conv_packed_size(&cs);
+        }
+    }
+    free(wf);
+    return XD_OK;
+}
+
