@@ -171,6 +171,40 @@ static void run_peak_ours(void *p)
     nn_mm(0, 0, k->n, k->n, k->n, 1.0f, k->a, k->n, k->b, k->n, 0.0f, k->c, k->n);
 }
 
+/* The cores' arithmetic ceiling: each thread runs chains of the kernel's vector FMA (and of the
+ * bf16 dot product) with nothing to load (nn_sgemm_peak_run); flops per thread per call. */
+enum { PEAK_ROUNDS = 2000000 };
+
+typedef struct {
+    int bf16;
+    double flops; /* one thread's flops per call */
+    float sink;
+} fma_ctx;
+
+static void run_fma(void *p)
+{
+    fma_ctx *k = p;
+    float sink = 0.0f;
+    double flops = 0.0;
+#pragma omp parallel reduction(+ : sink)
+    {
+        double f;
+        sink += k->bf16 ? nn_bgemm_peak_run(PEAK_ROUNDS, &f) : nn_sgemm_peak_run(PEAK_ROUNDS, &f);
+#pragma omp master
+        flops = f;
+    }
+    k->flops = flops;
+    k->sink += sink;
+}
+
+/* GFLOP/s of run_fma at the current thread count (0 where the bf16 kernel has no instruction) */
+static double fma_peak(int bf16, int threads, double min_seconds)
+{
+    fma_ctx k = {.bf16 = bf16};
+    bench_time t = bench_run(run_fma, &k, min_seconds, 3, 1000);
+    return k.flops * threads / t.median / 1e9;
+}
+
 /* fn in bf16 */
 static bench_time run_bf16(void (*fn)(void *), void *ctx, double min_seconds, int min_reps)
 {
@@ -191,8 +225,11 @@ int bench_gemm(const bench_opts *o)
     pk.c = malloc(sizeof(float) * nn);
     fill(pk.a, nn, 7);
     fill(pk.b, nn, 8);
+    double peak32[4] = {0}, peak16[4] = {0};
     for (int ti = 0; ti < o->n_threads; ti++) {
         set_threads(o->threads[ti]);
+        peak32[ti] = fma_peak(0, o->threads[ti], o->min_seconds);
+        peak16[ti] = fma_peak(1, o->threads[ti], o->min_seconds);
         bench_time tb = bench_run(run_peak, &pk, o->min_seconds, 3, 1000);
         bench_time to = bench_run(run_peak_ours, &pk, o->min_seconds, 3, 1000);
         bench_time th = run_bf16(run_peak_ours, &pk, o->min_seconds, 3);
@@ -202,14 +239,17 @@ int bench_gemm(const bench_opts *o)
             fprintf(f, "{\"suite\":\"gemm\",\"case\":\"sgemm1024\",\"threads\":%d,"
                        "\"sgemm_gflops\":%.2f,\"ours_gflops\":%.2f,\"ours_min_s\":%.6f,"
                        "\"ours_max_s\":%.6f,\"reps\":%d,\"bf16_gflops\":%.2f,"
-                       "\"bf16_kernel\":\"%s\"}\n",
+                       "\"bf16_kernel\":\"%s\",\"fma_peak_gflops\":%.2f,"
+                       "\"bf16_peak_gflops\":%.2f}\n",
                     o->threads[ti], gb, go, to.min, to.max, to.reps, gh,
-                    nn_bisa_name(nn_bgemm_isa()));
+                    nn_bisa_name(nn_bgemm_isa()), peak32[ti], peak16[ti]);
         else
             fprintf(f, "sgemm 1024^3, %d thread%s: cblas_sgemm %.1f GFLOP/s, ours %.1f GFLOP/s, "
-                       "ours in bf16 (%s) %.1f GFLOP/s\n",
+                       "ours in bf16 (%s) %.1f GFLOP/s; FMA peak %.1f GFLOP/s (ours at %.0f%%), "
+                       "bf16 dot-product peak %.1f GFLOP/s\n",
                     o->threads[ti], o->threads[ti] > 1 ? "s" : "", gb, go,
-                    nn_bisa_name(nn_bgemm_isa()), gh);
+                    nn_bisa_name(nn_bgemm_isa()), gh, peak32[ti], 100.0 * go / peak32[ti],
+                    peak16[ti]);
     }
     free(pk.a);
     free(pk.b);
@@ -217,16 +257,17 @@ int bench_gemm(const bench_opts *o)
 
     if (!o->json)
         fprintf(f, "\nteacher CNN layers, batch %d, forward+backward GEMMs; GFLOP/s, median "
-                   "[min-max] of repeated runs\n%-6s %-17s %3s %22s %22s %22s %7s\n",
+                   "[min-max] of repeated runs; our products and layer against the FMA peak above\n"
+                   "%-6s %-17s %3s %22s %22s %22s %7s %8s %8s\n",
                 BATCH, "layer", "GEMM MxNxK", "thr", "cblas_sgemm", "our sgemm", "our layer",
-                "layer/best");
+                "layer/best", "gemm/pk", "layer/pk");
     /* the teacher's convolutions together: flops and median times summed per thread count */
     double conv_flops = 0.0, conv_best[4] = {0}, conv_ours[4] = {0};
     /* per thread count and layer: bf16 products, bf16 layer, float32 products, float32 layer
      * (GFLOP/s), the bf16 products' slowest and fastest run (GFLOP/s), and the speed-ups over
      * float32 of products and layer in CPU time (on a shared machine, at one thread, the costs
      * without the waits for a free core) */
-    double bf16_rows[4][sizeof cases / sizeof cases[0]][8];
+    double bf16_rows[4][sizeof cases / sizeof cases[0]][9];
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         gemm_ctx g;
         ctx_init(&g, &cases[ci]);
@@ -250,6 +291,7 @@ int bench_gemm(const bench_opts *o)
             bf16_rows[ti][ci][5] = flops / hk.min / 1e9;
             bf16_rows[ti][ci][6] = tk.cpu_median / hk.cpu_median;
             bf16_rows[ti][ci][7] = tl.cpu_median / hl.cpu_median;
+            bf16_rows[ti][ci][8] = peak16[ti];
             if (ti == 0) layer1 = gl;
             if (cases[ci].conv) {
                 if (ti == 0) conv_flops += flops;
@@ -262,18 +304,21 @@ int bench_gemm(const bench_opts *o)
                            "\"layer_gflops\":%.2f,\"layer_over_best\":%.3f,\"layer_min_s\":%.6f,"
                            "\"layer_max_s\":%.6f,\"speedup_vs_1\":%.3f,\"bf16_gflops\":%.2f,"
                            "\"bf16_layer_gflops\":%.2f,\"bf16_cpu_speedup\":%.3f,"
-                           "\"bf16_layer_cpu_speedup\":%.3f}\n",
+                           "\"bf16_layer_cpu_speedup\":%.3f,\"ours_over_peak\":%.3f,"
+                           "\"layer_over_peak\":%.3f,\"bf16_over_peak\":%.3f}\n",
                         cases[ci].name, g.M, g.N, g.K, th, gb, gk, gl, gl / best, tl.min, tl.max,
                         gl / layer1, hgk, hgl, tk.cpu_median / hk.cpu_median,
-                        tl.cpu_median / hl.cpu_median);
+                        tl.cpu_median / hl.cpu_median, gk / peak32[ti], gl / peak32[ti],
+                        peak16[ti] > 0 ? hgk / peak16[ti] : 0.0);
             } else {
                 char mnk[32], sb[32], sk[32], sl[32];
                 snprintf(mnk, sizeof mnk, "%dx%dx%d", g.M, g.N, g.K);
                 snprintf(sb, sizeof sb, "%.1f [%.1f-%.1f]", gb, flops / tb.max / 1e9, flops / tb.min / 1e9);
                 snprintf(sk, sizeof sk, "%.1f [%.1f-%.1f]", gk, flops / tk.max / 1e9, flops / tk.min / 1e9);
                 snprintf(sl, sizeof sl, "%.1f [%.1f-%.1f]", gl, flops / tl.max / 1e9, flops / tl.min / 1e9);
-                fprintf(f, "%-6s %-17s %3d %22s %22s %22s %6.0f%%", cases[ci].name, mnk, th, sb, sk,
-                        sl, 100.0 * gl / best);
+                fprintf(f, "%-6s %-17s %3d %22s %22s %22s %6.0f%% %7.0f%% %7.0f%%", cases[ci].name,
+                        mnk, th, sb, sk, sl, 100.0 * gl / best, 100.0 * gk / peak32[ti],
+                        100.0 * gl / peak32[ti]);
                 if (ti > 0) fprintf(f, "  (layer %.2fx vs 1 thread)", gl / layer1);
                 fprintf(f, "\n");
             }
@@ -296,16 +341,19 @@ int bench_gemm(const bench_opts *o)
     if (!o->json) {
         fprintf(f, "\nthe same in bf16 products with float32 sums (%s kernel); GFLOP/s of the "
                    "float32 flops count, median; speed against float32 in time and in CPU time\n"
-                   "%-6s %3s %22s %10s %10s %10s %10s %10s\n",
+                   "%-6s %3s %22s %10s %10s %10s %10s %10s %8s\n",
                 nn_bisa_name(nn_bgemm_isa()), "layer", "thr", "bf16 products [min-max]",
-                "vs float32", "(cpu)", "bf16 layer", "vs float32", "(cpu)");
+                "vs float32", "(cpu)", "bf16 layer", "vs float32", "(cpu)", "gemm/pk");
         for (int ti = 0; ti < o->n_threads; ti++)
             for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
                 const double *r = bf16_rows[ti][ci];
                 char sk[40];
                 snprintf(sk, sizeof sk, "%.1f [%.1f-%.1f]", r[0], r[4], r[5]);
-                fprintf(f, "%-6s %3d %22s %9.2fx %9.2fx %10.1f %9.2fx %9.2fx\n", cases[ci].name,
-                        o->threads[ti], sk, r[0] / r[2], r[6], r[1], r[1] / r[3], r[7]);
+                char of[16] = "-"; /* the portable kernel has no peak to measure */
+                if (r[8] > 0) snprintf(of, sizeof of, "%.0f%%", 100.0 * r[0] / r[8]);
+                fprintf(f, "%-6s %3d %22s %9.2fx %9.2fx %10.1f %9.2fx %9.2fx %8s\n",
+                        cases[ci].name, o->threads[ti], sk, r[0] / r[2], r[6], r[1], r[1] / r[3],
+                        r[7], of);
             }
     }
     return 0;

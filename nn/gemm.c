@@ -459,6 +459,31 @@ static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 
 const char *nn_sgemm_kernel(void) { return ISA ", " STR(MR) "x" STR(NR) " tiles"; }
 
+/* Twelve chains: more than the kernel's accumulators need to hide the FMA latency on a core that
+ * starts two FMAs a cycle with a latency of up to 6; b < 1 keeps every chain bounded and clear of
+ * subnormals. The empty asm keeps each chain in a register and stops the compiler from folding
+ * rounds together: every round is 12 FMAs. */
+#define PEAK_FMA(x)                                                                        \
+    do {                                                                                   \
+        x = vfma(x, b, d);                                                                 \
+        __asm__ volatile("" : "+x"(x));                                                    \
+    } while (0)
+float nn_sgemm_peak_run(long rounds, double *flops)
+{
+    const vf b = vset1(0.5f), d = vset1(1.0f);
+    vf c0 = vset1(0), c1 = vset1(1), c2 = vset1(2), c3 = vset1(3), c4 = vset1(4), c5 = vset1(5),
+       c6 = vset1(6), c7 = vset1(7), c8 = vset1(8), c9 = vset1(9), c10 = vset1(10),
+       c11 = vset1(11);
+    for (long r = 0; r < rounds; r++) {
+        PEAK_FMA(c0); PEAK_FMA(c1); PEAK_FMA(c2); PEAK_FMA(c3); PEAK_FMA(c4); PEAK_FMA(c5);
+        PEAK_FMA(c6); PEAK_FMA(c7); PEAK_FMA(c8); PEAK_FMA(c9); PEAK_FMA(c10); PEAK_FMA(c11);
+    }
+    *flops = 2.0 * VW * 12 * (double)rounds;
+    const vf s = c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11;
+    return s[0];
+}
+#undef PEAK_FMA
+
 void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {

@@ -33,6 +33,10 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
 const char *nn_sgemm_kernel(void);
+/* The arithmetic ceiling of the kernel's vector FMA on one core: `rounds` rounds of 12 independent
+ * chains of it, nothing loaded or stored; *flops gets the flops done (2 per lane per FMA). The
+ * return value depends on every chain (so none is left out). Timed by `bench gemm`. */
+float nn_sgemm_peak_run(long rounds, double *flops);
 
 /* The plain product, summed in double: the reference the kernel is tested against. */
 void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,

@@ -247,6 +247,32 @@ BF16_TARGET static void tile_avx512(int mr, int nr, int nq, const uint32_t *rest
     }
 }
 #undef TILE_ROWS
+
+/* VDPBF16PS in 12 independent chains, as nn_sgemm_peak_run does for the float32 FMA: 16 lanes of
+ * two products and two sums per instruction. The inputs are 1.0 and 0.0 pairs: each chain adds
+ * exactly 1 a round, exact in float32 up to 2^24 rounds and bounded after. */
+#define PEAK_DP(x)                                                                               \
+    do {                                                                                         \
+        x = _mm512_dpbf16_ps(x, one, one);                                                       \
+        __asm__ volatile("" : "+v"(x));                                                          \
+    } while (0)
+BF16_TARGET static float peak_avx512(long rounds)
+{
+    /* bf16 1.0 is 0x3f80: pairs (1.0, 0.0) times (1.0, 0.0) */
+    const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3f80);
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
+           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (long r = 0; r < rounds; r++) {
+        PEAK_DP(c0); PEAK_DP(c1); PEAK_DP(c2); PEAK_DP(c3); PEAK_DP(c4); PEAK_DP(c5);
+        PEAK_DP(c6); PEAK_DP(c7); PEAK_DP(c8); PEAK_DP(c9); PEAK_DP(c10); PEAK_DP(c11);
+    }
+    const __m512 s = _mm512_add_ps(
+        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
+                      _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7))),
+        _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+    return _mm512_cvtss_f32(s);
+}
+#undef PEAK_DP
 #endif
 
 /* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
@@ -430,4 +456,17 @@ void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
     else
         nn_sgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc, before,
                       after, ctx);
+}
+
+float nn_bgemm_peak_run(long rounds, double *flops)
+{
+#ifdef BGEMM_X86
+    if (nn_bgemm_isa() == NN_BISA_AVX512BF16) {
+        *flops = 4.0 * 16 * 12 * (double)rounds;
+        return peak_avx512(rounds);
+    }
+#endif
+    (void)rounds;
+    *flops = 0.0;
+    return 0.0f;
 }

@@ -31,6 +31,11 @@ nn_bisa nn_bgemm_isa(void);
 /* Makes nn_bgemm run kernel isa (one the CPU cannot run falls back to the portable one); returns
  * the one it will run. NN_BISA_COUNT goes back to the best. */
 nn_bisa nn_bgemm_use(nn_bisa isa);
+/* The bf16 kernel's arithmetic ceiling on one core, as nn_sgemm_peak_run: `rounds` rounds of 12
+ * independent chains of the bf16 dot product (AVX512_BF16: 64 flops an instruction, counted as
+ * the float32 flops they stand for). *flops is 0 for the portable kernel, which has no such
+ * instruction to measure. */
+float nn_bgemm_peak_run(long rounds, double *flops);
 
 /* x rounded to bf16 (as above), and back (exact). */
 uint16_t nn_bf16_round(float x);
