@@ -211,6 +211,7 @@ int bench_grow_child(int argc, char **argv)
 
 typedef struct {
     double seconds;       /* wall time of the process */
+    double cpu_s;         /* its CPU time, user and system, all threads */
     double max_rss_mib;   /* the kernel's high-water mark (ru_maxrss) */
     double anon_mib;      /* sampled peak RssAnon */
     double file_mib;      /* sampled peak RssFile */
@@ -268,6 +269,8 @@ static int run_child(char *const args[], child_run *c)
     }
     c->seconds = bench_now() - t0;
     c->max_rss_mib = (double)ru.ru_maxrss / 1024.0;
+    c->cpu_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+               (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
     ssize_t got = read(fds[0], c->line, sizeof c->line - 1);
     close(fds[0]);
     c->line[got > 0 ? got : 0] = '\0';
@@ -319,23 +322,25 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 "{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,\"test_examples\":%ld,"
                 "\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,\"prepare_us_per_example\":%.4f,"
                 "\"prepare_peak_rss_mib\":%.1f,\"prepare_peak_private_mib\":%.1f,\"train_s\":%.4f,"
-                "\"train_us_per_example\":%.4f,\"steps_s\":%.4f,\"steps_us_per_example\":%.4f,"
+                "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,\"steps_us_per_example\":%.4f,"
                 "\"trained_examples\":%.0f,\"test_accuracy\":%.4f,\"peak_rss_mib\":%.1f,"
                 "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,"
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
                 g->n, g->n / GROW_TEST_DIV, threads, GROW_BATCH, g->prep_s, 1e6 * pe,
-                g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->steps_s, 1e6 * se,
+                g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->train.cpu_s,
+                g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
                 te / (first->train_s / n0), se / (first->steps_s / n0), pe / (first->prep_s / n0),
                 g->train.max_rss_mib / first->train.max_rss_mib,
                 g->train.anon_mib / first->train.anon_mib);
         return;
     }
-    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %5.2fx %5.2fx "
-                    "%5.2fx %5.2fx\n",
-            g->n, g->prep_s, 1e6 * pe, g->prep.max_rss_mib, g->train_s, 1e6 * te, g->steps_s,
+    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %5.2fx "
+                    "%5.2fx %5.2fx %5.2fx\n",
+            g->n, g->prep_s, 1e6 * pe, g->prep.max_rss_mib, g->train_s, 1e6 * te, g->train.cpu_s,
+            g->steps_s,
             1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
             te / (first->train_s / n0), se / (first->steps_s / n0),
             g->train.max_rss_mib / first->train.max_rss_mib,
@@ -409,11 +414,12 @@ static int grow_examples(const bench_opts *o)
                    "test) written through the data set writer (prepare), then one epoch of the "
                    "MLP student 784-128-10 (CE, batch %d, AdamW) through the trainer of `xdistill "
                    "train` at %d thread%s (train: open and verify the set, the epoch, the test "
-                   "evaluation, the checkpoints; steps: the epoch alone); each step a process of "
+                   "evaluation, the checkpoints; cpu s: its CPU time; steps: the epoch alone); "
+                   "each step a process of "
                    "its own; memory: its kernel peak RSS (MiB), and sampled peaks of its private "
                    "memory and of the mapped files it touched\n"
-                   "%8s %8s %6s %7s %8s %6s %8s %6s %9s %8s %8s %6s %6s %6s %6s\n",
-                GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS", "train s", "us/ex", "steps s",
+                   "%8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %6s %6s %6s %6s\n",
+                GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS", "train s", "us/ex", "cpu s", "steps s",
                 "us/ex", "peak RSS", "private", "mapped", "train", "steps", "RSS", "priv");
     grow_row g[GROW_SIZES];
     int rc = 0;
