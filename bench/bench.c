@@ -23,8 +23,8 @@ static const bench_suite suites[] = {
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
      bench_exits},
-    {"grow", "synthetic sets of 10^4 to 10^6 examples: prepare and one epoch, time per example "
-             "and peak memory; training step against batch and width", bench_grow},
+    {"grow", "10^4 to 10^6 synthetic examples: prepare, one epoch, us/example, peak memory; "
+             "step vs batch and width", bench_grow},
 };
 
 static double clock_seconds(clockid_t id)

@@ -7,7 +7,8 @@
  * time so that the writer never holds more than GROW_CHUNK images; then the MLP student
  * 784-128-10 trains one epoch on it (CE, batch 128, AdamW) through the trainer `xdistill train`
  * runs, from a recipe naming the set, which maps the file, verifies it once, walks the epoch and
- * evaluates on the test split. Each of the two steps runs in a process of its own (this program,
+ * evaluates on the test split, at the first thread count of --threads. Each of the two steps runs
+ * in a process of its own (this program,
  * `xdistill bench --grow-child ...`), so that its peak memory is its own: the kernel's high-water
  * mark of the child (getrusage of the child reaped by wait4), and, sampled every few
  * milliseconds while it runs, its peak private memory (RssAnon: heap, stacks, buffers) and peak
@@ -46,6 +47,7 @@ enum {
     GROW_CHUNK = 4096,    /* images generated and written at a time */
     GROW_TEST_DIV = 10,   /* test images: N / 10 */
     GROW_BATCH = 128,     /* the recipes' batch */
+    GROW_HIDDEN = 128,    /* the student's hidden width */
     GROW_SAMPLE_US = 2000 /* memory sampling period of a child */
 };
 
@@ -171,7 +173,7 @@ static int child_train(const char *path, const char *out_dir)
              "train:\n  epochs: 1\n  batch: %d\n"
              "  optimizer: {kind: adamw, lr: 0.001, weight_decay: 0}\n"
              "losses:\n  - {kind: ce}\n",
-             GROW_SEED, path, 128, GROW_BATCH);
+             GROW_SEED, path, GROW_HIDDEN, GROW_BATCH);
     recipe r;
     xd_err e;
     xd_status s = recipe_parse("grow.yaml", text, strlen(text), NULL, 0, 0, &r, &e);
@@ -322,7 +324,8 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 "{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,\"test_examples\":%ld,"
                 "\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,\"prepare_us_per_example\":%.4f,"
                 "\"prepare_peak_rss_mib\":%.1f,\"prepare_peak_private_mib\":%.1f,\"train_s\":%.4f,"
-                "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,\"steps_us_per_example\":%.4f,"
+                "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,"
+                "\"steps_us_per_example\":%.4f,"
                 "\"trained_examples\":%.0f,\"test_accuracy\":%.4f,\"peak_rss_mib\":%.1f,"
                 "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,"
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
@@ -419,7 +422,8 @@ static int grow_examples(const bench_opts *o)
                    "its own; memory: its kernel peak RSS (MiB), and sampled peaks of its private "
                    "memory and of the mapped files it touched\n"
                    "%8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %6s %6s %6s %6s\n",
-                GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS", "train s", "us/ex", "cpu s", "steps s",
+                GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS",
+                "train s", "us/ex", "cpu s", "steps s",
                 "us/ex", "peak RSS", "private", "mapped", "train", "steps", "RSS", "priv");
     grow_row g[GROW_SIZES];
     int rc = 0;
@@ -453,7 +457,8 @@ static void grow_steps(const bench_opts *o, bench_trainer *t, const char *what, 
         if (o->json)
             fprintf(o->out, "{\"suite\":\"grow\",\"case\":\"%s\",\"hidden\":%d,\"batch\":%d,"
                             "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
-                            "\"max_s\":%.6f,\"reps\":%d,\"images_per_s\":%.1f,\"approx_gflops\":%.2f,"
+                            "\"max_s\":%.6f,\"reps\":%d,\"images_per_s\":%.1f,"
+                            "\"approx_gflops\":%.2f,"
                             "\"speedup_vs_first\":%.3f,\"first_threads\":%d}\n",
                     what, hidden, B, th, t->m.n_param, tm.median, tm.min, tm.max, tm.reps, ips,
                     gf[ti], ips / first, o->threads[0]);
@@ -489,7 +494,8 @@ static int grow_kernel(const bench_opts *o)
     bench_images d;
     if (bench_images_open(&d)) return 1;
     if (!o->json) {
-        fprintf(o->out, "\ntraining step (forward + CE + backward + AdamW, images in memory) of the "
+        fprintf(o->out, "\ntraining step (forward + CE + backward + AdamW, images in memory) of "
+                        "the "
                         "MLP 784-H-10 against batch (H = 128) and width (batch %d); median step; "
                         "GFLOP/s = 3 x forward flops x images/s\n",
                 GROW_BATCH);
@@ -505,14 +511,14 @@ static int grow_kernel(const bench_opts *o)
     xd_err e;
     bench_trainer t;
     char desc[256];
-    snprintf(desc, sizeof desc, GROW_MODEL, 128);
+    snprintf(desc, sizeof desc, GROW_MODEL, GROW_HIDDEN);
     if (bench_trainer_make(&t, desc, batches[nb - 1], &d, &e) != XD_OK) {
         fprintf(stderr, "xdistill bench: grow: %s\n", e.msg);
         bench_images_free(&d);
         return 1;
     }
     double gf[sizeof widths / sizeof widths[0] + sizeof batches / sizeof batches[0]][4];
-    for (size_t b = 0; b < nb; b++) grow_steps(o, &t, "batch", 128, batches[b], gf[b]);
+    for (size_t b = 0; b < nb; b++) grow_steps(o, &t, "batch", GROW_HIDDEN, batches[b], gf[b]);
     bench_trainer_free(&t);
     grow_knee(o, "batch", batches, nb, gf[0]);
     for (size_t k = 0; k < nw && !rc; k++) {
