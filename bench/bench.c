@@ -1,6 +1,7 @@
 /* `xdistill bench`: the harness and the suite table (see bench.h). */
 #include "bench/bench.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -22,6 +23,8 @@ static const bench_suite suites[] = {
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
      bench_exits},
+    {"grow", "10^4 to 10^6 synthetic examples: prepare, one epoch, us/example, peak memory; "
+             "step vs batch and width", bench_grow},
 };
 
 static double clock_seconds(clockid_t id)
@@ -65,6 +68,16 @@ bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int m
     free(t);
     free(cpu);
     return r;
+}
+
+int bench_temp_dir(const char *name, char *out, size_t n)
+{
+    const char *td = getenv("TMPDIR");
+    snprintf(out, n, "%s/xdistill-bench-%s.XXXXXX", td && *td ? td : P_tmpdir, name);
+    if (mkdtemp(out)) return 0;
+    fprintf(stderr, "xdistill bench: cannot make a temporary folder %s: %s\n", out,
+            strerror(errno));
+    return 1;
 }
 
 double bench_max_rss_mib(void)
@@ -134,6 +147,8 @@ int cmd_bench(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], BENCH_GROW_CHILD) == 0)
+        return bench_grow_child(argc - 1, argv + 1);
     bench_opts o = {.json = 0, .min_seconds = 0.5, .out = stdout};
     int all = xd_threads_set(0);
     o.threads[o.n_threads++] = 1;

@@ -46,6 +46,11 @@ int bench_scale(const bench_opts *o);
 int bench_infer(const bench_opts *o);
 int bench_zoo(const bench_opts *o);
 int bench_exits(const bench_opts *o);
+int bench_grow(const bench_opts *o);
+/* The grow suite's steps, each run in a process of its own as `xdistill bench BENCH_GROW_CHILD
+ * ...` (not in the help): argv from BENCH_GROW_CHILD on. */
+#define BENCH_GROW_CHILD "--grow-child"
+int bench_grow_child(int argc, char **argv);
 /* The infer suite's int8 rows (bench/infer_int8.c), in its temporary folder tmp. */
 int bench_infer_int8(const bench_opts *o, const char *tmp);
 /* The checkpoint bench infer measures for a recipe (key names its files in tmp) into *ckpt (a new
@@ -53,6 +58,10 @@ int bench_infer_int8(const bench_opts *o, const char *tmp);
  * with random weights written into tmp (*trained = 0). Also the model's input (h, w, c). */
 xd_status bench_infer_model(const char *recipe_path, const char *key, const char *tmp, char **ckpt,
                             int *trained, int *h, int *w, int *c, xd_err *e);
+
+/* Makes a new folder $TMPDIR/xdistill-bench-NAME.XXXXXX (TMPDIR unset: the system's) into out;
+ * on failure prints the command's one-line error and returns 1. */
+int bench_temp_dir(const char *name, char *out, size_t n);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

@@ -191,10 +191,7 @@ int bench_data(const bench_opts *o)
     int cached = pngs.n > 0;
     char tmp[256] = "";
     if (!cached) {
-        const char *td = getenv("TMPDIR");
-        snprintf(tmp, sizeof tmp, "%s/xdistill-bench.XXXXXX", td && *td ? td : P_tmpdir);
-        if (!mkdtemp(tmp)) {
-            fprintf(stderr, "xdistill bench: cannot make a temporary folder\n");
+        if (bench_temp_dir("data", tmp, sizeof tmp)) {
             free(pkg);
             free(img_dir);
             return 1;
@@ -253,10 +250,8 @@ int bench_data(const bench_opts *o)
     char *texts = io_path_join(cache, SETS_EMOJI_TEXTS_PKG "-" SETS_EMOJI_TEXTS_VERSION);
     struct stat st;
     if (cached && stat(texts, &st) == 0) {
-        const char *td = getenv("TMPDIR");
         char out[256];
-        snprintf(out, sizeof out, "%s/xdistill-bench-emoji.XXXXXX", td && *td ? td : P_tmpdir);
-        if (mkdtemp(out)) {
+        if (bench_temp_dir("emoji", out, sizeof out) == 0) {
             emoji_ctx ec = {.o = sets_emoji_defaults()};
             ec.o.cache = cache;
             ec.o.out = out;

@@ -265,11 +265,8 @@ int bench_infer(const bench_opts *o)
         fprintf(stderr, "xdistill bench: ONNX Runtime is not run: it needs node, %s/onnxruntime-node "
                         "(scripts/setup.sh installs it) and %s (run from the source folder)\n",
                 modules, ORT_SCRIPT);
-    const char *td = getenv("TMPDIR");
     char tmp[256];
-    snprintf(tmp, sizeof tmp, "%s/xdistill-bench-infer.XXXXXX", td && *td ? td : P_tmpdir);
-    if (!mkdtemp(tmp)) {
-        fprintf(stderr, "xdistill bench: cannot make a temporary folder\n");
+    if (bench_temp_dir("infer", tmp, sizeof tmp)) {
         free(modules);
         close(here);
         return 1;

@@ -226,10 +226,12 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
                                    "examples has a label the run may see (label_mask, label_fraction, "
                                    "labels_per_class) and no loss reads a teacher",
                        r->data.path, stage + 1);
-    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled */
+    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled; an
+     * epoch of one pass (the usual one) walks the shuffled pool itself, without a copy of it */
     const int steps = stage_steps(R, stage);
     const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
-    if (n_order > R->order_cap) {
+    const int passes = n_order > n_pool;
+    if (passes && n_order > R->order_cap) {
         R->order = xd_xrealloc(R->order, sizeof(uint32_t) * n_order);
         R->order_cap = n_order;
     }
@@ -237,9 +239,10 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
         xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
         size_t take = n_order - done < n_pool ? n_order - done : n_pool;
-        memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
+        if (passes) memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
         done += take;
     }
+    const uint32_t *order = passes ? R->order : R->pool;
     /* a pruning step: new masks from the weights as the last epoch left them */
     const float sparsity = nn_prune_at(&r->prune, epoch);
     for (int k = 0; k < R->n_models && sparsity >= 0.0f; k++) {
@@ -264,7 +267,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         size_t lo, hi;
         dist_slice((size_t)n, dist_rank(), &lo, &hi);
         for (size_t b = 0; b < hi - lo; b++) {
-            uint32_t i = R->order[i0 + lo + b];
+            uint32_t i = order[i0 + lo + b];
             R->idx[b] = i;
             R->yb[b] = R->ytrain[i];
             R->mb[b] = R->sel[i];

@@ -684,6 +684,37 @@ static void test_bench_infer_runs(void **state)
     free(err);
 }
 
+/* `bench grow --quick`: each size is prepared and trained in its own process, one whole epoch
+ * (every example trained once), and the sweeps run (a smoke test: no timing checked). */
+static void test_bench_grow_runs(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "bench", "grow", "--quick", "--threads", "1", "--json",
+                                NULL), 0);
+    static const long sizes[] = {500, 1000, 2000};
+    for (int k = 0; k < 3; k++) {
+        char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,"
+                           "\"test_examples\":%ld,\"threads\":1,", sizes[k], sizes[k] / 10);
+        char *trained = tu_fmt("\"trained_examples\":%ld,", sizes[k]);
+        const char *at = strstr(out, row);
+        if (!at) fail_msg("no row %s in: %s%s", row, out, err);
+        const char *end = strchr(at, '\n'), *t = strstr(at, trained);
+        if (!t || t > end) fail_msg("row for %ld examples did not train %s: %.*s", sizes[k],
+                                    trained, (int)(end - at), at);
+        free(row);
+        free(trained);
+    }
+    static const char *const cases[] = {"examples_check", "batch_knee", "width_knee"};
+    for (int k = 0; k < 3; k++) {
+        char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"%s\",", cases[k]);
+        if (!strstr(out, row)) fail_msg("no row %s in: %s%s", row, out, err);
+        free(row);
+    }
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +726,7 @@ int main(void)
         cmocka_unit_test_setup(test_mask_at_image_size, setup),
         cmocka_unit_test_setup(test_predict_exit, setup),
         cmocka_unit_test(test_bench_infer_runs),
+        cmocka_unit_test(test_bench_grow_runs),
         cmocka_unit_test_setup(test_installed_library, setup),
         cmocka_unit_test_setup(test_onnx_matches_predict, setup),
     };
