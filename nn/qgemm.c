@@ -78,22 +78,25 @@ typedef struct {
     int32_t *C;
     int ldc;
     const nn_qepilogue *ep;
-    int relu; /* floats: max(y, 0) */
 } qout;
 
-/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue); relu: floats
- * max(y, 0). Loops plain enough to vectorise. */
+/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue). Loops plain
+ * enough to vectorise. */
 enum { QBLOCK = 64 };
 
 static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int n0, int cnt,
-                        const int32_t *acc, int relu)
+                        const int32_t *acc)
 {
     float y[QBLOCK];
     for (int j = 0; j < cnt; j++)
         y[j] = (float)(acc[j] - ep->zero * wsum[n0 + j]) * ep->mult[n0 + j] + ep->bias[n0 + j];
+    if (ep->bn_mean)
+        for (int j = 0; j < cnt; j++)
+            y[j] = ep->bn_gamma[n0 + j] * (y[j] - ep->bn_mean[n0 + j]) / ep->bn_sd[n0 + j] +
+                   ep->bn_beta[n0 + j];
     if (!ep->codes) {
         float *out = ep->y + (size_t)m * ep->ldy + n0;
-        if (relu)
+        if (ep->relu)
             for (int j = 0; j < cnt; j++) out[j] = y[j] > 0.0f ? y[j] : 0.0f;
         else
             memcpy(out, y, sizeof(float) * (size_t)cnt);
@@ -109,61 +112,91 @@ static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int 
     }
 }
 
+/* Whether output n of a pooled epilogue takes its window's smallest sum (see nn_qepilogue). */
+static int pool_falls(const nn_qepilogue *ep, int n)
+{
+    return ep && ep->falls && (ep->falls[n / 16] >> (n % 16) & 1);
+}
+
+/* best[j] and c[j] pooled: the larger, or the smaller for the outputs n0 + j that fall. */
+static void pool_pick(int32_t *best, const int32_t *c, const nn_qepilogue *ep, int n0, int cnt)
+{
+    for (int j = 0; j < cnt; j++)
+        best[j] = pool_falls(ep, n0 + j) ? (c[j] < best[j] ? c[j] : best[j])
+                                         : (c[j] > best[j] ? c[j] : best[j]);
+}
+
 /* Where a kernel reads its rows of A: row m at A + m * lda, or, for convolution windows read in
- * place, at A + rowoff[m]; its k-th four bytes at 4 * k from there, or at koff[k]. */
+ * place, at A + rowoff[m]; its four-byte groups as krows runs of kgroups, kstride bytes apart
+ * (plain rows: one run of K / 4, and the K % 4 bytes after). pool: rows pooled per output. */
 typedef struct {
     const uint8_t *A;
     int lda;
-    const int32_t *rowoff, *koff;
+    const int32_t *rowoff;
+    int krows, kgroups, kstride, pool;
 } qsrc;
+
+/* Whether a product is spread over the threads: an int32 matrix large enough (an epilogue's
+ * callers run a chunk of images per thread). A product that is not never enters a parallel
+ * region, whose cost (even of one thread, inside another region) is more than a small one's. */
+static int qgemm_parallel(const qout *o, int M, const nn_qweights *W)
+{
+    return !o->ep && (size_t)M * W->N * W->K > QPAR_MIN;
+}
 
 static inline const uint8_t *src_row(const qsrc *a, int m)
 {
     return a->rowoff ? a->A + a->rowoff[m] : a->A + (size_t)m * a->lda;
 }
 
-static inline const uint8_t *src_group(const qsrc *a, const uint8_t *row, int g)
+/* The offset of group g of a row (g < krows * kgroups). */
+static inline size_t src_group(const qsrc *a, int g)
 {
-    return row + (a->koff ? a->koff[g] : 4 * g);
+    return (size_t)(g / a->kgroups) * (size_t)a->kstride + 4 * (size_t)(g % a->kgroups);
 }
 
 static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K;
-#pragma omp parallel if (!o->ep && (size_t)M * N * K > QPAR_MIN)
+    const int N = W->N, K = W->K, P = src->pool;
+#pragma omp parallel if (qgemm_parallel(o, M, W))
     {
         /* a window read in place is first gathered into one row (K is a multiple of 4 then), so
          * the products run over contiguous bytes */
-        uint8_t *row = src->koff ? xd_xmalloc((size_t)K) : NULL;
+        uint8_t *row = src->rowoff ? xd_xmalloc((size_t)K) : NULL;
 #pragma omp for
-        for (int m = 0; m < M; m++) {
-            const uint8_t *a = src_row(src, m);
-            if (row) {
-                for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, src_group(src, a, g), 4);
-                a = row;
-            }
+        for (int mo = 0; mo < M / P; mo++)
             for (int n0 = 0; n0 < N; n0 += QBLOCK) {
                 const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
-                int32_t acc[QBLOCK];
-                for (int j = 0; j < cnt; j++) {
-                    const int8_t *w = W->w + (size_t)(n0 + j) * K;
-                    int32_t s = 0;
-                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-                    acc[j] = s;
+                int32_t acc[QBLOCK], best[QBLOCK];
+                for (int r = 0; r < P; r++) {
+                    const uint8_t *a = src_row(src, mo * P + r);
+                    if (row) {
+                        for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, a + src_group(src, g), 4);
+                        a = row;
+                    }
+                    for (int j = 0; j < cnt; j++) {
+                        const int8_t *w = W->w + (size_t)(n0 + j) * K;
+                        int32_t s = 0;
+                        for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
+                        acc[j] = s;
+                    }
+                    if (r) pool_pick(best, acc, o->ep, n0, cnt);
+                    else memcpy(best, acc, sizeof(int32_t) * (size_t)cnt);
                 }
-                if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
-                else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
+                if (o->ep) requant_row(o->ep, W->wsum, mo, n0, cnt, best);
+                else memcpy(o->C + (size_t)mo * o->ldc + n0, best, sizeof(int32_t) * (size_t)cnt);
             }
-        }
         free(row);
     }
 }
 
 #ifdef QGEMM_X86
-/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_one's operations, in
+#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+
+/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_row's operations, in
  * the same order, 16 lanes at a time. */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static inline void
-vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i acc)
+QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn,
+                                      __m512i acc)
 {
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
     const nn_qepilogue *ep = o->ep;
@@ -172,14 +205,20 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
         return;
     }
     const __m512i ws = _mm512_maskz_loadu_epi32(mask, W->wsum + n0);
-    const __m512 y = _mm512_add_ps(
+    __m512 y = _mm512_add_ps(
         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
                           acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), ws))),
                       _mm512_maskz_loadu_ps(mask, ep->mult + n0)),
         _mm512_maskz_loadu_ps(mask, ep->bias + n0));
+    if (ep->bn_mean) /* masked lanes: 0 / 1, not 0 / 0 */
+        y = _mm512_add_ps(
+            _mm512_div_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, ep->bn_gamma + n0),
+                                        _mm512_sub_ps(y, _mm512_maskz_loadu_ps(mask, ep->bn_mean + n0))),
+                          _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0)),
+            _mm512_maskz_loadu_ps(mask, ep->bn_beta + n0));
     if (!ep->codes) {
         _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask,
-                              o->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
+                              ep->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
         return;
     }
     __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
@@ -192,31 +231,43 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
     _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, _mm512_cvtusepi32_epi8(c));
 }
 
+/* a and b pooled: the larger, or the smaller in the lanes of falls */
+QTARGET static inline __m512i vnni_pick(__m512i a, __m512i b, __mmask16 falls)
+{
+    return _mm512_mask_blend_epi32(falls, _mm512_max_epi32(a, b), _mm512_min_epi32(a, b));
+}
+
 /* QROWS rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
  * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes; QROWS
- * independent sums keep the dot-product unit busy. */
+ * independent sums keep the dot-product unit busy. Rows m0..m0+nr (nr <= QROWS) are stored (the
+ * rest repeat row m0 and are dropped); pooled, each src->pool of them give one output. */
 enum { QROWS = 8 };
 
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
+QTARGET static void vnni_rows(const qout *o, const qsrc *src, int m0, int nr, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const int N = W->N, K = W->K, kg = (K + 3) / 4, nb = (N + 15) / 16, P = src->pool;
+    const int KR = src->krows, G = src->kgroups, full = KR * G;
+    const size_t ks = (size_t)src->kstride;
     const uint8_t *a[QROWS];
-    int32_t tail[QROWS] = {0}; /* the last K % 4 bytes of each row, zero-filled */
+    int32_t tail[QROWS] = {0}; /* plain rows: the last K % 4 bytes of each row, zero-filled */
     for (int r = 0; r < QROWS; r++) {
-        a[r] = src_row(src, m0 + r);
-        if (full < kg) memcpy(&tail[r], src_group(src, a[r], full), (size_t)(K - 4 * full));
+        a[r] = src_row(src, m0 + (r < nr ? r : 0));
+        if (full < kg) memcpy(&tail[r], a[r] + 4 * (size_t)full, (size_t)(K - 4 * full));
     }
     for (int b = 0; b < nb; b++) {
         const int8_t *wp = W->packed + (size_t)b * kg * 64;
         __m512i acc[QROWS];
         for (int r = 0; r < QROWS; r++) acc[r] = _mm512_setzero_si512();
-        for (int g = 0; g < full; g++) {
-            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)g * 64));
-            for (int r = 0; r < QROWS; r++) {
-                int32_t v;
-                memcpy(&v, src_group(src, a[r], g), 4);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
+        for (int kr = 0; kr < KR; kr++) {
+            const int8_t *wk = wp + (size_t)kr * G * 64;
+            const size_t off = (size_t)kr * ks;
+            for (int g = 0; g < G; g++) {
+                const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
+                for (int r = 0; r < QROWS; r++) {
+                    int32_t v;
+                    memcpy(&v, a[r] + off + 4 * (size_t)g, 4);
+                    acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
+                }
             }
         }
         if (full < kg) {
@@ -225,26 +276,35 @@ vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
                 acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(tail[r]), w);
         }
         const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
-        for (int r = 0; r < QROWS; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r]);
+        if (P == 1) {
+            for (int r = 0; r < nr; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r]);
+            continue;
+        }
+        const __mmask16 falls = o->ep->falls ? o->ep->falls[b] : 0;
+        for (int r = 0; r < nr; r += P) {
+            __m512i best = acc[r];
+            for (int j = 1; j < P; j++) best = vnni_pick(best, acc[r + j], falls);
+            vnni_store(o, W, (m0 + r) / P, n0, nn, best);
+        }
     }
 }
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
  * batch of one, and the rows left over by vnni_rows). */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
+QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const int N = W->N, K = W->K, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const int full = src->krows * src->kgroups;
     const uint8_t *a = src_row(src, m);
     int32_t tail = 0;
-    if (full < kg) memcpy(&tail, src_group(src, a, full), (size_t)(K - 4 * full));
+    if (full < kg) memcpy(&tail, a + 4 * (size_t)full, (size_t)(K - 4 * full));
     for (int b0 = 0; b0 < nb; b0 += 4) {
         const int nbl = nb - b0 < 4 ? nb - b0 : 4;
         __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                           _mm512_setzero_si512()};
         for (int g = 0; g < kg; g++) {
             int32_t v = tail;
-            if (g < full) memcpy(&v, src_group(src, a, g), 4);
+            if (g < full) memcpy(&v, a + src_group(src, g), 4);
             const __m512i av = _mm512_set1_epi32(v);
             for (int j = 0; j < nbl; j++)
                 acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
@@ -258,9 +318,8 @@ vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 }
 
 /* nn_qpool_requant, 16 outputs at a time through vnni_store. */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int stride,
-          const nn_qweights *W)
+QTARGET static void vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k,
+                              int stride, const nn_qweights *W)
 {
     const int N = W->N;
     for (int oy = 0; oy < OH; oy++)
@@ -268,12 +327,13 @@ vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int st
             for (int n0 = 0; n0 < N; n0 += 16) {
                 const int nn = N - n0 < 16 ? N - n0 : 16;
                 const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+                const __mmask16 falls = o->ep->falls ? o->ep->falls[n0 / 16] : 0;
                 const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
                 __m512i best = _mm512_maskz_loadu_epi32(mask, c0);
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++)
-                        best = _mm512_max_epi32(best, _mm512_maskz_loadu_epi32(
-                                                          mask, c0 + ((size_t)ky * Wd + kx) * N));
+                        best = vnni_pick(best, _mm512_maskz_loadu_epi32(
+                                                   mask, c0 + ((size_t)ky * Wd + kx) * N), falls);
                 vnni_store(o, W, oy * OW + ox, n0, nn, best);
             }
 }
@@ -281,9 +341,15 @@ vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int st
 static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     const int MR = M / QROWS * QROWS;
-#pragma omp parallel for if (!o->ep && (size_t)M * W->N * W->K > QPAR_MIN)
-    for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, W);
-    for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
+    if (qgemm_parallel(o, M, W)) {
+#pragma omp parallel for
+        for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, QROWS, W);
+    } else {
+        for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, QROWS, W);
+    }
+    if (src->pool > 1 && MR < M) vnni_rows(o, src, MR, M - MR, W);
+    else
+        for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
 }
 #endif
 
@@ -298,11 +364,17 @@ static void qgemm_run(const qout *o, const qsrc *src, int M, const nn_qweights *
     qgemm_portable(o, src, M, W);
 }
 
+/* Plain rows of A (lda apart): one run of the K / 4 whole groups. */
+static qsrc plain_rows(const uint8_t *A, int lda, const nn_qweights *W)
+{
+    return (qsrc){.A = A, .lda = lda, .krows = 1, .kgroups = W->K / 4, .pool = 1};
+}
+
 void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
 {
     XD_ASSERT(lda >= W->K && ldc >= W->N && M >= 0);
     const qout o = {.C = C, .ldc = ldc};
-    const qsrc src = {.A = A, .lda = lda};
+    const qsrc src = plain_rows(A, lda, W);
     qgemm_run(&o, &src, M, W);
 }
 
@@ -311,25 +383,29 @@ void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
 {
     XD_ASSERT(lda >= W->K && M >= 0 && (ep->codes ? ep->ldc : ep->ldy) >= W->N);
     const qout o = {.ep = ep};
-    const qsrc src = {.A = A, .lda = lda};
+    const qsrc src = plain_rows(A, lda, W);
     qgemm_run(&o, &src, M, W);
 }
 
-void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
-                      int M, const nn_qweights *W, const nn_qepilogue *ep)
+void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M,
+                   const nn_qweights *W, const nn_qepilogue *ep)
 {
-    XD_ASSERT(W->K % 4 == 0 && M >= 0 && (!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N));
+    const int P = win->pool;
+    XD_ASSERT(win->krows > 0 && W->K % (4 * win->krows) == 0 && M >= 0 && P >= 1 && M % P == 0);
+    XD_ASSERT(P == 1 || (ep && (P == 2 || P == 4 || P == 8)));
+    XD_ASSERT(!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N);
     const qout o = {.C = C, .ldc = W->N, .ep = ep};
-    const qsrc src = {.A = img, .rowoff = rowoff, .koff = koff};
+    const qsrc src = {.A = img, .rowoff = win->rowoff, .krows = win->krows,
+                      .kgroups = W->K / 4 / win->krows, .kstride = win->kstride, .pool = P};
     qgemm_run(&o, &src, M, W);
 }
 
 void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
-                      const nn_qepilogue *ep, int relu)
+                      const nn_qepilogue *ep)
 {
 #ifdef QGEMM_X86
     if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
-        const qout o = {.ep = ep, .relu = relu};
+        const qout o = {.ep = ep};
         vnni_pool(&o, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
         return;
     }
@@ -343,10 +419,8 @@ void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const 
                 int32_t best[QBLOCK];
                 memcpy(best, c0, sizeof(int32_t) * (size_t)cnt);
                 for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) {
-                        const int32_t *c = c0 + ((size_t)ky * Wd + kx) * N;
-                        for (int j = 0; j < cnt; j++) best[j] = c[j] > best[j] ? c[j] : best[j];
-                    }
-                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best, relu);
+                    for (int kx = 0; kx < k; kx++)
+                        pool_pick(best, c0 + ((size_t)ky * Wd + kx) * N, ep, n0, cnt);
+                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best);
             }
 }
