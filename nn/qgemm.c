@@ -237,56 +237,101 @@ QTARGET static inline __m512i vnni_pick(__m512i a, __m512i b, __mmask16 falls)
     return _mm512_mask_blend_epi32(falls, _mm512_max_epi32(a, b), _mm512_min_epi32(a, b));
 }
 
-/* QROWS rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
- * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes; QROWS
- * independent sums keep the dot-product unit busy. Rows m0..m0+nr (nr <= QROWS) are stored (the
- * rest repeat row m0 and are dropped); pooled, each src->pool of them give one output. */
+/* RB rows of A against NB blocks of 16 weight rows at a time (RB * NB independent sums keep the
+ * dot-product unit busy): each step broadcasts four bytes of each row and adds their products
+ * with a packed 64-byte block (16 rows x 4 k) of each block into 16 int32 lanes, so a broadcast
+ * serves NB products and a block's load RB. Rows m0..m0+nr (nr <= RB) are stored (the rest
+ * repeat row m0 and are dropped), outputs b0 * 16..; pooled, each src->pool rows give one
+ * output. RB (<= 8) and NB (<= 4) are constants where it is inlined. */
+QTARGET static inline __attribute__((always_inline)) void
+vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweights *W,
+          const int RB, const int NB)
+{
+    const int N = W->N, K = W->K, kg = (K + 3) / 4, P = src->pool;
+    const int KR = src->krows, G = src->kgroups, full = KR * G;
+    const size_t ks = (size_t)src->kstride;
+    const uint8_t *a[8];
+    int32_t tail[8]; /* plain rows: the last K % 4 bytes of each row, zero-filled */
+    for (int r = 0; r < RB; r++) {
+        a[r] = src_row(src, m0 + (r < nr ? r : 0));
+        tail[r] = 0;
+        if (full < kg) memcpy(&tail[r], a[r] + 4 * (size_t)full, (size_t)(K - 4 * full));
+    }
+    const int8_t *wp = W->packed + (size_t)b0 * kg * 64;
+    __m512i acc[8][4];
+    for (int r = 0; r < RB; r++)
+        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_si512();
+    for (int kr = 0; kr < KR; kr++) {
+        const int8_t *wk = wp + (size_t)kr * G * 64;
+        const size_t off = (size_t)kr * ks;
+        for (int g = 0; g < G; g++) {
+            __m512i w[4];
+            for (int j = 0; j < NB; j++)
+                w[j] = _mm512_loadu_si512((const void *)(wk + ((size_t)j * kg + (size_t)g) * 64));
+            for (int r = 0; r < RB; r++) {
+                int32_t v;
+                memcpy(&v, a[r] + off + 4 * (size_t)g, 4);
+                const __m512i av = _mm512_set1_epi32(v);
+                for (int j = 0; j < NB; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
+            }
+        }
+    }
+    if (full < kg)
+        for (int j = 0; j < NB; j++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wp + ((size_t)j * kg + full) * 64));
+            for (int r = 0; r < RB; r++)
+                acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], _mm512_set1_epi32(tail[r]), w);
+        }
+    for (int j = 0; j < NB; j++) {
+        const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
+        if (P == 1) {
+            for (int r = 0; r < nr; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r][j]);
+            continue;
+        }
+        const __mmask16 falls = o->ep->falls ? o->ep->falls[b0 + j] : 0;
+        for (int r = 0; r < nr; r += P) {
+            __m512i best = acc[r][j];
+            for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r + i][j], falls);
+            vnni_store(o, W, (m0 + r) / P, n0, nn, best);
+        }
+    }
+}
+
+/* The tiles' shapes: 8 rows of one block, 8 of two, 4 of four (16 sums at most). */
+QTARGET static void vnni_tile_8x1(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 8, 1);
+}
+
+QTARGET static void vnni_tile_8x2(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 8, 2);
+}
+
+QTARGET static void vnni_tile_4x4(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 4, 4);
+}
+
+/* QROWS rows from m0 (nr of them stored, see vnni_tile) against every block of weight rows: four
+ * blocks at a time by four rows, two by eight, then one by eight; a pooling window never spans
+ * two tiles (pool divides 4, or is 8). */
 enum { QROWS = 8 };
 
 QTARGET static void vnni_rows(const qout *o, const qsrc *src, int m0, int nr, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K, kg = (K + 3) / 4, nb = (N + 15) / 16, P = src->pool;
-    const int KR = src->krows, G = src->kgroups, full = KR * G;
-    const size_t ks = (size_t)src->kstride;
-    const uint8_t *a[QROWS];
-    int32_t tail[QROWS] = {0}; /* plain rows: the last K % 4 bytes of each row, zero-filled */
-    for (int r = 0; r < QROWS; r++) {
-        a[r] = src_row(src, m0 + (r < nr ? r : 0));
-        if (full < kg) memcpy(&tail[r], a[r] + 4 * (size_t)full, (size_t)(K - 4 * full));
-    }
-    for (int b = 0; b < nb; b++) {
-        const int8_t *wp = W->packed + (size_t)b * kg * 64;
-        __m512i acc[QROWS];
-        for (int r = 0; r < QROWS; r++) acc[r] = _mm512_setzero_si512();
-        for (int kr = 0; kr < KR; kr++) {
-            const int8_t *wk = wp + (size_t)kr * G * 64;
-            const size_t off = (size_t)kr * ks;
-            for (int g = 0; g < G; g++) {
-                const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
-                for (int r = 0; r < QROWS; r++) {
-                    int32_t v;
-                    memcpy(&v, a[r] + off + 4 * (size_t)g, 4);
-                    acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
-                }
-            }
+    const int nb = (W->N + 15) / 16;
+    int b = 0;
+    if (src->pool <= 4)
+        for (; b + 4 <= nb; b += 4) {
+            vnni_tile_4x4(o, src, m0, nr < 4 ? nr : 4, b, W);
+            if (nr > 4) vnni_tile_4x4(o, src, m0 + 4, nr - 4, b, W);
         }
-        if (full < kg) {
-            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)full * 64));
-            for (int r = 0; r < QROWS; r++)
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(tail[r]), w);
-        }
-        const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
-        if (P == 1) {
-            for (int r = 0; r < nr; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r]);
-            continue;
-        }
-        const __mmask16 falls = o->ep->falls ? o->ep->falls[b] : 0;
-        for (int r = 0; r < nr; r += P) {
-            __m512i best = acc[r];
-            for (int j = 1; j < P; j++) best = vnni_pick(best, acc[r + j], falls);
-            vnni_store(o, W, (m0 + r) / P, n0, nn, best);
-        }
-    }
+    for (; b + 2 <= nb; b += 2) vnni_tile_8x2(o, src, m0, nr, b, W);
+    for (; b < nb; b++) vnni_tile_8x1(o, src, m0, nr, b, W);
 }
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
