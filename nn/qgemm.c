@@ -56,10 +56,13 @@ void nn_qweights_pack(nn_qweights *p, const int8_t *w, int N, int K)
     memcpy(p->w, w, (size_t)N * K);
     p->packed = xd_xcalloc(nb * kg * 64, 1);
     p->wsum = xd_xcalloc((size_t)N, sizeof *p->wsum);
+    p->twice = N <= 8 ? xd_xcalloc(kg * 64, 1) : NULL;
     for (int n = 0; n < N; n++) {
         int8_t *blk = p->packed + (size_t)(n / 16) * kg * 64;
         for (int k = 0; k < K; k++) {
-            blk[(size_t)(k / 4) * 64 + (n % 16) * 4 + k % 4] = w[(size_t)n * K + k];
+            const size_t at = (size_t)(k / 4) * 64 + (n % 16) * 4 + k % 4;
+            blk[at] = w[(size_t)n * K + k];
+            if (p->twice) p->twice[at] = p->twice[at + 32] = w[(size_t)n * K + k];
             p->wsum[n] += w[(size_t)n * K + k];
         }
     }
@@ -69,6 +72,7 @@ void nn_qweights_free(nn_qweights *p)
 {
     free(p->w);
     free(p->packed);
+    free(p->twice);
     free(p->wsum);
     memset(p, 0, sizeof *p);
 }
@@ -193,8 +197,66 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 #ifdef QGEMM_X86
 #define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
 
-/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_row's operations, in
- * the same order, 16 lanes at a time. */
+/* An epilogue's per-output values in lanes: wsum, mult, bias and the batch norm's. */
+typedef struct {
+    __m512i ws;
+    __m512 mult, bias, gamma, mean, sd, beta;
+} vparams;
+
+/* ep's values of outputs n0..n0+nn in lanes 0..nn (the rest 0, sd 1); twice: nn <= 8, and the
+ * same again in lanes 8.. */
+QTARGET static inline vparams vnni_params(const nn_qepilogue *ep, const int32_t *wsum, int n0,
+                                          int nn, int twice)
+{
+    const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+#define VLOAD(p) (twice ? _mm512_shuffle_f32x4(_mm512_maskz_loadu_ps(mask, p), \
+                                               _mm512_maskz_loadu_ps(mask, p), 0x44) \
+                        : _mm512_maskz_loadu_ps(mask, p))
+    vparams v;
+    v.ws = _mm512_maskz_loadu_epi32(mask, wsum + n0);
+    if (twice) v.ws = _mm512_shuffle_i32x4(v.ws, v.ws, 0x44);
+    v.mult = VLOAD(ep->mult + n0);
+    v.bias = VLOAD(ep->bias + n0);
+    if (ep->bn_mean) {
+        v.gamma = VLOAD(ep->bn_gamma + n0);
+        v.mean = VLOAD(ep->bn_mean + n0);
+        v.beta = VLOAD(ep->bn_beta + n0);
+        /* masked lanes: 0 / 1, not 0 / 0 */
+        v.sd = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0);
+        if (twice) v.sd = _mm512_shuffle_f32x4(v.sd, v.sd, 0x44);
+    }
+#undef VLOAD
+    return v;
+}
+
+/* requant_row's operations on the sums acc, in the same order, 16 lanes at a time: the floats
+ * (relu applied), or, when ep writes codes, the codes as int32. */
+QTARGET static inline __m512 vnni_value(const nn_qepilogue *ep, const vparams *v, __m512i acc)
+{
+    __m512 y = _mm512_add_ps(
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
+                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), v->ws))),
+                      v->mult),
+        v->bias);
+    if (ep->bn_mean)
+        y = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd),
+                          v->beta);
+    return ep->relu && !ep->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+}
+
+QTARGET static inline __m128i vnni_codes(const nn_qepilogue *ep, __m512 y)
+{
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(ep->lo)), _mm512_set1_ps(ep->hi));
+    const __m512i c = _mm512_max_epi32(
+        _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
+        _mm512_set1_epi32(ep->floor));
+    /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
+    return _mm512_cvtusepi32_epi8(c);
+}
+
+/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says. */
 QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn,
                                       __m512i acc)
 {
@@ -204,31 +266,41 @@ QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m
         _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, mask, acc);
         return;
     }
-    const __m512i ws = _mm512_maskz_loadu_epi32(mask, W->wsum + n0);
-    __m512 y = _mm512_add_ps(
-        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
-                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), ws))),
-                      _mm512_maskz_loadu_ps(mask, ep->mult + n0)),
-        _mm512_maskz_loadu_ps(mask, ep->bias + n0));
-    if (ep->bn_mean) /* masked lanes: 0 / 1, not 0 / 0 */
-        y = _mm512_add_ps(
-            _mm512_div_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, ep->bn_gamma + n0),
-                                        _mm512_sub_ps(y, _mm512_maskz_loadu_ps(mask, ep->bn_mean + n0))),
-                          _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0)),
-            _mm512_maskz_loadu_ps(mask, ep->bn_beta + n0));
-    if (!ep->codes) {
-        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask,
-                              ep->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
+    const vparams v = vnni_params(ep, W->wsum, n0, nn, 0);
+    const __m512 y = vnni_value(ep, &v, acc);
+    if (!ep->codes) _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask, y);
+    else _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, vnni_codes(ep, y));
+}
+
+/* Two rows' sums in one register (N <= 8): row m's in lanes 0..N, row m + 1's (when two) in
+ * lanes 8..8 + N, stored as o says. */
+QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, int m, int two,
+                                          __m512i acc)
+{
+    const int N = W->N;
+    const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
+    const nn_qepilogue *ep = o->ep;
+    /* row m + 1's lanes moved down to 0.. for its store */
+    if (!ep) {
+        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc, lo, acc);
+        _mm512_mask_storeu_epi32(o->C + (size_t)(m + 1) * o->ldc, hi,
+                                 _mm512_shuffle_i32x4(acc, acc, 0xEE));
         return;
     }
-    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(ep->lo)), _mm512_set1_ps(ep->hi));
-    const __m512i c = _mm512_max_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
-        _mm512_set1_epi32(ep->floor));
-    /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
-    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, _mm512_cvtusepi32_epi8(c));
+    const vparams v = vnni_params(ep, W->wsum, 0, N, 1);
+    const __m512 y = vnni_value(ep, &v, acc);
+    if (!ep->codes) {
+        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy, lo, y);
+        _mm512_mask_storeu_ps(ep->y + (size_t)(m + 1) * ep->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
+        return;
+    }
+    const __m128i c = vnni_codes(ep, y);
+    if (N == 8 && ep->ldc == 8 && two) { /* both rows' codes side by side */
+        _mm_storeu_si128((__m128i *)(void *)(ep->codes + (size_t)m * 8), c);
+        return;
+    }
+    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc, lo, c);
+    _mm_mask_storeu_epi8(ep->codes + (size_t)(m + 1) * ep->ldc, hi, _mm_srli_si128(c, 8));
 }
 
 /* a and b pooled: the larger, or the smaller in the lanes of falls */
@@ -316,6 +388,53 @@ QTARGET static void vnni_tile_4x4(const qout *o, const qsrc *src, int m0, int nr
     vnni_tile(o, src, m0, nr, b0, W, 4, 4);
 }
 
+/* N <= 8 windows (no K % 4 tail): 16 rows from m0 (nr of them stored), two in each register,
+ * row 2p's four bytes broadcast to lanes 0..8 and row 2p + 1's to lanes 8..16, against the
+ * weights twice over, so every lane works. Pooled (pool 2, 4 or 8: pool / 2 registers a window),
+ * two windows' results share a register: the halves of each window's picked, then paired. */
+QTARGET static void vnni_pairs(const qout *o, const qsrc *src, int m0, int nr,
+                               const nn_qweights *W)
+{
+    const int P = src->pool, KR = src->krows, G = src->kgroups;
+    const size_t ks = (size_t)src->kstride;
+    const uint8_t *a[16];
+    for (int r = 0; r < 16; r++) a[r] = src_row(src, m0 + (r < nr ? r : 0));
+    __m512i acc[8];
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_si512();
+    for (int kr = 0; kr < KR; kr++) {
+        const int8_t *wk = W->twice + (size_t)kr * G * 64;
+        const size_t off = (size_t)kr * ks;
+        for (int g = 0; g < G; g++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
+            for (int p = 0; p < 8; p++) {
+                int32_t v0, v1;
+                memcpy(&v0, a[2 * p] + off + 4 * (size_t)g, 4);
+                memcpy(&v1, a[2 * p + 1] + off + 4 * (size_t)g, 4);
+                const __m512i av = _mm512_mask_set1_epi32(_mm512_set1_epi32(v0), 0xFF00, v1);
+                acc[p] = _mm512_dpbusd_epi32(acc[p], av, w);
+            }
+        }
+    }
+    if (P == 1) {
+        for (int p = 0; 2 * p < nr; p++) vnni_store_two(o, W, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
+        return;
+    }
+    const __mmask16 falls = o->ep->falls ? (__mmask16)((o->ep->falls[0] & 0xFF) * 0x101u) : 0;
+    const int V = P / 2, windows = nr / P;
+    for (int w0 = 0; w0 < windows; w0 += 2) {
+        const int w1 = w0 + 1 < windows ? w0 + 1 : w0;
+        __m512i x = acc[w0 * V], y = acc[w1 * V];
+        for (int i = 1; i < V; i++) {
+            x = vnni_pick(x, acc[w0 * V + i], falls);
+            y = vnni_pick(y, acc[w1 * V + i], falls);
+        }
+        /* [x's halves' first, y's halves' first] against [x's second, y's second] */
+        const __m512i best = vnni_pick(_mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                                       _mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(3, 2, 3, 2)), falls);
+        vnni_store_two(o, W, m0 / P + w0, w0 + 1 < windows, best);
+    }
+}
+
 /* QROWS rows from m0 (nr of them stored, see vnni_tile) against every block of weight rows: four
  * blocks at a time by four rows, two by eight, then one by eight; a pooling window never spans
  * two tiles (pool divides 4, or is 8). */
@@ -385,6 +504,10 @@ QTARGET static void vnni_pool(const qout *o, const int32_t *C, int OH, int OW, i
 
 static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
+    if (W->twice && src->rowoff && (src->pool == 1 || src->pool % 2 == 0)) {
+        for (int m0 = 0; m0 < M; m0 += 16) vnni_pairs(o, src, m0, M - m0 < 16 ? M - m0 : 16, W);
+        return;
+    }
     const int MR = M / QROWS * QROWS;
     if (qgemm_parallel(o, M, W)) {
 #pragma omp parallel for

@@ -28,11 +28,13 @@ nn_qisa nn_qgemm_use(nn_qisa isa);
 
 /* The weights (N rows of K), as given and packed for the VNNI kernel: blocks of 16 rows, each
  * K rounded up to a multiple of 4 with zeros, laid out [K/4][16][4]; wsum[n] = sum_k w[n][k]
- * (what a zero point multiplies). */
+ * (what a zero point multiplies). N <= 8: also twice over in one block (rows 8.. repeat rows
+ * 0..), for products of two rows of A at once. */
 typedef struct {
     int N, K;
     int8_t *w;       /* (N, K) */
     int8_t *packed;  /* (ceil(N/16), ceil(K/4), 16, 4) */
+    int8_t *twice;   /* N <= 8: (ceil(K/4), 16, 4), else NULL */
     int32_t *wsum;   /* (N) */
 } nn_qweights;
 

@@ -425,7 +425,9 @@ static void test_engine_whole_models(void **state)
  * flatten and dropout to signed levels (the relu's floor is then the code of 0), batch norm and avgpool
  * between (floats there), and an early exit read alone; batch norms in the epilogue, with
  * gammas of either sign, on codes through a max pool the product pools (k 2, odd sizes), one it
- * does not (stride 1), after a linear layer, before a tanh, and on floats (relu, then gap). */
+ * does not (stride 1), after a linear layer, before a tanh, and on floats (relu, then gap); and
+ * convolutions of 8 outputs or fewer (two rows to a register), pooled and not, an odd number of
+ * pooling windows. */
 static void test_engine_infer_same_bits(void **state)
 {
     (void)state;
@@ -443,8 +445,10 @@ static void test_engine_infer_same_bits(void **state)
         "input h=10 w=10 c=3; conv2d out=20 k=3 pad=1; batchnorm; relu; maxpool k=2; "
         "conv2d out=12 k=3 pad=1; batchnorm; maxpool k=2 stride=1; relu; flatten; linear out=8; "
         "batchnorm; relu; linear out=6; batchnorm; tanh; linear out=5 head",
-        "input h=9 w=9 c=2; conv2d out=16 k=3 pad=1; relu; maxpool k=2; "
+        "input h=10 w=7 c=2; conv2d out=6 k=3 pad=1; relu; maxpool k=2; "
         "conv2d out=24 k=3 pad=1 stride=2; batchnorm; relu; gap; linear out=3 head",
+        "input h=6 w=6 c=1; conv2d out=5 k=3 pad=1; batchnorm; maxpool k=2 stride=2 name=p; "
+        "relu; conv2d out=7 k=1; relu; flatten; linear out=2 head",
     };
     const int threads = xd_threads_get(), batches[] = {1, 5, 64};
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
