@@ -153,29 +153,27 @@ static inline const uint8_t *src_row(const qsrc *a, int m)
     return a->rowoff ? a->A + a->rowoff[m] : a->A + (size_t)m * a->lda;
 }
 
-/* The offset of group g of a row (g < krows * kgroups). */
-static inline size_t src_group(const qsrc *a, int g)
+/* The groups of a window (krows runs of kgroups, kstride apart) gathered into one row. */
+static void src_gather(uint8_t *row, const qsrc *a, const uint8_t *from)
 {
-    return (size_t)(g / a->kgroups) * (size_t)a->kstride + 4 * (size_t)(g % a->kgroups);
+    for (int kr = 0; kr < a->krows; kr++)
+        memcpy(row + (size_t)kr * a->kgroups * 4, from + (size_t)kr * a->kstride,
+               (size_t)a->kgroups * 4);
 }
 
-static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+/* The portable kernel's outputs mo0..mo1; row: K bytes of room for a window (NULL: plain rows). */
+static void portable_rows(const qout *o, const qsrc *src, int mo0, int mo1, const nn_qweights *W,
+                          uint8_t *row)
 {
     const int N = W->N, K = W->K, P = src->pool;
-#pragma omp parallel if (qgemm_parallel(o, M, W))
-    {
-        /* a window read in place is first gathered into one row (K is a multiple of 4 then), so
-         * the products run over contiguous bytes */
-        uint8_t *row = src->rowoff ? xd_xmalloc((size_t)K) : NULL;
-#pragma omp for
-        for (int mo = 0; mo < M / P; mo++)
+    for (int mo = mo0; mo < mo1; mo++)
             for (int n0 = 0; n0 < N; n0 += QBLOCK) {
                 const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
                 int32_t acc[QBLOCK], best[QBLOCK];
                 for (int r = 0; r < P; r++) {
                     const uint8_t *a = src_row(src, mo * P + r);
                     if (row) {
-                        for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, a + src_group(src, g), 4);
+                        src_gather(row, src, a);
                         a = row;
                     }
                     for (int j = 0; j < cnt; j++) {
@@ -190,6 +188,24 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
                 if (o->ep) requant_row(o->ep, W->wsum, mo, n0, cnt, best);
                 else memcpy(o->C + (size_t)mo * o->ldc + n0, best, sizeof(int32_t) * (size_t)cnt);
             }
+}
+
+static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+{
+    /* a window read in place is first gathered into one row (K is a multiple of 4 then), so the
+     * products run over contiguous bytes */
+    enum { ROW_STACK = 4096 };
+    const int MO = M / src->pool;
+    if (!qgemm_parallel(o, M, W) && W->K <= ROW_STACK) {
+        uint8_t row[ROW_STACK];
+        portable_rows(o, src, 0, MO, W, src->rowoff ? row : NULL);
+        return;
+    }
+#pragma omp parallel if (qgemm_parallel(o, M, W))
+    {
+        uint8_t *row = src->rowoff ? xd_xmalloc((size_t)W->K) : NULL;
+#pragma omp for
+        for (int mo = 0; mo < MO; mo++) portable_rows(o, src, mo, mo + 1, W, row);
         free(row);
     }
 }
@@ -466,9 +482,15 @@ QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qwe
         const int nbl = nb - b0 < 4 ? nb - b0 : 4;
         __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                           _mm512_setzero_si512()};
-        for (int g = 0; g < kg; g++) {
+        const uint8_t *at = a; /* group g's bytes */
+        for (int g = 0, in_run = 0; g < kg; g++) {
             int32_t v = tail;
-            if (g < full) memcpy(&v, a + src_group(src, g), 4);
+            if (g < full) memcpy(&v, at, 4);
+            if (++in_run < src->kgroups) at += 4;
+            else {
+                in_run = 0;
+                at += (size_t)src->kstride - 4 * (size_t)(src->kgroups - 1);
+            }
             const __m512i av = _mm512_set1_epi32(v);
             for (int j = 0; j < nbl; j++)
                 acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
