@@ -20,6 +20,7 @@ static const bench_suite suites[] = {
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512 (under mpirun: over the ranks)", bench_scale},
     {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64; then int8", bench_infer},
+    {"int8", "infer's last rows alone: float vs int8 vs channel-pruned students at 1 thread", bench_int8},
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
      bench_exits},
@@ -189,8 +190,9 @@ int cmd_bench(int argc, char **argv)
             if (n_chosen < 16) chosen[n_chosen++] = &suites[k];
         }
     }
-    if (!n_chosen)
-        for (size_t k = 0; k < sizeof suites / sizeof suites[0]; k++) chosen[n_chosen++] = &suites[k];
+    if (!n_chosen) /* every suite (int8's rows are infer's last) */
+        for (size_t k = 0; k < sizeof suites / sizeof suites[0]; k++)
+            if (suites[k].run != bench_int8) chosen[n_chosen++] = &suites[k];
     /* under mpirun: the scale suite's data-parallel rows, printed by rank 0 */
     if (dist_size() > 1 && (n_chosen != 1 || chosen[0]->run != bench_scale))
         return cli_usage_error("bench", "under mpirun only the scale suite runs (its rows over "

@@ -44,6 +44,8 @@ int bench_train(const bench_opts *o);
 int bench_distill(const bench_opts *o);
 int bench_scale(const bench_opts *o);
 int bench_infer(const bench_opts *o);
+/* The infer suite's int8 rows alone. */
+int bench_int8(const bench_opts *o);
 int bench_zoo(const bench_opts *o);
 int bench_exits(const bench_opts *o);
 int bench_grow(const bench_opts *o);

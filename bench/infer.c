@@ -247,7 +247,9 @@ static int enter_source_folder(void)
     return -1;
 }
 
-int bench_infer(const bench_opts *o)
+/* The suite's rows (the float students against ONNX Runtime unless int8_only, then the int8
+ * ones) from the source folder, with a temporary folder for the files. */
+static int infer_rows(const bench_opts *o, int int8_only)
 {
     const int here = open(".", O_RDONLY | O_DIRECTORY);
     if (here < 0 || enter_source_folder() != 0) {
@@ -258,10 +260,10 @@ int bench_infer(const bench_opts *o)
     const int all = xd_threads_get();
     char *modules = io_path_join(sets_cache_dir(NULL), "onnxruntime/node_modules");
     char *pkg = io_path_join(modules, "onnxruntime-node");
-    const int have_ort = exists(pkg) && exists(ORT_SCRIPT) &&
+    const int have_ort = !int8_only && exists(pkg) && exists(ORT_SCRIPT) &&
                          system("node --version > /dev/null 2>&1") == 0;
     free(pkg);
-    if (!have_ort)
+    if (!have_ort && !int8_only)
         fprintf(stderr, "xdistill bench: ONNX Runtime is not run: it needs node, %s/onnxruntime-node "
                         "(scripts/setup.sh installs it) and %s (run from the source folder)\n",
                 modules, ORT_SCRIPT);
@@ -272,14 +274,14 @@ int bench_infer(const bench_opts *o)
         return 1;
     }
     const int slot = io_temp_add(tmp, 1);
-    if (!o->json)
+    if (!o->json && !int8_only)
         fprintf(o->out, "\ninference: images/s, median of repeated calls, input in memory; ours = "
                         "xdistill_predict, ORT = ONNX Runtime (onnxruntime-node) on the exported "
                         "model; cpu = ORT's CPU seconds per call over ours\n"
                         "  %-12s %5s %3s %12s %12s %8s %8s\n",
                 "model", "batch", "thr", "ours", "ORT", "ours/ORT", "cpu");
     int rc = 0;
-    for (size_t k = 0; k < sizeof cases / sizeof cases[0] && !rc; k++)
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0] && !rc && !int8_only; k++)
         rc = bench_case(o, &cases[k], tmp, have_ort ? modules : NULL);
     if (!rc) rc = bench_infer_int8(o, tmp);
     io_remove_tree(tmp);
@@ -290,3 +292,7 @@ int bench_infer(const bench_opts *o)
     close(here);
     return rc;
 }
+
+int bench_infer(const bench_opts *o) { return infer_rows(o, 0); }
+
+int bench_int8(const bench_opts *o) { return infer_rows(o, 1); }

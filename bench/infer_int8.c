@@ -1,5 +1,5 @@
-/* The infer suite's rows of compressed students: for the small students (the Fashion MLP student
- * and the small CNN of the zoo benchmark), images/s of xdistill_predict on the float checkpoint,
+/* The infer suite's rows of compressed students: for the students (the Fashion MLP student, the
+ * small CNN of the zoo benchmark and the emoji image CNN), images/s of xdistill_predict on the float checkpoint,
  * on its int8 form (the integer kernel this CPU has, and the portable kernel forced) and on its
  * channel-pruned form (half of each conv2d's filters removed, as `xdistill prune --channels 0.5`
  * does; a model without a conv2d has none) at one thread, batch 1 and 64, and the bytes of the
@@ -27,6 +27,7 @@ static const struct {
 } qcases[] = {
     {"fashion_mlp", "Fashion MLP student 784-128-10", "recipes/fashion/student.yaml"},
     {"zoo_cnn", "zoo benchmark's small student CNN", "recipes/zoo/labels.yaml"},
+    {"emoji_cnn", "emoji image student CNN", "recipes/emoji/image-full.yaml"},
 };
 
 static const int qbatches[] = {1, 64};

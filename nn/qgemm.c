@@ -56,10 +56,13 @@ void nn_qweights_pack(nn_qweights *p, const int8_t *w, int N, int K)
     memcpy(p->w, w, (size_t)N * K);
     p->packed = xd_xcalloc(nb * kg * 64, 1);
     p->wsum = xd_xcalloc((size_t)N, sizeof *p->wsum);
+    p->twice = N <= 8 ? xd_xcalloc(kg * 64, 1) : NULL;
     for (int n = 0; n < N; n++) {
         int8_t *blk = p->packed + (size_t)(n / 16) * kg * 64;
         for (int k = 0; k < K; k++) {
-            blk[(size_t)(k / 4) * 64 + (n % 16) * 4 + k % 4] = w[(size_t)n * K + k];
+            const size_t at = (size_t)(k / 4) * 64 + (n % 16) * 4 + k % 4;
+            blk[at] = w[(size_t)n * K + k];
+            if (p->twice) p->twice[at] = p->twice[at + 32] = w[(size_t)n * K + k];
             p->wsum[n] += w[(size_t)n * K + k];
         }
     }
@@ -69,6 +72,7 @@ void nn_qweights_free(nn_qweights *p)
 {
     free(p->w);
     free(p->packed);
+    free(p->twice);
     free(p->wsum);
     memset(p, 0, sizeof *p);
 }
@@ -78,22 +82,25 @@ typedef struct {
     int32_t *C;
     int ldc;
     const nn_qepilogue *ep;
-    int relu; /* floats: max(y, 0) */
 } qout;
 
-/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue); relu: floats
- * max(y, 0). Loops plain enough to vectorise. */
+/* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue). Loops plain
+ * enough to vectorise. */
 enum { QBLOCK = 64 };
 
 static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int n0, int cnt,
-                        const int32_t *acc, int relu)
+                        const int32_t *acc)
 {
     float y[QBLOCK];
     for (int j = 0; j < cnt; j++)
         y[j] = (float)(acc[j] - ep->zero * wsum[n0 + j]) * ep->mult[n0 + j] + ep->bias[n0 + j];
+    if (ep->bn_mean)
+        for (int j = 0; j < cnt; j++)
+            y[j] = ep->bn_gamma[n0 + j] * (y[j] - ep->bn_mean[n0 + j]) / ep->bn_sd[n0 + j] +
+                   ep->bn_beta[n0 + j];
     if (!ep->codes) {
         float *out = ep->y + (size_t)m * ep->ldy + n0;
-        if (relu)
+        if (ep->relu)
             for (int j = 0; j < cnt; j++) out[j] = y[j] > 0.0f ? y[j] : 0.0f;
         else
             memcpy(out, y, sizeof(float) * (size_t)cnt);
@@ -109,79 +116,152 @@ static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int 
     }
 }
 
+/* Whether output n of a pooled epilogue takes its window's smallest sum (see nn_qepilogue). */
+static int pool_falls(const nn_qepilogue *ep, int n)
+{
+    return ep && ep->falls && (ep->falls[n / 16] >> (n % 16) & 1);
+}
+
+/* best[j] and c[j] pooled: the larger, or the smaller for the outputs n0 + j that fall. */
+static void pool_pick(int32_t *best, const int32_t *c, const nn_qepilogue *ep, int n0, int cnt)
+{
+    for (int j = 0; j < cnt; j++)
+        best[j] = pool_falls(ep, n0 + j) ? (c[j] < best[j] ? c[j] : best[j])
+                                         : (c[j] > best[j] ? c[j] : best[j]);
+}
+
 /* Where a kernel reads its rows of A: row m at A + m * lda, or, for convolution windows read in
- * place, at A + rowoff[m]; its k-th four bytes at 4 * k from there, or at koff[k]. */
+ * place, at A + rowoff[m]; its four-byte groups as krows runs of kgroups, kstride bytes apart
+ * (plain rows: one run of K / 4, and the K % 4 bytes after). pool: rows pooled per output. */
 typedef struct {
     const uint8_t *A;
     int lda;
-    const int32_t *rowoff, *koff;
+    const int32_t *rowoff;
+    int krows, kgroups, kstride, pool;
 } qsrc;
+
+/* Whether a product is spread over the threads: an int32 matrix large enough (an epilogue's
+ * callers run a chunk of images per thread). A product that is not never enters a parallel
+ * region, whose cost (even of one thread, inside another region) is more than a small one's. */
+static int qgemm_parallel(const qout *o, int M, const nn_qweights *W)
+{
+    return !o->ep && (size_t)M * W->N * W->K > QPAR_MIN;
+}
 
 static inline const uint8_t *src_row(const qsrc *a, int m)
 {
     return a->rowoff ? a->A + a->rowoff[m] : a->A + (size_t)m * a->lda;
 }
 
-static inline const uint8_t *src_group(const qsrc *a, const uint8_t *row, int g)
+/* The groups of a window (krows runs of kgroups, kstride apart) gathered into one row. */
+static void src_gather(uint8_t *row, const qsrc *a, const uint8_t *from)
 {
-    return row + (a->koff ? a->koff[g] : 4 * g);
+    for (int kr = 0; kr < a->krows; kr++)
+        memcpy(row + (size_t)kr * a->kgroups * 4, from + (size_t)kr * a->kstride,
+               (size_t)a->kgroups * 4);
+}
+
+/* The portable kernel's outputs mo0..mo1; row: K bytes of room for a window (NULL: plain rows). */
+static void portable_rows(const qout *o, const qsrc *src, int mo0, int mo1, const nn_qweights *W,
+                          uint8_t *row)
+{
+    const int N = W->N, K = W->K, P = src->pool;
+    for (int mo = mo0; mo < mo1; mo++)
+            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
+                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
+                int32_t acc[QBLOCK], best[QBLOCK];
+                for (int r = 0; r < P; r++) {
+                    const uint8_t *a = src_row(src, mo * P + r);
+                    if (row) {
+                        src_gather(row, src, a);
+                        a = row;
+                    }
+                    for (int j = 0; j < cnt; j++) {
+                        const int8_t *w = W->w + (size_t)(n0 + j) * K;
+                        int32_t s = 0;
+                        for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
+                        acc[j] = s;
+                    }
+                    if (r) pool_pick(best, acc, o->ep, n0, cnt);
+                    else memcpy(best, acc, sizeof(int32_t) * (size_t)cnt);
+                }
+                if (o->ep) requant_row(o->ep, W->wsum, mo, n0, cnt, best);
+                else memcpy(o->C + (size_t)mo * o->ldc + n0, best, sizeof(int32_t) * (size_t)cnt);
+            }
 }
 
 static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K;
-#pragma omp parallel if (!o->ep && (size_t)M * N * K > QPAR_MIN)
+    /* a window read in place is first gathered into one row (K is a multiple of 4 then), so the
+     * products run over contiguous bytes */
+    enum { ROW_STACK = 4096 };
+    const int MO = M / src->pool;
+    if (!qgemm_parallel(o, M, W) && W->K <= ROW_STACK) {
+        uint8_t row[ROW_STACK];
+        portable_rows(o, src, 0, MO, W, src->rowoff ? row : NULL);
+        return;
+    }
+#pragma omp parallel if (qgemm_parallel(o, M, W))
     {
-        /* a window read in place is first gathered into one row (K is a multiple of 4 then), so
-         * the products run over contiguous bytes */
-        uint8_t *row = src->koff ? xd_xmalloc((size_t)K) : NULL;
+        uint8_t *row = src->rowoff ? xd_xmalloc((size_t)W->K) : NULL;
 #pragma omp for
-        for (int m = 0; m < M; m++) {
-            const uint8_t *a = src_row(src, m);
-            if (row) {
-                for (int g = 0; g < K / 4; g++) memcpy(row + 4 * g, src_group(src, a, g), 4);
-                a = row;
-            }
-            for (int n0 = 0; n0 < N; n0 += QBLOCK) {
-                const int cnt = N - n0 < QBLOCK ? N - n0 : QBLOCK;
-                int32_t acc[QBLOCK];
-                for (int j = 0; j < cnt; j++) {
-                    const int8_t *w = W->w + (size_t)(n0 + j) * K;
-                    int32_t s = 0;
-                    for (int k = 0; k < K; k++) s += (int32_t)a[k] * (int32_t)w[k];
-                    acc[j] = s;
-                }
-                if (o->ep) requant_row(o->ep, W->wsum, m, n0, cnt, acc, 0);
-                else memcpy(o->C + (size_t)m * o->ldc + n0, acc, sizeof(int32_t) * (size_t)cnt);
-            }
-        }
+        for (int mo = 0; mo < MO; mo++) portable_rows(o, src, mo, mo + 1, W, row);
         free(row);
     }
 }
 
 #ifdef QGEMM_X86
-/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says: requant_one's operations, in
- * the same order, 16 lanes at a time. */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static inline void
-vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i acc)
+#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+
+/* An epilogue's per-output values in lanes: wsum, mult, bias and the batch norm's. */
+typedef struct {
+    __m512i ws;
+    __m512 mult, bias, gamma, mean, sd, beta;
+} vparams;
+
+/* ep's values of outputs n0..n0+nn in lanes 0..nn (the rest 0, sd 1); twice: nn <= 8, and the
+ * same again in lanes 8.. */
+QTARGET static inline vparams vnni_params(const nn_qepilogue *ep, const int32_t *wsum, int n0,
+                                          int nn, int twice)
 {
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-    const nn_qepilogue *ep = o->ep;
-    if (!ep) {
-        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, mask, acc);
-        return;
+#define VLOAD(p) (twice ? _mm512_shuffle_f32x4(_mm512_maskz_loadu_ps(mask, p), \
+                                               _mm512_maskz_loadu_ps(mask, p), 0x44) \
+                        : _mm512_maskz_loadu_ps(mask, p))
+    vparams v;
+    v.ws = _mm512_maskz_loadu_epi32(mask, wsum + n0);
+    if (twice) v.ws = _mm512_shuffle_i32x4(v.ws, v.ws, 0x44);
+    v.mult = VLOAD(ep->mult + n0);
+    v.bias = VLOAD(ep->bias + n0);
+    if (ep->bn_mean) {
+        v.gamma = VLOAD(ep->bn_gamma + n0);
+        v.mean = VLOAD(ep->bn_mean + n0);
+        v.beta = VLOAD(ep->bn_beta + n0);
+        /* masked lanes: 0 / 1, not 0 / 0 */
+        v.sd = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0);
+        if (twice) v.sd = _mm512_shuffle_f32x4(v.sd, v.sd, 0x44);
     }
-    const __m512i ws = _mm512_maskz_loadu_epi32(mask, W->wsum + n0);
-    const __m512 y = _mm512_add_ps(
+#undef VLOAD
+    return v;
+}
+
+/* requant_row's operations on the sums acc, in the same order, 16 lanes at a time: the floats
+ * (relu applied), or, when ep writes codes, the codes as int32. */
+QTARGET static inline __m512 vnni_value(const nn_qepilogue *ep, const vparams *v, __m512i acc)
+{
+    __m512 y = _mm512_add_ps(
         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
-                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), ws))),
-                      _mm512_maskz_loadu_ps(mask, ep->mult + n0)),
-        _mm512_maskz_loadu_ps(mask, ep->bias + n0));
-    if (!ep->codes) {
-        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask,
-                              o->relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y);
-        return;
-    }
+                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), v->ws))),
+                      v->mult),
+        v->bias);
+    if (ep->bn_mean)
+        y = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd),
+                          v->beta);
+    return ep->relu && !ep->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+}
+
+QTARGET static inline __m128i vnni_codes(const nn_qepilogue *ep, __m512 y)
+{
     __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(ep->lo)), _mm512_set1_ps(ep->hi));
@@ -189,62 +269,228 @@ vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn, __m512i a
         _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
         _mm512_set1_epi32(ep->floor));
     /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
-    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, _mm512_cvtusepi32_epi8(c));
+    return _mm512_cvtusepi32_epi8(c);
 }
 
-/* QROWS rows of A at a time against 16 weight rows: each step broadcasts four bytes of a row and
- * adds their products with a packed 64-byte block (16 rows x 4 k) into 16 int32 lanes; QROWS
- * independent sums keep the dot-product unit busy. */
-enum { QROWS = 8 };
-
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_rows(const qout *o, const qsrc *src, int m0, const nn_qweights *W)
+/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says. */
+QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn,
+                                      __m512i acc)
 {
-    const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
-    const uint8_t *a[QROWS];
-    int32_t tail[QROWS] = {0}; /* the last K % 4 bytes of each row, zero-filled */
-    for (int r = 0; r < QROWS; r++) {
-        a[r] = src_row(src, m0 + r);
-        if (full < kg) memcpy(&tail[r], src_group(src, a[r], full), (size_t)(K - 4 * full));
+    const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+    const nn_qepilogue *ep = o->ep;
+    if (!ep) {
+        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, mask, acc);
+        return;
     }
-    for (int b = 0; b < nb; b++) {
-        const int8_t *wp = W->packed + (size_t)b * kg * 64;
-        __m512i acc[QROWS];
-        for (int r = 0; r < QROWS; r++) acc[r] = _mm512_setzero_si512();
-        for (int g = 0; g < full; g++) {
-            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)g * 64));
-            for (int r = 0; r < QROWS; r++) {
+    const vparams v = vnni_params(ep, W->wsum, n0, nn, 0);
+    const __m512 y = vnni_value(ep, &v, acc);
+    if (!ep->codes) _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask, y);
+    else _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, vnni_codes(ep, y));
+}
+
+/* Two rows' sums in one register (N <= 8): row m's in lanes 0..N, row m + 1's (when two) in
+ * lanes 8..8 + N, stored as o says. */
+QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, int m, int two,
+                                          __m512i acc)
+{
+    const int N = W->N;
+    const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
+    const nn_qepilogue *ep = o->ep;
+    /* row m + 1's lanes moved down to 0.. for its store */
+    if (!ep) {
+        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc, lo, acc);
+        _mm512_mask_storeu_epi32(o->C + (size_t)(m + 1) * o->ldc, hi,
+                                 _mm512_shuffle_i32x4(acc, acc, 0xEE));
+        return;
+    }
+    const vparams v = vnni_params(ep, W->wsum, 0, N, 1);
+    const __m512 y = vnni_value(ep, &v, acc);
+    if (!ep->codes) {
+        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy, lo, y);
+        _mm512_mask_storeu_ps(ep->y + (size_t)(m + 1) * ep->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
+        return;
+    }
+    const __m128i c = vnni_codes(ep, y);
+    if (N == 8 && ep->ldc == 8 && two) { /* both rows' codes side by side */
+        _mm_storeu_si128((__m128i *)(void *)(ep->codes + (size_t)m * 8), c);
+        return;
+    }
+    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc, lo, c);
+    _mm_mask_storeu_epi8(ep->codes + (size_t)(m + 1) * ep->ldc, hi, _mm_srli_si128(c, 8));
+}
+
+/* a and b pooled: the larger, or the smaller in the lanes of falls */
+QTARGET static inline __m512i vnni_pick(__m512i a, __m512i b, __mmask16 falls)
+{
+    return _mm512_mask_blend_epi32(falls, _mm512_max_epi32(a, b), _mm512_min_epi32(a, b));
+}
+
+/* RB rows of A against NB blocks of 16 weight rows at a time (RB * NB independent sums keep the
+ * dot-product unit busy): each step broadcasts four bytes of each row and adds their products
+ * with a packed 64-byte block (16 rows x 4 k) of each block into 16 int32 lanes, so a broadcast
+ * serves NB products and a block's load RB. Rows m0..m0+nr (nr <= RB) are stored (the rest
+ * repeat row m0 and are dropped), outputs b0 * 16..; pooled, each src->pool rows give one
+ * output. RB (<= 8) and NB (<= 4) are constants where it is inlined. */
+QTARGET static inline __attribute__((always_inline)) void
+vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweights *W,
+          const int RB, const int NB)
+{
+    const int N = W->N, K = W->K, kg = (K + 3) / 4, P = src->pool;
+    const int KR = src->krows, G = src->kgroups, full = KR * G;
+    const size_t ks = (size_t)src->kstride;
+    const uint8_t *a[8];
+    int32_t tail[8]; /* plain rows: the last K % 4 bytes of each row, zero-filled */
+    for (int r = 0; r < RB; r++) {
+        a[r] = src_row(src, m0 + (r < nr ? r : 0));
+        tail[r] = 0;
+        if (full < kg) memcpy(&tail[r], a[r] + 4 * (size_t)full, (size_t)(K - 4 * full));
+    }
+    const int8_t *wp = W->packed + (size_t)b0 * kg * 64;
+    __m512i acc[8][4];
+    for (int r = 0; r < RB; r++)
+        for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_si512();
+    for (int kr = 0; kr < KR; kr++) {
+        const int8_t *wk = wp + (size_t)kr * G * 64;
+        const size_t off = (size_t)kr * ks;
+        for (int g = 0; g < G; g++) {
+            __m512i w[4];
+            for (int j = 0; j < NB; j++)
+                w[j] = _mm512_loadu_si512((const void *)(wk + ((size_t)j * kg + (size_t)g) * 64));
+            for (int r = 0; r < RB; r++) {
                 int32_t v;
-                memcpy(&v, src_group(src, a[r], g), 4);
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(v), w);
+                memcpy(&v, a[r] + off + 4 * (size_t)g, 4);
+                const __m512i av = _mm512_set1_epi32(v);
+                for (int j = 0; j < NB; j++) acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], av, w[j]);
             }
         }
-        if (full < kg) {
-            const __m512i w = _mm512_loadu_si512((const void *)(wp + (size_t)full * 64));
-            for (int r = 0; r < QROWS; r++)
-                acc[r] = _mm512_dpbusd_epi32(acc[r], _mm512_set1_epi32(tail[r]), w);
-        }
-        const int n0 = b * 16, nn = N - n0 < 16 ? N - n0 : 16;
-        for (int r = 0; r < QROWS; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r]);
     }
+    if (full < kg)
+        for (int j = 0; j < NB; j++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wp + ((size_t)j * kg + full) * 64));
+            for (int r = 0; r < RB; r++)
+                acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], _mm512_set1_epi32(tail[r]), w);
+        }
+    for (int j = 0; j < NB; j++) {
+        const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
+        if (P == 1) {
+            for (int r = 0; r < nr; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r][j]);
+            continue;
+        }
+        const __mmask16 falls = o->ep->falls ? o->ep->falls[b0 + j] : 0;
+        for (int r = 0; r < nr; r += P) {
+            __m512i best = acc[r][j];
+            for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r + i][j], falls);
+            vnni_store(o, W, (m0 + r) / P, n0, nn, best);
+        }
+    }
+}
+
+/* The tiles' shapes: 8 rows of one block, 8 of two, 4 of four (16 sums at most). */
+QTARGET static void vnni_tile_8x1(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 8, 1);
+}
+
+QTARGET static void vnni_tile_8x2(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 8, 2);
+}
+
+QTARGET static void vnni_tile_4x4(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                  const nn_qweights *W)
+{
+    vnni_tile(o, src, m0, nr, b0, W, 4, 4);
+}
+
+/* N <= 8 windows (no K % 4 tail): 16 rows from m0 (nr of them stored), two in each register,
+ * row 2p's four bytes broadcast to lanes 0..8 and row 2p + 1's to lanes 8..16, against the
+ * weights twice over, so every lane works. Pooled (pool 2, 4 or 8: pool / 2 registers a window),
+ * two windows' results share a register: the halves of each window's picked, then paired. */
+QTARGET static void vnni_pairs(const qout *o, const qsrc *src, int m0, int nr,
+                               const nn_qweights *W)
+{
+    const int P = src->pool, KR = src->krows, G = src->kgroups;
+    const size_t ks = (size_t)src->kstride;
+    const uint8_t *a[16];
+    for (int r = 0; r < 16; r++) a[r] = src_row(src, m0 + (r < nr ? r : 0));
+    __m512i acc[8];
+    for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_si512();
+    for (int kr = 0; kr < KR; kr++) {
+        const int8_t *wk = W->twice + (size_t)kr * G * 64;
+        const size_t off = (size_t)kr * ks;
+        for (int g = 0; g < G; g++) {
+            const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
+            for (int p = 0; p < 8; p++) {
+                int32_t v0, v1;
+                memcpy(&v0, a[2 * p] + off + 4 * (size_t)g, 4);
+                memcpy(&v1, a[2 * p + 1] + off + 4 * (size_t)g, 4);
+                const __m512i av = _mm512_mask_set1_epi32(_mm512_set1_epi32(v0), 0xFF00, v1);
+                acc[p] = _mm512_dpbusd_epi32(acc[p], av, w);
+            }
+        }
+    }
+    if (P == 1) {
+        for (int p = 0; 2 * p < nr; p++) vnni_store_two(o, W, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
+        return;
+    }
+    const __mmask16 falls = o->ep->falls ? (__mmask16)((o->ep->falls[0] & 0xFF) * 0x101u) : 0;
+    const int V = P / 2, windows = nr / P;
+    for (int w0 = 0; w0 < windows; w0 += 2) {
+        const int w1 = w0 + 1 < windows ? w0 + 1 : w0;
+        __m512i x = acc[w0 * V], y = acc[w1 * V];
+        for (int i = 1; i < V; i++) {
+            x = vnni_pick(x, acc[w0 * V + i], falls);
+            y = vnni_pick(y, acc[w1 * V + i], falls);
+        }
+        /* [x's halves' first, y's halves' first] against [x's second, y's second] */
+        const __m512i best = vnni_pick(_mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                                       _mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(3, 2, 3, 2)), falls);
+        vnni_store_two(o, W, m0 / P + w0, w0 + 1 < windows, best);
+    }
+}
+
+/* QROWS rows from m0 (nr of them stored, see vnni_tile) against every block of weight rows: four
+ * blocks at a time by four rows, two by eight, then one by eight; a pooling window never spans
+ * two tiles (pool divides 4, or is 8). */
+enum { QROWS = 8 };
+
+QTARGET static void vnni_rows(const qout *o, const qsrc *src, int m0, int nr, const nn_qweights *W)
+{
+    const int nb = (W->N + 15) / 16;
+    int b = 0;
+    if (src->pool <= 4)
+        for (; b + 4 <= nb; b += 4) {
+            vnni_tile_4x4(o, src, m0, nr < 4 ? nr : 4, b, W);
+            if (nr > 4) vnni_tile_4x4(o, src, m0 + 4, nr - 4, b, W);
+        }
+    for (; b + 2 <= nb; b += 2) vnni_tile_8x2(o, src, m0, nr, b, W);
+    for (; b < nb; b++) vnni_tile_8x1(o, src, m0, nr, b, W);
 }
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
  * batch of one, and the rows left over by vnni_rows). */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
+QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 {
-    const int N = W->N, K = W->K, full = K / 4, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const int N = W->N, K = W->K, kg = (K + 3) / 4, nb = (N + 15) / 16;
+    const int full = src->krows * src->kgroups;
     const uint8_t *a = src_row(src, m);
     int32_t tail = 0;
-    if (full < kg) memcpy(&tail, src_group(src, a, full), (size_t)(K - 4 * full));
+    if (full < kg) memcpy(&tail, a + 4 * (size_t)full, (size_t)(K - 4 * full));
     for (int b0 = 0; b0 < nb; b0 += 4) {
         const int nbl = nb - b0 < 4 ? nb - b0 : 4;
         __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
                           _mm512_setzero_si512()};
-        for (int g = 0; g < kg; g++) {
+        const uint8_t *at = a; /* group g's bytes */
+        for (int g = 0, in_run = 0; g < kg; g++) {
             int32_t v = tail;
-            if (g < full) memcpy(&v, src_group(src, a, g), 4);
+            if (g < full) memcpy(&v, at, 4);
+            if (++in_run < src->kgroups) at += 4;
+            else {
+                in_run = 0;
+                at += (size_t)src->kstride - 4 * (size_t)(src->kgroups - 1);
+            }
             const __m512i av = _mm512_set1_epi32(v);
             for (int j = 0; j < nbl; j++)
                 acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
@@ -258,9 +504,8 @@ vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
 }
 
 /* nn_qpool_requant, 16 outputs at a time through vnni_store. */
-__attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"))) static void
-vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int stride,
-          const nn_qweights *W)
+QTARGET static void vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k,
+                              int stride, const nn_qweights *W)
 {
     const int N = W->N;
     for (int oy = 0; oy < OH; oy++)
@@ -268,22 +513,33 @@ vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k, int st
             for (int n0 = 0; n0 < N; n0 += 16) {
                 const int nn = N - n0 < 16 ? N - n0 : 16;
                 const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+                const __mmask16 falls = o->ep->falls ? o->ep->falls[n0 / 16] : 0;
                 const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
                 __m512i best = _mm512_maskz_loadu_epi32(mask, c0);
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++)
-                        best = _mm512_max_epi32(best, _mm512_maskz_loadu_epi32(
-                                                          mask, c0 + ((size_t)ky * Wd + kx) * N));
+                        best = vnni_pick(best, _mm512_maskz_loadu_epi32(
+                                                   mask, c0 + ((size_t)ky * Wd + kx) * N), falls);
                 vnni_store(o, W, oy * OW + ox, n0, nn, best);
             }
 }
 
 static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
+    if (W->twice && src->rowoff && (src->pool == 1 || src->pool % 2 == 0)) {
+        for (int m0 = 0; m0 < M; m0 += 16) vnni_pairs(o, src, m0, M - m0 < 16 ? M - m0 : 16, W);
+        return;
+    }
     const int MR = M / QROWS * QROWS;
-#pragma omp parallel for if (!o->ep && (size_t)M * W->N * W->K > QPAR_MIN)
-    for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, W);
-    for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
+    if (qgemm_parallel(o, M, W)) {
+#pragma omp parallel for
+        for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, QROWS, W);
+    } else {
+        for (int m0 = 0; m0 < MR; m0 += QROWS) vnni_rows(o, src, m0, QROWS, W);
+    }
+    if (src->pool > 1 && MR < M) vnni_rows(o, src, MR, M - MR, W);
+    else
+        for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
 }
 #endif
 
@@ -298,11 +554,17 @@ static void qgemm_run(const qout *o, const qsrc *src, int M, const nn_qweights *
     qgemm_portable(o, src, M, W);
 }
 
+/* Plain rows of A (lda apart): one run of the K / 4 whole groups. */
+static qsrc plain_rows(const uint8_t *A, int lda, const nn_qweights *W)
+{
+    return (qsrc){.A = A, .lda = lda, .krows = 1, .kgroups = W->K / 4, .pool = 1};
+}
+
 void nn_qgemm(int32_t *C, int ldc, const uint8_t *A, int lda, int M, const nn_qweights *W)
 {
     XD_ASSERT(lda >= W->K && ldc >= W->N && M >= 0);
     const qout o = {.C = C, .ldc = ldc};
-    const qsrc src = {.A = A, .lda = lda};
+    const qsrc src = plain_rows(A, lda, W);
     qgemm_run(&o, &src, M, W);
 }
 
@@ -311,25 +573,29 @@ void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
 {
     XD_ASSERT(lda >= W->K && M >= 0 && (ep->codes ? ep->ldc : ep->ldy) >= W->N);
     const qout o = {.ep = ep};
-    const qsrc src = {.A = A, .lda = lda};
+    const qsrc src = plain_rows(A, lda, W);
     qgemm_run(&o, &src, M, W);
 }
 
-void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
-                      int M, const nn_qweights *W, const nn_qepilogue *ep)
+void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M,
+                   const nn_qweights *W, const nn_qepilogue *ep)
 {
-    XD_ASSERT(W->K % 4 == 0 && M >= 0 && (!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N));
+    const int P = win->pool;
+    XD_ASSERT(win->krows > 0 && W->K % (4 * win->krows) == 0 && M >= 0 && P >= 1 && M % P == 0);
+    XD_ASSERT(P == 1 || (ep && (P == 2 || P == 4 || P == 8)));
+    XD_ASSERT(!ep || (ep->codes ? ep->ldc : ep->ldy) >= W->N);
     const qout o = {.C = C, .ldc = W->N, .ep = ep};
-    const qsrc src = {.A = img, .rowoff = rowoff, .koff = koff};
+    const qsrc src = {.A = img, .rowoff = win->rowoff, .krows = win->krows,
+                      .kgroups = W->K / 4 / win->krows, .kstride = win->kstride, .pool = P};
     qgemm_run(&o, &src, M, W);
 }
 
 void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
-                      const nn_qepilogue *ep, int relu)
+                      const nn_qepilogue *ep)
 {
 #ifdef QGEMM_X86
     if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
-        const qout o = {.ep = ep, .relu = relu};
+        const qout o = {.ep = ep};
         vnni_pool(&o, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
         return;
     }
@@ -343,10 +609,8 @@ void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const 
                 int32_t best[QBLOCK];
                 memcpy(best, c0, sizeof(int32_t) * (size_t)cnt);
                 for (int ky = 0; ky < k; ky++)
-                    for (int kx = 0; kx < k; kx++) {
-                        const int32_t *c = c0 + ((size_t)ky * Wd + kx) * N;
-                        for (int j = 0; j < cnt; j++) best[j] = c[j] > best[j] ? c[j] : best[j];
-                    }
-                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best, relu);
+                    for (int kx = 0; kx < k; kx++)
+                        pool_pick(best, c0 + ((size_t)ky * Wd + kx) * N, ep, n0, cnt);
+                requant_row(ep, W->wsum, oy * OW + ox, n0, cnt, best);
             }
 }

@@ -28,11 +28,13 @@ nn_qisa nn_qgemm_use(nn_qisa isa);
 
 /* The weights (N rows of K), as given and packed for the VNNI kernel: blocks of 16 rows, each
  * K rounded up to a multiple of 4 with zeros, laid out [K/4][16][4]; wsum[n] = sum_k w[n][k]
- * (what a zero point multiplies). */
+ * (what a zero point multiplies). N <= 8: also twice over in one block (rows 8.. repeat rows
+ * 0..), for products of two rows of A at once. */
 typedef struct {
     int N, K;
     int8_t *w;       /* (N, K) */
     int8_t *packed;  /* (ceil(N/16), ceil(K/4), 16, 4) */
+    int8_t *twice;   /* N <= 8: (ceil(K/4), 16, 4), else NULL */
     int32_t *wsum;   /* (N) */
 } nn_qweights;
 
@@ -54,16 +56,22 @@ static inline float nn_quant_level(float x, float s, float lo, float hi)
 }
 
 /* What nn_qgemm_requant does with each int32 sum: its value in float, y = (float)(acc - zero *
- * wsum[n]) * mult[n] + bias[n] (a multiply, then an add: the same bits in every kernel), written
- * as floats (y, rows ldy apart) or, when codes is set, as the codes of the next quantisation
- * (step scale, levels lo..hi, zero point code_zero): max(level(y) + code_zero, floor), floor
- * being the code of 0 when a ReLU lies between (which commutes with the monotone quantisation),
- * else 0. */
+ * wsum[n]) * mult[n] + bias[n] (a multiply, then an add: the same bits in every kernel), then,
+ * when bn_mean is set, the batch norm that follows the layer at evaluation, y = bn_gamma[n] * (y -
+ * bn_mean[n]) / bn_sd[n] + bn_beta[n] (nn_batchnorm_forward_eval's operations, in its order; bn_sd
+ * = sqrtf(var + eps)), written as floats (y, rows ldy apart; relu: max(y, 0)) or, when codes is
+ * set, as the codes of the next quantisation (step scale, levels lo..hi, zero point code_zero):
+ * max(level(y) + code_zero, floor), floor being the code of 0 when a ReLU lies between (which
+ * commutes with the monotone quantisation), else 0. */
 typedef struct {
     const float *mult, *bias; /* (N) */
     int zero;                 /* the input codes' zero point */
+    const float *bn_mean, *bn_gamma, *bn_sd, *bn_beta; /* (N) each, or NULL */
+    /* pooled sums: bit o % 16 of falls[o / 16] set where the output falls as its sum grows (a
+     * batch norm's gamma < 0), whose window then gives its smallest sum; NULL: none falls */
+    const uint16_t *falls;
     float *y;
-    int ldy;
+    int ldy, relu;
     uint8_t *codes;
     int ldc;
     float scale, lo, hi;
@@ -74,17 +82,28 @@ typedef struct {
  * is written). Rows are not spread over threads: the callers run a chunk of images per thread. */
 void nn_qgemm_requant(const uint8_t *A, int lda, int M, const nn_qweights *W,
                       const nn_qepilogue *ep);
-/* nn_qgemm_requant (or nn_qgemm into C, N apart, when ep is NULL) with row m of A read in place
- * from img: its k-th four bytes (k < W.K / 4; K a multiple of 4) at img + rowoff[m] + koff[k]. A
- * convolution's windows over a padded image: each window row's k * channels codes, rounded up to
- * a multiple of 4 by the bytes after them, which zero weights ignore (so they must be readable). */
-void nn_qgemm_windows(int32_t *C, const uint8_t *img, const int32_t *rowoff, const int32_t *koff,
-                      int M, const nn_qweights *W, const nn_qepilogue *ep);
+
+/* A convolution's windows, read in place from a padded image: row m's window starts at img +
+ * rowoff[m] and is krows runs of W.K / krows bytes (a multiple of 4: each window row's k *
+ * channels codes, rounded up by the bytes after them, which zero weights ignore, so they must be
+ * readable), kstride bytes apart. pool > 1 (the VNNI kernel takes 2, 4 or 8): each pool
+ * consecutive rows are one max-pooling window, whose largest sum (smallest where ep->falls says)
+ * alone goes through the epilogue (the pooled value, since the epilogue is monotone in the sum
+ * for each output: every mult > 0) as output row m / pool. */
+typedef struct {
+    const int32_t *rowoff;
+    int krows, kstride, pool;
+} nn_qwindows;
+
+/* The product of M windows of img with W: the int32 sums into C (N apart; ep NULL, pool 1), or
+ * through the epilogue ep. */
+void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M,
+                   const nn_qweights *W, const nn_qepilogue *ep);
 /* Max pooling (k x k windows, stride, no padding) of the sums C of an H x Wd map (rows of W.N),
  * then the epilogue on each pooled sum (its output rows are the pooled positions): the pooled
- * values of the epilogue's, since the epilogue is monotone in the sum (every mult > 0), with the
- * epilogue run once per window instead of k * k times. relu (floats): max(y, 0) after it. */
+ * values of the epilogue's, since the epilogue is monotone in the sum, with the epilogue run
+ * once per window instead of k * k times (the pooling windows nn_qgemm_conv cannot take). */
 void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
-                      const nn_qepilogue *ep, int relu);
+                      const nn_qepilogue *ep);
 
 #endif

@@ -25,6 +25,11 @@ static void act_levels(int bits, int usign, float *lo, float *hi, int *zero)
     *zero = usign ? 0 : half;
 }
 
+static inline uint8_t act_code(float x, float s, float lo, float hi, int zero)
+{
+    return (uint8_t)((int)nn_quant_level(x, s, lo, hi) + zero);
+}
+
 float nn_quant_act_scale(float range, int bits, int usign)
 {
     float lo, hi;
@@ -47,12 +52,21 @@ void nn_quant_act(uint8_t *codes, float *out, const float *inp, size_t n, float 
     const float s = range / hi;
     /* two loops, each plain enough to vectorise; out may be NULL when only codes are wanted */
     if (out) {
-#pragma omp parallel for if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) out[i] = s * nn_quant_level(inp[i], s, lo, hi);
+        if (n > PAR_MIN) {
+#pragma omp parallel for
+            for (size_t i = 0; i < n; i++) out[i] = s * nn_quant_level(inp[i], s, lo, hi);
+        } else {
+            for (size_t i = 0; i < n; i++) out[i] = s * nn_quant_level(inp[i], s, lo, hi);
+        }
     }
-    if (codes) {
-#pragma omp parallel for if (n > PAR_MIN)
-        for (size_t i = 0; i < n; i++) codes[i] = (uint8_t)((int)nn_quant_level(inp[i], s, lo, hi) + zero);
+    if (codes) { /* small inputs (inference's chunks) never enter a parallel region: its cost
+                  * (even of one thread, inside another region) is more than their work */
+        if (n > PAR_MIN) {
+#pragma omp parallel for
+            for (size_t i = 0; i < n; i++) codes[i] = act_code(inp[i], s, lo, hi, zero);
+        } else {
+            for (size_t i = 0; i < n; i++) codes[i] = act_code(inp[i], s, lo, hi, zero);
+        }
     }
 }
 
@@ -248,18 +262,25 @@ typedef struct {
     float *mult;         /* (OC) s_x * s_w[oc]: an int32 sum's value */
     float *bias;         /* (OC) the layer's bias, or zeros */
     /* conv2d: the weights with each window row's k * ic rounded up to a multiple of 4 (zeros), as
-     * nn_qgemm_windows reads them from a zero-point padded copy of the image (padded: its bytes
-     * per image); the windows' offsets in it */
+     * nn_qgemm_conv reads them from a zero-point padded copy of the image (padded: its bytes
+     * per image); the windows (offsets in it of each output pixel's, in order; rowoff_pool: of
+     * each pooling window's pixels, window after window, when the pool after it is fused) */
     nn_qweights wwin;
     uint8_t *padded;     /* (max_batch * padded + 64) */
     size_t padded_n;
-    int32_t *rowoff, *koff;
+    nn_qwindows win, win_pool;
+    int32_t *rowoff, *rowoff_pool;
     /* inference (plan_codes): > 0: the fakequant node whose codes this layer writes itself, its
-     * output reaching it through relu, one maxpool (pool), flatten or dropout, which all commute
-     * with the monotone quantisation, so they run on codes or not at all */
-    int emit, pool, relu;
-    int32_t *acc;        /* a pool after it: (max_batch * rows, OC) the sums, pooled before the
-                          * requantisation (nn_qpool_requant) */
+     * output reaching it through a batch norm (bn, first), relu, one maxpool (pool), flatten or
+     * dropout, which all commute with the monotone quantisation (the batch norm per channel, in
+     * the direction of its gamma's sign, see nn_qepilogue.falls), so they run on codes or not at
+     * all; else fout > 0: the node (the batch norm, or the relu right after it) whose floats this
+     * layer writes itself */
+    int emit, pool, relu, bn, fout;
+    float *bn_sd;        /* (OC) sqrtf(var + eps) of the batch norm bn */
+    uint16_t *falls;     /* (OC / 16 rounded up) bn's outputs that fall as the sum grows */
+    int32_t *acc;        /* a pool after it that the windows do not take: (max_batch * rows, OC)
+                          * the sums, pooled before the requantisation (nn_qpool_requant) */
 } qlayer;
 
 struct nn_qengine {
@@ -287,7 +308,7 @@ static void set_mult(nn_model *m, int i)
     for (int o = 0; o < m->nodes[i].units; o++) L->mult[o] = sx * L->scale[o];
 }
 
-/* Packs conv node nd's weights L->w for nn_qgemm_windows: each window row's k * ic weights, then
+/* Packs conv node nd's weights L->w for nn_qgemm_conv: each window row's k * ic weights, then
  * zeros up to a multiple of 4. */
 static void pack_windows(qlayer *L, const nn_node *nd)
 {
@@ -302,14 +323,14 @@ static void pack_windows(qlayer *L, const nn_node *nd)
     free(w);
 }
 
-/* Conv layer i's windows read in place (nn_qgemm_windows) from an image copied, a chunk at a
+/* Conv layer i's windows read in place (nn_qgemm_conv) from an image copied, a chunk at a
  * time, into the interior of a buffer whose border holds the zero point's code: the weights, the
- * buffer, the offsets of each output pixel's window and of each four bytes along a window. */
+ * buffer, the offsets of each output pixel's window, and where its rows lie. */
 static void plan_windows(nn_model *m, int i)
 {
     const nn_node *nd = &m->nodes[i];
     qlayer *L = &m->qengine->layer[i];
-    const int C = nd->ic, k = nd->k, KR = (k * C + 3) / 4 * 4, PW = nd->iw + 2 * nd->pad;
+    const int C = nd->ic, k = nd->k, PW = nd->iw + 2 * nd->pad;
     int zero;
     layer_input_scale(m, i, &zero);
     pack_windows(L, nd);
@@ -324,10 +345,45 @@ static void plan_windows(nn_model *m, int i)
     for (int oy = 0; oy < nd->h; oy++)
         for (int ox = 0; ox < nd->w; ox++)
             L->rowoff[oy * nd->w + ox] = ((oy * nd->stride) * PW + ox * nd->stride) * C;
-    const int groups = k * KR / 4;
-    L->koff = xd_xmalloc(sizeof(int32_t) * (size_t)groups);
-    for (int g = 0; g < groups; g++)
-        L->koff[g] = (g / (KR / 4)) * PW * C + 4 * (g % (KR / 4));
+    L->win = (nn_qwindows){.rowoff = L->rowoff, .krows = k, .kstride = PW * C, .pool = 1};
+}
+
+/* Conv layer i's windows in the order of the pooling windows of the max pool node pool (k x k,
+ * stride k) that reads it (through a relu, a batch norm), when nn_qgemm_conv can pool them. */
+static void plan_pool_windows(nn_model *m, int i, const nn_node *pool)
+{
+    const nn_node *nd = &m->nodes[i];
+    qlayer *L = &m->qengine->layer[i];
+    const int k = pool->k, P = k * k, PW = nd->iw + 2 * nd->pad, S = nd->stride;
+    if (pool->stride != k || (P != 2 && P != 4 && P != 8) || !L->rowoff) return;
+    const int OH = (nd->h - k) / k + 1, OW = (nd->w - k) / k + 1;
+    L->rowoff_pool = xd_xmalloc(sizeof(int32_t) * (size_t)OH * OW * P);
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++)
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++)
+                    L->rowoff_pool[(oy * OW + ox) * P + ky * k + kx] =
+                        (((oy * k + ky) * S) * PW + (ox * k + kx) * S) * nd->ic;
+    L->win_pool = L->win;
+    L->win_pool.rowoff = L->rowoff_pool;
+    L->win_pool.pool = P;
+}
+
+/* Batch norm node bn's part in layer i's epilogue: its sqrtf(var + eps), and the outputs whose
+ * gamma < 0 (falling as the sum grows). */
+static void plan_norm(nn_model *m, int i, int bn)
+{
+    const nn_node *b = &m->nodes[bn];
+    qlayer *L = &m->qengine->layer[i];
+    const int OC = m->nodes[i].units;
+    const float *gamma = m->param + b->w_off, *var = m->state + b->s_off + b->ic;
+    L->bn = bn;
+    L->bn_sd = xd_xmalloc(sizeof(float) * (size_t)OC);
+    L->falls = xd_xcalloc(((size_t)OC + 15) / 16, sizeof *L->falls);
+    for (int o = 0; o < OC; o++) {
+        L->bn_sd[o] = sqrtf(var[o] + b->eps);
+        if (gamma[o] < 0.0f) L->falls[o / 16] |= (uint16_t)(1u << (o % 16));
+    }
 }
 
 void nn_qengine_free(nn_qengine *q)
@@ -339,7 +395,9 @@ void nn_qengine_free(nn_qengine *q)
         nn_qweights_free(&L->wwin);
         free(L->padded);
         free(L->rowoff);
-        free(L->koff);
+        free(L->rowoff_pool);
+        free(L->bn_sd);
+        free(L->falls);
         free(L->scale);
         free(L->mult);
         free(L->bias);
@@ -353,10 +411,12 @@ void nn_qengine_free(nn_qengine *q)
     free(q);
 }
 
-/* Finds, for each integer layer, whether its output only goes (through relu, at most one maxpool,
- * flatten, dropout: each the only reader of the one before, none a head) to a fakequant node that
- * only integer layers read; at inference the layer then writes that node's codes itself and the
- * nodes between do nothing (see nn_qengine_forward_node). */
+/* Finds, for each integer layer, whether its output only goes (through a batch norm of its
+ * outputs right after it, relu, at most one maxpool, flatten, dropout: each the only reader of
+ * the one before, none a head) to a fakequant node that only integer layers read; at inference
+ * the layer then writes that node's codes itself and the nodes between do nothing (see
+ * nn_qengine_forward_node). Else a batch norm right after it, and a relu after that, run in its
+ * epilogue on floats. */
 static void plan_codes(nn_model *m)
 {
     nn_qengine *q = m->qengine;
@@ -365,7 +425,7 @@ static void plan_codes(nn_model *m)
     for (int i = 0; i < m->n_nodes; i++) {
         qlayer *L = &q->layer[i];
         if (!L->on || m->nodes[i].head) continue;
-        int j = i, pool = 0, relu = 0;
+        int j = i, pool = 0, relu = 0, bn = 0, fout = 0;
         for (;;) {
             const int r = nn_node_only_reader(m, j);
             if (r < 0 || m->nodes[r].head) break;
@@ -378,17 +438,24 @@ static void plan_codes(nn_model *m)
                 m->nodes[r].iw == m->nodes[i].w)
                 pool = r;
             else if (k == NN_RELU) relu = 1;
+            else if (k == NN_BATCHNORM && j == i && m->nodes[r].ic == m->nodes[i].units) bn = r;
             else if (k != NN_FLATTEN && k != NN_DROPOUT) break;
             j = r;
+            if (bn && !pool && (k == NN_BATCHNORM || (k == NN_RELU && fout == bn))) fout = r;
         }
-        if (!L->emit) continue;
-        L->pool = pool;
+        if (bn) plan_norm(m, i, bn);
         L->relu = relu;
-        for (j = i; j != L->emit;) q->writer[j = nn_node_only_reader(m, j)] = i;
-    }
-    for (int i = 0; i < m->n_nodes; i++) {
-        qlayer *L = &q->layer[i];
-        if (L->on && (L->pool || m->nodes[i].pool_in_conv))
+        if (L->emit) {
+            L->pool = pool;
+            for (j = i; j != L->emit;) q->writer[j = nn_node_only_reader(m, j)] = i;
+        } else if (fout) {
+            L->fout = fout;
+            L->relu = m->nodes[fout].kind == NN_RELU;
+            for (j = i; j != fout;) q->writer[j = nn_node_only_reader(m, j)] = i;
+        }
+        const int p = L->emit ? pool : m->nodes[i].pool_in_conv;
+        if (p) plan_pool_windows(m, i, &m->nodes[p]);
+        if (p && !L->rowoff_pool)
             L->acc = xd_xmalloc(sizeof(int32_t) * (size_t)m->max_batch * m->nodes[i].act_n);
     }
 }
@@ -492,28 +559,36 @@ static void layer_product(const qlayer *L, const nn_node *nd, const uint8_t *x,
     }
     nn_qepilogue e = *ep;
     for (int b = 0; b < B; b++) {
-        nn_qgemm_windows(NULL, padded + b * L->padded_n, L->rowoff, L->koff, nd->h * nd->w,
-                         &L->wwin, &e);
+        nn_qgemm_conv(NULL, padded + b * L->padded_n, &L->win, nd->h * nd->w, &L->wwin, &e);
         if (e.codes) e.codes += nd->act_n;
         else e.y += nd->act_n;
     }
 }
 
-/* layer_product followed by the max pool node pool (relu: a ReLU between), pooling the int32
- * sums (in L->acc from row sr) before the epilogue; ep's outputs are the pooled ones. */
+/* layer_product followed by the max pool node pool, pooling the int32 sums before the epilogue
+ * (ep's outputs are the pooled ones): in the windows' product when it takes that pool, else in
+ * L->acc from row sr. */
 static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *pool,
                            const uint8_t *x, const uint8_t *padded, int B, int sr,
-                           const nn_qepilogue *ep, int relu)
+                           const nn_qepilogue *ep)
 {
+    nn_qepilogue e = *ep;
+    if (L->rowoff_pool) {
+        for (int b = 0; b < B; b++) {
+            nn_qgemm_conv(NULL, padded + b * L->padded_n, &L->win_pool,
+                          pool->h * pool->w * L->win_pool.pool, &L->wwin, &e);
+            if (e.codes) e.codes += pool->act_n;
+            else e.y += pool->act_n;
+        }
+        return;
+    }
     int32_t *acc = L->acc + (size_t)sr * nd->act_n;
     const int per = nd->h * nd->w;
     if (!padded) nn_qgemm(acc, nd->units, x, L->w.K, B * per, &L->w);
-    nn_qepilogue e = *ep;
     for (int b = 0; b < B; b++) {
         int32_t *a = acc + (size_t)b * nd->act_n;
-        if (padded)
-            nn_qgemm_windows(a, padded + b * L->padded_n, L->rowoff, L->koff, per, &L->wwin, NULL);
-        nn_qpool_requant(a, nd->h, nd->w, pool->k, pool->stride, &L->w, &e, relu);
+        if (padded) nn_qgemm_conv(a, padded + b * L->padded_n, &L->win, per, &L->wwin, NULL);
+        nn_qpool_requant(a, nd->h, nd->w, pool->k, pool->stride, &L->w, &e);
         if (e.codes) e.codes += pool->act_n;
         else e.y += pool->act_n;
     }
@@ -548,6 +623,14 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
                 memcpy(padded + b * L->padded_n + (size_t)(y + nd->pad) * PW + (size_t)nd->pad * nd->ic,
                        x + ((size_t)b * nd->ih + y) * line, line);
     }
+    if (infer && L->bn) {
+        const nn_node *bn = &m->nodes[L->bn];
+        ep.bn_mean = m->state + bn->s_off;
+        ep.bn_gamma = m->param + bn->w_off;
+        ep.bn_beta = m->param + bn->b_off;
+        ep.bn_sd = L->bn_sd;
+        ep.falls = L->falls;
+    }
     if (infer && L->emit) {
         const nn_node *f = &m->nodes[L->emit];
         float lo, hi;
@@ -559,8 +642,16 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
         uint8_t *codes = q->codes[L->emit] + (size_t)nn_node_row(at, L->emit, b0) * f->act_n;
         ep.codes = codes;
         ep.ldc = OC;
-        if (L->pool) pooled_product(L, nd, &m->nodes[L->pool], x, padded, B, sr, &ep, 0);
+        if (L->pool) pooled_product(L, nd, &m->nodes[L->pool], x, padded, B, sr, &ep);
         else layer_product(L, nd, x, padded, B, &ep);
+        return 1;
+    }
+    if (infer && L->fout) { /* the batch norm (and relu) after it: their floats */
+        const nn_node *f = &m->nodes[L->fout];
+        ep.y = f->out + (size_t)nn_node_row(at, L->fout, b0) * f->act_n;
+        ep.ldy = OC;
+        ep.relu = L->relu;
+        layer_product(L, nd, x, padded, B, &ep);
         return 1;
     }
     if (infer && nd->pool_in_conv && !m->nodes[m->nodes[nd->pool_in_conv].in].head) {
@@ -568,7 +659,8 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
         const nn_node *pool = &m->nodes[nd->pool_in_conv];
         ep.y = pool->out + (size_t)nn_node_row(at, nd->pool_in_conv, b0) * pool->act_n;
         ep.ldy = OC;
-        pooled_product(L, nd, pool, x, padded, B, sr, &ep, 1);
+        ep.relu = 1;
+        pooled_product(L, nd, pool, x, padded, B, sr, &ep);
         return 1;
     }
     ep.y = nd->out + row * nd->act_n;

@@ -28,9 +28,12 @@
  * At inference (nn_model_infer) the same codes come by a shorter way: a convolution reads its
  * windows in place from a padded copy of its input codes, the requantisation runs in the
  * kernel's registers, a max pool after a layer pools its int32 sums (the requantisation is
- * monotone in the sum) and requantises once per window, and a layer whose output reaches the
- * next fakequant node only through relu, maxpool, flatten or dropout writes that node's codes
- * itself (relu: codes below the code of 0 raised to it), so nothing between runs in float. */
+ * monotone in the sum; a k x k pool of stride k inside the convolution's product) and
+ * requantises once per window, a batch norm right after a layer runs in its requantisation (the
+ * batch norm node's float operations; monotone per channel, falling where gamma < 0, whose
+ * windows then pool their smallest sum), and a layer whose output reaches the next fakequant
+ * node only through batch norm, relu, maxpool, flatten or dropout writes that node's codes itself
+ * (relu: codes below the code of 0 raised to it), so nothing between runs in float. */
 #ifndef XD_NN_QUANT_H
 #define XD_NN_QUANT_H
 
@@ -89,9 +92,11 @@ xd_status nn_qengine_attach(nn_model *m, xd_err *e);
  * returns 0 when the node is not the engine's. Rows as the model's forward has them: node j's
  * output (and codes) for these rows start at row at[j] (at NULL: row b0 for every node), the
  * layers' scratch at row sr. infer (nn_model_infer): an integer layer whose output reaches a
- * fakequant node only through nodes that commute with quantisation (relu, maxpool) writes that
- * node's codes straight from its sums, pooled on codes, and the nodes between do nothing: the
- * same codes as the node by node forward; and a fused pool keeps no argmax. */
+ * fakequant node only through nodes that commute with quantisation (batch norm, relu, maxpool)
+ * writes that node's codes straight from its sums, pooled on codes, and the nodes between do
+ * nothing: the same codes as the node by node forward; one followed by a batch norm (and a relu)
+ * that reach no such node writes their floats; and a fused pool keeps no argmax. The batch
+ * norm's values (gamma's signs, its deviations) are read at nn_qengine_attach. */
 int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, int sr, int infer);
 /* At inference: the node that computes node i's output (i, or the integer layer that writes
  * codes for it, see nn_qengine_forward_node). */

@@ -715,6 +715,33 @@ static void test_bench_grow_runs(void **state)
     free(err);
 }
 
+/* `bench int8 --quick` runs the int8 rows alone: every student (the emoji CNN among them) at both
+ * batch sizes, and none of the float rows against ONNX Runtime. */
+static void test_bench_int8_runs(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "bench", "int8", "--quick", "--json", NULL), 0);
+    static const char *const models[] = {"fashion_mlp", "zoo_cnn", "emoji_cnn"};
+    for (int k = 0; k < 3; k++)
+        for (int b = 1; b <= 64; b += 63) {
+            char *row = tu_fmt("\"int8\":true,\"model\":\"%s\",", models[k]);
+            char *batch = tu_fmt("\"batch\":%d,\"threads\":1,\"float_images_per_s\":", b);
+            const char *at = strstr(out, row);
+            const char *line_end = at ? strchr(at, '\n') : NULL;
+            while (at && !(strstr(at, batch) && strstr(at, batch) < line_end)) {
+                at = strstr(at + 1, row);
+                line_end = at ? strchr(at, '\n') : NULL;
+            }
+            if (!at) fail_msg("no int8 row of %s at batch %d in: %s%s", models[k], b, out, err);
+            free(row);
+            free(batch);
+        }
+    if (strstr(out, "ours_images_per_s")) fail_msg("bench int8 ran the float rows: %s", out);
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -727,6 +754,7 @@ int main(void)
         cmocka_unit_test_setup(test_predict_exit, setup),
         cmocka_unit_test(test_bench_infer_runs),
         cmocka_unit_test(test_bench_grow_runs),
+        cmocka_unit_test(test_bench_int8_runs),
         cmocka_unit_test_setup(test_installed_library, setup),
         cmocka_unit_test_setup(test_onnx_matches_predict, setup),
     };

@@ -288,8 +288,9 @@ static void test_qgemm_requant_kernels(void **state)
 // ----------------------------------------------------------------------------------------------
 // the integer engine against the fake-quant forward
 
-/* Builds desc (quantised), random weights, calibrates on x (B rows), and returns the fake-quant
- * eval outputs of the default head in fake (B * width). */
+/* Builds desc (quantised), random weights (and batch norms: gamma of either sign, so that some
+ * outputs fall as their sum grows), calibrates on x (B rows), and returns the fake-quant eval
+ * outputs of the default head in fake (B * width). */
 static void build_calibrated(nn_model *m, const char *desc, const float *x, int B, float *fake,
                              size_t width, uint64_t seed)
 {
@@ -298,6 +299,15 @@ static void build_calibrated(nn_model *m, const char *desc, const float *x, int 
     TU_OK(nn_quant_desc(desc, 0.1f, &q, &e));
     TU_OK(nn_model_build(m, q, B, seed, &e));
     free(q);
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        if (nd->kind != NN_BATCHNORM) continue;
+        const size_t C = (size_t)nd->ic;
+        tu_fill_uniform(m->param + nd->w_off, C, -1.5f, 1.5f, seed + 10 + (uint64_t)i);
+        tu_fill_uniform(m->param + nd->b_off, C, -0.5f, 0.5f, seed + 20 + (uint64_t)i);
+        tu_fill_uniform(m->state + nd->s_off, C, -0.3f, 0.3f, seed + 30 + (uint64_t)i);
+        tu_fill_uniform(m->state + nd->s_off + C, C, 0.5f, 2.0f, seed + 40 + (uint64_t)i);
+    }
     const nn_run cal = {.calibrate = 1};
     nn_model_forward(m, x, B, &cal);
     nn_model_forward(m, x, B, NULL);
@@ -413,7 +423,11 @@ static void test_engine_whole_models(void **state)
  * the node by node integer forward does, with each kernel, at 1 and 2 threads, for batches of
  * one, a few and many: the zoo CNN, the MLP, a model whose codes go through maxpool then relu,
  * flatten and dropout to signed levels (the relu's floor is then the code of 0), batch norm and avgpool
- * between (floats there), and an early exit read alone. */
+ * between (floats there), and an early exit read alone; batch norms in the epilogue, with
+ * gammas of either sign, on codes through a max pool the product pools (k 2, odd sizes), one it
+ * does not (stride 1), after a linear layer, before a tanh, and on floats (relu, then gap); and
+ * convolutions of 8 outputs or fewer (two rows to a register), pooled and not, an odd number of
+ * pooling windows. */
 static void test_engine_infer_same_bits(void **state)
 {
     (void)state;
@@ -428,6 +442,13 @@ static void test_engine_infer_same_bits(void **state)
         "input h=8 w=8 c=3; conv2d out=8 k=3 pad=1; batchnorm; relu; avgpool k=2; "
         "conv2d out=12 k=3 stride=2 name=c2; relu; conv2d out=6 k=1 name=exit head; "
         "flatten from=c2; linear out=4 head",
+        "input h=10 w=10 c=3; conv2d out=20 k=3 pad=1; batchnorm; relu; maxpool k=2; "
+        "conv2d out=12 k=3 pad=1; batchnorm; maxpool k=2 stride=1; relu; flatten; linear out=8; "
+        "batchnorm; relu; linear out=6; batchnorm; tanh; linear out=5 head",
+        "input h=10 w=7 c=2; conv2d out=6 k=3 pad=1; relu; maxpool k=2; "
+        "conv2d out=24 k=3 pad=1 stride=2; batchnorm; relu; gap; linear out=3 head",
+        "input h=6 w=6 c=1; conv2d out=5 k=3 pad=1; batchnorm; maxpool k=2 stride=2 name=p; "
+        "relu; conv2d out=7 k=1; relu; flatten; linear out=2 head",
     };
     const int threads = xd_threads_get(), batches[] = {1, 5, 64};
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
