@@ -11,6 +11,7 @@
 
 #include "core/mem.h"
 #include "core/rng.h"
+#include "core/runtime.h"
 #include "core/status.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
@@ -24,8 +25,10 @@
 void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
                        const float *b, int B, int C, int OC)
 {
-    if (b) {
-#pragma omp parallel for if ((size_t)B * OC > PAR_MIN)
+    if (b && xd_threads_split((size_t)B * OC > PAR_MIN)) {
+#pragma omp parallel for
+        for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
+    } else if (b) {
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
     if (wp) nn_sgemm_packed(0, B, OC, C, 1.0f, inp, C, wp, b ? 1.0f : 0.0f, out, OC);
@@ -292,7 +295,8 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
  * after the image. The same values in the same order as the unfolded rows, so the same bits,
  * without writing and reading K floats per output pixel. */
 static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
-                                const nn_conv_shape *s, int b)
+                                const nn_conv_shape *s, int b, void (*image)(void *, int),
+                                void *image_ctx)
 {
     const int C = s->C, Wp = s->W + 2 * s->pad, K = s->KH * s->KW * C, nk = K + !!s->bias;
     const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C, si = (size_t)s->stride * C;
@@ -308,11 +312,15 @@ static void conv2d_direct_image(float *out, float *scratch, const float *inp, co
             for (int c = 0; c < C; c++) koff[(ky * s->KW + kx) * C + c] = (ky * Wp + kx) * C + c;
     for (int oy = 0; oy < s->OH; oy++) {
         const float *A = P + (size_t)oy * s->stride * Wp * C;
+        float *o = out + ((size_t)b * s->OH + oy) * s->OW * s->OC;
         if (s->bias) koff[K] = (int)(ones - A);
-        nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp,
-                        out + ((size_t)b * s->OH + oy) * s->OW * s->OC, s->OC);
+        /* few input channels: the kernel that reuses each value over the windows it is in */
+        if (s->stride != 1 || !nn_sgemm_conv_row(s->OW, s->OC, C, s->KH, s->KW, A,
+                                                 (size_t)Wp * C, s->bias, wp, o, s->OC))
+            nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp, o, s->OC);
     }
     free(koff);
+    if (image) image(image_ctx, b);
 }
 
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
@@ -334,10 +342,15 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
     /* with packed weights, the windows read in place (each image's cols hold its scratch) */
     const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
     if (wp && conv_direct_scratch(s) <= per_image) {
-#pragma omp parallel for if (s->B > 1)
-        for (int i = 0; i < s->B; i++) {
-            conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i);
-            if (image) image(image_ctx, i);
+        if (xd_threads_split(s->B > 1)) {
+#pragma omp parallel for
+            for (int i = 0; i < s->B; i++)
+                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
+                                    image_ctx);
+        } else {
+            for (int i = 0; i < s->B; i++)
+                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
+                                    image_ctx);
         }
         return;
     }
@@ -487,6 +500,22 @@ static void relu_maxpool_plain(const relu_pool_job *j, int b)
     const nn_pool_shape *s = j->s;
     const int C = s->C;
     const float *img = j->inp + (size_t)b * s->H * s->W * C;
+    if (s->k == 2 && s->stride == 2) { /* the usual pool: the same steps with the window unrolled */
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *r0 = img + (size_t)2 * oy * s->W * C, *r1 = r0 + (size_t)s->W * C;
+            float *best = j->out + ((size_t)b * s->OH + oy) * s->OW * C;
+            for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C)
+                for (int c = 0; c < C; c++) {
+                    const float v0 = r0[c] > 0.0f ? r0[c] : 0.0f,
+                                v1 = r0[C + c] > 0.0f ? r0[C + c] : 0.0f,
+                                v2 = r1[c] > 0.0f ? r1[c] : 0.0f,
+                                v3 = r1[C + c] > 0.0f ? r1[C + c] : 0.0f;
+                    const float m1 = v1 > v0 ? v1 : v0, m2 = v2 > m1 ? v2 : m1;
+                    best[c] = v3 > m2 ? v3 : m2;
+                }
+        }
+        return;
+    }
     for (int oy = 0; oy < s->OH; oy++)
         for (int ox = 0; ox < s->OW; ox++) {
             float *best = j->out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
@@ -528,6 +557,10 @@ void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const
                              const nn_pool_shape *s)
 {
     relu_pool_job j = {relu_out, out, argmax, inp, s};
+    if (!xd_threads_split(s->B > 1)) {
+        for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
+        return;
+    }
 #pragma omp parallel for
     for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
 }
@@ -661,19 +694,24 @@ void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s)
     }
 }
 
+static void gap_one(float *o, const float *inp, int HW, int C)
+{
+    for (int c = 0; c < C; c++) o[c] = 0.0f;
+    for (int i = 0; i < HW; i++)
+        for (int c = 0; c < C; c++) o[c] += inp[(size_t)i * C + c];
+    const float inv = 1.0f / (float)HW;
+    for (int c = 0; c < C; c++) o[c] *= inv;
+}
+
 void nn_gap_forward(float *out, const float *inp, int B, int HW, int C)
 {
-    const float inv = 1.0f / (float)HW;
-#pragma omp parallel for if ((size_t)B * HW * C > PAR_MIN)
-    for (int b = 0; b < B; b++) {
-        float *o = out + (size_t)b * C;
-        for (int c = 0; c < C; c++) o[c] = 0.0f;
-        for (int i = 0; i < HW; i++) {
-            const float *p = inp + ((size_t)b * HW + i) * C;
-            for (int c = 0; c < C; c++) o[c] += p[c];
-        }
-        for (int c = 0; c < C; c++) o[c] *= inv;
+    const size_t per = (size_t)HW * C;
+    if (!xd_threads_split((size_t)B * per > PAR_MIN)) {
+        for (int b = 0; b < B; b++) gap_one(out + (size_t)b * C, inp + b * per, HW, C);
+        return;
     }
+#pragma omp parallel for
+    for (int b = 0; b < B; b++) gap_one(out + (size_t)b * C, inp + b * per, HW, C);
 }
 
 void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C)
@@ -692,7 +730,11 @@ void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C)
 
 void nn_relu_forward(float *out, const float *inp, size_t n)
 {
-#pragma omp parallel for if (n > PAR_MIN)
+    if (!xd_threads_split(n > PAR_MIN)) {
+        for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
+        return;
+    }
+#pragma omp parallel for
     for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
@@ -806,15 +848,21 @@ void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, in
 }
 
 /* y = exp(x - log sum exp(x)) */
+static void softmax_one(float *y, const float *x, int K)
+{
+    const double lse = nn_logsumexp(x, K, 1.0);
+    for (int k = 0; k < K; k++) y[k] = (float)exp((double)x[k] - lse);
+}
+
 void nn_softmax_forward(float *out, const float *inp, int R, int K)
 {
-#pragma omp parallel for if ((size_t)R * K > PAR_MIN)
-    for (int r = 0; r < R; r++) {
-        const float *x = inp + (size_t)r * K;
-        float *y = out + (size_t)r * K;
-        double lse = nn_logsumexp(x, K, 1.0);
-        for (int k = 0; k < K; k++) y[k] = (float)exp((double)x[k] - lse);
+    const size_t n = (size_t)R * K;
+    if (!xd_threads_split(n > PAR_MIN)) {
+        for (size_t r = 0; r < n; r += K) softmax_one(out + r, inp + r, K);
+        return;
     }
+#pragma omp parallel for
+    for (int r = 0; r < R; r++) softmax_one(out + (size_t)r * K, inp + (size_t)r * K, K);
 }
 
 /* dx = y * (dy - sum(dy * y)) */
