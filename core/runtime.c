@@ -122,3 +122,14 @@ int xd_threads_get(void)
     return 1;
 #endif
 }
+
+int xd_threads_split(int big)
+{
+#ifdef _OPENMP
+    return big && omp_get_max_threads() > 1 &&
+           omp_get_active_level() < omp_get_max_active_levels();
+#else
+    (void)big;
+    return 0;
+#endif
+}

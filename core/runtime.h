@@ -39,5 +39,10 @@ const char *xd_blas_better(void);
  * Returns the count in force. xd_runtime_init applies it once with OpenMP's default. */
 int xd_threads_set(int n);
 int xd_threads_get(void);
+/* Whether a loop that would be split over threads when big is set would get more than one: more
+ * than one thread to run it, and not inside a region that already uses the levels of parallelism
+ * allowed. A loop that gets one runs without a parallel region: entering one costs microseconds
+ * even when its if clause is false (more when nested), as much as a small layer's work. */
+int xd_threads_split(int big);
 
 #endif

@@ -473,14 +473,16 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
         s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
                     "output buffer", x->path, x->m.max_batch);
     else if (x->flops * count < SERIAL_FLOPS) {
-        /* a team of one, whose own thread count (set inside) its layers' regions inherit */
-#pragma omp parallel num_threads(1)
-        {
+        /* one thread (this thread's count, set and put back): the layers' loops then run
+         * without a parallel region (xd_threads_split) */
 #ifdef _OPENMP
-            omp_set_num_threads(1);
+        const int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
 #endif
-            s = predict_run(x, b, count, probs, &e);
-        }
+        s = predict_run(x, b, count, probs, &e);
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
     } else {
         s = predict_run(x, b, count, probs, &e);
     }

@@ -110,11 +110,13 @@ static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
  * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
  * at a[i * si + k * sk], or at a[i * si + koff[k]] when koff is given (a gathered operand: a
  * convolution's windows read from the image itself); row i of panel p goes to
- * acc[p * MR * NR + i * NR]. R, P, V and whether koff is NULL are constants where it is inlined
+ * acc[p * MR * NR + i * ld] (ld: NR in the tile buffer, or C's row stride when the tile is
+ * stored straight into C). R, P, V and whether koff is NULL are constants where it is inlined
  * (R * P <= MR), so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void
 kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, size_t sk,
-            const int *restrict koff, const float *restrict bp, size_t ps, float *restrict acc)
+            const int *restrict koff, const float *restrict bp, size_t ps, float *restrict acc,
+            size_t ld)
 {
     vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
     for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
@@ -133,26 +135,28 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
     }
     for (int p = 0; p < P; p++)
         for (int i = 0; i < R; i++) {
-            *(vf *)(acc + p * MR * NR + i * NR) = c0[i * P + p];
-            if (V == 2) *(vf *)(acc + p * MR * NR + i * NR + VW) = c1[i * P + p];
+            vstore(acc + p * MR * NR + i * ld, c0[i * P + p]);
+            if (V == 2) vstore(acc + p * MR * NR + i * ld + VW, c1[i * P + p]);
         }
 }
 
 /* The kernel for a tile of mr rows (1..MR) and nr columns (1..NR): only those rows, and one
- * vector of columns when they fit it, are computed (the others of acc are left as they were). */
+ * vector of columns when they fit it, are computed (the others of acc are left as they were).
+ * Row i goes to acc[i * ld] with a gathered op(A) (koff), to acc[i * NR] otherwise. */
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
         if (koff && half)                                                                        \
-            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, acc);             \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, acc, ld);         \
         else if (koff)                                                                           \
-            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, acc);             \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, acc, ld);         \
         else if (half)                                                                           \
-            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, acc);            \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, acc, NR);        \
         else                                                                                     \
-            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, acc);            \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, acc, NR);        \
         break;
 static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
-                        const int *restrict koff, const float *restrict bp, float *restrict acc)
+                        const int *restrict koff, const float *restrict bp, float *restrict acc,
+                        size_t ld)
 {
     static_assert(MR <= 12, "kernel_tile has cases for up to 12 rows");
     const int half = nr <= VW;
@@ -172,7 +176,7 @@ static_assert(ROW_PANELS <= MR, "the row kernel's accumulators fit the tile kern
 static void kernel_row4(int kc, const float *restrict a, size_t sk, const float *restrict bp,
                         size_t ps, float *restrict acc)
 {
-    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, acc);
+    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, acc, NR);
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
@@ -388,7 +392,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         np = ROW_PANELS;
                         kernel_row4(kc, a, sk, bp, (size_t)kc * NR, acc);
                     } else {
-                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, acc);
+                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, acc, NR);
                     }
                     for (int p = 0; p < np; p++) {
                         const int j = jb + p * NR, w = nc - j < NR ? nc - j : NR;
@@ -397,25 +401,33 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     }
                     continue;
                 }
-                for (int ib = 0; ib < mc; ib += MR) {
-                    const int mr = mc - ib < MR ? mc - ib : MR;
+                /* A gathered op(A) (a convolution's output row at inference) is cut into
+                 * tiles of nearly equal rows (14: 7 + 7, not 12 + 2, whose 2-row tile would
+                 * wait on the latency of its few chains), and a tile C takes as it is (one K
+                 * block, C = acc, whole vectors of columns) is stored there from the registers */
+                const int tiles = (mc + MR - 1) / MR;
+                const int store = koff && k_blocks(K) == 1 && alpha == 1.0f && beta == 0.0f &&
+                                  cs == 1 && (nr == NR || nr == VW);
+                for (int t = 0, ib = 0, mr; ib < mc; t++, ib += mr) {
+                    mr = !koff ? (mc - ib < MR ? mc - ib : MR)
+                               : (mc - ib + tiles - t - 1) / (tiles - t);
                     const int i = i0 + ib;
+                    float *c = C + (size_t)i * rs + (size_t)(j0 + jb) * cs;
                     /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
                      * row-major (A[i * lda + k]) */
                     if (!a_direct)
                         kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp,
-                                    acc);
+                                    acc, NR);
                     else if (koff)
                         kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
-                                    acc);
+                                    store ? c : acc, store ? rs : NR);
                     else if (trans_a)
                         kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
-                                    acc);
+                                    acc, NR);
                     else
                         kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
-                                    acc);
-                    write_tile(acc, mr, nr, alpha, beta, kb == 0,
-                               C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+                                    acc, NR);
+                    if (!store) write_tile(acc, mr, nr, alpha, beta, kb == 0, c, rs, cs);
                 }
             }
         }
@@ -591,6 +603,100 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
     if (M > 0 && N > 0 && K > 0)
         gemm_packed(0, 0, M, N, K, 1.0f, A, lda, koff, NULL, 0, Bp, 0.0f, C, (size_t)ldc, 1);
 }
+
+// ----------------------------------------------------------------------------------------------
+// the rows of a convolution with few input channels
+//
+// With K = 3 x 3 x C for a small C, a tile of nn_sgemm_gather does one multiply-add per value it
+// broadcasts (C <= 3) and spends as long on its set-up as on its few k. Here a tile is R pixels
+// of an output row, and each input value of the window's row ky is broadcast once for the (up to)
+// 3 pixels whose windows hold it (input pixel ix is kx = ix - ox of pixel ox), with row ky's 3 C
+// weight vectors in registers. For each pixel the products still come in k order, kx-major and
+// c within, then the bias: the chains of nn_sgemm_gather, so the same bits.
+
+#define CONV_ROW_MAX_C 4
+
+/* R pixels of one output row: pixel i's window row ky starts at a[ky * row + i * C] (a
+ * zero-padded image, stride 1); its n outputs (V vectors hold them) to out[i * ldo]. */
+static inline __attribute__((always_inline)) void
+conv_row_tile(int R, int V, int C, int KH, const float *restrict a, size_t row, int bias,
+              const float *restrict bp, int n, float *restrict out, size_t ldo)
+{
+    enum { KW = 3 };
+    vf c0[16], c1[16];
+    for (int i = 0; i < R; i++) c0[i] = c1[i] = (vf){0};
+    for (int ky = 0; ky < KH; ky++, a += row, bp += (size_t)KW * C * NR) {
+        vf w0[KW * CONV_ROW_MAX_C], w1[KW * CONV_ROW_MAX_C];
+        for (int k = 0; k < KW * C; k++) {
+            w0[k] = vload(bp + (size_t)k * NR);
+            w1[k] = V == 2 ? vload(bp + (size_t)k * NR + VW) : w0[k];
+        }
+        /* unrolled, so that every index is a constant and the tile stays in registers */
+#pragma GCC unroll 32
+        for (int ix = 0; ix < R + KW - 1; ix++)
+#pragma GCC unroll 4
+            for (int c = 0; c < C; c++) {
+                const vf x = vset1(a[ix * C + c]);
+#pragma GCC unroll 3
+                for (int kx = 0; kx < KW; kx++) {
+                    const int o = ix - kx;
+                    if (o < 0 || o >= R) continue;
+                    c0[o] = vfma(x, w0[kx * C + c], c0[o]);
+                    if (V == 2) c1[o] = vfma(x, w1[kx * C + c], c1[o]);
+                }
+            }
+    }
+    const vf one = vset1(1.0f), b0 = bias ? vload(bp) : one,
+             b1 = bias && V == 2 ? vload(bp + VW) : one;
+    for (int i = 0; i < R; i++) {
+        if (bias) c0[i] = vfma(one, b0, c0[i]);
+        if (V == 2 && bias) c1[i] = vfma(one, b1, c1[i]);
+        float *d = out + (size_t)i * ldo;
+        if (n == V * VW) { /* whole vectors */
+            vstore(d, c0[i]);
+            if (V == 2) vstore(d + VW, c1[i]);
+        } else { /* the n columns there are, no further */
+            memcpy(d, &c0[i], sizeof(float) * (size_t)(V == 2 ? VW : n));
+            if (V == 2) memcpy(d + VW, &c1[i], sizeof(float) * (size_t)(n - VW));
+        }
+    }
+}
+
+/* Tiles of R pixels along the row; the last one ends at the row's end, overlapping the one
+ * before when R does not divide OW (those pixels are computed twice, to the same bits). */
+#define CONV_ROW(R, V, C)                                                                         \
+    for (int ox = 0;; ox += (R)) {                                                                \
+        const int o = ox + (R) > OW ? OW - (R) : ox;                                              \
+        conv_row_tile((R), (V), (C), KH, A + (size_t)o * (C), row, bias, Bp, OC,                 \
+                      out + (size_t)o * ldo, (size_t)ldo);                                        \
+        if (o + (R) >= OW) break;                                                                 \
+    }
+
+int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
+                      int bias, const float *Bp, float *out, int ldo)
+{
+    const int V = OC <= VW ? 1 : 2, R = V == 1 ? 16 : OW % 7 == 0 ? 7 : 8;
+    if (KW != 3 || C < 1 || C > CONV_ROW_MAX_C || OC > NR || OW < R ||
+        k_blocks(KH * KW * C + bias) != 1)
+        return 0;
+    switch ((V == 1 ? 0 : R == 7 ? 1 : 2) * CONV_ROW_MAX_C + C - 1) {
+    case 0: CONV_ROW(16, 1, 1) break;
+    case 1: CONV_ROW(16, 1, 2) break;
+    case 2: CONV_ROW(16, 1, 3) break;
+    case 3: CONV_ROW(16, 1, 4) break;
+    case 4: CONV_ROW(7, 2, 1) break;
+    case 5: CONV_ROW(7, 2, 2) break;
+    case 6: CONV_ROW(7, 2, 3) break;
+    case 7: CONV_ROW(7, 2, 4) break;
+    case 8: CONV_ROW(8, 2, 1) break;
+    case 9: CONV_ROW(8, 2, 2) break;
+    case 10: CONV_ROW(8, 2, 3) break;
+    case 11: CONV_ROW(8, 2, 4) break;
+    default: XD_ASSERT(0);
+    }
+    return 1;
+}
+#undef CONV_ROW
 
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *Bp, float beta, float *C, int ldc)

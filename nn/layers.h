@@ -15,6 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Below this many elements a layer's loop runs on one thread: a parallel region costs more than
+ * it saves (nn/layers.c, nn/conv.c). */
+#define NN_PAR_MIN 32768
+
 /* ---------------------------------------------------------------------------------------------
  * linear: out = inp @ w^T + b */
 void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,

@@ -264,6 +264,22 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
     }
 }
 
+/* nn_model_infer's rows in shares of share rows, each share to whichever thread of the team is
+ * free (one after the other outside a parallel region). */
+static void infer_shares(nn_model *m, int B, int share, const uint8_t *need)
+{
+    int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+    uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
+    const int n_shares = (B + share - 1) / share;
+#pragma omp for schedule(dynamic, 1)
+    for (int c = 0; c < n_shares; c++) {
+        const int b0 = c * share;
+        infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+    }
+    free(at);
+    free(keep);
+}
+
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
 {
     XD_ASSERT(B > 0 && B <= m->max_batch);
@@ -291,21 +307,16 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
      * that thread alone), with no wait until the end. A thread that starts late (cores shared
      * with other jobs) finds less left to do instead of holding up the call with half of it. */
     const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
-    const int share = T > 1 ? (B + 4 * T - 1) / (4 * T) : B, n_shares = (B + share - 1) / share;
-#pragma omp parallel num_threads(T) if (T > 1)
+    if (T == 1) { /* no region: entering one costs as much as a small model's work */
+        infer_shares(m, B, B, need);
+        return;
+    }
+#pragma omp parallel num_threads(T)
     {
 #ifdef _OPENMP
         if (omp_get_num_threads() > 1) omp_set_num_threads(1);
 #endif
-        int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
-        uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
-#pragma omp for schedule(dynamic, 1)
-        for (int c = 0; c < n_shares; c++) {
-            const int b0 = c * share;
-            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
-        }
-        free(at);
-        free(keep);
+        infer_shares(m, B, (B + 4 * T - 1) / (4 * T), need);
     }
 }
 

@@ -570,7 +570,8 @@ static void test_fakequant(void **state)
 /* Weights packed once for inference (nn_linear_pack, nn_conv_pack): the same bits as the layers
  * that pack them on every call, and the plain loops' values; convolutions through the windows
  * read in place (one input channel, a few, many with K in two blocks; strides, paddings, maps of
- * one pixel, more filters than one panel, with and without bias), one whose padded image does not
+ * one pixel, more filters than one panel, with and without bias; the kernel for few input
+ * channels on the shapes it takes and declines), one whose padded image does not
  * fit its scratch (unfolded as before), a pointwise one, and the fused ReLU and pooling (also
  * without the argmax and the ReLU's output, as inference runs it). */
 static void test_packed_weights(void **state)
@@ -583,6 +584,11 @@ static void test_packed_weights(void **state)
         {1, 1, 1, 5, 70, 3, 1, 1, 1},    {2, 7, 5, 2, 3, 5, 1, 2, 1},
         {2, 13, 12, 4, 9, 2, 3, 0, 1},   {2, 6, 7, 8, 33, 1, 1, 0, 1},
         {1, 8, 6, 3, 12, 3, 2, 0, 1},
+        /* few input channels (nn_sgemm_conv_row): rows its tiles cut evenly or overlap, one or
+         * two vectors of filters, without bias, rows narrower than a tile */
+        {2, 10, 20, 2, 24, 3, 1, 1, 0}, {1, 6, 19, 4, 10, 3, 1, 1, 1},
+        {1, 9, 9, 3, 20, 3, 1, 0, 1},   {2, 5, 18, 1, 7, 3, 1, 1, 0},
+        {1, 4, 40, 4, 32, 3, 1, 1, 1},  {1, 5, 6, 2, 16, 3, 1, 1, 1},
     };
     for (size_t t = 0; t < sizeof convs / sizeof convs[0]; t++) {
         const int *q = convs[t];

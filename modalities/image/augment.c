@@ -479,6 +479,18 @@ static int thread_id(void)
 #endif
 }
 
+/* One image of img_batcher_fill: source image number k into out, in the calling thread's slot. */
+static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, int augment,
+                     uint64_t seed, uint64_t epoch, float *out)
+{
+    const size_t in_size = (size_t)cb->h * cb->w * cb->c;
+    img_aug a = augment ? img_aug_sample(&cb->o, cb->rh, cb->rw, cb->ch, cb->cw, seed, k, epoch)
+                        : img_aug_centre(cb->rh, cb->rw, cb->ch, cb->cw);
+    int t = thread_id();
+    XD_ASSERT(t < cb->n_slots);
+    prepare_one(cb, images + k * in_size, a, cb->slots + (size_t)t * cb->slot_bytes, out);
+}
+
 xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, const uint32_t *idx,
                            int count, int augment, uint64_t seed, uint64_t epoch, float *out,
                            xd_err *e)
@@ -499,18 +511,15 @@ xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, cons
     xd_status s = batcher_grow(b, xd_threads_get(), e);
     if (s) return s;
 
-    const size_t in_size = (size_t)b->h * b->w * b->c;
     const size_t out_size = (size_t)b->ch * b->cw * b->oc;
     const img_batcher *cb = b;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < count; i++) {
-        img_aug a =
-            augment ? img_aug_sample(&cb->o, cb->rh, cb->rw, cb->ch, cb->cw, seed, idx[i], epoch)
-                    : img_aug_centre(cb->rh, cb->rw, cb->ch, cb->cw);
-        int t = thread_id();
-        XD_ASSERT(t < cb->n_slots);
-        prepare_one(cb, images + idx[i] * in_size, a, cb->slots + (size_t)t * cb->slot_bytes,
-                    out + (size_t)i * out_size);
+    if (!xd_threads_split(count > 1)) {
+        for (int i = 0; i < count; i++)
+            fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
+        return XD_OK;
     }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < count; i++)
+        fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
     return XD_OK;
 }

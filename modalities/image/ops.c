@@ -283,11 +283,18 @@ xd_status img_normalise_u8(const uint8_t *src, size_t npix, int c, const float *
         for (size_t i = 0; i < npix; i++) dst[i] = (float)src[i] * a + b;
         return XD_OK;
     }
-    for (size_t i = 0; i < npix; i++)
-        for (int ch = 0; ch < c; ch++) {
-            size_t k = i * (size_t)c + ch;
-            dst[k] = (float)src[k] * scale[ch] + shift[ch];
-        }
+    /* the coefficients repeated over a run of pixels, so that the runs vectorise */
+    enum { RUN = 16 };
+    float sc[RUN * IMG_MAX_CHANNELS], sh[RUN * IMG_MAX_CHANNELS];
+    const size_t n = (size_t)RUN * (size_t)c, all = npix * (size_t)c;
+    for (size_t k = 0; k < n; k++) {
+        sc[k] = scale[k % (size_t)c];
+        sh[k] = shift[k % (size_t)c];
+    }
+    size_t k0 = 0;
+    for (; k0 + n <= all; k0 += n)
+        for (size_t k = 0; k < n; k++) dst[k0 + k] = (float)src[k0 + k] * sc[k] + sh[k];
+    for (size_t k = k0; k < all; k++) dst[k] = (float)src[k] * sc[k - k0] + sh[k - k0];
     return XD_OK;
 }
 

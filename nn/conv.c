@@ -1,0 +1,680 @@
+/* Convolution and pooling layers (see layers.h for the conventions), apart from the other layers
+ * (nn/layers.c) since the two meet: a convolution followed by ReLU and max pool runs the pool on
+ * each image as its rows come out of the product. Products go to our kernel (nn/gemm.h), in bf16
+ * (nn/gemm_bf16.h) while a model that trains in bf16 runs them, except those with weights packed
+ * for inference. */
+#include "nn/layers.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "core/status.h"
+#include "nn/gemm.h"
+#include "nn/gemm_bf16.h"
+// ----------------------------------------------------------------------------------------------
+// conv2d
+
+int nn_conv_shape_init(nn_conv_shape *s)
+{
+    if (s->B <= 0 || s->H <= 0 || s->W <= 0 || s->C <= 0 || s->OC <= 0 || s->KH <= 0 ||
+        s->KW <= 0 || s->stride <= 0 || s->pad < 0)
+        return -1;
+    /* The padded extent must fit an int: then so does every index im2col forms
+     * (ox * stride - pad + kx lies in [-pad, W + pad)). */
+    int64_t ph = (int64_t)s->H + 2 * (int64_t)s->pad, pw = (int64_t)s->W + 2 * (int64_t)s->pad;
+    if (ph > INT_MAX || pw > INT_MAX || ph < s->KH || pw < s->KW) return -1;
+    s->OH = (int)(ph - s->KH) / s->stride + 1;
+    s->OW = (int)(pw - s->KW) / s->stride + 1;
+    return 0;
+}
+
+static int conv_is_pointwise(const nn_conv_shape *s)
+{
+    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
+}
+
+size_t nn_conv_cols_size(const nn_conv_shape *s)
+{
+    if (conv_is_pointwise(s)) return 0;
+    return (size_t)s->B * s->OH * s->OW * ((size_t)s->KH * s->KW * s->C + (s->bias ? 1 : 0));
+}
+
+size_t nn_conv_wext_size(const nn_conv_shape *s)
+{
+    if (conv_is_pointwise(s) || !s->bias) return 0;
+    return (size_t)s->OC * ((size_t)s->KH * s->KW * s->C + 1);
+}
+
+/* The row of cols of output pixel (oy, ox) of image img, laid out (ky, kx, c) to match w's
+ * (OC, KH, KW, C). For a fixed ky the window's pixels are neighbours in memory, so each ky is one
+ * copy of the in-range part (kx0..kx1) and zeros for what hangs over the edge. */
+static void im2col_row(float *restrict row, const float *restrict img, const nn_conv_shape *s,
+                       int oy, int ox)
+{
+    const int C = s->C, K = s->KH * s->KW * C, x0 = ox * s->stride - s->pad;
+    const int kx0 = x0 < 0 ? -x0 : 0;
+    int kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+    if (kx1 < kx0) kx1 = kx0;
+    for (int ky = 0; ky < s->KH; ky++) {
+        const int iy = oy * s->stride - s->pad + ky;
+        float *dst = row + (size_t)ky * s->KW * C;
+        if (iy < 0 || iy >= s->H) {
+            for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
+            continue;
+        }
+        for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
+        const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
+        for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
+        for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
+    }
+    if (s->bias) row[K] = 1.0f;
+}
+
+void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
+{
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                im2col_row(cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld,
+                           inp + (size_t)b * s->H * s->W * s->C, s, oy, ox);
+}
+
+/* Rows r0..r1 of cols, as nn_im2col makes them; used block by block just before the product
+ * that reads them (nn_sgemm_rows). */
+typedef struct {
+    float *cols;
+    const float *inp;
+    const nn_conv_shape *s;
+} im2col_job;
+
+static void im2col_rows(void *p, int r0, int r1)
+{
+    const im2col_job *job = p;
+    const nn_conv_shape *s = job->s;
+    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
+    int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
+    for (int m = r0; m < r1; m++) {
+        im2col_row(job->cols + (size_t)m * ld, job->inp + (size_t)b * s->H * s->W * s->C, s, oy,
+                   ox);
+        if (++ox == s->OW) {
+            ox = 0;
+            if (++oy == s->OH) {
+                oy = 0;
+                b++;
+            }
+        }
+    }
+}
+
+/* Scatter-add of image b's rows of dcols back onto the image. first: the image is zeroed just
+ * before, while it is in cache (see nn_relu_backward_first). */
+static void col2im_image(float *dinp, const float *dcols, const nn_conv_shape *s, int b, int first)
+{
+    const int K = s->KH * s->KW * s->C, C = s->C;
+    float *img = dinp + (size_t)b * s->H * s->W * C;
+    if (first) memset(img, 0, sizeof(float) * s->H * s->W * C);
+    for (int oy = 0; oy < s->OH; oy++)
+        for (int ox = 0; ox < s->OW; ox++) {
+            const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+            int x0 = ox * s->stride - s->pad;
+            int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
+            for (int ky = 0; ky < s->KH; ky++) {
+                int iy = oy * s->stride - s->pad + ky;
+                if (iy < 0 || iy >= s->H || kx1 <= kx0) continue;
+                const float *src = row + ((size_t)ky * s->KW + kx0) * C;
+                float *dst = img + ((size_t)iy * s->W + x0 + kx0) * C;
+                for (int j = 0; j < (kx1 - kx0) * C; j++) dst[j] += src[j];
+            }
+        }
+}
+
+/* Parallel over images, since windows of one image overlap each other but never another
+ * image's pixels. */
+static void col2im(float *dinp, const float *dcols, const nn_conv_shape *s, int first)
+{
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) col2im_image(dinp, dcols, s, b, first);
+}
+
+/* A product whose rows of C are images of P rows each, with work per image as soon as its rows
+ * are final: by the thread of the row block that holds the whole image, while the rows are in
+ * cache, or after the product for an image cut by a block boundary. Each image is handled by one
+ * thread, the same way either way, so no result depends on where it was done. rows (or NULL)
+ * fills rows r0..r1 of A just before their product (nn_sgemm_rows). */
+typedef struct {
+    void (*image)(void *ctx, int b);
+    void *image_ctx;
+    nn_sgemm_rows_fn rows;
+    void *rows_ctx;
+    int P;
+} image_job;
+
+static void image_job_rows(void *p, int r0, int r1)
+{
+    const image_job *j = p;
+    j->rows(j->rows_ctx, r0, r1);
+}
+
+static void image_job_whole(void *p, int r0, int r1)
+{
+    const image_job *j = p;
+    for (int b = (r0 + j->P - 1) / j->P; b < r1 / j->P; b++) j->image(j->image_ctx, b);
+}
+
+/* C (M, N) = op(A) (M, K) @ op(B) (K, N), as nn_sgemm, with the job's work around it */
+static void sgemm_images(int trans_b, int M, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, const float *Bp, float *C, int ldc,
+                         image_job *j)
+{
+    nn_mm_rows(0, trans_b, M, N, K, 1.0f, A, lda, B, ldb, Bp, 0.0f, C, ldc,
+               j->rows ? image_job_rows : NULL, j->image ? image_job_whole : NULL, j);
+    if (!j->image) return;
+    const int nb = nn_sgemm_row_blocks(M, N, K);
+    int cut[64], n_cut = 0;
+    XD_ASSERT(nb <= (int)(sizeof cut / sizeof cut[0]));
+    for (int i = 1; i < nb; i++) {
+        int r0, r1;
+        nn_sgemm_block_range(M, nb, i, &r0, &r1);
+        if (r0 % j->P && (n_cut == 0 || cut[n_cut - 1] != r0 / j->P)) cut[n_cut++] = r0 / j->P;
+    }
+#pragma omp parallel for if (n_cut > 1)
+    for (int i = 0; i < n_cut; i++) j->image(j->image_ctx, cut[i]);
+}
+
+typedef struct {
+    float *dinp;
+    const float *dcols;
+    const nn_conv_shape *s;
+    int first;
+} col2im_job;
+
+static void col2im_job_image(void *p, int b)
+{
+    const col2im_job *j = p;
+    col2im_image(j->dinp, j->dcols, j->s, b, j->first);
+}
+
+/* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
+ * out of the product. */
+static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
+                        const nn_conv_shape *s, int first)
+{
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    col2im_job c = {dinp, dcols, s, first};
+    image_job job = {col2im_job_image, &c, NULL, NULL, s->OH * s->OW};
+    sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, NULL, dcols, K, &job);
+}
+
+void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
+{
+    col2im(dinp, dcols, s, 0);
+}
+
+size_t nn_conv_packed_size(const nn_conv_shape *s)
+{
+    return nn_sgemm_packed_size(s->OC, s->KH * s->KW * s->C + (s->bias && !conv_is_pointwise(s)));
+}
+
+/* The operand the forward product reads: w, or [w | b] when the bias is a column of it */
+void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s)
+{
+    const int K = s->KH * s->KW * s->C;
+    if (!s->bias || conv_is_pointwise(s)) {
+        nn_sgemm_pack_b(1, s->OC, K, w, K, wp);
+        return;
+    }
+    for (int o = 0; o < s->OC; o++) {
+        memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
+        wext[(size_t)o * (K + 1) + K] = b[o];
+    }
+    nn_sgemm_pack_b(1, s->OC, K + 1, wext, K + 1, wp);
+}
+
+/* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
+ * its bias column reads (one per row of an output row) */
+static size_t conv_direct_scratch(const nn_conv_shape *s)
+{
+    return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
+           (size_t)(s->OW - 1) * s->stride * s->C + 1;
+}
+
+/* One image of the convolution with packed weights, its windows read in place from a
+ * zero-padded copy of the image instead of unfolded into cols: element (ox, k) of output row oy
+ * lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column reads ones laid
+ * after the image. The same values in the same order as the unfolded rows, so the same bits,
+ * without writing and reading K floats per output pixel. */
+static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
+                                const nn_conv_shape *s, int b, void (*image)(void *, int),
+                                void *image_ctx)
+{
+    const int C = s->C, Wp = s->W + 2 * s->pad, K = s->KH * s->KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C, si = (size_t)s->stride * C;
+    float *P = scratch, *ones = scratch + n_img;
+    memset(P, 0, sizeof(float) * n_img);
+    for (int y = 0; y < s->H; y++)
+        memcpy(P + ((size_t)(y + s->pad) * Wp + s->pad) * C,
+               inp + (((size_t)b * s->H + y) * s->W) * C, sizeof(float) * s->W * C);
+    for (size_t i = 0; i <= (size_t)(s->OW - 1) * si; i++) ones[i] = 1.0f;
+    int *koff = xd_xmalloc(sizeof(int) * (size_t)nk);
+    for (int ky = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int c = 0; c < C; c++) koff[(ky * s->KW + kx) * C + c] = (ky * Wp + kx) * C + c;
+    for (int oy = 0; oy < s->OH; oy++) {
+        const float *A = P + (size_t)oy * s->stride * Wp * C;
+        float *o = out + ((size_t)b * s->OH + oy) * s->OW * s->OC;
+        if (s->bias) koff[K] = (int)(ones - A);
+        /* few input channels: the kernel that reuses each value over the windows it is in */
+        if (s->stride != 1 || !nn_sgemm_conv_row(s->OW, s->OC, C, s->KH, s->KW, A,
+                                                 (size_t)Wp * C, s->bias, wp, o, s->OC))
+            nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp, o, s->OC);
+    }
+    free(koff);
+    if (image) image(image_ctx, b);
+}
+
+/* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
+ * weights packed by nn_conv_pack, or NULL */
+static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                           const float *wp, const float *b, const nn_conv_shape *s,
+                           void (*image)(void *, int), void *image_ctx)
+{
+    XD_ASSERT((b != NULL) == (s->bias != 0));
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    if (conv_is_pointwise(s)) {
+        nn_linear_forward(out, inp, w, wp, b, M, K, s->OC);
+        if (image) {
+#pragma omp parallel for
+            for (int i = 0; i < s->B; i++) image(image_ctx, i);
+        }
+        return;
+    }
+    /* with packed weights, the windows read in place (each image's cols hold its scratch) */
+    const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
+    if (wp && conv_direct_scratch(s) <= per_image) {
+        if (xd_threads_split(s->B > 1)) {
+#pragma omp parallel for
+            for (int i = 0; i < s->B; i++)
+                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
+                                    image_ctx);
+        } else {
+            for (int i = 0; i < s->B; i++)
+                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
+                                    image_ctx);
+        }
+        return;
+    }
+    /* each block of cols is unfolded just before its product reads it */
+    im2col_job unfold = {cols, inp, s};
+    image_job job = {image, image_ctx, im2col_rows, &unfold, s->OH * s->OW};
+    if (!b || wp) {
+        sgemm_images(1, M, s->OC, K + (b != NULL), cols, K + (b != NULL), w, K, wp, out, s->OC,
+                     &job);
+        return;
+    }
+    for (int o = 0; o < s->OC; o++) {
+        memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
+        wext[(size_t)o * (K + 1) + K] = b[o];
+    }
+    sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, NULL, out, s->OC, &job);
+}
+
+void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                       const float *wp, const float *b, const nn_conv_shape *s)
+{
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
+}
+
+static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                            const float *dout, const float *cols, const float *inp,
+                            const float *w, const nn_conv_shape *s, int first)
+{
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    if (conv_is_pointwise(s)) {
+        if (first && dinp) memset(dinp, 0, sizeof(float) * M * K);
+        nn_linear_backward(dinp, dw, db, dout, inp, w, M, K, s->OC);
+        return;
+    }
+    if (s->bias) {
+        /* [dw | db] (OC, K+1) = dout^T (OC, M) @ [cols | 1] (M, K+1), then added in */
+        nn_mm(1, 0, s->OC, K + 1, M, 1.0f, dout, s->OC, cols, K + 1, 0.0f, wext, K + 1);
+        for (int o = 0; o < s->OC; o++) {
+            const float *g = wext + (size_t)o * (K + 1);
+            for (int k = 0; k < K; k++) dw[(size_t)o * K + k] += g[k];
+            if (db) db[o] += g[K];
+        }
+    } else {
+        nn_mm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
+    }
+    if (dinp) conv2d_dinp(dinp, dcols, dout, w, s, first);
+}
+
+void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                        const float *dout, const float *cols, const float *inp, const float *w,
+                        const nn_conv_shape *s)
+{
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 0);
+}
+
+void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
+                              const float *dout, const float *cols, const float *inp,
+                              const float *w, const nn_conv_shape *s)
+{
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 1);
+}
+
+void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
+                           const nn_conv_shape *s)
+{
+    for (int n = 0; n < s->B; n++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                for (int o = 0; o < s->OC; o++) {
+                    double acc = b ? b[o] : 0.0;
+                    for (int ky = 0; ky < s->KH; ky++)
+                        for (int kx = 0; kx < s->KW; kx++) {
+                            int iy = oy * s->stride - s->pad + ky, ix = ox * s->stride - s->pad + kx;
+                            if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W) continue;
+                            for (int c = 0; c < s->C; c++)
+                                acc += (double)w[((o * s->KH + ky) * s->KW + kx) * s->C + c] *
+                                       inp[(((size_t)n * s->H + iy) * s->W + ix) * s->C + c];
+                        }
+                    out[(((size_t)n * s->OH + oy) * s->OW + ox) * s->OC + o] = (float)acc;
+                }
+}
+
+// ----------------------------------------------------------------------------------------------
+// pooling
+
+int nn_pool_shape_init(nn_pool_shape *s)
+{
+    if (s->B <= 0 || s->H <= 0 || s->W <= 0 || s->C <= 0 || s->k <= 0 || s->stride <= 0 ||
+        s->k > s->H || s->k > s->W)
+        return -1;
+    s->OH = (s->H - s->k) / s->stride + 1;
+    s->OW = (s->W - s->k) / s->stride + 1;
+    return 0;
+}
+
+/* Channels are innermost, so each window position is one contiguous row of C values and the
+ * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
+ * first maximum, as PyTorch does; a NaN wins and stays (v != v). */
+static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
+                        int b, int oy)
+{
+    const int C = s->C;
+    const float *img = inp + (size_t)b * s->H * s->W * C;
+    for (int ox = 0; ox < s->OW; ox++) {
+        size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+        float *best = out + o;
+        int32_t *at = argmax + o;
+        for (int ky = 0; ky < s->k; ky++)
+            for (int kx = 0; kx < s->k; kx++) {
+                const int32_t base = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                const float *p = img + base;
+                if (ky == 0 && kx == 0) {
+                    for (int c = 0; c < C; c++) {
+                        best[c] = p[c];
+                        at[c] = base + c;
+                    }
+                    continue;
+                }
+                for (int c = 0; c < C; c++) {
+                    float v = p[c];
+                    int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
+                    best[c] = take ? v : best[c];
+                    at[c] = take ? base + c : at[c];
+                }
+            }
+    }
+}
+
+void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
+{
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++) maxpool_row(out, argmax, inp, s, b, oy);
+}
+
+typedef struct {
+    float *relu_out, *out;
+    int32_t *argmax;
+    const float *inp;
+    const nn_pool_shape *s;
+} relu_pool_job;
+
+/* Inference, no argmax: the maximum of the ReLU over each window, straight from the input. The
+ * values pooling the ReLU's output gives: no NaN survives a ReLU, so only '>' decides. */
+static void relu_maxpool_plain(const relu_pool_job *j, int b)
+{
+    const nn_pool_shape *s = j->s;
+    const int C = s->C;
+    const float *img = j->inp + (size_t)b * s->H * s->W * C;
+    if (s->k == 2 && s->stride == 2) { /* the usual pool: the same steps with the window unrolled */
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *r0 = img + (size_t)2 * oy * s->W * C, *r1 = r0 + (size_t)s->W * C;
+            float *best = j->out + ((size_t)b * s->OH + oy) * s->OW * C;
+            for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C)
+                for (int c = 0; c < C; c++) {
+                    const float v0 = r0[c] > 0.0f ? r0[c] : 0.0f,
+                                v1 = r0[C + c] > 0.0f ? r0[C + c] : 0.0f,
+                                v2 = r1[c] > 0.0f ? r1[c] : 0.0f,
+                                v3 = r1[C + c] > 0.0f ? r1[C + c] : 0.0f;
+                    const float m1 = v1 > v0 ? v1 : v0, m2 = v2 > m1 ? v2 : m1;
+                    best[c] = v3 > m2 ? v3 : m2;
+                }
+        }
+        return;
+    }
+    for (int oy = 0; oy < s->OH; oy++)
+        for (int ox = 0; ox < s->OW; ox++) {
+            float *best = j->out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
+            for (int ky = 0; ky < s->k; ky++)
+                for (int kx = 0; kx < s->k; kx++) {
+                    const float *p =
+                        img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
+                    if (ky == 0 && kx == 0) {
+                        for (int c = 0; c < C; c++) best[c] = p[c] > 0.0f ? p[c] : 0.0f;
+                        continue;
+                    }
+                    for (int c = 0; c < C; c++) {
+                        const float v = p[c] > 0.0f ? p[c] : 0.0f;
+                        best[c] = v > best[c] ? v : best[c];
+                    }
+                }
+        }
+}
+
+/* One image: its ReLU is written and then pooled while it is still in cache, instead of the pool
+ * reading the whole batch back from memory. */
+static void relu_pool_image(void *p, int b)
+{
+    const relu_pool_job *j = p;
+    const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
+    const float *x = j->inp + (size_t)b * per_in;
+    if (j->relu_out) {
+        float *r = j->relu_out + (size_t)b * per_in;
+        for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    }
+    if (!j->argmax) {
+        relu_maxpool_plain(j, b);
+        return;
+    }
+    for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
+}
+
+void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
+                             const nn_pool_shape *s)
+{
+    relu_pool_job j = {relu_out, out, argmax, inp, s};
+    if (!xd_threads_split(s->B > 1)) {
+        for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
+        return;
+    }
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
+}
+
+void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
+                                    const float *w, const float *wp, const float *b,
+                                    const nn_conv_shape *s,
+                                    float *relu_out, float *pool_out, int32_t *argmax,
+                                    const nn_pool_shape *ps)
+{
+    XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
+    relu_pool_job j = {relu_out, pool_out, argmax, out, ps};
+    conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
+}
+
+/* One image of a first-write backward whose windows tile the input without overlap (k ==
+ * stride): every position belongs to at most one window, so it is written once, 0 + g with g its
+ * gradient or 0, in a pass over the windows that vectorises across channels; the ragged edge no
+ * window covers gets zeros. y as relu_out below (or NULL). */
+static void maxpool_backward_tiles(float *img, const float *d, const int32_t *am, const float *y,
+                                   const nn_pool_shape *s)
+{
+    const int C = s->C, k = s->k;
+    for (int oy = 0; oy < s->OH; oy++) {
+        for (int ox = 0; ox < s->OW; ox++) {
+            const size_t o = ((size_t)oy * s->OW + ox) * C;
+            for (int ky = 0; ky < k; ky++)
+                for (int kx = 0; kx < k; kx++) {
+                    const int32_t base = ((oy * k + ky) * s->W + ox * k + kx) * C;
+                    float *p = img + base;
+                    for (int c = 0; c < C; c++) {
+                        float g = am[o + c] == base + c ? d[o + c] : 0.0f;
+                        if (y) g = y[o + c] > 0.0f ? g : 0.0f;
+                        p[c] = 0.0f + g;
+                    }
+                }
+        }
+        if (s->OW * k < s->W) /* columns right of the last window, in this band of rows */
+            for (int ky = 0; ky < k; ky++)
+                memset(img + ((size_t)(oy * k + ky) * s->W + s->OW * k) * C, 0,
+                       sizeof(float) * (s->W - s->OW * k) * C);
+    }
+    memset(img + (size_t)s->OH * k * s->W * C, 0, sizeof(float) * (s->H - s->OH * k) * s->W * C);
+}
+
+/* first: each image is zeroed just before its scatter, while it is in cache, instead of a
+ * separate pass over the whole batch; the sums are the same. relu_out (or NULL): the pool read a
+ * ReLU's output, and the gradient goes through that ReLU too. A window's maximum relu(x[argmax])
+ * is positive exactly when x[argmax] is, so the pool's output (relu_out, (B, OH, OW, C)) tells
+ * without reading x. A position whose input is not positive then adds +0 at each of its windows
+ * and ends +0, as ReLU's backward would leave it; any other position gets the same sum the pool's
+ * own backward would give it. */
+static void maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                             const float *relu_out, const nn_pool_shape *s, int first)
+{
+    const size_t per_out = (size_t)s->OH * s->OW * s->C, per_in = (size_t)s->H * s->W * s->C;
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * per_in;
+        const float *d = dout + b * per_out;
+        const int32_t *am = argmax + b * per_out;
+        const float *y = relu_out ? relu_out + b * per_out : NULL;
+        if (first && s->k == s->stride) {
+            maxpool_backward_tiles(img, d, am, y, s);
+            continue;
+        }
+        if (first) memset(img, 0, sizeof(float) * per_in);
+        if (y) {
+            for (size_t i = 0; i < per_out; i++) img[am[i]] += y[i] > 0.0f ? d[i] : 0.0f;
+        } else {
+            for (size_t i = 0; i < per_out; i++) img[am[i]] += d[i];
+        }
+    }
+}
+
+void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
+                         const nn_pool_shape *s)
+{
+    maxpool_backward(dinp, dout, argmax, NULL, s, 0);
+}
+
+void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                               const nn_pool_shape *s)
+{
+    maxpool_backward(dinp, dout, argmax, NULL, s, 1);
+}
+
+void nn_relu_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
+                                    const float *out, const nn_pool_shape *s)
+{
+    maxpool_backward(dinp, dout, argmax, out, s, 1);
+}
+
+void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s)
+{
+    const float inv = 1.0f / (float)(s->k * s->k);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < s->B; b++)
+        for (int oy = 0; oy < s->OH; oy++) {
+            const float *img = inp + (size_t)b * s->H * s->W * s->C;
+            for (int ox = 0; ox < s->OW; ox++) {
+                float *o = out + (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
+                for (int c = 0; c < s->C; c++) o[c] = 0.0f;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        const float *p = img + ((size_t)(oy * s->stride + ky) * s->W +
+                                                ox * s->stride + kx) * s->C;
+                        for (int c = 0; c < s->C; c++) o[c] += p[c];
+                    }
+                for (int c = 0; c < s->C; c++) o[c] *= inv;
+            }
+        }
+}
+
+void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s)
+{
+    const float inv = 1.0f / (float)(s->k * s->k);
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) {
+        float *img = dinp + (size_t)b * s->H * s->W * s->C;
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++) {
+                const float *d = dout + (((size_t)b * s->OH + oy) * s->OW + ox) * s->C;
+                for (int ky = 0; ky < s->k; ky++)
+                    for (int kx = 0; kx < s->k; kx++) {
+                        float *p = img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) *
+                                             s->C;
+                        for (int c = 0; c < s->C; c++) p[c] += d[c] * inv;
+                    }
+            }
+    }
+}
+
+static void gap_one(float *o, const float *inp, int HW, int C)
+{
+    for (int c = 0; c < C; c++) o[c] = 0.0f;
+    for (int i = 0; i < HW; i++)
+        for (int c = 0; c < C; c++) o[c] += inp[(size_t)i * C + c];
+    const float inv = 1.0f / (float)HW;
+    for (int c = 0; c < C; c++) o[c] *= inv;
+}
+
+void nn_gap_forward(float *out, const float *inp, int B, int HW, int C)
+{
+    const size_t per = (size_t)HW * C;
+    if (!xd_threads_split((size_t)B * per > NN_PAR_MIN)) {
+        for (int b = 0; b < B; b++) gap_one(out + (size_t)b * C, inp + b * per, HW, C);
+        return;
+    }
+#pragma omp parallel for
+    for (int b = 0; b < B; b++) gap_one(out + (size_t)b * C, inp + b * per, HW, C);
+}
+
+void nn_gap_backward(float *dinp, const float *dout, int B, int HW, int C)
+{
+    const float inv = 1.0f / (float)HW;
+#pragma omp parallel for if ((size_t)B * HW * C > NN_PAR_MIN)
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < HW; i++) {
+            float *p = dinp + ((size_t)b * HW + i) * C;
+            for (int c = 0; c < C; c++) p[c] += dout[(size_t)b * C + c] * inv;
+        }
+}
