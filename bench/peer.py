@@ -263,23 +263,26 @@ class Trainer:
 
 
 def time_it(fn, min_seconds, min_reps=20, warmup=3, max_reps=100000, give_up=None):
-    """(median, min, max, reps) of fn's wall time, like bench_run. With give_up (seconds), a probe
-    stops as soon as a call (a warm-up call: ten times that) shows fn is far slower."""
+    """(median, min, max, reps, median CPU time) of fn's wall time, like bench_run (CPU time of
+    the process, all threads: at one thread on a shared machine, a call's cost without the waits
+    for a free core). With give_up (seconds), a probe stops as soon as a call (a warm-up call:
+    ten times that) shows fn is far slower."""
     for _ in range(warmup):
         t0 = time.perf_counter()
         fn()
         w = time.perf_counter() - t0
         if give_up and w > 10 * give_up:
-            return w, w, w, 1
-    t = []
+            return w, w, w, 1, w
+    t, cpu = [], []
     start = time.perf_counter()
     while len(t) < max_reps and (len(t) < min_reps or time.perf_counter() - start < min_seconds):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         t.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         if give_up and statistics.median(t) > give_up:
             break
-    return statistics.median(t), min(t), max(t), len(t)
+    return statistics.median(t), min(t), max(t), len(t), statistics.median(cpu)
 
 
 def variants(case, precision):
@@ -373,7 +376,7 @@ def run_train(torch, args, x, y, data_kind, out_rows):
               f"teacher_cnn_fwd: the forward alone, batch {FWD_BATCH}, eval mode; step time "
               f"median [min-max]; epoch = {EPOCH} images; each row: the fastest configuration of "
               f"its precision (NAME: float32, NAME_bf16: bf16 autocast)", file=args.out)
-        print(f"{'model':<20} {'thr':>3} {'step ms':>24} {'images/s':>10} {'s/epoch':>9} "
+        print(f"{'model':<20} {'thr':>3} {'step ms':>24} {'cpu ms':>8} {'images/s':>10} {'s/epoch':>9} "
               f"{'speed-up':>8}  configuration", file=args.out)
     log = None if args.json else args.out
     for case, (model, step, B) in CASES.items():
@@ -394,13 +397,13 @@ def run_train(torch, args, x, y, data_kind, out_rows):
         for precision in PRECISIONS:
             first = None
             name = case + ("_bf16" if precision == "bf16" else "")
-            for th, v, (med, lo, hi, reps) in ((r[1], r[2], r[3]) for r in results
+            for th, v, (med, lo, hi, reps, cpu) in ((r[1], r[2], r[3]) for r in results
                                                if r[0] == precision):
                 ips = B / med
                 first = first or ips
                 row = {"suite": "train", "side": "pytorch", "case": name, "data": data_kind,
                        "batch": B, "threads": th, "step_s": med, "min_s": lo, "max_s": hi,
-                       "reps": reps, "images_per_s": ips, "epoch_s": EPOCH / ips,
+                       "reps": reps, "cpu_s": cpu, "images_per_s": ips, "epoch_s": EPOCH / ips,
                        "speedup_vs_first": ips / first, "peak_rss_mib": peak,
                        "rss_before_mib": before, "rss_growth_mib": peak - before,
                        "rss_scope": "model" if scoped else "process", "precision": precision,
@@ -410,7 +413,7 @@ def run_train(torch, args, x, y, data_kind, out_rows):
                     print(json.dumps(row), file=args.out)
                 else:
                     st = f"{1e3 * med:.2f} [{1e3 * lo:.2f}-{1e3 * hi:.2f}]"
-                    print(f"{name:<20} {th:>3} {st:>24} {ips:>10.0f} {EPOCH / ips:>9.2f} "
+                    print(f"{name:<20} {th:>3} {st:>24} {1e3 * cpu:>8.2f} {ips:>10.0f} {EPOCH / ips:>9.2f} "
                           f"{ips / first:>7.2f}x  {describe_variant(v)}", file=args.out)
         if not args.json:
             for th in args.threads:
@@ -441,7 +444,7 @@ def run_distill(torch, args, x, y, data_kind, out_rows):
                 tr = Trainer(torch, make_models(torch)[1], xt, y, "onednn", "nchw", False,
                              loss=case, teacher=teacher)
                 fn = tr.step
-            med, lo, hi, reps = time_it(fn, args.seconds)
+            med, lo, hi, reps, _ = time_it(fn, args.seconds)
             ce = ce or med
             row = {"suite": "distill", "side": "pytorch", "case": case, "data": data_kind,
                    "batch": BATCH, "threads": th, "step_s": med, "min_s": lo, "max_s": hi,
@@ -547,9 +550,10 @@ def compare(ours, theirs, out):
     print("\nxdistill vs PyTorch, same models, data, batch, optimizer and threads; each side "
           "enters with its fastest row of the cases named (PyTorch: its fastest configuration of "
           "each precision); ratio = our images/s / PyTorch's (= PyTorch time / ours; > 1: we are "
-          "faster)", file=out)
+          "faster), the verdict's; cpu = the ratio of CPU times (at one thread, without the waits "
+          "for a free core on a shared machine)", file=out)
     print(f"{'comparison':<22} {'thr':>3} {'ours':>8} {'images/s':>10} {'pytorch images/s':>17} "
-          f"{'ratio':>7} {'target':>7}  {'verdict':<18} pytorch configuration", file=out)
+          f"{'ratio':>7} {'cpu':>7} {'target':>7}  {'verdict':<18} pytorch configuration", file=out)
     threads = sorted({t["threads"] for t in theirs if t["suite"] == "train"})
     for what, our_cases, their_cases, target in COMPARISONS:
         for th in threads:
@@ -557,13 +561,14 @@ def compare(ours, theirs, out):
             if not o or not t:
                 continue
             ratio = o["images_per_s"] / t["images_per_s"]
+            cpu = f"{t['cpu_s'] / o['cpu_s']:.2f}x" if o.get("cpu_s") and t.get("cpu_s") else "-"
             if target is None:
                 verdict, tg = "-", "-"
             else:
                 verdict = "met" if ratio >= target else f"MISSED ({ratio / target:.0%} of it)"
                 tg = f"{target:.1f}x"
             print(f"{what:<22} {th:>3} {our_config(o):>8} {o['images_per_s']:>10.0f} "
-                  f"{t['images_per_s']:>17.0f} {ratio:>6.2f}x {tg:>7}  {verdict:<18} "
+                  f"{t['images_per_s']:>17.0f} {ratio:>6.2f}x {cpu:>7} {tg:>7}  {verdict:<18} "
                   f"{describe_variant(tuple(t['variant'][k] for k in VARIANT_KEYS))}", file=out)
     ours_by = {(r["suite"], r["case"], r["threads"]): r for r in ours}
     for case in ("mlp_student", "teacher_cnn"):
