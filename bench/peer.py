@@ -555,6 +555,10 @@ def compare(ours, theirs, out):
     print(f"{'comparison':<22} {'thr':>3} {'ours':>8} {'images/s':>10} {'pytorch images/s':>17} "
           f"{'ratio':>7} {'cpu':>7} {'target':>7}  {'verdict':<18} pytorch configuration", file=out)
     threads = sorted({t["threads"] for t in theirs if t["suite"] == "train"})
+    kinds = {r.get("data") for r in ours + theirs if r["suite"] == "train"}
+    if len(kinds) > 1:
+        print(f"peer.py: the two sides ran on different data ({', '.join(sorted(map(str, kinds)))}); "
+              "the ratios compare unlike runs", file=out)
     for what, our_cases, their_cases, target in COMPARISONS:
         for th in threads:
             o, t = fastest(ours, our_cases, th), fastest(theirs, their_cases, th)
