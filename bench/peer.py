@@ -324,13 +324,16 @@ def runner(torch, case, build, x, y, v):
 
 def best_variant(torch, case, build, x, y, precision, probe_seconds, log):
     """The fastest configuration for this case and precision at the current thread count: every
-    variant is probed in two interleaved rounds and keeps its fastest call (load from elsewhere
-    only adds time, so that a moment of it does not decide). A variant three times slower than the best so far is
+    variant is probed in two interleaved rounds and keeps its better median, so that a moment of
+    load from elsewhere does not decide; at one thread the median CPU time (a shared machine's
+    waits for a free core left out), else wall time. (A variant's fastest call misleads: PyTorch's
+    own convolution in channels-last has calls six times faster than its median.) A variant three times slower than the best so far is
     not timed further (PyTorch's own convolution under bf16 autocast takes seconds a step)."""
     vs = variants(case, precision)
     if len(vs) == 1:
         return vs[0]
     best = {v: float("inf") for v in vs}
+    key = 4 if torch.get_num_threads() == 1 else 0  # time_it's CPU or wall median
     for rnd in range(2):
         for v in vs:
             lead = min(best.values())
@@ -338,9 +341,10 @@ def best_variant(torch, case, build, x, y, precision, probe_seconds, log):
                 continue
             fn = runner(torch, case, build, x, y, v)[1]
             best[v] = min(best[v], time_it(fn, probe_seconds, min_reps=5, warmup=2,
-                                           give_up=3 * lead if lead < float("inf") else None)[1])
+                                           give_up=3 * lead if lead < float("inf") else None)[key])
     if log:
-        print(f"  {case} {precision} variants at {torch.get_num_threads()} thread(s), fastest call ms: " +
+        print(f"  {case} {precision} variants at {torch.get_num_threads()} thread(s), median "
+              f"{'CPU' if key else 'wall'} ms: " +
               ", ".join(f"{describe_variant(v, False)} {1e3 * t:.1f}" for v, t in best.items()),
               file=log)
     return min(best, key=best.get)
