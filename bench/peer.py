@@ -95,7 +95,8 @@ def read_sections(path):
     table = bytes(raw[32:32 + 160 * count])
     # version 2: CRC-32 of the header's first 24 bytes and the table at offset 24, and of each
     # section's bytes in its entry (version 1: no checksums)
-    if version == 2 and zlib.crc32(table, zlib.crc32(head[:24])) != int.from_bytes(head[24:28], "little"):
+    stored = int.from_bytes(head[24:28], "little")
+    if version == 2 and zlib.crc32(table, zlib.crc32(head[:24])) != stored:
         raise ValueError(f"{path}: offset 24: the header and section table do not match their "
                          "checksum; the file is damaged")
     out = {}
@@ -104,7 +105,8 @@ def read_sections(path):
         name = e[:64].split(b"\0", 1)[0].decode()
         kind, dtype, ndim, crc = (int.from_bytes(e[64 + 4 * k: 68 + 4 * k], "little")
                                   for k in range(4))
-        shape = [int.from_bytes(e[80 + 8 * k: 88 + 8 * k], "little", signed=True) for k in range(min(ndim, 8))]
+        shape = [int.from_bytes(e[80 + 8 * k: 88 + 8 * k], "little", signed=True)
+                 for k in range(min(ndim, 8))]
         off, length = int.from_bytes(e[144:152], "little"), int.from_bytes(e[152:160], "little")
         if kind == 0 and dtype in DTYPES and off + length <= len(raw):
             out[name] = (DTYPES[dtype], shape, off, length, crc if version == 2 else None)
@@ -313,13 +315,17 @@ def variant_json(v):
 
 def runner(torch, case, build, x, y, v):
     """(Trainer, the function timed) for a case in configuration v."""
-    model = build()
-    if CASES[case][1] == "forward":
+    model, forward, B = build(), CASES[case][1] == "forward", CASES[case][2]
+    if forward:
         model.eval()
-        tr = Trainer(torch, model, x, y, *v)
-        return tr, lambda: tr.forward(CASES[case][2])
     tr = Trainer(torch, model, x, y, *v)
-    return tr, lambda: tr.step(CASES[case][2])
+    return tr, (lambda: tr.forward(B)) if forward else (lambda: tr.step(B))
+
+
+def choice_key(threads):
+    """Which of time_it's figures decides between configurations: the median CPU time at one
+    thread (a shared machine's waits for a free core left out), else the median wall time."""
+    return 4 if threads == 1 else 0
 
 
 def best_variant(torch, case, build, x, y, precision, probe_seconds, log):
@@ -334,7 +340,7 @@ def best_variant(torch, case, build, x, y, precision, probe_seconds, log):
     if len(vs) == 1:
         return vs
     best = {v: float("inf") for v in vs}
-    key = 4 if torch.get_num_threads() == 1 else 0  # time_it's CPU or wall median
+    key = choice_key(torch.get_num_threads())
     for rnd in range(2):
         for v in vs:
             lead = min(best.values())
@@ -381,8 +387,8 @@ def run_train(torch, args, x, y, data_kind, out_rows):
               f"teacher_cnn_fwd: the forward alone, batch {FWD_BATCH}, eval mode; step time "
               f"median [min-max]; epoch = {EPOCH} images; each row: the fastest configuration of "
               f"its precision (NAME: float32, NAME_bf16: bf16 autocast)", file=args.out)
-        print(f"{'model':<20} {'thr':>3} {'step ms':>24} {'cpu ms':>8} {'images/s':>10} {'s/epoch':>9} "
-              f"{'speed-up':>8}  configuration", file=args.out)
+        print(f"{'model':<20} {'thr':>3} {'step ms':>24} {'cpu ms':>8} {'images/s':>10} "
+              f"{'s/epoch':>9} {'speed-up':>8}  configuration", file=args.out)
     log = None if args.json else args.out
     for case, (model, step, B) in CASES.items():
         def build(model=model):
@@ -396,7 +402,7 @@ def run_train(torch, args, x, y, data_kind, out_rows):
                 torch.manual_seed(1)
                 # the two best of the probes both timed in full, the faster kept: a probe of a
                 # few calls can mislead (some variants slow down after their first steps)
-                key = 4 if th == 1 else 0
+                key = choice_key(th)
                 timed = []
                 for v in best_variant(torch, case, build, x, y, precision, args.probe, log):
                     torch.manual_seed(1)
@@ -430,7 +436,8 @@ def run_train(torch, args, x, y, data_kind, out_rows):
                     print(json.dumps(row), file=args.out)
                 else:
                     st = f"{1e3 * med:.2f} [{1e3 * lo:.2f}-{1e3 * hi:.2f}]"
-                    print(f"{name:<20} {th:>3} {st:>24} {1e3 * cpu:>8.2f} {ips:>10.0f} {EPOCH / ips:>9.2f} "
+                    print(f"{name:<20} {th:>3} {st:>24} {1e3 * cpu:>8.2f} {ips:>10.0f} "
+                          f"{EPOCH / ips:>9.2f} "
                           f"{ips / first:>7.2f}x  {describe_variant(v)}", file=args.out)
         if not args.json:
             for th in args.threads:
@@ -574,8 +581,8 @@ def compare(ours, theirs, out):
     threads = sorted({t["threads"] for t in theirs if t["suite"] == "train"})
     kinds = {r.get("data") for r in ours + theirs if r["suite"] == "train"}
     if len(kinds) > 1:
-        print(f"peer.py: the two sides ran on different data ({', '.join(sorted(map(str, kinds)))}); "
-              "the ratios compare unlike runs", file=out)
+        print(f"peer.py: the two sides ran on different data "
+              f"({', '.join(sorted(map(str, kinds)))}); the ratios compare unlike runs", file=out)
     for what, our_cases, their_cases, target in COMPARISONS:
         for th in threads:
             o, t = fastest(ours, our_cases, th), fastest(theirs, their_cases, th)
