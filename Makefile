@@ -234,10 +234,13 @@ fuzz-seeds: $(BUILD)/fuzz-seeds
 $(BUILD)/fuzz-seeds: $(BUILD)/obj/tests/fuzz/seeds.o $(LIB)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(MPI_LIBS) -o $@
 
-# Speed against PyTorch: the same models, data, batch, optimizer and thread counts (bench/peer.py).
+# Speed against PyTorch: the same models, data, batch, optimizer and thread counts (bench/peer.py),
+# training steps and the teacher's forward alone, each in float32 and in bf16 (PyTorch: bf16
+# autocast), PyTorch in its fastest configuration of each (the script says which it used).
 # Installs Debian's python3-torch (PyTorch 1.13 for the CPU, with its Python and BLAS dependencies)
 # through apt-get when it is missing, prepares Fashion-MNIST when data/fashion-mnist is missing,
-# runs `xdistill bench train distill --json` and the script, and prints both with the ratios.
+# runs `xdistill bench train distill --json` and the script, and prints both with the ratios and
+# the targets met or missed.
 # PEER_ARGS go to both sides (e.g. PEER_ARGS='--threads 1,2 --seconds 2').
 PEER_PYTHON ?= /usr/bin/python3
 .PHONY: bench-peer

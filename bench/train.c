@@ -14,6 +14,12 @@
  * Each model also runs with its products in bf16 (train.precision: bf16, nn/gemm_bf16.h), timed
  * right after float32 at each thread count: rows NAME_bf16, with their speed against float32.
  *
+ * Rows teacher_cnn_fwd time the teacher's forward alone at batch 256 in evaluation mode: the
+ * engine path that builds a teacher-output cache (distill/cache.c), what a cache costs per image.
+ * That path runs float32 whatever the model's precision; teacher_cnn_fwd_bf16 is the same forward
+ * with bf16 products (run in training mode, which for this model does the same work), to show
+ * what bf16 would give there. JSON rows say "step": "train" or "forward".
+ *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
 #include <math.h>
 #include <stdlib.h>
@@ -199,7 +205,11 @@ void bench_forward_step(void *ctx)
 {
     bench_trainer *t = ctx;
     int i0 = next_batch(t);
-    nn_model_forward(&t->m, t->data->x + (size_t)i0 * BENCH_PIXELS, t->B, NULL);
+    /* float32: the evaluation forward, the teacher-output cache's (distill/cache.c). An evaluation
+     * forward runs float32 whatever m.precision, so bf16 products need a training-mode forward,
+     * which for the suites' models (no dropout, no batch norm) does the same work. */
+    const nn_run run = {.training = t->m.precision != NN_PREC_FLOAT32, .seed = 1};
+    nn_model_forward(&t->m, t->data->x + (size_t)i0 * BENCH_PIXELS, t->B, &run);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -226,17 +236,20 @@ int bench_rss_reset_peak(void)
 // ----------------------------------------------------------------------------------------------
 // the suite
 
+enum { BATCH = 128, FWD_BATCH = 256, MIN_STEPS = 20 };
+
 typedef struct {
     const char *name, *desc;
+    int batch;
+    void (*step)(void *ctx); /* bench_train_step or bench_forward_step */
 } model_case;
 
 /* smaller model first: see the memory note at the top */
 static const model_case models[] = {
-    {"mlp_student", BENCH_STUDENT_DESC},
-    {"teacher_cnn", BENCH_TEACHER_DESC},
+    {"mlp_student", BENCH_STUDENT_DESC, BATCH, bench_train_step},
+    {"teacher_cnn", BENCH_TEACHER_DESC, BATCH, bench_train_step},
+    {"teacher_cnn_fwd", BENCH_TEACHER_DESC, FWD_BATCH, bench_forward_step},
 };
-
-enum { BATCH = 128, MIN_STEPS = 20 };
 
 int bench_images_open(bench_images *d)
 {
@@ -255,10 +268,12 @@ int bench_train(const bench_opts *o)
     if (!o->json) {
         fprintf(f, "\ntraining step (forward + CE + backward + AdamW), batch %d; step time median "
                    "[min-max] of repeated steps, median CPU time of a step (all threads); epoch = "
-                   "%d images at the median\n",
-                BATCH, BENCH_EPOCH);
+                   "%d images at the median\n"
+                   "teacher_cnn_fwd: the forward alone, batch %d, as the teacher-output cache runs "
+                   "it (float32; its bf16 row runs the same forward with bf16 products)\n",
+                BATCH, BENCH_EPOCH, FWD_BATCH);
         bench_images_note(&d, f);
-        fprintf(f, "%-16s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
+        fprintf(f, "%-20s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
                 "images/s", "s/epoch", "speed-up", "vs f32");
     } else if (!d.real) {
         bench_images_note(&d, stderr);
@@ -266,11 +281,13 @@ int bench_train(const bench_opts *o)
     int rc = 0;
     double prev_peak = bench_max_rss_mib();
     for (size_t mi = 0; mi < sizeof models / sizeof models[0] && rc == 0; mi++) {
+        const model_case *mc = &models[mi];
+        const int B = mc->batch, train = mc->step == bench_train_step;
         int scoped = bench_rss_reset_peak() == 0;
         double base = bench_rss_now_mib(), before = scoped ? base : prev_peak;
         bench_trainer t;
-        if (bench_trainer_make(&t, models[mi].desc, BATCH, &d, &e) != XD_OK) {
-            fprintf(stderr, "xdistill bench: %s: %s\n", models[mi].name, e.msg);
+        if (bench_trainer_make(&t, mc->desc, B, &d, &e) != XD_OK) {
+            fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);
             rc = 1;
             break;
         }
@@ -280,20 +297,20 @@ int bench_train(const bench_opts *o)
             xd_threads_set(o->threads[ti]);
             for (int p = 0; p < NN_PREC_COUNT; p++) {
                 t.m.precision = (nn_precision)p;
-                times[p][ti] = bench_run(bench_train_step, &t, o->min_seconds, MIN_STEPS, 100000);
+                times[p][ti] = bench_run(mc->step, &t, o->min_seconds, MIN_STEPS, 100000);
             }
         }
         t.m.precision = NN_PREC_FLOAT32;
         double peak = bench_max_rss_mib();
         if (!isfinite(t.loss_sum))
             fprintf(stderr, "xdistill bench: %s: the loss became non-finite; the figures are not "
-                            "meaningful\n", models[mi].name);
+                            "meaningful\n", mc->name);
         for (int p = 0; p < NN_PREC_COUNT; p++) {
             for (int ti = 0; ti < o->n_threads; ti++) {
                 bench_time tm = times[p][ti];
-                double ips = BATCH / tm.median, vs32 = times[NN_PREC_FLOAT32][ti].median / tm.median;
+                double ips = B / tm.median, vs32 = times[NN_PREC_FLOAT32][ti].median / tm.median;
                 char name[64];
-                snprintf(name, sizeof name, "%s%s", models[mi].name, p ? "_bf16" : "");
+                snprintf(name, sizeof name, "%s%s", mc->name, p ? "_bf16" : "");
                 if (ti == 0) first = ips;
                 if (o->json) {
                     fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
@@ -303,18 +320,19 @@ int bench_train(const bench_opts *o)
                                "\"first_threads\":%d,\"approx_gflops\":%.2f,\"peak_rss_mib\":%.1f,"
                                "\"rss_before_mib\":%.1f,\"rss_growth_mib\":%.1f,\"rss_scope\":\"%s\","
                                "\"precision\":\"%s\",\"speedup_vs_float32\":%.3f,"
-                               "\"cpu_speedup_vs_float32\":%.3f}\n",
-                            name, bench_images_kind(&d), BATCH, o->threads[ti], t.m.n_param,
+                               "\"cpu_speedup_vs_float32\":%.3f,\"step\":\"%s\"}\n",
+                            name, bench_images_kind(&d), B, o->threads[ti], t.m.n_param,
                             tm.median, tm.min, tm.max, tm.cpu_median, tm.reps, ips, BENCH_EPOCH / ips,
-                            BENCH_EPOCH * tm.min / BATCH, BENCH_EPOCH * tm.max / BATCH, ips / first,
-                            o->threads[0], 3.0 * flops * ips / 1e9, peak, before, peak - before,
+                            BENCH_EPOCH * tm.min / B, BENCH_EPOCH * tm.max / B, ips / first,
+                            o->threads[0], (train ? 3.0 : 1.0) * flops * ips / 1e9, peak, before, peak - before,
                             scoped ? "model" : "process", nn_precision_names[p], vs32,
-                            times[NN_PREC_FLOAT32][ti].cpu_median / tm.cpu_median);
+                            times[NN_PREC_FLOAT32][ti].cpu_median / tm.cpu_median,
+                            train ? "train" : "forward");
                 } else {
                     char st[48];
                     snprintf(st, sizeof st, "%.2f [%.2f-%.2f]", 1e3 * tm.median, 1e3 * tm.min,
                              1e3 * tm.max);
-                    fprintf(f, "%-16s %3d %24s %8.2f %10.0f %9.2f %7.2fx %7.2fx\n", name,
+                    fprintf(f, "%-20s %3d %24s %8.2f %10.0f %9.2f %7.2fx %7.2fx\n", name,
                             o->threads[ti], st, 1e3 * tm.cpu_median, ips, BENCH_EPOCH / ips,
                             ips / first, vs32);
                 }
@@ -322,13 +340,13 @@ int bench_train(const bench_opts *o)
         }
         if (!o->json) {
             if (scoped)
-                fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and trained, "
+                fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and run, "
                            "+%.1f MiB over the %.1f MiB before it\n",
-                        models[mi].name, t.m.n_param, peak, peak - before, before);
+                        mc->name, t.m.n_param, peak, peak - before, before);
             else
                 fprintf(f, "  %s: %zu parameters; process peak RSS %.1f MiB (could not reset "
                            "the peak: the mark rose %.1f MiB while this model ran)\n",
-                        models[mi].name, t.m.n_param, peak, peak - before);
+                        mc->name, t.m.n_param, peak, peak - before);
         }
         bench_trainer_free(&t);
         prev_peak = peak;
