@@ -55,6 +55,9 @@ int bench_grow(const bench_opts *o);
 int bench_grow_child(int argc, char **argv);
 /* The infer suite's int8 rows (bench/infer_int8.c), in its temporary folder tmp. */
 int bench_infer_int8(const bench_opts *o, const char *tmp);
+/* The int8 form of the float checkpoint ckpt, as `xdistill quantize` makes it (calibrated on
+ * random inputs: speed does not depend on the values), written to out. */
+xd_status bench_make_int8(const char *ckpt, const char *out, xd_err *e);
 /* The checkpoint bench infer measures for a recipe (key names its files in tmp) into *ckpt (a new
  * string): the recipe's trained one (runs/NAME/seed-N/best.safetensors) when present, else one
  * with random weights written into tmp (*trained = 0). Also the model's input (h, w, c). */

@@ -1,6 +1,9 @@
 /* Suite `infer`: images/s of the inference API (include/xdistill/infer.h, what `predict` runs)
  * against ONNX Runtime on the same model exported by `xdistill export`, for the float students of
- * the recipes: the Fashion MLP student, the Fashion teacher CNN and the emoji image CNN.
+ * the recipes: the Fashion MLP student, the Fashion teacher CNN and the emoji image CNN; then the
+ * same three in int8 (as `xdistill quantize` makes them, bench_make_int8), exported with
+ * QuantizeLinear / DequantizeLinear around each integer layer, which ONNX Runtime runs with its
+ * own integer kernels.
  *
  * A model is the recipe's trained checkpoint (runs/NAME/seed-N/best.safetensors) when there is
  * one, else the recipe's architecture with random weights (the output says which): speed does not
@@ -37,12 +40,16 @@
 
 typedef struct {
     const char *key, *what, *recipe;
+    int int8; /* the model's int8 form (bench_make_int8), exported with QDQ operators */
 } infer_case;
 
 static const infer_case cases[] = {
-    {"fashion_mlp", "Fashion MLP student 784-128-10", "recipes/fashion/student.yaml"},
-    {"fashion_cnn", "Fashion teacher CNN", "recipes/fashion/teacher.yaml"},
-    {"emoji_cnn", "emoji image CNN", "recipes/emoji/image-full.yaml"},
+    {"fashion_mlp", "Fashion MLP student 784-128-10", "recipes/fashion/student.yaml", 0},
+    {"fashion_cnn", "Fashion teacher CNN", "recipes/fashion/teacher.yaml", 0},
+    {"emoji_cnn", "emoji image CNN", "recipes/emoji/image-full.yaml", 0},
+    {"fashion_mlp_int8", "the Fashion MLP student in int8", "recipes/fashion/student.yaml", 1},
+    {"fashion_cnn_int8", "the Fashion teacher CNN in int8", "recipes/fashion/teacher.yaml", 1},
+    {"emoji_cnn_int8", "the emoji image CNN in int8", "recipes/emoji/image-full.yaml", 1},
 };
 
 static const int batches[] = {1, 64};
@@ -141,16 +148,24 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
     char *ckpt = NULL, file[64];
     int trained, h, w, c;
     xd_status s = bench_infer_model(k->recipe, k->key, tmp, &ckpt, &trained, &h, &w, &c, &e);
+    char *qfile = NULL; /* the int8 form, which is what runs then */
+    if (s == XD_OK && k->int8) {
+        snprintf(file, sizeof file, "%s-q.safetensors", k->key);
+        qfile = io_path_join(tmp, file);
+        s = bench_make_int8(ckpt, qfile, &e);
+    }
+    const char *model = qfile ? qfile : ckpt;
     snprintf(file, sizeof file, "%s.onnx", k->key);
     char *onnx = io_path_join(tmp, file);
-    if (s == XD_OK) s = ex_onnx_write(ckpt, NULL, onnx, &e);
+    if (s == XD_OK) s = ex_onnx_write(model, NULL, onnx, &e);
     xdistill_error err;
     predict_ctx pc = {0};
-    if (s == XD_OK && xdistill_load(ckpt, MAX_BATCH, &pc.m, &err) != XDISTILL_OK)
+    if (s == XD_OK && xdistill_load(model, MAX_BATCH, &pc.m, &err) != XDISTILL_OK)
         s = xd_fail(&e, XD_EFORMAT, "%s", err.message);
     if (s != XD_OK) {
         fprintf(stderr, "xdistill bench: %s\n", e.msg);
         free(ckpt);
+        free(qfile);
         free(onnx);
         return 1;
     }
@@ -193,7 +208,7 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
             bench_time ort = modules ? ort_time(o, modules, onnx, input, dims, th, &ok)
                                      : (bench_time){0};
             if (pc.failed) {
-                fprintf(stderr, "xdistill bench: xdistill_predict failed on %s\n", ckpt);
+                fprintf(stderr, "xdistill bench: xdistill_predict failed on %s\n", model);
                 rc = 1;
                 break;
             }
@@ -211,10 +226,10 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
                         ours.cpu_median, ort.cpu_median,
                         ok ? ort.cpu_median / ours.cpu_median : 0.0);
             else if (ok)
-                fprintf(o->out, "  %-12s %5d %3d %12.0f %12.0f %7.2fx %7.2fx\n", k->key, B, th,
+                fprintf(o->out, "  %-16s %5d %3d %12.0f %12.0f %7.2fx %7.2fx\n", k->key, B, th,
                         r_ours, r_ort, r_ours / r_ort, ort.cpu_median / ours.cpu_median);
             else
-                fprintf(o->out, "  %-12s %5d %3d %12.0f %12s %8s %8s\n", k->key, B, th, r_ours,
+                fprintf(o->out, "  %-16s %5d %3d %12.0f %12s %8s %8s\n", k->key, B, th, r_ours,
                         "-", "-", "-");
         }
         free(input);
@@ -225,6 +240,7 @@ static int bench_case(const bench_opts *o, const infer_case *k, const char *tmp,
     xdistill_batch_free(pc.b);
     xdistill_free(pc.m);
     free(ckpt);
+    free(qfile);
     free(onnx);
     return rc;
 }
@@ -278,7 +294,7 @@ static int infer_rows(const bench_opts *o, int int8_only)
         fprintf(o->out, "\ninference: images/s, median of repeated calls, input in memory; ours = "
                         "xdistill_predict, ORT = ONNX Runtime (onnxruntime-node) on the exported "
                         "model; cpu = ORT's CPU seconds per call over ours\n"
-                        "  %-12s %5s %3s %12s %12s %8s %8s\n",
+                        "  %-16s %5s %3s %12s %12s %8s %8s\n",
                 "model", "batch", "thr", "ours", "ORT", "ours/ORT", "cpu");
     int rc = 0;
     for (size_t k = 0; k < sizeof cases / sizeof cases[0] && !rc && !int8_only; k++)

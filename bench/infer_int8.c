@@ -73,8 +73,7 @@ static double predict_seconds(const bench_opts *o, const char *ckpt, int B, int 
     return q.failed ? -1.0 : t.median;
 }
 
-/* The int8 form of the float checkpoint ckpt, written to out. */
-static xd_status make_int8(const char *ckpt, const char *out, xd_err *e)
+xd_status bench_make_int8(const char *ckpt, const char *out, xd_err *e)
 {
     nn_model src, q;
     memset(&q, 0, sizeof q);
@@ -143,7 +142,7 @@ int bench_infer_int8(const bench_opts *o, const char *tmp)
         int no_conv = 1;
         xd_status s = bench_infer_model(qcases[k].recipe, qcases[k].key, tmp, &ckpt, &trained, &h,
                                         &w, &c, &e);
-        if (s == XD_OK) s = make_int8(ckpt, q8, &e);
+        if (s == XD_OK) s = bench_make_int8(ckpt, q8, &e);
         if (s == XD_OK) s = make_pruned(ckpt, ch, &no_conv, &e);
         if (s != XD_OK) {
             fprintf(stderr, "xdistill bench: %s\n", e.msg);

@@ -672,8 +672,10 @@ static void test_bench_infer_runs(void **state)
     char *out, *err;
     assert_int_equal(tu_run_cli(&out, &err, "bench", "infer", "--quick", "--threads", "1",
                                 "--json", NULL), 0);
-    static const char *const models[] = {"fashion_mlp", "fashion_cnn", "emoji_cnn"};
-    for (int k = 0; k < 3; k++)
+    /* the float students, then their int8 forms (QDQ models for ONNX Runtime) */
+    static const char *const models[] = {"fashion_mlp",      "fashion_cnn",      "emoji_cnn",
+                                         "fashion_mlp_int8", "fashion_cnn_int8", "emoji_cnn_int8"};
+    for (int k = 0; k < 6; k++)
         for (int b = 1; b <= 64; b += 63) {
             char *row = tu_fmt("{\"suite\":\"infer\",\"model\":\"%s\",\"batch\":%d,\"threads\":1,"
                                "\"ours_images_per_s\":", models[k], b);
