@@ -211,7 +211,7 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 }
 
 #ifdef QGEMM_X86
-#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"), aligned(64)))
 
 /* An epilogue's per-output values in lanes: wsum, mult, bias and the batch norm's. */
 typedef struct {
