@@ -15,7 +15,9 @@ typedef struct {
 } bench_time;
 
 /* Calls fn(ctx) once to warm up, then repeatedly until min_seconds have passed and at least
- * min_reps calls were made (at most max_reps). */
+ * min_reps samples were taken (at most max_reps); a sample is one call, or for calls shorter than
+ * 50 us a group of calls lasting about that long (the clock's cost kept out of short calls'
+ * times), its time divided by the group's calls. reps: the samples. */
 bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int min_reps,
                      int max_reps);
 double bench_now(void);

@@ -211,7 +211,7 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 }
 
 #ifdef QGEMM_X86
-#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl")))
+#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"), aligned(64)))
 
 /* An epilogue's per-output values in lanes: wsum, mult, bias and the batch norm's. */
 typedef struct {
@@ -289,9 +289,10 @@ QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m
 }
 
 /* Two rows' sums in one register (N <= 8): row m's in lanes 0..N, row m + 1's (when two) in
- * lanes 8..8 + N, stored as o says. */
-QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, int m, int two,
-                                          __m512i acc)
+ * lanes 8..8 + N, stored as o says; v: the epilogue's values, twice (read once by the caller:
+ * the compiler reloads them after every store of codes, which may alias them). */
+QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, const vparams *v,
+                                          int m, int two, __m512i acc)
 {
     const int N = W->N;
     const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
@@ -303,8 +304,7 @@ QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, i
                                  _mm512_shuffle_i32x4(acc, acc, 0xEE));
         return;
     }
-    const vparams v = vnni_params(ep, W->wsum, 0, N, 1);
-    const __m512 y = vnni_value(ep, &v, acc);
+    const __m512 y = vnni_value(ep, v, acc);
     if (!ep->codes) {
         _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy, lo, y);
         _mm512_mask_storeu_ps(ep->y + (size_t)(m + 1) * ep->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
@@ -431,8 +431,10 @@ QTARGET static void vnni_pairs(const qout *o, const qsrc *src, int m0, int nr,
             }
         }
     }
+    vparams v;
+    if (o->ep) v = vnni_params(o->ep, W->wsum, 0, W->N, 1);
     if (P == 1) {
-        for (int p = 0; 2 * p < nr; p++) vnni_store_two(o, W, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
+        for (int p = 0; 2 * p < nr; p++) vnni_store_two(o, W, &v, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
         return;
     }
     const __mmask16 falls = o->ep->falls ? (__mmask16)((o->ep->falls[0] & 0xFF) * 0x101u) : 0;
@@ -447,7 +449,7 @@ QTARGET static void vnni_pairs(const qout *o, const qsrc *src, int m0, int nr,
         /* [x's halves' first, y's halves' first] against [x's second, y's second] */
         const __m512i best = vnni_pick(_mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
                                        _mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(3, 2, 3, 2)), falls);
-        vnni_store_two(o, W, m0 / P + w0, w0 + 1 < windows, best);
+        vnni_store_two(o, W, &v, m0 / P + w0, w0 + 1 < windows, best);
     }
 }
 
