@@ -14,11 +14,12 @@
  * Each model also runs with its products in bf16 (train.precision: bf16, nn/gemm_bf16.h), timed
  * right after float32 at each thread count: rows NAME_bf16, with their speed against float32.
  *
- * Rows teacher_cnn_fwd time the teacher's forward alone at batch 256 in evaluation mode: the
- * engine path that builds a teacher-output cache (distill/cache.c), what a cache costs per image.
- * That path runs float32 whatever the model's precision; teacher_cnn_fwd_bf16 is the same forward
- * with bf16 products (run in training mode, which for this model does the same work), to show
- * what bf16 would give there. JSON rows say "step": "train" or "forward".
+ * Rows teacher_cnn_fwd time the teacher's forward alone at batch 256 as a teacher-output cache
+ * is built (distill/cache.c): the inference engine (nn_model_infer) on weights packed once without
+ * folding (nn_model_pack_exact), what a cache costs per image. That path runs float32 whatever
+ * the model's precision; teacher_cnn_fwd_bf16 is the plain forward with bf16 products (run in
+ * training mode, which for this model does the same work), to show what bf16 would give there.
+ * JSON rows say "step": "train" or "forward".
  *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
 #include <math.h>
@@ -205,11 +206,17 @@ void bench_forward_step(void *ctx)
 {
     bench_trainer *t = ctx;
     int i0 = next_batch(t);
-    /* float32: the evaluation forward, the teacher-output cache's (distill/cache.c). An evaluation
-     * forward runs float32 whatever m.precision, so bf16 products need a training-mode forward,
-     * which for the suites' models (no dropout, no batch norm) does the same work. */
+    const float *x = t->data->x + (size_t)i0 * BENCH_PIXELS;
+    /* packed (the train suite's float32 rows): the teacher-output cache's path */
+    if (t->m.packed) {
+        nn_model_infer(&t->m, x, t->B, NULL);
+        return;
+    }
+    /* An evaluation forward runs float32 whatever m.precision, so bf16 products need a
+     * training-mode forward, which for the suites' models (no dropout, no batch norm) does the
+     * same work. */
     const nn_run run = {.training = t->m.precision != NN_PREC_FLOAT32, .seed = 1};
-    nn_model_forward(&t->m, t->data->x + (size_t)i0 * BENCH_PIXELS, t->B, &run);
+    nn_model_forward(&t->m, x, t->B, &run);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -270,7 +277,8 @@ int bench_train(const bench_opts *o)
                    "[min-max] of repeated steps, median CPU time of a step (all threads); epoch = "
                    "%d images at the median\n"
                    "teacher_cnn_fwd: the forward alone, batch %d, as the teacher-output cache runs "
-                   "it (float32; its bf16 row runs the same forward with bf16 products)\n",
+                   "it (float32, the inference engine; its bf16 row: the plain forward, bf16 "
+                   "products)\n",
                 BATCH, BENCH_EPOCH, FWD_BATCH);
         bench_images_note(&d, f);
         fprintf(f, "%-20s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
@@ -297,7 +305,13 @@ int bench_train(const bench_opts *o)
             xd_threads_set(o->threads[ti]);
             for (int p = 0; p < NN_PREC_COUNT; p++) {
                 t.m.precision = (nn_precision)p;
+                const int cache_path = mc->step == bench_forward_step && p == NN_PREC_FLOAT32;
+                if (cache_path && nn_model_pack_exact(&t.m, &e) != XD_OK) {
+                    fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);
+                    rc = 1;
+                }
                 times[p][ti] = bench_run(mc->step, &t, o->min_seconds, MIN_STEPS, 100000);
+                if (cache_path) nn_model_unpack(&t.m);
             }
         }
         t.m.precision = NN_PREC_FLOAT32;

@@ -416,6 +416,21 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
     if (!s && writes && unlink(c->sum_path) != 0 && errno != ENOENT)
         s = xd_fail(e, XD_EIO, "%s: cannot remove: %s", c->sum_path, strerror(errno));
 
+    /* The teacher runs through the inference engine (nn_model_infer: weights packed once, its
+     * convolutional layers image by image in cache, several threads on shares of the batch)
+     * with the eval forward's bits: no batch norm folded (nn_model_pack_exact), and the plain
+     * forward where the engine would not write what is cached (a tapped ReLU it pools without
+     * writing) or computes it otherwise (an int8 model's integer engine). */
+    uint8_t *need = NULL;
+    const int engine = !s && !m->packed && !m->qengine &&
+                       !(r->tap >= 0 && m->nodes[r->tap].relu_pool);
+    if (engine) {
+        need = xd_xcalloc((size_t)m->n_nodes, 1);
+        nn_model_needs(m, r->head, need);
+        if (r->tap >= 0) nn_model_needs(m, r->tap, need);
+        s = nn_model_pack_exact(m, e);
+    }
+
     /* the same batches as one process runs, dealt out whole: the same bytes */
     size_t b_lo, b_hi;
     dist_slice((n + (size_t)m->max_batch - 1) / (size_t)m->max_batch, dist_rank(), &b_lo, &b_hi);
@@ -424,7 +439,8 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         size_t i1 = n - i0 < (size_t)m->max_batch ? n : i0 + (size_t)m->max_batch;
         int B = (int)(i1 - i0);
         if ((s = fill(ctx, i0, i1, input, e))) break;
-        nn_model_forward(m, input, B, NULL);
+        if (engine) nn_model_infer(m, input, B, need);
+        else nn_model_forward(m, input, B, NULL);
         const float *out = nn_model_out(m, r->head);
         if ((s = check_finite(out, (size_t)B * K, K, i0, "output", e))) break;
         if (!k) memcpy((float *)buf[KD_PART_LOGITS] + i0 * K, out, sizeof(float) * B * K);
@@ -439,6 +455,8 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
             memcpy((float *)buf[KD_PART_FEAT] + i0 * F, f, sizeof(float) * B * F);
         }
     }
+    if (engine) nn_model_unpack(m); /* the teacher's forward reads its parameters again */
+    free(need);
     s = dist_agree(s, e);
     for (int p = 0; p < KD_PART_COUNT && !s; p++)
         if (part_used(r, (kd_cache_part)p))

@@ -189,6 +189,11 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * does nothing; the same values within float rounding, not the same bits. The parameters must
  * not change afterwards, and the model serves inference only (training does not call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);
+/* nn_model_pack without folding any batch norm: nn_model_infer then gives the eval forward's
+ * bits everywhere (what the teacher-output cache needs). nn_model_unpack undoes it (forward
+ * passes read the parameters again, which may then change). */
+xd_status nn_model_pack_exact(nn_model *m, xd_err *e);
+void nn_model_unpack(nn_model *m);
 /* nn_model_forward_some in eval mode, bit for bit (but for a batch norm nn_model_pack folded),
  * arranged for inference: a run of per-image layers with a convolution in it (convolutions,
  * norms, activations, pools) goes a few images at a time, so each image stays in cache from

@@ -344,7 +344,8 @@ static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, f
     }
 }
 
-xd_status nn_model_pack(nn_model *m, xd_err *e)
+/* nn_model_pack, and nn_model_pack_exact when fold is 0 */
+static xd_status pack(nn_model *m, int fold, xd_err *e)
 {
     size_t n = 0, w_max = 0;
     for (int i = 0; i < m->n_nodes; i++) {
@@ -353,7 +354,7 @@ xd_status nn_model_pack(nn_model *m, xd_err *e)
         if (nd->wbits) continue; /* its forward reads the weights fake-quantised */
         if (nd->kind == NN_LINEAR) n += nn_linear_packed_size(nd->ic, nd->units);
         else if (nd->kind == NN_CONV2D) n += nn_conv_packed_size(&cs);
-        if (foldable_norm(m, i)) n += (size_t)nd->units;
+        if (fold && foldable_norm(m, i)) n += (size_t)nd->units;
         if (nd->w_n > w_max) w_max = nd->w_n;
     }
     free(m->packed);
@@ -372,7 +373,7 @@ xd_status nn_model_pack(nn_model *m, xd_err *e)
         nd->bp = NULL;
         nd->bn_fold = 0;
         if (nd->wbits || (nd->kind != NN_LINEAR && nd->kind != NN_CONV2D)) continue;
-        const int bn = foldable_norm(m, i);
+        const int bn = fold ? foldable_norm(m, i) : 0;
         if (bn) {
             nd->bn_fold = bn;
             nd->bp = p;
@@ -398,5 +399,20 @@ xd_status nn_model_pack(nn_model *m, xd_err *e)
     }
     free(wf);
     return XD_OK;
+}
+
+xd_status nn_model_pack(nn_model *m, xd_err *e) { return pack(m, 1, e); }
+
+xd_status nn_model_pack_exact(nn_model *m, xd_err *e) { return pack(m, 0, e); }
+
+void nn_model_unpack(nn_model *m)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        XD_ASSERT(!m->nodes[i].bn_fold);
+        m->nodes[i].wp = NULL;
+        m->nodes[i].bp = NULL;
+    }
+    free(m->packed);
+    m->packed = NULL;
 }
 
