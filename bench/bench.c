@@ -13,13 +13,13 @@
 #include "nn/gemm.h"
 
 static const bench_suite suites[] = {
-    {"gemm", "cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward, float32 and bf16",
+    {"gemm", "the cores' FMA peak; cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward, float32 and bf16",
      bench_gemm},
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512 (under mpirun: over the ranks)", bench_scale},
-    {"infer", "predict's engine vs ONNX Runtime, float students, batch 1 and 64; then int8", bench_infer},
+    {"infer", "predict's engine vs ONNX Runtime, float and int8 students, batch 1 and 64; then float vs int8", bench_infer},
     {"int8", "infer's last rows alone: float vs int8 vs channel-pruned students at 1 thread", bench_int8},
     {"zoo", "standard methods (DKD ... CRD): ms per call, value and gradient, at batch 128", bench_zoo},
     {"exits", "forward per image at each early exit of a model vs the whole model, batch 1 and 64",
