@@ -442,20 +442,24 @@ void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *
         pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, Bp + packed_at(K, j0, nc, p0));
 }
 
+int nn_gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, int ldc)
+{
+    if (K > 0 && alpha != 0.0f) return 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float *d = C + (size_t)i * ldc + j;
+            *d = beta == 0.0f ? 0.0f : beta * *d;
+        }
+    return 1;
+}
+
 /* Bp: op(B) pre-packed (nn_sgemm_pack_b), or NULL */
 static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, const void *Bp,
                          float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) { /* BLAS: A and B are not read */
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                float *d = C + (size_t)i * ldc + j;
-                *d = beta == 0.0f ? 0.0f : beta * *d;
-            }
-        return;
-    }
+    if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     /* The tiles cover C padded to whole MR x NR blocks; computing C^T = op(B)^T @ op(A)^T
      * instead swaps which side is padded to MR and which to NR. Take it when that saves an
      * eighth of the work, which pays for writing C across its rows (the same products per

@@ -40,6 +40,9 @@ int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, siz
 
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
+/* A product with nothing to multiply (K <= 0 or alpha == 0): C = beta * C (0 when beta is 0; A
+ * and B are not read, as BLAS does) and 1; else 0 and C untouched. Every kernel starts with it. */
+int nn_gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, int ldc);
 const char *nn_sgemm_kernel(void);
 /* The arithmetic ceiling of the kernel's vector FMA on one core: `rounds` rounds of 12 independent
  * chains of it, nothing loaded or stored; *flops gets the flops done (2 per lane per FMA). The

@@ -348,14 +348,7 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
                          float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) { /* BLAS: A and B are not read */
-        for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                float *d = C + (size_t)i * ldc + j;
-                *d = beta == 0.0f ? 0.0f : beta * *d;
-            }
-        return;
-    }
+    if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     /* C^T = op(B)^T @ op(A)^T when that pads much less (the same chains, so the same bits) */
     const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
     if (!Bp && 8 * tiles_t < 7 * tiles)
