@@ -82,6 +82,7 @@ typedef struct {
     int32_t *C;
     int ldc;
     const nn_qepilogue *ep;
+    const struct vplan *vp; /* the VNNI kernels': ep in lanes, applied as they go (NULL: into C) */
 } qout;
 
 /* Up to QBLOCK sums of row m, outputs n0.., through the epilogue (see nn_qepilogue). Loops plain
@@ -213,110 +214,157 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 #ifdef QGEMM_X86
 #define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"), aligned(64)))
 
-/* An epilogue's per-output values in lanes: wsum, mult, bias and the batch norm's. */
+/* An epilogue's per-output values in lanes, for a block of 16 outputs (the lanes past N: 0, sd 1):
+ * zero * wsum, mult, bias, and the batch norm's. */
 typedef struct {
-    __m512i ws;
+    __m512i zws;
     __m512 mult, bias, gamma, mean, sd, beta;
 } vparams;
 
-/* ep's values of outputs n0..n0+nn in lanes 0..nn (the rest 0, sd 1); twice: nn <= 8, and the
- * same again in lanes 8.. */
-QTARGET static inline vparams vnni_params(const nn_qepilogue *ep, const int32_t *wsum, int n0,
-                                          int nn, int twice)
+/* The epilogue in lanes, made once per product (vnni_plan): each block's values and ep's scalars,
+ * loaded once, aligned. */
+struct vplan {
+    const vparams *blk;
+    __m512 scale, lo, hi;
+    __m512i code_zero, floor;
+    float *y;
+    uint8_t *codes;
+    int ldy, ldc, bn, relu;
+};
+
+/* ep's values of outputs n0..n0+nn into v; twice: nn <= 8, and the same again in lanes 8.. */
+QTARGET static void vnni_params(vparams *v, const nn_qepilogue *ep, const int32_t *wsum, int n0,
+                                int nn, int twice)
 {
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-#define VLOAD(p) (twice ? _mm512_shuffle_f32x4(_mm512_maskz_loadu_ps(mask, p), \
-                                               _mm512_maskz_loadu_ps(mask, p), 0x44) \
-                        : _mm512_maskz_loadu_ps(mask, p))
-    vparams v;
-    v.ws = _mm512_maskz_loadu_epi32(mask, wsum + n0);
-    if (twice) v.ws = _mm512_shuffle_i32x4(v.ws, v.ws, 0x44);
-    v.mult = VLOAD(ep->mult + n0);
-    v.bias = VLOAD(ep->bias + n0);
+#define VTWICE(x) (twice ? _mm512_shuffle_f32x4((x), (x), 0x44) : (x))
+#define VLOAD(p) VTWICE(_mm512_maskz_loadu_ps(mask, p))
+    __m512i ws = _mm512_maskz_loadu_epi32(mask, wsum + n0);
+    if (twice) ws = _mm512_shuffle_i32x4(ws, ws, 0x44);
+    v->zws = _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), ws);
+    v->mult = VLOAD(ep->mult + n0);
+    v->bias = VLOAD(ep->bias + n0);
     if (ep->bn_mean) {
-        v.gamma = VLOAD(ep->bn_gamma + n0);
-        v.mean = VLOAD(ep->bn_mean + n0);
-        v.beta = VLOAD(ep->bn_beta + n0);
+        v->gamma = VLOAD(ep->bn_gamma + n0);
+        v->mean = VLOAD(ep->bn_mean + n0);
+        v->beta = VLOAD(ep->bn_beta + n0);
         /* masked lanes: 0 / 1, not 0 / 0 */
-        v.sd = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0);
-        if (twice) v.sd = _mm512_shuffle_f32x4(v.sd, v.sd, 0x44);
+        v->sd = VTWICE(_mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), mask, ep->bn_sd + n0));
     }
 #undef VLOAD
-    return v;
+#undef VTWICE
 }
 
-/* requant_row's operations on the sums acc, in the same order, 16 lanes at a time: the floats
- * (relu applied), or, when ep writes codes, the codes as int32. */
-QTARGET static inline __m512 vnni_value(const nn_qepilogue *ep, const vparams *v, __m512i acc)
+/* The plan p of epilogue ep for W's outputs: its blocks in room (room_n of them) when they fit,
+ * else in memory it returns (to free); N <= 8: one block of them twice (see vnni_epilogue). */
+QTARGET static vparams *vnni_plan(struct vplan *p, vparams *room, int room_n,
+                                  const nn_qepilogue *ep, const nn_qweights *W)
+{
+    const int N = W->N, nb = (N + 15) / 16, twice = N <= 8;
+    vparams *heap = NULL, *blk = room;
+    if (nb > room_n) heap = blk = xd_xmalloc_aligned(sizeof(vparams) * (size_t)nb);
+    for (int b = 0; b < nb; b++)
+        vnni_params(&blk[b], ep, W->wsum, b * 16, N - b * 16 < 16 ? N - b * 16 : 16, twice);
+    *p = (struct vplan){.blk = blk, .y = ep->y, .codes = ep->codes, .ldy = ep->ldy,
+                        .ldc = ep->ldc, .bn = ep->bn_mean != NULL, .relu = ep->relu};
+    if (ep->codes) {
+        p->scale = _mm512_set1_ps(ep->scale);
+        p->lo = _mm512_set1_ps(ep->lo);
+        p->hi = _mm512_set1_ps(ep->hi);
+        p->code_zero = _mm512_set1_epi32(ep->code_zero);
+        p->floor = _mm512_set1_epi32(ep->floor);
+    }
+    return heap;
+}
+
+/* the blocks of a plan kept on the stack (outputs up to 16 times this) */
+enum { VPLAN_ROOM = 8 };
+
+/* requant_row's operations on the 16 sums acc, in the same order: the floats (relu applied),
+ * or, when p writes codes, the codes as int32. */
+QTARGET static inline __m512 vnni_value(const struct vplan *p, const vparams *v, __m512i acc)
 {
     __m512 y = _mm512_add_ps(
-        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(
-                          acc, _mm512_mullo_epi32(_mm512_set1_epi32(ep->zero), v->ws))),
-                      v->mult),
-        v->bias);
-    if (ep->bn_mean)
-        y = _mm512_add_ps(_mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd),
-                          v->beta);
-    return ep->relu && !ep->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, v->zws)), v->mult), v->bias);
+    if (p->bn)
+        y = _mm512_add_ps(
+            _mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd), v->beta);
+    return p->relu && !p->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
 }
 
-QTARGET static inline __m128i vnni_codes(const nn_qepilogue *ep, __m512 y)
+QTARGET static inline __m128i vnni_codes(const struct vplan *p, __m512 y)
 {
-    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, _mm512_set1_ps(ep->scale)),
+    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, p->scale),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps(ep->lo)), _mm512_set1_ps(ep->hi));
-    const __m512i c = _mm512_max_epi32(
-        _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(ep->code_zero)),
-        _mm512_set1_epi32(ep->floor));
-    /* narrowed in a register, then stored: the narrowing store is slow on some CPUs */
-    return _mm512_cvtusepi32_epi8(c);
+    q = _mm512_min_ps(_mm512_max_ps(q, p->lo), p->hi);
+    const __m512i c =
+        _mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(q), p->code_zero), p->floor);
+    __m128i r = _mm512_cvtusepi32_epi8(c);
+    /* narrowed in a register, then stored: the narrowing store (which the compiler would make of
+     * the two) is slow on some CPUs */
+    __asm__("" : "+v"(r));
+    return r;
 }
 
-/* The 16 sums acc of row m, outputs n0..n0+nn, stored as o says. */
-QTARGET static inline void vnni_store(const qout *o, const nn_qweights *W, int m, int n0, int nn,
-                                      __m512i acc)
+/* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored. */
+QTARGET static inline void vnni_put(const struct vplan *p, const vparams *v, int m, int n0, int nn,
+                                    __m512i acc)
 {
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-    const nn_qepilogue *ep = o->ep;
-    if (!ep) {
-        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, mask, acc);
+    const __m512 y = vnni_value(p, v, acc);
+    if (!p->codes) {
+        _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy + n0, mask, y);
         return;
     }
-    const vparams v = vnni_params(ep, W->wsum, n0, nn, 0);
-    const __m512 y = vnni_value(ep, &v, acc);
-    if (!ep->codes) _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy + n0, mask, y);
-    else _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc + n0, mask, vnni_codes(ep, y));
+    uint8_t *at = p->codes + (size_t)m * p->ldc + n0;
+    if (nn == 16) _mm_storeu_si128((__m128i *)(void *)at, vnni_codes(p, y));
+    else _mm_mask_storeu_epi8(at, mask, vnni_codes(p, y));
+}
+
+/* The epilogue of two rows' sums in one register (N <= 8, p made twice): row m's in lanes 0..N,
+ * row m + 1's (when two) in lanes 8..8 + N, stored. */
+QTARGET static inline void vnni_put_two(const struct vplan *p, int N, int m, int two, __m512i acc)
+{
+    const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
+    const __m512 y = vnni_value(p, &p->blk[0], acc);
+    if (!p->codes) {
+        _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy, lo, y);
+        _mm512_mask_storeu_ps(p->y + (size_t)(m + 1) * p->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
+        return;
+    }
+    const __m128i c = vnni_codes(p, y);
+    if (N == 8 && p->ldc == 8 && two) { /* both rows' codes side by side */
+        _mm_storeu_si128((__m128i *)(void *)(p->codes + (size_t)m * 8), c);
+        return;
+    }
+    _mm_mask_storeu_epi8(p->codes + (size_t)m * p->ldc, lo, c);
+    _mm_mask_storeu_epi8(p->codes + (size_t)(m + 1) * p->ldc, hi, _mm_srli_si128(c, 8));
+}
+
+/* The 16 sums acc of row m, outputs n0..n0+nn, into o's C or through its epilogue. */
+QTARGET static inline void vnni_store(const qout *o, int m, int n0, int nn, __m512i acc)
+{
+    if (o->vp) {
+        vnni_put(o->vp, &o->vp->blk[n0 / 16], m, n0, nn, acc);
+        return;
+    }
+    _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc + n0, (__mmask16)((1u << nn) - 1), acc);
 }
 
 /* Two rows' sums in one register (N <= 8): row m's in lanes 0..N, row m + 1's (when two) in
- * lanes 8..8 + N, stored as o says; v: the epilogue's values, twice (read once by the caller:
- * the compiler reloads them after every store of codes, which may alias them). */
-QTARGET static inline void vnni_store_two(const qout *o, const nn_qweights *W, const vparams *v,
-                                          int m, int two, __m512i acc)
+ * lanes 8..8 + N, into o's C, or through its epilogue. */
+QTARGET static inline void vnni_pair_out(const qout *o, const nn_qweights *W, int m, int two,
+                                         __m512i acc)
 {
-    const int N = W->N;
-    const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
-    const nn_qepilogue *ep = o->ep;
-    /* row m + 1's lanes moved down to 0.. for its store */
-    if (!ep) {
-        _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc, lo, acc);
-        _mm512_mask_storeu_epi32(o->C + (size_t)(m + 1) * o->ldc, hi,
-                                 _mm512_shuffle_i32x4(acc, acc, 0xEE));
+    if (o->vp) {
+        vnni_put_two(o->vp, W->N, m, two, acc);
         return;
     }
-    const __m512 y = vnni_value(ep, v, acc);
-    if (!ep->codes) {
-        _mm512_mask_storeu_ps(ep->y + (size_t)m * ep->ldy, lo, y);
-        _mm512_mask_storeu_ps(ep->y + (size_t)(m + 1) * ep->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
-        return;
-    }
-    const __m128i c = vnni_codes(ep, y);
-    if (N == 8 && ep->ldc == 8 && two) { /* both rows' codes side by side */
-        _mm_storeu_si128((__m128i *)(void *)(ep->codes + (size_t)m * 8), c);
-        return;
-    }
-    _mm_mask_storeu_epi8(ep->codes + (size_t)m * ep->ldc, lo, c);
-    _mm_mask_storeu_epi8(ep->codes + (size_t)(m + 1) * ep->ldc, hi, _mm_srli_si128(c, 8));
+    const __mmask16 lo = (__mmask16)((1u << W->N) - 1), hi = two ? lo : 0;
+    _mm512_mask_storeu_epi32(o->C + (size_t)m * o->ldc, lo, acc);
+    /* row m + 1's lanes moved down to 0.. */
+    _mm512_mask_storeu_epi32(o->C + (size_t)(m + 1) * o->ldc, hi,
+                             _mm512_shuffle_i32x4(acc, acc, 0xEE));
 }
 
 /* a and b pooled: the larger, or the smaller in the lanes of falls */
@@ -325,12 +373,33 @@ QTARGET static inline __m512i vnni_pick(__m512i a, __m512i b, __mmask16 falls)
     return _mm512_mask_blend_epi32(falls, _mm512_max_epi32(a, b), _mm512_min_epi32(a, b));
 }
 
+/* vnni_tile's sums acc of rows m0..m0+nr (pooled, each P rows give one output row) against blocks
+ * b0..b0+NB, stored as o says. */
+QTARGET static inline __attribute__((always_inline)) void
+vnni_tile_store(const qout *o, int N, int P, int m0, int nr, int b0, const int NB,
+                __m512i acc[16][4])
+{
+    for (int j = 0; j < NB; j++) {
+        const int b = b0 + j, nn = N - b * 16 < 16 ? N - b * 16 : 16;
+        if (P == 1) {
+            for (int r = 0; r < nr; r++) vnni_store(o, m0 + r, b * 16, nn, acc[r][j]);
+            continue;
+        }
+        const __mmask16 falls = o->ep->falls ? o->ep->falls[b] : 0;
+        for (int r = 0, out = m0 / P; r < nr; r += P, out++) {
+            __m512i best = acc[r][j];
+            for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r + i][j], falls);
+            vnni_store(o, out, b * 16, nn, best);
+        }
+    }
+}
+
 /* RB rows of A against NB blocks of 16 weight rows at a time (RB * NB independent sums keep the
  * dot-product unit busy): each step broadcasts four bytes of each row and adds their products
  * with a packed 64-byte block (16 rows x 4 k) of each block into 16 int32 lanes, so a broadcast
  * serves NB products and a block's load RB. Rows m0..m0+nr (nr <= RB) are stored (the rest
  * repeat row m0 and are dropped), outputs b0 * 16..; pooled, each src->pool rows give one
- * output. RB (<= 8) and NB (<= 4) are constants where it is inlined. */
+ * output. RB (<= 16) and NB (<= 4, RB * NB <= 32) are constants where it is inlined. */
 QTARGET static inline __attribute__((always_inline)) void
 vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweights *W,
           const int RB, const int NB)
@@ -338,15 +407,15 @@ vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweig
     const int N = W->N, K = W->K, kg = (K + 3) / 4, P = src->pool;
     const int KR = src->krows, G = src->kgroups, full = KR * G;
     const size_t ks = (size_t)src->kstride;
-    const uint8_t *a[8];
-    int32_t tail[8]; /* plain rows: the last K % 4 bytes of each row, zero-filled */
+    const uint8_t *a[16];
+    int32_t tail[16]; /* plain rows: the last K % 4 bytes of each row, zero-filled */
     for (int r = 0; r < RB; r++) {
         a[r] = src_row(src, m0 + (r < nr ? r : 0));
         tail[r] = 0;
         if (full < kg) memcpy(&tail[r], a[r] + 4 * (size_t)full, (size_t)(K - 4 * full));
     }
     const int8_t *wp = W->packed + (size_t)b0 * kg * 64;
-    __m512i acc[8][4];
+    __m512i acc[16][4];
     for (int r = 0; r < RB; r++)
         for (int j = 0; j < NB; j++) acc[r][j] = _mm512_setzero_si512();
     for (int kr = 0; kr < KR; kr++) {
@@ -370,26 +439,17 @@ vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweig
             for (int r = 0; r < RB; r++)
                 acc[r][j] = _mm512_dpbusd_epi32(acc[r][j], _mm512_set1_epi32(tail[r]), w);
         }
-    for (int j = 0; j < NB; j++) {
-        const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
-        if (P == 1) {
-            for (int r = 0; r < nr; r++) vnni_store(o, W, m0 + r, n0, nn, acc[r][j]);
-            continue;
-        }
-        const __mmask16 falls = o->ep->falls ? o->ep->falls[b0 + j] : 0;
-        for (int r = 0; r < nr; r += P) {
-            __m512i best = acc[r][j];
-            for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r + i][j], falls);
-            vnni_store(o, W, (m0 + r) / P, n0, nn, best);
-        }
-    }
+    /* a full tile's rows a constant count, so its sums stay in registers */
+    if (nr == RB) vnni_tile_store(o, N, P, m0, RB, b0, NB, acc);
+    else vnni_tile_store(o, N, P, m0, nr, b0, NB, acc);
 }
 
-/* The tiles' shapes: 8 rows of one block, 8 of two, 4 of four (16 sums at most). */
-QTARGET static void vnni_tile_8x1(const qout *o, const qsrc *src, int m0, int nr, int b0,
-                                  const nn_qweights *W)
+/* The tiles' shapes: 16 rows of one block, 8 of two, 4 of four (16 sums: enough independent
+ * ones that a short K's sums and the epilogue's chains of operations overlap). */
+QTARGET static void vnni_tile_16x1(const qout *o, const qsrc *src, int m0, int nr, int b0,
+                                   const nn_qweights *W)
 {
-    vnni_tile(o, src, m0, nr, b0, W, 8, 1);
+    vnni_tile(o, src, m0, nr, b0, W, 16, 1);
 }
 
 QTARGET static void vnni_tile_8x2(const qout *o, const qsrc *src, int m0, int nr, int b0,
@@ -404,71 +464,84 @@ QTARGET static void vnni_tile_4x4(const qout *o, const qsrc *src, int m0, int nr
     vnni_tile(o, src, m0, nr, b0, W, 4, 4);
 }
 
-/* N <= 8 windows (no K % 4 tail): 16 rows from m0 (nr of them stored), two in each register,
- * row 2p's four bytes broadcast to lanes 0..8 and row 2p + 1's to lanes 8..16, against the
- * weights twice over, so every lane works. Pooled (pool 2, 4 or 8: pool / 2 registers a window),
- * two windows' results share a register: the halves of each window's picked, then paired. */
-QTARGET static void vnni_pairs(const qout *o, const qsrc *src, int m0, int nr,
-                               const nn_qweights *W)
+/* N <= 8 windows (no K % 4 tail), M rows 16 at a time, two in each register: row 2p's four bytes
+ * broadcast to lanes 0..8 and row 2p + 1's to lanes 8..16, against the weights twice over, so
+ * every lane works. Pooled (pool 2, 4 or 8: pool / 2 registers a window), two windows' results
+ * share a register: the halves of each window's picked, then paired. */
+QTARGET static void vnni_pairs(const qout *out, const qsrc *src, int M, const nn_qweights *W)
 {
     const int P = src->pool, KR = src->krows, G = src->kgroups;
     const size_t ks = (size_t)src->kstride;
-    const uint8_t *a[16];
-    for (int r = 0; r < 16; r++) a[r] = src_row(src, m0 + (r < nr ? r : 0));
-    __m512i acc[8];
-    for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_si512();
-    for (int kr = 0; kr < KR; kr++) {
-        const int8_t *wk = W->twice + (size_t)kr * G * 64;
-        const size_t off = (size_t)kr * ks;
-        for (int g = 0; g < G; g++) {
-            const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
-            for (int p = 0; p < 8; p++) {
-                int32_t v0, v1;
-                memcpy(&v0, a[2 * p] + off + 4 * (size_t)g, 4);
-                memcpy(&v1, a[2 * p + 1] + off + 4 * (size_t)g, 4);
-                const __m512i av = _mm512_mask_set1_epi32(_mm512_set1_epi32(v0), 0xFF00, v1);
-                acc[p] = _mm512_dpbusd_epi32(acc[p], av, w);
+    /* the plan's values in locals: a store of codes may alias them as far as the compiler knows */
+    struct vplan pl;
+    vparams v;
+    qout ol = *out;
+    if (out->vp) {
+        pl = *out->vp;
+        v = pl.blk[0];
+        pl.blk = &v;
+        ol.vp = &pl;
+    }
+    const qout *o = &ol;
+    const __mmask16 falls =
+        o->ep && o->ep->falls ? (__mmask16)((o->ep->falls[0] & 0xFF) * 0x101u) : 0;
+    for (int m0 = 0; m0 < M; m0 += 16) {
+        const int nr = M - m0 < 16 ? M - m0 : 16;
+        const uint8_t *a[16];
+        for (int r = 0; r < 16; r++) a[r] = src_row(src, m0 + (r < nr ? r : 0));
+        __m512i acc[8];
+        for (int p = 0; p < 8; p++) acc[p] = _mm512_setzero_si512();
+        for (int kr = 0; kr < KR; kr++) {
+            const int8_t *wk = W->twice + (size_t)kr * G * 64;
+            const size_t off = (size_t)kr * ks;
+            for (int g = 0; g < G; g++) {
+                const __m512i w = _mm512_loadu_si512((const void *)(wk + (size_t)g * 64));
+                for (int p = 0; p < 8; p++) {
+                    int32_t v0, v1;
+                    memcpy(&v0, a[2 * p] + off + 4 * (size_t)g, 4);
+                    memcpy(&v1, a[2 * p + 1] + off + 4 * (size_t)g, 4);
+                    const __m512i av = _mm512_mask_set1_epi32(_mm512_set1_epi32(v0), 0xFF00, v1);
+                    acc[p] = _mm512_dpbusd_epi32(acc[p], av, w);
+                }
             }
         }
-    }
-    vparams v;
-    if (o->ep) v = vnni_params(o->ep, W->wsum, 0, W->N, 1);
-    if (P == 1) {
-        for (int p = 0; 2 * p < nr; p++) vnni_store_two(o, W, &v, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
-        return;
-    }
-    const __mmask16 falls = o->ep->falls ? (__mmask16)((o->ep->falls[0] & 0xFF) * 0x101u) : 0;
-    const int V = P / 2, windows = nr / P;
-    for (int w0 = 0; w0 < windows; w0 += 2) {
-        const int w1 = w0 + 1 < windows ? w0 + 1 : w0;
-        __m512i x = acc[w0 * V], y = acc[w1 * V];
-        for (int i = 1; i < V; i++) {
-            x = vnni_pick(x, acc[w0 * V + i], falls);
-            y = vnni_pick(y, acc[w1 * V + i], falls);
+        if (P == 1) {
+            for (int p = 0; 2 * p < nr; p++)
+                vnni_pair_out(o, W, m0 + 2 * p, 2 * p + 1 < nr, acc[p]);
+            continue;
         }
-        /* [x's halves' first, y's halves' first] against [x's second, y's second] */
-        const __m512i best = vnni_pick(_mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
-                                       _mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(3, 2, 3, 2)), falls);
-        vnni_store_two(o, W, &v, m0 / P + w0, w0 + 1 < windows, best);
+        const int V = P / 2, windows = nr / P;
+        for (int w0 = 0; w0 < windows; w0 += 2) {
+            const int w1 = w0 + 1 < windows ? w0 + 1 : w0;
+            __m512i x = acc[w0 * V], y = acc[w1 * V];
+            for (int i = 1; i < V; i++) {
+                x = vnni_pick(x, acc[w0 * V + i], falls);
+                y = vnni_pick(y, acc[w1 * V + i], falls);
+            }
+            /* [x's halves' first, y's halves' first] against [x's second, y's second] */
+            const __m512i best =
+                vnni_pick(_mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                          _mm512_shuffle_i64x2(x, y, _MM_SHUFFLE(3, 2, 3, 2)), falls);
+            vnni_pair_out(o, W, m0 / P + w0, w0 + 1 < windows, best);
+        }
     }
 }
 
 /* QROWS rows from m0 (nr of them stored, see vnni_tile) against every block of weight rows: four
- * blocks at a time by four rows, two by eight, then one by eight; a pooling window never spans
+ * blocks at a time by four rows, two by eight, then one by sixteen; a pooling window never spans
  * two tiles (pool divides 4, or is 8). */
-enum { QROWS = 8 };
+enum { QROWS = 16 };
 
 QTARGET static void vnni_rows(const qout *o, const qsrc *src, int m0, int nr, const nn_qweights *W)
 {
     const int nb = (W->N + 15) / 16;
     int b = 0;
     if (src->pool <= 4)
-        for (; b + 4 <= nb; b += 4) {
-            vnni_tile_4x4(o, src, m0, nr < 4 ? nr : 4, b, W);
-            if (nr > 4) vnni_tile_4x4(o, src, m0 + 4, nr - 4, b, W);
-        }
-    for (; b + 2 <= nb; b += 2) vnni_tile_8x2(o, src, m0, nr, b, W);
-    for (; b < nb; b++) vnni_tile_8x1(o, src, m0, nr, b, W);
+        for (; b + 4 <= nb; b += 4)
+            for (int r = 0; r < nr; r += 4) vnni_tile_4x4(o, src, m0 + r, nr - r < 4 ? nr - r : 4, b, W);
+    for (; b + 2 <= nb; b += 2)
+        for (int r = 0; r < nr; r += 8) vnni_tile_8x2(o, src, m0 + r, nr - r < 8 ? nr - r : 8, b, W);
+    for (; b < nb; b++) vnni_tile_16x1(o, src, m0, nr, b, W);
 }
 
 /* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
@@ -500,36 +573,41 @@ QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qwe
         }
         for (int j = 0; j < nbl; j++) {
             const int n0 = (b0 + j) * 16;
-            vnni_store(o, W, m, n0, N - n0 < 16 ? N - n0 : 16, acc[j]);
+            vnni_store(o, m, n0, N - n0 < 16 ? N - n0 : 16, acc[j]);
         }
     }
 }
 
-/* nn_qpool_requant, 16 outputs at a time through vnni_store. */
-QTARGET static void vnni_pool(const qout *o, const int32_t *C, int OH, int OW, int Wd, int k,
-                              int stride, const nn_qweights *W)
+/* nn_qpool_requant, 16 outputs at a time through vnni_put. */
+QTARGET static void vnni_pool(const nn_qepilogue *ep, const int32_t *C, int OH, int OW, int Wd,
+                              int k, int stride, const nn_qweights *W)
 {
+    struct vplan plan;
+    vparams room[VPLAN_ROOM];
+    vparams *heap = vnni_plan(&plan, room, VPLAN_ROOM, ep, W);
     const int N = W->N;
     for (int oy = 0; oy < OH; oy++)
         for (int ox = 0; ox < OW; ox++)
             for (int n0 = 0; n0 < N; n0 += 16) {
                 const int nn = N - n0 < 16 ? N - n0 : 16;
                 const __mmask16 mask = (__mmask16)((1u << nn) - 1);
-                const __mmask16 falls = o->ep->falls ? o->ep->falls[n0 / 16] : 0;
+                const __mmask16 falls = ep->falls ? ep->falls[n0 / 16] : 0;
                 const int32_t *c0 = C + ((size_t)oy * stride * Wd + (size_t)ox * stride) * N + n0;
                 __m512i best = _mm512_maskz_loadu_epi32(mask, c0);
                 for (int ky = 0; ky < k; ky++)
                     for (int kx = 0; kx < k; kx++)
                         best = vnni_pick(best, _mm512_maskz_loadu_epi32(
                                                    mask, c0 + ((size_t)ky * Wd + kx) * N), falls);
-                vnni_store(o, W, oy * OW + ox, n0, nn, best);
+                vnni_put(&plan, &plan.blk[n0 / 16], oy * OW + ox, n0, nn, best);
             }
+    free(heap);
 }
 
-static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+/* The product of M rows of src, its (pooled) sums stored as o says. */
+QTARGET static void vnni_sums(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     if (W->twice && src->rowoff && (src->pool == 1 || src->pool % 2 == 0)) {
-        for (int m0 = 0; m0 < M; m0 += 16) vnni_pairs(o, src, m0, M - m0 < 16 ? M - m0 : 16, W);
+        vnni_pairs(o, src, M, W);
         return;
     }
     const int MR = M / QROWS * QROWS;
@@ -542,6 +620,20 @@ static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights 
     if (src->pool > 1 && MR < M) vnni_rows(o, src, MR, M - MR, W);
     else
         for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
+}
+
+QTARGET static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
+{
+    if (!o->ep) {
+        vnni_sums(o, src, M, W);
+        return;
+    }
+    struct vplan plan;
+    vparams room[VPLAN_ROOM];
+    vparams *heap = vnni_plan(&plan, room, VPLAN_ROOM, o->ep, W);
+    const qout po = {.ep = o->ep, .vp = &plan};
+    vnni_sums(&po, src, M, W);
+    free(heap);
 }
 #endif
 
@@ -597,8 +689,7 @@ void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const 
 {
 #ifdef QGEMM_X86
     if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
-        const qout o = {.ep = ep};
-        vnni_pool(&o, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
+        vnni_pool(ep, C, (H - k) / stride + 1, (Wd - k) / stride + 1, Wd, k, stride, W);
         return;
     }
 #endif
