@@ -453,6 +453,11 @@ int nn_gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, int 
     return 1;
 }
 
+int nn_gemm_transposes(int M, int N, int mr, int nr)
+{
+    return 8 * pad_to(N, mr) * pad_to(M, nr) < 7 * pad_to(M, mr) * pad_to(N, nr);
+}
+
 /* Bp: op(B) pre-packed (nn_sgemm_pack_b), or NULL */
 static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, const void *Bp,
@@ -460,12 +465,8 @@ static void sgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 {
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
-    /* The tiles cover C padded to whole MR x NR blocks; computing C^T = op(B)^T @ op(A)^T
-     * instead swaps which side is padded to MR and which to NR. Take it when that saves an
-     * eighth of the work, which pays for writing C across its rows (the same products per
-     * element either way, so the same bits). Not with op(B) pre-packed: its panels are NR wide. */
-    const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
-    if (!Bp && 8 * tiles_t < 7 * tiles)
+    /* not with op(B) pre-packed: its panels are NR wide */
+    if (!Bp && nn_gemm_transposes(M, N, MR, NR))
         gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, NULL, A, lda, NULL, beta, C, 1,
                     (size_t)ldc);
     else

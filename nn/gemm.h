@@ -43,6 +43,11 @@ int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, siz
 /* A product with nothing to multiply (K <= 0 or alpha == 0): C = beta * C (0 when beta is 0; A
  * and B are not read, as BLAS does) and 1; else 0 and C untouched. Every kernel starts with it. */
 int nn_gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, int ldc);
+/* Whether a kernel of MR x NR tiles computes an M x N product as C^T = op(B)^T @ op(A)^T: the
+ * tiles cover C padded to whole MR x NR blocks, and the transposed product swaps which side is
+ * padded to MR and which to NR. Taken when that saves an eighth of the work, which pays for
+ * writing C across its rows (the same products per element either way, so the same bits). */
+int nn_gemm_transposes(int M, int N, int MR, int NR);
 const char *nn_sgemm_kernel(void);
 /* The arithmetic ceiling of the kernel's vector FMA on one core: `rounds` rounds of 12 independent
  * chains of it, nothing loaded or stored; *flops gets the flops done (2 per lane per FMA). The

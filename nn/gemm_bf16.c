@@ -349,9 +349,8 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 {
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
-    /* C^T = op(B)^T @ op(A)^T when that pads much less (the same chains, so the same bits) */
-    const long tiles = pad_to(M, MR) * pad_to(N, NR), tiles_t = pad_to(N, MR) * pad_to(M, NR);
-    if (!Bp && 8 * tiles_t < 7 * tiles)
+    /* not with op(B) pre-packed: its panels are NR wide */
+    if (!Bp && nn_gemm_transposes(M, N, MR, NR))
         gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, NULL, beta, C, 1,
                     (size_t)ldc);
     else
