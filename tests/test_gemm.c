@@ -12,57 +12,7 @@
 
 #include "core/runtime.h"
 #include "nn/gemm.h"
-
-typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc;
-    float *A, *B, *C;
-} prod;
-
-/* Operands of op(A) (M, K), op(B) (K, N) and C (M, N), filled from a seed. pad: leading
- * dimensions past the logical widths (strides other than the widths are exercised); else exact
- * ones in allocations of exactly rows x width, so that a read past a matrix's end is out of
- * bounds (and caught by the sanitizer build), and op(B) can be in the kernel's panel layout as it
- * is (N equal to the panel width). */
-static prod prod_make_ld(int ta, int tb, int M, int N, int K, uint64_t seed, int pad)
-{
-    prod p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K};
-    p.lda = (ta ? M : K) + (pad ? 3 : 0);
-    p.ldb = (tb ? K : N) + (pad ? 1 : 0);
-    p.ldc = N + (pad ? 2 : 0);
-    size_t na = (size_t)(ta ? K : M) * p.lda, nb = (size_t)(tb ? N : K) * p.ldb,
-           nc = (size_t)M * p.ldc;
-    p.A = malloc(sizeof(float) * (na ? na : 1));
-    p.B = malloc(sizeof(float) * (nb ? nb : 1));
-    p.C = malloc(sizeof(float) * (nc ? nc : 1));
-    assert_non_null(p.A);
-    assert_non_null(p.B);
-    assert_non_null(p.C);
-    tu_fill_uniform(p.A, na, -1, 1, seed);
-    tu_fill_uniform(p.B, nb, -1, 1, seed + 1);
-    tu_fill_uniform(p.C, nc, -1, 1, seed + 2);
-    return p;
-}
-
-static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
-{
-    return prod_make_ld(ta, tb, M, N, K, seed, 1);
-}
-
-static void prod_free(prod *p)
-{
-    free(p->A);
-    free(p->B);
-    free(p->C);
-}
-
-static float *copy_c(const prod *p)
-{
-    size_t n = (size_t)p->M * p->ldc;
-    float *c = malloc(sizeof(float) * (n ? n : 1));
-    assert_non_null(c);
-    memcpy(c, p->C, sizeof(float) * n);
-    return c;
-}
+#include "tests/support/prodfix.h"
 
 /* C = alpha op(A) op(B) + beta C by nn_sgemm, or (packed) by nn_sgemm_packed from op(B) packed
  * with nn_sgemm_pack_b */
@@ -85,7 +35,7 @@ static void product(const prod *p, int packed, float alpha, float beta, float *C
  * products: |err| <= 2 (K + 2) u (|alpha| sum_k |a_ik b_kj| + |beta c0_ij|), u = 2^-24. */
 static void check_product(const prod *p, int packed, float alpha, float beta, const char *what)
 {
-    float *got = copy_c(p), *want = copy_c(p);
+    float *got = prod_copy_c(p), *want = prod_copy_c(p);
     product(p, packed, alpha, beta, got);
     nn_sgemm_ref(p->ta, p->tb, p->M, p->N, p->K, alpha, p->A, p->lda, p->B, p->ldb, beta, want,
                  p->ldc);
@@ -166,7 +116,7 @@ static void test_beta_and_empty_k(void **state)
     prod_free(&p);
 
     prod q = prod_make(0, 0, 6, 5, 0, 8);
-    float *c0 = copy_c(&q);
+    float *c0 = prod_copy_c(&q);
     nn_sgemm(0, 0, 6, 5, 0, 1.0f, q.A, q.lda, q.B, q.ldb, 0.5f, q.C, q.ldc);
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 5; j++)
@@ -209,7 +159,7 @@ static void test_bits_independent_of_split(void **state)
             const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
             const float alpha = ab[v][0], beta = ab[v][1];
             prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
-            float *one = copy_c(&p), *two = copy_c(&p), *part = copy_c(&p);
+            float *one = prod_copy_c(&p), *two = prod_copy_c(&p), *part = prod_copy_c(&p);
             xd_threads_set(1);
             nn_sgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, one, p.ldc);
             xd_threads_set(2);
@@ -280,7 +230,7 @@ static void test_packed_b(void **state)
             prod p = prod_make(t & 1, t >> 1, M, N, K, seed += 3);
             check_product(&p, 1, 1.0f, 0.0f, "packed");
             for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
-                float *want = copy_c(&p), *got = copy_c(&p);
+                float *want = prod_copy_c(&p), *got = prod_copy_c(&p);
                 product(&p, 0, ab[v][0], ab[v][1], want);
                 for (int th = 1; th <= 2; th++) {
                     xd_threads_set(th);

@@ -14,6 +14,7 @@
 
 #include "core/runtime.h"
 #include "nn/gemm_bf16.h"
+#include "tests/support/prodfix.h"
 
 static void test_round(void **state)
 {
@@ -48,47 +49,6 @@ static void test_round(void **state)
         assert_true(r == lo || r == hi);
         assert_true(fabsf(r - x[i]) <= fabsf((r == lo ? hi : lo) - x[i]));
     }
-}
-
-typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc;
-    float *A, *B, *C;
-} prod;
-
-static prod prod_make(int ta, int tb, int M, int N, int K, uint64_t seed)
-{
-    prod p = {.ta = ta, .tb = tb, .M = M, .N = N, .K = K};
-    p.lda = (ta ? M : K) + 3;
-    p.ldb = (tb ? K : N) + 1;
-    p.ldc = N + 2;
-    const size_t na = (size_t)(ta ? K : M) * p.lda, nb = (size_t)(tb ? N : K) * p.ldb,
-                 nc = (size_t)M * p.ldc;
-    p.A = malloc(sizeof(float) * na);
-    p.B = malloc(sizeof(float) * nb);
-    p.C = malloc(sizeof(float) * nc);
-    assert_non_null(p.A);
-    assert_non_null(p.B);
-    assert_non_null(p.C);
-    tu_fill_uniform(p.A, na, -1, 1, seed);
-    tu_fill_uniform(p.B, nb, -1, 1, seed + 1);
-    tu_fill_uniform(p.C, nc, -1, 1, seed + 2);
-    return p;
-}
-
-static void prod_free(prod *p)
-{
-    free(p->A);
-    free(p->B);
-    free(p->C);
-}
-
-static float *copy_c(const prod *p)
-{
-    const size_t n = (size_t)p->M * p->ldc;
-    float *c = malloc(sizeof(float) * n);
-    assert_non_null(c);
-    memcpy(c, p->C, sizeof(float) * n);
-    return c;
 }
 
 static float a_at(const prod *p, int i, int k)
@@ -167,7 +127,7 @@ static void test_kernels_against_ref(void **state)
                     double *bound = malloc(sizeof(double) * (size_t)M * N);
                     assert_non_null(bound);
                     bounds(&p, alpha, beta, bound);
-                    float *want = copy_c(&p), *got = copy_c(&p), *f32 = copy_c(&p);
+                    float *want = prod_copy_c(&p), *got = prod_copy_c(&p), *f32 = prod_copy_c(&p);
                     nn_bgemm_ref(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, want,
                                  p.ldc);
                     xd_threads_set(2);
@@ -217,7 +177,7 @@ static void test_bits_and_kernels_agree(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
-        float *one = copy_c(&p), *two = copy_c(&p), *rows = copy_c(&p), *port = copy_c(&p);
+        float *one = prod_copy_c(&p), *two = prod_copy_c(&p), *rows = prod_copy_c(&p), *port = prod_copy_c(&p);
         xd_threads_set(1);
         nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, one, p.ldc);
         xd_threads_set(2);
@@ -280,7 +240,7 @@ static void test_precision_switch(void **state)
 {
     (void)state;
     prod p = prod_make(1, 0, 30, 20, 50, 3);
-    float *s = copy_c(&p), *b = copy_c(&p), *got = copy_c(&p);
+    float *s = prod_copy_c(&p), *b = prod_copy_c(&p), *got = prod_copy_c(&p);
     nn_sgemm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, s, p.ldc);
     nn_bgemm(1, 0, 30, 20, 50, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, b, p.ldc);
     assert_int_equal(nn_mm_precision_set(NN_PREC_BF16), NN_PREC_FLOAT32);
