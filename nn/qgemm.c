@@ -256,7 +256,7 @@ QTARGET static void vnni_params(vparams *v, const nn_qepilogue *ep, const int32_
 }
 
 /* The plan p of epilogue ep for W's outputs: its blocks in room (room_n of them) when they fit,
- * else in memory it returns (to free); N <= 8: one block of them twice (see vnni_epilogue). */
+ * else in memory it returns (to free); N <= 8: one block, the outputs twice (see vnni_pairs). */
 QTARGET static vparams *vnni_plan(struct vplan *p, vparams *room, int room_n,
                                   const nn_qepilogue *ep, const nn_qweights *W)
 {
@@ -281,7 +281,7 @@ QTARGET static vparams *vnni_plan(struct vplan *p, vparams *room, int room_n,
 enum { VPLAN_ROOM = 8 };
 
 /* requant_row's operations on the 16 sums acc, in the same order: the floats (relu applied),
- * or, when p writes codes, the codes as int32. */
+ * or, when p writes codes, the values they are made of. */
 QTARGET static inline __m512 vnni_value(const struct vplan *p, const vparams *v, __m512i acc)
 {
     __m512 y = _mm512_add_ps(
@@ -399,7 +399,7 @@ vnni_tile_store(const qout *o, int N, int P, int m0, int nr, int b0, const int N
  * with a packed 64-byte block (16 rows x 4 k) of each block into 16 int32 lanes, so a broadcast
  * serves NB products and a block's load RB. Rows m0..m0+nr (nr <= RB) are stored (the rest
  * repeat row m0 and are dropped), outputs b0 * 16..; pooled, each src->pool rows give one
- * output. RB (<= 16) and NB (<= 4, RB * NB <= 32) are constants where it is inlined. */
+ * output. RB (<= 16) and NB (<= 4, RB * NB <= 16) are constants where it is inlined. */
 QTARGET static inline __attribute__((always_inline)) void
 vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweights *W,
           const int RB, const int NB)
@@ -622,6 +622,7 @@ QTARGET static void vnni_sums(const qout *o, const qsrc *src, int M, const nn_qw
         for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
 }
 
+/* vnni_sums, with o's epilogue (if any) in lanes once for the whole product. */
 QTARGET static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
     if (!o->ep) {
