@@ -544,38 +544,67 @@ QTARGET static void vnni_rows(const qout *o, const qsrc *src, int m0, int nr, co
     for (; b < nb; b++) vnni_tile_16x1(o, src, m0, nr, b, W);
 }
 
-/* One row against up to four blocks of 16 weight rows: each broadcast feeds four products (a
- * batch of one, and the rows left over by vnni_rows). */
-QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
+/* Row a (kg four-byte groups side by side) against NBL (<= 4, a constant where it is inlined)
+ * blocks of 16 weight rows from block b0: each broadcast feeds NBL products, and each block has
+ * two sums, of the even and of the odd groups (exact integers: the same total), so that its
+ * chain of dependent products is half as long. */
+QTARGET static inline __attribute__((always_inline)) void
+vnni_row_blocks(const qout *o, const uint8_t *a, int m, const nn_qweights *W, int b0, const int NBL)
 {
-    const int N = W->N, K = W->K, kg = (K + 3) / 4, nb = (N + 15) / 16;
-    const int full = src->krows * src->kgroups;
-    const uint8_t *a = src_row(src, m);
-    int32_t tail = 0;
-    if (full < kg) memcpy(&tail, a + 4 * (size_t)full, (size_t)(K - 4 * full));
-    for (int b0 = 0; b0 < nb; b0 += 4) {
-        const int nbl = nb - b0 < 4 ? nb - b0 : 4;
-        __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
-                          _mm512_setzero_si512()};
-        const uint8_t *at = a; /* group g's bytes */
-        for (int g = 0, in_run = 0; g < kg; g++) {
-            int32_t v = tail;
-            if (g < full) memcpy(&v, at, 4);
-            if (++in_run < src->kgroups) at += 4;
-            else {
-                in_run = 0;
-                at += (size_t)src->kstride - 4 * (size_t)(src->kgroups - 1);
-            }
-            const __m512i av = _mm512_set1_epi32(v);
-            for (int j = 0; j < nbl; j++)
-                acc[j] = _mm512_dpbusd_epi32(acc[j], av, _mm512_loadu_si512(
-                    (const void *)(W->packed + ((size_t)(b0 + j) * kg + (size_t)g) * 64)));
-        }
-        for (int j = 0; j < nbl; j++) {
-            const int n0 = (b0 + j) * 16;
-            vnni_store(o, m, n0, N - n0 < 16 ? N - n0 : 16, acc[j]);
+    const int N = W->N, kg = (W->K + 3) / 4;
+    const int8_t *wp = W->packed + (size_t)b0 * kg * 64;
+    __m512i even[4], odd[4];
+    for (int j = 0; j < NBL; j++) even[j] = odd[j] = _mm512_setzero_si512();
+    int g = 0;
+    for (; g + 1 < kg; g += 2) {
+        int32_t v0, v1;
+        memcpy(&v0, a + 4 * (size_t)g, 4);
+        memcpy(&v1, a + 4 * (size_t)g + 4, 4);
+        const __m512i a0 = _mm512_set1_epi32(v0), a1 = _mm512_set1_epi32(v1);
+        for (int j = 0; j < NBL; j++) {
+            const int8_t *w = wp + ((size_t)j * kg + (size_t)g) * 64;
+            even[j] = _mm512_dpbusd_epi32(even[j], a0, _mm512_loadu_si512((const void *)w));
+            odd[j] = _mm512_dpbusd_epi32(odd[j], a1, _mm512_loadu_si512((const void *)(w + 64)));
         }
     }
+    if (g < kg) {
+        int32_t v;
+        memcpy(&v, a + 4 * (size_t)g, 4);
+        for (int j = 0; j < NBL; j++)
+            even[j] = _mm512_dpbusd_epi32(even[j], _mm512_set1_epi32(v), _mm512_loadu_si512(
+                (const void *)(wp + ((size_t)j * kg + (size_t)g) * 64)));
+    }
+    for (int j = 0; j < NBL; j++) {
+        const int n0 = (b0 + j) * 16;
+        vnni_store(o, m, n0, N - n0 < 16 ? N - n0 : 16, _mm512_add_epi32(even[j], odd[j]));
+    }
+}
+
+/* One row against every block of weight rows, four at a time (a batch of one, and the rows left
+ * over by vnni_rows); a window's runs, or a row with a K % 4 tail, first gathered into one row
+ * of whole groups (the tail zero-filled). */
+QTARGET static void vnni_row(const qout *o, const qsrc *src, int m, const nn_qweights *W)
+{
+    enum { ROW_ROOM = 4096 };
+    const int K = W->K, kg = (K + 3) / 4, nb = (W->N + 15) / 16;
+    const uint8_t *a = src_row(src, m);
+    uint8_t room[ROW_ROOM], *heap = NULL;
+    if (src->rowoff || K % 4) {
+        uint8_t *row = 4 * (size_t)kg <= ROW_ROOM ? room : (heap = xd_xmalloc(4 * (size_t)kg));
+        if (src->rowoff) src_gather(row, src, a); /* whole groups: no tail */
+        else {
+            memcpy(row, a, (size_t)K);
+            memset(row + K, 0, 4 * (size_t)kg - (size_t)K);
+        }
+        a = row;
+    }
+    for (int b0 = 0; b0 < nb; b0 += 4) switch (nb - b0 < 4 ? nb - b0 : 4) {
+        case 4: vnni_row_blocks(o, a, m, W, b0, 4); break;
+        case 3: vnni_row_blocks(o, a, m, W, b0, 3); break;
+        case 2: vnni_row_blocks(o, a, m, W, b0, 2); break;
+        default: vnni_row_blocks(o, a, m, W, b0, 1); break;
+        }
+    free(heap);
 }
 
 /* nn_qpool_requant, 16 outputs at a time through vnni_put. */
