@@ -265,19 +265,32 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
 }
 
 /* nn_model_infer's rows in shares of share rows, each share to whichever thread of the team is
- * free (one after the other outside a parallel region). */
+ * free (one after the other outside a parallel region). share >= B: all rows on the calling
+ * thread, which nn_model_infer asks for outside any team only (a team's shares are smaller than
+ * B), without a work-sharing construct (whose set-up, even for one thread, allocates); a model of
+ * up to NODE_ROOM nodes keeps its row tables on the stack: a small model's call costs no more. */
 static void infer_shares(nn_model *m, int B, int share, const uint8_t *need)
 {
-    int *at = xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
-    uint8_t *keep = xd_xmalloc((size_t)m->n_nodes);
+    enum { NODE_ROOM = 256 };
+    int at_room[NODE_ROOM];
+    uint8_t keep_room[NODE_ROOM];
+    const int room = m->n_nodes <= NODE_ROOM;
+    int *at = room ? at_room : xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
+    uint8_t *keep = room ? keep_room : xd_xmalloc((size_t)m->n_nodes);
     const int n_shares = (B + share - 1) / share;
+    if (n_shares == 1) {
+        infer_rows(m, 0, B, need, at, keep);
+    } else {
 #pragma omp for schedule(dynamic, 1)
-    for (int c = 0; c < n_shares; c++) {
-        const int b0 = c * share;
-        infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+        for (int c = 0; c < n_shares; c++) {
+            const int b0 = c * share;
+            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+        }
     }
-    free(at);
-    free(keep);
+    if (!room) {
+        free(at);
+        free(keep);
+    }
 }
 
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
