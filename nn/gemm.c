@@ -677,13 +677,20 @@ conv_row_tile(int R, int V, int C, int KH, const float *restrict a, size_t row, 
         if (o + (R) >= OW) break;                                                                 \
     }
 
+/* The tile's pixels: 16 when the outputs fit one vector, else 7 or 8 (whichever divides OW) */
+static int conv_row_pixels(int OW, int OC) { return OC <= VW ? 16 : OW % 7 == 0 ? 7 : 8; }
+
+int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW, int bias)
+{
+    return KW == 3 && C >= 1 && C <= CONV_ROW_MAX_C && OC <= NR && OW >= conv_row_pixels(OW, OC) &&
+           k_blocks(KH * KW * C + bias) == 1;
+}
+
 int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
                       int bias, const float *Bp, float *out, int ldo)
 {
-    const int V = OC <= VW ? 1 : 2, R = V == 1 ? 16 : OW % 7 == 0 ? 7 : 8;
-    if (KW != 3 || C < 1 || C > CONV_ROW_MAX_C || OC > NR || OW < R ||
-        k_blocks(KH * KW * C + bias) != 1)
-        return 0;
+    const int V = OC <= VW ? 1 : 2, R = conv_row_pixels(OW, OC);
+    if (!nn_sgemm_conv_row_takes(OW, OC, C, KH, KW, bias)) return 0;
     switch ((V == 1 ? 0 : R == 7 ? 1 : 2) * CONV_ROW_MAX_C + C - 1) {
     case 0: CONV_ROW(16, 1, 1) break;
     case 1: CONV_ROW(16, 1, 2) break;

@@ -37,6 +37,8 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
  * ones column for the bias. Returns 0 (nothing done) for a shape it does not take. */
 int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
                       int bias, const float *Bp, float *out, int ldo);
+/* Whether nn_sgemm_conv_row takes that shape (then it does for every row of the image). */
+int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW, int bias);
 
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
