@@ -267,7 +267,7 @@ static void conv2d_direct_image(float *out, float *scratch, const float *inp, co
         memset(r + edge + (size_t)W * C, 0, sizeof(float) * 2 * edge); /* and the next's left */
     }
     memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
-    const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW, s->bias);
+    const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
     int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
     if (koff) {
         float *ones = scratch + n_img;
