@@ -247,31 +247,44 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
  * zero-padded copy of the image instead of unfolded into cols: element (ox, k) of output row oy
  * lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column reads ones laid
  * after the image. The same values in the same order as the unfolded rows, so the same bits,
- * without writing and reading K floats per output pixel. */
+ * without writing and reading K floats per output pixel. Only the padding is zeroed, around the
+ * rows copied in; the offsets and the ones are for the gathering kernel alone (the few-channel
+ * one reads the windows and the bias itself). The sizes are copied out of s first: its fields
+ * could alias the floats and ints written here, which would keep those loops from vectorising. */
 static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
                                 const nn_conv_shape *s, int b, void (*image)(void *, int),
                                 void *image_ctx)
 {
-    const int C = s->C, Wp = s->W + 2 * s->pad, K = s->KH * s->KW * C, nk = K + !!s->bias;
-    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C, si = (size_t)s->stride * C;
-    float *P = scratch, *ones = scratch + n_img;
-    memset(P, 0, sizeof(float) * n_img);
-    for (int y = 0; y < s->H; y++)
-        memcpy(P + ((size_t)(y + s->pad) * Wp + s->pad) * C,
-               inp + (((size_t)b * s->H + y) * s->W) * C, sizeof(float) * s->W * C);
-    for (size_t i = 0; i <= (size_t)(s->OW - 1) * si; i++) ones[i] = 1.0f;
-    int *koff = xd_xmalloc(sizeof(int) * (size_t)nk);
-    for (int ky = 0; ky < s->KH; ky++)
-        for (int kx = 0; kx < s->KW; kx++)
-            for (int c = 0; c < C; c++) koff[(ky * s->KW + kx) * C + c] = (ky * Wp + kx) * C + c;
-    for (int oy = 0; oy < s->OH; oy++) {
-        const float *A = P + (size_t)oy * s->stride * Wp * C;
-        float *o = out + ((size_t)b * s->OH + oy) * s->OW * s->OC;
-        if (s->bias) koff[K] = (int)(ones - A);
-        /* few input channels: the kernel that reuses each value over the windows it is in */
-        if (s->stride != 1 || !nn_sgemm_conv_row(s->OW, s->OC, C, s->KH, s->KW, A,
-                                                 (size_t)Wp * C, s->bias, wp, o, s->OC))
-            nn_sgemm_gather(s->OW, s->OC, nk, A, (int)si, koff, wp, o, s->OC);
+    const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
+    const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
+    const size_t rp = (size_t)Wp * C, edge = (size_t)pad * C; /* a padded row; its margin */
+    float *P = scratch;
+    memset(P, 0, sizeof(float) * (pad * rp + edge));
+    for (int y = 0; y < H; y++) {
+        float *r = P + (size_t)(y + pad) * rp;
+        memcpy(r + edge, inp + (((size_t)b * H + y) * W) * C, sizeof(float) * W * C);
+        memset(r + edge + (size_t)W * C, 0, sizeof(float) * 2 * edge); /* and the next's left */
+    }
+    memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
+    const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
+    int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
+    if (koff) {
+        float *ones = scratch + n_img;
+        for (size_t i = 0; i <= (size_t)(OW - 1) * si; i++) ones[i] = 1.0f;
+        for (int ky = 0; ky < KH; ky++)
+            for (int kx = 0; kx < KW; kx++)
+                for (int c = 0; c < C; c++) koff[(ky * KW + kx) * C + c] = (ky * Wp + kx) * C + c;
+    }
+    for (int oy = 0; oy < OH; oy++) {
+        const float *A = P + (size_t)oy * s->stride * rp;
+        float *o = out + ((size_t)b * OH + oy) * OW * OC;
+        if (row_kernel) { /* few input channels: each value reused over the windows it is in */
+            nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
+            continue;
+        }
+        if (s->bias) koff[K] = (int)(scratch + n_img - A);
+        nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
     }
     free(koff);
     if (image) image(image_ctx, b);

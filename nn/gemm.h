@@ -30,13 +30,15 @@ void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float 
 void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
                      const float *Bp, float *C, int ldc);
 
-/* One output row of a stride-1 convolution with 3-wide windows, few input channels (C <= 4) and
+/* One output row of a stride-1 convolution with 3 x 3 windows, few input channels (C <= 4) and
  * OC <= one panel of the packed weights: pixel ox's window row ky at A[ky * row + ox * C] (a
  * zero-padded image), its OC outputs to out[ox * ldo], with the bias (the packed operand's last
- * row, K = KH * 3 * C + bias) added. The same bits as nn_sgemm_gather over those windows with a
+ * row, K = 9 C + bias) added. The same bits as nn_sgemm_gather over those windows with a
  * ones column for the bias. Returns 0 (nothing done) for a shape it does not take. */
 int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
                       int bias, const float *Bp, float *out, int ldo);
+/* Whether nn_sgemm_conv_row takes that shape (then it does for every row of the image). */
+int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW);
 
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */

@@ -608,13 +608,19 @@ static void test_packed_weights(void **state)
                  s.W, s.C, s.OC, s.KH, s.stride, s.pad, s.bias);
         nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
         nn_conv_pack(wp, wext, w, b, &s);
-        memset(cols, 0, sizeof(float) * nc);
+        /* scratch that is not zero: the padding must be written, not found */
+        for (size_t i = 0; i < nc; i++) cols[i] = NAN;
         nn_conv2d_forward(y2, cols, wext, x, w, wp, b, &s);
         assert_same_bits(y2, y, ny, what);
         nn_conv2d_forward_ref(yref, x, w, b, &s);
         tu_assert_close(y2, yref, ny, 1e-5, 1e-5, what);
-        if (s.OH >= 2 && s.OW >= 2) {
-            nn_pool_shape ps = {.B = s.B, .H = s.OH, .W = s.OW, .C = s.OC, .k = 2, .stride = 2};
+        /* pools of 2 x 2 (the usual, unrolled), windows that overlap and that skip rows */
+        static const int pools[][2] = {{2, 2}, {3, 2}, {3, 1}, {2, 3}};
+        for (size_t pi = 0; pi < sizeof pools / sizeof pools[0]; pi++) {
+            const int k = pools[pi][0];
+            if (s.OH < k || s.OW < k) continue;
+            nn_pool_shape ps = {.B = s.B, .H = s.OH, .W = s.OW, .C = s.OC, .k = k,
+                                .stride = pools[pi][1]};
             assert_int_equal(nn_pool_shape_init(&ps), 0);
             size_t np = (size_t)ps.B * ps.OH * ps.OW * ps.C;
             float *r = alloc_f(ny), *r2 = alloc_f(ny), *p = alloc_f(np), *p2 = alloc_f(np);
