@@ -392,10 +392,11 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
 
 /* A prediction's work below this many flops runs on one thread: handing such work to several
  * costs more than it saves. Each parallel region waits for every thread of the team, which takes
- * microseconds on idle cores and up to a scheduler time slice on cores other jobs hold, while one
- * thread does 20 MFLOP in some 150 us (one image through the Fashion teacher is 8.6 MFLOP, the
- * MLP student's 64-image batch 13). */
-#define SERIAL_FLOPS 2e7
+ * microseconds on idle cores (and up to a scheduler time slice on cores other jobs hold: give
+ * such a job one thread), while one thread does 5 MFLOP in some 30 us (one image through the
+ * Fashion teacher is 8.6 MFLOP, the MLP student's 64-image batch 13). An integer layer's
+ * multiply-add counts half: it costs about half a float one's. */
+#define SERIAL_FLOPS 5e6
 
 /* The preprocessing's second stage, the forward pass and the softmax of count inputs. */
 static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int count, float *probs,
@@ -409,7 +410,7 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
         input = x->input;
     }
     nn_model_infer(&x->m, input, count, x->need);
-    nn_softmax_forward(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     if (x->dec)
         nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);
     return XD_OK;
@@ -472,7 +473,7 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
     if (!b || b->m != x || count < 1 || count > x->m.max_batch || !probs)
         s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
                     "output buffer", x->path, x->m.max_batch);
-    else if (x->flops * count < SERIAL_FLOPS) {
+    else if (x->flops * count * (x->m.qengine ? 0.5 : 1.0) < SERIAL_FLOPS) {
         /* one thread (this thread's count, set and put back): the layers' loops then run
          * without a parallel region (xd_threads_split) */
 #ifdef _OPENMP

@@ -193,6 +193,18 @@ void nn_softmax_forward(float *out, const float *inp, int R, int K)
     for (int r = 0; r < R; r++) softmax_one(out + (size_t)r * K, inp + (size_t)r * K, K);
 }
 
+void nn_softmax_infer(float *out, const float *inp, int R, int K)
+{
+    for (int r = 0; r < R; r++) {
+        const float *x = inp + (size_t)r * K;
+        float *y = out + (size_t)r * K, mx = x[0], s = 0.0f;
+        for (int k = 1; k < K; k++) mx = x[k] > mx ? x[k] : mx;
+        for (int k = 0; k < K; k++) s += y[k] = expf(x[k] - mx);
+        const float inv = 1.0f / s;
+        for (int k = 0; k < K; k++) y[k] *= inv;
+    }
+}
+
 /* dx = y * (dy - sum(dy * y)) */
 void nn_softmax_backward(float *dinp, const float *dout, const float *out, int R, int K)
 {

@@ -264,12 +264,17 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
     }
 }
 
-/* nn_model_infer's rows in shares of share rows, each share to whichever thread of the team is
- * free (one after the other outside a parallel region). share >= B: all rows on the calling
- * thread, which nn_model_infer asks for outside any team only (a team's shares are smaller than
- * B), without a work-sharing construct (whose set-up, even for one thread, allocates); a model of
- * up to NODE_ROOM nodes keeps its row tables on the stack: a small model's call costs no more. */
-static void infer_shares(nn_model *m, int B, int share, const uint8_t *need)
+/* nn_model_infer's rows in shares of share rows on the calling thread. Outside a team (next
+ * NULL) it runs them all, one after the other, without a work-sharing construct (whose set-up,
+ * even for one thread, allocates). In a team of T, the shares fall into T groups of consecutive
+ * rows, next[g] the first share of group g not yet taken: thread t runs group t's shares (its
+ * images stay in its core's cache from one call to the next, and the image batcher's stage 2
+ * gives each thread the same rows), then takes what the others have not begun. A thread that
+ * starts late (cores shared with other jobs) thus finds less left to do instead of holding up
+ * the call with its whole group. Every thread goes through all T groups, so all shares run
+ * whatever size the team gets. A model of up to NODE_ROOM nodes keeps its row tables on the
+ * stack: a small model's call costs no more. */
+static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int *next, int T)
 {
     enum { NODE_ROOM = 256 };
     int at_room[NODE_ROOM];
@@ -278,13 +283,24 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need)
     int *at = room ? at_room : xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
     uint8_t *keep = room ? keep_room : xd_xmalloc((size_t)m->n_nodes);
     const int n_shares = (B + share - 1) / share;
-    if (n_shares == 1) {
+    if (!next) {
         infer_rows(m, 0, B, need, at, keep);
     } else {
-#pragma omp for schedule(dynamic, 1)
-        for (int c = 0; c < n_shares; c++) {
-            const int b0 = c * share;
-            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        for (int k = 0; k < T; k++) { /* every group, whatever the team's size */
+            const int g = (t + k) % T, end = (g + 1) * n_shares / T;
+            for (;;) {
+                int c;
+#pragma omp atomic capture
+                c = next[g]++;
+                if (c >= end) break;
+                const int b0 = c * share;
+                infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
+            }
         }
     }
     if (!room) {
@@ -292,6 +308,11 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need)
         free(keep);
     }
 }
+
+/* The rows a share of the batch holds at least (when there are enough for every thread):
+ * a linear layer's product reads its weights once for a share's rows, and the integer kernel's
+ * tiles are 16 rows. */
+enum { SHARE_MIN = 16 };
 
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
 {
@@ -316,20 +337,26 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     m->input = input;
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
     /* One parallel region: the images in shares of about a quarter of a thread's, each taken
-     * through the whole model by whichever thread is free, on its own (the kernels inside run on
-     * that thread alone), with no wait until the end. A thread that starts late (cores shared
-     * with other jobs) finds less left to do instead of holding up the call with half of it. */
-    const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
+     * through the whole model by one thread, on its own (the kernels inside run on that thread
+     * alone), with no wait until the end (see infer_shares). */
+    enum { TEAM_ROOM = 64 };
+    int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
+    if (T > TEAM_ROOM) T = TEAM_ROOM;
     if (T == 1) { /* no region: entering one costs as much as a small model's work */
-        infer_shares(m, B, B, need);
+        infer_shares(m, B, B, need, NULL, 1);
         return;
     }
+    const int per = (B + T - 1) / T, quarter = (B + 4 * T - 1) / (4 * T);
+    const int share = quarter >= SHARE_MIN ? quarter : per < SHARE_MIN ? per : SHARE_MIN;
+    const int n_shares = (B + share - 1) / share;
+    int next[TEAM_ROOM];
+    for (int g = 0; g < T; g++) next[g] = g * n_shares / T;
 #pragma omp parallel num_threads(T)
     {
 #ifdef _OPENMP
         if (omp_get_num_threads() > 1) omp_set_num_threads(1);
 #endif
-        infer_shares(m, B, (B + 4 * T - 1) / (4 * T), need);
+        infer_shares(m, B, share, need, next, T);
     }
 }
 

@@ -406,6 +406,35 @@ static void test_elementwise(void **state)
     }
 }
 
+/* Inference's float softmax against the double one: each probability p within a few float ulp,
+ * plus the rounding of x - max in float, an ulp of |log p| (as exp carries it into p), rows
+ * summing to 1, the extremes as exact. */
+static void test_softmax_infer(void **state)
+{
+    (void)state;
+    enum { R = 64, K = 37 };
+    float x[R * K], want[R * K], got[R * K];
+    tu_fill_uniform(x, R * K, -30.0f, 30.0f, 5);
+    for (int k = 0; k < K; k++) x[K + k] = 1e-3f * (float)k; /* a row of near ties */
+    nn_softmax_forward(want, x, R, K);
+    nn_softmax_infer(got, x, R, K);
+    for (int r = 0; r < R; r++) {
+        double sum = 0.0;
+        for (int k = 0; k < K; k++) {
+            const float w = want[r * K + k], g = got[r * K + k];
+            if (!(fabsf(g - w) <= (8.0f + fabsf(logf(w))) * FLT_EPSILON * w))
+                fail_msg("row %d, class %d: %.9g against %.9g", r, k, (double)g, (double)w);
+            sum += g;
+        }
+        assert_true(fabs(sum - 1.0) < 1e-5);
+    }
+    const float ex[6] = {1000, 0, -1000, 50, 50, 50};
+    float y[6];
+    nn_softmax_infer(y, ex, 2, 3);
+    assert_true(y[0] == 1.0f && y[1] == 0.0f && y[2] == 0.0f);
+    for (int i = 3; i < 6; i++) assert_true(fabsf(y[i] - 1.0f / 3.0f) < 1e-7f);
+}
+
 static void test_softmax_extremes(void **state)
 {
     (void)state;
@@ -686,6 +715,7 @@ int main(void)
         cmocka_unit_test(test_first_write_and_fused),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_softmax_extremes),
+        cmocka_unit_test(test_softmax_infer),
         cmocka_unit_test(test_norms),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_embbag),
