@@ -99,6 +99,29 @@ typedef struct {
  * through the epilogue ep. */
 void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M,
                    const nn_qweights *W, const nn_qepilogue *ep);
+/* A first convolution for nn_qgemm_conv_first: ic input channels, a padded image whose rows are
+ * row_bytes apart (pixels ic bytes apart, channels side by side), k x k windows at stride 1, an
+ * h x w output; w4 (nn_qfirst_pack): its weights in the kernel's groups of four bytes, (window
+ * row, group, output). */
+typedef struct {
+    int ic, k, h, w, row_bytes;
+    int32_t *w4;
+} nn_qfirst;
+/* Whether nn_qgemm_conv_first takes shape f with N outputs: ic 1..4, k 1..7, N 8 or 16. */
+int nn_qfirst_fits(const nn_qfirst *f, int N);
+/* f->w4 from W (again when W changes); f must fit W.N outputs, W.K be k * k * ic. */
+void nn_qfirst_pack(nn_qfirst *f, const nn_qweights *W);
+void nn_qfirst_free(nn_qfirst *f);
+/* The convolution of a few-channel image (W.K = k * k * ic, in (ky, kx, c) order, as W.w holds
+ * it) with every 2 x 2 max-pooling window (stride 2) of its output through the epilogue ep, which
+ * writes codes (ldc == N): the codes nn_qgemm_conv gives with those pooling windows, as output
+ * row (y / 2) * (w / 2) + x / 2. Pixels in lanes: each window row's codes of 16 neighbouring
+ * output pixels are one load and a byte permutation, each output a register of their sums, the
+ * weights broadcast; no window is gathered, and a few channels' zero padding costs less. Reads
+ * up to 64 bytes past the image's last row. Returns 0, doing nothing, where it does not apply:
+ * f not packed, floats out, or a CPU without the VNNI kernel. */
+int nn_qgemm_conv_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
+                        const nn_qepilogue *ep);
 /* Max pooling (k x k windows, stride, no padding) of the sums C of an H x Wd map (rows of W.N),
  * then the epilogue on each pooled sum (its output rows are the pooled positions): the pooled
  * values of the epilogue's, since the epilogue is monotone in the sum, with the epilogue run

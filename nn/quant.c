@@ -270,6 +270,7 @@ typedef struct {
     size_t padded_n;
     nn_qwindows win, win_pool;
     int32_t *rowoff, *rowoff_pool;
+    nn_qfirst first;     /* k > 0: the 2 x 2 pool's windows go to nn_qgemm_conv_first */
     /* inference (plan_codes): > 0: the fakequant node whose codes this layer writes itself, its
      * output reaching it through a batch norm (bn, first), relu, one maxpool (pool), flatten or
      * dropout, which all commute with the monotone quantisation (the batch norm per channel, in
@@ -334,10 +335,11 @@ static void plan_windows(nn_model *m, int i)
     int zero;
     layer_input_scale(m, i, &zero);
     pack_windows(L, nd);
-    /* a window row's rounding to 4 reads up to 3 bytes past the image's end: 4 spare bytes of
-     * its own (never written), so no read reaches the next image, which another thread may be
-     * writing; 64 after the last image for the vector loads */
-    L->padded_n = (size_t)(nd->ih + 2 * nd->pad) * PW * C + 4;
+    /* a window row's rounding to 4 reads up to 3 bytes past the image's end, a first
+     * convolution's loads (nn_qgemm_conv_first) up to 64: 64 spare bytes of its own (never
+     * written), so no read reaches the next image, which another thread may be writing; 64
+     * after the last image for the vector loads */
+    L->padded_n = (size_t)(nd->ih + 2 * nd->pad) * PW * C + 64;
     const size_t n = (size_t)m->max_batch * L->padded_n + 64;
     L->padded = xd_xmalloc(n);
     memset(L->padded, zero, n);
@@ -367,6 +369,11 @@ static void plan_pool_windows(nn_model *m, int i, const nn_node *pool)
     L->win_pool = L->win;
     L->win_pool.rowoff = L->rowoff_pool;
     L->win_pool.pool = P;
+    const nn_qfirst f = {.ic = nd->ic, .k = nd->k, .h = nd->h, .w = nd->w, .row_bytes = PW * nd->ic};
+    if (k == 2 && S == 1 && L->emit && nn_qfirst_fits(&f, nd->units)) {
+        L->first = f;
+        nn_qfirst_pack(&L->first, &L->w);
+    }
 }
 
 /* Batch norm node bn's part in layer i's epilogue: its sqrtf(var + eps), and the outputs whose
@@ -396,6 +403,7 @@ void nn_qengine_free(nn_qengine *q)
         free(L->padded);
         free(L->rowoff);
         free(L->rowoff_pool);
+        nn_qfirst_free(&L->first);
         free(L->bn_sd);
         free(L->falls);
         free(L->scale);
@@ -541,6 +549,7 @@ void nn_qengine_set_weights(nn_model *m, int i, const int8_t *q, const float *sc
     nn_qweights_free(&L->w);
     nn_qweights_pack(&L->w, q, nd->units, K);
     if (nd->kind == NN_CONV2D) pack_windows(L, nd);
+    if (L->first.k) nn_qfirst_pack(&L->first, &L->w);
     memcpy(L->scale, scale, sizeof(float) * (size_t)nd->units);
     float *w = m->param + nd->w_off;
     for (int o = 0; o < nd->units; o++)
@@ -573,6 +582,13 @@ static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *po
                            const nn_qepilogue *ep)
 {
     nn_qepilogue e = *ep;
+    if (L->first.k && padded && nn_qgemm_conv_first(padded, &L->first, &L->w, &e)) {
+        for (int b = 1; b < B; b++) {
+            e.codes += pool->act_n;
+            nn_qgemm_conv_first(padded + b * L->padded_n, &L->first, &L->w, &e);
+        }
+        return;
+    }
     if (L->rowoff_pool) {
         for (int b = 0; b < B; b++) {
             nn_qgemm_conv(NULL, padded + b * L->padded_n, &L->win_pool,

@@ -166,7 +166,7 @@ static void test_engine_whole_models(void **state)
  * gammas of either sign, on codes through a max pool the product pools (k 2, odd sizes), one it
  * does not (stride 1), after a linear layer, before a tanh, and on floats (relu, then gap); and
  * convolutions of 8 outputs or fewer (two rows to a register), pooled and not, an odd number of
- * pooling windows. */
+ * pooling windows; first convolutions of 1-4 channels, 8 or 16 outputs, pooled 2 x 2. */
 static void test_engine_infer_same_bits(void **state)
 {
     (void)state;
@@ -188,6 +188,14 @@ static void test_engine_infer_same_bits(void **state)
         "conv2d out=24 k=3 pad=1 stride=2; batchnorm; relu; gap; linear out=3 head",
         "input h=6 w=6 c=1; conv2d out=5 k=3 pad=1; batchnorm; maxpool k=2 stride=2 name=p; "
         "relu; conv2d out=7 k=1; relu; flatten; linear out=2 head",
+        /* first convolutions with pixels in lanes (nn_qgemm_conv_first): 3 channels, 16
+         * outputs, a batch norm, rows of 16 + 16 + 2 pixels; 2 channels, 5 x 5, 8 outputs, odd
+         * sizes; 4 channels, no padding, a row of 16 + 2 */
+        "input h=9 w=34 c=3; conv2d out=16 k=3 pad=1; batchnorm; relu; maxpool k=2; "
+        "conv2d out=8 k=3 pad=1; relu; gap; linear out=4 head",
+        "input h=7 w=13 c=2; conv2d out=8 k=5 pad=2; relu; maxpool k=2; flatten; linear out=3 head",
+        "input h=6 w=20 c=4; conv2d out=16 k=3; batchnorm; relu; maxpool k=2; flatten; "
+        "linear out=3 head",
     };
     const int threads = xd_threads_get(), batches[] = {1, 5, 64};
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
