@@ -1,20 +1,14 @@
-/* Integer matrix products (see qgemm.h): the AVX-512 VNNI kernel and the portable one. */
+/* Integer matrix products (see qgemm.h): the AVX-512 VNNI kernel and the portable one (the
+ * first convolution's kernel is in nn/qconv_first.c). */
 #include "nn/qgemm.h"
 
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define QGEMM_X86 1
-#endif
-
 #include "core/mem.h"
 #include "core/status.h"
-
-/* the largest window nn_qgemm_conv_first takes */
-enum { FIRST_MAXK = 7 };
+#include "nn/qvnni.h"
 
 /* products smaller than this many multiply-adds run on one thread */
 #define QPAR_MIN (1 << 18)
@@ -215,26 +209,6 @@ static void qgemm_portable(const qout *o, const qsrc *src, int M, const nn_qweig
 }
 
 #ifdef QGEMM_X86
-#define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"), aligned(64)))
-
-/* An epilogue's per-output values in lanes, for a block of 16 outputs (the lanes past N: 0, sd 1):
- * zero * wsum, mult, bias, and the batch norm's. */
-typedef struct {
-    __m512i zws;
-    __m512 mult, bias, gamma, mean, sd, beta;
-} vparams;
-
-/* The epilogue in lanes, made once per product (vnni_plan): each block's values and ep's scalars,
- * loaded once, aligned. */
-struct vplan {
-    const vparams *blk;
-    __m512 scale, lo, hi;
-    __m512i code_zero, floor;
-    float *y;
-    uint8_t *codes;
-    int ldy, ldc, bn, relu;
-};
-
 /* ep's values of outputs n0..n0+nn into v; twice: nn <= 8, and the same again in lanes 8.. */
 QTARGET static void vnni_params(vparams *v, const nn_qepilogue *ep, const int32_t *wsum, int n0,
                                 int nn, int twice)
@@ -260,8 +234,8 @@ QTARGET static void vnni_params(vparams *v, const nn_qepilogue *ep, const int32_
 
 /* The plan p of epilogue ep for W's outputs: its blocks in room (room_n of them) when they fit,
  * else in memory it returns (to free); N <= 8: one block, the outputs twice (see vnni_pairs). */
-QTARGET static vparams *vnni_plan(struct vplan *p, vparams *room, int room_n,
-                                  const nn_qepilogue *ep, const nn_qweights *W)
+QTARGET vparams *nn_qvnni_plan(struct vplan *p, vparams *room, int room_n,
+                              const nn_qepilogue *ep, const nn_qweights *W)
 {
     const int N = W->N, nb = (N + 15) / 16, twice = N <= 8;
     vparams *heap = NULL, *blk = room;
@@ -278,35 +252,6 @@ QTARGET static vparams *vnni_plan(struct vplan *p, vparams *room, int room_n,
         p->floor = _mm512_set1_epi32(ep->floor);
     }
     return heap;
-}
-
-/* the blocks of a plan kept on the stack (outputs up to 16 times this) */
-enum { VPLAN_ROOM = 8 };
-
-/* requant_row's operations on the 16 sums acc, in the same order: the floats (relu applied),
- * or, when p writes codes, the values they are made of. */
-QTARGET static inline __m512 vnni_value(const struct vplan *p, const vparams *v, __m512i acc)
-{
-    __m512 y = _mm512_add_ps(
-        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, v->zws)), v->mult), v->bias);
-    if (p->bn)
-        y = _mm512_add_ps(
-            _mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd), v->beta);
-    return p->relu && !p->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
-}
-
-QTARGET static inline __m128i vnni_codes(const struct vplan *p, __m512 y)
-{
-    __m512 q = _mm512_roundscale_ps(_mm512_div_ps(y, p->scale),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    q = _mm512_min_ps(_mm512_max_ps(q, p->lo), p->hi);
-    const __m512i c =
-        _mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(q), p->code_zero), p->floor);
-    __m128i r = _mm512_cvtusepi32_epi8(c);
-    /* narrowed in a register, then stored: the narrowing store (which the compiler would make of
-     * the two) is slow on some CPUs */
-    __asm__("" : "+v"(r));
-    return r;
 }
 
 /* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored. */
@@ -368,12 +313,6 @@ QTARGET static inline void vnni_pair_out(const qout *o, const nn_qweights *W, in
     /* row m + 1's lanes moved down to 0.. */
     _mm512_mask_storeu_epi32(o->C + (size_t)(m + 1) * o->ldc, hi,
                              _mm512_shuffle_i32x4(acc, acc, 0xEE));
-}
-
-/* a and b pooled: the larger, or the smaller in the lanes of falls */
-QTARGET static inline __m512i vnni_pick(__m512i a, __m512i b, __mmask16 falls)
-{
-    return _mm512_mask_blend_epi32(falls, _mm512_max_epi32(a, b), _mm512_min_epi32(a, b));
 }
 
 /* vnni_tile's sums acc of rows m0..m0+nr (pooled, each P rows give one output row) against blocks
@@ -616,7 +555,7 @@ QTARGET static void vnni_pool(const nn_qepilogue *ep, const int32_t *C, int OH, 
 {
     struct vplan plan;
     vparams room[VPLAN_ROOM];
-    vparams *heap = vnni_plan(&plan, room, VPLAN_ROOM, ep, W);
+    vparams *heap = nn_qvnni_plan(&plan, room, VPLAN_ROOM, ep, W);
     const int N = W->N;
     for (int oy = 0; oy < OH; oy++)
         for (int ox = 0; ox < OW; ox++)
@@ -654,134 +593,6 @@ QTARGET static void vnni_sums(const qout *o, const qsrc *src, int M, const nn_qw
         for (int m = MR; m < M; m++) vnni_row(o, src, m, W);
 }
 
-/* nn_qgemm_conv_first's kernel: output rows y and y + 1, pixels x0..x0+16 (16 lanes), outputs
- * n0..n0+8 in a0 and a1. Each padded row from y on serves both (window row r of y, r - 1 of
- * y + 1): for each group g of it (tg pixels' ic codes, 4 bytes, zero weights past the window),
- * one load at the group's first pixel and a byte permutation give each lane its pixel's 4 bytes,
- * which each output's broadcast weights then take. */
-QTARGET static inline __attribute__((always_inline)) void
-first_rows(__m512i a0[8], __m512i a1[8], const uint8_t *img, const nn_qfirst *f, int G, int tg,
-           int y, int x0, int n0, __m512i perm, const int N)
-{
-    const int k = f->k;
-    for (int n = 0; n < 8; n++) a0[n] = a1[n] = _mm512_setzero_si512();
-    for (int r = 0; r <= k; r++) {
-        const uint8_t *row = img + (size_t)(y + r) * f->row_bytes;
-        for (int g = 0; g < G; g++) {
-            const __m512i a = _mm512_permutexvar_epi8(
-                perm, _mm512_loadu_si512((const void *)(row + (size_t)f->ic * (x0 + g * tg))));
-            /* the weights of window row r, group g, outputs n0.. (and of row r - 1) */
-            const int32_t *w = f->w4 + ((size_t)r * G + g) * N + n0, *wu = w - (size_t)G * N;
-            if (r < k)
-                for (int n = 0; n < 8; n++)
-                    a0[n] = _mm512_dpbusd_epi32(a0[n], a, _mm512_set1_epi32(w[n]));
-            if (r > 0)
-                for (int n = 0; n < 8; n++)
-                    a1[n] = _mm512_dpbusd_epi32(a1[n], a, _mm512_set1_epi32(wu[n]));
-        }
-    }
-}
-
-/* The pooled sums of outputs 2q, 2q + 1 over 8 pooled pixels in one register (lanes 0..8 and
- * 8..16), the epilogue in lanes to match: each field of p's block permuted so. */
-QTARGET static void first_pairs(vparams *pp, const struct vplan *p, int N)
-{
-    for (int q = 0; q < N / 2; q++) {
-        const __m512i idx = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * q), 0xFF00, 2 * q + 1);
-        const vparams *v = &p->blk[0];
-        pp[q].zws = _mm512_permutexvar_epi32(idx, v->zws);
-        pp[q].mult = _mm512_permutexvar_ps(idx, v->mult);
-        pp[q].bias = _mm512_permutexvar_ps(idx, v->bias);
-        if (p->bn) {
-            pp[q].gamma = _mm512_permutexvar_ps(idx, v->gamma);
-            pp[q].mean = _mm512_permutexvar_ps(idx, v->mean);
-            pp[q].sd = _mm512_permutexvar_ps(idx, v->sd);
-            pp[q].beta = _mm512_permutexvar_ps(idx, v->beta);
-        }
-    }
-}
-
-/* Outputs n0..n0+8 of pooled pixels x0 / 2.. of row oy: their codes in c[0..4] (outputs 2q, 2q +
- * 1 of the 8 pixels each). */
-QTARGET static inline __attribute__((always_inline)) void
-first_codes(__m128i c[4], const uint8_t *img, const nn_qfirst *f, int G, int tg, int oy, int x0,
-            int n0, __m512i perm, const struct vplan *plan, const vparams *pp,
-            const __mmask16 *falls, const int N)
-{
-    __m512i a0[8], a1[8];
-    first_rows(a0, a1, img, f, G, tg, 2 * oy, x0, n0, perm, N);
-    const __m512i evens = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    for (int n = 0; n < 8; n++) {
-        const __m512i v = vnni_pick(a0[n], a1[n], falls[n0 + n]);
-        /* lanes 2j and 2j + 1 pooled into lane 2j */
-        a0[n] = vnni_pick(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB), falls[n0 + n]);
-    }
-    for (int q = 0; q < 4; q++)
-        c[q] = vnni_codes(plan, vnni_value(plan, &pp[n0 / 2 + q],
-                                           _mm512_permutex2var_epi32(a0[2 * q], evens, a0[2 * q + 1])));
-}
-
-/* four registers' codes side by side */
-QTARGET static inline __m512i first_join(const __m128i c[4])
-{
-    return _mm512_inserti32x4(
-        _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(c[0]), c[1], 1), c[2], 2),
-        c[3], 3);
-}
-
-QTARGET static inline __attribute__((always_inline)) void
-vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const nn_qepilogue *ep,
-             const int N)
-{
-    const int ic = f->ic, tg = ic == 3 ? 1 : 4 / ic, G = (f->k + tg - 1) / tg;
-    const int OH = f->h / 2, OW = f->w / 2;
-    uint8_t pb[64];
-    for (int i = 0; i < 16; i++)
-        for (int b = 0; b < 4; b++) pb[4 * i + b] = (uint8_t)(ic * i + b);
-    const __m512i perm = _mm512_loadu_si512((const void *)pb);
-    /* codes (output-major: output c's 8 pixels at 8 c) to pixel-major (pixel j's N at N j) */
-    uint8_t tb[128];
-    for (int j = 0; j < 8; j++)
-        for (int c = 0; c < N; c++) tb[j * N + c] = (uint8_t)(c * 8 + j);
-    const __m512i t0 = _mm512_loadu_si512((const void *)tb),
-                  t1 = _mm512_loadu_si512((const void *)(tb + 64));
-    struct vplan plan;
-    vparams room[1], pp[8];
-    vnni_plan(&plan, room, 1, ep, W);
-    first_pairs(pp, &plan, N);
-    __mmask16 falls[16];
-    for (int n = 0; n < N; n++) falls[n] = ep->falls && (ep->falls[0] >> n & 1) ? 0xFFFF : 0;
-    for (int oy = 0; oy < OH; oy++)
-        for (int x0 = 0; x0 < 2 * OW; x0 += 16) {
-            __m128i c[8];
-            first_codes(c, img, f, G, tg, oy, x0, 0, perm, &plan, pp, falls, N);
-            const int px = OW - x0 / 2 < 8 ? OW - x0 / 2 : 8;
-            uint8_t *out = plan.codes + ((size_t)oy * OW + (size_t)x0 / 2) * (size_t)plan.ldc;
-            const __m512i z0 = first_join(c);
-            if (N == 8) {
-                _mm512_mask_storeu_epi8(out, px == 8 ? ~0ull : (1ull << (8 * px)) - 1,
-                                        _mm512_permutexvar_epi8(t0, z0));
-                continue;
-            }
-            first_codes(c + 4, img, f, G, tg, oy, x0, 8, perm, &plan, pp, falls, N);
-            const __m512i z1 = first_join(c + 4);
-            const int lo = px < 4 ? px : 4, hi = px - lo;
-            /* output byte j * 16 + c: z0's c * 8 + j (c < 8), else z1's (c - 8) * 8 + j */
-            _mm512_mask_storeu_epi8(out, lo == 4 ? ~0ull : (1ull << (16 * lo)) - 1,
-                                    _mm512_permutex2var_epi8(z0, t0, z1));
-            if (hi)
-                _mm512_mask_storeu_epi8(out + 64, hi == 4 ? ~0ull : (1ull << (16 * hi)) - 1,
-                                        _mm512_permutex2var_epi8(z0, t1, z1));
-        }
-}
-
-QTARGET static void vnni_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
-                               const nn_qepilogue *ep)
-{
-    if (W->N == 8) vnni_first_n(img, f, W, ep, 8);
-    else vnni_first_n(img, f, W, ep, 16);
-}
-
 /* vnni_sums, with o's epilogue (if any) in lanes once for the whole product. */
 QTARGET static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_qweights *W)
 {
@@ -791,7 +602,7 @@ QTARGET static void qgemm_vnni(const qout *o, const qsrc *src, int M, const nn_q
     }
     struct vplan plan;
     vparams room[VPLAN_ROOM];
-    vparams *heap = vnni_plan(&plan, room, VPLAN_ROOM, o->ep, W);
+    vparams *heap = nn_qvnni_plan(&plan, room, VPLAN_ROOM, o->ep, W);
     const qout po = {.ep = o->ep, .vp = &plan};
     vnni_sums(&po, src, M, W);
     free(heap);
@@ -843,49 +654,6 @@ void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M
     const qsrc src = {.A = img, .rowoff = win->rowoff, .krows = win->krows,
                       .kgroups = W->K / 4 / win->krows, .kstride = win->kstride, .pool = P};
     qgemm_run(&o, &src, M, W);
-}
-
-int nn_qgemm_conv_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
-                        const nn_qepilogue *ep)
-{
-    if (!f->w4 || !nn_qfirst_fits(f, W->N) || !ep->codes || ep->ldc != W->N) return 0;
-#ifdef QGEMM_X86
-    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
-        vnni_first(img, f, W, ep);
-        return 1;
-    }
-#endif
-    (void)img;
-    return 0;
-}
-
-void nn_qfirst_pack(nn_qfirst *f, const nn_qweights *W)
-{
-    const int ic = f->ic, k = f->k, K = W->K, tg = ic == 3 ? 1 : 4 / ic, G = (k + tg - 1) / tg;
-    XD_ASSERT(nn_qfirst_fits(f, W->N) && K == k * k * ic);
-    free(f->w4);
-    f->w4 = xd_xmalloc(sizeof(int32_t) * (size_t)W->N * k * G);
-    for (int n = 0; n < W->N; n++)
-        for (int ky = 0; ky < k; ky++)
-            for (int g = 0; g < G; g++) {
-                const int taps = k - g * tg < tg ? k - g * tg : tg;
-                int8_t b4[4] = {0, 0, 0, 0};
-                for (int b = 0; b < ic * taps; b++)
-                    b4[b] = W->w[(size_t)n * K + ((size_t)ky * k + g * tg + b / ic) * ic + b % ic];
-                memcpy(&f->w4[((size_t)ky * G + g) * W->N + n], b4, 4);
-            }
-}
-
-void nn_qfirst_free(nn_qfirst *f)
-{
-    free(f->w4);
-    memset(f, 0, sizeof *f);
-}
-
-int nn_qfirst_fits(const nn_qfirst *f, int N)
-{
-    return f->ic >= 1 && f->ic <= 4 && f->k >= 1 && f->k <= FIRST_MAXK && (N == 8 || N == 16) &&
-           f->h >= 2 && f->w >= 2;
 }
 
 void nn_qpool_requant(const int32_t *C, int H, int Wd, int k, int stride, const nn_qweights *W,
