@@ -59,12 +59,11 @@ QTARGET static void first_pairs(vparams *pp, const struct vplan *p, int N)
     }
 }
 
-/* Outputs n0..n0+8 of pooled pixels x0 / 2.. of row oy: their codes in c[0..4] (outputs 2q, 2q +
- * 1 of the 8 pixels each). */
+/* The pooled sums of outputs n0..n0+8 of pooled pixels x0 / 2.. of row oy, outputs 2q and 2q + 1
+ * in pair[q] (lanes 0..8 and 8..16). */
 QTARGET static inline __attribute__((always_inline)) void
-first_codes(__m128i c[4], const uint8_t *img, const nn_qfirst *f, int G, int tg, int oy, int x0,
-            int n0, __m512i perm, const struct vplan *plan, const vparams *pp,
-            const __mmask16 *falls, const int N)
+first_pooled(__m512i pair[4], const uint8_t *img, const nn_qfirst *f, int G, int tg, int oy,
+             int x0, int n0, __m512i perm, const __mmask16 *falls, const int N)
 {
     __m512i a0[8], a1[8];
     first_rows(a0, a1, img, f, G, tg, 2 * oy, x0, n0, perm, N);
@@ -75,11 +74,7 @@ first_codes(__m128i c[4], const uint8_t *img, const nn_qfirst *f, int G, int tg,
         /* lanes 2j and 2j + 1 pooled into lane 2j */
         a0[n] = vnni_pick(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB), falls[n0 + n]);
     }
-    for (int q = 0; q < 4; q++) {
-        /* outputs 2q's pixels in lanes 0..8, 2q + 1's in 8..16 */
-        const __m512i pair = _mm512_permutex2var_epi32(a0[2 * q], evens, a0[2 * q + 1]);
-        c[q] = vnni_codes(plan, vnni_value(plan, &pp[n0 / 2 + q], pair));
-    }
+    for (int q = 0; q < 4; q++) pair[q] = _mm512_permutex2var_epi32(a0[2 * q], evens, a0[2 * q + 1]);
 }
 
 /* four registers' codes side by side */
@@ -112,19 +107,31 @@ vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const
     first_pairs(pp, &plan, N);
     __mmask16 falls[16];
     for (int n = 0; n < N; n++) falls[n] = ep->falls && (ep->falls[0] >> n & 1) ? 0xFFFF : 0;
-    for (int oy = 0; oy < OH; oy++)
-        for (int x0 = 0; x0 < 2 * OW; x0 += 16) {
-            __m128i c[8];
-            first_codes(c, img, f, G, tg, oy, x0, 0, perm, &plan, pp, falls, N);
-            const int px = OW - x0 / 2 < 8 ? OW - x0 / 2 : 8;
-            uint8_t *out = plan.codes + ((size_t)oy * OW + (size_t)x0 / 2) * (size_t)plan.ldc;
-            const __m512i z0 = first_join(c);
+    /* Eight pair registers go through the epilogue together, so that its chains of dependent
+     * operations overlap: two pieces (a row's 16 pixels) of 8 outputs, or one of 16 (the
+     * last piece of 8 outputs alone: done twice). */
+    const int nx = (2 * OW + 15) / 16, pieces = OH * nx, step = N == 8 ? 2 : 1;
+    for (int u0 = 0; u0 < pieces; u0 += step) {
+        __m512i pv[8];
+        int oy[2], x0[2];
+        for (int i = 0; i < step; i++) {
+            const int u = u0 + i < pieces ? u0 + i : u0;
+            oy[i] = u / nx, x0[i] = u % nx * 16;
+            first_pooled(pv + 4 * i, img, f, G, tg, oy[i], x0[i], 0, perm, falls, N);
+        }
+        if (N == 16) first_pooled(pv + 4, img, f, G, tg, oy[0], x0[0], 8, perm, falls, N);
+        __m128i c[8];
+        for (int q = 0; q < 8; q++)
+            c[q] = vnni_codes(&plan, vnni_value(&plan, &pp[N == 8 ? q % 4 : q], pv[q]));
+        for (int i = 0; i < step && u0 + i < pieces; i++) {
+            const int px = OW - x0[i] / 2 < 8 ? OW - x0[i] / 2 : 8;
+            uint8_t *out = plan.codes + ((size_t)oy[i] * OW + (size_t)x0[i] / 2) * (size_t)plan.ldc;
+            const __m512i z0 = first_join(c + 4 * i);
             if (N == 8) {
                 _mm512_mask_storeu_epi8(out, px == 8 ? ~0ull : (1ull << (8 * px)) - 1,
                                         _mm512_permutexvar_epi8(t0, z0));
                 continue;
             }
-            first_codes(c + 4, img, f, G, tg, oy, x0, 8, perm, &plan, pp, falls, N);
             const __m512i z1 = first_join(c + 4);
             const int lo = px < 4 ? px : 4, hi = px - lo;
             /* output byte j * 16 + c: z0's c * 8 + j (c < 8), else z1's (c - 8) * 8 + j */
@@ -134,6 +141,7 @@ vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const
                 _mm512_mask_storeu_epi8(out + 64, hi == 4 ? ~0ull : (1ull << (16 * hi)) - 1,
                                         _mm512_permutex2var_epi8(z0, t1, z1));
         }
+    }
 }
 
 QTARGET static void vnni_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
