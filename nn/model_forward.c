@@ -340,8 +340,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
      * through the whole model by one thread, on its own (the kernels inside run on that thread
      * alone), with no wait until the end (see infer_shares). */
     enum { TEAM_ROOM = 64 };
-    int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
-    if (T > TEAM_ROOM) T = TEAM_ROOM;
+    const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
     if (T == 1) { /* no region: entering one costs as much as a small model's work */
         infer_shares(m, B, B, need, NULL, 1);
         return;
@@ -349,7 +348,8 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     const int per = (B + T - 1) / T, quarter = (B + 4 * T - 1) / (4 * T);
     const int share = quarter >= SHARE_MIN ? quarter : per < SHARE_MIN ? per : SHARE_MIN;
     const int n_shares = (B + share - 1) / share;
-    int next[TEAM_ROOM];
+    int room[TEAM_ROOM];
+    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
     for (int g = 0; g < T; g++) next[g] = g * n_shares / T;
 #pragma omp parallel num_threads(T)
     {
@@ -358,6 +358,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
 #endif
         infer_shares(m, B, share, need, next, T);
     }
+    if (next != room) free(next);
 }
 
 /* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and
