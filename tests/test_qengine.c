@@ -118,13 +118,19 @@ static void test_engine_random_layers(void **state)
     }
 }
 
+/* the zoo benchmark's student CNN and the Fashion MLP student, as the recipes describe them */
+#define ZOO_CNN                                                                                   \
+    "input h=28 w=28 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2; "         \
+    "conv2d name=conv2 out=16 k=3 pad=1; relu name=map; maxpool k=2; gap; linear out=10 head"
+#define FASHION_MLP                                                                               \
+    "input h=28 w=28 c=1; flatten; linear name=fc1 out=128; relu name=feat; linear out=10 head"
+
 static void test_engine_whole_models(void **state)
 {
     (void)state;
     const char *models[] = {
-        "input h=28 w=28 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2; "
-        "conv2d name=conv2 out=16 k=3 pad=1; relu name=map; maxpool k=2; gap; linear out=10 head",
-        "input h=28 w=28 c=1; flatten; linear name=fc1 out=128; relu name=feat; linear out=10 head",
+        ZOO_CNN,
+        FASHION_MLP,
         "input h=8 w=8 c=3; conv2d out=8 k=3 pad=1; batchnorm; relu; avgpool k=2; flatten; "
         "dropout p=0.2; linear out=6; tanh; linear out=4 head",
     };
@@ -171,9 +177,8 @@ static void test_engine_infer_same_bits(void **state)
 {
     (void)state;
     const char *models[] = {
-        "input h=28 w=28 c=1; conv2d name=conv1 out=8 k=3 pad=1; relu name=r1; maxpool k=2; "
-        "conv2d name=conv2 out=16 k=3 pad=1; relu name=map; maxpool k=2; gap; linear out=10 head",
-        "input h=28 w=28 c=1; flatten; linear name=fc1 out=128; relu name=feat; linear out=10 head",
+        ZOO_CNN,
+        FASHION_MLP,
         "input h=9 w=8 c=3; fakequant name=c1_in bits=8 ema=0.1; conv2d name=c1 out=20 k=3 "
         "pad=1 wbits=8; maxpool k=2 stride=1; relu; flatten; dropout p=0.3; fakequant name=l1_in "
         "bits=8 ema=0.1; linear name=l1 out=6 wbits=8; tanh; fakequant name=l2_in bits=8 ema=0.1; "
