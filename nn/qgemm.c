@@ -315,12 +315,69 @@ QTARGET static inline void vnni_pair_out(const qout *o, const nn_qweights *W, in
                              _mm512_shuffle_i32x4(acc, acc, 0xEE));
 }
 
+/* The epilogue of plan p on rows sums of each of blocks b0..b0+nb (block j's in v[j * rows..]),
+ * output rows out0.., its mode (codes, bn, relu) constants where it is inlined: the plan's values
+ * in registers for each block, the loop over rows plain. */
+QTARGET static inline __attribute__((always_inline)) void
+vnni_block_put(const struct vplan *p, const __m512i *v, int rows, int out0, int b0, int nb, int N,
+               const int codes, const int bn, const int relu)
+{
+    for (int j = 0; j < nb; j++) {
+        const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
+        const __mmask16 mask = (__mmask16)((1u << nn) - 1);
+        const vparams prm = p->blk[b0 + j];
+        for (int r = 0; r < rows; r++) {
+            const __m512 y = vnni_value_of(&prm, v[j * rows + r], bn, relu && !codes);
+            if (!codes) {
+                _mm512_mask_storeu_ps(p->y + (size_t)(out0 + r) * p->ldy + n0, mask, y);
+                continue;
+            }
+            uint8_t *at = p->codes + (size_t)(out0 + r) * p->ldc + n0;
+            if (nn == 16) _mm_storeu_si128((__m128i *)(void *)at, vnni_codes(p, y));
+            else _mm_mask_storeu_epi8(at, mask, vnni_codes(p, y));
+        }
+    }
+}
+
+/* vnni_block_put with the mode of plan vp, taken from a copy in registers (a store of outputs may
+ * alias the plan as far as the compiler knows). */
+QTARGET static void vnni_blocks_put(const struct vplan *vp, const __m512i *v, int rows, int out0,
+                                    int b0, int nb, int N)
+{
+    const struct vplan p = *vp;
+    if (p.codes) {
+        if (p.bn) vnni_block_put(&p, v, rows, out0, b0, nb, N, 1, 1, 0);
+        else vnni_block_put(&p, v, rows, out0, b0, nb, N, 1, 0, 0);
+    } else if (p.bn) {
+        if (p.relu) vnni_block_put(&p, v, rows, out0, b0, nb, N, 0, 1, 1);
+        else vnni_block_put(&p, v, rows, out0, b0, nb, N, 0, 1, 0);
+    } else {
+        if (p.relu) vnni_block_put(&p, v, rows, out0, b0, nb, N, 0, 0, 1);
+        else vnni_block_put(&p, v, rows, out0, b0, nb, N, 0, 0, 0);
+    }
+}
+
 /* vnni_tile's sums acc of rows m0..m0+nr (pooled, each P rows give one output row) against blocks
- * b0..b0+NB, stored as o says. */
+ * b0..b0+NB, stored as o says: through the epilogue, pooled into a block-major array for
+ * vnni_blocks_put. */
 QTARGET static inline __attribute__((always_inline)) void
 vnni_tile_store(const qout *o, int N, int P, int m0, int nr, int b0, const int NB,
                 __m512i acc[16][4])
 {
+    if (o->vp) {
+        __m512i v[16];
+        const int rows = nr / P;
+        for (int j = 0; j < NB; j++) {
+            const __mmask16 falls = P > 1 && o->ep->falls ? o->ep->falls[b0 + j] : 0;
+            for (int r = 0; r < rows; r++) {
+                __m512i best = acc[r * P][j];
+                for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r * P + i][j], falls);
+                v[j * rows + r] = best;
+            }
+        }
+        vnni_blocks_put(o->vp, v, rows, m0 / P, b0, NB, N);
+        return;
+    }
     for (int j = 0; j < NB; j++) {
         const int b = b0 + j, nn = N - b * 16 < 16 ? N - b * 16 : 16;
         if (P == 1) {

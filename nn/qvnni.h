@@ -38,16 +38,25 @@ QTARGET vparams *nn_qvnni_plan(struct vplan *p, vparams *room, int room_n,
 /* the blocks of a plan kept on the stack (outputs up to 16 times this) */
 enum { VPLAN_ROOM = 8 };
 
-/* requant_row's operations on the 16 sums acc, in the same order: the floats (relu applied),
- * or, when p writes codes, the values they are made of. */
-QTARGET static inline __m512 vnni_value(const struct vplan *p, const vparams *v, __m512i acc)
+/* requant_row's operations on the 16 sums acc, in the same order: the value, its batch norm when
+ * bn, and the relu when relu. */
+QTARGET static inline __attribute__((always_inline)) __m512 vnni_value_of(const vparams *v,
+                                                                          __m512i acc, int bn,
+                                                                          int relu)
 {
     __m512 y = _mm512_add_ps(
         _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, v->zws)), v->mult), v->bias);
-    if (p->bn)
+    if (bn)
         y = _mm512_add_ps(
             _mm512_div_ps(_mm512_mul_ps(v->gamma, _mm512_sub_ps(y, v->mean)), v->sd), v->beta);
-    return p->relu && !p->codes ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+    return relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
+}
+
+/* vnni_value_of as plan p says: the floats (relu applied), or, when p writes codes, the values
+ * they are made of. */
+QTARGET static inline __m512 vnni_value(const struct vplan *p, const vparams *v, __m512i acc)
+{
+    return vnni_value_of(v, acc, p->bn, p->relu && !p->codes);
 }
 
 QTARGET static inline __m128i vnni_codes(const struct vplan *p, __m512 y)
