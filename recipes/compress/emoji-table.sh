@@ -4,9 +4,10 @@
 # only) over seeds 1, 2, 3 at one thread: float (the runs of recipes/emoji/table.sh, trained here
 # when missing); post-training int8 of the KD float run (xdistill quantize --calib, 512 training
 # images); quantisation-aware training (--set quantize.ema=0.01) with and without KD, and its
-# int8 file; 80% of the weights pruned by magnitude while it learns (emoji-prune80-kd.yaml,
-# emoji-prune80-labels.yaml); half the channels of the KD float run removed and fine-tuned with
-# KD for 10 epochs (emoji-channels-kd.yaml). Every figure is of a run's LAST checkpoint (no model
+# int8 file; 50%, 80% and 90% of the weights pruned by magnitude while it learns
+# (emoji-prune80-kd.yaml, emoji-prune80-labels.yaml, with prune.sparsity set for 50% and 90%);
+# half the channels of the KD float run removed, as it is and fine-tuned for 10 epochs with KD
+# (emoji-channels-kd.yaml) or on the labels alone (emoji-channels-labels.yaml). Every figure is of a run's LAST checkpoint (no model
 # selection). Prints test accuracy mean +- std over the seeds, the bytes of seed 1's file, and
 # writes the runs' report page, runs/reports/compress-emoji.html. Finished runs are not trained
 # again; the text teacher must be there (recipes/emoji/table.sh, or make demo's recipe).
@@ -32,18 +33,24 @@ train recipes/emoji/image-5pct.yaml runs/compress-emoji-qat-labels --set quantiz
   --set name=emoji-qat-labels
 train recipes/emoji/image-kd.yaml runs/compress-emoji-qat-kd --set quantize.ema=0.01 \
   --set name=emoji-qat-kd
-train recipes/compress/emoji-prune80-labels.yaml runs/compress-emoji-prune80-labels
-train recipes/compress/emoji-prune80-kd.yaml runs/compress-emoji-prune80-kd
+for p in 50 80 90; do
+  for r in labels kd; do
+    train recipes/compress/emoji-prune80-$r.yaml runs/compress-emoji-prune$p-$r \
+      --set prune.sparsity=0.$p --set name=emoji-prune$p-$r
+  done
+done
 for s in "${seeds[@]}"; do
   src=runs/emoji-image-kd/seed-$s
   [ -f "$src/ptq-int8.safetensors" ] ||
     "$bin" quantize "$src/last.safetensors" --calib "$data" --out "$src/ptq-int8.safetensors" >&2
   [ -f "$src/channels50.safetensors" ] ||
     "$bin" prune "$src/last.safetensors" --channels 0.5 --out "$src/channels50.safetensors" > /dev/null
-  dir=runs/compress-emoji-channels50-kd/seed-$s
-  [ -f "$dir/summary.json" ] ||
-    nice -n 10 "$bin" train recipes/compress/emoji-channels-kd.yaml --seed "$s" --out "$dir" \
-      --set "init=$src/channels50.safetensors" --set train.threads=1 --quiet
+  for r in labels kd; do
+    dir=runs/compress-emoji-channels50-$r/seed-$s
+    [ -f "$dir/summary.json" ] ||
+      nice -n 10 "$bin" train recipes/compress/emoji-channels-$r.yaml --seed "$s" --out "$dir" \
+        --set "init=$src/channels50.safetensors" --set train.threads=1 --quiet
+  done
   for r in labels kd; do
     q=runs/compress-emoji-qat-$r/seed-$s
     [ -f "$q/int8.safetensors" ] || "$bin" quantize "$q/last.safetensors" --out "$q/int8.safetensors" >&2
@@ -68,12 +75,19 @@ row "float, KD" runs/emoji-image-kd
 row "PTQ int8 of float KD" runs/emoji-image-kd ptq-int8.safetensors
 row "QAT, labels only (int8)" runs/compress-emoji-qat-labels int8.safetensors
 row "QAT with KD (int8)" runs/compress-emoji-qat-kd int8.safetensors
-row "80% of the weights pruned, labels only" runs/compress-emoji-prune80-labels
-row "80% of the weights pruned, KD" runs/compress-emoji-prune80-kd
+for p in 50 80 90; do
+  row "$p% of the weights pruned while it learns, labels only" runs/compress-emoji-prune$p-labels
+  row "$p% of the weights pruned while it learns, KD" runs/compress-emoji-prune$p-kd
+done
+# the channel-pruned start as it is, before any fine-tuning
+printf '| half the channels removed (float KD), not fine-tuned | %s | %s |\n' \
+  "$(for s in "${seeds[@]}"; do eval_acc "runs/emoji-image-kd/seed-$s/channels50.safetensors"; done | mean_std)" \
+  "$(stat -c %s runs/emoji-image-kd/seed-1/channels50.safetensors)"
+row "half the channels removed (float KD), fine-tuned on labels only" runs/compress-emoji-channels50-labels
 row "half the channels removed (float KD), fine-tuned with KD" runs/compress-emoji-channels50-kd
 
 mkdir -p runs/reports
 "$bin" report runs/emoji-image-5pct runs/emoji-image-kd runs/compress-emoji-qat-labels \
-  runs/compress-emoji-qat-kd runs/compress-emoji-prune80-labels runs/compress-emoji-prune80-kd \
-  runs/compress-emoji-channels50-kd --out runs/reports/compress-emoji.html \
+  runs/compress-emoji-qat-kd runs/compress-emoji-prune{50,80,90}-{labels,kd} \
+  runs/compress-emoji-channels50-{labels,kd} --out runs/reports/compress-emoji.html \
   --title "xdistill: compressing the emoji image student" >&2
