@@ -420,6 +420,9 @@ vnni_tile(const qout *o, const qsrc *src, int m0, int nr, int b0, const nn_qweig
     for (int kr = 0; kr < KR; kr++) {
         const int8_t *wk = wp + (size_t)kr * G * 64;
         const size_t off = (size_t)kr * ks;
+        /* two groups a step: half the row pointers' increments, which otherwise crowd the
+         * products out of the instruction stream */
+#pragma GCC unroll 2
         for (int g = 0; g < G; g++) {
             __m512i w[4];
             for (int j = 0; j < NB; j++)
