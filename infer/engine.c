@@ -34,6 +34,7 @@
 #include "modalities/text/tokenizer.h"
 #include "nn/layers.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 
 static_assert((int)XDISTILL_EIO == (int)XD_EIO && (int)XDISTILL_EFORMAT == (int)XD_EFORMAT &&
                   (int)XDISTILL_EARG == (int)XD_EARG && (int)XDISTILL_ESHAPE == (int)XD_ESHAPE &&
@@ -55,6 +56,7 @@ struct xdistill_model {
     int dh, dw, dc;
     img_batcher *batcher;
     float *input;             /* (max_batch, h, w, c) */
+    int pixels_in;            /* an int8 student that takes the 8-bit pixels (nn_qengine_pixels) */
     uint32_t *slots;          /* 0..max_batch-1: the batcher's example indices, made once */
     /* texts */
     txt_tokenizer tok;
@@ -123,6 +125,10 @@ static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
                            !(x->slots = xd_try_alloc(sizeof(uint32_t) * (size_t)x->m.max_batch))))
             s = xd_fail(e, XD_ENOMEM, "no memory for a batch of %d inputs", x->m.max_batch);
         for (int i = 0; s == XD_OK && i < x->m.max_batch; i++) x->slots[i] = (uint32_t)i;
+        float values[256 * 4];
+        if (s == XD_OK && x->m.qengine && x->dh == x->m.h && x->dw == x->m.w && x->dc == x->m.c)
+            x->pixels_in = img_batcher_pixel_values(x->batcher, values) &&
+                           nn_qengine_pixels(&x->m, x->m.c, values);
     }
     if (s != XD_OK) xd_err_prefix(e, "%s: the stored preprocessing", x->path);
     free(augment);
@@ -402,14 +408,20 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
 static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int count, float *probs,
                              xd_err *e)
 {
-    const void *input = b->ids;
-    if (b->pixels) {
-        xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots,
-                                       count, 0, 0, 0, x->input, e);
-        if (s != XD_OK) return s;
-        input = x->input;
+    if (b->pixels && x->pixels_in) { /* the first layer's codes straight from the pixels */
+        nn_qengine_pixels_in(&x->m, 1);
+        nn_model_infer(&x->m, b->pixels, count, x->need);
+        nn_qengine_pixels_in(&x->m, 0);
+    } else {
+        const void *input = b->ids;
+        if (b->pixels) {
+            xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch,
+                                           x->slots, count, 0, 0, 0, x->input, e);
+            if (s != XD_OK) return s;
+            input = x->input;
+        }
+        nn_model_infer(&x->m, input, count, x->need);
     }
-    nn_model_infer(&x->m, input, count, x->need);
     nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     if (x->dec)
         nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);

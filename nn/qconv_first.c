@@ -1,5 +1,6 @@
 /* The first convolution's integer kernel (nn_qgemm_conv_first, see nn/qgemm.h): a few input
- * channels, pixels in lanes. */
+ * channels, pixels in lanes; and the tables that turn 8-bit pixels into its input codes
+ * (nn_qpixel_codes). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,4 +195,54 @@ int nn_qfirst_fits(const nn_qfirst *f, int N)
 {
     return f->ic >= 1 && f->ic <= 4 && f->k >= 1 && f->k <= FIRST_MAXK && (N == 8 || N == 16) &&
            f->h >= 2 && f->w >= 2;
+}
+
+#ifdef QGEMM_X86
+/* One channel's table of 256 codes in four registers, applied to 64 values: the low 7 bits pick
+ * from the first or the second half, bit 7 which half. */
+QTARGET_VBMI static inline __m512i vbmi_table(const __m512i t[4], __m512i x, __mmask64 high)
+{
+    return _mm512_mask_blend_epi8(high, _mm512_permutex2var_epi8(t[0], x, t[1]),
+                                  _mm512_permutex2var_epi8(t[2], x, t[3]));
+}
+
+QTARGET_VBMI static void vbmi_pixel_codes(uint8_t *dst, const uint8_t *src, size_t n,
+                                          const uint8_t *lut, int c)
+{
+    __m512i t[4][4];
+    for (int ch = 0; ch < c; ch++)
+        for (int q = 0; q < 4; q++)
+            t[ch][q] = _mm512_loadu_si512((const void *)(lut + 256 * ch + 64 * q));
+    /* the lanes l with l % c == 0; a run of 64 values from value k0 (k0 % c = phase) has channel
+     * ch in those shifted up by (ch - phase) mod c */
+    static const unsigned long long every[5] = {0, ~0ull, 0x5555555555555555ull,
+                                                0x9249249249249249ull, 0x1111111111111111ull};
+    __mmask64 lanes[4][4];
+    for (int phase = 0; phase < c; phase++)
+        for (int ch = 0; ch < c; ch++) lanes[phase][ch] = every[c] << (ch - phase + c) % c;
+    const int step = 64 % c;
+    for (size_t k0 = 0, phase = 0; k0 < n; k0 += 64) {
+        const __mmask64 in = n - k0 >= 64 ? ~0ull : (1ull << (n - k0)) - 1;
+        const __m512i x = _mm512_maskz_loadu_epi8(in, src + k0);
+        const __mmask64 high = _mm512_movepi8_mask(x);
+        __m512i y = vbmi_table(t[0], x, high);
+        for (int ch = 1; ch < c; ch++)
+            y = _mm512_mask_mov_epi8(y, lanes[phase][ch], vbmi_table(t[ch], x, high));
+        _mm512_mask_storeu_epi8(dst + k0, in, y);
+        phase += (size_t)step;
+        if (phase >= (size_t)c) phase -= (size_t)c;
+    }
+}
+#endif
+
+void nn_qpixel_codes(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *lut, int c)
+{
+    XD_ASSERT(c >= 1 && c <= 4);
+#ifdef QGEMM_X86
+    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI && __builtin_cpu_supports("avx512vbmi")) {
+        vbmi_pixel_codes(dst, src, n, lut, c);
+        return;
+    }
+#endif
+    for (size_t k = 0; k < n; k++) dst[k] = lut[(k % (size_t)c) * 256 + src[k]];
 }

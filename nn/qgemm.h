@@ -11,6 +11,7 @@
 #define XD_NN_QGEMM_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define NN_QGEMM_MAX_K 65536
@@ -122,6 +123,10 @@ void nn_qfirst_free(nn_qfirst *f);
  * f not packed, floats out, or a CPU without the VNNI kernel. */
 int nn_qgemm_conv_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
                         const nn_qepilogue *ep);
+/* dst[k] = lut[(k % c) * 256 + src[k]] for k < n: 8-bit values of c (1..4) interleaved channels
+ * through a table per channel (256 bytes each). AVX-512 VBMI byte permutations (64 values a
+ * step) when the VNNI kernel runs on a CPU that has them, else a plain loop: the same bytes. */
+void nn_qpixel_codes(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *lut, int c);
 /* Max pooling (k x k windows, stride, no padding) of the sums C of an H x Wd map (rows of W.N),
  * then the epilogue on each pooled sum (its output rows are the pooled positions): the pooled
  * values of the epilogue's, since the epilogue is monotone in the sum, with the epilogue run

@@ -290,6 +290,10 @@ struct nn_qengine {
     uint8_t **codes;     /* (n_nodes) a fakequant node's codes (max_batch * act_n), else NULL */
     uint8_t *float_read; /* (n_nodes) a node other than a quantised layer reads its output */
     int *writer;         /* (n_nodes) at inference, the node that computes this one's output */
+    /* pixels in (nn_qengine_pixels): the fakequant node reading the input, its table (pix_c x
+     * 256 codes), and whether the input is pixels now */
+    int pix_node, pix_c, pix_on;
+    uint8_t *pix_lut;
 };
 
 
@@ -414,6 +418,7 @@ void nn_qengine_free(nn_qengine *q)
     }
     free(q->float_read);
     free(q->writer);
+    free(q->pix_lut);
     free(q->layer);
     free(q->codes);
     free(q);
@@ -612,12 +617,52 @@ static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *po
 
 int nn_qengine_writer(const nn_model *m, int i) { return m->qengine ? m->qengine->writer[i] : i; }
 
+int nn_qengine_pixels(nn_model *m, int c, const float *values)
+{
+    nn_qengine *q = m->qengine;
+    if (!q || c < 1 || c > 4 || m->c != c || m->tokens) return 0;
+    int node = -1;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const nn_node *nd = &m->nodes[i];
+        if (nd->wbits && !nn_quant_runs_int(m, i)) return 0; /* inference in float then */
+        if (nd->in == NN_INPUT || (nd->kind == NN_ADD && nd->in2 == NN_INPUT)) {
+            if (node >= 0) return 0;
+            node = i;
+        }
+    }
+    const nn_node *fq = node >= 0 ? &m->nodes[node] : NULL;
+    if (!fq || !q->codes[node] || q->float_read[node] || fq->head ||
+        fq->act_n != (size_t)m->h * m->w * c)
+        return 0;
+    free(q->pix_lut);
+    q->pix_lut = xd_xmalloc((size_t)256 * c);
+    for (int ch = 0; ch < c; ch++)
+        for (int p = 0; p < 256; p++) /* each through the node's own quantisation */
+            nn_quant_act(q->pix_lut + 256 * ch + p, NULL, values + (size_t)p * c + ch, 1,
+                         m->state[fq->s_off], fq->bits, fq->usign);
+    q->pix_node = node;
+    q->pix_c = c;
+    return 1;
+}
+
+void nn_qengine_pixels_in(nn_model *m, int on)
+{
+    XD_ASSERT(!on || (m->qengine && m->qengine->pix_lut));
+    if (m->qengine) m->qengine->pix_on = on;
+}
+
 int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, int sr, int infer)
 {
     nn_qengine *q = m->qengine;
     nn_node *nd = &m->nodes[i];
     if (infer && q->writer[i] != i) return 1; /* done by the layer that writes its codes */
     const size_t row = (size_t)nn_node_row(at, i, b0), row_in = (size_t)nn_node_row(at, nd->in, b0);
+    if (q->pix_on && i == q->pix_node) { /* 8-bit pixels in: their codes by table */
+        nn_qpixel_codes(q->codes[i] + row * nd->act_n,
+                        (const uint8_t *)m->input + row_in * nd->act_n, (size_t)B * nd->act_n,
+                        q->pix_lut, q->pix_c);
+        return 1;
+    }
     if (q->codes[i]) { /* a fakequant node a quantised layer reads */
         const float *x = nn_node_input(m, nd->in) + row_in * nd->act_n;
         nn_quant_act(q->codes[i] + row * nd->act_n, q->float_read[i] ? nd->out + row * nd->act_n : NULL,

@@ -102,6 +102,16 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
  * codes for it, see nn_qengine_forward_node). */
 int nn_qengine_writer(const nn_model *m, int i);
 void nn_qengine_free(nn_qengine *q);
+/* Pixels in: when attached model m takes images of c channels (1..4) whose input goes to nothing
+ * but a fakequant node whose codes integer layers alone read (an int8 image student, all its
+ * layers on integers), that node's codes of values[p * c + ch] (what the input pipeline makes of
+ * 8-bit value p in channel ch: 256 * c floats) go into a table, and 1 is returned; else 0. Then
+ * nn_qengine_pixels_in lets nn_model_infer take the 8-bit pixels themselves, (B, h, w, c): the
+ * codes by table, bit for bit those of the floats, without the floats. */
+int nn_qengine_pixels(nn_model *m, int c, const float *values);
+/* Whether nn_model_infer's input is 8-bit pixels (on: only after nn_qengine_pixels gave 1) or
+ * floats (the default). */
+void nn_qengine_pixels_in(nn_model *m, int on);
 /* Node i's int8 weights (its weight's shape) and scales (one per output) when it runs on
  * integers, else NULL. */
 const int8_t *nn_qengine_weights(const nn_model *m, int i, const float **scale);

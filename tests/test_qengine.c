@@ -17,6 +17,7 @@
 #include "distill/recipe.h"
 #include "io/png.h"
 #include "io/safetensors.h"
+#include "modalities/image/augment.h"
 #include "nn/layers.h"
 #include "nn/model.h"
 #include "nn/qgemm.h"
@@ -163,6 +164,52 @@ static void test_engine_whole_models(void **state)
     }
 }
 
+/* check(m, B, ctx) with each kernel the CPU runs, for batches of 1, 5 and 64, at 1 and 2 threads
+ * (then the best kernel and the thread count as they were); it fails naming the setting. */
+typedef void (*infer_check)(nn_model *m, int B, const char *setting, void *ctx);
+
+static void each_setting(nn_model *m, infer_check check, void *ctx)
+{
+    const int threads = xd_threads_get(), batches[] = {1, 5, 64};
+    for (int isa = 0; isa < NN_QISA_COUNT; isa++) {
+        if (nn_qgemm_use((nn_qisa)isa) != (nn_qisa)isa) continue;
+        for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++)
+            for (int th = 1; th <= 2; th++) {
+                char setting[96];
+                snprintf(setting, sizeof setting, "%s, batch %d, %d threads",
+                         nn_qisa_name((nn_qisa)isa), batches[bi], th);
+                xd_threads_set(th);
+                check(m, batches[bi], setting, ctx);
+            }
+    }
+    nn_qgemm_use(NN_QISA_COUNT);
+    xd_threads_set(threads);
+}
+
+/* test_engine_infer_same_bits' check: each head by nn_model_infer against the forward's */
+typedef struct {
+    const float *x;
+    float *ref;
+    const uint8_t *need;
+    int exit;
+    size_t model;
+} heads_ctx;
+
+static void same_heads(nn_model *m, int B, const char *setting, void *p)
+{
+    heads_ctx *c = p;
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (!m->nodes[i].head) continue;
+        const size_t n = (size_t)B * m->nodes[i].act_n;
+        nn_model_forward(m, c->x, B, NULL);
+        memcpy(c->ref, m->nodes[i].out, sizeof(float) * n);
+        memset(m->nodes[i].out, 0, sizeof(float) * n);
+        nn_model_infer(m, c->x, B, i == c->exit ? c->need : NULL);
+        if (memcmp(c->ref, m->nodes[i].out, sizeof(float) * n) != 0)
+            fail_msg("model %zu (%s): head %s differs", c->model, setting, m->nodes[i].name);
+    }
+}
+
 /* Inference (nn_model_infer: chunks of images, codes written by the layer before, relu and
  * max pooling on codes, requantisation in the kernel) gives every head's output bit for bit as
  * the node by node integer forward does, with each kernel, at 1 and 2 threads, for batches of
@@ -202,7 +249,6 @@ static void test_engine_infer_same_bits(void **state)
         "input h=6 w=20 c=4; conv2d out=16 k=3; batchnorm; relu; maxpool k=2; flatten; "
         "linear out=3 head",
     };
-    const int threads = xd_threads_get(), batches[] = {1, 5, 64};
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
         nn_model m;
         float *x, *fake;
@@ -215,33 +261,144 @@ static void test_engine_infer_same_bits(void **state)
         uint8_t *need = xd_xcalloc((size_t)m.n_nodes, 1);
         const int exit = nn_model_find(&m, "exit");
         if (exit >= 0) nn_model_needs(&m, exit, need);
-        for (int isa = 0; isa < NN_QISA_COUNT; isa++) {
-            if (nn_qgemm_use((nn_qisa)isa) != (nn_qisa)isa) continue;
-            for (size_t bi = 0; bi < sizeof batches / sizeof batches[0]; bi++)
-                for (int th = 1; th <= 2; th++) {
-                    const int B = batches[bi];
-                    xd_threads_set(th);
-                    for (int i = 0; i < m.n_nodes; i++) {
-                        if (!m.nodes[i].head) continue;
-                        const size_t n = (size_t)B * m.nodes[i].act_n;
-                        nn_model_forward(&m, x, B, NULL);
-                        memcpy(ref, m.nodes[i].out, sizeof(float) * n);
-                        memset(m.nodes[i].out, 0, sizeof(float) * n);
-                        nn_model_infer(&m, x, B, i == exit ? need : NULL);
-                        if (memcmp(ref, m.nodes[i].out, sizeof(float) * n) != 0)
-                            fail_msg("model %zu (%s), batch %d, %d threads: head %s differs", t,
-                                     nn_qisa_name((nn_qisa)isa), B, th, m.nodes[i].name);
-                    }
-                }
-        }
-        nn_qgemm_use(NN_QISA_COUNT);
-        xd_threads_set(threads);
+        heads_ctx c = {.x = x, .ref = ref, .need = need, .exit = exit, .model = t};
+        each_setting(&m, same_heads, &c);
         free(ref);
         free(need);
         nn_model_free(&m);
         free(x);
         free(fake);
     }
+}
+
+/* test_engine_pixels_in's check: the default head from the pixels against that from floats */
+typedef struct {
+    const float *x;
+    const uint8_t *px;
+    float *ref;
+    size_t width, model;
+} pixels_ctx;
+
+static void same_pixels(nn_model *m, int B, const char *setting, void *p)
+{
+    pixels_ctx *c = p;
+    const int head = nn_model_default_head(m);
+    const size_t n = (size_t)B * c->width;
+    nn_model_infer(m, c->x, B, NULL);
+    memcpy(c->ref, nn_model_out(m, head), sizeof(float) * n);
+    memset(m->nodes[head].out, 0, sizeof(float) * n);
+    nn_qengine_pixels_in(m, 1);
+    nn_model_infer(m, c->px, B, NULL);
+    nn_qengine_pixels_in(m, 0);
+    if (memcmp(c->ref, nn_model_out(m, head), sizeof(float) * n) != 0)
+        fail_msg("model %zu (%s): pixels in differ", c->model, setting);
+}
+
+/* Pixels in (nn_qengine_pixels): the 8-bit pixels' codes by table give every output bit for bit
+ * as the image batcher's floats do (each kernel, batches of 1, 5 and 64, 1 and 2 threads), for
+ * RGB and grey images whose values cover all 256 in every channel; a model whose input goes
+ * anywhere but a fakequant node, one with a float layer, an image that is resized, or channels
+ * that differ: no table. */
+static void test_engine_pixels_in(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *desc, *opts;
+    } cases[] = {
+        {"input h=9 w=34 c=3; conv2d out=16 k=3 pad=1; batchnorm; relu; maxpool k=2; "
+         "conv2d out=8 k=3 pad=1; relu; gap; linear out=4 head",
+         "mean=0.4,0.5,0.3 std=0.25,0.3,0.2"},
+        {ZOO_CNN, "mean=0.4 std=0.25"},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        nn_model m;
+        float *x, *fake;
+        size_t width;
+        engine_case(cases[t].desc, 64, -1.5f, 2.5f, 400 + t, 0.05f, &m, &x, &fake, &width);
+        const int C = m.c;
+        const size_t per = (size_t)m.h * m.w * C;
+        uint8_t *px = xd_xmalloc(64 * per);
+        for (size_t k = 0; k < 64 * per; k++) px[k] = (uint8_t)(k * 7 + k / 5);
+        img_opts o;
+        img_opts_default(&o);
+        TU_OK(img_opts_parse(&o, cases[t].opts, NULL));
+        img_batcher *b;
+        TU_OK(img_batcher_make(&b, m.h, m.w, C, &o, NULL));
+        float values[256 * 4];
+        assert_int_equal(img_batcher_pixel_values(b, values), 1);
+        assert_int_equal(nn_qengine_pixels(&m, C, values), 1);
+        uint32_t idx[64];
+        for (int i = 0; i < 64; i++) idx[i] = (uint32_t)i;
+        TU_OK(img_batcher_fill(b, px, 64, idx, 64, 0, 0, 0, x, NULL));
+        float *ref = xd_xmalloc(sizeof(float) * 64 * width);
+        pixels_ctx c = {.x = x, .px = px, .ref = ref, .width = width, .model = t};
+        each_setting(&m, same_pixels, &c);
+        assert_int_equal(nn_qengine_pixels(&m, C == 1 ? 3 : 1, values), 0);
+        img_batcher_free(b);
+        /* resized: not one pixel at a time */
+        TU_OK(img_opts_parse(&o, "size=5x6", NULL));
+        TU_OK(img_batcher_make(&b, m.h, m.w, C, &o, NULL));
+        assert_int_equal(img_batcher_pixel_values(b, values), 0);
+        img_batcher_free(b);
+        free(ref);
+        free(px);
+        nn_model_free(&m);
+        free(x);
+        free(fake);
+    }
+    /* the input read by a flatten, or a float layer in the model */
+    const char *refused[] = {FASHION_MLP, "input h=4 w=4 c=1; fakequant bits=8 ema=0.1; "
+                                          "conv2d out=2 k=3 wbits=8; relu; flatten; "
+                                          "linear out=2 wbits=8 head"};
+    for (size_t t = 0; t < 2; t++) {
+        nn_model m;
+        xd_err e;
+        float values[256];
+        for (int p = 0; p < 256; p++) values[p] = (float)p / 255.0f;
+        if (t == 0) {
+            float *x, *fake;
+            size_t width;
+            engine_case(refused[t], 4, -1.0f, 1.0f, 500, 0.05f, &m, &x, &fake, &width);
+            free(x);
+            free(fake);
+        } else {
+            TU_OK(nn_model_build(&m, refused[t], 4, 1, &e));
+            float x[64];
+            tu_fill_uniform(x, 64, -1.0f, 1.0f, 3);
+            const nn_run cal = {.calibrate = 1};
+            nn_model_forward(&m, x, 4, &cal);
+            TU_OK(nn_qengine_attach(&m, &e));
+        }
+        assert_int_equal(nn_qengine_pixels(&m, 1, values), 0);
+        nn_model_free(&m);
+    }
+}
+
+/* nn_qpixel_codes: the table's bytes, for 1-4 channels and runs that end inside or at the end of
+ * a vector, with each kernel. */
+static void test_qpixel_codes(void **state)
+{
+    (void)state;
+    enum { MAXN = 1000 };
+    uint8_t lut[4 * 256], src[MAXN], dst[MAXN + 64];
+    for (int i = 0; i < 4 * 256; i++) lut[i] = (uint8_t)(i * 29 + i / 7);
+    for (int i = 0; i < MAXN; i++) src[i] = (uint8_t)(i * 13 + i / 3);
+    const size_t ns[] = {1, 63, 64, 65, 191, 192, 200, MAXN};
+    for (int isa = 0; isa < NN_QISA_COUNT; isa++) {
+        if (nn_qgemm_use((nn_qisa)isa) != (nn_qisa)isa) continue;
+        for (int c = 1; c <= 4; c++)
+            for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+                memset(dst, 0xA5, sizeof dst);
+                nn_qpixel_codes(dst, src, ns[t], lut, c);
+                for (size_t k = 0; k < ns[t]; k++)
+                    if (dst[k] != lut[(k % (size_t)c) * 256 + src[k]])
+                        fail_msg("%s, %d channels, n %zu: byte %zu is %d", nn_qisa_name((nn_qisa)isa),
+                                 c, ns[t], k, dst[k]);
+                for (size_t k = ns[t]; k < sizeof dst; k++)
+                    if (dst[k] != 0xA5) fail_msg("%d channels, n %zu: wrote byte %zu", c, ns[t], k);
+            }
+    }
+    nn_qgemm_use(NN_QISA_COUNT);
 }
 
 static void test_engine_refuses(void **state)
@@ -542,6 +699,8 @@ int main(void)
         cmocka_unit_test(test_engine_random_layers),
         cmocka_unit_test(test_engine_whole_models),
         cmocka_unit_test(test_engine_infer_same_bits),
+        cmocka_unit_test(test_engine_pixels_in),
+        cmocka_unit_test(test_qpixel_codes),
         cmocka_unit_test(test_engine_refuses),
         cmocka_unit_test(test_int8_round_trip),
         cmocka_unit_test(test_int8_damaged),

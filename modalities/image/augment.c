@@ -470,6 +470,18 @@ static void prepare_one(const img_batcher *b, const uint8_t *src, img_aug a, uns
     XD_ASSERT(s == XD_OK);
 }
 
+int img_batcher_pixel_values(const img_batcher *b, float *values)
+{
+    /* prepare_one's pass for an image as it is, with no channel conversion before */
+    if (b->resize || b->c != b->oc || b->ch != b->rh || b->cw != b->rw) return 0;
+    uint8_t ramp[256 * IMG_MAX_CHANNELS];
+    for (int p = 0; p < 256; p++)
+        for (int ch = 0; ch < b->oc; ch++) ramp[p * b->oc + ch] = (uint8_t)p;
+    const xd_status s = img_normalise_u8(ramp, 256, b->oc, b->mean, b->std, values, NULL);
+    XD_ASSERT(s == XD_OK);
+    return 1;
+}
+
 static int thread_id(void)
 {
 #ifdef _OPENMP

@@ -89,6 +89,12 @@ void img_batcher_free(img_batcher *b);
 /* Shape of one output example: (oh, ow, oc). */
 void img_batcher_shape(const img_batcher *b, int *oh, int *ow, int *oc);
 
+/* Whether the evaluation view (augment 0) of an image is its pixels normalised one by one (no
+ * resize, crop, flip or channel conversion: the source images have the output's shape); then
+ * values (256 * oc) gets what that view makes of 8-bit value p in channel ch, at [p * oc + ch],
+ * by the same arithmetic (returns 1), else it returns 0. */
+int img_batcher_pixel_values(const img_batcher *b, float *values);
+
 /* out (count, oh, ow, oc) from images (n, h, w, c) (contiguous, e.g. a memory-mapped dataset;
  * the caller vouches that it holds n images) at the example indices idx[0..count), each < n.
  * augment = 0 gives the evaluation view (centre window, no flip). Parallel over examples inside;
