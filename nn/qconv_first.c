@@ -92,16 +92,9 @@ vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const
 {
     const int ic = f->ic, tg = ic == 3 ? 1 : 4 / ic, G = (f->k + tg - 1) / tg;
     const int OH = f->h / 2, OW = f->w / 2;
-    uint8_t pb[64];
-    for (int i = 0; i < 16; i++)
-        for (int b = 0; b < 4; b++) pb[4 * i + b] = (uint8_t)(ic * i + b);
-    const __m512i perm = _mm512_loadu_si512((const void *)pb);
-    /* codes (output-major: output c's 8 pixels at 8 c) to pixel-major (pixel j's N at N j) */
-    uint8_t tb[128];
-    for (int j = 0; j < 8; j++)
-        for (int c = 0; c < N; c++) tb[j * N + c] = (uint8_t)(c * 8 + j);
-    const __m512i t0 = _mm512_loadu_si512((const void *)tb),
-                  t1 = _mm512_loadu_si512((const void *)(tb + 64));
+    const __m512i perm = _mm512_loadu_si512((const void *)f->lanes);
+    const __m512i t0 = _mm512_loadu_si512((const void *)f->pixel_major),
+                  t1 = _mm512_loadu_si512((const void *)(f->pixel_major + 64));
     struct vplan plan;
     vparams room[1], pp[8];
     nn_qvnni_plan(&plan, room, 1, ep, W);
@@ -174,6 +167,13 @@ void nn_qfirst_pack(nn_qfirst *f, const nn_qweights *W)
     XD_ASSERT(nn_qfirst_fits(f, W->N) && K == k * k * ic);
     free(f->w4);
     f->w4 = xd_xmalloc(sizeof(int32_t) * (size_t)W->N * k * G);
+    /* lane i's four bytes from a load at its group's first pixel: pixel i's (ic apart) */
+    for (int i = 0; i < 16; i++)
+        for (int b = 0; b < 4; b++) f->lanes[4 * i + b] = (uint8_t)(ic * i + b);
+    /* codes output-major (output c's 8 pixels at 8 c) to pixel-major (pixel j's N at N j) */
+    memset(f->pixel_major, 0, sizeof f->pixel_major);
+    for (int j = 0; j < 8; j++)
+        for (int c = 0; c < W->N; c++) f->pixel_major[j * W->N + c] = (uint8_t)(c * 8 + j);
     for (int n = 0; n < W->N; n++)
         for (int ky = 0; ky < k; ky++)
             for (int g = 0; g < G; g++) {

@@ -96,6 +96,11 @@ static void requant_row(const nn_qepilogue *ep, const int32_t *wsum, int m, int 
         for (int j = 0; j < cnt; j++)
             y[j] = ep->bn_gamma[n0 + j] * (y[j] - ep->bn_mean[n0 + j]) / ep->bn_sd[n0 + j] +
                    ep->bn_beta[n0 + j];
+    if (!ep->codes && ep->gap_sum) {
+        float *sum = ep->gap_sum + n0;
+        for (int j = 0; j < cnt; j++) sum[j] += ep->relu && !(y[j] > 0.0f) ? 0.0f : y[j];
+        return;
+    }
     if (!ep->codes) {
         float *out = ep->y + (size_t)m * ep->ldy + n0;
         if (ep->relu)
@@ -242,8 +247,9 @@ QTARGET vparams *nn_qvnni_plan(struct vplan *p, vparams *room, int room_n,
     if (nb > room_n) heap = blk = xd_xmalloc_aligned(sizeof(vparams) * (size_t)nb);
     for (int b = 0; b < nb; b++)
         vnni_params(&blk[b], ep, W->wsum, b * 16, N - b * 16 < 16 ? N - b * 16 : 16, twice);
-    *p = (struct vplan){.blk = blk, .y = ep->y, .codes = ep->codes, .ldy = ep->ldy,
-                        .ldc = ep->ldc, .bn = ep->bn_mean != NULL, .relu = ep->relu};
+    *p = (struct vplan){.blk = blk, .y = ep->y, .gap_sum = ep->gap_sum, .codes = ep->codes,
+                        .ldy = ep->ldy, .ldc = ep->ldc, .bn = ep->bn_mean != NULL,
+                        .relu = ep->relu};
     if (ep->codes) {
         p->scale = _mm512_set1_ps(ep->scale);
         p->lo = _mm512_set1_ps(ep->lo);
@@ -254,6 +260,18 @@ QTARGET vparams *nn_qvnni_plan(struct vplan *p, vparams *room, int room_n,
     return heap;
 }
 
+/* Floats y of row m, outputs n0.. in the lanes of mask: stored, or added to p's sums. */
+QTARGET static inline void vnni_float_out(const struct vplan *p, int m, int n0, __mmask16 mask,
+                                          __m512 y)
+{
+    if (p->gap_sum) {
+        float *sum = p->gap_sum + n0;
+        _mm512_mask_storeu_ps(sum, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sum), y));
+        return;
+    }
+    _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy + n0, mask, y);
+}
+
 /* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored. */
 QTARGET static inline void vnni_put(const struct vplan *p, const vparams *v, int m, int n0, int nn,
                                     __m512i acc)
@@ -261,7 +279,7 @@ QTARGET static inline void vnni_put(const struct vplan *p, const vparams *v, int
     const __mmask16 mask = (__mmask16)((1u << nn) - 1);
     const __m512 y = vnni_value(p, v, acc);
     if (!p->codes) {
-        _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy + n0, mask, y);
+        vnni_float_out(p, m, n0, mask, y);
         return;
     }
     uint8_t *at = p->codes + (size_t)m * p->ldc + n0;
@@ -276,8 +294,8 @@ QTARGET static inline void vnni_put_two(const struct vplan *p, int N, int m, int
     const __mmask16 lo = (__mmask16)((1u << N) - 1), hi = two ? lo : 0;
     const __m512 y = vnni_value(p, &p->blk[0], acc);
     if (!p->codes) {
-        _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy, lo, y);
-        _mm512_mask_storeu_ps(p->y + (size_t)(m + 1) * p->ldy, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
+        vnni_float_out(p, m, 0, lo, y);
+        if (hi) vnni_float_out(p, m + 1, 0, hi, _mm512_shuffle_f32x4(y, y, 0xEE));
         return;
     }
     const __m128i c = vnni_codes(p, y);
@@ -326,10 +344,18 @@ vnni_block_put(const struct vplan *p, const __m512i *v, int rows, int out0, int 
         const int n0 = (b0 + j) * 16, nn = N - n0 < 16 ? N - n0 : 16;
         const __mmask16 mask = (__mmask16)((1u << nn) - 1);
         const vparams prm = p->blk[b0 + j];
+        if (!codes && p->gap_sum) { /* the rows' sums in a register, in their order */
+            float *at = p->gap_sum + n0;
+            __m512 sum = _mm512_maskz_loadu_ps(mask, at);
+            for (int r = 0; r < rows; r++)
+                sum = _mm512_add_ps(sum, vnni_value_of(&prm, v[j * rows + r], bn, relu));
+            _mm512_mask_storeu_ps(at, mask, sum);
+            continue;
+        }
         for (int r = 0; r < rows; r++) {
             const __m512 y = vnni_value_of(&prm, v[j * rows + r], bn, relu && !codes);
             if (!codes) {
-                _mm512_mask_storeu_ps(p->y + (size_t)(out0 + r) * p->ldy + n0, mask, y);
+                vnni_float_out(p, out0 + r, n0, mask, y);
                 continue;
             }
             uint8_t *at = p->codes + (size_t)(out0 + r) * p->ldc + n0;

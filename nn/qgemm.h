@@ -73,6 +73,9 @@ typedef struct {
     const uint16_t *falls;
     float *y;
     int ldy, relu;
+    /* floats out: set, each row's values are added to it (gap_sum[n] += y[m][n], rows in
+     * increasing order, as global average pooling sums them) instead of stored */
+    float *gap_sum;
     uint8_t *codes;
     int ldc;
     float scale, lo, hi;
@@ -107,6 +110,9 @@ void nn_qgemm_conv(int32_t *C, const uint8_t *img, const nn_qwindows *win, int M
 typedef struct {
     int ic, k, h, w, row_bytes;
     int32_t *w4;
+    /* the kernel's byte permutations (nn_qfirst_pack): each lane's pixel bytes from a row's
+     * load, and the codes output-major to pixel-major */
+    uint8_t lanes[64], pixel_major[128];
 } nn_qfirst;
 /* Whether nn_qgemm_conv_first takes shape f with N outputs: ic 1..4, k 1..7, N 8 or 16. */
 int nn_qfirst_fits(const nn_qfirst *f, int N);

@@ -276,8 +276,9 @@ typedef struct {
      * dropout, which all commute with the monotone quantisation (the batch norm per channel, in
      * the direction of its gamma's sign, see nn_qepilogue.falls), so they run on codes or not at
      * all; else fout > 0: the node (the batch norm, or the relu right after it) whose floats this
-     * layer writes itself */
-    int emit, pool, relu, bn, fout;
+     * layer writes itself, or (gap > 0, a convolution) the global average pool that alone reads
+     * them, whose sums its requantisation makes (fout's floats then not written) */
+    int emit, pool, relu, bn, fout, gap;
     float *bn_sd;        /* (OC) sqrtf(var + eps) of the batch norm bn */
     uint16_t *falls;     /* (OC / 16 rounded up) bn's outputs that fall as the sum grows */
     int32_t *acc;        /* a pool after it that the windows do not take: (max_batch * rows, OC)
@@ -465,6 +466,9 @@ static void plan_codes(nn_model *m)
             L->fout = fout;
             L->relu = m->nodes[fout].kind == NN_RELU;
             for (j = i; j != fout;) q->writer[j = nn_node_only_reader(m, j)] = i;
+            const int g = nn_node_only_reader(m, fout);
+            if (m->nodes[i].kind == NN_CONV2D && g > 0 && m->nodes[g].kind == NN_GAP)
+                q->writer[L->gap = g] = i;
         }
         const int p = L->emit ? pool : m->nodes[i].pool_in_conv;
         if (p) plan_pool_windows(m, i, &m->nodes[p]);
@@ -705,6 +709,20 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
         ep.ldc = OC;
         if (L->pool) pooled_product(L, nd, &m->nodes[L->pool], x, padded, B, sr, &ep);
         else layer_product(L, nd, x, padded, B, &ep);
+        return 1;
+    }
+    if (infer && L->gap) { /* the global average pool reading them: its sums, image by image */
+        const nn_node *g = &m->nodes[L->gap];
+        float *out = g->out + (size_t)nn_node_row(at, L->gap, b0) * g->act_n;
+        const float inv = 1.0f / (float)(nd->h * nd->w); /* as nn_gap_forward's */
+        ep.relu = L->relu;
+        ep.ldy = OC;
+        for (int b = 0; b < B; b++, out += OC) {
+            memset(out, 0, sizeof(float) * (size_t)OC);
+            ep.gap_sum = out;
+            nn_qgemm_conv(NULL, padded + b * L->padded_n, &L->win, nd->h * nd->w, &L->wwin, &ep);
+            for (int n = 0; n < OC; n++) out[n] *= inv;
+        }
         return 1;
     }
     if (infer && L->fout) { /* the batch norm (and relu) after it: their floats */

@@ -26,7 +26,7 @@ struct vplan {
     const vparams *blk;
     __m512 scale, lo, hi;
     __m512i code_zero, floor;
-    float *y;
+    float *y, *gap_sum;
     uint8_t *codes;
     int ldy, ldc, bn, relu;
 };

@@ -219,7 +219,8 @@ static void same_heads(nn_model *m, int B, const char *setting, void *p)
  * gammas of either sign, on codes through a max pool the product pools (k 2, odd sizes), one it
  * does not (stride 1), after a linear layer, before a tanh, and on floats (relu, then gap); and
  * convolutions of 8 outputs or fewer (two rows to a register), pooled and not, an odd number of
- * pooling windows; first convolutions of 1-4 channels, 8 or 16 outputs, pooled 2 x 2. */
+ * pooling windows; first convolutions of 1-4 channels, 8 or 16 outputs, pooled 2 x 2; global
+ * average pools summed in the requantisation (batch norm, relu, gap). */
 static void test_engine_infer_same_bits(void **state)
 {
     (void)state;
@@ -248,6 +249,12 @@ static void test_engine_infer_same_bits(void **state)
         "input h=7 w=13 c=2; conv2d out=8 k=5 pad=2; relu; maxpool k=2; flatten; linear out=3 head",
         "input h=6 w=20 c=4; conv2d out=16 k=3; batchnorm; relu; maxpool k=2; flatten; "
         "linear out=3 head",
+        /* a global average pool summed in the requantisation (read as a head): 4-row tiles of
+         * four blocks and rows left over (36), paired rows (6 outputs, 35 rows) */
+        "input h=6 w=6 c=4; conv2d out=64 k=3 pad=1; batchnorm; relu; gap name=g head; "
+        "linear out=3 head",
+        "input h=5 w=7 c=3; conv2d out=6 k=3 pad=1; batchnorm; relu; gap name=g head; "
+        "linear out=2 head",
     };
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
         nn_model m;
