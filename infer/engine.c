@@ -444,6 +444,11 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
         s = xd_fail(&e, XD_EARG, "%s: the decoder reads '%s', whose batch norm inference folds "
                     "into it (its own output is never written); train the decoder on the norm's "
                     "output", path, tap);
+    else if (s == XD_OK && !nn_qengine_writes(&x->m, node))
+        s = xd_fail(&e, XD_EARG, "%s: the decoder reads '%s', which the int8 inference of %s "
+                    "never writes (the layer before it computes what follows in one pass); train "
+                    "the decoder on a layer's output",
+                    path, tap, x->path);
     else if (s == XD_OK && nn_model_node(&x->m, node)->act_n != (size_t)d->in)
         s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads %d values of '%s', %s gives %zu", path,
                     d->in, tap, x->path, nn_model_node(&x->m, node)->act_n);

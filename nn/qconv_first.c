@@ -13,12 +13,18 @@
 enum { FIRST_MAXK = 7 };
 
 #ifdef QGEMM_X86
+/* Whether the byte-permutation kernels below run: the VNNI kernel in use on a CPU with VBMI. */
+static int vbmi_runs(void)
+{
+    return nn_qgemm_isa() == NN_QISA_AVX512VNNI && __builtin_cpu_supports("avx512vbmi");
+}
+
 /* nn_qgemm_conv_first's kernel: output rows y and y + 1, pixels x0..x0+16 (16 lanes), outputs
  * n0..n0+8 in a0 and a1. Each padded row from y on serves both (window row r of y, r - 1 of
  * y + 1): for each group g of it (tg pixels' ic codes, 4 bytes, zero weights past the window),
  * one load at the group's first pixel and a byte permutation give each lane its pixel's 4 bytes,
  * which each output's broadcast weights then take. */
-QTARGET static inline __attribute__((always_inline)) void
+QTARGET_VBMI static inline __attribute__((always_inline)) void
 first_rows(__m512i a0[8], __m512i a1[8], const uint8_t *img, const nn_qfirst *f, int G, int tg,
            int y, int x0, int n0, __m512i perm, const int N)
 {
@@ -43,7 +49,7 @@ first_rows(__m512i a0[8], __m512i a1[8], const uint8_t *img, const nn_qfirst *f,
 
 /* The pooled sums of outputs 2q, 2q + 1 over 8 pooled pixels in one register (lanes 0..8 and
  * 8..16), the epilogue in lanes to match: each field of p's block permuted so. */
-QTARGET static void first_pairs(vparams *pp, const struct vplan *p, int N)
+QTARGET_VBMI static void first_pairs(vparams *pp, const struct vplan *p, int N)
 {
     for (int q = 0; q < N / 2; q++) {
         const __m512i idx = _mm512_mask_set1_epi32(_mm512_set1_epi32(2 * q), 0xFF00, 2 * q + 1);
@@ -62,7 +68,7 @@ QTARGET static void first_pairs(vparams *pp, const struct vplan *p, int N)
 
 /* The pooled sums of outputs n0..n0+8 of pooled pixels x0 / 2.. of row oy, outputs 2q and 2q + 1
  * in pair[q] (lanes 0..8 and 8..16). */
-QTARGET static inline __attribute__((always_inline)) void
+QTARGET_VBMI static inline __attribute__((always_inline)) void
 first_pooled(__m512i pair[4], const uint8_t *img, const nn_qfirst *f, int G, int tg, int oy,
              int x0, int n0, __m512i perm, const __mmask16 *falls, const int N)
 {
@@ -79,14 +85,14 @@ first_pooled(__m512i pair[4], const uint8_t *img, const nn_qfirst *f, int G, int
 }
 
 /* four registers' codes side by side */
-QTARGET static inline __m512i first_join(const __m128i c[4])
+QTARGET_VBMI static inline __m512i first_join(const __m128i c[4])
 {
     return _mm512_inserti32x4(
         _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(c[0]), c[1], 1), c[2], 2),
         c[3], 3);
 }
 
-QTARGET static inline __attribute__((always_inline)) void
+QTARGET_VBMI static inline __attribute__((always_inline)) void
 vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const nn_qepilogue *ep,
              const int N)
 {
@@ -138,7 +144,7 @@ vnni_first_n(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W, const
     }
 }
 
-QTARGET static void vnni_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
+QTARGET_VBMI static void vnni_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
                                const nn_qepilogue *ep)
 {
     if (W->N == 8) vnni_first_n(img, f, W, ep, 8);
@@ -152,7 +158,7 @@ int nn_qgemm_conv_first(const uint8_t *img, const nn_qfirst *f, const nn_qweight
     /* w4 is made for shapes nn_qfirst_fits takes only */
     if (!f->w4 || !ep->codes || ep->ldc != W->N) return 0;
 #ifdef QGEMM_X86
-    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI) {
+    if (vbmi_runs()) {
         vnni_first(img, f, W, ep);
         return 1;
     }
@@ -239,7 +245,7 @@ void nn_qpixel_codes(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *
 {
     XD_ASSERT(c >= 1 && c <= 4);
 #ifdef QGEMM_X86
-    if (nn_qgemm_isa() == NN_QISA_AVX512VNNI && __builtin_cpu_supports("avx512vbmi")) {
+    if (vbmi_runs()) {
         vbmi_pixel_codes(dst, src, n, lut, c);
         return;
     }

@@ -272,7 +272,8 @@ QTARGET static inline void vnni_float_out(const struct vplan *p, int m, int n0, 
     _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy + n0, mask, y);
 }
 
-/* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored. */
+/* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored (floats:
+ * or summed, see vnni_float_out). */
 QTARGET static inline void vnni_put(const struct vplan *p, const vparams *v, int m, int n0, int nn,
                                     __m512i acc)
 {

@@ -63,7 +63,8 @@ static inline float nn_quant_level(float x, float s, float lo, float hi)
  * = sqrtf(var + eps)), written as floats (y, rows ldy apart; relu: max(y, 0)) or, when codes is
  * set, as the codes of the next quantisation (step scale, levels lo..hi, zero point code_zero):
  * max(level(y) + code_zero, floor), floor being the code of 0 when a ReLU lies between (which
- * commutes with the monotone quantisation), else 0. */
+ * commutes with the monotone quantisation), else 0. With gap_sum set, floats are summed into it
+ * rather than written (see below). */
 typedef struct {
     const float *mult, *bias; /* (N) */
     int zero;                 /* the input codes' zero point */
@@ -126,7 +127,7 @@ void nn_qfirst_free(nn_qfirst *f);
  * output pixels are one load and a byte permutation, each output a register of their sums, the
  * weights broadcast; no window is gathered, and a few channels' zero padding costs less. Reads
  * up to 64 bytes past the image's last row. Returns 0, doing nothing, where it does not apply:
- * f not packed, floats out, or a CPU without the VNNI kernel. */
+ * f not packed, floats out, or not the VNNI kernel on a CPU with AVX-512 VBMI. */
 int nn_qgemm_conv_first(const uint8_t *img, const nn_qfirst *f, const nn_qweights *W,
                         const nn_qepilogue *ep);
 /* dst[k] = lut[(k % c) * 256 + src[k]] for k < n: 8-bit values of c (1..4) interleaved channels

@@ -621,10 +621,27 @@ static void pooled_product(const qlayer *L, const nn_node *nd, const nn_node *po
 
 int nn_qengine_writer(const nn_model *m, int i) { return m->qengine ? m->qengine->writer[i] : i; }
 
+int nn_qengine_writes(const nn_model *m, int i)
+{
+    const nn_qengine *q = m->qengine;
+    if (!q) return 1;
+    const int w = q->writer[i];
+    const qlayer *L = &q->layer[w];
+    if (w != i) return (L->fout == i && !L->gap) || L->gap == i;
+    if (q->codes[i]) return q->float_read[i]; /* a fakequant node: its codes only */
+    const int pool = m->nodes[i].pool_in_conv;
+    /* a layer whose values go on through its epilogue, or into a pool's (relu not a head) */
+    return !(L->on && (L->emit || L->fout || (pool && !m->nodes[m->nodes[pool].in].head)));
+}
+
 int nn_qengine_pixels(nn_model *m, int c, const float *values)
 {
     nn_qengine *q = m->qengine;
-    if (!q || c < 1 || c > 4 || m->c != c || m->tokens) return 0;
+    if (!q) return 0;
+    free(q->pix_lut); /* a table from an earlier call goes whatever this one finds */
+    q->pix_lut = NULL;
+    q->pix_on = 0;
+    if (c < 1 || c > 4 || m->c != c || m->tokens) return 0;
     int node = -1;
     for (int i = 0; i < m->n_nodes; i++) {
         const nn_node *nd = &m->nodes[i];
@@ -638,7 +655,6 @@ int nn_qengine_pixels(nn_model *m, int c, const float *values)
     if (!fq || !q->codes[node] || q->float_read[node] || fq->head ||
         fq->act_n != (size_t)m->h * m->w * c)
         return 0;
-    free(q->pix_lut);
     q->pix_lut = xd_xmalloc((size_t)256 * c);
     for (int ch = 0; ch < c; ch++)
         for (int p = 0; p < 256; p++) /* each through the node's own quantisation */

@@ -101,10 +101,15 @@ int nn_qengine_forward_node(nn_model *m, int i, int b0, int B, const int *at, in
 /* At inference: the node that computes node i's output (i, or the integer layer that writes
  * codes for it, see nn_qengine_forward_node). */
 int nn_qengine_writer(const nn_model *m, int i);
+/* At inference: whether node i's floats are written, so that something else may read them (a
+ * rationale decoder's tap): not those of an integer layer whose values go on through its
+ * epilogue, of the nodes its pass skips (but the batch norm or relu whose floats it writes, or a
+ * global average pool it sums), or of a fakequant node that only integer layers read. */
+int nn_qengine_writes(const nn_model *m, int i);
 void nn_qengine_free(nn_qengine *q);
 /* Pixels in: when attached model m takes images of c channels (1..4) whose input goes to nothing
- * but a fakequant node whose codes integer layers alone read (an int8 image student, all its
- * layers on integers), that node's codes of values[p * c + ch] (what the input pipeline makes of
+ * but a fakequant node whose codes integer layers alone read (an int8 image student, every
+ * layer with int8 weights on integers), that node's codes of values[p * c + ch] (what the input pipeline makes of
  * 8-bit value p in channel ch: 256 * c floats) go into a table, and 1 is returned; else 0. Then
  * nn_qengine_pixels_in lets nn_model_infer take the 8-bit pixels themselves, (B, h, w, c): the
  * codes by table, bit for bit those of the floats, without the floats. */

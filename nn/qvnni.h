@@ -11,7 +11,10 @@
 #define QGEMM_X86 1
 
 #define QTARGET __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl"), aligned(64)))
-#define QTARGET_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+/* the VNNI kernel's target with AVX-512 VBMI's byte permutations (nn/qconv_first.c), for CPUs
+ * that have both */
+#define QTARGET_VBMI                                                                               \
+    __attribute__((target("avx512f,avx512vnni,avx512bw,avx512vl,avx512vbmi"), aligned(64)))
 
 /* An epilogue's per-output values in lanes, for a block of 16 outputs (the lanes past N: 0, sd 1):
  * zero * wsum, mult, bias, and the batch norm's. */

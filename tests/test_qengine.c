@@ -255,6 +255,8 @@ static void test_engine_infer_same_bits(void **state)
         "linear out=3 head",
         "input h=5 w=7 c=3; conv2d out=6 k=3 pad=1; batchnorm; relu; gap name=g head; "
         "linear out=2 head",
+        "input h=5 w=7 c=3; conv2d out=20 k=3 pad=1; batchnorm; gap name=g head; "
+        "linear out=2 head",
     };
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
         nn_model m;
@@ -402,10 +404,54 @@ static void test_qpixel_codes(void **state)
                         fail_msg("%s, %d channels, n %zu: byte %zu is %d", nn_qisa_name((nn_qisa)isa),
                                  c, ns[t], k, dst[k]);
                 for (size_t k = ns[t]; k < sizeof dst; k++)
-                    if (dst[k] != 0xA5) fail_msg("%d channels, n %zu: wrote byte %zu", c, ns[t], k);
+                    if (dst[k] != 0xA5)
+                        fail_msg("%s, %d channels, n %zu: wrote byte %zu",
+                                 nn_qisa_name((nn_qisa)isa), c, ns[t], k);
             }
     }
     nn_qgemm_use(NN_QISA_COUNT);
+}
+
+/* Which nodes' floats inference writes (nn_qengine_writes): a layer whose batch norm and relu go
+ * into a global average pool it sums writes only the pool; one whose relu an average pool reads
+ * writes the relu; one whose relu goes through a flatten to the next layer writes that layer's
+ * codes (no floats of those between); a fakequant node read by integer layers alone, none. */
+static void test_engine_writes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *desc;
+        const char *written, *not_written;
+    } cases[] = {
+        {"input h=5 w=7 c=3; conv2d name=c out=6 k=3 pad=1; batchnorm name=n; relu name=r; "
+         "gap name=g; linear out=2 head",
+         "g", "c_in c n r"},
+        {"input h=6 w=8 c=3; conv2d name=c out=6 k=3 pad=1; batchnorm name=n; relu name=r; "
+         "avgpool k=2; flatten; linear out=2 head",
+         "r", "c_in c n"},
+        {"input h=5 w=7 c=3; conv2d name=c out=6 k=3 pad=1; batchnorm name=n; relu name=r; "
+         "flatten name=f; linear name=l out=2 head",
+         "l", "c_in c n r f l_in"},
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        nn_model m;
+        float *x, *fake;
+        size_t width;
+        engine_case(cases[t].desc, 4, -1.0f, 1.0f, 600 + t, 0.05f, &m, &x, &fake, &width);
+        for (int k = 0; k < 2; k++) {
+            char *names = xd_xstrdup(k ? cases[t].not_written : cases[t].written), *save = NULL;
+            for (char *w = strtok_r(names, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                const int i = nn_model_find(&m, w);
+                if (i < 0) fail_msg("case %zu: no node %s", t, w);
+                if (nn_qengine_writes(&m, i) != !k)
+                    fail_msg("case %zu: node %s %s", t, w, k ? "written" : "not written");
+            }
+            free(names);
+        }
+        nn_model_free(&m);
+        free(x);
+        free(fake);
+    }
 }
 
 static void test_engine_refuses(void **state)
@@ -708,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_engine_infer_same_bits),
         cmocka_unit_test(test_engine_pixels_in),
         cmocka_unit_test(test_qpixel_codes),
+        cmocka_unit_test(test_engine_writes),
         cmocka_unit_test(test_engine_refuses),
         cmocka_unit_test(test_int8_round_trip),
         cmocka_unit_test(test_int8_damaged),
