@@ -125,7 +125,7 @@ static xd_status load_preprocessing(xdistill_model *x, xd_err *e)
                            !(x->slots = xd_try_alloc(sizeof(uint32_t) * (size_t)x->m.max_batch))))
             s = xd_fail(e, XD_ENOMEM, "no memory for a batch of %d inputs", x->m.max_batch);
         for (int i = 0; s == XD_OK && i < x->m.max_batch; i++) x->slots[i] = (uint32_t)i;
-        float values[256 * 4];
+        float values[256 * 4]; /* a batcher gives 1-4 channels */
         if (s == XD_OK && x->m.qengine && x->dh == x->m.h && x->dw == x->m.w && x->dc == x->m.c)
             x->pixels_in = img_batcher_pixel_values(x->batcher, values) &&
                            nn_qengine_pixels(&x->m, x->m.c, values);

@@ -272,20 +272,22 @@ QTARGET static inline void vnni_float_out(const struct vplan *p, int m, int n0, 
     _mm512_mask_storeu_ps(p->y + (size_t)m * p->ldy + n0, mask, y);
 }
 
+/* The codes of values y of row m, outputs n0..n0+nn, stored. */
+QTARGET static inline void vnni_codes_out(const struct vplan *p, int m, int n0, int nn, __m512 y)
+{
+    uint8_t *at = p->codes + (size_t)m * p->ldc + n0;
+    if (nn == 16) _mm_storeu_si128((__m128i *)(void *)at, vnni_codes(p, y));
+    else _mm_mask_storeu_epi8(at, (__mmask16)((1u << nn) - 1), vnni_codes(p, y));
+}
+
 /* The epilogue of the 16 sums acc of row m, block v of p at outputs n0..n0+nn, stored (floats:
  * or summed, see vnni_float_out). */
 QTARGET static inline void vnni_put(const struct vplan *p, const vparams *v, int m, int n0, int nn,
                                     __m512i acc)
 {
-    const __mmask16 mask = (__mmask16)((1u << nn) - 1);
     const __m512 y = vnni_value(p, v, acc);
-    if (!p->codes) {
-        vnni_float_out(p, m, n0, mask, y);
-        return;
-    }
-    uint8_t *at = p->codes + (size_t)m * p->ldc + n0;
-    if (nn == 16) _mm_storeu_si128((__m128i *)(void *)at, vnni_codes(p, y));
-    else _mm_mask_storeu_epi8(at, mask, vnni_codes(p, y));
+    if (p->codes) vnni_codes_out(p, m, n0, nn, y);
+    else vnni_float_out(p, m, n0, (__mmask16)((1u << nn) - 1), y);
 }
 
 /* The epilogue of two rows' sums in one register (N <= 8, p made twice): row m's in lanes 0..N,
@@ -355,13 +357,8 @@ vnni_block_put(const struct vplan *p, const __m512i *v, int rows, int out0, int 
         }
         for (int r = 0; r < rows; r++) {
             const __m512 y = vnni_value_of(&prm, v[j * rows + r], bn, relu && !codes);
-            if (!codes) {
-                vnni_float_out(p, out0 + r, n0, mask, y);
-                continue;
-            }
-            uint8_t *at = p->codes + (size_t)(out0 + r) * p->ldc + n0;
-            if (nn == 16) _mm_storeu_si128((__m128i *)(void *)at, vnni_codes(p, y));
-            else _mm_mask_storeu_epi8(at, mask, vnni_codes(p, y));
+            if (codes) vnni_codes_out(p, out0 + r, n0, nn, y);
+            else vnni_float_out(p, out0 + r, n0, mask, y);
         }
     }
 }
@@ -386,7 +383,7 @@ QTARGET static void vnni_blocks_put(const struct vplan *vp, const __m512i *v, in
 
 /* vnni_tile's sums acc of rows m0..m0+nr (pooled, each P rows give one output row) against blocks
  * b0..b0+NB, stored as o says: through the epilogue, pooled into a block-major array for
- * vnni_blocks_put. */
+ * vnni_blocks_put, or (no epilogue, so no pool) as int32 sums into C. */
 QTARGET static inline __attribute__((always_inline)) void
 vnni_tile_store(const qout *o, int N, int P, int m0, int nr, int b0, const int NB,
                 __m512i acc[16][4])
@@ -405,18 +402,10 @@ vnni_tile_store(const qout *o, int N, int P, int m0, int nr, int b0, const int N
         vnni_blocks_put(o->vp, v, rows, m0 / P, b0, NB, N);
         return;
     }
+    XD_ASSERT(P == 1);
     for (int j = 0; j < NB; j++) {
         const int b = b0 + j, nn = N - b * 16 < 16 ? N - b * 16 : 16;
-        if (P == 1) {
-            for (int r = 0; r < nr; r++) vnni_store(o, m0 + r, b * 16, nn, acc[r][j]);
-            continue;
-        }
-        const __mmask16 falls = o->ep->falls ? o->ep->falls[b] : 0;
-        for (int r = 0, out = m0 / P; r < nr; r += P, out++) {
-            __m512i best = acc[r][j];
-            for (int i = 1; i < P; i++) best = vnni_pick(best, acc[r + i][j], falls);
-            vnni_store(o, out, b * 16, nn, best);
-        }
+        for (int r = 0; r < nr; r++) vnni_store(o, m0 + r, b * 16, nn, acc[r][j]);
     }
 }
 
