@@ -44,7 +44,7 @@ typedef struct {
     int M, N, K;                /* forward product: (M, K) @ (N, K)^T */
     nn_conv_shape cs;
     int conv, first;
-    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *cols, *dcols, *wext;
+    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *cols, *dcols, *wext, *wp;
     float *a, *bm, *c1, *c2, *c3; /* buffers for the bare products */
 } gemm_ctx;
 
@@ -86,8 +86,16 @@ static void run_layer(void *p)
     memset(g->dw, 0, sizeof(float) * (size_t)g->N * g->K);
     memset(g->db, 0, sizeof(float) * (size_t)g->N);
     if (g->conv) {
-        nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, NULL, g->b, &g->cs);
-        nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->wext, g->dy, g->cols, g->x, g->w, &g->cs);
+        /* as a model's training step does: in float32 the weights packed for the forward, which
+         * then reads the windows in place (see nn/layers.h) */
+        const float *wp = NULL;
+        if (nn_mm_precision() == NN_PREC_FLOAT32) {
+            nn_conv_pack(g->wp, g->wext, g->w, g->b, &g->cs);
+            wp = g->wp;
+        }
+        const int unfolded = nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, wp, g->b, &g->cs);
+        nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->wext, g->dy, g->cols, unfolded, g->x,
+                           g->w, &g->cs);
     } else {
         nn_linear_forward(g->y, g->x, g->w, NULL, g->b, BATCH, g->K, g->N);
         nn_linear_backward(dx, g->dw, g->db, g->dy, g->x, g->w, BATCH, g->K, g->N);
@@ -112,6 +120,7 @@ static void ctx_init(gemm_ctx *g, const layer_case *lc)
         g->cols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
         g->dcols = malloc(sizeof(float) * nn_conv_cols_size(&g->cs));
         g->wext = malloc(sizeof(float) * nn_conv_wext_size(&g->cs));
+        g->wp = malloc(sizeof(float) * nn_conv_packed_size(&g->cs));
     } else {
         g->M = BATCH;
         g->N = lc->out;
@@ -143,7 +152,7 @@ static void ctx_init(gemm_ctx *g, const layer_case *lc)
 static void ctx_free(gemm_ctx *g)
 {
     float *bufs[] = {g->x, g->w, g->b, g->y, g->dy, g->dx, g->dw, g->db, g->cols, g->dcols, g->wext,
-                     g->a, g->bm, g->c1, g->c2, g->c3};
+                     g->wp, g->a, g->bm, g->c1, g->c2, g->c3};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 

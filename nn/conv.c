@@ -8,6 +8,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "core/mem.h"
 #include "core/runtime.h"
@@ -48,40 +51,82 @@ size_t nn_conv_wext_size(const nn_conv_shape *s)
     return (size_t)s->OC * ((size_t)s->KH * s->KW * s->C + 1);
 }
 
-/* The row of cols of output pixel (oy, ox) of image img, laid out (ky, kx, c) to match w's
- * (OC, KH, KW, C). For a fixed ky the window's pixels are neighbours in memory, so each ky is one
- * copy of the in-range part (kx0..kx1) and zeros for what hangs over the edge. */
-static void im2col_row(float *restrict row, const float *restrict img, const nn_conv_shape *s,
-                       int oy, int ox)
+/* dst[0..n] = src[0..n]: a window's run of a few values (3 floats for a 3 x 3 window on one
+ * channel), one masked load and store where AVX-512 has them, instead of a call or a loop */
+static inline void copy_floats(float *restrict dst, const float *restrict src, int n)
 {
-    const int C = s->C, K = s->KH * s->KW * C, x0 = ox * s->stride - s->pad;
+#if defined(__AVX512F__)
+    if (n <= 16) {
+        const __mmask16 k = (__mmask16)((1u << n) - 1u);
+        _mm512_mask_storeu_ps(dst, k, _mm512_maskz_loadu_ps(k, src));
+        return;
+    }
+#endif
+    memcpy(dst, src, sizeof(float) * (size_t)n);
+}
+
+/* Columns j0..j1 of the row of cols of output pixel (oy, ox) of image img, to dst[0..j1-j0]. The
+ * row is laid out (ky, kx, c) to match w's (OC, KH, KW, C), then the bias column's 1. For a fixed
+ * ky the window's pixels are neighbours in memory, so each ky is one copy of the in-range part
+ * (kx0..kx1) and zeros for what hangs over the edge. */
+static void im2col_row(float *restrict dst, const float *restrict img, const nn_conv_shape *s,
+                       int oy, int ox, int j0, int j1)
+{
+    const int C = s->C, KWC = s->KW * C, K = s->KH * KWC, x0 = ox * s->stride - s->pad;
+    const int y0 = oy * s->stride - s->pad;
+    if (j0 == 0 && j1 >= K && x0 >= 0 && x0 + s->KW <= s->W && y0 >= 0 && y0 + s->KH <= s->H) {
+        /* the whole row of a window inside the image: KH runs of KW * C values */
+        for (int ky = 0; ky < s->KH; ky++)
+            copy_floats(dst + ky * KWC, img + ((size_t)(y0 + ky) * s->W + x0) * C, KWC);
+        if (j1 > K) dst[K] = 1.0f;
+        return;
+    }
     const int kx0 = x0 < 0 ? -x0 : 0;
     int kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
     if (kx1 < kx0) kx1 = kx0;
-    for (int ky = 0; ky < s->KH; ky++) {
-        const int iy = oy * s->stride - s->pad + ky;
-        float *dst = row + (size_t)ky * s->KW * C;
-        if (iy < 0 || iy >= s->H) {
-            for (int j = 0; j < s->KW * C; j++) dst[j] = 0.0f;
-            continue;
+    for (int ky = j0 / KWC; ky < s->KH && ky * KWC < j1; ky++) {
+        const int iy = oy * s->stride - s->pad + ky, at = ky * KWC - j0; /* dst of (ky, t): at + t */
+        const int t0 = j0 > ky * KWC ? j0 - ky * KWC : 0, t1 = j1 - ky * KWC < KWC ? j1 - ky * KWC : KWC;
+        int lo = t1, hi = t1; /* the part [lo, hi) read from the image */
+        const float *src = img; /* (ky, t) at src[t - kx0 * C] */
+        if (iy >= 0 && iy < s->H) {
+            lo = kx0 * C < t0 ? t0 : kx0 * C > t1 ? t1 : kx0 * C;
+            hi = kx1 * C < lo ? lo : kx1 * C > t1 ? t1 : kx1 * C;
+            src = img + ((size_t)iy * s->W + x0 + kx0) * C;
         }
-        for (int j = 0; j < kx0 * C; j++) dst[j] = 0.0f;
-        const float *src = img + ((size_t)iy * s->W + x0 + kx0) * C;
-        for (int j = 0; j < (kx1 - kx0) * C; j++) dst[kx0 * C + j] = src[j];
-        for (int j = kx1 * C; j < s->KW * C; j++) dst[j] = 0.0f;
+        for (int t = t0; t < lo; t++) dst[at + t] = 0.0f;
+        for (int t = lo; t < hi; t++) dst[at + t] = src[t - kx0 * C];
+        for (int t = hi; t < t1; t++) dst[at + t] = 0.0f;
     }
-    if (s->bias) row[K] = 1.0f;
+    if (s->bias && j0 <= K && K < j1) dst[K - j0] = 1.0f;
 }
+
+/* Rows r0..r1, columns j0..j1 of cols (the whole batch's unfolded windows, nn_im2col) into dst,
+ * row r at dst + (r - r0) * ld. */
+static void unfold_rows(float *dst, size_t ld, const float *inp, const nn_conv_shape *s, int r0,
+                        int r1, int j0, int j1)
+{
+    int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
+    for (int m = r0; m < r1; m++, dst += ld) {
+        im2col_row(dst, inp + (size_t)b * s->H * s->W * s->C, s, oy, ox, j0, j1);
+        if (++ox == s->OW) {
+            ox = 0;
+            if (++oy == s->OH) {
+                oy = 0;
+                b++;
+            }
+        }
+    }
+}
+
+static int cols_width(const nn_conv_shape *s) { return s->KH * s->KW * s->C + (s->bias ? 1 : 0); }
 
 void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s)
 {
-    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
-#pragma omp parallel for collapse(2)
+    const int ld = cols_width(s), P = s->OH * s->OW;
+#pragma omp parallel for
     for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++)
-            for (int ox = 0; ox < s->OW; ox++)
-                im2col_row(cols + (((size_t)b * s->OH + oy) * s->OW + ox) * ld,
-                           inp + (size_t)b * s->H * s->W * s->C, s, oy, ox);
+        unfold_rows(cols + (size_t)b * P * ld, (size_t)ld, inp, s, b * P, (b + 1) * P, 0, ld);
 }
 
 /* Rows r0..r1 of cols, as nn_im2col makes them; used block by block just before the product
@@ -95,20 +140,15 @@ typedef struct {
 static void im2col_rows(void *p, int r0, int r1)
 {
     const im2col_job *job = p;
-    const nn_conv_shape *s = job->s;
-    const int ld = s->KH * s->KW * s->C + (s->bias ? 1 : 0);
-    int b = r0 / (s->OH * s->OW), oy = r0 / s->OW % s->OH, ox = r0 % s->OW;
-    for (int m = r0; m < r1; m++) {
-        im2col_row(job->cols + (size_t)m * ld, job->inp + (size_t)b * s->H * s->W * s->C, s, oy,
-                   ox);
-        if (++ox == s->OW) {
-            ox = 0;
-            if (++oy == s->OH) {
-                oy = 0;
-                b++;
-            }
-        }
-    }
+    const int ld = cols_width(job->s);
+    unfold_rows(job->cols + (size_t)r0 * ld, (size_t)ld, job->inp, job->s, r0, r1, 0, ld);
+}
+
+/* The weight gradient's operand, unfolded a block of rows at a time (nn_sgemm_fill_b) */
+static void unfold_block(void *p, int p0, int kc, int j0, int nc, float *dst)
+{
+    const im2col_job *job = p;
+    unfold_rows(dst, (size_t)nc, job->inp, job->s, p0, p0 + kc, j0, j0 + nc);
 }
 
 /* Scatter-add of image b's rows of dcols back onto the image. first: the image is zeroed just
@@ -291,8 +331,9 @@ static void conv2d_direct_image(float *out, float *scratch, const float *inp, co
 }
 
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
- * weights packed by nn_conv_pack, or NULL */
-static void conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+ * weights packed by nn_conv_pack, or NULL. Returns whether cols hold the unfolded windows
+ * (backward's `unfolded`). */
+static int conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
                            const float *wp, const float *b, const nn_conv_shape *s,
                            void (*image)(void *, int), void *image_ctx)
 {
@@ -304,7 +345,7 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
 #pragma omp parallel for
             for (int i = 0; i < s->B; i++) image(image_ctx, i);
         }
-        return;
+        return 1; /* nothing to unfold: backward reads inp */
     }
     /* with packed weights, the windows read in place (each image's cols hold its scratch) */
     const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
@@ -319,7 +360,7 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
                 conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
                                     image_ctx);
         }
-        return;
+        return 0;
     }
     /* each block of cols is unfolded just before its product reads it */
     im2col_job unfold = {cols, inp, s};
@@ -327,23 +368,40 @@ static void conv2d_forward(float *out, float *cols, float *wext, const float *in
     if (!b || wp) {
         sgemm_images(1, M, s->OC, K + (b != NULL), cols, K + (b != NULL), w, K, wp, out, s->OC,
                      &job);
-        return;
+        return 1;
     }
     for (int o = 0; o < s->OC; o++) {
         memcpy(wext + (size_t)o * (K + 1), w + (size_t)o * K, sizeof(float) * K);
         wext[(size_t)o * (K + 1) + K] = b[o];
     }
     sgemm_images(1, M, s->OC, K + 1, cols, K + 1, wext, K + 1, NULL, out, s->OC, &job);
+    return 1;
 }
 
-void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *wp, const float *b, const nn_conv_shape *s)
+int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+                      const float *wp, const float *b, const nn_conv_shape *s)
 {
-    conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
+    return conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
+}
+
+/* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product; cols
+ * unfolded by the forward, or unfolded here a block of rows at a time (float32; in bf16 the
+ * product rounds cols whole, so it is unfolded whole first) */
+static void conv2d_dw(float *C, int N, float beta, const float *dout, float *cols, int unfolded,
+                      const float *inp, const nn_conv_shape *s)
+{
+    const int M = s->B * s->OH * s->OW;
+    im2col_job job = {cols, inp, s};
+    if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32) {
+        nn_sgemm_fill_b(1, s->OC, N, M, dout, s->OC, unfold_block, &job, cols, beta, C, N);
+        return;
+    }
+    if (!unfolded) nn_im2col(cols, inp, s);
+    nn_mm(1, 0, s->OC, N, M, 1.0f, dout, s->OC, cols, N, beta, C, N);
 }
 
 static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                            const float *dout, const float *cols, const float *inp,
+                            const float *dout, float *cols, int unfolded, const float *inp,
                             const float *w, const nn_conv_shape *s, int first)
 {
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
@@ -354,30 +412,30 @@ static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, flo
     }
     if (s->bias) {
         /* [dw | db] (OC, K+1) = dout^T (OC, M) @ [cols | 1] (M, K+1), then added in */
-        nn_mm(1, 0, s->OC, K + 1, M, 1.0f, dout, s->OC, cols, K + 1, 0.0f, wext, K + 1);
+        conv2d_dw(wext, K + 1, 0.0f, dout, cols, unfolded, inp, s);
         for (int o = 0; o < s->OC; o++) {
             const float *g = wext + (size_t)o * (K + 1);
             for (int k = 0; k < K; k++) dw[(size_t)o * K + k] += g[k];
             if (db) db[o] += g[K];
         }
     } else {
-        nn_mm(1, 0, s->OC, K, M, 1.0f, dout, s->OC, cols, K, 1.0f, dw, K);
+        conv2d_dw(dw, K, 1.0f, dout, cols, unfolded, inp, s);
     }
     if (dinp) conv2d_dinp(dinp, dcols, dout, w, s, first);
 }
 
 void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                        const float *dout, const float *cols, const float *inp, const float *w,
-                        const nn_conv_shape *s)
+                        const float *dout, float *cols, int unfolded, const float *inp,
+                        const float *w, const nn_conv_shape *s)
 {
-    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 0);
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, unfolded, inp, w, s, 0);
 }
 
 void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                              const float *dout, const float *cols, const float *inp,
+                              const float *dout, float *cols, int unfolded, const float *inp,
                               const float *w, const nn_conv_shape *s)
 {
-    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, inp, w, s, 1);
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, unfolded, inp, w, s, 1);
 }
 
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
@@ -416,8 +474,9 @@ int nn_pool_shape_init(nn_pool_shape *s)
 /* Channels are innermost, so each window position is one contiguous row of C values and the
  * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
  * first maximum, as PyTorch does; a NaN wins and stays (v != v). */
-static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
-                        int b, int oy)
+static inline __attribute__((always_inline)) void
+maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s, int b,
+               int oy, int relu)
 {
     const int C = s->C;
     const float *img = inp + (size_t)b * s->H * s->W * C;
@@ -431,18 +490,59 @@ static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_
                 const float *p = img + base;
                 if (ky == 0 && kx == 0) {
                     for (int c = 0; c < C; c++) {
-                        best[c] = p[c];
+                        best[c] = relu && !(p[c] > 0.0f) ? 0.0f : p[c];
                         at[c] = base + c;
                     }
                     continue;
                 }
                 for (int c = 0; c < C; c++) {
-                    float v = p[c];
+                    float v = relu && !(p[c] > 0.0f) ? 0.0f : p[c];
                     int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
                     best[c] = take ? v : best[c];
                     at[c] = take ? base + c : at[c];
                 }
             }
+    }
+}
+
+/* maxpool_row of inp, or (relu_maxpool_row) of the ReLU of inp, computed on the way: no NaN
+ * survives a ReLU, so only '>' decides there, and the window's first maximum wins as it does
+ * over the ReLU's written output */
+static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
+                        int b, int oy)
+{
+    maxpool_row_of(out, argmax, inp, s, b, oy, 0);
+}
+
+static void relu_maxpool_row(float *out, int32_t *argmax, const float *inp,
+                             const nn_pool_shape *s, int b, int oy)
+{
+    if (s->k != 2 || s->stride != 2) {
+        maxpool_row_of(out, argmax, inp, s, b, oy, 1);
+        return;
+    }
+    /* the usual pool: the same steps with the window unrolled, in a loop that vectorises */
+    const int C = s->C, W = s->W;
+    const float *r0 = inp + ((size_t)b * s->H + 2 * oy) * W * C, *r1 = r0 + (size_t)W * C;
+    const size_t o = ((size_t)b * s->OH + oy) * s->OW * C;
+    float *restrict best = out + o;
+    int32_t *restrict at = argmax + o;
+    for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C, at += C) {
+        const int32_t a0 = (2 * oy * W + 2 * ox) * C, a2 = a0 + W * C;
+        for (int c = 0; c < C; c++) {
+            const float v0 = r0[c] > 0.0f ? r0[c] : 0.0f, v1 = r0[C + c] > 0.0f ? r0[C + c] : 0.0f,
+                        v2 = r1[c] > 0.0f ? r1[c] : 0.0f, v3 = r1[C + c] > 0.0f ? r1[C + c] : 0.0f;
+            float m = v0;
+            int32_t a = a0 + c;
+            a = v1 > m ? a0 + C + c : a;
+            m = v1 > m ? v1 : m;
+            a = v2 > m ? a2 + c : a;
+            m = v2 > m ? v2 : m;
+            a = v3 > m ? a2 + C + c : a;
+            m = v3 > m ? v3 : m;
+            best[c] = m;
+            at[c] = a;
+        }
     }
 }
 
@@ -502,8 +602,8 @@ static void relu_maxpool_plain(const relu_pool_job *j, int b)
         }
 }
 
-/* One image: its ReLU is written and then pooled while it is still in cache, instead of the pool
- * reading the whole batch back from memory. */
+/* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
+ * cache, instead of the pool reading the whole batch back from memory. */
 static void relu_pool_image(void *p, int b)
 {
     const relu_pool_job *j = p;
@@ -517,7 +617,10 @@ static void relu_pool_image(void *p, int b)
         relu_maxpool_plain(j, b);
         return;
     }
-    for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
+    for (int oy = 0; oy < j->s->OH; oy++) {
+        if (j->relu_out) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
+        else relu_maxpool_row(j->out, j->argmax, j->inp, j->s, b, oy);
+    }
 }
 
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
@@ -532,15 +635,15 @@ void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const
     for (int b = 0; b < s->B; b++) relu_pool_image(&j, b);
 }
 
-void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                    const float *w, const float *wp, const float *b,
-                                    const nn_conv_shape *s,
-                                    float *relu_out, float *pool_out, int32_t *argmax,
-                                    const nn_pool_shape *ps)
+int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
+                                   const float *w, const float *wp, const float *b,
+                                   const nn_conv_shape *s,
+                                   float *relu_out, float *pool_out, int32_t *argmax,
+                                   const nn_pool_shape *ps)
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     relu_pool_job j = {relu_out, pool_out, argmax, out, ps};
-    conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
+    return conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
 }
 
 /* One image of a first-write backward whose windows tile the input without overlap (k ==

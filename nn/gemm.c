@@ -602,6 +602,50 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                 NULL, NULL, NULL);
 }
 
+size_t nn_sgemm_fill_size(int N, int K)
+{
+    const int kbs = k_blocks(K);
+    return (size_t)((K + kbs - 1) / kbs) * (size_t)N;
+}
+
+/* Column block i of nb: every K block of those columns of B is filled into the block's own part
+ * of buf (its columns' share of the largest K block) and multiplied there, added into C in K
+ * block order as gemm_packed adds them: so the chains, and the bits, of nn_sgemm. */
+static void fill_b_block(int trans_a, int M, int N, int K, const float *A, int lda,
+                         nn_sgemm_fill_fn fill, void *ctx, float *buf, float beta, float *C,
+                         int ldc, int nb, int i)
+{
+    int j0, j1;
+    nn_sgemm_block_range(N, nb, i, &j0, &j1);
+    const int nc = j1 - j0, kbs = k_blocks(K);
+    float *b = buf + (size_t)((K + kbs - 1) / kbs) * (size_t)j0;
+    for (int kb = 0, p0, kc; kb < kbs; kb++) {
+        k_block(K, kbs, kb, &p0, &kc);
+        fill(ctx, p0, kc, j0, nc, b);
+        sgemm_single(trans_a, 0, M, nc, kc, 1.0f, trans_a ? A + (size_t)p0 * lda : A + p0, lda,
+                     b, nc, NULL, kb == 0 ? beta : 1.0f, C + j0, ldc);
+    }
+}
+
+void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
+                     nn_sgemm_fill_fn fill, void *ctx, float *buf, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (nn_gemm_trivial(M, N, K, 1.0f, beta, C, ldc)) return;
+    /* by columns, whatever the shape: a block fills only the columns of B it multiplies */
+    int nb = nn_sgemm_blocks(M, N, K);
+    const int threads = xd_threads_get();
+    if (nb > threads) nb = threads;
+    if (nb > N) nb = N;
+    if (nb > 1 && xd_threads_split(1)) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++)
+            fill_b_block(trans_a, M, N, K, A, lda, fill, ctx, buf, beta, C, ldc, nb, i);
+        return;
+    }
+    fill_b_block(trans_a, M, N, K, A, lda, fill, ctx, buf, beta, C, ldc, 1, 0);
+}
+
 void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
                      const float *Bp, float *C, int ldc)
 {

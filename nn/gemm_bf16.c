@@ -429,6 +429,8 @@ nn_precision nn_mm_precision_set(nn_precision p)
     return old;
 }
 
+nn_precision nn_mm_precision(void) { return mm_precision; }
+
 void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
            const float *B, int ldb, float beta, float *C, int ldc)
 {

@@ -63,6 +63,7 @@ typedef enum { NN_PREC_FLOAT32, NN_PREC_BF16, NN_PREC_COUNT } nn_precision;
 extern const char *const nn_precision_names[]; /* "float32", "bf16" */
 /* Sets the calling thread's product precision; returns the one it replaces. */
 nn_precision nn_mm_precision_set(nn_precision p);
+nn_precision nn_mm_precision(void);
 
 /* nn_sgemm, or nn_bgemm when the calling thread's precision is bf16. */
 void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,

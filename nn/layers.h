@@ -54,22 +54,27 @@ void nn_im2col(float *cols, const float *inp, const nn_conv_shape *s);
 /* adds; dcols rows are KH*KW*C wide (no bias column) */
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
 
-/* out (B, OH, OW, OC); cols kept for backward (nn_conv_cols_size floats); wext scratch
- * (nn_conv_wext_size floats); w (OC, KH, KW, C); b (OC), NULL exactly when s->bias == 0.
- * With a bias, out = [cols | 1] @ [w | b]^T: one GEMM writes the output once. wp: that
- * operand packed once by nn_conv_pack (nn_conv_packed_size floats, wext as scratch) for many
- * forward calls (inference: the same bits, wext then unused), or NULL. */
-void nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
+/* out (B, OH, OW, OC); cols (nn_conv_cols_size floats) keeps the unfolded windows for backward
+ * or is scratch; wext scratch (nn_conv_wext_size floats); w (OC, KH, KW, C); b (OC), NULL
+ * exactly when s->bias == 0. With a bias, out = [cols | 1] @ [w | b]^T: one GEMM writes the
+ * output once. wp: that operand packed by nn_conv_pack (nn_conv_packed_size floats, wext as
+ * scratch), or NULL. With wp the windows are read in place from a padded copy of each image
+ * where that fits cols' room per image (the same bits, without unfolding them). Returns whether
+ * cols hold the unfolded windows afterwards: backward's `unfolded`. */
+int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
                        const float *wp, const float *b, const nn_conv_shape *s);
 size_t nn_conv_packed_size(const nn_conv_shape *s);
 void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s);
 /* dcols: scratch of M * KH*KW*C floats (when dinp is wanted); wext as in forward.
- * With a bias, [dw | db] comes out of one GEMM, dout^T @ [cols | 1]. */
+ * With a bias, [dw | db] comes out of one GEMM, dout^T @ [cols | 1]. cols: what forward left
+ * there; unfolded: forward's return value. When 0, the float32 product unfolds the windows a
+ * block of rows at a time into cols' room as it goes (nn_sgemm_fill_b; the same bits), so the
+ * whole unfolded input is never written to memory. */
 void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                        const float *dout, const float *cols, const float *inp, const float *w,
-                        const nn_conv_shape *s);
+                        const float *dout, float *cols, int unfolded, const float *inp,
+                        const float *w, const nn_conv_shape *s);
 void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                              const float *dout, const float *cols, const float *inp,
+                              const float *dout, float *cols, int unfolded, const float *inp,
                               const float *w, const nn_conv_shape *s);
 /* Plain direct convolution, the reference the fast path is tested against. */
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
@@ -89,19 +94,19 @@ void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *ar
                                const nn_pool_shape *s);
 /* maxpool(relu(inp)) in one pass per image: relu_out = max(0, inp) (B, H, W, C) and out/argmax
  * as nn_maxpool_forward over relu_out; the same values as the two layers one after the other.
- * Inference: argmax NULL (not kept, nor is relu_out when that is NULL too): the maximum of the
- * ReLU straight from inp, without writing and reading back the ReLU's output. */
+ * relu_out NULL: the ReLU is not written, the pool takes it straight from inp (the same out and
+ * argmax). argmax NULL too (inference): the maximum alone. */
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
                              const nn_pool_shape *s);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
- * same values as the three layers one after the other. argmax and relu_out NULL for inference, as
- * in nn_relu_maxpool_forward. */
-void nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                    const float *w, const float *wp, const float *b,
-                                    const nn_conv_shape *s,
-                                    float *relu_out, float *pool_out, int32_t *argmax,
-                                    const nn_pool_shape *ps);
+ * same values as the three layers one after the other. relu_out and argmax NULL as in
+ * nn_relu_maxpool_forward. Returns as nn_conv2d_forward. */
+int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
+                                   const float *w, const float *wp, const float *b,
+                                   const nn_conv_shape *s,
+                                   float *relu_out, float *pool_out, int32_t *argmax,
+                                   const nn_pool_shape *ps);
 /* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):
  * the bits of nn_maxpool_backward_first into the ReLU's gradient, then nn_relu_backward_first.
  * Reads the pool's out (not inp): relu(x) at the window's maximum is positive exactly when x is. */

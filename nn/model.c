@@ -435,6 +435,13 @@ static xd_status too_big(xd_err *e, int i, const nn_node *nd, const char *what)
                    i + 1, kind_names[nd->kind], nd->name, what, NN_MAX_PARAMS, NN_MAX_EXAMPLE);
 }
 
+/* Room a conv2d keeps for its weights packed by each float32 forward outside inference (see
+ * forward_node): none for a pointwise one, which reads its input in place anyway. */
+static size_t conv_train_packed_size(const nn_conv_shape *s)
+{
+    return nn_conv_cols_size(s) ? nn_conv_packed_size(s) : 0;
+}
+
 /* Fills output shapes, the parameter table and the sizes of every block; checks, before anything
  * is allocated and without overflow, that everything fits the limits (model.h). */
 static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
@@ -518,6 +525,7 @@ static xd_status infer(nn_model *m, model_sizes *z, xd_err *e)
                     return too_big(e, i, nd, "its column gradient");
             }
             z->fixed += nn_conv_wext_size(&cs); /* a copy of weight and bias, within the limit */
+            z->fixed += conv_train_packed_size(&cs); /* the same packed, not much more */
             break;
         }
         case NN_MAXPOOL:
@@ -771,6 +779,8 @@ xd_status nn_model_build(nn_model *m, const char *desc, int max_batch, uint64_t 
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, max_batch);
             sv += nn_conv_cols_size(&cs) + nn_conv_wext_size(&cs);
+            nd->wpk = conv_train_packed_size(&cs) ? m->save_block + sv : NULL;
+            sv += conv_train_packed_size(&cs);
             break;
         }
         case NN_BATCHNORM: sv += 2 * (size_t)nd->ic; break;
@@ -880,7 +890,15 @@ int nn_model_param_node(const nn_model *m, const char *param_name)
 
 const nn_node *nn_model_node(const nn_model *m, int idx) { return &m->nodes[idx]; }
 
-float *nn_model_out(nn_model *m, int idx) { return m->nodes[idx].out; }
+float *nn_model_out(nn_model *m, int idx)
+{
+    nn_node *nd = &m->nodes[idx];
+    if (nd->stale) { /* a ReLU its pool took straight from its input (see nn_node.stale) */
+        nn_relu_forward(nd->out, nn_node_input(m, nd->in), (size_t)m->batch * nd->act_n);
+        nd->stale = 0;
+    }
+    return nd->out;
+}
 
 float *nn_model_dout(nn_model *m, int idx)
 {

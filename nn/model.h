@@ -92,6 +92,12 @@ typedef struct {
     float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
+    float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
+                       * inference, which then reads the windows in place (or NULL) */
+    int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
+    int stale;        /* a relu_pool ReLU whose pool took it straight from its input in the
+                       * last forward (not inference, not a head): out is written when
+                       * nn_model_out asks for it */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
     float *bp;        /* its bias with the norm folded in, or NULL */
     int touched;      /* dout received gradient this step */
@@ -212,7 +218,8 @@ int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
  * after the last one is the entry's own name), or -1. */
 int nn_model_param_node(const nn_model *m, const char *param_name);
 const nn_node *nn_model_node(const nn_model *m, int idx);
-/* Output of node idx for the last batch: (batch, act_n). */
+/* Output of node idx for the last batch: (batch, act_n). Read node outputs through it: a ReLU
+ * fused with its max pool is written only when asked for (nn_node.stale). */
 float *nn_model_out(nn_model *m, int idx);
 /* Gradient buffer of node idx, to add into; marks the node as needing backward. */
 float *nn_model_dout(nn_model *m, int idx);

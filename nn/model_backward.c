@@ -97,8 +97,11 @@ void nn_model_backward(nn_model *m)
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
             float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
             float *wext = nd->save + nn_conv_cols_size(&cmax);
-            if (fresh) nn_conv2d_backward_first(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
-            else nn_conv2d_backward(dx, dw, db, dcols, wext, dy, nd->save, x, w, &cs);
+            if (fresh)
+                nn_conv2d_backward_first(dx, dw, db, dcols, wext, dy, nd->save, nd->unfolded, x,
+                                         w, &cs);
+            else
+                nn_conv2d_backward(dx, dw, db, dcols, wext, dy, nd->save, nd->unfolded, x, w, &cs);
             break;
         }
         case NN_MAXPOOL:

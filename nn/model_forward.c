@@ -88,16 +88,24 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
+        /* packed for this call: the windows are then read in place, not unfolded into cols;
+         * backward unfolds them a block at a time for the weight gradient (see nn/layers.h) */
+        const float *wp = nd->wp;
+        if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
+            nn_conv_pack(nd->wpk, wext, w, b, &cs);
+            wp = nd->wpk;
+        }
         if (nd->pool_in_conv) {
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
             nn_pool_shape ps = nn_node_pool_shape(pool, B);
-            nn_conv2d_relu_maxpool_forward(
-                y, cols, wext, x, w, nd->wp, b, &cs,
-                infer && !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
+            relu->stale = !infer && !relu->head;
+            nd->unfolded = nn_conv2d_relu_maxpool_forward(
+                y, cols, wext, x, w, wp, b, &cs,
+                !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
                 infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
         } else {
-            nn_conv2d_forward(y, cols, wext, x, w, nd->wp, b, &cs);
+            nd->unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, b, &cs);
         }
         break;
     }
@@ -109,11 +117,13 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         int32_t *am = nd->isave ? SAVE_ROWS(nd->isave, nd->act_n) : NULL;
         if (nd->kind == NN_AVGPOOL) nn_avgpool_forward(y, x, &ps);
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
-        else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i)
+        else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i) {
             /* else done there */
+            m->nodes[nd->in].stale = !infer && !relu->head;
             nn_relu_maxpool_forward(
-                infer && !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
+                !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
                 infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
+        }
         break;
     }
     case NN_GAP: nn_gap_forward(y, x, B, nd->ih * nd->iw, nd->ic); break;
@@ -186,6 +196,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : NN_PREC_FLOAT32);
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].stale = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].touched = 0;
         if (need && !need[i]) continue;
@@ -335,7 +346,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     }
     m->batch = B;
     m->input = input;
-    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = 0;
+    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = m->nodes[i].stale = 0;
     /* One parallel region: the images in shares of about a quarter of a thread's, each taken
      * through the whole model by one thread, on its own (the kernels inside run on that thread
      * alone), with no wait until the end (see infer_shares). */

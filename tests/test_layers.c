@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/runtime.h"
 #include "nn/gemm.h"
 #include "nn/layers.h"
 
@@ -65,7 +66,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
     /* backward adds: start from a known non-zero value and check it is kept */
     for (size_t i = 0; i < nx; i++) dx[i] = 0.5f;
     for (size_t i = 0; i < nw; i++) dw[i] = 0.25f;
-    nn_conv2d_backward(dx, dw, c.b ? db : NULL, dcols, c.wext, c.r, c.cols, c.x, c.w, &c.s);
+    nn_conv2d_backward(dx, dw, c.b ? db : NULL, dcols, c.wext, c.r, c.cols, 1, c.x, c.w, &c.s);
     for (size_t i = 0; i < nx; i++) dx[i] -= 0.5f;
     for (size_t i = 0; i < nw; i++) dw[i] -= 0.25f;
     tu_check_grad(what, c.x, nx, dx, conv_loss, &c, STEP, RTOL, ATOL);
@@ -265,6 +266,49 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
     free(am); free(am2);
 }
 
+/* A forward with packed weights reads the windows in place and leaves cols unfolded (returns 0);
+ * the weight gradient then unfolds them a block of rows at a time (nn_sgemm_fill_b): the same
+ * bits as from the forward's cols (dw_ref, db_ref: what nn_conv2d_backward added to zeros), with
+ * and without a bias, at one and two threads. */
+static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, const float *w,
+                                   const float *b, const float *dy, const float *dw_ref,
+                                   const float *db_ref)
+{
+    for (int bias = 1; bias >= 0; bias--) {
+        nn_conv_shape s = *s0;
+        s.bias = bias;
+        const size_t nw = (size_t)s.OC * s.KH * s.KW * s.C, ny = (size_t)s.B * s.OH * s.OW * s.OC;
+        float *cols = alloc_f(nn_conv_cols_size(&s)), *wext = alloc_f(nn_conv_wext_size(&s) + 1),
+              *wp = alloc_f(nn_conv_packed_size(&s)), *y = alloc_f(ny), *y2 = alloc_f(ny),
+              *dw = alloc_f(nw), *dw2 = alloc_f(nw), *db = alloc_f(s.OC);
+        const float *bb = bias ? b : NULL;
+        /* without a bias, the reference from the forward's cols here */
+        const float *ref = dw_ref;
+        if (!bias) {
+            assert_int_equal(nn_conv2d_forward(y, cols, wext, x, w, NULL, NULL, &s), 1);
+            memset(dw2, 0, sizeof(float) * nw);
+            nn_conv2d_backward(NULL, dw2, NULL, NULL, wext, dy, cols, 1, x, w, &s);
+            ref = dw2;
+        }
+        nn_conv_pack(wp, wext, w, bb, &s);
+        const int threads0 = xd_threads_get();
+        for (int threads = 1; threads <= 2; threads++) {
+            xd_threads_set(threads);
+            fill_garbage(cols, nn_conv_cols_size(&s));
+            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, bb, &s);
+            assert_int_equal(unfolded, 0); /* the shapes here all fit a padded image in cols */
+            memset(dw, 0, sizeof(float) * nw);
+            memset(db, 0, sizeof(float) * (size_t)s.OC);
+            nn_conv2d_backward(NULL, dw, bias ? db : NULL, NULL, wext, dy, cols, unfolded, x, w,
+                               &s);
+            assert_same_bits(dw, ref, nw, "conv2d weight gradient unfolded block by block");
+            if (bias) assert_same_bits(db, db_ref, (size_t)s.OC, "conv2d bias gradient");
+        }
+        xd_threads_set(threads0);
+        free(cols); free(wext); free(wp); free(y); free(y2); free(dw); free(dw2); free(db);
+    }
+}
+
 static void test_first_write_and_fused(void **state)
 {
     (void)state;
@@ -322,7 +366,8 @@ static void test_first_write_and_fused(void **state)
             assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
             free(y2); free(r); free(r2); free(p); free(p2); free(am); free(am2);
         }
-        nn_conv2d_backward(dx, dw, db, dcols, wext, dy, cols, x, w, &s);
+        nn_conv2d_backward(dx, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
+        if (nc) check_conv_unfold_late(&s, x, w, b, dy, dw, db);
         if (nc) {
             /* folded back block by block: one product, then the plain col2im */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
@@ -333,7 +378,7 @@ static void test_first_write_and_fused(void **state)
             free(dcols2); free(dx3);
         }
         fill_garbage(dx2, nx);
-        nn_conv2d_backward_first(dx2, dw, db, dcols, wext, dy, cols, x, w, &s);
+        nn_conv2d_backward_first(dx2, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
         assert_same_bits(dx2, dx, nx, "conv2d first write");
         free(x); free(w); free(b); free(y); free(dy); free(cols); free(dcols); free(wext);
         free(dx); free(dx2); free(dw); free(db);
