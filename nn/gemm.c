@@ -45,66 +45,7 @@ int nn_sgemm_blocks(int M, int N, int K)
 // element's bits do not depend on where it falls in a tile, on the row or column range a call
 // covers, or on the thread count. That is what lets nn_sgemm_rows split C freely.
 
-#if defined(__AVX512F__)
-#define MR 12
-#define NR 32
-#elif defined(__AVX__)
-#define MR 6
-#define NR 16
-#else
-#define MR 4
-#define NR 8
-#endif
-#define VW (NR / 2) /* floats per vector: a tile row is two vectors */
-#if defined(__AVX512F__)
-#define ISA "AVX-512"
-#elif defined(__AVX__) && defined(__FMA__)
-#define ISA "AVX2 + FMA"
-#elif defined(__AVX__)
-#define ISA "AVX"
-#else
-#define ISA "portable"
-#endif
-#define STR_(x) #x
-#define STR(x) STR_(x)
-#define KC 384        /* K per block (at most); blocks are equal in size */
-#define MC (MR * 16)  /* rows of op(A) per packed block */
-#define NC (NR * 64)  /* columns of op(B) per packed block */
-
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-
-/* x in every lane */
-static inline vf vset1(float x)
-{
-#if defined(__AVX512F__)
-    return (vf)_mm512_set1_ps(x);
-#elif defined(__AVX__)
-    return (vf)_mm256_set1_ps(x);
-#else
-    return (vf){x, x, x, x};
-#endif
-}
-
-/* a * b + c with one rounding where the CPU has FMA (ISO C mode does not contract a * b + c) */
-static inline vf vfma(vf a, vf b, vf c)
-{
-#if defined(__AVX512F__)
-    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
-#elif defined(__AVX__) && defined(__FMA__)
-    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
-#else
-    return a * b + c;
-#endif
-}
-
-static inline vf vload(const float *p)
-{
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void vstore(float *p, vf v) { memcpy(p, &v, sizeof v); }
+#include "nn/gemm_simd.h"
 
 /* acc = sum over k < kc of a[.., k] (R rows) outer bp[k] (NR per panel, P panels ps floats
  * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
@@ -340,6 +281,10 @@ static void k_block(int K, int kblocks, int kb, int *p0, int *kc)
 }
 
 static int k_blocks(int K) { return (int)(((long)K + KC - 1) / KC); }
+
+int nn_sgemm_k_blocks(int K) { return k_blocks(K); }
+
+void nn_sgemm_k_block(int K, int kb, int *p0, int *kc) { k_block(K, k_blocks(K), kb, p0, kc); }
 
 /* The blocks of op(B) (K, N) in the order both the product and a pre-packed operand take them:
  * columns j0.. (nc of them, NC at most), and within those K block kb (rows p0.., kc of them). */
@@ -652,110 +597,6 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
     if (M > 0 && N > 0 && K > 0)
         gemm_packed(0, 0, M, N, K, 1.0f, A, lda, koff, NULL, 0, Bp, 0.0f, C, (size_t)ldc, 1);
 }
-
-// ----------------------------------------------------------------------------------------------
-// the rows of a convolution with few input channels
-//
-// With K = 3 x 3 x C for a small C, a tile of nn_sgemm_gather does one multiply-add per value it
-// broadcasts (C <= 3) and spends as long on its set-up as on its few k. Here a tile is R pixels
-// of an output row, and each input value of the window's row ky is broadcast once for the (up to)
-// 3 pixels whose windows hold it (input pixel ix is kx = ix - ox of pixel ox), with row ky's 3 C
-// weight vectors in registers. For each pixel the products still come in k order, kx-major and
-// c within, then the bias: the chains of nn_sgemm_gather, so the same bits. Only 3 x 3 windows:
-// with the window's height a constant too the tile runs some 15% faster than with it a variable
-// (its loop unrolled with the rest; other heights go to nn_sgemm_gather).
-
-#define CONV_ROW_MAX_C 4
-static_assert(3 * 3 * CONV_ROW_MAX_C + 1 <= KC, "a window and the bias fit one K block");
-
-/* R pixels of one output row: pixel i's window row ky starts at a[ky * row + i * C] (a
- * zero-padded image, stride 1); its n outputs (V vectors hold them) to out[i * ldo]. */
-static inline __attribute__((always_inline)) void
-conv_row_tile(int R, int V, int C, const float *restrict a, size_t row, int bias,
-              const float *restrict bp, int n, float *restrict out, size_t ldo)
-{
-    enum { KH = 3, KW = 3 };
-    vf c0[16], c1[16];
-    for (int i = 0; i < R; i++) c0[i] = c1[i] = (vf){0};
-    for (int ky = 0; ky < KH; ky++, a += row, bp += (size_t)KW * C * NR) {
-        vf w0[KW * CONV_ROW_MAX_C], w1[KW * CONV_ROW_MAX_C];
-        for (int k = 0; k < KW * C; k++) {
-            w0[k] = vload(bp + (size_t)k * NR);
-            w1[k] = V == 2 ? vload(bp + (size_t)k * NR + VW) : w0[k];
-        }
-        /* unrolled, so that every index is a constant and the tile stays in registers */
-#pragma GCC unroll 32
-        for (int ix = 0; ix < R + KW - 1; ix++)
-#pragma GCC unroll 4
-            for (int c = 0; c < C; c++) {
-                const vf x = vset1(a[ix * C + c]);
-#pragma GCC unroll 3
-                for (int kx = 0; kx < KW; kx++) {
-                    const int o = ix - kx;
-                    if (o < 0 || o >= R) continue;
-                    c0[o] = vfma(x, w0[kx * C + c], c0[o]);
-                    if (V == 2) c1[o] = vfma(x, w1[kx * C + c], c1[o]);
-                }
-            }
-    }
-    const vf one = vset1(1.0f), b0 = bias ? vload(bp) : one,
-             b1 = bias && V == 2 ? vload(bp + VW) : one;
-    for (int i = 0; i < R; i++) {
-        if (bias) c0[i] = vfma(one, b0, c0[i]);
-        if (V == 2 && bias) c1[i] = vfma(one, b1, c1[i]);
-        float *d = out + (size_t)i * ldo;
-        if (n == V * VW) { /* whole vectors */
-            vstore(d, c0[i]);
-            if (V == 2) vstore(d + VW, c1[i]);
-        } else { /* the n columns there are, no further */
-            memcpy(d, &c0[i], sizeof(float) * (size_t)(V == 2 ? VW : n));
-            if (V == 2) memcpy(d + VW, &c1[i], sizeof(float) * (size_t)(n - VW));
-        }
-    }
-}
-
-/* Tiles of R pixels along the row; the last one ends at the row's end, overlapping the one
- * before when R does not divide OW (those pixels are computed twice, to the same bits). */
-#define CONV_ROW(R, V, C)                                                                         \
-    for (int ox = 0;; ox += (R)) {                                                                \
-        const int o = ox + (R) > OW ? OW - (R) : ox;                                              \
-        conv_row_tile((R), (V), (C), A + (size_t)o * (C), row, bias, Bp, OC,                     \
-                      out + (size_t)o * ldo, (size_t)ldo);                                        \
-        if (o + (R) >= OW) break;                                                                 \
-    }
-
-/* The tile's pixels: 16 when the outputs fit one vector, else 7 or 8 (whichever divides OW) */
-static int conv_row_pixels(int OW, int OC) { return OC <= VW ? 16 : OW % 7 == 0 ? 7 : 8; }
-
-int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW)
-{
-    return KH == 3 && KW == 3 && C >= 1 && C <= CONV_ROW_MAX_C && OC <= NR &&
-           OW >= conv_row_pixels(OW, OC);
-}
-
-int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
-                      int bias, const float *Bp, float *out, int ldo)
-{
-    const int V = OC <= VW ? 1 : 2, R = conv_row_pixels(OW, OC);
-    if (!nn_sgemm_conv_row_takes(OW, OC, C, KH, KW)) return 0;
-    switch ((V == 1 ? 0 : R == 7 ? 1 : 2) * CONV_ROW_MAX_C + C - 1) {
-    case 0: CONV_ROW(16, 1, 1) break;
-    case 1: CONV_ROW(16, 1, 2) break;
-    case 2: CONV_ROW(16, 1, 3) break;
-    case 3: CONV_ROW(16, 1, 4) break;
-    case 4: CONV_ROW(7, 2, 1) break;
-    case 5: CONV_ROW(7, 2, 2) break;
-    case 6: CONV_ROW(7, 2, 3) break;
-    case 7: CONV_ROW(7, 2, 4) break;
-    case 8: CONV_ROW(8, 2, 1) break;
-    case 9: CONV_ROW(8, 2, 2) break;
-    case 10: CONV_ROW(8, 2, 3) break;
-    case 11: CONV_ROW(8, 2, 4) break;
-    default: XD_ASSERT(0);
-    }
-    return 1;
-}
-#undef CONV_ROW
 
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *Bp, float beta, float *C, int ldc)

@@ -51,6 +51,21 @@ int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, siz
 /* Whether nn_sgemm_conv_row takes that shape (then it does for every row of the image). */
 int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW);
 
+/* The weight gradient of a stride-1 convolution with 3 x 3 windows on one input channel, a row
+ * of n output pixels at a time: for each pixel i (window row ky at a[ky * row + i], a zero-padded
+ * image; its OC output gradients at dy[i * ldy]) and each k of the window, then the bias (when
+ * bias), acc[k * OC + o] = fma(window value k, dy[o], acc[k * OC + o]): the chains nn_sgemm
+ * gives [dw | db] = dout^T @ [cols | 1] inside one K block, the windows read in place. acc: 10 x
+ * OC running sums, ld OC. For OC a multiple of the vector width (nn_sgemm_conv_dw_takes). */
+int nn_sgemm_conv_dw_takes(int OC, int C, int KH, int KW);
+void nn_sgemm_conv_dw_row(int n, int OC, const float *a, size_t row, const float *dy, size_t ldy,
+                          int bias, float *acc);
+/* The blocks along K of a product over K (a function of K alone): how many, and block kb's first
+ * row p0 and its length kc. A kernel that sums in these blocks, C = first block's sum, then
+ * C += each next one in order, gives nn_sgemm's bits. */
+int nn_sgemm_k_blocks(int K);
+void nn_sgemm_k_block(int K, int kb, int *p0, int *kc);
+
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */
 /* A product with nothing to multiply (K <= 0 or alpha == 0): C = beta * C (0 when beta is 0; A

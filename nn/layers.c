@@ -1,7 +1,7 @@
-/* Layers (see layers.h for the conventions) but convolutions and pools (nn/conv.c). Products go to
- * our kernel (nn/gemm.h), in bf16 (nn/gemm_bf16.h) while a model that trains in bf16 runs them,
- * except those with weights packed for inference; everything else is plain C with OpenMP over
- * independent outputs. */
+/* Layers (see layers.h for the conventions) but convolutions (nn/conv.c) and pools (nn/pool.c).
+ * Products go to our kernel (nn/gemm.h), in bf16 (nn/gemm_bf16.h) while a model that trains in
+ * bf16 runs them, except those with weights packed for inference; everything else is plain C with
+ * OpenMP over independent outputs. */
 #include "nn/layers.h"
 
 #include <math.h>

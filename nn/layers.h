@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 /* Below this many elements a layer's loop runs on one thread: a parallel region costs more than
- * it saves (nn/layers.c, nn/conv.c). */
+ * it saves (nn/layers.c, nn/conv.c, nn/pool.c). */
 #define NN_PAR_MIN 32768
 
 /* ---------------------------------------------------------------------------------------------
@@ -98,6 +98,14 @@ void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *ar
  * argmax). argmax NULL too (inference): the maximum alone. */
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,
                              const nn_pool_shape *s);
+/* The same for image b alone (the pass the fused convolution below runs per image). */
+typedef struct {
+    float *relu_out, *out;
+    int32_t *argmax;
+    const float *inp;
+    const nn_pool_shape *s;
+} nn_relu_pool;
+void nn_relu_maxpool_image(const nn_relu_pool *j, int b);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
  * same values as the three layers one after the other. relu_out and argmax NULL as in

@@ -267,28 +267,35 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
 }
 
 /* A forward with packed weights reads the windows in place and leaves cols unfolded (returns 0);
- * the weight gradient then unfolds them a block of rows at a time (nn_sgemm_fill_b): the same
- * bits as from the forward's cols (dw_ref, db_ref: what nn_conv2d_backward added to zeros), with
- * and without a bias, at one and two threads. */
+ * the weight gradient then unfolds them a block of rows at a time (nn_sgemm_fill_b), or, on one
+ * input channel, reads them from the image (nn_sgemm_conv_dw_row): the same bits as nn_sgemm
+ * over the plainly unfolded windows, with and without a bias (added into what dw held), at one
+ * and two threads. */
 static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, const float *w,
-                                   const float *b, const float *dy, const float *dw_ref,
-                                   const float *db_ref)
+                                   const float *b, const float *dy)
 {
     for (int bias = 1; bias >= 0; bias--) {
         nn_conv_shape s = *s0;
         s.bias = bias;
-        const size_t nw = (size_t)s.OC * s.KH * s.KW * s.C, ny = (size_t)s.B * s.OH * s.OW * s.OC;
+        const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C, N = K + bias;
+        const size_t nw = (size_t)s.OC * K, ny = (size_t)M * s.OC;
         float *cols = alloc_f(nn_conv_cols_size(&s)), *wext = alloc_f(nn_conv_wext_size(&s) + 1),
-              *wp = alloc_f(nn_conv_packed_size(&s)), *y = alloc_f(ny), *y2 = alloc_f(ny),
-              *dw = alloc_f(nw), *dw2 = alloc_f(nw), *db = alloc_f(s.OC);
+              *wp = alloc_f(nn_conv_packed_size(&s)), *y = alloc_f(ny), *dw = alloc_f(nw),
+              *db = alloc_f(s.OC), *g = alloc_f((size_t)s.OC * N), *dw0 = alloc_f(nw),
+              *ref = alloc_f(nw), *dbref = alloc_f(s.OC);
         const float *bb = bias ? b : NULL;
-        /* without a bias, the reference from the forward's cols here */
-        const float *ref = dw_ref;
-        if (!bias) {
-            assert_int_equal(nn_conv2d_forward(y, cols, wext, x, w, NULL, NULL, &s), 1);
-            memset(dw2, 0, sizeof(float) * nw);
-            nn_conv2d_backward(NULL, dw2, NULL, NULL, wext, dy, cols, 1, x, w, &s);
-            ref = dw2;
+        /* the reference: [dw | db] = dy^T @ [cols | 1] by nn_sgemm, added into dw0 */
+        fill_corners(dw0, nw, 44);
+        nn_im2col(cols, x, &s);
+        nn_sgemm(1, 0, s.OC, N, M, 1.0f, dy, s.OC, cols, N, 0.0f, g, N);
+        for (int o = 0; o < s.OC; o++) {
+            for (int k = 0; k < K; k++)
+                ref[(size_t)o * K + k] = dw0[(size_t)o * K + k] + g[(size_t)o * N + k];
+            if (bias) dbref[o] = g[(size_t)o * N + K];
+        }
+        if (!bias) { /* no [dw | db] then: the product adds straight into dw */
+            memcpy(ref, dw0, sizeof(float) * nw);
+            nn_sgemm(1, 0, s.OC, K, M, 1.0f, dy, s.OC, cols, K, 1.0f, ref, K);
         }
         nn_conv_pack(wp, wext, w, bb, &s);
         const int threads0 = xd_threads_get();
@@ -297,15 +304,16 @@ static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, cons
             fill_garbage(cols, nn_conv_cols_size(&s));
             const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, bb, &s);
             assert_int_equal(unfolded, 0); /* the shapes here all fit a padded image in cols */
-            memset(dw, 0, sizeof(float) * nw);
+            memcpy(dw, dw0, sizeof(float) * nw);
             memset(db, 0, sizeof(float) * (size_t)s.OC);
             nn_conv2d_backward(NULL, dw, bias ? db : NULL, NULL, wext, dy, cols, unfolded, x, w,
                                &s);
-            assert_same_bits(dw, ref, nw, "conv2d weight gradient unfolded block by block");
-            if (bias) assert_same_bits(db, db_ref, (size_t)s.OC, "conv2d bias gradient");
+            assert_same_bits(dw, ref, nw, "conv2d weight gradient, windows not unfolded");
+            if (bias) assert_same_bits(db, dbref, (size_t)s.OC, "conv2d bias gradient");
         }
         xd_threads_set(threads0);
-        free(cols); free(wext); free(wp); free(y); free(y2); free(dw); free(dw2); free(db);
+        free(cols); free(wext); free(wp); free(y); free(dw); free(db); free(g); free(dw0);
+        free(ref); free(dbref);
     }
 }
 
@@ -323,7 +331,9 @@ static void test_first_write_and_fused(void **state)
     static const int shapes[][7] = {{2, 5, 5, 3, 4, 3, 1},    {2, 6, 5, 2, 3, 3, 2},
                                     {2, 4, 6, 3, 5, 1, 1},    {24, 14, 14, 8, 16, 3, 1},
                                     {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
-                                    {1, 8, 8, 16, 256, 3, 1}}; /* last: C split by columns */
+                                    {1, 8, 8, 16, 256, 3, 1},  /* C split by columns */
+                                    {6, 28, 28, 1, 32, 3, 1}, {2, 5, 7, 1, 16, 3, 1},
+                                    {3, 6, 6, 1, 48, 3, 1}}; /* one channel: dw from the image */
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
         nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
@@ -367,7 +377,7 @@ static void test_first_write_and_fused(void **state)
             free(y2); free(r); free(r2); free(p); free(p2); free(am); free(am2);
         }
         nn_conv2d_backward(dx, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
-        if (nc) check_conv_unfold_late(&s, x, w, b, dy, dw, db);
+        if (nc) check_conv_unfold_late(&s, x, w, b, dy);
         if (nc) {
             /* folded back block by block: one product, then the plain col2im */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
