@@ -388,8 +388,36 @@ int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, co
  * thread takes a share of the output channels and runs over every pixel, K block by K block as
  * the product would, each image's padded copy made once in its own scratch. The same bits as
  * the product over the unfolded windows. beta 0 or 1. */
+/* Rows of dout for pixels x0..x0+n of row y of image b, channels o0..o0+oc, as the first-write
+ * backward of the ReLU and max pool (nn_relu_maxpool_backward_first, windows that tile the input)
+ * writes them from the pool's gradient: 0 + the gradient where the window's maximum came from
+ * that pixel and was positive, +0 elsewhere. Row i to dst + i * oc. */
+static void pooled_rows(float *restrict dst, const nn_pool_grad *g, int b, int y, int x0, int n,
+                        int o0, int oc)
+{
+    const nn_pool_shape *ps = g->ps;
+    const int C = ps->C, k = ps->k, qy = y / k;
+    for (int i = 0; i < n; i++, dst += oc) {
+        const int x = x0 + i, qx = x / k;
+        if (qy >= ps->OH || qx >= ps->OW) { /* the ragged edge no window covers */
+            memset(dst, 0, sizeof(float) * (size_t)oc);
+            continue;
+        }
+        const size_t q = (((size_t)b * ps->OH + qy) * ps->OW + qx) * C + o0;
+        const int32_t base = (y * ps->W + x) * C + o0;
+        const int32_t *restrict am = g->argmax + q;
+        const float *restrict d = g->dout + q, *restrict top = g->out + q;
+        for (int c = 0; c < oc; c++) {
+            float v = am[c] == base + c ? d[c] : 0.0f;
+            v = top[c] > 0.0f ? v : 0.0f;
+            dst[c] = 0.0f + v;
+        }
+    }
+}
+
 static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout,
-                                  const float *inp, const nn_conv_shape *s)
+                                  const nn_pool_grad *pg, const float *inp,
+                                  const nn_conv_shape *s)
 {
     XD_ASSERT(beta == 0.0f || beta == 1.0f);
     const int OC = s->OC, P = s->OH * s->OW, M = s->B * P, nk = 9 + !!s->bias, kbs = nn_sgemm_k_blocks(M);
@@ -399,8 +427,9 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
 #pragma omp parallel for if (nb > 1)
     for (int t = 0; t < nb; t++) {
         const int oc = OC / nb, o0 = t * oc;
-        float *img = xd_xmalloc(sizeof(float) * ((size_t)Hp * Wp + (size_t)nk * oc));
-        float *acc = img + (size_t)Hp * Wp;
+        float *img = xd_xmalloc(sizeof(float) *
+                                ((size_t)Hp * Wp + (size_t)nk * oc + (pg ? (size_t)s->OW * oc : 0)));
+        float *acc = img + (size_t)Hp * Wp, *rows = acc + (size_t)nk * oc;
         int cur = -1;
         for (int kb = 0, p0, kc; kb < kbs; kb++) {
             nn_sgemm_k_block(M, kb, &p0, &kc);
@@ -415,8 +444,10 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
                                inp + ((size_t)b * s->H + y) * s->W, sizeof(float) * s->W);
                     cur = b;
                 }
+                if (pg) pooled_rows(rows, pg, b, oy, ox, n, o0, oc);
                 nn_sgemm_conv_dw_row(n, oc, img + (size_t)oy * Wp + ox, (size_t)Wp,
-                                     dout + (size_t)p * OC + o0, (size_t)OC, s->bias, acc);
+                                     pg ? rows : dout + (size_t)p * OC + o0,
+                                     pg ? (size_t)oc : (size_t)OC, s->bias, acc);
             }
             /* C = the first block's sums (+ C when beta is 1), then + each next block's */
             for (int o = 0; o < oc; o++)
@@ -433,16 +464,22 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
 /* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product; cols
  * unfolded by the forward, or unfolded here a block of rows at a time (float32; in bf16 the
  * product rounds cols whole, so it is unfolded whole first) */
-static void conv2d_dw(float *C, int N, float beta, const float *dout, float *cols, int unfolded,
-                      const float *inp, const nn_conv_shape *s)
+static int dw_from_image(const nn_conv_shape *s)
+{
+    return nn_mm_precision() == NN_PREC_FLOAT32 && s->stride == 1 &&
+           nn_sgemm_conv_dw_takes(s->OC, s->C, s->KH, s->KW);
+}
+
+static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_pool_grad *pg,
+                      float *cols, int unfolded, const float *inp, const nn_conv_shape *s)
 {
     const int M = s->B * s->OH * s->OW;
     im2col_job job = {cols, inp, s};
-    if (nn_mm_precision() == NN_PREC_FLOAT32 && s->stride == 1 &&
-        nn_sgemm_conv_dw_takes(s->OC, s->C, s->KH, s->KW)) {
-        conv2d_dw_one_channel(C, N, beta, dout, inp, s);
+    if (dw_from_image(s)) {
+        conv2d_dw_one_channel(C, N, beta, dout, pg, inp, s);
         return;
     }
+    XD_ASSERT(!pg);
     if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32) {
         nn_sgemm_fill_b(1, s->OC, N, M, dout, s->OC, unfold_block, &job, cols, beta, C, N);
         return;
@@ -451,9 +488,10 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, float *col
     nn_mm(1, 0, s->OC, N, M, 1.0f, dout, s->OC, cols, N, beta, C, N);
 }
 
+/* dout, or (pg) the pool's gradient it comes from (no dinp then) */
 static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
-                            const float *dout, float *cols, int unfolded, const float *inp,
-                            const float *w, const nn_conv_shape *s, int first)
+                            const float *dout, const nn_pool_grad *pg, float *cols, int unfolded,
+                            const float *inp, const float *w, const nn_conv_shape *s, int first)
 {
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     if (conv_is_pointwise(s)) {
@@ -463,14 +501,14 @@ static void conv2d_backward(float *dinp, float *dw, float *db, float *dcols, flo
     }
     if (s->bias) {
         /* [dw | db] (OC, K+1) = dout^T (OC, M) @ [cols | 1] (M, K+1), then added in */
-        conv2d_dw(wext, K + 1, 0.0f, dout, cols, unfolded, inp, s);
+        conv2d_dw(wext, K + 1, 0.0f, dout, pg, cols, unfolded, inp, s);
         for (int o = 0; o < s->OC; o++) {
             const float *g = wext + (size_t)o * (K + 1);
             for (int k = 0; k < K; k++) dw[(size_t)o * K + k] += g[k];
             if (db) db[o] += g[K];
         }
     } else {
-        conv2d_dw(dw, K, 1.0f, dout, cols, unfolded, inp, s);
+        conv2d_dw(dw, K, 1.0f, dout, pg, cols, unfolded, inp, s);
     }
     if (dinp) conv2d_dinp(dinp, dcols, dout, w, s, first);
 }
@@ -479,14 +517,27 @@ void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *
                         const float *dout, float *cols, int unfolded, const float *inp,
                         const float *w, const nn_conv_shape *s)
 {
-    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, unfolded, inp, w, s, 0);
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, NULL, cols, unfolded, inp, w, s, 0);
 }
 
 void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
                               const float *dout, float *cols, int unfolded, const float *inp,
                               const float *w, const nn_conv_shape *s)
 {
-    conv2d_backward(dinp, dw, db, dcols, wext, dout, cols, unfolded, inp, w, s, 1);
+    conv2d_backward(dinp, dw, db, dcols, wext, dout, NULL, cols, unfolded, inp, w, s, 1);
+}
+
+int nn_conv2d_takes_pooled(const nn_conv_shape *s, const nn_pool_shape *ps)
+{
+    return dw_from_image(s) && ps->k == ps->stride && ps->H == s->OH && ps->W == s->OW &&
+           ps->C == s->OC && ps->B == s->B;
+}
+
+void nn_conv2d_backward_pooled(float *dw, float *db, float *wext, const nn_pool_grad *g,
+                               const float *inp, const nn_conv_shape *s)
+{
+    XD_ASSERT(nn_conv2d_takes_pooled(s, g->ps));
+    conv2d_backward(NULL, dw, db, NULL, wext, NULL, g, NULL, 0, inp, NULL, s, 0);
 }
 
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,

@@ -76,13 +76,27 @@ void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *
 void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, float *wext,
                               const float *dout, float *cols, int unfolded, const float *inp,
                               const float *w, const nn_conv_shape *s);
+/* The weight gradient (adds into dw and db, as nn_conv2d_backward with dinp NULL) of a
+ * convolution followed by ReLU and a max pool whose windows tile its output, from the pool's
+ * gradient: dout is made a row at a time as nn_relu_maxpool_backward_first would write it, in
+ * cache, instead of the whole batch's in memory; the same bits. Taken where
+ * nn_conv2d_takes_pooled says (float32, one input channel, 3 x 3, stride 1: the weight gradient
+ * read from the image). ps: the pool's shape; g->out its output, g->dout its gradient. */
+typedef struct {
+    const float *dout, *out;
+    const int32_t *argmax;
+    const struct nn_pool_shape_s *ps;
+} nn_pool_grad;
+int nn_conv2d_takes_pooled(const nn_conv_shape *s, const struct nn_pool_shape_s *ps);
+void nn_conv2d_backward_pooled(float *dw, float *db, float *wext, const nn_pool_grad *g,
+                               const float *inp, const nn_conv_shape *s);
 /* Plain direct convolution, the reference the fast path is tested against. */
 void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *b,
                            const nn_conv_shape *s);
 
 /* ---------------------------------------------------------------------------------------------
  * pooling (NHWC, windows k x k, stride s, no padding; output (B, OH, OW, C)) */
-typedef struct {
+typedef struct nn_pool_shape_s {
     int B, H, W, C, k, stride, OH, OW;
 } nn_pool_shape;
 int nn_pool_shape_init(nn_pool_shape *s);

@@ -95,6 +95,8 @@ typedef struct {
     float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
                        * inference, which then reads the windows in place (or NULL) */
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
+    int pooled;       /* conv2d: its gradient this step is still its pool's, that node's index
+                       * (backward; see relu_pool_backward), or 0 */
     int stale;        /* a relu_pool ReLU whose pool took it straight from its input in the
                        * last forward (not inference, not a head): out is written when
                        * nn_model_out asks for it */

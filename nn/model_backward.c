@@ -43,16 +43,24 @@ static float *grad_target(nn_model *m, int idx, int *fresh)
 /* The pool of a fused relu -> maxpool pair (see plan_fusion) writes the ReLU's input gradient
  * itself when both gradients are still empty (nothing else wrote into either); the ReLU, left
  * untouched, then skips its own backward. Returns 0, having done nothing, otherwise. */
-static int relu_pool_backward(nn_model *m, int relu, const float *dout, const float *out,
+static int relu_pool_backward(nn_model *m, int pool, const float *dout, const float *out,
                               const int32_t *argmax, const nn_pool_shape *ps)
 {
-    nn_node *r = &m->nodes[relu];
+    nn_node *r = &m->nodes[m->nodes[pool].in];
     if (!r->relu_pool || r->in == NN_INPUT) return 0;
-    const nn_node *src = &m->nodes[r->in];
+    nn_node *src = &m->nodes[r->in];
     if (!src->grad_used || src->touched) return 0;
     r->touched = 0; /* grad_target marked it for the pool's own gradient, which is not written */
     int fresh;
     float *dx = grad_target(m, r->in, &fresh);
+    /* a convolution that needs its gradient for its weights alone takes it from the pool's */
+    if (src->kind == NN_CONV2D && !source_grad_used(m, src->in)) {
+        nn_conv_shape cs = nn_node_conv_shape(src, m->batch);
+        if (nn_conv2d_takes_pooled(&cs, ps)) {
+            src->pooled = pool;
+            return 1;
+        }
+    }
     nn_relu_maxpool_backward_first(dx, dout, argmax, out, ps);
     return 1;
 }
@@ -95,6 +103,14 @@ void nn_model_backward(nn_model *m)
             break;
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
+            if (nd->pooled) { /* its gradient is still the pool's (relu_pool_backward) */
+                const nn_node *pool = &m->nodes[nd->pooled];
+                const nn_pool_shape ps = nn_node_pool_shape(pool, B);
+                const nn_pool_grad g = {pool->dout, pool->out, pool->isave, &ps};
+                nn_conv2d_backward_pooled(dw, db, nd->save + nn_conv_cols_size(&cmax), &g, x, &cs);
+                nd->pooled = 0;
+                break;
+            }
             float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
             float *wext = nd->save + nn_conv_cols_size(&cmax);
             if (fresh)
@@ -109,7 +125,7 @@ void nn_model_backward(nn_model *m)
             if (!dx) break;
             nn_pool_shape ps = nn_node_pool_shape(nd, B);
             if (nd->kind == NN_AVGPOOL) nn_avgpool_backward(dx, dy, &ps);
-            else if (fresh && !relu_pool_backward(m, nd->in, dy, y, nd->isave, &ps))
+            else if (fresh && !relu_pool_backward(m, i, dy, y, nd->isave, &ps))
                 nn_maxpool_backward_first(dx, dy, nd->isave, &ps);
             else if (!fresh) nn_maxpool_backward(dx, dy, nd->isave, &ps);
             break;

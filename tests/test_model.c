@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "nn/loss.h"
 #include "nn/model.h"
+#include "nn/model_internal.h"
 #include "nn/optim.h"
 
 /* The allocation-failure test asks for more than any address space holds: under the address
@@ -169,6 +170,45 @@ static void test_description_round_trip(void **state)
 
 // ----------------------------------------------------------------------------------------------
 // gradients through a graph
+
+/* A first convolution on one channel followed by ReLU and max pool takes its weight gradient
+ * straight from the pool's (nn_conv2d_backward_pooled): the same bits as the same model with a
+ * second reader of the ReLU, which keeps the layers apart, at one and two threads. A 9 x 7 image
+ * leaves a ragged edge no window covers. */
+static void test_conv_weight_grad_from_pool(void **state)
+{
+    (void)state;
+    static const char *base = "input h=9 w=7 c=1; conv2d out=32 k=3 pad=1; relu name=r; maxpool k=2;"
+                              "flatten; linear out=3 name=out head";
+    char split[256];
+    snprintf(split, sizeof split, "%s; gap from=r", base);
+    nn_model m[2];
+    xd_err e;
+    enum { B = 5 };
+    TU_OK(nn_model_build(&m[0], base, B, 7, &e));
+    TU_OK(nn_model_build(&m[1], split, B, 7, &e));
+    assert_true(m[0].nodes[1].relu_pool && !m[1].nodes[1].relu_pool);
+    const nn_conv_shape cs = nn_node_conv_shape(&m[0].nodes[0], B);
+    const nn_pool_shape ps = nn_node_pool_shape(&m[0].nodes[2], B);
+    assert_true(nn_conv2d_takes_pooled(&cs, &ps));
+    float x[B * 9 * 7], r[B * 3];
+    tu_fill_uniform(x, sizeof x / sizeof x[0], -1, 1, 5);
+    tu_fill_uniform(r, B * 3, -1, 1, 6);
+    const int threads0 = xd_threads_get();
+    for (int threads = 1; threads <= 2; threads++) {
+        xd_threads_set(threads);
+        for (int k = 0; k < 2; k++) {
+            nn_model_forward(&m[k], x, B, NULL);
+            nn_model_zero_grad(&m[k]);
+            memcpy(nn_model_dout(&m[k], nn_model_find(&m[k], "out")), r, sizeof r);
+            nn_model_backward(&m[k]);
+        }
+        assert_int_equal(memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param), 0);
+    }
+    xd_threads_set(threads0);
+    nn_model_free(&m[0]);
+    nn_model_free(&m[1]);
+}
 
 typedef struct {
     nn_model *m;
@@ -655,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_tap_gradient_only_where_asked),
         cmocka_unit_test(test_input_gradient),
         cmocka_unit_test(test_relu_pool_fusion_same_bits),
+        cmocka_unit_test(test_conv_weight_grad_from_pool),
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
     };
