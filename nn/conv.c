@@ -8,6 +8,9 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -153,14 +156,14 @@ static void unfold_block(void *p, int p0, int kc, int j0, int nc, float *dst)
 
 /* Scatter-add of image b's rows of dcols back onto the image. first: the image is zeroed just
  * before, while it is in cache (see nn_relu_backward_first). */
-static void col2im_image(float *dinp, const float *dcols, const nn_conv_shape *s, int b, int first)
+static void col2im_image(float *dinp, const float *rows, const nn_conv_shape *s, int b, int first)
 {
     const int K = s->KH * s->KW * s->C, C = s->C;
     float *img = dinp + (size_t)b * s->H * s->W * C;
     if (first) memset(img, 0, sizeof(float) * s->H * s->W * C);
     for (int oy = 0; oy < s->OH; oy++)
         for (int ox = 0; ox < s->OW; ox++) {
-            const float *row = dcols + (((size_t)b * s->OH + oy) * s->OW + ox) * K;
+            const float *row = rows + ((size_t)oy * s->OW + ox) * K;
             int x0 = ox * s->stride - s->pad;
             int kx0 = x0 < 0 ? -x0 : 0, kx1 = s->W - x0 < s->KW ? s->W - x0 : s->KW;
             for (int ky = 0; ky < s->KH; ky++) {
@@ -178,7 +181,8 @@ static void col2im_image(float *dinp, const float *dcols, const nn_conv_shape *s
 static void col2im(float *dinp, const float *dcols, const nn_conv_shape *s, int first)
 {
 #pragma omp parallel for
-    for (int b = 0; b < s->B; b++) col2im_image(dinp, dcols, s, b, first);
+    for (int b = 0; b < s->B; b++)
+        col2im_image(dinp, dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C, s, b, first);
 }
 
 /* A product whose rows of C are images of P rows each, with work per image as soon as its rows
@@ -236,15 +240,37 @@ typedef struct {
 static void col2im_job_image(void *p, int b)
 {
     const col2im_job *j = p;
-    col2im_image(j->dinp, j->dcols, j->s, b, j->first);
+    const nn_conv_shape *s = j->s;
+    col2im_image(j->dinp, j->dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C, s, b,
+                 j->first);
 }
 
 /* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
- * out of the product. */
+ * out of the product. In float32, where dcols has the room, image by image: w packed once, each
+ * image's rows into its thread's part of dcols and folded back from there, in cache, instead of
+ * the whole batch's rows written to memory and read back (the same products and sums, so the
+ * same bits). */
 static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
                         const nn_conv_shape *s, int first)
 {
-    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
+    const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C, P = s->OH * s->OW;
+    const int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
+    const size_t packed = nn_sgemm_packed_size(K, s->OC), per = (size_t)P * K;
+    if (nn_mm_precision() == NN_PREC_FLOAT32 && packed + (size_t)T * per <= (size_t)M * K) {
+        nn_sgemm_pack_b(0, K, s->OC, w, K, dcols);
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+        for (int b = 0; b < s->B; b++) {
+#ifdef _OPENMP
+            float *rows = dcols + packed + (size_t)omp_get_thread_num() * per;
+#else
+            float *rows = dcols + packed;
+#endif
+            nn_sgemm_packed_serial(0, P, K, s->OC, 1.0f, dout + (size_t)b * P * s->OC, s->OC,
+                                   dcols, 0.0f, rows, K);
+            col2im_image(dinp, rows, s, b, first);
+        }
+        return;
+    }
     col2im_job c = {dinp, dcols, s, first};
     image_job job = {col2im_job_image, &c, NULL, NULL, s->OH * s->OW};
     sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, NULL, dcols, K, &job);

@@ -598,6 +598,12 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
         gemm_packed(0, 0, M, N, K, 1.0f, A, lda, koff, NULL, 0, Bp, 0.0f, C, (size_t)ldc, 1);
 }
 
+void nn_sgemm_packed_serial(int trans_a, int M, int N, int K, float alpha, const float *A,
+                            int lda, const float *Bp, float beta, float *C, int ldc)
+{
+    sgemm_single(trans_a, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc);
+}
+
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *Bp, float beta, float *C, int ldc)
 {

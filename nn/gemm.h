@@ -24,6 +24,10 @@ void nn_sgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, float *
 void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float *A, int lda,
                      const float *Bp, float beta, float *C, int ldc);
 
+/* nn_sgemm_packed on the calling thread alone, for callers that split the work themselves. */
+void nn_sgemm_packed_serial(int trans_a, int M, int N, int K, float alpha, const float *A,
+                            int lda, const float *Bp, float beta, float *C, int ldc);
+
 /* C (M, N) = op(A) @ op(B) on one thread, with op(A) gathered: element (i, k) at
  * A[i * lda + koff[k]] (a convolution's windows read in place from its image), op(B) pre-packed.
  * The same bits as nn_sgemm over the same values laid out as a matrix. */
