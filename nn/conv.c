@@ -441,50 +441,79 @@ static void pooled_rows(float *restrict dst, const nn_pool_grad *g, int b, int y
     }
 }
 
+/* Block kb's sums into acc (nk rows of OC): pixels p0..p0+kc, the image each lies in made padded
+ * in img when it changes (*cur: the image img holds) */
+static void dw_block(float *acc, float *img, float *rows, int *cur, const float *dout,
+                     const nn_pool_grad *pg, const float *inp, const nn_conv_shape *s, int kb)
+{
+    const int OC = s->OC, P = s->OH * s->OW, M = s->B * P, nk = 9 + !!s->bias;
+    const int Wp = s->W + 2 * s->pad, Hp = s->H + 2 * s->pad;
+    int p0, kc;
+    nn_sgemm_k_block(M, kb, &p0, &kc);
+    memset(acc, 0, sizeof(float) * (size_t)nk * OC);
+    for (int p = p0, n; p < p0 + kc; p += n) {
+        const int b = p / P, oy = p % P / s->OW, ox = p % s->OW;
+        n = s->OW - ox < p0 + kc - p ? s->OW - ox : p0 + kc - p;
+        if (b != *cur) { /* image b, zero-padded */
+            memset(img, 0, sizeof(float) * (size_t)Hp * Wp);
+            for (int y = 0; y < s->H; y++)
+                memcpy(img + (size_t)(y + s->pad) * Wp + s->pad,
+                       inp + ((size_t)b * s->H + y) * s->W, sizeof(float) * s->W);
+            *cur = b;
+        }
+        if (pg) pooled_rows(rows, pg, b, oy, ox, n, 0, OC);
+        nn_sgemm_conv_dw_row(n, OC, img + (size_t)oy * Wp + ox, (size_t)Wp,
+                             pg ? rows : dout + (size_t)p * OC, (size_t)OC, s->bias, acc);
+    }
+}
+
+/* C (OC, N) = the block's sums (+ C unless the first block and beta 0) */
+static void dw_fold(float *C, int N, const float *acc, int OC, int nk, int first)
+{
+    for (int o = 0; o < OC; o++)
+        for (int k = 0; k < nk; k++) {
+            float *d = C + (size_t)o * N + k;
+            const float g = acc[(size_t)k * OC + o];
+            *d = first ? g : g + *d;
+        }
+}
+
+/* The weight gradient of a 3 x 3 stride-1 convolution on one channel without unfolding
+ * (nn_sgemm_conv_dw_row), in the product's K blocks: C = the first block's sums (+ C when beta
+ * is 1), then + each next block's, in order. Threads take runs of blocks: the first folds its
+ * own into C as it goes, the others keep each block's sums apart, and those are folded in after,
+ * in block order: the same additions as on one thread, so the same bits. beta 0 or 1. */
 static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout,
                                   const nn_pool_grad *pg, const float *inp,
                                   const nn_conv_shape *s)
 {
     XD_ASSERT(beta == 0.0f || beta == 1.0f);
-    const int OC = s->OC, P = s->OH * s->OW, M = s->B * P, nk = 9 + !!s->bias, kbs = nn_sgemm_k_blocks(M);
-    const int Wp = s->W + 2 * s->pad, Hp = s->H + 2 * s->pad;
-    int nb = xd_threads_split(1) ? xd_threads_get() : 1;
-    while (nb > 1 && !(OC % nb == 0 && nn_sgemm_conv_dw_takes(OC / nb, 1, 3, 3))) nb--;
+    const int OC = s->OC, M = s->B * s->OH * s->OW, nk = 9 + !!s->bias;
+    const int kbs = nn_sgemm_k_blocks(M), Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
+    int nb = xd_threads_split(kbs > 1) ? xd_threads_get() : 1;
+    if (nb > kbs) nb = kbs;
+    const int later = kbs / nb; /* the first block the second thread takes */
+    float *kept = nb > 1 ? xd_xmalloc(sizeof(float) * (size_t)(kbs - later) * nk * OC) : NULL;
 #pragma omp parallel for if (nb > 1)
     for (int t = 0; t < nb; t++) {
-        const int oc = OC / nb, o0 = t * oc;
-        float *img = xd_xmalloc(sizeof(float) *
-                                ((size_t)Hp * Wp + (size_t)nk * oc + (pg ? (size_t)s->OW * oc : 0)));
-        float *acc = img + (size_t)Hp * Wp, *rows = acc + (size_t)nk * oc;
+        float *img = xd_xmalloc(sizeof(float) * ((size_t)Hp * Wp + (size_t)nk * OC +
+                                                 (pg ? (size_t)s->OW * OC : 0)));
+        float *acc = img + (size_t)Hp * Wp, *rows = acc + (size_t)nk * OC;
         int cur = -1;
-        for (int kb = 0, p0, kc; kb < kbs; kb++) {
-            nn_sgemm_k_block(M, kb, &p0, &kc);
-            memset(acc, 0, sizeof(float) * (size_t)nk * oc);
-            for (int p = p0, n; p < p0 + kc; p += n) {
-                const int b = p / P, oy = p % P / s->OW, ox = p % s->OW;
-                n = s->OW - ox < p0 + kc - p ? s->OW - ox : p0 + kc - p;
-                if (b != cur) { /* image b, zero-padded */
-                    memset(img, 0, sizeof(float) * (size_t)Hp * Wp);
-                    for (int y = 0; y < s->H; y++)
-                        memcpy(img + (size_t)(y + s->pad) * Wp + s->pad,
-                               inp + ((size_t)b * s->H + y) * s->W, sizeof(float) * s->W);
-                    cur = b;
-                }
-                if (pg) pooled_rows(rows, pg, b, oy, ox, n, o0, oc);
-                nn_sgemm_conv_dw_row(n, oc, img + (size_t)oy * Wp + ox, (size_t)Wp,
-                                     pg ? rows : dout + (size_t)p * OC + o0,
-                                     pg ? (size_t)oc : (size_t)OC, s->bias, acc);
+        for (int kb = (int)((long)kbs * t / nb); kb < (int)((long)kbs * (t + 1) / nb); kb++) {
+            if (t == 0) {
+                dw_block(acc, img, rows, &cur, dout, pg, inp, s, kb);
+                dw_fold(C, N, acc, OC, nk, kb == 0 && beta == 0.0f);
+            } else {
+                dw_block(kept + (size_t)(kb - later) * nk * OC, img, rows, &cur, dout, pg, inp, s,
+                         kb);
             }
-            /* C = the first block's sums (+ C when beta is 1), then + each next block's */
-            for (int o = 0; o < oc; o++)
-                for (int k = 0; k < nk; k++) {
-                    float *d = C + (size_t)(o0 + o) * N + k;
-                    const float g = acc[(size_t)k * oc + o];
-                    *d = kb == 0 && beta == 0.0f ? g : g + *d;
-                }
         }
         free(img);
     }
+    for (int kb = later; nb > 1 && kb < kbs; kb++)
+        dw_fold(C, N, kept + (size_t)(kb - later) * nk * OC, OC, nk, 0);
+    free(kept);
 }
 
 /* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product; cols
@@ -507,7 +536,8 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_p
     }
     XD_ASSERT(!pg);
     if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32) {
-        nn_sgemm_fill_b(1, s->OC, N, M, dout, s->OC, unfold_block, &job, cols, beta, C, N);
+        nn_sgemm_fill_b(1, s->OC, N, M, dout, s->OC, unfold_block, &job, cols,
+                        nn_conv_cols_size(s), beta, C, N);
         return;
     }
     if (!unfolded) nn_im2col(cols, inp, s);

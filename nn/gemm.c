@@ -573,10 +573,47 @@ static void fill_b_block(int trans_a, int M, int N, int K, const float *A, int l
 }
 
 void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
-                     nn_sgemm_fill_fn fill, void *ctx, float *buf, float beta, float *C, int ldc)
+                     nn_sgemm_fill_fn fill, void *ctx, float *buf, size_t buf_n, float beta,
+                     float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, 1.0f, beta, C, ldc)) return;
+    XD_ASSERT(buf_n >= nn_sgemm_fill_size(N, K));
+    /* Runs of K blocks, one a thread, where buf has the room: the first thread adds its blocks
+     * into C as it goes, the others keep each block's product apart (from B filled whole, once),
+     * and those are added into C after, in block order: the additions of one thread. */
+    const int kbs = k_blocks(K);
+    const size_t kcmax = (size_t)((K + kbs - 1) / kbs), mn = (size_t)M * N;
+    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1;
+    if (T > kbs) T = kbs;
+    const int later = kbs / (T > 1 ? T : 1);
+    if (T > 1 && (size_t)T * kcmax * N + (size_t)(kbs - later) * mn <= buf_n) {
+        float *kept = buf + (size_t)T * kcmax * N;
+#pragma omp parallel for
+        for (int t = 0; t < T; t++) {
+            float *b = buf + (size_t)t * kcmax * N;
+            for (int kb = (int)((long)kbs * t / T), p0, kc; kb < (int)((long)kbs * (t + 1) / T);
+                 kb++) {
+                k_block(K, kbs, kb, &p0, &kc);
+                fill(ctx, p0, kc, 0, N, b);
+                const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;
+                if (t == 0)
+                    sgemm_single(trans_a, 0, M, N, kc, 1.0f, a, lda, b, N, NULL,
+                                 kb == 0 ? beta : 1.0f, C, ldc);
+                else
+                    sgemm_single(trans_a, 0, M, N, kc, 1.0f, a, lda, b, N, NULL, 0.0f,
+                                 kept + (size_t)(kb - later) * mn, N);
+            }
+        }
+#pragma omp parallel for
+        for (int i = 0; i < M; i++)
+            for (int kb = later; kb < kbs; kb++) {
+                const float *g = kept + (size_t)(kb - later) * mn + (size_t)i * N;
+                float *c = C + (size_t)i * ldc;
+                for (int j = 0; j < N; j++) c[j] = g[j] + c[j];
+            }
+        return;
+    }
     /* by columns, whatever the shape: a block fills only the columns of B it multiplies */
     int nb = nn_sgemm_blocks(M, N, K);
     const int threads = xd_threads_get();

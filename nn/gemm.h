@@ -37,13 +37,16 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
 /* C (M, N) = op(A) @ B + beta * C for a B (K, N) that is never whole in memory (a convolution's
  * unfolded windows, for its weight gradient): fill(ctx, p0, kc, j0, nc, dst) writes rows
  * p0..p0+kc and columns j0..j0+nc of B to dst (row r at dst + r * nc), one block of rows at a
- * time, just before the product reads it from cache. buf: nn_sgemm_fill_size(N, K) floats of
- * room for those blocks. Split over the threads by columns of C (each fills only its columns);
- * the same bits as nn_sgemm over B whole. fill runs in parallel: it must write only dst. */
+ * time, just before the product reads it from cache. buf: buf_n floats of room, at least
+ * nn_sgemm_fill_size(N, K). Split over the threads by runs of those blocks where buf also holds
+ * a product per block of all runs but the first (they are added into C after, in order), else
+ * by columns of C (each thread fills only its columns); the same bits as nn_sgemm over B whole
+ * either way. fill runs in parallel: it must write only dst. */
 typedef void (*nn_sgemm_fill_fn)(void *ctx, int p0, int kc, int j0, int nc, float *dst);
 size_t nn_sgemm_fill_size(int N, int K);
 void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
-                     nn_sgemm_fill_fn fill, void *ctx, float *buf, float beta, float *C, int ldc);
+                     nn_sgemm_fill_fn fill, void *ctx, float *buf, size_t buf_n, float beta,
+                     float *C, int ldc);
 
 /* One output row of a stride-1 convolution with 3 x 3 windows, few input channels (C <= 4) and
  * OC <= one panel of the packed weights: pixel ox's window row ky at A[ky * row + ox * C] (a

@@ -333,7 +333,8 @@ static void test_first_write_and_fused(void **state)
                                     {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
                                     {1, 8, 8, 16, 256, 3, 1},  /* C split by columns */
                                     {6, 28, 28, 1, 32, 3, 1}, {2, 5, 7, 1, 16, 3, 1},
-                                    {3, 6, 6, 1, 48, 3, 1}}; /* one channel: dw from the image */
+                                    {3, 6, 6, 1, 48, 3, 1},  /* one channel: dw from the image */
+                                    {1, 20, 20, 2, 8, 3, 1}}; /* dw split by columns at 2 threads */
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
         nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
