@@ -88,7 +88,7 @@ typedef struct {
     /* activations (max_batch rows of h*w*c) and saved values for backward */
     size_t act_n;
     float *out, *dout;
-    float *save;      /* conv cols, dropout mask, norm mean/rstd */
+    float *save;      /* conv cols (or their room), dropout mask, norm mean/rstd */
     float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
