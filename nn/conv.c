@@ -254,7 +254,8 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
                         const nn_conv_shape *s, int first)
 {
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C, P = s->OH * s->OW;
-    const int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
+    int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
+    if (T > s->B) T = s->B;
     const size_t packed = nn_sgemm_packed_size(K, s->OC), per = (size_t)P * K;
     if (nn_mm_precision() == NN_PREC_FLOAT32 && packed + (size_t)T * per <= (size_t)M * K) {
         nn_sgemm_pack_b(0, K, s->OC, w, K, dcols);
@@ -410,10 +411,6 @@ int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, co
     return conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
 }
 
-/* The weight gradient of a 3 x 3 stride-1 convolution on one channel (nn_sgemm_conv_dw_row): each
- * thread takes a share of the output channels and runs over every pixel, K block by K block as
- * the product would, each image's padded copy made once in its own scratch. The same bits as
- * the product over the unfolded windows. beta 0 or 1. */
 /* Rows of dout for pixels x0..x0+n of row y of image b, channels o0..o0+oc, as the first-write
  * backward of the ReLU and max pool (nn_relu_maxpool_backward_first, windows that tile the input)
  * writes them from the pool's gradient: 0 + the gradient where the window's maximum came from

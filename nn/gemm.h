@@ -63,7 +63,7 @@ int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW);
  * image; its OC output gradients at dy[i * ldy]) and each k of the window, then the bias (when
  * bias), acc[k * OC + o] = fma(window value k, dy[o], acc[k * OC + o]): the chains nn_sgemm
  * gives [dw | db] = dout^T @ [cols | 1] inside one K block, the windows read in place. acc: 10 x
- * OC running sums, ld OC. For OC a multiple of the vector width (nn_sgemm_conv_dw_takes). */
+ * OC running sums (9 x OC without a bias), ld OC. For OC a multiple of the vector width (nn_sgemm_conv_dw_takes). */
 int nn_sgemm_conv_dw_takes(int OC, int C, int KH, int KW);
 void nn_sgemm_conv_dw_row(int n, int OC, const float *a, size_t row, const float *dy, size_t ldy,
                           int bias, float *acc);

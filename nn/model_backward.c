@@ -53,8 +53,10 @@ static int relu_pool_backward(nn_model *m, int pool, const float *dout, const fl
     r->touched = 0; /* grad_target marked it for the pool's own gradient, which is not written */
     int fresh;
     float *dx = grad_target(m, r->in, &fresh);
-    /* a convolution that needs its gradient for its weights alone takes it from the pool's */
-    if (src->kind == NN_CONV2D && !source_grad_used(m, src->in)) {
+    /* a convolution read by this ReLU alone (no other reader to add into its gradient) that
+     * needs its gradient for its weights alone takes it from the pool's */
+    if (src->kind == NN_CONV2D && !source_grad_used(m, src->in) &&
+        nn_node_only_reader(m, r->in) == m->nodes[pool].in) {
         nn_conv_shape cs = nn_node_conv_shape(src, m->batch);
         if (nn_conv2d_takes_pooled(&cs, ps)) {
             src->pooled = pool;

@@ -98,14 +98,16 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         if (nd->pool_in_conv) {
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
             nn_pool_shape ps = nn_node_pool_shape(pool, B);
-            relu->stale = !infer && !relu->head;
-            nd->unfolded = nn_conv2d_relu_maxpool_forward(
+            if (!infer) relu->stale = !relu->head;
+            const int unfolded = nn_conv2d_relu_maxpool_forward(
                 y, cols, wext, x, w, wp, b, &cs,
                 !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
                 infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
+            if (!infer) nd->unfolded = unfolded; /* what only backward reads: not inference's */
         } else {
-            nd->unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, b, &cs);
+            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, b, &cs);
+            if (!infer) nd->unfolded = unfolded;
         }
         break;
     }
@@ -119,9 +121,12 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         else if (!relu) nn_maxpool_forward(y, am, x, &ps);
         else if (relu_source(m, relu) < 0 || m->nodes[relu_source(m, relu)].pool_in_conv != i) {
             /* else done there */
-            m->nodes[nd->in].stale = !infer && !relu->head;
+            /* the ReLU of the model's own input is written: the caller's buffer may be gone
+             * when nn_model_out asks for it */
+            const int keep = relu->head || relu->in == NN_INPUT;
+            if (!infer) m->nodes[nd->in].stale = !keep;
             nn_relu_maxpool_forward(
-                !relu->head ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
+                !keep ? NULL : NODE_ROWS(nd->in, relu->out, relu->act_n), y,
                 infer ? NULL : am, NODE_ROWS(relu->in, nn_node_input(m, relu->in), relu->act_n), &ps);
         }
         break;
