@@ -176,13 +176,19 @@ static void col2im_image(float *dinp, const float *rows, const nn_conv_shape *s,
         }
 }
 
+/* Image b's rows of the batch's dcols */
+static const float *image_rows(const float *dcols, const nn_conv_shape *s, int b)
+{
+    return dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C;
+}
+
 /* Parallel over images, since windows of one image overlap each other but never another
  * image's pixels. */
 static void col2im(float *dinp, const float *dcols, const nn_conv_shape *s, int first)
 {
 #pragma omp parallel for
     for (int b = 0; b < s->B; b++)
-        col2im_image(dinp, dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C, s, b, first);
+        col2im_image(dinp, image_rows(dcols, s, b), s, b, first);
 }
 
 /* A product whose rows of C are images of P rows each, with work per image as soon as its rows
@@ -240,9 +246,7 @@ typedef struct {
 static void col2im_job_image(void *p, int b)
 {
     const col2im_job *j = p;
-    const nn_conv_shape *s = j->s;
-    col2im_image(j->dinp, j->dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C, s, b,
-                 j->first);
+    col2im_image(j->dinp, image_rows(j->dcols, j->s, b), j->s, b, j->first);
 }
 
 /* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
@@ -310,23 +314,14 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
            (size_t)(s->OW - 1) * s->stride * s->C + 1;
 }
 
-/* One image of the convolution with packed weights, its windows read in place from a
- * zero-padded copy of the image instead of unfolded into cols: element (ox, k) of output row oy
- * lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column reads ones laid
- * after the image. The same values in the same order as the unfolded rows, so the same bits,
- * without writing and reading K floats per output pixel. Only the padding is zeroed, around the
- * rows copied in; the offsets and the ones are for the gathering kernel alone (the few-channel
- * one reads the windows and the bias itself). The sizes are copied out of s first: its fields
- * could alias the floats and ints written here, which would keep those loops from vectorising. */
-static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
-                                const nn_conv_shape *s, int b, void (*image)(void *, int),
-                                void *image_ctx)
+/* Image b of inp zero-padded into P: H + 2 pad rows of (W + 2 pad) C floats. Only the padding is
+ * zeroed, around the rows copied in. The sizes are copied out of s first: its fields could alias
+ * the floats written here, which would keep those loops from vectorising. */
+static void pad_image(float *P, const float *inp, const nn_conv_shape *s, int b)
 {
-    const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
-    const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
-    const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
-    const size_t rp = (size_t)Wp * C, edge = (size_t)pad * C; /* a padded row; its margin */
-    float *P = scratch;
+    const int C = s->C, H = s->H, W = s->W, pad = s->pad;
+    const size_t rp = (size_t)(W + 2 * pad) * C, edge = (size_t)pad * C; /* a row; its margin */
+    const size_t n_img = (size_t)(H + 2 * pad) * rp;
     memset(P, 0, sizeof(float) * (pad * rp + edge));
     for (int y = 0; y < H; y++) {
         float *r = P + (size_t)(y + pad) * rp;
@@ -334,6 +329,25 @@ static void conv2d_direct_image(float *out, float *scratch, const float *inp, co
         memset(r + edge + (size_t)W * C, 0, sizeof(float) * 2 * edge); /* and the next's left */
     }
     memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
+}
+
+/* One image of the convolution with packed weights, its windows read in place from a
+ * zero-padded copy of the image (pad_image) instead of unfolded into cols: element (ox, k) of
+ * output row oy lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column
+ * reads ones laid after the image. The same values in the same order as the unfolded rows, so
+ * the same bits, without writing and reading K floats per output pixel. The offsets and the ones
+ * are for the gathering kernel alone (the few-channel one reads the windows and the bias
+ * itself). The sizes are copied out of s first, as in pad_image. */
+static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
+                                const nn_conv_shape *s, int b, void (*image)(void *, int),
+                                void *image_ctx)
+{
+    const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
+    const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
+    const size_t rp = (size_t)Wp * C; /* a padded row */
+    float *P = scratch;
+    pad_image(P, inp, s, b);
     const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
     int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
     if (koff) {
@@ -411,54 +425,24 @@ int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, co
     return conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
 }
 
-/* Rows of dout for pixels x0..x0+n of row y of image b, channels o0..o0+oc, as the first-write
- * backward of the ReLU and max pool (nn_relu_maxpool_backward_first, windows that tile the input)
- * writes them from the pool's gradient: 0 + the gradient where the window's maximum came from
- * that pixel and was positive, +0 elsewhere. Row i to dst + i * oc. */
-static void pooled_rows(float *restrict dst, const nn_pool_grad *g, int b, int y, int x0, int n,
-                        int o0, int oc)
-{
-    const nn_pool_shape *ps = g->ps;
-    const int C = ps->C, k = ps->k, qy = y / k;
-    for (int i = 0; i < n; i++, dst += oc) {
-        const int x = x0 + i, qx = x / k;
-        if (qy >= ps->OH || qx >= ps->OW) { /* the ragged edge no window covers */
-            memset(dst, 0, sizeof(float) * (size_t)oc);
-            continue;
-        }
-        const size_t q = (((size_t)b * ps->OH + qy) * ps->OW + qx) * C + o0;
-        const int32_t base = (y * ps->W + x) * C + o0;
-        const int32_t *restrict am = g->argmax + q;
-        const float *restrict d = g->dout + q, *restrict top = g->out + q;
-        for (int c = 0; c < oc; c++) {
-            float v = am[c] == base + c ? d[c] : 0.0f;
-            v = top[c] > 0.0f ? v : 0.0f;
-            dst[c] = 0.0f + v;
-        }
-    }
-}
-
 /* Block kb's sums into acc (nk rows of OC): pixels p0..p0+kc, the image each lies in made padded
  * in img when it changes (*cur: the image img holds) */
 static void dw_block(float *acc, float *img, float *rows, int *cur, const float *dout,
                      const nn_pool_grad *pg, const float *inp, const nn_conv_shape *s, int kb)
 {
     const int OC = s->OC, P = s->OH * s->OW, M = s->B * P, nk = 9 + !!s->bias;
-    const int Wp = s->W + 2 * s->pad, Hp = s->H + 2 * s->pad;
+    const int Wp = s->W + 2 * s->pad;
     int p0, kc;
     nn_sgemm_k_block(M, kb, &p0, &kc);
     memset(acc, 0, sizeof(float) * (size_t)nk * OC);
     for (int p = p0, n; p < p0 + kc; p += n) {
         const int b = p / P, oy = p % P / s->OW, ox = p % s->OW;
         n = s->OW - ox < p0 + kc - p ? s->OW - ox : p0 + kc - p;
-        if (b != *cur) { /* image b, zero-padded */
-            memset(img, 0, sizeof(float) * (size_t)Hp * Wp);
-            for (int y = 0; y < s->H; y++)
-                memcpy(img + (size_t)(y + s->pad) * Wp + s->pad,
-                       inp + ((size_t)b * s->H + y) * s->W, sizeof(float) * s->W);
+        if (b != *cur) {
+            pad_image(img, inp, s, b);
             *cur = b;
         }
-        if (pg) pooled_rows(rows, pg, b, oy, ox, n, 0, OC);
+        if (pg) nn_maxpool_grad_rows(rows, pg, b, oy, ox, n, 0, OC);
         nn_sgemm_conv_dw_row(n, OC, img + (size_t)oy * Wp + ox, (size_t)Wp,
                              pg ? rows : dout + (size_t)p * OC, (size_t)OC, s->bias, acc);
     }
@@ -489,15 +473,17 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
     const int kbs = nn_sgemm_k_blocks(M), Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
     int nb = xd_threads_split(kbs > 1) ? xd_threads_get() : 1;
     if (nb > kbs) nb = kbs;
-    const int later = kbs / nb; /* the first block the second thread takes */
+    int later, end; /* the first block the second thread takes */
+    nn_sgemm_block_range(kbs, nb, 1, &later, &end);
     float *kept = nb > 1 ? xd_xmalloc(sizeof(float) * (size_t)(kbs - later) * nk * OC) : NULL;
 #pragma omp parallel for if (nb > 1)
     for (int t = 0; t < nb; t++) {
         float *img = xd_xmalloc(sizeof(float) * ((size_t)Hp * Wp + (size_t)nk * OC +
                                                  (pg ? (size_t)s->OW * OC : 0)));
         float *acc = img + (size_t)Hp * Wp, *rows = acc + (size_t)nk * OC;
-        int cur = -1;
-        for (int kb = (int)((long)kbs * t / nb); kb < (int)((long)kbs * (t + 1) / nb); kb++) {
+        int cur = -1, kb0, kb1;
+        nn_sgemm_block_range(kbs, nb, t, &kb0, &kb1);
+        for (int kb = kb0; kb < kb1; kb++) {
             if (t == 0) {
                 dw_block(acc, img, rows, &cur, dout, pg, inp, s, kb);
                 dw_fold(C, N, acc, OC, nk, kb == 0 && beta == 0.0f);

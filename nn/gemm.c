@@ -547,11 +547,10 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
                 NULL, NULL, NULL);
 }
 
-size_t nn_sgemm_fill_size(int N, int K)
-{
-    const int kbs = k_blocks(K);
-    return (size_t)((K + kbs - 1) / kbs) * (size_t)N;
-}
+/* the longest K block */
+static size_t k_block_most(int K) { return (size_t)((K + k_blocks(K) - 1) / k_blocks(K)); }
+
+size_t nn_sgemm_fill_size(int N, int K) { return k_block_most(K) * (size_t)N; }
 
 /* Column block i of nb: every K block of those columns of B is filled into the block's own part
  * of buf (its columns' share of the largest K block) and multiplied there, added into C in K
@@ -563,7 +562,7 @@ static void fill_b_block(int trans_a, int M, int N, int K, const float *A, int l
     int j0, j1;
     nn_sgemm_block_range(N, nb, i, &j0, &j1);
     const int nc = j1 - j0, kbs = k_blocks(K);
-    float *b = buf + (size_t)((K + kbs - 1) / kbs) * (size_t)j0;
+    float *b = buf + k_block_most(K) * (size_t)j0;
     for (int kb = 0, p0, kc; kb < kbs; kb++) {
         k_block(K, kbs, kb, &p0, &kc);
         fill(ctx, p0, kc, j0, nc, b);
@@ -583,17 +582,18 @@ void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
      * into C as it goes, the others keep each block's product apart (from B filled whole, once),
      * and those are added into C after, in block order: the additions of one thread. */
     const int kbs = k_blocks(K);
-    const size_t kcmax = (size_t)((K + kbs - 1) / kbs), mn = (size_t)M * N;
-    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1;
+    const size_t fill_n = nn_sgemm_fill_size(N, K), mn = (size_t)M * N;
+    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, later = 0, end;
     if (T > kbs) T = kbs;
-    const int later = kbs / (T > 1 ? T : 1);
-    if (T > 1 && (size_t)T * kcmax * N + (size_t)(kbs - later) * mn <= buf_n) {
-        float *kept = buf + (size_t)T * kcmax * N;
+    if (T > 1) nn_sgemm_block_range(kbs, T, 1, &later, &end);
+    if (T > 1 && (size_t)T * fill_n + (size_t)(kbs - later) * mn <= buf_n) {
+        float *kept = buf + (size_t)T * fill_n;
 #pragma omp parallel for
         for (int t = 0; t < T; t++) {
-            float *b = buf + (size_t)t * kcmax * N;
-            for (int kb = (int)((long)kbs * t / T), p0, kc; kb < (int)((long)kbs * (t + 1) / T);
-                 kb++) {
+            float *b = buf + (size_t)t * fill_n;
+            int kb0, kb1;
+            nn_sgemm_block_range(kbs, T, t, &kb0, &kb1);
+            for (int kb = kb0, p0, kc; kb < kb1; kb++) {
                 k_block(K, kbs, kb, &p0, &kc);
                 fill(ctx, p0, kc, 0, N, b);
                 const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;

@@ -88,6 +88,15 @@ typedef struct {
     const struct nn_pool_shape_s *ps;
 } nn_pool_grad;
 int nn_conv2d_takes_pooled(const nn_conv_shape *s, const struct nn_pool_shape_s *ps);
+/* The first-write input gradient of a max pool whose windows tile its input (k == stride), and
+ * of the ReLU before it when g->out is given (else NULL): pixels x0..x0+n of input row y of
+ * image b, channels o0..o0+oc, row i to dst + i * oc. Every position lies in at most one window:
+ * 0 + the window's gradient where its maximum came from that position (and, through the ReLU,
+ * was positive: a window's maximum relu(x[argmax]) is positive exactly when x[argmax] is), +0
+ * elsewhere and on the ragged edge no window covers. What nn_maxpool_backward_first and
+ * nn_relu_maxpool_backward_first write there. */
+void nn_maxpool_grad_rows(float *dst, const nn_pool_grad *g, int b, int y, int x0, int n, int o0,
+                          int oc);
 void nn_conv2d_backward_pooled(float *dw, float *db, float *wext, const nn_pool_grad *g,
                                const float *inp, const nn_conv_shape *s);
 /* Plain direct convolution, the reference the fast path is tested against. */

@@ -21,7 +21,9 @@ int nn_pool_shape_init(nn_pool_shape *s)
 
 /* Channels are innermost, so each window position is one contiguous row of C values and the
  * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
- * first maximum, as PyTorch does; a NaN wins and stays (v != v). */
+ * first maximum, as PyTorch does; a NaN wins and stays (v != v). relu: of the ReLU of inp,
+ * computed on the way: no NaN survives a ReLU, so only '>' decides there, and the window's first
+ * maximum wins as it does over the ReLU's written output. argmax NULL: the maximum alone. */
 static inline __attribute__((always_inline)) void
 maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s, int b,
                int oy, int relu)
@@ -31,7 +33,7 @@ maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shap
     for (int ox = 0; ox < s->OW; ox++) {
         size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
         float *best = out + o;
-        int32_t *at = argmax + o;
+        int32_t *at = argmax ? argmax + o : NULL;
         for (int ky = 0; ky < s->k; ky++)
             for (int kx = 0; kx < s->k; kx++) {
                 const int32_t base = ((oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
@@ -39,7 +41,7 @@ maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shap
                 if (ky == 0 && kx == 0) {
                     for (int c = 0; c < C; c++) {
                         best[c] = relu && !(p[c] > 0.0f) ? 0.0f : p[c];
-                        at[c] = base + c;
+                        if (at) at[c] = base + c;
                     }
                     continue;
                 }
@@ -47,35 +49,34 @@ maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shap
                     float v = relu && !(p[c] > 0.0f) ? 0.0f : p[c];
                     int take = (v > best[c]) | ((v != v) & (best[c] == best[c]));
                     best[c] = take ? v : best[c];
-                    at[c] = take ? base + c : at[c];
+                    if (at) at[c] = take ? base + c : at[c];
                 }
             }
     }
 }
 
-/* maxpool_row of inp, or (relu_maxpool_row) of the ReLU of inp, computed on the way: no NaN
- * survives a ReLU, so only '>' decides there, and the window's first maximum wins as it does
- * over the ReLU's written output */
 static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
                         int b, int oy)
 {
     maxpool_row_of(out, argmax, inp, s, b, oy, 0);
 }
 
-static void relu_maxpool_row(float *out, int32_t *argmax, const float *inp,
-                             const nn_pool_shape *s, int b, int oy)
+/* maxpool_row_of over the ReLU of inp; the usual pool (2 x 2, stride 2) with the window unrolled,
+ * in a loop that vectorises. keep: argmax is given (a constant where inlined). */
+static inline __attribute__((always_inline)) void
+relu_maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s, int b,
+                    int oy, int keep)
 {
     if (s->k != 2 || s->stride != 2) {
-        maxpool_row_of(out, argmax, inp, s, b, oy, 1);
+        maxpool_row_of(out, keep ? argmax : NULL, inp, s, b, oy, 1);
         return;
     }
-    /* the usual pool: the same steps with the window unrolled, in a loop that vectorises */
     const int C = s->C, W = s->W;
     const float *r0 = inp + ((size_t)b * s->H + 2 * oy) * W * C, *r1 = r0 + (size_t)W * C;
     const size_t o = ((size_t)b * s->OH + oy) * s->OW * C;
     float *restrict best = out + o;
-    int32_t *restrict at = argmax + o;
-    for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C, at += C) {
+    int32_t *restrict at = keep ? argmax + o : NULL;
+    for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C) {
         const int32_t a0 = (2 * oy * W + 2 * ox) * C, a2 = a0 + W * C;
         for (int c = 0; c < C; c++) {
             const float v0 = r0[c] > 0.0f ? r0[c] : 0.0f, v1 = r0[C + c] > 0.0f ? r0[C + c] : 0.0f,
@@ -89,9 +90,22 @@ static void relu_maxpool_row(float *out, int32_t *argmax, const float *inp,
             a = v3 > m ? a2 + C + c : a;
             m = v3 > m ? v3 : m;
             best[c] = m;
-            at[c] = a;
+            if (keep) at[(size_t)ox * C + c] = a;
         }
     }
+}
+
+static void relu_maxpool_row(float *out, int32_t *argmax, const float *inp,
+                             const nn_pool_shape *s, int b, int oy)
+{
+    relu_maxpool_row_of(out, argmax, inp, s, b, oy, 1);
+}
+
+/* Inference, no argmax: the maximum alone */
+static void relu_maxpool_row_plain(float *out, const float *inp, const nn_pool_shape *s, int b,
+                                   int oy)
+{
+    relu_maxpool_row_of(out, NULL, inp, s, b, oy, 0);
 }
 
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
@@ -101,48 +115,6 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_
         for (int oy = 0; oy < s->OH; oy++) maxpool_row(out, argmax, inp, s, b, oy);
 }
 
-
-/* Inference, no argmax: the maximum of the ReLU over each window, straight from the input. The
- * values pooling the ReLU's output gives: no NaN survives a ReLU, so only '>' decides. */
-static void relu_maxpool_plain(const nn_relu_pool *j, int b)
-{
-    const nn_pool_shape *s = j->s;
-    const int C = s->C;
-    const float *img = j->inp + (size_t)b * s->H * s->W * C;
-    if (s->k == 2 && s->stride == 2) { /* the usual pool: the same steps with the window unrolled */
-        for (int oy = 0; oy < s->OH; oy++) {
-            const float *r0 = img + (size_t)2 * oy * s->W * C, *r1 = r0 + (size_t)s->W * C;
-            float *best = j->out + ((size_t)b * s->OH + oy) * s->OW * C;
-            for (int ox = 0; ox < s->OW; ox++, r0 += 2 * C, r1 += 2 * C, best += C)
-                for (int c = 0; c < C; c++) {
-                    const float v0 = r0[c] > 0.0f ? r0[c] : 0.0f,
-                                v1 = r0[C + c] > 0.0f ? r0[C + c] : 0.0f,
-                                v2 = r1[c] > 0.0f ? r1[c] : 0.0f,
-                                v3 = r1[C + c] > 0.0f ? r1[C + c] : 0.0f;
-                    const float m1 = v1 > v0 ? v1 : v0, m2 = v2 > m1 ? v2 : m1;
-                    best[c] = v3 > m2 ? v3 : m2;
-                }
-        }
-        return;
-    }
-    for (int oy = 0; oy < s->OH; oy++)
-        for (int ox = 0; ox < s->OW; ox++) {
-            float *best = j->out + (((size_t)b * s->OH + oy) * s->OW + ox) * C;
-            for (int ky = 0; ky < s->k; ky++)
-                for (int kx = 0; kx < s->k; kx++) {
-                    const float *p =
-                        img + ((size_t)(oy * s->stride + ky) * s->W + ox * s->stride + kx) * C;
-                    if (ky == 0 && kx == 0) {
-                        for (int c = 0; c < C; c++) best[c] = p[c] > 0.0f ? p[c] : 0.0f;
-                        continue;
-                    }
-                    for (int c = 0; c < C; c++) {
-                        const float v = p[c] > 0.0f ? p[c] : 0.0f;
-                        best[c] = v > best[c] ? v : best[c];
-                    }
-                }
-        }
-}
 
 /* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
  * cache, instead of the pool reading the whole batch back from memory. */
@@ -154,12 +126,9 @@ void nn_relu_maxpool_image(const nn_relu_pool *j, int b)
         float *r = j->relu_out + (size_t)b * per_in;
         for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
     }
-    if (!j->argmax) {
-        relu_maxpool_plain(j, b);
-        return;
-    }
     for (int oy = 0; oy < j->s->OH; oy++) {
-        if (j->relu_out) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
+        if (!j->argmax) relu_maxpool_row_plain(j->out, j->inp, j->s, b, oy);
+        else if (j->relu_out) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
         else relu_maxpool_row(j->out, j->argmax, j->inp, j->s, b, oy);
     }
 }
@@ -176,34 +145,27 @@ void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const
     for (int b = 0; b < s->B; b++) nn_relu_maxpool_image(&j, b);
 }
 
-/* One image of a first-write backward whose windows tile the input without overlap (k ==
- * stride): every position belongs to at most one window, so it is written once, 0 + g with g its
- * gradient or 0, in a pass over the windows that vectorises across channels; the ragged edge no
- * window covers gets zeros. y as relu_out below (or NULL). */
-static void maxpool_backward_tiles(float *img, const float *d, const int32_t *am, const float *y,
-                                   const nn_pool_shape *s)
+void nn_maxpool_grad_rows(float *restrict dst, const nn_pool_grad *g, int b, int y, int x0, int n,
+                          int o0, int oc)
 {
-    const int C = s->C, k = s->k;
-    for (int oy = 0; oy < s->OH; oy++) {
-        for (int ox = 0; ox < s->OW; ox++) {
-            const size_t o = ((size_t)oy * s->OW + ox) * C;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++) {
-                    const int32_t base = ((oy * k + ky) * s->W + ox * k + kx) * C;
-                    float *p = img + base;
-                    for (int c = 0; c < C; c++) {
-                        float g = am[o + c] == base + c ? d[o + c] : 0.0f;
-                        if (y) g = y[o + c] > 0.0f ? g : 0.0f;
-                        p[c] = 0.0f + g;
-                    }
-                }
+    const nn_pool_shape *ps = g->ps;
+    const int C = ps->C, k = ps->k, qy = y / k;
+    for (int i = 0; i < n; i++, dst += oc) {
+        const int x = x0 + i, qx = x / k;
+        if (qy >= ps->OH || qx >= ps->OW) { /* the ragged edge no window covers */
+            memset(dst, 0, sizeof(float) * (size_t)oc);
+            continue;
         }
-        if (s->OW * k < s->W) /* columns right of the last window, in this band of rows */
-            for (int ky = 0; ky < k; ky++)
-                memset(img + ((size_t)(oy * k + ky) * s->W + s->OW * k) * C, 0,
-                       sizeof(float) * (s->W - s->OW * k) * C);
+        const size_t q = (((size_t)b * ps->OH + qy) * ps->OW + qx) * C + o0;
+        const int32_t base = (y * ps->W + x) * C + o0;
+        const int32_t *restrict am = g->argmax + q;
+        const float *restrict d = g->dout + q, *restrict top = g->out ? g->out + q : NULL;
+        for (int c = 0; c < oc; c++) {
+            float v = am[c] == base + c ? d[c] : 0.0f;
+            if (top) v = top[c] > 0.0f ? v : 0.0f;
+            dst[c] = 0.0f + v;
+        }
     }
-    memset(img + (size_t)s->OH * k * s->W * C, 0, sizeof(float) * (s->H - s->OH * k) * s->W * C);
 }
 
 /* first: each image is zeroed just before its scatter, while it is in cache, instead of a
@@ -217,14 +179,16 @@ static void maxpool_backward(float *dinp, const float *dout, const int32_t *argm
                              const float *relu_out, const nn_pool_shape *s, int first)
 {
     const size_t per_out = (size_t)s->OH * s->OW * s->C, per_in = (size_t)s->H * s->W * s->C;
+    const nn_pool_grad g = {dout, relu_out, argmax, s};
 #pragma omp parallel for
     for (int b = 0; b < s->B; b++) {
         float *img = dinp + (size_t)b * per_in;
         const float *d = dout + b * per_out;
         const int32_t *am = argmax + b * per_out;
         const float *y = relu_out ? relu_out + b * per_out : NULL;
-        if (first && s->k == s->stride) {
-            maxpool_backward_tiles(img, d, am, y, s);
+        if (first && s->k == s->stride) { /* each position written once, row by row */
+            for (int r = 0; r < s->H; r++)
+                nn_maxpool_grad_rows(img + (size_t)r * s->W * s->C, &g, b, r, 0, s->W, 0, s->C);
             continue;
         }
         if (first) memset(img, 0, sizeof(float) * per_in);
