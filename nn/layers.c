@@ -42,14 +42,30 @@ void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, co
         nn_mm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C) */
         nn_mm(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) {
-        /* over output channels, each summing its column in row order: no shared writes */
-#pragma omp parallel for if ((size_t)B * OC > NN_PAR_MIN)
-        for (int o = 0; o < OC; o++) {
-            float s = 0.0f;
-            for (int i = 0; i < B; i++) s += dout[(size_t)i * OC + o];
-            db[o] += s;
-        }
+    if (db) nn_bias_grad(db, dout, B, OC);
+}
+
+/* Runs of output channels, each channel's sum running down its column in row order while the run
+ * is summed side by side along the rows (one chain per channel, as a loop per channel gives, but
+ * without waiting on each add); runs are independent: no shared writes. */
+enum { BIAS_RUN = 64 };
+static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, int n)
+{
+    float s[BIAS_RUN] = {0};
+    for (int i = 0; i < B; i++) {
+        const float *d = dout + (size_t)i * OC + o0;
+        for (int o = 0; o < n; o++) s[o] += d[o];
+    }
+    for (int o = 0; o < n; o++) db[o0 + o] += s[o];
+}
+
+void nn_bias_grad(float *db, const float *dout, int B, int OC)
+{
+    const int runs = (OC + BIAS_RUN - 1) / BIAS_RUN;
+#pragma omp parallel for if (runs > 1 && (size_t)B * OC > NN_PAR_MIN)
+    for (int r = 0; r < runs; r++) {
+        const int o0 = r * BIAS_RUN;
+        bias_grad_run(db, dout, B, OC, o0, OC - o0 < BIAS_RUN ? OC - o0 : BIAS_RUN);
     }
 }
 
@@ -143,10 +159,14 @@ void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_
 
 double nn_logsumexp(const float *x, int K, double T)
 {
-    double m = -INFINITY;
-    for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
-    double s = 0.0;
-    for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
+    double m = -INFINITY, s = 0.0;
+    if (T == 1.0) { /* x / 1 is x: the same sums without a division per value */
+        for (int k = 0; k < K; k++) m = fmax(m, (double)x[k]);
+        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
+    } else {
+        for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
+        for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
+    }
     return m + log(s);
 }
 

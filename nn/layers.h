@@ -29,6 +29,8 @@ size_t nn_linear_packed_size(int C, int OC);
 void nn_linear_pack(float *wp, const float *w, int C, int OC);
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC);
+/* db (OC) += the column sums of dout (B, OC), each in row order (a linear layer's bias gradient) */
+void nn_bias_grad(float *db, const float *dout, int B, int OC);
 
 /* ---------------------------------------------------------------------------------------------
  * conv2d (NHWC): out[b,oy,ox,oc] = b[oc] + sum_{ky,kx,c} w[oc,ky,kx,c] * inp[b, oy*s-p+ky, ox*s-p+kx, c]

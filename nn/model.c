@@ -893,8 +893,11 @@ const nn_node *nn_model_node(const nn_model *m, int idx) { return &m->nodes[idx]
 float *nn_model_out(nn_model *m, int idx)
 {
     nn_node *nd = &m->nodes[idx];
-    if (nd->stale) { /* a ReLU its pool took straight from its input (see nn_node.stale) */
-        nn_relu_forward(nd->out, nn_node_input(m, nd->in), (size_t)m->batch * nd->act_n);
+    if (nd->stale) { /* see nn_node.stale */
+        const float *x = nn_node_input(m, nd->in);
+        const size_t n = (size_t)m->batch * nd->act_n;
+        if (nd->kind == NN_FLATTEN) memcpy(nd->out, x, sizeof(float) * n);
+        else nn_relu_forward(nd->out, x, n);
         nd->stale = 0;
     }
     return nd->out;

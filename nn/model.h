@@ -97,9 +97,11 @@ typedef struct {
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
     int pooled;       /* conv2d: its gradient this step is still its pool's, that node's index
                        * (backward; see relu_pool_backward), or 0 */
-    int stale;        /* a relu_pool ReLU whose pool took it straight from its input in the
-                       * last forward (not inference, not a head): out is written when
-                       * nn_model_out asks for it */
+    int stale;        /* out not written by the last forward (not inference), but when
+                       * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
+                       * it straight from its input, or a flatten, whose readers take its input's
+                       * values (nn_node_input; the model's input, then, must stay as it was
+                       * until backward, as a first convolution's weight gradient needs too) */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
     float *bp;        /* its bias with the norm folded in, or NULL */
     int touched;      /* dout received gradient this step */

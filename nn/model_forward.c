@@ -19,7 +19,10 @@
 
 const float *nn_node_input(const nn_model *m, int idx)
 {
-    return idx == NN_INPUT ? (const float *)m->input : m->nodes[idx].out;
+    if (idx == NN_INPUT) return (const float *)m->input;
+    const nn_node *nd = &m->nodes[idx];
+    /* a flatten that passed its input on (nn_node.stale) */
+    return nd->stale && nd->kind == NN_FLATTEN ? nn_node_input(m, nd->in) : nd->out;
 }
 
 void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run)
@@ -171,7 +174,11 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
                           nd->units, nd->mode);
         break;
     case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
-    case NN_FLATTEN: memcpy(y, x, sizeof(float) * n_in); break;
+    case NN_FLATTEN:
+        /* the same values in the same order: readers of the whole batch take its input's */
+        if (!infer && !at) nd->stale = 1;
+        else memcpy(y, x, sizeof(float) * n_in);
+        break;
     case NN_FAKEQUANT:
         if (nd->ema > 0.0f) {
             float *range = m->state + nd->s_off;

@@ -224,6 +224,36 @@ static void fill_garbage(float *x, size_t n)
     for (size_t i = 0; i < n; i++) x[i] = 1e30f;
 }
 
+/* The bias gradient summed a run of channels side by side: each channel's sum is still one chain
+ * down its column in row order (the bits of a loop per channel), added into what db held; at one
+ * and two threads, channel counts around the run length, one batch big enough to be split. */
+static void test_bias_grad_column_chains(void **state)
+{
+    (void)state;
+    static const int shapes[][2] = {{1, 1}, {37, 10}, {5, 64}, {37, 65}, {300, 130}, {2, 200}};
+    const int threads0 = xd_threads_get();
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        const int B = shapes[t][0], OC = shapes[t][1];
+        float *dy = alloc_f((size_t)B * OC), *db0 = alloc_f((size_t)OC), *ref = alloc_f((size_t)OC),
+              *db = alloc_f((size_t)OC);
+        tu_fill_uniform(dy, (size_t)B * OC, -1, 1, 11 + (unsigned)t);
+        tu_fill_uniform(db0, (size_t)OC, -1, 1, 31 + (unsigned)t);
+        for (int o = 0; o < OC; o++) {
+            float s = 0.0f;
+            for (int i = 0; i < B; i++) s += dy[(size_t)i * OC + o];
+            ref[o] = db0[o] + s;
+        }
+        for (int threads = 1; threads <= 2; threads++) {
+            xd_threads_set(threads);
+            memcpy(db, db0, sizeof(float) * (size_t)OC);
+            nn_bias_grad(db, dy, B, OC);
+            assert_same_bits(db, ref, (size_t)OC, "bias gradient");
+        }
+        free(dy); free(db0); free(ref); free(db);
+    }
+    xd_threads_set(threads0);
+}
+
 static void check_pool_fused(int Hh, int W, int k, int stride)
 {
     nn_pool_shape s = {.B = 3, .H = Hh, .W = W, .C = 5, .k = k, .stride = stride};
@@ -773,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_conv2d_rejects_bad_shapes),
         cmocka_unit_test(test_packed_weights),
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_bias_grad_column_chains),
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_first_write_and_fused),
         cmocka_unit_test(test_elementwise),

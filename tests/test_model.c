@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/rng.h"
+#include "nn/layers.h"
 #include "nn/loss.h"
 #include "nn/model.h"
 #include "nn/model_internal.h"
@@ -392,6 +393,57 @@ static void test_relu_pool_fusion_same_bits(void **state)
     nn_model_free(&m[1]);
 }
 
+/* A flatten passes its input on without a copy (nn_node.stale): its reader takes the input's
+ * values in place, forward and backward, in training and evaluation, from the model's input and
+ * from a node's output; asked for, its output is written then; inference still writes it. */
+static void test_flatten_passes_input_on(void **state)
+{
+    (void)state;
+    static const char *descs[] = {
+        "input h=2 w=3 c=2; flatten name=f; linear out=4 name=l head",
+        "input h=2 w=3 c=2; conv2d out=2 k=1 name=c; flatten name=f; linear out=4 name=l head"};
+    enum { B = 3, C = 12, OC = 4 };
+    float x[B * C], r[B * OC], want[B * OC], dw[OC * C], db[OC];
+    tu_fill_uniform(x, B * C, -1, 1, 21);
+    tu_fill_uniform(r, B * OC, -1, 1, 22);
+    for (int d = 0; d < 2; d++) {
+        nn_model m;
+        xd_err e;
+        TU_OK(nn_model_build(&m, descs[d], B, 9, &e));
+        const int f = nn_model_find(&m, "f"), l = nn_model_find(&m, "l");
+        const nn_node *lin = &m.nodes[l];
+        for (int training = 0; training < 2; training++) {
+            const nn_run run = {.training = training, .seed = 1};
+            nn_model_forward(&m, x, B, &run);
+            assert_true(m.nodes[f].stale);
+            const float *in = d == 0 ? x : m.nodes[m.nodes[f].in].out;
+            assert_ptr_equal(nn_node_input(&m, f), in);
+            nn_linear_forward(want, in, m.param + lin->w_off, NULL, m.param + lin->b_off, B, C, OC);
+            assert_int_equal(memcmp(nn_model_out(&m, l), want, sizeof want), 0);
+            nn_model_zero_grad(&m);
+            memcpy(nn_model_dout(&m, l), r, sizeof r);
+            nn_model_backward(&m);
+            memset(dw, 0, sizeof dw);
+            memset(db, 0, sizeof db);
+            nn_linear_backward(NULL, dw, db, r, in, m.param + lin->w_off, B, C, OC);
+            assert_int_equal(memcmp(m.grad + lin->w_off, dw, sizeof dw), 0);
+            assert_int_equal(memcmp(m.grad + lin->b_off, db, sizeof db), 0);
+            /* asked for: written, the input's values, and no longer passed on */
+            const float *out = nn_model_out(&m, f);
+            assert_true(out != in && !m.nodes[f].stale);
+            assert_int_equal(memcmp(out, in, sizeof x), 0);
+            assert_ptr_equal(nn_node_input(&m, f), out);
+        }
+        /* inference writes it (its rows may be laid out its own way) and gives the same outputs */
+        nn_model_forward(&m, x, B, NULL);
+        memcpy(want, nn_model_out(&m, l), sizeof want);
+        nn_model_infer(&m, x, B, NULL);
+        assert_false(m.nodes[f].stale);
+        assert_int_equal(memcmp(nn_model_out(&m, l), want, sizeof want), 0);
+        nn_model_free(&m);
+    }
+}
+
 typedef struct {
     nn_model *m;
     float *x, *r;
@@ -718,6 +770,7 @@ int main(void)
         cmocka_unit_test(test_tap_gradient_only_where_asked),
         cmocka_unit_test(test_input_gradient),
         cmocka_unit_test(test_relu_pool_fusion_same_bits),
+        cmocka_unit_test(test_flatten_passes_input_on),
         cmocka_unit_test(test_conv_weight_grad_from_pool),
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
