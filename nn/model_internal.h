@@ -1,11 +1,15 @@
-/* What model.c shares with model_forward.c and model_backward.c: a node's layer shapes and the
- * tensor a node reads. Not part of the model's interface. */
+/* What model.c shares with model_parse.c, model_forward.c and model_backward.c: the parsed
+ * description, a node's layer shapes and the tensor a node reads. Not part of the model's
+ * interface. */
 #ifndef XD_NN_MODEL_INTERNAL_H
 #define XD_NN_MODEL_INTERNAL_H
 
 #include "nn/layers.h"
 #include "nn/model.h"
 
+/* The statements of desc into m's input shape and nodes, options checked (m zeroed before; on
+ * failure what was allocated stays in m for nn_model_free). Shapes come after (nn_model_build). */
+xd_status nn_model_parse(nn_model *m, const char *desc, xd_err *e);
 nn_pool_shape nn_node_pool_shape(const nn_node *nd, int B);
 nn_conv_shape nn_node_conv_shape(const nn_node *nd, int B);
 /* The output of node idx, or the model's input for NN_INPUT */
