@@ -99,9 +99,10 @@ typedef struct {
                        * (backward; see relu_pool_backward), or 0 */
     int stale;        /* out not written by the last forward (not inference), but when
                        * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
-                       * it straight from its input, or a flatten, whose readers take its input's
-                       * values (nn_node_input; the model's input, then, must stay as it was
-                       * until backward, as a first convolution's weight gradient needs too) */
+                       * it straight from its input, or a flatten (not a head), whose readers
+                       * take its input's values (nn_node_input; the model's input, then, must
+                       * stay as it was until backward, as a first convolution's or linear
+                       * layer's weight gradient needs anyway) */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
     float *bp;        /* its bias with the norm folded in, or NULL */
     int touched;      /* dout received gradient this step */

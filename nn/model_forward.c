@@ -175,8 +175,9 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         break;
     case NN_UPSAMPLE: nn_upsample_forward(y, x, B, nd->ih, nd->iw, nd->ic, nd->factor); break;
     case NN_FLATTEN:
-        /* the same values in the same order: readers of the whole batch take its input's */
-        if (!infer && !at) nd->stale = 1;
+        /* the same values in the same order: readers of the whole batch take its input's
+         * (a head is written, as a fused ReLU that is one is: callers read heads) */
+        if (!infer && !at && !nd->head) nd->stale = 1;
         else memcpy(y, x, sizeof(float) * n_in);
         break;
     case NN_FAKEQUANT:

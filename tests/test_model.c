@@ -442,6 +442,15 @@ static void test_flatten_passes_input_on(void **state)
         assert_int_equal(memcmp(nn_model_out(&m, l), want, sizeof want), 0);
         nn_model_free(&m);
     }
+    /* a flatten that is a head is written, as a fused ReLU that is one is */
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=2 w=3 c=2; flatten name=f head; linear out=4 name=l head", B,
+                         9, &e));
+    nn_model_forward(&m, x, B, NULL);
+    assert_false(m.nodes[0].stale);
+    assert_int_equal(memcmp(m.nodes[0].out, x, sizeof x), 0);
+    nn_model_free(&m);
 }
 
 typedef struct {
