@@ -1,6 +1,7 @@
 /* Recipe binding, internal to distill/recipe*.c: the context that walks a recipe's YAML tree and the
  * helpers every section uses. Messages are "FILE:LINE: KEY.PATH: reason".
- *   recipe.c         name tables, the top-level sections (data, models, teachers, train), parsing
+ *   recipe.c         name tables, parsing, freeing, the resume check
+ *   recipe_sections.c  the top-level sections (data, models, teachers, train, quantize, prune)
  *   recipe_losses.c  loss items and stages, and the checks that need the whole recipe
  *   recipe_print.c   the effective recipe as YAML
  *   recipe_ensemble.c  a loss's ensemble of teachers (teachers, combine, weights)
@@ -114,6 +115,9 @@ typedef enum {
 extern const char *const rb_loss_key_names[LK_COUNT];
 /* Whether key k applies to losses of kind `kind`. */
 int rb_applies(loss_key k, recipe_loss_kind kind);
+
+/* recipe_sections.c: the whole tree, section by section (recipe_parse's binding). */
+xd_status rb_bind_recipe(binder *b);
 
 /* recipe_losses.c: `stages:` (or the one-stage form's `losses:`), then the whole-recipe checks. */
 xd_status rb_bind_stages(binder *b, io_yaml_node *root);
