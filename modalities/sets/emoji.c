@@ -43,7 +43,7 @@ static_assert(sizeof sets_emoji_style_names / sizeof sets_emoji_style_names[0] =
                   SETS_EMOJI_STYLE_COUNT,
               "sets_emoji_style_names must name every style");
 
-xd_status parse_styles(const char *list, emo_styles *st, xd_err *e)
+xd_status emoji_parse_styles(const char *list, emo_styles *st, xd_err *e)
 {
     st->n = 0;
     if (!list || !*list) list = sets_emoji_style_names[SETS_EMOJI_GOOGLE];
@@ -143,7 +143,7 @@ static void emo_data_free(emo_data *d, size_t n_examples)
 static xd_status load_texts(const char *tdir, const char *want, const emo_images *m, emo_data *d,
                             xd_err *e)
 {
-    xd_status s = choose_languages(tdir, want, &d->langs, &d->n_langs, e);
+    xd_status s = emoji_choose_languages(tdir, want, &d->langs, &d->n_langs, e);
     if (s) return s;
     d->texts = xd_xcalloc(d->n_langs, sizeof *d->texts);
     xd_status *st = xd_xcalloc(d->n_langs, sizeof *st);
@@ -152,7 +152,7 @@ static xd_status load_texts(const char *tdir, const char *want, const emo_images
     for (size_t l = 0; l < d->n_langs; l++) {
         char *sub = io_path_join(tdir, d->langs[l]), *path = io_path_join(sub, "data.json");
         d->texts[l] = xd_xcalloc(m->n_examples + 1, sizeof **d->texts);
-        st[l] = language_texts(path, m, d->texts[l], &errs[l]);
+        st[l] = emoji_language_texts(path, m, d->texts[l], &errs[l]);
         free(sub);
         free(path);
     }
@@ -175,9 +175,10 @@ static xd_status load_images(const char *cache, const emo_styles *st, size_t k,
     if (!d->pixels) return xd_fail(e, XD_ENOMEM, "no memory for %zu images", st->n * m->n_examples);
     sets_emoji_style style = st->id[k];
     char pkg[64], sub[64];
-    style_pkg(style, pkg, sizeof pkg);
+    emoji_style_pkg(style, pkg, sizeof pkg);
     snprintf(sub, sizeof sub, "img/%s/64", sets_emoji_style_names[style]);
-    char *root = pkg_dir(cache, pkg, SETS_EMOJI_IMAGES_VERSION), *idir = io_path_join(root, sub);
+    char *root = emoji_pkg_dir(cache, pkg, SETS_EMOJI_IMAGES_VERSION);
+    char *idir = io_path_join(root, sub);
     uint8_t *pixels = d->pixels + k * m->n_examples * px;
     const emo_var **vars = xd_xmalloc((m->n_examples + 1) * sizeof *vars);
     for (size_t b = 0, x = 0; b < m->n_base; b++)
@@ -235,7 +236,7 @@ static void emoji_options(const sets_emoji_opts *o, const emo_styles *st, const 
     p->images[0] = p->labelled[0] = '\0';
     for (size_t k = 0, at = 0, al = 0; k < st->n; k++) {
         char pkg[64];
-        style_pkg(st->id[k], pkg, sizeof pkg);
+        emoji_style_pkg(st->id[k], pkg, sizeof pkg);
         at += (size_t)snprintf(p->images + at, sizeof p->images - at, "%s%s@%s", k ? "," : "", pkg,
                                SETS_EMOJI_IMAGES_VERSION);
         if (labelled[k])
@@ -330,11 +331,11 @@ static xd_status emoji_check(const sets_emoji_opts *o, emo_styles *st, uint8_t *
         return xd_fail(e, XD_EARG, "size %d is not in 1..%d", o->size, EMOJI_MAX_SIZE);
     if (!(o->test_fraction >= 0.0 && o->test_fraction <= 1.0))
         return xd_fail(e, XD_EARG, "test fraction %g is not in 0..1", o->test_fraction);
-    xd_status s = parse_styles(o->styles, st, e);
+    xd_status s = emoji_parse_styles(o->styles, st, e);
     emo_styles lab;
     for (size_t k = 0; k < st->n; k++) labelled[k] = 1;
     if (s || !o->labelled_styles || !*o->labelled_styles) return s;
-    if ((s = parse_styles(o->labelled_styles, &lab, e)) != XD_OK) return s;
+    if ((s = emoji_parse_styles(o->labelled_styles, &lab, e)) != XD_OK) return s;
     for (size_t k = 0; k < st->n; k++) labelled[k] = 0;
     for (size_t i = 0; i < lab.n; i++) {
         size_t k = 0;
@@ -357,13 +358,13 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
     double t0 = sets_now();
     const char *cache = sets_cache_dir(o->cache);
     char pkg[64];
-    style_pkg(st.id[0], pkg, sizeof pkg);
-    char *idir0 = pkg_dir(cache, pkg, SETS_EMOJI_IMAGES_VERSION);
-    char *tdir = pkg_dir(cache, SETS_EMOJI_TEXTS_PKG, SETS_EMOJI_TEXTS_VERSION);
+    emoji_style_pkg(st.id[0], pkg, sizeof pkg);
+    char *idir0 = emoji_pkg_dir(cache, pkg, SETS_EMOJI_IMAGES_VERSION);
+    char *tdir = emoji_pkg_dir(cache, SETS_EMOJI_TEXTS_PKG, SETS_EMOJI_TEXTS_VERSION);
     char *ejson = io_path_join(idir0, "emoji.json");
     emo_images m;
     emo_data d = {0};
-    s = parse_emoji_json(ejson, &m, e);
+    s = emoji_parse_json(ejson, &m, e);
     if (s) goto out_paths;
     s = load_texts(tdir, o->langs, &m, &d, e);
     /* before the images: a data set made with other options stays unless forced */
@@ -470,7 +471,7 @@ xd_status sets_emoji(const sets_emoji_opts *o, sets_summary *sum, xd_err *e)
     for (int k = 0; k < SETS_SPLIT_COUNT; k++) emo_split_free(&ps[k], d.n_langs);
 out:
     emo_data_free(&d, m.n_examples);
-    emo_images_free(&m);
+    emoji_images_free(&m);
 out_paths:
     free(ejson);
     free(idir0);

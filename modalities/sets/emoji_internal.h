@@ -52,22 +52,22 @@ typedef struct {
 // emoji.c
 
 /* list NULL or "": google alone. Unknown or repeated names are XD_EARG. */
-xd_status parse_styles(const char *list, emo_styles *st, xd_err *e);
+xd_status emoji_parse_styles(const char *list, emo_styles *st, xd_err *e);
 
 // emoji_sources.c
 
 /* The folder a package is unpacked in: CACHE/NAME-VERSION (a new string). */
-char *pkg_dir(const char *cache, const char *name, const char *version);
+char *emoji_pkg_dir(const char *cache, const char *name, const char *version);
 /* The image package of a style: "emoji-datasource-NAME" into pkg. */
-void style_pkg(sets_emoji_style st, char *pkg, size_t n);
+void emoji_style_pkg(sets_emoji_style st, char *pkg, size_t n);
 /* emoji.json into m: the emoji outside its Component category, in sort order, with their skin
  * variants; on failure m is freed. */
-xd_status parse_emoji_json(const char *path, emo_images *m, xd_err *e);
-void emo_images_free(emo_images *m);
+xd_status emoji_parse_json(const char *path, emo_images *m, xd_err *e);
+void emoji_images_free(emo_images *m);
 /* The languages to use: every present one, or the comma-separated choice (in its order). */
-xd_status choose_languages(const char *tdir, const char *want, char ***out, size_t *n_out,
+xd_status emoji_choose_languages(const char *tdir, const char *want, char ***out, size_t *n_out,
                            xd_err *e);
 /* texts[x] for every example x of m (in example order) in one language. */
-xd_status language_texts(const char *path, const emo_images *m, char **texts, xd_err *e);
+xd_status emoji_language_texts(const char *path, const emo_images *m, char **texts, xd_err *e);
 
 #endif

@@ -31,7 +31,7 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-char *pkg_dir(const char *cache, const char *name, const char *version)
+char *emoji_pkg_dir(const char *cache, const char *name, const char *version)
 {
     char leaf[128];
     snprintf(leaf, sizeof leaf, "%s-%s", name, version);
@@ -41,7 +41,7 @@ char *pkg_dir(const char *cache, const char *name, const char *version)
 static xd_status fetch_one(const char *cache, const char *name, const char *version, int *fetched,
                            xd_err *e)
 {
-    char *dir = pkg_dir(cache, name, version);
+    char *dir = emoji_pkg_dir(cache, name, version);
     if (is_dir(dir)) {
         free(dir);
         return XD_OK;
@@ -87,7 +87,7 @@ static xd_status fetch_one(const char *cache, const char *name, const char *vers
     return s;
 }
 
-void style_pkg(sets_emoji_style st, char *pkg, size_t n)
+void emoji_style_pkg(sets_emoji_style st, char *pkg, size_t n)
 {
     snprintf(pkg, n, SETS_EMOJI_IMAGES_PREFIX "%s", sets_emoji_style_names[st]);
 }
@@ -97,10 +97,10 @@ xd_status sets_emoji_fetch(const char *cache, const char *styles, int *fetched, 
     cache = sets_cache_dir(cache);
     if (fetched) *fetched = 0;
     emo_styles st;
-    xd_status s = parse_styles(styles, &st, e);
+    xd_status s = emoji_parse_styles(styles, &st, e);
     for (size_t i = 0; i < st.n && !s; i++) {
         char pkg[64];
-        style_pkg(st.id[i], pkg, sizeof pkg);
+        emoji_style_pkg(st.id[i], pkg, sizeof pkg);
         s = fetch_one(cache, pkg, SETS_EMOJI_IMAGES_VERSION, fetched, e);
     }
     if (!s) s = fetch_one(cache, SETS_EMOJI_TEXTS_PKG, SETS_EMOJI_TEXTS_VERSION, fetched, e);
@@ -192,7 +192,7 @@ static void name_list_order(name_list *l, int *remap)
     free(ord);
 }
 
-void emo_images_free(emo_images *m)
+void emoji_images_free(emo_images *m)
 {
     for (size_t i = 0; i < m->n_base; i++) free(m->base[i].var);
     free(m->base);
@@ -251,13 +251,13 @@ static int cmp_base(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-xd_status parse_emoji_json(const char *path, emo_images *m, xd_err *e)
+xd_status emoji_parse_json(const char *path, emo_images *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
     xd_status s = json_read(path, &m->root, e);
     if (s) return s;
     if (!json_is_array(m->root)) {
-        emo_images_free(m);
+        emoji_images_free(m);
         return xd_fail(e, XD_EFORMAT, "%s: expected a JSON array of emoji", path);
     }
     size_t n = json_array_size(m->root);
@@ -312,7 +312,7 @@ xd_status parse_emoji_json(const char *path, emo_images *m, xd_err *e)
     if (!s && m->n_base == 0) s = xd_fail(e, XD_EFORMAT, "%s: no emoji outside '%s'", path,
                                           EMOJI_SKIP_CATEGORY);
     if (s) {
-        emo_images_free(m);
+        emoji_images_free(m);
         return s;
     }
     int *rc = xd_xmalloc((m->cats.n + 1) * sizeof *rc), *rs = xd_xmalloc((m->subs.n + 1) * sizeof *rs);
@@ -366,7 +366,7 @@ static xd_status list_languages(const char *tdir, char ***out, size_t *n_out, xd
     return XD_OK;
 }
 
-xd_status choose_languages(const char *tdir, const char *want, char ***out, size_t *n_out,
+xd_status emoji_choose_languages(const char *tdir, const char *want, char ***out, size_t *n_out,
                            xd_err *e)
 {
     char **have;
@@ -481,7 +481,7 @@ static char *entry_text(const txt_entry *en)
     return s;
 }
 
-xd_status language_texts(const char *path, const emo_images *m, char **texts, xd_err *e)
+xd_status emoji_language_texts(const char *path, const emo_images *m, char **texts, xd_err *e)
 {
     json_t *root;
     xd_status s = json_read(path, &root, e);
