@@ -182,15 +182,6 @@ static const float *image_rows(const float *dcols, const nn_conv_shape *s, int b
     return dcols + (size_t)b * s->OH * s->OW * s->KH * s->KW * s->C;
 }
 
-/* Parallel over images, since windows of one image overlap each other but never another
- * image's pixels. */
-static void col2im(float *dinp, const float *dcols, const nn_conv_shape *s, int first)
-{
-#pragma omp parallel for
-    for (int b = 0; b < s->B; b++)
-        col2im_image(dinp, image_rows(dcols, s, b), s, b, first);
-}
-
 /* A product whose rows of C are images of P rows each, with work per image as soon as its rows
  * are final: by the thread of the row block that holds the whole image, while the rows are in
  * cache, or after the product for an image cut by a block boundary. Each image is handled by one
@@ -281,9 +272,12 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
     sgemm_images(0, M, K, s->OC, dout, s->OC, w, K, NULL, dcols, K, &job);
 }
 
+/* Parallel over images, since windows of one image overlap each other but never another
+ * image's pixels. */
 void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s)
 {
-    col2im(dinp, dcols, s, 0);
+#pragma omp parallel for
+    for (int b = 0; b < s->B; b++) col2im_image(dinp, image_rows(dcols, s, b), s, b, 0);
 }
 
 size_t nn_conv_packed_size(const nn_conv_shape *s)
@@ -331,23 +325,23 @@ static void pad_image(float *P, const float *inp, const nn_conv_shape *s, int b)
     memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
 }
 
-/* One image of the convolution with packed weights, its windows read in place from a
- * zero-padded copy of the image (pad_image) instead of unfolded into cols: element (ox, k) of
- * output row oy lies at P[(oy * stride * Wp + ox * stride) * C + koff[k]], and the bias column
- * reads ones laid after the image. The same values in the same order as the unfolded rows, so
- * the same bits, without writing and reading K floats per output pixel. The offsets and the ones
- * are for the gathering kernel alone (the few-channel one reads the windows and the bias
- * itself). The sizes are copied out of s first, as in pad_image. */
-static void conv2d_direct_image(float *out, float *scratch, const float *inp, const float *wp,
-                                const nn_conv_shape *s, int b, void (*image)(void *, int),
-                                void *image_ctx)
+/* Images b0..b1 of the convolution with packed weights, on the calling thread, their windows read
+ * in place from a zero-padded copy of each image (pad_image, into scratch) instead of unfolded
+ * into cols: element (ox, k) of output row oy lies at P[(oy * stride * Wp + ox * stride) * C +
+ * koff[k]], and the bias column reads ones laid after the image. The same values in the same
+ * order as the unfolded rows, so the same bits, without writing and reading K floats per output
+ * pixel. The offsets and the ones are for the gathering kernel alone (the few-channel one reads
+ * the windows and the bias itself), set up once for all the images. The sizes are copied out of
+ * s first, as in pad_image. */
+static void conv2d_direct_images(float *out, float *scratch, const float *inp, const float *wp,
+                                 const nn_conv_shape *s, int b0, int b1,
+                                 void (*image)(void *, int), void *image_ctx)
 {
     const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
     const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
     const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
     const size_t rp = (size_t)Wp * C; /* a padded row */
     float *P = scratch;
-    pad_image(P, inp, s, b);
     const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
     int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
     if (koff) {
@@ -357,18 +351,21 @@ static void conv2d_direct_image(float *out, float *scratch, const float *inp, co
             for (int kx = 0; kx < KW; kx++)
                 for (int c = 0; c < C; c++) koff[(ky * KW + kx) * C + c] = (ky * Wp + kx) * C + c;
     }
-    for (int oy = 0; oy < OH; oy++) {
-        const float *A = P + (size_t)oy * s->stride * rp;
-        float *o = out + ((size_t)b * OH + oy) * OW * OC;
-        if (row_kernel) { /* few input channels: each value reused over the windows it is in */
-            nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
-            continue;
+    for (int b = b0; b < b1; b++) {
+        pad_image(P, inp, s, b);
+        for (int oy = 0; oy < OH; oy++) {
+            const float *A = P + (size_t)oy * s->stride * rp;
+            float *o = out + ((size_t)b * OH + oy) * OW * OC;
+            if (row_kernel) { /* few input channels: each value reused over its windows */
+                nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
+                continue;
+            }
+            if (s->bias) koff[K] = (int)(scratch + n_img - A);
+            nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
         }
-        if (s->bias) koff[K] = (int)(scratch + n_img - A);
-        nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
+        if (image) image(image_ctx, b);
     }
     free(koff);
-    if (image) image(image_ctx, b);
 }
 
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
@@ -388,18 +385,22 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         }
         return 1; /* nothing to unfold: backward reads inp */
     }
-    /* with packed weights, the windows read in place (each image's cols hold its scratch) */
+    /* with packed weights, the windows read in place: each thread a run of images, its scratch
+     * an image's share of cols */
     const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
     if (wp && conv_direct_scratch(s) <= per_image) {
-        if (xd_threads_split(s->B > 1)) {
-#pragma omp parallel for
-            for (int i = 0; i < s->B; i++)
-                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
-                                    image_ctx);
-        } else {
-            for (int i = 0; i < s->B; i++)
-                conv2d_direct_image(out, cols + (size_t)i * per_image, inp, wp, s, i, image,
-                                    image_ctx);
+        int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
+        if (T > s->B) T = s->B;
+        if (T == 1) {
+            conv2d_direct_images(out, cols, inp, wp, s, 0, s->B, image, image_ctx);
+            return 0;
+        }
+#pragma omp parallel for num_threads(T)
+        for (int t = 0; t < T; t++) {
+            int b0, b1;
+            nn_sgemm_block_range(s->B, T, t, &b0, &b1);
+            conv2d_direct_images(out, cols + (size_t)t * per_image, inp, wp, s, b0, b1, image,
+                                 image_ctx);
         }
         return 0;
     }
