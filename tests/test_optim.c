@@ -3,6 +3,7 @@
  * learning-rate schedules, and the key=value configuration with its errors. */
 #include "tests/support/testutil.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -198,6 +199,43 @@ static void test_adamw(void **state)
     nn_opt_step(&o, &p1, &g1, NULL, 0, 0.1f);
     assert_float_equal(p1, 1.0 - 0.05 / 0.51, 1e-7);
     nn_opt_free(&o);
+}
+
+/* A parameter whose gradient stops: its moments decay towards 0 and are kept at 0 rather than
+ * going subnormal (slow on many CPUs). They never hold a subnormal, and the first moment reaches
+ * exactly 0 in about the steps its decay needs to pass FLT_MIN (0.9^t: some 820; 0.5^t: some
+ * 125), not before. */
+static void test_moments_never_subnormal(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 3; kind++) { /* AdamW, SGD momentum, SGD Nesterov */
+        nn_opt_config c = nn_opt_defaults(kind == 0 ? NN_OPT_ADAMW : NN_OPT_SGD);
+        if (kind > 0) {
+            c.momentum = 0.5f;
+            c.nesterov = kind == 2;
+        }
+        nn_optimizer o;
+        xd_err e;
+        TU_OK(nn_opt_init(&o, &c, 2, &e));
+        float p[2] = {1.0f, -2.0f}, g[2] = {0.25f, -1e-3f};
+        double ref_m[2] = {0, 0};
+        int zero_at = -1;
+        for (int t = 0; t < 3000; t++) {
+            nn_opt_step(&o, p, g, NULL, 0, 1e-3f);
+            for (int i = 0; i < 2; i++) {
+                assert_true(o.m[i] == 0.0f || fabsf(o.m[i]) >= FLT_MIN);
+                if (kind == 0) assert_true(o.v[i] == 0.0f || o.v[i] >= FLT_MIN);
+                /* the first moment's exact decay, in double: FLT_MIN is crossed, then 0 */
+                ref_m[i] = (kind == 0 ? c.beta1 : c.momentum) * ref_m[i] +
+                           (kind == 0 ? 1.0 - c.beta1 : 1.0) * g[i];
+            }
+            if (o.m[0] == 0.0f && zero_at < 0) zero_at = t;
+            g[0] = g[1] = 0.0f;
+        }
+        assert_true(zero_at > 0 && fabs(ref_m[0]) < 1e-30);
+        assert_true(zero_at < (kind == 0 ? 900 : 140));
+        nn_opt_free(&o);
+    }
 }
 
 static void test_adamw_weight_decay_segments(void **state)
@@ -680,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_sgd_weight_decay_segments),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_adamw_weight_decay_segments),
+        cmocka_unit_test(test_moments_never_subnormal),
         cmocka_unit_test(test_opt_state),
         cmocka_unit_test(test_param_segments),
         cmocka_unit_test(test_frozen_segments),
