@@ -20,6 +20,11 @@
 #include <immintrin.h>
 #define BGEMM_X86 1
 #endif
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define BGEMM_AMX 1
+#endif
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pairs as two halves");
 
 #include "core/mem.h"
@@ -35,19 +40,54 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 static const char *const isa_names[] = {
     [NN_BISA_PORTABLE] = "portable",
     [NN_BISA_AVX512BF16] = "AVX512_BF16",
+    [NN_BISA_AMX] = "AMX_BF16",
 };
 static_assert(sizeof isa_names / sizeof isa_names[0] == NN_BISA_COUNT,
               "isa_names must name every nn_bisa");
 
 const char *nn_bisa_name(nn_bisa isa) { return isa < NN_BISA_COUNT ? isa_names[isa] : "?"; }
 
+#ifdef BGEMM_AMX
+/* The CPU's AMX tiles with the bf16 product, and Linux's leave to use them: a process asks for
+ * the tiles' state once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA; granted to all its
+ * threads, and asking again is harmless), and a kernel that has not heard of AMX refuses. The
+ * answer is kept: 1 yes, 2 no. */
+static int amx_usable(void)
+{
+    static int state; /* 0: not asked yet */
+    int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (!s) {
+        enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+        unsigned a, b, c, d;
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+        const int cpu = (d >> 22 & 1) && (d >> 24 & 1); /* AMX-BF16 and AMX-TILE */
+        s = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 1 : 2;
+        __atomic_store_n(&state, s, __ATOMIC_RELEASE);
+    }
+    return s == 1;
+}
+#endif
+
+static int isa_runs(nn_bisa isa)
+{
+    switch (isa) {
+    case NN_BISA_PORTABLE: return 1;
+#ifdef BGEMM_X86
+    case NN_BISA_AVX512BF16:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#endif
+#ifdef BGEMM_AMX
+    case NN_BISA_AMX: return amx_usable();
+#endif
+    default: return 0;
+    }
+}
+
 nn_bisa nn_bgemm_best(void)
 {
-#ifdef BGEMM_X86
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
-        return NN_BISA_AVX512BF16;
-#endif
+    for (int isa = NN_BISA_COUNT - 1; isa > NN_BISA_PORTABLE; isa--)
+        if (isa_runs((nn_bisa)isa)) return (nn_bisa)isa;
     return NN_BISA_PORTABLE;
 }
 
@@ -57,8 +97,7 @@ nn_bisa nn_bgemm_isa(void) { return chosen == NN_BISA_COUNT ? nn_bgemm_best() : 
 
 nn_bisa nn_bgemm_use(nn_bisa isa)
 {
-    if (isa == NN_BISA_AVX512BF16 && nn_bgemm_best() != NN_BISA_AVX512BF16)
-        isa = NN_BISA_PORTABLE;
+    if (isa < NN_BISA_COUNT && !isa_runs(isa)) isa = NN_BISA_PORTABLE;
     chosen = isa;
     return nn_bgemm_isa();
 }
@@ -158,18 +197,77 @@ static void q_block(int K, int qbs, int qb, int *q0, int *nq)
         for (int qb = 0, q0, nq, qbs_ = q_blocks(K);                                             \
              qb < qbs_ && (q_block((K), qbs_, qb, &q0, &nq), 1); qb++)
 
-/* where a whole pre-packed op(B) keeps the panels of column block j0 (nc columns), pairs q0.. */
-static size_t packed_at(int K, int j0, int nc, int q0)
+/* The AMX kernel's K blocks: the same pairs, each block padded with zero pairs to bp pairs, the
+ * longest block's length rounded up to whole tile steps (16 pairs); the other kernels' blocks are
+ * not padded (bp 0). */
+static int amx_block_pairs(int K)
 {
-    return (size_t)j0 * (size_t)k_pairs(K) + (size_t)q0 * (size_t)pad_to(nc, NR);
+    const int qbs = q_blocks(K);
+    return (int)pad_to((int)((k_pairs(K) + qbs - 1) / qbs), 16);
 }
 
-static size_t packed_size(int N, int K) { return (size_t)pad_to(N, NR) * (size_t)k_pairs(K); }
+static int amx_now(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 
-static void pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp)
+/* where a whole pre-packed op(B) keeps the panels of column block j0 (nc columns), pair block qb
+ * (starting at pair q0): bp as above */
+static size_t packed_at(int K, int bp, int j0, int nc, int qb, int q0)
+{
+    const size_t kp = bp ? (size_t)q_blocks(K) * bp : (size_t)k_pairs(K);
+    return (size_t)j0 * kp + (bp ? (size_t)qb * bp : (size_t)q0) * (size_t)pad_to(nc, NR);
+}
+
+static size_t packed_size(int N, int K, int bp)
+{
+    return (size_t)pad_to(N, NR) * (bp ? (size_t)q_blocks(K) * bp : (size_t)k_pairs(K));
+}
+
+/* The panels of op(B)'s columns j0.. (nc of them) and pairs q0.. (nq), each panel np pairs long
+ * (np >= nq; zero pairs past nq). */
+static void pack_b_block(int trans_b, const float *B, int ldb, int j0, int nc, int q0, int nq,
+                         int np, int K, uint32_t *dst)
+{
+    if (np == nq) {
+        pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, dst);
+        return;
+    }
+    for (int jb = 0; jb < nc; jb += NR, dst += (size_t)np * NR) {
+        pack_pairs(!trans_b, NR, 0, B, ldb, j0 + jb, nc - jb < NR ? nc - jb : NR, q0, nq, K, dst);
+        memset(dst + (size_t)nq * NR, 0, sizeof(uint32_t) * (size_t)(np - nq) * NR);
+    }
+}
+
+static void pack_b(int trans_b, int N, int K, int bp, const float *B, int ldb, uint32_t *Bp)
 {
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq)
-        pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, Bp + packed_at(K, j0, nc, q0));
+        pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, bp ? bp : nq, K,
+                     Bp + packed_at(K, bp, j0, nc, qb, q0));
+}
+
+/* Rows i0.. (mc of them) of op(A) (X[i][k] = t ? src[k * ld + i] : src[i * ld + k]), pairs q0..
+ * (nq of them), row r's pairs side by side at dst + r * np, zero pairs past nq up to np and zero
+ * rows past mc up to a multiple of 16: the AMX kernel's A tiles. */
+static void pack_a_rows(int t, const float *src, int ld, int i0, int mc, int q0, int nq, int np,
+                        int K, uint32_t *dst)
+{
+    if (!t) {
+        for (int r = 0; r < mc; r++)
+            pack_pairs(0, 1, 1, src, ld, i0 + r, 1, q0, nq, K, dst + (size_t)r * np);
+    } else {
+        for (int q = 0; q < nq; q++) {
+            const int k = 2 * (q0 + q);
+            const float *s0 = src + (size_t)k * ld + i0, *s1 = s0 + ld;
+            uint32_t *d = dst + q;
+            if (k + 1 < K)
+                for (int r = 0; r < mc; r++) d[(size_t)r * np] = pair_word(s0[r], s1[r]);
+            else
+                for (int r = 0; r < mc; r++) d[(size_t)r * np] = pair_word(s0[r], 0.0f);
+        }
+    }
+    if (np > nq)
+        for (int r = 0; r < mc; r++)
+            memset(dst + (size_t)r * np + nq, 0, sizeof(uint32_t) * (size_t)(np - nq));
+    const int rows = (int)pad_to(mc, 16);
+    memset(dst + (size_t)mc * np, 0, sizeof(uint32_t) * (size_t)(rows - mc) * np);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -275,6 +373,95 @@ BF16_TARGET static float peak_avx512(long rounds)
 #undef PEAK_DP
 #endif
 
+#ifdef BGEMM_AMX
+/* The AMX kernel works on blocks of C of up to 32 x 32: four 16 x 16 float32 tiles (tmm0-3,
+ * rows 0-15 and 16-31 by columns 0-15 and 16-31), fed by two tiles of A (tmm4-5: 16 rows of 16
+ * pairs, a row being one row of op(A)'s pairs) and two of B (tmm6-7: 16 pairs of 16 columns,
+ * which is a B panel's layout read 16 words of its 32 at a time). Every tile is 16 rows of 64
+ * bytes, configured once per call. */
+#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#define AQ 16 /* pairs per tile step */
+#define AM 32 /* rows of C per block */
+
+AMX_TARGET static void amx_configure(void)
+{
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } __attribute__((aligned(64))) cfg;
+    static_assert(sizeof cfg == 64, "the tile configuration is 64 bytes");
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+AMX_TARGET static void amx_release(void) { _tile_release(); }
+
+/* acc (AM rows of NR) = the sum over the np pairs (a multiple of AQ) of a's rows (row r at
+ * a + r * sa words, zero past the product's rows) times b (pair q at b + q * NR); R2, C2: the
+ * second tile of rows (rows 16-31), of columns (16-31) in use. Constants where inlined. */
+AMX_TARGET static inline __attribute__((always_inline)) void
+amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b, float *acc)
+{
+    const size_t ra = sa * sizeof(uint32_t), rb = NR * sizeof(uint32_t);
+    _tile_zero(0);
+    if (C2) _tile_zero(1);
+    if (R2) _tile_zero(2);
+    if (R2 && C2) _tile_zero(3);
+    for (int q = 0; q < np; q += AQ) {
+        _tile_loadd(6, b + (size_t)q * NR, rb);
+        if (C2) _tile_loadd(7, b + (size_t)q * NR + 16, rb);
+        _tile_loadd(4, a + q, ra);
+        _tile_dpbf16ps(0, 4, 6);
+        if (C2) _tile_dpbf16ps(1, 4, 7);
+        if (R2) {
+            _tile_loadd(5, a + 16 * sa + q, ra);
+            _tile_dpbf16ps(2, 5, 6);
+            if (C2) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, acc, rb);
+    if (C2) _tile_stored(1, acc + 16, rb);
+    if (R2) _tile_stored(2, acc + 16 * NR, rb);
+    if (R2 && C2) _tile_stored(3, acc + 16 * NR + 16, rb);
+}
+
+AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_t sa,
+                                const uint32_t *b, float *acc)
+{
+    const int r2 = mr > 16, c2 = nr > 16;
+    if (r2 && c2) amx_body(1, 1, np, a, sa, b, acc);
+    else if (r2) amx_body(1, 0, np, a, sa, b, acc);
+    else if (c2) amx_body(0, 1, np, a, sa, b, acc);
+    else amx_body(0, 0, np, a, sa, b, acc);
+}
+
+/* TDPBF16PS into six tiles in turn (the other two hold (1.0, 0.0) pairs): 16 x 16 x 16 pairs, two
+ * flops each, an instruction. Each element adds 16 a round, exact up to 2^24 / 16 rounds. */
+AMX_TARGET static float peak_amx(long rounds)
+{
+    uint32_t one[16 * 16] __attribute__((aligned(64)));
+    float out[16 * 16] __attribute__((aligned(64)));
+    for (int i = 0; i < 16 * 16; i++) one[i] = 0x3f80;
+    amx_configure();
+    _tile_loadd(6, one, 64);
+    _tile_loadd(7, one, 64);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5);
+    for (long r = 0; r < rounds; r++) {
+        _tile_dpbf16ps(0, 6, 7); _tile_dpbf16ps(1, 6, 7); _tile_dpbf16ps(2, 6, 7);
+        _tile_dpbf16ps(3, 6, 7); _tile_dpbf16ps(4, 6, 7); _tile_dpbf16ps(5, 6, 7);
+    }
+    _tile_stored(0, out, 64);
+    _tile_release();
+    return out[0];
+}
+#endif
+
 /* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
  * alpha * acc (C not read when beta is 0), later blocks C += alpha * acc. */
 static void write_tile(const float *acc, int mr, int nr, float alpha, float beta, int first,
@@ -315,7 +502,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     float acc[MR * NR] __attribute__((aligned(64)));
     const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
-        const uint32_t *bpack = Bp ? Bp + packed_at(K, j0, nc, q0) : bbuf;
+        const uint32_t *bpack = Bp ? Bp + packed_at(K, 0, j0, nc, qb, q0) : bbuf;
         if (!Bp) pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, bbuf);
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
@@ -343,12 +530,58 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     (void)avx;
 }
 
+#ifdef BGEMM_AMX
+#define MA 256 /* rows of op(A) per packed block for the AMX kernel */
+
+/* As gemm_packed, with the AMX kernel: op(A) packed as rows of pairs (pack_a_rows), each K block
+ * padded to whole tile steps; Bp pre-packed with those blocks (pack_b with amx_block_pairs). */
+static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, const uint32_t *Bp, float beta, float *C,
+                     size_t rs, size_t cs)
+{
+    const int bp = amx_block_pairs(K);
+    uint32_t *apack = xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)pad_to(M < MA ? M : MA, AM) * bp);
+    uint32_t *bbuf =
+        Bp ? NULL : xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)pad_to(N < NC ? N : NC, NR) * bp);
+    float acc[AM * NR] __attribute__((aligned(64)));
+    amx_configure();
+    FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
+        const int np = (int)pad_to(nq, AQ); /* the pairs worth multiplying (bp at most) */
+        const uint32_t *bpack = Bp ? Bp + packed_at(K, bp, j0, nc, qb, q0) : bbuf;
+        if (!Bp) pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, bp, K, bbuf);
+        for (int i0 = 0, mc; i0 < M; i0 += mc) {
+            mc = M - i0 < MA ? M - i0 : MA;
+            pack_a_rows(trans_a, A, lda, i0, mc, q0, nq, bp, K, apack);
+            for (int jb = 0; jb < nc; jb += NR) {
+                const int nr = nc - jb < NR ? nc - jb : NR;
+                const uint32_t *b = bpack + (size_t)jb * bp;
+                for (int ib = 0; ib < mc; ib += AM) {
+                    const int mr = mc - ib < AM ? mc - ib : AM;
+                    tile_amx(mr, nr, np, apack + (size_t)ib * bp, (size_t)bp, b, acc);
+                    write_tile(acc, mr, nr, alpha, beta, qb == 0,
+                               C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+                }
+            }
+        }
+    }
+    amx_release();
+    free(apack);
+    free(bbuf);
+}
+#endif
+
 static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, const void *Bp,
                          float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
+#ifdef BGEMM_AMX
+    if (amx_now()) { /* 32 x 32 blocks: no side is better padded than the other */
+        gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, (size_t)ldc, 1);
+        return;
+    }
+#endif
     /* not with op(B) pre-packed: its panels are NR wide */
     if (!Bp && nn_gemm_transposes(M, N, MR, NR))
         gemm_packed(!trans_b, !trans_a, N, M, K, alpha, B, ldb, A, lda, NULL, beta, C, 1,
@@ -367,8 +600,9 @@ static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
 {
     uint32_t *Bp = NULL;
     if (nb > 1 && by_rows && K > 0) {
-        Bp = xd_xmalloc_aligned(sizeof(uint32_t) * packed_size(N, K));
-        pack_b(trans_b, N, K, B, ldb, Bp);
+        const int bp = amx_now() ? amx_block_pairs(K) : 0;
+        Bp = xd_xmalloc_aligned(sizeof(uint32_t) * packed_size(N, K, bp));
+        pack_b(trans_b, N, K, bp, B, ldb, Bp);
     }
     nn_gemm_split(bgemm_single, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C,
                   ldc, nb, by_rows, before, after, ctx);
@@ -454,6 +688,12 @@ void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
 
 float nn_bgemm_peak_run(long rounds, double *flops)
 {
+#ifdef BGEMM_AMX
+    if (nn_bgemm_isa() == NN_BISA_AMX) {
+        *flops = 2.0 * 16 * 16 * 32 * 6 * (double)rounds;
+        return peak_amx(rounds);
+    }
+#endif
 #ifdef BGEMM_X86
     if (nn_bgemm_isa() == NN_BISA_AVX512BF16) {
         *flops = 4.0 * 16 * 12 * (double)rounds;

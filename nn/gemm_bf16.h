@@ -10,10 +10,14 @@
  * blocks along K that depend on K alone, blocks added in order): as with nn_sgemm, the bits do not
  * depend on the thread count or on how C is cut up.
  *
- * Which kernel runs is decided at run time (__builtin_cpu_supports), whatever the build's -march:
- * AVX512_BF16 where the CPU has it, else a portable C loop over the same packed operands. The two
- * agree up to float32 rounding (the instruction also treats subnormal bf16 inputs and results as
- * zero); the tests force each one. */
+ * Which kernel runs is decided at run time (CPUID, and for AMX the system's leave), whatever the
+ * build's -march: AMX_BF16 (the tile unit's TDPBF16PS: 16 x 16 float32 sums of 16 pairs an
+ * instruction, many times the FMA units' rate) where the CPU and Linux allow it, else AVX512_BF16
+ * where the CPU has it, else a portable C loop over the same pairs. Their chains differ in order
+ * (AMX sums the 16 pairs of a tile step on its own, odd and even k apart, then adds that to the
+ * running sum), so they agree up to float32 rounding, not in bits; each is the same at any thread
+ * count. The instructions treat subnormal bf16 inputs and results as zero. The tests force each
+ * one the CPU runs. */
 #ifndef XD_NN_GEMM_BF16_H
 #define XD_NN_GEMM_BF16_H
 
@@ -21,7 +25,8 @@
 
 #include "nn/gemm.h"
 
-typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_COUNT } nn_bisa;
+/* In order of preference: the best one the CPU (and, for AMX, the system) runs is the default. */
+typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_AMX, NN_BISA_COUNT } nn_bisa;
 
 const char *nn_bisa_name(nn_bisa isa);
 /* The best kernel this CPU runs. */
