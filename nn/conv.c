@@ -18,6 +18,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "core/status.h"
+#include "nn/conv_bf16.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
 // ----------------------------------------------------------------------------------------------
@@ -248,6 +249,10 @@ static void col2im_job_image(void *p, int b)
 static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
                         const nn_conv_shape *s, int first)
 {
+    if (nn_bconv_dinp_takes(s)) { /* bf16 on AMX: no dcols, no folding back */
+        nn_bconv_dinp(dinp, dout, w, s, first);
+        return;
+    }
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C, P = s->OH * s->OW;
     int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
     if (T > s->B) T = s->B;
@@ -384,6 +389,10 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
             for (int i = 0; i < s->B; i++) image(image_ctx, i);
         }
         return 1; /* nothing to unfold: backward reads inp */
+    }
+    if (!wp && nn_bconv_forward_takes(s)) { /* bf16 on AMX: windows read in place too */
+        nn_bconv_forward(out, inp, w, b, s, image, image_ctx);
+        return 0;
     }
     /* with packed weights, the windows read in place: each thread a run of images, its scratch
      * an image's share of cols */

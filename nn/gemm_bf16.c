@@ -20,10 +20,10 @@
 #include <immintrin.h>
 #define BGEMM_X86 1
 #endif
-#if defined(__x86_64__) && defined(__linux__)
+#include "nn/bf16.h"
+#ifdef NN_AMX
 #include <sys/syscall.h>
 #include <unistd.h>
-#define BGEMM_AMX 1
 #endif
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pairs as two halves");
 
@@ -47,7 +47,7 @@ static_assert(sizeof isa_names / sizeof isa_names[0] == NN_BISA_COUNT,
 
 const char *nn_bisa_name(nn_bisa isa) { return isa < NN_BISA_COUNT ? isa_names[isa] : "?"; }
 
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
 /* The CPU's AMX tiles with the bf16 product, and Linux's leave to use them: a process asks for
  * the tiles' state once (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA; granted to all its
  * threads, and asking again is harmless), and a kernel that has not heard of AMX refuses. The
@@ -77,7 +77,7 @@ static int isa_runs(nn_bisa isa)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
 #endif
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
     case NN_BISA_AMX: return amx_usable();
 #endif
     default: return 0;
@@ -102,19 +102,8 @@ nn_bisa nn_bgemm_use(nn_bisa isa)
     return nn_bgemm_isa();
 }
 
-/* The bits of x rounded to bf16, in the top half (the bottom half is garbage): branch-free, so
- * the packing loops vectorise. Adding 0x7fff plus the lowest kept bit carries into the kept bits
- * exactly when the dropped ones are past half, or half with an odd kept part; Inf (dropped bits
- * 0) is unchanged; a NaN gets its quiet bit set instead. */
-static inline uint32_t round_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
-    return (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : r;
-}
+uint16_t nn_bf16_round(float x) { return (uint16_t)(nn_bf16_bits(x) >> 16); }
 
-uint16_t nn_bf16_round(float x) { return (uint16_t)(round_bits(x) >> 16); }
 
 float nn_bf16_float(uint16_t h)
 {
@@ -122,12 +111,6 @@ float nn_bf16_float(uint16_t h)
     float x;
     memcpy(&x, &u, sizeof x);
     return x;
-}
-
-/* the pair (x0 at k = 2q, x1 at 2q + 1) as one word */
-static inline uint32_t pair_word(float x0, float x1)
-{
-    return round_bits(x0) >> 16 | (round_bits(x1) & 0xffff0000u);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -150,9 +133,9 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
                 const float *s0 = src + (size_t)k * ld + i0 + ib;
                 uint32_t *d = dst + (size_t)q * R;
                 if (k + 1 < K)
-                    for (int r = 0; r < rows; r++) d[r] = pair_word(s0[r], s0[(size_t)ld + r]);
+                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[r], s0[(size_t)ld + r]);
                 else
-                    for (int r = 0; r < rows; r++) d[r] = pair_word(s0[r], 0.0f);
+                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[r], 0.0f);
             }
         } else { /* each row's values lie side by side: its pairs are neighbours */
             const int kend = 2 * (q0 + nq) <= K ? nq : nq - 1; /* pairs wholly inside K */
@@ -164,11 +147,11 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
                      * low half first), so one narrowing loop over k, which vectorises (the
                      * build does not assume strict aliasing) */
                     uint16_t *h = (uint16_t *)d;
-                    for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(round_bits(s[k]) >> 16);
+                    for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
                 } else {
-                    for (int q = 0; q < kend; q++) d[q * sq] = pair_word(s[2 * q], s[2 * q + 1]);
+                    for (int q = 0; q < kend; q++) d[q * sq] = nn_bf16_pair(s[2 * q], s[2 * q + 1]);
                 }
-                if (kend < nq) d[kend * sq] = pair_word(s[2 * kend], 0.0f);
+                if (kend < nq) d[kend * sq] = nn_bf16_pair(s[2 * kend], 0.0f);
             }
         }
         for (int r = rows; r < R; r++)
@@ -258,9 +241,9 @@ static void pack_a_rows(int t, const float *src, int ld, int i0, int mc, int q0,
             const float *s0 = src + (size_t)k * ld + i0, *s1 = s0 + ld;
             uint32_t *d = dst + q;
             if (k + 1 < K)
-                for (int r = 0; r < mc; r++) d[(size_t)r * np] = pair_word(s0[r], s1[r]);
+                for (int r = 0; r < mc; r++) d[(size_t)r * np] = nn_bf16_pair(s0[r], s1[r]);
             else
-                for (int r = 0; r < mc; r++) d[(size_t)r * np] = pair_word(s0[r], 0.0f);
+                for (int r = 0; r < mc; r++) d[(size_t)r * np] = nn_bf16_pair(s0[r], 0.0f);
         }
     }
     if (np > nq)
@@ -373,17 +356,16 @@ BF16_TARGET static float peak_avx512(long rounds)
 #undef PEAK_DP
 #endif
 
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
 /* The AMX kernel works on blocks of C of up to 32 x 32: four 16 x 16 float32 tiles (tmm0-3,
  * rows 0-15 and 16-31 by columns 0-15 and 16-31), fed by two tiles of A (tmm4-5: 16 rows of 16
  * pairs, a row being one row of op(A)'s pairs) and two of B (tmm6-7: 16 pairs of 16 columns,
  * which is a B panel's layout read 16 words of its 32 at a time). Every tile is 16 rows of 64
  * bytes, configured once per call. */
-#define AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
 #define AQ 16 /* pairs per tile step */
 #define AM 32 /* rows of C per block */
 
-AMX_TARGET static void amx_configure(void)
+NN_AMX_TARGET void nn_amx_configure(void)
 {
     struct {
         uint8_t palette, start_row, reserved[14];
@@ -397,15 +379,18 @@ AMX_TARGET static void amx_configure(void)
         cfg.colsb[t] = 64;
         cfg.rows[t] = 16;
     }
+    /* the compiler does not see that the instruction reads all 64 bytes (gcc 12 dropped the
+     * stores of the rows and widths): say so */
+    __asm__ volatile("" : : "m"(cfg) : "memory");
     _tile_loadconfig(&cfg);
 }
 
-AMX_TARGET static void amx_release(void) { _tile_release(); }
+NN_AMX_TARGET void nn_amx_release(void) { _tile_release(); }
 
 /* acc (AM rows of NR) = the sum over the np pairs (a multiple of AQ) of a's rows (row r at
  * a + r * sa words, zero past the product's rows) times b (pair q at b + q * NR); R2, C2: the
  * second tile of rows (rows 16-31), of columns (16-31) in use. Constants where inlined. */
-AMX_TARGET static inline __attribute__((always_inline)) void
+NN_AMX_TARGET static inline __attribute__((always_inline)) void
 amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b, float *acc)
 {
     const size_t ra = sa * sizeof(uint32_t), rb = NR * sizeof(uint32_t);
@@ -431,7 +416,7 @@ amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b
     if (R2 && C2) _tile_stored(3, acc + 16 * NR + 16, rb);
 }
 
-AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_t sa,
+NN_AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_t sa,
                                 const uint32_t *b, float *acc)
 {
     const int r2 = mr > 16, c2 = nr > 16;
@@ -443,12 +428,12 @@ AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_
 
 /* TDPBF16PS into six tiles in turn (the other two hold (1.0, 0.0) pairs): 16 x 16 x 16 pairs, two
  * flops each, an instruction. Each element adds 16 a round, exact up to 2^24 / 16 rounds. */
-AMX_TARGET static float peak_amx(long rounds)
+NN_AMX_TARGET static float peak_amx(long rounds)
 {
     uint32_t one[16 * 16] __attribute__((aligned(64)));
     float out[16 * 16] __attribute__((aligned(64)));
     for (int i = 0; i < 16 * 16; i++) one[i] = 0x3f80;
-    amx_configure();
+    nn_amx_configure();
     _tile_loadd(6, one, 64);
     _tile_loadd(7, one, 64);
     _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5);
@@ -530,7 +515,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     (void)avx;
 }
 
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
 #define MA 256 /* rows of op(A) per packed block for the AMX kernel */
 
 /* As gemm_packed, with the AMX kernel: op(A) packed as rows of pairs (pack_a_rows), each K block
@@ -544,7 +529,7 @@ static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
     uint32_t *bbuf =
         Bp ? NULL : xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)pad_to(N < NC ? N : NC, NR) * bp);
     float acc[AM * NR] __attribute__((aligned(64)));
-    amx_configure();
+    nn_amx_configure();
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const int np = (int)pad_to(nq, AQ); /* the pairs worth multiplying (bp at most) */
         const uint32_t *bpack = Bp ? Bp + packed_at(K, bp, j0, nc, qb, q0) : bbuf;
@@ -564,7 +549,7 @@ static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
             }
         }
     }
-    amx_release();
+    nn_amx_release();
     free(apack);
     free(bbuf);
 }
@@ -576,7 +561,7 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 {
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
     if (amx_now()) { /* 32 x 32 blocks: no side is better padded than the other */
         gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, (size_t)ldc, 1);
         return;
@@ -688,7 +673,7 @@ void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, cons
 
 float nn_bgemm_peak_run(long rounds, double *flops)
 {
-#ifdef BGEMM_AMX
+#ifdef NN_AMX
     if (nn_bgemm_isa() == NN_BISA_AMX) {
         *flops = 2.0 * 16 * 16 * 32 * 6 * (double)rounds;
         return peak_amx(rounds);

@@ -1,0 +1,39 @@
+/* bf16 rounding and pairs, inline for the loops that pack operands (nn/gemm_bf16.c, the AMX
+ * convolution in nn/conv_bf16.c), and the AMX tile set-up they share. Internal to nn/. */
+#ifndef XD_NN_BF16_H
+#define XD_NN_BF16_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#define NN_AMX 1 /* the AMX kernels are built (they run where nn_bgemm_isa() says so) */
+#define NN_AMX_TARGET __attribute__((target("amx-tile,amx-bf16")))
+#endif
+
+/* The bits of x rounded to bf16, in the top half (the bottom half is garbage): branch-free, so
+ * the packing loops vectorise. Adding 0x7fff plus the lowest kept bit carries into the kept bits
+ * exactly when the dropped ones are past half, or half with an odd kept part; Inf (dropped bits
+ * 0) is unchanged; a NaN gets its quiet bit set instead. */
+static inline uint32_t nn_bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
+    return (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : r;
+}
+
+/* the pair (x0 at k = 2q, x1 at 2q + 1) as one word */
+static inline uint32_t nn_bf16_pair(float x0, float x1)
+{
+    return nn_bf16_bits(x0) >> 16 | (nn_bf16_bits(x1) & 0xffff0000u);
+}
+
+#ifdef NN_AMX
+/* Configures the calling thread's eight AMX tiles as 16 rows of 64 bytes each, and releases
+ * them; only where nn_bgemm_isa() is NN_BISA_AMX. */
+void nn_amx_configure(void);
+void nn_amx_release(void);
+#endif
+
+#endif

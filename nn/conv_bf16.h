@@ -1,0 +1,35 @@
+/* Convolutions in bf16 on AMX tiles with their windows read in place (internal to nn/conv.c).
+ *
+ * While a model trains in bf16 (nn_mm_precision() is NN_PREC_BF16) on a CPU whose bf16 products
+ * run on AMX tiles (nn_bgemm_isa() is NN_BISA_AMX), a stride-1 convolution's forward and its
+ * input gradient need no unfolded windows: each image is copied once into bf16 pairs of channels,
+ * zero-padded, and a tile of 16 output positions at one tap of the kernel is 16 consecutive
+ * positions of that copy, loaded in place with the row stride of one position. The input gradient
+ * is the same product over the output gradient padded by the kernel's size less one less the
+ * padding, with the kernel turned half a turn and its channel axes swapped. Sums are float32 over
+ * the taps in order, channel pairs within a tap in order (one chain per element, AMX's order
+ * within each tile step, see gemm_bf16.h); the bias is added to the sum in float32. Each image is
+ * computed by one thread the same way, so the bits do not depend on the thread count. */
+#ifndef XD_NN_CONV_BF16_H
+#define XD_NN_CONV_BF16_H
+
+#include "nn/layers.h"
+
+/* Whether nn_bconv_forward (nn_bconv_dinp) computes s now: bf16 products on AMX, stride 1, a
+ * kernel of more than one tap, and enough channels of what the windows read to fill half a tile
+ * step at least (16: the input's C for the forward, the output's OC for the input gradient,
+ * whose padding must also be less than the kernel). */
+int nn_bconv_forward_takes(const nn_conv_shape *s);
+int nn_bconv_dinp_takes(const nn_conv_shape *s);
+
+/* out (B, OH, OW, OC) = the convolution of inp with w (and + b when s->bias); image(ctx, b), when
+ * given, runs on each image once its rows are final, by the thread that computed them. */
+void nn_bconv_forward(float *out, const float *inp, const float *w, const float *b,
+                      const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx);
+
+/* dinp (B, H, W, C) = the input gradient of dout (B, OH, OW, OC) through w, written (first) or
+ * added to dinp. */
+void nn_bconv_dinp(float *dinp, const float *dout, const float *w, const nn_conv_shape *s,
+                   int first);
+
+#endif

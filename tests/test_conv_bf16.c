@@ -1,0 +1,264 @@
+/* nn/conv_bf16: the AMX convolution that reads its windows in place, through the layer's own
+ * entry points (nn_conv2d_forward, nn_conv2d_backward and _first) under bf16 products: the
+ * forward and the input gradient against double-precision sums of the bf16-rounded operands,
+ * within the float32 summation bound, on shapes with odd channel counts, kernels of 2x2 to 5x5,
+ * padding 0 to 2, outputs wider than a tile and images shorter than one; the bits at 1 and 2
+ * threads; what the layer hands it and what it leaves to the other products. Skipped where the
+ * CPU (or the system) has no AMX tiles. */
+#include "tests/support/testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "nn/conv_bf16.h"
+#include "nn/gemm_bf16.h"
+#include "nn/layers.h"
+
+static double bf(float x) { return (double)nn_bf16_float(nn_bf16_round(x)); }
+
+typedef struct {
+    nn_conv_shape s;
+    float *inp, *w, *b, *dout;
+    float *cols, *wext, *dcols, *dw, *db;
+} conv_case;
+
+static conv_case case_make(int B, int H, int W, int C, int OC, int KH, int KW, int pad, int bias,
+                           uint64_t seed)
+{
+    conv_case k;
+    memset(&k, 0, sizeof k);
+    k.s = (nn_conv_shape){.B = B, .H = H, .W = W, .C = C, .OC = OC, .KH = KH, .KW = KW,
+                          .stride = 1, .pad = pad, .bias = bias};
+    assert_int_equal(nn_conv_shape_init(&k.s), 0);
+    const size_t n_in = (size_t)B * H * W * C, n_w = (size_t)OC * KH * KW * C,
+                 n_out = (size_t)B * k.s.OH * k.s.OW * OC;
+    k.inp = xd_xmalloc(sizeof(float) * n_in);
+    k.w = xd_xmalloc(sizeof(float) * n_w);
+    k.b = bias ? xd_xmalloc(sizeof(float) * OC) : NULL;
+    k.dout = xd_xmalloc(sizeof(float) * n_out);
+    tu_fill_uniform(k.inp, n_in, -1.0f, 1.0f, seed);
+    tu_fill_uniform(k.w, n_w, -0.5f, 0.5f, seed + 1);
+    if (bias) tu_fill_uniform(k.b, OC, -0.5f, 0.5f, seed + 2);
+    tu_fill_uniform(k.dout, n_out, -1.0f, 1.0f, seed + 3);
+    k.cols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(&k.s) + 1));
+    k.wext = xd_xmalloc(sizeof(float) * (nn_conv_wext_size(&k.s) + 1));
+    k.dcols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(&k.s) + 1));
+    k.dw = xd_xcalloc(n_w, sizeof(float));
+    k.db = xd_xcalloc((size_t)OC, sizeof(float));
+    return k;
+}
+
+static void case_free(conv_case *k)
+{
+    free(k->inp);
+    free(k->w);
+    free(k->b);
+    free(k->dout);
+    free(k->cols);
+    free(k->wext);
+    free(k->dcols);
+    free(k->dw);
+    free(k->db);
+}
+
+/* Each output element against the double sum of the rounded operands (+ the float bias): the
+ * products are exact in float32, so the error is the float32 sum's, at most (K + 4) u times the
+ * sum of the terms' sizes (u = 2^-24; see test_gemm_bf16). Returns the elements outside. */
+static int forward_outside(const conv_case *k, const float *out)
+{
+    const nn_conv_shape *s = &k->s;
+    const int K = s->KH * s->KW * s->C;
+    int bad = 0;
+    for (int n = 0; n < s->B; n++)
+        for (int oy = 0; oy < s->OH; oy++)
+            for (int ox = 0; ox < s->OW; ox++)
+                for (int o = 0; o < s->OC; o++) {
+                    double sum = 0.0, size = 0.0;
+                    for (int ky = 0; ky < s->KH; ky++)
+                        for (int kx = 0; kx < s->KW; kx++) {
+                            const int iy = oy - s->pad + ky, ix = ox - s->pad + kx;
+                            if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W) continue;
+                            for (int c = 0; c < s->C; c++) {
+                                const double t =
+                                    bf(k->w[((size_t)(o * s->KH + ky) * s->KW + kx) * s->C + c]) *
+                                    bf(k->inp[(((size_t)n * s->H + iy) * s->W + ix) * s->C + c]);
+                                sum += t;
+                                size += fabs(t);
+                            }
+                        }
+                    if (k->b) {
+                        sum += k->b[o];
+                        size += fabs(k->b[o]);
+                    }
+                    const double got =
+                        out[(((size_t)n * s->OH + oy) * s->OW + ox) * s->OC + o];
+                    if (!(fabs(got - sum) <= (K + 4) * 0x1p-24 * size + 1e-30)) bad++;
+                }
+    return bad;
+}
+
+/* The input gradient against its double sum (+ what dinp held before: base) */
+static int dinp_outside(const conv_case *k, const float *dinp, const float *base)
+{
+    const nn_conv_shape *s = &k->s;
+    const int K = s->KH * s->KW * s->OC;
+    int bad = 0;
+    for (int n = 0; n < s->B; n++)
+        for (int iy = 0; iy < s->H; iy++)
+            for (int ix = 0; ix < s->W; ix++)
+                for (int c = 0; c < s->C; c++) {
+                    double sum = 0.0, size = 0.0;
+                    for (int ky = 0; ky < s->KH; ky++)
+                        for (int kx = 0; kx < s->KW; kx++) {
+                            const int oy = iy + s->pad - ky, ox = ix + s->pad - kx;
+                            if (oy < 0 || oy >= s->OH || ox < 0 || ox >= s->OW) continue;
+                            for (int o = 0; o < s->OC; o++) {
+                                const double t =
+                                    bf(k->w[((size_t)(o * s->KH + ky) * s->KW + kx) * s->C + c]) *
+                                    bf(k->dout[(((size_t)n * s->OH + oy) * s->OW + ox) * s->OC + o]);
+                                sum += t;
+                                size += fabs(t);
+                            }
+                        }
+                    const size_t at = (((size_t)n * s->H + iy) * s->W + ix) * s->C + c;
+                    if (base) {
+                        sum += base[at];
+                        size += fabs(base[at]);
+                    }
+                    if (!(fabs((double)dinp[at] - sum) <= (K + 4) * 0x1p-24 * size + 1e-30)) bad++;
+                }
+    return bad;
+}
+
+static int have_amx(void)
+{
+    return nn_bgemm_isa() == NN_BISA_AMX;
+}
+
+static const int shapes[][8] = {
+    /* B, H, W, C, OC, KH, KW, pad */
+    {2, 5, 7, 16, 16, 3, 3, 1},  {3, 14, 14, 32, 64, 3, 3, 1}, {1, 9, 4, 17, 20, 3, 3, 0},
+    {2, 7, 8, 40, 33, 5, 5, 2},  {2, 4, 5, 16, 48, 2, 2, 1},   {1, 3, 40, 24, 16, 1, 3, 0},
+    {2, 11, 3, 31, 70, 3, 2, 1},
+};
+
+static void test_forward_and_dinp_against_ref(void **state)
+{
+    (void)state;
+    if (!have_amx()) skip();
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int bias = 0; bias < 2; bias++) {
+            const int *v = shapes[i];
+            conv_case k = case_make(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], bias,
+                                    50 + 7 * i + bias);
+            assert_true(nn_bconv_forward_takes(&k.s));
+            assert_true(nn_bconv_dinp_takes(&k.s));
+            const size_t n_out = (size_t)k.s.B * k.s.OH * k.s.OW * k.s.OC,
+                         n_in = (size_t)k.s.B * k.s.H * k.s.W * k.s.C;
+            float *out = xd_xmalloc(sizeof(float) * n_out);
+            const int unfolded =
+                nn_conv2d_forward(out, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+            assert_int_equal(unfolded, 0); /* nothing unfolded: backward unfolds for dw */
+            int bad = forward_outside(&k, out);
+            if (bad) fail_msg("forward: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            /* the check can fail: one element moved by a bf16 step of its value */
+            out[n_out / 2] *= 1.0f + 0x1p-8f;
+            out[n_out / 2] += 1e-3f;
+            assert_int_equal(forward_outside(&k, out), 1);
+
+            float *dinp = xd_xmalloc(sizeof(float) * n_in), *base = xd_xmalloc(sizeof(float) * n_in);
+            tu_fill_uniform(dinp, n_in, -2.0f, 2.0f, 99 + i);
+            memcpy(base, dinp, sizeof(float) * n_in);
+            nn_conv2d_backward_first(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp,
+                                     k.w, &k.s);
+            bad = dinp_outside(&k, dinp, NULL);
+            if (bad) fail_msg("dinp written: %d elements past the bound (shape %zu)", bad, i);
+            memcpy(dinp, base, sizeof(float) * n_in);
+            nn_conv2d_backward(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w,
+                               &k.s);
+            bad = dinp_outside(&k, dinp, base);
+            if (bad) fail_msg("dinp added: %d elements past the bound (shape %zu)", bad, i);
+            dinp[n_in / 3] += 1e-2f;
+            assert_int_equal(dinp_outside(&k, dinp, base), 1);
+            free(dinp);
+            free(base);
+            free(out);
+            case_free(&k);
+        }
+    nn_mm_precision_set(prec);
+}
+
+/* Each image by one thread, the same way: the bits at 1 and 2 threads */
+static void test_bits_at_one_and_two_threads(void **state)
+{
+    (void)state;
+    if (!have_amx()) skip();
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+    const int threads = xd_threads_get();
+    conv_case k = case_make(5, 14, 14, 32, 64, 3, 3, 1, 1, 321);
+    const size_t n_out = (size_t)k.s.B * k.s.OH * k.s.OW * k.s.OC,
+                 n_in = (size_t)k.s.B * k.s.H * k.s.W * k.s.C;
+    float *o1 = xd_xmalloc(sizeof(float) * n_out), *o2 = xd_xmalloc(sizeof(float) * n_out);
+    float *d1 = xd_xcalloc(n_in, sizeof(float)), *d2 = xd_xcalloc(n_in, sizeof(float));
+    xd_threads_set(1);
+    nn_conv2d_forward(o1, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+    nn_conv2d_backward(d1, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
+    xd_threads_set(2);
+    nn_conv2d_forward(o2, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+    nn_conv2d_backward(d2, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
+    assert_memory_equal(o1, o2, sizeof(float) * n_out);
+    assert_memory_equal(d1, d2, sizeof(float) * n_in);
+    xd_threads_set(threads);
+    free(o1);
+    free(o2);
+    free(d1);
+    free(d2);
+    case_free(&k);
+    nn_mm_precision_set(prec);
+}
+
+/* What goes elsewhere: float32 products, strides past 1, one input channel (too few pairs to
+ * fill a tile step: the first convolution keeps its own kernels), an input gradient whose
+ * padding reaches the kernel's size, or any kernel other than AMX. */
+static void test_what_it_takes(void **state)
+{
+    (void)state;
+    if (!have_amx()) skip();
+    nn_conv_shape s = {.B = 2, .H = 8, .W = 8, .C = 32, .OC = 32, .KH = 3, .KW = 3, .stride = 1,
+                       .pad = 1, .bias = 1};
+    assert_int_equal(nn_conv_shape_init(&s), 0);
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    assert_false(nn_bconv_forward_takes(&s) || nn_bconv_dinp_takes(&s));
+    nn_mm_precision_set(NN_PREC_BF16);
+    assert_true(nn_bconv_forward_takes(&s) && nn_bconv_dinp_takes(&s));
+    nn_conv_shape t = s;
+    t.stride = 2;
+    assert_false(nn_bconv_forward_takes(&t) || nn_bconv_dinp_takes(&t));
+    t = s;
+    t.C = 1;
+    assert_false(nn_bconv_forward_takes(&t));
+    t = s;
+    t.OC = 8;
+    assert_true(nn_bconv_forward_takes(&t) && !nn_bconv_dinp_takes(&t));
+    t = s;
+    t.pad = 3;
+    assert_true(nn_bconv_forward_takes(&t) && !nn_bconv_dinp_takes(&t));
+    nn_bgemm_use(NN_BISA_AVX512BF16);
+    assert_false(nn_bconv_forward_takes(&s) || nn_bconv_dinp_takes(&s));
+    nn_bgemm_use(NN_BISA_COUNT);
+    nn_mm_precision_set(prec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_and_dinp_against_ref),
+        cmocka_unit_test(test_bits_at_one_and_two_threads),
+        cmocka_unit_test(test_what_it_takes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
