@@ -43,6 +43,13 @@ static int conv_is_pointwise(const nn_conv_shape *s)
     return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
 }
 
+int nn_precision_of_conv(const nn_conv_shape *s, int p)
+{
+    return p == NN_PREC_BF16 && !conv_is_pointwise(s) && s->C < NN_CONV_BF16_MIN_C
+               ? NN_PREC_FLOAT32
+               : p;
+}
+
 size_t nn_conv_cols_size(const nn_conv_shape *s)
 {
     if (conv_is_pointwise(s)) return 0;
@@ -525,6 +532,10 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_p
     im2col_job job = {cols, inp, s};
     if (dw_from_image(s)) {
         conv2d_dw_one_channel(C, N, beta, dout, pg, inp, s);
+        return;
+    }
+    if (!pg && nn_bconv_dw_takes(s)) { /* bf16 on AMX: nothing unfolded */
+        nn_bconv_dw(C, N, beta, dout, inp, s);
         return;
     }
     XD_ASSERT(!pg);

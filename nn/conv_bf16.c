@@ -51,6 +51,8 @@ int nn_bconv_forward_takes(const nn_conv_shape *s)
     return amx_bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->C >= 16;
 }
 
+int nn_bconv_dw_takes(const nn_conv_shape *s) { return nn_bconv_forward_takes(s); }
+
 int nn_bconv_dinp_takes(const nn_conv_shape *s)
 {
     return amx_bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->OC >= 16 &&
@@ -244,5 +246,167 @@ void nn_bconv_dinp(float *dinp, const float *dout, const float *w, const nn_conv
     grid_images(&g, dout, s->B, s->OH, s->OW, s->OC, ey, ex, wpk, NULL, !first, dinp,
                 (size_t)s->H * s->W * s->C, NULL, NULL);
     free(wpk);
+    free(toff);
+}
+
+// ----------------------------------------------------------------------------------------------
+// the weight gradient
+
+typedef struct {
+    int Wp, M, OW;      /* output positions on the grid: q < M, kept when q % Wp < OW */
+    int taps;
+    const int *toff;
+    int Cp, OCp;        /* channels, output channels, rounded up to 16 */
+    int NP;             /* position pairs per image, a multiple of 16 */
+    size_t g2rows;      /* rows of an image's position-pair grid */
+    size_t img_words;   /* an image's grid and output gradient pairs */
+} dw_geom;
+
+/* Image b's operands into dst: its position-pair grid (g2rows rows of Cp words: word (q, c) =
+ * channel c at grid positions q and q + 1) and then its output gradient as OCp rows of NP words
+ * (word (oc, j) = channel oc at positions 2j and 2j + 1, zero past the image or its row). tmp:
+ * (g2rows + 1) Cp halves of scratch for the image on its grid. */
+static void dw_image(uint32_t *dst, uint16_t *tmp, const float *inp, const float *dout,
+                     const nn_conv_shape *s, const dw_geom *d, int b)
+{
+    bconv_geom grid = {0};
+    grid.Wp = d->Wp;
+    grid.cp = d->Cp / 2;
+    grid.rows = d->g2rows + 1;
+    grid_image((uint32_t *)tmp, inp + (size_t)b * s->H * s->W * s->C, s->H, s->W, s->C, s->pad,
+               s->pad, &grid);
+    const size_t n = d->g2rows * d->Cp;
+    for (size_t i = 0; i < n; i++) dst[i] = tmp[i] | (uint32_t)tmp[i + d->Cp] << 16;
+    uint32_t *dt = dst + n;
+    memset(dt, 0, sizeof(uint32_t) * (size_t)d->OCp * d->NP);
+    const float *img = dout + (size_t)b * s->OH * s->OW * s->OC;
+    for (int j = 0; j < d->NP; j++) {
+        const float *r[2];
+        for (int h = 0; h < 2; h++) {
+            const int q = 2 * j + h, x = q % d->Wp;
+            r[h] = q < d->M && x < d->OW ? img + ((size_t)(q / d->Wp) * d->OW + x) * s->OC : NULL;
+        }
+        if (!r[0] && !r[1]) continue;
+        for (int o = 0; o < s->OC; o++)
+            dt[(size_t)o * d->NP + j] = nn_bf16_pair(r[0] ? r[0][o] : 0.0f, r[1] ? r[1][o] : 0.0f);
+    }
+}
+
+#ifdef NN_AMX
+/* Block blk of the sums (two row tiles of output channels by two column tiles of (tap, 16
+ * channels), fewer at the edges) over the n images of a chunk at imgs; acc (OCp rows of ld) holds
+ * the sums so far (first: none). The calling thread's tiles are configured. */
+NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, int n,
+                                   const dw_geom *d, int blk, int first)
+{
+    const int rts = d->OCp / 16, per_tap = d->Cp / 16, cts = d->taps * per_tap;
+    const int rb = blk / ((cts + 1) / 2), cb = blk % ((cts + 1) / 2);
+    const int r2 = 2 * rb + 1 < rts, c2 = 2 * cb + 1 < cts;
+    float *c00 = acc + (size_t)(2 * rb) * 16 * ld + (size_t)(2 * cb) * 16;
+    const size_t rc = sizeof(float) * ld, ra = sizeof(uint32_t) * d->NP,
+                 rb2 = sizeof(uint32_t) * 2 * d->Cp;
+    if (first) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    } else {
+        _tile_loadd(0, c00, rc);
+        if (c2) _tile_loadd(1, c00 + 16, rc);
+        if (r2) _tile_loadd(2, c00 + 16 * ld, rc);
+        if (r2 && c2) _tile_loadd(3, c00 + 16 * ld + 16, rc);
+    }
+    /* the two column tiles: their taps' offsets and first channels */
+    const int t0 = 2 * cb / per_tap, t1 = (2 * cb + 1) / per_tap;
+    const size_t b0 = (size_t)d->toff[t0] * d->Cp + (size_t)(2 * cb % per_tap) * 16;
+    const size_t b1 = c2 ? (size_t)d->toff[t1] * d->Cp + (size_t)((2 * cb + 1) % per_tap) * 16 : 0;
+    for (int i = 0; i < n; i++) {
+        const uint32_t *g2 = imgs + (size_t)i * d->img_words;
+        const uint32_t *dt = g2 + d->g2rows * d->Cp + (size_t)(2 * rb) * 16 * d->NP;
+        for (int q = 0; q < d->NP; q += STEP) {
+            const uint32_t *g = g2 + (size_t)2 * q * d->Cp; /* grid row 2q: position pair q */
+            _tile_loadd(6, g + b0, rb2);
+            if (c2) _tile_loadd(7, g + b1, rb2);
+            _tile_loadd(4, dt + q, ra);
+            _tile_dpbf16ps(0, 4, 6);
+            if (c2) _tile_dpbf16ps(1, 4, 7);
+            if (r2) {
+                _tile_loadd(5, dt + (size_t)16 * d->NP + q, ra);
+                _tile_dpbf16ps(2, 5, 6);
+                if (c2) _tile_dpbf16ps(3, 5, 7);
+            }
+        }
+    }
+    _tile_stored(0, c00, rc);
+    if (c2) _tile_stored(1, c00 + 16, rc);
+    if (r2) _tile_stored(2, c00 + 16 * ld, rc);
+    if (r2 && c2) _tile_stored(3, c00 + 16 * ld + 16, rc);
+}
+#endif
+
+enum { DW_CHUNK_BYTES = 1 << 20 }; /* the operands of a chunk of images: about L2's half */
+
+void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *inp,
+                 const nn_conv_shape *s)
+{
+    XD_ASSERT(nn_bconv_dw_takes(s) && (beta == 0.0f || beta == 1.0f));
+    const int K = s->KH * s->KW * s->C, taps = s->KH * s->KW;
+    XD_ASSERT(N == K + !!s->bias);
+    int *toff = xd_xmalloc(sizeof(int) * (size_t)taps);
+    const int Wp = s->W + 2 * s->pad;
+    for (int ky = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++) toff[ky * s->KW + kx] = ky * Wp + kx;
+    dw_geom d = {Wp, s->OH * Wp, s->OW, taps, toff, round_up(s->C, 16), round_up(s->OC, 16),
+                 round_up((s->OH * Wp + 1) / 2, STEP), 0, 0};
+    d.g2rows = (size_t)2 * d.NP + (size_t)toff[taps - 1];
+    d.img_words = d.g2rows * d.Cp + (size_t)d.OCp * d.NP;
+    const size_t ld = (size_t)taps * d.Cp;
+    const int cts = taps * d.Cp / 16, blocks = (d.OCp / 16 + 1) / 2 * ((cts + 1) / 2);
+    int chunk = (int)(DW_CHUNK_BYTES / (sizeof(uint32_t) * d.img_words));
+    if (chunk < 1) chunk = 1;
+    if (chunk > s->B) chunk = s->B;
+    float *acc = xd_xmalloc_aligned(sizeof(float) * d.OCp * ld);
+    uint32_t *imgs = xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)chunk * d.img_words);
+    int T = xd_threads_split(1) ? xd_threads_get() : 1;
+    if (T > blocks) T = blocks;
+#ifdef NN_AMX
+#pragma omp parallel num_threads(T) if (T > 1)
+    {
+        uint16_t *tmp = xd_xmalloc(sizeof(uint16_t) * (d.g2rows + 1) * d.Cp);
+        nn_amx_configure();
+        for (int b0 = 0; b0 < s->B; b0 += chunk) {
+            const int n = s->B - b0 < chunk ? s->B - b0 : chunk;
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++)
+                dw_image(imgs + (size_t)i * d.img_words, tmp, inp, dout, s, &d, b0 + i);
+#pragma omp for schedule(static)
+            for (int blk = 0; blk < blocks; blk++) dw_block(acc, ld, imgs, n, &d, blk, b0 == 0);
+        }
+        nn_amx_release();
+        free(tmp);
+    }
+#else
+    (void)blocks, (void)T;
+    XD_ASSERT(0); /* nn_bconv_dw_takes says no where AMX is not built */
+#endif
+    for (int o = 0; o < s->OC; o++)
+        for (int t = 0; t < taps; t++) {
+            const float *a = acc + (size_t)o * ld + (size_t)t * d.Cp;
+            float *c = C + (size_t)o * N + (size_t)t * s->C;
+            for (int k = 0; k < s->C; k++) c[k] = beta == 0.0f ? a[k] : c[k] + a[k];
+        }
+    if (s->bias) { /* the bias column: dout's column sums, position by position */
+        float *sum = xd_xcalloc((size_t)s->OC, sizeof(float));
+        const size_t P = (size_t)s->B * s->OH * s->OW;
+        for (size_t p = 0; p < P; p++)
+            for (int o = 0; o < s->OC; o++) sum[o] += dout[p * s->OC + o];
+        for (int o = 0; o < s->OC; o++) {
+            float *c = C + (size_t)o * N + K;
+            *c = beta == 0.0f ? sum[o] : *c + sum[o];
+        }
+        free(sum);
+    }
+    free(imgs);
+    free(acc);
     free(toff);
 }

@@ -6,7 +6,8 @@
  * zero-padded, and a tile of 16 output positions at one tap of the kernel is 16 consecutive
  * positions of that copy, loaded in place with the row stride of one position. The input gradient
  * is the same product over the output gradient padded by the kernel's size less one less the
- * padding, with the kernel turned half a turn and its channel axes swapped. Sums are float32 over
+ * padding, with the kernel turned half a turn and its channel axes swapped; the weight gradient
+ * is a third product (nn_bconv_dw). Sums are float32 over
  * the taps in order, channel pairs within a tap in order (one chain per element, AMX's order
  * within each tile step, see gemm_bf16.h); the bias is added to the sum in float32. Each image is
  * computed by one thread the same way, so the bits do not depend on the thread count. */
@@ -21,6 +22,8 @@
  * whose padding must also be less than the kernel). */
 int nn_bconv_forward_takes(const nn_conv_shape *s);
 int nn_bconv_dinp_takes(const nn_conv_shape *s);
+/* Whether nn_bconv_dw computes s's weight gradient now: as the forward. */
+int nn_bconv_dw_takes(const nn_conv_shape *s);
 
 /* out (B, OH, OW, OC) = the convolution of inp with w (and + b when s->bias); image(ctx, b), when
  * given, runs on each image once its rows are final, by the thread that computed them. */
@@ -31,5 +34,15 @@ void nn_bconv_forward(float *out, const float *inp, const float *w, const float 
  * added to dinp. */
 void nn_bconv_dinp(float *dinp, const float *dout, const float *w, const nn_conv_shape *s,
                    int first);
+
+/* The weight gradient as the layer's product makes it: C (OC, N) = [dw | db] (N = K + 1 with a
+ * bias, K = KH KW C, dw in w's layout) written (beta 0) or added (beta 1). dw's sums run over the
+ * batch's output positions in pairs, on AMX: per image, the output gradient as rows of pairs of
+ * positions per channel (the A tiles), and the image on its grid as words holding one channel at
+ * two neighbouring positions (so that the B tile of a tap is 16 position pairs two grid rows
+ * apart, loaded in place); the batch in chunks of images whose copies stay in cache, each tile of
+ * sums carried from chunk to chunk. db is the float32 column sum of dout in position order. */
+void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *inp,
+                 const nn_conv_shape *s);
 
 #endif

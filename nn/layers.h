@@ -45,6 +45,13 @@ typedef struct {
 
 /* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */
 int nn_conv_shape_init(nn_conv_shape *s);
+/* The precision a convolution's products run in when the model's is p: p, except that under
+ * bf16 a convolution whose windows have fewer than NN_CONV_BF16_MIN_C channels (a first layer on
+ * grey or RGB pixels) keeps float32 and its direct kernels: its sums are too short (9 or 27
+ * terms) for bf16 pairs and tiles to pay for rounding and packing them, and it holds a few
+ * percent of a model's products. The model sets it around the layer's forward and backward. */
+#define NN_CONV_BF16_MIN_C 16
+int nn_precision_of_conv(const nn_conv_shape *s, int p);
 /* Elements of the cols buffer: one row of KH*KW*C (+1 for the bias column) per output pixel;
  * 0 for a 1x1/stride-1/no-pad conv, which reads its input directly. */
 size_t nn_conv_cols_size(const nn_conv_shape *s);

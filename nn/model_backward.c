@@ -58,7 +58,11 @@ static int relu_pool_backward(nn_model *m, int pool, const float *dout, const fl
     if (src->kind == NN_CONV2D && !source_grad_used(m, src->in) &&
         nn_node_only_reader(m, r->in) == m->nodes[pool].in) {
         nn_conv_shape cs = nn_node_conv_shape(src, m->batch);
-        if (nn_conv2d_takes_pooled(&cs, ps)) {
+        const nn_precision outer =
+            nn_mm_precision_set(nn_precision_of_conv(&cs, nn_mm_precision()));
+        const int takes = nn_conv2d_takes_pooled(&cs, ps);
+        nn_mm_precision_set(outer);
+        if (takes) {
             src->pooled = pool;
             return 1;
         }
@@ -105,12 +109,15 @@ void nn_model_backward(nn_model *m)
             break;
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
+            const nn_precision outer =
+                nn_mm_precision_set(nn_precision_of_conv(&cs, nn_mm_precision()));
             if (nd->pooled) { /* its gradient is still the pool's (relu_pool_backward) */
                 const nn_node *pool = &m->nodes[nd->pooled];
                 const nn_pool_shape ps = nn_node_pool_shape(pool, B);
                 const nn_pool_grad g = {pool->dout, pool->out, pool->isave, &ps};
                 nn_conv2d_backward_pooled(dw, db, nd->save + nn_conv_cols_size(&cmax), &g, x, &cs);
                 nd->pooled = 0;
+                nn_mm_precision_set(outer);
                 break;
             }
             float *dcols = dx ? xd_arena_floats(&m->scratch, nn_conv_cols_size(&cs)) : NULL;
@@ -120,6 +127,7 @@ void nn_model_backward(nn_model *m)
                                          w, &cs);
             else
                 nn_conv2d_backward(dx, dw, db, dcols, wext, dy, nd->save, nd->unfolded, x, w, &cs);
+            nn_mm_precision_set(outer);
             break;
         }
         case NN_MAXPOOL:

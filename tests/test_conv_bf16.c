@@ -1,6 +1,6 @@
 /* nn/conv_bf16: the AMX convolution that reads its windows in place, through the layer's own
  * entry points (nn_conv2d_forward, nn_conv2d_backward and _first) under bf16 products: the
- * forward and the input gradient against double-precision sums of the bf16-rounded operands,
+ * forward, the input gradient and the weight and bias gradients against double-precision sums of the bf16-rounded operands,
  * within the float32 summation bound, on shapes with odd channel counts, kernels of 2x2 to 5x5,
  * padding 0 to 2, outputs wider than a tile and images shorter than one; the bits at 1 and 2
  * threads; what the layer hands it and what it leaves to the other products. Skipped where the
@@ -133,6 +133,43 @@ static int dinp_outside(const conv_case *k, const float *dinp, const float *base
     return bad;
 }
 
+/* The weight and bias gradients (+ what they held before: wbase, bbase) against their double sums
+ * over the batch's output positions: dw of the rounded operands, db of dout as it is */
+static int dw_outside(const conv_case *k, const float *wbase, const float *bbase)
+{
+    const nn_conv_shape *s = &k->s;
+    const int P = s->B * s->OH * s->OW;
+    int bad = 0;
+    for (int o = 0; o < s->OC; o++) {
+        for (int ky = 0; ky < s->KH; ky++)
+            for (int kx = 0; kx < s->KW; kx++)
+                for (int c = 0; c < s->C; c++) {
+                    const size_t at = ((size_t)(o * s->KH + ky) * s->KW + kx) * s->C + c;
+                    double sum = wbase[at], size = fabs(wbase[at]);
+                    for (int n = 0; n < s->B; n++)
+                        for (int oy = 0; oy < s->OH; oy++)
+                            for (int ox = 0; ox < s->OW; ox++) {
+                                const int iy = oy - s->pad + ky, ix = ox - s->pad + kx;
+                                if (iy < 0 || iy >= s->H || ix < 0 || ix >= s->W) continue;
+                                const double t =
+                                    bf(k->dout[(((size_t)n * s->OH + oy) * s->OW + ox) * s->OC + o]) *
+                                    bf(k->inp[(((size_t)n * s->H + iy) * s->W + ix) * s->C + c]);
+                                sum += t;
+                                size += fabs(t);
+                            }
+                    if (!(fabs((double)k->dw[at] - sum) <= (P + 4) * 0x1p-24 * size + 1e-30)) bad++;
+                }
+        if (!k->b) continue;
+        double sum = bbase[o], size = fabs(bbase[o]);
+        for (int p = 0; p < P; p++) {
+            sum += k->dout[(size_t)p * s->OC + o];
+            size += fabs(k->dout[(size_t)p * s->OC + o]);
+        }
+        if (!(fabs((double)k->db[o] - sum) <= (P + 4) * 0x1p-24 * size + 1e-30)) bad++;
+    }
+    return bad;
+}
+
 static int have_amx(void)
 {
     return nn_bgemm_isa() == NN_BISA_AMX;
@@ -173,15 +210,30 @@ static void test_forward_and_dinp_against_ref(void **state)
             float *dinp = xd_xmalloc(sizeof(float) * n_in), *base = xd_xmalloc(sizeof(float) * n_in);
             tu_fill_uniform(dinp, n_in, -2.0f, 2.0f, 99 + i);
             memcpy(base, dinp, sizeof(float) * n_in);
+            const size_t n_w = (size_t)k.s.OC * k.s.KH * k.s.KW * k.s.C;
+            float *wbase = xd_xcalloc(n_w, sizeof(float)), *bbase = xd_xcalloc(k.s.OC, sizeof(float));
             nn_conv2d_backward_first(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp,
                                      k.w, &k.s);
             bad = dinp_outside(&k, dinp, NULL);
             if (bad) fail_msg("dinp written: %d elements past the bound (shape %zu)", bad, i);
+            bad = dw_outside(&k, wbase, bbase);
+            if (bad) fail_msg("dw: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            /* added to what the gradients hold */
+            tu_fill_uniform(wbase, n_w, -1.0f, 1.0f, 7 + i);
+            tu_fill_uniform(bbase, k.s.OC, -1.0f, 1.0f, 8 + i);
+            memcpy(k.dw, wbase, sizeof(float) * n_w);
+            memcpy(k.db, bbase, sizeof(float) * k.s.OC);
             memcpy(dinp, base, sizeof(float) * n_in);
             nn_conv2d_backward(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w,
                                &k.s);
             bad = dinp_outside(&k, dinp, base);
             if (bad) fail_msg("dinp added: %d elements past the bound (shape %zu)", bad, i);
+            bad = dw_outside(&k, wbase, bbase);
+            if (bad) fail_msg("dw added: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            k.dw[n_w / 2] += 0.25f; /* past the bound of a sum over the whole batch */
+            assert_int_equal(dw_outside(&k, wbase, bbase), 1);
+            free(wbase);
+            free(bbase);
             dinp[n_in / 3] += 1e-2f;
             assert_int_equal(dinp_outside(&k, dinp, base), 1);
             free(dinp);
@@ -212,6 +264,17 @@ static void test_bits_at_one_and_two_threads(void **state)
     nn_conv2d_backward(d2, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
     assert_memory_equal(o1, o2, sizeof(float) * n_out);
     assert_memory_equal(d1, d2, sizeof(float) * n_in);
+    /* the weight gradient: twice at one thread above, so again from zero at each */
+    const size_t n_w = (size_t)k.s.OC * k.s.KH * k.s.KW * k.s.C;
+    float *w1 = xd_xmalloc(sizeof(float) * n_w);
+    for (int t = 1; t <= 2; t++) {
+        xd_threads_set(t);
+        memset(k.dw, 0, sizeof(float) * n_w);
+        nn_conv2d_backward(d1, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
+        if (t == 1) memcpy(w1, k.dw, sizeof(float) * n_w);
+    }
+    assert_memory_equal(w1, k.dw, sizeof(float) * n_w);
+    free(w1);
     xd_threads_set(threads);
     free(o1);
     free(o2);
@@ -234,7 +297,7 @@ static void test_what_it_takes(void **state)
     const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
     assert_false(nn_bconv_forward_takes(&s) || nn_bconv_dinp_takes(&s));
     nn_mm_precision_set(NN_PREC_BF16);
-    assert_true(nn_bconv_forward_takes(&s) && nn_bconv_dinp_takes(&s));
+    assert_true(nn_bconv_forward_takes(&s) && nn_bconv_dinp_takes(&s) && nn_bconv_dw_takes(&s));
     nn_conv_shape t = s;
     t.stride = 2;
     assert_false(nn_bconv_forward_takes(&t) || nn_bconv_dinp_takes(&t));
