@@ -30,10 +30,32 @@ static inline uint32_t nn_bf16_pair(float x0, float x1)
 }
 
 #ifdef NN_AMX
+#include <immintrin.h>
+
 /* Configures the calling thread's eight AMX tiles as 16 rows of 64 bytes each, and releases
  * them; only where nn_bgemm_isa() is NN_BISA_AMX. */
 void nn_amx_configure(void);
 void nn_amx_release(void);
+
+/* The kernels' block of sums: tiles 0-3 are rows 0-15 / 16-31 by columns 0-15 / 16-31 of a
+ * 32 x 32 block of float32 at c, rows ld floats apart; r2, c2: the second tile of rows, of
+ * columns, in use. Zeroed, or stored. */
+NN_AMX_TARGET static inline void nn_amx_zero_block(void)
+{
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
+
+NN_AMX_TARGET static inline void nn_amx_store_block(float *c, size_t ld, int r2, int c2)
+{
+    const size_t rc = sizeof(float) * ld;
+    _tile_stored(0, c, rc);
+    if (c2) _tile_stored(1, c + 16, rc);
+    if (r2) _tile_stored(2, c + 16 * ld, rc);
+    if (r2 && c2) _tile_stored(3, c + 16 * ld + 16, rc);
+}
 #endif
 
 #endif

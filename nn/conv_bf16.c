@@ -23,10 +23,6 @@
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
 
-#ifdef NN_AMX
-#include <immintrin.h>
-#endif
-
 enum { ROWS = 32, COLS = 32, STEP = 16 }; /* a block of C; pairs per tile step */
 
 typedef struct {
@@ -149,10 +145,7 @@ NN_AMX_TARGET static void grid_product(const bconv_geom *g, const uint32_t *grid
         for (int j0 = 0; j0 < g->N; j0 += COLS) {
             const int c2 = g->N - j0 > 16;
             const uint32_t *panel = wpk + (size_t)j0 * kq;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
+            nn_amx_zero_block();
             for (int t = 0; t < g->taps; t++) {
                 const uint32_t *a = grid + (size_t)(q0 + g->toff[t]) * g->cp;
                 const uint32_t *b = panel + (size_t)t * g->cp * COLS;
@@ -169,10 +162,7 @@ NN_AMX_TARGET static void grid_product(const bconv_geom *g, const uint32_t *grid
                     }
                 }
             }
-            _tile_stored(0, acc, rb);
-            _tile_stored(1, acc + 16, rb);
-            _tile_stored(2, acc + 16 * COLS, rb);
-            _tile_stored(3, acc + 16 * COLS + 16, rb);
+            nn_amx_store_block(acc, COLS, r2, c2);
             put_block(out, acc, g, q0, j0, bias, add);
         }
     }
@@ -306,10 +296,7 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
     const size_t rc = sizeof(float) * ld, ra = sizeof(uint32_t) * d->NP,
                  rb2 = sizeof(uint32_t) * 2 * d->Cp;
     if (first) {
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
+        nn_amx_zero_block();
     } else {
         _tile_loadd(0, c00, rc);
         if (c2) _tile_loadd(1, c00 + 16, rc);
@@ -337,10 +324,7 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
             }
         }
     }
-    _tile_stored(0, c00, rc);
-    if (c2) _tile_stored(1, c00 + 16, rc);
-    if (r2) _tile_stored(2, c00 + 16 * ld, rc);
-    if (r2 && c2) _tile_stored(3, c00 + 16 * ld + 16, rc);
+    nn_amx_store_block(c00, ld, r2, c2);
 }
 #endif
 

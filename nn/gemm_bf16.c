@@ -394,10 +394,7 @@ NN_AMX_TARGET static inline __attribute__((always_inline)) void
 amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b, float *acc)
 {
     const size_t ra = sa * sizeof(uint32_t), rb = NR * sizeof(uint32_t);
-    _tile_zero(0);
-    if (C2) _tile_zero(1);
-    if (R2) _tile_zero(2);
-    if (R2 && C2) _tile_zero(3);
+    nn_amx_zero_block();
     for (int q = 0; q < np; q += AQ) {
         _tile_loadd(6, b + (size_t)q * NR, rb);
         if (C2) _tile_loadd(7, b + (size_t)q * NR + 16, rb);
@@ -410,10 +407,7 @@ amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b
             if (C2) _tile_dpbf16ps(3, 5, 7);
         }
     }
-    _tile_stored(0, acc, rb);
-    if (C2) _tile_stored(1, acc + 16, rb);
-    if (R2) _tile_stored(2, acc + 16 * NR, rb);
-    if (R2 && C2) _tile_stored(3, acc + 16 * NR + 16, rb);
+    nn_amx_store_block(acc, NR, R2, C2);
 }
 
 NN_AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_t sa,
