@@ -16,9 +16,8 @@
  *
  * Rows teacher_cnn_fwd time the teacher's forward alone at batch 256 as a teacher-output cache
  * is built (distill/cache.c): the inference engine (nn_model_infer) on weights packed once without
- * folding (nn_model_pack_exact), what a cache costs per image. That path runs float32 whatever
- * the model's precision; teacher_cnn_fwd_bf16 is the plain forward with bf16 products (run in
- * training mode, which for this model does the same work), to show what bf16 would give there.
+ * folding (nn_model_pack_exact), what a cache costs per image; teacher_cnn_fwd_bf16 the evaluation
+ * forward with bf16 products, which is how a teacher with `precision: bf16` builds its cache.
  * JSON rows say "step": "train" or "forward".
  *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
@@ -207,16 +206,14 @@ void bench_forward_step(void *ctx)
     bench_trainer *t = ctx;
     int i0 = next_batch(t);
     const float *x = t->data->x + (size_t)i0 * BENCH_PIXELS;
-    /* packed (the train suite's float32 rows): the teacher-output cache's path */
+    /* the teacher-output cache's paths: packed (the float32 rows), the inference engine; a
+     * teacher in bf16 (the bf16 rows), the evaluation forward with bf16 products */
     if (t->m.packed) {
         nn_model_infer(&t->m, x, t->B, NULL);
         return;
     }
-    /* An evaluation forward runs float32 whatever m.precision, so bf16 products need a
-     * training-mode forward, which for the suites' models (no dropout, no batch norm) does the
-     * same work. */
-    const nn_run run = {.training = t->m.precision != NN_PREC_FLOAT32, .seed = 1};
-    nn_model_forward(&t->m, x, t->B, &run);
+    t->m.eval_precision = t->m.precision;
+    nn_model_forward(&t->m, x, t->B, NULL);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -277,8 +274,8 @@ int bench_train(const bench_opts *o)
                    "[min-max] of repeated steps, median CPU time of a step (all threads); epoch = "
                    "%d images at the median\n"
                    "teacher_cnn_fwd: the forward alone, batch %d, as the teacher-output cache runs "
-                   "it (float32, the inference engine; its bf16 row: the plain forward, bf16 "
-                   "products)\n",
+                   "it (float32: the inference engine; bf16: the eval forward with bf16 products, "
+                   "a teacher with precision: bf16)\n",
                 BATCH, BENCH_EPOCH, FWD_BATCH);
         bench_images_note(&d, f);
         fprintf(f, "%-20s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",

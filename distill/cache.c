@@ -121,6 +121,9 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
+    /* outputs from bf16 products are other numbers: their own key (float32's keys unchanged) */
+    if (teacher->eval_precision != NN_PREC_FLOAT32)
+        h = xd_fnv_str(h, 'P', nn_precision_names[teacher->eval_precision]);
     snprintf(key, 17, "%016llx", (unsigned long long)h);
     return XD_OK;
 }
@@ -421,11 +424,12 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
      * with the eval forward's bits: no batch norm folded (nn_model_pack_exact), and the plain
      * forward where the engine would not write what is cached (a head or tap that is a ReLU it
      * pools without writing: nn_model_infer keeps such a ReLU's output only for a marked head)
-     * or computes it otherwise (an int8 model's integer engine). */
+     * or computes it otherwise (an int8 model's integer engine, a teacher in bf16). */
     uint8_t *need = NULL;
     const nn_node *hd = &m->nodes[r->head], *tp = r->tap >= 0 ? &m->nodes[r->tap] : NULL;
     const int engine = !s && !m->packed && !m->qengine && (!hd->relu_pool || hd->head) &&
-                       (!tp || !tp->relu_pool || tp->head);
+                       (!tp || !tp->relu_pool || tp->head) &&
+                       m->eval_precision == NN_PREC_FLOAT32;
     if (engine) {
         need = xd_xcalloc((size_t)m->n_nodes, 1);
         nn_model_needs(m, r->head, need);

@@ -19,7 +19,9 @@
  * and every state value such as batch-norm running statistics; that is exactly what decides its
  * outputs, and it needs no checkpoint file); the dataset file's identity (its base name, size and
  * modification time in nanoseconds, and its metadata pairs); the split, the view, n, the head's
- * name, k and the tap's name. Any change there gives another key, so stale files are never read
+ * name, k and the tap's name; and for a teacher whose forwards run bf16 products
+ * (nn_model.eval_precision, a recipe teacher's `precision: bf16`) that precision's name, which
+ * float32 teachers' keys leave out. Any change there gives another key, so stale files are never read
  * (they stay in the folder for other teachers; delete the folder to reclaim the space).
  *
  * Loading never trusts the files: each must open as a valid .npy, have exactly the expected dtype
@@ -28,8 +30,8 @@
  * rebuilt, and the result says so (rebuilt = 1, warning = why), for the caller to print. A missing
  * <key>.sum (first run, or a build that was interrupted) is a plain build, without a warning.
  *
- * Building runs the teacher in eval mode (nn_model_forward with run == NULL) over the examples in
- * order, in batches of the teacher's max_batch; the caller owns data loading and fills each batch
+ * Building runs the teacher in eval mode (the inference engine with the eval forward's bits, or
+ * nn_model_forward with run == NULL, which a bf16 teacher takes) over the examples in order, in batches of the teacher's max_batch; the caller owns data loading and fills each batch
  * through a callback. Every file is written through io_atomic. The arrays are assembled in memory
  * before writing (n * (K + feature size) floats). */
 #ifndef XD_DISTILL_CACHE_H

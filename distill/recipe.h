@@ -136,6 +136,7 @@ typedef struct {
     char *checkpoint; /* safetensors file */
     char *view;       /* default: the student's view */
     int cache;        /* use the teacher-output cache */
+    nn_precision precision; /* of its forward's products, online and for its cache */
     recipe_langs languages; /* text.* view: sample or average the languages */
 } recipe_teacher;
 

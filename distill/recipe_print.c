@@ -369,6 +369,8 @@ char *recipe_to_yaml(const recipe *r)
         sb_quoted(&b, t->view);
         sb_add(&b, "\n    cache: %s\n", t->cache ? "true" : "false");
         sb_add(&b, "    languages: %s\n", recipe_langs_names[t->languages]);
+        if (t->precision != NN_PREC_FLOAT32) /* only when set: float32 recipes print as before */
+            sb_add(&b, "    precision: %s\n", nn_precision_names[t->precision]);
     }
 
     /* one stage over the whole model is the plain form: train.epochs + losses */

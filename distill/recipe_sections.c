@@ -38,7 +38,8 @@ static const char *const data_keys[] = {"path",           "train",            "t
                                         "student_view",   "augment",          "text",
                                         "val_fraction",   "val",              "eval_sets"};
 static const char *const eval_set_keys[] = {"name", "path", "split"};
-static const char *const teacher_keys[] = {"name", "checkpoint", "view", "cache", "languages"};
+static const char *const teacher_keys[] = {"name",  "checkpoint", "view",
+                                           "cache", "languages",  "precision"};
 static const char *const model_keys[] = {"name", "model", "model_file", "view", "optimizer",
                                          "init"};
 static const char *const quantize_keys[] = {"ema"};
@@ -410,6 +411,10 @@ static xd_status bind_teachers(binder *b, io_yaml_node *root)
             return rb_bad(b, n, "unknown view '%s' (expected image, text.LANG or text.*)", t->view);
         t->cache = 1;
         if ((s = io_yaml_get_bool(b->d, it, "cache", &t->cache, b->e)) != XD_OK) return s;
+        int prec = NN_PREC_FLOAT32;
+        if ((s = rb_get_enum(b, it, "precision", nn_precision_names, NN_PREC_COUNT, &prec)))
+            return s;
+        t->precision = prec;
         int lm = RECIPE_LANGS_SAMPLE;
         if ((s = rb_get_enum(b, it, "languages", recipe_langs_names, RECIPE_LANGS_COUNT, &lm)))
             return s;

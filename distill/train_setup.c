@@ -211,6 +211,7 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
         }
         s = ckpt_load(rt->checkpoint, B, &t->m, e);
         if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
+        t->m.eval_precision = rt->precision; /* its forwards are evaluation forwards */
         const char *view = rt->view ? rt->view : r->data.student_view;
         char *taug, *ttext;
         if ((s = ckpt_preprocessing(rt->checkpoint, &taug, &ttext, e)) != XD_OK)

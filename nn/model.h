@@ -152,7 +152,9 @@ typedef struct {
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
     struct nn_qengine *qengine; /* not NULL: its quantised layers run on integers (nn/quant.h) */
     nn_precision precision;   /* of the products of training forwards and of backward (bf16:
-                               * nn/gemm_bf16.h); evaluation and inference run in float32 */
+                               * nn/gemm_bf16.h) */
+    nn_precision eval_precision; /* of evaluation forwards' products: float32 unless set (a
+                                  * teacher in bf16); inference (nn_model_infer) is float32 */
 } nn_model;
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed

@@ -211,7 +211,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     m->batch = B;
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
-    const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : NN_PREC_FLOAT32);
+    const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : m->eval_precision);
     /* before the loop: a convolution sets the stale flag of the ReLU after it */
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i].stale = 0;
     for (int i = 0; i < m->n_nodes; i++) {

@@ -770,6 +770,49 @@ static void test_conv_teacher_exact(void **state)
     xd_threads_set(1);
 }
 
+/* A teacher whose forwards run bf16 products (a recipe teacher's precision: bf16): its cache has
+ * its own key (float32's unchanged), is built by the eval forward with bf16 products, bit for
+ * bit, and holds other numbers than the float32 teacher's, close to them. */
+static void test_bf16_teacher(void **state)
+{
+    (void)state;
+    tu_fill_uniform(conv_x, CN * CH * CW * CC, -2.0f, 2.0f, 21);
+    write_dataset("d.xds", "bf16");
+    nn_model m;
+    xd_err e;
+    xd_err_clear(&e);
+    if (nn_model_build(&m, CONV_DESC, CMB, 7, &e)) fail_msg("%s", e.msg);
+    kd_cache_spec sp = {.dataset_path = "d.xds", .split = "train", .view = "image", .n = CN};
+    char k32[17], k16[17];
+    TU_OK(kd_cache_key(&sp, &m, k32, &e));
+    kd_cache c32, c16;
+    if (kd_cache_load_or_build(&sp, &m, conv_fill, NULL, &c32, &e)) fail_msg("%s", e.msg);
+    m.eval_precision = NN_PREC_BF16;
+    TU_OK(kd_cache_key(&sp, &m, k16, &e));
+    assert_string_not_equal(k32, k16);
+    if (kd_cache_load_or_build(&sp, &m, conv_fill, NULL, &c16, &e)) fail_msg("%s", e.msg);
+    assert_int_equal(c16.built, 1); /* not the float32 teacher's files */
+    const size_t K = (size_t)c16.K;
+    float *want = malloc(sizeof(float) * CN * K);
+    assert_non_null(want);
+    for (int i = 0; i < CN; i++) {
+        nn_model_forward(&m, conv_x + (size_t)i * CH * CW * CC, 1, NULL);
+        memcpy(want + i * K, nn_model_out(&m, nn_model_default_head(&m)), sizeof(float) * K);
+    }
+    tu_assert_close(c16.logits, want, CN * K, 0, 0, "bf16 teacher's cached logits");
+    double d = 0.0, n = 0.0;
+    for (size_t i = 0; i < CN * K; i++) {
+        d += fabs((double)c16.logits[i] - c32.logits[i]);
+        n += fabs((double)c32.logits[i]);
+    }
+    print_message("bf16 against float32 cached logits: mean relative difference %.2e\n", d / n);
+    assert_true(d > 0.0 && d < 0x1p-5 * n);
+    free(want);
+    kd_cache_close(&c16);
+    kd_cache_close(&c32);
+    nn_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -778,6 +821,7 @@ int main(void)
         cmocka_unit_test(test_topk_files),       cmocka_unit_test(test_topk_forged),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_cache_dir),
         cmocka_unit_test(test_build_is_announced), cmocka_unit_test(test_conv_teacher_exact),
+        cmocka_unit_test(test_bf16_teacher),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

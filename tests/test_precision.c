@@ -1,7 +1,8 @@
 /* train.precision: bf16: a model's training forward and backward in bf16 products are close to the
  * float32 ones and not the same (the bf16 products really run); its evaluation forward is float32
  * to the bit; a bf16 run stopped and resumed ends byte for byte where the uninterrupted one does;
- * the recipe key, its default and its errors. */
+ * the recipe key, its default and its errors; a teacher's precision (key, and evaluation forwards
+ * in bf16). */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -164,12 +165,66 @@ static void test_recipe_key(void **state)
     tu_assert_err(&e, XD_EARG, "train.precision: unknown value 'fp16' (expected float32 or bf16)");
 }
 
+/* A teacher's precision: the recipe key (default float32, printed only when set, its errors),
+ * and an evaluation forward that runs bf16 products when the model's eval_precision says so,
+ * close to float32's and not the same, without leaking to the thread. */
+static void test_teacher_precision(void **state)
+{
+    (void)state;
+    ensure_data();
+    xd_err e;
+    recipe r;
+#define TREC(extra)                                                                               \
+    "data: {path: toy.xds}\nmodel: \"input h=8 w=8 c=1; flatten; linear out=4 head\"\n"          \
+    "teachers: [{name: t, checkpoint: toy.xds" extra "}]\ntrain: {epochs: 1}\n"                  \
+    "losses:\n  - {kind: hinton, teacher: t}\n"
+    TU_OK(recipe_parse("t.yaml", TREC(", precision: bf16"), strlen(TREC(", precision: bf16")),
+                       NULL, 0, 0, &r, &e));
+    assert_int_equal(r.teachers[0].precision, NN_PREC_BF16);
+    char *printed = recipe_to_yaml(&r);
+    assert_non_null(strstr(printed, "    precision: bf16\n"));
+    free(printed);
+    recipe_free(&r);
+    TU_OK(recipe_parse("t.yaml", TREC(""), strlen(TREC("")), NULL, 0, 0, &r, &e));
+    assert_int_equal(r.teachers[0].precision, NN_PREC_FLOAT32);
+    printed = recipe_to_yaml(&r);
+    assert_null(strstr(printed, "precision"));
+    free(printed);
+    recipe_free(&r);
+    assert_int_equal(recipe_parse("t.yaml", TREC(", precision: half"), strlen(TREC(", precision: half")),
+                                  NULL, 0, 0, &r, &e),
+                     XD_EARG);
+    tu_assert_err(&e, XD_EARG, "precision: unknown value 'half' (expected float32 or bf16)");
+#undef TREC
+
+    nn_model m;
+    if (nn_model_build(&m, CNN, 4, 5, &e)) fail_msg("%s", e.msg);
+    const size_t nx = (size_t)4 * 8 * 8 * 3, ny = (size_t)4 * 10;
+    float *x = malloc(sizeof(float) * nx), *f = malloc(sizeof(float) * ny);
+    assert_non_null(x);
+    assert_non_null(f);
+    tu_fill_uniform(x, nx, -1.0f, 1.0f, 6);
+    const int head = nn_model_default_head(&m);
+    nn_model_forward(&m, x, 4, NULL);
+    memcpy(f, nn_model_out(&m, head), sizeof(float) * ny);
+    m.eval_precision = NN_PREC_BF16;
+    nn_model_forward(&m, x, 4, NULL);
+    const double d = rel_diff(nn_model_out(&m, head), f, ny);
+    print_message("bf16 against float32 evaluation forward: %.2e\n", d);
+    assert_true(d > 0.0 && d < 0x1p-5);
+    assert_int_equal(nn_mm_precision(), NN_PREC_FLOAT32);
+    free(x);
+    free(f);
+    nn_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_close_not_equal),
         cmocka_unit_test(test_bf16_resume),
         cmocka_unit_test(test_recipe_key),
+        cmocka_unit_test(test_teacher_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
