@@ -255,10 +255,11 @@ int bench_gemm(const bench_opts *o)
         else
             fprintf(f, "sgemm 1024^3, %d thread%s: cblas_sgemm %.1f GFLOP/s, ours %.1f GFLOP/s, "
                        "ours in bf16 (%s) %.1f GFLOP/s; FMA peak %.1f GFLOP/s (ours at %.0f%%), "
-                       "bf16 dot-product peak %.1f GFLOP/s\n",
+                       "%s peak %.1f GFLOP/s (bf16 at %.0f%%)\n",
                     o->threads[ti], o->threads[ti] > 1 ? "s" : "", gb, go,
                     nn_bisa_name(nn_bgemm_isa()), gh, peak32[ti], 100.0 * go / peak32[ti],
-                    peak16[ti]);
+                    nn_bisa_name(nn_bgemm_isa()), peak16[ti],
+                    peak16[ti] > 0 ? 100.0 * gh / peak16[ti] : 0.0);
     }
     free(pk.a);
     free(pk.b);
