@@ -121,9 +121,12 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
-    /* outputs from bf16 products are other numbers: their own key (float32's keys unchanged) */
-    if (teacher->eval_precision != NN_PREC_FLOAT32)
+    /* outputs from bf16 products are other numbers: their own key (float32's keys unchanged),
+     * and each bf16 kernel sums in its own order: the one that runs is part of it */
+    if (teacher->eval_precision != NN_PREC_FLOAT32) {
         h = xd_fnv_str(h, 'P', nn_precision_names[teacher->eval_precision]);
+        h = xd_fnv_str(h, 'k', nn_bisa_name(nn_bgemm_isa()));
+    }
     snprintf(key, 17, "%016llx", (unsigned long long)h);
     return XD_OK;
 }

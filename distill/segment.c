@@ -414,6 +414,7 @@ xd_status seg_teacher_windows(seg_run *g, const recipe *r, int ti, const io_data
             if (!loaded) {
                 if ((s = ckpt_load(rt->checkpoint, SEG_TEACHER_BATCH, &t, e)) != XD_OK) break;
                 loaded = 1;
+                t.eval_precision = rt->precision; /* its window logits too */
                 if ((s = ckpt_preprocessing(rt->checkpoint, &augment, &text, e)) != XD_OK) break;
             }
             /* the teacher reads windows the way it was trained; without a stored recipe, plain x/255 */

@@ -12,9 +12,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "core/mem.h"
 #include "core/runtime.h"

@@ -59,8 +59,12 @@ static int amx_usable(void)
     if (!s) {
         enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
         unsigned a, b, c, d;
-        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-        const int cpu = (d >> 22 & 1) && (d >> 24 & 1); /* AMX-BF16 and AMX-TILE */
+        __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+        int cpu = 0;
+        if (a >= 7) { /* leaf 7 exists */
+            __asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+            cpu = (d >> 22 & 1) && (d >> 24 & 1); /* AMX-BF16 and AMX-TILE */
+        }
         s = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 ? 1 : 2;
         __atomic_store_n(&state, s, __ATOMIC_RELEASE);
     }

@@ -790,6 +790,13 @@ static void test_bf16_teacher(void **state)
     m.eval_precision = NN_PREC_BF16;
     TU_OK(kd_cache_key(&sp, &m, k16, &e));
     assert_string_not_equal(k32, k16);
+    /* each bf16 kernel sums in its own order: its own key */
+    char kp[17];
+    const nn_bisa isa = nn_bgemm_isa();
+    nn_bgemm_use(NN_BISA_PORTABLE);
+    TU_OK(kd_cache_key(&sp, &m, kp, &e));
+    nn_bgemm_use(NN_BISA_COUNT);
+    if (isa != NN_BISA_PORTABLE) assert_string_not_equal(kp, k16);
     if (kd_cache_load_or_build(&sp, &m, conv_fill, NULL, &c16, &e)) fail_msg("%s", e.msg);
     assert_int_equal(c16.built, 1); /* not the float32 teacher's files */
     const size_t K = (size_t)c16.K;

@@ -5,6 +5,7 @@
  * in bf16). */
 #include "tests/support/testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +219,46 @@ static void test_teacher_precision(void **state)
     nn_model_free(&m);
 }
 
+/* the cache sets (one .sum file each) in the toy set's cache folder */
+static int cache_sets(void)
+{
+    DIR *d = opendir("cache");
+    if (!d) return 0;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        const size_t len = strlen(de->d_name);
+        n += len > 4 && strcmp(de->d_name + len - 4, ".sum") == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The recipe's teacher precision reaches the run: a KD run with the teacher in bf16 builds a
+ * cache of its own beside the float32 teacher's, and its student ends elsewhere. */
+static void test_teacher_precision_run(void **state)
+{
+    (void)state;
+    ensure_teacher();
+#define KD(extra)                                                                                 \
+    "data: {path: toy.xds}\nmodel: \"" MLP_MODEL "\"\n"                                         \
+    "teachers:\n  - {name: cnn, checkpoint: " TEACHER_CKPT extra "}\n"                           \
+    "train: {epochs: 1, batch: 16}\nlosses:\n  - kind: kd\n"
+    run_ok("kd32", KD(""), "kd32", 3, 0, 0);
+    const int sets = cache_sets();
+    assert_true(sets >= 1);
+    run_ok("kd16", KD(", precision: bf16"), "kd16", 3, 0, 0);
+    assert_int_equal(cache_sets(), sets + 1);
+    run_ok("kd16b", KD(", precision: bf16"), "kd16b", 3, 0, 0); /* found again: no new set */
+    assert_int_equal(cache_sets(), sets + 1);
+#undef KD
+    nn_model a, b;
+    load_ckpt("kd32/last.safetensors", &a);
+    load_ckpt("kd16/last.safetensors", &b);
+    assert_true(rel_diff(b.param, a.param, a.n_param) > 0.0);
+    nn_model_free(&a);
+    nn_model_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_bf16_resume),
         cmocka_unit_test(test_recipe_key),
         cmocka_unit_test(test_teacher_precision),
+        cmocka_unit_test(test_teacher_precision_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
