@@ -212,7 +212,6 @@ void bench_forward_step(void *ctx)
         nn_model_infer(&t->m, x, t->B, NULL);
         return;
     }
-    t->m.eval_precision = t->m.precision;
     nn_model_forward(&t->m, x, t->B, NULL);
 }
 
@@ -301,7 +300,8 @@ int bench_train(const bench_opts *o)
         for (int ti = 0; ti < o->n_threads; ti++) {
             xd_threads_set(o->threads[ti]);
             for (int p = 0; p < NN_PREC_COUNT; p++) {
-                t.m.precision = (nn_precision)p;
+                /* the bf16 forward rows: a teacher in bf16, whose eval forward runs bf16 */
+                t.m.precision = t.m.eval_precision = (nn_precision)p;
                 const int cache_path = mc->step == bench_forward_step && p == NN_PREC_FLOAT32;
                 if (cache_path && nn_model_pack_exact(&t.m, &e) != XD_OK) {
                     fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);

@@ -196,11 +196,17 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
 #endif
 }
 
-/* The geometry over a grid Wp wide for a KH x KW kernel and M rows; toff filled (taps of them) */
-static bconv_geom geometry(int M, int Wp, int OW, int KH, int KW, int channels, int N, int *toff)
+/* toff[t]: how far tap t = ky * KW + kx reads from its output's position on a grid Wp wide */
+static void tap_offsets(int *toff, int KH, int KW, int Wp)
 {
     for (int ky = 0; ky < KH; ky++)
         for (int kx = 0; kx < KW; kx++) toff[ky * KW + kx] = ky * Wp + kx;
+}
+
+/* The geometry over a grid Wp wide for a KH x KW kernel and M rows; toff filled (taps of them) */
+static bconv_geom geometry(int M, int Wp, int OW, int KH, int KW, int channels, int N, int *toff)
+{
+    tap_offsets(toff, KH, KW, Wp);
     bconv_geom g = {M, Wp, OW, KH * KW, toff, round_up((channels + 1) / 2, STEP), N, 0};
     g.rows = (size_t)round_up(M, ROWS) + (size_t)toff[KH * KW - 1];
     return g;
@@ -335,8 +341,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     XD_ASSERT(N == K + !!s->bias);
     int *toff = xd_xmalloc(sizeof(int) * (size_t)taps);
     const int Wp = s->W + 2 * s->pad;
-    for (int ky = 0; ky < s->KH; ky++)
-        for (int kx = 0; kx < s->KW; kx++) toff[ky * s->KW + kx] = ky * Wp + kx;
+    tap_offsets(toff, s->KH, s->KW, Wp);
     dw_geom d = {Wp, s->OH * Wp, s->OW, taps, toff, round_up(s->C, 16), round_up(s->OC, 16),
                  round_up((s->OH * Wp + 1) / 2, STEP), 0, 0};
     d.g2rows = (size_t)2 * d.NP + (size_t)toff[taps - 1];
@@ -378,9 +383,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
         }
     if (s->bias) { /* the bias column: dout's column sums, position by position */
         float *sum = xd_xcalloc((size_t)s->OC, sizeof(float));
-        const size_t P = (size_t)s->B * s->OH * s->OW;
-        for (size_t p = 0; p < P; p++)
-            for (int o = 0; o < s->OC; o++) sum[o] += dout[p * s->OC + o];
+        nn_bias_grad(sum, dout, s->B * s->OH * s->OW, s->OC);
         for (int o = 0; o < s->OC; o++) {
             float *c = C + (size_t)o * N + K;
             *c = beta == 0.0f ? sum[o] : *c + sum[o];

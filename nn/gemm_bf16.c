@@ -108,7 +108,6 @@ nn_bisa nn_bgemm_use(nn_bisa isa)
 
 uint16_t nn_bf16_round(float x) { return (uint16_t)(nn_bf16_bits(x) >> 16); }
 
-
 float nn_bf16_float(uint16_t h)
 {
     const uint32_t u = (uint32_t)h << 16;

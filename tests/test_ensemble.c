@@ -10,7 +10,6 @@
  * teacher together. */
 #include "tests/support/testutil.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -383,19 +382,6 @@ static void assert_same_student(const char *a, char *text_a, const char *b, char
     free(text_b);
 }
 
-static int count_cache_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    int n = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        size_t l = strlen(de->d_name);
-        n += l > 11 && strcmp(de->d_name + l - 11, ".logits.npy") == 0;
-    }
-    closedir(d);
-    return n;
-}
-
 /* Copies of one teacher agree on every example, so every combination of them is that teacher's
  * own distribution, exactly: the students are the same to the bit. */
 static void test_copies_are_the_teacher(void **state)
@@ -446,7 +432,7 @@ static void test_cache_per_member(void **state)
         "losses:\n  - {kind: kd, teachers: [a, b], combine: entropy}\n";
     char *cached = tu_fmt(fmt, "true", "true"), *online = tu_fmt(fmt, "false", "false");
     train_result a = run_ok("cached", cached, "cached", 1, 0, 0);
-    assert_int_equal(count_cache_files("c2/cache"), 2);
+    assert_int_equal(tu_count_files("c2/cache", ".logits.npy"), 2);
     train_result b = run_ok("online", online, "online", 1, 0, 0);
     print_message("cached %.3f, online %.3f\n", a.final_acc, b.final_acc);
     nn_model x, y;

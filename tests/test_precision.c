@@ -5,7 +5,6 @@
  * in bf16). */
 #include "tests/support/testutil.h"
 
-#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -220,18 +219,7 @@ static void test_teacher_precision(void **state)
 }
 
 /* the cache sets (one .sum file each) in the toy set's cache folder */
-static int cache_sets(void)
-{
-    DIR *d = opendir("cache");
-    if (!d) return 0;
-    int n = 0;
-    for (struct dirent *de; (de = readdir(d));) {
-        const size_t len = strlen(de->d_name);
-        n += len > 4 && strcmp(de->d_name + len - 4, ".sum") == 0;
-    }
-    closedir(d);
-    return n;
-}
+static int cache_sets(void) { return tu_count_files("cache", ".sum"); }
 
 /* The recipe's teacher precision reaches the run: a KD run with the teacher in bf16 builds a
  * cache of its own beside the float32 teacher's, and its student ends elsewhere. */

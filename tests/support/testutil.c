@@ -1,6 +1,7 @@
 /* Shared test helpers (see testutil.h). */
 #include "tests/support/testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,4 +155,18 @@ double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, con
     memcpy(x, x0, sizeof(float) * n);
     free(x0);
     return (up - down) / (2.0 * h);
+}
+
+int tu_count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    const size_t ls = strlen(suffix);
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        const size_t l = strlen(de->d_name);
+        n += l > ls && strcmp(de->d_name + l - ls, suffix) == 0;
+    }
+    closedir(d);
+    return n;
 }

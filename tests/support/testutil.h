@@ -51,6 +51,8 @@ const char *tu_src_path(const char *rel);
  * |a - n| <= atol + rtol * max(|a|, |n|). Fails the test naming `what` and the index. */
 void tu_check_grad(const char *what, float *x, size_t n, const float *analytic,
                    double (*loss)(void *ctx), void *ctx, double h, double rtol, double atol);
+/* The files in dir whose names end with suffix (0 when dir does not exist). */
+int tu_count_files(const char *dir, const char *suffix);
 /* Fills x with uniform values in [lo, hi) from a fixed test seed. */
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
 /* sum_i out[i] * r[i] in double: the scalar whose gradient w.r.t. out is r. */
