@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/runtime.h"
 #include "nn/loss.h"
 #include "tests/support/golden.h"
 
@@ -106,12 +107,47 @@ static void test_count_correct(void **state)
     assert_int_equal(nn_count_correct(sc, y2, 2, 3), 1);
 }
 
+/* Many rows run side by side on 2 threads (the parallel branch) with the bits of 1 thread: the
+ * probabilities, and the loss summed in row order; with a mask and row weights too; and that
+ * loss is the weighted mean of the rows' own -log p (so the parallel rows are all there). */
+static void test_ce_threads_same_bits(void **state)
+{
+    (void)state;
+    enum { R = 300, C = 10 };
+    static float s[R * C], p1[R * C], p2[R * C], rw[R];
+    int32_t y[R];
+    uint8_t mask[R];
+    tu_fill_uniform(s, R * C, -8.0f, 8.0f, 11);
+    tu_fill_uniform(rw, R, 0.5f, 2.0f, 12);
+    for (int i = 0; i < R; i++) {
+        y[i] = (int32_t)(i * 7 % C);
+        mask[i] = i % 3 != 1;
+    }
+    for (int with = 0; with < 2; with++) {
+        const uint8_t *mk = with ? mask : NULL;
+        const float *w = with ? rw : NULL;
+        xd_threads_set(1);
+        const float l1 = nn_ce_forward_w(p1, s, y, mk, w, R, C);
+        xd_threads_set(2);
+        const float l2 = nn_ce_forward_w(p2, s, y, mk, w, R, C);
+        assert_memory_equal(&l1, &l2, sizeof l1);
+        assert_memory_equal(p1, p2, sizeof p1);
+        double num = 0.0, den = 0.0;
+        for (int i = 0; i < R; i++)
+            if (!mk || mk[i]) {
+                num -= (w ? w[i] : 1.0) * log((double)p1[i * C + y[i]]);
+                den += w ? w[i] : 1.0;
+            }
+        assert_true(fabs(l2 - num / den) <= 1e-5 * fabs(num / den));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ce_golden),   cmocka_unit_test(test_ce_mask),
         cmocka_unit_test(test_ce_stability), cmocka_unit_test(test_mse_golden),
-        cmocka_unit_test(test_count_correct),
+        cmocka_unit_test(test_count_correct), cmocka_unit_test(test_ce_threads_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
