@@ -635,6 +635,23 @@ static void test_bit_identical_runs(void **state)
     xd_threads_set(2);
 }
 
+/* Every gradient is cleared, at 1 and 2 threads (big enough to be shared among them) */
+static void test_zero_grad_clears_all(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    assert_int_equal(nn_model_build(&m, "input h=1 w=1 c=300; flatten; linear out=200", 2, 1, &e),
+                     XD_OK);
+    for (int t = 1; t <= 2; t++) {
+        xd_threads_set(t);
+        for (size_t i = 0; i < m.n_param; i++) m.grad[i] = 1.0f;
+        nn_model_zero_grad(&m);
+        for (size_t i = 0; i < m.n_param; i++) assert_true(m.grad[i] == 0.0f);
+    }
+    nn_model_free(&m);
+}
+
 /* Inference (weights packed once, per-image runs of layers in chunks, spread over threads) gives
  * every head's output bit for bit as the plain eval forward does: convolutions with and without
  * bias, pointwise and strided, batch norm (after a convolution without bias: not folded), the
@@ -783,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_conv_weight_grad_from_pool),
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
+        cmocka_unit_test(test_zero_grad_clears_all),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
