@@ -119,6 +119,57 @@ float nn_bf16_float(uint16_t h)
 // ----------------------------------------------------------------------------------------------
 // packing
 
+#if defined(__AVX512F__)
+/* nn_bf16_pair of the 8 neighbouring pairs of 16 values at s: their bf16 halves narrowed to 16
+ * bits each and laid side by side, which (little-endian) is each pair's word. */
+static inline __m256i pairs8(const float *s)
+{
+    const __m512i u = _mm512_loadu_si512((const void *)s);
+    const __m512i r = _mm512_add_epi32(
+        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    const __m512i bits = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+}
+
+/* 16 rows (ld apart) by 16 pairs of a row-major X, from s, into a panel: pair q's 16 words at
+ * dst + q * R. The 16 x 16 words are transposed in registers: pairs of rows interleaved by
+ * 32 bits, then groups of four by 64 bits, then the 128-bit lanes of four groups. */
+static void panel_16x16(const float *s, size_t ld, uint32_t *dst, size_t R)
+{
+    __m512i a[16], b[16];
+    for (int r = 0; r < 16; r++)
+        a[r] = _mm512_inserti64x4(_mm512_castsi256_si512(pairs8(s + (size_t)r * ld)),
+                                  pairs8(s + (size_t)r * ld + 16), 1);
+    for (int i = 0; i < 16; i += 2) {
+        b[i] = _mm512_unpacklo_epi32(a[i], a[i + 1]);
+        b[i + 1] = _mm512_unpackhi_epi32(a[i], a[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) { /* a[g + j], lane L: pair 4L + j of rows g..g + 3 */
+        a[g] = _mm512_unpacklo_epi64(b[g], b[g + 2]);
+        a[g + 1] = _mm512_unpackhi_epi64(b[g], b[g + 2]);
+        a[g + 2] = _mm512_unpacklo_epi64(b[g + 1], b[g + 3]);
+        a[g + 3] = _mm512_unpackhi_epi64(b[g + 1], b[g + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m512i d0 = _mm512_shuffle_i32x4(a[j], a[4 + j], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i d1 = _mm512_shuffle_i32x4(a[j], a[4 + j], _MM_SHUFFLE(3, 2, 3, 2));
+        const __m512i d2 = _mm512_shuffle_i32x4(a[8 + j], a[12 + j], _MM_SHUFFLE(1, 0, 1, 0));
+        const __m512i d3 = _mm512_shuffle_i32x4(a[8 + j], a[12 + j], _MM_SHUFFLE(3, 2, 3, 2));
+        _mm512_storeu_si512((void *)(dst + (size_t)j * R),
+                            _mm512_shuffle_i32x4(d0, d2, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_si512((void *)(dst + (size_t)(4 + j) * R),
+                            _mm512_shuffle_i32x4(d0, d2, _MM_SHUFFLE(3, 1, 3, 1)));
+        _mm512_storeu_si512((void *)(dst + (size_t)(8 + j) * R),
+                            _mm512_shuffle_i32x4(d1, d3, _MM_SHUFFLE(2, 0, 2, 0)));
+        _mm512_storeu_si512((void *)(dst + (size_t)(12 + j) * R),
+                            _mm512_shuffle_i32x4(d1, d3, _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+}
+#endif
+
 /* Packs rows i0..i0+mc and the pairs q0..q0+nq of X (K columns; X[i][k] = t ? src[k * ld + i] :
  * src[i * ld + k]) into panels of R rows, zeros past the last row and past K. Panel p holds, for
  * each pair q, its R words (word of row r at q * R + r); or, with rowwise, each row's nq words in
@@ -128,20 +179,38 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
 {
     XD_ASSERT(!rowwise || !t);
     const size_t sr = rowwise ? (size_t)nq : 1, sq = rowwise ? 1 : (size_t)R;
+    if (t) {
+        /* a pair's values lie along two rows of the source: those are read in order, across
+         * all the panels, before the next pair's (a panel at a time would read a short piece
+         * of every row in turn) */
+        for (int q = 0; q < nq; q++) {
+            const int k = 2 * (q0 + q);
+            const float *s0 = src + (size_t)k * ld + i0, *s1 = s0 + ld;
+            for (int ib = 0; ib < mc; ib += R) {
+                const int rows = mc - ib < R ? mc - ib : R;
+                uint32_t *d = dst + (size_t)ib * nq + (size_t)q * R;
+                if (k + 1 < K)
+                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[ib + r], s1[ib + r]);
+                else
+                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[ib + r], 0.0f);
+            }
+        }
+    }
     for (int ib = 0; ib < mc; ib += R, dst += (size_t)nq * R) {
         const int rows = mc - ib < R ? mc - ib : R;
-        if (t) { /* the panel's values of one k lie side by side in the source */
-            for (int q = 0; q < nq; q++) {
-                const int k = 2 * (q0 + q);
-                const float *s0 = src + (size_t)k * ld + i0 + ib;
-                uint32_t *d = dst + (size_t)q * R;
-                if (k + 1 < K)
-                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[r], s0[(size_t)ld + r]);
-                else
-                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[r], 0.0f);
-            }
-        } else { /* each row's values lie side by side: its pairs are neighbours */
+        if (!t) { /* each row's values lie side by side: its pairs are neighbours */
             const int kend = 2 * (q0 + nq) <= K ? nq : nq - 1; /* pairs wholly inside K */
+            int r0 = 0, qv = 0; /* rows and pairs already written in blocks of 16 x 16 */
+#if defined(__AVX512F__)
+            if (!rowwise && R % 16 == 0) {
+                qv = kend / 16 * 16;
+                r0 = qv ? rows / 16 * 16 : 0;
+                for (int rb = 0; rb < r0; rb += 16)
+                    for (int q = 0; q < qv; q += 16)
+                        panel_16x16(src + (size_t)(i0 + ib + rb) * ld + 2 * (size_t)(q0 + q),
+                                    (size_t)ld, dst + (size_t)q * R + rb, (size_t)R);
+            }
+#endif
             for (int r = 0; r < rows; r++) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + 2 * (size_t)q0;
                 uint32_t *d = dst + (size_t)r * sr;
@@ -152,7 +221,8 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
                     uint16_t *h = (uint16_t *)d;
                     for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
                 } else {
-                    for (int q = 0; q < kend; q++) d[q * sq] = nn_bf16_pair(s[2 * q], s[2 * q + 1]);
+                    for (int q = r < r0 ? qv : 0; q < kend; q++)
+                        d[q * sq] = nn_bf16_pair(s[2 * q], s[2 * q + 1]);
                 }
                 if (kend < nq) d[kend * sq] = nn_bf16_pair(s[2 * kend], 0.0f);
             }
@@ -222,11 +292,21 @@ static void pack_b_block(int trans_b, const float *B, int ldb, int j0, int nc, i
     }
 }
 
+/* The whole of op(B) packed once for row blocks to share (in the blocks FOR_B_BLOCKS visits, at
+ * packed_at), a panel of NR columns at a time, the panels shared among the threads */
 static void pack_b(int trans_b, int N, int K, int bp, const float *B, int ldb, uint32_t *Bp)
 {
-    FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq)
-        pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, bp ? bp : nq, K,
-                     Bp + packed_at(K, bp, j0, nc, qb, q0));
+    const int panels = (int)(pad_to(N, NR) / NR), qbs = q_blocks(K);
+#pragma omp parallel for schedule(static) if (xd_threads_split(panels > 1))
+    for (int p = 0; p < panels; p++) {
+        const int j = p * NR, j0 = j / NC * NC, nc = N - j0 < NC ? N - j0 : NC;
+        for (int qb = 0, q0, nq; qb < qbs; qb++) {
+            q_block(K, qbs, qb, &q0, &nq);
+            const int np = bp ? bp : nq;
+            pack_b_block(trans_b, B, ldb, j, N - j < NR ? N - j : NR, q0, nq, np, K,
+                         Bp + packed_at(K, bp, j0, nc, qb, q0) + (size_t)(j - j0) * np);
+        }
+    }
 }
 
 /* Rows i0.. (mc of them) of op(A) (X[i][k] = t ? src[k * ld + i] : src[i * ld + k]), pairs q0..
@@ -597,7 +677,9 @@ void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     int nb = nn_sgemm_blocks(M, N, K);
     const int threads = xd_threads_get();
     if (nb > threads) nb = threads;
-    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M > N, NULL,
+    /* rows when C is at least as tall as wide: op(B) is then rounded once, its panels shared
+     * among the threads, where blocks of columns would each round all of op(A) */
+    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M >= N, NULL,
                 NULL, NULL);
 }
 

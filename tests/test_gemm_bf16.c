@@ -158,6 +158,29 @@ static void test_kernels_against_ref(void **state)
     xd_threads_set(threads);
 }
 
+/* Split by rows with op(B) wider than a block of columns and longer than a block of pairs, its
+ * panels packed by the threads together, each into its place in the shared buffer: the bits of
+ * one thread (which packs each block as it goes, the path test_kernels_against_ref checks), with
+ * op(B) transposed (a panel's words turned in 16 x 16 blocks) and not. */
+static void test_wide_rows(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get(), M = 2060, N = 2049, K = 401;
+    for (int tb = 0; tb < 2; tb++) {
+        prod p = prod_make(0, tb, M, N, K, 90 + (uint64_t)tb);
+        float *one = prod_copy_c(&p), *two = prod_copy_c(&p);
+        xd_threads_set(1);
+        nn_bgemm(0, tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, one, p.ldc);
+        xd_threads_set(2);
+        nn_bgemm(0, tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, two, p.ldc);
+        assert_same_bits(one, two, &p, "1 and 2 threads, wide op(B)");
+        free(one);
+        free(two);
+        prod_free(&p);
+    }
+    xd_threads_set(threads);
+}
+
 /* The bits: the same at 1 and 2 threads, through nn_bgemm_rows (row blocks with their work around
  * them, op(B) packed once for all) and in calls over row ranges; the two kernels agree within
  * twice the bound. */
@@ -262,6 +285,7 @@ int main(void)
         cmocka_unit_test(test_round),
         cmocka_unit_test(test_kernels_against_ref),
         cmocka_unit_test(test_bits_and_kernels_agree),
+        cmocka_unit_test(test_wide_rows),
         cmocka_unit_test(test_nan_inf),
         cmocka_unit_test(test_precision_switch),
     };
