@@ -93,7 +93,7 @@ static void run_layer(void *p)
             nn_conv_pack(g->wp, g->wext, g->w, g->b, &g->cs);
             wp = g->wp;
         }
-        const int unfolded = nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, wp, g->b, &g->cs);
+        const int unfolded = nn_conv2d_forward(g->y, g->cols, g->wext, g->x, g->w, wp, NULL, g->b, &g->cs);
         nn_conv2d_backward(dx, g->dw, g->db, g->dcols, g->wext, g->dy, g->cols, unfolded, g->x,
                            g->w, &g->cs);
     } else {

@@ -16,8 +16,8 @@
  *
  * Rows teacher_cnn_fwd time the teacher's forward alone at batch 256 as a teacher-output cache
  * is built (distill/cache.c): the inference engine (nn_model_infer) on weights packed once without
- * folding (nn_model_pack_exact), what a cache costs per image; teacher_cnn_fwd_bf16 the evaluation
- * forward with bf16 products, which is how a teacher with `precision: bf16` builds its cache.
+ * folding (nn_model_pack_exact), what a cache costs per image; teacher_cnn_fwd_bf16 the same with
+ * bf16 products, which is how a teacher with `precision: bf16` builds its cache.
  * JSON rows say "step": "train" or "forward".
  *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
@@ -206,8 +206,7 @@ void bench_forward_step(void *ctx)
     bench_trainer *t = ctx;
     int i0 = next_batch(t);
     const float *x = t->data->x + (size_t)i0 * BENCH_PIXELS;
-    /* the teacher-output cache's paths: packed (the float32 rows), the inference engine; a
-     * teacher in bf16 (the bf16 rows), the evaluation forward with bf16 products */
+    /* the teacher-output cache's path: packed, the inference engine (in bf16 for the bf16 rows) */
     if (t->m.packed) {
         nn_model_infer(&t->m, x, t->B, NULL);
         return;
@@ -273,8 +272,8 @@ int bench_train(const bench_opts *o)
                    "[min-max] of repeated steps, median CPU time of a step (all threads); epoch = "
                    "%d images at the median\n"
                    "teacher_cnn_fwd: the forward alone, batch %d, as the teacher-output cache runs "
-                   "it (float32: the inference engine; bf16: the eval forward with bf16 products, "
-                   "a teacher with precision: bf16)\n",
+                   "it: the inference engine (bf16: with bf16 products, a teacher with precision: "
+                   "bf16)\n",
                 BATCH, BENCH_EPOCH, FWD_BATCH);
         bench_images_note(&d, f);
         fprintf(f, "%-20s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
@@ -300,9 +299,9 @@ int bench_train(const bench_opts *o)
         for (int ti = 0; ti < o->n_threads; ti++) {
             xd_threads_set(o->threads[ti]);
             for (int p = 0; p < NN_PREC_COUNT; p++) {
-                /* the bf16 forward rows: a teacher in bf16, whose eval forward runs bf16 */
+                /* the bf16 forward rows: a teacher in bf16, whose inference runs bf16 */
                 t.m.precision = t.m.eval_precision = (nn_precision)p;
-                const int cache_path = mc->step == bench_forward_step && p == NN_PREC_FLOAT32;
+                const int cache_path = mc->step == bench_forward_step;
                 if (cache_path && nn_model_pack_exact(&t.m, &e) != XD_OK) {
                     fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);
                     rc = 1;

@@ -83,8 +83,8 @@ void bench_trainer_free(bench_trainer *t);
 /* One training step on the next t->B pool images (a bench_run callback; ctx is a bench_trainer). */
 void bench_train_step(void *ctx);
 /* Forward of the teacher alone on the next batch (ctx is a bench_trainer whose m is the teacher),
- * as the teacher-output cache runs it: the inference engine when m is packed (float32); with
- * m.precision bf16, the evaluation forward with bf16 products (a teacher with precision: bf16). */
+ * as the teacher-output cache runs it: the inference engine when m is packed (with bf16 products
+ * when m.eval_precision is bf16: a teacher with precision: bf16), else the eval forward. */
 void bench_forward_step(void *ctx);
 
 /* Resident set now, in MiB; and a reset of the process's peak (Linux clear_refs "5") so that

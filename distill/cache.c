@@ -423,16 +423,16 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         s = xd_fail(e, XD_EIO, "%s: cannot remove: %s", c->sum_path, strerror(errno));
 
     /* The teacher runs through the inference engine (nn_model_infer: weights packed once, its
-     * convolutional layers image by image in cache, several threads on shares of the batch)
-     * with the eval forward's bits: no batch norm folded (nn_model_pack_exact), and the plain
-     * forward where the engine would not write what is cached (a head or tap that is a ReLU it
-     * pools without writing: nn_model_infer keeps such a ReLU's output only for a marked head)
-     * or computes it otherwise (an int8 model's integer engine, a teacher in bf16). */
+     * convolutional layers image by image in cache, several threads on shares of the batch; in
+     * bf16 for a teacher in bf16) with the eval forward's bits: no batch norm folded
+     * (nn_model_pack_exact), and the plain forward where the engine would not write what is
+     * cached (a head or tap that is a ReLU it pools without writing: nn_model_infer keeps such a
+     * ReLU's output only for a marked head) or computes it otherwise (an int8 model's integer
+     * engine). */
     uint8_t *need = NULL;
     const nn_node *hd = &m->nodes[r->head], *tp = r->tap >= 0 ? &m->nodes[r->tap] : NULL;
     const int engine = !s && !m->packed && !m->qengine && (!hd->relu_pool || hd->head) &&
-                       (!tp || !tp->relu_pool || tp->head) &&
-                       m->eval_precision == NN_PREC_FLOAT32;
+                       (!tp || !tp->relu_pool || tp->head);
     if (engine) {
         need = xd_xcalloc((size_t)m->n_nodes, 1);
         nn_model_needs(m, r->head, need);

@@ -384,8 +384,8 @@ static void conv2d_direct_images(float *out, float *scratch, const float *inp, c
  * weights packed by nn_conv_pack, or NULL. Returns whether cols hold the unfolded windows
  * (backward's `unfolded`). */
 static int conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                           const float *wp, const float *b, const nn_conv_shape *s,
-                           void (*image)(void *, int), void *image_ctx)
+                           const float *wp, const uint32_t *wpb, const float *b,
+                           const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx)
 {
     XD_ASSERT((b != NULL) == (s->bias != 0));
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
@@ -397,8 +397,8 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         }
         return 1; /* nothing to unfold: backward reads inp */
     }
-    if (!wp && nn_bconv_forward_takes(s)) { /* bf16 on AMX: windows read in place too */
-        nn_bconv_forward(out, inp, w, b, s, image, image_ctx);
+    if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16 on AMX: windows read in place too */
+        nn_bconv_forward(out, inp, w, wpb, b, s, image, image_ctx);
         return 0;
     }
     /* with packed weights, the windows read in place: each thread a run of images, its scratch
@@ -437,9 +437,10 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
 }
 
 int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                      const float *wp, const float *b, const nn_conv_shape *s)
+                      const float *wp, const uint32_t *wpb, const float *b,
+                      const nn_conv_shape *s)
 {
-    return conv2d_forward(out, cols, wext, inp, w, wp, b, s, NULL, NULL);
+    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, NULL, NULL);
 }
 
 /* Block kb's sums into acc (nk rows of OC): pixels p0..p0+kc, the image each lies in made padded
@@ -624,12 +625,12 @@ void nn_conv2d_forward_ref(float *out, const float *inp, const float *w, const f
 static void relu_pool_image(void *p, int b) { nn_relu_maxpool_image(p, b); }
 
 int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                   const float *w, const float *wp, const float *b,
-                                   const nn_conv_shape *s,
+                                   const float *w, const float *wp, const uint32_t *wpb,
+                                   const float *b, const nn_conv_shape *s,
                                    float *relu_out, float *pool_out, int32_t *argmax,
                                    const nn_pool_shape *ps)
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     nn_relu_pool j = {relu_out, pool_out, argmax, out, ps};
-    return conv2d_forward(out, cols, wext, inp, w, wp, b, s, relu_pool_image, &j);
+    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, relu_pool_image, &j);
 }

@@ -90,11 +90,13 @@ static float tap_dinp(const float *w, const nn_conv_shape *s, int t, int c, int 
     return w[((size_t)c * taps + (taps - 1 - t)) * s->C + n];
 }
 
-static uint32_t *pack_taps(const float *w, const nn_conv_shape *s, tap_fn at, int nc,
-                           const bconv_geom *g)
+/* words of the packed taps: panels of COLS outputs, each taps x cp pairs */
+static size_t taps_size(int taps, int cp, int N) { return (size_t)round_up(N, COLS) * taps * cp; }
+
+static void pack_taps_into(uint32_t *wpk, const float *w, const nn_conv_shape *s, tap_fn at,
+                           int nc, const bconv_geom *g)
 {
     const size_t kq = (size_t)g->taps * g->cp;
-    uint32_t *wpk = xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)round_up(g->N, COLS) * kq);
     for (int j0 = 0; j0 < g->N; j0 += COLS)
         for (int t = 0; t < g->taps; t++)
             for (int q = 0; q < g->cp; q++) {
@@ -106,6 +108,13 @@ static uint32_t *pack_taps(const float *w, const nn_conv_shape *s, tap_fn at, in
                     d[j] = nn_bf16_pair(x0, x1);
                 }
             }
+}
+
+static uint32_t *pack_taps(const float *w, const nn_conv_shape *s, tap_fn at, int nc,
+                           const bconv_geom *g)
+{
+    uint32_t *wpk = xd_xmalloc_aligned(sizeof(uint32_t) * taps_size(g->taps, g->cp, g->N));
+    pack_taps_into(wpk, w, s, at, nc, g);
     return wpk;
 }
 
@@ -212,17 +221,37 @@ static bconv_geom geometry(int M, int Wp, int OW, int KH, int KW, int channels, 
     return g;
 }
 
-void nn_bconv_forward(float *out, const float *inp, const float *w, const float *b,
-                      const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx)
+/* the forward's geometry of s; toff: KH * KW ints */
+static bconv_geom forward_geometry(const nn_conv_shape *s, int *toff)
+{
+    const int Wp = s->W + 2 * s->pad;
+    return geometry(s->OH * Wp, Wp, s->OW, s->KH, s->KW, s->C, s->OC, toff);
+}
+
+size_t nn_bconv_packed_size(const nn_conv_shape *s)
+{
+    return taps_size(s->KH * s->KW, round_up((s->C + 1) / 2, STEP), s->OC);
+}
+
+void nn_bconv_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s)
+{
+    int *toff = xd_xmalloc(sizeof(int) * (size_t)s->KH * s->KW);
+    const bconv_geom g = forward_geometry(s, toff);
+    pack_taps_into(wpk, w, s, tap_forward, s->C, &g);
+    free(toff);
+}
+
+void nn_bconv_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
+                      const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                      void *image_ctx)
 {
     XD_ASSERT(nn_bconv_forward_takes(s) && (b != NULL) == (s->bias != 0));
-    const int Wp = s->W + 2 * s->pad;
     int *toff = xd_xmalloc(sizeof(int) * (size_t)s->KH * s->KW);
-    const bconv_geom g = geometry(s->OH * Wp, Wp, s->OW, s->KH, s->KW, s->C, s->OC, toff);
-    uint32_t *wpk = pack_taps(w, s, tap_forward, s->C, &g);
-    grid_images(&g, inp, s->B, s->H, s->W, s->C, s->pad, s->pad, wpk, b, 0, out,
+    const bconv_geom g = forward_geometry(s, toff);
+    uint32_t *own = wpk ? NULL : pack_taps(w, s, tap_forward, s->C, &g);
+    grid_images(&g, inp, s->B, s->H, s->W, s->C, s->pad, s->pad, wpk ? wpk : own, b, 0, out,
                 (size_t)s->OH * s->OW * s->OC, image, image_ctx);
-    free(wpk);
+    free(own);
     free(toff);
 }
 

@@ -26,9 +26,14 @@ int nn_bconv_dinp_takes(const nn_conv_shape *s);
 int nn_bconv_dw_takes(const nn_conv_shape *s);
 
 /* out (B, OH, OW, OC) = the convolution of inp with w (and + b when s->bias); image(ctx, b), when
- * given, runs on each image once its rows are final, by the thread that computed them. */
-void nn_bconv_forward(float *out, const float *inp, const float *w, const float *b,
-                      const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx);
+ * given, runs on each image once its rows are final, by the thread that computed them. wpk: w
+ * packed once by nn_bconv_pack (many calls on the same weights), or NULL: packed for this call. */
+void nn_bconv_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
+                      const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                      void *image_ctx);
+/* The words of nn_bconv_forward's packed weights for s (batch aside), and the packing */
+size_t nn_bconv_packed_size(const nn_conv_shape *s);
+void nn_bconv_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);
 
 /* dinp (B, H, W, C) = the input gradient of dout (B, OH, OW, OC) through w, written (first) or
  * added to dinp. */

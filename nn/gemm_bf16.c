@@ -653,6 +653,26 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
                     1);
 }
 
+size_t nn_bgemm_packed_size(int N, int K)
+{
+    return packed_size(N, K, amx_now() ? amx_block_pairs(K) : 0);
+}
+
+void nn_bgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp)
+{
+    if (N > 0 && K > 0) pack_b(trans_b, N, K, amx_now() ? amx_block_pairs(K) : 0, B, ldb, Bp);
+}
+
+void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, const uint32_t *Bp,
+                     float beta, float *C, int ldc)
+{
+    int nb = nn_sgemm_blocks(M, N, K);
+    const int threads = xd_threads_get();
+    if (nb > threads) nb = threads;
+    nn_gemm_split(bgemm_single, 0, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc, nb, 1,
+                  NULL, NULL, NULL);
+}
+
 /* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them) or
  * columns, run in parallel (nn_gemm_split); before and after as nn_sgemm_rows. */
 static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
@@ -662,9 +682,8 @@ static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
 {
     uint32_t *Bp = NULL;
     if (nb > 1 && by_rows && K > 0) {
-        const int bp = amx_now() ? amx_block_pairs(K) : 0;
-        Bp = xd_xmalloc_aligned(sizeof(uint32_t) * packed_size(N, K, bp));
-        pack_b(trans_b, N, K, bp, B, ldb, Bp);
+        Bp = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bgemm_packed_size(N, K));
+        nn_bgemm_pack_b(trans_b, N, K, B, ldb, Bp);
     }
     nn_gemm_split(bgemm_single, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C,
                   ldc, nb, by_rows, before, after, ctx);

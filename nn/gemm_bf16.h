@@ -54,6 +54,14 @@ void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                    int lda, const float *B, int ldb, float beta, float *C, int ldc,
                    nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+/* op(B) (K, N) packed once for many products by the kernel that runs now (nn_bgemm_isa(), which
+ * nn_bgemm_packed must still be): its words, and the packing. */
+size_t nn_bgemm_packed_size(int N, int K);
+void nn_bgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp);
+/* nn_bgemm(0, ., M, N, K, ...) with op(B) pre-packed by nn_bgemm_pack_b: the same bits, split by
+ * rows over the threads. */
+void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, const uint32_t *Bp,
+                     float beta, float *C, int ldc);
 /* The reference the kernels are tested against: the product of the bf16-rounded operands, summed
  * in double. */
 void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,

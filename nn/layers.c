@@ -15,8 +15,8 @@
 // ----------------------------------------------------------------------------------------------
 // linear
 
-void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
-                       const float *b, int B, int C, int OC)
+/* each of out's B rows = b (OC), where there is a bias */
+static void bias_rows(float *out, const float *b, int B, int OC)
 {
     if (b && xd_threads_split((size_t)B * OC > NN_PAR_MIN)) {
 #pragma omp parallel for
@@ -24,8 +24,28 @@ void nn_linear_forward(float *out, const float *inp, const float *w, const float
     } else if (b) {
         for (int i = 0; i < B; i++) memcpy(out + (size_t)i * OC, b, sizeof(float) * OC);
     }
+}
+
+void nn_linear_forward(float *out, const float *inp, const float *w, const float *wp,
+                       const float *b, int B, int C, int OC)
+{
+    bias_rows(out, b, B, OC);
     if (wp) nn_sgemm_packed(0, B, OC, C, 1.0f, inp, C, wp, b ? 1.0f : 0.0f, out, OC);
     else nn_mm(0, 1, B, OC, C, 1.0f, inp, C, w, C, b ? 1.0f : 0.0f, out, OC);
+}
+
+size_t nn_linear_bpacked_size(int C, int OC) { return nn_bgemm_packed_size(OC, C); }
+
+void nn_linear_bpack(uint32_t *wpb, const float *w, int C, int OC)
+{
+    nn_bgemm_pack_b(1, OC, C, w, C, wpb);
+}
+
+void nn_linear_forward_bpacked(float *out, const float *inp, const uint32_t *wpb, const float *b,
+                               int B, int C, int OC)
+{
+    bias_rows(out, b, B, OC);
+    nn_bgemm_packed(B, OC, C, 1.0f, inp, C, wpb, b ? 1.0f : 0.0f, out, OC);
 }
 
 size_t nn_linear_packed_size(int C, int OC) { return nn_sgemm_packed_size(OC, C); }

@@ -27,6 +27,12 @@ void nn_linear_forward(float *out, const float *inp, const float *w, const float
  * many forward calls (inference; the same bits, without packing w on every call), or NULL */
 size_t nn_linear_packed_size(int C, int OC);
 void nn_linear_pack(float *wp, const float *w, int C, int OC);
+/* nn_linear_forward in bf16 (the bits of nn_mm's with bf16 products) with w packed once by
+ * nn_linear_bpack for the bf16 kernel that runs then (nn_bgemm_pack_b), which must still run */
+size_t nn_linear_bpacked_size(int C, int OC);
+void nn_linear_bpack(uint32_t *wpb, const float *w, int C, int OC);
+void nn_linear_forward_bpacked(float *out, const float *inp, const uint32_t *wpb, const float *b,
+                               int B, int C, int OC);
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC);
 /* db (OC) += the column sums of dout (B, OC), each in row order (a linear layer's bias gradient) */
@@ -71,7 +77,8 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
  * where that fits cols' room per image (the same bits, without unfolding them). Returns whether
  * cols hold the unfolded windows afterwards: backward's `unfolded`. */
 int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
-                       const float *wp, const float *b, const nn_conv_shape *s);
+                       const float *wp, const uint32_t *wpb, const float *b,
+                       const nn_conv_shape *s);
 size_t nn_conv_packed_size(const nn_conv_shape *s);
 void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s);
 /* dcols: scratch of M * KH*KW*C floats (when dinp is wanted); wext as in forward.
@@ -143,8 +150,8 @@ void nn_relu_maxpool_image(const nn_relu_pool *j, int b);
  * same values as the three layers one after the other. relu_out and argmax NULL as in
  * nn_relu_maxpool_forward. Returns as nn_conv2d_forward. */
 int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
-                                   const float *w, const float *wp, const float *b,
-                                   const nn_conv_shape *s,
+                                   const float *w, const float *wp, const uint32_t *wpb,
+                                   const float *b, const nn_conv_shape *s,
                                    float *relu_out, float *pool_out, int32_t *argmax,
                                    const nn_pool_shape *ps);
 /* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):

@@ -480,6 +480,7 @@ void nn_model_free(nn_model *m)
     free(m->dinput);
     xd_arena_free(&m->scratch);
     free(m->packed);
+    free(m->packed_bf16);
     free(m->desc);
     memset(m, 0, sizeof *m);
 }

@@ -92,6 +92,8 @@ typedef struct {
     float *wq;        /* wbits: the fake-quantised weights of the last forward (w_n) */
     int32_t *isave;   /* maxpool argmax */
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
+    uint32_t *wpb;    /* the same for bf16 products (a model packed with eval_precision bf16;
+                       * layers bf16 computes: see nn_model_infer), or NULL */
     float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
                        * inference, which then reads the windows in place (or NULL) */
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
@@ -148,13 +150,15 @@ typedef struct {
     float *act_block, *dact_block, *save_block;
     int32_t *isave_block;
     float *packed;            /* the nodes' wp (nn_model_pack), or NULL */
+    uint32_t *packed_bf16;    /* the nodes' wpb, or NULL; packed for bf16 kernel packed_bisa */
+    nn_bisa packed_bisa;
     xd_arena scratch;
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
     struct nn_qengine *qengine; /* not NULL: its quantised layers run on integers (nn/quant.h) */
     nn_precision precision;   /* of the products of training forwards and of backward (bf16:
                                * nn/gemm_bf16.h) */
-    nn_precision eval_precision; /* of evaluation forwards' products: float32 unless set (a
-                                  * teacher in bf16); inference (nn_model_infer) is float32 */
+    nn_precision eval_precision; /* of evaluation forwards' and inference's (nn_model_infer)
+                                  * products: float32 unless set (a teacher in bf16) */
 } nn_model;
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed
@@ -212,7 +216,10 @@ void nn_model_unpack(nn_model *m);
  * norms, activations, pools) goes a few images at a time, so each image stays in cache from
  * layer to layer; linear layers run over all the images of a share. With several threads, shares
  * of the batch go through the whole model on whichever thread is free, in one parallel region.
- * With the integer engine attached (nn/quant.h) its layers run on codes the short way. What only backward reads is not
+ * With the integer engine attached (nn/quant.h) its layers run on codes the short way. With
+ * eval_precision bf16, the products are bf16 as the eval forward's are (with the same bits: a
+ * layer without a folded norm then reads its float weights, not the float32 packing, but for a
+ * convolution that keeps float32, nn_precision_of_conv). What only backward reads is not
  * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
  * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);

@@ -14,6 +14,7 @@
 
 #include "core/mem.h"
 #include "core/runtime.h"
+#include "nn/conv_bf16.h"
 #include "nn/quant.h"
 
 
@@ -61,6 +62,24 @@ static int relu_source(const nn_model *m, const nn_node *relu)
                                                                                    : p;
 }
 
+/* A layer packed for inference that runs in bf16 now: its products are the eval forward's, on
+ * the float weights (the packing wp is float32's; a convolution may have wpb, the same weights
+ * packed for bf16), unless a batch norm is folded into them. */
+static int unpacked_bf16(const nn_node *nd)
+{
+    return nd->wp && !nd->bn_fold && nn_mm_precision() == NN_PREC_BF16;
+}
+
+/* Whether convolution s runs in bf16 on the AMX kernel under a bf16 eval precision: not a thin
+ * one (nn_precision_of_conv keeps those float32), and one nn_bconv_forward takes */
+static int bconv_runs(const nn_conv_shape *s)
+{
+    const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(s, NN_PREC_BF16));
+    const int takes = nn_mm_precision() == NN_PREC_BF16 && nn_bconv_forward_takes(s);
+    nn_mm_precision_set(outer);
+    return takes;
+}
+
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
  * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
  * is not written unless that is a head. at (or NULL): the row each node's output for these rows
@@ -84,7 +103,11 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     const size_t n_in = (size_t)B * in_n, n_out = (size_t)B * nd->act_n;
     switch (nd->kind) {
     case NN_LINEAR:
-        nn_linear_forward(y, x, w, nd->wp, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+        if (nd->wpb && nn_mm_precision() == NN_PREC_BF16 && m->packed_bisa == nn_bgemm_isa())
+            nn_linear_forward_bpacked(y, x, nd->wpb, b, B * nd->ih * nd->iw, nd->ic, nd->units);
+        else
+            nn_linear_forward(y, x, w, unpacked_bf16(nd) ? NULL : nd->wp, b, B * nd->ih * nd->iw,
+                              nd->ic, nd->units);
         break;
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
@@ -95,7 +118,8 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         /* packed for this call: the windows are then read in place, not unfolded into cols;
          * backward unfolds them a block at a time for the weight gradient (see nn/layers.h) */
-        const float *wp = nd->wp;
+        const float *wp = unpacked_bf16(nd) ? NULL : nd->wp;
+        const uint32_t *wpb = nn_mm_precision() == NN_PREC_BF16 ? nd->wpb : NULL;
         if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
             nn_conv_pack(nd->wpk, wext, w, b, &cs);
             wp = nd->wpk;
@@ -105,13 +129,13 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
             nn_pool_shape ps = nn_node_pool_shape(pool, B);
             if (!infer) relu->stale = !relu->head;
             const int unfolded = nn_conv2d_relu_maxpool_forward(
-                y, cols, wext, x, w, wp, b, &cs,
+                y, cols, wext, x, w, wp, wpb, b, &cs,
                 !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
                 infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
             if (!infer) nd->unfolded = unfolded; /* what only backward reads: not inference's */
         } else {
-            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, b, &cs);
+            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, wpb, b, &cs);
             if (!infer) nd->unfolded = unfolded;
         }
         nn_mm_precision_set(outer);
@@ -337,6 +361,17 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int
     }
 }
 
+/* A convolution of a packed model that inference in bf16 runs unpacked (no wpb, or a kernel
+ * other than AMX now), as the eval forward does: [w | b] built in its node's one scratch */
+static int unpacked_bf16_conv(const nn_model *m, const nn_node *nd)
+{
+    if (nd->kind != NN_CONV2D || m->eval_precision != NN_PREC_BF16 || !nd->wp || nd->bn_fold ||
+        (m->qengine && nn_quant_runs_int(m, (int)(nd - m->nodes))))
+        return 0;
+    nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+    return nn_precision_of_conv(&cs, NN_PREC_BF16) == NN_PREC_BF16 && !(nd->wpb && bconv_runs(&cs));
+}
+
 /* The rows a share of the batch holds at least (when there are enough for every thread):
  * a linear layer's product reads its weights once for a share's rows, and the integer kernel's
  * tiles are 16 rows. */
@@ -355,7 +390,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
          * dropout left masked by training resets its flag: shares on several threads would
          * write them at once */
         one |= (nd->kind == NN_CONV2D && !nd->wp && !(m->qengine && nn_quant_runs_int(m, i))) ||
-               (nd->kind == NN_DROPOUT && nd->masked);
+               (nd->kind == NN_DROPOUT && nd->masked) || unpacked_bf16_conv(m, nd);
     }
     if (whole) {
         nn_model_forward_some(m, input, B, NULL, need);
@@ -364,6 +399,8 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     m->batch = B;
     m->input = input;
     for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = m->nodes[i].stale = 0;
+    /* the products' precision is each thread's own: the team's threads set it too */
+    const nn_precision prec = nn_mm_precision_set(m->eval_precision);
     /* One parallel region: the images in shares of about a quarter of a thread's, each taken
      * through the whole model by one thread, on its own (the kernels inside run on that thread
      * alone), with no wait until the end (see infer_shares). */
@@ -371,6 +408,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
     if (T == 1) { /* no region: entering one costs as much as a small model's work */
         infer_shares(m, B, B, need, NULL, 1);
+        nn_mm_precision_set(prec);
         return;
     }
     const int per = (B + T - 1) / T, quarter = (B + 4 * T - 1) / (4 * T);
@@ -384,8 +422,11 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
 #ifdef _OPENMP
         if (omp_get_num_threads() > 1) omp_set_num_threads(1);
 #endif
+        const nn_precision outer = nn_mm_precision_set(m->eval_precision);
         infer_shares(m, B, share, need, next, T);
+        nn_mm_precision_set(outer);
     }
+    nn_mm_precision_set(prec);
     if (next != room) free(next);
 }
 
@@ -411,6 +452,44 @@ static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, f
         for (int k = 0; k < K; k++) w[(size_t)o * K + k] = m->param[nd->w_off + (size_t)o * K + k] * g;
         b[o] = (m->param[nd->b_off + o] - mean[o]) * g + beta[o];
     }
+}
+
+/* The words of node i's weights packed for bf16 products, when the model's evaluation runs in
+ * bf16 and this layer then has bf16 products on unfolded weights; else 0. */
+static size_t bf16_packed_size(const nn_model *m, int i, int fold)
+{
+    const nn_node *nd = &m->nodes[i];
+    if (m->eval_precision != NN_PREC_BF16 || nd->wbits || (fold && foldable_norm(m, i))) return 0;
+    nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+    if (nd->kind == NN_LINEAR) return nn_linear_bpacked_size(nd->ic, nd->units);
+    if (nd->kind == NN_CONV2D && bconv_runs(&cs)) return nn_bconv_packed_size(&cs);
+    return 0;
+}
+
+/* The packing of weights for bf16 products, where bf16_packed_size says so */
+static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
+{
+    size_t n = 0;
+    for (int i = 0; i < m->n_nodes; i++) n += bf16_packed_size(m, i, fold);
+    free(m->packed_bf16);
+    m->packed_bf16 = n ? xd_try_alloc_aligned(sizeof(uint32_t) * n) : NULL;
+    if (n && !m->packed_bf16)
+        return xd_fail(e, XD_ENOMEM, "no memory for the weights packed for bf16 (%zu bytes)",
+                       sizeof(uint32_t) * n);
+    m->packed_bisa = nn_bgemm_isa();
+    uint32_t *p = m->packed_bf16;
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        const size_t words = bf16_packed_size(m, i, fold);
+        nd->wpb = words ? p : NULL;
+        if (!words) continue;
+        const float *w = m->param + nd->w_off;
+        nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+        if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
+        else nn_bconv_pack(p, w, &cs);
+        p += words;
+    }
+    return XD_OK;
 }
 
 /* nn_model_pack, and nn_model_pack_exact when fold is 0 */
@@ -467,7 +546,7 @@ static xd_status pack(nn_model *m, int fold, xd_err *e)
         }
     }
     free(wf);
-    return XD_OK;
+    return pack_bf16(m, fold, e);
 }
 
 xd_status nn_model_pack(nn_model *m, xd_err *e) { return pack(m, 1, e); }
@@ -479,9 +558,12 @@ void nn_model_unpack(nn_model *m)
     for (int i = 0; i < m->n_nodes; i++) {
         XD_ASSERT(!m->nodes[i].bn_fold);
         m->nodes[i].wp = NULL;
+        m->nodes[i].wpb = NULL;
         m->nodes[i].bp = NULL;
     }
     free(m->packed);
+    free(m->packed_bf16);
     m->packed = NULL;
+    m->packed_bf16 = NULL;
 }
 

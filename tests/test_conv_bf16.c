@@ -201,7 +201,7 @@ static void test_forward_and_dinp_against_ref(void **state)
                          n_in = (size_t)k.s.B * k.s.H * k.s.W * k.s.C;
             float *out = xd_xmalloc(sizeof(float) * n_out);
             const int unfolded =
-                nn_conv2d_forward(out, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+                nn_conv2d_forward(out, k.cols, k.wext, k.inp, k.w, NULL, NULL, k.b, &k.s);
             assert_int_equal(unfolded, 0); /* nothing unfolded: backward unfolds for dw */
             int bad = forward_outside(&k, out);
             if (bad) fail_msg("forward: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
@@ -255,10 +255,10 @@ static void bits_case(conv_case k)
     float *o1 = xd_xmalloc(sizeof(float) * n_out), *o2 = xd_xmalloc(sizeof(float) * n_out);
     float *d1 = xd_xcalloc(n_in, sizeof(float)), *d2 = xd_xcalloc(n_in, sizeof(float));
     xd_threads_set(1);
-    nn_conv2d_forward(o1, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+    nn_conv2d_forward(o1, k.cols, k.wext, k.inp, k.w, NULL, NULL, k.b, &k.s);
     nn_conv2d_backward(d1, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
     xd_threads_set(2);
-    nn_conv2d_forward(o2, k.cols, k.wext, k.inp, k.w, NULL, k.b, &k.s);
+    nn_conv2d_forward(o2, k.cols, k.wext, k.inp, k.w, NULL, NULL, k.b, &k.s);
     nn_conv2d_backward(d2, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
     assert_memory_equal(o1, o2, sizeof(float) * n_out);
     assert_memory_equal(d1, d2, sizeof(float) * n_in);

@@ -29,7 +29,7 @@ typedef struct {
 static double conv_loss(void *p)
 {
     conv_ctx *c = p;
-    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, NULL, c->b, &c->s);
+    nn_conv2d_forward(c->y, c->cols, c->wext, c->x, c->w, NULL, NULL, c->b, &c->s);
     return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.OC);
 }
 
@@ -56,7 +56,7 @@ static void check_conv(int B, int Hh, int W, int C, int OC, int K, int stride, i
 
     float *bias_buf = c.b;
     if (!bias) c.b = NULL;
-    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, NULL, c.b, &c.s);
+    nn_conv2d_forward(c.y, c.cols, c.wext, c.x, c.w, NULL, NULL, c.b, &c.s);
     nn_conv2d_forward_ref(yref, c.x, c.w, c.b, &c.s);
     char what[128];
     snprintf(what, sizeof what, "conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", B, Hh, W, C, OC, K,
@@ -338,7 +338,7 @@ static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, cons
         for (int threads = 1; threads <= 2; threads++) {
             xd_threads_set(threads);
             fill_garbage(cols, nn_conv_cols_size(&s));
-            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, bb, &s);
+            const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, NULL, bb, &s);
             assert_int_equal(unfolded, 0); /* the shapes here all fit a padded image in cols */
             memcpy(dw, dw0, sizeof(float) * nw);
             memset(db, 0, sizeof(float) * (size_t)s.OC);
@@ -385,7 +385,7 @@ static void test_first_write_and_fused(void **state)
         fill_corners(x, nx, 41);
         fill_corners(w, nw, 42);
         fill_corners(dy, ny, 43);
-        nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
+        nn_conv2d_forward(y, cols, wext, x, w, NULL, NULL, b, &s);
         if (nc) {
             /* unfolded block by block before each product: the plain im2col and one product */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
@@ -406,7 +406,7 @@ static void test_first_write_and_fused(void **state)
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
             nn_relu_forward(r, y, ny);
             nn_maxpool_forward(p, am, r, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, NULL, b, &s, r2, p2, am2, &ps);
             assert_same_bits(y2, y, ny, "conv+relu+maxpool: conv");
             assert_same_bits(r2, r, ny, "conv+relu+maxpool: relu");
             assert_same_bits(p2, p, np, "conv+relu+maxpool: pool");
@@ -727,11 +727,11 @@ static void test_packed_weights(void **state)
         char what[128];
         snprintf(what, sizeof what, "packed conv B%d %dx%dx%d->%d k%d s%d p%d bias%d", s.B, s.H,
                  s.W, s.C, s.OC, s.KH, s.stride, s.pad, s.bias);
-        nn_conv2d_forward(y, cols, wext, x, w, NULL, b, &s);
+        nn_conv2d_forward(y, cols, wext, x, w, NULL, NULL, b, &s);
         nn_conv_pack(wp, wext, w, b, &s);
         /* scratch that is not zero: the padding must be written, not found */
         for (size_t i = 0; i < nc; i++) cols[i] = NAN;
-        nn_conv2d_forward(y2, cols, wext, x, w, wp, b, &s);
+        nn_conv2d_forward(y2, cols, wext, x, w, wp, NULL, b, &s);
         assert_same_bits(y2, y, ny, what);
         nn_conv2d_forward_ref(yref, x, w, b, &s);
         tu_assert_close(y2, yref, ny, 1e-5, 1e-5, what);
@@ -746,15 +746,15 @@ static void test_packed_weights(void **state)
             size_t np = (size_t)ps.B * ps.OH * ps.OW * ps.C;
             float *r = alloc_f(ny), *r2 = alloc_f(ny), *p = alloc_f(np), *p2 = alloc_f(np);
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
-            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, NULL, b, &s, r, p, am, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, NULL, NULL, b, &s, r, p, am, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, r2, p2, am2, &ps);
             assert_same_bits(y2, y, ny, what);
             assert_same_bits(r2, r, ny, what);
             assert_same_bits(p2, p, np, what);
             assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
             /* inference: no argmax, no ReLU output kept */
             memset(p2, 0, sizeof(float) * np);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, b, &s, NULL, p2, NULL, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, NULL, p2, NULL, &ps);
             assert_same_bits(p2, p, np, what);
             memset(p2, 0, sizeof(float) * np);
             nn_relu_maxpool_forward(NULL, p2, NULL, y, &ps);

@@ -12,6 +12,7 @@
 
 #include "core/runtime.h"
 #include "distill/recipe.h"
+#include "nn/gemm_bf16.h"
 #include "nn/model.h"
 #include "tests/support/trainrun.h"
 
@@ -218,6 +219,59 @@ static void test_teacher_precision(void **state)
     nn_model_free(&m);
 }
 
+/* Inference (nn_model_infer) with eval_precision bf16 gives the eval forward's bits, and not
+ * float32's: convolutions with a ReLU and pool fused (a thin first one that stays float32, one
+ * on AMX with weights packed for it), a linear layer on weights packed for the bf16 kernel, at
+ * 1 and 2 threads over several shares; with a strided convolution the AMX kernel does not take
+ * (the engine then runs it unpacked, on one thread); and with another bf16 kernel chosen after
+ * packing (nothing packed for the first is used). */
+static void test_infer_bf16(void **state)
+{
+    (void)state;
+    static const char *const descs[] = {
+        "input h=12 w=12 c=1; conv2d out=16 k=3 pad=1; relu; maxpool k=2; conv2d out=32 k=3 "
+        "pad=1; relu; maxpool k=2; flatten; linear out=24; relu; linear out=10 head",
+        "input h=12 w=12 c=1; conv2d out=16 k=3 pad=1; relu; maxpool k=2; conv2d out=32 k=3 "
+        "stride=2 pad=1; relu; flatten; linear out=10 head",
+    };
+    enum { B = 37 };
+    for (size_t di = 0; di < sizeof descs / sizeof descs[0]; di++)
+        for (int isa = 0; isa < 2; isa++)
+            for (int t = 1; t <= 2; t++) {
+                xd_err e;
+                nn_model m;
+                if (nn_model_build(&m, descs[di], B, 3, &e)) fail_msg("%s", e.msg);
+                const size_t nx = (size_t)B * 144, ny = (size_t)B * 10;
+                float *x = malloc(sizeof(float) * nx), *f32 = malloc(sizeof(float) * ny);
+                assert_true(x && f32);
+                tu_fill_uniform(x, nx, 0.0f, 1.0f, 8);
+                const int head = nn_model_default_head(&m);
+                xd_threads_set(t);
+                TU_OK(nn_model_pack_exact(&m, &e));
+                nn_model_infer(&m, x, B, NULL);
+                memcpy(f32, nn_model_out(&m, head), sizeof(float) * ny);
+                nn_model_unpack(&m);
+                m.eval_precision = NN_PREC_BF16;
+                TU_OK(nn_model_pack_exact(&m, &e));
+                if (isa) nn_bgemm_use(NN_BISA_PORTABLE); /* another kernel than packed for */
+                nn_model_infer(&m, x, B, NULL);
+                const float *got = nn_model_out(&m, head);
+                assert_true(rel_diff(got, f32, ny) > 0.0);
+                memcpy(f32, got, sizeof(float) * ny);
+                nn_model_unpack(&m);
+                nn_model_forward(&m, x, B, NULL);
+                if (memcmp(f32, nn_model_out(&m, head), sizeof(float) * ny) != 0)
+                    fail_msg("model %zu, kernel %s, %d threads: not the eval forward's bits", di,
+                             nn_bisa_name(nn_bgemm_isa()), t);
+                nn_bgemm_use(NN_BISA_COUNT);
+                assert_int_equal(nn_mm_precision(), NN_PREC_FLOAT32);
+                free(x);
+                free(f32);
+                nn_model_free(&m);
+            }
+    xd_threads_set(2);
+}
+
 /* the cache sets (one .sum file each) in the toy set's cache folder */
 static int cache_sets(void) { return tu_count_files("cache", ".sum"); }
 
@@ -255,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_recipe_key),
         cmocka_unit_test(test_teacher_precision),
         cmocka_unit_test(test_teacher_precision_run),
+        cmocka_unit_test(test_infer_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
