@@ -476,7 +476,7 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
     if (n && !m->packed_bf16)
         return xd_fail(e, XD_ENOMEM, "no memory for the weights packed for bf16 (%zu bytes)",
                        sizeof(uint32_t) * n);
-    m->packed_bisa = nn_bgemm_isa();
+    if (n) m->packed_bisa = nn_bgemm_isa();
     uint32_t *p = m->packed_bf16;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
