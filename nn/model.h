@@ -203,8 +203,11 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * copies, with the same bits. A batch norm that alone reads a linear or convolution layer with a
  * bias is folded into its packed weights and bias (w * g, (b - mean) * g + beta, g = gamma /
  * sqrt(var + eps)), as ONNX Runtime does: the layer then writes the norm's output and the norm
- * does nothing; the same values within float rounding, not the same bits. The parameters must
- * not change afterwards, and the model serves inference only (training does not call this). */
+ * does nothing; the same values within float rounding, not the same bits. With eval_precision
+ * bf16, the layers nn_model_infer then runs in bf16 (linear layers, and convolutions on AMX; not
+ * those with a folded norm) are also packed for the bf16 kernel that runs now (wpb). The
+ * parameters must not change afterwards, and the model serves inference only (training does not
+ * call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);
 /* nn_model_pack without folding any batch norm: nn_model_infer then gives the eval forward's
  * bits everywhere (what the teacher-output cache needs). nn_model_unpack undoes it (forward
@@ -217,9 +220,11 @@ void nn_model_unpack(nn_model *m);
  * layer to layer; linear layers run over all the images of a share. With several threads, shares
  * of the batch go through the whole model on whichever thread is free, in one parallel region.
  * With the integer engine attached (nn/quant.h) its layers run on codes the short way. With
- * eval_precision bf16, the products are bf16 as the eval forward's are (with the same bits: a
- * layer without a folded norm then reads its float weights, not the float32 packing, but for a
- * convolution that keeps float32, nn_precision_of_conv). What only backward reads is not
+ * eval_precision bf16, the products are bf16 as the eval forward's are, with the same bits: on
+ * the weights packed for the bf16 kernels when the model was packed (nn_model_pack), or on the
+ * float weights where nothing was packed for the kernel that runs now; a convolution with fewer
+ * than 16 input channels keeps float32 (nn_precision_of_conv), and so does a layer with a batch
+ * norm folded in (its float32 packing holds the folded weights). What only backward reads is not
  * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
  * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);

@@ -361,15 +361,17 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int
     }
 }
 
-/* A convolution of a packed model that inference in bf16 runs unpacked (no wpb, or a kernel
- * other than AMX now), as the eval forward does: [w | b] built in its node's one scratch */
-static int unpacked_bf16_conv(const nn_model *m, const nn_node *nd)
+/* A convolution of a packed model that inference in bf16 runs unpacked, as the eval forward
+ * does, where the AMX kernel does not take it now: with a bias it then builds [w | b] in its
+ * node's one scratch (nn_conv_wext_size), which threads must not share */
+static int bf16_conv_writes_scratch(const nn_model *m, const nn_node *nd)
 {
     if (nd->kind != NN_CONV2D || m->eval_precision != NN_PREC_BF16 || !nd->wp || nd->bn_fold ||
         (m->qengine && nn_quant_runs_int(m, (int)(nd - m->nodes))))
         return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
-    return nn_precision_of_conv(&cs, NN_PREC_BF16) == NN_PREC_BF16 && !(nd->wpb && bconv_runs(&cs));
+    return nn_precision_of_conv(&cs, NN_PREC_BF16) == NN_PREC_BF16 && nn_conv_wext_size(&cs) &&
+           !bconv_runs(&cs);
 }
 
 /* The rows a share of the batch holds at least (when there are enough for every thread):
@@ -390,7 +392,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
          * dropout left masked by training resets its flag: shares on several threads would
          * write them at once */
         one |= (nd->kind == NN_CONV2D && !nd->wp && !(m->qengine && nn_quant_runs_int(m, i))) ||
-               (nd->kind == NN_DROPOUT && nd->masked) || unpacked_bf16_conv(m, nd);
+               (nd->kind == NN_DROPOUT && nd->masked) || bf16_conv_writes_scratch(m, nd);
     }
     if (whole) {
         nn_model_forward_some(m, input, B, NULL, need);
@@ -470,7 +472,10 @@ static size_t bf16_packed_size(const nn_model *m, int i, int fold)
 static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
 {
     size_t n = 0;
-    for (int i = 0; i < m->n_nodes; i++) n += bf16_packed_size(m, i, fold);
+    for (int i = 0; i < m->n_nodes; i++) {
+        m->nodes[i].wpb = NULL; /* nothing points into the old packing, whatever happens next */
+        n += bf16_packed_size(m, i, fold);
+    }
     free(m->packed_bf16);
     m->packed_bf16 = n ? xd_try_alloc_aligned(sizeof(uint32_t) * n) : NULL;
     if (n && !m->packed_bf16)

@@ -161,7 +161,9 @@ static void test_kernels_against_ref(void **state)
 /* Split by rows with op(B) wider than a block of columns and longer than a block of pairs, its
  * panels packed by the threads together, each into its place in the shared buffer: the bits of
  * one thread (which packs each block as it goes, the path test_kernels_against_ref checks), with
- * op(B) transposed (a panel's words turned in 16 x 16 blocks) and not. */
+ * op(B) transposed (a panel's words turned in 16 x 16 blocks) and not; and the transposed one
+ * gives the bits of the same op(B) laid out untransposed (read row by row), which share no
+ * packing code. */
 static void test_wide_rows(void **state)
 {
     (void)state;
@@ -174,6 +176,15 @@ static void test_wide_rows(void **state)
         xd_threads_set(2);
         nn_bgemm(0, tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 0.0f, two, p.ldc);
         assert_same_bits(one, two, &p, "1 and 2 threads, wide op(B)");
+        if (tb) { /* the same op(B) laid out untransposed: the same words packed, the same bits */
+            float *bt = malloc(sizeof(float) * (size_t)K * N);
+            assert_non_null(bt);
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < N; j++) bt[(size_t)k * N + j] = p.B[(size_t)j * p.ldb + k];
+            nn_bgemm(0, 0, M, N, K, 1.0f, p.A, p.lda, bt, N, 0.0f, one, p.ldc);
+            assert_same_bits(one, two, &p, "op(B) transposed and not");
+            free(bt);
+        }
         free(one);
         free(two);
         prod_free(&p);

@@ -108,8 +108,10 @@ static void test_count_correct(void **state)
 }
 
 /* Many rows run side by side on 2 threads (the parallel branch) with the bits of 1 thread: the
- * probabilities, and the loss summed in row order; with a mask and row weights too; and that
- * loss is the weighted mean of the rows' own -log p (so the parallel rows are all there). */
+ * probabilities and the loss; with a mask and row weights too; and that loss is the weighted mean
+ * of the rows' own -log p, so that every row is in it. (The order of the double sum is the code's
+ * to keep: positive terms summed in double change the float loss in no order a test could
+ * build.) */
 static void test_ce_threads_same_bits(void **state)
 {
     (void)state;

@@ -223,8 +223,9 @@ static void test_teacher_precision(void **state)
  * float32's: convolutions with a ReLU and pool fused (a thin first one that stays float32, one
  * on AMX with weights packed for it), a linear layer on weights packed for the bf16 kernel, at
  * 1 and 2 threads over several shares; with a strided convolution the AMX kernel does not take
- * (the engine then runs it unpacked, on one thread); and with another bf16 kernel chosen after
- * packing (nothing packed for the first is used). */
+ * (the engine then runs it unpacked, on one thread); with another bf16 kernel chosen after
+ * packing (nothing packed for the first is used); and with a kernel other than AMX chosen before
+ * packing (its own layout of packed weights). */
 static void test_infer_bf16(void **state)
 {
     (void)state;
@@ -236,7 +237,7 @@ static void test_infer_bf16(void **state)
     };
     enum { B = 37 };
     for (size_t di = 0; di < sizeof descs / sizeof descs[0]; di++)
-        for (int isa = 0; isa < 2; isa++)
+        for (int isa = 0; isa < 3; isa++)
             for (int t = 1; t <= 2; t++) {
                 xd_err e;
                 nn_model m;
@@ -252,8 +253,9 @@ static void test_infer_bf16(void **state)
                 memcpy(f32, nn_model_out(&m, head), sizeof(float) * ny);
                 nn_model_unpack(&m);
                 m.eval_precision = NN_PREC_BF16;
+                if (isa == 2) nn_bgemm_use(NN_BISA_AVX512BF16); /* packed for it (or portable) */
                 TU_OK(nn_model_pack_exact(&m, &e));
-                if (isa) nn_bgemm_use(NN_BISA_PORTABLE); /* another kernel than packed for */
+                if (isa == 1) nn_bgemm_use(NN_BISA_PORTABLE); /* another kernel than packed for */
                 nn_model_infer(&m, x, B, NULL);
                 const float *got = nn_model_out(&m, head);
                 assert_true(rel_diff(got, f32, ny) > 0.0);
