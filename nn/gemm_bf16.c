@@ -565,7 +565,7 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const uint32_t *bpack = Bp ? Bp + packed_at(K, 0, j0, nc, qb, q0) : bbuf;
-        if (!Bp) pack_pairs(!trans_b, NR, 0, B, ldb, j0, nc, q0, nq, K, bbuf);
+        if (!Bp) pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, nq, K, bbuf);
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
