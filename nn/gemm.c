@@ -228,23 +228,21 @@ static void write_tile(const float *acc, int mr, int nr, float alpha, float beta
         }
 }
 
-/* Packing buffers, one pair per thread, kept for the thread's life (a product must not pay for
- * fresh pages every call) and freed when the thread ends. */
+/* nn_thread_buf's slots of one thread */
 typedef struct {
-    float *a; /* (MC, KC) */
-    float *b; /* (KC, NC) */
-} pack_bufs;
+    void *p[NN_BUF_COUNT];
+    size_t n[NN_BUF_COUNT];
+} thread_bufs;
 
-static _Thread_local pack_bufs *bufs;
+static _Thread_local thread_bufs *bufs;
 static pthread_key_t bufs_key;
 static pthread_once_t bufs_once = PTHREAD_ONCE_INIT;
 
 static void bufs_free(void *p)
 {
-    pack_bufs *pb = p;
-    free(pb->a);
-    free(pb->b);
-    free(pb);
+    thread_bufs *tb = p;
+    for (int i = 0; i < NN_BUF_COUNT; i++) free(tb->p[i]);
+    free(tb);
 }
 
 static void bufs_key_make(void)
@@ -255,20 +253,29 @@ static void bufs_key_make(void)
     }
 }
 
-static pack_bufs *bufs_get(void)
+void *nn_thread_buf(int slot, size_t bytes)
 {
-    if (bufs) return bufs;
-    pthread_once(&bufs_once, bufs_key_make);
-    pack_bufs *pb = calloc(1, sizeof *pb);
-    if (pb) {
-        pb->a = aligned_alloc(64, sizeof(float) * MC * KC);
-        pb->b = aligned_alloc(64, sizeof(float) * KC * NC);
+    XD_ASSERT(slot >= 0 && slot < NN_BUF_COUNT);
+    if (!bufs) {
+        pthread_once(&bufs_once, bufs_key_make);
+        thread_bufs *tb = calloc(1, sizeof *tb);
+        if (!tb || pthread_setspecific(bufs_key, tb) != 0) {
+            fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
+            abort();
+        }
+        bufs = tb;
     }
-    if (!pb || !pb->a || !pb->b || pthread_setspecific(bufs_key, pb) != 0) {
-        fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
-        abort();
+    if (bufs->n[slot] < bytes) {
+        const size_t n = (bytes + 63) / 64 * 64;
+        free(bufs->p[slot]);
+        bufs->p[slot] = aligned_alloc(64, n);
+        bufs->n[slot] = n;
+        if (!bufs->p[slot]) {
+            fprintf(stderr, "xdistill: out of memory for the matrix product's buffers\n");
+            abort();
+        }
     }
-    return bufs = pb;
+    return bufs->p[slot];
 }
 
 static long pad_to(int n, int r) { return ((long)n + r - 1) / r * r; }
@@ -308,8 +315,8 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         const float *A, int lda, const int *koff, const float *B, int ldb,
                         const float *Bp, float beta, float *C, size_t rs, size_t cs)
 {
-    pack_bufs *pb = bufs_get();
-    float *const pack_a_buf = pb->a, *const pack_b_buf = pb->b;
+    float *const pack_a_buf = nn_thread_buf(NN_BUF_SGEMM_A, sizeof(float) * MC * KC);
+    float *const pack_b_buf = nn_thread_buf(NN_BUF_SGEMM_B, sizeof(float) * KC * NC);
     float acc[ROW_PANELS * MR * NR] __attribute__((aligned(64)));
     FOR_B_BLOCKS(N, K, j0, nc, kb, p0, kc) {
         /* op(B) already in the packed layout (pre-packed, or one panel with rows of NR side
@@ -460,6 +467,12 @@ void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
         }
 }
 
+int nn_sgemm_thread_blocks(int M, int N, int K)
+{
+    const int nb = nn_sgemm_blocks(M, N, K), threads = xd_threads_get();
+    return nb < threads ? nb : threads;
+}
+
 int nn_sgemm_row_blocks(int M, int N, int K)
 {
     return M >= N ? nn_sgemm_blocks(M, N, K) : 1;
@@ -536,9 +549,7 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 {
     /* No work around the blocks, so no reason for more blocks than threads: each block packs
      * its own copy of the operand all blocks share. */
-    int nb = nn_sgemm_blocks(M, N, K);
-    const int threads = xd_threads_get();
-    if (nb > threads) nb = threads;
+    const int nb = nn_sgemm_thread_blocks(M, N, K);
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
@@ -615,9 +626,7 @@ void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
         return;
     }
     /* by columns, whatever the shape: a block fills only the columns of B it multiplies */
-    int nb = nn_sgemm_blocks(M, N, K);
-    const int threads = xd_threads_get();
-    if (nb > threads) nb = threads;
+    int nb = nn_sgemm_thread_blocks(M, N, K);
     if (nb > N) nb = N;
     if (nb > 1 && xd_threads_split(1)) {
 #pragma omp parallel for schedule(static)
@@ -645,9 +654,7 @@ void nn_sgemm_packed(int trans_a, int M, int N, int K, float alpha, const float 
                      const float *Bp, float beta, float *C, int ldc)
 {
     /* Row blocks: none packs op(B) now, and each holds at least a few tiles. */
-    int nb = nn_sgemm_blocks(M, N, K);
-    const int threads = xd_threads_get();
-    if (nb > threads) nb = threads;
+    int nb = nn_sgemm_thread_blocks(M, N, K);
     if (nb > M / (2 * MR)) nb = M / (2 * MR) > 0 ? M / (2 * MR) : 1;
     sgemm_split(trans_a, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc, nb, 1, NULL, NULL,
                 NULL);

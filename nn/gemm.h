@@ -15,6 +15,13 @@
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The products' packing buffers: at least bytes, 64-byte aligned, the calling thread's own in
+ * each slot, kept (and grown when a call needs more) for the thread's life, so that a product
+ * does not pay for fresh pages every call; freed when the thread ends. What a slot holds does
+ * not outlive the next call for it on that thread. */
+enum { NN_BUF_SGEMM_A, NN_BUF_SGEMM_B, NN_BUF_BGEMM_A, NN_BUF_BGEMM_B, NN_BUF_COUNT };
+void *nn_thread_buf(int slot, size_t bytes);
+
 /* op(B) (K, N) packed once into the kernel's own panel layout, for an operand many products
  * reuse (a layer's weights at inference): nn_sgemm_packed_size(N, K) floats at Bp. */
 size_t nn_sgemm_packed_size(int N, int K);
@@ -95,6 +102,8 @@ void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 
 /* Blocks nn_sgemm_rows uses for an M x N x K product (nn_sgemm: at most one a thread). */
 int nn_sgemm_blocks(int M, int N, int K);
+/* nn_sgemm_blocks, but no more than the threads (a call whose blocks need no fixed number) */
+int nn_sgemm_thread_blocks(int M, int N, int K);
 
 /* nn_sgemm (the same blocks, so the same bits) with work on C's row blocks around the products,
  * done by the thread that owns the block while its rows are in cache: before(ctx, r0, r1) just

@@ -554,13 +554,12 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         const float *A, int lda, const float *B, int ldb, const uint32_t *Bp,
                         float beta, float *C, size_t rs, size_t cs)
 {
-    /* packing buffers as large as this product needs (not pages fresh from the system on every
-     * call: the allocator keeps freed blocks of this size for the next one) */
+    /* packing buffers as large as this product needs, the thread's own (nn_thread_buf) */
     const int qmax = k_pairs(K) < KQ ? k_pairs(K) : KQ;
     const size_t na = (size_t)pad_to(M < MC ? M : MC, MR) * qmax,
                  nb = (size_t)pad_to(N < NC ? N : NC, NR) * qmax;
-    uint32_t *apack = xd_xmalloc_aligned(sizeof(uint32_t) * na);
-    uint32_t *bbuf = Bp ? NULL : xd_xmalloc_aligned(sizeof(uint32_t) * nb);
+    uint32_t *apack = nn_thread_buf(NN_BUF_BGEMM_A, sizeof(uint32_t) * na);
+    uint32_t *bbuf = Bp ? NULL : nn_thread_buf(NN_BUF_BGEMM_B, sizeof(uint32_t) * nb);
     float acc[MR * NR] __attribute__((aligned(64)));
     const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
@@ -587,8 +586,6 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
             }
         }
     }
-    free(apack);
-    free(bbuf);
     (void)avx;
 }
 
@@ -602,9 +599,11 @@ static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
                      size_t rs, size_t cs)
 {
     const int bp = amx_block_pairs(K);
-    uint32_t *apack = xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)pad_to(M < MA ? M : MA, AM) * bp);
-    uint32_t *bbuf =
-        Bp ? NULL : xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)pad_to(N < NC ? N : NC, NR) * bp);
+    uint32_t *apack =
+        nn_thread_buf(NN_BUF_BGEMM_A, sizeof(uint32_t) * (size_t)pad_to(M < MA ? M : MA, AM) * bp);
+    uint32_t *bbuf = Bp ? NULL
+                        : nn_thread_buf(NN_BUF_BGEMM_B,
+                                        sizeof(uint32_t) * (size_t)pad_to(N < NC ? N : NC, NR) * bp);
     float acc[AM * NR] __attribute__((aligned(64)));
     nn_amx_configure();
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
@@ -627,8 +626,6 @@ static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
         }
     }
     nn_amx_release();
-    free(apack);
-    free(bbuf);
 }
 #endif
 
@@ -666,9 +663,7 @@ void nn_bgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_
 void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, const uint32_t *Bp,
                      float beta, float *C, int ldc)
 {
-    int nb = nn_sgemm_blocks(M, N, K);
-    const int threads = xd_threads_get();
-    if (nb > threads) nb = threads;
+    const int nb = nn_sgemm_thread_blocks(M, N, K);
     nn_gemm_split(bgemm_single, 0, 0, M, N, K, alpha, A, lda, NULL, 0, Bp, beta, C, ldc, nb, 1,
                   NULL, NULL, NULL);
 }
@@ -693,9 +688,7 @@ static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alp
 void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc)
 {
-    int nb = nn_sgemm_blocks(M, N, K);
-    const int threads = xd_threads_get();
-    if (nb > threads) nb = threads;
+    const int nb = nn_sgemm_thread_blocks(M, N, K);
     /* rows when C is at least as tall as wide: op(B) is then rounded once, its panels shared
      * among the threads, where blocks of columns would each round all of op(A) */
     bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M >= N, NULL,

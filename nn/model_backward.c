@@ -58,8 +58,7 @@ static int relu_pool_backward(nn_model *m, int pool, const float *dout, const fl
     if (src->kind == NN_CONV2D && !source_grad_used(m, src->in) &&
         nn_node_only_reader(m, r->in) == m->nodes[pool].in) {
         nn_conv_shape cs = nn_node_conv_shape(src, m->batch);
-        const nn_precision outer =
-            nn_mm_precision_set(nn_precision_of_conv(&cs, nn_mm_precision()));
+        const nn_precision outer = nn_conv_precision_enter(&cs);
         const int takes = nn_conv2d_takes_pooled(&cs, ps);
         nn_mm_precision_set(outer);
         if (takes) {
@@ -109,8 +108,7 @@ void nn_model_backward(nn_model *m)
             break;
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
-            const nn_precision outer =
-                nn_mm_precision_set(nn_precision_of_conv(&cs, nn_mm_precision()));
+            const nn_precision outer = nn_conv_precision_enter(&cs);
             if (nd->pooled) { /* its gradient is still the pool's (relu_pool_backward) */
                 const nn_node *pool = &m->nodes[nd->pooled];
                 const nn_pool_shape ps = nn_node_pool_shape(pool, B);

@@ -112,8 +112,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
         nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
-        const nn_precision outer =
-            nn_mm_precision_set(nn_precision_of_conv(&cs, nn_mm_precision()));
+        const nn_precision outer = nn_conv_precision_enter(&cs);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         /* packed for this call: the windows are then read in place, not unfolded into cols;

@@ -22,5 +22,11 @@ static inline int nn_node_row(const int *at, int idx, int b0)
 {
     return idx == NN_INPUT || !at ? b0 : at[idx];
 }
+/* Sets the calling thread's products to the precision convolution s runs in (nn_precision_of_conv
+ * of the one set now) for the layer's work; returns the precision to set back after it. */
+static inline nn_precision nn_conv_precision_enter(const nn_conv_shape *s)
+{
+    return nn_mm_precision_set((nn_precision)nn_precision_of_conv(s, nn_mm_precision()));
+}
 
 #endif

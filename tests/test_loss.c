@@ -115,7 +115,7 @@ static void test_count_correct(void **state)
 static void test_ce_threads_same_bits(void **state)
 {
     (void)state;
-    enum { R = 300, C = 10 };
+    enum { R = 2348, C = 10 }; /* more rows than a chunk (CE_CHUNK) */
     static float s[R * C], p1[R * C], p2[R * C], rw[R];
     int32_t y[R];
     uint8_t mask[R];
