@@ -544,8 +544,11 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                 by_rows || !Bp ? nn_sgemm_blocks(M, N, K) : 1, by_rows, before, after, ctx);
 }
 
-void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc)
+/* nn_sgemm, or with rows_first (nn_sgemm_param_rows) C split by rows whenever each block gets
+ * MIN_ROWS of them */
+static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                          int ldc, int rows_first)
 {
     /* No work around the blocks, so no reason for more blocks than threads: each block packs
      * its own copy of the operand all blocks share. */
@@ -553,9 +556,22 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
-    const int by_rows = M > N;
+    const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS);
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
                 NULL, NULL, NULL);
+}
+
+void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    sgemm_threads(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
+}
+
+void nn_sgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc)
+{
+    sgemm_threads(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
 }
 
 /* the longest K block */

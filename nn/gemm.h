@@ -15,6 +15,17 @@
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 
+/* nn_sgemm (the same bits) for a product whose rows of C are the rows of a parameter tensor, as a
+ * linear layer's weight gradient: C split among the threads by its rows whenever each gets 64 of
+ * them, even when C is wider than tall (each thread then packs all of op(B)). A thread then
+ * writes the gradient rows of the weights whose outputs its share of the forward computed (a
+ * linear layer's forward splits its outputs' columns, the weight rows) and that its share of the
+ * optimizer's update reads: the rows stay in that core's cache from one pass to the next, where
+ * a split by columns had each core fetch half of them from the other's. */
+void nn_sgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc);
+
 /* The products' packing buffers: at least bytes, 64-byte aligned, the calling thread's own in
  * each slot, kept (and grown when a call needs more) for the thread's life, so that a product
  * does not pay for fresh pages every call; freed when the thread ends. What a slot holds does

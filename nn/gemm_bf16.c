@@ -750,6 +750,15 @@ void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const flo
         nn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (mm_precision == NN_PREC_BF16)
+        nn_bgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        nn_sgemm_param_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                 int lda, const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
                 nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)

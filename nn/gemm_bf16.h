@@ -82,6 +82,10 @@ nn_precision nn_mm_precision(void);
 /* nn_sgemm, or nn_bgemm when the calling thread's precision is bf16. */
 void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
            const float *B, int ldb, float beta, float *C, int ldc);
+/* nn_sgemm_param_rows, or nn_bgemm when the precision is bf16 (whose row blocks share one
+ * packed op(B), so they would not keep to their cores' rows of it). */
+void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* nn_sgemm_rows, or nn_bgemm_rows when the precision is bf16 and op(B) is not pre-packed (Bp, a
  * float operand packed for inference, keeps the float32 product). */
 void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,

@@ -60,8 +60,8 @@ void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, co
 {
     if (dinp) /* dinp (B, C) += dout (B, OC) @ w (OC, C) */
         nn_mm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
-    if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C) */
-        nn_mm(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
+    if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C), its rows on the threads that own them */
+        nn_mm_param_rows(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
     if (db) nn_bias_grad(db, dout, B, OC);
 }
 

@@ -487,14 +487,17 @@ void nn_model_free(nn_model *m)
 
 void nn_model_zero_grad(nn_model *m)
 {
-    const size_t n = m->n_param ? m->n_param : 1;
-    /* in equal shares, one a thread, in thread order: the optimizer's loops read each segment
-     * so, so a thread mostly clears lines its own cache holds */
-    const int T = xd_threads_split(n >= NN_PAR_MIN) ? xd_threads_get() : 1;
-#pragma omp parallel for schedule(static) if (T > 1)
-    for (int t = 0; t < T; t++) {
-        const size_t i0 = n * (size_t)t / (size_t)T, i1 = n * (size_t)(t + 1) / (size_t)T;
-        memset(m->grad + i0, 0, sizeof(float) * (i1 - i0));
+    /* each segment in the optimizer's shares (one static share a thread, as its loops split
+     * each segment), so a thread clears the lines its own cache holds from the last update */
+    const nn_param_seg all = {0, m->n_param, 1, 0};
+    const nn_param_seg *segs = m->n_segs ? m->segs : &all;
+    const int n_segs = m->n_segs ? m->n_segs : 1;
+#pragma omp parallel if (xd_threads_split(m->n_param >= NN_PAR_MIN))
+    for (int s = 0; s < n_segs; s++) {
+        float *g = m->grad + segs[s].offset;
+        const size_t n = segs[s].count;
+#pragma omp for schedule(static) nowait
+        for (size_t i = 0; i < n; i++) g[i] = 0.0f;
     }
 }
 

@@ -144,7 +144,9 @@ static void assert_same_bits(const float *a, const float *b, int M, int N, int l
 }
 
 /* The bits of an element do not depend on the thread count, on the rows or columns one call
- * covers, on the shape-fixed blocks of nn_sgemm_rows or on whether the kernel computes C or C^T,
+ * covers, on the shape-fixed blocks of nn_sgemm_rows, on nn_sgemm_param_rows's split by rows of a
+ * C wider than tall (the last two shapes: 65 and 64 rows a thread at 2 threads; the others fall
+ * back to nn_sgemm's split) or on whether the kernel computes C or C^T,
  * with alpha and beta as training uses them (beta 1: biases and accumulated gradients) and
  * others. */
 static void test_bits_independent_of_split(void **state)
@@ -152,7 +154,7 @@ static void test_bits_independent_of_split(void **state)
     (void)state;
     const int threads = xd_threads_get();
     static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 200},
-                                    {40, 3000, 64}};
+                                    {40, 3000, 64},  {130, 500, 70}, {128, 784, 128}};
     static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
@@ -169,6 +171,10 @@ static void test_bits_independent_of_split(void **state)
             nn_sgemm_rows(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, NULL, beta, two,
                           p.ldc, NULL, NULL, NULL);
             assert_same_bits(one, two, M, N, p.ldc, p.ldc, "nn_sgemm_rows");
+            memcpy(two, p.C, sizeof(float) * (size_t)M * p.ldc);
+            nn_sgemm_param_rows(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, two,
+                                p.ldc);
+            assert_same_bits(one, two, M, N, p.ldc, p.ldc, "nn_sgemm_param_rows");
 
             /* rows in three uneven calls, then columns in three uneven calls */
             const int rcut[4] = {0, M / 3 + 1, M / 2 + 2, M}, ccut[4] = {0, 5, N / 2 + 1, N};

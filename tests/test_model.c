@@ -642,8 +642,11 @@ static void test_zero_grad_clears_all(void **state)
     (void)state;
     nn_model m;
     xd_err e;
-    assert_int_equal(nn_model_build(&m, "input h=1 w=1 c=300; flatten; linear out=201", 2, 1, &e),
+    /* segments of odd lengths (the optimizer's shares, which zero_grad keeps to) */
+    assert_int_equal(nn_model_build(&m, "input h=1 w=1 c=300; flatten; linear out=201; relu; "
+                                        "linear out=7", 2, 1, &e),
                      XD_OK);
+    assert_true(m.n_segs == 4);
     for (int t = 1; t <= 2; t++) {
         xd_threads_set(t);
         for (size_t i = 0; i < m.n_param; i++) m.grad[i] = 1.0f;
