@@ -47,8 +47,9 @@ int nn_sgemm_blocks(int M, int N, int K)
 
 #include "nn/gemm_simd.h"
 
-/* acc = sum over k < kc of a[.., k] (R rows) outer bp[k] (NR per panel, P panels ps floats
- * apart, of which the first V vectors of VW: 1 when the columns fit one); element (i, k) of A
+/* acc = sum over k < kc of a[.., k] (R rows) outer bp[k * sb] (NR per panel, P panels ps floats
+ * apart, of which the first V vectors of VW: 1 when the columns fit one; sb: NR in a packed
+ * panel, B's row stride when op(B) is read in place); element (i, k) of A
  * at a[i * si + k * sk], or at a[i * si + koff[k]] when koff is given (a gathered operand: a
  * convolution's windows read from the image itself); row i of panel p goes to
  * acc[p * MR * NR + i * ld] (ld: NR in the tile buffer, or C's row stride when the tile is
@@ -56,8 +57,8 @@ int nn_sgemm_blocks(int M, int N, int K)
  * (R * P <= MR), so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void
 kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, size_t sk,
-            const int *restrict koff, const float *restrict bp, size_t ps, float *restrict acc,
-            size_t ld)
+            const int *restrict koff, const float *restrict bp, size_t ps, size_t sb,
+            float *restrict acc, size_t ld)
 {
     vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
     for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
@@ -72,7 +73,7 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
             }
         }
         if (!koff) a += sk;
-        bp += NR;
+        bp += sb;
     }
     for (int p = 0; p < P; p++)
         for (int i = 0; i < R; i++) {
@@ -87,17 +88,17 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
         if (koff && half)                                                                        \
-            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, acc, ld);         \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, 0, koff, bp, 0, sb, acc, ld);     \
         else if (koff)                                                                           \
-            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, acc, ld);         \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, sb, acc, ld);     \
         else if (half)                                                                           \
-            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, acc, NR);        \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, sb, acc, NR);    \
         else                                                                                     \
-            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, acc, NR);        \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, sb, acc, NR);    \
         break;
 static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
-                        const int *restrict koff, const float *restrict bp, float *restrict acc,
-                        size_t ld)
+                        const int *restrict koff, const float *restrict bp, size_t sb,
+                        float *restrict acc, size_t ld)
 {
     static_assert(MR <= 12, "kernel_tile has cases for up to 12 rows");
     const int half = nr <= VW;
@@ -115,9 +116,9 @@ static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t 
 #define ROW_PANELS 4
 static_assert(ROW_PANELS <= MR, "the row kernel's accumulators fit the tile kernel's");
 static void kernel_row4(int kc, const float *restrict a, size_t sk, const float *restrict bp,
-                        size_t ps, float *restrict acc)
+                        size_t ps, size_t sb, float *restrict acc)
 {
-    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, acc, NR);
+    kernel_body(1, ROW_PANELS, 2, kc, a, 0, sk, NULL, bp, ps, sb, acc, NR);
 }
 
 typedef float v4 __attribute__((vector_size(4 * sizeof(float))));
@@ -308,6 +309,17 @@ static size_t packed_at(int K, int j0, int nc, int p0)
     return (size_t)j0 * (size_t)K + (size_t)p0 * (size_t)pad_to(nc, NR);
 }
 
+/* Whether an untransposed op(B) (row k's columns side by side, ldb apart) is read in place rather
+ * than packed: when the K block is short. A panel's kc rows of NR then stay in L1 across the row
+ * tiles that use it, and packing would read and write all of op(B) once more (each thread all of
+ * it, when C is split by rows): a linear layer's weight gradient, 128 x 784 x 128, 90 -> 80 us
+ * for half its rows; with long K blocks the scattered rows cost more than packing saves (a 1024^3
+ * product 144 -> 103 GFLOP/s). Or when op(B) is one panel already packed (NR columns, ldb NR). */
+static int b_in_place(int trans_b, int kc, int nc, int ldb)
+{
+    return !trans_b && (kc <= 256 || (nc == NR && ldb == NR));
+}
+
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0.
  * Bp: op(B) pre-packed by nn_sgemm_pack_b (B and ldb unused), or NULL. koff: op(A) gathered,
  * element (i, k) at A[i * lda + koff[k]] (trans_a 0), or NULL. */
@@ -319,12 +331,13 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     float *const pack_b_buf = nn_thread_buf(NN_BUF_SGEMM_B, sizeof(float) * KC * NC);
     float acc[ROW_PANELS * MR * NR] __attribute__((aligned(64)));
     FOR_B_BLOCKS(N, K, j0, nc, kb, p0, kc) {
-        /* op(B) already in the packed layout (pre-packed, or one panel with rows of NR side
-         * by side): use it */
-        const int b_direct = !trans_b && nc == NR && ldb == NR;
-        const float *bpack = Bp ? Bp + packed_at(K, j0, nc, p0)
-                             : b_direct ? B + (size_t)p0 * ldb : pack_b_buf;
-        if (!Bp && !b_direct) pack_panels(!trans_b, NR, B, ldb, j0, nc, p0, kc, pack_b_buf);
+        /* op(B) pre-packed, or read in place (its whole panels: a row of NR of them at a
+         * time, ldb apart), or packed here; a last panel of fewer columns is packed */
+        const int b_inplace = !Bp && b_in_place(trans_b, kc, nc, ldb);
+        const int b_whole = b_inplace ? nc / NR * NR : 0; /* columns read in place */
+        const float *bpack = Bp ? Bp + packed_at(K, j0, nc, p0) : pack_b_buf;
+        if (!Bp && b_whole < nc)
+            pack_panels(!trans_b, NR, B, ldb, j0 + b_whole, nc - b_whole, p0, kc, pack_b_buf);
         /* Few column panels: A's rows are read in place (packing would cost as much as the
          * products that use them); many: packed once, in cache and free of stride conflicts
          * for every panel. */
@@ -334,17 +347,20 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
             if (!a_direct) pack_panels(trans_a, MR, A, lda, i0, mc, p0, kc, pack_a_buf);
             for (int jb = 0, np; jb < nc; jb += np * NR) {
                 const int nr = nc - jb < NR ? nc - jb : NR;
-                const float *bp = bpack + (size_t)jb * kc;
+                const int in_place = jb < b_whole;
+                const float *bp = in_place ? B + (size_t)p0 * ldb + j0 + jb
+                                           : bpack + (size_t)(jb - b_whole) * kc;
+                const size_t sb = in_place ? (size_t)ldb : NR;
                 np = 1;
                 if (M == 1 && !koff) {
                     /* a matrix-vector product: one row against several panels at once */
                     const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;
                     const size_t sk = trans_a ? (size_t)lda : 1;
-                    if (nc - jb >= ROW_PANELS * NR) {
+                    if ((in_place ? b_whole : nc) - jb >= ROW_PANELS * NR) {
                         np = ROW_PANELS;
-                        kernel_row4(kc, a, sk, bp, (size_t)kc * NR, acc);
+                        kernel_row4(kc, a, sk, bp, in_place ? NR : (size_t)kc * NR, sb, acc);
                     } else {
-                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, acc, NR);
+                        kernel_tile(1, nr, kc, a, 0, sk, NULL, bp, sb, acc, NR);
                     }
                     for (int p = 0; p < np; p++) {
                         const int j = jb + p * NR, w = nc - j < NR ? nc - j : NR;
@@ -368,16 +384,16 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
                      * row-major (A[i * lda + k]) */
                     if (!a_direct)
-                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp,
+                        kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp, sb,
                                     acc, NR);
                     else if (koff)
-                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp, sb,
                                     store ? c : acc, store ? rs : NR);
                     else if (trans_a)
-                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
+                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp, sb,
                                     acc, NR);
                     else
-                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp, sb,
                                     acc, NR);
                     if (!store) write_tile(acc, mr, nr, alpha, beta, kb == 0, c, rs, cs);
                 }

@@ -215,6 +215,42 @@ static void test_bits_independent_of_split(void **state)
     xd_threads_set(threads);
 }
 
+/* An untransposed op(B) whose K blocks are short is read in place, its whole panels straight from
+ * B (ldb apart) and a narrower last one packed; a transposed one is packed. The same values given
+ * both ways give the same bits, at 1 and 2 threads: one row (the matrix-vector kernel, with whole
+ * and partial groups of panels), edges in both directions, a K block just past the in-place
+ * length, K in two blocks that are each read in place, padded and exact leading dimensions (a
+ * read past B's end is out of bounds under the sanitizers). */
+static void test_b_in_place(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get();
+    static const int shapes[][3] = {{1, 200, 100}, {1, 130, 256}, {5, 33, 17},  {64, 784, 128},
+                                    {13, 96, 257}, {40, 100, 300}, {30, 70, 512}, {128, 64, 9}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int pad = 0; pad <= 1; pad++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ta = (int)(s & 1);
+            prod p = prod_make_ld(ta, 0, M, N, K, 900 + s, pad);
+            float *bt = malloc(sizeof(float) * (size_t)N * K); /* op(B)^T, N x K */
+            assert_non_null(bt);
+            for (int k = 0; k < K; k++)
+                for (int j = 0; j < N; j++) bt[(size_t)j * K + k] = p.B[(size_t)k * p.ldb + j];
+            for (int th = 1; th <= 2; th++) {
+                xd_threads_set(th);
+                float *direct = prod_copy_c(&p), *packed = prod_copy_c(&p);
+                nn_sgemm(ta, 0, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, direct, p.ldc);
+                nn_sgemm(ta, 1, M, N, K, 1.0f, p.A, p.lda, bt, K, 1.0f, packed, p.ldc);
+                assert_same_bits(packed, direct, M, N, p.ldc, p.ldc, "op(B) in place");
+                free(direct);
+                free(packed);
+            }
+            check_against_ref(&p, 1.0f, 1.0f, "op(B) in place");
+            free(bt);
+            prod_free(&p);
+        }
+    xd_threads_set(threads);
+}
+
 /* op(B) packed once (nn_sgemm_pack_b) and given to nn_sgemm_packed: within the error bound of
  * the plain product, and bit for bit what nn_sgemm gives, at 1 and 2 threads, on shapes with
  * edges on every side: one row (the matrix-vector path, with 1 to 5 panels of columns), a few
@@ -259,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_beta_and_empty_k),
         cmocka_unit_test(test_bits_independent_of_split),
         cmocka_unit_test(test_packed_b),
+        cmocka_unit_test(test_b_in_place),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
