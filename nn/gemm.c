@@ -33,7 +33,8 @@ int nn_sgemm_blocks(int M, int N, int K)
 // ----------------------------------------------------------------------------------------------
 // the single-threaded product: our own packed kernel
 //
-// BLIS-style: op(B) is packed a (KC x NC) block at a time into panels of NR columns, op(A) an
+// BLIS-style: op(B) is packed a (KC x NC) block at a time into panels of NR columns (or, when it
+// is untransposed and its K blocks are short, its whole panels are read in place), op(A) an
 // (MC x KC) block at a time into panels of MR rows (or read in place when few column panels use
 // it), and an MR x NR micro-kernel keeps its block of C in registers while it runs over k.
 // Written with GCC vector extensions, so one source gives AVX-512 code (MR 12, NR 32: 24
@@ -312,12 +313,13 @@ static size_t packed_at(int K, int j0, int nc, int p0)
 /* Whether an untransposed op(B) (row k's columns side by side, ldb apart) is read in place rather
  * than packed: when the K block is short. A panel's kc rows of NR then stay in L1 across the row
  * tiles that use it, and packing would read and write all of op(B) once more (each thread all of
- * it, when C is split by rows): a linear layer's weight gradient, 128 x 784 x 128, 90 -> 80 us
+ * it, when C is split by rows): a linear layer's weight gradient, 128 x 784 x 128, 90 -> 78 us
  * for half its rows; with long K blocks the scattered rows cost more than packing saves (a 1024^3
  * product 144 -> 103 GFLOP/s). Or when op(B) is one panel already packed (NR columns, ldb NR). */
+#define B_IN_PLACE_KC 256
 static int b_in_place(int trans_b, int kc, int nc, int ldb)
 {
-    return !trans_b && (kc <= 256 || (nc == NR && ldb == NR));
+    return !trans_b && (kc <= B_IN_PLACE_KC || (nc == NR && ldb == NR));
 }
 
 /* C (M, N) = alpha * op(A) @ op(B) + beta * C, element (i, j) at C[i * rs + j * cs]; M, N, K > 0.
@@ -387,14 +389,14 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp, sb,
                                     acc, NR);
                     else if (koff)
-                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp, sb,
-                                    store ? c : acc, store ? rs : NR);
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
+                                    sb, store ? c : acc, store ? rs : NR);
                     else if (trans_a)
-                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp, sb,
-                                    acc, NR);
+                        kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
+                                    sb, acc, NR);
                     else
-                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp, sb,
-                                    acc, NR);
+                        kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
+                                    sb, acc, NR);
                     if (!store) write_tile(acc, mr, nr, alpha, beta, kb == 0, c, rs, cs);
                 }
             }
@@ -561,7 +563,7 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
 }
 
 /* nn_sgemm, or with rows_first (nn_sgemm_param_rows) C split by rows whenever each block gets
- * MIN_ROWS of them */
+ * MIN_ROWS of them and op(B) is read in place (each row block would pack all of it otherwise) */
 static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
                           int ldc, int rows_first)
@@ -572,7 +574,8 @@ static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float a
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
-    const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS);
+    const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS && !trans_b &&
+                                  (K + k_blocks(K) - 1) / k_blocks(K) <= B_IN_PLACE_KC);
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
                 NULL, NULL, NULL);
 }
