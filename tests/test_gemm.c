@@ -217,16 +217,20 @@ static void test_bits_independent_of_split(void **state)
 
 /* An untransposed op(B) whose K blocks are short is read in place, its whole panels straight from
  * B (ldb apart) and a narrower last one packed; a transposed one is packed. The same values given
- * both ways give the same bits, at 1 and 2 threads: one row (the matrix-vector kernel, with whole
- * and partial groups of panels), edges in both directions, a K block just past the in-place
- * length, K in two blocks that are each read in place, padded and exact leading dimensions (a
- * read past B's end is out of bounds under the sanitizers). */
+ * both ways give the same bits, at 1 and 2 threads, by nn_sgemm and by nn_sgemm_param_rows: one
+ * row (the matrix-vector kernel, with whole and partial groups of panels), edges in both
+ * directions, a K block just past the in-place length, K in two blocks that are each read in
+ * place, K in one block read in place and one packed (513: 256 + 257), C split by rows at 2
+ * threads (130 x 600), C computed transposed (100 x 10, op(A) then read in place as the B side),
+ * columns past one packed block (2100), padded and exact leading dimensions (a read past B's end
+ * is out of bounds under the sanitizers). */
 static void test_b_in_place(void **state)
 {
     (void)state;
     const int threads = xd_threads_get();
-    static const int shapes[][3] = {{1, 200, 100}, {1, 130, 256}, {5, 33, 17},  {64, 784, 128},
-                                    {13, 96, 257}, {40, 100, 300}, {30, 70, 512}, {128, 64, 9}};
+    static const int shapes[][3] = {{1, 200, 100},  {1, 130, 256}, {5, 33, 17},   {64, 784, 128},
+                                    {13, 96, 257},  {40, 100, 300}, {30, 70, 512}, {128, 64, 9},
+                                    {130, 600, 100}, {100, 10, 50}, {96, 300, 513}, {3, 2100, 20}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int pad = 0; pad <= 1; pad++) {
             const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ta = (int)(s & 1);
@@ -237,12 +241,17 @@ static void test_b_in_place(void **state)
                 for (int j = 0; j < N; j++) bt[(size_t)j * K + k] = p.B[(size_t)k * p.ldb + j];
             for (int th = 1; th <= 2; th++) {
                 xd_threads_set(th);
-                float *direct = prod_copy_c(&p), *packed = prod_copy_c(&p);
+                float *direct = prod_copy_c(&p), *packed = prod_copy_c(&p),
+                      *rows = prod_copy_c(&p);
                 nn_sgemm(ta, 0, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, direct, p.ldc);
+                nn_sgemm_param_rows(ta, 0, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows,
+                                    p.ldc);
                 nn_sgemm(ta, 1, M, N, K, 1.0f, p.A, p.lda, bt, K, 1.0f, packed, p.ldc);
                 assert_same_bits(packed, direct, M, N, p.ldc, p.ldc, "op(B) in place");
+                assert_same_bits(packed, rows, M, N, p.ldc, p.ldc, "op(B) in place, param rows");
                 free(direct);
                 free(packed);
+                free(rows);
             }
             check_against_ref(&p, 1.0f, 1.0f, "op(B) in place");
             free(bt);
