@@ -310,6 +310,9 @@ static size_t packed_at(int K, int j0, int nc, int p0)
     return (size_t)j0 * (size_t)K + (size_t)p0 * (size_t)pad_to(nc, NR);
 }
 
+/* the longest K block */
+static size_t k_block_most(int K) { return (size_t)((K + k_blocks(K) - 1) / k_blocks(K)); }
+
 /* Whether an untransposed op(B) (row k's columns side by side, ldb apart) is read in place rather
  * than packed: when the K block is short. A panel's kc rows of NR then stay in L1 across the row
  * tiles that use it, and packing would read and write all of op(B) once more (each thread all of
@@ -575,7 +578,7 @@ static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float a
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
     const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS && !trans_b &&
-                                  (K + k_blocks(K) - 1) / k_blocks(K) <= B_IN_PLACE_KC);
+                                  k_block_most(K) <= B_IN_PLACE_KC);
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
                 NULL, NULL, NULL);
 }
@@ -592,9 +595,6 @@ void nn_sgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
 {
     sgemm_threads(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
 }
-
-/* the longest K block */
-static size_t k_block_most(int K) { return (size_t)((K + k_blocks(K) - 1) / k_blocks(K)); }
 
 size_t nn_sgemm_fill_size(int N, int K) { return k_block_most(K) * (size_t)N; }
 

@@ -18,7 +18,7 @@ void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
 /* nn_sgemm (the same bits) for a product whose rows of C are the rows of a parameter tensor, as a
  * linear layer's weight gradient: C split among the threads by its rows, even when C is wider
  * than tall, whenever each thread gets 64 of them and op(B) is untransposed with K blocks short
- * enough to be read in place (at most 256 of K: a batch of up to 256 for a weight gradient);
+ * enough to be read in place (at most 256 long: a batch of up to 512 for a weight gradient);
  * otherwise as nn_sgemm, where each row block would pack all of op(B). A thread then writes the
  * gradient rows of the weights whose outputs its share of the forward computed (a linear layer's
  * forward splits its outputs' columns, the weight rows) and that its share of the optimizer's

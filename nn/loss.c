@@ -25,7 +25,7 @@ double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B)
     return w;
 }
 
-/* Row b's softmax into p, and its weighted loss (0 for a masked row). */
+/* Row b's softmax into p, and its weighted loss (0 for a masked row, whose label is not read). */
 static double ce_row(float *p, const float *x, const int32_t *labels, const uint8_t *mask,
                      const float *rw, int b, int K)
 {
@@ -53,8 +53,7 @@ float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
             const size_t at = (size_t)(b0 + i) * K;
             row[i] = ce_row(probs + at, logits + at, labels, mask, rw, b0 + i, K);
         }
-        for (int i = 0; i < n; i++)
-            if (!mask || mask[b0 + i]) total += row[i];
+        for (int i = 0; i < n; i++) total += row[i]; /* a masked row's is 0 */
     }
     const double W = nn_row_weight_sum(mask, rw, B);
     return W > 0.0 ? (float)(total / W) : 0.0f;

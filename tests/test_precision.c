@@ -236,6 +236,7 @@ static void test_infer_bf16(void **state)
         "stride=2 pad=1; relu; flatten; linear out=10 head",
     };
     enum { B = 37 };
+    const int threads = xd_threads_get();
     for (size_t di = 0; di < sizeof descs / sizeof descs[0]; di++)
         for (int isa = 0; isa < 3; isa++)
             for (int t = 1; t <= 2; t++) {
@@ -271,7 +272,7 @@ static void test_infer_bf16(void **state)
                 free(f32);
                 nn_model_free(&m);
             }
-    xd_threads_set(2);
+    xd_threads_set(threads);
 }
 
 /* the cache sets (one .sum file each) in the toy set's cache folder */
