@@ -155,13 +155,6 @@ static void im2col_rows(void *p, int r0, int r1)
     unfold_rows(job->cols + (size_t)r0 * ld, (size_t)ld, job->inp, job->s, r0, r1, 0, ld);
 }
 
-/* The weight gradient's operand, unfolded a block of rows at a time (nn_sgemm_fill_b) */
-static void unfold_block(void *p, int p0, int kc, int j0, int nc, float *dst)
-{
-    const im2col_job *job = p;
-    unfold_rows(dst, (size_t)nc, job->inp, job->s, p0, p0 + kc, j0, j0 + nc);
-}
-
 /* Scatter-add of image b's rows of dcols back onto the image. first: the image is zeroed just
  * before, while it is in cache (see nn_relu_backward_first). */
 static void col2im_image(float *dinp, const float *rows, const nn_conv_shape *s, int b, int first)
@@ -517,6 +510,96 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
     free(kept);
 }
 
+/* Thread t's run of the gathered weight gradient's K blocks (conv2d_dw_gather): block kb's
+ * product into sum when it is the first run (beta for the first block, then added), else kept
+ * apart in kept[kb - later]. The images a block's pixels lie in are padded into img's slots
+ * (image b in slot b % slots, padded once while it stays there). */
+typedef struct {
+    const float *dout, *inp;
+    const nn_conv_shape *s;
+    const int *roff;
+    float *sum, *kept, *img;
+    float beta;
+    int slots, kbs, later, nthreads;
+} dw_gather_job;
+
+static void dw_gather_run(const dw_gather_job *j, int t)
+{
+    const nn_conv_shape *s = j->s;
+    const int OC = s->OC, C = s->C, OW = s->OW, P = s->OH * OW, M = s->B * P;
+    const int K = s->KH * s->KW * C, nk = K + !!s->bias, Wp = s->W + 2 * s->pad;
+    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C;
+    float *img = j->img + (size_t)t * j->slots * n_img;
+    int *koff = xd_xmalloc(sizeof(int) * ((size_t)nn_sgemm_k_most(M) + (size_t)j->slots));
+    int *held = koff + nn_sgemm_k_most(M); /* the image each slot holds, or -1 */
+    for (int i = 0; i < j->slots; i++) held[i] = -1;
+    int kb0, kb1;
+    nn_sgemm_block_range(j->kbs, j->nthreads, t, &kb0, &kb1);
+    for (int kb = kb0, p0, kc; kb < kb1; kb++) {
+        nn_sgemm_k_block(M, kb, &p0, &kc);
+        for (int k = 0; k < kc; k++) {
+            const int p = p0 + k, b = p / P, oy = p % P / OW, ox = p % OW, slot = b % j->slots;
+            if (held[slot] != b) {
+                pad_image(img + (size_t)slot * n_img, j->inp, s, b);
+                held[slot] = b;
+            }
+            koff[k] = (int)((size_t)slot * n_img +
+                            ((size_t)oy * s->stride * Wp + (size_t)ox * s->stride) * C);
+        }
+        float *dst = t == 0 ? j->sum : j->kept + (size_t)(kb - j->later) * nk * OC;
+        const float beta = t > 0 ? 0.0f : kb == 0 ? j->beta : 1.0f;
+        nn_sgemm_gather_rows(K, nk - K, OC, kc, img, j->roff, koff, j->dout + (size_t)p0 * OC,
+                             OC, beta, dst, OC);
+    }
+    free(koff);
+}
+
+/* C (OC, N) = dout^T (OC, M) @ [cols | 1] (M, N) + beta * C with the windows read in place from
+ * padded copies of the images instead of unfolded: computed transposed, window element by output
+ * channel (nn_sgemm_gather_rows), a K block of pixels at a time. Threads take runs of blocks as
+ * nn_sgemm does not: the first adds its blocks into the sum as it goes, the others keep each
+ * block's product apart, and those are added in after, in block order; the additions of one
+ * thread, so nn_sgemm's bits. Scratch in buf (buf_n floats): the transposed sum, each thread's
+ * padded images, the kept products. Returns 0 (nothing done) when those do not fit. */
+static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, const float *inp,
+                            const nn_conv_shape *s, float *buf, size_t buf_n)
+{
+    const int OC = s->OC, C_ = s->C, P = s->OH * s->OW, M = s->B * P, K = s->KH * s->KW * C_;
+    const int Wp = s->W + 2 * s->pad, kbs = nn_sgemm_k_blocks(M), kmost = nn_sgemm_k_most(M);
+    XD_ASSERT(N == K + !!s->bias);
+    const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C_, nsum = (size_t)N * OC;
+    /* the images a run of kmost pixels can touch; their padded copies must be addressable */
+    const int slots = (kmost + P - 2) / P + 1;
+    if ((double)slots * (double)n_img >= (double)INT_MAX) return 0;
+    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, later = kbs, end;
+    if (T > kbs) T = kbs;
+    if (T > 1) nn_sgemm_block_range(kbs, T, 1, &later, &end);
+    if (T > 1 && nsum + (size_t)T * slots * n_img + (size_t)(kbs - later) * nsum > buf_n) {
+        T = 1; /* no room to keep the blocks apart: one thread */
+        later = kbs;
+    }
+    if (nsum + (size_t)T * slots * n_img > buf_n) return 0;
+    int *roff = xd_xmalloc(sizeof(int) * (size_t)K);
+    for (int ky = 0, i = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int c = 0; c < C_; c++) roff[i++] = (ky * Wp + kx) * C_ + c;
+    dw_gather_job job = {dout, inp, s, roff, buf, buf + nsum + (size_t)T * slots * n_img,
+                         buf + nsum, beta, slots, kbs, later, T};
+    if (beta != 0.0f) /* the sum starts from C, transposed */
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < N; i++) buf[(size_t)i * OC + o] = C[(size_t)o * N + i];
+#pragma omp parallel for num_threads(T) if (T > 1)
+    for (int t = 0; t < T; t++) dw_gather_run(&job, t);
+    for (int kb = later; kb < kbs; kb++) {
+        const float *g = job.kept + (size_t)(kb - later) * nsum;
+        for (size_t e = 0; e < nsum; e++) buf[e] = g[e] + buf[e];
+    }
+    for (int o = 0; o < OC; o++)
+        for (int i = 0; i < N; i++) C[(size_t)o * N + i] = buf[(size_t)i * OC + o];
+    free(roff);
+    return 1;
+}
+
 /* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product; cols
  * unfolded by the forward, or unfolded here a block of rows at a time (float32; in bf16 the
  * product rounds cols whole, so it is unfolded whole first) */
@@ -530,7 +613,6 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_p
                       float *cols, int unfolded, const float *inp, const nn_conv_shape *s)
 {
     const int M = s->B * s->OH * s->OW;
-    im2col_job job = {cols, inp, s};
     if (dw_from_image(s)) {
         conv2d_dw_one_channel(C, N, beta, dout, pg, inp, s);
         return;
@@ -540,11 +622,9 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_p
         return;
     }
     XD_ASSERT(!pg);
-    if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32) {
-        nn_sgemm_fill_b(1, s->OC, N, M, dout, s->OC, unfold_block, &job, cols,
-                        nn_conv_cols_size(s), beta, C, N);
+    if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32 &&
+        conv2d_dw_gather(C, N, beta, dout, inp, s, cols, nn_conv_cols_size(s)))
         return;
-    }
     if (!unfolded) nn_im2col(cols, inp, s);
     nn_mm(1, 0, s->OC, N, M, 1.0f, dout, s->OC, cols, N, beta, C, N);
 }

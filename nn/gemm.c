@@ -596,80 +596,44 @@ void nn_sgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
     sgemm_threads(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
 }
 
-size_t nn_sgemm_fill_size(int N, int K) { return k_block_most(K) * (size_t)N; }
+int nn_sgemm_k_most(int K) { return (int)k_block_most(K); }
 
-/* Column block i of nb: every K block of those columns of B is filled into the block's own part
- * of buf (its columns' share of the largest K block) and multiplied there, added into C in K
- * block order as gemm_packed adds them: so the chains, and the bits, of nn_sgemm. */
-static void fill_b_block(int trans_a, int M, int N, int K, const float *A, int lda,
-                         nn_sgemm_fill_fn fill, void *ctx, float *buf, float beta, float *C,
-                         int ldc, int nb, int i)
+void nn_sgemm_gather_rows(int M, int ones, int N, int K, const float *A, const int *roff,
+                          const int *koff, const float *B, int ldb, float beta, float *C, int ldc)
 {
-    int j0, j1;
-    nn_sgemm_block_range(N, nb, i, &j0, &j1);
-    const int nc = j1 - j0, kbs = k_blocks(K);
-    float *b = buf + k_block_most(K) * (size_t)j0;
-    for (int kb = 0, p0, kc; kb < kbs; kb++) {
-        k_block(K, kbs, kb, &p0, &kc);
-        fill(ctx, p0, kc, j0, nc, b);
-        sgemm_single(trans_a, 0, M, nc, kc, 1.0f, trans_a ? A + (size_t)p0 * lda : A + p0, lda,
-                     b, nc, NULL, kb == 0 ? beta : 1.0f, C + j0, ldc);
-    }
-}
-
-void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
-                     nn_sgemm_fill_fn fill, void *ctx, float *buf, size_t buf_n, float beta,
-                     float *C, int ldc)
-{
-    if (M <= 0 || N <= 0) return;
-    if (nn_gemm_trivial(M, N, K, 1.0f, beta, C, ldc)) return;
-    XD_ASSERT(buf_n >= nn_sgemm_fill_size(N, K));
-    /* Runs of K blocks, one a thread, where buf has the room: the first thread adds its blocks
-     * into C as it goes, the others keep each block's product apart (from B filled whole, once),
-     * and those are added into C after, in block order: the additions of one thread. */
-    const int kbs = k_blocks(K);
-    const size_t fill_n = nn_sgemm_fill_size(N, K), mn = (size_t)M * N;
-    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, later = 0, end;
-    if (T > kbs) T = kbs;
-    if (T > 1) nn_sgemm_block_range(kbs, T, 1, &later, &end);
-    if (T > 1 && (size_t)T * fill_n + (size_t)(kbs - later) * mn <= buf_n) {
-        float *kept = buf + (size_t)T * fill_n;
-#pragma omp parallel for
-        for (int t = 0; t < T; t++) {
-            float *b = buf + (size_t)t * fill_n;
-            int kb0, kb1;
-            nn_sgemm_block_range(kbs, T, t, &kb0, &kb1);
-            for (int kb = kb0, p0, kc; kb < kb1; kb++) {
-                k_block(K, kbs, kb, &p0, &kc);
-                fill(ctx, p0, kc, 0, N, b);
-                const float *a = trans_a ? A + (size_t)p0 * lda : A + p0;
-                if (t == 0)
-                    sgemm_single(trans_a, 0, M, N, kc, 1.0f, a, lda, b, N, NULL,
-                                 kb == 0 ? beta : 1.0f, C, ldc);
-                else
-                    sgemm_single(trans_a, 0, M, N, kc, 1.0f, a, lda, b, N, NULL, 0.0f,
-                                 kept + (size_t)(kb - later) * mn, N);
+    if (M + ones <= 0 || N <= 0) return;
+    if (nn_gemm_trivial(M + ones, N, K, 1.0f, beta, C, ldc)) return;
+    XD_ASSERT(K <= KC && M >= 0 && ones >= 0);
+    static const float one = 1.0f;
+    float *const pack_b_buf = nn_thread_buf(NN_BUF_SGEMM_B, sizeof(float) * KC * NC);
+    float acc[MR * NR] __attribute__((aligned(64)));
+    for (int j0 = 0, nc; j0 < N; j0 += nc) {
+        nc = N - j0 < NC ? N - j0 : NC;
+        const int b_whole = b_in_place(0, K, nc, ldb) ? nc / NR * NR : 0; /* read in place */
+        if (b_whole < nc)
+            pack_panels(1, NR, B, ldb, j0 + b_whole, nc - b_whole, 0, K, pack_b_buf);
+        for (int i = 0, mr; i < M + ones; i += mr) {
+            /* a tile: rows whose offsets run on, each value of a k beside the last; or ones */
+            const float *a = &one;
+            size_t si = 0;
+            const int *ko = NULL;
+            if (i < M) {
+                for (mr = 1; mr < MR && i + mr < M && roff[i + mr] == roff[i] + mr; mr++) {}
+                a = A + roff[i];
+                si = 1;
+                ko = koff;
+            } else {
+                mr = M + ones - i < MR ? M + ones - i : MR;
+            }
+            for (int jb = 0; jb < nc; jb += NR) {
+                const int nr = nc - jb < NR ? nc - jb : NR, in_place = jb < b_whole;
+                const float *bp = in_place ? B + j0 + jb : pack_b_buf + (size_t)(jb - b_whole) * K;
+                kernel_tile(mr, nr, K, a, si, 0, ko, bp, in_place ? (size_t)ldb : NR, acc, NR);
+                write_tile(acc, mr, nr, 1.0f, beta, 1, C + (size_t)i * ldc + j0 + jb,
+                           (size_t)ldc, 1);
             }
         }
-#pragma omp parallel for
-        for (int i = 0; i < M; i++)
-            for (int kb = later; kb < kbs; kb++) {
-                const float *g = kept + (size_t)(kb - later) * mn + (size_t)i * N;
-                float *c = C + (size_t)i * ldc;
-                for (int j = 0; j < N; j++) c[j] = g[j] + c[j];
-            }
-        return;
     }
-    /* by columns, whatever the shape: a block fills only the columns of B it multiplies */
-    int nb = nn_sgemm_thread_blocks(M, N, K);
-    if (nb > N) nb = N;
-    if (nb > 1 && xd_threads_split(1)) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < nb; i++)
-            fill_b_block(trans_a, M, N, K, A, lda, fill, ctx, buf, beta, C, ldc, nb, i);
-        return;
-    }
-    fill_b_block(trans_a, M, N, K, A, lda, fill, ctx, buf, beta, C, ldc, 1, 0);
 }
 
 void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,

@@ -54,19 +54,17 @@ void nn_sgemm_packed_serial(int trans_a, int M, int N, int K, float alpha, const
 void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *koff,
                      const float *Bp, float *C, int ldc);
 
-/* C (M, N) = op(A) @ B + beta * C for a B (K, N) that is never whole in memory (a convolution's
- * unfolded windows, for its weight gradient): fill(ctx, p0, kc, j0, nc, dst) writes rows
- * p0..p0+kc and columns j0..j0+nc of B to dst (row r at dst + r * nc), one block of rows at a
- * time, just before the product reads it from cache. buf: buf_n floats of room, at least
- * nn_sgemm_fill_size(N, K). Split over the threads by runs of those blocks where buf also holds
- * a product per block of all runs but the first (they are added into C after, in order), else
- * by columns of C (each thread fills only its columns); the same bits as nn_sgemm over B whole
- * either way. fill runs in parallel: it must write only dst. */
-typedef void (*nn_sgemm_fill_fn)(void *ctx, int p0, int kc, int j0, int nc, float *dst);
-size_t nn_sgemm_fill_size(int N, int K);
-void nn_sgemm_fill_b(int trans_a, int M, int N, int K, const float *A, int lda,
-                     nn_sgemm_fill_fn fill, void *ctx, float *buf, size_t buf_n, float beta,
-                     float *C, int ldc);
+/* C (M + ones, N) = beta * C + op(A) @ B over one K block (K at most nn_sgemm_k_most of the
+ * product's whole K), on the calling thread, with op(A) gathered by rows and columns: element
+ * (i, k) at A[roff[i] + koff[k]] for i < M, then `ones` rows of ones; B (K, N) row-major, ldb
+ * apart. Rows whose offsets run on (roff[i + 1] = roff[i] + 1) share a tile, so a k's values of
+ * a tile lie side by side: a convolution's weight gradient computed transposed, window element by
+ * output channel, with the windows read in place from the padded images (k a pixel, koff where
+ * its window starts, roff where element i lies in a window). Each element is the chain nn_sgemm
+ * gives inside a K block, so calls over its K blocks in order (beta 1 after the first) give
+ * nn_sgemm's bits. */
+void nn_sgemm_gather_rows(int M, int ones, int N, int K, const float *A, const int *roff,
+                          const int *koff, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* One output row of a stride-1 convolution with 3 x 3 windows, few input channels (C <= 4) and
  * OC <= one panel of the packed weights: pixel ox's window row ky at A[ky * row + ox * C] (a
@@ -92,6 +90,8 @@ void nn_sgemm_conv_dw_row(int n, int OC, const float *a, size_t row, const float
  * C += each next one in order, gives nn_sgemm's bits. */
 int nn_sgemm_k_blocks(int K);
 void nn_sgemm_k_block(int K, int kb, int *p0, int *kc);
+/* the longest of those blocks */
+int nn_sgemm_k_most(int K);
 
 /* What the kernel was built for, e.g. "AVX-512, 12x32 tiles" (for --version, run summaries and
  * benchmarks). */

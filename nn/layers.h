@@ -85,9 +85,9 @@ size_t nn_conv_packed_size(const nn_conv_shape *s);
 void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const nn_conv_shape *s);
 /* dcols: scratch of M * KH*KW*C floats (when dinp is wanted); wext as in forward.
  * With a bias, [dw | db] comes out of one GEMM, dout^T @ [cols | 1]. cols: what forward left
- * there; unfolded: forward's return value. When 0, the float32 product unfolds the windows a
- * block of rows at a time into cols' room as it goes (nn_sgemm_fill_b; the same bits), so the
- * whole unfolded input is never written to memory. */
+ * there; unfolded: forward's return value. When 0, the float32 product reads the windows in
+ * place from padded copies of the images, using cols' room as scratch (nn_sgemm_gather_rows;
+ * the same bits), so the unfolded input is never written to memory. */
 void nn_conv2d_backward(float *dinp, float *dw, float *db, float *dcols, float *wext,
                         const float *dout, float *cols, int unfolded, const float *inp,
                         const float *w, const nn_conv_shape *s);

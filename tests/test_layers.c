@@ -303,8 +303,9 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
 }
 
 /* A forward with packed weights reads the windows in place and leaves cols unfolded (returns 0);
- * the weight gradient then unfolds them a block of rows at a time (nn_sgemm_fill_b), or, on one
- * input channel, reads them from the image (nn_sgemm_conv_dw_row): the same bits as nn_sgemm
+ * the weight gradient then reads them in place from padded copies of the images
+ * (nn_sgemm_gather_rows), or, on one input channel, from the image (nn_sgemm_conv_dw_row), with
+ * cols as its scratch: the same bits as nn_sgemm
  * over the plainly unfolded windows, with and without a bias (added into what dw held), at one
  * and two threads. */
 static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, const float *w,
