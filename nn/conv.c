@@ -241,6 +241,91 @@ static void col2im_job_image(void *p, int b)
     col2im_image(j->dinp, image_rows(j->dcols, j->s, b), j->s, b, j->first);
 }
 
+/* Image b of inp zero-padded into P: H + 2 pad rows of (W + 2 pad) C floats. Only the padding is
+ * zeroed, around the rows copied in. The sizes are copied out of s first: its fields could alias
+ * the floats written here, which would keep those loops from vectorising. */
+static void pad_image(float *P, const float *inp, const nn_conv_shape *s, int b)
+{
+    const int C = s->C, H = s->H, W = s->W, pad = s->pad;
+    const size_t rp = (size_t)(W + 2 * pad) * C, edge = (size_t)pad * C; /* a row; its margin */
+    const size_t n_img = (size_t)(H + 2 * pad) * rp;
+    memset(P, 0, sizeof(float) * (pad * rp + edge));
+    for (int y = 0; y < H; y++) {
+        float *r = P + (size_t)(y + pad) * rp;
+        memcpy(r + edge, inp + (((size_t)b * H + y) * W) * C, sizeof(float) * W * C);
+        memset(r + edge + (size_t)W * C, 0, sizeof(float) * 2 * edge); /* and the next's left */
+    }
+    memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
+}
+
+/* The input gradient of a stride-1 convolution with square windows is a forward convolution of
+ * the output gradient, zero-padded by KH - 1 - pad, with the turned kernel: dinp[iy][ix][c] = the
+ * sum over (ky, kx, o) of dpad[iy + ky][ix + kx][o] w[o][KH - 1 - ky][KW - 1 - kx][c]. Its
+ * windows are read in place (nn_sgemm_gather) from a padded copy of each image's output
+ * gradient, K = KH KW OC long, instead of a product with K = OC into dcols whose rows are then
+ * folded back onto the image. Taken in float32; its scratch is dcols, or its own where dcols is
+ * too small for the turned weights packed and a padded image a thread. */
+static nn_conv_shape turned_shape(const nn_conv_shape *s)
+{
+    nn_conv_shape d = {.B = s->B, .H = s->OH, .W = s->OW, .C = s->OC, .OC = s->C, .KH = s->KH,
+                       .KW = s->KW, .stride = 1, .pad = s->KH - 1 - s->pad};
+    return d;
+}
+
+static int dinp_turned_takes(const nn_conv_shape *s)
+{
+    if (nn_mm_precision() != NN_PREC_FLOAT32 || s->stride != 1 || s->KH != s->KW ||
+        s->pad > s->KH - 1)
+        return 0;
+    const nn_conv_shape d = turned_shape(s);
+    return (size_t)(d.H + 2 * d.pad) * (d.W + 2 * d.pad) * d.C < INT_MAX;
+}
+
+static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const float *dout,
+                               const float *w, const nn_conv_shape *s, int first, int T)
+{
+    const nn_conv_shape d = turned_shape(s);
+    const int C = s->C, OC = s->OC, KH = s->KH, KW = s->KW, H = s->H, W = s->W, K = KH * KW * OC;
+    const int Wq = d.W + 2 * d.pad;
+    const size_t n_img = (size_t)(d.H + 2 * d.pad) * Wq * OC, packed = nn_sgemm_packed_size(C, K);
+    /* scratch: the packed weights, then each thread's padded image and a row of dinp */
+    const size_t need = packed + (size_t)T * (n_img + (size_t)W * C);
+    float *own = need > room ? xd_xmalloc_aligned(sizeof(float) * need) : NULL;
+    if (own) dcols = own;
+    /* the turned weights, (KH KW OC, C): row (ky, kx, o) is w[o][KH - 1 - ky][KW - 1 - kx][.] */
+    float *wt = xd_xmalloc(sizeof(float) * (size_t)K * C);
+    int *koff = xd_xmalloc(sizeof(int) * (size_t)K);
+    for (int ky = 0, k = 0; ky < KH; ky++)
+        for (int kx = 0; kx < KW; kx++)
+            for (int o = 0; o < OC; o++, k++) {
+                memcpy(wt + (size_t)k * C,
+                       w + (((size_t)o * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C,
+                       sizeof(float) * C);
+                koff[k] = (ky * Wq + kx) * OC + o;
+            }
+    nn_sgemm_pack_b(0, C, K, wt, C, dcols);
+    free(wt);
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+    for (int b = 0; b < s->B; b++) {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        float *P = dcols + packed + (size_t)t * (n_img + (size_t)W * C), *row = P + n_img;
+        pad_image(P, dout, &d, b);
+        for (int iy = 0; iy < H; iy++) {
+            float *o = dinp + ((size_t)b * H + iy) * W * C;
+            nn_sgemm_gather(W, C, K, P + (size_t)iy * Wq * OC, OC, koff, dcols, first ? o : row,
+                            C);
+            if (!first) /* added to what dinp holds */
+                for (int j = 0; j < W * C; j++) o[j] += row[j];
+        }
+    }
+    free(koff);
+    free(own);
+}
+
 /* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
  * out of the product. In float32, where dcols has the room, image by image: w packed once, each
  * image's rows into its thread's part of dcols and folded back from there, in cache, instead of
@@ -256,6 +341,10 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C, P = s->OH * s->OW;
     int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
     if (T > s->B) T = s->B;
+    if (dinp_turned_takes(s)) {
+        conv2d_dinp_turned(dinp, dcols, (size_t)M * K, dout, w, s, first, T);
+        return;
+    }
     const size_t packed = nn_sgemm_packed_size(K, s->OC), per = (size_t)P * K;
     if (nn_mm_precision() == NN_PREC_FLOAT32 && packed + (size_t)T * per <= (size_t)M * K) {
         nn_sgemm_pack_b(0, K, s->OC, w, K, dcols);
@@ -311,23 +400,6 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
 {
     return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
            (size_t)(s->OW - 1) * s->stride * s->C + 1;
-}
-
-/* Image b of inp zero-padded into P: H + 2 pad rows of (W + 2 pad) C floats. Only the padding is
- * zeroed, around the rows copied in. The sizes are copied out of s first: its fields could alias
- * the floats written here, which would keep those loops from vectorising. */
-static void pad_image(float *P, const float *inp, const nn_conv_shape *s, int b)
-{
-    const int C = s->C, H = s->H, W = s->W, pad = s->pad;
-    const size_t rp = (size_t)(W + 2 * pad) * C, edge = (size_t)pad * C; /* a row; its margin */
-    const size_t n_img = (size_t)(H + 2 * pad) * rp;
-    memset(P, 0, sizeof(float) * (pad * rp + edge));
-    for (int y = 0; y < H; y++) {
-        float *r = P + (size_t)(y + pad) * rp;
-        memcpy(r + edge, inp + (((size_t)b * H + y) * W) * C, sizeof(float) * W * C);
-        memset(r + edge + (size_t)W * C, 0, sizeof(float) * 2 * edge); /* and the next's left */
-    }
-    memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
 }
 
 /* Images b0..b1 of the convolution with packed weights, on the calling thread, their windows read

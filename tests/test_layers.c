@@ -354,6 +354,28 @@ static void check_conv_unfold_late(const nn_conv_shape *s0, const float *x, cons
     }
 }
 
+/* A stride-1 convolution's input gradient as the turned convolution gives it: the output
+ * gradient zero-padded by KH - 1 - pad, its windows unfolded, times the turned weights (row
+ * (ky, kx, o) is w[o][KH - 1 - ky][KW - 1 - kx][.]) by nn_sgemm. */
+static void dinp_turned_ref(float *dx, const float *dy, const float *w, const nn_conv_shape *s)
+{
+    nn_conv_shape d = {.B = s->B, .H = s->OH, .W = s->OW, .C = s->OC, .OC = s->C, .KH = s->KH,
+                       .KW = s->KW, .stride = 1, .pad = s->KH - 1 - s->pad};
+    assert_int_equal(nn_conv_shape_init(&d), 0);
+    assert_true(d.OH == s->H && d.OW == s->W);
+    const int K = d.KH * d.KW * d.C, M = d.B * d.OH * d.OW, C = s->C;
+    float *cols = alloc_f((size_t)M * K), *wt = alloc_f((size_t)K * C);
+    for (int ky = 0, k = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int o = 0; o < s->OC; o++, k++)
+                for (int c = 0; c < C; c++)
+                    wt[(size_t)k * C + c] =
+                        w[(((size_t)o * s->KH + (s->KH - 1 - ky)) * s->KW + (s->KW - 1 - kx)) * C + c];
+    nn_im2col(cols, dy, &d);
+    nn_sgemm(0, 0, M, C, K, 1.0f, cols, K, wt, C, 0.0f, dx, C);
+    free(cols); free(wt);
+}
+
 static void test_first_write_and_fused(void **state)
 {
     (void)state;
@@ -362,16 +384,17 @@ static void test_first_write_and_fused(void **state)
     check_pool_fused(5, 7, 3, 2);  /* overlapping windows: scatter */
     check_pool_fused(6, 6, 3, 3);
 
-    /* conv2d: unfolding and folding back in step with the products' row blocks, and the first
-     * write (each image zeroed just before its fold), against the plain im2col, col2im and
-     * zeroing. Products large enough for several blocks, some cutting an image in two. */
+    /* conv2d: unfolding and folding back in step with the products' row blocks (or, at stride
+     * 1, the input gradient as a convolution with the turned kernel), and the first write (each
+     * image zeroed just before its fold), against the plain im2col, col2im and zeroing. Products large enough for several blocks, some cutting an image in two. */
     static const int shapes[][7] = {{2, 5, 5, 3, 4, 3, 1},    {2, 6, 5, 2, 3, 3, 2},
                                     {2, 4, 6, 3, 5, 1, 1},    {24, 14, 14, 8, 16, 3, 1},
                                     {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
                                     {1, 8, 8, 16, 256, 3, 1},  /* split by columns */
                                     {6, 28, 28, 1, 32, 3, 1}, {2, 5, 7, 1, 16, 3, 1},
                                     {3, 6, 6, 1, 48, 3, 1},  /* one channel: dw from the image */
-                                    {1, 20, 20, 2, 8, 3, 1}}; /* no room to split K blocks */
+                                    {1, 20, 20, 2, 8, 3, 1},  /* no room to split K blocks */
+                                    {2, 7, 6, 3, 5, 5, 1}};   /* 5 x 5 windows, padded by 2 */
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
         nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
@@ -416,7 +439,18 @@ static void test_first_write_and_fused(void **state)
         }
         nn_conv2d_backward(dx, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
         if (nc) check_conv_unfold_late(&s, x, w, b, dy);
-        if (nc) {
+        if (nc && s.stride == 1 && s.pad <= s.KH - 1) {
+            /* stride 1: the turned convolution's windows read in place, against them unfolded */
+            float *dx3 = alloc_f(nx), *dx4 = alloc_f(nx);
+            dinp_turned_ref(dx3, dy, w, &s);
+            assert_same_bits(dx, dx3, nx, "conv2d input gradient, turned kernel");
+            /* added to what dinp holds */
+            fill_corners(dx4, nx, 45);
+            for (size_t i = 0; i < nx; i++) dx2[i] = dx4[i] + dx3[i];
+            nn_conv2d_backward(dx4, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
+            assert_same_bits(dx4, dx2, nx, "conv2d input gradient added in");
+            free(dx3); free(dx4);
+        } else if (nc) {
             /* folded back block by block: one product, then the plain col2im */
             const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
             float *dcols2 = alloc_f((size_t)M * K), *dx3 = alloc_f(nx);
