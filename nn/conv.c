@@ -609,14 +609,22 @@ static void dw_gather_run(const dw_gather_job *j, int t)
     nn_sgemm_block_range(j->kbs, j->nthreads, t, &kb0, &kb1);
     for (int kb = kb0, p0, kc; kb < kb1; kb++) {
         nn_sgemm_k_block(M, kb, &p0, &kc);
-        for (int k = 0; k < kc; k++) {
-            const int p = p0 + k, b = p / P, oy = p % P / OW, ox = p % OW, slot = b % j->slots;
-            if (held[slot] != b) {
-                pad_image(img + (size_t)slot * n_img, j->inp, s, b);
-                held[slot] = b;
+        /* pixel p0 + k is (b, oy, ox), stepped along without dividing */
+        for (int k = 0, b = p0 / P, oy = p0 % P / OW, ox = p0 % OW, at = -1; k < kc; k++) {
+            const int slot = b % j->slots;
+            if (at < 0) { /* a new image, or the block's first pixel */
+                if (held[slot] != b) {
+                    pad_image(img + (size_t)slot * n_img, j->inp, s, b);
+                    held[slot] = b;
+                }
+                at = (int)((size_t)slot * n_img);
             }
-            koff[k] = (int)((size_t)slot * n_img +
-                            ((size_t)oy * s->stride * Wp + (size_t)ox * s->stride) * C);
+            koff[k] = at + (oy * s->stride * Wp + ox * s->stride) * C;
+            if (++ox == OW && (ox = 0, ++oy == s->OH)) {
+                oy = 0;
+                b++;
+                at = -1;
+            }
         }
         float *dst = t == 0 ? j->sum : j->kept + (size_t)(kb - j->later) * nk * OC;
         const float beta = t > 0 ? 0.0f : kb == 0 ? j->beta : 1.0f;
