@@ -412,13 +412,16 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
  * s first, as in pad_image. */
 static void conv2d_direct_images(float *out, float *scratch, const float *inp, const float *wp,
                                  const nn_conv_shape *s, int b0, int b1,
-                                 void (*image)(void *, int), void *image_ctx)
+                                 void (*image)(void *, int), void *image_ctx,
+                                 const nn_relu_pool *pool_only)
 {
     const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
     const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
     const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
     const size_t rp = (size_t)Wp * C; /* a padded row */
     float *P = scratch;
+    /* pool_only: each image's rows go after the padded image and its ones, and are pooled there */
+    float *mine = pool_only ? scratch + conv_direct_scratch(s) : NULL;
     const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
     int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
     if (koff) {
@@ -432,7 +435,7 @@ static void conv2d_direct_images(float *out, float *scratch, const float *inp, c
         pad_image(P, inp, s, b);
         for (int oy = 0; oy < OH; oy++) {
             const float *A = P + (size_t)oy * s->stride * rp;
-            float *o = out + ((size_t)b * OH + oy) * OW * OC;
+            float *o = (mine ? mine : out + (size_t)b * OH * OW * OC) + (size_t)oy * OW * OC;
             if (row_kernel) { /* few input channels: each value reused over its windows */
                 nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
                 continue;
@@ -440,18 +443,24 @@ static void conv2d_direct_images(float *out, float *scratch, const float *inp, c
             if (s->bias) koff[K] = (int)(scratch + n_img - A);
             nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
         }
-        if (image) image(image_ctx, b);
+        if (mine) nn_relu_maxpool_image_at(pool_only, b, mine);
+        else if (image) image(image_ctx, b);
     }
     free(koff);
 }
 
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
- * weights packed by nn_conv_pack, or NULL. Returns whether cols hold the unfolded windows
- * (backward's `unfolded`). */
+ * weights packed by nn_conv_pack, or NULL. pool_only (or NULL): the relu and max pool that image
+ * runs, when nothing else reads out: where the windows are read in place and cols has the room,
+ * each image's rows are then pooled from a thread's scratch instead of written to out, and
+ * *written (or NULL) says 0. Returns whether cols hold the unfolded windows (backward's
+ * `unfolded`). */
 static int conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
                            const float *wp, const uint32_t *wpb, const float *b,
-                           const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx)
+                           const nn_conv_shape *s, void (*image)(void *, int), void *image_ctx,
+                           const nn_relu_pool *pool_only, int *written)
 {
+    if (written) *written = 1;
     XD_ASSERT((b != NULL) == (s->bias != 0));
     const int M = s->B * s->OH * s->OW, K = s->KH * s->KW * s->C;
     if (conv_is_pointwise(s)) {
@@ -472,16 +481,21 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
     if (wp && conv_direct_scratch(s) <= per_image) {
         int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
         if (T > s->B) T = s->B;
-        if (T == 1) {
-            conv2d_direct_images(out, cols, inp, wp, s, 0, s->B, image, image_ctx);
-            return 0;
+        /* a thread's share of cols: an image's, or the padded image and one image's rows */
+        size_t share = per_image;
+        const size_t pooled_share = conv_direct_scratch(s) + (size_t)s->OH * s->OW * s->OC;
+        if (pool_only && (size_t)T * pooled_share <= (size_t)s->B * per_image) {
+            share = pooled_share;
+            if (written) *written = 0;
+        } else {
+            pool_only = NULL;
         }
-#pragma omp parallel for num_threads(T)
+#pragma omp parallel for num_threads(T) if (T > 1)
         for (int t = 0; t < T; t++) {
             int b0, b1;
             nn_sgemm_block_range(s->B, T, t, &b0, &b1);
-            conv2d_direct_images(out, cols + (size_t)t * per_image, inp, wp, s, b0, b1, image,
-                                 image_ctx);
+            conv2d_direct_images(out, cols + (size_t)t * share, inp, wp, s, b0, b1, image,
+                                 image_ctx, pool_only);
         }
         return 0;
     }
@@ -505,7 +519,7 @@ int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, co
                       const float *wp, const uint32_t *wpb, const float *b,
                       const nn_conv_shape *s)
 {
-    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, NULL, NULL);
+    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, NULL, NULL, NULL, NULL);
 }
 
 /* Block kb's sums into acc (nk rows of OC): pixels p0..p0+kc, the image each lies in made padded
@@ -788,9 +802,10 @@ int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const f
                                    const float *w, const float *wp, const uint32_t *wpb,
                                    const float *b, const nn_conv_shape *s,
                                    float *relu_out, float *pool_out, int32_t *argmax,
-                                   const nn_pool_shape *ps)
+                                   const nn_pool_shape *ps, int keep_out, int *out_written)
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     nn_relu_pool j = {relu_out, pool_out, argmax, out, ps};
-    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, relu_pool_image, &j);
+    return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, relu_pool_image, &j,
+                          keep_out ? NULL : &j, out_written);
 }

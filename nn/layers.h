@@ -147,15 +147,20 @@ typedef struct {
     const nn_pool_shape *s;
 } nn_relu_pool;
 void nn_relu_maxpool_image(const nn_relu_pool *j, int b);
+/* The same with image b of the input at x (not at inp) */
+void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
  * same values as the three layers one after the other. relu_out and argmax NULL as in
- * nn_relu_maxpool_forward. Returns as nn_conv2d_forward. */
+ * nn_relu_maxpool_forward. keep_out 0: nothing else wants out; where the windows are read in
+ * place (float32, packed weights) each image's rows are then pooled from scratch in cols rather
+ * than written to out, which stays as it was. *out_written (or NULL): whether out was written.
+ * Returns as nn_conv2d_forward. */
 int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
                                    const float *w, const float *wp, const uint32_t *wpb,
                                    const float *b, const nn_conv_shape *s,
                                    float *relu_out, float *pool_out, int32_t *argmax,
-                                   const nn_pool_shape *ps);
+                                   const nn_pool_shape *ps, int keep_out, int *out_written);
 /* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):
  * the bits of nn_maxpool_backward_first into the ReLU's gradient, then nn_relu_backward_first.
  * Reads the pool's out (not inp): relu(x) at the window's maximum is positive exactly when x is. */

@@ -525,7 +525,12 @@ const nn_node *nn_model_node(const nn_model *m, int idx) { return &m->nodes[idx]
 float *nn_model_out(nn_model *m, int idx)
 {
     nn_node *nd = &m->nodes[idx];
+    if (nd->stale && nd->kind == NN_CONV2D) {
+        nn_model_refresh(m, idx);
+        return nd->out;
+    }
     if (nd->stale) { /* see nn_node.stale */
+        if (nd->in >= 0 && m->nodes[nd->in].stale) nn_model_out(m, nd->in); /* a fused conv's */
         const float *x = nn_node_input(m, nd->in);
         const size_t n = (size_t)m->batch * nd->act_n;
         if (nd->kind == NN_FLATTEN) memcpy(nd->out, x, sizeof(float) * n);

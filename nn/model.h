@@ -101,7 +101,9 @@ typedef struct {
                        * (backward; see relu_pool_backward), or 0 */
     int stale;        /* out not written by the last forward (not inference), but when
                        * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
-                       * it straight from its input, or a flatten (not a head), whose readers
+                       * it straight from its input; a convolution (not a head) whose fused
+                       * ReLU and pool took each image's rows from scratch (its product runs
+                       * again then, nn_model_refresh); or a flatten (not a head), whose readers
                        * take its input's values (nn_node_input; the model's input, then, must
                        * stay as it was until backward, as a first convolution's or linear
                        * layer's weight gradient needs anyway) */

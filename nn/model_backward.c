@@ -94,6 +94,9 @@ void nn_model_backward(nn_model *m)
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         nn_node *nd = &m->nodes[i];
         if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
+        /* a fused convolution's output that its pool did not keep, for a ReLU's own backward */
+        if (nd->in >= 0 && m->nodes[nd->in].stale && m->nodes[nd->in].kind == NN_CONV2D)
+            nn_model_refresh(m, nd->in);
         const float *x = nn_node_input(m, nd->in), *dy = nd->dout, *y = nd->out;
         const float *w = nd->wbits ? nd->wq : m->param + nd->w_off; /* as forward read them */
         float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;

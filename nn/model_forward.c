@@ -127,11 +127,15 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
             nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
             nn_pool_shape ps = nn_node_pool_shape(pool, B);
             if (!infer) relu->stale = !relu->head;
+            /* training: the product's own output is written only when asked for (stale) */
+            int written = 1;
             const int unfolded = nn_conv2d_relu_maxpool_forward(
                 y, cols, wext, x, w, wp, wpb, b, &cs,
                 !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
-                infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps);
+                infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps,
+                infer || nd->head || nd->bn_fold, &written);
+            if (!infer) nd->stale = !written;
             if (!infer) nd->unfolded = unfolded; /* what only backward reads: not inference's */
         } else {
             const int unfolded = nn_conv2d_forward(y, cols, wext, x, w, wp, wpb, b, &cs);
@@ -223,6 +227,21 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     }
     case NN_KIND_COUNT: XD_ASSERT(0);
     }
+}
+
+void nn_model_refresh(nn_model *m, int idx)
+{
+    nn_node *nd = &m->nodes[idx];
+    XD_ASSERT(nd->stale && nd->kind == NN_CONV2D && nd->pool_in_conv);
+    static const nn_run run = {.training = 1};
+    const int pool = nd->pool_in_conv;
+    /* the product that left it unwritten read its windows in place in float32 */
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    nd->pool_in_conv = 0;
+    forward_node(m, idx, 0, m->batch, &run, 0, NULL, 0);
+    nd->pool_in_conv = pool;
+    nn_mm_precision_set(prec);
+    nd->stale = 0;
 }
 
 void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,

@@ -25,11 +25,10 @@ int nn_pool_shape_init(nn_pool_shape *s)
  * computed on the way: no NaN survives a ReLU, so only '>' decides there, and the window's first
  * maximum wins as it does over the ReLU's written output. argmax NULL: the maximum alone. */
 static inline __attribute__((always_inline)) void
-maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s, int b,
+maxpool_row_of(float *out, int32_t *argmax, const float *img, const nn_pool_shape *s, int b,
                int oy, int relu)
 {
     const int C = s->C;
-    const float *img = inp + (size_t)b * s->H * s->W * C;
     for (int ox = 0; ox < s->OW; ox++) {
         size_t o = (((size_t)b * s->OH + oy) * s->OW + ox) * C;
         float *best = out + o;
@@ -55,24 +54,24 @@ maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shap
     }
 }
 
-static void maxpool_row(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s,
+static void maxpool_row(float *out, int32_t *argmax, const float *img, const nn_pool_shape *s,
                         int b, int oy)
 {
-    maxpool_row_of(out, argmax, inp, s, b, oy, 0);
+    maxpool_row_of(out, argmax, img, s, b, oy, 0);
 }
 
 /* maxpool_row_of over the ReLU of inp; the usual pool (2 x 2, stride 2) with the window unrolled,
  * in a loop that vectorises. keep: argmax is given (a constant where inlined). */
 static inline __attribute__((always_inline)) void
-relu_maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s, int b,
+relu_maxpool_row_of(float *out, int32_t *argmax, const float *img, const nn_pool_shape *s, int b,
                     int oy, int keep)
 {
     if (s->k != 2 || s->stride != 2) {
-        maxpool_row_of(out, keep ? argmax : NULL, inp, s, b, oy, 1);
+        maxpool_row_of(out, keep ? argmax : NULL, img, s, b, oy, 1);
         return;
     }
     const int C = s->C, W = s->W;
-    const float *r0 = inp + ((size_t)b * s->H + 2 * oy) * W * C, *r1 = r0 + (size_t)W * C;
+    const float *r0 = img + (size_t)2 * oy * W * C, *r1 = r0 + (size_t)W * C;
     const size_t o = ((size_t)b * s->OH + oy) * s->OW * C;
     float *restrict best = out + o;
     int32_t *restrict at = keep ? argmax + o : NULL;
@@ -95,42 +94,46 @@ relu_maxpool_row_of(float *out, int32_t *argmax, const float *inp, const nn_pool
     }
 }
 
-static void relu_maxpool_row(float *out, int32_t *argmax, const float *inp,
+static void relu_maxpool_row(float *out, int32_t *argmax, const float *img,
                              const nn_pool_shape *s, int b, int oy)
 {
-    relu_maxpool_row_of(out, argmax, inp, s, b, oy, 1);
+    relu_maxpool_row_of(out, argmax, img, s, b, oy, 1);
 }
 
 /* Inference, no argmax: the maximum alone */
-static void relu_maxpool_row_plain(float *out, const float *inp, const nn_pool_shape *s, int b,
+static void relu_maxpool_row_plain(float *out, const float *img, const nn_pool_shape *s, int b,
                                    int oy)
 {
-    relu_maxpool_row_of(out, NULL, inp, s, b, oy, 0);
+    relu_maxpool_row_of(out, NULL, img, s, b, oy, 0);
 }
 
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s)
 {
 #pragma omp parallel for collapse(2)
     for (int b = 0; b < s->B; b++)
-        for (int oy = 0; oy < s->OH; oy++) maxpool_row(out, argmax, inp, s, b, oy);
+        for (int oy = 0; oy < s->OH; oy++)
+            maxpool_row(out, argmax, inp + (size_t)b * s->H * s->W * s->C, s, b, oy);
 }
 
 
 /* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
  * cache, instead of the pool reading the whole batch back from memory. */
-void nn_relu_maxpool_image(const nn_relu_pool *j, int b)
+void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x)
 {
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
-    const float *x = j->inp + (size_t)b * per_in;
-    if (j->relu_out) {
-        float *r = j->relu_out + (size_t)b * per_in;
+    float *r = j->relu_out ? j->relu_out + (size_t)b * per_in : NULL;
+    if (r)
         for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    }
     for (int oy = 0; oy < j->s->OH; oy++) {
-        if (!j->argmax) relu_maxpool_row_plain(j->out, j->inp, j->s, b, oy);
-        else if (j->relu_out) maxpool_row(j->out, j->argmax, j->relu_out, j->s, b, oy);
-        else relu_maxpool_row(j->out, j->argmax, j->inp, j->s, b, oy);
+        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
+        else if (r) maxpool_row(j->out, j->argmax, r, j->s, b, oy);
+        else relu_maxpool_row(j->out, j->argmax, x, j->s, b, oy);
     }
+}
+
+void nn_relu_maxpool_image(const nn_relu_pool *j, int b)
+{
+    nn_relu_maxpool_image_at(j, b, j->inp + (size_t)b * j->s->H * j->s->W * j->s->C);
 }
 
 void nn_relu_maxpool_forward(float *relu_out, float *out, int32_t *argmax, const float *inp,

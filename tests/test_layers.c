@@ -430,7 +430,8 @@ static void test_first_write_and_fused(void **state)
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
             nn_relu_forward(r, y, ny);
             nn_maxpool_forward(p, am, r, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, NULL, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, NULL, NULL, b, &s, r2, p2, am2, &ps, 1,
+                                           NULL);
             assert_same_bits(y2, y, ny, "conv+relu+maxpool: conv");
             assert_same_bits(r2, r, ny, "conv+relu+maxpool: relu");
             assert_same_bits(p2, p, np, "conv+relu+maxpool: pool");
@@ -746,6 +747,7 @@ static void test_packed_weights(void **state)
         {1, 9, 9, 3, 20, 3, 1, 0, 1},   {2, 5, 18, 1, 7, 3, 1, 1, 0},
         {1, 4, 40, 4, 32, 3, 1, 1, 1},  {1, 5, 6, 2, 16, 3, 1, 1, 1},
     };
+    int unwritten = 0; /* fused forwards that pooled from scratch, out not written */
     for (size_t t = 0; t < sizeof convs / sizeof convs[0]; t++) {
         const int *q = convs[t];
         nn_conv_shape s = {.B = q[0], .H = q[1], .W = q[2], .C = q[3], .OC = q[4], .KH = q[5],
@@ -781,15 +783,38 @@ static void test_packed_weights(void **state)
             size_t np = (size_t)ps.B * ps.OH * ps.OW * ps.C;
             float *r = alloc_f(ny), *r2 = alloc_f(ny), *p = alloc_f(np), *p2 = alloc_f(np);
             int32_t *am = calloc(np, sizeof(int32_t)), *am2 = calloc(np, sizeof(int32_t));
-            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, NULL, NULL, b, &s, r, p, am, &ps);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, r2, p2, am2, &ps);
+            nn_conv2d_relu_maxpool_forward(y, cols, wext, x, w, NULL, NULL, b, &s, r, p, am, &ps, 1, NULL);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, r2, p2, am2, &ps,
+                                           1, NULL);
             assert_same_bits(y2, y, ny, what);
             assert_same_bits(r2, r, ny, what);
             assert_same_bits(p2, p, np, what);
             assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
+            /* the convolution's output not wanted: pooled from scratch, at one and two threads,
+             * out left as it was; the same ReLU, pool and argmax */
+            const int threads0 = xd_threads_get();
+            for (int threads = 1; threads <= 2; threads++) {
+                xd_threads_set(threads);
+                fill_garbage(y2, ny);
+                memcpy(yref, y2, sizeof(float) * ny);
+                fill_garbage(r2, ny);
+                fill_garbage(p2, np);
+                memset(am2, 0, np * sizeof(int32_t));
+                int written = -1;
+                nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, r2, p2, am2,
+                                               &ps, 0, &written);
+                assert_true(written == 0 || written == 1);
+                unwritten += !written; /* where cols has the room for a thread's image */
+                assert_same_bits(y2, written ? y : yref, ny, what);
+                assert_same_bits(r2, r, ny, what);
+                assert_same_bits(p2, p, np, what);
+                assert_int_equal(memcmp(am2, am, np * sizeof(int32_t)), 0);
+            }
+            xd_threads_set(threads0);
             /* inference: no argmax, no ReLU output kept */
             memset(p2, 0, sizeof(float) * np);
-            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, NULL, p2, NULL, &ps);
+            nn_conv2d_relu_maxpool_forward(y2, cols, wext, x, w, wp, NULL, b, &s, NULL, p2, NULL, &ps,
+                                           1, NULL);
             assert_same_bits(p2, p, np, what);
             memset(p2, 0, sizeof(float) * np);
             nn_relu_maxpool_forward(NULL, p2, NULL, y, &ps);
@@ -798,6 +823,7 @@ static void test_packed_weights(void **state)
         }
         free(x); free(w); free(b); free(y); free(y2); free(yref); free(cols); free(wext); free(wp);
     }
+    assert_true(unwritten >= 40); /* most shapes have the room, at both thread counts */
     static const int linears[][3] = {{1, 784, 128}, {3, 7, 5}, {64, 3136, 128}, {64, 128, 10},
                                      {1, 1, 1}, {17, 33, 161}};
     for (size_t t = 0; t < sizeof linears / sizeof linears[0]; t++) {
