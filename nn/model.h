@@ -99,11 +99,14 @@ typedef struct {
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
     int pooled;       /* conv2d: its gradient this step is still its pool's, that node's index
                        * (backward; see relu_pool_backward), or 0 */
+    int asked;        /* conv2d: its output was asked for while stale: from then on its fused
+                       * pool's forward writes it (rather than run its product again each time) */
     int stale;        /* out not written by the last forward (not inference), but when
                        * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
-                       * it straight from its input; a convolution (not a head) whose fused
-                       * ReLU and pool took each image's rows from scratch (its product runs
-                       * again then, nn_model_refresh); or a flatten (not a head), whose readers
+                       * it straight from its input; a convolution (not a head, not asked)
+                       * whose fused ReLU and pool took each image's rows from scratch (its
+                       * product runs again then, nn_model_refresh); or a flatten (not a
+                       * head), whose readers
                        * take its input's values (nn_node_input; the model's input, then, must
                        * stay as it was until backward, as a first convolution's or linear
                        * layer's weight gradient needs anyway) */

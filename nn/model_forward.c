@@ -134,7 +134,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
                 !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
                 infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps,
-                infer || nd->head || nd->bn_fold, &written);
+                infer || nd->head || nd->bn_fold || nd->asked, &written);
             if (!infer) nd->stale = !written;
             if (!infer) nd->unfolded = unfolded; /* what only backward reads: not inference's */
         } else {
@@ -242,6 +242,7 @@ void nn_model_refresh(nn_model *m, int idx)
     nd->pool_in_conv = pool;
     nn_mm_precision_set(prec);
     nd->stale = 0;
+    nd->asked = 1; /* read each step, likely: written by the forward from now on */
 }
 
 void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *run,

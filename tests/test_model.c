@@ -347,8 +347,10 @@ static void test_tap_gradient_only_where_asked(void **state)
     nn_model_free(&m);
 }
 
-/* A relu read only by a maxpool runs inside the pool's pass, forward and backward. The same model
- * with a second (idle) reader of the relu, which keeps them apart, must give the same bits. */
+/* A relu read only by a maxpool runs inside the pool's pass, forward and backward, and so does a
+ * convolution read only by that relu (its own output then not written unless asked for). The
+ * same model with a second (idle) reader of the relu, which keeps them apart, must give the same
+ * bits. */
 static void test_relu_pool_fusion_same_bits(void **state)
 {
     (void)state;
@@ -357,10 +359,11 @@ static void test_relu_pool_fusion_same_bits(void **state)
                               "linear out=3 name=out head";
     char split[512];
     snprintf(split, sizeof split, "%s; gap from=r", base);
-    nn_model m[2];
+    nn_model m[3];
     xd_err e;
     TU_OK(nn_model_build(&m[0], base, 3, 5, &e));
     TU_OK(nn_model_build(&m[1], split, 3, 5, &e));
+    TU_OK(nn_model_build(&m[2], base, 3, 5, &e));
     assert_true(m[0].nodes[1].relu_pool && m[0].nodes[4].relu_pool);
     assert_true(!m[1].nodes[1].relu_pool && m[1].nodes[4].relu_pool);
     assert_true(m[0].nodes[0].pool_in_conv == 2 && m[1].nodes[0].pool_in_conv == 0);
@@ -383,20 +386,26 @@ static void test_relu_pool_fusion_same_bits(void **state)
                                 sizeof(float) * 3 * m[0].nodes[i].act_n), 0);
     assert_true(!m[0].nodes[1].stale && !m[0].nodes[4].stale && !m[0].nodes[0].stale);
     assert_int_equal(memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param), 0);
+    /* asked for once, a convolution's output is written by the forwards after */
+    assert_true(m[0].nodes[0].asked && m[0].nodes[3].asked && !m[2].nodes[0].asked);
+    memset(m[0].nodes[0].out, 0x7f, sizeof(float) * 3 * m[0].nodes[0].act_n);
+    nn_model_forward(&m[0], x, 3, NULL);
+    assert_false(m[0].nodes[0].stale);
+    assert_int_equal(memcmp(m[0].nodes[0].out, nn_model_out(&m[1], 0),
+                            sizeof(float) * 3 * m[0].nodes[0].act_n), 0);
     /* a gradient written into the relu itself (a tap) keeps the two backwards apart as well:
      * the ReLU's own backward then reads the convolution's output, written again for it (what
      * the buffer held before is wiped first) */
-    memset(m[0].nodes[0].out, 0x7f, sizeof(float) * 3 * m[0].nodes[0].act_n);
-    nn_model_forward(&m[0], x, 3, NULL);
-    assert_true(m[0].nodes[0].stale);
-    nn_model_zero_grad(&m[0]);
-    memset(nn_model_dout(&m[0], nn_model_find(&m[0], "r")), 0,
-           sizeof(float) * 3 * m[0].nodes[1].act_n);
-    memcpy(nn_model_dout(&m[0], nn_model_find(&m[0], "out")), r, sizeof r);
-    nn_model_backward(&m[0]);
-    assert_int_equal(memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param), 0);
-    nn_model_free(&m[0]);
-    nn_model_free(&m[1]);
+    memset(m[2].nodes[0].out, 0x7f, sizeof(float) * 3 * m[2].nodes[0].act_n);
+    nn_model_forward(&m[2], x, 3, NULL);
+    assert_true(m[2].nodes[0].stale);
+    nn_model_zero_grad(&m[2]);
+    memset(nn_model_dout(&m[2], nn_model_find(&m[2], "r")), 0,
+           sizeof(float) * 3 * m[2].nodes[1].act_n);
+    memcpy(nn_model_dout(&m[2], nn_model_find(&m[2], "out")), r, sizeof r);
+    nn_model_backward(&m[2]);
+    assert_int_equal(memcmp(m[2].grad, m[1].grad, sizeof(float) * m[2].n_param), 0);
+    for (int k = 0; k < 3; k++) nn_model_free(&m[k]);
 }
 
 /* A flatten passes its input on without a copy (nn_node.stale): its reader takes the input's
