@@ -326,11 +326,12 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
     free(own);
 }
 
-/* dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image by image as its rows come
- * out of the product. In float32, where dcols has the room, image by image: w packed once, each
- * image's rows into its thread's part of dcols and folded back from there, in cache, instead of
- * the whole batch's rows written to memory and read back (the same products and sums, so the
- * same bits). */
+/* The input gradient: in bf16 on AMX nn_bconv_dinp; in float32 at stride 1 the turned kernel
+ * (conv2d_dinp_turned); else dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image
+ * by image as its rows come out of the product. In float32, where dcols has the room, image by
+ * image: w packed once, each image's rows into its thread's part of dcols and folded back from
+ * there, in cache, instead of the whole batch's rows written to memory and read back (the same
+ * products and sums, so the same bits). */
 static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
                         const nn_conv_shape *s, int first)
 {
@@ -662,8 +663,9 @@ static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, cons
     const int Wp = s->W + 2 * s->pad, kbs = nn_sgemm_k_blocks(M), kmost = nn_sgemm_k_most(M);
     XD_ASSERT(N == K + !!s->bias);
     const size_t n_img = (size_t)(s->H + 2 * s->pad) * Wp * C_, nsum = (size_t)N * OC;
-    /* the images a run of kmost pixels can touch; their padded copies must be addressable */
-    const int slots = (kmost + P - 2) / P + 1;
+    /* the images a run of kmost pixels can touch (no more than there are); their padded copies
+     * must be addressable */
+    const int slots = (kmost + P - 2) / P + 1 < s->B ? (kmost + P - 2) / P + 1 : s->B;
     if ((double)slots * (double)n_img >= (double)INT_MAX) return 0;
     int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, later = kbs, end;
     if (T > kbs) T = kbs;
@@ -694,15 +696,17 @@ static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, cons
     return 1;
 }
 
-/* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product; cols
- * unfolded by the forward, or unfolded here a block of rows at a time (float32; in bf16 the
- * product rounds cols whole, so it is unfolded whole first) */
+/* Whether the weight gradient of a first convolution on one channel is read from the image */
 static int dw_from_image(const nn_conv_shape *s)
 {
     return nn_mm_precision() == NN_PREC_FLOAT32 && s->stride == 1 &&
            nn_sgemm_conv_dw_takes(s->OC, s->C, s->KH, s->KW);
 }
 
+/* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product: on one
+ * channel from the image (or the pool's gradient, pg), in bf16 on AMX nn_bconv_dw, in float32
+ * with the windows read in place (conv2d_dw_gather) when the forward did not unfold them; else
+ * over cols unfolded (by the forward, or here first). */
 static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_pool_grad *pg,
                       float *cols, int unfolded, const float *inp, const nn_conv_shape *s)
 {

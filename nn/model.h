@@ -105,11 +105,12 @@ typedef struct {
                        * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
                        * it straight from its input; a convolution (not a head, not asked)
                        * whose fused ReLU and pool took each image's rows from scratch (its
-                       * product runs again then, nn_model_refresh); or a flatten (not a
-                       * head), whose readers
-                       * take its input's values (nn_node_input; the model's input, then, must
-                       * stay as it was until backward, as a first convolution's or linear
-                       * layer's weight gradient needs anyway) */
+                       * product runs again then, nn_model_refresh, on the weights and input
+                       * as they are: ask before the optimizer's step); or a flatten (not a
+                       * head), whose readers take its input's values (nn_node_input). The
+                       * model's input, then, must stay as it was until backward and the last
+                       * nn_model_out of the step, as a first convolution's or linear layer's
+                       * weight gradient needs anyway. */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
     float *bp;        /* its bias with the norm folded in, or NULL */
     int touched;      /* dout received gradient this step */
@@ -190,7 +191,9 @@ const float *nn_model_dinput(const nn_model *m);
 void nn_model_init_params(nn_model *m, uint64_t seed);
 
 /* input: float (B, h, w, c) or int32 (B, tokens). B <= max_batch. Zeroes all activation
- * gradients, ready for losses to add into nn_model_dout. */
+ * gradients, ready for losses to add into nn_model_dout. The model reads input again after it
+ * returns (backward, and nn_model_out of an output not written, nn_node.stale): keep it as it is
+ * until the step is done. */
 void nn_model_forward(nn_model *m, const void *input, int B, const nn_run *run);
 /* Marks in need (n_nodes entries, 0 or 1; others already marked stay) the nodes whose forward
  * node `target`'s output needs: target, every node it reads from, directly or not, and a pool
@@ -243,7 +246,8 @@ int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
 int nn_model_param_node(const nn_model *m, const char *param_name);
 const nn_node *nn_model_node(const nn_model *m, int idx);
 /* Output of node idx for the last batch: (batch, act_n). Read node outputs through it: a ReLU
- * fused with its max pool is written only when asked for (nn_node.stale). */
+ * fused with its max pool, and a convolution fused with both, are written only when asked for
+ * (nn_node.stale), between the forward and the optimizer's step. */
 float *nn_model_out(nn_model *m, int idx);
 /* Gradient buffer of node idx, to add into; marks the node as needing backward. */
 float *nn_model_dout(nn_model *m, int idx);

@@ -115,8 +115,8 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         const nn_precision outer = nn_conv_precision_enter(&cs);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
-        /* packed for this call: the windows are then read in place, not unfolded into cols;
-         * backward unfolds them a block at a time for the weight gradient (see nn/layers.h) */
+        /* packed for this call: the windows are then read in place, not unfolded into cols, as
+         * backward's weight gradient reads them too (see nn/layers.h) */
         const float *wp = unpacked_bf16(nd) ? NULL : nd->wp;
         const uint32_t *wpb = nn_mm_precision() == NN_PREC_BF16 ? nd->wpb : NULL;
         if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {

@@ -390,10 +390,10 @@ static void test_first_write_and_fused(void **state)
     static const int shapes[][7] = {{2, 5, 5, 3, 4, 3, 1},    {2, 6, 5, 2, 3, 3, 2},
                                     {2, 4, 6, 3, 5, 1, 1},    {24, 14, 14, 8, 16, 3, 1},
                                     {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
-                                    {1, 8, 8, 16, 256, 3, 1},  /* split by columns */
+                                    {1, 8, 8, 16, 256, 3, 1},  /* one image, many outputs */
                                     {6, 28, 28, 1, 32, 3, 1}, {2, 5, 7, 1, 16, 3, 1},
                                     {3, 6, 6, 1, 48, 3, 1},  /* one channel: dw from the image */
-                                    {1, 20, 20, 2, 8, 3, 1},  /* no room to split K blocks */
+                                    {1, 20, 20, 2, 8, 3, 1},  /* one image, two K blocks */
                                     {2, 7, 6, 3, 5, 5, 1}};   /* 5 x 5 windows, padded by 2 */
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int *q = shapes[t];
@@ -465,6 +465,39 @@ static void test_first_write_and_fused(void **state)
         assert_same_bits(dx2, dx, nx, "conv2d first write");
         free(x); free(w); free(b); free(y); free(dy); free(cols); free(dcols); free(wext);
         free(dx); free(dx2); free(dw); free(db);
+    }
+
+    /* the input gradient at stride 1 with the other paddings the turned kernel takes (0 and
+     * KH - 1), and, with windows that are not square or padded past KH - 1, folded back as
+     * before: against the turned windows unfolded, or the plain col2im */
+    static const int pads[][3] = {{3, 3, 0}, {3, 3, 2}, {5, 5, 0}, {5, 5, 4}, {3, 1, 1}, {3, 3, 3}};
+    for (size_t t = 0; t < sizeof pads / sizeof pads[0]; t++) {
+        nn_conv_shape s = {.B = 2, .H = 6, .W = 5, .C = 3, .OC = 4, .KH = pads[t][0],
+                           .KW = pads[t][1], .stride = 1, .pad = pads[t][2], .bias = 1};
+        assert_int_equal(nn_conv_shape_init(&s), 0);
+        const int M = s.B * s.OH * s.OW, K = s.KH * s.KW * s.C;
+        size_t nx = (size_t)s.B * s.H * s.W * s.C, nw = (size_t)s.OC * K, ny = (size_t)M * s.OC,
+               nc = nn_conv_cols_size(&s);
+        float *x = alloc_f(nx), *w = alloc_f(nw), *dy = alloc_f(ny), *cols = alloc_f(nc),
+              *dcols = alloc_f(nc), *wext = alloc_f(nn_conv_wext_size(&s)), *dx = alloc_f(nx),
+              *ref = alloc_f(nx), *dw = alloc_f(nw), *db = alloc_f(s.OC);
+        fill_corners(x, nx, 51);
+        fill_corners(w, nw, 52);
+        fill_corners(dy, ny, 53);
+        nn_im2col(cols, x, &s);
+        fill_garbage(dx, nx);
+        nn_conv2d_backward_first(dx, dw, db, dcols, wext, dy, cols, 1, x, w, &s);
+        if (s.KH == s.KW && s.pad <= s.KH - 1) {
+            dinp_turned_ref(ref, dy, w, &s);
+        } else {
+            float *d2 = alloc_f((size_t)M * K);
+            nn_sgemm(0, 0, M, K, s.OC, 1.0f, dy, s.OC, w, K, 0.0f, d2, K);
+            nn_col2im(ref, d2, &s);
+            free(d2);
+        }
+        assert_same_bits(dx, ref, nx, "conv2d input gradient, other paddings");
+        free(x); free(w); free(dy); free(cols); free(dcols); free(wext); free(dx); free(ref);
+        free(dw); free(db);
     }
 
     /* add: 0 + src */
