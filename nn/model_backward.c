@@ -40,6 +40,18 @@ static float *grad_target(nn_model *m, int idx, int *fresh)
     return nd->dout;
 }
 
+/* grad_target for a reader of idx, through a flatten (its gradient is its input's, element for
+ * element) that holds nothing yet: the reader then writes its input's gradient straight away and
+ * the flatten, left untouched, skips its own backward (a copy). The same sums: the copy added
+ * the gradient to zero. */
+static float *reader_grad_target(nn_model *m, int idx, int *fresh)
+{
+    while (idx >= 0 && m->nodes[idx].kind == NN_FLATTEN && m->nodes[idx].grad_used &&
+           !m->nodes[idx].touched)
+        idx = m->nodes[idx].in;
+    return grad_target(m, idx, fresh);
+}
+
 /* The pool of a fused relu -> maxpool pair (see plan_fusion) writes the ReLU's input gradient
  * itself when both gradients are still empty (nothing else wrote into either); the ReLU, left
  * untouched, then skips its own backward. Returns 0, having done nothing, otherwise. */
@@ -102,7 +114,7 @@ void nn_model_backward(nn_model *m)
         float *dw = m->grad + nd->w_off, *db = nd->b_n ? m->grad + nd->b_off : NULL;
         const size_t n_out = (size_t)B * nd->act_n;
         int fresh = 0;
-        float *dx = nd->kind == NN_EMBBAG ? NULL : grad_target(m, nd->in, &fresh);
+        float *dx = nd->kind == NN_EMBBAG ? NULL : reader_grad_target(m, nd->in, &fresh);
         if (fresh && !writes_whole_dinp(nd->kind))
             memset(dx, 0, sizeof(float) * (size_t)B * m->nodes[nd->in].act_n);
         switch (nd->kind) {

@@ -448,6 +448,22 @@ static void test_flatten_passes_input_on(void **state)
             nn_linear_backward(NULL, dw, db, r, in, m.param + lin->w_off, B, C, OC);
             assert_int_equal(memcmp(m.grad + lin->w_off, dw, sizeof dw), 0);
             assert_int_equal(memcmp(m.grad + lin->b_off, db, sizeof db), 0);
+            if (d == 1) {
+                /* backward through it too: the linear layer wrote the convolution's gradient and
+                 * the flatten, untouched, copied nothing; the same bits as with a gradient kept
+                 * at the flatten (a tap adding zeros), which it then copies on */
+                assert_false(m.nodes[f].touched);
+                float *g = malloc(sizeof(float) * m.n_param);
+                memcpy(g, m.grad, sizeof(float) * m.n_param);
+                nn_model_forward(&m, x, B, &run);
+                nn_model_zero_grad(&m);
+                memset(nn_model_dout(&m, f), 0, sizeof(float) * B * C);
+                memcpy(nn_model_dout(&m, l), r, sizeof r);
+                nn_model_backward(&m);
+                assert_true(m.nodes[f].touched);
+                assert_int_equal(memcmp(m.grad, g, sizeof(float) * m.n_param), 0);
+                free(g);
+            }
             /* asked for: written, the input's values, and no longer passed on */
             const float *out = nn_model_out(&m, f);
             assert_true(out != in && !m.nodes[f].stale);
