@@ -258,17 +258,88 @@ static void pad_image(float *P, const float *inp, const nn_conv_shape *s, int b)
     memset(P + (size_t)(H + pad) * rp, 0, sizeof(float) * (n_img - (size_t)(H + pad) * rp));
 }
 
+/* off[k] for window element k = (ky, kx, c): where it lies from the window's first value in a
+ * zero-padded image of s (rows of W + 2 pad positions of C channels) */
+static void window_offsets(int *off, const nn_conv_shape *s)
+{
+    const int Wp = s->W + 2 * s->pad;
+    for (int ky = 0, k = 0; ky < s->KH; ky++)
+        for (int kx = 0; kx < s->KW; kx++)
+            for (int c = 0; c < s->C; c++) off[k++] = (ky * Wp + kx) * s->C + c;
+}
+
+/* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
+ * its bias column reads (one per row of an output row) */
+static size_t conv_direct_scratch(const nn_conv_shape *s)
+{
+    return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
+           (size_t)(s->OW - 1) * s->stride * s->C + 1;
+}
+
+/* Images b0..b1 of the convolution with packed weights, on the calling thread, their windows read
+ * in place from a zero-padded copy of each image (pad_image, into scratch) instead of unfolded
+ * into cols: element (ox, k) of output row oy lies at P[(oy * stride * Wp + ox * stride) * C +
+ * koff[k]], and the bias column reads ones laid after the image. The same values in the same
+ * order as the unfolded rows, so the same bits, without writing and reading K floats per output
+ * pixel. The offsets and the ones are for the gathering kernel alone (the few-channel one reads
+ * the windows and the bias itself), set up once for all the images. The sizes are copied out of
+ * s first, as in pad_image. */
+static void conv2d_direct_images(float *out, float *scratch, const float *inp, const float *wp,
+                                 const nn_conv_shape *s, int b0, int b1,
+                                 void (*image)(void *, int), void *image_ctx,
+                                 const nn_relu_pool *pool_only, int add)
+{
+    const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
+    const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
+    const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
+    const size_t rp = (size_t)Wp * C; /* a padded row */
+    float *P = scratch;
+    /* pool_only, or add: each image's rows go after the padded image and its ones, and are pooled
+     * there, or added from there to what out holds */
+    float *mine = pool_only || add ? scratch + conv_direct_scratch(s) : NULL;
+    const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
+    int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
+    if (koff) {
+        float *ones = scratch + n_img;
+        for (size_t i = 0; i <= (size_t)(OW - 1) * si; i++) ones[i] = 1.0f;
+        window_offsets(koff, s);
+    }
+    for (int b = b0; b < b1; b++) {
+        pad_image(P, inp, s, b);
+        for (int oy = 0; oy < OH; oy++) {
+            const float *A = P + (size_t)oy * s->stride * rp;
+            float *o = (mine ? mine : out + (size_t)b * OH * OW * OC) + (size_t)oy * OW * OC;
+            if (row_kernel) { /* few input channels: each value reused over its windows */
+                nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
+                continue;
+            }
+            if (s->bias) koff[K] = (int)(scratch + n_img - A);
+            nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
+        }
+        if (pool_only) {
+            nn_relu_maxpool_image_at(pool_only, b, mine);
+        } else if (add) {
+            float *o = out + (size_t)b * OH * OW * OC;
+            for (size_t j = 0; j < (size_t)OH * OW * OC; j++) o[j] += mine[j];
+        }
+        if (image) image(image_ctx, b);
+    }
+    free(koff);
+}
+
 /* The input gradient of a stride-1 convolution with square windows is a forward convolution of
  * the output gradient, zero-padded by KH - 1 - pad, with the turned kernel: dinp[iy][ix][c] = the
- * sum over (ky, kx, o) of dpad[iy + ky][ix + kx][o] w[o][KH - 1 - ky][KW - 1 - kx][c]. Its
- * windows are read in place (nn_sgemm_gather) from a padded copy of each image's output
- * gradient, K = KH KW OC long, instead of a product with K = OC into dcols whose rows are then
- * folded back onto the image. Taken in float32; its scratch is dcols, or its own where dcols is
- * too small for the turned weights packed and a padded image a thread. */
+ * sum over (ky, kx, o) of dpad[iy + ky][ix + kx][o] w[o][KH - 1 - ky][KW - 1 - kx][c]. It runs
+ * as the forward does (conv2d_direct_images), its windows, K = KH KW OC long, read in place from
+ * a padded copy of each image's output gradient, instead of a product with K = OC into dcols
+ * whose rows are then folded back onto the image. Taken in float32; its scratch is dcols, or
+ * its own where dcols is too small for the turned weights packed and a thread's images. */
 static nn_conv_shape turned_shape(const nn_conv_shape *s)
 {
     nn_conv_shape d = {.B = s->B, .H = s->OH, .W = s->OW, .C = s->OC, .OC = s->C, .KH = s->KH,
                        .KW = s->KW, .stride = 1, .pad = s->KH - 1 - s->pad};
+    const int bad = nn_conv_shape_init(&d);
+    XD_ASSERT(!bad && d.OH == s->H && d.OW == s->W);
     return d;
 }
 
@@ -278,51 +349,38 @@ static int dinp_turned_takes(const nn_conv_shape *s)
         s->pad > s->KH - 1)
         return 0;
     const nn_conv_shape d = turned_shape(s);
-    return (size_t)(d.H + 2 * d.pad) * (d.W + 2 * d.pad) * d.C < INT_MAX;
+    return conv_direct_scratch(&d) < INT_MAX;
 }
 
 static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const float *dout,
                                const float *w, const nn_conv_shape *s, int first, int T)
 {
     const nn_conv_shape d = turned_shape(s);
-    const int C = s->C, OC = s->OC, KH = s->KH, KW = s->KW, H = s->H, W = s->W, K = KH * KW * OC;
-    const int Wq = d.W + 2 * d.pad;
-    const size_t n_img = (size_t)(d.H + 2 * d.pad) * Wq * OC, packed = nn_sgemm_packed_size(C, K);
-    /* scratch: the packed weights, then each thread's padded image and a row of dinp */
-    const size_t need = packed + (size_t)T * (n_img + (size_t)W * C);
+    const int C = s->C, OC = s->OC, KH = s->KH, KW = s->KW, K = KH * KW * OC;
+    /* scratch: the packed turned weights, then each thread's padded image and image of dinp */
+    const size_t packed = nn_conv_packed_size(&d);
+    const size_t share = conv_direct_scratch(&d) + (size_t)d.OH * d.OW * d.OC;
+    const size_t need = packed + (size_t)T * share;
     float *own = need > room ? xd_xmalloc_aligned(sizeof(float) * need) : NULL;
     if (own) dcols = own;
-    /* the turned weights, (KH KW OC, C): row (ky, kx, o) is w[o][KH - 1 - ky][KW - 1 - kx][.] */
-    float *wt = xd_xmalloc(sizeof(float) * (size_t)K * C);
-    int *koff = xd_xmalloc(sizeof(int) * (size_t)K);
+    /* the turned weights, (C, KH KW OC): row c's (ky, kx, o) is
+     * w[o][KH - 1 - ky][KW - 1 - kx][c] */
+    float *wt = xd_xmalloc(sizeof(float) * (size_t)C * K);
     for (int ky = 0, k = 0; ky < KH; ky++)
         for (int kx = 0; kx < KW; kx++)
             for (int o = 0; o < OC; o++, k++) {
-                memcpy(wt + (size_t)k * C,
-                       w + (((size_t)o * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C,
-                       sizeof(float) * C);
-                koff[k] = (ky * Wq + kx) * OC + o;
+                const float *src = w + (((size_t)o * KH + (KH - 1 - ky)) * KW + (KW - 1 - kx)) * C;
+                for (int c = 0; c < C; c++) wt[(size_t)c * K + k] = src[c];
             }
-    nn_sgemm_pack_b(0, C, K, wt, C, dcols);
+    nn_conv_pack(dcols, NULL, wt, NULL, &d);
     free(wt);
-#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
-    for (int b = 0; b < s->B; b++) {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        float *P = dcols + packed + (size_t)t * (n_img + (size_t)W * C), *row = P + n_img;
-        pad_image(P, dout, &d, b);
-        for (int iy = 0; iy < H; iy++) {
-            float *o = dinp + ((size_t)b * H + iy) * W * C;
-            nn_sgemm_gather(W, C, K, P + (size_t)iy * Wq * OC, OC, koff, dcols, first ? o : row,
-                            C);
-            if (!first) /* added to what dinp holds */
-                for (int j = 0; j < W * C; j++) o[j] += row[j];
-        }
+#pragma omp parallel for num_threads(T) if (T > 1)
+    for (int t = 0; t < T; t++) {
+        int b0, b1;
+        nn_sgemm_block_range(s->B, T, t, &b0, &b1);
+        conv2d_direct_images(dinp, dcols + packed + (size_t)t * share, dout, dcols, &d, b0, b1,
+                             NULL, NULL, NULL, !first);
     }
-    free(koff);
     free(own);
 }
 
@@ -395,61 +453,6 @@ void nn_conv_pack(float *wp, float *wext, const float *w, const float *b, const 
     nn_sgemm_pack_b(1, s->OC, K + 1, wext, K + 1, wp);
 }
 
-/* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
- * its bias column reads (one per row of an output row) */
-static size_t conv_direct_scratch(const nn_conv_shape *s)
-{
-    return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
-           (size_t)(s->OW - 1) * s->stride * s->C + 1;
-}
-
-/* Images b0..b1 of the convolution with packed weights, on the calling thread, their windows read
- * in place from a zero-padded copy of each image (pad_image, into scratch) instead of unfolded
- * into cols: element (ox, k) of output row oy lies at P[(oy * stride * Wp + ox * stride) * C +
- * koff[k]], and the bias column reads ones laid after the image. The same values in the same
- * order as the unfolded rows, so the same bits, without writing and reading K floats per output
- * pixel. The offsets and the ones are for the gathering kernel alone (the few-channel one reads
- * the windows and the bias itself), set up once for all the images. The sizes are copied out of
- * s first, as in pad_image. */
-static void conv2d_direct_images(float *out, float *scratch, const float *inp, const float *wp,
-                                 const nn_conv_shape *s, int b0, int b1,
-                                 void (*image)(void *, int), void *image_ctx,
-                                 const nn_relu_pool *pool_only)
-{
-    const int C = s->C, H = s->H, W = s->W, pad = s->pad, KH = s->KH, KW = s->KW, OC = s->OC;
-    const int OH = s->OH, OW = s->OW, Wp = W + 2 * pad, K = KH * KW * C, nk = K + !!s->bias;
-    const size_t n_img = (size_t)(H + 2 * pad) * Wp * C, si = (size_t)s->stride * C;
-    const size_t rp = (size_t)Wp * C; /* a padded row */
-    float *P = scratch;
-    /* pool_only: each image's rows go after the padded image and its ones, and are pooled there */
-    float *mine = pool_only ? scratch + conv_direct_scratch(s) : NULL;
-    const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
-    int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
-    if (koff) {
-        float *ones = scratch + n_img;
-        for (size_t i = 0; i <= (size_t)(OW - 1) * si; i++) ones[i] = 1.0f;
-        for (int ky = 0; ky < KH; ky++)
-            for (int kx = 0; kx < KW; kx++)
-                for (int c = 0; c < C; c++) koff[(ky * KW + kx) * C + c] = (ky * Wp + kx) * C + c;
-    }
-    for (int b = b0; b < b1; b++) {
-        pad_image(P, inp, s, b);
-        for (int oy = 0; oy < OH; oy++) {
-            const float *A = P + (size_t)oy * s->stride * rp;
-            float *o = (mine ? mine : out + (size_t)b * OH * OW * OC) + (size_t)oy * OW * OC;
-            if (row_kernel) { /* few input channels: each value reused over its windows */
-                nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
-                continue;
-            }
-            if (s->bias) koff[K] = (int)(scratch + n_img - A);
-            nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
-        }
-        if (mine) nn_relu_maxpool_image_at(pool_only, b, mine);
-        else if (image) image(image_ctx, b);
-    }
-    free(koff);
-}
-
 /* image: work on each image of out once its rows are final (see image_job), or NULL; wp: the
  * weights packed by nn_conv_pack, or NULL. pool_only (or NULL): the relu and max pool that image
  * runs, when nothing else reads out: where the windows are read in place and cols has the room,
@@ -495,8 +498,8 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         for (int t = 0; t < T; t++) {
             int b0, b1;
             nn_sgemm_block_range(s->B, T, t, &b0, &b1);
-            conv2d_direct_images(out, cols + (size_t)t * share, inp, wp, s, b0, b1, image,
-                                 image_ctx, pool_only);
+            conv2d_direct_images(out, cols + (size_t)t * share, inp, wp, s, b0, b1,
+                                 pool_only ? NULL : image, image_ctx, pool_only, 0);
         }
         return 0;
     }
@@ -546,6 +549,19 @@ static void dw_block(float *acc, float *img, float *rows, int *cur, const float 
     }
 }
 
+/* Threads for a weight gradient's K blocks taken in runs, one a thread (no more threads than
+ * blocks), and *later, the first block of the second run (kbs on one thread): the first run adds
+ * its blocks into the sum as it goes, the others keep each block's apart, added in after in
+ * block order; the additions of one thread, so the bits of one. */
+static int block_runs(int kbs, int *later)
+{
+    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, end;
+    if (T > kbs) T = kbs;
+    *later = kbs;
+    if (T > 1) nn_sgemm_block_range(kbs, T, 1, later, &end);
+    return T;
+}
+
 /* C (OC, N) = the block's sums (+ C unless the first block and beta 0) */
 static void dw_fold(float *C, int N, const float *acc, int OC, int nk, int first)
 {
@@ -559,9 +575,8 @@ static void dw_fold(float *C, int N, const float *acc, int OC, int nk, int first
 
 /* The weight gradient of a 3 x 3 stride-1 convolution on one channel without unfolding
  * (nn_sgemm_conv_dw_row), in the product's K blocks: C = the first block's sums (+ C when beta
- * is 1), then + each next block's, in order. Threads take runs of blocks: the first folds its
- * own into C as it goes, the others keep each block's sums apart, and those are folded in after,
- * in block order: the same additions as on one thread, so the same bits. beta 0 or 1. */
+ * is 1), then + each next block's, in order, the blocks in runs over the threads (block_runs).
+ * beta 0 or 1. */
 static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout,
                                   const nn_pool_grad *pg, const float *inp,
                                   const nn_conv_shape *s)
@@ -569,10 +584,8 @@ static void conv2d_dw_one_channel(float *C, int N, float beta, const float *dout
     XD_ASSERT(beta == 0.0f || beta == 1.0f);
     const int OC = s->OC, M = s->B * s->OH * s->OW, nk = 9 + !!s->bias;
     const int kbs = nn_sgemm_k_blocks(M), Hp = s->H + 2 * s->pad, Wp = s->W + 2 * s->pad;
-    int nb = xd_threads_split(kbs > 1) ? xd_threads_get() : 1;
-    if (nb > kbs) nb = kbs;
-    int later, end; /* the first block the second thread takes */
-    nn_sgemm_block_range(kbs, nb, 1, &later, &end);
+    int later;
+    const int nb = block_runs(kbs, &later);
     float *kept = nb > 1 ? xd_xmalloc(sizeof(float) * (size_t)(kbs - later) * nk * OC) : NULL;
 #pragma omp parallel for if (nb > 1)
     for (int t = 0; t < nb; t++) {
@@ -651,11 +664,10 @@ static void dw_gather_run(const dw_gather_job *j, int t)
 
 /* C (OC, N) = dout^T (OC, M) @ [cols | 1] (M, N) + beta * C with the windows read in place from
  * padded copies of the images instead of unfolded: computed transposed, window element by output
- * channel (nn_sgemm_gather_rows), a K block of pixels at a time. Threads take runs of blocks as
- * nn_sgemm does not: the first adds its blocks into the sum as it goes, the others keep each
- * block's product apart, and those are added in after, in block order; the additions of one
- * thread, so nn_sgemm's bits. Scratch in buf (buf_n floats): the transposed sum, each thread's
- * padded images, the kept products. Returns 0 (nothing done) when those do not fit. */
+ * channel (nn_sgemm_gather_rows), a K block of pixels at a time, the blocks in runs over the
+ * threads (block_runs): nn_sgemm's bits. Scratch in buf (buf_n floats): the transposed sum,
+ * each thread's padded images, the kept products. Returns 0 (nothing done) when those do not
+ * fit. */
 static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, const float *inp,
                             const nn_conv_shape *s, float *buf, size_t buf_n)
 {
@@ -667,18 +679,14 @@ static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, cons
      * must be addressable */
     const int slots = (kmost + P - 2) / P + 1 < s->B ? (kmost + P - 2) / P + 1 : s->B;
     if ((double)slots * (double)n_img >= (double)INT_MAX) return 0;
-    int T = xd_threads_split(kbs > 1) ? xd_threads_get() : 1, later = kbs, end;
-    if (T > kbs) T = kbs;
-    if (T > 1) nn_sgemm_block_range(kbs, T, 1, &later, &end);
+    int later, T = block_runs(kbs, &later);
     if (T > 1 && nsum + (size_t)T * slots * n_img + (size_t)(kbs - later) * nsum > buf_n) {
         T = 1; /* no room to keep the blocks apart: one thread */
         later = kbs;
     }
     if (nsum + (size_t)T * slots * n_img > buf_n) return 0;
     int *roff = xd_xmalloc(sizeof(int) * (size_t)K);
-    for (int ky = 0, i = 0; ky < s->KH; ky++)
-        for (int kx = 0; kx < s->KW; kx++)
-            for (int c = 0; c < C_; c++) roff[i++] = (ky * Wp + kx) * C_ + c;
+    window_offsets(roff, s);
     dw_gather_job job = {dout, inp, s, roff, buf, buf + nsum + (size_t)T * slots * n_img,
                          buf + nsum, beta, slots, kbs, later, T};
     if (beta != 0.0f) /* the sum starts from C, transposed */

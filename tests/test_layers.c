@@ -369,8 +369,8 @@ static void dinp_turned_ref(float *dx, const float *dy, const float *w, const nn
         for (int kx = 0; kx < s->KW; kx++)
             for (int o = 0; o < s->OC; o++, k++)
                 for (int c = 0; c < C; c++)
-                    wt[(size_t)k * C + c] =
-                        w[(((size_t)o * s->KH + (s->KH - 1 - ky)) * s->KW + (s->KW - 1 - kx)) * C + c];
+                    wt[(size_t)k * C + c] = w[(((size_t)o * s->KH + (s->KH - 1 - ky)) * s->KW +
+                                               (s->KW - 1 - kx)) * C + c];
     nn_im2col(cols, dy, &d);
     nn_sgemm(0, 0, M, C, K, 1.0f, cols, K, wt, C, 0.0f, dx, C);
     free(cols); free(wt);
@@ -386,7 +386,8 @@ static void test_first_write_and_fused(void **state)
 
     /* conv2d: unfolding and folding back in step with the products' row blocks (or, at stride
      * 1, the input gradient as a convolution with the turned kernel), and the first write (each
-     * image zeroed just before its fold), against the plain im2col, col2im and zeroing. Products large enough for several blocks, some cutting an image in two. */
+     * image zeroed just before its fold), against the plain im2col, col2im and zeroing.
+     * Products large enough for several blocks, some cutting an image in two. */
     static const int shapes[][7] = {{2, 5, 5, 3, 4, 3, 1},    {2, 6, 5, 2, 3, 3, 2},
                                     {2, 4, 6, 3, 5, 1, 1},    {24, 14, 14, 8, 16, 3, 1},
                                     {32, 28, 28, 1, 8, 3, 1}, {5, 9, 11, 4, 40, 3, 2},
