@@ -36,6 +36,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 #define KQ 192       /* pairs of k per block (at most); blocks are equal in size */
 #define MC (MR * 16) /* rows of op(A) per packed block */
 #define NC (NR * 64) /* columns of op(B) per packed block */
+#define MIN_ROWS 64  /* rows of C a thread takes at least, as in gemm.c */
+#define OWN_PACK_MAX (128 * 1024) /* op(B)'s values, at most, for each row block to pack its own */
 
 static const char *const isa_names[] = {
     [NN_BISA_PORTABLE] = "portable",
@@ -668,15 +670,16 @@ void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, 
                   NULL, NULL, NULL);
 }
 
-/* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them) or
- * columns, run in parallel (nn_gemm_split); before and after as nn_sgemm_rows. */
+/* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them, unless
+ * each block packs its own) or columns, run in parallel (nn_gemm_split); before and after as
+ * nn_sgemm_rows. */
 static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                        int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
+                        int ldc, int nb, int by_rows, int own, nn_sgemm_rows_fn before,
                         nn_sgemm_rows_fn after, void *ctx)
 {
     uint32_t *Bp = NULL;
-    if (nb > 1 && by_rows && K > 0) {
+    if (nb > 1 && by_rows && K > 0 && !own) {
         Bp = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bgemm_packed_size(N, K));
         nn_bgemm_pack_b(trans_b, N, K, B, ldb, Bp);
     }
@@ -691,8 +694,8 @@ void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
     const int nb = nn_sgemm_thread_blocks(M, N, K);
     /* rows when C is at least as tall as wide: op(B) is then rounded once, its panels shared
      * among the threads, where blocks of columns would each round all of op(A) */
-    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M >= N, NULL,
-                NULL, NULL);
+    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M >= N, 0,
+                NULL, NULL, NULL);
 }
 
 void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -700,7 +703,7 @@ void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                    nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
     bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                nn_sgemm_blocks(M, N, K), M >= N, before, after, ctx);
+                nn_sgemm_blocks(M, N, K), M >= N, 0, before, after, ctx);
 }
 
 void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -753,9 +756,19 @@ void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const flo
 void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
-    if (mm_precision == NN_PREC_BF16)
-        nn_bgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
+    if (mm_precision == NN_PREC_BF16) {
+        /* By rows also when C is wider than tall, if each thread gets MIN_ROWS of them and op(B)
+         * is small enough for each to pack all of it: blocks of columns each write a part of
+         * every row of C, and at two threads the cores then get in each other's way on C's
+         * lines. Rows cost the packing twice and save more: the MLP's weight gradient, 128 x 784
+         * x 128, 37-38 us by columns, 29-33 by rows; and each thread's rows are then the ones
+         * that AdamW, which splits every parameter's values the same way, updates on the same
+         * core (BENCHMARKS.md). */
+        const int nb = nn_sgemm_thread_blocks(M, N, K);
+        const int own = M < N && M / nb >= MIN_ROWS && (long)K * N <= OWN_PACK_MAX;
+        bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
+                    M >= N || own, own, NULL, NULL, NULL);
+    } else
         nn_sgemm_param_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

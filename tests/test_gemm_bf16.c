@@ -206,7 +206,9 @@ static void test_bits_and_kernels_agree(void **state)
 {
     (void)state;
     const int threads = xd_threads_get();
-    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 27}, {40, 900, 64}};
+    /* the last two: nn_mm_param_rows splits them by rows, each thread packing op(B) itself */
+    static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 27},
+                                    {40, 900, 64},  {130, 700, 96},  {128, 784, 128}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
@@ -216,6 +218,11 @@ static void test_bits_and_kernels_agree(void **state)
         xd_threads_set(2);
         nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, two, p.ldc);
         assert_same_bits(one, two, &p, "1 and 2 threads");
+        memcpy(two, p.C, sizeof(float) * (size_t)M * p.ldc);
+        const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+        nn_mm_param_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, two, p.ldc);
+        nn_mm_precision_set(prec);
+        assert_same_bits(one, two, &p, "nn_mm_param_rows at 2 threads");
         rows_seen = 0;
         nn_bgemm_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc,
                       NULL, count_rows, NULL);
