@@ -760,12 +760,12 @@ void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha
         /* By rows also when C is wider than tall, if each thread gets MIN_ROWS of them and op(B)
          * is small enough for each to pack all of it: blocks of columns each write a part of
          * every row of C, and at two threads the cores then get in each other's way on C's
-         * lines. Rows cost the packing twice and save more: the MLP's weight gradient, 128 x 784
-         * x 128, 37-38 us by columns, 29-33 by rows; and each thread's rows are then the ones
-         * that AdamW, which splits every parameter's values the same way, updates on the same
-         * core (BENCHMARKS.md). */
+         * lines. Rows cost the packing once per thread and save more (a linear layer's weight
+         * gradient; BENCHMARKS.md), and each thread's rows are then about the ones that AdamW,
+         * which splits every parameter's values between the threads in the same order,
+         * updates on the same core. */
         const int nb = nn_sgemm_thread_blocks(M, N, K);
-        const int own = M < N && M / nb >= MIN_ROWS && (long)K * N <= OWN_PACK_MAX;
+        const int own = M < N && M / nb >= MIN_ROWS && (long long)K * N <= OWN_PACK_MAX;
         bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
                     M >= N || own, own, NULL, NULL, NULL);
     } else

@@ -82,8 +82,11 @@ nn_precision nn_mm_precision(void);
 /* nn_sgemm, or nn_bgemm when the calling thread's precision is bf16. */
 void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
            const float *B, int ldb, float beta, float *C, int ldc);
-/* nn_sgemm_param_rows, or nn_bgemm when the precision is bf16 (whose row blocks share one
- * packed op(B), so they would not keep to their cores' rows of it). */
+/* nn_sgemm_param_rows, or when the precision is bf16 nn_bgemm's product split between the
+ * threads by rows of C when it is at least as tall as wide (op(B) packed once, shared), and also
+ * when it is wider, if each thread gets at least 64 rows and op(B) has at most 128 K values:
+ * each thread then packs op(B) itself and writes whole rows of C (a parameter's gradient, whose
+ * rows the optimizer's threads then update in about the same shares). The same bits either way. */
 void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* nn_sgemm_rows, or nn_bgemm_rows when the precision is bf16 and op(B) is not pre-packed (Bp, a

@@ -3,7 +3,7 @@
  * operands on shapes with tails in M, N and odd K, over every transpose, alpha and beta, with an
  * error bound derived from K and float32 summation (and checks that the bound is tight enough to
  * catch float32 operands or a perturbed result); the bits at 1 and 2 threads and through
- * nn_bgemm_rows; NaN and Inf; the layers' precision switch. */
+ * nn_bgemm_rows and nn_mm_param_rows; NaN and Inf; the layers' precision switch. */
 #include "tests/support/testutil.h"
 
 #include <float.h>
@@ -193,8 +193,8 @@ static void test_wide_rows(void **state)
 }
 
 /* The bits: the same at 1 and 2 threads, through nn_bgemm_rows (row blocks with their work around
- * them, op(B) packed once for all) and in calls over row ranges; the two kernels agree within
- * twice the bound. */
+ * them, op(B) packed once for all), through nn_mm_param_rows in bf16 (row blocks that each pack
+ * op(B)) and in calls over row ranges; the two kernels agree within twice the bound. */
 static int rows_seen;
 static void count_rows(void *ctx, int r0, int r1)
 {
@@ -206,9 +206,11 @@ static void test_bits_and_kernels_agree(void **state)
 {
     (void)state;
     const int threads = xd_threads_get();
-    /* the last two: nn_mm_param_rows splits them by rows, each thread packing op(B) itself */
+    /* the last four (every transpose): nn_mm_param_rows splits them by rows at 2 threads, each
+     * thread packing op(B) itself; the first four it splits as nn_bgemm does */
     static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 27},
-                                    {40, 900, 64},  {130, 700, 96},  {128, 784, 128}};
+                                    {40, 900, 64},  {130, 700, 96},  {128, 784, 128},
+                                    {129, 600, 150}, {140, 500, 200}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
         prod p = prod_make(s & 1, (s >> 1) & 1, M, N, K, 40 + s);
