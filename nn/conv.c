@@ -357,15 +357,17 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
 {
     const nn_conv_shape d = turned_shape(s);
     const int C = s->C, OC = s->OC, KH = s->KH, KW = s->KW, K = KH * KW * OC;
-    /* scratch: the packed turned weights, then each thread's padded image and image of dinp */
+    /* scratch: the packed turned weights, then each thread's padded image and image of dinp,
+     * where the turned weights lie unpacked until they are packed */
     const size_t packed = nn_conv_packed_size(&d);
     const size_t share = conv_direct_scratch(&d) + (size_t)d.OH * d.OW * d.OC;
-    const size_t need = packed + (size_t)T * share;
+    const size_t shares = (size_t)T * share, turned = (size_t)C * K;
+    const size_t need = packed + (shares > turned ? shares : turned);
     float *own = need > room ? xd_xmalloc_aligned(sizeof(float) * need) : NULL;
     if (own) dcols = own;
     /* the turned weights, (C, KH KW OC): row c's (ky, kx, o) is
      * w[o][KH - 1 - ky][KW - 1 - kx][c] */
-    float *wt = xd_xmalloc(sizeof(float) * (size_t)C * K);
+    float *wt = dcols + packed;
     for (int ky = 0, k = 0; ky < KH; ky++)
         for (int kx = 0; kx < KW; kx++)
             for (int o = 0; o < OC; o++, k++) {
@@ -373,7 +375,6 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
                 for (int c = 0; c < C; c++) wt[(size_t)c * K + k] = src[c];
             }
     nn_conv_pack(dcols, NULL, wt, NULL, &d);
-    free(wt);
 #pragma omp parallel for num_threads(T) if (T > 1)
     for (int t = 0; t < T; t++) {
         int b0, b1;
