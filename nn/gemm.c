@@ -47,6 +47,7 @@ int nn_sgemm_blocks(int M, int N, int K)
 // covers, or on the thread count. That is what lets nn_sgemm_rows split C freely.
 
 #include "nn/gemm_simd.h"
+#include "nn/transpose.h"
 
 /* acc = sum over k < kc of a[.., k] (R rows) outer bp[k * sb] (NR per panel, P panels ps floats
  * apart, of which the first V vectors of VW: 1 when the columns fit one; sb: NR in a packed
@@ -146,6 +147,21 @@ static inline void transpose4(const float *s, size_t ld_s, float *d, size_t ld_d
     memcpy(d + 3 * ld_d, &r3, sizeof r3);
 }
 
+#if defined(__AVX512F__)
+/* Whole 16 x 16 blocks, where a vector holds 16 floats: 64 shuffles for 256 values, where 4 x 4
+ * blocks take 128. d[k * ld_d + r] = s[r * ld_s + k] for r, k < 16. */
+#define TRANSPOSE_BLOCK 16
+static void transpose16(const float *s, size_t ld_s, float *d, size_t ld_d)
+{
+    __m512i r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512((const void *)(s + (size_t)i * ld_s));
+    nn_transpose_16x16(r);
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512((void *)(d + (size_t)i * ld_d), r[i]);
+}
+#else
+#define TRANSPOSE_BLOCK 0 /* 4 x 4 blocks only */
+#endif
+
 /* Packs rows i0..i0+mc, columns p0..p0+kc of X (X[i][k] = t ? src[k * ld + i] : src[i * ld + k])
  * into panels of R rows: panel p holds, for each k, its R values (zeros past the last row). */
 static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, int p0, int kc,
@@ -162,10 +178,23 @@ static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, 
                 for (int r = rows; r < R; r++) d[r] = 0.0f;
             }
         } else {
-            /* each row's k values lie side by side: 4 x 4 blocks transposed in registers,
-             * the rest one value at a time */
+            /* each row's k values lie side by side: 16 x 16 blocks (where a vector holds 16
+             * floats), then 4 x 4 blocks transposed in registers, the rest one value at a time */
             const int rows4 = rows & ~3, kc4 = kc & ~3;
-            for (int r = 0; r < rows4; r += 4) {
+            int r0 = 0;
+#if TRANSPOSE_BLOCK
+            /* whole 16 x 16 blocks first, then the k past the last of them */
+            const int kc16 = kc - kc % TRANSPOSE_BLOCK;
+            for (; r0 + TRANSPOSE_BLOCK <= rows; r0 += TRANSPOSE_BLOCK) {
+                const float *s = src + (size_t)(i0 + ib + r0) * ld + p0;
+                for (int k = 0; k < kc16; k += TRANSPOSE_BLOCK)
+                    transpose16(s + k, (size_t)ld, dst + (size_t)k * R + r0, (size_t)R);
+                for (int k = kc16; k < kc; k++)
+                    for (int q = 0; q < TRANSPOSE_BLOCK; q++)
+                        dst[(size_t)k * R + r0 + q] = s[(size_t)q * ld + k];
+            }
+#endif
+            for (int r = r0; r < rows4; r += 4) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + p0;
                 for (int k = 0; k < kc4; k += 4)
                     transpose4(s + k, (size_t)ld, dst + (size_t)k * R + r, (size_t)R);

@@ -21,6 +21,7 @@
 #define BGEMM_X86 1
 #endif
 #include "nn/bf16.h"
+#include "nn/transpose.h"
 #ifdef NN_AMX
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -137,38 +138,15 @@ static inline __m256i pairs8(const float *s)
 }
 
 /* 16 rows (ld apart) by 16 pairs of a row-major X, from s, into a panel: pair q's 16 words at
- * dst + q * R. The 16 x 16 words are transposed in registers: pairs of rows interleaved by
- * 32 bits, then groups of four by 64 bits, then the 128-bit lanes of four groups. */
+ * dst + q * R, the 16 x 16 words transposed in registers. */
 static void panel_16x16(const float *s, size_t ld, uint32_t *dst, size_t R)
 {
-    __m512i a[16], b[16];
+    __m512i a[16];
     for (int r = 0; r < 16; r++)
         a[r] = _mm512_inserti64x4(_mm512_castsi256_si512(pairs8(s + (size_t)r * ld)),
                                   pairs8(s + (size_t)r * ld + 16), 1);
-    for (int i = 0; i < 16; i += 2) {
-        b[i] = _mm512_unpacklo_epi32(a[i], a[i + 1]);
-        b[i + 1] = _mm512_unpackhi_epi32(a[i], a[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) { /* a[g + j], lane L: pair 4L + j of rows g..g + 3 */
-        a[g] = _mm512_unpacklo_epi64(b[g], b[g + 2]);
-        a[g + 1] = _mm512_unpackhi_epi64(b[g], b[g + 2]);
-        a[g + 2] = _mm512_unpacklo_epi64(b[g + 1], b[g + 3]);
-        a[g + 3] = _mm512_unpackhi_epi64(b[g + 1], b[g + 3]);
-    }
-    for (int j = 0; j < 4; j++) {
-        const __m512i d0 = _mm512_shuffle_i32x4(a[j], a[4 + j], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i d1 = _mm512_shuffle_i32x4(a[j], a[4 + j], _MM_SHUFFLE(3, 2, 3, 2));
-        const __m512i d2 = _mm512_shuffle_i32x4(a[8 + j], a[12 + j], _MM_SHUFFLE(1, 0, 1, 0));
-        const __m512i d3 = _mm512_shuffle_i32x4(a[8 + j], a[12 + j], _MM_SHUFFLE(3, 2, 3, 2));
-        _mm512_storeu_si512((void *)(dst + (size_t)j * R),
-                            _mm512_shuffle_i32x4(d0, d2, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_storeu_si512((void *)(dst + (size_t)(4 + j) * R),
-                            _mm512_shuffle_i32x4(d0, d2, _MM_SHUFFLE(3, 1, 3, 1)));
-        _mm512_storeu_si512((void *)(dst + (size_t)(8 + j) * R),
-                            _mm512_shuffle_i32x4(d1, d3, _MM_SHUFFLE(2, 0, 2, 0)));
-        _mm512_storeu_si512((void *)(dst + (size_t)(12 + j) * R),
-                            _mm512_shuffle_i32x4(d1, d3, _MM_SHUFFLE(3, 1, 3, 1)));
-    }
+    nn_transpose_16x16(a);
+    for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(dst + (size_t)q * R), a[q]);
 }
 #endif
 
