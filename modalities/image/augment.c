@@ -491,6 +491,15 @@ static int thread_id(void)
 #endif
 }
 
+static int thread_count(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 /* One image of img_batcher_fill: source image number k into out, in the calling thread's slot. */
 static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, int augment,
                      uint64_t seed, uint64_t epoch, float *out)
@@ -501,6 +510,36 @@ static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, i
     int t = thread_id();
     XD_ASSERT(t < cb->n_slots);
     prepare_one(cb, images + k * in_size, a, cb->slots + (size_t)t * cb->slot_bytes, out);
+}
+
+/* How many images ahead of the one being prepared the batch loop asks for the pixels of another,
+ * and how many of its first bytes: a shuffled epoch reads its examples at random, and on a data
+ * set larger than the caches each image would otherwise wait for memory, and for its page's
+ * address translation, when its turn comes (BENCHMARKS.md, `bench grow`). Beyond the first bytes
+ * the core's own prefetcher follows a large image. */
+#define PREFETCH_AHEAD 8
+#define PREFETCH_BYTES 4096
+
+static void prefetch_image(const uint8_t *p, size_t bytes)
+{
+    if (bytes > PREFETCH_BYTES) bytes = PREFETCH_BYTES;
+    for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
+    __builtin_prefetch(p + bytes - 1);
+}
+
+/* Entries lo..hi of img_batcher_fill's batch, in order, on the calling thread */
+static void fill_range(const img_batcher *cb, const uint8_t *images, const uint32_t *idx, int lo,
+                       int hi, int augment, uint64_t seed, uint64_t epoch, float *out)
+{
+    const size_t in_size = (size_t)cb->h * cb->w * cb->c;
+    const size_t out_size = (size_t)cb->ch * cb->cw * cb->oc;
+    for (int i = lo; i < hi && i < lo + PREFETCH_AHEAD; i++)
+        prefetch_image(images + idx[i] * in_size, in_size);
+    for (int i = lo; i < hi; i++) {
+        if (i + PREFETCH_AHEAD < hi)
+            prefetch_image(images + idx[i + PREFETCH_AHEAD] * in_size, in_size);
+        fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
+    }
 }
 
 xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, const uint32_t *idx,
@@ -523,15 +562,17 @@ xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, cons
     xd_status s = batcher_grow(b, xd_threads_get(), e);
     if (s) return s;
 
-    const size_t out_size = (size_t)b->ch * b->cw * b->oc;
     const img_batcher *cb = b;
     if (!xd_threads_split(count > 1)) {
-        for (int i = 0; i < count; i++)
-            fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
+        fill_range(cb, images, idx, 0, count, augment, seed, epoch, out);
         return XD_OK;
     }
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < count; i++)
-        fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
+    /* each thread a run of the entries (an image's values do not depend on which thread) */
+#pragma omp parallel
+    {
+        const int t = thread_id(), nt = thread_count();
+        fill_range(cb, images, idx, (int)((long)count * t / nt), (int)((long)count * (t + 1) / nt),
+                   augment, seed, epoch, out);
+    }
     return XD_OK;
 }
