@@ -512,11 +512,13 @@ static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, i
     prepare_one(cb, images + k * in_size, a, cb->slots + (size_t)t * cb->slot_bytes, out);
 }
 
-/* How many images ahead of the one being prepared the batch loop asks for the pixels of another,
- * and how many of its first bytes: a shuffled epoch reads its examples at random, and on a data
- * set larger than the caches each image would otherwise wait for memory, and for its page's
- * address translation, when its turn comes (BENCHMARKS.md, `bench grow`). Beyond the first bytes
- * the core's own prefetcher follows a large image. */
+/* Reading ahead. A shuffled epoch reads its examples at random, and on a data set larger than the
+ * caches each image would wait for memory, and for its page's address translation, when its turn
+ * came (BENCHMARKS.md, `bench grow`). So the batch loop first asks for the first line of every
+ * image of its run (into the outer caches: the translations and first lines arrive side by side,
+ * not one image after another), then, PREFETCH_AHEAD images ahead of the one it prepares, for all
+ * of an image's first PREFETCH_BYTES (beyond those the core's own prefetcher follows a large
+ * image). */
 #define PREFETCH_AHEAD 8
 #define PREFETCH_BYTES 4096
 
@@ -533,6 +535,7 @@ static void fill_range(const img_batcher *cb, const uint8_t *images, const uint3
 {
     const size_t in_size = (size_t)cb->h * cb->w * cb->c;
     const size_t out_size = (size_t)cb->ch * cb->cw * cb->oc;
+    for (int i = lo; i < hi; i++) __builtin_prefetch(images + idx[i] * in_size, 0, 1);
     for (int i = lo; i < hi && i < lo + PREFETCH_AHEAD; i++)
         prefetch_image(images + idx[i] * in_size, in_size);
     for (int i = lo; i < hi; i++) {
