@@ -218,11 +218,12 @@ static double fma_peak(int bf16, int threads, double min_seconds)
  * use is another (the AMX tiles) and the CPU has it, else the kernel's own (peak16) */
 static double dot_peak(double peak16, int threads, double min_seconds)
 {
-    if (nn_bgemm_isa() != NN_BISA_AMX) return peak16;
+    const nn_bisa was = nn_bgemm_isa();
+    if (was != NN_BISA_AMX) return peak16;
     double g = 0.0;
     if (nn_bgemm_use(NN_BISA_AVX512BF16) == NN_BISA_AVX512BF16)
         g = fma_peak(1, threads, min_seconds);
-    nn_bgemm_use(NN_BISA_COUNT);
+    nn_bgemm_use(was);
     return g;
 }
 

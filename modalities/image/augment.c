@@ -536,10 +536,10 @@ static void fill_range(const img_batcher *cb, const uint8_t *images, const uint3
     const size_t in_size = (size_t)cb->h * cb->w * cb->c;
     const size_t out_size = (size_t)cb->ch * cb->cw * cb->oc;
     for (int i = lo; i < hi; i++) __builtin_prefetch(images + idx[i] * in_size, 0, 1);
-    for (int i = lo; i < hi && i < lo + PREFETCH_AHEAD; i++)
+    for (int i = lo; i < hi && i - lo < PREFETCH_AHEAD; i++)
         prefetch_image(images + idx[i] * in_size, in_size);
     for (int i = lo; i < hi; i++) {
-        if (i + PREFETCH_AHEAD < hi)
+        if (hi - i > PREFETCH_AHEAD)
             prefetch_image(images + idx[i + PREFETCH_AHEAD] * in_size, in_size);
         fill_one(cb, images, idx[i], augment, seed, epoch, out + (size_t)i * out_size);
     }
