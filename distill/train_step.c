@@ -248,7 +248,7 @@ static xd_status check_buffer(train_run *R, int k, int epoch, const float *buf, 
                               const char *overflow, xd_err *e)
 {
     nn_model *m = &R->models[k].m;
-    if (isfinite(nn_grad_norm(buf, m->n_param))) return XD_OK;
+    if (nn_norm_finite(buf, m->n_param)) return XD_OK;
     char name[320], what[480];
     for (int i = 0; i < m->n_params; i++) {
         const nn_param *p = &m->params[i];
@@ -316,9 +316,9 @@ static void blame_nonfinite(train_run *R, int stage, int n, char *buf, size_t si
     snprintf(buf, size, "every layer's output is finite: the loss itself overflows");
 }
 
-/* After a step's forward and backward on n examples of stage `stage`: the losses and every
- * model's gradients must be finite. */
-static xd_status check_finite(train_run *R, int stage, int epoch, int n, double loss, xd_err *e)
+/* After a step's forward and backward on n examples of stage `stage`: the losses must be finite
+ * (the gradients are checked by check_step, after the optimizer's step has looked at them). */
+static xd_status check_loss(train_run *R, int stage, int epoch, int n, double loss, xd_err *e)
 {
     if (!isfinite(loss)) {
         char key[96] = "", blame[512], what[640];
@@ -330,20 +330,25 @@ static xd_status check_finite(train_run *R, int stage, int epoch, int n, double 
                  key, key[0] ? ")" : "", blame);
         return stop_nonfinite(R, epoch, what, e);
     }
-    xd_status s = XD_OK;
-    for (int k = 0; k < R->n_models && s == XD_OK; k++)
-        s = check_buffer(R, k, epoch, R->models[k].m.grad, "the gradient of %s is not finite",
-                         "the gradient norm overflows", e);
-    return s;
+    return XD_OK;
 }
 
-/* After an optimizer step: a non-finite parameter stops the run before anything is saved. */
-static xd_status check_params(train_run *R, int epoch, xd_err *e)
+/* After the optimizer's steps: a gradient that is not finite, then a parameter that the update
+ * made so, stops the run before anything is saved. Each step looked at the gradients it read and
+ * the parameters it left on its way through them (nn_optimizer's grads_over, params_over), so
+ * the buffers are gone through again only when it saw a value that could make the norm
+ * non-finite. */
+static xd_status check_step(train_run *R, int epoch, xd_err *e)
 {
     xd_status s = XD_OK;
     for (int k = 0; k < R->n_models && s == XD_OK; k++)
-        s = check_buffer(R, k, epoch, R->models[k].m.param, "the update made %s non-finite",
-                         "the parameters overflow", e);
+        if (R->models[k].opt.grads_over)
+            s = check_buffer(R, k, epoch, R->models[k].m.grad, "the gradient of %s is not finite",
+                             "the gradient norm overflows", e);
+    for (int k = 0; k < R->n_models && s == XD_OK; k++)
+        if (R->models[k].opt.params_over)
+            s = check_buffer(R, k, epoch, R->models[k].m.param, "the update made %s non-finite",
+                             "the parameters overflow", e);
     return s;
 }
 
@@ -416,7 +421,7 @@ static xd_status local_step(train_run *R, int stage, int epoch, int n, double *l
                  .example = R->exb};
     *loss = apply_losses(R, n, &nr);
     for (int k = 0; k < R->n_models; k++) nn_model_backward(&R->models[k].m);
-    return check_finite(R, stage, epoch, n, *loss, e);
+    return check_loss(R, stage, epoch, n, *loss, e);
 }
 
 /* Several ranks: every gradient a step applies becomes the sum over the ranks of each one's
@@ -460,7 +465,7 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
         if (r->prune.sparsity > 0.0f) nn_prune_apply(&mk->m, &mk->opt);
     }
     if (dist_size() > 1) share_state(R);
-    if ((s = check_params(R, epoch, e)) != XD_OK) return s;
+    if ((s = check_step(R, epoch, e)) != XD_OK) return s;
     for (int l = 0; l < R->n_losses; l++) {
         loss_rt *lr_ = &R->losses[l];
         if (lr_->has_proj && !lr_->L->projector_frozen)

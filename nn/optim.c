@@ -535,6 +535,23 @@ static void scale_floats(float *g, size_t n, float c)
     for (size_t i = 0; i < n; i++) g[i] *= c;
 }
 
+float nn_norm_finite_bound(size_t n)
+{
+    return n ? (float)(FLT_MAX / (2.0 * sqrt((double)n))) : INFINITY;
+}
+
+/* x is NaN, infinite or above most (NaN compares false) */
+static inline int over(float x, float most) { return !(fabsf(x) <= most); }
+
+int nn_norm_finite(const float *g, size_t n)
+{
+    const float most = nn_norm_finite_bound(n);
+    int over_any = 0;
+#pragma omp parallel for schedule(static) reduction(| : over_any) if (n >= PAR_MIN)
+    for (size_t i = 0; i < n; i++) over_any |= over(g[i], most);
+    return !over_any || isfinite(nn_grad_norm(g, n));
+}
+
 /* c = max / (||g|| + 1e-6); g *= c when c < 1 (torch clamps c to 1, a no-op multiply) */
 float nn_clip_grad_norm(float *g, size_t n, float max_norm)
 {
@@ -563,34 +580,65 @@ typedef struct {
  * lost in its rounding anyway. */
 static inline float moment(float x) { return fabsf(x) < FLT_MIN ? 0.0f : x; }
 
+/* A thread's share of a step: whether a gradient it read, or a parameter as it left it, is over
+ * the bound (over(), for the whole block: nn_opt_step's o->grads_over, o->params_over) */
+typedef struct {
+    float most;
+    int *grads, *params;
+} step_over;
+
 /* g = grad + wd*p; buf = mu*buf + g (buf = g at first); g = nesterov ? g + mu*buf : buf;
  * p -= lr*g. Runs inside a parallel region: the loop is shared among its threads. */
-static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, sgd_args a)
+static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, sgd_args a,
+                        step_over ov)
 {
-    if (!m) {
-#pragma omp for schedule(static) nowait
-        for (size_t i = 0; i < n; i++) p[i] -= a.lr * (g[i] + wd * p[i]);
-        return;
-    }
+    int og = 0, op = 0;
+    const float most = ov.most;
     /* on the first step the buffer starts as the gradient itself, as in torch */
     float mu_buf = a.first ? 0.0f : a.mu;
-    if (a.nesterov) {
+    if (!m) {
 #pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
+            og |= over(g[i], most);
+            p[i] -= a.lr * (g[i] + wd * p[i]);
+            op |= over(p[i], most);
+        }
+    } else if (a.nesterov) {
+#pragma omp for schedule(static) nowait
+        for (size_t i = 0; i < n; i++) {
+            og |= over(g[i], most);
             float d = g[i] + wd * p[i];
             float b = moment(mu_buf * m[i] + d);
             m[i] = b;
             p[i] -= a.lr * (d + a.mu * b);
+            op |= over(p[i], most);
         }
     } else {
 #pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
+            og |= over(g[i], most);
             float d = g[i] + wd * p[i];
             float b = moment(mu_buf * m[i] + d);
             m[i] = b;
             p[i] -= a.lr * b;
+            op |= over(p[i], most);
         }
     }
+    *ov.grads |= og;
+    *ov.params |= op;
+}
+
+/* A frozen segment: not updated, but its values are looked at as an updated one's */
+static void frozen_segment(const float *p, const float *g, size_t n, step_over ov)
+{
+    int og = 0, op = 0;
+#pragma omp for schedule(static) nowait
+    for (size_t i = 0; i < n; i++) {
+        og |= over(g[i], ov.most);
+        op |= over(p[i], ov.most);
+    }
+    *ov.grads |= og;
+    *ov.params |= op;
 }
 
 typedef struct {
@@ -603,11 +651,14 @@ typedef struct {
 /* p *= keep (= 1 - lr*wd); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
  * p -= step_size * m / (sqrt(v)/bc2_sqrt + eps) */
 static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n, float keep,
-                          adamw_args a)
+                          adamw_args a, step_over ov)
 {
+    int og = 0, op = 0;
+    const float most = ov.most;
 #pragma omp for schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
+        og |= over(gi, most);
         float mi = moment(a.b1 * m[i] + a.one_b1 * gi);
         float vi = moment(a.b2 * v[i] + a.one_b2 * gi * gi);
         m[i] = mi;
@@ -615,7 +666,10 @@ static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n
         float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
         /* decoupled decay acts on the parameter before the update, as torch orders it */
         p[i] = p[i] * keep - a.step_size * (mi / denom);
+        op |= over(p[i], most);
     }
+    *ov.grads |= og;
+    *ov.params |= op;
 }
 
 void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_seg *segs,
@@ -631,18 +685,26 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
     }
     o->grad_norm = c->clip_norm > 0 ? nn_clip_grad_norm(grads, o->n, c->clip_norm) : 0.0f;
     o->step++;
+    const float most = nn_norm_finite_bound(o->n);
+    int grads_over = 0, params_over = 0;
 
     if (c->kind == NN_OPT_SGD) {
         XD_ASSERT(!(c->momentum > 0) || o->m);
         sgd_args a = {lr, c->momentum, o->step == 1, c->nesterov};
         float *m = c->momentum > 0 ? o->m : NULL;
-#pragma omp parallel if (o->n >= PAR_MIN)
+#pragma omp parallel if (o->n >= PAR_MIN) reduction(| : grads_over, params_over)
         for (int s = 0; s < n_segs; s++) {
-            if (segs[s].frozen) continue;
+            const step_over ov = {most, &grads_over, &params_over};
             size_t off = segs[s].offset;
+            if (segs[s].frozen) {
+                frozen_segment(params + off, grads + off, segs[s].count, ov);
+                continue;
+            }
             float wd = segs[s].decay ? c->weight_decay : 0.0f;
-            sgd_segment(params + off, grads + off, m ? m + off : NULL, segs[s].count, wd, a);
+            sgd_segment(params + off, grads + off, m ? m + off : NULL, segs[s].count, wd, a, ov);
         }
+        o->grads_over = grads_over;
+        o->params_over = params_over;
         return;
     }
 
@@ -658,13 +720,20 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         .eps = c->eps,
     };
     float keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
-#pragma omp parallel if (o->n >= PAR_MIN)
+#pragma omp parallel if (o->n >= PAR_MIN) reduction(| : grads_over, params_over)
     for (int s = 0; s < n_segs; s++) {
-        if (segs[s].frozen) continue;
+        const step_over ov = {most, &grads_over, &params_over};
         size_t off = segs[s].offset;
+        if (segs[s].frozen) {
+            frozen_segment(params + off, grads + off, segs[s].count, ov);
+            continue;
+        }
         float keep = segs[s].decay ? keep_decay : 1.0f;
-        adamw_segment(params + off, grads + off, o->m + off, o->v + off, segs[s].count, keep, a);
+        adamw_segment(params + off, grads + off, o->m + off, o->v + off, segs[s].count, keep, a,
+                      ov);
     }
+    o->grads_over = grads_over;
+    o->params_over = params_over;
 }
 
 // ----------------------------------------------------------------------------------------------

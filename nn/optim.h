@@ -69,6 +69,11 @@ typedef struct {
     float *v;       /* adamw: second moment; NULL for sgd */
     long step;      /* steps taken; the next step is number step + 1 (bias correction) */
     float grad_norm; /* global gradient norm before clipping, from the last step (0 if clip off) */
+    /* The last step: a gradient it read, or a parameter as it left it, is NaN, infinite or above
+     * nn_norm_finite's bound for n values, which the step checks on its way through them (a
+     * frozen segment's too). Where both are 0, nn_norm_finite would say 1 of the gradients it
+     * read and of the parameters; otherwise the caller asks nn_norm_finite. */
+    int grads_over, params_over;
 } nn_optimizer;
 
 /* Checks cfg and allocates zeroed state for n parameters. */
@@ -80,6 +85,12 @@ void nn_opt_reset(nn_optimizer *o);
 /* Global L2 norm, ||g||_2 = sqrt(sum g_i^2). Summed in double in fixed-size chunks combined in
  * order, so the result is bit-identical at any thread count. */
 float nn_grad_norm(const float *g, size_t n);
+/* Whether nn_grad_norm(g, n) is finite (no value is NaN or infinite, and the norm does not
+ * overflow a float), in one pass of comparisons when every |g_i| is at most FLT_MAX / (2 sqrt(n)),
+ * which bounds the norm by FLT_MAX / 2; otherwise by the norm itself. */
+int nn_norm_finite(const float *g, size_t n);
+/* That bound for n values: FLT_MAX / (2 sqrt(n)) (infinite for n = 0) */
+float nn_norm_finite_bound(size_t n);
 
 /* torch.nn.utils.clip_grad_norm_: c = max_norm / (||g||_2 + 1e-6); if c < 1: g *= c.
  * Returns the norm before clipping. max_norm <= 0 only measures. A non-finite norm is returned
@@ -94,7 +105,8 @@ float nn_clip_grad_norm(float *g, size_t n, float max_norm);
  *          p -= lr*g
  *   adamw: p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
  *          p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
- * (weight decay only on decay segments.) */
+ * (weight decay only on decay segments.) o->grads_over and o->params_over tell whether the
+ * gradients it read and the parameters it left need nn_norm_finite's check. */
 void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_seg *segs,
                  int n_segs, float lr);
 

@@ -413,6 +413,70 @@ static void test_clip_grad_norm(void **state)
     nn_opt_free(&o);
 }
 
+/* nn_norm_finite says what isfinite(nn_grad_norm) says, in its fast pass and past it */
+static void test_norm_finite(void **state)
+{
+    (void)state;
+    const size_t n = 40000; /* past the size at which the pass is shared among threads */
+    float *g = test_malloc(n * sizeof(float));
+    const float most = nn_norm_finite_bound(n);
+    assert_true(most > 0.0f && isfinite(most));
+    assert_float_equal(most, FLT_MAX / (2.0 * sqrt((double)n)), 1e-6 * most);
+    assert_true(isinf(nn_norm_finite_bound(0)));
+    assert_true(nn_norm_finite(g, 0));
+    /* cases: every value small; one NaN; one infinite; one above the bound with a finite norm
+     * (the exact norm decides); all of them above it, whose norm overflows a float */
+    const float big = most * 1.5f, huge = FLT_MAX / 100.0f;
+    for (int c = 0; c < 5; c++) {
+        for (size_t i = 0; i < n; i++) g[i] = c == 4 ? huge : (float)(i % 7) - 3.0f;
+        if (c == 1) g[n / 2] = NAN;
+        if (c == 2) g[n - 1] = -INFINITY;
+        if (c == 3) g[123] = -big;
+        const int want = isfinite(nn_grad_norm(g, n));
+        assert_int_equal(want, c == 0 || c == 3);
+        assert_int_equal(nn_norm_finite(g, n), want);
+    }
+    test_free(g);
+}
+
+/* The optimizer's step looks at what it reads and writes: grads_over and params_over are set
+ * for a gradient or a parameter that is NaN, infinite or above the bound (a frozen segment's
+ * too), and only then */
+static void test_step_over(void **state)
+{
+    (void)state;
+    const nn_param_seg segs[] = {{0, 3, 1, 1}, {3, 3, 1, 0}}; /* the first frozen */
+    const float most = nn_norm_finite_bound(6);
+    for (int kind = 0; kind < NN_OPT_COUNT; kind++)
+        for (int nesterov = 0; nesterov < 2; nesterov++)
+            for (int c = 0; c < 6; c++) {
+                nn_opt_config cfg = nn_opt_defaults((nn_opt_kind)kind);
+                if (kind == NN_OPT_SGD) {
+                    cfg.momentum = nesterov ? 0.9f : 0.0f;
+                    cfg.nesterov = nesterov;
+                } else if (nesterov) {
+                    continue;
+                }
+                nn_optimizer o;
+                xd_err e;
+                TU_OK(nn_opt_init(&o, &cfg, 6, &e));
+                float p[6] = {1, 2, 3, 4, 5, 6}, g[6] = {0.5f, -1, 1, 2, -0.25f, 1};
+                /* 1: a NaN gradient (its parameter ends NaN too); 2: an infinite gradient in the
+                 * frozen segment; 3: a frozen parameter above the bound; 4: a gradient above
+                 * it, which SGD carries into its parameter; 5: a parameter above it */
+                if (c == 1) g[4] = NAN;
+                if (c == 2) g[1] = INFINITY;
+                if (c == 3) p[0] = -most * 2.0f;
+                if (c == 4) g[5] = most * 4.0f;
+                if (c == 5) p[3] = most * 2.0f;
+                nn_opt_step(&o, p, g, segs, 2, 1.0f);
+                assert_int_equal(o.grads_over, c == 1 || c == 2 || c == 4);
+                assert_int_equal(o.params_over,
+                                 c == 1 || c == 3 || c == 5 || (c == 4 && kind == NN_OPT_SGD));
+                nn_opt_free(&o);
+            }
+}
+
 static void set_threads(int n)
 {
 #ifdef _OPENMP
@@ -730,6 +794,8 @@ int main(void)
         cmocka_unit_test(test_param_segments),
         cmocka_unit_test(test_frozen_segments),
         cmocka_unit_test(test_clip_grad_norm),
+        cmocka_unit_test(test_norm_finite),
+        cmocka_unit_test(test_step_over),
         cmocka_unit_test(test_thread_count_independence),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_kind_names),
