@@ -141,6 +141,12 @@ xd_status dist_agree(xd_status s, xd_err *e)
     return agreed;
 }
 
+xd_status dist_same(xd_status s)
+{
+    if (s != XD_OK && g_size > 1) g_failed = 1;
+    return s;
+}
+
 int dist_failed_together(void) { return g_failed; }
 
 #else /* a build without MPI: a job of one */
@@ -189,6 +195,7 @@ xd_status dist_agree(xd_status s, xd_err *e)
     (void)e;
     return s;
 }
+xd_status dist_same(xd_status s) { return s; }
 int dist_failed_together(void) { return 0; }
 
 #endif

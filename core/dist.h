@@ -54,7 +54,11 @@ void dist_gather_rows(void *buf, size_t row_bytes, size_t n_rows, size_t block, 
  * returns the first failing rank's status, and e holds its message (prefixed by "rank R: " on
  * the other ranks). A single process returns s unchanged. */
 xd_status dist_agree(xd_status s, xd_err *e);
-/* 1 once dist_agree returned a failure: rank 0 holds the message to print. */
+/* A status that every rank reached from the same bytes (the summed gradients, the parameters
+ * they updated): returned as it is, a failure marked as shared as dist_agree marks one, without
+ * asking the other ranks. */
+xd_status dist_same(xd_status s);
+/* 1 once dist_agree or dist_same returned a failure: rank 0 holds the message to print. */
 int dist_failed_together(void);
 
 #endif

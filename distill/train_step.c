@@ -334,10 +334,12 @@ static xd_status check_loss(train_run *R, int stage, int epoch, int n, double lo
 }
 
 /* After the optimizer's steps: a gradient that is not finite, then a parameter that the update
- * made so, stops the run before anything is saved. Each step looked at the gradients it read and
- * the parameters it left on its way through them (nn_optimizer's grads_over, params_over), so
- * the buffers are gone through again only when it saw a value that could make the norm
- * non-finite. */
+ * made so, stops the run before anything is saved. Each step looked at the gradients it read
+ * (after clipping, which leaves a gradient whose norm is not finite as it was) and the
+ * parameters it left on its way through them (nn_optimizer's grads_over, params_over), so the
+ * buffers are gone through again only when it saw a value that could make the norm non-finite.
+ * Under mpirun these are the ranks' summed gradients, as one process would check the whole
+ * batch's. */
 static xd_status check_step(train_run *R, int epoch, xd_err *e)
 {
     xd_status s = XD_OK;
@@ -397,7 +399,8 @@ static void count_train_correct(train_run *R, int k, int n)
     }
 }
 
-/* This rank's part of a step on its n examples: forwards, losses, backwards and their checks.
+/* This rank's part of a step on its n examples: forwards, losses, backwards and the losses'
+ * checks.
  * A rank whose share of a short last batch is empty only clears its gradients. */
 static xd_status local_step(train_run *R, int stage, int epoch, int n, double *loss, xd_err *e)
 {
@@ -465,7 +468,8 @@ xd_status train_step(train_run *R, int stage, int epoch, int n, float lr, double
         if (r->prune.sparsity > 0.0f) nn_prune_apply(&mk->m, &mk->opt);
     }
     if (dist_size() > 1) share_state(R);
-    if ((s = check_step(R, epoch, e)) != XD_OK) return s;
+    /* the same bytes on every rank: the same verdict, reported once */
+    if ((s = dist_same(check_step(R, epoch, e))) != XD_OK) return s;
     for (int l = 0; l < R->n_losses; l++) {
         loss_rt *lr_ = &R->losses[l];
         if (lr_->has_proj && !lr_->L->projector_frozen)

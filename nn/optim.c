@@ -2,8 +2,9 @@
  * configuration (see optim.h).
  *
  * The update loops run elementwise over the flat parameter block, segment by segment, inside one
- * OpenMP region: every element is written by exactly one thread and no value is reduced, so a
- * step gives the same bits at any thread count. The gradient norm is the one reduction; it is
+ * OpenMP region: every element is written by exactly one thread and no value is reduced (only
+ * the flags of values over nn_norm_finite's bound are OR-ed, in any order), so a step gives the
+ * same bits at any thread count. The gradient norm is the one reduction of values; it is
  * summed in double over fixed chunks whose partial sums are added in chunk order, which makes it
  * independent of the thread count too. Per-step scalars (bias corrections, decay factors) are
  * computed in double and rounded once, as PyTorch does with its Python-float hyperparameters. */

@@ -69,10 +69,10 @@ typedef struct {
     float *v;       /* adamw: second moment; NULL for sgd */
     long step;      /* steps taken; the next step is number step + 1 (bias correction) */
     float grad_norm; /* global gradient norm before clipping, from the last step (0 if clip off) */
-    /* The last step: a gradient it read, or a parameter as it left it, is NaN, infinite or above
-     * nn_norm_finite's bound for n values, which the step checks on its way through them (a
-     * frozen segment's too). Where both are 0, nn_norm_finite would say 1 of the gradients it
-     * read and of the parameters; otherwise the caller asks nn_norm_finite. */
+    /* The last step: a gradient it read (after clipping), or a parameter as it left it, is NaN,
+     * infinite or above nn_norm_finite's bound for n values, which the step checks on its way
+     * through them (a frozen segment's too). Where both are 0, nn_norm_finite would say 1 of the
+     * gradients it read and of the parameters; otherwise the caller asks nn_norm_finite. */
     int grads_over, params_over;
 } nn_optimizer;
 

@@ -286,6 +286,37 @@ static void test_rank_killed(void **state)
     json_decref(lines);
 }
 
+/* A gradient that overflows on both ranks: the ranks sum it, reach the same verdict from the
+ * same bytes, and the run stops with the message once (rank 0's, without a rank's prefix) and
+ * nothing saved */
+static void test_nonfinite_gradient(void **state)
+{
+    (void)state;
+    need_mpi();
+    ensure_data();
+    /* inputs scaled by 1000 and a loss weight near the float limit: the loss (summed in double)
+     * stays finite, the first layer's weight gradient overflows */
+    char *text = student_recipe("  augment: \"std=0.001\"\n", MLP_MODEL, "", 1,
+                                "{kind: sgd, lr: 0.001}\n  threads: 1",
+                                "  - {kind: ce, weight: 3e38}\n");
+    tu_write_file("nf.yaml", text, strlen(text));
+    free(text);
+    char *args[] = {"train", "nf.yaml", "--out", "nf", "--quiet", NULL};
+    char *out;
+    const int rc = wait_mpi(start_mpi(2, args), &out);
+    print_message("mpirun exited with %d:\n%s", rc, out);
+    assert_int_not_equal(rc, 0);
+    const char *want = "epoch 1, step 1: the gradient of the student's 'fc1.weight' (layer 'fc1', "
+                       "linear) is not finite";
+    const char *at = strstr(out, want);
+    assert_non_null(at);
+    assert_null(strstr(at + 1, want));
+    assert_null(strstr(out, "rank 1:"));
+    struct stat st;
+    assert_int_not_equal(stat("nf/last.safetensors", &st), 0);
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -293,6 +324,7 @@ int main(void)
         cmocka_unit_test(test_rank_without_rows),
         cmocka_unit_test(test_two_ranks_resume),
         cmocka_unit_test(test_rank_killed),
+        cmocka_unit_test(test_nonfinite_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -421,8 +421,24 @@ static void test_norm_finite(void **state)
     float *g = test_malloc(n * sizeof(float));
     const float most = nn_norm_finite_bound(n);
     assert_true(most > 0.0f && isfinite(most));
-    assert_float_equal(most, FLT_MAX / (2.0 * sqrt((double)n)), 1e-6 * most);
     assert_true(isinf(nn_norm_finite_bound(0)));
+    /* the bound is what it claims: every value at it (either sign) gives a finite norm, about
+     * FLT_MAX / 2; a bound twice as high would give FLT_MAX, three times an overflow */
+    const size_t sizes[] = {1, 2, 3, 7, 40000, 1000000};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        const size_t m = sizes[s];
+        float *x = test_malloc(m * sizeof(float));
+        const float b = nn_norm_finite_bound(m);
+        for (size_t i = 0; i < m; i++) x[i] = i % 2 ? -b : b;
+        const float norm = nn_grad_norm(x, m);
+        assert_true(isfinite(norm));
+        assert_float_equal(norm, FLT_MAX / 2.0, 1e-5 * FLT_MAX);
+        assert_true(nn_norm_finite(x, m));
+        for (size_t i = 0; i < m; i++) x[i] *= 3.0f;
+        assert_false(isfinite(nn_grad_norm(x, m)));
+        assert_false(nn_norm_finite(x, m));
+        test_free(x);
+    }
     assert_true(nn_norm_finite(g, 0));
     /* cases: every value small; one NaN; one infinite; one above the bound with a finite norm
      * (the exact norm decides); all of them above it, whose norm overflows a float */
@@ -441,38 +457,44 @@ static void test_norm_finite(void **state)
 
 /* The optimizer's step looks at what it reads and writes: grads_over and params_over are set
  * for a gradient or a parameter that is NaN, infinite or above the bound (a frozen segment's
- * too), and only then */
+ * too), and only then; for every update loop, on a block small enough for one thread and on one
+ * the threads share */
 static void test_step_over(void **state)
 {
     (void)state;
-    const nn_param_seg segs[] = {{0, 3, 1, 1}, {3, 3, 1, 0}}; /* the first frozen */
-    const float most = nn_norm_finite_bound(6);
-    for (int kind = 0; kind < NN_OPT_COUNT; kind++)
-        for (int nesterov = 0; nesterov < 2; nesterov++)
+    /* SGD plain, with momentum, with Nesterov momentum; AdamW */
+    for (int variant = 0; variant < 4; variant++)
+        for (int big = 0; big < 2; big++)
             for (int c = 0; c < 6; c++) {
-                nn_opt_config cfg = nn_opt_defaults((nn_opt_kind)kind);
-                if (kind == NN_OPT_SGD) {
-                    cfg.momentum = nesterov ? 0.9f : 0.0f;
-                    cfg.nesterov = nesterov;
-                } else if (nesterov) {
-                    continue;
-                }
+                const size_t n = big ? 40000 : 6, h = n / 2;
+                const nn_param_seg segs[] = {{0, h, 1, 1}, {h, n - h, 1, 0}}; /* first frozen */
+                nn_opt_config cfg = nn_opt_defaults(variant < 3 ? NN_OPT_SGD : NN_OPT_ADAMW);
+                if (variant == 1 || variant == 2) cfg.momentum = 0.9f;
+                cfg.nesterov = variant == 2;
                 nn_optimizer o;
                 xd_err e;
-                TU_OK(nn_opt_init(&o, &cfg, 6, &e));
-                float p[6] = {1, 2, 3, 4, 5, 6}, g[6] = {0.5f, -1, 1, 2, -0.25f, 1};
+                TU_OK(nn_opt_init(&o, &cfg, n, &e));
+                float *p = test_malloc(n * sizeof(float)), *g = test_malloc(n * sizeof(float));
+                for (size_t i = 0; i < n; i++) {
+                    p[i] = (float)(i % 5) + 1.0f;
+                    g[i] = (float)(i % 3) - 1.0f;
+                }
+                const float most = nn_norm_finite_bound(n);
                 /* 1: a NaN gradient (its parameter ends NaN too); 2: an infinite gradient in the
                  * frozen segment; 3: a frozen parameter above the bound; 4: a gradient above
-                 * it, which SGD carries into its parameter; 5: a parameter above it */
-                if (c == 1) g[4] = NAN;
+                 * it, which SGD carries into its parameter (AdamW's step stays small); 5: a
+                 * parameter above it */
+                if (c == 1) g[n - 2] = NAN;
                 if (c == 2) g[1] = INFINITY;
                 if (c == 3) p[0] = -most * 2.0f;
-                if (c == 4) g[5] = most * 4.0f;
-                if (c == 5) p[3] = most * 2.0f;
+                if (c == 4) g[n - 1] = most * 4.0f;
+                if (c == 5) p[h] = most * 2.0f;
                 nn_opt_step(&o, p, g, segs, 2, 1.0f);
                 assert_int_equal(o.grads_over, c == 1 || c == 2 || c == 4);
                 assert_int_equal(o.params_over,
-                                 c == 1 || c == 3 || c == 5 || (c == 4 && kind == NN_OPT_SGD));
+                                 c == 1 || c == 3 || c == 5 || (c == 4 && variant < 3));
+                test_free(p);
+                test_free(g);
                 nn_opt_free(&o);
             }
 }
