@@ -274,7 +274,7 @@ int bench_gemm(const bench_opts *o)
                     nn_bisa_name(nn_bgemm_isa()), gh, peak32[ti], 100.0 * go / peak32[ti],
                     nn_bisa_name(nn_bgemm_isa()), peak16[ti],
                     peak16[ti] > 0 ? 100.0 * gh / peak16[ti] : 0.0);
-            if (peakdot[ti] > 0 && peakdot[ti] != peak16[ti])
+            if (nn_bgemm_isa() == NN_BISA_AMX && peakdot[ti] > 0)
                 fprintf(f, ", bf16 dot-product FMA peak %.1f GFLOP/s (bf16 at %.0f%%)", peakdot[ti],
                         100.0 * gh / peakdot[ti]);
             fprintf(f, "\n");

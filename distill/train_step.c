@@ -400,8 +400,7 @@ static void count_train_correct(train_run *R, int k, int n)
 }
 
 /* This rank's part of a step on its n examples: forwards, losses, backwards and the losses'
- * checks.
- * A rank whose share of a short last batch is empty only clears its gradients. */
+ * check. A rank whose share of a short last batch is empty only clears its gradients. */
 static xd_status local_step(train_run *R, int stage, int epoch, int n, double *loss, xd_err *e)
 {
     const recipe *r = R->r;

@@ -17,7 +17,7 @@
 /* Enough blocks to balance a few threads; not so many that blocks get thin (<64 rows) or that a
  * small product pays for a parallel region. */
 #define MAX_BLOCKS 16
-#define MIN_ROWS 64
+#define MIN_ROWS NN_GEMM_MIN_ROWS
 #define MIN_FLOPS 4.0e6
 
 int nn_sgemm_blocks(int M, int N, int K)
@@ -181,22 +181,21 @@ static void pack_panels(int t, int R, const float *src, int ld, int i0, int mc, 
             /* each row's k values lie side by side: 16 x 16 blocks (where a vector holds 16
              * floats), then 4 x 4 blocks transposed in registers, the rest one value at a time */
             const int rows4 = rows & ~3, kc4 = kc & ~3;
-            int r0 = 0;
+            /* the first r16 rows' first kc16 k in whole 16 x 16 blocks; the 4 x 4 loop then
+             * takes the k past those, and every k of the rows after */
+            int r16 = 0, kc16 = 0;
 #if TRANSPOSE_BLOCK
-            /* whole 16 x 16 blocks first, then the k past the last of them */
-            const int kc16 = kc - kc % TRANSPOSE_BLOCK;
-            for (; r0 + TRANSPOSE_BLOCK <= rows; r0 += TRANSPOSE_BLOCK) {
-                const float *s = src + (size_t)(i0 + ib + r0) * ld + p0;
+            r16 = rows - rows % TRANSPOSE_BLOCK;
+            kc16 = kc - kc % TRANSPOSE_BLOCK;
+            for (int r = 0; r < r16; r += TRANSPOSE_BLOCK) {
+                const float *s = src + (size_t)(i0 + ib + r) * ld + p0;
                 for (int k = 0; k < kc16; k += TRANSPOSE_BLOCK)
-                    transpose16(s + k, (size_t)ld, dst + (size_t)k * R + r0, (size_t)R);
-                for (int k = kc16; k < kc; k++)
-                    for (int q = 0; q < TRANSPOSE_BLOCK; q++)
-                        dst[(size_t)k * R + r0 + q] = s[(size_t)q * ld + k];
+                    transpose16(s + k, (size_t)ld, dst + (size_t)k * R + r, (size_t)R);
             }
 #endif
-            for (int r = r0; r < rows4; r += 4) {
+            for (int r = 0; r < rows4; r += 4) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + p0;
-                for (int k = 0; k < kc4; k += 4)
+                for (int k = r < r16 ? kc16 : 0; k < kc4; k += 4)
                     transpose4(s + k, (size_t)ld, dst + (size_t)k * R + r, (size_t)R);
                 for (int k = kc4; k < kc; k++)
                     for (int q = 0; q < 4; q++) dst[(size_t)k * R + r + q] = s[(size_t)q * ld + k];

@@ -37,7 +37,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 #define KQ 192       /* pairs of k per block (at most); blocks are equal in size */
 #define MC (MR * 16) /* rows of op(A) per packed block */
 #define NC (NR * 64) /* columns of op(B) per packed block */
-#define MIN_ROWS 64  /* rows of C a thread takes at least, as in gemm.c */
+#define MIN_ROWS NN_GEMM_MIN_ROWS
 #define OWN_PACK_MAX (128 * 1024) /* op(B)'s values, at most, for each row block to pack its own */
 
 static const char *const isa_names[] = {
