@@ -3,6 +3,7 @@
 #ifndef XD_NN_BF16_H
 #define XD_NN_BF16_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -28,6 +29,26 @@ static inline uint32_t nn_bf16_pair(float x0, float x1)
 {
     return nn_bf16_bits(x0) >> 16 | (nn_bf16_bits(x1) & 0xffff0000u);
 }
+
+/* The AVX512_BF16 micro-kernel on operands read where they lie, for the convolutions of
+ * nn/conv_bf16.c: acc (mr rows, ldc floats apart; nr columns, mr <= NN_BTILE_ROWS, nr <=
+ * NN_BTILE_COLS) = (load ? acc : 0) + the sum over segments s < ns in order, and within each over
+ * pairs q < nq in order, of the bf16 pair products of a[aoff[s] + i * sa + q] (row i) and, for
+ * columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 + q * sb + j - 16]. The
+ * sums of one element are one float32 chain in that order (the instruction's own order within a
+ * pair). Where the kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same
+ * order; columns past 16 are written only when nr > 16. */
+enum { NN_BTILE_ROWS = 12, NN_BTILE_COLS = 32 };
+typedef struct {
+    int ns, nq;                /* segments, of nq pairs each */
+    const size_t *aoff, *boff; /* each segment's first pair in a and in b, in words */
+    size_t sa;                 /* a's rows, words apart (each row's pairs side by side) */
+    size_t sb, b1;             /* b's pairs, words apart; its columns 16-31 past 0-15 */
+    size_t ldc;                /* acc's rows, floats apart */
+    int load;                  /* the sums go on from acc's (else from zero) */
+} nn_btile_seg;
+void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
+                       const nn_btile_seg *g, float *acc);
 
 #ifdef NN_AMX
 #include <immintrin.h>

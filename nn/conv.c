@@ -385,7 +385,7 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
     free(own);
 }
 
-/* The input gradient: in bf16 on AMX nn_bconv_dinp; in float32 at stride 1 the turned kernel
+/* The input gradient: in bf16 (AMX or AVX512_BF16) nn_bconv_dinp; in float32 at stride 1 the turned kernel
  * (conv2d_dinp_turned); else dcols (M, K) = dout (M, OC) @ w (OC, K), folded back onto dinp image
  * by image as its rows come out of the product. In float32, where dcols has the room, image by
  * image: w packed once, each image's rows into its thread's part of dcols and folded back from
@@ -394,7 +394,7 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
 static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const float *w,
                         const nn_conv_shape *s, int first)
 {
-    if (nn_bconv_dinp_takes(s)) { /* bf16 on AMX: no dcols, no folding back */
+    if (nn_bconv_dinp_takes(s)) { /* bf16: no dcols, no folding back */
         nn_bconv_dinp(dinp, dout, w, s, first);
         return;
     }
@@ -476,7 +476,7 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         }
         return 1; /* nothing to unfold: backward reads inp */
     }
-    if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16 on AMX: windows read in place too */
+    if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16: windows read in place too */
         nn_bconv_forward(out, inp, w, wpb, b, s, image, image_ctx);
         return 0;
     }
@@ -713,7 +713,7 @@ static int dw_from_image(const nn_conv_shape *s)
 }
 
 /* C (OC, N) = dout^T (OC, M) @ cols (M, N) + beta * C, the weight gradient's product: on one
- * channel from the image (or the pool's gradient, pg), in bf16 on AMX nn_bconv_dw, in float32
+ * channel from the image (or the pool's gradient, pg), in bf16 nn_bconv_dw, in float32
  * with the windows read in place (conv2d_dw_gather) when the forward did not unfold them; else
  * over cols unfolded (by the forward, or here first). */
 static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_pool_grad *pg,
@@ -724,7 +724,7 @@ static void conv2d_dw(float *C, int N, float beta, const float *dout, const nn_p
         conv2d_dw_one_channel(C, N, beta, dout, pg, inp, s);
         return;
     }
-    if (!pg && nn_bconv_dw_takes(s)) { /* bf16 on AMX: nothing unfolded */
+    if (!pg && nn_bconv_dw_takes(s)) { /* bf16: nothing unfolded */
         nn_bconv_dw(C, N, beta, dout, inp, s);
         return;
     }

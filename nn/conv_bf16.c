@@ -1,4 +1,5 @@
-/* Convolutions in bf16 on AMX tiles, their windows read in place (see conv_bf16.h).
+/* Convolutions in bf16 on AMX tiles or AVX512_BF16, their windows read in place (see
+ * conv_bf16.h).
  *
  * One product serves the forward and the input gradient: over an image copied into rows of
  * channel pairs (a row for each position of a zero-padded grid Wp wide, cp words of pairs each,
@@ -7,7 +8,9 @@
  * 32 output channels is four C tiles, fed per tap and tile step by two A tiles loaded straight
  * from the copy (16 rows, one position apart) and two B tiles of the packed weights (the B panel
  * layout of nn/gemm_bf16.c: per pair, 32 words of columns). Rows of the grid past the image (its
- * right margin, and the last block's tail) are computed and dropped. */
+ * right margin, and the last block's tail) are computed and dropped. With AVX512_BF16 a tile of
+ * 12 rows by 32 columns takes the same operands from the same places (nn_btile_segments, a
+ * segment per tap); the weight gradient likewise, a segment per image. */
 #include "nn/conv_bf16.h"
 
 #include <stdlib.h>
@@ -34,22 +37,28 @@ typedef struct {
 
 static int round_up(int n, int r) { return (n + r - 1) / r * r; }
 
-static int amx_bf16_now(void)
+/* bf16 products now, on AMX tiles or AVX512_BF16's dot products */
+static int bf16_now(void)
 {
-    return nn_mm_precision() == NN_PREC_BF16 && nn_bgemm_isa() == NN_BISA_AMX;
+    const nn_bisa isa = nn_bgemm_isa();
+    return nn_mm_precision() == NN_PREC_BF16 && (isa == NN_BISA_AMX || isa == NN_BISA_AVX512BF16);
 }
+
+static int amx_now(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 
 int nn_bconv_forward_takes(const nn_conv_shape *s)
 {
-    return amx_bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->C >= 16;
+    return bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->C >= 16;
 }
 
 int nn_bconv_dw_takes(const nn_conv_shape *s) { return nn_bconv_forward_takes(s); }
 
 int nn_bconv_dinp_takes(const nn_conv_shape *s)
 {
-    return amx_bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->OC >= 16 &&
-           s->pad < s->KH && s->pad < s->KW;
+    /* AVX512_BF16's tiles are 16 of the input's channels wide at least: on fewer the unfolded
+     * product (9 C columns for a 3 x 3 kernel) wastes less */
+    return bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->OC >= 16 &&
+           s->pad < s->KH && s->pad < s->KW && (amx_now() || s->C >= 16);
 }
 
 /* The grid of one image: src (H, W, C) at rows top.. and columns left.. of a grid Wp wide, zero
@@ -118,13 +127,13 @@ static uint32_t *pack_taps(const float *w, const nn_conv_shape *s, tap_fn at, in
     return wpk;
 }
 
-/* The kept rows of a block's sums (acc: ROWS x COLS) into out (rows of N: position (y, x) at row
+/* The kept rows of a block's sums (acc: rows x COLS) into out (rows of N: position (y, x) at row
  * y * OW + x): + bias, or added to out (add) */
-static void put_block(float *out, const float *acc, const bconv_geom *g, int q0, int j0,
+static void put_block(float *out, const float *acc, int rows, const bconv_geom *g, int q0, int j0,
                       const float *bias, int add)
 {
     const int nr = g->N - j0 < COLS ? g->N - j0 : COLS;
-    for (int r = 0; r < ROWS && q0 + r < g->M; r++) {
+    for (int r = 0; r < rows && q0 + r < g->M; r++) {
         const int q = q0 + r, x = q % g->Wp;
         if (x >= g->OW) continue;
         float *o = out + ((size_t)(q / g->Wp) * g->OW + x) * g->N + j0;
@@ -169,11 +178,34 @@ NN_AMX_TARGET static void grid_product(const bconv_geom *g, const uint32_t *grid
                 }
             }
             nn_amx_store_block(acc, COLS, r2, c2);
-            put_block(out, acc, g, q0, j0, bias, add);
+            put_block(out, acc, ROWS, g, q0, j0, bias, add);
         }
     }
 }
 #endif
+
+/* As grid_product, with AVX512_BF16's dot products: tiles of NN_BTILE_ROWS grid rows by COLS
+ * outputs, each the sum over the taps (segments: the tap's rows in the grid, its pairs in the
+ * packed weights) of cp pairs. Rows past M are not computed. */
+static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const uint32_t *wpk,
+                             const float *bias, int add, float *out, size_t *aoff, size_t *boff)
+{
+    float acc[NN_BTILE_ROWS * COLS] __attribute__((aligned(64)));
+    const size_t kq = (size_t)g->taps * g->cp;
+    for (int t = 0; t < g->taps; t++) {
+        aoff[t] = (size_t)g->toff[t] * g->cp;
+        boff[t] = (size_t)t * g->cp * COLS;
+    }
+    const nn_btile_seg seg = {g->taps, g->cp, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
+    for (int q0 = 0; q0 < g->M; q0 += NN_BTILE_ROWS) {
+        const int mr = g->M - q0 < NN_BTILE_ROWS ? g->M - q0 : NN_BTILE_ROWS;
+        for (int j0 = 0; j0 < g->N; j0 += COLS) {
+            nn_btile_segments(mr, g->N - j0 < COLS ? g->N - j0 : COLS,
+                              grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, &seg, acc);
+            put_block(out, acc, mr, g, q0, j0, bias, add);
+        }
+    }
+}
 
 /* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at
  * (top, left), out image b (rows of g->N) from it; image(ctx, b) after each. */
@@ -181,7 +213,7 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
                         int left, const uint32_t *wpk, const float *bias, int add, float *out,
                         size_t out_image, void (*image)(void *, int), void *image_ctx)
 {
-#ifdef NN_AMX
+    const int amx = amx_now();
     int T = xd_threads_split(B > 1) ? xd_threads_get() : 1;
     if (T > B) T = B;
 #pragma omp parallel for num_threads(T) if (T > 1)
@@ -189,20 +221,27 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
         int b0, b1;
         nn_sgemm_block_range(B, T, t, &b0, &b1);
         uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
-        nn_amx_configure();
+        size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)g->taps);
+#ifdef NN_AMX
+        if (amx) nn_amx_configure();
+#endif
         for (int b = b0; b < b1; b++) {
+            float *o = out + (size_t)b * out_image;
             grid_image(grid, src + (size_t)b * H * W * C, H, W, C, top, left, g);
-            grid_product(g, grid, wpk, bias, add, out + (size_t)b * out_image);
+#ifdef NN_AMX
+            if (amx) grid_product(g, grid, wpk, bias, add, o);
+            else
+#endif
+                grid_product_dot(g, grid, wpk, bias, add, o, off, off + g->taps);
             if (image) image(image_ctx, b);
         }
-        nn_amx_release();
+#ifdef NN_AMX
+        if (amx) nn_amx_release();
+#endif
+        free(off);
         free(grid);
     }
-#else
-    (void)g, (void)src, (void)B, (void)H, (void)W, (void)C, (void)top, (void)left, (void)wpk;
-    (void)bias, (void)add, (void)out, (void)out_image, (void)image, (void)image_ctx;
-    XD_ASSERT(0); /* the takes functions say no where AMX is not built */
-#endif
+    (void)amx;
 }
 
 /* toff[t]: how far tap t = ky * KW + kx reads from its output's position on a grid Wp wide */
@@ -360,6 +399,31 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
 }
 #endif
 
+/* As dw_block, with AVX512_BF16's dot products: block blk of the sums, a tile of rows of output
+ * channels (the OC rows cut into tiles of about equal size, NN_BTILE_ROWS at most) by two
+ * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk
+ * (its segments; aoff, boff: n each). */
+static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
+
+static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, const dw_geom *d,
+                         int OC, int blk, int first, size_t *aoff, size_t *boff)
+{
+    const int rts = dw_row_tiles(OC), per_tap = d->Cp / 16, cts = d->taps * per_tap;
+    const int rb = blk / ((cts + 1) / 2), cb = blk % ((cts + 1) / 2);
+    const int r0 = OC * rb / rts, r1 = OC * (rb + 1) / rts, c2 = 2 * cb + 1 < cts;
+    /* the two vectors of columns: their taps' offsets and first channels */
+    const int t0 = 2 * cb / per_tap, t1 = (2 * cb + 1) / per_tap;
+    const size_t o0 = (size_t)d->toff[t0] * d->Cp + (size_t)(2 * cb % per_tap) * 16;
+    const size_t o1 = c2 ? (size_t)d->toff[t1] * d->Cp + (size_t)((2 * cb + 1) % per_tap) * 16 : o0;
+    for (int i = 0; i < n; i++) {
+        aoff[i] = (size_t)i * d->img_words + d->g2rows * d->Cp + (size_t)r0 * d->NP;
+        boff[i] = (size_t)i * d->img_words + o0;
+    }
+    const nn_btile_seg seg = {n, d->NP, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp, o1 - o0,
+                              ld, !first};
+    nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
+}
+
 enum { DW_CHUNK_BYTES = 1 << 20 }; /* the operands of a chunk of images: about L2's half */
 
 void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *inp,
@@ -376,7 +440,8 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     d.g2rows = (size_t)2 * d.NP + (size_t)toff[taps - 1];
     d.img_words = d.g2rows * d.Cp + (size_t)d.OCp * d.NP;
     const size_t ld = (size_t)taps * d.Cp;
-    const int cts = taps * d.Cp / 16, blocks = (d.OCp / 16 + 1) / 2 * ((cts + 1) / 2);
+    const int cts = taps * d.Cp / 16, amx = amx_now();
+    const int blocks = (amx ? (d.OCp / 16 + 1) / 2 : dw_row_tiles(s->OC)) * ((cts + 1) / 2);
     int chunk = (int)(DW_CHUNK_BYTES / (sizeof(uint32_t) * d.img_words));
     if (chunk < 1) chunk = 1;
     if (chunk > s->B) chunk = s->B;
@@ -384,26 +449,33 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     uint32_t *imgs = xd_xmalloc_aligned(sizeof(uint32_t) * (size_t)chunk * d.img_words);
     int T = xd_threads_split(1) ? xd_threads_get() : 1;
     if (T > blocks) T = blocks;
-#ifdef NN_AMX
 #pragma omp parallel num_threads(T) if (T > 1)
     {
         uint16_t *tmp = xd_xmalloc(sizeof(uint16_t) * (d.g2rows + 1) * d.Cp);
-        nn_amx_configure();
+        size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)chunk);
+#ifdef NN_AMX
+        if (amx) nn_amx_configure();
+#endif
         for (int b0 = 0; b0 < s->B; b0 += chunk) {
             const int n = s->B - b0 < chunk ? s->B - b0 : chunk;
 #pragma omp for schedule(static)
             for (int i = 0; i < n; i++)
                 dw_image(imgs + (size_t)i * d.img_words, tmp, inp, dout, s, &d, b0 + i);
 #pragma omp for schedule(static)
-            for (int blk = 0; blk < blocks; blk++) dw_block(acc, ld, imgs, n, &d, blk, b0 == 0);
+            for (int blk = 0; blk < blocks; blk++) {
+#ifdef NN_AMX
+                if (amx) dw_block(acc, ld, imgs, n, &d, blk, b0 == 0);
+                else
+#endif
+                    dw_block_dot(acc, ld, imgs, n, &d, s->OC, blk, b0 == 0, off, off + chunk);
+            }
         }
-        nn_amx_release();
+#ifdef NN_AMX
+        if (amx) nn_amx_release();
+#endif
+        free(off);
         free(tmp);
     }
-#else
-    (void)blocks, (void)T;
-    XD_ASSERT(0); /* nn_bconv_dw_takes says no where AMX is not built */
-#endif
     for (int o = 0; o < s->OC; o++)
         for (int t = 0; t < taps; t++) {
             const float *a = acc + (size_t)o * ld + (size_t)t * d.Cp;

@@ -318,27 +318,38 @@ static void pack_a_rows(int t, const float *src, int ld, int i0, int mc, int q0,
 
 // ----------------------------------------------------------------------------------------------
 // the micro-kernels: acc (rows of NR) = sum over pairs q < nq of a[q * MR + i] . b[q * NR + j]
+//
+// Each runs over the segments of pairs that g describes (see nn_btile_seg in bf16.h; a product's
+// K block is one segment), with the pairs of a row of a sq words apart: 1 where a's rows lie
+// side by side, MR in a packed panel (where g->sa is 1).
+
+static const size_t no_offset[1] = {0}; /* the one segment of a product's K block */
 
 /* In the order of the instruction's definition (the high half first); each product of two bf16
  * values is exact in float, so every step is one float32 rounding. */
-static void tile_portable(int mr, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
-                          const uint32_t *restrict b, float *restrict acc)
+static void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
+                          const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
 {
-    for (int i = 0; i < mr; i++)
-        for (int j = 0; j < NR; j++) acc[i * NR + j] = 0.0f;
-    for (int q = 0; q < nq; q++, a += sq, b += NR) {
-        float b0[NR], b1[NR];
-        for (int j = 0; j < NR; j++) {
-            b0[j] = nn_bf16_float((uint16_t)b[j]);
-            b1[j] = nn_bf16_float((uint16_t)(b[j] >> 16));
-        }
-        for (int i = 0; i < mr; i++) {
-            const float a0 = nn_bf16_float((uint16_t)a[i * sa]);
-            const float a1 = nn_bf16_float((uint16_t)(a[i * sa] >> 16));
-            float *c = acc + i * NR;
-            for (int j = 0; j < NR; j++) {
-                float s = c[j] + a1 * b1[j];
-                c[j] = s + a0 * b0[j];
+    const int nc = nr <= 16 ? 16 : NR;
+    for (int i = 0; i < mr && !g->load; i++)
+        for (int j = 0; j < nc; j++) acc[i * g->ldc + j] = 0.0f;
+    for (int s = 0; s < g->ns; s++) {
+        const uint32_t *as = a + g->aoff[s], *bs = b + g->boff[s];
+        for (int q = 0; q < g->nq; q++, as += sq, bs += g->sb) {
+            float b0[NR], b1[NR];
+            for (int j = 0; j < nc; j++) {
+                const uint32_t w = j < 16 ? bs[j] : bs[g->b1 + (size_t)j - 16];
+                b0[j] = nn_bf16_float((uint16_t)w);
+                b1[j] = nn_bf16_float((uint16_t)(w >> 16));
+            }
+            for (int i = 0; i < mr; i++) {
+                const float a0 = nn_bf16_float((uint16_t)as[i * g->sa]);
+                const float a1 = nn_bf16_float((uint16_t)(as[i * g->sa] >> 16));
+                float *c = acc + i * g->ldc;
+                for (int j = 0; j < nc; j++) {
+                    float x = c[j] + a1 * b1[j];
+                    c[j] = x + a0 * b0[j];
+                }
             }
         }
     }
@@ -347,42 +358,51 @@ static void tile_portable(int mr, int nq, const uint32_t *restrict a, size_t sa,
 #ifdef BGEMM_X86
 #define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 
-/* R rows, V vectors of columns (1 when the tile's columns fit one): constants where inlined, so
- * the 2 * R accumulators stay in registers */
+/* R rows, V vectors of columns (1 when the tile's columns fit one), a's rows sa and its pairs sq
+ * words apart: constants where inlined, so the 2 * R accumulators stay in registers */
 BF16_TARGET static inline __attribute__((always_inline)) void
-tile_body(int R, int V, int nq, const uint32_t *restrict a, size_t sa, size_t sq,
-          const uint32_t *restrict b, float *restrict acc)
+tile_body(int R, int V, size_t sa, size_t sq, const uint32_t *restrict a,
+          const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
 {
     __m512 c0[MR], c1[MR];
-    for (int i = 0; i < R; i++) c0[i] = c1[i] = _mm512_setzero_ps();
-    for (int q = 0; q < nq; q++, a += sq, b += NR) {
-        const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)b);
-        const __m512bh b1 = V == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(b + 16)) : b0;
-        for (int i = 0; i < R; i++) {
-            const __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[i * sa]);
-            c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
-            if (V == 2) c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
+    const size_t ldc = g->ldc;
+    for (int i = 0; i < R; i++) {
+        c0[i] = g->load ? _mm512_loadu_ps(acc + i * ldc) : _mm512_setzero_ps();
+        c1[i] = g->load && V == 2 ? _mm512_loadu_ps(acc + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (int s = 0; s < g->ns; s++) {
+        const uint32_t *as = a + g->aoff[s], *bs = b + g->boff[s];
+        for (int q = 0; q < g->nq; q++, as += sq, bs += g->sb) {
+            const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)bs);
+            const __m512bh b1 =
+                V == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(bs + g->b1)) : b0;
+            for (int i = 0; i < R; i++) {
+                const __m512bh av = (__m512bh)_mm512_set1_epi32((int)as[i * sa]);
+                c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
+                if (V == 2) c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
+            }
         }
     }
     for (int i = 0; i < R; i++) {
-        _mm512_storeu_ps(acc + i * NR, c0[i]);
-        if (V == 2) _mm512_storeu_ps(acc + i * NR + 16, c1[i]);
+        _mm512_storeu_ps(acc + i * ldc, c0[i]);
+        if (V == 2) _mm512_storeu_ps(acc + i * ldc + 16, c1[i]);
     }
 }
 
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
-        if (half && sa == 1) tile_body(r, 1, nq, a, 1, MR, b, acc);                              \
-        else if (sa == 1) tile_body(r, 2, nq, a, 1, MR, b, acc);                                 \
-        else if (half) tile_body(r, 1, nq, a, sa, 1, b, acc);                                    \
-        else tile_body(r, 2, nq, a, sa, 1, b, acc);                                              \
+        if (half && panel) tile_body(r, 1, 1, MR, a, b, g, acc);                                  \
+        else if (panel) tile_body(r, 2, 1, MR, a, b, g, acc);                                     \
+        else if (half) tile_body(r, 1, g->sa, 1, a, b, g, acc);                                   \
+        else tile_body(r, 2, g->sa, 1, a, b, g, acc);                                             \
         break;
-/* a: panels of pairs (sa 1, the pairs MR apart) or rows of pairs (sa the row length, pairs
- * side by side) */
-BF16_TARGET static void tile_avx512(int mr, int nr, int nq, const uint32_t *restrict a, size_t sa,
-                                    const uint32_t *restrict b, float *restrict acc)
+/* a: packed in panels (panel: g->sa 1, the pairs MR apart) or rows of pairs (g->sa the row
+ * length, pairs side by side) */
+BF16_TARGET static void tile_avx512(int mr, int nr, int panel, const uint32_t *restrict a,
+                                    const uint32_t *restrict b, const nn_btile_seg *g,
+                                    float *restrict acc)
 {
-    static_assert(MR == 12, "tile_avx512 has cases for up to 12 rows");
+    static_assert(MR == 12 && NN_BTILE_ROWS == MR, "tile_avx512 has cases for up to 12 rows");
     const int half = nr <= 16;
     switch (mr) {
         TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
@@ -554,12 +574,13 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const uint32_t *ap = apack + (size_t)ib * nq;
-                    const size_t sa = trans_a ? 1 : (size_t)nq;
+                    const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : (size_t)nq,
+                                              NR, 16, NR, 0};
 #ifdef BGEMM_X86
-                    if (avx) tile_avx512(mr, nr, nq, ap, sa, bp, acc);
+                    if (avx) tile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
                     else
 #endif
-                        tile_portable(mr, nq, ap, sa, sa == 1 ? MR : 1, bp, acc);
+                        tile_portable(mr, nr, trans_a ? MR : 1, ap, bp, &seg, acc);
                     write_tile(acc, mr, nr, alpha, beta, qb == 0,
                                C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }
@@ -779,4 +800,17 @@ float nn_bgemm_peak_run(long rounds, double *flops)
     (void)rounds;
     *flops = 0.0;
     return 0.0f;
+}
+
+void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
+                       const nn_btile_seg *g, float *acc)
+{
+    XD_ASSERT(mr >= 1 && mr <= NN_BTILE_ROWS && nr >= 1 && nr <= NN_BTILE_COLS);
+#ifdef BGEMM_X86
+    if (nn_bgemm_isa() != NN_BISA_PORTABLE && isa_runs(NN_BISA_AVX512BF16)) {
+        tile_avx512(mr, nr, 0, a, b, g, acc);
+        return;
+    }
+#endif
+    tile_portable(mr, nr, 1, a, b, g, acc);
 }

@@ -70,8 +70,8 @@ static int unpacked_bf16(const nn_node *nd)
     return nd->wp && !nd->bn_fold && nn_mm_precision() == NN_PREC_BF16;
 }
 
-/* Whether convolution s runs in bf16 on the AMX kernel under a bf16 eval precision: not a thin
- * one (nn_precision_of_conv keeps those float32), and one nn_bconv_forward takes */
+/* Whether convolution s runs in bf16 on nn/conv_bf16.c's kernels under a bf16 eval precision:
+ * not a thin one (nn_precision_of_conv keeps those float32), and one nn_bconv_forward takes */
 static int bconv_runs(const nn_conv_shape *s)
 {
     const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(s, NN_PREC_BF16));
@@ -381,7 +381,7 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int
 }
 
 /* A convolution of a packed model that inference in bf16 runs unpacked, as the eval forward
- * does, where the AMX kernel does not take it now: with a bias it then builds [w | b] in its
+ * does, where nn/conv_bf16.c does not take it now: with a bias it then builds [w | b] in its
  * node's one scratch (nn_conv_wext_size), which threads must not share */
 static int bf16_conv_writes_scratch(const nn_model *m, const nn_node *nd)
 {

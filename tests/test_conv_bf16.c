@@ -1,10 +1,11 @@
-/* nn/conv_bf16: the AMX convolution that reads its windows in place, through the layer's own
+/* nn/conv_bf16: the bf16 convolution that reads its windows in place, through the layer's own
  * entry points (nn_conv2d_forward, nn_conv2d_backward and _first) under bf16 products: the
  * forward, the input gradient and the weight and bias gradients against double-precision sums of the bf16-rounded operands,
  * within the float32 summation bound, on shapes with odd channel counts, kernels of 2x2 to 5x5,
  * padding 0 to 2, outputs wider than a tile and images shorter than one; the bits at 1 and 2
- * threads; what the layer hands it and what it leaves to the other products. Skipped where the
- * CPU (or the system) has no AMX tiles. */
+ * threads; what the layer hands it and what it leaves to the other products. Each with the AMX
+ * kernel and the AVX512_BF16 one, where the CPU (and for AMX the system) runs them; skipped
+ * where it runs neither. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -170,9 +171,30 @@ static int dw_outside(const conv_case *k, const float *wbase, const float *bbase
     return bad;
 }
 
-static int have_amx(void)
+/* The bf16 kernels the convolution has, in turn: each that runs here chosen (nn_bgemm_use) and
+ * its name in *name; 0 after the last (the best chosen again). Start with *i = 0. */
+static int next_kernel(int *i, const char **name)
 {
-    return nn_bgemm_isa() == NN_BISA_AMX;
+    static const nn_bisa kernels[] = {NN_BISA_AVX512BF16, NN_BISA_AMX};
+    while (*i < (int)(sizeof kernels / sizeof kernels[0])) {
+        const nn_bisa isa = kernels[(*i)++];
+        if (nn_bgemm_use(isa) == isa) {
+            *name = nn_bisa_name(isa);
+            return 1;
+        }
+    }
+    nn_bgemm_use(NN_BISA_COUNT);
+    return 0;
+}
+
+/* Whether the CPU runs a kernel the convolution has */
+static int have_kernel(void)
+{
+    int i = 0;
+    const char *name;
+    const int any = next_kernel(&i, &name);
+    nn_bgemm_use(NN_BISA_COUNT);
+    return any;
 }
 
 static const int shapes[][8] = {
@@ -185,11 +207,9 @@ static const int shapes[][8] = {
     {3, 40, 40, 64, 32, 3, 3, 1},
 };
 
-static void test_forward_and_dinp_against_ref(void **state)
+/* every shape with and without a bias, on the kernel chosen now (named kernel) */
+static void forward_and_dinp(const char *kernel)
 {
-    (void)state;
-    if (!have_amx()) skip();
-    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int bias = 0; bias < 2; bias++) {
             const int *v = shapes[i];
@@ -204,7 +224,9 @@ static void test_forward_and_dinp_against_ref(void **state)
                 nn_conv2d_forward(out, k.cols, k.wext, k.inp, k.w, NULL, NULL, k.b, &k.s);
             assert_int_equal(unfolded, 0); /* nothing unfolded: backward unfolds for dw */
             int bad = forward_outside(&k, out);
-            if (bad) fail_msg("forward: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            if (bad)
+                fail_msg("%s forward: %d elements past the bound (shape %zu, bias %d)", kernel,
+                         bad, i, bias);
             /* the check can fail: one element moved past its bound (at most some 3e-3 here) */
             out[n_out / 2] += 0.05f;
             assert_int_equal(forward_outside(&k, out), 1);
@@ -217,9 +239,12 @@ static void test_forward_and_dinp_against_ref(void **state)
             nn_conv2d_backward_first(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp,
                                      k.w, &k.s);
             bad = dinp_outside(&k, dinp, NULL);
-            if (bad) fail_msg("dinp written: %d elements past the bound (shape %zu)", bad, i);
+            if (bad)
+                fail_msg("%s dinp written: %d elements past the bound (shape %zu)", kernel, bad, i);
             bad = dw_outside(&k, wbase, bbase);
-            if (bad) fail_msg("dw: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            if (bad)
+                fail_msg("%s dw: %d elements past the bound (shape %zu, bias %d)", kernel, bad, i,
+                         bias);
             /* added to what the gradients hold */
             tu_fill_uniform(wbase, n_w, -1.0f, 1.0f, 7 + i);
             tu_fill_uniform(bbase, k.s.OC, -1.0f, 1.0f, 8 + i);
@@ -229,9 +254,12 @@ static void test_forward_and_dinp_against_ref(void **state)
             nn_conv2d_backward(dinp, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w,
                                &k.s);
             bad = dinp_outside(&k, dinp, base);
-            if (bad) fail_msg("dinp added: %d elements past the bound (shape %zu)", bad, i);
+            if (bad)
+                fail_msg("%s dinp added: %d elements past the bound (shape %zu)", kernel, bad, i);
             bad = dw_outside(&k, wbase, bbase);
-            if (bad) fail_msg("dw added: %d elements past the bound (shape %zu, bias %d)", bad, i, bias);
+            if (bad)
+                fail_msg("%s dw added: %d elements past the bound (shape %zu, bias %d)", kernel,
+                         bad, i, bias);
             k.dw[n_w / 2] += 2.0f; /* past the bound of a sum over the whole batch (some 0.4) */
             assert_int_equal(dw_outside(&k, wbase, bbase), 1);
             free(wbase);
@@ -243,6 +271,15 @@ static void test_forward_and_dinp_against_ref(void **state)
             free(out);
             case_free(&k);
         }
+}
+
+static void test_forward_and_dinp_against_ref(void **state)
+{
+    (void)state;
+    if (!have_kernel()) skip();
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+    const char *kernel;
+    for (int ki = 0; next_kernel(&ki, &kernel);) forward_and_dinp(kernel);
     nn_mm_precision_set(prec);
 }
 
@@ -287,19 +324,22 @@ static void bits_case(conv_case k)
 static void test_bits_at_one_and_two_threads(void **state)
 {
     (void)state;
-    if (!have_amx()) skip();
-    for (int big = 0; big < 2; big++)
-        bits_case(big ? case_make(3, 40, 40, 64, 32, 3, 3, 1, 1, 322)
-                      : case_make(5, 14, 14, 32, 64, 3, 3, 1, 1, 321));
+    if (!have_kernel()) skip();
+    const char *kernel;
+    for (int ki = 0; next_kernel(&ki, &kernel);)
+        for (int big = 0; big < 2; big++)
+            bits_case(big ? case_make(3, 40, 40, 64, 32, 3, 3, 1, 1, 322)
+                          : case_make(5, 14, 14, 32, 64, 3, 3, 1, 1, 321));
 }
 
 /* What goes elsewhere: float32 products, strides past 1, one input channel (too few pairs to
  * fill a tile step: the first convolution keeps its own kernels), an input gradient whose
- * padding reaches the kernel's size, or any kernel other than AMX. */
+ * padding reaches the kernel's size or, on AVX512_BF16, of fewer than 16 channels, or the
+ * portable kernel. */
 static void test_what_it_takes(void **state)
 {
     (void)state;
-    if (!have_amx()) skip();
+    if (!have_kernel()) skip();
     nn_conv_shape s = {.B = 2, .H = 8, .W = 8, .C = 32, .OC = 32, .KH = 3, .KW = 3, .stride = 1,
                        .pad = 1, .bias = 1};
     assert_int_equal(nn_conv_shape_init(&s), 0);
@@ -319,7 +359,15 @@ static void test_what_it_takes(void **state)
     t = s;
     t.pad = 3;
     assert_true(nn_bconv_forward_takes(&t) && !nn_bconv_dinp_takes(&t));
-    nn_bgemm_use(NN_BISA_AVX512BF16);
+    const char *kernel;
+    for (int ki = 0; next_kernel(&ki, &kernel);) {
+        assert_true(nn_bconv_forward_takes(&s) && nn_bconv_dinp_takes(&s) && nn_bconv_dw_takes(&s));
+        /* an input gradient of 8 channels: AVX512_BF16's tiles would be half empty */
+        t = s;
+        t.C = 8;
+        assert_int_equal(nn_bconv_dinp_takes(&t), nn_bgemm_isa() == NN_BISA_AMX);
+    }
+    nn_bgemm_use(NN_BISA_PORTABLE);
     assert_false(nn_bconv_forward_takes(&s) || nn_bconv_dinp_takes(&s) || nn_bconv_dw_takes(&s));
     nn_bgemm_use(NN_BISA_COUNT);
     nn_mm_precision_set(prec);

@@ -3,7 +3,8 @@
  * operands on shapes with tails in M, N and odd K, over every transpose, alpha and beta, with an
  * error bound derived from K and float32 summation (and checks that the bound is tight enough to
  * catch float32 operands or a perturbed result); the bits at 1 and 2 threads and through
- * nn_bgemm_rows and nn_mm_param_rows; NaN and Inf; the layers' precision switch. */
+ * nn_bgemm_rows and nn_mm_param_rows; the convolutions' tile over segments of operands read in
+ * place (nn_btile_segments); NaN and Inf; the layers' precision switch. */
 #include "tests/support/testutil.h"
 
 #include <float.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "core/runtime.h"
+#include "nn/bf16.h"
 #include "nn/gemm_bf16.h"
 #include "tests/support/prodfix.h"
 
@@ -254,6 +256,83 @@ static void test_bits_and_kernels_agree(void **state)
     xd_threads_set(threads);
 }
 
+/* The elements of nn_btile_segments' acc (mr x nr, rows ldc apart, init its values before the
+ * call when g->load) outside the float32 bound of the double sums of the same pairs: each pair
+ * adds two exact products, so at most (2 ns nq + 4) u times the terms' sizes. */
+static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b,
+                            const nn_btile_seg *g, const float *init, const float *acc)
+{
+    int bad = 0;
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++) {
+            double sum = g->load ? init[i * g->ldc + j] : 0.0, size = fabs(sum);
+            for (int s = 0; s < g->ns; s++)
+                for (int q = 0; q < g->nq; q++) {
+                    const uint32_t wa = a[g->aoff[s] + i * g->sa + q];
+                    const uint32_t wb =
+                        b[g->boff[s] + q * g->sb + (j < 16 ? (size_t)j : g->b1 + (size_t)j - 16)];
+                    for (int h = 0; h < 2; h++) {
+                        const double t = (double)nn_bf16_float((uint16_t)(wa >> 16 * h)) *
+                                         nn_bf16_float((uint16_t)(wb >> 16 * h));
+                        sum += t;
+                        size += fabs(t);
+                    }
+                }
+            const double bound = (2.0 * g->ns * g->nq + 4) * 0x1p-24 * size + 1e-30;
+            if (!(fabs(acc[i * g->ldc + j] - sum) <= bound)) bad++;
+        }
+    return bad;
+}
+
+/* nn_btile_segments, the convolutions' tile on operands read where they lie: three segments at
+ * scattered offsets, a's rows and b's pairs at strides of their own, b's columns 16-31 elsewhere,
+ * sums from zero and carried on from acc's, 1 to 12 rows and 9 to 32 columns, with each kernel
+ * the CPU runs; columns past 16 (when nr <= 16) and past 32 are left as they were. */
+static void test_tile_segments(void **state)
+{
+    (void)state;
+    enum { WORDS = 4096, LDC = 35 };
+    uint32_t *a = malloc(sizeof(uint32_t) * WORDS), *b = malloc(sizeof(uint32_t) * WORDS);
+    float *x = malloc(sizeof(float) * 2 * WORDS);
+    assert_true(a && b && x);
+    tu_fill_uniform(x, 2 * WORDS, -1.0f, 1.0f, 5);
+    for (int i = 0; i < WORDS; i++) a[i] = nn_bf16_pair(x[2 * i], x[2 * i + 1]);
+    tu_fill_uniform(x, 2 * WORDS, -2.0f, 2.0f, 6);
+    for (int i = 0; i < WORDS; i++) b[i] = nn_bf16_pair(x[2 * i], x[2 * i + 1]);
+    static const size_t aoff[] = {3, 1100, 500}, boff[] = {17, 2100, 900};
+    float init[NN_BTILE_ROWS * LDC], acc[NN_BTILE_ROWS * LDC];
+    tu_fill_uniform(init, NN_BTILE_ROWS * LDC, -4.0f, 4.0f, 7);
+    static const nn_bisa kernels[] = {NN_BISA_PORTABLE, NN_BISA_AVX512BF16};
+    int ran = 0;
+    for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+        if (nn_bgemm_use(kernels[k]) != kernels[k]) continue;
+        ran++;
+        for (int mi = 0; mi < 3; mi++)
+            for (int ni = 0; ni < 4; ni++)
+                for (int load = 0; load < 2; load++) {
+                    const int mr = (int[]){1, 7, NN_BTILE_ROWS}[mi],
+                              nr = (int[]){9, 16, 17, NN_BTILE_COLS}[ni];
+                    const nn_btile_seg g = {3, 19, aoff, boff, 41, 43, 150, LDC, load};
+                    memcpy(acc, init, sizeof acc);
+                    nn_btile_segments(mr, nr, a, b, &g, acc);
+                    const int bad = segments_outside(mr, nr, a, b, &g, init, acc);
+                    if (bad)
+                        fail_msg("%s: %d of %d x %d past the bound (load %d)",
+                                 nn_bisa_name(kernels[k]), bad, mr, nr, load);
+                    for (int i = 0; i < mr; i++) /* what it must not write */
+                        for (int j = nr <= 16 ? 16 : 32; j < LDC; j++)
+                            assert_true(acc[i * LDC + j] == init[i * LDC + j]);
+                    acc[(mr - 1) * LDC + nr - 1] += 1e-3f; /* the check can fail */
+                    assert_int_equal(segments_outside(mr, nr, a, b, &g, init, acc), 1);
+                }
+    }
+    nn_bgemm_use(NN_BISA_COUNT);
+    assert_true(ran >= 1);
+    free(a);
+    free(b);
+    free(x);
+}
+
 /* A NaN operand makes its row NaN; an Inf one Inf of the right signs, in both kernels. */
 static void test_nan_inf(void **state)
 {
@@ -306,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_kernels_against_ref),
         cmocka_unit_test(test_bits_and_kernels_agree),
         cmocka_unit_test(test_wide_rows),
+        cmocka_unit_test(test_tile_segments),
         cmocka_unit_test(test_nan_inf),
         cmocka_unit_test(test_precision_switch),
     };

@@ -221,11 +221,11 @@ static void test_teacher_precision(void **state)
 
 /* Inference (nn_model_infer) with eval_precision bf16 gives the eval forward's bits, and not
  * float32's: convolutions with a ReLU and pool fused (a thin first one that stays float32, one
- * on AMX with weights packed for it), a linear layer on weights packed for the bf16 kernel, at
- * 1 and 2 threads over several shares; with a strided convolution the AMX kernel does not take
- * (the engine then runs it unpacked, on one thread); with another bf16 kernel chosen after
- * packing (nothing packed for the first is used); and with a kernel other than AMX chosen before
- * packing (its own layout of packed weights). */
+ * in nn/conv_bf16.c, on AMX or AVX512_BF16, with weights packed for it), a linear layer on
+ * weights packed for the bf16 kernel, at 1 and 2 threads over several shares; with a strided
+ * convolution nn/conv_bf16.c does not take (the engine then runs it unpacked, on one thread);
+ * with another bf16 kernel chosen after packing (nothing packed for the first is used); and with
+ * AVX512_BF16 chosen before packing (where the best is AMX: its own layout of packed weights). */
 static void test_infer_bf16(void **state)
 {
     (void)state;
