@@ -30,6 +30,28 @@ static inline uint32_t nn_bf16_pair(float x0, float x1)
     return nn_bf16_bits(x0) >> 16 | (nn_bf16_bits(x1) & 0xffff0000u);
 }
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+
+/* nn_bf16_bits of the 16 floats whose bits are u */
+static inline __m512i nn_bf16_bits16(__m512i u)
+{
+    const __m512i r = _mm512_add_epi32(
+        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
+                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
+        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+    return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+}
+
+/* nn_bf16_pair of 16 pairs: word i holds x0[i] and x1[i] (as float bits) */
+static inline __m512i nn_bf16_pair16(__m512i x0, __m512i x1)
+{
+    return _mm512_or_si512(_mm512_srli_epi32(nn_bf16_bits16(x0), 16),
+                           _mm512_and_si512(nn_bf16_bits16(x1), _mm512_set1_epi32((int)0xffff0000u)));
+}
+#endif
+
 /* The AVX512_BF16 micro-kernel on operands read where they lie, for the convolutions of
  * nn/conv_bf16.c: acc (mr rows, ldc floats apart; nr columns, mr <= NN_BTILE_ROWS, nr <=
  * NN_BTILE_COLS) = (load ? acc : 0) + the sum over segments s < ns in order, and within each over

@@ -22,6 +22,7 @@
 #include "nn/bf16.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
+#include "nn/transpose.h"
 
 enum { ROWS = 32, COLS = 32, STEP = 16 }; /* a block of C; pairs per tile step */
 
@@ -70,9 +71,9 @@ static void grid_image(uint32_t *dst, const float *src, int H, int W, int C, int
     memset(dst, 0, sizeof(uint32_t) * g->rows * g->cp);
     for (int y = 0; y < H; y++) {
         uint32_t *d = dst + ((size_t)(y + top) * g->Wp + left) * g->cp;
-        const float *s = src + (size_t)y * W * C;
+        const float *restrict s = src + (size_t)y * W * C;
         if (2 * g->cp == C) { /* the row's pairs lie as its values do: one narrowing loop */
-            uint16_t *h = (uint16_t *)d;
+            uint16_t *restrict h = (uint16_t *)d;
             for (int k = 0; k < W * C; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
             continue;
         }
@@ -323,6 +324,47 @@ typedef struct {
     size_t img_words;   /* an image's grid and output gradient pairs */
 } dw_geom;
 
+/* The output gradient's row of grid position q of an image (img): NULL past the image or its row */
+static const float *dw_row(const float *img, int q, const nn_conv_shape *s, const dw_geom *d)
+{
+    const int x = q % d->Wp;
+    return q < d->M && x < d->OW ? img + ((size_t)(q / d->Wp) * d->OW + x) * s->OC : NULL;
+}
+
+/* An image's output gradient img as dt: OCp rows of NP words, word (oc, j) = channel oc at grid
+ * positions 2j and 2j + 1 (zero where dw_row has none, and in rows past OC). With AVX-512, 16
+ * pairs of 16 channels at a time, turned in registers. */
+static void dw_pairs(uint32_t *dt, const float *img, const nn_conv_shape *s, const dw_geom *d)
+{
+    memset(dt + (size_t)s->OC * d->NP, 0, sizeof(uint32_t) * (size_t)(d->OCp - s->OC) * d->NP);
+#if defined(__AVX512F__)
+    for (int j0 = 0; j0 < d->NP; j0 += 16) { /* NP is a multiple of 16 */
+        const float *r[32];
+        for (int i = 0; i < 32; i++) r[i] = dw_row(img, 2 * j0 + i, s, d);
+        for (int o0 = 0; o0 < s->OC; o0 += 16) {
+            const int no = s->OC - o0 < 16 ? s->OC - o0 : 16;
+            const __mmask16 m = (__mmask16)((1u << no) - 1);
+            __m512i w[16];
+            for (int i = 0; i < 16; i++) {
+                const float *r0 = r[2 * i], *r1 = r[2 * i + 1];
+                const __m512i x0 = r0 ? _mm512_maskz_loadu_epi32(m, r0 + o0) : _mm512_setzero_si512();
+                const __m512i x1 = r1 ? _mm512_maskz_loadu_epi32(m, r1 + o0) : _mm512_setzero_si512();
+                w[i] = nn_bf16_pair16(x0, x1);
+            }
+            nn_transpose_16x16(w);
+            for (int o = 0; o < no; o++)
+                _mm512_storeu_si512((void *)(dt + (size_t)(o0 + o) * d->NP + j0), w[o]);
+        }
+    }
+#else
+    for (int j = 0; j < d->NP; j++) {
+        const float *r0 = dw_row(img, 2 * j, s, d), *r1 = dw_row(img, 2 * j + 1, s, d);
+        for (int o = 0; o < s->OC; o++)
+            dt[(size_t)o * d->NP + j] = nn_bf16_pair(r0 ? r0[o] : 0.0f, r1 ? r1[o] : 0.0f);
+    }
+#endif
+}
+
 /* Image b's operands into dst: its position-pair grid (g2rows rows of Cp words: word (q, c) =
  * channel c at grid positions q and q + 1) and then its output gradient as OCp rows of NP words
  * (word (oc, j) = channel oc at positions 2j and 2j + 1, zero past the image or its row). tmp:
@@ -336,21 +378,11 @@ static void dw_image(uint32_t *dst, uint16_t *tmp, const float *inp, const float
     grid.rows = d->g2rows + 1;
     grid_image((uint32_t *)tmp, inp + (size_t)b * s->H * s->W * s->C, s->H, s->W, s->C, s->pad,
                s->pad, &grid);
-    const size_t n = d->g2rows * d->Cp;
-    for (size_t i = 0; i < n; i++) dst[i] = tmp[i] | (uint32_t)tmp[i + d->Cp] << 16;
-    uint32_t *dt = dst + n;
-    memset(dt, 0, sizeof(uint32_t) * (size_t)d->OCp * d->NP);
-    const float *img = dout + (size_t)b * s->OH * s->OW * s->OC;
-    for (int j = 0; j < d->NP; j++) {
-        const float *r[2];
-        for (int h = 0; h < 2; h++) {
-            const int q = 2 * j + h, x = q % d->Wp;
-            r[h] = q < d->M && x < d->OW ? img + ((size_t)(q / d->Wp) * d->OW + x) * s->OC : NULL;
-        }
-        if (!r[0] && !r[1]) continue;
-        for (int o = 0; o < s->OC; o++)
-            dt[(size_t)o * d->NP + j] = nn_bf16_pair(r[0] ? r[0][o] : 0.0f, r[1] ? r[1][o] : 0.0f);
-    }
+    const size_t n = d->g2rows * d->Cp, cp = (size_t)d->Cp;
+    uint32_t *restrict g2 = dst;
+    const uint16_t *restrict h = tmp;
+    for (size_t i = 0; i < n; i++) g2[i] = h[i] | (uint32_t)h[i + cp] << 16;
+    dw_pairs(dst + n, dout + (size_t)b * s->OH * s->OW * s->OC, s, d);
 }
 
 #ifdef NN_AMX

@@ -127,13 +127,7 @@ float nn_bf16_float(uint16_t h)
  * bits each and laid side by side, which (little-endian) is each pair's word. */
 static inline __m256i pairs8(const float *s)
 {
-    const __m512i u = _mm512_loadu_si512((const void *)s);
-    const __m512i r = _mm512_add_epi32(
-        u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
-                            _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
-    const __mmask16 nan = _mm512_cmpgt_epu32_mask(
-        _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    const __m512i bits = _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
+    const __m512i bits = nn_bf16_bits16(_mm512_loadu_si512((const void *)s));
     return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
 }
 
