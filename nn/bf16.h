@@ -60,7 +60,7 @@ static inline __m512i nn_bf16_pair16(__m512i x0, __m512i x1)
  * sums of one element are one float32 chain in that order (the instruction's own order within a
  * pair). Where the kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same
  * order; columns past 16 are written only when nr > 16. */
-enum { NN_BTILE_ROWS = 12, NN_BTILE_COLS = 32 };
+enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
     int ns, nq;                /* segments, of nq pairs each */
     const size_t *aoff, *boff; /* each segment's first pair in a and in b, in words */

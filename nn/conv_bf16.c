@@ -185,9 +185,26 @@ NN_AMX_TARGET static void grid_product(const bconv_geom *g, const uint32_t *grid
 }
 #endif
 
-/* As grid_product, with AVX512_BF16's dot products: tiles of NN_BTILE_ROWS grid rows by COLS
- * outputs, each the sum over the taps (segments: the tap's rows in the grid, its pairs in the
- * packed weights) of cp pairs. Rows past M are not computed. */
+/* A tile's sums (acc: mr rows of COLS, nr of them kept) into out's rows, ldo apart: + bias, or
+ * added to out (add) */
+static void put_rows(float *restrict out, size_t ldo, const float *restrict acc, int mr, int nr,
+                     const float *restrict bias, int add)
+{
+    for (int r = 0; r < mr; r++) {
+        float *restrict o = out + (size_t)r * ldo;
+        const float *restrict a = acc + (size_t)r * COLS;
+        if (add)
+            for (int j = 0; j < nr; j++) o[j] += a[j];
+        else if (bias)
+            for (int j = 0; j < nr; j++) o[j] = a[j] + bias[j];
+        else
+            memcpy(o, a, sizeof(float) * (size_t)nr);
+    }
+}
+
+/* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
+ * one output row by COLS outputs, each the sum over the taps (segments: the tap's rows in the
+ * grid, its pairs in the packed weights) of cp pairs. The grid's margins are not computed. */
 static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const uint32_t *wpk,
                              const float *bias, int add, float *out, size_t *aoff, size_t *boff)
 {
@@ -198,14 +215,20 @@ static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const ui
         boff[t] = (size_t)t * g->cp * COLS;
     }
     const nn_btile_seg seg = {g->taps, g->cp, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
-    for (int q0 = 0; q0 < g->M; q0 += NN_BTILE_ROWS) {
-        const int mr = g->M - q0 < NN_BTILE_ROWS ? g->M - q0 : NN_BTILE_ROWS;
-        for (int j0 = 0; j0 < g->N; j0 += COLS) {
-            nn_btile_segments(mr, g->N - j0 < COLS ? g->N - j0 : COLS,
-                              grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, &seg, acc);
-            put_block(out, acc, mr, g, q0, j0, bias, add);
+    /* each output row in tiles of about equal size, none over its margin */
+    const int tiles = (g->OW + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS;
+    for (int y = 0; y < g->M / g->Wp; y++)
+        for (int i = 0; i < tiles; i++) {
+            const int x0 = g->OW * i / tiles, mr = g->OW * (i + 1) / tiles - x0;
+            const int q0 = y * g->Wp + x0;
+            for (int j0 = 0; j0 < g->N; j0 += COLS) {
+                const int nr = g->N - j0 < COLS ? g->N - j0 : COLS;
+                nn_btile_segments(mr, nr, grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, &seg,
+                                  acc);
+                put_rows(out + ((size_t)y * g->OW + x0) * g->N + j0, (size_t)g->N, acc, mr, nr,
+                         bias ? bias + j0 : NULL, add);
+            }
         }
-    }
 }
 
 /* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at

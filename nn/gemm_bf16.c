@@ -358,7 +358,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void
 tile_body(int R, int V, size_t sa, size_t sq, const uint32_t *restrict a,
           const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
 {
-    __m512 c0[MR], c1[MR];
+    __m512 c0[NN_BTILE_ROWS], c1[NN_BTILE_ROWS];
     const size_t ldc = g->ldc;
     for (int i = 0; i < R; i++) {
         c0[i] = g->load ? _mm512_loadu_ps(acc + i * ldc) : _mm512_setzero_ps();
@@ -396,11 +396,12 @@ BF16_TARGET static void tile_avx512(int mr, int nr, int panel, const uint32_t *r
                                     const uint32_t *restrict b, const nn_btile_seg *g,
                                     float *restrict acc)
 {
-    static_assert(MR == 12 && NN_BTILE_ROWS == MR, "tile_avx512 has cases for up to 12 rows");
+    static_assert(MR <= NN_BTILE_ROWS && NN_BTILE_ROWS == 14, "tile_avx512 has cases for 14 rows");
     const int half = nr <= 16;
     switch (mr) {
         TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
         TILE_ROWS(7) TILE_ROWS(8) TILE_ROWS(9) TILE_ROWS(10) TILE_ROWS(11) TILE_ROWS(12)
+        TILE_ROWS(13) TILE_ROWS(14)
     default: XD_ASSERT(0);
     }
 }
