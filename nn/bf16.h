@@ -1,5 +1,6 @@
-/* bf16 rounding and pairs, inline for the loops that pack operands (nn/gemm_bf16.c, the AMX
- * convolution in nn/conv_bf16.c), and the AMX tile set-up they share. Internal to nn/. */
+/* bf16 rounding and pairs, inline for the loops that pack operands (nn/gemm_bf16.c, the
+ * convolutions of nn/conv_bf16.c), the AVX512_BF16 tile on operands read in place and the AMX
+ * tile set-up they share. Internal to nn/. */
 #ifndef XD_NN_BF16_H
 #define XD_NN_BF16_H
 
@@ -59,7 +60,8 @@ static inline __m512i nn_bf16_pair16(__m512i x0, __m512i x1)
  * columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 + q * sb + j - 16]. The
  * sums of one element are one float32 chain in that order (the instruction's own order within a
  * pair). Where the kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same
- * order; columns past 16 are written only when nr > 16. */
+ * order. Each row of acc is written 16 columns wide when nr <= 16, else 32 wide, so ldc must
+ * leave that room (asserted). */
 enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
     int ns, nq;                /* segments, of nq pairs each */

@@ -7,10 +7,11 @@
  * over taps t and pairs of row q + toff[t] times the taps' packed weights. A block of 32 rows by
  * 32 output channels is four C tiles, fed per tap and tile step by two A tiles loaded straight
  * from the copy (16 rows, one position apart) and two B tiles of the packed weights (the B panel
- * layout of nn/gemm_bf16.c: per pair, 32 words of columns). Rows of the grid past the image (its
- * right margin, and the last block's tail) are computed and dropped. With AVX512_BF16 a tile of
- * 12 rows by 32 columns takes the same operands from the same places (nn_btile_segments, a
- * segment per tap); the weight gradient likewise, a segment per image. */
+ * layout of nn/gemm_bf16.c: per pair, 32 words of columns). On AMX, rows of the grid past the
+ * image (its right margin, and the last block's tail) are computed and dropped. With AVX512_BF16
+ * a tile of up to 14 positions of one output row by 32 columns takes the same operands from the
+ * same places (nn_btile_segments, a segment per tap, over the pairs that hold channels), and no
+ * margin is computed; its weight gradient likewise, a segment per image. */
 #include "nn/conv_bf16.h"
 
 #include <stdlib.h>
@@ -32,6 +33,7 @@ typedef struct {
     int taps;        /* tap t reads grid row q + toff[t] */
     const int *toff;
     int cp;          /* pairs per grid row, a multiple of STEP */
+    int pairs;       /* of them, those with a channel: (channels + 1) / 2 */
     int N;           /* output channels */
     size_t rows;     /* grid rows of the copy, the last ones zero: M rounded up + the last toff */
 } bconv_geom;
@@ -214,7 +216,8 @@ static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const ui
         aoff[t] = (size_t)g->toff[t] * g->cp;
         boff[t] = (size_t)t * g->cp * COLS;
     }
-    const nn_btile_seg seg = {g->taps, g->cp, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
+    /* only the pairs with a channel: the rest of a grid row is zero */
+    const nn_btile_seg seg = {g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
     /* each output row in tiles of about equal size, none over its margin */
     const int tiles = (g->OW + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS;
     for (int y = 0; y < g->M / g->Wp; y++)
@@ -279,7 +282,8 @@ static void tap_offsets(int *toff, int KH, int KW, int Wp)
 static bconv_geom geometry(int M, int Wp, int OW, int KH, int KW, int channels, int N, int *toff)
 {
     tap_offsets(toff, KH, KW, Wp);
-    bconv_geom g = {M, Wp, OW, KH * KW, toff, round_up((channels + 1) / 2, STEP), N, 0};
+    bconv_geom g = {M,    Wp, OW, KH * KW, toff, round_up((channels + 1) / 2, STEP),
+                    (channels + 1) / 2, N, 0};
     g.rows = (size_t)round_up(M, ROWS) + (size_t)toff[KH * KW - 1];
     return g;
 }
@@ -474,8 +478,9 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
         aoff[i] = (size_t)i * d->img_words + d->g2rows * d->Cp + (size_t)r0 * d->NP;
         boff[i] = (size_t)i * d->img_words + o0;
     }
-    const nn_btile_seg seg = {n, d->NP, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp, o1 - o0,
-                              ld, !first};
+    /* the position pairs that hold a position of the image's rows (the rest are zero) */
+    const nn_btile_seg seg = {n, (d->M + 1) / 2, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp,
+                              o1 - o0, ld, !first};
     nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
 }
 

@@ -4,8 +4,8 @@
  * run on AMX tiles or AVX512_BF16's dot products (nn_bgemm_isa() is NN_BISA_AMX or
  * NN_BISA_AVX512BF16), a stride-1 convolution's forward and its input gradient need no unfolded
  * windows: each image is copied once into bf16 pairs of channels, zero-padded, and a tile of 16
- * (AMX) or 12 (AVX512_BF16) output positions at one tap of the kernel is as many consecutive
- * positions of that copy, read in place a position apart. The input gradient
+ * (AMX) or up to 14 (AVX512_BF16) output positions at one tap of the kernel is as many
+ * consecutive positions of that copy, read in place a position apart. The input gradient
  * is the same product over the output gradient padded by the kernel's size less one less the
  * padding, with the kernel turned half a turn and its channel axes swapped; the weight gradient
  * is a third product (nn_bconv_dw). Sums are float32 over the taps in order, channel pairs within

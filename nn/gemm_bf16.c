@@ -801,6 +801,7 @@ void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
                        const nn_btile_seg *g, float *acc)
 {
     XD_ASSERT(mr >= 1 && mr <= NN_BTILE_ROWS && nr >= 1 && nr <= NN_BTILE_COLS);
+    XD_ASSERT(g->ldc >= (size_t)(nr <= 16 ? 16 : NN_BTILE_COLS));
 #ifdef BGEMM_X86
     if (nn_bgemm_isa() != NN_BISA_PORTABLE && isa_runs(NN_BISA_AVX512BF16)) {
         tile_avx512(mr, nr, 0, a, b, g, acc);
