@@ -48,8 +48,9 @@ static inline __m512i nn_bf16_bits16(__m512i u)
 /* nn_bf16_pair of 16 pairs: word i holds x0[i] and x1[i] (as float bits) */
 static inline __m512i nn_bf16_pair16(__m512i x0, __m512i x1)
 {
+    const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
     return _mm512_or_si512(_mm512_srli_epi32(nn_bf16_bits16(x0), 16),
-                           _mm512_and_si512(nn_bf16_bits16(x1), _mm512_set1_epi32((int)0xffff0000u)));
+                           _mm512_and_si512(nn_bf16_bits16(x1), high));
 }
 #endif
 

@@ -130,13 +130,13 @@ static uint32_t *pack_taps(const float *w, const nn_conv_shape *s, tap_fn at, in
     return wpk;
 }
 
-/* The kept rows of a block's sums (acc: rows x COLS) into out (rows of N: position (y, x) at row
+/* The kept rows of a block's sums (acc: ROWS x COLS) into out (rows of N: position (y, x) at row
  * y * OW + x): + bias, or added to out (add) */
-static void put_block(float *out, const float *acc, int rows, const bconv_geom *g, int q0, int j0,
+static void put_block(float *out, const float *acc, const bconv_geom *g, int q0, int j0,
                       const float *bias, int add)
 {
     const int nr = g->N - j0 < COLS ? g->N - j0 : COLS;
-    for (int r = 0; r < rows && q0 + r < g->M; r++) {
+    for (int r = 0; r < ROWS && q0 + r < g->M; r++) {
         const int q = q0 + r, x = q % g->Wp;
         if (x >= g->OW) continue;
         float *o = out + ((size_t)(q / g->Wp) * g->OW + x) * g->N + j0;
@@ -181,7 +181,7 @@ NN_AMX_TARGET static void grid_product(const bconv_geom *g, const uint32_t *grid
                 }
             }
             nn_amx_store_block(acc, COLS, r2, c2);
-            put_block(out, acc, ROWS, g, q0, j0, bias, add);
+            put_block(out, acc, g, q0, j0, bias, add);
         }
     }
 }
@@ -204,20 +204,26 @@ static void put_rows(float *restrict out, size_t ldo, const float *restrict acc,
     }
 }
 
-/* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
- * one output row by COLS outputs, each the sum over the taps (segments: the tap's rows in the
- * grid, its pairs in the packed weights) of cp pairs. The grid's margins are not computed. */
-static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const uint32_t *wpk,
-                             const float *bias, int add, float *out, size_t *aoff, size_t *boff)
+/* The segments of grid_product_dot's tiles, one per tap (its rows in the grid, its pairs in the
+ * packed weights), over the pairs that hold channels (the rest of a grid row is zero); aoff,
+ * boff: g->taps each, filled. */
+static nn_btile_seg grid_segments(const bconv_geom *g, size_t *aoff, size_t *boff)
 {
-    float acc[NN_BTILE_ROWS * COLS] __attribute__((aligned(64)));
-    const size_t kq = (size_t)g->taps * g->cp;
     for (int t = 0; t < g->taps; t++) {
         aoff[t] = (size_t)g->toff[t] * g->cp;
         boff[t] = (size_t)t * g->cp * COLS;
     }
-    /* only the pairs with a channel: the rest of a grid row is zero */
-    const nn_btile_seg seg = {g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
+    return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
+}
+
+/* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
+ * one output row by COLS outputs, each the sum over seg's segments (grid_segments). The grid's
+ * margins are not computed. */
+static void grid_product_dot(const bconv_geom *g, const nn_btile_seg *seg, const uint32_t *grid,
+                             const uint32_t *wpk, const float *bias, int add, float *out)
+{
+    float acc[NN_BTILE_ROWS * COLS] __attribute__((aligned(64)));
+    const size_t kq = (size_t)g->taps * g->cp;
     /* each output row in tiles of about equal size, none over its margin */
     const int tiles = (g->OW + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS;
     for (int y = 0; y < g->M / g->Wp; y++)
@@ -226,7 +232,7 @@ static void grid_product_dot(const bconv_geom *g, const uint32_t *grid, const ui
             const int q0 = y * g->Wp + x0;
             for (int j0 = 0; j0 < g->N; j0 += COLS) {
                 const int nr = g->N - j0 < COLS ? g->N - j0 : COLS;
-                nn_btile_segments(mr, nr, grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, &seg,
+                nn_btile_segments(mr, nr, grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, seg,
                                   acc);
                 put_rows(out + ((size_t)y * g->OW + x0) * g->N + j0, (size_t)g->N, acc, mr, nr,
                          bias ? bias + j0 : NULL, add);
@@ -241,6 +247,8 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
                         size_t out_image, void (*image)(void *, int), void *image_ctx)
 {
     const int amx = amx_now();
+    size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)g->taps); /* the threads share seg */
+    const nn_btile_seg seg = grid_segments(g, off, off + g->taps);
     int T = xd_threads_split(B > 1) ? xd_threads_get() : 1;
     if (T > B) T = B;
 #pragma omp parallel for num_threads(T) if (T > 1)
@@ -248,7 +256,6 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
         int b0, b1;
         nn_sgemm_block_range(B, T, t, &b0, &b1);
         uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
-        size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)g->taps);
 #ifdef NN_AMX
         if (amx) nn_amx_configure();
 #endif
@@ -259,15 +266,15 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
             if (amx) grid_product(g, grid, wpk, bias, add, o);
             else
 #endif
-                grid_product_dot(g, grid, wpk, bias, add, o, off, off + g->taps);
+                grid_product_dot(g, &seg, grid, wpk, bias, add, o);
             if (image) image(image_ctx, b);
         }
 #ifdef NN_AMX
         if (amx) nn_amx_release();
 #endif
-        free(off);
         free(grid);
     }
+    free(off);
     (void)amx;
 }
 
@@ -374,8 +381,9 @@ static void dw_pairs(uint32_t *dt, const float *img, const nn_conv_shape *s, con
             __m512i w[16];
             for (int i = 0; i < 16; i++) {
                 const float *r0 = r[2 * i], *r1 = r[2 * i + 1];
-                const __m512i x0 = r0 ? _mm512_maskz_loadu_epi32(m, r0 + o0) : _mm512_setzero_si512();
-                const __m512i x1 = r1 ? _mm512_maskz_loadu_epi32(m, r1 + o0) : _mm512_setzero_si512();
+                const __m512i zero = _mm512_setzero_si512();
+                const __m512i x0 = r0 ? _mm512_maskz_loadu_epi32(m, r0 + o0) : zero;
+                const __m512i x1 = r1 ? _mm512_maskz_loadu_epi32(m, r1 + o0) : zero;
                 w[i] = nn_bf16_pair16(x0, x1);
             }
             nn_transpose_16x16(w);

@@ -560,6 +560,9 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const uint32_t *bpack = Bp ? Bp + packed_at(K, 0, j0, nc, qb, q0) : bbuf;
         if (!Bp) pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, nq, K, bbuf);
+        /* the block's one segment: op(A) in panels (pairs MR apart) or rows of pairs */
+        const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : (size_t)nq, NR, 16,
+                                  NR, 0};
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
@@ -569,8 +572,6 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const uint32_t *ap = apack + (size_t)ib * nq;
-                    const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : (size_t)nq,
-                                              NR, 16, NR, 0};
 #ifdef BGEMM_X86
                     if (avx) tile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
                     else
