@@ -13,20 +13,13 @@
 /* F.normalize's and CosineEmbeddingLoss's epsilon */
 #define KD_EPS 1e-12
 
-/* out = softmax(x / T); out may be x (each output reads only its own input after the sums) */
-static void softmax_row(float *out, const float *x, int K, double T)
-{
-    double lse = nn_logsumexp(x, K, T);
-    for (int k = 0; k < K; k++) out[k] = (float)exp((double)x[k] / T - lse);
-}
-
 /* ---------------------------------------------------------------------------------------------
  * soft targets */
 
 void kd_soft_targets(float *q, const float *t, int B, int K, float T)
 {
     XD_ASSERT(T > 0.0f);
-    for (int b = 0; b < B; b++) softmax_row(q + (size_t)b * K, t + (size_t)b * K, K, T);
+    nn_softmax_rows(q, NULL, t, B, K, T);
 }
 
 void kd_topk_targets(float *q, const float *val, const int32_t *idx, const float *rest, int B,
@@ -47,7 +40,7 @@ void kd_topk_targets(float *q, const float *val, const int32_t *idx, const float
             XD_ASSERT(ix[j] >= 0 && ix[j] < K);
             row[ix[j]] = v[j];
         }
-        softmax_row(row, row, K, T);
+        nn_softmax_row(row, row, K, T);
     }
 }
 
@@ -169,16 +162,18 @@ void kd_hinton_backward(float *ds, const float *ps, const float *probs, const fl
 float kd_soft_ce_forward(float *p, const float *s, const float *q, const uint8_t *mask, int B,
                          int K)
 {
-    double total = 0.0;
-    for (int b = 0; b < B; b++) {
-        const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
-        float *pb = p + (size_t)b * K;
-        double lse = nn_logsumexp(x, K, 1.0), l = 0.0;
-        for (int k = 0; k < K; k++) {
-            pb[k] = (float)exp((double)x[k] - lse);
-            l += (double)qb[k] * (lse - x[k]); /* -q log softmax */
+    enum { PIECE = 64 }; /* rows whose softmax is taken at once */
+    double total = 0.0, lse[PIECE];
+    for (int b0 = 0; b0 < B; b0 += PIECE) {
+        const int n = B - b0 < PIECE ? B - b0 : PIECE;
+        nn_softmax_rows(p + (size_t)b0 * K, lse, s + (size_t)b0 * K, n, K, 1.0);
+        for (int i = 0; i < n; i++) {
+            const int b = b0 + i;
+            const float *x = s + (size_t)b * K, *qb = q + (size_t)b * K;
+            double l = 0.0;
+            for (int k = 0; k < K; k++) l += (double)qb[k] * (lse[i] - x[k]); /* -q log softmax */
+            if (!mask || mask[b]) total += l;
         }
-        if (!mask || mask[b]) total += l;
     }
     int M = nn_mask_count(mask, B);
     return M ? (float)(total / M) : 0.0f;

@@ -177,17 +177,149 @@ void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_
     for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
 }
 
+/* exp(v) for v in [EXP_LO, EXP_HI], in a loop the compiler turns into vector code: v = k ln 2 + r
+ * with k = round(v / ln 2) and |r| <= ln 2 / 2 (ln 2 in two parts, so k ln 2 is exact to double
+ * precision), exp(r) by its Taylor series to r^13 / 13! (the first term left out is below 5e-18
+ * of the sum) in Horner's scheme with fused steps, times 2^k built from its bits. Within about
+ * one ulp of the correctly rounded value, so a float made from it is libm's but for a value
+ * within that of a rounding boundary between two floats (one in about 10^8). */
+#define EXP_LO -708.0 /* the result is a normal double: 2^k in range */
+#define EXP_HI 709.0
+#define EXP_CHUNK 64
+
+static inline double exp_core(double v)
+{
+    const double shifter = 0x1.8p52, ln2_hi = 0x1.62e42fefa39efp-1, ln2_lo = 0x1.abc9e3b39803fp-56;
+    const double k = fma(v, 0x1.71547652b82fep0, shifter) - shifter; /* round(v / ln 2) */
+    const double r = fma(-k, ln2_lo, fma(-k, ln2_hi, v));
+    double p = 1.0 / 6227020800.0; /* 1 / 13! */
+    p = fma(p, r, 1.0 / 479001600.0);
+    p = fma(p, r, 1.0 / 39916800.0);
+    p = fma(p, r, 1.0 / 3628800.0);
+    p = fma(p, r, 1.0 / 362880.0);
+    p = fma(p, r, 1.0 / 40320.0);
+    p = fma(p, r, 1.0 / 5040.0);
+    p = fma(p, r, 1.0 / 720.0);
+    p = fma(p, r, 1.0 / 120.0);
+    p = fma(p, r, 1.0 / 24.0);
+    p = fma(p, r, 1.0 / 6.0);
+    p = fma(p, r, 0.5);
+    p = fma(p, r, 1.0);
+    p = fma(p, r, 1.0);
+    const uint64_t bits = (uint64_t)((int64_t)k + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* e[j] = exp(v[j]) for j < n: the vector loop over every value, clamped to its range, then libm
+ * for the few outside it (underflow, overflow, NaN) */
+static void exp_chunk_n(double *restrict e, const double *restrict v, int n)
+{
+    for (int j = 0; j < n; j++) {
+        const double c = v[j] < EXP_LO ? EXP_LO : v[j] > EXP_HI ? EXP_HI : v[j]; /* NaN stays */
+        e[j] = exp_core(c);
+    }
+    int out = 0; /* a vector reduction, and the scalar loop only where it finds one */
+    for (int j = 0; j < n; j++) out |= !(v[j] >= EXP_LO && v[j] <= EXP_HI);
+    for (int j = 0; out && j < n; j++)
+        if (!(v[j] >= EXP_LO && v[j] <= EXP_HI)) e[j] = exp(v[j]);
+}
+
+/* e[j] = exp(x[k0 + j] / T - shift) for the chunk of n values at k0 */
+static void exp_shifted(double *e, const float *x, int k0, int n, double T, double shift)
+{
+    double v[EXP_CHUNK];
+    if (T == 1.0) /* x / 1 is x: the same values without a division each */
+        for (int j = 0; j < n; j++) v[j] = (double)x[k0 + j] - shift;
+    else
+        for (int j = 0; j < n; j++) v[j] = (double)x[k0 + j] / T - shift;
+    exp_chunk_n(e, v, n);
+}
+
+void nn_exp_many(double *e, const double *v, size_t n)
+{
+    for (size_t i = 0; i < n; i += EXP_CHUNK)
+        exp_chunk_n(e + i, v + i, n - i < EXP_CHUNK ? (int)(n - i) : EXP_CHUNK);
+}
+
 double nn_logsumexp(const float *x, int K, double T)
 {
-    double m = -INFINITY, s = 0.0;
-    if (T == 1.0) { /* x / 1 is x: the same sums without a division per value */
+    double m = -INFINITY, s = 0.0, e[EXP_CHUNK];
+    if (T == 1.0)
         for (int k = 0; k < K; k++) m = fmax(m, (double)x[k]);
-        for (int k = 0; k < K; k++) s += exp((double)x[k] - m);
-    } else {
+    else
         for (int k = 0; k < K; k++) m = fmax(m, (double)x[k] / T);
-        for (int k = 0; k < K; k++) s += exp((double)x[k] / T - m);
+    for (int k0 = 0; k0 < K; k0 += EXP_CHUNK) {
+        const int n = K - k0 < EXP_CHUNK ? K - k0 : EXP_CHUNK;
+        exp_shifted(e, x, k0, n, T, m);
+        for (int j = 0; j < n; j++) s += e[j]; /* in order, one chain */
     }
     return m + log(s);
+}
+
+double nn_softmax_row(float *p, const float *x, int K, double T)
+{
+    const double lse = nn_logsumexp(x, K, T);
+    double e[EXP_CHUNK];
+    for (int k0 = 0; k0 < K; k0 += EXP_CHUNK) {
+        const int n = K - k0 < EXP_CHUNK ? K - k0 : EXP_CHUNK;
+        exp_shifted(e, x, k0, n, T, lse);
+        for (int j = 0; j < n; j++) p[k0 + j] = (float)e[j];
+    }
+    return lse;
+}
+
+/* Rows of a few values each (K at most EXP_GROUP) go a group at a time, so the vector exp runs
+ * over a group's values at once rather than over each short row with a scalar remainder. */
+#define EXP_GROUP 256
+
+/* d = v less its row's m[r], g rows of K */
+static void shift_rows(double *restrict d, const double *restrict v, const double *restrict m,
+                       int g, int K)
+{
+    for (int r = 0; r < g; r++)
+        for (int k = 0; k < K; k++) d[r * K + k] = v[r * K + k] - m[r];
+}
+
+void nn_softmax_rows(float *p, double *lse, const float *x, int R, int K, double T)
+{
+    if (K <= 0) return;
+    if (K > EXP_GROUP) {
+        for (int r = 0; r < R; r++) {
+            const double l = nn_softmax_row(p + (size_t)r * K, x + (size_t)r * K, K, T);
+            if (lse) lse[r] = l;
+        }
+        return;
+    }
+    const int G = EXP_GROUP / K; /* rows per group */
+    double v[EXP_GROUP], d[EXP_GROUP], e[EXP_GROUP], m[EXP_GROUP];
+    for (int r0 = 0; r0 < R; r0 += G) {
+        const int g = R - r0 < G ? R - r0 : G, n = g * K;
+        const float *xs = x + (size_t)r0 * K;
+        /* each row's values over T, less the row's maximum (nn_logsumexp's terms) */
+        if (T == 1.0)
+            for (int i = 0; i < n; i++) v[i] = (double)xs[i];
+        else
+            for (int i = 0; i < n; i++) v[i] = (double)xs[i] / T;
+        for (int r = 0; r < g; r++) {
+            double mx = -INFINITY;
+            for (int k = 0; k < K; k++) mx = v[r * K + k] > mx ? v[r * K + k] : mx; /* fmax's */
+            m[r] = mx;
+        }
+        shift_rows(d, v, m, g, K);
+        exp_chunk_n(e, d, n);
+        for (int r = 0; r < g; r++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++) s += e[r * K + k]; /* in order, as nn_logsumexp */
+            m[r] += log(s);
+            if (lse) lse[r0 + r] = m[r];
+        }
+        shift_rows(d, v, m, g, K);
+        exp_chunk_n(e, d, n);
+        float *ps = p + (size_t)r0 * K;
+        for (int i = 0; i < n; i++) ps[i] = (float)e[i];
+    }
 }
 
 /* y = x - log sum exp(x), in double so that it stays exact to float rounding for |x| ~ 1000 */
@@ -215,22 +347,13 @@ void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, in
     }
 }
 
-/* y = exp(x - log sum exp(x)) */
-static void softmax_one(float *y, const float *x, int K)
-{
-    const double lse = nn_logsumexp(x, K, 1.0);
-    for (int k = 0; k < K; k++) y[k] = (float)exp((double)x[k] - lse);
-}
-
 void nn_softmax_forward(float *out, const float *inp, int R, int K)
 {
-    const size_t n = (size_t)R * K;
-    if (!xd_threads_split(n > NN_PAR_MIN)) {
-        for (size_t r = 0; r < n; r += K) softmax_one(out + r, inp + r, K);
-        return;
-    }
-#pragma omp parallel for
-    for (int r = 0; r < R; r++) softmax_one(out + (size_t)r * K, inp + (size_t)r * K, K);
+    enum { PIECE = 64 }; /* rows a thread takes at a time */
+#pragma omp parallel for if (xd_threads_split((size_t)R * K > NN_PAR_MIN))
+    for (int r = 0; r < R; r += PIECE)
+        nn_softmax_rows(out + (size_t)r * K, NULL, inp + (size_t)r * K,
+                        R - r < PIECE ? R - r : PIECE, K, 1.0);
 }
 
 void nn_softmax_infer(float *out, const float *inp, int R, int K)

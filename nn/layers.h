@@ -188,6 +188,15 @@ void nn_sigmoid_backward(float *dinp, const float *dout, const float *out, size_
 /* log sum_k exp(x_k / T) of one row, in double with the maximum taken out, so no exp overflows
  * for any finite x (softmax, log-softmax and every loss over logits use it). */
 double nn_logsumexp(const float *x, int K, double T);
+/* p = softmax(x / T) of one row, in floats from double exps: p_k = exp(x_k / T - lse); returns
+ * lse = nn_logsumexp(x, K, T). p may be x (each value is read before it is written). */
+double nn_softmax_row(float *p, const float *x, int K, double T);
+/* nn_softmax_row of R rows (x and p (R, K); p may be x), each row's lse in lse[r] (or NULL): the
+ * same bits, with short rows taken many at a time */
+void nn_softmax_rows(float *p, double *lse, const float *x, int R, int K, double T);
+/* e = exp(v) of n doubles, in vector code (within about one ulp of libm's; libm's own outside
+ * [-708, 709] and for NaN) */
+void nn_exp_many(double *e, const double *v, size_t n);
 
 /* softmax / log-softmax over the last axis of (R, K) rows, stable for any finite logits */
 void nn_softmax_forward(float *out, const float *inp, int R, int K);

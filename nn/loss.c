@@ -25,18 +25,10 @@ double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B)
     return w;
 }
 
-/* Row b's softmax into p, and its weighted loss (0 for a masked row, whose label is not read). */
-static double ce_row(float *p, const float *x, const int32_t *labels, const uint8_t *mask,
-                     const float *rw, int b, int K)
-{
-    const double lse = nn_logsumexp(x, K, 1.0);
-    for (int k = 0; k < K; k++) p[k] = (float)exp((double)x[k] - lse);
-    return !mask || mask[b] ? (rw ? rw[b] : 1.0) * (lse - x[labels[b]]) : 0.0;
-}
-
-/* Below this many logits the rows run on one thread: each costs two double exp (about 7 ns
- * each), and a parallel region about a microsecond. Rows go a chunk at a time. */
-enum { CE_PAR_MIN = 1024, CE_CHUNK = 2048 };
+/* Below this many logits the rows run on one thread: a parallel region costs about a
+ * microsecond, more than such rows' softmax. Rows go a chunk at a time, in pieces of CE_PIECE
+ * rows, one piece a thread at a time. */
+enum { CE_PAR_MIN = 1024, CE_CHUNK = 2048, CE_PIECE = 64 };
 
 float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
                       const uint8_t *mask, const float *rw, int B, int K)
@@ -45,15 +37,20 @@ float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
      * summed after in row order: the same bits at any thread count */
     const int par = xd_threads_split((size_t)B * K >= CE_PAR_MIN);
     (void)par; /* a build without OpenMP has no pragma to read it */
-    double total = 0.0, row[CE_CHUNK];
+    double total = 0.0, lse[CE_CHUNK];
     for (int b0 = 0; b0 < B; b0 += CE_CHUNK) {
         const int n = B - b0 < CE_CHUNK ? B - b0 : CE_CHUNK;
 #pragma omp parallel for schedule(static) if (par)
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < n; i += CE_PIECE) {
             const size_t at = (size_t)(b0 + i) * K;
-            row[i] = ce_row(probs + at, logits + at, labels, mask, rw, b0 + i, K);
+            nn_softmax_rows(probs + at, lse + i, logits + at, n - i < CE_PIECE ? n - i : CE_PIECE,
+                            K, 1.0);
         }
-        for (int i = 0; i < n; i++) total += row[i]; /* a masked row's is 0 */
+        for (int i = 0; i < n; i++) { /* a masked row's loss is 0, its label not read */
+            const int b = b0 + i;
+            if (!mask || mask[b])
+                total += (rw ? rw[b] : 1.0) * (lse[i] - logits[(size_t)b * K + labels[b]]);
+        }
     }
     const double W = nn_row_weight_sum(mask, rw, B);
     return W > 0.0 ? (float)(total / W) : 0.0f;

@@ -597,6 +597,81 @@ static void test_softmax_infer(void **state)
     for (int i = 3; i < 6; i++) assert_true(fabsf(y[i] - 1.0f / 3.0f) < 1e-7f);
 }
 
+/* The vector exp against libm: within 1.1 ulp over the range it computes, libm's own bits
+ * outside it (underflow, overflow, infinities, NaN), and at most a few floats in a million that
+ * round differently from libm's value. */
+static void test_exp_many(void **state)
+{
+    (void)state;
+    enum { N = 200003 };
+    double *v = malloc(sizeof(double) * N), *e = malloc(sizeof(double) * N);
+    assert_non_null(v);
+    assert_non_null(e);
+    for (int i = 0; i < N; i++) v[i] = -750.0 + 1470.0 * i / (N - 1); /* -750 .. 720 */
+    const double special[] = {0.0,     -0.0,      -708.0,   nextafter(-708.0, -1e9), 709.0,
+                              nextafter(709.0, 1e9), -745.2, 709.9,     INFINITY,    -INFINITY,
+                              NAN,     1e-300,    -1e-17,   0.5 * M_LN2, -0.5 * M_LN2};
+    const int ns = (int)(sizeof special / sizeof special[0]);
+    for (int i = 0; i < ns; i++) v[i * 997] = special[i];
+    for (int i = 0; i < 4000; i++) v[N - 1 - i] = -10.0 + 10.0 * i / 4000.0; /* softmax's terms */
+    nn_exp_many(e, v, N);
+    int float_diff = 0;
+    for (int i = 0; i < N; i++) {
+        const double want = exp(v[i]);
+        if (!(v[i] >= -708.0 && v[i] <= 709.0)) {
+            if (memcmp(&want, &e[i], sizeof want) != 0)
+                fail_msg("exp(%.17g) = %.17g, libm %.17g", v[i], e[i], want);
+            continue;
+        }
+        if (!(fabs(e[i] - want) <= 1.1 * DBL_EPSILON * want))
+            fail_msg("exp(%.17g) = %.17g, libm %.17g", v[i], e[i], want);
+        float_diff += (float)e[i] != (float)want;
+    }
+    assert_true(float_diff <= N / 100000);
+    free(v);
+    free(e);
+}
+
+/* Rows taken many at a time give each row's own softmax and lse bits, at any width (one row
+ * wider than a group of rows too), temperature, and in place. */
+static void test_softmax_rows(void **state)
+{
+    (void)state;
+    const int Ks[] = {1, 3, 10, 37, 256, 300}, Rs[] = {1, 7, 130};
+    const double Ts[] = {1.0, 4.0};
+    for (int a = 0; a < 6; a++)
+        for (int b = 0; b < 3; b++)
+            for (int t = 0; t < 2; t++) {
+                const int K = Ks[a], R = Rs[b];
+                const size_t n = (size_t)R * K;
+                float *x = malloc(sizeof(float) * n), *p = malloc(sizeof(float) * n),
+                      *q = malloc(sizeof(float) * n);
+                double *lse = malloc(sizeof(double) * R);
+                assert_true(x && p && q && lse);
+                tu_fill_uniform(x, n, -40.0f, 40.0f, (unsigned)(7 + a + 10 * b + 100 * t));
+                nn_softmax_rows(p, lse, x, R, K, Ts[t]);
+                for (int r = 0; r < R; r++) {
+                    const double l = nn_softmax_row(q + (size_t)r * K, x + (size_t)r * K, K, Ts[t]);
+                    if (l != lse[r]) fail_msg("K %d R %d row %d: lse %.17g, alone %.17g", K, R, r,
+                                              lse[r], l);
+                    /* against libm, independently: softmax in double, one float rounding */
+                    double m = -INFINITY, s = 0.0;
+                    for (int k = 0; k < K; k++) m = fmax(m, x[(size_t)r * K + k] / Ts[t]);
+                    for (int k = 0; k < K; k++) s += exp(x[(size_t)r * K + k] / Ts[t] - m);
+                    for (int k = 0; k < K; k++) {
+                        const double w = exp(x[(size_t)r * K + k] / Ts[t] - m) / s;
+                        if (!(fabs(p[(size_t)r * K + k] - w) <= 1e-15 + FLT_EPSILON * w))
+                            fail_msg("K %d row %d class %d: %.9g, libm %.9g", K, r, k,
+                                     (double)p[(size_t)r * K + k], w);
+                    }
+                }
+                assert_memory_equal(p, q, sizeof(float) * n);
+                nn_softmax_rows(x, NULL, x, R, K, Ts[t]); /* in place */
+                assert_memory_equal(x, q, sizeof(float) * n);
+                free(x); free(p); free(q); free(lse);
+            }
+}
+
 static void test_softmax_extremes(void **state)
 {
     (void)state;
@@ -902,6 +977,8 @@ int main(void)
         cmocka_unit_test(test_pooling),
         cmocka_unit_test(test_first_write_and_fused),
         cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_exp_many),
+        cmocka_unit_test(test_softmax_rows),
         cmocka_unit_test(test_softmax_extremes),
         cmocka_unit_test(test_softmax_infer),
         cmocka_unit_test(test_norms),
