@@ -45,12 +45,51 @@ static inline __m512i nn_bf16_bits16(__m512i u)
     return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
 }
 
+#if defined(__AVX512BF16__)
+/* AVX512_BF16's conversion (VCVTNE2PS2BF16) rounds as nn_bf16_bits does, NaN and infinities
+ * included, but for subnormal floats, which it makes zeros: where either vector holds one, the
+ * integer rounding runs instead (in training they are rare; the bits are the same either way). */
+static inline int nn_bf16_cvt_exact(__m512i x0, __m512i x1)
+{
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1),
+                  sub = _mm512_set1_epi32(0x007fffff); /* |bits| - 1 below it: subnormal */
+    return !(_mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(x0, abs), one), sub) |
+             _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(x1, abs), one), sub));
+}
+#endif
+
 /* nn_bf16_pair of 16 pairs: word i holds x0[i] and x1[i] (as float bits) */
 static inline __m512i nn_bf16_pair16(__m512i x0, __m512i x1)
 {
+#if defined(__AVX512BF16__)
+    if (nn_bf16_cvt_exact(x0, x1)) {
+        /* x0's 16 halves then x1's, interleaved into words */
+        const __m512i order = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
+                                               25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                               18, 2, 17, 1, 16, 0);
+        const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(x1),
+                                                       _mm512_castsi512_ps(x0));
+        return _mm512_permutexvar_epi16(order, h);
+    }
+#endif
     const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
     return _mm512_or_si512(_mm512_srli_epi32(nn_bf16_bits16(x0), 16),
                            _mm512_and_si512(nn_bf16_bits16(x1), high));
+}
+
+/* The 32 floats at s as bf16 halves in order (nn_bf16_bits' top halves): 16 neighbouring pairs'
+ * words. */
+static inline __m512i nn_bf16_halves32(const float *s)
+{
+    const __m512i x0 = _mm512_loadu_si512((const void *)s),
+                  x1 = _mm512_loadu_si512((const void *)(s + 16));
+#if defined(__AVX512BF16__)
+    if (nn_bf16_cvt_exact(x0, x1))
+        return (__m512i)_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(x1), _mm512_castsi512_ps(x0));
+#endif
+    return _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(x0), 16))),
+        _mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(x1), 16)), 1);
 }
 #endif
 

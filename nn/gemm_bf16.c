@@ -123,22 +123,12 @@ float nn_bf16_float(uint16_t h)
 // packing
 
 #if defined(__AVX512F__)
-/* nn_bf16_pair of the 8 neighbouring pairs of 16 values at s: their bf16 halves narrowed to 16
- * bits each and laid side by side, which (little-endian) is each pair's word. */
-static inline __m256i pairs8(const float *s)
-{
-    const __m512i bits = nn_bf16_bits16(_mm512_loadu_si512((const void *)s));
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
-}
-
 /* 16 rows (ld apart) by 16 pairs of a row-major X, from s, into a panel: pair q's 16 words at
  * dst + q * R, the 16 x 16 words transposed in registers. */
 static void panel_16x16(const float *s, size_t ld, uint32_t *dst, size_t R)
 {
     __m512i a[16];
-    for (int r = 0; r < 16; r++)
-        a[r] = _mm512_inserti64x4(_mm512_castsi256_si512(pairs8(s + (size_t)r * ld)),
-                                  pairs8(s + (size_t)r * ld + 16), 1);
+    for (int r = 0; r < 16; r++) a[r] = nn_bf16_halves32(s + (size_t)r * ld);
     nn_transpose_16x16(a);
     for (int q = 0; q < 16; q++) _mm512_storeu_si512((void *)(dst + (size_t)q * R), a[q]);
 }
@@ -163,9 +153,17 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
             for (int ib = 0; ib < mc; ib += R) {
                 const int rows = mc - ib < R ? mc - ib : R;
                 uint32_t *d = dst + (size_t)ib * nq + (size_t)q * R;
-                if (k + 1 < K)
-                    for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[ib + r], s1[ib + r]);
-                else
+                if (k + 1 < K) {
+                    int r = 0;
+#if defined(__AVX512F__)
+                    for (; r + 16 <= rows; r += 16)
+                        _mm512_storeu_si512(
+                            (void *)(d + r),
+                            nn_bf16_pair16(_mm512_loadu_si512((const void *)(s0 + ib + r)),
+                                           _mm512_loadu_si512((const void *)(s1 + ib + r))));
+#endif
+                    for (; r < rows; r++) d[r] = nn_bf16_pair(s0[ib + r], s1[ib + r]);
+                } else
                     for (int r = 0; r < rows; r++) d[r] = nn_bf16_pair(s0[ib + r], 0.0f);
             }
         }
@@ -193,7 +191,12 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
                      * low half first), so one narrowing loop over k, which vectorises (the
                      * build does not assume strict aliasing) */
                     uint16_t *h = (uint16_t *)d;
-                    for (int k = 0; k < 2 * kend; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
+                    int k = 0;
+#if defined(__AVX512F__)
+                    for (; k + 32 <= 2 * kend; k += 32)
+                        _mm512_storeu_si512((void *)(h + k), nn_bf16_halves32(s + k));
+#endif
+                    for (; k < 2 * kend; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
                 } else {
                     for (int q = r < r0 ? qv : 0; q < kend; q++)
                         d[q * sq] = nn_bf16_pair(s[2 * q], s[2 * q + 1]);

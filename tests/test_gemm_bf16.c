@@ -54,6 +54,47 @@ static void test_round(void **state)
     }
 }
 
+/* The vector roundings the packing uses (AVX512_BF16's conversion where the build has it, which
+ * flushes subnormals, so those take the integer path) give nn_bf16_round's bits: ties, the
+ * carry into Inf, NaNs of both signs and kinds, zeros, subnormals, and random floats, in vectors
+ * with and without a subnormal. */
+static void test_vector_rounding(void **state)
+{
+    (void)state;
+#if defined(__AVX512F__)
+    static const uint32_t special[] = {
+        0x3f808000u, 0x3f818000u, 0x3f808001u, 0xbf818000u, /* ties and just past */
+        0x7f7fffffu, 0xff7fffffu, 0x7f7f8000u, 0x7f7f7fffu, /* to Inf, or not */
+        0x7f800000u, 0xff800000u, 0x7f800001u, 0xff800001u, /* Inf, signalling NaNs */
+        0x7fc00000u, 0xffffffffu, 0x00000000u, 0x80000000u, /* quiet NaNs, zeros */
+        0x00800000u, 0x80800000u, 0x00810000u, 0x0080ffffu, /* the smallest normals */
+    };
+    static const uint32_t subnormal[] = {0x00000001u, 0x807fffffu, 0x00008000u, 0x00018000u};
+    enum { NS = sizeof special / sizeof special[0] };
+    float x[64];
+    for (int round = 0; round < 200; round++) {
+        tu_fill_uniform(x, 64, -3.0f, 3.0f, (uint64_t)round + 1);
+        for (int i = 0; i < 64; i++) x[i] *= exp2f((float)(round % 40) - 20.0f);
+        for (int i = 0; i < NS; i++) memcpy(&x[(i * 7 + round) % 64], &special[i], 4);
+        if (round % 2) /* one subnormal somewhere: the integer path */
+            memcpy(&x[(round * 13) % 64], &subnormal[round % 4], 4);
+        uint16_t want[64], got[64];
+        for (int i = 0; i < 64; i++) want[i] = nn_bf16_round(x[i]);
+        for (int h = 0; h < 2; h++)
+            _mm512_storeu_si512((void *)(got + 32 * h), nn_bf16_halves32(x + 32 * h));
+        if (memcmp(got, want, sizeof want) != 0) fail_msg("round %d: halves differ", round);
+        uint32_t pairs[16];
+        _mm512_storeu_si512((void *)pairs, nn_bf16_pair16(_mm512_loadu_si512((void *)x),
+                                                          _mm512_loadu_si512((void *)(x + 16))));
+        for (int i = 0; i < 16; i++)
+            if (pairs[i] != (uint32_t)want[i] + ((uint32_t)want[16 + i] << 16))
+                fail_msg("round %d: pair %d is %08x", round, i, pairs[i]);
+    }
+#else
+    skip();
+#endif
+}
+
 static float a_at(const prod *p, int i, int k)
 {
     return p->ta ? p->A[(size_t)k * p->lda + i] : p->A[(size_t)i * p->lda + k];
@@ -390,6 +431,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round),
+        cmocka_unit_test(test_vector_rounding),
         cmocka_unit_test(test_kernels_against_ref),
         cmocka_unit_test(test_bits_and_kernels_agree),
         cmocka_unit_test(test_wide_rows),
