@@ -39,6 +39,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 #define NC (NR * 64) /* columns of op(B) per packed block */
 #define MIN_ROWS NN_GEMM_MIN_ROWS
 #define OWN_PACK_MAX (128 * 1024) /* op(B)'s values, at most, for each row block to pack its own */
+#define AWHOLE_MAX (128 * 1024)  /* op(A)'s pairs, at most, to be rounded whole (gemm_packed) */
 
 static const char *const isa_names[] = {
     [NN_BISA_PORTABLE] = "portable",
@@ -552,8 +553,13 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                         const float *A, int lda, const float *B, int ldb, const uint32_t *Bp,
                         float beta, float *C, size_t rs, size_t cs)
 {
-    /* packing buffers as large as this product needs, the thread's own (nn_thread_buf) */
-    const int qmax = k_pairs(K) < KQ ? k_pairs(K) : KQ;
+    /* A row-major op(A) whose rows all fit one block and whose rounded rows are small is
+     * rounded whole, in one pass down its rows, before the first product: read once in order
+     * (a layer's input, not in the cache yet, streams from memory at its full rate), its K
+     * blocks then taken from that copy in place. */
+    const int whole = !trans_a && M <= MC && N <= NC && q_blocks(K) > 1 &&
+                      (size_t)pad_to(M, MR) * k_pairs(K) <= AWHOLE_MAX;
+    const int qmax = whole ? k_pairs(K) : k_pairs(K) < KQ ? k_pairs(K) : KQ;
     const size_t na = (size_t)pad_to(M < MC ? M : MC, MR) * qmax,
                  nb = (size_t)pad_to(N < NC ? N : NC, NR) * qmax;
     uint32_t *apack = nn_thread_buf(NN_BUF_BGEMM_A, sizeof(uint32_t) * na);
@@ -563,18 +569,21 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const uint32_t *bpack = Bp ? Bp + packed_at(K, 0, j0, nc, qb, q0) : bbuf;
         if (!Bp) pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, nq, K, bbuf);
-        /* the block's one segment: op(A) in panels (pairs MR apart) or rows of pairs */
-        const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : (size_t)nq, NR, 16,
-                                  NR, 0};
+        /* the block's one segment: op(A) in panels (pairs MR apart) or rows of pairs (arow
+         * words apart) */
+        const size_t arow = whole ? (size_t)qmax : (size_t)nq;
+        const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : arow, NR, 16, NR, 0};
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
-            pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
+            if (!whole) pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
+            else if (qb == 0) pack_pairs(0, MR, 1, A, lda, 0, M, 0, qmax, K, apack);
+            const uint32_t *ablock = whole ? apack + q0 : apack;
             for (int jb = 0; jb < nc; jb += NR) {
                 const int nr = nc - jb < NR ? nc - jb : NR;
                 const uint32_t *bp = bpack + (size_t)jb * nq;
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
-                    const uint32_t *ap = apack + (size_t)ib * nq;
+                    const uint32_t *ap = ablock + (size_t)ib * arow;
 #ifdef BGEMM_X86
                     if (avx) tile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
                     else
