@@ -180,7 +180,7 @@ void bench_train_step(void *ctx)
     } else if (t->loss == BENCH_LOSS_KD_CACHED) {
         tl = t->cache + (size_t)i0 * (size_t)K;
     }
-    nn_model_zero_grad(&t->m);
+    nn_model_clear_grad(&t->m); /* the backward below writes the gradients whole */
     const float *s = nn_model_out(&t->m, t->head);
     float *ds = nn_model_dout(&t->m, t->head);
     double loss;

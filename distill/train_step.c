@@ -418,7 +418,8 @@ static xd_status local_step(train_run *R, int stage, int epoch, int n, double *l
         int aug = R->spatial || tr->f.kind == FEED_TEXT;
         if ((s = train_teacher_forward(R, tr, R->idx, n, aug, (uint64_t)epoch, e)) != XD_OK) return s;
     }
-    for (int k = 0; k < R->n_models; k++) nn_model_zero_grad(&R->models[k].m);
+    /* every model's backward follows the losses: each writes its gradients whole */
+    for (int k = 0; k < R->n_models; k++) nn_model_clear_grad(&R->models[k].m);
     nn_run nr = {.training = 1, .seed = R->models[0].seed, .step = (uint64_t)R->global_step,
                  .example = R->exb};
     *loss = apply_losses(R, n, &nr);

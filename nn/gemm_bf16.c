@@ -532,8 +532,12 @@ static void write_tile(const float *acc, int mr, int nr, float alpha, float beta
     for (int i = 0; i < mr; i++) {
         const float *a = acc + i * NR;
         float *d = c + i * rs;
-        if (cs == 1 && alpha == 1.0f && add) { /* the common case, in a loop that vectorises */
-            for (int j = 0; j < nr; j++) d[j] += a[j];
+        if (cs == 1 && alpha == 1.0f && (add || beta == 0.0f)) { /* the common cases, in loops
+                                                                    * that vectorise */
+            if (add)
+                for (int j = 0; j < nr; j++) d[j] += a[j];
+            else
+                for (int j = 0; j < nr; j++) d[j] = a[j];
             continue;
         }
         for (int j = 0; j < nr; j++) {

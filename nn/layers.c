@@ -55,38 +55,59 @@ void nn_linear_pack(float *wp, const float *w, int C, int OC)
     nn_sgemm_pack_b(1, OC, C, w, C, wp);
 }
 
-void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                        const float *w, int B, int C, int OC)
+/* gbeta: 1 adds into dw and db, 0 writes them */
+static void linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, int B, int C, int OC, float gbeta)
 {
     if (dinp) /* dinp (B, C) += dout (B, OC) @ w (OC, C) */
         nn_mm(0, 0, B, C, OC, 1.0f, dout, OC, w, C, 1.0f, dinp, C);
     if (dw) /* dw (OC, C) += dout^T (OC, B) @ inp (B, C), its rows on the threads that own them */
-        nn_mm_param_rows(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dw, C);
-    if (db) nn_bias_grad(db, dout, B, OC);
+        nn_mm_param_rows(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, gbeta, dw, C);
+    if (db && gbeta == 0.0f) nn_bias_grad_first(db, dout, B, OC);
+    else if (db) nn_bias_grad(db, dout, B, OC);
+}
+
+void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, int B, int C, int OC)
+{
+    linear_backward(dinp, dw, db, dout, inp, w, B, C, OC, 1.0f);
+}
+
+void nn_linear_backward_wfirst(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, int B, int C, int OC)
+{
+    linear_backward(dinp, dw, db, dout, inp, w, B, C, OC, 0.0f);
 }
 
 /* Runs of output channels, each channel's sum running down its column in row order while the run
  * is summed side by side along the rows (one chain per channel, as a loop per channel gives, but
- * without waiting on each add); runs are independent: no shared writes. */
+ * without waiting on each add); runs are independent: no shared writes. first: db = 0 + sums. */
 enum { BIAS_RUN = 64 };
-static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, int n)
+static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, int n, int first)
 {
     float s[BIAS_RUN] = {0};
     for (int i = 0; i < B; i++) {
         const float *d = dout + (size_t)i * OC + o0;
         for (int o = 0; o < n; o++) s[o] += d[o];
     }
-    for (int o = 0; o < n; o++) db[o0 + o] += s[o];
+    for (int o = 0; o < n; o++) db[o0 + o] = (first ? 0.0f : db[o0 + o]) + s[o];
 }
 
-void nn_bias_grad(float *db, const float *dout, int B, int OC)
+static void bias_grad(float *db, const float *dout, int B, int OC, int first)
 {
     const int runs = (OC + BIAS_RUN - 1) / BIAS_RUN;
 #pragma omp parallel for if (runs > 1 && (size_t)B * OC > NN_PAR_MIN)
     for (int r = 0; r < runs; r++) {
         const int o0 = r * BIAS_RUN;
-        bias_grad_run(db, dout, B, OC, o0, OC - o0 < BIAS_RUN ? OC - o0 : BIAS_RUN);
+        bias_grad_run(db, dout, B, OC, o0, OC - o0 < BIAS_RUN ? OC - o0 : BIAS_RUN, first);
     }
+}
+
+void nn_bias_grad(float *db, const float *dout, int B, int OC) { bias_grad(db, dout, B, OC, 0); }
+
+void nn_bias_grad_first(float *db, const float *dout, int B, int OC)
+{
+    bias_grad(db, dout, B, OC, 1);
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -35,8 +35,14 @@ void nn_linear_forward_bpacked(float *out, const float *inp, const uint32_t *wpb
                                int B, int C, int OC);
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC);
-/* db (OC) += the column sums of dout (B, OC), each in row order (a linear layer's bias gradient) */
+/* nn_linear_backward for dw and db that hold nothing yet this step: written whole, not added to
+ * (the bits of zeroing them and adding); dinp is added to as there */
+void nn_linear_backward_wfirst(float *dinp, float *dw, float *db, const float *dout,
+                               const float *inp, const float *w, int B, int C, int OC);
+/* db (OC) += the column sums of dout (B, OC), each in row order (a linear layer's bias gradient);
+ * _first: db = 0 + those sums */
 void nn_bias_grad(float *db, const float *dout, int B, int OC);
+void nn_bias_grad_first(float *db, const float *dout, int B, int OC);
 
 /* ---------------------------------------------------------------------------------------------
  * conv2d (NHWC): out[b,oy,ox,oc] = b[oc] + sum_{ky,kx,c} w[oc,ky,kx,c] * inp[b, oy*s-p+ky, ox*s-p+kx, c]

@@ -485,8 +485,11 @@ void nn_model_free(nn_model *m)
     memset(m, 0, sizeof *m);
 }
 
+void nn_model_clear_grad(nn_model *m) { m->grad_unset = 1; }
+
 void nn_model_zero_grad(nn_model *m)
 {
+    m->grad_unset = 0;
     /* each segment in the optimizer's shares (one static share a thread, as its loops split
      * each segment), so a thread clears the lines its own cache holds from the last update */
     const nn_param_seg all = {0, m->n_param, 1, 0};

@@ -148,6 +148,7 @@ typedef struct {
     int n_segs;
     float *param, *grad;      /* (n_param) each */
     size_t n_param;
+    int grad_unset;           /* nn_model_clear_grad: the next backward writes grad whole */
     float *state;             /* (n_state) */
     size_t n_state;
     int max_batch, batch;
@@ -237,9 +238,18 @@ void nn_model_unpack(nn_model *m);
  * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
  * that ReLU is a head; nothing but the pool reads it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
-/* Propagates the gradients written into head/tap douts down to the parameters (adds into grad). */
+/* Propagates the gradients written into head/tap douts down to the parameters (adds into grad;
+ * after nn_model_clear_grad, writes all of it). */
 void nn_model_backward(nn_model *m);
 void nn_model_zero_grad(nn_model *m);
+/* For a step whose nn_model_backward follows before anything reads or adds to grad: the
+ * gradients are not cleared now, and that backward writes every parameter's (a linear layer's
+ * product writes its weight gradient rather than adding to a cleared one, the bits of 0 + g;
+ * other layers' are cleared just before they add, and those of layers no gradient reaches are
+ * cleared). One pass over the gradients fewer than nn_model_zero_grad, and the largest ones are
+ * not read. Until that backward, grad holds garbage; where it may not run (nothing to train on
+ * this step), nn_model_zero_grad. */
+void nn_model_clear_grad(nn_model *m);
 
 int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
 /* The node a parameter or state entry "NODE.what" belongs to (node names may hold dots; the part

@@ -103,8 +103,16 @@ void nn_model_backward(nn_model *m)
     xd_arena_reset(&m->scratch);
     mark_grad_used(m);
     const nn_precision prec = nn_mm_precision_set(m->precision);
+    const int unset = m->grad_unset; /* nn_model_clear_grad: each node's gradients written */
+    m->grad_unset = 0;
     for (int i = m->n_nodes - 1; i >= 0; i--) {
         nn_node *nd = &m->nodes[i];
+        /* a layer that writes its parameters' gradients whole does so; the others add */
+        const int writes = unset && nd->kind == NN_LINEAR && nd->touched;
+        if (unset && !writes && (nd->w_n || nd->b_n)) {
+            memset(m->grad + nd->w_off, 0, sizeof(float) * nd->w_n);
+            memset(m->grad + nd->b_off, 0, sizeof(float) * nd->b_n);
+        }
         if (!nd->touched) continue; /* nothing downstream asked for this node's gradient */
         /* a fused convolution's output that its pool did not keep, for a ReLU's own backward */
         if (nd->in >= 0 && m->nodes[nd->in].stale && m->nodes[nd->in].kind == NN_CONV2D)
@@ -119,7 +127,11 @@ void nn_model_backward(nn_model *m)
             memset(dx, 0, sizeof(float) * (size_t)B * m->nodes[nd->in].act_n);
         switch (nd->kind) {
         case NN_LINEAR:
-            nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
+            if (writes)
+                nn_linear_backward_wfirst(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic,
+                                          nd->units);
+            else
+                nn_linear_backward(dx, dw, db, dy, x, w, B * nd->ih * nd->iw, nd->ic, nd->units);
             break;
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);

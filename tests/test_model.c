@@ -683,6 +683,55 @@ static void test_bit_identical_runs(void **state)
 
 /* Every gradient is cleared, at 1 and 2 threads (big enough to be shared among them; an odd count,
  * which two equal shares do not cover) */
+/* nn_model_clear_grad then backward gives nn_model_zero_grad's gradients bit for bit, whatever
+ * grad held: linear layers written (a bias, and one split over several K blocks of the bf16
+ * kernel), a convolution and a batch norm cleared before they add, a head no gradient reaches
+ * cleared; a second backward in the step adds; both precisions, one and two threads. */
+static void test_clear_grad_same_bits(void **state)
+{
+    (void)state;
+    static const char *desc =
+        "input h=6 w=6 c=2; conv2d out=4 k=3 pad=1; batchnorm; relu name=r; maxpool k=2; "
+        "flatten; linear out=9 name=h; relu; linear out=3 name=out head; "
+        "gap from=r; linear out=2 name=spare head";
+    enum { B = 5 };
+    float x[B * 6 * 6 * 2], r[B * 3];
+    tu_fill_uniform(x, sizeof x / sizeof x[0], -1, 1, 11);
+    tu_fill_uniform(r, B * 3, -1, 1, 12);
+    const nn_run train = {.training = 1, .seed = 1};
+    const int threads0 = xd_threads_get();
+    for (int prec = 0; prec < 2; prec++)
+        for (int t = 1; t <= 2; t++) {
+            xd_threads_set(t);
+            nn_model m[2];
+            xd_err e;
+            for (int k = 0; k < 2; k++) {
+                TU_OK(nn_model_build(&m[k], desc, B, 3, &e));
+                m[k].precision = prec ? NN_PREC_BF16 : NN_PREC_FLOAT32;
+            }
+            for (int twice = 1; twice <= 2; twice++) {
+                for (int k = 0; k < 2; k++) {
+                    nn_model_forward(&m[k], x, B, &train);
+                    for (size_t i = 0; i < m[k].n_param; i++) m[k].grad[i] = NAN;
+                    if (k == 0) nn_model_zero_grad(&m[k]);
+                    else nn_model_clear_grad(&m[k]);
+                    for (int n = 0; n < twice; n++) {
+                        memcpy(nn_model_dout(&m[k], nn_model_find(&m[k], "out")), r, sizeof r);
+                        nn_model_backward(&m[k]);
+                    }
+                }
+                if (memcmp(m[0].grad, m[1].grad, sizeof(float) * m[0].n_param) != 0)
+                    fail_msg("precision %d, %d threads, %d backward(s): gradients differ", prec,
+                             t, twice);
+                const nn_param *sp = nn_model_param(&m[1], "spare.weight");
+                assert_non_null(sp);
+                assert_true(m[1].grad[sp->off] == 0.0f); /* reached by nothing: cleared */
+            }
+            for (int k = 0; k < 2; k++) nn_model_free(&m[k]);
+        }
+    xd_threads_set(threads0);
+}
+
 static void test_zero_grad_clears_all(void **state)
 {
     (void)state;
@@ -719,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_learns_spirals),
         cmocka_unit_test(test_bit_identical_runs),
         cmocka_unit_test(test_zero_grad_clears_all),
+        cmocka_unit_test(test_clear_grad_same_bits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
