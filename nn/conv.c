@@ -21,6 +21,7 @@
 #include "nn/conv_bf16.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 // ----------------------------------------------------------------------------------------------
 // conv2d
 

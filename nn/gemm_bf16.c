@@ -1,5 +1,5 @@
 /* bf16 matrix products with float32 sums (see gemm_bf16.h): packing, the AVX512_BF16 kernel and
- * the portable one, the split over threads, and the layers' choice of precision.
+ * the portable one, and the split over threads (the layers' choice of precision: nn/mm.c).
  *
  * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a block of KQ pairs of k by
  * NC columns at a time into panels of NR columns, op(A) a block of MC rows by KQ pairs at a time
@@ -733,66 +733,20 @@ void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
         }
 }
 
-// ----------------------------------------------------------------------------------------------
-// the layers' precision
-
-const char *const nn_precision_names[] = {
-    [NN_PREC_FLOAT32] = "float32",
-    [NN_PREC_BF16] = "bf16",
-};
-static_assert(sizeof nn_precision_names / sizeof nn_precision_names[0] == NN_PREC_COUNT,
-              "nn_precision_names must name every nn_precision");
-
-static _Thread_local nn_precision mm_precision = NN_PREC_FLOAT32;
-
-nn_precision nn_mm_precision_set(nn_precision p)
+void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc)
 {
-    XD_ASSERT(p < NN_PREC_COUNT);
-    const nn_precision old = mm_precision;
-    mm_precision = p;
-    return old;
-}
-
-nn_precision nn_mm_precision(void) { return mm_precision; }
-
-void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-           const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (mm_precision == NN_PREC_BF16)
-        nn_bgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else
-        nn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
-{
-    if (mm_precision == NN_PREC_BF16) {
-        /* By rows also when C is wider than tall, if each thread gets MIN_ROWS of them and op(B)
-         * is small enough for each to pack all of it: blocks of columns each write a part of
-         * every row of C, and at two threads the cores then get in each other's way on C's
-         * lines. Rows cost the packing once per thread and save more (a linear layer's weight
-         * gradient; BENCHMARKS.md), and each thread's rows are then about the ones that AdamW,
-         * which splits every parameter's values between the threads in the same order,
-         * updates on the same core. */
-        const int nb = nn_sgemm_thread_blocks(M, N, K);
-        const int own = M < N && M / nb >= MIN_ROWS && (long long)K * N <= OWN_PACK_MAX;
-        bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
-                    M >= N || own, own, NULL, NULL, NULL);
-    } else
-        nn_sgemm_param_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                int lda, const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
-                nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
-{
-    if (mm_precision == NN_PREC_BF16 && !Bp)
-        nn_bgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, before,
-                      after, ctx);
-    else
-        nn_sgemm_rows(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc, before,
-                      after, ctx);
+    /* By rows also when C is wider than tall, if each thread gets MIN_ROWS of them and op(B) is
+     * small enough for each to pack all of it: blocks of columns each write a part of every row
+     * of C, and at two threads the cores then get in each other's way on C's lines. Rows cost
+     * the packing once per thread and save more (a linear layer's weight gradient;
+     * BENCHMARKS.md), and each thread's rows are then about the ones that AdamW, which splits
+     * every parameter's values between the threads in the same order, updates on the same core. */
+    const int nb = nn_sgemm_thread_blocks(M, N, K);
+    const int own = M < N && M / nb >= MIN_ROWS && (long long)K * N <= OWN_PACK_MAX;
+    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
+                M >= N || own, own, NULL, NULL, NULL);
 }
 
 float nn_bgemm_peak_run(long rounds, double *flops)

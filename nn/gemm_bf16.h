@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "nn/gemm.h"
+#include "nn/mm.h"
 
 /* In order of preference: the best one the CPU (and, for AMX, the system) runs is the default. */
 typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_AMX, NN_BISA_COUNT } nn_bisa;
@@ -68,31 +69,13 @@ void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, 
 void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* The precision of the layers' training products (linear and conv2d, forward and backward):
- * float32 (nn_sgemm) or bf16 (nn_bgemm). It belongs to the calling thread: a model's forward and
- * backward set their model's for their duration (nn_model.precision), so other models, evaluation
- * and inference are not affected. */
-typedef enum { NN_PREC_FLOAT32, NN_PREC_BF16, NN_PREC_COUNT } nn_precision;
-
-extern const char *const nn_precision_names[]; /* "float32", "bf16" */
-/* Sets the calling thread's product precision; returns the one it replaces. */
-nn_precision nn_mm_precision_set(nn_precision p);
-nn_precision nn_mm_precision(void);
-
-/* nn_sgemm, or nn_bgemm when the calling thread's precision is bf16. */
-void nn_mm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-           const float *B, int ldb, float beta, float *C, int ldc);
-/* nn_sgemm_param_rows, or when the precision is bf16 nn_bgemm's product split between the
- * threads by rows of C when it is at least as tall as wide (op(B) packed once, shared), and also
- * when it is wider, if each thread gets at least 64 rows and op(B) has at most 128 K values:
- * each thread then packs op(B) itself and writes whole rows of C (a parameter's gradient, whose
- * rows the optimizer's threads then update in about the same shares). The same bits either way. */
-void nn_mm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
-/* nn_sgemm_rows, or nn_bgemm_rows when the precision is bf16 and op(B) is not pre-packed (Bp, a
- * float operand packed for inference, keeps the float32 product). */
-void nn_mm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
-                int lda, const float *B, int ldb, const float *Bp, float beta, float *C, int ldc,
-                nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx);
+/* nn_bgemm split between the threads by rows of C when it is at least as tall as wide (op(B)
+ * packed once, shared), and also when it is wider, if each thread gets at least 64 rows and op(B)
+ * has at most 128 K values: each thread then packs op(B) itself and writes whole rows of C (a
+ * parameter's gradient, whose rows the optimizer's threads then update in about the same
+ * shares). The same bits either way. */
+void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                         int ldc);
 
 #endif

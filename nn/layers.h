@@ -2,13 +2,15 @@
  *
  * Layout: images are NHWC, (B, H, W, C) with channels innermost, so a 1x1 convolution is a linear
  * layer over the last axis and im2col rows are contiguous copies. Vectors are (B, C).
- * Conventions (as in llm.c): sizes are passed explicitly; forward saves what backward needs in
+ * Conventions: sizes are passed explicitly; forward saves what backward needs in
  * buffers the caller owns; backward ADDS into gradients (dinp, dweight, dbias), zeroing is a
  * separate step; a NULL gradient pointer means "not needed" (e.g. dinp of the first layer).
  * Threads: OpenMP over independent outputs only, so results do not depend on the thread count.
  * The `_first` backward variants are for a dinp that holds nothing yet this step: they write all
  * of it, with the bits that zeroing it and then adding would give (0 + g), so a model skips the
- * separate zeroing pass over its largest buffers. */
+ * separate zeroing pass over its largest buffers; nn_linear_backward_wfirst and
+ * nn_bias_grad_first do the same for a linear layer's weight and bias gradients
+ * (nn_model_clear_grad). */
 #ifndef XD_NN_LAYERS_H
 #define XD_NN_LAYERS_H
 

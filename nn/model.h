@@ -24,6 +24,7 @@
 #include "core/arena.h"
 #include "core/status.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/layers.h"
 #include "nn/optim.h"
 
