@@ -238,8 +238,8 @@ static inline double exp_core(double v)
  * for the few outside it (underflow, overflow, NaN) */
 static void exp_chunk_n(double *restrict e, const double *restrict v, int n)
 {
-    for (int j = 0; j < n; j++) {
-        const double c = v[j] < EXP_LO ? EXP_LO : v[j] > EXP_HI ? EXP_HI : v[j]; /* NaN stays */
+    for (int j = 0; j < n; j++) { /* NaN clamped too: exp_core converts k to an integer */
+        const double c = !(v[j] >= EXP_LO) ? EXP_LO : v[j] > EXP_HI ? EXP_HI : v[j];
         e[j] = exp_core(c);
     }
     int out = 0; /* a vector reduction, and the scalar loop only where it finds one */
@@ -306,7 +306,10 @@ static void shift_rows(double *restrict d, const double *restrict v, const doubl
 
 void nn_softmax_rows(float *p, double *lse, const float *x, int R, int K, double T)
 {
-    if (K <= 0) return;
+    if (K <= 0) { /* nn_softmax_row's: the log of an empty sum */
+        for (int r = 0; lse && r < R; r++) lse[r] = -INFINITY;
+        return;
+    }
     if (K > EXP_GROUP) {
         for (int r = 0; r < R; r++) {
             const double l = nn_softmax_row(p + (size_t)r * K, x + (size_t)r * K, K, T);
@@ -369,13 +372,21 @@ void nn_logsoftmax_backward(float *dinp, const float *dout, const float *out, in
     }
 }
 
+int nn_softmax_piece(int R, int par)
+{
+    enum { PIECE = 64 };
+    const int T = par ? xd_threads_get() : 1, share = (R + T - 1) / T;
+    return share < PIECE ? (share > 0 ? share : 1) : PIECE;
+}
+
 void nn_softmax_forward(float *out, const float *inp, int R, int K)
 {
-    enum { PIECE = 64 }; /* rows a thread takes at a time */
-#pragma omp parallel for if (xd_threads_split((size_t)R * K > NN_PAR_MIN))
-    for (int r = 0; r < R; r += PIECE)
+    const int par = xd_threads_split((size_t)R * K > NN_PAR_MIN), piece = nn_softmax_piece(R, par);
+    (void)par; /* a build without OpenMP has no pragma to read it */
+#pragma omp parallel for if (par)
+    for (int r = 0; r < R; r += piece)
         nn_softmax_rows(out + (size_t)r * K, NULL, inp + (size_t)r * K,
-                        R - r < PIECE ? R - r : PIECE, K, 1.0);
+                        R - r < piece ? R - r : piece, K, 1.0);
 }
 
 void nn_softmax_infer(float *out, const float *inp, int R, int K)

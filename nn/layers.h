@@ -10,7 +10,7 @@
  * of it, with the bits that zeroing it and then adding would give (0 + g), so a model skips the
  * separate zeroing pass over its largest buffers; nn_linear_backward_wfirst and
  * nn_bias_grad_first do the same for a linear layer's weight and bias gradients
- * (nn_model_clear_grad). */
+ * (nn_model_clear_grad; the weight gradient up to the sign of a zero, see there). */
 #ifndef XD_NN_LAYERS_H
 #define XD_NN_LAYERS_H
 
@@ -38,7 +38,8 @@ void nn_linear_forward_bpacked(float *out, const float *inp, const uint32_t *wpb
 void nn_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                         const float *w, int B, int C, int OC);
 /* nn_linear_backward for dw and db that hold nothing yet this step: written whole, not added to
- * (the bits of zeroing them and adding); dinp is added to as there */
+ * (the values of zeroing them and adding; dw's zeros keep the sign the product's sums give them,
+ * where 0 + g made each +0); dinp is added to as there */
 void nn_linear_backward_wfirst(float *dinp, float *dw, float *db, const float *dout,
                                const float *inp, const float *w, int B, int C, int OC);
 /* db (OC) += the column sums of dout (B, OC), each in row order (a linear layer's bias gradient);
@@ -202,6 +203,9 @@ double nn_softmax_row(float *p, const float *x, int K, double T);
 /* nn_softmax_row of R rows (x and p (R, K); p may be x), each row's lse in lse[r] (or NULL): the
  * same bits, with short rows taken many at a time */
 void nn_softmax_rows(float *p, double *lse, const float *x, int R, int K, double T);
+/* Rows of R that a thread takes into nn_softmax_rows at a time: up to 64, fewer where that
+ * leaves a thread without rows (par: the rows run on the threads) */
+int nn_softmax_piece(int R, int par);
 /* e = exp(v) of n doubles, in vector code (within about one ulp of libm's; libm's own outside
  * [-708, 709] and for NaN) */
 void nn_exp_many(double *e, const double *v, size_t n);

@@ -27,9 +27,9 @@ double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B)
 
 /* Below this many logits the rows run on one thread: their softmax takes about 4.5 ns a logit
  * (1280 of them 6 us at one thread, 6.3 us at two), and a parallel region costs a few
- * microseconds. Rows go a chunk at a time, in pieces of CE_PIECE rows, one piece a thread at a
+ * microseconds. Rows go a chunk at a time, in pieces (nn_softmax_piece), one a thread at a
  * time. */
-enum { CE_PAR_MIN = 2560, CE_CHUNK = 2048, CE_PIECE = 64 };
+enum { CE_PAR_MIN = 2560, CE_CHUNK = 2048 };
 
 float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
                       const uint8_t *mask, const float *rw, int B, int K)
@@ -40,12 +40,12 @@ float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
     (void)par; /* a build without OpenMP has no pragma to read it */
     double total = 0.0, lse[CE_CHUNK];
     for (int b0 = 0; b0 < B; b0 += CE_CHUNK) {
-        const int n = B - b0 < CE_CHUNK ? B - b0 : CE_CHUNK;
+        const int n = B - b0 < CE_CHUNK ? B - b0 : CE_CHUNK, piece = nn_softmax_piece(n, par);
 #pragma omp parallel for schedule(static) if (par)
-        for (int i = 0; i < n; i += CE_PIECE) {
+        for (int i = 0; i < n; i += piece) {
             const size_t at = (size_t)(b0 + i) * K;
-            nn_softmax_rows(probs + at, lse + i, logits + at, n - i < CE_PIECE ? n - i : CE_PIECE,
-                            K, 1.0);
+            nn_softmax_rows(probs + at, lse + i, logits + at, n - i < piece ? n - i : piece, K,
+                            1.0);
         }
         for (int i = 0; i < n; i++) { /* a masked row's loss is 0, its label not read */
             const int b = b0 + i;

@@ -245,8 +245,10 @@ void nn_model_backward(nn_model *m);
 void nn_model_zero_grad(nn_model *m);
 /* For a step whose nn_model_backward follows before anything reads or adds to grad: the
  * gradients are not cleared now, and that backward writes every parameter's (a linear layer's
- * product writes its weight gradient rather than adding to a cleared one, the bits of 0 + g;
- * other layers' are cleared just before they add, and those of layers no gradient reaches are
+ * product writes its weight gradient rather than adding to a cleared one: the same values, but
+ * that a zero the product's sum underflows to keeps its sign, -0 where 0 + g gave +0, which no
+ * update, check or sum of gradients tells apart; its bias gradient is 0 + the sums; other
+ * layers' are cleared just before they add, and those of layers no gradient reaches are
  * cleared). One pass over the gradients fewer than nn_model_zero_grad, and the largest ones are
  * not read. Until that backward, grad holds garbage; where it may not run (nothing to train on
  * this step), nn_model_zero_grad. */

@@ -670,6 +670,36 @@ static void test_softmax_rows(void **state)
                 assert_memory_equal(x, q, sizeof(float) * n);
                 free(x); free(p); free(q); free(lse);
             }
+    /* rows with a NaN, an Inf, all -Inf: as each row alone (NaNs where it gives NaNs) */
+    float xs[4 * 3] = {1, NAN, 2, INFINITY, 0, -1, -INFINITY, -INFINITY, -INFINITY, 3, 4, 5};
+    float ps[12], qs[12];
+    double ls[4];
+    nn_softmax_rows(ps, ls, xs, 4, 3, 1.0);
+    for (int r = 0; r < 4; r++) {
+        const double l = nn_softmax_row(qs + 3 * r, xs + 3 * r, 3, 1.0);
+        assert_true(l == ls[r] || (isnan(l) && isnan(ls[r])));
+        for (int k = 0; k < 3; k++)
+            assert_true(ps[3 * r + k] == qs[3 * r + k] ||
+                        (isnan(ps[3 * r + k]) && isnan(qs[3 * r + k])));
+    }
+    assert_true(ps[9] > 0.0f && ps[11] > ps[10] && ps[10] > ps[9]);
+    nn_softmax_rows(ps, ls, xs, 2, 0, 1.0); /* no classes: the log of an empty sum */
+    assert_true(ls[0] == -INFINITY && ls[1] == -INFINITY);
+    /* a few long rows on two threads, each thread a piece of them: one thread's bits */
+    enum { LR = 20, LK = 3000 };
+    float *lx = malloc(sizeof(float) * LR * LK), *l1 = malloc(sizeof(float) * LR * LK),
+          *l2 = malloc(sizeof(float) * LR * LK);
+    assert_true(lx && l1 && l2);
+    tu_fill_uniform(lx, (size_t)LR * LK, -20.0f, 20.0f, 21);
+    const int threads0 = xd_threads_get();
+    xd_threads_set(1);
+    nn_softmax_forward(l1, lx, LR, LK);
+    xd_threads_set(2);
+    assert_true(nn_softmax_piece(LR, 1) == LR / 2);
+    nn_softmax_forward(l2, lx, LR, LK);
+    xd_threads_set(threads0);
+    assert_memory_equal(l1, l2, sizeof(float) * LR * LK);
+    free(lx); free(l1); free(l2);
 }
 
 static void test_softmax_extremes(void **state)

@@ -681,12 +681,10 @@ static void test_bit_identical_runs(void **state)
     xd_threads_set(2);
 }
 
-/* Every gradient is cleared, at 1 and 2 threads (big enough to be shared among them; an odd count,
- * which two equal shares do not cover) */
 /* nn_model_clear_grad then backward gives nn_model_zero_grad's gradients bit for bit, whatever
- * grad held: linear layers written (a bias, and one split over several K blocks of the bf16
- * kernel), a convolution and a batch norm cleared before they add, a head no gradient reaches
- * cleared; a second backward in the step adds; both precisions, one and two threads. */
+ * grad held (no sum here underflows to a signed zero): linear layers written (with a bias), a
+ * convolution and a batch norm cleared before they add, a head no gradient reaches cleared; a
+ * second backward in the step adds; both precisions, one and two threads. */
 static void test_clear_grad_same_bits(void **state)
 {
     (void)state;
@@ -732,6 +730,8 @@ static void test_clear_grad_same_bits(void **state)
     xd_threads_set(threads0);
 }
 
+/* Every gradient is cleared, at 1 and 2 threads (big enough to be shared among them; an odd count,
+ * which two equal shares do not cover) */
 static void test_zero_grad_clears_all(void **state)
 {
     (void)state;
