@@ -93,6 +93,17 @@ static inline __m512i nn_bf16_halves32(const float *s)
 }
 #endif
 
+/* h[k] = the bf16 half of s[k] (nn_bf16_bits' top half) for k < n: a row-major operand's pairs
+ * as they lie, two values to a word (little-endian: the low half first) */
+static inline void nn_bf16_halves(uint16_t *restrict h, const float *restrict s, size_t n)
+{
+    size_t k = 0;
+#if defined(__AVX512F__)
+    for (; k + 32 <= n; k += 32) _mm512_storeu_si512((void *)(h + k), nn_bf16_halves32(s + k));
+#endif
+    for (; k < n; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
+}
+
 /* The AVX512_BF16 micro-kernel on operands read where they lie, for the convolutions of
  * nn/conv_bf16.c: acc (mr rows, ldc floats apart; nr columns, mr <= NN_BTILE_ROWS, nr <=
  * NN_BTILE_COLS) = (load ? acc : 0) + the sum over segments s < ns in order, and within each over

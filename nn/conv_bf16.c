@@ -73,16 +73,13 @@ static void grid_image(uint32_t *dst, const float *src, int H, int W, int C, int
     memset(dst, 0, sizeof(uint32_t) * g->rows * g->cp);
     for (int y = 0; y < H; y++) {
         uint32_t *d = dst + ((size_t)(y + top) * g->Wp + left) * g->cp;
-        const float *restrict s = src + (size_t)y * W * C;
-        if (2 * g->cp == C) { /* the row's pairs lie as its values do: one narrowing loop */
-            uint16_t *restrict h = (uint16_t *)d;
-            for (int k = 0; k < W * C; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
+        const float *s = src + (size_t)y * W * C;
+        if (2 * g->cp == C) { /* the row's pairs lie as its values do: one narrowing pass */
+            nn_bf16_halves((uint16_t *)d, s, (size_t)W * C);
             continue;
         }
-        for (int x = 0; x < W; x++) {
-            uint16_t *h = (uint16_t *)(d + (size_t)x * g->cp);
-            for (int c = 0; c < C; c++) h[c] = (uint16_t)(nn_bf16_bits(s[(size_t)x * C + c]) >> 16);
-        }
+        for (int x = 0; x < W; x++)
+            nn_bf16_halves((uint16_t *)(d + (size_t)x * g->cp), s + (size_t)x * C, (size_t)C);
     }
 }
 

@@ -187,17 +187,8 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
             for (int r = 0; r < rows; r++) {
                 const float *s = src + (size_t)(i0 + ib + r) * ld + 2 * (size_t)q0;
                 uint32_t *d = dst + (size_t)r * sr;
-                if (rowwise) {
-                    /* the row's words are its values' bf16 halves in order (little-endian: the
-                     * low half first), so one narrowing loop over k, which vectorises (the
-                     * build does not assume strict aliasing) */
-                    uint16_t *h = (uint16_t *)d;
-                    int k = 0;
-#if defined(__AVX512F__)
-                    for (; k + 32 <= 2 * kend; k += 32)
-                        _mm512_storeu_si512((void *)(h + k), nn_bf16_halves32(s + k));
-#endif
-                    for (; k < 2 * kend; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
+                if (rowwise) { /* the row's words are its values' bf16 halves in order */
+                    nn_bf16_halves((uint16_t *)d, s, 2 * (size_t)kend);
                 } else {
                     for (int q = r < r0 ? qv : 0; q < kend; q++)
                         d[q * sq] = nn_bf16_pair(s[2 * q], s[2 * q + 1]);

@@ -48,7 +48,8 @@ uint16_t nn_bf16_round(float x);
 float nn_bf16_float(uint16_t h);
 
 /* As nn_sgemm, in bf16 with float32 sums; split over the OpenMP threads in blocks of rows when C
- * is at least as tall as wide (op(B) then rounded once for all), else of columns. */
+ * is at least as tall as wide (op(B) then rounded once for all), else of columns, and of columns
+ * too when C is square and op(A) small (each thread then reads no packing the other wrote). */
 void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
 /* As nn_sgemm_rows (the same row blocks, before and after), in bf16, op(B) packed once for all

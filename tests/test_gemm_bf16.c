@@ -83,6 +83,9 @@ static void test_vector_rounding(void **state)
         for (int h = 0; h < 2; h++)
             _mm512_storeu_si512((void *)(got + 32 * h), nn_bf16_halves32(x + 32 * h));
         if (memcmp(got, want, sizeof want) != 0) fail_msg("round %d: halves differ", round);
+        uint16_t all[61]; /* nn_bf16_halves: vectors and a tail */
+        nn_bf16_halves(all, x + 3, 61);
+        if (memcmp(all, want + 3, sizeof all) != 0) fail_msg("round %d: nn_bf16_halves", round);
         uint32_t pairs[16];
         _mm512_storeu_si512((void *)pairs, nn_bf16_pair16(_mm512_loadu_si512((void *)x),
                                                           _mm512_loadu_si512((void *)(x + 16))));
