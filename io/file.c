@@ -209,6 +209,7 @@ void io_temp_clean_stale(const char *dir, const char *base)
 /* Back to the state of a writer that holds nothing (abort and commit may follow safely). */
 static void atomic_reset(io_atomic *w)
 {
+    free(w->buf);
     free(w->path);
     free(w->tmp_path);
     memset(w, 0, sizeof *w);
@@ -248,6 +249,18 @@ xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e)
         return s;
     }
     return XD_OK;
+}
+
+void io_atomic_blocks(io_atomic *w, size_t bytes)
+{
+    /* stdio fills its buffer, writes it whole, and writes a large request's whole buffers' worth
+     * directly, so every write(2) starts at a multiple of the buffer's size */
+    XD_ASSERT(w->f && !w->buf && bytes > 0);
+    w->buf = xd_xmalloc(bytes);
+    if (setvbuf(w->f, w->buf, _IOFBF, bytes) != 0) {
+        free(w->buf);
+        w->buf = NULL;
+    }
 }
 
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e)

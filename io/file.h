@@ -27,12 +27,18 @@ typedef struct {
     char *path;     /* final name */
     char *tmp_path; /* temporary name in the same folder (same file system, so rename is atomic) */
     FILE *f;
+    char *buf;      /* the stream's buffer when io_atomic_blocks set one */
     int slot;       /* its place in the temporary-path registry, -1 if none */
 } io_atomic;
 
 /* Creates the temporary file (clearing stale temporary files of dead processes in the folder). */
 xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e);
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e);
+/* Call before the first write: the file then goes out in whole blocks of `bytes` at offsets that
+ * are multiples of it (the last block may be short). With blocks of the huge page size (2 MiB on
+ * x86-64) a large file reaches the page cache in huge pages, where the file system has them, so
+ * that a reader which maps it needs one address translation per 2 MiB instead of per 4 KiB. */
+void io_atomic_blocks(io_atomic *w, size_t bytes);
 /* Flushes, syncs, closes and renames; on failure the temporary file is removed. */
 xd_status io_atomic_commit(io_atomic *w, xd_err *e);
 /* Closes and removes the temporary file; safe to call after a failed commit or twice. */
