@@ -36,9 +36,6 @@ struct io_dataset_writer {
     char **keys, **values;
 };
 
-/* the writer's blocks: the huge page size of x86-64 and of arm64 with 4 KiB pages */
-#define DS_WRITE_BLOCK ((size_t)2 << 20)
-
 static uint64_t ds_align_up(uint64_t x) { return (x + DS_ALIGN - 1) / DS_ALIGN * DS_ALIGN; }
 
 static xd_status ds_put(io_dataset_writer *w, const void *data, size_t n, xd_err *e)
@@ -88,7 +85,7 @@ xd_status io_dataset_writer_open(const char *path, size_t max_sections, io_datas
     }
     /* a data set is mapped and read at random: huge pages, where the file system has them, spare
      * a shuffled epoch an address translation per example (BENCHMARKS.md, `bench grow`) */
-    io_atomic_blocks(&w->out, DS_WRITE_BLOCK);
+    io_atomic_blocks(&w->out, IO_HUGE_BLOCK);
     w->cap = max_sections;
     w->entries = xd_xcalloc(max_sections + 1, sizeof *w->entries);
     /* room for the header and the whole table; filled in by finish */

@@ -39,6 +39,9 @@ xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e);
  * x86-64) a large file reaches the page cache in huge pages, where the file system has them, so
  * that a reader which maps it needs one address translation per 2 MiB instead of per 4 KiB. */
 void io_atomic_blocks(io_atomic *w, size_t bytes);
+/* The blocks for a file that is mapped and read at random (a data set, a teacher cache): the huge
+ * page size of x86-64, and of arm64 with 4 KiB pages. */
+#define IO_HUGE_BLOCK ((size_t)2 << 20)
 /* Flushes, syncs, closes and renames; on failure the temporary file is removed. */
 xd_status io_atomic_commit(io_atomic *w, xd_err *e);
 /* Closes and removes the temporary file; safe to call after a failed commit or twice. */

@@ -417,6 +417,8 @@ xd_status io_npy_write(const char *path, const io_tensor *t, xd_err *e)
 
     io_atomic w;
     xd_status s = io_atomic_open(&w, path, e);
+    /* a large array (a teacher cache) is mapped and read a row at a time, at random */
+    if (!s && bytes >= IO_HUGE_BLOCK) io_atomic_blocks(&w, IO_HUGE_BLOCK);
     if (!s) s = io_atomic_write(&w, head, pre + total, e);
     if (!s) s = io_atomic_write(&w, t->data, bytes, e);
     free(head);
