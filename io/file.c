@@ -253,20 +253,33 @@ xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e)
 
 void io_atomic_blocks(io_atomic *w, size_t bytes)
 {
-    /* stdio fills its buffer, writes it whole, and writes a large request's whole buffers' worth
-     * directly, so every write(2) starts at a multiple of the buffer's size */
+    /* glibc's stdio fills its buffer, writes it whole, and writes a large request's whole
+     * buffers' worth directly, so every write(2) starts at a multiple of the buffer's size */
     XD_ASSERT(w->f && !w->buf && bytes > 0);
     w->buf = xd_xmalloc(bytes);
+    w->block = bytes;
     if (setvbuf(w->f, w->buf, _IOFBF, bytes) != 0) {
         free(w->buf);
         w->buf = NULL;
+        w->block = 0;
     }
 }
 
+/* The most a piece of a write may hold with blocks set: Linux writes at most 2 GiB - 4 KiB a
+ * call, and a call cut short there would leave the next one off a block boundary. */
+#define ATOMIC_PIECE ((size_t)1 << 30)
+
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e)
 {
-    if (n && fwrite(data, 1, n, w->f) != n)
-        return xd_fail(e, XD_EIO, "%s: write failed: %s", w->path, strerror(errno));
+    const size_t piece = w->block ? ATOMIC_PIECE / w->block * w->block : 0;
+    const unsigned char *p = data;
+    while (n) {
+        const size_t k = piece && n > piece ? piece : n;
+        if (fwrite(p, 1, k, w->f) != k)
+            return xd_fail(e, XD_EIO, "%s: write failed: %s", w->path, strerror(errno));
+        p += k;
+        n -= k;
+    }
     return XD_OK;
 }
 

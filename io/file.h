@@ -28,16 +28,19 @@ typedef struct {
     char *tmp_path; /* temporary name in the same folder (same file system, so rename is atomic) */
     FILE *f;
     char *buf;      /* the stream's buffer when io_atomic_blocks set one */
+    size_t block;   /* its size (0: none) */
     int slot;       /* its place in the temporary-path registry, -1 if none */
 } io_atomic;
 
 /* Creates the temporary file (clearing stale temporary files of dead processes in the folder). */
 xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e);
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e);
-/* Call before the first write: the file then goes out in whole blocks of `bytes` at offsets that
- * are multiples of it (the last block may be short). With blocks of the huge page size (2 MiB on
- * x86-64) a large file reaches the page cache in huge pages, where the file system has them, so
- * that a reader which maps it needs one address translation per 2 MiB instead of per 4 KiB. */
+/* Call before the first write: every write(2) of the file then starts at a multiple of `bytes`,
+ * and all are whole blocks but the one before a seek and the last (with glibc's stdio; elsewhere
+ * the bytes are the same and only the writes' sizes may differ). With blocks of the huge page size
+ * (2 MiB on x86-64) a large file reaches the page cache in huge pages where the kernel and file
+ * system keep large folios (measured with ext4 on Linux 6.18), so that a reader which maps it
+ * needs one address translation per 2 MiB instead of one per 4 KiB. */
 void io_atomic_blocks(io_atomic *w, size_t bytes);
 /* The blocks for a file that is mapped and read at random (a data set, a teacher cache): the huge
  * page size of x86-64, and of arm64 with 4 KiB pages. */

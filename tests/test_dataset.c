@@ -682,6 +682,55 @@ static void test_dataset_verified_record(void **state)
     free(b);
 }
 
+/* The writer's temporary file (NAME.tmp.PID.XXXXXX in "."): its size on disk, -1 if none. */
+static long temp_size(const char *name)
+{
+    DIR *d = opendir(".");
+    struct dirent *de;
+    long size = -1;
+    const size_t len = strlen(name);
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, name, len) == 0 && strncmp(de->d_name + len, ".tmp.", 5) == 0) {
+            struct stat st;
+            assert_int_equal(stat(de->d_name, &st), 0);
+            size = (long)st.st_size;
+        }
+    closedir(d);
+    return size;
+}
+
+/* The writer writes in whole blocks of 2 MiB (IO_HUGE_BLOCK): after 1 MiB of a section nothing is
+ * in the file yet, after 2.5 MiB exactly 2 MiB; the section reads back whole. */
+static void test_dataset_writes_blocks(void **state)
+{
+    (void)state;
+    const size_t mib = (size_t)1 << 20, total = 3 * mib;
+    unsigned char *v = malloc(total);
+    assert_non_null(v);
+    for (size_t i = 0; i < total; i++) v[i] = (unsigned char)(i * 13 + i / 4093);
+    io_dataset_writer *w;
+    xd_err e;
+    TU_OK(io_dataset_writer_open("big.xds", 0, &w, &e));
+    const int64_t shape[1] = {(int64_t)total};
+    TU_OK(io_dataset_begin(w, "v", IO_U8, 1, shape, &e));
+    TU_OK(io_dataset_write(w, v, mib, &e));
+    assert_int_equal(temp_size("big.xds"), 0);
+    TU_OK(io_dataset_write(w, v + mib, mib + mib / 2, &e));
+    assert_int_equal(temp_size("big.xds"), 2 * (long)mib);
+    TU_OK(io_dataset_write(w, v + 5 * mib / 2, mib / 2, &e));
+    TU_OK(io_dataset_end(w, &e));
+    TU_OK(io_dataset_finish(w, &e));
+    assert_int_equal(temp_size("big.xds"), -1);
+    io_dataset *ds;
+    TU_OK(io_dataset_open("big.xds", &ds, &e));
+    TU_OK(io_dataset_verify(ds, NULL, &e));
+    const io_tensor *t = io_dataset_find(ds, "v");
+    assert_non_null(t);
+    assert_memory_equal(t->data, v, total);
+    io_dataset_close(ds);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_dataset_checksums),
         cmocka_unit_test(test_dataset_version1),
         cmocka_unit_test(test_dataset_verified_record),
+        cmocka_unit_test(test_dataset_writes_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

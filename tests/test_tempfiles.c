@@ -176,6 +176,7 @@ static void test_atomic_blocks(void **state)
     (void)state;
     enum { BLOCK = 3000, TOTAL = 10007 };
     unsigned char *want = malloc(TOTAL);
+    assert_non_null(want);
     for (int i = 0; i < TOTAL; i++) want[i] = (unsigned char)(i * 7 + i / 251);
     io_atomic w;
     xd_err e;
