@@ -14,7 +14,11 @@
  * milliseconds while it runs, its peak private memory (RssAnon: heap, stacks, buffers) and peak
  * mapped-file memory (RssFile: the pages of the program, its libraries and the data set file it
  * touched, page cache shared with the system and dropped under memory pressure without being
- * written anywhere). Time per example and memory are set against the first size.
+ * written anywhere), and, less often, how much of the mapped pages it reached through 2 MiB pages
+ * (FilePmdMapped): the set's pages in the page cache are huge where the kernel keeps large files
+ * so and the writer wrote whole 2 MiB blocks (io_atomic_blocks), and without them a shuffled
+ * epoch over a large set pays an address translation per example. Time per example and memory
+ * are set against the first size.
  *
  * Width and batch: images/s and GFLOP/s (3 x the forward's flops: forward and backward) of the
  * training step of bench/train.h (forward, CE, backward, AdamW on images in memory) for the MLP
@@ -48,7 +52,8 @@ enum {
     GROW_TEST_DIV = 10,   /* test images: N / 10 */
     GROW_BATCH = 128,     /* the recipes' batch */
     GROW_HIDDEN = 128,    /* the student's hidden width */
-    GROW_SAMPLE_US = 2000 /* memory sampling period of a child */
+    GROW_SAMPLE_US = 2000, /* memory sampling period of a child */
+    GROW_HUGE_EVERY = 10   /* ... and of its huge-page count, in those periods */
 };
 
 static const long sizes[GROW_SIZES] = {10000, 100000, 1000000};
@@ -217,6 +222,7 @@ typedef struct {
     double max_rss_mib;   /* the kernel's high-water mark (ru_maxrss) */
     double anon_mib;      /* sampled peak RssAnon */
     double file_mib;      /* sampled peak RssFile */
+    double huge_mib;      /* sampled peak FilePmdMapped: mapped file pages in 2 MiB pages */
     char line[256];       /* what it printed */
 } child_run;
 
@@ -232,6 +238,21 @@ static void sample_rss(pid_t pid, double *anon, double *file)
         if (sscanf(line, "RssAnon: %lu", &kb) == 1 && kb / 1024.0 > *anon) *anon = kb / 1024.0;
         if (sscanf(line, "RssFile: %lu", &kb) == 1 && kb / 1024.0 > *file) *file = kb / 1024.0;
     }
+    fclose(f);
+}
+
+/* kB of FilePmdMapped in /proc/PID/smaps_rollup (0 when gone or not reported): how much of the
+ * mapped files, the data set above all, the process reaches through huge pages. Reading it walks
+ * the process's page tables, so it is sampled less often than the status. */
+static void sample_huge(pid_t pid, double *huge)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    unsigned long kb;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "FilePmdMapped: %lu", &kb) == 1 && kb / 1024.0 > *huge) *huge = kb / 1024.0;
     fclose(f);
 }
 
@@ -259,6 +280,7 @@ static int run_child(char *const args[], child_run *c)
     int status = 0;
     struct rusage ru;
     const struct timespec nap = {0, GROW_SAMPLE_US * 1000L};
+    long samples = 0;
     for (;;) {
         pid_t r = wait4(pid, &status, WNOHANG, &ru);
         if (r == pid) break;
@@ -267,6 +289,7 @@ static int run_child(char *const args[], child_run *c)
             return -1;
         }
         sample_rss(pid, &c->anon_mib, &c->file_mib);
+        if (samples++ % GROW_HUGE_EVERY == 0) sample_huge(pid, &c->huge_mib);
         nanosleep(&nap, NULL);
     }
     c->seconds = bench_now() - t0;
@@ -327,7 +350,7 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,"
                 "\"steps_us_per_example\":%.4f,"
                 "\"trained_examples\":%.0f,\"test_accuracy\":%.4f,\"peak_rss_mib\":%.1f,"
-                "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,"
+                "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,\"peak_mapped_huge_mib\":%.1f,"
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
@@ -335,16 +358,16 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->train.cpu_s,
                 g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
-                te / (first->train_s / n0), se / (first->steps_s / n0), pe / (first->prep_s / n0),
+                g->train.huge_mib, te / (first->train_s / n0), se / (first->steps_s / n0), pe / (first->prep_s / n0),
                 g->train.max_rss_mib / first->train.max_rss_mib,
                 g->train.anon_mib / first->train.anon_mib);
         return;
     }
-    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %5.2fx "
-                    "%5.2fx %5.2fx %5.2fx\n",
+    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %7.1f "
+                    "%5.2fx %5.2fx %5.2fx %5.2fx\n",
             g->n, g->prep_s, 1e6 * pe, g->prep.max_rss_mib, g->train_s, 1e6 * te, g->train.cpu_s,
             g->steps_s,
-            1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
+            1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, g->train.huge_mib,
             te / (first->train_s / n0), se / (first->steps_s / n0),
             g->train.max_rss_mib / first->train.max_rss_mib,
             g->train.anon_mib / first->train.anon_mib);
@@ -379,15 +402,22 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n)
     const double per_ex = (anon[n - 1] - anon[0]) * 1048576.0 / (double)(g[n - 1].n - g[0].n);
     const double file_ex = (g[n - 1].train.file_mib - g[0].train.file_mib) * 1048576.0 /
                            (double)(g[n - 1].n - g[0].n);
+    /* the share of the largest set's mapped pages that the epoch reached through huge pages: a
+     * shuffled epoch over a set beyond the caches pays an address translation per example
+     * without them (the data set writer's 2 MiB blocks give them where the kernel can) */
+    const double huge_pct =
+        g[n - 1].train.file_mib > 0 ? 100.0 * g[n - 1].train.huge_mib / g[n - 1].train.file_mib
+                                    : 0.0;
     if (o->json) {
         fprintf(o->out, "{\"suite\":\"grow\",\"case\":\"examples_check\",\"prepare_us_per_example_"
                         "spread_pct\":%.1f,\"train_us_per_example_spread_pct\":%.1f,\"steps_us_"
                         "per_example_spread_pct\":%.1f,\"prepare_peak_rss_spread_pct\":%.1f,"
                         "\"peak_rss_spread_pct\":%.1f,\"peak_private_spread_pct\":%.1f,"
                         "\"private_bytes_per_example\":%.1f,\"mapped_bytes_per_example\":%.1f,"
+                        "\"mapped_huge_pct_last\":%.1f,"
                         "\"train_marginal_us_per_example\":[%.4f,%.4f]}\n",
                 spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
-                spread(rss, n), spread(anon, n), per_ex, file_ex, marg[1], marg[n - 1]);
+                spread(rss, n), spread(anon, n), per_ex, file_ex, huge_pct, marg[1], marg[n - 1]);
         return;
     }
     fprintf(o->out,
@@ -397,11 +427,11 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n)
             "memory against N = %ld: prepare peak RSS within %.1f%%; train peak RSS within "
             "%.1f%%, of it private within %.1f%% (+%.1f bytes per example) and mapped +%.1f "
             "bytes per example (the data set file is %d bytes per training example, %.1f with "
-            "its test share)\n",
+            "its test share); at N = %ld, %.0f%% of the mapped pages in huge pages\n",
             g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
             marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
             spread(rss, n), spread(anon, n), per_ex, file_ex, BENCH_PIXELS + 9,
-            (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV));
+            (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_pct);
 }
 
 static int grow_examples(const bench_opts *o)
@@ -420,11 +450,12 @@ static int grow_examples(const bench_opts *o)
                    "evaluation, the checkpoints; cpu s: its CPU time; steps: the epoch alone); "
                    "each step a process of "
                    "its own; memory: its kernel peak RSS (MiB), and sampled peaks of its private "
-                   "memory and of the mapped files it touched\n"
-                   "%8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %6s %6s %6s %6s\n",
+                   "memory and of the mapped files it touched (huge: of those, reached through "
+                   "2 MiB pages)\n"
+                   "%8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %7s %6s %6s %6s %6s\n",
                 GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS",
                 "train s", "us/ex", "cpu s", "steps s",
-                "us/ex", "peak RSS", "private", "mapped", "train", "steps", "RSS", "priv");
+                "us/ex", "peak RSS", "private", "mapped", "huge", "train", "steps", "RSS", "priv");
     grow_row g[GROW_SIZES];
     int rc = 0;
     for (int i = 0; i < GROW_SIZES && !rc; i++) {

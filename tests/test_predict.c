@@ -704,9 +704,13 @@ static void test_bench_grow_runs(void **state)
         const char *end = strchr(at, '\n'), *t = strstr(at, trained);
         if (!t || t > end) fail_msg("row for %ld examples did not train %s: %.*s", sizes[k],
                                     trained, (int)(end - at), at);
+        const char *h = strstr(at, "\"peak_mapped_huge_mib\":");
+        if (!h || h > end) fail_msg("row for %ld examples has no huge-page figure: %.*s", sizes[k],
+                                    (int)(end - at), at);
         free(row);
         free(trained);
     }
+    if (!strstr(out, "\"mapped_huge_pct_last\":")) fail_msg("no huge-page share in: %s", out);
     static const char *const cases[] = {"examples_check", "batch_knee", "width_knee"};
     for (int k = 0; k < 3; k++) {
         char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"%s\",", cases[k]);
