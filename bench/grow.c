@@ -252,7 +252,8 @@ static void sample_huge(pid_t pid, double *huge)
     if (!f) return;
     unsigned long kb;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "FilePmdMapped: %lu", &kb) == 1 && kb / 1024.0 > *huge) *huge = kb / 1024.0;
+        if (sscanf(line, "FilePmdMapped: %lu", &kb) == 1 && kb / 1024.0 > *huge)
+            *huge = kb / 1024.0;
     fclose(f);
 }
 
@@ -358,7 +359,8 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->train.cpu_s,
                 g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
-                g->train.huge_mib, te / (first->train_s / n0), se / (first->steps_s / n0), pe / (first->prep_s / n0),
+                g->train.huge_mib, te / (first->train_s / n0), se / (first->steps_s / n0),
+                pe / (first->prep_s / n0),
                 g->train.max_rss_mib / first->train.max_rss_mib,
                 g->train.anon_mib / first->train.anon_mib);
         return;

@@ -47,7 +47,6 @@ static int bf16_now(void)
     return nn_mm_precision() == NN_PREC_BF16 && (isa == NN_BISA_AMX || isa == NN_BISA_AVX512BF16);
 }
 
-static int amx_now(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 
 int nn_bconv_forward_takes(const nn_conv_shape *s)
 {
@@ -61,7 +60,7 @@ int nn_bconv_dinp_takes(const nn_conv_shape *s)
     /* AVX512_BF16's tiles are 16 of the input's channels wide at least: on fewer the unfolded
      * product (9 C columns for a 3 x 3 kernel) wastes less */
     return bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->OC >= 16 &&
-           s->pad < s->KH && s->pad < s->KW && (amx_now() || s->C >= 16);
+           s->pad < s->KH && s->pad < s->KW && (nn_bgemm_amx() || s->C >= 16);
 }
 
 /* The grid of one image: src (H, W, C) at rows top.. and columns left.. of a grid Wp wide, zero
@@ -243,7 +242,7 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
                         int left, const uint32_t *wpk, const float *bias, int add, float *out,
                         size_t out_image, void (*image)(void *, int), void *image_ctx)
 {
-    const int amx = amx_now();
+    const int amx = nn_bgemm_amx();
     size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)g->taps); /* the threads share seg */
     const nn_btile_seg seg = grid_segments(g, off, off + g->taps);
     int T = xd_threads_split(B > 1) ? xd_threads_get() : 1;
@@ -505,7 +504,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     d.g2rows = (size_t)2 * d.NP + (size_t)toff[taps - 1];
     d.img_words = d.g2rows * d.Cp + (size_t)d.OCp * d.NP;
     const size_t ld = (size_t)taps * d.Cp;
-    const int cts = taps * d.Cp / 16, amx = amx_now();
+    const int cts = taps * d.Cp / 16, amx = nn_bgemm_amx();
     const int blocks = (amx ? (d.OCp / 16 + 1) / 2 : dw_row_tiles(s->OC)) * ((cts + 1) / 2);
     int chunk = (int)(DW_CHUNK_BYTES / (sizeof(uint32_t) * d.img_words));
     if (chunk < 1) chunk = 1;

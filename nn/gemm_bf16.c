@@ -231,7 +231,6 @@ static int amx_block_pairs(int K)
     return (int)pad_to((int)((k_pairs(K) + qbs - 1) / qbs), 16);
 }
 
-static int amx_now(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 
 /* where a whole pre-packed op(B) keeps the panels of column block j0 (nc columns), pair block qb
  * (starting at pair q0): bp as above */
@@ -640,7 +639,7 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
     if (M <= 0 || N <= 0) return;
     if (nn_gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
 #ifdef NN_AMX
-    if (amx_now()) { /* 32 x 32 blocks: no side is better padded than the other */
+    if (nn_bgemm_amx()) { /* 32 x 32 blocks: no side is better padded than the other */
         gemm_amx(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, (size_t)ldc, 1);
         return;
     }
@@ -656,12 +655,12 @@ static void bgemm_single(int trans_a, int trans_b, int M, int N, int K, float al
 
 size_t nn_bgemm_packed_size(int N, int K)
 {
-    return packed_size(N, K, amx_now() ? amx_block_pairs(K) : 0);
+    return packed_size(N, K, nn_bgemm_amx() ? amx_block_pairs(K) : 0);
 }
 
 void nn_bgemm_pack_b(int trans_b, int N, int K, const float *B, int ldb, uint32_t *Bp)
 {
-    if (N > 0 && K > 0) pack_b(trans_b, N, K, amx_now() ? amx_block_pairs(K) : 0, B, ldb, Bp);
+    if (N > 0 && K > 0) pack_b(trans_b, N, K, nn_bgemm_amx() ? amx_block_pairs(K) : 0, B, ldb, Bp);
 }
 
 void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, const uint32_t *Bp,

@@ -34,6 +34,8 @@ const char *nn_bisa_name(nn_bisa isa);
 nn_bisa nn_bgemm_best(void);
 /* The kernel in use: nn_bgemm_best unless nn_bgemm_use chose another. */
 nn_bisa nn_bgemm_isa(void);
+/* Whether the bf16 products run on AMX tiles now. */
+static inline int nn_bgemm_amx(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 /* Makes nn_bgemm run kernel isa (one the CPU cannot run falls back to the portable one); returns
  * the one it will run. NN_BISA_COUNT goes back to the best. */
 nn_bisa nn_bgemm_use(nn_bisa isa);
