@@ -12,13 +12,14 @@
  * `xdistill bench --grow-child ...`), so that its peak memory is its own: the kernel's high-water
  * mark of the child (getrusage of the child reaped by wait4), and, sampled every few
  * milliseconds while it runs, its peak private memory (RssAnon: heap, stacks, buffers) and peak
- * mapped-file memory (RssFile: the pages of the program, its libraries and the data set file it
- * touched, page cache shared with the system and dropped under memory pressure without being
- * written anywhere), and, less often, how much of the mapped pages it reached through 2 MiB pages
- * (FilePmdMapped): the set's pages in the page cache are huge where the kernel keeps large files
- * so and the writer wrote whole 2 MiB blocks (io_atomic_blocks), and without them a shuffled
- * epoch over a large set pays an address translation per example. Time per example and memory
- * are set against the first size.
+ * mapped-file memory (RssFile, and RssShmem where the temporary folder is a tmpfs: the pages of
+ * the program, its libraries and the data set file it touched, page cache shared with the system
+ * and dropped under memory pressure without being written anywhere), and, less often, how much
+ * of the mapped pages it reached through 2 MiB pages (FilePmdMapped, ShmemPmdMapped): the set's
+ * pages in the page cache are huge where the kernel keeps large files so and the writer wrote
+ * whole 2 MiB blocks (io_atomic_blocks), and without them a shuffled epoch over a large set pays
+ * an address translation per example. Time per example and memory are set against the first
+ * size.
  *
  * Width and batch: images/s and GFLOP/s (3 x the forward's flops: forward and backward) of the
  * training step of bench/train.h (forward, CE, backward, AdamW on images in memory) for the MLP
@@ -222,45 +223,58 @@ typedef struct {
     double max_rss_mib;   /* the kernel's high-water mark (ru_maxrss) */
     double anon_mib;      /* sampled peak RssAnon */
     double file_mib;      /* sampled peak RssFile */
-    double huge_mib;      /* sampled peak FilePmdMapped: mapped file pages in 2 MiB pages */
+    double huge_mib;      /* sampled peak of those in 2 MiB pages (-1: not known) */
     char line[256];       /* what it printed */
 } child_run;
 
-/* kB values of RssAnon and RssFile in /proc/PID/status (0 when gone). */
-static void sample_rss(pid_t pid, double *anon, double *file)
+/* The sum of the kB values of the fields named in /proc/PID/NAME (status, smaps_rollup) into
+ * *peak, in MiB, when above it; 0 when the file is gone or has none of them. */
+static int sample_sum(pid_t pid, const char *name, const char *const *fields, int n, double *peak)
 {
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
     FILE *f = fopen(path, "r");
-    if (!f) return;
-    unsigned long kb;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "RssAnon: %lu", &kb) == 1 && kb / 1024.0 > *anon) *anon = kb / 1024.0;
-        if (sscanf(line, "RssFile: %lu", &kb) == 1 && kb / 1024.0 > *file) *file = kb / 1024.0;
-    }
+    if (!f) return 0;
+    unsigned long kb, sum = 0;
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        for (int i = 0; i < n; i++) {
+            const size_t len = strlen(fields[i]);
+            if (strncmp(line, fields[i], len) == 0 && sscanf(line + len, ": %lu", &kb) == 1) {
+                sum += kb;
+                found = 1;
+            }
+        }
     fclose(f);
+    if (found && sum / 1024.0 > *peak) *peak = sum / 1024.0;
+    return found;
 }
 
-/* kB of FilePmdMapped in /proc/PID/smaps_rollup (0 when gone or not reported): how much of the
- * mapped files, the data set above all, the process reaches through huge pages. Reading it walks
- * the process's page tables, so it is sampled less often than the status. */
-static void sample_huge(pid_t pid, double *huge)
+/* Private memory (RssAnon) and mapped files (RssFile, and RssShmem: the set when the temporary
+ * folder is a tmpfs) from the status. */
+static void sample_rss(pid_t pid, child_run *c)
 {
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    unsigned long kb;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "FilePmdMapped: %lu", &kb) == 1 && kb / 1024.0 > *huge)
-            *huge = kb / 1024.0;
-    fclose(f);
+    static const char *const anon[] = {"RssAnon"}, *const mapped[] = {"RssFile", "RssShmem"};
+    sample_sum(pid, "status", anon, 1, &c->anon_mib);
+    sample_sum(pid, "status", mapped, 2, &c->file_mib);
+}
+
+/* How much of the mapped files, the data set above all, the process reaches through huge pages
+ * (FilePmdMapped, and ShmemPmdMapped on a tmpfs). Reading smaps_rollup walks the process's page
+ * tables, so it is sampled less often than the status; huge_mib stays -1 when it was never read
+ * (a kernel without it, or a child too short to sample). */
+static void sample_huge(pid_t pid, child_run *c)
+{
+    static const char *const huge[] = {"FilePmdMapped", "ShmemPmdMapped"};
+    double peak = c->huge_mib < 0 ? 0.0 : c->huge_mib;
+    if (sample_sum(pid, "smaps_rollup", huge, 2, &peak)) c->huge_mib = peak;
 }
 
 static int run_child(char *const args[], child_run *c)
 {
     extern char **environ;
     memset(c, 0, sizeof *c);
+    c->huge_mib = -1.0;
     int fds[2];
     if (pipe(fds) != 0) return -1;
     posix_spawn_file_actions_t fa;
@@ -289,8 +303,8 @@ static int run_child(char *const args[], child_run *c)
             close(fds[0]);
             return -1;
         }
-        sample_rss(pid, &c->anon_mib, &c->file_mib);
-        if (samples++ % GROW_HUGE_EVERY == 0) sample_huge(pid, &c->huge_mib);
+        sample_rss(pid, c);
+        if (++samples % GROW_HUGE_EVERY == 0) sample_huge(pid, c);
         nanosleep(&nap, NULL);
     }
     c->seconds = bench_now() - t0;
@@ -343,6 +357,12 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
 {
     const double n = (double)g->n, n0 = (double)first->n;
     const double pe = g->prep_s / n, te = g->train_s / n, se = g->steps_s / n;
+    /* the huge-page figure, or null / - when it could not be read */
+    char huge_json[32] = "null", huge_text[32] = "-";
+    if (g->train.huge_mib >= 0) {
+        snprintf(huge_json, sizeof huge_json, "%.1f", g->train.huge_mib);
+        snprintf(huge_text, sizeof huge_text, "%.1f", g->train.huge_mib);
+    }
     if (o->json) {
         fprintf(o->out,
                 "{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,\"test_examples\":%ld,"
@@ -351,7 +371,7 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,"
                 "\"steps_us_per_example\":%.4f,"
                 "\"trained_examples\":%.0f,\"test_accuracy\":%.4f,\"peak_rss_mib\":%.1f,"
-                "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,\"peak_mapped_huge_mib\":%.1f,"
+                "\"peak_private_mib\":%.1f,\"peak_mapped_mib\":%.1f,\"peak_mapped_huge_mib\":%s,"
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
@@ -359,17 +379,17 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->train.cpu_s,
                 g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
-                g->train.huge_mib, te / (first->train_s / n0), se / (first->steps_s / n0),
+                huge_json, te / (first->train_s / n0), se / (first->steps_s / n0),
                 pe / (first->prep_s / n0),
                 g->train.max_rss_mib / first->train.max_rss_mib,
                 g->train.anon_mib / first->train.anon_mib);
         return;
     }
-    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %7.1f "
+    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %7s "
                     "%5.2fx %5.2fx %5.2fx %5.2fx\n",
             g->n, g->prep_s, 1e6 * pe, g->prep.max_rss_mib, g->train_s, 1e6 * te, g->train.cpu_s,
             g->steps_s,
-            1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, g->train.huge_mib,
+            1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, huge_text,
             te / (first->train_s / n0), se / (first->steps_s / n0),
             g->train.max_rss_mib / first->train.max_rss_mib,
             g->train.anon_mib / first->train.anon_mib);
@@ -407,19 +427,23 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n)
     /* the share of the largest set's mapped pages that the epoch reached through huge pages: a
      * shuffled epoch over a set beyond the caches pays an address translation per example
      * without them (the data set writer's 2 MiB blocks give them where the kernel can) */
-    const double huge_pct =
-        g[n - 1].train.file_mib > 0 ? 100.0 * g[n - 1].train.huge_mib / g[n - 1].train.file_mib
-                                    : 0.0;
+    const child_run *last = &g[n - 1].train;
+    char huge_json[32] = "null", huge_text[64] = "not known (no smaps_rollup read)";
+    if (last->huge_mib >= 0 && last->file_mib > 0) {
+        const double pct = 100.0 * last->huge_mib / last->file_mib;
+        snprintf(huge_json, sizeof huge_json, "%.1f", pct);
+        snprintf(huge_text, sizeof huge_text, "%.0f%%", pct);
+    }
     if (o->json) {
         fprintf(o->out, "{\"suite\":\"grow\",\"case\":\"examples_check\",\"prepare_us_per_example_"
                         "spread_pct\":%.1f,\"train_us_per_example_spread_pct\":%.1f,\"steps_us_"
                         "per_example_spread_pct\":%.1f,\"prepare_peak_rss_spread_pct\":%.1f,"
                         "\"peak_rss_spread_pct\":%.1f,\"peak_private_spread_pct\":%.1f,"
                         "\"private_bytes_per_example\":%.1f,\"mapped_bytes_per_example\":%.1f,"
-                        "\"mapped_huge_pct_last\":%.1f,"
+                        "\"mapped_huge_pct_last\":%s,"
                         "\"train_marginal_us_per_example\":[%.4f,%.4f]}\n",
                 spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
-                spread(rss, n), spread(anon, n), per_ex, file_ex, huge_pct, marg[1], marg[n - 1]);
+                spread(rss, n), spread(anon, n), per_ex, file_ex, huge_json, marg[1], marg[n - 1]);
         return;
     }
     fprintf(o->out,
@@ -429,11 +453,11 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n)
             "memory against N = %ld: prepare peak RSS within %.1f%%; train peak RSS within "
             "%.1f%%, of it private within %.1f%% (+%.1f bytes per example) and mapped +%.1f "
             "bytes per example (the data set file is %d bytes per training example, %.1f with "
-            "its test share); at N = %ld, %.0f%% of the mapped pages in huge pages\n",
+            "its test share); at N = %ld, of the mapped pages in huge pages: %s\n",
             g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
             marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
             spread(rss, n), spread(anon, n), per_ex, file_ex, BENCH_PIXELS + 9,
-            (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_pct);
+            (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_text);
 }
 
 static int grow_examples(const bench_opts *o)

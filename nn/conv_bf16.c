@@ -47,7 +47,6 @@ static int bf16_now(void)
     return nn_mm_precision() == NN_PREC_BF16 && (isa == NN_BISA_AMX || isa == NN_BISA_AVX512BF16);
 }
 
-
 int nn_bconv_forward_takes(const nn_conv_shape *s)
 {
     return bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->C >= 16;

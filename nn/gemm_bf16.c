@@ -231,7 +231,6 @@ static int amx_block_pairs(int K)
     return (int)pad_to((int)((k_pairs(K) + qbs - 1) / qbs), 16);
 }
 
-
 /* where a whole pre-packed op(B) keeps the panels of column block j0 (nc columns), pair block qb
  * (starting at pair q0): bp as above */
 static size_t packed_at(int K, int bp, int j0, int nc, int qb, int q0)
