@@ -17,6 +17,7 @@
 #include "core/runtime.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/layers.h"
 
 #ifdef _OPENMP

@@ -227,26 +227,30 @@ typedef struct {
     char line[256];       /* what it printed */
 } child_run;
 
-/* The sum of the kB values of the fields named in /proc/PID/NAME (status, smaps_rollup) into
- * *peak, in MiB, when above it; 0 when the file is gone or has none of them. */
-static int sample_sum(pid_t pid, const char *name, const char *const *fields, int n, double *peak)
+/* Fields of /proc/PID/NAME (status, smaps_rollup), in kB, summed by group: field i adds to
+ * group[i]'s sum (groups 0 and 1), and each group's sum (in MiB) goes into peak[group] when
+ * above it. Returns whether any field was there (0 when the file is gone). One read of the file
+ * for all groups. */
+static int sample_sum(pid_t pid, const char *name, const char *const *fields, const int *group,
+                      int n, double *peak)
 {
     char path[64], line[256];
     snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
     FILE *f = fopen(path, "r");
     if (!f) return 0;
-    unsigned long kb, sum = 0;
+    unsigned long kb, sum[2] = {0, 0};
     int found = 0;
     while (fgets(line, sizeof line, f))
         for (int i = 0; i < n; i++) {
             const size_t len = strlen(fields[i]);
             if (strncmp(line, fields[i], len) == 0 && sscanf(line + len, ": %lu", &kb) == 1) {
-                sum += kb;
+                sum[group[i]] += kb;
                 found = 1;
             }
         }
     fclose(f);
-    if (found && sum / 1024.0 > *peak) *peak = sum / 1024.0;
+    for (int i = 0; found && i < n; i++)
+        if (sum[group[i]] / 1024.0 > peak[group[i]]) peak[group[i]] = sum[group[i]] / 1024.0;
     return found;
 }
 
@@ -254,9 +258,12 @@ static int sample_sum(pid_t pid, const char *name, const char *const *fields, in
  * folder is a tmpfs) from the status. */
 static void sample_rss(pid_t pid, child_run *c)
 {
-    static const char *const anon[] = {"RssAnon"}, *const mapped[] = {"RssFile", "RssShmem"};
-    sample_sum(pid, "status", anon, 1, &c->anon_mib);
-    sample_sum(pid, "status", mapped, 2, &c->file_mib);
+    static const char *const fields[] = {"RssAnon", "RssFile", "RssShmem"};
+    static const int group[] = {0, 1, 1};
+    double peak[2] = {c->anon_mib, c->file_mib};
+    sample_sum(pid, "status", fields, group, 3, peak);
+    c->anon_mib = peak[0];
+    c->file_mib = peak[1];
 }
 
 /* How much of the mapped files, the data set above all, the process reaches through huge pages
@@ -265,9 +272,10 @@ static void sample_rss(pid_t pid, child_run *c)
  * (a kernel without it, or a child too short to sample). */
 static void sample_huge(pid_t pid, child_run *c)
 {
-    static const char *const huge[] = {"FilePmdMapped", "ShmemPmdMapped"};
+    static const char *const fields[] = {"FilePmdMapped", "ShmemPmdMapped"};
+    static const int group[] = {0, 0};
     double peak = c->huge_mib < 0 ? 0.0 : c->huge_mib;
-    if (sample_sum(pid, "smaps_rollup", huge, 2, &peak)) c->huge_mib = peak;
+    if (sample_sum(pid, "smaps_rollup", fields, group, 2, &peak)) c->huge_mib = peak;
 }
 
 static int run_child(char *const args[], child_run *c)

@@ -24,6 +24,7 @@
 
 #include "core/status.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/optim.h"
 #include "nn/prune.h"
 

@@ -23,6 +23,7 @@
 #include "nn/bf16.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/transpose.h"
 
 enum { ROWS = 32, COLS = 32, STEP = 16 }; /* a block of C; pairs per tile step */

@@ -24,7 +24,6 @@
 #include <stdint.h>
 
 #include "nn/gemm.h"
-#include "nn/mm.h"
 
 /* In order of preference: the best one the CPU (and, for AMX, the system) runs is the default. */
 typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_AMX, NN_BISA_COUNT } nn_bisa;

@@ -382,7 +382,6 @@ int nn_softmax_piece(int R, int par)
 void nn_softmax_forward(float *out, const float *inp, int R, int K)
 {
     const int par = xd_threads_split((size_t)R * K > NN_PAR_MIN), piece = nn_softmax_piece(R, par);
-    (void)par; /* a build without OpenMP has no pragma to read it */
 #pragma omp parallel for if (par)
     for (int r = 0; r < R; r += piece)
         nn_softmax_rows(out + (size_t)r * K, NULL, inp + (size_t)r * K,

@@ -37,7 +37,6 @@ float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
     /* a chunk's rows side by side on the threads (when there are enough logits), their losses
      * summed after in row order: the same bits at any thread count */
     const int par = xd_threads_split((size_t)B * K >= CE_PAR_MIN);
-    (void)par; /* a build without OpenMP has no pragma to read it */
     double total = 0.0, lse[CE_CHUNK];
     for (int b0 = 0; b0 < B; b0 += CE_CHUNK) {
         const int n = B - b0 < CE_CHUNK ? B - b0 : CE_CHUNK, piece = nn_softmax_piece(n, par);

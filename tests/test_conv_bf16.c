@@ -16,6 +16,7 @@
 #include "core/runtime.h"
 #include "nn/conv_bf16.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/layers.h"
 
 static double bf(float x) { return (double)nn_bf16_float(nn_bf16_round(x)); }

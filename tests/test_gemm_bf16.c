@@ -17,6 +17,7 @@
 #include "core/runtime.h"
 #include "nn/bf16.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "tests/support/prodfix.h"
 
 static void test_round(void **state)

@@ -13,6 +13,7 @@
 #include "core/runtime.h"
 #include "distill/recipe.h"
 #include "nn/gemm_bf16.h"
+#include "nn/mm.h"
 #include "nn/model.h"
 #include "tests/support/trainrun.h"
 
