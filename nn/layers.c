@@ -82,8 +82,12 @@ void nn_linear_backward_wfirst(float *dinp, float *dw, float *db, const float *d
 
 /* Runs of output channels, each channel's sum running down its column in row order while the run
  * is summed side by side along the rows (one chain per channel, as a loop per channel gives, but
- * without waiting on each add); runs are independent: no shared writes. first: db = 0 + sums. */
-enum { BIAS_RUN = 64 };
+ * without waiting on each add); runs are independent: no shared writes. first: db = 0 + sums.
+ * Runs are BIAS_RUN channels long, or shorter (whole vectors of BIAS_VEC) when that gives each
+ * thread one: a convolution's 32 or 64 channels over a batch's positions (1.6M values for the
+ * teacher's second) would otherwise be summed by one thread. Each channel's chain is the same
+ * whatever the runs, so the bits do not depend on the threads. */
+enum { BIAS_RUN = 64, BIAS_VEC = 16 };
 static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, int n, int first)
 {
     float s[BIAS_RUN] = {0};
@@ -96,11 +100,18 @@ static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, i
 
 static void bias_grad(float *db, const float *dout, int B, int OC, int first)
 {
-    const int runs = (OC + BIAS_RUN - 1) / BIAS_RUN;
-#pragma omp parallel for if (runs > 1 && (size_t)B * OC > NN_PAR_MIN)
+    const int par = xd_threads_split((size_t)B * OC > NN_PAR_MIN);
+    int run = BIAS_RUN;
+    if (par) {
+        const int T = xd_threads_get(), each = (OC + T - 1) / T;
+        const int vec = (each + BIAS_VEC - 1) / BIAS_VEC * BIAS_VEC;
+        if (vec < run) run = vec;
+    }
+    const int runs = (OC + run - 1) / run;
+#pragma omp parallel for if (par && runs > 1)
     for (int r = 0; r < runs; r++) {
-        const int o0 = r * BIAS_RUN;
-        bias_grad_run(db, dout, B, OC, o0, OC - o0 < BIAS_RUN ? OC - o0 : BIAS_RUN, first);
+        const int o0 = r * run;
+        bias_grad_run(db, dout, B, OC, o0, OC - o0 < run ? OC - o0 : run, first);
     }
 }
 

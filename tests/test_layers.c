@@ -230,7 +230,9 @@ static void fill_garbage(float *x, size_t n)
 static void test_bias_grad_column_chains(void **state)
 {
     (void)state;
-    static const int shapes[][2] = {{1, 1}, {37, 10}, {5, 64}, {37, 65}, {300, 130}, {2, 200}};
+    /* the last three split between two threads: runs of 64, 32 and 16 channels */
+    static const int shapes[][2] = {{1, 1},    {37, 10},   {5, 64},   {37, 65},
+                                    {2, 200},  {300, 130}, {600, 64}, {1100, 32}};
     const int threads0 = xd_threads_get();
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int B = shapes[t][0], OC = shapes[t][1];
