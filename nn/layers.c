@@ -83,10 +83,11 @@ void nn_linear_backward_wfirst(float *dinp, float *dw, float *db, const float *d
 /* Runs of output channels, each channel's sum running down its column in row order while the run
  * is summed side by side along the rows (one chain per channel, as a loop per channel gives, but
  * without waiting on each add); runs are independent: no shared writes. first: db = 0 + sums.
- * Runs are BIAS_RUN channels long, or shorter (whole vectors of BIAS_VEC) when that gives each
- * thread one: a convolution's 32 or 64 channels over a batch's positions (1.6M values for the
- * teacher's second) would otherwise be summed by one thread. Each channel's chain is the same
- * whatever the runs, so the bits do not depend on the threads. */
+ * Runs are BIAS_RUN channels long, or shorter where that splits the channels among the threads
+ * (whole vectors of BIAS_VEC, at most one run a thread): a convolution's 32 or 64 channels over a
+ * batch's positions (1.6M values for the teacher's second) would otherwise be summed by one
+ * thread. Each channel's chain is the same whatever the runs, so the bits do not depend on the
+ * threads. */
 enum { BIAS_RUN = 64, BIAS_VEC = 16 };
 static void bias_grad_run(float *db, const float *dout, int B, int OC, int o0, int n, int first)
 {

@@ -225,14 +225,16 @@ static void fill_garbage(float *x, size_t n)
 }
 
 /* The bias gradient summed a run of channels side by side: each channel's sum is still one chain
- * down its column in row order (the bits of a loop per channel), added into what db held; at one
- * and two threads, channel counts around the run length, one batch big enough to be split. */
+ * down its column in row order (the bits of a loop per channel), added into what db held; at one,
+ * two and three threads, channel counts around the run length, the last four big enough to be
+ * split among the threads. */
 static void test_bias_grad_column_chains(void **state)
 {
     (void)state;
-    /* the last three split between two threads: runs of 64, 32 and 16 channels */
-    static const int shapes[][2] = {{1, 1},    {37, 10},   {5, 64},   {37, 65},
-                                    {2, 200},  {300, 130}, {600, 64}, {1100, 32}};
+    /* the last four split: at two threads into runs of 64 + 64 + 2, 32 + 32, 32 + 8 and 16 + 16
+     * channels, at three into 48 + 48 + 34, 32 + 32, 16 + 16 + 8 and 16 + 16 */
+    static const int shapes[][2] = {{1, 1},     {37, 10},  {5, 64},  {37, 65},  {2, 200},
+                                    {300, 130}, {600, 64}, {900, 40}, {1100, 32}};
     const int threads0 = xd_threads_get();
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         const int B = shapes[t][0], OC = shapes[t][1];
@@ -245,7 +247,7 @@ static void test_bias_grad_column_chains(void **state)
             for (int i = 0; i < B; i++) s += dy[(size_t)i * OC + o];
             ref[o] = db0[o] + s;
         }
-        for (int threads = 1; threads <= 2; threads++) {
+        for (int threads = 1; threads <= 3; threads++) {
             xd_threads_set(threads);
             memcpy(db, db0, sizeof(float) * (size_t)OC);
             nn_bias_grad(db, dy, B, OC);
