@@ -212,8 +212,9 @@ static const int shapes[][8] = {
     {2, 7, 8, 40, 33, 5, 5, 2},  {2, 4, 5, 16, 48, 2, 2, 1},   {1, 3, 40, 24, 16, 1, 3, 0},
     {2, 11, 3, 31, 70, 3, 2, 1},
     /* images large enough that the weight gradient takes one image per chunk: its sums carried
-     * from chunk to chunk; then 4 images a chunk with an odd count of 16-channel column vectors
-     * (9: AMX's last column tile, and a tile of one vector on AVX512_BF16, carried) */
+     * from chunk to chunk, in each half of the batch; then 2 images a chunk, halves of 2 and 3
+     * images (the first half's last step has none), with an odd count of 16-channel column
+     * vectors (9: AMX's last column tile, and a tile of one vector on AVX512_BF16, carried) */
     {3, 40, 40, 64, 32, 3, 3, 1}, {5, 40, 40, 16, 32, 3, 3, 1},
 };
 
@@ -309,16 +310,17 @@ static void bits_case(conv_case k)
     nn_conv2d_backward(d2, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
     assert_memory_equal(o1, o2, sizeof(float) * n_out);
     assert_memory_equal(d1, d2, sizeof(float) * n_in);
-    /* the weight gradient: twice at one thread above, so again from zero at each */
+    /* the weight gradient: twice at one thread above, so again from zero at each; at three
+     * threads the batch's halves share a thread */
     const size_t n_w = (size_t)k.s.OC * k.s.KH * k.s.KW * k.s.C;
     float *w1 = xd_xmalloc(sizeof(float) * n_w);
-    for (int t = 1; t <= 2; t++) {
+    for (int t = 1; t <= 3; t++) {
         xd_threads_set(t);
         memset(k.dw, 0, sizeof(float) * n_w);
         nn_conv2d_backward(d1, k.dw, k.db, k.dcols, k.wext, k.dout, k.cols, 0, k.inp, k.w, &k.s);
         if (t == 1) memcpy(w1, k.dw, sizeof(float) * n_w);
+        else assert_memory_equal(w1, k.dw, sizeof(float) * n_w);
     }
-    assert_memory_equal(w1, k.dw, sizeof(float) * n_w);
     free(w1);
     xd_threads_set(threads);
     free(o1);
@@ -329,8 +331,9 @@ static void bits_case(conv_case k)
     nn_mm_precision_set(prec);
 }
 
-/* Each image by one thread, the same way, and the weight gradient's chunks in order: the bits at
- * 1 and 2 threads, with one chunk of images and with several */
+/* Each image by one thread, the same way, and the weight gradient's chunks in order within each
+ * half of the batch, the halves added in order: the bits at 1, 2 and 3 threads, with one chunk of
+ * images and with several, with halves of equal and unequal sizes */
 static void test_bits_at_one_and_two_threads(void **state)
 {
     (void)state;
@@ -340,6 +343,35 @@ static void test_bits_at_one_and_two_threads(void **state)
         for (int big = 0; big < 2; big++)
             bits_case(big ? case_make(3, 40, 40, 64, 32, 3, 3, 1, 1, 322)
                           : case_make(5, 14, 14, 32, 64, 3, 3, 1, 1, 321));
+}
+
+/* The weight gradient of a batch of two is each image's own (a batch of one each) added, the first
+ * image's first: the two halves of the batch summed apart, then added (nn_bconv_dw). Its bits
+ * differ from one sum carried over both images, so the check can fail. */
+static void test_dw_halves_added(void **state)
+{
+    (void)state;
+    if (!have_kernel()) skip();
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+    const char *kernel;
+    for (int ki = 0; next_kernel(&ki, &kernel);) {
+        conv_case k = case_make(2, 14, 14, 32, 64, 3, 3, 1, 0, 331);
+        nn_conv_shape one = k.s;
+        one.B = 1;
+        const int K = k.s.KH * k.s.KW * k.s.C;
+        const size_t n_w = (size_t)k.s.OC * K, in1 = (size_t)k.s.H * k.s.W * k.s.C,
+                     out1 = (size_t)k.s.OH * k.s.OW * k.s.OC;
+        float *both = xd_xmalloc(sizeof(float) * n_w), *sum = xd_xmalloc(sizeof(float) * n_w);
+        nn_bconv_dw(both, K, 0.0f, k.dout, k.inp, &k.s);
+        nn_bconv_dw(sum, K, 0.0f, k.dout, k.inp, &one);
+        nn_bconv_dw(sum, K, 1.0f, k.dout + out1, k.inp + in1, &one);
+        if (memcmp(both, sum, sizeof(float) * n_w) != 0)
+            fail_msg("%s: a batch of two is not its images' weight gradients added", kernel);
+        free(both);
+        free(sum);
+        case_free(&k);
+    }
+    nn_mm_precision_set(prec);
 }
 
 /* What goes elsewhere: float32 products, strides past 1, one input channel (too few pairs to
@@ -388,6 +420,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_forward_and_dinp_against_ref, best_kernel),
         cmocka_unit_test_teardown(test_bits_at_one_and_two_threads, best_kernel),
+        cmocka_unit_test_teardown(test_dw_halves_added, best_kernel),
         cmocka_unit_test_teardown(test_what_it_takes, best_kernel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
