@@ -489,10 +489,11 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
 }
 
 /* The batch's images in two fixed halves (the first floor(B / 2) images, then the rest), each
- * half's sums in its own accumulator, chunk by chunk in image order, and the two added at the end,
- * the first half's first: the bits do not depend on the threads. Each step takes a chunk of each
- * half, side by side, so at two threads each thread prepares one half's images and runs that
- * half's blocks, reading only images it wrote itself. With one chunk shared by all, each core read
+ * half's sums in its own accumulator, chunk by chunk in image order, and the two added at the end:
+ * the bits do not depend on the threads. Each step takes a chunk of each half, side by side, so at
+ * two threads, where a step's halves hold as many images, each thread prepares one half's images
+ * and runs that half's blocks, reading only images it wrote itself (a step with one half's images
+ * alone shares that half's blocks among the threads). With one chunk shared by all, each core read
  * the other's half of every chunk into its own cache: the teacher's conv2 at batch 128 took
  * 2.7-3.6 ms at two threads against 3.7-4.9 at one; now 2.1-2.7 ms (BENCHMARKS.md). */
 enum { DW_HALVES = 2 };
@@ -546,10 +547,12 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
                 dw_image(imgs + h * half_words + (size_t)j * d.img_words, tmp, inp, dout, s, &d,
                          h0[h] + c0 + j);
             }
+            int with[DW_HALVES], nw = 0; /* the halves with images in this step */
+            for (int h = 0; h < DW_HALVES; h++)
+                if (n[h]) with[nw++] = h;
 #pragma omp for schedule(static)
-            for (int k = 0; k < DW_HALVES * blocks; k++) {
-                const int h = k / blocks, blk = k % blocks;
-                if (!n[h]) continue;
+            for (int k = 0; k < nw * blocks; k++) {
+                const int h = with[k / blocks], blk = k % blocks;
                 float *a = acc + h * acc_n;
                 const uint32_t *im = imgs + h * half_words;
 #ifdef NN_AMX
