@@ -49,8 +49,8 @@ void nn_bconv_dinp(float *dinp, const float *dout, const float *w, const nn_conv
  * at two neighbouring positions (so that B's pairs of a tap are position pairs two grid rows
  * apart, read in place); the batch in two halves (its first floor(B / 2) images, then the rest),
  * each in chunks of images whose copies stay in cache, each tile of sums carried from chunk to
- * chunk, and the two halves' sums added at the end, the first half's first (so a batch of two
- * gives each image's own sums added). db is the float32 column sum of dout in position order. */
+ * chunk, and the two halves' sums added at the end (so a batch of two gives each image's own sums
+ * added). db is the float32 column sum of dout in position order. */
 void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *inp,
                  const nn_conv_shape *s);
 
