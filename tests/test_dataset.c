@@ -686,6 +686,7 @@ static void test_dataset_verified_record(void **state)
 static long temp_size(const char *name)
 {
     DIR *d = opendir(".");
+    assert_non_null(d);
     struct dirent *de;
     long size = -1;
     const size_t len = strlen(name);
