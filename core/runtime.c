@@ -133,3 +133,13 @@ int xd_threads_split(int big)
     return 0;
 #endif
 }
+
+void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx)
+{
+    if (T <= 1) {
+        if (T == 1) fn(ctx, 0);
+        return;
+    }
+#pragma omp parallel for schedule(static, 1) num_threads(T)
+    for (int t = 0; t < T; t++) fn(ctx, t);
+}

@@ -44,5 +44,9 @@ int xd_threads_get(void);
  * allowed. A loop that gets one runs without a parallel region: entering one costs microseconds
  * even when its if clause is false (more when nested), as much as a small layer's work. */
 int xd_threads_split(int big);
+/* fn(ctx, t) for t = 0 .. T - 1, each call on a thread of its own when T > 1; when T is 1, on
+ * the calling thread without a parallel region (see xd_threads_split: inference pays a region's
+ * entry per image). */
+void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx);
 
 #endif

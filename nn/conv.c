@@ -328,6 +328,27 @@ static void conv2d_direct_images(float *out, float *scratch, const float *inp, c
     free(koff);
 }
 
+/* conv2d_direct_images on thread t's run of images of T, its scratch share floats of scratch */
+typedef struct {
+    float *out, *scratch;
+    size_t share;
+    const float *inp, *wp;
+    const nn_conv_shape *s;
+    int T, add;
+    void (*image)(void *, int);
+    void *image_ctx;
+    const nn_relu_pool *pool_only;
+} direct_job;
+
+static void direct_run(void *ctx, int t)
+{
+    const direct_job *j = ctx;
+    int b0, b1;
+    nn_sgemm_block_range(j->s->B, j->T, t, &b0, &b1);
+    conv2d_direct_images(j->out, j->scratch + (size_t)t * j->share, j->inp, j->wp, j->s, b0, b1,
+                         j->image, j->image_ctx, j->pool_only, j->add);
+}
+
 /* The input gradient of a stride-1 convolution with square windows is a forward convolution of
  * the output gradient, zero-padded by KH - 1 - pad, with the turned kernel: dinp[iy][ix][c] = the
  * sum over (ky, kx, o) of dpad[iy + ky][ix + kx][o] w[o][KH - 1 - ky][KW - 1 - kx][c]. It runs
@@ -376,13 +397,8 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
                 for (int c = 0; c < C; c++) wt[(size_t)c * K + k] = src[c];
             }
     nn_conv_pack(dcols, NULL, wt, NULL, &d);
-#pragma omp parallel for num_threads(T) if (T > 1)
-    for (int t = 0; t < T; t++) {
-        int b0, b1;
-        nn_sgemm_block_range(s->B, T, t, &b0, &b1);
-        conv2d_direct_images(dinp, dcols + packed + (size_t)t * share, dout, dcols, &d, b0, b1,
-                             NULL, NULL, NULL, !first);
-    }
+    direct_job job = {dinp, dcols + packed, share, dout, dcols, &d, T, !first, NULL, NULL, NULL};
+    xd_threads_each(T, direct_run, &job);
     free(own);
 }
 
@@ -496,13 +512,9 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         } else {
             pool_only = NULL;
         }
-#pragma omp parallel for num_threads(T) if (T > 1)
-        for (int t = 0; t < T; t++) {
-            int b0, b1;
-            nn_sgemm_block_range(s->B, T, t, &b0, &b1);
-            conv2d_direct_images(out, cols + (size_t)t * share, inp, wp, s, b0, b1,
-                                 pool_only ? NULL : image, image_ctx, pool_only, 0);
-        }
+        direct_job job = {out,      cols, share, inp, wp, s, T, 0, pool_only ? NULL : image,
+                          image_ctx, pool_only};
+        xd_threads_each(T, direct_run, &job);
         return 0;
     }
     /* each block of cols is unfolded just before its product reads it */
@@ -625,8 +637,9 @@ typedef struct {
     int slots, kbs, later, nthreads;
 } dw_gather_job;
 
-static void dw_gather_run(const dw_gather_job *j, int t)
+static void dw_gather_run(void *ctx, int t)
 {
+    const dw_gather_job *j = ctx;
     const nn_conv_shape *s = j->s;
     const int OC = s->OC, C = s->C, OW = s->OW, P = s->OH * OW, M = s->B * P;
     const int K = s->KH * s->KW * C, nk = K + !!s->bias, Wp = s->W + 2 * s->pad;
@@ -694,8 +707,7 @@ static int conv2d_dw_gather(float *C, int N, float beta, const float *dout, cons
     if (beta != 0.0f) /* the sum starts from C, transposed */
         for (int o = 0; o < OC; o++)
             for (int i = 0; i < N; i++) buf[(size_t)i * OC + o] = C[(size_t)o * N + i];
-#pragma omp parallel for num_threads(T) if (T > 1)
-    for (int t = 0; t < T; t++) dw_gather_run(&job, t);
+    xd_threads_each(T, dw_gather_run, &job);
     for (int kb = later; kb < kbs; kb++) {
         const float *g = job.kept + (size_t)(kb - later) * nsum;
         for (size_t e = 0; e < nsum; e++) buf[e] = g[e] + buf[e];

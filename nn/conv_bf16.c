@@ -65,11 +65,12 @@ int nn_bconv_dinp_takes(const nn_conv_shape *s)
 
 /* The grid of one image: src (H, W, C) at rows top.. and columns left.. of a grid Wp wide, zero
  * around and past it up to g->rows rows; each position C values rounded to bf16 in pairs (c,
- * c + 1), zero pairs up to cp. */
+ * c + 1), zero pairs up to cp. Only the image's positions are written, and of them only the words
+ * with a channel: dst is zeroed once (g->rows rows of cp words), and stays so elsewhere for every
+ * image after. */
 static void grid_image(uint32_t *dst, const float *src, int H, int W, int C, int top, int left,
                        const bconv_geom *g)
 {
-    memset(dst, 0, sizeof(uint32_t) * g->rows * g->cp);
     for (int y = 0; y < H; y++) {
         uint32_t *d = dst + ((size_t)(y + top) * g->Wp + left) * g->cp;
         const float *s = src + (size_t)y * W * C;
@@ -238,40 +239,61 @@ static void grid_product_dot(const bconv_geom *g, const nn_btile_seg *seg, const
 
 /* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at
  * (top, left), out image b (rows of g->N) from it; image(ctx, b) after each. */
+typedef struct {
+    const bconv_geom *g;
+    const nn_btile_seg *seg;
+    const float *src;
+    int B, H, W, C, top, left, add, T;
+    const uint32_t *wpk;
+    const float *bias;
+    float *out;
+    size_t out_image;
+    void (*image)(void *, int);
+    void *image_ctx;
+} grid_job;
+
+static void grid_run(void *ctx, int t)
+{
+    const grid_job *j = ctx;
+    const bconv_geom *g = j->g;
+    int b0, b1;
+    nn_sgemm_block_range(j->B, j->T, t, &b0, &b1);
+    /* the grid's margins and channel padding stay zero: each image writes only its pixels */
+    uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
+    memset(grid, 0, sizeof(uint32_t) * g->rows * g->cp);
+#ifdef NN_AMX
+    const int amx = nn_bgemm_amx();
+    if (amx) nn_amx_configure();
+#endif
+    for (int b = b0; b < b1; b++) {
+        float *o = j->out + (size_t)b * j->out_image;
+        grid_image(grid, j->src + (size_t)b * j->H * j->W * j->C, j->H, j->W, j->C, j->top,
+                   j->left, g);
+#ifdef NN_AMX
+        if (amx) grid_product(g, grid, j->wpk, j->bias, j->add, o);
+        else
+#endif
+            grid_product_dot(g, j->seg, grid, j->wpk, j->bias, j->add, o);
+        if (j->image) j->image(j->image_ctx, b);
+    }
+#ifdef NN_AMX
+    if (amx) nn_amx_release();
+#endif
+    free(grid);
+}
+
 static void grid_images(const bconv_geom *g, const float *src, int B, int H, int W, int C, int top,
                         int left, const uint32_t *wpk, const float *bias, int add, float *out,
                         size_t out_image, void (*image)(void *, int), void *image_ctx)
 {
-    const int amx = nn_bgemm_amx();
     size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)g->taps); /* the threads share seg */
     const nn_btile_seg seg = grid_segments(g, off, off + g->taps);
     int T = xd_threads_split(B > 1) ? xd_threads_get() : 1;
     if (T > B) T = B;
-#pragma omp parallel for num_threads(T) if (T > 1)
-    for (int t = 0; t < T; t++) {
-        int b0, b1;
-        nn_sgemm_block_range(B, T, t, &b0, &b1);
-        uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
-#ifdef NN_AMX
-        if (amx) nn_amx_configure();
-#endif
-        for (int b = b0; b < b1; b++) {
-            float *o = out + (size_t)b * out_image;
-            grid_image(grid, src + (size_t)b * H * W * C, H, W, C, top, left, g);
-#ifdef NN_AMX
-            if (amx) grid_product(g, grid, wpk, bias, add, o);
-            else
-#endif
-                grid_product_dot(g, &seg, grid, wpk, bias, add, o);
-            if (image) image(image_ctx, b);
-        }
-#ifdef NN_AMX
-        if (amx) nn_amx_release();
-#endif
-        free(grid);
-    }
+    grid_job job = {g,   &seg, src, B,         H,     W,     C,         top, left,
+                    add, T,    wpk, bias,      out,   out_image, image, image_ctx};
+    xd_threads_each(T, grid_run, &job);
     free(off);
-    (void)amx;
 }
 
 /* toff[t]: how far tap t = ky * KW + kx reads from its output's position on a grid Wp wide */
@@ -529,6 +551,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
 #pragma omp parallel num_threads(T) if (T > 1)
     {
         uint16_t *tmp = xd_xmalloc(sizeof(uint16_t) * (d.g2rows + 1) * d.Cp);
+        memset(tmp, 0, sizeof(uint16_t) * (d.g2rows + 1) * d.Cp); /* see grid_image */
         size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)chunk);
 #ifdef NN_AMX
         if (amx) nn_amx_configure();

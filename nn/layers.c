@@ -109,7 +109,12 @@ static void bias_grad(float *db, const float *dout, int B, int OC, int first)
         if (vec < run) run = vec;
     }
     const int runs = (OC + run - 1) / run;
-#pragma omp parallel for if (par && runs > 1)
+    if (!(par && runs > 1)) { /* no region: see xd_threads_split */
+        for (int o0 = 0; o0 < OC; o0 += run)
+            bias_grad_run(db, dout, B, OC, o0, OC - o0 < run ? OC - o0 : run, first);
+        return;
+    }
+#pragma omp parallel for
     for (int r = 0; r < runs; r++) {
         const int o0 = r * run;
         bias_grad_run(db, dout, B, OC, o0, OC - o0 < run ? OC - o0 : run, first);
@@ -140,7 +145,12 @@ void nn_relu_forward(float *out, const float *inp, size_t n)
  * and adding g would give (+0 for a gradient of -0), without the separate zeroing pass. */
 static void relu_backward(float *dinp, const float *dout, const float *inp, size_t n, int first)
 {
-#pragma omp parallel for if (n > NN_PAR_MIN)
+    if (!xd_threads_split(n > NN_PAR_MIN)) {
+        for (size_t i = 0; i < n; i++)
+            dinp[i] = (first ? 0.0f : dinp[i]) + (inp[i] > 0.0f ? dout[i] : 0.0f);
+        return;
+    }
+#pragma omp parallel for
     for (size_t i = 0; i < n; i++)
         dinp[i] = (first ? 0.0f : dinp[i]) + (inp[i] > 0.0f ? dout[i] : 0.0f);
 }

@@ -31,6 +31,14 @@ double nn_row_weight_sum(const uint8_t *mask, const float *rw, int B)
  * time. */
 enum { CE_PAR_MIN = 2560, CE_CHUNK = 2048 };
 
+/* rows b0 + i .. of a chunk of n, at most piece of them: their softmax and log-sum-exps */
+static void softmax_piece(float *probs, double *lse, const float *logits, int b0, int i, int n,
+                          int piece, int K)
+{
+    const size_t at = (size_t)(b0 + i) * K;
+    nn_softmax_rows(probs + at, lse + i, logits + at, n - i < piece ? n - i : piece, K, 1.0);
+}
+
 float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
                       const uint8_t *mask, const float *rw, int B, int K)
 {
@@ -40,11 +48,11 @@ float nn_ce_forward_w(float *probs, const float *logits, const int32_t *labels,
     double total = 0.0, lse[CE_CHUNK];
     for (int b0 = 0; b0 < B; b0 += CE_CHUNK) {
         const int n = B - b0 < CE_CHUNK ? B - b0 : CE_CHUNK, piece = nn_softmax_piece(n, par);
-#pragma omp parallel for schedule(static) if (par)
-        for (int i = 0; i < n; i += piece) {
-            const size_t at = (size_t)(b0 + i) * K;
-            nn_softmax_rows(probs + at, lse + i, logits + at, n - i < piece ? n - i : piece, K,
-                            1.0);
+        if (par) {
+#pragma omp parallel for schedule(static)
+            for (int i = 0; i < n; i += piece) softmax_piece(probs, lse, logits, b0, i, n, piece, K);
+        } else { /* no region: see xd_threads_split */
+            for (int i = 0; i < n; i += piece) softmax_piece(probs, lse, logits, b0, i, n, piece, K);
         }
         for (int i = 0; i < n; i++) { /* a masked row's loss is 0, its label not read */
             const int b = b0 + i;

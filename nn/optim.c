@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "core/runtime.h"
 
 /* Below this many floats a step or a norm runs on one thread: forking costs more than it saves. */
 #define PAR_MIN 32768
@@ -673,6 +674,39 @@ static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n
     *ov.params |= op;
 }
 
+/* One optimizer step's segments on the calling thread, or shared with its team's threads (each
+ * segment's loop is a work-sharing one); over: the bits of step_over, for this thread. */
+typedef struct {
+    const nn_optimizer *o;
+    float *params;
+    const float *grads;
+    const nn_param_seg *segs;
+    int n_segs;
+    float most;
+    sgd_args sgd;
+    adamw_args adamw;
+    float keep_decay, wd;
+} step_job;
+
+static void step_segments(const step_job *j, int *grads_over, int *params_over)
+{
+    const nn_optimizer *o = j->o;
+    const step_over ov = {j->most, grads_over, params_over};
+    for (int s = 0; s < j->n_segs; s++) {
+        const size_t off = j->segs[s].offset, n = j->segs[s].count;
+        if (j->segs[s].frozen) {
+            frozen_segment(j->params + off, j->grads + off, n, ov);
+        } else if (o->cfg.kind == NN_OPT_SGD) {
+            float *m = o->cfg.momentum > 0 ? o->m + off : NULL;
+            sgd_segment(j->params + off, j->grads + off, m, n, j->segs[s].decay ? j->wd : 0.0f,
+                        j->sgd, ov);
+        } else {
+            adamw_segment(j->params + off, j->grads + off, o->m + off, o->v + off, n,
+                          j->segs[s].decay ? j->keep_decay : 1.0f, j->adamw, ov);
+        }
+    }
+}
+
 void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_seg *segs,
                  int n_segs, float lr)
 {
@@ -689,49 +723,31 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
     const float most = nn_norm_finite_bound(o->n);
     int grads_over = 0, params_over = 0;
 
+    step_job j = {.o = o, .params = params, .grads = grads, .segs = segs, .n_segs = n_segs,
+                  .most = most};
     if (c->kind == NN_OPT_SGD) {
         XD_ASSERT(!(c->momentum > 0) || o->m);
-        sgd_args a = {lr, c->momentum, o->step == 1, c->nesterov};
-        float *m = c->momentum > 0 ? o->m : NULL;
-#pragma omp parallel if (o->n >= PAR_MIN) reduction(| : grads_over, params_over)
-        for (int s = 0; s < n_segs; s++) {
-            const step_over ov = {most, &grads_over, &params_over};
-            size_t off = segs[s].offset;
-            if (segs[s].frozen) {
-                frozen_segment(params + off, grads + off, segs[s].count, ov);
-                continue;
-            }
-            float wd = segs[s].decay ? c->weight_decay : 0.0f;
-            sgd_segment(params + off, grads + off, m ? m + off : NULL, segs[s].count, wd, a, ov);
-        }
-        o->grads_over = grads_over;
-        o->params_over = params_over;
-        return;
+        j.sgd = (sgd_args){lr, c->momentum, o->step == 1, c->nesterov};
+    } else {
+        XD_ASSERT(c->kind == NN_OPT_ADAMW && o->m && o->v);
+        double t = (double)o->step;
+        j.adamw = (adamw_args){
+            .b1 = c->beta1,
+            .b2 = c->beta2,
+            .one_b1 = (float)(1.0 - c->beta1),
+            .one_b2 = (float)(1.0 - c->beta2),
+            .step_size = (float)((double)lr / (1.0 - pow(c->beta1, t))),
+            .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t)),
+            .eps = c->eps,
+        };
+        j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
-
-    XD_ASSERT(c->kind == NN_OPT_ADAMW && o->m && o->v);
-    double t = (double)o->step;
-    adamw_args a = {
-        .b1 = c->beta1,
-        .b2 = c->beta2,
-        .one_b1 = (float)(1.0 - c->beta1),
-        .one_b2 = (float)(1.0 - c->beta2),
-        .step_size = (float)((double)lr / (1.0 - pow(c->beta1, t))),
-        .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t)),
-        .eps = c->eps,
-    };
-    float keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
-#pragma omp parallel if (o->n >= PAR_MIN) reduction(| : grads_over, params_over)
-    for (int s = 0; s < n_segs; s++) {
-        const step_over ov = {most, &grads_over, &params_over};
-        size_t off = segs[s].offset;
-        if (segs[s].frozen) {
-            frozen_segment(params + off, grads + off, segs[s].count, ov);
-            continue;
-        }
-        float keep = segs[s].decay ? keep_decay : 1.0f;
-        adamw_segment(params + off, grads + off, o->m + off, o->v + off, segs[s].count, keep, a,
-                      ov);
+    j.wd = c->weight_decay;
+    if (xd_threads_split(o->n >= PAR_MIN)) {
+#pragma omp parallel reduction(| : grads_over, params_over)
+        step_segments(&j, &grads_over, &params_over);
+    } else { /* no region: see xd_threads_split */
+        step_segments(&j, &grads_over, &params_over);
     }
     o->grads_over = grads_over;
     o->params_over = params_over;
