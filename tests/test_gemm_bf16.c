@@ -332,9 +332,10 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
 
 /* nn_btile_segments, the convolutions' tile on operands read where they lie: three segments at
  * scattered offsets, a's rows and b's pairs at strides of their own, b's columns 16-31 elsewhere,
- * sums from zero and carried on from acc's, 1 to 14 rows and 9 to 32 columns, with each kernel
- * the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16 (when nr <= 16) and
- * past 32 are left as they were. */
+ * sums from zero and carried on from acc's, 1 to 14 rows and 9 to 32 columns, a's rows 41 words
+ * apart or 16 to 64 (a convolution grid's, whose whole tiles take the distance as a constant),
+ * with each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16
+ * (when nr <= 16) and past 32 are left as they were. */
 static void test_tile_segments(void **state)
 {
     (void)state;
@@ -347,7 +348,7 @@ static void test_tile_segments(void **state)
     tu_fill_uniform(x, 2 * WORDS, -2.0f, 2.0f, 6);
     for (int i = 0; i < WORDS; i++) b[i] = nn_bf16_pair(x[2 * i], x[2 * i + 1]);
     static const size_t aoff[] = {3, 1100, 500}, boff[] = {17, 2100, 900};
-    enum { CASES = 3 * 4 * 2 };
+    enum { STRIDES = 5, CASES = STRIDES * 3 * 4 * 2 };
     float init[NN_BTILE_ROWS * LDC], acc[NN_BTILE_ROWS * LDC];
     static float first[CASES][NN_BTILE_ROWS * LDC]; /* the portable kernel's sums */
     tu_fill_uniform(init, NN_BTILE_ROWS * LDC, -4.0f, 4.0f, 7);
@@ -356,28 +357,27 @@ static void test_tile_segments(void **state)
     for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
         if (nn_bgemm_use(kernels[k]) != kernels[k]) continue;
         ran++;
-        for (int mi = 0; mi < 3; mi++)
-            for (int ni = 0; ni < 4; ni++)
-                for (int load = 0; load < 2; load++) {
-                    const int mr = (int[]){1, 7, NN_BTILE_ROWS}[mi],
-                              nr = (int[]){9, 16, 17, NN_BTILE_COLS}[ni];
-                    const nn_btile_seg g = {3, 19, aoff, boff, 41, 43, 150, LDC, load};
-                    const int c = (mi * 4 + ni) * 2 + load;
-                    memcpy(acc, init, sizeof acc);
-                    nn_btile_segments(mr, nr, a, b, &g, acc);
-                    const int bad = segments_outside(mr, nr, a, b, &g, init, acc);
-                    if (bad)
-                        fail_msg("%s: %d of %d x %d past the bound (load %d)",
-                                 nn_bisa_name(kernels[k]), bad, mr, nr, load);
-                    for (int i = 0; i < mr; i++) /* what it must not write */
-                        for (int j = nr <= 16 ? 16 : 32; j < LDC; j++)
-                            assert_true(acc[i * LDC + j] == init[i * LDC + j]);
-                    /* the same chains as the portable kernel's, so the same bits */
-                    if (k == 0) memcpy(first[c], acc, sizeof acc);
-                    else assert_memory_equal(first[c], acc, sizeof acc);
-                    acc[(mr - 1) * LDC + nr - 1] += 1e-3f; /* the check can fail */
-                    assert_int_equal(segments_outside(mr, nr, a, b, &g, init, acc), 1);
-                }
+        for (int c = 0; c < CASES; c++) {
+            const int load = c % 2, ni = c / 2 % 4, mi = c / 8 % 3, si = c / 24;
+            const int mr = (int[]){1, 7, NN_BTILE_ROWS}[mi],
+                      nr = (int[]){9, 16, 17, NN_BTILE_COLS}[ni];
+            const size_t sa = (size_t[]){41, 16, 32, 48, 64}[si];
+            const nn_btile_seg g = {3, 19, aoff, boff, sa, 43, 150, LDC, load};
+            memcpy(acc, init, sizeof acc);
+            nn_btile_segments(mr, nr, a, b, &g, acc);
+            const int bad = segments_outside(mr, nr, a, b, &g, init, acc);
+            if (bad)
+                fail_msg("%s: %d of %d x %d past the bound (rows %zu apart, load %d)",
+                         nn_bisa_name(kernels[k]), bad, mr, nr, sa, load);
+            for (int i = 0; i < mr; i++) /* what it must not write */
+                for (int j = nr <= 16 ? 16 : 32; j < LDC; j++)
+                    assert_true(acc[i * LDC + j] == init[i * LDC + j]);
+            /* the same chains as the portable kernel's, so the same bits */
+            if (k == 0) memcpy(first[c], acc, sizeof acc);
+            else assert_memory_equal(first[c], acc, sizeof acc);
+            acc[(mr - 1) * LDC + nr - 1] += 1e-3f; /* the check can fail */
+            assert_int_equal(segments_outside(mr, nr, a, b, &g, init, acc), 1);
+        }
     }
     nn_bgemm_use(NN_BISA_COUNT);
     assert_true(ran >= 1);
