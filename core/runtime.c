@@ -134,6 +134,15 @@ int xd_threads_split(int big)
 #endif
 }
 
+int xd_threads_in_team(void)
+{
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx)
 {
     if (T <= 1) {

@@ -44,9 +44,13 @@ int xd_threads_get(void);
  * allowed. A loop that gets one runs without a parallel region: entering one costs microseconds
  * even when its if clause is false (more when nested), as much as a small layer's work. */
 int xd_threads_split(int big);
-/* fn(ctx, t) for t = 0 .. T - 1, each call on a thread of its own when T > 1; when T is 1, on
- * the calling thread without a parallel region (see xd_threads_split: inference pays a region's
- * entry per image). */
+/* Whether the caller runs in a team of more than one thread (an active parallel region), where a
+ * work-sharing loop would be split among that team's threads */
+int xd_threads_in_team(void);
+/* fn(ctx, t) for t = 0 .. T - 1: shared among a team of up to T threads when T > 1 (one t each
+ * when the team is whole; fn keys its scratch by t, never by the thread's number), on the calling
+ * thread without a parallel region when T is 1 (see xd_threads_split: inference would pay a
+ * region's entry per image). */
 void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx);
 
 #endif

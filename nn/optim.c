@@ -590,7 +590,8 @@ typedef struct {
 } step_over;
 
 /* g = grad + wd*p; buf = mu*buf + g (buf = g at first); g = nesterov ? g + mu*buf : buf;
- * p -= lr*g. Runs inside a parallel region: the loop is shared among its threads. */
+ * p -= lr*g. The loop is shared among the threads of the region it runs in (all of it on a
+ * thread outside any). */
 static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, sgd_args a,
                         step_over ov)
 {
@@ -743,10 +744,12 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
     j.wd = c->weight_decay;
-    if (xd_threads_split(o->n >= PAR_MIN)) {
-#pragma omp parallel reduction(| : grads_over, params_over)
+    /* The segments' loops are work-shared: on one thread outside any region they run without
+     * one (see xd_threads_split); inside another's team they need a team of their own. */
+    if (!xd_threads_split(o->n >= PAR_MIN) && !xd_threads_in_team()) {
         step_segments(&j, &grads_over, &params_over);
-    } else { /* no region: see xd_threads_split */
+    } else {
+#pragma omp parallel if (xd_threads_split(o->n >= PAR_MIN)) reduction(| : grads_over, params_over)
         step_segments(&j, &grads_over, &params_over);
     }
     o->grads_over = grads_over;

@@ -561,6 +561,45 @@ static void test_thread_count_independence(void **state)
     test_free(p2);
 }
 
+/* A step taken by one thread of a running team (as a worker of a parallel job may) updates every
+ * parameter, as one taken outside: the segments' work-shared loops get a team of their own there,
+ * and are not split among the threads of the caller's team, which never reach them. */
+static void test_step_inside_a_team(void **state)
+{
+    (void)state;
+    const size_t n = 100003; /* over the size where a step would use the threads */
+    float *g = test_malloc(n * sizeof(float));
+    float *p1 = test_malloc(n * sizeof(float)), *p2 = test_malloc(n * sizeof(float));
+    tu_fill_uniform(g, n, -1.0f, 1.0f, 31);
+    tu_fill_uniform(p1, n, -1.0f, 1.0f, 32);
+    memcpy(p2, p1, n * sizeof(float));
+    nn_param_seg segs[2] = {{0, 60000, 1, 0}, {60000, n - 60000, 0, 0}};
+    for (int kind = 0; kind < 2; kind++) {
+        nn_opt_config cfg = nn_opt_defaults(kind ? NN_OPT_ADAMW : NN_OPT_SGD);
+        cfg.momentum = kind ? cfg.momentum : 0.9f;
+        cfg.weight_decay = 0.01f;
+        nn_optimizer o1, o2;
+        xd_err e;
+        TU_OK(nn_opt_init(&o1, &cfg, n, &e));
+        TU_OK(nn_opt_init(&o2, &cfg, n, &e));
+        for (int t = 0; t < 2; t++) {
+            nn_opt_step(&o1, p1, g, segs, 2, 1e-2f);
+#pragma omp parallel num_threads(2)
+            {
+#pragma omp master
+                nn_opt_step(&o2, p2, g, segs, 2, 1e-2f);
+            }
+        }
+        assert_memory_equal(p1, p2, n * sizeof(float));
+        assert_memory_equal(o1.m, o2.m, n * sizeof(float));
+        nn_opt_free(&o1);
+        nn_opt_free(&o2);
+    }
+    test_free(g);
+    test_free(p1);
+    test_free(p2);
+}
+
 // ----------------------------------------------------------------------------------------------
 // schedules
 
@@ -819,6 +858,7 @@ int main(void)
         cmocka_unit_test(test_norm_finite),
         cmocka_unit_test(test_step_over),
         cmocka_unit_test(test_thread_count_independence),
+        cmocka_unit_test(test_step_inside_a_team),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_config_parse),
