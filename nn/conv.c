@@ -397,7 +397,8 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
                 for (int c = 0; c < C; c++) wt[(size_t)c * K + k] = src[c];
             }
     nn_conv_pack(dcols, NULL, wt, NULL, &d);
-    direct_job job = {dinp, dcols + packed, share, dout, dcols, &d, T, !first, NULL, NULL, NULL};
+    direct_job job = {.out = dinp, .scratch = dcols + packed, .share = share, .inp = dout,
+                      .wp = dcols, .s = &d, .T = T, .add = !first};
     xd_threads_each(T, direct_run, &job);
     free(own);
 }
@@ -512,8 +513,9 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         } else {
             pool_only = NULL;
         }
-        direct_job job = {out,      cols, share, inp, wp, s, T, 0, pool_only ? NULL : image,
-                          image_ctx, pool_only};
+        direct_job job = {.out = out, .scratch = cols, .share = share, .inp = inp, .wp = wp,
+                          .s = s, .T = T, .image = pool_only ? NULL : image,
+                          .image_ctx = image_ctx, .pool_only = pool_only};
         xd_threads_each(T, direct_run, &job);
         return 0;
     }

@@ -65,9 +65,9 @@ int nn_bconv_dinp_takes(const nn_conv_shape *s)
 
 /* The grid of one image: src (H, W, C) at rows top.. and columns left.. of a grid Wp wide, zero
  * around and past it up to g->rows rows; each position C values rounded to bf16 in pairs (c,
- * c + 1), zero pairs up to cp. Only the image's positions are written, and of them only the words
- * with a channel: dst is zeroed once (g->rows rows of cp words), and stays so elsewhere for every
- * image after. */
+ * c + 1), zero pairs up to cp. Only the image's positions are written, and of them only the halves
+ * with a channel: the caller zeroes dst once (g->rows rows of cp words) for the images of a call,
+ * which all place theirs alike. */
 static void grid_image(uint32_t *dst, const float *src, int H, int W, int C, int top, int left,
                        const bconv_geom *g)
 {
@@ -237,8 +237,7 @@ static void grid_product_dot(const bconv_geom *g, const nn_btile_seg *seg, const
         }
 }
 
-/* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at
- * (top, left), out image b (rows of g->N) from it; image(ctx, b) after each. */
+/* grid_images' arguments, for its runs of images */
 typedef struct {
     const bconv_geom *g;
     const nn_btile_seg *seg;
@@ -252,13 +251,13 @@ typedef struct {
     void *image_ctx;
 } grid_job;
 
+/* run t of T: its images through one grid of its own, zeroed once for the call (grid_image) */
 static void grid_run(void *ctx, int t)
 {
     const grid_job *j = ctx;
     const bconv_geom *g = j->g;
     int b0, b1;
     nn_sgemm_block_range(j->B, j->T, t, &b0, &b1);
-    /* the grid's margins and channel padding stay zero: each image writes only its pixels */
     uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
     memset(grid, 0, sizeof(uint32_t) * g->rows * g->cp);
 #ifdef NN_AMX
@@ -282,6 +281,8 @@ static void grid_run(void *ctx, int t)
     free(grid);
 }
 
+/* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at
+ * (top, left), out image b (rows of g->N) from it; image(ctx, b) after each. */
 static void grid_images(const bconv_geom *g, const float *src, int B, int H, int W, int C, int top,
                         int left, const uint32_t *wpk, const float *bias, int add, float *out,
                         size_t out_image, void (*image)(void *, int), void *image_ctx)
@@ -290,8 +291,9 @@ static void grid_images(const bconv_geom *g, const float *src, int B, int H, int
     const nn_btile_seg seg = grid_segments(g, off, off + g->taps);
     int T = xd_threads_split(B > 1) ? xd_threads_get() : 1;
     if (T > B) T = B;
-    grid_job job = {g,   &seg, src, B,         H,     W,     C,         top, left,
-                    add, T,    wpk, bias,      out,   out_image, image, image_ctx};
+    grid_job job = {.g = g, .seg = &seg, .src = src, .B = B, .H = H, .W = W, .C = C, .top = top,
+                    .left = left, .add = add, .T = T, .wpk = wpk, .bias = bias, .out = out,
+                    .out_image = out_image, .image = image, .image_ctx = image_ctx};
     xd_threads_each(T, grid_run, &job);
     free(off);
 }
@@ -428,7 +430,6 @@ static void dw_image(uint32_t *dst, uint16_t *tmp, const float *inp, const float
     bconv_geom grid = {0};
     grid.Wp = d->Wp;
     grid.cp = d->Cp / 2;
-    grid.rows = d->g2rows + 1;
     grid_image((uint32_t *)tmp, inp + (size_t)b * s->H * s->W * s->C, s->H, s->W, s->C, s->pad,
                s->pad, &grid);
     const size_t n = d->g2rows * d->Cp, cp = (size_t)d->Cp;

@@ -396,9 +396,10 @@ BF16_TARGET static void tile_avx512(int mr, int nr, int panel, const uint32_t *r
 {
     static_assert(MR <= NN_BTILE_ROWS && NN_BTILE_ROWS == 14, "tile_avx512 has cases for 14 rows");
     const int half = nr <= 16;
-    /* A whole tile on a convolution's grid, whose rows are 16, 32, 48 or 64 words apart: with the
-     * distance a constant each row's broadcast is an offset from one register; held in a register
-     * each, the 14 rows' addresses do not fit the 15 there are and spill (12% slower). */
+    /* A whole tile whose rows are 16, 32, 48 or 64 words apart (a convolution's grid of up to 128
+     * channels, a small image's weight gradient): with the distance a constant each row's
+     * broadcast is an offset from one register; held in a register each, the 14 rows' addresses
+     * do not fit the 15 there are and spill (8-12% slower). */
     if (mr == NN_BTILE_ROWS && !panel && g->sa % 16 == 0 && g->sa <= 64) {
         switch (g->sa / 16) {
             GRID_TILE(1) GRID_TILE(2) GRID_TILE(3) GRID_TILE(4)
