@@ -110,9 +110,10 @@ static inline void nn_bf16_halves(uint16_t *restrict h, const float *restrict s,
  * pairs q < nq in order, of the bf16 pair products of a[aoff[s] + i * sa + q] (row i) and, for
  * columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 + q * sb + j - 16]. The
  * sums of one element are one float32 chain in that order (the instruction's own order within a
- * pair). Where the kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same
- * order. Each row of acc is written 16 columns wide when nr <= 16, else 32 wide, so ldc must
- * leave that room (asserted). */
+ * pair). With bias, column j < nr of each row is then that chain's sum + bias[j] (one more
+ * rounding; columns past nr + 0). Where the kernel in use is the portable one (nn_bgemm_isa()), a
+ * C loop in the same order. Each row of acc is written 16 columns wide when nr <= 16, else 32
+ * wide, so ldc must leave that room (asserted). */
 enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
     int ns, nq;                /* segments, of nq pairs each */
@@ -121,6 +122,7 @@ typedef struct {
     size_t sb, b1;             /* b's pairs, words apart; its columns 16-31 past 0-15 */
     size_t ldc;                /* acc's rows, floats apart */
     int load;                  /* the sums go on from acc's (else from zero) */
+    const float *bias;         /* nr values added to each row as it is stored, or NULL */
 } nn_btile_seg;
 void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
                        const nn_btile_seg *g, float *acc);

@@ -210,17 +210,20 @@ static nn_btile_seg grid_segments(const bconv_geom *g, size_t *aoff, size_t *bof
         aoff[t] = (size_t)g->toff[t] * g->cp;
         boff[t] = (size_t)t * g->cp * COLS;
     }
-    return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0};
+    return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0, NULL};
 }
 
 /* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
  * one output row by COLS outputs, each the sum over seg's segments (grid_segments). The grid's
- * margins are not computed. */
+ * margins are not computed. A tile whose columns are whole vectors (16 or 32 of them), not added
+ * to out, is stored straight into out's rows with its bias; the others go through acc. */
 static void grid_product_dot(const bconv_geom *g, const nn_btile_seg *seg, const uint32_t *grid,
                              const uint32_t *wpk, const float *bias, int add, float *out)
 {
     float acc[NN_BTILE_ROWS * COLS] __attribute__((aligned(64)));
     const size_t kq = (size_t)g->taps * g->cp;
+    nn_btile_seg direct = *seg;
+    direct.ldc = (size_t)g->N;
     /* each output row in tiles of about equal size, none over its margin */
     const int tiles = (g->OW + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS;
     for (int y = 0; y < g->M / g->Wp; y++)
@@ -229,10 +232,16 @@ static void grid_product_dot(const bconv_geom *g, const nn_btile_seg *seg, const
             const int q0 = y * g->Wp + x0;
             for (int j0 = 0; j0 < g->N; j0 += COLS) {
                 const int nr = g->N - j0 < COLS ? g->N - j0 : COLS;
+                float *o = out + ((size_t)y * g->OW + x0) * g->N + j0;
+                if (!add && (nr == 16 || nr == COLS)) {
+                    direct.bias = bias ? bias + j0 : NULL;
+                    nn_btile_segments(mr, nr, grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq,
+                                      &direct, o);
+                    continue;
+                }
                 nn_btile_segments(mr, nr, grid + (size_t)q0 * g->cp, wpk + (size_t)j0 * kq, seg,
                                   acc);
-                put_rows(out + ((size_t)y * g->OW + x0) * g->N + j0, (size_t)g->N, acc, mr, nr,
-                         bias ? bias + j0 : NULL, add);
+                put_rows(o, (size_t)g->N, acc, mr, nr, bias ? bias + j0 : NULL, add);
             }
         }
 }
@@ -507,7 +516,7 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
     }
     /* the position pairs that hold a position of the image's rows (the rest are zero) */
     const nn_btile_seg seg = {n, (d->M + 1) / 2, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp,
-                              o1 - o0, ld, !first};
+                              o1 - o0, ld, !first, NULL};
     nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
 }
 

@@ -340,15 +340,18 @@ static void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
             }
         }
     }
+    for (int i = 0; i < mr && g->bias; i++)
+        for (int j = 0; j < nc; j++) acc[i * g->ldc + j] += j < nr ? g->bias[j] : 0.0f;
 }
 
 #ifdef BGEMM_X86
 #define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 
-/* R rows, V vectors of columns (1 when the tile's columns fit one), a's rows sa and its pairs sq
- * words apart: constants where inlined, so the 2 * R accumulators stay in registers */
+/* R rows, V vectors of columns (1 when the tile's columns fit one; nr of them kept, for g->bias),
+ * a's rows sa and its pairs sq words apart: constants where inlined, so the 2 * R accumulators
+ * stay in registers */
 BF16_TARGET static inline __attribute__((always_inline)) void
-tile_body(int R, int V, size_t sa, size_t sq, const uint32_t *restrict a,
+tile_body(int R, int V, size_t sa, size_t sq, int nr, const uint32_t *restrict a,
           const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
 {
     __m512 c0[NN_BTILE_ROWS], c1[NN_BTILE_ROWS];
@@ -370,6 +373,18 @@ tile_body(int R, int V, size_t sa, size_t sq, const uint32_t *restrict a,
             }
         }
     }
+    if (g->bias) { /* nr columns of it: the rest + 0, as tile_portable */
+        const __m512 u0 = _mm512_maskz_loadu_ps((__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1),
+                                                g->bias);
+        const __m512 u1 = V == 2 ? _mm512_maskz_loadu_ps(
+                                       (__mmask16)(nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1),
+                                       g->bias + 16)
+                                 : u0;
+        for (int i = 0; i < R; i++) {
+            c0[i] = _mm512_add_ps(c0[i], u0);
+            if (V == 2) c1[i] = _mm512_add_ps(c1[i], u1);
+        }
+    }
     for (int i = 0; i < R; i++) {
         _mm512_storeu_ps(acc + i * ldc, c0[i]);
         if (V == 2) _mm512_storeu_ps(acc + i * ldc + 16, c1[i]);
@@ -378,15 +393,15 @@ tile_body(int R, int V, size_t sa, size_t sq, const uint32_t *restrict a,
 
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
-        if (half && panel) tile_body(r, 1, 1, MR, a, b, g, acc);                                  \
-        else if (panel) tile_body(r, 2, 1, MR, a, b, g, acc);                                     \
-        else if (half) tile_body(r, 1, g->sa, 1, a, b, g, acc);                                   \
-        else tile_body(r, 2, g->sa, 1, a, b, g, acc);                                             \
+        if (half && panel) tile_body(r, 1, 1, MR, nr, a, b, g, acc);                              \
+        else if (panel) tile_body(r, 2, 1, MR, nr, a, b, g, acc);                                 \
+        else if (half) tile_body(r, 1, g->sa, 1, nr, a, b, g, acc);                               \
+        else tile_body(r, 2, g->sa, 1, nr, a, b, g, acc);                                         \
         break;
 #define GRID_TILE(k)                                                                              \
     case k:                                                                                       \
-        if (half) tile_body(NN_BTILE_ROWS, 1, 16 * (k), 1, a, b, g, acc);                         \
-        else tile_body(NN_BTILE_ROWS, 2, 16 * (k), 1, a, b, g, acc);                              \
+        if (half) tile_body(NN_BTILE_ROWS, 1, 16 * (k), 1, nr, a, b, g, acc);                     \
+        else tile_body(NN_BTILE_ROWS, 2, 16 * (k), 1, nr, a, b, g, acc);                          \
         return;
 /* a: packed in panels (panel: g->sa 1, the pairs MR apart) or rows of pairs (g->sa the row
  * length, pairs side by side) */
@@ -581,7 +596,8 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
         /* the block's one segment: op(A) in panels (pairs MR apart) or rows of pairs (arow
          * words apart) */
         const size_t arow = whole ? (size_t)qmax : (size_t)nq;
-        const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : arow, NR, 16, NR, 0};
+        const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : arow, NR, 16, NR, 0,
+                                  NULL};
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             if (!whole) pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);

@@ -324,6 +324,10 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
                         size += fabs(t);
                     }
                 }
+            if (g->bias) { /* added to the chain's sum as it is stored */
+                sum += g->bias[j];
+                size += fabs(g->bias[j]);
+            }
             const double bound = (2.0 * g->ns * g->nq + 4) * 0x1p-24 * size + 1e-30;
             if (!(fabs(acc[i * g->ldc + j] - sum) <= bound)) bad++;
         }
@@ -334,8 +338,9 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
  * scattered offsets, a's rows and b's pairs at strides of their own, b's columns 16-31 elsewhere,
  * sums from zero and carried on from acc's, 1 to 14 rows and 9 to 32 columns, a's rows 41 words
  * apart or 16 to 64 (a convolution grid's, whose whole tiles take the distance as a constant),
- * with each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16
- * (when nr <= 16) and past 32 are left as they were. */
+ * with and without a bias added as the rows are stored, with each kernel the CPU runs
+ * (AVX512_BF16 with the portable kernel's bits); columns past 16 (when nr <= 16) and past 32 are
+ * left as they were. */
 static void test_tile_segments(void **state)
 {
     (void)state;
@@ -348,7 +353,9 @@ static void test_tile_segments(void **state)
     tu_fill_uniform(x, 2 * WORDS, -2.0f, 2.0f, 6);
     for (int i = 0; i < WORDS; i++) b[i] = nn_bf16_pair(x[2 * i], x[2 * i + 1]);
     static const size_t aoff[] = {3, 1100, 500}, boff[] = {17, 2100, 900};
-    enum { STRIDES = 5, CASES = STRIDES * 3 * 4 * 2 };
+    enum { STRIDES = 5, CASES = 2 * STRIDES * 3 * 4 * 2 };
+    float bias[NN_BTILE_COLS];
+    tu_fill_uniform(bias, NN_BTILE_COLS, -3.0f, 3.0f, 8);
     float init[NN_BTILE_ROWS * LDC], acc[NN_BTILE_ROWS * LDC];
     static float first[CASES][NN_BTILE_ROWS * LDC]; /* the portable kernel's sums */
     tu_fill_uniform(init, NN_BTILE_ROWS * LDC, -4.0f, 4.0f, 7);
@@ -358,17 +365,24 @@ static void test_tile_segments(void **state)
         if (nn_bgemm_use(kernels[k]) != kernels[k]) continue;
         ran++;
         for (int c = 0; c < CASES; c++) {
-            const int load = c % 2, ni = c / 2 % 4, mi = c / 8 % 3, si = c / 24;
+            const int load = c % 2, ni = c / 2 % 4, mi = c / 8 % 3, si = c / 24 % STRIDES,
+                      biased = c / (24 * STRIDES);
             const int mr = (int[]){1, 7, NN_BTILE_ROWS}[mi],
                       nr = (int[]){9, 16, 17, NN_BTILE_COLS}[ni];
             const size_t sa = (size_t[]){41, 16, 32, 48, 64}[si];
-            const nn_btile_seg g = {3, 19, aoff, boff, sa, 43, 150, LDC, load};
+            /* a bias of nr values, the one past them a NaN the kernel must not read */
+            float *bv = biased ? malloc(sizeof(float) * (size_t)(nr + 1)) : NULL;
+            if (bv) {
+                memcpy(bv, bias, sizeof(float) * (size_t)nr);
+                bv[nr] = NAN;
+            }
+            const nn_btile_seg g = {3, 19, aoff, boff, sa, 43, 150, LDC, load, bv};
             memcpy(acc, init, sizeof acc);
             nn_btile_segments(mr, nr, a, b, &g, acc);
             const int bad = segments_outside(mr, nr, a, b, &g, init, acc);
             if (bad)
-                fail_msg("%s: %d of %d x %d past the bound (rows %zu apart, load %d)",
-                         nn_bisa_name(kernels[k]), bad, mr, nr, sa, load);
+                fail_msg("%s: %d of %d x %d past the bound (rows %zu apart, load %d, bias %d)",
+                         nn_bisa_name(kernels[k]), bad, mr, nr, sa, load, biased);
             for (int i = 0; i < mr; i++) /* what it must not write */
                 for (int j = nr <= 16 ? 16 : 32; j < LDC; j++)
                     assert_true(acc[i * LDC + j] == init[i * LDC + j]);
@@ -377,6 +391,7 @@ static void test_tile_segments(void **state)
             else assert_memory_equal(first[c], acc, sizeof acc);
             acc[(mr - 1) * LDC + nr - 1] += 1e-3f; /* the check can fail */
             assert_int_equal(segments_outside(mr, nr, a, b, &g, init, acc), 1);
+            free(bv);
         }
     }
     nn_bgemm_use(NN_BISA_COUNT);
