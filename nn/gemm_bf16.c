@@ -347,7 +347,7 @@ static void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
 #ifdef BGEMM_X86
 #define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 
-/* R rows, V vectors of columns (1 when the tile's columns fit one; nr of them kept, for g->bias),
+/* R rows, V vectors of columns (1 when the tile's columns fit one; the first nr take g->bias),
  * a's rows sa and its pairs sq words apart: constants where inlined, so the 2 * R accumulators
  * stay in registers */
 BF16_TARGET static inline __attribute__((always_inline)) void

@@ -372,7 +372,8 @@ static void test_tile_segments(void **state)
             const size_t sa = (size_t[]){41, 16, 32, 48, 64}[si];
             /* a bias of nr values, the one past them a NaN the kernel must not read */
             float *bv = biased ? malloc(sizeof(float) * (size_t)(nr + 1)) : NULL;
-            if (bv) {
+            if (biased) {
+                assert_non_null(bv);
                 memcpy(bv, bias, sizeof(float) * (size_t)nr);
                 bv[nr] = NAN;
             }
