@@ -470,16 +470,29 @@ void nn_batchnorm_forward_train(float *out, float *mean, float *rstd, float *run
         }
 }
 
+static void batchnorm_eval_row(float *out, const float *inp, const float *gamma,
+                               const float *beta, const float *run_mean, const float *run_var,
+                               int C, float eps)
+{
+    for (int c = 0; c < C; c++)
+        out[c] = gamma[c] * (inp[c] - run_mean[c]) / sqrtf(run_var[c] + eps) + beta[c];
+}
+
 void nn_batchnorm_forward_eval(float *out, const float *inp, const float *gamma, const float *beta,
                                const float *run_mean, const float *run_var, int N, int C,
                                float eps)
 {
-#pragma omp parallel for if ((size_t)N * C > NN_PAR_MIN)
+    if (!xd_threads_split((size_t)N * C > NN_PAR_MIN)) { /* no region: an image's rows at a time
+                                                           * in inference */
+        for (int i = 0; i < N; i++)
+            batchnorm_eval_row(out + (size_t)i * C, inp + (size_t)i * C, gamma, beta, run_mean,
+                               run_var, C, eps);
+        return;
+    }
+#pragma omp parallel for
     for (int i = 0; i < N; i++)
-        for (int c = 0; c < C; c++) {
-            size_t k = (size_t)i * C + c;
-            out[k] = gamma[c] * (inp[k] - run_mean[c]) / sqrtf(run_var[c] + eps) + beta[c];
-        }
+        batchnorm_eval_row(out + (size_t)i * C, inp + (size_t)i * C, gamma, beta, run_mean,
+                           run_var, C, eps);
 }
 
 /* xhat = (x - mean) rstd; dxhat = dy gamma;

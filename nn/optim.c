@@ -675,8 +675,7 @@ static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n
     *ov.params |= op;
 }
 
-/* One optimizer step's segments on the calling thread, or shared with its team's threads (each
- * segment's loop is a work-sharing one); over: the bits of step_over, for this thread. */
+/* One optimizer step: its segments and the arguments of its kind's update */
 typedef struct {
     const nn_optimizer *o;
     float *params;
@@ -686,9 +685,11 @@ typedef struct {
     float most;
     sgd_args sgd;
     adamw_args adamw;
-    float keep_decay, wd;
+    float keep_decay;
 } step_job;
 
+/* The step's segments on the calling thread, or shared with its team's threads (each segment's
+ * loop is a work-sharing one); grads_over, params_over: step_over's, for this thread. */
 static void step_segments(const step_job *j, int *grads_over, int *params_over)
 {
     const nn_optimizer *o = j->o;
@@ -699,8 +700,8 @@ static void step_segments(const step_job *j, int *grads_over, int *params_over)
             frozen_segment(j->params + off, j->grads + off, n, ov);
         } else if (o->cfg.kind == NN_OPT_SGD) {
             float *m = o->cfg.momentum > 0 ? o->m + off : NULL;
-            sgd_segment(j->params + off, j->grads + off, m, n, j->segs[s].decay ? j->wd : 0.0f,
-                        j->sgd, ov);
+            sgd_segment(j->params + off, j->grads + off, m, n,
+                        j->segs[s].decay ? o->cfg.weight_decay : 0.0f, j->sgd, ov);
         } else {
             adamw_segment(j->params + off, j->grads + off, o->m + off, o->v + off, n,
                           j->segs[s].decay ? j->keep_decay : 1.0f, j->adamw, ov);
@@ -743,13 +744,13 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         };
         j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
-    j.wd = c->weight_decay;
     /* The segments' loops are work-shared: on one thread outside any region they run without
      * one (see xd_threads_split); inside another's team they need a team of their own. */
-    if (!xd_threads_split(o->n >= PAR_MIN) && !xd_threads_in_team()) {
+    const int par = xd_threads_split(o->n >= PAR_MIN);
+    if (!par && !xd_threads_in_team()) {
         step_segments(&j, &grads_over, &params_over);
     } else {
-#pragma omp parallel if (xd_threads_split(o->n >= PAR_MIN)) reduction(| : grads_over, params_over)
+#pragma omp parallel if (par) reduction(| : grads_over, params_over)
         step_segments(&j, &grads_over, &params_over);
     }
     o->grads_over = grads_over;
