@@ -111,8 +111,9 @@ static inline void nn_bf16_halves(uint16_t *restrict h, const float *restrict s,
  * columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 + q * sb + j - 16]. The
  * sums of one element are one float32 chain in that order (the instruction's own order within a
  * pair). With bias, column j < nr of each row is then that chain's sum + bias[j] (one more
- * rounding; columns past nr + 0). Where the kernel in use is the portable one (nn_bgemm_isa()), a
- * C loop in the same order. Each row of acc is written 16 columns wide when nr <= 16, else 32
+ * rounding; columns past nr + 0). With add (and not load), each value is then added to acc's
+ * as it is stored (one more rounding: a product's later blocks of pairs, as C += block). Where the
+ * kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same order. Each row of acc is written 16 columns wide when nr <= 16, else 32
  * wide, so ldc must leave that room (asserted). */
 enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
@@ -123,6 +124,7 @@ typedef struct {
     size_t ldc;                /* acc's rows, floats apart */
     int load;                  /* the sums go on from acc's (else from zero) */
     const float *bias;         /* nr values added to each row as it is stored, or NULL */
+    int add;                   /* the sums (from zero) are added to acc's as they are stored */
 } nn_btile_seg;
 void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
                        const nn_btile_seg *g, float *acc);

@@ -210,7 +210,7 @@ static nn_btile_seg grid_segments(const bconv_geom *g, size_t *aoff, size_t *bof
         aoff[t] = (size_t)g->toff[t] * g->cp;
         boff[t] = (size_t)t * g->cp * COLS;
     }
-    return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0, NULL};
+    return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0, NULL, 0};
 }
 
 /* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
@@ -516,7 +516,7 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
     }
     /* the position pairs that hold a position of the image's rows (the rest are zero) */
     const nn_btile_seg seg = {n, (d->M + 1) / 2, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp,
-                              o1 - o0, ld, !first, NULL};
+                              o1 - o0, ld, !first, NULL, 0};
     nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
 }
 

@@ -344,6 +344,21 @@ static void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
         for (int j = 0; j < nc; j++) acc[i * g->ldc + j] += j < nr ? g->bias[j] : 0.0f;
 }
 
+/* tile_portable with g->add: the sums apart, then added to acc's values */
+static void tile_portable_add(int mr, int nr, size_t sq, const uint32_t *restrict a,
+                              const uint32_t *restrict b, const nn_btile_seg *g,
+                              float *restrict acc)
+{
+    float sums[NN_BTILE_ROWS * NR];
+    nn_btile_seg h = *g;
+    h.ldc = NR;
+    h.add = 0;
+    tile_portable(mr, nr, sq, a, b, &h, sums);
+    const int nc = nr <= 16 ? 16 : NR;
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nc; j++) acc[i * g->ldc + j] += sums[i * NR + j];
+}
+
 #ifdef BGEMM_X86
 #define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
 
@@ -385,6 +400,11 @@ tile_body(int R, int V, size_t sa, size_t sq, int nr, const uint32_t *restrict a
             if (V == 2) c1[i] = _mm512_add_ps(c1[i], u1);
         }
     }
+    if (g->add)
+        for (int i = 0; i < R; i++) {
+            c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(acc + i * ldc));
+            if (V == 2) c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(acc + i * ldc + 16));
+        }
     for (int i = 0; i < R; i++) {
         _mm512_storeu_ps(acc + i * ldc, c0[i]);
         if (V == 2) _mm512_storeu_ps(acc + i * ldc + 16, c1[i]);
@@ -597,7 +617,15 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
          * words apart) */
         const size_t arow = whole ? (size_t)qmax : (size_t)nq;
         const nn_btile_seg seg = {1, nq, no_offset, no_offset, trans_a ? 1 : arow, NR, 16, NR, 0,
-                                  NULL};
+                                  NULL, 0};
+        /* Whole-vector tiles (16 or 32 columns) go straight into C where write_tile would
+         * only store them (C = acc: the first block, beta 0) or add them (C += acc: later
+         * blocks, or beta 1), rows of C side by side and alpha 1: no pass through acc. */
+        nn_btile_seg direct = seg;
+        direct.ldc = rs;
+        direct.add = qb > 0 || beta != 0.0f;
+        const int store = avx && cs == 1 && alpha == 1.0f && (!direct.add || qb > 0 || beta == 1.0f);
+        (void)store;
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             if (!whole) pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
@@ -609,13 +637,17 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 for (int ib = 0; ib < mc; ib += MR) {
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const uint32_t *ap = ablock + (size_t)ib * arow;
+                    float *c = C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs;
 #ifdef BGEMM_X86
+                    if (store && (nr == 16 || nr == NR)) {
+                        tile_avx512(mr, nr, trans_a, ap, bp, &direct, c);
+                        continue;
+                    }
                     if (avx) tile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
                     else
 #endif
                         tile_portable(mr, nr, trans_a ? MR : 1, ap, bp, &seg, acc);
-                    write_tile(acc, mr, nr, alpha, beta, qb == 0,
-                               C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
+                    write_tile(acc, mr, nr, alpha, beta, qb == 0, c, rs, cs);
                 }
             }
         }
@@ -800,11 +832,13 @@ void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
 {
     XD_ASSERT(mr >= 1 && mr <= NN_BTILE_ROWS && nr >= 1 && nr <= NN_BTILE_COLS);
     XD_ASSERT(g->ldc >= (size_t)(nr <= 16 ? 16 : NN_BTILE_COLS));
+    XD_ASSERT(!(g->load && g->add));
 #ifdef BGEMM_X86
     if (nn_bgemm_isa() != NN_BISA_PORTABLE && isa_runs(NN_BISA_AVX512BF16)) {
         tile_avx512(mr, nr, 0, a, b, g, acc);
         return;
     }
 #endif
-    tile_portable(mr, nr, 1, a, b, g, acc);
+    if (g->add) tile_portable_add(mr, nr, 1, a, b, g, acc);
+    else tile_portable(mr, nr, 1, a, b, g, acc);
 }

@@ -138,6 +138,16 @@ static int n_outside(const prod *p, const float *got, const float *want, const d
     return bad;
 }
 
+/* how many of C's padding columns (past N, up to ldc) got no longer holds as p->C does */
+static int pad_changed(const prod *p, const float *got)
+{
+    int bad = 0;
+    for (int i = 0; i < p->M; i++)
+        for (int j = p->N; j < p->ldc; j++)
+            bad += memcmp(&got[(size_t)i * p->ldc + j], &p->C[(size_t)i * p->ldc + j], 4) != 0;
+    return bad;
+}
+
 static void assert_same_bits(const float *a, const float *b, const prod *p, const char *what)
 {
     for (int i = 0; i < p->M; i++)
@@ -147,7 +157,7 @@ static void assert_same_bits(const float *a, const float *b, const prod *p, cons
 }
 
 /* Each kernel the CPU runs, on every transpose and (alpha, beta): within the bound of the float64
- * product of the rounded operands; the float32 product of the unrounded ones, and the kernel's
+ * product of the rounded operands, C's padding past N untouched; the float32 product of the unrounded ones, and the kernel's
  * result with one element moved by twice its bound, are not (the check can fail). Shapes: tails
  * of the 12 x 32 tile in M and N, odd K, K over several blocks of pairs, M over several packed
  * blocks, products large enough to be split over threads by rows and by columns. */
@@ -181,6 +191,9 @@ static void test_kernels_against_ref(void **state)
                     xd_threads_set(2);
                     nn_bgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, got, p.ldc);
                     const int bad = n_outside(&p, got, want, bound);
+                    if (pad_changed(&p, got)) /* tiles stored straight into C stop at N */
+                        fail_msg("%s kernel: wrote past column %d (%dx%dx%d, ta %d tb %d)",
+                                 nn_bisa_name((nn_bisa)isa), N, M, N, K, p.ta, p.tb);
                     if (bad)
                         fail_msg("%s kernel: %d elements past the bound (%dx%dx%d, ta %d tb %d, "
                                  "alpha %g beta %g)",
@@ -311,7 +324,8 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
     int bad = 0;
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nr; j++) {
-            double sum = g->load ? init[i * g->ldc + j] : 0.0, size = fabs(sum);
+            const double from = g->load || g->add ? init[i * g->ldc + j] : 0.0;
+            double sum = from, size = fabs(from);
             for (int s = 0; s < g->ns; s++)
                 for (int q = 0; q < g->nq; q++) {
                     const uint32_t wa = a[g->aoff[s] + i * g->sa + q];
@@ -336,10 +350,10 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
 
 /* nn_btile_segments, the convolutions' tile on operands read where they lie: three segments at
  * scattered offsets, a's rows and b's pairs at strides of their own, b's columns 16-31 elsewhere,
- * sums from zero and carried on from acc's, 1 to 14 rows and 9 to 32 columns, a's rows 41 words
- * apart or 16 to 64 (a convolution grid's, whose whole tiles take the distance as a constant),
- * with and without a bias added as the rows are stored, with each kernel the CPU runs
- * (AVX512_BF16 with the portable kernel's bits); columns past 16 (when nr <= 16) and past 32 are
+ * sums from zero, carried on from acc's or added to acc's as they are stored, 1 to 14 rows and 9
+ * to 32 columns, a's rows 41 words apart or 16 to 64 (a convolution grid's, whose whole tiles
+ * take the distance as a constant), with and without a bias added as the rows are stored, with
+ * each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16 (when nr <= 16) and past 32 are
  * left as they were. */
 static void test_tile_segments(void **state)
 {
@@ -353,7 +367,7 @@ static void test_tile_segments(void **state)
     tu_fill_uniform(x, 2 * WORDS, -2.0f, 2.0f, 6);
     for (int i = 0; i < WORDS; i++) b[i] = nn_bf16_pair(x[2 * i], x[2 * i + 1]);
     static const size_t aoff[] = {3, 1100, 500}, boff[] = {17, 2100, 900};
-    enum { STRIDES = 5, CASES = 2 * STRIDES * 3 * 4 * 2 };
+    enum { STRIDES = 5, CASES = 3 * STRIDES * 3 * 4 * 2 };
     float bias[NN_BTILE_COLS];
     tu_fill_uniform(bias, NN_BTILE_COLS, -3.0f, 3.0f, 8);
     float init[NN_BTILE_ROWS * LDC], acc[NN_BTILE_ROWS * LDC];
@@ -365,8 +379,9 @@ static void test_tile_segments(void **state)
         if (nn_bgemm_use(kernels[k]) != kernels[k]) continue;
         ran++;
         for (int c = 0; c < CASES; c++) {
-            const int load = c % 2, ni = c / 2 % 4, mi = c / 8 % 3, si = c / 24 % STRIDES,
-                      biased = c / (24 * STRIDES);
+            /* the sums from zero, carried on from acc's, or from zero and added to acc's */
+            const int load = c % 3 == 1, add = c % 3 == 2, ni = c / 3 % 4, mi = c / 12 % 3,
+                      si = c / 36 % STRIDES, biased = c / (36 * STRIDES);
             const int mr = (int[]){1, 7, NN_BTILE_ROWS}[mi],
                       nr = (int[]){9, 16, 17, NN_BTILE_COLS}[ni];
             const size_t sa = (size_t[]){41, 16, 32, 48, 64}[si];
@@ -377,13 +392,14 @@ static void test_tile_segments(void **state)
                 memcpy(bv, bias, sizeof(float) * (size_t)nr);
                 bv[nr] = NAN;
             }
-            const nn_btile_seg g = {3, 19, aoff, boff, sa, 43, 150, LDC, load, bv};
+            const nn_btile_seg g = {3, 19, aoff, boff, sa, 43, 150, LDC, load, bv, add};
             memcpy(acc, init, sizeof acc);
             nn_btile_segments(mr, nr, a, b, &g, acc);
             const int bad = segments_outside(mr, nr, a, b, &g, init, acc);
             if (bad)
-                fail_msg("%s: %d of %d x %d past the bound (rows %zu apart, load %d, bias %d)",
-                         nn_bisa_name(kernels[k]), bad, mr, nr, sa, load, biased);
+                fail_msg("%s: %d of %d x %d past the bound (rows %zu apart, load %d, add %d, "
+                         "bias %d)",
+                         nn_bisa_name(kernels[k]), bad, mr, nr, sa, load, add, biased);
             for (int i = 0; i < mr; i++) /* what it must not write */
                 for (int j = nr <= 16 ? 16 : 32; j < LDC; j++)
                     assert_true(acc[i * LDC + j] == init[i * LDC + j]);
