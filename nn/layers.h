@@ -108,18 +108,21 @@ void nn_conv2d_backward_first(float *dinp, float *dw, float *db, float *dcols, f
  * gradient: dout is made a row at a time as nn_relu_maxpool_backward_first would write it, in
  * cache, instead of the whole batch's in memory; the same bits. Taken where
  * nn_conv2d_takes_pooled says (float32, one input channel, 3 x 3, stride 1: the weight gradient
- * read from the image). ps: the pool's shape; g->out its output, g->dout its gradient. */
+ * read from the image). ps: the pool's shape; g->dout its gradient, g->argmax its argmax; relu:
+ * the gradient goes through the ReLU before the pool too. */
 typedef struct {
-    const float *dout, *out;
+    const float *dout;
     const int32_t *argmax;
     const struct nn_pool_shape_s *ps;
+    int relu;
 } nn_pool_grad;
 int nn_conv2d_takes_pooled(const nn_conv_shape *s, const struct nn_pool_shape_s *ps);
 /* The first-write input gradient of a max pool whose windows tile its input (k == stride), and
- * of the ReLU before it when g->out is given (else NULL): pixels x0..x0+n of input row y of
+ * of the ReLU before it with g->relu: pixels x0..x0+n of input row y of
  * image b, channels o0..o0+oc, row i to dst + i * oc. Every position lies in at most one window:
  * 0 + the window's gradient where its maximum came from that position (and, through the ReLU,
- * was positive: a window's maximum relu(x[argmax]) is positive exactly when x[argmax] is), +0
+ * was positive: a window's maximum relu(x[argmax]) is positive exactly when x[argmax] is; the
+ * argmax's NN_POOL_NOT_POSITIVE bit says it), +0
  * elsewhere and on the ragged edge no window covers. What nn_maxpool_backward_first and
  * nn_relu_maxpool_backward_first write there. */
 void nn_maxpool_grad_rows(float *dst, const nn_pool_grad *g, int b, int y, int x0, int n, int o0,
@@ -136,7 +139,12 @@ typedef struct nn_pool_shape_s {
     int B, H, W, C, k, stride, OH, OW;
 } nn_pool_shape;
 int nn_pool_shape_init(nn_pool_shape *s);
-/* out = max over the window; argmax (B*OH*OW*C) keeps the input offset inside the image */
+/* out = max over the window; argmax (B*OH*OW*C) keeps the input offset inside the image, with
+ * NN_POOL_NOT_POSITIVE set where that maximum is not positive (NaN included): a ReLU in front
+ * then passes no gradient there, which its backward reads from the argmax alone instead of the
+ * pool's output (4 bytes a window fewer); the offset is argmax & NN_POOL_OFFSET. */
+#define NN_POOL_NOT_POSITIVE INT32_MIN
+#define NN_POOL_OFFSET INT32_MAX
 void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_pool_shape *s);
 void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
                          const nn_pool_shape *s);
@@ -172,9 +180,10 @@ int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const f
                                    const nn_pool_shape *ps, int keep_out, int *out_written);
 /* Gradient of out = maxpool(relu(inp)) w.r.t. inp, written whole into dinp (nothing there yet):
  * the bits of nn_maxpool_backward_first into the ReLU's gradient, then nn_relu_backward_first.
- * Reads the pool's out (not inp): relu(x) at the window's maximum is positive exactly when x is. */
+ * Reads the argmax alone (not inp, nor the pool's out): relu(x) at the window's maximum is
+ * positive exactly when x is, which the argmax's NN_POOL_NOT_POSITIVE bit says. */
 void nn_relu_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
-                                    const float *out, const nn_pool_shape *s);
+                                    const nn_pool_shape *s);
 /* out = mean over the window */
 void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s);
 void nn_avgpool_backward(float *dinp, const float *dout, const nn_pool_shape *s);

@@ -55,8 +55,8 @@ static float *reader_grad_target(nn_model *m, int idx, int *fresh)
 /* The pool of a fused relu -> maxpool pair (see plan_fusion) writes the ReLU's input gradient
  * itself when both gradients are still empty (nothing else wrote into either); the ReLU, left
  * untouched, then skips its own backward. Returns 0, having done nothing, otherwise. */
-static int relu_pool_backward(nn_model *m, int pool, const float *dout, const float *out,
-                              const int32_t *argmax, const nn_pool_shape *ps)
+static int relu_pool_backward(nn_model *m, int pool, const float *dout, const int32_t *argmax,
+                              const nn_pool_shape *ps)
 {
     nn_node *r = &m->nodes[m->nodes[pool].in];
     if (!r->relu_pool || r->in == NN_INPUT) return 0;
@@ -78,7 +78,7 @@ static int relu_pool_backward(nn_model *m, int pool, const float *dout, const fl
             return 1;
         }
     }
-    nn_relu_maxpool_backward_first(dx, dout, argmax, out, ps);
+    nn_relu_maxpool_backward_first(dx, dout, argmax, ps);
     return 1;
 }
 
@@ -139,7 +139,7 @@ void nn_model_backward(nn_model *m)
             if (nd->pooled) { /* its gradient is still the pool's (relu_pool_backward) */
                 const nn_node *pool = &m->nodes[nd->pooled];
                 const nn_pool_shape ps = nn_node_pool_shape(pool, B);
-                const nn_pool_grad g = {pool->dout, pool->out, pool->isave, &ps};
+                const nn_pool_grad g = {pool->dout, pool->isave, &ps, 1};
                 nn_conv2d_backward_pooled(dw, db, nd->save + nn_conv_cols_size(&cmax), &g, x, &cs);
                 nd->pooled = 0;
                 nn_mm_precision_set(outer);
@@ -160,7 +160,7 @@ void nn_model_backward(nn_model *m)
             if (!dx) break;
             nn_pool_shape ps = nn_node_pool_shape(nd, B);
             if (nd->kind == NN_AVGPOOL) nn_avgpool_backward(dx, dy, &ps);
-            else if (fresh && !relu_pool_backward(m, i, dy, y, nd->isave, &ps))
+            else if (fresh && !relu_pool_backward(m, i, dy, nd->isave, &ps))
                 nn_maxpool_backward_first(dx, dy, nd->isave, &ps);
             else if (!fresh) nn_maxpool_backward(dx, dy, nd->isave, &ps);
             break;

@@ -19,6 +19,12 @@ int nn_pool_shape_init(nn_pool_shape *s)
     return 0;
 }
 
+/* the argmax a of a window whose maximum is m, flagged where m is not positive (layers.h) */
+static inline int32_t not_positive(int32_t a, float m)
+{
+    return m > 0.0f ? a : (int32_t)((uint32_t)a | (uint32_t)NN_POOL_NOT_POSITIVE);
+}
+
 /* Channels are innermost, so each window position is one contiguous row of C values and the
  * comparison runs across channels (vectorisable), not across the window. Strict '>' keeps the
  * first maximum, as PyTorch does; a NaN wins and stays (v != v). relu: of the ReLU of inp,
@@ -51,6 +57,7 @@ maxpool_row_of(float *out, int32_t *argmax, const float *img, const nn_pool_shap
                     if (at) at[c] = take ? base + c : at[c];
                 }
             }
+        for (int c = 0; at && c < C; c++) at[c] = not_positive(at[c], best[c]);
     }
 }
 
@@ -89,7 +96,7 @@ relu_maxpool_row_of(float *out, int32_t *argmax, const float *img, const nn_pool
             a = v3 > m ? a2 + C + c : a;
             m = v3 > m ? v3 : m;
             best[c] = m;
-            if (keep) at[(size_t)ox * C + c] = a;
+            if (keep) at[(size_t)ox * C + c] = not_positive(a, m);
         }
     }
 }
@@ -153,52 +160,57 @@ void nn_maxpool_grad_rows(float *restrict dst, const nn_pool_grad *g, int b, int
 {
     const nn_pool_shape *ps = g->ps;
     const int C = ps->C, k = ps->k, qy = y / k;
+    /* through the ReLU a flagged argmax matches no offset; else the offset alone is compared */
+    const int32_t keep = g->relu ? -1 : NN_POOL_OFFSET;
+    /* x's window qx and place rx in it, stepped along the row (no division a pixel) */
+    int qx = x0 / k, rx = x0 % k;
     for (int i = 0; i < n; i++, dst += oc) {
-        const int x = x0 + i, qx = x / k;
+        const int x = x0 + i;
         if (qy >= ps->OH || qx >= ps->OW) { /* the ragged edge no window covers */
             memset(dst, 0, sizeof(float) * (size_t)oc);
-            continue;
+        } else {
+            const size_t q = (((size_t)b * ps->OH + qy) * ps->OW + qx) * C + o0;
+            const int32_t base = (y * ps->W + x) * C + o0;
+            const int32_t *restrict am = g->argmax + q;
+            const float *restrict d = g->dout + q;
+            for (int c = 0; c < oc; c++)
+                dst[c] = 0.0f + ((am[c] & keep) == base + c ? d[c] : 0.0f);
         }
-        const size_t q = (((size_t)b * ps->OH + qy) * ps->OW + qx) * C + o0;
-        const int32_t base = (y * ps->W + x) * C + o0;
-        const int32_t *restrict am = g->argmax + q;
-        const float *restrict d = g->dout + q, *restrict top = g->out ? g->out + q : NULL;
-        for (int c = 0; c < oc; c++) {
-            float v = am[c] == base + c ? d[c] : 0.0f;
-            if (top) v = top[c] > 0.0f ? v : 0.0f;
-            dst[c] = 0.0f + v;
+        if (++rx == k) {
+            rx = 0;
+            qx++;
         }
     }
 }
 
 /* first: each image is zeroed just before its scatter, while it is in cache, instead of a
- * separate pass over the whole batch; the sums are the same. relu_out (or NULL): the pool read a
- * ReLU's output, and the gradient goes through that ReLU too. A window's maximum relu(x[argmax])
- * is positive exactly when x[argmax] is, so the pool's output (relu_out, (B, OH, OW, C)) tells
- * without reading x. A position whose input is not positive then adds +0 at each of its windows
- * and ends +0, as ReLU's backward would leave it; any other position gets the same sum the pool's
- * own backward would give it. */
-static void maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
-                             const float *relu_out, const nn_pool_shape *s, int first)
+ * separate pass over the whole batch; the sums are the same. relu: the pool read a ReLU's output,
+ * and the gradient goes through that ReLU too. A window's maximum relu(x[argmax]) is positive
+ * exactly when x[argmax] is, so the argmax's NN_POOL_NOT_POSITIVE bit tells without reading x. A
+ * position whose input is not positive then adds +0 at each of its windows and ends +0, as
+ * ReLU's backward would leave it; any other position gets the same sum the pool's own backward
+ * would give it. */
+static void maxpool_backward(float *dinp, const float *dout, const int32_t *argmax, int relu,
+                             const nn_pool_shape *s, int first)
 {
     const size_t per_out = (size_t)s->OH * s->OW * s->C, per_in = (size_t)s->H * s->W * s->C;
-    const nn_pool_grad g = {dout, relu_out, argmax, s};
+    const nn_pool_grad g = {dout, argmax, s, relu};
 #pragma omp parallel for
     for (int b = 0; b < s->B; b++) {
         float *img = dinp + (size_t)b * per_in;
         const float *d = dout + b * per_out;
         const int32_t *am = argmax + b * per_out;
-        const float *y = relu_out ? relu_out + b * per_out : NULL;
         if (first && s->k == s->stride) { /* each position written once, row by row */
             for (int r = 0; r < s->H; r++)
                 nn_maxpool_grad_rows(img + (size_t)r * s->W * s->C, &g, b, r, 0, s->W, 0, s->C);
             continue;
         }
         if (first) memset(img, 0, sizeof(float) * per_in);
-        if (y) {
-            for (size_t i = 0; i < per_out; i++) img[am[i]] += y[i] > 0.0f ? d[i] : 0.0f;
+        if (relu) {
+            for (size_t i = 0; i < per_out; i++)
+                img[am[i] & NN_POOL_OFFSET] += am[i] >= 0 ? d[i] : 0.0f;
         } else {
-            for (size_t i = 0; i < per_out; i++) img[am[i]] += d[i];
+            for (size_t i = 0; i < per_out; i++) img[am[i] & NN_POOL_OFFSET] += d[i];
         }
     }
 }
@@ -206,19 +218,19 @@ static void maxpool_backward(float *dinp, const float *dout, const int32_t *argm
 void nn_maxpool_backward(float *dinp, const float *dout, const int32_t *argmax,
                          const nn_pool_shape *s)
 {
-    maxpool_backward(dinp, dout, argmax, NULL, s, 0);
+    maxpool_backward(dinp, dout, argmax, 0, s, 0);
 }
 
 void nn_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
                                const nn_pool_shape *s)
 {
-    maxpool_backward(dinp, dout, argmax, NULL, s, 1);
+    maxpool_backward(dinp, dout, argmax, 0, s, 1);
 }
 
 void nn_relu_maxpool_backward_first(float *dinp, const float *dout, const int32_t *argmax,
-                                    const float *out, const nn_pool_shape *s)
+                                    const nn_pool_shape *s)
 {
-    maxpool_backward(dinp, dout, argmax, out, s, 1);
+    maxpool_backward(dinp, dout, argmax, 1, s, 1);
 }
 
 void nn_avgpool_forward(float *out, const float *inp, const nn_pool_shape *s)

@@ -197,7 +197,14 @@ static void test_pooling(void **state)
     assert_int_equal(am[0], 1);
     nn_maxpool_forward(y, am, n, &s);
     assert_true(isnan(y[0]));
-    assert_int_equal(am[0], 1);
+    /* a maximum that is not positive (NaN, zero, negative) is flagged in its argmax */
+    assert_int_equal(am[0], 1 | NN_POOL_NOT_POSITIVE);
+    float z[4] = {-3, 0, -0.0f, -1}, neg[4] = {-3, -2, -1, -4};
+    nn_maxpool_forward(y, am, z, &s);
+    assert_int_equal(am[0], 1 | NN_POOL_NOT_POSITIVE);
+    nn_maxpool_forward(y, am, neg, &s);
+    assert_int_equal(am[0], 2 | NN_POOL_NOT_POSITIVE);
+    assert_int_equal(am[0] & NN_POOL_OFFSET, 2);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -279,6 +286,13 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
     assert_same_bits(r2, r, nx, what);
     assert_same_bits(y2, y, ny, what);
     assert_int_equal(memcmp(am2, am, ny * sizeof(int32_t)), 0);
+    /* flagged exactly where the window's maximum is not positive (here: zero, some windows) */
+    int flagged = 0;
+    for (size_t i = 0; i < ny; i++) {
+        assert_int_equal(am[i] < 0, !(y[i] > 0.0f));
+        flagged += am[i] < 0;
+    }
+    assert_true(flagged > 0 || s.k > 2);
     /* the ReLU not written: the pool takes it from x, the same maximum and argmax */
     fill_garbage(y2, ny);
     memset(am2, 0xff, ny * sizeof(int32_t));
@@ -300,7 +314,7 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
     nn_relu_backward_first(dx2, dr, x, nx);
     assert_same_bits(dx2, dx, nx, what);
     fill_garbage(dx2, nx);
-    nn_relu_maxpool_backward_first(dx2, dy, am, y, &s);
+    nn_relu_maxpool_backward_first(dx2, dy, am, &s);
     assert_same_bits(dx2, dx, nx, what);
     free(x); free(r); free(r2); free(y); free(y2); free(dy); free(dr); free(dx); free(dx2);
     free(am); free(am2);
