@@ -157,7 +157,7 @@ static void assert_same_bits(const float *a, const float *b, const prod *p, cons
 }
 
 /* Each kernel the CPU runs, on every transpose and (alpha, beta): within the bound of the float64
- * product of the rounded operands, C's padding past N untouched; the float32 product of the unrounded ones, and the kernel's
+ * product of the rounded operands (C's rows padded and not), C's padding past N untouched; the float32 product of the unrounded ones, and the kernel's
  * result with one element moved by twice its bound, are not (the check can fail). Shapes: tails
  * of the 12 x 32 tile in M and N, odd K, K over several blocks of pairs, M over several packed
  * blocks, products large enough to be split over threads by rows and by columns. */
@@ -167,7 +167,7 @@ static void test_kernels_against_ref(void **state)
     static const int shapes[][3] = {
         {1, 1, 1},    {1, 1, 2},     {5, 7, 3},     {12, 32, 16},  {13, 33, 17}, {11, 31, 9},
         {1, 65, 129}, {37, 16, 385}, {3, 100, 1001}, {200, 45, 77}, {64, 10, 288}, {300, 40, 501},
-        {40, 300, 501},
+        {40, 300, 501}, {96, 60, 40},
     };
     static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
     const int threads = xd_threads_get();
@@ -181,7 +181,9 @@ static void test_kernels_against_ref(void **state)
                 for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {
                     const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
                     const float alpha = ab[v][0], beta = ab[v][1];
-                    prod p = prod_make(t & 1, t >> 1, M, N, K, seed += 3);
+                    /* C's rows padded or not: tiles go straight into C only where its rows
+                     * are whole (ldc == N) */
+                    prod p = prod_make_ld(t & 1, t >> 1, M, N, K, seed += 3, (int)(t + v + s) % 2);
                     double *bound = malloc(sizeof(double) * (size_t)M * N);
                     assert_non_null(bound);
                     bounds(&p, alpha, beta, bound);
