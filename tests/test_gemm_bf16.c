@@ -157,10 +157,12 @@ static void assert_same_bits(const float *a, const float *b, const prod *p, cons
 }
 
 /* Each kernel the CPU runs, on every transpose and (alpha, beta): within the bound of the float64
- * product of the rounded operands (C's rows padded and not), C's padding past N untouched; the float32 product of the unrounded ones, and the kernel's
- * result with one element moved by twice its bound, are not (the check can fail). Shapes: tails
- * of the 12 x 32 tile in M and N, odd K, K over several blocks of pairs, M over several packed
- * blocks, products large enough to be split over threads by rows and by columns. */
+ * product of the rounded operands (C's rows padded and not), C's padding past N untouched; the
+ * float32 product of the unrounded ones, and the kernel's result with one element moved by twice
+ * its bound, are not (the check can fail). Shapes: tails of the 12 x 32 tile in M and N (96 x 60:
+ * a whole tile, then one 28 wide, stored straight into rows of C that are not padded), odd K, K
+ * over several blocks of pairs, M over several packed blocks, products large enough to be split
+ * over threads by rows and by columns. */
 static void test_kernels_against_ref(void **state)
 {
     (void)state;
