@@ -357,8 +357,8 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
  * sums from zero, carried on from acc's or added to acc's as they are stored, 1 to 14 rows and 9
  * to 32 columns, a's rows 41 words apart or 16 to 64 (a convolution grid's, whose whole tiles
  * take the distance as a constant), with and without a bias added as the rows are stored, with
- * each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16 (when nr <= 16) and past 32 are
- * left as they were. */
+ * each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16 (when
+ * nr <= 16) and past 32 are left as they were. */
 static void test_tile_segments(void **state)
 {
     (void)state;
