@@ -173,8 +173,10 @@ void nn_maxpool_grad_rows(float *restrict dst, const nn_pool_grad *g, int b, int
             const int32_t base = (y * ps->W + x) * C + o0;
             const int32_t *restrict am = g->argmax + q;
             const float *restrict d = g->dout + q;
-            for (int c = 0; c < oc; c++)
-                dst[c] = 0.0f + ((am[c] & keep) == base + c ? d[c] : 0.0f);
+            for (int c = 0; c < oc; c++) { /* d[c] read whatever the match: a plain load */
+                const float v = d[c];
+                dst[c] = 0.0f + ((am[c] & keep) == base + c ? v : 0.0f);
+            }
         }
         if (++rx == k) {
             rx = 0;
