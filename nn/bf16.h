@@ -113,8 +113,9 @@ static inline void nn_bf16_halves(uint16_t *restrict h, const float *restrict s,
  * pair). With bias, column j < nr of each row is then that chain's sum + bias[j] (one more
  * rounding; columns past nr + 0). With add (and not load), each value is then added to acc's
  * as it is stored (one more rounding: a product's later blocks of pairs, as C += block). Where the
- * kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same order. Each row of acc is written 16 columns wide when nr <= 16, else 32
- * wide, so ldc must leave that room (asserted). */
+ * kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same order. Each row of acc
+ * is written 16 columns wide when nr <= 16, else 32 wide, so ldc must leave that room
+ * (asserted). */
 enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
     int ns, nq;                /* segments, of nq pairs each */

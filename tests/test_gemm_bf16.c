@@ -159,10 +159,10 @@ static void assert_same_bits(const float *a, const float *b, const prod *p, cons
 /* Each kernel the CPU runs, on every transpose and (alpha, beta): within the bound of the float64
  * product of the rounded operands (C's rows padded and not), C's padding past N untouched; the
  * float32 product of the unrounded ones, and the kernel's result with one element moved by twice
- * its bound, are not (the check can fail). Shapes: tails of the 12 x 32 tile in M and N (96 x 60:
- * a whole tile, then one 28 wide, stored straight into rows of C that are not padded), odd K, K
- * over several blocks of pairs, M over several packed blocks, products large enough to be split
- * over threads by rows and by columns. */
+ * its bound, are not (the check can fail). Shapes: tails of the 12 x 32 tile in M and N (96 x 60
+ * into rows of C that are not padded: a tile 32 wide stored straight into C, then one 28 wide
+ * that must go through write_tile), odd K, K over several blocks of pairs, M over several packed
+ * blocks, products large enough to be split over threads by rows and by columns. */
 static void test_kernels_against_ref(void **state)
 {
     (void)state;
@@ -185,7 +185,8 @@ static void test_kernels_against_ref(void **state)
                     const float alpha = ab[v][0], beta = ab[v][1];
                     /* C's rows padded or not: tiles go straight into C only where its rows
                      * are whole (ldc == N) */
-                    prod p = prod_make_ld(t & 1, t >> 1, M, N, K, seed += 3, (int)(t + v + s) % 2);
+                    prod p =
+                        prod_make_ld(t & 1, t >> 1, M, N, K, seed += 3, (int)(t + v + s) % 2);
                     double *bound = malloc(sizeof(double) * (size_t)M * N);
                     assert_non_null(bound);
                     bounds(&p, alpha, beta, bound);
@@ -195,7 +196,7 @@ static void test_kernels_against_ref(void **state)
                     xd_threads_set(2);
                     nn_bgemm(p.ta, p.tb, M, N, K, alpha, p.A, p.lda, p.B, p.ldb, beta, got, p.ldc);
                     const int bad = n_outside(&p, got, want, bound);
-                    if (pad_changed(&p, got)) /* tiles stored straight into C stop at N */
+                    if (pad_changed(&p, got)) /* no tile's store reaches past N */
                         fail_msg("%s kernel: wrote past column %d (%dx%dx%d, ta %d tb %d)",
                                  nn_bisa_name((nn_bisa)isa), N, M, N, K, p.ta, p.tb);
                     if (bad)
@@ -220,6 +221,37 @@ static void test_kernels_against_ref(void **state)
     }
     assert_true(ran[NN_BISA_PORTABLE] && ran[nn_bgemm_best()]); /* the fallback, and the best */
     nn_bgemm_use(NN_BISA_COUNT);
+    xd_threads_set(threads);
+}
+
+/* Tiles stored or added straight into C (its rows not padded: ldc == N) give the bits of the
+ * stack block and write_tile (C's rows padded), at one thread: the first block with beta 0 and 1,
+ * later blocks added, in products of one, two and three blocks of pairs, every transpose. */
+static void test_direct_stores_same_bits(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{96, 64, 40}, {96, 64, 400}, {128, 128, 784}, {30, 48, 129}};
+    const int threads = xd_threads_get();
+    xd_threads_set(1);
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int t = 0; t < 4; t++)
+            for (int beta = 0; beta <= 1; beta++) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ld = N + 3;
+                prod p = prod_make_ld(t & 1, t >> 1, M, N, K, 70 + s * 8 + (size_t)t * 2 + beta, 0);
+                float *padded = malloc(sizeof(float) * (size_t)M * ld);
+                assert_non_null(padded);
+                for (int i = 0; i < M; i++)
+                    memcpy(padded + (size_t)i * ld, p.C + (size_t)i * N, sizeof(float) * N);
+                nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, (float)beta, p.C, N);
+                nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, (float)beta, padded,
+                         ld);
+                for (int i = 0; i < M; i++)
+                    if (memcmp(p.C + (size_t)i * N, padded + (size_t)i * ld, sizeof(float) * N))
+                        fail_msg("row %d differs (%dx%dx%d, ta %d tb %d, beta %d)", i, M, N, K,
+                                 p.ta, p.tb, beta);
+                free(padded);
+                prod_free(&p);
+            }
     xd_threads_set(threads);
 }
 
@@ -473,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_round),
         cmocka_unit_test(test_vector_rounding),
         cmocka_unit_test(test_kernels_against_ref),
+        cmocka_unit_test(test_direct_stores_same_bits),
         cmocka_unit_test(test_bits_and_kernels_agree),
         cmocka_unit_test(test_wide_rows),
         cmocka_unit_test(test_tile_segments),

@@ -158,7 +158,7 @@ static double pool_loss(void *p)
     return tu_dot(c->y, c->r, (size_t)c->s.B * c->s.OH * c->s.OW * c->s.C);
 }
 
-static void check_pool(int max, int Hh, int W, int k, int stride)
+static void check_pool(int max, int Hh, int W, int k, int stride, float shift)
 {
     pool_ctx c = {.s = {.B = 2, .H = Hh, .W = W, .C = 3, .k = k, .stride = stride}, .max = max};
     assert_int_equal(nn_pool_shape_init(&c.s), 0);
@@ -166,10 +166,16 @@ static void check_pool(int max, int Hh, int W, int k, int stride)
     c.x = alloc_f(nx); c.y = alloc_f(ny); c.r = alloc_f(ny);
     c.am = calloc(ny, sizeof(int32_t));
     float *dx = alloc_f(nx);
-    /* distinct values at least 0.1 apart, shuffled, so no max is within h of a tie */
-    for (size_t i = 0; i < nx; i++) c.x[i] = 0.1f * (float)((i * 37) % nx);
+    /* distinct values at least 0.1 apart, shuffled, so no max is within h of a tie; shifted
+     * below zero, windows whose maximum is not positive (flagged in the argmax) take their
+     * gradient all the same */
+    for (size_t i = 0; i < nx; i++) c.x[i] = 0.1f * (float)((i * 37) % nx) - shift;
     tu_fill_uniform(c.r, ny, -1, 1, 9);
     pool_loss(&c);
+    int flagged = 0;
+    for (size_t i = 0; max && i < ny; i++) flagged += c.am[i] < 0;
+    if ((flagged > 0) != (max && shift > 0.0f))
+        fail_msg("pool %dx%d k%d, shift %g: %d windows flagged", Hh, W, k, (double)shift, flagged);
     if (max) nn_maxpool_backward(dx, c.r, c.am, &c.s);
     else nn_avgpool_backward(dx, c.r, &c.s);
     tu_check_grad(max ? "maxpool" : "avgpool", c.x, nx, dx, pool_loss, &c, 1e-2, RTOL, ATOL);
@@ -179,10 +185,12 @@ static void check_pool(int max, int Hh, int W, int k, int stride)
 static void test_pooling(void **state)
 {
     (void)state;
-    check_pool(1, 4, 4, 2, 2);
-    check_pool(1, 5, 7, 3, 2); /* overlapping windows, ragged edge */
-    check_pool(0, 4, 4, 2, 2);
-    check_pool(0, 5, 7, 3, 2);
+    check_pool(1, 4, 4, 2, 2, 0.0f);
+    check_pool(1, 5, 7, 3, 2, 0.0f); /* overlapping windows, ragged edge */
+    check_pool(1, 4, 4, 2, 2, 6.0f); /* most maxima negative */
+    check_pool(1, 5, 7, 3, 2, 19.0f);
+    check_pool(0, 4, 4, 2, 2, 0.0f);
+    check_pool(0, 5, 7, 3, 2, 0.0f);
     /* max pool picks the right value */
     float x[4] = {1, 5, 3, 2}, y[1];
     int32_t am[1];
@@ -265,7 +273,9 @@ static void test_bias_grad_column_chains(void **state)
     xd_threads_set(threads0);
 }
 
-static void check_pool_fused(int Hh, int W, int k, int stride)
+/* shift: the inputs but the corners' zeros and ties moved down by it, so that larger windows
+ * too have maxima that are not positive (the ReLU then passes no gradient there) */
+static void check_pool_fused(int Hh, int W, int k, int stride, float shift)
 {
     nn_pool_shape s = {.B = 3, .H = Hh, .W = W, .C = 5, .k = k, .stride = stride};
     assert_int_equal(nn_pool_shape_init(&s), 0);
@@ -275,6 +285,8 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
           *dx2 = alloc_f(nx);
     int32_t *am = calloc(ny, sizeof(int32_t)), *am2 = calloc(ny, sizeof(int32_t));
     fill_corners(x, nx, 31);
+    for (size_t i = 0; i < nx; i++)
+        if (x[i] != 0.0f && x[i] != 0.5f) x[i] -= shift;
     fill_corners(dy, ny, 32);
     char what[96];
     snprintf(what, sizeof what, "relu+maxpool %dx%d k%d s%d", Hh, W, k, stride);
@@ -286,13 +298,13 @@ static void check_pool_fused(int Hh, int W, int k, int stride)
     assert_same_bits(r2, r, nx, what);
     assert_same_bits(y2, y, ny, what);
     assert_int_equal(memcmp(am2, am, ny * sizeof(int32_t)), 0);
-    /* flagged exactly where the window's maximum is not positive (here: zero, some windows) */
+    /* flagged exactly where the window's maximum is not positive (zero, some windows of each) */
     int flagged = 0;
     for (size_t i = 0; i < ny; i++) {
         assert_int_equal(am[i] < 0, !(y[i] > 0.0f));
         flagged += am[i] < 0;
     }
-    assert_true(flagged > 0 || s.k > 2);
+    assert_true(flagged > 0);
     /* the ReLU not written: the pool takes it from x, the same maximum and argmax */
     fill_garbage(y2, ny);
     memset(am2, 0xff, ny * sizeof(int32_t));
@@ -397,10 +409,10 @@ static void dinp_turned_ref(float *dx, const float *dy, const float *w, const nn
 static void test_first_write_and_fused(void **state)
 {
     (void)state;
-    check_pool_fused(4, 4, 2, 2);  /* windows tile the image */
-    check_pool_fused(7, 5, 2, 2);  /* ragged edge: last row and column in no window */
-    check_pool_fused(5, 7, 3, 2);  /* overlapping windows: scatter */
-    check_pool_fused(6, 6, 3, 3);
+    check_pool_fused(4, 4, 2, 2, 0.0f);  /* windows tile the image */
+    check_pool_fused(7, 5, 2, 2, 0.0f);  /* ragged edge: last row and column in no window */
+    check_pool_fused(5, 7, 3, 2, 0.6f);  /* overlapping windows: scatter */
+    check_pool_fused(6, 6, 3, 3, 0.6f);
 
     /* conv2d: unfolding and folding back in step with the products' row blocks (or, at stride
      * 1, the input gradient as a convolution with the turned kernel), and the first write (each
