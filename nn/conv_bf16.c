@@ -260,14 +260,15 @@ typedef struct {
     void *image_ctx;
 } grid_job;
 
-/* run t of T: its images through one grid of its own, zeroed once for the call (grid_image) */
+/* run t of T: its images through the thread's grid (kept between calls, nn_thread_buf), zeroed
+ * once for the call (grid_image) */
 static void grid_run(void *ctx, int t)
 {
     const grid_job *j = ctx;
     const bconv_geom *g = j->g;
     int b0, b1;
     nn_sgemm_block_range(j->B, j->T, t, &b0, &b1);
-    uint32_t *grid = xd_xmalloc_aligned(sizeof(uint32_t) * g->rows * g->cp);
+    uint32_t *grid = nn_thread_buf(NN_BUF_BCONV_GRID, sizeof(uint32_t) * g->rows * g->cp);
     memset(grid, 0, sizeof(uint32_t) * g->rows * g->cp);
 #ifdef NN_AMX
     const int amx = nn_bgemm_amx();
@@ -287,7 +288,6 @@ static void grid_run(void *ctx, int t)
 #ifdef NN_AMX
     if (amx) nn_amx_release();
 #endif
-    free(grid);
 }
 
 /* Images in runs, one run per thread, each with its own grid: src image b (H, W, C) placed at

@@ -622,12 +622,12 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
          * only store them (C = acc: the first block, beta 0) or add them (C += acc: later
          * blocks, or beta 1), alpha 1, and this product has C's rows whole (rs == N): where
          * another thread writes the rest of each row (a split by columns) the direct adds were
-         * slower at two threads (fc1's forward in the MLP, 54-59 -> 69-72 us), not faster. */
+         * slower at two threads (fc1's forward in the MLP, 53-59 -> 69-72 us), not faster. */
         nn_btile_seg direct = seg;
         direct.ldc = rs;
         direct.add = qb > 0 || beta != 0.0f;
         const int store = avx && cs == 1 && rs == (size_t)N && alpha == 1.0f &&
-                          (!direct.add || qb > 0 || beta == 1.0f);
+                          (qb > 0 || beta == 0.0f || beta == 1.0f);
         (void)store;
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
