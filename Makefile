@@ -1,5 +1,6 @@
 # xdistill build. `make` builds the library, the `xdistill` program and the tests.
 #   make test        set-up (installs what is missing), build, run every cmocka test
+#   make test-portable  the tests built for CPUs without AVX-512 (AVX2 + FMA, then plain vectors)
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
 #   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS
@@ -97,7 +98,7 @@ VERSION  := $(shell sed -n 's/^\#define XD_VERSION "\(.*\)"/\1/p' core/runtime.h
 SONAME   := libxdistill.so.$(firstword $(subst ., ,$(VERSION)))
 SO       := $(BUILD)/$(SONAME)
 
-.PHONY: all setup test tests demo bench clean info
+.PHONY: all setup test test-portable tests demo bench clean info
 all: info $(BIN) $(SO) $(TESTS)
 	@$(BIN) --version | sed -n 's/^products: /xdistill build: products: /p'
 
@@ -163,6 +164,18 @@ tests: $(TESTS)
 test: setup
 	@$(MAKE) --no-print-directory all
 	@scripts/run-tests.sh $(TESTS)
+
+# The tests again on the code paths a CPU without AVX-512 compiles: AVX2 + FMA (x86-64-v3) and
+# plain vector code (x86-64-v2), each in its own build folder. The bf16 and int8 kernels are
+# chosen when the program runs, so those builds still take AVX512_BF16 and VNNI where the CPU has
+# them (the tests force the portable ones in turn).
+PORTABLE_ARCHS := x86-64-v3 x86-64-v2
+test-portable: setup
+	@for a in $(PORTABLE_ARCHS); do \
+	  echo "test-portable: -march=$$a in $(BUILD)/$$a"; \
+	  $(MAKE) --no-print-directory BUILD=$(BUILD)/$$a ARCH=-march=$$a all || exit 1; \
+	  scripts/run-tests.sh $(TEST_SRC:tests/%.c=$(BUILD)/$$a/tests/%) || exit 1; \
+	done
 
 # The demo shows its own stages; the build's lines go to a log that is shown only on failure.
 demo: setup
