@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "core/dist.h"
+#include "core/mem.h"
 #include "core/runtime.h"
 #include "nn/gemm.h"
 
@@ -48,15 +49,18 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int min_reps,
-                     int max_reps)
+void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, double min_seconds,
+                       int min_reps, int max_reps)
 {
     /* A call shorter than BENCH_SAMPLE_MIN is timed in groups of calls lasting about that long
      * (the warm-up call's time decides how many): reading a clock here costs a microsecond or
      * more (a system call), which would otherwise count in every short call's time. */
     static const double BENCH_SAMPLE_MIN = 50e-6;
-    double *t = malloc(sizeof(double) * (size_t)max_reps);
-    double *cpu = malloc(sizeof(double) * (size_t)max_reps);
+    if (s->cap < max_reps) {
+        s->t = xd_xrealloc(s->t, sizeof(double) * (size_t)max_reps);
+        s->cpu = xd_xrealloc(s->cpu, sizeof(double) * (size_t)max_reps);
+        s->cap = max_reps;
+    }
     const double w0 = bench_now();
     fn(ctx);
     const double warm = bench_now() - w0;
@@ -65,20 +69,48 @@ bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int m
                                                        : (int)(BENCH_SAMPLE_MIN / warm) + 1;
     int n = 0;
     double start = bench_now();
-    while (n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
+    while (s->n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
         /* the wall interval inside the CPU one: reading the process's CPU clock is the slower
          * system call */
         const double c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID), t0 = bench_now();
         for (int g = 0; g < group; g++) fn(ctx);
-        t[n] = (bench_now() - t0) / group;
-        cpu[n++] = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0) / group;
+        s->t[s->n] = (bench_now() - t0) / group;
+        s->cpu[s->n++] = (clock_seconds(CLOCK_PROCESS_CPUTIME_ID) - c0) / group;
+        n++;
     }
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
-    qsort(cpu, (size_t)n, sizeof(double), cmp_double);
-    bench_time r = {.median = median_sorted(t, n), .min = t[0], .max = t[n - 1],
-                    .cpu_median = median_sorted(cpu, n), .reps = n};
+}
+
+bench_time bench_samples_time(const bench_samples *s)
+{
+    bench_time r = {0};
+    if (s->n == 0) return r;
+    double *t = xd_xmalloc(sizeof(double) * (size_t)s->n);
+    double *cpu = xd_xmalloc(sizeof(double) * (size_t)s->n);
+    memcpy(t, s->t, sizeof(double) * (size_t)s->n);
+    memcpy(cpu, s->cpu, sizeof(double) * (size_t)s->n);
+    qsort(t, (size_t)s->n, sizeof(double), cmp_double);
+    qsort(cpu, (size_t)s->n, sizeof(double), cmp_double);
+    r = (bench_time){.median = median_sorted(t, s->n), .min = t[0], .max = t[s->n - 1],
+                     .cpu_median = median_sorted(cpu, s->n), .reps = s->n};
     free(t);
     free(cpu);
+    return r;
+}
+
+void bench_samples_free(bench_samples *s)
+{
+    free(s->t);
+    free(s->cpu);
+    memset(s, 0, sizeof *s);
+}
+
+bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int min_reps,
+                     int max_reps)
+{
+    bench_samples s = {0};
+    bench_samples_run(&s, fn, ctx, min_seconds, min_reps, max_reps);
+    const bench_time r = bench_samples_time(&s);
+    bench_samples_free(&s);
     return r;
 }
 

@@ -614,8 +614,10 @@ def compare(ours, theirs, out):
         if o1 and o2:
             s = o2["images_per_s"] / o1["images_per_s"]
             ps = f"; PyTorch {t2['images_per_s'] / t1['images_per_s']:.2f}x" if t1 and t2 else ""
+            cap = (f"; two one-thread copies side by side {o2['capacity']:.2f}x one alone"
+                   if "capacity" in o2 else "")
             print(f"{case}: our 2 threads vs 1: {s:.2f}x (target {SCALING_TARGET}x: "
-                  f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}", file=out)
+                  f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}{cap}", file=out)
     dist = [t for t in theirs if t["suite"] == "distill"]
     if dist and any(r["suite"] == "distill" for r in ours):
         print(f"\n{'distill case':<12} {'thr':>3} {'ours img/s':>11} {'pytorch img/s':>14} "

@@ -4,7 +4,9 @@
  * thread count it times repeated steps (not a whole epoch) and reports the median step with min
  * and max, its median CPU time (on a shared machine, at one thread, the step's cost without the
  * waits for a free core), images/s, the epoch time extrapolated to 60000 images, and the speed-up
- * over the first thread count. Memory: the models run in increasing order of size; before each is built the
+ * over the first thread count. A model's rows (thread counts and precisions) are timed a round at
+ * a time in turn (ROUNDS), so that the speed-ups compare the same spells of a shared machine.
+ * Memory: the models run in increasing order of size; before each is built the
  * process's peak RSS is reset to the current RSS (Linux), so each model's figure is the peak
  * reached while it was built and trained, and the growth is what it added over the process
  * before it (code, libraries, the image pool). Where the reset is refused, the figure is the
@@ -36,6 +38,10 @@
 #include "distill/kd.h"
 #include "io/dataset.h"
 #include "nn/loss.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 // ----------------------------------------------------------------------------------------------
 // the image pool
@@ -238,7 +244,11 @@ int bench_rss_reset_peak(void)
 // ----------------------------------------------------------------------------------------------
 // the suite
 
-enum { BATCH = 128, FWD_BATCH = 256, MIN_STEPS = 20 };
+/* ROUNDS: each row's steps are taken in this many rounds, every row of a model a round in turn
+ * (thread counts, then precisions), so that the rows compared in the speed-up and vs-f32 columns
+ * are timed over the same spells of a shared machine, whose speed drifts by tens of percent from
+ * one second to the next; MIN_STEPS: the steps each row takes at least, over all its rounds. */
+enum { BATCH = 128, FWD_BATCH = 256, MIN_STEPS = 20, MAX_STEPS = 100000, ROUNDS = 5 };
 
 typedef struct {
     const char *name, *desc;
@@ -252,6 +262,85 @@ static const model_case models[] = {
     {"teacher_cnn", BENCH_TEACHER_DESC, BATCH, bench_train_step},
     {"teacher_cnn_fwd", BENCH_TEACHER_DESC, FWD_BATCH, bench_forward_step},
 };
+
+/* One round of a row's steps into s: the model in precision p (the bf16 forward rows: a teacher in
+ * bf16, whose inference runs bf16), the forward rows on weights packed for the inference engine
+ * as a teacher-output cache packs them. */
+static xd_status row_round(const model_case *mc, bench_trainer *t, int p, double seconds,
+                           bench_samples *s, xd_err *e)
+{
+    t->m.precision = t->m.eval_precision = (nn_precision)p;
+    const int cache_path = mc->step == bench_forward_step;
+    xd_status st;
+    if (cache_path && (st = nn_model_pack_exact(&t->m, e)) != XD_OK) return st;
+    bench_samples_run(s, mc->step, t, seconds, (MIN_STEPS + ROUNDS - 1) / ROUNDS, MAX_STEPS);
+    if (cache_path) nn_model_unpack(&t->m);
+    return XD_OK;
+}
+
+/* The machine's capacity for a model's steps on n cores: n copies of the model (each its own
+ * weights, batches and buffers) each taking one-thread steps, side by side on n threads, against
+ * one copy alone, the two a round at a time in turn. cap[p]: the copies' summed rate over the one
+ * alone, in each precision; what n threads of one model could reach if splitting a step cost
+ * nothing. n - 1 more copies are built; a copy that cannot be built leaves the figures at 0. */
+typedef struct {
+    const model_case *mc;
+    bench_trainer *t; /* n copies, t[0] the suite's own */
+    bench_samples *s; /* n for the copies' samples */
+    int p;
+    double seconds;
+    xd_status *st; /* n */
+    xd_err *e;     /* n */
+} copies_job;
+
+static void copy_steps(void *ctx, int k)
+{
+    copies_job *j = ctx;
+#ifdef _OPENMP
+    omp_set_num_threads(1); /* this thread's own steps: one thread, as the row alone */
+#endif
+    j->st[k] = row_round(j->mc, &j->t[k], j->p, j->seconds, &j->s[k], &j->e[k]);
+}
+
+static void capacity(const model_case *mc, bench_trainer *t0, int n, bench_images *d,
+                     double seconds, double cap[NN_PREC_COUNT])
+{
+    bench_trainer *t = xd_xcalloc((size_t)n, sizeof *t);
+    bench_samples *side = xd_xcalloc((size_t)n * NN_PREC_COUNT, sizeof *side);
+    bench_samples alone[NN_PREC_COUNT] = {{0}};
+    xd_status *st = xd_xcalloc((size_t)n, sizeof *st);
+    xd_err *e = xd_xcalloc((size_t)n, sizeof *e);
+    int made = 1, ok = 1;
+    t[0] = *t0;
+    for (; made < n; made++)
+        if (bench_trainer_make(&t[made], mc->desc, mc->batch, d, &e[0]) != XD_OK) break;
+    for (int r = 0; r < ROUNDS && made == n && ok; r++)
+        for (int p = 0; p < NN_PREC_COUNT && ok; p++) {
+            xd_threads_set(1);
+            ok = row_round(mc, &t[0], p, seconds / ROUNDS, &alone[p], &e[0]) == XD_OK;
+            copies_job j = {mc, t, side + (size_t)p * n, p, seconds / ROUNDS, st, e};
+            xd_threads_each(n, copy_steps, &j);
+            for (int k = 0; k < n; k++) ok &= st[k] == XD_OK;
+        }
+    for (int p = 0; p < NN_PREC_COUNT; p++) {
+        const bench_time a = bench_samples_time(&alone[p]);
+        cap[p] = 0.0;
+        for (int k = 0; k < n; k++) {
+            const bench_time c = bench_samples_time(&side[(size_t)p * n + k]);
+            if (made == n && ok && c.median > 0.0) cap[p] += a.median / c.median;
+            bench_samples_free(&side[(size_t)p * n + k]);
+        }
+        if (!(made == n && ok)) cap[p] = 0.0;
+        bench_samples_free(&alone[p]);
+    }
+    if (made < n || !ok) fprintf(stderr, "xdistill bench: %s: no capacity figure: %s\n", mc->name,
+                                 e[0].msg[0] ? e[0].msg : "a copy's step failed");
+    for (int k = 1; k < made; k++) bench_trainer_free(&t[k]);
+    free(t);
+    free(side);
+    free(st);
+    free(e);
+}
 
 int bench_images_open(bench_images *d)
 {
@@ -269,12 +358,12 @@ int bench_train(const bench_opts *o)
     xd_err e;
     if (!o->json) {
         fprintf(f, "\ntraining step (forward + CE + backward + AdamW), batch %d; step time median "
-                   "[min-max] of repeated steps, median CPU time of a step (all threads); epoch = "
-                   "%d images at the median\n"
+                   "[min-max] of repeated steps, a model's rows timed in %d rounds in turn; median "
+                   "CPU time of a step (all threads); epoch = %d images at the median\n"
                    "teacher_cnn_fwd: the forward alone, batch %d, as the teacher-output cache runs "
                    "it: the inference engine (bf16: with bf16 products, a teacher with precision: "
                    "bf16)\n",
-                BATCH, BENCH_EPOCH, FWD_BATCH);
+                BATCH, ROUNDS, BENCH_EPOCH, FWD_BATCH);
         bench_images_note(&d, f);
         fprintf(f, "%-20s %3s %24s %8s %10s %9s %8s %8s\n", "model", "thr", "step ms", "cpu ms",
                 "images/s", "s/epoch", "speed-up", "vs f32");
@@ -296,22 +385,36 @@ int bench_train(const bench_opts *o)
         }
         double flops = nn_model_flops(&t.m), first = 0.0;
         bench_time times[NN_PREC_COUNT][4];
-        for (int ti = 0; ti < o->n_threads; ti++) {
-            xd_threads_set(o->threads[ti]);
-            for (int p = 0; p < NN_PREC_COUNT; p++) {
-                /* the bf16 forward rows: a teacher in bf16, whose inference runs bf16 */
-                t.m.precision = t.m.eval_precision = (nn_precision)p;
-                const int cache_path = mc->step == bench_forward_step;
-                if (cache_path && nn_model_pack_exact(&t.m, &e) != XD_OK) {
-                    fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);
-                    rc = 1;
-                }
-                times[p][ti] = bench_run(mc->step, &t, o->min_seconds, MIN_STEPS, 100000);
-                if (cache_path) nn_model_unpack(&t.m);
+        bench_samples samples[NN_PREC_COUNT][4] = {{{0}}};
+        /* every thread count and precision a round at a time (see ROUNDS) */
+        for (int r = 0; r < ROUNDS && rc == 0; r++)
+            for (int ti = 0; ti < o->n_threads && rc == 0; ti++) {
+                xd_threads_set(o->threads[ti]);
+                for (int p = 0; p < NN_PREC_COUNT && rc == 0; p++)
+                    if (row_round(mc, &t, p, o->min_seconds / ROUNDS, &samples[p][ti], &e) !=
+                        XD_OK) {
+                        fprintf(stderr, "xdistill bench: %s: %s\n", mc->name, e.msg);
+                        rc = 1;
+                    }
             }
-        }
-        t.m.precision = NN_PREC_FLOAT32;
+        for (int ti = 0; ti < o->n_threads; ti++)
+            for (int p = 0; p < NN_PREC_COUNT; p++) {
+                times[p][ti] = bench_samples_time(&samples[p][ti]);
+                bench_samples_free(&samples[p][ti]);
+            }
         double peak = bench_max_rss_mib();
+        /* the capacity at the largest thread count the cores can run side by side (after the
+         * peak: its copies are not this model's memory) */
+        int cap_ti = -1;
+        double cap[NN_PREC_COUNT] = {0};
+        const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        for (int ti = 0; ti < o->n_threads; ti++)
+            if (o->threads[ti] > 1 && o->threads[ti] <= cores &&
+                (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
+                cap_ti = ti;
+        if (cap_ti >= 0 && rc == 0) capacity(mc, &t, o->threads[cap_ti], &d, o->min_seconds, cap);
+        xd_threads_set(o->threads[0]);
+        t.m.precision = NN_PREC_FLOAT32;
         if (!isfinite(t.loss_sum))
             fprintf(stderr, "xdistill bench: %s: the loss became non-finite; the figures are not "
                             "meaningful\n", mc->name);
@@ -322,6 +425,10 @@ int bench_train(const bench_opts *o)
                 char name[64];
                 snprintf(name, sizeof name, "%s%s", mc->name, p ? "_bf16" : "");
                 if (ti == 0) first = ips;
+                char capf[96] = "";
+                if (ti == cap_ti && cap[p] > 0.0)
+                    snprintf(capf, sizeof capf, ",\"capacity_copies\":%d,\"capacity\":%.3f",
+                             o->threads[ti], cap[p]);
                 if (o->json) {
                     fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
                                "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
@@ -330,14 +437,14 @@ int bench_train(const bench_opts *o)
                                "\"first_threads\":%d,\"approx_gflops\":%.2f,\"peak_rss_mib\":%.1f,"
                                "\"rss_before_mib\":%.1f,\"rss_growth_mib\":%.1f,\"rss_scope\":\"%s\","
                                "\"precision\":\"%s\",\"speedup_vs_float32\":%.3f,"
-                               "\"cpu_speedup_vs_float32\":%.3f,\"step\":\"%s\"}\n",
+                               "\"cpu_speedup_vs_float32\":%.3f,\"step\":\"%s\"%s}\n",
                             name, bench_images_kind(&d), B, o->threads[ti], t.m.n_param,
                             tm.median, tm.min, tm.max, tm.cpu_median, tm.reps, ips, BENCH_EPOCH / ips,
                             BENCH_EPOCH * tm.min / B, BENCH_EPOCH * tm.max / B, ips / first,
                             o->threads[0], (train ? 3.0 : 1.0) * flops * ips / 1e9, peak, before, peak - before,
                             scoped ? "model" : "process", nn_precision_names[p], vs32,
                             times[NN_PREC_FLOAT32][ti].cpu_median / tm.cpu_median,
-                            train ? "train" : "forward");
+                            train ? "train" : "forward", capf);
                 } else {
                     char st[48];
                     snprintf(st, sizeof st, "%.2f [%.2f-%.2f]", 1e3 * tm.median, 1e3 * tm.min,
@@ -349,6 +456,12 @@ int bench_train(const bench_opts *o)
             }
         }
         if (!o->json) {
+            for (int p = 0; p < NN_PREC_COUNT && cap_ti >= 0; p++)
+                if (cap[p] > 0.0)
+                    fprintf(f, "  %s%s: %d one-thread copies side by side ran at %.2fx one alone "
+                               "(the cores' capacity for this work, now); %d threads: %.2fx\n",
+                            mc->name, p ? "_bf16" : "", o->threads[cap_ti], cap[p],
+                            o->threads[cap_ti], times[p][0].median / times[p][cap_ti].median);
             if (scoped)
                 fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and run, "
                            "+%.1f MiB over the %.1f MiB before it\n",
