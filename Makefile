@@ -1,6 +1,7 @@
 # xdistill build. `make` builds the library, the `xdistill` program and the tests.
 #   make test        set-up (installs what is missing), build, run every cmocka test
-#   make test-portable  the tests built for CPUs without AVX-512 (AVX2 + FMA, then plain vectors)
+#   make check       build and run every cmocka test, without the set-up
+#   make test-portable  the tests built for CPUs without AVX-512 (AVX2 + FMA, plain vectors)
 #   make demo        set-up, build, run the headline demo
 #   make bench       speed suites (prints a table)
 #   make fuzz        set-up, clang build of the fuzz harnesses, each run FUZZ_SECONDS
@@ -98,7 +99,7 @@ VERSION  := $(shell sed -n 's/^\#define XD_VERSION "\(.*\)"/\1/p' core/runtime.h
 SONAME   := libxdistill.so.$(firstword $(subst ., ,$(VERSION)))
 SO       := $(BUILD)/$(SONAME)
 
-.PHONY: all setup test test-portable tests demo bench clean info
+.PHONY: all setup test check test-portable tests demo bench clean info
 all: info $(BIN) $(SO) $(TESTS)
 	@$(BIN) --version | sed -n 's/^products: /xdistill build: products: /p'
 
@@ -162,7 +163,10 @@ tests: $(TESTS)
 
 # Each test binary runs in a fresh temporary folder (tests make their own data there).
 test: setup
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory check
+
+# test without the set-up step: builds, then runs every test of this build folder
+check: all
 	@scripts/run-tests.sh $(TESTS)
 
 # The tests again on the code paths a CPU without AVX-512 compiles: AVX2 + FMA (x86-64-v3) and
@@ -173,8 +177,7 @@ PORTABLE_ARCHS := x86-64-v3 x86-64-v2
 test-portable: setup
 	@for a in $(PORTABLE_ARCHS); do \
 	  echo "test-portable: -march=$$a in $(BUILD)/$$a"; \
-	  $(MAKE) --no-print-directory BUILD=$(BUILD)/$$a ARCH=-march=$$a all || exit 1; \
-	  scripts/run-tests.sh $(TEST_SRC:tests/%.c=$(BUILD)/$$a/tests/%) || exit 1; \
+	  $(MAKE) --no-print-directory BUILD=$(BUILD)/$$a ARCH=-march=$$a check || exit 1; \
 	done
 
 # The demo shows its own stages; the build's lines go to a log that is shown only on failure.

@@ -17,7 +17,8 @@ static const bench_suite suites[] = {
     {"gemm", "the cores' FMA peak; cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward, float32 and bf16",
      bench_gemm},
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
-    {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, memory", bench_train},
+    {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, the "
+              "cores' capacity, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512 (under mpirun: over the ranks)", bench_scale},
     {"infer", "predict's engine vs ONNX Runtime, float and int8 students, batch 1 and 64; then float vs int8", bench_infer},
@@ -56,10 +57,10 @@ void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, doubl
      * (the warm-up call's time decides how many): reading a clock here costs a microsecond or
      * more (a system call), which would otherwise count in every short call's time. */
     static const double BENCH_SAMPLE_MIN = 50e-6;
-    if (s->cap < max_reps) {
-        s->t = xd_xrealloc(s->t, sizeof(double) * (size_t)max_reps);
-        s->cpu = xd_xrealloc(s->cpu, sizeof(double) * (size_t)max_reps);
-        s->cap = max_reps;
+    if (s->cap < s->n + max_reps) {
+        s->cap = s->n + max_reps;
+        s->t = xd_xrealloc(s->t, sizeof(double) * (size_t)s->cap);
+        s->cpu = xd_xrealloc(s->cpu, sizeof(double) * (size_t)s->cap);
     }
     const double w0 = bench_now();
     fn(ctx);
@@ -69,7 +70,7 @@ void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, doubl
                                                        : (int)(BENCH_SAMPLE_MIN / warm) + 1;
     int n = 0;
     double start = bench_now();
-    while (s->n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
+    while (n < max_reps && (n < min_reps || bench_now() - start < min_seconds)) {
         /* the wall interval inside the CPU one: reading the process's CPU clock is the slower
          * system call */
         const double c0 = clock_seconds(CLOCK_PROCESS_CPUTIME_ID), t0 = bench_now();

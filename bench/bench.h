@@ -22,15 +22,15 @@ bench_time bench_run(void (*fn)(void *ctx), void *ctx, double min_seconds, int m
                      int max_reps);
 
 /* The samples of one measurement gathered over several rounds: a suite that compares several
- * measurements on a shared machine, whose speed drifts from one second to the next, takes them in
- * turn, a round of each at a time, so that each is timed over the same spells. */
+ * measurements on a shared machine, whose speed drifts by tens of percent from one minute to the
+ * next, takes them in turn, a round of each at a time, so that each is timed over the same spells. */
 typedef struct {
     double *t, *cpu; /* seconds per call: wall, and CPU of all threads */
     int n, cap;
 } bench_samples;
 
 /* One round into s, as bench_run times it: a warm-up call, then samples until min_seconds have
- * passed and at least min_reps were taken, at most max_reps in s in all. */
+ * passed and at least min_reps were taken, at most max_reps in this round. */
 void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, double min_seconds,
                        int min_reps, int max_reps);
 /* The median, extremes and count of all the rounds' samples (zeros when there are none). */

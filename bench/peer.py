@@ -614,7 +614,8 @@ def compare(ours, theirs, out):
         if o1 and o2:
             s = o2["images_per_s"] / o1["images_per_s"]
             ps = f"; PyTorch {t2['images_per_s'] / t1['images_per_s']:.2f}x" if t1 and t2 else ""
-            cap = (f"; two one-thread copies side by side {o2['capacity']:.2f}x one alone"
+            cap = (f"; two one-thread copies side by side {o2['capacity']:.2f}x one alone, our 2 "
+                   f"threads {o2['capacity_threads_speedup']:.2f}x in the same rounds"
                    if "capacity" in o2 else "")
             print(f"{case}: our 2 threads vs 1: {s:.2f}x (target {SCALING_TARGET}x: "
                   f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}{cap}", file=out)

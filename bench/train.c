@@ -6,7 +6,9 @@
  * waits for a free core), images/s, the epoch time extrapolated to 60000 images, and the speed-up
  * over the first thread count. A model's rows (thread counts and precisions) are timed a round at
  * a time in turn (ROUNDS), so that the speed-ups compare the same spells of a shared machine.
- * Memory: the models run in increasing order of size; before each is built the
+ * At the largest thread count n of at most CAPACITY_MAX that the cores run, n copies of the model
+ * taking one-thread steps side by side give the cores' capacity for the work, against which n
+ * threads on one model are set (capacity()). Memory: the models run in increasing order of size; before each is built the
  * process's peak RSS is reset to the current RSS (Linux), so each model's figure is the peak
  * reached while it was built and trained, and the growth is what it added over the process
  * before it (code, libraries, the image pool). Where the reset is refused, the figure is the
@@ -247,8 +249,11 @@ int bench_rss_reset_peak(void)
 /* ROUNDS: each row's steps are taken in this many rounds, every row of a model a round in turn
  * (thread counts, then precisions), so that the rows compared in the speed-up and vs-f32 columns
  * are timed over the same spells of a shared machine, whose speed drifts by tens of percent from
- * one second to the next; MIN_STEPS: the steps each row takes at least, over all its rounds. */
+ * one minute to the next; MIN_STEPS: the steps each row takes at least, over all its rounds;
+ * MAX_STEPS: at most, over all its rounds. */
 enum { BATCH = 128, FWD_BATCH = 256, MIN_STEPS = 20, MAX_STEPS = 100000, ROUNDS = 5 };
+/* the most copies the capacity is measured with (each a whole model and its buffers) */
+enum { CAPACITY_MAX = 8 };
 
 typedef struct {
     const char *name, *desc;
@@ -273,73 +278,118 @@ static xd_status row_round(const model_case *mc, bench_trainer *t, int p, double
     const int cache_path = mc->step == bench_forward_step;
     xd_status st;
     if (cache_path && (st = nn_model_pack_exact(&t->m, e)) != XD_OK) return st;
-    bench_samples_run(s, mc->step, t, seconds, (MIN_STEPS + ROUNDS - 1) / ROUNDS, MAX_STEPS);
+    bench_samples_run(s, mc->step, t, seconds, (MIN_STEPS + ROUNDS - 1) / ROUNDS,
+                      MAX_STEPS / ROUNDS);
     if (cache_path) nn_model_unpack(&t->m);
     return XD_OK;
 }
 
-/* The machine's capacity for a model's steps on n cores: n copies of the model (each its own
- * weights, batches and buffers) each taking one-thread steps, side by side on n threads, against
- * one copy alone, the two a round at a time in turn. cap[p]: the copies' summed rate over the one
- * alone, in each precision; what n threads of one model could reach if splitting a step cost
- * nothing. n - 1 more copies are built; a copy that cannot be built leaves the figures at 0. */
+/* The copies' side of capacity(): copy k's round of one-thread steps, and the size of the team it
+ * ran in (the copies ran side by side only if that is all of them). */
 typedef struct {
     const model_case *mc;
-    bench_trainer *t; /* n copies, t[0] the suite's own */
-    bench_samples *s; /* n for the copies' samples */
+    bench_trainer *t; /* the n copies */
+    bench_samples *s; /* each copy's samples */
     int p;
     double seconds;
-    xd_status *st; /* n */
-    xd_err *e;     /* n */
+    xd_status *st; /* each copy's */
+    xd_err *e;     /* each copy's */
+    int *team;     /* each copy's */
 } copies_job;
 
 static void copy_steps(void *ctx, int k)
 {
     copies_job *j = ctx;
 #ifdef _OPENMP
-    omp_set_num_threads(1); /* this thread's own steps: one thread, as the row alone */
+    j->team[k] = omp_get_num_threads();
+#else
+    j->team[k] = 1;
 #endif
+    /* one thread each: the region's threads start with the count of the thread that entered it */
     j->st[k] = row_round(j->mc, &j->t[k], j->p, j->seconds, &j->s[k], &j->e[k]);
 }
 
-static void capacity(const model_case *mc, bench_trainer *t0, int n, bench_images *d,
-                     double seconds, double cap[NN_PREC_COUNT])
+typedef struct {
+    double cap[NN_PREC_COUNT];     /* the copies' summed rate over one copy alone; 0: not measured */
+    double threads[NN_PREC_COUNT]; /* n threads on one copy over one copy alone, the same rounds */
+} capacity_figures;
+
+/* The cores' capacity for a model's steps on n threads: n copies of the model (each its own
+ * weights, batches and buffers) taking one-thread steps side by side, one on each thread, against
+ * one copy alone: what n threads of one model would reach if splitting a step cost nothing. The
+ * copy alone, the copies side by side and n threads on the one copy are timed a round at a time
+ * in turn, so that the n threads' speed-up and the capacity see the same spells. t0 is the first
+ * copy (its training goes on); n - 1 more are built and freed. Nothing is measured (zeros) where
+ * n threads cannot run side by side (no OpenMP, or a team smaller than asked for) or a copy
+ * cannot be built or run (said on stderr). Leaves the thread count at one. */
+static capacity_figures capacity(const model_case *mc, bench_trainer *t0, int n, bench_images *d,
+                                 double seconds)
 {
+    capacity_figures f = {{0}, {0}};
+    if (xd_threads_set(n) != n) {
+        xd_threads_set(1);
+        return f;
+    }
     bench_trainer *t = xd_xcalloc((size_t)n, sizeof *t);
     bench_samples *side = xd_xcalloc((size_t)n * NN_PREC_COUNT, sizeof *side);
-    bench_samples alone[NN_PREC_COUNT] = {{0}};
+    bench_samples alone[NN_PREC_COUNT] = {{0}}, together[NN_PREC_COUNT] = {{0}};
     xd_status *st = xd_xcalloc((size_t)n, sizeof *st);
     xd_err *e = xd_xcalloc((size_t)n, sizeof *e);
-    int made = 1, ok = 1;
+    int *team = xd_xcalloc((size_t)n, sizeof *team);
+    int made = 1, bad = -1; /* bad: the copy whose error e holds */
+    const char *why = NULL;
     t[0] = *t0;
     for (; made < n; made++)
-        if (bench_trainer_make(&t[made], mc->desc, mc->batch, d, &e[0]) != XD_OK) break;
-    for (int r = 0; r < ROUNDS && made == n && ok; r++)
-        for (int p = 0; p < NN_PREC_COUNT && ok; p++) {
-            xd_threads_set(1);
-            ok = row_round(mc, &t[0], p, seconds / ROUNDS, &alone[p], &e[0]) == XD_OK;
-            copies_job j = {mc, t, side + (size_t)p * n, p, seconds / ROUNDS, st, e};
-            xd_threads_each(n, copy_steps, &j);
-            for (int k = 0; k < n; k++) ok &= st[k] == XD_OK;
+        if (bench_trainer_make(&t[made], mc->desc, mc->batch, d, &e[made]) != XD_OK) {
+            bad = made;
+            break;
         }
+    for (int r = 0; r < ROUNDS && bad < 0 && !why; r++)
+        for (int p = 0; p < NN_PREC_COUNT && bad < 0 && !why; p++) {
+            xd_threads_set(1);
+            if (row_round(mc, &t[0], p, seconds / ROUNDS, &alone[p], &e[0]) != XD_OK) {
+                bad = 0;
+                break;
+            }
+            xd_threads_set(n);
+            if (row_round(mc, &t[0], p, seconds / ROUNDS, &together[p], &e[0]) != XD_OK) {
+                bad = 0;
+                break;
+            }
+            xd_threads_set(1);
+            copies_job j = {.mc = mc, .t = t, .s = side + (size_t)p * n, .p = p,
+                            .seconds = seconds / ROUNDS, .st = st, .e = e, .team = team};
+            xd_threads_each(n, copy_steps, &j);
+            for (int k = 0; k < n && bad < 0; k++) {
+                if (st[k] != XD_OK) bad = k;
+                else if (team[k] != n) why = "the copies did not get a thread each";
+            }
+        }
+    xd_threads_set(1);
     for (int p = 0; p < NN_PREC_COUNT; p++) {
-        const bench_time a = bench_samples_time(&alone[p]);
-        cap[p] = 0.0;
+        const bench_time a = bench_samples_time(&alone[p]), w = bench_samples_time(&together[p]);
         for (int k = 0; k < n; k++) {
             const bench_time c = bench_samples_time(&side[(size_t)p * n + k]);
-            if (made == n && ok && c.median > 0.0) cap[p] += a.median / c.median;
+            if (c.median > 0.0) f.cap[p] += a.median / c.median;
             bench_samples_free(&side[(size_t)p * n + k]);
         }
-        if (!(made == n && ok)) cap[p] = 0.0;
+        f.threads[p] = w.median > 0.0 ? a.median / w.median : 0.0;
         bench_samples_free(&alone[p]);
+        bench_samples_free(&together[p]);
     }
-    if (made < n || !ok) fprintf(stderr, "xdistill bench: %s: no capacity figure: %s\n", mc->name,
-                                 e[0].msg[0] ? e[0].msg : "a copy's step failed");
+    if (bad >= 0 || why) {
+        fprintf(stderr, "xdistill bench: %s: no capacity figure: %s\n", mc->name,
+                why ? why : e[bad].msg);
+        f = (capacity_figures){{0}, {0}};
+    }
+    *t0 = t[0]; /* the first copy's state as its steps left it */
     for (int k = 1; k < made; k++) bench_trainer_free(&t[k]);
     free(t);
     free(side);
     free(st);
     free(e);
+    free(team);
+    return f;
 }
 
 int bench_images_open(bench_images *d)
@@ -403,32 +453,34 @@ int bench_train(const bench_opts *o)
                 bench_samples_free(&samples[p][ti]);
             }
         double peak = bench_max_rss_mib();
-        /* the capacity at the largest thread count the cores can run side by side (after the
-         * peak: its copies are not this model's memory) */
+        /* the capacity at the largest thread count of at most CAPACITY_MAX that the cores run
+         * side by side (after the peak: its copies are not this model's memory) */
         int cap_ti = -1;
-        double cap[NN_PREC_COUNT] = {0};
+        capacity_figures cap = {{0}, {0}};
         const long cores = sysconf(_SC_NPROCESSORS_ONLN);
         for (int ti = 0; ti < o->n_threads; ti++)
-            if (o->threads[ti] > 1 && o->threads[ti] <= cores &&
+            if (o->threads[ti] > 1 && o->threads[ti] <= cores && o->threads[ti] <= CAPACITY_MAX &&
                 (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
                 cap_ti = ti;
-        if (cap_ti >= 0 && rc == 0) capacity(mc, &t, o->threads[cap_ti], &d, o->min_seconds, cap);
+        if (cap_ti >= 0 && rc == 0) cap = capacity(mc, &t, o->threads[cap_ti], &d, o->min_seconds);
         xd_threads_set(o->threads[0]);
         t.m.precision = NN_PREC_FLOAT32;
         if (!isfinite(t.loss_sum))
             fprintf(stderr, "xdistill bench: %s: the loss became non-finite; the figures are not "
                             "meaningful\n", mc->name);
-        for (int p = 0; p < NN_PREC_COUNT; p++) {
+        for (int p = 0; p < NN_PREC_COUNT && rc == 0; p++) {
             for (int ti = 0; ti < o->n_threads; ti++) {
                 bench_time tm = times[p][ti];
                 double ips = B / tm.median, vs32 = times[NN_PREC_FLOAT32][ti].median / tm.median;
                 char name[64];
                 snprintf(name, sizeof name, "%s%s", mc->name, p ? "_bf16" : "");
                 if (ti == 0) first = ips;
-                char capf[96] = "";
-                if (ti == cap_ti && cap[p] > 0.0)
-                    snprintf(capf, sizeof capf, ",\"capacity_copies\":%d,\"capacity\":%.3f",
-                             o->threads[ti], cap[p]);
+                char capf[128] = "";
+                if (ti == cap_ti && cap.cap[p] > 0.0)
+                    snprintf(capf, sizeof capf,
+                             ",\"capacity_copies\":%d,\"capacity\":%.3f,"
+                             "\"capacity_threads_speedup\":%.3f",
+                             o->threads[ti], cap.cap[p], cap.threads[p]);
                 if (o->json) {
                     fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
                                "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
@@ -457,11 +509,13 @@ int bench_train(const bench_opts *o)
         }
         if (!o->json) {
             for (int p = 0; p < NN_PREC_COUNT && cap_ti >= 0; p++)
-                if (cap[p] > 0.0)
+                if (cap.cap[p] > 0.0)
                     fprintf(f, "  %s%s: %d one-thread copies side by side ran at %.2fx one alone "
-                               "(the cores' capacity for this work, now); %d threads: %.2fx\n",
-                            mc->name, p ? "_bf16" : "", o->threads[cap_ti], cap[p],
-                            o->threads[cap_ti], times[p][0].median / times[p][cap_ti].median);
+                               "(the cores' capacity for this work), %d threads on one at %.2fx "
+                               "(%.0f%% of it), in the same rounds\n",
+                            mc->name, p ? "_bf16" : "", o->threads[cap_ti], cap.cap[p],
+                            o->threads[cap_ti], cap.threads[p],
+                            100.0 * cap.threads[p] / cap.cap[p]);
             if (scoped)
                 fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and run, "
                            "+%.1f MiB over the %.1f MiB before it\n",
@@ -472,7 +526,7 @@ int bench_train(const bench_opts *o)
                         mc->name, t.m.n_param, peak, peak - before);
         }
         bench_trainer_free(&t);
-        prev_peak = peak;
+        prev_peak = bench_max_rss_mib(); /* with the capacity's copies */
     }
     bench_images_free(&d);
     return rc;
