@@ -208,12 +208,10 @@ static void maxpool_backward(float *dinp, const float *dout, const int32_t *argm
             continue;
         }
         if (first) memset(img, 0, sizeof(float) * per_in);
-        if (relu) {
-            for (size_t i = 0; i < per_out; i++)
-                img[am[i] & NN_POOL_OFFSET] += am[i] >= 0 ? d[i] : 0.0f;
-        } else {
-            for (size_t i = 0; i < per_out; i++) img[am[i] & NN_POOL_OFFSET] += d[i];
-        }
+        /* through the ReLU a flagged window adds +0; else every window adds its gradient */
+        const int32_t stop = relu ? NN_POOL_NOT_POSITIVE : 0;
+        for (size_t i = 0; i < per_out; i++)
+            img[am[i] & NN_POOL_OFFSET] += am[i] & stop ? 0.0f : d[i];
     }
 }
 

@@ -39,6 +39,7 @@
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "tests/support/onnxrun.h"
+#include "tests/support/trainrun.h"
 #include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
@@ -59,12 +60,6 @@
     "head\"\n"                                                                                   \
     "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"                        \
     "losses:\n  - kind: ce\n"
-
-static int exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
 
 static int setup(void **state)
 {
@@ -686,17 +681,6 @@ static void test_bench_infer_runs(void **state)
     free(err);
 }
 
-/* The figure named key ("\"key\":") in the JSON row from at to end, or fails. */
-static double row_number(const char *at, const char *end, const char *key, const char *what)
-{
-    char *k = tu_fmt("\"%s\":", key);
-    const char *v = strstr(at, k);
-    if (!v || v > end) fail_msg("%s: no %s in %.*s", what, key, (int)(end - at), at);
-    const double x = strtod(v + strlen(k), NULL);
-    free(k);
-    return x;
-}
-
 /* `bench train --quick` at 1 and 2 threads: a row for every model, precision and thread count,
  * each with at least the 20 steps a row takes over its rounds, and where two cores run, the
  * 2-thread rows with the capacity of two one-thread copies side by side and the speed-up of two
@@ -712,34 +696,35 @@ static void test_bench_train_rounds(void **state)
                                         "teacher_cnn_bf16", "teacher_cnn_fwd",
                                         "teacher_cnn_fwd_bf16"};
     const int two_cores = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
-    for (int k = 0; k < 6; k++)
-        for (int th = 1; th <= 2; th++) {
-            char *row = tu_fmt("{\"suite\":\"train\",\"case\":\"%s\",", cases[k]);
-            char *threads = tu_fmt("\"threads\":%d,", th);
-            const char *at = out, *end = NULL;
-            for (;;) { /* the row of this case at this thread count */
-                at = strstr(at, row);
-                if (!at) fail_msg("no row %s at %d threads in: %s%s", row, th, out, err);
-                end = strchr(at, '\n');
-                if (!end) end = at + strlen(at);
-                const char *t = strstr(at, threads);
-                if (t && t < end) break;
-                at = end;
-            }
-            const double reps = row_number(at, end, "reps", cases[k]);
-            if (reps < 20) fail_msg("%s at %d threads: %g steps, fewer than 20", cases[k], th, reps);
-            const char *c = strstr(at, "\"capacity\":");
-            if (th == 2 && two_cores) {
-                const double cap = row_number(at, end, "capacity", cases[k]),
-                             sp = row_number(at, end, "capacity_threads_speedup", cases[k]);
-                if (!(isfinite(cap) && cap > 0.0 && isfinite(sp) && sp > 0.0))
-                    fail_msg("%s: capacity %g, two threads %g", cases[k], cap, sp);
-            } else if (c && c < end) {
-                fail_msg("%s at %d thread(s): a capacity where none was measured", cases[k], th);
-            }
-            free(row);
-            free(threads);
+    int seen[6][2] = {{0}};
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *row = line[0] == '{' ? json_loads(line, 0, NULL) : NULL;
+        const char *suite = json_string_value(json_object_get(row, "suite")),
+                   *name = json_string_value(json_object_get(row, "case"));
+        int k = 0;
+        while (suite && name && k < 6 && strcmp(name, cases[k]) != 0) k++;
+        if (!suite || strcmp(suite, "train") != 0 || !name || k == 6) {
+            json_decref(row);
+            continue;
         }
+        const int th = (int)num(row, "threads");
+        assert_true(th == 1 || th == 2);
+        seen[k][th - 1]++;
+        if (num(row, "reps") < 20)
+            fail_msg("%s at %d threads: %g steps, fewer than 20", name, th, num(row, "reps"));
+        if (th == 2 && two_cores) {
+            const double cap = num(row, "capacity"), sp = num(row, "capacity_threads_speedup");
+            if (!(isfinite(cap) && cap > 0.0 && isfinite(sp) && sp > 0.0))
+                fail_msg("%s: capacity %g, two threads %g", name, cap, sp);
+        } else if (json_object_get(row, "capacity")) {
+            fail_msg("%s at %d thread(s): a capacity where none was measured", name, th);
+        }
+        json_decref(row);
+    }
+    for (int k = 0; k < 6; k++)
+        for (int th = 1; th <= 2; th++)
+            if (seen[k][th - 1] != 1)
+                fail_msg("%d rows of %s at %d threads in: %s", seen[k][th - 1], cases[k], th, err);
     free(out);
     free(err);
 }
