@@ -152,3 +152,31 @@ void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx)
 #pragma omp parallel for schedule(static, 1) num_threads(T)
     for (int t = 0; t < T; t++) fn(ctx, t);
 }
+
+int xd_thread_num(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+static int run_start(int g, int T, int n) { return (int)((long long)n * g / T); }
+
+void xd_runs_init(int *next, int T, int n)
+{
+    for (int g = 0; g < T; g++) next[g] = run_start(g, T, n);
+}
+
+int xd_runs_take(int *next, int T, int n, int t, int *k)
+{
+    for (; *k < T; ++*k) {
+        const int g = (t + *k) % T;
+        int c;
+#pragma omp atomic capture
+        c = next[g]++;
+        if (c < run_start(g + 1, T, n)) return c;
+    }
+    return -1;
+}

@@ -1,6 +1,7 @@
 /* Our packed sgemm, split over threads without changing a bit (see gemm.h). */
 #include "nn/gemm.h"
 
+#include "core/mem.h"
 #include "core/runtime.h"
 #include "core/status.h"
 
@@ -533,6 +534,39 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1)
     *r1 = (int)((long)len * (i + 1) / nb);
 }
 
+/* nn_gemm_split's call: its arguments */
+typedef struct {
+    nn_gemm_single_fn single;
+    int trans_a, trans_b, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int lda, ldb, ldc;
+    const void *Bp;
+    float *C;
+    int nb, by_rows;
+    nn_sgemm_rows_fn before, after;
+    void *ctx;
+} split_job;
+
+static void split_block(const split_job *j, int i)
+{
+    int r0, r1;
+    nn_sgemm_block_range(j->by_rows ? j->M : j->N, j->nb, i, &r0, &r1);
+    if (j->by_rows) {
+        /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
+        const float *a = j->trans_a ? j->A + r0 : j->A + (size_t)r0 * j->lda;
+        if (j->before) j->before(j->ctx, r0, r1);
+        j->single(j->trans_a, j->trans_b, r1 - r0, j->N, j->K, j->alpha, a, j->lda, j->B, j->ldb,
+                  j->Bp, j->beta, j->C + (size_t)r0 * j->ldc, j->ldc);
+        if (j->after) j->after(j->ctx, r0, r1);
+    } else {
+        /* columns r0..r1 of C come from columns of op(B) */
+        const float *b = j->trans_b ? j->B + (size_t)r0 * j->ldb : j->B + r0;
+        j->single(j->trans_a, j->trans_b, j->M, r1 - r0, j->K, j->alpha, j->A, j->lda, b, j->ldb,
+                  NULL, j->beta, j->C + r0, j->ldc);
+    }
+}
+
 void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, int N, int K,
                    float alpha, const float *A, int lda, const float *B, int ldb, const void *Bp,
                    float beta, float *C, int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
@@ -553,23 +587,31 @@ void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, in
             before(ctx, r0, r1);
         }
     }
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < nb; i++) {
-        int r0, r1;
-        nn_sgemm_block_range(by_rows ? M : N, nb, i, &r0, &r1);
-        if (by_rows) {
-            /* rows r0..r1 of C come from rows of op(A): A's rows, or A's columns if transposed */
-            const float *a = trans_a ? A + r0 : A + (size_t)r0 * lda;
-            if (before) before(ctx, r0, r1);
-            single(trans_a, trans_b, r1 - r0, N, K, alpha, a, lda, B, ldb, Bp, beta,
-                   C + (size_t)r0 * ldc, ldc);
-            if (after) after(ctx, r0, r1);
-        } else {
-            /* columns r0..r1 of C come from columns of op(B) */
-            const float *b = trans_b ? B + (size_t)r0 * ldb : B + r0;
-            single(trans_a, trans_b, M, r1 - r0, K, alpha, A, lda, b, ldb, NULL, beta, C + r0, ldc);
-        }
+    const split_job j = {single, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc,
+                         Bp, C, nb, by_rows, before, after, ctx};
+    const int threads = xd_threads_get();
+    if (threads == 1) { /* no region: see xd_threads_split */
+        for (int i = 0; i < nb; i++) split_block(&j, i);
+        if (after && !by_rows) after(ctx, 0, M);
+        return;
     }
+    if (nb <= threads) { /* a block a thread */
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) split_block(&j, i);
+        if (after && !by_rows) after(ctx, 0, M);
+        return;
+    }
+    /* more blocks than threads: in runs, one a thread, that a thread done with its own takes over
+     * from a slower one (xd_runs_take); the bits are the same whoever computes a block */
+    enum { TEAM_ROOM = 64 };
+    const int T = threads;
+    int room[TEAM_ROOM];
+    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
+    xd_runs_init(next, T, nb);
+#pragma omp parallel num_threads(T)
+    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, nb, t, &k)) >= 0;)
+        split_block(&j, i);
+    if (next != room) free(next);
     if (after && !by_rows) after(ctx, 0, M);
 }
 
@@ -593,22 +635,34 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                 by_rows || !Bp ? nn_sgemm_blocks(M, N, K) : 1, by_rows, before, after, ctx);
 }
 
+/* How many blocks nn_gemm_split gets for nb threads: twice as many, for a thread done early to
+ * take over from a slower one, where smaller blocks cost no more work (none packs an operand the
+ * others pack too): columns whose blocks read op(A) in place (at most 4 panels wide; op(B)'s
+ * panels are each packed by one block anyway), rows whose blocks read op(B) in place. */
+static int split_blocks(int M, int N, int K, int trans_b, int nb, int by_rows)
+{
+    if (nb == 1) return 1;
+    const int rows = !trans_b && k_block_most(K) <= B_IN_PLACE_KC && M / (2 * nb) >= MIN_ROWS / 2;
+    const int cols = N / nb <= 4 * NR && N / (2 * nb) >= NR;
+    return (by_rows ? rows : cols) ? 2 * nb : nb;
+}
+
 /* nn_sgemm, or with rows_first (nn_sgemm_param_rows) C split by rows whenever each block gets
  * MIN_ROWS of them and op(B) is read in place (each row block would pack all of it otherwise) */
 static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float alpha,
                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
                           int ldc, int rows_first)
 {
-    /* No work around the blocks, so no reason for more blocks than threads: each block packs
-     * its own copy of the operand all blocks share. */
+    /* No work around the blocks, so a block a thread (twice that where smaller blocks cost
+     * nothing more: split_blocks); a block may pack its own copy of the operand all share. */
     const int nb = nn_sgemm_thread_blocks(M, N, K);
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
      * MIN_ROWS wide, so never narrower than a tile). */
     const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS && !trans_b &&
                                   k_block_most(K) <= B_IN_PLACE_KC);
-    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, nb, by_rows,
-                NULL, NULL, NULL);
+    sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc,
+                split_blocks(M, N, K, trans_b, nb, by_rows), by_rows, NULL, NULL, NULL);
 }
 
 void nn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,

@@ -4,9 +4,9 @@
  * does not hang on which BLAS kernel the library picks. Each element of C is one fused
  * multiply-add chain over k whose blocks along K depend on K alone, so an element's bits do not
  * depend on how C is cut up: the product is split into blocks along the longer side of C, spread
- * over our OpenMP threads (one block per thread for nn_sgemm; a number fixed by the shape for
- * nn_sgemm_rows, so its callers' work runs on the same rows whatever the thread count), and the
- * results are bit-identical at 1, 2 or more threads. */
+ * over our OpenMP threads (one or two blocks per thread for nn_sgemm; a number fixed by the shape
+ * for nn_sgemm_rows, so its callers' work runs on the same rows whatever the thread count), and
+ * the results are bit-identical at 1, 2 or more threads. */
 #ifndef XD_NN_GEMM_H
 #define XD_NN_GEMM_H
 
@@ -149,7 +149,8 @@ void nn_sgemm_block_range(int len, int nb, int i, int *r0, int *r1);
 /* One kernel's product on one thread (C = alpha op(A) op(B) + beta C; Bp: its own pre-packed
  * op(B), or NULL), and the driver every kernel shares: the product in nb blocks of C's rows
  * (by_rows; Bp then serves every block) or columns, run in parallel, before and after as
- * nn_sgemm_rows. */
+ * nn_sgemm_rows. With more blocks than threads, each thread first takes the blocks of its own
+ * share, in order, then those of a slower thread not yet begun (xd_runs_take). */
 typedef void (*nn_gemm_single_fn)(int trans_a, int trans_b, int M, int N, int K, float alpha,
                                   const float *A, int lda, const float *B, int ldb, const void *Bp,
                                   float beta, float *C, int ldc);

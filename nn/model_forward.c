@@ -337,14 +337,11 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
 
 /* nn_model_infer's rows in shares of share rows on the calling thread. Outside a team (next
  * NULL) it runs them all, one after the other, without a work-sharing construct (whose set-up,
- * even for one thread, allocates). In a team of T, the shares fall into T groups of consecutive
- * rows, next[g] the first share of group g not yet taken: thread t runs group t's shares (its
- * images stay in its core's cache from one call to the next, and the image batcher's stage 2
- * gives each thread the same rows), then takes what the others have not begun. A thread that
- * starts late (cores shared with other jobs) thus finds less left to do instead of holding up
- * the call with its whole group. Every thread goes through all T groups, so all shares run
- * whatever size the team gets. A model of up to NODE_ROOM nodes keeps its row tables on the
- * stack: a small model's call costs no more. */
+ * even for one thread, allocates). In a team of T, the shares are taken as xd_runs_take hands
+ * them out (next: its runs): thread t first runs its own run of consecutive rows (its images stay
+ * in its core's cache from one call to the next, and the image batcher's stage 2 gives each
+ * thread the same rows), then what the others have not begun. A model of up to NODE_ROOM nodes
+ * keeps its row tables on the stack: a small model's call costs no more. */
 static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int *next, int T)
 {
     enum { NODE_ROOM = 256 };
@@ -357,21 +354,10 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int
     if (!next) {
         infer_rows(m, 0, B, need, at, keep);
     } else {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        for (int k = 0; k < T; k++) { /* every group, whatever the team's size */
-            const int g = (t + k) % T, end = (g + 1) * n_shares / T;
-            for (;;) {
-                int c;
-#pragma omp atomic capture
-                c = next[g]++;
-                if (c >= end) break;
-                const int b0 = c * share;
-                infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
-            }
+        const int t = xd_thread_num();
+        for (int k = 0, c; (c = xd_runs_take(next, T, n_shares, t, &k)) >= 0;) {
+            const int b0 = c * share;
+            infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
         }
     }
     if (!room) {
@@ -437,7 +423,7 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     const int n_shares = (B + share - 1) / share;
     int room[TEAM_ROOM];
     int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
-    for (int g = 0; g < T; g++) next[g] = g * n_shares / T;
+    xd_runs_init(next, T, n_shares);
 #pragma omp parallel num_threads(T)
     {
 #ifdef _OPENMP

@@ -1,4 +1,4 @@
-/* core/: status messages, arena, counter-based RNG, BLAS kernel choice. */
+/* core/: status messages, arena, counter-based RNG, runs of work items, BLAS kernel choice. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -137,6 +137,72 @@ static void test_rng_shuffle_is_permutation(void **state)
     assert_true(moved > 80);
 }
 
+/* xd_runs_take, called in turn as the threads of a team would: each thread's own run first and
+ * in order, then what is left of the others'; a thread that never comes (a smaller team, or a
+ * thread held up) has its run done by the others; every item exactly once, for runs of uneven
+ * lengths and for more threads than items. Then a real team, whatever its size, takes every item
+ * once. */
+static void test_runs_take_each_item_once(void **state)
+{
+    (void)state;
+    enum { ROOM = 8 };
+    static const int cases[][2] = {{2, 4}, {2, 5}, {3, 10}, {4, 3}, {1, 6}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c][0], n = cases[c][1];
+        for (int present = 1; present <= T; present++) { /* threads 0..present-1 come */
+            int next[ROOM], k[ROOM] = {0}, seen[16] = {0}, order[ROOM][16], got[ROOM] = {0};
+            xd_runs_init(next, T, n);
+            int left = present;
+            for (int round = 0; left > 0; round++)
+                for (int t = 0; t < present; t++) {
+                    if (k[t] > T) continue; /* done */
+                    const int i = xd_runs_take(next, T, n, t, &k[t]);
+                    if (i < 0) {
+                        k[t] = T + 1;
+                        left--;
+                        continue;
+                    }
+                    assert_true(i >= 0 && i < n);
+                    seen[i]++;
+                    order[t][got[t]++] = i;
+                }
+            if (present == T && n % T == 0)
+                for (int t = 0; t < T; t++) assert_int_equal(got[t], n / T);
+            for (int i = 0; i < n; i++)
+                if (seen[i] != 1)
+                    fail_msg("T %d, n %d, %d threads: item %d taken %d times", T, n, present, i,
+                             seen[i]);
+            /* a thread takes its own run's items first, in order, and none after another's (all
+             * threads present and runs of equal length: exactly its own run) */
+            for (int t = 0; t < present; t++) {
+                const int start = n * t / T, end = n * (t + 1) / T;
+                int own = 0;
+                while (own < got[t] && order[t][own] >= start && order[t][own] < end) {
+                    if (own > 0 && order[t][own] != order[t][own - 1] + 1)
+                        fail_msg("T %d, n %d: thread %d took %d after %d", T, n, t,
+                                 order[t][own], order[t][own - 1]);
+                    own++;
+                }
+                for (int q = own; q < got[t]; q++)
+                    if (order[t][q] >= start && order[t][q] < end)
+                        fail_msg("T %d, n %d: thread %d took its own %d late", T, n, t,
+                                 order[t][q]);
+            }
+        }
+    }
+    /* a team of the threads there are */
+    enum { N = 1000 };
+    int next[ROOM], seen[N] = {0};
+    const int T = xd_threads_get() < ROOM ? xd_threads_get() : ROOM;
+    xd_runs_init(next, T, N);
+#pragma omp parallel num_threads(T)
+    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, N, t, &k)) >= 0;) {
+#pragma omp atomic
+        seen[i]++;
+    }
+    for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
+}
+
 static void test_blas_choice(void **state)
 {
     (void)state;
@@ -161,6 +227,7 @@ int main(void)
         cmocka_unit_test(test_arena_grows_to_high_water),
         cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_shuffle_is_permutation),
+        cmocka_unit_test(test_runs_take_each_item_once),
         cmocka_unit_test(test_blas_choice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

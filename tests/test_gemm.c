@@ -145,8 +145,10 @@ static void assert_same_bits(const float *a, const float *b, int M, int N, int l
 
 /* The bits of an element do not depend on the thread count, on the rows or columns one call
  * covers, on the shape-fixed blocks of nn_sgemm_rows, on nn_sgemm_param_rows's split by rows of a
- * C wider than tall (the last two shapes: 65 and 64 rows a thread at 2 threads; the others fall
- * back to nn_sgemm's split) or on whether the kernel computes C or C^T,
+ * C wider than tall (130 x 500 and 128 x 784: 65 and 64 rows a thread at 2 threads, the second in
+ * four blocks that threads take from each other; the others fall back to nn_sgemm's split), on
+ * columns in blocks of one panel, twice the threads (128 x 128 x 784, a linear layer's forward),
+ * or on whether the kernel computes C or C^T,
  * with alpha and beta as training uses them (beta 1: biases and accumulated gradients) and
  * others. */
 static void test_bits_independent_of_split(void **state)
@@ -154,7 +156,8 @@ static void test_bits_independent_of_split(void **state)
     (void)state;
     const int threads = xd_threads_get();
     static const int shapes[][3] = {{700, 64, 289}, {64, 289, 2000}, {3000, 10, 200},
-                                    {40, 3000, 64},  {130, 500, 70}, {128, 784, 128}};
+                                    {40, 3000, 64},  {130, 500, 70}, {128, 784, 128},
+                                    {128, 128, 784}};
     static const float ab[][2] = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.5f, 0.75f}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t v = 0; v < sizeof ab / sizeof ab[0]; v++) {

@@ -482,15 +482,6 @@ int img_batcher_pixel_values(const img_batcher *b, float *values)
     return 1;
 }
 
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 static int thread_count(void)
 {
 #ifdef _OPENMP
@@ -507,7 +498,7 @@ static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, i
     const size_t in_size = (size_t)cb->h * cb->w * cb->c;
     img_aug a = augment ? img_aug_sample(&cb->o, cb->rh, cb->rw, cb->ch, cb->cw, seed, k, epoch)
                         : img_aug_centre(cb->rh, cb->rw, cb->ch, cb->cw);
-    int t = thread_id();
+    int t = xd_thread_num();
     XD_ASSERT(t < cb->n_slots);
     prepare_one(cb, images + k * in_size, a, cb->slots + (size_t)t * cb->slot_bytes, out);
 }
@@ -573,7 +564,7 @@ xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, cons
     /* each thread a run of the entries (an image's values do not depend on which thread) */
 #pragma omp parallel
     {
-        const int t = thread_id(), nt = thread_count();
+        const int t = xd_thread_num(), nt = thread_count();
         fill_range(cb, images, idx, (int)((long)count * t / nt), (int)((long)count * (t + 1) / nt),
                    augment, seed, epoch, out);
     }
