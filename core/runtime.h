@@ -57,11 +57,11 @@ int xd_thread_num(void);
 /* Items 0 .. n - 1 shared among a team of T threads in runs: run g holds the consecutive items
  * g * n / T .. (g + 1) * n / T - 1, and next[g] (set by xd_runs_init) is the first of them not yet
  * taken. xd_runs_take gives thread t of the team the next item to do, or -1 when none is left: the
- * items of its own run first, in order (a core keeps the items it had the call before, as a
- * static schedule gives them), then those of the other runs that no thread has begun. A thread
- * that runs slower (its core shared with other work) thus finds its run's last items done by the
- * others instead of holding up the call with them. *k starts at 0 and is the thread's own; every
- * thread goes through all T runs, so every item is done whatever the team's size. */
+ * items of its own run first, in order (a core keeps the items it had the call before), then
+ * those of the other runs that no thread has begun. A thread that runs slower (its core shared
+ * with other work) thus finds its run's last items done by the others instead of holding up the
+ * call with them. *k starts at 0 and is the thread's own; every thread goes through all T runs,
+ * so every item is done whatever the team's size. */
 void xd_runs_init(int *next, int T, int n);
 int xd_runs_take(int *next, int T, int n, int t, int *k);
 

@@ -15,8 +15,8 @@
 #include <immintrin.h>
 #endif
 
-/* Enough blocks to balance a few threads; not so many that blocks get thin (<64 rows) or that a
- * small product pays for a parallel region. */
+/* Enough blocks to balance a few threads; not so many that blocks get thin (<64 rows, but where
+ * split_blocks halves them) or that a small product pays for a parallel region. */
 #define MAX_BLOCKS 16
 #define MIN_ROWS NN_GEMM_MIN_ROWS
 #define MIN_FLOPS 4.0e6
@@ -579,8 +579,9 @@ void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, in
         if (after) after(ctx, 0, M);
         return;
     }
+    const int threads = xd_threads_get();
     if (before && !by_rows) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (threads > 1)
         for (int i = 0; i < nb; i++) {
             int r0, r1;
             nn_sgemm_block_range(M, nb, i, &r0, &r1);
@@ -589,7 +590,6 @@ void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, in
     }
     const split_job j = {single, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc,
                          Bp, C, nb, by_rows, before, after, ctx};
-    const int threads = xd_threads_get();
     if (threads == 1) { /* no region: see xd_threads_split */
         for (int i = 0; i < nb; i++) split_block(&j, i);
         if (after && !by_rows) after(ctx, 0, M);
@@ -635,15 +635,20 @@ void nn_sgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                 by_rows || !Bp ? nn_sgemm_blocks(M, N, K) : 1, by_rows, before, after, ctx);
 }
 
-/* How many blocks nn_gemm_split gets for nb threads: twice as many, for a thread done early to
- * take over from a slower one, where smaller blocks cost no more work (none packs an operand the
- * others pack too): columns whose blocks read op(A) in place (at most 4 panels wide; op(B)'s
- * panels are each packed by one block anyway), rows whose blocks read op(B) in place. */
+/* How many blocks nn_gemm_split gets for nb blocks, one for each of the threads: twice as many,
+ * for a thread done early to take over from a slower one, where the smaller blocks cost no more
+ * work: none computed transposed (its op(A) would become a packed side), and none packing an
+ * operand the others pack too. So columns in whole panels whose blocks read op(A) in place (at
+ * most 4 panels wide; op(B)'s panels are each packed by one block anyway), rows whose blocks read
+ * op(B) in place. Otherwise nb; and nb when the shape gave fewer blocks than threads (thinner
+ * blocks would only go to more threads, not be taken over). */
 static int split_blocks(int M, int N, int K, int trans_b, int nb, int by_rows)
 {
-    if (nb == 1) return 1;
-    const int rows = !trans_b && k_block_most(K) <= B_IN_PLACE_KC && M / (2 * nb) >= MIN_ROWS / 2;
-    const int cols = N / nb <= 4 * NR && N / (2 * nb) >= NR;
+    if (nb == 1 || nb != xd_threads_get()) return nb;
+    const int half = (by_rows ? M : N) / (2 * nb);
+    if (nn_gemm_transposes(by_rows ? half : M, by_rows ? N : half, MR, NR)) return nb;
+    const int rows = !trans_b && k_block_most(K) <= B_IN_PLACE_KC;
+    const int cols = N / nb <= 4 * NR && N % (2 * nb * NR) == 0;
     return (by_rows ? rows : cols) ? 2 * nb : nb;
 }
 
@@ -658,7 +663,7 @@ static void sgemm_threads(int trans_a, int trans_b, int M, int N, int K, float a
     const int nb = nn_sgemm_thread_blocks(M, N, K);
     /* Row blocks each pack all of op(B); column blocks each read all of op(A), in place while
      * their columns are few. Columns then, unless C is taller than wide (blocks are at least
-     * MIN_ROWS wide, so never narrower than a tile). */
+     * MIN_ROWS wide, half that where split_blocks doubles them: never narrower than a tile). */
     const int by_rows = M > N || (rows_first && M / nb >= MIN_ROWS && !trans_b &&
                                   k_block_most(K) <= B_IN_PLACE_KC);
     sgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc,

@@ -122,10 +122,11 @@ void nn_sgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
                   int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Rows of C (or columns, when C is split by them) a block takes at least: thinner blocks are not
- * worth a thread (the splits of both kernels, float32 and bf16) */
+ * worth a thread (the splits of both kernels, float32 and bf16; nn_sgemm may halve its blocks so
+ * that threads take them over from each other, see nn_gemm_split) */
 #define NN_GEMM_MIN_ROWS 64
 
-/* Blocks nn_sgemm_rows uses for an M x N x K product (nn_sgemm: at most one a thread). */
+/* Blocks nn_sgemm_rows uses for an M x N x K product (nn_sgemm: one or two a thread). */
 int nn_sgemm_blocks(int M, int N, int K);
 /* nn_sgemm_blocks, but no more than the threads (a call whose blocks need no fixed number) */
 int nn_sgemm_thread_blocks(int M, int N, int K);

@@ -140,8 +140,8 @@ static void test_rng_shuffle_is_permutation(void **state)
 /* xd_runs_take, called in turn as the threads of a team would: each thread's own run first and
  * in order, then what is left of the others'; a thread that never comes (a smaller team, or a
  * thread held up) has its run done by the others; every item exactly once, for runs of uneven
- * lengths and for more threads than items. Then a real team, whatever its size, takes every item
- * once. */
+ * lengths and for more threads than items. Then real teams of four threads and of fewer than the
+ * runs take every item once. */
 static void test_runs_take_each_item_once(void **state)
 {
     (void)state;
@@ -153,7 +153,7 @@ static void test_runs_take_each_item_once(void **state)
             int next[ROOM], k[ROOM] = {0}, seen[16] = {0}, order[ROOM][16], got[ROOM] = {0};
             xd_runs_init(next, T, n);
             int left = present;
-            for (int round = 0; left > 0; round++)
+            while (left > 0)
                 for (int t = 0; t < present; t++) {
                     if (k[t] > T) continue; /* done */
                     const int i = xd_runs_take(next, T, n, t, &k[t]);
@@ -190,17 +190,19 @@ static void test_runs_take_each_item_once(void **state)
             }
         }
     }
-    /* a team of the threads there are */
-    enum { N = 1000 };
-    int next[ROOM], seen[N] = {0};
-    const int T = xd_threads_get() < ROOM ? xd_threads_get() : ROOM;
-    xd_runs_init(next, T, N);
-#pragma omp parallel num_threads(T)
-    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, N, t, &k)) >= 0;) {
+    /* real teams: as many threads as runs, and fewer (each thread then goes through every run) */
+    enum { N = 1000, RUNS = 4 };
+    for (int team = RUNS; team >= 1; team--) {
+        int next[RUNS], seen[N] = {0};
+        xd_runs_init(next, RUNS, N);
+#pragma omp parallel num_threads(team)
+        for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, RUNS, N, t, &k)) >= 0;) {
 #pragma omp atomic
-        seen[i]++;
+            seen[i]++;
+        }
+        for (int i = 0; i < N; i++)
+            if (seen[i] != 1) fail_msg("a team of %d: item %d taken %d times", team, i, seen[i]);
     }
-    for (int i = 0; i < N; i++) assert_int_equal(seen[i], 1);
 }
 
 static void test_blas_choice(void **state)

@@ -145,10 +145,10 @@ static void assert_same_bits(const float *a, const float *b, int M, int N, int l
 
 /* The bits of an element do not depend on the thread count, on the rows or columns one call
  * covers, on the shape-fixed blocks of nn_sgemm_rows, on nn_sgemm_param_rows's split by rows of a
- * C wider than tall (130 x 500 and 128 x 784: 65 and 64 rows a thread at 2 threads, the second in
- * four blocks that threads take from each other; the others fall back to nn_sgemm's split), on
- * columns in blocks of one panel, twice the threads (128 x 128 x 784, a linear layer's forward),
- * or on whether the kernel computes C or C^T,
+ * C wider than tall (130 x 500 and 128 x 784: 65 and 64 rows a thread at 2 threads, in four blocks
+ * that the threads take from each other; the others fall back to nn_sgemm's split), on columns in
+ * twice as many blocks as threads where op(A) is still read in place (128 x 128 x 784, a linear
+ * layer's forward, in the AVX-512 and AVX2 builds), or on whether the kernel computes C or C^T,
  * with alpha and beta as training uses them (beta 1: biases and accumulated gradients) and
  * others. */
 static void test_bits_independent_of_split(void **state)
