@@ -8,12 +8,12 @@
  * a time in turn (ROUNDS), so that the speed-ups compare the same spells of a shared machine.
  * At the largest thread count n of at most CAPACITY_MAX that the cores run, n copies of the model
  * taking one-thread steps side by side give the cores' capacity for the work, against which n
- * threads on one model are set (capacity()). Memory: the models run in increasing order of size; before each is built the
- * process's peak RSS is reset to the current RSS (Linux), so each model's figure is the peak
- * reached while it was built and trained, and the growth is what it added over the process
- * before it (code, libraries, the image pool). Where the reset is refused, the figure is the
- * process high-water mark and the growth is how much that mark rose, which still means something
- * because the smaller model ran first.
+ * threads on one model are set (capacity()). Memory: the models run in increasing order of size;
+ * before each is built the process's peak RSS is reset to the current RSS (Linux), so each
+ * model's figure is the peak reached while it was built and trained, and the growth is what it
+ * added over the process before it (code, libraries, the image pool). Where the reset is refused,
+ * the figure is the process high-water mark and the growth is how much that mark rose, which
+ * still means something because the smaller model ran first.
  *
  * Each model also runs with its products in bf16 (train.precision: bf16, nn/gemm_bf16.h), timed
  * right after float32 at each thread count: rows NAME_bf16, with their speed against float32.
@@ -40,10 +40,6 @@
 #include "distill/kd.h"
 #include "io/dataset.h"
 #include "nn/loss.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 // ----------------------------------------------------------------------------------------------
 // the image pool
@@ -300,11 +296,7 @@ typedef struct {
 static void copy_steps(void *ctx, int k)
 {
     copies_job *j = ctx;
-#ifdef _OPENMP
-    j->team[k] = omp_get_num_threads();
-#else
-    j->team[k] = 1;
-#endif
+    j->team[k] = xd_team_size();
     /* one thread each: the region's threads start with the count of the thread that entered it */
     j->st[k] = row_round(j->mc, &j->t[k], j->p, j->seconds, &j->s[k], &j->e[k]);
 }

@@ -162,6 +162,15 @@ int xd_thread_num(void)
 #endif
 }
 
+int xd_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 static int run_start(int g, int T, int n) { return (int)((long long)n * g / T); }
 
 void xd_runs_init(int *next, int T, int n)

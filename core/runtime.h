@@ -52,8 +52,10 @@ int xd_threads_in_team(void);
  * thread without a parallel region when T is 1 (see xd_threads_split: inference would pay a
  * region's entry per image). */
 void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx);
-/* The calling thread's number in its team (0 outside a parallel region, or without OpenMP) */
+/* The calling thread's number in its team, and the team's size (0 and 1 outside a parallel
+ * region, or without OpenMP) */
 int xd_thread_num(void);
+int xd_team_size(void);
 /* Items 0 .. n - 1 shared among a team of T threads in runs: run g holds the consecutive items
  * g * n / T .. (g + 1) * n / T - 1, and next[g] (set by xd_runs_init) is the first of them not yet
  * taken. xd_runs_take gives thread t of the team the next item to do, or -1 when none is left: the

@@ -8,9 +8,6 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -428,11 +425,7 @@ static void conv2d_dinp(float *dinp, float *dcols, const float *dout, const floa
         nn_sgemm_pack_b(0, K, s->OC, w, K, dcols);
 #pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
         for (int b = 0; b < s->B; b++) {
-#ifdef _OPENMP
-            float *rows = dcols + packed + (size_t)omp_get_thread_num() * per;
-#else
-            float *rows = dcols + packed;
-#endif
+            float *rows = dcols + packed + (size_t)xd_thread_num() * per;
             nn_sgemm_packed_serial(0, P, K, s->OC, 1.0f, dout + (size_t)b * P * s->OC, s->OC,
                                    dcols, 0.0f, rows, K);
             col2im_image(dinp, rows, s, b, first);

@@ -567,6 +567,28 @@ static void split_block(const split_job *j, int i)
     }
 }
 
+/* before for rows i of nb of C, where C is split by columns: every before ahead of the products */
+static void before_rows(const split_job *j, int i)
+{
+    int r0, r1;
+    nn_sgemm_block_range(j->M, j->nb, i, &r0, &r1);
+    j->before(j->ctx, r0, r1);
+}
+
+/* More blocks than T threads: in runs, one a thread, that a thread done with its own takes over
+ * from a slower one (xd_runs_take); the bits are the same whoever computes a block. */
+static void split_runs(const split_job *j, int T)
+{
+    enum { TEAM_ROOM = 64 };
+    int room[TEAM_ROOM];
+    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
+    xd_runs_init(next, T, j->nb);
+#pragma omp parallel num_threads(T)
+    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, j->nb, t, &k)) >= 0;)
+        split_block(j, i);
+    if (next != room) free(next);
+}
+
 void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, int N, int K,
                    float alpha, const float *A, int lda, const float *B, int ldb, const void *Bp,
                    float beta, float *C, int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
@@ -580,38 +602,22 @@ void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, in
         return;
     }
     const int threads = xd_threads_get();
-    if (before && !by_rows) {
-#pragma omp parallel for schedule(static) if (threads > 1)
-        for (int i = 0; i < nb; i++) {
-            int r0, r1;
-            nn_sgemm_block_range(M, nb, i, &r0, &r1);
-            before(ctx, r0, r1);
-        }
-    }
     const split_job j = {single, trans_a, trans_b, M, N, K, alpha, beta, A, B, lda, ldb, ldc,
                          Bp, C, nb, by_rows, before, after, ctx};
+    if (before && !by_rows && threads == 1) {
+        for (int i = 0; i < nb; i++) before_rows(&j, i);
+    } else if (before && !by_rows) {
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < nb; i++) before_rows(&j, i);
+    }
     if (threads == 1) { /* no region: see xd_threads_split */
         for (int i = 0; i < nb; i++) split_block(&j, i);
-        if (after && !by_rows) after(ctx, 0, M);
-        return;
-    }
-    if (nb <= threads) { /* a block a thread */
+    } else if (nb <= threads) { /* a block a thread */
 #pragma omp parallel for schedule(static)
         for (int i = 0; i < nb; i++) split_block(&j, i);
-        if (after && !by_rows) after(ctx, 0, M);
-        return;
+    } else {
+        split_runs(&j, threads);
     }
-    /* more blocks than threads: in runs, one a thread, that a thread done with its own takes over
-     * from a slower one (xd_runs_take); the bits are the same whoever computes a block */
-    enum { TEAM_ROOM = 64 };
-    const int T = threads;
-    int room[TEAM_ROOM];
-    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
-    xd_runs_init(next, T, nb);
-#pragma omp parallel num_threads(T)
-    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, nb, t, &k)) >= 0;)
-        split_block(&j, i);
-    if (next != room) free(next);
     if (after && !by_rows) after(ctx, 0, M);
 }
 

@@ -695,15 +695,16 @@ static void test_bench_train_rounds(void **state)
     static const char *const cases[] = {"mlp_student", "mlp_student_bf16", "teacher_cnn",
                                         "teacher_cnn_bf16", "teacher_cnn_fwd",
                                         "teacher_cnn_fwd_bf16"};
+    enum { CASES = sizeof cases / sizeof cases[0] };
     const int two_cores = sysconf(_SC_NPROCESSORS_ONLN) >= 2;
-    int seen[6][2] = {{0}};
+    int seen[CASES][2] = {{0}};
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
         json_t *row = line[0] == '{' ? json_loads(line, 0, NULL) : NULL;
         const char *suite = json_string_value(json_object_get(row, "suite")),
                    *name = json_string_value(json_object_get(row, "case"));
         int k = 0;
-        while (suite && name && k < 6 && strcmp(name, cases[k]) != 0) k++;
-        if (!suite || strcmp(suite, "train") != 0 || !name || k == 6) {
+        while (suite && name && k < CASES && strcmp(name, cases[k]) != 0) k++;
+        if (!suite || strcmp(suite, "train") != 0 || !name || k == CASES) {
             json_decref(row);
             continue;
         }
@@ -721,7 +722,7 @@ static void test_bench_train_rounds(void **state)
         }
         json_decref(row);
     }
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < CASES; k++)
         for (int th = 1; th <= 2; th++)
             if (seen[k][th - 1] != 1)
                 fail_msg("%d rows of %s at %d threads in: %s", seen[k][th - 1], cases[k], th, err);

@@ -14,9 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "core/mem.h"
 #include "core/runtime.h"
@@ -482,15 +479,6 @@ int img_batcher_pixel_values(const img_batcher *b, float *values)
     return 1;
 }
 
-static int thread_count(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
 /* One image of img_batcher_fill: source image number k into out, in the calling thread's slot. */
 static void fill_one(const img_batcher *cb, const uint8_t *images, uint32_t k, int augment,
                      uint64_t seed, uint64_t epoch, float *out)
@@ -564,7 +552,7 @@ xd_status img_batcher_fill(img_batcher *b, const uint8_t *images, size_t n, cons
     /* each thread a run of the entries (an image's values do not depend on which thread) */
 #pragma omp parallel
     {
-        const int t = xd_thread_num(), nt = thread_count();
+        const int t = xd_thread_num(), nt = xd_team_size();
         fill_range(cb, images, idx, (int)((long)count * t / nt), (int)((long)count * (t + 1) / nt),
                    augment, seed, epoch, out);
     }
