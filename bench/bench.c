@@ -18,7 +18,7 @@ static const bench_suite suites[] = {
      bench_gemm},
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, the "
-              "cores' capacity, memory", bench_train},
+              "cores' capacity and handoff, memory", bench_train},
     {"distill", "MLP student: CE step vs KD with the teacher online vs KD from cached logits", bench_distill},
     {"scale", "teacher CNN training step images/s at batch 32 to 512 (under mpirun: over the ranks)", bench_scale},
     {"infer", "predict's engine vs ONNX Runtime, float and int8 students, batch 1 and 64; then float vs int8", bench_infer},
@@ -48,6 +48,12 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return median_sorted(v, n);
 }
 
 void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, double min_seconds,

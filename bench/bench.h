@@ -37,6 +37,8 @@ void bench_samples_run(bench_samples *s, void (*fn)(void *ctx), void *ctx, doubl
 bench_time bench_samples_time(const bench_samples *s);
 void bench_samples_free(bench_samples *s);
 double bench_now(void);
+/* Sorts v (n > 0 values) in place and returns their median. */
+double bench_median(double *v, int n);
 /* Peak resident set size of this process so far, in MiB. */
 double bench_max_rss_mib(void);
 
@@ -85,6 +87,19 @@ xd_status bench_infer_model(const char *recipe_path, const char *key, const char
 /* Makes a new folder $TMPDIR/xdistill-bench-NAME.XXXXXX (TMPDIR unset: the system's) into out;
  * on failure prints the command's one-line error and returns 1. */
 int bench_temp_dir(const char *name, char *out, size_t n);
+
+/* The cost of handing data from one core to another, as two threads of this process see it: the
+ * median round trip of a cache line between them (each thread writing it in turn), and the rates
+ * at which one thread reads a 512 KiB block that the other has just written (its lines come from
+ * the other core's cache) and one that it wrote itself (from its own). On a virtual machine these
+ * follow where the host runs the two virtual cores, which may change from one minute to the next.
+ * bench_handoff_measure: 0, or -1 (and zeros) where no team of two threads ran or a read did not
+ * return what was written; quick: a tenth of the round trips. */
+typedef struct {
+    double round_trip_ns;
+    double other_gbs, own_gbs;
+} bench_handoff;
+int bench_handoff_measure(bench_handoff *h, int quick);
 
 /* Prints the machine header (CPU, BLAS kernel, threads) once per run. */
 void bench_header(const bench_opts *o);

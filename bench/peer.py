@@ -617,8 +617,12 @@ def compare(ours, theirs, out):
             cap = (f"; two one-thread copies side by side {o2['capacity']:.2f}x one alone, our 2 "
                    f"threads {o2['capacity_threads_speedup']:.2f}x in the same rounds"
                    if "capacity" in o2 else "")
+            hand = (f"; the cores' handoff: a cache line's round trip {o2['handoff_round_trip_ns']:.0f} ns "
+                    f"[{o2['handoff_round_trip_min_ns']:.0f}-{o2['handoff_round_trip_max_ns']:.0f}], "
+                    f"a block the other core wrote read at {o2['handoff_other_gbs']:.1f} GB/s"
+                    if "handoff_round_trip_ns" in o2 else "")
             print(f"{case}: our 2 threads vs 1: {s:.2f}x (target {SCALING_TARGET}x: "
-                  f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}{cap}", file=out)
+                  f"{'met' if s >= SCALING_TARGET else 'MISSED'}){ps}{cap}{hand}", file=out)
     dist = [t for t in theirs if t["suite"] == "distill"]
     if dist and any(r["suite"] == "distill" for r in ours):
         print(f"\n{'distill case':<12} {'thr':>3} {'ours img/s':>11} {'pytorch img/s':>14} "

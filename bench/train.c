@@ -8,7 +8,10 @@
  * a time in turn (ROUNDS), so that the speed-ups compare the same spells of a shared machine.
  * At the largest thread count n of at most CAPACITY_MAX that the cores run, n copies of the model
  * taking one-thread steps side by side give the cores' capacity for the work, against which n
- * threads on one model are set (capacity()). Memory: the models run in increasing order of size;
+ * threads on one model are set (capacity()); before each of a model's rounds the cores' handoff
+ * (bench_handoff: how far apart two threads' cores are, which on a virtual machine can change
+ * from one minute to the next) is measured, and its median and range over the rounds printed
+ * beside the capacity. Memory: the models run in increasing order of size;
  * before each is built the process's peak RSS is reset to the current RSS (Linux), so each
  * model's figure is the peak reached while it was built and trained, and the growth is what it
  * added over the process before it (code, libraries, the image pool). Where the reset is refused,
@@ -26,6 +29,7 @@
  *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -384,6 +388,74 @@ static capacity_figures capacity(const model_case *mc, bench_trainer *t0, int n,
     return f;
 }
 
+/* The thread count of opts whose rows get the capacity and the cores' handoff: the largest above
+ * one of at most CAPACITY_MAX that the cores run side by side; -1 when there is none. */
+static int capacity_threads(const bench_opts *o)
+{
+    int cap_ti = -1;
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int ti = 0; ti < o->n_threads; ti++)
+        if (o->threads[ti] > 1 && o->threads[ti] <= cores && o->threads[ti] <= CAPACITY_MAX &&
+            (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
+            cap_ti = ti;
+    return cap_ti;
+}
+
+/* The cores' handoff (bench_handoff) before each of a model's rounds: on a virtual machine it
+ * follows where the host runs the virtual cores, which a model's rounds may see change. */
+typedef struct {
+    bench_handoff h[ROUNDS];
+    int n; /* rounds measured */
+} handoff_figures;
+
+static void handoff_round(handoff_figures *hf, int quick)
+{
+    if (bench_handoff_measure(&hf->h[hf->n], quick) == 0) hf->n++;
+}
+
+/* the median, least and most of the rounds' figure at offset off (a double of bench_handoff) */
+typedef struct {
+    double mid, lo, hi;
+} spread;
+
+static spread handoff_spread(const handoff_figures *hf, size_t off)
+{
+    double v[ROUNDS];
+    for (int i = 0; i < hf->n; i++) memcpy(&v[i], (const char *)&hf->h[i] + off, sizeof v[i]);
+    const double mid = bench_median(v, hf->n);
+    return (spread){mid, v[0], v[hf->n - 1]};
+}
+
+/* the rounds' round trip and read rates */
+typedef struct {
+    spread rt, other, own;
+} handoff_summary;
+
+static handoff_summary handoff_summarise(const handoff_figures *hf)
+{
+    return (handoff_summary){handoff_spread(hf, offsetof(bench_handoff, round_trip_ns)),
+                             handoff_spread(hf, offsetof(bench_handoff, other_gbs)),
+                             handoff_spread(hf, offsetof(bench_handoff, own_gbs))};
+}
+
+static void handoff_json(const handoff_figures *hf, char *out, size_t size)
+{
+    const handoff_summary s = handoff_summarise(hf);
+    snprintf(out, size,
+             ",\"handoff_rounds\":%d,\"handoff_round_trip_ns\":%.1f,\"handoff_round_trip_min_ns\":%.1f,"
+             "\"handoff_round_trip_max_ns\":%.1f,\"handoff_other_gbs\":%.2f,\"handoff_own_gbs\":%.2f",
+             hf->n, s.rt.mid, s.rt.lo, s.rt.hi, s.other.mid, s.own.mid);
+}
+
+static void handoff_print(const handoff_figures *hf, const char *name, FILE *f)
+{
+    const handoff_summary s = handoff_summarise(hf);
+    fprintf(f, "  %s: the cores' handoff before its rounds: a cache line's round trip between two "
+               "threads %.0f ns [%.0f-%.0f]; a 512 KiB block the other core wrote read at %.1f "
+               "GB/s [%.1f-%.1f], one the reader wrote at %.1f\n",
+            name, s.rt.mid, s.rt.lo, s.rt.hi, s.other.mid, s.other.lo, s.other.hi, s.own.mid);
+}
+
 int bench_images_open(bench_images *d)
 {
     xd_err e;
@@ -428,8 +500,13 @@ int bench_train(const bench_opts *o)
         double flops = nn_model_flops(&t.m), first = 0.0;
         bench_time times[NN_PREC_COUNT][4];
         bench_samples samples[NN_PREC_COUNT][4] = {{{0}}};
+        /* the capacity at the largest thread count of at most CAPACITY_MAX that the cores run
+         * side by side; the cores' handoff measured before each round where it is */
+        const int cap_ti = capacity_threads(o);
+        handoff_figures hand = {0};
         /* every thread count and precision a round at a time (see ROUNDS) */
-        for (int r = 0; r < ROUNDS && rc == 0; r++)
+        for (int r = 0; r < ROUNDS && rc == 0; r++) {
+            if (cap_ti >= 0) handoff_round(&hand, o->quick);
             for (int ti = 0; ti < o->n_threads && rc == 0; ti++) {
                 xd_threads_set(o->threads[ti]);
                 for (int p = 0; p < NN_PREC_COUNT && rc == 0; p++)
@@ -439,21 +516,15 @@ int bench_train(const bench_opts *o)
                         rc = 1;
                     }
             }
+        }
         for (int ti = 0; ti < o->n_threads; ti++)
             for (int p = 0; p < NN_PREC_COUNT; p++) {
                 times[p][ti] = bench_samples_time(&samples[p][ti]);
                 bench_samples_free(&samples[p][ti]);
             }
         double peak = bench_max_rss_mib();
-        /* the capacity at the largest thread count of at most CAPACITY_MAX that the cores run
-         * side by side (after the peak: its copies are not this model's memory) */
-        int cap_ti = -1;
+        /* the capacity (after the peak: its copies are not this model's memory) */
         capacity_figures cap = {{0}, {0}};
-        const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        for (int ti = 0; ti < o->n_threads; ti++)
-            if (o->threads[ti] > 1 && o->threads[ti] <= cores && o->threads[ti] <= CAPACITY_MAX &&
-                (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
-                cap_ti = ti;
         if (cap_ti >= 0 && rc == 0) cap = capacity(mc, &t, o->threads[cap_ti], &d, o->min_seconds);
         xd_threads_set(o->threads[0]);
         t.m.precision = NN_PREC_FLOAT32;
@@ -467,12 +538,15 @@ int bench_train(const bench_opts *o)
                 char name[64];
                 snprintf(name, sizeof name, "%s%s", mc->name, p ? "_bf16" : "");
                 if (ti == 0) first = ips;
-                char capf[128] = "";
+                char capf[384] = "";
+                size_t at = 0;
                 if (ti == cap_ti && cap.cap[p] > 0.0)
-                    snprintf(capf, sizeof capf,
-                             ",\"capacity_copies\":%d,\"capacity\":%.3f,"
-                             "\"capacity_threads_speedup\":%.3f",
-                             o->threads[ti], cap.cap[p], cap.threads[p]);
+                    at += (size_t)snprintf(capf, sizeof capf,
+                                           ",\"capacity_copies\":%d,\"capacity\":%.3f,"
+                                           "\"capacity_threads_speedup\":%.3f",
+                                           o->threads[ti], cap.cap[p], cap.threads[p]);
+                if (ti == cap_ti && hand.n > 0)
+                    handoff_json(&hand, capf + at, sizeof capf - at);
                 if (o->json) {
                     fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
                                "\"threads\":%d,\"params\":%zu,\"step_s\":%.6f,\"min_s\":%.6f,"
@@ -508,6 +582,7 @@ int bench_train(const bench_opts *o)
                             mc->name, p ? "_bf16" : "", o->threads[cap_ti], cap.cap[p],
                             o->threads[cap_ti], cap.threads[p],
                             100.0 * cap.threads[p] / cap.cap[p]);
+            if (hand.n > 0) handoff_print(&hand, mc->name, f);
             if (scoped)
                 fprintf(f, "  %s: %zu parameters; peak RSS %.1f MiB while built and run, "
                            "+%.1f MiB over the %.1f MiB before it\n",

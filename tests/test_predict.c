@@ -683,9 +683,9 @@ static void test_bench_infer_runs(void **state)
 
 /* `bench train --quick` at 1 and 2 threads: a row for every model, precision and thread count,
  * each with at least the 20 steps a row takes over its rounds, and where two cores run, the
- * 2-thread rows with the capacity of two one-thread copies side by side and the speed-up of two
- * threads in the same rounds (a smoke test of the rounds taken in turn: no timing checked, the
- * figures only there and positive). */
+ * 2-thread rows with the capacity of two one-thread copies side by side, the speed-up of two
+ * threads in the same rounds and the cores' handoff (a smoke test of the rounds taken in turn: no
+ * timing checked, the figures only there, positive and in order). */
 static void test_bench_train_rounds(void **state)
 {
     (void)state;
@@ -717,8 +717,19 @@ static void test_bench_train_rounds(void **state)
             const double cap = num(row, "capacity"), sp = num(row, "capacity_threads_speedup");
             if (!(isfinite(cap) && cap > 0.0 && isfinite(sp) && sp > 0.0))
                 fail_msg("%s: capacity %g, two threads %g", name, cap, sp);
-        } else if (json_object_get(row, "capacity")) {
-            fail_msg("%s at %d thread(s): a capacity where none was measured", name, th);
+            /* the cores' handoff: a round trip within its rounds' range, both read rates (a
+             * read that did not return what the other thread wrote leaves them out) */
+            const double n = num(row, "handoff_rounds"), rt = num(row, "handoff_round_trip_ns"),
+                         lo = num(row, "handoff_round_trip_min_ns"),
+                         hi = num(row, "handoff_round_trip_max_ns");
+            if (!(n >= 1 && n <= 5 && lo > 0.0 && lo <= rt && rt <= hi && isfinite(hi) &&
+                  num(row, "handoff_other_gbs") > 0.0 && num(row, "handoff_own_gbs") > 0.0 &&
+                  isfinite(num(row, "handoff_other_gbs")) && isfinite(num(row, "handoff_own_gbs"))))
+                fail_msg("%s: handoff over %g rounds: round trip %g ns [%g-%g], reads %g and %g "
+                         "GB/s", name, n, rt, lo, hi, num(row, "handoff_other_gbs"),
+                         num(row, "handoff_own_gbs"));
+        } else if (json_object_get(row, "capacity") || json_object_get(row, "handoff_rounds")) {
+            fail_msg("%s at %d thread(s): a capacity or handoff where none was measured", name, th);
         }
         json_decref(row);
     }
