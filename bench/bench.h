@@ -93,8 +93,8 @@ int bench_temp_dir(const char *name, char *out, size_t n);
  * at which one thread reads a 512 KiB block that the other has just written (its lines come from
  * the other core's cache) and one that it wrote itself (from its own). On a virtual machine these
  * follow where the host runs the two virtual cores, which may change from one minute to the next.
- * bench_handoff_measure: 0, or -1 (and zeros) where no team of two threads ran or a read did not
- * return what was written; quick: a tenth of the round trips. */
+ * bench_handoff_measure: 0; or zeros and -1 where no team of two threads ran, -2 where a read did
+ * not return what the other thread wrote. quick: a tenth of the round trips. */
 typedef struct {
     double round_trip_ns;
     double other_gbs, own_gbs;

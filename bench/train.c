@@ -388,15 +388,17 @@ static capacity_figures capacity(const model_case *mc, bench_trainer *t0, int n,
     return f;
 }
 
-/* The thread count of opts whose rows get the capacity and the cores' handoff: the largest above
- * one of at most CAPACITY_MAX that the cores run side by side; -1 when there is none. */
-static int capacity_threads(const bench_opts *o)
+/* The thread count of opts whose rows get the capacity: the largest above one of at most
+ * CAPACITY_MAX that the cores run side by side; with want, the one equal to want if the cores run
+ * that many (the handoff's: two threads); -1 when there is none. */
+static int capacity_threads(const bench_opts *o, int want)
 {
     int cap_ti = -1;
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     for (int ti = 0; ti < o->n_threads; ti++)
         if (o->threads[ti] > 1 && o->threads[ti] <= cores && o->threads[ti] <= CAPACITY_MAX &&
-            (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
+            (want ? o->threads[ti] == want
+                  : cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
             cap_ti = ti;
     return cap_ti;
 }
@@ -405,12 +407,18 @@ static int capacity_threads(const bench_opts *o)
  * follows where the host runs the virtual cores, which a model's rounds may see change. */
 typedef struct {
     bench_handoff h[ROUNDS];
-    int n; /* rounds measured */
+    int n;      /* rounds measured */
+    int failed; /* rounds not measured */
 } handoff_figures;
 
-static void handoff_round(handoff_figures *hf, int quick)
+static void handoff_round(handoff_figures *hf, const char *name, int quick)
 {
-    if (bench_handoff_measure(&hf->h[hf->n], quick) == 0) hf->n++;
+    const int rc = bench_handoff_measure(&hf->h[hf->n], quick);
+    if (rc == 0) hf->n++;
+    else if (hf->failed++ == 0) /* said once for the model */
+        fprintf(stderr, "xdistill bench: %s: no handoff figure: %s\n", name,
+                rc == -1 ? "two threads did not run side by side"
+                         : "a read did not return what the other thread wrote");
 }
 
 /* the median, least and most of the rounds' figure at offset off (a double of bench_handoff) */
@@ -442,8 +450,9 @@ static void handoff_json(const handoff_figures *hf, char *out, size_t size)
 {
     const handoff_summary s = handoff_summarise(hf);
     snprintf(out, size,
-             ",\"handoff_rounds\":%d,\"handoff_round_trip_ns\":%.1f,\"handoff_round_trip_min_ns\":%.1f,"
-             "\"handoff_round_trip_max_ns\":%.1f,\"handoff_other_gbs\":%.2f,\"handoff_own_gbs\":%.2f",
+             ",\"handoff_rounds\":%d,\"handoff_round_trip_ns\":%.1f,"
+             "\"handoff_round_trip_min_ns\":%.1f,\"handoff_round_trip_max_ns\":%.1f,"
+             "\"handoff_other_gbs\":%.2f,\"handoff_own_gbs\":%.2f",
              hf->n, s.rt.mid, s.rt.lo, s.rt.hi, s.other.mid, s.own.mid);
 }
 
@@ -501,12 +510,12 @@ int bench_train(const bench_opts *o)
         bench_time times[NN_PREC_COUNT][4];
         bench_samples samples[NN_PREC_COUNT][4] = {{{0}}};
         /* the capacity at the largest thread count of at most CAPACITY_MAX that the cores run
-         * side by side; the cores' handoff measured before each round where it is */
-        const int cap_ti = capacity_threads(o);
+         * side by side; the cores' handoff before each round where two threads run */
+        const int cap_ti = capacity_threads(o, 0), hand_ti = capacity_threads(o, 2);
         handoff_figures hand = {0};
         /* every thread count and precision a round at a time (see ROUNDS) */
         for (int r = 0; r < ROUNDS && rc == 0; r++) {
-            if (cap_ti >= 0) handoff_round(&hand, o->quick);
+            if (hand_ti >= 0) handoff_round(&hand, mc->name, o->quick);
             for (int ti = 0; ti < o->n_threads && rc == 0; ti++) {
                 xd_threads_set(o->threads[ti]);
                 for (int p = 0; p < NN_PREC_COUNT && rc == 0; p++)
@@ -545,7 +554,8 @@ int bench_train(const bench_opts *o)
                                            ",\"capacity_copies\":%d,\"capacity\":%.3f,"
                                            "\"capacity_threads_speedup\":%.3f",
                                            o->threads[ti], cap.cap[p], cap.threads[p]);
-                if (ti == cap_ti && hand.n > 0)
+                if (at >= sizeof capf) at = sizeof capf - 1;
+                if (ti == hand_ti && hand.n > 0)
                     handoff_json(&hand, capf + at, sizeof capf - at);
                 if (o->json) {
                     fprintf(f, "{\"suite\":\"train\",\"case\":\"%s\",\"data\":\"%s\",\"batch\":%d,"
