@@ -29,7 +29,6 @@
  *
  * This file also holds the workload shared with the `distill` and `scale` suites. */
 #include <math.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -389,80 +388,82 @@ static capacity_figures capacity(const model_case *mc, bench_trainer *t0, int n,
 }
 
 /* The thread count of opts whose rows get the capacity: the largest above one of at most
- * CAPACITY_MAX that the cores run side by side; with want, the one equal to want if the cores run
- * that many (the handoff's: two threads); -1 when there is none. */
-static int capacity_threads(const bench_opts *o, int want)
+ * CAPACITY_MAX that the cores run side by side; -1 when there is none. */
+static int capacity_threads(const bench_opts *o)
 {
     int cap_ti = -1;
     const long cores = sysconf(_SC_NPROCESSORS_ONLN);
     for (int ti = 0; ti < o->n_threads; ti++)
         if (o->threads[ti] > 1 && o->threads[ti] <= cores && o->threads[ti] <= CAPACITY_MAX &&
-            (want ? o->threads[ti] == want
-                  : cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
+            (cap_ti < 0 || o->threads[ti] > o->threads[cap_ti]))
             cap_ti = ti;
     return cap_ti;
+}
+
+/* The thread count of opts whose rows get the cores' handoff (measured with two threads): two,
+ * where the cores run two side by side; -1 otherwise. */
+static int handoff_threads(const bench_opts *o)
+{
+    for (int ti = 0; ti < o->n_threads; ti++)
+        if (o->threads[ti] == 2 && sysconf(_SC_NPROCESSORS_ONLN) >= 2) return ti;
+    return -1;
 }
 
 /* The cores' handoff (bench_handoff) before each of a model's rounds: on a virtual machine it
  * follows where the host runs the virtual cores, which a model's rounds may see change. */
 typedef struct {
-    bench_handoff h[ROUNDS];
+    double rt[ROUNDS], other[ROUNDS], own[ROUNDS]; /* each round's bench_handoff */
     int n;      /* rounds measured */
     int failed; /* rounds not measured */
 } handoff_figures;
 
 static void handoff_round(handoff_figures *hf, const char *name, int quick)
 {
-    const int rc = bench_handoff_measure(&hf->h[hf->n], quick);
-    if (rc == 0) hf->n++;
-    else if (hf->failed++ == 0) /* said once for the model */
+    bench_handoff h;
+    const int rc = bench_handoff_measure(&h, quick);
+    if (rc == 0) {
+        hf->rt[hf->n] = h.round_trip_ns;
+        hf->other[hf->n] = h.other_gbs;
+        hf->own[hf->n++] = h.own_gbs;
+    } else if (hf->failed++ == 0) { /* said once for the model */
         fprintf(stderr, "xdistill bench: %s: no handoff figure: %s\n", name,
                 rc == -1 ? "two threads did not run side by side"
                          : "a read did not return what the other thread wrote");
+    }
 }
 
-/* the median, least and most of the rounds' figure at offset off (a double of bench_handoff) */
+/* the median, least and most of n > 0 values */
 typedef struct {
     double mid, lo, hi;
 } spread;
 
-static spread handoff_spread(const handoff_figures *hf, size_t off)
+static spread spread_of(const double *values, int n)
 {
     double v[ROUNDS];
-    for (int i = 0; i < hf->n; i++) memcpy(&v[i], (const char *)&hf->h[i] + off, sizeof v[i]);
-    const double mid = bench_median(v, hf->n);
-    return (spread){mid, v[0], v[hf->n - 1]};
-}
-
-/* the rounds' round trip and read rates */
-typedef struct {
-    spread rt, other, own;
-} handoff_summary;
-
-static handoff_summary handoff_summarise(const handoff_figures *hf)
-{
-    return (handoff_summary){handoff_spread(hf, offsetof(bench_handoff, round_trip_ns)),
-                             handoff_spread(hf, offsetof(bench_handoff, other_gbs)),
-                             handoff_spread(hf, offsetof(bench_handoff, own_gbs))};
+    memcpy(v, values, sizeof *v * (size_t)n);
+    const double mid = bench_median(v, n);
+    return (spread){mid, v[0], v[n - 1]};
 }
 
 static void handoff_json(const handoff_figures *hf, char *out, size_t size)
 {
-    const handoff_summary s = handoff_summarise(hf);
+    const spread rt = spread_of(hf->rt, hf->n);
     snprintf(out, size,
              ",\"handoff_rounds\":%d,\"handoff_round_trip_ns\":%.1f,"
              "\"handoff_round_trip_min_ns\":%.1f,\"handoff_round_trip_max_ns\":%.1f,"
              "\"handoff_other_gbs\":%.2f,\"handoff_own_gbs\":%.2f",
-             hf->n, s.rt.mid, s.rt.lo, s.rt.hi, s.other.mid, s.own.mid);
+             hf->n, rt.mid, rt.lo, rt.hi, spread_of(hf->other, hf->n).mid,
+             spread_of(hf->own, hf->n).mid);
 }
 
 static void handoff_print(const handoff_figures *hf, const char *name, FILE *f)
 {
-    const handoff_summary s = handoff_summarise(hf);
+    const spread rt = spread_of(hf->rt, hf->n), other = spread_of(hf->other, hf->n);
     fprintf(f, "  %s: the cores' handoff before its rounds: a cache line's round trip between two "
                "threads %.0f ns [%.0f-%.0f]; a 512 KiB block the other core wrote read at %.1f "
                "GB/s [%.1f-%.1f], one the reader wrote at %.1f\n",
-            name, s.rt.mid, s.rt.lo, s.rt.hi, s.other.mid, s.other.lo, s.other.hi, s.own.mid);
+            name, rt.mid, rt.lo, rt.hi, other.mid, other.lo, other.hi,
+            spread_of(hf->own, hf->n).mid);
 }
 
 int bench_images_open(bench_images *d)
@@ -511,7 +512,7 @@ int bench_train(const bench_opts *o)
         bench_samples samples[NN_PREC_COUNT][4] = {{{0}}};
         /* the capacity at the largest thread count of at most CAPACITY_MAX that the cores run
          * side by side; the cores' handoff before each round where two threads run */
-        const int cap_ti = capacity_threads(o, 0), hand_ti = capacity_threads(o, 2);
+        const int cap_ti = capacity_threads(o), hand_ti = handoff_threads(o);
         handoff_figures hand = {0};
         /* every thread count and precision a round at a time (see ROUNDS) */
         for (int r = 0; r < ROUNDS && rc == 0; r++) {

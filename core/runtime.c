@@ -9,6 +9,8 @@
 #include <omp.h>
 #endif
 
+#include "core/mem.h"
+
 /* OpenBLAS's own extensions (declared in its cblas.h; repeated here so this file needs no BLAS
  * header). */
 char *openblas_get_corename(void);
@@ -173,19 +175,32 @@ int xd_team_size(void)
 
 static int run_start(int g, int T, int n) { return (int)((long long)n * g / T); }
 
-void xd_runs_init(int *next, int T, int n)
+static xd_run_counter *run_counters(xd_runs *r) { return r->heap ? r->heap : r->room; }
+
+void xd_runs_init(xd_runs *r, int T, int n)
 {
-    for (int g = 0; g < T; g++) next[g] = run_start(g, T, n);
+    r->T = T;
+    r->n = n;
+    r->heap = T > XD_RUNS_ROOM ? xd_xmalloc_aligned(sizeof *r->heap * (size_t)T) : NULL;
+    xd_run_counter *c = run_counters(r);
+    for (int g = 0; g < T; g++) c[g].next = run_start(g, T, n);
 }
 
-int xd_runs_take(int *next, int T, int n, int t, int *k)
+int xd_runs_take(xd_runs *r, int t, int *k)
 {
-    for (; *k < T; ++*k) {
-        const int g = (t + *k) % T;
+    xd_run_counter *runs = run_counters(r);
+    for (; *k < r->T; ++*k) {
+        const int g = (t + *k) % r->T;
         int c;
 #pragma omp atomic capture
-        c = next[g]++;
-        if (c < run_start(g + 1, T, n)) return c;
+        c = runs[g].next++;
+        if (c < run_start(g + 1, r->T, r->n)) return c;
     }
     return -1;
+}
+
+void xd_runs_free(xd_runs *r)
+{
+    free(r->heap);
+    r->heap = NULL;
 }

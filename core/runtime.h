@@ -57,14 +57,27 @@ void xd_threads_each(int T, void (*fn)(void *ctx, int t), void *ctx);
 int xd_thread_num(void);
 int xd_team_size(void);
 /* Items 0 .. n - 1 shared among a team of T threads in runs: run g holds the consecutive items
- * g * n / T .. (g + 1) * n / T - 1, and next[g] (set by xd_runs_init) is the first of them not yet
- * taken. xd_runs_take gives thread t of the team the next item to do, or -1 when none is left: the
- * items of its own run first, in order (a core keeps the items it had the call before), then
+ * g * n / T .. (g + 1) * n / T - 1, and its counter (set by xd_runs_init) is the first of them not
+ * yet taken. xd_runs_take gives thread t of the team the next item to do, or -1 when none is left:
+ * the items of its own run first, in order (a core keeps the items it had the call before), then
  * those of the other runs that no thread has begun. A thread that runs slower (its core shared
  * with other work) thus finds its run's last items done by the others instead of holding up the
  * call with them. *k starts at 0 and is the thread's own; every thread goes through all T runs,
- * so every item is done whatever the team's size. */
-void xd_runs_init(int *next, int T, int n);
-int xd_runs_take(int *next, int T, int n, int t, int *k);
+ * so every item is done whatever the team's size. Each counter has a cache line of its own, so
+ * that a thread taking from its own run does not take the line from the others' cores; up to
+ * XD_RUNS_ROOM runs they are in the struct (on the caller's stack), more on the heap until
+ * xd_runs_free. */
+enum { XD_RUNS_ROOM = 8 };
+typedef struct {
+    _Alignas(64) int next;
+} xd_run_counter;
+typedef struct {
+    int T, n;
+    xd_run_counter *heap; /* the counters past XD_RUNS_ROOM runs, or NULL */
+    xd_run_counter room[XD_RUNS_ROOM];
+} xd_runs;
+void xd_runs_init(xd_runs *r, int T, int n);
+int xd_runs_take(xd_runs *r, int t, int *k);
+void xd_runs_free(xd_runs *r);
 
 #endif

@@ -579,14 +579,12 @@ static void before_rows(const split_job *j, int i)
  * from a slower one (xd_runs_take); the bits are the same whoever computes a block. */
 static void split_runs(const split_job *j, int T)
 {
-    enum { TEAM_ROOM = 64 };
-    int room[TEAM_ROOM];
-    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
-    xd_runs_init(next, T, j->nb);
+    xd_runs runs;
+    xd_runs_init(&runs, T, j->nb);
 #pragma omp parallel num_threads(T)
-    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, T, j->nb, t, &k)) >= 0;)
+    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(&runs, t, &k)) >= 0;)
         split_block(j, i);
-    if (next != room) free(next);
+    xd_runs_free(&runs);
 }
 
 void nn_gemm_split(nn_gemm_single_fn single, int trans_a, int trans_b, int M, int N, int K,

@@ -335,14 +335,14 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
     }
 }
 
-/* nn_model_infer's rows in shares of share rows on the calling thread. Outside a team (next
+/* nn_model_infer's rows in shares of share rows on the calling thread. Outside a team (runs
  * NULL) it runs them all, one after the other, without a work-sharing construct (whose set-up,
- * even for one thread, allocates). In a team of T, the shares are taken as xd_runs_take hands
- * them out (next: its runs): thread t first runs its own run of consecutive rows (its images stay
- * in its core's cache from one call to the next, and the image batcher's stage 2 gives each
- * thread the same rows), then what the others have not begun. A model of up to NODE_ROOM nodes
+ * even for one thread, allocates). In a team, the shares are taken as xd_runs_take hands them
+ * out: thread t first runs its own run of consecutive rows (its images stay in its core's cache
+ * from one call to the next, and the image batcher's stage 2 gives each thread the same rows),
+ * then what the others have not begun. A model of up to NODE_ROOM nodes
  * keeps its row tables on the stack: a small model's call costs no more. */
-static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int *next, int T)
+static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, xd_runs *runs)
 {
     enum { NODE_ROOM = 256 };
     int at_room[NODE_ROOM];
@@ -350,12 +350,11 @@ static void infer_shares(nn_model *m, int B, int share, const uint8_t *need, int
     const int room = m->n_nodes <= NODE_ROOM;
     int *at = room ? at_room : xd_xmalloc(sizeof(int) * (size_t)m->n_nodes);
     uint8_t *keep = room ? keep_room : xd_xmalloc((size_t)m->n_nodes);
-    const int n_shares = (B + share - 1) / share;
-    if (!next) {
+    if (!runs) {
         infer_rows(m, 0, B, need, at, keep);
     } else {
         const int t = xd_thread_num();
-        for (int k = 0, c; (c = xd_runs_take(next, T, n_shares, t, &k)) >= 0;) {
+        for (int k = 0, c; (c = xd_runs_take(runs, t, &k)) >= 0;) {
             const int b0 = c * share;
             infer_rows(m, b0, B - b0 < share ? B - b0 : share, need, at, keep);
         }
@@ -411,30 +410,28 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     /* One parallel region: the images in shares of about a quarter of a thread's, each taken
      * through the whole model by one thread, on its own (the kernels inside run on that thread
      * alone), with no wait until the end (see infer_shares). */
-    enum { TEAM_ROOM = 64 };
     const int T = one ? 1 : xd_threads_get() < B ? xd_threads_get() : B;
     if (T == 1) { /* no region: entering one costs as much as a small model's work */
-        infer_shares(m, B, B, need, NULL, 1);
+        infer_shares(m, B, B, need, NULL);
         nn_mm_precision_set(prec);
         return;
     }
     const int per = (B + T - 1) / T, quarter = (B + 4 * T - 1) / (4 * T);
     const int share = quarter >= SHARE_MIN ? quarter : per < SHARE_MIN ? per : SHARE_MIN;
     const int n_shares = (B + share - 1) / share;
-    int room[TEAM_ROOM];
-    int *next = T <= TEAM_ROOM ? room : xd_xmalloc(sizeof(int) * (size_t)T);
-    xd_runs_init(next, T, n_shares);
+    xd_runs runs;
+    xd_runs_init(&runs, T, n_shares);
 #pragma omp parallel num_threads(T)
     {
 #ifdef _OPENMP
         if (omp_get_num_threads() > 1) omp_set_num_threads(1);
 #endif
         const nn_precision outer = nn_mm_precision_set(m->eval_precision);
-        infer_shares(m, B, share, need, next, T);
+        infer_shares(m, B, share, need, &runs);
         nn_mm_precision_set(outer);
     }
     nn_mm_precision_set(prec);
-    if (next != room) free(next);
+    xd_runs_free(&runs);
 }
 
 /* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and

@@ -141,7 +141,7 @@ static void test_rng_shuffle_is_permutation(void **state)
  * in order, then what is left of the others'; a thread that never comes (a smaller team, or a
  * thread held up) has its run done by the others; every item exactly once, for runs of uneven
  * lengths and for more threads than items. Then real teams of four threads and of fewer than the
- * runs take every item once. */
+ * runs take every item once, also from more runs than xd_runs holds in itself. */
 static void test_runs_take_each_item_once(void **state)
 {
     (void)state;
@@ -150,13 +150,14 @@ static void test_runs_take_each_item_once(void **state)
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int T = cases[c][0], n = cases[c][1];
         for (int present = 1; present <= T; present++) { /* threads 0..present-1 come */
-            int next[ROOM], k[ROOM] = {0}, seen[16] = {0}, order[ROOM][16], got[ROOM] = {0};
-            xd_runs_init(next, T, n);
+            int k[ROOM] = {0}, seen[16] = {0}, order[ROOM][16], got[ROOM] = {0};
+            xd_runs runs;
+            xd_runs_init(&runs, T, n);
             int left = present;
             while (left > 0)
                 for (int t = 0; t < present; t++) {
                     if (k[t] > T) continue; /* done */
-                    const int i = xd_runs_take(next, T, n, t, &k[t]);
+                    const int i = xd_runs_take(&runs, t, &k[t]);
                     if (i < 0) {
                         k[t] = T + 1;
                         left--;
@@ -166,6 +167,7 @@ static void test_runs_take_each_item_once(void **state)
                     seen[i]++;
                     order[t][got[t]++] = i;
                 }
+            xd_runs_free(&runs);
             if (present == T && n % T == 0)
                 for (int t = 0; t < T; t++) assert_int_equal(got[t], n / T);
             for (int i = 0; i < n; i++)
@@ -190,18 +192,24 @@ static void test_runs_take_each_item_once(void **state)
             }
         }
     }
-    /* real teams: as many threads as runs, and fewer (each thread then goes through every run) */
-    enum { N = 1000, RUNS = 4 };
-    for (int team = RUNS; team >= 1; team--) {
-        int next[RUNS], seen[N] = {0};
-        xd_runs_init(next, RUNS, N);
+    /* real teams: as many threads as runs, and fewer (each thread then goes through every run);
+     * and more runs than the struct holds (their counters on the heap) */
+    enum { N = 1000 };
+    static const int teams[][2] = {{4, 4}, {4, 3}, {4, 2}, {4, 1}, {XD_RUNS_ROOM + 3, 2}};
+    for (size_t c = 0; c < sizeof teams / sizeof teams[0]; c++) {
+        const int R = teams[c][0], team = teams[c][1];
+        int seen[N] = {0};
+        xd_runs runs;
+        xd_runs_init(&runs, R, N);
 #pragma omp parallel num_threads(team)
-        for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(next, RUNS, N, t, &k)) >= 0;) {
+        for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(&runs, t, &k)) >= 0;) {
 #pragma omp atomic
             seen[i]++;
         }
+        xd_runs_free(&runs);
         for (int i = 0; i < N; i++)
-            if (seen[i] != 1) fail_msg("a team of %d: item %d taken %d times", team, i, seen[i]);
+            if (seen[i] != 1)
+                fail_msg("%d runs, a team of %d: item %d taken %d times", R, team, i, seen[i]);
     }
 }
 
