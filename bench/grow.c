@@ -7,7 +7,9 @@
  * time so that the writer never holds more than GROW_CHUNK images; then the MLP student
  * 784-128-10 trains one epoch on it (CE, batch 128, AdamW) through the trainer `xdistill train`
  * runs, from a recipe naming the set, which maps the file, verifies it once, walks the epoch and
- * evaluates on the test split, at the first thread count of --threads. Each of the two steps runs
+ * evaluates on the test split, at the first thread count of --threads: once with the epoch's
+ * order from a stored shuffle (train.shuffle stored, the default: 4 bytes an example) and once
+ * from a keyed permutation (train.shuffle keyed: no memory that grows with N). Each step runs
  * in a process of its own (this program,
  * `xdistill bench --grow-child ...`), so that its peak memory is its own: the kernel's high-water
  * mark of the child (getrusage of the child reaped by wait4), and, sampled every few
@@ -169,17 +171,17 @@ static int child_prepare(const char *path, long n)
     return 0;
 }
 
-static int child_train(const char *path, const char *out_dir)
+static int child_train(const char *path, const char *out_dir, const char *shuffle)
 {
     char text[2048];
     snprintf(text, sizeof text,
              "name: grow\nseed: %d\ndata:\n  path: \"%s\"\n"
              "  augment: \"mean=0.286 std=0.353\"\n"
              "model: \"" GROW_MODEL "\"\n"
-             "train:\n  epochs: 1\n  batch: %d\n"
+             "train:\n  epochs: 1\n  batch: %d\n  shuffle: %s\n"
              "  optimizer: {kind: adamw, lr: 0.001, weight_decay: 0}\n"
              "losses:\n  - {kind: ce}\n",
-             GROW_SEED, path, GROW_HIDDEN, GROW_BATCH);
+             GROW_SEED, path, GROW_HIDDEN, GROW_BATCH, shuffle);
     recipe r;
     xd_err e;
     xd_status s = recipe_parse("grow.yaml", text, strlen(text), NULL, 0, 0, &r, &e);
@@ -197,20 +199,20 @@ static int child_train(const char *path, const char *out_dir)
     return 0;
 }
 
-/* argv: BENCH_GROW_CHILD, then "prepare FILE N THREADS" or "train FILE DIR THREADS". */
+/* argv: BENCH_GROW_CHILD, then "prepare FILE N THREADS" or "train FILE DIR THREADS SHUFFLE". */
 int bench_grow_child(int argc, char **argv)
 {
     char *end = NULL;
-    long th = argc == 5 ? strtol(argv[4], &end, 10) : 0;
-    if (argc == 5 && *end == '\0' && th > 0 && th <= 1024) {
+    long th = argc >= 5 ? strtol(argv[4], &end, 10) : 0;
+    if (argc >= 5 && *end == '\0' && th > 0 && th <= 1024) {
         xd_threads_set((int)th);
         long n = strtol(argv[3], &end, 10);
-        if (strcmp(argv[1], "prepare") == 0 && *end == '\0' && n > 0 && n <= INT32_MAX)
+        if (argc == 5 && strcmp(argv[1], "prepare") == 0 && *end == '\0' && n > 0 && n <= INT32_MAX)
             return child_prepare(argv[2], n);
-        if (strcmp(argv[1], "train") == 0) return child_train(argv[2], argv[3]);
+        if (argc == 6 && strcmp(argv[1], "train") == 0) return child_train(argv[2], argv[3], argv[5]);
     }
     fprintf(stderr, "xdistill bench: " BENCH_GROW_CHILD " prepare FILE N THREADS | train FILE "
-                    "DIR THREADS (the grow suite's steps)\n");
+                    "DIR THREADS stored|keyed (the grow suite's steps)\n");
     return 2;
 }
 
@@ -328,10 +330,20 @@ static int run_child(char *const args[], child_run *c)
 // ----------------------------------------------------------------------------------------------
 // examples
 
+/* the epoch orders each size trains with (train.shuffle) */
+enum { GROW_ORDERS = 2 };
+static const char *const grow_orders[GROW_ORDERS] = {"stored", "keyed"};
+
+typedef struct {
+    double train_s, steps_s, images, acc;
+    child_run train;
+} grow_train;
+
 typedef struct {
     long n;
-    double prep_s, train_s, steps_s, images, acc;
-    child_run prep, train;
+    double prep_s;
+    child_run prep;
+    grow_train t[GROW_ORDERS];
 } grow_row;
 
 static int grow_size(const char *tmp, long n, int threads, grow_row *g)
@@ -343,13 +355,18 @@ static int grow_size(const char *tmp, long n, int threads, grow_row *g)
     snprintf(num, sizeof num, "%ld", n);
     snprintf(thr, sizeof thr, "%d", threads);
     char *prep[] = {"xdistill", "bench", BENCH_GROW_CHILD, "prepare", path, num, thr, NULL};
-    char *train[] = {"xdistill", "bench", BENCH_GROW_CHILD, "train", path, out, thr, NULL};
     int rc = run_child(prep, &g->prep);
     if (!rc && sscanf(g->prep.line, "prepare_s %lf", &g->prep_s) != 1) rc = -1;
-    if (!rc) rc = run_child(train, &g->train);
-    if (!rc && sscanf(g->train.line, "train_s %lf steps_s %lf images %lf accuracy %lf", &g->train_s,
-                      &g->steps_s, &g->images, &g->acc) != 4)
-        rc = -1;
+    for (int k = 0; k < GROW_ORDERS && !rc; k++) {
+        char *train[] = {"xdistill", "bench", BENCH_GROW_CHILD, "train", path, out, thr,
+                         (char *)grow_orders[k], NULL};
+        grow_train *t = &g->t[k];
+        rc = run_child(train, &t->train);
+        if (!rc && sscanf(t->train.line, "train_s %lf steps_s %lf images %lf accuracy %lf",
+                          &t->train_s, &t->steps_s, &t->images, &t->acc) != 4)
+            rc = -1;
+        io_remove_tree(out);
+    }
     io_remove_tree(path);
     io_remove_tree(out);
     char *cache = io_dataset_cache_dir(path);
@@ -361,10 +378,13 @@ static int grow_size(const char *tmp, long n, int threads, grow_row *g)
     return rc;
 }
 
-static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *first, int threads)
+/* Size g trained with order k, against the first size with the same order. */
+static void grow_print(const bench_opts *o, const grow_row *row, const grow_row *first, int k,
+                       int threads)
 {
-    const double n = (double)g->n, n0 = (double)first->n;
-    const double pe = g->prep_s / n, te = g->train_s / n, se = g->steps_s / n;
+    const grow_train *g = &row->t[k], *f0 = &first->t[k];
+    const double n = (double)row->n, n0 = (double)first->n;
+    const double pe = row->prep_s / n, te = g->train_s / n, se = g->steps_s / n;
     /* the huge-page figure, or null / - when it could not be read */
     char huge_json[32] = "null", huge_text[32] = "-";
     if (g->train.huge_mib >= 0) {
@@ -373,8 +393,8 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
     }
     if (o->json) {
         fprintf(o->out,
-                "{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,\"test_examples\":%ld,"
-                "\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,\"prepare_us_per_example\":%.4f,"
+                "{\"suite\":\"grow\",\"case\":\"examples\",\"shuffle\":\"%s\",\"examples\":%ld,"
+                "\"test_examples\":%ld,\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,\"prepare_us_per_example\":%.4f,"
                 "\"prepare_peak_rss_mib\":%.1f,\"prepare_peak_private_mib\":%.1f,\"train_s\":%.4f,"
                 "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,"
                 "\"steps_us_per_example\":%.4f,"
@@ -383,24 +403,24 @@ static void grow_print(const bench_opts *o, const grow_row *g, const grow_row *f
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
-                g->n, g->n / GROW_TEST_DIV, threads, GROW_BATCH, g->prep_s, 1e6 * pe,
-                g->prep.max_rss_mib, g->prep.anon_mib, g->train_s, 1e6 * te, g->train.cpu_s,
-                g->steps_s, 1e6 * se,
+                grow_orders[k], row->n, row->n / GROW_TEST_DIV, threads, GROW_BATCH, row->prep_s,
+                1e6 * pe, row->prep.max_rss_mib, row->prep.anon_mib, g->train_s, 1e6 * te,
+                g->train.cpu_s, g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
-                huge_json, te / (first->train_s / n0), se / (first->steps_s / n0),
+                huge_json, te / (f0->train_s / n0), se / (f0->steps_s / n0),
                 pe / (first->prep_s / n0),
-                g->train.max_rss_mib / first->train.max_rss_mib,
-                g->train.anon_mib / first->train.anon_mib);
+                g->train.max_rss_mib / f0->train.max_rss_mib,
+                g->train.anon_mib / f0->train.anon_mib);
         return;
     }
-    fprintf(o->out, "%8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f %7s "
-                    "%5.2fx %5.2fx %5.2fx %5.2fx\n",
-            g->n, g->prep_s, 1e6 * pe, g->prep.max_rss_mib, g->train_s, 1e6 * te, g->train.cpu_s,
-            g->steps_s,
+    fprintf(o->out, "%-6s %8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f "
+                    "%7s %5.2fx %5.2fx %5.2fx %5.2fx\n",
+            grow_orders[k], row->n, row->prep_s, 1e6 * pe, row->prep.max_rss_mib, g->train_s,
+            1e6 * te, g->train.cpu_s, g->steps_s,
             1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, huge_text,
-            te / (first->train_s / n0), se / (first->steps_s / n0),
-            g->train.max_rss_mib / first->train.max_rss_mib,
-            g->train.anon_mib / first->train.anon_mib);
+            te / (f0->train_s / n0), se / (f0->steps_s / n0),
+            g->train.max_rss_mib / f0->train.max_rss_mib,
+            g->train.anon_mib / f0->train.anon_mib);
 }
 
 /* The largest |x_i / x_0 - 1| over the rows, as a percentage. */
@@ -411,31 +431,32 @@ static double spread(const double *x, int n)
     return 100.0 * m;
 }
 
-static void grow_checks(const bench_opts *o, const grow_row *g, int n)
+/* The checks over the sizes for order k. */
+static void grow_checks(const bench_opts *o, const grow_row *g, int n, int k)
 {
     double prep[GROW_SIZES], train[GROW_SIZES], steps[GROW_SIZES], rss[GROW_SIZES],
         anon[GROW_SIZES], prss[GROW_SIZES];
     for (int i = 0; i < n; i++) {
         prep[i] = g[i].prep_s / (double)g[i].n;
-        train[i] = g[i].train_s / (double)g[i].n;
-        steps[i] = g[i].steps_s / (double)g[i].n;
-        rss[i] = g[i].train.max_rss_mib;
-        anon[i] = g[i].train.anon_mib;
+        train[i] = g[i].t[k].train_s / (double)g[i].n;
+        steps[i] = g[i].t[k].steps_s / (double)g[i].n;
+        rss[i] = g[i].t[k].train.max_rss_mib;
+        anon[i] = g[i].t[k].train.anon_mib;
         prss[i] = g[i].prep.max_rss_mib;
     }
     /* the cost of the examples added from one size to the next: fixed costs (start-up, set-up,
      * checkpoints) cancel out */
     double marg[GROW_SIZES] = {0};
     for (int i = 1; i < n; i++)
-        marg[i] = 1e6 * (g[i].train_s - g[i - 1].train_s) / (double)(g[i].n - g[i - 1].n);
+        marg[i] = 1e6 * (g[i].t[k].train_s - g[i - 1].t[k].train_s) / (double)(g[i].n - g[i - 1].n);
     /* private bytes added per example from the first size to the last */
     const double per_ex = (anon[n - 1] - anon[0]) * 1048576.0 / (double)(g[n - 1].n - g[0].n);
-    const double file_ex = (g[n - 1].train.file_mib - g[0].train.file_mib) * 1048576.0 /
+    const double file_ex = (g[n - 1].t[k].train.file_mib - g[0].t[k].train.file_mib) * 1048576.0 /
                            (double)(g[n - 1].n - g[0].n);
     /* the share of the largest set's mapped pages that the epoch reached through huge pages: a
      * shuffled epoch over a set beyond the caches pays an address translation per example
      * without them (the data set writer's 2 MiB blocks give them where the kernel can) */
-    const child_run *last = &g[n - 1].train;
+    const child_run *last = &g[n - 1].t[k].train;
     char huge_json[32] = "null", huge_text[64] = "not known (no smaps_rollup read)";
     if (last->huge_mib >= 0 && last->file_mib > 0) {
         const double pct = 100.0 * last->huge_mib / last->file_mib;
@@ -443,26 +464,27 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n)
         snprintf(huge_text, sizeof huge_text, "%.0f%%", pct);
     }
     if (o->json) {
-        fprintf(o->out, "{\"suite\":\"grow\",\"case\":\"examples_check\",\"prepare_us_per_example_"
+        fprintf(o->out, "{\"suite\":\"grow\",\"case\":\"examples_check\",\"shuffle\":\"%s\","
+                        "\"prepare_us_per_example_"
                         "spread_pct\":%.1f,\"train_us_per_example_spread_pct\":%.1f,\"steps_us_"
                         "per_example_spread_pct\":%.1f,\"prepare_peak_rss_spread_pct\":%.1f,"
                         "\"peak_rss_spread_pct\":%.1f,\"peak_private_spread_pct\":%.1f,"
                         "\"private_bytes_per_example\":%.1f,\"mapped_bytes_per_example\":%.1f,"
                         "\"mapped_huge_pct_last\":%s,"
                         "\"train_marginal_us_per_example\":[%.4f,%.4f]}\n",
-                spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
+                grow_orders[k], spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
                 spread(rss, n), spread(anon, n), per_ex, file_ex, huge_json, marg[1], marg[n - 1]);
         return;
     }
     fprintf(o->out,
-            "time per example against N = %ld: prepare within %.1f%%, train within %.1f%%, "
+            "train.shuffle %s, time per example against N = %ld: prepare within %.1f%%, train within %.1f%%, "
             "epoch steps within %.1f%% (0%% = exactly linear in N); train time of the added "
             "examples %.2f us each from N = %ld to %ld, %.2f from %ld to %ld\n"
             "memory against N = %ld: prepare peak RSS within %.1f%%; train peak RSS within "
             "%.1f%%, of it private within %.1f%% (+%.1f bytes per example) and mapped +%.1f "
             "bytes per example (the data set file is %d bytes per training example, %.1f with "
             "its test share); at N = %ld, of the mapped pages in huge pages: %s\n",
-            g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
+            grow_orders[k], g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
             marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
             spread(rss, n), spread(anon, n), per_ex, file_ex, BENCH_PIXELS + 9,
             (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_text);
@@ -485,18 +507,19 @@ static int grow_examples(const bench_opts *o)
                    "each step a process of "
                    "its own; memory: its kernel peak RSS (MiB), and sampled peaks of its private "
                    "memory and of the mapped files it touched (huge: of those, reached through "
-                   "2 MiB pages)\n"
-                   "%8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %7s %6s %6s %6s %6s\n",
-                GROW_BATCH, threads, threads > 1 ? "s" : "", "N", "prep s", "us/ex", "RSS",
+                   "2 MiB pages); order: the epoch's, train.shuffle stored (an array of the "
+                   "examples) or keyed (computed where it is read)\n"
+                   "%-6s %8s %8s %6s %7s %8s %6s %6s %8s %6s %9s %8s %8s %7s %6s %6s %6s %6s\n",
+                GROW_BATCH, threads, threads > 1 ? "s" : "", "order", "N", "prep s", "us/ex", "RSS",
                 "train s", "us/ex", "cpu s", "steps s",
                 "us/ex", "peak RSS", "private", "mapped", "huge", "train", "steps", "RSS", "priv");
     grow_row g[GROW_SIZES];
     int rc = 0;
     for (int i = 0; i < GROW_SIZES && !rc; i++) {
         rc = grow_size(tmp, ns[i], threads, &g[i]);
-        if (!rc) grow_print(o, &g[i], &g[0], threads);
+        for (int k = 0; k < GROW_ORDERS && !rc; k++) grow_print(o, &g[i], &g[0], k, threads);
     }
-    if (!rc) grow_checks(o, g, GROW_SIZES);
+    for (int k = 0; k < GROW_ORDERS && !rc; k++) grow_checks(o, g, GROW_SIZES, k);
     io_remove_tree(tmp);
     io_temp_drop(slot);
     return rc;

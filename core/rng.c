@@ -3,6 +3,8 @@
 
 #include <math.h>
 
+#include "core/status.h"
+
 #define GOLDEN 0x9E3779B97F4A7C15ull
 
 uint64_t xd_mix64(uint64_t x)
@@ -64,4 +66,31 @@ void xd_rng_shuffle(xd_rng *r, uint32_t *idx, uint32_t n)
         idx[i - 1] = idx[j];
         idx[j] = t;
     }
+}
+
+xd_perm xd_perm_make(uint64_t n, uint64_t seed, uint64_t example, uint64_t purpose)
+{
+    XD_ASSERT(n >= 1 && n <= (1ull << 62));
+    xd_perm p = {.n = n, .half = 1};
+    while (p.half < 31 && (1ull << (2 * p.half)) < n) p.half++;
+    xd_rng r = xd_rng_make(seed, example, purpose);
+    for (int k = 0; k < XD_PERM_ROUNDS; k++) p.key[k] = xd_rng_u64(&r);
+    return p;
+}
+
+uint64_t xd_perm_at(const xd_perm *p, uint64_t i)
+{
+    XD_ASSERT(i < p->n);
+    const uint64_t mask = (1ull << p->half) - 1;
+    uint64_t x = i;
+    do {
+        uint64_t l = x >> p->half, r = x & mask;
+        for (int k = 0; k < XD_PERM_ROUNDS; k++) {
+            uint64_t t = l ^ (xd_mix64(r ^ p->key[k]) & mask);
+            l = r;
+            r = t;
+        }
+        x = (l << p->half) | r;
+    } while (x >= p->n);
+    return x;
 }

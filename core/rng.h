@@ -43,4 +43,21 @@ uint32_t xd_rng_below(xd_rng *r, uint32_t n);
 /* Fisher-Yates shuffle of idx[0..n) */
 void xd_rng_shuffle(xd_rng *r, uint32_t *idx, uint32_t n);
 
+/* A keyed permutation of [0, n) that needs no storage: xd_perm_at(p, i) is the i-th element of a
+ * shuffled [0, n), computed on its own in O(1). A balanced Feistel network of XD_PERM_ROUNDS rounds
+ * (round function: mix64 of the half under a round key) permutes the smallest domain of 4^h >= n
+ * values; an index that lands past n is sent through again (cycle walking), which keeps it a
+ * bijection on [0, n) and costs under 4 networks on average. Not Fisher-Yates: the same key gives
+ * another order than xd_rng_shuffle. */
+enum { XD_PERM_ROUNDS = 8 };
+typedef struct {
+    uint64_t n;
+    unsigned half;                 /* bits of each half */
+    uint64_t key[XD_PERM_ROUNDS];
+} xd_perm;
+
+/* n >= 1 and n <= 2^62 */
+xd_perm xd_perm_make(uint64_t n, uint64_t seed, uint64_t example, uint64_t purpose);
+uint64_t xd_perm_at(const xd_perm *p, uint64_t i);
+
 #endif

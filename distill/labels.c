@@ -6,21 +6,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bits.h"
 #include "core/mem.h"
 #include "core/rng.h"
 
-/* The examples of class c with mask set (NULL: all) into idx; returns their number. */
-static uint32_t class_members(const int32_t *labels, const uint8_t *mask, size_t n, int c,
-                              uint32_t *idx)
+/* The examples of class c that are in the byte mask (NULL: all) and the bit set (NULL: all) into
+ * idx; returns their number. */
+static uint32_t class_members(const int32_t *labels, const uint8_t *mask, const uint64_t *bits,
+                              size_t n, int c, uint32_t *idx)
 {
     uint32_t cnt = 0;
     for (size_t i = 0; i < n; i++)
-        if (labels[i] == c && (!mask || mask[i])) idx[cnt++] = (uint32_t)i;
+        if (labels[i] == c && (!mask || mask[i]) && (!bits || xd_bit(bits, i))) idx[cnt++] = (uint32_t)i;
     return cnt;
 }
 
+/* An index array for the largest class among the examples of mask and bits (at least one entry):
+ * what a per-class shuffle needs, a tenth of the examples with ten even classes. */
+static uint32_t *class_index(const int32_t *labels, const uint8_t *mask, const uint64_t *bits,
+                             size_t n, int n_classes)
+{
+    size_t *cnt = xd_xcalloc((size_t)n_classes, sizeof *cnt), most = 1;
+    for (size_t i = 0; i < n; i++)
+        if ((!mask || mask[i]) && (!bits || xd_bit(bits, i)) && labels[i] >= 0 &&
+            labels[i] < n_classes)
+            cnt[labels[i]]++;
+    for (int c = 0; c < n_classes; c++) most = cnt[c] > most ? cnt[c] : most;
+    free(cnt);
+    return xd_xmalloc(sizeof(uint32_t) * most);
+}
+
 xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n, int n_classes,
-                        double fraction, int per_class, uint64_t seed, uint8_t *mask_out,
+                        double fraction, int per_class, uint64_t seed, uint64_t *mask_out,
                         size_t *kept, xd_err *e)
 {
     if (!(fraction >= 0.0 && fraction <= 1.0))
@@ -32,11 +49,21 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
         if (labels[i] < 0 || labels[i] >= n_classes)
             return xd_fail(e, XD_EFORMAT, "example %zu has label %d, outside 0..%d", i, labels[i],
                            n_classes - 1);
-    memset(mask_out, 0, n);
-    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (n ? n : 1));
+    memset(mask_out, 0, sizeof(uint64_t) * xd_bits_words(n));
     size_t total = 0;
+    if (per_class == 0 && fraction >= 1.0) {
+        /* no selection: every labelled example */
+        for (size_t i = 0; i < n; i++)
+            if (!mask_in || mask_in[i]) {
+                xd_bit_set(mask_out, i);
+                total++;
+            }
+        if (kept) *kept = total;
+        return XD_OK;
+    }
+    uint32_t *idx = class_index(labels, mask_in, NULL, n, n_classes);
     for (int c = 0; c < n_classes; c++) {
-        uint32_t cnt = class_members(labels, mask_in, n, c, idx);
+        uint32_t cnt = class_members(labels, mask_in, NULL, n, c, idx);
         uint32_t k = cnt;
         if (per_class > 0) {
             k = (uint32_t)per_class < cnt ? (uint32_t)per_class : cnt;
@@ -48,7 +75,7 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
             xd_rng r = xd_rng_make(seed, (uint64_t)c, XD_RNG_SPLIT);
             xd_rng_shuffle(&r, idx, cnt);
         }
-        for (uint32_t j = 0; j < k; j++) mask_out[idx[j]] = 1;
+        for (uint32_t j = 0; j < k; j++) xd_bit_set(mask_out, idx[j]);
         total += k;
     }
     free(idx);
@@ -56,12 +83,12 @@ xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n,
     return XD_OK;
 }
 
-void labels_balanced_weights(const int32_t *labels, const uint8_t *sel, size_t n, int n_classes,
+void labels_balanced_weights(const int32_t *labels, const uint64_t *sel, size_t n, int n_classes,
                              float *w)
 {
     size_t *cnt = xd_xcalloc((size_t)n_classes + 1, sizeof *cnt), total = 0;
     for (size_t i = 0; i < n; i++)
-        if (!sel || sel[i]) {
+        if (!sel || xd_bit(sel, i)) {
             cnt[labels[i]]++;
             total++;
         }
@@ -72,25 +99,25 @@ void labels_balanced_weights(const int32_t *labels, const uint8_t *sel, size_t n
     free(cnt);
 }
 
-xd_status labels_hold_out(const int32_t *labels, uint8_t *sel, size_t n, int n_classes,
-                          double fraction, uint64_t seed, uint8_t *val, size_t *n_val, xd_err *e)
+xd_status labels_hold_out(const int32_t *labels, uint64_t *sel, size_t n, int n_classes,
+                          double fraction, uint64_t seed, uint64_t *val, size_t *n_val, xd_err *e)
 {
     if (!(fraction >= 0.0 && fraction < 1.0))
         return xd_fail(e, XD_EARG, "validation fraction %g is not in [0, 1)", fraction);
     if (n > UINT32_MAX) return xd_fail(e, XD_EARG, "too many examples (%zu)", n);
-    memset(val, 0, n);
-    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (n ? n : 1));
+    memset(val, 0, sizeof(uint64_t) * xd_bits_words(n));
+    uint32_t *idx = class_index(labels, NULL, sel, n, n_classes);
     size_t total = 0;
     for (int c = 0; c < n_classes; c++) {
-        uint32_t cnt = class_members(labels, sel, n, c, idx);
+        uint32_t cnt = class_members(labels, NULL, sel, n, c, idx);
         uint32_t k = (uint32_t)llround(fraction * cnt);
         if (k == 0 && cnt >= 2 && fraction > 0.0) k = 1;
         if (cnt > 0 && k > cnt - 1) k = cnt - 1;
         xd_rng r = xd_rng_make(seed, (uint64_t)c, XD_RNG_VALID);
         xd_rng_shuffle(&r, idx, cnt);
         for (uint32_t j = 0; j < k; j++) {
-            val[idx[j]] = 1;
-            sel[idx[j]] = 0;
+            xd_bit_set(val, idx[j]);
+            xd_bit_clear(sel, idx[j]);
         }
         total += k;
     }

@@ -14,25 +14,27 @@
 #include "core/status.h"
 #include "io/dataset.h"
 
-/* labels (n) in [0, n_classes); mask_in (n) or NULL = all labelled; fraction in [0, 1];
- * per_class >= 0 (0 = use fraction). Writes mask_out (n) and returns the number kept in *kept. */
+/* labels (n) in [0, n_classes); mask_in (n bytes, a data set's label_mask) or NULL = all
+ * labelled; fraction in [0, 1]; per_class >= 0 (0 = use fraction). Writes mask_out (a set of n
+ * bits, core/bits.h) and returns the number kept in *kept. Without a selection (fraction 1,
+ * per_class 0) it needs no memory of its own; with one, an index over the largest class. */
 xd_status labels_select(const int32_t *labels, const uint8_t *mask_in, size_t n, int n_classes,
-                        double fraction, int per_class, uint64_t seed, uint8_t *mask_out,
+                        double fraction, int per_class, uint64_t seed, uint64_t *mask_out,
                         size_t *kept, xd_err *e);
 
 /* The validation examples of a run (data.val_fraction): per class, from the examples whose label
  * the run may see (sel), the first k of them shuffled by the stream (seed, class, XD_RNG_VALID),
  * k = round(fraction * count), at least 1 when the class has 2 or more and at most count - 1, so
- * that every class keeps a training label. They are moved from sel to val (n, set to 1 for each);
+ * that every class keeps a training label. They are moved from sel to val (both sets of n bits);
  * *n_val gets their number. fraction in [0, 1). */
-xd_status labels_hold_out(const int32_t *labels, uint8_t *sel, size_t n, int n_classes,
-                          double fraction, uint64_t seed, uint8_t *val, size_t *n_val, xd_err *e);
+xd_status labels_hold_out(const int32_t *labels, uint64_t *sel, size_t n, int n_classes,
+                          double fraction, uint64_t seed, uint64_t *val, size_t *n_val, xd_err *e);
 
 /* Balanced class weights (scikit-learn's class_weight="balanced"): w[c] = N / (K n_c), where
- * n_c counts the examples of class c among those sel marks (NULL: all n), N is their sum and K
+ * n_c counts the examples of class c among those of the set sel (n bits; NULL: all n), N is their sum and K
  * the number of classes with n_c > 0; w[c] = 0 for a class without examples. The weights'
  * mean over those N examples is 1. w (n_classes). */
-void labels_balanced_weights(const int32_t *labels, const uint8_t *sel, size_t n, int n_classes,
+void labels_balanced_weights(const int32_t *labels, const uint64_t *sel, size_t n, int n_classes,
                              float *w);
 
 /* Class names. A label set "label" or "label.NAME" of a data set is named by its string table

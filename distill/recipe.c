@@ -30,6 +30,8 @@
 #include "nn/model.h"
 
 
+const char *const recipe_shuffle_names[RECIPE_SHUFFLE_COUNT] = {"stored", "keyed"};
+
 const char *const recipe_loss_kind_names[RECIPE_LOSS_COUNT] = {
     [RECIPE_LOSS_CE] = "ce",
     [RECIPE_LOSS_KD] = "kd",

@@ -253,6 +253,12 @@ typedef struct {
     recipe_eval_set *eval_sets;
 } recipe_data;
 
+/* An epoch's order: a Fisher-Yates shuffle of an array of the examples it walks (4 bytes an
+ * example), or a keyed permutation computed where it is read (core/rng.h xd_perm; no memory
+ * that grows with the data set, another order for the same seed). */
+typedef enum { RECIPE_SHUFFLE_STORED, RECIPE_SHUFFLE_KEYED, RECIPE_SHUFFLE_COUNT } recipe_shuffle;
+extern const char *const recipe_shuffle_names[RECIPE_SHUFFLE_COUNT]; /* "stored", "keyed" */
+
 typedef struct {
     int epochs;           /* sum over the stages */
     int batch;
@@ -264,6 +270,7 @@ typedef struct {
     int eval_every;       /* epochs between evaluations; 0 = only at the end */
     int threads;          /* 0 = all cores */
     nn_precision precision; /* of the trained models' products (nn/gemm_bf16.h) */
+    recipe_shuffle shuffle; /* how an epoch's order is drawn */
 } recipe_train;
 
 typedef struct {

@@ -388,6 +388,8 @@ char *recipe_to_yaml(const recipe *r)
     /* only when not the default, so the recipes (and checkpoints) of float32 runs stay as they were */
     if (t->precision != NN_PREC_FLOAT32)
         sb_add(&b, "  precision: %s\n", nn_precision_names[t->precision]);
+    if (t->shuffle != RECIPE_SHUFFLE_STORED)
+        sb_add(&b, "  shuffle: %s\n", recipe_shuffle_names[t->shuffle]);
 
     if (implicit) {
         sb_add(&b, "losses:\n");

@@ -45,7 +45,8 @@ static const char *const model_keys[] = {"name", "model", "model_file", "view", 
 static const char *const quantize_keys[] = {"ema"};
 static const char *const prune_keys[] = {"sparsity", "scope", "steps", "start_epoch", "end_epoch"};
 static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epoch", "optimizer",
-                                         "schedule",   "eval_every", "threads", "precision"};
+                                         "schedule",   "eval_every", "threads", "precision",
+                                         "shuffle"};
 
 /* Defaults and bounds of the other keys. */
 #define DEFAULT_BATCH 128
@@ -479,6 +480,7 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
     t->eval_every = 1;
     t->threads = 0;
     t->precision = NN_PREC_FLOAT32;
+    t->shuffle = RECIPE_SHUFFLE_STORED;
     if (train) {
         if ((s = io_yaml_get_int(b->d, train, "batch", 1, MAX_BATCH, &t->batch, b->e))) return s;
         if ((s = io_yaml_get_int(b->d, train, "steps_per_epoch", 0, 1 << 24, &t->steps_per_epoch,
@@ -493,6 +495,11 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
         if ((s = rb_get_enum(b, train, "precision", nn_precision_names, NN_PREC_COUNT, &prec)))
             return s;
         t->precision = prec;
+        int shuffle = RECIPE_SHUFFLE_STORED;
+        if ((s = rb_get_enum(b, train, "shuffle", recipe_shuffle_names, RECIPE_SHUFFLE_COUNT,
+                             &shuffle)))
+            return s;
+        t->shuffle = shuffle;
     }
 
     t->opt = nn_opt_defaults(NN_OPT_ADAMW);

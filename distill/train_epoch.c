@@ -210,39 +210,106 @@ static double sum_epoch_figures(train_run *R, double loss_sum)
     return loss_sum;
 }
 
-xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
+/* An epoch's order: n_order positions, passes over the pool (every example not held out when a
+ * teacher can teach it, else the ones whose label the run sees), each pass reshuffled by the
+ * stream (seed, epoch + pass << 32, XD_RNG_SHUFFLE).
+ *
+ * train.shuffle stored: a Fisher-Yates shuffle of the pool's array (R->pool); an epoch of one
+ * pass (the usual one) walks it in place, several are copied out into R->order.
+ * train.shuffle keyed: position t is member xd_perm_at(pass t / n_pool)(t % n_pool) of the pool,
+ * found by a select over its bits: no array of the examples. */
+typedef struct {
+    const uint32_t *order;    /* stored */
+    xd_select pool;           /* keyed: over sel, R->pool_bits, or NULL bits = all */
+    int all_pool;             /* keyed: the pool is every training example */
+    xd_perm perm;             /* keyed: the pass perm_pass draws */
+    size_t n_pool, perm_pass;
+    uint64_t seed;
+    int epoch;
+} epoch_order;
+
+static xd_perm pass_perm(const epoch_order *o, size_t pass)
 {
-    const recipe *r = R->r;
-    const recipe_stage *st = &r->stages[stage];
-    const int B = r->train.batch;
-    /* the pool: every example when a teacher can teach it, else the labelled ones */
-    size_t n_pool = 0;
-    int all = stage_needs_teacher(st);
+    return xd_perm_make(o->n_pool, o->seed, (uint64_t)o->epoch + ((uint64_t)pass << 32),
+                        XD_RNG_SHUFFLE);
+}
+
+static void epoch_order_init(epoch_order *o, train_run *R, int all, size_t n_pool, size_t n_order,
+                             int epoch)
+{
+    memset(o, 0, sizeof *o);
+    o->n_pool = n_pool;
+    o->seed = (uint64_t)R->seed;
+    o->epoch = epoch;
+    if (R->r->train.shuffle == RECIPE_SHUFFLE_KEYED) {
+        const uint64_t *bits = R->sel;
+        if (all && R->held) {
+            const size_t words = xd_bits_words(R->n_train);
+            xd_bits_fill(R->pool_bits, R->n_train);
+            for (size_t w = 0; w < words; w++) R->pool_bits[w] &= ~R->held[w];
+            bits = R->pool_bits;
+        }
+        o->all_pool = all && !R->held;
+        if (!o->all_pool) xd_select_init(&o->pool, bits, R->n_train);
+        XD_ASSERT(o->all_pool || o->pool.members == n_pool);
+        o->perm = pass_perm(o, 0);
+        return;
+    }
+    size_t n = 0;
     for (size_t i = 0; i < R->n_train; i++)
-        if (all ? !(R->held && R->held[i]) : R->sel[i]) R->pool[n_pool++] = (uint32_t)i;
-    XD_ASSERT(n_pool == stage_pool(R, stage));
-    if (n_pool == 0)
-        return xd_fail(e, XD_EARG, "%s: stage %d has no example to learn from: none of the training "
-                                   "examples has a label the run may see (label_mask, label_fraction, "
-                                   "labels_per_class) and no loss reads a teacher",
-                       r->data.path, stage + 1);
-    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled; an
-     * epoch of one pass (the usual one) walks the shuffled pool itself, without a copy of it */
-    const int steps = stage_steps(R, stage);
-    const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
+        if (all ? !(R->held && xd_bit(R->held, i)) : xd_bit(R->sel, i)) R->pool[n++] = (uint32_t)i;
+    XD_ASSERT(n == n_pool);
     const int passes = n_order > n_pool;
     if (passes && n_order > R->order_cap) {
         R->order = xd_xrealloc(R->order, sizeof(uint32_t) * n_order);
         R->order_cap = n_order;
     }
     for (size_t done = 0, pass = 0; done < n_order; pass++) {
-        xd_rng order = xd_rng_make((uint64_t)R->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
+        xd_rng order = xd_rng_make(o->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
         xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
         size_t take = n_order - done < n_pool ? n_order - done : n_pool;
         if (passes) memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);
         done += take;
     }
-    const uint32_t *order = passes ? R->order : R->pool;
+    o->order = passes ? R->order : R->pool;
+}
+
+/* The example at position t of the epoch (positions are read in increasing order). */
+static uint32_t epoch_order_at(epoch_order *o, size_t t)
+{
+    if (o->order) return o->order[t];
+    const size_t pass = t / o->n_pool;
+    if (pass != o->perm_pass) {
+        o->perm = pass_perm(o, pass);
+        o->perm_pass = pass;
+    }
+    const size_t r = (size_t)xd_perm_at(&o->perm, t % o->n_pool);
+    return (uint32_t)(o->all_pool ? r : xd_select_at(&o->pool, r));
+}
+
+static void epoch_order_free(epoch_order *o)
+{
+    if (!o->order && !o->all_pool) xd_select_free(&o->pool);
+}
+
+xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
+{
+    const recipe *r = R->r;
+    const recipe_stage *st = &r->stages[stage];
+    const int B = r->train.batch;
+    /* the pool: every example when a teacher can teach it, else the labelled ones */
+    const int all = stage_needs_teacher(st);
+    const size_t n_pool = stage_pool(R, stage);
+    if (n_pool == 0)
+        return xd_fail(e, XD_EARG, "%s: stage %d has no example to learn from: none of the training "
+                                   "examples has a label the run may see (label_mask, label_fraction, "
+                                   "labels_per_class) and no loss reads a teacher",
+                       r->data.path, stage + 1);
+    /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled */
+    const int steps = stage_steps(R, stage);
+    const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
+    epoch_order eo;
+    epoch_order_init(&eo, R, all, n_pool, n_order, epoch);
     /* a pruning step: new masks from the weights as the last epoch left them */
     const float sparsity = nn_prune_at(&r->prune, epoch);
     for (int k = 0; k < R->n_models && sparsity >= 0.0f; k++) {
@@ -267,23 +334,27 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         size_t lo, hi;
         dist_slice((size_t)n, dist_rank(), &lo, &hi);
         for (size_t b = 0; b < hi - lo; b++) {
-            uint32_t i = order[i0 + lo + b];
+            uint32_t i = epoch_order_at(&eo, i0 + lo + b);
             R->idx[b] = i;
             R->yb[b] = R->ytrain[i];
-            R->mb[b] = R->sel[i];
+            R->mb[b] = (uint8_t)xd_bit(R->sel, i);
             R->exb[b] = i;
         }
         if (dist_size() > 1) R->share = (float)(hi - lo) / (float)n;
         double loss;
         xd_status s = train_step(R, stage, epoch, (int)(hi - lo), nn_sched_lr(&sched, R->global_step),
                                  &loss, e);
-        if (s != XD_OK) return s;
+        if (s != XD_OK) {
+            epoch_order_free(&eo);
+            return s;
+        }
         loss_sum += R->share * loss;
         R->global_step++;
         R->images += n;
         progress_step(&pg, step + 1, loss_sum / (step + 1), (double)(i0 + (size_t)n));
     }
     double secs = progress_now() - t0;
+    epoch_order_free(&eo);
     R->train_seconds += secs;
     if (dist_size() > 1) loss_sum = sum_epoch_figures(R, loss_sum);
 

@@ -22,6 +22,10 @@ static const uint32_t *eval_slice(const uint32_t *idx, size_t n, size_t *lo, siz
     return *own;
 }
 
+/* Rows a chunk of train_score's predictions holds: whole batches of the model, about this many
+ * rows, so that scoring a split needs no memory that grows with it (the counts are sums). */
+enum { SCORE_CHUNK_ROWS = 8192 };
+
 xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
                       const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e)
 {
@@ -35,25 +39,35 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
         if (labels[idx ? idx[i] : i] >= K) K = labels[idx ? idx[i] : i] + 1;
     /* with several ranks each scores its slice of the examples; the counts are summed */
     size_t lo, hi;
-    uint32_t *own;
-    const uint32_t *at = eval_slice(idx, n, &lo, &hi, &own);
-    const size_t rows = scores_rows_at(m, head, f, hi - lo, all_langs);
-    int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
-    int32_t *truth = xd_xmalloc(sizeof(int32_t) * (rows ? rows : 1));
-    xd_status s = scores_predict_at(m, head, f, at, hi - lo, all_langs, input, pred, NULL, NULL, e);
+    dist_slice(n, dist_rank(), &lo, &hi);
+    /* chunks of whole batches, each batch the examples it was before chunks (the same rows) */
+    const size_t B = (size_t)m->max_batch, per_ex = scores_rows_at(m, head, f, 1, all_langs);
+    size_t chunk = SCORE_CHUNK_ROWS / (B * (per_ex ? per_ex : 1)) * B;
+    if (chunk == 0) chunk = B;
+    const size_t rows_max = scores_rows_at(m, head, f, chunk, all_langs);
+    int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows_max ? rows_max : 1));
+    int32_t *truth = xd_xmalloc(sizeof(int32_t) * (rows_max ? rows_max : 1));
+    uint32_t *at = xd_xmalloc(sizeof(uint32_t) * chunk);
+    scores sc;
+    scores_init(&sc, K);
+    xd_status s = XD_OK;
+    for (size_t c0 = lo; c0 < hi && s == XD_OK; c0 += chunk) {
+        const size_t c = hi - c0 < chunk ? hi - c0 : chunk;
+        for (size_t j = 0; j < c; j++) at[j] = idx ? idx[c0 + j] : (uint32_t)(c0 + j);
+        s = scores_predict_at(m, head, f, at, c, all_langs, input, pred, NULL, NULL, e);
+        if (s != XD_OK) break;
+        scores_row_truth(m, head, f, at, c, all_langs, labels, truth);
+        scores_add(&sc, pred, truth, scores_rows_at(m, head, f, c, all_langs));
+    }
     if ((s = dist_agree(s, e)) == XD_OK) {
-        scores_row_truth(m, head, f, at, hi - lo, all_langs, labels, truth);
-        scores sc;
-        scores_init(&sc, K);
-        scores_add(&sc, pred, truth, rows);
         dist_sum_counts(sc.count, (size_t)K * (size_t)K);
         dist_sum_counts(&sc.total, 1);
         dist_sum_counts(&sc.correct, 1);
         *acc = scores_accuracy(&sc);
         if (bacc) *bacc = scores_balanced_accuracy(&sc);
-        scores_free(&sc);
     }
-    free(own);
+    scores_free(&sc);
+    free(at);
     free(truth);
     free(pred);
     return s;

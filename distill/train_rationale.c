@@ -76,7 +76,7 @@ xd_status train_rationale_setup(train_run *R, loss_rt *l, int stage, int i, xd_e
     for (size_t j = 0; j < R->n_train; j++) {
         size_t len;
         texts[j] = io_strings_get(tr, j, &len);
-        use[j] = R->sel[j] && !(R->held && R->held[j]);
+        use[j] = xd_bit(R->sel, j) && !(R->held && xd_bit(R->held, j));
     }
     xd_status s = rat_vocab_build(texts, R->n_train, use, L->max_words, &t->rv, e);
     free(texts);

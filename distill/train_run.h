@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "align/labelmap.h"
+#include "core/bits.h"
 #include "core/status.h"
 #include "distill/cache.h"
 #include "distill/ensemble.h"
@@ -113,12 +114,13 @@ typedef struct {
     int n_classes;
     int spatial;      /* the student's images get random crops or flips */
     const uint8_t *known; /* (ntrain) the data set's label_mask, NULL = every label is known */
-    uint8_t *sel;     /* (ntrain) labels the run may see */
+    uint64_t *sel;    /* (ntrain bits, core/bits.h) labels the run may see */
     size_t n_sel;
     teacher_rt *teachers;
     float *tlogits;   /* gathered cached logits (B, K) */
-    uint32_t *pool, *order, *idx;
+    uint32_t *pool, *order, *idx; /* pool and order: train.shuffle stored only */
     size_t order_cap;
+    uint64_t *pool_bits; /* train.shuffle keyed: the pool as bits when it is neither sel nor all */
     int32_t *yb;
     uint8_t *mb;
     float *class_w;   /* (n_classes) balanced class weights when a loss asks for them, else NULL */
@@ -141,7 +143,7 @@ typedef struct {
     int n_exits;
     /* validation and further data sets (train_val.c) */
     int has_val;      /* best checkpoints are chosen on the validation split, not the test split */
-    uint8_t *held;    /* (n_train) data.val_fraction: the training examples held out for
+    uint64_t *held;   /* (n_train bits) data.val_fraction: the training examples held out for
                        * validation (no step sees them); NULL otherwise */
     size_t n_held;
     uint32_t *val_idx; /* (n_val) the validation examples: indices into the training split's feed

@@ -89,7 +89,7 @@ xd_status train_setup_data(train_run *R, xd_err *e)
                            R->n_train);
         R->known = mt->data;
     }
-    R->sel = xd_xmalloc(R->n_train ? R->n_train : 1);
+    R->sel = xd_bits_new(R->n_train);
     s = labels_select(R->ytrain, R->known, R->n_train, R->n_classes, r->data.label_fraction,
                       r->data.labels_per_class, (uint64_t)R->seed, R->sel, &R->n_sel, e);
     if (s != XD_OK) return xd_err_prefix(e, "%s", r->data.path);
@@ -278,7 +278,11 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
 xd_status train_setup_buffers(train_run *R)
 {
     const int B = R->r->train.batch;
-    R->pool = xd_xmalloc(sizeof(uint32_t) * (R->n_train ? R->n_train : 1));
+    /* a stored shuffle's array of the examples; a keyed one reads its order where it needs it */
+    if (R->r->train.shuffle == RECIPE_SHUFFLE_STORED)
+        R->pool = xd_xmalloc(sizeof(uint32_t) * (R->n_train ? R->n_train : 1));
+    else if (R->held)
+        R->pool_bits = xd_bits_new(R->n_train);
     R->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
     R->yb = xd_xmalloc(sizeof(int32_t) * (size_t)B);
     R->mb = xd_xmalloc((size_t)B);
@@ -631,7 +635,7 @@ static xd_status fit_projector(loss_rt *l, const float *X, const float *Y, int r
  * validation); *at moves past it. */
 static uint32_t next_trained(const train_run *R, size_t *at)
 {
-    while (R->held && R->held[*at]) ++*at;
+    while (R->held && xd_bit(R->held, *at)) ++*at;
     return (uint32_t)(*at)++;
 }
 

@@ -25,7 +25,7 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
     const recipe_data *d = &R->r->data;
     xd_status s;
     if (d->val_fraction > 0.0f) {
-        R->held = xd_xmalloc(R->n_train ? R->n_train : 1);
+        R->held = xd_bits_new(R->n_train);
         s = labels_hold_out(R->ytrain, R->sel, R->n_train, R->n_classes, d->val_fraction,
                             (uint64_t)R->seed, R->held, &R->n_held, e);
         if (s != XD_OK) return xd_err_prefix(e, "%s", d->path);
@@ -36,7 +36,7 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
         R->n_sel -= R->n_held;
         R->val_idx = xd_xmalloc(sizeof(uint32_t) * R->n_held);
         for (size_t i = 0; i < R->n_train; i++)
-            if (R->held[i]) R->val_idx[R->n_val++] = (uint32_t)i;
+            if (xd_bit(R->held, i)) R->val_idx[R->n_val++] = (uint32_t)i;
         R->yval = R->ytrain;
         R->val_masks = R->seg.on ? R->seg.train_mask : NULL;
     } else if (d->val) {

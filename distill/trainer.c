@@ -197,6 +197,7 @@ static void run_free(train_run *R)
     free(R->tlogits);
     free(R->pool);
     free(R->order);
+    free(R->pool_bits);
     free(R->idx);
     free(R->yb);
     free(R->mb);

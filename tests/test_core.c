@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/bits.h"
 #include "core/rng.h"
 #include "core/runtime.h"
 #include "core/status.h"
@@ -137,6 +138,89 @@ static void test_rng_shuffle_is_permutation(void **state)
     assert_true(moved > 80);
 }
 
+/* xd_perm is a bijection on [0, n) for every n (domains of 4^h, n at and around them), the same
+ * for a key and another for another key. */
+static void test_perm_is_bijection(void **state)
+{
+    (void)state;
+    static const uint64_t ns[] = {1, 2, 3, 4, 5, 15, 16, 17, 63, 64, 65, 1000, 4096, 65537};
+    uint8_t *seen = malloc(65537);
+    for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+        const uint64_t n = ns[c];
+        xd_perm p = xd_perm_make(n, 7, 3, XD_RNG_SHUFFLE), q = xd_perm_make(n, 7, 3, XD_RNG_SHUFFLE);
+        xd_perm other = xd_perm_make(n, 8, 3, XD_RNG_SHUFFLE);
+        memset(seen, 0, n);
+        uint64_t moved = 0, differ = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v = xd_perm_at(&p, i);
+            assert_true(v < n);
+            assert_int_equal(seen[v], 0);
+            seen[v] = 1;
+            assert_int_equal(xd_perm_at(&q, i), v);
+            moved += v != i;
+            differ += xd_perm_at(&other, i) != v;
+        }
+        if (n >= 1000) {
+            assert_true(moved > n * 99 / 100);
+            assert_true(differ > n * 99 / 100);
+        }
+    }
+    free(seen);
+}
+
+/* Over 20000 keys every element of [0, 10) lands on every place about as often (2000 +- 15%,
+ * seven standard deviations), and two neighbours come out in either order about as often: a
+ * shuffle, not a rotation or a fixed pattern. */
+static void test_perm_is_uniform(void **state)
+{
+    (void)state;
+    enum { N = 10, KEYS = 20000 };
+    int count[N][N] = {{0}}, before = 0;
+    for (uint64_t k = 0; k < KEYS; k++) {
+        xd_perm p = xd_perm_make(N, 11, k, XD_RNG_SHUFFLE);
+        for (int i = 0; i < N; i++) count[i][xd_perm_at(&p, (uint64_t)i)]++;
+        before += xd_perm_at(&p, 3) < xd_perm_at(&p, 4);
+    }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++)
+            if (count[i][j] < 1700 || count[i][j] > 2300)
+                fail_msg("element %d at place %d %d times of %d, expected about 2000", i, j,
+                         count[i][j], KEYS);
+    assert_true(before > KEYS * 47 / 100 && before < KEYS * 53 / 100);
+}
+
+/* xd_select_at(r) is the r-th member, checked against a walk over the bits, for sets that are
+ * empty, full, sparse, dense, with members only at the end, and sizes around words and blocks. */
+static void test_select_members(void **state)
+{
+    (void)state;
+    static const size_t ns[] = {1, 63, 64, 65, 511, 512, 513, 5000};
+    for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+        const size_t n = ns[c];
+        for (int kind = 0; kind < 5; kind++) {
+            uint64_t *b = xd_bits_new(n);
+            xd_rng r = xd_rng_make(n, (uint64_t)kind, XD_RNG_USER);
+            if (kind == 1) xd_bits_fill(b, n);
+            for (size_t i = 0; i < n; i++) {
+                if (kind == 2 && xd_rng_below(&r, 100) < 3) xd_bit_set(b, i);
+                if (kind == 3 && xd_rng_below(&r, 100) < 70) xd_bit_set(b, i);
+                if (kind == 4 && i + 3 >= n) xd_bit_set(b, i);
+            }
+            if (kind == 1 && n % 64) assert_int_equal(b[n / 64] >> (n % 64), 0);
+            xd_select s;
+            xd_select_init(&s, b, n);
+            size_t m = 0;
+            for (size_t i = 0; i < n; i++)
+                if (xd_bit(b, i)) assert_int_equal(xd_select_at(&s, m++), i);
+            assert_int_equal(s.members, m);
+            assert_int_equal(xd_bits_count(b, n), m);
+            if (kind == 1) assert_int_equal(m, n);
+            xd_select_free(&s);
+            free(b);
+        }
+    }
+}
+
 /* xd_runs_take, called in turn as the threads of a team would: each thread's own run first and
  * in order, then what is left of the others'; a thread that never comes (a smaller team, or a
  * thread held up) has its run done by the others; every item exactly once, for runs of uneven
@@ -237,6 +321,9 @@ int main(void)
         cmocka_unit_test(test_arena_grows_to_high_water),
         cmocka_unit_test(test_rng_streams),
         cmocka_unit_test(test_rng_shuffle_is_permutation),
+        cmocka_unit_test(test_perm_is_bijection),
+        cmocka_unit_test(test_perm_is_uniform),
+        cmocka_unit_test(test_select_members),
         cmocka_unit_test(test_runs_take_each_item_once),
         cmocka_unit_test(test_blas_choice),
     };

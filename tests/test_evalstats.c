@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/bits.h"
 #include "distill/labels.h"
 #include "distill/scores.h"
 
@@ -119,14 +120,15 @@ static void test_scores_json(void **state)
 }
 
 /* labels: class c has 10 + 10 c examples; the run may see the even-indexed ones */
-enum { N_HOLD = 60 };
-static void hold_fixture(int32_t *y, uint8_t *sel)
+enum { N_HOLD = 60, W_HOLD = (N_HOLD + 63) / 64 };
+static void hold_fixture(int32_t *y, uint64_t *sel)
 {
     int i = 0;
+    memset(sel, 0, sizeof(uint64_t) * W_HOLD);
     for (int c = 0; c < 3; c++)
         for (int k = 0; k < 10 + 10 * c; k++, i++) {
             y[i] = c;
-            sel[i] = i % 2 == 0;
+            if (i % 2 == 0) xd_bit_set(sel, (size_t)i);
         }
     assert_int_equal(i, N_HOLD);
 }
@@ -138,7 +140,7 @@ static void test_hold_out(void **state)
 {
     (void)state;
     int32_t y[N_HOLD];
-    uint8_t sel0[N_HOLD], sel[N_HOLD], val[N_HOLD], sel2[N_HOLD], val2[N_HOLD];
+    uint64_t sel0[W_HOLD], sel[W_HOLD], val[W_HOLD], sel2[W_HOLD], val2[W_HOLD];
     hold_fixture(y, sel0);
     memcpy(sel, sel0, sizeof sel);
     size_t n_val;
@@ -148,16 +150,18 @@ static void test_hold_out(void **state)
     int per[3] = {0}, kept[3] = {0};
     size_t total = 0;
     for (int i = 0; i < N_HOLD; i++) {
-        if (val[i]) {
-            assert_true(sel0[i]); /* a label the run may see */
-            assert_false(sel[i]); /* no longer a training label */
+        if (xd_bit(val, (size_t)i)) {
+            assert_true(xd_bit(sel0, (size_t)i)); /* a label the run may see */
+            assert_false(xd_bit(sel, (size_t)i)); /* no longer a training label */
             per[y[i]]++;
             total++;
         }
-        kept[y[i]] += sel[i];
-        if (!sel0[i]) assert_false(sel[i]);
+        kept[y[i]] += xd_bit(sel, (size_t)i);
+        if (!xd_bit(sel0, (size_t)i)) assert_false(xd_bit(sel, (size_t)i));
     }
     assert_int_equal(total, n_val);
+    assert_int_equal(xd_bits_count(val, N_HOLD), n_val);
+    assert_int_equal(val[0] >> N_HOLD, 0); /* nothing past the examples */
     assert_int_equal(per[0], 1);
     assert_int_equal(per[1], 2);
     assert_int_equal(per[2], 3);
@@ -165,23 +169,23 @@ static void test_hold_out(void **state)
     /* the same seed, the same examples; another seed, others */
     memcpy(sel2, sel0, sizeof sel2);
     TU_OK(labels_hold_out(y, sel2, N_HOLD, 3, 0.2, 5, val2, &n_val, &e));
-    assert_memory_equal(val, val2, N_HOLD);
-    assert_memory_equal(sel, sel2, N_HOLD);
+    assert_memory_equal(val, val2, sizeof val);
+    assert_memory_equal(sel, sel2, sizeof sel);
     int differ = 0;
     for (uint64_t seed = 6; seed < 9; seed++) {
         memcpy(sel2, sel0, sizeof sel2);
         TU_OK(labels_hold_out(y, sel2, N_HOLD, 3, 0.2, seed, val2, &n_val, &e));
-        differ += memcmp(val, val2, N_HOLD) != 0;
+        differ += memcmp(val, val2, sizeof val) != 0;
     }
     assert_true(differ > 0);
     /* two seen examples: one held out; one seen: none (the class keeps its only label) */
     int32_t y4[3] = {0, 0, 1};
-    uint8_t s4[3] = {1, 1, 1}, v4[3];
+    uint64_t s4[1] = {7}, v4[1];
     TU_OK(labels_hold_out(y4, s4, 3, 2, 0.01, 1, v4, &n_val, &e));
     assert_int_equal(n_val, 1);
-    assert_int_equal(v4[0] + v4[1], 1);
-    assert_int_equal(v4[2], 0);
-    assert_int_equal(s4[2], 1);
+    assert_int_equal(xd_bit(v4, 0) + xd_bit(v4, 1), 1);
+    assert_int_equal(xd_bit(v4, 2), 0);
+    assert_int_equal(xd_bit(s4, 2), 1);
     assert_int_equal(labels_hold_out(y4, s4, 3, 2, 1.0, 1, v4, &n_val, &e), XD_EARG);
 }
 

@@ -742,7 +742,8 @@ static void test_bench_train_rounds(void **state)
 }
 
 /* `bench grow --quick`: each size is prepared and trained in its own process, one whole epoch
- * (every example trained once), and the sweeps run (a smoke test: no timing checked). */
+ * (every example trained once) with each epoch order, and the sweeps run (a smoke test: no
+ * timing checked). */
 static void test_bench_grow_runs(void **state)
 {
     (void)state;
@@ -750,9 +751,12 @@ static void test_bench_grow_runs(void **state)
     assert_int_equal(tu_run_cli(&out, &err, "bench", "grow", "--quick", "--threads", "1", "--json",
                                 NULL), 0);
     static const long sizes[] = {500, 1000, 2000};
-    for (int k = 0; k < 3; k++) {
-        char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"examples\",\"examples\":%ld,"
-                           "\"test_examples\":%ld,\"threads\":1,", sizes[k], sizes[k] / 10);
+    static const char *const orders[] = {"stored", "keyed"};
+    for (int q = 0; q < 6; q++) {
+        const int k = q % 3;
+        char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"examples\",\"shuffle\":\"%s\","
+                           "\"examples\":%ld,\"test_examples\":%ld,\"threads\":1,", orders[q / 3],
+                           sizes[k], sizes[k] / 10);
         char *trained = tu_fmt("\"trained_examples\":%ld,", sizes[k]);
         const char *at = strstr(out, row);
         if (!at) fail_msg("no row %s in: %s%s", row, out, err);
@@ -766,8 +770,10 @@ static void test_bench_grow_runs(void **state)
         free(trained);
     }
     if (!strstr(out, "\"mapped_huge_pct_last\":")) fail_msg("no huge-page share in: %s", out);
-    static const char *const cases[] = {"examples_check", "batch_knee", "width_knee"};
-    for (int k = 0; k < 3; k++) {
+    static const char *const cases[] = {"examples_check\",\"shuffle\":\"stored",
+                                        "examples_check\",\"shuffle\":\"keyed", "batch_knee",
+                                        "width_knee"};
+    for (int k = 0; k < 4; k++) {
         char *row = tu_fmt("{\"suite\":\"grow\",\"case\":\"%s\",", cases[k]);
         if (!strstr(out, row)) fail_msg("no row %s in: %s%s", row, out, err);
         free(row);

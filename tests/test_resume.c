@@ -76,6 +76,24 @@ static void test_resume_two_stages(void **state)
     free(text);
 }
 
+/* train.shuffle keyed over a pool with held-out validation examples: a labelled stage, then a
+ * KD stage over every example not held out (the pool as its own bits), cycled by steps_per_epoch. */
+static const char keyed_recipe[] =
+    "data: {path: toy.xds, label_fraction: 0.5, val_fraction: 0.2}\n"
+    "model: \"" MLP_MODEL "\"\n" TEACHERS
+    "train: {batch: 16, steps_per_epoch: 6, shuffle: keyed, optimizer: {kind: adamw, lr: 0.01}}\n"
+    "stages:\n"
+    "  - {epochs: 2, losses: [{kind: ce}]}\n"
+    "  - {epochs: 2, losses: [{kind: hinton, alpha: 0.8, temperature: 3}]}\n";
+
+static void test_resume_keyed_shuffle(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    const int stops[] = {1, 3};
+    check_resume("resk", keyed_recipe, 4, stops, 2);
+}
+
 /* Resuming a run that finished changes nothing and reports its numbers. */
 static void test_resume_finished_changes_nothing(void **state)
 {
@@ -255,6 +273,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resume_single_stage),
         cmocka_unit_test(test_resume_two_stages),
+        cmocka_unit_test(test_resume_keyed_shuffle),
         cmocka_unit_test(test_resume_finished_changes_nothing),
         cmocka_unit_test(test_resume_after_last_epoch_writes_summary),
         cmocka_unit_test(test_resume_other_recipe),

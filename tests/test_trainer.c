@@ -501,6 +501,43 @@ static void test_steps_per_epoch(void **state)
     free(text);
 }
 
+/* train.shuffle keyed: the same run twice gives the same bytes, another order than the stored
+ * shuffle's (so other weights), every batch full and the steps as stored's; a stop and resume ends
+ * where the straight run does. Over a labelled pool with held-out validation examples, cycled. */
+static void test_keyed_shuffle(void **state)
+{
+    (void)state;
+    ensure_data();
+    const char *fmt = "data: {path: toy.xds, label_fraction: 0.3, val_fraction: 0.2}\n"
+                      "model: \"" MLP_MODEL "\"\n"
+                      "train: {epochs: 2, batch: 16, steps_per_epoch: 5, shuffle: %s, "
+                      "optimizer: {kind: adamw, lr: 0.01}}\nlosses:\n  - kind: ce\n";
+    char *keyed = tu_fmt(fmt, "keyed"), *stored = tu_fmt(fmt, "stored");
+    run_ok("kshuf", keyed, "kshuf-a", 1, 0, 0);
+    run_ok("kshuf", keyed, "kshuf-b", 1, 0, 0);
+    run_ok("kshuf", keyed, "kshuf-r", 1, 1, 0);
+    run_ok("kshuf", keyed, "kshuf-r", 1, 0, 1);
+    run_ok("sshuf", stored, "sshuf", 1, 0, 0);
+    json_t *m = read_metrics("kshuf-a");
+    assert_int_equal((long)num(json_array_get(m, 1), "step"), 10);
+    json_decref(m);
+    size_t na, nb, nr, ns;
+    char *a = tu_read_file("kshuf-a/last.safetensors", &na), *b = tu_read_file("kshuf-b/last.safetensors", &nb);
+    char *r = tu_read_file("kshuf-r/last.safetensors", &nr), *st = tu_read_file("sshuf/last.safetensors", &ns);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    assert_int_equal(na, nr);
+    assert_memory_equal(a, r, na);
+    assert_true(na != ns || memcmp(a, st, na) != 0);
+    assert_same_metrics("kshuf-a", "kshuf-r");
+    free(a);
+    free(b);
+    free(r);
+    free(st);
+    free(keyed);
+    free(stored);
+}
+
 /* A schedule without total_steps spans the whole run (docs/RECIPES.md), stages included. */
 static void test_auto_total_steps_span_the_run(void **state)
 {
@@ -651,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_eval_every),
         cmocka_unit_test(test_label_fraction),
         cmocka_unit_test(test_steps_per_epoch),
+        cmocka_unit_test(test_keyed_shuffle),
         cmocka_unit_test(test_auto_total_steps_span_the_run),
         cmocka_unit_test(test_schedule_base_lr),
         cmocka_unit_test(test_hinton_head_narrower_than_classes),
