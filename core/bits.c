@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __BMI2__
+#include <immintrin.h>
+#endif
 
 #include "core/mem.h"
 #include "core/status.h"
@@ -33,6 +36,24 @@ static uint64_t word_at(const xd_select *s, size_t w)
     uint64_t v = s->b[w];
     if (w == s->n / 64 && s->n % 64) v &= (1ull << (s->n % 64)) - 1;
     return v;
+}
+
+/* The place of the bit that is member k (0-based) of v, k < popcount(v). */
+static unsigned select_in_word(uint64_t v, unsigned k)
+{
+#ifdef __BMI2__
+    return (unsigned)__builtin_ctzll(_pdep_u64(1ull << k, v)); /* deposit bit k on v's k-th member */
+#else
+    /* skip whole bytes by their counts, then the bits of the one that holds it */
+    unsigned at = 0;
+    for (;; at += 8, v >>= 8) {
+        unsigned c = (unsigned)__builtin_popcountll(v & 0xff);
+        if (k < c) break;
+        k -= c;
+    }
+    for (; k; k--) v &= v - 1;
+    return at + (unsigned)__builtin_ctzll(v);
+#endif
 }
 
 void xd_select_init(xd_select *s, const uint64_t *b, size_t n)
@@ -67,10 +88,7 @@ size_t xd_select_at(const xd_select *s, size_t r)
     for (;; w++) {
         uint64_t v = word_at(s, w);
         size_t c = (size_t)__builtin_popcountll(v);
-        if (left < c) {
-            for (; left; left--) v &= v - 1; /* drop the lowest members */
-            return w * 64 + (size_t)__builtin_ctzll(v);
-        }
+        if (left < c) return w * 64 + select_in_word(v, (unsigned)left);
         left -= c;
     }
 }

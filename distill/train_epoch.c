@@ -249,7 +249,7 @@ static void epoch_order_init(epoch_order *o, train_run *R, int all, size_t n_poo
             for (size_t w = 0; w < words; w++) R->pool_bits[w] &= ~R->held[w];
             bits = R->pool_bits;
         }
-        o->all_pool = all && !R->held;
+        o->all_pool = n_pool == R->n_train; /* every example: the permutation's own values */
         if (!o->all_pool) xd_select_init(&o->pool, bits, R->n_train);
         XD_ASSERT(o->all_pool || o->pool.members == n_pool);
         o->perm = pass_perm(o, 0);
