@@ -9,7 +9,7 @@
  * runs, from a recipe naming the set, which maps the file, verifies it once, walks the epoch and
  * evaluates on the test split, at the first thread count of --threads: once with the epoch's
  * order from a stored shuffle (train.shuffle stored, the default: 4 bytes an example) and once
- * from a keyed permutation (train.shuffle keyed: no memory that grows with N). Each step runs
+ * from a keyed permutation (train.shuffle keyed: a bit an example). Each step runs
  * in a process of its own (this program,
  * `xdistill bench --grow-child ...`), so that its peak memory is its own: the kernel's high-water
  * mark of the child (getrusage of the child reaped by wait4), and, sampled every few
@@ -355,8 +355,11 @@ static int grow_size(const char *tmp, long n, int threads, grow_row *g)
     snprintf(num, sizeof num, "%ld", n);
     snprintf(thr, sizeof thr, "%d", threads);
     char *prep[] = {"xdistill", "bench", BENCH_GROW_CHILD, "prepare", path, num, thr, NULL};
+    char *cache = io_dataset_cache_dir(path);
     int rc = run_child(prep, &g->prep);
     if (!rc && sscanf(g->prep.line, "prepare_s %lf", &g->prep_s) != 1) rc = -1;
+    /* each order's run opens the set as a first one does: the record of its verified checksums
+     * (in the set's cache folder) goes with the run before */
     for (int k = 0; k < GROW_ORDERS && !rc; k++) {
         char *train[] = {"xdistill", "bench", BENCH_GROW_CHILD, "train", path, out, thr,
                          (char *)grow_orders[k], NULL};
@@ -366,10 +369,10 @@ static int grow_size(const char *tmp, long n, int threads, grow_row *g)
                           &t->train_s, &t->steps_s, &t->images, &t->acc) != 4)
             rc = -1;
         io_remove_tree(out);
+        io_remove_tree(cache);
     }
     io_remove_tree(path);
     io_remove_tree(out);
-    char *cache = io_dataset_cache_dir(path);
     io_remove_tree(cache);
     free(cache);
     free(path);

@@ -3,9 +3,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef __BMI2__
-#include <immintrin.h>
-#endif
 
 #include "core/mem.h"
 #include "core/status.h"
@@ -38,13 +35,10 @@ static uint64_t word_at(const xd_select *s, size_t w)
     return v;
 }
 
-/* The place of the bit that is member k (0-based) of v, k < popcount(v). */
+/* The place of the bit that is member k (0-based) of v, k < popcount(v): whole bytes skipped by
+ * their counts, then the lowest members of the one that holds it dropped. */
 static unsigned select_in_word(uint64_t v, unsigned k)
 {
-#ifdef __BMI2__
-    return (unsigned)__builtin_ctzll(_pdep_u64(1ull << k, v)); /* deposit bit k on v's k-th member */
-#else
-    /* skip whole bytes by their counts, then the bits of the one that holds it */
     unsigned at = 0;
     for (;; at += 8, v >>= 8) {
         unsigned c = (unsigned)__builtin_popcountll(v & 0xff);
@@ -53,7 +47,6 @@ static unsigned select_in_word(uint64_t v, unsigned k)
     }
     for (; k; k--) v &= v - 1;
     return at + (unsigned)__builtin_ctzll(v);
-#endif
 }
 
 void xd_select_init(xd_select *s, const uint64_t *b, size_t n)

@@ -376,6 +376,12 @@ static void test_resume_check(void **state)
     assert_int_equal(recipe_check_resume(&b, &a, &e), XD_EARG);
     tu_assert_err(&e, XD_EARG, "it has 'epochs: 3' where the run has 'epochs: 2'");
     tu_assert_err(&e, XD_EARG, "r.yaml (recipe 'r')");
+    recipe_free(&b);
+    /* another epoch order is another run */
+    const char *keyed[] = {"train.shuffle=keyed"};
+    load_ok(minimal_recipe, keyed, 1, &b);
+    assert_int_equal(recipe_check_resume(&b, &a, &e), XD_EARG);
+    tu_assert_err(&e, XD_EARG, "shuffle: keyed");
     recipe_free(&a);
     recipe_free(&b);
 }
@@ -596,6 +602,7 @@ static void assert_same(const recipe *a, const recipe *b)
     const recipe_train *x = &a->train, *y = &b->train;
     assert_int_equal(x->epochs, y->epochs);
     assert_int_equal(x->batch, y->batch);
+    assert_int_equal(x->shuffle, y->shuffle);
     assert_int_equal(x->opt.kind, y->opt.kind);
     assert_true(x->opt.lr == y->opt.lr);
     assert_true(x->opt.momentum == y->opt.momentum);
@@ -828,6 +835,21 @@ static void test_round_trip(void **state)
                           "train.optimizer.clip_norm=1.5", "data.augment='size=8 flip=0.25'",
                           "name=x.y"};
     round_trip(minimal_recipe, sets, 5);
+    /* train.shuffle prints only when not the default, so the recipes of stored runs read as before */
+    const char *keyed[] = {"train.shuffle=keyed"}, *stored[] = {"train.shuffle=stored"};
+    round_trip(minimal_recipe, keyed, 1);
+    recipe k, st;
+    load_ok(minimal_recipe, keyed, 1, &k);
+    load_ok(minimal_recipe, stored, 1, &st);
+    assert_int_equal(k.train.shuffle, RECIPE_SHUFFLE_KEYED);
+    char *yk = recipe_to_yaml(&k), *ys = recipe_to_yaml(&st);
+    assert_non_null(strstr(yk, "\n  shuffle: keyed\n"));
+    assert_null(strstr(ys, "shuffle"));
+    free(yk);
+    free(ys);
+    recipe_free(&k);
+    recipe_free(&st);
+    load_bad(minimal_recipe, (const char *[]){"train.shuffle=random"}, 1, XD_EARG, "stored");
     /* strings that need escapes in YAML, and a model over several lines */
     round_trip("name: quoted\n"
                "data: {path: d.xds, augment: \"pad=1\"}\n"
