@@ -9,25 +9,34 @@
 #include "core/mem.h"
 #include "distill/scores.h"
 
-/* The examples this rank scores, [lo, hi) of n, as indices (a new array when idx is NULL). */
-static const uint32_t *eval_slice(const uint32_t *idx, size_t n, size_t *lo, size_t *hi,
-                                  uint32_t **own)
+static int ex_member(const ex_set *x, size_t i)
 {
-    dist_slice(n, dist_rank(), lo, hi);
-    *own = NULL;
-    if (idx) return idx + *lo;
-    if (dist_size() == 1) return NULL;
-    *own = xd_xmalloc(sizeof(uint32_t) * (*hi - *lo + 1));
-    for (size_t i = *lo; i < *hi; i++) (*own)[i - *lo] = (uint32_t)i;
-    return *own;
+    return (!x->bits || xd_bit(x->bits, i)) && (!x->mask || x->mask[i]);
+}
+
+/* Up to cap members of x from example *at on into out (their numbers); *at moves past them. */
+static size_t ex_take(const ex_set *x, size_t *at, uint32_t *out, size_t cap)
+{
+    size_t k = 0;
+    for (; *at < x->n && k < cap; ++*at)
+        if (ex_member(x, *at)) out[k++] = (uint32_t)*at;
+    return k;
+}
+
+/* The members [lo, hi) of x that this rank scores: *at is set on its first one. */
+static void ex_slice(const ex_set *x, size_t *lo, size_t *hi, size_t *at)
+{
+    dist_slice(x->members, dist_rank(), lo, hi);
+    *at = 0;
+    for (size_t skip = *lo; skip; ++*at) skip -= (size_t)ex_member(x, *at);
 }
 
 /* Rows a chunk of train_score's predictions holds: whole batches of the model, about this many
  * rows, so that scoring a split needs no memory that grows with it (the counts are sums). */
 enum { SCORE_CHUNK_ROWS = 8192 };
 
-xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
-                      const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e)
+xd_status train_score(nn_model *m, int head, feed *f, const ex_set *x, const int32_t *labels,
+                      void *input, double *acc, double *bacc, xd_err *e)
 {
     /* a text.* feed is scored on every (example, language) pair that has a text: the accuracy
      * over all languages, not over the first one */
@@ -35,11 +44,11 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
     /* a label beyond a narrower head is a wrong answer, not a row left out (every rank sees all
      * the labels, so all count the same classes) */
     int K = nn_model_node(m, head)->c;
-    for (size_t i = 0; i < n; i++)
-        if (labels[idx ? idx[i] : i] >= K) K = labels[idx ? idx[i] : i] + 1;
+    for (size_t i = 0; i < x->n; i++)
+        if (ex_member(x, i) && labels[i] >= K) K = labels[i] + 1;
     /* with several ranks each scores its slice of the examples; the counts are summed */
-    size_t lo, hi;
-    dist_slice(n, dist_rank(), &lo, &hi);
+    size_t lo, hi, at;
+    ex_slice(x, &lo, &hi, &at);
     /* chunks of whole batches, each batch the examples it was before chunks (the same rows) */
     const size_t B = (size_t)m->max_batch, per_ex = scores_rows_at(m, head, f, 1, all_langs);
     size_t chunk = SCORE_CHUNK_ROWS / (B * (per_ex ? per_ex : 1)) * B;
@@ -47,16 +56,17 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
     const size_t rows_max = scores_rows_at(m, head, f, chunk, all_langs);
     int32_t *pred = xd_xmalloc(sizeof(int32_t) * (rows_max ? rows_max : 1));
     int32_t *truth = xd_xmalloc(sizeof(int32_t) * (rows_max ? rows_max : 1));
-    uint32_t *at = xd_xmalloc(sizeof(uint32_t) * chunk);
+    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * chunk);
     scores sc;
     scores_init(&sc, K);
     xd_status s = XD_OK;
-    for (size_t c0 = lo; c0 < hi && s == XD_OK; c0 += chunk) {
-        const size_t c = hi - c0 < chunk ? hi - c0 : chunk;
-        for (size_t j = 0; j < c; j++) at[j] = idx ? idx[c0 + j] : (uint32_t)(c0 + j);
-        s = scores_predict_at(m, head, f, at, c, all_langs, input, pred, NULL, NULL, e);
+    for (size_t done = lo; done < hi && s == XD_OK;) {
+        const size_t c = ex_take(x, &at, idx, hi - done < chunk ? hi - done : chunk);
+        XD_ASSERT(c > 0);
+        done += c;
+        s = scores_predict_at(m, head, f, idx, c, all_langs, input, pred, NULL, NULL, e);
         if (s != XD_OK) break;
-        scores_row_truth(m, head, f, at, c, all_langs, labels, truth);
+        scores_row_truth(m, head, f, idx, c, all_langs, labels, truth);
         scores_add(&sc, pred, truth, scores_rows_at(m, head, f, c, all_langs));
     }
     if ((s = dist_agree(s, e)) == XD_OK) {
@@ -67,7 +77,7 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
         if (bacc) *bacc = scores_balanced_accuracy(&sc);
     }
     scores_free(&sc);
-    free(at);
+    free(idx);
     free(truth);
     free(pred);
     return s;
@@ -76,25 +86,28 @@ xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_
 xd_status trainer_evaluate(nn_model *m, int head, feed *f, const int32_t *labels, void *input,
                            double *acc, xd_err *e)
 {
-    return train_score(m, head, f, NULL, f->n, labels, input, acc, NULL, e);
+    const ex_set all = ex_all(f->n);
+    return train_score(m, head, f, &all, labels, input, acc, NULL, e);
 }
 
-/* Model k's score on feed f at the examples idx[0..n) (NULL: all) against labels, or masks for
- * a segment task: acc (or mIoU), bacc (or pixel accuracy). */
-static xd_status score_split(train_run *R, int k, feed *f, const uint32_t *idx, size_t n,
-                             const int32_t *labels, const uint8_t *masks, void *input, double *acc,
-                             double *bacc, xd_err *e)
+/* Model k's score on feed f at the examples of x against labels, or masks for a segment task:
+ * acc (or mIoU), bacc (or pixel accuracy). */
+static xd_status score_split(train_run *R, int k, feed *f, const ex_set *x, const int32_t *labels,
+                             const uint8_t *masks, void *input, double *acc, double *bacc,
+                             xd_err *e)
 {
     model_rt *mk = &R->models[k];
     const int head = nn_model_default_head(&mk->m);
-    if (!R->seg.on) return train_score(&mk->m, head, f, idx, n, labels, input, acc, bacc, e);
+    if (!R->seg.on) return train_score(&mk->m, head, f, x, labels, input, acc, bacc, e);
+    /* a segment task's scores come from one pass over this rank's examples, listed */
     seg_scores sc;
-    size_t lo, hi;
-    uint32_t *own;
-    const uint32_t *at = eval_slice(idx, n, &lo, &hi, &own);
-    xd_status s = seg_evaluate_at(&mk->m, head, f, at, hi - lo, masks, R->seg.n_classes, input,
-                                  &sc, e);
-    free(own);
+    size_t lo, hi, at;
+    ex_slice(x, &lo, &hi, &at);
+    uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (hi - lo + 1));
+    const size_t n = ex_take(x, &at, idx, hi - lo);
+    XD_ASSERT(n == hi - lo);
+    xd_status s = seg_evaluate_at(&mk->m, head, f, idx, n, masks, R->seg.n_classes, input, &sc, e);
+    free(idx);
     *acc = sc.miou;
     *bacc = sc.pixel_acc;
     return s;
@@ -106,8 +119,9 @@ xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e)
 {
     model_rt *mk = &R->models[k];
     double other = 0.0;
-    xd_status s = score_split(R, k, &mk->test, NULL, mk->test.n, R->ytest, R->seg.test_mask,
-                              mk->eval_input, acc, &other, e);
+    const ex_set all = ex_all(mk->test.n);
+    xd_status s = score_split(R, k, &mk->test, &all, R->ytest, R->seg.test_mask, mk->eval_input,
+                              acc, &other, e);
     mk->acc = *acc;
     if (R->seg.on) mk->pixel_acc = other;
     else mk->bacc = other;
@@ -122,14 +136,15 @@ xd_status train_evaluate_val(train_run *R, int k, xd_err *e)
         /* held out of train: scored through the training feed, without augmentation */
         feed *f = R->held ? &mk->train : &mk->val;
         double other = 0.0;
-        s = score_split(R, k, f, R->val_idx, R->n_val, R->yval, R->val_masks, mk->input,
-                        &mk->val_acc, &other, e);
+        s = score_split(R, k, f, &R->val, R->yval, R->val_masks, mk->input, &mk->val_acc, &other,
+                        e);
         if (R->seg.on) mk->val_pixel_acc = other;
         else mk->val_bacc = other;
     }
     for (int i = 0; i < mk->n_eval && s == XD_OK; i++) {
         feed *f = &mk->eval_feeds[i];
-        s = train_score(&mk->m, nn_model_default_head(&mk->m), f, NULL, f->n, R->eval_y[i],
+        const ex_set all = ex_all(f->n);
+        s = train_score(&mk->m, nn_model_default_head(&mk->m), f, &all, R->eval_y[i],
                         mk->eval_input, &mk->eval_acc[i], &mk->eval_bacc[i], e);
     }
     return s;

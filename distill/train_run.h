@@ -38,6 +38,19 @@
 #include "nn/model.h"
 #include "nn/optim.h"
 
+/* Examples a score counts: those of [0, n) in the set of bits (NULL: all) and in the byte mask
+ * (NULL: all), members of them. Walked in order where they are read, so a split's examples need no
+ * index of their own. */
+typedef struct {
+    size_t n;
+    const uint64_t *bits;
+    const uint8_t *mask;
+    size_t members;
+} ex_set;
+
+/* every example of [0, n) */
+static inline ex_set ex_all(size_t n) { return (ex_set){.n = n, .members = n}; }
+
 typedef struct {
     nn_model m;
     uint32_t *idx;   /* (max_batch) example indices while filling the cache */
@@ -146,8 +159,8 @@ typedef struct {
     uint64_t *held;   /* (n_train bits) data.val_fraction: the training examples held out for
                        * validation (no step sees them); NULL otherwise */
     size_t n_held;
-    uint32_t *val_idx; /* (n_val) the validation examples: indices into the training split's feed
-                        * (val_fraction) or data.val's */
+    ex_set val;       /* the validation examples: of the training split's feed (val_fraction, the
+                       * bits of held) or of data.val's (its label_mask) */
     size_t n_val;
     const int32_t *yval;       /* labels of that feed */
     const uint8_t *val_masks;  /* segment: the masks of that feed */
@@ -249,10 +262,10 @@ xd_status train_setup_val(train_run *R, xd_err *e);
 void train_free_val(train_run *R);
 
 /* train_eval.c */
-/* Accuracy and balanced accuracy (bacc may be NULL) of node head of m over the examples
- * idx[0..n) of f (NULL: the first n) against labels indexed by example. */
-xd_status train_score(nn_model *m, int head, feed *f, const uint32_t *idx, size_t n,
-                      const int32_t *labels, void *input, double *acc, double *bacc, xd_err *e);
+/* Accuracy and balanced accuracy (bacc may be NULL) of node head of m over the examples of x
+ * (examples of f) against labels indexed by example. */
+xd_status train_score(nn_model *m, int head, feed *f, const ex_set *x, const int32_t *labels,
+                      void *input, double *acc, double *bacc, xd_err *e);
 /* Model k's test score (accuracy, or a segment task's mIoU) into *acc and mk->acc, with mk->bacc
  * (mk->pixel_acc). */
 xd_status train_evaluate_test(train_run *R, int k, double *acc, xd_err *e);

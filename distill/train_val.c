@@ -34,9 +34,8 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
                                        "two training examples whose label the run may see",
                            d->path, (double)d->val_fraction);
         R->n_sel -= R->n_held;
-        R->val_idx = xd_xmalloc(sizeof(uint32_t) * R->n_held);
-        for (size_t i = 0; i < R->n_train; i++)
-            if (xd_bit(R->held, i)) R->val_idx[R->n_val++] = (uint32_t)i;
+        R->val = (ex_set){.n = R->n_train, .bits = R->held, .members = R->n_held};
+        R->n_val = R->n_held;
         R->yval = R->ytrain;
         R->val_masks = R->seg.on ? R->seg.train_mask : NULL;
     } else if (d->val) {
@@ -48,9 +47,8 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
         if (mt && (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != n))
             return xd_fail(e, XD_EFORMAT, "%s: %s is not u8 (%zu)", io_dataset_path(R->ds), mname, n);
         const uint8_t *known = mt ? mt->data : NULL;
-        R->val_idx = xd_xmalloc(sizeof(uint32_t) * (n ? n : 1));
-        for (size_t i = 0; i < n; i++)
-            if (!known || known[i]) R->val_idx[R->n_val++] = (uint32_t)i;
+        for (size_t i = 0; i < n; i++) R->n_val += !known || known[i];
+        R->val = (ex_set){.n = n, .mask = known, .members = R->n_val};
         if (R->n_val == 0)
             return xd_fail(e, XD_EARG, "%s: validation split '%s' has no labelled example",
                            io_dataset_path(R->ds), d->val);
@@ -154,5 +152,4 @@ void train_free_val(train_run *R)
     free(R->eval_ds);
     free(R->eval_y);
     free(R->held);
-    free(R->val_idx);
 }
