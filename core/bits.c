@@ -30,7 +30,7 @@ size_t xd_bits_count(const uint64_t *b, size_t n)
 /* word w of the set, without its bits past n */
 static uint64_t word_at(const xd_select *s, size_t w)
 {
-    uint64_t v = s->b[w];
+    uint64_t v = s->b[w] ^ s->flip;
     if (w == s->n / 64 && s->n % 64) v &= (1ull << (s->n % 64)) - 1;
     return v;
 }
@@ -49,11 +49,12 @@ static unsigned select_in_word(uint64_t v, unsigned k)
     return at + (unsigned)__builtin_ctzll(v);
 }
 
-void xd_select_init(xd_select *s, const uint64_t *b, size_t n)
+void xd_select_init(xd_select *s, const uint64_t *b, size_t n, int complement)
 {
     XD_ASSERT(n <= (size_t)UINT32_MAX + 1);
     const size_t words = xd_bits_words(n);
     s->b = b;
+    s->flip = complement ? ~0ull : 0;
     s->n = n;
     s->blocks = (words + XD_SELECT_WORDS - 1) / XD_SELECT_WORDS;
     s->before = xd_xmalloc(sizeof(uint32_t) * (s->blocks + 1));

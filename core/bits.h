@@ -26,6 +26,7 @@ size_t xd_bits_count(const uint64_t *b, size_t n);
 
 typedef struct {
     const uint64_t *b; /* the set (not owned) */
+    uint64_t flip;     /* 0, or every bit: the members are the examples not in b */
     size_t n;          /* examples [0, n) */
     size_t members;
     uint32_t *before;  /* (blocks + 1) members before each block of XD_SELECT_WORDS words */
@@ -34,8 +35,9 @@ typedef struct {
 
 enum { XD_SELECT_WORDS = 8 };
 
-/* An index over b, a set over [0, n) with n <= 2^32 (b must outlive it and not change). */
-void xd_select_init(xd_select *s, const uint64_t *b, size_t n);
+/* An index over b, a set over [0, n) with n <= 2^32 (b must outlive it and not change); with
+ * complement set, over the examples of [0, n) that are not in b. */
+void xd_select_init(xd_select *s, const uint64_t *b, size_t n, int complement);
 /* The example that is member r (0-based, in increasing order) of the set; r < s->members. */
 size_t xd_select_at(const xd_select *s, size_t r);
 void xd_select_free(xd_select *s);

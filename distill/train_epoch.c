@@ -220,7 +220,7 @@ static double sum_epoch_figures(train_run *R, double loss_sum)
  * found by a select over its bits: no array of the examples. */
 typedef struct {
     const uint32_t *order;    /* stored */
-    xd_select pool;           /* keyed: over sel, R->pool_bits, or NULL bits = all */
+    xd_select pool;           /* keyed: over sel, or over the examples not held out */
     int all_pool;             /* keyed: the pool is every training example */
     xd_perm perm;             /* keyed: the pass perm_pass draws */
     size_t n_pool, perm_pass;
@@ -242,15 +242,8 @@ static void epoch_order_init(epoch_order *o, train_run *R, int all, size_t n_poo
     o->seed = (uint64_t)R->seed;
     o->epoch = epoch;
     if (R->r->train.shuffle == RECIPE_SHUFFLE_KEYED) {
-        const uint64_t *bits = R->sel;
-        if (all && R->held) {
-            const size_t words = xd_bits_words(R->n_train);
-            xd_bits_fill(R->pool_bits, R->n_train);
-            for (size_t w = 0; w < words; w++) R->pool_bits[w] &= ~R->held[w];
-            bits = R->pool_bits;
-        }
         o->all_pool = n_pool == R->n_train; /* every example: the permutation's own values */
-        if (!o->all_pool) xd_select_init(&o->pool, bits, R->n_train);
+        if (!o->all_pool) xd_select_init(&o->pool, all ? R->held : R->sel, R->n_train, all);
         XD_ASSERT(o->all_pool || o->pool.members == n_pool);
         o->perm = pass_perm(o, 0);
         return;

@@ -133,7 +133,6 @@ typedef struct {
     float *tlogits;   /* gathered cached logits (B, K) */
     uint32_t *pool, *order, *idx; /* pool and order: train.shuffle stored only */
     size_t order_cap;
-    uint64_t *pool_bits; /* train.shuffle keyed: the pool as bits when it is neither sel nor all */
     int32_t *yb;
     uint8_t *mb;
     float *class_w;   /* (n_classes) balanced class weights when a loss asks for them, else NULL */

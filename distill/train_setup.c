@@ -281,8 +281,6 @@ xd_status train_setup_buffers(train_run *R)
     /* a stored shuffle's array of the examples; a keyed one reads its order where it needs it */
     if (R->r->train.shuffle == RECIPE_SHUFFLE_STORED)
         R->pool = xd_xmalloc(sizeof(uint32_t) * (R->n_train ? R->n_train : 1));
-    else if (R->held)
-        R->pool_bits = xd_bits_new(R->n_train);
     R->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
     R->yb = xd_xmalloc(sizeof(int32_t) * (size_t)B);
     R->mb = xd_xmalloc((size_t)B);

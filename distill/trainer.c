@@ -197,7 +197,6 @@ static void run_free(train_run *R)
     free(R->tlogits);
     free(R->pool);
     free(R->order);
-    free(R->pool_bits);
     free(R->idx);
     free(R->yb);
     free(R->mb);

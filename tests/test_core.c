@@ -190,7 +190,8 @@ static void test_perm_is_uniform(void **state)
 }
 
 /* xd_select_at(r) is the r-th member, checked against a walk over the bits, for sets that are
- * empty, full, sparse, dense, with members only at the end, and sizes around words and blocks. */
+ * empty, full, sparse, dense, with members only at the end, and sizes around words and blocks;
+ * and for their complements (the bits past n never members). */
 static void test_select_members(void **state)
 {
     (void)state;
@@ -207,15 +208,17 @@ static void test_select_members(void **state)
                 if (kind == 4 && i + 3 >= n) xd_bit_set(b, i);
             }
             if (kind == 1 && n % 64) assert_int_equal(b[n / 64] >> (n % 64), 0);
-            xd_select s;
-            xd_select_init(&s, b, n);
-            size_t m = 0;
-            for (size_t i = 0; i < n; i++)
-                if (xd_bit(b, i)) assert_int_equal(xd_select_at(&s, m++), i);
-            assert_int_equal(s.members, m);
-            assert_int_equal(xd_bits_count(b, n), m);
-            if (kind == 1) assert_int_equal(m, n);
-            xd_select_free(&s);
+            for (int comp = 0; comp < 2; comp++) {
+                xd_select s;
+                xd_select_init(&s, b, n, comp);
+                size_t m = 0;
+                for (size_t i = 0; i < n; i++)
+                    if (xd_bit(b, i) != comp) assert_int_equal(xd_select_at(&s, m++), i);
+                assert_int_equal(s.members, m);
+                assert_int_equal(comp ? n - xd_bits_count(b, n) : xd_bits_count(b, n), m);
+                if (kind == 1) assert_int_equal(m, comp ? 0 : n);
+                xd_select_free(&s);
+            }
             free(b);
         }
     }
