@@ -23,12 +23,15 @@ static size_t ex_take(const ex_set *x, size_t *at, uint32_t *out, size_t cap)
     return k;
 }
 
-/* The members [lo, hi) of x that this rank scores: *at is set on its first one. */
+/* The members [lo, hi) of x that this rank scores: *at is set past the lo members before them
+ * (ex_take finds the first from there). */
 static void ex_slice(const ex_set *x, size_t *lo, size_t *hi, size_t *at)
 {
     dist_slice(x->members, dist_rank(), lo, hi);
     *at = 0;
-    for (size_t skip = *lo; skip; ++*at) skip -= (size_t)ex_member(x, *at);
+    size_t skip = *lo;
+    for (; skip && *at < x->n; ++*at) skip -= (size_t)ex_member(x, *at);
+    XD_ASSERT(skip == 0); /* x->members is no more than the members there are */
 }
 
 /* Rows a chunk of train_score's predictions holds: whole batches of the model, about this many
