@@ -19,11 +19,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/bits.h"
 #include "core/dist.h"
 #include "core/mem.h"
 #include "distill/checkpoint.h"
+#include "distill/labels.h"
+#include "distill/train_run.h"
 #include "nn/model.h"
 #include "tests/support/runcli.h"
+#include "tests/support/tinyset.h"
 #include "tests/support/trainrun.h"
 
 /* mpirun on the PATH and this build able to join a job; else the test is skipped. */
@@ -157,6 +161,49 @@ static void test_two_ranks_deterministic_and_like_one(void **state)
     assert_float_equal(num(j, "final_test_acc"), accuracy(&m, "toy.xds", "image", NULL, NULL), 1e-12);
     nn_model_free(&m);
     json_decref(j);
+}
+
+/* Validation held out of the training split (a set of bits) scored by two ranks, each from the
+ * first member of its slice, under a keyed epoch order: the summed score is the one process's
+ * score of the same checkpoint on the same held-out examples, to the last digit. */
+static void test_two_ranks_score_held_out_validation(void **state)
+{
+    (void)state;
+    need_mpi();
+    ensure_teacher();
+    char *text = student_recipe("  val_fraction: 0.3\n", MLP_MODEL, TEACHERS, 1,
+                                "{kind: sgd, lr: 0.05}\n  threads: 1\n  shuffle: keyed",
+                                "  - {kind: hinton, alpha: 0.5, temperature: 2}\n");
+    tu_write_file("sv.yaml", text, strlen(text));
+    free(text);
+    char *a[] = {"train", "sv.yaml", "--out", "np2-val", "--quiet", NULL};
+    free(run_mpi(2, 0, a));
+    json_t *m = read_metrics("np2-val");
+    const double val_acc = num(json_array_get(m, 0), "val_acc");
+    json_decref(m);
+    /* the held-out examples as the trainer chose them: every label, then 30% of each class */
+    nn_model model;
+    load_ckpt("np2-val/last.safetensors", &model);
+    split_feed sf;
+    open_split(&sf, "toy.xds", "train", "image", &model, NULL, NULL);
+    const size_t n = sf.f.n;
+    uint64_t *sel = xd_bits_new(n), *held = xd_bits_new(n);
+    size_t kept, n_held;
+    xd_err e;
+    TU_OK(labels_select(sf.y, NULL, n, TINY_CLASSES, 1.0, 0, 1, sel, &kept, &e));
+    TU_OK(labels_hold_out(sf.y, sel, n, TINY_CLASSES, 0.3, 1, held, &n_held, &e));
+    const ex_set x = {.n = n, .bits = held, .members = n_held};
+    double acc = -1.0;
+    TU_OK(train_score(&model, nn_model_default_head(&model), &sf.f, &x, sf.y, sf.input, &acc, NULL,
+                      &e));
+    print_message("validation accuracy over %zu held-out examples: %g (2 ranks), %g (1)\n",
+                  n_held, val_acc, acc);
+    assert_true(acc > 0.0 && acc < 1.0); /* a score a wrong slice would move */
+    assert_float_equal(val_acc, acc, 1e-12);
+    free(sel);
+    free(held);
+    close_split(&sf);
+    nn_model_free(&model);
 }
 
 /* Batches of 199 and 1 (200 examples): rank 1 has no row of every second step, and the step is
@@ -321,6 +368,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_deterministic_and_like_one),
+        cmocka_unit_test(test_two_ranks_score_held_out_validation),
         cmocka_unit_test(test_rank_without_rows),
         cmocka_unit_test(test_two_ranks_resume),
         cmocka_unit_test(test_rank_killed),
