@@ -44,6 +44,7 @@
 #include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
+#include "distill/recipe.h"
 #include "distill/trainer.h"
 #include "io/dataset.h"
 #include "io/file.h"
@@ -330,9 +331,8 @@ static int run_child(char *const args[], child_run *c)
 // ----------------------------------------------------------------------------------------------
 // examples
 
-/* the epoch orders each size trains with (train.shuffle) */
-enum { GROW_ORDERS = 2 };
-static const char *const grow_orders[GROW_ORDERS] = {"stored", "keyed"};
+/* each size trains with every epoch order (train.shuffle) */
+enum { GROW_ORDERS = RECIPE_SHUFFLE_COUNT };
 
 typedef struct {
     double train_s, steps_s, images, acc;
@@ -362,7 +362,7 @@ static int grow_size(const char *tmp, long n, int threads, grow_row *g)
      * (in the set's cache folder) goes with the run before */
     for (int k = 0; k < GROW_ORDERS && !rc; k++) {
         char *train[] = {"xdistill", "bench", BENCH_GROW_CHILD, "train", path, out, thr,
-                         (char *)grow_orders[k], NULL};
+                         (char *)recipe_shuffle_names[k], NULL};
         grow_train *t = &g->t[k];
         rc = run_child(train, &t->train);
         if (!rc && sscanf(t->train.line, "train_s %lf steps_s %lf images %lf accuracy %lf",
@@ -406,7 +406,7 @@ static void grow_print(const bench_opts *o, const grow_row *row, const grow_row 
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
-                grow_orders[k], row->n, row->n / GROW_TEST_DIV, threads, GROW_BATCH, row->prep_s,
+                recipe_shuffle_names[k], row->n, row->n / GROW_TEST_DIV, threads, GROW_BATCH, row->prep_s,
                 1e6 * pe, row->prep.max_rss_mib, row->prep.anon_mib, g->train_s, 1e6 * te,
                 g->train.cpu_s, g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
@@ -418,7 +418,7 @@ static void grow_print(const bench_opts *o, const grow_row *row, const grow_row 
     }
     fprintf(o->out, "%-6s %8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f "
                     "%7s %5.2fx %5.2fx %5.2fx %5.2fx\n",
-            grow_orders[k], row->n, row->prep_s, 1e6 * pe, row->prep.max_rss_mib, g->train_s,
+            recipe_shuffle_names[k], row->n, row->prep_s, 1e6 * pe, row->prep.max_rss_mib, g->train_s,
             1e6 * te, g->train.cpu_s, g->steps_s,
             1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, huge_text,
             te / (f0->train_s / n0), se / (f0->steps_s / n0),
@@ -475,7 +475,7 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n, int k)
                         "\"private_bytes_per_example\":%.1f,\"mapped_bytes_per_example\":%.1f,"
                         "\"mapped_huge_pct_last\":%s,"
                         "\"train_marginal_us_per_example\":[%.4f,%.4f]}\n",
-                grow_orders[k], spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
+                recipe_shuffle_names[k], spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
                 spread(rss, n), spread(anon, n), per_ex, file_ex, huge_json, marg[1], marg[n - 1]);
         return;
     }
@@ -487,7 +487,7 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n, int k)
             "%.1f%%, of it private within %.1f%% (+%.1f bytes per example) and mapped +%.1f "
             "bytes per example (the data set file is %d bytes per training example, %.1f with "
             "its test share); at N = %ld, of the mapped pages in huge pages: %s\n",
-            grow_orders[k], g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
+            recipe_shuffle_names[k], g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
             marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
             spread(rss, n), spread(anon, n), per_ex, file_ex, BENCH_PIXELS + 9,
             (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_text);

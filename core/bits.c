@@ -2,7 +2,6 @@
 #include "core/bits.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "core/mem.h"
 #include "core/status.h"
@@ -11,20 +10,6 @@ uint64_t *xd_bits_new(size_t n)
 {
     const size_t w = xd_bits_words(n);
     return xd_xcalloc(w ? w : 1, sizeof(uint64_t));
-}
-
-void xd_bits_fill(uint64_t *b, size_t n)
-{
-    if (n / 64) memset(b, 0xff, sizeof(uint64_t) * (n / 64));
-    if (n % 64) b[n / 64] = (1ull << (n % 64)) - 1;
-}
-
-size_t xd_bits_count(const uint64_t *b, size_t n)
-{
-    size_t c = 0;
-    for (size_t w = 0; w < n / 64; w++) c += (size_t)__builtin_popcountll(b[w]);
-    if (n % 64) c += (size_t)__builtin_popcountll(b[n / 64] & ((1ull << (n % 64)) - 1));
-    return c;
 }
 
 /* word w of the set, without its bits past n */

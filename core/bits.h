@@ -19,10 +19,6 @@ static inline void xd_bit_clear(uint64_t *b, size_t i) { b[i >> 6] &= ~(1ull << 
 
 /* an empty set over n examples (at least one word); free with free() */
 uint64_t *xd_bits_new(size_t n);
-/* every example of [0, n) in b; the words' bits past n stay clear */
-void xd_bits_fill(uint64_t *b, size_t n);
-/* the members of b among [0, n) */
-size_t xd_bits_count(const uint64_t *b, size_t n);
 
 typedef struct {
     const uint64_t *b; /* the set (not owned) */

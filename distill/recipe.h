@@ -254,8 +254,8 @@ typedef struct {
 } recipe_data;
 
 /* An epoch's order: a Fisher-Yates shuffle of an array of the examples it walks (4 bytes an
- * example), or a keyed permutation computed where it is read (core/rng.h xd_perm; no memory
- * that grows with the data set, another order for the same seed). */
+ * example), or a keyed permutation computed where it is read (core/rng.h xd_perm; no array of
+ * the examples, another order for the same seed). */
 typedef enum { RECIPE_SHUFFLE_STORED, RECIPE_SHUFFLE_KEYED, RECIPE_SHUFFLE_COUNT } recipe_shuffle;
 extern const char *const recipe_shuffle_names[RECIPE_SHUFFLE_COUNT]; /* "stored", "keyed" */
 

@@ -228,10 +228,12 @@ typedef struct {
     int epoch;
 } epoch_order;
 
+/* the key of a pass's shuffle, stored or keyed: (seed, epoch + pass << 32, XD_RNG_SHUFFLE) */
+static uint64_t pass_key(int epoch, size_t pass) { return (uint64_t)epoch + ((uint64_t)pass << 32); }
+
 static xd_perm pass_perm(const epoch_order *o, size_t pass)
 {
-    return xd_perm_make(o->n_pool, o->seed, (uint64_t)o->epoch + ((uint64_t)pass << 32),
-                        XD_RNG_SHUFFLE);
+    return xd_perm_make(o->n_pool, o->seed, pass_key(o->epoch, pass), XD_RNG_SHUFFLE);
 }
 
 static void epoch_order_init(epoch_order *o, train_run *R, int all, size_t n_pool, size_t n_order,
@@ -258,7 +260,7 @@ static void epoch_order_init(epoch_order *o, train_run *R, int all, size_t n_poo
         R->order_cap = n_order;
     }
     for (size_t done = 0, pass = 0; done < n_order; pass++) {
-        xd_rng order = xd_rng_make(o->seed, (uint64_t)epoch + (pass << 32), XD_RNG_SHUFFLE);
+        xd_rng order = xd_rng_make(o->seed, pass_key(epoch, pass), XD_RNG_SHUFFLE);
         xd_rng_shuffle(&order, R->pool, (uint32_t)n_pool);
         size_t take = n_order - done < n_pool ? n_order - done : n_pool;
         if (passes) memcpy(R->order + done, R->pool, sizeof(uint32_t) * take);

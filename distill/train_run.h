@@ -160,7 +160,6 @@ typedef struct {
     size_t n_held;
     ex_set val;       /* the validation examples: of the training split's feed (val_fraction, the
                        * bits of held) or of data.val's (its label_mask) */
-    size_t n_val;
     const int32_t *yval;       /* labels of that feed */
     const uint8_t *val_masks;  /* segment: the masks of that feed */
     io_dataset **eval_ds;      /* (data.n_eval_sets) */

@@ -35,7 +35,6 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
                            d->path, (double)d->val_fraction);
         R->n_sel -= R->n_held;
         R->val = (ex_set){.n = R->n_train, .bits = R->held, .members = R->n_held};
-        R->n_val = R->n_held;
         R->yval = R->ytrain;
         R->val_masks = R->seg.on ? R->seg.train_mask : NULL;
     } else if (d->val) {
@@ -47,9 +46,9 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
         if (mt && (mt->dtype != IO_U8 || mt->ndim != 1 || (size_t)mt->shape[0] != n))
             return xd_fail(e, XD_EFORMAT, "%s: %s is not u8 (%zu)", io_dataset_path(R->ds), mname, n);
         const uint8_t *known = mt ? mt->data : NULL;
-        for (size_t i = 0; i < n; i++) R->n_val += !known || known[i];
-        R->val = (ex_set){.n = n, .mask = known, .members = R->n_val};
-        if (R->n_val == 0)
+        R->val = (ex_set){.n = n, .mask = known};
+        for (size_t i = 0; i < n; i++) R->val.members += !known || known[i];
+        if (R->val.members == 0)
             return xd_fail(e, XD_EARG, "%s: validation split '%s' has no labelled example",
                            io_dataset_path(R->ds), d->val);
         if (R->seg.on) {
@@ -59,7 +58,7 @@ static xd_status setup_val_examples(train_run *R, xd_err *e)
                 return s;
         }
     }
-    R->has_val = R->n_val > 0;
+    R->has_val = R->val.members > 0;
     return XD_OK;
 }
 
