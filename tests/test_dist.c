@@ -163,6 +163,44 @@ static void test_two_ranks_deterministic_and_like_one(void **state)
     json_decref(j);
 }
 
+/* A run on two ranks whose validation score one process checks: the run's first val_acc, and
+ * its last checkpoint with data's split opened for it. */
+typedef struct {
+    double val_acc;
+    nn_model model;
+    split_feed sf;
+} val_run;
+
+static void val_run_start(val_run *v, const char *text, const char *out, const char *data,
+                          const char *split)
+{
+    tu_write_file("val.yaml", text, strlen(text));
+    char *a[] = {"train", "val.yaml", "--out", (char *)out, "--quiet", NULL};
+    free(run_mpi(2, 0, a));
+    json_t *m = read_metrics(out);
+    v->val_acc = num(json_array_get(m, 0), "val_acc");
+    json_decref(m);
+    char *ckpt = path2(out, "last.safetensors");
+    load_ckpt(ckpt, &v->model);
+    free(ckpt);
+    open_split(&v->sf, data, split, "image", &v->model, NULL, NULL);
+}
+
+/* The run's val_acc must be this process's score of its examples x. */
+static void val_run_check(val_run *v, const ex_set *x)
+{
+    double acc = -1.0;
+    xd_err e;
+    TU_OK(train_score(&v->model, nn_model_default_head(&v->model), &v->sf.f, x, v->sf.y,
+                      v->sf.input, &acc, NULL, &e));
+    print_message("validation accuracy over %zu examples: %g (2 ranks), %g (1)\n", x->members,
+                  v->val_acc, acc);
+    assert_true(acc > 0.0 && acc < 1.0); /* a score a wrong slice would move */
+    assert_float_equal(v->val_acc, acc, 1e-12);
+    close_split(&v->sf);
+    nn_model_free(&v->model);
+}
+
 /* Validation held out of the training split (a set of bits) scored by two ranks, each from the
  * first member of its slice, under a keyed epoch order: the summed score is the one process's
  * score of the same checkpoint on the same held-out examples, to the last digit. */
@@ -174,36 +212,51 @@ static void test_two_ranks_score_held_out_validation(void **state)
     char *text = student_recipe("  val_fraction: 0.3\n", MLP_MODEL, TEACHERS, 1,
                                 "{kind: sgd, lr: 0.05}\n  threads: 1\n  shuffle: keyed",
                                 "  - {kind: hinton, alpha: 0.5, temperature: 2}\n");
-    tu_write_file("sv.yaml", text, strlen(text));
+    val_run v;
+    val_run_start(&v, text, "np2-val", "toy.xds", "train");
     free(text);
-    char *a[] = {"train", "sv.yaml", "--out", "np2-val", "--quiet", NULL};
-    free(run_mpi(2, 0, a));
-    json_t *m = read_metrics("np2-val");
-    const double val_acc = num(json_array_get(m, 0), "val_acc");
-    json_decref(m);
     /* the held-out examples as the trainer chose them: every label, then 30% of each class */
-    nn_model model;
-    load_ckpt("np2-val/last.safetensors", &model);
-    split_feed sf;
-    open_split(&sf, "toy.xds", "train", "image", &model, NULL, NULL);
-    const size_t n = sf.f.n;
+    const size_t n = v.sf.f.n;
     uint64_t *sel = xd_bits_new(n), *held = xd_bits_new(n);
     size_t kept, n_held;
     xd_err e;
-    TU_OK(labels_select(sf.y, NULL, n, TINY_CLASSES, 1.0, 0, 1, sel, &kept, &e));
-    TU_OK(labels_hold_out(sf.y, sel, n, TINY_CLASSES, 0.3, 1, held, &n_held, &e));
+    TU_OK(labels_select(v.sf.y, NULL, n, TINY_CLASSES, 1.0, 0, 1, sel, &kept, &e));
+    TU_OK(labels_hold_out(v.sf.y, sel, n, TINY_CLASSES, 0.3, 1, held, &n_held, &e));
     const ex_set x = {.n = n, .bits = held, .members = n_held};
-    double acc = -1.0;
-    TU_OK(train_score(&model, nn_model_default_head(&model), &sf.f, &x, sf.y, sf.input, &acc, NULL,
-                      &e));
-    print_message("validation accuracy over %zu held-out examples: %g (2 ranks), %g (1)\n",
-                  n_held, val_acc, acc);
-    assert_true(acc > 0.0 && acc < 1.0); /* a score a wrong slice would move */
-    assert_float_equal(val_acc, acc, 1e-12);
+    val_run_check(&v, &x);
     free(sel);
     free(held);
-    close_split(&sf);
-    nn_model_free(&model);
+}
+
+/* data.val names a split whose label_mask leaves every third example out (a copy of the test
+ * split): two ranks score the kept examples as one process does (each rank skips to the first
+ * kept example of its slice). */
+static void test_two_ranks_score_masked_val_split(void **state)
+{
+    (void)state;
+    need_mpi();
+    ensure_data();
+    uint8_t mask[N_TEST];
+    size_t kept = 0;
+    for (int k = 0; k < N_TEST; k++) kept += mask[k] = k % 3 != 1;
+    io_dataset *ds;
+    xd_err e;
+    TU_OK(io_dataset_open("toy.xds", &ds, &e));
+    const io_tensor *img = io_dataset_find(ds, "test/image"), *lab = io_dataset_find(ds, "test/label");
+    io_tensor t[3];
+    io_tensor_set(&t[0], "val/image", img->dtype, img->ndim, img->shape, img->data);
+    io_tensor_set(&t[1], "val/label", lab->dtype, lab->ndim, lab->shape, lab->data);
+    io_tensor_set(&t[2], "val/label_mask", IO_U8, 1, (const int64_t[]){N_TEST}, mask);
+    copy_data_with("toy.xds", "toy-valmask.xds", t, 3);
+    io_dataset_close(ds);
+    char *text = tu_fmt("data: {path: toy-valmask.xds, val: val}\nmodel: \"%s\"\ntrain:\n"
+                        "  epochs: 1\n  batch: 16\n  optimizer: {kind: sgd, lr: 0.05}\n"
+                        "  threads: 1\nlosses:\n  - {kind: ce}\n", MLP_MODEL);
+    val_run v;
+    val_run_start(&v, text, "np2-valmask", "toy-valmask.xds", "val");
+    free(text);
+    const ex_set x = {.n = v.sf.f.n, .mask = mask, .members = kept};
+    val_run_check(&v, &x);
 }
 
 /* Batches of 199 and 1 (200 examples): rank 1 has no row of every second step, and the step is
@@ -369,6 +422,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_two_ranks_deterministic_and_like_one),
         cmocka_unit_test(test_two_ranks_score_held_out_validation),
+        cmocka_unit_test(test_two_ranks_score_masked_val_split),
         cmocka_unit_test(test_rank_without_rows),
         cmocka_unit_test(test_two_ranks_resume),
         cmocka_unit_test(test_rank_killed),

@@ -325,34 +325,15 @@ static void test_validation_excluded_from_projector_fit(void **state)
 static void write_imbalanced(const char *path)
 {
     io_dataset *ds;
-    io_dataset_writer *w;
     xd_err e;
     TU_OK(io_dataset_open("toy.xds", &ds, &e));
-    TU_OK(io_dataset_writer_open(path, io_dataset_count(ds) + 1, &w, &e));
-    for (size_t i = 0; i < io_dataset_meta_count(ds); i++)
-        TU_OK(io_dataset_set_meta(w, io_dataset_meta_at(ds, i)->key, io_dataset_meta_at(ds, i)->value,
-                                  &e));
     const int32_t *y = io_dataset_find(ds, "train/label")->data;
-    for (size_t i = 0; i < io_dataset_count(ds); i++) {
-        const char *name = io_dataset_section_name(ds, i);
-        if (strcmp(name, "__metadata__") == 0) continue;
-        if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
-            const io_strings *st = io_dataset_find_strings(ds, name);
-            const char **v = malloc((st->n + 1) * sizeof *v);
-            for (size_t k = 0; k < st->n; k++) v[k] = io_strings_get(st, k, NULL);
-            TU_OK(io_dataset_add_strings(w, name, v, st->n, &e));
-            free(v);
-            continue;
-        }
-        TU_OK(io_dataset_add(w, io_dataset_find(ds, name), &e));
-    }
     uint8_t mask[N_TRAIN];
     for (int k = 0; k < N_TRAIN; k++) mask[k] = y[k] == 0 || k % 5 == 0;
+    io_dataset_close(ds);
     io_tensor t;
     io_tensor_set(&t, "train/label_mask", IO_U8, 1, (const int64_t[]){N_TRAIN}, mask);
-    TU_OK(io_dataset_add(w, &t, &e));
-    TU_OK(io_dataset_finish(w, &e));
-    io_dataset_close(ds);
+    copy_data_with("toy.xds", path, &t, 1);
 }
 
 /* 1 when the two checkpoints hold the same parameters, bit for bit. */

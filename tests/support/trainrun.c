@@ -185,6 +185,34 @@ double accuracy(nn_model *m, const char *data, const char *view, const char *aug
     return acc;
 }
 
+void copy_data_with(const char *src, const char *dst, const io_tensor *extra, int n_extra)
+{
+    io_dataset *ds;
+    io_dataset_writer *w;
+    xd_err e;
+    TU_OK(io_dataset_open(src, &ds, &e));
+    TU_OK(io_dataset_writer_open(dst, io_dataset_count(ds) + (size_t)n_extra, &w, &e));
+    for (size_t i = 0; i < io_dataset_meta_count(ds); i++)
+        TU_OK(io_dataset_set_meta(w, io_dataset_meta_at(ds, i)->key, io_dataset_meta_at(ds, i)->value,
+                                  &e));
+    for (size_t i = 0; i < io_dataset_count(ds); i++) {
+        const char *name = io_dataset_section_name(ds, i);
+        if (strcmp(name, "__metadata__") == 0) continue;
+        if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
+            const io_strings *st = io_dataset_find_strings(ds, name);
+            const char **v = malloc((st->n + 1) * sizeof *v);
+            for (size_t k = 0; k < st->n; k++) v[k] = io_strings_get(st, k, NULL);
+            TU_OK(io_dataset_add_strings(w, name, v, st->n, &e));
+            free(v);
+            continue;
+        }
+        TU_OK(io_dataset_add(w, io_dataset_find(ds, name), &e));
+    }
+    for (int i = 0; i < n_extra; i++) TU_OK(io_dataset_add(w, &extra[i], &e));
+    TU_OK(io_dataset_finish(w, &e));
+    io_dataset_close(ds);
+}
+
 /* The data set and the teacher, made once and shared by the tests that need them. */
 void ensure_data(void)
 {

@@ -76,6 +76,9 @@ void close_split(split_feed *sf);
 double accuracy(nn_model *m, const char *data, const char *view, const char *augment,
                 const char *text);
 
+/* Copies the data set src to dst, every section and metadata entry, with n_extra more sections. */
+void copy_data_with(const char *src, const char *dst, const io_tensor *extra, int n_extra);
+
 /* The data set and the teacher, made once and shared by the tests that need them. */
 void ensure_data(void);
 
