@@ -396,28 +396,38 @@ static const float *dw_row(const float *img, int q, const nn_conv_shape *s, cons
 
 /* An image's output gradient img as dt: OCp rows of NP words, word (oc, j) = channel oc at grid
  * positions 2j and 2j + 1 (zero where dw_row has none, and in rows past OC). With AVX-512, 16
- * pairs of 16 channels at a time, turned in registers. */
+ * pairs of 16 channels at a time, turned in registers. The positions' rows are read in order, a
+ * group of up to DW_GROUP blocks of 16 channels at a time, their pairs kept in L1 until turned:
+ * read a block of 16 channels down 32 rows at a time, a batch's output gradient (which does not
+ * fit the L2) was read at a fraction of the rate (the teacher's conv2 at batch 128 on an AMD
+ * EPYC of family 25: 1.0-1.2 ms of its weight gradient for this, 0.7 in order; BENCHMARKS.md). */
+enum { DW_GROUP = 8 };
 static void dw_pairs(uint32_t *dt, const float *img, const nn_conv_shape *s, const dw_geom *d)
 {
     memset(dt + (size_t)s->OC * d->NP, 0, sizeof(uint32_t) * (size_t)(d->OCp - s->OC) * d->NP);
 #if defined(__AVX512F__)
+    __m512i w[DW_GROUP][16];
     for (int j0 = 0; j0 < d->NP; j0 += 16) { /* NP is a multiple of 16 */
-        const float *r[32];
-        for (int i = 0; i < 32; i++) r[i] = dw_row(img, 2 * j0 + i, s, d);
-        for (int o0 = 0; o0 < s->OC; o0 += 16) {
-            const int no = s->OC - o0 < 16 ? s->OC - o0 : 16;
-            const __mmask16 m = (__mmask16)((1u << no) - 1);
-            __m512i w[16];
+        for (int g0 = 0; g0 < s->OC; g0 += 16 * DW_GROUP) {
+            const int ng = (s->OC - g0 + 15) / 16 < DW_GROUP ? (s->OC - g0 + 15) / 16 : DW_GROUP;
             for (int i = 0; i < 16; i++) {
-                const float *r0 = r[2 * i], *r1 = r[2 * i + 1];
-                const __m512i zero = _mm512_setzero_si512();
-                const __m512i x0 = r0 ? _mm512_maskz_loadu_epi32(m, r0 + o0) : zero;
-                const __m512i x1 = r1 ? _mm512_maskz_loadu_epi32(m, r1 + o0) : zero;
-                w[i] = nn_bf16_pair16(x0, x1);
+                const float *r0 = dw_row(img, 2 * (j0 + i), s, d);
+                const float *r1 = dw_row(img, 2 * (j0 + i) + 1, s, d);
+                for (int b = 0; b < ng; b++) {
+                    const int o0 = g0 + 16 * b, no = s->OC - o0 < 16 ? s->OC - o0 : 16;
+                    const __mmask16 m = (__mmask16)((1u << no) - 1);
+                    const __m512i zero = _mm512_setzero_si512();
+                    const __m512i x0 = r0 ? _mm512_maskz_loadu_epi32(m, r0 + o0) : zero;
+                    const __m512i x1 = r1 ? _mm512_maskz_loadu_epi32(m, r1 + o0) : zero;
+                    w[b][i] = nn_bf16_pair16(x0, x1);
+                }
             }
-            nn_transpose_16x16(w);
-            for (int o = 0; o < no; o++)
-                _mm512_storeu_si512((void *)(dt + (size_t)(o0 + o) * d->NP + j0), w[o]);
+            for (int b = 0; b < ng; b++) {
+                const int o0 = g0 + 16 * b, no = s->OC - o0 < 16 ? s->OC - o0 : 16;
+                nn_transpose_16x16(w[b]);
+                for (int o = 0; o < no; o++)
+                    _mm512_storeu_si512((void *)(dt + (size_t)(o0 + o) * d->NP + j0), w[b][o]);
+            }
         }
     }
 #else

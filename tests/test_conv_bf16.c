@@ -211,6 +211,9 @@ static const int shapes[][8] = {
     {2, 5, 7, 16, 16, 3, 3, 1},  {3, 14, 14, 32, 64, 3, 3, 1}, {1, 9, 4, 17, 20, 3, 3, 0},
     {2, 7, 8, 40, 33, 5, 5, 2},  {2, 4, 5, 16, 48, 2, 2, 1},   {1, 3, 40, 24, 16, 1, 3, 0},
     {2, 11, 3, 31, 70, 3, 2, 1},
+    /* more output channels than the weight gradient turns in one group (8 blocks of 16): a second
+     * group of two blocks, the last of 6 channels */
+    {2, 6, 5, 16, 150, 3, 3, 1},
     /* images large enough that the weight gradient takes one image per chunk: its sums carried
      * from chunk to chunk, in each half of the batch; then 2 images a chunk, halves of 2 and 3
      * images (the first half's last step has none), with an odd count of 16-channel column
