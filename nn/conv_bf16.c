@@ -399,8 +399,8 @@ static const float *dw_row(const float *img, int q, const nn_conv_shape *s, cons
  * pairs of 16 channels at a time, turned in registers. The positions' rows are read in order, a
  * group of up to DW_GROUP blocks of 16 channels at a time, their pairs kept in L1 until turned:
  * read a block of 16 channels down 32 rows at a time, a batch's output gradient (which does not
- * fit the L2) was read at a fraction of the rate (the teacher's conv2 at batch 128 on an AMD
- * EPYC of family 25: 1.0-1.2 ms of its weight gradient for this, 0.7 in order; BENCHMARKS.md). */
+ * fit the L2) comes at a fraction of the rate (the teacher's conv2 at batch 128 on an AMD EPYC of
+ * family 25: 1.0-1.2 ms of its weight gradient so, 0.7 in order; BENCHMARKS.md). */
 enum { DW_GROUP = 8 };
 static void dw_pairs(uint32_t *dt, const float *img, const nn_conv_shape *s, const dw_geom *d)
 {

@@ -200,7 +200,7 @@ void copy_data_with(const char *src, const char *dst, const io_tensor *extra, in
         if (strcmp(name, "__metadata__") == 0) continue;
         if (io_dataset_section_kind(ds, i) == IO_SECTION_STRINGS) {
             const io_strings *st = io_dataset_find_strings(ds, name);
-            const char **v = malloc((st->n + 1) * sizeof *v);
+            const char **v = xd_xmalloc((st->n + 1) * sizeof *v);
             for (size_t k = 0; k < st->n; k++) v[k] = io_strings_get(st, k, NULL);
             TU_OK(io_dataset_add_strings(w, name, v, st->n, &e));
             free(v);
