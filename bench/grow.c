@@ -210,7 +210,8 @@ int bench_grow_child(int argc, char **argv)
         long n = strtol(argv[3], &end, 10);
         if (argc == 5 && strcmp(argv[1], "prepare") == 0 && *end == '\0' && n > 0 && n <= INT32_MAX)
             return child_prepare(argv[2], n);
-        if (argc == 6 && strcmp(argv[1], "train") == 0) return child_train(argv[2], argv[3], argv[5]);
+        if (argc == 6 && strcmp(argv[1], "train") == 0)
+            return child_train(argv[2], argv[3], argv[5]);
     }
     fprintf(stderr, "xdistill bench: " BENCH_GROW_CHILD " prepare FILE N THREADS | train FILE "
                     "DIR THREADS stored|keyed (the grow suite's steps)\n");
@@ -397,7 +398,8 @@ static void grow_print(const bench_opts *o, const grow_row *row, const grow_row 
     if (o->json) {
         fprintf(o->out,
                 "{\"suite\":\"grow\",\"case\":\"examples\",\"shuffle\":\"%s\",\"examples\":%ld,"
-                "\"test_examples\":%ld,\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,\"prepare_us_per_example\":%.4f,"
+                "\"test_examples\":%ld,\"threads\":%d,\"batch\":%d,\"prepare_s\":%.4f,"
+                "\"prepare_us_per_example\":%.4f,"
                 "\"prepare_peak_rss_mib\":%.1f,\"prepare_peak_private_mib\":%.1f,\"train_s\":%.4f,"
                 "\"train_us_per_example\":%.4f,\"train_cpu_s\":%.4f,\"steps_s\":%.4f,"
                 "\"steps_us_per_example\":%.4f,"
@@ -406,7 +408,8 @@ static void grow_print(const bench_opts *o, const grow_row *row, const grow_row 
                 "\"train_us_per_example_vs_first\":%.3f,\"steps_us_per_example_vs_first\":%.3f,"
                 "\"prepare_us_per_example_vs_first\":%.3f,\"peak_rss_vs_first\":%.3f,"
                 "\"peak_private_vs_first\":%.3f}\n",
-                recipe_shuffle_names[k], row->n, row->n / GROW_TEST_DIV, threads, GROW_BATCH, row->prep_s,
+                recipe_shuffle_names[k], row->n, row->n / GROW_TEST_DIV, threads, GROW_BATCH,
+                row->prep_s,
                 1e6 * pe, row->prep.max_rss_mib, row->prep.anon_mib, g->train_s, 1e6 * te,
                 g->train.cpu_s, g->steps_s, 1e6 * se,
                 g->images, g->acc, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib,
@@ -418,7 +421,8 @@ static void grow_print(const bench_opts *o, const grow_row *row, const grow_row 
     }
     fprintf(o->out, "%-6s %8ld %8.2f %6.2f %7.1f %8.2f %6.2f %6.2f %8.2f %6.2f %9.1f %8.1f %8.1f "
                     "%7s %5.2fx %5.2fx %5.2fx %5.2fx\n",
-            recipe_shuffle_names[k], row->n, row->prep_s, 1e6 * pe, row->prep.max_rss_mib, g->train_s,
+            recipe_shuffle_names[k], row->n, row->prep_s, 1e6 * pe, row->prep.max_rss_mib,
+            g->train_s,
             1e6 * te, g->train.cpu_s, g->steps_s,
             1e6 * se, g->train.max_rss_mib, g->train.anon_mib, g->train.file_mib, huge_text,
             te / (f0->train_s / n0), se / (f0->steps_s / n0),
@@ -475,20 +479,21 @@ static void grow_checks(const bench_opts *o, const grow_row *g, int n, int k)
                         "\"private_bytes_per_example\":%.1f,\"mapped_bytes_per_example\":%.1f,"
                         "\"mapped_huge_pct_last\":%s,"
                         "\"train_marginal_us_per_example\":[%.4f,%.4f]}\n",
-                recipe_shuffle_names[k], spread(prep, n), spread(train, n), spread(steps, n), spread(prss, n),
-                spread(rss, n), spread(anon, n), per_ex, file_ex, huge_json, marg[1], marg[n - 1]);
+                recipe_shuffle_names[k], spread(prep, n), spread(train, n), spread(steps, n),
+                spread(prss, n), spread(rss, n), spread(anon, n), per_ex, file_ex, huge_json,
+                marg[1], marg[n - 1]);
         return;
     }
     fprintf(o->out,
-            "train.shuffle %s, time per example against N = %ld: prepare within %.1f%%, train within %.1f%%, "
-            "epoch steps within %.1f%% (0%% = exactly linear in N); train time of the added "
-            "examples %.2f us each from N = %ld to %ld, %.2f from %ld to %ld\n"
+            "train.shuffle %s, time per example against N = %ld: prepare within %.1f%%, train "
+            "within %.1f%%, epoch steps within %.1f%% (0%% = exactly linear in N); train time of "
+            "the added examples %.2f us each from N = %ld to %ld, %.2f from %ld to %ld\n"
             "memory against N = %ld: prepare peak RSS within %.1f%%; train peak RSS within "
             "%.1f%%, of it private within %.1f%% (+%.1f bytes per example) and mapped +%.1f "
             "bytes per example (the data set file is %d bytes per training example, %.1f with "
             "its test share); at N = %ld, of the mapped pages in huge pages: %s\n",
-            recipe_shuffle_names[k], g[0].n, spread(prep, n), spread(train, n), spread(steps, n), marg[1], g[0].n, g[1].n,
-            marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
+            recipe_shuffle_names[k], g[0].n, spread(prep, n), spread(train, n), spread(steps, n),
+            marg[1], g[0].n, g[1].n, marg[n - 1], g[n - 2].n, g[n - 1].n, g[0].n, spread(prss, n),
             spread(rss, n), spread(anon, n), per_ex, file_ex, BENCH_PIXELS + 9,
             (BENCH_PIXELS + 9) * (1.0 + 1.0 / GROW_TEST_DIV), g[n - 1].n, huge_text);
 }

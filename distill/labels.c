@@ -10,27 +10,30 @@
 #include "core/mem.h"
 #include "core/rng.h"
 
-/* The examples of class c that are in the byte mask (NULL: all) and the bit set (NULL: all) into
- * idx; returns their number. */
+/* Whether example i is in the byte mask (NULL: all) and in the bit set (NULL: all) */
+static int in_pool(const uint8_t *mask, const uint64_t *bits, size_t i)
+{
+    return (!mask || mask[i]) && (!bits || xd_bit(bits, i));
+}
+
+/* The examples of class c in the pool (in_pool) into idx; returns their number. */
 static uint32_t class_members(const int32_t *labels, const uint8_t *mask, const uint64_t *bits,
                               size_t n, int c, uint32_t *idx)
 {
     uint32_t cnt = 0;
     for (size_t i = 0; i < n; i++)
-        if (labels[i] == c && (!mask || mask[i]) && (!bits || xd_bit(bits, i))) idx[cnt++] = (uint32_t)i;
+        if (labels[i] == c && in_pool(mask, bits, i)) idx[cnt++] = (uint32_t)i;
     return cnt;
 }
 
-/* An index array for the largest class among the examples of mask and bits (at least one entry):
+/* An index array for the largest class in the pool (at least one entry):
  * what a per-class shuffle needs, a tenth of the examples with ten even classes. */
 static uint32_t *class_index(const int32_t *labels, const uint8_t *mask, const uint64_t *bits,
                              size_t n, int n_classes)
 {
     size_t *cnt = xd_xcalloc((size_t)n_classes, sizeof *cnt), most = 1;
     for (size_t i = 0; i < n; i++)
-        if ((!mask || mask[i]) && (!bits || xd_bit(bits, i)) && labels[i] >= 0 &&
-            labels[i] < n_classes)
-            cnt[labels[i]]++;
+        if (in_pool(mask, bits, i) && labels[i] >= 0 && labels[i] < n_classes) cnt[labels[i]]++;
     for (int c = 0; c < n_classes; c++) most = cnt[c] > most ? cnt[c] : most;
     free(cnt);
     return xd_xmalloc(sizeof(uint32_t) * most);

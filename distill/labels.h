@@ -31,8 +31,8 @@ xd_status labels_hold_out(const int32_t *labels, uint64_t *sel, size_t n, int n_
                           double fraction, uint64_t seed, uint64_t *val, size_t *n_val, xd_err *e);
 
 /* Balanced class weights (scikit-learn's class_weight="balanced"): w[c] = N / (K n_c), where
- * n_c counts the examples of class c among those of the set sel (n bits; NULL: all n), N is their sum and K
- * the number of classes with n_c > 0; w[c] = 0 for a class without examples. The weights'
+ * n_c counts the examples of class c among those of the set sel (n bits; NULL: all n), N is their
+ * sum and K the number of classes with n_c > 0; w[c] = 0 for a class without examples. The weights'
  * mean over those N examples is 1. w (n_classes). */
 void labels_balanced_weights(const int32_t *labels, const uint64_t *sel, size_t n, int n_classes,
                              float *w);

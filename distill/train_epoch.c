@@ -229,7 +229,10 @@ typedef struct {
 } epoch_order;
 
 /* the key of a pass's shuffle, stored or keyed: (seed, epoch + pass << 32, XD_RNG_SHUFFLE) */
-static uint64_t pass_key(int epoch, size_t pass) { return (uint64_t)epoch + ((uint64_t)pass << 32); }
+static uint64_t pass_key(int epoch, size_t pass)
+{
+    return (uint64_t)epoch + ((uint64_t)pass << 32);
+}
 
 static xd_perm pass_perm(const epoch_order *o, size_t pass)
 {

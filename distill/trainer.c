@@ -96,7 +96,8 @@ static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
     if (R->seg.on)
         json_object_set_new(j, "final_test_pixel_acc",
                             res->finished ? json_real(res->final_pixel_acc) : json_null());
-    if (R->has_val) json_object_set_new(j, "val_examples", json_integer((json_int_t)R->val.members));
+    if (R->has_val)
+        json_object_set_new(j, "val_examples", json_integer((json_int_t)R->val.members));
     if (R->n_models > 1) summary_models(j, R, res);
     if (res->n_exits) summary_exits(j, res);
     json_object_set_new(j, "train_seconds", json_real(res->seconds));

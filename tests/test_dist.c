@@ -243,7 +243,8 @@ static void test_two_ranks_score_masked_val_split(void **state)
     io_dataset *ds;
     xd_err e;
     TU_OK(io_dataset_open("toy.xds", &ds, &e));
-    const io_tensor *img = io_dataset_find(ds, "test/image"), *lab = io_dataset_find(ds, "test/label");
+    const io_tensor *img = io_dataset_find(ds, "test/image");
+    const io_tensor *lab = io_dataset_find(ds, "test/label");
     io_tensor t[3];
     io_tensor_set(&t[0], "val/image", img->dtype, img->ndim, img->shape, img->data);
     io_tensor_set(&t[1], "val/label", lab->dtype, lab->ndim, lab->shape, lab->data);
