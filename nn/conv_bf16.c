@@ -383,19 +383,23 @@ typedef struct {
     const int *toff;
     int Cp, OCp;        /* channels, output channels, rounded up to 16 */
     int NP;             /* position pairs per image, a multiple of 16 */
+    int rp;             /* pairs per output row where the pairs skip the margins, else 0 */
     size_t g2rows;      /* rows of an image's position-pair grid */
     size_t img_words;   /* an image's grid and output gradient pairs */
 } dw_geom;
 
-/* The output gradient's row of grid position q of an image (img): NULL past the image or its row */
+/* The output gradient's row of slot q of an image (img): NULL past the image or its row. The
+ * slots are the positions in order where the pairs skip the grid's margins (d->rp), else the grid
+ * positions. */
 static const float *dw_row(const float *img, int q, const nn_conv_shape *s, const dw_geom *d)
 {
+    if (d->rp) return q < s->OH * s->OW ? img + (size_t)q * s->OC : NULL;
     const int x = q % d->Wp;
     return q < d->M && x < d->OW ? img + ((size_t)(q / d->Wp) * d->OW + x) * s->OC : NULL;
 }
 
-/* An image's output gradient img as dt: OCp rows of NP words, word (oc, j) = channel oc at grid
- * positions 2j and 2j + 1 (zero where dw_row has none, and in rows past OC). With AVX-512, 16
+/* An image's output gradient img as dt: OCp rows of NP words, word (oc, j) = channel oc at slots
+ * 2j and 2j + 1 (dw_row; zero where it has none, and in rows past OC). With AVX-512, 16
  * pairs of 16 channels at a time, turned in registers. The positions' rows are read in order, a
  * group of up to DW_GROUP blocks of 16 channels at a time, their pairs kept in L1 until turned:
  * read a block of 16 channels down 32 rows at a time, a batch's output gradient (which does not
@@ -506,8 +510,13 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
 
 /* As dw_block, with AVX512_BF16's dot products: block blk of the sums, a tile of rows of output
  * channels (the OC rows cut into tiles of about equal size, NN_BTILE_ROWS at most) by two
- * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk
- * (its segments; aoff, boff: n each). */
+ * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk:
+ * a segment an image, or an output row of one where the pairs skip the margins (d->rp; aoff, boff:
+ * n * dw_segments(d) each). A margin's pairs are zero in dt, so its products, skipped, would have
+ * added only zeros: the sums are the same (but where an input the margin reaches is not finite:
+ * it would have made them NaN). */
+static int dw_segments(const dw_geom *d) { return d->rp ? d->M / d->Wp : 1; }
+
 static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
 
 static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, const dw_geom *d,
@@ -520,13 +529,16 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
     const int t0 = 2 * cb / per_tap, t1 = (2 * cb + 1) / per_tap;
     const size_t o0 = (size_t)d->toff[t0] * d->Cp + (size_t)(2 * cb % per_tap) * 16;
     const size_t o1 = c2 ? (size_t)d->toff[t1] * d->Cp + (size_t)((2 * cb + 1) % per_tap) * 16 : o0;
-    for (int i = 0; i < n; i++) {
-        aoff[i] = (size_t)i * d->img_words + d->g2rows * d->Cp + (size_t)r0 * d->NP;
-        boff[i] = (size_t)i * d->img_words + o0;
-    }
+    const int rows = dw_segments(d);
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < rows; y++) { /* output row y's pairs: grid positions y Wp on */
+            aoff[i * rows + y] = (size_t)i * d->img_words + d->g2rows * d->Cp +
+                                 (size_t)r0 * d->NP + (size_t)y * d->rp;
+            boff[i * rows + y] = (size_t)i * d->img_words + o0 + (size_t)y * d->Wp * d->Cp;
+        }
     /* the position pairs that hold a position of the image's rows (the rest are zero) */
-    const nn_btile_seg seg = {n, (d->M + 1) / 2, aoff, boff, (size_t)d->NP, (size_t)2 * d->Cp,
-                              o1 - o0, ld, !first, NULL, 0};
+    const nn_btile_seg seg = {n * rows, d->rp ? d->rp : (d->M + 1) / 2, aoff, boff, (size_t)d->NP,
+                              (size_t)2 * d->Cp, o1 - o0, ld, !first, NULL, 0};
     nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
 }
 
@@ -550,12 +562,20 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     int *toff = xd_xmalloc(sizeof(int) * (size_t)taps);
     const int Wp = s->W + 2 * s->pad;
     tap_offsets(toff, s->KH, s->KW, Wp);
+    const int amx = nn_bgemm_amx(), grid_pairs = round_up((s->OH * Wp + 1) / 2, STEP);
     dw_geom d = {Wp, s->OH * Wp, s->OW, taps, toff, round_up(s->C, 16), round_up(s->OC, 16),
-                 round_up((s->OH * Wp + 1) / 2, STEP), 0, 0};
-    d.g2rows = (size_t)2 * d.NP + (size_t)toff[taps - 1];
+                 grid_pairs, 0, 0, 0};
+    /* On dot products, where the rows and the grid's are even, the pairs skip the margins: the
+     * same pairs of positions as the grid's, in the same order, less the margins' (AMX's tiles
+     * take 16 pairs of a row at once) */
+    if (!amx && s->OW % 2 == 0 && Wp % 2 == 0 && Wp > s->OW) {
+        d.rp = s->OW / 2;
+        d.NP = round_up(s->OH * d.rp, 16);
+    }
+    d.g2rows = (size_t)2 * grid_pairs + (size_t)toff[taps - 1];
     d.img_words = d.g2rows * d.Cp + (size_t)d.OCp * d.NP;
     const size_t ld = (size_t)taps * d.Cp;
-    const int cts = taps * d.Cp / 16, amx = nn_bgemm_amx();
+    const int cts = taps * d.Cp / 16;
     const int blocks = (amx ? (d.OCp / 16 + 1) / 2 : dw_row_tiles(s->OC)) * ((cts + 1) / 2);
     int h0[DW_HALVES + 1]; /* half h: images h0[h] .. h0[h + 1] */
     for (int h = 0; h <= DW_HALVES; h++) h0[h] = (int)((long)s->B * h / DW_HALVES);
@@ -572,7 +592,8 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     {
         uint16_t *tmp = xd_xmalloc(sizeof(uint16_t) * (d.g2rows + 1) * d.Cp);
         memset(tmp, 0, sizeof(uint16_t) * (d.g2rows + 1) * d.Cp); /* see grid_image */
-        size_t *off = xd_xmalloc(sizeof(size_t) * 2 * (size_t)chunk);
+        const size_t segs = (size_t)chunk * dw_segments(&d);
+        size_t *off = xd_xmalloc(sizeof(size_t) * 2 * segs);
 #ifdef NN_AMX
         if (amx) nn_amx_configure();
 #endif
@@ -602,7 +623,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
                 if (amx) dw_block(a, ld, im, n[h], &d, blk, c0 == 0);
                 else
 #endif
-                    dw_block_dot(a, ld, im, n[h], &d, s->OC, blk, c0 == 0, off, off + chunk);
+                    dw_block_dot(a, ld, im, n[h], &d, s->OC, blk, c0 == 0, off, off + segs);
             }
         }
 #ifdef NN_AMX
