@@ -11,7 +11,9 @@
  * image (its right margin, and the last block's tail) are computed and dropped. With AVX512_BF16
  * a tile of up to 14 positions of one output row by 32 columns takes the same operands from the
  * same places (nn_btile_segments, a segment per tap, over the pairs that hold channels), and no
- * margin is computed; its weight gradient likewise, a segment per image. */
+ * margin is computed. Its weight gradient sums over pairs of output positions: with AVX512_BF16
+ * a segment per output row, the margins skipped, where OW and Wp are even; else (and on AMX) a
+ * segment per image, over the grid's positions, the margins' zeros included. */
 #include "nn/conv_bf16.h"
 
 #include <stdlib.h>
@@ -445,7 +447,7 @@ static void dw_pairs(uint32_t *dt, const float *img, const nn_conv_shape *s, con
 
 /* Image b's operands into dst: its position-pair grid (g2rows rows of Cp words: word (q, c) =
  * channel c at grid positions q and q + 1) and then its output gradient as OCp rows of NP words
- * (word (oc, j) = channel oc at positions 2j and 2j + 1, zero past the image or its row). tmp:
+ * (word (oc, j) = channel oc at slots 2j and 2j + 1 of dw_row, zero where it has none). tmp:
  * (g2rows + 1) Cp halves of scratch for the image on its grid. */
 static void dw_image(uint32_t *dst, uint16_t *tmp, const float *inp, const float *dout,
                      const nn_conv_shape *s, const dw_geom *d, int b)
@@ -508,6 +510,11 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
 }
 #endif
 
+/* the segments of an image: an output row each where the pairs skip the margins, else one */
+static int dw_segments(const dw_geom *d) { return d->rp ? d->M / d->Wp : 1; }
+
+static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
+
 /* As dw_block, with AVX512_BF16's dot products: block blk of the sums, a tile of rows of output
  * channels (the OC rows cut into tiles of about equal size, NN_BTILE_ROWS at most) by two
  * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk:
@@ -515,9 +522,6 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
  * n * dw_segments(d) each). A margin's pairs are zero in dt, so its products, skipped, would have
  * added only zeros: the sums are the same (but where an input the margin reaches is not finite:
  * it would have made them NaN). */
-static int dw_segments(const dw_geom *d) { return d->rp ? d->M / d->Wp : 1; }
-
-static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
 
 static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, const dw_geom *d,
                          int OC, int blk, int first, size_t *aoff, size_t *boff)
@@ -565,9 +569,10 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
     const int amx = nn_bgemm_amx(), grid_pairs = round_up((s->OH * Wp + 1) / 2, STEP);
     dw_geom d = {Wp, s->OH * Wp, s->OW, taps, toff, round_up(s->C, 16), round_up(s->OC, 16),
                  grid_pairs, 0, 0, 0};
-    /* On dot products, where the rows and the grid's are even, the pairs skip the margins: the
-     * same pairs of positions as the grid's, in the same order, less the margins' (AMX's tiles
-     * take 16 pairs of a row at once) */
+    /* On dot products, where OW and Wp are both even (KW odd), the pairs skip the margins: the
+     * same pairs of positions as the grid's, in the same order, less the margins'. AMX's dw_block
+     * loads 16 consecutive pairs of dt against one stride of the grid, which would cross output
+     * rows. */
     if (!amx && s->OW % 2 == 0 && Wp % 2 == 0 && Wp > s->OW) {
         d.rp = s->OW / 2;
         d.NP = round_up(s->OH * d.rp, 16);
