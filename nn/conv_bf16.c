@@ -513,18 +513,31 @@ NN_AMX_TARGET static void dw_block(float *acc, size_t ld, const uint32_t *imgs, 
 /* the segments of an image: an output row each where the pairs skip the margins, else one */
 static int dw_segments(const dw_geom *d) { return d->rp ? d->M / d->Wp : 1; }
 
+/* Where the segments of a chunk's first n images start, from the chunk's start: in a, the first
+ * output channel's pairs; in b, the grid's first pair (output row y's pairs: its positions y Wp
+ * on). The same for every block of sums, which add their row and column offsets to the bases. */
+static void dw_offsets(const dw_geom *d, int n, size_t *aoff, size_t *boff)
+{
+    const int rows = dw_segments(d);
+    for (int i = 0; i < n; i++)
+        for (int y = 0; y < rows; y++) {
+            const size_t img = (size_t)i * d->img_words;
+            aoff[i * rows + y] = img + d->g2rows * d->Cp + (size_t)y * d->rp;
+            boff[i * rows + y] = img + (size_t)y * d->Wp * d->Cp;
+        }
+}
+
 static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
 
 /* As dw_block, with AVX512_BF16's dot products: block blk of the sums, a tile of rows of output
  * channels (the OC rows cut into tiles of about equal size, NN_BTILE_ROWS at most) by two
  * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk:
- * a segment an image, or an output row of one where the pairs skip the margins (d->rp; aoff, boff:
- * n * dw_segments(d) each). A margin's pairs are zero in dt, so its products, skipped, would have
- * added only zeros: the sums are the same (but where an input the margin reaches is not finite:
- * it would have made them NaN). */
-
+ * a segment an image, or an output row of one where the pairs skip the margins (d->rp; aoff,
+ * boff: dw_offsets' for the chunk). A margin's pairs are zero in dt, so its products, skipped,
+ * would have added only zeros: the sums are the same (but where an input the margin reaches is
+ * not finite: it would have made them NaN). */
 static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, const dw_geom *d,
-                         int OC, int blk, int first, size_t *aoff, size_t *boff)
+                         int OC, int blk, int first, const size_t *aoff, const size_t *boff)
 {
     const int rts = dw_row_tiles(OC), per_tap = d->Cp / 16, cts = d->taps * per_tap;
     const int rb = blk / ((cts + 1) / 2), cb = blk % ((cts + 1) / 2);
@@ -533,17 +546,11 @@ static void dw_block_dot(float *acc, size_t ld, const uint32_t *imgs, int n, con
     const int t0 = 2 * cb / per_tap, t1 = (2 * cb + 1) / per_tap;
     const size_t o0 = (size_t)d->toff[t0] * d->Cp + (size_t)(2 * cb % per_tap) * 16;
     const size_t o1 = c2 ? (size_t)d->toff[t1] * d->Cp + (size_t)((2 * cb + 1) % per_tap) * 16 : o0;
-    const int rows = dw_segments(d);
-    for (int i = 0; i < n; i++)
-        for (int y = 0; y < rows; y++) { /* output row y's pairs: grid positions y Wp on */
-            aoff[i * rows + y] = (size_t)i * d->img_words + d->g2rows * d->Cp +
-                                 (size_t)r0 * d->NP + (size_t)y * d->rp;
-            boff[i * rows + y] = (size_t)i * d->img_words + o0 + (size_t)y * d->Wp * d->Cp;
-        }
     /* the position pairs that hold a position of the image's rows (the rest are zero) */
-    const nn_btile_seg seg = {n * rows, d->rp ? d->rp : (d->M + 1) / 2, aoff, boff, (size_t)d->NP,
-                              (size_t)2 * d->Cp, o1 - o0, ld, !first, NULL, 0};
-    nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs, imgs, &seg, acc + (size_t)r0 * ld + 32 * cb);
+    const nn_btile_seg seg = {n * dw_segments(d), d->rp ? d->rp : (d->M + 1) / 2, aoff, boff,
+                              (size_t)d->NP, (size_t)2 * d->Cp, o1 - o0, ld, !first, NULL, 0};
+    nn_btile_segments(r1 - r0, c2 ? COLS : 16, imgs + (size_t)r0 * d->NP, imgs + o0, &seg,
+                      acc + (size_t)r0 * ld + 32 * cb);
 }
 
 /* The batch's images in two fixed halves (the first floor(B / 2) images, then the rest), each
@@ -599,6 +606,7 @@ void nn_bconv_dw(float *C, int N, float beta, const float *dout, const float *in
         memset(tmp, 0, sizeof(uint16_t) * (d.g2rows + 1) * d.Cp); /* see grid_image */
         const size_t segs = (size_t)chunk * dw_segments(&d);
         size_t *off = xd_xmalloc(sizeof(size_t) * 2 * segs);
+        dw_offsets(&d, chunk, off, off + segs);
 #ifdef NN_AMX
         if (amx) nn_amx_configure();
 #endif

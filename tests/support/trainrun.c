@@ -192,9 +192,10 @@ void copy_data_with(const char *src, const char *dst, const io_tensor *extra, in
     xd_err e;
     TU_OK(io_dataset_open(src, &ds, &e));
     TU_OK(io_dataset_writer_open(dst, io_dataset_count(ds) + (size_t)n_extra, &w, &e));
-    for (size_t i = 0; i < io_dataset_meta_count(ds); i++)
-        TU_OK(io_dataset_set_meta(w, io_dataset_meta_at(ds, i)->key, io_dataset_meta_at(ds, i)->value,
-                                  &e));
+    for (size_t i = 0; i < io_dataset_meta_count(ds); i++) {
+        const io_kv *kv = io_dataset_meta_at(ds, i);
+        TU_OK(io_dataset_set_meta(w, kv->key, kv->value, &e));
+    }
     for (size_t i = 0; i < io_dataset_count(ds); i++) {
         const char *name = io_dataset_section_name(ds, i);
         if (strcmp(name, "__metadata__") == 0) continue;
