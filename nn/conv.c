@@ -16,6 +16,7 @@
 #include "core/runtime.h"
 #include "core/status.h"
 #include "nn/conv_bf16.h"
+#include "nn/conv_wino.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
 #include "nn/mm.h"
@@ -486,6 +487,10 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
             for (int i = 0; i < s->B; i++) image(image_ctx, i);
         }
         return 1; /* nothing to unfold: backward reads inp */
+    }
+    if ((wpb || !wp) && nn_bwino_takes(s)) { /* bf16, an evaluation forward: Winograd's */
+        nn_bwino_forward(out, inp, w, wpb, b, s, image, image_ctx);
+        return 0;
     }
     if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16: windows read in place too */
         nn_bconv_forward(out, inp, w, wpb, b, s, image, image_ctx);

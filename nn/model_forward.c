@@ -15,6 +15,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "nn/conv_bf16.h"
+#include "nn/conv_wino.h"
 #include "nn/quant.h"
 
 
@@ -80,6 +81,17 @@ static int bconv_runs(const nn_conv_shape *s)
     return takes;
 }
 
+/* Whether inference runs convolution s (batch aside) in bf16 by Winograd's F(2x2, 3x3)
+ * (nn/conv_wino.c), as bconv_runs */
+static int bwino_runs(nn_conv_shape s)
+{
+    s.winograd = 1;
+    const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(&s, NN_PREC_BF16));
+    const int takes = nn_mm_precision() == NN_PREC_BF16 && nn_bwino_takes(&s);
+    nn_mm_precision_set(outer);
+    return takes;
+}
+
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
  * nothing but this forward (nn_model_infer): a fused pool keeps no argmax, and its ReLU's output
  * is not written unless that is a head. at (or NULL): the row each node's output for these rows
@@ -112,13 +124,17 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
         nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
+        cs.winograd = !run->training; /* an evaluation forward may run nn/conv_wino.c */
         const nn_precision outer = nn_conv_precision_enter(&cs);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         /* packed for this call: the windows are then read in place, not unfolded into cols, as
          * backward's weight gradient reads them too (see nn/layers.h) */
         const float *wp = unpacked_bf16(nd) ? NULL : nd->wp;
-        const uint32_t *wpb = nn_mm_precision() == NN_PREC_BF16 ? nd->wpb : NULL;
+        /* packed for the kernel that runs now (Winograd's transformed weights are not the
+         * direct kernels') */
+        const uint32_t *wpb =
+            nn_mm_precision() == NN_PREC_BF16 && m->packed_bisa == nn_bgemm_isa() ? nd->wpb : NULL;
         if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
             nn_conv_pack(nd->wpk, wext, w, b, &cs);
             wp = nd->wpk;
@@ -466,6 +482,7 @@ static size_t bf16_packed_size(const nn_model *m, int i, int fold)
     if (m->eval_precision != NN_PREC_BF16 || nd->wbits || (fold && foldable_norm(m, i))) return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
     if (nd->kind == NN_LINEAR) return nn_linear_bpacked_size(nd->ic, nd->units);
+    if (nd->kind == NN_CONV2D && bwino_runs(cs)) return nn_bwino_packed_size(&cs);
     if (nd->kind == NN_CONV2D && bconv_runs(&cs)) return nn_bconv_packed_size(&cs);
     return 0;
 }
@@ -493,6 +510,7 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         const float *w = m->param + nd->w_off;
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
+        else if (bwino_runs(cs)) nn_bwino_pack(p, w, &cs);
         else nn_bconv_pack(p, w, &cs);
         p += words;
     }

@@ -1,0 +1,52 @@
+/* Evaluation forwards of 3 x 3 convolutions in bf16 by Winograd's F(2x2, 3x3) (internal to
+ * nn/conv.c).
+ *
+ * Each 2 x 2 block of output positions (a tile) is computed from the 4 x 4 window of the input
+ * under it as Y = A' [(G g G') . (B' d B)] A, over 16 transformed positions e = (r, c) of 4 x 4:
+ * per e one product of the tiles' transformed inputs (tiles x C) by the transformed weights (C x
+ * OC), 2.25 times fewer multiplications than the direct convolution's 9 taps. With
+ *   B' = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],  G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ *   A' = [1 1 1 0; 0 1 -1 -1],
+ * the transforms run in float32 in the order nn_bwino_input_transform, nn_bwino_weight_transform
+ * and nn_bwino_output_transform give (the tests' reference calls the same), the transformed
+ * inputs and weights are rounded to bf16 (nn_bf16_bits), their products summed in float32 by the
+ * AVX512_BF16 tile of nn/bf16.h (pairs of channels in order), and the bias added after the output
+ * transform. So it is not the direct kernel's arithmetic: the transformed operands carry their
+ * own rounding (each a sum of up to 4 inputs or 9 weights), about 2^-9 of their size, where the
+ * direct kernel rounds each input and weight alone. Within a run the bits are fixed: each image is
+ * computed by one thread the same way at any thread count.
+ *
+ * Only evaluation forwards use it (s->winograd set, as an evaluation forward sets it: inference,
+ * a teacher's forward, validation), never a training forward, whose backward and checkpoints keep
+ * the direct kernels' bits. */
+#ifndef XD_NN_CONV_WINO_H
+#define XD_NN_CONV_WINO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/layers.h"
+
+/* Whether nn_bwino_forward computes s now: s->winograd, bf16 products on AVX512_BF16 (AMX keeps
+ * the direct tiles, which run there at many times the dot products' rate), a 3 x 3 kernel at
+ * stride 1, 16 input channels at least, an even count of them, and 16 outputs at least. */
+int nn_bwino_takes(const nn_conv_shape *s);
+
+/* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
+ * when given, runs on each image once its rows are final, by the thread that computed them.
+ * wpk: the weights transformed and packed once by nn_bwino_pack, or NULL: for this call. Runs on
+ * the bf16 kernel in use (nn_bgemm_isa(): AVX512_BF16, or the portable loop in the same order). */
+void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
+                      const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                      void *image_ctx);
+/* The words of the packed transformed weights of s (batch aside), and the packing */
+size_t nn_bwino_packed_size(const nn_conv_shape *s);
+void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);
+
+/* The transforms, per channel: v (16, row-major 4 x 4) = B' d B of the window d (16); u (16) =
+ * G g G' of the kernel g (9, row-major 3 x 3); y (4, row-major 2 x 2) = A' m A of m (16). */
+void nn_bwino_input_transform(float v[16], const float d[16]);
+void nn_bwino_weight_transform(float u[16], const float g[9]);
+void nn_bwino_output_transform(float y[4], const float m[16]);
+
+#endif
