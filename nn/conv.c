@@ -489,7 +489,7 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         return 1; /* nothing to unfold: backward reads inp */
     }
     if ((wpb || !wp) && nn_bwino_takes(s)) { /* bf16, an evaluation forward: Winograd's */
-        nn_bwino_forward(out, inp, w, wpb, b, s, image, image_ctx);
+        nn_bwino_forward(out, inp, w, wpb, b, s, image, image_ctx, NULL);
         return 0;
     }
     if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16: windows read in place too */
@@ -832,6 +832,11 @@ int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const f
 {
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     nn_relu_pool j = {relu_out, pool_out, argmax, out, ps};
+    if ((wpb || !wp) && nn_bwino_takes(s) && nn_bwino_pools(s, &j)) { /* pooled tile by tile */
+        nn_bwino_forward(out, inp, w, wpb, b, s, NULL, NULL, &j);
+        if (out_written) *out_written = 1;
+        return 0;
+    }
     return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, relu_pool_image, &j,
                           keep_out ? NULL : &j, out_written);
 }

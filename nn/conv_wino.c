@@ -89,14 +89,28 @@ void nn_bwino_weight_transform(float u[16], const float g[9]) { weight_tf(u, g);
 void nn_bwino_output_transform(float y[4], const float m[16]) { output_tf(y, m); }
 
 #if defined(__AVX512F__)
-/* 16 floats as their bf16 halves in order (nn_bf16_bits' top halves): 8 pairs' words */
-static inline __m256i halves16(__m512 x)
+/* Each of the E vectors x[e] as its 16 bf16 halves in order (nn_bf16_bits' top halves: 8 pairs'
+ * words) at v + e * ldv. AVX512_BF16's conversion where no value is subnormal (the test once for
+ * all, as nn_bf16_cvt_exact), else the integer rounding. */
+static inline void store_halves(uint32_t *v, size_t ldv, const __m512 x[E])
 {
-    const __m512i u = _mm512_castps_si512(x);
 #if defined(__AVX512BF16__)
-    if (nn_bf16_cvt_exact(u, u)) return (__m256i)_mm512_cvtneps_pbh(x);
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1),
+                  sub = _mm512_set1_epi32(0x007fffff);
+    __mmask16 any = 0;
+    for (int e = 0; e < E; e++)
+        any |= _mm512_cmplt_epu32_mask(
+            _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(x[e]), abs), one), sub);
+    if (!any) {
+        for (int e = 0; e < E; e++)
+            _mm256_storeu_si256((__m256i *)(v + e * ldv), (__m256i)_mm512_cvtneps_pbh(x[e]));
+        return;
+    }
 #endif
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(u), 16));
+    for (int e = 0; e < E; e++)
+        _mm256_storeu_si256((__m256i *)(v + e * ldv),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(
+                                nn_bf16_bits16(_mm512_castps_si512(x[e])), 16)));
 }
 #endif
 
@@ -122,8 +136,7 @@ static void input_tile(uint32_t *v, size_t ldv, const float *const src[16], int 
             d[4 * i + 2] = _mm512_sub_ps(r[2], r[1]);
             d[4 * i + 3] = _mm512_sub_ps(r[1], r[3]);
         }
-        for (int e = 0; e < E; e++)
-            _mm256_storeu_si256((__m256i *)(v + e * ldv + c / 2), halves16(d[e]));
+        store_halves(v + c / 2, ldv, d);
     }
 #endif
     for (; c < C; c += 2) {
@@ -138,10 +151,22 @@ static void input_tile(uint32_t *v, size_t ldv, const float *const src[16], int 
     }
 }
 
+/* The 2 x 2 max pool of a tile's ReLUs as nn_relu_maxpool_image computes it: each value's ReLU
+ * (x > 0 ? x : 0, so NaN gives 0), and the largest in the window's order */
+static inline float relu_pool(const float y[4])
+{
+    float best = y[0] > 0.0f ? y[0] : 0.0f;
+    for (int i = 1; i < 4; i++) {
+        const float v = y[i] > 0.0f ? y[i] : 0.0f;
+        best = v > best ? v : best;
+    }
+    return best;
+}
+
 /* dst[k] (OC floats each, k = 2 y + x of the tile's outputs) = the output transform of the
- * tile's E values per output at m (estride apart) + bias */
-static void output_tile(float *const dst[4], const float *m, size_t estride, const float *bias,
-                        int OC)
+ * tile's E values per output at m (estride apart) + bias; pooled (or NULL): relu_pool of them */
+static void output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
+                        const float *bias, int OC)
 {
     int n = 0;
 #if defined(__AVX512F__)
@@ -164,6 +189,14 @@ static void output_tile(float *const dst[4], const float *m, size_t estride, con
             }
             _mm512_mask_storeu_ps(dst[2 * i] + n, k, y0);
             _mm512_mask_storeu_ps(dst[2 * i + 1] + n, k, y1);
+            s[2 * i] = y0;
+            s[2 * i + 1] = y1;
+        }
+        if (pooled) { /* as relu_pool: the ReLUs (NaN to 0), then the maximum in window order */
+            const __m512 zero = _mm512_setzero_ps();
+            __m512 best = _mm512_max_ps(s[0], zero);
+            for (int i = 1; i < 4; i++) best = _mm512_max_ps(_mm512_max_ps(s[i], zero), best);
+            _mm512_mask_storeu_ps(pooled + n, k, best);
         }
     }
 #endif
@@ -171,7 +204,8 @@ static void output_tile(float *const dst[4], const float *m, size_t estride, con
         float v[16], y[4];
         for (int e = 0; e < E; e++) v[e] = m[(size_t)e * estride + n];
         output_tf(y, v);
-        for (int k = 0; k < 4; k++) dst[k][n] = bias ? y[k] + bias[n] : y[k];
+        for (int k = 0; k < 4; k++) y[k] = dst[k][n] = bias ? y[k] + bias[n] : y[k];
+        if (pooled) pooled[n] = relu_pool(y);
     }
 }
 
@@ -275,9 +309,10 @@ static void products(const wino_scratch *ws, int n, const uint32_t *wpk, const n
         }
 }
 
-/* out's image from M's rows r0..: each tile's 2 x 2 outputs (those inside OH x OW) + the bias */
-static void output_image(float *out, const wino_scratch *ws, size_t r0, const float *bias,
-                         const nn_conv_shape *s, const wino_geom *g)
+/* out's image from M's rows r0..: each tile's 2 x 2 outputs (those inside OH x OW) + the bias;
+ * pooled (or NULL): the image's pooled rows (OH / 2 x OW / 2, even OH and OW), a tile each */
+static void output_image(float *out, float *pooled, const wino_scratch *ws, size_t r0,
+                         const float *bias, const nn_conv_shape *s, const wino_geom *g)
 {
     const int OC = s->OC;
     for (int ty = 0; ty < g->TH; ty++)
@@ -288,7 +323,8 @@ static void output_image(float *out, const wino_scratch *ws, size_t r0, const fl
                 const int y = 2 * ty + k / 2, x = 2 * tx + k % 2;
                 dst[k] = y < s->OH && x < s->OW ? out + ((size_t)y * s->OW + x) * OC : ws->past;
             }
-            output_tile(dst, mt, ws->rows * g->ldm, bias, OC);
+            float *p = pooled ? pooled + (size_t)(ty * g->TW + tx) * OC : NULL;
+            output_tile(dst, p, mt, ws->rows * g->ldm, bias, OC);
         }
 }
 
@@ -301,6 +337,7 @@ typedef struct {
     int T;
     void (*image)(void *, int);
     void *image_ctx;
+    const nn_relu_pool *pool;
 } wino_job;
 
 static void wino_run(void *ctx, int t)
@@ -318,19 +355,27 @@ static void wino_run(void *ctx, int t)
             input_image(&ws, (size_t)i * j->g->tiles, j->inp + (size_t)(r + i) * in_image, s, j->g);
         products(&ws, n * j->g->tiles, j->wpk, s, j->g);
         for (int i = 0; i < n; i++) {
-            output_image(j->out + (size_t)(r + i) * out_image, &ws, (size_t)i * j->g->tiles,
-                         j->bias, s, j->g);
+            float *pooled = j->pool ? j->pool->out + (size_t)(r + i) * out_image / 4 : NULL;
+            output_image(j->out + (size_t)(r + i) * out_image, pooled, &ws,
+                         (size_t)i * j->g->tiles, j->bias, s, j->g);
             if (j->image) j->image(j->image_ctx, r + i);
         }
     }
 }
 
+int nn_bwino_pools(const nn_conv_shape *s, const nn_relu_pool *pool)
+{
+    const nn_pool_shape *ps = pool->s;
+    return !pool->relu_out && !pool->argmax && ps->k == 2 && ps->stride == 2 && s->OH % 2 == 0 &&
+           s->OW % 2 == 0 && ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC;
+}
+
 void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
                       const float *b, const nn_conv_shape *s, void (*image)(void *, int),
-                      void *image_ctx)
+                      void *image_ctx, const nn_relu_pool *pool)
 {
     XD_ASSERT(s->KH == 3 && s->KW == 3 && s->stride == 1 && s->C % 2 == 0 &&
-              (b != NULL) == (s->bias != 0));
+              (b != NULL) == (s->bias != 0) && (!pool || nn_bwino_pools(s, pool)));
     const wino_geom g = geometry(s);
     uint32_t *own = NULL;
     if (!wpk) {
@@ -340,7 +385,7 @@ void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32
     int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
     if (T > s->B) T = s->B;
     wino_job job = {.s = s, .g = &g, .inp = inp, .bias = b, .wpk = wpk ? wpk : own, .out = out,
-                    .T = T, .image = image, .image_ctx = image_ctx};
+                    .T = T, .image = image, .image_ctx = image_ctx, .pool = pool};
     xd_threads_each(T, wino_run, &job);
     free(own);
 }

@@ -34,11 +34,18 @@ int nn_bwino_takes(const nn_conv_shape *s);
 
 /* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
  * when given, runs on each image once its rows are final, by the thread that computed them.
- * wpk: the weights transformed and packed once by nn_bwino_pack, or NULL: for this call. Runs on
- * the bf16 kernel in use (nn_bgemm_isa(): AVX512_BF16, or the portable loop in the same order). */
+ * wpk: the weights transformed and packed once by nn_bwino_pack, or NULL: for this call. pool
+ * (or NULL, else nn_bwino_pools(s, pool)): pool->out is also written, as nn_relu_maxpool_image
+ * would write it from out (the same bits), each window from its tile's outputs as they are made.
+ * Runs on the bf16 kernel in use (nn_bgemm_isa(): AVX512_BF16, or the portable loop in the same
+ * order). */
 void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
                       const float *b, const nn_conv_shape *s, void (*image)(void *, int),
-                      void *image_ctx);
+                      void *image_ctx, const nn_relu_pool *pool);
+/* Whether nn_bwino_forward can pool for pool: inference's ReLU and max pool (neither the ReLU's
+ * output nor an argmax wanted), 2 x 2 at stride 2 over the whole of an even OH x OW output, whose
+ * windows are then its tiles. */
+int nn_bwino_pools(const nn_conv_shape *s, const nn_relu_pool *pool);
 /* The words of the packed transformed weights of s (batch aside), and the packing */
 size_t nn_bwino_packed_size(const nn_conv_shape *s);
 void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);

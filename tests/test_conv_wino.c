@@ -5,8 +5,9 @@
  * summed in double) within the float32 summation bound, and against the direct convolution in
  * double within the bound that rounding allows; shapes with odd outputs, no padding, channel
  * counts off the vectors, partial column panels, no bias; the bits at 1, 2 and 3 threads and
- * each image handed on once; with each bf16 kernel the CPU runs (AVX512_BF16 and the portable
- * loop). What it takes, and that only evaluation forwards of a model run it. */
+ * each image handed on once; the ReLU and max pool made tile by tile, with the pool's bits;
+ * with each bf16 kernel the CPU runs (AVX512_BF16 and the portable loop). What it takes, and
+ * that only evaluation forwards of a model run it. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -71,7 +72,8 @@ static void test_transforms(void **state)
             for (int ox = 0; ox < 2; ox++) {
                 double s = 0.0;
                 for (int ky = 0; ky < 3; ky++)
-                    for (int kx = 0; kx < 3; kx++) s += gd[ky * 3 + kx] * dd[(oy + ky) * 4 + ox + kx];
+                    for (int kx = 0; kx < 3; kx++)
+                        s += gd[ky * 3 + kx] * dd[(oy + ky) * 4 + ox + kx];
                 assert_true(fabs(yd[oy * 2 + ox] - s) <= 1e-12);
             }
     }
@@ -205,7 +207,7 @@ static void test_forward_against_ref(void **state)
             uint32_t *wpk = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bwino_packed_size(s));
             nn_bwino_pack(wpk, k.w, s);
             int *seen = xd_xcalloc((size_t)s->B, sizeof(int));
-            nn_bwino_forward(out, k.inp, k.w, wpk, k.b, s, count_image, seen);
+            nn_bwino_forward(out, k.inp, k.w, wpk, k.b, s, count_image, seen, NULL);
             for (int b = 0; b < s->B; b++) assert_int_equal(seen[b], 1);
             double worst = 0.0, worst_direct = 0.0;
             for (int b = 0; b < s->B; b++)
@@ -228,7 +230,7 @@ static void test_forward_against_ref(void **state)
                           kernel, si, worst, worst_direct);
             /* unpacked weights: packed for the call, the same bits */
             float *again = xd_xmalloc(sizeof(float) * k.n_out);
-            nn_bwino_forward(again, k.inp, k.w, NULL, k.b, s, NULL, NULL);
+            nn_bwino_forward(again, k.inp, k.w, NULL, k.b, s, NULL, NULL, NULL);
             assert_memory_equal(again, out, sizeof(float) * k.n_out);
             free(again);
             free(seen);
@@ -247,12 +249,13 @@ static void test_bits_at_one_two_and_three_threads(void **state)
     const char *kernel;
     for (int ki = 0; next_kernel(&ki, &kernel);) {
         wcase k = wcase_make(7, 10, 10, 32, 32, 1, 1, 77);
-        float *one = xd_xmalloc(sizeof(float) * k.n_out), *more = xd_xmalloc(sizeof(float) * k.n_out);
+        float *one = xd_xmalloc(sizeof(float) * k.n_out);
+        float *more = xd_xmalloc(sizeof(float) * k.n_out);
         xd_threads_set(1);
-        nn_bwino_forward(one, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL);
+        nn_bwino_forward(one, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
         for (int t = 2; t <= 3; t++) {
             xd_threads_set(t);
-            nn_bwino_forward(more, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL);
+            nn_bwino_forward(more, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
             if (memcmp(one, more, sizeof(float) * k.n_out) != 0)
                 fail_msg("%s: %d threads' bits differ from one thread's", kernel, t);
         }
@@ -261,6 +264,63 @@ static void test_bits_at_one_two_and_three_threads(void **state)
         free(more);
         wcase_free(&k);
     }
+    nn_mm_precision_set(prec);
+}
+
+/* The pool made tile by tile: the bits nn_relu_maxpool_forward gives from the output, NaN and
+ * negative windows included, at 1 and 2 threads; out written as without it. */
+static void test_pooled_tile_by_tile(void **state)
+{
+    (void)state;
+    const int threads = xd_threads_get();
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
+    const char *kernel;
+    for (int ki = 0; next_kernel(&ki, &kernel);)
+        for (int oc = 16; oc <= 40; oc += 24) { /* whole vectors; a tail of 8 */
+            wcase k = wcase_make(3, 8, 6, 32, oc, 1, 1, 90 + (uint64_t)oc);
+            k.inp[5 * 32 + 3] = NAN; /* a window of image 0 all NaN through the transforms */
+            for (int c = 0; c < k.s.OC; c++) k.b[c] = c % 3 == 0 ? -8.0f : k.b[c]; /* negative */
+            nn_pool_shape ps = {.B = 3, .H = k.s.OH, .W = k.s.OW, .C = oc, .k = 2, .stride = 2};
+            assert_int_equal(nn_pool_shape_init(&ps), 0);
+            const size_t np = (size_t)3 * ps.OH * ps.OW * oc;
+            float *out = xd_xmalloc(sizeof(float) * k.n_out);
+            float *plain = xd_xmalloc(sizeof(float) * k.n_out);
+            float *pooled = xd_xmalloc(sizeof(float) * np), *want = xd_xmalloc(sizeof(float) * np);
+            const nn_relu_pool pool = {NULL, pooled, NULL, out, &ps};
+            assert_true(nn_bwino_pools(&k.s, &pool));
+            nn_bwino_forward(plain, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
+            nn_relu_maxpool_forward(NULL, want, NULL, plain, &ps);
+            for (int t = 1; t <= 2; t++) {
+                xd_threads_set(t);
+                memset(pooled, 0xff, sizeof(float) * np);
+                nn_bwino_forward(out, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, &pool);
+                assert_memory_equal(out, plain, sizeof(float) * k.n_out);
+                if (memcmp(pooled, want, sizeof(float) * np) != 0)
+                    fail_msg("%s, %d outputs, %d threads: the pool's bits differ", kernel, oc, t);
+            }
+            xd_threads_set(threads);
+            /* what it cannot pool: an argmax wanted, a ReLU written, other windows, odd rows */
+            int32_t am[1];
+            nn_relu_pool other = pool;
+            other.argmax = am;
+            assert_false(nn_bwino_pools(&k.s, &other));
+            other = pool;
+            other.relu_out = plain;
+            assert_false(nn_bwino_pools(&k.s, &other));
+            nn_pool_shape p3 = ps;
+            p3.k = p3.stride = 3;
+            other = pool;
+            other.s = &p3;
+            assert_false(nn_bwino_pools(&k.s, &other));
+            nn_conv_shape odd = k.s;
+            odd.OH = 7;
+            assert_false(nn_bwino_pools(&odd, &pool));
+            free(out);
+            free(plain);
+            free(pooled);
+            free(want);
+            wcase_free(&k);
+        }
     nn_mm_precision_set(prec);
 }
 
@@ -331,7 +391,8 @@ static void test_only_evaluation_forwards(void **state)
     assert_int_equal(nn_conv_shape_init(&s), 0);
     nn_mm_precision_set(NN_PREC_BF16);
     assert_true(nn_bwino_takes(&s));
-    nn_bwino_forward(want, x, m.param + nd->w_off, NULL, m.param + nd->b_off, &s, NULL, NULL);
+    nn_bwino_forward(want, x, m.param + nd->w_off, NULL, m.param + nd->b_off, &s, NULL, NULL,
+                     NULL);
     nn_mm_precision_set(NN_PREC_FLOAT32);
     nn_model_forward(&m, x, B, NULL);
     memcpy(eval, nn_model_out(&m, c), sizeof(float) * ny);
@@ -358,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_forward_against_ref),
         cmocka_unit_test(test_bits_at_one_two_and_three_threads),
+        cmocka_unit_test(test_pooled_tile_by_tile),
         cmocka_unit_test(test_what_it_takes),
         cmocka_unit_test(test_only_evaluation_forwards),
     };
