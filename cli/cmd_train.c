@@ -270,7 +270,8 @@ static void eval_usage(FILE *f)
 {
     fprintf(f, "usage: xdistill eval --model M.safetensors --data DATASET.xds [--split test]\n"
                "                     [--view image|text.LANG|text.*] [--label label] [--json]\n"
-               "                     [--predictions FILE.jsonl] [--exit NAME]\n\n"
+               "                     [--predictions FILE.jsonl] [--exit NAME]\n"
+               "                     [--precision float32|bf16]\n\n"
                "Scores a checkpoint's default head on a split of a prepared data set (text.*:\n"
                "over every (example, language) pair that has a text): accuracy, balanced accuracy\n"
                "(the mean of the per-class recalls), each class's precision and recall, the\n"
@@ -290,16 +291,21 @@ static void eval_usage(FILE *f)
                "  --json                 every figure as one JSON object\n"
                "  --predictions FILE     one JSON line per scored row: index (the example), label,\n"
                "                         prediction, probabilities (and language, position where\n"
-               "                         the view or the head has several)\n");
+               "                         the view or the head has several)\n"
+               "  --precision P          the products' precision: float32 (default) or bf16, as a\n"
+               "                         teacher with precision: bf16 runs them (README, Mixed\n"
+               "                         precision)\n");
 }
 
 typedef enum {
-    EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_PREDICTIONS, EO_EXIT, EO_COUNT
+    EO_MODEL, EO_DATA, EO_SPLIT, EO_VIEW, EO_LABEL, EO_JSON, EO_PREDICTIONS, EO_EXIT,
+    EO_PRECISION, EO_COUNT
 } eval_opt;
 static const cli_option eval_options[] = {
     [EO_MODEL] = {"--model", 1}, [EO_DATA] = {"--data", 1}, [EO_SPLIT] = {"--split", 1},
     [EO_VIEW] = {"--view", 1},   [EO_LABEL] = {"--label", 1}, [EO_JSON] = {"--json", 0},
     [EO_PREDICTIONS] = {"--predictions", 1}, [EO_EXIT] = {"--exit", 1},
+    [EO_PRECISION] = {"--precision", 1},
 };
 static_assert(sizeof eval_options / sizeof eval_options[0] == EO_COUNT, "name every option");
 
@@ -439,6 +445,13 @@ int cmd_eval(int argc, char **argv)
                *view = val[EO_VIEW], *label = val[EO_LABEL], *pred_path = val[EO_PREDICTIONS];
     const int json = val[EO_JSON] != NULL;
     if (!model || !data) return cli_usage_error("eval", "give --model and --data");
+    nn_precision prec = NN_PREC_FLOAT32;
+    if (val[EO_PRECISION]) {
+        if (!strcmp(val[EO_PRECISION], nn_precision_names[NN_PREC_BF16])) prec = NN_PREC_BF16;
+        else if (strcmp(val[EO_PRECISION], nn_precision_names[NN_PREC_FLOAT32]) != 0)
+            return cli_usage_error("eval", "--precision: unknown value '%s' (expected float32 or "
+                                           "bf16)", val[EO_PRECISION]);
+    }
     xd_err e;
     xd_err_clear(&e);
     nn_model m;
@@ -455,6 +468,7 @@ int cmd_eval(int argc, char **argv)
     int32_t *map = NULL, *y = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
+    m.eval_precision = prec;
     int head = nn_model_default_head(&m);
     if (val[EO_EXIT] && (s = exits_find(&m, model, val[EO_EXIT], &head, &e)) != XD_OK) {
         nn_model_free(&m);
@@ -533,6 +547,7 @@ int cmd_eval(int argc, char **argv)
         json_object_set_new(j, "split", json_string(split));
         json_object_set_new(j, "view", json_string(view));
         json_object_set_new(j, "examples", json_integer((json_int_t)f.n));
+        json_object_set_new(j, "precision", json_string(nn_precision_names[prec]));
         json_object_update_new(j, scores_json(&ev.sc, names));
         char *out = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(8));
         printf("%s\n", out);
@@ -540,10 +555,11 @@ int cmd_eval(int argc, char **argv)
         json_decref(j);
     } else if (s == XD_OK) {
         const char *exit_name = nn_model_node(&m, head)->name;
-        printf("%s%s%s%s on %s (%s, %s): accuracy %.2f%% over %zu examples%s\n", model,
+        printf("%s%s%s%s on %s (%s, %s%s): accuracy %.2f%% over %zu examples%s\n", model,
                val[EO_EXIT] ? " (exit '" : "", val[EO_EXIT] ? exit_name : "",
-               val[EO_EXIT] ? "')" : "", data, split, view, 100.0 * scores_accuracy(&ev.sc), f.n,
-               f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
+               val[EO_EXIT] ? "')" : "", data, split, view,
+               prec == NN_PREC_BF16 ? ", bf16 products" : "", 100.0 * scores_accuracy(&ev.sc),
+               f.n, f.kind == FEED_TEXT && f.n_langs > 1 ? " in every language they have" : "");
         print_classifier(&ev, names);
     }
     eval_rows_free(&ev);

@@ -66,7 +66,7 @@ static void test_options_missing_their_value(void **state)
     for (size_t i = 0; i < sizeof train / sizeof train[0]; i++)
         expect_needs_value("train", "c.yaml", train[i]);
     const char *eval[] = {"--model", "--data", "--split", "--view", "--label", "--exit",
-                          "--predictions"};
+                          "--predictions", "--precision"};
     for (size_t i = 0; i < sizeof eval / sizeof eval[0]; i++)
         expect_needs_value("eval", "--json", eval[i]);
 }
@@ -408,6 +408,73 @@ static void test_eval_report(void **state)
     free(err);
 }
 
+/* The probabilities of a --predictions file, in order (rows x 4) */
+static double *read_probabilities(const char *path, int rows)
+{
+    size_t n;
+    char *text = tu_read_file(path, &n);
+    double *p = calloc((size_t)rows * 4, sizeof(double));
+    assert_non_null(p);
+    int r = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), r++) {
+        assert_true(r < rows);
+        json_t *l = parse(line);
+        for (int k = 0; k < 4; k++)
+            p[r * 4 + k] = json_number_value(json_array_get(json_object_get(l, "probabilities"),
+                                                            (size_t)k));
+        json_decref(l);
+    }
+    assert_int_equal(r, rows);
+    free(text);
+    return p;
+}
+
+/* eval --precision bf16 runs the products in bf16: the JSON says so, the text line too, the
+ * probabilities move (within what bf16's rounding allows) and float32 is the default; an unknown
+ * precision is a usage error. */
+static void test_eval_precision(void **state)
+{
+    (void)state;
+    ensure_eval_model();
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--precision", "bf16", "--json", NULL), 0);
+    json_t *j = parse(out);
+    assert_string_equal(json_string_value(json_object_get(j, "precision")), "bf16");
+    assert_int_equal((int)jnum(j, "examples"), 100);
+    json_decref(j);
+    free(out);
+    free(err);
+    json_t *f = eval_json("toy.xds");
+    assert_string_equal(json_string_value(json_object_get(f, "precision")), "float32");
+    json_decref(f);
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--precision", "bf16", "--predictions", "pb.jsonl", NULL),
+                     0);
+    assert_non_null(strstr(out, ", bf16 products): accuracy"));
+    free(out);
+    free(err);
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--precision", "float32", "--predictions", "pf.jsonl",
+                             NULL),
+                     0);
+    assert_null(strstr(out, "bf16"));
+    free(out);
+    free(err);
+    double *pb = read_probabilities("pb.jsonl", 100), *pf = read_probabilities("pf.jsonl", 100);
+    double most = 0.0;
+    for (int i = 0; i < 400; i++) most = fmax(most, fabs(pb[i] - pf[i]));
+    print_message("bf16 against float32: probabilities at most %.2e apart\n", most);
+    assert_true(most > 0.0 && most < 0.05);
+    free(pb);
+    free(pf);
+    assert_int_equal(tu_run_cli(NULL, &err, "eval", "--model", "evr/best.safetensors", "--data",
+                             "toy.xds", "--precision", "half", NULL),
+                     2);
+    assert_non_null(strstr(err, "--precision: unknown value 'half' (expected float32 or bf16)"));
+    free(err);
+}
+
 /* train says when best.safetensors is chosen on the test split, and not when a validation split
  * chooses it. */
 static void test_train_validation_note(void **state)
@@ -470,6 +537,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_inspect_run_files),
         cmocka_unit_test_setup(test_eval_exit, setup),
         cmocka_unit_test_setup(test_eval_report, setup),
+        cmocka_unit_test_setup(test_eval_precision, setup),
         cmocka_unit_test_setup(test_train_validation_note, setup),
         cmocka_unit_test_setup(test_inspect_split, setup),
     };
