@@ -20,6 +20,7 @@
 #include "distill/progress.h"
 #include "io/dataset.h"
 #include "io/file.h"
+#include "nn/conv_wino.h"
 
 static const char *const part_names[] = {
     [KD_PART_LOGITS] = "logits",       [KD_PART_TOPK_VAL] = "topk_val",
@@ -126,6 +127,7 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     if (teacher->eval_precision != NN_PREC_FLOAT32) {
         h = xd_fnv_str(h, 'P', nn_precision_names[teacher->eval_precision]);
         h = xd_fnv_str(h, 'k', nn_bisa_name(nn_bgemm_isa()));
+        h = xd_fnv_str(h, 'c', nn_bwino_eval_convolutions()); /* its 3 x 3 convolutions' way */
     }
     snprintf(key, 17, "%016llx", (unsigned long long)h);
     return XD_OK;

@@ -24,11 +24,18 @@ enum { COLS = 32, E = 16 }; /* a panel's columns; transformed positions */
 
 static int round_up(int n, int r) { return (n + r - 1) / r * r; }
 
+/* the bf16 kernel in use is the one Winograd's products run on */
+static int wino_isa(void) { return nn_bgemm_isa() == NN_BISA_AVX512BF16; }
+
 int nn_bwino_takes(const nn_conv_shape *s)
 {
-    return s->winograd && nn_mm_precision() == NN_PREC_BF16 &&
-           nn_bgemm_isa() == NN_BISA_AVX512BF16 && s->KH == 3 && s->KW == 3 && s->stride == 1 &&
-           s->C >= 16 && s->C % 2 == 0 && s->OC >= 16;
+    return s->winograd && nn_mm_precision() == NN_PREC_BF16 && wino_isa() && s->KH == 3 &&
+           s->KW == 3 && s->stride == 1 && s->C >= 16 && s->C % 2 == 0 && s->OC >= 16;
+}
+
+const char *nn_bwino_eval_convolutions(void)
+{
+    return wino_isa() ? "winograd F(2x2, 3x3)" : "direct";
 }
 
 /* The transforms as conv_wino.h writes them; the loops below inline them, so the bits are the

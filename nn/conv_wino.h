@@ -1,5 +1,5 @@
-/* Evaluation forwards of 3 x 3 convolutions in bf16 by Winograd's F(2x2, 3x3) (internal to
- * nn/conv.c).
+/* Evaluation forwards of 3 x 3 convolutions in bf16 by Winograd's F(2x2, 3x3) (for nn/conv.c and
+ * the model's packing; the teacher-output cache names it in its keys).
  *
  * Each 2 x 2 block of output positions (a tile) is computed from the 4 x 4 window of the input
  * under it as Y = A' [(G g G') . (B' d B)] A, over 16 transformed positions e = (r, c) of 4 x 4:
@@ -31,6 +31,10 @@
  * the direct tiles, which run there at many times the dot products' rate), a 3 x 3 kernel at
  * stride 1, 16 input channels at least, an even count of them, and 16 outputs at least. */
 int nn_bwino_takes(const nn_conv_shape *s);
+/* How bf16 evaluation forwards compute the 3 x 3 convolutions nn_bwino_takes describes on the
+ * bf16 kernel in use: "winograd F(2x2, 3x3)" or "direct" (part of a teacher-output cache's key,
+ * distill/cache.h, as their bits differ) */
+const char *nn_bwino_eval_convolutions(void);
 
 /* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
  * when given, runs on each image once its rows are final, by the thread that computed them.
