@@ -1,8 +1,9 @@
 /* Winograd F(2x2, 3x3) convolutions in bf16 for evaluation forwards (see conv_wino.h).
  *
- * Per image, on one thread: the input transform of every tile into V (16 matrices, a row of cp
- * words per tile: its transformed channels rounded to bf16 in pairs), then per transformed
- * position e the product V_e (tiles x C) U_e (C x OC) into M_e (tiles x ldm floats) by the
+ * Per round of one or two images (group_of), on one thread: the input transform of every tile
+ * into V (16 matrices, a row of cp words per tile: its transformed channels rounded to bf16 in
+ * pairs), then per transformed position e the product V_e (tiles x C) U_e (C x OC) into M_e
+ * (tiles x ldm floats) by the
  * AVX512_BF16 tile of nn/bf16.h (up to 14 tiles by 32 outputs, one segment of cp pairs), then the
  * output transform of each tile's 16 values of M into its 2 x 2 outputs, + the bias. The packed
  * weights are 16 B panels, one per e (the layout of nn/gemm_bf16.c: per pair, 32 words of
@@ -35,7 +36,7 @@ int nn_bwino_takes(const nn_conv_shape *s)
 
 const char *nn_bwino_eval_convolutions(void)
 {
-    return wino_isa() ? "winograd F(2x2, 3x3)" : "direct";
+    return wino_isa() ? "winograd F(2x2, 3x3) v1" : "direct";
 }
 
 /* The transforms as conv_wino.h writes them; the loops below inline them, so the bits are the
@@ -121,9 +122,7 @@ static inline void store_halves(uint32_t *v, size_t ldv, const __m512 x[E])
 }
 #endif
 
-/* The input transform of the window whose 16 positions' channels are at src (each C floats):
- * position e's C values rounded to bf16 in pairs, cp words at v + e * ldv */
-static void input_tile(uint32_t *v, size_t ldv, const float *const src[16], int C)
+void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], int C)
 {
     int c = 0;
 #if defined(__AVX512F__)
@@ -170,10 +169,8 @@ static inline float relu_pool(const float y[4])
     return best;
 }
 
-/* dst[k] (OC floats each, k = 2 y + x of the tile's outputs) = the output transform of the
- * tile's E values per output at m (estride apart) + bias; pooled (or NULL): relu_pool of them */
-static void output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
-                        const float *bias, int OC)
+void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
+                          const float *bias, int OC)
 {
     int n = 0;
 #if defined(__AVX512F__)
@@ -252,12 +249,20 @@ void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s)
 }
 
 /* Images per round: their tiles make the rows of one product (two 7 x 7 images, 98 rows: seven
- * tiles of 14, whose rows the tile reads at a constant distance, its fastest case) */
+ * tiles of 14, whose rows the tile reads at a constant distance, its fastest case). Two where
+ * both images' V and M fit in GROUP_BYTES (half a 1 MiB L2), else one. */
 enum { GROUP = 2 };
+#define GROUP_BYTES ((size_t)512 << 10)
 
-/* The thread's scratch for a round: V (E blocks of GROUP * tiles rows of cp words), M (as many
- * rows of ldm floats), a row of ldm floats where outputs past the edge go and a row of C zeros
- * (the padding). */
+static int group_of(const wino_geom *g)
+{
+    const size_t per_image = sizeof(float) * (size_t)E * g->tiles * ((size_t)g->cp + g->ldm);
+    return GROUP * per_image <= GROUP_BYTES ? GROUP : 1;
+}
+
+/* The thread's scratch for a round: V (E blocks of group_of * tiles rows of cp words), M (as
+ * many rows of ldm floats), a row of ldm floats where outputs past the edge go and a row of C
+ * zeros (the padding). */
 typedef struct {
     uint32_t *V;
     float *M, *past, *zero;
@@ -266,7 +271,7 @@ typedef struct {
 
 static wino_scratch scratch(const wino_geom *g, int C)
 {
-    const size_t rows = (size_t)GROUP * g->tiles;
+    const size_t rows = (size_t)group_of(g) * g->tiles;
     const size_t nv = (E * rows * g->cp + 15) / 16 * 16, nm = E * rows * g->ldm;
     char *p = nn_thread_buf(NN_BUF_BCONV_GRID,
                             sizeof(float) * (nv + nm + (size_t)g->ldm + (size_t)C));
@@ -292,7 +297,7 @@ static void input_image(const wino_scratch *ws, size_t r0, const float *img,
                                          : ws->zero;
                 }
             const size_t r = r0 + (size_t)ty * g->TW + tx;
-            input_tile(ws->V + r * g->cp, ws->rows * g->cp, src, s->C);
+            nn_bwino_input_tile(ws->V + r * g->cp, ws->rows * g->cp, src, s->C);
         }
 }
 
@@ -331,7 +336,7 @@ static void output_image(float *out, float *pooled, const wino_scratch *ws, size
                 dst[k] = y < s->OH && x < s->OW ? out + ((size_t)y * s->OW + x) * OC : ws->past;
             }
             float *p = pooled ? pooled + (size_t)(ty * g->TW + tx) * OC : NULL;
-            output_tile(dst, p, mt, ws->rows * g->ldm, bias, OC);
+            nn_bwino_output_tile(dst, p, mt, ws->rows * g->ldm, bias, OC);
         }
 }
 
@@ -356,8 +361,9 @@ static void wino_run(void *ctx, int t)
     if (b0 >= b1) return;
     const wino_scratch ws = scratch(j->g, s->C);
     const size_t in_image = (size_t)s->H * s->W * s->C, out_image = (size_t)s->OH * s->OW * s->OC;
-    for (int r = b0; r < b1; r += GROUP) {
-        const int n = b1 - r < GROUP ? b1 - r : GROUP;
+    const int group = group_of(j->g);
+    for (int r = b0; r < b1; r += group) {
+        const int n = b1 - r < group ? b1 - r : group;
         for (int i = 0; i < n; i++)
             input_image(&ws, (size_t)i * j->g->tiles, j->inp + (size_t)(r + i) * in_image, s, j->g);
         products(&ws, n * j->g->tiles, j->wpk, s, j->g);

@@ -29,11 +29,14 @@
 
 /* Whether nn_bwino_forward computes s now: s->winograd, bf16 products on AVX512_BF16 (AMX keeps
  * the direct tiles, which run there at many times the dot products' rate), a 3 x 3 kernel at
- * stride 1, 16 input channels at least, an even count of them, and 16 outputs at least. */
+ * stride 1, 16 input channels at least, an even count of them, and 16 outputs at least. The
+ * scratch is a round's (one or two images') transformed inputs and products, per thread: 16
+ * times the output's tiles by (C / 2 + OC rounded up to 32) words an image (200 KiB for a 14 x 14
+ * output of 32 to 64 channels; it grows with the image, as the direct kernel's grid does). */
 int nn_bwino_takes(const nn_conv_shape *s);
 /* How bf16 evaluation forwards compute the 3 x 3 convolutions nn_bwino_takes describes on the
  * bf16 kernel in use: "winograd F(2x2, 3x3)" or "direct" (part of a teacher-output cache's key,
- * distill/cache.h, as their bits differ) */
+ * distill/cache.h, as their bits differ; the version counts changes to Winograd's arithmetic) */
 const char *nn_bwino_eval_convolutions(void);
 
 /* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
@@ -53,6 +56,16 @@ int nn_bwino_pools(const nn_conv_shape *s, const nn_relu_pool *pool);
 /* The words of the packed transformed weights of s (batch aside), and the packing */
 size_t nn_bwino_packed_size(const nn_conv_shape *s);
 void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);
+
+/* The kernel's own tile code, exposed for the tests (its vector paths against the transforms
+ * below, bit for bit). _input_tile: the input transform of the window whose 16 positions'
+ * channels are at src (C floats each, C even), each position e's values rounded to bf16 in pairs
+ * (nn_bf16_round), C / 2 words at v + e * ldv. _output_tile: dst[k] (OC floats each, k = 2 y +
+ * x) = the output transform of the tile's 16 values per output at m (estride apart) + bias (or
+ * NULL), and pooled (or NULL) the largest of their ReLUs (x > 0 ? x : 0) in that order. */
+void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], int C);
+void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
+                          const float *bias, int OC);
 
 /* The transforms, per channel: v (16, row-major 4 x 4) = B' d B of the window d (16); u (16) =
  * G g G' of the kernel g (9, row-major 3 x 3); y (4, row-major 2 x 2) = A' m A of m (16). */

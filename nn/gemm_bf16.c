@@ -372,7 +372,8 @@ tile_body(int R, int V, size_t sa, size_t sq, int nr, const uint32_t *restrict a
     __m512 c0[NN_BTILE_ROWS], c1[NN_BTILE_ROWS];
     const size_t ldc = g->ldc;
     /* unrolled, else the compiler zeroes both arrays with a call of memset at every tile and
-     * loads them back (a short tile's cost: Winograd's products have 16 pairs) */
+     * loads them back (a short tile's cost: Winograd's products have C / 2 pairs, 16 for the
+     * teacher's conv2) */
 #pragma GCC unroll 14
     for (int i = 0; i < R; i++) {
         c0[i] = g->load ? _mm512_loadu_ps(acc + i * ldc) : _mm512_setzero_ps();

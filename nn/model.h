@@ -95,6 +95,8 @@ typedef struct {
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
     uint32_t *wpb;    /* the same for bf16 products (a model packed with eval_precision bf16;
                        * layers bf16 computes: see nn_model_infer), or NULL */
+    int wpb_wino;     /* conv2d: wpb holds nn_bwino_pack's transformed weights (inference's
+                       * Winograd forward), not nn_bconv_pack's */
     float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
                        * inference, which then reads the windows in place (or NULL) */
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
@@ -215,8 +217,9 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * sqrt(var + eps)), as ONNX Runtime does: the layer then writes the norm's output and the norm
  * does nothing; the same values within float rounding, not the same bits. With eval_precision
  * bf16, the layers nn_model_infer then runs in bf16 (linear layers, and the convolutions that
- * nn/conv_bf16.c takes, on AMX or AVX512_BF16; not those with a folded norm) are also packed for
- * the bf16 kernel that runs now (wpb). The
+ * nn/conv_bf16.c takes, on AMX or AVX512_BF16, or nn/conv_wino.c, by Winograd's transformed
+ * weights; not those with a folded norm) are also packed for the bf16 kernel that runs now
+ * (wpb). The
  * parameters must not change afterwards, and the model serves inference only (training does not
  * call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);

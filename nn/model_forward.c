@@ -131,10 +131,14 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         /* packed for this call: the windows are then read in place, not unfolded into cols, as
          * backward's weight gradient reads them too (see nn/layers.h) */
         const float *wp = unpacked_bf16(nd) ? NULL : nd->wp;
-        /* packed for the kernel that runs now (Winograd's transformed weights are not the
-         * direct kernels') */
-        const uint32_t *wpb =
-            nn_mm_precision() == NN_PREC_BF16 && m->packed_bisa == nn_bgemm_isa() ? nd->wpb : NULL;
+        /* packed for the kernel that runs now, in the layout of the forward that runs now
+         * (Winograd's transformed weights are not the direct kernels': a training forward in
+         * bf16 on a model packed for bf16 inference packs its own) */
+        const uint32_t *wpb = nn_mm_precision() == NN_PREC_BF16 &&
+                                      m->packed_bisa == nn_bgemm_isa() &&
+                                      nd->wpb_wino == nn_bwino_takes(&cs)
+                                  ? nd->wpb
+                                  : NULL;
         if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
             nn_conv_pack(nd->wpk, wext, w, b, &cs);
             wp = nd->wpk;
@@ -506,11 +510,12 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         nn_node *nd = &m->nodes[i];
         const size_t words = bf16_packed_size(m, i, fold);
         nd->wpb = words ? p : NULL;
+        nd->wpb_wino = 0;
         if (!words) continue;
         const float *w = m->param + nd->w_off;
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
-        else if (bwino_runs(cs)) nn_bwino_pack(p, w, &cs);
+        else if ((nd->wpb_wino = bwino_runs(cs))) nn_bwino_pack(p, w, &cs);
         else nn_bconv_pack(p, w, &cs);
         p += words;
     }

@@ -6,8 +6,9 @@
  * double within the bound that rounding allows; shapes with odd outputs, no padding, channel
  * counts off the vectors, partial column panels, no bias; the bits at 1, 2 and 3 threads and
  * each image handed on once; the ReLU and max pool made tile by tile, with the pool's bits;
- * with each bf16 kernel the CPU runs (AVX512_BF16 and the portable loop). What it takes, and
- * that only evaluation forwards of a model run it. */
+ * with each bf16 kernel the CPU runs (AVX512_BF16 and the portable loop). The kernel's tile code
+ * against the per-channel transforms, bit for bit. What it takes, and that only evaluation
+ * forwards of a model run it (a training forward on a model packed for inference too). */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -269,6 +270,76 @@ static void test_bits_at_one_two_and_three_threads(void **state)
 
 /* The pool made tile by tile: the bits nn_relu_maxpool_forward gives from the output, NaN and
  * negative windows included, at 1 and 2 threads; out written as without it. */
+/* The kernel's tile code (its vector paths where built with AVX-512) gives the bits of the
+ * per-channel transforms: the input transform rounded in pairs, subnormal values included (the
+ * conversion's other path); the output transform + bias, and the pool of the ReLUs. */
+static void test_tiles_bit_for_bit(void **state)
+{
+    (void)state;
+    static const int channels[] = {16, 18, 48};
+    for (size_t ci = 0; ci < sizeof channels / sizeof channels[0]; ci++)
+        for (int tiny = 0; tiny < 2; tiny++) {
+            const int C = channels[ci];
+            float *in = xd_xmalloc(sizeof(float) * 16 * (size_t)C);
+            tu_fill_uniform(in, 16 * (size_t)C, -2.0f, 2.0f, 300 + ci);
+            /* full mantissas (the fill's values lie on a grid whose sums are exact, in any
+             * order), and subnormal sums and differences */
+            for (int i = 0; i < 16 * C; i++) in[i] = in[i] / 3.0f * (tiny ? 0x1p-127f : 1.0f);
+            const float *src[16];
+            for (int k = 0; k < 16; k++) src[k] = in + (size_t)k * C;
+            const size_t ldv = (size_t)C / 2 + 3;
+            uint32_t *v = xd_xcalloc(16 * ldv, sizeof(uint32_t));
+            nn_bwino_input_tile(v, ldv, src, C);
+            for (int c = 0; c < C; c += 2) {
+                float d0[16], d1[16], v0[16], v1[16];
+                for (int k = 0; k < 16; k++) d0[k] = src[k][c], d1[k] = src[k][c + 1];
+                nn_bwino_input_transform(v0, d0);
+                nn_bwino_input_transform(v1, d1);
+                for (int e = 0; e < 16; e++) {
+                    const uint32_t want = (uint32_t)nn_bf16_round(v0[e]) |
+                                          (uint32_t)nn_bf16_round(v1[e]) << 16;
+                    if (v[e * ldv + (size_t)c / 2] != want)
+                        fail_msg("input tile, %d channels%s: position %d, pair %d: %08x, want %08x",
+                                 C, tiny ? " (subnormal)" : "", e, c / 2,
+                                 v[e * ldv + (size_t)c / 2], want);
+                }
+            }
+            free(v);
+            free(in);
+        }
+    for (int OC = 8; OC <= 40; OC += 16) /* a masked vector alone; two whole and a masked one */
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const size_t estride = (size_t)OC + 5;
+            float *m = xd_xmalloc(sizeof(float) * 16 * estride);
+            float *bias = xd_xmalloc(sizeof(float) * OC);
+            float *out = xd_xmalloc(sizeof(float) * 4 * OC);
+            float *pooled = xd_xmalloc(sizeof(float) * OC);
+            tu_fill_uniform(m, 16 * estride, -1.0f, 1.0f, 400 + (uint64_t)OC);
+            tu_fill_uniform(bias, (size_t)OC, -1.0f, 1.0f, 500 + (uint64_t)OC);
+            for (size_t i = 0; i < 16 * estride; i++) m[i] /= 3.0f; /* full mantissas, above */
+            m[3] = NAN;
+            float *dst[4] = {out, out + OC, out + 2 * OC, out + 3 * OC};
+            nn_bwino_output_tile(dst, pooled, m, estride, with_bias ? bias : NULL, OC);
+            for (int n = 0; n < OC; n++) {
+                float mv[16], y[4];
+                for (int e = 0; e < 16; e++) mv[e] = m[e * estride + (size_t)n];
+                nn_bwino_output_transform(y, mv);
+                float best = 0.0f;
+                for (int k = 0; k < 4; k++) {
+                    if (with_bias) y[k] = y[k] + bias[n];
+                    assert_memory_equal(&dst[k][n], &y[k], sizeof(float));
+                    const float r = y[k] > 0.0f ? y[k] : 0.0f;
+                    best = k == 0 || r > best ? r : best;
+                }
+                assert_memory_equal(&pooled[n], &best, sizeof(float));
+            }
+            free(m);
+            free(bias);
+            free(out);
+            free(pooled);
+        }
+}
+
 static void test_pooled_tile_by_tile(void **state)
 {
     (void)state;
@@ -405,6 +476,14 @@ static void test_only_evaluation_forwards(void **state)
     nn_mm_precision_set(NN_PREC_FLOAT32);
     assert_memory_equal(nn_model_out(&m, c), want, sizeof(float) * ny);
     assert_memory_not_equal(eval, want, sizeof(float) * ny);
+    /* packed for bf16 inference (Winograd's transformed weights): inference still gives the
+     * eval forward's bits, and a training forward in bf16 the direct kernel's, not reading them */
+    TU_OK(nn_model_pack_exact(&m, &e));
+    assert_non_null(m.nodes[c].wpb);
+    nn_model_infer(&m, x, B, NULL);
+    nn_model_forward(&m, x, B, &train);
+    assert_memory_equal(nn_model_out(&m, c), want, sizeof(float) * ny);
+    nn_model_unpack(&m);
     free(x);
     free(want);
     free(eval);
@@ -419,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_transforms),
         cmocka_unit_test(test_forward_against_ref),
         cmocka_unit_test(test_bits_at_one_two_and_three_threads),
+        cmocka_unit_test(test_tiles_bit_for_bit),
         cmocka_unit_test(test_pooled_tile_by_tile),
         cmocka_unit_test(test_what_it_takes),
         cmocka_unit_test(test_only_evaluation_forwards),

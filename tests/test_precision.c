@@ -222,7 +222,8 @@ static void test_teacher_precision(void **state)
 
 /* Inference (nn_model_infer) with eval_precision bf16 gives the eval forward's bits, and not
  * float32's: convolutions with a ReLU and pool fused (a thin first one that stays float32, one
- * in nn/conv_bf16.c, on AMX or AVX512_BF16, with weights packed for it), a linear layer on
+ * in nn/conv_bf16.c on AMX, or by Winograd's in nn/conv_wino.c on AVX512_BF16, pooled there,
+ * with weights packed for it), a linear layer on
  * weights packed for the bf16 kernel, at 1 and 2 threads over several shares; with a strided
  * convolution nn/conv_bf16.c does not take (the engine then runs it unpacked, on one thread);
  * with another bf16 kernel chosen after packing (nothing packed for the first is used); and with
