@@ -45,16 +45,27 @@ static inline __m512i nn_bf16_bits16(__m512i u)
     return _mm512_mask_or_epi32(r, nan, u, _mm512_set1_epi32(0x00400000));
 }
 
+/* nn_bf16_bits' top halves of the 16 floats whose bits are u, in order */
+static inline __m256i nn_bf16_halves16(__m512i u)
+{
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(u), 16));
+}
+
+/* The lanes of the 16 floats whose bits are x that are subnormal */
+static inline __mmask16 nn_bf16_subnormal16(__m512i x)
+{
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1),
+                  sub = _mm512_set1_epi32(0x007fffff); /* |bits| - 1 below it: subnormal */
+    return _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(x, abs), one), sub);
+}
+
 #if defined(__AVX512BF16__)
 /* AVX512_BF16's conversion (VCVTNE2PS2BF16) rounds as nn_bf16_bits does, NaN and infinities
  * included, but for subnormal floats, which it makes zeros: where either vector holds one, the
  * integer rounding runs instead (in training they are rare; the bits are the same either way). */
 static inline int nn_bf16_cvt_exact(__m512i x0, __m512i x1)
 {
-    const __m512i abs = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1),
-                  sub = _mm512_set1_epi32(0x007fffff); /* |bits| - 1 below it: subnormal */
-    return !(_mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(x0, abs), one), sub) |
-             _mm512_cmplt_epu32_mask(_mm512_sub_epi32(_mm512_and_si512(x1, abs), one), sub));
+    return !(nn_bf16_subnormal16(x0) | nn_bf16_subnormal16(x1));
 }
 #endif
 
@@ -87,9 +98,8 @@ static inline __m512i nn_bf16_halves32(const float *s)
     if (nn_bf16_cvt_exact(x0, x1))
         return (__m512i)_mm512_cvtne2ps_pbh(_mm512_castsi512_ps(x1), _mm512_castsi512_ps(x0));
 #endif
-    return _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(x0), 16))),
-        _mm512_cvtepi32_epi16(_mm512_srli_epi32(nn_bf16_bits16(x1), 16)), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(nn_bf16_halves16(x0)), nn_bf16_halves16(x1),
+                              1);
 }
 #endif
 

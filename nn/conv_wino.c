@@ -97,18 +97,14 @@ void nn_bwino_weight_transform(float u[16], const float g[9]) { weight_tf(u, g);
 void nn_bwino_output_transform(float y[4], const float m[16]) { output_tf(y, m); }
 
 #if defined(__AVX512F__)
-/* Each of the E vectors x[e] as its 16 bf16 halves in order (nn_bf16_bits' top halves: 8 pairs'
- * words) at v + e * ldv. AVX512_BF16's conversion where no value is subnormal (the test once for
- * all, as nn_bf16_cvt_exact), else the integer rounding. */
+/* Each of the E vectors x[e] as its 16 bf16 halves in order (nn_bf16_halves16: 8 pairs' words)
+ * at v + e * ldv. AVX512_BF16's conversion where no value is subnormal (the test once for all,
+ * as nn_bf16_cvt_exact's), else the integer rounding. */
 static inline void store_halves(uint32_t *v, size_t ldv, const __m512 x[E])
 {
 #if defined(__AVX512BF16__)
-    const __m512i abs = _mm512_set1_epi32(0x7fffffff), one = _mm512_set1_epi32(1),
-                  sub = _mm512_set1_epi32(0x007fffff);
     __mmask16 any = 0;
-    for (int e = 0; e < E; e++)
-        any |= _mm512_cmplt_epu32_mask(
-            _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(x[e]), abs), one), sub);
+    for (int e = 0; e < E; e++) any |= nn_bf16_subnormal16(_mm512_castps_si512(x[e]));
     if (!any) {
         for (int e = 0; e < E; e++)
             _mm256_storeu_si256((__m256i *)(v + e * ldv), (__m256i)_mm512_cvtneps_pbh(x[e]));
@@ -116,9 +112,7 @@ static inline void store_halves(uint32_t *v, size_t ldv, const __m512 x[E])
     }
 #endif
     for (int e = 0; e < E; e++)
-        _mm256_storeu_si256((__m256i *)(v + e * ldv),
-                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(
-                                nn_bf16_bits16(_mm512_castps_si512(x[e])), 16)));
+        _mm256_storeu_si256((__m256i *)(v + e * ldv), nn_bf16_halves16(_mm512_castps_si512(x[e])));
 }
 #endif
 
@@ -227,12 +221,14 @@ static wino_geom geometry(const nn_conv_shape *s)
 
 size_t nn_bwino_packed_size(const nn_conv_shape *s)
 {
-    return (size_t)E * round_up(s->OC, COLS) * (s->C / 2);
+    const wino_geom g = geometry(s);
+    return (size_t)E * g.ldm * g.cp;
 }
 
 void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s)
 {
-    const int cp = s->C / 2, ldm = round_up(s->OC, COLS);
+    const wino_geom geo = geometry(s);
+    const int cp = geo.cp, ldm = geo.ldm;
     memset(wpk, 0, sizeof(uint32_t) * nn_bwino_packed_size(s));
     for (int n = 0; n < s->OC; n++)
         for (int q = 0; q < cp; q++) {
@@ -361,7 +357,7 @@ static void wino_run(void *ctx, int t)
     if (b0 >= b1) return;
     const wino_scratch ws = scratch(j->g, s->C);
     const size_t in_image = (size_t)s->H * s->W * s->C, out_image = (size_t)s->OH * s->OW * s->OC;
-    const int group = group_of(j->g);
+    const int group = (int)(ws.rows / (size_t)j->g->tiles);
     for (int r = b0; r < b1; r += group) {
         const int n = b1 - r < group ? b1 - r : group;
         for (int i = 0; i < n; i++)

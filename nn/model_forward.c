@@ -71,25 +71,20 @@ static int unpacked_bf16(const nn_node *nd)
     return nd->wp && !nd->bn_fold && nn_mm_precision() == NN_PREC_BF16;
 }
 
-/* Whether convolution s runs in bf16 on nn/conv_bf16.c's kernels under a bf16 eval precision:
- * not a thin one (nn_precision_of_conv keeps those float32), and one nn_bconv_forward takes */
-static int bconv_runs(const nn_conv_shape *s)
-{
-    const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(s, NN_PREC_BF16));
-    const int takes = nn_mm_precision() == NN_PREC_BF16 && nn_bconv_forward_takes(s);
-    nn_mm_precision_set(outer);
-    return takes;
-}
-
-/* Whether inference runs convolution s (batch aside) in bf16 by Winograd's F(2x2, 3x3)
- * (nn/conv_wino.c), as bconv_runs */
-static int bwino_runs(nn_conv_shape s)
+/* How inference (an evaluation forward) runs convolution s under a bf16 eval precision: by
+ * Winograd's F(2x2, 3x3) (nn/conv_wino.c), by nn/conv_bf16.c's direct kernels, or on neither
+ * (a thin one, which nn_precision_of_conv keeps float32, or one they do not take) */
+enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO };
+static int bconv_kind(nn_conv_shape s)
 {
     s.winograd = 1;
     const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(&s, NN_PREC_BF16));
-    const int takes = nn_mm_precision() == NN_PREC_BF16 && nn_bwino_takes(&s);
+    const int kind = nn_mm_precision() != NN_PREC_BF16 ? BCONV_NONE
+                     : nn_bwino_takes(&s)             ? BCONV_WINO
+                     : nn_bconv_forward_takes(&s)     ? BCONV_DIRECT
+                                                      : BCONV_NONE;
     nn_mm_precision_set(outer);
-    return takes;
+    return kind;
 }
 
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
@@ -395,7 +390,7 @@ static int bf16_conv_writes_scratch(const nn_model *m, const nn_node *nd)
         return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
     return nn_precision_of_conv(&cs, NN_PREC_BF16) == NN_PREC_BF16 && nn_conv_wext_size(&cs) &&
-           !bconv_runs(&cs);
+           bconv_kind(cs) == BCONV_NONE;
 }
 
 /* The rows a share of the batch holds at least (when there are enough for every thread):
@@ -486,8 +481,9 @@ static size_t bf16_packed_size(const nn_model *m, int i, int fold)
     if (m->eval_precision != NN_PREC_BF16 || nd->wbits || (fold && foldable_norm(m, i))) return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
     if (nd->kind == NN_LINEAR) return nn_linear_bpacked_size(nd->ic, nd->units);
-    if (nd->kind == NN_CONV2D && bwino_runs(cs)) return nn_bwino_packed_size(&cs);
-    if (nd->kind == NN_CONV2D && bconv_runs(&cs)) return nn_bconv_packed_size(&cs);
+    const int kind = nd->kind == NN_CONV2D ? bconv_kind(cs) : BCONV_NONE;
+    if (kind == BCONV_WINO) return nn_bwino_packed_size(&cs);
+    if (kind == BCONV_DIRECT) return nn_bconv_packed_size(&cs);
     return 0;
 }
 
@@ -515,7 +511,7 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         const float *w = m->param + nd->w_off;
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
-        else if ((nd->wpb_wino = bwino_runs(cs))) nn_bwino_pack(p, w, &cs);
+        else if ((nd->wpb_wino = bconv_kind(cs) == BCONV_WINO)) nn_bwino_pack(p, w, &cs);
         else nn_bconv_pack(p, w, &cs);
         p += words;
     }

@@ -172,20 +172,12 @@ static int dw_outside(const conv_case *k, const float *wbase, const float *bbase
     return bad;
 }
 
-/* The bf16 kernels the convolution has, in turn: each that runs here chosen (nn_bgemm_use) and
+/* The bf16 kernels the convolution has, in turn (tu_next_bisa): each that runs here chosen and
  * its name in *name; 0 after the last (the best chosen again). Start with *i = 0. */
 static int next_kernel(int *i, const char **name)
 {
     static const nn_bisa kernels[] = {NN_BISA_AVX512BF16, NN_BISA_AMX};
-    while (*i < (int)(sizeof kernels / sizeof kernels[0])) {
-        const nn_bisa isa = kernels[(*i)++];
-        if (nn_bgemm_use(isa) == isa) {
-            *name = nn_bisa_name(isa);
-            return 1;
-        }
-    }
-    nn_bgemm_use(NN_BISA_COUNT);
-    return 0;
+    return tu_next_bisa(i, kernels, 2, name);
 }
 
 /* A test's teardown: the best kernel again, whatever a failed test left chosen */

@@ -176,14 +176,7 @@ static void count_image(void *ctx, int b) { ((int *)ctx)[b]++; }
 static int next_kernel(int *ki, const char **name)
 {
     static const nn_bisa order[] = {NN_BISA_AVX512BF16, NN_BISA_PORTABLE};
-    while (*ki < 2) {
-        const nn_bisa want = order[(*ki)++];
-        if (nn_bgemm_use(want) != want) continue;
-        *name = nn_bisa_name(want);
-        return 1;
-    }
-    nn_bgemm_use(NN_BISA_COUNT);
-    return 0;
+    return tu_next_bisa(ki, order, 2, name);
 }
 
 static void test_forward_against_ref(void **state)

@@ -170,3 +170,16 @@ int tu_count_files(const char *dir, const char *suffix)
     closedir(d);
     return n;
 }
+
+int tu_next_bisa(int *i, const nn_bisa *kernels, int n, const char **name)
+{
+    while (*i < n) {
+        const nn_bisa isa = kernels[(*i)++];
+        if (nn_bgemm_use(isa) == isa) {
+            *name = nn_bisa_name(isa);
+            return 1;
+        }
+    }
+    nn_bgemm_use(NN_BISA_COUNT);
+    return 0;
+}

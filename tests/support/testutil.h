@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "core/status.h"
+#include "nn/gemm_bf16.h"
 
 /* Writes bytes to path (in the test's temporary working folder); fails the test on error. */
 void tu_write_file(const char *path, const void *data, size_t n);
@@ -61,3 +62,6 @@ double tu_dot(const float *out, const float *r, size_t n);
  * differences of step h. */
 double tu_fd_along(double (*loss)(void *ctx), void *ctx, float *x, size_t n, const float *d,
                    double h);
+/* The bf16 kernels of kernels (n of them) that run here, in turn: each chosen (nn_bgemm_use) and
+ * its name in *name; 0 after the last, with the best chosen again. Start with *i = 0. */
+int tu_next_bisa(int *i, const nn_bisa *kernels, int n, const char **name);
