@@ -22,9 +22,10 @@
  * name, k and the tap's name; and for a teacher whose forwards run bf16 products
  * (nn_model.eval_precision, a recipe teacher's `precision: bf16`) that precision's name, the
  * bf16 kernel's (each sums in its own order) and how its 3 x 3 convolutions run
- * (nn_bwino_eval_convolutions: Winograd's or the direct product), which float32 teachers' keys
- * leave out. Any change there gives another key, so stale files are never read
- * (they stay in the folder for other teachers; delete the folder to reclaim the space).
+ * (nn_bwino_eval_convolutions: Winograd's and a first layer's by pairs, or the direct product),
+ * which float32 teachers' keys leave out. Any change there gives another key, so stale files are
+ * never read (they stay in the folder for other teachers; delete the folder to reclaim the
+ * space).
  *
  * Loading never trusts the files: each must open as a valid .npy, have exactly the expected dtype
  * and shape, match the data hash in <key>.sum, hold only finite values and (top-k) distinct class

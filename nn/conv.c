@@ -16,6 +16,7 @@
 #include "core/runtime.h"
 #include "core/status.h"
 #include "nn/conv_bf16.h"
+#include "nn/conv_bfirst.h"
 #include "nn/conv_wino.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
@@ -44,7 +45,8 @@ static int conv_is_pointwise(const nn_conv_shape *s)
 
 int nn_precision_of_conv(const nn_conv_shape *s, int p)
 {
-    return p == NN_PREC_BF16 && !conv_is_pointwise(s) && s->C < NN_CONV_BF16_MIN_C
+    return p == NN_PREC_BF16 && !conv_is_pointwise(s) && s->C < NN_CONV_BF16_MIN_C &&
+                   !nn_bfirst_shape(s)
                ? NN_PREC_FLOAT32
                : p;
 }
@@ -268,9 +270,11 @@ static void window_offsets(int *off, const nn_conv_shape *s)
 }
 
 /* Floats of scratch per image the direct convolution needs: the zero-padded image, then the ones
- * its bias column reads (one per row of an output row) */
-static size_t conv_direct_scratch(const nn_conv_shape *s)
+ * its bias column reads (one per row of an output row); for bf16's first convolution (first),
+ * the image's pairs */
+static size_t conv_direct_scratch(const nn_conv_shape *s, int first)
 {
+    if (first) return nn_bfirst_scratch(s);
     return (size_t)(s->H + 2 * s->pad) * (s->W + 2 * s->pad) * s->C +
            (size_t)(s->OW - 1) * s->stride * s->C + 1;
 }
@@ -282,8 +286,10 @@ static size_t conv_direct_scratch(const nn_conv_shape *s)
  * order as the unfolded rows, so the same bits, without writing and reading K floats per output
  * pixel. The offsets and the ones are for the gathering kernel alone (the few-channel one reads
  * the windows and the bias itself), set up once for all the images. The sizes are copied out of
- * s first, as in pad_image. */
+ * s first, as in pad_image. wpb (packed by nn_bfirst_pack), not wp: bf16's first convolution
+ * (nn/conv_bfirst.h), each image rounded into its pairs instead of padded, bias its bias. */
 static void conv2d_direct_images(float *out, float *scratch, const float *inp, const float *wp,
+                                 const uint32_t *wpb, const float *bias,
                                  const nn_conv_shape *s, int b0, int b1,
                                  void (*image)(void *, int), void *image_ctx,
                                  const nn_relu_pool *pool_only, int add)
@@ -295,27 +301,46 @@ static void conv2d_direct_images(float *out, float *scratch, const float *inp, c
     float *P = scratch;
     /* pool_only, or add: each image's rows go after the padded image and its ones, and are pooled
      * there, or added from there to what out holds */
-    float *mine = pool_only || add ? scratch + conv_direct_scratch(s) : NULL;
+    float *mine = pool_only || add ? scratch + conv_direct_scratch(s, wpb != NULL) : NULL;
     const int row_kernel = s->stride == 1 && nn_sgemm_conv_row_takes(OW, OC, C, KH, KW);
-    int *koff = row_kernel ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
+    int *koff = row_kernel || wpb ? NULL : xd_xmalloc(sizeof(int) * (size_t)nk);
     if (koff) {
         float *ones = scratch + n_img;
         for (size_t i = 0; i <= (size_t)(OW - 1) * si; i++) ones[i] = 1.0f;
         window_offsets(koff, s);
     }
+    /* pooled row by row, as soon as the rows under a pool row's windows are out (in the L1
+     * cache still), where the ReLU is not written (see nn_relu_maxpool_rows_at) */
+    const nn_pool_shape *ps = pool_only && !pool_only->relu_out ? pool_only->s : NULL;
+    /* bf16's first convolution pools its windows as it makes them (the rows are not kept) */
+    const int pooled_rows = wpb && nn_bfirst_pools(s, pool_only);
     for (int b = b0; b < b1; b++) {
-        pad_image(P, inp, s, b);
-        for (int oy = 0; oy < OH; oy++) {
+        if (wpb) nn_bfirst_image(P, inp, s, b);
+        else pad_image(P, inp, s, b);
+        if (pooled_rows) {
+            for (int py = 0; py < ps->OH; py++)
+                nn_bfirst_pooled_row(pool_only->out + ((size_t)b * ps->OH + py) * ps->OW * OC, P,
+                                     wpb, bias, s, 2 * py);
+            continue;
+        }
+        for (int oy = 0, pooled = 0; oy < OH; oy++) {
             const float *A = P + (size_t)oy * s->stride * rp;
             float *o = (mine ? mine : out + (size_t)b * OH * OW * OC) + (size_t)oy * OW * OC;
-            if (row_kernel) { /* few input channels: each value reused over its windows */
+            if (wpb) {
+                nn_bfirst_row(o, P, wpb, bias, s, oy);
+            } else if (row_kernel) { /* few input channels: each value reused over its windows */
                 nn_sgemm_conv_row(OW, OC, C, KH, KW, A, rp, s->bias, wp, o, OC);
-                continue;
+            } else {
+                if (s->bias) koff[K] = (int)(scratch + n_img - A);
+                nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
             }
-            if (s->bias) koff[K] = (int)(scratch + n_img - A);
-            nn_sgemm_gather(OW, OC, nk, A, (int)si, koff, wp, o, OC);
+            const int done = ps && oy + 1 >= ps->k ? (oy + 1 - ps->k) / ps->stride + 1 : 0;
+            if (done > pooled) { /* ps->H is OH: the last row ends the pool's last */
+                nn_relu_maxpool_rows_at(pool_only, b, mine, pooled, done);
+                pooled = done;
+            }
         }
-        if (pool_only) {
+        if (pool_only && !ps) {
             nn_relu_maxpool_image_at(pool_only, b, mine);
         } else if (add) {
             float *o = out + (size_t)b * OH * OW * OC;
@@ -331,6 +356,8 @@ typedef struct {
     float *out, *scratch;
     size_t share;
     const float *inp, *wp;
+    const uint32_t *wpb; /* conv2d_direct_images' */
+    const float *bias;
     const nn_conv_shape *s;
     int T, add;
     void (*image)(void *, int);
@@ -343,7 +370,8 @@ static void direct_run(void *ctx, int t)
     const direct_job *j = ctx;
     int b0, b1;
     nn_sgemm_block_range(j->s->B, j->T, t, &b0, &b1);
-    conv2d_direct_images(j->out, j->scratch + (size_t)t * j->share, j->inp, j->wp, j->s, b0, b1,
+    conv2d_direct_images(j->out, j->scratch + (size_t)t * j->share, j->inp, j->wp, j->wpb,
+                         j->bias, j->s, b0, b1,
                          j->image, j->image_ctx, j->pool_only, j->add);
 }
 
@@ -369,7 +397,7 @@ static int dinp_turned_takes(const nn_conv_shape *s)
         s->pad > s->KH - 1)
         return 0;
     const nn_conv_shape d = turned_shape(s);
-    return conv_direct_scratch(&d) < INT_MAX;
+    return conv_direct_scratch(&d, 0) < INT_MAX;
 }
 
 static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const float *dout,
@@ -380,7 +408,7 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
     /* scratch: the packed turned weights, then each thread's padded image and image of dinp,
      * where the turned weights lie unpacked until they are packed */
     const size_t packed = nn_conv_packed_size(&d);
-    const size_t share = conv_direct_scratch(&d) + (size_t)d.OH * d.OW * d.OC;
+    const size_t share = conv_direct_scratch(&d, 0) + (size_t)d.OH * d.OW * d.OC;
     const size_t shares = (size_t)T * share, turned = (size_t)C * K;
     const size_t need = packed + (shares > turned ? shares : turned);
     float *own = need > room ? xd_xmalloc_aligned(sizeof(float) * need) : NULL;
@@ -497,24 +525,39 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         return 0;
     }
     /* with packed weights, the windows read in place: each thread a run of images, its scratch
-     * an image's share of cols */
+     * an image's share of cols; so bf16's first convolution too, on its own scratch where cols
+     * has not the room, its weights packed for the call where they are not */
     const size_t per_image = (size_t)s->OH * s->OW * (K + !!s->bias);
-    if (wp && conv_direct_scratch(s) <= per_image) {
+    const int first = (wpb || !wp) && nn_bfirst_takes(s);
+    if ((wp && conv_direct_scratch(s, 0) <= per_image) || first) {
         int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
         if (T > s->B) T = s->B;
-        /* a thread's share of cols: an image's, or the padded image and one image's rows */
+        /* a thread's share of cols: an image's, or the padded image and one image's rows (none
+         * where bf16's first convolution pools as it goes) */
         size_t share = per_image;
-        const size_t pooled_share = conv_direct_scratch(s) + (size_t)s->OH * s->OW * s->OC;
+        const size_t pooled_share =
+            conv_direct_scratch(s, first) +
+            (first && nn_bfirst_pools(s, pool_only) ? 0 : (size_t)s->OH * s->OW * s->OC);
         if (pool_only && (size_t)T * pooled_share <= (size_t)s->B * per_image) {
             share = pooled_share;
             if (written) *written = 0;
         } else {
             pool_only = NULL;
         }
-        direct_job job = {.out = out, .scratch = cols, .share = share, .inp = inp, .wp = wp,
+        float *own = first && conv_direct_scratch(s, 1) > share
+                         ? xd_xmalloc(sizeof(float) * T * (share = conv_direct_scratch(s, 1)))
+                         : NULL;
+        uint32_t *own_wpb = first && !wpb
+                                ? xd_xmalloc(sizeof(uint32_t) * nn_bfirst_packed_size(s))
+                                : NULL;
+        if (own_wpb) nn_bfirst_pack(own_wpb, w, s);
+        direct_job job = {.out = out, .scratch = own ? own : cols, .share = share, .inp = inp,
+                          .wp = wp, .wpb = first ? (own_wpb ? own_wpb : wpb) : NULL, .bias = b,
                           .s = s, .T = T, .image = pool_only ? NULL : image,
                           .image_ctx = image_ctx, .pool_only = pool_only};
         xd_threads_each(T, direct_run, &job);
+        free(own);
+        free(own_wpb);
         return 0;
     }
     /* each block of cols is unfolded just before its product reads it */
@@ -833,8 +876,8 @@ int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const f
     XD_ASSERT(ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC);
     nn_relu_pool j = {relu_out, pool_out, argmax, out, ps};
     if ((wpb || !wp) && nn_bwino_takes(s) && nn_bwino_pools(s, &j)) { /* pooled tile by tile */
-        nn_bwino_forward(out, inp, w, wpb, b, s, NULL, NULL, &j);
-        if (out_written) *out_written = 1;
+        nn_bwino_forward(keep_out ? out : NULL, inp, w, wpb, b, s, NULL, NULL, &j);
+        if (out_written) *out_written = keep_out;
         return 0;
     }
     return conv2d_forward(out, cols, wext, inp, w, wp, wpb, b, s, relu_pool_image, &j,

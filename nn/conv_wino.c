@@ -36,7 +36,8 @@ int nn_bwino_takes(const nn_conv_shape *s)
 
 const char *nn_bwino_eval_convolutions(void)
 {
-    return wino_isa() ? "winograd F(2x2, 3x3) v1" : "direct";
+    /* both run on AVX512_BF16 alone (nn_bfirst_shape) */
+    return wino_isa() ? "winograd F(2x2, 3x3) v1; one channel by pairs v1" : "direct";
 }
 
 /* The transforms as conv_wino.h writes them; the loops below inline them, so the bits are the
@@ -318,7 +319,8 @@ static void products(const wino_scratch *ws, int n, const uint32_t *wpk, const n
 }
 
 /* out's image from M's rows r0..: each tile's 2 x 2 outputs (those inside OH x OW) + the bias;
- * pooled (or NULL): the image's pooled rows (OH / 2 x OW / 2, even OH and OW), a tile each */
+ * pooled (or NULL): the image's pooled rows (OH / 2 x OW / 2, even OH and OW), a tile each; out
+ * NULL (with pooled): the outputs are not kept (they go where those past the edge go) */
 static void output_image(float *out, float *pooled, const wino_scratch *ws, size_t r0,
                          const float *bias, const nn_conv_shape *s, const wino_geom *g)
 {
@@ -329,7 +331,8 @@ static void output_image(float *out, float *pooled, const wino_scratch *ws, size
             float *dst[4];
             for (int k = 0; k < 4; k++) {
                 const int y = 2 * ty + k / 2, x = 2 * tx + k % 2;
-                dst[k] = y < s->OH && x < s->OW ? out + ((size_t)y * s->OW + x) * OC : ws->past;
+                dst[k] = out && y < s->OH && x < s->OW ? out + ((size_t)y * s->OW + x) * OC
+                                                       : ws->past;
             }
             float *p = pooled ? pooled + (size_t)(ty * g->TW + tx) * OC : NULL;
             nn_bwino_output_tile(dst, p, mt, ws->rows * g->ldm, bias, OC);
@@ -365,7 +368,7 @@ static void wino_run(void *ctx, int t)
         products(&ws, n * j->g->tiles, j->wpk, s, j->g);
         for (int i = 0; i < n; i++) {
             float *pooled = j->pool ? j->pool->out + (size_t)(r + i) * out_image / 4 : NULL;
-            output_image(j->out + (size_t)(r + i) * out_image, pooled, &ws,
+            output_image(j->out ? j->out + (size_t)(r + i) * out_image : NULL, pooled, &ws,
                          (size_t)i * j->g->tiles, j->bias, s, j->g);
             if (j->image) j->image(j->image_ctx, r + i);
         }

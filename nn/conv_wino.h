@@ -34,16 +34,18 @@
  * times the output's tiles by (C / 2 + OC rounded up to 32) words an image (200 KiB for a 14 x 14
  * output of 32 to 64 channels; it grows with the image, as the direct kernel's grid does). */
 int nn_bwino_takes(const nn_conv_shape *s);
-/* How bf16 evaluation forwards compute the 3 x 3 convolutions nn_bwino_takes describes on the
- * bf16 kernel in use: "winograd F(2x2, 3x3)" or "direct" (part of a teacher-output cache's key,
- * distill/cache.h, as their bits differ; the version counts changes to Winograd's arithmetic) */
+/* How bf16 evaluation forwards compute the 3 x 3 convolutions nn_bwino_takes describes, and
+ * those of one channel (nn/conv_bfirst.h), on the bf16 kernel in use: Winograd's and by pairs,
+ * or "direct" (the direct product and float32; part of a teacher-output cache's key,
+ * distill/cache.h, as their bits differ; the versions count changes to their arithmetic) */
 const char *nn_bwino_eval_convolutions(void);
 
 /* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
  * when given, runs on each image once its rows are final, by the thread that computed them.
  * wpk: the weights transformed and packed once by nn_bwino_pack, or NULL: for this call. pool
  * (or NULL, else nn_bwino_pools(s, pool)): pool->out is also written, as nn_relu_maxpool_image
- * would write it from out (the same bits), each window from its tile's outputs as they are made.
+ * would write it from out (the same bits), each window from its tile's outputs as they are made;
+ * then out may be NULL, where nothing else reads the outputs.
  * Runs on the bf16 kernel in use (nn_bgemm_isa(): AVX512_BF16, or the portable loop in the same
  * order). */
 void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,

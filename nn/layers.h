@@ -65,7 +65,9 @@ int nn_conv_shape_init(nn_conv_shape *s);
  * bf16 a convolution whose windows have fewer than NN_CONV_BF16_MIN_C channels (a first layer on
  * grey or RGB pixels) keeps float32 and its direct kernels: its sums are too short (9 or 27
  * terms) for bf16 pairs and tiles to pay for rounding and packing them, and it holds a few
- * percent of a model's products. The model sets it around the layer's forward and backward. */
+ * percent of a model's products; but a 3 x 3 one on one channel in an evaluation forward, which
+ * nn/conv_bfirst.h computes in bf16 without unfolding it, where it runs. The model sets it around
+ * the layer's forward and backward. */
 #define NN_CONV_BF16_MIN_C 16
 int nn_precision_of_conv(const nn_conv_shape *s, int p);
 /* Elements of the cols buffer: one row of KH*KW*C (+1 for the bias column) per output pixel;
@@ -168,6 +170,9 @@ typedef struct {
 void nn_relu_maxpool_image(const nn_relu_pool *j, int b);
 /* The same with image b of the input at x (not at inp) */
 void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x);
+/* Its pool's rows oy0..oy1 alone, relu_out NULL (the ReLU is not written): a convolution pools
+ * each row as soon as the rows under its windows are out, while they are in the L1 cache. */
+void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int oy0, int oy1);
 /* conv2d, then relu_out = max(0, out) and pool_out/argmax = maxpool(relu_out) (shape ps), each
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
  * same values as the three layers one after the other. relu_out and argmax NULL as in

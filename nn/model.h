@@ -104,14 +104,15 @@ typedef struct {
                        * (backward; see relu_pool_backward), or 0 */
     int asked;        /* conv2d: its output was asked for while stale: from then on its fused
                        * pool's forward writes it (rather than run its product again each time) */
-    int stale;        /* out not written by the last forward (not inference), but when
+    int stale;        /* out not written by the last forward (or inference), but when
                        * nn_model_out asks for it: a relu_pool ReLU (not a head) whose pool took
                        * it straight from its input; a convolution (not a head, not asked)
-                       * whose fused ReLU and pool took each image's rows from scratch (its
-                       * product runs again then, nn_model_refresh, on the weights and input
-                       * as they are: ask before the optimizer's step); or a flatten (not a
-                       * head), whose readers take its input's values (nn_node_input). The
-                       * model's input, then, must stay as it was until backward and the last
+                       * whose fused ReLU and pool took each image's rows from scratch, or made
+                       * their windows as it went (inference in bf16; its product runs again
+                       * then, nn_model_refresh, in float32 on the weights and input as they
+                       * are: ask before the optimizer's step); or a flatten (not a head),
+                       * whose readers take its input's values (nn_node_input). The model's
+                       * input, then, must stay as it was until backward and the last
                        * nn_model_out of the step, as a first convolution's or linear layer's
                        * weight gradient needs anyway. */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */
@@ -237,10 +238,14 @@ void nn_model_unpack(nn_model *m);
  * eval_precision bf16, the products are bf16 as the eval forward's are, with the same bits: on
  * the weights packed for the bf16 kernels when the model was packed (nn_model_pack), or on the
  * float weights where nothing was packed for the kernel that runs now; a convolution with fewer
- * than 16 input channels keeps float32 (nn_precision_of_conv), and so does a layer with a batch
- * norm folded in (its float32 packing holds the folded weights). What only backward reads is not
- * kept: a max pool's argmax, and the output of a ReLU fused with its pool (plan_fusion) unless
- * that ReLU is a head; nothing but the pool reads it. */
+ * than 16 input channels keeps float32 (nn_precision_of_conv) but one of one channel that
+ * nn/conv_bfirst.h takes, and so does a layer with a batch norm folded in (its float32 packing
+ * holds the folded weights). What only backward reads is not kept: a max pool's argmax, and the
+ * output of a ReLU fused with its pool (plan_fusion) unless that ReLU is a head; nothing but the
+ * pool reads it. Nor is what nothing after it reads, where leaving it out saves a pass
+ * (nn_node.stale: nn_model_out makes it when asked): a flatten's copy, and the output of a bf16
+ * convolution that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h), made
+ * then in float32 as a training forward makes it. */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad;
  * after nn_model_clear_grad, writes all of it). */

@@ -15,6 +15,7 @@
 #include "core/mem.h"
 #include "core/runtime.h"
 #include "nn/conv_bf16.h"
+#include "nn/conv_bfirst.h"
 #include "nn/conv_wino.h"
 #include "nn/quant.h"
 
@@ -72,9 +73,10 @@ static int unpacked_bf16(const nn_node *nd)
 }
 
 /* How inference (an evaluation forward) runs convolution s under a bf16 eval precision: by
- * Winograd's F(2x2, 3x3) (nn/conv_wino.c), by nn/conv_bf16.c's direct kernels, or on neither
- * (a thin one, which nn_precision_of_conv keeps float32, or one they do not take) */
-enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO };
+ * Winograd's F(2x2, 3x3) (nn/conv_wino.c), by nn/conv_bf16.c's direct kernels, by the first
+ * convolution's pairs (nn/conv_bfirst.c), or on none (a thin one, which nn_precision_of_conv
+ * keeps float32, or one they do not take) */
+enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO, BCONV_FIRST };
 static int bconv_kind(nn_conv_shape s)
 {
     s.winograd = 1;
@@ -82,9 +84,18 @@ static int bconv_kind(nn_conv_shape s)
     const int kind = nn_mm_precision() != NN_PREC_BF16 ? BCONV_NONE
                      : nn_bwino_takes(&s)             ? BCONV_WINO
                      : nn_bconv_forward_takes(&s)     ? BCONV_DIRECT
+                     : nn_bfirst_takes(&s)            ? BCONV_FIRST
                                                       : BCONV_NONE;
     nn_mm_precision_set(outer);
     return kind;
+}
+
+/* Whether a convolution of s that inference runs in bf16 pools as it makes its outputs, where
+ * its pool lets it (nn_bfirst_pools, nn_bwino_pools), rather than write them */
+static int pools_as_made(nn_conv_shape s)
+{
+    const int kind = bconv_kind(s);
+    return kind == BCONV_FIRST || kind == BCONV_WINO;
 }
 
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
@@ -149,7 +160,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
                 !relu->head ? NULL : NODE_ROWS(pool->in, relu->out, relu->act_n),
                 NODE_ROWS(nd->pool_in_conv, pool->out, pool->act_n),
                 infer ? NULL : SAVE_ROWS(pool->isave, pool->act_n), &ps,
-                infer || nd->head || nd->bn_fold || nd->asked, &written);
+                infer ? !nd->stale : nd->head || nd->bn_fold || nd->asked, &written);
             if (!infer) nd->stale = !written;
             if (!infer) nd->unfolded = unfolded; /* what only backward reads: not inference's */
         } else {
@@ -222,6 +233,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_FLATTEN:
         /* the same values in the same order: readers of the whole batch take its input's
          * (a head is written, as a fused ReLU that is one is: callers read heads) */
+        if (infer && nd->stale) break; /* passed on (see nn_model_infer) */
         if (!infer && !at && !nd->head) nd->stale = 1;
         else memcpy(y, x, sizeof(float) * n_in);
         break;
@@ -304,6 +316,15 @@ static void infer_node(nn_model *m, int i, int b0, int B, const int *at, int sb)
     forward_node(m, i, b0, B, &eval_run, 1, at, sb);
 }
 
+/* The node whose output node idx's readers read: a flatten passed on (nn_node.stale) passes its
+ * input's. */
+static int written_by(const nn_model *m, int idx)
+{
+    while (idx >= 0 && m->nodes[idx].kind == NN_FLATTEN && m->nodes[idx].stale)
+        idx = m->nodes[idx].in;
+    return idx;
+}
+
 /* nn_model_infer of rows b0..b0+nb, on the calling thread alone; at, keep: n_nodes ints and
  * bytes of room. */
 static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at, uint8_t *keep)
@@ -338,12 +359,17 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
             keep[i] = m->nodes[i].head || (m->qengine && nn_qengine_writer(m, i) < s);
         for (int j = e; j < m->n_nodes; j++) {
             const nn_node *nd = &m->nodes[j];
-            if (nd->in >= s && nd->in < e) keep[nd->in] = 1;
-            if (nd->kind == NN_ADD && nd->in2 >= s && nd->in2 < e) keep[nd->in2] = 1;
+            const int in = written_by(m, nd->in);
+            const int in2 = nd->kind == NN_ADD ? written_by(m, nd->in2) : -1;
+            if (in >= s && in < e) keep[in] = 1;
+            if (in2 >= s && in2 < e) keep[in2] = 1;
         }
         for (int c0 = b0; c0 < b0 + nb; c0 += chunk) {
             const int n = b0 + nb - c0 < chunk ? b0 + nb - c0 : chunk;
             for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? c0 : b0;
+            /* a flatten passed on is read from its input's rows */
+            for (int i = s; i < e; i++)
+                if (m->nodes[i].stale) at[i] = nn_node_row(at, m->nodes[i].in, c0);
             for (int i = s; i < e; i++)
                 if (!need || need[i]) infer_node(m, i, c0, n, at, b0);
         }
@@ -419,7 +445,26 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     }
     m->batch = B;
     m->input = input;
-    for (int i = 0; i < m->n_nodes; i++) m->nodes[i].touched = m->nodes[i].stale = 0;
+    /* Left unwritten (nn_node.stale), for nn_model_out to make if asked: a flatten that is not
+     * a head is passed on, not copied (its readers take its input's output, nn_node_input, which
+     * infer_rows then keeps in the images' own rows); a convolution of bf16 that pools its
+     * windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h; not a head, not asked for),
+     * and its ReLU. */
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        nd->touched = 0;
+        nd->stale = nd->kind == NN_FLATTEN && !nd->head && nd->in >= 0 && !m->qengine;
+    }
+    for (int i = 0; i < m->n_nodes; i++) {
+        nn_node *nd = &m->nodes[i];
+        if (nd->kind != NN_CONV2D || !nd->pool_in_conv || nd->head || nd->asked || nd->bn_fold ||
+            m->eval_precision != NN_PREC_BF16 || !pools_as_made(nn_node_conv_shape(nd, 1)) ||
+            (m->qengine && nn_quant_runs_int(m, i)))
+            continue;
+        nn_node *relu = &m->nodes[m->nodes[nd->pool_in_conv].in];
+        nd->stale = 1;
+        relu->stale = !relu->head;
+    }
     /* the products' precision is each thread's own: the team's threads set it too */
     const nn_precision prec = nn_mm_precision_set(m->eval_precision);
     /* One parallel region: the images in shares of about a quarter of a thread's, each taken
@@ -484,6 +529,7 @@ static size_t bf16_packed_size(const nn_model *m, int i, int fold)
     const int kind = nd->kind == NN_CONV2D ? bconv_kind(cs) : BCONV_NONE;
     if (kind == BCONV_WINO) return nn_bwino_packed_size(&cs);
     if (kind == BCONV_DIRECT) return nn_bconv_packed_size(&cs);
+    if (kind == BCONV_FIRST) return nn_bfirst_packed_size(&cs);
     return 0;
 }
 
@@ -512,6 +558,7 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
         if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
         else if ((nd->wpb_wino = bconv_kind(cs) == BCONV_WINO)) nn_bwino_pack(p, w, &cs);
+        else if (bconv_kind(cs) == BCONV_FIRST) nn_bfirst_pack(p, w, &cs);
         else nn_bconv_pack(p, w, &cs);
         p += words;
     }

@@ -125,17 +125,25 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_
 
 /* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
  * cache, instead of the pool reading the whole batch back from memory. */
+void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int oy0, int oy1)
+{
+    XD_ASSERT(!j->relu_out);
+    for (int oy = oy0; oy < oy1; oy++) {
+        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
+        else relu_maxpool_row(j->out, j->argmax, x, j->s, b, oy);
+    }
+}
+
 void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x)
 {
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
     float *r = j->relu_out ? j->relu_out + (size_t)b * per_in : NULL;
-    if (r)
-        for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    for (int oy = 0; oy < j->s->OH; oy++) {
-        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
-        else if (r) maxpool_row(j->out, j->argmax, r, j->s, b, oy);
-        else relu_maxpool_row(j->out, j->argmax, x, j->s, b, oy);
+    if (!r) {
+        nn_relu_maxpool_rows_at(j, b, x, 0, j->s->OH);
+        return;
     }
+    for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, r, j->s, b, oy);
 }
 
 void nn_relu_maxpool_image(const nn_relu_pool *j, int b)
