@@ -177,8 +177,10 @@ void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int o
  * image pooled by the thread whose product block finished its rows, while they are in cache; the
  * same values as the three layers one after the other. relu_out and argmax NULL as in
  * nn_relu_maxpool_forward. keep_out 0: nothing else wants out; where the windows are read in
- * place (float32, packed weights) each image's rows are then pooled from scratch in cols rather
- * than written to out, which stays as it was. *out_written (or NULL): whether out was written.
+ * place (float32, packed weights; bf16's one-channel convolution) each image's rows are then
+ * pooled from scratch in cols, or (bf16's one-channel convolution, Winograd's, in inference) each
+ * window as it is made, rather than written to out, which stays as it was. *out_written (or
+ * NULL): whether out was written.
  * Returns as nn_conv2d_forward. */
 int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,
                                    const float *w, const float *wp, const uint32_t *wpb,

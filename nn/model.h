@@ -170,6 +170,8 @@ typedef struct {
                                * nn/gemm_bf16.h) */
     nn_precision eval_precision; /* of evaluation forwards' and inference's (nn_model_infer)
                                   * products: float32 unless set (a teacher in bf16) */
+    int last_eval;            /* the last forward was an evaluation forward or inference: what it
+                               * left stale is made as it runs (nn_model_refresh) */
 } nn_model;
 
 /* Parses and builds a model for batches of up to max_batch rows; parameters initialised from seed
@@ -219,8 +221,8 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * does nothing; the same values within float rounding, not the same bits. With eval_precision
  * bf16, the layers nn_model_infer then runs in bf16 (linear layers, and the convolutions that
  * nn/conv_bf16.c takes, on AMX or AVX512_BF16, or nn/conv_wino.c, by Winograd's transformed
- * weights; not those with a folded norm) are also packed for the bf16 kernel that runs now
- * (wpb). The
+ * weights, or nn/conv_bfirst.c, in its pairs; not those with a folded norm) are also packed for
+ * the bf16 kernel that runs now (wpb). The
  * parameters must not change afterwards, and the model serves inference only (training does not
  * call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);
@@ -240,12 +242,14 @@ void nn_model_unpack(nn_model *m);
  * float weights where nothing was packed for the kernel that runs now; a convolution with fewer
  * than 16 input channels keeps float32 (nn_precision_of_conv) but one of one channel that
  * nn/conv_bfirst.h takes, and so does a layer with a batch norm folded in (its float32 packing
- * holds the folded weights). What only backward reads is not kept: a max pool's argmax, and the
- * output of a ReLU fused with its pool (plan_fusion) unless that ReLU is a head; nothing but the
- * pool reads it. Nor is what nothing after it reads, where leaving it out saves a pass
- * (nn_node.stale: nn_model_out makes it when asked): a flatten's copy, and the output of a bf16
- * convolution that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h), made
- * then in float32 as a training forward makes it. */
+ * holds the folded weights). What only backward reads is not kept: a max pool's argmax. What
+ * nothing after it reads is left unwritten where that saves a pass (nn_node.stale: nn_model_out
+ * makes it when asked, with the bits the forward would have written): a flatten's copy, the
+ * output of a ReLU fused with its pool (plan_fusion) unless that ReLU is a head, and that of a
+ * bf16 convolution that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h).
+ * Afterwards nn_model_out gives the heads' outputs, and what the layers after a run of
+ * per-image layers read from it; another node inside such a run may hold only its last chunk of
+ * images (mark it a head to have it whole). */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad;
  * after nn_model_clear_grad, writes all of it). */

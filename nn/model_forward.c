@@ -90,12 +90,18 @@ static int bconv_kind(nn_conv_shape s)
     return kind;
 }
 
-/* Whether a convolution of s that inference runs in bf16 pools as it makes its outputs, where
- * its pool lets it (nn_bfirst_pools, nn_bwino_pools), rather than write them */
-static int pools_as_made(nn_conv_shape s)
+/* Whether inference leaves convolution nd (with a fused ReLU and pool) unwritten: in bf16 it
+ * pools its windows as it makes them (nn_bfirst_pools, nn_bwino_pools: the ReLU not a head, a
+ * 2 x 2 pool) */
+static int pools_as_made(const nn_model *m, const nn_node *nd)
 {
-    const int kind = bconv_kind(s);
-    return kind == BCONV_FIRST || kind == BCONV_WINO;
+    nn_conv_shape cs = nn_node_conv_shape(nd, 1);
+    const nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
+    nn_pool_shape ps = nn_node_pool_shape(pool, 1);
+    const nn_relu_pool j = {relu->head ? relu->out : NULL, pool->out, NULL, NULL, &ps};
+    const int kind = bconv_kind(cs);
+    return (kind == BCONV_FIRST && nn_bfirst_pools(&cs, &j)) ||
+           (kind == BCONV_WINO && nn_bwino_pools(&cs, &j));
 }
 
 /* Node i's forward over rows b0..b0+B of the batch (all rows: b0 0, B the batch). infer: for
@@ -260,12 +266,17 @@ void nn_model_refresh(nn_model *m, int idx)
 {
     nn_node *nd = &m->nodes[idx];
     XD_ASSERT(nd->stale && nd->kind == NN_CONV2D && nd->pool_in_conv);
-    static const nn_run run = {.training = 1};
+    static const nn_run train = {.training = 1}, eval = {.training = 0};
     const int pool = nd->pool_in_conv;
-    /* the product that left it unwritten read its windows in place in float32 */
-    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    /* as the forward that left it unwritten computed it: a training forward read its windows in
+     * place in float32; an evaluation forward or inference ran its own kernel (in bf16 the first
+     * convolution's pairs, nn/conv_bfirst.h, or Winograd's, whose pooled tiles held the same
+     * values) */
+    const nn_run *run = m->last_eval ? &eval : &train;
+    const nn_precision prec =
+        nn_mm_precision_set(m->last_eval ? m->eval_precision : NN_PREC_FLOAT32);
     nd->pool_in_conv = 0;
-    forward_node(m, idx, 0, m->batch, &run, 0, NULL, 0);
+    forward_node(m, idx, 0, m->batch, run, 0, NULL, 0);
     nd->pool_in_conv = pool;
     nn_mm_precision_set(prec);
     nd->stale = 0;
@@ -279,6 +290,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
     static const nn_run eval_run = {.training = 0};
     if (!run) run = &eval_run;
     m->batch = B;
+    m->last_eval = !run->training;
     m->input = input;
     if (m->dinput) memset(m->dinput, 0, sizeof(float) * (size_t)B * m->h * m->w * m->c);
     const nn_precision prec = nn_mm_precision_set(run->training ? m->precision : m->eval_precision);
@@ -355,8 +367,9 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
          * stays in cache instead of filling the batch's. */
         const int chunk = per * (size_t)nb <= INFER_CACHE_FLOATS ? nb
                           : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
-        for (int i = s; i < e; i++)
-            keep[i] = m->nodes[i].head || (m->qengine && nn_qengine_writer(m, i) < s);
+        for (int i = s; i < e; i++) /* a convolution asked for (nn_node.asked) too */
+            keep[i] = m->nodes[i].head || m->nodes[i].asked ||
+                      (m->qengine && nn_qengine_writer(m, i) < s);
         for (int j = e; j < m->n_nodes; j++) {
             const nn_node *nd = &m->nodes[j];
             const int in = written_by(m, nd->in);
@@ -369,7 +382,8 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
             for (int i = 0; i < m->n_nodes; i++) at[i] = i < s || i >= e || keep[i] ? c0 : b0;
             /* a flatten passed on is read from its input's rows */
             for (int i = s; i < e; i++)
-                if (m->nodes[i].stale) at[i] = nn_node_row(at, m->nodes[i].in, c0);
+                if (m->nodes[i].stale && m->nodes[i].kind == NN_FLATTEN)
+                    at[i] = nn_node_row(at, m->nodes[i].in, c0);
             for (int i = s; i < e; i++)
                 if (!need || need[i]) infer_node(m, i, c0, n, at, b0);
         }
@@ -445,25 +459,24 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     }
     m->batch = B;
     m->input = input;
+    m->last_eval = 1;
     /* Left unwritten (nn_node.stale), for nn_model_out to make if asked: a flatten that is not
      * a head is passed on, not copied (its readers take its input's output, nn_node_input, which
-     * infer_rows then keeps in the images' own rows); a convolution of bf16 that pools its
-     * windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h; not a head, not asked for),
-     * and its ReLU. */
+     * infer_rows then keeps in the images' own rows); a ReLU fused with its pool (its pool reads
+     * its input) but one that is a head or reads the model's input (written then); a
+     * convolution of bf16 that pools its windows as it makes them (nn/conv_bfirst.h,
+     * nn/conv_wino.h; not a head, not asked for). */
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
-        nd->stale = nd->kind == NN_FLATTEN && !nd->head && nd->in >= 0 && !m->qengine;
+        nd->stale = !nd->head && nd->in >= 0 && !m->qengine &&
+                    (nd->kind == NN_FLATTEN || nd->relu_pool);
     }
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
-        if (nd->kind != NN_CONV2D || !nd->pool_in_conv || nd->head || nd->asked || nd->bn_fold ||
-            m->eval_precision != NN_PREC_BF16 || !pools_as_made(nn_node_conv_shape(nd, 1)) ||
-            (m->qengine && nn_quant_runs_int(m, i)))
-            continue;
-        nn_node *relu = &m->nodes[m->nodes[nd->pool_in_conv].in];
-        nd->stale = 1;
-        relu->stale = !relu->head;
+        nd->stale |= nd->kind == NN_CONV2D && nd->pool_in_conv && !nd->head && !nd->asked &&
+                     !nd->bn_fold && m->eval_precision == NN_PREC_BF16 && !m->qengine &&
+                     pools_as_made(m, nd);
     }
     /* the products' precision is each thread's own: the team's threads set it too */
     const nn_precision prec = nn_mm_precision_set(m->eval_precision);

@@ -15,7 +15,8 @@ nn_conv_shape nn_node_conv_shape(const nn_node *nd, int B);
 /* The output of node idx, or the model's input for NN_INPUT */
 const float *nn_node_input(const nn_model *m, int idx);
 /* Writes the output of a convolution whose fused pool did not keep it (nn_node.stale): the
- * product again, from the same input and weights, without the pool; and marks it asked. */
+ * product again, from the same input and weights, as the forward that left it computed it
+ * (nn_model.last_eval), without the pool; and marks it asked. */
 void nn_model_refresh(nn_model *m, int idx);
 /* The node that reads node idx, when exactly one does (and reads it once); else -1. */
 int nn_node_only_reader(const nn_model *m, int idx);

@@ -122,9 +122,6 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_
             maxpool_row(out, argmax, inp + (size_t)b * s->H * s->W * s->C, s, b, oy);
 }
 
-
-/* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
- * cache, instead of the pool reading the whole batch back from memory. */
 void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int oy0, int oy1)
 {
     XD_ASSERT(!j->relu_out);
@@ -134,6 +131,8 @@ void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int o
     }
 }
 
+/* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
+ * cache, instead of the pool reading the whole batch back from memory. */
 void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x)
 {
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
@@ -143,7 +142,10 @@ void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x)
         return;
     }
     for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    for (int oy = 0; oy < j->s->OH; oy++) maxpool_row(j->out, j->argmax, r, j->s, b, oy);
+    for (int oy = 0; oy < j->s->OH; oy++) { /* the maximum alone: from x, the unrolled loop */
+        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
+        else maxpool_row(j->out, j->argmax, r, j->s, b, oy);
+    }
 }
 
 void nn_relu_maxpool_image(const nn_relu_pool *j, int b)

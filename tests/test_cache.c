@@ -724,6 +724,19 @@ static xd_status conv_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err 
     return XD_OK;
 }
 
+/* A round of a test over variants and thread counts: the threads set, a data set of its own
+ * (a new key), the teacher built */
+static void round_start(const char *what, int v, int threads, nn_model *m, const char *desc,
+                        int max_batch, uint64_t seed, xd_err *e)
+{
+    xd_threads_set(threads);
+    char tag[32];
+    snprintf(tag, sizeof tag, "%s%d-%d", what, v, threads);
+    write_dataset("d.xds", tag);
+    xd_err_clear(e);
+    if (nn_model_build(m, desc, max_batch, seed, e)) fail_msg("%s", e->msg);
+}
+
 static void test_conv_teacher_exact(void **state)
 {
     (void)state;
@@ -732,14 +745,9 @@ static void test_conv_teacher_exact(void **state)
     static const char *const heads[] = {NULL, "r"}, *const taps[] = {"bn", "bn"};
     for (int v = 0; v < 2; v++)
         for (int threads = 1; threads <= 2; threads++) {
-            xd_threads_set(threads);
-            char tag[16];
-            snprintf(tag, sizeof tag, "conv%d-%d", v, threads);
-            write_dataset("d.xds", tag);
             nn_model m;
             xd_err e;
-            xd_err_clear(&e);
-            if (nn_model_build(&m, CONV_DESC, CMB, 7, &e)) fail_msg("%s", e.msg);
+            round_start("conv", v, threads, &m, CONV_DESC, CMB, 7, &e);
             const nn_node *bn = nn_model_node(&m, nn_model_find(&m, "bn"));
             tu_fill_uniform(m.state + bn->s_off, 4, -0.5f, 0.5f, 12);    /* running mean */
             tu_fill_uniform(m.state + bn->s_off + 4, 4, 0.5f, 2.0f, 13); /* running variance */
@@ -820,6 +828,60 @@ static void test_bf16_teacher(void **state)
     nn_model_free(&m);
 }
 
+/* A teacher whose images the engine takes a few at a time (a run of per-image layers bigger than
+ * its cache share): a tap inside that run (the convolution, the fused ReLU) is cached whole, as
+ * the eval forward gives it, in float32 and in bf16, at one and two threads. */
+enum { GH = 28, GN = 10, GMB = 8, GOC = 16 };
+static const char *const GREY_DESC =
+    "input h=28 w=28 c=1; conv2d out=16 k=3 pad=1 name=c1; relu name=r; maxpool k=2; "
+    "conv2d out=16 k=3 pad=1; relu; maxpool k=2; flatten; linear out=3 name=logits head";
+static float grey_x[GN * GH * GH];
+
+static xd_status grey_fill(void *ctx, size_t i0, size_t i1, void *input, xd_err *e)
+{
+    (void)ctx;
+    (void)e;
+    memcpy(input, grey_x + i0 * GH * GH, sizeof(float) * (i1 - i0) * GH * GH);
+    return XD_OK;
+}
+
+static void test_tap_inside_chunks(void **state)
+{
+    (void)state;
+    tu_fill_uniform(grey_x, GN * GH * GH, -1.0f, 1.0f, 31);
+    static const char *const taps[] = {"c1", "r"};
+    for (int v = 0; v < 4; v++)
+        for (int threads = 1; threads <= 2; threads++) {
+            nn_model m;
+            xd_err e;
+            round_start("grey", v, threads, &m, GREY_DESC, GMB, 8, &e);
+            m.eval_precision = v >= 2 ? NN_PREC_BF16 : NN_PREC_FLOAT32;
+            kd_cache_spec sp = {.dataset_path = "d.xds", .split = "train", .view = "image",
+                                .n = GN, .head = NULL, .topk = 0, .tap = taps[v % 2]};
+            kd_cache c;
+            if (kd_cache_load_or_build(&sp, &m, grey_fill, NULL, &c, &e)) fail_msg("%s", e.msg);
+            assert_int_equal(c.built, 1);
+            const int tap = nn_model_find(&m, taps[v % 2]);
+            assert_false(m.nodes[tap].head); /* as it was */
+            const size_t F = (size_t)GH * GH * GOC;
+            assert_int_equal(c.feat_dim, F);
+            float *want = malloc(sizeof(float) * GN * F);
+            assert_non_null(want);
+            for (int i0 = 0; i0 < GN; i0 += GMB) {
+                const int B = GN - i0 < GMB ? GN - i0 : GMB;
+                nn_model_forward(&m, grey_x + (size_t)i0 * GH * GH, B, NULL);
+                memcpy(want + (size_t)i0 * F, nn_model_out(&m, tap), sizeof(float) * B * F);
+            }
+            if (memcmp(c.feat, want, sizeof(float) * GN * F) != 0)
+                fail_msg("tap %s, %s, %d threads: not the eval forward's", taps[v % 2],
+                         v >= 2 ? "bf16" : "float32", threads);
+            free(want);
+            kd_cache_close(&c);
+            nn_model_free(&m);
+        }
+    xd_threads_set(1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -828,7 +890,7 @@ int main(void)
         cmocka_unit_test(test_topk_files),       cmocka_unit_test(test_topk_forged),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_cache_dir),
         cmocka_unit_test(test_build_is_announced), cmocka_unit_test(test_conv_teacher_exact),
-        cmocka_unit_test(test_bf16_teacher),
+        cmocka_unit_test(test_bf16_teacher),     cmocka_unit_test(test_tap_inside_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

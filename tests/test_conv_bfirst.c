@@ -254,24 +254,26 @@ static void test_what_it_takes(void **state)
 
 /* A model whose evaluation runs in bf16: inference (packed, pooled as made, the convolution and
  * its ReLU left unwritten) gives its evaluation forward's bits (unpacked, rows written) at 1 and
- * 2 threads; asked for after inference, the convolution's output is made (in float32, as a
- * training forward makes it) and so is its ReLU's; a training forward keeps float32. */
+ * 2 threads; asked for after inference, the convolution's output is made as the evaluation
+ * forward makes it (bf16, not a training forward's float32), and so is its ReLU's, both when
+ * inference left it unwritten and once it was asked for (written whole from then on, though
+ * inference takes the images in chunks); a training forward keeps float32. */
 static void test_model(void **state)
 {
     (void)state;
     if (!use_avx512bf16()) skip();
-    enum { B = 7, H = 11, W = 10, OC = 32 };
+    enum { B = 7, H = 28, W = 26, OC = 32 }; /* inference takes these images in chunks */
     xd_err e;
     nn_model m;
     TU_OK(nn_model_build(&m,
-                         "input h=11 w=10 c=1; conv2d name=c out=32 k=3 pad=1; relu name=r; "
+                         "input h=28 w=26 c=1; conv2d name=c out=32 k=3 pad=1; relu name=r; "
                          "maxpool k=2; flatten; linear out=5 name=l head",
                          B, 4, &e));
     m.precision = m.eval_precision = NN_PREC_BF16;
     const int c = nn_model_find(&m, "c"), r = nn_model_find(&m, "r"), l = nn_model_find(&m, "l");
     const size_t nx = (size_t)B * H * W, ny = (size_t)B * 5, nc = (size_t)B * H * W * OC;
     float *x = xd_xmalloc(sizeof(float) * nx), *want = xd_xmalloc(sizeof(float) * ny),
-          *f32 = xd_xmalloc(sizeof(float) * nc);
+          *f32 = xd_xmalloc(sizeof(float) * nc), *ev = xd_xmalloc(sizeof(float) * nc);
     tu_fill_uniform(x, nx, -1.0f, 1.0f, 9);
     /* the training forward's convolution: float32's */
     const nn_run train = {.training = 1};
@@ -283,27 +285,37 @@ static void test_model(void **state)
     float *ref = xd_xmalloc(sizeof(float) * nc);
     nn_conv2d_forward_ref(ref, x, m.param + m.nodes[c].w_off, m.param + m.nodes[c].b_off, &s);
     for (size_t i = 0; i < nc; i++) assert_true(fabsf(f32[i] - ref[i]) <= 1e-5f);
+    /* the evaluation forward's: bf16's, asked for once it ran */
+    m.nodes[c].asked = 0;
     nn_model_forward(&m, x, B, NULL);
     memcpy(want, nn_model_out(&m, l), sizeof(float) * ny);
+    memcpy(ev, nn_model_out(&m, c), sizeof(float) * nc);
+    assert_memory_not_equal(ev, f32, sizeof(float) * nc);
+    nn_model_forward(&m, x, B, NULL); /* asked for: written now, the same bits */
+    assert_false(m.nodes[c].stale);
+    assert_memory_equal(nn_model_out(&m, c), ev, sizeof(float) * nc);
     const int threads = xd_threads_get();
-    for (int t = 1; t <= 2; t++) {
-        xd_threads_set(t);
-        m.nodes[c].asked = 0; /* asked for (above, and below): written by forwards from then on */
-        TU_OK(nn_model_pack_exact(&m, &e));
-        assert_non_null(m.nodes[c].wpb);
-        nn_model_infer(&m, x, B, NULL);
-        assert_true(m.nodes[c].stale && m.nodes[r].stale);
-        if (memcmp(nn_model_out(&m, l), want, sizeof(float) * ny) != 0)
-            fail_msg("%d threads: inference is not the evaluation forward's bits", t);
-        assert_memory_equal(nn_model_out(&m, c), f32, sizeof(float) * nc);
-        const float *relu = nn_model_out(&m, r);
-        for (size_t i = 0; i < nc; i++) assert_true(relu[i] == (f32[i] > 0.0f ? f32[i] : 0.0f));
-        nn_model_unpack(&m);
-    }
+    for (int t = 1; t <= 2; t++)
+        for (int asked = 0; asked < 2; asked++) {
+            xd_threads_set(t);
+            m.nodes[c].asked = asked;
+            TU_OK(nn_model_pack_exact(&m, &e));
+            assert_non_null(m.nodes[c].wpb);
+            nn_model_infer(&m, x, B, NULL);
+            assert_int_equal(m.nodes[c].stale, !asked);
+            assert_true(m.nodes[r].stale);
+            if (memcmp(nn_model_out(&m, l), want, sizeof(float) * ny) != 0)
+                fail_msg("%d threads: inference is not the evaluation forward's bits", t);
+            assert_memory_equal(nn_model_out(&m, c), ev, sizeof(float) * nc);
+            const float *relu = nn_model_out(&m, r);
+            for (size_t i = 0; i < nc; i++) assert_true(relu[i] == (ev[i] > 0.0f ? ev[i] : 0.0f));
+            nn_model_unpack(&m);
+        }
     xd_threads_set(threads);
     free(x);
     free(want);
     free(f32);
+    free(ev);
     free(ref);
     nn_model_free(&m);
     nn_bgemm_use(NN_BISA_COUNT);
