@@ -122,6 +122,9 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
+    /* a tap, or a head the model does not mark, inside a run of per-image layers held only the
+     * engine's last chunk of images before it kept them whole: such sets are built again */
+    if (r.tap >= 0 || !teacher->nodes[r.head].head) h = xd_fnv_str(h, 'r', "kept whole");
     /* outputs from bf16 products are other numbers: their own key (float32's keys unchanged),
      * and each bf16 kernel sums in its own order: the one that runs is part of it */
     if (teacher->eval_precision != NN_PREC_FLOAT32) {

@@ -19,7 +19,8 @@
  * and every state value such as batch-norm running statistics; that is exactly what decides its
  * outputs, and it needs no checkpoint file); the dataset file's identity (its base name, size and
  * modification time in nanoseconds, and its metadata pairs); the split, the view, n, the head's
- * name, k and the tap's name; and for a teacher whose forwards run bf16 products
+ * name, k and the tap's name (with a tap, or a head the model does not mark, a note that the
+ * engine keeps their rows whole); and for a teacher whose forwards run bf16 products
  * (nn_model.eval_precision, a recipe teacher's `precision: bf16`) that precision's name, the
  * bf16 kernel's (each sums in its own order) and how its 3 x 3 convolutions run
  * (nn_bwino_eval_convolutions: Winograd's and a first layer's by pairs, or the direct product),
@@ -33,10 +34,12 @@
  * rebuilt, and the result says so (rebuilt = 1, warning = why), for the caller to print. A missing
  * <key>.sum (first run, or a build that was interrupted) is a plain build, without a warning.
  *
- * Building runs the teacher in eval mode (the inference engine with the eval forward's bits, or
- * nn_model_forward with run == NULL, which a bf16 teacher takes) over the examples in order, in batches of the teacher's max_batch; the caller owns data loading and fills each batch
- * through a callback. Every file is written through io_atomic. The arrays are assembled in memory
- * before writing (n * (K + feature size) floats). */
+ * Building runs the teacher in eval mode (the inference engine with the eval forward's bits, its
+ * head and tap marked heads for the while; nn_model_forward with run == NULL for a packed teacher
+ * or one with an int8 engine) over the examples in order, in batches of the teacher's max_batch;
+ * the caller owns data loading and fills each batch through a callback. Every file is written
+ * through io_atomic. The arrays are assembled in memory before writing (n * (K + feature size)
+ * floats). */
 #ifndef XD_DISTILL_CACHE_H
 #define XD_DISTILL_CACHE_H
 

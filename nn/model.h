@@ -109,8 +109,9 @@ typedef struct {
                        * it straight from its input; a convolution (not a head, not asked)
                        * whose fused ReLU and pool took each image's rows from scratch, or made
                        * their windows as it went (inference in bf16; its product runs again
-                       * then, nn_model_refresh, in float32 on the weights and input as they
-                       * are: ask before the optimizer's step); or a flatten (not a head),
+                       * then, nn_model_refresh, as that forward ran it, on the weights and
+                       * input as they are: ask before the optimizer's step); or a flatten (not
+                       * a head),
                        * whose readers take its input's values (nn_node_input). The model's
                        * input, then, must stay as it was until backward and the last
                        * nn_model_out of the step, as a first convolution's or linear layer's
@@ -244,9 +245,10 @@ void nn_model_unpack(nn_model *m);
  * nn/conv_bfirst.h takes, and so does a layer with a batch norm folded in (its float32 packing
  * holds the folded weights). What only backward reads is not kept: a max pool's argmax. What
  * nothing after it reads is left unwritten where that saves a pass (nn_node.stale: nn_model_out
- * makes it when asked, with the bits the forward would have written): a flatten's copy, the
- * output of a ReLU fused with its pool (plan_fusion) unless that ReLU is a head, and that of a
- * bf16 convolution that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h).
+ * makes it when asked, from what its input holds then): a flatten's copy, the output of a ReLU
+ * fused with its pool (plan_fusion) unless that ReLU is a head, and that of a bf16 convolution of
+ * the model's input that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h;
+ * made then with the bits the forward would have written).
  * Afterwards nn_model_out gives the heads' outputs, and what the layers after a run of
  * per-image layers read from it; another node inside such a run may hold only its last chunk of
  * images (mark it a head to have it whole). */

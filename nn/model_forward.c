@@ -465,7 +465,8 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
      * infer_rows then keeps in the images' own rows); a ReLU fused with its pool (its pool reads
      * its input) but one that is a head or reads the model's input (written then); a
      * convolution of bf16 that pools its windows as it makes them (nn/conv_bfirst.h,
-     * nn/conv_wino.h; not a head, not asked for). */
+     * nn/conv_wino.h; not a head, not asked for) and reads the model's input, whose rows stay
+     * whole for nn_model_refresh (another layer's, inside a run, may hold only a chunk's). */
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
@@ -474,9 +475,9 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     }
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
-        nd->stale |= nd->kind == NN_CONV2D && nd->pool_in_conv && !nd->head && !nd->asked &&
-                     !nd->bn_fold && m->eval_precision == NN_PREC_BF16 && !m->qengine &&
-                     pools_as_made(m, nd);
+        nd->stale |= nd->kind == NN_CONV2D && nd->pool_in_conv && nd->in == NN_INPUT &&
+                     !nd->head && !nd->asked && !nd->bn_fold &&
+                     m->eval_precision == NN_PREC_BF16 && !m->qengine && pools_as_made(m, nd);
     }
     /* the products' precision is each thread's own: the team's threads set it too */
     const nn_precision prec = nn_mm_precision_set(m->eval_precision);

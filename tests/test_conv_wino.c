@@ -361,6 +361,10 @@ static void test_pooled_tile_by_tile(void **state)
                 assert_memory_equal(out, plain, sizeof(float) * k.n_out);
                 if (memcmp(pooled, want, sizeof(float) * np) != 0)
                     fail_msg("%s, %d outputs, %d threads: the pool's bits differ", kernel, oc, t);
+                /* the outputs not kept (out NULL): the same pool */
+                memset(pooled, 0xff, sizeof(float) * np);
+                nn_bwino_forward(NULL, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, &pool);
+                assert_memory_equal(pooled, want, sizeof(float) * np);
             }
             xd_threads_set(threads);
             /* what it cannot pool: an argmax wanted, a ReLU written, other windows, odd rows */
