@@ -445,10 +445,11 @@ int cmd_eval(int argc, char **argv)
                *view = val[EO_VIEW], *label = val[EO_LABEL], *pred_path = val[EO_PREDICTIONS];
     const int json = val[EO_JSON] != NULL;
     if (!model || !data) return cli_usage_error("eval", "give --model and --data");
-    nn_precision prec = NN_PREC_FLOAT32;
+    int prec = NN_PREC_FLOAT32;
     if (val[EO_PRECISION]) {
-        if (!strcmp(val[EO_PRECISION], nn_precision_names[NN_PREC_BF16])) prec = NN_PREC_BF16;
-        else if (strcmp(val[EO_PRECISION], nn_precision_names[NN_PREC_FLOAT32]) != 0)
+        for (prec = 0; prec < NN_PREC_COUNT; prec++)
+            if (!strcmp(val[EO_PRECISION], nn_precision_names[prec])) break;
+        if (prec == NN_PREC_COUNT)
             return cli_usage_error("eval", "--precision: unknown value '%s' (expected float32 or "
                                            "bf16)", val[EO_PRECISION]);
     }
@@ -468,7 +469,7 @@ int cmd_eval(int argc, char **argv)
     int32_t *map = NULL, *y = NULL;
     xd_status s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
-    m.eval_precision = prec;
+    m.eval_precision = (nn_precision)prec;
     int head = nn_model_default_head(&m);
     if (val[EO_EXIT] && (s = exits_find(&m, model, val[EO_EXIT], &head, &e)) != XD_OK) {
         nn_model_free(&m);

@@ -189,27 +189,30 @@ BFIRST_TARGET static void first_pooled_tiles(const uint32_t *const a[TAPS], size
     }
 }
 
+/* R outputs of a row (first_tile) over all OC channels: 32 at a time, then 16 */
+BFIRST_TARGET static inline __attribute__((always_inline)) void
+first_channels(int R, const uint32_t *const a[TAPS], const uint32_t *wpk, const float *bias,
+               int OC, float *out)
+{
+    int j = 0;
+    for (; j + 32 <= OC; j += 32) first_tile(R, 2, a, wpk + j, OC, bias ? bias + j : NULL, out + j);
+    if (j < OC) first_tile(R, 1, a, wpk + j, OC, bias ? bias + j : NULL, out + j);
+}
+
 BFIRST_TARGET static void first_tiles(const uint32_t *const a[TAPS], const uint32_t *wpk,
                                       const float *bias, int OC, int OW, float *out)
 {
     /* tiles of TILE outputs along the row, the last ending at the row's end (overlapping the one
-     * before: those outputs are computed twice, to the same bits); 32 channels at a time, then
-     * 16. A shorter row is one tile (its sums in memory, in the same order). */
+     * before: those outputs are computed twice, to the same bits). A shorter row is one tile
+     * (its sums in memory, in the same order). */
     if (OW < TILE) {
-        int j = 0;
-        for (; j + 32 <= OC; j += 32)
-            first_tile(OW, 2, a, wpk + j, OC, bias ? bias + j : NULL, out + j);
-        if (j < OC) first_tile(OW, 1, a, wpk + j, OC, bias ? bias + j : NULL, out + j);
+        first_channels(OW, a, wpk, bias, OC, out);
         return;
     }
     for (int x0 = 0;; x0 += TILE) {
         const int x = x0 + TILE > OW ? OW - TILE : x0;
         const uint32_t *const at[TAPS] = {a[0] + x, a[1] + x, a[2] + x, a[3] + x, a[4] + x};
-        int j = 0;
-        for (; j + 32 <= OC; j += 32)
-            first_tile(TILE, 2, at, wpk + j, OC, bias ? bias + j : NULL, out + (size_t)x * OC + j);
-        if (j < OC)
-            first_tile(TILE, 1, at, wpk + j, OC, bias ? bias + j : NULL, out + (size_t)x * OC + j);
+        first_channels(TILE, at, wpk, bias, OC, out + (size_t)x * OC);
         if (x + TILE >= OW) break;
     }
 }

@@ -88,8 +88,9 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
  * scratch), or NULL. With wp the windows are read in place from a padded copy of each image
  * where that fits cols' room per image (the same bits, without unfolding them). wpb: w packed by
  * nn_bwino_pack where nn/conv_wino.c takes s (nn_bwino_takes: Winograd's, in an evaluation
- * forward), else by nn_bconv_pack, or NULL; where one of those bf16 convolutions takes s it runs
- * on wpb, or on w without wp (packing w for the call), and wp is not read. Returns whether
+ * forward), by nn_bfirst_pack where nn/conv_bfirst.c does (one channel, an evaluation forward),
+ * else by nn_bconv_pack, or NULL; where one of those bf16 convolutions takes s it runs on wpb, or
+ * on w without wp (packing w for the call), and wp is not read. Returns whether
  * cols hold the unfolded windows afterwards: backward's `unfolded`. */
 int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
                        const float *wp, const uint32_t *wpb, const float *b,

@@ -95,8 +95,9 @@ typedef struct {
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
     uint32_t *wpb;    /* the same for bf16 products (a model packed with eval_precision bf16;
                        * layers bf16 computes: see nn_model_infer), or NULL */
-    int wpb_wino;     /* conv2d: wpb holds nn_bwino_pack's transformed weights (inference's
-                       * Winograd forward), not nn_bconv_pack's */
+    int wpb_kind;     /* conv2d: the bf16 kernel wpb is packed for (nn_bwino_pack's transformed
+                       * weights, nn_bfirst_pack's pairs or nn_bconv_pack's; model_forward.c's
+                       * bconv_now): only a forward that runs it reads wpb */
     float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
                        * inference, which then reads the windows in place (or NULL) */
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
@@ -111,9 +112,8 @@ typedef struct {
                        * their windows as it went (inference in bf16; its product runs again
                        * then, nn_model_refresh, as that forward ran it, on the weights and
                        * input as they are: ask before the optimizer's step); or a flatten (not
-                       * a head),
-                       * whose readers take its input's values (nn_node_input). The model's
-                       * input, then, must stay as it was until backward and the last
+                       * a head), whose readers take its input's values (nn_node_input). The
+                       * model's input, then, must stay as it was until backward and the last
                        * nn_model_out of the step, as a first convolution's or linear layer's
                        * weight gradient needs anyway. */
     int bn_fold;      /* packed: the batchnorm node folded into wp (it writes that node's output) */

@@ -72,20 +72,27 @@ static int unpacked_bf16(const nn_node *nd)
     return nd->wp && !nd->bn_fold && nn_mm_precision() == NN_PREC_BF16;
 }
 
-/* How inference (an evaluation forward) runs convolution s under a bf16 eval precision: by
- * Winograd's F(2x2, 3x3) (nn/conv_wino.c), by nn/conv_bf16.c's direct kernels, by the first
- * convolution's pairs (nn/conv_bfirst.c), or on none (a thin one, which nn_precision_of_conv
- * keeps float32, or one they do not take) */
+/* The bf16 kernel a forward of convolution s runs now (the thread's precision, s->winograd for
+ * an evaluation forward), each with its own packing (nn_node.wpb_kind): Winograd's F(2x2, 3x3)
+ * (nn/conv_wino.c), nn/conv_bf16.c's direct kernels, the first convolution's pairs
+ * (nn/conv_bfirst.c), or none (float32 products, or a convolution they do not take) */
 enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO, BCONV_FIRST };
+static int bconv_now(const nn_conv_shape *s)
+{
+    return nn_mm_precision() != NN_PREC_BF16 ? BCONV_NONE
+           : nn_bwino_takes(s)              ? BCONV_WINO
+           : nn_bconv_forward_takes(s)      ? BCONV_DIRECT
+           : nn_bfirst_takes(s)             ? BCONV_FIRST
+                                            : BCONV_NONE;
+}
+
+/* The one inference (an evaluation forward) runs under a bf16 eval precision (a thin
+ * convolution nn_precision_of_conv keeps float32: none) */
 static int bconv_kind(nn_conv_shape s)
 {
     s.winograd = 1;
     const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(&s, NN_PREC_BF16));
-    const int kind = nn_mm_precision() != NN_PREC_BF16 ? BCONV_NONE
-                     : nn_bwino_takes(&s)             ? BCONV_WINO
-                     : nn_bconv_forward_takes(&s)     ? BCONV_DIRECT
-                     : nn_bfirst_takes(&s)            ? BCONV_FIRST
-                                                      : BCONV_NONE;
+    const int kind = bconv_now(&s);
     nn_mm_precision_set(outer);
     return kind;
 }
@@ -143,14 +150,11 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         /* packed for this call: the windows are then read in place, not unfolded into cols, as
          * backward's weight gradient reads them too (see nn/layers.h) */
         const float *wp = unpacked_bf16(nd) ? NULL : nd->wp;
-        /* packed for the kernel that runs now, in the layout of the forward that runs now
-         * (Winograd's transformed weights are not the direct kernels': a training forward in
-         * bf16 on a model packed for bf16 inference packs its own) */
-        const uint32_t *wpb = nn_mm_precision() == NN_PREC_BF16 &&
-                                      m->packed_bisa == nn_bgemm_isa() &&
-                                      nd->wpb_wino == nn_bwino_takes(&cs)
-                                  ? nd->wpb
-                                  : NULL;
+        /* packed for the kernel that runs now, in its layout (Winograd's transformed weights
+         * are not the direct kernels': a training forward in bf16 on a model packed for bf16
+         * inference packs its own) */
+        const uint32_t *wpb =
+            m->packed_bisa == nn_bgemm_isa() && nd->wpb_kind == bconv_now(&cs) ? nd->wpb : NULL;
         if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
             nn_conv_pack(nd->wpk, wext, w, b, &cs);
             wp = nd->wpk;
@@ -470,14 +474,11 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
-        nd->stale = !nd->head && nd->in >= 0 && !m->qengine &&
-                    (nd->kind == NN_FLATTEN || nd->relu_pool);
-    }
-    for (int i = 0; i < m->n_nodes; i++) {
-        nn_node *nd = &m->nodes[i];
-        nd->stale |= nd->kind == NN_CONV2D && nd->pool_in_conv && nd->in == NN_INPUT &&
-                     !nd->head && !nd->asked && !nd->bn_fold &&
-                     m->eval_precision == NN_PREC_BF16 && !m->qengine && pools_as_made(m, nd);
+        nd->stale = !nd->head && !m->qengine &&
+                    (nd->kind == NN_CONV2D
+                         ? nd->pool_in_conv && nd->in == NN_INPUT && !nd->asked && !nd->bn_fold &&
+                               m->eval_precision == NN_PREC_BF16 && pools_as_made(m, nd)
+                         : nd->in >= 0 && (nd->kind == NN_FLATTEN || nd->relu_pool));
     }
     /* the products' precision is each thread's own: the team's threads set it too */
     const nn_precision prec = nn_mm_precision_set(m->eval_precision);
@@ -566,14 +567,18 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         nn_node *nd = &m->nodes[i];
         const size_t words = bf16_packed_size(m, i, fold);
         nd->wpb = words ? p : NULL;
-        nd->wpb_wino = 0;
+        nd->wpb_kind = BCONV_NONE;
         if (!words) continue;
         const float *w = m->param + nd->w_off;
         nn_conv_shape cs = nn_node_conv_shape(nd, 1);
-        if (nd->kind == NN_LINEAR) nn_linear_bpack(p, w, nd->ic, nd->units);
-        else if ((nd->wpb_wino = bconv_kind(cs) == BCONV_WINO)) nn_bwino_pack(p, w, &cs);
-        else if (bconv_kind(cs) == BCONV_FIRST) nn_bfirst_pack(p, w, &cs);
-        else nn_bconv_pack(p, w, &cs);
+        if (nd->kind == NN_LINEAR) {
+            nn_linear_bpack(p, w, nd->ic, nd->units);
+        } else {
+            nd->wpb_kind = bconv_kind(cs);
+            if (nd->wpb_kind == BCONV_WINO) nn_bwino_pack(p, w, &cs);
+            else if (nd->wpb_kind == BCONV_FIRST) nn_bfirst_pack(p, w, &cs);
+            else nn_bconv_pack(p, w, &cs);
+        }
         p += words;
     }
     return XD_OK;

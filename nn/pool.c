@@ -122,13 +122,21 @@ void nn_maxpool_forward(float *out, int32_t *argmax, const float *inp, const nn_
             maxpool_row(out, argmax, inp + (size_t)b * s->H * s->W * s->C, s, b, oy);
 }
 
+/* Pool rows oy0..oy1 of image b, x its input, r its ReLU as written (or NULL) */
+static void relu_maxpool_rows(const nn_relu_pool *j, int b, const float *x, const float *r,
+                              int oy0, int oy1)
+{
+    for (int oy = oy0; oy < oy1; oy++) {
+        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
+        else if (r) maxpool_row(j->out, j->argmax, r, j->s, b, oy);
+        else relu_maxpool_row(j->out, j->argmax, x, j->s, b, oy);
+    }
+}
+
 void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int oy0, int oy1)
 {
     XD_ASSERT(!j->relu_out);
-    for (int oy = oy0; oy < oy1; oy++) {
-        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
-        else relu_maxpool_row(j->out, j->argmax, x, j->s, b, oy);
-    }
+    relu_maxpool_rows(j, b, x, NULL, oy0, oy1);
 }
 
 /* One image: its ReLU is written (when relu_out is given) and then pooled while it is still in
@@ -137,15 +145,9 @@ void nn_relu_maxpool_image_at(const nn_relu_pool *j, int b, const float *x)
 {
     const size_t per_in = (size_t)j->s->H * j->s->W * j->s->C;
     float *r = j->relu_out ? j->relu_out + (size_t)b * per_in : NULL;
-    if (!r) {
-        nn_relu_maxpool_rows_at(j, b, x, 0, j->s->OH);
-        return;
-    }
-    for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
-    for (int oy = 0; oy < j->s->OH; oy++) { /* the maximum alone: from x, the unrolled loop */
-        if (!j->argmax) relu_maxpool_row_plain(j->out, x, j->s, b, oy);
-        else maxpool_row(j->out, j->argmax, r, j->s, b, oy);
-    }
+    if (r)
+        for (size_t i = 0; i < per_in; i++) r[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    relu_maxpool_rows(j, b, x, r, 0, j->s->OH);
 }
 
 void nn_relu_maxpool_image(const nn_relu_pool *j, int b)
