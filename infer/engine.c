@@ -408,20 +408,27 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
 static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int count, float *probs,
                              xd_err *e)
 {
+    const void *input = b->ids;
+    if (b->pixels && !x->pixels_in) {
+        xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch, x->slots,
+                                       count, 0, 0, 0, x->input, e);
+        if (s != XD_OK) return s;
+        input = x->input;
+    }
+    /* The rationale decoder's tap is marked a head for the while: nn_model_infer writes a node
+     * inside a run of per-image layers whole only if it is one (the marks stay as they were
+     * for the exits' list). */
+    nn_node *tap = x->dec ? &x->m.nodes[x->dec_node] : NULL;
+    const int tap_head = tap ? tap->head : 0;
+    if (tap) tap->head = 1;
     if (b->pixels && x->pixels_in) { /* the first layer's codes straight from the pixels */
         nn_qengine_pixels_in(&x->m, 1);
         nn_model_infer(&x->m, b->pixels, count, x->need);
         nn_qengine_pixels_in(&x->m, 0);
     } else {
-        const void *input = b->ids;
-        if (b->pixels) {
-            xd_status s = img_batcher_fill(x->batcher, b->pixels, (size_t)x->m.max_batch,
-                                           x->slots, count, 0, 0, 0, x->input, e);
-            if (s != XD_OK) return s;
-            input = x->input;
-        }
         nn_model_infer(&x->m, input, count, x->need);
     }
+    if (tap) tap->head = tap_head;
     nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     if (x->dec)
         nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);

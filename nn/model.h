@@ -249,9 +249,9 @@ void nn_model_unpack(nn_model *m);
  * fused with its pool (plan_fusion) unless that ReLU is a head, and that of a bf16 convolution of
  * the model's input that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h;
  * made then with the bits the forward would have written).
- * Afterwards nn_model_out gives the heads' outputs, and what the layers after a run of
- * per-image layers read from it; another node inside such a run may hold only its last chunk of
- * images (mark it a head to have it whole). */
+ * Afterwards nn_model_out gives the heads' outputs (the last node's when none is marked a
+ * head), and what the layers after a run of per-image layers read from it; another node inside
+ * such a run may hold only its last chunk of images (mark it a head to have it whole). */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad;
  * after nn_model_clear_grad, writes all of it). */

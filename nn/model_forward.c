@@ -345,6 +345,7 @@ static int written_by(const nn_model *m, int idx)
  * bytes of room. */
 static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at, uint8_t *keep)
 {
+    const int dflt = nn_model_default_head(m);
     for (int s = 0, e; s < m->n_nodes; s = e) {
         /* a run of per-image nodes s..e with a convolution in it goes a chunk of images at a
          * time; anything else over all the rows */
@@ -371,8 +372,10 @@ static void infer_rows(nn_model *m, int b0, int nb, const uint8_t *need, int *at
          * stays in cache instead of filling the batch's. */
         const int chunk = per * (size_t)nb <= INFER_CACHE_FLOATS ? nb
                           : per >= INFER_CACHE_FLOATS ? 1 : (int)(INFER_CACHE_FLOATS / per);
-        for (int i = s; i < e; i++) /* a convolution asked for (nn_node.asked) too */
-            keep[i] = m->nodes[i].head || m->nodes[i].asked ||
+        /* a convolution asked for (nn_node.asked) too, and the default head when no node is
+         * marked one (the last node, what callers read) */
+        for (int i = s; i < e; i++)
+            keep[i] = m->nodes[i].head || m->nodes[i].asked || i == dflt ||
                       (m->qengine && nn_qengine_writer(m, i) < s);
         for (int j = e; j < m->n_nodes; j++) {
             const nn_node *nd = &m->nodes[j];

@@ -17,8 +17,9 @@
  * bias, pointwise and strided, batch norm (after a convolution without bias: not folded), the
  * fused relu -> pool, fake quantisation (a
  * batch-wide scale) inside a run of per-image layers, a residual add, an early exit alone, a
- * ReLU fused with its pool that is a head itself; batches of one, a few and several chunks (an
- * uneven last one), and a model whose images are each a chunk of their own; 1 and 2 threads. */
+ * ReLU fused with its pool that is a head itself, a model with no node marked a head; batches of
+ * one, a few and several chunks (an uneven last one), and models whose images are each a chunk
+ * of their own; 1 and 2 threads. */
 static void test_infer_same_bits(void **state)
 {
     (void)state;
@@ -34,6 +35,9 @@ static void test_infer_same_bits(void **state)
         {"input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r head; maxpool k=2;"
          "conv2d out=8 k=3 pad=1; relu; gap; linear out=4 head",
          64, 64, 1, {1, 2, 5}},
+        /* no node marked a head: the last one is, inside the run, an image a chunk */
+        {"input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu; conv2d out=5 k=1", 64, 64, 1,
+         {1, 2, 5}},
     };
     const int threads = xd_threads_get();
     xd_err e;
@@ -58,8 +62,9 @@ static void test_infer_same_bits(void **state)
                 xd_threads_set(th);
                 nn_model_forward_some(&ref, x, B, NULL, NULL);
                 nn_model_infer(&inf, x, B, NULL);
+                const int dflt = nn_model_default_head(&ref);
                 for (int i = 0; i < ref.n_nodes; i++)
-                    if (ref.nodes[i].head && memcmp(ref.nodes[i].out, inf.nodes[i].out,
+                    if ((ref.nodes[i].head || i == dflt) && memcmp(ref.nodes[i].out, inf.nodes[i].out,
                                sizeof(float) * (size_t)B * ref.nodes[i].act_n) != 0)
                         fail_msg("model %zu, batch %d, %d threads: node %s differs", k, B, th,
                                  ref.nodes[i].name);
