@@ -430,17 +430,14 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
     /* The teacher runs through the inference engine (nn_model_infer: weights packed once, its
      * convolutional layers image by image in cache, several threads on shares of the batch; in
      * bf16 for a teacher in bf16) with the eval forward's bits: no batch norm folded
-     * (nn_model_pack_exact); the head and the tap marked heads for the while, as the engine
-     * writes in full only what heads and later layers read (a ReLU it pools without writing, a
-     * node inside a run of per-image layers); and the plain forward where it would compute them
-     * otherwise (an int8 model's integer engine). */
+     * (nn_model_pack_exact); the head and the tap read as heads (nn_model_infer_reading), as
+     * the engine writes in full only what heads and later layers read (a ReLU it pools without
+     * writing, a node inside a run of per-image layers); and the plain forward where it would
+     * compute them otherwise (an int8 model's integer engine). */
     uint8_t *need = NULL;
-    nn_node *hd = &m->nodes[r->head], *tp = r->tap >= 0 ? &m->nodes[r->tap] : NULL;
     const int engine = !s && !m->packed && !m->qengine;
-    const int hd_head = hd->head, tp_head = tp ? tp->head : 0;
+    const int reads[2] = {r->head, r->tap >= 0 ? r->tap : r->head};
     if (engine) {
-        hd->head = 1;
-        if (tp) tp->head = 1;
         need = xd_xcalloc((size_t)m->n_nodes, 1);
         nn_model_needs(m, r->head, need);
         if (r->tap >= 0) nn_model_needs(m, r->tap, need);
@@ -455,7 +452,7 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         size_t i1 = n - i0 < (size_t)m->max_batch ? n : i0 + (size_t)m->max_batch;
         int B = (int)(i1 - i0);
         if ((s = fill(ctx, i0, i1, input, e))) break;
-        if (engine) nn_model_infer(m, input, B, need);
+        if (engine) nn_model_infer_reading(m, input, B, need, reads, 2);
         else nn_model_forward(m, input, B, NULL);
         const float *out = nn_model_out(m, r->head);
         if ((s = check_finite(out, (size_t)B * K, K, i0, "output", e))) break;
@@ -471,11 +468,7 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
             memcpy((float *)buf[KD_PART_FEAT] + i0 * F, f, sizeof(float) * B * F);
         }
     }
-    if (engine) { /* the teacher's forward reads its parameters again, its heads as they were */
-        nn_model_unpack(m);
-        hd->head = hd_head;
-        if (tp) tp->head = tp_head;
-    }
+    if (engine) nn_model_unpack(m); /* the teacher's forward reads its parameters again */
     free(need);
     s = dist_agree(s, e);
     for (int p = 0; p < KD_PART_COUNT && !s; p++)

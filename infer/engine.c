@@ -415,20 +415,15 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
         if (s != XD_OK) return s;
         input = x->input;
     }
-    /* The rationale decoder's tap is marked a head for the while: nn_model_infer writes a node
-     * inside a run of per-image layers whole only if it is one (the marks stay as they were
-     * for the exits' list). */
-    nn_node *tap = x->dec ? &x->m.nodes[x->dec_node] : NULL;
-    const int tap_head = tap ? tap->head : 0;
-    if (tap) tap->head = 1;
+    /* what is read after: the exit's output, and the rationale decoder's tap */
+    const int reads[2] = {x->head, x->dec ? x->dec_node : x->head};
     if (b->pixels && x->pixels_in) { /* the first layer's codes straight from the pixels */
         nn_qengine_pixels_in(&x->m, 1);
-        nn_model_infer(&x->m, b->pixels, count, x->need);
+        nn_model_infer_reading(&x->m, b->pixels, count, x->need, reads, 2);
         nn_qengine_pixels_in(&x->m, 0);
     } else {
-        nn_model_infer(&x->m, input, count, x->need);
+        nn_model_infer_reading(&x->m, input, count, x->need, reads, 2);
     }
-    if (tap) tap->head = tap_head;
     nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     if (x->dec)
         nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);

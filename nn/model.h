@@ -244,15 +244,22 @@ void nn_model_unpack(nn_model *m);
  * than 16 input channels keeps float32 (nn_precision_of_conv) but one of one channel that
  * nn/conv_bfirst.h takes, and so does a layer with a batch norm folded in (its float32 packing
  * holds the folded weights). What only backward reads is not kept: a max pool's argmax. What
- * nothing after it reads is left unwritten where that saves a pass (nn_node.stale: nn_model_out
- * makes it when asked, from what its input holds then): a flatten's copy, the output of a ReLU
- * fused with its pool (plan_fusion) unless that ReLU is a head, and that of a bf16 convolution of
- * the model's input that pools its windows as it makes them (nn/conv_bfirst.h, nn/conv_wino.h;
- * made then with the bits the forward would have written).
+ * nothing after it reads (not a head, nor the default head) is left unwritten where that saves a
+ * pass (nn_node.stale: nn_model_out makes it when asked, from what its input holds then): a
+ * flatten's copy, the output of a ReLU fused with its pool (plan_fusion), and that of a bf16
+ * convolution of the model's input that pools its windows as it makes them (nn/conv_bfirst.h,
+ * nn/conv_wino.h; made then with the bits the forward would have written).
  * Afterwards nn_model_out gives the heads' outputs (the last node's when none is marked a
  * head), and what the layers after a run of per-image layers read from it; another node inside
- * such a run may hold only its last chunk of images (mark it a head to have it whole). */
+ * such a run may hold only its last chunk of images (nn_model_infer_reading has it whole). */
 void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need);
+/* nn_model_infer for a caller that reads nodes reads[0..n_reads) afterwards (at most
+ * NN_READS_MOST; a node may come twice): each is written whole, as a head is, marked one for the
+ * while, and so is the default head (the marks are as they were after: the default head and the
+ * exits stay the same). */
+#define NN_READS_MOST 4
+void nn_model_infer_reading(nn_model *m, const void *input, int B, const uint8_t *need,
+                            const int *reads, int n_reads);
 /* Propagates the gradients written into head/tap douts down to the parameters (adds into grad;
  * after nn_model_clear_grad, writes all of it). */
 void nn_model_backward(nn_model *m);

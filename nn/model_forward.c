@@ -467,17 +467,18 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     m->batch = B;
     m->input = input;
     m->last_eval = 1;
-    /* Left unwritten (nn_node.stale), for nn_model_out to make if asked: a flatten that is not
-     * a head is passed on, not copied (its readers take its input's output, nn_node_input, which
+    /* Left unwritten (nn_node.stale), for nn_model_out to make if asked (none a head, nor the
+     * default head): a flatten is passed on, not copied (its readers take its input's output, nn_node_input, which
      * infer_rows then keeps in the images' own rows); a ReLU fused with its pool (its pool reads
      * its input) but one that is a head or reads the model's input (written then); a
      * convolution of bf16 that pools its windows as it makes them (nn/conv_bfirst.h,
      * nn/conv_wino.h; not a head, not asked for) and reads the model's input, whose rows stay
      * whole for nn_model_refresh (another layer's, inside a run, may hold only a chunk's). */
+    const int dflt = nn_model_default_head(m); /* what callers read when no node is a head */
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
         nd->touched = 0;
-        nd->stale = !nd->head && !m->qengine &&
+        nd->stale = !nd->head && i != dflt && !m->qengine &&
                     (nd->kind == NN_CONV2D
                          ? nd->pool_in_conv && nd->in == NN_INPUT && !nd->asked && !nd->bn_fold &&
                                m->eval_precision == NN_PREC_BF16 && pools_as_made(m, nd)
@@ -510,6 +511,25 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     }
     nn_mm_precision_set(prec);
     xd_runs_free(&runs);
+}
+
+void nn_model_infer_reading(nn_model *m, const void *input, int B, const uint8_t *need,
+                            const int *reads, int n_reads)
+{
+    XD_ASSERT(n_reads >= 0 && n_reads <= NN_READS_MOST);
+    /* the default head too: marking another node would make that one the default */
+    int at[NN_READS_MOST + 1], was[NN_READS_MOST + 1], n = 0;
+    at[n++] = nn_model_default_head(m);
+    for (int k = 0; k < n_reads; k++) {
+        XD_ASSERT(reads[k] >= 0 && reads[k] < m->n_nodes);
+        at[n++] = reads[k];
+    }
+    for (int k = 0; k < n; k++) {
+        was[k] = m->nodes[at[k]].head;
+        m->nodes[at[k]].head = 1;
+    }
+    nn_model_infer(m, input, B, need);
+    for (int k = n - 1; k >= 0; k--) m->nodes[at[k]].head = was[k]; /* one twice: as it was */
 }
 
 /* The batchnorm node that alone reads layer i (a linear or convolution layer with a bias and

@@ -430,7 +430,7 @@ void nn_qengine_free(nn_qengine *q)
  * the one before, none a head) to a fakequant node that only integer layers read; at inference
  * the layer then writes that node's codes itself and the nodes between do nothing (see
  * nn_qengine_forward_node). Else a batch norm right after it, and a relu after that, run in its
- * epilogue on floats. */
+ * epilogue on floats (not a relu fused with its pool, which reads the norm's output). */
 static void plan_codes(nn_model *m)
 {
     nn_qengine *q = m->qengine;
@@ -455,7 +455,10 @@ static void plan_codes(nn_model *m)
             else if (k == NN_BATCHNORM && j == i && m->nodes[r].ic == m->nodes[i].units) bn = r;
             else if (k != NN_FLATTEN && k != NN_DROPOUT) break;
             j = r;
-            if (bn && !pool && (k == NN_BATCHNORM || (k == NN_RELU && fout == bn))) fout = r;
+            /* not a ReLU fused with its pool (relu_pool): the pool reads the norm's output */
+            if (bn && !pool &&
+                (k == NN_BATCHNORM || (k == NN_RELU && fout == bn && !m->nodes[r].relu_pool)))
+                fout = r;
         }
         if (bn) plan_norm(m, i, bn);
         L->relu = relu;

@@ -35,9 +35,12 @@ static void test_infer_same_bits(void **state)
         {"input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r head; maxpool k=2;"
          "conv2d out=8 k=3 pad=1; relu; gap; linear out=4 head",
          64, 64, 1, {1, 2, 5}},
-        /* no node marked a head: the last one is, inside the run, an image a chunk */
+        /* no node marked a head: the last one is, inside the run, an image a chunk; a flatten
+         * (passed on elsewhere) */
         {"input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu; conv2d out=5 k=1", 64, 64, 1,
          {1, 2, 5}},
+        {"input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu; conv2d out=5 k=1; gap; flatten",
+         64, 64, 1, {1, 2, 5}},
     };
     const int threads = xd_threads_get();
     xd_err e;
@@ -64,7 +67,8 @@ static void test_infer_same_bits(void **state)
                 nn_model_infer(&inf, x, B, NULL);
                 const int dflt = nn_model_default_head(&ref);
                 for (int i = 0; i < ref.n_nodes; i++)
-                    if ((ref.nodes[i].head || i == dflt) && memcmp(ref.nodes[i].out, inf.nodes[i].out,
+                    if ((ref.nodes[i].head || i == dflt) &&
+                        memcmp(nn_model_out(&ref, i), nn_model_out(&inf, i),
                                sizeof(float) * (size_t)B * ref.nodes[i].act_n) != 0)
                         fail_msg("model %zu, batch %d, %d threads: node %s differs", k, B, th,
                                  ref.nodes[i].name);
@@ -147,11 +151,57 @@ static void test_infer_folds_batchnorm(void **state)
     xd_threads_set(threads);
 }
 
+/* nn_model_infer_reading: a node read after inference (a decoder's tap, a feature inside a run
+ * of per-image layers taken an image at a time) comes whole, as the eval forward gives it, and
+ * so does the default head, in a model with no node marked a head, when only the tap is asked
+ * for (marking it a head would have made it the default); the marks are as they were. */
+static void test_infer_reading(void **state)
+{
+    (void)state;
+    static const char *desc = "input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r; "
+                              "conv2d out=8 k=3 pad=1 name=c; gap name=feat; "
+                              "conv2d out=5 k=1 from=c";
+    enum { B = 4 };
+    const int threads = xd_threads_get();
+    xd_err e;
+    nn_model ref, inf;
+    TU_OK(nn_model_build(&ref, desc, B, 9, &e));
+    TU_OK(nn_model_build(&inf, desc, B, 9, &e));
+    TU_OK(nn_model_pack(&inf, &e));
+    float *x = malloc(sizeof(float) * B * 64 * 64);
+    assert_non_null(x);
+    tu_fill_uniform(x, (size_t)B * 64 * 64, -1, 1, 12);
+    const int c = nn_model_find(&ref, "c"), feat = nn_model_find(&ref, "feat");
+    const int dflt = nn_model_default_head(&ref);
+    assert_int_equal(dflt, ref.n_nodes - 1);
+    nn_model_forward_some(&ref, x, B, NULL, NULL);
+    const int asks[][2] = {{c, c}, {feat, c}, {dflt, c}};
+    for (int th = 1; th <= 2; th++)
+        for (int k = 0; k < 3; k++) {
+            xd_threads_set(th);
+            for (int i = 0; i < inf.n_nodes; i++) /* nothing left from an earlier call */
+                memset(inf.nodes[i].out, 0, sizeof(float) * B * inf.nodes[i].act_n);
+            nn_model_infer_reading(&inf, x, B, NULL, asks[k], k == 0 ? 1 : 2);
+            for (int i = 0; i < inf.n_nodes; i++) assert_false(inf.nodes[i].head);
+            const int want[] = {asks[k][0], asks[k][1], dflt};
+            for (int w = 0; w < 3; w++)
+                if (memcmp(nn_model_out(&ref, want[w]), nn_model_out(&inf, want[w]),
+                           sizeof(float) * B * ref.nodes[want[w]].act_n) != 0)
+                    fail_msg("%d threads, reading %s: %s differs", th, inf.nodes[asks[k][0]].name,
+                             inf.nodes[want[w]].name);
+        }
+    free(x);
+    nn_model_free(&ref);
+    nn_model_free(&inf);
+    xd_threads_set(threads);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_infer_same_bits),
         cmocka_unit_test(test_infer_folds_batchnorm),
+        cmocka_unit_test(test_infer_reading),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -257,6 +257,10 @@ static void test_engine_infer_same_bits(void **state)
         "linear out=2 head",
         "input h=5 w=7 c=3; conv2d out=20 k=3 pad=1; batchnorm; gap name=g head; "
         "linear out=2 head",
+        /* a batch norm and a ReLU whose pool reads it fused (relu_pool), not followed by codes:
+         * the pool reads the norm's output, which the convolution writes then */
+        "input h=8 w=8 c=3; conv2d out=8 k=3 pad=1; batchnorm; relu; maxpool k=2; gap; "
+        "linear out=4 head",
     };
     for (size_t t = 0; t < sizeof models / sizeof models[0]; t++) {
         nn_model m;
