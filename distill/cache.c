@@ -112,7 +112,9 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'm', teacher->desc);
     h = xd_fnv_field(h, 'p', teacher->param, teacher->n_param * sizeof(float));
     h = xd_fnv_field(h, 'S', teacher->state, teacher->n_state * sizeof(float));
-    if ((s = io_dataset_identity(spec->dataset_path, &h, e))) {
+    if (spec->dataset) {
+        io_dataset_identity_of(spec->dataset, &h);
+    } else if ((s = io_dataset_identity(spec->dataset_path, &h, e))) {
         xd_err_prefix(e, "teacher cache");
         return s;
     }
@@ -122,6 +124,9 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
+    /* what the inputs are made with: a teacher whose checkpoint does not say takes the recipe's */
+    h = xd_fnv_str(h, 'g', spec->augment ? spec->augment : "");
+    h = xd_fnv_str(h, 'x', spec->text ? spec->text : "");
     /* a tap, or a head the model does not mark, inside a run of per-image layers held only the
      * engine's last chunk of images before it kept them whole: such sets are built again */
     if (r.tap >= 0 || !teacher->nodes[r.head].head) h = xd_fnv_str(h, 'r', "kept whole");

@@ -48,6 +48,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "io/dataset.h"
 #include "io/npy.h"
 #include "nn/model.h"
 
@@ -65,6 +66,10 @@ const char *kd_cache_part_name(kd_cache_part p);
 
 typedef struct {
     const char *dataset_path; /* the dataset container the examples come from (its identity) */
+    const io_dataset *dataset;/* that container as the fill reads it, open (its identity as it was
+                               * mapped; NULL: dataset_path's as it is now) */
+    const char *augment;      /* the options the teacher's inputs are made with (data.augment and */
+    const char *text;         /* data.text as its feed takes them; NULL: none) */
     const char *cache_dir;    /* NULL: "cache" in the dataset's folder (created when missing) */
     const char *split;        /* e.g. "train" */
     const char *view;         /* the view the teacher sees, e.g. "image" or "text.en" */

@@ -376,7 +376,8 @@ static xd_status build_table(seg_run *g, const recipe *r, const recipe_loss *L, 
         (s = img_batcher_make(&f.batcher, w->wh, w->ww, g->C, &o, e)) == XD_OK) {
         f.crops = xd_xmalloc((size_t)SEG_TEACHER_BATCH * w->wh * w->ww * g->C);
         f.idx = xd_xmalloc(sizeof(uint32_t) * SEG_TEACHER_BATCH);
-        kd_cache_spec spec = {.dataset_path = dataset_path, .split = split, .view = view,
+        kd_cache_spec spec = {.dataset_path = dataset_path, .dataset = ds, .augment = augment,
+                              .split = split, .view = view,
                               .n = g->n_train * (size_t)w->nwin, .head = L->teacher_head,
                               .log = log};
         s = kd_cache_load_or_build(&spec, t, fill_windows, &f, &w->cache, e);

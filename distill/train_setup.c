@@ -168,6 +168,43 @@ static const char *teacher_label(const recipe *r, int ti, const char *trained)
     return trained;
 }
 
+/* Teacher i's own feed (for its view, or for filling its cache: without augmentation) where the
+ * student's input batch does not serve it, and its output cache where one can stand in for it;
+ * aug and text: what its inputs are made with. */
+static xd_status teacher_feed_and_cache(train_run *R, int i, const char *view, const char *aug,
+                                        const char *text, xd_err *e)
+{
+    const recipe *r = R->r;
+    teacher_rt *t = &R->teachers[i];
+    const recipe_teacher *rt = &r->teachers[i];
+    const int B = r->train.batch;
+    xd_status s;
+    if (!t->shares || cache_usable(R, i, view)) {
+        s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, aug, text, e);
+        if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
+        if (t->f.n != R->n_train)
+            return xd_fail(e, XD_ESHAPE, "teacher '%s': view %s has %zu examples, the student's %zu",
+                           rt->name, view, t->f.n, R->n_train);
+        t->input = xd_xmalloc_aligned(feed_example_bytes(&t->f) * (size_t)B);
+        t->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
+    }
+    if (!cache_usable(R, i, view)) return XD_OK;
+    const char *head = NULL;
+    for (int sI = 0; sI < r->n_stages; sI++)
+        for (int l = 0; l < r->stages[sI].n_losses; l++)
+            if (recipe_loss_reads_teacher(&r->stages[sI].losses[l], i))
+                head = r->stages[sI].losses[l].teacher_head;
+    kd_cache_spec spec = {.dataset_path = r->data.path, .dataset = R->ds, .augment = aug,
+                          .text = text, .split = r->data.train, .view = view, .n = R->n_train,
+                          .head = head, .topk = 0, .tap = NULL,
+                          .log = R->o->quiet ? NULL : R->log};
+    if ((s = kd_cache_load_or_build(&spec, &t->m, cache_fill, t, &t->cache, e)) != XD_OK)
+        return xd_err_prefix(e, "teacher '%s' cache", rt->name);
+    t->cached = 1;
+    if (t->cache.rebuilt && !R->o->quiet) fprintf(R->log, "warning: %s\n", t->cache.warning);
+    return XD_OK;
+}
+
 /* Teacher ti names its classes in another order than the data set's label set `label`: its
  * class_table maps each of its classes onto the run's by name (its kd and hinton losses read it
  * as a label map). Every class of the teacher must be one of the run's, and its label set the
@@ -242,35 +279,10 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
             t->present = xd_xmalloc((size_t)B);
             t->count = xd_xmalloc(sizeof(float) * (size_t)B);
         }
-        if (!t->shares || cache_usable(R, i, view)) {
-            /* its own feed: for its view, or for filling the cache without augmentation */
-            s = feed_open(&t->f, R->ds, r->data.train, view, &t->m, aug, text, e);
-            free(taug);
-            free(ttext);
-            if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
-            if (t->f.n != R->n_train)
-                return xd_fail(e, XD_ESHAPE, "teacher '%s': view %s has %zu examples, the student's %zu",
-                               rt->name, view, t->f.n, R->n_train);
-            t->input = xd_xmalloc_aligned(feed_example_bytes(&t->f) * (size_t)B);
-            t->idx = xd_xmalloc(sizeof(uint32_t) * (size_t)B);
-        } else {
-            free(taug);
-            free(ttext);
-        }
-        if (cache_usable(R, i, view)) {
-            const char *head = NULL;
-            for (int sI = 0; sI < r->n_stages; sI++)
-                for (int l = 0; l < r->stages[sI].n_losses; l++)
-                    if (recipe_loss_reads_teacher(&r->stages[sI].losses[l], i))
-                        head = r->stages[sI].losses[l].teacher_head;
-            kd_cache_spec spec = {.dataset_path = r->data.path, .split = r->data.train, .view = view,
-                                  .n = R->n_train, .head = head, .topk = 0, .tap = NULL,
-                                  .log = R->o->quiet ? NULL : R->log};
-            if ((s = kd_cache_load_or_build(&spec, &t->m, cache_fill, t, &t->cache, e)) != XD_OK)
-                return xd_err_prefix(e, "teacher '%s' cache", rt->name);
-            t->cached = 1;
-            if (t->cache.rebuilt && !R->o->quiet) fprintf(R->log, "warning: %s\n", t->cache.warning);
-        }
+        s = teacher_feed_and_cache(R, i, view, aug, text, e);
+        free(taug);
+        free(ttext);
+        if (s != XD_OK) return s;
     }
     return XD_OK;
 }

@@ -557,19 +557,13 @@ void io_dataset_describe(const io_dataset *ds, FILE *out)
     }
 }
 
-xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e)
+void io_dataset_identity_of(const io_dataset *ds, uint64_t *h)
 {
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return xd_fail(e, XD_EIO, "%s: cannot read the dataset: %s", path, strerror(errno));
-    io_dataset *ds;
-    xd_status s = io_dataset_open(path, &ds, e);
-    if (s != XD_OK) return s;
-    const char *base = strrchr(path, '/');
-    uint64_t v = xd_fnv_str(*h, 'd', base ? base + 1 : path);
-    v = xd_fnv_u64(v, 'z', (uint64_t)st.st_size);
-    v = xd_fnv_u64(v, 't', (uint64_t)st.st_mtim.tv_sec);
-    v = xd_fnv_u64(v, 'T', (uint64_t)st.st_mtim.tv_nsec);
+    const char *base = strrchr(ds->path, '/');
+    uint64_t v = xd_fnv_str(*h, 'd', base ? base + 1 : ds->path);
+    v = xd_fnv_u64(v, 'z', (uint64_t)ds->size);
+    v = xd_fnv_u64(v, 't', (uint64_t)ds->map.mtime_s);
+    v = xd_fnv_u64(v, 'T', (uint64_t)ds->map.mtime_ns);
     size_t nm = io_dataset_meta_count(ds);
     v = xd_fnv_u64(v, 'M', nm);
     for (size_t i = 0; i < nm; i++) {
@@ -577,7 +571,15 @@ xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e)
         v = xd_fnv_str(v, 'k', kv->key);
         v = xd_fnv_str(v, 'v', kv->value);
     }
-    io_dataset_close(ds);
     *h = v;
+}
+
+xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e)
+{
+    io_dataset *ds;
+    xd_status s = io_dataset_open(path, &ds, e);
+    if (s != XD_OK) return s;
+    io_dataset_identity_of(ds, h);
+    io_dataset_close(ds);
     return XD_OK;
 }

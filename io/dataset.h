@@ -137,9 +137,13 @@ size_t io_dataset_meta_count(const io_dataset *ds);
 const io_kv *io_dataset_meta_at(const io_dataset *ds, size_t i);
 
 /* Mixes the identity of the data set file at path into *h (FNV-1a fields, core/hash.h): its base
- * name, size, modification time in nanoseconds and metadata pairs. Preparing the set again, or
- * another set under the same name, changes it; moving the folder does not. */
+ * name, size, modification time in nanoseconds and metadata pairs, as the file opened then holds
+ * them. Preparing the set again, or another set under the same name, changes it; moving the
+ * folder does not. */
 xd_status io_dataset_identity(const char *path, uint64_t *h, xd_err *e);
+/* The same of a data set already open: the file as it was when mapped, whatever the path holds
+ * now (a set prepared again under the same name while it is open is another file). */
+void io_dataset_identity_of(const io_dataset *ds, uint64_t *h);
 
 /* Prints a human-readable summary (metadata, each section's kind, dtype, shape, size and value
  * range, the first strings of each string table), for `xdistill inspect`. */

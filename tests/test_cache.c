@@ -272,6 +272,12 @@ static void test_key_changes(void **state)
     v = sp;
     v.head = "hid";
     expect_new_key(&v, &m, key, "the head");
+    v = sp;
+    v.augment = "mean=0.5 std=0.5";
+    expect_new_key(&v, &m, key, "the inputs' augment options");
+    v = sp;
+    v.text = "buckets=64";
+    expect_new_key(&v, &m, key, "the inputs' text options");
     /* the head named explicitly is the default head: same key */
     v = sp;
     v.head = "logits";
@@ -882,6 +888,34 @@ static void test_tap_inside_chunks(void **state)
     xd_threads_set(1);
 }
 
+/* The key of a data set the run has open is that of the file it opened (as the examples the
+ * cache is filled with come from it), the same as its path's when nothing changed, and still the
+ * same when the set is prepared again under its name meanwhile; the path's own is then new. */
+static void test_key_of_open_set(void **state)
+{
+    (void)state;
+    char key[17], opened[17];
+    xd_err e;
+    io_dataset *ds;
+    nn_model m;
+    feeder f;
+    kd_cache_spec sp;
+    fixture("keyO", &m, &f, &sp);
+    TU_OK(kd_cache_key(&sp, &m, key, &e));
+    TU_OK(io_dataset_open("d.xds", &ds, &e));
+    kd_cache_spec v = sp;
+    v.dataset = ds;
+    TU_OK(kd_cache_key(&v, &m, opened, &e));
+    assert_string_equal(opened, key);
+    write_dataset("d.xds.new", "keyO prepared again");
+    assert_int_equal(rename("d.xds.new", "d.xds"), 0);
+    expect_new_key(&sp, &m, key, "the set prepared again under its name");
+    TU_OK(kd_cache_key(&v, &m, opened, &e));
+    assert_string_equal(opened, key);
+    io_dataset_close(ds);
+    nn_model_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -891,6 +925,7 @@ int main(void)
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_cache_dir),
         cmocka_unit_test(test_build_is_announced), cmocka_unit_test(test_conv_teacher_exact),
         cmocka_unit_test(test_bf16_teacher),     cmocka_unit_test(test_tap_inside_chunks),
+        cmocka_unit_test(test_key_of_open_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
