@@ -152,7 +152,7 @@ static void pack_pairs(int t, int R, int rowwise, const float *src, int ld, int 
          * L1 after the first panel. (A panel at a time would read a short piece of every row in
          * turn; a pair at a time across all the panels wrote a line to each panel in turn, 8 KB
          * apart for a linear layer's input of 128 x 784, at half the speed.) */
-        const size_t group = PAIR_ROWS_BYTES / (2 * sizeof(float) * (size_t)mc);
+        const size_t group = PAIR_ROWS_BYTES / (2 * sizeof(float) * (size_t)(mc > 0 ? mc : 1));
         const int G = group < 1 ? 1 : group > (size_t)nq ? nq : (int)group;
         for (int g0 = 0; g0 < nq; g0 += G)
             for (int ib = 0; ib < mc; ib += R)
