@@ -103,6 +103,31 @@ static xd_status resolve(const kd_cache_spec *sp, const nn_model *m, resolved *r
     return XD_OK;
 }
 
+static int cmp_words(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* h mixed with the words of an options string (augment's, text's: key=value words apart by
+ * blanks or ';', in any order), sorted: the same options give the same hash however written */
+static uint64_t hash_options(uint64_t h, char tag, const char *opts)
+{
+    char *copy = xd_xstrdup(opts ? opts : "");
+    size_t n = 0, cap = 8;
+    char **words = xd_xmalloc(sizeof *words * cap);
+    for (char *save = NULL, *w = strtok_r(copy, " \t\r\n;", &save); w;
+         w = strtok_r(NULL, " \t\r\n;", &save)) {
+        if (n == cap) words = xd_xrealloc(words, sizeof *words * (cap *= 2));
+        words[n++] = w;
+    }
+    qsort(words, n, sizeof *words, cmp_words);
+    h = xd_fnv_u64(h, tag, n);
+    for (size_t i = 0; i < n; i++) h = xd_fnv_str(h, tag, words[i]);
+    free(words);
+    free(copy);
+    return h;
+}
+
 xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char key[17], xd_err *e)
 {
     resolved r;
@@ -124,14 +149,15 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_str(h, 'h', teacher->nodes[r.head].name);
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
-    /* what the inputs are made with: a teacher whose checkpoint does not say takes the recipe's */
-    h = xd_fnv_str(h, 'g', spec->augment ? spec->augment : "");
-    h = xd_fnv_str(h, 'x', spec->text ? spec->text : "");
+    /* what the inputs are made with (a teacher whose checkpoint does not say takes the recipe's),
+     * as its options, whatever their order and separators */
+    h = hash_options(h, 'g', spec->augment);
+    h = hash_options(h, 'x', spec->text);
     /* a tap, or a head the model does not mark, inside a run of per-image layers held only the
      * engine's last chunk of images before it kept them whole: such sets are built again */
     if (r.tap >= 0 || !teacher->nodes[r.head].head) h = xd_fnv_str(h, 'r', "kept whole");
-    /* outputs from bf16 products are other numbers: their own key (float32's keys unchanged),
-     * and each bf16 kernel sums in its own order: the one that runs is part of it */
+    /* outputs from bf16 products are other numbers: their own key, and each bf16 kernel sums in
+     * its own order: the one that runs is part of it */
     if (teacher->eval_precision != NN_PREC_FLOAT32) {
         h = xd_fnv_str(h, 'P', nn_precision_names[teacher->eval_precision]);
         h = xd_fnv_str(h, 'k', nn_bisa_name(nn_bgemm_isa()));

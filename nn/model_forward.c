@@ -468,8 +468,9 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     m->input = input;
     m->last_eval = 1;
     /* Left unwritten (nn_node.stale), for nn_model_out to make if asked (none a head, nor the
-     * default head): a flatten is passed on, not copied (its readers take its input's output, nn_node_input, which
-     * infer_rows then keeps in the images' own rows); a ReLU fused with its pool (its pool reads
+     * default head): a flatten is passed on, not copied (its readers take its input's output,
+     * nn_node_input, which infer_rows then keeps in the images' own rows); a ReLU fused with its
+     * pool (its pool reads
      * its input) but one that is a head or reads the model's input (written then); a
      * convolution of bf16 that pools its windows as it makes them (nn/conv_bfirst.h,
      * nn/conv_wino.h; not a head, not asked for) and reads the model's input, whose rows stay

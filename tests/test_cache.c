@@ -275,6 +275,16 @@ static void test_key_changes(void **state)
     v = sp;
     v.augment = "mean=0.5 std=0.5";
     expect_new_key(&v, &m, key, "the inputs' augment options");
+    { /* the same options in another order and with other separators: the same key */
+        char k3[17], k4[17];
+        xd_err oe;
+        TU_OK(kd_cache_key(&v, &m, k3, &oe));
+        v.augment = " std=0.5;mean=0.5\t";
+        TU_OK(kd_cache_key(&v, &m, k4, &oe));
+        assert_string_equal(k3, k4);
+        v.augment = "mean=0.5 std=0.25";
+        expect_new_key(&v, &m, k3, "another value of an option");
+    }
     v = sp;
     v.text = "buckets=64";
     expect_new_key(&v, &m, key, "the inputs' text options");

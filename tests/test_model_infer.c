@@ -154,13 +154,10 @@ static void test_infer_folds_batchnorm(void **state)
 /* nn_model_infer_reading: a node read after inference (a decoder's tap, a feature inside a run
  * of per-image layers taken an image at a time) comes whole, as the eval forward gives it, and
  * so does the default head, in a model with no node marked a head, when only the tap is asked
- * for (marking it a head would have made it the default); the marks are as they were. */
-static void test_infer_reading(void **state)
+ * for (marking it a head would have made it the default), and in one whose last node is marked;
+ * the marks are as they were. */
+static void infer_reading(const char *desc)
 {
-    (void)state;
-    static const char *desc = "input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r; "
-                              "conv2d out=8 k=3 pad=1 name=c; gap name=feat; "
-                              "conv2d out=5 k=1 from=c";
     enum { B = 4 };
     const int threads = xd_threads_get();
     xd_err e;
@@ -174,6 +171,7 @@ static void test_infer_reading(void **state)
     const int c = nn_model_find(&ref, "c"), feat = nn_model_find(&ref, "feat");
     const int dflt = nn_model_default_head(&ref);
     assert_int_equal(dflt, ref.n_nodes - 1);
+    const int marked = inf.nodes[dflt].head;
     nn_model_forward_some(&ref, x, B, NULL, NULL);
     const int asks[][2] = {{c, c}, {feat, c}, {dflt, c}};
     for (int th = 1; th <= 2; th++)
@@ -182,7 +180,8 @@ static void test_infer_reading(void **state)
             for (int i = 0; i < inf.n_nodes; i++) /* nothing left from an earlier call */
                 memset(inf.nodes[i].out, 0, sizeof(float) * B * inf.nodes[i].act_n);
             nn_model_infer_reading(&inf, x, B, NULL, asks[k], k == 0 ? 1 : 2);
-            for (int i = 0; i < inf.n_nodes; i++) assert_false(inf.nodes[i].head);
+            for (int i = 0; i < inf.n_nodes; i++)
+                assert_int_equal(inf.nodes[i].head, i == dflt ? marked : 0);
             const int want[] = {asks[k][0], asks[k][1], dflt};
             for (int w = 0; w < 3; w++)
                 if (memcmp(nn_model_out(&ref, want[w]), nn_model_out(&inf, want[w]),
@@ -194,6 +193,15 @@ static void test_infer_reading(void **state)
     nn_model_free(&ref);
     nn_model_free(&inf);
     xd_threads_set(threads);
+}
+
+static void test_infer_reading(void **state)
+{
+    (void)state;
+    infer_reading("input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r; "
+                  "conv2d out=8 k=3 pad=1 name=c; gap name=feat; conv2d out=5 k=1 from=c");
+    infer_reading("input h=64 w=64 c=1; conv2d out=16 k=3 pad=1; relu name=r; "
+                  "conv2d out=8 k=3 pad=1 name=c; gap name=feat; conv2d out=5 k=1 from=c head");
 }
 
 int main(void)
