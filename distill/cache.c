@@ -150,12 +150,11 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
     h = xd_fnv_u64(h, 'K', (uint64_t)r.k);
     h = xd_fnv_str(h, 'a', r.tap >= 0 ? teacher->nodes[r.tap].name : "");
     /* what the inputs are made with (a teacher whose checkpoint does not say takes the recipe's),
-     * as its options, whatever their order and separators */
+     * as its options, whatever their order and separators; every key from before these fields
+     * is new, so a set built while the engine kept a tap inside a run of per-image layers for
+     * only its last chunk of images is not read again */
     h = hash_options(h, 'g', spec->augment);
     h = hash_options(h, 'x', spec->text);
-    /* a tap, or a head the model does not mark, inside a run of per-image layers held only the
-     * engine's last chunk of images before it kept them whole: such sets are built again */
-    if (r.tap >= 0 || !teacher->nodes[r.head].head) h = xd_fnv_str(h, 'r', "kept whole");
     /* outputs from bf16 products are other numbers: their own key, and each bf16 kernel sums in
      * its own order: the one that runs is part of it */
     if (teacher->eval_precision != NN_PREC_FLOAT32) {

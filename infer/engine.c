@@ -415,14 +415,15 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
         if (s != XD_OK) return s;
         input = x->input;
     }
-    /* what is read after: the exit's output, and the rationale decoder's tap */
-    const int reads[2] = {x->head, x->dec ? x->dec_node : x->head};
+    /* read after it: the exit's output (a head, or the default one: written whole) and the
+     * rationale decoder's tap */
+    const int tap = x->dec ? x->dec_node : -1, taps = tap >= 0;
     if (b->pixels && x->pixels_in) { /* the first layer's codes straight from the pixels */
         nn_qengine_pixels_in(&x->m, 1);
-        nn_model_infer_reading(&x->m, b->pixels, count, x->need, reads, 2);
+        nn_model_infer_reading(&x->m, b->pixels, count, x->need, &tap, taps);
         nn_qengine_pixels_in(&x->m, 0);
     } else {
-        nn_model_infer_reading(&x->m, input, count, x->need, reads, 2);
+        nn_model_infer_reading(&x->m, input, count, x->need, &tap, taps);
     }
     nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
     if (x->dec)

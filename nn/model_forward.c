@@ -470,11 +470,10 @@ void nn_model_infer(nn_model *m, const void *input, int B, const uint8_t *need)
     /* Left unwritten (nn_node.stale), for nn_model_out to make if asked (none a head, nor the
      * default head): a flatten is passed on, not copied (its readers take its input's output,
      * nn_node_input, which infer_rows then keeps in the images' own rows); a ReLU fused with its
-     * pool (its pool reads
-     * its input) but one that is a head or reads the model's input (written then); a
+     * pool (the pool reads its input) but one that reads the model's input (written then); a
      * convolution of bf16 that pools its windows as it makes them (nn/conv_bfirst.h,
-     * nn/conv_wino.h; not a head, not asked for) and reads the model's input, whose rows stay
-     * whole for nn_model_refresh (another layer's, inside a run, may hold only a chunk's). */
+     * nn/conv_wino.h; not asked for) and reads the model's input, whose rows stay whole for
+     * nn_model_refresh (another layer's, inside a run, may hold only a chunk's). */
     const int dflt = nn_model_default_head(m); /* what callers read when no node is a head */
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];

@@ -7,6 +7,7 @@
  * that a training forward keeps float32; and a model's inference, its evaluation forward and
  * what it leaves unwritten (made when asked for). */
 #include "tests/support/testutil.h"
+#include "tests/support/convfix.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -30,45 +31,9 @@ static int use_avx512bf16(void)
     return 0;
 }
 
-typedef struct {
-    nn_conv_shape s;
-    float *inp, *w, *b;
-    size_t n_out;
-} fcase;
-
-static fcase fcase_make(int B, int H, int W, int OC, int pad, int bias, uint64_t seed)
-{
-    fcase k = {.s = {.B = B, .H = H, .W = W, .C = 1, .OC = OC, .KH = 3, .KW = 3, .stride = 1,
-                     .pad = pad, .bias = bias, .winograd = 1}};
-    assert_int_equal(nn_conv_shape_init(&k.s), 0);
-    const size_t n_in = (size_t)B * H * W;
-    k.n_out = (size_t)B * k.s.OH * k.s.OW * OC;
-    k.inp = xd_xmalloc(sizeof(float) * n_in);
-    k.w = xd_xmalloc(sizeof(float) * (size_t)OC * 9);
-    k.b = bias ? xd_xmalloc(sizeof(float) * OC) : NULL;
-    tu_fill_uniform(k.inp, n_in, -1.0f, 1.0f, seed);
-    tu_fill_uniform(k.w, (size_t)OC * 9, -0.5f, 0.5f, seed + 1);
-    if (bias) tu_fill_uniform(k.b, OC, -0.5f, 0.5f, seed + 2);
-    return k;
-}
-
-static void fcase_free(fcase *k)
-{
-    free(k->inp);
-    free(k->w);
-    free(k->b);
-}
-
-static float in_at(const fcase *k, int b, int y, int x)
-{
-    const nn_conv_shape *s = &k->s;
-    if (y < 0 || y >= s->H || x < 0 || x >= s->W) return 0.0f;
-    return k->inp[((size_t)b * s->H + y) * s->W + x];
-}
-
 /* nn_conv2d_forward of k as an evaluation forward in bf16 (cols and wext its own), wpb packed
  * once or NULL */
-static void forward(const fcase *k, const uint32_t *wpb, float *out)
+static void forward(const conv3_case *k, const uint32_t *wpb, float *out)
 {
     const size_t nc = nn_conv_cols_size(&k->s), nw = nn_conv_wext_size(&k->s);
     float *cols = xd_xmalloc(sizeof(float) * (nc ? nc : 1)),
@@ -95,7 +60,7 @@ static void test_forward_against_ref(void **state)
     if (!use_avx512bf16()) skip();
     for (int si = 0; si < N_SHAPES; si++) {
         const int *q = shapes[si];
-        fcase k = fcase_make(q[0], q[1], q[2], q[3], q[4], q[5], 60 + (uint64_t)si);
+        conv3_case k = conv3_case_make(q[0], q[1], q[2], 1, q[3], q[4], q[5], 60 + (uint64_t)si);
         const nn_conv_shape *s = &k.s;
         float *out = xd_xmalloc(sizeof(float) * k.n_out);
         forward(&k, NULL, out);
@@ -110,7 +75,7 @@ static void test_forward_against_ref(void **state)
                             for (int kx = 0; kx < 3; kx++) {
                                 const double t =
                                     bf(k.w[(size_t)n * 9 + ky * 3 + kx]) *
-                                    bf(in_at(&k, b, oy - s->pad + ky, ox - s->pad + kx));
+                                    bf(conv3_in_at(&k, b, oy - s->pad + ky, ox - s->pad + kx, 0));
                                 ref += t;
                                 mag += fabs(t);
                             }
@@ -143,7 +108,7 @@ static void test_forward_against_ref(void **state)
         free(again);
         free(wpb);
         free(out);
-        fcase_free(&k);
+        conv3_case_free(&k);
     }
     nn_bgemm_use(NN_BISA_COUNT);
 }
@@ -160,7 +125,8 @@ static void test_pooled_as_made(void **state)
     for (int si = 0; si < N_SHAPES; si++)
         for (int t = 1; t <= 2; t++) {
             const int *q = shapes[si];
-            fcase k = fcase_make(q[0], q[1], q[2], q[3], q[4], q[5], 70 + (uint64_t)si);
+            conv3_case k =
+                conv3_case_make(q[0], q[1], q[2], 1, q[3], q[4], q[5], 70 + (uint64_t)si);
             const nn_conv_shape *s = &k.s;
             if (si == 1) k.inp[5 * s->W + 4] = NAN;
             nn_pool_shape ps = {.B = s->B, .H = s->OH, .W = s->OW, .C = s->OC, .k = 2,
@@ -205,7 +171,7 @@ static void test_pooled_as_made(void **state)
             free(got);
             free(want);
             free(out);
-            fcase_free(&k);
+            conv3_case_free(&k);
         }
     xd_threads_set(threads);
     nn_bgemm_use(NN_BISA_COUNT);

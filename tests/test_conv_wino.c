@@ -10,6 +10,7 @@
  * against the per-channel transforms, bit for bit. What it takes, and that only evaluation
  * forwards of a model run it (a training forward on a model packed for inference too). */
 #include "tests/support/testutil.h"
+#include "tests/support/convfix.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -80,46 +81,10 @@ static void test_transforms(void **state)
     }
 }
 
-typedef struct {
-    nn_conv_shape s;
-    float *inp, *w, *b;
-    size_t n_out;
-} wcase;
-
-static wcase wcase_make(int B, int H, int W, int C, int OC, int pad, int bias, uint64_t seed)
-{
-    wcase k = {.s = {.B = B, .H = H, .W = W, .C = C, .OC = OC, .KH = 3, .KW = 3, .stride = 1,
-                     .pad = pad, .bias = bias, .winograd = 1}};
-    assert_int_equal(nn_conv_shape_init(&k.s), 0);
-    const size_t n_in = (size_t)B * H * W * C, n_w = (size_t)OC * 9 * C;
-    k.n_out = (size_t)B * k.s.OH * k.s.OW * OC;
-    k.inp = xd_xmalloc(sizeof(float) * n_in);
-    k.w = xd_xmalloc(sizeof(float) * n_w);
-    k.b = bias ? xd_xmalloc(sizeof(float) * OC) : NULL;
-    tu_fill_uniform(k.inp, n_in, -1.0f, 1.0f, seed);
-    tu_fill_uniform(k.w, n_w, -0.5f, 0.5f, seed + 1);
-    if (bias) tu_fill_uniform(k.b, OC, -0.5f, 0.5f, seed + 2);
-    return k;
-}
-
-static void wcase_free(wcase *k)
-{
-    free(k->inp);
-    free(k->w);
-    free(k->b);
-}
-
-static float in_at(const wcase *k, int b, int y, int x, int c)
-{
-    const nn_conv_shape *s = &k->s;
-    if (y < 0 || y >= s->H || x < 0 || x >= s->W) return 0.0f;
-    return k->inp[(((size_t)b * s->H + y) * s->W + x) * s->C + c];
-}
-
 /* Output (b, oy, ox, n) of Winograd's algorithm as the kernel defines it, in double over the
  * bf16-rounded transformed operands (ref), with the float32 summation bound of its sums (sum),
  * and the direct convolution in double (direct) with the bound of the operands' rounding (err). */
-static void reference(const wcase *k, int b, int oy, int ox, int n, double *ref, double *sum,
+static void reference(const conv3_case *k, int b, int oy, int ox, int n, double *ref, double *sum,
                       double *direct, double *err)
 {
     const nn_conv_shape *s = &k->s;
@@ -129,7 +94,7 @@ static void reference(const wcase *k, int b, int oy, int ox, int n, double *ref,
         float d[16], g[9], v[16], u[16];
         for (int i = 0; i < 4; i++)
             for (int j = 0; j < 4; j++)
-                d[4 * i + j] = in_at(k, b, 2 * ty - s->pad + i, 2 * tx - s->pad + j, c);
+                d[4 * i + j] = conv3_in_at(k, b, 2 * ty - s->pad + i, 2 * tx - s->pad + j, c);
         for (int t = 0; t < 9; t++) g[t] = k->w[((size_t)n * 9 + t) * s->C + c];
         nn_bwino_input_transform(v, d);
         nn_bwino_weight_transform(u, g);
@@ -151,7 +116,7 @@ static void reference(const wcase *k, int b, int oy, int ox, int n, double *ref,
         for (int ky = 0; ky < 3; ky++)
             for (int kx = 0; kx < 3; kx++) {
                 const double t = (double)k->w[((size_t)n * 9 + ky * 3 + kx) * s->C + c] *
-                                 in_at(k, b, oy - s->pad + ky, ox - s->pad + kx, c);
+                                 conv3_in_at(k, b, oy - s->pad + ky, ox - s->pad + kx, c);
                 dsum += t;
                 eabs += fabs(t);
             }
@@ -195,7 +160,7 @@ static void test_forward_against_ref(void **state)
     for (int ki = 0; next_kernel(&ki, &kernel);)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
             const int *q = shapes[si];
-            wcase k = wcase_make(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 40 + si);
+            conv3_case k = conv3_case_make(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 40 + si);
             const nn_conv_shape *s = &k.s;
             float *out = xd_xmalloc(sizeof(float) * k.n_out);
             uint32_t *wpk = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bwino_packed_size(s));
@@ -230,7 +195,7 @@ static void test_forward_against_ref(void **state)
             free(seen);
             free(wpk);
             free(out);
-            wcase_free(&k);
+            conv3_case_free(&k);
         }
     nn_mm_precision_set(prec);
 }
@@ -242,7 +207,7 @@ static void test_bits_at_one_two_and_three_threads(void **state)
     const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
     const char *kernel;
     for (int ki = 0; next_kernel(&ki, &kernel);) {
-        wcase k = wcase_make(7, 10, 10, 32, 32, 1, 1, 77);
+        conv3_case k = conv3_case_make(7, 10, 10, 32, 32, 1, 1, 77);
         float *one = xd_xmalloc(sizeof(float) * k.n_out);
         float *more = xd_xmalloc(sizeof(float) * k.n_out);
         xd_threads_set(1);
@@ -256,7 +221,7 @@ static void test_bits_at_one_two_and_three_threads(void **state)
         xd_threads_set(threads);
         free(one);
         free(more);
-        wcase_free(&k);
+        conv3_case_free(&k);
     }
     nn_mm_precision_set(prec);
 }
@@ -341,7 +306,7 @@ static void test_pooled_tile_by_tile(void **state)
     const char *kernel;
     for (int ki = 0; next_kernel(&ki, &kernel);)
         for (int oc = 16; oc <= 40; oc += 24) { /* whole vectors; a tail of 8 */
-            wcase k = wcase_make(3, 8, 6, 32, oc, 1, 1, 90 + (uint64_t)oc);
+            conv3_case k = conv3_case_make(3, 8, 6, 32, oc, 1, 1, 90 + (uint64_t)oc);
             k.inp[5 * 32 + 3] = NAN; /* a window of image 0 all NaN through the transforms */
             for (int c = 0; c < k.s.OC; c++) k.b[c] = c % 3 == 0 ? -8.0f : k.b[c]; /* negative */
             nn_pool_shape ps = {.B = 3, .H = k.s.OH, .W = k.s.OW, .C = oc, .k = 2, .stride = 2};
@@ -387,7 +352,7 @@ static void test_pooled_tile_by_tile(void **state)
             free(plain);
             free(pooled);
             free(want);
-            wcase_free(&k);
+            conv3_case_free(&k);
         }
     nn_mm_precision_set(prec);
 }
