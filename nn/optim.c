@@ -590,24 +590,21 @@ typedef struct {
 } step_over;
 
 /* g = grad + wd*p; buf = mu*buf + g (buf = g at first); g = nesterov ? g + mu*buf : buf;
- * p -= lr*g. The loop is shared among the threads of the region it runs in (all of it on a
- * thread outside any). */
-static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, sgd_args a,
-                        step_over ov)
+ * p -= lr*g, for the n values at p, g, m (a block of a segment) */
+static void sgd_block(float *p, const float *g, float *m, size_t n, float wd, sgd_args a,
+                      step_over ov)
 {
     int og = 0, op = 0;
     const float most = ov.most;
     /* on the first step the buffer starts as the gradient itself, as in torch */
     float mu_buf = a.first ? 0.0f : a.mu;
     if (!m) {
-#pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
             og |= over(g[i], most);
             p[i] -= a.lr * (g[i] + wd * p[i]);
             op |= over(p[i], most);
         }
     } else if (a.nesterov) {
-#pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
             og |= over(g[i], most);
             float d = g[i] + wd * p[i];
@@ -617,7 +614,6 @@ static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, 
             op |= over(p[i], most);
         }
     } else {
-#pragma omp for schedule(static) nowait
         for (size_t i = 0; i < n; i++) {
             og |= over(g[i], most);
             float d = g[i] + wd * p[i];
@@ -631,11 +627,10 @@ static void sgd_segment(float *p, const float *g, float *m, size_t n, float wd, 
     *ov.params |= op;
 }
 
-/* A frozen segment: not updated, but its values are looked at as an updated one's */
-static void frozen_segment(const float *p, const float *g, size_t n, step_over ov)
+/* A block of a frozen segment: not updated, but its values are looked at as an updated one's */
+static void frozen_block(const float *p, const float *g, size_t n, step_over ov)
 {
     int og = 0, op = 0;
-#pragma omp for schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         og |= over(g[i], ov.most);
         op |= over(p[i], ov.most);
@@ -652,13 +647,12 @@ typedef struct {
 } adamw_args;
 
 /* p *= keep (= 1 - lr*wd); m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
- * p -= step_size * m / (sqrt(v)/bc2_sqrt + eps) */
-static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n, float keep,
-                          adamw_args a, step_over ov)
+ * p -= step_size * m / (sqrt(v)/bc2_sqrt + eps), for the n values at p, g, m, v */
+static void adamw_block(float *p, const float *g, float *m, float *v, size_t n, float keep,
+                        adamw_args a, step_over ov)
 {
     int og = 0, op = 0;
     const float most = ov.most;
-#pragma omp for schedule(static) nowait
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         og |= over(gi, most);
@@ -675,7 +669,13 @@ static void adamw_segment(float *p, const float *g, float *m, float *v, size_t n
     *ov.params |= op;
 }
 
-/* One optimizer step: its segments and the arguments of its kind's update */
+/* One optimizer step: its segments and the arguments of its kind's update. Its values are
+ * updated in blocks, handed out in runs (xd_runs_take): run t holds thread t's share of every
+ * segment (the values [n t / T, n (t + 1) / T) of a segment of n: the rows of a linear layer's
+ * weight gradient that thread t wrote, nn_mm_param_rows), in per_seg[s] blocks a segment; a
+ * thread done with its run takes blocks of a slower thread's that it has not begun. The
+ * update of a value does not depend on the others, so the bits are the same whoever does a
+ * block. */
 typedef struct {
     const nn_optimizer *o;
     float *params;
@@ -686,26 +686,57 @@ typedef struct {
     sgd_args sgd;
     adamw_args adamw;
     float keep_decay;
+    int T;              /* the runs */
+    const int *per_seg; /* blocks of each segment in a run */
+    int per_run;        /* their sum */
+    xd_runs *runs;
 } step_job;
 
-/* The step's segments on the calling thread, or shared with its team's threads (each segment's
- * loop is a work-sharing one); grads_over, params_over: step_over's, for this thread. */
-static void step_segments(const step_job *j, int *grads_over, int *params_over)
+enum { STEP_BLOCK = 4096 }; /* values of a block, at most: 16 KB of each array */
+
+/* Block b of run t: segment *s, its values [*lo, *hi) */
+static void step_block_range(const step_job *j, int t, int b, int *s, size_t *lo, size_t *hi)
+{
+    int k = 0;
+    while (b >= j->per_seg[k]) b -= j->per_seg[k++];
+    const size_t n = j->segs[k].count, T = (size_t)j->T, nb = (size_t)j->per_seg[k];
+    const size_t r0 = n * (size_t)t / T, r1 = n * (size_t)(t + 1) / T;
+    *s = k;
+    *lo = r0 + (r1 - r0) * (size_t)b / nb;
+    *hi = r0 + (r1 - r0) * ((size_t)b + 1) / nb;
+}
+
+static void step_block(const step_job *j, int s, size_t lo, size_t n, step_over ov)
 {
     const nn_optimizer *o = j->o;
+    const size_t off = j->segs[s].offset + lo;
+    if (n == 0) return;
+    if (j->segs[s].frozen) {
+        frozen_block(j->params + off, j->grads + off, n, ov);
+    } else if (o->cfg.kind == NN_OPT_SGD) {
+        float *m = o->cfg.momentum > 0 ? o->m + off : NULL;
+        sgd_block(j->params + off, j->grads + off, m, n,
+                  j->segs[s].decay ? o->cfg.weight_decay : 0.0f, j->sgd, ov);
+    } else {
+        adamw_block(j->params + off, j->grads + off, o->m + off, o->v + off, n,
+                    j->segs[s].decay ? j->keep_decay : 1.0f, j->adamw, ov);
+    }
+}
+
+/* The calling thread's blocks (all of them on a thread outside any region); grads_over,
+ * params_over: step_over's, for this thread. */
+static void step_blocks(const step_job *j, int *grads_over, int *params_over)
+{
     const step_over ov = {j->most, grads_over, params_over};
-    for (int s = 0; s < j->n_segs; s++) {
-        const size_t off = j->segs[s].offset, n = j->segs[s].count;
-        if (j->segs[s].frozen) {
-            frozen_segment(j->params + off, j->grads + off, n, ov);
-        } else if (o->cfg.kind == NN_OPT_SGD) {
-            float *m = o->cfg.momentum > 0 ? o->m + off : NULL;
-            sgd_segment(j->params + off, j->grads + off, m, n,
-                        j->segs[s].decay ? o->cfg.weight_decay : 0.0f, j->sgd, ov);
-        } else {
-            adamw_segment(j->params + off, j->grads + off, o->m + off, o->v + off, n,
-                          j->segs[s].decay ? j->keep_decay : 1.0f, j->adamw, ov);
-        }
+    if (!j->runs) {
+        for (int s = 0; s < j->n_segs; s++) step_block(j, s, 0, j->segs[s].count, ov);
+        return;
+    }
+    for (int k = 0, i, t = xd_thread_num(); (i = xd_runs_take(j->runs, t, &k)) >= 0;) {
+        int s;
+        size_t lo, hi;
+        step_block_range(j, i / j->per_run, i % j->per_run, &s, &lo, &hi);
+        step_block(j, s, lo, hi - lo, ov);
     }
 }
 
@@ -744,14 +775,28 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         };
         j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
-    /* The segments' loops are work-shared: on one thread outside any region they run without
-     * one (see xd_threads_split); inside another's team they need a team of their own. */
-    const int par = xd_threads_split(o->n >= PAR_MIN);
-    if (!par && !xd_threads_in_team()) {
-        step_segments(&j, &grads_over, &params_over);
+    /* On one thread, or inside another's team, the blocks run on the calling thread in order
+     * (see xd_threads_split) */
+    if (xd_threads_split(o->n >= PAR_MIN)) {
+        j.T = xd_threads_get();
+        int room[16];
+        int *per = n_segs <= 16 ? room : xd_xmalloc(sizeof(int) * (size_t)n_segs);
+        j.per_seg = per;
+        for (int s = 0; s < n_segs; s++) {
+            const size_t share = (segs[s].count + (size_t)j.T - 1) / (size_t)j.T;
+            per[s] = (int)((share + STEP_BLOCK - 1) / STEP_BLOCK);
+            if (per[s] < 1) per[s] = 1;
+            j.per_run += per[s];
+        }
+        xd_runs runs;
+        xd_runs_init(&runs, j.T, j.T * j.per_run);
+        j.runs = &runs;
+#pragma omp parallel num_threads(j.T) reduction(| : grads_over, params_over)
+        step_blocks(&j, &grads_over, &params_over);
+        xd_runs_free(&runs);
+        if (per != room) free(per);
     } else {
-#pragma omp parallel if (par) reduction(| : grads_over, params_over)
-        step_segments(&j, &grads_over, &params_over);
+        step_blocks(&j, &grads_over, &params_over);
     }
     o->grads_over = grads_over;
     o->params_over = params_over;

@@ -561,6 +561,59 @@ static void test_thread_count_independence(void **state)
     test_free(p2);
 }
 
+/* A step's values go to the threads in blocks of each thread's share of every segment, blocks a
+ * thread done early takes over from a slower one: whatever the team (1 to 3 threads) and the
+ * segments (shorter than a team, a frozen one, shares of several blocks with a short last one),
+ * every value is updated once, as one thread updates it. */
+static void test_step_blocks_any_team(void **state)
+{
+    (void)state;
+    const size_t n = 70001; /* over the size where a step uses the threads */
+    const nn_param_seg segs[] = {{0, 1, 1, 0},         {1, 2, 0, 0},          {3, 12295, 1, 0},
+                                 {12298, 700, 1, 1},   {12998, 3, 1, 0},      {13001, 57000, 0, 0}};
+    const int n_segs = (int)(sizeof segs / sizeof segs[0]);
+    float *g = test_malloc(n * sizeof(float)), *p0 = test_malloc(n * sizeof(float));
+    float *p = test_malloc(n * sizeof(float));
+    tu_fill_uniform(g, n, -1.0f, 1.0f, 41);
+    tu_fill_uniform(p0, n, -1.0f, 1.0f, 42);
+#ifdef _OPENMP
+    const int saved = xd_threads_get();
+#endif
+    for (int kind = 0; kind < 2; kind++) {
+        nn_opt_config cfg = nn_opt_defaults(kind ? NN_OPT_ADAMW : NN_OPT_SGD);
+        cfg.momentum = kind ? cfg.momentum : 0.9f;
+        cfg.weight_decay = 0.01f;
+        float *want = test_malloc(n * sizeof(float)), *want_m = test_malloc(n * sizeof(float));
+        for (int threads = 1; threads <= 3; threads++) {
+            set_threads(threads);
+            nn_optimizer o;
+            xd_err e;
+            TU_OK(nn_opt_init(&o, &cfg, n, &e));
+            memcpy(p, p0, n * sizeof(float));
+            for (int t = 0; t < 3; t++) nn_opt_step(&o, p, g, segs, n_segs, 1e-2f);
+            if (threads == 1) {
+                memcpy(want, p, n * sizeof(float));
+                memcpy(want_m, o.m, n * sizeof(float));
+                /* the frozen segment kept its values, the others moved */
+                assert_memory_equal(p + 12298, p0 + 12298, 700 * sizeof(float));
+                assert_true(p[0] != p0[0] && p[13000] != p0[13000] && p[n - 1] != p0[n - 1]);
+            } else {
+                assert_memory_equal(p, want, n * sizeof(float));
+                assert_memory_equal(o.m, want_m, n * sizeof(float));
+            }
+            nn_opt_free(&o);
+        }
+        test_free(want);
+        test_free(want_m);
+    }
+#ifdef _OPENMP
+    xd_threads_set(saved);
+#endif
+    test_free(g);
+    test_free(p0);
+    test_free(p);
+}
+
 /* A step taken by one thread of a running team (as a worker of a parallel job may) updates every
  * parameter, as one taken outside: the segments' work-shared loops get a team of their own there,
  * and are not split among the threads of the caller's team, which never reach them. */
@@ -858,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_norm_finite),
         cmocka_unit_test(test_step_over),
         cmocka_unit_test(test_thread_count_independence),
+        cmocka_unit_test(test_step_blocks_any_team),
         cmocka_unit_test(test_step_inside_a_team),
         cmocka_unit_test(test_schedules),
         cmocka_unit_test(test_kind_names),
