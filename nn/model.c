@@ -490,8 +490,8 @@ void nn_model_clear_grad(nn_model *m) { m->grad_unset = 1; }
 void nn_model_zero_grad(nn_model *m)
 {
     m->grad_unset = 0;
-    /* each segment in the optimizer's shares (one static share a thread, as its loops split
-     * each segment), so a thread clears the lines its own cache holds from the last update */
+    /* each segment in about the optimizer's shares (a static share a thread, as the step's runs
+     * begin: nn/optim.c), so a thread clears the lines its own cache holds from the last update */
     const nn_param_seg all = {0, m->n_param, 1, 0};
     const nn_param_seg *segs = m->n_segs ? m->segs : &all;
     const int n_segs = m->n_segs ? m->n_segs : 1;

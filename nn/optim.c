@@ -12,7 +12,9 @@
 #include "nn/optim.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,11 +279,11 @@ static void adamw_block(float *p, const float *g, float *m, float *v, size_t n, 
 
 /* One optimizer step: its segments and the arguments of its kind's update. Its values are
  * updated in blocks, handed out in runs (xd_runs_take): run t holds thread t's share of every
- * segment (the values [n t / T, n (t + 1) / T) of a segment of n: the rows of a linear layer's
- * weight gradient that thread t wrote, nn_mm_param_rows), in per_seg[s] blocks a segment; a
- * thread done with its run takes blocks of a slower thread's that it has not begun. The
- * update of a value does not depend on the others, so the bits are the same whoever does a
- * block. */
+ * segment (the values [n t / T, n (t + 1) / T) of a segment of n: about the rows of a linear
+ * layer's weight gradient that thread t wrote, nn_mm_param_rows), each share cut into blocks of
+ * equal length (STEP_BLOCK at most), as many for every run; a thread done with its run takes
+ * blocks of a slower thread's that it has not begun. The update of a value does not depend on
+ * the others, so the bits are the same whoever does a block. */
 typedef struct {
     const nn_optimizer *o;
     float *params;
@@ -292,9 +294,9 @@ typedef struct {
     sgd_args sgd;
     adamw_args adamw;
     float keep_decay;
-    int T;              /* the runs */
-    const int *per_seg; /* blocks of each segment in a run */
-    int per_run;        /* their sum */
+    int T;            /* the runs */
+    const int *first; /* a run's blocks of segment s: first[s] .. first[s + 1] - 1 */
+    int per_run;      /* first[n_segs] */
     xd_runs *runs;
 } step_job;
 
@@ -303,13 +305,18 @@ enum { STEP_BLOCK = 4096 }; /* values of a block, at most: 16 KB of each array *
 /* Block b of run t: segment *s, its values [*lo, *hi) */
 static void step_block_range(const step_job *j, int t, int b, int *s, size_t *lo, size_t *hi)
 {
-    int k = 0;
-    while (b >= j->per_seg[k]) b -= j->per_seg[k++];
-    const size_t n = j->segs[k].count, T = (size_t)j->T, nb = (size_t)j->per_seg[k];
-    const size_t r0 = n * (size_t)t / T, r1 = n * (size_t)(t + 1) / T;
+    int k = 0, top = j->n_segs - 1; /* the last segment whose first block is at most b */
+    while (k < top) {
+        const int mid = k + (top - k + 1) / 2;
+        if (j->first[mid] <= b) k = mid;
+        else top = mid - 1;
+    }
+    const uint64_t n = j->segs[k].count, T = (uint64_t)j->T;
+    const uint64_t r0 = n * (uint64_t)t / T, r1 = n * (uint64_t)(t + 1) / T;
+    const uint64_t nb = (uint64_t)(j->first[k + 1] - j->first[k]), i = (uint64_t)(b - j->first[k]);
     *s = k;
-    *lo = r0 + (r1 - r0) * (size_t)b / nb;
-    *hi = r0 + (r1 - r0) * ((size_t)b + 1) / nb;
+    *lo = (size_t)(r0 + (r1 - r0) * i / nb);
+    *hi = (size_t)(r0 + (r1 - r0) * (i + 1) / nb);
 }
 
 static void step_block(const step_job *j, int s, size_t lo, size_t n, step_over ov)
@@ -329,8 +336,8 @@ static void step_block(const step_job *j, int s, size_t lo, size_t n, step_over 
     }
 }
 
-/* The calling thread's blocks (all of them on a thread outside any region); grads_over,
- * params_over: step_over's, for this thread. */
+/* The calling thread's blocks (without runs, on one thread or inside another's team: every
+ * segment whole, in order); grads_over, params_over: step_over's, for this thread. */
 static void step_blocks(const step_job *j, int *grads_over, int *params_over)
 {
     const step_over ov = {j->most, grads_over, params_over};
@@ -385,22 +392,24 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
      * (see xd_threads_split) */
     if (xd_threads_split(o->n >= PAR_MIN)) {
         j.T = xd_threads_get();
-        int room[16];
-        int *per = n_segs <= 16 ? room : xd_xmalloc(sizeof(int) * (size_t)n_segs);
-        j.per_seg = per;
-        for (int s = 0; s < n_segs; s++) {
+        int room[17];
+        int *first = n_segs < 17 ? room : xd_xmalloc(sizeof(int) * ((size_t)n_segs + 1));
+        j.first = first;
+        first[0] = 0;
+        for (int s = 0; s < n_segs; s++) { /* at least one block, maybe empty, a segment */
             const size_t share = (segs[s].count + (size_t)j.T - 1) / (size_t)j.T;
-            per[s] = (int)((share + STEP_BLOCK - 1) / STEP_BLOCK);
-            if (per[s] < 1) per[s] = 1;
-            j.per_run += per[s];
+            const size_t nb = share > STEP_BLOCK ? (share + STEP_BLOCK - 1) / STEP_BLOCK : 1;
+            XD_ASSERT(nb <= (size_t)(INT_MAX / j.T - first[s]));
+            first[s + 1] = first[s] + (int)nb;
         }
+        j.per_run = first[n_segs];
         xd_runs runs;
         xd_runs_init(&runs, j.T, j.T * j.per_run);
         j.runs = &runs;
 #pragma omp parallel num_threads(j.T) reduction(| : grads_over, params_over)
         step_blocks(&j, &grads_over, &params_over);
         xd_runs_free(&runs);
-        if (per != room) free(per);
+        if (first != room) free(first);
     } else {
         step_blocks(&j, &grads_over, &params_over);
     }

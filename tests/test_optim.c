@@ -562,50 +562,70 @@ static void test_thread_count_independence(void **state)
 }
 
 /* A step's values go to the threads in blocks of each thread's share of every segment, blocks a
- * thread done early takes over from a slower one: whatever the team (1 to 3 threads) and the
- * segments (shorter than a team, a frozen one, shares of several blocks with a short last one),
- * every value is updated once, as one thread updates it. */
+ * thread done early takes over from a slower one: whatever the team (1 to 3 threads, and 9, past
+ * the runs kept on the stack) and the segments (shorter than a team, empty, a frozen one, shares
+ * of several blocks, more segments than the step keeps on the stack), every value is updated
+ * once, as one thread updates it, both moments too; and a value over the bound is seen whichever
+ * thread updates it. */
 static void test_step_blocks_any_team(void **state)
 {
     (void)state;
-    const size_t n = 70001; /* over the size where a step uses the threads */
-    const nn_param_seg segs[] = {{0, 1, 1, 0},         {1, 2, 0, 0},          {3, 12295, 1, 0},
-                                 {12298, 700, 1, 1},   {12998, 3, 1, 0},      {13001, 57000, 0, 0}};
-    const int n_segs = (int)(sizeof segs / sizeof segs[0]);
+    enum { N_SEGS = 26 };
+    nn_param_seg segs[N_SEGS];
+    static const size_t counts[] = {1, 2, 12295, 700, 0, 3, 57000};
+    size_t n = 0;
+    for (int k = 0; k < N_SEGS; k++) {
+        const size_t c = k < 7 ? counts[k] : (size_t)(k * 37 % 101);
+        segs[k] = (nn_param_seg){n, c, k % 3 != 1, k == 3}; /* segment 3 frozen */
+        n += c;
+    }
     float *g = test_malloc(n * sizeof(float)), *p0 = test_malloc(n * sizeof(float));
     float *p = test_malloc(n * sizeof(float));
     tu_fill_uniform(g, n, -1.0f, 1.0f, 41);
     tu_fill_uniform(p0, n, -1.0f, 1.0f, 42);
+    const size_t frozen = segs[3].offset;
 #ifdef _OPENMP
     const int saved = xd_threads_get();
 #endif
-    for (int kind = 0; kind < 2; kind++) {
-        nn_opt_config cfg = nn_opt_defaults(kind ? NN_OPT_ADAMW : NN_OPT_SGD);
-        cfg.momentum = kind ? cfg.momentum : 0.9f;
-        cfg.weight_decay = 0.01f;
-        float *want = test_malloc(n * sizeof(float)), *want_m = test_malloc(n * sizeof(float));
-        for (int threads = 1; threads <= 3; threads++) {
-            set_threads(threads);
-            nn_optimizer o;
-            xd_err e;
-            TU_OK(nn_opt_init(&o, &cfg, n, &e));
-            memcpy(p, p0, n * sizeof(float));
-            for (int t = 0; t < 3; t++) nn_opt_step(&o, p, g, segs, n_segs, 1e-2f);
-            if (threads == 1) {
-                memcpy(want, p, n * sizeof(float));
-                memcpy(want_m, o.m, n * sizeof(float));
-                /* the frozen segment kept its values, the others moved */
-                assert_memory_equal(p + 12298, p0 + 12298, 700 * sizeof(float));
-                assert_true(p[0] != p0[0] && p[13000] != p0[13000] && p[n - 1] != p0[n - 1]);
-            } else {
-                assert_memory_equal(p, want, n * sizeof(float));
-                assert_memory_equal(o.m, want_m, n * sizeof(float));
+    static const int teams[] = {1, 2, 3, 9};
+    for (int kind = 0; kind < 2; kind++)
+        for (int bad = 0; bad < 2; bad++) { /* bad: a NaN gradient in the middle of a share */
+            nn_opt_config cfg = nn_opt_defaults(kind ? NN_OPT_ADAMW : NN_OPT_SGD);
+            cfg.momentum = kind ? cfg.momentum : 0.9f;
+            cfg.weight_decay = 0.01f;
+            const size_t nan_at = segs[6].offset + 30001;
+            const float g_was = g[nan_at];
+            if (bad) g[nan_at] = NAN;
+            float *want = test_malloc(n * sizeof(float)), *want_m = test_malloc(n * sizeof(float));
+            float *want_v = test_malloc(n * sizeof(float));
+            for (size_t t = 0; t < sizeof teams / sizeof teams[0]; t++) {
+                set_threads(teams[t]);
+                nn_optimizer o;
+                xd_err e;
+                TU_OK(nn_opt_init(&o, &cfg, n, &e));
+                memcpy(p, p0, n * sizeof(float));
+                for (int step = 0; step < 3; step++) nn_opt_step(&o, p, g, segs, N_SEGS, 1e-2f);
+                assert_int_equal(o.grads_over, bad);
+                assert_int_equal(o.params_over, bad);
+                if (t == 0) {
+                    memcpy(want, p, n * sizeof(float));
+                    memcpy(want_m, o.m, n * sizeof(float));
+                    if (kind) memcpy(want_v, o.v, n * sizeof(float));
+                    /* the frozen segment kept its values, the others moved */
+                    assert_memory_equal(p + frozen, p0 + frozen, 700 * sizeof(float));
+                    assert_true(p[0] != p0[0] && p[13000] != p0[13000] && p[n - 1] != p0[n - 1]);
+                } else {
+                    assert_memory_equal(p, want, n * sizeof(float));
+                    assert_memory_equal(o.m, want_m, n * sizeof(float));
+                    if (kind) assert_memory_equal(o.v, want_v, n * sizeof(float));
+                }
+                nn_opt_free(&o);
             }
-            nn_opt_free(&o);
+            g[nan_at] = g_was;
+            test_free(want);
+            test_free(want_m);
+            test_free(want_v);
         }
-        test_free(want);
-        test_free(want_m);
-    }
 #ifdef _OPENMP
     xd_threads_set(saved);
 #endif
@@ -615,8 +635,9 @@ static void test_step_blocks_any_team(void **state)
 }
 
 /* A step taken by one thread of a running team (as a worker of a parallel job may) updates every
- * parameter, as one taken outside: the segments' work-shared loops get a team of their own there,
- * and are not split among the threads of the caller's team, which never reach them. */
+ * parameter, as one taken outside: there it runs every segment on the calling thread (or in a
+ * team of its own where regions nest), never waiting for the caller's team, which does not reach
+ * it. */
 static void test_step_inside_a_team(void **state)
 {
     (void)state;
