@@ -336,8 +336,9 @@ static void step_block(const step_job *j, int s, size_t lo, size_t n, step_over 
     }
 }
 
-/* The calling thread's blocks (without runs, on one thread or inside another's team: every
- * segment whole, in order); grads_over, params_over: step_over's, for this thread. */
+/* The calling thread's blocks (without runs, where xd_threads_split keeps the step on the
+ * calling thread: every segment whole, in order); grads_over, params_over: step_over's, for this
+ * thread. */
 static void step_blocks(const step_job *j, int *grads_over, int *params_over)
 {
     const step_over ov = {j->most, grads_over, params_over};
@@ -388,12 +389,13 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
         };
         j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
-    /* On one thread, or inside another's team, the blocks run on the calling thread in order
-     * (see xd_threads_split) */
+    /* On one thread, or inside another's team where regions do not nest, the blocks run on the
+     * calling thread in order (see xd_threads_split). A run's first blocks: on the stack for up
+     * to 64 segments, so that a step of most models allocates nothing. */
     if (xd_threads_split(o->n >= PAR_MIN)) {
         j.T = xd_threads_get();
-        int room[17];
-        int *first = n_segs < 17 ? room : xd_xmalloc(sizeof(int) * ((size_t)n_segs + 1));
+        int room[65];
+        int *first = n_segs < 65 ? room : xd_xmalloc(sizeof(int) * ((size_t)n_segs + 1));
         j.first = first;
         first[0] = 0;
         for (int s = 0; s < n_segs; s++) { /* at least one block, maybe empty, a segment */

@@ -564,13 +564,13 @@ static void test_thread_count_independence(void **state)
 /* A step's values go to the threads in blocks of each thread's share of every segment, blocks a
  * thread done early takes over from a slower one: whatever the team (1 to 3 threads, and 9, past
  * the runs kept on the stack) and the segments (shorter than a team, empty, a frozen one, shares
- * of several blocks, more segments than the step keeps on the stack), every value is updated
+ * of several blocks, more segments than the step keeps on the stack: 64), every value is updated
  * once, as one thread updates it, both moments too; and a value over the bound is seen whichever
  * thread updates it. */
 static void test_step_blocks_any_team(void **state)
 {
     (void)state;
-    enum { N_SEGS = 26 };
+    enum { N_SEGS = 70 };
     nn_param_seg segs[N_SEGS];
     static const size_t counts[] = {1, 2, 12295, 700, 0, 3, 57000};
     size_t n = 0;
