@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/mem.h"
 #include "io/safetensors.h"
@@ -16,6 +17,26 @@ void tu_write_file(const char *path, const void *data, size_t n)
     if (!f) fail_msg("cannot create %s", path);
     if (n && fwrite(data, 1, n, f) != n) fail_msg("cannot write %s", path);
     if (fclose(f) != 0) fail_msg("cannot close %s", path);
+}
+
+void tu_write_text(const char *path, const char *s) { tu_write_file(path, s, strlen(s)); }
+
+int tu_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+void tu_assert_nothing_left(const char *dir, const char *name)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *de;
+    const size_t n = strlen(name);
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, name, n) == 0 && (de->d_name[n] == '\0' || de->d_name[n] == '.'))
+            fail_msg("left behind: %s/%s", dir, de->d_name);
+    closedir(d);
 }
 
 void *tu_read_file(const char *path, size_t *n)

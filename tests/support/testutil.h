@@ -13,6 +13,13 @@
 
 /* Writes bytes to path (in the test's temporary working folder); fails the test on error. */
 void tu_write_file(const char *path, const void *data, size_t n);
+/* Writes the string s (without its terminating zero) to path; fails the test on error. */
+void tu_write_text(const char *path, const char *s);
+/* Whether path names a file or folder. */
+int tu_exists(const char *path);
+/* Fails the test if name, or name followed by a dot and anything (a leftover temporary), stands
+ * in folder dir: what a failed command must not leave behind. */
+void tu_assert_nothing_left(const char *dir, const char *name);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
