@@ -90,6 +90,12 @@ int tu_same_file(const char *a, const char *b)
     return same;
 }
 
+void tu_assert_near(double got, double want, double tol, const char *what)
+{
+    if (!(fabs(got - want) <= tol))
+        fail_msg("%s: got %.9g, want %.9g (tol %.3g)", what, got, want, tol);
+}
+
 void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
                      const char *what)
 {

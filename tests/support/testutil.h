@@ -30,6 +30,8 @@ void tu_rewrite_meta(const char *src, const char *dst, const char *key, const ch
 /* 1 when the two files hold the same bytes. */
 int tu_same_file(const char *a, const char *b);
 
+/* Fails the test unless |got - want| <= tol, naming what. */
+void tu_assert_near(double got, double want, double tol, const char *what);
 /* Asserts |a - b| <= atol + rtol * |b| elementwise, printing the first mismatch. */
 void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
                      const char *what);
