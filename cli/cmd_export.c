@@ -4,6 +4,7 @@
 
 #include "cli/cli.h"
 #include "export/onnx.h"
+#include "io/file.h"
 
 typedef enum { XO_ONNX, XO_EXIT, XO_COUNT } export_opt;
 static const cli_option export_options[] = {[XO_ONNX] = {"--onnx", 1}, [XO_EXIT] = {"--exit", 1}};
@@ -47,6 +48,9 @@ int cmd_export(int argc, char **argv)
     if (!model || !val[XO_ONNX]) return cli_usage_error("export", "give a checkpoint and --onnx OUT.onnx");
     xd_err e;
     xd_err_clear(&e);
-    if (ex_onnx_write(model, val[XO_EXIT], val[XO_ONNX], &e) != XD_OK) return cli_report("export", &e);
+    const char *in[] = {model};
+    if (io_check_output(val[XO_ONNX], in, 1, &e) != XD_OK ||
+        ex_onnx_write(model, val[XO_EXIT], val[XO_ONNX], &e) != XD_OK)
+        return cli_report("export", &e);
     return 0;
 }

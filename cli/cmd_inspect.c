@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/mem.h"
@@ -405,9 +406,12 @@ int cmd_inspect(int argc, char **argv)
         show_folder(path, &e);
         return cli_report("inspect", &e);
     }
-    FILE *f = fopen(path, "rb");
+    int fd;
+    if (io_open_regular(path, &fd, NULL, &e) != XD_OK) return cli_report("inspect", &e);
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         xd_fail(&e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
         return cli_report("inspect", &e);
     }
     unsigned char head[16];

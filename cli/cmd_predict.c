@@ -159,7 +159,9 @@ static xdistill_status write_mask(run *r, int slot, const char *input, const flo
     xdistill_status s = xdistill_mask(r->b, slot, p, img.px, err);
     xd_err e;
     xd_err_clear(&e);
-    if (s == XDISTILL_OK && io_png_write(path, &img, &e) != XD_OK) {
+    const char *in[] = {input};
+    if (s == XDISTILL_OK &&
+        (io_check_output(path, in, 1, &e) != XD_OK || io_png_write(path, &img, &e) != XD_OK)) {
         s = err->code = (xdistill_status)e.code;
         memcpy(err->message, e.msg, sizeof err->message);
     }

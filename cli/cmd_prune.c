@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "distill/checkpoint.h"
+#include "io/file.h"
 #include "nn/prune.h"
 
 typedef enum { PO_OUT, PO_CHANNELS, PO_COUNT } prune_opt;
@@ -53,7 +54,9 @@ int cmd_prune(int argc, char **argv)
     nn_model src, out;
     memset(&out, 0, sizeof out);
     int layers = 0;
-    xd_status s = ckpt_load(model, 1, &src, &e);
+    const char *in[] = {model};
+    xd_status s = io_check_output(val[PO_OUT], in, 1, &e);
+    if (s == XD_OK) s = ckpt_load(model, 1, &src, &e);
     if (s != XD_OK) return cli_report("prune", &e);
     if (src.qengine)
         s = xd_fail(&e, XD_EARG, "%s: an int8 checkpoint; prune its float checkpoint, then quantize",

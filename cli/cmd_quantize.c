@@ -12,6 +12,7 @@
 #include "distill/checkpoint.h"
 #include "distill/feed.h"
 #include "io/dataset.h"
+#include "io/file.h"
 #include "nn/quant.h"
 
 #define CALIB_BATCH 64
@@ -109,7 +110,9 @@ int cmd_quantize(int argc, char **argv)
     nn_model src, q;
     memset(&q, 0, sizeof q);
     size_t n_seen = 0;
-    xd_status s = ckpt_load(model, CALIB_BATCH, &src, &e);
+    const char *in[] = {model, val[QO_CALIB]};
+    xd_status s = io_check_output(val[QO_OUT], in, 2, &e);
+    if (s == XD_OK) s = ckpt_load(model, CALIB_BATCH, &src, &e);
     if (s != XD_OK) return cli_report("quantize", &e);
     const int trained = nn_quant_model_has(&src);
     const char *view = val[QO_VIEW] ? val[QO_VIEW] : src.tokens ? "text.en" : "image";

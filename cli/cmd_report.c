@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "core/mem.h"
@@ -447,6 +448,23 @@ static void evaluate_run(const rp_run *run, rp_details *d)
     free(ckpt);
 }
 
+/* The page may go to a new path or over a page written before, never over another file (a run's
+ * checkpoint, say). */
+static xd_status page_or_new(const char *out, xd_err *e)
+{
+    static const char start[] = "<!DOCTYPE html>";
+    char head[sizeof start - 1];
+    struct stat st;
+    int fd;
+    if (stat(out, &st) != 0) return XD_OK;
+    xd_status s = io_open_regular(out, &fd, NULL, e);
+    if (s != XD_OK) return s;
+    const ssize_t n = read(fd, head, sizeof head);
+    close(fd);
+    if (n == (ssize_t)sizeof head && memcmp(head, start, sizeof head) == 0) return XD_OK;
+    return xd_fail(e, XD_EARG, "%s: exists and is no report page; give --out a new path", out);
+}
+
 int cmd_report(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -475,7 +493,8 @@ int cmd_report(int argc, char **argv)
     rp_set set;
     xd_err e;
     xd_err_clear(&e);
-    xd_status s = rp_set_load(dirs, n_dirs, &set, &e);
+    xd_status s = compare ? XD_OK : page_or_new(out, &e);
+    if (s == XD_OK) s = rp_set_load(dirs, n_dirs, &set, &e);
     if (s == XD_OK && compare) {
         rp_write_compare(stdout, &set);
     } else if (s == XD_OK) {

@@ -467,7 +467,9 @@ int cmd_eval(int argc, char **argv)
     char *aug = NULL, *text = NULL, *trained_label = NULL, **stored = NULL;
     const char **names = NULL;
     int32_t *map = NULL, *y = NULL;
-    xd_status s = ckpt_load(model, 256, &m, &e);
+    const char *in[] = {model, data};
+    xd_status s = io_check_output(pred_path, in, 2, &e);
+    if (s == XD_OK) s = ckpt_load(model, 256, &m, &e);
     if (s != XD_OK) return cli_report("eval", &e);
     m.eval_precision = (nn_precision)prec;
     int head = nn_model_default_head(&m);

@@ -116,6 +116,17 @@ static long mpi_ranks(void)
     return n ? strtol(n, NULL, 10) : 1;
 }
 
+/* 0 once everything printed on standard output has reached it; 1, said on standard error, when
+ * it could not be written (a full disk, a closed pipe): a command's answer lost is a failure. */
+static int stdout_written(const char *cmd)
+{
+    errno = 0;
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "xdistill %s: cannot write to standard output: %s\n", cmd,
+            errno ? strerror(errno) : "write error");
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     xd_runtime_init(argc, argv);
@@ -152,7 +163,7 @@ int main(int argc, char **argv)
         dist_init(&argc, &argv);
         const int rc = commands[i].run(argc - 1, argv + 1);
         dist_finalize();
-        return rc;
+        return rc ? rc : stdout_written(argv[1]);
     }
     fprintf(stderr, "xdistill: unknown command '%s' (see xdistill --help)\n", argv[1]);
     return 2;

@@ -220,6 +220,13 @@ xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e)
 {
     memset(w, 0, sizeof *w);
     w->slot = -1;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return xd_fail(e, XD_EARG,
+                       "%s: exists and is not a regular file (a %s); give a file's path", path,
+                       S_ISDIR(st.st_mode)    ? "folder"
+                       : S_ISFIFO(st.st_mode) ? "pipe"
+                                              : "device or other special file");
     char *dir = io_path_dir(path);
     const char *slash = strrchr(path, '/');
     io_temp_clean_stale(dir, slash ? slash + 1 : path);
@@ -309,16 +316,50 @@ void io_atomic_abort(io_atomic *w)
     atomic_reset(w);
 }
 
+xd_status io_open_regular(const char *path, int *fd, struct stat *st, xd_err *e)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer */
+    *fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (*fd < 0) return xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat own;
+    if (!st) st = &own;
+    const int flags = fcntl(*fd, F_GETFL);
+    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode) || flags < 0 ||
+        fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        close(*fd);
+        *fd = -1;
+        return xd_fail(e, XD_EIO, "%s: not a regular file", path);
+    }
+    return XD_OK;
+}
+
+xd_status io_check_output(const char *out, const char *const *inputs, int n, xd_err *e)
+{
+    struct stat so, si;
+    if (!out || stat(out, &so) != 0) return XD_OK;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && stat(inputs[i], &si) == 0 && si.st_dev == so.st_dev &&
+            si.st_ino == so.st_ino)
+            return xd_fail(e, XD_EARG,
+                           "%s: is also an input of this command (%s); write the output to "
+                           "another path",
+                           out, inputs[i]);
+    return XD_OK;
+}
+
 xd_status io_read_all(const char *path, size_t max_bytes, void **data, size_t *n, xd_err *e)
 {
     *data = NULL;
     *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return xd_fail(e, XD_EIO, "%s: not a regular file", path);
+    xd_status s = io_open_regular(path, &fd, &st, e);
+    if (s != XD_OK) return s;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        s = xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
+        close(fd);
+        return s;
     }
     if ((unsigned long long)st.st_size > max_bytes) {
         fclose(f);
@@ -346,13 +387,10 @@ xd_status io_read_all(const char *path, size_t max_bytes, void **data, size_t *n
 xd_status io_map_open(const char *path, io_map *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return xd_fail(e, XD_EIO, "%s: not a regular file", path);
-    }
+    xd_status s = io_open_regular(path, &fd, &st, e);
+    if (s != XD_OK) return s;
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {

@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "core/status.h"
 
@@ -32,7 +33,9 @@ typedef struct {
     int slot;       /* its place in the temporary-path registry, -1 if none */
 } io_atomic;
 
-/* Creates the temporary file (clearing stale temporary files of dead processes in the folder). */
+/* Creates the temporary file (clearing stale temporary files of dead processes in the folder).
+ * Refuses a path that names something other than a regular file (a folder, device or pipe), which
+ * the rename would replace. */
 xd_status io_atomic_open(io_atomic *w, const char *path, xd_err *e);
 xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e);
 /* Call before the first write: every write(2) of the file then starts at a multiple of `bytes`,
@@ -63,6 +66,16 @@ void io_temp_drop(int slot);
  * process PID no longer exists, and, when base is given, base.tmp.XXXXXX (the names of older
  * builds, without a process id) last modified more than a day ago. Failures are ignored. */
 void io_temp_clean_stale(const char *dir, const char *base);
+
+/* Opens path for reading, only if it is a regular file: a pipe, device or folder is refused at once
+ * ("not a regular file"), without waiting for a writer as opening a FIFO would. *fd is a blocking
+ * descriptor; *st (when not NULL) the file's status. */
+xd_status io_open_regular(const char *path, int *fd, struct stat *st, xd_err *e);
+
+/* Refuses an output path that names the same file as one of the n inputs (NULL entries skipped),
+ * which writing the output would destroy: "OUT: is also an input of this command (IN); write the
+ * output to another path". Paths that do not exist yet pass. */
+xd_status io_check_output(const char *out, const char *const *inputs, int n, xd_err *e);
 
 /* Reads a whole file into a new buffer (NUL-terminated for convenience, not counted in *n).
  * Fails with XD_EFORMAT if the file is larger than max_bytes. Caller frees *data. */

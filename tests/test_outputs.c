@@ -1,0 +1,211 @@
+/* io/file and the commands that write files: an input that is no regular file (a FIFO, which
+ * opening would wait on, a folder) is refused at once; an output that names a folder, a device or
+ * a pipe is refused before anything is written; an output that names one of the command's own
+ * inputs (the same path, another path to it, a hard link) is refused and the input left as it
+ * was: export, quantize, prune, eval --predictions, report --out. A command whose answer cannot
+ * be written to standard output (a full disk) fails. */
+#include "tests/support/testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "io/file.h"
+#include "tests/support/runcli.h"
+#include "tests/support/tinyset.h"
+
+/* Opening a FIFO for reading waits for a writer: a test that hangs is ended by the alarm. */
+enum { NO_HANG_SECONDS = 20 };
+
+static void test_fifo_input_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(mkfifo("pipe", 0600), 0);
+    alarm(NO_HANG_SECONDS);
+    xd_err e;
+    int fd;
+    assert_int_equal(io_open_regular("pipe", &fd, NULL, &e), XD_EIO);
+    tu_assert_err(&e, XD_EIO, "pipe: not a regular file");
+    assert_int_equal(fd, -1);
+    void *data;
+    size_t n;
+    assert_int_equal(io_read_all("pipe", 1024, &data, &n, &e), XD_EIO);
+    tu_assert_err(&e, XD_EIO, "pipe: not a regular file");
+    io_map m;
+    assert_int_equal(io_map_open("pipe", &m, &e), XD_EIO);
+    tu_assert_err(&e, XD_EIO, "pipe: not a regular file");
+    assert_int_equal(mkdir("folder", 0755), 0);
+    assert_int_equal(io_map_open("folder", &m, &e), XD_EIO);
+    tu_assert_err(&e, XD_EIO, "folder: not a regular file");
+    /* the commands read through these: one line, exit 1, no wait */
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "inspect", "pipe", NULL), 1);
+    assert_non_null(strstr(err, "pipe: not a regular file"));
+    free(err);
+    assert_int_equal(tu_run_cli(NULL, &err, "export", "pipe", "--onnx", "o.onnx", NULL), 1);
+    assert_non_null(strstr(err, "pipe: not a regular file"));
+    free(err);
+    alarm(0);
+    assert_false(tu_exists("o.onnx"));
+    /* a regular file opens, blocking as usual */
+    tu_write_text("plain.txt", "abc");
+    struct stat st;
+    TU_OK(io_open_regular("plain.txt", &fd, &st, &e));
+    assert_int_equal(st.st_size, 3);
+    char buf[4] = {0};
+    assert_int_equal(read(fd, buf, 3), 3);
+    assert_string_equal(buf, "abc");
+    close(fd);
+}
+
+static void expect_atomic_refused(const char *path, const char *what)
+{
+    io_atomic w;
+    xd_err e;
+    assert_int_equal(io_atomic_open(&w, path, &e), XD_EARG);
+    char *want = tu_fmt("%s: exists and is not a regular file (a %s)", path, what);
+    tu_assert_err(&e, XD_EARG, want);
+    free(want);
+}
+
+static void test_special_output_refused(void **state)
+{
+    (void)state;
+    assert_int_equal(mkdir("out.d", 0755), 0);
+    expect_atomic_refused("out.d", "folder");
+    assert_int_equal(mkfifo("out.pipe", 0600), 0);
+    expect_atomic_refused("out.pipe", "pipe");
+    expect_atomic_refused("/dev/null", "device or other special file");
+    struct stat st;
+    assert_int_equal(stat("/dev/null", &st), 0);
+    assert_true(S_ISCHR(st.st_mode)); /* still the device */
+    tu_assert_nothing_left(".", "out.d.tmp");
+    tu_assert_nothing_left(".", "out.pipe.tmp");
+    /* a regular file, or a new name, is written as before */
+    tu_write_text("old.txt", "old");
+    const char *paths[] = {"old.txt", "new.txt"};
+    for (int i = 0; i < 2; i++) {
+        io_atomic w;
+        xd_err e;
+        TU_OK(io_atomic_open(&w, paths[i], &e));
+        TU_OK(io_atomic_write(&w, "new", 3, &e));
+        TU_OK(io_atomic_commit(&w, &e));
+        size_t n;
+        char *got = tu_read_file(paths[i], &n);
+        assert_int_equal(n, 3);
+        assert_memory_equal(got, "new", 3);
+        free(got);
+    }
+}
+
+static void test_check_output(void **state)
+{
+    (void)state;
+    tu_write_text("in.bin", "x");
+    tu_write_text("other.bin", "y");
+    assert_int_equal(link("in.bin", "hard.bin"), 0);
+    assert_int_equal(mkdir("sub", 0755), 0);
+    const char *in[] = {NULL, "other.bin", "in.bin"};
+    xd_err e;
+    TU_OK(io_check_output("new.bin", in, 3, &e));  /* not there yet */
+    TU_OK(io_check_output("sub/in.bin", in, 3, &e)); /* another file of that name */
+    TU_OK(io_check_output(NULL, in, 3, &e));
+    const char *same[] = {"in.bin", "./in.bin", "sub/../in.bin", "hard.bin"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(io_check_output(same[i], in, 3, &e), XD_EARG);
+        char *want = tu_fmt("%s: is also an input of this command (in.bin)", same[i]);
+        tu_assert_err(&e, XD_EARG, want);
+        free(want);
+    }
+}
+
+#define RECIPE                                                                                   \
+    "name: o\ndata: {path: toy.xds}\n"                                                           \
+    "model: \"input h=8 w=8 c=1; conv2d name=conv1 out=4 k=3 pad=1; relu; maxpool k=2; "        \
+    "flatten; linear out=4 name=logits head\"\n"                                                 \
+    "train: {epochs: 1, batch: 16, threads: 1, optimizer: {kind: adamw, lr: 0.01}}\n"            \
+    "losses:\n  - kind: ce\n"
+
+/* `xdistill ARGS...` fails with exit 1 and a message holding want, and the file at keep still
+ * holds the bytes it held before. */
+#define EXPECT_REFUSED(keep, want, ...)                                                          \
+    do {                                                                                         \
+        size_t n0, n1;                                                                           \
+        char *before = tu_read_file(keep, &n0), *err;                                            \
+        assert_int_equal(tu_run_cli(NULL, &err, __VA_ARGS__, NULL), 1);                          \
+        if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);                   \
+        free(err);                                                                               \
+        char *after = tu_read_file(keep, &n1);                                                   \
+        assert_int_equal(n0, n1);                                                                \
+        assert_memory_equal(before, after, n0);                                                  \
+        free(before);                                                                            \
+        free(after);                                                                             \
+    } while (0)
+
+static void test_commands_keep_their_inputs(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.texts = 0;
+    tiny_write("toy.xds", &sp);
+    tu_write_text("o.yaml", RECIPE);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "o.yaml", "--quiet", "--out", "run", NULL),
+                     0);
+    const char *ck = "run/best.safetensors";
+    const char *same = "is also an input of this command";
+    EXPECT_REFUSED(ck, same, "export", ck, "--onnx", ck);
+    EXPECT_REFUSED(ck, same, "quantize", ck, "--calib", "toy.xds", "--out",
+                   "run/./best.safetensors");
+    EXPECT_REFUSED("toy.xds", same, "quantize", ck, "--calib", "toy.xds", "--out", "toy.xds");
+    EXPECT_REFUSED(ck, same, "prune", ck, "--channels", "0.5", "--out", ck);
+    EXPECT_REFUSED(ck, same, "eval", "--model", ck, "--data", "toy.xds", "--predictions", ck);
+    EXPECT_REFUSED("toy.xds", same, "eval", "--model", ck, "--data", "toy.xds", "--predictions",
+                   "toy.xds");
+    EXPECT_REFUSED(ck, "exists and is no report page", "report", "run", "--out", ck);
+    /* the same commands write a new path, and report writes over its own page again */
+    assert_int_equal(tu_run_cli(NULL, NULL, "export", ck, "--onnx", "o.onnx", NULL), 0);
+    assert_int_equal(
+        tu_run_cli(NULL, NULL, "prune", ck, "--channels", "0.5", "--out", "p.st", NULL), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(tu_run_cli(NULL, NULL, "report", "run", "--no-eval", "--out", "r.html",
+                                    NULL),
+                         0);
+    assert_true(tu_exists("o.onnx") && tu_exists("p.st") && tu_exists("r.html"));
+}
+
+static void test_stdout_full(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.texts = 0;
+    tiny_write("toy.xds", &sp);
+    /* the same command succeeds where its output can go */
+    char *cmd = tu_fmt("'%s' inspect toy.xds > out.txt 2> err.txt", tu_cli_bin());
+    int rc = system(cmd);
+    free(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 0);
+    cmd = tu_fmt("'%s' inspect toy.xds > /dev/full 2> err.txt", tu_cli_bin());
+    rc = system(cmd);
+    free(cmd);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    size_t n;
+    char *err = tu_read_file("err.txt", &n);
+    if (!strstr(err, "xdistill inspect: cannot write to standard output"))
+        fail_msg("stderr '%s'", err);
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fifo_input_refused),
+        cmocka_unit_test(test_special_output_refused),
+        cmocka_unit_test(test_check_output),
+        cmocka_unit_test(test_commands_keep_their_inputs),
+        cmocka_unit_test(test_stdout_full),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
