@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "core/words.h"
 
 static const char *const kind_names[] = {
     [NN_LINEAR] = "linear",       [NN_CONV2D] = "conv2d",       [NN_MAXPOOL] = "maxpool",
@@ -236,6 +237,9 @@ static xd_status parse_input(nn_model *m, const stmt *s, xd_err *e)
                                    "(e.g. 'input h=28 w=28 c=1' or 'input tokens=64'), not '%s'",
                        xd_excerpt(s->words[0], q));
     for (int i = 1; i < s->n; i++) {
+        if (xd_word_key_repeats((const char *const *)s->words + 1, i - 1, s->words[i]))
+            return xd_fail(e, XD_EARG, "model description: input: '%.*s' given twice",
+                           (int)xd_word_key_len(s->words[i]), s->words[i]);
         char *eq = strchr(s->words[i], '=');
         int v;
         if (!eq || parse_int(eq + 1, &v) || v <= 0 || v > NN_MAX_INPUT)
@@ -277,6 +281,9 @@ static xd_status parse_layer(nn_model *m, int index, const stmt *s, xd_err *e)
     int stride_given = 0, name_given = 0;
     for (int i = 1; i < s->n; i++) {
         char *word = s->words[i];
+        if (xd_word_key_repeats((const char *const *)s->words + 1, i - 1, word))
+            return xd_fail(e, XD_EARG, "model description: layer %d '%s': '%.*s' given twice",
+                           index + 1, kind_names[kind], (int)xd_word_key_len(word), word);
         char *eq = strchr(word, '=');
         if (eq) *eq = '\0';
         const char *val = eq ? eq + 1 : NULL;

@@ -17,6 +17,7 @@
 
 #include "core/mem.h"
 #include "core/runtime.h"
+#include "core/words.h"
 #include "modalities/image/resize.h"
 
 /* ---------------------------------------------------------------------------------------------
@@ -269,24 +270,33 @@ xd_status img_opts_parse(img_opts *o, const char *text, xd_err *e)
 {
     if (!o || !text) return xd_fail(e, XD_EARG, "image options: NULL argument");
     const char *seps = " \t\r\n;";
-    for (const char *p = text + strspn(text, seps); *p; p += strspn(p, seps)) {
+    char *copy = xd_xstrdup(text);
+    const char **words = NULL; /* the words read so far, in copy, for keys given twice */
+    int n_words = 0;
+    xd_status s = XD_OK;
+    for (char *p = copy + strspn(copy, seps); *p && !s; p += strspn(p, seps)) {
         size_t n = strcspn(p, seps);
-        char word[256];
-        if (n >= sizeof word)
-            return xd_fail(e, XD_EARG, "image options: word at offset %zu is longer than %zu bytes",
-                           (size_t)(p - text), sizeof word - 1);
-        memcpy(word, p, n);
-        word[n] = '\0';
-        char *eq = strchr(word, '=');
-        if (!eq || eq == word)
-            return xd_fail(e, XD_EARG, "image options: '%s' at offset %zu is not key=value", word,
-                           (size_t)(p - text));
+        const size_t at = (size_t)(p - copy);
+        char *eq = memchr(p, '=', n);
+        const int last = !p[n];
+        p[n] = '\0';
+        if (n >= 256)
+            s = xd_fail(e, XD_EARG, "image options: word at offset %zu is longer than %d bytes",
+                        at, 255);
+        else if (!eq || eq == p)
+            s = xd_fail(e, XD_EARG, "image options: '%s' at offset %zu is not key=value", p, at);
+        else if (xd_word_key_repeats(words, n_words, p))
+            s = xd_fail(e, XD_EARG, "image options: '%.*s' given twice", (int)(eq - p), p);
+        if (s) break;
+        words = xd_xrealloc(words, sizeof *words * (size_t)(n_words + 1));
+        words[n_words++] = p;
         *eq = '\0';
-        xd_status s = img_opts_set(o, word, eq + 1, e);
-        if (s) return s;
-        p += n;
+        s = img_opts_set(o, p, eq + 1, e);
+        p += n + !last;
     }
-    return XD_OK;
+    free(words);
+    free(copy);
+    return s;
 }
 
 /* ---------------------------------------------------------------------------------------------

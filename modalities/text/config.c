@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "core/words.h"
 
 const char *const txt_unit_names[] = {
     [TXT_UNIT_GRAPHEME] = "grapheme",
@@ -137,6 +138,9 @@ xd_status txt_config_parse(txt_config *c, const char *const *items, size_t n, xd
         if (!eq || eq == items[i])
             return xd_fail(e, XD_EARG, "text option '%s': expected key=value",
                            xd_excerpt(items[i], q));
+        if (xd_word_key_repeats(items, (int)i, items[i]))
+            return xd_fail(e, XD_EARG, "text option '%.*s' given twice", (int)(eq - items[i]),
+                           items[i]);
         char key[64];
         size_t klen = (size_t)(eq - items[i]);
         if (klen >= sizeof key) {
