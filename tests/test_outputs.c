@@ -2,7 +2,7 @@
  * opening would wait on, a folder) is refused at once; an output that names a folder, a device or
  * a pipe is refused before anything is written; an output that names one of the command's own
  * inputs (the same path, another path to it, a hard link) is refused and the input left as it
- * was: export, quantize, prune, eval --predictions, report --out. A command whose answer cannot
+ * was: export, quantize, prune, eval --predictions, report --out, predict's masks. A command whose answer cannot
  * be written to standard output (a full disk) fails. */
 #include "tests/support/testutil.h"
 
@@ -13,7 +13,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "distill/checkpoint.h"
 #include "io/file.h"
+#include "io/png.h"
+#include "nn/model.h"
 #include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
@@ -176,6 +179,39 @@ static void test_commands_keep_their_inputs(void **state)
     assert_true(tu_exists("o.onnx") && tu_exists("p.st") && tu_exists("r.html"));
 }
 
+/* A segmentation model's mask goes to --out DIR under its image's name: not over the image. */
+static void test_mask_keeps_its_image(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; "
+                             "conv2d name=logits out=3 k=1 head", 2, 5, &e));
+    TU_OK(ckpt_save("seg.safetensors", &m, NULL, 0, &e));
+    nn_model_free(&m);
+    assert_int_equal(mkdir("in", 0755), 0);
+    uint8_t px[64];
+    for (int i = 0; i < 64; i++) px[i] = (uint8_t)(i * 4);
+    const io_image img = {.w = 8, .h = 8, .c = 1, .px = px};
+    TU_OK(io_png_write("in/a.png", &img, &e));
+    size_t n0, n1;
+    char *before = tu_read_file("in/a.png", &n0), *err;
+    assert_int_not_equal(
+        tu_run_cli(NULL, &err, "predict", "seg.safetensors", "in/a.png", "--out", "in", NULL), 0);
+    if (!strstr(err, "in/a.png: is also an input of this command")) fail_msg("stderr '%s'", err);
+    free(err);
+    char *after = tu_read_file("in/a.png", &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+    /* another folder takes the mask */
+    assert_int_equal(
+        tu_run_cli(NULL, NULL, "predict", "seg.safetensors", "in/a.png", "--out", "masks", NULL),
+        0);
+    assert_true(tu_exists("masks/a.png"));
+}
+
 static void test_stdout_full(void **state)
 {
     (void)state;
@@ -205,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_special_output_refused),
         cmocka_unit_test(test_check_output),
         cmocka_unit_test(test_commands_keep_their_inputs),
+        cmocka_unit_test(test_mask_keeps_its_image),
         cmocka_unit_test(test_stdout_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
