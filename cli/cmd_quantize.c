@@ -58,6 +58,8 @@ static xd_status calibrate(nn_model *m, const char *model, const char *data, con
     xd_status s;
     if ((s = ckpt_preprocessing(model, &aug, &text, e)) == XD_OK &&
         (s = io_dataset_open_verified(data, &ds, e)) == XD_OK &&
+        (strcmp(view, "image") != 0 ||
+         (s = ckpt_check_images(model, m, ds, split, aug, e)) == XD_OK) &&
         (s = feed_open(&f, ds, split, view, m, aug ? aug : "", text ? text : "", e)) == XD_OK) {
         size_t want = (size_t)batches * CALIB_BATCH;
         *n_seen = want < f.n ? want : f.n;

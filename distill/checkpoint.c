@@ -441,7 +441,7 @@ xd_status ckpt_trained_label(const char *path, char **label, xd_err *e)
 }
 
 /* The image sizes: the model's input against the split's images (view image only). */
-static xd_status fit_images(const char *path, const nn_model *m, const io_dataset *ds,
+xd_status ckpt_check_images(const char *path, const nn_model *m, const io_dataset *ds,
                             const char *split, const char *augment, xd_err *e)
 {
     char name[IO_DATASET_NAME_MAX + 1];
@@ -488,7 +488,7 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
 {
     const char *data = io_dataset_path(ds);
     xd_status s;
-    if (strcmp(view, "image") == 0 && (s = fit_images(path, m, ds, split, augment, e)) != XD_OK)
+    if (strcmp(view, "image") == 0 && (s = ckpt_check_images(path, m, ds, split, augment, e)) != XD_OK)
         return s;
     const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
     char name[IO_DATASET_NAME_MAX + 1];

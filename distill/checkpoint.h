@@ -102,6 +102,12 @@ void ckpt_class_names_free(char **names);
 xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *label, int32_t **map, xd_err *e);
 
+/* ckpt_check_fit's check of view image alone: split's images are m's input height x width and
+ * channels, unless augment resizes (size=) or converts the channels (channels=) explicitly
+ * (XD_ESHAPE naming both); what reads no labels (a calibration) checks this much. */
+xd_status ckpt_check_images(const char *path, const nn_model *m, const io_dataset *ds,
+                            const char *split, const char *augment, xd_err *e);
+
 /* Whether the checkpoint's model m (from path) fits what it is about to read: split of ds
  * through view, with the image option words augment (the preprocessing its feed will use):
  *  - view image: the images are the model's input height x width and channels, unless augment

@@ -2,8 +2,9 @@
  * opening would wait on, a folder) is refused at once; an output that names a folder, a device or
  * a pipe is refused before anything is written; an output that names one of the command's own
  * inputs (the same path, another path to it, a hard link) is refused and the input left as it
- * was: export, quantize, prune, eval --predictions, report --out, predict's masks. A command whose answer cannot
- * be written to standard output (a full disk) fails. */
+ * was: export, quantize, prune, eval --predictions, report --out, predict's masks. A command
+ * whose answer cannot be written to standard output (a full disk) fails. Calibration images that
+ * are not the model's input size are refused, as eval refuses them. */
 #include "tests/support/testutil.h"
 
 #include <stdio.h>
@@ -212,6 +213,37 @@ static void test_mask_keeps_its_image(void **state)
     assert_true(tu_exists("masks/a.png"));
 }
 
+static void test_calibration_fits(void **state)
+{
+    (void)state;
+    tiny_spec sp = tiny_default();
+    sp.texts = 0;
+    tiny_write("toy.xds", &sp);
+    const char *descs[] = {"input h=4 w=4 c=1; flatten; linear out=4 name=logits head",
+                           "input h=8 w=8 c=1; flatten; linear out=4 name=logits head"};
+    const char *paths[] = {"m4.safetensors", "m8.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        nn_model m;
+        xd_err e;
+        TU_OK(nn_model_build(&m, descs[i], 2, 5, &e));
+        TU_OK(ckpt_save(paths[i], &m, NULL, 0, &e));
+        nn_model_free(&m);
+    }
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "quantize", paths[0], "--calib", "toy.xds", "--out",
+                                "q4.safetensors", NULL),
+                     1);
+    const char *want = "m4.safetensors: the model reads 4x4x1 images; toy.xds: train/image holds "
+                       "8x8x1";
+    if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);
+    free(err);
+    assert_false(tu_exists("q4.safetensors"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "quantize", paths[1], "--calib", "toy.xds", "--out",
+                                "q8.safetensors", NULL),
+                     0);
+    assert_true(tu_exists("q8.safetensors"));
+}
+
 static void test_stdout_full(void **state)
 {
     (void)state;
@@ -242,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_check_output),
         cmocka_unit_test(test_commands_keep_their_inputs),
         cmocka_unit_test(test_mask_keeps_its_image),
+        cmocka_unit_test(test_calibration_fits),
         cmocka_unit_test(test_stdout_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
