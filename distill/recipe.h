@@ -34,6 +34,8 @@
 #define RECIPE_MAX_STAGES 16
 #define RECIPE_MAX_LOSSES 32
 #define RECIPE_MAX_NAME 64
+/* train.threads (and the thread count a resume state records) */
+#define RECIPE_MAX_THREADS 4096
 /* Largest model_file read. */
 #define RECIPE_MAX_MODEL_BYTES ((size_t)1 << 20)
 

@@ -52,7 +52,6 @@ static const char *const train_keys[] = {"epochs",     "batch",   "steps_per_epo
 #define DEFAULT_BATCH 128
 #define MAX_BATCH 65536
 #define MAX_SEEDS 64
-#define MAX_THREADS 4096
 
 // ----------------------------------------------------------------------------------------------
 // sections
@@ -489,7 +488,7 @@ static xd_status bind_train(binder *b, io_yaml_node *root)
         if ((s = io_yaml_get_int(b->d, train, "eval_every", 0, MAX_EPOCHS, &t->eval_every,
                                  b->e)))
             return s;
-        if ((s = io_yaml_get_int(b->d, train, "threads", 0, MAX_THREADS, &t->threads, b->e)))
+        if ((s = io_yaml_get_int(b->d, train, "threads", 0, RECIPE_MAX_THREADS, &t->threads, b->e)))
             return s;
         int prec = NN_PREC_FLOAT32;
         if ((s = rb_get_enum(b, train, "precision", nn_precision_names, NN_PREC_COUNT, &prec)))

@@ -94,6 +94,29 @@ static int stage_steps(const train_run *R, int stage)
     return (int)((stage_pool(R, stage) + B - 1) / B);
 }
 
+/* Examples a stage's epoch steps over: steps_per_epoch whole batches, else its pool once. */
+static size_t stage_examples(const train_run *R, int stage)
+{
+    if (R->r->train.steps_per_epoch > 0)
+        return (size_t)stage_steps(R, stage) * (size_t)R->r->train.batch;
+    return stage_pool(R, stage);
+}
+
+train_counts train_counts_after(const train_run *R, int epochs)
+{
+    train_counts c = {0, 0, 0.0};
+    for (int st = 0, epoch0 = 0; st < R->r->n_stages && epoch0 < epochs; st++) {
+        const int n = R->r->stages[st].epochs < epochs - epoch0 ? R->r->stages[st].epochs
+                                                                : epochs - epoch0;
+        c.global_step += (long)stage_steps(R, st) * n;
+        /* each stage starts a fresh optimizer */
+        c.opt_step = (long)stage_steps(R, st) * n;
+        c.images += (double)stage_examples(R, st) * n;
+        epoch0 += R->r->stages[st].epochs;
+    }
+    return c;
+}
+
 /* The learning-rate schedule runs over the whole run (all stages), on the global step. */
 static nn_sched_config run_schedule(const train_run *R)
 {
@@ -305,7 +328,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
                        r->data.path, stage + 1);
     /* the epoch's order: passes over the pool, each reshuffled, until the steps are filled */
     const int steps = stage_steps(R, stage);
-    const size_t n_order = r->train.steps_per_epoch > 0 ? (size_t)steps * (size_t)B : n_pool;
+    const size_t n_order = stage_examples(R, stage);
     epoch_order eo;
     epoch_order_init(&eo, R, all, n_pool, n_order, epoch);
     /* a pruning step: new masks from the weights as the last epoch left them */

@@ -96,19 +96,14 @@ size_t train_exits_save_meta(const train_run *R, train_exits_kv *kv, io_kv *meta
 xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e)
 {
     for (int i = 0; i < R->n_exits; i++) {
-        char key[sizeof R->exits[i].key + 24];
-        snprintf(key, sizeof key, "exit.%s.best_acc", R->exits[i].key);
-        const char *acc = io_st_meta(f, key);
-        snprintf(key, sizeof key, "exit.%s.best_epoch", R->exits[i].key);
-        const char *ep = io_st_meta(f, key);
-        if (!acc && !ep) continue; /* a state written before exits were scored: none known yet */
-        char *end = NULL;
-        long be = ep ? strtol(ep, &end, 10) : -1;
-        if (!acc || !ep || *end || be < 0)
-            return xd_fail(e, XD_EFORMAT, "%s: resume state has no best score of exit '%s'",
-                           io_st_path(f), R->exits[i].key);
-        R->exits[i].best_acc = strtod(acc, NULL);
-        R->exits[i].best_epoch = (int)be;
+        char acc[sizeof R->exits[i].key + 24], ep[sizeof acc];
+        snprintf(acc, sizeof acc, "exit.%s.best_acc", R->exits[i].key);
+        snprintf(ep, sizeof ep, "exit.%s.best_epoch", R->exits[i].key);
+        /* a state written before exits were scored: none known yet */
+        if (!io_st_meta(f, acc) && !io_st_meta(f, ep)) continue;
+        xd_status s = train_meta_best(f, acc, ep, R->epochs_done, &R->exits[i].best_acc,
+                                      &R->exits[i].best_epoch, e);
+        if (s != XD_OK) return s;
     }
     return XD_OK;
 }

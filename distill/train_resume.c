@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,14 +164,136 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     return s;
 }
 
-static int meta_long(io_st_file *f, const char *key, long *out)
+// ----------------------------------------------------------------------------------------------
+// reading the metadata back
+
+/* The metadata is covered by no checksum, so every value a resume reads is checked against the
+ * recipe and the data before the run counts on it: an edited or damaged one would otherwise
+ * count epochs, steps or scores wrongly without a word. */
+static xd_status bad_meta(io_st_file *f, const char *key, const char *v, const char *want,
+                          xd_err *e)
+{
+    if (!v)
+        return xd_fail(e, XD_EFORMAT, "%s: resume state has no \"%s\" (expected %s)",
+                       io_st_path(f), key, want);
+    return xd_fail(e, XD_EFORMAT, "%s: resume state's \"%s\" is '%.40s', expected %s: the file was "
+                   "edited or damaged", io_st_path(f), key, v, want);
+}
+
+xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi, const char *what,
+                         long *out, xd_err *e)
 {
     const char *v = io_st_meta(f, key);
-    char *end;
-    if (!v) return -1;
+    char *end = NULL;
     errno = 0;
-    *out = strtol(v, &end, 10);
-    return errno || *end ? -1 : 0;
+    const long x = v ? strtol(v, &end, 10) : 0;
+    if (v && !errno && end != v && !*end && x >= lo && x <= hi) {
+        *out = x;
+        return XD_OK;
+    }
+    char want[192];
+    if (lo == hi) snprintf(want, sizeof want, "%ld (%s)", lo, what);
+    else snprintf(want, sizeof want, "%ld..%ld (%s)", lo, hi, what);
+    return bad_meta(f, key, v, want, e);
+}
+
+xd_status train_meta_num(io_st_file *f, const char *key, double lo, double hi, const char *what,
+                         double *out, xd_err *e)
+{
+    const char *v = io_st_meta(f, key);
+    char *end = NULL;
+    const double x = v ? strtod(v, &end) : 0.0;
+    if (v && end != v && !*end && isfinite(x) && x >= lo && x <= hi) {
+        *out = x;
+        return XD_OK;
+    }
+    char want[192];
+    if (lo == hi) snprintf(want, sizeof want, "%.17g (%s)", lo, what);
+    else if (isinf(hi)) snprintf(want, sizeof want, "a number >= %g (%s)", lo, what);
+    else snprintf(want, sizeof want, "%g..%g (%s)", lo, hi, what);
+    return bad_meta(f, key, v, want, e);
+}
+
+xd_status train_meta_best(io_st_file *f, const char *acc_key, const char *epoch_key,
+                          int epochs_done, double *acc, int *epoch, xd_err *e)
+{
+    long be;
+    xd_status s = train_meta_num(f, acc_key, 0.0, 1.0, "a score", acc, e);
+    if (s == XD_OK)
+        s = train_meta_int(f, epoch_key, 0, epochs_done, "the best epoch, 0 before any evaluation",
+                           &be, e);
+    if (s == XD_OK) *epoch = (int)be;
+    return s;
+}
+
+/* The counters and first model's scores of the state, each checked. */
+typedef struct {
+    long epochs, seed;
+    train_counts c;
+    double best_acc, seconds;
+    int best_epoch;
+} resume_meta;
+
+static xd_status read_counters(const train_run *R, io_st_file *f, resume_meta *m, xd_err *e)
+{
+    char what[128];
+    snprintf(what, sizeof what, "the epochs done of the recipe's %d", R->r->train.epochs);
+    xd_status s = train_meta_int(f, "epochs_done", 0, R->r->train.epochs, what, &m->epochs, e);
+    if (s != XD_OK) return s;
+    /* the steps and images follow from the epochs done: the same recipe on the same data */
+    const train_counts c = train_counts_after(R, (int)m->epochs);
+    snprintf(what, sizeof what, "the steps of %ld epoch%s (\"epochs_done\") of this recipe on its "
+             "data", m->epochs, m->epochs == 1 ? "" : "s");
+    if ((s = train_meta_int(f, "global_step", c.global_step, c.global_step, what,
+                            &m->c.global_step, e)) != XD_OK)
+        return s;
+    snprintf(what, sizeof what, "the optimizer's steps in its stage after %ld epoch%s "
+             "(\"epochs_done\")", m->epochs, m->epochs == 1 ? "" : "s");
+    if ((s = train_meta_int(f, "opt_step", c.opt_step, c.opt_step, what, &m->c.opt_step, e)) !=
+        XD_OK)
+        return s;
+    snprintf(what, sizeof what, "the examples stepped over in %ld epoch%s (\"epochs_done\")",
+             m->epochs, m->epochs == 1 ? "" : "s");
+    if ((s = train_meta_num(f, "images", c.images, c.images, what, &m->c.images, e)) != XD_OK ||
+        (s = train_meta_num(f, "train_seconds", 0.0, HUGE_VAL, "seconds trained", &m->seconds,
+                            e)) != XD_OK ||
+        (s = train_meta_best(f, "best_acc", "best_epoch", (int)m->epochs, &m->best_acc,
+                             &m->best_epoch, e)) != XD_OK)
+        return s;
+    return train_meta_int(f, "seed", LONG_MIN, LONG_MAX, "a seed", &m->seed, e);
+}
+
+/* The rest of the counters: thread count, each model's best, the test score at the best. */
+static xd_status load_scores(train_run *R, io_st_file *f, xd_err *e)
+{
+    xd_status s = XD_OK;
+    long threads;
+    if (io_st_meta(f, "threads")) { /* absent: older runs */
+        if ((s = train_meta_int(f, "threads", 1, RECIPE_MAX_THREADS, "a thread count", &threads,
+                                e)) != XD_OK)
+            return s;
+        R->threads = (int)threads;
+    }
+    for (int k = 0; k < R->n_models && R->n_models > 1; k++) {
+        char acc[RECIPE_MAX_NAME + 16], ep[RECIPE_MAX_NAME + 16];
+        state_name(R, k, "best_acc", acc, sizeof acc);
+        state_name(R, k, "best_epoch", ep, sizeof ep);
+        model_rt *mk = &R->models[k];
+        if ((s = train_meta_best(f, acc, ep, R->epochs_done, &mk->best_acc, &mk->best_epoch,
+                                 e)) != XD_OK)
+            return s;
+    }
+    for (int k = 0; k < R->n_models; k++) {
+        char key[RECIPE_MAX_NAME + 16];
+        state_name(R, k, "test_at_best", key, sizeof key);
+        model_rt *mk = &R->models[k];
+        mk->test_at_best = mk->best_acc;
+        if (R->has_val &&
+            (s = train_meta_num(f, key, 0.0, 1.0, "the test score at the best epoch",
+                                &mk->test_at_best, e)) != XD_OK)
+            return s;
+    }
+    return train_exits_load_meta(R, f, e);
 }
 
 xd_status train_load_resume(train_run *R, int what, xd_err *e)
@@ -180,26 +303,18 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
     xd_status s = io_st_open(path, &f, e);
     free(path);
     if (s != XD_OK) return s;
-    long epochs, gstep, ostep, best_epoch, seed;
-    const char *best = io_st_meta(f, "best_acc"), *imgs = io_st_meta(f, "images"),
-               *secs = io_st_meta(f, "train_seconds");
-    if (meta_long(f, "epochs_done", &epochs) || meta_long(f, "global_step", &gstep) ||
-        meta_long(f, "opt_step", &ostep) || meta_long(f, "best_epoch", &best_epoch) ||
-        meta_long(f, "seed", &seed) || !best || !imgs || !secs) {
-        s = xd_fail(e, XD_EFORMAT, "%s: resume state is missing counters", io_st_path(f));
-        goto out;
-    }
-    if (seed != R->seed) {
-        s = xd_fail(e, XD_EARG, "%s: the run used seed %ld, not %ld", io_st_path(f), seed, R->seed);
+    resume_meta m;
+    if ((s = read_counters(R, f, &m, e)) != XD_OK) goto out;
+    if (m.seed != R->seed) {
+        s = xd_fail(e, XD_EARG, "%s: the run used seed %ld, not %ld", io_st_path(f), m.seed,
+                    R->seed);
         goto out;
     }
     /* the same seed and ranks give the same bytes: another count would continue another run */
     long ranks = 1;
-    if (io_st_meta(f, "ranks") && (meta_long(f, "ranks", &ranks) || ranks < 2)) {
-        s = xd_fail(e, XD_EFORMAT, "%s: resume state's \"ranks\" is not a rank count of 2 or more",
-                    io_st_path(f));
+    if (io_st_meta(f, "ranks") &&
+        (s = train_meta_int(f, "ranks", 2, LONG_MAX, "a rank count", &ranks, e)) != XD_OK)
         goto out;
-    }
     if (ranks != dist_size()) {
         s = xd_fail(e, XD_EARG, "%s: the run was trained on %ld rank%s, not %d: resume it with "
                     "mpirun -np %ld%s", io_st_path(f), ranks, ranks == 1 ? "" : "s", dist_size(),
@@ -207,40 +322,13 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
         goto out;
     }
     if (what == TRAIN_RESUME_COUNTERS) {
-        R->epochs_done = (int)epochs;
-        R->global_step = gstep;
-        R->models[0].best_acc = strtod(best, NULL);
-        R->models[0].best_epoch = (int)best_epoch;
-        R->images = strtod(imgs, NULL);
-        R->train_seconds = strtod(secs, NULL);
-        long threads;
-        if (meta_long(f, "threads", &threads) == 0) R->threads = (int)threads; /* absent: older runs */
-        for (int k = 0; k < R->n_models && R->n_models > 1; k++) {
-            char key[RECIPE_MAX_NAME + 16];
-            long be;
-            state_name(R, k, "best_acc", key, sizeof key);
-            const char *ba = io_st_meta(f, key);
-            state_name(R, k, "best_epoch", key, sizeof key);
-            if (!ba || meta_long(f, key, &be)) {
-                s = xd_fail(e, XD_EFORMAT, "%s: resume state has no best score of model '%s'",
-                            io_st_path(f), R->models[k].rm->name);
-                goto out;
-            }
-            R->models[k].best_acc = strtod(ba, NULL);
-            R->models[k].best_epoch = (int)be;
-        }
-        for (int k = 0; k < R->n_models; k++) {
-            char key[RECIPE_MAX_NAME + 16];
-            state_name(R, k, "test_at_best", key, sizeof key);
-            const char *tb = R->has_val ? io_st_meta(f, key) : NULL;
-            if (R->has_val && !tb) {
-                s = xd_fail(e, XD_EFORMAT, "%s: resume state has no test score at the best epoch "
-                                           "(%s)", io_st_path(f), key);
-                goto out;
-            }
-            R->models[k].test_at_best = tb ? strtod(tb, NULL) : R->models[k].best_acc;
-        }
-        s = train_exits_load_meta(R, f, e);
+        R->epochs_done = (int)m.epochs;
+        R->global_step = m.c.global_step;
+        R->models[0].best_acc = m.best_acc;
+        R->models[0].best_epoch = m.best_epoch;
+        R->images = m.c.images;
+        R->train_seconds = m.seconds;
+        s = load_scores(R, f, e);
         goto out;
     }
     tlist want = {0};
@@ -263,6 +351,7 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
             memcpy((void *)want.t[i].data, t->data, sizeof(float) * n);
         }
         if (what == TRAIN_RESUME_ALL) {
+            const long ostep = m.c.opt_step;
             for (int k = 0; k < R->n_models; k++) R->models[k].opt.step = ostep;
             for (int i = 0; i < R->n_losses; i++) {
                 if (R->losses[i].has_proj || R->losses[i].rat) R->losses[i].popt.step = ostep;

@@ -151,6 +151,8 @@ typedef struct {
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */
     runlock lock;     /* of the run folder, held while the run lives */
+    int wrote;        /* the run changed something in its folder (the lock aside): a failure
+                       * before that leaves the folder as the run found it */
     train_exit *exits; /* every exit of the models with several (train_exits.c) */
     int n_exits;
     /* validation and further data sets (train_val.c) */
@@ -211,6 +213,14 @@ int train_ensemble_blame(train_run *R, const loss_rt *l, int B, char *buf, size_
 /* train_epoch.c */
 xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e);
 xd_status train_trim_metrics(train_run *R, xd_err *e);
+/* What the first `epochs` epochs of the run count, whether run at once or resumed: its global
+ * steps, the steps of the optimizer of the stage the last of them belongs to, and the examples
+ * stepped over (R->images). Known once the data is set up. */
+typedef struct {
+    long global_step, opt_step;
+    double images;
+} train_counts;
+train_counts train_counts_after(const train_run *R, int epochs);
 
 /* train_resume.c */
 /* What train_load_resume reads: the counters (first, before anything is built), then either the
@@ -218,7 +228,17 @@ xd_status train_trim_metrics(train_run *R, xd_err *e);
  * everything (resumed inside a stage, once its optimizer and projectors exist). */
 enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
+/* Every metadata value it reads is checked first (the metadata has no checksum): XD_EFORMAT
+ * naming the file and the key when one is missing, malformed or out of its range. */
 xd_status train_load_resume(train_run *R, int what, xd_err *e);
+/* The checks: an integer in [lo, hi], a finite number in [lo, hi] (hi may be HUGE_VAL), a best
+ * score in [0, 1] with its epoch in [0, epochs_done]; `what` says what the value is. */
+xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi, const char *what,
+                         long *out, xd_err *e);
+xd_status train_meta_num(io_st_file *f, const char *key, double lo, double hi, const char *what,
+                         double *out, xd_err *e);
+xd_status train_meta_best(io_st_file *f, const char *acc_key, const char *epoch_key,
+                          int epochs_done, double *acc, int *epoch, xd_err *e);
 
 /* train_zoo.c: losses of the standard methods (dkd, rkd, sp, pkt, cc, nst, fsp, vid, crd, ab,
  * ofd). */

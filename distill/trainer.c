@@ -167,6 +167,7 @@ static xd_status start_fresh(train_run *R, xd_err *e)
             free(p);
             free(name);
         }
+    R->wrote = 1;
     char *ypath = train_path(R, "recipe.yaml");
     xd_status s = train_write_text(ypath, R->yaml, e);
     free(ypath);
@@ -250,6 +251,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK) goto out;
+        R.wrote = writes;
         if (writes && (s = train_trim_metrics(&R, e)) != XD_OK) goto out;
         if (writes && recipe_changed) {
             char *ypath = train_path(&R, "recipe.yaml");
@@ -331,6 +333,7 @@ stopped:
     }
 out:
     run_free(&R);
+    if (s != XD_OK && !R.wrote) runlock_give_back(&R.lock);
     runlock_release(&R.lock);
     if (r->train.threads > 0) xd_threads_set(threads_before);
     return s;

@@ -266,6 +266,49 @@ static void test_validation_resume(void **state)
     free(text);
 }
 
+/* The resume state's metadata has no checksum: every value a resume reads is checked against
+ * the recipe and the data before anything runs. An edited one is an error naming the file and
+ * the key, and the folder stays exactly as it was (its lock file included). */
+static void test_resume_refuses_edited_state(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(3, 0);
+    run_ok("edit", text, "edit", 1, 1, 0);
+    rename("edit/resume.safetensors", "edit-resume.safetensors");
+    static const char *const bad[][2] = {
+        {"epochs_done", "100"}, {"epochs_done", "-5"}, {"epochs_done", "2"},
+        {"epochs_done", "1x"},  {"global_step", "12"}, {"opt_step", "0"},
+        {"best_acc", "nan"},    {"best_acc", "1.5"},   {"best_acc", "-0.25"},
+        {"best_epoch", "2"},    {"best_epoch", "-1"},  {"images", "inf"},
+        {"images", "1e9"},      {"train_seconds", "-1"}, {"threads", "0"},
+        {"epochs_done", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tu_rewrite_meta("edit-resume.safetensors", "edit/resume.safetensors", bad[i][0], bad[i][1]);
+        dirsnap *before = dirsnap_take("edit");
+        train_result r;
+        xd_err e;
+        xd_status s = run_text("edit", text, "edit", 1, 0, 1, &r, &e);
+        if (s == XD_OK)
+            fail_msg("%s = %s: the resume ran (%d epochs)", bad[i][0], bad[i][1], r.epochs_done);
+        print_message("%s\n", e.msg);
+        char *key = tu_fmt("\"%s\"", bad[i][0]);
+        tu_assert_err(&e, s, "edit/resume.safetensors");
+        tu_assert_err(&e, s, key);
+        dirsnap_assert_same(before, "edit");
+        dirsnap_free(before);
+        free(key);
+    }
+    /* the state as it was written resumes to the end */
+    rename("edit-resume.safetensors", "edit/resume.safetensors");
+    train_result fin = run_ok("edit", text, "edit", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    assert_true(fin.finished);
+    assert_true(isfinite(fin.best_acc) && fin.best_acc > 0.0);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -280,6 +323,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_metrics_line_not_lost),
         cmocka_unit_test(test_run_folder_lock),
         cmocka_unit_test(test_validation_resume),
+        cmocka_unit_test(test_resume_refuses_edited_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
