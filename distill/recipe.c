@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/hash.h"
 #include "core/mem.h"
 #include "align/densemap.h"
 #include "io/file.h"
@@ -280,13 +281,30 @@ static int line_len(const char *p)
     return nl ? (int)(nl - p) : (int)strlen(p);
 }
 
+/* to's resume keys set to from's */
+static void copy_resume_keys(recipe *to, const recipe *from)
+{
+    for (int i = 0; i < recipe_n_resume_keys; i++)
+        memcpy((char *)to + resume_key_offsets[i], (const char *)from + resume_key_offsets[i],
+               sizeof(int));
+}
+
+uint64_t recipe_resume_digest(const recipe *r)
+{
+    static const recipe zero;
+    recipe same = *r;
+    copy_resume_keys(&same, &zero);
+    char *yaml = recipe_to_yaml(&same);
+    const uint64_t h = xd_fnv_bytes(XD_FNV_OFFSET, yaml, strlen(yaml));
+    free(yaml);
+    return h;
+}
+
 xd_status recipe_check_resume(const recipe *given, const recipe *stored, xd_err *e)
 {
     /* compared as effective recipes, the resume keys taken from the given one */
     recipe same = *stored;
-    for (int i = 0; i < recipe_n_resume_keys; i++)
-        memcpy((char *)&same + resume_key_offsets[i], (const char *)given + resume_key_offsets[i],
-               sizeof(int));
+    copy_resume_keys(&same, given);
     char *a = recipe_to_yaml(given), *b = recipe_to_yaml(&same);
     const char *p = a, *q = b;
     while (*p && *p == *q) {

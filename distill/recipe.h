@@ -345,5 +345,8 @@ int recipe_is_resume_key(const char *path);
  * the first line of their effective recipes that differs, when they differ in more than the
  * resume keys. */
 xd_status recipe_check_resume(const recipe *given, const recipe *stored, xd_err *e);
+/* FNV-1a 64 of the effective recipe (recipe_to_yaml) with the resume keys taken as 0: the resume
+ * state records it, so that a resume tells the recipe its run started with from an edited one. */
+uint64_t recipe_resume_digest(const recipe *r);
 
 #endif

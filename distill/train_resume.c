@@ -125,17 +125,19 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(v[3], sizeof v[3], "%.17g", R->models[0].best_acc);
     snprintf(v[4], sizeof v[4], "%d", R->models[0].best_epoch);
     snprintf(v[5], sizeof v[5], "%ld", R->seed);
-    char im[3][64];
+    char im[4][64];
     snprintf(im[0], sizeof im[0], "%.17g", R->images);
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
-    io_kv meta[11 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
+    snprintf(im[3], sizeof im[3], "%016llx", (unsigned long long)R->digest);
+    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
-        {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]}};
+        {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]},
+        {"recipe_digest", im[3]}};
     /* with several models, each one's best score (the plain keys are the first model's) */
     char keys[2 * RECIPE_MAX_MODELS][RECIPE_MAX_NAME + 16], vals[2 * RECIPE_MAX_MODELS][64];
-    size_t n_meta = 9;
+    size_t n_meta = 10;
     for (int k = 0; k < R->n_models && R->n_models > 1; k++) {
         state_name(R, k, "best_acc", keys[2 * k], sizeof keys[0]);
         snprintf(vals[2 * k], sizeof vals[0], "%.17g", R->models[k].best_acc);
@@ -174,7 +176,7 @@ static xd_status bad_meta(io_st_file *f, const char *key, const char *v, const c
                           xd_err *e)
 {
     if (!v)
-        return xd_fail(e, XD_EFORMAT, "%s: resume state has no \"%s\" (expected %s)",
+        return xd_fail(e, XD_EFORMAT, "%s: resume state has no \"%s\", expected %s",
                        io_st_path(f), key, want);
     return xd_fail(e, XD_EFORMAT, "%s: resume state's \"%s\" is '%.40s', expected %s: the file was "
                    "edited or damaged", io_st_path(f), key, v, want);
@@ -224,6 +226,29 @@ xd_status train_meta_best(io_st_file *f, const char *acc_key, const char *epoch_
                            &be, e);
     if (s == XD_OK) *epoch = (int)be;
     return s;
+}
+
+/* The recipe is the one the run started with: recipe.yaml is a plain file in DIR, and a run
+ * continued with other values would be neither run. A state without a digest (older builds) is
+ * trusted as before. */
+static xd_status check_digest(const train_run *R, io_st_file *f, xd_err *e)
+{
+    const char *v = io_st_meta(f, "recipe_digest");
+    char mine[17];
+    snprintf(mine, sizeof mine, "%016llx", (unsigned long long)R->digest);
+    if (!v || strcmp(v, mine) == 0) return XD_OK;
+    if (strlen(v) != 16 || strspn(v, "0123456789abcdef") != 16)
+        return bad_meta(f, "recipe_digest", v, "16 hex digits (a digest of the run's recipe)", e);
+    char keys[128] = "";
+    for (int k = 0; k < recipe_n_resume_keys; k++)
+        snprintf(keys + strlen(keys), sizeof keys - strlen(keys), "%s%s", k ? ", " : "",
+                 recipe_resume_keys[k]);
+    return xd_fail(e, XD_EARG, "%s: %s is not the recipe the run started with (its digest is %s, "
+                   "the run's \"recipe_digest\" %s; only %s may change on resume): put back the "
+                   "run's own recipe (every checkpoint in %s keeps it as its xdistill.recipe "
+                   "metadata), or train the changed recipe into a new folder with --out",
+                   io_st_path(f), R->r->file ? R->r->file : "the recipe", mine, v, keys,
+                   R->o->out_dir);
 }
 
 /* The counters and first model's scores of the state, each checked. */
@@ -304,7 +329,7 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
     free(path);
     if (s != XD_OK) return s;
     resume_meta m;
-    if ((s = read_counters(R, f, &m, e)) != XD_OK) goto out;
+    if ((s = check_digest(R, f, e)) != XD_OK || (s = read_counters(R, f, &m, e)) != XD_OK) goto out;
     if (m.seed != R->seed) {
         s = xd_fail(e, XD_EARG, "%s: the run used seed %ld, not %ld", io_st_path(f), m.seed,
                     R->seed);

@@ -147,6 +147,7 @@ typedef struct {
     double images, train_seconds;
     int epochs_done;
     char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
+    uint64_t digest;  /* its recipe_resume_digest, which the resume state records */
     seg_run seg;      /* task segment: masks, per-pixel losses, the dense teachers' windows */
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */

@@ -225,6 +225,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     as_run.seed = seed;
     as_run.seeds = 1;
     R.yaml = recipe_to_yaml(&as_run);
+    R.digest = recipe_resume_digest(&as_run);
     R.lock.fd = -1;
     R.share = 1.0f;
     res->seed = seed;

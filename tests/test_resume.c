@@ -309,6 +309,62 @@ static void test_resume_refuses_edited_state(void **state)
     free(text);
 }
 
+/* DIR/recipe.yaml with its first `from` replaced by `to`. */
+static void edit_recipe(const char *dir, const char *from, const char *to)
+{
+    char *path = path2(dir, "recipe.yaml");
+    size_t n;
+    char *text = tu_read_file(path, &n), *at = strstr(text, from);
+    if (!at) fail_msg("%s has no '%s':\n%s", path, from, text);
+    char *edited = tu_fmt("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    tu_write_text(path, edited);
+    free(edited);
+    free(text);
+    free(path);
+}
+
+/* The recipe a resume continues with is the one the run started with: the resume state records
+ * a digest of it, so an edited DIR/recipe.yaml is refused (saying what to do) and the folder stays
+ * as it was; the keys that may change on resume are outside the digest; a state without one
+ * (an older build's) resumes as before. */
+static void test_resume_refuses_edited_recipe(void **state)
+{
+    (void)state;
+    ensure_data();
+    char *text = small_recipe(3, 0);
+    run_ok("edrec", text, "edrec", 1, 1, 0);
+    size_t n;
+    char *yaml = tu_read_file("edrec/recipe.yaml", &n);
+    edit_recipe("edrec", "lr: 0.01", "lr: 0.5");
+    char *edited = tu_read_file("edrec/recipe.yaml", &n);
+    dirsnap *before = dirsnap_take("edrec");
+    train_result r;
+    xd_err e;
+    assert_int_equal(run_text("edrec-edited", edited, "edrec", 1, 0, 1, &r, &e), XD_EARG);
+    print_message("%s\n", e.msg);
+    tu_assert_err(&e, XD_EARG, "edrec/resume.safetensors");
+    tu_assert_err(&e, XD_EARG, "not the recipe the run started with");
+    tu_assert_err(&e, XD_EARG, "put back");
+    dirsnap_assert_same(before, "edrec");
+    dirsnap_free(before);
+    /* the thread count may change: the run's own recipe with another one continues */
+    tu_write_text("edrec/recipe.yaml", yaml);
+    char *threads = small_recipe(3, 1);
+    train_result two = run_ok("edrec", threads, "edrec", 1, 2, 1);
+    assert_int_equal(two.epochs_done, 2);
+    /* an older state without the digest trusts the folder's recipe, as before */
+    tu_rewrite_meta("edrec/resume.safetensors", "edrec/resume.safetensors", "recipe_digest", NULL);
+    edit_recipe("edrec", "lr: 0.01", "lr: 0.02");
+    char *older = tu_read_file("edrec/recipe.yaml", &n);
+    train_result fin = run_ok("edrec-older", older, "edrec", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    free(older);
+    free(threads);
+    free(edited);
+    free(yaml);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -324,6 +380,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_run_folder_lock),
         cmocka_unit_test(test_validation_resume),
         cmocka_unit_test(test_resume_refuses_edited_state),
+        cmocka_unit_test(test_resume_refuses_edited_recipe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
