@@ -383,7 +383,9 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
     evaluate |= epoch + 1 == r->train.epochs;
     R->epochs_done = epoch + 1;
-    xd_status s = XD_OK;
+    /* the first epoch's files are the run's first change to its folder */
+    xd_status s = train_first_write(R, e);
+    if (s != XD_OK) return s;
     for (int k = 0; k < R->n_models && s == XD_OK; k++) {
         double acc = 0.0;
         if (evaluate && ((s = train_evaluate_test(R, k, &acc, e)) != XD_OK ||

@@ -173,6 +173,10 @@ typedef struct {
 /* trainer.c: DIR/name of the run's folder (a new string); a whole text file written atomically. */
 char *train_path(const train_run *R, const char *name);
 xd_status train_write_text(const char *path, const char *text, xd_err *e);
+/* Every rank, before the run's first change to its folder (a fresh run's first epoch's files, a
+ * resume's first write); nothing after the first call: for a fresh run the files of an earlier
+ * run cleared and recipe.yaml written. */
+xd_status train_first_write(train_run *R, xd_err *e);
 
 /* train_setup.c */
 /* The labels of split of the run's data set (n examples, each one of the run's classes). */

@@ -147,8 +147,9 @@ static xd_status check_resume_recipe(train_run *R, const recipe *as_run, int *ch
     return s;
 }
 
-/* A fresh run, once its first stage is set up (so a recipe that cannot run leaves the folder as
- * it was): nothing of an earlier run in the folder may be taken for this one's. */
+/* A fresh run, as its first epoch's files are about to be written (so a run that fails before
+ * leaves the folder as it was): nothing of an earlier run in the folder may be taken for this
+ * one's. */
 static xd_status start_fresh(train_run *R, xd_err *e)
 {
     static const char *const old[] = {"metrics.jsonl", "summary.json", "best.safetensors",
@@ -167,11 +168,17 @@ static xd_status start_fresh(train_run *R, xd_err *e)
             free(p);
             free(name);
         }
-    R->wrote = 1;
     char *ypath = train_path(R, "recipe.yaml");
     xd_status s = train_write_text(ypath, R->yaml, e);
     free(ypath);
     return s;
+}
+
+xd_status train_first_write(train_run *R, xd_err *e)
+{
+    if (R->wrote) return XD_OK;
+    R->wrote = 1;
+    return dist_agree(dist_rank() == 0 && !R->o->resume ? start_fresh(R, e) : XD_OK, e);
 }
 
 static void run_free(train_run *R)
@@ -234,13 +241,15 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     R.threads = xd_threads_get();
     xd_status s = XD_OK;
     int recipe_changed = 0;
+    const int writes = dist_rank() == 0;
+    char *made = NULL; /* the outermost folder made for the run's folder, if any */
+    int ran = 0;       /* epochs run to their end in this call */
     /* another recipe's folder is an error; a finished run stays exactly as it is */
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
                       (res->unchanged = runs_read_finished(o->out_dir, res))))
         goto out;
-    if ((s = io_mkdir_p(o->out_dir, e)) != XD_OK) goto out;
     /* with several ranks, rank 0 alone holds the folder and writes into it */
-    const int writes = dist_rank() == 0;
+    if (writes && (s = io_mkdir_made(o->out_dir, &made, e)) != XD_OK) goto out;
     if (writes && (s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
     R.models = xd_xcalloc((size_t)r->n_models, sizeof *R.models);
     R.n_models = r->n_models;
@@ -251,8 +260,9 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
-        if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK) goto out;
-        R.wrote = writes;
+        if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK ||
+            (s = train_first_write(&R, e)) != XD_OK)
+            goto out;
         if (writes && (s = train_trim_metrics(&R, e)) != XD_OK) goto out;
         if (writes && recipe_changed) {
             char *ypath = train_path(&R, "recipe.yaml");
@@ -287,12 +297,12 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
             if ((s = train_load_resume(&R, TRAIN_RESUME_MODEL, e)) != XD_OK) break;
         }
         if (!(o->resume && R.epochs_done > epoch0) && (s = train_init_projectors(&R, e)) != XD_OK) break;
-        if (!o->resume && stage == 0 && writes && (s = start_fresh(&R, e)) != XD_OK) break;
         /* every rank set up the stage (a rank that could not says so here, not in a step) */
         if ((s = dist_agree(s, e)) != XD_OK) break;
         for (int ep = R.epochs_done > epoch0 ? R.epochs_done : epoch0; ep < stage_end; ep++) {
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
             if ((s = train_epoch(&R, stage, ep, e)) != XD_OK) break;
+            ran++;
         }
         epoch0 = stage_end;
     }
@@ -322,6 +332,7 @@ stopped:
         res->val = R.has_val;
         res->segment = R.seg.on;
         res->final_pixel_acc = R.models[0].pixel_acc;
+        if (s == XD_OK) s = train_first_write(&R, e);
         if (s == XD_OK && res->finished && R.seg.on && writes) {
             char *dir = train_path(&R, "overlays");
             model_rt *m0 = &R.models[0];
@@ -334,8 +345,14 @@ stopped:
     }
 out:
     run_free(&R);
-    if (s != XD_OK && !R.wrote) runlock_give_back(&R.lock);
+    /* a run that fails before it has an epoch to resume from leaves nothing of its own: not the
+     * folder it made, nor a trace in a folder it found as long as it wrote nothing there */
+    if (s != XD_OK && R.lock.fd >= 0) {
+        if (made && !o->resume && ran == 0) io_unmake_dir(o->out_dir, made);
+        else if (!R.wrote) runlock_give_back(&R.lock);
+    }
     runlock_release(&R.lock);
+    free(made);
     if (r->train.threads > 0) xd_threads_set(threads_before);
     return s;
 }

@@ -413,15 +413,35 @@ void io_map_close(io_map *m)
     m->size = 0;
 }
 
-xd_status io_mkdir_p(const char *path, xd_err *e)
+/* The folders above path, from the innermost up to the one top characters long, only while
+ * they are empty: another process may have put something there since. */
+static void rmdir_parents(const char *path, size_t top)
 {
+    char *p = xd_xstrdup(path);
+    for (char *slash; strlen(p) > top && (slash = strrchr(p, '/'));) {
+        *slash = '\0';
+        if (strlen(p) < top || (*p && rmdir(p) != 0 && errno != ENOENT)) break;
+    }
+    free(p);
+}
+
+xd_status io_mkdir_made(const char *path, char **made, xd_err *e)
+{
+    if (made) *made = NULL;
     char *p = xd_xstrdup(path);
     for (char *s = p + 1; ; s++) {
         if (*s == '/' || *s == '\0') {
             char c = *s;
             *s = '\0';
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            if (mkdir(p, 0777) == 0) {
+                if (made && !*made) *made = xd_xstrdup(p);
+            } else if (errno != EEXIST) {
                 xd_status st = xd_fail(e, XD_EIO, "%s: cannot create folder: %s", p, strerror(errno));
+                if (made && *made) { /* the folders made on the way go again */
+                    rmdir_parents(p, strlen(*made));
+                    free(*made);
+                    *made = NULL;
+                }
                 free(p);
                 return st;
             }
@@ -434,6 +454,14 @@ xd_status io_mkdir_p(const char *path, xd_err *e)
     free(p);
     if (!ok) return xd_fail(e, XD_EIO, "%s: not a folder", path);
     return XD_OK;
+}
+
+xd_status io_mkdir_p(const char *path, xd_err *e) { return io_mkdir_made(path, NULL, e); }
+
+void io_unmake_dir(const char *path, const char *made)
+{
+    io_remove_tree(path);
+    rmdir_parents(path, strlen(made));
 }
 
 char *io_path_join(const char *dir, const char *name)

@@ -93,6 +93,12 @@ void io_map_close(io_map *m);
 
 /* mkdir -p */
 xd_status io_mkdir_p(const char *path, xd_err *e);
+/* mkdir -p that says what it made: *made is the outermost folder it created (a new string), NULL
+ * when path was there already; on failure it removes the folders it made. made may be NULL. */
+xd_status io_mkdir_made(const char *path, char **made, xd_err *e);
+/* Undoes io_mkdir_made: path with everything in it, then each folder above it up to made that is
+ * empty. Only for folders this process made and no other writes into. */
+void io_unmake_dir(const char *path, const char *made);
 /* rm -r of a folder (or file) we made; links are removed, never followed. Async-signal-safe. */
 void io_remove_tree(const char *path);
 /* Joins dir and name with one '/', into a new string. */

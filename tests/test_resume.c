@@ -1,6 +1,8 @@
 /* distill/trainer, resuming: a run stopped and resumed (inside a stage or at a stage boundary)
  * ends byte for byte where the uninterrupted run does; a finished run is left as it is; another
- * recipe is refused; the metrics line of an epoch is never lost; a run folder is locked. */
+ * recipe, an edited recipe or an edited resume state is refused; the metrics line of an epoch is
+ * never lost; a run folder is locked; a run that fails before its first epoch ends leaves
+ * nothing behind. */
 #include "tests/support/testutil.h"
 
 #include <jansson.h>
@@ -365,6 +367,68 @@ static void test_resume_refuses_edited_recipe(void **state)
     free(text);
 }
 
+/* Recipes of runs that fail before their first epoch ends (n of them, each a new string): a data
+ * file that is no data set, a label outside the classes, a head narrower than the classes, no
+ * label the run may see, an augmentation size the images cannot give. */
+static char **failing_recipes(int *n)
+{
+    ensure_data();
+    tu_write_text("notdata.xds", "not a data set\n");
+    int32_t train[N_TRAIN] = {0}, test[N_TEST] = {0};
+    train[3] = 9;
+    const int64_t ntr[1] = {N_TRAIN}, nte[1] = {N_TEST};
+    io_tensor bad[2];
+    io_tensor_set(&bad[0], "train/label.bad", IO_I32, 1, ntr, train);
+    io_tensor_set(&bad[1], "test/label.bad", IO_I32, 1, nte, test);
+    copy_data_with("toy.xds", "badlabel.xds", bad, 2);
+    tiny_spec sp = tiny_default();
+    sp.unlabelled = 1;
+    tiny_write("unlab.xds", &sp);
+    static const char *const data[] = {
+        "{path: notdata.xds}", "{path: badlabel.xds, label: label.bad}", "{path: toy.xds}",
+        "{path: unlab.xds}", "{path: toy.xds, augment: \"size=1\"}"};
+    enum { N = sizeof data / sizeof data[0] };
+    char **texts = calloc(N, sizeof *texts);
+    for (int i = 0; i < N; i++)
+        texts[i] = tu_fmt("data: %s\nmodel: \"input h=8 w=8 c=1; flatten; linear out=%d "
+                          "name=logits head\"\ntrain: {epochs: 2, batch: 16}\nlosses:\n"
+                          "  - kind: ce\n", data[i], i == 2 ? 3 : 4);
+    *n = N;
+    return texts;
+}
+
+/* A run that fails before its first epoch ends leaves nothing behind: not the folder it made
+ * (nor the folders it made above it), and in a folder that was there (empty, or an earlier run's)
+ * not a byte changed, its lock file included. */
+static void test_failed_run_leaves_nothing(void **state)
+{
+    (void)state;
+    int n;
+    char **texts = failing_recipes(&n);
+    char *ok = small_recipe(1, 0);
+    run_ok("kept", ok, "kept", 1, 0, 0);
+    assert_int_equal(mkdir("empty", 0755), 0);
+    static const char *const found[] = {"kept", "empty"};
+    for (int i = 0; i < n; i++) {
+        train_result r;
+        xd_err e;
+        char *name = tu_fmt("fails%d", i);
+        assert_int_not_equal(run_text(name, texts[i], "made/a/b", 1, 0, 0, &r, &e), XD_OK);
+        print_message("%s\n", e.msg);
+        assert_false(exists("made"));
+        for (int k = 0; k < 2; k++) {
+            dirsnap *before = dirsnap_take(found[k]);
+            assert_int_not_equal(run_text(name, texts[i], found[k], 1, 0, 0, &r, &e), XD_OK);
+            dirsnap_assert_same(before, found[k]);
+            dirsnap_free(before);
+        }
+        free(name);
+        free(texts[i]);
+    }
+    free(texts);
+    free(ok);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -381,6 +445,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_validation_resume),
         cmocka_unit_test(test_resume_refuses_edited_state),
         cmocka_unit_test(test_resume_refuses_edited_recipe),
+        cmocka_unit_test(test_failed_run_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,6 +101,8 @@ json_t *load_json(const char *path);
 /* Every checkpoint a failed run left behind must still load (ckpt_load refuses non-finite). */
 void assert_checkpoints_load(const char *dir);
 
+/* A recipe whose run into err-NAME must fail, the message naming want (and want2 when given),
+ * before its first epoch ends: the folder it made must be gone again. */
 void expect_error(const char *name, const char *text, const char *want, const char *want2);
 
 /* A text teacher on toy.xds reading `view`, trained into dir; it must learn the task. */
