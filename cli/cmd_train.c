@@ -95,6 +95,29 @@ static int check_resume_sets(const char *const *sets, int n)
     return 0;
 }
 
+/* A multi-seed run's recipe in its folder (first seed, count, so that --resume DIR finds it),
+ * written once the first seed's run has something to keep: a run that fails before leaves the
+ * folder as it found it. */
+typedef struct {
+    const recipe *r;
+    const char *base;
+    int needed;  /* a new run, or a resume whose resume keys changed */
+    int touched; /* a seed's run has written into its folder */
+    int written;
+} seeds_recipe;
+
+static xd_status write_seeds_recipe(void *ctx, xd_err *e)
+{
+    seeds_recipe *sr = ctx;
+    sr->touched = 1;
+    if (!sr->needed || sr->written) return XD_OK;
+    char *ypath = io_path_join(sr->base, "recipe.yaml");
+    xd_status s = recipe_save(sr->r, ypath, e);
+    free(ypath);
+    sr->written = s == XD_OK;
+    return s;
+}
+
 int cmd_train(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -200,12 +223,11 @@ int cmd_train(int argc, char **argv)
         all_finished = res[k].unchanged = runs_read_finished(dir, &res[k]);
         free(dir);
     }
+    char *base_made = NULL; /* the outermost folder made for base, if any */
+    seeds_recipe sr = {.r = &r, .base = base, .needed = !resume_dir || recipe_changed};
     if (s == XD_OK && seeds > 1 && !all_finished) {
-        /* the whole multi-seed run's recipe (first seed, count), so that --resume DIR finds it */
-        if (root && (s = io_mkdir_p(base, &e)) == XD_OK) s = runlock_take(&parent, base, &e);
-        char *ypath = io_path_join(base, "recipe.yaml");
-        if (root && s == XD_OK && (!resume_dir || recipe_changed)) s = recipe_save(&r, ypath, &e);
-        free(ypath);
+        if (root && (s = io_mkdir_made(base, &base_made, &e)) == XD_OK)
+            s = runlock_take(&parent, base, &e);
         s = dist_agree(s, &e);
     }
     for (long k = 0; k < seeds && s == XD_OK; k++) {
@@ -226,7 +248,8 @@ int cmd_train(int argc, char **argv)
             sk.to = sk.from + w;
         }
         train_opts o = {.out_dir = dir, .resume = can_resume, .stop_after = (int)stop_after,
-                        .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL};
+                        .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL,
+                        .before_write = seeds > 1 ? write_seeds_recipe : NULL, .ctx = &sr};
         if (resume_dir && !can_resume && seeds == 1)
             s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
         else
@@ -253,7 +276,13 @@ int cmd_train(int argc, char **argv)
         s = runs_write_seeds_summary(base, &r, res, (int)seeds, &e);
         if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }
+    /* no seed's run wrote anything (a failed one leaves nothing): neither does the whole run */
+    if (s != XD_OK && parent.fd >= 0 && !sr.touched) {
+        if (base_made) io_unmake_dir(base, base_made);
+        else runlock_give_back(&parent);
+    }
     runlock_release(&parent);
+    free(base_made);
     free(parent_summary);
     recipe_free(&r);
     recipe_free(&stored);

@@ -174,8 +174,8 @@ typedef struct {
 char *train_path(const train_run *R, const char *name);
 xd_status train_write_text(const char *path, const char *text, xd_err *e);
 /* Every rank, before the run's first change to its folder (a fresh run's first epoch's files, a
- * resume's first write); nothing after the first call: for a fresh run the files of an earlier
- * run cleared and recipe.yaml written. */
+ * resume's first write); nothing after the first call: the caller's o->before_write, then for a
+ * fresh run the files of an earlier run cleared and recipe.yaml written. */
 xd_status train_first_write(train_run *R, xd_err *e);
 
 /* train_setup.c */

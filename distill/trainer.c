@@ -178,7 +178,10 @@ xd_status train_first_write(train_run *R, xd_err *e)
 {
     if (R->wrote) return XD_OK;
     R->wrote = 1;
-    return dist_agree(dist_rank() == 0 && !R->o->resume ? start_fresh(R, e) : XD_OK, e);
+    xd_status s = XD_OK;
+    if (dist_rank() == 0 && R->o->before_write) s = R->o->before_write(R->o->ctx, e);
+    if (s == XD_OK && dist_rank() == 0 && !R->o->resume) s = start_fresh(R, e);
+    return dist_agree(s, e);
 }
 
 static void run_free(train_run *R)

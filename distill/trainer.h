@@ -42,6 +42,11 @@ typedef struct {
     int quiet;            /* no progress output */
     FILE *log;            /* progress bar and epoch lines; NULL = stderr */
     const progress_span *span; /* not NULL: this run is a share of a longer job (progress.h) */
+    /* Called once, by the rank that writes, just before the run first changes out_dir: files of
+     * the caller's that should appear only once the run has something to keep (a multi-seed
+     * run's recipe). A failure fails the run. NULL: none. */
+    xd_status (*before_write)(void *ctx, xd_err *e);
+    void *ctx;
 } train_opts;
 
 /* One trainable model's scores (accuracy; for a segment task the mIoU). best_acc is the score that

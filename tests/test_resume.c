@@ -31,6 +31,7 @@
 #include "nn/model.h"
 #include "tests/support/dirsnap.h"
 #include "tests/support/imgfix.h"
+#include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 #include "tests/support/trainrun.h"
 
@@ -429,6 +430,39 @@ static void test_failed_run_leaves_nothing(void **state)
     free(ok);
 }
 
+/* The same for `train --seeds`: a new folder goes with its seed folders, and an earlier
+ * multi-seed run's folder and seed folders keep exactly what they held. */
+static void test_failed_seeds_run_leaves_nothing(void **state)
+{
+    (void)state;
+    int n;
+    char **texts = failing_recipes(&n);
+    tu_write_text("bad-seeds.yaml", texts[0]);
+    char *ok = small_recipe(1, 0);
+    tu_write_text("ok-seeds.yaml", ok);
+    char *err = NULL;
+    assert_int_not_equal(tu_run_cli(NULL, &err, "train", "bad-seeds.yaml", "--out", "seeds-new",
+                                    "--seeds", "2", "--quiet", NULL), 0);
+    print_message("%s", err);
+    assert_non_null(strstr(err, "notdata.xds"));
+    assert_false(exists("seeds-new"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "ok-seeds.yaml", "--out", "seeds-old",
+                                "--seeds", "2", "--seed", "5", "--quiet", NULL), 0);
+    static const char *const dirs[] = {"seeds-old", "seeds-old/seed-5", "seeds-old/seed-6"};
+    dirsnap *before[3];
+    for (int k = 0; k < 3; k++) before[k] = dirsnap_take(dirs[k]);
+    assert_int_not_equal(tu_run_cli(NULL, NULL, "train", "bad-seeds.yaml", "--out", "seeds-old",
+                                    "--seeds", "2", "--seed", "5", "--quiet", NULL), 0);
+    for (int k = 0; k < 3; k++) {
+        dirsnap_assert_same(before[k], dirs[k]);
+        dirsnap_free(before[k]);
+    }
+    for (int i = 0; i < n; i++) free(texts[i]);
+    free(texts);
+    free(err);
+    free(ok);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -446,6 +480,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_refuses_edited_state),
         cmocka_unit_test(test_resume_refuses_edited_recipe),
         cmocka_unit_test(test_failed_run_leaves_nothing),
+        cmocka_unit_test(test_failed_seeds_run_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
