@@ -128,22 +128,46 @@ static xd_status check_in(io_st_file *f, const nn_model *m, xd_err *e)
     return s;
 }
 
-/* p's values from f (present, its shape and type checked), every one finite */
-static xd_status copy_one(io_st_file *f, nn_model *m, const nn_param *p, xd_err *e)
+/* 1 when p's name ends in suffix (".running_var", ".range"). */
+static int param_is(const nn_param *p, const char *suffix)
+{
+    const char *dot = strrchr(p->name, '.');
+    return dot && strcmp(dot, suffix) == 0;
+}
+
+/* Whether p's values in f (present, its shape and type checked) may be loaded: each finite; a
+ * batch norm's running variance >= 0 (the layer divides by its square root: a negative one makes
+ * its outputs NaN, and the checksums do not stop a crafted file); and in an int8 checkpoint (int8)
+ * a moving range > 0, as the engine's scales come from the ranges. XD_ENUM names the file, the
+ * tensor, the value and the rule (XD_EFORMAT in an int8 checkpoint, as its other checks). */
+static xd_status values_ok(io_st_file *f, const nn_param *p, int int8, xd_err *e)
 {
     const float *src = io_st_find(f, p->name)->data;
-    for (size_t j = 0; j < p->n; j++)
-        if (!isfinite(src[j]))
-            return xd_fail(e, XD_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu",
-                           io_st_path(f), p->name, j);
-    memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
+    const int var = p->state && param_is(p, ".running_var");
+    const int range = int8 && p->state && param_is(p, ".range");
+    for (size_t j = 0; j < p->n; j++) {
+        const char *rule = !isfinite(src[j])           ? "values must be finite"
+                           : var && src[j] < 0.0f      ? "a running variance must be >= 0"
+                           : range && !(src[j] > 0.0f) ? "a range must be a finite number > 0"
+                                                       : NULL;
+        if (rule)
+            return xd_fail(e, int8 ? XD_EFORMAT : XD_ENUM, "%s: tensor '%s' holds %g at index "
+                           "%zu; %s", io_st_path(f), p->name, (double)src[j], j, rule);
+    }
     return XD_OK;
 }
 
+static void values_copy(io_st_file *f, nn_model *m, const nn_param *p)
+{
+    memcpy(nn_model_param_data(m, p), io_st_find(f, p->name)->data, sizeof(float) * p->n);
+}
+
+/* Every entry of m from f, all checked before any is copied: a refused file leaves m as it was. */
 static xd_status copy_in(io_st_file *f, nn_model *m, xd_err *e)
 {
     xd_status s = check_in(f, m, e);
-    for (int i = 0; i < m->n_params && s == XD_OK; i++) s = copy_one(f, m, &m->params[i], e);
+    for (int i = 0; i < m->n_params && s == XD_OK; i++) s = values_ok(f, &m->params[i], 0, e);
+    for (int i = 0; i < m->n_params && s == XD_OK; i++) values_copy(f, m, &m->params[i]);
     return s;
 }
 
@@ -157,7 +181,8 @@ xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e)
     return s;
 }
 
-/* ckpt_load_init's checks, and with copy its copying (m may be only planned without) */
+/* ckpt_load_init's checks, values included, and with copy its copying (m may be only planned
+ * without) */
 static xd_status init_from(const char *path, nn_model *m, int copy, xd_err *e)
 {
     io_st_file *f;
@@ -184,10 +209,13 @@ static xd_status init_from(const char *path, nn_model *m, int copy, xd_err *e)
             io_shape_format(p->ndim, p->shape, want, sizeof want);
             s = xd_fail(e, XD_ESHAPE, "%s: tensor '%s' is %s %s, the model's is F32 %s", path,
                         p->name, io_dtype_name(t->dtype), got, want);
-        } else if (t && copy) {
-            s = copy_one(f, m, p, e);
+        } else if (t) {
+            s = values_ok(f, p, 0, e);
         }
     }
+    /* copied once all are checked, as copy_in */
+    for (int i = 0; i < m->n_params && s == XD_OK && copy; i++)
+        if (io_st_find(f, m->params[i].name)) values_copy(f, m, &m->params[i]);
     io_st_close(f);
     return s;
 }
@@ -278,20 +306,6 @@ xd_status ckpt_save_like(const char *path, const nn_model *m, const char *source
     return save_like(path, m, source, 0, e);
 }
 
-/* A float entry of an int8 checkpoint into the model: finite, and a moving range > 0. */
-static xd_status int8_float_in(io_st_file *f, nn_model *m, const nn_param *p, xd_err *e)
-{
-    const float *src = io_st_find(f, p->name)->data;
-    const int range = p->state && strcmp(strrchr(p->name, '.'), ".range") == 0;
-    for (size_t j = 0; j < p->n; j++)
-        if (!isfinite(src[j]) || (range && !(src[j] > 0.0f)))
-            return xd_fail(e, XD_EFORMAT, "%s: tensor '%s' holds %g at index %zu; %s",
-                           io_st_path(f), p->name, (double)src[j], j,
-                           range ? "a range must be a finite number > 0" : "values must be finite");
-    memcpy(nn_model_param_data(m, p), src, sizeof(float) * p->n);
-    return XD_OK;
-}
-
 /* A quantised layer's weights and scales from the file into the engine. */
 static xd_status int8_weights_in(io_st_file *f, nn_model *m, int node, xd_err *e)
 {
@@ -333,7 +347,8 @@ static xd_status load_int8(io_st_file *f, const char *desc, int max_batch, nn_mo
     /* the float entries first (the ranges: the engine reads them when it attaches) */
     for (size_t i = 0; i < n && s == XD_OK; i++) {
         const nn_param *p = nn_model_param(m, want[i].name);
-        if (p && want[i].dtype == IO_F32) s = int8_float_in(f, m, p, e);
+        if (p && want[i].dtype == IO_F32 && (s = values_ok(f, p, 1, e)) == XD_OK)
+            values_copy(f, m, p);
     }
     free(want);
     free(names);

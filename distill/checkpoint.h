@@ -8,7 +8,9 @@
  *
  * Loading never trusts the file: the safetensors layer validates the header and offsets and
  * verifies the tensors' checksums, then the tensors must be exactly the model's (names, dtype,
- * shapes) and every value finite. */
+ * shapes), every value finite and every batch norm's running variance >= 0: checksums are
+ * recomputed by whoever crafts a file, so the values themselves are checked before any is copied
+ * into the model. */
 #ifndef XD_DISTILL_CHECKPOINT_H
 #define XD_DISTILL_CHECKPOINT_H
 
@@ -62,10 +64,10 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
 /* The values a run starts from (a recipe's `init:`): every weight of m from the float (or
  * fake-quant) checkpoint path, names, shapes and dtype as m's; state entries the file lacks (a
- * fake-quant range, a pruning mask) keep m's. An int8 checkpoint, a missing weight or a
- * non-finite value is an error naming the file and the tensor. */
+ * fake-quant range, a pruning mask) keep m's. An int8 checkpoint, a missing weight, a
+ * non-finite value or a negative running variance is an error naming the file and the tensor. */
 xd_status ckpt_load_init(const char *path, nn_model *m, xd_err *e);
-/* ckpt_load_init's checks alone, reading no value (m may be only planned). */
+/* ckpt_load_init's checks alone, copying no value (m may be only planned). */
 xd_status ckpt_check_init(const char *path, const nn_model *m, xd_err *e);
 
 /* The preprocessing a checkpoint's model was trained with: the image options and text settings

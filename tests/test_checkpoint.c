@@ -1,5 +1,6 @@
 /* distill/checkpoint: round trip, model rebuilt from metadata, mismatches, corrupt files, damaged
- * tensor data and non-finite values rejected with messages naming the file. */
+ * tensor data, non-finite values and negative running variances rejected with messages naming
+ * the file. */
 #include "tests/support/testutil.h"
 
 #include <jansson.h>
@@ -53,13 +54,20 @@ static void test_round_trip(void **state)
     nn_model_free(&b);
 }
 
+/* The model of DESC (seed 7) in a, saved as m.safetensors. */
+static void save_m(nn_model *a)
+{
+    xd_err e;
+    TU_OK(nn_model_build(a, DESC, 4, 7, &e));
+    TU_OK(ckpt_save("m.safetensors", a, NULL, 0, &e));
+}
+
 static void test_mismatch_and_corruption(void **state)
 {
     (void)state;
     nn_model a, other;
     xd_err e;
-    TU_OK(nn_model_build(&a, DESC, 4, 7, &e));
-    TU_OK(ckpt_save("m.safetensors", &a, NULL, 0, &e));
+    save_m(&a);
     /* a model of another width refuses the file, naming the tensor */
     TU_OK(nn_model_build(&other, "input h=6 w=6 c=2; conv2d name=c1 out=5 k=3 pad=1; batchnorm name=bn;"
                                  "relu; flatten; linear out=4 name=logits head", 4, 1, &e));
@@ -180,6 +188,55 @@ static void test_damaged_weights(void **state)
     free(old);
     free(text);
     free(b);
+    nn_model_free(&a);
+}
+
+/* Values no trained model holds, in a crafted file whose checksums were recomputed: a negative
+ * running variance (or NaN or Inf in it or in a weight) is refused by every loader, naming the
+ * file and the tensor, and a model loaded into keeps every value it had. */
+static void test_bad_values(void **state)
+{
+    (void)state;
+    nn_model a, m;
+    xd_err e;
+    save_m(&a);
+    const struct {
+        const char *tensor;
+        size_t at;
+        float value;
+        const char *why;
+    } bad[] = {
+        {"bn.running_var", 1, -0.5f, "-0.5 at index 1; a running variance must be >= 0"},
+        {"bn.running_var", 2, NAN, "nan at index 2; values must be finite"},
+        {"c1.weight", 5, INFINITY, "inf at index 5; values must be finite"},
+        {"logits.bias", 0, -INFINITY, "-inf at index 0; values must be finite"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tu_rewrite_value("m.safetensors", "bad.safetensors", bad[i].tensor, bad[i].at, bad[i].value);
+        char *want = tu_fmt("bad.safetensors: tensor '%s' holds %s", bad[i].tensor, bad[i].why);
+        xd_err_clear(&e);
+        assert_int_equal(ckpt_load("bad.safetensors", 2, &m, &e), XD_ENUM);
+        tu_assert_err(&e, XD_ENUM, want);
+        /* the checks of a recipe's init: and its loading */
+        TU_OK(nn_model_build(&m, DESC, 4, 1, &e));
+        nn_model before;
+        TU_OK(nn_model_build(&before, DESC, 4, 1, &e));
+        assert_int_equal(ckpt_check_init("bad.safetensors", &m, &e), XD_ENUM);
+        tu_assert_err(&e, XD_ENUM, want);
+        assert_int_equal(ckpt_load_init("bad.safetensors", &m, &e), XD_ENUM);
+        tu_assert_err(&e, XD_ENUM, want);
+        assert_int_equal(ckpt_load_into("bad.safetensors", &m, &e), XD_ENUM);
+        tu_assert_err(&e, XD_ENUM, want);
+        assert_memory_equal(m.param, before.param, sizeof(float) * m.n_param);
+        assert_memory_equal(m.state, before.state, sizeof(float) * m.n_state);
+        nn_model_free(&before);
+        nn_model_free(&m);
+        free(want);
+    }
+    /* a running variance of 0 is a channel that never varied: it loads (eps keeps it finite) */
+    tu_rewrite_value("m.safetensors", "zero.safetensors", "bn.running_var", 0, 0.0f);
+    TU_OK(ckpt_load("zero.safetensors", 2, &m, &e));
+    nn_model_free(&m);
     nn_model_free(&a);
 }
 
@@ -328,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_mismatch_and_corruption),
         cmocka_unit_test(test_damaged_weights),
+        cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_check_fit),
         cmocka_unit_test(test_class_names),
         cmocka_unit_test(test_tensors_checked_before_memory),

@@ -80,6 +80,36 @@ void tu_rewrite_meta(const char *src, const char *dst, const char *key, const ch
     io_st_close(f);
 }
 
+void tu_rewrite_value(const char *src, const char *dst, const char *name, size_t i, float value)
+{
+    io_st_file *f;
+    xd_err e;
+    TU_OK(io_st_open(src, &f, &e));
+    const size_t n = io_st_count(f), nm = io_st_meta_count(f);
+    io_tensor *t = xd_xcalloc(n, sizeof *t);
+    io_kv *meta = xd_xcalloc(nm, sizeof *meta);
+    float *copy = NULL;
+    for (size_t k = 0; k < n; k++) {
+        t[k] = *io_st_tensor(f, k);
+        size_t ne;
+        if (strcmp(t[k].name, name) != 0) continue;
+        assert_int_equal(t[k].dtype, IO_F32);
+        assert_int_equal(io_tensor_elements(&t[k], &ne), 0);
+        assert_true(i < ne);
+        copy = xd_xmalloc(sizeof(float) * ne);
+        memcpy(copy, t[k].data, sizeof(float) * ne);
+        copy[i] = value;
+        t[k].data = copy;
+    }
+    if (!copy) fail_msg("%s: no tensor '%s'", src, name);
+    for (size_t k = 0; k < nm; k++) meta[k] = *io_st_meta_at(f, k);
+    TU_OK(io_st_write(dst, t, n, meta, nm, &e));
+    free(copy);
+    free(meta);
+    free(t);
+    io_st_close(f);
+}
+
 int tu_same_file(const char *a, const char *b)
 {
     size_t na, nb;
