@@ -39,57 +39,17 @@
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "tests/support/onnxrun.h"
+#include "tests/support/predictfix.h"
 #include "tests/support/trainrun.h"
 #include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
-#define N_IMAGES 12
-
-#define IMAGE_RECIPE                                                                             \
-    "name: img\n"                                                                                \
-    "data: {path: toy.xds, augment: \"mean=0.5 std=0.25\"}\n"                                    \
-    "model: \"input h=8 w=8 c=1; flatten; linear out=16 name=fc1; batchnorm; relu; "             \
-    "linear out=4 name=logits head\"\n"                                                          \
-    "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"                        \
-    "losses:\n  - kind: ce\n"
-
-#define TEXT_RECIPE                                                                              \
-    "name: txt\n"                                                                                \
-    "data: {path: toy.xds, student_view: text.en, text: \"buckets=512\"}\n"                      \
-    "model: \"input tokens=16; embbag vocab=512 out=8 mode=mean; linear out=4 name=logits "     \
-    "head\"\n"                                                                                   \
-    "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"                        \
-    "losses:\n  - kind: ce\n"
+#define N_IMAGES PF_IMAGES
 
 static int setup(void **state)
 {
     (void)state;
-    if (exists("img/best.safetensors")) return 0;
-    tiny_spec s = tiny_default();
-    tiny_write("toy.xds", &s);
-    tu_write_file("img.yaml", IMAGE_RECIPE, strlen(IMAGE_RECIPE));
-    tu_write_file("txt.yaml", TEXT_RECIPE, strlen(TEXT_RECIPE));
-    char *err;
-    if (tu_run_cli(NULL, &err, "train", "img.yaml", "--out", "img", "--quiet", NULL) != 0)
-        fail_msg("train img.yaml: %s", err);
-    free(err);
-    if (tu_run_cli(NULL, &err, "train", "txt.yaml", "--out", "txt", "--quiet", NULL) != 0)
-        fail_msg("train txt.yaml: %s", err);
-    free(err);
-    /* the first test images as PNG files, img0.png ... */
-    io_dataset *ds;
-    xd_err e;
-    TU_OK(io_dataset_open("toy.xds", &ds, &e));
-    const io_tensor *t = io_dataset_find(ds, "test/image");
-    assert_non_null(t);
-    for (int i = 0; i < N_IMAGES; i++) {
-        io_image img = {.w = TINY_SIDE, .h = TINY_SIDE, .c = 1,
-                        .px = (uint8_t *)t->data + (size_t)i * TINY_SIDE * TINY_SIDE};
-        char name[32];
-        snprintf(name, sizeof name, "img%d.png", i);
-        TU_OK(io_png_write(name, &img, &e));
-    }
-    io_dataset_close(ds);
+    pf_setup();
     return 0;
 }
 
@@ -274,14 +234,6 @@ static void test_old_checkpoint(void **state)
 }
 
 /* One line on stderr, holding each of the strings. */
-static void expect_line(const char *err, const char *a, const char *b)
-{
-    const char *nl = strchr(err, '\n');
-    if (!nl || nl[1]) fail_msg("not one line: '%s'", err);
-    if (!strstr(err, a) || (b && !strstr(err, b)))
-        fail_msg("'%s' does not name '%s'%s%s", err, a, b ? " and say " : "", b ? b : "");
-}
-
 static void test_bad_inputs(void **state)
 {
     (void)state;
@@ -290,7 +242,7 @@ static void test_bad_inputs(void **state)
     /* skipped among good ones: the others are predicted, exit 3 */
     assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "img0.png",
                                 "broken.png", "img1.png", NULL), 3);
-    expect_line(err, "broken.png", "skipped");
+    tu_expect_line(err, "broken.png", "skipped");
     assert_non_null(strstr(out, "\"img0.png\""));
     assert_non_null(strstr(out, "\"img1.png\""));
     assert_null(strstr(out, "broken"));
@@ -299,7 +251,7 @@ static void test_bad_inputs(void **state)
     /* --strict: fatal */
     assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "broken.png",
                                 "img0.png", "--strict", NULL), 1);
-    expect_line(err, "broken.png", NULL);
+    tu_expect_line(err, "broken.png", NULL);
     assert_string_equal(out, "");
     free(out);
     free(err);
@@ -311,19 +263,19 @@ static void test_bad_inputs(void **state)
     xd_err e;
     TU_OK(io_st_write("other.safetensors", &t, 1, NULL, 0, &e));
     assert_int_equal(tu_run_cli(&out, &err, "predict", "other.safetensors", "img0.png", NULL), 1);
-    expect_line(err, "other.safetensors", "not an xdistill checkpoint");
+    tu_expect_line(err, "other.safetensors", "not an xdistill checkpoint");
     free(out);
     free(err);
     /* a checkpoint of a later version */
     tu_rewrite_meta("img/best.safetensors", "later.safetensors", "xdistill.version", "99.0.0");
     assert_int_equal(tu_run_cli(&out, &err, "predict", "later.safetensors", "img0.png", NULL), 1);
-    expect_line(err, "later.safetensors", "xdistill 99.0.0");
+    tu_expect_line(err, "later.safetensors", "xdistill 99.0.0");
     free(out);
     free(err);
     /* a text model given an image */
     assert_int_equal(tu_run_cli(&out, &err, "predict", "txt/best.safetensors", "img0.png", NULL),
                      3);
-    expect_line(err, "img0.png", "reads texts");
+    tu_expect_line(err, "img0.png", "reads texts");
     assert_string_equal(out, "");
     free(out);
     free(err);
@@ -343,7 +295,7 @@ static void test_segmentation_masks(void **state)
     char *out, *err;
     assert_int_equal(tu_run_cli(&out, &err, "predict", "seg.safetensors", "img0.png",
                                 "other/img0.png", "img2.png", "--out", "masks", NULL), 3);
-    expect_line(err, "other/img0.png", "masks/img0.png");
+    tu_expect_line(err, "other/img0.png", "masks/img0.png");
     assert_string_equal(out, "{\"input\":\"img0.png\",\"mask\":\"masks/img0.png\"}\n"
                              "{\"input\":\"img2.png\",\"mask\":\"masks/img2.png\"}\n");
     rename("other/img0.png", "img1.png");
@@ -374,7 +326,7 @@ static void test_segmentation_masks(void **state)
     nn_model_free(&m);
     /* without --out: a usage error */
     assert_int_equal(tu_run_cli(NULL, &err, "predict", "seg.safetensors", "img0.png", NULL), 2);
-    expect_line(err, "seg.safetensors", "--out");
+    tu_expect_line(err, "seg.safetensors", "--out");
     free(err);
 }
 
@@ -656,7 +608,7 @@ static void test_predict_exit(void **state)
     char *err;
     assert_int_equal(tu_run_cli(NULL, &err, "predict", "exits.safetensors", "img0.png", "--exit",
                                 "trunk", NULL), 1);
-    expect_line(err, "exits.safetensors", "its exits: exit1 or exit2");
+    tu_expect_line(err, "exits.safetensors", "its exits: exit1 or exit2");
     free(err);
 }
 

@@ -60,3 +60,11 @@ int tu_run_cli_in(const char *stdin_path, char **out, char **err, ...)
     }
     return WEXITSTATUS(ws);
 }
+
+void tu_expect_line(const char *err, const char *a, const char *b)
+{
+    const char *nl = strchr(err, '\n');
+    if (!nl || nl[1]) fail_msg("not one line: '%s'", err);
+    if (!strstr(err, a) || (b && !strstr(err, b)))
+        fail_msg("'%s' does not name '%s'%s%s", err, a, b ? " and say " : "", b ? b : "");
+}

@@ -12,4 +12,8 @@ const char *tu_cli_bin(void);
 int tu_run_cli_in(const char *stdin_path, char **out, char **err, ...);
 #define tu_run_cli(out, err, ...) tu_run_cli_in(NULL, out, err, __VA_ARGS__)
 
+/* Fails the test unless err (a run's standard error) is one line that holds a and (when not
+ * NULL) b: what a refused input or file must give. */
+void tu_expect_line(const char *err, const char *a, const char *b);
+
 #endif
