@@ -162,6 +162,8 @@ static xd_status run_model(const char *ckpt, const io_dataset *ds, const char *s
         a->conf = xd_xmalloc(sizeof(float) * (a->rows ? a->rows : 1));
         void *input = xd_xmalloc_aligned(feed_example_bytes(f) * REPORT_BATCH);
         s = scores_predict(m, head, f, all_langs, input, a->pred, a->conf, e);
+        /* an output that is not finite (XD_ENUM, naming the example) is the checkpoint's fault */
+        if (s == XD_ENUM) xd_err_prefix(e, "%s on %s (%s)", ckpt, io_dataset_path(ds), split);
         free(input);
     }
     free(aug);

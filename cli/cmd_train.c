@@ -535,6 +535,8 @@ int cmd_eval(int argc, char **argv)
             else if ((s = seg_masks(ds, split, f.n, hn->h, hn->w, &masks, &n_classes, &e)) == XD_OK) {
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
                 s = seg_evaluate(&m, head, &f, masks, n_classes, input, &sc, &e);
+                /* an output that is not finite (XD_ENUM, naming the example): the model's fault */
+                if (s == XD_ENUM) xd_err_prefix(&e, "%s on %s (%s)", model, data, split);
             }
         } else if ((s = io_dataset_require(ds, name, IO_I32, 1, &t, &e)) == XD_OK &&
                    (s = ckpt_class_map(model, &m, ds, label, &map, &e)) == XD_OK &&
@@ -559,6 +561,7 @@ int cmd_eval(int argc, char **argv)
                 input = xd_xmalloc_aligned(feed_example_bytes(&f) * 256);
                 names = class_names(stored, ds, label, (int)K);
                 s = eval_classifier(&m, head, &f, y, input, &ev, &e);
+                if (s == XD_ENUM) xd_err_prefix(&e, "%s on %s (%s)", model, data, split);
             }
             if (s == XD_OK && pred_path) s = write_predictions(pred_path, &ev, &f, names, &e);
         }

@@ -407,16 +407,6 @@ static void topk_rows(const float *x, int B, int K, int k, kd_pair *pairs, float
     }
 }
 
-static xd_status check_finite(const float *x, size_t n, size_t per, size_t i0, const char *what,
-                              xd_err *e)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            return xd_fail(e, XD_ENUM, "teacher cache: the teacher's %s for example %zu is not "
-                           "finite (%g)", what, i0 + i / per, (double)x[i]);
-    return XD_OK;
-}
-
 static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const resolved *r,
                        kd_cache_fill_fn fill, void *ctx, xd_err *e)
 {
@@ -485,7 +475,8 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         if (engine) nn_model_infer_reading(m, input, B, need, reads, 2);
         else nn_model_forward(m, input, B, NULL);
         const float *out = nn_model_out(m, r->head);
-        if ((s = check_finite(out, (size_t)B * K, K, i0, "output", e))) break;
+        s = nn_check_finite(out, (size_t)B, K, NULL, i0, "teacher cache: the teacher's output", e);
+        if (s) break;
         if (!k) memcpy((float *)buf[KD_PART_LOGITS] + i0 * K, out, sizeof(float) * B * K);
         else
             topk_rows(out, B, (int)K, (int)k, pairs, (float *)buf[KD_PART_TOPK_VAL] + i0 * k,
@@ -494,7 +485,9 @@ static xd_status build(kd_cache *c, const kd_cache_spec *sp, nn_model *m, const 
         if (r->tap >= 0) {
             const float *f = nn_model_out(m, r->tap);
             const size_t F = r->feat_dim;
-            if ((s = check_finite(f, (size_t)B * F, F, i0, "tapped feature", e))) break;
+            s = nn_check_finite(f, (size_t)B, F, NULL, i0, "teacher cache: the teacher's tapped "
+                                "feature", e);
+            if (s) break;
             memcpy((float *)buf[KD_PART_FEAT] + i0 * F, f, sizeof(float) * B * F);
         }
     }

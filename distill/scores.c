@@ -203,6 +203,9 @@ xd_status scores_predict_at(nn_model *m, int head, feed *f, const uint32_t *idx,
                 s = feed_fill(f, bidx, n, 0, 0, 0, input, e);
             if (s != XD_OK) break;
             nn_model_forward_some(m, input, n, NULL, need);
+            s = nn_check_finite(nn_model_out(m, head), (size_t)n, pos * (size_t)K, bidx, 0,
+                                "the model's output", e);
+            if (s != XD_OK) break;
             size_t row0 = ((size_t)lang * n_ex + i0) * pos;
             argmax_rows(nn_model_out(m, head), (size_t)n * pos, K, pred + row0,
                         conf ? conf + row0 : NULL, prob ? prob + row0 * (size_t)K : NULL);

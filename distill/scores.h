@@ -70,7 +70,8 @@ size_t scores_rows_at(const nn_model *m, int head, const feed *f, size_t n, int 
 
 /* Runs the layers of m that head needs (eval mode, batches of max_batch; an early exit without
  * the layers after it) over every example of f and writes the argmax class of each row of head
- * to pred and its softmax probability to conf (may be NULL). all_langs = 1
+ * to pred and its softmax probability to conf (may be NULL); an output that is not finite is
+ * XD_ENUM naming the example (nn_check_finite), never a class. all_langs = 1
  * on a text feed of several languages: language-major rows (lang * n + i) for every pair, pred
  * -1 where the example has no text in that language; 0: one row per example from its first
  * language. Row order within an example: its positions, row-major. input: scratch for one batch. */

@@ -557,6 +557,9 @@ xd_status seg_evaluate_at(nn_model *m, int head, feed *f, const uint32_t *at, si
         }
         if ((s = feed_fill(f, idx, n, 0, 0, 0, input, e)) != XD_OK) break;
         nn_model_forward(m, input, n, NULL);
+        s = nn_check_finite(nn_model_out(m, head), (size_t)n, hw * (size_t)C, idx, 0,
+                            "the model's output", e);
+        if (s != XD_OK) break;
         argmax_pixels(nn_model_out(m, head), hw * (size_t)n, C, pred);
         s = dense_confusion_add(&cm, pred, at ? truth : masks + i0 * hw, hw * (size_t)n, e);
     }

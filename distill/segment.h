@@ -129,7 +129,8 @@ size_t seg_count_correct(seg_run *g, const float *s, const uint32_t *idx, const 
                          int B, size_t *pixels);
 
 /* mIoU and pixel accuracy of head (H, W, n_classes) over every example of a feed (eval mode)
- * against masks (n, H, W). input: scratch for one batch of the feed. */
+ * against masks (n, H, W); an output that is not finite is XD_ENUM naming the example
+ * (nn_check_finite). input: scratch for one batch of the feed. */
 xd_status seg_evaluate(nn_model *m, int head, feed *f, const uint8_t *masks, int n_classes,
                        void *input, seg_scores *out, xd_err *e);
 /* The same over the examples at[0..n) of the feed (at NULL: the first n); masks (f->n, H, W). */

@@ -35,8 +35,7 @@ xd_status train_setup_ensemble(train_run *R, loss_rt *l, const nn_node *sn, xd_e
             return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where, from, L->teacher_head);
         const nn_node *tn = nn_model_node(&t->m, en->node[m]);
         const int kt = (int)tn->act_n;
-        if (t->average && !t->avg[en->node[m]])
-            t->avg[en->node[m]] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
+        train_teacher_reads(R, t, en->node[m]);
         /* the names apply to the head they were stored for */
         const int32_t *by_name = en->node[m] == nn_model_default_head(&t->m) ? t->class_table : NULL;
         if (rm->label_map || rm->label_table || by_name) {

@@ -63,6 +63,7 @@ typedef struct {
     int average;     /* text.* with languages: average: every language of an example, averaged */
     float **avg;     /* average: (n_nodes) the averaged outputs (max_batch, act_n) of the nodes
                       * losses read, NULL for the others */
+    uint8_t *reads;  /* (n_nodes) 1 for the nodes losses read (train_teacher_reads) */
     uint8_t *present; /* average: (max_batch) which examples have the language in hand */
     float *count;    /* average: (max_batch) languages summed per example */
     int32_t *class_table; /* (its head's classes) the run's class of each of its classes, matched
@@ -201,8 +202,14 @@ nn_model *train_from_net(train_run *R, const recipe_loss *L);
 const char *train_end_name(const train_run *R, int teacher, int model, char *buf, size_t n);
 
 /* train_step.c */
+/* The teacher's forward on examples idx[0..n) of the training split. The outputs
+ * of the nodes losses read must be finite, as its cache's must: XD_ENUM names the teacher and the
+ * example otherwise. */
 xd_status train_teacher_forward(train_run *R, teacher_rt *t, const uint32_t *idx, int n, int aug,
                                 uint64_t epoch, xd_err *e);
+/* A loss reads node `node` of teacher t: its output is checked at every forward, and a teacher
+ * that averages its languages gets room for the node's averaged output. */
+void train_teacher_reads(train_run *R, teacher_rt *t, int node);
 const float *train_teacher_out(train_run *R, int ti, int node, int B);
 /* One step of stage `stage` on the batch R->idx, R->yb, R->mb, R->exb [0..n) at learning rate lr
  * (the schedule's): *loss is the weighted total of the losses. */

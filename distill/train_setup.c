@@ -249,6 +249,7 @@ xd_status train_setup_teachers(train_run *R, xd_err *e)
         s = ckpt_load(rt->checkpoint, B, &t->m, e);
         if (s != XD_OK) return xd_err_prefix(e, "teacher '%s'", rt->name);
         t->m.eval_precision = rt->precision; /* its forwards are evaluation forwards */
+        t->reads = xd_xcalloc((size_t)t->m.n_nodes, 1);
         const char *view = rt->view ? rt->view : r->data.student_view;
         char *taug, *ttext;
         if ((s = ckpt_preprocessing(rt->checkpoint, &taug, &ttext, e)) != XD_OK)
@@ -494,8 +495,7 @@ xd_status train_setup_losses(train_run *R, int stage, xd_err *e)
                 return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where, from,
                                is_logit ? (L->teacher_head ? L->teacher_head : "(default head)") : L->teacher_tap);
             const nn_node *tn = nn_model_node(fm, l->t_node);
-            if (t && t->average && !t->avg[l->t_node])
-                t->avg[l->t_node] = xd_xmalloc(sizeof(float) * (size_t)B * tn->act_n);
+            if (t) train_teacher_reads(R, t, l->t_node);
             /* the names apply to the head they were stored for */
             const int32_t *by_name = t && is_logit && l->t_node == nn_model_default_head(fm)
                                          ? t->class_table : NULL;

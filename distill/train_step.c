@@ -18,7 +18,7 @@
 
 /* The teacher's forward on examples idx[0..n) of the training split, in eval mode. aug: draw the
  * random crops, flips and languages of (seed, example, epoch), as the student's batch did. */
-xd_status train_teacher_forward(train_run *R, teacher_rt *t, const uint32_t *idx, int n, int aug,
+static xd_status teacher_forward(train_run *R, teacher_rt *t, const uint32_t *idx, int n, int aug,
                                  uint64_t epoch, xd_err *e)
 {
     xd_status s;
@@ -61,6 +61,32 @@ xd_status train_teacher_forward(train_run *R, teacher_rt *t, const uint32_t *idx
         }
     }
     return XD_OK;
+}
+
+xd_status train_teacher_forward(train_run *R, teacher_rt *t, const uint32_t *idx, int n, int aug,
+                                uint64_t epoch, xd_err *e)
+{
+    xd_status s = teacher_forward(R, t, idx, n, aug, epoch, e);
+    /* what a cached teacher's cache is checked for when it is built, at every step: weights whose
+     * products overflow give NaN, which the losses would teach the student */
+    const int ti = (int)(t - R->teachers), head = nn_model_default_head(&t->m);
+    for (int k = 0; k < t->m.n_nodes && s == XD_OK; k++) {
+        if (!t->reads[k]) continue;
+        const nn_node *nd = nn_model_node(&t->m, k);
+        char what[NN_NAME_LEN + 32] = "the teacher's output";
+        if (k != head) snprintf(what, sizeof what, "the teacher's output at '%s'", nd->name);
+        s = nn_check_finite(train_teacher_out(R, ti, k, n), (size_t)n, nd->act_n, idx, 0, what, e);
+        if (s != XD_OK) xd_err_prefix(e, "teacher '%s'", R->r->teachers[ti].name);
+    }
+    return s;
+}
+
+void train_teacher_reads(train_run *R, teacher_rt *t, int node)
+{
+    t->reads[node] = 1;
+    if (t->average && !t->avg[node])
+        t->avg[node] = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch *
+                                  nn_model_node(&t->m, node)->act_n);
 }
 
 const float *train_teacher_out(train_run *R, int ti, int node, int B)

@@ -82,9 +82,7 @@ static xd_status from_node(train_run *R, loss_rt *l, const char *name, int *node
         return xd_fail(e, XD_EARG, "%s: %s has no node '%s'", l->where,
                        train_end_name(R, L->teacher, L->from_model, from, sizeof from), name);
     teacher_rt *t = L->teacher >= 0 ? &R->teachers[L->teacher] : NULL;
-    if (t && t->average && !t->avg[*node])
-        t->avg[*node] = xd_xmalloc(sizeof(float) * (size_t)R->r->train.batch *
-                                   nn_model_node(fm, *node)->act_n);
+    if (t) train_teacher_reads(R, t, *node);
     return XD_OK;
 }
 

@@ -193,6 +193,7 @@ static void run_free(train_run *R)
         free(t->idx);
         for (int k = 0; t->avg && k < t->m.n_nodes; k++) free(t->avg[k]);
         free(t->avg);
+        free(t->reads);
         free(t->present);
         free(t->count);
         free(t->class_table);

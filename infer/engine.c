@@ -73,6 +73,7 @@ struct xdistill_batch {
     uint8_t *pixels;          /* (max_batch, dh, dw, dc) */
     int *sizes;               /* (max_batch, 2): each slot's image height and width as given */
     int32_t *ids;             /* (max_batch, tokens) */
+    char **names;             /* (max_batch) each slot's input name as given, or NULL: messages */
 };
 
 static const uint8_t white[3] = {255, 255, 255};
@@ -260,12 +261,17 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *x)
     if (!b) return NULL;
     b->m = x;
     const size_t B = (size_t)x->m.max_batch;
+    if (!(b->names = calloc(B, sizeof *b->names))) {
+        free(b);
+        return NULL;
+    }
     if (x->m.tokens)
         b->ids = xd_try_alloc(sizeof(int32_t) * B * (size_t)x->m.tokens);
     else if ((b->sizes = calloc(2 * B, sizeof *b->sizes)))
         b->pixels = xd_try_alloc(B * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
     if (!b->ids && !b->pixels) {
         free(b->sizes);
+        free(b->names);
         free(b);
         return NULL;
     }
@@ -275,6 +281,8 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *x)
 void xdistill_batch_free(xdistill_batch *b)
 {
     if (!b) return;
+    for (int i = 0; i < b->m->m.max_batch; i++) free(b->names[i]);
+    free(b->names);
     free(b->pixels);
     free(b->sizes);
     free(b->ids);
@@ -331,12 +339,20 @@ static uint8_t *slot_pixels(const xdistill_batch *b, int slot)
     return b->pixels + (size_t)slot * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc;
 }
 
-/* A failed fill leaves a blank slot, and the message names the input. */
+/* The slot's input is called name in messages (NULL, or no memory for a copy: by its slot). */
+static void slot_name(const xdistill_batch *b, int slot, const char *name)
+{
+    free(b->names[slot]);
+    b->names[slot] = name ? strdup(name) : NULL;
+}
+
+/* A failed fill leaves a blank slot, without a name, and the message names the input. */
 static xdistill_status slot_failed(const xdistill_batch *b, int slot, const char *name,
                                    xd_status s, xd_err *e, xdistill_error *err)
 {
     if (slot >= 0 && slot < b->m->m.max_batch) {
         const xdistill_model *x = b->m;
+        slot_name(b, slot, NULL);
         if (b->pixels) {
             memset(slot_pixels(b, slot), 0, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
             b->sizes[2 * slot] = b->sizes[2 * slot + 1] = 0;
@@ -362,6 +378,7 @@ xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsi
     if (s != XD_OK) return slot_failed(b, slot, name, s, &e, err);
     b->sizes[2 * slot] = height;
     b->sizes[2 * slot + 1] = width;
+    slot_name(b, slot, name);
     return XDISTILL_OK;
 }
 
@@ -392,6 +409,7 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
         size_t n_ids;
         s = txt_encode(&b->m->tok, text, len, row, L, &n_ids, NULL, &e);
         if (s == XD_OK) txt_pad_row(row, n_ids, L);
+        if (s == XD_OK) slot_name(b, slot, name);
     }
     return s == XD_OK ? XDISTILL_OK : slot_failed(b, slot, name, s, &e, err);
 }
@@ -425,7 +443,23 @@ static xd_status predict_run(xdistill_model *x, const xdistill_batch *b, int cou
     } else {
         nn_model_infer_reading(&x->m, input, count, x->need, &tap, taps);
     }
-    nn_softmax_infer(probs, nn_model_out(&x->m, x->head), count * x->map_h * x->map_w, x->K);
+    /* weights whose products overflow float give Inf, then NaN: no probabilities of those. The
+     * message names the first such input that was filled (a failed fill's blank slot has none) */
+    const float *out = nn_model_out(&x->m, x->head);
+    const size_t per = nn_model_node(&x->m, x->head)->act_n;
+    int bad = -1;
+    float v;
+    for (int named = 1; named >= 0 && bad < 0; named--)
+        for (int r = 0; r < count && bad < 0; r++)
+            if ((b->names[r] || !named) && nn_nonfinite_row(out + (size_t)r * per, 1, per, &v) >= 0)
+                bad = r;
+    if (bad >= 0) {
+        char slot[32];
+        snprintf(slot, sizeof slot, "input %d of the batch", bad);
+        return xd_fail(e, XD_ENUM, "%s: the model's output for %s is not finite (%g)", x->path,
+                       b->names[bad] ? b->names[bad] : slot, (double)v);
+    }
+    nn_softmax_infer(probs, out, count * x->map_h * x->map_w, x->K);
     if (x->dec)
         nn_seqdec_greedy(x->dec, nn_model_out(&x->m, x->dec_node), count, x->dec_out, x->dec_len);
     return XD_OK;

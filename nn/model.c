@@ -592,3 +592,23 @@ double nn_model_flops(const nn_model *m)
     }
     return f;
 }
+
+ptrdiff_t nn_nonfinite_row(const float *x, size_t n, size_t per, float *v)
+{
+    for (size_t i = 0; i < n * per; i++)
+        if (!isfinite(x[i])) {
+            *v = x[i];
+            return (ptrdiff_t)(i / per);
+        }
+    return -1;
+}
+
+xd_status nn_check_finite(const float *x, size_t n, size_t per, const uint32_t *idx, size_t i0,
+                          const char *what, xd_err *e)
+{
+    float v;
+    const ptrdiff_t row = nn_nonfinite_row(x, n, per, &v);
+    if (row < 0) return XD_OK;
+    return xd_fail(e, XD_ENUM, "%s for example %zu is not finite (%g)", what,
+                   idx ? (size_t)idx[row] : i0 + (size_t)row, (double)v);
+}

@@ -298,4 +298,14 @@ float *nn_model_param_data(nn_model *m, const nn_param *p);
 /* Counts trainable floats; flops of one forward pass per example (multiply-adds * 2). */
 double nn_model_flops(const nn_model *m);
 
+/* The first of the n rows of `per` floats of x (a node's outputs of n examples) that holds a
+ * value that is not finite: its index, that value in *v; -1 when every value is finite. Weights
+ * whose products overflow float give Inf, then NaN, which softmax and argmax would still turn
+ * into an answer: outputs are checked so before anything is made of them. */
+ptrdiff_t nn_nonfinite_row(const float *x, size_t n, size_t per, float *v);
+/* nn_nonfinite_row as an error: XD_ENUM "WHAT for example I is not finite (V)", I the example of
+ * the row: idx[row] (idx not NULL) or i0 + row. */
+xd_status nn_check_finite(const float *x, size_t n, size_t per, const uint32_t *idx, size_t i0,
+                          const char *what, xd_err *e);
+
 #endif

@@ -2,7 +2,8 @@
  * that the tests write themselves. A CNN teacher learns the toy task; its run folder holds the
  * metrics, summary, checkpoints and effective recipe, and they agree with each other. Runs are
  * bit-reproducible per seed and thread count. Numerical blow-ups stop the run with the epoch, the
- * step and the layer, keeping the last good checkpoint; bad recipes get messages that name the
+ * step and the layer, keeping the last good checkpoint, and a teacher whose outputs are not
+ * finite stops it naming the teacher; bad recipes get messages that name the
  * problem; the schedule, eval_every, label_fraction and the preprocessing words do what
  * docs/RECIPES.md says. Runs that could crash (buffer bounds) run in a child process of this
  * program. Resume: test_resume.c; students: test_students.c; validation: test_validation.c. */
@@ -263,6 +264,34 @@ static void test_nan_update_not_saved(void **state)
     print_message("%s\n", e.msg);
     assert_checkpoints_load("nan4");
     free(text);
+}
+
+/* A teacher whose weights are finite but overflow float in its forward (a layer's weights all
+ * 3e38 over inputs >= 0) stops the run before the first step, naming it and the example: run at
+ * every step (cache: false, or a tapped feature no cache holds) as when its cache is built. */
+static void test_teacher_output_not_finite(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    tu_rewrite_value(TEACHER_CKPT, "huge-logits.safetensors", "logits.weight", TU_ALL, 3e38f);
+    tu_rewrite_value(TEACHER_CKPT, "huge-fc1.safetensors", "fc1.weight", TU_ALL, 3e38f);
+    const struct {
+        const char *name, *teacher, *loss, *want;
+    } runs[] = {
+        {"huge-online", "huge-logits.safetensors, cache: false", "  - kind: kd\n",
+         "teacher 'cnn': the teacher's output for example "},
+        {"huge-cached", "huge-logits.safetensors, cache: true", "  - kind: kd\n",
+         "teacher 'cnn' cache: teacher cache: the teacher's output for example "},
+        {"huge-tap", "huge-fc1.safetensors", "  - {kind: hint, student_tap: feat, teacher_tap: "
+         "feat}\n", "teacher 'cnn': the teacher's output at 'feat' for example "},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char *teachers = tu_fmt("teachers:\n  - {name: cnn, checkpoint: %s}\n", runs[i].teacher);
+        char *text = student_recipe("", MLP_MODEL, teachers, 1, "adamw", runs[i].loss);
+        expect_error(runs[i].name, text, runs[i].want, "is not finite");
+        free(text);
+        free(teachers);
+    }
 }
 
 static void test_errors(void **state)
@@ -680,6 +709,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nan_in_second_epoch_keeps_first),
         cmocka_unit_test(test_nan_gradient_names_layer),
         cmocka_unit_test(test_nan_update_not_saved),
+        cmocka_unit_test(test_teacher_output_not_finite),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_no_usable_labels_is_an_error),
         cmocka_unit_test(test_no_test_examples_is_an_error),

@@ -95,7 +95,9 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
                                         const char *name, xdistill_error *err);
 
 /* Runs m on slots 0..count-1 of b: probs (count, xdistill_outputs(m)), each position's class
- * probabilities summing to 1. */
+ * probabilities summing to 1. A model output that is not finite (weights whose products overflow
+ * float) gives no probabilities but XDISTILL_ENUM, naming the checkpoint and the input by the
+ * name its slot was filled with. */
 xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
                                  float *probs, xdistill_error *err);
 

@@ -95,10 +95,11 @@ void tu_rewrite_value(const char *src, const char *dst, const char *name, size_t
         if (strcmp(t[k].name, name) != 0) continue;
         assert_int_equal(t[k].dtype, IO_F32);
         assert_int_equal(io_tensor_elements(&t[k], &ne), 0);
-        assert_true(i < ne);
+        assert_true(i < ne || i == TU_ALL);
         copy = xd_xmalloc(sizeof(float) * ne);
         memcpy(copy, t[k].data, sizeof(float) * ne);
-        copy[i] = value;
+        for (size_t j = 0; j < ne; j++)
+            if (j == i || i == TU_ALL) copy[j] = value;
         t[k].data = copy;
     }
     if (!copy) fail_msg("%s: no tensor '%s'", src, name);

@@ -26,8 +26,9 @@ void *tu_read_file(const char *path, size_t *n);
 /* Rewrites the safetensors file src (a checkpoint) to dst with metadata key set to value (NULL:
  * left out), the tensors as they are. */
 void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value);
-/* Rewrites the safetensors file src to dst with value at index i of its F32 tensor `name`, the
- * checksums recomputed (as whoever crafts a file can). */
+/* Rewrites the safetensors file src to dst with value at index i of its F32 tensor `name` (every
+ * index for TU_ALL), the checksums recomputed (as whoever crafts a file can). */
+#define TU_ALL SIZE_MAX
 void tu_rewrite_value(const char *src, const char *dst, const char *name, size_t i, float value);
 
 /* 1 when the two files hold the same bytes. */
