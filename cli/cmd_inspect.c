@@ -25,6 +25,7 @@
 #include "io/npy.h"
 #include "io/file.h"
 #include "io/safetensors.h"
+#include "modalities/text/utf8.h"
 #include "nn/model.h"
 
 /* Largest text file (summary, metrics, recipe) inspect reads. */
@@ -237,7 +238,7 @@ static int split_columns(const io_dataset *ds, const char *split, const char *la
 /* Row i's value in column c: a number, a string, or a label with its class name. */
 static json_t *column_value(const split_column *c, size_t i)
 {
-    if (c->str) return json_string(io_strings_get(c->str, i, NULL));
+    if (c->str) return txt_json_string(io_strings_get(c->str, i, NULL));
     return json_integer(c->t->dtype == IO_I32 ? ((const int32_t *)c->t->data)[i]
                                               : ((const uint8_t *)c->t->data)[i]);
 }
@@ -279,7 +280,7 @@ static xd_status show_split(const io_dataset *ds, const char *split, const char 
                 char key[IO_DATASET_NAME_MAX + 8];
                 json_object_set(row, cols[c].name, v);
                 snprintf(key, sizeof key, "%s_class", cols[c].name);
-                if (cls) json_object_set_new(row, key, json_string(cls));
+                if (cls) json_object_set_new(row, key, txt_json_string(cls));
             } else if (json_is_string(v)) {
                 printf("  %s", json_string_value(v));
             } else {
@@ -294,8 +295,8 @@ static xd_status show_split(const io_dataset *ds, const char *split, const char 
     }
     if (json) {
         json_t *j = json_object();
-        json_object_set_new(j, "data", json_string(io_dataset_path(ds)));
-        json_object_set_new(j, "split", json_string(split));
+        json_object_set_new(j, "data", txt_json_string(io_dataset_path(ds)));
+        json_object_set_new(j, "split", txt_json_string(split));
         json_object_set_new(j, "examples", json_integer((json_int_t)n));
         json_object_set_new(j, "rows", rows);
         char *text = json_dumps(j, JSON_COMPACT);

@@ -18,6 +18,7 @@
 #include "io/image.h"
 #include "io/manifest.h"
 #include "io/png.h"
+#include "modalities/text/utf8.h"
 
 /* Exit statuses besides 0, 1 and 2 (cli.h). */
 #define PREDICT_SKIPPED 3
@@ -66,7 +67,8 @@ static void predict_usage(FILE *f)
             "              DIR/best.safetensors): \"rationale\": \"words ...\" in each line\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
             "image to a text model, a mask name already used) is reported on standard error in\n"
-            "one line naming it and skipped.\n\n"
+            "one line naming it and skipped. A file name that is not UTF-8 is written in the\n"
+            "JSON with U+FFFD for each invalid byte sequence.\n\n"
             "exit status: 0 every input predicted; 1 failure (the model, the output, or a bad\n"
             "input with --strict); 2 usage error; 3 done, but some inputs were skipped.\n");
 }
@@ -165,7 +167,7 @@ static xdistill_status write_mask(run *r, int slot, const char *input, const flo
         s = err->code = (xdistill_status)e.code;
         memcpy(err->message, e.msg, sizeof err->message);
     }
-    json_object_set_new(line, "mask", json_string(path));
+    json_object_set_new(line, "mask", txt_json_string(path));
     free(img.px);
     free(path);
     return s;
@@ -179,7 +181,7 @@ static void add_top(run *r, const float *p, json_t *line)
     json_t *top = json_array();
     for (int i = 0; i < k; i++) {
         json_t *o = json_object();
-        json_object_set_new(o, "label", json_string(xdistill_class_name(r->m, classes[i])));
+        json_object_set_new(o, "label", txt_json_string(xdistill_class_name(r->m, classes[i])));
         json_object_set_new(o, "class", json_integer(classes[i]));
         json_object_set_new(o, "p", json_real(p[classes[i]]));
         json_array_append_new(top, o);
@@ -216,7 +218,7 @@ static int run_batch(run *r, const item *v, int n)
     for (int i = 0; i < n && !rc && good; i++) {
         if (st[i] != XDISTILL_OK) continue;
         json_t *line = json_object();
-        json_object_set_new(line, "input", json_string(v[i].name));
+        json_object_set_new(line, "input", txt_json_string(v[i].name));
         const float *p = r->probs + (size_t)i * per;
         if (xdistill_task_of(r->m) == XDISTILL_SEGMENT) {
             if (write_mask(r, i, v[i].name, p, line, &err) != XDISTILL_OK) {
@@ -236,7 +238,7 @@ static int run_batch(run *r, const item *v, int n)
         if (r->rationale) {
             char words[4096];
             xdistill_rationale(r->m, i, words, sizeof words);
-            json_object_set_new(line, "rationale", json_string(words));
+            json_object_set_new(line, "rationale", txt_json_string(words));
         }
         char *text = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));
         json_decref(line);

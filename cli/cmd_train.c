@@ -24,6 +24,7 @@
 #include "distill/segment.h"
 #include "distill/trainer.h"
 #include "io/file.h"
+#include "modalities/text/utf8.h"
 
 typedef enum {
     TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
@@ -395,8 +396,8 @@ static xd_status write_predictions(const char *path, const eval_rows *ev, const 
         json_object_set_new(j, "label", json_integer(ev->truth[r]));
         json_object_set_new(j, "prediction", json_integer(ev->pred[r]));
         if (names) {
-            json_object_set_new(j, "label_name", json_string(names[ev->truth[r]]));
-            json_object_set_new(j, "prediction_name", json_string(names[ev->pred[r]]));
+            json_object_set_new(j, "label_name", txt_json_string(names[ev->truth[r]]));
+            json_object_set_new(j, "prediction_name", txt_json_string(names[ev->pred[r]]));
         }
         for (int k = 0; k < ev->K; k++)
             json_array_append_new(p, json_real(ev->prob[r * (size_t)ev->K + (size_t)k]));
@@ -566,28 +567,30 @@ int cmd_eval(int argc, char **argv)
             if (s == XD_OK && pred_path) s = write_predictions(pred_path, &ev, &f, names, &e);
         }
     }
-    if (s == XD_OK && segment) {
-        if (json)
-            printf("{\"model\":\"%s\",\"split\":\"%s\",\"view\":\"%s\",\"examples\":%zu,"
-                   "\"miou\":%.6f,\"pixel_accuracy\":%.6f}\n", model, split, view, f.n, sc.miou,
-                   sc.pixel_acc);
-        else
-            printf("%s on %s (%s, %s): mIoU %.2f%%, pixel accuracy %.2f%% over %zu examples\n",
-                   model, data, split, view, 100.0 * sc.miou, 100.0 * sc.pixel_acc, f.n);
-    } else if (s == XD_OK && json) {
+    if (s == XD_OK && json) {
+        /* paths and names as JSON strings: bytes that are not UTF-8 become U+FFFD */
         json_t *j = json_object();
-        json_object_set_new(j, "model", json_string(model));
-        if (val[EO_EXIT]) json_object_set_new(j, "exit", json_string(nn_model_node(&m, head)->name));
-        json_object_set_new(j, "data", json_string(data));
-        json_object_set_new(j, "split", json_string(split));
-        json_object_set_new(j, "view", json_string(view));
+        json_object_set_new(j, "model", txt_json_string(model));
+        if (val[EO_EXIT])
+            json_object_set_new(j, "exit", txt_json_string(nn_model_node(&m, head)->name));
+        json_object_set_new(j, "data", txt_json_string(data));
+        json_object_set_new(j, "split", txt_json_string(split));
+        json_object_set_new(j, "view", txt_json_string(view));
         json_object_set_new(j, "examples", json_integer((json_int_t)f.n));
-        json_object_set_new(j, "precision", json_string(nn_precision_names[prec]));
-        json_object_update_new(j, scores_json(&ev.sc, names));
+        if (segment) {
+            json_object_set_new(j, "miou", json_real(sc.miou));
+            json_object_set_new(j, "pixel_accuracy", json_real(sc.pixel_acc));
+        } else {
+            json_object_set_new(j, "precision", json_string(nn_precision_names[prec]));
+            json_object_update_new(j, scores_json(&ev.sc, names));
+        }
         char *out = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(8));
         printf("%s\n", out);
         free(out);
         json_decref(j);
+    } else if (s == XD_OK && segment) {
+        printf("%s on %s (%s, %s): mIoU %.2f%%, pixel accuracy %.2f%% over %zu examples\n", model,
+               data, split, view, 100.0 * sc.miou, 100.0 * sc.pixel_acc, f.n);
     } else if (s == XD_OK) {
         const char *exit_name = nn_model_node(&m, head)->name;
         printf("%s%s%s%s on %s (%s, %s%s): accuracy %.2f%% over %zu examples%s\n", model,

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"
 #include "modalities/image/augment.h"
 #include "modalities/image/resize.h"
+#include "modalities/text/utf8.h"
 #include "nn/quant.h"
 
 #define META_FORMAT "format"
@@ -541,7 +542,7 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
 char *ckpt_classes_json(const char *const *names, size_t n)
 {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_string(names[i]));
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, txt_json_string(names[i]));
     char *text = json_dumps(a, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(a);
     return text;

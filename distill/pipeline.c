@@ -23,6 +23,7 @@
 #include "io/dataset.h"
 #include "io/file.h"
 #include "io/yaml.h"
+#include "modalities/text/utf8.h"
 
 #define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
@@ -429,7 +430,7 @@ static xd_status stamp_write(const char *dir, const char *step, const recipe *r,
     strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
     json_t *j = json_object();
     json_object_set_new(j, "format", json_string(STAMP_FORMAT));
-    json_object_set_new(j, "step", json_string(step));
+    json_object_set_new(j, "step", txt_json_string(step));
     json_object_set_new(j, "seed", json_integer(seed));
     hex(sp->key, h);
     json_object_set_new(j, "key", json_string(h));
@@ -437,13 +438,13 @@ static xd_status stamp_write(const char *dir, const char *step, const recipe *r,
     json_object_set_new(j, "recipe", json_string(h));
     hex(sp->data, h);
     json_object_set_new(j, "data", json_string(h));
-    json_object_set_new(j, "data_path", json_string(r->data.path));
+    json_object_set_new(j, "data_path", txt_json_string(r->data.path));
     json_t *ts = json_array();
     for (int i = 0; i < r->n_teachers; i++) {
         json_t *o = json_object();
         hex(sp->teacher[i], h);
-        json_object_set_new(o, "name", json_string(r->teachers[i].name));
-        json_object_set_new(o, "checkpoint", json_string(r->teachers[i].checkpoint));
+        json_object_set_new(o, "name", txt_json_string(r->teachers[i].name));
+        json_object_set_new(o, "checkpoint", txt_json_string(r->teachers[i].checkpoint));
         json_object_set_new(o, "hash", json_string(h));
         json_array_append_new(ts, o);
     }
@@ -620,15 +621,15 @@ static xd_status write_summary(const pipeline *p, const char *out, const pipelin
                                long seed, xd_err *e)
 {
     json_t *j = json_object(), *steps = json_array();
-    json_object_set_new(j, "name", json_string(p->name));
-    json_object_set_new(j, "pipeline", json_string(p->file));
+    json_object_set_new(j, "name", txt_json_string(p->name));
+    json_object_set_new(j, "pipeline", txt_json_string(p->file));
     json_object_set_new(j, "seed", json_integer(seed));
     json_object_set_new(j, "seeds", json_integer(res->n_seeds));
     train_result per[PIPELINE_MAX_SEEDS];
     for (int i = 0; i < p->n_steps; i++) {
         for (int k = 0; k < res->n_seeds; k++) per[k] = res->res[k * res->n_steps + i];
         json_t *o = runs_seeds_json(p->steps[i].name, per, res->n_seeds);
-        json_object_set_new(o, "recipe", json_string(p->steps[i].recipe_path));
+        json_object_set_new(o, "recipe", txt_json_string(p->steps[i].recipe_path));
         json_array_append_new(steps, o);
     }
     json_object_set_new(j, "steps", steps);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "io/file.h"
+#include "modalities/text/utf8.h"
 
 /* "final_test_acc", "best_test_miou", "best_val_acc", "test_acc_at_best": the summary key of a
  * run's score (best: on the split that chose the best checkpoint) */
@@ -206,7 +207,7 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
         json_array_append_new(runs, o);
     }
     json_t *j = json_object();
-    json_object_set_new(j, "name", json_string(name));
+    json_object_set_new(j, "name", txt_json_string(name));
     json_object_set_new(j, "seeds", json_integer(n));
     json_object_set_new(j, "runs", runs);
     json_object_set_new(j, score_key(&res[0], "final"), mean_std_json(res, n, -1, SC_FINAL));
@@ -262,7 +263,7 @@ xd_status runs_write_seeds_summary(const char *dir, const recipe *r, const train
 {
     json_t *j = runs_seeds_json(r->name, res, n);
     char *yaml = recipe_to_yaml(r);
-    json_object_set_new(j, "recipe", json_string(yaml));
+    json_object_set_new(j, "recipe", txt_json_string(yaml));
     free(yaml);
     char *path = io_path_join(dir, "summary.json");
     xd_status s = runs_write_json(path, j, e);

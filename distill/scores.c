@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "modalities/text/utf8.h"
 
 void scores_init(scores *s, int K)
 {
@@ -128,7 +129,7 @@ json_t *scores_json(const scores *s, const char *const *names)
         json_t *c = json_object(), *row = json_array();
         char num[16];
         snprintf(num, sizeof num, "%d", k);
-        json_object_set_new(c, "name", json_string(names ? names[k] : num));
+        json_object_set_new(c, "name", txt_json_string(names ? names[k] : num));
         json_object_set_new(c, "support", json_integer((json_int_t)scores_support(s, k)));
         json_object_set_new(c, "precision", figure(scores_class_precision(s, k)));
         json_object_set_new(c, "recall", figure(scores_class_accuracy(s, k)));

@@ -14,6 +14,7 @@
 #include "distill/train_run.h"
 #include "io/file.h"
 #include "io/yaml.h"
+#include "modalities/text/utf8.h"
 #include "nn/gemm.h"
 
 // ----------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ static void summary_exits(json_t *j, const train_result *res)
 static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
 {
     json_t *j = json_object();
-    json_object_set_new(j, "name", json_string(R->r->name));
+    json_object_set_new(j, "name", txt_json_string(R->r->name));
     json_object_set_new(j, "seed", json_integer(R->seed));
     json_object_set_new(j, "epochs", json_integer(res->epochs_done));
     json_object_set_new(j, "finished", json_boolean(res->finished));
@@ -108,7 +109,7 @@ static xd_status write_summary(train_run *R, const train_result *res, xd_err *e)
     if (R->r->train.precision == NN_PREC_BF16) /* which bf16 kernel ran (float32 runs: none) */
         json_object_set_new(j, "bf16_kernel", json_string(nn_bisa_name(nn_bgemm_isa())));
     json_object_set_new(j, "blas_kernel", json_string(xd_blas_kernel()));
-    json_object_set_new(j, "recipe", json_string(R->yaml));
+    json_object_set_new(j, "recipe", txt_json_string(R->yaml));
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(8));
     size_t len = strlen(text);
     text = xd_xrealloc(text, len + 2);

@@ -372,6 +372,11 @@ static void test_class_names(void **state)
     assert_int_equal(ckpt_class_names("bad.safetensors", &m, &names, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "bad.safetensors: metadata 'xdistill.classes' is not");
     assert_null(names);
+    /* names that are not UTF-8 keep their place in the list, each bad byte as U+FFFD */
+    const char *odd[] = {"caf\xe9", "ok"};
+    char *odd_json = ckpt_classes_json(odd, 2);
+    assert_string_equal(odd_json, "[\"caf\\uFFFD\",\"ok\"]");
+    free(odd_json);
     free(json);
     free(json4);
     nn_model_free(&m);

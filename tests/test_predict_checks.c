@@ -2,9 +2,12 @@
  * and the problem, with a non-zero exit and nothing on standard output:
  *   - a checkpoint whose weights are finite but overflow float in the forward pass (its output
  *     Inf or NaN): predict names it and the input, eval it, the data set and the example;
- *   - a checkpoint holding a negative batch-norm running variance (checksums recomputed). */
+ *   - a checkpoint holding a negative batch-norm running variance (checksums recomputed).
+ * And names that are not UTF-8 (a file name with the byte 0xff) keep their place in the JSON
+ * that predict and eval --json print, each bad byte as U+FFFD. */
 #include "tests/support/testutil.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,11 +75,63 @@ static void test_negative_running_variance(void **state)
     free(err);
 }
 
+/* The value of key in the JSON object on line `line` (0-based) of out, as a new string. */
+static char *line_value(const char *out, int line, const char *key)
+{
+    for (int i = 0; i < line; i++) {
+        out = strchr(out, '\n');
+        assert_non_null(out);
+        out++;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(out, strcspn(out, "\n"), 0, &jerr);
+    if (!j) fail_msg("line %d is not JSON: %s", line, jerr.text);
+    const char *v = json_string_value(json_object_get(j, key));
+    if (!v) fail_msg("line %d has no string \"%s\"", line, key);
+    char *copy = strdup(v);
+    json_decref(j);
+    return copy;
+}
+
+static void test_names_not_utf8(void **state)
+{
+    (void)state;
+    size_t n;
+    void *png = tu_read_file("img0.png", &n);
+    tu_write_file("bad\xff.png", png, n);
+    free(png);
+    char *out, *err;
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "img0.png",
+                                "bad\xff.png", NULL), 0);
+    assert_string_equal(err, "");
+    char *in0 = line_value(out, 0, "input"), *in1 = line_value(out, 1, "input");
+    assert_string_equal(in0, "img0.png");
+    assert_string_equal(in1, "bad\xef\xbf\xbd.png");
+    /* the same answer: only the name changed */
+    char *top0 = strstr(out, "\"top\""), *top1 = strstr(strchr(out, '\n'), "\"top\"");
+    assert_memory_equal(top0, top1, strcspn(top0, "\n"));
+    free(in0);
+    free(in1);
+    free(out);
+    free(err);
+    png = tu_read_file("img/best.safetensors", &n);
+    tu_write_file("model\xfe.safetensors", png, n);
+    free(png);
+    assert_int_equal(tu_run_cli(&out, &err, "eval", "--model", "model\xfe.safetensors", "--data",
+                                "toy.xds", "--json", NULL), 0);
+    char *model = line_value(out, 0, "model");
+    assert_string_equal(model, "model\xef\xbf\xbd.safetensors");
+    free(model);
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_output_not_finite, setup),
         cmocka_unit_test_setup(test_negative_running_variance, setup),
+        cmocka_unit_test_setup(test_names_not_utf8, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

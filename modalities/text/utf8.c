@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
 
@@ -138,6 +139,20 @@ xd_status txt_utf8_replace(const void *s, size_t n, char **out, size_t *out_n, s
     *out_n = j;
     if (n_replaced) *n_replaced = fixed;
     return XD_OK;
+}
+
+json_t *txt_json_string(const char *s)
+{
+    if (!s) return NULL;
+    const size_t n = strlen(s);
+    if (txt_validate(s, n, NULL) == n) return json_string(s);
+    char *fixed;
+    size_t fixed_n;
+    xd_err e;
+    if (txt_utf8_replace(s, n, &fixed, &fixed_n, NULL, &e) != XD_OK) return NULL;
+    json_t *j = json_stringn(fixed, fixed_n);
+    free(fixed);
+    return j;
 }
 
 size_t txt_utf8_put(char *dst, int32_t cp)

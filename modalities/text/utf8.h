@@ -11,6 +11,7 @@
 #ifndef XD_TEXT_UTF8_H
 #define XD_TEXT_UTF8_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,6 +51,12 @@ xd_status txt_utf8_check_lines(const void *buf, size_t n, const char *path, xd_e
  * an ill-formed sequence became U+FFFD. *n_replaced (may be NULL) counts the replacements. */
 xd_status txt_utf8_replace(const void *s, size_t n, char **out, size_t *out_n, size_t *n_replaced,
                            xd_err *e);
+
+/* A JSON string of s for what we write as JSON (a path, a name, a text: any bytes), with every
+ * maximal subpart of an ill-formed sequence made U+FFFD as txt_utf8_replace does: jansson takes
+ * only valid UTF-8, and its json_string of anything else is NULL, which json_object_set_new
+ * drops without a word. NULL only for s NULL, no memory, or over TXT_MAX_TEXT_BYTES. */
+json_t *txt_json_string(const char *s);
 
 /* Appends the UTF-8 form of a valid code point to dst (room for 4 bytes); returns bytes written. */
 size_t txt_utf8_put(char *dst, int32_t cp);
