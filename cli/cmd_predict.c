@@ -66,9 +66,10 @@ static void predict_usage(FILE *f)
             "              rationale loss trained (DIR/best.rationale.safetensors beside\n"
             "              DIR/best.safetensors): \"rationale\": \"words ...\" in each line\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
-            "image to a text model, a mask name already used) is reported on standard error in\n"
-            "one line naming it and skipped. A file name that is not UTF-8 is written in the\n"
-            "JSON with U+FFFD for each invalid byte sequence.\n\n"
+            "image to a text model, a mask name already used, a line of standard input that is\n"
+            "not UTF-8 or holds a NUL byte: <stdin>:LINE) is reported on standard error in one\n"
+            "line naming it and skipped. A file name that is not UTF-8 is written in the JSON\n"
+            "with U+FFFD for each invalid byte sequence.\n\n"
             "exit status: 0 every input predicted; 1 failure (the model, the output, or a bad\n"
             "input with --strict); 2 usage error; 3 done, but some inputs were skipped.\n");
 }
@@ -285,15 +286,25 @@ static int run_items(run *r, item_list *l)
     return rc;
 }
 
-/* Lines of standard input as texts, a batch at a time (a pipeline sees answers as it goes). */
+/* Lines of standard input as texts, a batch at a time (a pipeline sees answers as it goes). A
+ * line that is not UTF-8, or holds a NUL byte (the text would end there), is a bad input as a
+ * manifest's would be: "<stdin>:LINE: ...", the line itself not quoted. */
 static int run_stdin(run *r, item_list *l)
 {
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, lineno = 0;
     ssize_t len;
     int rc = 0;
     while (!rc && (len = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        xd_err e;
+        xd_err_clear(&e);
+        if (io_manifest_check_line("<stdin>", lineno, line, (size_t)len, &e) != XD_OK) {
+            report_bad(r, e.msg);
+            rc = r->strict;
+            continue;
+        }
         items_add(l, line, 1);
         if (l->n == (size_t)xdistill_max_batch(r->m)) rc = run_items(r, l);
     }

@@ -168,13 +168,24 @@ static size_t utf8_bad_offset(const char *s, size_t n)
     return n;
 }
 
-static xd_status check_utf8(const mf_build *b, size_t line, const char *col, const char *s,
-                            size_t n)
+xd_status io_manifest_check_line(const char *where, size_t line, const char *s, size_t n,
+                                 xd_err *e)
 {
     size_t bad = utf8_bad_offset(s, n);
     if (bad < n)
-        return mf_fail(b, XD_EFORMAT, line, col, "invalid UTF-8 at byte %zu of the %s (0x%02x)",
-                       bad, col ? "field" : "line", (unsigned char)s[bad]);
+        return xd_fail(e, XD_EFORMAT, "%s:%zu: invalid UTF-8 at byte %zu of the line (0x%02x)",
+                       where, line, bad, (unsigned char)s[bad]);
+    return XD_OK;
+}
+
+static xd_status check_utf8(const mf_build *b, size_t line, const char *col, const char *s,
+                            size_t n)
+{
+    if (!col) return io_manifest_check_line(b->path, line, s, n, b->e);
+    size_t bad = utf8_bad_offset(s, n);
+    if (bad < n)
+        return mf_fail(b, XD_EFORMAT, line, col, "invalid UTF-8 at byte %zu of the field (0x%02x)",
+                       bad, (unsigned char)s[bad]);
     return XD_OK;
 }
 

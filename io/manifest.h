@@ -94,4 +94,11 @@ xd_status io_manifest_read_rationales(const char *path, const io_manifest_limits
 
 void io_manifest_free(io_manifest *m);
 
+/* The check of every manifest line, for other text read a line at a time (predict's standard
+ * input): XD_OK, or XD_EFORMAT "WHERE:LINE: invalid UTF-8 at byte N of the line (0xXX)" at the
+ * first byte that is not valid UTF-8. A NUL byte is one (the text would end there); only the bad
+ * byte's value is quoted, never the line. */
+xd_status io_manifest_check_line(const char *where, size_t line, const char *s, size_t n,
+                                 xd_err *e);
+
 #endif

@@ -2,7 +2,9 @@
  * and the problem, with a non-zero exit and nothing on standard output:
  *   - a checkpoint whose weights are finite but overflow float in the forward pass (its output
  *     Inf or NaN): predict names it and the input, eval it, the data set and the example;
- *   - a checkpoint holding a negative batch-norm running variance (checksums recomputed).
+ *   - a checkpoint holding a negative batch-norm running variance (checksums recomputed);
+ *   - a line of standard input that is not UTF-8 or holds a NUL byte: "<stdin>:LINE: ...", the
+ *     line not quoted, skipped as any bad input.
  * And names that are not UTF-8 (a file name with the byte 0xff) keep their place in the JSON
  * that predict and eval --json print, each bad byte as U+FFFD. */
 #include "tests/support/testutil.h"
@@ -126,12 +128,40 @@ static void test_names_not_utf8(void **state)
     free(err);
 }
 
+/* Standard input's lines 1 (a NUL byte) and 3 (bytes that are no UTF-8) are bad inputs; line 2 is
+ * predicted. */
+static void test_stdin_lines(void **state)
+{
+    (void)state;
+    tu_write_file("lines.txt", "grinning\0 face\nred apple\n\xff\xfe face\n", 33);
+    char *out, *err;
+    assert_int_equal(tu_run_cli_in("lines.txt", &out, &err, "predict", "txt/best.safetensors",
+                                   NULL), 3);
+    assert_string_equal(err, "xdistill predict: <stdin>:1: invalid UTF-8 at byte 8 of the line "
+                             "(0x00) (skipped)\nxdistill predict: <stdin>:3: invalid UTF-8 at "
+                             "byte 0 of the line (0xff) (skipped)\n");
+    char *in = line_value(out, 0, "input");
+    assert_string_equal(in, "red apple");
+    assert_string_equal(strchr(out, '\n'), "\n"); /* that one line only */
+    free(in);
+    free(out);
+    free(err);
+    /* --strict: the first one ends the run */
+    assert_int_equal(tu_run_cli_in("lines.txt", &out, &err, "predict", "txt/best.safetensors",
+                                   "--strict", NULL), 1);
+    tu_expect_line(err, "predict: <stdin>:1: invalid UTF-8 at byte 8 of the line (0x00)", NULL);
+    assert_string_equal(out, "");
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_output_not_finite, setup),
         cmocka_unit_test_setup(test_negative_running_variance, setup),
         cmocka_unit_test_setup(test_names_not_utf8, setup),
+        cmocka_unit_test_setup(test_stdin_lines, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
