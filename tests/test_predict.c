@@ -233,7 +233,6 @@ static void test_old_checkpoint(void **state)
     free(p);
 }
 
-/* One line on stderr, holding each of the strings. */
 static void test_bad_inputs(void **state)
 {
     (void)state;
