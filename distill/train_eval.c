@@ -103,7 +103,7 @@ static xd_status score_split(train_run *R, int k, feed *f, const ex_set *x, cons
     const int head = nn_model_default_head(&mk->m);
     if (!R->seg.on) return train_score(&mk->m, head, f, x, labels, input, acc, bacc, e);
     /* a segment task's scores come from one pass over this rank's examples, listed */
-    seg_scores sc;
+    seg_scores sc = {0}; /* read below whether or not the pass succeeded */
     size_t lo, hi, at;
     ex_slice(x, &lo, &hi, &at);
     uint32_t *idx = xd_xmalloc(sizeof(uint32_t) * (hi - lo + 1));
