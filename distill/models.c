@@ -32,7 +32,15 @@ xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *
 xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds, xd_err *e)
 {
     const recipe_data *d = &r->data;
-    xd_status s = feed_open(&mr->train, ds, d->train, mr->rm->view, &mr->m, d->augment, d->text, e);
+    /* images of another size or colour are read only where data.augment says so (size=,
+     * channels=), as a teacher's and eval's are; a segment task reads its scenes at the model's
+     * size */
+    xd_status s = XD_OK;
+    if (strcmp(mr->rm->view, "image") == 0 && r->task != RECIPE_TASK_SEGMENT)
+        s = ckpt_check_images(r->file ? r->file : "the recipe", &mr->m, ds, d->train, d->augment,
+                              e);
+    if (s == XD_OK)
+        s = feed_open(&mr->train, ds, d->train, mr->rm->view, &mr->m, d->augment, d->text, e);
     /* the same preprocessing as training; feed_fill without augmentation takes the centre window
      * and never flips, so evaluation sees the plain, normalised images */
     if (s == XD_OK)

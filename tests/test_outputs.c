@@ -3,8 +3,9 @@
  * a pipe is refused before anything is written; an output that names one of the command's own
  * inputs (the same path, another path to it, a hard link) is refused and the input left as it
  * was: export, quantize, prune, eval --predictions, report --out, predict's masks. A command
- * whose answer cannot be written to standard output (a full disk) fails. Calibration images that
- * are not the model's input size are refused, as eval refuses them. */
+ * whose answer cannot be written to standard output (a full disk) fails. Calibration and training
+ * images that are not the model's input size are refused, as eval refuses them, unless the
+ * recipe's data.augment converts them. */
 #include "tests/support/testutil.h"
 
 #include <stdio.h>
@@ -213,7 +214,7 @@ static void test_mask_keeps_its_image(void **state)
     assert_true(tu_exists("masks/a.png"));
 }
 
-static void test_calibration_fits(void **state)
+static void test_images_fit(void **state)
 {
     (void)state;
     tiny_spec sp = tiny_default();
@@ -242,6 +243,24 @@ static void test_calibration_fits(void **state)
                                 "q8.safetensors", NULL),
                      0);
     assert_true(tu_exists("q8.safetensors"));
+    /* a student of 4x4 images on the 8x8 set: refused, nothing left; with size=4x4, trained */
+    const char *recipe = "name: s\ndata: {path: toy.xds%s}\n"
+                         "model: \"input h=4 w=4 c=1; flatten; linear out=4 name=logits head\"\n"
+                         "train: {epochs: 1, batch: 16, threads: 1}\nlosses:\n  - kind: ce\n";
+    char *text = tu_fmt(recipe, "");
+    tu_write_text("s.yaml", text);
+    free(text);
+    assert_int_equal(
+        tu_run_cli(NULL, &err, "train", "s.yaml", "--quiet", "--out", "s-run", NULL), 1);
+    want = "s.yaml: the model reads 4x4x1 images; toy.xds: train/image holds 8x8x1";
+    if (!strstr(err, want)) fail_msg("'%s' does not say '%s'", err, want);
+    free(err);
+    assert_false(tu_exists("s-run"));
+    text = tu_fmt(recipe, ", augment: \"size=4x4\"");
+    tu_write_text("s.yaml", text);
+    free(text);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "s.yaml", "--quiet", "--out", "s-run", NULL),
+                     0);
 }
 
 static void test_stdout_full(void **state)
@@ -274,7 +293,7 @@ int main(void)
         cmocka_unit_test(test_check_output),
         cmocka_unit_test(test_commands_keep_their_inputs),
         cmocka_unit_test(test_mask_keeps_its_image),
-        cmocka_unit_test(test_calibration_fits),
+        cmocka_unit_test(test_images_fit),
         cmocka_unit_test(test_stdout_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
