@@ -39,13 +39,11 @@ void tu_assert_near(double got, double want, double tol, const char *what);
 /* Asserts |a - b| <= atol + rtol * |b| elementwise, printing the first mismatch. */
 void tu_assert_close(const float *a, const float *b, size_t n, double rtol, double atol,
                      const char *what);
-/* Asserts a status is XD_OK, printing the message when not. */
+/* Asserts a status is XD_OK, printing the expression and the status when not (the message is
+ * in the xd_err the expression filled). */
 #define TU_OK(expr)                                                                             \
     do {                                                                                        \
-        xd_err tu_e_;                                                                           \
-        xd_err_clear(&tu_e_);                                                                   \
         xd_status tu_s_ = (expr);                                                               \
-        (void)tu_e_;                                                                            \
         if (tu_s_ != XD_OK) fail_msg("%s failed with status %d", #expr, (int)tu_s_);            \
     } while (0)
 /* Asserts that err holds the code and that its message contains each of the given substrings. */
