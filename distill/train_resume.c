@@ -56,6 +56,50 @@ static void state_name(const train_run *R, int k, const char *what, char *name, 
         snprintf(name, size, "%s", what);
 }
 
+/* Whether name ends with suffix */
+static int ends_with(const char *name, const char *suffix)
+{
+    const size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}
+
+/* The values of the state's tensor t, which no checksum guards against whoever edits the file:
+ * every one finite, a second moment (an optimizer's v) >= 0, and in a model's state every batch
+ * norm's running variance >= 0 (the layer divides by its square root). */
+static xd_status state_values_ok(const train_run *R, io_st_file *f, const io_tensor *t,
+                                 xd_err *e)
+{
+    if (t->dtype != IO_F32) return XD_OK;
+    const char *name = t->name;
+    const float *v = t->data;
+    size_t n = 1;
+    for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
+    const int moment = ends_with(name, "opt.v") || ends_with(name, "theta.v");
+    for (size_t j = 0; j < n; j++)
+        if (!isfinite(v[j]) || (moment && v[j] < 0.0f))
+            return xd_fail(e, XD_ENUM, "%s: '%s' holds %g at index %zu; %s: the file was edited "
+                           "or damaged", io_st_path(f), name, (double)v[j], j,
+                           isfinite(v[j]) ? "a second moment must be >= 0"
+                                          : "values must be finite");
+    for (int k = 0; k < R->n_models; k++) {
+        char sname[RECIPE_MAX_NAME + 32];
+        state_name(R, k, "model.state", sname, sizeof sname);
+        if (strcmp(sname, name) != 0) continue;
+        nn_model *m = &R->models[k].m;
+        for (int i = 0; i < m->n_params; i++) {
+            const nn_param *p = &m->params[i];
+            if (!p->state || !ends_with(p->name, ".running_var")) continue;
+            const size_t at = (size_t)(nn_model_param_data(m, p) - m->state);
+            for (size_t j = 0; j < p->n; j++)
+                if (v[at + j] < 0.0f)
+                    return xd_fail(e, XD_ENUM, "%s: '%s' holds %g for '%s' at index %zu; a "
+                                   "running variance must be >= 0: the file was edited or damaged",
+                                   io_st_path(f), name, (double)v[at + j], p->name, j);
+        }
+    }
+    return XD_OK;
+}
+
 /* Every model's parameters and state first (a stage boundary restores only those), then their
  * optimizers' moments, then the losses' projectors and temperatures. */
 static void collect_state(train_run *R, tlist *l)
@@ -346,6 +390,11 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
                     ranks, ranks == 1 ? " or without mpirun" : "");
         goto out;
     }
+    /* every value checked at the first reading, before the run writes anything, and again when
+     * the tensors are copied (the file is opened anew then) */
+    for (size_t i = 0; i < io_st_count(f) && s == XD_OK; i++)
+        s = state_values_ok(R, f, io_st_tensor(f, i), e);
+    if (s != XD_OK) goto out;
     if (what == TRAIN_RESUME_COUNTERS) {
         R->epochs_done = (int)m.epochs;
         R->global_step = m.c.global_step;

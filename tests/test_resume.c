@@ -312,6 +312,49 @@ static void test_resume_refuses_edited_state(void **state)
     free(text);
 }
 
+/* The tensors of a resume state are no safer than its metadata: a value that is not finite, a
+ * negative second moment or running variance is refused, naming the file and the tensor, and
+ * changes nothing in the folder. */
+static void test_resume_refuses_edited_values(void **state)
+{
+    (void)state;
+    ensure_data();
+    const char *text = "data: {path: toy.xds}\n"
+                       "model: \"input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; batchnorm; relu; "
+                       "flatten; linear out=4 name=logits head\"\n"
+                       "train: {epochs: 3, batch: 16, threads: 1, optimizer: {kind: adamw, "
+                       "lr: 0.01}}\nlosses:\n  - kind: ce\n";
+    run_ok("vals", text, "vals", 1, 1, 0);
+    rename("vals/resume.safetensors", "vals-resume.safetensors");
+    static const struct {
+        const char *tensor;
+        size_t at;
+        float value;
+        const char *says;
+    } bad[] = {
+        {"model.param", 0, NAN, "'model.param' holds nan at index 0; values must be finite"},
+        {"opt.m", 3, INFINITY, "'opt.m' holds inf at index 3; values must be finite"},
+        {"opt.v", 1, -1.0f, "'opt.v' holds -1 at index 1; a second moment must be >= 0"},
+        {"model.state", TU_ALL, -1.0f, "running_var' at index 0; a running variance must be >= 0"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tu_rewrite_value("vals-resume.safetensors", "vals/resume.safetensors", bad[i].tensor,
+                         bad[i].at, bad[i].value);
+        dirsnap *before = dirsnap_take("vals");
+        train_result r;
+        xd_err e;
+        xd_status s = run_text("vals", text, "vals", 1, 0, 1, &r, &e);
+        if (s == XD_OK) fail_msg("%s: the resume ran (%d epochs)", bad[i].tensor, r.epochs_done);
+        tu_assert_err(&e, XD_ENUM, "vals/resume.safetensors");
+        tu_assert_err(&e, XD_ENUM, bad[i].says);
+        dirsnap_assert_same(before, "vals");
+        dirsnap_free(before);
+    }
+    rename("vals-resume.safetensors", "vals/resume.safetensors");
+    train_result fin = run_ok("vals", text, "vals", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+}
+
 /* DIR/recipe.yaml with its first `from` replaced by `to`. */
 static void edit_recipe(const char *dir, const char *from, const char *to)
 {
@@ -479,6 +522,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_validation_resume),
         cmocka_unit_test(test_resume_refuses_edited_state),
         cmocka_unit_test(test_resume_refuses_edited_recipe),
+        cmocka_unit_test(test_resume_refuses_edited_values),
         cmocka_unit_test(test_failed_run_leaves_nothing),
         cmocka_unit_test(test_failed_seeds_run_leaves_nothing),
     };
