@@ -43,7 +43,7 @@ dirsnap *dirsnap_take(const char *dir)
         if (S_ISREG(x->st.st_mode)) x->bytes = tu_read_file(path, &x->n);
     }
     closedir(d);
-    qsort(s->e, (size_t)s->n, sizeof *s->e, by_name);
+    if (s->n > 1) qsort(s->e, (size_t)s->n, sizeof *s->e, by_name); /* s->e NULL when empty */
     return s;
 }
 
