@@ -63,7 +63,9 @@ const char *nn_kind_name(nn_kind k);
  * node's output and its gradient, what backward keeps: convolution columns, dropout masks, norm
  * statistics, pooling indices). Integer options (out, k, stride, pad, vocab, ...) are in
  * 0..NN_MAX_OPTION, input sizes (h, w, c, tokens) in 1..NN_MAX_INPUT, batches in
- * 1..NN_MAX_BATCH. */
+ * 1..NN_MAX_BATCH, and a description holds at most NN_MAX_NODES layers (checking each new name
+ * against the earlier ones, a description of a million layers would parse for hours). */
+#define NN_MAX_NODES 4096
 #define NN_MAX_PARAMS ((size_t)1 << 28)
 #define NN_MAX_EXAMPLE ((size_t)1 << 28)
 #define NN_MAX_OPTION (1 << 28)

@@ -360,6 +360,11 @@ xd_status nn_model_parse(nn_model *m, const char *desc, xd_err *e)
         s = xd_fail(e, XD_EARG, "model description: needs an 'input' statement and at least one layer");
         goto out;
     }
+    if (n - 1 > NN_MAX_NODES) {
+        s = xd_fail(e, XD_EARG, "model description: %d layers, more than the %d a model may have",
+                    n - 1, NN_MAX_NODES);
+        goto out;
+    }
     if ((s = parse_input(m, &st[0], e)) != XD_OK) goto out;
     m->n_nodes = n - 1;
     m->nodes = xd_xcalloc((size_t)m->n_nodes, sizeof *m->nodes);

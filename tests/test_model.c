@@ -738,6 +738,27 @@ static void test_clear_grad_same_bits(void **state)
 
 /* Every gradient is cleared, at 1 and 2 threads (big enough to be shared among them; an odd count,
  * which two equal shares do not cover) */
+/* NN_MAX_NODES layers parse (at once), one more is refused before any name is checked */
+static void test_layer_limit(void **state)
+{
+    (void)state;
+    for (int extra = 0; extra < 2; extra++) {
+        const int relus = NN_MAX_NODES - 2 + extra; /* flatten and linear make up the rest */
+        char *desc = malloc(64 + 6 * (size_t)relus), *p = desc;
+        assert_non_null(desc);
+        p += sprintf(p, "input h=2 w=2 c=1; ");
+        for (int i = 0; i < relus; i++) p += sprintf(p, "relu; ");
+        sprintf(p, "flatten; linear out=2 head");
+        nn_model m;
+        xd_err e;
+        xd_status s = nn_model_plan(&m, desc, 1, &e);
+        if (!extra) assert_int_equal(m.n_nodes, NN_MAX_NODES);
+        if (extra) tu_assert_err(&e, XD_EARG, "4097 layers, more than the 4096 a model may have");
+        if (!s) nn_model_free(&m);
+        free(desc);
+    }
+}
+
 static void test_zero_grad_clears_all(void **state)
 {
     (void)state;
@@ -775,6 +796,7 @@ int main(void)
         cmocka_unit_test(test_bit_identical_runs),
         cmocka_unit_test(test_zero_grad_clears_all),
         cmocka_unit_test(test_clear_grad_same_bits),
+        cmocka_unit_test(test_layer_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
