@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +147,7 @@ int cmd_train(int argc, char **argv)
         case TO_RESUME: resume_dir = v; break;
         case TO_SEED:
             if (cli_parse_long(v, 0, 1L << 40, &seed))
-                rc = cli_usage_error("train", "--seed takes a number >= 0");
+                rc = cli_usage_error("train", "--seed takes a number in 0..%ld", 1L << 40);
             break;
         case TO_SEEDS:
             if (cli_parse_long(v, 1, 64, &seeds)) rc = cli_usage_error("train", "--seeds takes 1..64");
@@ -195,6 +196,15 @@ int cmd_train(int argc, char **argv)
     /* a resumed run keeps its seeds unless the command line names them */
     if (seed < 0) seed = resume_dir ? stored.seed : r.seed;
     if (!seeds) seeds = resume_dir ? stored.seeds : r.seeds;
+    /* the recipe checks its own seed and seeds; the command line may pair its seed with a count */
+    if (seed > LONG_MAX - (seeds - 1)) {
+        recipe_free(&r);
+        recipe_free(&stored);
+        free(stored_path);
+        free(sets);
+        return cli_usage_error("train", "seed %ld with --seeds %ld: the last seed, seed + seeds "
+                                        "- 1, overflows", seed, seeds);
+    }
     r.seed = seed;
     r.seeds = (int)seeds;
     int recipe_changed = 0;

@@ -63,10 +63,11 @@ static xd_status bind_name(binder *b, io_yaml_node *root)
     io_yaml_node *n;
     xd_status s = rb_get_string(b, root, "name", NULL, &r->name, &n);
     if (s != XD_OK) return s;
+    /* the name is a folder under runs/: "." and ".." would be another folder */
     if (n) {
-        if (!rb_word_ok(r->name, "-_."))
-            return rb_bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.'; up to %d)",
-                       xd_excerpt(r->name, q), RECIPE_MAX_NAME - 1);
+        if (!rb_word_ok(r->name, "-_.") || strcmp(r->name, ".") == 0 || strcmp(r->name, "..") == 0)
+            return rb_bad(b, n, "'%s' is not a usable name (letters, digits, '-', '_', '.'; up to "
+                          "%d; not . or ..)", xd_excerpt(r->name, q), RECIPE_MAX_NAME - 1);
         return XD_OK;
     }
     /* the file's base name without its extension, other characters made '-' */
@@ -78,7 +79,7 @@ static xd_status bind_name(binder *b, io_yaml_node *root)
     if (dot && dot != name) *dot = '\0';
     for (char *c = name; *c; c++)
         if (!isalnum((unsigned char)*c) && !strchr("-_.", *c)) *c = '-';
-    r->name = xd_xstrdup(name[0] ? name : "recipe");
+    r->name = xd_xstrdup(name[0] && strcmp(name, ".") && strcmp(name, "..") ? name : "recipe");
     return XD_OK;
 }
 

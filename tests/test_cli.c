@@ -524,6 +524,23 @@ static void test_inspect_split(void **state)
     assert_int_equal(tu_run_cli(NULL, NULL, "inspect", "toy.xds", "--all", NULL), 2);
 }
 
+/* A seed the recipe allows, paired on the command line with a count whose last seed overflows: a
+ * usage error before anything is made (it trained a negative seed's folder). */
+static void test_seeds_overflow(void **state)
+{
+    (void)state;
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--set",
+                                "seed=9223372036854775807", "--seeds", "2", "--out", "over", NULL),
+                     2);
+    assert_non_null(strstr(err, "seed 9223372036854775807 with --seeds 2: the last seed"));
+    free(err);
+    assert_false(exists("over"));
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--seed", "2000000000000", NULL), 2);
+    assert_non_null(strstr(err, "--seed takes a number in 0..1099511627776"));
+    free(err);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -540,6 +557,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_eval_precision, setup),
         cmocka_unit_test_setup(test_train_validation_note, setup),
         cmocka_unit_test_setup(test_inspect_split, setup),
+        cmocka_unit_test_setup(test_seeds_overflow, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

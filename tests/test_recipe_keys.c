@@ -271,6 +271,21 @@ static void test_huge_value_short_message(void **state)
              yaml + 6);
     rf_bad(yaml, NULL, 0, XD_EARG, want);
     free(yaml);
+    /* the name is a folder under runs/: not . or .., given or made from the file's name */
+    const char *dots[] = {"name: ..\n", "name: .\n"};
+    for (int i = 0; i < 2; i++) {
+        char *text = tu_fmt("%s%s", dots[i], rf_minimal_recipe);
+        rf_bad(text, NULL, 0, XD_EARG, "is not a usable name");
+        free(text);
+    }
+    const char *sets[] = {"name=.."};
+    rf_bad(rf_minimal_recipe, sets, 1, XD_EARG, "'..' is not a usable name");
+    tu_write_text("...yaml", rf_minimal_recipe);
+    recipe r;
+    xd_err e;
+    TU_OK(recipe_load("...yaml", NULL, 0, &r, &e));
+    assert_string_equal(r.name, "recipe");
+    recipe_free(&r);
 }
 
 static void test_round_trip(void **state)
