@@ -130,6 +130,16 @@ static nn_sched_config run_schedule(const train_run *R)
     return sched;
 }
 
+xd_status train_check_schedule(const train_run *R, xd_err *e)
+{
+    const nn_sched_config sched = run_schedule(R);
+    if (!R->r->train.sched_auto_steps || sched.total_steps > sched.warmup_steps) return XD_OK;
+    return xd_fail(e, XD_EARG, "%s: train.schedule: warmup_steps %ld is not shorter than the run's "
+                   "%ld steps (its epochs' steps on this data), so the learning rate would never "
+                   "leave the warmup; give fewer warmup_steps or more epochs",
+                   R->r->file ? R->r->file : "the recipe", sched.warmup_steps, sched.total_steps);
+}
+
 /* Model k's last checkpoint, and its best when this epoch's evaluation improved the score that
  * picks it: on the validation split when the run has one, else on the test split (mk->acc). */
 static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated, xd_err *e)

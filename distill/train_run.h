@@ -225,6 +225,9 @@ int train_ensemble_blame(train_run *R, const loss_rt *l, int B, char *buf, size_
 /* train_epoch.c */
 xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e);
 xd_status train_trim_metrics(train_run *R, xd_err *e);
+/* A decaying schedule whose total_steps the run works out (the recipe gave none) must end after
+ * its warmup: the steps of all the stages' epochs on this data, more than warmup_steps. */
+xd_status train_check_schedule(const train_run *R, xd_err *e);
 /* What the first `epochs` epochs of the run count, whether run at once or resumed: its global
  * steps, the steps of the optimizer of the stage the last of them belongs to, and the examples
  * stepped over (R->images). Known once the data is set up. */

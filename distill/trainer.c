@@ -263,7 +263,8 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if ((s = train_setup_data(&R, e)) != XD_OK) goto out;
     train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
-    if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
+    if ((s = train_setup_buffers(&R)) != XD_OK || (s = train_check_schedule(&R, e)) != XD_OK)
+        goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK ||
             (s = train_first_write(&R, e)) != XD_OK)

@@ -541,6 +541,25 @@ static void test_seeds_overflow(void **state)
     free(err);
 }
 
+/* A decaying schedule whose steps the run works out must end after its warmup: 2 epochs of 13
+ * steps cannot warm up over 1000 (it trained at the warmup's first rates throughout). */
+static void test_warmup_longer_than_run(void **state)
+{
+    (void)state;
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--quiet", "--set",
+                                "train.schedule.kind=cosine", "--set",
+                                "train.schedule.warmup_steps=1000", "--out", "warm", NULL),
+                     1);
+    assert_non_null(strstr(err, "warmup_steps 1000 is not shorter than the run's 26 steps"));
+    free(err);
+    assert_false(exists("warm"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--quiet", "--set",
+                                "train.schedule.kind=cosine", "--set",
+                                "train.schedule.warmup_steps=25", "--out", "warm", NULL),
+                     0);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -558,6 +577,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(test_train_validation_note, setup),
         cmocka_unit_test_setup(test_inspect_split, setup),
         cmocka_unit_test_setup(test_seeds_overflow, setup),
+        cmocka_unit_test_setup(test_warmup_longer_than_run, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
