@@ -365,6 +365,25 @@ static void test_emoji_errors(void **state)
                "\"subcategory\":\"b\"}]");
     assert_int_equal(sets_emoji(&o, &sum, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "not a plain .png file name");
+    /* one code twice: two examples with one code could land in both train and test */
+    tu_write_text(IMG_DIR "/emoji.json",
+               "[{\"unified\":\"1F600\",\"image\":\"1f600.png\",\"category\":\"A\","
+               "\"subcategory\":\"b\"},"
+               "{\"unified\":\"1F34E\",\"image\":\"1f34e.png\",\"category\":\"A\","
+               "\"subcategory\":\"b\"},"
+               "{\"unified\":\"1f600\",\"image\":\"1f603.png\",\"category\":\"A\","
+               "\"subcategory\":\"c\"}]");
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, IMG_DIR "/emoji.json: emoji 1F600 is listed twice");
+    /* a skin variant that is also listed as an emoji of its own */
+    char *dup = malloc(strlen(emoji_json) + 200);
+    strcpy(dup, "[{\"unified\":\"1F44D-1F3FB\",\"image\":\"1f44d-1f3fb.png\","
+                "\"category\":\"A\",\"subcategory\":\"b\"},");
+    strcat(dup, strchr(emoji_json, '[') + 1);
+    tu_write_text(IMG_DIR "/emoji.json", dup);
+    free(dup);
+    assert_int_equal(sets_emoji(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "emoji 1F44D-1F3FB is listed twice");
     tu_write_text(IMG_DIR "/emoji.json", emoji_json);
 
     /* a truncated PNG: the emoji is named */

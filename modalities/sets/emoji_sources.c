@@ -251,6 +251,29 @@ static int cmp_base(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
+static int cmp_var_key(const void *a, const void *b)
+{
+    return strcmp((*(const emo_var *const *)a)->key, (*(const emo_var *const *)b)->key);
+}
+
+/* One code listed twice (as two emoji, or as an emoji and a skin variant) would be two examples
+ * with one code, which the split by emoji can put in both train and test. */
+static xd_status check_unique_codes(const char *path, const emo_images *m, xd_err *e)
+{
+    const emo_var **all = xd_xmalloc((m->n_examples + 1) * sizeof *all);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_base; i++)
+        for (size_t j = 0; j < m->base[i].n_var; j++) all[n++] = &m->base[i].var[j];
+    qsort(all, n, sizeof *all, cmp_var_key);
+    xd_status s = XD_OK;
+    for (size_t i = 1; i < n && !s; i++)
+        if (strcmp(all[i - 1]->key, all[i]->key) == 0)
+            s = xd_fail(e, XD_EFORMAT, "%s: emoji %s is listed twice ('%s' and '%s')", path,
+                        all[i]->key, all[i - 1]->unified, all[i]->unified);
+    free(all);
+    return s;
+}
+
 xd_status emoji_parse_json(const char *path, emo_images *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
@@ -311,6 +334,7 @@ xd_status emoji_parse_json(const char *path, emo_images *m, xd_err *e)
     }
     if (!s && m->n_base == 0) s = xd_fail(e, XD_EFORMAT, "%s: no emoji outside '%s'", path,
                                           EMOJI_SKIP_CATEGORY);
+    if (!s) s = check_unique_codes(path, m, e);
     if (s) {
         emoji_images_free(m);
         return s;
