@@ -323,10 +323,8 @@ xd_status io_dataset_finish(io_dataset_writer *w, xd_err *e)
         io_le_put_u64(head + 16, w->pos);
         for (size_t i = 0; i < w->n; i++) ds_entry_pack(&w->entries[i], head + DS_HEADER + i * DS_ENTRY);
         io_le_put_u32(head + DS_TABLE_SUM, ds_table_sum(head, head_len));
-        if (fseeko(w->out.f, 0, SEEK_SET) != 0)
-            s = xd_fail(e, XD_EIO, "%s: cannot seek in the temporary file", w->out.path);
-        else
-            s = io_atomic_write(&w->out, head, head_len, e);
+        s = io_atomic_seek(&w->out, 0, e);
+        if (!s) s = io_atomic_write(&w->out, head, head_len, e);
         free(head);
     }
     if (s) {

@@ -290,6 +290,15 @@ xd_status io_atomic_write(io_atomic *w, const void *data, size_t n, xd_err *e)
     return XD_OK;
 }
 
+xd_status io_atomic_seek(io_atomic *w, off_t at, xd_err *e)
+{
+    if (fseeko(w->f, at, SEEK_SET) == 0) return XD_OK;
+    if (ferror(w->f))
+        return xd_fail(e, XD_EIO, "%s: write failed: %s", w->path, strerror(errno));
+    return xd_fail(e, XD_EIO, "%s: cannot seek in the temporary file: %s", w->path,
+                   strerror(errno));
+}
+
 xd_status io_atomic_commit(io_atomic *w, xd_err *e)
 {
     xd_status s = XD_OK;

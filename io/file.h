@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include "core/status.h"
 
@@ -48,6 +49,9 @@ void io_atomic_blocks(io_atomic *w, size_t bytes);
 /* The blocks for a file that is mapped and read at random (a data set, a teacher cache): the huge
  * page size of x86-64, and of arm64 with 4 KiB pages. */
 #define IO_HUGE_BLOCK ((size_t)2 << 20)
+/* Moves to byte `at` of the file. The move first writes out what the stream holds, so a write
+ * that failed there (a full disk) is reported as the failed write it is, with its reason. */
+xd_status io_atomic_seek(io_atomic *w, off_t at, xd_err *e);
 /* Flushes, syncs, closes and renames; on failure the temporary file is removed. */
 xd_status io_atomic_commit(io_atomic *w, xd_err *e);
 /* Closes and removes the temporary file; safe to call after a failed commit or twice. */

@@ -732,6 +732,31 @@ static void test_dataset_writes_blocks(void **state)
     free(v);
 }
 
+/* A write that fails while the writer's buffered bytes go out (a full disk; here the file size
+ * limit, which fails the same way without a file system to fill) is reported as the failed write
+ * with its reason, not as a failed seek, and leaves no temporary file. */
+static void test_dataset_write_fails(void **state)
+{
+    (void)state;
+    const size_t n = (size_t)1 << 20;
+    unsigned char *v = calloc(1, n);
+    assert_non_null(v);
+    tu_limit_file_size(64 << 10);
+    io_dataset_writer *w = NULL;
+    xd_err e;
+    xd_status s = io_dataset_writer_open("full.xds", 0, &w, &e);
+    const int64_t shape[1] = {(int64_t)n};
+    if (!s) s = io_dataset_begin(w, "v", IO_U8, 1, shape, &e);
+    if (!s) s = io_dataset_write(w, v, n, &e);
+    if (!s) s = io_dataset_end(w, &e);
+    if (!s) s = io_dataset_finish(w, &e);
+    else io_dataset_writer_abort(w);
+    tu_limit_file_size(-1);
+    free(v);
+    tu_assert_err(&e, XD_EIO, "full.xds: write failed: File too large");
+    tu_assert_nothing_left(".", "full.xds");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -746,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_dataset_version1),
         cmocka_unit_test(test_dataset_verified_record),
         cmocka_unit_test(test_dataset_writes_blocks),
+        cmocka_unit_test(test_dataset_write_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

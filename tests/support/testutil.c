@@ -3,9 +3,11 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "core/mem.h"
@@ -37,6 +39,28 @@ void tu_assert_nothing_left(const char *dir, const char *name)
         if (strncmp(de->d_name, name, n) == 0 && (de->d_name[n] == '\0' || de->d_name[n] == '.'))
             fail_msg("left behind: %s/%s", dir, de->d_name);
     closedir(d);
+}
+
+void tu_limit_file_size(long bytes)
+{
+    static struct rlimit old;
+    static void (*old_sig)(int);
+    static int limited;
+    if (bytes < 0) {
+        if (!limited) return;
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        signal(SIGXFSZ, old_sig);
+        limited = 0;
+        return;
+    }
+    if (!limited) {
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        old_sig = signal(SIGXFSZ, SIG_IGN);
+    }
+    struct rlimit small = old;
+    small.rlim_cur = (rlim_t)bytes;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    limited = 1;
 }
 
 void *tu_read_file(const char *path, size_t *n)

@@ -20,6 +20,10 @@ int tu_exists(const char *path);
 /* Fails the test if name, or name followed by a dot and anything (a leftover temporary), stands
  * in folder dir: what a failed command must not leave behind. */
 void tu_assert_nothing_left(const char *dir, const char *name);
+/* Limits the files this process writes to `bytes` (SIGXFSZ ignored, so a write past the limit
+ * fails with EFBIG, as one on a full disk fails with ENOSPC); bytes < 0 restores what held
+ * before. */
+void tu_limit_file_size(long bytes);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
