@@ -121,6 +121,20 @@ static void test_manifest_good(void **state)
     assert_int_equal(sum.n[1], 2);
     sets_summary_free(&sum);
     assert_true(tu_exists("mf_dir/dataset.xds"));
+
+    /* a path ending in '/' names a folder: it is made, with dataset.xds inside */
+    o.out = "mf_new/a/";
+    TU_OK(sets_manifest(&o, &sum, &e));
+    sets_summary_free(&sum);
+    assert_true(tu_exists("mf_new/a/dataset.xds"));
+    /* a write that fails there takes the folders it made away again */
+    o.out = "mf_gone/a/";
+    tu_limit_file_size(64);
+    s = sets_manifest(&o, &sum, &e);
+    tu_limit_file_size(-1);
+    assert_int_equal(s, XD_EIO);
+    tu_assert_err(&e, XD_EIO, "mf_gone/a/dataset.xds: write failed");
+    assert_false(tu_exists("mf_gone"));
 }
 
 static void expect_manifest_error(const char *text, const char *ext, const char *where,

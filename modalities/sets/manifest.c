@@ -212,8 +212,8 @@ static xd_status write_set(const sets_manifest_opts *o, const char *lang, const 
                                  .texts = (const char *const *const *)txt_tables[k]};
         }
         if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
-        char *parent = io_path_dir(path);
-        if (!s) s = io_mkdir_p(parent, e);
+        char *parent = io_path_dir(path), *made = NULL;
+        if (!s) s = io_mkdir_made(parent, &made, e);
         sets_write wr = {name, SETS_PAIRED, o->seed, sp, m->n_classes,
                          (const char *const *)m->class_names};
         if (!s) s = sets_write_dataset(path, &wr, manifest_meta, mopt, e);
@@ -221,7 +221,10 @@ static xd_status write_set(const sets_manifest_opts *o, const char *lang, const 
             sum->t_write = sets_now() - t2;
             sets_summary_fill(sum, SETS_PAIRED, path, sp, m->n_classes,
                               (const char *const *)m->class_names);
+        } else if (made) { /* the folders this run made go again */
+            io_unmake_dir(parent, made);
         }
+        free(made);
         free(parent);
     }
     for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
@@ -246,8 +249,11 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     if (s) return s;
     const char *lang = o->lang ? o->lang : "und";
     double t0 = sets_now();
+    /* a folder, existing or named by a final '/', gets the data set file inside */
     struct stat out_st;
-    char *path = stat(o->out, &out_st) == 0 && S_ISDIR(out_st.st_mode)
+    size_t out_len = strlen(o->out);
+    char *path = o->out[out_len - 1] == '/' || (stat(o->out, &out_st) == 0 &&
+                                                S_ISDIR(out_st.st_mode))
                      ? io_path_join(o->out, SETS_DATASET_FILE)
                      : xd_xstrdup(o->out);
     char *name = set_name(o->manifest);
