@@ -17,6 +17,7 @@
 
 #include "core/mem.h"
 #include "io/file.h"
+#include "modalities/text/utf8.h"
 
 typedef enum { MF_COL_IMAGE, MF_COL_TEXT, MF_COL_LABEL, MF_COL_COUNT } mf_col;
 
@@ -575,9 +576,9 @@ static xd_status jsonl_row(mf_build *b, size_t line, json_t *obj, mf_label_mode 
     xd_status s = jsonl_string(b, line, obj, ki, &image);
     if (s == XD_OK) s = jsonl_string(b, line, obj, kt, &text);
     if (s != XD_OK) return s;
-    if (b->rationales && image[strspn(image, " \t\r\n")] == '\0')
+    if (b->rationales && txt_is_blank(image))
         return mf_fail(b, XD_EFORMAT, line, jsonl_keys[ki], "empty rationale");
-    if (b->rationales && text[strspn(text, " \t\r\n")] == '\0')
+    if (b->rationales && txt_is_blank(text))
         return mf_fail(b, XD_EFORMAT, line, jsonl_keys[kt], "empty input");
     const char *key = jsonl_keys[MF_COL_LABEL];
     json_t *lv = json_object_get(obj, key);

@@ -247,6 +247,20 @@ static void test_rationales(void **state)
     assert_int_equal(sets_rationales(&o, &sum, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "rat/r.jsonl:5: column rationale: empty rationale");
     assert_false(tu_exists("rat/out.xds"));
+    /* Unicode white space alone (ideographic and no-break spaces) is as blank as "" */
+    char spaces[1024];
+    snprintf(spaces, sizeof spaces,
+             "%s{\"input\":\"x\",\"label\":\"dog\",\"rationale\":\"\\u3000\\u00a0\"}\n", good);
+    tu_write_text("rat/r.jsonl", spaces);
+    assert_int_equal(sets_rationales(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "rat/r.jsonl:5: column rationale: empty rationale");
+    snprintf(spaces, sizeof spaces,
+             "%s{\"input\":\" \u2003\\u2028\",\"label\":\"dog\",\"rationale\":\"x\"}\n", good);
+    tu_write_text("rat/r.jsonl", spaces);
+    assert_int_equal(sets_rationales(&o, &sum, &e), XD_EFORMAT);
+    tu_assert_err(&e, XD_EFORMAT, "rat/r.jsonl:5: column input: empty input");
+    assert_false(tu_exists("rat/out.xds"));
+    tu_write_text("rat/r.jsonl", text);
     o.skip_bad = 1;
     TU_OK(sets_rationales(&o, &sum, &e));
     assert_int_equal(sum.n_skipped, 1);

@@ -65,4 +65,8 @@ size_t txt_utf8_put(char *dst, int32_t cp);
  * TAB, LF, VT, FF, CR and NEL (U+0085). */
 bool txt_cp_is_space(int32_t cp);
 
+/* True when the NUL-terminated s holds nothing but white space (txt_cp_is_space), so a text of
+ * U+3000 and U+00A0 is as blank as "" or " "; an ill-formed sequence counts as not blank. */
+bool txt_is_blank(const char *s);
+
 #endif

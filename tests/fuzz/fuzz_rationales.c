@@ -4,9 +4,8 @@
 #include <string.h>
 
 #include "io/manifest.h"
+#include "modalities/text/utf8.h"
 #include "tests/fuzz/fuzz.h"
-
-static int blank(const char *s) { return s[strspn(s, " \t\r\n")] == '\0'; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -17,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (io_manifest_read_rationales(path, NULL, NULL, skip, &m, &e) == XD_OK) {
             if (m.paths) fz_fail("rationale records have no image paths");
             for (size_t i = 0; i < m.n; i++) {
-                if (blank(m.texts[i]) || blank(m.rationales[i]))
+                if (txt_is_blank(m.texts[i]) || txt_is_blank(m.rationales[i]))
                     fz_fail("record %zu has a blank input or rationale", i);
                 if (m.labels[i] < 0 || (size_t)m.labels[i] >= m.n_classes)
                     fz_fail("record %zu has label %d of %zu classes", i, (int)m.labels[i],
