@@ -46,8 +46,12 @@ static void write_small(const char *path)
 
 /* The child: a half-written output file and a staged folder (files two levels deep), then it
  * tells the parent and waits for the signal. */
-static void child_work(int ready_fd, const char *out, const char *set)
+static const char *child_out, *child_set;
+
+static void child_work(void *ctx, int ready_fd)
 {
+    (void)ctx;
+    const char *out = child_out, *set = child_set;
     io_atomic w;
     sets_outdir o;
     xd_err e;
@@ -60,41 +64,23 @@ static void child_work(int ready_fd, const char *out, const char *set)
     write_small(deep);
     char *top = sets_outdir_path(&o, "dataset.xds");
     write_small(top);
-    if (write(ready_fd, "r", 1) != 1) _exit(5);
-    for (;;) pause();
+    tu_ready_wait(ready_fd);
 }
 
-/* out and set name the outputs; the signal is sent whatever happens before, so that no child
- * outlives a failed check */
+/* out and set name the outputs */
 static void signal_cleans(int sig, const char *out, const char *set)
 {
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(fds[0]);
-        /* the test runner may start us with SIGINT ignored (a background job), and an ignored
-         * signal is left alone */
-        struct sigaction cur;
-        if (sigaction(sig, NULL, &cur) == 0 && cur.sa_handler == SIG_IGN) signal(sig, SIG_DFL);
-        child_work(fds[1], out, set);
-    }
-    close(fds[1]);
-    char c, staged[64], tmp_prefix[64];
-    int ready = read(fds[0], &c, 1) == 1;
-    close(fds[0]);
+    child_out = out;
+    child_set = set;
+    pid_t pid = tu_fork_ready(sig, child_work, NULL);
+    char staged[64], tmp_prefix[64];
     snprintf(staged, sizeof staged, "%s.tmp-%ld", set, (long)pid);
     snprintf(tmp_prefix, sizeof tmp_prefix, "%s.tmp.", out);
     int had_staged = exists(staged), had_tmp = count_named(tmp_prefix);
-    assert_int_equal(kill(pid, sig), 0);
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
-    assert_true(ready);
+    /* the signal is sent before the checks, so that no child outlives a failed one */
+    tu_kill_check(pid, sig);
     assert_true(had_staged);
     assert_int_equal(had_tmp, 1);
-    assert_true(WIFSIGNALED(ws));
-    assert_int_equal(WTERMSIG(ws), sig);
     assert_false(exists(staged));
     assert_int_equal(count_named(tmp_prefix), 0);
     assert_false(exists(out));

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/mem.h"
 #include "io/safetensors.h"
@@ -264,4 +266,45 @@ int tu_next_bisa(int *i, const nn_bisa *kernels, int n, const char **name)
     }
     nn_bgemm_use(NN_BISA_COUNT);
     return 0;
+}
+
+pid_t tu_fork_ready(int sig, void (*work)(void *ctx, int ready_fd), void *ctx)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL); /* nothing buffered is written twice */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct sigaction cur;
+        if (sigaction(sig, NULL, &cur) == 0 && cur.sa_handler == SIG_IGN) signal(sig, SIG_DFL);
+        work(ctx, fds[1]);
+        _exit(6);
+    }
+    close(fds[1]);
+    char c;
+    const int ready = read(fds[0], &c, 1) == 1;
+    close(fds[0]);
+    if (!ready) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail_msg("the child process ended before it was ready for the signal");
+    }
+    return pid;
+}
+
+void tu_ready_wait(int ready_fd)
+{
+    if (write(ready_fd, "r", 1) != 1) _exit(5);
+    for (;;) pause();
+}
+
+void tu_kill_check(pid_t pid, int sig)
+{
+    assert_int_equal(kill(pid, sig), 0);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFSIGNALED(ws));
+    assert_int_equal(WTERMSIG(ws), sig);
 }

@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/types.h>
 
 #include "core/status.h"
 #include "nn/gemm_bf16.h"
@@ -58,6 +59,15 @@ char *tu_fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 
 /* Path to a file under the source tree (XDISTILL_ROOT, set by the test runner, else "."). */
 const char *tu_src_path(const char *rel);
+
+/* Signal tests. tu_fork_ready forks a child that runs work(ctx, ready_fd) with sig at its default
+ * action (the test runner may start us with it ignored, and an ignored signal is left alone);
+ * work calls tu_ready_wait(ready_fd) where the signal should find it. Returns the child's pid once
+ * it is there; a child that ends before fails the test. tu_kill_check sends sig and checks that
+ * the child died by it. */
+pid_t tu_fork_ready(int sig, void (*work)(void *ctx, int ready_fd), void *ctx);
+_Noreturn void tu_ready_wait(int ready_fd);
+void tu_kill_check(pid_t pid, int sig);
 
 #endif
 
