@@ -106,12 +106,15 @@ typedef struct {
     int needed;  /* a new run, or a resume whose resume keys changed */
     int touched; /* a seed's run has written into its folder */
     int written;
+    int temp;    /* what SIGINT/SIGTERM remove until then (runlock_temp_add) */
 } seeds_recipe;
 
 static xd_status write_seeds_recipe(void *ctx, xd_err *e)
 {
     seeds_recipe *sr = ctx;
     sr->touched = 1;
+    io_temp_drop(sr->temp);
+    sr->temp = -1;
     if (!sr->needed || sr->written) return XD_OK;
     char *ypath = io_path_join(sr->base, "recipe.yaml");
     xd_status s = recipe_save(sr->r, ypath, e);
@@ -235,10 +238,11 @@ int cmd_train(int argc, char **argv)
         free(dir);
     }
     char *base_made = NULL; /* the outermost folder made for base, if any */
-    seeds_recipe sr = {.r = &r, .base = base, .needed = !resume_dir || recipe_changed};
+    seeds_recipe sr = {.r = &r, .base = base, .needed = !resume_dir || recipe_changed, .temp = -1};
     if (s == XD_OK && seeds > 1 && !all_finished) {
-        if (root && (s = io_mkdir_made(base, &base_made, &e)) == XD_OK)
-            s = runlock_take(&parent, base, &e);
+        if (root && (s = io_mkdir_made(base, &base_made, &e)) == XD_OK &&
+            (s = runlock_take(&parent, base, &e)) == XD_OK)
+            sr.temp = runlock_temp_add(&parent, base_made);
         s = dist_agree(s, &e);
     }
     for (long k = 0; k < seeds && s == XD_OK; k++) {
@@ -287,6 +291,7 @@ int cmd_train(int argc, char **argv)
         s = runs_write_seeds_summary(base, &r, res, (int)seeds, &e);
         if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }
+    io_temp_drop(sr.temp);
     /* no seed's run wrote anything (a failed one leaves nothing): neither does the whole run */
     if (s != XD_OK && parent.fd >= 0 && !sr.touched) {
         if (base_made) io_unmake_dir(base, base_made);

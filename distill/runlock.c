@@ -81,3 +81,12 @@ void runlock_give_back(runlock *l)
     }
     runlock_release(l);
 }
+
+int runlock_temp_add(const runlock *l, const char *made)
+{
+    if (l->fd < 0) return -1;
+    if (made) return io_temp_add(made, 1);
+    /* a lock file found there keeps the earlier holder's pid; being free once its holder is
+     * gone, it blocks no later run */
+    return l->made ? io_temp_add(l->path, 0) : -1;
+}

@@ -8,7 +8,8 @@
  *
  * A run that fails before it wrote anything in DIR gives the lock back instead (runlock_give_back),
  * so that the folder is left as the run found it: the file's earlier text and times, or no file
- * when the take made it. */
+ * when the take made it. Until the run has something to keep, SIGINT and SIGTERM remove what it
+ * added too (runlock_temp_add): the folders it made, or the lock file when the take made it. */
 #ifndef XD_DISTILL_RUNLOCK_H
 #define XD_DISTILL_RUNLOCK_H
 
@@ -35,5 +36,9 @@ void runlock_release(runlock *l);
 /* Releases a held lock leaving its file as the take found it: removed when the take made it,
  * else its earlier text and times back (failures ignored: the file only names a pid). */
 void runlock_give_back(runlock *l);
+/* Lists what a run added for removal on SIGINT/SIGTERM (io_temp_add): made, the outermost folder
+ * made for the held lock's folder (NULL: none), with everything in it; else the lock file when
+ * the take made it. Returns the slot for io_temp_drop, -1 when nothing is listed. */
+int runlock_temp_add(const runlock *l, const char *made);
 
 #endif

@@ -249,6 +249,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     const int writes = dist_rank() == 0;
     char *made = NULL; /* the outermost folder made for the run's folder, if any */
     int ran = 0;       /* epochs run to their end in this call */
+    int temp = -1;     /* what SIGINT/SIGTERM remove until the first epoch's files are written */
     /* another recipe's folder is an error; a finished run stays exactly as it is */
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
                       (res->unchanged = runs_read_finished(o->out_dir, res))))
@@ -256,6 +257,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     /* with several ranks, rank 0 alone holds the folder and writes into it */
     if (writes && (s = io_mkdir_made(o->out_dir, &made, e)) != XD_OK) goto out;
     if (writes && (s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
+    temp = runlock_temp_add(&R.lock, made);
     R.models = xd_xcalloc((size_t)r->n_models, sizeof *R.models);
     R.n_models = r->n_models;
     for (int k = 0; k < r->n_models; k++)
@@ -309,6 +311,8 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
             if (o->stop_after > 0 && R.epochs_done >= o->stop_after) goto stopped;
             if ((s = train_epoch(&R, stage, ep, e)) != XD_OK) break;
             ran++;
+            io_temp_drop(temp); /* the run has an epoch to resume from: its folder stays */
+            temp = -1;
         }
         epoch0 = stage_end;
     }
@@ -350,6 +354,7 @@ stopped:
         s = dist_agree(s, e);
     }
 out:
+    io_temp_drop(temp);
     run_free(&R);
     /* a run that fails before it has an epoch to resume from leaves nothing of its own: not the
      * folder it made, nor a trace in a folder it found as long as it wrote nothing there */

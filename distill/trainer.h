@@ -36,7 +36,8 @@
 
 typedef struct {
     const char *out_dir;  /* created when missing, and removed again (with what the run put in
-                           * it) when the run fails before its first epoch ends */
+                           * it) when the run fails, or SIGINT/SIGTERM stops it, before its first
+                           * epoch ends */
     int resume;           /* continue from out_dir/resume.safetensors (or find it finished) */
     int stop_after;       /* > 0: stop once this many epochs are done (resume later) */
     int quiet;            /* no progress output */

@@ -1,8 +1,8 @@
 /* distill/trainer, resuming: a run stopped and resumed (inside a stage or at a stage boundary)
  * ends byte for byte where the uninterrupted run does; a finished run is left as it is; another
  * recipe, an edited recipe or an edited resume state is refused; the metrics line of an epoch is
- * never lost; a run folder is locked; a run that fails before its first epoch ends leaves
- * nothing behind. */
+ * never lost; a run folder is locked; a run that fails, or is stopped by SIGINT or SIGTERM,
+ * before its first epoch ends leaves nothing behind. */
 #include "tests/support/testutil.h"
 
 #include <jansson.h>
@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -506,6 +507,67 @@ static void test_failed_seeds_run_leaves_nothing(void **state)
     free(ok);
 }
 
+/* The hook of interrupted_run's child, called just before the first epoch's files are written:
+ * the signal finds the run there. */
+static int sig_ready_fd = -1;
+
+static xd_status sig_say_and_wait(void *ctx, xd_err *e)
+{
+    (void)ctx;
+    (void)e;
+    tu_ready_wait(sig_ready_fd);
+}
+
+typedef struct {
+    const recipe *r;
+    const char *out;
+} interrupted_ctx;
+
+static void interrupted_child(void *ctx, int ready_fd)
+{
+    const interrupted_ctx *c = ctx;
+    sig_ready_fd = ready_fd;
+    train_opts o = {.out_dir = c->out, .quiet = 1, .before_write = sig_say_and_wait};
+    train_result res;
+    xd_err e;
+    trainer_run(c->r, 1, &o, &res, &e);
+}
+
+/* Runs a one-epoch recipe into out in a child process that sig stops just before the first
+ * epoch's files are written; the child must die by the signal. */
+static void interrupted_run(int sig, const char *out)
+{
+    ensure_data();
+    char *text = small_recipe(1, 1); /* one thread: the child must not need the parent's */
+    recipe r;
+    load_recipe("interrupted", text, &r);
+    interrupted_ctx c = {&r, out};
+    tu_kill_check(tu_fork_ready(sig, interrupted_child, &c), sig);
+    recipe_free(&r);
+    free(text);
+}
+
+/* SIGINT or SIGTERM before the first epoch's files are written leaves what a failure leaves: not
+ * the folders the run made, not the lock file it made in an empty folder; an earlier run's
+ * folder, whose lock the stopped run took, resumes (a lock whose holder is gone is free). */
+static void test_interrupted_run_leaves_nothing(void **state)
+{
+    (void)state;
+    interrupted_run(SIGINT, "sig-made/a/b");
+    assert_false(exists("sig-made"));
+    assert_int_equal(mkdir("sig-empty", 0755), 0);
+    dirsnap *before = dirsnap_take("sig-empty");
+    interrupted_run(SIGTERM, "sig-empty");
+    dirsnap_assert_same(before, "sig-empty");
+    dirsnap_free(before);
+    char *two = small_recipe(2, 1);
+    run_ok("sig-two", two, "sig-kept", 1, 1, 0);
+    interrupted_run(SIGINT, "sig-kept");
+    train_result res = run_ok("sig-two", two, "sig-kept", 1, 0, 1);
+    assert_true(res.finished);
+    free(two);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -525,6 +587,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_refuses_edited_values),
         cmocka_unit_test(test_failed_run_leaves_nothing),
         cmocka_unit_test(test_failed_seeds_run_leaves_nothing),
+        cmocka_unit_test(test_interrupted_run_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
