@@ -536,6 +536,23 @@ static void say(const pipeline_opts *o, const char *fmt, ...)
     fflush(o->out);
 }
 
+/* A step's stamp, as it is while the step runs. */
+typedef struct {
+    const char *dir, *step;
+    const recipe *r;
+    long seed;
+    const stamp *sp;
+    const char *started;
+} running_stamp;
+
+/* The trainer's before_write: the stamp appears with the run's first files, so that a step that
+ * fails before leaves no stamp of its own (nor the folders the trainer made for it). */
+static xd_status write_running_stamp(void *ctx, xd_err *e)
+{
+    const running_stamp *c = ctx;
+    return stamp_write(c->dir, c->step, c->r, c->seed, c->sp, c->started, 0, e);
+}
+
 /* Runs, resumes or skips one step of one seed. */
 static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long seed,
                           const char *seed_dir, train_result *res, pipeline_action *act,
@@ -583,17 +600,13 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
         snprintf(why, sizeof why, "running again (%s)", done ? "the earlier run's outputs are "
                  "missing" : "the earlier run stopped before it saved a resume state");
     say(o, "step %s (seed %ld): %s\n", st->name, seed, why);
-    if ((s = io_mkdir_p(dir, e)) != XD_OK) goto out;
-    if (!resume) {
-        /* a resume state of other inputs must never be continued under this stamp */
-        char *rs = io_path_join(dir, "resume.safetensors");
-        remove(rs);
-        free(rs);
-    }
+    /* the trainer makes the folder, and a fresh run removes a resume state of other inputs as it
+     * writes its first files, so none is continued under this stamp */
     const char *started = resume ? json_str(old, "started") : NULL;
-    if ((s = stamp_write(dir, st->name, &r, seed, &sp, started, 0, e)) != XD_OK) goto out;
+    running_stamp rs = {dir, st->name, &r, seed, &sp, started};
     train_opts to = {.out_dir = dir, .resume = resume, .stop_after = o->stop_after,
-                     .quiet = o->quiet, .log = o->log};
+                     .quiet = o->quiet, .log = o->log, .before_write = write_running_stamp,
+                     .ctx = &rs};
     if ((s = trainer_run(&r, seed, &to, res, e)) != XD_OK) {
         xd_err_prefix(e, "step '%s' (seed %ld)", st->name, seed);
         goto out;

@@ -24,7 +24,8 @@
  *     for the new inputs').
  * A step whose teacher step ran again sees other checkpoint bytes and runs again too; an earlier
  * step that ran again to the same bytes leaves its readers skipped. The stamp is written
- * atomically before a step runs (unfinished) and again when it finishes. */
+ * atomically with the step's first files (unfinished) and again when it finishes, so a step that
+ * fails before its first epoch ends leaves no stamp, as it leaves no folder it made. */
 #ifndef XD_DISTILL_PIPELINE_H
 #define XD_DISTILL_PIPELINE_H
 

@@ -512,6 +512,70 @@ static void test_step_of_several_models(void **state)
     json_decref(st);
 }
 
+/* Runs path into out; the run must fail in step 'bad'. */
+static void run_fails(const char *path, const char *out)
+{
+    pipeline p;
+    load_ok(path, &p);
+    pipeline_opts o = {.out_dir = out, .seed = -1, .quiet = 1};
+    pipeline_result res;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_not_equal(pipeline_run(&p, &o, &res, &e), XD_OK);
+    print_message("%s\n", e.msg);
+    assert_non_null(strstr(e.msg, "step 'bad'"));
+    pipeline_result_free(&res);
+    pipeline_free(&p);
+}
+
+/* A step that fails before its first epoch ends leaves what `train` leaves: nothing of its own
+ * (no step.json, no folder made for it), and a folder of an earlier run of the step as it was. */
+static void test_failed_step_leaves_nothing(void **state)
+{
+    (void)state;
+    ensure_files();
+    /* the first epoch's loss is not finite */
+    write_text("bad.yaml", "name: b\n"
+                           "data: {path: toy.xds}\n"
+                           "model: \"" STUDENT_MODEL "\"\n"
+                           "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 1e30}}\n"
+                           "losses:\n"
+                           "  - kind: ce\n");
+    write_text("bad-first.yaml", "name: bf\n"
+                                 "steps:\n"
+                                 "  - name: bad\n"
+                                 "    recipe: bad.yaml\n");
+    run_fails("bad-first.yaml", "fail-new/out");
+    assert_false(present("fail-new"));
+    static const char *const chain = "name: bm\n"
+                                     "steps:\n"
+                                     "  - name: teacher\n"
+                                     "    recipe: teacher.yaml\n"
+                                     "  - name: bad\n"
+                                     "    recipe: %s\n"
+                                     "  - name: student\n"
+                                     "    recipe: student.yaml\n";
+    char text[512];
+    snprintf(text, sizeof text, chain, "bad.yaml");
+    write_text("bad-middle.yaml", text);
+    run_fails("bad-middle.yaml", "fail-mid");
+    assert_true(present("fail-mid/seed-1/teacher/step.json"));
+    assert_false(present("fail-mid/seed-1/bad"));
+    assert_false(present("fail-mid/seed-1/student"));
+    /* the same chain with a step 'bad' that works, then the failing one over it */
+    snprintf(text, sizeof text, chain, "teacher.yaml");
+    write_text("good-middle.yaml", text);
+    pipeline_result r = run_chain("good-middle.yaml", "fail-old", 1, 0, NULL);
+    assert_true(r.finished);
+    pipeline_result_free(&r);
+    char *before = tree("fail-old/seed-1/bad");
+    run_fails("bad-middle.yaml", "fail-old");
+    char *after = tree("fail-old/seed-1/bad");
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +585,7 @@ int main(void)
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_step_of_several_models),
+        cmocka_unit_test(test_failed_step_leaves_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
