@@ -98,29 +98,33 @@ static int check_resume_sets(const char *const *sets, int n)
 }
 
 /* A multi-seed run's recipe in its folder (first seed, count, so that --resume DIR finds it),
- * written once the first seed's run has something to keep: a run that fails before leaves the
- * folder as it found it. */
+ * written with the first seed's first files; the folder is kept once a seed has an epoch to
+ * resume from: a run that fails or is stopped by a signal before leaves it as it found it. */
 typedef struct {
     const recipe *r;
     const char *base;
-    int needed;  /* a new run, or a resume whose resume keys changed */
-    int touched; /* a seed's run has written into its folder */
-    int written;
-    int temp;    /* what SIGINT/SIGTERM remove until then (runlock_temp_add) */
+    int needed; /* a new run, or a resume whose resume keys changed, not yet written */
+    int kept;   /* a seed's run has an epoch to resume from */
+    int temp;   /* what SIGINT/SIGTERM remove until then (runlock_temp_add) */
 } seeds_recipe;
 
 static xd_status write_seeds_recipe(void *ctx, xd_err *e)
 {
     seeds_recipe *sr = ctx;
-    sr->touched = 1;
-    io_temp_drop(sr->temp);
-    sr->temp = -1;
-    if (!sr->needed || sr->written) return XD_OK;
+    if (!sr->needed) return XD_OK;
     char *ypath = io_path_join(sr->base, "recipe.yaml");
     xd_status s = recipe_save(sr->r, ypath, e);
     free(ypath);
-    sr->written = s == XD_OK;
+    sr->needed = s != XD_OK;
     return s;
+}
+
+static void keep_seeds_folder(void *ctx)
+{
+    seeds_recipe *sr = ctx;
+    sr->kept = 1;
+    io_temp_drop(sr->temp);
+    sr->temp = -1;
 }
 
 int cmd_train(int argc, char **argv)
@@ -264,7 +268,8 @@ int cmd_train(int argc, char **argv)
         }
         train_opts o = {.out_dir = dir, .resume = can_resume, .stop_after = (int)stop_after,
                         .quiet = quiet, .log = stderr, .span = spanp ? &sk : NULL,
-                        .before_write = seeds > 1 ? write_seeds_recipe : NULL, .ctx = &sr};
+                        .before_write = seeds > 1 ? write_seeds_recipe : NULL,
+                        .kept = seeds > 1 ? keep_seeds_folder : NULL, .ctx = &sr};
         if (resume_dir && !can_resume && seeds == 1)
             s = xd_fail(&e, XD_EIO, "%s: no resume.safetensors to continue from", dir);
         else
@@ -292,8 +297,9 @@ int cmd_train(int argc, char **argv)
         if (s == XD_OK) runs_print_seeds(stdout, r.name, res, (int)seeds);
     }
     io_temp_drop(sr.temp);
-    /* no seed's run wrote anything (a failed one leaves nothing): neither does the whole run */
-    if (s != XD_OK && parent.fd >= 0 && !sr.touched) {
+    /* no seed's run has an epoch to keep (a failed one leaves nothing): neither does the whole
+     * run */
+    if (s != XD_OK && parent.fd >= 0 && !sr.kept) {
         if (base_made) io_unmake_dir(base, base_made);
         else runlock_give_back(&parent);
     }

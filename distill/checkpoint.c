@@ -136,14 +136,9 @@ static int param_is(const nn_param *p, const char *suffix)
     return dot && strcmp(dot, suffix) == 0;
 }
 
-/* Whether p's values in f (present, its shape and type checked) may be loaded: each finite; a
- * batch norm's running variance >= 0 (the layer divides by its square root: a negative one makes
- * its outputs NaN, and the checksums do not stop a crafted file); and in an int8 checkpoint (int8)
- * a moving range > 0, as the engine's scales come from the ranges. XD_ENUM names the file, the
- * tensor, the value and the rule (XD_EFORMAT in an int8 checkpoint, as its other checks). */
-static xd_status values_ok(io_st_file *f, const nn_param *p, int int8, xd_err *e)
+xd_status ckpt_param_values_ok(const char *file, const nn_param *p, const float *src, int int8,
+                               xd_err *e)
 {
-    const float *src = io_st_find(f, p->name)->data;
     const int var = p->state && param_is(p, ".running_var");
     const int range = int8 && p->state && param_is(p, ".range");
     for (size_t j = 0; j < p->n; j++) {
@@ -153,9 +148,15 @@ static xd_status values_ok(io_st_file *f, const nn_param *p, int int8, xd_err *e
                                                        : NULL;
         if (rule)
             return xd_fail(e, int8 ? XD_EFORMAT : XD_ENUM, "%s: tensor '%s' holds %g at index "
-                           "%zu; %s", io_st_path(f), p->name, (double)src[j], j, rule);
+                           "%zu; %s", file, p->name, (double)src[j], j, rule);
     }
     return XD_OK;
+}
+
+/* p's values in f (present, its shape and type checked) */
+static xd_status values_ok(io_st_file *f, const nn_param *p, int int8, xd_err *e)
+{
+    return ckpt_param_values_ok(io_st_path(f), p, io_st_find(f, p->name)->data, int8, e);
 }
 
 static void values_copy(io_st_file *f, nn_model *m, const nn_param *p)
@@ -504,7 +505,8 @@ xd_status ckpt_check_fit(const char *path, const nn_model *m, const io_dataset *
 {
     const char *data = io_dataset_path(ds);
     xd_status s;
-    if (strcmp(view, "image") == 0 && (s = ckpt_check_images(path, m, ds, split, augment, e)) != XD_OK)
+    if (strcmp(view, "image") == 0 &&
+        (s = ckpt_check_images(path, m, ds, split, augment, e)) != XD_OK)
         return s;
     const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
     char name[IO_DATASET_NAME_MAX + 1];

@@ -62,6 +62,13 @@ xd_status ckpt_load(const char *path, int max_batch, nn_model *m, xd_err *e);
 
 /* Loads values into an existing model; the file must match it exactly. */
 xd_status ckpt_load_into(const char *path, nn_model *m, xd_err *e);
+/* Whether the p->n values src of model entry p (read from file) may be loaded: each finite; a
+ * batch norm's running variance >= 0 (the layer divides by its square root: a negative one makes
+ * its outputs NaN, and checksums do not stop a crafted file); with int8 (an int8 checkpoint's
+ * float entries) a moving range > 0, as the engine's scales come from the ranges. XD_ENUM names
+ * the file, the entry, the value and the rule (XD_EFORMAT with int8, as that loader's checks). */
+xd_status ckpt_param_values_ok(const char *file, const nn_param *p, const float *src, int int8,
+                               xd_err *e);
 /* The values a run starts from (a recipe's `init:`): every weight of m from the float (or
  * fake-quant) checkpoint path, names, shapes and dtype as m's; state entries the file lacks (a
  * fake-quant range, a pruning mask) keep m's. An int8 checkpoint, a missing weight, a

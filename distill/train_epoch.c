@@ -122,9 +122,7 @@ static nn_sched_config run_schedule(const train_run *R)
 {
     nn_sched_config sched = R->r->train.sched;
     if (R->r->train.sched_auto_steps) {
-        long total = 0;
-        for (int st = 0; st < R->r->n_stages; st++)
-            total += (long)stage_steps(R, st) * R->r->stages[st].epochs;
+        const long total = train_counts_after(R, R->r->train.epochs).global_step;
         sched.total_steps = total > 0 ? total : 1;
     }
     return sched;
@@ -393,18 +391,20 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
     int evaluate = r->train.eval_every > 0 ? ((epoch + 1) % r->train.eval_every == 0) : 0;
     evaluate |= epoch + 1 == r->train.epochs;
     R->epochs_done = epoch + 1;
-    /* the first epoch's files are the run's first change to its folder */
-    xd_status s = train_first_write(R, e);
-    if (s != XD_OK) return s;
-    for (int k = 0; k < R->n_models && s == XD_OK; k++) {
+    xd_status s = XD_OK;
+    for (int k = 0; k < R->n_models; k++) {
         double acc = 0.0;
         if (evaluate && ((s = train_evaluate_test(R, k, &acc, e)) != XD_OK ||
                          (s = train_evaluate_val(R, k, e)) != XD_OK))
             return s;
         if (evaluate && (s = train_exits_evaluate(R, k, epoch, e)) != XD_OK) return s;
         R->models[k].acc = acc;
-        s = save_checkpoints(R, k, epoch, evaluate, e);
     }
+    /* the first epoch's files are the run's first change to its folder: an evaluation that
+     * fails leaves an earlier run's files as they were */
+    if ((s = train_first_write(R, e)) != XD_OK) return s;
+    for (int k = 0; k < R->n_models && s == XD_OK; k++)
+        s = save_checkpoints(R, k, epoch, evaluate, e);
     if ((s = dist_agree(s, e)) != XD_OK) return s;
 
     const double acc = R->models[0].acc;

@@ -11,6 +11,7 @@
 
 #include "core/dist.h"
 #include "core/mem.h"
+#include "distill/checkpoint.h"
 #include "io/safetensors.h"
 
 typedef struct {
@@ -56,52 +57,53 @@ static void state_name(const train_run *R, int k, const char *what, char *name, 
         snprintf(name, size, "%s", what);
 }
 
-/* Whether name ends with suffix */
-static int ends_with(const char *name, const char *suffix)
+/* A model's parameters or state, t (of k's size, else nothing is checked here: the copy refuses
+ * it), as a checkpoint's are checked (ckpt_param_values_ok), entry by entry. */
+static xd_status model_values_ok(io_st_file *f, nn_model *m, const io_tensor *t, size_t n,
+                                 int state, xd_err *e)
 {
-    const size_t n = strlen(name), k = strlen(suffix);
-    return n >= k && strcmp(name + n - k, suffix) == 0;
+    const float *base = state ? m->state : m->param;
+    if (n != (state ? m->n_state : m->n_param)) return XD_OK;
+    xd_status s = XD_OK;
+    for (int i = 0; i < m->n_params && s == XD_OK; i++) {
+        const nn_param *p = &m->params[i];
+        if (p->state != state) continue;
+        const size_t at = (size_t)(nn_model_param_data(m, p) - base);
+        s = ckpt_param_values_ok(io_st_path(f), p, (const float *)t->data + at, 0, e);
+    }
+    return s;
 }
 
 /* The values of the state's tensor t, which no checksum guards against whoever edits the file:
- * every one finite, a second moment (an optimizer's v) >= 0, and in a model's state every batch
- * norm's running variance >= 0 (the layer divides by its square root). */
-static xd_status state_values_ok(const train_run *R, io_st_file *f, const io_tensor *t,
-                                 xd_err *e)
+ * a model's parameters and state as a checkpoint's; every other value finite, and a second moment
+ * >= 0 (every name that ends in ".v" is one: see collect_state). */
+static xd_status state_values_ok(train_run *R, io_st_file *f, const io_tensor *t, xd_err *e)
 {
     if (t->dtype != IO_F32) return XD_OK;
-    const char *name = t->name;
-    const float *v = t->data;
     size_t n = 1;
     for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
-    const int moment = ends_with(name, "opt.v") || ends_with(name, "theta.v");
+    for (int k = 0; k < R->n_models; k++)
+        for (int state = 0; state < 2; state++) {
+            char name[RECIPE_MAX_NAME + 32];
+            state_name(R, k, state ? "model.state" : "model.param", name, sizeof name);
+            if (strcmp(name, t->name) == 0)
+                return model_values_ok(f, &R->models[k].m, t, n, state, e);
+        }
+    const size_t len = strlen(t->name);
+    const int moment = len >= 2 && strcmp(t->name + len - 2, ".v") == 0;
+    const float *v = t->data;
     for (size_t j = 0; j < n; j++)
         if (!isfinite(v[j]) || (moment && v[j] < 0.0f))
-            return xd_fail(e, XD_ENUM, "%s: '%s' holds %g at index %zu; %s: the file was edited "
-                           "or damaged", io_st_path(f), name, (double)v[j], j,
+            return xd_fail(e, XD_ENUM, "%s: tensor '%s' holds %g at index %zu; %s", io_st_path(f),
+                           t->name, (double)v[j], j,
                            isfinite(v[j]) ? "a second moment must be >= 0"
                                           : "values must be finite");
-    for (int k = 0; k < R->n_models; k++) {
-        char sname[RECIPE_MAX_NAME + 32];
-        state_name(R, k, "model.state", sname, sizeof sname);
-        if (strcmp(sname, name) != 0) continue;
-        nn_model *m = &R->models[k].m;
-        for (int i = 0; i < m->n_params; i++) {
-            const nn_param *p = &m->params[i];
-            if (!p->state || !ends_with(p->name, ".running_var")) continue;
-            const size_t at = (size_t)(nn_model_param_data(m, p) - m->state);
-            for (size_t j = 0; j < p->n; j++)
-                if (v[at + j] < 0.0f)
-                    return xd_fail(e, XD_ENUM, "%s: '%s' holds %g for '%s' at index %zu; a "
-                                   "running variance must be >= 0: the file was edited or damaged",
-                                   io_st_path(f), name, (double)v[at + j], p->name, j);
-        }
-    }
     return XD_OK;
 }
 
 /* Every model's parameters and state first (a stage boundary restores only those), then their
- * optimizers' moments, then the losses' projectors and temperatures. */
+ * optimizers' moments, then the losses' projectors and temperatures. An optimizer's second
+ * moments, and only those, have names that end in ".v" (state_values_ok checks them >= 0). */
 static void collect_state(train_run *R, tlist *l)
 {
     char name[RECIPE_MAX_NAME + 32];
@@ -390,12 +392,11 @@ xd_status train_load_resume(train_run *R, int what, xd_err *e)
                     ranks, ranks == 1 ? " or without mpirun" : "");
         goto out;
     }
-    /* every value checked at the first reading, before the run writes anything, and again when
-     * the tensors are copied (the file is opened anew then) */
-    for (size_t i = 0; i < io_st_count(f) && s == XD_OK; i++)
-        s = state_values_ok(R, f, io_st_tensor(f, i), e);
-    if (s != XD_OK) goto out;
     if (what == TRAIN_RESUME_COUNTERS) {
+        /* every value checked at the first reading, before the run writes anything */
+        for (size_t i = 0; i < io_st_count(f) && s == XD_OK; i++)
+            s = state_values_ok(R, f, io_st_tensor(f, i), e);
+        if (s != XD_OK) goto out;
         R->epochs_done = (int)m.epochs;
         R->global_step = m.c.global_step;
         R->models[0].best_acc = m.best_acc;

@@ -262,11 +262,11 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     R.n_models = r->n_models;
     for (int k = 0; k < r->n_models; k++)
         if ((s = models_build(&R.models[k], r, k, seed, e)) != XD_OK) goto out;
-    if ((s = train_setup_data(&R, e)) != XD_OK) goto out;
+    if ((s = train_setup_data(&R, e)) != XD_OK || (s = train_check_schedule(&R, e)) != XD_OK)
+        goto out;
     train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
-    if ((s = train_setup_buffers(&R)) != XD_OK || (s = train_check_schedule(&R, e)) != XD_OK)
-        goto out;
+    if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK ||
             (s = train_first_write(&R, e)) != XD_OK)
@@ -313,6 +313,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
             ran++;
             io_temp_drop(temp); /* the run has an epoch to resume from: its folder stays */
             temp = -1;
+            if (ran == 1 && o->kept) o->kept(o->ctx);
         }
         epoch0 = stage_end;
     }
@@ -342,7 +343,6 @@ stopped:
         res->val = R.has_val;
         res->segment = R.seg.on;
         res->final_pixel_acc = R.models[0].pixel_acc;
-        if (s == XD_OK) s = train_first_write(&R, e);
         if (s == XD_OK && res->finished && R.seg.on && writes) {
             char *dir = train_path(&R, "overlays");
             model_rt *m0 = &R.models[0];

@@ -47,6 +47,9 @@ typedef struct {
      * the caller's that should appear only once the run has something to keep (a multi-seed
      * run's recipe). A failure fails the run. NULL: none. */
     xd_status (*before_write)(void *ctx, xd_err *e);
+    /* Called once the run has an epoch to resume from (its folder is kept from then on, on a
+     * failure or a signal too): the caller's files kept with it from then on. NULL: none. */
+    void (*kept)(void *ctx);
     void *ctx;
 } train_opts;
 

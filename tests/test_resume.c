@@ -333,10 +333,12 @@ static void test_resume_refuses_edited_values(void **state)
         float value;
         const char *says;
     } bad[] = {
-        {"model.param", 0, NAN, "'model.param' holds nan at index 0; values must be finite"},
-        {"opt.m", 3, INFINITY, "'opt.m' holds inf at index 3; values must be finite"},
-        {"opt.v", 1, -1.0f, "'opt.v' holds -1 at index 1; a second moment must be >= 0"},
-        {"model.state", TU_ALL, -1.0f, "running_var' at index 0; a running variance must be >= 0"},
+        {"model.param", 0, NAN, "tensor 'conv2d0.weight' holds nan at index 0; values must be "
+                                "finite"},
+        {"opt.m", 3, INFINITY, "tensor 'opt.m' holds inf at index 3; values must be finite"},
+        {"opt.v", 1, -1.0f, "tensor 'opt.v' holds -1 at index 1; a second moment must be >= 0"},
+        {"model.state", TU_ALL, -1.0f, "running_var' holds -1 at index 0; a running variance "
+                                       "must be >= 0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tu_rewrite_value("vals-resume.safetensors", "vals/resume.safetensors", bad[i].tensor,

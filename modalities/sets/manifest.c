@@ -251,11 +251,10 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     double t0 = sets_now();
     /* a folder, existing or named by a final '/', gets the data set file inside */
     struct stat out_st;
-    size_t out_len = strlen(o->out);
-    char *path = o->out[out_len - 1] == '/' || (stat(o->out, &out_st) == 0 &&
-                                                S_ISDIR(out_st.st_mode))
-                     ? io_path_join(o->out, SETS_DATASET_FILE)
-                     : xd_xstrdup(o->out);
+    const size_t out_len = strlen(o->out);
+    const int folder = (out_len > 0 && o->out[out_len - 1] == '/') ||
+                       (stat(o->out, &out_st) == 0 && S_ISDIR(out_st.st_mode));
+    char *path = folder ? io_path_join(o->out, SETS_DATASET_FILE) : xd_xstrdup(o->out);
     char *name = set_name(o->manifest);
     mf_options mopt;
     manifest_options(o, lang, rationales, &mopt);
