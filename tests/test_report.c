@@ -311,13 +311,34 @@ static void test_report_stored_names(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         assert_int_equal(system("rm -rf named && cp -r \"runs/x<i>&'q/student/seed-1\" named"), 0);
         tu_rewrite_meta(src, "named/best.safetensors", "xdistill.classes", cases[i].classes);
-        assert_int_equal(rp_xd("report named --out named.html"), 0);
+        /* a noted problem is on the page and in the exit status */
+        assert_int_equal(rp_xd("report named --out named.html"), cases[i].note ? 1 : 0);
         char *page = rp_slurp("named.html");
         if (!strstr(page, cases[i].shown)) fail_msg("case %zu: no %s on the page", i, cases[i].shown);
         if (cases[i].note) assert_non_null(strstr(page, cases[i].note));
         else assert_null(strstr(page, ">bottom-right<"));
         free(page);
     }
+}
+
+/* A checkpoint that cannot be read: the page is written whole, saying why that run has no
+ * evaluation, and the command says so on standard error and exits 1; --no-eval runs none. */
+static void test_report_unreadable_checkpoint(void **state)
+{
+    (void)state;
+    rp_classify_runs();
+    assert_int_equal(system("rm -rf cut && cp -r \"runs/x<i>&'q/student/seed-1\" cut && "
+                            "truncate -s 1000 cut/best.safetensors"), 0);
+    assert_int_equal(rp_xd("report cut --out cut.html"), 1);
+    char *page = rp_slurp("cut.html"), *err = rp_slurp("err.txt");
+    assert_non_null(strstr(page, "Not evaluated: cut/best.safetensors"));
+    assert_non_null(strstr(page, "</html>"));
+    if (!strstr(err, "cut/best.safetensors") || !strstr(err, "1 run with a problem") ||
+        rp_lines(err) != 2)
+        fail_msg("stderr '%s'", err);
+    free(page);
+    free(err);
+    assert_int_equal(rp_xd("report cut --no-eval --out cut.html"), 0);
 }
 
 int main(void)
@@ -331,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_scores_predict),
         cmocka_unit_test(test_report_command),
         cmocka_unit_test(test_report_stored_names),
+        cmocka_unit_test(test_report_unreadable_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
