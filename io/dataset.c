@@ -451,17 +451,22 @@ char *io_dataset_cache_dir(const char *path)
     return dir;
 }
 
-#define DS_RECORD_FORMAT "xdistill dataset verified 1"
+#define DS_RECORD_FORMAT "xdistill dataset verified 2"
 /* A file modified this recently may change again within the clock's granularity without its
- * modification time moving, so it is verified but not recorded. */
+ * modification time moving, so it is verified but not recorded. A file whose modification time
+ * was set back after a change (touch -r, cp -p, an archive's extraction) still has a new status
+ * change time, and a file put in its place another inode: the record names all three. */
 #define DS_RECORD_SETTLE_S 2
 
 /* The record's text for the file as it is mapped. */
 static void ds_record_text(const io_dataset *ds, char *buf, size_t n)
 {
     const unsigned char *b = ds->bytes;
-    snprintf(buf, n, DS_RECORD_FORMAT "\nsize %zu\nmtime %lld.%09lld\ntable %08x\n", ds->size,
-             ds->map.mtime_s, ds->map.mtime_ns, (unsigned)io_le_u32(b + DS_TABLE_SUM));
+    snprintf(buf, n,
+             DS_RECORD_FORMAT "\nsize %zu\nmtime %lld.%09lld\nctime %lld.%09lld\nfile %llu:%llu\n"
+                              "table %08x\n",
+             ds->size, ds->map.mtime_s, ds->map.mtime_ns, ds->map.ctime_s, ds->map.ctime_ns,
+             ds->map.dev, ds->map.ino, (unsigned)io_le_u32(b + DS_TABLE_SUM));
 }
 
 static char *ds_record_path(const char *path)
@@ -493,7 +498,7 @@ xd_status io_dataset_open_verified(const char *path, io_dataset **ds, xd_err *e)
 {
     xd_status s = io_dataset_open(path, ds, e);
     if (s || (*ds)->version < 2) return s;
-    char *rec = ds_record_path(path), text[256], *old = NULL;
+    char *rec = ds_record_path(path), text[320], *old = NULL;
     size_t len;
     ds_record_text(*ds, text, sizeof text);
     if (io_read_all(rec, sizeof text, (void **)&old, &len, NULL) != XD_OK || strcmp(old, text) != 0) {

@@ -411,6 +411,10 @@ xd_status io_map_open(const char *path, io_map *m, xd_err *e)
     }
     m->mtime_s = (long long)st.st_mtim.tv_sec;
     m->mtime_ns = (long long)st.st_mtim.tv_nsec;
+    m->ctime_s = (long long)st.st_ctim.tv_sec;
+    m->ctime_ns = (long long)st.st_ctim.tv_nsec;
+    m->dev = (unsigned long long)st.st_dev;
+    m->ino = (unsigned long long)st.st_ino;
     close(fd); /* the mapping stays valid */
     return XD_OK;
 }

@@ -89,6 +89,8 @@ typedef struct {
     void *data;
     size_t size;
     long long mtime_s, mtime_ns; /* the file's modification time when it was mapped */
+    long long ctime_s, ctime_ns; /* its status change time (which no utimes can set back) */
+    unsigned long long dev, ino; /* the file itself: another file at the same path differs */
 } io_map;
 
 /* Maps a whole file read-only. An empty file maps to data == NULL, size == 0. */

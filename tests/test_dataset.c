@@ -630,7 +630,8 @@ static void set_mtime(const char *path, time_t when)
 }
 
 /* open_verified reads the whole file once per state of the file: the record in cache/ says which
- * size and modification time were verified; a changed file is verified again; a folder where the
+ * size, times and inode were verified; a changed file is verified again, even when its
+ * modification time was set back; a folder where the
  * record cannot be written only means verifying every time. */
 static void test_dataset_verified_record(void **state)
 {
@@ -648,19 +649,43 @@ static void test_dataset_verified_record(void **state)
     struct stat st;
     assert_int_equal(stat("d/cache/set.xds.verified", &st), 0);
 
-    /* the same size and time as the verified file: trusted without reading it (this is what the
-     * record saves; a real change moves the modification time) */
+    /* changed in place, its size and modification time put back as they were: the status
+     * change time moved, so it is verified again, and refused */
     unsigned char *flip = malloc(n);
     memcpy(flip, b, n);
     flip[io_le_u64(flip + entry_at(0) + F_OFF) + 5] ^= 0x20;
     tu_write_file("d/set.xds", flip, n);
     set_mtime("d/set.xds", past);
-    TU_OK(io_dataset_open_verified("d/set.xds", &ds, &e));
-    io_dataset_close(ds);
-    /* modified: verified again, and refused */
-    set_mtime("d/set.xds", past + 10);
     assert_int_equal(io_dataset_open_verified("d/set.xds", &ds, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "d/set.xds: section 'a': checksum does not match");
+    /* a file put in the verified one's place, the same bytes and times: another inode */
+    tu_write_file("d/set.xds", b, n);
+    set_mtime("d/set.xds", past);
+    TU_OK(io_dataset_open_verified("d/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    assert_int_equal(stat("d/set.xds", &st), 0);
+    char *rec = tu_read_file("d/cache/set.xds.verified", &(size_t){0});
+    assert_int_equal(rename("d/set.xds", "d/moved.xds"), 0);
+    tu_write_file("d/set.xds", flip, n);
+    set_mtime("d/set.xds", past);
+    /* the record's text for the damaged file as it is now: trusted without reading it (this is
+     * what the record saves), which shows the record is what decides */
+    struct stat now;
+    assert_int_equal(stat("d/set.xds", &now), 0);
+    assert_true(now.st_ino != st.st_ino);
+    char *forged = tu_fmt("xdistill dataset verified 2\nsize %zu\nmtime %lld.%09lld\n"
+                          "ctime %lld.%09lld\nfile %llu:%llu\ntable %08x\n",
+                          n, (long long)now.st_mtim.tv_sec, (long long)now.st_mtim.tv_nsec,
+                          (long long)now.st_ctim.tv_sec, (long long)now.st_ctim.tv_nsec,
+                          (unsigned long long)now.st_dev, (unsigned long long)now.st_ino,
+                          (unsigned)io_le_u32(flip + 24));
+    assert_int_equal(io_dataset_open_verified("d/set.xds", &ds, &e), XD_EFORMAT);
+    assert_null(strstr(rec, "verified 1"));
+    tu_write_text("d/cache/set.xds.verified", forged);
+    TU_OK(io_dataset_open_verified("d/set.xds", &ds, &e));
+    io_dataset_close(ds);
+    free(forged);
+    free(rec);
 
     /* a file modified just now is verified but not recorded (its time may not move again) */
     mkdir("fresh", 0777);
