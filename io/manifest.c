@@ -135,38 +135,12 @@ static xd_status mf_fail(const mf_build *b, xd_status code, size_t line, const c
     return xd_fail(b->e, code, "%s:%zu: %s", b->path, line, why);
 }
 
-/* Offset of the first byte that is not part of valid UTF-8 (overlong forms, surrogates, code
- * points past U+10FFFF and NUL bytes are invalid), or n if all of s is valid. */
+/* Offset of the first byte that is not part of valid UTF-8 (txt_validate's rule; a NUL byte is
+ * invalid here too), or n if all of s is valid. */
 static size_t utf8_bad_offset(const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        if (c == 0) return i;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
-        /* clang-format off */
-        if (c >= 0xC2 && c <= 0xDF) len = 2;
-        else if (c == 0xE0) len = 3, lo = 0xA0;
-        else if (c == 0xED) len = 3, hi = 0x9F;
-        else if (c >= 0xE1 && c <= 0xEF) len = 3;
-        else if (c == 0xF0) len = 4, lo = 0x90;
-        else if (c >= 0xF1 && c <= 0xF3) len = 4;
-        else if (c == 0xF4) len = 4, hi = 0x8F;
-        else return i;
-        /* clang-format on */
-        if (n - i < len) return i;
-        if (p[i + 1] < lo || p[i + 1] > hi) return i;
-        for (size_t k = 2; k < len; k++)
-            if ((p[i + k] & 0xC0) != 0x80) return i;
-        i += len;
-    }
-    return n;
+    const char *nul = memchr(s, 0, n);
+    return txt_validate(s, nul ? (size_t)(nul - s) : n, NULL);
 }
 
 xd_status io_manifest_check_line(const char *where, size_t line, const char *s, size_t n,
