@@ -148,6 +148,39 @@ static xd_status check_resume_recipe(train_run *R, const recipe *as_run, int *ch
     return s;
 }
 
+/* The files a run writes or removes in its folder may not be any file it reads (a teacher's or
+ * an init checkpoint, a data set), which the run would destroy: train.yaml whose teacher is
+ * runs/x/best.safetensors, trained into runs/x, is refused before anything is written. */
+static xd_status check_outputs_not_inputs(const recipe *r, const char *dir, xd_err *e)
+{
+    const int n_in = 1 + r->n_teachers + r->n_models + r->data.n_eval_sets;
+    const char **in = xd_xcalloc((size_t)n_in, sizeof *in);
+    int n = 0;
+    in[n++] = r->data.path;
+    for (int t = 0; t < r->n_teachers; t++) in[n++] = r->teachers[t].checkpoint;
+    for (int k = 0; k < r->n_models; k++) in[n++] = r->models[k].init;
+    for (int j = 0; j < r->data.n_eval_sets; j++) in[n++] = r->data.eval_sets[j].path;
+    static const char *const fixed[] = {"metrics.jsonl", "summary.json", "recipe.yaml",
+                                        "best.safetensors", "last.safetensors",
+                                        "resume.safetensors", "best.rationale.safetensors",
+                                        "last.rationale.safetensors", "run.lock"};
+    xd_status s = XD_OK;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && s == XD_OK; i++) {
+        char *p = io_path_join(dir, fixed[i]);
+        s = io_check_output(p, in, n, e);
+        free(p);
+    }
+    for (int k = 0; k < r->n_models && r->n_models > 1 && s == XD_OK; k++)
+        for (int i = 0; i < 2 && s == XD_OK; i++) {
+            char *name = models_file(r, k, i ? "last" : "best"), *p = io_path_join(dir, name);
+            s = io_check_output(p, in, n, e);
+            free(p);
+            free(name);
+        }
+    free(in);
+    return s;
+}
+
 /* A fresh run, as its first epoch's files are about to be written (so a run that fails before
  * leaves the folder as it was): nothing of an earlier run in the folder may be taken for this
  * one's. */
@@ -250,6 +283,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     char *made = NULL; /* the outermost folder made for the run's folder, if any */
     int ran = 0;       /* epochs run to their end in this call */
     int temp = -1;     /* what SIGINT/SIGTERM remove until the first epoch's files are written */
+    if ((s = check_outputs_not_inputs(r, o->out_dir, e)) != XD_OK) goto out;
     /* another recipe's folder is an error; a finished run stays exactly as it is */
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
                       (res->unchanged = runs_read_finished(o->out_dir, res))))

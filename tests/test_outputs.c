@@ -2,7 +2,8 @@
  * opening would wait on, a folder) is refused at once; an output that names a folder, a device or
  * a pipe is refused before anything is written; an output that names one of the command's own
  * inputs (the same path, another path to it, a hard link) is refused and the input left as it
- * was: export, quantize, prune, eval --predictions, report --out, predict's masks. A command
+ * was: export, quantize, prune, eval --predictions, report --out, predict's masks, and train into
+ * the folder of its own teacher or init checkpoint. A command
  * whose answer cannot be written to standard output (a full disk) fails. Calibration and training
  * images that are not the model's input size are refused, as eval refuses them, unless the
  * recipe's data.augment converts them. */
@@ -170,6 +171,14 @@ static void test_commands_keep_their_inputs(void **state)
     EXPECT_REFUSED("toy.xds", same, "eval", "--model", ck, "--data", "toy.xds", "--predictions",
                    "toy.xds");
     EXPECT_REFUSED(ck, "exists and is no report page", "report", "run", "--out", ck);
+    /* a run trained into the folder of its own teacher or init checkpoint */
+    tu_write_text("kd.yaml", RECIPE "  - kind: kd\n    teacher: t\n"
+                                    "teachers:\n  - {name: t, checkpoint: run/best.safetensors}\n");
+    EXPECT_REFUSED(ck, "run/best.safetensors: is also an input of this command", "train",
+                   "kd.yaml", "--quiet", "--out", "run");
+    EXPECT_REFUSED(ck, same, "train", "kd.yaml", "--quiet", "--out", "run/.");
+    tu_write_text("init.yaml", RECIPE "init: run/best.safetensors\n");
+    EXPECT_REFUSED(ck, same, "train", "init.yaml", "--quiet", "--out", "run");
     /* the same commands write a new path, and report writes over its own page again */
     assert_int_equal(tu_run_cli(NULL, NULL, "export", ck, "--onnx", "o.onnx", NULL), 0);
     assert_int_equal(
@@ -179,6 +188,8 @@ static void test_commands_keep_their_inputs(void **state)
                                     NULL),
                          0);
     assert_true(tu_exists("o.onnx") && tu_exists("p.st") && tu_exists("r.html"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "kd.yaml", "--quiet", "--out", "kd", NULL),
+                     0);
 }
 
 /* A segmentation model's mask goes to --out DIR under its image's name: not over the image. */
