@@ -175,6 +175,11 @@ static xd_status bind_data(binder *b, io_yaml_node *root)
             (s = check_split_name(b, n, *splits[i])) != XD_OK)
             return s;
     }
+    if (strcmp(dt->train, dt->test) == 0)
+        return rb_bad(b, rb_present(b, data, "test") ? rb_present(b, data, "test")
+                                                     : rb_present(b, data, "train"),
+                      "the training and the test split are both '%s': the test score would be of "
+                      "examples the model learned from", dt->test);
     if ((s = rb_get_string(b, data, "label", "label", &dt->label, &n)) != XD_OK) return s;
     if (strcmp(dt->label, "label") != 0 &&
         !(strncmp(dt->label, "label.", 6) == 0 && rb_word_ok(dt->label + 6, "-_")))

@@ -135,14 +135,18 @@ static void test_validation_excluded_from_teacher_steps(void **state)
     free(text);
 }
 
-/* data.val names a split: here the test split validates while the training split is scored as
- * the test (100 validation examples). */
+/* data.val names a split of its own (100 validation examples); it may be neither the training
+ * nor the test split, and those two may not be one split. */
 static void test_validation_named_split(void **state)
 {
     (void)state;
     ensure_data();
-    char *text = student_recipe("  test: train\n  val: test\n", MLP_MODEL, "", 2,
-                                "{kind: adamw, lr: 0.01}", "  - kind: ce\n");
+    tiny_spec sp = tiny_default();
+    sp.n_val = 100;
+    tiny_write("val.xds", &sp);
+    char *text = student_recipe("  val: val\n", MLP_MODEL, "", 2, "{kind: adamw, lr: 0.01}",
+                                "  - kind: ce\n");
+    memcpy(strstr(text, "toy.xds"), "val.xds", 7);
     run_ok("valnamed", text, "valnamed", 1, 0, 0);
     json_t *sum = load_json("valnamed/summary.json");
     assert_int_equal((int)num(sum, "val_examples"), 100);
@@ -157,6 +161,15 @@ static void test_validation_named_split(void **state)
     assert_int_equal(recipe_load("valbad.yaml", NULL, 0, &r, &e), XD_EARG);
     tu_assert_err(&e, XD_EARG, "neither the training nor the test split");
     free(text);
+    static const char *const same[] = {"  test: train\n", "  train: test\n"};
+    for (int i = 0; i < 2; i++) {
+        text = student_recipe(same[i], MLP_MODEL, "", 1, "{kind: adamw, lr: 0.01}",
+                              "  - kind: ce\n");
+        tu_write_file("same.yaml", text, strlen(text));
+        assert_int_equal(recipe_load("same.yaml", NULL, 0, &r, &e), XD_EARG);
+        tu_assert_err(&e, XD_EARG, "the training and the test split are both");
+        free(text);
+    }
 }
 
 /* The same examples with the classes in reverse order (names and labels): an eval set of it

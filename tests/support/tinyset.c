@@ -69,7 +69,7 @@ static void add_split(io_dataset_writer *w, const char *split, int n, const tiny
     snprintf(name, sizeof name, "%s/image", split);
     io_tensor_set(&t, name, IO_U8, 4, shp, img);
     if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);
-    if (strcmp(split, "test") == 0 || s->train_labels) {
+    if (strcmp(split, "train") != 0 || s->train_labels) {
         int32_t *stored = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
         for (int i = 0; i < n; i++) stored[i] = s->reversed ? TINY_CLASSES - 1 - lab[i] : lab[i];
         snprintf(name, sizeof name, "%s/label", split);
@@ -112,9 +112,10 @@ void tiny_write(const char *path, const tiny_spec *s)
     xd_err e;
     xd_err_clear(&e);
     io_dataset_writer *w;
-    if (io_dataset_writer_open(path, 16, &w, &e) != XD_OK) fail_msg("%s", e.msg);
+    if (io_dataset_writer_open(path, 24, &w, &e) != XD_OK) fail_msg("%s", e.msg);
     add_split(w, "train", s->n_train, s, 1);
     add_split(w, "test", s->n_test, s, 2);
+    if (s->n_val > 0) add_split(w, "val", s->n_val, s, 3);
     const char *names[TINY_CLASSES] = {s->class0 ? s->class0 : "top-left", "top-right",
                                        "bottom-left", "bottom-right"};
     const char *classes[TINY_CLASSES];
