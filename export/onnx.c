@@ -245,7 +245,7 @@ static const char *ex_weight(ex_graph *g, nn_model *m, int i, const int64_t *dim
         scale = own_s;
     }
     /* our (O, KH, KW, C) as ONNX's (O, C, KH, KW) */
-    const int K = conv ? nd->k : 1, C = conv ? nd->ic : cols;
+    const int K = nd->kind == NN_CONV2D ? nd->k : 1, C = conv ? nd->ic : cols;
     float *wf = q ? NULL : ex_alloc(g, sizeof(float) * p->n);
     int8_t *wq = q ? ex_alloc(g, p->n) : NULL;
     for (int o = 0; o < rows; o++)
@@ -319,6 +319,19 @@ static xd_status ex_layer(ex_graph *g, nn_model *m, int i, const char **names, e
     }
     switch (nd->kind) {
     case NN_LINEAR: {
+        if (nd->ih * nd->iw > 1) {
+            /* on a map: the same weights at every position, a 1x1 convolution ([out][in] is
+             * the kernel's (out, in, 1, 1) in the same order) */
+            const int64_t dims[4] = {nd->units, nd->ic, 1, 1};
+            const char *ins[3] = {as_map(g, x, xf, nd->ih, nd->iw, nd->ic),
+                                  ex_weight(g, m, i, dims, 4), NULL};
+            if (nd->bias) ins[2] = ex_param(g, m, nd, "bias");
+            const int64_t one[2] = {1, 1};
+            ex_node(g, "Conv", ins, nd->bias ? 3 : 2, out, attr_ints(g, "kernel_shape", one, 2),
+                    NULL, NULL, NULL);
+            of = EX_MAP;
+            break;
+        }
         const char *ins[3] = {as_vec(g, x, xf), ex_weight(g, m, i, NULL, 2), NULL};
         if (nd->bias) ins[2] = ex_param(g, m, nd, "bias");
         ex_node(g, "Gemm", ins, nd->bias ? 3 : 2, out, attr_int(g, "transB", 1), NULL, NULL, NULL);
@@ -544,17 +557,35 @@ static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, int el
     return v;
 }
 
-/* Metadata properties: what to feed the model. */
-static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m,
+/* The classes of head node i: its channels on a map, else its outputs. */
+static int ex_head_classes(const nn_model *m, int i)
+{
+    const nn_node *n = &m->nodes[i];
+    return n->h > 1 || n->w > 1 ? n->c : (int)n->act_n;
+}
+
+/* Metadata properties: what to feed the model. The stored class names are the default head's:
+ * an exit of another number of classes gets its class numbers, as predict gives them. */
+static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m, int head,
                              Onnx__ModelProto *mp, xd_err *e)
 {
     char *augment, *text, buf[128], **names = NULL, *classes = NULL;
     int h, w, c;
     xd_status s = ckpt_preprocessing(path, &augment, &text, e);
     if (s != XD_OK) return s;
+    const int K = ex_head_classes(m, head);
+    const int own = K == ex_head_classes(m, nn_model_default_head(m));
     /* the stored class names, checked against the model's classes, in the checkpoint's form */
-    if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK &&
-        (s = ckpt_class_names(path, m, &names, e)) == XD_OK && names) {
+    if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK && own)
+        s = ckpt_class_names(path, m, &names, e);
+    if (s == XD_OK && !own) {
+        names = xd_xcalloc((size_t)K + 1, sizeof *names);
+        for (int k = 0; k < K; k++) {
+            snprintf(buf, sizeof buf, "%d", k);
+            names[k] = xd_xstrdup(buf);
+        }
+    }
+    if (s == XD_OK && names) {
         size_t k = 0;
         while (names[k]) k++;
         if (!(classes = ckpt_classes_json((const char *const *)names, k)))
@@ -663,7 +694,7 @@ xd_status ex_onnx_write(const char *ckpt, const char *exit, const char *out_path
         model.producer_name = ex_str(&g, "xdistill");
         model.producer_version = ex_str(&g, XD_VERSION);
         model.graph = &graph;
-        s = ex_metadata(&g, ckpt, &m, &model, e);
+        s = ex_metadata(&g, ckpt, &m, head, &model, e);
     }
     if (s == XD_OK) {
         size_t n = onnx__model_proto__get_packed_size(&model);

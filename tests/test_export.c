@@ -130,6 +130,44 @@ static void test_early_exits(void **state)
     free(err);
 }
 
+/* 1 if the file at path holds the bytes of s. */
+static int file_holds(const char *path, const char *s)
+{
+    size_t n;
+    char *b = tu_read_file(path, &n);
+    const int found = memmem(b, n, s, strlen(s)) != NULL;
+    free(b);
+    return found;
+}
+
+/* The stored class names are the default head's: an exit of as many classes keeps them, one of
+ * another number gets its class numbers (as predict --exit names them). */
+static void test_exit_class_names(void **state)
+{
+    (void)state;
+    nn_model m;
+    xd_err e;
+    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; flatten name=f; linear out=3 name=main head; "
+                             "linear from=f out=3 name=same head; linear from=f out=5 name=aux head",
+                         BATCH, 3, &e));
+    TU_OK(ckpt_save("names0.safetensors", &m, NULL, 0, &e));
+    nn_model_free(&m);
+    tu_rewrite_meta("names0.safetensors", "names.safetensors", "xdistill.classes",
+                    "[\"ant\",\"bee\",\"cat\"]");
+    static const struct {
+        const char *exit, *has, *lacks;
+    } cases[] = {{NULL, "\"cat\"", "\"2\""}, {"same", "\"cat\"", "\"2\""},
+                 {"aux", "\"4\"", "\"cat\""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(tu_run_cli(NULL, NULL, "export", "names.safetensors", "--onnx", "n.onnx",
+                                    cases[i].exit ? "--exit" : NULL, cases[i].exit, NULL),
+                         0);
+        if (!file_holds("n.onnx", cases[i].has) || file_holds("n.onnx", cases[i].lacks))
+            fail_msg("exit %s: want %s, not %s", cases[i].exit ? cases[i].exit : "(default)",
+                     cases[i].has, cases[i].lacks);
+    }
+}
+
 static void test_mlp(void **state)
 {
     (void)state;
@@ -143,6 +181,9 @@ static void test_cnn(void **state)
     check_model("cnn", "input h=12 w=10 c=1; conv2d out=4 k=3 pad=1; batchnorm; relu; "
                        "maxpool k=2; conv2d out=6 k=3 stride=2 pad=1 bias=0; gelu; avgpool k=3; "
                        "flatten; linear out=5 name=logits head", 2);
+    /* a linear layer on a map: the same weights at every position */
+    check_model("pw", "input h=6 w=5 c=2; conv2d out=4 k=3 pad=1 name=c1; linear out=3 name=pw; "
+                      "relu; flatten; linear out=4 name=logits head", 6);
 }
 
 static void test_rgb_residual(void **state)
@@ -222,6 +263,8 @@ static void test_int8(void **state)
     (void)state;
     check_int8("q-mlp", "input h=6 w=6 c=1; flatten; linear out=12 name=fc1; relu; "
                         "linear out=4 name=logits head", 21);
+    check_int8("q-pw", "input h=6 w=6 c=2; conv2d out=4 k=3 pad=1 name=c1; relu; "
+                       "linear out=5 name=pw; relu; flatten; linear out=4 name=logits head", 23);
     check_int8("q-cnn", "input h=8 w=8 c=3; conv2d out=6 k=3 pad=1 name=c1; batchnorm; relu; "
                         "maxpool k=2; conv2d out=8 k=3 pad=1 name=c2; relu; gap; "
                         "linear out=5 name=logits head", 22);
@@ -315,6 +358,7 @@ int main(void)
         cmocka_unit_test(test_fakequant),
         cmocka_unit_test(test_int8),
         cmocka_unit_test(test_early_exits),
+        cmocka_unit_test(test_exit_class_names),
         cmocka_unit_test(test_recipe_models),
         cmocka_unit_test(test_not_a_checkpoint),
     };
