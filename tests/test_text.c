@@ -307,6 +307,51 @@ static void test_strip_accents(void **state)
     norm_default("café", "café"); /* kept by default */
 }
 
+/* "a" followed by n copies of each mark in marks (UTF-8), in a new string. */
+static char *with_marks(const char *base, const char *const *marks, int n_marks, int n)
+{
+    size_t len = strlen(base) + 1;
+    for (int k = 0; k < n_marks; k++) len += strlen(marks[k]) * (size_t)n;
+    char *s = malloc(len), *p = s;
+    p += sprintf(p, "%s", base);
+    for (int k = 0; k < n_marks; k++)
+        for (int i = 0; i < n; i++) p += sprintf(p, "%s", marks[k]);
+    return s;
+}
+
+/* A run of combining marks keeps its first 30 (stream-safe text); a starter begins a new run. */
+static void test_marks_in_a_row(void **state)
+{
+    (void)state;
+    txt_norm_opts o = txt_norm_defaults();
+    const char *acute[] = {"\u0301"}, *two[] = {"\u0301", "\u0316"};
+    char *want = with_marks("\u00e1", acute, 1, 29); /* a + U+0301 composes */
+    for (int n = 30; n <= 31; n++) {
+        char *in = with_marks("a", acute, 1, n);
+        assert_norm(in, strlen(in), &o, want);
+        free(in);
+    }
+    /* 2000 of each, the grave below (class 220) after the acute (230): the first 30 stay */
+    char *in = with_marks("a", two, 2, 2000);
+    assert_norm(in, strlen(in), &o, want);
+    free(in);
+    /* 29 marks, then 29 more after a letter: both runs whole */
+    char *a = with_marks("a", acute, 1, 29), *b = with_marks("b", acute, 1, 29);
+    char *ab = malloc(strlen(a) + strlen(b) + 1);
+    sprintf(ab, "%s%s", a, b);
+    char *wa = with_marks("\u00e1", acute, 1, 28), *wb = with_marks("b", acute, 1, 29);
+    char *wab = malloc(strlen(wa) + strlen(wb) + 1);
+    sprintf(wab, "%s%s", wa, wb);
+    assert_norm(ab, strlen(ab), &o, wab);
+    free(a);
+    free(b);
+    free(ab);
+    free(wa);
+    free(wb);
+    free(wab);
+    free(want);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Segmentation */
 
@@ -849,6 +894,7 @@ int main(void)
         cmocka_unit_test(test_replace_invalid),
         cmocka_unit_test(test_normalize_nfkc_casefold),
         cmocka_unit_test(test_strip_accents),
+        cmocka_unit_test(test_marks_in_a_row),
         cmocka_unit_test(test_graphemes),
         cmocka_unit_test(test_segment_words),
         cmocka_unit_test(test_segment_unspaced),

@@ -44,14 +44,23 @@ static invis_action invisible_action(int32_t cp)
     return INVIS_KEEP;
 }
 
+/* The most combining marks in a row that step 2 keeps (UAX #15: stream-safe text). */
+#define MAX_MARKS_IN_A_ROW 30
+
 /* Step 2 over valid UTF-8; the output is never longer than the input. */
 static size_t filter_invisible(const uint8_t *s, size_t n, char *dst)
 {
-    size_t i = 0, j = 0;
+    size_t i = 0, j = 0, marks = 0;
     while (i < n) {
         int32_t cp;
         utf8proc_ssize_t k = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &cp);
         if (k <= 0) { i++; continue; } /* cannot happen after validation; skip a byte */
+        /* no code point below U+0300 combines */
+        marks = cp >= 0x300 && utf8proc_get_property(cp)->combining_class ? marks + 1 : 0;
+        if (marks > MAX_MARKS_IN_A_ROW) {
+            i += (size_t)k;
+            continue;
+        }
         switch (invisible_action(cp)) {
         case INVIS_KEEP: memcpy(dst + j, s + i, (size_t)k); j += (size_t)k; break;
         case INVIS_SPACE: dst[j++] = ' '; break;

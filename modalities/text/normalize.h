@@ -7,7 +7,11 @@
  *      become a space (ZWSP separates words in Thai and Khmer); other control characters, soft
  *      hyphens, bidi marks, BOMs, word joiners and variation selectors are dropped (they only
  *      change rendering, and would make the same word hash differently). ZWJ and ZWNJ stay: they
- *      build emoji sequences and change spelling in Persian and Indic scripts.
+ *      build emoji sequences and change spelling in Persian and Indic scripts. A run of more
+ *      than 30 combining marks (code points of a nonzero combining class, one after another)
+ *      keeps its first 30: no language needs more (UAX #15's stream-safe limit), and step 3's
+ *      canonical reordering takes time quadratic in a run's length ("Zalgo" text of 40,000
+ *      marks took a minute).
  *   3. utf8proc: NFKC (compat) or NFC, with Unicode full case folding (casefold): "Straße" ->
  *      "strasse", "ＡＢＣ" -> "abc", conjoining Hangul jamo -> syllables.
  *   4. strip_accents: decompose, drop combining diacritics (U+0300..036F, 1AB0..1AFF, 1DC0..1DFF,
