@@ -18,6 +18,7 @@
 
 #include "core/mem.h"
 #include "io/file.h"
+#include "modalities/text/utf8.h"
 
 const char *const io_yaml_kind_names[IO_YAML_KIND_COUNT] = {
     [IO_YAML_SCALAR] = "scalar",
@@ -240,39 +241,6 @@ int io_yaml_edit_distance(const char *a, const char *b, int cap)
 // ----------------------------------------------------------------------------------------------
 // parsing
 
-/* First byte that is not UTF-8 (overlong forms, surrogates and code points past U+10FFFF are
- * not), or n when all are. */
-static size_t utf8_bad_offset(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if (c >= 0xC2 && c <= 0xDF) {
-            len = 2, cp = c & 0x1F, min = 0x80;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            len = 3, cp = c & 0x0F, min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return i;
-        }
-        if (n - i < len) return i;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return i;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-        i += len;
-    }
-    return n;
-}
-
 /* 1-based line and column (in characters) of a byte offset. */
 static void offset_position(const unsigned char *s, size_t n, size_t off, int *line, int *col)
 {
@@ -481,12 +449,18 @@ xd_status io_yaml_parse_text(io_yaml_doc *d, const char *name, const char *text,
     memset(d, 0, sizeof *d);
     d->file = xd_xstrdup(name ? name : "(yaml)");
     const unsigned char *u = (const unsigned char *)text;
-    size_t bad = utf8_bad_offset(u, n);
+    size_t bad = txt_validate(u, n, NULL);
     if (bad < n) {
         int line, col;
         offset_position(u, n, bad, &line, &col);
         return xd_fail(e, XD_EFORMAT, "%s:%d:%d: invalid UTF-8 (byte 0x%02X at offset %zu)",
                        d->file, line, col, u[bad], bad);
+    }
+    /* a byte order mark is no part of the text (an editor shows none): lines and columns count
+     * from after it */
+    if (n >= 3 && u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF) {
+        u += 3;
+        n -= 3;
     }
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p))

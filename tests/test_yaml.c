@@ -124,6 +124,12 @@ static void test_scalars_and_empty(void **state)
     parse_ok(&d, "\xEF\xBB\xBFk: \xED\x95\x9C\xEA\xB8\x80\n");
     assert_string_equal(io_yaml_find(&d, NULL, "k")->str, "\xED\x95\x9C\xEA\xB8\x80");
     io_yaml_free(&d);
+    /* a BOM before a mapping of several keys; columns on the first line count from after it */
+    parse_ok(&d, "\xEF\xBB\xBFname: x\ndata: {path: p}\n");
+    assert_string_equal(io_yaml_find(&d, NULL, "name")->str, "x");
+    io_yaml_free(&d);
+    const char *t = "\xEF\xBB\xBF" "a: b: c\n";
+    parse_bad(t, strlen(t), XD_EFORMAT, "t.yaml:1:5: mapping values are not allowed");
 }
 
 static void test_duplicate_keys(void **state)
