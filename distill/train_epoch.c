@@ -131,11 +131,23 @@ static nn_sched_config run_schedule(const train_run *R)
 xd_status train_check_schedule(const train_run *R, xd_err *e)
 {
     const nn_sched_config sched = run_schedule(R);
-    if (!R->r->train.sched_auto_steps || sched.total_steps > sched.warmup_steps) return XD_OK;
+    const char *file = R->r->file ? R->r->file : "the recipe";
+    if (!R->r->train.sched_auto_steps) {
+        /* a decay that ends before the run, at a learning rate of 0: the steps after it learn
+         * nothing */
+        const long run = train_counts_after(R, R->r->train.epochs).global_step;
+        const int decays = sched.kind == NN_SCHED_COSINE || sched.kind == NN_SCHED_LINEAR;
+        if (!decays || !(sched.min_lr <= 0.0f) || sched.total_steps >= run) return XD_OK;
+        return xd_fail(e, XD_EARG, "%s: train.schedule: total_steps %ld is shorter than the run's "
+                       "%ld steps, so the learning rate would be 0 (min_lr) for its last %ld; give "
+                       "total_steps of at least %ld, leave it out (the run's steps), or a min_lr "
+                       "above 0", file, sched.total_steps, run, run - sched.total_steps, run);
+    }
+    if (sched.total_steps > sched.warmup_steps) return XD_OK;
     return xd_fail(e, XD_EARG, "%s: train.schedule: warmup_steps %ld is not shorter than the run's "
                    "%ld steps (its epochs' steps on this data), so the learning rate would never "
                    "leave the warmup; give fewer warmup_steps or more epochs",
-                   R->r->file ? R->r->file : "the recipe", sched.warmup_steps, sched.total_steps);
+                   file, sched.warmup_steps, sched.total_steps);
 }
 
 /* Model k's last checkpoint, and its best when this epoch's evaluation improved the score that

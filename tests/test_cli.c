@@ -542,7 +542,8 @@ static void test_seeds_overflow(void **state)
 }
 
 /* A decaying schedule whose steps the run works out must end after its warmup: 2 epochs of 13
- * steps cannot warm up over 1000 (it trained at the warmup's first rates throughout). */
+ * steps cannot warm up over 1000 (it trained at the warmup's first rates throughout); one whose
+ * total_steps is given must not end before the run at a learning rate of 0. */
 static void test_warmup_longer_than_run(void **state)
 {
     (void)state;
@@ -557,6 +558,25 @@ static void test_warmup_longer_than_run(void **state)
     assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--quiet", "--set",
                                 "train.schedule.kind=cosine", "--set",
                                 "train.schedule.warmup_steps=25", "--out", "warm", NULL),
+                     0);
+    /* total_steps given, shorter than the run: a decay to 0 that leaves the last steps at 0 is
+     * refused; to a floor above 0, or as long as the run, it runs */
+    assert_int_equal(tu_run_cli(NULL, &err, "train", "c.yaml", "--quiet", "--set",
+                                "train.schedule.kind=linear", "--set",
+                                "train.schedule.total_steps=1", "--out", "short", NULL),
+                     1);
+    assert_non_null(strstr(err, "total_steps 1 is shorter than the run's 26 steps, so the "
+                                "learning rate would be 0 (min_lr) for its last 25"));
+    free(err);
+    assert_false(exists("short"));
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--quiet", "--set",
+                                "train.schedule.kind=cosine", "--set",
+                                "train.schedule.total_steps=10", "--set",
+                                "train.schedule.min_lr=0.0001", "--out", "short", NULL),
+                     0);
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--quiet", "--set",
+                                "train.schedule.kind=cosine", "--set",
+                                "train.schedule.total_steps=26", "--out", "short26", NULL),
                      0);
 }
 
