@@ -26,16 +26,22 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_parse_long(const char *s, long lo, long hi, long *out);
 /* A finite decimal number in [lo, hi] into *out: 0, else -1 (nothing written). */
 int cli_parse_double(const char *s, double lo, double hi, double *out);
-/* The options of a command: their words, and whether the next word is the value. */
+/* The options of a command: their words, whether the next word is the value, and whether it
+ * may be given more than once (--set). */
 typedef struct {
     const char *name;
     int takes_value;
+    int many;
 } cli_option;
 /* Looks argv[*i] up in opts: its index, with *val its value (the next word, *i moved onto it) for
  * an option that takes one; -1 for a word that is no option; -2 after printing the usage error
- * (*rc its exit status) for an unknown option or one whose value is missing. */
+ * (*rc its exit status) for an unknown option, one whose value is missing, or one that takes a
+ * value, given a second time (`--seed 1 --seed 2`: which one was meant?) unless it is many. */
 int cli_next_option(const char *cmd, const cli_option *opts, int n, int argc, char **argv, int *i,
                     const char **val, int *rc);
+/* 0, or the usage error's exit status (printed) when two of the n "KEY=VALUE" words of --set
+ * name the same key. */
+int cli_sets_once(const char *cmd, const char *const *sets, int n);
 /* True when argv holds -h or --help. */
 int cli_wants_help(int argc, char **argv);
 

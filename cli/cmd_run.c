@@ -46,6 +46,16 @@ static void print_steps(const pipeline *p)
     printf("\n");
 }
 
+typedef enum {
+    RO_OUT, RO_SET, RO_SEED, RO_SEEDS, RO_STOP_AFTER, RO_CHECK, RO_QUIET, RO_COUNT
+} run_opt;
+static const cli_option run_options[RO_COUNT] = {
+    [RO_OUT] = {"--out", 1},   [RO_SET] = {"--set", 1, 1},
+    [RO_SEED] = {"--seed", 1}, [RO_SEEDS] = {"--seeds", 1},
+    [RO_STOP_AFTER] = {"--stop-after", 1}, [RO_CHECK] = {"--check", 0},
+    [RO_QUIET] = {"--quiet", 0},
+};
+
 int cmd_run(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
@@ -58,25 +68,37 @@ int cmd_run(int argc, char **argv)
     int check = 0, rc = 0, n_sets = 0;
     const char **sets = xd_xcalloc((size_t)argc, sizeof *sets);
     for (int i = 1; i < argc && !rc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (strcmp(a, "--out") == 0 && has_val) o.out_dir = argv[++i];
-        else if (strcmp(a, "--set") == 0 && has_val) sets[n_sets++] = argv[++i];
-        else if (strcmp(a, "--seed") == 0 && has_val) {
-            if (cli_parse_long(argv[++i], 0, 1L << 40, &o.seed)) rc = cli_usage_error("run", "--seed takes a number >= 0");
-        } else if (strcmp(a, "--seeds") == 0 && has_val) {
-            if (cli_parse_long(argv[++i], 1, PIPELINE_MAX_SEEDS, &v)) rc = cli_usage_error("run", "--seeds takes 1..%d", PIPELINE_MAX_SEEDS);
+        const char *val = NULL;
+        const int k = cli_next_option("run", run_options, RO_COUNT, argc, argv, &i, &val, &rc);
+        if (k == -1 && path)
+            rc = cli_usage_error("run", "one pipeline at a time ('%s' and '%s')", path, argv[i]);
+        else if (k == -1)
+            path = argv[i];
+        if (k < 0) continue;
+        switch ((run_opt)k) {
+        case RO_OUT: o.out_dir = val; break;
+        case RO_SET: sets[n_sets++] = val; break;
+        case RO_SEED:
+            if (cli_parse_long(val, 0, 1L << 40, &o.seed))
+                rc = cli_usage_error("run", "--seed takes a number in 0..%ld", 1L << 40);
+            break;
+        case RO_SEEDS:
+            if (cli_parse_long(val, 1, PIPELINE_MAX_SEEDS, &v))
+                rc = cli_usage_error("run", "--seeds takes 1..%d", PIPELINE_MAX_SEEDS);
             o.seeds = (int)v;
-        } else if (strcmp(a, "--stop-after") == 0 && has_val) {
-            if (cli_parse_long(argv[++i], 1, 1 << 20, &v)) rc = cli_usage_error("run", "--stop-after takes a number of epochs >= 1");
+            break;
+        case RO_STOP_AFTER:
+            if (cli_parse_long(val, 1, 1 << 20, &v))
+                rc = cli_usage_error("run", "--stop-after takes a number of epochs >= 1");
             o.stop_after = (int)v;
-        } else if (strcmp(a, "--check") == 0) check = 1;
-        else if (strcmp(a, "--quiet") == 0) o.quiet = 1;
-        else if (a[0] == '-') rc = cli_usage_error("run", "unknown option '%s'", a);
-        else if (!path) path = a;
-        else rc = cli_usage_error("run", "one pipeline at a time ('%s' and '%s')", path, a);
+            break;
+        case RO_CHECK: check = 1; break;
+        case RO_QUIET: o.quiet = 1; break;
+        case RO_COUNT: break;
+        }
     }
     if (!rc && !path) rc = cli_usage_error("run", "give a pipeline file");
+    if (!rc) rc = cli_sets_once("run", sets, n_sets);
     pipeline p;
     xd_err e;
     xd_err_clear(&e);

@@ -31,7 +31,7 @@ typedef enum {
     TO_OUT, TO_SET, TO_RESUME, TO_SEED, TO_SEEDS, TO_STOP_AFTER, TO_QUIET, TO_SPAN, TO_COUNT
 } train_opt;
 static const cli_option train_options[] = {
-    [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1},
+    [TO_OUT] = {"--out", 1},     [TO_SET] = {"--set", 1, 1},
     [TO_RESUME] = {"--resume", 1}, [TO_SEED] = {"--seed", 1},
     [TO_SEEDS] = {"--seeds", 1}, [TO_STOP_AFTER] = {"--stop-after", 1},
     [TO_QUIET] = {"--quiet", 0}, [TO_SPAN] = {"--progress-span", 1},
@@ -177,6 +177,7 @@ int cmd_train(int argc, char **argv)
         rc = cli_usage_error("train", "--resume DIR continues the run in DIR; --out does not "
                                       "apply");
     if (!rc && !recipe_path && !resume_dir) rc = cli_usage_error("train", "give a recipe file");
+    if (!rc) rc = cli_sets_once("train", sets, n_sets);
     if (!rc && resume_dir) rc = check_resume_sets(sets, n_sets);
     if (rc) {
         free(sets);

@@ -83,23 +83,53 @@ int cli_parse_double(const char *s, double lo, double hi, double *out)
     return 0;
 }
 
+/* The option argv[i] names in opts, or -1. */
+static int option_of(const cli_option *opts, int n, const char *a)
+{
+    for (int o = 0; o < n; o++)
+        if (strcmp(a, opts[o].name) == 0) return o;
+    return -1;
+}
+
 int cli_next_option(const char *cmd, const cli_option *opts, int n, int argc, char **argv, int *i,
                     const char **val, int *rc)
 {
     const char *a = argv[*i];
     if (a[0] != '-' || !a[1]) return -1;
-    for (int o = 0; o < n; o++) {
-        if (strcmp(a, opts[o].name) != 0) continue;
+    const int o = option_of(opts, n, a);
+    if (o >= 0) {
         if (!opts[o].takes_value) return o;
         if (*i + 1 >= argc) {
             *rc = cli_usage_error(cmd, "%s needs a value", a);
             return -2;
+        }
+        /* the words before, values skipped as the parse skipped them */
+        for (int j = 1; j < *i && !opts[o].many; j++) {
+            const int k = option_of(opts, n, argv[j]);
+            if (k == o) {
+                *rc = cli_usage_error(cmd, "%s is given twice ('%s' and '%s'); give it once", a,
+                                      argv[j + 1], argv[*i + 1]);
+                return -2;
+            }
+            if (k >= 0 && opts[k].takes_value) j++;
         }
         *val = argv[++*i];
         return o;
     }
     *rc = cli_usage_error(cmd, "unknown option '%s'", a);
     return -2;
+}
+
+int cli_sets_once(const char *cmd, const char *const *sets, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const size_t ki = strcspn(sets[i], "=");
+        for (int j = 0; j < i; j++)
+            if (strcspn(sets[j], "=") == ki && strncmp(sets[i], sets[j], ki) == 0)
+                return cli_usage_error(cmd, "--set %.*s is given twice ('%s' and '%s'); give it "
+                                            "once", (int)ki, sets[i], sets[j], sets[i]);
+    }
+    return 0;
 }
 
 int cli_wants_help(int argc, char **argv)

@@ -71,6 +71,38 @@ static void test_options_missing_their_value(void **state)
         expect_needs_value("eval", "--json", eval[i]);
 }
 
+/* An option with a value given twice is a usage error naming both values (which one was
+ * meant?), as is one --set key given twice; a value that looks like an option is no option. */
+static void test_options_given_twice(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *cmd, *a[6], *says;
+    } cases[] = {
+        {"train", {"c.yaml", "--seed", "1", "--seed", "2"}, "--seed is given twice ('1' and '2')"},
+        {"train", {"c.yaml", "--set", "train.epochs=1", "--set", "train.epochs=3"},
+         "--set train.epochs is given twice ('train.epochs=1' and 'train.epochs=3')"},
+        {"run", {"p.yaml", "--seeds", "2", "--seeds", "1"}, "--seeds is given twice ('2' and '1')"},
+        {"run", {"p.yaml", "--set", "a.b=1", "--set", "a.b=2"}, "--set a.b is given twice"},
+        {"eval", {"--model", "a", "--model", "b"}, "--model is given twice ('a' and 'b')"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err;
+        const char *const *a = cases[i].a;
+        assert_int_equal(tu_run_cli(NULL, &err, cases[i].cmd, a[0], a[1], a[2], a[3], a[4], a[5]),
+                         2);
+        if (!strstr(err, cases[i].says)) fail_msg("%s: '%s', want '%s'", cases[i].cmd, err,
+                                                  cases[i].says);
+        free(err);
+    }
+    /* --set of two keys, and a --out whose folder is named like an option, are fine */
+    assert_int_equal(tu_run_cli(NULL, NULL, "train", "c.yaml", "--quiet", "--stop-after", "1",
+                                "--set", "train.epochs=2", "--set", "train.batch=16", "--out",
+                                "--seed", NULL),
+                     0);
+    assert_true(exists("--seed/metrics.jsonl"));
+}
+
 /* --seed N without --out writes runs/NAME/seed-N, as --seeds does; --out DIR is DIR exactly. */
 static void test_seed_folder(void **state)
 {
@@ -586,6 +618,7 @@ int main(int argc, char **argv)
     (void)argv;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_options_missing_their_value, setup),
+        cmocka_unit_test_setup(test_options_given_twice, setup),
         cmocka_unit_test_setup(test_seed_folder, setup),
         cmocka_unit_test_setup(test_resume_overrides, setup),
         cmocka_unit_test_setup(test_resume_finished, setup),
