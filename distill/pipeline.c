@@ -576,10 +576,10 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
     hex(sp.key, key);
     int same = old && strcmp(json_str(old, "format"), STAMP_FORMAT) == 0 &&
                strcmp(json_str(old, "key"), key) == 0;
-    int done = same && json_is_true(json_object_get(old, "finished"));
+    int finished = same && json_is_true(json_object_get(old, "finished"));
     /* a run of several models has the first one's files under its name */
     char *best = models_file(&r, 0, "best"), *last = models_file(&r, 0, "last");
-    done = done && exists_in(dir, best) && exists_in(dir, last);
+    int done = finished && exists_in(dir, best) && exists_in(dir, last);
     free(best);
     free(last);
     if (done && runs_read_finished(dir, res)) {
@@ -588,7 +588,9 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
                "are the same)\n", st->name, seed, json_str(old, "finished_at"));
         goto report;
     }
-    int resume = same && !done && exists_in(dir, "resume.safetensors");
+    /* the resume state of a finished run resumes nothing (the trainer leaves such a run as it
+     * is), so a finished step whose outputs are gone runs again from the start */
+    int resume = same && !finished && exists_in(dir, "resume.safetensors");
     if (resume)
         snprintf(why, sizeof why, "resuming the interrupted run (recipe, teachers, data and seed "
                                   "are the same)");
@@ -597,7 +599,7 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
     else if (!same)
         stamp_diff(old, &r, &sp, why, sizeof why);
     else
-        snprintf(why, sizeof why, "running again (%s)", done ? "the earlier run's outputs are "
+        snprintf(why, sizeof why, "running again (%s)", finished ? "the earlier run's outputs are "
                  "missing" : "the earlier run stopped before it saved a resume state");
     say(o, "step %s (seed %ld): %s\n", st->name, seed, why);
     /* the trainer makes the folder, and a fresh run removes a resume state of other inputs as it

@@ -6,7 +6,7 @@
  * both steps and leaves every file's bytes as they were; another override of the first step
  * runs both again; a chain missing its second step runs only that one; an interrupted step
  * resumes and ends byte for byte where an uninterrupted chain does, unless its inputs changed;
- * several seeds make one chain each. */
+ * a finished step whose checkpoint is gone runs again; several seeds make one chain each. */
 #include "tests/support/testutil.h"
 
 #include <dirent.h>
@@ -440,6 +440,33 @@ static void test_resume(void **state)
     pipeline_result_free(&r);
 }
 
+/* A finished step whose checkpoint is gone runs again from the start (its resume state is of a
+ * finished run, which the trainer leaves as it is), to the same bytes, and its reader then finds
+ * the checkpoint it read and is skipped. */
+static void test_missing_outputs(void **state)
+{
+    (void)state;
+    ensure_files();
+    write_chain("chain.yaml", "    set: {train.epochs: 3}\n");
+    pipeline_result r = run_chain("chain.yaml", "gone", 0, 0, NULL);
+    assert_true(r.finished);
+    pipeline_result_free(&r);
+    const char *best = "gone/seed-1/teacher/best.safetensors";
+    assert_true(present("gone/seed-1/teacher/resume.safetensors"));
+    uint64_t h = file_fnv(best);
+    assert_int_equal(unlink(best), 0);
+    char *log;
+    r = run_chain("chain.yaml", "gone", 0, 0, &log);
+    assert_true(r.finished);
+    assert_actions(&r, 0, PIPELINE_RAN, PIPELINE_SKIPPED);
+    assert_int_equal(r.res[0].epochs_done, 3);
+    pipeline_result_free(&r);
+    assert_contains(log, "step teacher (seed 1): running again (the earlier run's outputs are "
+                         "missing)\n");
+    free(log);
+    if (file_fnv(best) != h) fail_msg("%s differs from the first run's", best);
+}
+
 static void test_seeds(void **state)
 {
     (void)state;
@@ -583,6 +610,7 @@ int main(void)
         cmocka_unit_test(test_overrides),
         cmocka_unit_test(test_chain_runs_and_skips),
         cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_missing_outputs),
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_step_of_several_models),
         cmocka_unit_test(test_failed_step_leaves_nothing),
