@@ -22,7 +22,8 @@ static void run_usage(FILE *f)
             "options:\n"
             "  --out DIR        output folder (default runs/NAME, NAME from the pipeline)\n"
             "  --set K=V        override a key in every step's recipe (after the step's own\n"
-            "                   set:), e.g. --set train.threads=1 (repeatable)\n"
+            "                   set:), e.g. --set train.threads=1 (repeatable); not seed, seeds\n"
+            "                   or name, which the pipeline decides (--seed, --seeds, --out)\n"
             "  --seed N         first seed (default: the pipeline's)\n"
             "  --seeds K        run the whole chain for seeds N, N+1, ..., N+K-1\n"
             "  --stop-after N   stop a step once it has done N epochs (run again to continue)\n"
@@ -77,7 +78,12 @@ int cmd_run(int argc, char **argv)
         if (k < 0) continue;
         switch ((run_opt)k) {
         case RO_OUT: o.out_dir = val; break;
-        case RO_SET: sets[n_sets++] = val; break;
+        case RO_SET: {
+            const char *why = pipeline_fixed_key(val);
+            if (why) rc = cli_usage_error("run", "--set %s: %s", val, why);
+            sets[n_sets++] = val;
+            break;
+        }
         case RO_SEED:
             if (cli_parse_long(val, 0, 1L << 40, &o.seed))
                 rc = cli_usage_error("run", "--seed takes a number in 0..%ld", 1L << 40);

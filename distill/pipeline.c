@@ -43,6 +43,18 @@ static_assert(COUNT_OF(pipeline_action_names) == PIPELINE_ACTION_COUNT, "name ev
 static const char *const top_keys[] = {"name", "seed", "seeds", "steps"};
 static const char *const step_keys[] = {"name", "recipe", "set"};
 
+/* The recipe keys a pipeline decides for its steps (see pipeline_fixed_key). */
+static const struct {
+    const char *key, *why;
+} fixed_keys[] = {
+    {"seed", "every step runs with the pipeline's seeds; give the first with the pipeline's "
+             "seed: key or run --seed N"},
+    {"seeds", "every step runs with the pipeline's seeds; give their number with the pipeline's "
+              "seeds: key or run --seeds K"},
+    {"name", "a step's run folder is its step name (OUT/seed-N/STEP, OUT from the pipeline's "
+             "name: key or run --out DIR)"},
+};
+
 #define STAMP_FILE "step.json"
 #define STAMP_FORMAT "xdistill step 1"
 
@@ -106,17 +118,24 @@ static char *set_value(const io_yaml_node *v)
     return q;
 }
 
+const char *pipeline_fixed_key(const char *arg)
+{
+    size_t len = strcspn(arg, ".=");
+    for (int i = 0; i < COUNT_OF(fixed_keys); i++)
+        if (strlen(fixed_keys[i].key) == len && strncmp(arg, fixed_keys[i].key, len) == 0)
+            return fixed_keys[i].why;
+    return NULL;
+}
+
 /* The step's `set:` mapping (map may be NULL), then the caller's overrides for every step. */
 static xd_status bind_sets(io_yaml_doc *d, io_yaml_node *map, const char *const *extra,
                            int n_extra, pipeline_step *st, xd_err *e)
 {
     int n = map && map->kind == IO_YAML_MAPPING ? map->n : 0;
     st->sets = xd_xcalloc((size_t)(n + n_extra + 1), sizeof *st->sets);
+    st->n_sets = n + n_extra; /* the ones not made yet are NULL for pipeline_free */
     for (int i = 0; i < n_extra; i++) st->sets[n + i] = xd_xstrdup(extra[i]);
-    if (!map) {
-        st->n_sets = n_extra;
-        return XD_OK;
-    }
+    if (!map) return XD_OK;
     io_yaml_mark_used(map);
     if (map->kind != IO_YAML_MAPPING)
         return bad(d, map, e, "expected a mapping of overrides (key.path: value), got a %s",
@@ -129,13 +148,14 @@ static xd_status bind_sets(io_yaml_doc *d, io_yaml_node *map, const char *const 
                        io_yaml_kind_names[p->value->kind]);
         if (strchr(p->key, '='))
             return bad(d, p->value, e, "a key path holds no '='");
+        const char *why = pipeline_fixed_key(p->key);
+        if (why) return bad(d, p->value, e, "%s", why);
         char *v = set_value(p->value);
         size_t len = strlen(p->key) + strlen(v) + 2;
         st->sets[i] = xd_xmalloc(len);
         snprintf(st->sets[i], len, "%s=%s", p->key, v);
         free(v);
     }
-    st->n_sets = n + n_extra;
     return XD_OK;
 }
 
@@ -348,6 +368,10 @@ xd_status pipeline_load(const char *path, const char *const *sets, int n_sets, p
                         xd_err *e)
 {
     memset(p, 0, sizeof *p);
+    for (int i = 0; i < n_sets; i++) {
+        const char *why = pipeline_fixed_key(sets[i]);
+        if (why) return xd_fail(e, XD_EARG, "--set %s: %s", sets[i], why);
+    }
     p->file = xd_xstrdup(path);
     io_yaml_doc d;
     xd_status s = io_yaml_load(&d, path, e);

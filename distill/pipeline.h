@@ -70,10 +70,16 @@ typedef struct {
 
 /* Parses and checks path; sets ("key.path=value", as `train --set` takes them) apply to every
  * step's recipe after its own `set:`. On failure p is empty (pipeline_free is safe) and e says
- * "FILE:LINE: key.path: reason". */
+ * "FILE:LINE: key.path: reason". Neither sets nor a step's `set:` may name a key the pipeline
+ * decides (pipeline_fixed_key). */
 xd_status pipeline_load(const char *path, const char *const *sets, int n_sets, pipeline *p,
                         xd_err *e);
 void pipeline_free(pipeline *p);
+
+/* For an override of a key the pipeline decides, why it cannot be set and how to give it
+ * instead: `seed`, `seeds` (every step runs with the pipeline's seeds) and `name` (a step's run
+ * folder is its step name); NULL for any other key. arg is a key path or "key.path=value". */
+const char *pipeline_fixed_key(const char *arg);
 
 typedef enum { PIPELINE_RAN, PIPELINE_RESUMED, PIPELINE_SKIPPED, PIPELINE_ACTION_COUNT } pipeline_action;
 extern const char *const pipeline_action_names[PIPELINE_ACTION_COUNT]; /* "ran", "resumed", ... */

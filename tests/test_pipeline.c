@@ -1,12 +1,13 @@
 /* distill/pipeline: `xdistill run` on a tiny synthetic data set (tests/support/tinyset.h) that
  * the tests write themselves. Mistakes in a pipeline (a reference to no earlier step, a cycle,
- * two steps with one name, an unknown key) are reported with file, line and key path before
- * anything runs. A two-step chain (a CNN teacher, then a student taught by the teacher step's
- * checkpoint of the same seed) runs into ordinary run folders with stamps; running it again skips
- * both steps and leaves every file's bytes as they were; another override of the first step
- * runs both again; a chain missing its second step runs only that one; an interrupted step
- * resumes and ends byte for byte where an uninterrupted chain does, unless its inputs changed;
- * a finished step whose checkpoint is gone runs again; several seeds make one chain each. */
+ * two steps with one name, an unknown key, an override of the seeds or a step's name) are
+ * reported with file, line and key path before anything runs. A two-step chain (a CNN teacher,
+ * then a student taught by the teacher step's checkpoint of the same seed) runs into ordinary run
+ * folders with stamps; running it again skips both steps and leaves every file's bytes as they
+ * were; another override of the first step runs both again; a chain missing its second step
+ * runs only that one; an interrupted step resumes and ends byte for byte where an uninterrupted
+ * chain does, unless its inputs changed; a finished step whose checkpoint is gone runs again;
+ * several seeds make one chain each. */
 #include "tests/support/testutil.h"
 
 #include <dirent.h>
@@ -23,6 +24,7 @@
 #include "distill/pipeline.h"
 #include "distill/recipe.h"
 #include "io/file.h"
+#include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
 #define TEACHER_MODEL                                                                            \
@@ -297,6 +299,49 @@ static void test_overrides(void **state)
     assert_string_equal(p.steps[0].sets[1], "data.augment=\"mean=0.5 std=0.25\"");
     assert_string_equal(p.steps[0].sets[3], "train.batch=4");
     pipeline_free(&p);
+}
+
+/* The keys the pipeline decides (every step's seeds, a step's folder) are refused in a step's
+ * `set:` and in run --set, saying how to give them; nothing runs. */
+static void test_fixed_keys(void **state)
+{
+    (void)state;
+    ensure_files();
+    expect_error("f1.yaml", "steps:\n  - {name: t, recipe: teacher.yaml, set: {seed: 5}}\n",
+                 XD_EARG, PARTS("f1.yaml:2: steps.0.set.seed: ", "run --seed N"));
+    expect_error("f2.yaml",
+                 "steps:\n  - name: t\n    recipe: teacher.yaml\n    set: {train.epochs: 3, "
+                 "seeds: 3}\n",
+                 XD_EARG, PARTS("f2.yaml:4: steps.0.set.seeds: ", "run --seeds K"));
+    expect_error("f3.yaml", "steps:\n  - {name: t, recipe: teacher.yaml, set: {name: other}}\n",
+                 XD_EARG, PARTS("f3.yaml:2: steps.0.set.name: ", "its step name"));
+    write_chain("chain.yaml", "");
+    const char *extra[] = {"train.threads=1", "seeds=3"};
+    pipeline p;
+    xd_err e;
+    xd_err_clear(&e);
+    assert_int_not_equal(pipeline_load("chain.yaml", extra, 2, &p, &e), XD_OK);
+    tu_assert_err(&e, XD_EARG, "--set seeds=3: ");
+    pipeline_free(&p);
+
+    /* run: a usage error (exit 2) for --set, an error in the file (exit 1) for set:; no folder */
+    static const char *const sets[][2] = {
+        {"seed=5", "run --seed N"}, {"seeds=3", "run --seeds K"}, {"name=other", "--out DIR"}};
+    for (int i = 0; i < 3; i++) {
+        char *err;
+        assert_int_equal(tu_run_cli(NULL, &err, "run", "chain.yaml", "--out", "fixed", "--set",
+                                    sets[i][0], NULL),
+                         2);
+        char want[64];
+        snprintf(want, sizeof want, "--set %s: ", sets[i][0]);
+        tu_expect_line(err, want, sets[i][1]);
+        free(err);
+    }
+    char *err;
+    assert_int_equal(tu_run_cli(NULL, &err, "run", "f2.yaml", "--out", "fixed", NULL), 1);
+    tu_expect_line(err, "f2.yaml:4: steps.0.set.seeds: ", "run --seeds K");
+    free(err);
+    assert_false(present("fixed"));
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -608,6 +653,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_overrides),
+        cmocka_unit_test(test_fixed_keys),
         cmocka_unit_test(test_chain_runs_and_skips),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_missing_outputs),
