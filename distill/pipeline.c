@@ -410,16 +410,6 @@ typedef struct {
 
 static void hex(uint64_t v, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
-static xd_status file_hash(const char *path, uint64_t *h, xd_err *e)
-{
-    io_map m;
-    xd_status s = io_map_open(path, &m, e);
-    if (s != XD_OK) return s;
-    *h = xd_fnv_bytes(XD_FNV_OFFSET, m.data, m.size);
-    io_map_close(&m);
-    return XD_OK;
-}
-
 /* The hashes of what decides the result of recipe r run with seed. */
 static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
 {
@@ -438,7 +428,7 @@ static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
     k = xd_fnv_u64(k, 'd', sp->data);
     k = xd_fnv_u64(k, 's', (uint64_t)seed);
     for (int i = 0; i < r->n_teachers && s == XD_OK; i++) {
-        s = file_hash(r->teachers[i].checkpoint, &sp->teacher[i], e);
+        s = io_file_hash(r->teachers[i].checkpoint, &sp->teacher[i], e);
         k = xd_fnv_u64(k, 't', sp->teacher[i]);
     }
     sp->key = k;

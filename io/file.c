@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/hash.h"
 #include "core/mem.h"
 
 // ----------------------------------------------------------------------------------------------
@@ -424,6 +425,16 @@ void io_map_close(io_map *m)
     if (m->data) munmap(m->data, m->size);
     m->data = NULL;
     m->size = 0;
+}
+
+xd_status io_file_hash(const char *path, uint64_t *h, xd_err *e)
+{
+    io_map m;
+    xd_status s = io_map_open(path, &m, e);
+    if (s != XD_OK) return s;
+    *h = xd_fnv_bytes(XD_FNV_OFFSET, m.data, m.size);
+    io_map_close(&m);
+    return XD_OK;
 }
 
 /* The folders above path, from the innermost up to the one top characters long, only while

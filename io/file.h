@@ -19,6 +19,7 @@
 #define XD_IO_FILE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -96,6 +97,9 @@ typedef struct {
 /* Maps a whole file read-only. An empty file maps to data == NULL, size == 0. */
 xd_status io_map_open(const char *path, io_map *m, xd_err *e);
 void io_map_close(io_map *m);
+/* The FNV-1a 64 (core/hash.h) of a whole file's bytes, from the offset basis: the identity of a
+ * checkpoint in a pipeline step's stamp and in a run's resume state. */
+xd_status io_file_hash(const char *path, uint64_t *h, xd_err *e);
 
 /* mkdir -p */
 xd_status io_mkdir_p(const char *path, xd_err *e);
