@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "core/dist.h"
+#include "core/hash.h"
 #include "core/mem.h"
 #include "distill/checkpoint.h"
+#include "io/file.h"
 #include "io/safetensors.h"
 
 typedef struct {
@@ -160,6 +162,59 @@ static void collect_state(train_run *R, tlist *l)
     }
 }
 
+// ----------------------------------------------------------------------------------------------
+// the files the run reads
+
+/* One file of R->inputs: its resume state key, path, what it is for messages ("teacher 'cnn'"),
+ * what a resume needs the same of, and where its identity is kept. */
+typedef struct {
+    char key[RECIPE_MAX_NAME + 32], what[RECIPE_MAX_NAME + 32];
+    const char *path, *needs;
+    int dataset; /* io_dataset_identity, else io_file_hash */
+    uint64_t *id;
+} input_file;
+
+enum { MAX_INPUTS = 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS };
+
+static int list_inputs(const train_run *R, train_inputs *in, input_file *l)
+{
+    const recipe *r = R->r;
+    int n = 0;
+    l[n++] = (input_file){"data_identity", "", r->data.path, "data set", 1, &in->data};
+    for (int i = 0; i < r->data.n_eval_sets; i++, n++) {
+        l[n] = (input_file){"", "", r->data.eval_sets[i].path, "data sets", 1, &in->eval[i]};
+        snprintf(l[n].key, sizeof l[n].key, "eval_identity.%s", r->data.eval_sets[i].name);
+        snprintf(l[n].what, sizeof l[n].what, " (data.eval_sets '%s')", r->data.eval_sets[i].name);
+    }
+    for (int i = 0; i < r->n_teachers; i++, n++) {
+        l[n] = (input_file){"", "", r->teachers[i].checkpoint, "teacher checkpoints", 0,
+                            &in->teacher[i]};
+        snprintf(l[n].key, sizeof l[n].key, "teacher_hash.%s", r->teachers[i].name);
+        snprintf(l[n].what, sizeof l[n].what, " (teacher '%s')", r->teachers[i].name);
+    }
+    for (int k = 0; k < r->n_models; k++) {
+        if (!r->models[k].init) continue;
+        l[n] = (input_file){"", "", r->models[k].init, "init checkpoints", 0, &in->init[k]};
+        snprintf(l[n].key, sizeof l[n].key, "init_hash.%s", r->models[k].name);
+        snprintf(l[n].what, sizeof l[n].what, " (model '%s', init)", r->models[k].name);
+        n++;
+    }
+    return n;
+}
+
+xd_status train_read_inputs(train_run *R, xd_err *e)
+{
+    input_file l[MAX_INPUTS];
+    memset(&R->inputs, 0, sizeof R->inputs);
+    xd_status s = XD_OK;
+    for (int i = 0, n = list_inputs(R, &R->inputs, l); i < n && s == XD_OK; i++) {
+        *l[i].id = XD_FNV_OFFSET;
+        s = l[i].dataset ? io_dataset_identity(l[i].path, l[i].id, e)
+                         : io_file_hash(l[i].path, l[i].id, e);
+    }
+    return s;
+}
+
 xd_status train_save_resume(train_run *R, xd_err *e)
 {
     tlist l = {0};
@@ -176,7 +231,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
     snprintf(im[3], sizeof im[3], "%016llx", (unsigned long long)R->digest);
-    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX] = {
+    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX + MAX_INPUTS] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]},
@@ -201,6 +256,13 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     }
     train_exits_kv exits_kv;
     n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
+    /* the files it reads: a resume must read the same (train_check_inputs) */
+    input_file in[MAX_INPUTS];
+    char ids[MAX_INPUTS][17];
+    for (int i = 0, n = list_inputs(R, &R->inputs, in); i < n; i++) {
+        snprintf(ids[i], sizeof ids[i], "%016llx", (unsigned long long)*in[i].id);
+        meta[n_meta++] = (io_kv){in[i].key, ids[i]};
+    }
     /* several ranks: how many (a single process's state stays as it was) */
     char ranks[16];
     snprintf(ranks, sizeof ranks, "%d", dist_size());
@@ -274,6 +336,12 @@ xd_status train_meta_best(io_st_file *f, const char *acc_key, const char *epoch_
     return s;
 }
 
+/* 1 when v is 16 lower-case hex digits, as a digest or identity is written. */
+static int is_hex16(const char *v)
+{
+    return strlen(v) == 16 && strspn(v, "0123456789abcdef") == 16;
+}
+
 /* The recipe is the one the run started with: recipe.yaml is a plain file in DIR, and a run
  * continued with other values would be neither run. A state without a digest (older builds) is
  * trusted as before. */
@@ -283,7 +351,7 @@ static xd_status check_digest(const train_run *R, io_st_file *f, xd_err *e)
     char mine[17];
     snprintf(mine, sizeof mine, "%016llx", (unsigned long long)R->digest);
     if (!v || strcmp(v, mine) == 0) return XD_OK;
-    if (strlen(v) != 16 || strspn(v, "0123456789abcdef") != 16)
+    if (!is_hex16(v))
         return bad_meta(f, "recipe_digest", v, "16 hex digits (a digest of the run's recipe)", e);
     char keys[128] = "";
     for (int k = 0; k < recipe_n_resume_keys; k++)
@@ -295,6 +363,38 @@ static xd_status check_digest(const train_run *R, io_st_file *f, xd_err *e)
                    "metadata), or train the changed recipe into a new folder with --out",
                    io_st_path(f), R->r->file ? R->r->file : "the recipe", mine, v, keys,
                    R->o->out_dir);
+}
+
+/* The files the run reads are those it started with: a run continued on another data set (the
+ * same number of examples in another order of classes, another split) or with another teacher
+ * would be neither run, its best and last checkpoints of different data. A state without
+ * "data_identity" (older builds) recorded none and is trusted as before; one with it has every
+ * other key of the recipe's files too. */
+xd_status train_check_inputs(train_run *R, xd_err *e)
+{
+    char *path = train_path(R, "resume.safetensors");
+    io_st_file *f;
+    xd_status s = io_st_open(path, &f, e);
+    free(path);
+    if (s != XD_OK) return s;
+    input_file l[MAX_INPUTS];
+    const int n = io_st_meta(f, "data_identity") ? list_inputs(R, &R->inputs, l) : 0;
+    for (int i = 0; i < n && s == XD_OK; i++) {
+        const char *v = io_st_meta(f, l[i].key);
+        char mine[17], want[128];
+        snprintf(mine, sizeof mine, "%016llx", (unsigned long long)*l[i].id);
+        if (v && strcmp(v, mine) == 0) continue;
+        if (!v || !is_hex16(v)) {
+            snprintf(want, sizeof want, "16 hex digits (the identity of %s)", l[i].path);
+            s = bad_meta(f, l[i].key, v, want, e);
+        } else {
+            s = xd_fail(e, XD_EARG, "%s: %s%s changed since the run started (resume needs the "
+                        "same %s; start a new run)", R->o->out_dir, l[i].path, l[i].what,
+                        l[i].needs);
+        }
+    }
+    io_st_close(f);
+    return s;
 }
 
 /* The counters and first model's scores of the state, each checked. */

@@ -115,6 +115,18 @@ typedef struct {
     int best_epoch;
 } train_exit;
 
+/* The identity of every file a run reads besides its recipe, recorded in its resume state so that
+ * a resume reads the same ones: the data set's and each data.eval_sets entry's as a pipeline
+ * step's stamp has the data set's (io_dataset_identity: base name, size, modification time,
+ * metadata; no pass over the data), and the hash of the bytes of each teacher checkpoint and
+ * `init` checkpoint, as the stamp has the teachers' (io_file_hash). */
+typedef struct {
+    uint64_t data;
+    uint64_t eval[RECIPE_MAX_EVAL_SETS];
+    uint64_t teacher[RECIPE_MAX_TEACHERS];
+    uint64_t init[RECIPE_MAX_MODELS]; /* 0 for a model without `init:` */
+} train_inputs;
+
 typedef struct {
     const recipe *r;
     long seed;
@@ -149,6 +161,7 @@ typedef struct {
     int epochs_done;
     char *yaml;       /* the effective recipe, stored in every checkpoint and the summary */
     uint64_t digest;  /* its recipe_resume_digest, which the resume state records */
+    train_inputs inputs; /* which the resume state records too */
     seg_run seg;      /* task segment: masks, per-pixel losses, the dense teachers' windows */
     int threads;      /* threads of the last epoch run (in this process, or as the resume state
                        * recorded it) */
@@ -243,6 +256,12 @@ train_counts train_counts_after(const train_run *R, int epochs);
  * everything (resumed inside a stage, once its optimizer and projectors exist). */
 enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
+/* R->inputs of the files the recipe names now. */
+xd_status train_read_inputs(train_run *R, xd_err *e);
+/* Resuming, before anything is built from the files: R->inputs (train_read_inputs) must be those
+ * the resume state records, else XD_EARG naming the file that changed. A state of a build that
+ * recorded none resumes as before. */
+xd_status train_check_inputs(train_run *R, xd_err *e);
 /* Every metadata value it reads is checked first (the metadata has no checksum): XD_EFORMAT
  * naming the file and the key when one is missing, malformed or out of its range. */
 xd_status train_load_resume(train_run *R, int what, xd_err *e);

@@ -288,6 +288,10 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     if (o->resume && ((s = check_resume_recipe(&R, &as_run, &recipe_changed, e)) != XD_OK ||
                       (res->unchanged = runs_read_finished(o->out_dir, res))))
         goto out;
+    /* the files it reads are the ones it started with, checked before anything is built of them */
+    if (o->resume && ((s = train_read_inputs(&R, e)) != XD_OK ||
+                      (s = train_check_inputs(&R, e)) != XD_OK))
+        goto out;
     /* with several ranks, rank 0 alone holds the folder and writes into it */
     if (writes && (s = io_mkdir_made(o->out_dir, &made, e)) != XD_OK) goto out;
     if (writes && (s = runlock_take(&R.lock, o->out_dir, e)) != XD_OK) goto out;
@@ -300,6 +304,8 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
         goto out;
     train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
+    /* a fresh run's, for its resume state (once every file is known to read) */
+    if (!o->resume && (s = train_read_inputs(&R, e)) != XD_OK) goto out;
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK ||

@@ -1,8 +1,9 @@
 /* distill/trainer, resuming: a run stopped and resumed (inside a stage or at a stage boundary)
  * ends byte for byte where the uninterrupted run does; a finished run is left as it is; another
- * recipe, an edited recipe or an edited resume state is refused; the metrics line of an epoch is
- * never lost; a run folder is locked; a run that fails, or is stopped by SIGINT or SIGTERM,
- * before its first epoch ends leaves nothing behind. */
+ * recipe, an edited recipe, an edited resume state, or a data set or checkpoint changed since the
+ * run started is refused; the metrics line of an epoch is never lost; a run folder is locked; a
+ * run that fails, or is stopped by SIGINT or SIGTERM, before its first epoch ends leaves nothing
+ * behind. */
 #include "tests/support/testutil.h"
 
 #include <jansson.h>
@@ -414,6 +415,115 @@ static void test_resume_refuses_edited_recipe(void **state)
     free(text);
 }
 
+/* A resume of DIR refused with code and a message that holds says; DIR unchanged. */
+static void expect_resume_refused(const char *name, const char *text, const char *dir,
+                                  xd_status code, const char *says)
+{
+    dirsnap *before = dirsnap_take(dir);
+    train_result r;
+    xd_err e;
+    xd_status s = run_text(name, text, dir, 1, 0, 1, &r, &e);
+    if (s == XD_OK) fail_msg("%s: the resume ran (%d epochs), expected '%s'", dir, r.epochs_done,
+                             says);
+    print_message("%s\n", e.msg);
+    tu_assert_err(&e, code, says);
+    dirsnap_assert_same(before, dir);
+    dirsnap_free(before);
+}
+
+/* The data sets a resume reads are the ones the run started with: the resume state records their
+ * identity, so the same number of examples with the classes in another order, fewer examples or
+ * another further data set (data.eval_sets) is refused naming the file, and the folder stays as
+ * it was; the files as they were continue to the uninterrupted run's bytes; a state of an earlier
+ * build, which records no data set, resumes as before. */
+static void test_resume_refuses_changed_data(void **state)
+{
+    (void)state;
+    const tiny_spec same = tiny_default();
+    tiny_spec reversed = tiny_default(), fewer = tiny_default();
+    reversed.reversed = 1;
+    fewer.n_train = 120;
+    tiny_write("dch.xds", &same);
+    tiny_write("dch-eval.xds", &same);
+    const char *text = "data: {path: dch.xds, eval_sets: [{name: again, path: dch-eval.xds}]}\n"
+                       "model: \"" MLP_MODEL "\"\n"
+                       "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n  - kind: ce\n";
+    run_ok("dch", text, "dch-full", 1, 0, 0);
+    run_ok("dch", text, "dch", 1, 1, 0);
+    run_ok("dch", text, "dch-old", 1, 1, 0);
+    assert_int_equal(rename("dch.xds", "dch-orig.xds"), 0);
+    const tiny_spec *other[] = {&reversed, &fewer};
+    for (int i = 0; i < 2; i++) {
+        tiny_write("dch.xds", other[i]);
+        expect_resume_refused("dch", text, "dch", XD_EARG,
+                              "dch: dch.xds changed since the run started (resume needs the same "
+                              "data set; start a new run)");
+    }
+    tu_rewrite_meta("dch-old/resume.safetensors", "dch-old/resume.safetensors", "data_identity",
+                    NULL);
+    tu_rewrite_meta("dch-old/resume.safetensors", "dch-old/resume.safetensors",
+                    "eval_identity.again", NULL);
+    assert_int_equal(rename("dch-orig.xds", "dch.xds"), 0);
+    assert_int_equal(rename("dch-eval.xds", "dch-eval-orig.xds"), 0);
+    tiny_write("dch-eval.xds", &reversed);
+    expect_resume_refused("dch", text, "dch", XD_EARG,
+                          "dch: dch-eval.xds (data.eval_sets 'again') changed since the run "
+                          "started");
+    assert_int_equal(rename("dch-eval-orig.xds", "dch-eval.xds"), 0);
+    train_result fin = run_ok("dch", text, "dch", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    assert_true(tu_same_file("dch-full/last.safetensors", "dch/last.safetensors"));
+    assert_true(tu_same_file("dch-full/best.safetensors", "dch/best.safetensors"));
+    assert_same_metrics("dch-full", "dch");
+    /* the earlier build's state, on the data it started with */
+    train_result old = run_ok("dch", text, "dch-old", 1, 0, 1);
+    assert_int_equal(old.epochs_done, 3);
+    assert_true(tu_same_file("dch-full/last.safetensors", "dch-old/last.safetensors"));
+}
+
+/* src copied to dst byte for byte. */
+static void copy_file(const char *src, const char *dst)
+{
+    size_t n;
+    char *bytes = tu_read_file(src, &n);
+    tu_write_file(dst, bytes, n);
+    free(bytes);
+}
+
+/* The same of the checkpoints a run reads: a teacher's or the `init` checkpoint replaced by
+ * another (one weight changed) is refused naming it; put back, the run continues. */
+static void test_resume_refuses_changed_checkpoints(void **state)
+{
+    (void)state;
+    ensure_teacher();
+    copy_file(TEACHER_CKPT, "tch.safetensors");
+    copy_file(TEACHER_CKPT, "ini.safetensors");
+    const char *text = "data: {path: toy.xds}\ninit: ini.safetensors\n"
+                       "teachers:\n  - {name: cnn, checkpoint: tch.safetensors}\n"
+                       "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                       "losses:\n  - {kind: hinton, alpha: 0.8, temperature: 3}\n";
+    run_ok("tch", text, "tch-full", 1, 0, 0);
+    run_ok("tch", text, "tch", 1, 1, 0);
+    static const struct {
+        const char *file, *says;
+    } changed[] = {
+        {"tch.safetensors", "tch: tch.safetensors (teacher 'cnn') changed since the run started "
+                            "(resume needs the same teacher checkpoints; start a new run)"},
+        {"ini.safetensors", "tch: ini.safetensors (model 'student', init) changed since the run "
+                            "started"},
+    };
+    for (size_t i = 0; i < sizeof changed / sizeof changed[0]; i++) {
+        assert_int_equal(rename(changed[i].file, "tch-orig.safetensors"), 0);
+        tu_rewrite_value("tch-orig.safetensors", changed[i].file, "logits.weight", 0, 0.5f);
+        expect_resume_refused("tch", text, "tch", XD_EARG, changed[i].says);
+        assert_int_equal(rename("tch-orig.safetensors", changed[i].file), 0);
+    }
+    train_result fin = run_ok("tch", text, "tch", 1, 0, 1);
+    assert_int_equal(fin.epochs_done, 3);
+    assert_true(tu_same_file("tch-full/last.safetensors", "tch/last.safetensors"));
+}
+
 /* Recipes of runs that fail before their first epoch ends (n of them, each a new string): a data
  * file that is no data set, a label outside the classes, a head narrower than the classes, no
  * label the run may see, an augmentation size the images cannot give. */
@@ -587,6 +697,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_refuses_edited_state),
         cmocka_unit_test(test_resume_refuses_edited_recipe),
         cmocka_unit_test(test_resume_refuses_edited_values),
+        cmocka_unit_test(test_resume_refuses_changed_data),
+        cmocka_unit_test(test_resume_refuses_changed_checkpoints),
         cmocka_unit_test(test_failed_run_leaves_nothing),
         cmocka_unit_test(test_failed_seeds_run_leaves_nothing),
         cmocka_unit_test(test_interrupted_run_leaves_nothing),
