@@ -416,8 +416,16 @@ static xd_status read_counters(const train_run *R, io_st_file *f, resume_meta *m
     snprintf(what, sizeof what, "the steps of %ld epoch%s (\"epochs_done\") of this recipe on its "
              "data", m->epochs, m->epochs == 1 ? "" : "s");
     if ((s = train_meta_int(f, "global_step", c.global_step, c.global_step, what,
-                            &m->c.global_step, e)) != XD_OK)
+                            &m->c.global_step, e)) != XD_OK) {
+        /* a state that records the data set (train_check_inputs) was of the same data */
+        if (e && !io_st_meta(f, "data_identity")) {
+            char msg[XD_ERR_LEN];
+            snprintf(msg, sizeof msg, "%s", e->msg);
+            xd_fail(e, s, "%s, or the data set changed since the run started (a resume state of "
+                    "an earlier build does not record it)", msg);
+        }
         return s;
+    }
     snprintf(what, sizeof what, "the optimizer's steps in its stage after %ld epoch%s "
              "(\"epochs_done\")", m->epochs, m->epochs == 1 ? "" : "s");
     if ((s = train_meta_int(f, "opt_step", c.opt_step, c.opt_step, what, &m->c.opt_step, e)) !=
