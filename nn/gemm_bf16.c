@@ -1,5 +1,6 @@
-/* bf16 matrix products with float32 sums (see gemm_bf16.h): packing, the AVX512_BF16 kernel and
- * the portable one, and the split over threads (the layers' choice of precision: nn/mm.c).
+/* bf16 matrix products with float32 sums (see gemm_bf16.h): the choice of kernel, packing, the
+ * portable kernel (the AVX512_BF16 and AMX ones are in nn/gemm_bf16_tile.c), the products and the
+ * split over threads (the layers' choice of precision: nn/mm.c).
  *
  * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a block of KQ pairs of k by
  * NC columns at a time into panels of NR columns, op(A) a block of MC rows by KQ pairs at a time
@@ -16,11 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define BGEMM_X86 1
-#endif
 #include "nn/bf16.h"
+#include "nn/gemm_bf16_tile.h"
 #include "nn/transpose.h"
 #ifdef NN_AMX
 #include <sys/syscall.h>
@@ -32,8 +30,6 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 #include "core/runtime.h"
 #include "core/status.h"
 
-#define MR 12
-#define NR 32        /* two vectors of 16 float32 lanes */
 #define KQ 192       /* pairs of k per block (at most); blocks are equal in size */
 #define MC (MR * 16) /* rows of op(A) per packed block */
 #define NC (NR * 64) /* columns of op(B) per packed block */
@@ -314,14 +310,16 @@ static void pack_a_rows(int t, const float *src, int ld, int i0, int mc, int q0,
 //
 // Each runs over the segments of pairs that g describes (see nn_btile_seg in bf16.h; a product's
 // K block is one segment), with the pairs of a row of a sq words apart: 1 where a's rows lie
-// side by side, MR in a packed panel (where g->sa is 1).
+// side by side, MR in a packed panel (where g->sa is 1). The AVX512_BF16 and AMX kernels are in
+// nn/gemm_bf16_tile.c.
 
 static const size_t no_offset[1] = {0}; /* the one segment of a product's K block */
 
 /* In the order of the instruction's definition (the high half first); each product of two bf16
  * values is exact in float, so every step is one float32 rounding. */
-static void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
-                          const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
+static inline void tile_portable(int mr, int nr, size_t sq, const uint32_t *restrict a,
+                                 const uint32_t *restrict b, const nn_btile_seg *g,
+                                 float *restrict acc)
 {
     const int nc = nr <= 16 ? 16 : NR;
     for (int i = 0; i < mr && !g->load; i++)
@@ -364,214 +362,6 @@ static void tile_portable_add(int mr, int nr, size_t sq, const uint32_t *restric
     for (int i = 0; i < mr; i++)
         for (int j = 0; j < nc; j++) acc[i * g->ldc + j] += sums[i * NR + j];
 }
-
-#ifdef BGEMM_X86
-#define BF16_TARGET __attribute__((target("avx512bf16,avx512f,avx512bw,avx512vl")))
-
-/* R rows, V vectors of columns (1 when the tile's columns fit one; the first nr take g->bias),
- * a's rows sa and its pairs sq words apart: constants where inlined, so the 2 * R accumulators
- * stay in registers */
-BF16_TARGET static inline __attribute__((always_inline)) void
-tile_body(int R, int V, size_t sa, size_t sq, int nr, const uint32_t *restrict a,
-          const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
-{
-    __m512 c0[NN_BTILE_ROWS], c1[NN_BTILE_ROWS];
-    const size_t ldc = g->ldc;
-    /* unrolled, else the compiler zeroes both arrays with a call of memset at every tile and
-     * loads them back (a short tile's cost: Winograd's products have C / 2 pairs, 16 for the
-     * teacher's conv2) */
-#pragma GCC unroll 14
-    for (int i = 0; i < R; i++) {
-        c0[i] = g->load ? _mm512_loadu_ps(acc + i * ldc) : _mm512_setzero_ps();
-        c1[i] = g->load && V == 2 ? _mm512_loadu_ps(acc + i * ldc + 16) : _mm512_setzero_ps();
-    }
-    for (int s = 0; s < g->ns; s++) {
-        const uint32_t *as = a + g->aoff[s], *bs = b + g->boff[s];
-        for (int q = 0; q < g->nq; q++, as += sq, bs += g->sb) {
-            const __m512bh b0 = (__m512bh)_mm512_loadu_si512((const void *)bs);
-            const __m512bh b1 =
-                V == 2 ? (__m512bh)_mm512_loadu_si512((const void *)(bs + g->b1)) : b0;
-            for (int i = 0; i < R; i++) {
-                const __m512bh av = (__m512bh)_mm512_set1_epi32((int)as[i * sa]);
-                c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
-                if (V == 2) c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
-            }
-        }
-    }
-    if (g->bias) { /* nr columns of it: the rest + 0, as tile_portable */
-        const __m512 u0 = _mm512_maskz_loadu_ps((__mmask16)(nr >= 16 ? 0xffff : (1u << nr) - 1),
-                                                g->bias);
-        const __m512 u1 = V == 2 ? _mm512_maskz_loadu_ps(
-                                       (__mmask16)(nr >= 32 ? 0xffff : (1u << (nr - 16)) - 1),
-                                       g->bias + 16)
-                                 : u0;
-        for (int i = 0; i < R; i++) {
-            c0[i] = _mm512_add_ps(c0[i], u0);
-            if (V == 2) c1[i] = _mm512_add_ps(c1[i], u1);
-        }
-    }
-    if (g->add)
-        for (int i = 0; i < R; i++) {
-            c0[i] = _mm512_add_ps(c0[i], _mm512_loadu_ps(acc + i * ldc));
-            if (V == 2) c1[i] = _mm512_add_ps(c1[i], _mm512_loadu_ps(acc + i * ldc + 16));
-        }
-    for (int i = 0; i < R; i++) {
-        _mm512_storeu_ps(acc + i * ldc, c0[i]);
-        if (V == 2) _mm512_storeu_ps(acc + i * ldc + 16, c1[i]);
-    }
-}
-
-#define TILE_ROWS(r)                                                                              \
-    case r:                                                                                       \
-        if (half && panel) tile_body(r, 1, 1, MR, nr, a, b, g, acc);                              \
-        else if (panel) tile_body(r, 2, 1, MR, nr, a, b, g, acc);                                 \
-        else if (half) tile_body(r, 1, g->sa, 1, nr, a, b, g, acc);                               \
-        else tile_body(r, 2, g->sa, 1, nr, a, b, g, acc);                                         \
-        break;
-#define GRID_TILE(k)                                                                              \
-    case k:                                                                                       \
-        if (half) tile_body(NN_BTILE_ROWS, 1, 16 * (k), 1, nr, a, b, g, acc);                     \
-        else tile_body(NN_BTILE_ROWS, 2, 16 * (k), 1, nr, a, b, g, acc);                          \
-        return;
-/* a: packed in panels (panel: g->sa 1, the pairs MR apart) or rows of pairs (g->sa the row
- * length, pairs side by side) */
-BF16_TARGET static void tile_avx512(int mr, int nr, int panel, const uint32_t *restrict a,
-                                    const uint32_t *restrict b, const nn_btile_seg *g,
-                                    float *restrict acc)
-{
-    static_assert(MR <= NN_BTILE_ROWS && NN_BTILE_ROWS == 14, "tile_avx512 has cases for 14 rows");
-    const int half = nr <= 16;
-    /* A whole tile whose rows are 16, 32, 48 or 64 words apart (a convolution's grid of up to 128
-     * channels, a small image's weight gradient): with the distance a constant each row's
-     * broadcast is an offset from one register; held in a register each, the 14 rows' addresses
-     * do not fit the 15 there are and spill (8-12% slower). */
-    if (mr == NN_BTILE_ROWS && !panel && g->sa % 16 == 0 && g->sa <= 64) {
-        switch (g->sa / 16) {
-            GRID_TILE(1) GRID_TILE(2) GRID_TILE(3) GRID_TILE(4)
-        default: break;
-        }
-    }
-    switch (mr) {
-        TILE_ROWS(1) TILE_ROWS(2) TILE_ROWS(3) TILE_ROWS(4) TILE_ROWS(5) TILE_ROWS(6)
-        TILE_ROWS(7) TILE_ROWS(8) TILE_ROWS(9) TILE_ROWS(10) TILE_ROWS(11) TILE_ROWS(12)
-        TILE_ROWS(13) TILE_ROWS(14)
-    default: XD_ASSERT(0);
-    }
-}
-#undef TILE_ROWS
-#undef GRID_TILE
-
-/* VDPBF16PS in 12 independent chains, as nn_sgemm_peak_run does for the float32 FMA: 16 lanes of
- * two products and two sums per instruction. The inputs are 1.0 and 0.0 pairs: each chain adds
- * exactly 1 a round, exact in float32 up to 2^24 rounds and bounded after. */
-#define PEAK_DP(x)                                                                               \
-    do {                                                                                         \
-        x = _mm512_dpbf16_ps(x, one, one);                                                       \
-        __asm__ volatile("" : "+v"(x));                                                          \
-    } while (0)
-BF16_TARGET static float peak_avx512(long rounds)
-{
-    /* bf16 1.0 is 0x3f80: pairs (1.0, 0.0) times (1.0, 0.0) */
-    const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3f80);
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
-           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
-    for (long r = 0; r < rounds; r++) {
-        PEAK_DP(c0); PEAK_DP(c1); PEAK_DP(c2); PEAK_DP(c3); PEAK_DP(c4); PEAK_DP(c5);
-        PEAK_DP(c6); PEAK_DP(c7); PEAK_DP(c8); PEAK_DP(c9); PEAK_DP(c10); PEAK_DP(c11);
-    }
-    const __m512 s = _mm512_add_ps(
-        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
-                      _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7))),
-        _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
-    return _mm512_cvtss_f32(s);
-}
-#undef PEAK_DP
-#endif
-
-#ifdef NN_AMX
-/* The AMX kernel works on blocks of C of up to 32 x 32: four 16 x 16 float32 tiles (tmm0-3,
- * rows 0-15 and 16-31 by columns 0-15 and 16-31), fed by two tiles of A (tmm4-5: 16 rows of 16
- * pairs, a row being one row of op(A)'s pairs) and two of B (tmm6-7: 16 pairs of 16 columns,
- * which is a B panel's layout read 16 words of its 32 at a time). Every tile is 16 rows of 64
- * bytes, configured once per call. */
-#define AQ 16 /* pairs per tile step */
-#define AM 32 /* rows of C per block */
-
-NN_AMX_TARGET void nn_amx_configure(void)
-{
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } __attribute__((aligned(64))) cfg;
-    static_assert(sizeof cfg == 64, "the tile configuration is 64 bytes");
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
-    /* the compiler does not see that the instruction reads all 64 bytes (gcc 12 dropped the
-     * stores of the rows and widths): say so */
-    __asm__ volatile("" : : "m"(cfg) : "memory");
-    _tile_loadconfig(&cfg);
-}
-
-NN_AMX_TARGET void nn_amx_release(void) { _tile_release(); }
-
-/* acc (AM rows of NR) = the sum over the np pairs (a multiple of AQ) of a's rows (row r at
- * a + r * sa words, zero past the product's rows) times b (pair q at b + q * NR); R2, C2: the
- * second tile of rows (rows 16-31), of columns (16-31) in use. Constants where inlined. */
-NN_AMX_TARGET static inline __attribute__((always_inline)) void
-amx_body(int R2, int C2, int np, const uint32_t *a, size_t sa, const uint32_t *b, float *acc)
-{
-    const size_t ra = sa * sizeof(uint32_t), rb = NR * sizeof(uint32_t);
-    nn_amx_zero_block();
-    for (int q = 0; q < np; q += AQ) {
-        _tile_loadd(6, b + (size_t)q * NR, rb);
-        if (C2) _tile_loadd(7, b + (size_t)q * NR + 16, rb);
-        _tile_loadd(4, a + q, ra);
-        _tile_dpbf16ps(0, 4, 6);
-        if (C2) _tile_dpbf16ps(1, 4, 7);
-        if (R2) {
-            _tile_loadd(5, a + 16 * sa + q, ra);
-            _tile_dpbf16ps(2, 5, 6);
-            if (C2) _tile_dpbf16ps(3, 5, 7);
-        }
-    }
-    nn_amx_store_block(acc, NR, R2, C2);
-}
-
-NN_AMX_TARGET static void tile_amx(int mr, int nr, int np, const uint32_t *a, size_t sa,
-                                const uint32_t *b, float *acc)
-{
-    const int r2 = mr > 16, c2 = nr > 16;
-    if (r2 && c2) amx_body(1, 1, np, a, sa, b, acc);
-    else if (r2) amx_body(1, 0, np, a, sa, b, acc);
-    else if (c2) amx_body(0, 1, np, a, sa, b, acc);
-    else amx_body(0, 0, np, a, sa, b, acc);
-}
-
-/* TDPBF16PS into six tiles in turn (the other two hold (1.0, 0.0) pairs): 16 x 16 x 16 pairs, two
- * flops each, an instruction. Each element adds 16 a round, exact up to 2^24 / 16 rounds. */
-NN_AMX_TARGET static float peak_amx(long rounds)
-{
-    uint32_t one[16 * 16] __attribute__((aligned(64)));
-    float out[16 * 16] __attribute__((aligned(64)));
-    for (int i = 0; i < 16 * 16; i++) one[i] = 0x3f80;
-    nn_amx_configure();
-    _tile_loadd(6, one, 64);
-    _tile_loadd(7, one, 64);
-    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3); _tile_zero(4); _tile_zero(5);
-    for (long r = 0; r < rounds; r++) {
-        _tile_dpbf16ps(0, 6, 7); _tile_dpbf16ps(1, 6, 7); _tile_dpbf16ps(2, 6, 7);
-        _tile_dpbf16ps(3, 6, 7); _tile_dpbf16ps(4, 6, 7); _tile_dpbf16ps(5, 6, 7);
-    }
-    _tile_stored(0, out, 64);
-    _tile_release();
-    return out[0];
-}
-#endif
 
 /* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
  * alpha * acc (C not read when beta is 0), later blocks C += alpha * acc. */
@@ -653,10 +443,10 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     float *c = C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs;
 #ifdef BGEMM_X86
                     if (store && (nr == 16 || nr == NR)) {
-                        tile_avx512(mr, nr, trans_a, ap, bp, &direct, c);
+                        nn_btile_avx512(mr, nr, trans_a, ap, bp, &direct, c);
                         continue;
                     }
-                    if (avx) tile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
+                    if (avx) nn_btile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
                     else
 #endif
                         tile_portable(mr, nr, trans_a ? MR : 1, ap, bp, &seg, acc);
@@ -697,7 +487,7 @@ static void gemm_amx(int trans_a, int trans_b, int M, int N, int K, float alpha,
                 const uint32_t *b = bpack + (size_t)jb * bp;
                 for (int ib = 0; ib < mc; ib += AM) {
                     const int mr = mc - ib < AM ? mc - ib : AM;
-                    tile_amx(mr, nr, np, apack + (size_t)ib * bp, (size_t)bp, b, acc);
+                    nn_btile_amx(mr, nr, np, apack + (size_t)ib * bp, (size_t)bp, b, acc);
                     write_tile(acc, mr, nr, alpha, beta, qb == 0,
                                C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs, rs, cs);
                 }
@@ -821,25 +611,6 @@ void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
                 M >= N || own, own, NULL, NULL, NULL);
 }
 
-float nn_bgemm_peak_run(long rounds, double *flops)
-{
-#ifdef NN_AMX
-    if (nn_bgemm_isa() == NN_BISA_AMX) {
-        *flops = 2.0 * 16 * 16 * 32 * 6 * (double)rounds;
-        return peak_amx(rounds);
-    }
-#endif
-#ifdef BGEMM_X86
-    if (nn_bgemm_isa() == NN_BISA_AVX512BF16) {
-        *flops = 4.0 * 16 * 12 * (double)rounds;
-        return peak_avx512(rounds);
-    }
-#endif
-    (void)rounds;
-    *flops = 0.0;
-    return 0.0f;
-}
-
 void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
                        const nn_btile_seg *g, float *acc)
 {
@@ -848,7 +619,7 @@ void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
     XD_ASSERT(!(g->load && g->add));
 #ifdef BGEMM_X86
     if (nn_bgemm_isa() != NN_BISA_PORTABLE && isa_runs(NN_BISA_AVX512BF16)) {
-        tile_avx512(mr, nr, 0, a, b, g, acc);
+        nn_btile_avx512(mr, nr, 0, a, b, g, acc);
         return;
     }
 #endif
