@@ -92,6 +92,73 @@ static void jpeg_on_progress(j_common_ptr cinfo)
     }
 }
 
+/* The EXIF orientation (TIFF tag 0x0112) that an APP1 "Exif" marker holds in its first image
+ * directory: 1..8, or 1 (as stored) when there is none or it cannot be read. Every offset is
+ * checked against the marker's length: the marker is input like the rest of the file. */
+static int exif_orientation(const struct jpeg_decompress_struct *ci)
+{
+    for (jpeg_saved_marker_ptr m = ci->marker_list; m; m = m->next) {
+        const uint8_t *p = m->data;
+        const size_t n = m->data_length;
+        if (m->marker != JPEG_APP0 + 1 || n < 14 || memcmp(p, "Exif\0\0", 6) != 0) continue;
+        const uint8_t *t = p + 6; /* the TIFF header: byte order, 42, first directory */
+        const size_t tn = n - 6;
+        int big;
+        if (t[0] == 'M' && t[1] == 'M') big = 1;
+        else if (t[0] == 'I' && t[1] == 'I') big = 0;
+        else return 1;
+#define EXIF_U16(q) ((big ? (uint32_t)(q)[0] << 8 | (q)[1] : (uint32_t)(q)[1] << 8 | (q)[0]))
+#define EXIF_U32(q) ((big ? EXIF_U16(q) << 16 | EXIF_U16((q) + 2) : EXIF_U16((q) + 2) << 16 | EXIF_U16(q)))
+        if (EXIF_U16(t + 2) != 42) return 1;
+        const uint32_t ifd = EXIF_U32(t + 4);
+        if (ifd > tn || tn - ifd < 2) return 1;
+        const uint32_t count = EXIF_U16(t + ifd);
+        for (uint32_t k = 0; k < count; k++) {
+            const size_t at = (size_t)ifd + 2 + (size_t)k * 12;
+            if (at + 12 > tn) return 1;
+            const uint8_t *en = t + at;
+            /* SHORT, one value, held in the entry itself */
+            if (EXIF_U16(en) == 0x0112 && EXIF_U16(en + 2) == 3 && EXIF_U32(en + 4) == 1) {
+                const uint32_t v = EXIF_U16(en + 8);
+                return v >= 1 && v <= 8 ? (int)v : 1;
+            }
+        }
+#undef EXIF_U16
+#undef EXIF_U32
+        return 1;
+    }
+    return 1;
+}
+
+/* img turned as EXIF orientation o (2..8) says to show it: mirrored, turned a half, a quarter
+ * either way, or about a diagonal. XD_ENOMEM leaves img as it was. */
+static xd_status orient(io_image *img, int o, const char *name, xd_err *e)
+{
+    const int W = img->w, H = img->h, c = img->c, turned = o >= 5;
+    io_image out;
+    xd_status s = io_image_alloc(&out, turned ? H : W, turned ? W : H, c, name, e);
+    if (s != XD_OK) return s;
+    for (int y = 0; y < out.h; y++)
+        for (int x = 0; x < out.w; x++) {
+            int sx = x, sy = y; /* the stored pixel shown at (x, y) */
+            switch (o) {
+            case 2: sx = W - 1 - x; break;                 /* mirrored left to right */
+            case 3: sx = W - 1 - x, sy = H - 1 - y; break; /* turned a half */
+            case 4: sy = H - 1 - y; break;                 /* mirrored top to bottom */
+            case 5: sx = y, sy = x; break;                 /* about the main diagonal */
+            case 6: sx = y, sy = H - 1 - x; break;         /* a quarter clockwise */
+            case 7: sx = W - 1 - y, sy = H - 1 - x; break; /* about the other diagonal */
+            case 8: sx = W - 1 - y, sy = x; break;         /* a quarter anticlockwise */
+            default: break;
+            }
+            memcpy(out.px + ((size_t)y * out.w + x) * c, img->px + ((size_t)sy * W + sx) * c,
+                   (size_t)c);
+        }
+    io_image_free(img);
+    *img = out;
+    return XD_OK;
+}
+
 /* Byte offset libjpeg has reached in our buffer (the end, once it has run past it). */
 static size_t jpeg_offset(const jpeg_reader *r)
 {
@@ -114,7 +181,10 @@ static xd_status jpeg_decode(jpeg_reader *r)
     r->progress.progress_monitor = jpeg_on_progress;
     r->cinfo.progress = &r->progress;
     jpeg_mem_src(&r->cinfo, r->data, (unsigned long)r->n);
+    jpeg_save_markers(&r->cinfo, JPEG_APP0 + 1, 0xFFFF); /* EXIF, for its orientation */
     jpeg_read_header(&r->cinfo, TRUE);
+    /* read now: the saved markers go with the image's memory when decompression finishes */
+    const int o = exif_orientation(&r->cinfo);
 
     xd_status s = io_image_check_size(r->name, r->cinfo.image_width, r->cinfo.image_height, r->opt,
                                       r->e);
@@ -150,7 +220,7 @@ static xd_status jpeg_decode(jpeg_reader *r)
     }
     /* reads up to EOI, so a file cut after its last scan is still reported */
     jpeg_finish_decompress(&r->cinfo);
-    return XD_OK;
+    return o > 1 ? orient(&r->out, o, r->name, r->e) : XD_OK;
 }
 
 xd_status io_jpeg_read_mem(const void *data, size_t n, const char *name, const io_image_opts *opt,

@@ -9,7 +9,9 @@
  * reached and libjpeg's reason. Warnings that mean pixels are missing or wrong (premature end of
  * file, corrupt entropy-coded data) are errors too, since libjpeg would otherwise fill the gap
  * with grey and call the image good. Files with more than IO_JPEG_MAX_SCANS scans are refused:
- * thousands of tiny progressive scans make a small file take minutes to decode. */
+ * thousands of tiny progressive scans make a small file take minutes to decode. An EXIF
+ * orientation (a camera's APP1 marker: the picture was taken turned or mirrored) is applied, so
+ * the pixels come as the picture is shown: orientations 5..8 swap width and height. */
 #ifndef XD_IO_JPEG_H
 #define XD_IO_JPEG_H
 

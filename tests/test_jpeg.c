@@ -1,6 +1,6 @@
 /* io/jpeg and io/image: lossy round trips within tight error bounds, progressive and grey JPEGs
- * written with raw libjpeg calls, Rec.601 grey, channel requests; lying, truncated, corrupt,
- * CMYK and many-scan files; silence on stderr; atomic writes. */
+ * written with raw libjpeg calls, Rec.601 grey, channel requests; EXIF orientations; lying,
+ * truncated, corrupt, CMYK and many-scan files; silence on stderr; atomic writes. */
 #include "tests/support/testutil.h"
 
 #include <stdio.h>
@@ -471,6 +471,110 @@ static void test_write_io_error_leaves_nothing(void **state)
     free(px);
 }
 
+/* base (a JPEG's bytes) with an APP1 "Exif" marker after its SOI holding one directory entry:
+ * tag, type, count, the 16-bit value; count_of_entries as the directory says (may lie); written
+ * in big-endian (MM) or little-endian (II) order. */
+static uint8_t *with_exif(const uint8_t *base, size_t n, int big, unsigned tag, unsigned type,
+                          unsigned count, unsigned value, unsigned entries, size_t *out_n)
+{
+    uint8_t t[26];
+    size_t k = 0;
+#define PUT16(v) (big ? (t[k] = (uint8_t)((v) >> 8), t[k + 1] = (uint8_t)(v)) \
+                      : (t[k] = (uint8_t)(v), t[k + 1] = (uint8_t)((v) >> 8)), k += 2)
+#define PUT32(v) (big ? (PUT16((v) >> 16), PUT16((v) & 0xFFFF)) : (PUT16((v) & 0xFFFF), PUT16((v) >> 16)))
+    t[k++] = big ? 'M' : 'I';
+    t[k++] = big ? 'M' : 'I';
+    PUT16(42u);
+    PUT32(8u);
+    PUT16(entries);
+    PUT16(tag);
+    PUT16(type);
+    PUT32(count);
+    PUT16(value);
+    PUT16(0u);
+    PUT32(0u); /* no next directory */
+#undef PUT16
+#undef PUT32
+    const size_t seg = 2 + 6 + k; /* the length field counts itself */
+    uint8_t *b = malloc(n + 2 + seg);
+    memcpy(b, base, 2);
+    b[2] = 0xFF;
+    b[3] = 0xE1;
+    b[4] = (uint8_t)(seg >> 8);
+    b[5] = (uint8_t)seg;
+    memcpy(b + 6, "Exif\0\0", 6);
+    memcpy(b + 12, t, k);
+    memcpy(b + 12 + k, base + 2, n - 2);
+    *out_n = n + 2 + seg;
+    return b;
+}
+
+/* An EXIF orientation turns the decoded pixels as the picture is shown: each of the eight, in
+ * either byte order, against the stored pixels moved where that orientation puts them; an entry
+ * that cannot be read (a value out of range, another type, a directory that runs past the
+ * marker) leaves the pixels as stored. */
+static void test_exif_orientation(void **state)
+{
+    (void)state;
+    enum { W = 6, H = 4 };
+    uint8_t px[W * H * 3];
+    ifx_smooth(px, W, H, 3);
+    io_image src = {W, H, 3, px};
+    xd_err e;
+    TU_OK(io_jpeg_write("plain.jpg", &src, 95, &e));
+    size_t n;
+    uint8_t *base = tu_read_file("plain.jpg", &n);
+    io_image ref;
+    TU_OK(io_jpeg_read_mem(base, n, "plain.jpg", NULL, &ref, &e));
+    for (int big = 0; big < 2; big++)
+        for (unsigned o = 1; o <= 8; o++) {
+            size_t m;
+            uint8_t *b = with_exif(base, n, big, 0x0112, 3, 1, o, 1, &m);
+            io_image img;
+            TU_OK(io_jpeg_read_mem(b, m, "exif.jpg", NULL, &img, &e));
+            assert_int_equal(img.w, o >= 5 ? H : W);
+            assert_int_equal(img.h, o >= 5 ? W : H);
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    /* where orientation o shows the stored pixel (x, y) */
+                    static const int to[9][2][3] = {
+                        [1] = {{1, 0, 0}, {0, 1, 0}}, [2] = {{-1, 0, W - 1}, {0, 1, 0}},
+                        [3] = {{-1, 0, W - 1}, {0, -1, H - 1}}, [4] = {{1, 0, 0}, {0, -1, H - 1}},
+                        [5] = {{0, 1, 0}, {1, 0, 0}}, [6] = {{0, -1, H - 1}, {1, 0, 0}},
+                        [7] = {{0, -1, H - 1}, {-1, 0, W - 1}}, [8] = {{0, 1, 0}, {-1, 0, W - 1}},
+                    };
+                    const int *a = to[o][0], *c = to[o][1];
+                    const int dx = a[0] * x + a[1] * y + a[2], dy = c[0] * x + c[1] * y + c[2];
+                    if (memcmp(img.px + ((size_t)dy * img.w + dx) * 3,
+                               ref.px + ((size_t)y * W + x) * 3, 3) != 0)
+                        fail_msg("orientation %u (%s): stored (%d, %d) is not at (%d, %d)", o,
+                                 big ? "MM" : "II", x, y, dx, dy);
+                }
+            io_image_free(&img);
+            free(b);
+        }
+    static const unsigned bad[][5] = {
+        /* tag, type, count, value, entries */
+        {0x0112, 3, 1, 9, 1},    {0x0112, 3, 1, 0, 1},    {0x0112, 4, 1, 6, 1},
+        {0x0112, 3, 2, 6, 1},    {0x0110, 3, 1, 6, 1},    {0x0112, 3, 1, 6, 60000},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t m;
+        const unsigned *v = bad[i];
+        /* the lying directory count: its one real entry comes first, so it is found */
+        const int found = v[4] > 1;
+        uint8_t *b = with_exif(base, n, 1, v[0], v[1], v[2], v[3], v[4], &m);
+        io_image img;
+        TU_OK(io_jpeg_read_mem(b, m, "exif.jpg", NULL, &img, &e));
+        assert_int_equal(img.w, found ? H : W);
+        if (!found) assert_memory_equal(img.px, ref.px, sizeof px);
+        io_image_free(&img);
+        free(b);
+    }
+    io_image_free(&ref);
+    free(base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_never_crashes),
         cmocka_unit_test(test_harmless_warning_is_ignored),
         cmocka_unit_test(test_cmyk_unsupported),
+        cmocka_unit_test(test_exif_orientation),
         cmocka_unit_test(test_scan_limit),
         cmocka_unit_test(test_write_failures_leave_nothing),
         cmocka_unit_test(test_write_io_error_leaves_nothing),
