@@ -338,17 +338,24 @@ static void test_corrupt_never_crashes(void **state)
     free(good);
 }
 
+/* A smooth w x h RGB image written by io_jpeg_write to path: the file's bytes (*n of them). */
+static uint8_t *smooth_jpeg(const char *path, int w, int h, int quality, size_t *n)
+{
+    uint8_t *px = malloc((size_t)w * h * 3);
+    ifx_smooth(px, w, h, 3);
+    io_image src = {w, h, 3, px};
+    xd_err e;
+    TU_OK(io_jpeg_write(path, &src, quality, &e));
+    free(px);
+    return tu_read_file(path, n);
+}
+
 static void test_harmless_warning_is_ignored(void **state)
 {
     (void)state;
-    enum { W = 16, H = 16 };
-    uint8_t px[W * H * 3];
-    ifx_smooth(px, W, H, 3);
-    io_image src = {W, H, 3, px};
     xd_err e;
-    TU_OK(io_jpeg_write("ok.jpg", &src, 90, &e));
     size_t n;
-    uint8_t *buf = tu_read_file("ok.jpg", &n);
+    uint8_t *buf = smooth_jpeg("ok.jpg", 16, 16, 90, &n);
     /* three junk bytes before the SOS marker: libjpeg warns "extraneous bytes" and skips them */
     size_t sos = find_marker(buf, n, 0xda);
     uint8_t *junk = malloc(n + 3);
@@ -361,7 +368,7 @@ static void test_harmless_warning_is_ignored(void **state)
     xd_status s = io_jpeg_read_mem(junk, n + 3, "junk.jpg", NULL, &b, &e);
     assert_int_equal(ifx_stderr_end(), 0);
     assert_int_equal(s, XD_OK);
-    assert_memory_equal(a.px, b.px, sizeof px);
+    assert_memory_equal(a.px, b.px, (size_t)16 * 16 * 3);
     io_image_free(&a);
     io_image_free(&b);
     free(junk);
@@ -517,13 +524,9 @@ static void test_exif_orientation(void **state)
 {
     (void)state;
     enum { W = 6, H = 4 };
-    uint8_t px[W * H * 3];
-    ifx_smooth(px, W, H, 3);
-    io_image src = {W, H, 3, px};
     xd_err e;
-    TU_OK(io_jpeg_write("plain.jpg", &src, 95, &e));
     size_t n;
-    uint8_t *base = tu_read_file("plain.jpg", &n);
+    uint8_t *base = smooth_jpeg("plain.jpg", W, H, 95, &n);
     io_image ref;
     TU_OK(io_jpeg_read_mem(base, n, "plain.jpg", NULL, &ref, &e));
     for (int big = 0; big < 2; big++)
@@ -567,7 +570,7 @@ static void test_exif_orientation(void **state)
         io_image img;
         TU_OK(io_jpeg_read_mem(b, m, "exif.jpg", NULL, &img, &e));
         assert_int_equal(img.w, found ? H : W);
-        if (!found) assert_memory_equal(img.px, ref.px, sizeof px);
+        if (!found) assert_memory_equal(img.px, ref.px, (size_t)W * H * 3);
         io_image_free(&img);
         free(b);
     }
