@@ -2,8 +2,9 @@
  * opening would wait on, a folder) is refused at once; an output that names a folder, a device or
  * a pipe is refused before anything is written; an output that names one of the command's own
  * inputs (the same path, another path to it, a hard link) is refused and the input left as it
- * was: export, quantize, prune, eval --predictions, report --out, predict's masks, and train into
- * the folder of its own teacher or init checkpoint. A command
+ * was: export, quantize, prune, eval --predictions, report --out, predict's masks, prepare
+ * manifest and rationales (over the manifest, an image, the classes file or the --split-from
+ * set), and train into the folder of its own teacher or init checkpoint. A command
  * whose answer cannot be written to standard output (a full disk) fails. Calibration and training
  * images that are not the model's input size are refused, as eval refuses them, unless the
  * recipe's data.augment converts them. */
@@ -192,6 +193,47 @@ static void test_commands_keep_their_inputs(void **state)
                      0);
 }
 
+/* prepare manifest and rationales: --out over the manifest, one of its images (by another path
+ * too), the classes file, or the set --split-from reads is refused, even with --force. */
+static void test_prepare_keeps_its_inputs(void **state)
+{
+    (void)state;
+    mkdir("pm", 0777);
+    io_image img = {.w = 2, .h = 2, .c = 3, .px = (uint8_t[12]){0}};
+    xd_err e;
+    TU_OK(io_png_write("pm/i.png", &img, &e));
+    TU_OK(io_png_write("pm/j.png", &img, &e));
+    tu_write_text("pm/m.tsv", "image_path\ttext\tlabel\n"
+                              "j.png\tx\ta\nj.png\tx\ta\ni.png\tx\tb\nj.png\tx\tb\n");
+    tu_write_text("pm/cls.txt", "a\nb\n");
+    tu_write_text("pm/r.jsonl", "{\"input\": \"x\", \"label\": \"a\", \"rationale\": \"y\"}\n"
+                                "{\"input\": \"x\", \"label\": \"b\", \"rationale\": \"y\"}\n");
+    assert_int_equal(tu_run_cli(NULL, NULL, "prepare", "manifest", "pm/m.tsv", "--out", "pm/o.xds",
+                                "--size", "2", "--test-fraction", "0.5", NULL),
+                     0);
+    mkdir("pm/d", 0777);
+    assert_int_equal(link("pm/m.tsv", "pm/d/dataset.xds"), 0);
+    const char *same = "is also an input of this command";
+    const char *size[] = {"--size", "2", "--test-fraction", "0.5", "--force"};
+#define PREP(...) "prepare", "manifest", "pm/m.tsv", size[0], size[1], size[2], size[3], size[4], \
+                  __VA_ARGS__
+    EXPECT_REFUSED("pm/m.tsv", same, PREP("--out", "pm/m.tsv"));
+    EXPECT_REFUSED("pm/m.tsv", same, PREP("--out", "pm/./m.tsv"));
+    EXPECT_REFUSED("pm/m.tsv", same, PREP("--out", "pm/d/"));
+    EXPECT_REFUSED("pm/i.png", same, PREP("--out", "pm/i.png"));
+    EXPECT_REFUSED("pm/i.png", "pm/m.tsv:4: column image_path", PREP("--out", "pm/../pm/i.png"));
+    EXPECT_REFUSED("pm/cls.txt", same, PREP("--classes", "pm/cls.txt", "--out", "pm/cls.txt"));
+    EXPECT_REFUSED("pm/o.xds", same, PREP("--split-from", "pm/o.xds", "--out", "pm/o.xds"));
+#undef PREP
+    EXPECT_REFUSED("pm/r.jsonl", same, "prepare", "rationales", "pm/r.jsonl", "--out",
+                   "pm/r.jsonl", "--test-fraction", "0", "--force");
+    /* another output is written */
+    assert_int_equal(tu_run_cli(NULL, NULL, "prepare", "manifest", "pm/m.tsv", "--out", "pm/p.xds",
+                                "--size", "2", "--classes", "pm/cls.txt", "--split-from",
+                                "pm/o.xds", NULL),
+                     0);
+}
+
 /* A segmentation model's mask goes to --out DIR under its image's name: not over the image. */
 static void test_mask_keeps_its_image(void **state)
 {
@@ -303,6 +345,7 @@ int main(void)
         cmocka_unit_test(test_special_output_refused),
         cmocka_unit_test(test_check_output),
         cmocka_unit_test(test_commands_keep_their_inputs),
+        cmocka_unit_test(test_prepare_keeps_its_inputs),
         cmocka_unit_test(test_mask_keeps_its_image),
         cmocka_unit_test(test_images_fit),
         cmocka_unit_test(test_stdout_full),

@@ -260,7 +260,10 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     manifest_options(o, lang, rationales, &mopt);
     io_manifest m = {0};
     io_manifest_classes classes = {0};
-    s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, mopt.n, o->force, e);
+    /* an output over the manifest, the classes file or the other set would destroy it */
+    const char *inputs[] = {o->manifest, o->classes, o->split_from};
+    s = io_check_output(path, inputs, 3, e);
+    if (!s) s = sets_check_replace(o->out, path, name, o->seed, mopt.kv, mopt.n, o->force, e);
     if (!s && o->classes) s = io_manifest_classes_read(o->classes, &classes, e);
     const io_manifest_classes *fixed = o->classes ? &classes : NULL;
     if (!s && rationales)
@@ -295,7 +298,9 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
         for (size_t i = 0; i < m.n; i++) {
             xd_err err;
             io_image img = {0};
-            xd_status st = io_image_read(m.paths[i], &opt, &img, &err);
+            /* nor over an image (a path that does not exist yet passes at once) */
+            xd_status st = io_check_output(path, (const char *const *)&m.paths[i], 1, &err);
+            if (!st) st = io_image_read(m.paths[i], &opt, &img, &err);
             if (!st) st = square_resize(&img, o->size, pixels + i * px, &err);
             io_image_free(&img);
             if (st) {
