@@ -21,11 +21,20 @@ typedef struct {
     char msg[256];
 } png_errbuf;
 
+/* Compressed image data that libpng may read from the start of the last row on, besides twice
+ * the row's bytes: the end of the deflate stream (a few bytes) with room to spare. More is
+ * refused unread: libpng inflates all of it, within the last row's read, to find the stream's end
+ * (a 2 MB IDAT of zeros after the rows is 2 GB to inflate). */
+#define PNG_TAIL_MAX ((size_t)16 << 10)
+
 typedef struct {
     png_errbuf err;
     const char *name;
     const uint8_t *data; /* (n) the encoded file */
     size_t n, pos;       /* pos: bytes handed to libpng so far */
+    int last_row;        /* the last row is being read: IDAT bytes read now count in tail */
+    size_t chunk, tail;  /* chunk: offset of the chunk that holds pos (once last_row) */
+    size_t tail_max;     /* tail allowed: twice the row's bytes and PNG_TAIL_MAX */
     const io_image_opts *opt;
     png_structp png;
     png_infop info;
@@ -63,6 +72,31 @@ static void png_on_warning(png_structp png, png_const_charp msg)
 // ---------------------------------------------------------------------------------------------
 // decoding
 
+static uint32_t png_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Counts the len bytes libpng reads at r->pos for the last row and after it when they are IDAT
+ * data, found by walking the chunks from r->chunk (reads come in file order); refuses more than
+ * r->tail_max. A chunk that runs past the file ends the walk: libpng finds the file cut itself. */
+static void png_count_tail(png_reader *r, size_t len)
+{
+    while (r->chunk + 8 <= r->n) {
+        const size_t data = r->chunk + 8, size = png_be32(r->data + r->chunk);
+        if (size > r->n - data || r->pos < data + size + 4) {
+            if (memcmp(r->data + r->chunk + 4, "IDAT", 4) == 0 && r->pos >= data &&
+                r->pos < data + size) {
+                r->tail += len;
+                if (r->tail > r->tail_max)
+                    png_error(r->png, "the image data goes on after the last row");
+            }
+            return;
+        }
+        r->chunk = data + size + 4;
+    }
+}
+
 static void png_read_cb(png_structp png, png_bytep dst, size_t len)
 {
     png_reader *r = png_get_io_ptr(png);
@@ -72,6 +106,7 @@ static void png_read_cb(png_structp png, png_bytep dst, size_t len)
                  r->n - r->pos);
         png_error(png, why);
     }
+    if (r->last_row) png_count_tail(r, len);
     memcpy(dst, r->data + r->pos, len);
     r->pos += len;
 }
@@ -107,7 +142,7 @@ static xd_status png_decode(png_reader *r)
     /* palette -> RGB, tRNS -> alpha, 1/2/4-bit grey -> 8-bit; 16-bit -> 8-bit rounded */
     png_set_expand(r->png);
     png_set_scale_16(r->png);
-    png_set_interlace_handling(r->png);
+    const int passes = png_set_interlace_handling(r->png);
     png_read_update_info(r->png, r->info);
 
     int stored_c = png_get_channels(r->png, r->info);
@@ -131,7 +166,17 @@ static xd_status png_decode(png_reader *r)
     if (!r->rows) return xd_fail(r->e, XD_ENOMEM, "%s: cannot allocate row pointers", r->name);
     for (png_uint_32 y = 0; y < h; y++) r->rows[y] = dst + (size_t)y * rowbytes;
 
-    png_read_image(r->png, r->rows);
+    /* as png_read_image, but the last row's read (which inflates the image data to its end) may
+     * read no more than r->tail_max of it */
+    for (int p = 0; p < passes; p++)
+        for (png_uint_32 y = 0; y < h; y++) {
+            if (p == passes - 1 && y == h - 1) {
+                r->last_row = 1;
+                r->chunk = 8;
+                r->tail_max = 2 * (rowbytes + 1) + PNG_TAIL_MAX;
+            }
+            png_read_row(r->png, r->rows[y], NULL);
+        }
     /* reads the chunks after the image up to IEND: a file cut after its pixels is still cut */
     png_read_end(r->png, NULL);
 

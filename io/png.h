@@ -5,7 +5,9 @@
  * and Adam7 interlacing, and returns 8-bit pixels in the channel count the caller asks for (see
  * io_image_opts). libpng's errors and warnings never reach the terminal: errors become one
  * XD_EFORMAT message naming the file, the byte offset reached and libpng's reason. The file must
- * be complete up to IEND; a truncated file is an error. */
+ * be complete up to IEND; a truncated file is an error, and so is one whose compressed image data
+ * goes on after the last row (more than twice the row's bytes and 16 KiB), which libpng would
+ * inflate to its end however long (a 2 MB file of it is 2 GB). */
 #ifndef XD_IO_PNG_H
 #define XD_IO_PNG_H
 

@@ -463,6 +463,58 @@ static void test_lying_chunk_length(void **state)
     assert_true(peak_rss_kb() - before < 64 * 1024);
 }
 
+/* A 2x2 grey PNG whose one deflate stream holds its rows, then extra zero bytes; *n its size. */
+static uint8_t *padded_png(size_t extra, size_t *n)
+{
+    static const uint8_t rows[6] = {0, 10, 20, 0, 30, 40}; /* filter byte 0, then two pixels */
+    z_stream z = {0};
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, 15, 9, Z_RLE), Z_OK);
+    size_t cap = 4096 + extra / 256;
+    uint8_t *out = malloc(cap + 64), *idat = malloc(cap), zeros[1 << 16] = {0};
+    z.next_out = idat;
+    z.avail_out = (uInt)cap;
+    z.next_in = (Bytef *)rows;
+    z.avail_in = sizeof rows;
+    assert_int_equal(deflate(&z, Z_NO_FLUSH), Z_OK);
+    for (size_t left = extra; left;) {
+        size_t k = left < sizeof zeros ? left : sizeof zeros;
+        z.next_in = zeros;
+        z.avail_in = (uInt)k;
+        assert_int_equal(deflate(&z, Z_NO_FLUSH), Z_OK);
+        left -= k;
+    }
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    memcpy(out, "\x89PNG\r\n\x1a\n", 8);
+    uint8_t ihdr[13] = {0, 0, 0, 2, 0, 0, 0, 2, 8, 0, 0, 0, 0}; /* 2x2, 8-bit grey */
+    *n = 8 + put_chunk(out + 8, "IHDR", ihdr, 13);
+    *n += put_chunk(out + *n, "IDAT", idat, (uint32_t)z.total_out);
+    *n += put_chunk(out + *n, "IEND", NULL, 0);
+    deflateEnd(&z);
+    free(idat);
+    return out;
+}
+
+/* Image data after the last row: a few bytes pass as they did, more is refused without being
+ * inflated to its end (the 64 KiB here would be 64 MB; a file of 2 MB, 2 GB). */
+static void test_image_data_after_rows(void **state)
+{
+    (void)state;
+    size_t n;
+    io_image img;
+    xd_err e;
+    uint8_t *buf = padded_png(1000, &n);
+    TU_OK(io_png_read_mem(buf, n, "pad.png", NULL, &img, &e));
+    assert_memory_equal(img.px, ((const uint8_t[]){10, 20, 30, 40}), 4);
+    io_image_free(&img);
+    free(buf);
+    buf = padded_png((size_t)64 << 20, &n);
+    assert_true(n > (20 << 10));
+    ifx_assert_fail(io_png_read_mem(buf, n, "bomb.png", NULL, &img, &e), &e, XD_EFORMAT,
+                    "bomb.png", "after the last row");
+    assert_null(img.px);
+    free(buf);
+}
+
 static void test_bad_files(void **state)
 {
     (void)state;
@@ -653,6 +705,7 @@ int main(void)
         cmocka_unit_test(test_lying_chunk_length),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_image_data_after_rows),
         cmocka_unit_test(test_corrupt_never_crashes),
         cmocka_unit_test(test_write_failures_leave_nothing),
         cmocka_unit_test(test_write_io_error_leaves_nothing),
