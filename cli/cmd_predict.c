@@ -67,9 +67,9 @@ static void predict_usage(FILE *f)
             "              DIR/best.safetensors): \"rationale\": \"words ...\" in each line\n\n"
             "A bad input (a file that does not decode, a text given to an image model or an\n"
             "image to a text model, a mask name already used, a line of standard input that is\n"
-            "not UTF-8 or holds a NUL byte: <stdin>:LINE) is reported on standard error in one\n"
-            "line naming it and skipped. A file name that is not UTF-8 is written in the JSON\n"
-            "with U+FFFD for each invalid byte sequence.\n\n"
+            "not UTF-8, holds a NUL byte or is longer than 65536 bytes: <stdin>:LINE) is\n"
+            "reported on standard error in one line naming it and skipped. A file name that is\n"
+            "not UTF-8 is written in the JSON with U+FFFD for each invalid byte sequence.\n\n"
             "exit status: 0 every input predicted; 1 failure (the model, the output, or a bad\n"
             "input with --strict); 2 usage error; 3 done, but some inputs were skipped.\n");
 }
@@ -286,21 +286,49 @@ static int run_items(run *r, item_list *l)
     return rc;
 }
 
+/* The next line of f without its '\n' into *buf (NUL-terminated, *cap bytes, grown as needed),
+ * at most max + 1 bytes of it kept: *len is the line's whole length, the bytes past those read
+ * and dropped. Returns 0 at the end of the input. */
+static int read_line_max(FILE *f, size_t max, char **buf, size_t *cap, size_t *len)
+{
+    int c = getc_unlocked(f);
+    if (c == EOF) return 0;
+    size_t n = 0;
+    for (; c != EOF && c != '\n'; c = getc_unlocked(f), n++) {
+        if (n > max) continue;
+        if (n + 1 >= *cap) {
+            *cap = *cap ? 2 * *cap : 256;
+            if (*cap > max + 2) *cap = max + 2;
+            *buf = xd_xrealloc(*buf, *cap);
+        }
+        (*buf)[n] = (char)c;
+    }
+    if (!*buf) *buf = xd_xmalloc(*cap = 1);
+    (*buf)[n > max ? max + 1 : n] = '\0';
+    *len = n;
+    return 1;
+}
+
 /* Lines of standard input as texts, a batch at a time (a pipeline sees answers as it goes). A
- * line that is not UTF-8, or holds a NUL byte (the text would end there), is a bad input as a
- * manifest's would be: "<stdin>:LINE: ...", the line itself not quoted. */
+ * line that is not UTF-8, or holds a NUL byte (the text would end there), or is longer than a
+ * manifest's line may be, is a bad input as a manifest's would be: "<stdin>:LINE: ...", the line
+ * itself not quoted. Of a line too long, no more than the limit is kept in memory. */
 static int run_stdin(run *r, item_list *l)
 {
+    const size_t max = io_manifest_default_limits().max_line;
     char *line = NULL;
-    size_t cap = 0, lineno = 0;
-    ssize_t len;
+    size_t cap = 0, lineno = 0, len;
     int rc = 0;
-    while (!rc && (len = getline(&line, &cap, stdin)) >= 0) {
+    while (!rc && read_line_max(stdin, max, &line, &cap, &len)) {
         lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = '\0';
+        if (len <= max + 1)
+            while (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
         xd_err e;
         xd_err_clear(&e);
-        if (io_manifest_check_line("<stdin>", lineno, line, (size_t)len, &e) != XD_OK) {
+        if (len > max)
+            xd_fail(&e, XD_EFORMAT, "<stdin>:%zu: line of %zu bytes, more than the %zu allowed",
+                    lineno, len, max);
+        if (len > max || io_manifest_check_line("<stdin>", lineno, line, len, &e) != XD_OK) {
             report_bad(r, e.msg);
             rc = r->strict;
             continue;

@@ -3,8 +3,8 @@
  *   - a checkpoint whose weights are finite but overflow float in the forward pass (its output
  *     Inf or NaN): predict names it and the input, eval it, the data set and the example;
  *   - a checkpoint holding a negative batch-norm running variance (checksums recomputed);
- *   - a line of standard input that is not UTF-8 or holds a NUL byte: "<stdin>:LINE: ...", the
- *     line not quoted, skipped as any bad input.
+ *   - a line of standard input that is not UTF-8, holds a NUL byte or is longer than 64 KiB:
+ *     "<stdin>:LINE: ...", the line not quoted, skipped as any bad input.
  * And names that are not UTF-8 (a file name with the byte 0xff) keep their place in the JSON
  * that predict and eval --json print, each bad byte as U+FFFD. */
 #include "tests/support/testutil.h"
@@ -155,6 +155,30 @@ static void test_stdin_lines(void **state)
     free(err);
 }
 
+/* A line of standard input longer than a manifest's line may be is a bad input, of which no more
+ * than the limit is kept; the lines after it are predicted. */
+static void test_stdin_long_line(void **state)
+{
+    (void)state;
+    const size_t n = 100000;
+    char *text = malloc(n + 32);
+    memset(text, 'a', n);
+    memcpy(text + n, "\nred apple\n", 11);
+    tu_write_file("long.txt", text, n + 11);
+    free(text);
+    char *out, *err;
+    assert_int_equal(tu_run_cli_in("long.txt", &out, &err, "predict", "txt/best.safetensors",
+                                   NULL), 3);
+    assert_string_equal(err, "xdistill predict: <stdin>:1: line of 100000 bytes, more than the "
+                             "65536 allowed (skipped)\n");
+    char *in = line_value(out, 0, "input");
+    assert_string_equal(in, "red apple");
+    assert_string_equal(strchr(out, '\n'), "\n");
+    free(in);
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +186,7 @@ int main(void)
         cmocka_unit_test_setup(test_negative_running_variance, setup),
         cmocka_unit_test_setup(test_names_not_utf8, setup),
         cmocka_unit_test_setup(test_stdin_lines, setup),
+        cmocka_unit_test_setup(test_stdin_long_line, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
