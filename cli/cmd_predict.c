@@ -100,12 +100,6 @@ static void items_clear(item_list *l)
     l->n = 0;
 }
 
-static int ends_with(const char *s, const char *tail)
-{
-    size_t n = strlen(s), t = strlen(tail);
-    return n >= t && strcmp(s + n - t, tail) == 0;
-}
-
 /* What a run needs besides the model: options, the masks written, the counts. */
 typedef struct {
     xdistill_model *m;
@@ -408,7 +402,7 @@ int cmd_predict(int argc, char **argv)
         if (strcmp(in, "-") == 0) {
             rc = run_items(&r, &l);
             if (!rc) rc = run_stdin(&r, &l);
-        } else if (ends_with(in, ".tsv") || ends_with(in, ".jsonl")) {
+        } else if (io_path_has_suffix(in, ".tsv") || io_path_has_suffix(in, ".jsonl")) {
             rc = add_manifest(&r, in, &l) && r.strict;
         } else {
             items_add(&l, in, 0);

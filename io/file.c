@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -497,6 +498,13 @@ char *io_path_join(const char *dir, const char *name)
     if (a && dir[a - 1] != '/') s[k++] = '/';
     memcpy(s + k, name, b + 1);
     return s;
+}
+
+int io_path_has_suffix(const char *path, const char *suffix)
+{
+    const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
+    size_t n = strlen(name), s = strlen(suffix);
+    return n > s && strcasecmp(name + n - s, suffix) == 0;
 }
 
 char *io_path_dir(const char *path)

@@ -115,5 +115,8 @@ void io_remove_tree(const char *path);
 char *io_path_join(const char *dir, const char *name);
 /* The folder part of a path ("." if none), into a new string. */
 char *io_path_dir(const char *path);
+/* 1 when the file name of path (after its last '/') ends in suffix, in any case, with something
+ * before it: "a/P.TSV" ends in ".tsv", "a.jsonl.d/x.tsv" not in ".jsonl", "a/.tsv" not at all. */
+int io_path_has_suffix(const char *path, const char *suffix);
 
 #endif

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "core/mem.h"
@@ -737,12 +736,9 @@ xd_status io_manifest_read_classes(const char *path, const io_manifest_limits *l
                                    const io_manifest_classes *classes, io_manifest *m, xd_err *e)
 {
     memset(m, 0, sizeof *m);
-    size_t n = strlen(path);
-    for (size_t k = 0; k < sizeof manifest_kinds / sizeof manifest_kinds[0]; k++) {
-        size_t s = strlen(manifest_kinds[k].suffix);
-        if (n > s && strcasecmp(path + n - s, manifest_kinds[k].suffix) == 0)
+    for (size_t k = 0; k < sizeof manifest_kinds / sizeof manifest_kinds[0]; k++)
+        if (io_path_has_suffix(path, manifest_kinds[k].suffix))
             return read_with(path, lim, classes, m, manifest_kinds[k].rows, 0, 0, e);
-    }
     return xd_fail(e, XD_EARG, "%s: unknown manifest kind, the name must end in .tsv or .jsonl",
                    path);
 }

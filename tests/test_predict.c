@@ -185,6 +185,13 @@ static void test_images_match_eval(void **state)
     check_lines(out, inputs, p, N_IMAGES, K, K, class_names);
     free(out);
     free(err);
+    /* a manifest whose name ends in upper case */
+    assert_int_equal(rename("list.tsv", "LIST.TSV"), 0);
+    assert_int_equal(tu_run_cli(&out, &err, "predict", "img/best.safetensors", "LIST.TSV",
+                                "--top", "9", NULL), 0);
+    check_lines(out, inputs, p, N_IMAGES, K, K, class_names);
+    free(out);
+    free(err);
     free(p);
 }
 

@@ -174,6 +174,14 @@ static void test_manifest_errors(void **state)
     expect_manifest_error("{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n\n\n"
                           "{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "jsonl", "mf/bad.jsonl:4: column image", "bad2.png");
+    /* the kind comes from the end of the file name, in any case: lines and columns named */
+    expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\n\nimg/bad.png\tb\ty\n",
+                          "TSV", "mf/bad.TSV:4: column image_path: ", "not a PNG or JPEG");
+    expect_manifest_error("{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n",
+                          "JSONL", "mf/bad.JSONL:1: column image: ", "bad2.png");
+    mkdir("mf/bad.jsonl.d", 0777);
+    expect_manifest_error("image_path\ttext\tlabel\n../img/bad.png\ta\tx\n", "jsonl.d/x.tsv",
+                          "mf/bad.jsonl.d/x.tsv:2: column image_path: ", "not a PNG or JPEG");
     /* nothing to prepare, or nothing left to test on: errors, not an empty set or split */
     expect_manifest_error("image_path\ttext\tlabel\n", "tsv", "mf/bad.tsv", "no examples");
     expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\nimg/tall.jpg\tb\ty\n"

@@ -40,8 +40,7 @@ static size_t *row_lines(const char *path, size_t n_rows)
     size_t n;
     xd_err ignored;
     if (io_read_all(path, (size_t)1 << 30, &buf, &n, &ignored) != XD_OK) return NULL;
-    size_t plen = strlen(path);
-    int tsv = plen >= 4 && strcmp(path + plen - 4, ".tsv") == 0, header = tsv;
+    int tsv = io_path_has_suffix(path, ".tsv"), header = tsv;
     size_t *lines = xd_xmalloc((n_rows + 1) * sizeof *lines), k = 0, lineno = 0;
     const char *p = buf, *end = p + n;
     if (n >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0) p += 3;
@@ -315,7 +314,7 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     if (!s && first_bad < m.n) {
         *e = bad_err;
         s = bad_err.code ? bad_err.code : XD_EFORMAT;
-        const char *col = strstr(o->manifest, ".jsonl") ? "image" : "image_path";
+        const char *col = io_path_has_suffix(o->manifest, ".jsonl") ? "image" : "image_path";
         if (lines)
             xd_err_prefix(e, "%s:%zu: column %s", o->manifest, lines[first_bad], col);
         else
