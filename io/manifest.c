@@ -226,6 +226,9 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     if (m->n >= b->lim.max_rows)
         return mf_fail(b, XD_EFORMAT, line, NULL, "more than the %zu examples allowed",
                        b->lim.max_rows);
+    /* blank (nothing but Unicode white space) is empty, as for a rationale */
+    if (txt_is_blank(label))
+        return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
     if (b->rationales) { /* image holds the rationale, checked by jsonl_row */
         size_t i = m->n++;
         m->rationales[i] = xd_xstrdup(image);
@@ -236,7 +239,6 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     }
     if (image[0] == '\0')
         return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_IMAGE], "empty image path");
-    if (label[0] == '\0') return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
     char *resolved = (image[0] == '/' || strcmp(b->dir, ".") == 0) ? xd_xstrdup(image)
                                                                    : io_path_join(b->dir, image);
     struct stat st;
@@ -658,7 +660,7 @@ xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_
         if (bad < len)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: invalid UTF-8 at byte %zu (0x%02x)", path, lineno,
                         bad, (unsigned char)line[bad]);
-        else if (len == 0)
+        else if (len == 0 || txt_is_blank(line))
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: empty class name (one name per line, no blank "
                                        "lines)", path, lineno);
         else if (t.slot[h] >= 0)

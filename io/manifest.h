@@ -21,7 +21,8 @@
  *
  * Image paths that are not absolute are resolved against the manifest's folder, and each image must
  * exist as a regular file (it is not decoded here). Every field must be valid UTF-8; the image path
- * must not be empty. Any problem gives one error "FILE:LINE: column NAME: reason". */
+ * and the label must not be empty, nor a label blank (nothing but Unicode white space, txt_is_blank).
+ * Any problem gives one error "FILE:LINE: column NAME: reason". */
 #ifndef XD_IO_MANIFEST_H
 #define XD_IO_MANIFEST_H
 
@@ -52,8 +53,8 @@ typedef struct {
 } io_manifest;
 
 /* A classes file: one class name per line, in the order of their ids; a UTF-8 byte-order mark and
- * CRLF line ends are tolerated, names are taken literally. Invalid UTF-8, an empty line, a name
- * given twice, or no names at all are errors "FILE:LINE: reason". */
+ * CRLF line ends are tolerated, names are taken literally. Invalid UTF-8, an empty or blank line, a
+ * name given twice, or no names at all are errors "FILE:LINE: reason". */
 typedef struct {
     char *path;
     size_t n;

@@ -172,6 +172,12 @@ static void test_tsv_bad_lines(void **state)
                 ":2: column label: '100000' is not a class id in 0..99999");
     write_text("data/nolbl.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\t\n");
     expect_fail("data/nolbl.tsv", XD_EFORMAT, ":2: column label: empty label");
+    /* blank, nothing but white space (U+3000, U+00A0 too), is empty: not a class */
+    write_text("data/splbl.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\tx\nimg/b.png\tt\t   \n");
+    expect_fail("data/splbl.tsv", XD_EFORMAT, "data/splbl.tsv:3: column label: empty label");
+    write_text("data/splbl.jsonl", "{\"image\": \"img/a.png\", \"text\": \"t\", \"label\": "
+                                   "\"\xE3\x80\x80\xC2\xA0\"}\n");
+    expect_fail("data/splbl.jsonl", XD_EFORMAT, "data/splbl.jsonl:1: column label: empty label");
     write_text("data/utf8.tsv",
                "image_path\ttext\tlabel\nimg/a.png\tok\t1\nimg/b.png\tbad \xC3\x28\t1\n");
     expect_fail("data/utf8.tsv", XD_EFORMAT,
@@ -351,6 +357,7 @@ static void test_classes_file(void **state)
         {"a\nb\na\n", "data/bad.txt:3: class 'a' is already on line 1"},
         {"a\n\nb\n", "data/bad.txt:2: empty class name"},
         {"a\nb\n\n", "data/bad.txt:3: empty class name"},
+        {"a\n \xE3\x80\x80\nb\n", "data/bad.txt:2: empty class name"},
         {"a\nb\xFF\n", "data/bad.txt:2: invalid UTF-8 at byte 1 (0xff)"},
         {"", "data/bad.txt: no class names"},
     };
@@ -415,6 +422,7 @@ static void test_rationales_bad_records(void **state)
         "{\"input\": \"\", \"label\": \"a\", \"rationale\": \"r\"}\n",
         "{\"label\": \"a\", \"rationale\": \"r\"}\n",
         "{\"input\": \"i\", \"label\": \"a\", \"rationale\": 3}\n",
+        "{\"input\": \"i\", \"label\": \" \", \"rationale\": \"r\"}\n",
     };
     const char *why[] = {
         "data/bad.jsonl:2: invalid JSON",
@@ -424,6 +432,7 @@ static void test_rationales_bad_records(void **state)
         "data/bad.jsonl:2: column input: empty input",
         "data/bad.jsonl:2: column input: missing key",
         "data/bad.jsonl:2: column rationale: must be a string",
+        "data/bad.jsonl:2: column label: empty label",
     };
     const size_t n_bad = sizeof bad / sizeof bad[0];
     char buf[4096];
