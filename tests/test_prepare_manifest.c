@@ -167,26 +167,38 @@ static void test_manifest_errors(void **state)
                           "UTF-8");
     expect_manifest_error("{\"image\":\"img/wide.png\",\"text\":\"a\",\"label\":true}\n", "jsonl",
                           "mf/bad.jsonl:1", "label");
-    /* undecodable images: the lowest line wins, whatever thread saw it first */
+    /* undecodable images: the lowest line wins, whatever thread saw it first (three examples a
+     * class, so that the split, decided first, has test examples) */
     expect_manifest_error("\r\nimage_path\ttext\tlabel\r\nimg/wide.png\ta\tx\r\n\r\n"
-                          "img/bad.png\tb\ty\r\nimg/wide.png\tc\tx\r\nimg/bad2.png\td\ty\r\n",
+                          "img/bad.png\tb\ty\r\nimg/wide.png\tc\tx\r\nimg/bad2.png\td\ty\r\n"
+                          "img/wide.png\te\tx\r\nimg/wide.png\tf\ty\r\n",
                           "tsv", "mf/bad.tsv:5: column image_path", "not a PNG or JPEG");
     expect_manifest_error("{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n\n\n"
-                          "{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n",
+                          "{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n"
+                          "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "jsonl", "mf/bad.jsonl:4: column image", "bad2.png");
     /* the kind comes from the end of the file name, in any case: lines and columns named */
-    expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\n\nimg/bad.png\tb\ty\n",
+    expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\n\nimg/bad.png\tb\tx\n"
+                          "img/wide.png\tc\tx\n",
                           "TSV", "mf/bad.TSV:4: column image_path: ", "not a PNG or JPEG");
-    expect_manifest_error("{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n",
+    expect_manifest_error("{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n"
+                          "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n"
+                          "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "JSONL", "mf/bad.JSONL:1: column image: ", "bad2.png");
     mkdir("mf/bad.jsonl.d", 0777);
-    expect_manifest_error("image_path\ttext\tlabel\n../img/bad.png\ta\tx\n", "jsonl.d/x.tsv",
-                          "mf/bad.jsonl.d/x.tsv:2: column image_path: ", "not a PNG or JPEG");
+    expect_manifest_error("image_path\ttext\tlabel\n../img/bad.png\ta\tx\n../img/wide.png\ta\tx\n"
+                          "../img/wide.png\ta\tx\n",
+                          "jsonl.d/x.tsv", "mf/bad.jsonl.d/x.tsv:2: column image_path: ",
+                          "not a PNG or JPEG");
     /* nothing to prepare, or nothing left to test on: errors, not an empty set or split */
     expect_manifest_error("image_path\ttext\tlabel\n", "tsv", "mf/bad.tsv", "no examples");
     expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\nimg/tall.jpg\tb\ty\n"
                           "img/tiny.png\tc\tx\nimg/wide.png\td\ty\n", "tsv", "mf/bad.tsv",
                           "4 examples in 2 classes give no test example at test fraction 0.2");
+    /* the split needs only the labels: decided before any image is decoded, a bad one unread */
+    expect_manifest_error("image_path\ttext\tlabel\nimg/bad.png\ta\tx\nimg/wide.png\tb\ty\n",
+                          "tsv", "mf/bad.tsv: 2 examples in 2 classes give no test example",
+                          "--test-fraction 0");
 
     sets_manifest_opts o = sets_manifest_defaults();
     o.manifest = "mf/bad.tsv";

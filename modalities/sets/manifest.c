@@ -7,8 +7,8 @@
  * on the lowest manifest line is reported, "FILE:LINE: column image_path: reason", whatever the
  * thread count. Texts go to text.LANG ("und" unless told), labels and class names as the manifest
  * gives them, or (with a classes file) the file's names in its order. The split is per example,
- * seeded and stratified by label, or taken from another data set by example id (the 0-based row
- * of the example in the manifest). */
+ * seeded and stratified by label (decided before any image is decoded), or taken from another data
+ * set by example id (the 0-based row of the example in the manifest). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,16 +148,35 @@ static char *set_name(const char *path)
     return s;
 }
 
-/* The split and the data set file of m's examples: pixels (size x size RGB each), or NULL for
+/* The split of m's examples (is_test: m->n), which needs only their labels: decided before any
+ * image is decoded, so that a split without test examples is refused at once. */
+static xd_status split_examples(const sets_manifest_opts *o, const io_manifest *m, uint8_t *is_test,
+                                xd_err *e)
+{
+    sets_split_stratified(m->labels, m->n, (int)m->n_classes, o->test_fraction, o->seed, is_test);
+    size_t n_test = 0;
+    for (size_t i = 0; i < m->n; i++) n_test += is_test[i] == SETS_TEST;
+    /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
+    if (o->test_fraction > 0.0 && n_test == 0 && !o->split_from)
+        return xd_fail(e, XD_EARG,
+                       "%s: %zu examples in %zu classes give no test example at test fraction %g "
+                       "(each class sends round(n x fraction) of its n examples to test); add "
+                       "examples, raise --test-fraction, or give --test-fraction 0 for a set "
+                       "without test split",
+                       o->manifest, m->n, m->n_classes, o->test_fraction);
+    return XD_OK;
+}
+
+/* The data set file of m's examples, split by is_test: pixels (size x size RGB each), or NULL for
  * rationale records, whose examples get a 1x1 blank image so that every reader of the container
  * finds its images, and the rationale section. */
 static xd_status write_set(const sets_manifest_opts *o, const char *lang, const io_manifest *m,
-                           const uint8_t *pixels, const char *path, const char *name,
-                           const mf_options *mopt, double t2, sets_summary *sum, xd_err *e)
+                           const uint8_t *is_test, const uint8_t *pixels, const char *path,
+                           const char *name, const mf_options *mopt, double t2, sets_summary *sum,
+                           xd_err *e)
 {
     const int side = pixels ? o->size : 1;
     const size_t px = (size_t)side * (size_t)side * (pixels ? 3 : 1);
-    uint8_t *is_test = xd_xmalloc(m->n + 1);
     sets_split sp[SETS_SPLIT_COUNT];
     uint8_t *img[SETS_SPLIT_COUNT] = {0}, *mask[SETS_SPLIT_COUNT] = {0};
     int32_t *lab[SETS_SPLIT_COUNT] = {0}, *ids[SETS_SPLIT_COUNT] = {0};
@@ -166,66 +185,53 @@ static xd_status write_set(const sets_manifest_opts *o, const char *lang, const 
     size_t cnt[SETS_SPLIT_COUNT] = {0};
     sets_regroup rg = {0};
     xd_status s = XD_OK;
-    if (!s) {
-        sets_split_stratified(m->labels, m->n, (int)m->n_classes, o->test_fraction, o->seed, is_test);
-        for (size_t i = 0; i < m->n; i++) cnt[is_test[i]]++;
-        /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
-        if (o->test_fraction > 0.0 && cnt[SETS_TEST] == 0 && !o->split_from)
-            s = xd_fail(e, XD_EARG,
-                        "%s: %zu examples in %zu classes give no test example at test fraction %g "
-                        "(each class sends round(n x fraction) of its n examples to test); add "
-                        "examples, raise --test-fraction, or give --test-fraction 0 for a set "
-                        "without test split",
-                        o->manifest, m->n, m->n_classes, o->test_fraction);
+    for (size_t i = 0; i < m->n; i++) cnt[is_test[i]]++;
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        size_t n = cnt[k] + 1;
+        img[k] = xd_xmalloc(n * px);
+        mask[k] = xd_xmalloc(n);
+        lab[k] = xd_xmalloc(n * sizeof(int32_t));
+        ids[k] = xd_xmalloc(n * sizeof(int32_t));
+        txt[k] = xd_xmalloc(n * sizeof(char *));
+        rat[k] = xd_xmalloc(n * sizeof(char *));
+        cnt[k] = 0;
     }
-    if (!s) {
-        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
-            size_t n = cnt[k] + 1;
-            img[k] = xd_xmalloc(n * px);
-            mask[k] = xd_xmalloc(n);
-            lab[k] = xd_xmalloc(n * sizeof(int32_t));
-            ids[k] = xd_xmalloc(n * sizeof(int32_t));
-            txt[k] = xd_xmalloc(n * sizeof(char *));
-            rat[k] = xd_xmalloc(n * sizeof(char *));
-            cnt[k] = 0;
-        }
-        for (size_t i = 0; i < m->n; i++) {
-            int k = is_test[i];
-            size_t j = cnt[k]++;
-            if (pixels)
-                memcpy(img[k] + j * px, pixels + i * px, px);
-            else
-                img[k][j] = 0;
-            if (m->rationales) rat[k][j] = m->rationales[i];
-            mask[k][j] = 1;
-            lab[k][j] = m->labels[i];
-            ids[k][j] = (int32_t)i;
-            txt[k][j] = m->texts[i];
-        }
-        for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
-            txt_tables[k][0] = txt[k];
-            sp[k] = (sets_split){.n = cnt[k], .h = side, .w = side, .c = pixels ? 3 : 1,
-                                 .image = img[k], .rationale = m->rationales ? rat[k] : NULL,
-                                 .label = lab[k], .label_mask = mask[k], .id = ids[k],
-                                 .n_langs = 1, .langs = &lang,
-                                 .texts = (const char *const *const *)txt_tables[k]};
-        }
-        if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
-        char *parent = io_path_dir(path), *made = NULL;
-        if (!s) s = io_mkdir_made(parent, &made, e);
-        sets_write wr = {name, SETS_PAIRED, o->seed, sp, m->n_classes,
-                         (const char *const *)m->class_names};
-        if (!s) s = sets_write_dataset(path, &wr, manifest_meta, mopt, e);
-        if (!s) {
-            sum->t_write = sets_now() - t2;
-            sets_summary_fill(sum, SETS_PAIRED, path, sp, m->n_classes,
-                              (const char *const *)m->class_names);
-        } else if (made) { /* the folders this run made go again */
-            io_unmake_dir(parent, made);
-        }
-        free(made);
-        free(parent);
+    for (size_t i = 0; i < m->n; i++) {
+        int k = is_test[i];
+        size_t j = cnt[k]++;
+        if (pixels)
+            memcpy(img[k] + j * px, pixels + i * px, px);
+        else
+            img[k][j] = 0;
+        if (m->rationales) rat[k][j] = m->rationales[i];
+        mask[k][j] = 1;
+        lab[k][j] = m->labels[i];
+        ids[k][j] = (int32_t)i;
+        txt[k][j] = m->texts[i];
     }
+    for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
+        txt_tables[k][0] = txt[k];
+        sp[k] = (sets_split){.n = cnt[k], .h = side, .w = side, .c = pixels ? 3 : 1,
+                             .image = img[k], .rationale = m->rationales ? rat[k] : NULL,
+                             .label = lab[k], .label_mask = mask[k], .id = ids[k],
+                             .n_langs = 1, .langs = &lang,
+                             .texts = (const char *const *const *)txt_tables[k]};
+    }
+    if (o->split_from) s = sets_split_from(o->split_from, sp, &rg, e);
+    char *parent = io_path_dir(path), *made = NULL;
+    if (!s) s = io_mkdir_made(parent, &made, e);
+    sets_write wr = {name, SETS_PAIRED, o->seed, sp, m->n_classes,
+                     (const char *const *)m->class_names};
+    if (!s) s = sets_write_dataset(path, &wr, manifest_meta, mopt, e);
+    if (!s) {
+        sum->t_write = sets_now() - t2;
+        sets_summary_fill(sum, SETS_PAIRED, path, sp, m->n_classes,
+                          (const char *const *)m->class_names);
+    } else if (made) { /* the folders this run made go again */
+        io_unmake_dir(parent, made);
+    }
+    free(made);
+    free(parent);
     for (int k = 0; k < SETS_SPLIT_COUNT; k++) {
         free(img[k]);
         free(mask[k]);
@@ -235,7 +241,6 @@ static xd_status write_set(const sets_manifest_opts *o, const char *lang, const 
         free(rat[k]);
     }
     sets_regroup_free(&rg);
-    free(is_test);
     return s;
 }
 
@@ -276,7 +281,10 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
         s = sets_split_from_check(o->split_from, rows, NULL, m.n, e);
         free(rows);
     }
+    uint8_t *is_test = xd_xmalloc(m.n + 1);
+    if (!s) s = split_examples(o, &m, is_test, e);
     if (s) {
+        free(is_test);
         io_manifest_free(&m);
         free(path);
         free(name);
@@ -322,7 +330,7 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     }
     double t2 = sets_now();
     if (!s) {
-        s = write_set(o, lang, &m, pixels, path, name, &mopt, t2, sum, e);
+        s = write_set(o, lang, &m, is_test, pixels, path, name, &mopt, t2, sum, e);
         sum->t_read = t1 - t0;
         sum->t_decode = t2 - t1;
         sum->n_skipped = m.skipped;
@@ -333,6 +341,7 @@ static xd_status build_set(const sets_manifest_opts *o, int rationales, sets_sum
     free(name);
     free(pixels);
     free(lines);
+    free(is_test);
     io_manifest_free(&m);
     return s;
 }
