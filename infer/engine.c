@@ -265,10 +265,15 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *x)
         free(b);
         return NULL;
     }
-    if (x->m.tokens)
-        b->ids = xd_try_alloc(sizeof(int32_t) * B * (size_t)x->m.tokens);
-    else if ((b->sizes = calloc(2 * B, sizeof *b->sizes)))
-        b->pixels = xd_try_alloc(B * (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+    /* every slot starts as the blank input a failed fill leaves (slot_failed): zero pixels of
+     * no size, or a text of pad tokens only */
+    if (x->m.tokens) {
+        const size_t L = (size_t)x->m.tokens;
+        if ((b->ids = calloc(B * L, sizeof *b->ids)))
+            for (size_t i = 0; i < B; i++) txt_pad_row(b->ids + i * L, 0, L);
+    } else if ((b->sizes = calloc(2 * B, sizeof *b->sizes))) {
+        b->pixels = calloc(B, (size_t)x->dh * (size_t)x->dw * (size_t)x->dc);
+    }
     if (!b->ids && !b->pixels) {
         free(b->sizes);
         free(b->names);

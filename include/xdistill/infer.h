@@ -77,7 +77,9 @@ void xdistill_map_size(const xdistill_model *m, int *height, int *width);
 /* Floats xdistill_predict writes per input: height * width * classes. */
 size_t xdistill_outputs(const xdistill_model *m);
 
-/* A batch of max_batch slots for m (which must outlive it); NULL when out of memory. */
+/* A batch of max_batch slots for m (which must outlive it); NULL when out of memory. Every slot
+ * starts blank: until filled it holds the input a failed fill leaves (an image of zero bytes
+ * and no size, a text of no token), which predicts the same every time. */
 xdistill_batch *xdistill_batch_new(const xdistill_model *m);
 void xdistill_batch_free(xdistill_batch *b); /* NULL is fine */
 
@@ -95,7 +97,8 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
                                         const char *name, xdistill_error *err);
 
 /* Runs m on slots 0..count-1 of b: probs (count, xdistill_outputs(m)), each position's class
- * probabilities summing to 1. A model output that is not finite (weights whose products overflow
+ * probabilities summing to 1. A slot never filled, or whose last fill failed, is predicted as
+ * the blank input it holds (xdistill_batch_new). A model output that is not finite (weights whose products overflow
  * float) gives no probabilities but XDISTILL_ENUM, naming the checkpoint and the input by the
  * name its slot was filled with. */
 xdistill_status xdistill_predict(xdistill_model *m, const xdistill_batch *b, int count,
