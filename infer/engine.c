@@ -153,10 +153,12 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
 {
     xd_err e;
     xd_err_clear(&e);
+    if (!out) return out_err(err, xd_fail(&e, XD_EARG, "xdistill_load: out is NULL"), &e);
     *out = NULL;
-    if (!path || max_batch < 1 || max_batch > MAX_BATCH)
-        return out_err(err, xd_fail(&e, XD_EARG, "%s: batches of %d inputs (1..%d)",
-                                    path ? path : "(no path)", max_batch, MAX_BATCH), &e);
+    if (!path) return out_err(err, xd_fail(&e, XD_EARG, "xdistill_load: path is NULL"), &e);
+    if (max_batch < 1 || max_batch > MAX_BATCH)
+        return out_err(err, xd_fail(&e, XD_EARG, "%s: batches of %d inputs (1..%d)", path,
+                                    max_batch, MAX_BATCH), &e);
     xdistill_model *x = xd_xcalloc(1, sizeof *x);
     x->path = xd_xstrdup(path);
     xd_status s = ckpt_load(path, max_batch, &x->m, &e);
@@ -205,9 +207,10 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
 {
     xd_err e;
     xd_err_clear(&e);
+    if (!x) return out_err(err, xd_fail(&e, XD_EARG, "xdistill_use_exit: model is NULL"), &e);
     int head;
     xd_status s = name ? exits_find(&x->m, x->path, name, &head, &e)
-                       : xd_fail(&e, XD_EARG, "%s: no exit name", x->path);
+                       : xd_fail(&e, XD_EARG, "%s: xdistill_use_exit: name is NULL", x->path);
     if (s != XD_OK) return out_err(err, s, &e);
     const int K = x->K;
     set_head(x, head);
@@ -228,35 +231,36 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
 
 xdistill_input_kind xdistill_reads(const xdistill_model *x)
 {
-    return x->m.tokens ? XDISTILL_READS_TEXTS : XDISTILL_READS_IMAGES;
+    return x && x->m.tokens ? XDISTILL_READS_TEXTS : XDISTILL_READS_IMAGES;
 }
 
 xdistill_task xdistill_task_of(const xdistill_model *x)
 {
-    return x->map_h > 1 || x->map_w > 1 ? XDISTILL_SEGMENT : XDISTILL_CLASSIFY;
+    return x && (x->map_h > 1 || x->map_w > 1) ? XDISTILL_SEGMENT : XDISTILL_CLASSIFY;
 }
 
-int xdistill_max_batch(const xdistill_model *x) { return x->m.max_batch; }
-int xdistill_num_classes(const xdistill_model *x) { return x->K; }
+int xdistill_max_batch(const xdistill_model *x) { return x ? x->m.max_batch : 0; }
+int xdistill_num_classes(const xdistill_model *x) { return x ? x->K : 0; }
 
 const char *xdistill_class_name(const xdistill_model *x, int k)
 {
-    return k >= 0 && k < x->K ? x->names[k] : NULL;
+    return x && k >= 0 && k < x->K ? x->names[k] : NULL;
 }
 
 void xdistill_map_size(const xdistill_model *x, int *height, int *width)
 {
-    *height = x->map_h;
-    *width = x->map_w;
+    if (height) *height = x ? x->map_h : 0;
+    if (width) *width = x ? x->map_w : 0;
 }
 
 size_t xdistill_outputs(const xdistill_model *x)
 {
-    return (size_t)x->map_h * (size_t)x->map_w * (size_t)x->K;
+    return x ? (size_t)x->map_h * (size_t)x->map_w * (size_t)x->K : 0;
 }
 
 xdistill_batch *xdistill_batch_new(const xdistill_model *x)
 {
+    if (!x) return NULL;
     xdistill_batch *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->m = x;
@@ -299,6 +303,7 @@ static xd_status check_slot(const xdistill_batch *b, int slot, int texts, const 
                             xd_err *e)
 {
     if (!name) name = texts ? "text" : "image";
+    if (!b) return xd_fail(e, XD_EARG, "%s: the batch is NULL", name);
     if (slot < 0 || slot >= b->m->m.max_batch)
         return xd_fail(e, XD_EARG, "%s: slot %d of a batch of %d", name, slot, b->m->m.max_batch);
     if (texts && !b->m->m.tokens)
@@ -355,7 +360,7 @@ static void slot_name(const xdistill_batch *b, int slot, const char *name)
 static xdistill_status slot_failed(const xdistill_batch *b, int slot, const char *name,
                                    xd_status s, xd_err *e, xdistill_error *err)
 {
-    if (slot >= 0 && slot < b->m->m.max_batch) {
+    if (b && slot >= 0 && slot < b->m->m.max_batch) {
         const xdistill_model *x = b->m;
         slot_name(b, slot, NULL);
         if (b->pixels) {
@@ -375,7 +380,9 @@ xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsi
     xd_err e;
     xd_err_clear(&e);
     xd_status s = check_slot(b, slot, 0, name, &e);
-    if (s == XD_OK && (!pixels || height < 1 || width < 1 || height > IMG_MAX_SIDE ||
+    if (s == XD_OK && !pixels)
+        s = xd_fail(&e, XD_EARG, "%s: pixels is NULL", name ? name : "image");
+    if (s == XD_OK && (height < 1 || width < 1 || height > IMG_MAX_SIDE ||
                        width > IMG_MAX_SIDE || channels < 1 || channels > 4))
         s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides 1..%d, channels 1..4)",
                     name ? name : "image", height, width, channels, IMG_MAX_SIDE);
@@ -393,6 +400,7 @@ xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const
     xd_err e;
     xd_err_clear(&e);
     xd_status s = check_slot(b, slot, 0, path, &e);
+    if (s == XD_OK && !path) s = xd_fail(&e, XD_EARG, "image: the path is NULL");
     io_image img = {0};
     if (s == XD_OK) s = io_image_read(path, NULL, &img, &e);
     if (s != XD_OK) return slot_failed(b, slot, path, s, &e, err);
@@ -407,7 +415,7 @@ xdistill_status xdistill_batch_set_text(xdistill_batch *b, int slot, const char 
     xd_err e;
     xd_err_clear(&e);
     xd_status s = check_slot(b, slot, 1, name, &e);
-    if (s == XD_OK && !text) s = xd_fail(&e, XD_EARG, "%s: no text", name ? name : "text");
+    if (s == XD_OK && !text) s = xd_fail(&e, XD_EARG, "%s: text is NULL", name ? name : "text");
     if (s == XD_OK) {
         const size_t L = (size_t)b->m->m.tokens;
         int32_t *row = b->ids + (size_t)slot * L;
@@ -474,6 +482,9 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
 {
     xd_err e;
     xd_err_clear(&e);
+    if (!x || !path)
+        return out_err(err, xd_fail(&e, XD_EARG, "xdistill_use_rationale: %s is NULL",
+                                    x ? "path" : "model"), &e);
     nn_seqdec *d = xd_xcalloc(1, sizeof *d);
     rat_vocab *rv = xd_xcalloc(1, sizeof *rv);
     char *tap = NULL;
@@ -518,7 +529,7 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
 
 int xdistill_rationale(const xdistill_model *x, int slot, char *buf, size_t cap)
 {
-    if (!x->dec || slot < 0 || slot >= x->m.max_batch || !buf || !cap) return -1;
+    if (!x || !x->dec || slot < 0 || slot >= x->m.max_batch || !buf || !cap) return -1;
     rat_decode(x->rv, x->dec_out + (size_t)slot * x->dec->max_len, x->dec_len[slot], buf, cap);
     return x->dec_len[slot];
 }
@@ -529,9 +540,12 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
     xd_err e;
     xd_err_clear(&e);
     xd_status s = XD_OK;
-    if (!b || b->m != x || count < 1 || count > x->m.max_batch || !probs)
-        s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model, 1..%d inputs and an "
-                    "output buffer", x->path, x->m.max_batch);
+    if (!x || !b || !probs)
+        s = xd_fail(&e, XD_EARG, "xdistill_predict: %s is NULL",
+                    !x ? "the model" : !b ? "the batch" : "probs (the output buffer)");
+    else if (b->m != x || count < 1 || count > x->m.max_batch)
+        s = xd_fail(&e, XD_EARG, "%s: predict needs a batch of this model and 1..%d inputs",
+                    x->path, x->m.max_batch);
     else if (x->flops * count * (x->m.qengine ? 0.5 : 1.0) < SERIAL_FLOPS) {
         /* one thread (this thread's count, set and put back): the layers' loops then run
          * without a parallel region (xd_threads_split) */
@@ -551,9 +565,9 @@ xdistill_status xdistill_predict(xdistill_model *x, const xdistill_batch *b, int
 
 void xdistill_batch_image_size(const xdistill_batch *b, int slot, int *height, int *width)
 {
-    const int ok = b->sizes && slot >= 0 && slot < b->m->m.max_batch;
-    *height = ok ? b->sizes[2 * slot] : 0;
-    *width = ok ? b->sizes[2 * slot + 1] : 0;
+    const int ok = b && b->sizes && slot >= 0 && slot < b->m->m.max_batch;
+    if (height) *height = ok ? b->sizes[2 * slot] : 0;
+    if (width) *width = ok ? b->sizes[2 * slot + 1] : 0;
 }
 
 /* The output map covers what stage 1 keeps of the image: its centre square when the training
@@ -564,13 +578,15 @@ xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *pr
 {
     xd_err e;
     xd_err_clear(&e);
+    if (!b) return out_err(err, xd_fail(&e, XD_EARG, "xdistill_mask: the batch is NULL"), &e);
     const xdistill_model *x = b->m;
     int h, w;
     xdistill_batch_image_size(b, slot, &h, &w);
     xd_status s = XD_OK;
-    if (!h || !probs || !mask)
-        s = xd_fail(&e, XD_EARG, "%s: a mask needs a slot that holds an image, its "
-                    "probabilities and a buffer", x->path);
+    if (!probs || !mask)
+        s = xd_fail(&e, XD_EARG, "%s: xdistill_mask: %s is NULL", x->path, probs ? "mask" : "probs");
+    else if (!h)
+        s = xd_fail(&e, XD_EARG, "%s: a mask needs a slot that holds an image", x->path);
     else if (x->K > 256)
         s = xd_fail(&e, XD_EUNSUPPORTED, "%s: %d classes; a mask of bytes holds 256", x->path, x->K);
     if (s != XD_OK) return out_err(err, s, &e);

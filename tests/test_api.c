@@ -3,10 +3,7 @@
  *   - a slot never filled predicts as the blank input a failed fill leaves, whatever the memory
  *     the batch was made in held before;
  *   - a NULL pointer argument is XDISTILL_EARG (or the documented failure value), never a crash,
- *     with a message naming the argument;
- *   - every message is one line, even for names holding line breaks;
- *   - xdistill_top puts NaN last;
- *   - an image file wider than the library handles is XDISTILL_EUNSUPPORTED. */
+ *     with a message naming the argument. */
 #include "tests/support/testutil.h"
 
 #include <stdio.h>
@@ -84,10 +81,77 @@ static void test_unset_slots(void **state)
     }
 }
 
+/* status s with a message that holds what */
+static void expect(xdistill_status s, const xdistill_error *e, xdistill_status want,
+                   const char *what)
+{
+    assert_int_equal(s, want);
+    assert_int_equal(e->code, want);
+    if (!strstr(e->message, what)) fail_msg("'%s' is not in '%s'", what, e->message);
+}
+
+static void test_null_arguments(void **state)
+{
+    (void)state;
+    xdistill_error e;
+    xdistill_model *m = load("img/best.safetensors", 2), *t = load("txt/best.safetensors", 1);
+    xdistill_model *out = m;
+    expect(xdistill_load(NULL, 1, &out, &e), &e, XDISTILL_EARG, "path");
+    assert_null(out);
+    expect(xdistill_load("img/best.safetensors", 1, NULL, &e), &e, XDISTILL_EARG, "out");
+    expect(xdistill_use_exit(NULL, "x", &e), &e, XDISTILL_EARG, "model");
+    expect(xdistill_use_exit(m, NULL, &e), &e, XDISTILL_EARG, "name");
+    assert_int_equal(xdistill_reads(NULL), XDISTILL_READS_IMAGES);
+    assert_int_equal(xdistill_task_of(NULL), XDISTILL_CLASSIFY);
+    assert_int_equal(xdistill_max_batch(NULL), 0);
+    assert_int_equal(xdistill_num_classes(NULL), 0);
+    assert_null(xdistill_class_name(NULL, 0));
+    int h = -1, w = -1;
+    xdistill_map_size(NULL, &h, &w);
+    assert_int_equal(h, 0);
+    assert_int_equal(w, 0);
+    xdistill_map_size(m, NULL, NULL);
+    assert_int_equal(xdistill_outputs(NULL), 0);
+    assert_null(xdistill_batch_new(NULL));
+    xdistill_batch *b = xdistill_batch_new(m), *tb = xdistill_batch_new(t);
+    assert_non_null(b);
+    assert_non_null(tb);
+    expect(xdistill_batch_set_image_file(NULL, 0, "img0.png", &e), &e, XDISTILL_EARG, "batch");
+    expect(xdistill_batch_set_image_file(b, 0, NULL, &e), &e, XDISTILL_EARG, "path");
+    expect(xdistill_batch_set_image(NULL, 0, (const unsigned char *)"", 1, 1, 1, "p", &e), &e,
+           XDISTILL_EARG, "batch");
+    expect(xdistill_batch_set_image(b, 0, NULL, 1, 1, 1, "p", &e), &e, XDISTILL_EARG, "pixels");
+    expect(xdistill_batch_set_text(NULL, 0, "a", 1, "t", &e), &e, XDISTILL_EARG, "batch");
+    expect(xdistill_batch_set_text(tb, 0, NULL, 1, "t", &e), &e, XDISTILL_EARG, "text");
+    float probs[4096];
+    expect(xdistill_predict(NULL, b, 1, probs, &e), &e, XDISTILL_EARG, "model");
+    expect(xdistill_predict(m, NULL, 1, probs, &e), &e, XDISTILL_EARG, "batch");
+    expect(xdistill_predict(m, b, 1, NULL, &e), &e, XDISTILL_EARG, "probs");
+    expect(xdistill_use_rationale(NULL, "x", &e), &e, XDISTILL_EARG, "model");
+    expect(xdistill_use_rationale(m, NULL, &e), &e, XDISTILL_EARG, "path");
+    char buf[8];
+    assert_int_equal(xdistill_rationale(NULL, 0, buf, sizeof buf), -1);
+    h = w = -1;
+    xdistill_batch_image_size(NULL, 0, &h, &w);
+    assert_int_equal(h, 0);
+    assert_int_equal(w, 0);
+    xdistill_batch_image_size(b, 0, NULL, NULL);
+    unsigned char mask[1];
+    expect(xdistill_mask(NULL, 0, probs, mask, &e), &e, XDISTILL_EARG, "batch");
+    assert_int_equal(xdistill_top(NULL, 1, 1, (int[1]){0}), 0);
+    /* err may be NULL */
+    assert_int_equal(xdistill_predict(NULL, NULL, 1, NULL, NULL), XDISTILL_EARG);
+    xdistill_batch_free(b);
+    xdistill_batch_free(tb);
+    xdistill_free(m);
+    xdistill_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_unset_slots, setup),
+        cmocka_unit_test_setup(test_null_arguments, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

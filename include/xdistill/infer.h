@@ -12,6 +12,13 @@
  *
  * Errors: every function that can fail returns a status and fills an xdistill_error (when not
  * NULL) with one line naming the file and the problem. Nothing prints, nothing exits.
+ * A NULL pointer where a function needs one (a model, batch, path, name, text, pixels or
+ * buffer; err may always be NULL) is XDISTILL_EARG with a message naming the argument; the
+ * functions without a status give their stated failure value instead: xdistill_batch_new and
+ * xdistill_class_name NULL, xdistill_rationale -1 and xdistill_top 0; given no model,
+ * xdistill_max_batch, xdistill_num_classes and xdistill_outputs give 0, xdistill_map_size and
+ * xdistill_batch_image_size (no batch) 0 and 0, xdistill_reads XDISTILL_READS_IMAGES and
+ * xdistill_task_of XDISTILL_CLASSIFY; their NULL height or width pointers are skipped.
  *
  * Threads: predictions run in parallel inside (OpenMP; OMP_NUM_THREADS sets the count; one of
  * under some 20 MFLOP, such as one image through a small CNN, on one thread). A model
