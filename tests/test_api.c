@@ -3,7 +3,8 @@
  *   - a slot never filled predicts as the blank input a failed fill leaves, whatever the memory
  *     the batch was made in held before;
  *   - a NULL pointer argument is XDISTILL_EARG (or the documented failure value), never a crash,
- *     with a message naming the argument. */
+ *     with a message naming the argument;
+ *   - every message is one line, even for names holding line breaks. */
 #include "tests/support/testutil.h"
 
 #include <stdio.h>
@@ -88,6 +89,7 @@ static void expect(xdistill_status s, const xdistill_error *e, xdistill_status w
     assert_int_equal(s, want);
     assert_int_equal(e->code, want);
     if (!strstr(e->message, what)) fail_msg("'%s' is not in '%s'", what, e->message);
+    assert_null(strchr(e->message, '\n'));
 }
 
 static void test_null_arguments(void **state)
@@ -147,11 +149,51 @@ static void test_null_arguments(void **state)
     xdistill_free(t);
 }
 
+static void no_break(const xdistill_error *e, const char *escaped)
+{
+    for (const char *c = e->message; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) fail_msg("control byte in '%s'", e->message);
+    if (!strstr(e->message, escaped)) fail_msg("'%s' is not in '%s'", escaped, e->message);
+}
+
+static void test_messages_one_line(void **state)
+{
+    (void)state;
+    xdistill_error e;
+    xdistill_model *m = NULL;
+    assert_int_equal(xdistill_load("no\nsuch\x01.safetensors", 1, &m, &e), XDISTILL_EIO);
+    no_break(&e, "no\\nsuch\\x01.safetensors");
+    m = load("img/best.safetensors", 1);
+    xdistill_batch *b = xdistill_batch_new(m);
+    assert_int_not_equal(xdistill_batch_set_image_file(b, 0, "a\nb.png", &e), XDISTILL_OK);
+    no_break(&e, "a\\nb.png");
+    unsigned char px[3] = {0};
+    assert_int_equal(xdistill_batch_set_image(b, 0, px, 0, 1, 3, "line1\r\nline2\t", &e),
+                     XDISTILL_EARG);
+    no_break(&e, "line1\\r\\nline2\\t");
+    assert_int_not_equal(xdistill_use_exit(m, "a\nb", &e), XDISTILL_OK);
+    no_break(&e, "a\\nb");
+    /* escaped, a message longer than the buffer is cut before an escape, never inside one */
+    char name[300];
+    memset(name, '\n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    assert_int_not_equal(xdistill_batch_set_image_file(b, 0, name, &e), XDISTILL_OK);
+    no_break(&e, "\\n\\n");
+    const size_t len = strlen(e.message);
+    assert_true(len >= XDISTILL_ERROR_LEN - 2 && len < XDISTILL_ERROR_LEN);
+    size_t slashes = 0;
+    while (slashes < len && e.message[len - 1 - slashes] == '\\') slashes++;
+    assert_int_equal(slashes % 2, 0);
+    xdistill_batch_free(b);
+    xdistill_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_unset_slots, setup),
         cmocka_unit_test_setup(test_null_arguments, setup),
+        cmocka_unit_test_setup(test_messages_one_line, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,7 +47,9 @@ typedef enum {
 #define XDISTILL_ERROR_LEN 512
 typedef struct {
     xdistill_status code;
-    char message[XDISTILL_ERROR_LEN]; /* one line, no line break */
+    /* one line, no line break: a control character of a caller's path or name is written as
+     * \n, \r, \t or \xNN (a message too long is cut before such an escape) */
+    char message[XDISTILL_ERROR_LEN];
 } xdistill_error;
 
 typedef enum { XDISTILL_READS_IMAGES, XDISTILL_READS_TEXTS } xdistill_input_kind;
