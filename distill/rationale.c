@@ -159,7 +159,7 @@ xd_status rat_load(const char *path, int max_batch, nn_seqdec *d, rat_vocab *rv,
                             shape);
         }
     }
-    if (s == XD_OK) s = nn_seqdec_init(d, in, hidden, embed, V, len, max_batch, 0, e);
+    if (s == XD_OK) s = nn_seqdec_init_greedy(d, in, hidden, embed, V, len, max_batch, e);
     if (s == XD_OK) {
         io_tensor t[NN_SEQ_TENSORS];
         decoder_tensors(d, t);
@@ -168,7 +168,8 @@ xd_status rat_load(const char *path, int max_batch, nn_seqdec *d, rat_vocab *rv,
             memcpy(d->param + d->off[k], io_st_find(f, nn_seq_tensor_names[k])->data,
                    d->n[k] * sizeof(float));
     }
-    if (s == XD_OK) *tap = xd_xstrdup(node);
+    if (s == XD_OK && !(*tap = strdup(node)))
+        s = xd_fail(e, XD_ENOMEM, "%s: no memory for the decoder's node name", path);
     io_st_close(f);
     if (s != XD_OK) {
         if (d->param) nn_seqdec_free(d);

@@ -105,18 +105,28 @@ static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e
 
 const char *xdistill_version(void) { return XD_VERSION; }
 
-/* Class names: the stored ones (when stored is set), else the class numbers. */
-static xd_status load_names(xdistill_model *x, int stored, xd_err *e)
+/* *names: "0", "1", ... "K-1", NULL (free with ckpt_class_names_free). */
+static xd_status number_names(const xdistill_model *x, int K, char ***names, xd_err *e)
 {
-    xd_status s = stored ? ckpt_class_names(x->path, &x->m, &x->names, e) : XD_OK;
-    if (s != XD_OK || x->names) return s;
-    x->names = xd_xcalloc((size_t)x->K + 1, sizeof *x->names);
-    for (int k = 0; k < x->K; k++) {
+    char **n = calloc((size_t)K + 1, sizeof *n);
+    for (int k = 0; n && k < K; k++) {
         char num[16];
         snprintf(num, sizeof num, "%d", k);
-        x->names[k] = xd_xstrdup(num);
+        if (!(n[k] = strdup(num))) {
+            ckpt_class_names_free(n); /* NULL-terminated where it stopped */
+            n = NULL;
+        }
     }
-    return XD_OK;
+    *names = n;
+    return n ? XD_OK : xd_fail(e, XD_ENOMEM, "%s: no memory for %d class names", x->path, K);
+}
+
+/* Class names: the stored ones, else the class numbers. */
+static xd_status load_names(xdistill_model *x, xd_err *e)
+{
+    xd_status s = ckpt_class_names(x->path, &x->m, &x->names, e);
+    if (s != XD_OK || x->names) return s;
+    return number_names(x, x->K, &x->names, e);
 }
 
 /* The preprocessing the checkpoint stores: stage 2's batcher and the training image size. */
@@ -175,8 +185,11 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
     if (max_batch < 1 || max_batch > MAX_BATCH)
         return out_err(err, xd_fail(&e, XD_EARG, "%s: batches of %d inputs (1..%d)", path,
                                     max_batch, MAX_BATCH), &e);
-    xdistill_model *x = xd_xcalloc(1, sizeof *x);
-    x->path = xd_xstrdup(path);
+    xdistill_model *x = calloc(1, sizeof *x);
+    if (!x || !(x->path = strdup(path))) {
+        free(x);
+        return out_err(err, xd_fail(&e, XD_ENOMEM, "%s: no memory to load it", path), &e);
+    }
     xd_status s = ckpt_load(path, max_batch, &x->m, &e);
     if (s == XD_OK) {
         x->flops = nn_model_flops(&x->m);
@@ -185,7 +198,7 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
         if (s != XD_OK) xd_err_prefix(&e, "%s", path);
     }
     if (s == XD_OK) {
-        s = load_names(x, 1, &e);
+        s = load_names(x, &e);
     }
     if (s == XD_OK) s = load_preprocessing(x, &e);
     if (s != XD_OK) {
@@ -228,21 +241,31 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
     xd_status s = name ? exits_find(&x->m, x->path, name, &head, &e)
                        : xd_fail(&e, XD_EARG, "%s: xdistill_use_exit: name is NULL", x->path);
     if (s != XD_OK) return out_err(err, s, &e);
-    const int K = x->K;
+    /* what the new head needs, made before anything changes: on failure m is as it was */
+    const int old_head = x->head, old_K = x->K;
     set_head(x, head);
+    uint8_t *need = NULL;
+    char **names = NULL;
+    if (head != nn_model_default_head(&x->m) && !(need = calloc((size_t)x->m.n_nodes, 1)))
+        s = xd_fail(&e, XD_ENOMEM, "%s: no memory for exit '%s'", x->path, name);
+    if (s == XD_OK && x->K != old_K)
+        s = number_names(x, x->K, &names, &e); /* the stored names are the default head's */
+    if (s != XD_OK) {
+        free(need);
+        set_head(x, old_head);
+        return out_err(err, s, &e);
+    }
+    if (need) {
+        nn_model_needs(&x->m, head, need);
+        if (x->dec) nn_model_needs(&x->m, x->dec_node, need); /* the rationale decoder's tap */
+    }
     free(x->need);
-    x->need = NULL;
-    if (head != nn_model_default_head(&x->m)) {
-        x->need = xd_xcalloc((size_t)x->m.n_nodes, 1);
-        nn_model_needs(&x->m, head, x->need);
-        if (x->dec) nn_model_needs(&x->m, x->dec_node, x->need); /* the rationale decoder's tap */
-    }
-    if (x->K != K) {
+    x->need = need;
+    if (names) {
         ckpt_class_names_free(x->names);
-        x->names = NULL;
-        s = load_names(x, 0, &e); /* the stored names are the default head's */
+        x->names = names;
     }
-    return s == XD_OK ? XDISTILL_OK : out_err(err, s, &e);
+    return XDISTILL_OK;
 }
 
 xdistill_input_kind xdistill_reads(const xdistill_model *x)
@@ -501,10 +524,13 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
     if (!x || !path)
         return out_err(err, xd_fail(&e, XD_EARG, "xdistill_use_rationale: %s is NULL",
                                     x ? "path" : "model"), &e);
-    nn_seqdec *d = xd_xcalloc(1, sizeof *d);
-    rat_vocab *rv = xd_xcalloc(1, sizeof *rv);
+    nn_seqdec *d = calloc(1, sizeof *d);
+    rat_vocab *rv = calloc(1, sizeof *rv);
     char *tap = NULL;
-    xd_status s = rat_load(path, x->m.max_batch, d, rv, &tap, &e);
+    int32_t *dec_out = NULL;
+    int *dec_len = NULL;
+    xd_status s = d && rv ? rat_load(path, x->m.max_batch, d, rv, &tap, &e)
+                          : xd_fail(&e, XD_ENOMEM, "%s: no memory for a decoder", path);
     const int node = s == XD_OK ? nn_model_find(&x->m, tap) : -1;
     if (s == XD_OK && node < 0)
         s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads node '%s', which %s does not have", path,
@@ -522,13 +548,20 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
         s = xd_fail(&e, XD_ESHAPE, "%s: the decoder reads %d values of '%s', %s gives %zu", path,
                     d->in, tap, x->path, nn_model_node(&x->m, node)->act_n);
     free(tap);
+    if (s == XD_OK &&
+        (!(dec_out = xd_try_alloc(sizeof(int32_t) * (size_t)x->m.max_batch * (size_t)d->max_len)) ||
+         !(dec_len = calloc((size_t)x->m.max_batch, sizeof(int)))))
+        s = xd_fail(&e, XD_ENOMEM, "%s: no memory for the rationales of %d inputs", path,
+                    x->m.max_batch);
     if (s != XD_OK) {
-        if (d->param) {
+        if (d && d->param) {
             nn_seqdec_free(d);
             rat_vocab_free(rv);
         }
         free(d);
         free(rv);
+        free(dec_out);
+        free(dec_len);
         return out_err(err, s, &e);
     }
     if (x->dec) {
@@ -537,8 +570,7 @@ xdistill_status xdistill_use_rationale(xdistill_model *x, const char *path, xdis
         free(x->dec), free(x->rv), free(x->dec_out), free(x->dec_len);
     }
     x->dec = d, x->rv = rv, x->dec_node = node;
-    x->dec_out = xd_xmalloc(sizeof(int32_t) * (size_t)x->m.max_batch * (size_t)d->max_len);
-    x->dec_len = xd_xcalloc((size_t)x->m.max_batch, sizeof(int));
+    x->dec_out = dec_out, x->dec_len = dec_len;
     if (x->need) nn_model_needs(&x->m, node, x->need);
     return XDISTILL_OK;
 }
@@ -609,7 +641,10 @@ xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *pr
     int sh = h, sw = w; /* the region the map covers, at (y0, x0) */
     if (x->dh == x->dw && h != w) sh = sw = h < w ? h : w;
     const int y0 = (h - sh) / 2, x0 = (w - sw) / 2;
-    int *col = xd_xmalloc(sizeof *col * (size_t)w);
+    int *col = malloc(sizeof *col * (size_t)w);
+    if (!col)
+        return out_err(err, xd_fail(&e, XD_ENOMEM, "%s: no memory for a mask %d wide", x->path, w),
+                       &e);
     for (int j = 0; j < w; j++) {
         const int u = j - x0 < 0 ? 0 : j - x0 >= sw ? sw - 1 : j - x0;
         col[j] = (int)(((int64_t)2 * u + 1) * x->map_w / (2 * (int64_t)sw));

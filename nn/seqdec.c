@@ -19,7 +19,7 @@ enum { SEQ_MAX_SIZE = 1 << 16, SEQ_MAX_VOCAB = 1 << 22, SEQ_MAX_LEN = 1024 };
 
 static float sigm(float v) { return 1.0f / (1.0f + expf(-v)); }
 
-static float *fbuf(size_t n) { return xd_xmalloc_aligned((n ? n : 1) * sizeof(float)); }
+static float *fbuf(size_t n) { return xd_try_alloc_aligned((n ? n : 1) * sizeof(float)); }
 
 void nn_seqdec_shapes(int in, int hidden, int embed, int vocab, int64_t shapes[NN_SEQ_TENSORS][2])
 {
@@ -30,8 +30,10 @@ void nn_seqdec_shapes(int in, int hidden, int embed, int vocab, int64_t shapes[N
     memcpy(shapes, all, sizeof all);
 }
 
-xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab, int max_len,
-                         int max_batch, uint64_t seed, xd_err *e)
+/* The sizes, the parameter layout and the memory of a decoder that trains (forward, backward and
+ * greedy decoding over max_len steps at once) or only decodes greedily (one step at a time). */
+static xd_status setup(nn_seqdec *d, int in, int hidden, int embed, int vocab, int max_len,
+                       int max_batch, int train, xd_err *e)
 {
     memset(d, 0, sizeof *d);
     if (in < 1 || in > SEQ_MAX_SIZE || hidden < 1 || hidden > SEQ_MAX_SIZE || embed < 1 ||
@@ -59,32 +61,56 @@ xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab,
         off += d->n[k];
     }
     d->n_param = off;
-    /* the sizes may come from a file: the working memory, worked out first, must be there */
-    const size_t TB0 = (size_t)max_len * (size_t)max_batch;
-    const size_t floats = 2 * off + TB0 * ((size_t)embed * 2 + (size_t)H * 3 + (size_t)G * 3 +
-                                           (size_t)vocab) + (size_t)max_batch * (2 * H + G);
-    void *probe = floats < ((size_t)1 << 40) ? xd_try_alloc(floats * sizeof(float)) : NULL;
-    if (!probe)
+    /* the sizes may come from a file: worked out first, the memory is taken if it is there */
+    const size_t B = (size_t)max_batch, TB = (train ? (size_t)max_len : 1) * B;
+    const size_t floats = (train ? 2 : 1) * off +
+                          TB * ((size_t)embed + (size_t)H * 2 + (size_t)G * 2 + (size_t)vocab) +
+                          B * (size_t)(H + G) +
+                          (train ? TB * ((size_t)embed + (size_t)H + (size_t)G) + B * H : 0);
+    if (floats < ((size_t)1 << 40)) {
+        d->param = fbuf(off);
+        d->tok = xd_try_alloc(TB * sizeof(int32_t));
+        d->x = fbuf(TB * (size_t)embed);
+        d->hs = fbuf(TB * (size_t)H + B * H);
+        d->gates = fbuf(TB * (size_t)G);
+        d->hn = fbuf(TB * (size_t)H);
+        d->logits = fbuf(TB * (size_t)vocab);
+        d->dgx = fbuf(TB * (size_t)G);
+        d->gh = fbuf(B * G);
+        d->done = xd_try_alloc(B);
+        if (train) {
+            d->grad = fbuf(off);
+            d->dgh = fbuf(TB * (size_t)G);
+            d->dh_all = fbuf(TB * (size_t)H);
+            d->dx = fbuf(TB * (size_t)embed);
+            d->dh = fbuf(B * H);
+        }
+    }
+    if (!d->param || !d->tok || !d->x || !d->hs || !d->gates || !d->hn || !d->logits ||
+        !d->dgx || !d->gh || !d->done ||
+        (train && (!d->grad || !d->dgh || !d->dh_all || !d->dx || !d->dh))) {
+        nn_seqdec_free(d);
         return xd_fail(e, XD_ENOMEM, "decoder: %zu MiB of working memory (vocabulary %d, hidden "
                        "%d, length %d, batch %d) not available", floats * sizeof(float) >> 20,
                        vocab, hidden, max_len, max_batch);
-    free(probe);
-    d->param = fbuf(off);
-    d->grad = fbuf(off);
-    memset(d->grad, 0, off * sizeof(float));
-    const size_t TB = (size_t)max_len * (size_t)max_batch;
-    d->tok = xd_xmalloc(TB * sizeof(int32_t));
-    d->x = fbuf(TB * (size_t)embed);
-    d->hs = fbuf(TB * (size_t)H + (size_t)max_batch * H);
-    d->gates = fbuf(TB * (size_t)G);
-    d->hn = fbuf(TB * (size_t)H);
-    d->logits = fbuf(TB * (size_t)vocab);
-    d->dgx = fbuf(TB * (size_t)G);
-    d->dgh = fbuf(TB * (size_t)G);
-    d->dh_all = fbuf(TB * (size_t)H);
-    d->dx = fbuf(TB * (size_t)embed);
-    d->dh = fbuf((size_t)max_batch * H);
-    d->gh = fbuf((size_t)max_batch * G);
+    }
+    memset(d->param, 0, off * sizeof(float));
+    if (train) memset(d->grad, 0, off * sizeof(float));
+    return XD_OK;
+}
+
+xd_status nn_seqdec_init_greedy(nn_seqdec *d, int in, int hidden, int embed, int vocab,
+                                int max_len, int max_batch, xd_err *e)
+{
+    return setup(d, in, hidden, embed, vocab, max_len, max_batch, 0, e);
+}
+
+xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab, int max_len,
+                         int max_batch, uint64_t seed, xd_err *e)
+{
+    xd_status s = setup(d, in, hidden, embed, vocab, max_len, max_batch, 1, e);
+    if (s != XD_OK) return s;
+    const int H = hidden;
     /* PyTorch's initialisations */
     xd_rng r = xd_rng_make(seed, 0, 0x5e9decULL);
     const float bounds[NN_SEQ_TENSORS] = {
@@ -104,7 +130,7 @@ void nn_seqdec_free(nn_seqdec *d)
 {
     free(d->param), free(d->grad), free(d->tok), free(d->x), free(d->hs), free(d->gates);
     free(d->hn), free(d->logits), free(d->dgx), free(d->dgh), free(d->dh_all), free(d->dx);
-    free(d->dh), free(d->gh);
+    free(d->dh), free(d->gh), free(d->done);
     memset(d, 0, sizeof *d);
 }
 
@@ -314,7 +340,8 @@ void nn_seqdec_greedy(nn_seqdec *d, const float *z, int B, int32_t *out, int *le
     const int H = d->hidden, V = d->vocab, L = d->max_len;
     start(d, z, B);
     int32_t *tok = d->tok;
-    uint8_t *done = xd_xcalloc((size_t)B, 1);
+    uint8_t *done = d->done;
+    memset(done, 0, (size_t)B);
     for (int b = 0; b < B; b++) {
         tok[b] = NN_SEQ_BOS, len[b] = 0;
         for (int t = 0; t < L; t++) out[(size_t)b * L + t] = NN_SEQ_PAD;
@@ -340,5 +367,4 @@ void nn_seqdec_greedy(nn_seqdec *d, const float *z, int B, int32_t *out, int *le
         }
         memcpy(h, hnew, (size_t)B * H * sizeof(float));
     }
-    free(done);
 }

@@ -50,6 +50,7 @@ typedef struct {
     float *x, *hs, *gates, *hn, *logits; /* (T,B,E) (T+1,B,H) (T,B,3H) (T,B,H) (T*B,V) */
     float *dgx, *dgh, *dh_all, *dx, *dh;  /* (T,B,3H) (T,B,3H) (T,B,H) (T,B,E) (B,H) */
     float *gh;        /* (B, 3H) one step's recurrent product */
+    uint8_t *done;    /* (B) greedy decoding: the rows that have ended */
     int count;        /* non-pad target positions */
 } nn_seqdec;
 
@@ -61,6 +62,11 @@ void nn_seqdec_shapes(int in, int hidden, int embed, int vocab, int64_t shapes[N
  * embedding). XD_EARG when a size is out of range (vocab must exceed the special tokens). */
 xd_status nn_seqdec_init(nn_seqdec *d, int in, int hidden, int embed, int vocab, int max_len,
                          int max_batch, uint64_t seed, xd_err *e);
+/* A decoder for nn_seqdec_greedy only (no forward or backward): parameters zero, to be set, and
+ * working memory for one step of max_batch rows (training's is for max_len steps, and its
+ * gradients). XD_ENOMEM, freeing what it took, when the memory is not there. */
+xd_status nn_seqdec_init_greedy(nn_seqdec *d, int in, int hidden, int embed, int vocab,
+                                int max_len, int max_batch, xd_err *e);
 void nn_seqdec_free(nn_seqdec *d);
 
 /* Teacher-forced forward over B rows: z (B, in), y (B, max_len) targets as above. Returns the

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/mem.h"
 #include "distill/rationale.h"
@@ -144,6 +147,49 @@ static void test_run_and_predict(void **state)
     xdistill_free(x);
 }
 
+/* Taking a decoder under an address space limit (in a child, 0 to 300 MiB above what the process
+ * holds): a status, never a signal, and XDISTILL_OK from under 100 MiB for batches of 65536:
+ * decoding needs the memory of one step of the batch, not training's max_len steps and gradients
+ * (some 230 MiB here). */
+static void test_decoder_memory(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* the sanitizer's shadow memory takes more address space than any limit here */
+#endif
+    if (!exists("rat-run/best.rationale.safetensors"))
+        run_ok("rat", RAT_RECIPE(RAT_LOSS), "rat-run", 3, 0, 0);
+    xdistill_model *x;
+    xdistill_error err;
+    assert_int_equal(xdistill_load("rat-run/best.safetensors", 65536, &x, &err), XDISTILL_OK);
+    FILE *f = fopen("/proc/self/statm", "r");
+    assert_non_null(f);
+    unsigned long pages;
+    assert_int_equal(fscanf(f, "%lu", &pages), 1);
+    fclose(f);
+    const size_t held = pages * (size_t)sysconf(_SC_PAGESIZE);
+    long first_ok = -1;
+    for (long mib = 0; mib <= 300; mib += 4) {
+        fflush(NULL);
+        const pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            const struct rlimit r = {(rlim_t)((long)held + mib * (1L << 20)), RLIM_INFINITY};
+            if (setrlimit(RLIMIT_AS, &r) != 0) _exit(9);
+            const xdistill_status s =
+                xdistill_use_rationale(x, "rat-run/best.rationale.safetensors", &err);
+            _exit((int)s);
+        }
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        if (!WIFEXITED(st))
+            fail_msg("a limit of %ld MiB more: signal %d", mib, WTERMSIG(st));
+        if (first_ok < 0 && WEXITSTATUS(st) == 0) first_ok = mib;
+    }
+    if (first_ok < 0 || first_ok > 100) fail_msg("the decoder needs %ld MiB", first_ok);
+    xdistill_free(x);
+}
+
 /* Stopped and resumed runs end byte for byte like a straight one (the decoder's parameters and
  * moments are in the resume state). */
 static void test_resume_exact(void **state)
@@ -192,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vocab_from_used_texts),
         cmocka_unit_test(test_run_and_predict),
+        cmocka_unit_test(test_decoder_memory),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_errors),
     };
