@@ -663,6 +663,9 @@ xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *pr
     return XDISTILL_OK;
 }
 
+/* a goes before b: the greater, a NaN after every number */
+static int before(float a, float b) { return a == a && (b != b || a > b); }
+
 int xdistill_top(const float *probs, int n, int k, int *classes)
 {
     if (!probs || !classes || n < 1 || k < 1 || k > n) return 0;
@@ -670,7 +673,7 @@ int xdistill_top(const float *probs, int n, int k, int *classes)
     int have = 0;
     for (int c = 0; c < n; c++) {
         int at = have;
-        while (at > 0 && probs[c] > probs[classes[at - 1]]) at--;
+        while (at > 0 && before(probs[c], probs[classes[at - 1]])) at--;
         if (at >= k) continue;
         int last = have < k ? have++ : k - 1;
         memmove(classes + at + 1, classes + at, sizeof *classes * (size_t)(last - at));

@@ -4,9 +4,11 @@
  *     the batch was made in held before;
  *   - a NULL pointer argument is XDISTILL_EARG (or the documented failure value), never a crash,
  *     with a message naming the argument;
- *   - every message is one line, even for names holding line breaks. */
+ *   - every message is one line, even for names holding line breaks;
+ *   - xdistill_top puts NaN last. */
 #include "tests/support/testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,12 +190,32 @@ static void test_messages_one_line(void **state)
     xdistill_free(m);
 }
 
+static void test_top_nan(void **state)
+{
+    (void)state;
+    const float p[5] = {0.2f, NAN, 0.5f, NAN, 0.2f};
+    int c[5] = {-1, -1, -1, -1, -1};
+    assert_int_equal(xdistill_top(p, 5, 5, c), 5);
+    const int want[5] = {2, 0, 4, 1, 3};
+    assert_memory_equal(c, want, sizeof want);
+    int c2[2];
+    assert_int_equal(xdistill_top(p, 5, 2, c2), 2);
+    assert_int_equal(c2[0], 2);
+    assert_int_equal(c2[1], 0);
+    const float q[3] = {NAN, NAN, 0.0f};
+    assert_int_equal(xdistill_top(q, 3, 3, c), 3);
+    assert_int_equal(c[0], 2);
+    assert_int_equal(c[1], 0);
+    assert_int_equal(c[2], 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_unset_slots, setup),
         cmocka_unit_test_setup(test_null_arguments, setup),
         cmocka_unit_test_setup(test_messages_one_line, setup),
+        cmocka_unit_test_setup(test_top_nan, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

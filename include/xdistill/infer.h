@@ -137,7 +137,8 @@ xdistill_status xdistill_mask(const xdistill_batch *b, int slot, const float *pr
                               unsigned char *mask, xdistill_error *err);
 
 /* The k most probable of n classes (k <= n): classes[0..k) in order of falling probability, ties
- * to the lower class. Returns k, or 0 on bad arguments. */
+ * to the lower class; a NaN probability comes after every number (NaNs in class order). Returns
+ * k, or 0 on bad arguments. */
 int xdistill_top(const float *probs, int n, int k, int *classes);
 
 #ifdef __cplusplus
