@@ -421,10 +421,14 @@ xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsi
     xd_status s = check_slot(b, slot, 0, name, &e);
     if (s == XD_OK && !pixels)
         s = xd_fail(&e, XD_EARG, "%s: pixels is NULL", name ? name : "image");
-    if (s == XD_OK && (height < 1 || width < 1 || height > IMG_MAX_SIDE ||
-                       width > IMG_MAX_SIDE || channels < 1 || channels > 4))
-        s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides 1..%d, channels 1..4)",
-                    name ? name : "image", height, width, channels, IMG_MAX_SIDE);
+    if (s == XD_OK && (height < 1 || width < 1 || channels < 1 || channels > 4))
+        s = xd_fail(&e, XD_EARG, "%s: %dx%d pixels of %d channels (sides from 1, channels 1..4)",
+                    name ? name : "image", height, width, channels);
+    /* a valid image, decoded files included (their decoder reads sides up to 32768), that stage
+     * 1's crop and resize do not take */
+    else if (s == XD_OK && (height > IMG_MAX_SIDE || width > IMG_MAX_SIDE))
+        s = xd_fail(&e, XD_EUNSUPPORTED, "%s: %dx%d pixels; images of up to %d pixels a side are "
+                    "handled", name ? name : "image", height, width, IMG_MAX_SIDE);
     if (s == XD_OK) s = prepare_image(b->m, pixels, height, width, channels, slot_pixels(b, slot), &e);
     if (s != XD_OK) return slot_failed(b, slot, name, s, &e, err);
     b->sizes[2 * slot] = height;

@@ -5,7 +5,8 @@
  *   - a NULL pointer argument is XDISTILL_EARG (or the documented failure value), never a crash,
  *     with a message naming the argument;
  *   - every message is one line, even for names holding line breaks;
- *   - xdistill_top puts NaN last. */
+ *   - xdistill_top puts NaN last;
+ *   - an image file wider than the library handles is XDISTILL_EUNSUPPORTED. */
 #include "tests/support/testutil.h"
 
 #include <math.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "include/xdistill/xdistill.h"
+#include "io/png.h"
 #include "tests/support/predictfix.h"
 
 static int setup(void **state)
@@ -209,6 +211,32 @@ static void test_top_nan(void **state)
     assert_int_equal(c[2], 1);
 }
 
+static void test_wide_image_file(void **state)
+{
+    (void)state;
+    xdistill_model *m = load("img/best.safetensors", 1);
+    xdistill_batch *b = xdistill_batch_new(m);
+    xdistill_error e;
+    xd_err xe;
+    for (int w = 16384; w <= 16385; w++) {
+        io_image img = {.w = w, .h = 1, .c = 1, .px = calloc((size_t)w, 1)};
+        assert_non_null(img.px);
+        TU_OK(io_png_write("wide.png", &img, &xe));
+        free(img.px);
+        const xdistill_status s = xdistill_batch_set_image_file(b, 0, "wide.png", &e);
+        if (w == 16384) {
+            assert_int_equal(s, XDISTILL_OK);
+        } else {
+            expect(s, &e, XDISTILL_EUNSUPPORTED, "wide.png");
+            int h, ww;
+            xdistill_batch_image_size(b, 0, &h, &ww);
+            assert_int_equal(ww, 0);
+        }
+    }
+    xdistill_batch_free(b);
+    xdistill_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +244,7 @@ int main(void)
         cmocka_unit_test_setup(test_null_arguments, setup),
         cmocka_unit_test_setup(test_messages_one_line, setup),
         cmocka_unit_test_setup(test_top_nan, setup),
+        cmocka_unit_test_setup(test_wide_image_file, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

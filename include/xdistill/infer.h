@@ -93,11 +93,13 @@ xdistill_batch *xdistill_batch_new(const xdistill_model *m);
 void xdistill_batch_free(xdistill_batch *b); /* NULL is fine */
 
 /* Fill slot (0 <= slot < max batch) with an image file, PNG or JPEG (told apart by their bytes),
- * of any size. On failure the slot holds a blank input and err names the file. */
+ * of any size up to 16384 pixels a side: a larger one (the decoders read up to 32768) is
+ * XDISTILL_EUNSUPPORTED. On failure the slot holds a blank input and err names the file. */
 xdistill_status xdistill_batch_set_image_file(xdistill_batch *b, int slot, const char *path,
                                               xdistill_error *err);
 /* The same from 8-bit pixels in memory: height x width x channels, row-major, interleaved,
- * channels 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA); name stands for them in errors. */
+ * channels 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA); name stands for them in errors.
+ * Sides of 1 to 16384 pixels; a larger one is XDISTILL_EUNSUPPORTED. */
 xdistill_status xdistill_batch_set_image(xdistill_batch *b, int slot, const unsigned char *pixels,
                                          int height, int width, int channels, const char *name,
                                          xdistill_error *err);
