@@ -588,6 +588,20 @@ void ckpt_class_names_free(char **names)
     free(names);
 }
 
+char **ckpt_class_numbers(int K)
+{
+    char **n = calloc((size_t)K + 1, sizeof *n);
+    for (int k = 0; n && k < K; k++) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", k);
+        if (!(n[k] = strdup(num))) {
+            ckpt_class_names_free(n); /* NULL-terminated where it stopped */
+            n = NULL;
+        }
+    }
+    return n;
+}
+
 xd_status ckpt_class_map(const char *path, const nn_model *m, const io_dataset *ds,
                          const char *label, int32_t **map, xd_err *e)
 {

@@ -102,6 +102,9 @@ char *ckpt_classes_json(const char *const *names, size_t n);
  * naming the file, when they are not a list of as many strings. */
 xd_status ckpt_class_names(const char *path, const nn_model *m, char ***names, xd_err *e);
 void ckpt_class_names_free(char **names);
+/* The names of K classes that have none stored, their numbers: "0", "1", ... "K-1", NULL-
+ * terminated (free with ckpt_class_names_free); NULL when out of memory. */
+char **ckpt_class_numbers(int K);
 
 /* The model's classes (path's stored names, m its model) for the data set's label set `label`:
  * *map (a new array of the data set's class count) gives each data set class the model output of

@@ -578,13 +578,8 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m, i
     /* the stored class names, checked against the model's classes, in the checkpoint's form */
     if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK && own)
         s = ckpt_class_names(path, m, &names, e);
-    if (s == XD_OK && !own) {
-        names = xd_xcalloc((size_t)K + 1, sizeof *names);
-        for (int k = 0; k < K; k++) {
-            snprintf(buf, sizeof buf, "%d", k);
-            names[k] = xd_xstrdup(buf);
-        }
-    }
+    if (s == XD_OK && !own && !(names = ckpt_class_numbers(K)))
+        s = xd_fail(e, XD_ENOMEM, "%s: no memory for the class numbers", path);
     if (s == XD_OK && names) {
         size_t k = 0;
         while (names[k]) k++;

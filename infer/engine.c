@@ -108,17 +108,8 @@ const char *xdistill_version(void) { return XD_VERSION; }
 /* *names: "0", "1", ... "K-1", NULL (free with ckpt_class_names_free). */
 static xd_status number_names(const xdistill_model *x, int K, char ***names, xd_err *e)
 {
-    char **n = calloc((size_t)K + 1, sizeof *n);
-    for (int k = 0; n && k < K; k++) {
-        char num[16];
-        snprintf(num, sizeof num, "%d", k);
-        if (!(n[k] = strdup(num))) {
-            ckpt_class_names_free(n); /* NULL-terminated where it stopped */
-            n = NULL;
-        }
-    }
-    *names = n;
-    return n ? XD_OK : xd_fail(e, XD_ENOMEM, "%s: no memory for %d class names", x->path, K);
+    *names = ckpt_class_numbers(K);
+    return *names ? XD_OK : xd_fail(e, XD_ENOMEM, "%s: no memory for %d class names", x->path, K);
 }
 
 /* Class names: the stored ones, else the class numbers. */
