@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "core/dist.h"
 #include "core/runtime.h"
+#include "core/words.h"
 #include "nn/gemm.h"
 
 typedef struct {
@@ -122,12 +123,12 @@ int cli_next_option(const char *cmd, const cli_option *opts, int n, int argc, ch
 
 int cli_sets_once(const char *cmd, const char *const *sets, int n)
 {
-    for (int i = 0; i < n; i++) {
-        const size_t ki = strcspn(sets[i], "=");
-        for (int j = 0; j < i; j++)
-            if (strcspn(sets[j], "=") == ki && strncmp(sets[i], sets[j], ki) == 0)
-                return cli_usage_error(cmd, "--set %.*s is given twice ('%s' and '%s'); give it "
-                                            "once", (int)ki, sets[i], sets[j], sets[i]);
+    for (int i = 1; i < n; i++) {
+        const int first = xd_word_key_repeats(sets, i, sets[i]);
+        if (first)
+            return cli_usage_error(cmd, "--set %.*s is given twice ('%s' and '%s'); give it once",
+                                   (int)xd_word_key_len(sets[i]), sets[i], sets[first - 1],
+                                   sets[i]);
     }
     return 0;
 }

@@ -9,6 +9,6 @@ int xd_word_key_repeats(const char *const *before, int n, const char *word)
 {
     const size_t k = xd_word_key_len(word);
     for (int i = 0; i < n; i++)
-        if (xd_word_key_len(before[i]) == k && memcmp(before[i], word, k) == 0) return 1;
+        if (xd_word_key_len(before[i]) == k && memcmp(before[i], word, k) == 0) return i + 1;
     return 0;
 }

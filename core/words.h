@@ -8,7 +8,8 @@
 /* The length of word's key: the bytes before its '=' (all of a bare flag). */
 size_t xd_word_key_len(const char *word);
 
-/* Whether one of the n words before has the same key as word. */
+/* Whether one of the n words before has the same key as word: 0, else 1 + the index of the first
+ * that has. */
 int xd_word_key_repeats(const char *const *before, int n, const char *word);
 
 #endif

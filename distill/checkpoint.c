@@ -75,11 +75,16 @@ static int head_is_map(const nn_model *m)
     return hn->h > 1 || hn->w > 1;
 }
 
-/* The number of classes of m's default head: a map's channels, else its outputs. */
+int ckpt_head_classes(const nn_model *m, int head)
+{
+    const nn_node *hn = nn_model_node(m, head);
+    return hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
+}
+
+/* The number of classes of m's default head. */
 static size_t head_classes(const nn_model *m)
 {
-    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
-    return head_is_map(m) ? (size_t)hn->c : hn->act_n;
+    return (size_t)ckpt_head_classes(m, nn_model_default_head(m));
 }
 
 /* The data set's names of the classes of m's default head: classes.mask for a map, else those
@@ -586,6 +591,16 @@ void ckpt_class_names_free(char **names)
 {
     for (size_t i = 0; names && names[i]; i++) free(names[i]);
     free(names);
+}
+
+xd_status ckpt_head_class_names(const char *path, const nn_model *m, int head, char ***names,
+                                xd_err *e)
+{
+    const int K = ckpt_head_classes(m, head);
+    if (K == ckpt_head_classes(m, nn_model_default_head(m)))
+        return ckpt_class_names(path, m, names, e);
+    *names = ckpt_class_numbers(K);
+    return *names ? XD_OK : xd_fail(e, XD_ENOMEM, "%s: no memory for %d class names", path, K);
 }
 
 char **ckpt_class_numbers(int K)

@@ -105,6 +105,13 @@ void ckpt_class_names_free(char **names);
 /* The names of K classes that have none stored, their numbers: "0", "1", ... "K-1", NULL-
  * terminated (free with ckpt_class_names_free); NULL when out of memory. */
 char **ckpt_class_numbers(int K);
+/* The number of classes of m's head node: a map's channels, else its outputs. */
+int ckpt_head_classes(const nn_model *m, int head);
+/* The class names of m's head node (an early exit, say): the stored ones (ckpt_class_names, *names
+ * NULL when none are stored) when it has as many classes as the default head, whose names they
+ * are, else its class numbers. */
+xd_status ckpt_head_class_names(const char *path, const nn_model *m, int head, char ***names,
+                                xd_err *e);
 
 /* The model's classes (path's stored names, m its model) for the data set's label set `label`:
  * *map (a new array of the data set's class count) gives each data set class the model output of

@@ -29,24 +29,27 @@ xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *
     return xd_err_prefix(e, "model");
 }
 
-xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds, xd_err *e)
+xd_status models_open_feed(const model_rt *mr, const recipe *r, const io_dataset *ds,
+                           const char *split, feed *f, xd_err *e)
 {
-    const recipe_data *d = &r->data;
     /* images of another size or colour are read only where data.augment says so (size=,
      * channels=), as a teacher's and eval's are; a segment task reads its scenes at the model's
      * size */
+    const recipe_data *d = &r->data;
     xd_status s = XD_OK;
     if (strcmp(mr->rm->view, "image") == 0 && r->task != RECIPE_TASK_SEGMENT)
-        s = ckpt_check_images(r->file ? r->file : "the recipe", &mr->m, ds, d->train, d->augment,
-                              e);
-    if (s == XD_OK)
-        s = feed_open(&mr->train, ds, d->train, mr->rm->view, &mr->m, d->augment, d->text, e);
+        s = ckpt_check_images(r->file ? r->file : "the recipe", &mr->m, ds, split, d->augment, e);
+    return s == XD_OK ? feed_open(f, ds, split, mr->rm->view, &mr->m, d->augment, d->text, e) : s;
+}
+
+xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds, xd_err *e)
+{
+    const recipe_data *d = &r->data;
+    xd_status s = models_open_feed(mr, r, ds, d->train, &mr->train, e);
     /* the same preprocessing as training; feed_fill without augmentation takes the centre window
      * and never flips, so evaluation sees the plain, normalised images */
-    if (s == XD_OK)
-        s = feed_open(&mr->test, ds, d->test, mr->rm->view, &mr->m, d->augment, d->text, e);
-    if (s == XD_OK && d->val)
-        s = feed_open(&mr->val, ds, d->val, mr->rm->view, &mr->m, d->augment, d->text, e);
+    if (s == XD_OK) s = models_open_feed(mr, r, ds, d->test, &mr->test, e);
+    if (s == XD_OK && d->val) s = models_open_feed(mr, r, ds, d->val, &mr->val, e);
     if (s != XD_OK) {
         if (r->n_models > 1) xd_err_prefix(e, "model '%s'", mr->rm->name);
         return s;

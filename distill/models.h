@@ -49,6 +49,11 @@ uint64_t models_seed(long seed, int k);
  * "model 'NAME'"). */
 xd_status models_build(model_rt *mr, const recipe *r, int k, long seed, xd_err *e);
 
+/* Opens its view of split of ds (a split of the run's data set, or of a data.eval_sets set) into
+ * f: images of another size or channel count than the model's are an error unless data.augment
+ * converts them (size=, channels=), but in a segment task. */
+xd_status models_open_feed(const model_rt *mr, const recipe *r, const io_dataset *ds,
+                           const char *split, feed *f, xd_err *e);
 /* Opens its views of the train and test splits (and data.val's when given) and its batch
  * buffers. */
 xd_status models_open_feeds(model_rt *mr, const recipe *r, const io_dataset *ds, xd_err *e);

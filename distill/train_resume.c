@@ -176,29 +176,39 @@ typedef struct {
 
 enum { MAX_INPUTS = 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS };
 
-static int list_inputs(const train_run *R, train_inputs *in, input_file *l)
+/* The recipe's files with their identities' places in in (NULL: paths only). */
+static int list_inputs(const recipe *r, train_inputs *in, input_file *l)
 {
-    const recipe *r = R->r;
     int n = 0;
-    l[n++] = (input_file){"data_identity", "", r->data.path, "data set", 1, &in->data};
+    l[n++] = (input_file){"data_identity", "", r->data.path, "data set", 1, in ? &in->data : NULL};
     for (int i = 0; i < r->data.n_eval_sets; i++, n++) {
-        l[n] = (input_file){"", "", r->data.eval_sets[i].path, "data sets", 1, &in->eval[i]};
+        l[n] = (input_file){"", "", r->data.eval_sets[i].path, "data sets", 1,
+                            in ? &in->eval[i] : NULL};
         snprintf(l[n].key, sizeof l[n].key, "eval_identity.%s", r->data.eval_sets[i].name);
         snprintf(l[n].what, sizeof l[n].what, " (data.eval_sets '%s')", r->data.eval_sets[i].name);
     }
     for (int i = 0; i < r->n_teachers; i++, n++) {
         l[n] = (input_file){"", "", r->teachers[i].checkpoint, "teacher checkpoints", 0,
-                            &in->teacher[i]};
+                            in ? &in->teacher[i] : NULL};
         snprintf(l[n].key, sizeof l[n].key, "teacher_hash.%s", r->teachers[i].name);
         snprintf(l[n].what, sizeof l[n].what, " (teacher '%s')", r->teachers[i].name);
     }
     for (int k = 0; k < r->n_models; k++) {
         if (!r->models[k].init) continue;
-        l[n] = (input_file){"", "", r->models[k].init, "init checkpoints", 0, &in->init[k]};
+        l[n] = (input_file){"", "", r->models[k].init, "init checkpoints", 0,
+                            in ? &in->init[k] : NULL};
         snprintf(l[n].key, sizeof l[n].key, "init_hash.%s", r->models[k].name);
         snprintf(l[n].what, sizeof l[n].what, " (model '%s', init)", r->models[k].name);
         n++;
     }
+    return n;
+}
+
+int train_input_paths(const recipe *r, const char **paths)
+{
+    input_file l[MAX_INPUTS];
+    const int n = list_inputs(r, NULL, l);
+    for (int i = 0; i < n; i++) paths[i] = l[i].path;
     return n;
 }
 
@@ -207,7 +217,7 @@ xd_status train_read_inputs(train_run *R, xd_err *e)
     input_file l[MAX_INPUTS];
     memset(&R->inputs, 0, sizeof R->inputs);
     xd_status s = XD_OK;
-    for (int i = 0, n = list_inputs(R, &R->inputs, l); i < n && s == XD_OK; i++) {
+    for (int i = 0, n = list_inputs(R->r, &R->inputs, l); i < n && s == XD_OK; i++) {
         *l[i].id = XD_FNV_OFFSET;
         s = l[i].dataset ? io_dataset_identity(l[i].path, l[i].id, e)
                          : io_file_hash(l[i].path, l[i].id, e);
@@ -259,7 +269,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     /* the files it reads: a resume must read the same (train_check_inputs) */
     input_file in[MAX_INPUTS];
     char ids[MAX_INPUTS][17];
-    for (int i = 0, n = list_inputs(R, &R->inputs, in); i < n; i++) {
+    for (int i = 0, n = list_inputs(R->r, &R->inputs, in); i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "%016llx", (unsigned long long)*in[i].id);
         meta[n_meta++] = (io_kv){in[i].key, ids[i]};
     }
@@ -290,8 +300,10 @@ static xd_status bad_meta(io_st_file *f, const char *key, const char *v, const c
                    "edited or damaged", io_st_path(f), key, v, want);
 }
 
-xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi, const char *what,
-                         long *out, xd_err *e)
+/* The checks: an integer in [lo, hi], a finite number in [lo, hi] (hi may be HUGE_VAL); `what`
+ * says what the value is. */
+static xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi,
+                                const char *what, long *out, xd_err *e)
 {
     const char *v = io_st_meta(f, key);
     char *end = NULL;
@@ -307,8 +319,8 @@ xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi, const
     return bad_meta(f, key, v, want, e);
 }
 
-xd_status train_meta_num(io_st_file *f, const char *key, double lo, double hi, const char *what,
-                         double *out, xd_err *e)
+static xd_status train_meta_num(io_st_file *f, const char *key, double lo, double hi,
+                                const char *what, double *out, xd_err *e)
 {
     const char *v = io_st_meta(f, key);
     char *end = NULL;
@@ -378,7 +390,7 @@ xd_status train_check_inputs(train_run *R, xd_err *e)
     free(path);
     if (s != XD_OK) return s;
     input_file l[MAX_INPUTS];
-    const int n = io_st_meta(f, "data_identity") ? list_inputs(R, &R->inputs, l) : 0;
+    const int n = io_st_meta(f, "data_identity") ? list_inputs(R->r, &R->inputs, l) : 0;
     for (int i = 0; i < n && s == XD_OK; i++) {
         const char *v = io_st_meta(f, l[i].key);
         char mine[17], want[128];

@@ -258,6 +258,10 @@ enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
 /* R->inputs of the files the recipe names now. */
 xd_status train_read_inputs(train_run *R, xd_err *e);
+/* The paths of the files a run of r reads besides its recipe (those train_read_inputs names, in
+ * its order), into paths (room for 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS +
+ * RECIPE_MAX_MODELS); returns how many. */
+int train_input_paths(const recipe *r, const char **paths);
 /* Resuming, before anything is built from the files: R->inputs (train_read_inputs) must be those
  * the resume state records, else XD_EARG naming the file that changed. A state of a build that
  * recorded none resumes as before. */
@@ -265,12 +269,7 @@ xd_status train_check_inputs(train_run *R, xd_err *e);
 /* Every metadata value it reads is checked first (the metadata has no checksum): XD_EFORMAT
  * naming the file and the key when one is missing, malformed or out of its range. */
 xd_status train_load_resume(train_run *R, int what, xd_err *e);
-/* The checks: an integer in [lo, hi], a finite number in [lo, hi] (hi may be HUGE_VAL), a best
- * score in [0, 1] with its epoch in [0, epochs_done]; `what` says what the value is. */
-xd_status train_meta_int(io_st_file *f, const char *key, long lo, long hi, const char *what,
-                         long *out, xd_err *e);
-xd_status train_meta_num(io_st_file *f, const char *key, double lo, double hi, const char *what,
-                         double *out, xd_err *e);
+/* The check of a best score in [0, 1] with its epoch in [0, epochs_done]. */
 xd_status train_meta_best(io_st_file *f, const char *acc_key, const char *epoch_key,
                           int epochs_done, double *acc, int *epoch, xd_err *e);
 

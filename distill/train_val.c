@@ -104,8 +104,7 @@ static xd_status setup_eval_set(train_run *R, int i, const char *const *run_name
     free(map);
     for (int k = 0; k < R->n_models && s == XD_OK; k++) {
         model_rt *mk = &R->models[k];
-        s = feed_open(&mk->eval_feeds[i], ds, es->split, mk->rm->view, &mk->m, r->data.augment,
-                      r->data.text, e);
+        s = models_open_feed(mk, r, ds, es->split, &mk->eval_feeds[i], e);
         if (s == XD_OK && mk->eval_feeds[i].n != n)
             s = xd_fail(e, XD_EFORMAT, "%s: %s has %zu labels for %zu examples", es->path, name, n,
                         mk->eval_feeds[i].n);

@@ -148,36 +148,53 @@ static xd_status check_resume_recipe(train_run *R, const recipe *as_run, int *ch
     return s;
 }
 
+/* What a run writes in its folder: the files a fresh run removes first (an earlier run's), then
+ * those it writes over; with several models, each one's best and last. */
+static const char *const run_files[] = {"metrics.jsonl", "summary.json", "best.safetensors",
+                                        "last.safetensors", "resume.safetensors"};
+static const char *const run_files_kept[] = {"recipe.yaml", "best.rationale.safetensors",
+                                             "last.rationale.safetensors", RUNLOCK_FILE};
+
+/* The names of those files for a run of r (run_files_kept too with kept), each a new string, in
+ * a new array of *n. */
+static char **run_file_names(const recipe *r, int kept, int *n)
+{
+    enum { N_FILES = sizeof run_files / sizeof run_files[0],
+           N_KEPT = sizeof run_files_kept / sizeof run_files_kept[0] };
+    char **names = xd_xcalloc(N_FILES + N_KEPT + 2 * (size_t)r->n_models, sizeof *names);
+    int k = 0;
+    for (int i = 0; i < N_FILES; i++) names[k++] = xd_xstrdup(run_files[i]);
+    for (int i = 0; i < N_KEPT && kept; i++) names[k++] = xd_xstrdup(run_files_kept[i]);
+    for (int m = 0; m < r->n_models && r->n_models > 1; m++) {
+        names[k++] = models_file(r, m, "best");
+        names[k++] = models_file(r, m, "last");
+    }
+    *n = k;
+    return names;
+}
+
+static void free_names(char **names, int n)
+{
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
 /* The files a run writes or removes in its folder may not be any file it reads (a teacher's or
  * an init checkpoint, a data set), which the run would destroy: train.yaml whose teacher is
  * runs/x/best.safetensors, trained into runs/x, is refused before anything is written. */
 static xd_status check_outputs_not_inputs(const recipe *r, const char *dir, xd_err *e)
 {
-    const int n_in = 1 + r->n_teachers + r->n_models + r->data.n_eval_sets;
-    const char **in = xd_xcalloc((size_t)n_in, sizeof *in);
-    int n = 0;
-    in[n++] = r->data.path;
-    for (int t = 0; t < r->n_teachers; t++) in[n++] = r->teachers[t].checkpoint;
-    for (int k = 0; k < r->n_models; k++) in[n++] = r->models[k].init;
-    for (int j = 0; j < r->data.n_eval_sets; j++) in[n++] = r->data.eval_sets[j].path;
-    static const char *const fixed[] = {"metrics.jsonl", "summary.json", "recipe.yaml",
-                                        "best.safetensors", "last.safetensors",
-                                        "resume.safetensors", "best.rationale.safetensors",
-                                        "last.rationale.safetensors", "run.lock"};
+    const char *in[1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS];
+    const int n_in = train_input_paths(r, in);
+    int n;
+    char **names = run_file_names(r, 1, &n);
     xd_status s = XD_OK;
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] && s == XD_OK; i++) {
-        char *p = io_path_join(dir, fixed[i]);
-        s = io_check_output(p, in, n, e);
+    for (int i = 0; i < n && s == XD_OK; i++) {
+        char *p = io_path_join(dir, names[i]);
+        s = io_check_output(p, in, n_in, e);
         free(p);
     }
-    for (int k = 0; k < r->n_models && r->n_models > 1 && s == XD_OK; k++)
-        for (int i = 0; i < 2 && s == XD_OK; i++) {
-            char *name = models_file(r, k, i ? "last" : "best"), *p = io_path_join(dir, name);
-            s = io_check_output(p, in, n, e);
-            free(p);
-            free(name);
-        }
-    free(in);
+    free_names(names, n);
     return s;
 }
 
@@ -186,22 +203,14 @@ static xd_status check_outputs_not_inputs(const recipe *r, const char *dir, xd_e
  * one's. */
 static xd_status start_fresh(train_run *R, xd_err *e)
 {
-    static const char *const old[] = {"metrics.jsonl", "summary.json", "best.safetensors",
-                                      "last.safetensors", "resume.safetensors"};
-    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++) {
-        char *p = train_path(R, old[i]);
+    int n;
+    char **names = run_file_names(R->r, 0, &n);
+    for (int i = 0; i < n; i++) {
+        char *p = train_path(R, names[i]);
         remove(p);
         free(p);
     }
-    static const char *const per_model[] = {"best", "last"};
-    for (int k = 0; k < R->n_models && R->n_models > 1; k++)
-        for (int i = 0; i < 2; i++) {
-            char *name = models_file(R->r, k, per_model[i]);
-            char *p = train_path(R, name);
-            remove(p);
-            free(p);
-            free(name);
-        }
+    free_names(names, n);
     char *ypath = train_path(R, "recipe.yaml");
     xd_status s = train_write_text(ypath, R->yaml, e);
     free(ypath);

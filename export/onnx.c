@@ -220,8 +220,8 @@ static const char *ex_param(ex_graph *g, nn_model *m, const nn_node *nd, const c
     return ex_floats(g, nm, nn_model_param_data(m, p), p->shape, p->ndim);
 }
 
-/* The weight of layer i (linear: dims NULL, its own shape; conv2d: the OIHW dims[4], reordered
- * from our (O, KH, KW, C)):
+/* The weight of layer i (linear: dims NULL, its own shape, or on a map the (O, I, 1, 1) dims[4]
+ * of a 1x1 convolution; conv2d: the OIHW dims[4], reordered from our (O, KH, KW, C)):
  * a float initializer, or with wbits=8 its int8 values and per-output scales behind a
  * DequantizeLinear (axis 0): the values the integer engine multiplies (its own when attached,
  * else quantised as the fake-quant forward does). */
@@ -557,13 +557,6 @@ static Onnx__ValueInfoProto *ex_value_info(ex_graph *g, const char *name, int el
     return v;
 }
 
-/* The classes of head node i: its channels on a map, else its outputs. */
-static int ex_head_classes(const nn_model *m, int i)
-{
-    const nn_node *n = &m->nodes[i];
-    return n->h > 1 || n->w > 1 ? n->c : (int)n->act_n;
-}
-
 /* Metadata properties: what to feed the model. The stored class names are the default head's:
  * an exit of another number of classes gets its class numbers, as predict gives them. */
 static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m, int head,
@@ -573,13 +566,9 @@ static xd_status ex_metadata(ex_graph *g, const char *path, const nn_model *m, i
     int h, w, c;
     xd_status s = ckpt_preprocessing(path, &augment, &text, e);
     if (s != XD_OK) return s;
-    const int K = ex_head_classes(m, head);
-    const int own = K == ex_head_classes(m, nn_model_default_head(m));
     /* the stored class names, checked against the model's classes, in the checkpoint's form */
-    if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK && own)
-        s = ckpt_class_names(path, m, &names, e);
-    if (s == XD_OK && !own && !(names = ckpt_class_numbers(K)))
-        s = xd_fail(e, XD_ENOMEM, "%s: no memory for the class numbers", path);
+    if ((s = ckpt_trained_images(path, &h, &w, &c, e)) == XD_OK)
+        s = ckpt_head_class_names(path, m, head, &names, e);
     if (s == XD_OK && names) {
         size_t k = 0;
         while (names[k]) k++;

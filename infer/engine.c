@@ -105,19 +105,14 @@ static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e
 
 const char *xdistill_version(void) { return XD_VERSION; }
 
-/* *names: "0", "1", ... "K-1", NULL (free with ckpt_class_names_free). */
-static xd_status number_names(const xdistill_model *x, int K, char ***names, xd_err *e)
+/* The class names of head (ckpt_head_class_names), else its class numbers. */
+static xd_status head_names(const xdistill_model *x, int head, char ***names, xd_err *e)
 {
+    xd_status s = ckpt_head_class_names(x->path, &x->m, head, names, e);
+    if (s != XD_OK || *names) return s;
+    const int K = ckpt_head_classes(&x->m, head);
     *names = ckpt_class_numbers(K);
     return *names ? XD_OK : xd_fail(e, XD_ENOMEM, "%s: no memory for %d class names", x->path, K);
-}
-
-/* Class names: the stored ones, else the class numbers. */
-static xd_status load_names(xdistill_model *x, xd_err *e)
-{
-    xd_status s = ckpt_class_names(x->path, &x->m, &x->names, e);
-    if (s != XD_OK || x->names) return s;
-    return number_names(x, x->K, &x->names, e);
 }
 
 /* The preprocessing the checkpoint stores: stage 2's batcher and the training image size. */
@@ -160,7 +155,7 @@ static void set_head(xdistill_model *x, int head)
     x->head = head;
     const nn_node *hn = nn_model_node(&x->m, head);
     const int map = hn->h > 1 || hn->w > 1;
-    x->K = map ? hn->c : (int)hn->act_n;
+    x->K = ckpt_head_classes(&x->m, head);
     x->map_h = map ? hn->h : 1;
     x->map_w = map ? hn->w : 1;
 }
@@ -189,7 +184,7 @@ xdistill_status xdistill_load(const char *path, int max_batch, xdistill_model **
         if (s != XD_OK) xd_err_prefix(&e, "%s", path);
     }
     if (s == XD_OK) {
-        s = load_names(x, &e);
+        s = head_names(x, x->head, &x->names, &e);
     }
     if (s == XD_OK) s = load_preprocessing(x, &e);
     if (s != XD_OK) {
@@ -233,14 +228,13 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
                        : xd_fail(&e, XD_EARG, "%s: xdistill_use_exit: name is NULL", x->path);
     if (s != XD_OK) return out_err(err, s, &e);
     /* what the new head needs, made before anything changes: on failure m is as it was */
-    const int old_head = x->head, old_K = x->K;
+    const int old_head = x->head;
     set_head(x, head);
     uint8_t *need = NULL;
     char **names = NULL;
     if (head != nn_model_default_head(&x->m) && !(need = calloc((size_t)x->m.n_nodes, 1)))
         s = xd_fail(&e, XD_ENOMEM, "%s: no memory for exit '%s'", x->path, name);
-    if (s == XD_OK && x->K != old_K)
-        s = number_names(x, x->K, &names, &e); /* the stored names are the default head's */
+    if (s == XD_OK) s = head_names(x, head, &names, &e);
     if (s != XD_OK) {
         free(need);
         set_head(x, old_head);
@@ -252,10 +246,8 @@ xdistill_status xdistill_use_exit(xdistill_model *x, const char *name, xdistill_
     }
     free(x->need);
     x->need = need;
-    if (names) {
-        ckpt_class_names_free(x->names);
-        x->names = names;
-    }
+    ckpt_class_names_free(x->names);
+    x->names = names;
     return XDISTILL_OK;
 }
 

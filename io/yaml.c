@@ -449,18 +449,18 @@ xd_status io_yaml_parse_text(io_yaml_doc *d, const char *name, const char *text,
     memset(d, 0, sizeof *d);
     d->file = xd_xstrdup(name ? name : "(yaml)");
     const unsigned char *u = (const unsigned char *)text;
+    /* a byte order mark is no part of the text (an editor shows none): lines and columns count
+     * from after it */
+    if (n >= 3 && u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF) {
+        u += 3;
+        n -= 3;
+    }
     size_t bad = txt_validate(u, n, NULL);
     if (bad < n) {
         int line, col;
         offset_position(u, n, bad, &line, &col);
         return xd_fail(e, XD_EFORMAT, "%s:%d:%d: invalid UTF-8 (byte 0x%02X at offset %zu)",
                        d->file, line, col, u[bad], bad);
-    }
-    /* a byte order mark is no part of the text (an editor shows none): lines and columns count
-     * from after it */
-    if (n >= 3 && u[0] == 0xEF && u[1] == 0xBB && u[2] == 0xBF) {
-        u += 3;
-        n -= 3;
     }
     yaml_parser_t p;
     if (!yaml_parser_initialize(&p))

@@ -211,6 +211,31 @@ static void test_top_nan(void **state)
     assert_int_equal(c[2], 1);
 }
 
+/* An exit's class names depend on that exit alone: the stored names when it has as many classes
+ * as the default head, else its numbers, whichever head was in use before (as export --exit
+ * names them). */
+static void test_exit_class_names(void **state)
+{
+    (void)state;
+    tu_save_model("ex0.safetensors",
+                  "input h=4 w=4 c=1; flatten name=f; linear out=3 name=main head; "
+                  "linear from=f out=3 name=same head; linear from=f out=5 name=aux head",
+                  2, 3);
+    tu_rewrite_meta("ex0.safetensors", "ex.safetensors", "xdistill.classes",
+                    "[\"ant\",\"bee\",\"cat\"]");
+    xdistill_model *m = load("ex.safetensors", 2);
+    xdistill_error e;
+    assert_string_equal(xdistill_class_name(m, 2), "cat");
+    static const char *const order[] = {"aux", "same", "aux", "main"};
+    static const char *const last[] = {"4", "cat", "4", "cat"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(xdistill_use_exit(m, order[i], &e), XDISTILL_OK);
+        const int K = xdistill_num_classes(m);
+        assert_string_equal(xdistill_class_name(m, K - 1), last[i]);
+    }
+    xdistill_free(m);
+}
+
 static void test_wide_image_file(void **state)
 {
     (void)state;
@@ -244,6 +269,7 @@ int main(void)
         cmocka_unit_test_setup(test_null_arguments, setup),
         cmocka_unit_test_setup(test_messages_one_line, setup),
         cmocka_unit_test_setup(test_top_nan, setup),
+        cmocka_unit_test_setup(test_exit_class_names, setup),
         cmocka_unit_test_setup(test_wide_image_file, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

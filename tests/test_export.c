@@ -145,13 +145,10 @@ static int file_holds(const char *path, const char *s)
 static void test_exit_class_names(void **state)
 {
     (void)state;
-    nn_model m;
-    xd_err e;
-    TU_OK(nn_model_build(&m, "input h=4 w=4 c=1; flatten name=f; linear out=3 name=main head; "
-                             "linear from=f out=3 name=same head; linear from=f out=5 name=aux head",
-                         BATCH, 3, &e));
-    TU_OK(ckpt_save("names0.safetensors", &m, NULL, 0, &e));
-    nn_model_free(&m);
+    tu_save_model("names0.safetensors",
+                  "input h=4 w=4 c=1; flatten name=f; linear out=3 name=main head; "
+                  "linear from=f out=3 name=same head; linear from=f out=5 name=aux head",
+                  BATCH, 3);
     tu_rewrite_meta("names0.safetensors", "names.safetensors", "xdistill.classes",
                     "[\"ant\",\"bee\",\"cat\"]");
     static const struct {

@@ -238,12 +238,10 @@ static void test_prepare_keeps_its_inputs(void **state)
 static void test_mask_keeps_its_image(void **state)
 {
     (void)state;
-    nn_model m;
     xd_err e;
-    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; "
-                             "conv2d name=logits out=3 k=1 head", 2, 5, &e));
-    TU_OK(ckpt_save("seg.safetensors", &m, NULL, 0, &e));
-    nn_model_free(&m);
+    tu_save_model("seg.safetensors",
+                  "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; conv2d name=logits out=3 k=1 head",
+                  2, 5);
     assert_int_equal(mkdir("in", 0755), 0);
     uint8_t px[64];
     for (int i = 0; i < 64; i++) px[i] = (uint8_t)(i * 4);
@@ -276,13 +274,7 @@ static void test_images_fit(void **state)
     const char *descs[] = {"input h=4 w=4 c=1; flatten; linear out=4 name=logits head",
                            "input h=8 w=8 c=1; flatten; linear out=4 name=logits head"};
     const char *paths[] = {"m4.safetensors", "m8.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        nn_model m;
-        xd_err e;
-        TU_OK(nn_model_build(&m, descs[i], 2, 5, &e));
-        TU_OK(ckpt_save(paths[i], &m, NULL, 0, &e));
-        nn_model_free(&m);
-    }
+    for (int i = 0; i < 2; i++) tu_save_model(paths[i], descs[i], 2, 5);
     char *err;
     assert_int_equal(tu_run_cli(NULL, &err, "quantize", paths[0], "--calib", "toy.xds", "--out",
                                 "q4.safetensors", NULL),

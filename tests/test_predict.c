@@ -523,12 +523,9 @@ static void test_installed_library(void **state)
 static void test_mask_at_image_size(void **state)
 {
     (void)state;
-    nn_model m;
     xd_err e;
-    TU_OK(nn_model_build(&m, "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; maxpool k=2; "
-                             "conv2d name=logits out=3 k=1 head", 1, 7, &e));
-    TU_OK(ckpt_save("seg4.safetensors", &m, NULL, 0, &e));
-    nn_model_free(&m);
+    tu_save_model("seg4.safetensors", "input h=8 w=8 c=1; conv2d out=4 k=3 pad=1; relu; "
+                                      "maxpool k=2; conv2d name=logits out=3 k=1 head", 1, 7);
     enum { H = 12, W = 20, S = 12, X0 = 4, MAP = 4, K = 3 };
     uint8_t px[H * W];
     for (int i = 0; i < H * W; i++) px[i] = (uint8_t)((i * 37 + (i / W) * 11) % 256);

@@ -221,6 +221,28 @@ static void test_eval_sets(void **state)
     tu_assert_err(&e, XD_EARG, "'middle'");
     tu_assert_err(&e, XD_EARG, "top-left, top-right, bottom-left, bottom-right");
     free(text);
+    /* images of another size: refused as the run's own splits are, unless data.augment converts
+     * them */
+    tiny_spec big = tiny_default();
+    big.side = 12;
+    tiny_write("big.xds", &big);
+    static const char *const aug[] = {"", "  augment: \"size=8x8\"\n"};
+    for (int i = 0; i < 2; i++) {
+        char *extra = tu_fmt("%s  eval_sets: [{name: big, path: big.xds}]\n", aug[i]);
+        text = student_recipe(extra, MLP_MODEL, "", 1, "{kind: adamw, lr: 0.01}",
+                              "  - kind: ce\n");
+        const xd_status s = run_text("evalbig", text, i ? "evalbig-size" : "evalbig", 1, 0, 0,
+                                     &res, &e);
+        if (i) {
+            TU_OK(s);
+        } else {
+            assert_int_equal(s, XD_ESHAPE);
+            tu_assert_err(&e, XD_ESHAPE, "the model reads 8x8x1 images; big.xds: test/image holds "
+                                         "12x12x1");
+        }
+        free(extra);
+        free(text);
+    }
 }
 
 /* A teacher trained on the classes in reverse order teaches a student of the usual order through

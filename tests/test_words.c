@@ -18,6 +18,7 @@ static void test_key_repeats(void **state)
     assert_int_equal(xd_word_key_len("head"), 4);
     assert_int_equal(xd_word_key_len("=x"), 0);
     assert_true(xd_word_key_repeats(w, 5, "out=8"));
+    assert_int_equal(xd_word_key_repeats(w, 5, "name=other"), 2); /* 1 + where the first is */
     assert_true(xd_word_key_repeats(w, 5, "head"));
     assert_true(xd_word_key_repeats(w, 5, "name=other"));
     assert_false(xd_word_key_repeats(w, 5, "ou=1"));  /* a prefix of a key */

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "core/mem.h"
+#include "distill/checkpoint.h"
 #include "io/safetensors.h"
+#include "nn/model.h"
 
 void tu_write_file(const char *path, const void *data, size_t n)
 {
@@ -307,4 +309,13 @@ void tu_kill_check(pid_t pid, int sig)
     assert_int_equal(waitpid(pid, &ws, 0), pid);
     assert_true(WIFSIGNALED(ws));
     assert_int_equal(WTERMSIG(ws), sig);
+}
+
+void tu_save_model(const char *path, const char *desc, int max_batch, uint64_t seed)
+{
+    nn_model m;
+    xd_err e;
+    if (nn_model_build(&m, desc, max_batch, seed, &e) != XD_OK) fail_msg("%s: %s", desc, e.msg);
+    if (ckpt_save(path, &m, NULL, 0, &e) != XD_OK) fail_msg("%s: %s", path, e.msg);
+    nn_model_free(&m);
 }

@@ -28,6 +28,9 @@ void tu_limit_file_size(long bytes);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
 
+/* The model of description desc (max_batch, seed) saved as a checkpoint at path, without
+ * metadata; fails the test on any error. */
+void tu_save_model(const char *path, const char *desc, int max_batch, uint64_t seed);
 /* Rewrites the safetensors file src (a checkpoint) to dst with metadata key set to value (NULL:
  * left out), the tensors as they are. */
 void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value);

@@ -28,19 +28,19 @@ int tiny_label(int i) { return i % TINY_CLASSES; }
 
 /* image: noise in [0, 90), a 3x3 square in [170, 256) at a random place inside the class's
  * quadrant (quadrants: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) */
-static void draw(uint8_t *img, int cls, int brightness, xd_rng *r)
+static void draw(uint8_t *img, int side, int cls, int brightness, xd_rng *r)
 {
     if (brightness) {
-        for (int p = 0; p < TINY_SIDE * TINY_SIDE; p++)
+        for (int p = 0; p < side * side; p++)
             img[p] = (uint8_t)(40 + 60 * cls - 15 + (int)xd_rng_below(r, 31));
         return;
     }
-    for (int p = 0; p < TINY_SIDE * TINY_SIDE; p++) img[p] = (uint8_t)xd_rng_below(r, 90);
-    int half = TINY_SIDE / 2;
+    for (int p = 0; p < side * side; p++) img[p] = (uint8_t)xd_rng_below(r, 90);
+    int half = side / 2;
     int y0 = (cls / 2) * half + (int)xd_rng_below(r, (uint32_t)(half - 2));
     int x0 = (cls % 2) * half + (int)xd_rng_below(r, (uint32_t)(half - 2));
     for (int y = y0; y < y0 + 3; y++)
-        for (int x = x0; x < x0 + 3; x++) img[y * TINY_SIDE + x] = (uint8_t)(170 + xd_rng_below(r, 86));
+        for (int x = x0; x < x0 + 3; x++) img[y * side + x] = (uint8_t)(170 + xd_rng_below(r, 86));
 }
 
 static void add_split(io_dataset_writer *w, const char *split, int n, const tiny_spec *s,
@@ -48,14 +48,15 @@ static void add_split(io_dataset_writer *w, const char *split, int n, const tiny
 {
     xd_err e;
     xd_err_clear(&e);
-    uint8_t *img = malloc((size_t)(n ? n : 1) * TINY_SIDE * TINY_SIDE);
+    const int side = s->side ? s->side : TINY_SIDE;
+    uint8_t *img = malloc((size_t)(n ? n : 1) * side * side);
     int32_t *lab = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
     char **txt[2] = {calloc((size_t)(n ? n : 1), sizeof(char *)),
                      calloc((size_t)(n ? n : 1), sizeof(char *))};
     xd_rng r = xd_rng_make(s->seed, stream, XD_RNG_USER);
     for (int i = 0; i < n; i++) {
         lab[i] = tiny_label(i);
-        draw(img + (size_t)i * TINY_SIDE * TINY_SIDE, lab[i], s->brightness, &r);
+        draw(img + (size_t)i * side * side, side, lab[i], s->brightness, &r);
         for (int l = 0; l < 2; l++) {
             char buf[64];
             snprintf(buf, sizeof buf, "%s %s %s", fillers[l][xd_rng_below(&r, 4)],
@@ -65,7 +66,7 @@ static void add_split(io_dataset_writer *w, const char *split, int n, const tiny
     }
     char name[64];
     io_tensor t;
-    int64_t shp[4] = {n, TINY_SIDE, TINY_SIDE, 1};
+    int64_t shp[4] = {n, side, side, 1};
     snprintf(name, sizeof name, "%s/image", split);
     io_tensor_set(&t, name, IO_U8, 4, shp, img);
     if (io_dataset_add(w, &t, &e) != XD_OK) fail_msg("%s", e.msg);

@@ -13,6 +13,7 @@
 typedef struct {
     int n_train, n_test;
     int n_val;       /* > 0: a third split, "val", labelled as the test split is */
+    int side;        /* the images' side; 0: TINY_SIDE */
     uint64_t seed;
     int texts;       /* 1: add text.en / text.de and the `languages` table */
     int train_labels; /* 1: train/label (0: the section is left out) */
