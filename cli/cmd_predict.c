@@ -132,9 +132,11 @@ static char *mask_path(run *r, const char *input, xdistill_error *err)
     free(stem);
     for (size_t i = 0; i < r->n_masks; i++)
         if (strcmp(r->masks[i], file) == 0) {
-            err->code = XDISTILL_EARG;
-            snprintf(err->message, sizeof err->message, "%s: its mask %s/%s is another input's; "
-                     "give images of different file names", input, r->out_dir, file);
+            xd_err e; /* one line, as every message: the names may hold line breaks */
+            err->code = (xdistill_status)xd_fail(&e, XD_EARG, "%s: its mask %s/%s is another "
+                                                 "input's; give images of different file names",
+                                                 input, r->out_dir, file);
+            memcpy(err->message, e.msg, sizeof err->message);
             free(file);
             return NULL;
         }

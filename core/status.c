@@ -28,9 +28,43 @@ const char *xd_status_name(xd_status s)
 /* Is byte c the start of a UTF-8 character (not a continuation byte)? */
 static int char_start(char c) { return ((unsigned char)c & 0xC0) != 0x80; }
 
-/* Puts text (len bytes) into msg: whole when it fits, else its head and its tail, cut at
- * character starts, around a marker, so that where (the start) and why (the end) both stay. */
+size_t xd_escape_control(unsigned char c, char out[5])
+{
+    if (c >= 0x20 && c != 0x7f) {
+        out[0] = (char)c;
+        out[1] = '\0';
+        return 1;
+    }
+    if (c == '\n' || c == '\r' || c == '\t') {
+        out[0] = '\\';
+        out[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        out[2] = '\0';
+        return 2;
+    }
+    return (size_t)snprintf(out, 5, "\\x%02x", c);
+}
+
+static void put_line(char msg[XD_ERR_LEN], const char *text, size_t len);
+
+/* Puts text (len bytes) into msg on one line (control characters escaped): whole when it fits,
+ * else its head and its tail, cut at character starts, around a marker, so that where (the
+ * start) and why (the end) both stay. */
 static void put_msg(char msg[XD_ERR_LEN], const char *text, size_t len)
+{
+    size_t controls = 0;
+    for (size_t i = 0; i < len; i++) controls += (unsigned char)text[i] < 0x20 || text[i] == 0x7f;
+    char *esc = controls ? malloc(len + 3 * controls + 1) : NULL;
+    if (!esc) {
+        put_line(msg, text, len); /* nothing to escape, or no memory to escape it in */
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) n += xd_escape_control((unsigned char)text[i], esc + n);
+    put_line(msg, esc, n);
+    free(esc);
+}
+
+static void put_line(char msg[XD_ERR_LEN], const char *text, size_t len)
 {
     static const char mark[] = " [...] ";
     if (len < XD_ERR_LEN) {

@@ -31,7 +31,13 @@ typedef struct {
     char msg[XD_ERR_LEN];
 } xd_err;
 
-/* Fills e (if not NULL) with code and a printf-style message; returns code. */
+/* c as it is written in one line of text: a control character as \n, \r, \t or \xNN, any other
+ * byte as itself; returns the length written to out (at most 4, NUL-terminated). */
+size_t xd_escape_control(unsigned char c, char out[5]);
+
+/* Fills e (if not NULL) with code and a printf-style message; returns code. A message is one
+ * line: a control character in it (a line break in a file name) is written as xd_escape_control
+ * writes it, here and in xd_vformat and xd_err_prefix. */
 xd_status xd_fail(xd_err *e, xd_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

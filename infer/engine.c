@@ -78,27 +78,13 @@ struct xdistill_batch {
 
 static const uint8_t white[3] = {255, 255, 255};
 
-/* The message goes out on one line: a control character (a line break in a caller's path or
- * name) as \n, \r, \t or \xNN; a message too long is cut before an escape, never inside one. */
+/* The message, already on one line (xd_fail escapes control characters: a line break in a
+ * caller's path or name). */
 static xdistill_status out_err(xdistill_error *err, xd_status s, const xd_err *e)
 {
     if (err) {
         err->code = (xdistill_status)s;
-        char *o = err->message;
-        size_t n = 0;
-        const unsigned char *end = (const unsigned char *)e->msg + sizeof e->msg;
-        for (const unsigned char *c = (const unsigned char *)e->msg; c < end && *c; c++) {
-            char esc[5] = {(char)*c, 0};
-            if (*c == '\n' || *c == '\r' || *c == '\t')
-                esc[0] = '\\', esc[1] = *c == '\n' ? 'n' : *c == '\r' ? 'r' : 't';
-            else if (*c < 0x20 || *c == 0x7f)
-                snprintf(esc, sizeof esc, "\\x%02x", *c);
-            const size_t len = strlen(esc);
-            if (n + len >= sizeof err->message) break;
-            memcpy(o + n, esc, len);
-            n += len;
-        }
-        o[n] = '\0';
+        snprintf(err->message, sizeof err->message, "%s", e->msg);
     }
     return (xdistill_status)s;
 }

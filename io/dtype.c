@@ -5,6 +5,8 @@
 #include <math.h>
 #include <zlib.h>
 
+#include "core/status.h"
+
 typedef struct {
     size_t size;
     const char *name;  /* safetensors */
@@ -210,11 +212,9 @@ void io_print_text(FILE *out, const char *s, size_t len, size_t max_bytes)
     /* do not cut a UTF-8 sequence in half: back up over continuation bytes */
     while (show < len && show > 0 && ((unsigned char)s[show] & 0xc0) == 0x80) show--;
     for (size_t i = 0; i < show; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n') fputs("\\n", out);
-        else if (c == '\t') fputs("\\t", out);
-        else if (c < 0x20 || c == 0x7f) fprintf(out, "\\x%02x", c);
-        else fputc(c, out);
+        char esc[5];
+        xd_escape_control((unsigned char)s[i], esc);
+        fputs(esc, out);
     }
     if (show < len) fprintf(out, "... (%zu bytes)", len);
 }

@@ -27,6 +27,16 @@ static void test_status_message(void **state)
     big[sizeof big - 1] = '\0';
     xd_fail(&e, XD_EARG, "%s", big);
     assert_int_equal(strlen(e.msg), XD_ERR_LEN - 1);
+    /* one line: control characters of a name, in the message and in a prefix, escaped */
+    xd_fail(&e, XD_EIO, "a\nb.png: cannot open%s", "\r\t\x01\x7f");
+    xd_err_prefix(&e, "dir\nx");
+    assert_string_equal(e.msg, "dir\\nx: a\\nb.png: cannot open\\r\\t\\x01\\x7f");
+    /* a long message of line breaks is cut around its middle, the reason kept */
+    memset(big, '\n', 1000);
+    big[1000] = '\0';
+    xd_fail(&e, XD_EARG, "%s: why", big);
+    assert_null(strchr(e.msg, '\n'));
+    assert_non_null(strstr(e.msg, "\\n: why"));
 }
 
 /* A message with a huge piece of input keeps where (its start) and why (its end); excerpts cut
