@@ -45,7 +45,9 @@ void rat_decode(const rat_vocab *rv, const int32_t *ids, int n, char *buf, size_
 xd_status rat_save(const char *path, const nn_seqdec *d, const rat_vocab *rv, const char *tap,
                    xd_err *e);
 /* Loads a decoder file for batches of up to max_batch: the decoder, its vocabulary and the tap
- * (*tap a new string). Every tensor must be the decoder's the metadata describes. */
+ * (*tap a new string). Every tensor must be the decoder's the metadata describes. The decoder is
+ * made for greedy decoding alone (nn_seqdec_init_greedy: no training buffers): nn_seqdec_greedy,
+ * never nn_seqdec_forward or backward. */
 xd_status rat_load(const char *path, int max_batch, nn_seqdec *d, rat_vocab *rv, char **tap,
                    xd_err *e);
 

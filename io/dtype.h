@@ -113,6 +113,11 @@ static inline uint64_t io_le_u64(const void *p)
     return v;
 }
 static inline void io_le_put_u32(void *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+/* A big-endian 32-bit field (IDX headers, PNG chunk lengths). */
+static inline uint32_t io_be_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 static inline void io_le_put_u64(void *p, uint64_t v) { memcpy(p, &v, sizeof v); }
 
 #endif

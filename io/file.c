@@ -335,13 +335,13 @@ xd_status io_open_regular(const char *path, int *fd, struct stat *st, xd_err *e)
     struct stat own;
     if (!st) st = &own;
     const int flags = fcntl(*fd, F_GETFL);
-    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode) || flags < 0 ||
-        fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
-        close(*fd);
-        *fd = -1;
-        return xd_fail(e, XD_EIO, "%s: not a regular file", path);
-    }
-    return XD_OK;
+    const int got = fstat(*fd, st) == 0 && flags >= 0;
+    if (got && S_ISREG(st->st_mode) && fcntl(*fd, F_SETFL, flags & ~O_NONBLOCK) == 0) return XD_OK;
+    const int err = errno;
+    close(*fd);
+    *fd = -1;
+    if (got && !S_ISREG(st->st_mode)) return xd_fail(e, XD_EIO, "%s: not a regular file", path);
+    return xd_fail(e, XD_EIO, "%s: cannot open: %s", path, strerror(err));
 }
 
 xd_status io_check_output(const char *out, const char *const *inputs, int n, xd_err *e)

@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "core/mem.h"
+#include "io/dtype.h"
 #include "io/file.h"
 
 typedef struct {
@@ -154,11 +155,6 @@ static xd_status src_read(idx_src *s, uint8_t *buf, size_t n, size_t *got, xd_er
 // ----------------------------------------------------------------------------------------------
 // reading
 
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 /* IDX is big-endian; swap each element in place on little-endian hosts (no-op for 1 byte). */
 static void swap_elements(void *data, size_t count, size_t size)
 {
@@ -216,7 +212,7 @@ static xd_status read_header(idx_src *s, size_t max_elems, io_idx *x, xd_err *e)
     if (magic[0] != 0 || magic[1] != 0)
         return xd_fail(e, XD_EFORMAT,
                        "%s: offset 0: bad magic 0x%08x (an IDX file starts with two zero bytes)",
-                       s->path, be32(magic));
+                       s->path, io_be_u32(magic));
     int type = -1;
     for (int t = 0; t < IO_IDX_TYPE_COUNT; t++)
         if (idx_types[t].code == magic[2]) type = t;
@@ -241,7 +237,7 @@ static xd_status read_header(idx_src *s, size_t max_elems, io_idx *x, xd_err *e)
     size_t count = 1;
     int overflow = 0;
     for (int d = 0; d < x->ndim; d++) {
-        x->dims[d] = be32(raw + 4 * d);
+        x->dims[d] = io_be_u32(raw + 4 * d);
         if (xd_mul_size(count, x->dims[d], &count) != 0) overflow = 1;
     }
     char dims[96];

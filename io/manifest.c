@@ -660,7 +660,7 @@ xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_
         if (bad < len)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: invalid UTF-8 at byte %zu (0x%02x)", path, lineno,
                         bad, (unsigned char)line[bad]);
-        else if (len == 0 || txt_is_blank(line))
+        else if (txt_is_blank(line))
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: empty class name (one name per line, no blank "
                                        "lines)", path, lineno);
         else if (t.slot[h] >= 0)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/mem.h"
+#include "io/dtype.h"
 #include "io/file.h"
 
 /* libpng's last error message; the error pointer of both read and write structs points here. */
@@ -72,18 +73,13 @@ static void png_on_warning(png_structp png, png_const_charp msg)
 // ---------------------------------------------------------------------------------------------
 // decoding
 
-static uint32_t png_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 /* Counts the len bytes libpng reads at r->pos for the last row and after it when they are IDAT
  * data, found by walking the chunks from r->chunk (reads come in file order); refuses more than
  * r->tail_max. A chunk that runs past the file ends the walk: libpng finds the file cut itself. */
 static void png_count_tail(png_reader *r, size_t len)
 {
     while (r->chunk + 8 <= r->n) {
-        const size_t data = r->chunk + 8, size = png_be32(r->data + r->chunk);
+        const size_t data = r->chunk + 8, size = io_be_u32(r->data + r->chunk);
         if (size > r->n - data || r->pos < data + size + 4) {
             if (memcmp(r->data + r->chunk + 4, "IDAT", 4) == 0 && r->pos >= data &&
                 r->pos < data + size) {

@@ -201,6 +201,7 @@ double nn_seqdec_forward(nn_seqdec *d, const float *z, const int32_t *y, int B, 
                          int *count)
 {
     const int H = d->hidden, G = 3 * H, V = d->vocab, L = d->max_len;
+    XD_ASSERT(d->grad); /* a decoder made for training (not nn_seqdec_init_greedy's) */
     /* steps: up to the last non-pad target of the batch */
     int T = 0;
     for (int b = 0; b < B; b++)
@@ -273,6 +274,7 @@ void nn_seqdec_backward(nn_seqdec *d, float *dz, float weight)
 {
     const int B = d->B, T = d->T, H = d->hidden, G = 3 * H, V = d->vocab, E = d->embed,
               L = d->max_len;
+    XD_ASSERT(d->grad);
     if (T == 0 || d->count == 0) return;
     /* dlogits = weight (p - onehot) / count at non-pad positions, in place */
     const float scale = weight / (float)d->count;
