@@ -52,8 +52,9 @@ static void train_usage(FILE *f)
             "rationale loss its decoder in DIR/last.rationale.safetensors and\n"
             "DIR/best.rationale.safetensors); DIR/run.lock\n"
             "keeps a second run out of DIR while this one lives. The best checkpoint is the\n"
-            "epoch with the best score on the validation split (data.val_fraction, data.val),\n"
-            "or without one on the test split. Under mpirun -np N it runs data-parallel over\n"
+            "epoch with the best score on the validation split (data.val_fraction, data.val);\n"
+            "without one nothing is chosen and it is the last evaluated epoch (the test split\n"
+            "chooses nothing). Under mpirun -np N it runs data-parallel over\n"
             "the N ranks (rank 0 writes; --resume needs the same N; see README.md).\n\n"
             "options:\n"
             "  --out DIR        output folder, exactly (default runs/NAME/seed-N, NAME from the\n"
@@ -223,9 +224,9 @@ int cmd_train(int argc, char **argv)
         free(b);
     }
     if (s == XD_OK && !quiet && !r.data.val && r.data.val_fraction <= 0.0f)
-        fprintf(stderr, "note: no validation split, so best.safetensors is chosen on the test split; "
-                        "set data.val_fraction (e.g. 0.1) to choose it on held-out training "
-                        "examples\n");
+        fprintf(stderr, "note: no validation split, so nothing chooses an epoch: best.safetensors "
+                        "is the last evaluated one; set data.val_fraction (e.g. 0.1) to choose it "
+                        "on held-out training examples\n");
     /* without --out, every seed has its folder runs/NAME/seed-N, as --seeds makes them */
     char *def_out = NULL;
     const char *base = resume_dir ? resume_dir : out;

@@ -35,8 +35,9 @@ typedef struct {
     double *eval_acc, *eval_bacc; /* (n_eval) the last evaluation on each eval set */
     feed *eval_feeds;        /* (n_eval) its view of each eval set (data.eval_sets) */
     int n_eval;
-    double best_acc;         /* the score that picks the best checkpoint: on the validation split
-                              * when the run has one, else on the test split */
+    double best_acc;         /* the score that picked the best checkpoint: on the validation split
+                              * when the run has one; else (nothing picked: the best is the last
+                              * evaluated epoch) its test score */
     double test_at_best;     /* the test score of the best checkpoint */
     int best_epoch;
     size_t correct, labelled; /* training accuracy over the current epoch */

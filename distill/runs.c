@@ -8,25 +8,35 @@
 #include "io/file.h"
 #include "modalities/text/utf8.h"
 
-/* "final_test_acc", "best_test_miou", "best_val_acc", "test_acc_at_best": the summary key of a
- * run's score (best: on the split that chose the best checkpoint) */
+/* "final_test_acc", "best_val_miou", "test_acc_at_best", "best_test_acc": the summary key of a
+ * run's score: final, best (on the validation split, which chose the best checkpoint), at_best
+ * (the best checkpoint's test score), old_best (an older summary's best epoch chosen on the test
+ * split, read as its at_best) */
 static const char *score_key(const train_result *res, const char *which)
 {
     static char key[32];
     const char *score = res->segment ? "miou" : "acc";
     if (strcmp(which, "at_best") == 0)
         snprintf(key, sizeof key, "test_%s_at_best", score);
+    else if (strcmp(which, "best") == 0)
+        snprintf(key, sizeof key, "best_val_%s", score);
     else
-        snprintf(key, sizeof key, "%s_%s_%s", which,
-                 strcmp(which, "best") == 0 && res->val ? "val" : "test", score);
+        snprintf(key, sizeof key, "%s_test_%s", strcmp(which, "old_best") ? which : "best", score);
     return key;
 }
 
-/* The test score at the best epoch: test_*_at_best, or best_test_* when best was chosen on the
- * test split. */
+/* The test score at the best epoch: test_*_at_best, or in an older summary without it best_test_*
+ * (its best epoch chosen on the test split). */
 static double at_best(const train_result *res, const json_t *o)
 {
-    return json_real_value(json_object_get(o, score_key(res, res->val ? "at_best" : "best")));
+    const json_t *v = json_object_get(o, score_key(res, "at_best"));
+    return json_real_value(v ? v : json_object_get(o, score_key(res, "old_best")));
+}
+
+/* The score that chose the best checkpoint: on the validation split, else none (its test score). */
+static double best_score(const train_result *res, const json_t *o)
+{
+    return res->val ? json_real_value(json_object_get(o, score_key(res, "best"))) : at_best(res, o);
 }
 
 int runs_read_finished(const char *dir, train_result *res)
@@ -45,7 +55,7 @@ int runs_read_finished(const char *dir, train_result *res)
         res->final_bacc = json_real_value(json_object_get(j, "final_test_bacc"));
         res->seed = (long)json_integer_value(json_object_get(j, "seed"));
         res->final_acc = json_real_value(json_object_get(j, score_key(res, "final")));
-        res->best_acc = json_real_value(json_object_get(j, score_key(res, "best")));
+        res->best_acc = best_score(res, j);
         res->final_pixel_acc = json_real_value(json_object_get(j, "final_test_pixel_acc"));
         res->best_epoch = (int)json_integer_value(json_object_get(j, "best_epoch"));
         res->seconds = json_real_value(json_object_get(j, "train_seconds"));
@@ -61,7 +71,7 @@ int runs_read_finished(const char *dir, train_result *res)
             train_model_result *mr = &res->models[res->n_models++];
             snprintf(mr->name, sizeof mr->name, "%s", name);
             mr->final_acc = json_real_value(json_object_get(o, score_key(res, "final")));
-            mr->best_acc = json_real_value(json_object_get(o, score_key(res, "best")));
+            mr->best_acc = best_score(res, o);
             mr->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
             mr->test_at_best = at_best(res, o);
             mr->final_bacc = json_real_value(json_object_get(o, "final_test_bacc"));
@@ -73,8 +83,6 @@ int runs_read_finished(const char *dir, train_result *res)
             train_exit_result *x = &res->exits[res->n_exits++];
             snprintf(x->name, sizeof x->name, "%s", name);
             x->final_acc = json_real_value(json_object_get(o, "final_test_acc"));
-            x->best_acc = json_real_value(json_object_get(o, "best_test_acc"));
-            x->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
         }
     }
     json_decref(j);
@@ -105,22 +113,20 @@ void runs_print_result(FILE *f, const char *name, const train_result *res)
         }
         fprintf(f, ", %.1f s, %.0f img/s\n", res->seconds, res->images_per_s);
     } else if (res->n_models > 1) {
-        /* a run of several models: each model's final and best accuracy */
+        /* a run of several models: each model's final accuracy (no validation split: nothing
+         * chose a best epoch, so none is shown) */
         fprintf(f, "%s seed %ld:", name, res->seed);
         for (int k = 0; k < res->n_models; k++)
-            fprintf(f, "%s %s test accuracy %.2f%% (best %.2f%% at epoch %d)", k ? "," : "",
-                    res->models[k].name, 100.0 * res->models[k].final_acc,
-                    100.0 * res->models[k].best_acc, res->models[k].best_epoch);
+            fprintf(f, "%s %s test accuracy %.2f%%", k ? "," : "", res->models[k].name,
+                    100.0 * res->models[k].final_acc);
         fprintf(f, ", %.1f s, %.0f img/s\n", res->seconds, res->images_per_s);
     } else if (res->segment)
-        fprintf(f, "%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%% (best mIoU %.2f%% at "
-                   "epoch %d), %.1f s, %.0f img/s\n", name, res->seed, 100.0 * res->final_acc,
-                100.0 * res->final_pixel_acc, 100.0 * res->best_acc, res->best_epoch,
+        fprintf(f, "%s seed %ld: test mIoU %.2f%%, pixel accuracy %.2f%%, %.1f s, %.0f img/s\n",
+                name, res->seed, 100.0 * res->final_acc, 100.0 * res->final_pixel_acc,
                 res->seconds, res->images_per_s);
     else
-        fprintf(f, "%s seed %ld: test accuracy %.2f%% (best %.2f%% at epoch %d), %.1f s, %.0f "
-                   "img/s\n", name, res->seed, 100.0 * res->final_acc, 100.0 * res->best_acc,
-                res->best_epoch, res->seconds, res->images_per_s);
+        fprintf(f, "%s seed %ld: test accuracy %.2f%%, %.1f s, %.0f img/s\n", name, res->seed,
+                100.0 * res->final_acc, res->seconds, res->images_per_s);
     for (int x = 0; x < res->n_exits; x++)
         fprintf(f, "%s%s %.2f%%%s", x ? ", " : "  exits: ", res->exits[x].name,
                 100.0 * res->exits[x].final_acc, x == res->n_exits - 1 ? "\n" : "");
@@ -133,7 +139,7 @@ typedef enum { SC_FINAL, SC_BEST, SC_PIXEL, SC_AT_BEST } score_which;
  * several models) or the run's (k = -1) */
 static double score_of(const train_result *res, int k, score_which which)
 {
-    if (k <= -2) return which == SC_BEST ? res->exits[-2 - k].best_acc : res->exits[-2 - k].final_acc;
+    if (k <= -2) return res->exits[-2 - k].final_acc;
     if (k >= 0)
         return which == SC_BEST      ? res->models[k].best_acc
                : which == SC_AT_BEST ? res->models[k].test_at_best
@@ -199,9 +205,10 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
         json_object_set_new(o, score_key(&res[i], "final"), json_real(res[i].final_acc));
         if (res[i].segment)
             json_object_set_new(o, "final_test_pixel_acc", json_real(res[i].final_pixel_acc));
-        json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
-        if (res[i].val)
+        if (res[i].val) {
+            json_object_set_new(o, score_key(&res[i], "best"), json_real(res[i].best_acc));
             json_object_set_new(o, score_key(&res[i], "at_best"), json_real(res[i].test_at_best));
+        }
         json_object_set_new(o, "best_epoch", json_integer(res[i].best_epoch));
         json_object_set_new(o, "train_seconds", json_real(res[i].seconds));
         json_array_append_new(runs, o);
@@ -211,32 +218,34 @@ json_t *runs_seeds_json(const char *name, const train_result *res, int n)
     json_object_set_new(j, "seeds", json_integer(n));
     json_object_set_new(j, "runs", runs);
     json_object_set_new(j, score_key(&res[0], "final"), mean_std_json(res, n, -1, SC_FINAL));
-    json_object_set_new(j, score_key(&res[0], "best"), mean_std_json(res, n, -1, SC_BEST));
-    if (res[0].val)
+    if (res[0].val) {
+        json_object_set_new(j, score_key(&res[0], "best"), mean_std_json(res, n, -1, SC_BEST));
         json_object_set_new(j, score_key(&res[0], "at_best"), mean_std_json(res, n, -1, SC_AT_BEST));
+    }
     if (res[0].segment)
         json_object_set_new(j, "final_test_pixel_acc", mean_std_json(res, n, -1, SC_PIXEL));
     if (res[0].n_models > 1) {
-        /* "models": each model's final and best score over the seeds */
+        /* "models": each model's final score over the seeds, and with a validation split its
+         * best there and the test score at that best */
         json_t *all = json_object();
         for (int k = 0; k < res[0].n_models; k++) {
             json_t *o = json_object();
             json_object_set_new(o, score_key(&res[0], "final"), mean_std_json(res, n, k, SC_FINAL));
-            json_object_set_new(o, score_key(&res[0], "best"), mean_std_json(res, n, k, SC_BEST));
-            if (res[0].val)
+            if (res[0].val) {
+                json_object_set_new(o, score_key(&res[0], "best"), mean_std_json(res, n, k, SC_BEST));
                 json_object_set_new(o, score_key(&res[0], "at_best"),
                                     mean_std_json(res, n, k, SC_AT_BEST));
+            }
             json_object_set_new(all, res[0].models[k].name, o);
         }
         json_object_set_new(j, "models", all);
     }
     if (res[0].n_exits) {
-        /* "exits": each early exit's final and best accuracy over the seeds */
+        /* "exits": each early exit's final accuracy over the seeds */
         json_t *all = json_object();
         for (int x = 0; x < res[0].n_exits; x++) {
             json_t *o = json_object();
             json_object_set_new(o, "final_test_acc", mean_std_json(res, n, -2 - x, SC_FINAL));
-            json_object_set_new(o, "best_test_acc", mean_std_json(res, n, -2 - x, SC_BEST));
             json_object_set_new(all, res[0].exits[x].name, o);
         }
         json_object_set_new(j, "exits", all);

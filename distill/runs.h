@@ -2,7 +2,7 @@
  * one-line report of a run, and the mean and standard deviation over several seeds (the
  * multi-seed summary.json of `xdistill train --seeds K`, and each step of `xdistill run`). A run
  * of several models (a `models:` list) has each model's scores too: its report line names every
- * model, and its summaries add "models": {NAME: {final_test_*, best_test_*}}. */
+ * model, and its summaries add "models": {NAME: {final_test_*, ...}}. */
 #ifndef XD_DISTILL_RUNS_H
 #define XD_DISTILL_RUNS_H
 
@@ -24,8 +24,8 @@ void runs_print_result(FILE *f, const char *name, const train_result *res);
 /* "NAME: test accuracy M +- S% over K seeds" (or mIoU and pixel accuracy), one line to f. */
 void runs_print_seeds(FILE *f, const char *name, const train_result *res, int n);
 
-/* {name, seeds, runs: [per seed], final_test_*: {mean, std}, best_test_*: {mean, std}} for n
- * finished runs (n >= 1); the caller owns the object. */
+/* {name, seeds, runs: [per seed], final_test_*: {mean, std}} for n finished runs (n >= 1), with a
+ * validation split also best_val_* and test_*_at_best: {mean, std}; the caller owns the object. */
 json_t *runs_seeds_json(const char *name, const train_result *res, int n);
 /* runs_seeds_json plus the recipe, as dir/summary.json. */
 xd_status runs_write_seeds_summary(const char *dir, const recipe *r, const train_result *res,

@@ -150,8 +150,9 @@ xd_status train_check_schedule(const train_run *R, xd_err *e)
                    file, sched.warmup_steps, sched.total_steps);
 }
 
-/* Model k's last checkpoint, and its best when this epoch's evaluation improved the score that
- * picks it: on the validation split when the run has one, else on the test split (mk->acc). */
+/* Model k's last checkpoint, and its best: with a validation split, when this epoch's evaluation
+ * improved the score there; without one nothing is chosen, and the best is the last evaluated
+ * epoch (the test split picks no checkpoint). */
 static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated, xd_err *e)
 {
     model_rt *mk = &R->models[k];
@@ -172,9 +173,9 @@ static xd_status save_checkpoints(train_run *R, int k, int epoch, int evaluated,
                                                       R->ds, R->r->data.label, e);
     free(last);
     free(name);
-    const double score = R->has_val ? mk->val_acc : mk->acc;
-    if (s == XD_OK && evaluated && (mk->best_epoch == 0 || score > mk->best_acc)) {
-        mk->best_acc = score;
+    const int better = !R->has_val || mk->best_epoch == 0 || mk->val_acc > mk->best_acc;
+    if (s == XD_OK && evaluated && better) {
+        mk->best_acc = R->has_val ? mk->val_acc : mk->acc;
         mk->test_at_best = mk->acc;
         mk->best_epoch = epoch + 1;
         name = models_file(R->r, k, "best");
@@ -409,7 +410,7 @@ xd_status train_epoch(train_run *R, int stage, int epoch, xd_err *e)
         if (evaluate && ((s = train_evaluate_test(R, k, &acc, e)) != XD_OK ||
                          (s = train_evaluate_val(R, k, e)) != XD_OK))
             return s;
-        if (evaluate && (s = train_exits_evaluate(R, k, epoch, e)) != XD_OK) return s;
+        if (evaluate && (s = train_exits_evaluate(R, k, e)) != XD_OK) return s;
         R->models[k].acc = acc;
     }
     /* the first epoch's files are the run's first change to its folder: an evaluation that

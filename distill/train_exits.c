@@ -38,7 +38,7 @@ void train_exits_free(train_run *R)
     R->n_exits = 0;
 }
 
-xd_status train_exits_evaluate(train_run *R, int k, int epoch, xd_err *e)
+xd_status train_exits_evaluate(train_run *R, int k, xd_err *e)
 {
     model_rt *mk = &R->models[k];
     for (int i = 0; i < R->n_exits; i++) {
@@ -50,10 +50,6 @@ xd_status train_exits_evaluate(train_run *R, int k, int epoch, xd_err *e)
             xd_status s = trainer_evaluate(&mk->m, x->node, &mk->test, R->ytest, mk->eval_input,
                                            &x->acc, e);
             if (s != XD_OK) return s;
-        }
-        if (epoch >= 0 && (x->best_epoch == 0 || x->acc > x->best_acc)) {
-            x->best_acc = x->acc;
-            x->best_epoch = epoch + 1;
         }
     }
     return XD_OK;
@@ -75,35 +71,6 @@ void train_exits_result(const train_run *R, train_result *res)
         train_exit_result *x = &res->exits[i];
         snprintf(x->name, sizeof x->name, "%s", R->exits[i].key);
         x->final_acc = R->exits[i].acc;
-        x->best_acc = R->exits[i].best_acc;
-        x->best_epoch = R->exits[i].best_epoch;
     }
 }
 
-size_t train_exits_save_meta(const train_run *R, train_exits_kv *kv, io_kv *meta, size_t n_meta)
-{
-    for (int i = 0; i < R->n_exits; i++) {
-        snprintf(kv->key[2 * i], sizeof kv->key[0], "exit.%s.best_acc", R->exits[i].key);
-        snprintf(kv->val[2 * i], sizeof kv->val[0], "%.17g", R->exits[i].best_acc);
-        snprintf(kv->key[2 * i + 1], sizeof kv->key[0], "exit.%s.best_epoch", R->exits[i].key);
-        snprintf(kv->val[2 * i + 1], sizeof kv->val[0], "%d", R->exits[i].best_epoch);
-        meta[n_meta++] = (io_kv){kv->key[2 * i], kv->val[2 * i]};
-        meta[n_meta++] = (io_kv){kv->key[2 * i + 1], kv->val[2 * i + 1]};
-    }
-    return n_meta;
-}
-
-xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e)
-{
-    for (int i = 0; i < R->n_exits; i++) {
-        char acc[sizeof R->exits[i].key + 24], ep[sizeof acc];
-        snprintf(acc, sizeof acc, "exit.%s.best_acc", R->exits[i].key);
-        snprintf(ep, sizeof ep, "exit.%s.best_epoch", R->exits[i].key);
-        /* a state written before exits were scored: none known yet */
-        if (!io_st_meta(f, acc) && !io_st_meta(f, ep)) continue;
-        xd_status s = train_meta_best(f, acc, ep, R->epochs_done, &R->exits[i].best_acc,
-                                      &R->exits[i].best_epoch, e);
-        if (s != XD_OK) return s;
-    }
-    return XD_OK;
-}

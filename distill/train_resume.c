@@ -241,7 +241,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
     snprintf(im[3], sizeof im[3], "%016llx", (unsigned long long)R->digest);
-    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + 2 * EXITS_MAX + MAX_INPUTS] = {
+    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + MAX_INPUTS] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]},
@@ -264,8 +264,6 @@ xd_status train_save_resume(train_run *R, xd_err *e)
         snprintf(tvals[k], sizeof tvals[0], "%.17g", R->models[k].test_at_best);
         meta[n_meta++] = (io_kv){tkeys[k], tvals[k]};
     }
-    train_exits_kv exits_kv;
-    n_meta = train_exits_save_meta(R, &exits_kv, meta, n_meta);
     /* the files it reads: a resume must read the same (train_check_inputs) */
     input_file in[MAX_INPUTS];
     char ids[MAX_INPUTS][17];
@@ -484,7 +482,7 @@ static xd_status load_scores(train_run *R, io_st_file *f, xd_err *e)
                                 &mk->test_at_best, e)) != XD_OK)
             return s;
     }
-    return train_exits_load_meta(R, f, e);
+    return XD_OK;
 }
 
 xd_status train_load_resume(train_run *R, int what, xd_err *e)

@@ -111,8 +111,7 @@ typedef struct {
 typedef struct {
     int model, node;
     char key[RECIPE_MAX_NAME + NN_NAME_LEN + 2]; /* "EXIT", or "MODEL.EXIT" with several models */
-    double acc, best_acc;                       /* the last evaluation; the best one */
-    int best_epoch;
+    double acc;                                 /* the last evaluation */
 } train_exit;
 
 /* The identity of every file a run reads besides its recipe, recorded in its resume state so that
@@ -171,7 +170,8 @@ typedef struct {
     train_exit *exits; /* every exit of the models with several (train_exits.c) */
     int n_exits;
     /* validation and further data sets (train_val.c) */
-    int has_val;      /* best checkpoints are chosen on the validation split, not the test split */
+    int has_val;      /* best checkpoints are chosen on the validation split; without one the
+                       * best is the last evaluated epoch (the test split chooses nothing) */
     uint64_t *held;   /* (n_train bits) data.val_fraction: the training examples held out for
                        * validation (no step sees them); NULL otherwise */
     size_t n_held;
@@ -327,20 +327,12 @@ xd_status train_evaluate_val(train_run *R, int k, xd_err *e);
  * evaluation beside the default head. */
 void train_exits_setup(train_run *R);
 /* Scores model k's exits on the test split, after train_evaluate_test (whose score is the
- * default head's); epoch >= 0: an epoch's evaluation, which updates each exit's best. */
-xd_status train_exits_evaluate(train_run *R, int k, int epoch, xd_err *e);
+ * default head's). No checkpoint is chosen by these scores. */
+xd_status train_exits_evaluate(train_run *R, int k, xd_err *e);
 /* metrics.jsonl: test_acc.KEY of every exit (null when not evaluated). */
 void train_exits_metrics(const train_run *R, json_t *j, int evaluated);
-/* The exits' final and best scores into the run's result. */
+/* The exits' final scores into the run's result. */
 void train_exits_result(const train_run *R, train_result *res);
-/* The resume state's metadata: each exit's best score and epoch (nothing for a run without
- * exits, so other runs' states stay as they were). kv: room for the keys and values. */
-typedef struct {
-    char key[2 * EXITS_MAX][RECIPE_MAX_NAME + NN_NAME_LEN + 24];
-    char val[2 * EXITS_MAX][32];
-} train_exits_kv;
-size_t train_exits_save_meta(const train_run *R, train_exits_kv *kv, io_kv *meta, size_t n_meta);
-xd_status train_exits_load_meta(train_run *R, io_st_file *f, xd_err *e);
 void train_exits_free(train_run *R);
 
 #endif

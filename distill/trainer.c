@@ -34,8 +34,9 @@ xd_status train_write_text(const char *path, const char *text, xd_err *e)
     return io_atomic_commit(&w, e);
 }
 
-/* A model's scores in summary.json: final_test_* and final_test_bacc, the best epoch and what
- * chose it; with a validation split best_val_* and test_*_at_best, else best_test_*. */
+/* A model's scores in summary.json: final_test_* and final_test_bacc, the best epoch, what chose
+ * it ("val", or "last": no validation split, so nothing was chosen and the best is the last
+ * evaluated epoch) and its test score test_*_at_best; with a validation split best_val_*. */
 static void summary_scores(json_t *o, const train_run *R, const train_result *res,
                            const train_model_result *mr)
 {
@@ -46,14 +47,14 @@ static void summary_scores(json_t *o, const train_run *R, const train_result *re
     if (!R->seg.on)
         json_object_set_new(o, "final_test_bacc", res->finished ? json_real(mr->final_bacc)
                                                                 : json_null());
-    json_object_set_new(o, "best_on", json_string(R->has_val ? "val" : "test"));
-    snprintf(key, sizeof key, "best_%s_%s", R->has_val ? "val" : "test", score);
-    json_object_set_new(o, key, json_real(mr->best_acc));
-    json_object_set_new(o, "best_epoch", json_integer(mr->best_epoch));
+    json_object_set_new(o, "best_on", json_string(R->has_val ? "val" : "last"));
     if (R->has_val) {
-        snprintf(key, sizeof key, "test_%s_at_best", score);
-        json_object_set_new(o, key, json_real(mr->test_at_best));
+        snprintf(key, sizeof key, "best_val_%s", score);
+        json_object_set_new(o, key, json_real(mr->best_acc));
     }
+    json_object_set_new(o, "best_epoch", json_integer(mr->best_epoch));
+    snprintf(key, sizeof key, "test_%s_at_best", score);
+    json_object_set_new(o, key, json_real(mr->test_at_best));
 }
 
 /* With several models, summary.json's "models": each one's scores (the top-level scores are the
@@ -69,8 +70,8 @@ static void summary_models(json_t *j, const train_run *R, const train_result *re
     json_object_set_new(j, "models", all);
 }
 
-/* With early exits, summary.json's "exits": each exit's final and best test accuracy and best
- * epoch (the top-level scores are the default head's). */
+/* With early exits, summary.json's "exits": each exit's final test accuracy (the top-level
+ * scores are the default head's). */
 static void summary_exits(json_t *j, const train_result *res)
 {
     json_t *all = json_object();
@@ -78,8 +79,6 @@ static void summary_exits(json_t *j, const train_result *res)
         const train_exit_result *x = &res->exits[i];
         json_t *o = json_object();
         json_object_set_new(o, "final_test_acc", res->finished ? json_real(x->final_acc) : json_null());
-        json_object_set_new(o, "best_test_acc", json_real(x->best_acc));
-        json_object_set_new(o, "best_epoch", json_integer(x->best_epoch));
         json_object_set_new(all, x->name, o);
     }
     json_object_set_new(j, "exits", all);
@@ -381,7 +380,7 @@ stopped:
             mr->best_epoch = R.models[k].best_epoch;
             if (res->finished) s = train_evaluate_test(&R, k, &mr->final_acc, e);
             mr->final_bacc = R.models[k].bacc;
-            if (s == XD_OK && res->finished) s = train_exits_evaluate(&R, k, -1, e);
+            if (s == XD_OK && res->finished) s = train_exits_evaluate(&R, k, e);
         }
         train_exits_result(&R, res);
         res->final_acc = res->models[0].final_acc;

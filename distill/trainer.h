@@ -54,8 +54,9 @@ typedef struct {
 } train_opts;
 
 /* One trainable model's scores (accuracy; for a segment task the mIoU). best_acc is the score that
- * chose its best checkpoint: on the validation split when the run has one, else on the test
- * split; test_at_best is that checkpoint's test score. */
+ * chose its best checkpoint on the validation split when the run has one; without one nothing is
+ * chosen (the best is the last evaluated epoch) and best_acc is its test score. test_at_best is
+ * the best checkpoint's test score. */
 typedef struct {
     char name[RECIPE_MAX_NAME];
     double final_acc, best_acc, test_at_best;
@@ -67,8 +68,7 @@ typedef struct {
  * "MODEL.EXIT" in a run of several models. */
 typedef struct {
     char name[RECIPE_MAX_NAME + NN_NAME_LEN + 2];
-    double final_acc, best_acc;
-    int best_epoch;
+    double final_acc;
 } train_exit_result;
 
 typedef struct {
@@ -78,7 +78,8 @@ typedef struct {
     double final_acc, best_acc; /* the first model's scores (as train_model_result's) */
     double test_at_best, final_bacc;
     int best_epoch;
-    int val;                    /* best checkpoints were chosen on a validation split */
+    int val;                    /* best checkpoints were chosen on a validation split (else the
+                                 * best is the last evaluated epoch) */
     int n_models;               /* every trainable model's scores */
     train_model_result models[RECIPE_MAX_MODELS];
     int segment;                /* task segment: the scores are mIoU, with pixel accuracy */

@@ -47,7 +47,7 @@ for r in "${rows[@]}"; do
     /"final_test_acc": \{/ { k = "a" }
     /"final_test_miou": \{/ { k = "m" }
     /"final_test_pixel_acc": \{/ { k = "p" }
-    /"best_test_(acc|miou)": \{/ { k = "" }
+    /"best_val_(acc|miou)": \{/ { k = "" }
     k != "" && /"mean"/ { gsub(/[,]/, "", $2); mean[k] = $2 }
     k != "" && /"std"/ { gsub(/[,]/, "", $2); sd[k] = $2; k = "" }
     END {

@@ -40,15 +40,16 @@ static int is_file(const char *dir, const char *name)
 
 static double num_or_nan(const json_t *v) { return json_is_number(v) ? json_number_value(v) : NAN; }
 
-/* the scores of a summary object (the whole summary, or one model's entry in "models"); a best
- * epoch chosen on the validation split has its test score under test_*_at_best */
+/* the scores of a summary object (the whole summary, or one model's entry in "models"); the best
+ * epoch's test score is under test_*_at_best (an older summary without it chose its best epoch on
+ * the test split and has it under best_test_*) */
 static void read_scores(rp_run *r, const json_t *o)
 {
     const char *fin = r->segment ? "final_test_miou" : "final_test_acc";
-    const char *best = r->best_on_val ? (r->segment ? "test_miou_at_best" : "test_acc_at_best")
-                                      : (r->segment ? "best_test_miou" : "best_test_acc");
+    const json_t *best = json_object_get(o, r->segment ? "test_miou_at_best" : "test_acc_at_best");
+    if (!best) best = json_object_get(o, r->segment ? "best_test_miou" : "best_test_acc");
     r->final_score = r->finished ? num_or_nan(json_object_get(o, fin)) : NAN;
-    r->best_score = num_or_nan(json_object_get(o, best));
+    r->best_score = num_or_nan(best);
     r->best_epoch = (int)json_integer_value(json_object_get(o, "best_epoch"));
 }
 

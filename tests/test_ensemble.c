@@ -323,6 +323,14 @@ static void test_recipe_round_trip(void **state)
 
 #define MLP "input h=8 w=8 c=1; flatten; linear out=16 name=fc1; relu; linear out=4 name=logits head"
 
+/* A teacher of the toy set: its label (", label: label.row" or "") and class count. */
+static const char *const teacher_fmt =
+    "data: {path: toy.xds%s}\n"
+    "model: \"input h=8 w=8 c=1; conv2d out=8 k=3 pad=1; relu; maxpool k=2; flatten; "
+    "linear out=32; relu; linear out=%d name=logits head\"\n"
+    "train: {epochs: 4, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+    "losses: [{kind: ce}]\n";
+
 /* The toy set, the quadrant teacher (4 classes: quad/best.safetensors) and the row teacher
  * (label.row, 2 classes: row/best.safetensors), made once. */
 static void ensure_teachers(void)
@@ -330,13 +338,7 @@ static void ensure_teachers(void)
     if (exists("row/best.safetensors")) return;
     tiny_spec s = tiny_default();
     tiny_write("toy.xds", &s);
-    static const char *const fmt =
-        "data: {path: toy.xds%s}\n"
-        "model: \"input h=8 w=8 c=1; conv2d out=8 k=3 pad=1; relu; maxpool k=2; flatten; "
-        "linear out=32; relu; linear out=%d name=logits head\"\n"
-        "train: {epochs: 4, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
-        "losses: [{kind: ce}]\n";
-    char *quad = tu_fmt(fmt, "", 4), *row = tu_fmt(fmt, ", label: label.row", 2);
+    char *quad = tu_fmt(teacher_fmt, "", 4), *row = tu_fmt(teacher_fmt, ", label: label.row", 2);
     run_ok("quad", quad, "quad", 1, 0, 0);
     run_ok("row", row, "row", 1, 0, 0);
     free(quad);
@@ -420,6 +422,9 @@ static void test_cache_per_member(void **state)
 {
     (void)state;
     ensure_teachers();
+    char *quad = tu_fmt(teacher_fmt, "", 4); /* a second quadrant teacher, of another seed */
+    run_ok("quad", quad, "quad2", 2, 0, 0);
+    free(quad);
     if (mkdir("c2", 0777) != 0) fail_msg("cannot create the folder c2");
     tiny_spec s = tiny_default();
     tiny_write("c2/toy.xds", &s);
@@ -427,7 +432,7 @@ static void test_cache_per_member(void **state)
         "data: {path: c2/toy.xds, labels_per_class: 5}\n"
         "model: \"" MLP "\"\n"
         "teachers:\n  - {name: a, checkpoint: quad/best.safetensors, cache: %s}\n"
-        "  - {name: b, checkpoint: quad/last.safetensors, cache: %s}\n"
+        "  - {name: b, checkpoint: quad2/best.safetensors, cache: %s}\n"
         "train: {epochs: 2, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
         "losses:\n  - {kind: kd, teachers: [a, b], combine: entropy}\n";
     char *cached = tu_fmt(fmt, "true", "true"), *online = tu_fmt(fmt, "false", "false");

@@ -165,7 +165,7 @@ static void test_report_models(void **state)
             const char *p = strstr(sec, ev);
             if (!p) fail_msg("no %s", ev);
             char *acc = tu_fmt("Accuracy %.2f%%",
-                               100 * json_at(sum, "models", models[k], "best_test_acc", NULL));
+                               100 * json_at(sum, "models", models[k], "test_acc_at_best", NULL));
             if (!strstr(p, acc) || strstr(p, acc) > strstr(p, "</p>")) fail_msg("%s: want %s", ev, acc);
             free(acc);
             free(ev);
@@ -350,7 +350,7 @@ static void test_report_segment(void **state)
                           seed, seed);
         const char *p = strstr(sec, ev);
         if (!p) fail_msg("no %s", ev);
-        char *miou = tu_fmt(" mIoU %.2f%%", 100 * json_at(sum, "best_test_miou", NULL));
+        char *miou = tu_fmt(" mIoU %.2f%%", 100 * json_at(sum, "test_miou_at_best", NULL));
         if (!strstr(p, miou) || strstr(p, miou) > strstr(p, "</p>")) fail_msg("%s: want%s", ev, miou);
         free(miou);
         free(ev);

@@ -142,7 +142,7 @@ static void test_resume_after_last_epoch_writes_summary(void **state)
     assert_true(res.final_acc == ref.final_acc);
     json_t *j = load_json("sum/summary.json");
     assert_true(num(j, "final_test_acc") == num(full, "final_test_acc"));
-    assert_true(num(j, "best_test_acc") == num(full, "best_test_acc"));
+    assert_true(num(j, "test_acc_at_best") == num(full, "test_acc_at_best"));
     assert_int_equal((int)num(j, "threads"), used);
     json_t *m = read_metrics("sum");
     assert_int_equal(json_array_size(m), 2);

@@ -167,9 +167,10 @@ static void test_feature_loss_projector(void **state)
         char *losses = tu_fmt("  - kind: ce\n"
                            "  - {kind: feature, student_tap: feat, teacher_tap: feat, metric: %s}\n",
                            metrics[k]);
-        char *text = student_recipe("", MLP_MODEL, TEACHERS, 3, "{kind: adamw, lr: 0.01}", losses);
+        char *text = student_recipe("", MLP_MODEL, TEACHERS, 4, "{kind: adamw, lr: 0.01}", losses);
         char *dir = tu_fmt("feat-%s", metrics[k]);
         train_result r = run_ok(dir, text, dir, 2, 0, 0);
+        print_message("feature (%s) student: accuracy %.3f\n", metrics[k], r.final_acc);
         assert_true(r.final_acc >= 0.9);
         json_t *m = read_metrics(dir);
         double f1 = num(json_array_get(m, 0), "loss.1.feature"),

@@ -394,7 +394,8 @@ static void test_cross_modal_peers_resume(void **state)
     if (!s) fail_msg("summary.json: %s", je.text);
     json_t *txt = json_object_get(json_object_get(s, "models"), "txt");
     assert_non_null(txt);
-    assert_true(json_real_value(json_object_get(txt, "best_test_acc")) == full.models[1].best_acc);
+    assert_true(json_real_value(json_object_get(txt, "test_acc_at_best")) == full.models[1].best_acc);
+    assert_string_equal(json_string_value(json_object_get(txt, "best_on")), "last");
     json_decref(s);
     /* resuming the finished run writes nothing and reads every model's scores back, which the
      * seeds' summary (train --seeds, xdistill run) then carries */

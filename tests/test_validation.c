@@ -23,6 +23,7 @@
 #include "distill/kd.h"
 #include "distill/recipe.h"
 #include "distill/runlock.h"
+#include "distill/runs.h"
 #include "distill/trainer.h"
 #include "io/dataset.h"
 #include "io/safetensors.h"
@@ -107,11 +108,14 @@ static void test_validation_fraction(void **state)
     assert_int_equal((int)num(sum, "val_examples"), 12);
     assert_int_equal((int)num(sum, "labels_used"), 28);
     json_decref(sum);
-    /* without a validation split the summary says best was chosen on the test split */
+    /* without a validation split nothing is chosen: the best is the last epoch, and the test
+     * split gives no best score */
     ensure_teacher();
     sum = load_json("teacher/summary.json");
-    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "test");
-    assert_non_null(json_object_get(sum, "best_test_acc"));
+    assert_string_equal(json_string_value(json_object_get(sum, "best_on")), "last");
+    assert_null(json_object_get(sum, "best_test_acc"));
+    assert_true(num(sum, "test_acc_at_best") == num(sum, "final_test_acc"));
+    assert_true(num(sum, "best_epoch") == num(sum, "epochs"));
     json_decref(sum);
     free(text);
 }
@@ -435,6 +439,44 @@ static void test_class_weight(void **state)
     }
 }
 
+/* A finished run's scores read back from its summary.json (a --seeds run resumed, a pipeline
+ * step): with a validation split its best there and the test score at it; without one, the test
+ * score of its last epoch, and no best score in the seeds' summary; an older summary whose best
+ * epoch was chosen on the test split (best_test_acc) still reads, as that epoch's test score. */
+static void test_summary_read_back(void **state)
+{
+    (void)state;
+    static const char *const sums[] = {
+        "{\"name\": \"v\", \"seed\": 1, \"epochs\": 3, \"finished\": true, \"best_on\": \"val\", "
+        "\"final_test_acc\": 0.5, \"best_val_acc\": 0.75, \"test_acc_at_best\": 0.625, "
+        "\"best_epoch\": 2}",
+        "{\"name\": \"l\", \"seed\": 1, \"epochs\": 3, \"finished\": true, \"best_on\": \"last\", "
+        "\"final_test_acc\": 0.5, \"test_acc_at_best\": 0.5, \"best_epoch\": 3}",
+        "{\"name\": \"o\", \"seed\": 1, \"epochs\": 3, \"finished\": true, \"best_on\": \"test\", "
+        "\"final_test_acc\": 0.5, \"best_test_acc\": 0.875, \"best_epoch\": 1}"};
+    const double best[] = {0.75, 0.5, 0.875}, at_best[] = {0.625, 0.5, 0.875};
+    for (int i = 0; i < 3; i++) {
+        char *dir = tu_fmt("sum-%d", i), *path = tu_fmt("sum-%d/summary.json", i);
+        if (mkdir(dir, 0777) != 0) fail_msg("cannot create %s", dir);
+        tu_write_file(path, sums[i], strlen(sums[i]));
+        train_result res;
+        memset(&res, 0, sizeof res);
+        assert_int_equal(runs_read_finished(dir, &res), 1);
+        assert_int_equal(res.val, i == 0);
+        assert_true(res.final_acc == 0.5);
+        assert_true(res.best_acc == best[i]);
+        assert_true(res.test_at_best == at_best[i]);
+        json_t *j = runs_seeds_json("x", &res, 1);
+        assert_int_equal(json_object_get(j, "best_val_acc") != NULL, i == 0);
+        assert_int_equal(json_object_get(j, "test_acc_at_best") != NULL, i == 0);
+        assert_null(json_object_get(j, "best_test_acc"));
+        assert_non_null(json_object_get(j, "final_test_acc"));
+        json_decref(j);
+        free(path);
+        free(dir);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -448,6 +490,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_validation_models),
         cmocka_unit_test(test_validation_excluded_from_projector_fit),
         cmocka_unit_test(test_class_weight),
+        cmocka_unit_test(test_summary_read_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

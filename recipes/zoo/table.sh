@@ -35,7 +35,7 @@ for r in "${rows[@]}"; do
   secs=$(epoch_seconds "$r")
   awk -v r="$r" -v secs="$secs" -v base="$base" '
     /"final_test_acc": \{/ { k = 1 }
-    /"best_test_acc": \{/ { k = 0 }
+    /"best_val_acc": \{/ { k = 0 }
     k && /"mean"/ { gsub(/,/, "", $2); mean = $2 }
     k && /"std"/ { gsub(/,/, "", $2); sd = $2; k = 0 }
     END { printf "| %s | %.2f +- %.2f%% | %.2f | %+.2f |\n", r, 100 * mean, 100 * sd, secs,
