@@ -16,6 +16,7 @@
 
 #include "core/mem.h"
 #include "io/file.h"
+#include "modalities/text/normalize.h"
 #include "modalities/text/utf8.h"
 
 typedef enum { MF_COL_IMAGE, MF_COL_TEXT, MF_COL_LABEL, MF_COL_COUNT } mf_col;
@@ -218,7 +219,18 @@ static void build_end(mf_build *b)
     b->dir = NULL;
 }
 
-/* Adds one example: image path resolved and checked, text and raw label copied. */
+/* A label or class name (valid UTF-8) in one spelling, new in *out: NFC, invisible characters
+ * dropped, each run of white space one space and none at the ends (modalities/text/normalize.h),
+ * so that "Café" typed composed or decomposed, or "cat " and "cat", are one class; case and
+ * accents are kept. Nothing but white space and invisible characters gives "". */
+static xd_status label_spelling(const char *s, size_t n, char **out, xd_err *e)
+{
+    const txt_norm_opts o = {.collapse_space = true};
+    size_t len;
+    return txt_normalize(s, n, &o, out, &len, e);
+}
+
+/* Adds one example: image path resolved and checked, text and label (label_spelling) copied. */
 static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_COL_COUNT],
                            const char *image, const char *text, const char *label)
 {
@@ -226,19 +238,27 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     if (m->n >= b->lim.max_rows)
         return mf_fail(b, XD_EFORMAT, line, NULL, "more than the %zu examples allowed",
                        b->lim.max_rows);
+    char *name;
+    xd_err bad;
+    if (label_spelling(label, strlen(label), &name, &bad) != XD_OK)
+        return mf_fail(b, bad.code, line, cols[MF_COL_LABEL], "%s", bad.msg);
     /* blank (nothing but Unicode white space) is empty, as for a rationale */
-    if (txt_is_blank(label))
+    if (!*name || txt_is_blank(name)) {
+        free(name);
         return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
+    }
     if (b->rationales) { /* image holds the rationale, checked by jsonl_row */
         size_t i = m->n++;
         m->rationales[i] = xd_xstrdup(image);
         m->texts[i] = xd_xstrdup(text);
-        b->label_raw[i] = xd_xstrdup(label);
+        b->label_raw[i] = name;
         b->lines[i] = line;
         return XD_OK;
     }
-    if (image[0] == '\0')
+    if (image[0] == '\0') {
+        free(name);
         return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_IMAGE], "empty image path");
+    }
     char *resolved = (image[0] == '/' || strcmp(b->dir, ".") == 0) ? xd_xstrdup(image)
                                                                    : io_path_join(b->dir, image);
     struct stat st;
@@ -252,12 +272,13 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
         xd_status s = mf_fail(b, XD_EIO, line, cols[MF_COL_IMAGE], "image file '%s': %s",
                               xd_excerpt(resolved, q), why);
         free(resolved);
+        free(name);
         return s;
     }
     size_t i = m->n++;
     m->paths[i] = resolved;
     m->texts[i] = xd_xstrdup(text);
-    b->label_raw[i] = xd_xstrdup(label);
+    b->label_raw[i] = name;
     b->lines[i] = line;
     return XD_OK;
 }
@@ -656,23 +677,30 @@ xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_
     while (s == XD_OK && next_line(buf, n, &off, &line, &len)) {
         lineno++;
         size_t bad = utf8_bad_offset(line, len);
-        size_t h = bad < len || len == 0 ? 0 : name_table_slot(&t, c->names, line);
+        char *name = NULL; /* the line in a label's spelling, to match the labels' */
         if (bad < len)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: invalid UTF-8 at byte %zu (0x%02x)", path, lineno,
                         bad, (unsigned char)line[bad]);
-        else if (txt_is_blank(line))
+        else if ((s = label_spelling(line, len, &name, e)) != XD_OK)
+            xd_err_prefix(e, "%s:%zu", path, lineno);
+        const int blank = s == XD_OK && (!*name || txt_is_blank(name));
+        size_t h = s != XD_OK || blank ? 0 : name_table_slot(&t, c->names, name);
+        if (blank)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: empty class name (one name per line, no blank "
                                        "lines)", path, lineno);
-        else if (t.slot[h] >= 0)
+        else if (s == XD_OK && t.slot[h] >= 0)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: class '%s' is already on line %zu", path, lineno,
                         xd_excerpt(line, q), lines[t.slot[h]]);
-        else if (c->n >= IO_MANIFEST_MAX_CLASSES)
+        else if (s == XD_OK && c->n >= IO_MANIFEST_MAX_CLASSES)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: more than %d class names", path, lineno,
                         IO_MANIFEST_MAX_CLASSES);
-        if (s != XD_OK) break;
+        if (s != XD_OK) {
+            free(name);
+            break;
+        }
         t.slot[h] = (int32_t)c->n;
         lines[c->n] = lineno;
-        c->names[c->n++] = xd_xstrdup(line);
+        c->names[c->n++] = name;
     }
     if (s == XD_OK && c->n == 0) s = xd_fail(e, XD_EFORMAT, "%s: no class names", path);
     free(t.slot);

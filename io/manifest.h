@@ -17,7 +17,10 @@
  * file of integer ids, a label that looks like a number but is not an id (-1, 2.5, 1e3, or an id
  * of IO_MANIFEST_MAX_CLASSES or more) is an error, not a name. JSONL: a JSON integer >= 0 is an
  * id, a JSON string is a name (even "7"); one file uses one kind, mixing them is an error. At most
- * IO_MANIFEST_MAX_CLASSES classes; a file without examples is an error.
+ * IO_MANIFEST_MAX_CLASSES classes; a file without examples is an error. A label is read in one
+ * spelling: NFC, invisible characters dropped, each run of white space one space and none at the
+ * ends (modalities/text/normalize.h, without case folding or compatibility forms), so that a name
+ * typed composed or decomposed, or with a stray space, is one class.
  *
  * Image paths that are not absolute are resolved against the manifest's folder, and each image must
  * exist as a regular file (it is not decoded here). Every field must be valid UTF-8; the image path
@@ -53,8 +56,9 @@ typedef struct {
 } io_manifest;
 
 /* A classes file: one class name per line, in the order of their ids; a UTF-8 byte-order mark and
- * CRLF line ends are tolerated, names are taken literally. Invalid UTF-8, an empty or blank line, a
- * name given twice, or no names at all are errors "FILE:LINE: reason". */
+ * CRLF line ends are tolerated, names are spelled as labels are (NFC, invisible characters
+ * dropped, white space runs one space, none at the ends). Invalid UTF-8, an empty or blank line, a
+ * name given twice (in any spelling), or no names at all are errors "FILE:LINE: reason". */
 typedef struct {
     char *path;
     size_t n;

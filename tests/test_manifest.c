@@ -142,6 +142,28 @@ static void test_labels_and_empty_files(void **state)
     assert_int_equal(m.labels[2], 1);
     io_manifest_free(&m);
 
+    /* one spelling: "Café" composed (U+00E9) and decomposed (e, U+0301), "cat", " cat  " and
+     * "c\u00ADat" (a soft hyphen) are two classes, named in NFC without the space and hyphen;
+     * case is kept */
+    write_text("data/spell.tsv", "image_path\ttext\tlabel\n"
+                                 "img/a.png\tone\tCaf\xC3\xA9\n"
+                                 "img/b.png\ttwo\tCafe\xCC\x81\n"
+                                 "img/c.png\tthree\tcat\n"
+                                 "img/a.png\tfour\t cat  \n"
+                                 "img/b.png\tfive\tc\xC2\xAD" "at\n"
+                                 "img/c.png\tsix\tCat\n");
+    TU_OK(io_manifest_read("data/spell.tsv", NULL, &m, &e));
+    assert_int_equal(m.n_classes, 3);
+    assert_string_equal(m.class_names[0], "Caf\xC3\xA9");
+    assert_string_equal(m.class_names[1], "Cat");
+    assert_string_equal(m.class_names[2], "cat");
+    const int32_t want[] = {0, 0, 2, 2, 2, 1};
+    for (int i = 0; i < 6; i++) assert_int_equal(m.labels[i], want[i]);
+    io_manifest_free(&m);
+    /* nothing but invisible characters and white space is no label */
+    write_text("data/spell.tsv", "image_path\ttext\tlabel\nimg/a.png\tone\t\xE2\x80\x8B\xC2\xAD\n");
+    expect_fail("data/spell.tsv", XD_EFORMAT, "data/spell.tsv:2: column label: empty label");
+
     write_text("data/header.tsv", "image_path\ttext\tlabel\n\n");
     expect_fail("data/header.tsv", XD_EFORMAT, "data/header.tsv: no examples (nothing but the header)");
     write_text("data/blank.jsonl", "\n\n");
@@ -343,6 +365,19 @@ static void test_classes_file(void **state)
     assert_int_equal(io_manifest_read_classes("data/c4.jsonl", NULL, &c, &m, &e), XD_EFORMAT);
     tu_assert_err(&e, XD_EFORMAT, "data/c4.jsonl:1: column label: class id 4, but the classes "
                                   "file data/cls.txt has 4 classes");
+    /* a name in the file and a label match in any spelling: "cat" and " cat", "Café" decomposed
+     * in the file and composed in the manifest */
+    write_text("data/cls2.txt", " cat\nCafe\xCC\x81\n");
+    io_manifest_classes c2;
+    TU_OK(io_manifest_classes_read("data/cls2.txt", &c2, &e));
+    write_text("data/c2.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\tCaf\xC3\xA9\nimg/b.png\tt\tcat\n");
+    TU_OK(io_manifest_read_classes("data/c2.tsv", NULL, &c2, &m, &e));
+    assert_string_equal(m.class_names[0], "cat");
+    assert_string_equal(m.class_names[1], "Caf\xC3\xA9");
+    assert_int_equal(m.labels[0], 1);
+    assert_int_equal(m.labels[1], 0);
+    io_manifest_free(&m);
+    io_manifest_classes_free(&c2);
     /* a label the file does not have: the manifest's line and the label */
     write_text("data/c.tsv", "image_path\ttext\tlabel\nimg/a.png\tt\tcat\n\nimg/b.png\tt\tcow\n");
     assert_int_equal(io_manifest_read_classes("data/c.tsv", NULL, &c, &m, &e), XD_EFORMAT);
@@ -355,6 +390,8 @@ static void test_classes_file(void **state)
         const char *text, *why;
     } bad[] = {
         {"a\nb\na\n", "data/bad.txt:3: class 'a' is already on line 1"},
+        {"Caf\xC3\xA9\nb\nCafe\xCC\x81\n", "data/bad.txt:3: class 'Cafe\xCC\x81' is already on line 1"},
+        {"a\n\xE2\x80\x8B\n", "data/bad.txt:2: empty class name"},
         {"a\n\nb\n", "data/bad.txt:2: empty class name"},
         {"a\nb\n\n", "data/bad.txt:3: empty class name"},
         {"a\n \xE3\x80\x80\nb\n", "data/bad.txt:2: empty class name"},

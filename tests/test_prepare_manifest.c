@@ -53,6 +53,12 @@ static int manifest_setup(void **state)
     TU_OK(io_jpeg_write("mf/img/tall.jpg", &g, 95, &e));
     free(g.px);
     write_rgb_png("mf/img/tiny.png", 3, 3, 4, (const uint8_t[]){0, 0, 0, 0});
+    /* c0.png .. c15.png: 3x3 of one colour each, sixteen different images */
+    for (int i = 0; i < 16; i++) {
+        char path[32];
+        snprintf(path, sizeof path, "mf/img/c%d.png", i);
+        write_rgb_png(path, 3, 3, 3, (const uint8_t[]){(uint8_t)(16 * i), 7, 200});
+    }
     tu_write_text("mf/img/bad.png", "this is not an image");
     tu_write_text("mf/img/bad2.png", "neither is this");
     return 0;
@@ -169,32 +175,32 @@ static void test_manifest_errors(void **state)
                           "mf/bad.jsonl:1", "label");
     /* undecodable images: the lowest line wins, whatever thread saw it first (three examples a
      * class, so that the split, decided first, has test examples) */
-    expect_manifest_error("\r\nimage_path\ttext\tlabel\r\nimg/wide.png\ta\tx\r\n\r\n"
-                          "img/bad.png\tb\ty\r\nimg/wide.png\tc\tx\r\nimg/bad2.png\td\ty\r\n"
-                          "img/wide.png\te\tx\r\nimg/wide.png\tf\ty\r\n",
+    expect_manifest_error("\r\nimage_path\ttext\tlabel\r\nimg/c0.png\ta\tx\r\n\r\n"
+                          "img/bad.png\tb\ty\r\nimg/c1.png\tc\tx\r\nimg/bad2.png\td\ty\r\n"
+                          "img/c2.png\te\tx\r\nimg/c3.png\tf\ty\r\n",
                           "tsv", "mf/bad.tsv:5: column image_path", "not a PNG or JPEG");
     expect_manifest_error("{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n\n\n"
                           "{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n"
-                          "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n",
+                          "{\"image\":\"img/c4.png\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "jsonl", "mf/bad.jsonl:4: column image", "bad2.png");
     /* the kind comes from the end of the file name, in any case: lines and columns named */
     expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\n\nimg/bad.png\tb\tx\n"
-                          "img/wide.png\tc\tx\n",
+                          "img/c5.png\tc\tx\n",
                           "TSV", "mf/bad.TSV:4: column image_path: ", "not a PNG or JPEG");
     expect_manifest_error("{\"image\":\"img/bad2.png\",\"text\":\"a\",\"label\":\"x\"}\n"
                           "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n"
-                          "{\"image\":\"img/tall.jpg\",\"text\":\"a\",\"label\":\"x\"}\n",
+                          "{\"image\":\"img/c6.png\",\"text\":\"a\",\"label\":\"x\"}\n",
                           "JSONL", "mf/bad.JSONL:1: column image: ", "bad2.png");
     mkdir("mf/bad.jsonl.d", 0777);
     expect_manifest_error("image_path\ttext\tlabel\n../img/bad.png\ta\tx\n../img/wide.png\ta\tx\n"
-                          "../img/wide.png\ta\tx\n",
+                          "../img/c7.png\ta\tx\n",
                           "jsonl.d/x.tsv", "mf/bad.jsonl.d/x.tsv:2: column image_path: ",
                           "not a PNG or JPEG");
     /* nothing to prepare, or nothing left to test on: errors, not an empty set or split */
     expect_manifest_error("image_path\ttext\tlabel\n", "tsv", "mf/bad.tsv", "no examples");
     expect_manifest_error("image_path\ttext\tlabel\nimg/wide.png\ta\tx\nimg/tall.jpg\tb\ty\n"
                           "img/tiny.png\tc\tx\nimg/wide.png\td\ty\n", "tsv", "mf/bad.tsv",
-                          "4 examples in 2 classes give no test example at test fraction 0.2");
+                          "4 examples (3 different images) in 2 classes give no test example at test fraction 0.2");
     /* the split needs only the labels: decided before any image is decoded, a bad one unread */
     expect_manifest_error("image_path\ttext\tlabel\nimg/bad.png\ta\tx\nimg/wide.png\tb\ty\n",
                           "tsv", "mf/bad.tsv: 2 examples in 2 classes give no test example",
@@ -226,15 +232,89 @@ static void split_ids(const char *path, const char *split, uint8_t *in, size_t n
     io_dataset_close(ds);
 }
 
-/* A manifest of n rows over the three images, labels x and y alternating. */
+/* A manifest of n rows (n <= 16), each its own image c0.png, c1.png, ..., labels x and y
+ * alternating. */
 static void write_rows(const char *path, int n)
 {
-    static const char *const img[] = {"img/wide.png", "img/tall.jpg", "img/tiny.png"};
     char text[4096] = "image_path\ttext\tlabel\n";
+    XD_ASSERT(n <= 16);
     for (int i = 0; i < n; i++)
-        snprintf(text + strlen(text), sizeof text - strlen(text), "%s\trow %d\t%s\n", img[i % 3],
+        snprintf(text + strlen(text), sizeof text - strlen(text), "img/c%d.png\trow %d\t%s\n", i,
                  i, i % 2 ? "y" : "x");
     tu_write_text(path, text);
+}
+
+/* Options for manifest -> out, images size x size, half of each class to test. */
+static sets_manifest_opts half_to_test(const char *manifest, const char *out, int size)
+{
+    sets_manifest_opts o = sets_manifest_defaults();
+    o.manifest = manifest;
+    o.out = out;
+    o.size = size;
+    o.test_fraction = 0.5;
+    return o;
+}
+
+/* Rows that show one example land on one side of the split: the same image file named twice, a
+ * copy of its bytes under another name, or (rationale records) the same input text. */
+static void test_manifest_same_example_one_side(void **state)
+{
+    (void)state;
+    enum { N = 8 }; /* images c0 .. c7, each on three rows: itself twice and a copy */
+    char text[4096] = "image_path\ttext\tlabel\n";
+    for (int i = 0; i < N; i++) {
+        char from[32], to[32];
+        snprintf(from, sizeof from, "mf/img/c%d.png", i);
+        snprintf(to, sizeof to, "mf/img/copy%d.png", i);
+        size_t n;
+        uint8_t *bytes = tu_read_file(from, &n);
+        tu_write_file(to, bytes, n);
+        free(bytes);
+    }
+    for (int r = 0; r < 3 * N; r++) { /* row r shows image r % N, labels by image */
+        const int i = r % N;
+        snprintf(text + strlen(text), sizeof text - strlen(text), "img/%s%d.png\trow %d\t%s\n",
+                 r / N == 2 ? "copy" : "c", i, r, i % 2 ? "y" : "x");
+    }
+    tu_write_text("mf/same.tsv", text);
+    sets_manifest_opts o = half_to_test("mf/same.tsv", "mf_same.xds", 4);
+    sets_summary sum;
+    xd_err e;
+    TU_OK(sets_manifest(&o, &sum, &e));
+    /* per class four images, two to test: six rows */
+    assert_int_equal(sum.n[SETS_TEST], 12);
+    sets_summary_free(&sum);
+    uint8_t test[3 * N];
+    split_ids("mf_same.xds", "test", test, 3 * N);
+    for (int r = N; r < 3 * N; r++)
+        if (test[r] != test[r % N]) fail_msg("row %d and row %d show one image, split apart", r, r % N);
+
+    /* rationale records: the same input on two lines is one example */
+    tu_write_text("mf/same.jsonl",
+                  "{\"input\": \"a\", \"label\": \"x\", \"rationale\": \"r1\"}\n"
+                  "{\"input\": \"b\", \"label\": \"x\", \"rationale\": \"r2\"}\n"
+                  "{\"input\": \"a\", \"label\": \"x\", \"rationale\": \"r3\"}\n"
+                  "{\"input\": \"c\", \"label\": \"y\", \"rationale\": \"r4\"}\n"
+                  "{\"input\": \"d\", \"label\": \"y\", \"rationale\": \"r5\"}\n"
+                  "{\"input\": \"c\", \"label\": \"y\", \"rationale\": \"r6\"}\n");
+    o.manifest = "mf/same.jsonl";
+    o.out = "mf_same_r.xds";
+    int apart = 0; /* seeds that send input a to one side and b to the other */
+    for (uint64_t seed = 1; seed <= 8; seed++) {
+        o.seed = seed;
+        o.force = 1;
+        TU_OK(sets_rationales(&o, &sum, &e));
+        sets_summary_free(&sum);
+        uint8_t in[6];
+        split_ids("mf_same_r.xds", "test", in, 6);
+        assert_int_equal(in[0], in[2]);
+        assert_int_equal(in[3], in[5]);
+        /* per class two inputs, one of them to test */
+        assert_int_equal(in[0] + in[1], 1);
+        assert_int_equal(in[3] + in[4], 1);
+        apart += in[0];
+    }
+    assert_true(apart > 0 && apart < 8); /* the seed decides which */
 }
 
 /* --classes: the file's names and order, a class without examples kept; labels checked. */
@@ -281,11 +361,7 @@ static void test_manifest_split_from(void **state)
     (void)state;
     enum { N = 12 };
     write_rows("mf/rows.tsv", N);
-    sets_manifest_opts o = sets_manifest_defaults();
-    o.manifest = "mf/rows.tsv";
-    o.out = "mf_a.xds";
-    o.size = 6;
-    o.test_fraction = 0.5;
+    sets_manifest_opts o = half_to_test("mf/rows.tsv", "mf_a.xds", 6);
     sets_summary sum;
     xd_err e;
     TU_OK(sets_manifest(&o, &sum, &e));
@@ -339,7 +415,7 @@ static void test_manifest_split_from(void **state)
         char want[32];
         snprintf(want, sizeof want, "row %d", r);
         assert_string_equal(io_strings_get(tx, (size_t)j, NULL), want);
-        if (r % 3 == 2) assert_int_equal(px[j * 4 * 4 * 3], 255); /* tiny.png: white */
+        assert_int_equal(px[j * 4 * 4 * 3], 16 * r); /* cR.png: red 16 R */
     }
     io_dataset_close(ds);
 
@@ -477,6 +553,7 @@ int main(void)
         cmocka_unit_test_setup(test_manifest_classes, manifest_setup),
         cmocka_unit_test_setup(test_manifest_split_from, manifest_setup),
         cmocka_unit_test(test_split_from_codes),
+        cmocka_unit_test_setup(test_manifest_same_example_one_side, manifest_setup),
         cmocka_unit_test_setup(test_manifest_cli, manifest_setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,14 +7,16 @@
  * on the lowest manifest line is reported, "FILE:LINE: column image_path: reason", whatever the
  * thread count. Texts go to text.LANG ("und" unless told), labels and class names as the manifest
  * gives them, or (with a classes file) the file's names in its order. The split is per example,
- * seeded and stratified by label (decided before any image is decoded), or taken from another data
- * set by example id (the 0-based row of the example in the manifest). */
+ * seeded and stratified by label (decided before any image is decoded; rows of one image, the same
+ * bytes, are one example and land on one side), or taken from another data set by example id (the
+ * 0-based row of the example in the manifest). */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/hash.h"
 #include "core/mem.h"
 #include "io/file.h"
 #include "io/image.h"
@@ -148,22 +150,89 @@ static char *set_name(const char *path)
     return s;
 }
 
-/* The split of m's examples (is_test: m->n), which needs only their labels: decided before any
- * image is decoded, so that a split without test examples is refused at once. */
+typedef struct {
+    uint64_t h;
+    size_t row;
+} row_key;
+
+static int cmp_row_key(const void *a, const void *b)
+{
+    const row_key *x = a, *y = b;
+    if (x->h != y->h) return x->h < y->h ? -1 : 1;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
+/* The rows of m that show the same example, as group[i] = the group of row i, groups numbered in
+ * the order of their first rows; returns their count. The same example is an image file of the
+ * same bytes (one file named twice, or two copies: several captions of one picture), or in a
+ * rationale set the same input text: the FNV-1a 64 of the bytes, read once here (files of
+ * different bytes with one hash would land in one group, which only keeps them on one side). */
+static xd_status example_groups(const char *manifest, const io_manifest *m, size_t *group,
+                                size_t *n_groups, xd_err *e)
+{
+    row_key *k = xd_xmalloc((m->n + 1) * sizeof *k);
+    for (size_t i = 0; i < m->n; i++) {
+        k[i].row = i;
+        if (m->paths) {
+            xd_status s = io_file_hash(m->paths[i], &k[i].h, e);
+            if (s != XD_OK) {
+                free(k);
+                return xd_err_prefix(e, "%s", manifest);
+            }
+        } else {
+            k[i].h = xd_fnv_bytes(XD_FNV_OFFSET, m->texts[i], strlen(m->texts[i]));
+        }
+    }
+    qsort(k, m->n, sizeof *k, cmp_row_key);
+    /* each row to its group's first row, then the first rows numbered in row order */
+    for (size_t i = 0, first = 0; i < m->n; i++) {
+        if (i == 0 || k[i].h != k[i - 1].h) first = k[i].row;
+        group[k[i].row] = first;
+    }
+    free(k);
+    size_t g = 0;
+    for (size_t i = 0; i < m->n; i++) group[i] = group[i] == i ? g++ : group[group[i]];
+    *n_groups = g;
+    return XD_OK;
+}
+
+/* The split of m's examples (is_test: m->n), which needs only their labels (and the bytes of
+ * their images): decided before any image is decoded, so that a split without test examples is
+ * refused at once. Rows that show the same example (example_groups) are one for the split,
+ * stratified by the label of its first row, and land on one side: a copy of a training image in
+ * the test split would score as seen. */
 static xd_status split_examples(const sets_manifest_opts *o, const io_manifest *m, uint8_t *is_test,
                                 xd_err *e)
 {
-    sets_split_stratified(m->labels, m->n, (int)m->n_classes, o->test_fraction, o->seed, is_test);
+    size_t *group = xd_xmalloc((m->n + 1) * sizeof *group), n_groups = 0;
+    xd_status s = example_groups(o->manifest, m, group, &n_groups, e);
+    if (s != XD_OK) {
+        free(group);
+        return s;
+    }
+    const size_t n_examples = n_groups;
+    int32_t *labels = xd_xmalloc((n_groups + 1) * sizeof *labels);
+    uint8_t *test = xd_xmalloc(n_groups + 1);
+    for (size_t i = m->n; i-- > 0;) labels[group[i]] = m->labels[i]; /* the first row's last */
+    sets_split_stratified(labels, n_groups, (int)m->n_classes, o->test_fraction, o->seed, test);
+    for (size_t i = 0; i < m->n; i++) is_test[i] = test[group[i]];
+    free(test);
+    free(labels);
+    free(group);
     size_t n_test = 0;
     for (size_t i = 0; i < m->n; i++) n_test += is_test[i] == SETS_TEST;
     /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
+    char shown[64] = "";
+    if (n_examples < m->n)
+        snprintf(shown, sizeof shown, " (%zu different %s)", n_examples,
+                 m->paths ? "images" : "inputs");
     if (o->test_fraction > 0.0 && n_test == 0 && !o->split_from)
         return xd_fail(e, XD_EARG,
-                       "%s: %zu examples in %zu classes give no test example at test fraction %g "
-                       "(each class sends round(n x fraction) of its n examples to test); add "
-                       "examples, raise --test-fraction, or give --test-fraction 0 for a set "
-                       "without test split",
-                       o->manifest, m->n, m->n_classes, o->test_fraction);
+                       "%s: %zu examples%s in %zu classes give no test example at test fraction %g "
+                       "(each class sends round(n x fraction) of its n examples to test, rows of "
+                       "one image or input counting once); add examples, raise --test-fraction, "
+                       "or give --test-fraction 0 for a set without test split",
+                       o->manifest, m->n, shown, m->n_classes, o->test_fraction);
     return XD_OK;
 }
 
