@@ -117,23 +117,6 @@ static double chunk_sumsq(const float *g, size_t n)
     return s;
 }
 
-float nn_reciprocal_rn(float c)
-{
-    XD_ASSERT(c > 0.0f && isfinite(c));
-    float best = (float)(1.0 / c);
-    double err = fabs(1.0 - (double)c * best); /* exact: c y has 48 bits, and lies near 1 */
-    const float y = best;
-    for (int d = 0; d < 2; d++) {
-        const float z = nextafterf(y, d ? INFINITY : 0.0f);
-        const double ez = fabs(1.0 - (double)c * z);
-        if (ez < err) {
-            best = z;
-            err = ez;
-        }
-    }
-    return best;
-}
-
 /* ||g||_2 = sqrt(sum_i g_i^2) */
 float nn_grad_norm(const float *g, size_t n)
 {
@@ -267,7 +250,7 @@ static void frozen_block(const float *p, const float *g, size_t n, step_over ov)
 typedef struct {
     float b1, b2, one_b1, one_b2; /* betas and 1 - betas */
     float step_size;              /* lr / (1 - b1^t) */
-    float bc2_sqrt, inv_bc2;      /* sqrt(1 - b2^t), and the float nearest its reciprocal */
+    float bc2_sqrt;               /* sqrt(1 - b2^t) */
     float eps;
 } adamw_args;
 
@@ -285,7 +268,7 @@ static void adamw_block(float *p, const float *g, float *m, float *v, size_t n, 
         float vi = moment(a.b2 * v[i] + a.one_b2 * gi * gi);
         m[i] = mi;
         v[i] = vi;
-        float denom = nn_div_by(sqrtf(vi), a.bc2_sqrt, a.inv_bc2) + a.eps;
+        float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
         /* decoupled decay acts on the parameter before the update, as torch orders it */
         p[i] = p[i] * keep - a.step_size * (mi / denom);
         op |= over(p[i], most);
@@ -404,7 +387,6 @@ void nn_opt_step(nn_optimizer *o, float *params, float *grads, const nn_param_se
             .bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, t)),
             .eps = c->eps,
         };
-        j.adamw.inv_bc2 = nn_reciprocal_rn(j.adamw.bc2_sqrt);
         j.keep_decay = (float)(1.0 - (double)lr * c->weight_decay);
     }
     /* On one thread, or inside another's team where regions do not nest, the blocks run on the

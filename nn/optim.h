@@ -17,7 +17,6 @@
 #ifndef XD_NN_OPTIM_H
 #define XD_NN_OPTIM_H
 
-#include <math.h>
 #include <stddef.h>
 
 #include "core/status.h"
@@ -86,28 +85,6 @@ void nn_opt_reset(nn_optimizer *o);
 /* Global L2 norm, ||g||_2 = sqrt(sum g_i^2). Summed in double in fixed-size chunks combined in
  * order, so the result is bit-identical at any thread count. */
 float nn_grad_norm(const float *g, size_t n);
-
-/* The float nearest 1/c, for c > 0 finite (what 1.0f / c gives: the double quotient rounded to
- * float can miss it by an ulp, so its neighbours' exact errors decide). */
-float nn_reciprocal_rn(float c);
-/* a / c as the division rounds it (to nearest, ties to even), from inv_c = nn_reciprocal_rn(c),
- * c > 0 finite, for a infinite, NaN, or with |a / c| below 2^120 (AdamW's sqrt(v) / sqrt(1 -
- * beta2^t) is below 2^64 / 2^-12: a float beta2 below 1 is at most 1 - 2^-24): where the CPU has
- * FMA, a product and two fused multiply-adds, which run beside the
- * other instructions where the divider takes one at a time. q = a inv_c is within an ulp of a / c,
- * its remainder r = a - q c is exact, and q + r inv_c rounded is the rounded quotient (Markstein's
- * theorem, for inv_c within half an ulp of 1/c); an infinite or NaN a gives a NaN remainder, and
- * then q, which is the quotient. AdamW's division by sqrt(1 - beta2^t). */
-static inline float nn_div_by(float a, float c, float inv_c)
-{
-#if defined(__FMA__)
-    const float q = a * inv_c, r = fmaf(-q, c, a);
-    return r == r ? fmaf(r, inv_c, q) : q;
-#else
-    (void)inv_c;
-    return a / c;
-#endif
-}
 /* Whether nn_grad_norm(g, n) is finite (no value is NaN or infinite, and the norm does not
  * overflow a float), in one pass of comparisons when every |g_i| is at most FLT_MAX / (2 sqrt(n)),
  * which bounds the norm by FLT_MAX / 2; otherwise by the norm itself. */

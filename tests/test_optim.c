@@ -6,8 +6,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -202,106 +200,6 @@ static void test_adamw(void **state)
     nn_opt_step(&o, &p1, &g1, NULL, 0, 0.1f);
     assert_float_equal(p1, 1.0 - 0.05 / 0.51, 1e-7);
     nn_opt_free(&o);
-}
-
-/* nn_div_by is the division, bit for bit: every float mantissa in [1, 2) over divisors of AdamW's
- * kind (sqrt(1 - beta2^t) for a few beta2 and t, 1, powers of two, the largest float below 1) and
- * random ones, dividends scaled across the exponent range; zeros, subnormals, infinities and NaN.
- * nn_reciprocal_rn is the float nearest 1/c (its neighbours are further off). */
-static void test_div_by_is_division(void **state)
-{
-    (void)state;
-    float cs[40];
-    int nc = 0;
-    const double b2s[] = {0.999, 0.99, 0.9999, 0.95};
-    const int ts[] = {1, 2, 3, 7, 100, 1000};
-    for (int i = 0; i < 4; i++)
-        for (int k = 0; k < 6 && nc < 24; k++)
-            cs[nc++] = (float)sqrt(1.0 - pow(b2s[i], ts[k]));
-    cs[nc++] = 1.0f;
-    cs[nc++] = 0.5f;
-    cs[nc++] = 0.25f;
-    cs[nc++] = nextafterf(1.0f, 0.0f);
-    cs[nc++] = 1.5f;
-    uint64_t r = 0x9e3779b97f4a7c15ull;
-    while (nc < 40) { /* random divisors in (0, 1] */
-        r = r * 6364136223846793005ull + 1442695040888963407ull;
-        cs[nc++] = (float)((double)(r >> 40) / (double)(1ull << 24)) + 0x1p-24f;
-    }
-    for (int k = 0; k < nc; k++) {
-        const float c = cs[k], y = nn_reciprocal_rn(c);
-        const double e = fabs(1.0 - (double)c * y);
-        assert_true(e <= fabs(1.0 - (double)c * nextafterf(y, 0.0f)));
-        assert_true(e <= fabs(1.0 - (double)c * nextafterf(y, INFINITY)));
-        /* every mantissa for the first divisors, a stride of them for the rest */
-        const uint32_t step = k < 8 ? 1 : 61;
-        for (uint32_t m = 0; m < (1u << 23); m += step) {
-            const uint32_t bits = 0x3f800000u | m;
-            float a;
-            memcpy(&a, &bits, sizeof a);
-            const float scale[] = {1.0f, 0x1p-60f, 0x1p40f, 0x1p-100f};
-            for (int j = 0; j < (m % 8 ? 1 : 4); j++) {
-                const float x = a * scale[j];
-                const float want = x / c, got = nn_div_by(x, c, y);
-                if (memcmp(&want, &got, sizeof want) != 0)
-                    fail_msg("%a / %a: %a, the division %a", x, c, got, want);
-            }
-        }
-        const float special[] = {0.0f, FLT_TRUE_MIN, FLT_MIN, 0x1p100f, INFINITY, NAN};
-        for (int j = 0; j < 6; j++) {
-            const float want = special[j] / c, got = nn_div_by(special[j], c, y);
-            if (!(memcmp(&want, &got, sizeof want) == 0 || (isnan(want) && isnan(got))))
-                fail_msg("%a / %a: %a, the division %a", special[j], c, got, want);
-        }
-    }
-}
-
-/* AdamW's update in float, as torch orders it, with the division by sqrt(1 - beta2^t) written
- * out: the optimizer's parameters and moments have exactly these bits. */
-static void test_adamw_bits(void **state)
-{
-    (void)state;
-    nn_opt_config c = adamw_config(0.01f);
-    enum { M = 4099 };
-    float *p = malloc(sizeof(float) * M), *g = malloc(sizeof(float) * M);
-    float *rp = malloc(sizeof(float) * M), *rm = calloc(M, sizeof(float)),
-          *rv = calloc(M, sizeof(float));
-    uint64_t r = 12345;
-    for (int i = 0; i < M; i++) {
-        r = r * 6364136223846793005ull + 1442695040888963407ull;
-        p[i] = rp[i] = (float)((double)(r >> 40) / (double)(1ull << 24)) - 0.5f;
-    }
-    nn_optimizer o;
-    xd_err e;
-    TU_OK(nn_opt_init(&o, &c, M, &e));
-    for (int t = 1; t <= 5; t++) {
-        const float lr = 0.01f * (float)t;
-        for (int i = 0; i < M; i++) {
-            r = r * 6364136223846793005ull + 1442695040888963407ull;
-            g[i] = ((float)((double)(r >> 40) / (double)(1ull << 24)) - 0.5f) * (float)(i % 7 + 1);
-        }
-        nn_opt_step(&o, p, g, NULL, 0, lr);
-        const float step_size = (float)((double)lr / (1.0 - pow(c.beta1, t)));
-        const float bc2 = (float)sqrt(1.0 - pow(c.beta2, t));
-        const float keep = (float)(1.0 - (double)lr * c.weight_decay);
-        for (int i = 0; i < M; i++) {
-            float m = c.beta1 * rm[i] + (float)(1.0 - c.beta1) * g[i];
-            float v = c.beta2 * rv[i] + (float)(1.0 - c.beta2) * g[i] * g[i];
-            rm[i] = fabsf(m) < FLT_MIN ? 0.0f : m;
-            rv[i] = fabsf(v) < FLT_MIN ? 0.0f : v;
-            const float denom = sqrtf(rv[i]) / bc2 + c.eps;
-            rp[i] = rp[i] * keep - step_size * (rm[i] / denom);
-        }
-        assert_memory_equal(o.m, rm, sizeof(float) * M);
-        assert_memory_equal(o.v, rv, sizeof(float) * M);
-        assert_memory_equal(p, rp, sizeof(float) * M);
-    }
-    nn_opt_free(&o);
-    free(p);
-    free(g);
-    free(rp);
-    free(rm);
-    free(rv);
 }
 
 /* A parameter whose gradient stops: its moments decay towards 0 and are kept at 0 rather than
@@ -785,8 +683,6 @@ int main(void)
         cmocka_unit_test(test_sgd_nesterov),
         cmocka_unit_test(test_sgd_weight_decay_segments),
         cmocka_unit_test(test_adamw),
-        cmocka_unit_test(test_div_by_is_division),
-        cmocka_unit_test(test_adamw_bits),
         cmocka_unit_test(test_adamw_weight_decay_segments),
         cmocka_unit_test(test_moments_never_subnormal),
         cmocka_unit_test(test_opt_state),
