@@ -406,11 +406,16 @@ void pipeline_free(pipeline *p)
 typedef struct {
     uint64_t recipe, data, key;
     uint64_t teacher[RECIPE_MAX_TEACHERS];
+    uint64_t eval[RECIPE_MAX_EVAL_SETS]; /* data.eval_sets: each data set's identity */
+    uint64_t init[RECIPE_MAX_MODELS];    /* each model's init checkpoint (0: none) */
 } stamp;
 
 static void hex(uint64_t v, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
-/* The hashes of what decides the result of recipe r run with seed. */
+/* The hashes of what decides the result of recipe r run with seed: the recipe, the data set, the
+ * teachers' checkpoints, the data.eval_sets scored beside the test split, and the models' init
+ * checkpoints. The last two enter the key only where the recipe has them, so that a step without
+ * them keeps the key it had before they were stamped. */
 static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
 {
     memset(sp, 0, sizeof *sp);
@@ -431,8 +436,31 @@ static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
         s = io_file_hash(r->teachers[i].checkpoint, &sp->teacher[i], e);
         k = xd_fnv_u64(k, 't', sp->teacher[i]);
     }
+    for (int i = 0; i < r->data.n_eval_sets && s == XD_OK; i++) {
+        sp->eval[i] = XD_FNV_OFFSET;
+        s = io_dataset_identity(r->data.eval_sets[i].path, &sp->eval[i], e);
+        k = xd_fnv_u64(k, 'e', sp->eval[i]);
+    }
+    for (int i = 0; i < r->n_models && s == XD_OK; i++) {
+        if (!r->models[i].init) continue;
+        s = io_file_hash(r->models[i].init, &sp->init[i], e);
+        k = xd_fnv_u64(xd_fnv_u64(k, 'm', (uint64_t)i), 'i', sp->init[i]);
+    }
     sp->key = k;
     return s;
+}
+
+/* One file of a stamp: {who_key: who, path_key: path, id_key: id in hex}. */
+static json_t *stamp_file(const char *who_key, const char *who, const char *path_key,
+                          const char *path, const char *id_key, uint64_t id)
+{
+    char h[17];
+    hex(id, h);
+    json_t *o = json_object();
+    json_object_set_new(o, who_key, txt_json_string(who));
+    json_object_set_new(o, path_key, txt_json_string(path));
+    json_object_set_new(o, id_key, json_string(h));
+    return o;
 }
 
 static xd_status stamp_write(const char *dir, const char *step, const recipe *r, long seed,
@@ -453,16 +481,20 @@ static xd_status stamp_write(const char *dir, const char *step, const recipe *r,
     hex(sp->data, h);
     json_object_set_new(j, "data", json_string(h));
     json_object_set_new(j, "data_path", txt_json_string(r->data.path));
-    json_t *ts = json_array();
-    for (int i = 0; i < r->n_teachers; i++) {
-        json_t *o = json_object();
-        hex(sp->teacher[i], h);
-        json_object_set_new(o, "name", txt_json_string(r->teachers[i].name));
-        json_object_set_new(o, "checkpoint", txt_json_string(r->teachers[i].checkpoint));
-        json_object_set_new(o, "hash", json_string(h));
-        json_array_append_new(ts, o);
-    }
+    json_t *ts = json_array(), *es = json_array(), *is = json_array();
+    for (int i = 0; i < r->n_teachers; i++)
+        json_array_append_new(ts, stamp_file("name", r->teachers[i].name, "checkpoint",
+                                             r->teachers[i].checkpoint, "hash", sp->teacher[i]));
+    for (int i = 0; i < r->data.n_eval_sets; i++)
+        json_array_append_new(es, stamp_file("name", r->data.eval_sets[i].name, "path",
+                                             r->data.eval_sets[i].path, "identity", sp->eval[i]));
+    for (int i = 0; i < r->n_models; i++)
+        if (r->models[i].init)
+            json_array_append_new(is, stamp_file("model", r->models[i].name, "checkpoint",
+                                                 r->models[i].init, "hash", sp->init[i]));
     json_object_set_new(j, "teachers", ts);
+    json_object_set_new(j, "eval_sets", es);
+    json_object_set_new(j, "inits", is);
     json_object_set_new(j, "started", json_string(started ? started : now));
     json_object_set_new(j, "finished", json_boolean(finished));
     if (finished) json_object_set_new(j, "finished_at", json_string(now));
@@ -500,6 +532,26 @@ static void stamp_diff(const json_t *old, const recipe *r, const stamp *sp, char
         if (strcmp(json_str(json_array_get(ts, (size_t)i), "hash"), h) != 0) {
             snprintf(buf, size, "running (teacher '%s' changed: %s)", r->teachers[i].name,
                      r->teachers[i].checkpoint);
+            return;
+        }
+    }
+    json_t *es = json_object_get(old, "eval_sets");
+    for (int i = 0; i < r->data.n_eval_sets; i++) {
+        hex(sp->eval[i], h);
+        const json_t *o = json_array_get(es, (size_t)i);
+        if (strcmp(json_str(o, "identity"), h) != 0) {
+            snprintf(buf, size, "running (data.eval_sets '%s' changed: %s)",
+                     r->data.eval_sets[i].name, r->data.eval_sets[i].path);
+            return;
+        }
+    }
+    json_t *is = json_object_get(old, "inits");
+    for (int i = 0, n = 0; i < r->n_models; i++) {
+        if (!r->models[i].init) continue;
+        hex(sp->init[i], h);
+        if (strcmp(json_str(json_array_get(is, (size_t)n++), "hash"), h) != 0) {
+            snprintf(buf, size, "running (model '%s' init changed: %s)", r->models[i].name,
+                     r->models[i].init);
             return;
         }
     }
@@ -598,16 +650,17 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
     free(last);
     if (done && runs_read_finished(dir, res)) {
         *act = PIPELINE_SKIPPED;
-        say(o, "step %s (seed %ld): skipped, unchanged since %s (recipe, teachers, data and seed "
-               "are the same)\n", st->name, seed, json_str(old, "finished_at"));
+        say(o, "step %s (seed %ld): skipped, unchanged since %s (recipe, data, teachers, eval "
+               "sets, init checkpoints and seed are the same)\n", st->name, seed,
+            json_str(old, "finished_at"));
         goto report;
     }
     /* the resume state of a finished run resumes nothing (the trainer leaves such a run as it
      * is), so a finished step whose outputs are gone runs again from the start */
     int resume = same && !finished && exists_in(dir, "resume.safetensors");
     if (resume)
-        snprintf(why, sizeof why, "resuming the interrupted run (recipe, teachers, data and seed "
-                                  "are the same)");
+        snprintf(why, sizeof why, "resuming the interrupted run (recipe, data, teachers, eval "
+                                  "sets, init checkpoints and seed are the same)");
     else if (!old)
         snprintf(why, sizeof why, "running");
     else if (!same)

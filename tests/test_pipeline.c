@@ -400,7 +400,8 @@ static void test_chain_runs_and_skips(void **state)
     pipeline_result_free(&r);
     assert_contains(log, "step teacher (seed 1): skipped, unchanged since ");
     assert_contains(log, "step student (seed 1): skipped, unchanged since ");
-    assert_contains(log, "(recipe, teachers, data and seed are the same)");
+    assert_contains(log, "(recipe, data, teachers, eval sets, init checkpoints and seed are the "
+                         "same)");
     free(log);
     char *after = tree("out");
     assert_string_equal(before, after);
@@ -510,6 +511,78 @@ static void test_missing_outputs(void **state)
                          "missing)\n");
     free(log);
     if (file_fnv(best) != h) fail_msg("%s differs from the first run's", best);
+}
+
+/* The stamp covers the files a step reads besides its data set and teachers: a data.eval_sets
+ * entry's identity and an init checkpoint's bytes. Changed, the step runs again and says why;
+ * unchanged, it is skipped. */
+static void test_stamp_eval_sets_and_init(void **state)
+{
+    (void)state;
+    ensure_files();
+    /* two init checkpoints: the teacher of a one-step chain after two epochs and after one */
+    write_text("one.yaml", "name: one\nsteps:\n  - name: teacher\n    recipe: teacher.yaml\n");
+    write_text("one1.yaml", "name: one\nsteps:\n  - name: teacher\n    recipe: teacher.yaml\n"
+                            "    set: {train.epochs: 1}\n");
+    pipeline_result r = run_chain("one.yaml", "i0", 0, 0, NULL);
+    pipeline_result_free(&r);
+    r = run_chain("one1.yaml", "i1", 0, 0, NULL);
+    pipeline_result_free(&r);
+    size_t n;
+    uint8_t *bytes = tu_read_file("i0/seed-1/teacher/last.safetensors", &n);
+    tu_write_file("init.safetensors", bytes, n);
+    free(bytes);
+    bytes = tu_read_file("toy.xds", &n);
+    tu_write_file("toy2.xds", bytes, n);
+    free(bytes);
+    write_text("warm.yaml", "name: w\n"
+                            "data: {path: toy.xds, eval_sets: [{name: other, path: toy2.xds}]}\n"
+                            "model: \"" TEACHER_MODEL "\"\n"
+                            "init: init.safetensors\n"
+                            "train: {epochs: 1, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"
+                            "losses:\n"
+                            "  - kind: ce\n");
+    write_text("warm-chain.yaml", "name: wc\nsteps:\n  - name: warm\n    recipe: warm.yaml\n");
+    char *log;
+    r = run_chain("warm-chain.yaml", "w", 0, 0, NULL);
+    assert_int_equal(r.action[0], PIPELINE_RAN);
+    pipeline_result_free(&r);
+    json_t *st = load_json("w/seed-1/warm/step.json");
+    const json_t *e0 = json_array_get(json_object_get(st, "eval_sets"), 0);
+    assert_non_null(e0);
+    assert_string_equal(json_string_value(json_object_get(e0, "name")), "other");
+    const json_t *i0 = json_array_get(json_object_get(st, "inits"), 0);
+    assert_non_null(i0);
+    char h[17];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)file_fnv("init.safetensors"));
+    assert_string_equal(json_string_value(json_object_get(i0, "hash")), h);
+    json_decref(st);
+    r = run_chain("warm-chain.yaml", "w", 0, 0, NULL);
+    assert_int_equal(r.action[0], PIPELINE_SKIPPED);
+    pipeline_result_free(&r);
+
+    /* the eval set replaced (same bytes, another modification time) */
+    struct timespec ts[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, "toy2.xds", ts, 0), 0);
+    r = run_chain("warm-chain.yaml", "w", 0, 0, &log);
+    assert_int_equal(r.action[0], PIPELINE_RAN);
+    pipeline_result_free(&r);
+    assert_contains(log, "step warm (seed 1): running (data.eval_sets 'other' changed: toy2.xds)");
+    free(log);
+
+    /* another init checkpoint under the same name */
+    bytes = tu_read_file("i1/seed-1/teacher/last.safetensors", &n);
+    tu_write_file("init.safetensors", bytes, n);
+    free(bytes);
+    r = run_chain("warm-chain.yaml", "w", 0, 0, &log);
+    assert_int_equal(r.action[0], PIPELINE_RAN);
+    pipeline_result_free(&r);
+    assert_contains(log, "step warm (seed 1): running (model 'student' init changed: "
+                         "init.safetensors)");
+    free(log);
+    r = run_chain("warm-chain.yaml", "w", 0, 0, NULL);
+    assert_int_equal(r.action[0], PIPELINE_SKIPPED);
+    pipeline_result_free(&r);
 }
 
 static void test_seeds(void **state)
@@ -657,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_chain_runs_and_skips),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_missing_outputs),
+        cmocka_unit_test(test_stamp_eval_sets_and_init),
         cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_step_of_several_models),
         cmocka_unit_test(test_failed_step_leaves_nothing),
