@@ -311,7 +311,9 @@ static void table(rp_buf *b, const rp_set *set)
         rp_printf(b, "</td><td>%.0f</td><td>%.1f s</td></tr>\n", G->images_per_s, G->seconds);
     }
     rp_put(b, "</tbody></table>\n<p class=\"hint\">Final test score: after the last epoch; the "
-              "standard deviation is the sample one over the seeds. &#9733;: the highest mean.</p>\n");
+              "standard deviation is the sample one over the seeds. &#9733;: the highest mean. "
+              "Best epoch: the one a validation split chose, or without one the last evaluated "
+              "(the test split chooses nothing).</p>\n");
 }
 
 // ----------------------------------------------------------------------------------------------
