@@ -204,8 +204,13 @@ static xd_status example_groups(const char *manifest, const io_manifest *m, size
 static xd_status split_examples(const sets_manifest_opts *o, const io_manifest *m, uint8_t *is_test,
                                 xd_err *e)
 {
-    size_t *group = xd_xmalloc((m->n + 1) * sizeof *group), n_groups = 0;
-    xd_status s = example_groups(o->manifest, m, group, &n_groups, e);
+    size_t *group = xd_xmalloc((m->n + 1) * sizeof *group), n_groups = m->n;
+    /* a split taken from another set (sets_split_from) replaces this one: no file read for it */
+    xd_status s = XD_OK;
+    if (o->split_from)
+        for (size_t i = 0; i < m->n; i++) group[i] = i;
+    else
+        s = example_groups(o->manifest, m, group, &n_groups, e);
     if (s != XD_OK) {
         free(group);
         return s;
