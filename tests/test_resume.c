@@ -486,23 +486,14 @@ static void test_resume_refuses_changed_data(void **state)
     assert_true(tu_same_file("dch-full/last.safetensors", "dch-old/last.safetensors"));
 }
 
-/* src copied to dst byte for byte. */
-static void copy_file(const char *src, const char *dst)
-{
-    size_t n;
-    char *bytes = tu_read_file(src, &n);
-    tu_write_file(dst, bytes, n);
-    free(bytes);
-}
-
 /* The same of the checkpoints a run reads: a teacher's or the `init` checkpoint replaced by
  * another (one weight changed) is refused naming it; put back, the run continues. */
 static void test_resume_refuses_changed_checkpoints(void **state)
 {
     (void)state;
     ensure_teacher();
-    copy_file(TEACHER_CKPT, "tch.safetensors");
-    copy_file(TEACHER_CKPT, "ini.safetensors");
+    tu_copy_file(TEACHER_CKPT, "tch.safetensors");
+    tu_copy_file(TEACHER_CKPT, "ini.safetensors");
     const char *text = "data: {path: toy.xds}\ninit: ini.safetensors\n"
                        "teachers:\n  - {name: cnn, checkpoint: tch.safetensors}\n"
                        "train: {epochs: 3, batch: 16, optimizer: {kind: adamw, lr: 0.01}}\n"

@@ -82,6 +82,14 @@ void *tu_read_file(const char *path, size_t *n)
     return buf;
 }
 
+void tu_copy_file(const char *src, const char *dst)
+{
+    size_t n;
+    void *bytes = tu_read_file(src, &n);
+    tu_write_file(dst, bytes, n);
+    free(bytes);
+}
+
 void tu_rewrite_meta(const char *src, const char *dst, const char *key, const char *value)
 {
     io_st_file *f;

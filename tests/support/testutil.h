@@ -27,6 +27,8 @@ void tu_assert_nothing_left(const char *dir, const char *name);
 void tu_limit_file_size(long bytes);
 /* Reads a whole file; caller frees. Fails the test on error. */
 void *tu_read_file(const char *path, size_t *n);
+/* src copied to dst byte for byte. Fails the test on error. */
+void tu_copy_file(const char *src, const char *dst);
 
 /* The model of description desc (max_batch, seed) saved as a checkpoint at path, without
  * metadata; fails the test on any error. */
