@@ -20,7 +20,6 @@
 #include "core/mem.h"
 #include "distill/models.h"
 #include "distill/runs.h"
-#include "io/dataset.h"
 #include "io/file.h"
 #include "io/yaml.h"
 #include "modalities/text/utf8.h"
@@ -404,18 +403,17 @@ void pipeline_free(pipeline *p)
 // stamps
 
 typedef struct {
-    uint64_t recipe, data, key;
-    uint64_t teacher[RECIPE_MAX_TEACHERS];
-    uint64_t eval[RECIPE_MAX_EVAL_SETS]; /* data.eval_sets: each data set's identity */
-    uint64_t init[RECIPE_MAX_MODELS];    /* each model's init checkpoint (0: none) */
+    uint64_t recipe, key;
+    train_inputs in; /* the data set's, eval sets' and checkpoints' identities */
 } stamp;
 
 static void hex(uint64_t v, char out[17]) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
 
-/* The hashes of what decides the result of recipe r run with seed: the recipe, the data set, the
- * teachers' checkpoints, the data.eval_sets scored beside the test split, and the models' init
- * checkpoints. The last two enter the key only where the recipe has them, so that a step without
- * them keeps the key it had before they were stamped. */
+/* The hashes of what decides the result of recipe r run with seed: the recipe, and the identities
+ * of the files it reads (trainer_read_inputs: the data set, the teachers' checkpoints, the
+ * data.eval_sets scored beside the test split, the models' init checkpoints). The last two enter
+ * the key only where the recipe has them, so that a step without them keeps the key it had before
+ * they were stamped. */
 static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
 {
     memset(sp, 0, sizeof *sp);
@@ -426,28 +424,19 @@ static xd_status stamp_make(const recipe *r, long seed, stamp *sp, xd_err *e)
     char *yaml = recipe_to_yaml(&as_run);
     sp->recipe = xd_fnv_str(XD_FNV_OFFSET, 'r', yaml);
     free(yaml);
-    sp->data = XD_FNV_OFFSET;
-    xd_status s = io_dataset_identity(r->data.path, &sp->data, e);
+    xd_status s = trainer_read_inputs(r, &sp->in, e);
+    if (s != XD_OK) return s;
+    const train_inputs *in = &sp->in;
     uint64_t k = xd_fnv_str(XD_FNV_OFFSET, 'F', STAMP_FORMAT);
     k = xd_fnv_u64(k, 'r', sp->recipe);
-    k = xd_fnv_u64(k, 'd', sp->data);
+    k = xd_fnv_u64(k, 'd', in->data);
     k = xd_fnv_u64(k, 's', (uint64_t)seed);
-    for (int i = 0; i < r->n_teachers && s == XD_OK; i++) {
-        s = io_file_hash(r->teachers[i].checkpoint, &sp->teacher[i], e);
-        k = xd_fnv_u64(k, 't', sp->teacher[i]);
-    }
-    for (int i = 0; i < r->data.n_eval_sets && s == XD_OK; i++) {
-        sp->eval[i] = XD_FNV_OFFSET;
-        s = io_dataset_identity(r->data.eval_sets[i].path, &sp->eval[i], e);
-        k = xd_fnv_u64(k, 'e', sp->eval[i]);
-    }
-    for (int i = 0; i < r->n_models && s == XD_OK; i++) {
-        if (!r->models[i].init) continue;
-        s = io_file_hash(r->models[i].init, &sp->init[i], e);
-        k = xd_fnv_u64(xd_fnv_u64(k, 'm', (uint64_t)i), 'i', sp->init[i]);
-    }
+    for (int i = 0; i < r->n_teachers; i++) k = xd_fnv_u64(k, 't', in->teacher[i]);
+    for (int i = 0; i < r->data.n_eval_sets; i++) k = xd_fnv_u64(k, 'e', in->eval[i]);
+    for (int i = 0; i < r->n_models; i++)
+        if (r->models[i].init) k = xd_fnv_u64(xd_fnv_u64(k, 'm', (uint64_t)i), 'i', in->init[i]);
     sp->key = k;
-    return s;
+    return XD_OK;
 }
 
 /* One file of a stamp: {who_key: who, path_key: path, id_key: id in hex}. */
@@ -478,20 +467,21 @@ static xd_status stamp_write(const char *dir, const char *step, const recipe *r,
     json_object_set_new(j, "key", json_string(h));
     hex(sp->recipe, h);
     json_object_set_new(j, "recipe", json_string(h));
-    hex(sp->data, h);
+    hex(sp->in.data, h);
     json_object_set_new(j, "data", json_string(h));
     json_object_set_new(j, "data_path", txt_json_string(r->data.path));
     json_t *ts = json_array(), *es = json_array(), *is = json_array();
+    const train_inputs *in = &sp->in;
     for (int i = 0; i < r->n_teachers; i++)
         json_array_append_new(ts, stamp_file("name", r->teachers[i].name, "checkpoint",
-                                             r->teachers[i].checkpoint, "hash", sp->teacher[i]));
+                                             r->teachers[i].checkpoint, "hash", in->teacher[i]));
     for (int i = 0; i < r->data.n_eval_sets; i++)
         json_array_append_new(es, stamp_file("name", r->data.eval_sets[i].name, "path",
-                                             r->data.eval_sets[i].path, "identity", sp->eval[i]));
+                                             r->data.eval_sets[i].path, "identity", in->eval[i]));
     for (int i = 0; i < r->n_models; i++)
         if (r->models[i].init)
             json_array_append_new(is, stamp_file("model", r->models[i].name, "checkpoint",
-                                                 r->models[i].init, "hash", sp->init[i]));
+                                                 r->models[i].init, "hash", in->init[i]));
     json_object_set_new(j, "teachers", ts);
     json_object_set_new(j, "eval_sets", es);
     json_object_set_new(j, "inits", is);
@@ -521,14 +511,14 @@ static void stamp_diff(const json_t *old, const recipe *r, const stamp *sp, char
         snprintf(buf, size, "running (the recipe changed)");
         return;
     }
-    hex(sp->data, h);
+    hex(sp->in.data, h);
     if (strcmp(json_str(old, "data"), h) != 0) {
         snprintf(buf, size, "running (the data set changed)");
         return;
     }
     json_t *ts = json_object_get(old, "teachers");
     for (int i = 0; i < r->n_teachers; i++) {
-        hex(sp->teacher[i], h);
+        hex(sp->in.teacher[i], h);
         if (strcmp(json_str(json_array_get(ts, (size_t)i), "hash"), h) != 0) {
             snprintf(buf, size, "running (teacher '%s' changed: %s)", r->teachers[i].name,
                      r->teachers[i].checkpoint);
@@ -537,7 +527,7 @@ static void stamp_diff(const json_t *old, const recipe *r, const stamp *sp, char
     }
     json_t *es = json_object_get(old, "eval_sets");
     for (int i = 0; i < r->data.n_eval_sets; i++) {
-        hex(sp->eval[i], h);
+        hex(sp->in.eval[i], h);
         const json_t *o = json_array_get(es, (size_t)i);
         if (strcmp(json_str(o, "identity"), h) != 0) {
             snprintf(buf, size, "running (data.eval_sets '%s' changed: %s)",
@@ -548,7 +538,7 @@ static void stamp_diff(const json_t *old, const recipe *r, const stamp *sp, char
     json_t *is = json_object_get(old, "inits");
     for (int i = 0, n = 0; i < r->n_models; i++) {
         if (!r->models[i].init) continue;
-        hex(sp->init[i], h);
+        hex(sp->in.init[i], h);
         if (strcmp(json_str(json_array_get(is, (size_t)n++), "hash"), h) != 0) {
             snprintf(buf, size, "running (model '%s' init changed: %s)", r->models[i].name,
                      r->models[i].init);
@@ -673,9 +663,10 @@ static xd_status run_step(const pipeline *p, const pipeline_opts *o, int i, long
      * writes its first files, so none is continued under this stamp */
     const char *started = resume ? json_str(old, "started") : NULL;
     running_stamp rs = {dir, st->name, &r, seed, &sp, started};
+    /* the run reads the files the stamp has just hashed: it takes their identities from it */
     train_opts to = {.out_dir = dir, .resume = resume, .stop_after = o->stop_after,
-                     .quiet = o->quiet, .log = o->log, .before_write = write_running_stamp,
-                     .ctx = &rs};
+                     .inputs = &sp.in, .quiet = o->quiet, .log = o->log,
+                     .before_write = write_running_stamp, .ctx = &rs};
     if ((s = trainer_run(&r, seed, &to, res, e)) != XD_OK) {
         xd_err_prefix(e, "step '%s' (seed %ld)", st->name, seed);
         goto out;

@@ -212,12 +212,12 @@ int train_input_paths(const recipe *r, const char **paths)
     return n;
 }
 
-xd_status train_read_inputs(train_run *R, xd_err *e)
+xd_status trainer_read_inputs(const recipe *r, train_inputs *in, xd_err *e)
 {
     input_file l[MAX_INPUTS];
-    memset(&R->inputs, 0, sizeof R->inputs);
+    memset(in, 0, sizeof *in);
     xd_status s = XD_OK;
-    for (int i = 0, n = list_inputs(R->r, &R->inputs, l); i < n && s == XD_OK; i++) {
+    for (int i = 0, n = list_inputs(r, in, l); i < n && s == XD_OK; i++) {
         *l[i].id = XD_FNV_OFFSET;
         s = l[i].dataset ? io_dataset_identity(l[i].path, l[i].id, e)
                          : io_file_hash(l[i].path, l[i].id, e);

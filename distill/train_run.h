@@ -114,18 +114,6 @@ typedef struct {
     double acc;                                 /* the last evaluation */
 } train_exit;
 
-/* The identity of every file a run reads besides its recipe, recorded in its resume state so that
- * a resume reads the same ones: the data set's and each data.eval_sets entry's as a pipeline
- * step's stamp has the data set's (io_dataset_identity: base name, size, modification time,
- * metadata; no pass over the data), and the hash of the bytes of each teacher checkpoint and
- * `init` checkpoint, as the stamp has the teachers' (io_file_hash). */
-typedef struct {
-    uint64_t data;
-    uint64_t eval[RECIPE_MAX_EVAL_SETS];
-    uint64_t teacher[RECIPE_MAX_TEACHERS];
-    uint64_t init[RECIPE_MAX_MODELS]; /* 0 for a model without `init:` */
-} train_inputs;
-
 typedef struct {
     const recipe *r;
     long seed;
@@ -256,13 +244,11 @@ train_counts train_counts_after(const train_run *R, int epochs);
  * everything (resumed inside a stage, once its optimizer and projectors exist). */
 enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
-/* R->inputs of the files the recipe names now. */
-xd_status train_read_inputs(train_run *R, xd_err *e);
-/* The paths of the files a run of r reads besides its recipe (those train_read_inputs names, in
+/* The paths of the files a run of r reads besides its recipe (those trainer_read_inputs names, in
  * its order), into paths (room for 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS +
  * RECIPE_MAX_MODELS); returns how many. */
 int train_input_paths(const recipe *r, const char **paths);
-/* Resuming, before anything is built from the files: R->inputs (train_read_inputs) must be those
+/* Resuming, before anything is built from the files: R->inputs (trainer_read_inputs) must be those
  * the resume state records, else XD_EARG naming the file that changed. A state of a build that
  * recorded none resumes as before. */
 xd_status train_check_inputs(train_run *R, xd_err *e);

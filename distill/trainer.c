@@ -263,6 +263,14 @@ static void run_free(train_run *R)
     train_exits_free(R);
 }
 
+/* R->inputs: the caller's (o->inputs), else read now. */
+static xd_status read_inputs(train_run *R, const train_opts *o, xd_err *e)
+{
+    if (!o->inputs) return trainer_read_inputs(R->r, &R->inputs, e);
+    R->inputs = *o->inputs;
+    return XD_OK;
+}
+
 xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_result *res,
                       xd_err *e)
 {
@@ -297,7 +305,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
                       (res->unchanged = runs_read_finished(o->out_dir, res))))
         goto out;
     /* the files it reads are the ones it started with, checked before anything is built of them */
-    if (o->resume && ((s = train_read_inputs(&R, e)) != XD_OK ||
+    if (o->resume && ((s = read_inputs(&R, o, e)) != XD_OK ||
                       (s = train_check_inputs(&R, e)) != XD_OK))
         goto out;
     /* with several ranks, rank 0 alone holds the folder and writes into it */
@@ -313,7 +321,7 @@ xd_status trainer_run(const recipe *r, long seed, const train_opts *o, train_res
     train_exits_setup(&R);
     if ((s = train_setup_teachers(&R, e)) != XD_OK) goto out;
     /* a fresh run's, for its resume state (once every file is known to read) */
-    if (!o->resume && (s = train_read_inputs(&R, e)) != XD_OK) goto out;
+    if (!o->resume && (s = read_inputs(&R, o, e)) != XD_OK) goto out;
     if ((s = train_setup_buffers(&R)) != XD_OK) goto out;
     if (o->resume) {
         if ((s = train_load_resume(&R, TRAIN_RESUME_COUNTERS, e)) != XD_OK ||

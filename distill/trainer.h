@@ -9,8 +9,9 @@
  * detached; then every model's backward and every optimizer step. So a peer's targets are the
  * other peers' predictions of the same step, made before any of them is updated. Per epoch: an
  * evaluation on the test split (and on the validation split and the eval sets when the recipe has
- * them), a line in DIR/metrics.jsonl, DIR/last.safetensors and (when the validation score, or
- * without a validation split the test score, improved) DIR/best.safetensors, and
+ * them), a line in DIR/metrics.jsonl, DIR/last.safetensors and DIR/best.safetensors (when the
+ * validation score improved; without a validation split at every evaluation, as the test split
+ * chooses nothing), and
  * DIR/resume.safetensors, from which `--resume` continues exactly as if the run had not stopped.
  * Every file is written atomically.
  *
@@ -34,12 +35,30 @@
 #include "distill/recipe.h"
 #include "nn/model.h"
 
+/* The identity of every file a run reads besides its recipe, recorded in its resume state so that
+ * a resume reads the same ones, and in a pipeline step's stamp (distill/pipeline.h): the data
+ * set's and each data.eval_sets entry's (io_dataset_identity: base name, size, modification
+ * time, metadata; no pass over the data), and the hash of the bytes of each teacher checkpoint
+ * and `init` checkpoint (io_file_hash). */
+typedef struct {
+    uint64_t data;
+    uint64_t eval[RECIPE_MAX_EVAL_SETS];
+    uint64_t teacher[RECIPE_MAX_TEACHERS];
+    uint64_t init[RECIPE_MAX_MODELS]; /* 0 for a model without `init:` */
+} train_inputs;
+
+/* The identities of the files r names now (those train_input_paths lists, in its order). */
+xd_status trainer_read_inputs(const recipe *r, train_inputs *in, xd_err *e);
+
 typedef struct {
     const char *out_dir;  /* created when missing, and removed again (with what the run put in
                            * it) when the run fails, or SIGINT/SIGTERM stops it, before its first
                            * epoch ends */
     int resume;           /* continue from out_dir/resume.safetensors (or find it finished) */
     int stop_after;       /* > 0: stop once this many epochs are done (resume later) */
+    /* the identities of the files the recipe reads, as the caller read them just before (a
+     * pipeline step's stamp), so that the run does not read them again; NULL: the run reads them */
+    const train_inputs *inputs;
     int quiet;            /* no progress output */
     FILE *log;            /* progress bar and epoch lines; NULL = stderr */
     const progress_span *span; /* not NULL: this run is a share of a longer job (progress.h) */

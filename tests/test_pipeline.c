@@ -24,6 +24,7 @@
 #include "distill/pipeline.h"
 #include "distill/recipe.h"
 #include "io/file.h"
+#include "io/safetensors.h"
 #include "tests/support/runcli.h"
 #include "tests/support/tinyset.h"
 
@@ -528,13 +529,8 @@ static void test_stamp_eval_sets_and_init(void **state)
     pipeline_result_free(&r);
     r = run_chain("one1.yaml", "i1", 0, 0, NULL);
     pipeline_result_free(&r);
-    size_t n;
-    uint8_t *bytes = tu_read_file("i0/seed-1/teacher/last.safetensors", &n);
-    tu_write_file("init.safetensors", bytes, n);
-    free(bytes);
-    bytes = tu_read_file("toy.xds", &n);
-    tu_write_file("toy2.xds", bytes, n);
-    free(bytes);
+    tu_copy_file("i0/seed-1/teacher/last.safetensors", "init.safetensors");
+    tu_copy_file("toy.xds", "toy2.xds");
     write_text("warm.yaml", "name: w\n"
                             "data: {path: toy.xds, eval_sets: [{name: other, path: toy2.xds}]}\n"
                             "model: \"" TEACHER_MODEL "\"\n"
@@ -556,6 +552,15 @@ static void test_stamp_eval_sets_and_init(void **state)
     char h[17];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)file_fnv("init.safetensors"));
     assert_string_equal(json_string_value(json_object_get(i0, "hash")), h);
+    /* the run's resume state records the identities the stamp has (the run took them from it) */
+    io_st_file *f;
+    xd_err e;
+    TU_OK(io_st_open("w/seed-1/warm/resume.safetensors", &f, &e));
+    assert_string_equal(io_st_meta(f, "init_hash.student"), h);
+    assert_string_equal(io_st_meta(f, "eval_identity.other"),
+                        json_string_value(json_object_get(e0, "identity")));
+    assert_string_equal(io_st_meta(f, "data_identity"), json_string_value(json_object_get(st, "data")));
+    io_st_close(f);
     json_decref(st);
     r = run_chain("warm-chain.yaml", "w", 0, 0, NULL);
     assert_int_equal(r.action[0], PIPELINE_SKIPPED);
@@ -571,9 +576,7 @@ static void test_stamp_eval_sets_and_init(void **state)
     free(log);
 
     /* another init checkpoint under the same name */
-    bytes = tu_read_file("i1/seed-1/teacher/last.safetensors", &n);
-    tu_write_file("init.safetensors", bytes, n);
-    free(bytes);
+    tu_copy_file("i1/seed-1/teacher/last.safetensors", "init.safetensors");
     r = run_chain("warm-chain.yaml", "w", 0, 0, &log);
     assert_int_equal(r.action[0], PIPELINE_RAN);
     pipeline_result_free(&r);
