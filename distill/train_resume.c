@@ -174,8 +174,6 @@ typedef struct {
     uint64_t *id;
 } input_file;
 
-enum { MAX_INPUTS = 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS };
-
 /* The recipe's files with their identities' places in in (NULL: paths only). */
 static int list_inputs(const recipe *r, train_inputs *in, input_file *l)
 {
@@ -206,7 +204,7 @@ static int list_inputs(const recipe *r, train_inputs *in, input_file *l)
 
 int train_input_paths(const recipe *r, const char **paths)
 {
-    input_file l[MAX_INPUTS];
+    input_file l[TRAIN_MAX_INPUTS];
     const int n = list_inputs(r, NULL, l);
     for (int i = 0; i < n; i++) paths[i] = l[i].path;
     return n;
@@ -214,7 +212,7 @@ int train_input_paths(const recipe *r, const char **paths)
 
 xd_status trainer_read_inputs(const recipe *r, train_inputs *in, xd_err *e)
 {
-    input_file l[MAX_INPUTS];
+    input_file l[TRAIN_MAX_INPUTS];
     memset(in, 0, sizeof *in);
     xd_status s = XD_OK;
     for (int i = 0, n = list_inputs(r, in, l); i < n && s == XD_OK; i++) {
@@ -241,7 +239,7 @@ xd_status train_save_resume(train_run *R, xd_err *e)
     snprintf(im[1], sizeof im[1], "%.17g", R->train_seconds);
     snprintf(im[2], sizeof im[2], "%d", R->threads);
     snprintf(im[3], sizeof im[3], "%016llx", (unsigned long long)R->digest);
-    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + MAX_INPUTS] = {
+    io_kv meta[12 + 3 * RECIPE_MAX_MODELS + TRAIN_MAX_INPUTS] = {
         {"epochs_done", v[0]}, {"global_step", v[1]}, {"opt_step", v[2]},
         {"best_acc", v[3]},    {"best_epoch", v[4]},  {"seed", v[5]},
         {"images", im[0]},     {"train_seconds", im[1]}, {"threads", im[2]},
@@ -265,8 +263,8 @@ xd_status train_save_resume(train_run *R, xd_err *e)
         meta[n_meta++] = (io_kv){tkeys[k], tvals[k]};
     }
     /* the files it reads: a resume must read the same (train_check_inputs) */
-    input_file in[MAX_INPUTS];
-    char ids[MAX_INPUTS][17];
+    input_file in[TRAIN_MAX_INPUTS];
+    char ids[TRAIN_MAX_INPUTS][17];
     for (int i = 0, n = list_inputs(R->r, &R->inputs, in); i < n; i++) {
         snprintf(ids[i], sizeof ids[i], "%016llx", (unsigned long long)*in[i].id);
         meta[n_meta++] = (io_kv){in[i].key, ids[i]};
@@ -387,7 +385,7 @@ xd_status train_check_inputs(train_run *R, xd_err *e)
     xd_status s = io_st_open(path, &f, e);
     free(path);
     if (s != XD_OK) return s;
-    input_file l[MAX_INPUTS];
+    input_file l[TRAIN_MAX_INPUTS];
     const int n = io_st_meta(f, "data_identity") ? list_inputs(R->r, &R->inputs, l) : 0;
     for (int i = 0; i < n && s == XD_OK; i++) {
         const char *v = io_st_meta(f, l[i].key);

@@ -244,9 +244,10 @@ train_counts train_counts_after(const train_run *R, int epochs);
  * everything (resumed inside a stage, once its optimizer and projectors exist). */
 enum { TRAIN_RESUME_COUNTERS, TRAIN_RESUME_MODEL, TRAIN_RESUME_ALL };
 xd_status train_save_resume(train_run *R, xd_err *e);
+/* The most files a run reads besides its recipe: its data set, eval sets, teachers, inits. */
+enum { TRAIN_MAX_INPUTS = 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS };
 /* The paths of the files a run of r reads besides its recipe (those trainer_read_inputs names, in
- * its order), into paths (room for 1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS +
- * RECIPE_MAX_MODELS); returns how many. */
+ * its order), into paths (room for TRAIN_MAX_INPUTS); returns how many. */
 int train_input_paths(const recipe *r, const char **paths);
 /* Resuming, before anything is built from the files: R->inputs (trainer_read_inputs) must be those
  * the resume state records, else XD_EARG naming the file that changed. A state of a build that

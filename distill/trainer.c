@@ -183,7 +183,7 @@ static void free_names(char **names, int n)
  * runs/x/best.safetensors, trained into runs/x, is refused before anything is written. */
 static xd_status check_outputs_not_inputs(const recipe *r, const char *dir, xd_err *e)
 {
-    const char *in[1 + RECIPE_MAX_EVAL_SETS + RECIPE_MAX_TEACHERS + RECIPE_MAX_MODELS];
+    const char *in[TRAIN_MAX_INPUTS];
     const int n_in = train_input_paths(r, in);
     int n;
     char **names = run_file_names(r, 1, &n);
