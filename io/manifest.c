@@ -242,8 +242,8 @@ static xd_status build_row(mf_build *b, size_t line, const char *const cols[MF_C
     xd_err bad;
     if (label_spelling(label, strlen(label), &name, &bad) != XD_OK)
         return mf_fail(b, bad.code, line, cols[MF_COL_LABEL], "%s", bad.msg);
-    /* blank (nothing but Unicode white space) is empty, as for a rationale */
-    if (!*name || txt_is_blank(name)) {
+    /* blank (nothing but Unicode white space, which the spelling drops) is empty */
+    if (!*name) {
         free(name);
         return mf_fail(b, XD_EFORMAT, line, cols[MF_COL_LABEL], "empty label");
     }
@@ -683,7 +683,7 @@ xd_status io_manifest_classes_read(const char *path, io_manifest_classes *c, xd_
                         bad, (unsigned char)line[bad]);
         else if ((s = label_spelling(line, len, &name, e)) != XD_OK)
             xd_err_prefix(e, "%s:%zu", path, lineno);
-        const int blank = s == XD_OK && (!*name || txt_is_blank(name));
+        const int blank = s == XD_OK && !*name; /* nothing but white space */
         size_t h = s != XD_OK || blank ? 0 : name_table_slot(&t, c->names, name);
         if (blank)
             s = xd_fail(e, XD_EFORMAT, "%s:%zu: empty class name (one name per line, no blank "

@@ -200,22 +200,21 @@ static xd_status example_groups(const char *manifest, const io_manifest *m, size
  * their images): decided before any image is decoded, so that a split without test examples is
  * refused at once. Rows that show the same example (example_groups) are one for the split,
  * stratified by the label of its first row, and land on one side: a copy of a training image in
- * the test split would score as seen. */
+ * the test split would score as seen. A split taken from another set (sets_split_from, which
+ * regroups the examples by id whichever side they start on) needs none: all start in train. */
 static xd_status split_examples(const sets_manifest_opts *o, const io_manifest *m, uint8_t *is_test,
                                 xd_err *e)
 {
-    size_t *group = xd_xmalloc((m->n + 1) * sizeof *group), n_groups = m->n;
-    /* a split taken from another set (sets_split_from) replaces this one: no file read for it */
-    xd_status s = XD_OK;
-    if (o->split_from)
-        for (size_t i = 0; i < m->n; i++) group[i] = i;
-    else
-        s = example_groups(o->manifest, m, group, &n_groups, e);
+    if (o->split_from) {
+        memset(is_test, SETS_TRAIN, m->n);
+        return XD_OK;
+    }
+    size_t *group = xd_xmalloc((m->n + 1) * sizeof *group), n_groups = 0;
+    xd_status s = example_groups(o->manifest, m, group, &n_groups, e);
     if (s != XD_OK) {
         free(group);
         return s;
     }
-    const size_t n_examples = n_groups;
     int32_t *labels = xd_xmalloc((n_groups + 1) * sizeof *labels);
     uint8_t *test = xd_xmalloc(n_groups + 1);
     for (size_t i = m->n; i-- > 0;) labels[group[i]] = m->labels[i]; /* the first row's last */
@@ -228,10 +227,10 @@ static xd_status split_examples(const sets_manifest_opts *o, const io_manifest *
     for (size_t i = 0; i < m->n; i++) n_test += is_test[i] == SETS_TEST;
     /* a score on no test examples would be a made-up number: only an explicit 0 gives none */
     char shown[64] = "";
-    if (n_examples < m->n)
-        snprintf(shown, sizeof shown, " (%zu different %s)", n_examples,
+    if (n_groups < m->n)
+        snprintf(shown, sizeof shown, " (%zu different %s)", n_groups,
                  m->paths ? "images" : "inputs");
-    if (o->test_fraction > 0.0 && n_test == 0 && !o->split_from)
+    if (o->test_fraction > 0.0 && n_test == 0)
         return xd_fail(e, XD_EARG,
                        "%s: %zu examples%s in %zu classes give no test example at test fraction %g "
                        "(each class sends round(n x fraction) of its n examples to test, rows of "
