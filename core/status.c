@@ -44,7 +44,24 @@ size_t xd_escape_control(unsigned char c, char out[5])
     return (size_t)snprintf(out, 5, "\\x%02x", c);
 }
 
-static void put_line(char msg[XD_ERR_LEN], const char *text, size_t len);
+/* put_msg's cut, of text with nothing left to escape */
+static void put_line(char msg[XD_ERR_LEN], const char *text, size_t len)
+{
+    static const char mark[] = " [...] ";
+    if (len < XD_ERR_LEN) {
+        memcpy(msg, text, len);
+        msg[len] = '\0';
+        return;
+    }
+    size_t room = XD_ERR_LEN - 1 - (sizeof mark - 1), head = room / 2, tail = room - head;
+    while (head && !char_start(text[head])) head--;
+    size_t from = len - tail;
+    while (from < len && !char_start(text[from])) from++;
+    memcpy(msg, text, head);
+    memcpy(msg + head, mark, sizeof mark - 1);
+    memcpy(msg + head + sizeof mark - 1, text + from, len - from);
+    msg[head + sizeof mark - 1 + len - from] = '\0';
+}
 
 /* Puts text (len bytes) into msg on one line (control characters escaped): whole when it fits,
  * else its head and its tail, cut at character starts, around a marker, so that where (the
@@ -62,24 +79,6 @@ static void put_msg(char msg[XD_ERR_LEN], const char *text, size_t len)
     for (size_t i = 0; i < len; i++) n += xd_escape_control((unsigned char)text[i], esc + n);
     put_line(msg, esc, n);
     free(esc);
-}
-
-static void put_line(char msg[XD_ERR_LEN], const char *text, size_t len)
-{
-    static const char mark[] = " [...] ";
-    if (len < XD_ERR_LEN) {
-        memcpy(msg, text, len);
-        msg[len] = '\0';
-        return;
-    }
-    size_t room = XD_ERR_LEN - 1 - (sizeof mark - 1), head = room / 2, tail = room - head;
-    while (head && !char_start(text[head])) head--;
-    size_t from = len - tail;
-    while (from < len && !char_start(text[from])) from++;
-    memcpy(msg, text, head);
-    memcpy(msg + head, mark, sizeof mark - 1);
-    memcpy(msg + head + sizeof mark - 1, text + from, len - from);
-    msg[head + sizeof mark - 1 + len - from] = '\0';
 }
 
 void xd_vformat(char out[XD_ERR_LEN], const char *fmt, va_list ap)

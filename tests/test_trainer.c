@@ -54,7 +54,6 @@ static void test_teacher_run_folder(void **state)
     /* metrics: one line per epoch, in order, with the test accuracy */
     json_t *m = read_metrics("teacher");
     assert_int_equal(json_array_size(m), 4);
-    double best = -1.0;
     for (int i = 0; i < 4; i++) {
         json_t *l = json_array_get(m, (size_t)i);
         assert_int_equal((int)num(l, "epoch"), i + 1);
@@ -65,11 +64,9 @@ static void test_teacher_run_folder(void **state)
         assert_true(isfinite(loss) && loss > 0.0);
         assert_true(fabs(loss - ce) < 1e-6); /* one loss of weight 1 */
         assert_true(json_is_number(json_object_get(l, "train_acc")));
-        if (acc > best) best = acc;
     }
     /* learning happened: the last epoch's loss is well below the first */
     assert_true(num(json_array_get(m, 3), "loss") < 0.5 * num(json_array_get(m, 0), "loss"));
-    assert_true(best >= res->final_acc);
     assert_true(fabs(num(json_array_get(m, 3), "test_acc") - res->final_acc) < 1e-7);
     json_decref(m);
 
@@ -110,7 +107,8 @@ static void test_teacher_run_folder(void **state)
     recipe_free(&a);
     recipe_free(&b);
 
-    /* best.safetensors gives the best accuracy again; last.safetensors the final one */
+    /* best.safetensors (the last epoch here) gives its recorded score again, last.safetensors the
+     * final one */
     nn_model t;
     load_ckpt(TEACHER_CKPT, &t);
     assert_true(accuracy(&t, "toy.xds", "image", "", "") == res->best_acc);
