@@ -547,7 +547,7 @@ int cmd_eval(int argc, char **argv)
         const nn_node *hn = nn_model_node(&m, head);
         char mname[IO_DATASET_NAME_MAX + 1];
         snprintf(mname, sizeof mname, "%s/mask", split);
-        if ((hn->h > 1 || hn->w > 1) && io_dataset_find(ds, mname)) {
+        if (nn_node_is_map(hn) && io_dataset_find(ds, mname)) {
             /* a map-shaped head on a data set with masks: scored per pixel */
             const uint8_t *masks;
             int n_classes;

@@ -71,14 +71,13 @@ xd_status ckpt_save(const char *path, const nn_model *m, const io_kv *meta, size
 /* Whether m's default head is a map (H, W, classes): a segmentation model. */
 static int head_is_map(const nn_model *m)
 {
-    const nn_node *hn = nn_model_node(m, nn_model_default_head(m));
-    return hn->h > 1 || hn->w > 1;
+    return nn_node_is_map(nn_model_node(m, nn_model_default_head(m)));
 }
 
 int ckpt_head_classes(const nn_model *m, int head)
 {
     const nn_node *hn = nn_model_node(m, head);
-    return hn->h > 1 || hn->w > 1 ? hn->c : (int)hn->act_n;
+    return nn_node_is_map(hn) ? hn->c : (int)hn->act_n;
 }
 
 /* The number of classes of m's default head. */

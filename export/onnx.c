@@ -642,7 +642,7 @@ xd_status ex_onnx_write(const char *ckpt, const char *exit, const char *out_path
     Onnx__OperatorSetIdProto opset = ONNX__OPERATOR_SET_ID_PROTO__INIT;
     if (s == XD_OK) {
         const nn_node *hn = &m.nodes[head];
-        const int map = hn->h > 1 || hn->w > 1;
+        const int map = nn_node_is_map(hn);
         /* the outputs in our layout: logits (B, K) or (B, H, W, K), and their softmax */
         const char *lg = map ? ex_transpose(&g, names[head], to_nhwc) : as_vec(&g, names[head], forms[head]);
         ex_node(&g, "Identity", &lg, 1, "logits", NULL, NULL, NULL, NULL);

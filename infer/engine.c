@@ -140,7 +140,7 @@ static void set_head(xdistill_model *x, int head)
 {
     x->head = head;
     const nn_node *hn = nn_model_node(&x->m, head);
-    const int map = hn->h > 1 || hn->w > 1;
+    const int map = nn_node_is_map(hn);
     x->K = ckpt_head_classes(&x->m, head);
     x->map_h = map ? hn->h : 1;
     x->map_w = map ? hn->w : 1;

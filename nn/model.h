@@ -282,6 +282,9 @@ int nn_model_find(const nn_model *m, const char *name); /* node index or -1 */
  * after the last one is the entry's own name), or -1. */
 int nn_model_param_node(const nn_model *m, const char *param_name);
 const nn_node *nn_model_node(const nn_model *m, int idx);
+/* Whether node n's output is a map (H, W, C) more than one position wide, such as a segmenter's
+ * head (its classes its channels), rather than a vector (its outputs act_n). */
+static inline int nn_node_is_map(const nn_node *n) { return n->h > 1 || n->w > 1; }
 /* Output of node idx for the last batch: (batch, act_n). Read node outputs through it: a ReLU
  * fused with its max pool, and a convolution fused with both, are written only when asked for
  * (nn_node.stale), between the forward and the optimizer's step. */
