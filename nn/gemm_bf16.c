@@ -595,6 +595,43 @@ void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
         }
 }
 
+/* The product by rows where each thread packs all of op(B) (nn_bgemm_param_rows), in one region:
+ * each thread of the team packs op(B) whole into its own buffer, then takes blocks of rows (a
+ * tile's height) in runs (xd_runs_take), its own run first, then those of a slower thread that it
+ * has not begun; rows split in halves instead left the faster core waiting for the slower one
+ * (the thread that also runs the layers between the regions, its cache the colder) at the end of
+ * every weight gradient. A block's rows meet the same words whoever takes it: the bits of any
+ * split. */
+static void bgemm_rows_own(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc, int nb)
+{
+    const int bp = nn_bgemm_amx() ? amx_block_pairs(K) : 0;
+#ifdef NN_AMX
+    const int unit = nn_bgemm_amx() ? AM : MR;
+#else
+    const int unit = MR;
+#endif
+    xd_runs runs;
+    xd_runs_init(&runs, nb, (M + unit - 1) / unit);
+#pragma omp parallel num_threads(nb)
+    {
+        const int t = xd_thread_num();
+        /* the B slot: bgemm_single asks for it only when op(B) is not packed already */
+        uint32_t *Bp = nn_thread_buf(NN_BUF_BGEMM_B, sizeof(uint32_t) * packed_size(N, K, bp));
+        FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) /* a block's rows read once across its panels */
+        pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, bp ? bp : nq, K,
+                     Bp + packed_at(K, bp, j0, nc, qb, q0));
+        for (int k = 0, i; (i = xd_runs_take(&runs, t, &k)) >= 0;) {
+            const int r0 = i * unit, r1 = r0 + unit < M ? r0 + unit : M;
+            bgemm_single(trans_a, trans_b, r1 - r0, N, K, alpha,
+                         trans_a ? A + r0 : A + (size_t)r0 * lda, lda, B, ldb, Bp, beta,
+                         C + (size_t)r0 * ldc, ldc);
+        }
+    }
+    xd_runs_free(&runs);
+}
+
 void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
                          int ldc)
@@ -607,6 +644,10 @@ void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
      * every parameter's values between the threads in the same order, updates on the same core. */
     const int nb = nn_sgemm_thread_blocks(M, N, K);
     const int own = M < N && M / nb >= MIN_ROWS && (long long)K * N <= OWN_PACK_MAX;
+    if (own && nb > 1 && xd_threads_split(1)) {
+        bgemm_rows_own(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb);
+        return;
+    }
     bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
                 M >= N || own, own, NULL, NULL, NULL);
 }

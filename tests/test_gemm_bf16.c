@@ -290,8 +290,9 @@ static void test_wide_rows(void **state)
 }
 
 /* The bits: the same at 1 and 2 threads, through nn_bgemm_rows (row blocks with their work around
- * them, op(B) packed once for all), through nn_mm_param_rows in bf16 (row blocks that each pack
- * op(B)) and in calls over row ranges; the two kernels agree within twice the bound. */
+ * them, op(B) packed once for all), through nn_mm_param_rows in bf16 at 2 and 3 threads (each
+ * thread packing all of op(B), then taking row blocks in runs) and in calls over row ranges; the
+ * two kernels agree within twice the bound. */
 static atomic_int rows_seen; /* the threads' row blocks call count_rows side by side */
 static void count_rows(void *ctx, int r0, int r1)
 {
@@ -322,6 +323,15 @@ static void test_bits_and_kernels_agree(void **state)
         nn_mm_param_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, two, p.ldc);
         nn_mm_precision_set(prec);
         assert_same_bits(one, two, &p, "nn_mm_param_rows at 2 threads");
+        /* three threads: the row blocks in three runs, one of them taken over when a thread
+         * waits for a core */
+        memcpy(two, p.C, sizeof(float) * (size_t)M * p.ldc);
+        xd_threads_set(3);
+        nn_mm_precision_set(NN_PREC_BF16);
+        nn_mm_param_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, two, p.ldc);
+        nn_mm_precision_set(prec);
+        xd_threads_set(2);
+        assert_same_bits(one, two, &p, "nn_mm_param_rows at 3 threads");
         atomic_store(&rows_seen, 0);
         nn_bgemm_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc,
                       NULL, count_rows, NULL);
