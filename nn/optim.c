@@ -280,7 +280,8 @@ static void adamw_block(float *p, const float *g, float *m, float *v, size_t n, 
 /* One optimizer step: its segments and the arguments of its kind's update. Its values are
  * updated in blocks, handed out in runs (xd_runs_take): run t holds thread t's share of every
  * segment (the values [n t / T, n (t + 1) / T) of a segment of n: about the rows of a linear
- * layer's weight gradient that thread t wrote, nn_mm_param_rows), each share cut into blocks of
+ * layer's weight gradient that thread t wrote, nn_mm_param_rows, when neither took over the
+ * other's), each share cut into blocks of
  * equal length (STEP_BLOCK at most), as many for every run; a thread done with its run takes
  * blocks of a slower thread's that it has not begun. The update of a value does not depend on
  * the others, so the bits are the same whoever does a block. */
