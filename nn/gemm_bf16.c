@@ -34,7 +34,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 #define MC (MR * 16) /* rows of op(A) per packed block */
 #define NC (NR * 64) /* columns of op(B) per packed block */
 #define MIN_ROWS NN_GEMM_MIN_ROWS
-#define OWN_PACK_MAX (128 * 1024) /* op(B)'s values, at most, for each row block to pack its own */
+#define OWN_PACK_MAX (128 * 1024) /* op(B)'s values, at most, for each thread to pack its own */
 #define AWHOLE_MAX (128 * 1024)  /* op(A)'s pairs, at most, to be rounded whole (gemm_packed) */
 #define PAIR_ROWS_BYTES (32 * 1024) /* the L1's: source rows packed at a time (pack_pairs) */
 
@@ -537,16 +537,15 @@ void nn_bgemm_packed(int M, int N, int K, float alpha, const float *A, int lda, 
                   NULL, NULL, NULL);
 }
 
-/* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them, unless
- * each block packs its own) or columns, run in parallel (nn_gemm_split); before and after as
- * nn_sgemm_rows. */
+/* The product in nb blocks of C's rows (by_rows; op(B) then packed once for all of them) or
+ * columns, run in parallel (nn_gemm_split); before and after as nn_sgemm_rows. */
 static void bgemm_split(int trans_a, int trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, float *C,
-                        int ldc, int nb, int by_rows, int own, nn_sgemm_rows_fn before,
+                        int ldc, int nb, int by_rows, nn_sgemm_rows_fn before,
                         nn_sgemm_rows_fn after, void *ctx)
 {
     uint32_t *Bp = NULL;
-    if (nb > 1 && by_rows && K > 0 && !own) {
+    if (nb > 1 && by_rows && K > 0) {
         Bp = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bgemm_packed_size(N, K));
         nn_bgemm_pack_b(trans_b, N, K, B, ldb, Bp);
     }
@@ -568,7 +567,7 @@ void nn_bgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
      * op(A) is four times larger, is slower by columns. */
     const int cols = M == N && (size_t)M * k_pairs(K) <= AWHOLE_MAX;
     bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
-                M >= N && !cols, 0, NULL, NULL, NULL);
+                M >= N && !cols, NULL, NULL, NULL);
 }
 
 void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -576,7 +575,7 @@ void nn_bgemm_rows(int trans_a, int trans_b, int M, int N, int K, float alpha, c
                    nn_sgemm_rows_fn before, nn_sgemm_rows_fn after, void *ctx)
 {
     bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                nn_sgemm_blocks(M, N, K), M >= N, 0, before, after, ctx);
+                nn_sgemm_blocks(M, N, K), M >= N, before, after, ctx);
 }
 
 void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -644,12 +643,11 @@ void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
      * every parameter's values between the threads in the same order, updates on the same core. */
     const int nb = nn_sgemm_thread_blocks(M, N, K);
     const int own = M < N && M / nb >= MIN_ROWS && (long long)K * N <= OWN_PACK_MAX;
-    if (own && nb > 1 && xd_threads_split(1)) {
+    if (own && nb > 1) /* inside another team's region, its one thread takes every block */
         bgemm_rows_own(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb);
-        return;
-    }
-    bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb,
-                M >= N || own, own, NULL, NULL, NULL);
+    else
+        bgemm_split(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, nb, M >= N,
+                    NULL, NULL, NULL);
 }
 
 void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,

@@ -75,7 +75,8 @@ void nn_bgemm_ref(int trans_a, int trans_b, int M, int N, int K, float alpha, co
  * packed once, shared), and also when it is wider, if each thread gets at least 64 rows and op(B)
  * has at most 128 K values: each thread then packs op(B) itself and writes whole rows of C (a
  * parameter's gradient, whose rows the optimizer's threads then update in about the same
- * shares). The same bits either way. */
+ * shares), taking blocks of a tile's height in runs, a slower thread's last ones too. The same
+ * bits either way. */
 void nn_bgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float alpha,
                          const float *A, int lda, const float *B, int ldb, float beta, float *C,
                          int ldc);

@@ -332,6 +332,24 @@ static void test_bits_and_kernels_agree(void **state)
         nn_mm_precision_set(prec);
         xd_threads_set(2);
         assert_same_bits(one, two, &p, "nn_mm_param_rows at 3 threads");
+        /* inside another team's region (regions do not nest): each of its threads runs the
+         * whole product, every block on its one thread */
+        float *inner[2] = {prod_copy_c(&p), prod_copy_c(&p)};
+        int team = 1; /* 1 without OpenMP */
+#pragma omp parallel num_threads(2)
+        {
+            const int t = xd_thread_num();
+            if (t == 0) team = xd_team_size();
+            nn_mm_precision_set(NN_PREC_BF16);
+            nn_mm_param_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, inner[t],
+                             p.ldc);
+            nn_mm_precision_set(prec);
+        }
+        for (int t = 0; t < team; t++) {
+            assert_same_bits(one, inner[t], &p, "nn_mm_param_rows inside a region");
+        }
+        free(inner[0]);
+        free(inner[1]);
         atomic_store(&rows_seen, 0);
         nn_bgemm_rows(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc,
                       NULL, count_rows, NULL);
