@@ -40,6 +40,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pack_pairs writes pair
 
 static const char *const isa_names[] = {
     [NN_BISA_PORTABLE] = "portable",
+    [NN_BISA_AVX2] = "AVX2",
     [NN_BISA_AVX512BF16] = "AVX512_BF16",
     [NN_BISA_AMX] = "AMX_BF16",
 };
@@ -78,6 +79,7 @@ static int isa_runs(nn_bisa isa)
     switch (isa) {
     case NN_BISA_PORTABLE: return 1;
 #ifdef BGEMM_X86
+    case NN_BISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case NN_BISA_AVX512BF16:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
@@ -363,6 +365,26 @@ static void tile_portable_add(int mr, int nr, size_t sq, const uint32_t *restric
         for (int j = 0; j < nc; j++) acc[i * g->ldc + j] += sums[i * NR + j];
 }
 
+/* The vector tile of kernel isa (AVX512_BF16 or AVX2; AMX's blocks run in gemm_amx), else the
+ * portable one; panel: a packed in panels (g->sa 1, pairs MR apart), else rows of pairs */
+static void btile(nn_bisa isa, int mr, int nr, int panel, const uint32_t *restrict a,
+                  const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc)
+{
+#ifdef BGEMM_X86
+    if (isa == NN_BISA_AVX512BF16) {
+        nn_btile_avx512(mr, nr, panel, a, b, g, acc);
+        return;
+    }
+    if (isa == NN_BISA_AVX2) {
+        nn_btile_avx2(mr, nr, panel, a, b, g, acc);
+        return;
+    }
+#endif
+    (void)isa;
+    if (g->add) tile_portable_add(mr, nr, panel ? MR : 1, a, b, g, acc);
+    else tile_portable(mr, nr, panel ? MR : 1, a, b, g, acc);
+}
+
 /* C tile (mr, nr) at c, element (i, j) at c[i * rs + j * cs]: first K block C = beta * C +
  * alpha * acc (C not read when beta is 0), later blocks C += alpha * acc. */
 static void write_tile(const float *acc, int mr, int nr, float alpha, float beta, int first,
@@ -409,7 +431,8 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
     uint32_t *apack = nn_thread_buf(NN_BUF_BGEMM_A, sizeof(uint32_t) * na);
     uint32_t *bbuf = Bp ? NULL : nn_thread_buf(NN_BUF_BGEMM_B, sizeof(uint32_t) * nb);
     float acc[MR * NR] __attribute__((aligned(64)));
-    const int avx = nn_bgemm_isa() == NN_BISA_AVX512BF16;
+    const nn_bisa isa = nn_bgemm_isa();
+    const int vec = isa == NN_BISA_AVX512BF16 || isa == NN_BISA_AVX2;
     FOR_B_BLOCKS(N, K, j0, nc, qb, q0, nq) {
         const uint32_t *bpack = Bp ? Bp + packed_at(K, 0, j0, nc, qb, q0) : bbuf;
         if (!Bp) pack_b_block(trans_b, B, ldb, j0, nc, q0, nq, nq, K, bbuf);
@@ -426,9 +449,8 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
         nn_btile_seg direct = seg;
         direct.ldc = rs;
         direct.add = qb > 0 || beta != 0.0f;
-        const int store = avx && cs == 1 && rs == (size_t)N && alpha == 1.0f &&
+        const int store = vec && cs == 1 && rs == (size_t)N && alpha == 1.0f &&
                           (qb > 0 || beta == 0.0f || beta == 1.0f);
-        (void)store;
         for (int i0 = 0, mc; i0 < M; i0 += mc) {
             mc = M - i0 < MC ? M - i0 : MC;
             if (!whole) pack_pairs(trans_a, MR, !trans_a, A, lda, i0, mc, q0, nq, K, apack);
@@ -441,21 +463,16 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     const int mr = mc - ib < MR ? mc - ib : MR;
                     const uint32_t *ap = ablock + (size_t)ib * arow;
                     float *c = C + (size_t)(i0 + ib) * rs + (size_t)(j0 + jb) * cs;
-#ifdef BGEMM_X86
                     if (store && (nr == 16 || nr == NR)) {
-                        nn_btile_avx512(mr, nr, trans_a, ap, bp, &direct, c);
+                        btile(isa, mr, nr, trans_a, ap, bp, &direct, c);
                         continue;
                     }
-                    if (avx) nn_btile_avx512(mr, nr, trans_a, ap, bp, &seg, acc);
-                    else
-#endif
-                        tile_portable(mr, nr, trans_a ? MR : 1, ap, bp, &seg, acc);
+                    btile(isa, mr, nr, trans_a, ap, bp, &seg, acc);
                     write_tile(acc, mr, nr, alpha, beta, qb == 0, c, rs, cs);
                 }
             }
         }
     }
-    (void)avx;
 }
 
 #ifdef NN_AMX
@@ -656,12 +673,8 @@ void nn_btile_segments(int mr, int nr, const uint32_t *a, const uint32_t *b,
     XD_ASSERT(mr >= 1 && mr <= NN_BTILE_ROWS && nr >= 1 && nr <= NN_BTILE_COLS);
     XD_ASSERT(g->ldc >= (size_t)(nr <= 16 ? 16 : NN_BTILE_COLS));
     XD_ASSERT(!(g->load && g->add));
-#ifdef BGEMM_X86
-    if (nn_bgemm_isa() != NN_BISA_PORTABLE && isa_runs(NN_BISA_AVX512BF16)) {
-        nn_btile_avx512(mr, nr, 0, a, b, g, acc);
-        return;
-    }
-#endif
-    if (g->add) tile_portable_add(mr, nr, 1, a, b, g, acc);
-    else tile_portable(mr, nr, 1, a, b, g, acc);
+    nn_bisa isa = nn_bgemm_isa(); /* with AMX, AVX512_BF16's tile */
+    if (isa == NN_BISA_AMX)
+        isa = isa_runs(NN_BISA_AVX512BF16) ? NN_BISA_AVX512BF16 : NN_BISA_PORTABLE;
+    btile(isa, mr, nr, 0, a, b, g, acc);
 }

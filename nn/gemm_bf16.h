@@ -26,7 +26,13 @@
 #include "nn/gemm.h"
 
 /* In order of preference: the best one the CPU (and, for AMX, the system) runs is the default. */
-typedef enum { NN_BISA_PORTABLE, NN_BISA_AVX512BF16, NN_BISA_AMX, NN_BISA_COUNT } nn_bisa;
+typedef enum {
+    NN_BISA_PORTABLE,
+    NN_BISA_AVX2,       /* AVX2 + FMA: the pairs split into float32 (no bf16 instruction) */
+    NN_BISA_AVX512BF16,
+    NN_BISA_AMX,
+    NN_BISA_COUNT
+} nn_bisa;
 
 const char *nn_bisa_name(nn_bisa isa);
 /* The best kernel this CPU runs. */
@@ -40,8 +46,8 @@ static inline int nn_bgemm_amx(void) { return nn_bgemm_isa() == NN_BISA_AMX; }
 nn_bisa nn_bgemm_use(nn_bisa isa);
 /* The bf16 kernel's arithmetic ceiling on one core, as nn_sgemm_peak_run: `rounds` rounds of 12
  * independent chains of the bf16 dot product (AVX512_BF16: 64 flops an instruction, counted as
- * the float32 flops they stand for). *flops is 0 for the portable kernel, which has no such
- * instruction to measure. */
+ * the float32 flops they stand for; AVX2: 256-bit float32 FMAs, two a pair). *flops is 0 for the
+ * portable kernel, which has no such instruction to measure. */
 float nn_bgemm_peak_run(long rounds, double *flops);
 
 /* x rounded to bf16 (as above), and back (exact). */

@@ -107,31 +107,142 @@ BF16_TARGET void nn_btile_avx512(int mr, int nr, int panel, const uint32_t *rest
 #undef TILE_ROWS
 #undef GRID_TILE
 
+/* The peak loops: twelve independent chains (c0 ... c11 of vector type V, from z), each a round
+ * x = F(x), one instruction, with an empty asm that keeps x in a register and the rounds apart;
+ * sum (of type V) is their sum by ADD, for the caller to return one lane of. */
+#define PEAK_STEP(F, x)                                                                           \
+    do {                                                                                          \
+        x = F(x);                                                                                 \
+        __asm__ volatile("" : "+v"(x));                                                           \
+    } while (0)
+#define PEAK_CHAINS(V, z, F, ADD, rounds, sum)                                                    \
+    do {                                                                                          \
+        V c0 = (z), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0,      \
+          c9 = c0, c10 = c0, c11 = c0;                                                            \
+        for (long r = 0; r < (rounds); r++) {                                                     \
+            PEAK_STEP(F, c0); PEAK_STEP(F, c1); PEAK_STEP(F, c2); PEAK_STEP(F, c3);               \
+            PEAK_STEP(F, c4); PEAK_STEP(F, c5); PEAK_STEP(F, c6); PEAK_STEP(F, c7);               \
+            PEAK_STEP(F, c8); PEAK_STEP(F, c9); PEAK_STEP(F, c10); PEAK_STEP(F, c11);             \
+        }                                                                                         \
+        sum = ADD(ADD(ADD(ADD(c0, c1), ADD(c2, c3)), ADD(ADD(c4, c5), ADD(c6, c7))),              \
+                  ADD(ADD(c8, c9), ADD(c10, c11)));                                               \
+    } while (0)
+
 /* VDPBF16PS in 12 independent chains, as nn_sgemm_peak_run does for the float32 FMA: 16 lanes of
  * two products and two sums per instruction. The inputs are 1.0 and 0.0 pairs: each chain adds
  * exactly 1 a round, exact in float32 up to 2^24 rounds and bounded after. */
-#define PEAK_DP(x)                                                                               \
-    do {                                                                                         \
-        x = _mm512_dpbf16_ps(x, one, one);                                                       \
-        __asm__ volatile("" : "+v"(x));                                                          \
-    } while (0)
+#define PEAK_DP(x) _mm512_dpbf16_ps(x, one, one)
 BF16_TARGET static float peak_avx512(long rounds)
 {
     /* bf16 1.0 is 0x3f80: pairs (1.0, 0.0) times (1.0, 0.0) */
     const __m512bh one = (__m512bh)_mm512_set1_epi32(0x3f80);
-    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
-           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
-    for (long r = 0; r < rounds; r++) {
-        PEAK_DP(c0); PEAK_DP(c1); PEAK_DP(c2); PEAK_DP(c3); PEAK_DP(c4); PEAK_DP(c5);
-        PEAK_DP(c6); PEAK_DP(c7); PEAK_DP(c8); PEAK_DP(c9); PEAK_DP(c10); PEAK_DP(c11);
-    }
-    const __m512 s = _mm512_add_ps(
-        _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(c0, c1), _mm512_add_ps(c2, c3)),
-                      _mm512_add_ps(_mm512_add_ps(c4, c5), _mm512_add_ps(c6, c7))),
-        _mm512_add_ps(_mm512_add_ps(c8, c9), _mm512_add_ps(c10, c11)));
+    __m512 s;
+    PEAK_CHAINS(__m512, _mm512_setzero_ps(), PEAK_DP, _mm512_add_ps, rounds, s);
     return _mm512_cvtss_f32(s);
 }
 #undef PEAK_DP
+
+/* The AVX2 + FMA tile, for CPUs without a bf16 instruction: each pair's words are split into
+ * their two float32 values (the high half masked, the low half shifted up) and multiplied in
+ * float32 FMAs, the high half first, as the instruction's definition and tile_portable order
+ * them. A product of two bf16 values is exact in float32, so FMA(a, b, c) rounds once as
+ * tile_portable's c + a * b does: the same bits (short of products below float32's normal range,
+ * which neither kernel of a CPU with the instruction keeps). Sixteen registers hold R <= 4 rows by
+ * 16 columns: 8 sums, the 4 halves of two vectors of b, a's two halves and the mask. */
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+enum { AVX2_ROWS = 4 };
+
+/* acc's R rows, 16 columns from column h of the tile (b: that half's first pair), sums over
+ * g's segments with a's rows sa and its pairs sq words apart; bias: the 16 values to add (the
+ * columns past nr 0), or NULL */
+AVX2_TARGET static inline __attribute__((always_inline)) void
+avx2_body(int R, size_t sa, size_t sq, const uint32_t *restrict a, const uint32_t *restrict b,
+          const nn_btile_seg *g, const float *bias, float *restrict acc)
+{
+    __m256 c0[AVX2_ROWS], c1[AVX2_ROWS];
+    const size_t ldc = g->ldc;
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    for (int i = 0; i < R; i++) {
+        c0[i] = g->load ? _mm256_loadu_ps(acc + i * ldc) : _mm256_setzero_ps();
+        c1[i] = g->load ? _mm256_loadu_ps(acc + i * ldc + 8) : _mm256_setzero_ps();
+    }
+    for (int s = 0; s < g->ns; s++) {
+        const uint32_t *as = a + g->aoff[s], *bs = b + g->boff[s];
+        for (int q = 0; q < g->nq; q++, as += sq, bs += g->sb) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)bs),
+                          w1 = _mm256_loadu_si256((const __m256i *)(bs + 8));
+            const __m256 b0h = _mm256_castsi256_ps(_mm256_and_si256(w0, high)),
+                         b0l = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16)),
+                         b1h = _mm256_castsi256_ps(_mm256_and_si256(w1, high)),
+                         b1l = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16));
+            for (int i = 0; i < R; i++) {
+                const __m256i w = _mm256_set1_epi32((int)as[i * sa]);
+                const __m256 ah = _mm256_castsi256_ps(_mm256_and_si256(w, high)),
+                             al = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                c0[i] = _mm256_fmadd_ps(al, b0l, _mm256_fmadd_ps(ah, b0h, c0[i]));
+                c1[i] = _mm256_fmadd_ps(al, b1l, _mm256_fmadd_ps(ah, b1h, c1[i]));
+            }
+        }
+    }
+    if (bias) {
+        const __m256 u0 = _mm256_loadu_ps(bias), u1 = _mm256_loadu_ps(bias + 8);
+        for (int i = 0; i < R; i++) {
+            c0[i] = _mm256_add_ps(c0[i], u0);
+            c1[i] = _mm256_add_ps(c1[i], u1);
+        }
+    }
+    if (g->add)
+        for (int i = 0; i < R; i++) {
+            c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(acc + i * ldc));
+            c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(acc + i * ldc + 8));
+        }
+    for (int i = 0; i < R; i++) {
+        _mm256_storeu_ps(acc + i * ldc, c0[i]);
+        _mm256_storeu_ps(acc + i * ldc + 8, c1[i]);
+    }
+}
+
+#define AVX2_ROWS_CASE(r)                                                                        \
+    case r:                                                                                       \
+        if (panel) avx2_body(r, 1, MR, ar, bh, g, bias, acc_r);                                   \
+        else avx2_body(r, g->sa, 1, ar, bh, g, bias, acc_r);                                      \
+        break;
+AVX2_TARGET void nn_btile_avx2(int mr, int nr, int panel, const uint32_t *restrict a,
+                               const uint32_t *restrict b, const nn_btile_seg *g,
+                               float *restrict acc)
+{
+    const size_t sa = panel ? 1 : g->sa;
+    for (int h = 0; h < (nr > 16 ? 2 : 1); h++) {
+        float u[16]; /* this half's bias, 0 past nr (as tile_portable) */
+        const float *bias = NULL;
+        if (g->bias) {
+            for (int j = 0; j < 16; j++) u[j] = 16 * h + j < nr ? g->bias[16 * h + j] : 0.0f;
+            bias = u;
+        }
+        const uint32_t *bh = h ? b + g->b1 : b;
+        for (int i0 = 0; i0 < mr; i0 += AVX2_ROWS) {
+            const uint32_t *ar = a + (size_t)i0 * sa;
+            float *acc_r = acc + (size_t)i0 * g->ldc + 16 * h;
+            switch (mr - i0 < AVX2_ROWS ? mr - i0 : AVX2_ROWS) {
+                AVX2_ROWS_CASE(1) AVX2_ROWS_CASE(2) AVX2_ROWS_CASE(3) AVX2_ROWS_CASE(4)
+            default: XD_ASSERT(0);
+            }
+        }
+    }
+}
+#undef AVX2_ROWS_CASE
+
+/* 256-bit FMAs in 12 independent chains: the ceiling of nn_btile_avx2, whose pairs are two of
+ * them (every pair's two products and two sums a lane) */
+#define PEAK_FMA(x) _mm256_fmadd_ps(x, one, zero)
+AVX2_TARGET static float peak_avx2(long rounds)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
+    __m256 s;
+    PEAK_CHAINS(__m256, one, PEAK_FMA, _mm256_add_ps, rounds, s);
+    return _mm256_cvtss_f32(s);
+}
+#undef PEAK_FMA
 #endif
 
 #ifdef NN_AMX
@@ -229,6 +340,10 @@ float nn_bgemm_peak_run(long rounds, double *flops)
     if (nn_bgemm_isa() == NN_BISA_AVX512BF16) {
         *flops = 4.0 * 16 * 12 * (double)rounds;
         return peak_avx512(rounds);
+    }
+    if (nn_bgemm_isa() == NN_BISA_AVX2) {
+        *flops = 2.0 * 8 * 12 * (double)rounds;
+        return peak_avx2(rounds);
     }
 #endif
     (void)rounds;

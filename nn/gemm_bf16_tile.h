@@ -22,6 +22,9 @@
  * (g->sa the row length, pairs side by side) */
 void nn_btile_avx512(int mr, int nr, int panel, const uint32_t *restrict a,
                      const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc);
+/* The same with AVX2 and FMA, in tile_portable's order (the same bits) */
+void nn_btile_avx2(int mr, int nr, int panel, const uint32_t *restrict a,
+                   const uint32_t *restrict b, const nn_btile_seg *g, float *restrict acc);
 #endif
 
 #ifdef NN_AMX

@@ -363,6 +363,12 @@ static void test_bits_and_kernels_agree(void **state)
         assert_same_bits(one, rows, &p, "two calls over row ranges");
         nn_bgemm_use(NN_BISA_PORTABLE);
         nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, port, p.ldc);
+        /* the AVX2 kernel runs the portable kernel's chains, stored straight into C or not */
+        if (nn_bgemm_use(NN_BISA_AVX2) == NN_BISA_AVX2) {
+            memcpy(rows, p.C, sizeof(float) * (size_t)M * p.ldc);
+            nn_bgemm(p.ta, p.tb, M, N, K, 1.0f, p.A, p.lda, p.B, p.ldb, 1.0f, rows, p.ldc);
+            assert_same_bits(port, rows, &p, "the AVX2 and the portable kernel");
+        }
         nn_bgemm_use(NN_BISA_COUNT);
         double *bound = malloc(sizeof(double) * (size_t)M * N);
         assert_non_null(bound);
@@ -417,8 +423,8 @@ static int segments_outside(int mr, int nr, const uint32_t *a, const uint32_t *b
  * sums from zero, carried on from acc's or added to acc's as they are stored, 1 to 14 rows and 9
  * to 32 columns, a's rows 41 words apart or 16 to 64 (a convolution grid's, whose whole tiles
  * take the distance as a constant), with and without a bias added as the rows are stored, with
- * each kernel the CPU runs (AVX512_BF16 with the portable kernel's bits); columns past 16 (when
- * nr <= 16) and past 32 are left as they were. */
+ * each kernel the CPU runs (AVX2 and AVX512_BF16 with the portable kernel's bits); columns past
+ * 16 (when nr <= 16) and past 32 are left as they were. */
 static void test_tile_segments(void **state)
 {
     (void)state;
@@ -437,7 +443,7 @@ static void test_tile_segments(void **state)
     float init[NN_BTILE_ROWS * LDC], acc[NN_BTILE_ROWS * LDC];
     static float first[CASES][NN_BTILE_ROWS * LDC]; /* the portable kernel's sums */
     tu_fill_uniform(init, NN_BTILE_ROWS * LDC, -4.0f, 4.0f, 7);
-    static const nn_bisa kernels[] = {NN_BISA_PORTABLE, NN_BISA_AVX512BF16};
+    static const nn_bisa kernels[] = {NN_BISA_PORTABLE, NN_BISA_AVX2, NN_BISA_AVX512BF16};
     int ran = 0;
     for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
         if (nn_bgemm_use(kernels[k]) != kernels[k]) continue;
