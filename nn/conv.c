@@ -404,7 +404,7 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
     free(own);
 }
 
-/* The input gradient: in bf16 (AMX or AVX512_BF16) nn_bconv_dinp; in float32 at stride 1 the
+/* The input gradient: in bf16 (AMX, AVX512_BF16 or AVX2) nn_bconv_dinp; in float32 at stride 1 the
  * turned kernel (conv2d_dinp_turned); else dcols (M, K) = dout (M, OC) @ w (OC, K), folded back
  * onto dinp image by image as its rows come out of the product. In float32, where dcols has the
  * room, image by image: w packed once, each image's rows into its thread's part of dcols and

@@ -1,4 +1,4 @@
-/* Convolutions in bf16 on AMX tiles or AVX512_BF16, their windows read in place (see
+/* Convolutions in bf16 on AMX tiles, AVX512_BF16 or AVX2, their windows read in place (see
  * conv_bf16.h).
  *
  * One product serves the forward and the input gradient: over an image copied into rows of
@@ -9,11 +9,12 @@
  * from the copy (16 rows, one position apart) and two B tiles of the packed weights (the B panel
  * layout of nn/gemm_bf16.c: per pair, 32 words of columns). On AMX, rows of the grid past the
  * image (its right margin, and the last block's tail) are computed and dropped. With AVX512_BF16
- * a tile of up to 14 positions of one output row by 32 columns takes the same operands from the
- * same places (nn_btile_segments, a segment per tap, over the pairs that hold channels), and no
- * margin is computed. Its weight gradient sums over pairs of output positions: with AVX512_BF16
- * a segment per output row, the margins skipped, where OW and Wp are even; else (and on AMX) a
- * segment per image, over the grid's positions, the margins' zeros included. */
+ * (or AVX2, the same tile's chains in float32 FMAs) a tile of up to 14 positions of one output
+ * row by 32 columns takes the same operands from the same places (nn_btile_segments, a segment
+ * per tap, over the pairs that hold channels), and no margin is computed. Its weight gradient
+ * sums over pairs of output positions: with AVX512_BF16 or AVX2 a segment per output row, the
+ * margins skipped, where OW and Wp are even; else (and on AMX) a segment per image, over the
+ * grid's positions, the margins' zeros included. */
 #include "nn/conv_bf16.h"
 
 #include <stdlib.h>
@@ -43,11 +44,12 @@ typedef struct {
 
 static int round_up(int n, int r) { return (n + r - 1) / r * r; }
 
-/* bf16 products now, on AMX tiles or AVX512_BF16's dot products */
+/* bf16 products now, on AMX tiles, AVX512_BF16's dot products or AVX2's FMAs (not the portable
+ * kernel: its tiles are slower than unfolding the windows for the packed product) */
 static int bf16_now(void)
 {
     const nn_bisa isa = nn_bgemm_isa();
-    return nn_mm_precision() == NN_PREC_BF16 && (isa == NN_BISA_AMX || isa == NN_BISA_AVX512BF16);
+    return nn_mm_precision() == NN_PREC_BF16 && isa != NN_BISA_PORTABLE;
 }
 
 int nn_bconv_forward_takes(const nn_conv_shape *s)
@@ -59,8 +61,8 @@ int nn_bconv_dw_takes(const nn_conv_shape *s) { return nn_bconv_forward_takes(s)
 
 int nn_bconv_dinp_takes(const nn_conv_shape *s)
 {
-    /* AVX512_BF16's tiles are 16 of the input's channels wide at least: on fewer the unfolded
-     * product (9 C columns for a 3 x 3 kernel) wastes less */
+    /* AVX512_BF16's (and AVX2's) tiles are 16 of the input's channels wide at least: on fewer
+     * the unfolded product (9 C columns for a 3 x 3 kernel) wastes less */
     return bf16_now() && s->stride == 1 && s->KH * s->KW > 1 && s->OC >= 16 &&
            s->pad < s->KH && s->pad < s->KW && (nn_bgemm_amx() || s->C >= 16);
 }
@@ -215,7 +217,7 @@ static nn_btile_seg grid_segments(const bconv_geom *g, size_t *aoff, size_t *bof
     return (nn_btile_seg){g->taps, g->pairs, aoff, boff, (size_t)g->cp, COLS, 16, COLS, 0, NULL, 0};
 }
 
-/* As grid_product, with AVX512_BF16's dot products: tiles of up to NN_BTILE_ROWS positions of
+/* As grid_product, with AVX512_BF16 (or AVX2): tiles of up to NN_BTILE_ROWS positions of
  * one output row by COLS outputs, each the sum over seg's segments (grid_segments). The grid's
  * margins are not computed. A tile whose columns are whole vectors (16 or 32 of them), not added
  * to out, is stored straight into out's rows with its bias; the others go through acc. */
@@ -529,7 +531,7 @@ static void dw_offsets(const dw_geom *d, int n, size_t *aoff, size_t *boff)
 
 static int dw_row_tiles(int OC) { return (OC + NN_BTILE_ROWS - 1) / NN_BTILE_ROWS; }
 
-/* As dw_block, with AVX512_BF16's dot products: block blk of the sums, a tile of rows of output
+/* As dw_block, with AVX512_BF16 (or AVX2): block blk of the sums, a tile of rows of output
  * channels (the OC rows cut into tiles of about equal size, NN_BTILE_ROWS at most) by two
  * vectors of 16 (tap, channel) columns (one at the right edge), over the n images of a chunk:
  * a segment an image, or an output row of one where the pairs skip the margins (d->rp; aoff,

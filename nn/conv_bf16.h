@@ -1,26 +1,26 @@
 /* Convolutions in bf16 with their windows read in place (internal to nn/conv.c).
  *
  * While a model trains in bf16 (nn_mm_precision() is NN_PREC_BF16) on a CPU whose bf16 products
- * run on AMX tiles or AVX512_BF16's dot products (nn_bgemm_isa() is NN_BISA_AMX or
- * NN_BISA_AVX512BF16), a stride-1 convolution's forward and its input gradient need no unfolded
+ * run on AMX tiles, AVX512_BF16's dot products or AVX2's FMAs (nn_bgemm_isa() is not
+ * NN_BISA_PORTABLE), a stride-1 convolution's forward and its input gradient need no unfolded
  * windows: each image is copied once into bf16 pairs of channels, zero-padded, and a tile of 16
- * (AMX) or up to 14 (AVX512_BF16) output positions at one tap of the kernel is as many
+ * (AMX) or up to 14 (AVX512_BF16, AVX2) output positions at one tap of the kernel is as many
  * consecutive positions of that copy, read in place a position apart. The input gradient
  * is the same product over the output gradient padded by the kernel's size less one less the
  * padding, with the kernel turned half a turn and its channel axes swapped; the weight gradient
  * is a third product (nn_bconv_dw). Sums are float32 over the taps in order, channel pairs within
  * a tap in order (one chain per element, in the kernel's order within a pair or a tile step, see
- * gemm_bf16.h: the two kernels' bits differ); the bias is added to the sum in float32. Each image
- * is computed by one thread the same way, so the bits do not depend on the thread count. */
+ * gemm_bf16.h: AMX's bits differ from the others'); the bias is added to the sum in float32. Each
+ * image is computed by one thread the same way, so the bits do not depend on the thread count. */
 #ifndef XD_NN_CONV_BF16_H
 #define XD_NN_CONV_BF16_H
 
 #include "nn/layers.h"
 
-/* Whether nn_bconv_forward (nn_bconv_dinp) computes s now: bf16 products on AMX or AVX512_BF16,
- * stride 1, a kernel of more than one tap, and enough channels of what the windows read to fill
- * half a tile step at least (16: the input's C for the forward, the output's OC for the input
- * gradient, whose padding must also be less than the kernel; on AVX512_BF16 the input gradient
+/* Whether nn_bconv_forward (nn_bconv_dinp) computes s now: bf16 products on AMX, AVX512_BF16 or
+ * AVX2, stride 1, a kernel of more than one tap, and enough channels of what the windows read to
+ * fill half a tile step at least (16: the input's C for the forward, the output's OC for the input
+ * gradient, whose padding must also be less than the kernel; without AMX the input gradient
  * also wants 16 input channels at least, its tiles' columns). */
 int nn_bconv_forward_takes(const nn_conv_shape *s);
 int nn_bconv_dinp_takes(const nn_conv_shape *s);

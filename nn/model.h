@@ -223,7 +223,7 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * sqrt(var + eps)), as ONNX Runtime does: the layer then writes the norm's output and the norm
  * does nothing; the same values within float rounding, not the same bits. With eval_precision
  * bf16, the layers nn_model_infer then runs in bf16 (linear layers, and the convolutions that
- * nn/conv_bf16.c takes, on AMX or AVX512_BF16, or nn/conv_wino.c, by Winograd's transformed
+ * nn/conv_bf16.c takes, on AMX, AVX512_BF16 or AVX2, or nn/conv_wino.c, by Winograd's transformed
  * weights, or nn/conv_bfirst.c, in its pairs; not those with a folded norm) are also packed for
  * the bf16 kernel that runs now (wpb). The
  * parameters must not change afterwards, and the model serves inference only (training does not

@@ -176,8 +176,8 @@ static int dw_outside(const conv_case *k, const float *wbase, const float *bbase
  * its name in *name; 0 after the last (the best chosen again). Start with *i = 0. */
 static int next_kernel(int *i, const char **name)
 {
-    static const nn_bisa kernels[] = {NN_BISA_AVX512BF16, NN_BISA_AMX};
-    return tu_next_bisa(i, kernels, 2, name);
+    static const nn_bisa kernels[] = {NN_BISA_AVX2, NN_BISA_AVX512BF16, NN_BISA_AMX};
+    return tu_next_bisa(i, kernels, 3, name);
 }
 
 /* A test's teardown: the best kernel again, whatever a failed test left chosen */
@@ -401,7 +401,7 @@ static void test_what_it_takes(void **state)
     const char *kernel;
     for (int ki = 0; next_kernel(&ki, &kernel);) {
         assert_true(nn_bconv_forward_takes(&s) && nn_bconv_dinp_takes(&s) && nn_bconv_dw_takes(&s));
-        /* an input gradient of 8 channels: AVX512_BF16's tiles would be half empty */
+        /* an input gradient of 8 channels: AVX512_BF16's and AVX2's tiles would be half empty */
         t = s;
         t.C = 8;
         assert_int_equal(nn_bconv_dinp_takes(&t), nn_bgemm_isa() == NN_BISA_AMX);
