@@ -185,9 +185,17 @@ void nn_maxpool_grad_rows(float *restrict dst, const nn_pool_grad *g, int b, int
             const int32_t base = (y * ps->W + x) * C + o0;
             const int32_t *restrict am = g->argmax + q;
             const float *restrict d = g->dout + q;
-            for (int c = 0; c < oc; c++) { /* d[c] read whatever the match: a plain load */
-                const float v = d[c];
-                dst[c] = 0.0f + ((am[c] & keep) == base + c ? v : 0.0f);
+            /* d[c]'s bits where the argmax matches, else +0's, by a mask and not a branch (a
+             * scalar loop with a branch that goes either way where there are no masked vector
+             * stores: 11% of the teacher's float32 step on an AVX2 CPU); + 0.0f makes -0 +0,
+             * as the ReLU's backward leaves it */
+            for (int c = 0; c < oc; c++) {
+                uint32_t bits;
+                memcpy(&bits, d + c, sizeof bits);
+                bits &= -(uint32_t)((am[c] & keep) == base + c);
+                float v;
+                memcpy(&v, &bits, sizeof v);
+                dst[c] = 0.0f + v;
             }
         }
         if (++rx == k) {
