@@ -114,18 +114,18 @@ static inline void nn_bf16_halves(uint16_t *restrict h, const float *restrict s,
     for (; k < n; k++) h[k] = (uint16_t)(nn_bf16_bits(s[k]) >> 16);
 }
 
-/* The AVX512_BF16 micro-kernel on operands read where they lie, for the convolutions of
- * nn/conv_bf16.c: acc (mr rows, ldc floats apart; nr columns, mr <= NN_BTILE_ROWS, nr <=
- * NN_BTILE_COLS) = (load ? acc : 0) + the sum over segments s < ns in order, and within each over
- * pairs q < nq in order, of the bf16 pair products of a[aoff[s] + i * sa + q] (row i) and, for
- * columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 + q * sb + j - 16]. The
- * sums of one element are one float32 chain in that order (the instruction's own order within a
- * pair). With bias, column j < nr of each row is then that chain's sum + bias[j] (one more
- * rounding; columns past nr + 0). With add (and not load), each value is then added to acc's
- * as it is stored (one more rounding: a product's later blocks of pairs, as C += block). Where the
- * kernel in use is the portable one (nn_bgemm_isa()), a C loop in the same order. Each row of acc
- * is written 16 columns wide when nr <= 16, else 32 wide, so ldc must leave that room
- * (asserted). */
+/* The bf16 micro-kernel (AVX512_BF16's or AVX2's) on operands read where they lie, for the
+ * convolutions of nn/conv_bf16.c: acc (mr rows, ldc floats apart; nr columns, mr <=
+ * NN_BTILE_ROWS, nr <= NN_BTILE_COLS) = (load ? acc : 0) + the sum over segments s < ns in
+ * order, and within each over pairs q < nq in order, of the bf16 pair products of a[aoff[s] + i *
+ * sa + q] (row i) and, for columns j < 16, b[boff[s] + q * sb + j], for j >= 16 b[boff[s] + b1 +
+ * q * sb + j - 16]. The sums of one element are one float32 chain in that order (the
+ * instruction's own order within a pair). With bias, column j < nr of each row is then that
+ * chain's sum + bias[j] (one more rounding; columns past nr + 0). With add (and not load), each
+ * value is then added to acc's as it is stored (one more rounding: a product's later blocks of
+ * pairs, as C += block). With AMX in use, AVX512_BF16's tile; where the kernel in use is the
+ * portable one (nn_bgemm_isa()), a C loop in the same order. Each row of acc is written 16
+ * columns wide when nr <= 16, else 32 wide, so ldc must leave that room (asserted). */
 enum { NN_BTILE_ROWS = 14, NN_BTILE_COLS = 32 };
 typedef struct {
     int ns, nq;                /* segments, of nq pairs each */

@@ -1,5 +1,5 @@
 /* bf16 matrix products with float32 sums (see gemm_bf16.h): the choice of kernel, packing, the
- * portable kernel (the AVX512_BF16 and AMX ones are in nn/gemm_bf16_tile.c), the products and the
+ * portable kernel (the AVX2, AVX512_BF16 and AMX ones are in nn/gemm_bf16_tile.c), the products and the
  * split over threads (the layers' choice of precision: nn/mm.c).
  *
  * The shape of nn_sgemm's kernel (gemm.c), on pairs: op(B) is packed a block of KQ pairs of k by

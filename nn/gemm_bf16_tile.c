@@ -1,8 +1,8 @@
 /* The x86 kernels of the bf16 products (see gemm_bf16.h; packing, the portable kernel and the
  * products themselves are in nn/gemm_bf16.c): the AVX512_BF16 tile, with a case for each row count
- * and the row distances of a convolution's grid, the AMX tile with its set-up, and the loops that
- * measure each one's peak rate. Each kernel is built whatever the build's -march, and runs where
- * nn_bgemm_isa() says so. */
+ * and the row distances of a convolution's grid, the AVX2 + FMA tile on the same operands, the AMX
+ * tile with its set-up, and the loops that measure each one's peak rate. Each kernel is built
+ * whatever the build's -march, and runs where nn_bgemm_isa() says so. */
 #include "nn/gemm_bf16.h"
 #include "nn/gemm_bf16_tile.h"
 

@@ -373,7 +373,7 @@ static void test_dw_halves_added(void **state)
 
 /* What goes elsewhere: float32 products, strides past 1, one input channel (too few pairs to
  * fill a tile step: the first convolution keeps its own kernels), an input gradient whose
- * padding reaches the kernel's size or, on AVX512_BF16, of fewer than 16 channels, or the
+ * padding reaches the kernel's size or, on AVX512_BF16 or AVX2, of fewer than 16 channels, or the
  * portable kernel. */
 static void test_what_it_takes(void **state)
 {

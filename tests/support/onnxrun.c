@@ -63,9 +63,7 @@ static int has_qdq(const char *onnx)
     size_t len;
     char *bytes = tu_read_file(onnx, &len);
     static const char op[] = "QuantizeLinear";
-    int found = 0;
-    for (size_t i = 0; !found && i + sizeof op - 1 <= len; i++)
-        found = memcmp(bytes + i, op, sizeof op - 1) == 0;
+    const int found = memmem(bytes, len, op, sizeof op - 1) != NULL;
     free(bytes);
     return found;
 }
