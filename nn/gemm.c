@@ -64,6 +64,8 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
             float *restrict acc, size_t ld)
 {
     vf c0[MR], c1[MR]; /* row i of panel p at [i * P + p] */
+    /* unrolled: a loop here became a call to memset of the arrays (gcc 12), each tile's */
+#pragma GCC unroll 12
     for (int i = 0; i < R * P; i++) c0[i] = c1[i] = (vf){0};
     for (int k = 0; k < kc; k++) {
         for (int p = 0; p < P; p++) {
@@ -87,7 +89,7 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
 
 /* The kernel for a tile of mr rows (1..MR) and nr columns (1..NR): only those rows, and one
  * vector of columns when they fit it, are computed (the others of acc are left as they were).
- * Row i goes to acc[i * ld] with a gathered op(A) (koff), to acc[i * NR] otherwise. */
+ * Row i goes to acc[i * ld]. */
 #define TILE_ROWS(r)                                                                              \
     case r:                                                                                       \
         if (koff && half)                                                                        \
@@ -95,9 +97,9 @@ kernel_body(int R, int P, int V, int kc, const float *restrict a, size_t si, siz
         else if (koff)                                                                           \
             kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, 0, koff, bp, 0, sb, acc, ld);     \
         else if (half)                                                                           \
-            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, sb, acc, NR);    \
+            kernel_body((r) < MR ? (r) : MR, 1, 1, kc, a, si, sk, NULL, bp, 0, sb, acc, ld);    \
         else                                                                                     \
-            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, sb, acc, NR);    \
+            kernel_body((r) < MR ? (r) : MR, 1, 2, kc, a, si, sk, NULL, bp, 0, sb, acc, ld);    \
         break;
 static void kernel_tile(int mr, int nr, int kc, const float *restrict a, size_t si, size_t sk,
                         const int *restrict koff, const float *restrict bp, size_t sb,
@@ -403,32 +405,36 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                     }
                     continue;
                 }
-                /* A gathered op(A) (a convolution's output row at inference) is cut into
-                 * tiles of nearly equal rows (14: 7 + 7, not 12 + 2, whose 2-row tile would
-                 * wait on the latency of its few chains), and a tile C takes as it is (one K
-                 * block, C = acc, whole vectors of columns) is stored there from the registers */
+                /* Rows read in place (a convolution's output row at inference, Winograd's 49
+                 * tiles of an image) are cut into tiles of nearly equal rows (14: 7 + 7, not
+                 * 12 + 2, whose 2-row tile would wait on the latency of its few chains; packed
+                 * rows come in panels of MR); a tile C takes as it is (one K block, C = acc,
+                 * whole vectors of columns) is stored there from the registers */
                 const int tiles = (mc + MR - 1) / MR;
-                const int store = koff && k_blocks(K) == 1 && alpha == 1.0f && beta == 0.0f &&
-                                  cs == 1 && (nr == NR || nr == VW);
+                const int store = k_blocks(K) == 1 && alpha == 1.0f && beta == 0.0f && cs == 1 &&
+                                  (nr == NR || nr == VW);
+                float *const tile_to = store ? NULL : acc;
+                const size_t tile_ld = store ? rs : NR;
                 for (int t = 0, ib = 0, mr; ib < mc; t++, ib += mr) {
-                    mr = !koff ? (mc - ib < MR ? mc - ib : MR)
-                               : (mc - ib + tiles - t - 1) / (tiles - t);
+                    mr = !a_direct ? (mc - ib < MR ? mc - ib : MR)
+                                   : (mc - ib + tiles - t - 1) / (tiles - t);
                     const int i = i0 + ib;
                     float *c = C + (size_t)i * rs + (size_t)(j0 + jb) * cs;
+                    float *const to = tile_to ? tile_to : c;
                     /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
                      * row-major (A[i * lda + k]) */
                     if (!a_direct)
                         kernel_tile(mr, nr, kc, pack_a_buf + (size_t)ib * kc, 1, MR, NULL, bp, sb,
-                                    acc, NR);
+                                    to, tile_ld);
                     else if (koff)
                         kernel_tile(mr, nr, kc, A + (size_t)i * lda, (size_t)lda, 0, koff + p0, bp,
-                                    sb, store ? c : acc, store ? rs : NR);
+                                    sb, to, tile_ld);
                     else if (trans_a)
                         kernel_tile(mr, nr, kc, A + (size_t)p0 * lda + i, 1, (size_t)lda, NULL, bp,
-                                    sb, acc, NR);
+                                    sb, to, tile_ld);
                     else
                         kernel_tile(mr, nr, kc, A + (size_t)i * lda + p0, (size_t)lda, 1, NULL, bp,
-                                    sb, acc, NR);
+                                    sb, to, tile_ld);
                     if (!store) write_tile(acc, mr, nr, alpha, beta, kb == 0, c, rs, cs);
                 }
             }
