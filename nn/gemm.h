@@ -74,8 +74,8 @@ void nn_sgemm_gather(int M, int N, int K, const float *A, int lda, const int *ko
 void nn_sgemm_gather_rows(int M, int ones, int N, int K, const float *A, const int *roff,
                           const int *koff, const float *B, int ldb, float beta, float *C, int ldc);
 
-/* One output row of a stride-1 convolution with 3 x 3 windows, few input channels (C <= 4) and
- * OC <= one panel of the packed weights: pixel ox's window row ky at A[ky * row + ox * C] (a
+/* One output row of a stride-1 convolution with 3 x 3 windows and few input channels (C <= 4),
+ * a panel of the packed weights at a time: pixel ox's window row ky at A[ky * row + ox * C] (a
  * zero-padded image), its OC outputs to out[ox * ldo], with the bias (the packed operand's last
  * row, K = 9 C + bias) added. The same bits as nn_sgemm_gather over those windows with a
  * ones column for the bias. Returns 0 (nothing done) for a shape it does not take. */

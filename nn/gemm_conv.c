@@ -81,20 +81,35 @@ conv_row_tile(int R, int V, int C, const float *restrict a, size_t row, int bias
         if (o + (R) >= OW) break;                                                                 \
     }
 
-/* The tile's pixels: 16 when the outputs fit one vector, else 7 or 8 (whichever divides OW) */
-static int conv_row_pixels(int OW, int OC) { return OC <= VW ? 16 : OW % 7 == 0 ? 7 : 8; }
+#if defined(__AVX512F__)
+/* The tile's pixels, with 32 vector registers: 16 when the outputs fit one vector, else 7 or 8
+ * (whichever divides OW) */
+static int conv_row_pixels(int OW, int n) { return n <= VW ? 16 : OW % 7 == 0 ? 7 : 8; }
+#else
+/* With 16 vector registers, the tile's sums and a window row's weights of one channel in them
+ * beside the value broadcast (2 R + 6 + 1 of them for two vectors of outputs): 8 pixels when the
+ * outputs fit one vector, else 4 */
+static int conv_row_pixels(int OW, int n)
+{
+    (void)OW;
+    return n <= VW ? 8 : 4;
+}
+#endif
 
 int nn_sgemm_conv_row_takes(int OW, int OC, int C, int KH, int KW)
 {
-    return KH == 3 && KW == 3 && C >= 1 && C <= CONV_ROW_MAX_C && OC <= NR &&
-           OW >= conv_row_pixels(OW, OC);
+    /* every panel's tile fits the row: the whole ones' and a last narrower one's */
+    const int last = OC % NR ? OC % NR : NR;
+    return KH == 3 && KW == 3 && C >= 1 && C <= CONV_ROW_MAX_C && OC >= 1 &&
+           OW >= conv_row_pixels(OW, OC < NR ? OC : NR) && OW >= conv_row_pixels(OW, last);
 }
 
-int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
-                      int bias, const float *Bp, float *out, int ldo)
+/* one panel's outputs (n <= NR of them) of the row */
+static void conv_row_panel(int OW, int n, int C, const float *A, size_t row, int bias,
+                           const float *Bp, float *out, int ldo)
 {
-    const int V = OC <= VW ? 1 : 2, R = conv_row_pixels(OW, OC);
-    if (!nn_sgemm_conv_row_takes(OW, OC, C, KH, KW)) return 0;
+    const int V = n <= VW ? 1 : 2, R = conv_row_pixels(OW, n), OC = n;
+#if defined(__AVX512F__)
     switch ((V == 1 ? 0 : R == 7 ? 1 : 2) * CONV_ROW_MAX_C + C - 1) {
     case 0: CONV_ROW(16, 1, 1) break;
     case 1: CONV_ROW(16, 1, 2) break;
@@ -110,6 +125,32 @@ int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, siz
     case 11: CONV_ROW(8, 2, 4) break;
     default: XD_ASSERT(0);
     }
+#else
+    switch ((V - 1) * CONV_ROW_MAX_C + C - 1) {
+    case 0: CONV_ROW(8, 1, 1) break;
+    case 1: CONV_ROW(8, 1, 2) break;
+    case 2: CONV_ROW(8, 1, 3) break;
+    case 3: CONV_ROW(8, 1, 4) break;
+    case 4: CONV_ROW(4, 2, 1) break;
+    case 5: CONV_ROW(4, 2, 2) break;
+    case 6: CONV_ROW(4, 2, 3) break;
+    case 7: CONV_ROW(4, 2, 4) break;
+    default: XD_ASSERT(0);
+    }
+    (void)R;
+#endif
+}
+
+int nn_sgemm_conv_row(int OW, int OC, int C, int KH, int KW, const float *A, size_t row,
+                      int bias, const float *Bp, float *out, int ldo)
+{
+    if (!nn_sgemm_conv_row_takes(OW, OC, C, KH, KW)) return 0;
+    /* panel by panel: each NR columns of the packed weights, K = 9 C (+ the bias) rows of them
+     * (one K block), one after the other */
+    const size_t k = (size_t)KH * KW * C + !!bias;
+    for (int j = 0; j < OC; j += NR)
+        conv_row_panel(OW, OC - j < NR ? OC - j : NR, C, A, row, bias, Bp + (size_t)j * k,
+                       out + j, ldo);
     return 1;
 }
 #undef CONV_ROW
