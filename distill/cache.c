@@ -161,6 +161,8 @@ xd_status kd_cache_key(const kd_cache_spec *spec, const nn_model *teacher, char 
         h = xd_fnv_str(h, 'P', nn_precision_names[teacher->eval_precision]);
         h = xd_fnv_str(h, 'k', nn_bisa_name(nn_bgemm_isa()));
         h = xd_fnv_str(h, 'c', nn_bwino_eval_convolutions()); /* its 3 x 3 convolutions' way */
+    } else { /* float32's outputs: also another sum where Winograd's computes a convolution */
+        h = xd_fnv_str(h, 'c', nn_wino_eval_convolutions());
     }
     snprintf(key, 17, "%016llx", (unsigned long long)h);
     return XD_OK;

@@ -23,8 +23,9 @@
  * engine keeps their rows whole); and for a teacher whose forwards run bf16 products
  * (nn_model.eval_precision, a recipe teacher's `precision: bf16`) that precision's name, the
  * bf16 kernel's (each sums in its own order) and how its 3 x 3 convolutions run
- * (nn_bwino_eval_convolutions: Winograd's and a first layer's by pairs, or the direct product),
- * which float32 teachers' keys leave out. Any change there gives another key, so stale files are
+ * (nn_bwino_eval_convolutions: Winograd's and a first layer's by pairs, or the direct product);
+ * for a float32 teacher how its 3 x 3 convolutions run (nn_wino_eval_convolutions: Winograd's in
+ * float32, and its version). Any change there gives another key, so stale files are
  * never read (they stay in the folder for other teachers; delete the folder to reclaim the
  * space).
  *

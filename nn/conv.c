@@ -495,6 +495,11 @@ static int conv2d_forward(float *out, float *cols, float *wext, const float *inp
         nn_bwino_forward(out, inp, w, wpb, b, s, image, image_ctx, NULL);
         return 0;
     }
+    if (nn_wino_takes(s)) { /* float32, an evaluation forward: Winograd's */
+        nn_wino_forward(out, inp, w, (const float *)(const void *)wpb, b, s, image, image_ctx,
+                        NULL);
+        return 0;
+    }
     if ((wpb || !wp) && nn_bconv_forward_takes(s)) { /* bf16: windows read in place too */
         nn_bconv_forward(out, inp, w, wpb, b, s, image, image_ctx);
         return 0;
@@ -643,6 +648,12 @@ int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const f
     nn_relu_pool j = {relu_out, pool_out, argmax, out, ps};
     if ((wpb || !wp) && nn_bwino_takes(s) && nn_bwino_pools(s, &j)) { /* pooled tile by tile */
         nn_bwino_forward(keep_out ? out : NULL, inp, w, wpb, b, s, NULL, NULL, &j);
+        if (out_written) *out_written = keep_out;
+        return 0;
+    }
+    if (nn_wino_takes(s) && nn_bwino_pools(s, &j)) { /* float32, pooled tile by tile */
+        nn_wino_forward(keep_out ? out : NULL, inp, w, (const float *)(const void *)wpb, b, s,
+                        NULL, NULL, &j);
         if (out_written) *out_written = keep_out;
         return 0;
     }

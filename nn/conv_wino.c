@@ -19,6 +19,7 @@
 #include "nn/bf16.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
+#include "nn/gemm_simd.h"
 #include "nn/mm.h"
 
 enum { COLS = 32, E = 16 }; /* a panel's columns; transformed positions */
@@ -28,10 +29,22 @@ static int round_up(int n, int r) { return (n + r - 1) / r * r; }
 /* the bf16 kernel in use is the one Winograd's products run on */
 static int wino_isa(void) { return nn_bgemm_isa() == NN_BISA_AVX512BF16; }
 
+/* what both precisions take: an evaluation forward's 3 x 3 convolution at stride 1, 16 input
+ * channels and 16 outputs at least */
+static int wino_shape(const nn_conv_shape *s)
+{
+    return s->winograd && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->C >= 16 &&
+           s->OC >= 16;
+}
+
 int nn_bwino_takes(const nn_conv_shape *s)
 {
-    return s->winograd && nn_mm_precision() == NN_PREC_BF16 && wino_isa() && s->KH == 3 &&
-           s->KW == 3 && s->stride == 1 && s->C >= 16 && s->C % 2 == 0 && s->OC >= 16;
+    return wino_shape(s) && nn_mm_precision() == NN_PREC_BF16 && wino_isa() && s->C % 2 == 0;
+}
+
+int nn_wino_takes(const nn_conv_shape *s)
+{
+    return wino_shape(s) && nn_mm_precision() == NN_PREC_FLOAT32;
 }
 
 const char *nn_bwino_eval_convolutions(void)
@@ -40,24 +53,85 @@ const char *nn_bwino_eval_convolutions(void)
     return wino_isa() ? "winograd F(2x2, 3x3) v1; one channel by pairs v1" : "direct";
 }
 
-/* The transforms as conv_wino.h writes them; the loops below inline them, so the bits are the
- * same wherever they run. */
-static inline void input_tf(float v[16], const float d[16])
+const char *nn_wino_eval_convolutions(void) { return "winograd F(2x2, 3x3) float32 v1"; }
+
+/* The transforms as conv_wino.h writes them, on VW channels (outputs) at once, lane by lane; the
+ * per-channel forms below run them on single values, so the bits are the same wherever they
+ * run. The input transform, in place: */
+static inline void input_tf_v(vf d[16])
 {
-    float t[16]; /* B' d */
+    vf t[16];
     for (int j = 0; j < 4; j++) {
         t[j] = d[j] - d[8 + j];
         t[4 + j] = d[4 + j] + d[8 + j];
         t[8 + j] = d[8 + j] - d[4 + j];
         t[12 + j] = d[4 + j] - d[12 + j];
     }
-    for (int i = 0; i < 4; i++) { /* (B' d) B */
-        const float *r = t + 4 * i;
-        v[4 * i] = r[0] - r[2];
-        v[4 * i + 1] = r[1] + r[2];
-        v[4 * i + 2] = r[2] - r[1];
-        v[4 * i + 3] = r[1] - r[3];
+    for (int i = 0; i < 4; i++) {
+        const vf *r = t + 4 * i;
+        d[4 * i] = r[0] - r[2];
+        d[4 * i + 1] = r[1] + r[2];
+        d[4 * i + 2] = r[2] - r[1];
+        d[4 * i + 3] = r[1] - r[3];
     }
+}
+
+/* a > b ? a : b lane by lane (b where either is NaN), as the vector max instructions give it */
+static inline vf vmaxf(vf a, vf b)
+{
+#if defined(__AVX512F__)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    typedef int vi __attribute__((vector_size(sizeof(vf))));
+    const vi m = a > b;
+    return (vf)(((vi)a & m) | ((vi)b & ~m));
+#endif
+}
+
+/* The output transform of v, + the bias b when bias, into y; *best (pooled) the largest of their
+ * ReLUs (x > 0 ? x : 0, so NaN gives 0) in window order */
+static inline void output_tf_v(vf y[4], vf *best, const vf v[16], vf b, int bias)
+{
+    vf s[8];
+    for (int j = 0; j < 4; j++) {
+        s[j] = v[j] + v[4 + j] + v[8 + j];
+        s[4 + j] = v[4 + j] - v[8 + j] - v[12 + j];
+    }
+    for (int i = 0; i < 2; i++) {
+        const vf *r = s + 4 * i;
+        y[2 * i] = r[0] + r[1] + r[2];
+        y[2 * i + 1] = r[1] - r[2] - r[3];
+        if (bias) {
+            y[2 * i] += b;
+            y[2 * i + 1] += b;
+        }
+    }
+    if (best) {
+        const vf zero = vset1(0.0f);
+        *best = vmaxf(y[0], zero);
+        for (int i = 1; i < 4; i++) *best = vmaxf(vmaxf(y[i], zero), *best);
+    }
+}
+
+/* per channel: v = the input transform of d */
+static inline void input_tf(float v[16], const float d[16])
+{
+    vf x[16];
+    for (int i = 0; i < 16; i++) x[i] = vset1(d[i]);
+    input_tf_v(x);
+    for (int i = 0; i < 16; i++) v[i] = x[i][0];
+}
+
+/* y = the output transform of m + bias (when bias), *pooled (or NULL) the pool of its ReLUs */
+static inline void output_tf(float y[4], float *pooled, const float m[16], float bias, int with)
+{
+    vf v[16], yv[4], best;
+    for (int e = 0; e < E; e++) v[e] = vset1(m[e]);
+    output_tf_v(yv, pooled ? &best : NULL, v, vset1(bias), with);
+    for (int k = 0; k < 4; k++) y[k] = yv[k][0];
+    if (pooled) *pooled = best[0];
 }
 
 static inline void weight_tf(float u[16], const float g[9])
@@ -79,23 +153,9 @@ static inline void weight_tf(float u[16], const float g[9])
     }
 }
 
-static inline void output_tf(float y[4], const float m[16])
-{
-    float s[8]; /* A' m: 2 x 4 */
-    for (int j = 0; j < 4; j++) {
-        s[j] = m[j] + m[4 + j] + m[8 + j];
-        s[4 + j] = m[4 + j] - m[8 + j] - m[12 + j];
-    }
-    for (int i = 0; i < 2; i++) {
-        const float *r = s + 4 * i;
-        y[2 * i] = r[0] + r[1] + r[2];
-        y[2 * i + 1] = r[1] - r[2] - r[3];
-    }
-}
-
 void nn_bwino_input_transform(float v[16], const float d[16]) { input_tf(v, d); }
 void nn_bwino_weight_transform(float u[16], const float g[9]) { weight_tf(u, g); }
-void nn_bwino_output_transform(float y[4], const float m[16]) { output_tf(y, m); }
+void nn_bwino_output_transform(float y[4], const float m[16]) { output_tf(y, NULL, m, 0.0f, 0); }
 
 #if defined(__AVX512F__)
 /* Each of the E vectors x[e] as its 16 bf16 halves in order (nn_bf16_halves16: 8 pairs' words)
@@ -121,23 +181,11 @@ void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], in
 {
     int c = 0;
 #if defined(__AVX512F__)
-    for (; c + 16 <= C; c += 16) { /* 8 words of pairs per position */
-        __m512 d[16], t[16];
-        for (int i = 0; i < 16; i++) d[i] = _mm512_loadu_ps(src[i] + c);
-        for (int j = 0; j < 4; j++) { /* as input_tf */
-            t[j] = _mm512_sub_ps(d[j], d[8 + j]);
-            t[4 + j] = _mm512_add_ps(d[4 + j], d[8 + j]);
-            t[8 + j] = _mm512_sub_ps(d[8 + j], d[4 + j]);
-            t[12 + j] = _mm512_sub_ps(d[4 + j], d[12 + j]);
-        }
-        for (int i = 0; i < 4; i++) {
-            const __m512 *r = t + 4 * i;
-            d[4 * i] = _mm512_sub_ps(r[0], r[2]);
-            d[4 * i + 1] = _mm512_add_ps(r[1], r[2]);
-            d[4 * i + 2] = _mm512_sub_ps(r[2], r[1]);
-            d[4 * i + 3] = _mm512_sub_ps(r[1], r[3]);
-        }
-        store_halves(v + c / 2, ldv, d);
+    for (; c + VW <= C; c += VW) { /* 8 words of pairs per position */
+        vf d[16];
+        for (int i = 0; i < 16; i++) d[i] = vload(src[i] + c);
+        input_tf_v(d);
+        store_halves(v + c / 2, ldv, (const __m512 *)d);
     }
 #endif
     for (; c < C; c += 2) {
@@ -152,84 +200,78 @@ void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], in
     }
 }
 
-/* The 2 x 2 max pool of a tile's ReLUs as nn_relu_maxpool_image computes it: each value's ReLU
- * (x > 0 ? x : 0, so NaN gives 0), and the largest in the window's order */
-static inline float relu_pool(const float y[4])
+void nn_wino_input_tile(float *v, size_t ldv, const float *const src[16], int C)
 {
-    float best = y[0] > 0.0f ? y[0] : 0.0f;
-    for (int i = 1; i < 4; i++) {
-        const float v = y[i] > 0.0f ? y[i] : 0.0f;
-        best = v > best ? v : best;
+    int c = 0;
+    for (; c + VW <= C; c += VW) {
+        vf d[16];
+        for (int i = 0; i < 16; i++) d[i] = vload(src[i] + c);
+        input_tf_v(d);
+        for (int e = 0; e < E; e++) vstore(v + e * ldv + c, d[e]);
     }
-    return best;
+    for (; c < C; c++) {
+        float d[16], u[16];
+        for (int i = 0; i < 16; i++) d[i] = src[i][c];
+        input_tf(u, d);
+        for (int e = 0; e < E; e++) v[e * ldv + c] = u[e];
+    }
 }
 
 void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
                           const float *bias, int OC)
 {
     int n = 0;
+    for (; n + VW <= OC; n += VW) {
+        vf v[16], y[4], best;
+        for (int e = 0; e < E; e++) v[e] = vload(m + (size_t)e * estride + n);
+        output_tf_v(y, pooled ? &best : NULL, v, bias ? vload(bias + n) : vset1(0.0f), !!bias);
+        for (int k = 0; k < 4; k++) vstore(dst[k] + n, y[k]);
+        if (pooled) vstore(pooled + n, best);
+    }
 #if defined(__AVX512F__)
-    for (; n < OC; n += 16) {
-        const __mmask16 k = OC - n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (OC - n)) - 1);
-        __m512 v[16], s[8];
-        for (int e = 0; e < E; e++) v[e] = _mm512_maskz_loadu_ps(k, m + (size_t)e * estride + n);
-        for (int j = 0; j < 4; j++) { /* as output_tf */
-            s[j] = _mm512_add_ps(_mm512_add_ps(v[j], v[4 + j]), v[8 + j]);
-            s[4 + j] = _mm512_sub_ps(_mm512_sub_ps(v[4 + j], v[8 + j]), v[12 + j]);
-        }
-        const __m512 b = bias ? _mm512_maskz_loadu_ps(k, bias + n) : _mm512_setzero_ps();
-        for (int i = 0; i < 2; i++) {
-            const __m512 *r = s + 4 * i;
-            __m512 y0 = _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]);
-            __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]);
-            if (bias) {
-                y0 = _mm512_add_ps(y0, b);
-                y1 = _mm512_add_ps(y1, b);
-            }
-            _mm512_mask_storeu_ps(dst[2 * i] + n, k, y0);
-            _mm512_mask_storeu_ps(dst[2 * i + 1] + n, k, y1);
-            s[2 * i] = y0;
-            s[2 * i + 1] = y1;
-        }
-        if (pooled) { /* as relu_pool: the ReLUs (NaN to 0), then the maximum in window order */
-            const __m512 zero = _mm512_setzero_ps();
-            __m512 best = _mm512_max_ps(s[0], zero);
-            for (int i = 1; i < 4; i++) best = _mm512_max_ps(_mm512_max_ps(s[i], zero), best);
-            _mm512_mask_storeu_ps(pooled + n, k, best);
-        }
+    if (n < OC) { /* the last outputs in one masked vector */
+        const __mmask16 k = (__mmask16)((1u << (OC - n)) - 1);
+        vf v[16], y[4], best;
+        for (int e = 0; e < E; e++)
+            v[e] = (vf)_mm512_maskz_loadu_ps(k, m + (size_t)e * estride + n);
+        output_tf_v(y, pooled ? &best : NULL, v,
+                    bias ? (vf)_mm512_maskz_loadu_ps(k, bias + n) : vset1(0.0f), !!bias);
+        for (int i = 0; i < 4; i++) _mm512_mask_storeu_ps(dst[i] + n, k, (__m512)y[i]);
+        if (pooled) _mm512_mask_storeu_ps(pooled + n, k, (__m512)best);
+        return;
     }
 #endif
     for (; n < OC; n++) {
         float v[16], y[4];
         for (int e = 0; e < E; e++) v[e] = m[(size_t)e * estride + n];
-        output_tf(y, v);
-        for (int k = 0; k < 4; k++) y[k] = dst[k][n] = bias ? y[k] + bias[n] : y[k];
-        if (pooled) pooled[n] = relu_pool(y);
+        output_tf(y, pooled ? pooled + n : NULL, v, bias ? bias[n] : 0.0f, !!bias);
+        for (int k = 0; k < 4; k++) dst[k][n] = y[k];
     }
 }
 
 typedef struct {
+    int f32;           /* float32 products (nn_wino_*), else bf16 (nn_bwino_*) */
     int TH, TW, tiles; /* tiles down, across, in all */
-    int cp;            /* pairs of input channels */
+    int cw;            /* 4-byte words of a V row: the channels (float32) or their pairs */
     int ldm;           /* M's rows, floats apart: OC rounded up to a panel */
 } wino_geom;
 
-static wino_geom geometry(const nn_conv_shape *s)
+static wino_geom geometry(const nn_conv_shape *s, int f32)
 {
     const int TH = (s->OH + 1) / 2, TW = (s->OW + 1) / 2;
-    return (wino_geom){TH, TW, TH * TW, s->C / 2, round_up(s->OC, COLS)};
+    return (wino_geom){f32, TH, TW, TH * TW, f32 ? s->C : s->C / 2, round_up(s->OC, COLS)};
 }
 
 size_t nn_bwino_packed_size(const nn_conv_shape *s)
 {
-    const wino_geom g = geometry(s);
-    return (size_t)E * g.ldm * g.cp;
+    const wino_geom g = geometry(s, 0);
+    return (size_t)E * g.ldm * g.cw;
 }
 
 void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s)
 {
-    const wino_geom geo = geometry(s);
-    const int cp = geo.cp, ldm = geo.ldm;
+    const wino_geom geo = geometry(s, 0);
+    const int cp = geo.cw, ldm = geo.ldm;
     memset(wpk, 0, sizeof(uint32_t) * nn_bwino_packed_size(s));
     for (int n = 0; n < s->OC; n++)
         for (int q = 0; q < cp; q++) {
@@ -245,34 +287,57 @@ void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s)
         }
 }
 
+/* one transformed position's packed weights, floats */
+static size_t panel32(const nn_conv_shape *s) { return nn_sgemm_packed_size(s->OC, s->C); }
+
+size_t nn_wino_packed_size(const nn_conv_shape *s) { return E * panel32(s); }
+
+void nn_wino_pack(float *wpk, const float *w, const nn_conv_shape *s)
+{
+    const int C = s->C, OC = s->OC;
+    float *u = xd_xmalloc(sizeof(float) * E * (size_t)C * OC); /* U_e (C x OC), row-major */
+    for (int n = 0; n < OC; n++)
+        for (int c = 0; c < C; c++) {
+            float ue[E], g[9];
+            for (int t = 0; t < 9; t++) g[t] = w[((size_t)n * 9 + t) * C + c];
+            weight_tf(ue, g);
+            for (int e = 0; e < E; e++) u[((size_t)e * C + c) * OC + n] = ue[e];
+        }
+    for (int e = 0; e < E; e++)
+        nn_sgemm_pack_b(0, OC, C, u + (size_t)e * C * OC, OC, wpk + e * panel32(s));
+    free(u);
+}
+
 /* Images per round: their tiles make the rows of one product (two 7 x 7 images, 98 rows: seven
- * tiles of 14, whose rows the tile reads at a constant distance, its fastest case). Two where
+ * tiles of 14, whose rows the bf16 tile reads at a constant distance, its fastest case). Two where
  * both images' V and M fit in GROUP_BYTES (half a 1 MiB L2), else one. */
 enum { GROUP = 2 };
 #define GROUP_BYTES ((size_t)512 << 10)
 
 static int group_of(const wino_geom *g)
 {
-    const size_t per_image = sizeof(float) * (size_t)E * g->tiles * ((size_t)g->cp + g->ldm);
+    const size_t per_image = sizeof(float) * (size_t)E * g->tiles * ((size_t)g->cw + g->ldm);
     return GROUP * per_image <= GROUP_BYTES ? GROUP : 1;
 }
 
-/* The thread's scratch for a round: V (E blocks of group_of * tiles rows of cp words), M (as
- * many rows of ldm floats), a row of ldm floats where outputs past the edge go and a row of C
- * zeros (the padding). */
+/* The thread's scratch for a round: V (E blocks of group_of * tiles rows of cw words: Vb's bf16
+ * pairs or Vf's floats), M (as many rows of ldm floats), a row of ldm floats where outputs past
+ * the edge go and a row of C zeros (the padding). */
 typedef struct {
-    uint32_t *V;
-    float *M, *past, *zero;
+    uint32_t *Vb;
+    float *Vf, *M, *past, *zero;
     size_t rows; /* of each e's block */
 } wino_scratch;
 
 static wino_scratch scratch(const wino_geom *g, int C)
 {
     const size_t rows = (size_t)group_of(g) * g->tiles;
-    const size_t nv = (E * rows * g->cp + 15) / 16 * 16, nm = E * rows * g->ldm;
+    const size_t nv = (E * rows * g->cw + 15) / 16 * 16, nm = E * rows * g->ldm;
     char *p = nn_thread_buf(NN_BUF_BCONV_GRID,
                             sizeof(float) * (nv + nm + (size_t)g->ldm + (size_t)C));
-    wino_scratch w = {(uint32_t *)p, (float *)(p + sizeof(float) * nv), NULL, NULL, rows};
+    wino_scratch w = {NULL, NULL, (float *)(p + sizeof(float) * nv), NULL, NULL, rows};
+    if (g->f32) w.Vf = (float *)p;
+    else w.Vb = (uint32_t *)p;
     w.past = w.M + nm;
     w.zero = w.past + g->ldm;
     memset(w.zero, 0, sizeof(float) * (size_t)C);
@@ -293,31 +358,39 @@ static void input_image(const wino_scratch *ws, size_t r0, const float *img,
                                          ? img + ((size_t)y * s->W + x) * s->C
                                          : ws->zero;
                 }
-            const size_t r = r0 + (size_t)ty * g->TW + tx;
-            nn_bwino_input_tile(ws->V + r * g->cp, ws->rows * g->cp, src, s->C);
+            const size_t r = (r0 + (size_t)ty * g->TW + tx) * g->cw, ldv = ws->rows * g->cw;
+            if (g->f32) nn_wino_input_tile(ws->Vf + r, ldv, src, s->C);
+            else nn_bwino_input_tile(ws->Vb + r, ldv, src, s->C);
         }
 }
 
-/* M_e = V_e U_e over rows 0..n for every e, in tiles of NN_BTILE_ROWS rows and one of the rest */
-static void products(const wino_scratch *ws, int n, const uint32_t *wpk, const nn_conv_shape *s,
+/* M_e = V_e U_e over rows 0..n for every e: in bf16 in tiles of NN_BTILE_ROWS rows and one of
+ * the rest, in float32 by the float32 kernel on this thread */
+static void products(const wino_scratch *ws, int n, const void *wpk, const nn_conv_shape *s,
                      const wino_geom *g)
 {
+    if (g->f32) {
+        for (int e = 0; e < E; e++)
+            nn_sgemm_packed_serial(0, n, s->OC, s->C, 1.0f, ws->Vf + (size_t)e * ws->rows * s->C,
+                                   s->C, (const float *)wpk + e * panel32(s), 0.0f,
+                                   ws->M + (size_t)e * ws->rows * g->ldm, g->ldm);
+        return;
+    }
     static const size_t zero_off = 0;
-    const nn_btile_seg seg = {1,  g->cp, &zero_off, &zero_off, (size_t)g->cp, COLS, 16,
+    const nn_btile_seg seg = {1,  g->cw, &zero_off, &zero_off, (size_t)g->cw, COLS, 16,
                               (size_t)g->ldm, 0, NULL, 0};
     for (int e = 0; e < E; e++)
         for (int r0 = 0; r0 < n; r0 += NN_BTILE_ROWS) {
             const int mr = n - r0 < NN_BTILE_ROWS ? n - r0 : NN_BTILE_ROWS;
-            const uint32_t *a = ws->V + ((size_t)e * ws->rows + r0) * g->cp;
+            const uint32_t *a = ws->Vb + ((size_t)e * ws->rows + r0) * g->cw;
             float *m = ws->M + ((size_t)e * ws->rows + r0) * g->ldm;
             for (int j0 = 0; j0 < s->OC; j0 += COLS) {
                 const int nr = s->OC - j0 < COLS ? s->OC - j0 : COLS;
-                nn_btile_segments(mr, nr, a, wpk + ((size_t)e * g->ldm + j0) * g->cp, &seg,
-                                  m + j0);
+                nn_btile_segments(mr, nr, a, (const uint32_t *)wpk + ((size_t)e * g->ldm + j0) * g->cw,
+                                  &seg, m + j0);
             }
         }
 }
-
 /* out's image from M's rows r0..: each tile's 2 x 2 outputs (those inside OH x OW) + the bias;
  * pooled (or NULL): the image's pooled rows (OH / 2 x OW / 2, even OH and OW), a tile each; out
  * NULL (with pooled): the outputs are not kept (they go where those past the edge go) */
@@ -343,7 +416,7 @@ typedef struct {
     const nn_conv_shape *s;
     const wino_geom *g;
     const float *inp, *bias;
-    const uint32_t *wpk;
+    const void *wpk; /* packed by nn_wino_pack (float32) or nn_bwino_pack */
     float *out;
     int T;
     void (*image)(void *, int);
@@ -382,17 +455,20 @@ int nn_bwino_pools(const nn_conv_shape *s, const nn_relu_pool *pool)
            s->OW % 2 == 0 && ps->B == s->B && ps->H == s->OH && ps->W == s->OW && ps->C == s->OC;
 }
 
-void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
-                      const float *b, const nn_conv_shape *s, void (*image)(void *, int),
-                      void *image_ctx, const nn_relu_pool *pool)
+/* nn_bwino_forward (f32 0) and nn_wino_forward (f32 1): wpk packed for that precision, or NULL
+ * (w packed for the call) */
+static void forward(int f32, float *out, const float *inp, const float *w, const void *wpk,
+                    const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                    void *image_ctx, const nn_relu_pool *pool)
 {
-    XD_ASSERT(s->KH == 3 && s->KW == 3 && s->stride == 1 && s->C % 2 == 0 &&
-              (b != NULL) == (s->bias != 0) && (!pool || nn_bwino_pools(s, pool)));
-    const wino_geom g = geometry(s);
-    uint32_t *own = NULL;
-    if (!wpk) {
-        own = xd_xmalloc_aligned(sizeof(uint32_t) * nn_bwino_packed_size(s));
-        nn_bwino_pack(own, w, s);
+    XD_ASSERT(s->KH == 3 && s->KW == 3 && s->stride == 1 && (b != NULL) == (s->bias != 0) &&
+              (!pool || nn_bwino_pools(s, pool)));
+    const wino_geom g = geometry(s, f32);
+    void *own = NULL;
+    if (!wpk) { /* both packings are of 4-byte words */
+        own = xd_xmalloc_aligned(4 * (f32 ? nn_wino_packed_size(s) : nn_bwino_packed_size(s)));
+        if (f32) nn_wino_pack(own, w, s);
+        else nn_bwino_pack(own, w, s);
     }
     int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
     if (T > s->B) T = s->B;
@@ -400,4 +476,19 @@ void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32
                     .T = T, .image = image, .image_ctx = image_ctx, .pool = pool};
     xd_threads_each(T, wino_run, &job);
     free(own);
+}
+
+void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
+                      const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                      void *image_ctx, const nn_relu_pool *pool)
+{
+    XD_ASSERT(s->C % 2 == 0);
+    forward(0, out, inp, w, wpk, b, s, image, image_ctx, pool);
+}
+
+void nn_wino_forward(float *out, const float *inp, const float *w, const float *wpk,
+                     const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                     void *image_ctx, const nn_relu_pool *pool)
+{
+    forward(1, out, inp, w, wpk, b, s, image, image_ctx, pool);
 }

@@ -1,5 +1,6 @@
-/* Evaluation forwards of 3 x 3 convolutions in bf16 by Winograd's F(2x2, 3x3) (for nn/conv.c and
- * the model's packing; the teacher-output cache names it in its keys).
+/* Evaluation forwards of 3 x 3 convolutions by Winograd's F(2x2, 3x3), in bf16 (nn_bwino_*) and
+ * in float32 (nn_wino_*, below) (for nn/conv.c and the model's packing; the teacher-output cache
+ * names them in its keys).
  *
  * Each 2 x 2 block of output positions (a tile) is computed from the 4 x 4 window of the input
  * under it as Y = A' [(G g G') . (B' d B)] A, over 16 transformed positions e = (r, c) of 4 x 4:
@@ -18,7 +19,15 @@
  *
  * Only evaluation forwards use it (s->winograd set, as an evaluation forward sets it: inference,
  * a teacher's forward, validation), never a training forward, whose backward and checkpoints keep
- * the direct kernels' bits. */
+ * the direct kernels' bits.
+ *
+ * In float32 the same transforms run in float32 and nothing is rounded to bf16: V and U are the
+ * transforms' float32 values, each M_e = V_e U_e by the float32 kernel (nn/gemm.h: one FMA chain
+ * over the C input channels per value), the output transform and the bias as above. Not the
+ * direct kernel's bits, but about as close to the exact convolution: its chains are C long where
+ * the direct kernel's are 9 C, beside a few sums of the transforms (the tests measure its worst
+ * error at 0.35 to 0.7 times the direct kernel's on their shapes, and bound it by float32's
+ * rounding of the algorithm's sums). */
 #ifndef XD_NN_CONV_WINO_H
 #define XD_NN_CONV_WINO_H
 
@@ -34,11 +43,18 @@
  * times the output's tiles by (C / 2 + OC rounded up to 32) words an image (200 KiB for a 14 x 14
  * output of 32 to 64 channels; it grows with the image, as the direct kernel's grid does). */
 int nn_bwino_takes(const nn_conv_shape *s);
+/* Whether nn_wino_forward computes s now: s->winograd, float32 products, a 3 x 3 kernel at
+ * stride 1, 16 input channels and 16 outputs at least (on every build: the float32 kernel is the
+ * one nn/gemm.c was built with). Its scratch is as nn_bwino_takes says, with C words for C / 2. */
+int nn_wino_takes(const nn_conv_shape *s);
 /* How bf16 evaluation forwards compute the 3 x 3 convolutions nn_bwino_takes describes, and
  * those of one channel (nn/conv_bfirst.h), on the bf16 kernel in use: Winograd's and by pairs,
  * or "direct" (the direct product and float32; part of a teacher-output cache's key,
  * distill/cache.h, as their bits differ; the versions count changes to their arithmetic) */
 const char *nn_bwino_eval_convolutions(void);
+/* The same for float32 evaluation forwards (nn_wino_takes), on every build: "winograd F(2x2,
+ * 3x3) float32 v1" (the version counts changes to their arithmetic) */
+const char *nn_wino_eval_convolutions(void);
 
 /* out (B, OH, OW, OC) = s's convolution of inp with w (+ b when s->bias) as above; image(ctx, b),
  * when given, runs on each image once its rows are final, by the thread that computed them.
@@ -51,13 +67,21 @@ const char *nn_bwino_eval_convolutions(void);
 void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,
                       const float *b, const nn_conv_shape *s, void (*image)(void *, int),
                       void *image_ctx, const nn_relu_pool *pool);
-/* Whether nn_bwino_forward can pool for pool: inference's ReLU and max pool (neither the ReLU's
+/* nn_bwino_forward in float32 as above: wpk packed by nn_wino_pack, or NULL (packed for the
+ * call); the same bits at any thread count, each image computed by one thread. */
+void nn_wino_forward(float *out, const float *inp, const float *w, const float *wpk,
+                     const float *b, const nn_conv_shape *s, void (*image)(void *, int),
+                     void *image_ctx, const nn_relu_pool *pool);
+/* Whether nn_bwino_forward (or nn_wino_forward) can pool for pool: inference's ReLU and max pool (neither the ReLU's
  * output nor an argmax wanted), 2 x 2 at stride 2 over the whole of an even OH x OW output, whose
  * windows are then its tiles. */
 int nn_bwino_pools(const nn_conv_shape *s, const nn_relu_pool *pool);
 /* The words of the packed transformed weights of s (batch aside), and the packing */
 size_t nn_bwino_packed_size(const nn_conv_shape *s);
 void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);
+/* The floats of the float32 transformed weights (nn/gemm.h's packing of each U_e), and that */
+size_t nn_wino_packed_size(const nn_conv_shape *s);
+void nn_wino_pack(float *wpk, const float *w, const nn_conv_shape *s);
 
 /* The kernel's own tile code, exposed for the tests (its vector paths against the transforms
  * below, bit for bit). _input_tile: the input transform of the window whose 16 positions'
@@ -68,6 +92,9 @@ void nn_bwino_pack(uint32_t *wpk, const float *w, const nn_conv_shape *s);
 void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], int C);
 void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
                           const float *bias, int OC);
+/* The float32 input tile (nn_wino_forward's; its output tile is nn_bwino_output_tile): the input
+ * transform of the window's C channels, position e's values at v + e * ldv. */
+void nn_wino_input_tile(float *v, size_t ldv, const float *const src[16], int C);
 
 /* The transforms, per channel: v (16, row-major 4 x 4) = B' d B of the window d (16); u (16) =
  * G g G' of the kernel g (9, row-major 3 x 3); y (4, row-major 2 x 2) = A' m A of m (16). */

@@ -56,7 +56,7 @@ typedef struct {
     int stride, pad;  /* same in both directions; zero padding */
     int bias;         /* 1: the layer has a bias, folded into the GEMMs as a column of ones */
     int OH, OW;       /* output, derived */
-    int winograd;     /* 1: an evaluation forward, which may run nn/conv_wino.c (bf16) */
+    int winograd;     /* 1: an evaluation forward, which may run nn/conv_wino.c */
 } nn_conv_shape;
 
 /* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */
@@ -90,7 +90,9 @@ void nn_col2im(float *dinp, const float *dcols, const nn_conv_shape *s);
  * nn_bwino_pack where nn/conv_wino.c takes s (nn_bwino_takes: Winograd's, in an evaluation
  * forward), by nn_bfirst_pack where nn/conv_bfirst.c does (one channel, an evaluation forward),
  * else by nn_bconv_pack, or NULL; where one of those bf16 convolutions takes s it runs on wpb, or
- * on w without wp (packing w for the call), and wp is not read. Returns whether
+ * on w without wp (packing w for the call), and wp is not read. In float32, where nn_wino_takes
+ * s (Winograd's, an evaluation forward), it runs on wpb's words as nn_wino_pack's floats, or on
+ * w (packed for the call), never on wp: w must then be the weights that run. Returns whether
  * cols hold the unfolded windows afterwards: backward's `unfolded`. */
 int nn_conv2d_forward(float *out, float *cols, float *wext, const float *inp, const float *w,
                        const float *wp, const uint32_t *wpb, const float *b,
@@ -179,8 +181,8 @@ void nn_relu_maxpool_rows_at(const nn_relu_pool *j, int b, const float *x, int o
  * same values as the three layers one after the other. relu_out and argmax NULL as in
  * nn_relu_maxpool_forward. keep_out 0: nothing else wants out; where the windows are read in
  * place (float32, packed weights; bf16's one-channel convolution) each image's rows are then
- * pooled from scratch in cols, or (bf16's one-channel convolution, Winograd's, in inference) each
- * window as it is made, rather than written to out, which stays as it was. *out_written (or
+ * pooled from scratch in cols, or (bf16's one-channel convolution, Winograd's in either precision,
+ * in inference) each window as it is made, rather than written to out, which stays as it was. *out_written (or
  * NULL): whether out was written.
  * Returns as nn_conv2d_forward. */
 int nn_conv2d_relu_maxpool_forward(float *out, float *cols, float *wext, const float *inp,

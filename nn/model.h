@@ -96,10 +96,11 @@ typedef struct {
     int32_t *isave;   /* maxpool argmax */
     float *wp;        /* weights packed for inference (nn_model_pack), or NULL */
     uint32_t *wpb;    /* the same for bf16 products (a model packed with eval_precision bf16;
-                       * layers bf16 computes: see nn_model_infer), or NULL */
-    int wpb_kind;     /* conv2d: the bf16 kernel wpb is packed for (nn_bwino_pack's transformed
-                       * weights, nn_bfirst_pack's pairs or nn_bconv_pack's; model_forward.c's
-                       * bconv_now): only a forward that runs it reads wpb */
+                       * layers bf16 computes: see nn_model_infer), and for a float32
+                       * convolution Winograd's computes (nn_wino_pack's floats), or NULL */
+    int wpb_kind;     /* conv2d: the kernel wpb is packed for (nn_bwino_pack's transformed
+                       * weights, nn_bfirst_pack's pairs or nn_bconv_pack's, or nn_wino_pack's;
+                       * model_forward.c's bconv_now): only a forward that runs it reads wpb */
     float *wpk;       /* conv2d: room for the weights packed by a float32 forward outside
                        * inference, which then reads the windows in place (or NULL) */
     int unfolded;     /* conv2d: its last forward left the unfolded windows in save */
@@ -164,7 +165,8 @@ typedef struct {
     float *act_block, *dact_block, *save_block;
     int32_t *isave_block;
     float *packed;            /* the nodes' wp (nn_model_pack), or NULL */
-    uint32_t *packed_bf16;    /* the nodes' wpb, or NULL; packed for bf16 kernel packed_bisa */
+    uint32_t *packed_bf16;    /* the nodes' wpb, or NULL; packed for bf16 kernel packed_bisa
+                               * (and float32's Winograd) */
     nn_bisa packed_bisa;
     xd_arena scratch;
     char *desc;               /* canonical description (round-trips through nn_model_parse) */
@@ -225,7 +227,9 @@ void nn_model_forward_some(nn_model *m, const void *input, int B, const nn_run *
  * bf16, the layers nn_model_infer then runs in bf16 (linear layers, and the convolutions that
  * nn/conv_bf16.c takes, on AMX, AVX512_BF16 or AVX2, or nn/conv_wino.c, by Winograd's transformed
  * weights, or nn/conv_bfirst.c, in its pairs; not those with a folded norm) are also packed for
- * the bf16 kernel that runs now (wpb). The
+ * the bf16 kernel that runs now (wpb); with eval_precision float32, the 3 x 3 convolutions
+ * nn/conv_wino.c computes in float32 (nn_wino_takes; not those with a folded norm), in their
+ * transformed weights. The
  * parameters must not change afterwards, and the model serves inference only (training does not
  * call this). */
 xd_status nn_model_pack(nn_model *m, xd_err *e);

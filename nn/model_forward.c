@@ -72,26 +72,27 @@ static int unpacked_bf16(const nn_node *nd)
     return nd->wp && !nd->bn_fold && nn_mm_precision() == NN_PREC_BF16;
 }
 
-/* The bf16 kernel a forward of convolution s runs now (the thread's precision, s->winograd for
- * an evaluation forward), each with its own packing (nn_node.wpb_kind): Winograd's F(2x2, 3x3)
- * (nn/conv_wino.c), nn/conv_bf16.c's direct kernels, the first convolution's pairs
- * (nn/conv_bfirst.c), or none (float32 products, or a convolution they do not take) */
-enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO, BCONV_FIRST };
+/* The evaluation kernel a forward of convolution s runs now (the thread's precision, s->winograd
+ * for an evaluation forward), each with its own packing (nn_node.wpb_kind): in bf16 Winograd's
+ * F(2x2, 3x3) (nn/conv_wino.c), nn/conv_bf16.c's direct kernels, the first convolution's pairs
+ * (nn/conv_bfirst.c); in float32 Winograd's (nn_wino_takes, its float32 transformed weights in
+ * the same words); or none (float32's direct kernels, or a convolution bf16 does not take) */
+enum { BCONV_NONE, BCONV_DIRECT, BCONV_WINO, BCONV_FIRST, BCONV_WINO32 };
 static int bconv_now(const nn_conv_shape *s)
 {
-    return nn_mm_precision() != NN_PREC_BF16 ? BCONV_NONE
-           : nn_bwino_takes(s)              ? BCONV_WINO
-           : nn_bconv_forward_takes(s)      ? BCONV_DIRECT
-           : nn_bfirst_takes(s)             ? BCONV_FIRST
-                                            : BCONV_NONE;
+    if (nn_mm_precision() != NN_PREC_BF16) return nn_wino_takes(s) ? BCONV_WINO32 : BCONV_NONE;
+    return nn_bwino_takes(s)           ? BCONV_WINO
+           : nn_bconv_forward_takes(s) ? BCONV_DIRECT
+           : nn_bfirst_takes(s)        ? BCONV_FIRST
+                                       : BCONV_NONE;
 }
 
-/* The one inference (an evaluation forward) runs under a bf16 eval precision (a thin
+/* The one inference (an evaluation forward) runs under eval precision p (in bf16 a thin
  * convolution nn_precision_of_conv keeps float32: none) */
-static int bconv_kind(nn_conv_shape s)
+static int bconv_kind(nn_conv_shape s, nn_precision p)
 {
     s.winograd = 1;
-    const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(&s, NN_PREC_BF16));
+    const nn_precision outer = nn_mm_precision_set(nn_precision_of_conv(&s, p));
     const int kind = bconv_now(&s);
     nn_mm_precision_set(outer);
     return kind;
@@ -106,7 +107,7 @@ static int pools_as_made(const nn_model *m, const nn_node *nd)
     const nn_node *pool = &m->nodes[nd->pool_in_conv], *relu = &m->nodes[pool->in];
     nn_pool_shape ps = nn_node_pool_shape(pool, 1);
     const nn_relu_pool j = {relu->head ? relu->out : NULL, pool->out, NULL, NULL, &ps};
-    const int kind = bconv_kind(cs);
+    const int kind = bconv_kind(cs, NN_PREC_BF16);
     return (kind == BCONV_FIRST && nn_bfirst_pools(&cs, &j)) ||
            (kind == BCONV_WINO && nn_bwino_pools(&cs, &j));
 }
@@ -143,7 +144,9 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
     case NN_CONV2D: {
         /* save holds the cols for backward, then the [w | b] scratch */
         nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
-        cs.winograd = !run->training; /* an evaluation forward may run nn/conv_wino.c */
+        /* an evaluation forward may run nn/conv_wino.c, which reads w: not where the weights
+         * that run are a norm folded into wp's packing */
+        cs.winograd = !run->training && !nd->bn_fold;
         const nn_precision outer = nn_conv_precision_enter(&cs);
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
@@ -437,7 +440,7 @@ static int bf16_conv_writes_scratch(const nn_model *m, const nn_node *nd)
         return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
     return nn_precision_of_conv(&cs, NN_PREC_BF16) == NN_PREC_BF16 && nn_conv_wext_size(&cs) &&
-           bconv_kind(cs) == BCONV_NONE;
+           bconv_kind(cs, NN_PREC_BF16) == BCONV_NONE;
 }
 
 /* The rows a share of the batch holds at least (when there are enough for every thread):
@@ -556,15 +559,18 @@ static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, f
     }
 }
 
-/* The words of node i's weights packed for bf16 products, when the model's evaluation runs in
- * bf16 and this layer then has bf16 products on unfolded weights; else 0. */
+/* The words of node i's weights packed for the evaluation kernels, on unfolded weights: when the
+ * model's evaluation runs in bf16 and this layer then has bf16 products, or a convolution that
+ * float32's Winograd computes (bconv_now); else 0. */
 static size_t bf16_packed_size(const nn_model *m, int i, int fold)
 {
     const nn_node *nd = &m->nodes[i];
-    if (m->eval_precision != NN_PREC_BF16 || nd->wbits || (fold && foldable_norm(m, i))) return 0;
+    if (nd->wbits || (fold && foldable_norm(m, i))) return 0;
     nn_conv_shape cs = nn_node_conv_shape(nd, 1);
-    if (nd->kind == NN_LINEAR) return nn_linear_bpacked_size(nd->ic, nd->units);
-    const int kind = nd->kind == NN_CONV2D ? bconv_kind(cs) : BCONV_NONE;
+    if (nd->kind == NN_LINEAR && m->eval_precision == NN_PREC_BF16)
+        return nn_linear_bpacked_size(nd->ic, nd->units);
+    const int kind = nd->kind == NN_CONV2D ? bconv_kind(cs, m->eval_precision) : BCONV_NONE;
+    if (kind == BCONV_WINO32) return nn_wino_packed_size(&cs);
     if (kind == BCONV_WINO) return nn_bwino_packed_size(&cs);
     if (kind == BCONV_DIRECT) return nn_bconv_packed_size(&cs);
     if (kind == BCONV_FIRST) return nn_bfirst_packed_size(&cs);
@@ -597,8 +603,9 @@ static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
         if (nd->kind == NN_LINEAR) {
             nn_linear_bpack(p, w, nd->ic, nd->units);
         } else {
-            nd->wpb_kind = bconv_kind(cs);
-            if (nd->wpb_kind == BCONV_WINO) nn_bwino_pack(p, w, &cs);
+            nd->wpb_kind = bconv_kind(cs, m->eval_precision);
+            if (nd->wpb_kind == BCONV_WINO32) nn_wino_pack((float *)(void *)p, w, &cs);
+            else if (nd->wpb_kind == BCONV_WINO) nn_bwino_pack(p, w, &cs);
             else if (nd->wpb_kind == BCONV_FIRST) nn_bfirst_pack(p, w, &cs);
             else nn_bconv_pack(p, w, &cs);
         }

@@ -200,29 +200,17 @@ static void test_forward_against_ref(void **state)
     nn_mm_precision_set(prec);
 }
 
+static void bwino(float *out, const conv3_case *k, const nn_relu_pool *pool)
+{
+    nn_bwino_forward(out, k->inp, k->w, NULL, k->b, &k->s, NULL, NULL, pool);
+}
+
 static void test_bits_at_one_two_and_three_threads(void **state)
 {
     (void)state;
-    const int threads = xd_threads_get();
     const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
     const char *kernel;
-    for (int ki = 0; next_kernel(&ki, &kernel);) {
-        conv3_case k = conv3_case_make(7, 10, 10, 32, 32, 1, 1, 77);
-        float *one = xd_xmalloc(sizeof(float) * k.n_out);
-        float *more = xd_xmalloc(sizeof(float) * k.n_out);
-        xd_threads_set(1);
-        nn_bwino_forward(one, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
-        for (int t = 2; t <= 3; t++) {
-            xd_threads_set(t);
-            nn_bwino_forward(more, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
-            if (memcmp(one, more, sizeof(float) * k.n_out) != 0)
-                fail_msg("%s: %d threads' bits differ from one thread's", kernel, t);
-        }
-        xd_threads_set(threads);
-        free(one);
-        free(more);
-        conv3_case_free(&k);
-    }
+    for (int ki = 0; next_kernel(&ki, &kernel);) conv3_check_threads(bwino, kernel);
     nn_mm_precision_set(prec);
 }
 
@@ -301,59 +289,9 @@ static void test_tiles_bit_for_bit(void **state)
 static void test_pooled_tile_by_tile(void **state)
 {
     (void)state;
-    const int threads = xd_threads_get();
     const nn_precision prec = nn_mm_precision_set(NN_PREC_BF16);
     const char *kernel;
-    for (int ki = 0; next_kernel(&ki, &kernel);)
-        for (int oc = 16; oc <= 40; oc += 24) { /* whole vectors; a tail of 8 */
-            conv3_case k = conv3_case_make(3, 8, 6, 32, oc, 1, 1, 90 + (uint64_t)oc);
-            k.inp[5 * 32 + 3] = NAN; /* a window of image 0 all NaN through the transforms */
-            for (int c = 0; c < k.s.OC; c++) k.b[c] = c % 3 == 0 ? -8.0f : k.b[c]; /* negative */
-            nn_pool_shape ps = {.B = 3, .H = k.s.OH, .W = k.s.OW, .C = oc, .k = 2, .stride = 2};
-            assert_int_equal(nn_pool_shape_init(&ps), 0);
-            const size_t np = (size_t)3 * ps.OH * ps.OW * oc;
-            float *out = xd_xmalloc(sizeof(float) * k.n_out);
-            float *plain = xd_xmalloc(sizeof(float) * k.n_out);
-            float *pooled = xd_xmalloc(sizeof(float) * np), *want = xd_xmalloc(sizeof(float) * np);
-            const nn_relu_pool pool = {NULL, pooled, NULL, out, &ps};
-            assert_true(nn_bwino_pools(&k.s, &pool));
-            nn_bwino_forward(plain, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, NULL);
-            nn_relu_maxpool_forward(NULL, want, NULL, plain, &ps);
-            for (int t = 1; t <= 2; t++) {
-                xd_threads_set(t);
-                memset(pooled, 0xff, sizeof(float) * np);
-                nn_bwino_forward(out, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, &pool);
-                assert_memory_equal(out, plain, sizeof(float) * k.n_out);
-                if (memcmp(pooled, want, sizeof(float) * np) != 0)
-                    fail_msg("%s, %d outputs, %d threads: the pool's bits differ", kernel, oc, t);
-                /* the outputs not kept (out NULL): the same pool */
-                memset(pooled, 0xff, sizeof(float) * np);
-                nn_bwino_forward(NULL, k.inp, k.w, NULL, k.b, &k.s, NULL, NULL, &pool);
-                assert_memory_equal(pooled, want, sizeof(float) * np);
-            }
-            xd_threads_set(threads);
-            /* what it cannot pool: an argmax wanted, a ReLU written, other windows, odd rows */
-            int32_t am[1];
-            nn_relu_pool other = pool;
-            other.argmax = am;
-            assert_false(nn_bwino_pools(&k.s, &other));
-            other = pool;
-            other.relu_out = plain;
-            assert_false(nn_bwino_pools(&k.s, &other));
-            nn_pool_shape p3 = ps;
-            p3.k = p3.stride = 3;
-            other = pool;
-            other.s = &p3;
-            assert_false(nn_bwino_pools(&k.s, &other));
-            nn_conv_shape odd = k.s;
-            odd.OH = 7;
-            assert_false(nn_bwino_pools(&odd, &pool));
-            free(out);
-            free(plain);
-            free(pooled);
-            free(want);
-            conv3_case_free(&k);
-        }
+    for (int ki = 0; next_kernel(&ki, &kernel);) conv3_check_pooled(bwino, kernel);
     nn_mm_precision_set(prec);
 }
 

@@ -1,0 +1,330 @@
+/* nn/conv_wino: Winograd's F(2x2, 3x3) for float32 evaluation forwards (nn_wino_*). The forward
+ * bit for bit against the algorithm composed from its parts (the per-channel transforms of
+ * conv_wino.h and nn_sgemm's products, which the float32 kernel's packed products match), and
+ * against the direct convolution in double within float32's rounding bound of the algorithm's
+ * sums and within twice the direct float32 kernel's worst error; shapes with odd outputs, no padding, channel counts off the vectors, outputs off the
+ * panels, no bias; the bits at 1, 2 and 3 threads, each image handed on once; the ReLU and max pool
+ * made tile by tile; the input tile's vector path against the per-channel transform. What it
+ * takes, and that a float32 model runs it in evaluation forwards and inference only (packed, and
+ * not where a batch norm is folded into the packed weights). */
+#include "tests/support/testutil.h"
+#include "tests/support/convfix.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/runtime.h"
+#include "nn/conv_wino.h"
+#include "nn/gemm.h"
+#include "nn/layers.h"
+#include "nn/model.h"
+#include "nn/mm.h"
+
+static size_t out_index(const nn_conv_shape *s, int b, int oy, int ox, int n)
+{
+    return (((size_t)b * s->OH + oy) * s->OW + ox) * s->OC + n;
+}
+
+/* The forward as conv_wino.h composes it, from the per-channel transforms and nn_sgemm: per
+ * image, V_e (tiles x C) and U_e (C x OC), M_e = V_e U_e, each tile's 2 x 2 outputs + the bias */
+static void composed(float *out, const conv3_case *k)
+{
+    const nn_conv_shape *s = &k->s;
+    const int C = s->C, OC = s->OC, TH = (s->OH + 1) / 2, TW = (s->OW + 1) / 2, T = TH * TW;
+    float *V = xd_xmalloc(sizeof(float) * 16 * (size_t)T * C);
+    float *U = xd_xmalloc(sizeof(float) * 16 * (size_t)C * OC);
+    float *M = xd_xmalloc(sizeof(float) * 16 * (size_t)T * OC);
+    for (int n = 0; n < OC; n++)
+        for (int c = 0; c < C; c++) {
+            float g[9], u[16];
+            for (int t = 0; t < 9; t++) g[t] = k->w[((size_t)n * 9 + t) * C + c];
+            nn_bwino_weight_transform(u, g);
+            for (int e = 0; e < 16; e++) U[((size_t)e * C + c) * OC + n] = u[e];
+        }
+    for (int b = 0; b < s->B; b++) {
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                float d[16], v[16];
+                for (int i = 0; i < 16; i++)
+                    d[i] = conv3_in_at(k, b, 2 * (t / TW) - s->pad + i / 4,
+                                       2 * (t % TW) - s->pad + i % 4, c);
+                nn_bwino_input_transform(v, d);
+                for (int e = 0; e < 16; e++) V[((size_t)e * T + t) * C + c] = v[e];
+            }
+        for (int e = 0; e < 16; e++)
+            nn_sgemm(0, 0, T, OC, C, 1.0f, V + (size_t)e * T * C, C, U + (size_t)e * C * OC, OC,
+                     0.0f, M + (size_t)e * T * OC, OC);
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < OC; n++) {
+                float m[16], y[4];
+                for (int e = 0; e < 16; e++) m[e] = M[((size_t)e * T + t) * OC + n];
+                nn_bwino_output_transform(y, m);
+                for (int q = 0; q < 4; q++) {
+                    const int oy = 2 * (t / TW) + q / 2, ox = 2 * (t % TW) + q % 2;
+                    if (oy < s->OH && ox < s->OW)
+                        out[out_index(s, b, oy, ox, n)] = k->b ? y[q] + k->b[n] : y[q];
+                }
+            }
+    }
+    free(V);
+    free(U);
+    free(M);
+}
+
+/* The direct convolution at (b, oy, ox, n) in double, and float32's rounding bound of the
+ * algorithm's sums there: each rounding of a transform's sums (2 for V, 4 for U, 4 for the output,
+ * 1 for the bias) and of the chain over C channels is at most 2^-24 of the magnitudes it sums;
+ * the magnitudes: the algorithm run on |d| and |g| with |B'|, |G|, |A'| (each transform's terms
+ * taken positive), which bounds every partial sum along the way. */
+static void direct(const conv3_case *k, int b, int oy, int ox, int n, double *val, double *bound)
+{
+    static const double BTa[4][4] = {{1, 0, 1, 0}, {0, 1, 1, 0}, {0, 1, 1, 0}, {0, 1, 0, 1}};
+    static const double Ga[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}, {0, 0, 1}};
+    static const double ATa[2][4] = {{1, 1, 1, 0}, {0, 1, 1, 1}};
+    const nn_conv_shape *s = &k->s;
+    const int ty = oy / 2, tx = ox / 2, ay = oy % 2, ax = ox % 2;
+    double sum = 0.0, mabs[16] = {0};
+    for (int c = 0; c < s->C; c++) {
+        double d[16], g[9], v[16] = {0}, u[16] = {0};
+        for (int i = 0; i < 16; i++)
+            d[i] = fabs(conv3_in_at(k, b, 2 * ty - s->pad + i / 4, 2 * tx - s->pad + i % 4, c));
+        for (int t = 0; t < 9; t++) g[t] = fabs(k->w[((size_t)n * 9 + t) * s->C + c]);
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                for (int a = 0; a < 4; a++)
+                    for (int q = 0; q < 4; q++) v[4 * i + j] += BTa[i][a] * d[4 * a + q] * BTa[j][q];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                for (int a = 0; a < 3; a++)
+                    for (int q = 0; q < 3; q++) u[4 * i + j] += Ga[i][a] * g[3 * a + q] * Ga[j][q];
+        for (int e = 0; e < 16; e++) mabs[e] += u[e] * v[e];
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++)
+                sum += (double)k->w[((size_t)n * 9 + ky * 3 + kx) * s->C + c] *
+                       conv3_in_at(k, b, oy - s->pad + ky, ox - s->pad + kx, c);
+    }
+    double yabs = 0.0;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) yabs += ATa[ay][i] * ATa[ax][j] * mabs[4 * i + j];
+    const double bias = k->b ? k->b[n] : 0.0;
+    *val = sum + bias;
+    *bound = 0x1p-24 * ((double)(s->C + 11) * yabs + fabs(bias)) + 1e-30;
+}
+
+static void count_image(void *ctx, int b) { ((int *)ctx)[b]++; }
+
+static void test_forward(void **state)
+{
+    (void)state;
+    static const int shapes[][7] = {
+        /* B, H, W, C, OC, pad, bias */
+        {3, 14, 14, 32, 64, 1, 1}, /* the teacher's second convolution */
+        {2, 7, 9, 16, 16, 1, 1},   /* odd outputs: half-empty tiles */
+        {1, 6, 5, 18, 40, 0, 0},   /* no padding, 18 channels (past the vectors), 40 outputs (a
+                                    * partial panel), no bias */
+        {3, 4, 4, 20, 33, 2, 1},   /* padding 2 (a 6 x 6 output), 33 outputs */
+    };
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *q = shapes[si];
+        conv3_case k = conv3_case_make(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 140 + si);
+        const nn_conv_shape *s = &k.s;
+        assert_true(nn_wino_takes(s));
+        float *out = xd_xmalloc(sizeof(float) * k.n_out), *want = xd_xmalloc(sizeof(float) * k.n_out);
+        float *wpk = xd_xmalloc_aligned(sizeof(float) * nn_wino_packed_size(s));
+        nn_wino_pack(wpk, k.w, s);
+        int *seen = xd_xcalloc((size_t)s->B, sizeof(int));
+        nn_wino_forward(out, k.inp, k.w, wpk, k.b, s, count_image, seen, NULL);
+        for (int b = 0; b < s->B; b++) assert_int_equal(seen[b], 1);
+        composed(want, &k);
+        if (memcmp(out, want, sizeof(float) * k.n_out) != 0)
+            fail_msg("shape %zu: the bits differ from the composed algorithm's", si);
+        /* the direct kernel's float32 outputs (a training forward's), for their error */
+        nn_conv_shape sd = *s;
+        sd.winograd = 0;
+        float *dk = xd_xmalloc(sizeof(float) * k.n_out);
+        float *cols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(&sd) + 1));
+        float *wext = xd_xmalloc(sizeof(float) * (nn_conv_wext_size(&sd) + 1));
+        nn_conv2d_forward(dk, cols, wext, k.inp, k.w, NULL, NULL, k.b, &sd);
+        double worst = 0.0, worst_abs = 0.0, worst_direct = 0.0;
+        for (int b = 0; b < s->B; b++)
+            for (int oy = 0; oy < s->OH; oy++)
+                for (int ox = 0; ox < s->OW; ox++)
+                    for (int n = 0; n < s->OC; n++) {
+                        double val, bound;
+                        direct(&k, b, oy, ox, n, &val, &bound);
+                        const double got = out[out_index(s, b, oy, ox, n)], err = fabs(got - val);
+                        if (err > bound)
+                            fail_msg("shape %zu, (%d, %d, %d, %d): %.9g, direct %.9g (bound %.3g)",
+                                     si, b, oy, ox, n, got, val, bound);
+                        if (err / bound > worst) worst = err / bound;
+                        if (err > worst_abs) worst_abs = err;
+                        const double de = fabs(dk[out_index(s, b, oy, ox, n)] - val);
+                        if (de > worst_direct) worst_direct = de;
+                    }
+        print_message("shape %zu: worst error %.3g (%.3f of the bound), the direct kernel's %.3g\n",
+                      si, worst_abs, worst, worst_direct);
+        /* about as accurate as the direct kernel (here more: its chains are C long, not 9 C) */
+        if (worst_abs > 2.0 * worst_direct)
+            fail_msg("shape %zu: worst error %.3g, over twice the direct kernel's %.3g", si,
+                     worst_abs, worst_direct);
+        free(dk);
+        free(cols);
+        free(wext);
+        /* unpacked weights: packed for the call, the same bits */
+        nn_wino_forward(want, k.inp, k.w, NULL, k.b, s, NULL, NULL, NULL);
+        assert_memory_equal(want, out, sizeof(float) * k.n_out);
+        free(seen);
+        free(wpk);
+        free(out);
+        free(want);
+        conv3_case_free(&k);
+    }
+    nn_mm_precision_set(prec);
+}
+
+static void wino(float *out, const conv3_case *k, const nn_relu_pool *pool)
+{
+    nn_wino_forward(out, k->inp, k->w, NULL, k->b, &k->s, NULL, NULL, pool);
+}
+
+static void test_bits_at_one_two_and_three_threads(void **state)
+{
+    (void)state;
+    conv3_check_threads(wino, "float32");
+}
+
+static void test_pooled(void **state)
+{
+    (void)state;
+    conv3_check_pooled(wino, "float32");
+}
+
+/* The input tile's vector path and tail give the per-channel transform's bits */
+static void test_input_tile(void **state)
+{
+    (void)state;
+    static const int channels[] = {16, 19, 48};
+    for (size_t ci = 0; ci < sizeof channels / sizeof channels[0]; ci++) {
+        const int C = channels[ci];
+        float *in = xd_xmalloc(sizeof(float) * 16 * (size_t)C);
+        tu_fill_uniform(in, 16 * (size_t)C, -2.0f, 2.0f, 330 + ci);
+        for (int i = 0; i < 16 * C; i++) in[i] /= 3.0f; /* full mantissas */
+        const float *src[16];
+        for (int q = 0; q < 16; q++) src[q] = in + (size_t)q * C;
+        const size_t ldv = (size_t)C + 5;
+        float *v = xd_xcalloc(16 * ldv, sizeof(float));
+        nn_wino_input_tile(v, ldv, src, C);
+        for (int c = 0; c < C; c++) {
+            float d[16], want[16];
+            for (int q = 0; q < 16; q++) d[q] = src[q][c];
+            nn_bwino_input_transform(want, d);
+            for (int e = 0; e < 16; e++)
+                if (memcmp(&v[e * ldv + (size_t)c], &want[e], sizeof(float)) != 0)
+                    fail_msg("%d channels: position %d, channel %d: %.9g, want %.9g", C, e, c,
+                             v[e * ldv + (size_t)c], want[e]);
+        }
+        free(v);
+        free(in);
+    }
+}
+
+static void test_what_it_takes(void **state)
+{
+    (void)state;
+    nn_conv_shape s = {.B = 2, .H = 8, .W = 8, .C = 16, .OC = 16, .KH = 3, .KW = 3, .stride = 1,
+                       .pad = 1, .bias = 1, .winograd = 1};
+    assert_int_equal(nn_conv_shape_init(&s), 0);
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    assert_true(nn_wino_takes(&s));
+    static const int off[][4] = {/* winograd, stride, k, C */
+                                 {0, 1, 3, 16}, {1, 2, 3, 16}, {1, 1, 5, 16}, {1, 1, 3, 15}};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        nn_conv_shape t = s;
+        t.winograd = off[i][0];
+        t.stride = off[i][1];
+        t.KH = t.KW = off[i][2];
+        t.C = off[i][3];
+        assert_false(nn_wino_takes(&t));
+    }
+    nn_conv_shape t = s;
+    t.OC = 15;
+    assert_false(nn_wino_takes(&t));
+    nn_mm_precision_set(NN_PREC_BF16);
+    assert_false(nn_wino_takes(&s));
+    nn_mm_precision_set(prec);
+}
+
+/* A float32 model: its evaluation forward's convolution gives nn_wino_forward's bits, inference
+ * on the packed model too (Winograd's weights packed then), its training forward the direct
+ * kernel's, and the two differ; with a batch norm folded into the packed weights inference keeps
+ * the direct kernel. */
+static void test_models(void **state)
+{
+    (void)state;
+    enum { B = 5 };
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    const size_t nx = (size_t)B * 81 * 16, ny = (size_t)B * 81 * 32;
+    float *x = xd_xmalloc(sizeof(float) * nx), *want = xd_xmalloc(sizeof(float) * ny),
+          *eval = xd_xmalloc(sizeof(float) * ny);
+    tu_fill_uniform(x, nx, -1.0f, 1.0f, 15);
+    nn_conv_shape s = {.B = B, .H = 9, .W = 9, .C = 16, .OC = 32, .KH = 3, .KW = 3, .stride = 1,
+                       .pad = 1, .bias = 1, .winograd = 1};
+    assert_int_equal(nn_conv_shape_init(&s), 0);
+    xd_err e;
+    nn_model m;
+    TU_OK(nn_model_build(&m, "input h=9 w=9 c=16; conv2d name=c out=32 k=3 pad=1; flatten; "
+                             "linear out=3 head",
+                         B, 4, &e));
+    const int c = nn_model_find(&m, "c");
+    assert_true(c >= 0);
+    const float *w = m.param + m.nodes[c].w_off, *bias = m.param + m.nodes[c].b_off;
+    nn_wino_forward(want, x, w, NULL, bias, &s, NULL, NULL, NULL);
+    nn_model_forward(&m, x, B, NULL);
+    memcpy(eval, nn_model_out(&m, c), sizeof(float) * ny);
+    assert_memory_equal(eval, want, sizeof(float) * ny);
+    const nn_run train = {.training = 1};
+    nn_model_forward(&m, x, B, &train);
+    assert_memory_not_equal(nn_model_out(&m, c), want, sizeof(float) * ny);
+    s.winograd = 0;
+    nn_conv2d_forward_ref(want, x, w, bias, &s);
+    tu_assert_close(nn_model_out(&m, c), want, ny, 1e-5, 1e-5, "training forward");
+    tu_assert_close(eval, want, ny, 1e-5, 1e-5, "evaluation forward");
+    TU_OK(nn_model_pack_exact(&m, &e));
+    assert_non_null(m.nodes[c].wpb); /* Winograd's transformed weights */
+    nn_model_infer(&m, x, B, NULL);
+    assert_memory_equal(nn_model_out(&m, c), eval, sizeof(float) * ny);
+    nn_model_unpack(&m);
+    nn_model_free(&m);
+
+    /* a norm folded into the packed weights: inference reads them, by the direct kernel */
+    TU_OK(nn_model_build(&m, "input h=9 w=9 c=16; conv2d name=c out=32 k=3 pad=1; "
+                             "batchnorm name=n; flatten; linear out=3 head",
+                         B, 4, &e));
+    const int n = nn_model_find(&m, "n");
+    for (int i = 0; i < 32; i++) m.state[m.nodes[n].s_off + 32 + (size_t)i] = 2.0f; /* var */
+    nn_model_forward(&m, x, B, NULL);
+    memcpy(eval, nn_model_out(&m, n), sizeof(float) * ny);
+    TU_OK(nn_model_pack(&m, &e));
+    assert_int_equal(m.nodes[c].bn_fold, n);
+    assert_null(m.nodes[c].wpb);
+    nn_model_infer(&m, x, B, NULL);
+    tu_assert_close(nn_model_out(&m, n), eval, ny, 1e-5, 1e-5, "folded norm");
+    nn_model_free(&m);
+    free(x);
+    free(want);
+    free(eval);
+    nn_mm_precision_set(prec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward),        cmocka_unit_test(test_bits_at_one_two_and_three_threads),
+        cmocka_unit_test(test_pooled),         cmocka_unit_test(test_input_tile),
+        cmocka_unit_test(test_what_it_takes),  cmocka_unit_test(test_models),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
