@@ -17,9 +17,12 @@
  * direct kernel rounds each input and weight alone. Within a run the bits are fixed: each image is
  * computed by one thread the same way at any thread count.
  *
- * Only evaluation forwards use it (s->winograd set, as an evaluation forward sets it: inference,
- * a teacher's forward, validation), never a training forward, whose backward and checkpoints keep
- * the direct kernels' bits.
+ * In bf16 only evaluation forwards use it (s->winograd set, as an evaluation forward sets it:
+ * inference, a teacher's forward, validation), never a training forward, whose backward and
+ * checkpoints keep the direct kernels' bits (the rounding of the transformed operands to bf16 is
+ * coarser than the direct kernel's). In float32 a training forward uses it too (the model sets
+ * s->winograd then): its backward reads the windows from the input as after a forward that read
+ * them in place, the direct convolution's gradients.
  *
  * In float32 the same transforms run in float32 and nothing is rounded to bf16: V and U are the
  * transforms' float32 values, each M_e = V_e U_e by the float32 kernel (nn/gemm.h: one FMA chain
@@ -43,7 +46,8 @@
  * times the output's tiles by (C / 2 + OC rounded up to 32) words an image (200 KiB for a 14 x 14
  * output of 32 to 64 channels; it grows with the image, as the direct kernel's grid does). */
 int nn_bwino_takes(const nn_conv_shape *s);
-/* Whether nn_wino_forward computes s now: s->winograd, float32 products, a 3 x 3 kernel at
+/* Whether nn_wino_forward computes s now: s->winograd (any float32 forward of a model but one
+ * through a folded norm), float32 products, a 3 x 3 kernel at
  * stride 1, 16 input channels and 16 outputs at least (on every build: the float32 kernel is the
  * one nn/gemm.c was built with). Its scratch is as nn_bwino_takes says, with C words for C / 2. */
 int nn_wino_takes(const nn_conv_shape *s);

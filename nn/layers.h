@@ -56,7 +56,8 @@ typedef struct {
     int stride, pad;  /* same in both directions; zero padding */
     int bias;         /* 1: the layer has a bias, folded into the GEMMs as a column of ones */
     int OH, OW;       /* output, derived */
-    int winograd;     /* 1: an evaluation forward, which may run nn/conv_wino.c */
+    int winograd;     /* 1: a forward that may run nn/conv_wino.c (an evaluation forward, or
+                       * a float32 training forward) */
 } nn_conv_shape;
 
 /* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */

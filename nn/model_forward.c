@@ -145,9 +145,13 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
         /* save holds the cols for backward, then the [w | b] scratch */
         nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
         /* an evaluation forward may run nn/conv_wino.c, which reads w: not where the weights
-         * that run are a norm folded into wp's packing */
+         * that run are a norm folded into wp's packing; a training forward too in float32
+         * (Winograd's in float32 is as close to the exact convolution as the direct kernel; its
+         * backward reads the windows from the input), not in bf16 */
         cs.winograd = !run->training && !nd->bn_fold;
         const nn_precision outer = nn_conv_precision_enter(&cs);
+        if (run->training && !nd->bn_fold && nn_mm_precision() == NN_PREC_FLOAT32)
+            cs.winograd = 1;
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         /* packed for this call: the windows are then read in place, not unfolded into cols, as
@@ -276,7 +280,7 @@ void nn_model_refresh(nn_model *m, int idx)
     static const nn_run train = {.training = 1}, eval = {.training = 0};
     const int pool = nd->pool_in_conv;
     /* as the forward that left it unwritten computed it: a training forward read its windows in
-     * place in float32; an evaluation forward or inference ran its own kernel (in bf16 the first
+     * place in float32 (or ran Winograd's); an evaluation forward or inference ran its own kernel (in bf16 the first
      * convolution's pairs, nn/conv_bfirst.h, or Winograd's, whose pooled tiles held the same
      * values) */
     const nn_run *run = m->last_eval ? &eval : &train;

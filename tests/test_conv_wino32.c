@@ -5,8 +5,9 @@
  * sums and within twice the direct float32 kernel's worst error; shapes with odd outputs, no padding, channel counts off the vectors, outputs off the
  * panels, no bias; the bits at 1, 2 and 3 threads, each image handed on once; the ReLU and max pool
  * made tile by tile; the input tile's vector path against the per-channel transform. What it
- * takes, and that a float32 model runs it in evaluation forwards and inference only (packed, and
- * not where a batch norm is folded into the packed weights). */
+ * takes, and that a float32 model runs it in its forwards, training and evaluation, and in
+ * inference (packed, and not where a batch norm is folded into the packed weights); the gradients
+ * of a training forward by it: test_model_grad. */
 #include "tests/support/testutil.h"
 #include "tests/support/convfix.h"
 
@@ -257,10 +258,10 @@ static void test_what_it_takes(void **state)
     nn_mm_precision_set(prec);
 }
 
-/* A float32 model: its evaluation forward's convolution gives nn_wino_forward's bits, inference
- * on the packed model too (Winograd's weights packed then), its training forward the direct
- * kernel's, and the two differ; with a batch norm folded into the packed weights inference keeps
- * the direct kernel. */
+/* A float32 model: its evaluation and training forwards' convolution gives nn_wino_forward's
+ * bits, inference on the packed model too (Winograd's weights packed then), a bf16 training
+ * forward other bits; with a batch norm folded into the packed weights inference keeps the direct
+ * kernel. */
 static void test_models(void **state)
 {
     (void)state;
@@ -286,12 +287,16 @@ static void test_models(void **state)
     memcpy(eval, nn_model_out(&m, c), sizeof(float) * ny);
     assert_memory_equal(eval, want, sizeof(float) * ny);
     const nn_run train = {.training = 1};
-    nn_model_forward(&m, x, B, &train);
-    assert_memory_not_equal(nn_model_out(&m, c), want, sizeof(float) * ny);
+    nn_model_forward(&m, x, B, &train); /* a float32 training forward too */
+    assert_memory_equal(nn_model_out(&m, c), want, sizeof(float) * ny);
     s.winograd = 0;
     nn_conv2d_forward_ref(want, x, w, bias, &s);
-    tu_assert_close(nn_model_out(&m, c), want, ny, 1e-5, 1e-5, "training forward");
     tu_assert_close(eval, want, ny, 1e-5, 1e-5, "evaluation forward");
+    /* in bf16 the training forward keeps the direct kernels (test_conv_wino): not these bits */
+    m.precision = NN_PREC_BF16;
+    nn_model_forward(&m, x, B, &train);
+    assert_memory_not_equal(nn_model_out(&m, c), eval, sizeof(float) * ny);
+    m.precision = NN_PREC_FLOAT32;
     TU_OK(nn_model_pack_exact(&m, &e));
     assert_non_null(m.nodes[c].wpb); /* Winograd's transformed weights */
     nn_model_infer(&m, x, B, NULL);
