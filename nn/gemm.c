@@ -413,14 +413,13 @@ static void gemm_packed(int trans_a, int trans_b, int M, int N, int K, float alp
                 const int tiles = (mc + MR - 1) / MR;
                 const int store = k_blocks(K) == 1 && alpha == 1.0f && beta == 0.0f && cs == 1 &&
                                   (nr == NR || nr == VW);
-                float *const tile_to = store ? NULL : acc;
                 const size_t tile_ld = store ? rs : NR;
                 for (int t = 0, ib = 0, mr; ib < mc; t++, ib += mr) {
                     mr = !a_direct ? (mc - ib < MR ? mc - ib : MR)
                                    : (mc - ib + tiles - t - 1) / (tiles - t);
                     const int i = i0 + ib;
                     float *c = C + (size_t)i * rs + (size_t)(j0 + jb) * cs;
-                    float *const to = tile_to ? tile_to : c;
+                    float *const to = store ? c : acc;
                     /* A packed (MR values per k), transposed in memory (A[k * lda + i]) or
                      * row-major (A[i * lda + k]) */
                     if (!a_direct)

@@ -162,7 +162,9 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
          * inference packs its own) */
         const uint32_t *wpb =
             m->packed_bisa == nn_bgemm_isa() && nd->wpb_kind == bconv_now(&cs) ? nd->wpb : NULL;
-        if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32) {
+        /* (not where Winograd's runs, which does not read them) */
+        if (!wp && !infer && nd->wpk && nn_mm_precision() == NN_PREC_FLOAT32 &&
+            !nn_wino_takes(&cs)) {
             nn_conv_pack(nd->wpk, wext, w, b, &cs);
             wp = nd->wpk;
         }
@@ -566,7 +568,7 @@ static void fold_norm(const nn_model *m, const nn_node *nd, const nn_node *bn, f
 /* The words of node i's weights packed for the evaluation kernels, on unfolded weights: when the
  * model's evaluation runs in bf16 and this layer then has bf16 products, or a convolution that
  * float32's Winograd computes (bconv_now); else 0. */
-static size_t bf16_packed_size(const nn_model *m, int i, int fold)
+static size_t eval_packed_size(const nn_model *m, int i, int fold)
 {
     const nn_node *nd = &m->nodes[i];
     if (nd->wbits || (fold && foldable_norm(m, i))) return 0;
@@ -581,24 +583,25 @@ static size_t bf16_packed_size(const nn_model *m, int i, int fold)
     return 0;
 }
 
-/* The packing of weights for bf16 products, where bf16_packed_size says so */
-static xd_status pack_bf16(nn_model *m, int fold, xd_err *e)
+/* The packing of weights for the evaluation kernels (bf16 products, float32's Winograd), where
+ * eval_packed_size says so */
+static xd_status pack_eval(nn_model *m, int fold, xd_err *e)
 {
     size_t n = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         m->nodes[i].wpb = NULL; /* nothing points into the old packing, whatever happens next */
-        n += bf16_packed_size(m, i, fold);
+        n += eval_packed_size(m, i, fold);
     }
     free(m->packed_bf16);
     m->packed_bf16 = n ? xd_try_alloc_aligned(sizeof(uint32_t) * n) : NULL;
     if (n && !m->packed_bf16)
-        return xd_fail(e, XD_ENOMEM, "no memory for the weights packed for bf16 (%zu bytes)",
+        return xd_fail(e, XD_ENOMEM, "no memory for the weights packed for evaluation (%zu bytes)",
                        sizeof(uint32_t) * n);
     if (n) m->packed_bisa = nn_bgemm_isa();
     uint32_t *p = m->packed_bf16;
     for (int i = 0; i < m->n_nodes; i++) {
         nn_node *nd = &m->nodes[i];
-        const size_t words = bf16_packed_size(m, i, fold);
+        const size_t words = eval_packed_size(m, i, fold);
         nd->wpb = words ? p : NULL;
         nd->wpb_kind = BCONV_NONE;
         if (!words) continue;
@@ -672,7 +675,7 @@ static xd_status pack(nn_model *m, int fold, xd_err *e)
         }
     }
     free(wf);
-    return pack_bf16(m, fold, e);
+    return pack_eval(m, fold, e);
 }
 
 xd_status nn_model_pack(nn_model *m, xd_err *e) { return pack(m, 1, e); }
