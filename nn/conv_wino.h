@@ -22,7 +22,11 @@
  * checkpoints keep the direct kernels' bits (the rounding of the transformed operands to bf16 is
  * coarser than the direct kernel's). In float32 a training forward uses it too (the model sets
  * s->winograd then): its backward reads the windows from the input as after a forward that read
- * them in place, the direct convolution's gradients.
+ * them in place for the weight gradient, the direct convolution's, and computes the input
+ * gradient, where it writes it (not where it adds into one), as Winograd's forward of the output
+ * gradient with the turned kernel (nn/conv.c: the input gradient of a stride-1 convolution is a
+ * forward convolution of the output gradient, padded by 2 - pad, with the kernel turned by half
+ * a turn and its channels swapped).
  *
  * In float32 the same transforms run in float32 and nothing is rounded to bf16: V and U are the
  * transforms' float32 values, each M_e = V_e U_e by the float32 kernel (nn/gemm.h: one FMA chain

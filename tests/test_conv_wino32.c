@@ -6,8 +6,10 @@
  * panels, no bias; the bits at 1, 2 and 3 threads, each image handed on once; the ReLU and max pool
  * made tile by tile; the input tile's vector path against the per-channel transform. What it
  * takes, and that a float32 model runs it in its forwards, training and evaluation, and in
- * inference (packed, and not where a batch norm is folded into the packed weights); the gradients
- * of a training forward by it: test_model_grad. */
+ * inference (packed, and not where a batch norm is folded into the packed weights); the input
+ * gradient by it where the backward writes one (the turned convolution's bits, its error against
+ * the direct kernel's), the direct kernel's where it adds into one; the gradients of a training
+ * forward and backward by it: test_model_grad. */
 #include "tests/support/testutil.h"
 #include "tests/support/convfix.h"
 
@@ -186,6 +188,102 @@ static void test_forward(void **state)
     nn_mm_precision_set(prec);
 }
 
+/* The input gradient of a float32 convolution whose forward may run Winograd's (s->winograd):
+ * where dinp is written (its first gradient), Winograd's forward of the output gradient with the
+ * turned kernel, its bits nn_wino_forward's on those, within twice the direct kernel's worst
+ * error of the exact gradient (in double); added into dinp, the direct kernel's bits. */
+static void test_input_gradient(void **state)
+{
+    (void)state;
+    static const int shapes[][7] = {
+        /* B, H, W, C, OC, pad, bias */
+        {3, 14, 14, 32, 64, 1, 1}, /* the teacher's second convolution */
+        {2, 7, 9, 16, 16, 1, 0},   /* odd sides: half-empty tiles */
+        {1, 8, 7, 18, 40, 0, 1},   /* no padding: the turned convolution pads by 2 */
+    };
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *q = shapes[si];
+        conv3_case k = conv3_case_make(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 160 + si);
+        const nn_conv_shape *s = &k.s;
+        nn_conv_shape sd = *s;
+        sd.winograd = 0;
+        const int C = s->C, OC = s->OC;
+        const size_t n_in = (size_t)s->B * s->H * s->W * C, n_w = (size_t)OC * 9 * C;
+        float *dout = xd_xmalloc(sizeof(float) * k.n_out), *y = xd_xmalloc(sizeof(float) * k.n_out);
+        tu_fill_uniform(dout, k.n_out, -1.0f, 1.0f, 170 + si);
+        float *cols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(s) + 1));
+        float *dcols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(s) + 1));
+        float *wext = xd_xmalloc(sizeof(float) * (nn_conv_wext_size(s) + 1));
+        float *dw = xd_xcalloc(n_w, sizeof(float)), *db = xd_xcalloc((size_t)OC, sizeof(float));
+        const int unfolded = nn_conv2d_forward(y, cols, wext, k.inp, k.w, NULL, NULL, k.b, &sd);
+        float *wino = xd_xmalloc(sizeof(float) * n_in), *dk = xd_xmalloc(sizeof(float) * n_in);
+        nn_conv2d_backward_first(wino, dw, db, dcols, wext, dout, cols, unfolded, k.inp, k.w, s);
+        nn_conv2d_backward_first(dk, dw, db, dcols, wext, dout, cols, unfolded, k.inp, k.w, &sd);
+        assert_memory_not_equal(wino, dk, sizeof(float) * n_in);
+
+        /* the turned convolution: from the output gradient's OC channels to the input's C */
+        nn_conv_shape t = {.B = s->B, .H = s->OH, .W = s->OW, .C = OC, .OC = C, .KH = 3, .KW = 3,
+                           .stride = 1, .pad = 2 - s->pad, .winograd = 1};
+        assert_int_equal(nn_conv_shape_init(&t), 0);
+        assert_true(nn_wino_takes(&t));
+        float *wt = xd_xmalloc(sizeof(float) * n_w), *want = xd_xmalloc(sizeof(float) * n_in);
+        for (int c = 0; c < C; c++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    for (int o = 0; o < OC; o++)
+                        wt[(((size_t)c * 3 + ky) * 3 + kx) * OC + o] =
+                            k.w[(((size_t)o * 3 + 2 - ky) * 3 + 2 - kx) * C + c];
+        nn_wino_forward(want, dout, wt, NULL, NULL, &t, NULL, NULL, NULL);
+        assert_memory_equal(wino, want, sizeof(float) * n_in);
+
+        double worst = 0.0, worst_direct = 0.0;
+        for (int b = 0; b < s->B; b++)
+            for (int iy = 0; iy < s->H; iy++)
+                for (int ix = 0; ix < s->W; ix++)
+                    for (int c = 0; c < C; c++) {
+                        double exact = 0.0;
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++) {
+                                const int oy = iy + s->pad - ky, ox = ix + s->pad - kx;
+                                if (oy < 0 || oy >= s->OH || ox < 0 || ox >= s->OW) continue;
+                                for (int o = 0; o < OC; o++)
+                                    exact += (double)dout[out_index(s, b, oy, ox, o)] *
+                                             k.w[(((size_t)o * 3 + ky) * 3 + kx) * C + c];
+                            }
+                        const size_t at = (((size_t)b * s->H + iy) * s->W + ix) * C + c;
+                        const double e = fabs(wino[at] - exact), d = fabs(dk[at] - exact);
+                        if (e > worst) worst = e;
+                        if (d > worst_direct) worst_direct = d;
+                    }
+        print_message("shape %zu: the input gradient's worst error %.3g, the direct kernel's %.3g\n",
+                      si, worst, worst_direct);
+        if (!(worst <= 2.0 * worst_direct))
+            fail_msg("shape %zu: worst error %.3g, over twice the direct kernel's %.3g", si, worst,
+                     worst_direct);
+
+        /* added into dinp: the direct kernel's bits */
+        tu_fill_uniform(wino, n_in, -1.0f, 1.0f, 180 + si);
+        memcpy(dk, wino, sizeof(float) * n_in);
+        nn_conv2d_backward(wino, dw, db, dcols, wext, dout, cols, unfolded, k.inp, k.w, s);
+        nn_conv2d_backward(dk, dw, db, dcols, wext, dout, cols, unfolded, k.inp, k.w, &sd);
+        assert_memory_equal(wino, dk, sizeof(float) * n_in);
+        free(wt);
+        free(want);
+        free(wino);
+        free(dk);
+        free(dw);
+        free(db);
+        free(cols);
+        free(dcols);
+        free(wext);
+        free(dout);
+        free(y);
+        conv3_case_free(&k);
+    }
+    nn_mm_precision_set(prec);
+}
+
 static void wino(float *out, const conv3_case *k, const nn_relu_pool *pool)
 {
     nn_wino_forward(out, k->inp, k->w, NULL, k->b, &k->s, NULL, NULL, pool);
@@ -330,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_forward),        cmocka_unit_test(test_bits_at_one_two_and_three_threads),
         cmocka_unit_test(test_pooled),         cmocka_unit_test(test_input_tile),
         cmocka_unit_test(test_what_it_takes),  cmocka_unit_test(test_models),
+        cmocka_unit_test(test_input_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -160,9 +160,8 @@ static void test_graph_gradients(void **state)
     /* convolution with stride after a pointwise layer (so conv's input gradient is checked) */
     check_graph("input h=5 w=5 c=2; linear out=3; conv2d out=2 k=3 stride=2 pad=1; gap;"
                 "softmax name=out head", "out", NULL, 0);
-    /* float32 training forwards by Winograd's (16 channels in and out, nn_wino_takes; the
-     * second one's input gradient too): the direct convolution's gradients, the loss's
-     * differences */
+    /* float32 training forwards by Winograd's (16 channels in and out, nn_wino_takes), and the
+     * second one's input gradient by Winograd's too: the loss's differences */
     check_graph("input h=6 w=5 c=16; conv2d out=16 k=3 pad=1; tanh; avgpool k=2; "
                 "conv2d out=16 k=3 pad=1; tanh; gap; linear out=3 name=logits head",
                 "logits", NULL, 0);
