@@ -12,6 +12,7 @@
 #include "core/runtime.h"
 #include "core/status.h"
 #include "nn/conv_bf16.h"
+#include "nn/conv_wino.h"
 #include "nn/gemm.h"
 #include "nn/mm.h"
 
@@ -210,6 +211,10 @@ void nn_conv2d_dw(float *C, int N, float beta, const float *dout, const nn_pool_
         return;
     }
     XD_ASSERT(!pg);
+    if (nn_wino_dw_takes(s)) { /* float32, where the forward may run Winograd's */
+        nn_wino_dw(C, N, beta, dout, inp, s);
+        return;
+    }
     if (!unfolded && nn_mm_precision() == NN_PREC_FLOAT32 &&
         conv2d_dw_gather(C, N, beta, dout, inp, s, cols, nn_conv_cols_size(s)))
         return;

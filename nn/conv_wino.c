@@ -1,4 +1,6 @@
-/* Winograd F(2x2, 3x3) convolutions in bf16 for evaluation forwards (see conv_wino.h).
+/* Winograd F(2x2, 3x3) convolutions in bf16 for evaluation forwards and in float32 for forwards
+ * and input gradients, and F(3x3, 2x2) for float32 weight gradients (see conv_wino.h; the last at
+ * the end of this file).
  *
  * Per round of one or two images (group_of), on one thread: the input transform of every tile
  * into V (16 matrices, a row of cp words per tile: its transformed channels rounded to bf16 in
@@ -134,6 +136,49 @@ static inline void output_tf(float y[4], float *pooled, const float m[16], float
     if (pooled) *pooled = best[0];
 }
 
+/* u = A h A' of a tile's output gradients h (row-major 2 x 2; the weight gradient's, at the end
+ * of this file), A' = [1 1 1 0; 0 1 -1 -1]: in place, h the first four of x */
+static inline void dout_tf_v(vf x[16])
+{
+    const vf h[4] = {x[0], x[1], x[2], x[3]};
+    vf p[8]; /* A h: 4 x 2 */
+    for (int j = 0; j < 2; j++) {
+        p[j] = h[j];
+        p[2 + j] = h[j] + h[2 + j];
+        p[4 + j] = h[j] - h[2 + j];
+        p[6 + j] = -h[2 + j];
+    }
+    for (int a = 0; a < 4; a++) {
+        const vf *r = p + 2 * a;
+        x[4 * a] = r[0];
+        x[4 * a + 1] = r[0] + r[1];
+        x[4 * a + 2] = r[0] - r[1];
+        x[4 * a + 3] = -r[1];
+    }
+}
+
+/* The 16 transformed values, at v + e * ldv, of n channels from a tile's nsrc positions at src: the
+ * input transform of a 4 x 4 window (nsrc 16), or the output gradients' of a 2 x 2 tile (nsrc 4);
+ * whole vectors, then the rest lane by lane through the same code. */
+static inline void tile_tf(float *v, size_t ldv, const float *const *src, int nsrc, int n)
+{
+    int c = 0;
+    for (; c + VW <= n; c += VW) {
+        vf d[16];
+        for (int i = 0; i < nsrc; i++) d[i] = vload(src[i] + c);
+        if (nsrc == 16) input_tf_v(d);
+        else dout_tf_v(d);
+        for (int e = 0; e < E; e++) vstore(v + e * ldv + c, d[e]);
+    }
+    for (; c < n; c++) {
+        vf d[16];
+        for (int i = 0; i < nsrc; i++) d[i] = vset1(src[i][c]);
+        if (nsrc == 16) input_tf_v(d);
+        else dout_tf_v(d);
+        for (int e = 0; e < E; e++) v[e * ldv + c] = d[e][0];
+    }
+}
+
 static inline void weight_tf(float u[16], const float g[9])
 {
     float h[12]; /* G g: 4 x 3 */
@@ -202,19 +247,7 @@ void nn_bwino_input_tile(uint32_t *v, size_t ldv, const float *const src[16], in
 
 void nn_wino_input_tile(float *v, size_t ldv, const float *const src[16], int C)
 {
-    int c = 0;
-    for (; c + VW <= C; c += VW) {
-        vf d[16];
-        for (int i = 0; i < 16; i++) d[i] = vload(src[i] + c);
-        input_tf_v(d);
-        for (int e = 0; e < E; e++) vstore(v + e * ldv + c, d[e]);
-    }
-    for (; c < C; c++) {
-        float d[16], u[16];
-        for (int i = 0; i < 16; i++) d[i] = src[i][c];
-        input_tf(u, d);
-        for (int e = 0; e < E; e++) v[e * ldv + c] = u[e];
-    }
+    tile_tf(v, ldv, src, 16, C);
 }
 
 void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, size_t estride,
@@ -491,4 +524,191 @@ void nn_wino_forward(float *out, const float *inp, const float *w, const float *
                      void *image_ctx, const nn_relu_pool *pool)
 {
     forward(1, out, inp, w, wpk, b, s, image, image_ctx, pool);
+}
+
+// ----------------------------------------------------------------------------------------------
+// the float32 weight gradient by Winograd's F(3x3, 2x2)
+
+/* The weight gradient's 3 x 3 kernel is a correlation of each 4 x 4 input window d (the forward's
+ * tile) with the tile's 2 x 2 output gradients h, summed over the tiles: dW = sum over tiles of
+ * G' [(A h A') . (B' d B)] G with the forward's B' and A' and G' = [1 1/2 1/2 0; 0 1/2 -1/2 0;
+ * 0 1/2 1/2 1] (the forward's F(2x2, 3x3) with the roles of its kernel and output swapped).
+ * The transforms are linear, so the sum goes inside: per transformed position e, M_e (OC x C) =
+ * U_e' V_e over all the tiles of the batch (V_e: the tiles' transformed inputs, U_e: their
+ * transformed output gradients), then dW = G' M G per output and channel: 16 products of 64 x 32
+ * by the tiles (2.25 times fewer multiplications than the 9 taps' product by the positions).
+ * The images go in chunks of about DW_CHUNK_TILES tiles (a count set by the shape alone): the
+ * chunk's transforms shared among the threads by images, then the products M_e += U_e' V_e
+ * shared among them by e, each on one thread; the bias's gradient summed per image, then over
+ * the images in order. So the bits are the same at any thread count. */
+enum { DW_CHUNK_TILES = 256, DW_MAX_TILES = 1024 };
+
+int nn_wino_dw_takes(const nn_conv_shape *s)
+{
+    return nn_wino_takes(s) && geometry(s, 1).tiles <= DW_MAX_TILES;
+}
+
+/* y (row-major 3 x 3) = G' m G of m (row-major 4 x 4) */
+static inline void dw_tf_v(vf y[9], const vf m[16])
+{
+    const vf half = vset1(0.5f);
+    vf r[12]; /* G' m: 3 x 4 */
+    for (int j = 0; j < 4; j++) {
+        const vf a = m[4 + j], b = m[8 + j], mid = (a + b) * half;
+        r[j] = m[j] + mid;
+        r[4 + j] = (a - b) * half;
+        r[8 + j] = mid + m[12 + j];
+    }
+    for (int k = 0; k < 3; k++) {
+        const vf *q = r + 4 * k, mid = (q[1] + q[2]) * half;
+        y[3 * k] = q[0] + mid;
+        y[3 * k + 1] = (q[1] - q[2]) * half;
+        y[3 * k + 2] = mid + q[3];
+    }
+}
+
+void nn_wino_dout_transform(float u[16], const float h[4])
+{
+    const float *src[4] = {h, h + 1, h + 2, h + 3};
+    tile_tf(u, 1, src, 4, 1);
+}
+
+void nn_wino_dw_transform(float y[9], const float m[16])
+{
+    vf x[16], v[9];
+    for (int e = 0; e < E; e++) x[e] = vset1(m[e]);
+    dw_tf_v(v, x);
+    for (int k = 0; k < 9; k++) y[k] = v[k][0];
+}
+
+typedef struct {
+    const nn_conv_shape *s;
+    wino_geom g;
+    wino_scratch ws;    /* V (ws.Vf, E blocks of ws.rows rows of C floats) and the zero row */
+    const float *dout, *inp;
+    float *U;           /* E blocks of ws.rows rows of OC floats */
+    float *M;           /* E blocks of OC x C floats */
+    float *bsum;        /* per image, the sums of its output gradients (OC floats) */
+    float *bp;          /* each thread's packed V_e */
+    size_t bp_each;
+    int per_chunk;      /* images */
+} dw_job;
+
+/* U's rows r0.. and the bias's sums from one image's output gradients (OH, OW, OC) */
+static void dout_image(const dw_job *j, size_t r0, const float *img, float *restrict bs)
+{
+    const nn_conv_shape *s = j->s;
+    const int OC = s->OC;
+    const size_t estride = j->ws.rows * (size_t)OC;
+    for (int ty = 0; ty < j->g.TH; ty++)
+        for (int tx = 0; tx < j->g.TW; tx++) {
+            const float *src[4];
+            for (int k = 0; k < 4; k++) {
+                const int y = 2 * ty + k / 2, x = 2 * tx + k % 2;
+                src[k] = y < s->OH && x < s->OW ? img + ((size_t)y * s->OW + x) * OC : j->ws.zero;
+            }
+            tile_tf(j->U + (r0 + (size_t)ty * j->g.TW + tx) * OC, estride, src, 4, OC);
+        }
+    for (int o = 0; o < OC; o++) bs[o] = 0.0f;
+    for (size_t p = 0, n = (size_t)s->OH * s->OW; p < n; p++) {
+        const float *restrict row = img + p * OC;
+        for (int o = 0; o < OC; o++) bs[o] += row[o];
+    }
+}
+
+/* Thread t of T: each chunk's transforms of its images, then its positions' products */
+static void dw_run(const dw_job *j, int t, int T)
+{
+    const nn_conv_shape *s = j->s;
+    const int C = s->C, OC = s->OC, tiles = j->g.tiles;
+    const size_t in_image = (size_t)s->H * s->W * C, out_image = (size_t)s->OH * s->OW * OC;
+    for (int c0 = 0; c0 < s->B; c0 += j->per_chunk) {
+        const int n = s->B - c0 < j->per_chunk ? s->B - c0 : j->per_chunk, rows = n * tiles;
+        int b0, b1;
+        nn_sgemm_block_range(n, T, t, &b0, &b1);
+        for (int i = b0; i < b1; i++) {
+            const int b = c0 + i;
+            input_image(&j->ws, (size_t)i * tiles, j->inp + (size_t)b * in_image, s, &j->g);
+            dout_image(j, (size_t)i * tiles, j->dout + (size_t)b * out_image,
+                       j->bsum + (size_t)b * OC);
+        }
+        if (T > 1) {
+#pragma omp barrier
+        }
+        float *bp = j->bp + (size_t)t * j->bp_each;
+        for (int e = E * t / T; e < E * (t + 1) / T; e++) {
+            nn_sgemm_pack_b(0, C, rows, j->ws.Vf + (size_t)e * j->ws.rows * C, C, bp);
+            nn_sgemm_packed_serial(1, OC, C, rows, 1.0f, j->U + (size_t)e * j->ws.rows * OC, OC,
+                                   bp, c0 ? 1.0f : 0.0f, j->M + (size_t)e * OC * C, C);
+        }
+        if (T > 1) {
+#pragma omp barrier
+        }
+    }
+}
+
+static size_t whole_lines(size_t floats) { return (floats + 15) / 16 * 16; }
+
+void nn_wino_dw(float *Cm, int N, float beta, const float *dout, const float *inp,
+                const nn_conv_shape *s)
+{
+    XD_ASSERT(nn_wino_dw_takes(s) && (N == 9 * s->C || N == 9 * s->C + 1));
+    const int C = s->C, OC = s->OC;
+    const wino_geom g = geometry(s, 1);
+    int per_chunk = DW_CHUNK_TILES / g.tiles;
+    if (per_chunk < 1) per_chunk = 1;
+    if (per_chunk > s->B) per_chunk = s->B;
+    const size_t rows = (size_t)per_chunk * g.tiles;
+    int T = xd_threads_split(1) ? xd_threads_get() : 1;
+    if (T > E) T = E;
+    const size_t nv = whole_lines(E * rows * C), nu = whole_lines(E * rows * OC),
+                 nm = whole_lines((size_t)E * OC * C), nz = whole_lines(C > OC ? C : OC),
+                 nbs = whole_lines((size_t)s->B * OC),
+                 nbp = whole_lines(nn_sgemm_packed_size(C, (int)rows));
+    float *p = nn_thread_buf(NN_BUF_BCONV_GRID,
+                             sizeof(float) * (nv + nu + nm + nz + nbs + (size_t)T * nbp));
+    dw_job j = {.s = s, .g = g, .dout = dout, .inp = inp, .per_chunk = per_chunk,
+                .bp_each = nbp};
+    j.ws = (wino_scratch){.Vf = p, .rows = rows, .zero = p + nv + nu + nm};
+    j.U = p + nv;
+    j.M = p + nv + nu;
+    j.bsum = j.ws.zero + nz;
+    j.bp = j.bsum + nbs;
+    memset(j.ws.zero, 0, sizeof(float) * nz);
+    if (T > 1) {
+#pragma omp parallel num_threads(T)
+        dw_run(&j, xd_thread_num(), xd_team_size());
+    } else {
+        dw_run(&j, 0, 1);
+    }
+    /* dW = G' M G, + beta * C, each output's row (ky, kx, c) */
+    for (int o = 0; o < OC; o++) {
+        float *row = Cm + (size_t)o * N;
+        const float *m = j.M + (size_t)o * C;
+        const size_t es = (size_t)OC * C;
+        int c = 0;
+        for (; c + VW <= C; c += VW) {
+            vf v[16], y[9];
+            for (int e = 0; e < E; e++) v[e] = vload(m + e * es + c);
+            dw_tf_v(y, v);
+            for (int k = 0; k < 9; k++) {
+                float *d = row + (size_t)k * C + c;
+                vstore(d, beta == 0.0f ? y[k] : y[k] + vset1(beta) * vload(d));
+            }
+        }
+        for (; c < C; c++) {
+            float v[16], y[9];
+            for (int e = 0; e < E; e++) v[e] = m[e * es + c];
+            nn_wino_dw_transform(y, v);
+            for (int k = 0; k < 9; k++) {
+                float *d = row + (size_t)k * C + c;
+                *d = beta == 0.0f ? y[k] : y[k] + beta * *d;
+            }
+        }
+        if (N > 9 * C) { /* the bias's column: the images' sums in order */
+            float sum = 0.0f;
+            for (int b = 0; b < s->B; b++) sum += j.bsum[(size_t)b * OC + o];
+            row[9 * C] = beta == 0.0f ? sum : sum + beta * row[9 * C];
+        }
+    }
 }

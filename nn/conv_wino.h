@@ -21,12 +21,11 @@
  * inference, a teacher's forward, validation), never a training forward, whose backward and
  * checkpoints keep the direct kernels' bits (the rounding of the transformed operands to bf16 is
  * coarser than the direct kernel's). In float32 a training forward uses it too (the model sets
- * s->winograd then): its backward reads the windows from the input as after a forward that read
- * them in place for the weight gradient, the direct convolution's, and computes the input
- * gradient, where it writes it (not where it adds into one), as Winograd's forward of the output
- * gradient with the turned kernel (nn/conv.c: the input gradient of a stride-1 convolution is a
- * forward convolution of the output gradient, padded by 2 - pad, with the kernel turned by half
- * a turn and its channels swapped).
+ * s->winograd then), and so does its backward: the weight gradient by F(3x3, 2x2) (nn_wino_dw,
+ * below), the input gradient, where the backward writes it (not where it adds into one), as
+ * Winograd's forward of the output gradient with the turned kernel (nn/conv.c: the input
+ * gradient of a stride-1 convolution is a forward convolution of the output gradient, padded by
+ * 2 - pad, with the kernel turned by half a turn and its channels swapped).
  *
  * In float32 the same transforms run in float32 and nothing is rounded to bf16: V and U are the
  * transforms' float32 values, each M_e = V_e U_e by the float32 kernel (nn/gemm.h: one FMA chain
@@ -104,10 +103,24 @@ void nn_bwino_output_tile(float *const dst[4], float *pooled, const float *m, si
  * transform of the window's C channels, position e's values at v + e * ldv. */
 void nn_wino_input_tile(float *v, size_t ldv, const float *const src[16], int C);
 
+/* The float32 weight gradient by Winograd's F(3x3, 2x2) (conv_wino.c), where nn_wino_dw_takes s:
+ * nn_wino_takes, and at most 1024 tiles of 2 x 2 outputs an image (its scratch grows with a chunk
+ * of the batch: 16 x about 256 tiles x (C + OC) floats, and with the image past that). As the
+ * direct weight gradient's product: C (OC, N) = dout' (OC, B OH OW) [cols | 1] + beta C, with N
+ * = 9 C (no bias column) or 9 C + 1 (the bias's gradient last), each row's (ky, kx, c) in the
+ * weights' order. Not the direct kernel's bits; the same at any thread count. */
+int nn_wino_dw_takes(const nn_conv_shape *s);
+void nn_wino_dw(float *C, int N, float beta, const float *dout, const float *inp,
+                const nn_conv_shape *s);
+
 /* The transforms, per channel: v (16, row-major 4 x 4) = B' d B of the window d (16); u (16) =
  * G g G' of the kernel g (9, row-major 3 x 3); y (4, row-major 2 x 2) = A' m A of m (16). */
 void nn_bwino_input_transform(float v[16], const float d[16]);
 void nn_bwino_weight_transform(float u[16], const float g[9]);
 void nn_bwino_output_transform(float y[4], const float m[16]);
+/* The weight gradient's: u (16) = A h A' of a tile's output gradients h (row-major 2 x 2); y (9,
+ * row-major 3 x 3) = G' m G of m (16). */
+void nn_wino_dout_transform(float u[16], const float h[4]);
+void nn_wino_dw_transform(float y[9], const float m[16]);
 
 #endif

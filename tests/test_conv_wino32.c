@@ -8,8 +8,9 @@
  * takes, and that a float32 model runs it in its forwards, training and evaluation, and in
  * inference (packed, and not where a batch norm is folded into the packed weights); the input
  * gradient by it where the backward writes one (the turned convolution's bits, its error against
- * the direct kernel's), the direct kernel's where it adds into one; the gradients of a training
- * forward and backward by it: test_model_grad. */
+ * the direct kernel's), the direct kernel's where it adds into one; the weight gradient by
+ * F(3x3, 2x2) (its error against the direct kernel's, its bits at 1 to 3 threads, added into dw,
+ * its transforms); the gradients of a training forward and backward by them: test_model_grad. */
 #include "tests/support/testutil.h"
 #include "tests/support/convfix.h"
 
@@ -284,6 +285,124 @@ static void test_input_gradient(void **state)
     nn_mm_precision_set(prec);
 }
 
+/* got (r x r) is L x L' within 1e-6, L (r x k, row-major), x (k x k) */
+static void assert_sandwich(const float *got, const double *L, int r, int k, const float *x)
+{
+    for (int a = 0; a < r; a++)
+        for (int b = 0; b < r; b++) {
+            double want = 0.0;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) want += L[a * k + i] * x[i * k + j] * L[b * k + j];
+            assert_float_equal(got[a * r + b], want, 1e-6);
+        }
+}
+
+/* The weight gradient by Winograd's F(3x3, 2x2) where s->winograd (nn_wino_dw_takes): its
+ * gradient of the weights and the bias within twice the direct kernel's worst error of the exact
+ * one (in double), the same bits at 1, 2 and 3 threads, added into dw (no bias: beta 1) as dw +
+ * its value; the per-channel transforms against their matrices. */
+static void test_weight_gradient(void **state)
+{
+    (void)state;
+    static const int shapes[][7] = {
+        /* B, H, W, C, OC, pad, bias */
+        {12, 14, 14, 32, 64, 1, 1}, /* the teacher's second convolution, images in two chunks */
+        {3, 7, 9, 16, 16, 1, 0},    /* odd sides: half-empty tiles; no bias */
+        {2, 8, 7, 18, 40, 0, 1},    /* no padding, channels and outputs off the vectors */
+    };
+    const nn_precision prec = nn_mm_precision_set(NN_PREC_FLOAT32);
+    const int threads = xd_threads_get();
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *q = shapes[si];
+        conv3_case k = conv3_case_make(q[0], q[1], q[2], q[3], q[4], q[5], q[6], 190 + si);
+        const nn_conv_shape *s = &k.s;
+        assert_true(nn_wino_dw_takes(s));
+        nn_conv_shape sd = *s;
+        sd.winograd = 0;
+        const int C = s->C, OC = s->OC, K = 9 * C;
+        const size_t n_w = (size_t)OC * K;
+        float *dout = xd_xmalloc(sizeof(float) * k.n_out), *y = xd_xmalloc(sizeof(float) * k.n_out);
+        tu_fill_uniform(dout, k.n_out, -1.0f, 1.0f, 200 + si);
+        float *cols = xd_xmalloc(sizeof(float) * (nn_conv_cols_size(s) + 1));
+        float *wext = xd_xmalloc(sizeof(float) * (nn_conv_wext_size(s) + 1));
+        const int unfolded = nn_conv2d_forward(y, cols, wext, k.inp, k.w, NULL, NULL, k.b, &sd);
+        float *dw[4], *db[4];
+        for (int v = 0; v < 4; v++) { /* Winograd's at 1, 2 and 3 threads, the direct kernel */
+            dw[v] = xd_xcalloc(n_w, sizeof(float));
+            db[v] = xd_xcalloc((size_t)OC, sizeof(float));
+            xd_threads_set(v < 3 ? v + 1 : threads);
+            nn_conv2d_backward_first(NULL, dw[v], db[v], NULL, wext, dout, cols, unfolded, k.inp,
+                                     k.w, v < 3 ? s : &sd);
+        }
+        xd_threads_set(threads);
+        for (int v = 1; v < 3; v++) {
+            assert_memory_equal(dw[v], dw[0], sizeof(float) * n_w);
+            assert_memory_equal(db[v], db[0], sizeof(float) * OC);
+        }
+        assert_memory_not_equal(dw[0], dw[3], sizeof(float) * n_w);
+        double worst = 0.0, worst_direct = 0.0;
+        for (int o = 0; o < OC; o++) {
+            for (int t = 0; t < 9; t++)
+                for (int c = 0; c < C; c++) {
+                    double exact = 0.0;
+                    for (int b = 0; b < s->B; b++)
+                        for (int oy = 0; oy < s->OH; oy++)
+                            for (int ox = 0; ox < s->OW; ox++)
+                                exact += (double)dout[out_index(s, b, oy, ox, o)] *
+                                         conv3_in_at(&k, b, oy - s->pad + t / 3,
+                                                     ox - s->pad + t % 3, c);
+                    const size_t at = (size_t)o * K + (size_t)t * C + c;
+                    const double e = fabs(dw[0][at] - exact), d = fabs(dw[3][at] - exact);
+                    if (e > worst) worst = e;
+                    if (d > worst_direct) worst_direct = d;
+                }
+            if (!s->bias) continue;
+            double exact = 0.0;
+            for (size_t i = (size_t)o; i < k.n_out; i += (size_t)OC) exact += dout[i];
+            const double e = fabs(db[0][o] - exact), d = fabs(db[3][o] - exact);
+            if (e > worst) worst = e;
+            if (d > worst_direct) worst_direct = d;
+        }
+        print_message("shape %zu: the weight gradient's worst error %.3g, the direct kernel's "
+                      "%.3g\n", si, worst, worst_direct);
+        if (!(worst <= 2.0 * worst_direct))
+            fail_msg("shape %zu: worst error %.3g, over twice the direct kernel's %.3g", si, worst,
+                     worst_direct);
+        if (!s->bias) { /* added into dw: dw + the gradient */
+            float *base = xd_xmalloc(sizeof(float) * n_w);
+            tu_fill_uniform(base, n_w, -1.0f, 1.0f, 210 + si);
+            memcpy(dw[1], base, sizeof(float) * n_w);
+            nn_conv2d_backward(NULL, dw[1], NULL, NULL, wext, dout, cols, unfolded, k.inp, k.w, s);
+            for (size_t i = 0; i < n_w; i++) {
+                const float want = base[i] + dw[0][i];
+                if (memcmp(&dw[1][i], &want, sizeof want) != 0)
+                    fail_msg("shape %zu: added at %zu: %.9g, want %.9g", si, i, dw[1][i], want);
+            }
+            free(base);
+        }
+        for (int v = 0; v < 4; v++) {
+            free(dw[v]);
+            free(db[v]);
+        }
+        free(cols);
+        free(wext);
+        free(dout);
+        free(y);
+        conv3_case_free(&k);
+    }
+    /* the transforms against G' = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1], A as the forward's */
+    static const double Gt[3][4] = {{1, 0.5, 0.5, 0}, {0, 0.5, -0.5, 0}, {0, 0.5, 0.5, 1}};
+    static const double A[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
+    float m[16], h[4], got[16];
+    for (int i = 0; i < 16; i++) m[i] = (float)(i * 7 % 11) - 4.25f;
+    for (int i = 0; i < 4; i++) h[i] = (float)(3 * i) - 2.5f;
+    nn_wino_dw_transform(got, m);
+    assert_sandwich(got, &Gt[0][0], 3, 4, m);
+    nn_wino_dout_transform(got, h);
+    assert_sandwich(got, &A[0][0], 4, 2, h);
+    nn_mm_precision_set(prec);
+}
+
 static void wino(float *out, const conv3_case *k, const nn_relu_pool *pool)
 {
     nn_wino_forward(out, k->inp, k->w, NULL, k->b, &k->s, NULL, NULL, pool);
@@ -428,7 +547,7 @@ int main(void)
         cmocka_unit_test(test_forward),        cmocka_unit_test(test_bits_at_one_two_and_three_threads),
         cmocka_unit_test(test_pooled),         cmocka_unit_test(test_input_tile),
         cmocka_unit_test(test_what_it_takes),  cmocka_unit_test(test_models),
-        cmocka_unit_test(test_input_gradient),
+        cmocka_unit_test(test_input_gradient), cmocka_unit_test(test_weight_gradient),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
