@@ -389,11 +389,14 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
     const size_t share = conv_direct_scratch(&d, 0) + (size_t)d.OH * d.OW * d.OC;
     const size_t shares = (size_t)T * share, turned = (size_t)C * K;
     /* Winograd's where the forward may run it (s->winograd) and takes the turned shape, when
-     * dinp is written, not added to (its forward writes its output) */
-    nn_conv_shape dw = d;
-    dw.winograd = s->winograd;
-    const int wino = first && nn_wino_takes(&dw);
-    const size_t need = wino ? turned : packed + (shares > turned ? shares : turned);
+     * dinp is written, not added to (its forward writes its output); its scratch: the turned
+     * weights, then their transforms packed */
+    nn_conv_shape dwino = d;
+    dwino.winograd = s->winograd;
+    const int wino = first && nn_wino_takes(&dwino);
+    const size_t at = (turned + 15) / 16 * 16; /* the transforms' place, on a whole line */
+    const size_t need = wino ? at + nn_wino_packed_size(&dwino)
+                             : packed + (shares > turned ? shares : turned);
     float *own = need > room ? xd_xmalloc_aligned(sizeof(float) * need) : NULL;
     if (own) dcols = own;
     /* the turned weights, (C, KH KW OC): row c's (ky, kx, o) is
@@ -406,7 +409,8 @@ static void conv2d_dinp_turned(float *dinp, float *dcols, size_t room, const flo
                 for (int c = 0; c < C; c++) wt[(size_t)c * K + k] = src[c];
             }
     if (wino) {
-        nn_wino_forward(dinp, dout, wt, NULL, NULL, &dw, NULL, NULL, NULL);
+        nn_wino_pack(wt + at, wt, &dwino);
+        nn_wino_forward(dinp, dout, wt, wt + at, NULL, &dwino, NULL, NULL, NULL);
         free(own);
         return;
     }

@@ -1,6 +1,6 @@
 /* Evaluation forwards of 3 x 3 convolutions by Winograd's F(2x2, 3x3), in bf16 (nn_bwino_*) and
- * in float32 (nn_wino_*, below) (for nn/conv.c and the model's packing; the teacher-output cache
- * names them in its keys).
+ * in float32 (nn_wino_*, below), and float32 training forwards and gradients (for nn/conv.c,
+ * nn/conv_dw.c and the model's packing; the teacher-output cache names them in its keys).
  *
  * Each 2 x 2 block of output positions (a tile) is computed from the 4 x 4 window of the input
  * under it as Y = A' [(G g G') . (B' d B)] A, over 16 transformed positions e = (r, c) of 4 x 4:

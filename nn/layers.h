@@ -57,8 +57,8 @@ typedef struct {
     int bias;         /* 1: the layer has a bias, folded into the GEMMs as a column of ones */
     int OH, OW;       /* output, derived */
     int winograd;     /* 1: a forward that may run nn/conv_wino.c (an evaluation forward, or
-                       * a float32 training forward), and a float32 backward whose input
-                       * gradient may (see nn/conv_wino.h) */
+                       * a float32 training forward), and a float32 backward whose gradients
+                       * may (see nn/conv_wino.h) */
 } nn_conv_shape;
 
 /* Fills OH/OW; returns 0, or -1 when the window does not fit (output would be empty). */

@@ -136,8 +136,8 @@ void nn_model_backward(nn_model *m)
         case NN_CONV2D: {
             nn_conv_shape cs = nn_node_conv_shape(nd, B), cmax = nn_node_conv_shape(nd, m->max_batch);
             const nn_precision outer = nn_conv_precision_enter(&cs);
-            /* the input gradient by Winograd's where the training forward may run it */
-            cs.winograd = !nd->bn_fold && nn_mm_precision() == NN_PREC_FLOAT32;
+            /* both gradients by Winograd's where the training forward may run it */
+            cs.winograd = nn_node_trains_winograd(nd);
             if (nd->pooled) { /* its gradient is still the pool's (relu_pool_backward) */
                 const nn_node *pool = &m->nodes[nd->pooled];
                 const nn_pool_shape ps = nn_node_pool_shape(pool, B);

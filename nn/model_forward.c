@@ -150,8 +150,7 @@ static void forward_node(nn_model *m, int i, int b0, int B, const nn_run *run, i
          * backward reads the windows from the input), not in bf16 */
         cs.winograd = !run->training && !nd->bn_fold;
         const nn_precision outer = nn_conv_precision_enter(&cs);
-        if (run->training && !nd->bn_fold && nn_mm_precision() == NN_PREC_FLOAT32)
-            cs.winograd = 1;
+        if (run->training && nn_node_trains_winograd(nd)) cs.winograd = 1;
         float *cols = SAVE_ROWS(nd->save, nn_conv_cols_size(&cmax) / (size_t)m->max_batch);
         float *wext = nd->save + nn_conv_cols_size(&cmax);
         /* packed for this call: the windows are then read in place, not unfolded into cols, as

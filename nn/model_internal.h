@@ -32,5 +32,12 @@ static inline nn_precision nn_conv_precision_enter(const nn_conv_shape *s)
 {
     return nn_mm_precision_set((nn_precision)nn_precision_of_conv(s, nn_mm_precision()));
 }
+/* Whether node nd's training forward and backward, in the precision set now, may run Winograd's
+ * (nn/conv_wino.h): in float32, not through a folded norm (its bf16 rounding is coarser than the
+ * direct kernel's, so not in bf16) */
+static inline int nn_node_trains_winograd(const nn_node *nd)
+{
+    return !nd->bn_fold && nn_mm_precision() == NN_PREC_FLOAT32;
+}
 
 #endif
