@@ -14,7 +14,7 @@
 #include "nn/gemm.h"
 
 static const bench_suite suites[] = {
-    {"gemm", "the cores' FMA peak; cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward, float32 and bf16",
+    {"gemm", "the cores' FMA peak; cblas_sgemm at the Fashion-MNIST teacher's shapes vs our conv2d/linear forward+backward, float32 and bf16; conv2 by Winograd's (products, forward)",
      bench_gemm},
     {"data", "PNG decode, batch assembly, fashion scenes and prepare emoji at 1 and more threads", bench_data},
     {"train", "teacher CNN and MLP student training step: s/epoch, images/s, speed-up, the "

@@ -6,15 +6,19 @@
  * OpenBLAS's own threading) and through our own kernel (nn_sgemm); and our whole layer forward+backward
  * (im2col, bias, col2im, all the products). GFLOP/s count only the GEMM flops (3 x 2MNK; 2 x for
  * the first layer, which needs no input gradient), so the layer's figure shows what its extra
- * work costs against the bare products. The same products and layers in bf16 (nn/gemm_bf16.h,
- * train.precision: bf16) follow, with their speed against float32. */
+ * work costs against the bare products. Then the second convolution as a float32 model computes
+ * it, by Winograd's F(2x2, 3x3) (nn/conv_wino.c): its products at their own shape, and its
+ * forward. The same products and layers in bf16 (nn/gemm_bf16.h, train.precision: bf16) follow,
+ * with their speed against float32. */
 #include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench/bench.h"
+#include "core/mem.h"
 #include "core/rng.h"
 #include "core/runtime.h"
+#include "nn/conv_wino.h"
 #include "nn/gemm.h"
 #include "nn/gemm_bf16.h"
 #include "nn/mm.h"
@@ -228,6 +232,120 @@ static double dot_peak(double peak16, int threads, double min_seconds)
     return g;
 }
 
+/* The teacher's second convolution by Winograd's F(2x2, 3x3), as a float32 model's forward and
+ * input gradient run it: per round of two images, 16 products of their 98 tiles' transformed
+ * inputs (98 x C) by the transformed weights (C x OC). */
+enum { WINO_ROUND = 98 };
+
+typedef struct {
+    nn_conv_shape cs;
+    float *x, *w, *b, *y, *wpk; /* the forward, its weights packed once (nn_wino_pack) */
+    float *v, *u, *up, *m;      /* one round's V_e, U_e (and packed), M_e: 16 of each */
+    size_t panel;               /* floats of one packed U_e */
+} wino_ctx;
+
+static void run_wino_forward(void *p)
+{
+    wino_ctx *k = p;
+    nn_wino_forward(k->y, k->x, k->w, k->wpk, k->b, &k->cs, NULL, NULL, NULL);
+}
+
+/* the batch's products, one round after another, each on the float32 kernel (as the forward's
+ * threads each run theirs) or through cblas_sgemm */
+static void wino_products(wino_ctx *k, int blas)
+{
+    const int C = k->cs.C, OC = k->cs.OC;
+    for (int r = 0; r < k->cs.B / 2; r++)
+        for (int e = 0; e < 16; e++) {
+            const float *v = k->v + (size_t)e * WINO_ROUND * C;
+            float *m = k->m + (size_t)e * WINO_ROUND * OC;
+            if (blas)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, WINO_ROUND, OC, C, 1.0f, v,
+                            C, k->u + (size_t)e * C * OC, OC, 0.0f, m, OC);
+            else
+                nn_sgemm_packed_serial(0, WINO_ROUND, OC, C, 1.0f, v, C, k->up + e * k->panel,
+                                       0.0f, m, OC);
+        }
+}
+static void run_wino_ours(void *p) { wino_products(p, 0); }
+static void run_wino_blas(void *p) { wino_products(p, 1); }
+
+/* One line (or JSON object) per thread count: the bare products at one thread, the forward at
+ * each count; GFLOP/s of the products' flops, and of the direct convolution's count for the
+ * forward (what the layer rows above count). */
+static void bench_wino(const bench_opts *o, const double *peak32)
+{
+    const layer_case *lc = &cases[1];
+    wino_ctx k = {.cs = {.B = BATCH, .H = lc->H, .W = lc->W, .C = lc->C, .OC = lc->OC, .KH = 3,
+                         .KW = 3, .stride = 1, .pad = lc->pad, .bias = 1, .winograd = 1}};
+    nn_conv_shape_init(&k.cs);
+    const int C = k.cs.C, OC = k.cs.OC, tiles = (k.cs.OH + 1) / 2 * ((k.cs.OW + 1) / 2);
+    XD_ASSERT(nn_wino_takes(&k.cs) && 2 * tiles == WINO_ROUND);
+    const size_t nx = (size_t)BATCH * k.cs.H * k.cs.W * C, ny = (size_t)BATCH * k.cs.OH * k.cs.OW * OC;
+    k.panel = nn_sgemm_packed_size(OC, C);
+    k.x = malloc(sizeof(float) * nx);
+    k.w = malloc(sizeof(float) * (size_t)9 * C * OC);
+    k.b = malloc(sizeof(float) * OC);
+    k.y = malloc(sizeof(float) * ny);
+    k.wpk = xd_xmalloc_aligned(sizeof(float) * nn_wino_packed_size(&k.cs));
+    k.v = malloc(sizeof(float) * 16 * WINO_ROUND * C);
+    k.u = malloc(sizeof(float) * 16 * (size_t)C * OC);
+    k.up = malloc(sizeof(float) * 16 * k.panel);
+    k.m = malloc(sizeof(float) * 16 * WINO_ROUND * OC);
+    fill(k.x, nx, 11);
+    fill(k.w, (size_t)9 * C * OC, 12);
+    fill(k.b, OC, 13);
+    fill(k.v, (size_t)16 * WINO_ROUND * C, 14);
+    fill(k.u, (size_t)16 * C * OC, 15);
+    nn_wino_pack(k.wpk, k.w, &k.cs);
+    for (int e = 0; e < 16; e++)
+        nn_sgemm_pack_b(0, OC, C, k.u + (size_t)e * C * OC, OC, k.up + e * k.panel);
+    const double pflops = 16.0 * 2.0 * BATCH * tiles * OC * C,
+                 direct = 2.0 * BATCH * k.cs.OH * k.cs.OW * OC * 9.0 * C;
+    if (!o->json)
+        fprintf(o->out, "\nconv2 by Winograd's F(2x2, 3x3), as float32 models run it (forward, "
+                         "input gradient), batch %d; products: 16 per two images of %dx%dx%d\n",
+                BATCH, WINO_ROUND, OC, C);
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        const int th = o->threads[ti];
+        set_threads(th);
+        double gb = 0.0, gk = 0.0;
+        bench_time tk = {0};
+        if (th == 1) {
+            bench_time tb = bench_run(run_wino_blas, &k, o->min_seconds, 5, 100000);
+            tk = bench_run(run_wino_ours, &k, o->min_seconds, 5, 100000);
+            gb = pflops / tb.median / 1e9;
+            gk = pflops / tk.median / 1e9;
+        }
+        const bench_time tf = bench_run(run_wino_forward, &k, o->min_seconds, 5, 100000);
+        const double gf = pflops / tf.median / 1e9, gd = direct / tf.median / 1e9;
+        if (o->json) {
+            fprintf(o->out, "{\"suite\":\"gemm\",\"case\":\"conv2_winograd\",\"threads\":%d,"
+                            "\"M\":%d,\"N\":%d,\"K\":%d,\"products\":16,", th, WINO_ROUND, OC, C);
+            if (th == 1)
+                fprintf(o->out, "\"sgemm_gflops\":%.2f,\"ours_gflops\":%.2f,\"ours_min_s\":%.6f,"
+                                "\"ours_max_s\":%.6f,\"ours_over_peak\":%.3f,", gb, gk, tk.min,
+                        tk.max, gk / peak32[ti]);
+            fprintf(o->out, "\"forward_ms\":%.4f,\"forward_min_ms\":%.4f,"
+                            "\"forward_max_ms\":%.4f,\"forward_products_gflops\":%.2f,"
+                            "\"forward_over_peak\":%.3f,\"forward_direct_gflops\":%.2f}\n",
+                    tf.median * 1e3, tf.min * 1e3, tf.max * 1e3, gf, gf / peak32[ti], gd);
+            continue;
+        }
+        if (th == 1)
+            fprintf(o->out, "products, 1 thread: cblas_sgemm %.1f GFLOP/s, ours %.1f GFLOP/s "
+                            "[%.1f-%.1f] (%.0f%% of the FMA peak)\n",
+                    gb, gk, pflops / tk.max / 1e9, pflops / tk.min / 1e9, 100.0 * gk / peak32[ti]);
+        fprintf(o->out, "forward (transforms, products, bias), %d thread%s: %.2f ms [%.2f-%.2f]; "
+                        "its products at %.1f GFLOP/s over it (%.0f%% of the FMA peak), the direct "
+                        "count's %.1f GFLOP/s\n",
+                th, th > 1 ? "s" : "", tf.median * 1e3, tf.min * 1e3, tf.max * 1e3, gf,
+                100.0 * gf / peak32[ti], gd);
+    }
+    float *bufs[] = {k.x, k.w, k.b, k.y, k.wpk, k.v, k.u, k.up, k.m};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
 /* fn in bf16 */
 static bench_time run_bf16(void (*fn)(void *), void *ctx, double min_seconds, int min_reps)
 {
@@ -374,6 +492,7 @@ int bench_gemm(const bench_opts *o)
                     o->threads[ti], gb, "(best of both)", gl, 100.0 * gl / gb, ti ? "" : "\n");
         if (!o->json && ti > 0) fprintf(f, "  (convolutions %.2fx vs 1 thread)\n", speedup);
     }
+    bench_wino(o, peak32);
     if (!o->json) {
         fprintf(f, "\nthe same in bf16 products with float32 sums (%s kernel); GFLOP/s of the "
                    "float32 flops count, median; speed against float32 in time and in CPU time; "
