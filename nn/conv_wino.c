@@ -537,10 +537,13 @@ void nn_wino_forward(float *out, const float *inp, const float *w, const float *
  * U_e' V_e over all the tiles of the batch (V_e: the tiles' transformed inputs, U_e: their
  * transformed output gradients), then dW = G' M G per output and channel: 16 products of 64 x 32
  * by the tiles (2.25 times fewer multiplications than the 9 taps' product by the positions).
- * The images go in chunks of about DW_CHUNK_TILES tiles (a count set by the shape alone): the
- * chunk's transforms shared among the threads by images, then the products M_e += U_e' V_e
- * shared among them by e, each on one thread; the bias's gradient summed per image, then over
- * the images in order. So the bits are the same at any thread count. */
+ * The images go in chunks of about DW_CHUNK_TILES tiles (a count set by the shape alone), each
+ * chunk on one thread, transforms and products: its partial P_e = U_e' V_e (one K block of the
+ * kernel); the partials are added into M in chunk order, as one product running on over the
+ * chunks would add them, and the bias's gradient is summed per image, then over the images in
+ * order. So the bits are the same at any thread count, and a thread's products read only the
+ * transforms it wrote (a chunk's are about 1.5 MB: read from the other core, where the two cores
+ * sit far apart, at a third of the rate, they cost a 2-thread step about 1 ms). */
 enum { DW_CHUNK_TILES = 256, DW_MAX_TILES = 1024 };
 
 int nn_wino_dw_takes(const nn_conv_shape *s)
@@ -581,33 +584,41 @@ void nn_wino_dw_transform(float y[9], const float m[16])
     for (int k = 0; k < 9; k++) y[k] = v[k][0];
 }
 
+/* A thread's share of the work, in a round: one chunk's transforms (V and U, in ws and U) and
+ * its 16 products, P_e = U_e' V_e, into its own partial P */
+typedef struct {
+    wino_scratch ws; /* V (ws.Vf, E blocks of ws.rows rows of C floats) */
+    float *U;        /* E blocks of ws.rows rows of OC floats */
+    float *bp;       /* a V_e packed */
+} dw_own;
+
 typedef struct {
     const nn_conv_shape *s;
     wino_geom g;
-    wino_scratch ws;    /* V (ws.Vf, E blocks of ws.rows rows of C floats) and the zero row */
-    const float *dout, *inp;
-    float *U;           /* E blocks of ws.rows rows of OC floats */
-    float *M;           /* E blocks of OC x C floats */
+    const float *dout, *inp, *zero; /* zero: a row of max(C, OC) zeros (the padding) */
+    float *M;           /* E blocks of OC x C floats: the sums of the chunks' P in chunk order */
+    float *P;           /* each thread's partial (E blocks of OC x C floats) */
     float *bsum;        /* per image, the sums of its output gradients (OC floats) */
-    float *bp;          /* each thread's packed V_e */
-    size_t bp_each;
-    int per_chunk;      /* images */
+    float *own;         /* each thread's scratch: V, U and a packed V_e (nv, nu, nbp floats) */
+    size_t nv, nu, nbp;
+    int per_chunk, chunks;
 } dw_job;
 
 /* U's rows r0.. and the bias's sums from one image's output gradients (OH, OW, OC) */
-static void dout_image(const dw_job *j, size_t r0, const float *img, float *restrict bs)
+static void dout_image(const dw_job *j, const dw_own *w, size_t r0, const float *img,
+                       float *restrict bs)
 {
     const nn_conv_shape *s = j->s;
     const int OC = s->OC;
-    const size_t estride = j->ws.rows * (size_t)OC;
+    const size_t estride = w->ws.rows * (size_t)OC;
     for (int ty = 0; ty < j->g.TH; ty++)
         for (int tx = 0; tx < j->g.TW; tx++) {
             const float *src[4];
             for (int k = 0; k < 4; k++) {
                 const int y = 2 * ty + k / 2, x = 2 * tx + k % 2;
-                src[k] = y < s->OH && x < s->OW ? img + ((size_t)y * s->OW + x) * OC : j->ws.zero;
+                src[k] = y < s->OH && x < s->OW ? img + ((size_t)y * s->OW + x) * OC : j->zero;
             }
-            tile_tf(j->U + (r0 + (size_t)ty * j->g.TW + tx) * OC, estride, src, 4, OC);
+            tile_tf(w->U + (r0 + (size_t)ty * j->g.TW + tx) * OC, estride, src, 4, OC);
         }
     for (int o = 0; o < OC; o++) bs[o] = 0.0f;
     for (size_t p = 0, n = (size_t)s->OH * s->OW; p < n; p++) {
@@ -616,30 +627,51 @@ static void dout_image(const dw_job *j, size_t r0, const float *img, float *rest
     }
 }
 
-/* Thread t of T: each chunk's transforms of its images, then its positions' products */
+/* Thread t of T. Round by round, chunk r + t: its images' transforms and its products into the
+ * thread's P (so each thread reads what it wrote itself); then the round's partials added into
+ * M in chunk order, M's cache lines shared among the threads. M is so the sum of P over the
+ * chunks in order, as one product running on over them would add them (a chunk's K rows are
+ * one block of the kernel): the same bits at any thread count. */
 static void dw_run(const dw_job *j, int t, int T)
 {
     const nn_conv_shape *s = j->s;
     const int C = s->C, OC = s->OC, tiles = j->g.tiles;
-    const size_t in_image = (size_t)s->H * s->W * C, out_image = (size_t)s->OH * s->OW * OC;
-    for (int c0 = 0; c0 < s->B; c0 += j->per_chunk) {
-        const int n = s->B - c0 < j->per_chunk ? s->B - c0 : j->per_chunk, rows = n * tiles;
-        int b0, b1;
-        nn_sgemm_block_range(n, T, t, &b0, &b1);
-        for (int i = b0; i < b1; i++) {
-            const int b = c0 + i;
-            input_image(&j->ws, (size_t)i * tiles, j->inp + (size_t)b * in_image, s, &j->g);
-            dout_image(j, (size_t)i * tiles, j->dout + (size_t)b * out_image,
-                       j->bsum + (size_t)b * OC);
+    const size_t in_image = (size_t)s->H * s->W * C, out_image = (size_t)s->OH * s->OW * OC,
+                 nm = (size_t)E * OC * C;
+    float *mine = j->own + (size_t)t * (j->nv + j->nu + j->nbp);
+    const dw_own own = {.ws = {.Vf = mine, .rows = (size_t)j->per_chunk * tiles,
+                               .zero = (float *)j->zero},
+                        .U = mine + j->nv, .bp = mine + j->nv + j->nu},
+                 *w = &own;
+    float *P = j->P + (size_t)t * nm;
+    int l0, l1; /* M's cache lines this thread adds into */
+    nn_sgemm_block_range((int)(nm / 16), T, t, &l0, &l1);
+    for (int r = 0; r < j->chunks; r += T) {
+        const int c = r + t, c0 = c * j->per_chunk;
+        if (c < j->chunks) {
+            const int n = s->B - c0 < j->per_chunk ? s->B - c0 : j->per_chunk, rows = n * tiles;
+            for (int i = 0; i < n; i++) {
+                const int b = c0 + i;
+                input_image(&w->ws, (size_t)i * tiles, j->inp + (size_t)b * in_image, s, &j->g);
+                dout_image(j, w, (size_t)i * tiles, j->dout + (size_t)b * out_image,
+                           j->bsum + (size_t)b * OC);
+            }
+            for (int e = 0; e < E; e++) {
+                nn_sgemm_pack_b(0, C, rows, w->ws.Vf + (size_t)e * w->ws.rows * C, C, w->bp);
+                nn_sgemm_packed_serial(1, OC, C, rows, 1.0f, w->U + (size_t)e * w->ws.rows * OC,
+                                       OC, w->bp, 0.0f, P + (size_t)e * OC * C, C);
+            }
         }
         if (T > 1) {
 #pragma omp barrier
         }
-        float *bp = j->bp + (size_t)t * j->bp_each;
-        for (int e = E * t / T; e < E * (t + 1) / T; e++) {
-            nn_sgemm_pack_b(0, C, rows, j->ws.Vf + (size_t)e * j->ws.rows * C, C, bp);
-            nn_sgemm_packed_serial(1, OC, C, rows, 1.0f, j->U + (size_t)e * j->ws.rows * OC, OC,
-                                   bp, c0 ? 1.0f : 0.0f, j->M + (size_t)e * OC * C, C);
+        for (int k = 0; k < T && r + k < j->chunks; k++) {
+            const float *restrict q = j->P + (size_t)k * nm;
+            float *restrict m = j->M;
+            if (r + k == 0)
+                for (size_t i = (size_t)l0 * 16; i < (size_t)l1 * 16; i++) m[i] = q[i];
+            else
+                for (size_t i = (size_t)l0 * 16; i < (size_t)l1 * 16; i++) m[i] += q[i];
         }
         if (T > 1) {
 #pragma omp barrier
@@ -658,23 +690,23 @@ void nn_wino_dw(float *Cm, int N, float beta, const float *dout, const float *in
     int per_chunk = DW_CHUNK_TILES / g.tiles;
     if (per_chunk < 1) per_chunk = 1;
     if (per_chunk > s->B) per_chunk = s->B;
+    const int chunks = (s->B + per_chunk - 1) / per_chunk;
     const size_t rows = (size_t)per_chunk * g.tiles;
     int T = xd_threads_split(1) ? xd_threads_get() : 1;
-    if (T > E) T = E;
-    const size_t nv = whole_lines(E * rows * C), nu = whole_lines(E * rows * OC),
-                 nm = whole_lines((size_t)E * OC * C), nz = whole_lines(C > OC ? C : OC),
+    if (T > chunks) T = chunks;
+    const size_t nm = (size_t)E * OC * C, nz = whole_lines(C > OC ? C : OC),
                  nbs = whole_lines((size_t)s->B * OC),
-                 nbp = whole_lines(nn_sgemm_packed_size(C, (int)rows));
+                 /* a thread's V, U and packed V_e */
+                 nv = whole_lines(E * rows * C), nu = whole_lines(E * rows * OC),
+                 nbp = whole_lines(nn_sgemm_packed_size(C, (int)rows)),
+                 each = nv + nu + nbp;
     float *p = nn_thread_buf(NN_BUF_BCONV_GRID,
-                             sizeof(float) * (nv + nu + nm + nz + nbs + (size_t)T * nbp));
-    dw_job j = {.s = s, .g = g, .dout = dout, .inp = inp, .per_chunk = per_chunk,
-                .bp_each = nbp};
-    j.ws = (wino_scratch){.Vf = p, .rows = rows, .zero = p + nv + nu + nm};
-    j.U = p + nv;
-    j.M = p + nv + nu;
-    j.bsum = j.ws.zero + nz;
-    j.bp = j.bsum + nbs;
-    memset(j.ws.zero, 0, sizeof(float) * nz);
+                             sizeof(float) * ((size_t)(1 + T) * nm + nz + nbs + (size_t)T * each));
+    float *z = p + (size_t)(1 + T) * nm;
+    memset(z, 0, sizeof(float) * nz);
+    dw_job j = {.s = s, .g = g, .dout = dout, .inp = inp, .zero = z, .M = p, .P = p + nm,
+                .bsum = z + nz, .own = z + nz + nbs, .nv = nv, .nu = nu, .nbp = nbp,
+                .per_chunk = per_chunk, .chunks = chunks};
     if (T > 1) {
 #pragma omp parallel num_threads(T)
         dw_run(&j, xd_thread_num(), xd_team_size());

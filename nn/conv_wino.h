@@ -105,7 +105,8 @@ void nn_wino_input_tile(float *v, size_t ldv, const float *const src[16], int C)
 
 /* The float32 weight gradient by Winograd's F(3x3, 2x2) (conv_wino.c), where nn_wino_dw_takes s:
  * nn_wino_takes, and at most 1024 tiles of 2 x 2 outputs an image (its scratch grows with a chunk
- * of the batch: 16 x about 256 tiles x (C + OC) floats, and with the image past that). As the
+ * of the batch, per thread: 16 x about 256 tiles x (C + OC) floats, and with the image past
+ * that; and with the batch: OC floats an image). As the
  * direct weight gradient's product: C (OC, N) = dout' (OC, B OH OW) [cols | 1] + beta C, with N
  * = 9 C (no bias column) or 9 C + 1 (the bias's gradient last), each row's (ky, kx, c) in the
  * weights' order. Not the direct kernel's bits; the same at any thread count. */
