@@ -665,13 +665,14 @@ static void dw_run(const dw_job *j, int t, int T)
         if (T > 1) {
 #pragma omp barrier
         }
+        /* q + m, the operands in the order the kernel's write_tile adds a K block into C */
         for (int k = 0; k < T && r + k < j->chunks; k++) {
             const float *restrict q = j->P + (size_t)k * nm;
             float *restrict m = j->M;
             if (r + k == 0)
                 for (size_t i = (size_t)l0 * 16; i < (size_t)l1 * 16; i++) m[i] = q[i];
             else
-                for (size_t i = (size_t)l0 * 16; i < (size_t)l1 * 16; i++) m[i] += q[i];
+                for (size_t i = (size_t)l0 * 16; i < (size_t)l1 * 16; i++) m[i] = q[i] + m[i];
         }
         if (T > 1) {
 #pragma omp barrier
