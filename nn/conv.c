@@ -358,8 +358,7 @@ static void direct_run(void *ctx, int t)
  * whose rows are then folded back onto the image. Taken in float32; its scratch is dcols, or
  * its own where dcols is too small for the turned weights packed and a thread's images. Where
  * s->winograd and dinp is written (not added into), the turned convolution is Winograd's
- * (nn_wino_forward: the teacher's second convolution's input gradient, a batch of 128 at one
- * thread on the Zen 3 EPYC, about 13.9 -> 6.8 ms; its training step 39.5 -> 33.2 ms). */
+ * (nn_wino_forward; BENCHMARKS.md measures it). */
 static nn_conv_shape turned_shape(const nn_conv_shape *s)
 {
     nn_conv_shape d = {.B = s->B, .H = s->OH, .W = s->OW, .C = s->OC, .OC = s->C, .KH = s->KH,

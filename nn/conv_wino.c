@@ -328,7 +328,9 @@ size_t nn_wino_packed_size(const nn_conv_shape *s) { return E * panel32(s); }
 void nn_wino_pack(float *wpk, const float *w, const nn_conv_shape *s)
 {
     const int C = s->C, OC = s->OC;
-    float *u = xd_xmalloc(sizeof(float) * E * (size_t)C * OC); /* U_e (C x OC), row-major */
+    /* U_e (C x OC), row-major, in the thread's grid buffer: no caller holds it while packing
+     * (a model's packing, forward's below before its threads start, the input gradient's) */
+    float *u = nn_thread_buf(NN_BUF_BCONV_GRID, sizeof(float) * E * (size_t)C * OC);
     for (int n = 0; n < OC; n++)
         for (int c = 0; c < C; c++) {
             float ue[E], g[9];
@@ -338,7 +340,6 @@ void nn_wino_pack(float *wpk, const float *w, const nn_conv_shape *s)
         }
     for (int e = 0; e < E; e++)
         nn_sgemm_pack_b(0, OC, C, u + (size_t)e * C * OC, OC, wpk + e * panel32(s));
-    free(u);
 }
 
 /* Images per round: their tiles make the rows of one product (two 7 x 7 images, 98 rows: seven
@@ -497,18 +498,18 @@ static void forward(int f32, float *out, const float *inp, const float *w, const
     XD_ASSERT(s->KH == 3 && s->KW == 3 && s->stride == 1 && (b != NULL) == (s->bias != 0) &&
               (!pool || nn_bwino_pools(s, pool)));
     const wino_geom g = geometry(s, f32);
-    void *own = NULL;
-    if (!wpk) { /* both packings are of 4-byte words */
-        own = xd_xmalloc_aligned(4 * (f32 ? nn_wino_packed_size(s) : nn_bwino_packed_size(s)));
+    if (!wpk) { /* both packings are of 4-byte words; kept for the thread's next call */
+        void *own = nn_thread_buf(NN_BUF_WINO_PACK,
+                                  4 * (f32 ? nn_wino_packed_size(s) : nn_bwino_packed_size(s)));
         if (f32) nn_wino_pack(own, w, s);
         else nn_bwino_pack(own, w, s);
+        wpk = own;
     }
     int T = xd_threads_split(s->B > 1) ? xd_threads_get() : 1;
     if (T > s->B) T = s->B;
-    wino_job job = {.s = s, .g = &g, .inp = inp, .bias = b, .wpk = wpk ? wpk : own, .out = out,
-                    .T = T, .image = image, .image_ctx = image_ctx, .pool = pool};
+    wino_job job = {.s = s, .g = &g, .inp = inp, .bias = b, .wpk = wpk, .out = out, .T = T,
+                    .image = image, .image_ctx = image_ctx, .pool = pool};
     xd_threads_each(T, wino_run, &job);
-    free(own);
 }
 
 void nn_bwino_forward(float *out, const float *inp, const float *w, const uint32_t *wpk,

@@ -32,13 +32,16 @@ void nn_sgemm_param_rows(int trans_a, int trans_b, int M, int N, int K, float al
  * each slot, kept (and grown when a call needs more) for the thread's life, so that a product
  * does not pay for fresh pages every call; freed when the thread ends. What a slot holds does
  * not outlive the next call for it on that thread. NN_BUF_BCONV_GRID: a bf16 convolution's grid
- * of images (nn/conv_bf16.c), which inference asks for an image at a time. */
+ * of images (nn/conv_bf16.c), which inference asks for an image at a time, and Winograd's
+ * scratch (nn/conv_wino.c); NN_BUF_WINO_PACK: a Winograd forward's weights transformed and
+ * packed for the call, where the caller has none packed (a training forward). */
 enum {
     NN_BUF_SGEMM_A,
     NN_BUF_SGEMM_B,
     NN_BUF_BGEMM_A,
     NN_BUF_BGEMM_B,
     NN_BUF_BCONV_GRID,
+    NN_BUF_WINO_PACK,
     NN_BUF_COUNT
 };
 void *nn_thread_buf(int slot, size_t bytes);

@@ -306,7 +306,7 @@ static void test_weight_gradient(void **state)
     (void)state;
     static const int shapes[][7] = {
         /* B, H, W, C, OC, pad, bias */
-        {12, 14, 14, 32, 64, 1, 1}, /* the teacher's second convolution, images in two chunks */
+        {12, 14, 14, 32, 64, 1, 1}, /* the teacher's second convolution: chunks of 5, 5, 2 images */
         {3, 7, 9, 16, 16, 1, 0},    /* odd sides: half-empty tiles; no bias */
         {2, 8, 7, 18, 40, 0, 1},    /* no padding, channels and outputs off the vectors */
     };
